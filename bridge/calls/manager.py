@@ -93,6 +93,8 @@ class CallManager:
         self.artifacts: ArtifactSink | None = None  # a provider's recordings (resources)
         self.open_report: OpenReport | None = None  # each runtime's report (call reports on)
         self._runtimes: dict[str, CallRuntime] = {}
+        self._calls_here = asyncio.Event()
+        """Set while this worker has a live call (:meth:`until_calls`)."""
         self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")
         self.endings = Endings(self)
@@ -115,12 +117,15 @@ class CallManager:
         self._tasks.spawn(sweep_forever(self.registry), "sweeper")
         self._tasks.spawn(
             sample_quality_forever(
-                self.metrics, self._runtimes.values, self.settings.stats_interval
+                self.metrics, self._runtimes.values, self.settings.stats_interval, self.until_calls
             ),
             "quality",
         )
         self._tasks.spawn(
-            watch_forever(self.settings, self._runtimes.values, self.endings.time_limit), "watchdog"
+            watch_forever(
+                self.settings, self._runtimes.values, self.endings.time_limit, self.until_calls
+            ),
+            "watchdog",
         )
 
     def stop_accepting(self) -> None:
@@ -164,6 +169,16 @@ class CallManager:
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has ended")
         return runtime
+
+    async def until_calls(self) -> None:
+        """Return once this worker has a live call (at once while it has one): what only
+        calls need done (the watchdog, the samplers) waits here on an idle worker, rather than
+        waking a few times a second to find nothing (docs/performance.md, *An idle worker*)."""
+        await self._calls_here.wait()
+
+    def _runtime_gone(self) -> None:
+        if not self._runtimes:
+            self._calls_here.clear()
 
     def live_runtimes(self) -> list[CallRuntime]:
         return list(self._runtimes.values())
@@ -254,6 +269,7 @@ class CallManager:
         engine, media_lost = self.engine_of(call), self.endings.media_lost
         runtime = CallRuntime(call, engine, self.events, self.metrics, media_lost, self.open_report)
         self._runtimes[call.id] = runtime
+        self._calls_here.set()
         count_active(self.metrics, self.registry.live())
         return runtime
 
@@ -333,6 +349,7 @@ class CallManager:
         self.engine.forget(call.engine_call_id)  # (its hang-up goes to ``engine_of(call)``)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
         runtime = self._runtimes.pop(call.id, None)
+        self._runtime_gone()
         if runtime is not None:
             runtime.retire_counters()
         count_ended(self.metrics, call, str(reason))
@@ -358,6 +375,7 @@ class CallManager:
         (returned) is the caller's to close without hanging up."""
         call = self.registry.get(call_id)
         runtime = self._runtimes.pop(call_id, None)
+        self._runtime_gone()
         if call is not None:
             self.registry.forget(call)
             self.engine.forget(call.engine_call_id)

@@ -75,6 +75,8 @@ class Desk:
         """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
         the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
+        self._held = asyncio.Event()
+        """Set while an agent's socket is here: the presence lease renews only then."""
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
         """The agents' always-connected media legs (``legs.py``)."""
@@ -102,6 +104,7 @@ class Desk:
             old.send(wire.error("replaced", "this agent connected again elsewhere"))
             self._tasks.spawn(old.close(), "replaced")
         self._sessions[session.key] = session
+        self._held.set()
         session.start()
         claims = session.claims
         previous = await self.store.agent(*session.key)
@@ -123,6 +126,8 @@ class Desk:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
+            if not self._sessions:
+                self._held.clear()
         if self._tasks.closed:
             await session.close()
             return
@@ -141,6 +146,7 @@ class Desk:
     async def _renew_forever(self) -> None:
         down = False
         while True:
+            await self._held.wait()  # no agent here: nothing to renew, no wake-up
             await clock_sleep(RENEW)  # on the media clock: no wake-up of its own during calls
             records = [
                 AgentRecord(k[0], k[1], (), "", 0.0, 0.0, self.worker_id) for k in self._sessions

@@ -79,6 +79,8 @@ class Switchboard:
         self.engines: dict[str, Engine] = {DEFAULT_NUMBER: default}
         self._built: dict[str, Number] = {}
         self._retired: list[tuple[str, Engine]] = []
+        self._retiring = asyncio.Event()
+        """Set while an engine is retired, its close waiting for the number's calls to end."""
         self._owner: dict[str, str] = {}  # engine call id -> number id (calls of other numbers)
         self._tasks = TaskSet("switchboard")
         self._forwarders: dict[str, asyncio.Task[None]] = {}
@@ -241,13 +243,13 @@ class Switchboard:
         if task is not None:
             task.cancel()
         self._retired.append((number_id, engine))
+        self._retiring.set()
         log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
 
     async def _close_retired_forever(self) -> None:
         while True:
+            await self._retiring.wait()  # none retired: parked, no wake-up
             await clock_sleep(0.5)  # on the media clock: no wake-up of its own during calls
-            if not self._retired:
-                continue
             live = self.live_numbers()
             keep = []
             for number_id, engine in self._retired:
@@ -261,6 +263,8 @@ class Switchboard:
                 if number_id not in self.engines and self.metrics is not None:
                     self.metrics.forget_number(number_id)  # deleted (not rebuilt): its series go
             self._retired = keep
+            if not keep:
+                self._retiring.clear()
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
         # Events of the number's engine onto the manager's one queue, tagged.
