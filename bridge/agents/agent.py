@@ -118,7 +118,7 @@ class Agent:
         self.uplink = (
             None
             if dialect.duplex_buffer_ms is None
-            else ContinuousUplink(self._send_up, dialect.rate_in)
+            else ContinuousUplink(self._send_up, dialect.rate_in, where)
         )
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None

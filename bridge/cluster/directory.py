@@ -174,6 +174,10 @@ class EventRing:
     def last_key(self) -> EventKey:
         return self._entries[-1][0] if self._entries else (0, 0)
 
+    def reaches(self, position: EventKey) -> bool:
+        """Whether it holds every event after ``position`` (its oldest is no newer)."""
+        return bool(self._entries) and self._entries[0][0] <= position
+
     def append(self, key: EventKey, entry: LogEntry) -> None:
         self._entries.append((key, entry))
         self._changed.set()
