@@ -2,9 +2,10 @@
 
 The API changes numbers and tenants through the catalog (uniqueness checked here, the record
 written to the store, the view reloaded at once); every other worker notices the store's new
-version within :data:`~bridge.numbers.store.POLL_INTERVAL` and reloads. Whoever follows the
-numbers (the :class:`~bridge.numbers.switchboard.Switchboard` starting and stopping their
-engines) is told after each reload.
+version within :data:`~bridge.numbers.store.POLL_INTERVAL` and reloads (a worker that shares
+its store with no other process reads it every :data:`~bridge.numbers.store.ALONE_POLL`).
+Whoever follows the numbers (the :class:`~bridge.numbers.switchboard.Switchboard` starting and
+stopping their engines) is told after each reload.
 
 Lookups on the hot paths are dictionary reads: a number by id, by phone, by Meta's
 ``phone_number_id`` (one webhook front door for every number); a tenant by the hash of an API
@@ -59,9 +60,16 @@ class Catalog:
     """Numbers and tenants, indexed; see the module docstring."""
 
     def __init__(
-        self, store: CatalogStore, default: Number | None, by_settings: Defined | None = None
+        self,
+        store: CatalogStore,
+        default: Number | None,
+        by_settings: Defined | None = None,
+        poll: float = POLL_INTERVAL,
     ) -> None:
         self.store = store
+        self.poll = poll
+        """Seconds between reads of the store's version (``store.py``: :data:`POLL_INTERVAL`
+        where other processes write it, :data:`ALONE_POLL` where none does)."""
         self.default = default
         """The number the settings define (``BRIDGE_ENGINE``), as they define it."""
         self.defined: dict[str, Defined] = {DEFAULT_NUMBER: by_settings or {}}
@@ -106,7 +114,7 @@ class Catalog:
 
     async def _follow(self) -> None:
         while True:
-            await clock_sleep(POLL_INTERVAL)  # on the media clock: no wake-up of its own
+            await clock_sleep(self.poll)  # on the media clock: no wake-up of its own
             try:
                 if await self.store.version() != self.version:
                     await self.reload()

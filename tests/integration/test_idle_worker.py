@@ -3,14 +3,19 @@ the call timelines' and the quality samplers wait for a call (``CallManager.unti
 the presence lease for an agent, the switchboard's closer for a retired engine, and the loop-lag
 monitor samples once a second while the media clock is stopped. Before, each woke a few times a
 second to find nothing: ~19 wake-ups a second in all (``bench/idle_worker.py``,
-docs/performance.md). Checked by what each task awaits, not by timing it."""
+docs/performance.md). A lone worker reads its numbers store's version every two seconds, not ten
+times a second: no other process writes it. Checked by what each task awaits, not by timing
+it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+from bridge.api.keys import CATALOG
 from bridge.media.clock import worker_clock
+from bridge.numbers.store import ALONE_POLL, POLL_INTERVAL
 
 from ..support.waits import until
 
@@ -66,3 +71,18 @@ async def test_an_idle_worker_parks_its_samplers_until_a_call(make_client: Any) 
     finally:
         unregister()
     await until(lambda: lag_pause() == 1.0, timeout=5, what="the lag monitor's idle pace")
+
+
+async def test_a_lone_worker_reads_its_numbers_store_seldom(
+    make_client: Any, tmp_path: Path, redis: Any
+) -> None:
+    """Its own writes reload the catalog at once (the API's); workers that share a Redis store
+    read each other's every ``POLL_INTERVAL``."""
+    alone = await make_client(data_dir=str(tmp_path / "alone"))
+    assert alone.app[CATALOG].poll == ALONE_POLL
+    made = await alone.post("/numbers", json={"phone": "+5511988887777", "engine": "sim"})
+    assert made.status == 201, await made.text()
+    number = (await made.json())["numberID"]
+    assert (await alone.get(f"/numbers/{number}")).status == 200  # no poll waited for
+    shared = await make_client(directory=redis.url, internal_secret="s" * 32)
+    assert shared.app[CATALOG].poll == POLL_INTERVAL
