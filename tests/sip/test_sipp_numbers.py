@@ -245,7 +245,8 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
     """Meta's ``sip.webhook_delivery``: the number's ``calls`` webhooks come beside SIP. A
     connect (no SDP on SIP) is known, not malformed; a terminate for a call still ringing
     after the grace for Meta's own CANCEL/BYE ends it here: ``487`` to Meta's INVITE, the call
-    ``ended`` with Meta's duration."""
+    ``ended`` with Meta's reason (its error code, as on Graph: the SIP road ended it
+    ``remote_canceled``, Meta's status and errors dropped) and duration."""
     rig, _ = await shared_rig(sip_rig, meta, tmp_path)
     resp = await rig.client.patch(
         "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN
@@ -262,11 +263,15 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         connect = {"calls": [{**item, "event": "connect", "timestamp": now}]}
         ended = {"calls": [{**item, "event": "terminate", "timestamp": now, "status": "FAILED"}]}
         ended["calls"][0]["duration"] = 3
+        ended["calls"][0]["errors"] = [{"code": 138020, "message": "Relay connection failed"}]
         for body in (connect, ended):
             resp = await meta.post(rig.client, meta.envelope(body))
             assert resp.status == 200, await resp.text()
         snapshot = await wait_state(rig.client, found["callID"], "ended", timeout=6, headers=ADMIN)
-        assert "terminate webhook" in str(snapshot), snapshot
+        assert snapshot["endReason"] == "relay_failed", snapshot
+        assert snapshot["endDetail"].startswith("138020: Relay connection failed"), snapshot
+        said = rig.ended(found["callID"]).data
+        assert (said["engineStatus"], said["engineDurationS"]) == ("FAILED", 3), said
         assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
         assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
         assert rig.engine.stats.bad_messages == bad and not rig.engine.calls

@@ -163,7 +163,7 @@ class SipEngine(CloudApiRoad[SipCall]):
         for event in events:
             if event.kind == "terminate" and self.dialogs.terminated(event.wacid):
                 self._tasks.spawn(
-                    self.dialogs.terminated_by_meta(event.wacid, event.duration),
+                    self.dialogs.terminated_by_meta(event),
                     f"terminate:{event.wacid[:24]}",
                 )
 
