@@ -149,6 +149,10 @@ class CloudApiRoad(Generic[C]):
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.graph_side.usable_permissions().read(phone)
 
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Meta's call button (a CallButtonEngine's): a Graph message, on the SIP road too."""
+        return await self.graph_side.usable_permissions().send_call_button(phone, button)
+
     def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
         return verify(query, self.graph_side.settings.cloudapi_verify_token)
 
