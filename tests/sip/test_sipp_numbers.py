@@ -16,11 +16,12 @@ import ssl
 import time
 from typing import Any
 
-from bridge.api.keys import MANAGER, SWITCHBOARD
+from bridge.api.keys import MANAGER, RECORDINGS, SWITCHBOARD
 from bridge.numbers.model import DEFAULT_NUMBER
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import hears_tone
+from ..support.audio_files import make
 from ..support.calls import events_until_ended, wait_state
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
@@ -354,6 +355,31 @@ async def test_a_terminate_webhook_before_the_invite_refuses_it(sip_rig, meta, t
         await peer.close()
     refused = [r for r in caplog.records if "came before its INVITE" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+
+
+async def test_metas_voicemail_of_a_sip_call_is_kept(sip_rig, meta, tmp_path):
+    """Meta's voicemail of a call the business turned down (``486`` on the SIP road, trigger
+    ``REJECT``) comes as a Graph ``messages`` webhook whose id is the call's wacid, on a SIP
+    number as on a Graph one: it is the call's ``voicemail`` recording and ``call.voicemail``.
+    The SIP road fetched no artifact: the voicemail was dropped without a word."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+    try:
+        found = await ringing(rig.client)
+        hangup = {"callID": found["callID"]}
+        resp = await rig.client.post("/call/hangup", json=hangup, headers=ADMIN)
+        assert resp.status == 200
+        await wait_state(rig.client, found["callID"], "ended", timeout=5, headers=ADMIN)
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+        assert "SIP/2.0 486" in sipp.sent_and_received(), sipp.report()
+    finally:
+        await peer.close()
+    item = meta.media.voicemail_event(f"wacid.{NUMBER}", "15550001111", make("opus", 660.0, 1.0))
+    assert (await meta.post(rig.client, meta.envelope(item, field="messages"))).status == 200
+    said = await until(lambda: next((e for e in rig.events if e.type == "call.voicemail"), None), 5)
+    assert said.call["callID"] == found["callID"] and said.data["mediaID"]
+    rec = rig.client.app[RECORDINGS].index[said.data["recordingID"]]
+    assert rec.kind == "voicemail" and rec.call_id == found["callID"]
 
 
 async def test_a_sip_number_without_the_graph_api_has_no_settings_and_is_still_checked(
