@@ -100,10 +100,14 @@ class CallPermissions:
     def moved(self, old: str, new: str) -> None:
         """The user known as ``old`` is ``new`` now (``user_changed_user_id``): what is kept
         for them moves (the newer entry wins where both exist)."""
-        for kept in (self._window, self._cache, self._called):
+        for kept in (self._window, self._called):
             value = kept.pop(old, None)
             if value is not None and new not in kept:
                 kept.add(new, value)
+        cached = self._cache.pop(old, None)
+        if cached is not None and new not in self._cache:  # the view names the user as now
+            fetched, view = cached
+            self._cache.add(new, (fetched, {**view, "phone": new}))
         log.info("WhatsApp user %s is %s now: their window and permission moved", old, new)
 
     def heard(self, body: Mapping[str, Any]) -> int:
