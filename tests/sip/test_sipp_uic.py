@@ -121,27 +121,32 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
         await meta.close()
 
 
-@pytest.mark.parametrize("caller", ["anonymous", "US.13491208655302741918"])
-async def test_a_user_who_shows_no_phone_calls_as_their_bsuid(sip_rig, caller):
+BSUID = "US.13491208655302741918"
+
+
+@pytest.mark.parametrize(
+    ("caller", "user_id"), [("anonymous", BSUID), (BSUID, BSUID), (f"+{BSUID}", "")]
+)
+async def test_a_user_who_shows_no_phone_calls_as_their_bsuid(sip_rig, caller, user_id):
     """A user with a username may show the business no phone number: Meta's INVITE then
-    names no number in its From, and the user is their BSUID (``x-wa-meta-user-id``), as on
-    Graph calls. The From's user was stripped to its digits: a BSUID's became a phone number
-    that is not the user's (a call back would ring a stranger), an anonymous one no peer."""
+    names no number in its From, and the user is their BSUID (``x-wa-meta-user-id``, else the
+    From's user when it is one), as on Graph calls. The From's user was stripped to its
+    digits: a BSUID's became a phone number that is not the user's (a call back would ring a
+    stranger), an anonymous one no peer."""
     rig = await sip_rig(sip_password="")
     sipp = rig.sipp("uic.xml")
     await rig.hops.start(rig.engine.ua.port, sipp.port)
     meta = MetaPeer(660.0)
-    bsuid = "US.13491208655302741918"
     try:
-        ids = {"caller": caller, "user_id": bsuid}
+        ids = {"caller": caller, "user_id": user_id}
         await sipp.start(remote=rig.hops.to_bridge, keys={**keys(rig, await meta.offer()), **ids})
         call = await ringing_call(rig.client)
-        assert call["peer"] == f"{bsuid}@s.whatsapp.net", call
-        assert call["metadata"]["whatsapp"]["userId"] == bsuid
+        assert call["peer"] == f"{BSUID}@s.whatsapp.net", call
+        assert call["metadata"]["whatsapp"].get("userId") == (user_id or None)
         resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
         assert resp.status == 200
         ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
-        assert ended["peer"] == f"{bsuid}@s.whatsapp.net"
+        assert ended["peer"] == f"{BSUID}@s.whatsapp.net"
         assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
     finally:
         await meta.close()

@@ -56,7 +56,7 @@ def peer_number(req: Request) -> str:
     digits = re.sub(r"[-.()]", "", user.removeprefix("+"))  # RFC 3966 visual separators
     if digits.isdigit():
         return digits[:20]
-    named = (req.get("x-wa-meta-user-id").strip(), user)
+    named = (req.get("x-wa-meta-user-id").strip(), user.removeprefix("+"))
     return next((user_id for user_id in named if BSUID.match(user_id)), "")
 
 
