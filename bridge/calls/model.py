@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..countries import country_of
+from ..countries import BSUID, country_of
 from ..errors import BadRequest, CallStateError
 from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
@@ -85,15 +85,10 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
-BSUID_RE = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
-"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id of up to 128
-characters) or a parent BSUID (``US.ENT.…``, shared by linked business portfolios)."""
-
-
 def normalize_user(raw: object) -> str:
     """:func:`normalize_phone`'s digits, or a BSUID as it is (``/call/make``'s and
     ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road)."""
-    if isinstance(raw, str) and BSUID_RE.match(raw):
+    if isinstance(raw, str) and BSUID.match(raw):
         return raw
     return normalize_phone(raw)
 
