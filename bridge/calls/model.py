@@ -227,12 +227,15 @@ class Call:
         return country_of(self.peer)
 
     def billing(self) -> dict[str, Any]:
-        """What the call costs, on a billed call (``pulse_s`` set) only: its pulses and the
-        country they are billed in."""
+        """What the call costs, on a billed call (``pulse_s`` set) only: its pulses, their
+        length and the country they are billed in. The length travels with the snapshot, so a
+        call that moves to another worker, or that a survivor ends for a dead one, is still
+        billed (:meth:`from_snapshot`)."""
         if not self.pulse_s:
             return {}
         return {
             "billablePulses": self.billable_pulses,
+            "pulseSeconds": self.pulse_s,
             "destinationCountry": self.destination_country,
         }
 
@@ -281,6 +284,8 @@ class Call:
             value = snap.get(key)
             return parse_iso_utc(value) if isinstance(value, str) else None
 
+        pulse = snap.get("pulseSeconds")
+
         return cls(
             id=snap["callID"],
             peer=snap["peer"],
@@ -297,4 +302,5 @@ class Call:
             status_callback=status_callback,
             number_id=str(snap.get("numberID") or "default"),
             tenant_id=str(snap.get("tenantID") or ""),
+            pulse_s=pulse if type(pulse) is int and pulse > 0 else None,
         )
