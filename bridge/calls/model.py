@@ -87,9 +87,13 @@ def normalize_phone(raw: object) -> str:
 
 def normalize_user(raw: object) -> str:
     """:func:`normalize_phone`'s digits, or a BSUID as it is (``/call/make``'s and
-    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road)."""
-    if isinstance(raw, str) and BSUID.match(raw):
-        return raw
+    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road); either may
+    come as the JID a call's ``peer`` names it by (``…@s.whatsapp.net``), so a peer given back
+    calls the same user."""
+    if isinstance(raw, str):
+        user = raw.strip().removesuffix("@s.whatsapp.net")
+        if BSUID.match(user):
+            return user
     return normalize_phone(raw)
 
 
