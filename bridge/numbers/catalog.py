@@ -60,16 +60,9 @@ class Catalog:
     """Numbers and tenants, indexed; see the module docstring."""
 
     def __init__(
-        self,
-        store: CatalogStore,
-        default: Number | None,
-        by_settings: Defined | None = None,
-        poll: float = POLL_INTERVAL,
+        self, store: CatalogStore, default: Number | None, by_settings: Defined | None = None
     ) -> None:
         self.store = store
-        self.poll = poll
-        """Seconds between reads of the store's version (``store.py``: :data:`POLL_INTERVAL`
-        where other processes write it, :data:`ALONE_POLL` where none does)."""
         self.default = default
         """The number the settings define (``BRIDGE_ENGINE``), as they define it."""
         self.defined: dict[str, Defined] = {DEFAULT_NUMBER: by_settings or {}}
@@ -94,9 +87,10 @@ class Catalog:
         self._index([])
 
     # -- following the store
-    async def start(self) -> None:
-        """Load everything, then follow the store's version (a store unreachable now is read
-        again at every poll: the default number serves meanwhile)."""
+    async def start(self, poll: float = POLL_INTERVAL) -> None:
+        """Load everything, then read the store's version every ``poll`` s (a store unreachable
+        now is read again at every poll: the default number serves meanwhile)."""
+        self.poll = poll
         try:
             await self.reload()
         except Exception as exc:

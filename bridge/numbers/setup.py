@@ -68,14 +68,13 @@ async def start_numbers(
         cluster.directory if cluster.shared else "",
         cluster.internal_secret,
     )
-    # Other processes write the store only when it is Redis (several workers need it): a
-    # lone worker's own writes reload at once (store.py ALONE_POLL).
-    poll = POLL_INTERVAL if cluster.shared else ALONE_POLL
-    catalog = Catalog(store, default_number(settings), settings_fields(settings), poll)
+    catalog = Catalog(store, default_number(settings), settings_fields(settings))
     on_sip: list[str] = []
     if settings.storage.numbers_file:
         on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file)
-    await catalog.start()
+    # Other processes write the store only when it is Redis (several workers need it): a
+    # lone worker's own writes reload at once (store.py ALONE_POLL).
+    await catalog.start(POLL_INTERVAL if cluster.shared else ALONE_POLL)
     switchboard = Switchboard(default_engine, catalog, settings, http)
     switchboard.metrics = metrics
     await switchboard.start()
