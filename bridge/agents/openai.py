@@ -9,7 +9,10 @@ streams the caller with ``input_audio_buffer.append`` and reads ``response.outpu
 (and the beta servers' ``response.audio.delta``). On a barge-in it sends
 ``conversation.item.truncate`` with the ``audio_end_ms`` the caller really heard, and
 ``response.cancel`` when the bridge heard the caller itself (the model's turn detection off:
-nothing else stops the generation) while the response was still being generated.
+nothing else stops the generation) while the response was still being generated. A tool's
+output or a key press goes in as an item at once, but the ``response.create`` after it waits
+until the response in progress is done: the protocol has one response at a time (the function
+call comes inside a response, before its ``response.done``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from urllib.parse import urlsplit
 from ..errors import BadRequest
 from .wire import (
     SLOT,
+    Answer,
     Audio,
     Hello,
     MessageText,
@@ -172,6 +176,11 @@ class RealtimeFamily(abc.ABC):
         """The response being generated (``response.created`` → ``response.done``)."""
         self._dropped: list[str] = []
         """Responses the caller cut: what they still send is not played."""
+        self._asked = False
+        """A ``response.create`` was sent and its ``response.created`` has not come yet."""
+        self._owed = False
+        """A ``response.create`` waits for the response in progress to end: one response at a
+        time (a second is refused: ``conversation_already_has_active_response``)."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
         return client_event(self._event_id, type_, **fields)
@@ -183,7 +192,7 @@ class RealtimeFamily(abc.ABC):
     function_tools = staticmethod(function_tools)
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
-        self._active, self._dropped = None, []
+        self._active, self._dropped, self._asked, self._owed = None, [], False, False
         return [self._client("session.update", session=self.session_object(tools))]
 
     def audio(self, pcm: bytes) -> str:
@@ -214,6 +223,7 @@ class RealtimeFamily(abc.ABC):
         if kind == "response.created":
             made = body.get("response")
             self._active = str(made.get("id") or "") if isinstance(made, dict) else ""
+            self._asked = False
             return []
         if kind == "input_audio_buffer.speech_started":
             return [SpeechStarted(str(body.get("item_id") or ""))]
@@ -221,6 +231,9 @@ class RealtimeFamily(abc.ABC):
             return [SpeechStopped()]
         if kind == "response.done":
             self._active = None
+            if self._owed:  # what waited for this response to end (a tool's output, a key)
+                self._owed = False
+                return [TurnDone(), Answer((self._respond(),))]
             return [TurnDone()]
         if kind in _AGENT_TRANSCRIPT:
             return [Transcript("agent", str(body.get("transcript") or ""))]
@@ -240,6 +253,7 @@ class RealtimeFamily(abc.ABC):
                 )
             ]
         if kind == "error":
+            self._asked = False  # (a refused ``response.create`` never comes as created)
             return [_error(body)]
         return []  # session.created, ping, deltas of text … nothing to do
 
@@ -271,17 +285,25 @@ class RealtimeFamily(abc.ABC):
             "call_id": call.call_id,
             "output": output if isinstance(output, str) else json.dumps(output),
         }
-        return [
-            self._client("conversation.item.create", item=item),
-            self._client("response.create"),
-        ]
+        return [self._client("conversation.item.create", item=item), *self._create()]
+
+    def _respond(self) -> dict[str, Any]:
+        self._asked = True
+        return self._client("response.create")
+
+    def _create(self) -> list[dict[str, Any]]:
+        """``response.create`` now, or once the response in progress is done (``_owed``)."""
+        if self._active is not None or self._asked:
+            self._owed = True
+            return []
+        return [self._respond()]
 
     def turn_started(self) -> list[dict[str, Any]]:
         return []
 
     def turn_ended(self) -> list[dict[str, Any]]:
         # Without turn detection the client commits the buffer and asks for a response.
-        return [self._client("input_audio_buffer.commit"), self._client("response.create")]
+        return [self._client("input_audio_buffer.commit"), *self._create()]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         # A new session knows nothing of the old one: one system message recounts it.
@@ -304,10 +326,7 @@ class RealtimeFamily(abc.ABC):
             "role": "user",
             "content": [{"type": "input_text", "text": text}],
         }
-        return [
-            self._client("conversation.item.create", item=item),
-            self._client("response.create"),
-        ]
+        return [self._client("conversation.item.create", item=item), *self._create()]
 
 
 def _error(body: dict[str, Any]) -> ModelError:

@@ -8,6 +8,9 @@ Also as the real service: ``response.cancel`` with no response in progress is
 ``response_cancel_not_active``, ``response.create`` while one is in progress is
 ``conversation_already_has_active_response``, a truncate past the audio sent of its item is
 refused. A cancel of a response in progress ends it (``response.done``, status ``cancelled``).
+A function call comes inside a response (:meth:`tool_call`), so a ``response.create`` sent
+with its output before that response's ``response.done`` is refused as well; one taken is
+answered with a (silent) response, created and done.
 
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
 (``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
@@ -107,6 +110,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._item_response: dict[str, str] = {}
         self._active: str | None = None
         """The response in progress."""
+        self._tool_responses = 0
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -220,6 +224,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 code = "conversation_already_has_active_response"
                 message = "Conversation already has an active response in progress"
                 self._error(ws, message, event_id, code)
+            else:  # the model answers (here with nothing to say): created, then done
+                self._tool_responses += 1
+                self._active = f"resp_reply_{self._tool_responses}"
+                self._outbox.append({"type": "response.created", "response": {"id": self._active}})
+                self._end_response("completed")
 
     def _end_response(self, status: str) -> None:
         response, self._active = self._active, None
@@ -393,23 +402,47 @@ class FakeOpenAIRealtime(CallerAudioLog):
         )
 
     async def tool_call(
-        self, name: str, arguments: dict[str, Any], call_id: str, *, as_text: bool = True
-    ) -> None:
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        call_id: str,
+        *,
+        as_text: bool = True,
+        done: bool = True,
+    ) -> str:
         """A function call, its ``arguments`` as JSON text as the protocol has them (or, not
-        ``as_text``, as an object, as a server of the family might send them)."""
+        ``as_text``, as an object, as a server of the family might send them), inside a
+        response of its own as the service makes it: ``response.created``, the call, then
+        ``response.done`` (``done=False``: later, by :meth:`end_response`; meanwhile a
+        ``response.create`` is refused). Returns the response's id."""
         assert self.ws is not None
+        self._tool_responses += 1
+        response = f"resp_tool_{self._tool_responses}"
+        self._active = response
+        await self._send(self.ws, {"type": "response.created", "response": {"id": response}})
         await self._send(
             self.ws,
             {
                 "type": "response.function_call_arguments.done",
-                "response_id": "resp_t",
-                "item_id": "item_t",
+                "response_id": response,
+                "item_id": f"item_{response}",
                 "output_index": 0,
                 "call_id": call_id,
                 "name": name,
                 "arguments": json.dumps(arguments) if as_text else arguments,
             },
         )
+        if done:
+            await self.end_response()
+        return response
+
+    async def end_response(self) -> None:
+        """The response in progress is done (``response.done``, completed)."""
+        assert self.ws is not None
+        if self._active is not None:
+            self._end_response("completed")
+        while self._outbox:
+            await self._send(self.ws, self._outbox.pop(0))
 
     async def drop(self) -> None:
         """Close the current connection as a failing server would."""

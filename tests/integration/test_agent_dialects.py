@@ -371,3 +371,32 @@ async def test_a_barge_in_the_bridge_hears_cancels_the_response(
     assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_a_tools_output_waits_for_its_response_to_end_before_response_create(
+    make_client, aiohttp_server, provider
+) -> None:
+    """A function call comes inside a response, before its ``response.done``; the bridge's own
+    tool is answered within milliseconds, while that response is still in progress. The output
+    goes in at once, the ``response.create`` only once the response is done: one response at a
+    time (before, it was sent at once and refused, ``conversation_already_has_active_response``,
+    which the bridge took for a benign race: the model never went on)."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url, bridgeTools=["dtmf"])
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("send_dtmf", {"digits": "1"}, "call_1", done=False)
+        await next_event(sub, "call.dtmf.sent")
+    await until(
+        lambda: any(e["type"] == "conversation.item.create" for e in fake.events), timeout=3
+    )
+    await asyncio.sleep(0.2)
+    assert not any(e["type"] == "response.create" for e in fake.events)
+    await fake.end_response()
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    kinds = [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+    assert kinds[-2:] == ["conversation.item.create", "response.create"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
