@@ -327,7 +327,8 @@ class Agent:
             self._emit(events.STOPPED, reason=reason)
             return
         self._detach()
-        self._emit(events.FAILED, reason=reason, attempts=self.model.retries)
+        refused = {"code": self.model.failure} if self.model.failure else {}
+        self._emit(events.FAILED, reason=reason, attempts=self.model.retries, **refused)
         await self._on_failed(self, reason)
 
     def export(self) -> dict[str, Any]:

@@ -8,8 +8,11 @@ resumption handle, ``goAway``, the model's errors) while one sender task writes 
 queued, in order, bounded. A dropped or closing socket (``goAway``, a server close, a network
 error) is reopened — with the resumption handle where the protocol has one — within
 ``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
-failed. Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a
-session the provider caps (Deepgram's two hours, GPT-Live's ``expires_at``) is renewed on a new
+failed (``reconnect_failed``) — at once where another attempt would be refused the same (an
+account-level error, a handshake answered 4xx: ``model_error``). A model's error that ends its
+session (the dialect's ``ends_session``) closes the socket at once, and a new session opens.
+Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a session the
+provider caps (Deepgram's two hours, GPT-Live's ``expires_at``) is renewed on a new
 socket :data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it. A protocol
 with a goodbye (GPT-Live's ``session.close``) gets it before its socket closes, and on a stop
 the server is given :data:`CLOSE_WAIT_S` to end the session itself.
@@ -34,6 +37,7 @@ from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
+    FINAL_STATUSES,
     Answer,
     GoAway,
     Hello,
@@ -42,6 +46,7 @@ from .wire import (
     ModelEvent,
     ProtocolError,
     Ready,
+    Refused,
     Resumable,
     Tool,
 )
@@ -106,6 +111,10 @@ class ModelConnection:
         self._stopping = False
         self._renewing = False
         """The current socket is being closed to renew its capped session."""
+        self._ended_by_error = False
+        """The current socket is being closed after the model's error ended its session."""
+        self.failure: str | None = None
+        """What refused the agent for good (``Refused.code``, an account-level error's code)."""
         self._last_up = time.monotonic()
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
@@ -138,13 +147,17 @@ class ModelConnection:
         url, headers = await where_to_connect(
             self.dialect, self.url, self._key, self.tools, self.resume, http
         )
-        ws = await http.ws_connect(
-            url,
-            headers=headers,
-            heartbeat=20,
-            max_msg_size=16 << 20,
-            timeout=aiohttp.ClientWSTimeout(ws_close=2),
-        )
+        try:
+            ws = await http.ws_connect(
+                url,
+                headers=headers,
+                heartbeat=20,
+                max_msg_size=16 << 20,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # The status only: the exception's text holds the URL (a key may be in it).
+            raise Refused(f"http_{exc.status}", final=exc.status in FINAL_STATUSES) from None
         try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 if self.dialect.waits_for_hello:
@@ -171,7 +184,7 @@ class ModelConnection:
             for event in events:
                 if isinstance(event, ModelError) and not event.benign:
                     # It refused the session: no use waiting.
-                    raise ConnectionError(f"the model refused the session ({event.code})")
+                    raise Refused(event.code, final=event.account)
             if any(isinstance(event, wanted) for event in events):
                 return
 
@@ -235,8 +248,9 @@ class ModelConnection:
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
         elif isinstance(event, ModelError):
-            # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
-            level = logging.INFO if self.model_errors else logging.WARNING
+            # The first at WARNING, the rest at INFO: a server repeating itself floods no log
+            # (an account-level one, the agent's end, always at WARNING).
+            level = logging.INFO if self.model_errors and not event.account else logging.WARNING
             self.model_errors += 1
             log.log(
                 level,
@@ -245,6 +259,11 @@ class ModelConnection:
                 event.code,
                 event.message[:200],
             )
+            if (event.account or event.ends_session) and self._ws is not None:
+                if event.account:
+                    self.failure = event.code  # ``_run`` fails the agent: no reconnect
+                self._ended_by_error = True
+                self._tasks.spawn(self._ws.close(), "ended")
         else:
             return False
         return True
@@ -317,6 +336,10 @@ class ModelConnection:
                 log.info("%s: socket error %s", self.where, type(exc).__name__)
             if self._stopping:
                 return
+            if self.failure is not None:
+                self.state = "failed"
+                await on_end("model_error")
+                return
             if (
                 self.dialect.server_close_ends
                 and self._ws.close_code == aiohttp.WSCloseCode.OK
@@ -331,11 +354,24 @@ class ModelConnection:
             why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
             if self._renewing:
                 self._renewing, spent = False, 0  # planned: logged by ``_renew``
+            elif self._ended_by_error:
+                self._ended_by_error = False  # its error was logged (``_own``)
+                log.info("%s: the model ended the session; a new one opens", self.where)
             else:
                 log.warning("%s: the model's socket %s; reconnecting", self.where, why)
-            ws, spent = await reopen(
-                partial(self._open, http), self.retries, spent, lambda: self._stopping, self.where
-            )
+            try:
+                ws, spent = await reopen(
+                    partial(self._open, http),
+                    self.retries,
+                    spent,
+                    lambda: self._stopping,
+                    self.where,
+                )
+            except Refused as exc:  # for good: another attempt would be refused the same
+                log.warning("%s: the model refused the session for good (%s)", self.where, exc.code)
+                self.failure, self.state = exc.code, "failed"
+                await on_end("model_error")
+                return
             if ws is None and self._stopping:
                 return  # closed meanwhile: a stop, not a failure
             if ws is None:
@@ -386,6 +422,10 @@ async def reopen(
             return None, attempt
         try:
             return await asyncio.wait_for(open_socket(), CONNECT_TIMEOUT), attempt + 1
+        except Refused as exc:
+            if exc.final:
+                raise
+            log.info("%s: reconnect %d failed: %s", where, attempt + 1, exc)
         except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
             log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
     log.warning(

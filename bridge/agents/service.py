@@ -156,7 +156,7 @@ class AgentService:
                 "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
             )
             raise BadRequest(
-                "cannot open the model's WebSocket or configure its session",
+                f"cannot open the model's WebSocket or configure its session: {why}",
                 code="agent_connect_failed",
             ) from None
         except BaseException:

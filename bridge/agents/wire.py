@@ -17,6 +17,23 @@ class ProtocolError(ValueError):
     """A message the bridge cannot read as its protocol defines it."""
 
 
+FINAL_STATUSES = frozenset({400, 401, 402, 403, 404})
+"""Handshake (or preflight) answers another attempt would meet again: the request, the key or
+the account is refused."""
+
+
+class Refused(ConnectionError):
+    """The provider refused the session: with an error while it was being configured, or an
+    HTTP status at the handshake (``code`` ``http_<status>``). ``final`` when another attempt
+    would be refused the same (:data:`FINAL_STATUSES`, an account-level error): then the agent
+    fails (``model_error``) without spending its retries."""
+
+    def __init__(self, code: str, *, final: bool) -> None:
+        super().__init__(f"the model refused the session ({code})")
+        self.code = code
+        self.final = final
+
+
 @dataclass(frozen=True)
 class Hello:
     """The server is ready for the session's configuration (xAI ``conversation.created``);
@@ -94,6 +111,13 @@ class Resumable:
     handle: str
 
 
+ACCOUNT_CODES = frozenset(
+    {"invalid_api_key", "insufficient_quota", "account_deactivated", "billing_hard_limit_reached"}
+)
+"""Error codes of the account, not of the session (the OpenAI family's: a bad key, no quota or
+credit left, billing stopped), which clients treat as fatal: no new session would fare better."""
+
+
 @dataclass(frozen=True)
 class ModelError:
     code: str
@@ -101,6 +125,15 @@ class ModelError:
     benign: bool = False
     """A known race, not a failure (a cancel after the response ended, a truncate the server
     had already made): logged at INFO, never refuses a session."""
+    ends_session: bool = False
+    """The protocol ends the session with it (Deepgram's every ``Error``): the bridge closes
+    the socket and opens a new session at once, rather than wait for the server's close."""
+
+    @property
+    def account(self) -> bool:
+        """Of the account (:data:`ACCOUNT_CODES`): the agent fails (``model_error``) rather
+        than reconnect."""
+        return self.code in ACCOUNT_CODES
 
 
 @dataclass(frozen=True)

@@ -400,3 +400,49 @@ async def test_a_tools_output_waits_for_its_response_to_end_before_response_crea
     assert kinds[-2:] == ["conversation.item.create", "response.create"]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+@pytest.mark.parametrize("how", ("quota", "revoked key"))
+async def test_an_account_refused_fails_the_agent_at_once_the_call_stays(
+    make_client, aiohttp_server, provider, how, caplog
+) -> None:
+    """An account-level error (no quota left) or a key the provider now refuses (401 at the
+    reconnect's handshake) would be met again by every new session: ``agent.failed``
+    ``model_error`` with its code, at once, and no reconnect loop (before, the quota error
+    was logged and the session reopened; the 401 used up every retry, ``reconnect_failed``).
+    A refused handshake at the start says why in the API's answer (its status)."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": provider, "url": url, "apiKey": "wrong"}
+    )
+    assert resp.status == 400
+    assert "http_401" in (await resp.json())["error"]["message"]
+    await start(client, cid, provider, url)
+    opened, asked = fake.connections, len(fake.headers)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        if how == "quota":
+            error = {
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+                "message": "You exceeded your current quota.",
+                "param": None,
+                "event_id": None,
+            }
+            await fake._send(fake.ws, {"type": "error", "error": error})
+        else:
+            fake.api_key = "rotated-key"
+            await fake.drop()
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    code = "insufficient_quota" if how == "quota" else "http_401"
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == code
+    await asyncio.sleep(0.3)
+    assert fake.connections == opened  # no new session
+    assert len(fake.headers) == asked + (how != "quota")  # one refused handshake at most
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
+    assert KEY not in caplog.text
+    await client.post("/call/hangup", json={"callID": cid})
