@@ -11,7 +11,9 @@ functions (``FunctionCallRequest`` items with ``client_side: true``) are answere
 ``FunctionCallResponse``; those the server withdraws (``FunctionCallCancelled``) get no answer.
 While no audio goes up the bridge sends ``KeepAlive`` every :data:`KEEPALIVE_S`; a session is
 capped at two hours, so the connection renews it before (a new ``Settings`` carrying the
-conversation so far as ``agent.context.messages``, without the greeting). An API key goes as
+conversation so far as ``agent.context.messages``, without the greeting). An ``Error`` ends
+the session: the bridge closes it at once and opens a new one the same way, rather than wait
+for Deepgram's close. An API key goes as
 ``Authorization: Token``; a temporary token (a JWT's shape) as ``Bearer``.
 """
 
@@ -165,8 +167,9 @@ class DeepgramVoiceAgent:
         if kind == "FunctionCallCancelled":
             return [ToolCancelled(tuple(str(f.get("id") or "") for f in _items(body)))]
         if kind in ("Error", "Warning"):
-            code = str(body.get("code") or kind)
-            return [ModelError(code, str(body.get("description") or ""), kind == "Warning")]
+            code, text = str(body.get("code") or kind), str(body.get("description") or "")
+            # Every ``Error`` is fatal to the session: the bridge closes it and opens another.
+            return [ModelError(code, text, benign=kind == "Warning", ends_session=kind == "Error")]
         return []  # PromptUpdated, AgentThinking, History, LatencyReport, …
 
     def _next_turn(self) -> None:
