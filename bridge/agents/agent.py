@@ -274,8 +274,17 @@ class Agent:
             log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
 
     def answer(self, call: ToolCall, output: Any) -> None:
-        """A tool call's result, unless the model withdrew the call meanwhile."""
-        if call.call_id not in self.withdrawn:
+        """A tool call's result, to the session that asked: not when the model withdrew the
+        call meanwhile, nor once that session is over (a new one never asked for it)."""
+        if call.session != self.model.session:
+            log.warning(
+                "call %s: agent %s: the answer to tool call %s came after its session ended:"
+                " not sent",
+                self.host.call_id,
+                self.id,
+                call.call_id[:80],
+            )
+        elif call.call_id not in self.withdrawn:
             self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:
@@ -314,6 +323,9 @@ class Agent:
             self._up = Resampler(self.dialect.rate_in)
 
     def _reconnected(self, resumed: bool) -> None:
+        # The calls the old session made wait no more: a new session never asked for them
+        # (an answer the app still sends is ``404``; a bridge tool's is dropped: ``answer``).
+        self.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
         self._emit(events.RECONNECTED, resumed=resumed)

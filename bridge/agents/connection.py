@@ -26,6 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -49,6 +50,7 @@ from .wire import (
     Refused,
     Resumable,
     Tool,
+    ToolCall,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,8 @@ class ModelConnection:
         self.resume: str | None = resume
         """The latest resumption handle the model gave (Gemini), or the one it started with."""
         self.state = "connecting"
+        self.session = 0
+        """The number of the session open now (1 the first, one more at each reopening)."""
         self.reconnects = 0
         self.model_errors = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -205,6 +209,7 @@ class ModelConnection:
             raise Stopped(self.where)
         self._ws = ws
         self.state = "connected"
+        self.session += 1
         self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_end), "run")
 
     # -- serving
@@ -229,6 +234,8 @@ class ModelConnection:
 
     async def _events(self, parsed: list[ModelEvent]) -> list[ModelEvent]:
         for event in parsed:
+            if isinstance(event, ToolCall):
+                event = replace(event, session=self.session)  # the session that asks
             if not self._own(event):
                 await self._handle(event)
         return parsed
@@ -382,6 +389,7 @@ class ModelConnection:
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = _queue()
             self.state = "connected"
+            self.session += 1
             self.reconnects += 1
             on_reconnected(self.resume is not None)
 

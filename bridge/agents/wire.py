@@ -87,6 +87,9 @@ class ToolCall:
     call_id: str
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    session: int = 0
+    """The connection's session that asked (``ModelConnection.session``, stamped by it): the
+    answer goes to that session only."""
 
 
 @dataclass(frozen=True)

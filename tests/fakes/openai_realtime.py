@@ -111,6 +111,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._active: str | None = None
         """The response in progress."""
         self._tool_responses = 0
+        self._calls: set[str] = set()
+        """The function calls of the current connection's session (its own conversation: an
+        output for a call it never made is refused)."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -151,6 +154,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.ws = ws
         self.configured.clear()
         self._active = None
+        self._calls = set()
         self._tasks = [asyncio.ensure_future(self._greet(ws))]
         try:
             await self._serve(ws)
@@ -260,6 +264,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 item.get("output"), str
             ):
                 self._error(ws, "function_call_output needs call_id and a string output")
+            elif ws is not self.ws or item.get("call_id") not in self._calls:
+                self._error(ws, f"no function call {item.get('call_id')!r} in this conversation")
             return
         if item.get("type") != "message" or item.get("role") not in ("system", "user", "assistant"):
             self._error(ws, f"unknown item {item.get('type')!r}/{item.get('role')!r}")
@@ -419,6 +425,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._tool_responses += 1
         response = f"resp_tool_{self._tool_responses}"
         self._active = response
+        self._calls.add(call_id)
         await self._send(self.ws, {"type": "response.created", "response": {"id": response}})
         await self._send(
             self.ws,

@@ -446,3 +446,34 @@ async def test_an_account_refused_fails_the_agent_at_once_the_call_stays(
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
     assert KEY not in caplog.text
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+async def test_a_tools_answer_goes_only_to_the_session_that_asked(
+    make_client, aiohttp_server, provider
+) -> None:
+    """The model asks for a tool, then its socket drops and a new session opens: that session
+    never made the call, so the app's late answer is not sent to it (``404``: nothing waits
+    for it); before, it went to the new session, which refuses an output for a call it never
+    made. A call of the new session is answered as ever."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, provider, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_old")
+        await next_event(sub, "agent.tool_call")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected", timeout=5)
+        resp = await client.post(path, json={"toolCallID": "call_old", "output": "late"})
+        assert resp.status == 404
+        await fake.tool_call("lookup_order", {"order": "B7"}, "call_new")
+        await next_event(sub, "agent.tool_call")
+    resp = await client.post(path, json={"toolCallID": "call_new", "output": "shipped"})
+    assert resp.status == 200
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    outputs = [e["item"]["call_id"] for e in fake.events if e["type"] == "conversation.item.create"]
+    assert "call_old" not in outputs and outputs[-1] == "call_new"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
