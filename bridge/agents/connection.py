@@ -184,7 +184,14 @@ class ModelConnection:
                 continue  # audio before the session is ready: not the caller's yet
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
-            events = await self._message(msg.data)
+            events = self._parse(msg.data)
+            for event in events:
+                if isinstance(event, Answer):
+                    # (An ElevenLabs ``ping`` before the session is ready: its ``pong`` now, on
+                    # this socket — the queue is the session's once it is, a new one's anew.)
+                    for message in event.messages:
+                        await ws.send_str(json.dumps(message))
+            await self._events([e for e in events if not isinstance(e, Answer)])
             for event in events:
                 if isinstance(event, ModelError) and not event.benign:
                     # It refused the session: no use waiting.
@@ -213,16 +220,18 @@ class ModelConnection:
         self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_end), "run")
 
     # -- serving
-    async def _message(self, data: str) -> list[ModelEvent]:
+    def _parse(self, data: str) -> list[ModelEvent]:
         try:
             body = json.loads(data)
             if not isinstance(body, dict):
                 raise ProtocolError("not an object")
-            parsed = self.dialect.parse(body)
+            return self.dialect.parse(body)
         except (ValueError, ProtocolError) as exc:
             log.info("%s: unreadable message (%s)", self.where, exc)
             return []
-        return await self._events(parsed)
+
+    async def _message(self, data: str) -> list[ModelEvent]:
+        return await self._events(self._parse(data))
 
     async def _binary(self, data: bytes) -> None:
         try:
