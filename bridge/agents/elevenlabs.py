@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
+from .tools import failure
 from .wire import (
     SLOT,
     Answer,
@@ -225,7 +226,7 @@ class ElevenLabsAgent:
         return []  # the protocol has no cancel: the turn model stops the reply itself
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
-        failed = isinstance(output, dict) and (output.get("ok") is False or "error" in output)
+        failed = failure(output) is not None
         result = output if isinstance(output, str) else json.dumps(output)
         return [
             {
