@@ -3,8 +3,10 @@
 The bridge is the client: one ``setup`` message (the app's ``session`` fields merged into
 the bridge's: audio out, session resumption on), the caller as ``realtimeInput`` audio at
 16 kHz (the bus's own rate: no resampling up), the model's 24 kHz ``inlineData`` audio played
-into the call. ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
-survived with the last ``sessionResumptionUpdate`` handle. The key travels in the
+into the call. The transcriptions come in fragments: each role's are put together and told
+once a turn, at its ``turnComplete`` (or ``interrupted``). ``interrupted`` drops the queued
+voice; ``goAway`` and a closed socket are survived with the last ``sessionResumptionUpdate``
+handle. The key travels in the
 ``x-goog-api-key`` header (never in the URL, which logs may show).
 """
 
@@ -33,6 +35,8 @@ from .wire import (
 )
 
 RATE_IN, RATE_OUT = 16_000, 24_000
+TRANSCRIPT_CHARS = 4000
+"""The most of one turn's transcript kept (what ``agent.transcript`` carries at most)."""
 DEFAULT_MODEL = "models/gemini-live-2.5-flash-preview"
 _AUDIO_OUT = "audio/pcm;rate=24000"
 _AUDIO = MessageText(
@@ -63,6 +67,8 @@ class GeminiLive:
             raise BadRequest("field 'session': model must be a string (models/<name>)")
         self.session = session
         self._turn = 0
+        self._said = {"caller": "", "agent": ""}
+        """Each role's transcription fragments of the turn so far: told once, at its end."""
         config = session.get("realtimeInputConfig")
         detection = config.get("automaticActivityDetection") if isinstance(config, dict) else None
         self.model_detects_speech = not (
@@ -79,6 +85,7 @@ class GeminiLive:
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
         }
+        self._said = {"caller": "", "agent": ""}
         setup = merge(ours, self.session)
         model = str(setup["model"])
         setup["model"] = model if model.startswith("models/") else f"models/{model}"
@@ -132,10 +139,12 @@ class GeminiLive:
                     if isinstance(content.get(key), dict)
                     else None
                 )
-                if text:
-                    out.append(Transcript(role, str(text)))
+                if text:  # a fragment: the turn's text is put together (``_said``)
+                    self._said[role] = (self._said[role] + str(text))[-TRANSCRIPT_CHARS:]
             if content.get("turnComplete") or content.get("interrupted"):
                 self._turn += 1
+                out += [Transcript(r, t.strip()) for r, t in self._said.items() if t.strip()]
+                self._said = {"caller": "", "agent": ""}
                 out.append(TurnDone())
         calls = body.get("toolCall")
         if isinstance(calls, dict):

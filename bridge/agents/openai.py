@@ -48,6 +48,10 @@ RATE = 24_000
 
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 _AGENT_TRANSCRIPT = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+_AGENT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
+SAID_ITEMS = 16
+"""Replies whose transcript is being put together from its deltas at most (a server that never
+ends one loses the oldest)."""
 _CALLER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 _BENIGN_CODES = {
     "response_cancel_not_active",
@@ -176,6 +180,10 @@ class RealtimeFamily(abc.ABC):
         """The response being generated (``response.created`` → ``response.done``)."""
         self._dropped: list[str] = []
         """Responses the caller cut: what they still send is not played."""
+        self._said: dict[str, str] = {}
+        """Each reply item's transcript so far, from its deltas: told once, at its ``.done``
+        (whose whole text wins) or, where the server sends deltas only (Azure Voice Live), at
+        the ``response.done``."""
         self._asked = False
         """A ``response.create`` was sent and its ``response.created`` has not come yet."""
         self._owed = False
@@ -193,6 +201,7 @@ class RealtimeFamily(abc.ABC):
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._active, self._dropped, self._asked, self._owed = None, [], False, False
+        self._said = {}
         return [self._client("session.update", session=self.session_object(tools))]
 
     def audio(self, pcm: bytes) -> str:
@@ -231,12 +240,24 @@ class RealtimeFamily(abc.ABC):
             return [SpeechStopped()]
         if kind == "response.done":
             self._active = None
+            out: list[ModelEvent] = [Transcript("agent", t) for t in self._said.values() if t]
+            self._said = {}
+            out.append(TurnDone())
             if self._owed:  # what waited for this response to end (a tool's output, a key)
                 self._owed = False
-                return [TurnDone(), Answer((self._respond(),))]
-            return [TurnDone()]
+                out.append(Answer((self._respond(),)))
+            return out
+        if kind in _AGENT_DELTA:
+            item, delta = str(body.get("item_id") or ""), body.get("delta")
+            if isinstance(delta, str):
+                self._said[item] = self._said.pop(item, "") + delta
+                while len(self._said) > SAID_ITEMS:
+                    self._said.pop(next(iter(self._said)))
+            return []
         if kind in _AGENT_TRANSCRIPT:
-            return [Transcript("agent", str(body.get("transcript") or ""))]
+            text = body.get("transcript")
+            so_far = self._said.pop(str(body.get("item_id") or ""), "")
+            return [Transcript("agent", text if isinstance(text, str) and text else so_far)]
         if kind == _CALLER_TRANSCRIPT:
             return [Transcript("caller", str(body.get("transcript") or ""))]
         if kind == "response.function_call_arguments.done":

@@ -160,15 +160,23 @@ class FakeGeminiLive(CallerAudioLog):
         self.keep_caller_audio(raw)
 
     # -- the server's side, driven by the test
-    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100, done: bool = True) -> None:
-        """``pcm24`` as one model turn; ``done=False`` leaves the turn in progress (the model
-        still generating: a caller's ``activityStart`` then interrupts it)."""
+    async def say(
+        self, pcm24: np.ndarray, chunk_ms: int = 100, done: bool = True, transcript: str = ""
+    ) -> None:
+        """``pcm24`` as one model turn, its ``transcript`` (when given, with
+        ``outputAudioTranscription`` on) in ``outputTranscription`` fragments, a word with each
+        chunk as the service streams them; ``done=False`` leaves the turn in progress (the
+        model still generating: a caller's ``activityStart`` then interrupts it)."""
         self.generating = True
         step = 24 * chunk_ms
-        for i in range(0, pcm24.size, step):
+        words = transcript.split(" ") if transcript else []
+        for n, i in enumerate(range(0, pcm24.size, step)):
             data = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
             part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
             await self._send({"serverContent": {"modelTurn": {"parts": [part]}}})
+            if n < len(words):
+                text = words[n] if n == 0 else " " + words[n]
+                await self._send({"serverContent": {"outputTranscription": {"text": text}}})
         if not done:
             return
         self.generating = False

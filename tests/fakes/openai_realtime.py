@@ -76,7 +76,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
     """The rate of the audio :meth:`say` takes and the caller's audio ``heard`` is at."""
     AUDIO_DELTA = "response.output_audio.delta"
     AUDIO_DONE = "response.output_audio.done"
-    TRANSCRIPT_DONE = "response.output_audio_transcript.done"
+    TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
+    TRANSCRIPT_DONE: str | None = "response.output_audio_transcript.done"
+    """``None``: the service sends the reply's transcript in deltas only."""
 
     def __init__(self, api_key: str | None = "sk-test") -> None:
         super().__init__()
@@ -356,8 +358,12 @@ class FakeOpenAIRealtime(CallerAudioLog):
         if not done:
             return item
         where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
+        for i, word in enumerate(transcript.split(" ")):  # a word a delta
+            delta = word if i == 0 else " " + word
+            await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
         await self._send(ws, {"type": self.AUDIO_DONE, **where})
-        await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
+        if self.TRANSCRIPT_DONE:
+            await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
         if self._active == response:
             self._active = None
             await self._send(

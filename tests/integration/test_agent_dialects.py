@@ -9,9 +9,11 @@ generated is cancelled (``response.cancel`` + ``conversation.item.truncate``, ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.azure_voice_live import FakeAzureVoiceLive
+from ..fakes.gemini_live import PATH as GEMINI_PATH
+from ..fakes.gemini_live import FakeGeminiLive
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.xai_realtime import FakeXaiRealtime
 from ..support.agents import attach_agent, served_beside_a_call
@@ -33,7 +37,9 @@ TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJicmlkZ2UifQ.c2lnbmF0dXJl"  # an Entra t
 PROVIDERS = ("xai", "azure-voice-live")
 
 
-def fake_for(provider: str) -> FakeOpenAIRealtime:
+def fake_for(provider: str) -> Any:
+    if provider == "gemini-live":
+        return FakeGeminiLive(api_key=KEY)
     if provider == "xai":
         return FakeXaiRealtime(api_key=KEY)
     if provider == "azure-voice-live":
@@ -42,6 +48,8 @@ def fake_for(provider: str) -> FakeOpenAIRealtime:
 
 
 def url_for(provider: str, port: int) -> str:
+    if provider == "gemini-live":
+        return f"ws://127.0.0.1:{port}{GEMINI_PATH}"
     if provider == "xai":
         return f"ws://127.0.0.1:{port}/v1/realtime?model=grok-voice-think-fast-2.0"
     if provider == "azure-voice-live":
@@ -475,5 +483,30 @@ async def test_a_tools_answer_goes_only_to_the_session_that_asked(
     await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
     outputs = [e["item"]["call_id"] for e in fake.events if e["type"] == "conversation.item.create"]
     assert "call_old" not in outputs and outputs[-1] == "call_new"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS, "gemini-live"))
+async def test_a_replys_transcript_is_told_once_put_together_from_its_deltas(
+    make_client, aiohttp_server, provider
+) -> None:
+    """A reply's transcript comes in deltas (Azure Voice Live has no ``.done`` for it; Gemini
+    streams ``outputTranscription`` fragments): one ``agent.transcript`` a turn, with the whole
+    text. Before, Azure's reply had none and Gemini's one per fragment."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url)
+    rate = 24_000 if provider == "gemini-live" else fake.RATE
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, rate // 2, rate, 0.25), transcript="your order has shipped")
+        first = await next_event(sub, "agent.transcript")
+        later = []
+        with contextlib.suppress(TimeoutError):  # every event until 0.3 s pass without one
+            while (event := await sub.get(0.3)) is not None:
+                later += [event] if event.type == "agent.transcript" else []
+    assert (first.data["role"], first.data["text"]) == ("agent", "your order has shipped")
+    assert later == []
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
