@@ -1,12 +1,13 @@
 """Google's Gemini Live API over a WebSocket (``BidiGenerateContent``).
 
 The bridge is the client: one ``setup`` message (the app's ``session`` fields merged into
-the bridge's: audio out, session resumption on), the caller as ``realtimeInput`` audio at
-16 kHz (the bus's own rate: no resampling up), the model's 24 kHz ``inlineData`` audio played
-into the call. The transcriptions come in fragments: each role's are put together and told
-once a turn, at its ``turnComplete`` (or ``interrupted``). ``interrupted`` drops the queued
-voice; ``goAway`` and a closed socket are survived with the last ``sessionResumptionUpdate``
-handle. The key travels in the
+the bridge's: audio out, session resumption on, context-window compression by a sliding window
+unless the session sets its own, so a long call is not cut at the audio session's cap), the
+caller as ``realtimeInput`` audio at 16 kHz (the bus's own rate: no resampling up), the
+model's 24 kHz ``inlineData`` audio played into the call. The transcriptions come in
+fragments: each role's are put together and told once a turn, at its ``turnComplete`` (or
+``interrupted``). ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
+survived with the last ``sessionResumptionUpdate`` handle. The key travels in the
 ``x-goog-api-key`` header (never in the URL, which logs may show).
 """
 
@@ -84,6 +85,8 @@ class GeminiLive:
             "generationConfig": {"responseModalities": ["AUDIO"]},
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
+            # Without it an audio session is capped (about 15 minutes): a long call would be.
+            "contextWindowCompression": {"slidingWindow": {}},
         }
         self._said = {"caller": "", "agent": ""}
         setup = merge(ours, self.session)

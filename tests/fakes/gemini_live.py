@@ -12,10 +12,13 @@ interrupts it, as the service's default ``START_OF_ACTIVITY_INTERRUPTS`` does, r
 ``cancelled``); :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
 and closes, :meth:`drop` closes as a failing server; every connection gets a
 ``sessionResumptionUpdate`` handle, and a reconnect presenting it is recorded in ``resumed``.
+An audio session set up without ``contextWindowCompression`` ends after
+:attr:`audio_limit_s` (about 15 minutes for real), as its context fills.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -58,6 +61,9 @@ class FakeGeminiLive(CallerAudioLog):
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
+        self.audio_limit_s = 15 * 60.0
+        """How long an audio session without ``contextWindowCompression`` lasts: then the
+        service ends it (``goAway``, closed) as its context fills."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -124,6 +130,15 @@ class FakeGeminiLive(CallerAudioLog):
         handle = (setup.get("sessionResumption") or {}).get("handle")
         if handle:
             self.resumed.append(handle)
+        compression = setup.get("contextWindowCompression")
+        if compression is not None and not isinstance(compression, dict):
+            self.errors.append(f"contextWindowCompression {compression!r} is not an object")
+            return False
+        if compression is None and self.ws is not None:
+            ws = self.ws
+            asyncio.get_running_loop().call_later(
+                self.audio_limit_s, lambda: asyncio.ensure_future(self._full(ws))
+            )
         self.setups.append(setup)
         await self._send({"setupComplete": {}})
         if "sessionResumption" in setup:
@@ -196,6 +211,12 @@ class FakeGeminiLive(CallerAudioLog):
         await self._send(
             {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
         )
+
+    async def _full(self, ws: web.WebSocketResponse) -> None:
+        """The context of a session without compression is full: it ends."""
+        if ws is self.ws and not ws.closed:
+            await self._send({"goAway": {"timeLeft": "0s"}})
+            await ws.close(code=1000, message=b"context full")
 
     async def go_away(self) -> None:
         """``goAway``, then the connection closes (as at the end of a session's lifetime)."""

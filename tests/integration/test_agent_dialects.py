@@ -510,3 +510,24 @@ async def test_a_replys_transcript_is_told_once_put_together_from_its_deltas(
     assert later == []
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
+    make_client, aiohttp_server
+) -> None:
+    """An audio session without context-window compression is capped (about 15 minutes; 0.5 s
+    here): the bridge sets up a sliding window, so the session outlives that cap (before, it
+    was ended there and reopened: every long call cut). A session that sets its own is kept."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.audio_limit_s = 0.5
+    started = await start(client, cid, "gemini-live", url)
+    assert fake.setups[0]["contextWindowCompression"] == {"slidingWindow": {}}
+    await asyncio.sleep(0.8)
+    assert fake.connections == 1 and fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    own = {"slidingWindow": {"targetTokens": 8000}, "triggerTokens": 16000}
+    await start(client, cid, "gemini-live", url, session={"contextWindowCompression": own})
+    assert fake.setups[1]["contextWindowCompression"] == own
+    await client.post("/call/hangup", json={"callID": cid})
