@@ -148,6 +148,23 @@ class ModelConnection:
 
     # -- opening
     async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+        """A socket with its session ready: the old conversation resumed where there is a
+        handle, or — the server refusing it (expired, unknown: Gemini's, an Ultravox
+        ``priorCallId``) — a new session at once, told what was said (``on_reconnected``)."""
+        if self.resume is None:
+            return await self._connect(http)
+        try:
+            return await self._connect(http)
+        except ConnectionError as exc:  # (``Refused``, or closed before the session was ready)
+            log.warning(
+                "%s: the model refused to resume the conversation (%s); a new session",
+                self.where,
+                exc,
+            )
+            self.resume = None
+        return await self._connect(http)
+
+    async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         url, headers = await where_to_connect(
             self.dialect, self.url, self._key, self.tools, self.resume, http
         )

@@ -198,7 +198,13 @@ class GeminiLive:
         return [{"realtimeInput": {"activityEnd": {}}}]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return []  # the resumption handle carries the conversation
+        # A new session (no handle, or one refused): what was said as its history, which the
+        # model answers nothing to (``turnComplete`` false: the caller's audio goes on).
+        turns = [
+            {"role": "user" if role == "caller" else "model", "parts": [{"text": text}]}
+            for role, text in lines
+        ]
+        return [{"clientContent": {"turns": turns, "turnComplete": False}}] if turns else []
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [

@@ -12,8 +12,9 @@ interrupts it, as the service's default ``START_OF_ACTIVITY_INTERRUPTS`` does, r
 ``cancelled``); :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
 and closes, :meth:`drop` closes as a failing server; every connection gets a
 ``sessionResumptionUpdate`` handle, and a reconnect presenting it is recorded in ``resumed``.
-An audio session set up without ``contextWindowCompression`` ends after
-:attr:`audio_limit_s` (about 15 minutes for real), as its context fills.
+A handle that expired (:meth:`expire_handles`) or was never given is refused: the socket
+closed before ``setupComplete``. An audio session set up without ``contextWindowCompression``
+ends after :attr:`audio_limit_s` (about 15 minutes for real), as its context fills.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class FakeGeminiLive(CallerAudioLog):
         self.messages: list[dict[str, Any]] = []
         self.rates: set[int] = set()
         self.resumed: list[str] = []
+        self.handles: set[str] = set()
+        """The resumption handles given and still valid (:meth:`expire_handles`)."""
+        self.refused: list[str] = []
+        """Handles presented after they expired, or never given: refused."""
         self.tool_responses: list[dict[str, Any]] = []
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
@@ -128,6 +133,12 @@ class FakeGeminiLive(CallerAudioLog):
             self.errors.append("responseModalities must be [AUDIO] for a voice session")
             return False
         handle = (setup.get("sessionResumption") or {}).get("handle")
+        if handle and handle not in self.handles:
+            # Expired or never given: refused (the close code is not public; 1008 here).
+            self.refused.append(handle)
+            if self.ws is not None:
+                await self.ws.close(code=1008, message=b"invalid session resumption handle")
+            return False
         if handle:
             self.resumed.append(handle)
         compression = setup.get("contextWindowCompression")
@@ -142,6 +153,7 @@ class FakeGeminiLive(CallerAudioLog):
         self.setups.append(setup)
         await self._send({"setupComplete": {}})
         if "sessionResumption" in setup:
+            self.handles.add(f"h{self.connections}")
             await self._send(
                 {
                     "sessionResumptionUpdate": {
@@ -185,12 +197,13 @@ class FakeGeminiLive(CallerAudioLog):
         self.generating = True
         step = 24 * chunk_ms
         words = transcript.split(" ") if transcript else []
-        for n, i in enumerate(range(0, pcm24.size, step)):
+        chunks = range(0, pcm24.size, step)
+        for n, i in enumerate(chunks):
             data = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
             part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
             await self._send({"serverContent": {"modelTurn": {"parts": [part]}}})
-            if n < len(words):
-                text = words[n] if n == 0 else " " + words[n]
+            for w in range(n, len(words) if n == len(chunks) - 1 else min(n + 1, len(words))):
+                text = words[w] if w == 0 else " " + words[w]  # a word a chunk, the rest last
                 await self._send({"serverContent": {"outputTranscription": {"text": text}}})
         if not done:
             return
@@ -211,6 +224,10 @@ class FakeGeminiLive(CallerAudioLog):
         await self._send(
             {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
         )
+
+    def expire_handles(self) -> None:
+        """Every handle given so far expires (as users see resumptions fail)."""
+        self.handles.clear()
 
     async def _full(self, ws: web.WebSocketResponse) -> None:
         """The context of a session without compression is full: it ends."""

@@ -531,3 +531,36 @@ async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
     await start(client, cid, "gemini-live", url, session={"contextWindowCompression": own})
     assert fake.setups[1]["contextWindowCompression"] == own
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_a_refused_resumption_opens_a_new_session(make_client, aiohttp_server) -> None:
+    """Gemini refuses a resumption handle that expired: the bridge starts a new session at
+    once (``agent.reconnected`` ``resumed: false``, told what was said as its history) and the
+    call goes on. Before, every attempt presented the same handle and was refused:
+    ``agent.failed`` (and a new Gemini session was never told what was said)."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence", agent_retries=2
+    )
+    await start(client, cid, "gemini-live", url)
+    await until(lambda: fake.handles == {"h1"})
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 2400, 24_000, 0.25), transcript="hello there")
+        await next_event(sub, "agent.transcript")
+    fake.expire_handles()
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        back = await next_event(sub, "agent.reconnected", timeout=5)
+    assert back.data["resumed"] is False
+    assert fake.refused == ["h1"] and fake.resumed == []
+    assert "handle" not in fake.setups[-1]["sessionResumption"]
+    told = lambda: [m["clientContent"] for m in fake.messages if "clientContent" in m]  # noqa: E731
+    await until(lambda: told() != [], timeout=3)
+    assert told() == [
+        {"turns": [{"role": "model", "parts": [{"text": "hello there"}]}], "turnComplete": False}
+    ]
+    n = len(fake.chunks)
+    await until(lambda: len(fake.chunks) - n >= 10, timeout=3)  # the caller heard again
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
