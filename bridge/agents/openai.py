@@ -45,6 +45,9 @@ from .wire import (
 
 RATE = 24_000
 """``audio/pcm`` is 16-bit mono at 24 kHz only."""
+SESSION_LIMIT_S = 3600.0
+"""A Realtime session lasts at most 60 minutes: the connection opens a new one before, with
+the session's configuration (instructions, tools) and what was said (``context``)."""
 
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 _AGENT_TRANSCRIPT = ("response.output_audio_transcript.done", "response.audio_transcript.done")
@@ -363,6 +366,7 @@ class OpenAIRealtime(RealtimeFamily):
     """The OpenAI Realtime dialect (:class:`~.wire.ModelDialect`)."""
 
     provider = "openai-realtime"
+    session_limit_s: float | None = SESSION_LIMIT_S
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         super().__init__()

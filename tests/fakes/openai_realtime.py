@@ -76,6 +76,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
     """The rate of the audio :meth:`say` takes and the caller's audio ``heard`` is at."""
     AUDIO_DELTA = "response.output_audio.delta"
     AUDIO_DONE = "response.output_audio.done"
+    SESSION_LIMIT_S = 3600.0
+    """A session lasts at most 60 minutes: then the service closes it (counted in
+    ``expired``)."""
     TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
     TRANSCRIPT_DONE: str | None = "response.output_audio_transcript.done"
     """``None``: the service sends the reply's transcript in deltas only."""
@@ -90,6 +93,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.cancels: list[str] = []
         """Responses the client cancelled while they were in progress (when: ``cancelled``)."""
         self.connections = 0
+        self.expired = 0
         self.headers: list[dict[str, str]] = []
         self.ws: web.WebSocketResponse | None = None
         self.configured = asyncio.Event()
@@ -157,7 +161,10 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.configured.clear()
         self._active = None
         self._calls = set()
-        self._tasks = [asyncio.ensure_future(self._greet(ws))]
+        self._tasks = [
+            asyncio.ensure_future(self._greet(ws)),
+            asyncio.ensure_future(self._expire(ws)),
+        ]
         try:
             await self._serve(ws)
         finally:
@@ -165,6 +172,13 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 task.cancel()
             self._configured_sockets.discard(ws)
         return ws
+
+    async def _expire(self, ws: web.WebSocketResponse) -> None:
+        """A session reaching the cap is over (the service's close code is not public)."""
+        await asyncio.sleep(self.SESSION_LIMIT_S)
+        if not ws.closed:
+            self.expired += 1
+            await ws.close(code=1000, message=b"session expired")
 
     def _authorized(self, request: web.Request) -> bool:
         return (

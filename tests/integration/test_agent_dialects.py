@@ -564,3 +564,44 @@ async def test_gemini_a_refused_resumption_opens_a_new_session(make_client, aioh
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+async def test_a_session_is_renewed_before_the_providers_hour(
+    make_client, aiohttp_server, monkeypatch, provider
+) -> None:
+    """OpenAI Realtime and xAI end a session after an hour (1.6 s here, and the bridge renews
+    it 3599.5 s before its hour: after 1 s): a new session opens first, with the instructions
+    and tools and what was said, so the session is never cut at its cap (before, it was: the
+    caller cut off mid-sentence, then reopened)."""
+    from bridge.agents import connection
+
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.SESSION_LIMIT_S = 1.6
+    tool = {"type": "function", "name": "lookup_order", "description": "", "parameters": {}}
+    session = {"instructions": "Be brief.", "tools": [tool]}
+    await start(client, cid, provider, url, session=session, bridgeTools=["hangup"])
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 1600, fake.RATE, 0.25), transcript="your order shipped")
+        await next_event(sub, "agent.transcript")
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and fake.expired == 0
+    first, second = fake.sessions
+    assert second == first and second["instructions"] == "Be brief."
+    assert [t["name"] for t in second["tools"]] == ["lookup_order", "hang_up"]
+
+    def told() -> list[str]:
+        return [
+            e["item"]["content"][0]["text"]
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "system"
+        ]
+
+    await until(lambda: told() != [], timeout=3)
+    assert "You: your order shipped" in told()[0]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
