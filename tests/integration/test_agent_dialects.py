@@ -605,3 +605,39 @@ async def test_a_session_is_renewed_before_the_providers_hour(
     assert "You: your order shipped" in told()[0]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_a_key_pressed_while_the_model_speaks_is_answered_after_its_reply(
+    make_client, aiohttp_server, provider
+) -> None:
+    """The caller presses a key while a reply is being generated: the key goes in as a user
+    message at once, its ``response.create`` once the reply is done (one response at a time:
+    sent at once it was refused, and the key never answered)."""
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, fake.RATE, fake.RATE, 0.25), done=False)
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 5, timeout=5)
+    press_on_whatsapp(client, "7")  # (the reply plays: the bridge knows it is in progress)
+
+    def said() -> list[dict]:
+        return [
+            e
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "user"
+        ]
+
+    await until(lambda: said() != [], timeout=3)
+    assert "7" in said()[0]["item"]["content"][0]["text"]
+    await asyncio.sleep(0.2)
+    assert not any(e["type"] == "response.create" for e in fake.events)
+    await fake.end_response()
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
