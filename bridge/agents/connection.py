@@ -369,6 +369,10 @@ class ModelConnection:
                 log.info("%s: socket error %s", self.where, type(exc).__name__)
             if self._stopping:
                 return
+            code = self._ws.close_code
+            if code in self.dialect.final_close_codes and not self._renewing:
+                log.warning("%s: the model closed its socket for good (%s)", self.where, code)
+                self.failure = f"close_{code}"
             if self.failure is not None:
                 self.state = "failed"
                 await on_end("model_error")

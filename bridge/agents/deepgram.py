@@ -79,6 +79,7 @@ class DeepgramVoiceAgent:
     keepalive_s: float | None = KEEPALIVE_S
     session_limit_s: float | None = SESSION_LIMIT_S
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

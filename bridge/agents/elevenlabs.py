@@ -96,6 +96,9 @@ class ElevenLabsAgent:
     url_schemes = ("ws", "wss")
     server_close_ends = True
     """Its ``end_call`` system tool ends the conversation by closing the socket."""
+    final_close_codes = frozenset({1002})
+    """A billing stop has been seen closing with 1002 (unconfirmed; a protocol error, the other
+    meaning of 1002, would be met again by a new conversation too)."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 

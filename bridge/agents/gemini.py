@@ -57,6 +57,7 @@ class GeminiLive:
     keepalive_s: float | None = None
     session_limit_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

@@ -169,6 +169,7 @@ class RealtimeFamily(abc.ABC):
     keepalive_s: float | None = None
     session_limit_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True
@@ -367,6 +368,9 @@ class OpenAIRealtime(RealtimeFamily):
 
     provider = "openai-realtime"
     session_limit_s: float | None = SESSION_LIMIT_S
+    final_close_codes = frozenset(range(4000, 5000))
+    """OpenAI's own codes: its SDK reconnects on 1001, 1005, 1006, 1011-1013, 1015 only, and a
+    4000 (``beta_api_shape_disabled``) is final; other standard codes are reopened here."""
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         super().__init__()

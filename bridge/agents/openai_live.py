@@ -102,6 +102,7 @@ class OpenAILive:
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     """It says goodbye first (``session.closed``): a close without one is a drop."""
     session_limit_s: float | None = None
     """Set from each session's ``expires_at`` (module docstring)."""

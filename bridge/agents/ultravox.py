@@ -112,6 +112,7 @@ class UltravoxCall:
     """Audio flows both ways all the time; ``ping`` is for latency only."""
     url_schemes = ("http", "https")
     server_close_ends = True
+    final_close_codes: frozenset[int] = frozenset()
     """A hang-up (the agent's tool, ``maxDuration``) closes the socket."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""

@@ -641,3 +641,31 @@ async def test_a_key_pressed_while_the_model_speaks_is_answered_after_its_reply(
     await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_openai_a_close_with_its_own_final_code_fails_the_agent(
+    make_client, aiohttp_server
+) -> None:
+    """OpenAI closes with 4000 what it will never serve (the beta shape's
+    ``beta_api_shape_disabled``, its SDK's final codes): ``agent.failed`` ``model_error``
+    (``close_4000``) at once, nothing reopened; before, the session was reopened, refused
+    again, until the retries were spent."""
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    await start(client, cid, "openai-realtime", url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        error = {
+            "type": "invalid_request_error",
+            "code": "beta_api_shape_disabled",
+            "message": "The Realtime Beta API is no longer supported.",
+            "param": None,
+        }
+        await fake._send(fake.ws, {"type": "error", "error": error})
+        await fake.ws.close(code=4000)
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == "close_4000"
+    await asyncio.sleep(0.3)
+    assert fake.connections == 1
+    await client.post("/call/hangup", json={"callID": cid})

@@ -269,3 +269,21 @@ async def test_elevenlabs_a_ping_while_the_conversation_starts_is_answered(
     await asyncio.sleep(fake.PONG_S + 0.2)  # no ping left unanswered, no drop
     assert fake.connections == 2 and fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_elevenlabs_a_billing_stop_fails_the_agent(make_client, aiohttp_server) -> None:
+    """ElevenLabs stops a conversation it will not bill with close code 1002: ``agent.failed``
+    ``model_error`` (``close_1002``), no new conversation asked for (before, it was reopened
+    until the retries were spent)."""
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    await start(client, cid, url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        await fake.ws.close(code=1002, message=b"payment required")
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == "close_1002"
+    await asyncio.sleep(0.3)
+    assert fake.connections == 1 and len(fake.signed_asked) == 1
+    await client.post("/call/hangup", json={"callID": cid})
