@@ -107,7 +107,7 @@ class ModelConnection:
         """The latest resumption handle the model gave (Gemini), or the one it started with."""
         self.state = "connecting"
         self.session = 0
-        """The number of the session open now (1 the first, one more at each reopening)."""
+        """The number of the newest session's socket (one more at each socket opened)."""
         self.reconnects = 0
         self.model_errors = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -179,6 +179,7 @@ class ModelConnection:
         except aiohttp.WSServerHandshakeError as exc:
             # The status only: the exception's text holds the URL (a key may be in it).
             raise Refused(f"http_{exc.status}", final=exc.status in FINAL_STATUSES) from None
+        self.session += 1  # a new session's socket: what the old one asked is the old one's
         try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 if self.dialect.waits_for_hello:
@@ -233,7 +234,6 @@ class ModelConnection:
             raise Stopped(self.where)
         self._ws = ws
         self.state = "connected"
-        self.session += 1
         self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_end), "run")
 
     # -- serving
@@ -419,7 +419,6 @@ class ModelConnection:
             # What was queued for the old socket (a truncate of its items) means nothing now.
             self._out = _queue()
             self.state = "connected"
-            self.session += 1
             self.reconnects += 1
             on_reconnected(self.resume is not None)
 
