@@ -276,15 +276,8 @@ class Agent:
     def answer(self, call: ToolCall, output: Any) -> None:
         """A tool call's result, to the session that asked: not when the model withdrew the
         call meanwhile, nor once that session is over (a new one never asked for it)."""
-        if call.session != self.model.session:
-            log.warning(
-                "call %s: agent %s: the answer to tool call %s came after its session ended:"
-                " not sent",
-                self.host.call_id,
-                self.id,
-                call.call_id[:80],
-            )
-        elif call.call_id not in self.withdrawn:
+        asked = f"the answer to tool call {call.call_id[:80]}"
+        if call.call_id not in self.withdrawn and self.model.current(call.session, asked):
             self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -33,12 +32,11 @@ from typing import Any
 import aiohttp
 
 from ..attachments.wire import OutgoingQueue
-from ..http import RedirectRefused
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
-from .preflight import CONNECT_TIMEOUT, where_to_connect
+from .opening import SessionOpening, reopen
+from .preflight import CONNECT_TIMEOUT
 from .wire import (
-    FINAL_STATUSES,
     Answer,
     GoAway,
     Hello,
@@ -55,9 +53,6 @@ from .wire import (
 
 log = logging.getLogger(__name__)
 
-BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
-"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
-between half and all of it so a restarted server is not hit by every call at once."""
 HEALTHY_S = 10.0
 """Seconds a socket must stay open for its drop to count as a new one with every retry again:
 a server that takes the session and closes it at once uses up ``retries`` rather than being
@@ -80,7 +75,7 @@ class Stopped(ConnectionError):
     """The connection was closed while it opened."""
 
 
-class ModelConnection:
+class ModelConnection(SessionOpening):
     """One agent's socket to its model. See the module docstring."""
 
     def __init__(
@@ -133,6 +128,13 @@ class ModelConnection:
         return self._stopping
 
     # -- what the agent sends
+    def current(self, session: int, what: str) -> bool:
+        """Whether ``session`` is the one open now; if not, ``what`` (meant for it) is said
+        dropped, at WARNING: a new session never asked for it."""
+        if session != self.session:
+            log.warning("%s: %s came after its session ended: not sent", self.where, what)
+        return session == self.session
+
     def send(self, messages: list[dict[str, Any]]) -> None:
         """Queue control messages (never dropped while the queue has room)."""
         for message in messages:
@@ -147,76 +149,6 @@ class ModelConnection:
         self._last_up = time.monotonic()
 
     # -- opening
-    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-        """A socket with its session ready: the old conversation resumed where there is a
-        handle, or — the server refusing it (expired, unknown: Gemini's, an Ultravox
-        ``priorCallId``) — a new session at once, told what was said (``on_reconnected``)."""
-        if self.resume is None:
-            return await self._connect(http)
-        try:
-            return await self._connect(http)
-        except ConnectionError as exc:  # (``Refused``, or closed before the session was ready)
-            log.warning(
-                "%s: the model refused to resume the conversation (%s); a new session",
-                self.where,
-                exc,
-            )
-            self.resume = None
-        return await self._connect(http)
-
-    async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-        url, headers = await where_to_connect(
-            self.dialect, self.url, self._key, self.tools, self.resume, http
-        )
-        try:
-            ws = await http.ws_connect(
-                url,
-                headers=headers,
-                heartbeat=20,
-                max_msg_size=16 << 20,
-                timeout=aiohttp.ClientWSTimeout(ws_close=2),
-            )
-        except aiohttp.WSServerHandshakeError as exc:
-            # The status only: the exception's text holds the URL (a key may be in it).
-            raise Refused(f"http_{exc.status}", final=exc.status in FINAL_STATUSES) from None
-        self.session += 1  # a new session's socket: what the old one asked is the old one's
-        try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                if self.dialect.waits_for_hello:
-                    await self._read_until(ws, Hello)
-                for message in self.dialect.opening(self.tools, self.resume):
-                    await ws.send_str(json.dumps(message))
-                await self._read_until(ws, Ready)
-        except BaseException:
-            await ws.close()
-            raise
-        return ws
-
-    async def _read_until(
-        self, ws: aiohttp.ClientWebSocketResponse, wanted: type[Hello] | type[Ready]
-    ) -> None:
-        """Read until the server says ``wanted`` (ready for the configuration, or took it)."""
-        while True:
-            msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                continue  # audio before the session is ready: not the caller's yet
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                raise ConnectionError("the model closed before its session was ready")
-            events = self._parse(msg.data)
-            for event in events:
-                if isinstance(event, Answer):
-                    # (An ElevenLabs ``ping`` before the session is ready: its ``pong`` now, on
-                    # this socket — the queue is the session's once it is, a new one's anew.)
-                    for message in event.messages:
-                        await ws.send_str(json.dumps(message))
-            await self._events([e for e in events if not isinstance(e, Answer)])
-            for event in events:
-                if isinstance(event, ModelError) and not event.benign:
-                    # It refused the session: no use waiting.
-                    raise Refused(event.code, final=event.account)
-            if any(isinstance(event, wanted) for event in events):
-                return
-
     async def start(
         self,
         http: aiohttp.ClientSession,
@@ -237,16 +169,6 @@ class ModelConnection:
         self._runner = self._tasks.spawn(self._run(http, on_reconnected, on_end), "run")
 
     # -- serving
-    def _parse(self, data: str) -> list[ModelEvent]:
-        try:
-            body = json.loads(data)
-            if not isinstance(body, dict):
-                raise ProtocolError("not an object")
-            return self.dialect.parse(body)
-        except (ValueError, ProtocolError) as exc:
-            log.info("%s: unreadable message (%s)", self.where, exc)
-            return []
-
     async def _message(self, data: str) -> list[ModelEvent]:
         return await self._events(self._parse(data))
 
@@ -440,35 +362,6 @@ class ModelConnection:
                     log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
         await self._tasks.close()
-
-
-async def reopen(
-    open_socket: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
-    retries: int,
-    spent: int,
-    stopping: Callable[[], bool],
-    where: str,
-) -> tuple[aiohttp.ClientWebSocketResponse | None, int]:
-    """The retry policy: ``retries`` attempts in all since a socket last worked (``spent`` of
-    them used: see :data:`HEALTHY_S`), :data:`BACKOFF` apart, while not ``stopping()``; the
-    socket (``None`` when none opened) and the attempts used."""
-    for attempt in range(spent, retries):
-        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        if stopping():
-            return None, attempt
-        try:
-            return await asyncio.wait_for(open_socket(), CONNECT_TIMEOUT), attempt + 1
-        except Refused as exc:
-            if exc.final:
-                raise
-            log.info("%s: reconnect %d failed: %s", where, attempt + 1, exc)
-        except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
-            log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
-    log.warning(
-        "%s: the model could not be reached (or kept open) again after %d attempts", where, retries
-    )
-    return None, retries
 
 
 def _queue() -> OutgoingQueue:

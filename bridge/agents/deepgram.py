@@ -23,7 +23,6 @@ import json
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import merge
 from .wire import (
     Audio,
     Hello,
@@ -37,6 +36,7 @@ from .wire import (
     ToolCancelled,
     Transcript,
     TurnDone,
+    merge,
 )
 
 RATE = 16_000

@@ -18,7 +18,6 @@ import json
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import merge
 from .wire import (
     SLOT,
     Audio,
@@ -33,6 +32,7 @@ from .wire import (
     ToolCall,
     Transcript,
     TurnDone,
+    merge,
 )
 
 RATE_IN, RATE_OUT = 16_000, 24_000

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import abc
 import base64
-import copy
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +40,8 @@ from .wire import (
     ToolCall,
     Transcript,
     TurnDone,
+    b64_audio,
+    merge,
 )
 
 RATE = 24_000
@@ -67,17 +68,6 @@ is matched too); none of them ends anything."""
 _SHORTHAND = {"voice": ("output", "voice"), "turn_detection": ("input", "turn_detection")}
 """Fields apps know from the beta protocol at the session's top level, moved where GA has
 them (``audio.output.voice``, ``audio.input.turn_detection``)."""
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` merged into a copy of ``base``, objects recursively."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def check_audio_formats(session: dict[str, Any], ours: str) -> None:
@@ -108,15 +98,6 @@ def openai_auth(url: str, api_key: str | None) -> dict[str, str]:
     if host.endswith(".openai.azure.com"):
         return {"api-key": api_key}  # Azure OpenAI's header
     return {"Authorization": f"Bearer {api_key}"}
-
-
-def b64_audio(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise ProtocolError("audio delta is not base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ProtocolError("audio delta is not base64") from None
 
 
 _APPEND = MessageText({"type": "input_audio_buffer.append", "event_id": SLOT, "audio": SLOT})

@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import EventIds, b64_audio, client_event, function_tools, merge, openai_auth
+from .openai import EventIds, client_event, function_tools, openai_auth
 from .wire import (
     SLOT,
     Audio,
@@ -50,6 +50,8 @@ from .wire import (
     Tool,
     ToolCall,
     Transcript,
+    b64_audio,
+    merge,
 )
 
 RATE = 16_000

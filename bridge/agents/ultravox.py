@@ -27,7 +27,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
-from .openai import merge
 from .tools import failure
 from .wire import (
     Audio,
@@ -41,6 +40,7 @@ from .wire import (
     Tool,
     ToolCall,
     Transcript,
+    merge,
 )
 
 RATE = 16_000

@@ -4,10 +4,13 @@ implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, 
 for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
 Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
 :mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
-a protocol."""
+a protocol. At its end, what several dialects use alike: :func:`merge` (an app's session into
+the bridge's), :func:`b64_audio`."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -312,3 +315,23 @@ class Prepared(Protocol):
     def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The socket's URL and headers from the request's answer (:class:`ProtocolError`
         when it has none)."""
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into a copy of ``base``, objects recursively."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def b64_audio(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ProtocolError("audio delta is not base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ProtocolError("audio delta is not base64") from None

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, check_audio_formats, merge
-from .wire import Tool
+from .openai import RealtimeFamily, check_audio_formats
+from .wire import Tool, merge
 
 RATE = 16_000
 PCM16 = {"type": "audio/pcm", "rate": RATE}
