@@ -108,6 +108,7 @@ class Agent:
             where=where,
             handle=self._handle,
             resume=resume,
+            quiet=lambda: not (self.voice.playing or self.caller_speaking),
         )
         self._on_tool = on_tool
         self._on_failed = on_failed

@@ -12,8 +12,9 @@ failed (``reconnect_failed``) — at once where another attempt would be refused
 account-level error, a handshake answered 4xx: ``model_error``). A model's error that ends its
 session (the dialect's ``ends_session``) closes the socket at once, and a new session opens.
 Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a session the
-provider caps (Deepgram's two hours, GPT-Live's ``expires_at``) is renewed on a new
-socket :data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it. A protocol
+provider caps (Deepgram's two hours, GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's
+hour) is renewed on a new socket :data:`RENEW_MARGIN_S` before the cap, at the first moment
+nobody speaks (:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol
 with a goodbye (GPT-Live's ``session.close``) gets it before its socket closes, and on a stop
 the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
@@ -62,7 +63,10 @@ the server answered, for the rest of the call)."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 RENEW_MARGIN_S = 120.0
-"""Seconds before a provider's session cap (``session_limit_s``) the session is renewed."""
+"""Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
+RENEW_WAIT_S = 90.0
+"""Seconds a due renewal waits for a quiet moment (``quiet``: nobody speaking) before it is
+made anyway, within the margin: a reply is not cut by it."""
 CLOSE_WAIT_S = 2.0
 """Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
 session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
@@ -89,8 +93,11 @@ class ModelConnection(SessionOpening):
         where: str,
         handle: Handle,
         resume: str | None = None,
+        quiet: Callable[[], bool] = lambda: True,
     ) -> None:
         self.dialect = dialect
+        self.quiet = quiet
+        """Whether nobody is speaking (the agent's voice, the caller): a renewal waits for it."""
         self.url = url
         self._key = api_key  # never logged, never in a snapshot or an event
         self.tools = tools
@@ -268,6 +275,11 @@ class ModelConnection(SessionOpening):
     async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float) -> None:
         """Close a capped session before the provider does: the loop opens a new one."""
         await asyncio.sleep(after)
+        # Not in the middle of a sentence, the model's or the caller's, while the cap allows.
+        waited = 0.0
+        while not self.quiet() and waited < RENEW_WAIT_S:
+            await asyncio.sleep(0.1)
+            waited += 0.1
         log.info("%s: renewing the session before the provider's cap", self.where)
         self._renewing = True
         for message in self.dialect.closing():

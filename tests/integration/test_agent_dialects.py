@@ -669,3 +669,28 @@ async def test_openai_a_close_with_its_own_final_code_fails_the_agent(
     await asyncio.sleep(0.3)
     assert fake.connections == 1
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_renewal_waits_for_the_reply_being_played_to_end(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """A renewal falls due (after 1 s here) while the model's reply plays (2 s of it): it is
+    made once the caller has heard the reply, not in its middle (before, the session was closed
+    at once, cutting a reply still being generated)."""
+    from bridge.agents import connection
+
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.SESSION_LIMIT_S = 30.0
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, "openai-realtime", url)
+        n0 = sc.frames_heard
+        await fake.say(tone(440, 2 * fake.RATE, fake.RATE, 0.25), done=False)
+        await next_event(sub, "agent.reconnected", timeout=8)
+        heard = len(loud(list(sc.heard)[-(sc.frames_heard - n0) :]))
+    assert heard >= 95  # of the reply's 100 frames
+    assert fake.connections == 2 and fake.expired == 0 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
