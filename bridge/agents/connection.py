@@ -221,7 +221,8 @@ class ModelConnection(SessionOpening):
                 event.code,
                 event.message[:200],
             )
-            if (event.account or event.ends_session) and self._ws is not None:
+            if (event.account or event.ends_session) and self.connected:
+                assert self._ws is not None  # (while a session opens, ``Refused`` says it)
                 if event.account:
                     self.failure = event.code  # ``_run`` fails the agent: no reconnect
                 self._ended_by_error = True
