@@ -2,21 +2,22 @@
 and turns (:mod:`.agent`).
 
 It opens the socket with the key where the provider wants it, sends the messages that
-configure the session and waits for the model to take them, then reads the model's events
-(handing them to the agent, keeping the connection's own: the session being ready, the
-resumption handle, ``goAway``, the model's errors) while one sender task writes what the agent
-queued, in order, bounded. A dropped or closing socket (``goAway``, a server close, a network
-error) is reopened — with the resumption handle where the protocol has one — within
-``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
-failed (``reconnect_failed``) — at once where another attempt would be refused the same (an
-account-level error, a handshake answered 4xx: ``model_error``). A model's error that ends its
-session (the dialect's ``ends_session``) closes the socket at once, and a new session opens.
-Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a session the
-provider caps (Deepgram's two hours, GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's
-hour) is renewed on a new socket :data:`RENEW_MARGIN_S` before the cap, at the first moment
-nobody speaks (:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol
-with a goodbye (GPT-Live's ``session.close``) gets it before its socket closes, and on a stop
-the server is given :data:`CLOSE_WAIT_S` to end the session itself.
+configure the session and waits for the model to take them (:mod:`.opening`), then reads the
+model's events (handing them to the agent, keeping the connection's own: the session being
+ready, the resumption handle, ``goAway``, the model's errors) while one sender task writes
+what the agent queued, in order, bounded. A dropped or closing socket (``goAway``, a server
+close, a network error) is reopened — with the resumption handle where the protocol has one —
+within ``retries`` attempts, :data:`~.opening.BACKOFF` apart, while the call goes on; then the
+agent is told it failed (``reconnect_failed``) — at once where another attempt would be
+refused the same (an account-level error, a handshake answered 4xx, a final close code:
+``model_error``). A model's error that ends its session (the dialect's ``ends_session``)
+closes the socket at once, and a new session opens. Where the protocol wants it, an idle
+socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
+GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
+:data:`RENEW_MARGIN_S` before the cap, at the first moment nobody speaks
+(:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol with a goodbye
+(GPT-Live's ``session.close``, Ultravox's ``hang_up``) gets it before its socket closes, and
+on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
 
 from __future__ import annotations
