@@ -29,6 +29,10 @@ def default_number(settings: Settings) -> Number:
         config = {
             "signalling": str(engine.cloudapi_signalling),
             "media": str(engine.cloudapi_media),
+            # The Graph API the settings name (Meta's own unless set): the number's health is
+            # probed there, as its engine calls it. Without it the probe went to Meta's own
+            # whatever BRIDGE_ENGINE_URL said (a proxy, a version, the tests' fake).
+            "graphURL": engine.engine_url,
         }
         if engine.cloudapi_phone_number_id:
             config["phoneNumberID"] = engine.cloudapi_phone_number_id

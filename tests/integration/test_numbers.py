@@ -378,6 +378,25 @@ async def test_meta_webhooks_of_two_apps_reach_the_right_number(nclient, caplog)
             await meta.stop()
 
 
+async def test_the_default_numbers_token_is_checked_at_its_graph_url(nclient, meta) -> None:
+    """BRIDGE_ENGINE_URL names the Graph API of the default Cloud API number: its health is
+    probed there (here the fake), as its engine calls it; the probe went to Meta's own
+    graph.facebook.com whatever the setting said (off loopback from every such test)."""
+    client = await nclient(**meta.bridge_settings())
+
+    async def default() -> dict[str, Any]:
+        return await (await client.get("/numbers/default", headers=ADMIN)).json()
+
+    async def checked() -> bool:
+        return (await default())["health"].get("checkedAt") is not None
+
+    await until(checked, timeout=5, what="the default number's check")
+    number = await default()
+    health = number["health"]
+    assert health["ok"] is True and health["reason"] == "Graph API accepts the token", health
+    assert number["cloudapi"]["graphURL"] == meta.graph_url, number
+
+
 async def test_a_refused_graph_token_shows_in_health(nclient, meta) -> None:
     client = await nclient()
     body = cloudapi_body(meta, meta.phone_number_id, "+15553000001")
