@@ -271,7 +271,9 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         snapshot = await wait_state(rig.client, found["callID"], "ended", timeout=6, headers=ADMIN)
         assert snapshot["endReason"] == "relay_failed", snapshot
         assert snapshot["endDetail"].startswith("138020: Relay connection failed"), snapshot
-        said = rig.ended(found["callID"]).data
+        # (The snapshot reads ended as the manager ends the call; call.ended is published
+        # after the call's runtime has closed: under load, a moment later.)
+        said = (await until(lambda: rig.ended(found["callID"]), 5, "call.ended")).data
         assert (said["engineStatus"], said["engineDurationS"]) == ("FAILED", 3), said
         assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
         assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
