@@ -67,7 +67,10 @@ RENEW_MARGIN_S = 120.0
 """Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
 RENEW_WAIT_S = 90.0
 """Seconds a due renewal waits for a quiet moment (``quiet``: nobody speaking) before it is
-made anyway, within the margin: a reply is not cut by it."""
+made anyway, within the margin: a reply is not cut by it. Never past :data:`RENEW_LEEWAY_S`
+before the cap: a short session (GPT-Live's ``expires_at``) renews at once."""
+RENEW_LEEWAY_S = 30.0
+"""Seconds before the cap a renewal is made whoever speaks (the new session's opening)."""
 CLOSE_WAIT_S = 2.0
 """Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
 session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
@@ -243,8 +246,10 @@ class ModelConnection(SessionOpening):
         if self.dialect.keepalive_s:
             helpers.append(self._tasks.spawn(self._keepalive(self.dialect.keepalive_s), "keep"))
         if self.dialect.session_limit_s:
-            limit = max(1.0, self.dialect.session_limit_s - RENEW_MARGIN_S)
-            helpers.append(self._tasks.spawn(self._renew(ws, limit), "renew"))
+            cap = self.dialect.session_limit_s
+            limit = max(1.0, cap - RENEW_MARGIN_S)
+            wait = min(RENEW_WAIT_S, max(0.0, cap - RENEW_LEEWAY_S - limit))
+            helpers.append(self._tasks.spawn(self._renew(ws, limit, wait), "renew"))
         try:
             async for msg in ws:
                 try:
@@ -274,12 +279,13 @@ class ModelConnection(SessionOpening):
             if time.monotonic() - self._last_up >= every:
                 self.send(self.dialect.keepalive())
 
-    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float) -> None:
+    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float, wait: float) -> None:
         """Close a capped session before the provider does: the loop opens a new one."""
         await asyncio.sleep(after)
-        # Not in the middle of a sentence, the model's or the caller's, while the cap allows.
+        # Not in the middle of a sentence, the model's or the caller's, while the cap allows
+        # (``wait``: at most RENEW_WAIT_S, and never within RENEW_LEEWAY_S of the cap).
         waited = 0.0
-        while not self.quiet() and waited < RENEW_WAIT_S:
+        while not self.quiet() and waited < wait:
             await asyncio.sleep(0.1)
             waited += 0.1
         log.info("%s: renewing the session before the provider's cap", self.where)
