@@ -53,7 +53,7 @@ from .cloudapi_account import MetaAccount
 from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
 from .cloudapi_users import addressee, contact, named
-from .common import FakeServer
+from .common import BusinessFirst, FakeServer
 
 META_OPUS_FMTP = (
     "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;"
@@ -201,12 +201,8 @@ class MetaPeer:
         """RFC 4733 packets from the bridge (payload type 126), as they arrived."""
         self.connected_at: float | None = None
         """When ICE and DTLS were up on Meta's side (monotonic)."""
-        self.first_rtp_at: float | None = None
-        """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
-        self.first_sent_at: float | None = None
-        """When it sent its first RTP packet (monotonic): never before ``first_rtp_at``."""
-        self.held_back = 0
-        """RTP packets it did not send: the bridge had sent none yet (Meta waits for it)."""
+        self.gate = BusinessFirst()
+        """Meta sends nothing before the bridge's first RTP packet (its times, its count)."""
         self.rtp_count = 0
         self.last_rtp_at: float | None = None
         self.rtcp_count = 0
@@ -243,10 +239,8 @@ class MetaPeer:
             if 192 <= data[1] <= 223:
                 await original(data)
                 return
-            if self.first_rtp_at is None:  # Meta waits for the business's first packet
-                self.held_back += 1
+            if not self.gate.may_send():  # Meta waits for the business's first packet
                 return
-            self.first_sent_at = self.first_sent_at or time.monotonic()
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
@@ -263,7 +257,7 @@ class MetaPeer:
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
             now = time.monotonic()
-            self.first_rtp_at = self.first_rtp_at or now
+            self.gate.heard()
             self.rtp_count += 1
             self.last_rtp_at = now
             if len(data) >= 12 and not 192 <= data[1] <= 208:

@@ -41,14 +41,14 @@ async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(c
     peer = mcall.peer
     await asyncio.wait_for(peer.connected.wait(), 5)
     # Ringing, no browser, no agent, nothing answered: the bridge's packets reach Meta.
-    await until(lambda: peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    await until(lambda: peer.gate.first_rtp_at, 3, "the first RTP packet with no browser")
     assert manager.registry.by_engine_id(mcall.wacid) is not None
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     assert (await (await client.get(f"/call/{call_id}")).json())["participants"] == []
-    print(f"first packet {1000 * (peer.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
+    print(f"first packet {1000 * (peer.gate.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
     # Meta's side waits for that packet before it sends any (the fake, as Meta does).
-    await until(lambda: peer.first_sent_at, 3, "WhatsApp's first RTP packet")
-    assert peer.first_sent_at >= peer.first_rtp_at
+    await until(lambda: peer.gate.first_sent_at, 3, "WhatsApp's first RTP packet")
+    assert peer.gate.first_sent_at >= peer.gate.first_rtp_at
     await still_flowing(peer, "while ringing")
 
     assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
@@ -85,6 +85,6 @@ async def test_outbound_media_reaches_meta_with_no_browser(cclient, meta):
     assert (await meta.post(client, body)).status == 200
     await wait_state(client, call["callID"], "active", timeout=3)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
-    await until(lambda: mcall.peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    await until(lambda: mcall.peer.gate.first_rtp_at, 3, "the first RTP packet with no browser")
     await still_flowing(mcall.peer, "with no browser")
     await client.post("/call/hangup", json={"callID": call["callID"]})
