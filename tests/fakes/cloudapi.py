@@ -385,8 +385,10 @@ class FakeMeta(FakeServer):
         self.refused: list[dict[str, Any]] = []
         self.perms = MetaPermissions()
         """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
-        self.account = MetaAccount()
-        """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
+        self.accounts: dict[str, MetaAccount] = {phone_number_id: MetaAccount()}
+        """Each business number's standing and calling settings, by ``phone_number_id``
+        (pauses, messaging limit, rate limit, settings, SIP password: :mod:`.cloudapi_account`);
+        Meta keeps them per number."""
         self.media = MetaMedia()
         """Meta's own recordings and transcripts (:mod:`.cloudapi_media`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
@@ -394,6 +396,11 @@ class FakeMeta(FakeServer):
         self.permission_reads = 0
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
+
+    @property
+    def account(self) -> MetaAccount:
+        """The app's first number's (:attr:`accounts`)."""
+        return self.accounts[self.phone_number_id]
 
     @property
     def graph_url(self) -> str:
@@ -424,9 +431,10 @@ class FakeMeta(FakeServer):
         self.media.base_url = self.url
         self.media.tokens = set(self.numbers.values())
 
-    def add_number(self, phone_number_id: str, token: str) -> None:
-        """Another business number of this app, with its own token."""
+    def add_number(self, phone_number_id: str, token: str, phone: str = "15550783000") -> None:
+        """Another business number of this app, with its own token, settings and standing."""
         self.numbers[phone_number_id] = token
+        self.accounts[phone_number_id] = MetaAccount(phone)
         self.media.tokens.add(token)
 
     def _check_number(self, request: web.Request) -> web.Response | None:
@@ -442,7 +450,8 @@ class FakeMeta(FakeServer):
     async def settings_endpoint(self, request: web.Request) -> web.Response:
         """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
         refusal = self._check_number(request)
-        return refusal or await self.account.settings_endpoint(request)
+        account = self.accounts[request.match_info["pnid"]]
+        return refusal or await account.settings_endpoint(request)
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
         """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads); ``GET
@@ -513,7 +522,8 @@ class FakeMeta(FakeServer):
                     subcode=2494010,
                 )
         action = body.get("action")
-        standing = self.account.refusal(str(action))
+        account = self.accounts[request.match_info["pnid"]]
+        standing = account.refusal(str(action))
         if standing is not None:
             return standing
         failure = self.fail_next.pop(str(action), None)
@@ -529,7 +539,7 @@ class FakeMeta(FakeServer):
                 return meta_error(
                     400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
                 )
-            return await self._connect(body)
+            return await self._connect(body, account)
         call = self.meta_calls.get(str(body.get("call_id")))
         if call is None or call.state == "ended":
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
@@ -561,7 +571,7 @@ class FakeMeta(FakeServer):
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         return web.json_response({"success": True})
 
-    async def _connect(self, body: dict[str, Any]) -> web.Response:
+    async def _connect(self, body: dict[str, Any], account: MetaAccount) -> web.Response:
         to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
         if problem:
             return meta_error(400, 100, f"(#100) {problem}")
@@ -580,7 +590,7 @@ class FakeMeta(FakeServer):
         session = body.get("session") or {}
         if session.get("sdp_type") != "offer":
             return meta_error(400, 100, "(#100) session.sdp_type must be offer")
-        codec = meta_choice(str(session.get("sdp", "")), ("opus", *self.account.additional_codecs))
+        codec = meta_choice(str(session.get("sdp", "")), ("opus", *account.additional_codecs))
         if codec is None:
             return meta_error(400, 100, "(#100) the SDP offer has no audio codec Meta accepts")
         peer = MetaPeer(self.user_tone_hz)
@@ -629,10 +639,14 @@ class FakeMeta(FakeServer):
             headers[SIGNATURE_HEADER] = signature
         return await client.post("/engine/webhook", data=raw, headers=headers)
 
-    async def user_offer(self, user: str) -> tuple[MetaCall, dict[str, Any]]:
-        """A WhatsApp user calls the business: the call and its connect event (not sent)."""
+    async def user_offer(
+        self, user: str, number: str | None = None
+    ) -> tuple[MetaCall, dict[str, Any]]:
+        """A WhatsApp user calls the business number ``number`` (default: the app's first):
+        the call and its connect event (not sent)."""
+        account = self.accounts[number or self.phone_number_id]
         peer = MetaPeer(self.user_tone_hz)
-        offer = await peer.offer(self.account.additional_codecs)
+        offer = await peer.offer(account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
         self.meta_calls[call.wacid] = call
         self.perms.user_called(user)  # any inbound call opens or refreshes the window
@@ -656,7 +670,7 @@ class FakeMeta(FakeServer):
         self, client: Any, user: str = "15550001111", number: str | None = None
     ) -> MetaCall:
         """``user`` calls the business number ``number`` (default: the app's first)."""
-        call, event = await self.user_offer(user)
+        call, event = await self.user_offer(user, number)
         resp = await self.post(client, self.envelope(event, number=number))
         assert resp.status == 200, await resp.text()
         call.offered_at = time.monotonic()

@@ -191,3 +191,59 @@ async def test_call_icons_restricted_to_countries(cclient, meta):
         assert resp.status == 400 and error["code"] == "invalid_settings", error
         assert field.split(".")[0] in error["message"], error
     assert len(meta.account.settings_posts) == 1  # none of those reached Meta
+
+
+async def test_each_number_has_its_own_settings_at_meta(cclient, meta):
+    """Meta keeps calling settings per phone number id: a second number's settings, changed
+    through the bridge, go to that number (its id, its token) and change nothing of the
+    first's; Meta's offers then carry G.711 on calls to the second number only."""
+    client = await cclient()
+    meta.add_number("2098765432", "second-token")
+    cloudapi = {
+        "phoneNumberID": "2098765432",
+        "accessToken": "second-token",
+        "appSecret": meta.app_secret,
+        "verifyToken": "verify-2",
+        "graphURL": meta.graph_url,
+    }
+    body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
+    resp = await client.post("/numbers", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["numberID"]
+    patch = {"additionalCodecs": ["PCMU"], "callbackPermission": "ENABLED"}
+    resp = await client.patch(f"/numbers/{second}/settings", json=patch)
+    assert resp.status == 200, await resp.text()
+    assert meta.accounts["2098765432"].settings_posts == [
+        {
+            "calling": {
+                "callback_permission_status": "ENABLED",
+                "audio": {"additional_codecs": ["PCMU"]},
+            }
+        }
+    ]
+    assert meta.account.settings_posts == []
+    got = await (await client.get(f"/numbers/{second}/settings")).json()
+    assert (got["additionalCodecs"], got["callbackPermission"]) == (["PCMU"], "ENABLED")
+    first = await (await client.get("/numbers/default/settings")).json()
+    assert "additionalCodecs" not in first and first["callbackPermission"] == "DISABLED"
+    _, to_second = await meta.user_offer("15550001111", "2098765432")
+    _, to_first = await meta.user_offer("15550002222")
+    assert "PCMU/8000" in to_second["calls"][0]["session"]["sdp"]
+    assert "PCMU/8000" not in to_first["calls"][0]["session"]["sdp"]
+
+
+async def test_settings_meta_refuses_come_back_with_metas_reason(cclient, meta):
+    """What the bridge's own checks let through and Meta refuses (hours switched on with no
+    timezone or week, a second SIP server's worth of fields in one, a host name that is
+    none): 400 ``settings_refused`` with Meta's code and reason, nothing changed at Meta."""
+    client = await cclient()
+    for patch, reason in [
+        ({"callHours": {"status": "ENABLED"}}, "timezone_id"),
+        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "sip bridge"}]}}, "hostname"),
+    ]:
+        resp = await client.patch("/numbers/default/settings", json=patch)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "settings_refused", (patch, error)
+        assert error["details"]["metaCode"] == 100 and reason in error["message"], error
+    assert meta.account.calling.get("call_hours") is None
+    assert meta.account.calling["sip"] == {"status": "DISABLED", "servers": []}
