@@ -10,6 +10,8 @@
   ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
+  With ``callback_permission_status`` ``ENABLED`` in the number's settings, the fake itself
+  then posts Meta's automatic 7-day grant (none for a call from a companion device).
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -394,6 +396,8 @@ class FakeMeta(FakeServer):
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
+        self.grants_sent = 0
+        """Callback grants Meta sent by itself (a user's call, callback permission on)."""
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
@@ -667,13 +671,21 @@ class FakeMeta(FakeServer):
         return call, event
 
     async def user_calls(
-        self, client: Any, user: str = "15550001111", number: str | None = None
+        self,
+        client: Any,
+        user: str = "15550001111",
+        number: str | None = None,
+        *,
+        companion: bool = False,
     ) -> MetaCall:
-        """``user`` calls the business number ``number`` (default: the app's first)."""
+        """``user`` calls the business number ``number`` (default: the app's first), from
+        their phone or from a ``companion`` device; Meta's callback grant follows
+        (:meth:`_callback_grant`)."""
         call, event = await self.user_offer(user, number)
         resp = await self.post(client, self.envelope(event, number=number))
         assert resp.status == 200, await resp.text()
         call.offered_at = time.monotonic()
+        await self._callback_grant(client, user, number, companion)
         return call
 
     async def user_presses_call_button(self, client: Any, user: str) -> MetaCall:
@@ -685,7 +697,25 @@ class FakeMeta(FakeServer):
             event["calls"][0]["cta_payload"] = payload
         resp = await self.post(client, self.envelope(event))
         assert resp.status == 200, await resp.text()
+        await self._callback_grant(client, user, None, False)
         return call
+
+    async def _callback_grant(
+        self, client: Any, user: str, number: str | None, companion: bool
+    ) -> None:
+        """Meta's own webhook after a user's call to a number whose settings have
+        ``callback_permission_status: ENABLED`` (answered or missed): a 7-day grant, an
+        automatic ``call_permission_reply`` in a ``messages`` webhook. None from a companion
+        device (Meta supports no callback permission there), none over a permanent one."""
+        account = self.accounts[number or self.phone_number_id]
+        if account.calling.get("callback_permission_status") != "ENABLED" or companion:
+            return
+        if self.perms.user(user).status == "permanent" and self.perms.permitted(user):
+            return
+        grant = self.envelope(self.perms.callback_grant(user), field="messages", number=number)
+        resp = await self.post(client, grant)
+        assert resp.status == 200, await resp.text()
+        self.grants_sent += 1
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
         business = "15550009999"
