@@ -193,11 +193,11 @@ async def test_call_icons_restricted_to_countries(cclient, meta):
     assert len(meta.account.settings_posts) == 1  # none of those reached Meta
 
 
-async def test_each_number_has_its_own_settings_at_meta(cclient, meta):
+async def test_each_number_has_its_own_settings_at_meta(cclient, meta, tmp_path):
     """Meta keeps calling settings per phone number id: a second number's settings, changed
     through the bridge, go to that number (its id, its token) and change nothing of the
     first's; Meta's offers then carry G.711 on calls to the second number only."""
-    client = await cclient()
+    client = await cclient(data_dir=str(tmp_path))
     meta.add_number("2098765432", "second-token")
     cloudapi = {
         "phoneNumberID": "2098765432",
