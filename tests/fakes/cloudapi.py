@@ -28,6 +28,15 @@
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
   stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
   first packet has arrived, on calls of either direction.
+* A number whose settings say ``srtp_key_exchange_protocol: SDES`` has SDES media on Graph
+  signalling too (:class:`MetaSdesPeer`: ``RTP/SAVP`` with ``a=crypto``, no ICE or DTLS);
+  Meta refuses a business SDP of the other kind there (100), as it refuses any fingerprint
+  but sha-256 on a DTLS number.
+* Meta reports every end with a ``terminate`` webhook, the business's own ``terminate`` and
+  ``reject`` too: the fake posts it after its Graph answer, to the client a test last posted
+  a webhook through (:attr:`FakeMeta.webhook_client`), with the connected seconds. The
+  ``status`` of a terminate (``COMPLETED``, ``FAILED``, ``REJECTED``) and of a call's
+  progress (``RINGING``, ``ACCEPTED``, ``REJECTED``) is one Meta sends.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from bridge.rtc.leg import RELEASE_WAIT
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from ..support.sdes_peer import SdesEndpoint
 from .cloudapi_account import MetaAccount
 from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
@@ -65,6 +75,10 @@ META_OPUS_FMTP = (
 
 OPAQUE_MAX = 512
 """``biz_opaque_callback_data``: at most 512 characters."""
+TERMINATE_STATUSES = {"COMPLETED", "FAILED", "REJECTED"}
+"""A terminate webhook's ``status`` (Meta sends no other)."""
+CALL_STATUSES = {"RINGING", "ACCEPTED", "REJECTED"}
+"""A business-initiated call's progress in ``statuses`` (Meta sends no other)."""
 USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
 """The actions that answer a user's call: Meta takes them for no business-initiated call."""
 
@@ -83,6 +97,33 @@ def _action_problem(action: str, call: MetaCall, session: Any) -> str:
         if not isinstance(session.get("sdp"), str) or not session["sdp"]:
             return "session.sdp is required"
     return ""
+
+
+def _session_refusal(sdp: str, key_exchange: str) -> web.Response | None:
+    """Meta's refusal of a business's SDP for a number whose media is ``key_exchange``
+    (``DTLS``: fingerprints sha-256 only, else 100/2494010; ``SDES``: ``RTP/SAVP`` with an
+    ``a=crypto`` key and no DTLS fingerprint), or ``None``."""
+    lines = _lines(sdp)
+    algorithms = {
+        ln.split(":", 1)[1].split(" ", 1)[0].lower()
+        for ln in lines
+        if ln.startswith("a=fingerprint:")
+    }
+    if key_exchange == "SDES":
+        savp = any(ln.startswith("m=audio ") and ln.split()[2:3] == ["RTP/SAVP"] for ln in lines)
+        if not savp or algorithms or not any(ln.startswith("a=crypto:") for ln in lines):
+            return meta_error(
+                400, 100, "(#100) Invalid parameter: SDES media needs RTP/SAVP with a=crypto"
+            )
+        return None
+    if algorithms != {"sha-256"}:
+        return meta_error(
+            400,
+            100,
+            "(#100) Invalid parameter: SDP fingerprint must use the sha-256 algorithm",
+            subcode=2494010,
+        )
+    return None
 
 
 def meta_error(status: int, code: int, message: str, subcode: int | None = None) -> web.Response:
@@ -328,6 +369,10 @@ class MetaPeer:
             await self._send(packet.serialize())
             await asyncio.sleep(0.02)
 
+    async def drop(self) -> None:
+        """Meta's media server drops the call (its ``terminate`` or ``reject`` taken)."""
+        await self.pc.close()
+
     async def close(self) -> None:
         await self.recorder.stop()
         await self.pc.close()
@@ -338,12 +383,41 @@ class MetaPeer:
         await release_peer_connection(self.pc, RELEASE_WAIT)
 
 
+class MetaSdesPeer:
+    """The WhatsApp user's side of a call on a number whose settings say
+    ``srtp_key_exchange_protocol: SDES`` (Graph signalling takes SDES too): Meta's SDES SDP
+    (``RTP/SAVP``, ``a=crypto``, no ICE or DTLS) from the tests' SDES endpoint, which like
+    Meta sends nothing before the business's first packet. ``media`` plays and records."""
+
+    def __init__(self) -> None:
+        self.media = SdesEndpoint()
+
+    async def offer(self, additional_codecs: tuple[str, ...] = ()) -> str:
+        await self.media.start()
+        return self.media.sdp(codecs=("opus", *additional_codecs))
+
+    async def answer_offer(self, sdp: str, codec: str = "opus") -> str:
+        await self.media.start()
+        self.media.take(sdp)
+        return self.media.sdp(codecs=(codec,))
+
+    async def apply_answer(self, sdp: str) -> None:
+        self.media.take(sdp)
+
+    async def drop(self) -> None:
+        self.media.close()
+
+    async def close(self) -> None:
+        self.media.close()
+
+
 @dataclass
 class MetaCall:
     wacid: str
     user: str
     direction: str
-    peer: MetaPeer
+    peer: Any
+    """:class:`MetaPeer` (DTLS), or :class:`MetaSdesPeer` on a number set to SDES."""
     state: str = "ringing"
     pre_accept_sdp: str | None = None
     offer_sdp: str | None = None
@@ -354,6 +428,10 @@ class MetaCall:
     actions: list[str] = field(default_factory=list)
     opaque: str = ""
     """``biz_opaque_callback_data`` of our ``connect`` (the bridge's callID)."""
+    number: str = ""
+    """The business number's ``phone_number_id`` (``""``: the app's first)."""
+    connected_at: float | None = None
+    """When the call connected (accepted, or the user answered ours): its duration's start."""
 
 
 class FakeMeta(FakeServer):
@@ -397,6 +475,12 @@ class FakeMeta(FakeServer):
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
         self.grants_sent = 0
+        self.webhook_client: Any = None
+        """Where Meta's own webhooks go: the client a test last posted one through (the
+        business's webhook subscription)."""
+        self.ends_reported: list[tuple[str, int]] = []
+        """The terminate webhooks Meta sent by itself (wacid, the bridge's HTTP status)."""
+        self._sending: set[asyncio.Task[None]] = set()
         """Callback grants Meta sent by itself (a user's call, callback permission on)."""
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
@@ -494,6 +578,12 @@ class FakeMeta(FakeServer):
         self.permission_reads += 1
         return web.json_response(self.perms.read(wa_id))
 
+    def _peer(self, account: MetaAccount) -> MetaPeer | MetaSdesPeer:
+        """The user's media for a call on a number: DTLS, or SDES as its settings say."""
+        if account.key_exchange == "SDES":
+            return MetaSdesPeer()
+        return MetaPeer(self.user_tone_hz)
+
     def _wacid(self) -> str:
         # uuid4, not ``random``: unique even where a test seeds ``random`` (Hypothesis does).
         return "wacid.HBgL" + uuid.uuid4().hex[:24].upper()
@@ -510,23 +600,14 @@ class FakeMeta(FakeServer):
         self.action_numbers.append(request.match_info["pnid"])
         if body.get("messaging_product") != "whatsapp":
             return meta_error(400, 100, "(#100) The parameter messaging_product is required.")
+        account = self.accounts[request.match_info["pnid"]]
         session = body.get("session")
         if isinstance(session, dict):
-            algorithms = {
-                ln.split(":", 1)[1].split(" ", 1)[0].lower()
-                for ln in _lines(str(session.get("sdp", "")))
-                if ln.startswith("a=fingerprint:")
-            }
-            if algorithms != {"sha-256"}:
+            refusal = _session_refusal(str(session.get("sdp", "")), account.key_exchange)
+            if refusal is not None:
                 self.refused.append(body)
-                return meta_error(
-                    400,
-                    100,
-                    "(#100) Invalid parameter: SDP fingerprint must use the sha-256 algorithm",
-                    subcode=2494010,
-                )
+                return refusal
         action = body.get("action")
-        account = self.accounts[request.match_info["pnid"]]
         standing = account.refusal(str(action))
         if standing is not None:
             return standing
@@ -537,13 +618,13 @@ class FakeMeta(FakeServer):
         bad_option = self.media.refusal(body)
         if bad_option is not None:
             return meta_error(400, 100, bad_option)
+        opaque = body.get("biz_opaque_callback_data", "")
+        if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:  # connect's and accept's
+            return meta_error(
+                400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
+            )
         if action == "connect":
-            opaque = body.get("biz_opaque_callback_data", "")
-            if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:
-                return meta_error(
-                    400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
-                )
-            return await self._connect(body, account)
+            return await self._connect(body, account, request.match_info["pnid"])
         call = self.meta_calls.get(str(body.get("call_id")))
         if call is None or call.state == "ended":
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
@@ -564,18 +645,23 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
+            call.connected_at = time.time()
             self.perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
             # Meta's media server drops the call's media as it takes the action: the bridge
             # sees its DTLS close before this answer (and must not count it as a failure).
-            await call.peer.pc.close()
+            await call.peer.drop()
+            # ... and reports the end with a terminate webhook, as in every case.
+            self._later(self._report_end(call, "REJECTED" if action == "reject" else "COMPLETED"))
         else:
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         return web.json_response({"success": True})
 
-    async def _connect(self, body: dict[str, Any], account: MetaAccount) -> web.Response:
+    async def _connect(
+        self, body: dict[str, Any], account: MetaAccount, number: str
+    ) -> web.Response:
         to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
         if problem:
             return meta_error(400, 100, f"(#100) {problem}")
@@ -597,12 +683,13 @@ class FakeMeta(FakeServer):
         codec = meta_choice(str(session.get("sdp", "")), ("opus", *account.additional_codecs))
         if codec is None:
             return meta_error(400, 100, "(#100) the SDP offer has no audio codec Meta accepts")
-        peer = MetaPeer(self.user_tone_hz)
+        peer = self._peer(account)
         answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
+        call.number = number
         self.meta_calls[call.wacid] = call
         self.media.heard(call.wacid, body)
         if self.before_connect_answer is not None:
@@ -641,7 +728,40 @@ class FakeMeta(FakeServer):
             headers[SIGNATURE_HEADER] = sign(self.app_secret, raw)
         elif signature is not None:
             headers[SIGNATURE_HEADER] = signature
+        self.webhook_client = client  # where Meta's own webhooks go from now on
         return await client.post("/engine/webhook", data=raw, headers=headers)
+
+    def _later(self, work: Any) -> None:
+        """Run ``work`` (a webhook Meta sends after answering a request) as an owned task."""
+        task = asyncio.ensure_future(work)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _report_end(self, call: MetaCall, status: str) -> None:
+        """Meta's terminate webhook for a call the business ended (``terminate``, or
+        ``reject`` of a user's call), after its Graph answer: with the connected seconds when
+        the call had connected."""
+        client = self.webhook_client
+        if client is None:
+            return  # no webhook posted yet: the fake does not know where the business listens
+        extra: dict[str, Any] = {}
+        if call.connected_at is not None:
+            end = time.time()
+            extra = {
+                "start_time": str(int(call.connected_at)),
+                "end_time": str(int(end)),
+                "duration": int(end - call.connected_at),
+            }
+        if call.direction == "BUSINESS_INITIATED":
+            extra["biz_opaque_callback_data"] = call.opaque
+        body = self.envelope(
+            self.terminate_event(call, status, **extra), number=call.number or None
+        )
+        try:
+            resp = await self.post(client, body)
+            self.ends_reported.append((call.wacid, resp.status))
+        except (OSError, RuntimeError):  # the bridge went away: Meta would retry later
+            self.ends_reported.append((call.wacid, 0))
 
     async def user_offer(
         self, user: str, number: str | None = None
@@ -649,9 +769,9 @@ class FakeMeta(FakeServer):
         """A WhatsApp user calls the business number ``number`` (default: the app's first):
         the call and its connect event (not sent)."""
         account = self.accounts[number or self.phone_number_id]
-        peer = MetaPeer(self.user_tone_hz)
+        peer = self._peer(account)
         offer = await peer.offer(account.additional_codecs)
-        call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
+        call = MetaCall(self._wacid(), user, "USER_INITIATED", peer, number=number or "")
         self.meta_calls[call.wacid] = call
         self.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
@@ -718,6 +838,7 @@ class FakeMeta(FakeServer):
         self.grants_sent += 1
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
+        assert status in TERMINATE_STATUSES, f"Meta sends no terminate status {status!r}"
         business = "15550009999"
         if call.direction == "USER_INITIATED":
             ends = {**named("from", call.user), "to": business}
@@ -736,6 +857,7 @@ class FakeMeta(FakeServer):
         return {"calls": [item]}
 
     def status_event(self, call: MetaCall, status: str) -> dict:
+        assert status in CALL_STATUSES, f"Meta sends no call status {status!r}"
         item = {
             "id": call.wacid,
             "timestamp": str(int(time.time())),
@@ -750,6 +872,7 @@ class FakeMeta(FakeServer):
         """The user picked up our call (Meta's connect webhook with its answer): it counts
         as a connected call with the user."""
         self.perms.call_connected(call.user)
+        call.connected_at = time.time()
         return {
             "calls": [
                 {
@@ -766,6 +889,9 @@ class FakeMeta(FakeServer):
         }
 
     async def stop(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for call in self.meta_calls.values():
             await call.peer.close()
         await super().stop()

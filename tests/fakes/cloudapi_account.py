@@ -110,6 +110,11 @@ class MetaAccount:
         return web.json_response({"success": True})
 
     @property
+    def key_exchange(self) -> str:
+        """``srtp_key_exchange_protocol`` of the number's settings: ``DTLS`` or ``SDES``."""
+        return str(self.calling.get("srtp_key_exchange_protocol", "DTLS"))
+
+    @property
     def additional_codecs(self) -> tuple[str, ...]:
         """``audio.additional_codecs`` of the number's settings (G.711 in Meta's offers)."""
         audio = self.calling.get("audio")
