@@ -463,8 +463,6 @@ class FakeMeta(FakeServer):
         self.action_numbers: list[str] = []
         """The ``phone_number_id`` each of :attr:`actions` was posted to."""
         self.refused: list[dict[str, Any]] = []
-        self.perms = MetaPermissions()
-        """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
         self.accounts: dict[str, MetaAccount] = {phone_number_id: MetaAccount()}
         """Each business number's standing and calling settings, by ``phone_number_id``
         (pauses, messaging limit, rate limit, settings, SIP password: :mod:`.cloudapi_account`);
@@ -489,6 +487,15 @@ class FakeMeta(FakeServer):
     def account(self) -> MetaAccount:
         """The app's first number's (:attr:`accounts`)."""
         return self.accounts[self.phone_number_id]
+
+    @property
+    def perms(self) -> MetaPermissions:
+        """The app's first number's users' call permissions (Meta keeps them per
+        business number and user: each :class:`MetaAccount` has its number's)."""
+        return self.account.perms
+
+    def _account(self, call: MetaCall) -> MetaAccount:
+        return self.accounts[call.number or self.phone_number_id]
 
     @property
     def graph_url(self) -> str:
@@ -564,7 +571,7 @@ class FakeMeta(FakeServer):
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append({"edge": "messages", **body})
         self.action_numbers.append(request.match_info["pnid"])
-        return await self.perms.messages_endpoint(body)
+        return await self.accounts[request.match_info["pnid"]].perms.messages_endpoint(body)
 
     async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
         refusal = self._refuse(request)
@@ -576,7 +583,7 @@ class FakeMeta(FakeServer):
             name = unknown[0] if unknown else "user_wa_id"
             return meta_error(400, 100, f"(#100) The parameter {name} is invalid or missing")
         self.permission_reads += 1
-        return web.json_response(self.perms.read(wa_id))
+        return web.json_response(self.accounts[request.match_info["pnid"]].perms.read(wa_id))
 
     def _peer(self, account: MetaAccount) -> MetaPeer | MetaSdesPeer:
         """The user's media for a call on a number: DTLS, or SDES as its settings say."""
@@ -646,7 +653,7 @@ class FakeMeta(FakeServer):
             call.accepted = True
             call.state = "active"
             call.connected_at = time.time()
-            self.perms.any_call_connected(call.user)
+            self._account(call).perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
@@ -674,7 +681,7 @@ class FakeMeta(FakeServer):
                 138006,
                 "(#138006) No approved call permission from the recipient",
             )
-        refusal = self.perms.connect_refusal(to)
+        refusal = account.perms.connect_refusal(to)
         if refusal is not None:
             return refusal
         session = body.get("session") or {}
@@ -773,7 +780,7 @@ class FakeMeta(FakeServer):
         offer = await peer.offer(account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer, number=number or "")
         self.meta_calls[call.wacid] = call
-        self.perms.user_called(user)  # any inbound call opens or refreshes the window
+        account.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
             "calls": [
                 {
@@ -830,9 +837,9 @@ class FakeMeta(FakeServer):
         account = self.accounts[number or self.phone_number_id]
         if account.calling.get("callback_permission_status") != "ENABLED" or companion:
             return
-        if self.perms.user(user).status == "permanent" and self.perms.permitted(user):
+        if account.perms.user(user).status == "permanent" and account.perms.permitted(user):
             return
-        grant = self.envelope(self.perms.callback_grant(user), field="messages", number=number)
+        grant = self.envelope(account.perms.callback_grant(user), field="messages", number=number)
         resp = await self.post(client, grant)
         assert resp.status == 200, await resp.text()
         self.grants_sent += 1
@@ -871,7 +878,7 @@ class FakeMeta(FakeServer):
     def answer_event(self, call: MetaCall) -> dict:
         """The user picked up our call (Meta's connect webhook with its answer): it counts
         as a connected call with the user."""
-        self.perms.call_connected(call.user)
+        self._account(call).perms.call_connected(call.user)
         call.connected_at = time.time()
         return {
             "calls": [

@@ -1,7 +1,8 @@
 """A business number's standing in the fake Meta, written from Meta Cloud API Calling's public
 pages (Business initiated calling quality, Call settings, the Webhooks reference for
 ``account_update`` and ``account_settings_update``, and the calling error codes). Meta keeps
-all of it per phone number id: ``FakeMeta.accounts`` holds one :class:`MetaAccount` a number.
+all of it per phone number id, and its users' call permissions too (``MetaAccount.perms``):
+``FakeMeta.accounts`` holds one :class:`MetaAccount` a number.
 
 * a pause of business-initiated calling (after repeated warnings): ``connect`` refused with
   138014 until it ends; Meta tells the business with an ``account_update`` webhook,
@@ -38,6 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .cloudapi_permissions import MetaPermissions
+
 CALLING_RESTRICTION = "RESTRICTED_BUSINESS_INITIATED_CALLING"
 CALLING_MIN_MESSAGING_LIMIT = 2000
 
@@ -61,6 +64,9 @@ class MetaAccount:
         }
         self.sip_password = uuid.uuid4().hex
         self._sip_cleared = False
+        self.perms = MetaPermissions(phone)
+        """The number's users' call permissions and service windows (Meta keeps them per
+        business number and user: :mod:`.cloudapi_permissions`)."""
         self.settings_posts: list[dict[str, Any]] = []
         self.refuse_settings = ""
         """Meta's reason to refuse the next settings (a rule the fake does not model)."""

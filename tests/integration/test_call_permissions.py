@@ -343,3 +343,39 @@ async def test_the_fake_refuses_what_meta_refuses(meta):
         meta.perms.offset = 2 * 86400  # two days on: the window has closed
         async with http.post(f"{url}/messages", json=good) as resp:
             assert (await resp.json())["error"]["code"] == 131047
+
+
+async def test_a_permission_is_the_number_s_that_asked(cclient, meta, tmp_path):
+    """Meta keeps call permissions per business number and user: the user who granted the
+    default number may be called from it, not from the app's other number (138006 there:
+    403, the user must be asked through that number too)."""
+    meta.add_number("2098765432", "second-token")
+    for account in meta.accounts.values():
+        account.perms.strict = True
+    client = await cclient(data_dir=str(tmp_path))
+    cloudapi = {
+        "phoneNumberID": "2098765432",
+        "accessToken": "second-token",
+        "appSecret": meta.app_secret,
+        "verifyToken": "verify-2",
+        "graphURL": meta.graph_url,
+    }
+    body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
+    resp = await client.post("/numbers", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["numberID"]
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 202, await resp.text()
+    await deliver(client, meta, meta.perms.user_answers(USER, "accept"))
+    perm = await (await client.get(f"/call/permissions/{USER}")).json()
+    assert (perm["status"], perm["canCall"]) == ("temporary", True)
+    perm = await (await client.get(f"/call/permissions/{USER}?from={second}")).json()
+    assert (perm["status"], perm["canCall"]) == ("no_permission", False)
+    resp = await client.post("/call/make", json={"phone": USER, "from": second})
+    error = (await resp.json())["error"]
+    assert resp.status == 403 and error["code"] == "no_call_permission", error
+    made = await client.post("/call/make", json={"phone": USER})
+    assert made.status == 201, await made.text()
+    call_id = (await made.json())["callID"]
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
