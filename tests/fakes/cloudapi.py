@@ -33,8 +33,10 @@
   Meta refuses a business SDP of the other kind there (100), as it refuses any fingerprint
   but sha-256 on a DTLS number.
 * Meta reports every end with a ``terminate`` webhook, the business's own ``terminate`` and
-  ``reject`` too: the fake posts it after its Graph answer, to the client a test last posted
-  a webhook through (:attr:`FakeMeta.webhook_client`), with the connected seconds. The
+  ``reject`` too, and every settings change with ``account_settings_update``: the fake posts
+  each after its Graph answer, to the business's subscription (:meth:`FakeMeta.subscribe`,
+  else the client a test last posted a webhook through), a call's end with the connected
+  seconds. The
   ``status`` of a terminate (``COMPLETED``, ``FAILED``, ``REJECTED``) and of a call's
   progress (``RINGING``, ``ACCEPTED``, ``REJECTED``) is one Meta sends.
 """
@@ -478,6 +480,8 @@ class FakeMeta(FakeServer):
         business's webhook subscription)."""
         self.ends_reported: list[tuple[str, int]] = []
         """The terminate webhooks Meta sent by itself (wacid, the bridge's HTTP status)."""
+        self.told: list[tuple[str, int]] = []
+        """Every webhook Meta sent by itself: its field, the bridge's HTTP status."""
         self._sending: set[asyncio.Task[None]] = set()
         """Callback grants Meta sent by itself (a user's call, callback permission on)."""
         self.before_connect_answer: Any = None
@@ -543,10 +547,38 @@ class FakeMeta(FakeServer):
         return None
 
     async def settings_endpoint(self, request: web.Request) -> web.Response:
-        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
+        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`); a change
+        taken is told with Meta's ``account_settings_update`` webhook, as Meta tells it."""
         refusal = self._check_number(request)
-        account = self.accounts[request.match_info["pnid"]]
-        return refusal or await account.settings_endpoint(request)
+        if refusal is not None:
+            return refusal
+        pnid = request.match_info["pnid"]
+        account = self.accounts[pnid]
+        answer = await account.settings_endpoint(request)
+        if request.method == "POST" and answer.status == 200:
+            calling = json.loads(json.dumps(account.calling))
+            self._later(self._tell(account.settings_changed(pnid, calling)))
+        return answer
+
+    def subscribe(self, client: Any) -> None:
+        """The business's webhook subscription: where Meta's own webhooks go (each
+        :meth:`post` of a test subscribes its client too)."""
+        self.webhook_client = client
+
+    async def _tell(self, body: dict[str, Any]) -> int | None:
+        """Post a webhook Meta sends by itself (a settings change, a call's end) to the
+        subscription: the bridge's HTTP status (0: it went away, Meta would retry later;
+        ``None``: no subscription yet, the fake does not know where the business listens)."""
+        client = self.webhook_client
+        if client is None:
+            return None
+        field = body["entry"][0]["changes"][0]["field"]
+        try:
+            status = int((await self.post(client, body)).status)
+        except (OSError, RuntimeError):
+            status = 0
+        self.told.append((field, status))
+        return status
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
         """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads); ``GET
@@ -735,7 +767,7 @@ class FakeMeta(FakeServer):
             headers[SIGNATURE_HEADER] = sign(self.app_secret, raw)
         elif signature is not None:
             headers[SIGNATURE_HEADER] = signature
-        self.webhook_client = client  # where Meta's own webhooks go from now on
+        self.webhook_client = client  # Meta's own webhooks go there from now on (subscribe)
         return await client.post("/engine/webhook", data=raw, headers=headers)
 
     def _later(self, work: Any) -> None:
@@ -748,9 +780,6 @@ class FakeMeta(FakeServer):
         """Meta's terminate webhook for a call the business ended (``terminate``, or
         ``reject`` of a user's call), after its Graph answer: with the connected seconds when
         the call had connected."""
-        client = self.webhook_client
-        if client is None:
-            return  # no webhook posted yet: the fake does not know where the business listens
         extra: dict[str, Any] = {}
         if call.connected_at is not None:
             end = time.time()
@@ -764,11 +793,9 @@ class FakeMeta(FakeServer):
         body = self.envelope(
             self.terminate_event(call, status, **extra), number=call.number or None
         )
-        try:
-            resp = await self.post(client, body)
-            self.ends_reported.append((call.wacid, resp.status))
-        except (OSError, RuntimeError):  # the bridge went away: Meta would retry later
-            self.ends_reported.append((call.wacid, 0))
+        status = await self._tell(body)
+        if status is not None:
+            self.ends_reported.append((call.wacid, status))
 
     async def user_offer(
         self, user: str, number: str | None = None

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from bridge.api.keys import MANAGER
+
+from ..support.calls import events_counted
 
 
 @pytest.fixture
@@ -248,3 +254,28 @@ async def test_settings_meta_refuses_come_back_with_metas_reason(cclient, meta):
         assert error["details"]["metaCode"] == 100 and reason in error["message"], error
     assert meta.account.calling.get("call_hours") is None
     assert meta.account.calling["sip"] == {"status": "DISABLED", "servers": []}
+
+
+async def test_metas_own_settings_update_after_a_change_is_announced_once(cclient, meta):
+    """Meta tells every settings change with an ``account_settings_update`` webhook, the
+    business's own changes too: the fake sends it after answering the POST. The bridge
+    announces it once (``number.settings_changed``, the number's settings as Meta has them
+    now), with no SIP password in it."""
+    client = await cclient()
+    meta.subscribe(client)
+    meta.account.calling["sip"] = {
+        "status": "DISABLED",
+        "servers": [{"hostname": "sip.example.com", "port": 5061, "sip_user_password": "s3"}],
+    }
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.patch(
+            "/numbers/default/settings", json={"callIconVisibility": "DISABLE_ALL"}
+        )
+        assert resp.status == 200, await resp.text()
+        events = await events_counted(sub, {"number.settings_changed"}, 1, timeout=3)
+    assert meta.told == [("account_settings_update", 200)]
+    assert len(events) == 1
+    said = json.loads(events[0].to_json())
+    assert said["numberID"] == "default"
+    assert said["calling"]["call_icon_visibility"] == "DISABLE_ALL"
+    assert "s3" not in json.dumps(said)
