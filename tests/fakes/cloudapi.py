@@ -867,8 +867,8 @@ class FakeMeta(FakeServer):
         if account.perms.user(user).status == "permanent" and account.perms.permitted(user):
             return
         grant = self.envelope(account.perms.callback_grant(user), field="messages", number=number)
-        resp = await self.post(client, grant)
-        assert resp.status == 200, await resp.text()
+        self.subscribe(client)
+        assert await self._tell(grant) == 200
         self.grants_sent += 1
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
