@@ -36,9 +36,11 @@
   ``reject`` too, and every settings change with ``account_settings_update``: the fake posts
   each after its Graph answer, to the business's subscription (:meth:`FakeMeta.subscribe`,
   else the client a test last posted a webhook through), a call's end with the connected
-  seconds. The
-  ``status`` of a terminate (``COMPLETED``, ``FAILED``, ``REJECTED``) and of a call's
-  progress (``RINGING``, ``ACCEPTED``, ``REJECTED``) is one Meta sends.
+  seconds. The ``status`` of a terminate (``COMPLETED``, ``FAILED``, ``REJECTED``) and of a
+  call's progress (``RINGING``, ``ACCEPTED``, ``REJECTED``) is one Meta sends.
+* Meta ends a connected call the business sends no media on (:attr:`FakeMeta.media_timeouts`:
+  none within 20 s of its start, 138023; none for 30 s mid-call, 138021), with a terminate
+  ``FAILED`` carrying the code, as Meta's troubleshooting pages say.
 """
 
 from __future__ import annotations
@@ -406,6 +408,10 @@ class MetaSdesPeer:
     async def apply_answer(self, sdp: str) -> None:
         self.media.take(sdp)
 
+    @property
+    def gate(self) -> BusinessFirst:
+        return self.media.gate
+
     async def drop(self) -> None:
         self.media.close()
 
@@ -480,6 +486,12 @@ class FakeMeta(FakeServer):
         business's webhook subscription)."""
         self.ends_reported: list[tuple[str, int]] = []
         """The terminate webhooks Meta sent by itself (wacid, the bridge's HTTP status)."""
+        self.media_timeouts = (20.0, 30.0)
+        """Meta ends a connected call with no media from the business within the first
+        seconds of it, or none for the second mid-call (Meta's 20 s and 30 s, unconfirmed in
+        our summary of its documentation; tests shorten them)."""
+        self.media_ended: list[tuple[str, int]] = []
+        """The calls Meta ended for want of the business's media (wacid, Meta's code)."""
         self.told: list[tuple[str, int]] = []
         """Every webhook Meta sent by itself: its field, the bridge's HTTP status."""
         self._sending: set[asyncio.Task[None]] = set()
@@ -684,7 +696,7 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
-            call.connected_at = time.time()
+            self._connected(call)
             self._account(call).perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
@@ -776,26 +788,55 @@ class FakeMeta(FakeServer):
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _report_end(self, call: MetaCall, status: str) -> None:
+    async def _report_end(self, call: MetaCall, status: str, **extra: Any) -> None:
         """Meta's terminate webhook for a call the business ended (``terminate``, or
-        ``reject`` of a user's call), after its Graph answer: with the connected seconds when
-        the call had connected."""
-        extra: dict[str, Any] = {}
+        ``reject`` of a user's call), after its Graph answer, or that Meta ended itself: with
+        the connected seconds when the call had connected."""
         if call.connected_at is not None:
             end = time.time()
-            extra = {
-                "start_time": str(int(call.connected_at)),
-                "end_time": str(int(end)),
-                "duration": int(end - call.connected_at),
-            }
+            extra.update(
+                start_time=str(int(call.connected_at)),
+                end_time=str(int(end)),
+                duration=int(end - call.connected_at),
+            )
         if call.direction == "BUSINESS_INITIATED":
             extra["biz_opaque_callback_data"] = call.opaque
         body = self.envelope(
             self.terminate_event(call, status, **extra), number=call.number or None
         )
-        status = await self._tell(body)
-        if status is not None:
-            self.ends_reported.append((call.wacid, status))
+        answer = await self._tell(body)
+        if answer is not None:
+            self.ends_reported.append((call.wacid, answer))
+
+    def _connected(self, call: MetaCall) -> None:
+        """The call connected (its ``accept``, or the user answered ours): its seconds count
+        from now, and Meta watches the business's media on it (:meth:`_watch_media`)."""
+        if call.connected_at is not None:
+            return  # said again (a test's answer event delivered twice)
+        call.connected_at = time.time()
+        self._later(self._watch_media(call))
+
+    async def _watch_media(self, call: MetaCall) -> None:
+        """Meta ends a connected call the business sends no media on: none within
+        :attr:`media_timeouts`' first seconds (138023, accepted but no media), or none for
+        its second mid-call (138021, media receive timeout)."""
+        start_s, gap_s = self.media_timeouts
+        started = time.monotonic()
+        gate = call.peer.gate
+        while call.state != "ended":
+            now = time.monotonic()
+            if gate.last_rtp_at is None and now - started > start_s:
+                code, message = 138023, "Call accepted but no media received"
+            elif gate.last_rtp_at is not None and now - max(gate.last_rtp_at, started) > gap_s:
+                code, message = 138021, "Media receive timeout"
+            else:
+                await asyncio.sleep(min(start_s, gap_s) / 5)
+                continue
+            await call.peer.drop()
+            error = {"code": code, "message": message, "error_data": {"details": message}}
+            self.media_ended.append((call.wacid, code))
+            await self._report_end(call, "FAILED", errors=[error])
+            return
 
     async def user_offer(
         self, user: str, number: str | None = None
@@ -906,7 +947,7 @@ class FakeMeta(FakeServer):
         """The user picked up our call (Meta's connect webhook with its answer): it counts
         as a connected call with the user."""
         self._account(call).perms.call_connected(call.user)
-        call.connected_at = time.time()
+        self._connected(call)
         return {
             "calls": [
                 {

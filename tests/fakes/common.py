@@ -103,10 +103,13 @@ class BusinessFirst:
         """When Meta's side sent its first RTP packet: never before :attr:`first_rtp_at`."""
         self.held_back = 0
         """RTP packets Meta's side did not send: the business had sent none yet."""
+        self.last_rtp_at: float | None = None
+        """When the business's latest RTP packet arrived (Meta's media timers read it)."""
 
     def heard(self) -> None:
         """An RTP packet of the business's arrived."""
-        self.first_rtp_at = self.first_rtp_at or time.monotonic()
+        self.last_rtp_at = time.monotonic()
+        self.first_rtp_at = self.first_rtp_at or self.last_rtp_at
 
     def may_send(self) -> bool:
         """Whether Meta's side sends an RTP packet now (else it is dropped and counted)."""
