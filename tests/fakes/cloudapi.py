@@ -54,7 +54,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
@@ -251,7 +251,6 @@ class MetaPeer:
         self.gate = BusinessFirst()
         """Meta sends nothing before the bridge's first RTP packet (its times, its count)."""
         self.rtp_count = 0
-        self.last_rtp_at: float | None = None
         self.rtcp_count = 0
         self.last_rtcp_at: float | None = None
         self.audio_sent: list[bytes] = []
@@ -303,10 +302,8 @@ class MetaPeer:
         handle = receive._handle_rtp_data
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-            now = time.monotonic()
             self.gate.heard()
             self.rtp_count += 1
-            self.last_rtp_at = now
             if len(data) >= 12 and not 192 <= data[1] <= 208:
                 packet = RtpPacket.parse(data)
                 if packet.payload_type == 126:
@@ -481,6 +478,7 @@ class FakeMeta(FakeServer):
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
         self.grants_sent = 0
+        """Callback grants Meta sent by itself (a user's call, callback permission on)."""
         self.webhook_client: Any = None
         """Where Meta's own webhooks go: the client a test last posted one through (the
         business's webhook subscription)."""
@@ -495,7 +493,7 @@ class FakeMeta(FakeServer):
         self.told: list[tuple[str, int]] = []
         """Every webhook Meta sent by itself: its field, the bridge's HTTP status."""
         self._sending: set[asyncio.Task[None]] = set()
-        """Callback grants Meta sent by itself (a user's call, callback permission on)."""
+        """Meta's own webhooks and media watches in progress (owned, cancelled at stop)."""
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
 
@@ -587,7 +585,7 @@ class FakeMeta(FakeServer):
         field = body["entry"][0]["changes"][0]["field"]
         try:
             status = int((await self.post(client, body)).status)
-        except (OSError, RuntimeError):
+        except (OSError, RuntimeError, ClientError):
             status = 0
         self.told.append((field, status))
         return status
@@ -753,15 +751,15 @@ class FakeMeta(FakeServer):
     ) -> dict[str, Any]:
         """A webhook body about ``number`` (a ``phone_number_id`` of this app; default: its
         first number)."""
+        pnid = number or self.phone_number_id
+        account = self.accounts.get(pnid)  # (a test may name a number the app does not have)
+        phone = account.phone if account is not None else self.account.phone
         changes = [
             {
                 "field": field,
                 "value": {
                     "messaging_product": "whatsapp",
-                    "metadata": {
-                        "display_phone_number": "15550009999",
-                        "phone_number_id": number or self.phone_number_id,
-                    },
+                    "metadata": {"display_phone_number": phone, "phone_number_id": pnid},
                     **value,
                 },
             }
@@ -854,7 +852,7 @@ class FakeMeta(FakeServer):
                 {
                     "id": call.wacid,
                     **named("from", user),  # a user who shows no phone: from_user_id
-                    "to": "15550009999",
+                    "to": account.phone,
                     "event": "connect",
                     "timestamp": str(int(time.time())),
                     "direction": "USER_INITIATED",
@@ -914,7 +912,7 @@ class FakeMeta(FakeServer):
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
         assert status in TERMINATE_STATUSES, f"Meta sends no terminate status {status!r}"
-        business = "15550009999"
+        business = self._account(call).phone
         if call.direction == "USER_INITIATED":
             ends = {**named("from", call.user), "to": business}
         else:
@@ -952,7 +950,7 @@ class FakeMeta(FakeServer):
             "calls": [
                 {
                     "id": call.wacid,
-                    "from": "15550009999",  # Meta: the business called, the user answers
+                    "from": self._account(call).phone,  # the business called, the user answers
                     **named("to", call.user),
                     "event": "connect",
                     "direction": "BUSINESS_INITIATED",
