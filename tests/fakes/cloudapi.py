@@ -11,7 +11,9 @@
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
   With ``callback_permission_status`` ``ENABLED`` in the number's settings, the fake itself
-  then posts Meta's automatic 7-day grant (none for a call from a companion device).
+  then posts Meta's automatic 7-day grant (none for a call from a companion device). The
+  business's calls that end unanswered or rejected count toward the user's revocation: at
+  the fourth in a row the fake posts Meta's automatic reject itself.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -437,6 +439,9 @@ class MetaCall:
     """The business number's ``phone_number_id`` (``""``: the app's first)."""
     connected_at: float | None = None
     """When the call connected (accepted, or the user answered ours): its duration's start."""
+    missed: bool = False
+    """A business's call that ended unanswered or rejected (counted once toward the user's
+    revocation: :meth:`FakeMeta._missed`)."""
 
 
 class FakeMeta(FakeServer):
@@ -704,6 +709,7 @@ class FakeMeta(FakeServer):
             await call.peer.drop()
             # ... and reports the end with a terminate webhook, as in every case.
             self._later(self._report_end(call, "REJECTED" if action == "reject" else "COMPLETED"))
+            self._missed(call)
         else:
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         return web.json_response({"success": True})
@@ -805,6 +811,18 @@ class FakeMeta(FakeServer):
         answer = await self._tell(body)
         if answer is not None:
             self.ends_reported.append((call.wacid, answer))
+
+    def _missed(self, call: MetaCall) -> None:
+        """A business's call to the user ended without connecting (unanswered, rejected, or
+        given up): one more in a row for the user; at the fourth Meta revokes their
+        permission and says so with an automatic reject (a ``messages`` webhook it sends)."""
+        if call.direction != "BUSINESS_INITIATED" or call.connected_at is not None or call.missed:
+            return
+        call.missed = True
+        revoked = self._account(call).perms.unanswered_call(call.user)
+        if revoked is not None:
+            number = call.number or None
+            self._later(self._tell(self.envelope(revoked, field="messages", number=number)))
 
     def _connected(self, call: MetaCall) -> None:
         """The call connected (its ``accept``, or the user answered ours): its seconds count
@@ -912,6 +930,7 @@ class FakeMeta(FakeServer):
 
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
         assert status in TERMINATE_STATUSES, f"Meta sends no terminate status {status!r}"
+        self._missed(call)
         business = self._account(call).phone
         if call.direction == "USER_INITIATED":
             ends = {**named("from", call.user), "to": business}
@@ -931,6 +950,8 @@ class FakeMeta(FakeServer):
 
     def status_event(self, call: MetaCall, status: str) -> dict:
         assert status in CALL_STATUSES, f"Meta sends no call status {status!r}"
+        if status == "REJECTED":
+            self._missed(call)
         item = {
             "id": call.wacid,
             "timestamp": str(int(time.time())),
