@@ -66,7 +66,7 @@ def create_app(
     openapi_document()
     middlewares = [
         cors_middleware(server.cors_origins),
-        error_middleware,
+        error_middleware(),
         # Signed engine webhooks (Meta's) carry their signature, never our token.
         auth_middleware(
             server.api_tokens,

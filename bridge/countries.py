@@ -71,8 +71,12 @@ PREFIXES: dict[str, str] = _table()
 COUNTRIES: frozenset[str] = frozenset(PREFIXES.values())
 """The ISO 3166-1 alpha-2 codes of every country with a calling code here."""
 _LONGEST = max(map(len, PREFIXES))
+BSUID = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
+"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id of up to 128
+characters) or a parent BSUID (``US.ENT.…``, shared by linked business portfolios): a user who
+shows no phone number is named by it."""
 _BSUID = re.compile(r"^([A-Z]{2})\.")
-"""A BSUID starts with its user's country (``model.BSUID_RE``)."""
+"""A BSUID starts with its user's country (:data:`BSUID`)."""
 
 
 def country_of(user: str) -> str | None:

@@ -266,6 +266,14 @@ class DirectoryUnavailable(BridgeError):
     code = "directory_unavailable"
 
 
+class ReplayUnavailable(BridgeError):
+    """The events a client resuming with ``Last-Event-ID`` missed cannot be read: the events
+    log (Redis) is away and this worker's ring of events does not reach back to the id. The
+    event stream says so (``replay.unavailable``) and ends; never an HTTP status."""
+
+    code = "replay_unavailable"
+
+
 class OwnerUnreachable(BridgeError):
     """The worker that owns a call did not answer a forwarded request."""
 

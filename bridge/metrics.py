@@ -29,6 +29,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from .media.clock import worker_clock
 from .media_metrics import EngineCounters, MediaCollector, MediaTotals
 
 __all__ = ["CONTENT_TYPE", "EngineCounters", "MediaTotals", "Metrics", "estimate_mos"]
@@ -313,9 +314,13 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    async def run_loop_lag_monitor(self, interval: float = 0.25) -> None:
-        """Measure how late the event loop wakes a sleeping task (owned by the app)."""
+    async def run_loop_lag_monitor(self, interval: float = 0.25, idle: float = 1.0) -> None:
+        """Measure how late the event loop wakes a sleeping task (owned by the app): every
+        ``interval`` s while the media clock runs (calls' media, where a late loop is heard),
+        every ``idle`` s while it is stopped (an idle worker: fewer wake-ups for nothing)."""
+        clock = worker_clock()
         while True:
+            pause = interval if clock.running else idle
             start = time.monotonic()
-            await asyncio.sleep(interval)
-            self.loop_lag.observe(max(0.0, time.monotonic() - start - interval))
+            await asyncio.sleep(pause)
+            self.loop_lag.observe(max(0.0, time.monotonic() - start - pause))

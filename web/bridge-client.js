@@ -572,6 +572,14 @@ export class BridgeClient extends EventTarget {
     for (const type of BridgeClient.EVENT_TYPES) {
       src.addEventListener(type, forward);
     }
+    // What this stream missed cannot be replayed (the bridge restarted, or lost its events
+    // log): the bridge ends the stream, and an EventSource would come back with the same
+    // Last-Event-ID for ever. A new stream from now instead; the app re-reads what it shows.
+    src.addEventListener("replay.unavailable", (/** @type {MessageEvent} */ ev) => {
+      if (this._events !== src) return;
+      this._emit("replay.unavailable", JSON.parse(ev.data));
+      this.subscribeEvents(callID);
+    });
     this._events = src;
     return src;
   }

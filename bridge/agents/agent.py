@@ -108,6 +108,7 @@ class Agent:
             where=where,
             handle=self._handle,
             resume=resume,
+            quiet=lambda: not (self.voice.playing or self.caller_speaking),
         )
         self._on_tool = on_tool
         self._on_failed = on_failed
@@ -118,7 +119,7 @@ class Agent:
         self.uplink = (
             None
             if dialect.duplex_buffer_ms is None
-            else ContinuousUplink(self._send_up, dialect.rate_in)
+            else ContinuousUplink(self._send_up, dialect.rate_in, where)
         )
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
@@ -274,8 +275,10 @@ class Agent:
             log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
 
     def answer(self, call: ToolCall, output: Any) -> None:
-        """A tool call's result, unless the model withdrew the call meanwhile."""
-        if call.call_id not in self.withdrawn:
+        """A tool call's result, to the session that asked: not when the model withdrew the
+        call meanwhile, nor once that session is over (a new one never asked for it)."""
+        asked = f"the answer to tool call {call.call_id[:80]}"
+        if call.call_id not in self.withdrawn and self.model.current(call.session, asked):
             self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:
@@ -314,6 +317,9 @@ class Agent:
             self._up = Resampler(self.dialect.rate_in)
 
     def _reconnected(self, resumed: bool) -> None:
+        # The calls the old session made wait no more: a new session never asked for them
+        # (an answer the app still sends is ``404``; a bridge tool's is dropped: ``answer``).
+        self.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
         self._emit(events.RECONNECTED, resumed=resumed)
@@ -327,7 +333,8 @@ class Agent:
             self._emit(events.STOPPED, reason=reason)
             return
         self._detach()
-        self._emit(events.FAILED, reason=reason, attempts=self.model.retries)
+        refused = {"code": self.model.failure} if self.model.failure else {}
+        self._emit(events.FAILED, reason=reason, attempts=self.model.retries, **refused)
         await self._on_failed(self, reason)
 
     def export(self) -> dict[str, Any]:

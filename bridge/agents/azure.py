@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, merge
-from .wire import Tool
+from .openai import RealtimeFamily
+from .wire import Tool, merge
 
 RATE = 16_000
 _FORMATS = ("input_audio_format", "input_audio_sampling_rate", "output_audio_format")

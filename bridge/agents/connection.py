@@ -2,17 +2,22 @@
 and turns (:mod:`.agent`).
 
 It opens the socket with the key where the provider wants it, sends the messages that
-configure the session and waits for the model to take them, then reads the model's events
-(handing them to the agent, keeping the connection's own: the session being ready, the
-resumption handle, ``goAway``, the model's errors) while one sender task writes what the agent
-queued, in order, bounded. A dropped or closing socket (``goAway``, a server close, a network
-error) is reopened — with the resumption handle where the protocol has one — within
-``retries`` attempts, :data:`BACKOFF` apart, while the call goes on; then the agent is told it
-failed. Where the protocol wants it, an idle socket gets the dialect's keep-alive, and a
-session the provider caps (Deepgram's two hours, GPT-Live's ``expires_at``) is renewed on a new
-socket :data:`RENEW_MARGIN_S` before the cap, so the caller is never cut off by it. A protocol
-with a goodbye (GPT-Live's ``session.close``) gets it before its socket closes, and on a stop
-the server is given :data:`CLOSE_WAIT_S` to end the session itself.
+configure the session and waits for the model to take them (:mod:`.opening`), then reads the
+model's events (handing them to the agent, keeping the connection's own: the session being
+ready, the resumption handle, ``goAway``, the model's errors) while one sender task writes
+what the agent queued, in order, bounded. A dropped or closing socket (``goAway``, a server
+close, a network error) is reopened — with the resumption handle where the protocol has one —
+within ``retries`` attempts, :data:`~.opening.BACKOFF` apart, while the call goes on; then the
+agent is told it failed (``reconnect_failed``) — at once where another attempt would be
+refused the same (an account-level error, a handshake answered 4xx, a final close code:
+``model_error``). A model's error that ends its session (the dialect's ``ends_session``)
+closes the socket at once, and a new session opens. Where the protocol wants it, an idle
+socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
+GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
+:data:`RENEW_MARGIN_S` before the cap, at the first moment nobody speaks
+(:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol with a goodbye
+(GPT-Live's ``session.close``, Ultravox's ``hang_up``) gets it before its socket closes, and
+on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
 
 from __future__ import annotations
@@ -20,19 +25,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import aiohttp
 
 from ..attachments.wire import OutgoingQueue
-from ..http import RedirectRefused
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
-from .preflight import CONNECT_TIMEOUT, where_to_connect
+from .opening import SessionOpening, reopen
+from .preflight import CONNECT_TIMEOUT
 from .wire import (
     Answer,
     GoAway,
@@ -42,15 +47,14 @@ from .wire import (
     ModelEvent,
     ProtocolError,
     Ready,
+    Refused,
     Resumable,
     Tool,
+    ToolCall,
 )
 
 log = logging.getLogger(__name__)
 
-BACKOFF = (0.0, 0.3, 1.0, 2.0, 4.0)
-"""Seconds before each reconnection attempt (the last repeats), each but the first drawn
-between half and all of it so a restarted server is not hit by every call at once."""
 HEALTHY_S = 10.0
 """Seconds a socket must stay open for its drop to count as a new one with every retry again:
 a server that takes the session and closes it at once uses up ``retries`` rather than being
@@ -60,7 +64,10 @@ the server answered, for the rest of the call)."""
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 RENEW_MARGIN_S = 120.0
-"""Seconds before a provider's session cap (``session_limit_s``) the session is renewed."""
+"""Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
+RENEW_WAIT_S = 90.0
+"""Seconds a due renewal waits for a quiet moment (``quiet``: nobody speaking) before it is
+made anyway, within the margin: a reply is not cut by it."""
 CLOSE_WAIT_S = 2.0
 """Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
 session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
@@ -73,7 +80,7 @@ class Stopped(ConnectionError):
     """The connection was closed while it opened."""
 
 
-class ModelConnection:
+class ModelConnection(SessionOpening):
     """One agent's socket to its model. See the module docstring."""
 
     def __init__(
@@ -87,8 +94,11 @@ class ModelConnection:
         where: str,
         handle: Handle,
         resume: str | None = None,
+        quiet: Callable[[], bool] = lambda: True,
     ) -> None:
         self.dialect = dialect
+        self.quiet = quiet
+        """Whether nobody is speaking (the agent's voice, the caller): a renewal waits for it."""
         self.url = url
         self._key = api_key  # never logged, never in a snapshot or an event
         self.tools = tools
@@ -99,6 +109,8 @@ class ModelConnection:
         self.resume: str | None = resume
         """The latest resumption handle the model gave (Gemini), or the one it started with."""
         self.state = "connecting"
+        self.session = 0
+        """The number of the newest session's socket (one more at each socket opened)."""
         self.reconnects = 0
         self.model_errors = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -106,6 +118,10 @@ class ModelConnection:
         self._stopping = False
         self._renewing = False
         """The current socket is being closed to renew its capped session."""
+        self._ended_by_error = False
+        """The current socket is being closed after the model's error ended its session."""
+        self.failure: str | None = None
+        """What refused the agent for good (``Refused.code``, an account-level error's code)."""
         self._last_up = time.monotonic()
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
@@ -120,6 +136,13 @@ class ModelConnection:
         return self._stopping
 
     # -- what the agent sends
+    def current(self, session: int, what: str) -> bool:
+        """Whether ``session`` is the one open now; if not, ``what`` (meant for it) is said
+        dropped, at WARNING: a new session never asked for it."""
+        if session != self.session:
+            log.warning("%s: %s came after its session ended: not sent", self.where, what)
+        return session == self.session
+
     def send(self, messages: list[dict[str, Any]]) -> None:
         """Queue control messages (never dropped while the queue has room)."""
         for message in messages:
@@ -134,47 +157,6 @@ class ModelConnection:
         self._last_up = time.monotonic()
 
     # -- opening
-    async def _open(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-        url, headers = await where_to_connect(
-            self.dialect, self.url, self._key, self.tools, self.resume, http
-        )
-        ws = await http.ws_connect(
-            url,
-            headers=headers,
-            heartbeat=20,
-            max_msg_size=16 << 20,
-            timeout=aiohttp.ClientWSTimeout(ws_close=2),
-        )
-        try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                if self.dialect.waits_for_hello:
-                    await self._read_until(ws, Hello)
-                for message in self.dialect.opening(self.tools, self.resume):
-                    await ws.send_str(json.dumps(message))
-                await self._read_until(ws, Ready)
-        except BaseException:
-            await ws.close()
-            raise
-        return ws
-
-    async def _read_until(
-        self, ws: aiohttp.ClientWebSocketResponse, wanted: type[Hello] | type[Ready]
-    ) -> None:
-        """Read until the server says ``wanted`` (ready for the configuration, or took it)."""
-        while True:
-            msg = await ws.receive()
-            if msg.type is aiohttp.WSMsgType.BINARY:
-                continue  # audio before the session is ready: not the caller's yet
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                raise ConnectionError("the model closed before its session was ready")
-            events = await self._message(msg.data)
-            for event in events:
-                if isinstance(event, ModelError) and not event.benign:
-                    # It refused the session: no use waiting.
-                    raise ConnectionError(f"the model refused the session ({event.code})")
-            if any(isinstance(event, wanted) for event in events):
-                return
-
     async def start(
         self,
         http: aiohttp.ClientSession,
@@ -196,15 +178,7 @@ class ModelConnection:
 
     # -- serving
     async def _message(self, data: str) -> list[ModelEvent]:
-        try:
-            body = json.loads(data)
-            if not isinstance(body, dict):
-                raise ProtocolError("not an object")
-            parsed = self.dialect.parse(body)
-        except (ValueError, ProtocolError) as exc:
-            log.info("%s: unreadable message (%s)", self.where, exc)
-            return []
-        return await self._events(parsed)
+        return await self._events(self._parse(data))
 
     async def _binary(self, data: bytes) -> None:
         try:
@@ -216,6 +190,8 @@ class ModelConnection:
 
     async def _events(self, parsed: list[ModelEvent]) -> list[ModelEvent]:
         for event in parsed:
+            if isinstance(event, ToolCall):
+                event = replace(event, session=self.session)  # the session that asks
             if not self._own(event):
                 await self._handle(event)
         return parsed
@@ -235,8 +211,9 @@ class ModelConnection:
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
         elif isinstance(event, ModelError):
-            # The first at WARNING, the rest at INFO: a server repeating itself floods no log.
-            level = logging.INFO if self.model_errors else logging.WARNING
+            # The first at WARNING, the rest at INFO: a server repeating itself floods no log
+            # (an account-level one, the agent's end, always at WARNING).
+            level = logging.INFO if self.model_errors and not event.account else logging.WARNING
             self.model_errors += 1
             log.log(
                 level,
@@ -245,6 +222,12 @@ class ModelConnection:
                 event.code,
                 event.message[:200],
             )
+            if (event.account or event.ends_session) and self.connected:
+                assert self._ws is not None  # (while a session opens, ``Refused`` says it)
+                if event.account:
+                    self.failure = event.code  # ``_run`` fails the agent: no reconnect
+                self._ended_by_error = True
+                self._tasks.spawn(self._ws.close(), "ended")
         else:
             return False
         return True
@@ -294,6 +277,11 @@ class ModelConnection:
     async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float) -> None:
         """Close a capped session before the provider does: the loop opens a new one."""
         await asyncio.sleep(after)
+        # Not in the middle of a sentence, the model's or the caller's, while the cap allows.
+        waited = 0.0
+        while not self.quiet() and waited < RENEW_WAIT_S:
+            await asyncio.sleep(0.1)
+            waited += 0.1
         log.info("%s: renewing the session before the provider's cap", self.where)
         self._renewing = True
         for message in self.dialect.closing():
@@ -317,6 +305,14 @@ class ModelConnection:
                 log.info("%s: socket error %s", self.where, type(exc).__name__)
             if self._stopping:
                 return
+            code = self._ws.close_code
+            if code in self.dialect.final_close_codes and not self._renewing:
+                log.warning("%s: the model closed its socket for good (%s)", self.where, code)
+                self.failure = f"close_{code}"
+            if self.failure is not None:
+                self.state = "failed"
+                await on_end("model_error")
+                return
             if (
                 self.dialect.server_close_ends
                 and self._ws.close_code == aiohttp.WSCloseCode.OK
@@ -331,11 +327,24 @@ class ModelConnection:
             why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
             if self._renewing:
                 self._renewing, spent = False, 0  # planned: logged by ``_renew``
+            elif self._ended_by_error:
+                self._ended_by_error = False  # its error was logged (``_own``)
+                log.info("%s: the model ended the session; a new one opens", self.where)
             else:
                 log.warning("%s: the model's socket %s; reconnecting", self.where, why)
-            ws, spent = await reopen(
-                partial(self._open, http), self.retries, spent, lambda: self._stopping, self.where
-            )
+            try:
+                ws, spent = await reopen(
+                    partial(self._open, http),
+                    self.retries,
+                    spent,
+                    lambda: self._stopping,
+                    self.where,
+                )
+            except Refused as exc:  # for good: another attempt would be refused the same
+                log.warning("%s: the model refused the session for good (%s)", self.where, exc.code)
+                self.failure, self.state = exc.code, "failed"
+                await on_end("model_error")
+                return
             if ws is None and self._stopping:
                 return  # closed meanwhile: a stop, not a failure
             if ws is None:
@@ -367,31 +376,6 @@ class ModelConnection:
                     log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
         await self._tasks.close()
-
-
-async def reopen(
-    open_socket: Callable[[], Awaitable[aiohttp.ClientWebSocketResponse]],
-    retries: int,
-    spent: int,
-    stopping: Callable[[], bool],
-    where: str,
-) -> tuple[aiohttp.ClientWebSocketResponse | None, int]:
-    """The retry policy: ``retries`` attempts in all since a socket last worked (``spent`` of
-    them used: see :data:`HEALTHY_S`), :data:`BACKOFF` apart, while not ``stopping()``; the
-    socket (``None`` when none opened) and the attempts used."""
-    for attempt in range(spent, retries):
-        delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-        await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-        if stopping():
-            return None, attempt
-        try:
-            return await asyncio.wait_for(open_socket(), CONNECT_TIMEOUT), attempt + 1
-        except (aiohttp.ClientError, OSError, TimeoutError, RedirectRefused) as exc:
-            log.info("%s: reconnect %d failed: %s", where, attempt + 1, type(exc).__name__)
-    log.warning(
-        "%s: the model could not be reached (or kept open) again after %d attempts", where, retries
-    )
-    return None, retries
 
 
 def _queue() -> OutgoingQueue:

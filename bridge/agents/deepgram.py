@@ -11,7 +11,9 @@ functions (``FunctionCallRequest`` items with ``client_side: true``) are answere
 ``FunctionCallResponse``; those the server withdraws (``FunctionCallCancelled``) get no answer.
 While no audio goes up the bridge sends ``KeepAlive`` every :data:`KEEPALIVE_S`; a session is
 capped at two hours, so the connection renews it before (a new ``Settings`` carrying the
-conversation so far as ``agent.context.messages``, without the greeting). An API key goes as
+conversation so far as ``agent.context.messages``, without the greeting). An ``Error`` ends
+the session: the bridge closes it at once and opens a new one the same way, rather than wait
+for Deepgram's close. An API key goes as
 ``Authorization: Token``; a temporary token (a JWT's shape) as ``Bearer``.
 """
 
@@ -21,7 +23,6 @@ import json
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import merge
 from .wire import (
     Audio,
     Hello,
@@ -35,6 +36,7 @@ from .wire import (
     ToolCancelled,
     Transcript,
     TurnDone,
+    merge,
 )
 
 RATE = 16_000
@@ -77,6 +79,7 @@ class DeepgramVoiceAgent:
     keepalive_s: float | None = KEEPALIVE_S
     session_limit_s: float | None = SESSION_LIMIT_S
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
@@ -165,8 +168,9 @@ class DeepgramVoiceAgent:
         if kind == "FunctionCallCancelled":
             return [ToolCancelled(tuple(str(f.get("id") or "") for f in _items(body)))]
         if kind in ("Error", "Warning"):
-            code = str(body.get("code") or kind)
-            return [ModelError(code, str(body.get("description") or ""), kind == "Warning")]
+            code, text = str(body.get("code") or kind), str(body.get("description") or "")
+            # Every ``Error`` is fatal to the session: the bridge closes it and opens another.
+            return [ModelError(code, text, benign=kind == "Warning", ends_session=kind == "Error")]
         return []  # PromptUpdated, AgentThinking, History, LatencyReport, …
 
     def _next_turn(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
+from .tools import failure
 from .wire import (
     SLOT,
     Answer,
@@ -95,6 +96,9 @@ class ElevenLabsAgent:
     url_schemes = ("ws", "wss")
     server_close_ends = True
     """Its ``end_call`` system tool ends the conversation by closing the socket."""
+    final_close_codes = frozenset({1002})
+    """A billing stop has been seen closing with 1002 (unconfirmed; a protocol error, the other
+    meaning of 1002, would be met again by a new conversation too)."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 
@@ -225,7 +229,7 @@ class ElevenLabsAgent:
         return []  # the protocol has no cancel: the turn model stops the reply itself
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
-        failed = isinstance(output, dict) and (output.get("ok") is False or "error" in output)
+        failed = failure(output) is not None
         result = output if isinstance(output, str) else json.dumps(output)
         return [
             {

@@ -1,9 +1,12 @@
 """Google's Gemini Live API over a WebSocket (``BidiGenerateContent``).
 
 The bridge is the client: one ``setup`` message (the app's ``session`` fields merged into
-the bridge's: audio out, session resumption on), the caller as ``realtimeInput`` audio at
-16 kHz (the bus's own rate: no resampling up), the model's 24 kHz ``inlineData`` audio played
-into the call. ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
+the bridge's: audio out, session resumption on, context-window compression by a sliding window
+unless the session sets its own, so a long call is not cut at the audio session's cap), the
+caller as ``realtimeInput`` audio at 16 kHz (the bus's own rate: no resampling up), the
+model's 24 kHz ``inlineData`` audio played into the call. The transcriptions come in
+fragments: each role's are put together and told once a turn, at its ``turnComplete`` (or
+``interrupted``). ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
 survived with the last ``sessionResumptionUpdate`` handle. The key travels in the
 ``x-goog-api-key`` header (never in the URL, which logs may show).
 """
@@ -15,7 +18,6 @@ import json
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import merge
 from .wire import (
     SLOT,
     Audio,
@@ -30,9 +32,12 @@ from .wire import (
     ToolCall,
     Transcript,
     TurnDone,
+    merge,
 )
 
 RATE_IN, RATE_OUT = 16_000, 24_000
+TRANSCRIPT_CHARS = 4000
+"""The most of one turn's transcript kept (what ``agent.transcript`` carries at most)."""
 DEFAULT_MODEL = "models/gemini-live-2.5-flash-preview"
 _AUDIO_OUT = "audio/pcm;rate=24000"
 _AUDIO = MessageText(
@@ -52,6 +57,7 @@ class GeminiLive:
     keepalive_s: float | None = None
     session_limit_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
@@ -63,6 +69,8 @@ class GeminiLive:
             raise BadRequest("field 'session': model must be a string (models/<name>)")
         self.session = session
         self._turn = 0
+        self._said = {"caller": "", "agent": ""}
+        """Each role's transcription fragments of the turn so far: told once, at its end."""
         config = session.get("realtimeInputConfig")
         detection = config.get("automaticActivityDetection") if isinstance(config, dict) else None
         self.model_detects_speech = not (
@@ -78,7 +86,10 @@ class GeminiLive:
             "generationConfig": {"responseModalities": ["AUDIO"]},
             "inputAudioTranscription": {},
             "outputAudioTranscription": {},
+            # Without it an audio session is capped (about 15 minutes): a long call would be.
+            "contextWindowCompression": {"slidingWindow": {}},
         }
+        self._said = {"caller": "", "agent": ""}
         setup = merge(ours, self.session)
         model = str(setup["model"])
         setup["model"] = model if model.startswith("models/") else f"models/{model}"
@@ -132,10 +143,12 @@ class GeminiLive:
                     if isinstance(content.get(key), dict)
                     else None
                 )
-                if text:
-                    out.append(Transcript(role, str(text)))
+                if text:  # a fragment: the turn's text is put together (``_said``)
+                    self._said[role] = (self._said[role] + str(text))[-TRANSCRIPT_CHARS:]
             if content.get("turnComplete") or content.get("interrupted"):
                 self._turn += 1
+                out += [Transcript(r, t.strip()) for r, t in self._said.items() if t.strip()]
+                self._said = {"caller": "", "agent": ""}
                 out.append(TurnDone())
         calls = body.get("toolCall")
         if isinstance(calls, dict):
@@ -186,7 +199,13 @@ class GeminiLive:
         return [{"realtimeInput": {"activityEnd": {}}}]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return []  # the resumption handle carries the conversation
+        # A new session (no handle, or one refused): what was said as its history, which the
+        # model answers nothing to (``turnComplete`` false: the caller's audio goes on).
+        turns = [
+            {"role": "user" if role == "caller" else "model", "parts": [{"text": text}]}
+            for role, text in lines
+        ]
+        return [{"clientContent": {"turns": turns, "turnComplete": False}}] if turns else []
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [

@@ -9,14 +9,16 @@ streams the caller with ``input_audio_buffer.append`` and reads ``response.outpu
 (and the beta servers' ``response.audio.delta``). On a barge-in it sends
 ``conversation.item.truncate`` with the ``audio_end_ms`` the caller really heard, and
 ``response.cancel`` when the bridge heard the caller itself (the model's turn detection off:
-nothing else stops the generation) while the response was still being generated.
+nothing else stops the generation) while the response was still being generated. A tool's
+output or a key press goes in as an item at once, but the ``response.create`` after it waits
+until the response in progress is done: the protocol has one response at a time (the function
+call comes inside a response, before its ``response.done``).
 """
 
 from __future__ import annotations
 
 import abc
 import base64
-import copy
 import json
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit
 from ..errors import BadRequest
 from .wire import (
     SLOT,
+    Answer,
     Audio,
     Hello,
     MessageText,
@@ -37,13 +40,22 @@ from .wire import (
     ToolCall,
     Transcript,
     TurnDone,
+    b64_audio,
+    merge,
 )
 
 RATE = 24_000
 """``audio/pcm`` is 16-bit mono at 24 kHz only."""
+SESSION_LIMIT_S = 3600.0
+"""A Realtime session lasts at most 60 minutes: the connection opens a new one before, with
+the session's configuration (instructions, tools) and what was said (``context``)."""
 
 _AUDIO_DELTA = ("response.output_audio.delta", "response.audio.delta")
 _AGENT_TRANSCRIPT = ("response.output_audio_transcript.done", "response.audio_transcript.done")
+_AGENT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transcript.delta")
+SAID_ITEMS = 16
+"""Replies whose transcript is being put together from its deltas at most (a server that never
+ends one loses the oldest)."""
 _CALLER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 _BENIGN_CODES = {
     "response_cancel_not_active",
@@ -56,17 +68,6 @@ is matched too); none of them ends anything."""
 _SHORTHAND = {"voice": ("output", "voice"), "turn_detection": ("input", "turn_detection")}
 """Fields apps know from the beta protocol at the session's top level, moved where GA has
 them (``audio.output.voice``, ``audio.input.turn_detection``)."""
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``extra`` merged into a copy of ``base``, objects recursively."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def check_audio_formats(session: dict[str, Any], ours: str) -> None:
@@ -97,15 +98,6 @@ def openai_auth(url: str, api_key: str | None) -> dict[str, str]:
     if host.endswith(".openai.azure.com"):
         return {"api-key": api_key}  # Azure OpenAI's header
     return {"Authorization": f"Bearer {api_key}"}
-
-
-def b64_audio(text: Any) -> bytes:
-    if not isinstance(text, str):
-        raise ProtocolError("audio delta is not base64 text")
-    try:
-        return base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ProtocolError("audio delta is not base64") from None
 
 
 _APPEND = MessageText({"type": "input_audio_buffer.append", "event_id": SLOT, "audio": SLOT})
@@ -158,6 +150,7 @@ class RealtimeFamily(abc.ABC):
     keepalive_s: float | None = None
     session_limit_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True
@@ -172,6 +165,15 @@ class RealtimeFamily(abc.ABC):
         """The response being generated (``response.created`` → ``response.done``)."""
         self._dropped: list[str] = []
         """Responses the caller cut: what they still send is not played."""
+        self._said: dict[str, str] = {}
+        """Each reply item's transcript so far, from its deltas: told once, at its ``.done``
+        (whose whole text wins) or, where the server sends deltas only (Azure Voice Live), at
+        the ``response.done``."""
+        self._asked = False
+        """A ``response.create`` was sent and its ``response.created`` has not come yet."""
+        self._owed = False
+        """A ``response.create`` waits for the response in progress to end: one response at a
+        time (a second is refused: ``conversation_already_has_active_response``)."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
         return client_event(self._event_id, type_, **fields)
@@ -183,7 +185,8 @@ class RealtimeFamily(abc.ABC):
     function_tools = staticmethod(function_tools)
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
-        self._active, self._dropped = None, []
+        self._active, self._dropped, self._asked, self._owed = None, [], False, False
+        self._said = {}
         return [self._client("session.update", session=self.session_object(tools))]
 
     def audio(self, pcm: bytes) -> str:
@@ -214,6 +217,7 @@ class RealtimeFamily(abc.ABC):
         if kind == "response.created":
             made = body.get("response")
             self._active = str(made.get("id") or "") if isinstance(made, dict) else ""
+            self._asked = False
             return []
         if kind == "input_audio_buffer.speech_started":
             return [SpeechStarted(str(body.get("item_id") or ""))]
@@ -221,9 +225,24 @@ class RealtimeFamily(abc.ABC):
             return [SpeechStopped()]
         if kind == "response.done":
             self._active = None
-            return [TurnDone()]
+            out: list[ModelEvent] = [Transcript("agent", t) for t in self._said.values() if t]
+            self._said = {}
+            out.append(TurnDone())
+            if self._owed:  # what waited for this response to end (a tool's output, a key)
+                self._owed = False
+                out.append(Answer((self._respond(),)))
+            return out
+        if kind in _AGENT_DELTA:
+            item, delta = str(body.get("item_id") or ""), body.get("delta")
+            if isinstance(delta, str):
+                self._said[item] = self._said.pop(item, "") + delta
+                while len(self._said) > SAID_ITEMS:
+                    self._said.pop(next(iter(self._said)))
+            return []
         if kind in _AGENT_TRANSCRIPT:
-            return [Transcript("agent", str(body.get("transcript") or ""))]
+            text = body.get("transcript")
+            so_far = self._said.pop(str(body.get("item_id") or ""), "")
+            return [Transcript("agent", text if isinstance(text, str) and text else so_far)]
         if kind == _CALLER_TRANSCRIPT:
             return [Transcript("caller", str(body.get("transcript") or ""))]
         if kind == "response.function_call_arguments.done":
@@ -240,6 +259,7 @@ class RealtimeFamily(abc.ABC):
                 )
             ]
         if kind == "error":
+            self._asked = False  # (a refused ``response.create`` never comes as created)
             return [_error(body)]
         return []  # session.created, ping, deltas of text … nothing to do
 
@@ -271,17 +291,25 @@ class RealtimeFamily(abc.ABC):
             "call_id": call.call_id,
             "output": output if isinstance(output, str) else json.dumps(output),
         }
-        return [
-            self._client("conversation.item.create", item=item),
-            self._client("response.create"),
-        ]
+        return [self._client("conversation.item.create", item=item), *self._create()]
+
+    def _respond(self) -> dict[str, Any]:
+        self._asked = True
+        return self._client("response.create")
+
+    def _create(self) -> list[dict[str, Any]]:
+        """``response.create`` now, or once the response in progress is done (``_owed``)."""
+        if self._active is not None or self._asked:
+            self._owed = True
+            return []
+        return [self._respond()]
 
     def turn_started(self) -> list[dict[str, Any]]:
         return []
 
     def turn_ended(self) -> list[dict[str, Any]]:
         # Without turn detection the client commits the buffer and asks for a response.
-        return [self._client("input_audio_buffer.commit"), self._client("response.create")]
+        return [self._client("input_audio_buffer.commit"), *self._create()]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         # A new session knows nothing of the old one: one system message recounts it.
@@ -304,10 +332,7 @@ class RealtimeFamily(abc.ABC):
             "role": "user",
             "content": [{"type": "input_text", "text": text}],
         }
-        return [
-            self._client("conversation.item.create", item=item),
-            self._client("response.create"),
-        ]
+        return [self._client("conversation.item.create", item=item), *self._create()]
 
 
 def _error(body: dict[str, Any]) -> ModelError:
@@ -323,6 +348,10 @@ class OpenAIRealtime(RealtimeFamily):
     """The OpenAI Realtime dialect (:class:`~.wire.ModelDialect`)."""
 
     provider = "openai-realtime"
+    session_limit_s: float | None = SESSION_LIMIT_S
+    final_close_codes = frozenset(range(4000, 5000))
+    """OpenAI's own codes: its SDK reconnects on 1001, 1005, 1006, 1011-1013, 1015 only, and a
+    4000 (``beta_api_shape_disabled``) is final; other standard codes are reopened here."""
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         super().__init__()

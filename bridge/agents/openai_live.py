@@ -36,7 +36,7 @@ import time
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import EventIds, b64_audio, client_event, function_tools, merge, openai_auth
+from .openai import EventIds, client_event, function_tools, openai_auth
 from .wire import (
     SLOT,
     Audio,
@@ -50,6 +50,8 @@ from .wire import (
     Tool,
     ToolCall,
     Transcript,
+    b64_audio,
+    merge,
 )
 
 RATE = 16_000
@@ -102,6 +104,7 @@ class OpenAILive:
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
     server_close_ends = False
+    final_close_codes: frozenset[int] = frozenset()
     """It says goodbye first (``session.closed``): a close without one is a drop."""
     session_limit_s: float | None = None
     """Set from each session's ``expires_at`` (module docstring)."""
@@ -109,7 +112,9 @@ class OpenAILive:
     def __init__(self, session: dict[str, Any] | None = None, buffer_ms: int = BUFFER_MS) -> None:
         session = dict(session or {})
         check_session(session)
-        self.session = session
+        self.session = _unset(session)
+        """Without its ``null``s: the strict schema wants an unset field omitted (a ``null``
+        is refused; ``delegation: null`` is its omission)."""
         self.duplex_buffer_ms: int | None = buffer_ms
         self.history: list[tuple[str, str]] = []
         """Closed turns, ``(role, text)`` in the agent's roles: a new session's ``input``."""
@@ -297,6 +302,15 @@ class OpenAILive:
         said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
         recap = "The connection was reopened. The conversation so far:\n" + said
         return self.text(recap[-APPEND_CHARS:])
+
+
+def _unset(value: Any) -> Any:
+    """``value`` without the fields that are ``null`` (in every object, lists' included)."""
+    if isinstance(value, dict):
+        return {k: _unset(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_unset(v) for v in value]
+    return value
 
 
 def _function_call(item: dict[str, Any]) -> ToolCall:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from .wire import ModelDialect, Prepared, ProtocolError, Tool
+from .wire import FINAL_STATUSES, ModelDialect, Prepared, ProtocolError, Refused, Tool
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open the model's socket and have its session configured; and, before it, for
@@ -40,7 +40,7 @@ async def where_to_connect(
     ) as resp:
         if resp.status != ask.expect:
             # The status only: the answer may echo the request (its key).
-            raise ConnectionError(f"the provider answered {resp.status} before the socket")
+            raise Refused(f"http_{resp.status}", final=resp.status in FINAL_STATUSES)
         try:
             answer = await resp.json(content_type=None)
             if not isinstance(answer, dict):

@@ -52,7 +52,7 @@ class AgentService:
         if provider == "openai-realtime":
             return OpenAIRealtime(session), s.agent_openai_api_key
         if provider == "xai":
-            return XaiGrokVoice(session), s.agent_xai_api_key
+            return XaiGrokVoice(session, s.agent_xai_session_s), s.agent_xai_api_key
         if provider == "azure-voice-live":
             return AzureVoiceLive(session), s.agent_azure_voice_live_api_key
         if provider == "deepgram":
@@ -156,7 +156,7 @@ class AgentService:
                 "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
             )
             raise BadRequest(
-                "cannot open the model's WebSocket or configure its session",
+                f"cannot open the model's WebSocket or configure its session: {why}",
                 code="agent_connect_failed",
             ) from None
         except BaseException:

@@ -69,6 +69,15 @@ MAX_PENDING = 32
 """Tool calls one agent may have waiting for the app's answer."""
 
 
+def failure(output: Any) -> str | None:
+    """What went wrong, when a tool's answer says it failed (an object with ``"ok": false``
+    or an ``error``, as the bridge's own tools answer): the protocols with an error form for
+    a tool's result use it (ElevenLabs ``is_error``, Ultravox ``errorType``)."""
+    if not isinstance(output, dict) or (output.get("ok") is not False and "error" not in output):
+        return None
+    return str(output.get("error") or "the tool failed")
+
+
 def bridge_tools(names: Any) -> list[Tool]:
     """The request's ``bridgeTools``: a list of ``hangup``, ``transfer``, ``dtmf``, ``hold``."""
     if names is None:

@@ -10,9 +10,13 @@ clients add. The audio is binary s16le at 16 kHz both ways. Ultravox decides the
 ``playback_clear_buffer`` the bridge drops every unplayed byte of the voice; the server stops
 the reply itself, so there is nothing to cancel. Client tools (``temporaryTool`` with
 ``client: {}``, the bridge's declared this way) come as ``client_tool_invocation`` and are
-answered with ``client_tool_result`` at once — the conversation is frozen meanwhile. The call's
+answered with ``client_tool_result`` at once — the conversation is frozen meanwhile; a failed
+tool (an answer with ``"ok": false`` or an ``error``) in its error form, ``errorType``
+``implementation-error`` with the ``errorMessage``. The call's
 ``maxDuration`` (the bridge names it: :data:`MAX_DURATION_S` unless the session gives one) is
 renewed before it ends: a new call with ``priorCallId``, which continues the conversation.
+A session the bridge ends (the agent stopped, the WhatsApp call over, a renewal) gets
+``hang_up``, which ends the Ultravox call; the server closes the socket.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
-from .openai import merge
+from .tools import failure
 from .wire import (
     Audio,
     Interrupted,
@@ -36,6 +40,7 @@ from .wire import (
     Tool,
     ToolCall,
     Transcript,
+    merge,
 )
 
 RATE = 16_000
@@ -107,6 +112,7 @@ class UltravoxCall:
     """Audio flows both ways all the time; ``ping`` is for latency only."""
     url_schemes = ("http", "https")
     server_close_ends = True
+    final_close_codes: frozenset[int] = frozenset()
     """A hang-up (the agent's tool, ``maxDuration``) closes the socket."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
@@ -183,7 +189,9 @@ class UltravoxCall:
 
     # -- the server's messages
     def closing(self) -> list[dict[str, Any]]:
-        return []  # the protocol has no goodbye: the socket's close ends it
+        # Ends the Ultravox call (the server closes the socket), not only our socket: on a
+        # stop, the WhatsApp call's end (the ``hangup`` bridge tool) and a renewal alike.
+        return [{"type": "hang_up"}]
 
     def parse(self, body: dict[str, Any]) -> list[ModelEvent]:
         kind = body.get("type")
@@ -242,15 +250,13 @@ class UltravoxCall:
         return []
 
     def tool_result(self, call: ToolCall, output: Any) -> list[dict[str, Any]]:
-        result = output if isinstance(output, str) else json.dumps(output)
-        return [
-            {
-                "type": "client_tool_result",
-                "invocationId": call.call_id,
-                "result": result,
-                "responseType": "tool-response",
-            }
-        ]
+        answer: dict[str, Any] = {"type": "client_tool_result", "invocationId": call.call_id}
+        why = failure(output)
+        if why is not None:  # the protocol's error form: the agent is told the tool failed
+            answer.update(errorType="implementation-error", errorMessage=why)
+        else:
+            answer["result"] = output if isinstance(output, str) else json.dumps(output)
+        return [{**answer, "responseType": "tool-response"}]
 
     def turn_started(self) -> list[dict[str, Any]]:
         return []

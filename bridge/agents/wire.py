@@ -4,10 +4,13 @@ implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, 
 for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
 Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
 :mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
-a protocol."""
+a protocol. At its end, what several dialects use alike: :func:`merge` (an app's session into
+the bridge's), :func:`b64_audio`."""
 
 from __future__ import annotations
 
+import base64
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -15,6 +18,23 @@ from typing import Any, Protocol, runtime_checkable
 
 class ProtocolError(ValueError):
     """A message the bridge cannot read as its protocol defines it."""
+
+
+FINAL_STATUSES = frozenset({400, 401, 402, 403, 404})
+"""Handshake (or preflight) answers another attempt would meet again: the request, the key or
+the account is refused."""
+
+
+class Refused(ConnectionError):
+    """The provider refused the session: with an error while it was being configured, or an
+    HTTP status at the handshake (``code`` ``http_<status>``). ``final`` when another attempt
+    would be refused the same (:data:`FINAL_STATUSES`, an account-level error): then the agent
+    fails (``model_error``) without spending its retries."""
+
+    def __init__(self, code: str, *, final: bool) -> None:
+        super().__init__(f"the model refused the session ({code})")
+        self.code = code
+        self.final = final
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,9 @@ class ToolCall:
     call_id: str
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
+    session: int = 0
+    """The connection's session that asked (``ModelConnection.session``, stamped by it): the
+    answer goes to that session only."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +117,13 @@ class Resumable:
     handle: str
 
 
+ACCOUNT_CODES = frozenset(
+    {"invalid_api_key", "insufficient_quota", "account_deactivated", "billing_hard_limit_reached"}
+)
+"""Error codes of the account, not of the session (the OpenAI family's: a bad key, no quota or
+credit left, billing stopped), which clients treat as fatal: no new session would fare better."""
+
+
 @dataclass(frozen=True)
 class ModelError:
     code: str
@@ -101,6 +131,15 @@ class ModelError:
     benign: bool = False
     """A known race, not a failure (a cancel after the response ended, a truncate the server
     had already made): logged at INFO, never refuses a session."""
+    ends_session: bool = False
+    """The protocol ends the session with it (Deepgram's every ``Error``): the bridge closes
+    the socket and opens a new session at once, rather than wait for the server's close."""
+
+    @property
+    def account(self) -> bool:
+        """Of the account (:data:`ACCOUNT_CODES`): the agent fails (``model_error``) rather
+        than reconnect."""
+        return self.code in ACCOUNT_CODES
 
 
 @dataclass(frozen=True)
@@ -183,6 +222,10 @@ class ModelDialect(Protocol):
     before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
     dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
     server_close_ends: bool
+    final_close_codes: frozenset[int]
+    """Close codes with which the server refuses the client for good (OpenAI Realtime's 4000s,
+    such as the beta shape's; ElevenLabs' billing stop): the agent fails (``model_error``)
+    rather than reopen."""
     """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
     ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     duplex_buffer_ms: int | None
@@ -272,3 +315,23 @@ class Prepared(Protocol):
     def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
         """The socket's URL and headers from the request's answer (:class:`ProtocolError`
         when it has none)."""
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` merged into a copy of ``base``, objects recursively."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def b64_audio(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise ProtocolError("audio delta is not base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ProtocolError("audio delta is not base64") from None

@@ -9,6 +9,7 @@ The model is chosen in the URL (``?model=``), never in the session. On the calle
 (``input_audio_buffer.speech_started``) xAI does not stop its response itself: the bridge
 flushes the voice, sends ``response.cancel`` and ``conversation.item.truncate``. The server's
 ``ping`` events are keep-alives that want no answer. The key goes as ``Authorization: Bearer``.
+A session is renewed before its cap (:data:`SESSION_S`) as OpenAI's is.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, check_audio_formats, merge
-from .wire import Tool
+from .openai import RealtimeFamily, check_audio_formats
+from .wire import Tool, merge
 
 RATE = 16_000
 PCM16 = {"type": "audio/pcm", "rate": RATE}
 DEFAULT_URL = "wss://api.x.ai/v1/realtime?model=grok-voice-think-fast-2.0"
+SESSION_S = 3600
+"""A session's cap (an hour by one unconfirmed source: ``BRIDGE_AGENT_XAI_SESSION_S`` sets
+it); the connection opens a new session before it."""
 
 
 def check_session(session: dict[str, Any]) -> None:
@@ -44,11 +48,12 @@ class XaiGrokVoice(RealtimeFamily):
     default_url: str | None = DEFAULT_URL
     server_cancels = False
 
-    def __init__(self, session: dict[str, Any] | None = None) -> None:
+    def __init__(self, session: dict[str, Any] | None = None, session_s: int = SESSION_S) -> None:
         super().__init__()
         session = dict(session or {})
         check_session(session)
         self.session = session
+        self.session_limit_s = float(session_s)
         turns = session.get("turn_detection", {"type": "server_vad"})
         # Manual turns: ``null`` or ``{"type": null}``.
         self.model_detects_speech = isinstance(turns, dict) and turns.get("type") is not None

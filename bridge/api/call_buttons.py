@@ -31,7 +31,7 @@ async def send_call_button(request: web.Request) -> web.Response:
     body = await read_body(request, "CallButtonRequest")
     phone = normalize_phone(body["to"])
     button = {k: body[k] for k in ("text", "buttonText", "ttlMinutes", "payload") if k in body}
-    message_id = await engine.permissions.send_call_button(phone, button)
+    message_id = await engine.send_call_button(phone, button)
     return web.json_response(
         {"numberID": number.number_id, "to": phone, "messageID": message_id}, status=202
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +13,14 @@ from aiohttp import web
 from ..config import EngineKind
 from ..desk.tokens import looks_like_agent_token
 from ..engines import ArtifactsEngine
-from ..errors import BadRequest, BridgeError, Forbidden, NotFound, RecordingForbidden
+from ..errors import (
+    BadRequest,
+    BridgeError,
+    Forbidden,
+    NotFound,
+    RecordingForbidden,
+    ReplayUnavailable,
+)
 from ..numbers.model import Number
 from .auth import FORWARDED, request_token
 from .errors import require_call_id
@@ -167,6 +175,11 @@ async def call_events(request: web.Request) -> web.StreamResponse:
             if not principal.admin and not visible_event(principal, data):
                 continue  # another tenant's, or the service's own
             await response.write(f"id: {event_id}\nevent: {type_}\ndata: {data}\n\n".encode())
+    except ReplayUnavailable as exc:
+        # No id: the client's Last-Event-ID stays its own; the stream ends (docs/api.md).
+        body = json.dumps({"lastEventId": last_id, "code": exc.code, "message": exc.message})
+        with contextlib.suppress(ConnectionError):
+            await response.write(f"event: replay.unavailable\ndata: {body}\n\n".encode())
     except ConnectionError:
         pass  # the client went away
     return response

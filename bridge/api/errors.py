@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestPayloadError
 
 from .. import errors
+from ..logs import Repeats
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +90,81 @@ def status_for(exc: errors.BridgeError) -> int:
     return 500
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def route_of(request: web.Request) -> str:
+    """``METHOD /route/{pattern}``: the route a request matched (its path when none did), so
+    every call's requests of one route are one name."""
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+
+
+class ServerErrors:
+    """The 5xx answers, said once per reason while it lasts (:class:`~bridge.logs.Repeats`):
+    a route's first answer of a reason (its error code; a bug's exception type) at WARNING,
+    the same ones after it not at all, and its end at INFO once that route answers below 500
+    again; a bug's traceback once per exception type and route. Before, each request said
+    it: a Redis outage or a full worker wrote a line for every request of every client."""
+
+    def __init__(self, size: int = 256) -> None:
+        self.runs = Repeats(size)
+        """By ``route reason``: the 5xx answers of the run so far."""
+        self._traced = Repeats(size)
+        """By ``route exception type``: a bug whose traceback was said (kept, not counted)."""
+        self._failing: dict[str, set[str]] = {}
+        """By route: the reasons of its runs (a route is a finite name: bounded)."""
+
+    def _seen(self, route: str, reason: str) -> bool:
+        """One more 5xx of ``reason`` on ``route``: whether it is its run's first."""
+        self._failing.setdefault(route, set()).add(reason)
+        return self.runs.seen(f"{route} {reason}") == 1
+
+    def refused(self, request: web.Request, status: int, exc: errors.BridgeError) -> None:
+        route = route_of(request)
+        if self._seen(route, exc.code):
+            log.warning(
+                "%s: %d %s: %s (said once while it lasts)", route, status, exc.code, exc.message
+            )
+
+    def bug(self, request: web.Request, exc: Exception) -> None:
+        route, kind = route_of(request), type(exc).__name__
+        if not self._seen(route, kind):
+            return
+        if self._traced.seen(f"{route} {kind}") == 1:
+            log.error("unhandled error on %s (said once while it lasts)", route, exc_info=exc)
+        else:
+            log.warning(
+                "%s: 500 again: %s: %s (its traceback was said before; once while it lasts)",
+                route,
+                kind,
+                exc,
+            )
+
+    def answered(self, request: web.Request) -> None:
+        """A request answered below 500: the runs of its route end."""
+        if not self._failing:
+            return
+        route = route_of(request)
+        for reason in self._failing.pop(route, ()):
+            count = self.runs.ended(f"{route} {reason}")
+            if count:
+                log.info("%s: %s is over (%d answers of it)", route, reason, count)
+
+
+def error_middleware() -> Middleware:
+    """The middleware that turns domain errors into HTTP answers with the JSON error body, its
+    5xx said once per reason while it lasts (:class:`ServerErrors`, one per app)."""
+    said = ServerErrors()
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await _answer(request, handler, said)
+        if response.status < 500:
+            said.answered(request)
+        return response
+
+    return middleware
+
+
+async def _answer(request: web.Request, handler: Handler, said: ServerErrors) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.BridgeError as exc:
@@ -109,7 +184,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers["Connection"] = "close"  # the rest of the body may still be on its way
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         if status >= 500:
-            log.warning("%s %s: %s (%s)", request.method, request.path, exc.message, exc.code)
+            said.refused(request, status, exc)
         details = getattr(exc, "details", None)
         return error_response(status, exc.code, exc.message, details, **headers)
     except web.HTTPException as exc:
@@ -122,8 +197,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         elif exc.status == 413:
             message = "request body too large"
         return error_response(exc.status, code, message)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+    except Exception as exc:
+        said.bug(request, exc)
         return error_response(500, "internal_error", "internal error; see the bridge's log")
 
 

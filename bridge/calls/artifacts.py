@@ -7,9 +7,9 @@ The engine fetches the files (``engines/cloudapi/artifacts.py``) and reports eac
 that forbids recording keeps nothing, logged), stores an audio file with the bridge's
 recordings and publishes ``recording.ready {source: "meta", recordings}``,
 ``transcript.ready {language, words}`` or, for Meta's voicemail of a rejected or unanswered
-call (kept as its ``voicemail`` recording), ``call.voicemail {mediaID, recordingID,
-durationMs}``. An artifact of a call the bridge does not know (or no longer remembers) is
-logged and dropped.
+call (kept as its ``voicemail`` recording; a call turned away busy included),
+``call.voicemail {mediaID, recordingID, durationMs}``. An artifact of a call the bridge does
+not know (or no longer remembers) is logged and dropped.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ class ArtifactSink:
         events.listen(self._follow)
 
     def _follow(self, type_: str, call: Call) -> None:
-        if type_ == "call.created":
+        # A call turned away as it rang (busy) is never created, only ended: Meta's voicemail
+        # follows such a call too (the business rejected it).
+        turned_away = type_ == "call.ended" and call.engine_key not in self._calls
+        if type_ == "call.created" or turned_away:
             self._calls[call.engine_key] = call.id
             while len(self._calls) > REMEMBERED_CALLS:
                 self._calls.popitem(last=False)

@@ -45,6 +45,7 @@ from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
 from .hangup import hang_up_later, hang_up_quietly
+from .live import LiveRuntimes
 from .live_report import OpenReport
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_user
 from .quality import (
@@ -53,11 +54,9 @@ from .quality import (
     count_started,
     live_sessions,
     media_totals,
-    sample_quality_forever,
 )
 from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
-from .watchdog import watch_forever
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,9 @@ class CallManager:
         self.incoming: IncomingCalls | None = None
         self.artifacts: ArtifactSink | None = None  # a provider's recordings (resources)
         self.open_report: OpenReport | None = None  # each runtime's report (call reports on)
-        self._runtimes: dict[str, CallRuntime] = {}
+        self._runtimes = LiveRuntimes()
+        self.until_calls = self._runtimes.until_calls
+        """Returns once this worker has a live call: an idle worker's samplers wait on it."""
         self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")
         self.endings = Endings(self)
@@ -113,15 +114,7 @@ class CallManager:
     async def start(self) -> None:
         self._tasks.spawn(EngineEvents(self).consume_forever(), "engine-events")
         self._tasks.spawn(sweep_forever(self.registry), "sweeper")
-        self._tasks.spawn(
-            sample_quality_forever(
-                self.metrics, self._runtimes.values, self.settings.stats_interval
-            ),
-            "quality",
-        )
-        self._tasks.spawn(
-            watch_forever(self.settings, self._runtimes.values, self.endings.time_limit), "watchdog"
-        )
+        self._runtimes.watch(self._tasks, self.settings, self.metrics, self.endings.time_limit)
 
     def stop_accepting(self) -> None:
         """Refuse new calls and end the event streams (first step of a shutdown)."""
@@ -253,7 +246,7 @@ class CallManager:
         self.engine.bind(call.engine_call_id, call.number_id)
         engine, media_lost = self.engine_of(call), self.endings.media_lost
         runtime = CallRuntime(call, engine, self.events, self.metrics, media_lost, self.open_report)
-        self._runtimes[call.id] = runtime
+        self._runtimes.add(runtime)
         count_active(self.metrics, self.registry.live())
         return runtime
 
@@ -332,7 +325,7 @@ class CallManager:
         self.registry.ended(call)
         self.engine.forget(call.engine_call_id)  # (its hang-up goes to ``engine_of(call)``)
         log.info("call %s: ended (%s)", call.id, reason, extra={"call_id": call.id})
-        runtime = self._runtimes.pop(call.id, None)
+        runtime = self._runtimes.pop(call.id)
         if runtime is not None:
             runtime.retire_counters()
         count_ended(self.metrics, call, str(reason))
@@ -357,7 +350,7 @@ class CallManager:
         """Forget a live call another worker carries on now, without ending it; its runtime
         (returned) is the caller's to close without hanging up."""
         call = self.registry.get(call_id)
-        runtime = self._runtimes.pop(call_id, None)
+        runtime = self._runtimes.pop(call_id)
         if call is not None:
             self.registry.forget(call)
             self.engine.forget(call.engine_call_id)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..countries import country_of
+from ..countries import BSUID, country_of
 from ..errors import BadRequest, CallStateError
 from ..numbers.model import engine_key
 from ..timefmt import iso_utc_or_none as _iso
@@ -85,16 +85,15 @@ def normalize_phone(raw: object) -> str:
     return m.group(1)
 
 
-BSUID_RE = re.compile(r"^[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,128}$")
-"""A business-scoped user id (Meta's BSUID: a country code, a dot, an opaque id of up to 128
-characters) or a parent BSUID (``US.ENT.…``, shared by linked business portfolios)."""
-
-
 def normalize_user(raw: object) -> str:
     """:func:`normalize_phone`'s digits, or a BSUID as it is (``/call/make``'s and
-    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road)."""
-    if isinstance(raw, str) and BSUID_RE.match(raw):
-        return raw
+    ``/call/permissions``' ``recipient``, only to a number on Meta's Graph road); either may
+    come as the JID a call's ``peer`` names it by (``…@s.whatsapp.net``), so a peer given back
+    calls the same user."""
+    if isinstance(raw, str):
+        user = raw.strip().removesuffix("@s.whatsapp.net")
+        if BSUID.match(user):
+            return user
     return normalize_phone(raw)
 
 
@@ -232,12 +231,15 @@ class Call:
         return country_of(self.peer)
 
     def billing(self) -> dict[str, Any]:
-        """What the call costs, on a billed call (``pulse_s`` set) only: its pulses and the
-        country they are billed in."""
+        """What the call costs, on a billed call (``pulse_s`` set) only: its pulses, their
+        length and the country they are billed in. The length travels with the snapshot, so a
+        call that moves to another worker, or that a survivor ends for a dead one, is still
+        billed (:meth:`from_snapshot`)."""
         if not self.pulse_s:
             return {}
         return {
             "billablePulses": self.billable_pulses,
+            "pulseSeconds": self.pulse_s,
             "destinationCountry": self.destination_country,
         }
 
@@ -286,6 +288,8 @@ class Call:
             value = snap.get(key)
             return parse_iso_utc(value) if isinstance(value, str) else None
 
+        pulse = snap.get("pulseSeconds")
+
         return cls(
             id=snap["callID"],
             peer=snap["peer"],
@@ -302,4 +306,5 @@ class Call:
             status_callback=status_callback,
             number_id=str(snap.get("numberID") or "default"),
             tenant_id=str(snap.get("tenantID") or ""),
+            pulse_s=pulse if type(pulse) is int and pulse > 0 else None,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from ..logs import FailureKinds
 from ..media.clock import worker_clock
@@ -94,12 +94,17 @@ def _observe(metrics: Metrics, leg: str, q: Quality) -> float:
 
 
 async def sample_quality_forever(
-    metrics: Metrics, runtimes: Callable[[], Iterable[CallRuntime]], interval: float
+    metrics: Metrics,
+    runtimes: Callable[[], Iterable[CallRuntime]],
+    interval: float,
+    until_calls: Callable[[], Awaitable[object]],
 ) -> None:
-    """Every ``interval`` s, sample each connected session's RTP/RTCP statistics, and the
-    WhatsApp side's own WebRTC leg where the engine has one (cloudapi)."""
+    """Every ``interval`` s while the worker has calls (parked on ``until_calls`` while it
+    has none), sample each connected session's RTP/RTCP statistics, and the WhatsApp side's
+    own WebRTC leg where the engine has one (cloudapi)."""
     bugs = FailureKinds(log)  # a failure that recurs every pass: said once
     while True:
+        await until_calls()
         await asyncio.sleep(interval)
         # One pass per call of a function: nothing of a pass (a session of a call that ends
         # meanwhile, with its codec threads) stays referenced while the loop sleeps.

@@ -19,7 +19,7 @@ import re
 import statistics
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -227,11 +227,14 @@ class CallReports:
         return removed
 
 
-async def sample_forever(runtimes: Callable[[], Iterable[CallRuntime]]) -> None:
+async def sample_forever(
+    runtimes: Callable[[], Iterable[CallRuntime]], until_calls: Callable[[], Awaitable[object]]
+) -> None:
     """Once a second (on the media clock: no wake-up of its own during calls) every live
-    runtime samples its own report."""
+    runtime samples its own report; parked while the worker has no call (``until_calls``)."""
     bugs = FailureKinds(log)  # a failure that recurs every second: said once
     while True:
+        await until_calls()
         await clock_sleep(SAMPLE_INTERVAL)
         sample_once(runtimes, time.monotonic(), bugs)
 
@@ -271,7 +274,7 @@ def start_reports(
     manager.open_report = reports.open  # each runtime the manager creates opens its report
     events.observe(reports.observe)
     reports.publish = lambda type_, call, data: events.publish(type_, call, **data)
-    tasks.spawn(sample_forever(manager.live_runtimes), "call-timelines")
+    tasks.spawn(sample_forever(manager.live_runtimes, manager.until_calls), "call-timelines")
     tasks.spawn(sweep_forever(reports, storage.retention_sweep_interval), "report-retention")
     return reports
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from ..config import CallSettings
 from ..media.clock import clock_sleep
@@ -70,10 +70,14 @@ async def watch_forever(
     settings: CallSettings,
     runtimes: Callable[[], Iterable[CallRuntime]],
     end_call: EndCall,
+    until_calls: Callable[[], Awaitable[object]],
     interval: float = 0.25,
 ) -> None:
+    """Every ``interval`` s while the worker has calls (``until_calls`` returns once it has:
+    ``CallManager.until_calls``), each call's limits checked."""
     failed: set[str] = set()  # calls whose check raised, logged once (the live ones kept)
     while True:
+        await until_calls()  # an idle worker: parked, not woken four times a second
         await clock_sleep(interval)  # on the media clock: no wake-up of its own during calls
         live = list(runtimes())
         failed &= {runtime.call.id for runtime in live}

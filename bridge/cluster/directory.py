@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..calls import Call
 from ..calls.events import CallEvent
+from ..errors import ReplayUnavailable
 
 LogEntry = tuple[str, str, str, str]
 """One logged event: ``(id, type, callID, JSON)``, the JSON exactly as SSE ``data``."""
@@ -174,6 +175,10 @@ class EventRing:
     def last_key(self) -> EventKey:
         return self._entries[-1][0] if self._entries else (0, 0)
 
+    def reaches(self, position: EventKey) -> bool:
+        """Whether it holds every event after ``position`` (its oldest is no newer)."""
+        return bool(self._entries) and self._entries[0][0] <= position
+
     def append(self, key: EventKey, entry: LogEntry) -> None:
         self._entries.append((key, entry))
         self._changed.set()
@@ -273,6 +278,16 @@ class MemoryDirectory:
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         position = parse_event_id(last_id)
-        if position is None or position[0] != self._boot or position > self._ring.last_key:
-            position = self._ring.last_key
+        if position is None or position > self._ring.last_key:
+            position = self._ring.last_key  # none, or not an id this process gave
+        elif position[0] != self._boot or not self._ring.reaches((self._boot, position[1] + 1)):
+            # An id from before a restart, or one the ring no longer reaches back to (the
+            # client fell more than the backlog behind): what it missed is gone, and it is
+            # told so (``replay.unavailable``), never left to believe it missed nothing.
+            return _unavailable(last_id)
         return self._ring.follow(position, keepalive)
+
+
+async def _unavailable(last_id: str | None) -> AsyncIterator[LogEntry | None]:
+    raise ReplayUnavailable(f"the events after {last_id} are no longer kept by this process")
+    yield None  # (an async generator: it raises where the stream is read)

@@ -2,18 +2,22 @@
 BRIDGE_EVENT_BACKLOG``; its ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes). One
 reader task per worker copies the stream into an in-process ring that every SSE client of the
 worker follows (one blocking Redis connection, however many clients); a client resuming from
-an id reads what it missed from the stream itself, then the ring."""
+an id reads what it missed from the stream itself, then the ring. With Redis away, what it
+missed comes from the ring if the ring reaches back to its id; else the client is told
+(:class:`~bridge.errors.ReplayUnavailable`, the stream's ``replay.unavailable``), never left
+to believe it missed nothing."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 
+from ..errors import ReplayUnavailable
+from ..logs import Repeats
 from .directory import EventKey, EventRing, LogEntry, parse_event_id
 from .redis_writes import EVENTS
 from .redis_writes import FAILURES as _FAILURES
@@ -43,6 +47,8 @@ class RedisEventLog:
         self.backlog = backlog
         self._ring = EventRing(backlog)
         self._foreign_said = False
+        self._unreplayed = Repeats(size=1)
+        """Replays refused while Redis is away: said once while it lasts, its end at INFO."""
 
     def _entry(self, entry_id: str, fields: dict[str, str]) -> LogEntry | None:
         """A stream entry as the ring holds it; ``None`` for one without an event's fields
@@ -74,6 +80,7 @@ class RedisEventLog:
             except _FAILURES:
                 await asyncio.sleep(1.0)  # the heartbeat notices and reports it
                 continue
+            self._redis_back()
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     position = entry_id
@@ -84,20 +91,50 @@ class RedisEventLog:
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
         position = parse_event_id(last_id)
-        if position is not None and last_id is not None and self._up():
+        if position is not None and last_id is not None:
             # What the client missed, from the stream itself (it may be older than the ring
             # holds); then the ring from there on.
-            with contextlib.suppress(*_FAILURES):
-                missed = await self._redis.xrange(EVENTS, min=f"({last_id}", count=self.backlog)
-                for entry_id, fields in missed:
-                    position = _stream_key(entry_id)
-                    entry = self._entry(entry_id, fields)
-                    if entry is not None:
-                        yield entry
+            missed = await self._missed(last_id, position)
+            for entry_id, fields in missed or ():
+                position = _stream_key(entry_id)
+                entry = self._entry(entry_id, fields)
+                if entry is not None:
+                    yield entry
         if position is None:
             position = self._ring.last_key
         async for entry in self._ring.follow(position, keepalive):
             yield entry
+
+    async def _missed(self, last_id: str, position: EventKey) -> list[Any] | None:
+        """The stream's entries after ``last_id``; ``None`` when Redis is away but the ring
+        reaches back to it (the ring serves them). Raises :class:`ReplayUnavailable` when
+        neither can: said once while Redis stays away."""
+        why = "the events log (Redis) is unavailable"
+        if self._up():
+            try:
+                missed: list[Any] = await self._redis.xrange(
+                    EVENTS, min=f"({last_id}", count=self.backlog
+                )
+            except _FAILURES as exc:
+                why = f"the events log (Redis) failed: {type(exc).__name__}: {exc}"
+            else:
+                self._redis_back()
+                return missed
+        if self._ring.reaches(position):
+            return None
+        if self._unreplayed.seen("redis") == 1:
+            log.warning(
+                "event replay: %s and this worker's ring does not reach back to %s: the "
+                "client is told replay.unavailable (said once while it lasts)",
+                why,
+                last_id,
+            )
+        raise ReplayUnavailable(f"{why}: the events after {last_id} cannot be replayed")
+
+    def _redis_back(self) -> None:
+        refused = self._unreplayed.ended("redis")
+        if refused:
+            log.info("event replay: Redis is back (%d replays refused while it was away)", refused)
 
     def close_streams(self) -> None:
         """End every follower (the SSE streams end)."""

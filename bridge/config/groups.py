@@ -833,6 +833,11 @@ class AgentSettings(_Group):
         "stream turns silent; past it the oldest audio goes: raise it only for a server that "
         "sends faster than real time)",
     )
+    agent_xai_session_s: int = _opt(
+        3600,
+        "seconds an xai session lasts at most (about an hour, unconfirmed): the bridge opens a "
+        "new one 2 minutes before",
+    )
     agent_retries: int = _opt(
         5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
     )
@@ -848,6 +853,7 @@ class AgentSettings(_Group):
     def validate(self) -> None:
         self.between("agent_retries", 0, 50)
         self.between("agent_openai_live_buffer_ms", 60, 60_000)
+        self.between("agent_xai_session_s", 60, 86_400)
         if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
             raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
 

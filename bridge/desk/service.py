@@ -25,16 +25,16 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
-from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from . import handoffs, wire
 from .bridged import Models, Trunks
+from .lease import PresenceLease
 from .legs import AgentLegs
 from .lending import Lending
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
-from .store import GRACE, RENEW, AgentKey, AgentRecord, DeskStore
+from .store import GRACE, AgentKey, AgentRecord, DeskStore
 from .tokens import AgentTokens
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class Desk:
         """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
         the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
+        self.lease = PresenceLease(store, worker_id, grace, lambda: self._sessions)
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
         """The agents' always-connected media legs (``legs.py``)."""
@@ -83,7 +84,7 @@ class Desk:
 
     async def start(self) -> None:
         await self.store.start(self._on_bus)
-        self._tasks.spawn(self._renew_forever(), "presence-lease")
+        self._tasks.spawn(self.lease.renew_forever(), "presence-lease")
         self.manager.events.listen(self._call_changed)
         self.manager.events.observe(self._call_event)
 
@@ -102,6 +103,7 @@ class Desk:
             old.send(wire.error("replaced", "this agent connected again elsewhere"))
             self._tasks.spawn(old.close(), "replaced")
         self._sessions[session.key] = session
+        self.lease.holding(True)
         session.start()
         claims = session.claims
         previous = await self.store.agent(*session.key)
@@ -123,6 +125,7 @@ class Desk:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
+            self.lease.holding(bool(self._sessions))
         if self._tasks.closed:
             await session.close()
             return
@@ -137,25 +140,6 @@ class Desk:
 
     def sessions(self) -> list[AgentSession]:
         return list(self._sessions.values())
-
-    async def _renew_forever(self) -> None:
-        down = False
-        while True:
-            await clock_sleep(RENEW)  # on the media clock: no wake-up of its own during calls
-            records = [
-                AgentRecord(k[0], k[1], (), "", 0.0, 0.0, self.worker_id) for k in self._sessions
-            ]
-            try:
-                await self.store.renew(records, time.time() + self.grace)
-            except Exception as exc:  # OSError and redis' errors alike (no ConnectionError's)
-                # Once this loop ended, every agent here turned ``away`` for good.
-                if not down:
-                    down = True
-                    log.warning("agents' presence not renewed (%s): retrying every second", exc)
-                continue
-            if down:
-                down = False
-                log.warning("agents' presence renewed again")
 
     async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None:
         record = await self.store.agent(*key)

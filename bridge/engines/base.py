@@ -124,19 +124,14 @@ class ArtifactsEngine(Protocol):
     artifacts: ArtifactsPort
 
 
-class CallButtonPort(Protocol):
-    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
-        """Send the user a button that calls the business (``{text, buttonText, ttlMinutes,
-        payload}``); the provider's message id."""
-        ...
-
-
 @runtime_checkable
 class CallButtonEngine(Protocol):
     """The provider can send a user a "call us" button whose payload comes back on the call
-    it starts (Meta's ``voice_call`` interactive message; ``permissions`` sends it)."""
+    it starts (Meta's ``voice_call`` interactive message, on either of Meta's roads)."""
 
-    permissions: CallButtonPort
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Send the user a button that calls the business (``{text, buttonText, ttlMinutes,
+        payload}``); the provider's message id."""
 
 
 @runtime_checkable

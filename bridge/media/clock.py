@@ -59,6 +59,15 @@ grid's times are sums of floats; without it, a report due on a tick woke the clo
 itself a rounding error early, and went a tick later)."""
 
 
+TICK_FAILURES = 3
+"""Ticks in a row that may raise before an owner that takes its tick back gives up (its
+``failed``, given to :meth:`WorkerClock.register`, puts the tick back on the clock from the
+next tick; a tick that runs through clears the count): a leg's receiver (``rtc/uplink.py``),
+a call's mixer (``media/conference.py``), the simulated far end (``engines/sim.py``), an
+agent's continuous uplink (``agents/uplink.py``). A fault of one moment costs a frame; one
+that comes back every time is given up, said once at WARNING by its owner."""
+
+
 class Phase(enum.IntEnum):
     """Where in a tick a registered callback runs (see the module docstring)."""
 

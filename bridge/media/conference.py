@@ -50,15 +50,12 @@ import numpy.typing as npt
 
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, clip16
-from .clock import worker_clock
+from .clock import TICK_FAILURES, worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
 
 log = logging.getLogger(__name__)
 
-MIX_FAILURES = 3
-"""Mixing ticks that may raise before the call's mixer gives up
-(:meth:`Conference._tick_failed`)."""
 INPUT_FRAMES = 4
 """Frames a participant's microphone may run ahead of the mixing clock (80 ms), oldest
 dropped beyond: a browser whose clock runs fast cannot grow the delay."""
@@ -257,7 +254,7 @@ class Conference:
             self.mixed
             and self._clock is None
             and not self.bus.closed
-            and self._mix_failures < MIX_FAILURES
+            and self._mix_failures < TICK_FAILURES
         ):
             for p in self.participants.values():
                 p.inbox.clear()
@@ -267,12 +264,12 @@ class Conference:
     def _tick_failed(self) -> None:
         """The clock dropped a mixing tick that raised (a bug, logged there): mixing goes on
         from the next tick, every participant's audio with it. A mixer that fails
-        :data:`MIX_FAILURES` times stops for the rest of the call, said once."""
+        :data:`TICK_FAILURES` times in a row stops for the rest of the call, said once."""
         self._clock = None
         self._mix_failures += 1
-        if self._mix_failures >= MIX_FAILURES:
+        if self._mix_failures >= TICK_FAILURES:
             log.warning(
-                "call %s: the mixer failed %d times: the call's mixed audio stops",
+                "call %s: the mixer failed %d times in a row: the call's mixed audio stops",
                 self.bus.call_id,
                 self._mix_failures,
             )
@@ -338,6 +335,7 @@ class Conference:
         is logged by the clock (:meth:`_tick_failed`)."""
         if not self.bus.closed:
             self.mix_once(now)
+            self._mix_failures = 0  # mixed: a failure to come starts the count again
 
     def mix_once(self, now: float) -> None:
         """One 20 ms tick: every output from the same inputs (vectorised int32, one clip)."""

@@ -2,9 +2,10 @@
 
 The API changes numbers and tenants through the catalog (uniqueness checked here, the record
 written to the store, the view reloaded at once); every other worker notices the store's new
-version within :data:`~bridge.numbers.store.POLL_INTERVAL` and reloads. Whoever follows the
-numbers (the :class:`~bridge.numbers.switchboard.Switchboard` starting and stopping their
-engines) is told after each reload.
+version within :data:`~bridge.numbers.store.POLL_INTERVAL` and reloads (a worker that shares
+its store with no other process reads it every :data:`~bridge.numbers.store.ALONE_POLL`).
+Whoever follows the numbers (the :class:`~bridge.numbers.switchboard.Switchboard` starting and
+stopping their engines) is told after each reload.
 
 Lookups on the hot paths are dictionary reads: a number by id, by phone, by Meta's
 ``phone_number_id`` (one webhook front door for every number); a tenant by the hash of an API
@@ -86,9 +87,10 @@ class Catalog:
         self._index([])
 
     # -- following the store
-    async def start(self) -> None:
-        """Load everything, then follow the store's version (a store unreachable now is read
-        again at every poll: the default number serves meanwhile)."""
+    async def start(self, poll: float = POLL_INTERVAL) -> None:
+        """Load everything, then read the store's version every ``poll`` s (a store unreachable
+        now is read again at every poll: the default number serves meanwhile)."""
+        self.poll = poll
         try:
             await self.reload()
         except Exception as exc:
@@ -106,7 +108,7 @@ class Catalog:
 
     async def _follow(self) -> None:
         while True:
-            await clock_sleep(POLL_INTERVAL)  # on the media clock: no wake-up of its own
+            await clock_sleep(self.poll)  # on the media clock: no wake-up of its own
             try:
                 if await self.store.version() != self.version:
                     await self.reload()

@@ -15,7 +15,7 @@ from .defined import settings_fields
 from .file import apply_numbers_file
 from .model import DEFAULT_NUMBER, Number, engine_fields
 from .sip_road import enable_declared
-from .store import open_store
+from .store import ALONE_POLL, POLL_INTERVAL, open_store
 from .switchboard import Switchboard
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,9 @@ async def start_numbers(
     on_sip: list[str] = []
     if settings.storage.numbers_file:
         on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file)
-    await catalog.start()
+    # Other processes write the store only when it is Redis (several workers need it): a
+    # lone worker's own writes reload at once (store.py ALONE_POLL).
+    await catalog.start(POLL_INTERVAL if cluster.shared else ALONE_POLL)
     switchboard = Switchboard(default_engine, catalog, settings, http)
     switchboard.metrics = metrics
     await switchboard.start()

@@ -3,8 +3,7 @@
 Two stores behind one protocol (:class:`CatalogStore`):
 
 - :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
-  embedded, no server to run. The workers of one machine (``BRIDGE_WORKERS``) open the same
-  file; SQLite's own locking serialises their writes.
+  embedded, no server to run, for a bridge of one process (several workers need Redis).
 - :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory.
 
 Both keep a **version** that every write bumps in the same transaction. A worker's
@@ -34,6 +33,12 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1
 """Seconds between version reads: a change elsewhere is live here within this."""
+ALONE_POLL = 2.0
+"""Seconds between version reads when no other process writes the store (SQLite: one worker,
+as ``BRIDGE_WORKERS`` above 1 needs Redis): its own writes reload at once, and the read stays
+only to notice a store that could not be read come back. At :data:`POLL_INTERVAL` it was ten
+wake-ups a second of an idle bridge (``bench/idle_worker.py``) for changes nobody else could
+make."""
 
 KINDS = ("numbers", "tenants", "trunks")
 

@@ -41,13 +41,13 @@ from ..engines import (
 )
 from ..engines.base import emit
 from ..errors import NotFound
-from ..media.clock import clock_sleep
 from ..metrics import Metrics
 from ..sip import Doors
 from ..tasks import TaskSet
 from .health import INTERVAL as HEALTH_INTERVAL
 from .health import check as check_number
 from .model import DEFAULT_NUMBER, Number, engine_key
+from .retired import RetiredEngines
 from .setup_check import SetupCheck
 from .tenants import Tenant
 
@@ -78,7 +78,11 @@ class Switchboard:
         self.events: asyncio.Queue[EngineEvent] = default.events
         self.engines: dict[str, Engine] = {DEFAULT_NUMBER: default}
         self._built: dict[str, Number] = {}
-        self._retired: list[tuple[str, Engine]] = []
+        self._retired = RetiredEngines(
+            lambda: self.live_numbers(),
+            lambda number_id: number_id in self.engines,
+            lambda: self.metrics,
+        )
         self._owner: dict[str, str] = {}  # engine call id -> number id (calls of other numbers)
         self._tasks = TaskSet("switchboard")
         self._forwarders: dict[str, asyncio.Task[None]] = {}
@@ -113,7 +117,7 @@ class Switchboard:
         if self.catalog is not None:
             self.catalog.follow(self._catalog_changed)
             await self.reconcile()
-            self._tasks.spawn(self._close_retired_forever(), "retire-engines")
+            self._tasks.spawn(self._retired.close_forever(), "retire-engines")
             self._tasks.spawn(self._health_forever(), "number-health")
 
     async def close(self) -> None:
@@ -121,9 +125,7 @@ class Switchboard:
         for number_id, engine in list(self.engines.items()):
             if number_id != DEFAULT_NUMBER:
                 await engine.close()
-        for _, engine in self._retired:
-            await engine.close()
-        self._retired.clear()
+        await self._retired.close()
 
     async def health(self) -> EngineHealth:
         return await self.default.health()
@@ -240,27 +242,8 @@ class Switchboard:
         task = self._forwarders.pop(number_id, None)
         if task is not None:
             task.cancel()
-        self._retired.append((number_id, engine))
+        self._retired.add(number_id, engine)
         log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
-
-    async def _close_retired_forever(self) -> None:
-        while True:
-            await clock_sleep(0.5)  # on the media clock: no wake-up of its own during calls
-            if not self._retired:
-                continue
-            live = self.live_numbers()
-            keep = []
-            for number_id, engine in self._retired:
-                if number_id in live and number_id not in self.engines:
-                    keep.append((number_id, engine))
-                    continue
-                try:
-                    await engine.close()
-                except Exception:  # one engine's failing close must not stop the others'
-                    log.exception("number %s: its retired engine failed to close", number_id)
-                if number_id not in self.engines and self.metrics is not None:
-                    self.metrics.forget_number(number_id)  # deleted (not rebuilt): its series go
-            self._retired = keep
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
         # Events of the number's engine onto the manager's one queue, tagged.
@@ -284,16 +267,14 @@ class Switchboard:
         engine = self.engines.get(number_id or DEFAULT_NUMBER)
         if engine is not None:
             return engine
-        for retired_id, retired in self._retired:
-            if retired_id == number_id:
-                return retired
-        return self.default
+        retired = self._retired.of(number_id)
+        return retired if retired is not None else self.default
 
     def _by_call(self, engine_call_id: str) -> tuple[Engine, str]:
         """The engine of an engine key (``numberID:id``, or a bare id: the owner map, else
         the default number) and the engine's own id."""
         number_id, sep, raw = engine_call_id.partition(":")
-        if sep and (number_id in self.engines or any(n == number_id for n, _ in self._retired)):
+        if sep and (number_id in self.engines or self._retired.of(number_id) is not None):
             return self.of(number_id), raw
         return self.of(self._owner.get(engine_call_id, DEFAULT_NUMBER)), engine_call_id
 

@@ -296,6 +296,25 @@ def edit_audio(
     return "\r\n".join(out) + "\r\n"
 
 
+def static_rtpmaps(sdp: str, names: Sequence[str]) -> str:
+    """``sdp`` with an ``a=rtpmap`` at the end of its audio section for each payload type of
+    its audio m-line that is the static one of a codec in ``names`` (:data:`STATIC_PT`) and
+    has none: RFC 3551 §6 lets a far end leave them unwritten, and aiortc knows only the
+    codecs an ``a=rtpmap`` names (it refuses the description: no codec in common)."""
+    section = audio_section(sdp)
+    missing = [
+        f"a=rtpmap:{pt} {name}/8000"
+        for name, pt in STATIC_PT.items()
+        if name in names and str(pt) in section.formats and str(pt) not in section.rtpmaps
+    ]
+    if not missing:
+        return sdp
+    lines = sdp_lines(sdp)
+    m_lines = [i for i, ln in enumerate(lines) if ln.startswith("m=")]
+    after = m_lines[section.index + 1] if section.index + 1 < len(m_lines) else len(lines)
+    return "\r\n".join([*lines[:after], *missing, *lines[after:]]) + "\r\n"
+
+
 def _moved(m_line: str, first: int | None, last: int | None) -> str:
     """``m_line`` with payload type ``first`` at the front of its formats and ``last`` at the
     end (each added when it is not there)."""

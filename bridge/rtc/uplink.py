@@ -39,7 +39,7 @@ from ..audio.pcm import Pcm
 from ..audio.receiver import FrameDecoder, Receiver, ReceiverStats
 from ..audio.reception import RtpReception
 from ..media import BusStats, LevelMeter, frame_energy
-from ..media.clock import Phase, worker_clock
+from ..media.clock import TICK_FAILURES, Phase, worker_clock
 from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,6 @@ LEVEL_RUN = 10
 LEVEL_METERED = 5
 """The last packets of a sample that are metered: after five, the decoder's state is the
 sender's again and its level true (``tests/unit/test_uplink.py``)."""
-TICK_FAILURES = 3
-"""Ticks that raise before a leg's receive side gives up (:meth:`Playout._tick_failed`)."""
 LEVEL_STRIDE = 5
 """An idle G.711 leg's packets from one metered from its bytes to the next: ten a second give
 the level a second to a few tenths of a dB, at a fifth of metering every packet (a numpy
@@ -244,6 +242,7 @@ class Playout:
         self.bus_stats.receive.delay.observe(receiver.delay)
         if self.frames % MIRROR_EVERY == 0:
             self._mirror()
+        self._tick_failures = 0  # through: a failure to come starts the count again
         if not receiver.playing:
             return  # the sender went quiet: the bus clocks its sources alone (CallBus)
         try:
@@ -256,12 +255,13 @@ class Playout:
         traceback), its receiver's state suspect. A fresh receiver takes the next packet and
         puts the leg back on the clock: a fault of one moment costs a gap, not the leg's audio
         for the rest of the call. One that comes back every time leaves the leg's audio off
-        after :data:`TICK_FAILURES` of them, said once."""
+        after :data:`TICK_FAILURES` of them in a row, said once."""
         self._unregister = None
         self._tick_failures += 1
         if self._tick_failures >= TICK_FAILURES:
             log.warning(
-                "a leg's receiver failed %d times: its audio is off for the rest of the call",
+                "a leg's receiver failed %d times in a row: "
+                "its audio is off for the rest of the call",
                 self._tick_failures,
             )
             self.stop()

@@ -1,6 +1,7 @@
 """A strict fake of Azure AI Voice Live (``/voice-live/realtime?api-version=…&model=…``),
 written from Microsoft's Voice Live how-to and API reference: the Realtime **beta** event
-names (``response.audio.delta``, ``response.audio_transcript.done``) and a flat session, on
+names (``response.audio.delta``, ``response.audio_transcript.delta`` — its reply's transcript
+comes in deltas only, no ``.done`` in its event list) and a flat session, on
 :class:`FakeOpenAIRealtime`. What the real service refuses is an error here too, recorded in
 ``errors``:
 
@@ -66,7 +67,8 @@ class FakeAzureVoiceLive(FakeOpenAIRealtime):
     RATE = 16_000
     AUDIO_DELTA = "response.audio.delta"
     AUDIO_DONE = "response.audio.done"
-    TRANSCRIPT_DONE = "response.audio_transcript.done"
+    TRANSCRIPT_DELTA = "response.audio_transcript.delta"
+    TRANSCRIPT_DONE = None  # Voice Live's events list its transcript's deltas only
 
     def __init__(self, api_key: str | None = "az-test", token: str | None = None) -> None:
         super().__init__(api_key)

@@ -126,6 +126,15 @@ class FakeDeepgramAgent(CallerAudioLog):
         await self._send(ws, {"type": "Error", "code": code, "description": why})
         await ws.close()
 
+    async def error(self, code: str, why: str, close_after: float) -> None:
+        """An ``Error`` of the service's own (scripted by the test: not in ``errors``), the
+        socket closed ``close_after`` seconds later ("soon after": how soon is not public)."""
+        ws = self.ws
+        assert ws is not None
+        await self._send(ws, {"type": "Error", "code": code, "description": why})
+        await asyncio.sleep(close_after)
+        await ws.close()
+
     async def _audio(self, ws: web.WebSocketResponse, data: bytes) -> None:
         self._last = time.monotonic()
         if not self.applied.is_set():

@@ -12,7 +12,9 @@ service refuses is refused here too, recorded in ``errors``:
 - a ``user_audio_chunk`` message with any other field (it has no ``type``), not base64, or an
   odd number of bytes; a ``pong`` for no ``ping`` it sent, or twice; a ``client_tool_result``
   for no call it made, with a ``result`` that is not a string or an ``is_error`` not a bool;
-- a ``ping`` left unanswered for :attr:`PONG_S`: the socket dropped, as the service does.
+- a ``ping`` left unanswered for :attr:`PONG_S`: the socket dropped, as the service does —
+  also one it sends while the conversation starts (:attr:`ping_on_start`: after taking
+  ``conversation_initiation_client_data``, before its ``conversation_initiation_metadata``).
 The agent's formats are its configuration (:attr:`input_format`, :attr:`output_format`),
 told in ``conversation_initiation_metadata``.
 """
@@ -79,6 +81,9 @@ class FakeElevenLabs(CallerAudioLog):
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.started = asyncio.Event()
+        self.ping_on_start = False
+        """Send a ``ping`` (``event_id`` 1000 + the connection's number) between taking the
+        initiation data and answering its metadata."""
         self._signatures: set[str] = set()
         self._pings: dict[int, float] = {}
         self._asked: set[str] = set()
@@ -166,6 +171,8 @@ class FakeElevenLabs(CallerAudioLog):
                 return
             self.inits.append(body)
             self.started.set()
+            if self.ping_on_start:
+                await self.ping(1000 + self.connections)
             await self._send(
                 {
                     "type": "conversation_initiation_metadata",

@@ -12,10 +12,14 @@ interrupts it, as the service's default ``START_OF_ACTIVITY_INTERRUPTS`` does, r
 ``cancelled``); :meth:`interrupt` sends ``interrupted``; :meth:`go_away` sends ``goAway``
 and closes, :meth:`drop` closes as a failing server; every connection gets a
 ``sessionResumptionUpdate`` handle, and a reconnect presenting it is recorded in ``resumed``.
+A handle that expired (:meth:`expire_handles`) or was never given is refused: the socket
+closed before ``setupComplete``. An audio session set up without ``contextWindowCompression``
+ends after :attr:`audio_limit_s` (about 15 minutes for real), as its context fills.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -53,11 +57,18 @@ class FakeGeminiLive(CallerAudioLog):
         self.messages: list[dict[str, Any]] = []
         self.rates: set[int] = set()
         self.resumed: list[str] = []
+        self.handles: set[str] = set()
+        """The resumption handles given and still valid (:meth:`expire_handles`)."""
+        self.refused: list[str] = []
+        """Handles presented after they expired, or never given: refused."""
         self.tool_responses: list[dict[str, Any]] = []
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
+        self.audio_limit_s = 15 * 60.0
+        """How long an audio session without ``contextWindowCompression`` lasts: then the
+        service ends it (``goAway``, closed) as its context fills."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -122,11 +133,27 @@ class FakeGeminiLive(CallerAudioLog):
             self.errors.append("responseModalities must be [AUDIO] for a voice session")
             return False
         handle = (setup.get("sessionResumption") or {}).get("handle")
+        if handle and handle not in self.handles:
+            # Expired or never given: refused (the close code is not public; 1008 here).
+            self.refused.append(handle)
+            if self.ws is not None:
+                await self.ws.close(code=1008, message=b"invalid session resumption handle")
+            return False
         if handle:
             self.resumed.append(handle)
+        compression = setup.get("contextWindowCompression")
+        if compression is not None and not isinstance(compression, dict):
+            self.errors.append(f"contextWindowCompression {compression!r} is not an object")
+            return False
+        if compression is None and self.ws is not None:
+            ws = self.ws
+            asyncio.get_running_loop().call_later(
+                self.audio_limit_s, lambda: asyncio.ensure_future(self._full(ws))
+            )
         self.setups.append(setup)
         await self._send({"setupComplete": {}})
         if "sessionResumption" in setup:
+            self.handles.add(f"h{self.connections}")
             await self._send(
                 {
                     "sessionResumptionUpdate": {
@@ -160,15 +187,24 @@ class FakeGeminiLive(CallerAudioLog):
         self.keep_caller_audio(raw)
 
     # -- the server's side, driven by the test
-    async def say(self, pcm24: np.ndarray, chunk_ms: int = 100, done: bool = True) -> None:
-        """``pcm24`` as one model turn; ``done=False`` leaves the turn in progress (the model
-        still generating: a caller's ``activityStart`` then interrupts it)."""
+    async def say(
+        self, pcm24: np.ndarray, chunk_ms: int = 100, done: bool = True, transcript: str = ""
+    ) -> None:
+        """``pcm24`` as one model turn, its ``transcript`` (when given, with
+        ``outputAudioTranscription`` on) in ``outputTranscription`` fragments, a word with each
+        chunk as the service streams them; ``done=False`` leaves the turn in progress (the
+        model still generating: a caller's ``activityStart`` then interrupts it)."""
         self.generating = True
         step = 24 * chunk_ms
-        for i in range(0, pcm24.size, step):
+        words = transcript.split(" ") if transcript else []
+        chunks = range(0, pcm24.size, step)
+        for n, i in enumerate(chunks):
             data = base64.b64encode(pcm24[i : i + step].astype("<i2").tobytes()).decode()
             part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
             await self._send({"serverContent": {"modelTurn": {"parts": [part]}}})
+            for w in range(n, len(words) if n == len(chunks) - 1 else min(n + 1, len(words))):
+                text = words[w] if w == 0 else " " + words[w]  # a word a chunk, the rest last
+                await self._send({"serverContent": {"outputTranscription": {"text": text}}})
         if not done:
             return
         self.generating = False
@@ -188,6 +224,16 @@ class FakeGeminiLive(CallerAudioLog):
         await self._send(
             {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
         )
+
+    def expire_handles(self) -> None:
+        """Every handle given so far expires (as users see resumptions fail)."""
+        self.handles.clear()
+
+    async def _full(self, ws: web.WebSocketResponse) -> None:
+        """The context of a session without compression is full: it ends."""
+        if ws is self.ws and not ws.closed:
+            await self._send({"goAway": {"timeLeft": "0s"}})
+            await ws.close(code=1000, message=b"context full")
 
     async def go_away(self) -> None:
         """``goAway``, then the connection closes (as at the end of a session's lifetime)."""

@@ -6,9 +6,11 @@ refuses is refused here too, recorded in ``errors``:
 - a handshake with a query string (the model is not in the URL) or without ``Authorization:
   Bearer <key>``: HTTP 400 / 401;
 - anything before ``session.start``, a second one, audio before ``session.started``, a field
-  the strict session schema does not have (``unknown_parameter``), a model that is not a
-  GPT-Live one, an audio format other than ``audio/pcm`` at :attr:`RATE` named explicitly (the
-  default would be 24 kHz): an ``error``, and for a refused ``session.start`` the socket closed;
+  the strict session schema does not have (``unknown_parameter``), a field sent as ``null``
+  rather than omitted (anywhere in the session; ``delegation`` may be ``null``), a model that
+  is not a GPT-Live one, an audio format other than ``audio/pcm`` at :attr:`RATE` named
+  explicitly (the default would be 24 kHz): an ``error``, and for a refused ``session.start``
+  the socket closed;
 - audio that is not base64 of whole 16-bit samples; an unknown client event;
 - ``response.item.create`` for no open function call, ``response.create`` while a call is
   unanswered (``function_call_outputs_required``), either without a Responses delegation;
@@ -197,7 +199,12 @@ class FakeOpenAILive(CallerAudioLog):
             if self.started.is_set() or self._starting:
                 await self._error(ws, "invalid_request_error", "a second session.start")
                 return
+            nulls = _nulls(body.get("session"))
             refused = self._check(body.get("session"))
+            if nulls:  # omitted, not null (the code of this refusal is not public)
+                await self._error(ws, "invalid_type", f"null is not a value: {nulls}", event_id)
+                await ws.close()
+                return
             if refused:
                 await self._error(ws, "unknown_parameter", refused, event_id)
                 await ws.close()
@@ -427,3 +434,18 @@ class FakeOpenAILive(CallerAudioLog):
     async def drop(self) -> None:
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
+
+
+def _nulls(value: Any, where: str = "session") -> list[str]:
+    """Where ``value`` holds a ``null`` the strict schema refuses (every field but
+    ``delegation``, which may be ``null``: no delegation)."""
+    if isinstance(value, dict):
+        return [
+            path
+            for key, item in value.items()
+            if not (where == "session" and key == "delegation" and item is None)
+            for path in ([f"{where}.{key}"] if item is None else _nulls(item, f"{where}.{key}"))
+        ]
+    if isinstance(value, list):
+        return [path for i, item in enumerate(value) for path in _nulls(item, f"{where}[{i}]")]
+    return []

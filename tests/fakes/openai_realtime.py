@@ -8,6 +8,9 @@ Also as the real service: ``response.cancel`` with no response in progress is
 ``response_cancel_not_active``, ``response.create`` while one is in progress is
 ``conversation_already_has_active_response``, a truncate past the audio sent of its item is
 refused. A cancel of a response in progress ends it (``response.done``, status ``cancelled``).
+A function call comes inside a response (:meth:`tool_call`), so a ``response.create`` sent
+with its output before that response's ``response.done`` is refused as well; one taken is
+answered with a (silent) response, created and done.
 
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
 (``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
@@ -73,7 +76,12 @@ class FakeOpenAIRealtime(CallerAudioLog):
     """The rate of the audio :meth:`say` takes and the caller's audio ``heard`` is at."""
     AUDIO_DELTA = "response.output_audio.delta"
     AUDIO_DONE = "response.output_audio.done"
-    TRANSCRIPT_DONE = "response.output_audio_transcript.done"
+    SESSION_LIMIT_S = 3600.0
+    """A session lasts at most 60 minutes: then the service closes it (counted in
+    ``expired``)."""
+    TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
+    TRANSCRIPT_DONE: str | None = "response.output_audio_transcript.done"
+    """``None``: the service sends the reply's transcript in deltas only."""
 
     def __init__(self, api_key: str | None = "sk-test") -> None:
         super().__init__()
@@ -85,6 +93,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.cancels: list[str] = []
         """Responses the client cancelled while they were in progress (when: ``cancelled``)."""
         self.connections = 0
+        self.expired = 0
         self.headers: list[dict[str, str]] = []
         self.ws: web.WebSocketResponse | None = None
         self.configured = asyncio.Event()
@@ -107,6 +116,10 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._item_response: dict[str, str] = {}
         self._active: str | None = None
         """The response in progress."""
+        self._tool_responses = 0
+        self._calls: set[str] = set()
+        """The function calls of the current connection's session (its own conversation: an
+        output for a call it never made is refused)."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -147,7 +160,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.ws = ws
         self.configured.clear()
         self._active = None
-        self._tasks = [asyncio.ensure_future(self._greet(ws))]
+        self._calls = set()
+        self._tasks = [
+            asyncio.ensure_future(self._greet(ws)),
+            asyncio.ensure_future(self._expire(ws)),
+        ]
         try:
             await self._serve(ws)
         finally:
@@ -155,6 +172,13 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 task.cancel()
             self._configured_sockets.discard(ws)
         return ws
+
+    async def _expire(self, ws: web.WebSocketResponse) -> None:
+        """A session reaching the cap is over (the service's close code is not public)."""
+        await asyncio.sleep(self.SESSION_LIMIT_S)
+        if not ws.closed:
+            self.expired += 1
+            await ws.close(code=1000, message=b"session expired")
 
     def _authorized(self, request: web.Request) -> bool:
         return (
@@ -220,6 +244,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 code = "conversation_already_has_active_response"
                 message = "Conversation already has an active response in progress"
                 self._error(ws, message, event_id, code)
+            else:  # the model answers (here with nothing to say): created, then done
+                self._tool_responses += 1
+                self._active = f"resp_reply_{self._tool_responses}"
+                self._outbox.append({"type": "response.created", "response": {"id": self._active}})
+                self._end_response("completed")
 
     def _end_response(self, status: str) -> None:
         response, self._active = self._active, None
@@ -251,6 +280,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 item.get("output"), str
             ):
                 self._error(ws, "function_call_output needs call_id and a string output")
+            elif ws is not self.ws or item.get("call_id") not in self._calls:
+                self._error(ws, f"no function call {item.get('call_id')!r} in this conversation")
             return
         if item.get("type") != "message" or item.get("role") not in ("system", "user", "assistant"):
             self._error(ws, f"unknown item {item.get('type')!r}/{item.get('role')!r}")
@@ -341,8 +372,12 @@ class FakeOpenAIRealtime(CallerAudioLog):
         if not done:
             return item
         where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
+        for i, word in enumerate(transcript.split(" ")):  # a word a delta
+            delta = word if i == 0 else " " + word
+            await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
         await self._send(ws, {"type": self.AUDIO_DONE, **where})
-        await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
+        if self.TRANSCRIPT_DONE:
+            await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
         if self._active == response:
             self._active = None
             await self._send(
@@ -393,23 +428,48 @@ class FakeOpenAIRealtime(CallerAudioLog):
         )
 
     async def tool_call(
-        self, name: str, arguments: dict[str, Any], call_id: str, *, as_text: bool = True
-    ) -> None:
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        call_id: str,
+        *,
+        as_text: bool = True,
+        done: bool = True,
+    ) -> str:
         """A function call, its ``arguments`` as JSON text as the protocol has them (or, not
-        ``as_text``, as an object, as a server of the family might send them)."""
+        ``as_text``, as an object, as a server of the family might send them), inside a
+        response of its own as the service makes it: ``response.created``, the call, then
+        ``response.done`` (``done=False``: later, by :meth:`end_response`; meanwhile a
+        ``response.create`` is refused). Returns the response's id."""
         assert self.ws is not None
+        self._tool_responses += 1
+        response = f"resp_tool_{self._tool_responses}"
+        self._active = response
+        self._calls.add(call_id)
+        await self._send(self.ws, {"type": "response.created", "response": {"id": response}})
         await self._send(
             self.ws,
             {
                 "type": "response.function_call_arguments.done",
-                "response_id": "resp_t",
-                "item_id": "item_t",
+                "response_id": response,
+                "item_id": f"item_{response}",
                 "output_index": 0,
                 "call_id": call_id,
                 "name": name,
                 "arguments": json.dumps(arguments) if as_text else arguments,
             },
         )
+        if done:
+            await self.end_response()
+        return response
+
+    async def end_response(self) -> None:
+        """The response in progress is done (``response.done``, completed)."""
+        assert self.ws is not None
+        if self._active is not None:
+            self._end_response("completed")
+        while self._outbox:
+            await self._send(self.ws, self._outbox.pop(0))
 
     async def drop(self) -> None:
         """Close the current connection as a failing server would."""

@@ -79,6 +79,9 @@ class FakeUltravox(CallerAudioLog):
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.call_id = ""
+        self.hung_up: list[str] = []
+        """The calls the client ended with ``hang_up`` (one it only left runs on, billed,
+        until its ``maxDuration``)."""
         self._calls: dict[str, dict[str, Any]] = {}
         self._asked: set[str] = set()
         self._ordinal = 0
@@ -182,7 +185,9 @@ class FakeUltravox(CallerAudioLog):
             invocation = body.get("invocationId")
             has_result = isinstance(body.get("result"), str)
             has_error = body.get("errorType") in ("undefined", "implementation-error")
-            if has_result == has_error or body.get("responseType", "tool-response") != (
+            if has_error and not isinstance(body.get("errorMessage"), str):
+                self.errors.append(f"client_tool_result errorType without errorMessage: {body}")
+            elif has_result == has_error or body.get("responseType", "tool-response") != (
                 "tool-response"
             ):
                 self.errors.append(f"client_tool_result malformed: {body}")
@@ -197,6 +202,9 @@ class FakeUltravox(CallerAudioLog):
             ):
                 self.errors.append(f"user_text_message malformed: {body}")
         elif kind == "hang_up":
+            if set(body) - {"type", "message"}:
+                self.errors.append(f"hang_up malformed: {body}")
+            self.hung_up.append(self.call_id)
             await ws.close(code=1000)
 
     # -- what the test makes the agent do

@@ -6,6 +6,7 @@ failures, the key never shown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -227,3 +228,24 @@ async def test_deepgram_refusals_and_a_model_gone_for_good(
     assert fake.errors == []
     assert KEY not in caplog.text and TOKEN not in caplog.text
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_deepgram_an_error_ends_the_session_and_a_new_one_opens(
+    make_client, aiohttp_server
+) -> None:
+    """Every ``Error`` is fatal to a Deepgram session: the bridge closes it and opens a new
+    one with the conversation so far, whether or not Deepgram has closed it yet (before, a
+    session whose close was slow to come was left hanging, the caller unheard)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    await fake.heard_user("Where is my order?")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        closing = asyncio.ensure_future(fake.error("INTERNAL_SERVER_ERROR", "oops", 30.0))
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    closing.cancel()
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and fake.errors == []
+    assert fake.settings[1]["agent"]["context"]["messages"] == [
+        {"type": "History", "role": "user", "content": "Where is my order?"}
+    ]
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")

@@ -9,9 +9,11 @@ generated is cancelled (``response.cancel`` + ``conversation.item.truncate``, ``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,10 +22,13 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.azure_voice_live import FakeAzureVoiceLive
+from ..fakes.gemini_live import PATH as GEMINI_PATH
+from ..fakes.gemini_live import FakeGeminiLive
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..fakes.xai_realtime import FakeXaiRealtime
 from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import sim_call
+from ..support.loops import LoopLag
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
@@ -33,7 +38,9 @@ TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJicmlkZ2UifQ.c2lnbmF0dXJl"  # an Entra t
 PROVIDERS = ("xai", "azure-voice-live")
 
 
-def fake_for(provider: str) -> FakeOpenAIRealtime:
+def fake_for(provider: str) -> Any:
+    if provider == "gemini-live":
+        return FakeGeminiLive(api_key=KEY)
     if provider == "xai":
         return FakeXaiRealtime(api_key=KEY)
     if provider == "azure-voice-live":
@@ -42,6 +49,8 @@ def fake_for(provider: str) -> FakeOpenAIRealtime:
 
 
 def url_for(provider: str, port: int) -> str:
+    if provider == "gemini-live":
+        return f"ws://127.0.0.1:{port}{GEMINI_PATH}"
     if provider == "xai":
         return f"ws://127.0.0.1:{port}/v1/realtime?model=grok-voice-think-fast-2.0"
     if provider == "azure-voice-live":
@@ -370,4 +379,322 @@ async def test_a_barge_in_the_bridge_hears_cancels_the_response(
     ]
     assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
     assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_a_tools_output_waits_for_its_response_to_end_before_response_create(
+    make_client, aiohttp_server, provider
+) -> None:
+    """A function call comes inside a response, before its ``response.done``; the bridge's own
+    tool is answered within milliseconds, while that response is still in progress. The output
+    goes in at once, the ``response.create`` only once the response is done: one response at a
+    time (before, it was sent at once and refused, ``conversation_already_has_active_response``,
+    which the bridge took for a benign race: the model never went on)."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url, bridgeTools=["dtmf"])
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("send_dtmf", {"digits": "1"}, "call_1", done=False)
+        await next_event(sub, "call.dtmf.sent")
+    await until(
+        lambda: any(e["type"] == "conversation.item.create" for e in fake.events), timeout=3
+    )
+    await asyncio.sleep(0.2)
+    assert not any(e["type"] == "response.create" for e in fake.events)
+    await fake.end_response()
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    kinds = [e["type"] for e in fake.events if e["type"] != "input_audio_buffer.append"]
+    assert kinds[-2:] == ["conversation.item.create", "response.create"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+@pytest.mark.parametrize("how", ("quota", "revoked key"))
+async def test_an_account_refused_fails_the_agent_at_once_the_call_stays(
+    make_client, aiohttp_server, provider, how, caplog
+) -> None:
+    """An account-level error (no quota left) or a key the provider now refuses (401 at the
+    reconnect's handshake) would be met again by every new session: ``agent.failed``
+    ``model_error`` with its code, at once, and no reconnect loop (before, the quota error
+    was logged and the session reopened; the 401 used up every retry, ``reconnect_failed``).
+    A refused handshake at the start says why in the API's answer (its status)."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    resp = await client.post(
+        f"/call/{cid}/agents", json={"provider": provider, "url": url, "apiKey": "wrong"}
+    )
+    assert resp.status == 400
+    assert "http_401" in (await resp.json())["error"]["message"]
+    await start(client, cid, provider, url)
+    opened, asked = fake.connections, len(fake.headers)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        if how == "quota":
+            error = {
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+                "message": "You exceeded your current quota.",
+                "param": None,
+                "event_id": None,
+            }
+            await fake._send(fake.ws, {"type": "error", "error": error})
+        else:
+            fake.api_key = "rotated-key"
+            await fake.drop()
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    code = "insufficient_quota" if how == "quota" else "http_401"
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == code
+    await asyncio.sleep(0.3)
+    assert fake.connections == opened  # no new session
+    assert len(fake.headers) == asked + (how != "quota")  # one refused handshake at most
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
+    assert KEY not in caplog.text
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+async def test_a_tools_answer_goes_only_to_the_session_that_asked(
+    make_client, aiohttp_server, provider
+) -> None:
+    """The model asks for a tool, then its socket drops and a new session opens: that session
+    never made the call, so the app's late answer is not sent to it (``404``: nothing waits
+    for it); before, it went to the new session, which refuses an output for a call it never
+    made. A call of the new session is answered as ever."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, provider, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_old")
+        await next_event(sub, "agent.tool_call")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected", timeout=5)
+        resp = await client.post(path, json={"toolCallID": "call_old", "output": "late"})
+        assert resp.status == 404
+        await fake.tool_call("lookup_order", {"order": "B7"}, "call_new")
+        await next_event(sub, "agent.tool_call")
+    resp = await client.post(path, json={"toolCallID": "call_new", "output": "shipped"})
+    assert resp.status == 200
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    outputs = [e["item"]["call_id"] for e in fake.events if e["type"] == "conversation.item.create"]
+    assert "call_old" not in outputs and outputs[-1] == "call_new"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS, "gemini-live"))
+async def test_a_replys_transcript_is_told_once_put_together_from_its_deltas(
+    make_client, aiohttp_server, provider
+) -> None:
+    """A reply's transcript comes in deltas (Azure Voice Live has no ``.done`` for it; Gemini
+    streams ``outputTranscription`` fragments): one ``agent.transcript`` a turn, with the whole
+    text. Before, Azure's reply had none and Gemini's one per fragment."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url)
+    rate = 24_000 if provider == "gemini-live" else fake.RATE
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, rate // 2, rate, 0.25), transcript="your order has shipped")
+        first = await next_event(sub, "agent.transcript")
+        later = []
+        with contextlib.suppress(TimeoutError):  # every event until 0.3 s pass without one
+            while (event := await sub.get(0.3)) is not None:
+                later += [event] if event.type == "agent.transcript" else []
+    assert (first.data["role"], first.data["text"]) == ("agent", "your order has shipped")
+    assert later == []
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
+    make_client, aiohttp_server
+) -> None:
+    """An audio session without context-window compression is capped (about 15 minutes; 0.5 s
+    here): the bridge sets up a sliding window, so the session outlives that cap (before, it
+    was ended there and reopened: every long call cut). A session that sets its own is kept."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.audio_limit_s = 0.5
+    started = await start(client, cid, "gemini-live", url)
+    assert fake.setups[0]["contextWindowCompression"] == {"slidingWindow": {}}
+    await asyncio.sleep(0.8)
+    assert fake.connections == 1 and fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    own = {"slidingWindow": {"targetTokens": 8000}, "triggerTokens": 16000}
+    await start(client, cid, "gemini-live", url, session={"contextWindowCompression": own})
+    assert fake.setups[1]["contextWindowCompression"] == own
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_a_refused_resumption_opens_a_new_session(make_client, aiohttp_server) -> None:
+    """Gemini refuses a resumption handle that expired: the bridge starts a new session at
+    once (``agent.reconnected`` ``resumed: false``, told what was said as its history) and the
+    call goes on. Before, every attempt presented the same handle and was refused:
+    ``agent.failed`` (and a new Gemini session was never told what was said)."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence", agent_retries=2
+    )
+    await start(client, cid, "gemini-live", url)
+    await until(lambda: fake.handles == {"h1"})
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 2400, 24_000, 0.25), transcript="hello there")
+        await next_event(sub, "agent.transcript")
+    fake.expire_handles()
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        back = await next_event(sub, "agent.reconnected", timeout=5)
+    assert back.data["resumed"] is False
+    assert fake.refused == ["h1"] and fake.resumed == []
+    assert "handle" not in fake.setups[-1]["sessionResumption"]
+    told = lambda: [m["clientContent"] for m in fake.messages if "clientContent" in m]  # noqa: E731
+    await until(lambda: told() != [], timeout=3)
+    assert told() == [
+        {"turns": [{"role": "model", "parts": [{"text": "hello there"}]}], "turnComplete": False}
+    ]
+    n = len(fake.chunks)
+    await until(lambda: len(fake.chunks) - n >= 10, timeout=3)  # the caller heard again
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
+async def test_a_session_is_renewed_before_the_providers_hour(
+    make_client, aiohttp_server, monkeypatch, provider
+) -> None:
+    """OpenAI Realtime and xAI end a session after an hour (1.6 s here, and the bridge renews
+    it 3599.5 s before its hour: after 1 s): a new session opens first, with the instructions
+    and tools and what was said, so the session is never cut at its cap (before, it was: the
+    caller cut off mid-sentence, then reopened)."""
+    from bridge.agents import connection
+
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.SESSION_LIMIT_S = 1.6
+    tool = {"type": "function", "name": "lookup_order", "description": "", "parameters": {}}
+    session = {"instructions": "Be brief.", "tools": [tool]}
+    await start(client, cid, provider, url, session=session, bridgeTools=["hangup"])
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 1600, fake.RATE, 0.25), transcript="your order shipped")
+        await next_event(sub, "agent.transcript")
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and fake.expired == 0
+    first, second = fake.sessions
+    assert second == first and second["instructions"] == "Be brief."
+    assert [t["name"] for t in second["tools"]] == ["lookup_order", "hang_up"]
+
+    def told() -> list[str]:
+        return [
+            e["item"]["content"][0]["text"]
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "system"
+        ]
+
+    await until(lambda: told() != [], timeout=3)
+    assert "You: your order shipped" in told()[0]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_a_key_pressed_while_the_model_speaks_is_answered_after_its_reply(
+    make_client, aiohttp_server, provider
+) -> None:
+    """The caller presses a key while a reply is being generated: the key goes in as a user
+    message at once, its ``response.create`` once the reply is done (one response at a time:
+    sent at once it was refused, and the key never answered)."""
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    await start(client, cid, provider, url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, fake.RATE, fake.RATE, 0.25), done=False)
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 5, timeout=5)
+    press_on_whatsapp(client, "7")  # (the reply plays: the bridge knows it is in progress)
+
+    def said() -> list[dict]:
+        return [
+            e
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "user"
+        ]
+
+    await until(lambda: said() != [], timeout=3)
+    assert "7" in said()[0]["item"]["content"][0]["text"]
+    await asyncio.sleep(0.2)
+    assert not any(e["type"] == "response.create" for e in fake.events)
+    await fake.end_response()
+    await until(lambda: any(e["type"] == "response.create" for e in fake.events), timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_openai_a_close_with_its_own_final_code_fails_the_agent(
+    make_client, aiohttp_server
+) -> None:
+    """OpenAI closes with 4000 what it will never serve (the beta shape's
+    ``beta_api_shape_disabled``, its SDK's final codes): ``agent.failed`` ``model_error``
+    (``close_4000``) at once, nothing reopened; before, the session was reopened, refused
+    again, until the retries were spent."""
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    await start(client, cid, "openai-realtime", url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        error = {
+            "type": "invalid_request_error",
+            "code": "beta_api_shape_disabled",
+            "message": "The Realtime Beta API is no longer supported.",
+            "param": None,
+        }
+        await fake._send(fake.ws, {"type": "error", "error": error})
+        await fake.ws.close(code=4000)
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == "close_4000"
+    await asyncio.sleep(0.3)
+    assert fake.connections == 1
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_renewal_waits_for_the_reply_being_played_to_end(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """A renewal falls due (after 1 s here) while the model's reply plays (2 s of it): it is
+    made once the caller has heard the reply, not in its middle (before, the session was closed
+    at once, cutting a reply still being generated)."""
+    from bridge.agents import connection
+
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
+    )
+    fake.SESSION_LIMIT_S = 30.0
+    sc = sim_call(client, cid)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, "openai-realtime", url)
+        n0 = sc.frames_heard
+        async with LoopLag() as lag:  # the fake and the bridge share this process's loop
+            await fake.say(tone(440, 2 * fake.RATE, fake.RATE, 0.25), done=False)
+            await next_event(sub, "agent.reconnected", timeout=8)
+        heard = len(loud(list(sc.heard)[-(sc.frames_heard - n0) :]))
+    # Of the reply's 100 frames (a stall of this process costs the frames it lasted: a cut
+    # reply would lose half of them).
+    assert heard >= 95 - lag.frames, (heard, lag.stalled)
+    assert fake.connections == 2 and fake.expired == 0 and fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})

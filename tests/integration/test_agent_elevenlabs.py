@@ -248,3 +248,42 @@ async def test_elevenlabs_formats_from_the_agents_metadata_public_agent_and_refu
     )
     assert resp.status == 403 and "api.elevenlabs.io" in (await resp.json())["error"]["message"]
     assert KEY not in caplog.text and fake.errors == []
+
+
+async def test_elevenlabs_a_ping_while_the_conversation_starts_is_answered(
+    make_client, aiohttp_server
+) -> None:
+    """A ``ping`` that comes before ``conversation_initiation_metadata`` (the session still
+    opening) is answered with its ``pong`` at once, on the first conversation and on a
+    reopened one: before, it was queued for the session, and a reopened session's queue is
+    new, so that ``pong`` never went and ElevenLabs dropped the socket."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    fake.ping_on_start = True
+    fake.PONG_S = 1.0
+    await start(client, cid, url)
+    await until(lambda: 1001 in fake.pongs, timeout=3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        await next_event(sub, "agent.reconnected", timeout=5)
+    await until(lambda: 1002 in fake.pongs, timeout=3)
+    await asyncio.sleep(fake.PONG_S + 0.2)  # no ping left unanswered, no drop
+    assert fake.connections == 2 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_elevenlabs_a_billing_stop_fails_the_agent(make_client, aiohttp_server) -> None:
+    """ElevenLabs stops a conversation it will not bill with close code 1002: ``agent.failed``
+    ``model_error`` (``close_1002``), no new conversation asked for (before, it was reopened
+    until the retries were spent)."""
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=4
+    )
+    await start(client, cid, url)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert fake.ws is not None
+        await fake.ws.close(code=1002, message=b"payment required")
+        failed = await next_event(sub, "agent.failed", timeout=5)
+    assert failed.data["reason"] == "model_error" and failed.data["code"] == "close_1002"
+    await asyncio.sleep(0.3)
+    assert fake.connections == 1 and len(fake.signed_asked) == 1
+    await client.post("/call/hangup", json={"callID": cid})

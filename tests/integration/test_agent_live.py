@@ -282,3 +282,27 @@ async def test_live_dropped_socket_is_a_new_session_then_the_callers_audio(
     assert snap["agents"][0]["state"] == "connected" and snap["agents"][0]["reconnects"] == 1
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
     assert fake.errors == []  # no audio (nor anything else) before session.started
+
+
+async def test_live_never_sends_a_null_the_strict_schema_refuses(
+    make_client, aiohttp_server
+) -> None:
+    """GPT-Live's session schema wants an unset field omitted, not ``null`` (which it refuses,
+    and the session with it). A ``session`` whose fields are ``null`` (an app's "unset") starts
+    with those fields left out; before, they went as ``null`` and the agent was ``400
+    agent_connect_failed``."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    responses = {"model": "gpt-5.5", "instructions": None, "tools": [LOOKUP], "text": None}
+    session = {
+        "instructions": None,
+        "audio": {"output": {"voice": None}},
+        "delegation": {"type": "responses", "responses": responses},
+        "input": None,
+    }
+    started = await start(client, cid, url, session=session, bridgeTools=["hangup"])
+    (sent,) = fake.starts
+    assert "instructions" not in sent and "input" not in sent
+    assert sent["audio"] == {"format": {"type": "audio/pcm", "rate": 16000}, "output": {}}
+    assert set(sent["delegation"]["responses"]) == {"model", "tools"}
+    assert fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")

@@ -216,3 +216,40 @@ async def test_ultravox_refusals(make_client, aiohttp_server, caplog) -> None:
     resp = await client.post(f"/call/{cid}/agents", json={"provider": "ultravox", "apiKey": KEY})
     assert resp.status == 403 and "api.ultravox.ai" in (await resp.json())["error"]["message"]
     assert KEY not in caplog.text
+
+
+async def test_ultravox_a_failed_tool_in_its_error_form_and_the_call_ended_with_hang_up(
+    make_client, aiohttp_server
+) -> None:
+    """A tool's answer that says it failed goes in Ultravox's error form (``errorType``
+    ``implementation-error`` with the ``errorMessage``; before, as a ``result`` the agent took
+    for a success). A session the bridge ends gets ``hang_up``, which ends the Ultravox call
+    (before, the socket was only closed: the call ran on until its ``maxDuration``), both
+    when the agent is stopped and when the WhatsApp call ends through the bridge's ``hangup``
+    tool."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url, bridgeTools=["hangup"])
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "Z9"}, "inv_1")
+        await next_event(sub, "agent.tool_call")
+    resp = await client.post(path, json={"toolCallID": "inv_1", "output": {"error": "no order Z9"}})
+    assert resp.status == 200
+    await until(lambda: any(e["type"] == "client_tool_result" for e in fake.events))
+    (result,) = [e for e in fake.events if e["type"] == "client_tool_result"]
+    assert result == {
+        "type": "client_tool_result",
+        "invocationId": "inv_1",
+        "errorType": "implementation-error",
+        "errorMessage": "no order Z9",
+        "responseType": "tool-response",
+    }
+    resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    assert resp.status == 200
+    assert fake.hung_up == ["call-1"]
+    started = await start(client, cid, url, bridgeTools=["hangup"])
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("hang_up", {}, "inv_2")
+        await next_event(sub, "call.ended")
+    await until(lambda: fake.hung_up == ["call-1", "call-2"], timeout=3)
+    assert fake.errors == []

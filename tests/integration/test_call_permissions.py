@@ -257,6 +257,35 @@ async def test_no_callback_grant_while_callback_permission_is_off(cclient, meta)
     assert resp.status == 403 and (await resp.json())["error"]["code"] == "no_call_permission"
 
 
+async def test_a_message_delivered_late_opens_no_window_it_did_not(cclient, meta):
+    """Meta delivers a webhook again, or late (its retries): the user's message carries when
+    it was written (``timestamp``), and its service window runs 24 h from then, not from the
+    delivery. A message written 25 h ago and delivered now leaves the window closed: the
+    request goes as the template given (the bridge sent the interactive one, which Meta
+    refused with 131047, and the API answered 409 "give template" with a template given),
+    and a call button is refused before Meta."""
+    meta.perms.strict = True
+    client = await cclient()
+    meta.perms.offset = -25 * 3600  # the user wrote a day and an hour ago…
+    late = meta.perms.user_writes(USER)
+    meta.perms.offset = 0.0
+    await deliver(client, meta, late)  # …and Meta delivers it now
+    tmpl = {"name": "call_me", "language": "en_US"}
+    resp = await client.post("/call/permissions", json={"phone": USER, "template": tmpl})
+    assert resp.status == 202, await resp.text()
+    assert meta.perms.sent[-1]["type"] == "template"
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call"})
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and "not sent to Meta" in error["message"], error
+    # The same message delivered again changes nothing; a new one opens the window.
+    await deliver(client, meta, late)
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call"})
+    assert resp.status == 409
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Call"})
+    assert resp.status == 202, await resp.text()
+
+
 async def test_bad_requests_and_hostile_replies(cclient, meta):
     client = await cclient()
     for body in [

@@ -221,7 +221,14 @@ async def test_a_call_to_a_business_scoped_user_id(cclient, meta):
     assert resp.status == 201, body
     connect = next(a for a in meta.actions if a.get("action") == "connect")
     assert connect["recipient"] == "US.13491208655302741918" and "to" not in connect
-    assert body["peer"].startswith("US.13491208655302741918")
+    assert body["peer"] == "US.13491208655302741918@s.whatsapp.net"
+    # The call's peer given back calls the same user (a phone's peer is taken the same way).
+    assert (await client.post("/call/hangup", json={"callID": body["callID"]})).status == 200
+    again = await client.post("/call/make", json={"recipient": body["peer"]})
+    assert again.status == 201, await again.text()
+    connect = [a for a in meta.actions if a.get("action") == "connect"][-1]
+    assert connect["recipient"] == "US.13491208655302741918" and "to" not in connect
+    await client.post("/call/hangup", json={"callID": (await again.json())["callID"]})
     for bad in (
         {"recipient": "13491208655302741918"},
         {"recipient": "US.1349", "phone": USER},

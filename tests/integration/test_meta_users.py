@@ -108,7 +108,12 @@ async def test_a_user_id_change_moves_the_window_and_the_permission(cclient, met
     meta.account.calling["callback_permission_status"] = "ENABLED"
     await user_calls_and_is_declined(client, meta, BSUID)  # Meta's grant follows by itself
     await until(lambda: meta.grants_sent, 3, "Meta's callback grant")
+    assert (await (await client.get(f"/call/permissions/{BSUID}")).json())["phone"] == BSUID
     await deliver(client, meta, meta.perms.user_id_changes(BSUID, NEW_BSUID))
+    # The permission read a moment ago moved with the user, and names them as they are now
+    # (it named the old BSUID until the cache ran out).
+    perm = await (await client.get(f"/call/permissions/{NEW_BSUID}")).json()
+    assert (perm["phone"], perm["status"]) == (NEW_BSUID, "temporary"), perm
     # The window moved with the user: the request to the new id needs no template.
     tmpl = {"name": "call_me", "language": "en_US"}
     resp = await client.post("/call/permissions", json={"recipient": NEW_BSUID, "template": tmpl})

@@ -56,6 +56,30 @@ async def test_metas_voicemail_of_a_rejected_call_is_stored_and_announced(mclien
     events.close()
 
 
+async def test_the_voicemail_of_a_call_turned_away_busy_is_kept(mclient, meta, tmp_path):
+    """A call the bridge rejects at once, busy (no room: ``max_calls``), is a call the business
+    rejected to Meta (trigger ``REJECT``): its voicemail is that call's, as any other's. The
+    bridge knew its calls by ``call.created`` alone, which a call turned away never has: the
+    voicemail was dropped as an unknown call's."""
+    client = await mclient(max_calls=1)
+    events = await client.get("/call/events")
+    await meta.user_calls(client, "15550004444")  # rings: the bridge is full
+    busy = await meta.user_calls(client, "15550006666")
+    await until(lambda: any(a.get("action") == "reject" for a in meta.actions), 5, "reject")
+    ended = (await next_event(events, "call.ended"))["call"]
+    assert ended["endReason"] == "busy" and ended["peer"].startswith("15550006666")
+    ogg = make("opus", 660.0, 1.0)
+    item = meta.media.voicemail_event(busy.wacid, "15550006666", ogg)
+    body = meta.envelope(item, field="messages")
+    assert (await meta.post(client, body)).status == 200
+    voicemail = await next_event(events, "call.voicemail")
+    assert voicemail["callID"] == ended["callID"]
+    rec = client.app[RECORDINGS].index[voicemail["recordingID"]]
+    freq, seconds = wav_tone(tmp_path / "data" / rec.relative)
+    assert freq == pytest.approx(660.0, abs=5) and seconds == pytest.approx(1.0, abs=0.1)
+    events.close()
+
+
 async def test_a_forbidden_number_keeps_no_voicemail_and_the_setting_is_checked(
     mclient, meta, tmp_path, caplog
 ):

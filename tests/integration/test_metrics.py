@@ -47,7 +47,9 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     mid = await scrape(client)
     mid_at = time.monotonic()
     await asyncio.sleep(1.5)
+    skipped_before = worker_clock().skipped
     later = await scrape(client)
+    skipped_after = worker_clock().skipped
     between = time.monotonic() - mid_at  # 1.5 s, longer on a loaded runner
 
     assert value(mid, "bridge_calls_active", direction="outbound") == 1
@@ -72,16 +74,19 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     assert rtp > 50
     assert value(later, "bridge_rtp_packets_lost_total", direction="uplink") == 0
     # On this clean loopback link the E-model says above 4 for the call's samples; a stall of
-    # the loaded host can put one sample's jitter high (seen: the latest at 3.70 in a full run
-    # at load 5), so the bound is on three in four of them, and the gauge is a live session's.
+    # the loaded host can put a sample's jitter high (seen: the latest at 3.70 in a full run at
+    # load 5; two of six under 4 at load 7.6), so the bound is on most of them (a model that
+    # read the clean link wrong would put them all under), and the gauge is a live session's.
     samples = value(later, "bridge_mos_estimate_count")
     above_4 = samples - value(later, "bridge_mos_estimate_bucket", le="4.0")
-    assert samples >= 4 and above_4 >= 0.75 * samples, (above_4, samples)
+    assert samples >= 4 and above_4 > samples / 2, (above_4, samples)
     assert 1.0 <= value(later, "bridge_mos_estimate_min") < 5.0
     assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
-    # The ticks this worker's media clock passed over in a stall: the clock's own count.
+    # The ticks this worker's media clock passed over in a stall: the clock's own count as it
+    # was at the scrape (a stall after it adds to the clock's: 21 scraped, 33 read later, once).
     skipped = value(later, "bridge_media_clock_skipped_ticks_total")
-    assert skipped == worker_clock().skipped >= value(mid, "bridge_media_clock_skipped_ticks_total")
+    assert skipped_before <= skipped <= skipped_after, (skipped_before, skipped, skipped_after)
+    assert skipped >= value(mid, "bridge_media_clock_skipped_ticks_total")
     # A steady engine: the downlink stretches at most to fill its cushion once at the start.
     assert ("bridge_downlink_stretched_seconds_total", (("kind", "inserted"),)) in later
     stretched = value(later, "bridge_downlink_stretched_seconds_total", kind="inserted")

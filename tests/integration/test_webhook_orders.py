@@ -7,6 +7,7 @@ Hypothesis draws (property-based, derandomized so CI runs the same ones)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from collections import defaultdict
 from typing import Any
@@ -156,6 +157,30 @@ async def test_inbound_terminate_before_or_after_connect_and_repeated(cclient, m
     assert len(ended) == len(created) == 4, [(e.type, e.call["callID"]) for e in events]
     assert {e.call["endReason"] for e in ended} == {"remote_canceled"}
     assert (await (await client.get("/call/status")).json())["calls"] == []
+
+
+async def test_a_call_ended_while_the_bridge_answers_it_is_no_failure(cclient, meta, caplog):
+    """The user hangs up at once: Meta's terminate comes with the connect (one body, or the
+    next), while the bridge still builds its answer. The call is over, not failed: nothing
+    more is sent to Meta for it and nothing is logged as a failure (the bridge said "cannot
+    pre-accept: RTCPeerConnection is closed", then sent a ``reject`` that Meta refused with
+    138001, two WARNINGs for a caller who hung up)."""
+    client = await cclient()
+    engine, manager = client.app[ENGINE], client.app[MANAGER]
+    caplog.set_level(logging.WARNING)
+    mcall, connect = await meta.user_offer("15550009876")
+    body = meta.envelope(connect, meta.terminate_event(mcall, "COMPLETED"))
+    assert (await meta.post(client, body)).status == 200
+    await until(engine.graph_side.inbox.queue.empty, 3, "taken")
+
+    def answering() -> bool:
+        return any("pre-accept" in t.get_name() for t in engine._tasks._tasks)
+
+    await until(lambda: not engine.calls and not answering(), 5, "the answer given up")
+    assert [a for a in meta.actions if a.get("call_id") == mcall.wacid] == []
+    assert manager.registry.by_engine_id(mcall.wacid) is None  # it never rang
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("bridge.engines")]
+    assert said == [], said
 
 
 @st.composite

@@ -63,3 +63,33 @@ async def test_without_graph_settings_a_sip_number_has_no_permissions(make_clien
     assert resp.status == 404 and "BRIDGE_ENGINE_TOKEN" in body["error"]["message"]
     resp = await client.post("/engine/webhook", data=b"{}")
     assert resp.status == 401
+
+
+async def test_a_sip_number_sends_the_call_button_inside_the_window(make_client, meta, tmp_path):
+    """Meta's call button is a Graph message, so a number on the SIP road sends it as a Graph
+    number does (its user's call then carries the payload in ``x-wa-meta-cta-payload``): sent
+    inside the user's window, refused before Meta once the bridge saw it close. It was 404
+    ``call_button_not_supported`` ("only a Cloud API number can") on every SIP number."""
+    client = await make_client(**{**meta.bridge_settings(), **sip_settings(tmp_path)})
+    await deliver(client, meta, meta.perms.user_writes(USER))  # the window opens
+    button = {"to": USER, "text": "Call us", "payload": "order-42"}
+    resp = await client.post("/numbers/default/call-button", json=button)
+    body = await resp.json()
+    assert resp.status == 202 and body["messageID"].startswith("wamid."), body
+    [sent] = [a for a in meta.actions if a.get("edge") == "messages"]
+    assert sent["to"] == USER and sent["interactive"]["type"] == "voice_call"
+    assert sent["interactive"]["action"]["parameters"] == {"payload": "order-42"}
+    meta.perms.offset = 25 * 3600  # a day and an hour on, for Meta and for the bridge
+    client.app[ENGINE].graph_side.permissions.clock = meta.perms.now
+    resp = await client.post("/numbers/default/call-button", json=button)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "outside_service_window", error
+    assert "not sent to Meta" in error["message"]
+    assert len([a for a in meta.actions if a.get("edge") == "messages"]) == 1
+
+
+async def test_without_graph_settings_a_sip_number_sends_no_call_button(make_client, tmp_path):
+    client = await make_client(**sip_settings(tmp_path))
+    resp = await client.post("/numbers/default/call-button", json={"to": USER, "text": "Hi"})
+    error = (await resp.json())["error"]
+    assert resp.status == 404 and "BRIDGE_ENGINE_TOKEN" in error["message"], error

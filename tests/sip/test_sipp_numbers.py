@@ -16,11 +16,12 @@ import ssl
 import time
 from typing import Any
 
-from bridge.api.keys import MANAGER, SWITCHBOARD
+from bridge.api.keys import MANAGER, RECORDINGS, SWITCHBOARD
 from bridge.numbers.model import DEFAULT_NUMBER
 
 from ..fakes.cloudapi import MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import hears_tone
+from ..support.audio_files import make
 from ..support.calls import events_until_ended, wait_state
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
@@ -244,7 +245,8 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
     """Meta's ``sip.webhook_delivery``: the number's ``calls`` webhooks come beside SIP. A
     connect (no SDP on SIP) is known, not malformed; a terminate for a call still ringing
     after the grace for Meta's own CANCEL/BYE ends it here: ``487`` to Meta's INVITE, the call
-    ``ended`` with Meta's duration."""
+    ``ended`` with Meta's reason (its error code, as on Graph: the SIP road ended it
+    ``remote_canceled``, Meta's status and errors dropped) and duration."""
     rig, _ = await shared_rig(sip_rig, meta, tmp_path)
     resp = await rig.client.patch(
         "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN
@@ -261,11 +263,15 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         connect = {"calls": [{**item, "event": "connect", "timestamp": now}]}
         ended = {"calls": [{**item, "event": "terminate", "timestamp": now, "status": "FAILED"}]}
         ended["calls"][0]["duration"] = 3
+        ended["calls"][0]["errors"] = [{"code": 138020, "message": "Relay connection failed"}]
         for body in (connect, ended):
             resp = await meta.post(rig.client, meta.envelope(body))
             assert resp.status == 200, await resp.text()
         snapshot = await wait_state(rig.client, found["callID"], "ended", timeout=6, headers=ADMIN)
-        assert "terminate webhook" in str(snapshot), snapshot
+        assert snapshot["endReason"] == "relay_failed", snapshot
+        assert snapshot["endDetail"].startswith("138020: Relay connection failed"), snapshot
+        said = rig.ended(found["callID"]).data
+        assert (said["engineStatus"], said["engineDurationS"]) == ("FAILED", 3), said
         assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
         assert "SIP/2.0 487 Request Terminated" in sipp.sent_and_received(), sipp.report()
         assert rig.engine.stats.bad_messages == bad and not rig.engine.calls
@@ -291,14 +297,20 @@ async def test_connect_webhooks_before_and_after_the_invite_ring_the_call_once(
     sip_rig, meta, tmp_path
 ):
     """Meta's ``connect`` webhook for a SIP number's call, before its INVITE and again after
-    it: the INVITE is the call, which rings once (keyed by its wacid); the webhooks add nothing."""
+    it: the INVITE is the call, which rings once (keyed by its wacid); the webhooks add nothing.
+    Meta's ``call_created`` (the start event its SIP webhooks send) is known too, not counted
+    as malformed (it was: ``bridge_engine_bad_messages_total`` rose with every SIP call)."""
     rig, _ = await shared_rig(sip_rig, meta, tmp_path)
     await _webhooks_on(rig)
     manager = rig.client.app[MANAGER]
+    bad = rig.engine.stats.bad_messages
     async with manager.events.subscribe() as sub:
-        resp = await meta.post(rig.client, meta.envelope(_meta_calls_webhook("connect")))
-        assert resp.status == 200
+        for event in ("call_created", "connect"):
+            resp = await meta.post(rig.client, meta.envelope(_meta_calls_webhook(event)))
+            assert resp.status == 200
         await until(rig.engine.graph_side.inbox.queue.empty, 2, "the webhook taken")
+        await asyncio.sleep(0.1)  # the last body taken from the queue is worked through
+        assert rig.engine.stats.bad_messages == bad
         assert not rig.engine.calls and not manager.registry.live()
         sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
         try:
@@ -348,6 +360,31 @@ async def test_a_terminate_webhook_before_the_invite_refuses_it(sip_rig, meta, t
         await peer.close()
     refused = [r for r in caplog.records if "came before its INVITE" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.WARNING
+
+
+async def test_metas_voicemail_of_a_sip_call_is_kept(sip_rig, meta, tmp_path):
+    """Meta's voicemail of a call the business turned down (``486`` on the SIP road, trigger
+    ``REJECT``) comes as a Graph ``messages`` webhook whose id is the call's wacid, on a SIP
+    number as on a Graph one: it is the call's ``voicemail`` recording and ``call.voicemail``.
+    The SIP road fetched no artifact: the voicemail was dropped without a word."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    sipp, peer = await call(rig, rig.hops, NUMBER, PASSWORD, "localhost")
+    try:
+        found = await ringing(rig.client)
+        hangup = {"callID": found["callID"]}
+        resp = await rig.client.post("/call/hangup", json=hangup, headers=ADMIN)
+        assert resp.status == 200
+        await wait_state(rig.client, found["callID"], "ended", timeout=5, headers=ADMIN)
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+        assert "SIP/2.0 486" in sipp.sent_and_received(), sipp.report()
+    finally:
+        await peer.close()
+    item = meta.media.voicemail_event(f"wacid.{NUMBER}", "15550001111", make("opus", 660.0, 1.0))
+    assert (await meta.post(rig.client, meta.envelope(item, field="messages"))).status == 200
+    said = await until(lambda: next((e for e in rig.events if e.type == "call.voicemail"), None), 5)
+    assert said.call["callID"] == found["callID"] and said.data["mediaID"]
+    rec = rig.client.app[RECORDINGS].index[said.data["recordingID"]]
+    assert rec.kind == "voicemail" and rec.call_id == found["callID"]
 
 
 async def test_a_sip_number_without_the_graph_api_has_no_settings_and_is_still_checked(

@@ -34,6 +34,8 @@ def keys(rig, sdp: str, wacid: str = "wacid.HBgLMTU1NTAwMDExMTEVAgARGBQz") -> di
         "sdp": sdp.replace("\r\n", "\n").strip(),
         "username": NUMBER,
         "password": PASSWORD,
+        "caller": "+15550001111",
+        "user_id": "BR.5b1e2c9d",
     }
 
 
@@ -116,6 +118,37 @@ async def test_uic_audio_both_ways_metadata_and_meta_bye(sip_rig, challenge):
     finally:
         if rtc is not None:
             await rtc.close()
+        await meta.close()
+
+
+BSUID = "US.13491208655302741918"
+
+
+@pytest.mark.parametrize(
+    ("caller", "user_id"), [("anonymous", BSUID), (BSUID, BSUID), (f"+{BSUID}", "")]
+)
+async def test_a_user_who_shows_no_phone_calls_as_their_bsuid(sip_rig, caller, user_id):
+    """A user with a username may show the business no phone number: Meta's INVITE then
+    names no number in its From, and the user is their BSUID (``x-wa-meta-user-id``, else the
+    From's user when it is one), as on Graph calls. The From's user was stripped to its
+    digits: a BSUID's became a phone number that is not the user's (a call back would ring a
+    stranger), an anonymous one no peer."""
+    rig = await sip_rig(sip_password="")
+    sipp = rig.sipp("uic.xml")
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    meta = MetaPeer(660.0)
+    try:
+        ids = {"caller": caller, "user_id": user_id}
+        await sipp.start(remote=rig.hops.to_bridge, keys={**keys(rig, await meta.offer()), **ids})
+        call = await ringing_call(rig.client)
+        assert call["peer"] == f"{BSUID}@s.whatsapp.net", call
+        assert call["metadata"]["whatsapp"].get("userId") == (user_id or None)
+        resp = await rig.client.post("/call/hangup", json={"callID": call["callID"]})
+        assert resp.status == 200
+        ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+        assert ended["peer"] == f"{BSUID}@s.whatsapp.net"
+        assert await sipp.finish() != 0  # uic.xml waits for a 200 that never comes
+    finally:
         await meta.close()
 
 

@@ -157,3 +157,42 @@ def test_gemini_setup_audio_and_server_messages() -> None:
     ]
     call = {"toolCall": {"functionCalls": [{"id": "c1", "name": "f", "args": {"a": 1}}]}}
     assert dialect.parse(call) == [ToolCall("c1", "f", {"a": 1})]
+
+
+async def test_a_continuous_uplink_whose_tick_raised_fills_on_and_one_that_always_raises_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full-duplex model's silence filler on the real worker clock: a tick that raises (the
+    send failed: a bug) is dropped by the clock, and the filler is back on it from the next
+    tick, the caller's gap still filled. Before, it was off the clock for good and the model
+    heard nothing in every gap. One that raises every tick is given up after three in a row,
+    said once."""
+    from bridge.agents.uplink import ContinuousUplink
+    from bridge.media.clock import worker_clock
+    from tests.support.waits import until
+
+    sent: list[bytes] = []
+    raising = 0
+
+    def send(pcm: bytes) -> None:
+        nonlocal raising
+        if raising:
+            raising -= 1
+            raise RuntimeError("a bug")
+        sent.append(pcm)
+
+    uplink = ContinuousUplink(send, 24_000, "call c: agent a")
+    raising = 1
+    uplink.start()  # the caller says nothing: silence stands in, from the fourth tick
+    await until(lambda: len(sent) >= 10)
+    assert all(frame == bytes(960) for frame in sent)
+    raising = 10**6
+    await until(lambda: uplink._unregister is None)
+    clock = worker_clock()
+    for _ in range(5):
+        await clock.next_tick()
+    assert raising == 10**6 - 3 and uplink._unregister is None  # given up after three
+    said = [r for r in caplog.records if "continuous uplink failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert said[0].getMessage().startswith("call c: agent a:")
+    uplink.stop()

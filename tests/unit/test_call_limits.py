@@ -42,7 +42,9 @@ async def test_a_call_whose_ending_raises_leaves_the_others_their_limits(caplog)
         ended[runtime.call.id] += 1  # (the real ending runs once; this one counts passes)
 
     watching = asyncio.ensure_future(
-        watch_forever(CallSettings(), lambda: runtimes, end_call, interval=0.01)
+        watch_forever(
+            CallSettings(), lambda: runtimes, end_call, lambda: asyncio.sleep(0), interval=0.01
+        )
     )
     try:
         await until(lambda: ended["fine"] >= 3, what="three passes ending the fine call")

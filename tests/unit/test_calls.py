@@ -16,6 +16,7 @@ from bridge.calls import (
     InMemoryCallRegistry,
     normalize_phone,
 )
+from bridge.calls.model import normalize_user
 from bridge.errors import BadRequest, CallStateError
 
 
@@ -94,6 +95,25 @@ def test_phone_forms(raw, digits) -> None:
 def test_bad_phones(raw) -> None:
     with pytest.raises(BadRequest):
         normalize_phone(raw)
+
+
+@pytest.mark.parametrize(
+    "raw,user",
+    [
+        ("US.13491208655302741918", "US.13491208655302741918"),
+        ("US.13491208655302741918@s.whatsapp.net", "US.13491208655302741918"),  # a call's peer
+        ("US.ENT.11815799212886844830", "US.ENT.11815799212886844830"),
+        ("5521999999999@s.whatsapp.net", "5521999999999"),
+    ],
+)
+def test_a_user_given_as_a_calls_peer_is_the_same_user(raw, user) -> None:
+    assert normalize_user(raw) == user
+
+
+@pytest.mark.parametrize("raw", ["US.x@g.us", "us.123", "US.", "@s.whatsapp.net", None])
+def test_bad_users(raw) -> None:
+    with pytest.raises(BadRequest):
+        normalize_user(raw)
 
 
 def billed_call(peer: str = "5521955550000") -> Call:

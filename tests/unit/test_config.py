@@ -291,6 +291,7 @@ ENV_SAMPLES = [
     ),
     ("BRIDGE_AGENT_OPENAI_LIVE_API_KEY", "sk-l", "agents", "agent_openai_live_api_key", "sk-l"),
     ("BRIDGE_AGENT_OPENAI_LIVE_BUFFER_MS", "160", "agents", "agent_openai_live_buffer_ms", 160),
+    ("BRIDGE_AGENT_XAI_SESSION_S", "1800", "agents", "agent_xai_session_s", 1800),
     ("BRIDGE_AGENT_RETRIES", "3", "agents", "agent_retries", 3),
     ("BRIDGE_AGENT_FALLBACK", "human", "agents", "agent_fallback", "human"),
     ("BRIDGE_AGENT_FALLBACK_FILE", "sorry.wav", "agents", "agent_fallback_file", "sorry.wav"),

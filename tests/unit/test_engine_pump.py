@@ -108,3 +108,43 @@ async def test_the_sim_echo_answers_in_the_tick_even_when_the_loop_runs_it_late(
         port.waiting.append(tone(hz, FRAME_SAMPLES, SAMPLE_RATE, amplitude=0.3))
         channel._tick(start + 0.02 * i)
         assert dominant_frequency(port.said[-1], SAMPLE_RATE) == pytest.approx(hz, abs=25)
+
+
+async def test_a_far_end_whose_tick_raised_talks_on_and_one_that_always_raises_is_given_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A far end's tick that raises (a bug) is dropped by the clock: the far end is back on the
+    clock from the next tick and its tone goes on. Before, it was off the clock for good and
+    the call silent. One that raises every tick is given up after three in a row, said once."""
+    bus = CallBus("c3")
+    channel = sim_channel(SimPeer.TONE, sim_tone_hz=440.0)
+    pump = EnginePump(bus, channel)
+    frames: list[np.ndarray] = []
+    bus.add_downlink_tap(lambda frame: frames.append(frame.pcm))
+    pump.start()
+    clock = worker_clock()
+    await until(lambda: len(frames) >= 3)
+    real = channel._produce
+    raised = 0
+
+    def broken(at: float) -> np.ndarray:
+        nonlocal raised
+        raised += 1
+        raise RuntimeError("a bug")
+
+    channel._produce = broken  # type: ignore[method-assign]
+    await until(lambda: raised == 1)
+    channel._produce = real  # type: ignore[method-assign]
+    before = len(frames)
+    await until(lambda: len(frames) >= before + 10)  # the tone goes on
+    assert dominant_frequency(np.concatenate(frames[before:]), SAMPLE_RATE) == pytest.approx(
+        440, abs=10
+    )
+    channel._produce = broken  # type: ignore[method-assign]
+    await until(lambda: raised == 4)  # three in a row, after the first
+    for _ in range(5):
+        await clock.next_tick()
+    assert raised == 4  # given up: not put back on the clock
+    said = [r for r in caplog.records if "far end failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    await pump.close()

@@ -42,3 +42,32 @@ async def test_idle_follower_gets_a_keepalive() -> None:
     assert await anext(stream) is None  # None: the SSE layer writes a keepalive comment
     ring.close()
     assert [e async for e in stream] == []
+
+
+async def test_a_resume_the_memory_log_cannot_serve_is_told_not_skipped() -> None:
+    """``BRIDGE_DIRECTORY=memory``: a client whose ``Last-Event-ID`` the ring still reaches
+    gets what it missed; one that fell more than the backlog behind, or holds an id from before
+    a restart, gets ``ReplayUnavailable`` where the stream is read (``replay.unavailable``), not
+    a stream that silently skipped what it missed; an id that is none of this process's (or
+    no id) streams from now."""
+    import pytest
+
+    from bridge.calls.events import CallEvent
+    from bridge.cluster.directory import MemoryDirectory
+    from bridge.errors import ReplayUnavailable
+
+    log = MemoryDirectory("w1", "http://127.0.0.1:1", backlog=100, local_calls=list)
+    for n in range(150):
+        log.observe(CallEvent("call.event", {}, f"t{n}"), None)
+    log.close_streams()
+    boot = log._boot  # the ids are boot-seq
+
+    async def read(last_id: str | None) -> list[str]:
+        return [e[0] async for e in log.follow(last_id, keepalive=60) if e is not None]
+
+    assert await read(f"{boot}-149") == [f"{boot}-150"]
+    assert await read(f"{boot}-50") == [f"{boot}-{n}" for n in range(51, 151)]  # the oldest kept
+    for gone in (f"{boot}-49", f"{boot}-1", f"{boot - 1}-149"):
+        with pytest.raises(ReplayUnavailable):
+            await read(gone)
+    assert await read(None) == [] and await read(f"{boot}-151") == []

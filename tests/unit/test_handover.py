@@ -59,3 +59,22 @@ def test_a_moved_call_round_trips_through_json_with_its_attachments() -> None:
 def test_a_malformed_moved_call_is_a_bad_request(body: dict) -> None:
     with pytest.raises(BadRequest):
         MovedCall.from_json(body)
+
+
+def test_a_billed_call_rebuilt_from_its_snapshot_is_still_billed() -> None:
+    """A business-initiated Cloud API call handed to another worker (or ended by a survivor for
+    a dead one) keeps its pulse length: before, the rebuilt call had none, and its end carried
+    no billablePulses (nor counted in the pulse metrics)."""
+    billed = call()
+    billed.pulse_s = 6
+    snap = json.loads(json.dumps(billed.snapshot()))
+    assert snap["pulseSeconds"] == 6 and snap["billablePulses"] is None  # live: not yet
+    rebuilt = Call.from_snapshot(snap, "E1")
+    assert rebuilt.pulse_s == 6
+    assert rebuilt.answered_at is not None
+    rebuilt.answered_at -= 13.0  # answered 13 s before its end: 6 + 6 + 1 → three pulses
+    rebuilt.transition(CallState.ENDED)
+    assert rebuilt.snapshot()["billablePulses"] == 3
+    assert "pulseSeconds" not in call().snapshot()  # a call nobody bills
+    for bad in ("6", True, 0, -6, 6.5):
+        assert Call.from_snapshot({**snap, "pulseSeconds": bad}, "E1").pulse_s is None

@@ -22,7 +22,7 @@ BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 CALL_KEYED_OWNERS = {
     "calls/registry.py:_live": "the registry: where calls are looked up",
     "calls/registry.py:_ended": "the registry: ended calls stay readable for a while",
-    "calls/manager.py:_runtimes": "the manager's live runtimes, the owners themselves",
+    "calls/live.py:_by_id": "the manager's live runtimes (its child), the owners themselves",
     "engines/sim.py:calls": "an engine's signalling state by its own call id (no media)",
     "engines/polling.py:_known": "an engine's signalling state: the calls it polls for",
     "engines/polling.py:_unlisted_since": "an engine's signalling state: when each went unlisted",

@@ -91,7 +91,12 @@ def test_replies_and_senders_from_a_messages_webhook() -> None:
                         "field": "messages",
                         "value": {
                             "messages": [
-                                {"from": "5599", "type": "text", "text": {"body": "hi"}},
+                                {
+                                    "from": "5599",
+                                    "timestamp": "1745300000",
+                                    "type": "text",
+                                    "text": {"body": "hi"},
+                                },
                                 reply(
                                     response="accept",
                                     is_permanent=False,
@@ -108,7 +113,8 @@ def test_replies_and_senders_from_a_messages_webhook() -> None:
         ]
     }
     replies, senders, moves, bad = messages_events(body)
-    assert senders == ["5599", "5521", "5521"] and bad == 2 and moves == []
+    assert senders == [("5599", 1745300000), ("5521", None), ("5521", None)]  # when written
+    assert bad == 2 and moves == []
     assert [r.event() for r in replies] == [
         {
             "phone": "5521",
@@ -147,7 +153,7 @@ def test_a_user_who_shows_no_phone_is_named_by_bsuid_both_ways() -> None:
     }
     body = {"entry": [{"changes": [{"field": "messages", "value": {"messages": [reply, moved]}}]}]}
     replies, senders, moves, bad = messages_events(body)
-    assert senders == [BSUID] and bad == 0  # a system message is not the user writing
+    assert senders == [(BSUID, None)] and bad == 0  # a system message is not the user writing
     assert moves == [UserMoved(BSUID, "US.24817305912873645029")]
     event = replies[0].event()
     assert (event["phone"], event["userId"], event["response"]) == (None, BSUID, "accept")

@@ -52,7 +52,7 @@ async def test_a_silent_owner_cannot_hang_a_relayed_stream(
     """A bot's ``/call/{callID}/stream`` relayed to the call's owner, which accepts and never
     upgrades: 503 ``owner_unreachable`` with the JSON error body, not a hung request."""
     monkeypatch.setattr(routing, "STREAM_HANDSHAKE_TIMEOUT", 0.2)
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware()])
 
     async def stream(request: web.Request) -> web.StreamResponse:
         return await routing.forward(request, silent_peer, "secret", owner="w2")

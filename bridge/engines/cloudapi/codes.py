@@ -203,10 +203,13 @@ def code_in_text(text: str) -> MetaCode | None:
     return None
 
 
-def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool) -> EngineEvent:
+def ended_by_meta(
+    wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool, said: bool = False
+) -> EngineEvent:
     """The ``ENDED`` event of a ``terminate`` webhook: the reason and ``endDetail`` of
     :func:`terminate_reason`, Meta's status, errors and duration as the event's data; a failure
-    is logged at WARNING with its hint (once: a redelivered terminate finds the call ended)."""
+    is logged at WARNING with its hint (once: a redelivered terminate finds the call ended),
+    unless the caller says it (``said``)."""
     # A duration says the call was connected, even when its ACCEPTED is still on its way
     # (Meta's webhooks come out of order).
     answered = answered or (ev.duration or 0) > 0
@@ -217,7 +220,7 @@ def ended_by_meta(wacid: str, ev: CallWebhook, *, answered: bool, outbound: bool
         data["errors"] = ev.errors
     if ev.duration is not None:
         data["engineDurationS"] = ev.duration
-    if ev.status == "FAILED" or ev.errors:
+    if (ev.status == "FAILED" or ev.errors) and not said:
         log.warning(
             "Cloud API call %s: Meta ended it %s (%s): %s%s",
             wacid,

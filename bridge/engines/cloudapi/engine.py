@@ -237,12 +237,16 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
     async def _pre_accept(self, call: CloudCall, offer: str) -> None:
         try:
             call.answer_sdp = await call.leg.answer(offer, self.other_leg_codecs())
+            if call.state == "ended":
+                return  # Meta's terminate came meanwhile (the caller hung up): nothing to send
             await self.graph.call_action(
                 "pre_accept",
                 call_id=call.wacid,
                 session={"sdp_type": "answer", "sdp": call.answer_sdp},
             )
         except Exception as exc:
+            if call.state == "ended":
+                return  # over meanwhile (its leg closed under the answer): no failure
             log.warning("Cloud API call %s: cannot pre-accept: %s", call.wacid, exc)
             await _give_up(self, call, "reject")
             return

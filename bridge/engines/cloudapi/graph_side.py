@@ -1,6 +1,6 @@
 """``GraphSide``: what a Cloud API number does over the Graph API, on either road: its Graph
 client, call permissions, standing (Meta's pauses, one call a user), calling settings and signed
-webhooks; on the Graph road its Meta artifacts too. On Meta's SIP road it is what the number
+webhooks, and the Meta artifacts of its calls. On Meta's SIP road it is what the number
 still does over Graph (Meta's SIP documentation: business-initiated calls need permissions in
 SIP mode too), and with ``sip.webhook_delivery`` the ``calls`` webhooks go to the SIP engine
 (``on_calls``); without the Graph settings the permission routes answer 404 and webhooks 401,
@@ -73,7 +73,8 @@ class GraphSide:
         """Meta's calling settings of the number (a SettingsEngine's; ``…/sip/rotate`` too)."""
         self.inbox = WebhookInbox(settings.cloudapi_app_secret, stats)
         self.artifacts: MetaArtifacts | None = None
-        """Meta's recordings and transcriptions, whose webhooks come here too (Graph road)."""
+        """Meta's recordings, transcriptions and voicemails, whose webhooks come here too (the
+        engine's, on either road)."""
         self.on_calls: Callable[[list[CallWebhook]], Awaitable[None]] | None = None
         """Who hears Meta's ``calls`` webhooks (the engine)."""
         self.unread = Repeats()
@@ -188,6 +189,10 @@ class CloudApiRoad(Generic[C]):
 
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.graph_side.usable_permissions().read(phone)
+
+    async def send_call_button(self, phone: str, button: Mapping[str, Any]) -> str:
+        """Meta's call button (a CallButtonEngine's): a Graph message, on the SIP road too."""
+        return await self.graph_side.usable_permissions().send_call_button(phone, button)
 
     def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
         return verify(query, self.graph_side.settings.cloudapi_verify_token)

@@ -19,8 +19,9 @@ from aiortc import RTCRtpCodecCapability, RTCRtpSender, RTCSessionDescription
 from ...audio.receiver_stats import ReceiverStats
 from ...config import IceSettings
 from ...rtc.leg import PeerLeg
+from ...rtc.sdp import static_rtpmaps
 from ..base import EngineStats
-from .sdp import for_meta, leg_codecs
+from .sdp import G711, for_meta, leg_codecs
 from .shell import WhatsAppLeg
 
 
@@ -64,6 +65,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         one codec :func:`.sdp.answer_codec` picks for ``other_leg`` (the codecs of the leg
         the call goes to, when known: a PBX phone's)."""
         remote = self._read_offer(offer, other_leg)
+        offer = static_rtpmaps(offer, G711)  # G.711 read as offered: aiortc must see it too
         # The transceiver made first takes the offer's m-line (aiortc reuses one with no mid),
         # and its preference leaves one codec in the answer: Meta sends what we answer.
         transceiver = self.pc.addTransceiver("audio", direction="sendrecv")
@@ -90,6 +92,7 @@ class WhatsAppPeer(WhatsAppLeg, PeerLeg):
         """Meta's answer to our offer (the connect webhook of a business-initiated call): the
         leg runs in the codec it picked, at its Opus bit rate."""
         remote, codec = self._read_answer(answer)
+        answer = static_rtpmaps(answer, G711)
         with self.ports():
             if self._track is None:  # before aiortc starts the transceiver (DTLS up)
                 self._prepare(remote.bitrate, True, codec)

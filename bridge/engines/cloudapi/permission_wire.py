@@ -159,7 +159,8 @@ class MessagesHeard(NamedTuple):
     """What a webhook body's ``messages`` changes say (see :func:`messages_events`)."""
 
     replies: list[PermissionReply]
-    senders: list[str]
+    senders: list[tuple[str, int | None]]
+    """Each user heard from, and when they wrote (the message's ``timestamp``, Unix s)."""
     moves: list[UserMoved]
     bad: int
 
@@ -188,10 +189,11 @@ def _moved(message: Mapping[str, Any]) -> UserMoved | None:
 
 def messages_events(body: Mapping[str, Any]) -> MessagesHeard:
     """From a webhook body's ``messages`` changes: the permission replies, the users heard
-    from (their service window opens: the phone, else the BSUID), the users whose BSUID
-    changed, and how many items were malformed."""
+    from (their service window opens: the phone, else the BSUID) with when they wrote (a
+    webhook Meta delivers again, or late, is about a message written then), the users whose
+    BSUID changed, and how many items were malformed."""
     replies: list[PermissionReply] = []
-    senders: list[str] = []
+    senders: list[tuple[str, int | None]] = []
     moves: list[UserMoved] = []
     bad = 0
     for _, value in changes(body, "messages"):
@@ -207,7 +209,7 @@ def messages_events(body: Mapping[str, Any]) -> MessagesHeard:
             if not phone and not user_id:
                 bad += 1
                 continue
-            senders.append(phone or user_id)
+            senders.append((phone or user_id, unix_time(message.get("timestamp"))))
             interactive = message.get("interactive")
             if not isinstance(interactive, dict):
                 continue

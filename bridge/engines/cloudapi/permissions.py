@@ -83,10 +83,13 @@ class CallPermissions:
         heard = self._window.get(phone)
         return heard is not None and self.clock() - heard < SERVICE_WINDOW_S
 
-    def heard_from(self, phone: str, *, called: bool = False) -> None:
-        """The user wrote or called (``called``): their service window is open for 24 h."""
+    def heard_from(self, phone: str, *, called: bool = False, at: float | None = None) -> None:
+        """The user wrote or called (``called``), now or at ``at`` (Meta's timestamp of the
+        message: a webhook delivered again, or late, opens no window it did not): their
+        service window is open for 24 h from then (an earlier message never shortens it)."""
         now = self.clock()
-        self._window.add(phone, now)
+        when = now if at is None else min(at, now)
+        self._window.add(phone, max(when, self._window.get(phone) or when))
         if called:
             self._called.add(phone, now)
 
@@ -97,10 +100,14 @@ class CallPermissions:
     def moved(self, old: str, new: str) -> None:
         """The user known as ``old`` is ``new`` now (``user_changed_user_id``): what is kept
         for them moves (the newer entry wins where both exist)."""
-        for kept in (self._window, self._cache, self._called):
+        for kept in (self._window, self._called):
             value = kept.pop(old, None)
             if value is not None and new not in kept:
                 kept.add(new, value)
+        cached = self._cache.pop(old, None)
+        if cached is not None and new not in self._cache:  # the view names the user as now
+            fetched, view = cached
+            self._cache.add(new, (fetched, {**view, "phone": new}))
         log.info("WhatsApp user %s is %s now: their window and permission moved", old, new)
 
     def heard(self, body: Mapping[str, Any]) -> int:
@@ -108,8 +115,8 @@ class CallPermissions:
         replies, senders, moves, bad = messages_events(body)
         for move in moves:
             self.moved(move.old, move.new)
-        for sender in senders:
-            self.heard_from(sender)
+        for sender, wrote_at in senders:
+            self.heard_from(sender, at=wrote_at)
         for reply in replies:
             self.forget(reply.phone)
             self.forget(reply.user_id)

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ...countries import BSUID
 from ...sip import Address, Dialog, InviteClient, InviteServer, Request, Response, SipParseError
 from .codes import MetaCode, code_in_text
 from .state import MetaCall
@@ -44,13 +45,19 @@ class SipCall(MetaCall):
 
 
 def peer_number(req: Request) -> str:
-    """The caller's number (digits) from Meta's From (``sip:+<number>@wa.meta.vc``)."""
+    """The caller: their number (digits) from Meta's From (``sip:+<number>@wa.meta.vc``), else,
+    for a user who shows no phone, their business-scoped user id (``x-wa-meta-user-id``, or
+    the From's user when it is one); ``""`` when neither. A From whose user is not a number
+    is never read as one (its digits are not the user's phone)."""
     try:
-        user = Address.parse(req.get("From")).uri.user
+        user = Address.parse(req.get("From")).uri.user.split(";")[0]
     except SipParseError:
-        return ""
-    digits = re.sub(r"[^0-9]", "", user.split(";")[0])
-    return digits[:20]
+        user = ""
+    digits = re.sub(r"[-.()]", "", user.removeprefix("+"))  # RFC 3966 visual separators
+    if digits.isdigit():
+        return digits[:20]
+    named = (req.get("x-wa-meta-user-id").strip(), user.removeprefix("+"))
+    return next((user_id for user_id in named if BSUID.match(user_id)), "")
 
 
 def engine_call_id(req: Request) -> str:

@@ -22,6 +22,7 @@ from ...sip.dialog import Dialog
 from ...sip.headers import warning
 from ...sip.message import Request
 from ..base import EngineEvent, EngineEventKind, Remembered, emit
+from .codes import ended_by_meta
 from .graph_side import GraphSide
 from .media import MediaLeg
 from .sip_calls import (
@@ -33,6 +34,7 @@ from .sip_calls import (
     peer_number,
 )
 from .state import MetaCalls
+from .webhook import CallWebhook
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +100,31 @@ class SipDialogs(MetaCalls):
         self.over.add(wacid)
         return wacid in self.calls
 
-    async def terminated_by_meta(self, wacid: str, duration: int | None) -> None:
+    async def terminated_by_meta(self, ev: CallWebhook) -> None:
         """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
         Meta's BYE normally comes first or with it; a call still live after
-        :data:`BYE_GRACE_S` lost its BYE on the way and ends here, as Meta says it did."""
+        :data:`BYE_GRACE_S` lost its BYE on the way and ends here, as Meta says it did (its
+        status, error codes and duration, as a Graph call's terminate: ``codes.py``)."""
         await asyncio.sleep(BYE_GRACE_S)
-        call = self.calls.get(wacid)
+        call = self.calls.get(ev.wacid)
         if call is None or call.state == "ended":
             return
+        answered, outbound = call.state == "accepted", call.direction == "outbound"
+        event = ended_by_meta(call.wacid, ev, answered=answered, outbound=outbound, said=True)
         log.warning(
-            "SIP call %s: Meta's terminate webhook came but no BYE within %.0f s: ended",
-            wacid,
+            "SIP call %s: Meta's terminate webhook came but no BYE within %.0f s: ended (%s%s)",
+            ev.wacid,
             BYE_GRACE_S,
+            ev.status or "no status",
+            f", {event.detail}" if event.detail else "",
         )
-        answered = call.state == "accepted"
         if call.tx is not None and not call.tx.final:  # its CANCEL was lost: end the INVITE
             await call.tx.respond(487, "Request Terminated")
         elif call.dialog is not None:  # its BYE was lost: ours closes the dialog both ways
             await self.user_agent().in_dialog(call.dialog, "BYE")
         await self.forget(call)
-        data: dict[str, Any] = {} if duration is None else {"engineDurationS": duration}
-        reason = "remote_hangup" if answered else ""
-        self.ended(call, reason, "Meta's terminate webhook (no BYE came)", **data)
+        detail = event.detail or "Meta's terminate webhook (no BYE came)"
+        self.ended(call, event.reason, detail, **event.data)
 
     def owns(self, dialog_key: tuple[str, str]) -> bool:
         """Whether a dialog is one of these calls' (the shared listener asks)."""

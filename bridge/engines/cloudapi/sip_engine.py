@@ -44,6 +44,7 @@ from ..base import (
     WebhookCalls,
     emit,
 )
+from .artifacts import MetaArtifacts
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
 from .sip_calls import SipCall, bic_failure, meta_code
@@ -80,6 +81,10 @@ class SipEngine(CloudApiRoad[SipCall]):
         self.graph_side = GraphSide(settings.engine, self.stats, self.events, http, sip=True)
         """Call permissions and Meta's signed webhooks, over Graph (:mod:`.graph_side`)."""
         self.calling_settings = self.graph_side.calling_settings  # a SettingsEngine
+        self.artifacts = MetaArtifacts(self.graph_side.graph, self.events, self._tasks)
+        """Meta's voicemail of the number's calls (a ``messages`` webhook, over Graph as on the
+        Graph road); Meta's recordings are asked on Graph calls only (the API says so)."""
+        self.graph_side.artifacts = self.artifacts
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
         """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
         switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
@@ -163,7 +168,7 @@ class SipEngine(CloudApiRoad[SipCall]):
         for event in events:
             if event.kind == "terminate" and self.dialogs.terminated(event.wacid):
                 self._tasks.spawn(
-                    self.dialogs.terminated_by_meta(event.wacid, event.duration),
+                    self.dialogs.terminated_by_meta(event),
                     f"terminate:{event.wacid[:24]}",
                 )
 

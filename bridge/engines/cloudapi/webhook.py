@@ -27,6 +27,9 @@ ARTIFACT_EVENTS = {
     "call_transcription_available": "transcript",
 }
 """The ``calls`` items that announce Meta's recording or transcript (``artifacts_wire.py``)."""
+CREATED_EVENT = "call_created"
+"""The ``calls`` item Meta's ``sip.webhook_delivery`` sends as a SIP number's call starts (no
+SDP): the INVITE is the call, so it adds nothing here, as a ``connect`` there does."""
 WEBHOOK_QUEUE = 256
 """Webhook bodies accepted but not yet worked through; a full queue answers 503 (Meta
 retries)."""
@@ -186,6 +189,8 @@ def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
         for item in calls if isinstance(calls, list) else []:
             if isinstance(item, dict) and text(item.get("event")) in ARTIFACT_EVENTS:
                 continue  # Meta's recording or transcript: ``artifacts_wire``'s
+            if isinstance(item, dict) and text(item.get("event")) == CREATED_EVENT:
+                continue  # known, and nothing to do
             event = _call_item(item, value)
             if event is None:
                 bad += 1
