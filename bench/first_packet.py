@@ -41,9 +41,9 @@ async def _one(client: TestClient, meta: FakeMeta, direction: str, i: int) -> fl
         await meta.post(client, body)
     peer = mcall.peer
     await asyncio.wait_for(peer.connected.wait(), 10)
-    await until(lambda: peer.first_rtp_at, 5, "the first packet")
-    assert peer.connected_at is not None and peer.first_rtp_at is not None
-    delay = peer.first_rtp_at - peer.connected_at
+    await until(lambda: peer.gate.first_rtp_at, 5, "the first packet")
+    assert peer.connected_at is not None and peer.gate.first_rtp_at is not None
+    delay = peer.gate.first_rtp_at - peer.connected_at
     for live in (await (await client.get("/call/status")).json())["calls"]:
         await client.post("/call/hangup", json={"callID": live["callID"]})
     return delay

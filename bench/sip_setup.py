@@ -249,9 +249,9 @@ async def _sdes_call(client: TestClient, agent: AutoAnswer, ca: TestCA) -> dict[
         await until(lambda: meta.packets, 5, "the bridge's first packet", every=0.001)
         tone = asyncio.ensure_future(meta.play_tone(660.0, 16384, 5.0))
         heard = await agent.first_audio()
-        assert meta.first_at is not None
+        assert meta.gate.first_rtp_at is not None
         return agent.timings(t0, heard) | {
-            "first_srtp_after_ack_ms": (meta.first_at - acked) * 1000,
+            "first_srtp_after_ack_ms": (meta.gate.first_rtp_at - acked) * 1000,
             "ok_ms": (acked - t0) * 1000,
         }
     finally:

@@ -10,6 +10,10 @@
   ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
+  With ``callback_permission_status`` ``ENABLED`` in the number's settings, the fake itself
+  then posts Meta's automatic 7-day grant (none for a call from a companion device). The
+  business's calls that end unanswered or rejected count toward the user's revocation: at
+  the fourth in a row the fake posts Meta's automatic reject itself.
 * Webhooks: signed with the app secret (``X-Hub-Signature-256``) in Meta's envelope.
 * Users: by phone number, or by business-scoped user id (a BSUID) for a user who shows no
   phone — ``recipient`` in ``connect``, ``from_user_id``/``to_user_id``/``recipient_user_id``
@@ -26,6 +30,19 @@
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
   stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
   first packet has arrived, on calls of either direction.
+* A number whose settings say ``srtp_key_exchange_protocol: SDES`` has SDES media on Graph
+  signalling too (:class:`MetaSdesPeer`: ``RTP/SAVP`` with ``a=crypto``, no ICE or DTLS);
+  Meta refuses a business SDP of the other kind there (100), as it refuses any fingerprint
+  but sha-256 on a DTLS number.
+* Meta reports every end with a ``terminate`` webhook, the business's own ``terminate`` and
+  ``reject`` too, and every settings change with ``account_settings_update``: the fake posts
+  each after its Graph answer, to the business's subscription (:meth:`FakeMeta.subscribe`,
+  else the client a test last posted a webhook through), a call's end with the connected
+  seconds. The ``status`` of a terminate (``COMPLETED``, ``FAILED``, ``REJECTED``) and of a
+  call's progress (``RINGING``, ``ACCEPTED``, ``REJECTED``) is one Meta sends.
+* Meta ends a connected call the business sends no media on (:attr:`FakeMeta.media_timeouts`:
+  none within 20 s of its start, 138023; none for 30 s mid-call, 138021), with a terminate
+  ``FAILED`` carrying the code, as Meta's troubleshooting pages say.
 """
 
 from __future__ import annotations
@@ -39,7 +56,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientError, web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.rtp import RtpPacket
 
@@ -49,11 +66,12 @@ from bridge.rtc.leg import RELEASE_WAIT
 from bridge.rtc.release import release_peer_connection
 
 from ..support.rtc_client import Recorder, ToneTrack
+from ..support.sdes_peer import SdesEndpoint
 from .cloudapi_account import MetaAccount
 from .cloudapi_media import MetaMedia
 from .cloudapi_permissions import MetaPermissions
 from .cloudapi_users import addressee, contact, named
-from .common import FakeServer
+from .common import BusinessFirst, FakeServer
 
 META_OPUS_FMTP = (
     "maxaveragebitrate=20000;maxplaybackrate=16000;minptime=20;sprop-maxcapturerate=16000;"
@@ -63,6 +81,10 @@ META_OPUS_FMTP = (
 
 OPAQUE_MAX = 512
 """``biz_opaque_callback_data``: at most 512 characters."""
+TERMINATE_STATUSES = {"COMPLETED", "FAILED", "REJECTED"}
+"""A terminate webhook's ``status`` (Meta sends no other)."""
+CALL_STATUSES = {"RINGING", "ACCEPTED", "REJECTED"}
+"""A business-initiated call's progress in ``statuses`` (Meta sends no other)."""
 USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
 """The actions that answer a user's call: Meta takes them for no business-initiated call."""
 
@@ -81,6 +103,33 @@ def _action_problem(action: str, call: MetaCall, session: Any) -> str:
         if not isinstance(session.get("sdp"), str) or not session["sdp"]:
             return "session.sdp is required"
     return ""
+
+
+def _session_refusal(sdp: str, key_exchange: str) -> web.Response | None:
+    """Meta's refusal of a business's SDP for a number whose media is ``key_exchange``
+    (``DTLS``: fingerprints sha-256 only, else 100/2494010; ``SDES``: ``RTP/SAVP`` with an
+    ``a=crypto`` key and no DTLS fingerprint), or ``None``."""
+    lines = _lines(sdp)
+    algorithms = {
+        ln.split(":", 1)[1].split(" ", 1)[0].lower()
+        for ln in lines
+        if ln.startswith("a=fingerprint:")
+    }
+    if key_exchange == "SDES":
+        savp = any(ln.startswith("m=audio ") and ln.split()[2:3] == ["RTP/SAVP"] for ln in lines)
+        if not savp or algorithms or not any(ln.startswith("a=crypto:") for ln in lines):
+            return meta_error(
+                400, 100, "(#100) Invalid parameter: SDES media needs RTP/SAVP with a=crypto"
+            )
+        return None
+    if algorithms != {"sha-256"}:
+        return meta_error(
+            400,
+            100,
+            "(#100) Invalid parameter: SDP fingerprint must use the sha-256 algorithm",
+            subcode=2494010,
+        )
+    return None
 
 
 def meta_error(status: int, code: int, message: str, subcode: int | None = None) -> web.Response:
@@ -201,14 +250,9 @@ class MetaPeer:
         """RFC 4733 packets from the bridge (payload type 126), as they arrived."""
         self.connected_at: float | None = None
         """When ICE and DTLS were up on Meta's side (monotonic)."""
-        self.first_rtp_at: float | None = None
-        """When the bridge's first RTP packet arrived (monotonic): Meta waits for it."""
-        self.first_sent_at: float | None = None
-        """When it sent its first RTP packet (monotonic): never before ``first_rtp_at``."""
-        self.held_back = 0
-        """RTP packets it did not send: the bridge had sent none yet (Meta waits for it)."""
+        self.gate = BusinessFirst()
+        """Meta sends nothing before the bridge's first RTP packet (its times, its count)."""
         self.rtp_count = 0
-        self.last_rtp_at: float | None = None
         self.rtcp_count = 0
         self.last_rtcp_at: float | None = None
         self.audio_sent: list[bytes] = []
@@ -243,10 +287,8 @@ class MetaPeer:
             if 192 <= data[1] <= 223:
                 await original(data)
                 return
-            if self.first_rtp_at is None:  # Meta waits for the business's first packet
-                self.held_back += 1
+            if not self.gate.may_send():  # Meta waits for the business's first packet
                 return
-            self.first_sent_at = self.first_sent_at or time.monotonic()
             b = bytearray(data)
             b[2:4] = self._seq.to_bytes(2, "big")
             self._seq = (self._seq + 1) & 0xFFFF
@@ -262,10 +304,8 @@ class MetaPeer:
         handle = receive._handle_rtp_data
 
         async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
-            now = time.monotonic()
-            self.first_rtp_at = self.first_rtp_at or now
+            self.gate.heard()
             self.rtp_count += 1
-            self.last_rtp_at = now
             if len(data) >= 12 and not 192 <= data[1] <= 208:
                 packet = RtpPacket.parse(data)
                 if packet.payload_type == 126:
@@ -332,6 +372,10 @@ class MetaPeer:
             await self._send(packet.serialize())
             await asyncio.sleep(0.02)
 
+    async def drop(self) -> None:
+        """Meta's media server drops the call (its ``terminate`` or ``reject`` taken)."""
+        await self.pc.close()
+
     async def close(self) -> None:
         await self.recorder.stop()
         await self.pc.close()
@@ -342,12 +386,45 @@ class MetaPeer:
         await release_peer_connection(self.pc, RELEASE_WAIT)
 
 
+class MetaSdesPeer:
+    """The WhatsApp user's side of a call on a number whose settings say
+    ``srtp_key_exchange_protocol: SDES`` (Graph signalling takes SDES too): Meta's SDES SDP
+    (``RTP/SAVP``, ``a=crypto``, no ICE or DTLS) from the tests' SDES endpoint, which like
+    Meta sends nothing before the business's first packet. ``media`` plays and records."""
+
+    def __init__(self) -> None:
+        self.media = SdesEndpoint()
+
+    async def offer(self, additional_codecs: tuple[str, ...] = ()) -> str:
+        await self.media.start()
+        return self.media.sdp(codecs=("opus", *additional_codecs))
+
+    async def answer_offer(self, sdp: str, codec: str = "opus") -> str:
+        await self.media.start()
+        self.media.take(sdp)
+        return self.media.sdp(codecs=(codec,))
+
+    async def apply_answer(self, sdp: str) -> None:
+        self.media.take(sdp)
+
+    @property
+    def gate(self) -> BusinessFirst:
+        return self.media.gate
+
+    async def drop(self) -> None:
+        self.media.close()
+
+    async def close(self) -> None:
+        self.media.close()
+
+
 @dataclass
 class MetaCall:
     wacid: str
     user: str
     direction: str
-    peer: MetaPeer
+    peer: Any
+    """:class:`MetaPeer` (DTLS), or :class:`MetaSdesPeer` on a number set to SDES."""
     state: str = "ringing"
     pre_accept_sdp: str | None = None
     offer_sdp: str | None = None
@@ -358,6 +435,13 @@ class MetaCall:
     actions: list[str] = field(default_factory=list)
     opaque: str = ""
     """``biz_opaque_callback_data`` of our ``connect`` (the bridge's callID)."""
+    number: str = ""
+    """The business number's ``phone_number_id`` (``""``: the app's first)."""
+    connected_at: float | None = None
+    """When the call connected (accepted, or the user answered ours): its duration's start."""
+    missed: bool = False
+    """A business's call that ended unanswered or rejected (counted once toward the user's
+    revocation: :meth:`FakeMeta._missed`)."""
 
 
 class FakeMeta(FakeServer):
@@ -389,17 +473,48 @@ class FakeMeta(FakeServer):
         self.action_numbers: list[str] = []
         """The ``phone_number_id`` each of :attr:`actions` was posted to."""
         self.refused: list[dict[str, Any]] = []
-        self.perms = MetaPermissions()
-        """Users' call permissions (see :mod:`.cloudapi_permissions`)."""
-        self.account = MetaAccount()
-        """The number's standing: pauses, messaging limit, rate limit (:mod:`.cloudapi_account`)."""
+        self.accounts: dict[str, MetaAccount] = {phone_number_id: MetaAccount()}
+        """Each business number's standing and calling settings, by ``phone_number_id``
+        (pauses, messaging limit, rate limit, settings, SIP password: :mod:`.cloudapi_account`);
+        Meta keeps them per number."""
         self.media = MetaMedia()
         """Meta's own recordings and transcripts (:mod:`.cloudapi_media`)."""
         self.fail_next: dict[str, tuple[int, str]] = {}
         """action → Meta's error code and message for the next request of that action."""
         self.permission_reads = 0
+        self.grants_sent = 0
+        """Callback grants Meta sent by itself (a user's call, callback permission on)."""
+        self.webhook_client: Any = None
+        """Where Meta's own webhooks go: the client a test last posted one through (the
+        business's webhook subscription)."""
+        self.ends_reported: list[tuple[str, int]] = []
+        """The terminate webhooks Meta sent by itself (wacid, the bridge's HTTP status)."""
+        self.media_timeouts = (20.0, 30.0)
+        """Meta ends a connected call with no media from the business within the first
+        seconds of it, or none for the second mid-call (Meta's 20 s and 30 s, unconfirmed in
+        our summary of its documentation; tests shorten them)."""
+        self.media_ended: list[tuple[str, int]] = []
+        """The calls Meta ended for want of the business's media (wacid, Meta's code)."""
+        self.told: list[tuple[str, int]] = []
+        """Every webhook Meta sent by itself: its field, the bridge's HTTP status."""
+        self._sending: set[asyncio.Task[None]] = set()
+        """Meta's own webhooks and media watches in progress (owned, cancelled at stop)."""
         self.before_connect_answer: Any = None
         """``async (call) -> None`` awaited before ``connect`` is answered (webhook races)."""
+
+    @property
+    def account(self) -> MetaAccount:
+        """The app's first number's (:attr:`accounts`)."""
+        return self.accounts[self.phone_number_id]
+
+    @property
+    def perms(self) -> MetaPermissions:
+        """The app's first number's users' call permissions (Meta keeps them per
+        business number and user: each :class:`MetaAccount` has its number's)."""
+        return self.account.perms
+
+    def _account(self, call: MetaCall) -> MetaAccount:
+        return self.accounts[call.number or self.phone_number_id]
 
     @property
     def graph_url(self) -> str:
@@ -430,9 +545,10 @@ class FakeMeta(FakeServer):
         self.media.base_url = self.url
         self.media.tokens = set(self.numbers.values())
 
-    def add_number(self, phone_number_id: str, token: str) -> None:
-        """Another business number of this app, with its own token."""
+    def add_number(self, phone_number_id: str, token: str, phone: str = "15550783000") -> None:
+        """Another business number of this app, with its own token, settings and standing."""
         self.numbers[phone_number_id] = token
+        self.accounts[phone_number_id] = MetaAccount(phone)
         self.media.tokens.add(token)
 
     def _check_number(self, request: web.Request) -> web.Response | None:
@@ -446,9 +562,38 @@ class FakeMeta(FakeServer):
         return None
 
     async def settings_endpoint(self, request: web.Request) -> web.Response:
-        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`)."""
+        """``GET``/``POST /{PHONE_NUMBER_ID}/settings`` (:mod:`.cloudapi_account`); a change
+        taken is told with Meta's ``account_settings_update`` webhook, as Meta tells it."""
         refusal = self._check_number(request)
-        return refusal or await self.account.settings_endpoint(request)
+        if refusal is not None:
+            return refusal
+        pnid = request.match_info["pnid"]
+        account = self.accounts[pnid]
+        answer = await account.settings_endpoint(request)
+        if request.method == "POST" and answer.status == 200:
+            calling = json.loads(json.dumps(account.calling))
+            self._later(self._tell(account.settings_changed(pnid, calling)))
+        return answer
+
+    def subscribe(self, client: Any) -> None:
+        """The business's webhook subscription: where Meta's own webhooks go (each
+        :meth:`post` of a test subscribes its client too)."""
+        self.webhook_client = client
+
+    async def _tell(self, body: dict[str, Any]) -> int | None:
+        """Post a webhook Meta sends by itself (a settings change, a call's end) to the
+        subscription: the bridge's HTTP status (0: it went away, Meta would retry later;
+        ``None``: no subscription yet, the fake does not know where the business listens)."""
+        client = self.webhook_client
+        if client is None:
+            return None
+        field = body["entry"][0]["changes"][0]["field"]
+        try:
+            status = int((await self.post(client, body)).status)
+        except (OSError, RuntimeError, ClientError):
+            status = 0
+        self.told.append((field, status))
+        return status
 
     async def number_endpoint(self, request: web.Request) -> web.Response:
         """``GET /{PHONE_NUMBER_ID}``: the number's node (what a token check reads); ``GET
@@ -473,7 +618,7 @@ class FakeMeta(FakeServer):
             return meta_error(400, 100, "Invalid JSON")
         self.actions.append({"edge": "messages", **body})
         self.action_numbers.append(request.match_info["pnid"])
-        return await self.perms.messages_endpoint(body)
+        return await self.accounts[request.match_info["pnid"]].perms.messages_endpoint(body)
 
     async def call_permissions_endpoint(self, request: web.Request) -> web.Response:
         refusal = self._refuse(request)
@@ -485,7 +630,13 @@ class FakeMeta(FakeServer):
             name = unknown[0] if unknown else "user_wa_id"
             return meta_error(400, 100, f"(#100) The parameter {name} is invalid or missing")
         self.permission_reads += 1
-        return web.json_response(self.perms.read(wa_id))
+        return web.json_response(self.accounts[request.match_info["pnid"]].perms.read(wa_id))
+
+    def _peer(self, account: MetaAccount) -> MetaPeer | MetaSdesPeer:
+        """The user's media for a call on a number: DTLS, or SDES as its settings say."""
+        if account.key_exchange == "SDES":
+            return MetaSdesPeer()
+        return MetaPeer(self.user_tone_hz)
 
     def _wacid(self) -> str:
         # uuid4, not ``random``: unique even where a test seeds ``random`` (Hypothesis does).
@@ -503,23 +654,15 @@ class FakeMeta(FakeServer):
         self.action_numbers.append(request.match_info["pnid"])
         if body.get("messaging_product") != "whatsapp":
             return meta_error(400, 100, "(#100) The parameter messaging_product is required.")
+        account = self.accounts[request.match_info["pnid"]]
         session = body.get("session")
         if isinstance(session, dict):
-            algorithms = {
-                ln.split(":", 1)[1].split(" ", 1)[0].lower()
-                for ln in _lines(str(session.get("sdp", "")))
-                if ln.startswith("a=fingerprint:")
-            }
-            if algorithms != {"sha-256"}:
+            refusal = _session_refusal(str(session.get("sdp", "")), account.key_exchange)
+            if refusal is not None:
                 self.refused.append(body)
-                return meta_error(
-                    400,
-                    100,
-                    "(#100) Invalid parameter: SDP fingerprint must use the sha-256 algorithm",
-                    subcode=2494010,
-                )
+                return refusal
         action = body.get("action")
-        standing = self.account.refusal(str(action))
+        standing = account.refusal(str(action))
         if standing is not None:
             return standing
         failure = self.fail_next.pop(str(action), None)
@@ -529,13 +672,13 @@ class FakeMeta(FakeServer):
         bad_option = self.media.refusal(body)
         if bad_option is not None:
             return meta_error(400, 100, bad_option)
+        opaque = body.get("biz_opaque_callback_data", "")
+        if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:  # connect's and accept's
+            return meta_error(
+                400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
+            )
         if action == "connect":
-            opaque = body.get("biz_opaque_callback_data", "")
-            if not isinstance(opaque, str) or len(opaque) > OPAQUE_MAX:
-                return meta_error(
-                    400, 100, f"(#100) biz_opaque_callback_data: a string of at most {OPAQUE_MAX}"
-                )
-            return await self._connect(body)
+            return await self._connect(body, account, request.match_info["pnid"])
         call = self.meta_calls.get(str(body.get("call_id")))
         if call is None or call.state == "ended":
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
@@ -556,18 +699,24 @@ class FakeMeta(FakeServer):
                 await call.peer.apply_answer(session["sdp"])
             call.accepted = True
             call.state = "active"
-            self.perms.any_call_connected(call.user)
+            self._connected(call)
+            self._account(call).perms.any_call_connected(call.user)
             self.media.heard(call.wacid, body)
         elif action in ("reject", "terminate"):
             call.state = "ended"
             # Meta's media server drops the call's media as it takes the action: the bridge
             # sees its DTLS close before this answer (and must not count it as a failure).
-            await call.peer.pc.close()
+            await call.peer.drop()
+            # ... and reports the end with a terminate webhook, as in every case.
+            self._later(self._report_end(call, "REJECTED" if action == "reject" else "COMPLETED"))
+            self._missed(call)
         else:
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         return web.json_response({"success": True})
 
-    async def _connect(self, body: dict[str, Any]) -> web.Response:
+    async def _connect(
+        self, body: dict[str, Any], account: MetaAccount, number: str
+    ) -> web.Response:
         to, problem = addressee(body)  # ``to`` (digits) or ``recipient`` (a BSUID)
         if problem:
             return meta_error(400, 100, f"(#100) {problem}")
@@ -580,21 +729,22 @@ class FakeMeta(FakeServer):
                 138006,
                 "(#138006) No approved call permission from the recipient",
             )
-        refusal = self.perms.connect_refusal(to)
+        refusal = account.perms.connect_refusal(to)
         if refusal is not None:
             return refusal
         session = body.get("session") or {}
         if session.get("sdp_type") != "offer":
             return meta_error(400, 100, "(#100) session.sdp_type must be offer")
-        codec = meta_choice(str(session.get("sdp", "")), ("opus", *self.account.additional_codecs))
+        codec = meta_choice(str(session.get("sdp", "")), ("opus", *account.additional_codecs))
         if codec is None:
             return meta_error(400, 100, "(#100) the SDP offer has no audio codec Meta accepts")
-        peer = MetaPeer(self.user_tone_hz)
+        peer = self._peer(account)
         answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
+        call.number = number
         self.meta_calls[call.wacid] = call
         self.media.heard(call.wacid, body)
         if self.before_connect_answer is not None:
@@ -607,15 +757,15 @@ class FakeMeta(FakeServer):
     ) -> dict[str, Any]:
         """A webhook body about ``number`` (a ``phone_number_id`` of this app; default: its
         first number)."""
+        pnid = number or self.phone_number_id
+        account = self.accounts.get(pnid)  # (a test may name a number the app does not have)
+        phone = account.phone if account is not None else self.account.phone
         changes = [
             {
                 "field": field,
                 "value": {
                     "messaging_product": "whatsapp",
-                    "metadata": {
-                        "display_phone_number": "15550009999",
-                        "phone_number_id": number or self.phone_number_id,
-                    },
+                    "metadata": {"display_phone_number": phone, "phone_number_id": pnid},
                     **value,
                 },
             }
@@ -633,21 +783,94 @@ class FakeMeta(FakeServer):
             headers[SIGNATURE_HEADER] = sign(self.app_secret, raw)
         elif signature is not None:
             headers[SIGNATURE_HEADER] = signature
+        self.webhook_client = client  # Meta's own webhooks go there from now on (subscribe)
         return await client.post("/engine/webhook", data=raw, headers=headers)
 
-    async def user_offer(self, user: str) -> tuple[MetaCall, dict[str, Any]]:
-        """A WhatsApp user calls the business: the call and its connect event (not sent)."""
-        peer = MetaPeer(self.user_tone_hz)
-        offer = await peer.offer(self.account.additional_codecs)
-        call = MetaCall(self._wacid(), user, "USER_INITIATED", peer)
+    def _later(self, work: Any) -> None:
+        """Run ``work`` (a webhook Meta sends after answering a request) as an owned task."""
+        task = asyncio.ensure_future(work)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _report_end(self, call: MetaCall, status: str, **extra: Any) -> None:
+        """Meta's terminate webhook for a call the business ended (``terminate``, or
+        ``reject`` of a user's call), after its Graph answer, or that Meta ended itself: with
+        the connected seconds when the call had connected."""
+        if call.connected_at is not None:
+            end = time.time()
+            extra.update(
+                start_time=str(int(call.connected_at)),
+                end_time=str(int(end)),
+                duration=int(end - call.connected_at),
+            )
+        if call.direction == "BUSINESS_INITIATED":
+            extra["biz_opaque_callback_data"] = call.opaque
+        body = self.envelope(
+            self.terminate_event(call, status, **extra), number=call.number or None
+        )
+        answer = await self._tell(body)
+        if answer is not None:
+            self.ends_reported.append((call.wacid, answer))
+
+    def _missed(self, call: MetaCall) -> None:
+        """A business's call to the user ended without connecting (unanswered, rejected, or
+        given up): one more in a row for the user; at the fourth Meta revokes their
+        permission and says so with an automatic reject (a ``messages`` webhook it sends)."""
+        if call.direction != "BUSINESS_INITIATED" or call.connected_at is not None or call.missed:
+            return
+        call.missed = True
+        revoked = self._account(call).perms.unanswered_call(call.user)
+        if revoked is not None:
+            number = call.number or None
+            self._later(self._tell(self.envelope(revoked, field="messages", number=number)))
+
+    def _connected(self, call: MetaCall) -> None:
+        """The call connected (its ``accept``, or the user answered ours): its seconds count
+        from now, and Meta watches the business's media on it (:meth:`_watch_media`)."""
+        if call.connected_at is not None:
+            return  # said again (a test's answer event delivered twice)
+        call.connected_at = time.time()
+        self._later(self._watch_media(call))
+
+    async def _watch_media(self, call: MetaCall) -> None:
+        """Meta ends a connected call the business sends no media on: none within
+        :attr:`media_timeouts`' first seconds (138023, accepted but no media), or none for
+        its second mid-call (138021, media receive timeout)."""
+        start_s, gap_s = self.media_timeouts
+        started = time.monotonic()
+        gate = call.peer.gate
+        while call.state != "ended":
+            now = time.monotonic()
+            if gate.last_rtp_at is None and now - started > start_s:
+                code, message = 138023, "Call accepted but no media received"
+            elif gate.last_rtp_at is not None and now - max(gate.last_rtp_at, started) > gap_s:
+                code, message = 138021, "Media receive timeout"
+            else:
+                await asyncio.sleep(min(start_s, gap_s) / 5)
+                continue
+            await call.peer.drop()
+            error = {"code": code, "message": message, "error_data": {"details": message}}
+            self.media_ended.append((call.wacid, code))
+            await self._report_end(call, "FAILED", errors=[error])
+            return
+
+    async def user_offer(
+        self, user: str, number: str | None = None
+    ) -> tuple[MetaCall, dict[str, Any]]:
+        """A WhatsApp user calls the business number ``number`` (default: the app's first):
+        the call and its connect event (not sent)."""
+        account = self.accounts[number or self.phone_number_id]
+        peer = self._peer(account)
+        offer = await peer.offer(account.additional_codecs)
+        call = MetaCall(self._wacid(), user, "USER_INITIATED", peer, number=number or "")
         self.meta_calls[call.wacid] = call
-        self.perms.user_called(user)  # any inbound call opens or refreshes the window
+        account.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
             "calls": [
                 {
                     "id": call.wacid,
                     **named("from", user),  # a user who shows no phone: from_user_id
-                    "to": "15550009999",
+                    "to": account.phone,
                     "event": "connect",
                     "timestamp": str(int(time.time())),
                     "direction": "USER_INITIATED",
@@ -659,13 +882,21 @@ class FakeMeta(FakeServer):
         return call, event
 
     async def user_calls(
-        self, client: Any, user: str = "15550001111", number: str | None = None
+        self,
+        client: Any,
+        user: str = "15550001111",
+        number: str | None = None,
+        *,
+        companion: bool = False,
     ) -> MetaCall:
-        """``user`` calls the business number ``number`` (default: the app's first)."""
-        call, event = await self.user_offer(user)
+        """``user`` calls the business number ``number`` (default: the app's first), from
+        their phone or from a ``companion`` device; Meta's callback grant follows
+        (:meth:`_callback_grant`)."""
+        call, event = await self.user_offer(user, number)
         resp = await self.post(client, self.envelope(event, number=number))
         assert resp.status == 200, await resp.text()
         call.offered_at = time.monotonic()
+        await self._callback_grant(client, user, number, companion)
         return call
 
     async def user_presses_call_button(self, client: Any, user: str) -> MetaCall:
@@ -677,10 +908,30 @@ class FakeMeta(FakeServer):
             event["calls"][0]["cta_payload"] = payload
         resp = await self.post(client, self.envelope(event))
         assert resp.status == 200, await resp.text()
+        await self._callback_grant(client, user, None, False)
         return call
 
+    async def _callback_grant(
+        self, client: Any, user: str, number: str | None, companion: bool
+    ) -> None:
+        """Meta's own webhook after a user's call to a number whose settings have
+        ``callback_permission_status: ENABLED`` (answered or missed): a 7-day grant, an
+        automatic ``call_permission_reply`` in a ``messages`` webhook. None from a companion
+        device (Meta supports no callback permission there), none over a permanent one."""
+        account = self.accounts[number or self.phone_number_id]
+        if account.calling.get("callback_permission_status") != "ENABLED" or companion:
+            return
+        if account.perms.user(user).status == "permanent" and account.perms.permitted(user):
+            return
+        grant = self.envelope(account.perms.callback_grant(user), field="messages", number=number)
+        self.subscribe(client)
+        assert await self._tell(grant) == 200
+        self.grants_sent += 1
+
     def terminate_event(self, call: MetaCall, status: str = "COMPLETED", **extra: Any) -> dict:
-        business = "15550009999"
+        assert status in TERMINATE_STATUSES, f"Meta sends no terminate status {status!r}"
+        self._missed(call)
+        business = self._account(call).phone
         if call.direction == "USER_INITIATED":
             ends = {**named("from", call.user), "to": business}
         else:
@@ -698,6 +949,9 @@ class FakeMeta(FakeServer):
         return {"calls": [item]}
 
     def status_event(self, call: MetaCall, status: str) -> dict:
+        assert status in CALL_STATUSES, f"Meta sends no call status {status!r}"
+        if status == "REJECTED":
+            self._missed(call)
         item = {
             "id": call.wacid,
             "timestamp": str(int(time.time())),
@@ -711,12 +965,13 @@ class FakeMeta(FakeServer):
     def answer_event(self, call: MetaCall) -> dict:
         """The user picked up our call (Meta's connect webhook with its answer): it counts
         as a connected call with the user."""
-        self.perms.call_connected(call.user)
+        self._account(call).perms.call_connected(call.user)
+        self._connected(call)
         return {
             "calls": [
                 {
                     "id": call.wacid,
-                    "from": "15550009999",  # Meta: the business called, the user answers
+                    "from": self._account(call).phone,  # the business called, the user answers
                     **named("to", call.user),
                     "event": "connect",
                     "direction": "BUSINESS_INITIATED",
@@ -728,6 +983,9 @@ class FakeMeta(FakeServer):
         }
 
     async def stop(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         for call in self.meta_calls.values():
             await call.peer.close()
         await super().stop()

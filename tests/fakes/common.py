@@ -90,6 +90,36 @@ class CallerAudioLog:
         return np.frombuffer(b"".join(self.chunks), dtype="<i2")
 
 
+class BusinessFirst:
+    """Meta's rule for a call's media on every road (Graph or SIP signalling, DTLS or SDES
+    keys, calls of either direction): it sends no RTP until the business's first RTP packet
+    has arrived (Meta's calling documentation). The one gate both of the fake Meta's media
+    peers send through (``cloudapi.MetaPeer``, ``support/sdes_peer.SdesEndpoint``)."""
+
+    def __init__(self) -> None:
+        self.first_rtp_at: float | None = None
+        """When the business's first RTP packet arrived (monotonic)."""
+        self.first_sent_at: float | None = None
+        """When Meta's side sent its first RTP packet: never before :attr:`first_rtp_at`."""
+        self.held_back = 0
+        """RTP packets Meta's side did not send: the business had sent none yet."""
+        self.last_rtp_at: float | None = None
+        """When the business's latest RTP packet arrived (Meta's media timers read it)."""
+
+    def heard(self) -> None:
+        """An RTP packet of the business's arrived."""
+        self.last_rtp_at = time.monotonic()
+        self.first_rtp_at = self.first_rtp_at or self.last_rtp_at
+
+    def may_send(self) -> bool:
+        """Whether Meta's side sends an RTP packet now (else it is dropped and counted)."""
+        if self.first_rtp_at is None:
+            self.held_back += 1
+            return False
+        self.first_sent_at = self.first_sent_at or time.monotonic()
+        return True
+
+
 class FakeServer:
     """Runs an aiohttp app on 127.0.0.1 at a fixed port, stoppable and restartable."""
 

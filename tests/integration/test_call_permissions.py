@@ -189,19 +189,33 @@ async def test_request_limits_and_call_limits_say_when_next(cclient, meta):
     assert (perm["status"], perm["expiresAt"], perm["canCall"]) == ("permanent", None, False)
 
 
+async def user_calls_and_is_declined(client: Any, meta: Any, user: str) -> None:
+    """``user`` calls the business and the business declines (a missed call grants a
+    callback as an answered one does)."""
+    manager = client.app[MANAGER]
+    mcall = await meta.user_calls(client, user)
+    call = await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
+    assert (await client.post("/call/hangup", json={"callID": call.id})).status == 200
+    await wait_state(client, call.id, "ended", timeout=3)
+
+
 async def test_expiry_callback_grant_and_automatic_revocation(cclient, meta):
     meta.perms.strict = True
     client = await cclient()
     manager = client.app[MANAGER]
+    resp = await client.patch("/numbers/default/settings", json={"callbackPermission": "ENABLED"})
+    assert resp.status == 200, await resp.text()
     async with manager.events.subscribe() as sub:
-        # The user called with callback permission on: Meta grants 7 days by itself.
-        await deliver(client, meta, meta.perms.callback_grant(USER))
+        # The user called with callback permission on: Meta grants 7 days by itself, with
+        # its own webhook (the fake sends it, as Meta does; no test scripts it).
+        await user_calls_and_is_declined(client, meta, USER)
         grant = json.loads((await next_event(sub, "call.permission")).to_json())
         assert (grant["response"], grant["source"], grant["permanent"]) == (
             "accept",
             "automatic",
             False,
         )
+        assert meta.grants_sent == 1
         made = await client.post("/call/make", json={"phone": USER})
         assert made.status == 201
         # (One business call per user at a time: this one ends before the next.)
@@ -216,18 +230,31 @@ async def test_expiry_callback_grant_and_automatic_revocation(cclient, meta):
         perm = await (await client.get(f"/call/permissions/{USER}")).json()
         assert (perm["status"], perm["canCall"]) == ("no_permission", False)
 
-        # A new grant, then four unanswered calls: Meta revokes it (an automatic reject).
-        await deliver(client, meta, meta.perms.callback_grant(USER))
+        # The user calls again (a new grant), then three more of our calls go unanswered (we
+        # give up on each before it is answered), the fourth in a row with the first: Meta
+        # revokes the permission by itself (an automatic reject).
+        await user_calls_and_is_declined(client, meta, USER)
         await next_event(sub, "call.permission")
-        revoked = None
-        for _ in range(4):
-            revoked = meta.perms.unanswered_call(USER)
-        assert revoked is not None
-        await deliver(client, meta, revoked)
+        for _ in range(3):
+            made = await client.post("/call/make", json={"phone": USER})
+            assert made.status == 201, await made.text()
+            call_id = (await made.json())["callID"]
+            assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
         event = json.loads((await next_event(sub, "call.permission")).to_json())
     assert (event["response"], event["source"], event["expiresAt"]) == ("reject", "automatic", None)
     resp = await client.post("/call/make", json={"phone": USER})
     assert resp.status == 403
+
+
+async def test_no_callback_grant_while_callback_permission_is_off(cclient, meta):
+    """Meta grants a callback only where the number's settings switch it on: a user's call
+    to a number without it leaves them without permission (the bridge's call refused)."""
+    meta.perms.strict = True
+    client = await cclient()
+    await user_calls_and_is_declined(client, meta, USER)
+    assert meta.grants_sent == 0
+    resp = await client.post("/call/make", json={"phone": USER})
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "no_call_permission"
 
 
 async def test_a_message_delivered_late_opens_no_window_it_did_not(cclient, meta):
@@ -346,3 +373,39 @@ async def test_the_fake_refuses_what_meta_refuses(meta):
         meta.perms.offset = 2 * 86400  # two days on: the window has closed
         async with http.post(f"{url}/messages", json=good) as resp:
             assert (await resp.json())["error"]["code"] == 131047
+
+
+async def test_a_permission_is_the_number_s_that_asked(cclient, meta, tmp_path):
+    """Meta keeps call permissions per business number and user: the user who granted the
+    default number may be called from it, not from the app's other number (138006 there:
+    403, the user must be asked through that number too)."""
+    meta.add_number("2098765432", "second-token")
+    for account in meta.accounts.values():
+        account.perms.strict = True
+    client = await cclient(data_dir=str(tmp_path))
+    cloudapi = {
+        "phoneNumberID": "2098765432",
+        "accessToken": "second-token",
+        "appSecret": meta.app_secret,
+        "verifyToken": "verify-2",
+        "graphURL": meta.graph_url,
+    }
+    body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
+    resp = await client.post("/numbers", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["numberID"]
+    await deliver(client, meta, meta.perms.user_writes(USER))
+    resp = await client.post("/call/permissions", json={"phone": USER})
+    assert resp.status == 202, await resp.text()
+    await deliver(client, meta, meta.perms.user_answers(USER, "accept"))
+    perm = await (await client.get(f"/call/permissions/{USER}")).json()
+    assert (perm["status"], perm["canCall"]) == ("temporary", True)
+    perm = await (await client.get(f"/call/permissions/{USER}?from={second}")).json()
+    assert (perm["status"], perm["canCall"]) == ("no_permission", False)
+    resp = await client.post("/call/make", json={"phone": USER, "from": second})
+    error = (await resp.json())["error"]
+    assert resp.status == 403 and error["code"] == "no_call_permission", error
+    made = await client.post("/call/make", json={"phone": USER})
+    assert made.status == 201, await made.text()
+    call_id = (await made.json())["callID"]
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200

@@ -4,6 +4,7 @@ real aiortc peer on loopback for the WhatsApp user's media), with a browser agen
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 
@@ -499,3 +500,41 @@ async def test_the_runtime_owns_the_whatsapp_peer_and_closes_it_once(
     assert (await engine.health()).info["calls"] == 0
     if rtc is not None:
         await rtc.close()
+
+
+async def test_metas_terminate_after_the_business_ended_the_call_changes_nothing(
+    cclient, meta, caplog
+):
+    """Meta reports every end with a terminate webhook, the business's own too (its
+    ``terminate``, its ``reject`` of a user's call): the fake sends it after its Graph
+    answer, as Meta does. Each call stays ended once, with the bridge's reason, and nothing
+    is said about a terminate for a call that has ended."""
+    client = await cclient()
+    manager = client.app[MANAGER]
+    async with manager.events.subscribe() as sub:
+        declined = await meta.user_calls(client, "15550007001")
+        ringing = await until(lambda: manager.registry.by_engine_id(declined.wacid), 3, "ringing")
+        assert (await client.post("/call/hangup", json={"callID": ringing.id})).status == 200
+        answered = await meta.user_calls(client, "15550007002")
+        live = await until(lambda: manager.registry.by_engine_id(answered.wacid), 3, "ringing")
+        assert (await client.post("/call/answer", json={"callID": live.id})).status == 200
+        await wait_state(client, live.id, "active", timeout=3)
+        made = await (await client.post("/call/make", json={"phone": "5521977770003"})).json()
+        ours = next(c for c in meta.meta_calls.values() if c.opaque == made["callID"])
+        assert (await meta.post(client, meta.envelope(meta.answer_event(ours)))).status == 200
+        await wait_state(client, made["callID"], "active", timeout=3)
+        caplog.clear()
+        for call_id in (live.id, made["callID"]):
+            assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+        await until(lambda: len(meta.ends_reported) == 3, 3, "Meta's three terminates")
+        ended = await events_counted(sub, {"call.ended"}, 3, settle=0.5)
+    assert [status for _, status in meta.ends_reported] == [200, 200, 200]
+    engine = client.app[ENGINE]
+    await until(engine.graph_side.inbox.queue.empty, 2, "the webhooks taken")
+    assert sorted(e.call["callID"] for e in ended) == sorted([ringing.id, live.id, made["callID"]])
+    reasons = {e.call["callID"]: e.call["endReason"] for e in ended}
+    assert reasons[live.id] == reasons[made["callID"]] == "hangup", reasons
+    assert reasons[ringing.id] == "declined", reasons
+    assert engine.stats.bad_messages == 0  # Meta's terminates read, not skipped
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not said, [r.getMessage() for r in said]

@@ -11,7 +11,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from bridge.api.keys import MANAGER
+from bridge.api.keys import ENGINE, MANAGER
 
 from ..support.calls import wait_state
 from ..support.waits import until, until_passes
@@ -35,20 +35,21 @@ async def still_flowing(peer, what: str) -> None:
 
 
 async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(cclient, meta):
+    meta.media_timeouts = (2.0, 1.0)  # Meta's 20 s and 30 s, shortened: no gap may reach them
     client = await cclient()
     manager = client.app[MANAGER]
     mcall = await meta.user_calls(client, "15550001212")
     peer = mcall.peer
     await asyncio.wait_for(peer.connected.wait(), 5)
     # Ringing, no browser, no agent, nothing answered: the bridge's packets reach Meta.
-    await until(lambda: peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    await until(lambda: peer.gate.first_rtp_at, 3, "the first RTP packet with no browser")
     assert manager.registry.by_engine_id(mcall.wacid) is not None
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     assert (await (await client.get(f"/call/{call_id}")).json())["participants"] == []
-    print(f"first packet {1000 * (peer.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
+    print(f"first packet {1000 * (peer.gate.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
     # Meta's side waits for that packet before it sends any (the fake, as Meta does).
-    await until(lambda: peer.first_sent_at, 3, "WhatsApp's first RTP packet")
-    assert peer.first_sent_at >= peer.first_rtp_at
+    await until(lambda: peer.gate.first_sent_at, 3, "WhatsApp's first RTP packet")
+    assert peer.gate.first_sent_at >= peer.gate.first_rtp_at
     await still_flowing(peer, "while ringing")
 
     assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
@@ -72,6 +73,7 @@ async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(c
     assert resp.status == 200
     await rtc.close()
     await still_flowing(peer, "after the browser left")
+    assert meta.media_ended == []  # Meta never ended it for want of media
     await client.post("/call/hangup", json={"callID": call_id})
 
 
@@ -85,6 +87,26 @@ async def test_outbound_media_reaches_meta_with_no_browser(cclient, meta):
     assert (await meta.post(client, body)).status == 200
     await wait_state(client, call["callID"], "active", timeout=3)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
-    await until(lambda: mcall.peer.first_rtp_at, 3, "the first RTP packet with no browser")
+    await until(lambda: mcall.peer.gate.first_rtp_at, 3, "the first RTP packet with no browser")
     await still_flowing(mcall.peer, "with no browser")
     await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
+async def test_meta_ends_a_call_whose_media_stops(cclient, meta):
+    """Meta's other timer, as the fake keeps it: a connected call the business stops sending
+    on is ended by Meta (a terminate, FAILED, 138021 media receive timeout); the bridge ends
+    it with that reason. Here the bridge's WhatsApp-side sender is cut off mid-call."""
+    meta.media_timeouts = (2.0, 1.0)
+    client = await cclient()
+    manager = client.app[MANAGER]
+    mcall = await meta.user_calls(client, "15550001313")
+    call = await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
+    assert (await client.post("/call/answer", json={"callID": call.id})).status == 200
+    await until(lambda: mcall.peer.gate.first_rtp_at, 3, "the bridge's first RTP packet")
+    await still_flowing(mcall.peer, "answered")
+    leg = client.app[ENGINE].calls[mcall.wacid].leg.leg
+    leg.wire = None  # nothing more leaves for Meta: no RTP, no RTCP
+    ended = await wait_state(client, call.id, "ended", timeout=4)
+    assert meta.media_ended == [(mcall.wacid, 138021)]
+    assert ended["endReason"] == "media_timeout", ended
+    assert "138021" in (ended["endDetail"] or ""), ended

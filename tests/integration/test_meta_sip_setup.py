@@ -57,31 +57,33 @@ async def cloud_number(client, meta) -> str:
 async def test_enable_then_rotate_stores_meta_s_password_sealed(sclient, meta, tmp_path):
     client = await sclient()
     number_id = await cloud_number(client, meta)
+    account = meta.accounts["2098765432"]  # Meta keeps settings and password per number
     resp = await client.post(f"/numbers/{number_id}/sip/enable", json={}, headers=ADMIN)
     body = await resp.json()
     assert resp.status == 200, body
     server = {"hostname": HOST, "port": 5061}
-    assert meta.account.settings_posts[-1] == {
+    assert account.settings_posts[-1] == {
         "calling": {"status": "ENABLED", "sip": {"status": "ENABLED", "servers": [server]}}
     }
-    first = meta.account.sip_password
+    first = account.sip_password
     assert body["sip"] == {"status": "ENABLED", "servers": [server]} and body["sipPasswordSet"]
     assert first not in await resp.text()
     number = client.app[CATALOG].number(number_id)
     assert number.secrets["sipPassword"] == first
     shown = await (await client.get(f"/numbers/{number_id}", headers=ADMIN)).json()
     assert shown["cloudapi"]["sipPasswordSet"] is True and first not in str(shown)
+    assert meta.account.settings_posts == [] and meta.account.sip_password != first
     # Sealed at rest: the password is in no file of the store.
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and first.encode() in p.read_bytes()]
     # Meta now signals this number on SIP while the bridge runs it on Graph: said.
     [setup] = shown["health"]["setup"]
     assert "SIP is ENABLED" in setup and "131055" in setup
 
-    meta.account.settings_posts.clear()
+    account.settings_posts.clear()
     resp = await client.post(f"/numbers/{number_id}/sip/rotate", json={"port": 5062}, headers=ADMIN)
     body = await resp.json()
     assert resp.status == 200 and body["rotated"] is True, body
-    assert meta.account.settings_posts == [
+    assert account.settings_posts == [
         {"calling": {"sip": {"status": "DISABLED", "servers": []}}},
         {
             "calling": {
@@ -90,8 +92,8 @@ async def test_enable_then_rotate_stores_meta_s_password_sealed(sclient, meta, t
             }
         },
     ]
-    assert meta.account.sip_password != first
-    assert client.app[CATALOG].number(number_id).secrets["sipPassword"] == meta.account.sip_password
+    assert account.sip_password != first
+    assert client.app[CATALOG].number(number_id).secrets["sipPassword"] == account.sip_password
 
 
 async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
@@ -107,7 +109,7 @@ async def test_sip_enable_refusals_are_clear(sclient, make_client, meta):
         assert (resp.status, error["code"]) == (status, code), (path, body, error)
     resp = await client.post(f"/numbers/{number_id}/sip/enable", json={"port": 0}, headers=ADMIN)
     assert "port" in (await resp.json())["error"]["message"]
-    assert not meta.account.settings_posts
+    assert not any(account.settings_posts for account in meta.accounts.values())
 
     bare = await make_client(**meta.bridge_settings())  # no BRIDGE_SIP_HOSTNAME
     resp = await bare.post("/numbers/default/sip/enable", json={})
@@ -260,17 +262,19 @@ numbers:
     )
     client = await sclient(numbers_file=str(path))
     catalog = client.app[CATALOG]
-    password = meta.account.sip_password
-    assert catalog.number("default").secrets["sipPassword"] == password
-    assert catalog.number("sales").secrets["sipPassword"] == password
-    enabled = [p for p in meta.account.settings_posts if p["calling"].get("status") == "ENABLED"]
-    assert len(enabled) == 2, meta.account.settings_posts
+    default, sales = meta.account, meta.accounts["2098765432"]  # each its own password
+    assert default.sip_password != sales.sip_password
+    assert catalog.number("default").secrets["sipPassword"] == default.sip_password
+    assert catalog.number("sales").secrets["sipPassword"] == sales.sip_password
+    for account in (default, sales):
+        enabled = [p for p in account.settings_posts if p["calling"].get("status") == "ENABLED"]
+        assert len(enabled) == 1, account.settings_posts
+        account.settings_posts.clear()
 
-    meta.account.settings_posts.clear()
     again = await sclient(numbers_file=str(path))  # restart: the file again, the store kept
-    assert again.app[CATALOG].number("sales").secrets["sipPassword"] == password
-    assert again.app[CATALOG].number("default").secrets["sipPassword"] == password
-    assert meta.account.settings_posts == []
+    assert again.app[CATALOG].number("sales").secrets["sipPassword"] == sales.sip_password
+    assert again.app[CATALOG].number("default").secrets["sipPassword"] == default.sip_password
+    assert default.settings_posts == sales.settings_posts == []
 
     path.write_text("numbers:\n  - numberID: default\n    sip: {enable: yes-please}\n")
     with pytest.raises(ValueError, match=r"numbers\[0\].*'sip'"):
@@ -305,5 +309,5 @@ numbers:
         error = (await resp.json())["error"]
         assert resp.status == 409 and error["code"] == "defined_by_operator", (route, error)
         assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
-    assert meta.account.settings_posts == []
+    assert not any(account.settings_posts for account in meta.accounts.values())
     assert client.app[CATALOG].number("sales").secrets["sipPassword"] == "from-the-file"

@@ -13,7 +13,7 @@ from bridge.api.keys import MANAGER
 
 from ..support.calls import events_until_ended, wait_state
 from ..support.waits import until
-from .test_call_permissions import deliver, next_event
+from .test_call_permissions import deliver, next_event, user_calls_and_is_declined
 
 BSUID = "US.13491208655302741918"
 NEW_BSUID = "US.24817305912873645029"
@@ -105,7 +105,9 @@ async def test_a_user_id_change_moves_the_window_and_the_permission(cclient, met
     meta.perms.strict = True
     client = await cclient()
     await deliver(client, meta, meta.perms.user_writes(BSUID))
-    await deliver(client, meta, meta.perms.callback_grant(BSUID))
+    meta.account.calling["callback_permission_status"] = "ENABLED"
+    await user_calls_and_is_declined(client, meta, BSUID)  # Meta's grant follows by itself
+    await until(lambda: meta.grants_sent, 3, "Meta's callback grant")
     assert (await (await client.get(f"/call/permissions/{BSUID}")).json())["phone"] == BSUID
     await deliver(client, meta, meta.perms.user_id_changes(BSUID, NEW_BSUID))
     # The permission read a moment ago moved with the user, and names them as they are now
@@ -129,15 +131,17 @@ async def test_a_companion_devices_call_grants_no_callback_and_the_refusal_says_
     devices. The user's call is taken like any other; a call back is refused with 138006, and
     the bridge says that their call granted none."""
     meta.perms.strict = True
+    meta.account.calling["callback_permission_status"] = "ENABLED"
     client = await cclient()
     manager = client.app[MANAGER]
-    mcall = await meta.user_calls(client, BSUID)  # from a companion device: no grant follows
+    mcall = await meta.user_calls(client, BSUID, companion=True)  # no grant follows
     call = await until(lambda: manager.registry.by_engine_id(mcall.wacid), 3, "ringing")
     assert (await client.post("/call/answer", json={"callID": call.id})).status == 200
     await wait_state(client, call.id, "active", timeout=3)
     body = meta.envelope(meta.terminate_event(mcall, duration=20))
     assert (await meta.post(client, body)).status == 200
     await wait_state(client, call.id, "ended", timeout=3)
+    assert meta.grants_sent == 0
     resp = await client.post("/call/make", json={"recipient": BSUID})
     error = (await resp.json())["error"]
     assert resp.status == 403 and error["code"] == "no_call_permission", error

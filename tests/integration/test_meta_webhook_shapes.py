@@ -1,6 +1,6 @@
 """Meta's webhooks of shapes its documents do not show: an unsigned body from anyone is 401
 whatever its shape, and a signed item the bridge cannot read costs that item only, never the
-body's other items, the number's next calls, or a traceback."""
+body's other items, the number's next calls, or a traceback; a run of them is said once."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import logging
 from typing import Any
 
 import pytest
+
+from bridge.api.keys import ENGINE
 
 from .test_engine_cloudapi import the_live_call
 from .test_meta_penalties import deliver
@@ -52,6 +54,29 @@ async def test_an_item_it_cannot_read_costs_only_that_item(client, meta, caplog)
     live = await the_live_call(client)
     assert live["state"] == "ringing"
     assert not caplog.records, caplog.text
+
+
+async def test_items_it_cannot_read_are_said_once_a_run_not_each(client, meta, caplog) -> None:
+    """Meta's calls items the bridge cannot read, in body after body: counted each, said once
+    at WARNING with what they lacked (not a line an item: Meta resends, and a shape it
+    changed would come with every call); the run's end said once the items read again."""
+    caplog.set_level(logging.INFO, logger="bridge.engines.cloudapi.graph_side")
+    engine = client.app[ENGINE]
+    before = engine.stats.bad_messages
+    for i in range(3):
+        _, event = await meta.user_offer(f"1555000120{i}")
+        event["calls"].insert(0, {"id": f"wacid.odd{i}", "event": ["connect"]})
+        event["calls"].append({"event": "terminate"})  # no id
+        await deliver(client, meta, meta.envelope(event))
+    assert engine.stats.bad_messages == before + 6
+    said = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, [r.getMessage() for r in said]
+    assert "an event the bridge does not know" in said[0].getMessage()
+    assert "1098765432" in said[0].getMessage()  # the number it came for
+    _, event = await meta.user_offer("15550001299")
+    await deliver(client, meta, meta.envelope(event))
+    again = [r for r in caplog.records if "read again" in r.getMessage()]
+    assert len(again) == 1 and "after 3 webhook(s)" in again[0].getMessage()
 
 
 @pytest.mark.parametrize("expiration", [1_800_000_000_000, 10**20])

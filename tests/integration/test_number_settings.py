@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+
+from bridge.api.keys import MANAGER
+
+from ..support.calls import events_counted
 
 
 @pytest.fixture
@@ -100,6 +106,8 @@ async def test_read_and_change_the_settings_in_camel_case(cclient, meta):
             },
             "callHours.weeklyOperatingHours[0]",
         ),
+        ({"status": "ENABLED"}, "callHours"),  # no timezone, no week: Meta refuses it
+        ({"status": "ENABLED", "timezoneID": "America/Sao_Paulo"}, "callHours"),
     ],
 )
 async def test_metas_rules_are_checked_before_sending(cclient, meta, hours, field):
@@ -191,3 +199,83 @@ async def test_call_icons_restricted_to_countries(cclient, meta):
         assert resp.status == 400 and error["code"] == "invalid_settings", error
         assert field.split(".")[0] in error["message"], error
     assert len(meta.account.settings_posts) == 1  # none of those reached Meta
+
+
+async def test_each_number_has_its_own_settings_at_meta(cclient, meta, tmp_path):
+    """Meta keeps calling settings per phone number id: a second number's settings, changed
+    through the bridge, go to that number (its id, its token) and change nothing of the
+    first's; Meta's offers then carry G.711 on calls to the second number only."""
+    client = await cclient(data_dir=str(tmp_path))
+    meta.add_number("2098765432", "second-token")
+    cloudapi = {
+        "phoneNumberID": "2098765432",
+        "accessToken": "second-token",
+        "appSecret": meta.app_secret,
+        "verifyToken": "verify-2",
+        "graphURL": meta.graph_url,
+    }
+    body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
+    resp = await client.post("/numbers", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["numberID"]
+    patch = {"additionalCodecs": ["PCMU"], "callbackPermission": "ENABLED"}
+    resp = await client.patch(f"/numbers/{second}/settings", json=patch)
+    assert resp.status == 200, await resp.text()
+    assert meta.accounts["2098765432"].settings_posts == [
+        {
+            "calling": {
+                "callback_permission_status": "ENABLED",
+                "audio": {"additional_codecs": ["PCMU"]},
+            }
+        }
+    ]
+    assert meta.account.settings_posts == []
+    got = await (await client.get(f"/numbers/{second}/settings")).json()
+    assert (got["additionalCodecs"], got["callbackPermission"]) == (["PCMU"], "ENABLED")
+    first = await (await client.get("/numbers/default/settings")).json()
+    assert "additionalCodecs" not in first and first["callbackPermission"] == "DISABLED"
+    _, to_second = await meta.user_offer("15550001111", "2098765432")
+    _, to_first = await meta.user_offer("15550002222")
+    assert "PCMU/8000" in to_second["calls"][0]["session"]["sdp"]
+    assert "PCMU/8000" not in to_first["calls"][0]["session"]["sdp"]
+
+
+async def test_settings_meta_refuses_come_back_with_metas_reason(cclient, meta):
+    """What the bridge's own checks let through and Meta refuses (a SIP server's host name
+    that is none): 400 ``settings_refused`` with Meta's code and reason, nothing changed at
+    Meta."""
+    client = await cclient()
+    for patch, reason in [
+        ({"sip": {"status": "ENABLED", "servers": [{"hostname": "sip bridge"}]}}, "hostname"),
+    ]:
+        resp = await client.patch("/numbers/default/settings", json=patch)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "settings_refused", (patch, error)
+        assert error["details"]["metaCode"] == 100 and reason in error["message"], error
+    assert meta.account.calling.get("call_hours") is None
+    assert meta.account.calling["sip"] == {"status": "DISABLED", "servers": []}
+
+
+async def test_metas_own_settings_update_after_a_change_is_announced_once(cclient, meta):
+    """Meta tells every settings change with an ``account_settings_update`` webhook, the
+    business's own changes too: the fake sends it after answering the POST. The bridge
+    announces it once (``number.settings_changed``, the number's settings as Meta has them
+    now), with no SIP password in it."""
+    client = await cclient()
+    meta.subscribe(client)
+    meta.account.calling["sip"] = {
+        "status": "DISABLED",
+        "servers": [{"hostname": "sip.example.com", "port": 5061, "sip_user_password": "s3"}],
+    }
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.patch(
+            "/numbers/default/settings", json={"callIconVisibility": "DISABLE_ALL"}
+        )
+        assert resp.status == 200, await resp.text()
+        events = await events_counted(sub, {"number.settings_changed"}, 1, timeout=3)
+    assert meta.told == [("account_settings_update", 200)]
+    assert len(events) == 1
+    said = json.loads(events[0].to_json())
+    assert said["numberID"] == "default"
+    assert said["calling"]["call_icon_visibility"] == "DISABLE_ALL"
+    assert "s3" not in json.dumps(said)

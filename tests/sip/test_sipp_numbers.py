@@ -118,7 +118,7 @@ async def sip_number_b(rig, meta) -> tuple[str, str]:
     number_b = (await resp.json())["numberID"]
     resp = await rig.client.post(f"/numbers/{number_b}/sip/enable", json={}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
-    password_b = meta.account.sip_password
+    password_b = meta.accounts["2098765432"].sip_password
     assert password_b and password_b != PASSWORD
     return number_b, password_b
 
@@ -139,7 +139,7 @@ async def shared_rig(sip_rig, meta, tmp_path, **settings: Any):
 async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig, meta, tmp_path):
     rig, port = await shared_rig(sip_rig, meta, tmp_path, sip_password="")
     number_b, password_b = await sip_number_b(rig, meta)
-    assert meta.account.settings_posts[-1]["calling"]["sip"]["servers"] == [
+    assert meta.accounts["2098765432"].settings_posts[-1]["calling"]["sip"]["servers"] == [
         {"hostname": HOST_B, "port": port}
     ]
 
@@ -148,7 +148,6 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert "localhost" in await peer_names(port, str(rig.ca.path), "localhost")
 
     # The settings' number on SIP through the API too (BRIDGE_SIP_PASSWORD unset): Meta's.
-    # (rotate: the fake Meta keeps one password per app, a real one per number)
     resp = await rig.client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
     password_default = meta.account.sip_password

@@ -61,6 +61,7 @@ async def test_uic_over_sdes_audio_both_ways_dtmf_and_rtcp(sip_rig):
         assert dominant_frequency(said, 16_000) == pytest.approx(AGENT_HZ, abs=5)
         assert rms_dbfs(said / 32768) > -20.0, rms_dbfs(said / 32768)
         await tone
+        assert meta.gate.first_sent_at >= meta.gate.first_rtp_at  # Meta waited for it
         # Key presses both ways (RFC 4733 on 126, as on WebRTC legs).
         await meta.press(5)
         await until(

@@ -1,6 +1,8 @@
 """A second SDES-SRTP endpoint for tests and benches, written here from the RFCs (RFC 3550,
 3711, 4568, 4733, 7587) with libsrtp (``pylibsrtp``) and libopus, on a loopback UDP socket: it
-plays Meta's side of an SDES call (its SDP as Meta's SIP documentation shows it)."""
+plays Meta's side of an SDES call (its SDP as Meta's SIP documentation shows it), and, like
+Meta, sends no RTP before the business's first packet has arrived (``fakes.common.BusinessFirst``,
+the gate the Graph road's fake peer sends through too)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from aiortc.rtp import RtcpPacket, RtcpReceiverInfo, RtcpRrPacket, RtcpSrPacket
 
 from bridge.audio.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from bridge.audio.opus import OpusDecoder, OpusEncoder
+
+from ..fakes.common import BusinessFirst
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
@@ -55,7 +59,9 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         """Decoded G.711 received (8 kHz), either law by its payload type."""
         self.rtcp: list[Any] = []
         self.auth_failed = 0
-        self.first_at: float | None = None
+        self.gate = BusinessFirst()
+        """Meta sends nothing before the business's first RTP packet (as on Graph calls).
+        A source that is not Meta waiting for the bridge (a forger) opens it itself."""
         self.seq = secrets.randbelow(0x8000)
         self.ts = secrets.randbits(32)
 
@@ -135,7 +141,7 @@ class SdesEndpoint(asyncio.DatagramProtocol):
             self.auth_failed += 1
             return
         now = time.monotonic()
-        self.first_at = self.first_at or now
+        self.gate.heard()
         _, second, seq, ts, _ = _HEADER.unpack_from(plain)
         pt = second & 0x7F
         if second & 0x80:
@@ -163,6 +169,8 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         self, payload: bytes, pt: int = 111, marker: bool = False, ts: int | None = None
     ) -> None:
         assert self.tx is not None and self.transport is not None and self.to is not None
+        if not self.gate.may_send():  # Meta waits for the business's first packet
+            return
         header = _HEADER.pack(
             0x80, (0x80 if marker else 0) | pt, self.seq, self.ts if ts is None else ts, self.ssrc
         )

@@ -90,6 +90,28 @@ async def test_a_tone_from_meta_reaches_the_bus_and_rtcp_flows(sdes_meta: SdesEn
     await peer.close()  # idempotent
 
 
+async def test_meta_sends_nothing_before_the_bridges_first_packet(sdes_meta: SdesEndpoint) -> None:
+    """Meta's SIP road with SDES keys, as with DTLS: Meta sends no RTP until the business's
+    first packet has arrived. Meta starts its tone the moment it has the bridge's answer;
+    the bridge's leg, with no channel open and nothing to say, sends first, so the tone
+    reaches the bus once a channel is plugged in."""
+    peer, _ = sdes_leg()
+    try:
+        sdes_meta.take(await peer.answer(sdes_meta.sdp()))
+        talking = asyncio.create_task(sdes_meta.play_tone(1000, 8000, 1.5))
+        port = Port()
+        peer.open_channel().plug(port)
+        await talking
+        gate = sdes_meta.gate
+        assert gate.first_rtp_at is not None and gate.first_sent_at is not None
+        assert gate.first_sent_at >= gate.first_rtp_at  # the bridge's first, then Meta's
+        await until(lambda: len(port.accepted) >= 60, 3.0, "frames from Meta")
+        heard = np.concatenate(port.accepted[-40:])
+        assert band_energy(heard, 16_000, 1000) > 0.8
+    finally:
+        await peer.close()
+
+
 async def test_dtmf_both_ways(sdes_meta: SdesEndpoint) -> None:
     peer, digits = sdes_leg()
     try:
@@ -157,9 +179,11 @@ async def test_symmetric_rtp_latches_to_authenticated_sources_only(sdes_meta: Sd
         sdes_meta.take(answer)
         moved.take(answer)
         moved.ssrc = sdes_meta.ssrc
+        moved.gate.heard()  # Meta had the bridge's packets at its old address
         forged = SdesEndpoint()  # the wrong key: its packets never authenticate
         await forged.start()
         forged.take(answer)
+        forged.gate.heard()  # no Meta: it waits for nobody
         for _ in range(5):
             forged.send_rtp(b"\x00" * 40)
         await until(lambda: peer.socket.auth_failed >= 5, 2.0, "forged packets counted")

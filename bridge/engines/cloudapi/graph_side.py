@@ -12,6 +12,7 @@ as on any engine without them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +20,7 @@ import aiohttp
 
 from ...config import EngineSettings
 from ...errors import EngineCallNotFound, NotFound
+from ...logs import Repeats
 from ...tasks import TaskSet
 from ..base import EngineEvent, EngineStats, RemoteCall
 from .artifacts import MetaArtifacts
@@ -33,6 +35,16 @@ from .state import MetaCall
 from .webhook import CallWebhook, WebhookInbox, call_events, verify
 
 C = TypeVar("C", bound=MetaCall)
+log = logging.getLogger(__name__)
+
+UNREAD = {
+    "calls": "a calls item with no id or an event the bridge does not know, or a status with "
+    "no id or status",
+    "messages": "a message, a permission reply or a user id change without its fields",
+    "number": "an account_update or account_settings_update without its fields",
+    "artifacts": "a recording or transcript announcement without its media",
+}
+"""What each kind of webhook item the bridge skipped lacked (Meta's documented shapes)."""
 
 
 class GraphSide:
@@ -65,6 +77,8 @@ class GraphSide:
         engine's, on either road)."""
         self.on_calls: Callable[[list[CallWebhook]], Awaitable[None]] | None = None
         """Who hears Meta's ``calls`` webhooks (the engine)."""
+        self.unread = Repeats()
+        """Runs of skipped webhook items, by kind: each run said once (:meth:`_skipped`)."""
         self._http, self._own_http = http, http is None
 
     async def start(self, tasks: TaskSet) -> None:
@@ -92,12 +106,38 @@ class GraphSide:
 
     async def _on_body(self, body: dict[str, Any]) -> None:
         calls, bad = call_events(body)
-        bad += self.permissions.heard(body) + self.standing.heard(body)
-        if self.artifacts is not None:
-            bad += self.artifacts.heard(body)
-        self.stats.bad_messages += bad
+        skipped = {
+            "calls": bad,
+            "messages": self.permissions.heard(body),
+            "number": self.standing.heard(body),
+            "artifacts": self.artifacts.heard(body) if self.artifacts is not None else 0,
+        }
+        self.stats.bad_messages += sum(skipped.values())
+        for kind, count in skipped.items():
+            self._skipped(kind, count, bool(calls) if kind == "calls" else False)
         if calls and self.on_calls is not None:
             await self.on_calls(calls)
+
+    def _skipped(self, kind: str, count: int, read: bool) -> None:
+        """Items of ``kind`` Meta sent that the bridge cannot read are skipped and counted
+        (``bridge_engine_bad_messages_total``), each run of them said once at WARNING, not
+        an item at a time (Meta resends and changes shapes); a calls item read again ends
+        the run, said too."""
+        if count and self.unread.seen(kind) == 1:
+            log.warning(
+                "number %s: Meta's webhook %s skipped (%s): a user's call or notice in it is "
+                "lost; later ones counted in bridge_engine_bad_messages_total, not said",
+                self.settings.cloudapi_phone_number_id,
+                "items" if count > 1 else "item",
+                UNREAD[kind],
+            )
+        elif not count and read and (before := self.unread.ended(kind)):
+            log.info(
+                "number %s: Meta's %s items read again, after %d webhook(s) with some skipped",
+                self.settings.cloudapi_phone_number_id,
+                kind,
+                before,
+            )
 
 
 class CloudApiRoad(Generic[C]):

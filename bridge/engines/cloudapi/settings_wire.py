@@ -5,9 +5,10 @@ Call settings); the table of both names is docs/engines/cloudapi.md, *Settings t
 bridge*. The voicemail, icon and restriction names follow the issues' description of Meta's
 2026 fields: the public references this project works from do not list them.
 
-Meta's rules are checked before anything is sent (its own refusals are passed back too): at
-most two opening slots a day, a slot opening before it closes, at most 20 holidays, a timezone
-id of the tz database. A SIP password Meta returns is never passed on.
+Meta's rules are checked before anything is sent (its own refusals are passed back too): hours
+switched on name their timezone and week, at most two opening slots a day, a slot opening
+before it closes, at most 20 holidays, a timezone id of the tz database. A SIP password Meta
+returns is never passed on.
 """
 
 from __future__ import annotations
@@ -113,6 +114,11 @@ def check(patch: Mapping[str, Any]) -> None:
     hours = patch.get("callHours")
     if not isinstance(hours, Mapping):
         return
+    if hours.get("status") == "ENABLED":
+        missing = [k for k in ("timezoneID", "weeklyOperatingHours") if k not in hours]
+        if missing:
+            why = f"{' and '.join(missing)} must be given when the hours are ENABLED"
+            raise _invalid("callHours", why)
     zone = hours.get("timezoneID")
     if zone is not None and zone not in zoneinfo.available_timezones():
         why = f"{str(zone)[:64]!r} is not a tz database id (e.g. America/Sao_Paulo)"
