@@ -302,8 +302,11 @@ class ForkService:
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Fork:
         """Open a stream of a call moved here again (:meth:`Fork.export`): same URL, same
         stream id, a ``start`` with ``"resumed": true``."""
+        stream_id = moved.get("streamId")
+        if not isinstance(stream_id, str) or not stream_id:
+            raise BadRequest("a moved media fork needs its 'streamId' (a string)")
         body = {k: v for k, v in moved.items() if k != "streamId"}
-        return await self.start(host, body, stream_id=str(moved["streamId"]), resumed=True)
+        return await self.start(host, body, stream_id=stream_id, resumed=True)
 
     async def start(
         self,
