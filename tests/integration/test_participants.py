@@ -218,3 +218,35 @@ async def test_recording_keeps_the_whatsapp_conversation_never_the_whisper(make_
     assert_hears(tracks["inbound"], 16_000, {PEER}, {AGENT, WHISPER, BARGE})
     for rtc in rtcs:
         await rtc.close()
+
+
+async def test_a_hold_asked_twice_at_once_leaves_no_music_after_the_resume(make_client) -> None:
+    """Two holds with music at once (an app's button pressed twice): each started its own
+    looping playback while neither was the hold's yet, and the resume stopped only the one the
+    hold kept — WhatsApp heard the other loop on after the call was taken off hold, until the
+    call ended. One hold has one music."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+    first, second = await asyncio.gather(
+        client.post("/call/hold", json=hold), client.post("/call/hold", json=hold)
+    )
+    assert first.status == second.status == 200
+
+    def music() -> None:
+        assert sim_call(client, cid).heard, "WhatsApp heard nothing yet"
+        assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, set())
+
+    await until_passes(music)
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert resp.status == 200 and (await resp.json())["held"] is False
+    assert client.app[MANAGER].runtime(cid).attached("playback") == []
+
+    def silent() -> None:
+        level = rms_dbfs(peer_heard(client, cid, 25) / 32768)
+        assert level < -60, f"WhatsApp still hears {level:.1f} dBFS after the resume"
+
+    await until_passes(silent, timeout=3.0)
