@@ -270,8 +270,7 @@ class PlaybackService:
         self._http = http
 
     async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Playback:
-        if len(host.attached("playback")) >= MAX_PER_CALL:
-            raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
+        self._check_room(host)
         kinds = [k for k in ("file", "assetId", "audioBase64", "audioUrl") if body.get(k)]
         if len(kinds) != 1:
             raise BadRequest("give exactly one of file, assetId, audioBase64, audioUrl")
@@ -287,6 +286,7 @@ class PlaybackService:
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
+        self._check_room(host)  # again: others may have started while this one opened
         playback = Playback(
             host, opened, lambda: _opened(source), to_downlink=target == "both", loop=loop
         )
@@ -294,6 +294,11 @@ class PlaybackService:
         host.bus.add_source(playback)
         host.emit("playback.started", playbackId=playback.id, target=target)
         return playback
+
+    @staticmethod
+    def _check_room(host: AttachmentHost) -> None:
+        if len(host.attached("playback")) >= MAX_PER_CALL:
+            raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
 
     async def _resolve(self, kind: str, value: Any) -> Path | bytes:
         if not isinstance(value, str):

@@ -311,3 +311,26 @@ async def test_recording_paths_stay_under_files_and_are_not_reused(make_client, 
     assert resp.status == 200
     resp = await client.post("/call/record", json={"callID": call["callID"], "path": "mine/one"})
     assert resp.status == 409
+
+
+async def test_a_call_never_plays_more_than_its_limit_of_files_at_once(media_client) -> None:
+    """``MAX_PER_CALL`` playbacks mixed into one call: checked before the audio was opened (in
+    a thread), so requests that came together all passed the check and all played — a dozen
+    at once made a dozen loops mixed into the call. Those past the limit are 409."""
+    from bridge.api.keys import MANAGER
+    from bridge.attachments.playback import MAX_PER_CALL
+
+    client = await media_client(sim_peer="silence")
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    clip = base64.b64encode(make("wav", 1000.0, 1.0, amplitude=0.05)).decode()
+    body = {"callID": call["callID"], "audioBase64": clip, "loop": True}
+    answers = await asyncio.gather(
+        *(client.post("/call/play", json=body) for _ in range(MAX_PER_CALL + 4))
+    )
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [201] * MAX_PER_CALL + [409] * 4, statuses
+    refused = [await r.json() for r in answers if r.status == 409]
+    assert all(b["error"]["code"] == "invalid_call_state" for b in refused), refused
+    playing = client.app[MANAGER].runtime(call["callID"]).attached("playback")
+    assert len(playing) == MAX_PER_CALL
