@@ -250,3 +250,38 @@ async def test_a_hold_asked_twice_at_once_leaves_no_music_after_the_resume(make_
         assert level < -60, f"WhatsApp still hears {level:.1f} dBFS after the resume"
 
     await until_passes(silent, timeout=3.0)
+
+
+async def test_two_browsers_offering_as_the_agent_at_once_make_one_agent(
+    make_client, monkeypatch
+) -> None:
+    """A call has one agent: two offers at once, each as the agent under its own participant
+    id, were both checked before either session existed (a TURN grant is awaited between the
+    check and the session, a REST call where TURN is on), and the call had two agents. The
+    second is refused (409) as it is when it comes later."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    turn = client.app[MANAGER].sessions.turn
+    grant = turn.grant
+
+    async def slow_grant(name: str) -> object:
+        await asyncio.sleep(0.05)  # a TURN provider's REST API answering
+        return await grant(name)
+
+    monkeypatch.setattr(turn, "grant", slow_grant)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    offers = [
+        {"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp, "participantID": pid}
+        for pid in ("ann", "bob")
+    ]
+    answers = await asyncio.gather(
+        *(client.post("/call/webrtc/offer", json=offer) for offer in offers)
+    )
+    await pc.close()
+    assert sorted(r.status for r in answers) == [200, 409], [r.status for r in answers]
+    roles = [p["role"] for p in (await (await client.get(f"/call/{cid}")).json())["participants"]]
+    assert roles == ["agent"], roles
