@@ -71,7 +71,7 @@ def rate_limit_middleware(rate: float, burst: int, by_token: bool) -> Middleware
 
 
 ALLOW_HEADERS = "Authorization, Content-Type, token"
-ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+ALLOW_METHODS = "GET, POST, PATCH, DELETE, OPTIONS"
 
 
 def cors_middleware(origins: tuple[str, ...]) -> Middleware:

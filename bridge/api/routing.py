@@ -98,16 +98,16 @@ def routing_middleware(secret: str) -> Middleware:
         if request.method == "POST" and request.path == WEBHOOK_PATH:
             return await _route_webhook(request, handler, secret)
         call_id = await call_id_of(request)
-        if call_id is None or request.app[MANAGER].registry.get(call_id) is not None:
-            # Not about a call, or ours. A change made here (a call created by a simulated
-            # inbound call, a call's state) is in the directory before the answer goes back,
-            # as a forwarded request's is: the client may use it at once through another
-            # instance (seen: an inbound call answered through B before A had written it).
+        directory = request.app[DIRECTORY]
+        local = request.app[MANAGER].registry.get(call_id) if call_id is not None else None
+        if call_id is None or (local is not None and local.owner == directory.worker_id):
+            # Not about a call, or ours (a handed-over call, held here for its browser's relay,
+            # is the new owner's): a change made here is in the directory before the answer
+            # goes back, as a forwarded one's (the client may use it at once, anywhere).
             response = await handler(request)
             if request.method == "POST":
-                await request.app[DIRECTORY].flush(FLUSH_TIMEOUT)
+                await directory.flush(FLUSH_TIMEOUT)
             return response
-        directory = request.app[DIRECTORY]
         record = await directory.record(call_id)
         if record is None or record.owner == directory.worker_id:
             return await handler(request)  # unknown (the handler says 404) or ours

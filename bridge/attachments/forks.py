@@ -97,6 +97,9 @@ class Fork:
         self._tasks = TaskSet(f"fork[{self.id}]")
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
+        self._started = False
+        """Its socket opened and its taps are on (``stream.started`` follows): only then does
+        its end say ``stream.stopped``/``dropped``."""
         self.dropped = False
 
     # -- events to the app
@@ -172,6 +175,7 @@ class Fork:
             self.bus.add_user(f"fork:{self.id}")
         self._tasks.spawn(self._sender(), "sender")
         self._tasks.spawn(self._receiver(), "receiver")
+        self._started = True
 
     def _marked(self, name: str, status: str) -> None:
         self._enqueue(self.wire.mark(name, status))
@@ -263,8 +267,9 @@ class Fork:
         if self._ws is not None:
             await self._ws.close()
         self.host.detach(self)
-        event = "stream.dropped" if reason == "dropped" else "stream.stopped"
-        self.host.emit(event, streamId=self.id, reason=reason)
+        if self._started:  # one the call ended while it connected was never a stream (409)
+            event = "stream.dropped" if reason == "dropped" else "stream.stopped"
+            self.host.emit(event, streamId=self.id, reason=reason)
         await self._tasks.close()
 
     def call_state(self, state: str, end_reason: str | None) -> None:
@@ -302,8 +307,11 @@ class ForkService:
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Fork:
         """Open a stream of a call moved here again (:meth:`Fork.export`): same URL, same
         stream id, a ``start`` with ``"resumed": true``."""
+        stream_id = moved.get("streamId")
+        if not isinstance(stream_id, str) or not stream_id:
+            raise BadRequest("a moved media fork needs its 'streamId' (a string)")
         body = {k: v for k, v in moved.items() if k != "streamId"}
-        return await self.start(host, body, stream_id=str(moved["streamId"]), resumed=True)
+        return await self.start(host, body, stream_id=stream_id, resumed=True)
 
     async def start(
         self,

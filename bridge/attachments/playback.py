@@ -41,6 +41,7 @@ from ..errors import (
     TooLarge,
 )
 from ..http import url_parts
+from ..logs import Repeats
 from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
 
@@ -202,6 +203,7 @@ class AssetStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
+        self._unreadable = Repeats()  # a record that cannot be read: said once
 
     def add(self, data: bytes, name: str, owner: str = "") -> Asset:
         info = self._check(data)
@@ -214,7 +216,10 @@ class AssetStore:
                 info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
             )
             asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
-            meta_path.write_text(json.dumps({**asset.as_json(), "owner": owner}))
+            # Whole or not at all (a listing, here or on another worker, reads it meanwhile).
+            partial = meta_path.with_suffix(".partial")
+            partial.write_text(json.dumps({**asset.as_json(), "owner": owner}))
+            partial.replace(meta_path)
         except OSError as exc:  # a full disk: no half-written asset left behind
             path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
@@ -236,22 +241,35 @@ class AssetStore:
         meta_path = self.root / f"{asset_id}.json"
         if not meta_path.is_file():
             raise NotFound(f"no audio asset {asset_id[:80]!r}")
-        meta = json.loads(meta_path.read_text())
-        created = parse_iso_utc(meta["createdAt"])
-        return Asset(
-            asset_id,
-            self.root / f"{asset_id}.audio",
-            meta["durationMs"],
-            meta["format"],
-            meta.get("name", ""),
-            created,
-            str(meta.get("owner") or ""),
-        )
+        try:
+            meta = json.loads(meta_path.read_text())
+            created = parse_iso_utc(meta["createdAt"])
+            asset = Asset(
+                asset_id,
+                self.root / f"{asset_id}.audio",
+                int(meta["durationMs"]),
+                str(meta["format"]),
+                str(meta.get("name", "")),
+                created,
+                str(meta.get("owner") or ""),
+            )
+        except FileNotFoundError:  # deleted meanwhile
+            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # Cut short by a crash, or not ours: that asset is gone, the others stay.
+            if self._unreadable.seen(asset_id) == 1:
+                log.warning("audio asset %s: its record cannot be read (%s)", asset_id, exc)
+            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
+        return asset
 
     def list(self) -> list[Asset]:
-        return sorted(
-            (self.get(p.stem) for p in self.root.glob("as_*.json")), key=lambda a: a.created_at
-        )
+        assets = []
+        for path in self.root.glob("as_*.json"):
+            try:
+                assets.append(self.get(path.stem))
+            except NotFound:  # unreadable (said once), or deleted meanwhile
+                continue
+        return sorted(assets, key=lambda a: a.created_at)
 
     def delete(self, asset_id: str) -> None:
         asset = self.get(asset_id)
@@ -270,8 +288,7 @@ class PlaybackService:
         self._http = http
 
     async def start(self, host: AttachmentHost, body: dict[str, Any]) -> Playback:
-        if len(host.attached("playback")) >= MAX_PER_CALL:
-            raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
+        self._check_room(host)
         kinds = [k for k in ("file", "assetId", "audioBase64", "audioUrl") if body.get(k)]
         if len(kinds) != 1:
             raise BadRequest("give exactly one of file, assetId, audioBase64, audioUrl")
@@ -287,6 +304,7 @@ class PlaybackService:
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
+        self._check_room(host)  # again: others may have started while this one opened
         playback = Playback(
             host, opened, lambda: _opened(source), to_downlink=target == "both", loop=loop
         )
@@ -294,6 +312,11 @@ class PlaybackService:
         host.bus.add_source(playback)
         host.emit("playback.started", playbackId=playback.id, target=target)
         return playback
+
+    @staticmethod
+    def _check_room(host: AttachmentHost) -> None:
+        if len(host.attached("playback")) >= MAX_PER_CALL:
+            raise CallStateError(f"a call can play at most {MAX_PER_CALL} files at once")
 
     async def _resolve(self, kind: str, value: Any) -> Path | bytes:
         if not isinstance(value, str):

@@ -332,7 +332,11 @@ class RecordingService:
         recorder = CallRecorder(
             host, base, root, self.retention_s, self.add, origin=origin, segment=segment
         )
-        host.attach(recorder)
+        try:
+            host.attach(recorder)
+        except CallStateError:  # the call ended while it moved: finish the files, as start()
+            await recorder.close()
+            raise
         host.emit("recording.started", segment=segment)
         return recorder
 

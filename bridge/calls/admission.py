@@ -21,6 +21,8 @@ class Admission:
         self._live = live
         self.shutting_down = False
         self._dialling = 0
+        self._dialling_for: dict[str, int] = {}
+        """Dials in flight by tenant (a tenant's ``maxCalls`` counts them too)."""
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
 
@@ -33,20 +35,26 @@ class Admission:
             raise AtCapacity(f"the bridge carries its maximum of {self.max_calls} calls")
         if tenant is not None and tenant.max_calls:
             mine = sum(1 for c in live if c.tenant_id == tenant.tenant_id)
+            mine += self._dialling_for.get(tenant.tenant_id, 0)
             if mine >= tenant.max_calls:
                 raise AtCapacity(
                     f"tenant {tenant.tenant_id} carries its maximum of {tenant.max_calls} calls"
                 )
 
     @contextmanager
-    def dialling(self) -> Iterator[None]:
-        """A dial in flight: it holds a place until it returns."""
+    def dialling(self, tenant_id: str = "") -> Iterator[None]:
+        """A dial in flight (for ``tenant_id``'s number): it holds a place until it returns."""
         self._dialling += 1
+        self._dialling_for[tenant_id] = self._dialling_for.get(tenant_id, 0) + 1
         self._dials_idle.clear()
         try:
             yield
         finally:
             self._dialling -= 1
+            if self._dialling_for[tenant_id] > 1:
+                self._dialling_for[tenant_id] -= 1
+            else:
+                del self._dialling_for[tenant_id]
             if not self._dialling:
                 self._dials_idle.set()
 

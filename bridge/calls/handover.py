@@ -35,6 +35,10 @@ MEDIA_OPEN_WAIT = 3.0
 the first is open (its documentation does not promise either way) gets it again by the
 channel's reconnects once the old one is closed: break-before-make, a longer gap."""
 
+REOPEN_WAIT = 4.0
+"""Seconds a handover's new owner waits for the call's forks and agents to open again before
+it answers (with :data:`MEDIA_OPEN_WAIT`, well within the old worker's request timeout)."""
+
 HANDOVER_USER = "handover"
 """The bus user that keeps a moved call's engine media open until a browser is back."""
 
@@ -214,7 +218,8 @@ async def adopt_call(
     With ``carried`` (a crash adoption), ``carried(runtime)`` is called then and the forks and
     agents re-open as the call's own task, after this returns (their servers' set-up, seconds
     for a model that is away, must delay neither the crash's ``call.moved`` nor the dead
-    worker's other calls); without (a handover), they are open before this returns.
+    worker's other calls); without (a handover), they are open before this returns, or
+    :data:`REOPEN_WAIT` passed.
     Idempotent: a call already carried here is returned as it is."""
     known = manager.find_runtime(moved.call_id)
     if known is not None and known.call.live:
@@ -242,8 +247,32 @@ async def adopt_call(
         raise
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
     if carried is None:
-        # A handover: the old owner keeps the forks and agents until the new one has them.
-        await reopen
+        # A handover: the old owner keeps the forks and agents until the new one has them,
+        # for at most REOPEN_WAIT (the old worker's request gives up past its timeout, and
+        # then tries another worker); what is not open by then goes on as the call's task.
+        reopened = asyncio.Event()
+
+        async def reopen_then_say() -> None:
+            try:
+                await reopen
+            finally:
+                reopened.set()
+
+        if runtime.closed:  # it ended meanwhile: nothing to open
+            reopen.close()
+            reopened.set()
+        else:
+            runtime.spawn(reopen_then_say(), "reopen-attachments")
+        try:
+            await asyncio.wait_for(reopened.wait(), REOPEN_WAIT)
+        except TimeoutError:
+            log.info(
+                "call %s: its forks and agents are not all open again within %g s; answering "
+                "the handover, they go on opening here",
+                call.id,
+                REOPEN_WAIT,
+                extra={"call_id": call.id},
+            )
     else:
         # A crash adoption: the call is told where it is now, and its forks and agents re-open
         # as the call's own task — a model that is away (seconds each) must not hold the

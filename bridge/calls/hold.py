@@ -37,7 +37,11 @@ class Hold:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
         ``call.held`` / ``call.unheld`` on a change."""
         if held and music is not None and self.music is None:
-            self.music = await music()
+            started = await music()
+            if self.music is None:
+                self.music = started
+            else:  # another hold started its music meanwhile: one hold, one music
+                self.bus.remove_source(started)
         self.set_state(held)
         if not held and self.music is not None:
             playing, self.music = self.music, None

@@ -206,7 +206,7 @@ class CallManager:
         engine = self.engine.engine(number_id)
         self.check_capacity(tenant)
         call_id = uuid.uuid4().hex
-        with self.admission.dialling():
+        with self.admission.dialling(number.tenant_id if number is not None else ""):
             engine_id = await self.engine.dial_from(number_id, digits, call_id, other_leg)
         call = Call(
             id=call_id,

@@ -16,6 +16,7 @@ from ..rtc.browser_sdp import validate_offer
 
 if TYPE_CHECKING:
     from .manager import CallManager
+    from .runtime import CallRuntime
 
 
 def offer_result(exc: BaseException) -> str:
@@ -56,14 +57,7 @@ async def _answer(
         raise CallStateError(f"call {call.id} has ended; start a new call")
     validate_offer(sdp)  # before any socket or peer connection exists
     runtime = manager.runtime(call.id)
-    settings = manager.settings
-    runtime.participants.check_join(participant_id, role, settings.max_participants)
-    if not runtime.participants.sessions:
-        if manager.shutting_down:
-            raise ShuttingDown("the bridge is shutting down")
-        sessions = sum(1 for r in manager.live_runtimes() if r.participants.sessions)
-        if sessions >= settings.max_calls:
-            raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
+    _admit(manager, runtime, participant_id, role)
     session = await manager.sessions.create(
         call.id,
         runtime.bus,
@@ -72,7 +66,25 @@ async def _answer(
         role=role,
         on_dtmf=runtime.participants.on_dtmf,
     )
+    try:  # again: another offer may have joined while the session was made (a TURN grant)
+        _admit(manager, runtime, participant_id, role)
+    except BaseException:
+        await session.close()
+        raise
     return await runtime.participants.replace(session, sdp)
+
+
+def _admit(manager: CallManager, runtime: CallRuntime, participant_id: str, role: Role) -> None:
+    """Refuse a participant the call cannot take (409) or a first session the bridge has no
+    room for (503)."""
+    settings = manager.settings
+    runtime.participants.check_join(participant_id, role, settings.max_participants)
+    if not runtime.participants.sessions:
+        if manager.shutting_down:
+            raise ShuttingDown("the bridge is shutting down")
+        sessions = sum(1 for r in manager.live_runtimes() if r.participants.sessions)
+        if sessions >= settings.max_calls:
+            raise AtCapacity("the bridge carries its maximum of WebRTC sessions")
 
 
 async def answer_agent_offer(manager: CallManager, name: str, sdp: str) -> tuple[ConnectedLeg, str]:

@@ -278,9 +278,11 @@ class MemoryDirectory:
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         position = parse_event_id(last_id)
-        if position is None or position > self._ring.last_key:
-            position = self._ring.last_key  # none, or not an id this process gave
-        elif position[0] != self._boot or not self._ring.reaches((self._boot, position[1] + 1)):
+        last = self._ring.last_key
+        mine = position is not None and position[0] == self._boot
+        if position is None or position[0] > self._boot or (mine and position > last):
+            position = last  # none, or not an id this process gave
+        elif not mine or not self._ring.reaches((self._boot, position[1] + 1)):
             # An id from before a restart, or one the ring no longer reaches back to (the
             # client fell more than the backlog behind): what it missed is gone, and it is
             # told so (``replay.unavailable``), never left to believe it missed nothing.

@@ -311,6 +311,8 @@ class Handover:
             if carried is not None:
                 carried(runtime)
 
+        # A handover (no ``carried``) has its forks and agents open again before it answers:
+        # the old worker lets go of its own on that answer (make-before-break).
         runtime = await adopt_call(
             self.manager,
             moved,
@@ -318,8 +320,10 @@ class Handover:
             resume,
             self._forks.resume if self._forks is not None else None,
             self._agents.resume if self._agents is not None else None,
-            here,
+            here if carried is not None else None,
         )
+        if carried is None:
+            here(runtime)  # its browser offers here once the old worker has the answer
         return runtime.call
 
     # -- the audio gap

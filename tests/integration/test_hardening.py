@@ -310,6 +310,27 @@ async def test_cors_allow_list(make_client) -> None:
     assert resp.status == 403
 
 
+async def test_cors_allows_every_method_the_api_serves(make_client) -> None:
+    """An allowed origin's page may use every route: the preflight's allowed methods left
+    out PATCH, so a browser refused ``PATCH /numbers/{numberID}``, ``/tenants/{tenantID}``,
+    ``/trunks/{trunkID}`` and a number's settings before sending them."""
+    client = await make_client(cors_origins=("https://app.example",))
+    served = {
+        route.method
+        for route in client.app.router.routes()
+        if route.method not in ("HEAD", "OPTIONS", "*")
+    }
+    assert "PATCH" in served
+    for method in sorted(served):
+        resp = await client.options(
+            "/numbers/default",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": method},
+        )
+        assert resp.status == 204
+        allowed = {m.strip() for m in resp.headers["Access-Control-Allow-Methods"].split(",")}
+        assert method in allowed, (method, allowed)
+
+
 async def test_no_leaks_after_many_sessions(make_client) -> None:
     client = await make_client(connect_timeout=1.0)
     manager = client.app[MANAGER]

@@ -220,6 +220,36 @@ async def test_a_revoked_key_is_refused_and_max_calls_caps_a_tenant(nclient) -> 
     assert (await client.get("/call/status", headers=bearer(second["apiKey"]))).status == 200
 
 
+async def test_a_tenants_max_calls_counts_its_calls_still_being_dialled(nclient) -> None:
+    """``maxCalls`` against calls made together: each was checked before the one before it
+    was placed (a dial awaits the engine: Meta's Graph API, a PCM engine's REST call), and
+    the tenant's calls still being dialled were not counted (the bridge's own limit counts
+    them), so three at once all went out past a ``maxCalls`` of 1."""
+    client = await nclient()
+    tenant = await new_tenant(client, "Acme", maxCalls=1)
+    key = bearer(tenant["apiKey"])
+    number = await sim_number(client, "+15550000025", 600.0, headers=key)
+    engine = client.app[SWITCHBOARD].engine(number["numberID"])
+    dial = engine.dial
+
+    async def slow_dial(phone: str, **kw: Any) -> str:
+        await asyncio.sleep(0.05)  # the engine's answer to the dial, over its API
+        return await dial(phone, **kw)
+
+    engine.dial = slow_dial
+    answers = await asyncio.gather(
+        *(
+            client.post("/call/make", json={"phone": f"552199999999{n}"}, headers=key)
+            for n in range(3)
+        )
+    )
+    assert sorted(r.status for r in answers) == [201, 503, 503]
+    refused = [await r.json() for r in answers if r.status == 503]
+    assert {b["error"]["code"] for b in refused} == {"at_capacity"}
+    live = (await (await client.get("/call/status", headers=key)).json())["calls"]
+    assert len(live) == 1
+
+
 async def test_numbers_survive_a_restart_with_secrets_sealed(nclient, tmp_path) -> None:
     client = await nclient()
     tenant = await new_tenant(client, "Acme")

@@ -218,3 +218,70 @@ async def test_recording_keeps_the_whatsapp_conversation_never_the_whisper(make_
     assert_hears(tracks["inbound"], 16_000, {PEER}, {AGENT, WHISPER, BARGE})
     for rtc in rtcs:
         await rtc.close()
+
+
+async def test_a_hold_asked_twice_at_once_leaves_no_music_after_the_resume(make_client) -> None:
+    """Two holds with music at once (an app's button pressed twice): each started its own
+    looping playback while neither was the hold's yet, and the resume stopped only the one the
+    hold kept — WhatsApp heard the other loop on after the call was taken off hold, until the
+    call ended. One hold has one music."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+    first, second = await asyncio.gather(
+        client.post("/call/hold", json=hold), client.post("/call/hold", json=hold)
+    )
+    assert first.status == second.status == 200
+
+    def music() -> None:
+        assert sim_call(client, cid).heard, "WhatsApp heard nothing yet"
+        assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, set())
+
+    await until_passes(music)
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert resp.status == 200 and (await resp.json())["held"] is False
+    assert client.app[MANAGER].runtime(cid).attached("playback") == []
+
+    def silent() -> None:
+        level = rms_dbfs(peer_heard(client, cid, 25) / 32768)
+        assert level < -60, f"WhatsApp still hears {level:.1f} dBFS after the resume"
+
+    await until_passes(silent, timeout=3.0)
+
+
+async def test_two_browsers_offering_as_the_agent_at_once_make_one_agent(
+    make_client, monkeypatch
+) -> None:
+    """A call has one agent: two offers at once, each as the agent under its own participant
+    id, were both checked before either session existed (a TURN grant is awaited between the
+    check and the session, a REST call where TURN is on), and the call had two agents. The
+    second is refused (409) as it is when it comes later."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    turn = client.app[MANAGER].sessions.turn
+    grant = turn.grant
+
+    async def slow_grant(name: str) -> object:
+        await asyncio.sleep(0.05)  # a TURN provider's REST API answering
+        return await grant(name)
+
+    monkeypatch.setattr(turn, "grant", slow_grant)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    offers = [
+        {"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp, "participantID": pid}
+        for pid in ("ann", "bob")
+    ]
+    answers = await asyncio.gather(
+        *(client.post("/call/webrtc/offer", json=offer) for offer in offers)
+    )
+    await pc.close()
+    assert sorted(r.status for r in answers) == [200, 409], [r.status for r in answers]
+    roles = [p["role"] for p in (await (await client.get(f"/call/{cid}")).json())["participants"]]
+    assert roles == ["agent"], roles

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from bridge.api.keys import ENGINE, RECORDINGS
+from bridge.api.keys import ENGINE, PLAYBACK, RECORDINGS
 from bridge.attachments.wav import repair_wav, wav_header
 from bridge.audio import rms_dbfs
 
@@ -311,3 +311,48 @@ async def test_recording_paths_stay_under_files_and_are_not_reused(make_client, 
     assert resp.status == 200
     resp = await client.post("/call/record", json={"callID": call["callID"], "path": "mine/one"})
     assert resp.status == 409
+
+
+async def test_a_call_never_plays_more_than_its_limit_of_files_at_once(media_client) -> None:
+    """``MAX_PER_CALL`` playbacks mixed into one call: checked before the audio was opened (in
+    a thread), so requests that came together all passed the check and all played — a dozen
+    at once made a dozen loops mixed into the call. Those past the limit are 409."""
+    from bridge.api.keys import MANAGER
+    from bridge.attachments.playback import MAX_PER_CALL
+
+    client = await media_client(sim_peer="silence")
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    clip = base64.b64encode(make("wav", 1000.0, 1.0, amplitude=0.05)).decode()
+    body = {"callID": call["callID"], "audioBase64": clip, "loop": True}
+    answers = await asyncio.gather(
+        *(client.post("/call/play", json=body) for _ in range(MAX_PER_CALL + 4))
+    )
+    statuses = sorted(r.status for r in answers)
+    assert statuses == [201] * MAX_PER_CALL + [409] * 4, statuses
+    refused = [await r.json() for r in answers if r.status == 409]
+    assert all(b["error"]["code"] == "invalid_call_state" for b in refused), refused
+    playing = client.app[MANAGER].runtime(call["callID"]).attached("playback")
+    assert len(playing) == MAX_PER_CALL
+
+
+async def test_an_unreadable_asset_record_costs_that_asset_only(media_client, caplog) -> None:
+    """An asset's JSON record cut short (the process killed while it was written, or another
+    worker sharing ``BRIDGE_DATA_DIR`` writing it as this one lists): every ``GET
+    /call/audio-assets`` was a 500 from then on, and that id's requests too. The others are
+    listed, that one is 404, said once at WARNING."""
+    client = await media_client()
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 1000.0, 0.5), filename="ok.wav")
+    good = await (await client.post("/call/audio-assets", data=form)).json()
+    store = client.app[PLAYBACK].assets.root
+    (store / "as_0123456789abcdef.json").write_text('{"assetId": "as_0123456789abcdef", "dura')
+    (store / "as_0123456789abcdef.audio").write_bytes(make("wav", 500.0, 0.5))
+    for _ in range(3):
+        resp = await client.get("/call/audio-assets")
+        assert resp.status == 200, await resp.text()
+        assert [a["assetId"] for a in (await resp.json())["assets"]] == [good["assetId"]]
+    resp = await client.delete("/call/audio-assets/as_0123456789abcdef")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
+    said = [r for r in caplog.records if "as_0123456789abcdef" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING", [r.getMessage() for r in said]

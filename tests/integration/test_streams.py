@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -527,3 +528,59 @@ async def test_a_forks_unreadable_messages_are_said_once_and_it_goes_on(
     said = [r for r in caplog.records if "cannot read" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_fork_whose_call_ends_while_it_connects_says_nothing_of_a_stream(
+    make_client,
+) -> None:
+    """The call ends while a fork's WebSocket is still being opened: its request is 409 (no
+    stream id given) and nothing says a stream started — nor that one stopped: the fork's
+    close at the call's end published ``stream.stopped`` for a stream the app was never
+    given, with no ``stream.started`` before it."""
+    from bridge.resources import CALL_EVENTS
+
+    asked = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await answer.wait()  # the handshake is answered once the call has ended
+        key = next(
+            ln.split(b":", 1)[1].strip()
+            for ln in head.split(b"\r\n")
+            if ln.lower().startswith(b"sec-websocket-key")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()  # until the bridge closes it
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await make_client(fork_url_allow=("127.0.0.1",))
+        seen: list = []
+        client.app[CALL_EVENTS].observe(lambda event, call: seen.append(event.type))
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(client, call["callID"], "active")
+        starting = asyncio.ensure_future(
+            client.post(f"/call/{call['callID']}/streams", json={"url": f"ws://127.0.0.1:{port}/"})
+        )
+        await asyncio.wait_for(asked.wait(), 5)
+        assert (await client.post("/call/hangup", json={"callID": call["callID"]})).status == 200
+        answer.set()
+        resp = await asyncio.wait_for(starting, 5)
+        assert resp.status == 409, await resp.text()
+        assert "call.ended" in seen
+        assert not [t for t in seen if t.startswith("stream.")], seen
+    finally:
+        answer.set()
+        server.close()

@@ -71,3 +71,25 @@ async def test_a_resume_the_memory_log_cannot_serve_is_told_not_skipped() -> Non
         with pytest.raises(ReplayUnavailable):
             await read(gone)
     assert await read(None) == [] and await read(f"{boot}-151") == []
+
+
+async def test_an_id_from_before_a_restart_is_told_even_before_any_event_here() -> None:
+    """A client reconnects (``retry: 2000``) to a process restarted moments ago, before it
+    had any event: its ``Last-Event-ID`` is from before the restart, and what it missed
+    (its calls' ends) is gone. The empty ring's last id, (0, 0), made every id look newer than
+    this process's own, and the stream went on from now as if nothing was missed."""
+    import pytest
+
+    from bridge.cluster.directory import MemoryDirectory
+    from bridge.errors import ReplayUnavailable
+
+    log = MemoryDirectory("w1", "http://127.0.0.1:1", backlog=100, local_calls=list)
+    log.close_streams()
+    boot = log._boot
+
+    async def read(last_id: str | None) -> list[str]:
+        return [e[0] async for e in log.follow(last_id, keepalive=60) if e is not None]
+
+    with pytest.raises(ReplayUnavailable):
+        await read(f"{boot - 5000}-42")
+    assert await read(None) == [] and await read(f"{boot}-3") == []  # this process's: now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,7 +10,10 @@ import pytest
 from bridge.calls import Call, CallState, Direction
 from bridge.calls.handover import MovedCall
 from bridge.calls.model import Controls
+from bridge.cluster.handover import Handover
 from bridge.errors import BadRequest
+
+from ..fakes.engine import FakeEngine, calls_for_tests
 
 
 def call() -> Call:
@@ -78,3 +82,84 @@ def test_a_billed_call_rebuilt_from_its_snapshot_is_still_billed() -> None:
     assert "pulseSeconds" not in call().snapshot()  # a call nobody bills
     for bad in ("6", True, 0, -6, 6.5):
         assert Call.from_snapshot({**snap, "pulseSeconds": bad}, "E1").pulse_s is None
+
+
+class _Directory:
+    """What ``Handover.adopt`` asks of the directory: the claim, always granted."""
+
+    async def take_over(self, call: Call, previous: str) -> None:
+        await asyncio.sleep(0)
+
+
+class _Forks:
+    """A fork server that takes a few loop turns to open each stream again."""
+
+    def __init__(self) -> None:
+        self.resumed: list[str] = []
+
+    async def resume(self, host: object, moved: dict) -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.resumed.append(moved["streamId"])
+
+
+async def test_a_handed_over_call_has_its_forks_open_again_before_the_adoption_answers() -> None:
+    """Make-before-break for the forks at a drain: ``POST /call/handover`` answers once the
+    new owner has the call's forks open again, since the old worker lets go of its own on that
+    answer. ``Handover.adopt`` took every adoption for a crash's (forks re-opened in the
+    background after it answered), so a drained call's fork lost audio in between."""
+    engine = FakeEngine()
+    engine.calls["E1"] = "active"
+    manager = calls_for_tests(engine).manager
+    forks = _Forks()
+    handover = Handover(manager, _Directory(), manager.metrics, send=None, forks=forks)  # type: ignore[arg-type]
+    await manager.start()
+    try:
+        moved = MovedCall(
+            snapshot={**call().snapshot(), "muted": False, "held": False},
+            engine_call_id="E1",
+            reason="drain",
+            forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
+        )
+        adopted = await handover.adopt(moved)
+        assert forks.resumed == ["st_1"]  # open before the answer, not after it
+        assert adopted.live and adopted.owner == manager.owner
+    finally:
+        await manager.close()
+
+
+async def test_a_handover_answers_in_time_when_a_fork_is_slow_to_open_again(monkeypatch) -> None:
+    """The old worker's ``POST /call/handover`` gives up past its timeout (and then tries
+    another worker): the new owner waits for the forks at most ``REOPEN_WAIT``, then answers
+    while a slow one goes on opening as the call's own task, cancelled with the call."""
+    from bridge.calls import handover as handover_module
+
+    monkeypatch.setattr(handover_module, "REOPEN_WAIT", 0.05)
+    engine = FakeEngine()
+    engine.calls["E1"] = "active"
+    manager = calls_for_tests(engine).manager
+    cancelled = asyncio.Event()
+
+    class SlowForks:
+        async def resume(self, host: object, moved: dict) -> None:
+            try:
+                await asyncio.Event().wait()  # the app's server never answers
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    handover = Handover(manager, _Directory(), manager.metrics, send=None, forks=SlowForks())  # type: ignore[arg-type]
+    await manager.start()
+    try:
+        moved = MovedCall(
+            snapshot={**call().snapshot(), "muted": False, "held": False},
+            engine_call_id="E1",
+            reason="drain",
+            forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
+        )
+        adopted = await asyncio.wait_for(handover.adopt(moved), 5)
+        assert adopted.live and not cancelled.is_set()
+        await manager.runtime(adopted.id).close()
+        await asyncio.wait_for(cancelled.wait(), 5)
+    finally:
+        await manager.close()

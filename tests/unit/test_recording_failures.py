@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
+import wave
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from bridge.attachments import recording
-from bridge.attachments.recording import CallRecorder
+from bridge.attachments.recording import CallRecorder, RecordingService
 from bridge.audio import FRAME_SAMPLES
+from bridge.errors import CallStateError
 from bridge.media import BusFrame, CallBus
 
 
@@ -79,3 +83,35 @@ async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog)
     assert len(back) == 1 and "100 frames" in back[0].getMessage(), caplog.text
     assert {r.kind for r in recordings} == {"inbound", "outbound", "mixed"}
     assert [type_ for type_, _ in host.events] == ["recording.ready"]
+
+
+class _EndedHost(_Host):
+    """A call that ended while it moved here: it takes no attachment (the runtime's 409)."""
+
+    def attached(self, kind: str) -> list[Any]:
+        return []
+
+    def attach(self, attachment: Any) -> None:
+        raise CallStateError(f"call {self.call_id} has ended")
+
+
+async def test_a_moved_recording_of_a_call_that_ended_meanwhile_leaves_nothing_open(
+    tmp_path: Path,
+) -> None:
+    """A handover's recording resumes into its next segment on the new owner; a call that
+    ended while it moved (its engine said so during the media's open) refuses the recorder.
+    ``resume`` left it as it was: its writer thread waiting for ever, its two files open with
+    no WAV header, its taps on the bus. Now it is finished, as ``start`` does."""
+    service = RecordingService(tmp_path, 1.0)
+    host = _EndedHost()
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(CallStateError):
+        await service.resume(host, {"origin": "files/calls/c1", "segment": 1})  # type: ignore[arg-type]
+    writers = [t for t in threading.enumerate() if t.name.startswith("recorder[")]
+    assert not [t for t in writers if t.name not in before], writers
+    assert not host.bus.downlink_tapped and not host.bus.uplink_tapped
+    finished = sorted(p.name for p in (tmp_path / "files" / "calls").glob("c1-seg2-*.json"))
+    assert finished == [f"c1-seg2-{k}.json" for k in ("inbound", "mixed", "outbound")]
+    for wav in (tmp_path / "files" / "calls").glob("c1-seg2-*.wav"):
+        with wave.open(str(wav)) as readable:  # headers with their final sizes
+            assert readable.getnframes() * 2 + 44 == wav.stat().st_size

@@ -435,3 +435,21 @@ async def test_a_moved_agent_without_its_id_is_a_bad_request_not_a_crash(agent_i
     service = AgentService(settings_for_tests().agents, (), None)  # type: ignore[arg-type]
     with pytest.raises(BadRequest, match="agentID"):
         await service.resume(None, moved)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stream_id", [None, "", 7])
+async def test_a_moved_fork_without_its_stream_id_is_a_bad_request_not_a_crash(
+    stream_id: Any,
+) -> None:
+    """The same for a media fork: one without a usable ``streamId`` is refused as a bad
+    request, which the adoption logs at WARNING and goes on from (a ``KeyError`` escaped
+    before: a task's ERROR traceback in a crash adoption, a 500 on the internal API in a
+    handover, which waits for its forks)."""
+    from bridge.attachments import ForkService
+    from bridge.errors import BadRequest
+
+    moved: dict[str, Any] = {"url": "ws://127.0.0.1:9/m", "channel": "both"}
+    if stream_id is not None:
+        moved["streamId"] = stream_id
+    with pytest.raises(BadRequest, match="streamId"):
+        await ForkService(("127.0.0.1",), None).resume(None, moved)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""A request about a call this worker has handed over (``cluster/handover.py``) goes to the
+worker that carries it on, even while this one still holds the call for the browser's relay
+(``api/routing.py``): two in-process workers on loopback, a directory that says who owns what.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bridge.api.keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS
+from bridge.api.routing import routing_middleware
+from bridge.calls import Call, CallState, Direction
+from bridge.calls.registry import InMemoryCallRegistry
+from bridge.cluster import CallRecord, WorkerInfo
+from bridge.metrics import Metrics
+
+SECRET = "internal-secret"
+
+
+class _Directory:
+    """Worker A's view: the call's record names B, alive, as after B's ``take_over``."""
+
+    shared = True
+
+    def __init__(self, worker_id: str, records: dict[str, CallRecord], workers: list) -> None:
+        self.worker_id = worker_id
+        self.url = ""
+        self._records = records
+        self._workers = workers
+
+    async def record(self, call_id: str) -> CallRecord | None:
+        return self._records.get(call_id)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return self._workers
+
+    async def flush(self, timeout: float) -> None:
+        pass
+
+
+class _Manager:
+    def __init__(self, registry: InMemoryCallRegistry) -> None:
+        self.registry = registry
+
+
+def _worker(name: str) -> web.Application:
+    """A worker whose ``/call/mute`` says which worker served it."""
+
+    async def mute(request: web.Request) -> web.Response:
+        return web.json_response({"servedBy": name})
+
+    app = web.Application()
+    app.router.add_post("/call/mute", mute)
+    return app
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_a_request_about_a_call_handed_over_goes_to_its_new_owner(
+    aiohttp_client: Any, aiohttp_server: Any, http: aiohttp.ClientSession
+) -> None:
+    """Between ``call.moved`` and letting go (up to the relay's 10 s, while the browser's new
+    connection comes up on the new owner), the old worker still has the call in its registry
+    and served every request about it itself: a browser's new offer over a kept-alive
+    connection landed on the worker about to let go (and was closed with it), a mute or a
+    hang-up acted on the copy that no longer carries the call."""
+    b = await aiohttp_server(_worker("B"))
+    call = Call(
+        id="c1",
+        peer="5521999999999@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner="A",
+        engine_call_id="E1",
+        state=CallState.ACTIVE,
+    )
+    registry = InMemoryCallRegistry()
+    registry.add(call)
+    call.owner = "B"  # announce_move: B carries it on now
+    record = CallRecord("c1", "B", str(b.make_url("")).rstrip("/"), "E1", call.snapshot())
+    workers = [WorkerInfo("A", "", 1, 10, draining=True), WorkerInfo("B", record.url, 1, 10)]
+    app = _worker("A")
+    app.middlewares.append(routing_middleware(SECRET))
+    app[DIRECTORY] = _Directory("A", {"c1": record}, workers)  # type: ignore[assignment]
+    app[MANAGER] = _Manager(registry)  # type: ignore[assignment]
+    app[INTERNAL_HTTP] = http
+    app[METRICS] = Metrics()
+    a = await aiohttp_client(app)
+    resp = await a.post("/call/mute", json={"callID": "c1", "muted": True})
+    assert resp.status == 200
+    assert await resp.json() == {"servedBy": "B"}
