@@ -193,9 +193,10 @@ class CallReports:
         record: dict[str, Any] = json.loads(text)
         return record
 
-    def stored(self, limit: int = 50) -> list[str]:
-        """The ids of the newest stored records (one swept meanwhile, by this worker or another
-        sharing the data directory, is left out)."""
+    def stored(self, limit: int | None = 50) -> list[str]:
+        """The ids of the newest stored records, newest first, every one when ``limit`` is
+        ``None`` (one swept meanwhile, by this worker or another sharing the data directory, is
+        left out)."""
         if not self.root.is_dir():
             return []
         dated: list[tuple[float, str]] = []
@@ -205,7 +206,7 @@ class CallReports:
             except FileNotFoundError:
                 continue
         dated.sort()
-        return [name for _, name in dated[-limit:]][::-1]
+        return [name for _, name in (dated if limit is None else dated[-limit:])][::-1]
 
     def sweep(self, now: float | None = None) -> int:
         """Delete records older than the recordings' retention. One that cannot be looked at

@@ -149,3 +149,39 @@ async def test_no_route_gives_one_tenant_anothers_data(make_client, tmp_path) ->
     resp = await client.get(f"/call/recordings/{recording_id}", headers=acme_key)
     assert resp.status == 200 and (await resp.read())[:4] == b"RIFF"
     assert (await client.get("/call/status", headers=ADMIN)).status == 200
+
+
+async def test_a_tenants_reports_are_its_newest_among_everyones(make_client, tmp_path) -> None:
+    """``GET /call/reports?limit=1`` with a tenant's key is that tenant's newest record, found
+    among newer ones of others (the limit was taken across every tenant first: none came back
+    when the newest record was another tenant's)."""
+    client = await make_client(
+        api_tokens=("admin-token",), data_dir=str(tmp_path), call_reports=True
+    )
+    acme, globex = await new_tenant(client, "Acme"), await new_tenant(client, "Globex")
+    acme_key, globex_key = bearer(acme["apiKey"]), bearer(globex["apiKey"])
+    await sim_number(client, "+15556660001", 600.0, headers=acme_key)
+    await sim_number(client, "+15556660002", 700.0, headers=globex_key)
+    made: dict[str, list[str]] = {"acme": [], "globex": []}
+    for who, key in (("acme", acme_key), ("globex", globex_key), ("globex", globex_key)):
+        call = await post(client, "/call/make", {"phone": "5521999999999"}, headers=key)
+        await wait_state(client, call["callID"], "active", headers=key)
+        await post(client, "/call/hangup", {"callID": call["callID"]}, headers=key, status=200)
+        made[who].append(call["callID"])
+
+    async def listed(key: dict[str, str], limit: int) -> list[str]:
+        resp = await client.get(f"/call/reports?limit={limit}", headers=key)
+        return (await resp.json())["reports"]
+
+    await until_stored(lambda: listed(ADMIN, 3), 3)
+    assert await listed(acme_key, 1) == made["acme"]
+    assert await listed(globex_key, 5) == made["globex"][::-1]
+    assert len(await listed(ADMIN, 2)) == 2
+
+
+async def until_stored(read: Any, count: int) -> None:
+    for _ in range(50):
+        if len(await read()) >= count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} records stored")
