@@ -11,7 +11,8 @@ challenge we support (SHA-256 before MD5, RFC 8760) answered once, the digest ``
 Request-URI (§22.4), and once more only when it says ``stale=true`` (RFC 7616 §3.3: a fresh
 nonce, not a refusal); which statuses are answered and what a failed round says are the
 subclass's. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
-in it with the INVITE's CSeq number (§13.2.2.4). :meth:`OutboundInvite.cancel` sends ``CANCEL``
+in it with the INVITE's CSeq number (§13.2.2.4); over UDP, where that ACK may be lost, the same
+2xx sent again is ACKed again for 64·T1. :meth:`OutboundInvite.cancel` sends ``CANCEL``
 (§9.1) while no final response has come.
 
 By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
@@ -20,6 +21,7 @@ the ACKs go on the INVITE's connection; a subclass may send them otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 
@@ -187,7 +189,10 @@ class OutboundInvite:
             tx = self._tx = await self.ua.send(invite, self._conn)
             try:
                 resp = await self._follow(tx, on_progress)
-            finally:
+            except BaseException:
+                self.ua.done(tx)
+                raise
+            if not 200 <= resp.status < 300 or self._conn.reliable:
                 self.ua.done(tx)
             if resp.status >= 300:
                 await self._send_on_hop(self._ack_non_2xx(invite, resp))
@@ -203,7 +208,24 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
+                if not self._conn.reliable:
+                    self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
             return resp
+
+    async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:
+        """§13.2.2.4: each 2xx is ACKed. Over UDP our ACK may be lost and the UAS sends its
+        2xx again until one arrives (§13.3.1.4), for 64·T1: the transaction is kept that long
+        to hear those and ACK each (forgotten, the call ended with the UAS's BYE)."""
+        assert self.dialog is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + TIMER_B
+        try:
+            while (left := until - loop.time()) > 0:
+                resp = await tx.next(left)
+                if 200 <= resp.status < 300 and resp.values("Via"):  # not next()'s own 408
+                    await self._send_ack(ack, self.dialog)
+        finally:
+            self.ua.done(tx)
 
     async def _follow(
         self, tx: ClientTransaction, on_progress: Callable[[Response], None]

@@ -1,0 +1,65 @@
+"""Our INVITE toward a trunk over UDP (``trunks/dialer.py`` on ``sip/outbound_invite.py``),
+against a PBX played by a bare UDP socket: a 2xx the PBX sends again (our ACK lost) is ACKed
+again (RFC 3261 §13.2.2.4)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bridge.sip import Request, parse
+from bridge.trunks.dialer import Dialer
+
+from .test_udp_tcp import trunk_ua, udp_peer
+
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+
+
+def response(req: Request, status: int, reason: str, body: bytes = b"") -> bytes:
+    head = f"SIP/2.0 {status} {reason}\r\n"
+    for name in ("Via", "From"):
+        head += "".join(f"{name}: {v}\r\n" for v in req.all(name))
+    head += f"To: {req.get('To')};tag=pbx1\r\nCall-ID: {req.call_id}\r\n"
+    head += f"CSeq: {req.get('CSeq')}\r\nContact: <sip:1001@127.0.0.1:9>\r\n"
+    if body:
+        head += "Content-Type: application/sdp\r\n"
+    return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def next_request(peer, method: str, timeout: float = 3.0) -> Request:
+    while True:
+        msg = parse((await asyncio.wait_for(peer.got.get(), timeout))[0])
+        if isinstance(msg, Request) and msg.method == method:
+            return msg
+
+
+async def test_a_2xx_sent_again_is_acked_again() -> None:
+    """The PBX did not hear our ACK (a UDP hop lost it) and sends its 200 again: each one is
+    ACKed again, else it gives up on the call after 64·T1 with a BYE (§13.3.1.4)."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = Dialer(
+        ua,
+        proxy=f"sip:127.0.0.1:{port};transport=udp",
+        target=f"sip:1001@127.0.0.1:{port}",
+        from_uri="sip:+15550001111@127.0.0.1",
+        sdp=SDP,
+        username="",
+        password="",
+    )
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        invite = await next_request(peer, "INVITE")
+        ok = response(invite, 200, "OK", SDP)
+        transport.sendto(ok, ("127.0.0.1", ua.port))
+        assert (await asyncio.wait_for(run, 3)).status == 200
+        first = await next_request(peer, "ACK")
+        for _ in range(2):  # the 200 again, as its Timer G fires: the same ACK each time
+            transport.sendto(ok, ("127.0.0.1", ua.port))
+            again = await next_request(peer, "ACK", 2.0)
+            assert again.get("CSeq") == first.get("CSeq") == "1 ACK"
+            assert again.get("To") == first.get("To")
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
