@@ -69,6 +69,8 @@ class TrunkLine:
     """Where the legs' RTP sockets bind."""
     rtp_ports: str
     """The port range they bind in (``BRIDGE_RTP_PORTS``; empty: any)."""
+    ring_timeout: float
+    """Seconds a leg may ring before it is cancelled (``BRIDGE_RING_TIMEOUT``)."""
     opus_passthrough: bool
     """Whether WhatsApp's Opus may go to an Opus phone untouched (``BRIDGE_OPUS_PASSTHROUGH``)."""
     legs: dict[tuple[str, str], SipParticipant]
@@ -167,6 +169,7 @@ class SipParticipant:
             username=self.trunk.username,
             password=self.trunk.password,
             headers=self.headers,
+            ring_limit=self.line.ring_timeout,
         )
         resp = await self.dialer.run(self._progress)
         if not 200 <= resp.status < 300:

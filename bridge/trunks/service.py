@@ -104,6 +104,7 @@ class TrunkService:
             media_host=self.media_host,
             bind_host=self.bind_host,
             rtp_ports=self.rtp_ports,
+            ring_timeout=self.settings.calls.ring_timeout,
             opus_passthrough=self.settings.media.opus_passthrough,
             legs=self.legs,
             active=self.active,

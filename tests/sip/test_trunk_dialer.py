@@ -1,12 +1,17 @@
 """Our INVITE toward a trunk over UDP (``trunks/dialer.py`` on ``sip/outbound_invite.py``),
 against a PBX played by a bare UDP socket: a 2xx the PBX sends again (our ACK lost) is ACKed
-again (RFC 3261 §13.2.2.4)."""
+again (RFC 3261 §13.2.2.4), and a phone that rings on past Timer B is CANCELled when the
+ring limit passes, not dropped with the phone still ringing (§17.1.1.2, §9.1)."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bridge.sip import Request, parse
+from bridge.sip import outbound_invite as sip_outbound
+from bridge.sip import transaction as sip_transaction
 from bridge.trunks.dialer import Dialer
 
 from .test_udp_tcp import trunk_ua, udp_peer
@@ -59,6 +64,53 @@ async def test_a_2xx_sent_again_is_acked_again() -> None:
             again = await next_request(peer, "ACK", 2.0)
             assert again.get("CSeq") == first.get("CSeq") == "1 ACK"
             assert again.get("To") == first.get("To")
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
+
+
+@pytest.mark.parametrize("provisional", [(180, "Ringing"), (100, "Trying")])
+async def test_a_phone_ringing_past_the_ring_limit_is_cancelled(monkeypatch, provisional) -> None:
+    """A phone that rings (a PBX sends its 180 once and nothing more until the answer) is not
+    given up at Timer B with a made-up 408 while it still rings: once the ring limit passes
+    our CANCEL goes (§9.1), and the leg ends on the PBX's 487. No ACK goes for a response the
+    PBX never sent."""
+    monkeypatch.setattr(sip_transaction, "T1", 0.02)
+    monkeypatch.setattr(sip_outbound, "TIMER_B", 64 * 0.02)
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = Dialer(
+        ua,
+        proxy=f"sip:127.0.0.1:{port};transport=udp",
+        target=f"sip:1001@127.0.0.1:{port}",
+        from_uri="sip:+15550001111@127.0.0.1",
+        sdp=SDP,
+        username="",
+        password="",
+        ring_limit=2.0,
+    )
+    progress: list[int] = []
+    run = asyncio.create_task(dialer.run(lambda resp: progress.append(resp.status)))
+    try:
+        invite = await next_request(peer, "INVITE")
+        transport.sendto(response(invite, *provisional), ("127.0.0.1", ua.port))
+        # Past Timer B (1.28 s here), still ringing: no CANCEL, no ACK, the INVITE in hand.
+        await asyncio.sleep(1.6)
+        heard = []
+        while not peer.got.empty():
+            heard.append(parse((await peer.got.get())[0]))
+        assert not [m for m in heard if isinstance(m, Request) and m.method != "INVITE"]
+        assert not run.done()
+        cancel = await next_request(peer, "CANCEL", 3.0)
+        assert cancel.get("Via") == invite.get("Via") and cancel.get("CSeq") == "1 CANCEL"
+        transport.sendto(response(cancel, 200, "OK"), ("127.0.0.1", ua.port))
+        transport.sendto(response(invite, 487, "Request Terminated"), ("127.0.0.1", ua.port))
+        final = await asyncio.wait_for(run, 3)
+        assert final.status == 487
+        ack = await next_request(peer, "ACK")
+        assert ack.get("CSeq") == "1 ACK"
     finally:
         run.cancel()
         transport.close()
