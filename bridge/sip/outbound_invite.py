@@ -192,6 +192,9 @@ class OutboundInvite:
             self._unreachable(exc)
             self.final = Response(status=503, reason=f"Service Unavailable ({exc})")
             return self.final
+        if self._cancelled:  # cancel() came while the next hop was reached: send nothing
+            self.final = Response(status=487, reason="Request Terminated (before it was sent)")
+            return self.final
         invite = self._invite()
         rounds = 0
         while True:
@@ -294,7 +297,8 @@ class OutboundInvite:
             self._not_sent(req, exc)
 
     async def cancel(self) -> None:
-        """CANCEL the INVITE (§9.1) while it has no final response."""
+        """CANCEL the INVITE (§9.1) while it has no final response; before it was sent, it
+        is not sent (:meth:`run` ends with a ``487``)."""
         self._cancelled = True
         tx = self._tx
         if tx is None or self.final is not None or self._cancel_sent is not None:

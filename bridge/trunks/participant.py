@@ -160,6 +160,9 @@ class SipParticipant:
     async def run(self) -> None:
         """Call the target, then carry the media until either side hangs up."""
         media, offer = await self._open()
+        if self._left:  # removed, or its call ended, before its INVITE went: ring nobody
+            media.stop()
+            return
         self.dialer = Dialer(
             self.line.ua,
             proxy=self.trunk.uri,

@@ -9,11 +9,14 @@ import asyncio
 
 import pytest
 
+from bridge.api.keys import TRUNKS
+from bridge.media import Role
 from bridge.sip import Request, parse
 from bridge.sip import outbound_invite as sip_outbound
 from bridge.sip import transaction as sip_transaction
 from bridge.trunks.dialer import Dialer
 
+from ..support.calls import wait_state
 from .test_udp_tcp import trunk_ua, udp_peer
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -111,6 +114,56 @@ async def test_a_phone_ringing_past_the_ring_limit_is_cancelled(monkeypatch, pro
         assert final.status == 487
         ack = await next_request(peer, "ACK")
         assert ack.get("CSeq") == "1 ACK"
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
+
+
+async def test_a_participant_gone_before_its_invite_went_rings_nobody(bridge) -> None:
+    """A SIP participant taken off the call (or its call ended) before its leg's INVITE went
+    out: the phone is not rung for a leg that is gone, and the RTP socket opened for it is
+    closed, not left bound."""
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        trunk = {"name": "pbx", "uri": f"sip:127.0.0.1:{port};transport=udp", "keepalive": 0}
+        assert (await bridge.post("/trunks", json=trunk)).status == 201
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        sip = {"uri": f"sip:1001@127.0.0.1:{port}"}
+        leg = await bridge.app[TRUNKS].add_participant(made["callID"], "desk", Role.AGENT, sip)
+        await leg.remove()  # before its task has run
+        await asyncio.sleep(0.5)
+        assert peer.got.empty(), parse((await peer.got.get())[0])
+        opened = leg._opened
+        sock = None if opened is None else opened.socket.transport
+        assert sock is None or sock.is_closing()
+    finally:
+        transport.close()
+
+
+async def test_an_invite_cancelled_before_it_went_is_not_sent() -> None:
+    """``cancel()`` while the next hop is being reached (a TCP or TLS trunk's connect): the
+    INVITE is not sent afterwards, and the outcome is a 487."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = Dialer(
+        ua,
+        proxy=f"sip:127.0.0.1:{port};transport=udp",
+        target=f"sip:1001@127.0.0.1:{port}",
+        from_uri="sip:+15550001111@127.0.0.1",
+        sdp=SDP,
+        username="",
+        password="",
+    )
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        await dialer.cancel()  # before run() reached the INVITE
+        assert (await asyncio.wait_for(run, 3)).status == 487
+        await asyncio.sleep(0.3)
+        assert peer.got.empty(), parse((await peer.got.get())[0])
     finally:
         run.cancel()
         transport.close()
