@@ -285,8 +285,14 @@ class SipParticipant:
 
     # -- the end
     async def remote_bye(self) -> None:
-        """The phone hung up (its BYE is answered)."""
+        """The phone hung up (its BYE is answered). While its REFER's transfer is under way
+        the leg only leaves the conference: a blind transfer's transferor may hang up once
+        the REFER is accepted (RFC 5589 §6.1), and the transfer ends the leg either way
+        (``transfer.py``: as transferred, or as hung up when the new leg fails)."""
         self.dialog = None
+        if self.transferring:
+            self.release()
+            return
         await self._gone("hung_up", None)
 
     def packets_in(self, codec: str) -> TrunkMedia | None:
