@@ -9,7 +9,8 @@ deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until
 
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
-(§9.2: ``200`` to it, ``487`` to the INVITE); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
+(§9.2: ``200`` to it, ``487`` to the INVITE), and so does the caller's ``BYE`` in its early
+dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
 dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
@@ -282,6 +283,12 @@ class UserAgent:
         elif method not in ALLOW.split(", ") and method != "REFER":
             self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
             await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
+        elif dialog is None and method == "BYE" and (early := self._early(req, to_tag)):
+            # §15.1.2: a BYE in the early dialog of an INVITE we have not answered ends it as
+            # a CANCEL would (487 to the INVITE); it got 481 and the INVITE rang on.
+            await self._answer(conn, reply(req, 200, "OK"))
+            if await early.respond(487, "Request Terminated"):
+                self._spawn(self.handler.cancelled(early), f"cancel:{req.call_id[:24]}")
         elif dialog is None:
             await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
         elif method == "INVITE" and self.reinvites is not None:
@@ -300,6 +307,15 @@ class UserAgent:
             self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
+
+    def _early(self, req: Request, to_tag: str) -> InviteServer | None:
+        """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag
+        given in a provisional response)."""
+        caller = Address.parse(req.get("From")).tag
+        for tx in self.pending.values():
+            if tx.dialog.key == (req.call_id, to_tag) and tx.dialog.remote_tag == caller:
+                return tx
+        return None
 
     async def _retransmitted(self, req: Request, conn: Connection) -> bool:
         """A request we answered (or are answering) already: our response again."""
