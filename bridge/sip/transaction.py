@@ -34,6 +34,9 @@ T1, T2 = 0.5, 4.0
 """RFC 3261 §17.1.1.1 timers (seconds)."""
 TIMER_B = 64 * T1
 """A client transaction's deadline (and a 2xx's wait for its ACK)."""
+REFUSALS_KEPT = 1024
+"""Refusals over UDP sent again until their ACK at once (a scanner's INVITEs are refused: its
+403s are not sent again beyond these)."""
 SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 
@@ -112,14 +115,32 @@ class InviteServer:
         if 200 <= status < 300:
             self.ua.awaiting_ack[self.dialog.key] = self
             self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
+        elif status >= 300 and not self.conn.reliable and self._may_resend_refusal():
+            # §17.2.1: over UDP a refusal is sent again until its ACK (Timer G): the caller,
+            # past our 100, sends its INVITE no more, so a lost refusal was lost for good.
+            self.ua.refused[self.refusal_key] = self
+            self.ua.tasks.spawn(self._retransmit(resp), f"{status}:{self.req.call_id[:24]}")
         return True
 
     @property
     def key(self) -> tuple[str, str]:
         return self.req.call_id, self.branch
 
+    @property
+    def refusal_key(self) -> tuple[str, str]:
+        """What the ACK of our refusal carries: the Call-ID and our tag in its To. (It should
+        carry the INVITE's branch too, §17.1.1.3, but SIPp's scenarios, as RFC 2543 clients,
+        give it a branch of its own.)"""
+        return self.req.call_id, self.local_tag
+
+    def _may_resend_refusal(self) -> bool:
+        """Whether a place is left among the refusals sent again (:data:`REFUSALS_KEPT`;
+        beyond it, as before, only a retransmitted INVITE brings the refusal again)."""
+        return not self.ua.tasks.closed and len(self.ua.refused) < REFUSALS_KEPT
+
     async def _retransmit(self, resp: Response) -> None:
-        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1."""
+        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1. A
+        refusal over UDP the same way (§17.2.1, Timer G), given up after 64·T1 (Timer H)."""
         interval, waited = T1, 0.0
         while waited < TIMER_B:
             try:
@@ -133,6 +154,10 @@ class InviteServer:
                     await self.conn.send(resp)
                 except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
                     pass
+        if resp.status >= 300:
+            self.ua.refused.pop(self.refusal_key, None)
+            log.info("SIP call %s: no ACK for our %d", self.req.call_id, resp.status)
+            return
         log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
         self.ua.awaiting_ack.pop(self.dialog.key, None)
         await self.ua.handler.ack_timeout(self.dialog)

@@ -98,6 +98,9 @@ class UserAgent:
         self.dialogs: dict[tuple[str, str], Dialog] = {}
         self.awaiting_ack: dict[tuple[str, str], InviteServer] = {}
         """Answered INVITEs (by their dialog) whose ACK has not come yet."""
+        self.refused: dict[tuple[str, str], InviteServer] = {}
+        """INVITEs refused over UDP (by Call-ID and our tag) whose ACK has not come yet: the
+        refusal is sent again until it does (§17.2.1), 64·T1 at most."""
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
@@ -327,8 +330,14 @@ class UserAgent:
         return bool(again) or pending is not None
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
+        key = (req.call_id, Address.parse(req.get("To")).tag)
+        refused = self.refused.get(key)
+        if refused is not None and refused.req.cseq[0] == req.cseq[0]:
+            del self.refused[key]  # the ACK of a non-2xx final response: ends its
+            refused.acked.set()  # transaction (§17.2.1)
+            return
         if dialog is None:
-            return  # the ACK of a non-2xx final response: ends its transaction (§17.2.1)
+            return
         tx = self.awaiting_ack.pop(dialog.key, None)
         if tx is None:
             return  # a repeated ACK
