@@ -200,6 +200,10 @@ class SipParticipant:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
         media, answer = await self._open(offer=remote)
+        if self._left:  # its call ended as it was answered: no 200 for a call that is gone
+            media.stop()
+            await tx.respond(480, "Temporarily Unavailable (the call has ended)")
+            return False
         self.dialog = tx.dialog
         self.line.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
         if not await tx.respond(200, "OK", body=answer):

@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from bridge.api.keys import TRUNKS
+from bridge.api.keys import MANAGER, TRUNKS
 from bridge.media import Role
 from bridge.sip import Request, parse
 from bridge.sip import outbound_invite as sip_outbound
@@ -20,6 +20,7 @@ from ..support.calls import wait_state
 from .test_udp_tcp import trunk_ua, udp_peer
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+SDP_AUDIO = SDP + b"m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 
 
 def response(req: Request, status: int, reason: str, body: bytes = b"") -> bytes:
@@ -168,3 +169,48 @@ async def test_an_invite_cancelled_before_it_went_is_not_sent() -> None:
         run.cancel()
         transport.close()
         await ua.close()
+
+
+async def test_a_pbx_call_that_ends_as_it_is_answered_is_refused_not_answered(bridge) -> None:
+    """The WhatsApp call a PBX placed ends while its answer to the PBX is being made (the
+    user answered and hung up at once): the PBX's INVITE gets a final refusal, not a 200 for
+    a call that is gone (which left a dialog nobody would end, and its RTP socket bound)."""
+    from bridge.numbers.trunks import Trunk
+    from bridge.sip import InviteServer
+    from bridge.trunks import sdp as trunk_sdp
+    from bridge.trunks.participant import SipParticipant
+
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        service = bridge.app[TRUNKS]
+        runtime = bridge.app[MANAGER].find_runtime(made["callID"])
+        invite = parse(
+            (
+                f"INVITE sip:+5521999999999@127.0.0.1:{service.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKgone;rport\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=p1\r\n"
+                "To: <sip:+5521999999999@127.0.0.1>\r\nCall-ID: gone@pbx\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:1001@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(SDP_AUDIO)}\r\n\r\n"
+            ).encode()
+            + SDP_AUDIO
+        )
+        flow = service.ua.datagrams.flow(("127.0.0.1", port))
+        tx = InviteServer(service.ua, invite, flow)
+        trunk = Trunk("trk_x", "pbx", f"sip:127.0.0.1:{port};transport=udp")
+        leg = SipParticipant(service.line, runtime, trunk, "pbx", Role.AGENT, "sip:1001@x", [])
+        runtime.attach(leg)
+        service.line.active.add(leg)
+        await leg.close()  # the call ended: its attachments closed
+        remote = trunk_sdp.read(SDP_AUDIO, trunk.codecs, srtp=False)
+        assert not await leg.accept(tx, remote)
+        resp = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+        assert 400 <= resp.status < 700, resp.status
+        assert tx.dialog.key not in service.ua.dialogs and not service.line.legs
+        sock = None if leg._opened is None else leg._opened.socket.transport
+        assert sock is None or sock.is_closing()
+    finally:
+        transport.close()
