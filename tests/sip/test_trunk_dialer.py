@@ -214,3 +214,46 @@ async def test_a_pbx_call_that_ends_as_it_is_answered_is_refused_not_answered(br
         assert sock is None or sock.is_closing()
     finally:
         transport.close()
+
+
+async def test_a_pbx_call_gone_before_its_answer_began_is_refused(bridge) -> None:
+    """The same, a step earlier: the call ended (its runtime gone) before the answer to the
+    PBX began. The INVITE was left with no final response at all: the PBX waited on, and the
+    user agent kept it among its pending INVITEs for good."""
+    from bridge.numbers.trunks import Trunk
+    from bridge.sip import InviteServer
+    from bridge.trunks import sdp as trunk_sdp
+    from bridge.trunks.inbound import PbxCall
+
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        manager = bridge.app[MANAGER]
+        call = manager.get(made["callID"])
+        service = bridge.app[TRUNKS]
+        invite = parse(
+            (
+                f"INVITE sip:+5521999999999@127.0.0.1:{service.port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bKgone2;rport\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=p2\r\n"
+                "To: <sip:+5521999999999@127.0.0.1>\r\nCall-ID: gone2@pbx\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:1001@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(SDP_AUDIO)}\r\n\r\n"
+            ).encode()
+            + SDP_AUDIO
+        )
+        tx = InviteServer(service.ua, invite, service.ua.datagrams.flow(("127.0.0.1", port)))
+        service.ua.pending[tx.key] = tx
+        trunk = Trunk("trk_x", "pbx", f"sip:127.0.0.1:{port};transport=udp")
+        placed = PbxCall(service, tx, trunk)
+        placed.remote = trunk_sdp.read(SDP_AUDIO, trunk.codecs, srtp=False)
+        await manager.hangup(call.id)
+        await wait_state(bridge, call.id, "ended")
+        await placed._answer(call)
+        resp = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+        assert 400 <= resp.status < 700, resp.status
+        assert tx.key not in service.ua.pending
+    finally:
+        transport.close()
