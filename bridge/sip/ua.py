@@ -382,4 +382,13 @@ class UserAgent:
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
-        self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
+        self._spawn(self._serve(tx), f"invite:{req.call_id[:24]}")
+
+    async def _serve(self, tx: InviteServer) -> None:
+        """The handler's answer to ``tx``; a fault of ours ends the INVITE with ``500``
+        (§21.5.1), never with silence (it would stay pending for good)."""
+        try:
+            await self.handler.invite(tx)
+        except Exception:
+            log.exception("SIP INVITE %s: failed", tx.req.call_id)
+            await tx.respond(500, "Server Internal Error")

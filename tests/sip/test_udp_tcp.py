@@ -194,6 +194,30 @@ async def test_a_final_refusal_over_udp_is_sent_again_until_its_ack(monkeypatch)
         await ua.close()
 
 
+async def test_an_invite_whose_handler_fails_gets_a_500_not_silence(caplog) -> None:
+    """A fault of ours while an INVITE is handled (past its 100 Trying) ends it with 500
+    (§21.5.1), said at ERROR: it got no final response, its caller waited on, and the user
+    agent kept it among its pending INVITEs for good (1 024 of them refuse every INVITE)."""
+
+    class Failing(Handler):
+        async def invite(self, tx) -> None:
+            raise RuntimeError("a bug")
+
+    ua = await trunk_ua(Failing())
+    transport, peer = await udp_peer()
+    try:
+        invite = request("INVITE", ua.port, branch=new_branch(), body=b"v=0\r\n")
+        transport.sendto(invite, ("127.0.0.1", ua.port))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(parse((await asyncio.wait_for(peer.got.get(), 2))[0]).status)
+        assert statuses[-1] == 500 and not ua.pending
+        assert "a bug" in caplog.text
+    finally:
+        transport.close()
+        await ua.close()
+
+
 async def test_hostile_datagrams_cost_nothing_and_the_socket_keeps_answering(caplog) -> None:
     ua = await trunk_ua()
     rng = random.Random(48)
