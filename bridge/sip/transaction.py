@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
-from .headers import Via
+from .headers import Address, Via
 from .message import Request, Response, SipParseError
 from .transport import Connection
 
@@ -128,9 +128,7 @@ class InviteServer:
 
     @property
     def refusal_key(self) -> tuple[str, str]:
-        """What the ACK of our refusal carries: the Call-ID and our tag in its To. (It should
-        carry the INVITE's branch too, §17.1.1.3, but SIPp's scenarios, as RFC 2543 clients,
-        give it a branch of its own.)"""
+        """What the ACK of our refusal carries (:func:`refusal_acked`)."""
         return self.req.call_id, self.local_tag
 
     def _may_resend_refusal(self) -> bool:
@@ -268,6 +266,48 @@ async def take_reinvite(
     ua.pending[tx.key] = tx
     await tx.respond(100, "Trying")
     ua._spawn(answer(tx), f"reinvite:{req.call_id[:24]}")
+
+
+async def serve(handler: CallHandler, tx: InviteServer) -> None:
+    """The handler's answer to a new INVITE; a fault of ours ends it with ``500``
+    (§21.5.1), never with silence (it would stay pending for good)."""
+    try:
+        await handler.invite(tx)
+    except Exception:
+        log.exception("SIP INVITE %s: failed", tx.req.call_id)
+        await tx.respond(500, "Server Internal Error")
+
+
+def early_invite(ua: UserAgent, req: Request, to_tag: str) -> InviteServer | None:
+    """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag given
+    in a provisional response)."""
+    caller = Address.parse(req.get("From")).tag
+    for tx in ua.pending.values():
+        if tx.dialog.key == (req.call_id, to_tag) and tx.dialog.remote_tag == caller:
+            return tx
+    return None
+
+
+async def end_early(ua: UserAgent, conn: Connection, req: Request, tx: InviteServer) -> None:
+    """§15.1.2: the caller's BYE in the early dialog of ``tx`` ends it as a CANCEL would
+    (``200`` to the BYE, ``487`` to the INVITE); it got 481 and the INVITE rang on."""
+    await ua._answer(conn, reply(req, 200, "OK"))
+    if await tx.respond(487, "Request Terminated"):
+        ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
+
+
+def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) -> bool:
+    """Whether ``req``, an ACK, is the one of a refusal over UDP we send again until it comes
+    (§17.2.1; it ends that transaction). Matched by Call-ID, our tag in its To and CSeq (it
+    should carry the INVITE's branch too, §17.1.1.3, but SIPp's scenarios, as RFC 2543
+    clients, give it one of its own)."""
+    key = (req.call_id, Address.parse(req.get("To")).tag)
+    tx = refused.get(key)
+    if tx is None or tx.req.cseq[0] != req.cseq[0]:
+        return False
+    del refused[key]
+    tx.acked.set()
+    return True
 
 
 def unfit_invite(req: Request) -> Response | None:

@@ -42,7 +42,11 @@ from .transaction import (
     ClientTransaction,
     Completed,
     InviteServer,
+    early_invite,
+    end_early,
+    refusal_acked,
     refusal_of,
+    serve,
     take_reinvite,
     unfit_invite,
 )
@@ -99,8 +103,7 @@ class UserAgent:
         self.awaiting_ack: dict[tuple[str, str], InviteServer] = {}
         """Answered INVITEs (by their dialog) whose ACK has not come yet."""
         self.refused: dict[tuple[str, str], InviteServer] = {}
-        """INVITEs refused over UDP (by Call-ID and our tag) whose ACK has not come yet: the
-        refusal is sent again until it does (§17.2.1), 64·T1 at most."""
+        """Refused over UDP, sent again until the ACK (:func:`refusal_acked`)."""
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
@@ -286,12 +289,8 @@ class UserAgent:
         elif method not in ALLOW.split(", ") and method != "REFER":
             self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
             await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
-        elif dialog is None and method == "BYE" and (early := self._early(req, to_tag)):
-            # §15.1.2: a BYE in the early dialog of an INVITE we have not answered ends it as
-            # a CANCEL would (487 to the INVITE); it got 481 and the INVITE rang on.
-            await self._answer(conn, reply(req, 200, "OK"))
-            if await early.respond(487, "Request Terminated"):
-                self._spawn(self.handler.cancelled(early), f"cancel:{req.call_id[:24]}")
+        elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
+            await end_early(self, conn, req, early)
         elif dialog is None:
             await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
         elif method == "INVITE" and self.reinvites is not None:
@@ -311,15 +310,6 @@ class UserAgent:
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
 
-    def _early(self, req: Request, to_tag: str) -> InviteServer | None:
-        """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag
-        given in a provisional response)."""
-        caller = Address.parse(req.get("From")).tag
-        for tx in self.pending.values():
-            if tx.dialog.key == (req.call_id, to_tag) and tx.dialog.remote_tag == caller:
-                return tx
-        return None
-
     async def _retransmitted(self, req: Request, conn: Connection) -> bool:
         """A request we answered (or are answering) already: our response again."""
         branch = Via.parse(req.values("Via")[0]).branch
@@ -330,11 +320,7 @@ class UserAgent:
         return bool(again) or pending is not None
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
-        key = (req.call_id, Address.parse(req.get("To")).tag)
-        refused = self.refused.get(key)
-        if refused is not None and refused.req.cseq[0] == req.cseq[0]:
-            del self.refused[key]  # the ACK of a non-2xx final response: ends its
-            refused.acked.set()  # transaction (§17.2.1)
+        if refusal_acked(self.refused, req):
             return
         if dialog is None:
             return
@@ -382,13 +368,4 @@ class UserAgent:
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
-        self._spawn(self._serve(tx), f"invite:{req.call_id[:24]}")
-
-    async def _serve(self, tx: InviteServer) -> None:
-        """The handler's answer to ``tx``; a fault of ours ends the INVITE with ``500``
-        (§21.5.1), never with silence (it would stay pending for good)."""
-        try:
-            await self.handler.invite(tx)
-        except Exception:
-            log.exception("SIP INVITE %s: failed", tx.req.call_id)
-            await tx.respond(500, "Server Internal Error")
+        self._spawn(serve(self.handler, tx), f"invite:{req.call_id[:24]}")
