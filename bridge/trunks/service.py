@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
-from ..errors import BadRequest, BridgeError, CallStateError
+from ..errors import AtCapacity, BadRequest, BridgeError, CallStateError
 from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
@@ -44,7 +44,7 @@ STRANGERS_SAID = 1024
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
 HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
 MAX_LEGS = 256
-"""SIP participants live at once on a worker; more are refused (503)."""
+"""SIP legs live at once on a worker, ringing ones too; more are refused (503)."""
 
 
 class TrunkService:
@@ -201,12 +201,13 @@ class TrunkService:
         self._check_join(runtime, participant_id, role)
         leg = SipParticipant(self.line, runtime, trunk, participant_id, role, target, headers)
         runtime.attach(leg)
+        self.active.add(leg)  # counted from now (its task may not have started yet)
         self._tasks.spawn(self._run(leg), f"sip-leg:{participant_id}")
         return leg
 
     def _check_join(self, runtime: CallRuntime, participant_id: str, role: Role) -> None:
-        if len(self.legs) >= MAX_LEGS or self._tasks.closed:
-            raise CallStateError("this worker carries as many SIP participants as it may")
+        if len(self.active) >= MAX_LEGS or self._tasks.closed:  # ringing ones too
+            raise AtCapacity("this worker carries as many SIP participants as it may")
         taken = {p.id for p in runtime.bus.conference.participants.values()}
         taken |= {a.participant_id for a in runtime.attached("sip")}
         if participant_id in taken or participant_id in runtime.participants.sessions:

@@ -257,3 +257,35 @@ async def test_a_pbx_call_gone_before_its_answer_began_is_refused(bridge) -> Non
         assert tx.key not in service.ua.pending
     finally:
         transport.close()
+
+
+async def test_ringing_legs_count_against_the_workers_sip_legs(bridge, monkeypatch) -> None:
+    """The bound on a worker's SIP legs counts the ones still ringing (each holds an RTP
+    socket and a task): it counted joined legs only, so phones that never answer (or a PBX
+    that never answers) could be rung without bound. Past it: 503 with Retry-After."""
+    from bridge.trunks import service as trunk_service
+
+    monkeypatch.setattr(trunk_service, "MAX_LEGS", 2)
+    transport, _peer = await udp_peer()  # a PBX that never answers
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        trunk = {"name": "pbx", "uri": f"sip:127.0.0.1:{port};transport=udp", "keepalive": 0}
+        assert (await bridge.post("/trunks", json=trunk)).status == 201
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        statuses = []
+        for n in range(3):
+            body = {
+                "callID": made["callID"],
+                "participantID": f"desk-{n}",
+                "role": "listen",
+                "sip": {"uri": f"sip:100{n}@127.0.0.1"},
+            }
+            resp = await bridge.post("/call/participants", json=body)
+            statuses.append(resp.status)
+            if resp.status == 503:
+                assert resp.headers.get("Retry-After")
+                assert (await resp.json())["error"]["code"] == "at_capacity"
+        assert statuses == [202, 202, 503]
+    finally:
+        transport.close()
