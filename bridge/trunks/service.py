@@ -134,9 +134,13 @@ class TrunkService:
 
     async def close(self) -> None:
         """The legs hung up (BYE or CANCEL) while the user agent still carries them, then
-        their tasks, then the user agent."""
-        for leg in list(self.active):
-            await leg.close()
+        their tasks, then the user agent. Together: each may wait 4 s for a PBX that no
+        longer answers, and in turn N legs waited 4·N s."""
+        legs = list(self.active)
+        closed = await asyncio.gather(*(leg.close() for leg in legs), return_exceptions=True)
+        for leg, outcome in zip(legs, closed, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("SIP participant %s: not hung up: %s", leg.participant_id, outcome)
         await self.upkeep.close()
         await self._tasks.close(timeout=5.0)
         await self.ua.close()

@@ -17,6 +17,7 @@ from bridge.sip import transaction as sip_transaction
 from bridge.trunks.dialer import Dialer
 
 from ..support.calls import wait_state
+from ..support.waits import until
 from .test_udp_tcp import trunk_ua, udp_peer
 
 SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
@@ -288,4 +289,46 @@ async def test_ringing_legs_count_against_the_workers_sip_legs(bridge, monkeypat
                 assert (await resp.json())["error"]["code"] == "at_capacity"
         assert statuses == [202, 202, 503]
     finally:
+        transport.close()
+
+
+async def test_the_service_hangs_its_legs_up_together_at_close(bridge) -> None:
+    """At shutdown every SIP leg is hung up at once: a PBX that no longer answers (the reason
+    many shut down) made each BYE wait out its 4 s in turn, N legs 4·N s (256: 17 minutes).
+    Here the PBX answers no BYE, and both legs' BYEs are on the wire before the first has
+    been waited out."""
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    byes: set[str] = set()
+
+    async def pbx() -> None:  # answers every INVITE, never a BYE
+        while True:
+            msg = parse((await peer.got.get())[0])
+            if isinstance(msg, Request) and msg.method == "INVITE":
+                where = ("127.0.0.1", bridge.app[TRUNKS].port)
+                transport.sendto(response(msg, 200, "OK", SDP_AUDIO), where)
+            elif isinstance(msg, Request) and msg.method == "BYE":
+                byes.add(msg.call_id)
+
+    answering = asyncio.create_task(pbx())
+    try:
+        trunk = {"name": "pbx", "uri": f"sip:127.0.0.1:{port};transport=udp", "keepalive": 0}
+        assert (await bridge.post("/trunks", json=trunk)).status == 201
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        for n in range(2):
+            body = {
+                "callID": made["callID"],
+                "participantID": f"desk-{n}",
+                "role": "listen",
+                "sip": {"uri": f"sip:100{n}@127.0.0.1"},
+            }
+            assert (await bridge.post("/call/participants", json=body)).status == 202
+        service = bridge.app[TRUNKS]
+        await until(lambda: len(service.legs) == 2, 5, "both legs joined")
+        closing = asyncio.create_task(service.close())
+        await until(lambda: len(byes) == 2, 3, "both BYEs sent")
+        await closing
+    finally:
+        answering.cancel()
         transport.close()
