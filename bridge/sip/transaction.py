@@ -88,10 +88,17 @@ class InviteServer:
         """Our latest response (sent again when a UDP peer retransmits its INVITE)."""
 
     async def respond(
-        self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
+        self,
+        status: int,
+        reason: str,
+        *,
+        body: bytes = b"",
+        extra: Sequence[tuple[str, str]] = (),
+        once: bool = False,
     ) -> bool:
         """Send a response (provisional or final); ``False`` when a final one was sent
-        already or the connection is gone."""
+        already or the connection is gone. ``once``: a refusal not sent again until its ACK
+        (to a source that may be forged)."""
         if self.final:
             return False
         resp = reply(self.req, status, reason, to_tag=self.local_tag, extra=list(extra))
@@ -115,7 +122,7 @@ class InviteServer:
         if 200 <= status < 300:
             self.ua.awaiting_ack[self.dialog.key] = self
             self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
-        elif status >= 300 and not self.conn.reliable and self._may_resend_refusal():
+        elif status >= 300 and not once and not self.conn.reliable and self._may_resend_refusal():
             # §17.2.1: over UDP a refusal is sent again until its ACK (Timer G): the caller,
             # past our 100, sends its INVITE no more, so a lost refusal was lost for good.
             self.ua.refused[self.refusal_key] = self

@@ -294,9 +294,11 @@ class TrunkService:
         trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
-            if refused[1] == STRANGER:
+            stranger = refused[1] == STRANGER
+            if stranger:
                 self._refused_stranger(tx.conn.peer[0], refused[1])
-            await tx.respond(*refused[:2], extra=refused[2])
+            # A stranger's 403 once: its source may be forged (no reflector for scanners).
+            await tx.respond(*refused[:2], extra=refused[2], once=stranger)
             return
         await PbxCall(self, tx, trunk).place()
 
