@@ -31,6 +31,8 @@ SUITES = {
 }
 """The crypto suites taken, best first (RFC 4568 §6.2), with their libsrtp profiles."""
 DEFAULT_SUITE = "AES_CM_128_HMAC_SHA1_80"
+UNPROTECTED = frozenset({"UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP"})
+"""Session parameters (RFC 4568 §6.3) a line is refused for, as a key derivation rate is."""
 KEY_LENGTH = 30
 """A 128-bit master key and a 112-bit master salt, concatenated (RFC 4568 §6.2.1)."""
 
@@ -71,7 +73,8 @@ def answer_crypto(offered: Crypto) -> Crypto:
 def parse_crypto(value: str) -> Crypto:
     """The value of an ``a=crypto:`` line (after the colon). Raises :class:`BadOffer` for an
     unknown suite, a key that is not base64 or not 30 bytes, a lifetime below 2^31 or an MKI
-    (RFC 4568 §6.1, §6.2)."""
+    (RFC 4568 §6.1, §6.2), or a session parameter that changes how packets are protected
+    (§6.3: unencrypted or unauthenticated SRTP, a key derivation rate)."""
     m = _CRYPTO.match(value.strip())
     if m is None:
         raise BadOffer(f"a=crypto is malformed: {value[:80]!r}")
@@ -98,6 +101,13 @@ def parse_crypto(value: str) -> Crypto:
             raise BadOffer(f"a=crypto lifetime {part[:20]!r} is malformed") from None
         if packets < 2**31:  # a call would outlive the key; rekeying needs a re-INVITE
             raise BadOffer(f"a=crypto lifetime {part[:20]} is too short")
+    for param in (m.group(4) or "").split():
+        name, _, value = param.partition("=")
+        if name.upper() in UNPROTECTED or (name.upper() == "KDR" and value != "0"):
+            # §6.3: these change how every packet is protected; run as the plain suite, what
+            # one side sends the other cannot unprotect. (WSH, a hint, and FEC_*, with no FEC
+            # here, change nothing.)
+            raise BadOffer(f"a=crypto session parameter {param[:30]} is not supported")
     return Crypto(tag, suite, key)
 
 

@@ -287,7 +287,9 @@ class DigestServer:
     def _nonce_age(self, nonce: str) -> float | None:
         """Seconds since we issued ``nonce``; ``None`` when we never did."""
         stamp, _, mac = nonce.rpartition(".")
-        if not stamp or not hmac.compare_digest(mac, self._sign(stamp)):
+        # (As bytes: compare_digest raises TypeError on a str that is not ASCII, and a nonce
+        # is the peer's to write.)
+        if not stamp or not hmac.compare_digest(mac.encode(), self._sign(stamp).encode()):
             return None
         try:
             issued = int(stamp.split(".")[0], 16) / 1000

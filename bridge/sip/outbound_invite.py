@@ -4,15 +4,17 @@ dialog setup its UAC does around it (RFC 3261 §13.2, §17.1.1), shared by Meta'
 
 The next hop is connected to first (one that cannot be reached is a synthetic ``503``). Of the
 responses ``100`` is ignored and the other ``1xx`` are progress, until the final one (none
-within Timer B: a synthetic ``408``). A non-``2xx`` final response is ACKed hop by hop on the
-INVITE's own branch (§17.1.1.3). A ``401``/``407`` answered is followed by the INVITE again
-with the same Call-ID and From tag, CSeq + 1 and a new branch (§8.1.3.5, §22.2): the best
-challenge we support (SHA-256 before MD5, RFC 8760) answered once, the digest ``uri`` the
-Request-URI (§22.4), and once more only when it says ``stale=true`` (RFC 7616 §3.3: a fresh
-nonce, not a refusal); which statuses are answered and what a failed round says are the
-subclass's. A ``2xx`` makes the dialog (§12.1.2, route set reversed) and is ACKed
-in it with the INVITE's CSeq number (§13.2.2.4). :meth:`OutboundInvite.cancel` sends ``CANCEL``
-(§9.1) while no final response has come.
+within Timer B: a synthetic ``408``; once a provisional response came the INVITE rings until
+its final response, or until the caller's ring limit, when it is CANCELled). A non-``2xx``
+final response is ACKed hop by hop on the INVITE's own branch (§17.1.1.3). A ``401``/``407``
+answered is followed by the INVITE again with the same Call-ID and From tag, CSeq + 1 and a
+new branch (§8.1.3.5, §22.2): the best challenge we support (SHA-256 before MD5, RFC 8760)
+answered once, the digest ``uri`` the Request-URI (§22.4), and once more only when it says
+``stale=true`` (RFC 7616 §3.3: a fresh nonce, not a refusal); which statuses are answered and
+what a failed round says are the subclass's. A ``2xx`` makes the dialog (§12.1.2, route set
+reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); over UDP, where that
+ACK may be lost, the same 2xx sent again is ACKed again for 64·T1.
+:meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come.
 
 By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
 the ACKs go on the INVITE's connection; a subclass may send them otherwise.
@@ -20,6 +22,7 @@ the ACKs go on the INVITE's connection; a subclass may send them otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 
@@ -62,9 +65,11 @@ class OutboundInvite:
         sdp: bytes,
         username: str,
         password: str,
+        ring_limit: float | None = None,
     ) -> None:
         """``next_hop``: where the INVITE goes (host, port, transport); ``target``: its
-        Request-URI."""
+        Request-URI; ``ring_limit``: seconds it may ring (from its first provisional response)
+        before we CANCEL it, ``None``: until its final response or :meth:`cancel`."""
         self.ua = ua
         self.next_hop = next_hop
         self.target = target
@@ -83,6 +88,9 @@ class OutboundInvite:
         self._tx: ClientTransaction | None = None
         self._conn: Connection | None = None
         self._cancelled = False
+        self.ring_limit = ring_limit
+        self._cancel_sent: float | None = None
+        """When our CANCEL went (loop time): its INVITE's final response is awaited 64·T1."""
 
     # -- what a subclass says
     @property
@@ -135,6 +143,9 @@ class OutboundInvite:
     def _not_sent(self, req: Request, exc: BaseException) -> None:
         """Say that an ACK or a CANCEL could not be sent."""
 
+    def _rang_out(self) -> None:
+        """Say that it rang for :attr:`ring_limit` unanswered (our CANCEL follows)."""
+
     async def _send_ack(self, ack: Request, dialog: Dialog) -> None:
         """The ACK of a ``2xx``, in its dialog: on the INVITE's connection."""
         await self._send_on_hop(ack)
@@ -181,15 +192,21 @@ class OutboundInvite:
             self._unreachable(exc)
             self.final = Response(status=503, reason=f"Service Unavailable ({exc})")
             return self.final
+        if self._cancelled:  # cancel() came while the next hop was reached: send nothing
+            self.final = Response(status=487, reason="Request Terminated (before it was sent)")
+            return self.final
         invite = self._invite()
         rounds = 0
         while True:
             tx = self._tx = await self.ua.send(invite, self._conn)
             try:
                 resp = await self._follow(tx, on_progress)
-            finally:
+            except BaseException:
                 self.ua.done(tx)
-            if resp.status >= 300:
+                raise
+            if not 200 <= resp.status < 300 or self._conn.reliable:
+                self.ua.done(tx)
+            if resp.status >= 300 and resp.values("Via"):  # (never for a 408 of our own)
                 await self._send_on_hop(self._ack_non_2xx(invite, resp))
             if resp.status in CHALLENGES and not self._cancelled:
                 authorization = self._authorization(resp, rounds)
@@ -203,17 +220,60 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
+                if not self._conn.reliable:
+                    self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
             return resp
+
+    async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:
+        """§13.2.2.4: each 2xx is ACKed. Over UDP our ACK may be lost and the UAS sends its
+        2xx again until one arrives (§13.3.1.4), for 64·T1: the transaction is kept that long
+        to hear those and ACK each (forgotten, the call ended with the UAS's BYE)."""
+        assert self.dialog is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + TIMER_B
+        try:
+            while (left := until - loop.time()) > 0:
+                resp = await tx.next(left)
+                if 200 <= resp.status < 300 and resp.values("Via"):  # not next()'s own 408
+                    await self._send_ack(ack, self.dialog)
+        finally:
+            self.ua.done(tx)
 
     async def _follow(
         self, tx: ClientTransaction, on_progress: Callable[[Response], None]
     ) -> Response:
+        """The final response. Timer B (a synthetic ``408``) holds only until a provisional
+        response (§17.1.1.2): then the INVITE rings until its final response, our
+        :attr:`ring_limit` (our CANCEL then, §9.1) or :meth:`cancel`, after which the final
+        response (the ``487``) is awaited 64·T1 more (§9.1)."""
+        loop = asyncio.get_running_loop()
+        rings_until: float | None = None  # set by the first provisional response
         while True:
-            resp = await tx.next(TIMER_B)
-            if 100 < resp.status < 200:
-                on_progress(resp)
-            elif resp.status >= 200:
-                return resp
+            now = loop.time()
+            if self._cancel_sent is not None:
+                wait = self._cancel_sent + TIMER_B - now
+            elif rings_until is not None:
+                wait = min(rings_until - now, TIMER_B)
+            else:
+                wait = TIMER_B
+            resp = await tx.next(max(wait, 0.0))
+            if resp.values("Via"):  # heard (next()'s own 408 has none)
+                if resp.status >= 200:
+                    return resp
+                if rings_until is None:
+                    rings_until = loop.time() + (self.ring_limit or float("inf"))
+                if resp.status > 100:
+                    on_progress(resp)
+                continue
+            now = loop.time()
+            if self._cancel_sent is not None:
+                if now >= self._cancel_sent + TIMER_B:
+                    return resp
+            elif rings_until is None:
+                return resp  # Timer B: nothing heard
+            elif now >= rings_until:
+                self._rang_out()
+                await self.cancel()
 
     @staticmethod
     def _ack_non_2xx(invite: Request, resp: Response) -> Request:
@@ -237,11 +297,13 @@ class OutboundInvite:
             self._not_sent(req, exc)
 
     async def cancel(self) -> None:
-        """CANCEL the INVITE (§9.1) while it has no final response."""
+        """CANCEL the INVITE (§9.1) while it has no final response; before it was sent, it
+        is not sent (:meth:`run` ends with a ``487``)."""
         self._cancelled = True
         tx = self._tx
-        if tx is None or self.final is not None:
+        if tx is None or self.final is not None or self._cancel_sent is not None:
             return
+        self._cancel_sent = asyncio.get_running_loop().time()
         invite = tx.req
         cancel = Request(method="CANCEL", uri=invite.uri)
         cancel.add("Via", invite.get("Via"))  # the INVITE's branch: §9.1

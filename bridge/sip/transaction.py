@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
-from .headers import Via
+from .headers import Address, Via
 from .message import Request, Response, SipParseError
 from .transport import Connection
 
@@ -34,6 +34,9 @@ T1, T2 = 0.5, 4.0
 """RFC 3261 §17.1.1.1 timers (seconds)."""
 TIMER_B = 64 * T1
 """A client transaction's deadline (and a 2xx's wait for its ACK)."""
+REFUSALS_KEPT = 1024
+"""Refusals over UDP sent again until their ACK at once (a scanner's INVITEs are refused: its
+403s are not sent again beyond these)."""
 SUPPORTED = ""
 """No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 
@@ -85,10 +88,17 @@ class InviteServer:
         """Our latest response (sent again when a UDP peer retransmits its INVITE)."""
 
     async def respond(
-        self, status: int, reason: str, *, body: bytes = b"", extra: Sequence[tuple[str, str]] = ()
+        self,
+        status: int,
+        reason: str,
+        *,
+        body: bytes = b"",
+        extra: Sequence[tuple[str, str]] = (),
+        once: bool = False,
     ) -> bool:
         """Send a response (provisional or final); ``False`` when a final one was sent
-        already or the connection is gone."""
+        already or the connection is gone. ``once``: a refusal not sent again until its ACK
+        (to a source that may be forged)."""
         if self.final:
             return False
         resp = reply(self.req, status, reason, to_tag=self.local_tag, extra=list(extra))
@@ -112,14 +122,30 @@ class InviteServer:
         if 200 <= status < 300:
             self.ua.awaiting_ack[self.dialog.key] = self
             self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
+        elif status >= 300 and not once and not self.conn.reliable and self._may_resend_refusal():
+            # §17.2.1: over UDP a refusal is sent again until its ACK (Timer G): the caller,
+            # past our 100, sends its INVITE no more, so a lost refusal was lost for good.
+            self.ua.refused[self.refusal_key] = self
+            self.ua.tasks.spawn(self._retransmit(resp), f"{status}:{self.req.call_id[:24]}")
         return True
 
     @property
     def key(self) -> tuple[str, str]:
         return self.req.call_id, self.branch
 
+    @property
+    def refusal_key(self) -> tuple[str, str]:
+        """What the ACK of our refusal carries (:func:`refusal_acked`)."""
+        return self.req.call_id, self.local_tag
+
+    def _may_resend_refusal(self) -> bool:
+        """Whether a place is left among the refusals sent again (:data:`REFUSALS_KEPT`;
+        beyond it, as before, only a retransmitted INVITE brings the refusal again)."""
+        return not self.ua.tasks.closed and len(self.ua.refused) < REFUSALS_KEPT
+
     async def _retransmit(self, resp: Response) -> None:
-        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1."""
+        """§13.3.1.4: the 2xx again at T1, 2·T1 … T2 until the ACK; BYE after 64·T1. A
+        refusal over UDP the same way (§17.2.1, Timer G), given up after 64·T1 (Timer H)."""
         interval, waited = T1, 0.0
         while waited < TIMER_B:
             try:
@@ -133,6 +159,10 @@ class InviteServer:
                     await self.conn.send(resp)
                 except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
                     pass
+        if resp.status >= 300:
+            self.ua.refused.pop(self.refusal_key, None)
+            log.info("SIP call %s: no ACK for our %d", self.req.call_id, resp.status)
+            return
         log.warning("SIP call %s: no ACK for our 200 OK within %gs", self.req.call_id, TIMER_B)
         self.ua.awaiting_ack.pop(self.dialog.key, None)
         await self.ua.handler.ack_timeout(self.dialog)
@@ -243,6 +273,48 @@ async def take_reinvite(
     ua.pending[tx.key] = tx
     await tx.respond(100, "Trying")
     ua._spawn(answer(tx), f"reinvite:{req.call_id[:24]}")
+
+
+async def serve(handler: CallHandler, tx: InviteServer) -> None:
+    """The handler's answer to a new INVITE; a fault of ours ends it with ``500``
+    (§21.5.1), never with silence (it would stay pending for good)."""
+    try:
+        await handler.invite(tx)
+    except Exception:
+        log.exception("SIP INVITE %s: failed", tx.req.call_id)
+        await tx.respond(500, "Server Internal Error")
+
+
+def early_invite(ua: UserAgent, req: Request, to_tag: str) -> InviteServer | None:
+    """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag given
+    in a provisional response)."""
+    caller = Address.parse(req.get("From")).tag
+    for tx in ua.pending.values():
+        if tx.dialog.key == (req.call_id, to_tag) and tx.dialog.remote_tag == caller:
+            return tx
+    return None
+
+
+async def end_early(ua: UserAgent, conn: Connection, req: Request, tx: InviteServer) -> None:
+    """§15.1.2: the caller's BYE in the early dialog of ``tx`` ends it as a CANCEL would
+    (``200`` to the BYE, ``487`` to the INVITE); it got 481 and the INVITE rang on."""
+    await ua._answer(conn, reply(req, 200, "OK"))
+    if await tx.respond(487, "Request Terminated"):
+        ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
+
+
+def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) -> bool:
+    """Whether ``req``, an ACK, is the one of a refusal over UDP we send again until it comes
+    (§17.2.1; it ends that transaction). Matched by Call-ID, our tag in its To and CSeq (it
+    should carry the INVITE's branch too, §17.1.1.3, but SIPp's scenarios, as RFC 2543
+    clients, give it one of its own)."""
+    key = (req.call_id, Address.parse(req.get("To")).tag)
+    tx = refused.get(key)
+    if tx is None or tx.req.cseq[0] != req.cseq[0]:
+        return False
+    del refused[key]
+    tx.acked.set()
+    return True
 
 
 def unfit_invite(req: Request) -> Response | None:

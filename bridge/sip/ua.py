@@ -9,7 +9,8 @@ deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until
 
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
-(§9.2: ``200`` to it, ``487`` to the INVITE); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
+(§9.2: ``200`` to it, ``487`` to the INVITE), and so does the caller's ``BYE`` in its early
+dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
 dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
@@ -41,7 +42,11 @@ from .transaction import (
     ClientTransaction,
     Completed,
     InviteServer,
+    early_invite,
+    end_early,
+    refusal_acked,
     refusal_of,
+    serve,
     take_reinvite,
     unfit_invite,
 )
@@ -97,6 +102,8 @@ class UserAgent:
         self.dialogs: dict[tuple[str, str], Dialog] = {}
         self.awaiting_ack: dict[tuple[str, str], InviteServer] = {}
         """Answered INVITEs (by their dialog) whose ACK has not come yet."""
+        self.refused: dict[tuple[str, str], InviteServer] = {}
+        """Refused over UDP, sent again until the ACK (:func:`refusal_acked`)."""
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
@@ -282,6 +289,8 @@ class UserAgent:
         elif method not in ALLOW.split(", ") and method != "REFER":
             self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
             await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
+        elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
+            await end_early(self, conn, req, early)
         elif dialog is None:
             await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
         elif method == "INVITE" and self.reinvites is not None:
@@ -311,8 +320,10 @@ class UserAgent:
         return bool(again) or pending is not None
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
+        if refusal_acked(self.refused, req):
+            return
         if dialog is None:
-            return  # the ACK of a non-2xx final response: ends its transaction (§17.2.1)
+            return
         tx = self.awaiting_ack.pop(dialog.key, None)
         if tx is None:
             return  # a repeated ACK
@@ -357,4 +368,4 @@ class UserAgent:
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
-        self._spawn(self.handler.invite(tx), f"invite:{req.call_id[:24]}")
+        self._spawn(serve(self.handler, tx), f"invite:{req.call_id[:24]}")

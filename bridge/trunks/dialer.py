@@ -3,7 +3,8 @@ REFER's new target, on the INVITE client transaction of ``sip/outbound_invite.py
 
 The Request-URI is the target; the request goes to the trunk's host, port and transport as to
 an outbound proxy. ``401``/``407`` are answered with the trunk's credentials as
-``OutboundInvite`` answers them. :meth:`Dialer.cancel` is a CANCEL transaction of its own.
+``OutboundInvite`` answers them. :meth:`Dialer.cancel` is a CANCEL transaction of its own,
+sent too when the target rings past the ring limit (``BRIDGE_RING_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Dialer(OutboundInvite):
         username: str,
         password: str,
         headers: Sequence[tuple[str, str]] = (),
+        ring_limit: float | None = None,
     ) -> None:
         self.proxy = Uri.parse(proxy)
         super().__init__(
@@ -46,6 +48,7 @@ class Dialer(OutboundInvite):
             sdp=sdp,
             username=username,
             password=password,
+            ring_limit=ring_limit,
         )
         self.from_uri = from_uri
         self.headers = list(headers)
@@ -58,6 +61,14 @@ class Dialer(OutboundInvite):
 
     def _not_sent(self, req: Request, exc: BaseException) -> None:
         log.info("SIP trunk %s: %s not sent: %s", self.proxy, req.method, exc)
+
+    def _rang_out(self) -> None:
+        log.info(
+            "SIP trunk %s: %s rang %gs unanswered: cancelled",
+            self.proxy,
+            self.target,
+            self.ring_limit or 0,
+        )
 
     def _authorization(self, resp: Response, rounds: int) -> tuple[str, str] | None:
         if resp.status in CHALLENGES and not self.password:

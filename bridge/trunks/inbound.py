@@ -228,7 +228,10 @@ class PbxCall:
     async def _answer(self, call: Call) -> None:
         assert self.service.manager is not None and self.remote is not None
         runtime = self.service.manager.find_runtime(call.id)
-        if runtime is None or self.tx.final:
+        if self.tx.final:
+            return
+        if runtime is None or not call.live:  # ended before its answer began: a final still
+            await self.tx.respond(480, "Temporarily Unavailable (the call has ended)")
             return
         target = str(self.tx.req.get("From")).partition("<")[2].partition(">")[0] or "sip:pbx"
         line = self.service.line

@@ -69,6 +69,8 @@ class TrunkLine:
     """Where the legs' RTP sockets bind."""
     rtp_ports: str
     """The port range they bind in (``BRIDGE_RTP_PORTS``; empty: any)."""
+    ring_timeout: float
+    """Seconds a leg may ring before it is cancelled (``BRIDGE_RING_TIMEOUT``)."""
     opus_passthrough: bool
     """Whether WhatsApp's Opus may go to an Opus phone untouched (``BRIDGE_OPUS_PASSTHROUGH``)."""
     legs: dict[tuple[str, str], SipParticipant]
@@ -158,6 +160,9 @@ class SipParticipant:
     async def run(self) -> None:
         """Call the target, then carry the media until either side hangs up."""
         media, offer = await self._open()
+        if self._left:  # removed, or its call ended, before its INVITE went: ring nobody
+            media.stop()
+            return
         self.dialer = Dialer(
             self.line.ua,
             proxy=self.trunk.uri,
@@ -167,6 +172,7 @@ class SipParticipant:
             username=self.trunk.username,
             password=self.trunk.password,
             headers=self.headers,
+            ring_limit=self.line.ring_timeout,
         )
         resp = await self.dialer.run(self._progress)
         if not 200 <= resp.status < 300:
@@ -194,6 +200,10 @@ class SipParticipant:
         """Answer the PBX's own INVITE (its offer ``remote``) with ``200`` and our SDP: the
         PBX placed this WhatsApp call. ``False`` when the answer could not be sent."""
         media, answer = await self._open(offer=remote)
+        if self._left:  # its call ended as it was answered: no 200 for a call that is gone
+            media.stop()
+            await tx.respond(480, "Temporarily Unavailable (the call has ended)")
+            return False
         self.dialog = tx.dialog
         self.line.ua.dialogs[tx.dialog.key] = tx.dialog  # before its BYE can come
         if not await tx.respond(200, "OK", body=answer):
@@ -279,8 +289,14 @@ class SipParticipant:
 
     # -- the end
     async def remote_bye(self) -> None:
-        """The phone hung up (its BYE is answered)."""
+        """The phone hung up (its BYE is answered). While its REFER's transfer is under way
+        the leg only leaves the conference: a blind transfer's transferor may hang up once
+        the REFER is accepted (RFC 5589 §6.1), and the transfer ends the leg either way
+        (``transfer.py``: as transferred, or as hung up when the new leg fails)."""
         self.dialog = None
+        if self.transferring:
+            self.release()
+            return
         await self._gone("hung_up", None)
 
     def packets_in(self, codec: str) -> TrunkMedia | None:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
-from ..errors import BadRequest, BridgeError, CallStateError
+from ..errors import AtCapacity, BadRequest, BridgeError, CallStateError
 from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
@@ -44,7 +44,7 @@ STRANGERS_SAID = 1024
 HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
 HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
 MAX_LEGS = 256
-"""SIP participants live at once on a worker; more are refused (503)."""
+"""SIP legs live at once on a worker, ringing ones too; more are refused (503)."""
 
 
 class TrunkService:
@@ -104,6 +104,7 @@ class TrunkService:
             media_host=self.media_host,
             bind_host=self.bind_host,
             rtp_ports=self.rtp_ports,
+            ring_timeout=self.settings.calls.ring_timeout,
             opus_passthrough=self.settings.media.opus_passthrough,
             legs=self.legs,
             active=self.active,
@@ -133,9 +134,13 @@ class TrunkService:
 
     async def close(self) -> None:
         """The legs hung up (BYE or CANCEL) while the user agent still carries them, then
-        their tasks, then the user agent."""
-        for leg in list(self.active):
-            await leg.close()
+        their tasks, then the user agent. Together: each may wait 4 s for a PBX that no
+        longer answers, and in turn N legs waited 4·N s."""
+        legs = list(self.active)
+        closed = await asyncio.gather(*(leg.close() for leg in legs), return_exceptions=True)
+        for leg, outcome in zip(legs, closed, strict=True):
+            if isinstance(outcome, Exception):
+                log.warning("SIP participant %s: not hung up: %s", leg.participant_id, outcome)
         await self.upkeep.close()
         await self._tasks.close(timeout=5.0)
         await self.ua.close()
@@ -200,12 +205,13 @@ class TrunkService:
         self._check_join(runtime, participant_id, role)
         leg = SipParticipant(self.line, runtime, trunk, participant_id, role, target, headers)
         runtime.attach(leg)
+        self.active.add(leg)  # counted from now (its task may not have started yet)
         self._tasks.spawn(self._run(leg), f"sip-leg:{participant_id}")
         return leg
 
     def _check_join(self, runtime: CallRuntime, participant_id: str, role: Role) -> None:
-        if len(self.legs) >= MAX_LEGS or self._tasks.closed:
-            raise CallStateError("this worker carries as many SIP participants as it may")
+        if len(self.active) >= MAX_LEGS or self._tasks.closed:  # ringing ones too
+            raise AtCapacity("this worker carries as many SIP participants as it may")
         taken = {p.id for p in runtime.bus.conference.participants.values()}
         taken |= {a.participant_id for a in runtime.attached("sip")}
         if participant_id in taken or participant_id in runtime.participants.sessions:
@@ -288,9 +294,11 @@ class TrunkService:
         trunk, refused = identify(self.catalog.trunks.values(), self.digests.server_for, tx)
         if trunk is None:
             assert refused is not None
-            if refused[1] == STRANGER:
+            stranger = refused[1] == STRANGER
+            if stranger:
                 self._refused_stranger(tx.conn.peer[0], refused[1])
-            await tx.respond(*refused[:2], extra=refused[2])
+            # A stranger's 403 once: its source may be forged (no reflector for scanners).
+            await tx.respond(*refused[:2], extra=refused[2], once=stranger)
             return
         await PbxCall(self, tx, trunk).place()
 

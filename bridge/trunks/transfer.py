@@ -88,8 +88,13 @@ def refer(
     return 202, "Accepted"
 
 
-async def notify(line: TrunkLine, dialog: Dialog, status: int, reason: str) -> None:
-    """RFC 3515 §2.4.4: the new leg's progress as a sipfrag (the last one ends it)."""
+async def notify(
+    line: TrunkLine, old: SipParticipant, dialog: Dialog, status: int, reason: str
+) -> None:
+    """RFC 3515 §2.4.4: the new leg's progress as a sipfrag (the last one ends it); none once
+    ``old``'s phone hung up (its dialog, and the subscription with it, is over)."""
+    if old.dialog is None:
+        return
     state = "active;expires=60" if status < 200 else "terminated;reason=noresource"
     await line.ua.in_dialog(
         dialog,
@@ -110,7 +115,7 @@ async def transfer(
 ) -> None:
     """Call ``target`` (with ``extra`` headers: an attended transfer's ``Replaces``); on its
     answer swap it in for ``old`` (see the module docstring)."""
-    await notify(line, dialog, 100, "Trying")
+    await notify(line, old, dialog, 100, "Trying")
     headers = old.headers + (extra or [])
     new = SipParticipant(
         line, old.runtime, old.trunk, old.participant_id, old.role, target, headers
@@ -118,18 +123,24 @@ async def transfer(
     new.silent, new.replaces = True, old
     old.runtime.attach(new)
     line.active.add(new)
-    await new.run()
+    try:
+        await new.run()
+    except Exception as exc:  # as the service's own legs (TrunkService._run): the old stays
+        log.warning("SIP transfer of %s: the new leg failed: %s", old.participant_id, exc)
+        await new.remove()
     if new.state != "joined":
         final = new.dialer.final if new.dialer is not None else None
         status, reason = (final.status, final.reason) if final else (503, "Service Unavailable")
         log.warning("SIP transfer of %s to %s failed: %d", old.participant_id, target, status)
-        await notify(line, dialog, status, reason)
+        await notify(line, old, dialog, status, reason)
         old.transferring = False
+        if old.dialog is None:  # its phone hung up while the transfer went on
+            await old.remote_bye()
         return
     new.silent = False
     new.on_left, old.on_left = old.on_left, None
     old.silent = True
-    await notify(line, dialog, 200, "OK")
+    await notify(line, old, dialog, 200, "OK")
     await old.remove()
     old.runtime.emit(
         "participant.transferred", participantID=new.participant_id, sip={"uri": target}

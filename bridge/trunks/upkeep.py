@@ -5,9 +5,10 @@
 One task a trunk, reconciled on every catalog reload (:meth:`Upkeep.reconcile`); what each saw
 is :meth:`Upkeep.state` (``GET /trunks/{id}``) and the metrics ``bridge_trunk_up`` and
 ``bridge_trunk_registered``. A ``401``/``407`` is answered with the trunk's credentials, once a
-request. A registration is refreshed at 80 % of what the registrar granted, retried every
-:data:`RETRY` seconds while it fails, and removed (``Expires: 0``) when the trunk goes or the
-bridge stops.
+request, a ``423 Interval Too Brief`` by asking again for its ``Min-Expires`` (§10.2.8),
+kept for the refreshes. A registration is refreshed at 80 % of what the registrar granted,
+retried every :data:`RETRY` seconds while it fails, and removed (``Expires: 0``) when the
+trunk goes or the bridge stops.
 """
 
 from __future__ import annotations
@@ -125,10 +126,17 @@ class Upkeep:
         aor = f"<sip:{trunk.username}@{proxy.host}>"
         assert self.ua is not None
         contact = self.ua.contact.replace("<sip:", f"<sip:{trunk.username}@", 1)
+        if expires:
+            expires = max(expires, state.get("minExpires", 0))
         extra = [("Contact", contact), ("Expires", str(expires))]
         resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
         if expires == 0:
             return RETRY
+        longer = _min_expires(resp, expires)
+        if longer is not None:  # §10.2.8: asked again for the registrar's minimum, kept
+            state["minExpires"] = expires = longer
+            extra = [("Contact", contact), ("Expires", str(expires))]
+            resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
         if 200 <= resp.status < 300:
             granted = _granted(resp, contact, expires)
             state["registration"] = {"state": "registered", "expiresAt": time.time() + granted}
@@ -195,6 +203,18 @@ class Upkeep:
 
 def _key(trunk: Trunk) -> tuple[Any, ...]:
     return (trunk.uri, trunk.register, trunk.keepalive, trunk.username, trunk.password)
+
+
+def _min_expires(resp: Response, asked: int) -> int | None:
+    """A ``423 Interval Too Brief``'s ``Min-Expires`` (RFC 3261 §10.2.8) when it is longer
+    than ``asked`` and at most a day; else ``None``."""
+    if resp.status != 423:
+        return None
+    try:
+        least = int(resp.get("Min-Expires").strip())
+    except ValueError:
+        return None
+    return least if asked < least <= 86_400 else None
 
 
 def _granted(resp: Response, contact: str, asked: int) -> int:

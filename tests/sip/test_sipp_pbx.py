@@ -255,3 +255,66 @@ async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
             await sipp.stop()
     finally:
         await phone.stop()
+
+
+async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
+    make_client, tmp_path
+):
+    """A blind transfer whose transferor hangs up as soon as the REFER is accepted (its BYE
+    right after the NOTIFY of 100 Trying, as desk phones do): the transfer goes on, and the
+    WhatsApp call with it — the PBX's leg ending was taken as the end of the call it placed,
+    and the call was hung up with the new phone still ringing. The new phone answers, the
+    WhatsApp user and it hear each other, and nothing more goes to the old dialog."""
+    from ..support.baresip_phone import BaresipPhone
+
+    conf = tmp_path / "phone"
+    conf.mkdir()
+    phone = BaresipPhone(conf, "2002", 660)
+    await phone.start_phone()
+    try:
+        client = await make_client(
+            sim_peer="tone",
+            sim_tone_hz=TONE,
+            data_dir=str(tmp_path),
+            sip_trunk_listen="127.0.0.1:0",
+            sim_answer_delay=0.2,
+        )
+        events: list[Any] = []
+        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
+        trunk = {
+            "name": "pbx",
+            "uri": f"sip:127.0.0.1:{phone.port};transport=udp",
+            "inbound": {"allowFrom": ["127.0.0.1/32"]},
+        }
+        assert (await client.post("/trunks", json=trunk)).status == 201
+        sipp = Sipp(tmp_path, "pbx_refer_hangs_up.xml")
+        await sipp.start(
+            remote=client.app[TRUNKS].port,
+            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}"},
+            transport="u1",
+        )
+        try:
+            assert await sipp.finish() == 0, sipp.report()
+            await until(
+                lambda: [e for e in events if e.type == "participant.transferred"],
+                10,
+                "participant.transferred",
+            )
+            cid = (await listed_calls(client))[0]["callID"]
+            assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
+
+            def both_hear() -> None:
+                samples, rate = phone.heard(1.0)
+                assert dominant_frequency(samples, rate) == pytest.approx(TONE, abs=5)
+                wa = peer_heard(client, cid, 25)
+                assert dominant_frequency(wa, 16000) == pytest.approx(660, abs=5)
+                assert level_dbfs(wa) > -30
+
+            await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
+            await until_passes(both_hear, 10)
+            left = [e.data for e in events if e.type == "participant.left"]
+            assert left == [], left  # the old leg went silently, as transferred
+        finally:
+            await sipp.stop()
+    finally:
+        await phone.stop()

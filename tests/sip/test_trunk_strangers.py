@@ -110,3 +110,70 @@ async def test_wrong_credentials_are_said_once_per_source_and_their_end(
     assert len(wrong) == 1 and wrong[0].levelno == logging.WARNING, caplog.text
     right = [r for r in caplog.records if "right again" in r.getMessage()]
     assert len(right) == 1 and "10 wrong" in right[0].getMessage(), caplog.text
+
+
+async def test_a_digest_answer_with_a_nonce_not_ascii_is_challenged_again(
+    make_client, tmp_path, caplog
+) -> None:
+    """A Proxy-Authorization whose nonce is not ASCII (a forged or garbled one) is a nonce we
+    never issued: a fresh 407. Comparing it with ours raised TypeError, so the INVITE, past
+    its 100 Trying, got no final response at all and stayed among the pending ones."""
+    client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
+    trunk = {
+        "name": "pbx",
+        "uri": "sip:127.0.0.1:5999;transport=udp",
+        "inbound": {"allowFrom": ["127.0.0.1/32"], "username": "pbx", "password": "right"},
+    }
+    assert (await client.post("/trunks", json=trunk)).status == 201
+    port = client.app[TRUNKS].port
+    forged = (
+        'Digest username="pbx", realm="127.0.0.1", nonce="1.2.\u00e9", '
+        'uri="sip:x", response="00", algorithm=MD5, qop=auth, nc=00000001, cnonce="c"'
+    )
+    request = invite(port, 1).replace(
+        b"Content-Type", f"Proxy-Authorization: {forged}\r\nContent-Type".encode()
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
+        pbx.bind(("127.0.0.1", 0))
+        pbx.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendto(pbx, request, ("127.0.0.1", port))
+        while True:
+            answer = await asyncio.wait_for(loop.sock_recv(pbx, 65536), 2)
+            if not answer.startswith(b"SIP/2.0 100"):
+                break
+    assert answer.startswith(b"SIP/2.0 407"), answer
+    assert not client.app[TRUNKS].ua.pending
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_strangers_refusal_is_not_sent_again(make_client, tmp_path, monkeypatch) -> None:
+    """A refusal over UDP is sent again until its ACK (RFC 3261 §17.2.1), but not the 403
+    to a source no trunk takes: its source address may be forged, and a refusal sent ten
+    times over 32 s to whoever it names would make the listener a reflector. Once each."""
+    from bridge.sip import transaction as sip_transaction
+
+    monkeypatch.setattr(sip_transaction, "T1", 0.05)
+    client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
+    trunk = {
+        "name": "pbx",
+        "uri": "sip:127.0.0.1:5999;transport=udp",
+        "inbound": {"allowFrom": ["10.0.0.0/8"]},
+    }
+    assert (await client.post("/trunks", json=trunk)).status == 201
+    port = client.app[TRUNKS].port
+    got: list[bytes] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scanner:
+        scanner.bind(("127.0.0.1", 0))
+        scanner.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendto(scanner, invite(port, 1), ("127.0.0.1", port))
+        try:
+            while True:  # T1 is 50 ms: Timer G would have sent it again within 0.6 s
+                got.append(await asyncio.wait_for(loop.sock_recv(scanner, 65536), 0.6))
+        except TimeoutError:
+            pass
+    assert [g.split(b"\r\n", 1)[0] for g in got] == [
+        b"SIP/2.0 100 Trying",
+        b"SIP/2.0 403 Forbidden (not a trunk's source)",
+    ]

@@ -13,6 +13,7 @@ import ssl
 import pytest
 
 from bridge.sip import (
+    Address,
     CertFiles,
     DigestServer,
     Request,
@@ -241,6 +242,28 @@ async def test_cancel_before_answer_gets_200_and_487(ca):
         got = {(r.status, r.cseq[1]) for r in [await c.recv(), await c.recv()]}
         assert got == {(200, "CANCEL"), (487, "INVITE")}
         await until(lambda: len(handler.cancels) == 1, 2, "the handler heard of the CANCEL")
+    finally:
+        await c.close()
+        await ua.close()
+
+
+async def test_a_bye_in_the_early_dialog_ends_the_invite_as_a_cancel_does(ca):
+    """The caller may end an early dialog with BYE instead of CANCEL (RFC 3261 §15, §15.1.2):
+    the BYE gets 200 and the pending INVITE 487, and the call is given up as cancelled. It
+    got 481 and the INVITE rang on, its final response due to a caller that had gone."""
+    ua, handler, _ = await start_ua(ca)
+    c = await Client.open(ua, ca)
+    try:
+        await c.send(request("INVITE", body=SDP, branch="z9hG4bKinv").to_bytes())
+        statuses = [await c.recv() for _ in range(2)]
+        assert [r.status for r in statuses] == [100, 180]
+        tag = Address.parse(statuses[1].get("To")).tag
+        bye = request("BYE", branch="z9hG4bKbye", to_tag=tag, cseq=2)
+        await c.send(bye.to_bytes())
+        got = {(r.status, r.cseq[1]) for r in [await c.recv(), await c.recv()]}
+        assert got == {(200, "BYE"), (487, "INVITE")}
+        await until(lambda: len(handler.cancels) == 1, 2, "the handler heard the call given up")
+        assert not handler.byes and not ua.pending
     finally:
         await c.close()
         await ua.close()

@@ -156,6 +156,68 @@ async def test_a_retransmitted_request_is_answered_again_not_handled_twice() -> 
         await ua.close()
 
 
+async def test_a_final_refusal_over_udp_is_sent_again_until_its_ack(monkeypatch) -> None:
+    """Over UDP a non-2xx final response to an INVITE (here the 487 after a CANCEL) is sent
+    again at T1, 2·T1 … until the caller's ACK (RFC 3261 §17.2.1, Timer G): the caller
+    retransmits its INVITE no more once it had our 100, so a lost refusal was never sent
+    again and the caller's call hung in Proceeding. The ACK stops it."""
+    monkeypatch.setattr(sip_transaction, "T1", 0.05)
+    handler = Handler()
+    ua = await trunk_ua(handler)
+    transport, peer = await udp_peer()
+    try:
+        branch = new_branch()
+        invite = request("INVITE", ua.port, branch=branch, body=b"v=0\r\n")
+        transport.sendto(invite, ("127.0.0.1", ua.port))
+        ringing = None
+        while ringing is None:
+            resp = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+            ringing = resp if resp.status == 180 else None
+        transport.sendto(request("CANCEL", ua.port, branch=branch), ("127.0.0.1", ua.port))
+        finals = []
+        while len(finals) < 3:  # the first 487 and two more: no ACK yet
+            resp = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+            if resp.cseq[1] == "INVITE" and resp.status == 487:
+                finals.append(resp)
+        ack = request("ACK", ua.port, branch=branch).replace(
+            b"To: <sip:+15550001111@127.0.0.1>", f"To: {finals[0].get('To')}".encode()
+        )
+        transport.sendto(ack, ("127.0.0.1", ua.port))
+        await asyncio.sleep(0.3)
+        while not peer.got.empty():  # what was under way as the ACK went
+            await peer.got.get()
+        await asyncio.sleep(0.6)
+        assert peer.got.empty(), parse((await peer.got.get())[0])
+        assert not ua.pending
+    finally:
+        transport.close()
+        await ua.close()
+
+
+async def test_an_invite_whose_handler_fails_gets_a_500_not_silence(caplog) -> None:
+    """A fault of ours while an INVITE is handled (past its 100 Trying) ends it with 500
+    (§21.5.1), said at ERROR: it got no final response, its caller waited on, and the user
+    agent kept it among its pending INVITEs for good (1 024 of them refuse every INVITE)."""
+
+    class Failing(Handler):
+        async def invite(self, tx) -> None:
+            raise RuntimeError("a bug")
+
+    ua = await trunk_ua(Failing())
+    transport, peer = await udp_peer()
+    try:
+        invite = request("INVITE", ua.port, branch=new_branch(), body=b"v=0\r\n")
+        transport.sendto(invite, ("127.0.0.1", ua.port))
+        statuses = []
+        while not statuses or statuses[-1] < 200:
+            statuses.append(parse((await asyncio.wait_for(peer.got.get(), 2))[0]).status)
+        assert statuses[-1] == 500 and not ua.pending
+        assert "a bug" in caplog.text
+    finally:
+        transport.close()
+        await ua.close()
+
+
 async def test_hostile_datagrams_cost_nothing_and_the_socket_keeps_answering(caplog) -> None:
     ua = await trunk_ua()
     rng = random.Random(48)

@@ -61,3 +61,31 @@ def test_no_usable_line_is_refused_with_the_first_reason() -> None:
         trunk_sdp.read(
             offer("1 AEAD_AES_256_GCM_8", "2 AES_256_CM_HMAC_SHA1_80"), ("PCMU",), srtp=True
         )
+
+
+@pytest.mark.parametrize(
+    "param", ["UNENCRYPTED_SRTP", "UNENCRYPTED_SRTCP", "UNAUTHENTICATED_SRTP", "KDR=24"]
+)
+def test_a_line_whose_session_parameters_change_the_packets_is_passed_over(param) -> None:
+    """RFC 4568 §6.3: a line asking for SRTP unencrypted or unauthenticated, or a key
+    derivation rate, protects packets otherwise than the plain suite we run: it was taken as
+    if the parameter were not there (what the PBX then sent failed to unprotect, or ours were
+    unreadable to it). Another line is taken; with none, the offer is refused naming it."""
+    key = f"inline:{KEY}"
+    lines = [f"1 AES_CM_128_HMAC_SHA1_80 {key} {param}", f"2 AES_CM_128_HMAC_SHA1_32 {key}"]
+    body = HEAD + "m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    remote = trunk_sdp.read(
+        body + "".join(f"a=crypto:{ln}\r\n" for ln in lines), ("PCMU",), srtp=True
+    )
+    assert remote.crypto is not None and remote.crypto.tag == 2
+    with pytest.raises(BadOffer, match=param.split("=")[0]):
+        trunk_sdp.read(body + f"a=crypto:{lines[0]}\r\n", ("PCMU",), srtp=True)
+
+
+def test_session_parameters_that_leave_the_packets_alone_are_taken() -> None:
+    """KDR=0 (the default), a window size hint and FEC parameters (no FEC here) change
+    nothing of what the suite does: the line is taken."""
+    line = f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY} KDR=0 WSH=128 FEC_ORDER=FEC_SRTP"
+    body = HEAD + f"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{line}\r\n"
+    remote = trunk_sdp.read(body, ("PCMU",), srtp=True)
+    assert remote.crypto is not None and remote.crypto.tag == 1

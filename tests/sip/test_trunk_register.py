@@ -1,0 +1,69 @@
+"""A trunk's REGISTER (``trunks/upkeep.py``) against a registrar played by a bare UDP socket:
+a ``423 Interval Too Brief`` is asked again with the registrar's ``Min-Expires`` (RFC 3261
+§10.2.8), where it was retried every 30 s with the same refused interval and never
+registered."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry
+
+from bridge.numbers.trunks import Trunk
+from bridge.sip import Request, parse
+from bridge.trunks.upkeep import Upkeep
+
+from .test_udp_tcp import trunk_ua, udp_peer
+
+
+def answer(req: Request, status: int, reason: str, extra: str = "") -> bytes:
+    head = f"SIP/2.0 {status} {reason}\r\n"
+    for name in ("Via", "From"):
+        head += "".join(f"{name}: {v}\r\n" for v in req.all(name))
+    head += f"To: {req.get('To')};tag=reg\r\nCall-ID: {req.call_id}\r\n"
+    head += f"CSeq: {req.get('CSeq')}\r\n{extra}Content-Length: 0\r\n\r\n"
+    return head.encode()
+
+
+async def test_a_423_is_asked_again_with_the_registrars_min_expires() -> None:
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    trunk = Trunk("trk_reg", "pbx", f"sip:127.0.0.1:{port};transport=udp", username="bridge")
+    upkeep = Upkeep(None, CollectorRegistry())  # type: ignore[arg-type]
+    upkeep.ua = ua
+    state: dict = {}
+
+    async def registrar() -> list[str]:
+        asked = []
+        while True:
+            req = parse((await asyncio.wait_for(peer.got.get(), 3))[0])
+            if not isinstance(req, Request) or req.method != "REGISTER":
+                continue
+            asked.append(req.get("Expires"))
+            if int(req.get("Expires")) < 600:
+                transport.sendto(
+                    answer(req, 423, "Interval Too Brief", "Min-Expires: 600\r\n"),
+                    ("127.0.0.1", ua.port),
+                )
+            else:
+                contact = req.get("Contact")
+                transport.sendto(
+                    answer(req, 200, "OK", f"Contact: {contact};expires=600\r\n"),
+                    ("127.0.0.1", ua.port),
+                )
+                return asked
+
+    try:
+        serving = asyncio.create_task(registrar())
+        wait = await asyncio.wait_for(upkeep._register(trunk, state, 300), 5)
+        assert await serving == ["300", "600"]
+        assert state["registration"]["state"] == "registered"
+        assert wait == 480  # refreshed at 80 % of the 600 s granted
+        # The refresh asks the registrar's minimum at once, not the refused interval again.
+        serving = asyncio.create_task(registrar())
+        await asyncio.wait_for(upkeep._register(trunk, state, 300), 5)
+        assert await serving == ["600"]
+    finally:
+        transport.close()
+        await ua.close()
