@@ -35,6 +35,20 @@ def response(req: Request, status: int, reason: str, body: bytes = b"") -> bytes
     return (head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def dialer_to(ua, port: int, **options: float) -> Dialer:
+    """Our INVITE toward the bare UDP PBX on ``port`` (no credentials)."""
+    return Dialer(
+        ua,
+        proxy=f"sip:127.0.0.1:{port};transport=udp",
+        target=f"sip:1001@127.0.0.1:{port}",
+        from_uri="sip:+15550001111@127.0.0.1",
+        sdp=SDP,
+        username="",
+        password="",
+        **options,
+    )
+
+
 async def next_request(peer, method: str, timeout: float = 3.0) -> Request:
     while True:
         msg = parse((await asyncio.wait_for(peer.got.get(), timeout))[0])
@@ -48,15 +62,7 @@ async def test_a_2xx_sent_again_is_acked_again() -> None:
     ua = await trunk_ua()
     transport, peer = await udp_peer()
     port = transport.get_extra_info("sockname")[1]
-    dialer = Dialer(
-        ua,
-        proxy=f"sip:127.0.0.1:{port};transport=udp",
-        target=f"sip:1001@127.0.0.1:{port}",
-        from_uri="sip:+15550001111@127.0.0.1",
-        sdp=SDP,
-        username="",
-        password="",
-    )
+    dialer = dialer_to(ua, port)
     run = asyncio.create_task(dialer.run(lambda _resp: None))
     try:
         invite = await next_request(peer, "INVITE")
@@ -86,16 +92,7 @@ async def test_a_phone_ringing_past_the_ring_limit_is_cancelled(monkeypatch, pro
     ua = await trunk_ua()
     transport, peer = await udp_peer()
     port = transport.get_extra_info("sockname")[1]
-    dialer = Dialer(
-        ua,
-        proxy=f"sip:127.0.0.1:{port};transport=udp",
-        target=f"sip:1001@127.0.0.1:{port}",
-        from_uri="sip:+15550001111@127.0.0.1",
-        sdp=SDP,
-        username="",
-        password="",
-        ring_limit=2.0,
-    )
+    dialer = dialer_to(ua, port, ring_limit=2.0)
     progress: list[int] = []
     run = asyncio.create_task(dialer.run(lambda resp: progress.append(resp.status)))
     try:
@@ -151,15 +148,7 @@ async def test_an_invite_cancelled_before_it_went_is_not_sent() -> None:
     ua = await trunk_ua()
     transport, peer = await udp_peer()
     port = transport.get_extra_info("sockname")[1]
-    dialer = Dialer(
-        ua,
-        proxy=f"sip:127.0.0.1:{port};transport=udp",
-        target=f"sip:1001@127.0.0.1:{port}",
-        from_uri="sip:+15550001111@127.0.0.1",
-        sdp=SDP,
-        username="",
-        password="",
-    )
+    dialer = dialer_to(ua, port)
     run = asyncio.create_task(dialer.run(lambda _resp: None))
     try:
         await dialer.cancel()  # before run() reached the INVITE
