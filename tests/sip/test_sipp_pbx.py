@@ -6,6 +6,8 @@ side's BYE or the PBX's CANCEL; refusals come back as SIP codes with a Reason.""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -196,28 +198,7 @@ async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
     and the WhatsApp user then hear each other's tones. Attended (RFC 3891): the Refer-To
     carries ``?Replaces=`` naming the PBX user's consultation call, and the bridge's INVITE to
     the phone carries it as its ``Replaces`` header."""
-    from ..support.baresip_phone import BaresipPhone
-
-    conf = tmp_path / "phone"
-    conf.mkdir()
-    phone = BaresipPhone(conf, "2002", 660)
-    await phone.start_phone()
-    try:
-        client = await make_client(
-            sim_peer="tone",
-            sim_tone_hz=TONE,
-            data_dir=str(tmp_path),
-            sip_trunk_listen="127.0.0.1:0",
-            sim_answer_delay=0.2,
-        )
-        events: list[Any] = []
-        client.app[CALL_EVENTS].observe(lambda event, call: events.append(event))
-        trunk = {
-            "name": "pbx",
-            "uri": f"sip:127.0.0.1:{phone.port};transport=udp",
-            "inbound": {"allowFrom": ["127.0.0.1/32"]},
-        }
-        assert (await client.post("/trunks", json=trunk)).status == 201
+    async with transfer_target(make_client, tmp_path) as (phone, client, events):
         sipp = Sipp(tmp_path, "pbx_refer.xml")
         replaces = "?Replaces=consult-1%40pbx%3Bto-tag%3Dt1%3Bfrom-tag%3Df1" if attended else ""
         await sipp.start(
@@ -236,25 +217,12 @@ async def test_a_refer_from_the_pbx_moves_the_whatsapp_caller_to_another_phone(
                 else (await listed_calls(client))[0]["callID"]
             )
 
-            def both_hear() -> None:
-                samples, rate = phone.heard(1.0)
-                assert dominant_frequency(samples, rate) == pytest.approx(TONE, abs=5)
-                wa = peer_heard(client, cid, 25)
-                heard = dominant_frequency(wa, 16000)
-                print(
-                    f"after the transfer WhatsApp hears {heard:.1f} Hz at {level_dbfs(wa):.1f} dBFS"
-                )
-                assert heard == pytest.approx(660, abs=5) and level_dbfs(wa) > -30
-
-            await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
-            await until_passes(both_hear, 10)
+            await both_hear(phone, client, cid)
             assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
             invite = phone.log().split("INVITE sip:2002", 1)[1]
             assert ("Replaces: consult-1@pbx;to-tag=t1;from-tag=f1" in invite) == attended
         finally:
             await sipp.stop()
-    finally:
-        await phone.stop()
 
 
 async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
@@ -265,6 +233,34 @@ async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
     WhatsApp call with it — the PBX's leg ending was taken as the end of the call it placed,
     and the call was hung up with the new phone still ringing. The new phone answers, the
     WhatsApp user and it hear each other, and nothing more goes to the old dialog."""
+    async with transfer_target(make_client, tmp_path) as (phone, client, events):
+        sipp = Sipp(tmp_path, "pbx_refer_hangs_up.xml")
+        await sipp.start(
+            remote=client.app[TRUNKS].port,
+            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}"},
+            transport="u1",
+        )
+        try:
+            assert await sipp.finish() == 0, sipp.report()
+            await until(
+                lambda: [e for e in events if e.type == "participant.transferred"],
+                10,
+                "participant.transferred",
+            )
+            cid = (await listed_calls(client))[0]["callID"]
+            assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
+
+            await both_hear(phone, client, cid)
+            left = [e.data for e in events if e.type == "participant.left"]
+            assert left == [], left  # the old leg went silently, as transferred
+        finally:
+            await sipp.stop()
+
+
+@asynccontextmanager
+async def transfer_target(make_client: Any, tmp_path: Any) -> AsyncIterator[tuple[Any, Any, list]]:
+    """A baresip phone (2002, a 660 Hz tone) a PBX's REFER moves the call to, a bridge with a
+    trunk to it that takes the PBX's INVITEs, and the bridge's call events."""
     from ..support.baresip_phone import BaresipPhone
 
     conf = tmp_path / "phone"
@@ -287,34 +283,22 @@ async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
             "inbound": {"allowFrom": ["127.0.0.1/32"]},
         }
         assert (await client.post("/trunks", json=trunk)).status == 201
-        sipp = Sipp(tmp_path, "pbx_refer_hangs_up.xml")
-        await sipp.start(
-            remote=client.app[TRUNKS].port,
-            keys={"callee": CALLEE, "target": f"sip:2002@127.0.0.1:{phone.port}"},
-            transport="u1",
-        )
-        try:
-            assert await sipp.finish() == 0, sipp.report()
-            await until(
-                lambda: [e for e in events if e.type == "participant.transferred"],
-                10,
-                "participant.transferred",
-            )
-            cid = (await listed_calls(client))[0]["callID"]
-            assert client.app[MANAGER].get(cid).live  # the WhatsApp call went on
-
-            def both_hear() -> None:
-                samples, rate = phone.heard(1.0)
-                assert dominant_frequency(samples, rate) == pytest.approx(TONE, abs=5)
-                wa = peer_heard(client, cid, 25)
-                assert dominant_frequency(wa, 16000) == pytest.approx(660, abs=5)
-                assert level_dbfs(wa) > -30
-
-            await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
-            await until_passes(both_hear, 10)
-            left = [e.data for e in events if e.type == "participant.left"]
-            assert left == [], left  # the old leg went silently, as transferred
-        finally:
-            await sipp.stop()
+        yield phone, client, events
     finally:
         await phone.stop()
+
+
+async def both_hear(phone: Any, client: Any, cid: str) -> None:
+    """After the transfer the new phone hears the WhatsApp user's tone and WhatsApp the
+    phone's 660 Hz."""
+
+    def heard() -> None:
+        samples, rate = phone.heard(1.0)
+        assert dominant_frequency(samples, rate) == pytest.approx(TONE, abs=5)
+        wa = peer_heard(client, cid, 25)
+        got = dominant_frequency(wa, 16000)
+        print(f"after the transfer WhatsApp hears {got:.1f} Hz at {level_dbfs(wa):.1f} dBFS")
+        assert got == pytest.approx(660, abs=5) and level_dbfs(wa) > -30
+
+    await until(lambda: phone.dump_bytes() > 16000, 10, "the new phone's audio")
+    await until_passes(heard, 10)
