@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.quality import write_now
 from bench.run import (
     PCM_ENGINE,
     RESULTS,
@@ -175,11 +175,8 @@ def run(
     if kinds == "none":
         return None
     result = asyncio.run(measure(kinds.split(","), warmup, window, rounds, seed))
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / (time.strftime("%Y%m%d-%H%M%S") + "-engine-delay.json")
-    path.write_text(json.dumps(result, indent=2))
     print(table(result))
-    print(f"wrote {path}")
+    write_now(result, out, "engine-delay")
     return result
 
 

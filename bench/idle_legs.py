@@ -23,7 +23,6 @@ import os
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from bench.quality import write_now
 from bridge.rtc import restrict_host_addresses
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -178,10 +178,7 @@ def run(legs: int, seconds: float, out: Path | None = None) -> dict[str, Any] | 
     result = asyncio.run(measure(legs, seconds))
     print(summary(result))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / (time.strftime("%Y%m%d-%H%M%S") + "-idle-legs.json")
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        write_now(result, out, "idle-legs")
     return result
 
 

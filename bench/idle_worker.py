@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -28,13 +27,13 @@ import shutil
 import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from bench.idle_legs import cpu_seconds
+from bench.quality import write_now
 
 
 def main_thread_switches(pid: int) -> int:
@@ -134,10 +133,7 @@ def run(seconds: float, out: Path | None = None) -> dict[str, Any]:
     result = asyncio.run(measure(seconds))
     print(summary(result))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / (time.strftime("%Y%m%d-%H%M%S") + "-idle-worker.json")
-        path.write_text(json.dumps(result, indent=2))
-        print(f"wrote {path}")
+        write_now(result, out, "idle-worker")
     return result
 
 

@@ -87,6 +87,13 @@ def write(result: dict[str, Any], out: Path, name: str) -> Path:
     return path
 
 
+def write_now(result: dict[str, Any], out: Path, kind: str) -> Path:
+    """``result`` to ``out/<local time stamp>-<kind>.json``, said on stdout."""
+    path = write(result, out, time.strftime("%Y%m%d-%H%M%S") + f"-{kind}.json")
+    print(f"wrote {path}")
+    return path
+
+
 def record(
     args: argparse.Namespace, kind: str, name: str, reference: Any, t0: float, **fields: Any
 ) -> None:
