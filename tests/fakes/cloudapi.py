@@ -545,6 +545,16 @@ class FakeMeta(FakeServer):
         self.media.base_url = self.url
         self.media.tokens = set(self.numbers.values())
 
+    def number_fields(self, phone_number_id: str) -> dict[str, str]:
+        """The ``cloudapi`` block of ``POST /numbers`` for one of this app's numbers."""
+        return {
+            "phoneNumberID": phone_number_id,
+            "accessToken": self.numbers[phone_number_id],
+            "appSecret": self.app_secret,
+            "verifyToken": f"verify-{phone_number_id}",
+            "graphURL": self.graph_url,
+        }
+
     def add_number(self, phone_number_id: str, token: str, phone: str = "15550783000") -> None:
         """Another business number of this app, with its own token, settings and standing."""
         self.numbers[phone_number_id] = token

@@ -383,13 +383,7 @@ async def test_a_permission_is_the_number_s_that_asked(cclient, meta, tmp_path):
     for account in meta.accounts.values():
         account.perms.strict = True
     client = await cclient(data_dir=str(tmp_path))
-    cloudapi = {
-        "phoneNumberID": "2098765432",
-        "accessToken": "second-token",
-        "appSecret": meta.app_secret,
-        "verifyToken": "verify-2",
-        "graphURL": meta.graph_url,
-    }
+    cloudapi = meta.number_fields("2098765432")
     body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
     resp = await client.post("/numbers", json=body)
     assert resp.status == 201, await resp.text()

@@ -201,13 +201,7 @@ async def test_a_forbidden_number_gets_no_recording_of_any_kind(mclient, meta, t
         "phone": "+15550783000",
         "engine": "cloudapi",
         "recording": "forbidden",
-        "cloudapi": {
-            "phoneNumberID": "2098765432",
-            "accessToken": "second-token",
-            "appSecret": meta.app_secret,
-            "verifyToken": "verify-2",
-            "graphURL": meta.graph_url,
-        },
+        "cloudapi": meta.number_fields("2098765432"),
     }
     resp = await client.post("/numbers", json=body)
     assert resp.status == 201, await resp.text()

@@ -41,13 +41,7 @@ async def cloud_number(client, meta) -> str:
     body = {
         "phone": "+15550783000",
         "engine": "cloudapi",
-        "cloudapi": {
-            "phoneNumberID": "2098765432",
-            "accessToken": "second-token",
-            "appSecret": meta.app_secret,
-            "verifyToken": "verify-2",
-            "graphURL": meta.graph_url,
-        },
+        "cloudapi": meta.number_fields("2098765432"),
     }
     resp = await client.post("/numbers", json=body, headers=ADMIN)
     assert resp.status == 201, await resp.text()

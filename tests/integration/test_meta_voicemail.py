@@ -101,13 +101,7 @@ async def test_a_forbidden_number_keeps_no_voicemail_and_the_setting_is_checked(
     assert (await resp.json())["voicemail"] == {"status": "ENABLED", "timeoutSeconds": 20}
 
     meta.add_number("2098765432", "second-token")
-    cloudapi = {
-        "phoneNumberID": "2098765432",
-        "accessToken": "second-token",
-        "appSecret": meta.app_secret,
-        "verifyToken": "verify-2",
-        "graphURL": meta.graph_url,
-    }
+    cloudapi = meta.number_fields("2098765432")
     body = {"phone": "+15550783000", "engine": "cloudapi", "recording": "forbidden"}
     resp = await client.post("/numbers", json={**body, "cloudapi": cloudapi})
     assert resp.status == 201, await resp.text()

@@ -207,13 +207,7 @@ async def test_each_number_has_its_own_settings_at_meta(cclient, meta, tmp_path)
     first's; Meta's offers then carry G.711 on calls to the second number only."""
     client = await cclient(data_dir=str(tmp_path))
     meta.add_number("2098765432", "second-token")
-    cloudapi = {
-        "phoneNumberID": "2098765432",
-        "accessToken": "second-token",
-        "appSecret": meta.app_secret,
-        "verifyToken": "verify-2",
-        "graphURL": meta.graph_url,
-    }
+    cloudapi = meta.number_fields("2098765432")
     body = {"phone": "+15550783000", "engine": "cloudapi", "cloudapi": cloudapi}
     resp = await client.post("/numbers", json=body)
     assert resp.status == 201, await resp.text()

@@ -287,13 +287,7 @@ def cloudapi_body(meta: FakeMeta, pnid: str, phone: str) -> dict[str, Any]:
     return {
         "phone": phone,
         "engine": "cloudapi",
-        "cloudapi": {
-            "phoneNumberID": pnid,
-            "accessToken": meta.numbers[pnid],
-            "appSecret": meta.app_secret,
-            "verifyToken": f"verify-{pnid}",
-            "graphURL": meta.graph_url,
-        },
+        "cloudapi": meta.number_fields(pnid),
     }
 
 

@@ -102,11 +102,7 @@ async def sip_number_b(rig, meta) -> tuple[str, str]:
         "phone": f"+{PHONE_B}",
         "engine": "cloudapi",
         "cloudapi": {
-            "phoneNumberID": "2098765432",
-            "accessToken": "second-token",
-            "appSecret": meta.app_secret,
-            "verifyToken": "verify-2",
-            "graphURL": meta.graph_url,
+            **meta.number_fields("2098765432"),
             "signalling": "sip",
             "sipHostname": HOST_B,
             "sipCert": str(cert_b.cert),
