@@ -86,6 +86,8 @@ class RouteRun:
         self.round = 0
         self.step = 0
         self.handing_off = False
+        self.handed_from: AgentKey | None = None
+        """The agent on the call while a transfer to a group rings (told if the call ends)."""
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
@@ -103,7 +105,8 @@ class RouteRun:
         if state != "ended":
             return
         # Terminate always wins: the round's claim goes to the hang-up if nobody holds it.
-        round_key, audience, winner = f"{self.call.id}:{self.round}", set(self.rung), self.winner
+        round_key, audience = f"{self.call.id}:{self.round}", set(self.rung)
+        winner = self.winner or self.handed_from  # mid-transfer: the agent the call still has
         ended = {"type": "call.ended", "callID": self.call.id, "endReason": end_reason}
         self.rung.clear()
 
@@ -160,11 +163,12 @@ class RouteRun:
         (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
         back off hold to the agent it had."""
         previous, self.winner = self.winner, None
-        await self.runtime.hold.set(True, music)
+        self.handed_from = previous
         try:
+            await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
             taken = await self._ring(Step("ring", ring))
         finally:
-            self.handing_off = False
+            self.handing_off, self.handed_from = False, None
             if self.call.live:
                 await self.runtime.hold.set(False)
         if not taken or self.winner is None:

@@ -13,7 +13,8 @@ import numpy as np
 from ..support.audio_files import make
 from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
-from .test_desk import Agent, incoming
+from ..support.waits import until
+from .test_desk import Agent, incoming, states
 from .test_desk_leg import LegAgent
 
 MUSIC = 1000.0
@@ -94,3 +95,25 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
     await wait_state(client, call_id, "ended")
     for leg in (ann, bob):
         await leg.close()
+
+
+async def test_a_call_ending_while_its_transfer_rings_tells_the_agent_it_had(client) -> None:
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await wait_state(client, call_id, "active")
+    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
+    assert resp.status == 202, await resp.text()
+    await bob.next("ringing")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    # The agent who had the call hears it ended and is free again (it stayed busy for good).
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    assert (await bob.next("call.ended"))["callID"] == call_id
+    await until(lambda: _all(client, "available"))
+
+
+async def _all(client: object, state: str) -> bool:
+    return set((await states(client)).values()) == {state}
