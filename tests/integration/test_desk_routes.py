@@ -144,6 +144,24 @@ async def test_an_agent_dropping_while_ringing_moves_the_call_on(client) -> None
             {
                 "name": "x",
                 "numbers": "default",
+                "steps": [{"sip": {"uri": "sip:a@b", "headers": {"Via": "SIP/2.0/UDP x"}}}],
+            },
+            400,
+            "headers",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"sip": {"uri": "sip:a@b", "headers": {"X-Ok": "a\r\nVia: b"}}}],
+            },
+            400,
+            "headers",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
                 "steps": [
                     {"agent": {"provider": "openai-realtime", "url": "ws://x", "apiKey": "k"}}
                 ],
