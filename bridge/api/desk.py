@@ -93,7 +93,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     claims = desk.tokens.verify(request.query.get("token"))  # 401 before the upgrade
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_MESSAGE)
     await ws.prepare(request)
-    session = AgentSession(claims, ws.send_str)
+    session = AgentSession(claims, ws.send_str, ws.close)
     try:  # taken in as connect begins: let go however this ends (connect failing too)
         record = await desk.connect(session)
         session.send(
