@@ -10,6 +10,8 @@ import asyncio
 import aiohttp
 import numpy as np
 
+from bridge.api.keys import DESK
+
 from ..support.audio_files import make
 from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
@@ -104,6 +106,7 @@ async def test_a_call_ending_while_its_transfer_rings_tells_the_agent_it_had(cli
     await ann.next("ringing")
     await ann.send(type="accept", callID=call_id)
     await ann.next("accepted")
+    await bob.next("call.taken")  # the call's first ring rang every agent
     await wait_state(client, call_id, "active")
     resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
     assert resp.status == 202, await resp.text()
@@ -117,3 +120,35 @@ async def test_a_call_ending_while_its_transfer_rings_tells_the_agent_it_had(cli
 
 async def _all(client: object, state: str) -> bool:
     return set((await states(client)).values()) == {state}
+
+
+async def test_two_transfers_at_once_ring_the_group_once(client) -> None:
+    """Two ``/call/transfer`` to a group at once: one rings it, the other is ``409 ringing``.
+    The store answers after a round trip, as Redis does (the memory store answers in the same
+    turn of the loop, which hid the race): before, both passed the check and rang the group
+    twice."""
+    desk = client.app[DESK]
+    agents = desk.store.agents
+
+    async def over_the_network(*args: object, **kw: object) -> object:
+        await asyncio.sleep(0.05)  # a round trip to a Redis some way off
+        return await agents(*args, **kw)
+
+    desk.store.agents = over_the_network
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")  # the call's first ring rang every agent
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 5}
+    both = await asyncio.gather(*(client.post("/call/transfer", json=body) for _ in range(2)))
+    assert sorted(r.status for r in both) == [202, 409], [r.status for r in both]
+    await bob.next("ringing")
+    await bob.send(type="accept", callID=call_id)
+    await bob.next("accepted")
+    assert (await ann.next("transferred"))["to"] == "bob"
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await bob.next("call.ended")
