@@ -91,6 +91,8 @@ class RouteRun:
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
+        self.leg_lent = False
+        """Whether the winner's connected leg joined the call (``False``: its app offers)."""
         self.dialing: str | None = None
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
 
@@ -177,6 +179,8 @@ class RouteRun:
                 await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
             return
         if previous is not None and previous != self.winner:
+            if not self.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
+                await self.runtime.participants.leave("agent")
             await self.desk.send(
                 previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
             )
@@ -276,7 +280,7 @@ class RouteRun:
         # Its connected leg joins the call now, before the answer: the first audio needs no
         # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
         # false: none usable, the app sends the per-call offer).
-        leg = await self.desk.lend_leg(key, self.runtime)
+        leg = self.leg_lent = await self.desk.lend_leg(key, self.runtime)
         await self.desk.send(
             key,
             {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},

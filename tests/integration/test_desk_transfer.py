@@ -152,3 +152,35 @@ async def test_two_transfers_at_once_ring_the_group_once(client) -> None:
     assert (await ann.next("transferred"))["to"] == "bob"
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     await bob.next("call.ended")
+
+
+async def test_the_previous_agents_leg_leaves_a_call_taken_without_a_leg(make_client) -> None:
+    """A transfer taken by an agent whose app has no connected leg (``"leg": false``: it
+    offers per call): the previous agent, ``transferred`` and ``available`` again, is off the
+    call — its leg parks, ready for its next call. Before, its leg stayed the call's agent (the
+    caller heard it) until the new agent's offer, or the call's end if none came."""
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
+    ann = LegAgent(await Agent.connect(client, "ann", ["front"]), freq=440.0)
+    await ann.offer()
+    ann.mic.on.set()
+    call_id = await incoming(client)
+    await ann.agent.next("ringing")
+    bob = await Agent.connect(client, "bob", ["sales"])  # connected once the first ring went
+    await ann.agent.send(type="accept", callID=call_id)
+    assert (await ann.agent.next("accepted"))["leg"] is True
+    await wait_state(client, call_id, "active")
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 440.0) < 15
+    body = {"callID": call_id, "group": "sales", "timeoutS": 10}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    await bob.next("ringing")
+    await bob.send(type="accept", callID=call_id)
+    assert (await bob.next("accepted"))["leg"] is False
+    assert (await ann.agent.next("transferred"))["to"] == "bob"
+    leg = client.app[DESK].session((None, "ann")).leg
+    await until(lambda: leg.usable, timeout=3.0)  # parked: lent to the next call ann takes
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 440.0) > 15  # the caller no longer hears ann
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await bob.next("call.ended")
+    await ann.close()
