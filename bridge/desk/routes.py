@@ -116,7 +116,7 @@ def _ring(body: dict[str, Any], where: str) -> dict[str, Any]:
     else:
         if not isinstance(agents, list) or not 0 < len(agents) <= 100:
             raise BadRequest(f"field '{where}.agents' must list 1 to 100 agent ids")
-        out["agents"] = [check_agent_id(a, f"{where}.agents") for a in agents]
+        out["agents"] = list(dict.fromkeys(check_agent_id(a, f"{where}.agents") for a in agents))
     strategy = body.get("strategy", "simultaneous")
     if strategy not in STRATEGIES:
         raise BadRequest(f"field '{where}.strategy' must be one of {', '.join(STRATEGIES)}")

@@ -293,3 +293,22 @@ async def test_a_route_plays_only_its_tenants_audio(make_client, tmp_path) -> No
     assert (await client.post("/routes", json=body, headers=globex_key)).status == 400
     body = {"name": "x", "numbers": "default", "steps": [{"play": {"assetId": asset}}]}
     assert (await client.post("/routes", json=body, headers=acme_key)).status == 201
+
+
+async def test_an_agent_listed_twice_is_rung_once(client) -> None:
+    """A ring step's ``agents`` listing an agent twice rings it once: before, a sequential ring
+    rang it again after it declined, for the step's whole timeout, before the next agent."""
+    shown = await route(
+        client,
+        [{"ring": {"agents": ["ann", "ann", "bob"], "strategy": "sequential", "timeoutS": 30}}],
+    )
+    assert shown["steps"][0]["ring"]["agents"] == ["ann", "bob"]
+    ann, bob = await Agent.connect(client, "ann"), await Agent.connect(client, "bob")
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="decline", callID=call_id)
+    await ann.next("ringing.stopped")
+    assert (await bob.next("ringing", timeout=3))["callID"] == call_id
+    await bob.send(type="accept", callID=call_id)
+    await bob.next("accepted")
+    await wait_state(client, call_id, "active")
