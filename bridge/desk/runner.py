@@ -166,15 +166,19 @@ class RouteRun:
         back off hold to the agent it had."""
         previous, self.winner = self.winner, None
         self.handed_from = previous
+        taken = False
         try:
             await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
             taken = await self._ring(Step("ring", ring))
+        except Exception as exc:  # the store's own errors too (Redis's are not OSError)
+            log.warning("call %s: transfer to a group failed: %s", self.call.id, exc)
         finally:
             self.handing_off, self.handed_from = False, None
+            if not taken or self.winner is None:  # nobody took it: still the agent's call
+                taken, self.winner = False, previous
             if self.call.live:
                 await self.runtime.hold.set(False)
         if not taken or self.winner is None:
-            self.winner = previous
             if previous is not None:
                 await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
             return

@@ -184,3 +184,37 @@ async def test_the_previous_agents_leg_leaves_a_call_taken_without_a_leg(make_cl
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     await bob.next("call.ended")
     await ann.close()
+
+
+async def test_a_transfer_whose_ring_fails_leaves_the_call_with_its_agent(client) -> None:
+    """The store failing as a transfer's ring starts (Redis gone): the call stays the agent's
+    — it hangs it up on its socket and is freed at the end. Before, the run had forgotten it
+    (``not_on_call``) and it stayed busy for good."""
+    desk = client.app[DESK]
+    agents = desk.store.agents
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    looks = 0
+
+    async def fails_after_the_first(*args: object, **kw: object) -> object:
+        nonlocal looks
+        looks += 1
+        if looks > 1:
+            raise OSError("the desk's store is unreachable")
+        return await agents(*args, **kw)
+
+    desk.store.agents = fails_after_the_first
+    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
+    assert resp.status == 202, await resp.text()
+    await until(lambda: looks > 1)
+    desk.store.agents = agents
+    assert (await ann.next("transfer.failed"))["callID"] == call_id
+    await ann.send(type="hangup", callID=call_id)
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    await until(lambda: _all(client, "available"))
