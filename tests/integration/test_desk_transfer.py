@@ -218,3 +218,25 @@ async def test_a_transfer_whose_ring_fails_leaves_the_call_with_its_agent(client
     await ann.send(type="hangup", callID=call_id)
     assert (await ann.next("call.ended"))["callID"] == call_id
     await until(lambda: _all(client, "available"))
+
+
+async def test_the_agent_hears_its_calls_events_while_its_transfer_rings(client) -> None:
+    """While the group rings the call is still the agent's: it hears the call's events
+    (``call.held`` as the caller is held, ``call.unheld`` when nobody took it) — before, none
+    reached it until the ring ended."""
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    assert (await ann.next("call.held", timeout=3))["callID"] == call_id
+    await bob.next("ringing")
+    await bob.send(type="decline", callID=call_id)
+    await ann.next("transfer.failed")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await ann.next("call.ended")
