@@ -88,7 +88,7 @@ async def from_agent(
         await desk.store.publish({"op": "control", **wire.control(message, key)})
         return
     try:
-        if run is None or run.winner != key:
+        if run is None or key not in (run.winner, run.handed_from):  # its transfer ringing
             raise CallStateError("you are not on this call here", code="not_on_call")
         if message.type == "hangup":
             await desk.manager.hangup(call_id)

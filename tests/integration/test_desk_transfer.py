@@ -240,3 +240,23 @@ async def test_the_agent_hears_its_calls_events_while_its_transfer_rings(client)
     await ann.next("transfer.failed")
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     await ann.next("call.ended")
+
+
+async def test_the_agent_hangs_up_while_its_transfer_rings(client) -> None:
+    """The agent on the call may hang it up on its socket while the group rings (before:
+    ``not_on_call``, the call then its own no longer)."""
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    await bob.next("ringing")
+    await ann.send(type="hangup", callID=call_id)
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    await bob.next("call.ended")
+    await until(lambda: _all(client, "available"))
