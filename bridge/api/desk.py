@@ -37,6 +37,7 @@ from .keys import (
     RECORDINGS,
     SETTINGS,
 )
+from .media import check_asset
 from .schema import read_body
 from .tenancy import principal_of
 
@@ -93,7 +94,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     claims = desk.tokens.verify(request.query.get("token"))  # 401 before the upgrade
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=wire.MAX_MESSAGE)
     await ws.prepare(request)
-    session = AgentSession(claims, ws.send_str)
+    session = AgentSession(claims, ws.send_str, ws.close)
     try:  # taken in as connect begins: let go however this ends (connect failing too)
         record = await desk.connect(session)
         session.send(
@@ -148,10 +149,21 @@ async def create_route(request: web.Request) -> web.Response:
 
 def _check_hand_offs(request: web.Request, route: Route) -> None:
     """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step's model host is one
-    ``BRIDGE_FORK_URL_ALLOW`` allows: told at once rather than when a call comes."""
+    ``BRIDGE_FORK_URL_ALLOW`` allows, a ``play`` or a voicemail's greeting is an audio asset the
+    tenant may play (its own or the service's, as ``POST /call/play``): told at once rather
+    than when a call comes (an asset of another tenant's would be played to its callers)."""
     trunks = request.app[CATALOG].trunks
     allow = request.app[AGENTS].allow
     for step in (*route.steps, *route.closed):
+        asset = step.body.get("assetId", step.body.get("greeting"))
+        if asset is not None:
+            try:
+                check_asset(request, asset)
+            except NotFound:
+                raise BadRequest(
+                    f"field 'steps.{step.kind}': no audio asset {asset[:80]!r}",
+                    code="unknown_asset",
+                ) from None
         trunk_id = step.body.get("trunkID") if step.kind == "sip" else None
         if trunk_id is not None:
             trunk = trunks.get(trunk_id)

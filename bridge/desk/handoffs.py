@@ -56,19 +56,22 @@ async def transfer(
     call = runtime.call
     if call.state is not CallState.ACTIVE:
         raise CallStateError(f"call {call.id} is not active", code="not_active")
-    run = desk.run_of(call.id)
-    if run is not None and (run.rung or run.handing_off):
+    run = desk.run_of(call.id) or desk.new_run(runtime, None)
+    if run.rung or run.handing_off:
         raise CallStateError(f"call {call.id} is already ringing agents", code="ringing")
-    now_on = run.winner if run is not None else None
+    # Taken before the first await (the store's look-up): one transfer at a time, until its
+    # ring ends; a second one meanwhile is 409 ringing.
+    run.handing_off = True
     ring: dict[str, Any] = {"group": group, "strategy": "simultaneous", "timeoutS": timeout}
-    ring["exclude"] = [now_on[1]] if now_on is not None else []
-    if not await desk.candidates(call.tenant_id or None, ring):
-        raise CallStateError(
-            f"nobody in group {group[:64]!r} is available", code="nobody_available"
-        )
-    if run is None:
-        run = desk.new_run(runtime, None)
-    run.handing_off = True  # until its ring ends: one transfer at a time
+    ring["exclude"] = [run.winner[1]] if run.winner is not None else []
+    try:
+        if not await desk.candidates(call.tenant_id or None, ring):
+            raise CallStateError(
+                f"nobody in group {group[:64]!r} is available", code="nobody_available"
+            )
+    except BaseException:
+        run.handing_off = False
+        raise
     runtime.spawn(run.hand_off(ring, music), "transfer")
 
 
@@ -85,7 +88,7 @@ async def from_agent(
         await desk.store.publish({"op": "control", **wire.control(message, key)})
         return
     try:
-        if run is None or run.winner != key:
+        if run is None or key not in (run.winner, run.handed_from):  # its transfer ringing
             raise CallStateError("you are not on this call here", code="not_on_call")
         if message.type == "hangup":
             await desk.manager.hangup(call_id)

@@ -18,7 +18,7 @@ from typing import Any
 from ..config import AGENT_PROVIDERS
 from ..errors import BadRequest
 from ..http import url_parts
-from ..numbers.trunks import parse_uri
+from ..numbers.trunks import parse_headers, parse_uri
 from .hours import Hours, hours_json, parse_hours
 from .tokens import check_agent_id
 
@@ -116,7 +116,7 @@ def _ring(body: dict[str, Any], where: str) -> dict[str, Any]:
     else:
         if not isinstance(agents, list) or not 0 < len(agents) <= 100:
             raise BadRequest(f"field '{where}.agents' must list 1 to 100 agent ids")
-        out["agents"] = [check_agent_id(a, f"{where}.agents") for a in agents]
+        out["agents"] = list(dict.fromkeys(check_agent_id(a, f"{where}.agents") for a in agents))
     strategy = body.get("strategy", "simultaneous")
     if strategy not in STRATEGIES:
         raise BadRequest(f"field '{where}.strategy' must be one of {', '.join(STRATEGIES)}")
@@ -134,11 +134,8 @@ def _sip(body: dict[str, Any], where: str) -> dict[str, Any]:
         if not isinstance(trunk, str) or not 0 < len(trunk) <= 64:
             raise BadRequest(f"field '{where}.trunkID' must be a trunk id")
         out["trunkID"] = trunk
-    headers = body.get("headers")
-    if headers is not None:
-        if not isinstance(headers, dict) or len(headers) > 16:
-            raise BadRequest(f"field '{where}.headers' must map up to 16 X- headers to values")
-        out["headers"] = headers
+    if body.get("headers") is not None:
+        out["headers"] = dict(parse_headers(body["headers"], f"{where}.headers"))
     out["timeoutS"] = _number(body.get("timeoutS", DEFAULT_RING_S), f"{where}.timeoutS", 1, 600)
     return out
 

@@ -86,9 +86,13 @@ class RouteRun:
         self.round = 0
         self.step = 0
         self.handing_off = False
+        self.handed_from: AgentKey | None = None
+        """The agent on the call while a transfer to a group rings (told if the call ends)."""
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
+        self.leg_lent = False
+        """Whether the winner's connected leg joined the call (``False``: its app offers)."""
         self.dialing: str | None = None
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
 
@@ -103,7 +107,8 @@ class RouteRun:
         if state != "ended":
             return
         # Terminate always wins: the round's claim goes to the hang-up if nobody holds it.
-        round_key, audience, winner = f"{self.call.id}:{self.round}", set(self.rung), self.winner
+        round_key, audience = f"{self.call.id}:{self.round}", set(self.rung)
+        winner = self.winner or self.handed_from  # mid-transfer: the agent the call still has
         ended = {"type": "call.ended", "callID": self.call.id, "endReason": end_reason}
         self.rung.clear()
 
@@ -160,19 +165,26 @@ class RouteRun:
         (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
         back off hold to the agent it had."""
         previous, self.winner = self.winner, None
-        await self.runtime.hold.set(True, music)
+        self.handed_from = previous
+        taken = False
         try:
+            await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
             taken = await self._ring(Step("ring", ring))
+        except Exception as exc:  # the store's own errors too (Redis's are not OSError)
+            log.warning("call %s: transfer to a group failed: %s", self.call.id, exc)
         finally:
-            self.handing_off = False
+            self.handing_off, self.handed_from = False, None
+            if not taken or self.winner is None:  # nobody took it: still the agent's call
+                taken, self.winner = False, previous
             if self.call.live:
                 await self.runtime.hold.set(False)
         if not taken or self.winner is None:
-            self.winner = previous
             if previous is not None:
                 await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
             return
         if previous is not None and previous != self.winner:
+            if not self.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
+                await self.runtime.participants.leave("agent")
             await self.desk.send(
                 previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
             )
@@ -272,7 +284,7 @@ class RouteRun:
         # Its connected leg joins the call now, before the answer: the first audio needs no
         # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
         # false: none usable, the app sends the per-call offer).
-        leg = await self.desk.lend_leg(key, self.runtime)
+        leg = self.leg_lent = await self.desk.lend_leg(key, self.runtime)
         await self.desk.send(
             key,
             {"type": "accepted", "callID": self.call.id, "call": self.call.snapshot(), "leg": leg},

@@ -320,8 +320,9 @@ class Desk:
         run = self.run_of(call.id)
         if run is not None and run.dialing is not None and event.type.startswith("participant."):
             run.offer({"op": event.type, **event.data})  # the phone a sip step rings
-        if run is not None and run.winner is not None:
-            self.spawn(self.send(run.winner, json.loads(event.to_json())), "forward")
+        to = run.winner or run.handed_from if run is not None else None  # mid-transfer: its agent
+        if to is not None:
+            self.spawn(self.send(to, json.loads(event.to_json())), "forward")
 
     def spawn(self, work: Any, name: str) -> None:
         if not self._tasks.closed:

@@ -30,9 +30,14 @@ Write = Callable[[str], Awaitable[None]]
 class AgentSession:
     """See the module docstring."""
 
-    def __init__(self, claims: AgentClaims, write: Write) -> None:
+    def __init__(
+        self, claims: AgentClaims, write: Write, hang_up: Callable[[], Awaitable[Any]] | None = None
+    ) -> None:
         self.claims = claims
         self._write = write
+        self._hang_up = hang_up
+        """Closes the socket: a session the desk lets go (replaced by a new socket of the same
+        agent) says nothing more and hears nothing more."""
         self._queue: deque[str] = deque(maxlen=QUEUE)
         self._ready = asyncio.Event()
         self._tasks = TaskSet(f"agent:{claims.agent_id}")
@@ -94,7 +99,10 @@ class AgentSession:
                 await self._write(self._queue.popleft())
 
     async def close(self) -> None:
-        """Stop writing, let the leg go (idempotent)."""
+        """Stop writing, let the leg go, close the socket (idempotent)."""
         self._closed = True
         await self._tasks.close()
         await self.drop_leg()
+        hang_up, self._hang_up = self._hang_up, None
+        if hang_up is not None:
+            await hang_up()

@@ -207,6 +207,29 @@ def parse_uri(value: object, name: str = "uri") -> str:
     return value
 
 
+HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
+HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
+
+
+def parse_headers(value: object, name: str = "sip.headers") -> list[tuple[str, str]]:
+    """A SIP target's own ``headers`` (up to 16 ``X-`` headers with printable values), or 400
+    naming the field: ``POST /call/participants {"sip"}`` and a route's ``sip`` step alike."""
+    if value is None:
+        return []
+    if not isinstance(value, dict) or len(value) > 16:
+        raise BadRequest(f"field {name!r} must map up to 16 X- headers to values")
+    for header, text in value.items():
+        if (
+            not HEADER_NAME.match(str(header))
+            or not isinstance(text, str)
+            or not HEADER_VALUE.match(text)
+        ):
+            raise BadRequest(
+                f"field {name!r}: {str(header)[:40]!r} must be an X- header with a printable value"
+            )
+    return list(value.items())
+
+
 def _secret(body: Mapping[str, Any], name: str, where: str) -> str | None:
     value = body.get(name)
     if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 128):

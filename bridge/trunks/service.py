@@ -24,7 +24,7 @@ from ..errors import AtCapacity, BadRequest, BridgeError, CallStateError
 from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
-from ..numbers.trunks import Trunk, parse_uri
+from ..numbers.trunks import Trunk, parse_headers, parse_uri
 from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
 from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 STRANGERS_SAID = 1024
 """Sources of refused INVITEs remembered as said (the one said longest ago forgotten first)."""
 
-HEADER_NAME = re.compile(r"^X-[A-Za-z0-9-]{1,62}$")
-HEADER_VALUE = re.compile(r"^[\x20-\x7e]{0,256}$")
 MAX_LEGS = 256
 """SIP legs live at once on a worker, ringing ones too; more are refused (503)."""
 
@@ -190,18 +188,7 @@ class TrunkService:
             raise CallStateError(f"call {call.id} has no media to join")
         target = parse_uri(sip.get("uri"), "sip.uri")
         trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id)
-        headers = self.context_headers(call)
-        for name, value in (sip.get("headers") or {}).items():
-            if (
-                not HEADER_NAME.match(str(name))
-                or not isinstance(value, str)
-                or not HEADER_VALUE.match(value)
-            ):
-                raise BadRequest(
-                    f"field 'sip.headers': {str(name)[:40]!r} must be an X- header with a "
-                    "printable value"
-                )
-            headers.append((name, value))
+        headers = [*self.context_headers(call), *parse_headers(sip.get("headers"))]
         self._check_join(runtime, participant_id, role)
         leg = SipParticipant(self.line, runtime, trunk, participant_id, role, target, headers)
         runtime.attach(leg)

@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from aiohttp import WSMsgType
 
 from bridge.api.keys import DESK
 
@@ -219,3 +220,19 @@ async def test_an_agent_whose_connect_fails_midway_is_not_kept(client) -> None:
     agent = await Agent.connect(client, "ann")  # the store back: agents connect as before
     assert [s.key[1] for s in desk.sessions()] == ["ann"]
     await agent.ws.close()
+
+
+async def test_a_replaced_socket_is_told_and_closed(client) -> None:
+    """An agent connecting again (a second tab, a reconnect before the old socket timed out)
+    replaces its first socket: that one hears ``error {code: "replaced"}`` and is closed, so
+    nothing it says acts for the agent any more (before, it stayed open for good)."""
+    first = await Agent.connect(client, "ann")
+    second = await Agent.connect(client, "ann")
+    assert (await first.next("error"))["code"] == "replaced"
+    async with asyncio.timeout(5.0):
+        while (await first.ws.receive()).type not in (WSMsgType.CLOSE, WSMsgType.CLOSED):
+            pass
+    await second.send(type="ping")
+    await second.next("pong")
+    assert await states(client) == {"ann": "available"}
+    await second.ws.close()

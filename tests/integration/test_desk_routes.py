@@ -20,6 +20,8 @@ from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_desk import Agent, incoming
+from .test_numbers import bearer, new_tenant
+from .test_tenant_isolation import wav_bytes
 
 
 async def route(client: Any, steps: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
@@ -144,6 +146,24 @@ async def test_an_agent_dropping_while_ringing_moves_the_call_on(client) -> None
             {
                 "name": "x",
                 "numbers": "default",
+                "steps": [{"sip": {"uri": "sip:a@b", "headers": {"Via": "SIP/2.0/UDP x"}}}],
+            },
+            400,
+            "headers",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
+                "steps": [{"sip": {"uri": "sip:a@b", "headers": {"X-Ok": "a\r\nVia: b"}}}],
+            },
+            400,
+            "headers",
+        ),
+        (
+            {
+                "name": "x",
+                "numbers": "default",
                 "steps": [
                     {"agent": {"provider": "openai-realtime", "url": "ws://x", "apiKey": "k"}}
                 ],
@@ -245,3 +265,50 @@ async def test_a_route_ending_in_a_model_agent(make_client, aiohttp_server) -> N
     # Hung up before the fake model's server closes (it waits for the agent's socket).
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     await wait_state(client, call_id, "ended")
+
+
+async def test_a_route_plays_only_its_tenants_audio(make_client, tmp_path) -> None:
+    """A tenant's route names its own audio assets (or the service's): another tenant's asset
+    in a ``play`` or a voicemail ``greeting`` is 400 at ``POST /routes`` (before, 201, and that
+    tenant's private audio was played to this tenant's callers)."""
+    client = await make_client(api_tokens=("admin-token",), data_dir=str(tmp_path))
+    acme, globex = await new_tenant(client, "Acme"), await new_tenant(client, "Globex")
+    acme_key, globex_key = bearer(acme["apiKey"]), bearer(globex["apiKey"])
+    resp = await client.post("/call/audio-assets", data={"audio": wav_bytes()}, headers=acme_key)
+    asset = (await resp.json())["assetId"]
+    for steps in (
+        [{"play": {"assetId": asset}}],
+        [{"voicemail": {"greeting": asset}}],
+        [{"play": {"assetId": "no-such-asset"}}],
+    ):
+        body = {"name": "x", "numbers": "default", "steps": steps}
+        resp = await client.post("/routes", json=body, headers=globex_key)
+        assert resp.status == 400, (steps, await resp.text())
+        error = (await resp.json())["error"]
+        assert error["code"] == "unknown_asset" and "steps" in error["message"]
+        assert asset not in error["message"] or asset in json.dumps(steps)
+    closed = {"timezone": "UTC", "weekly": {"mon": [["09:00", "17:00"]]}}
+    closed["closed"] = [{"play": {"assetId": asset}}]
+    body = {"name": "x", "numbers": "default", "steps": [{"hangup": {}}], "hours": closed}
+    assert (await client.post("/routes", json=body, headers=globex_key)).status == 400
+    body = {"name": "x", "numbers": "default", "steps": [{"play": {"assetId": asset}}]}
+    assert (await client.post("/routes", json=body, headers=acme_key)).status == 201
+
+
+async def test_an_agent_listed_twice_is_rung_once(client) -> None:
+    """A ring step's ``agents`` listing an agent twice rings it once: before, a sequential ring
+    rang it again after it declined, for the step's whole timeout, before the next agent."""
+    shown = await route(
+        client,
+        [{"ring": {"agents": ["ann", "ann", "bob"], "strategy": "sequential", "timeoutS": 30}}],
+    )
+    assert shown["steps"][0]["ring"]["agents"] == ["ann", "bob"]
+    ann, bob = await Agent.connect(client, "ann"), await Agent.connect(client, "bob")
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="decline", callID=call_id)
+    await ann.next("ringing.stopped")
+    assert (await bob.next("ringing", timeout=3))["callID"] == call_id
+    await bob.send(type="accept", callID=call_id)
+    await bob.next("accepted")
+    await wait_state(client, call_id, "active")

@@ -10,10 +10,13 @@ import asyncio
 import aiohttp
 import numpy as np
 
+from bridge.api.keys import DESK
+
 from ..support.audio_files import make
 from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
-from .test_desk import Agent, incoming
+from ..support.waits import until
+from .test_desk import Agent, incoming, states
 from .test_desk_leg import LegAgent
 
 MUSIC = 1000.0
@@ -94,3 +97,166 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
     await wait_state(client, call_id, "ended")
     for leg in (ann, bob):
         await leg.close()
+
+
+async def test_a_call_ending_while_its_transfer_rings_tells_the_agent_it_had(client) -> None:
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")  # the call's first ring rang every agent
+    await wait_state(client, call_id, "active")
+    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
+    assert resp.status == 202, await resp.text()
+    await bob.next("ringing")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    # The agent who had the call hears it ended and is free again (it stayed busy for good).
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    assert (await bob.next("call.ended"))["callID"] == call_id
+    await until(lambda: _all(client, "available"))
+
+
+async def _all(client: object, state: str) -> bool:
+    return set((await states(client)).values()) == {state}
+
+
+async def test_two_transfers_at_once_ring_the_group_once(client) -> None:
+    """Two ``/call/transfer`` to a group at once: one rings it, the other is ``409 ringing``.
+    The store answers after a round trip, as Redis does (the memory store answers in the same
+    turn of the loop, which hid the race): before, both passed the check and rang the group
+    twice."""
+    desk = client.app[DESK]
+    agents = desk.store.agents
+
+    async def over_the_network(*args: object, **kw: object) -> object:
+        await asyncio.sleep(0.05)  # a round trip to a Redis some way off
+        return await agents(*args, **kw)
+
+    desk.store.agents = over_the_network
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")  # the call's first ring rang every agent
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 5}
+    both = await asyncio.gather(*(client.post("/call/transfer", json=body) for _ in range(2)))
+    assert sorted(r.status for r in both) == [202, 409], [r.status for r in both]
+    await bob.next("ringing")
+    await bob.send(type="accept", callID=call_id)
+    await bob.next("accepted")
+    assert (await ann.next("transferred"))["to"] == "bob"
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await bob.next("call.ended")
+
+
+async def test_the_previous_agents_leg_leaves_a_call_taken_without_a_leg(make_client) -> None:
+    """A transfer taken by an agent whose app has no connected leg (``"leg": false``: it
+    offers per call): the previous agent, ``transferred`` and ``available`` again, is off the
+    call — its leg parks, ready for its next call. Before, its leg stayed the call's agent (the
+    caller heard it) until the new agent's offer, or the call's end if none came."""
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0)
+    ann = LegAgent(await Agent.connect(client, "ann", ["front"]), freq=440.0)
+    await ann.offer()
+    ann.mic.on.set()
+    call_id = await incoming(client)
+    await ann.agent.next("ringing")
+    bob = await Agent.connect(client, "bob", ["sales"])  # connected once the first ring went
+    await ann.agent.send(type="accept", callID=call_id)
+    assert (await ann.agent.next("accepted"))["leg"] is True
+    await wait_state(client, call_id, "active")
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 440.0) < 15
+    body = {"callID": call_id, "group": "sales", "timeoutS": 10}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    await bob.next("ringing")
+    await bob.send(type="accept", callID=call_id)
+    assert (await bob.next("accepted"))["leg"] is False
+    assert (await ann.agent.next("transferred"))["to"] == "bob"
+    leg = client.app[DESK].session((None, "ann")).leg
+    await until(lambda: leg.usable, timeout=3.0)  # parked: lent to the next call ann takes
+    await asyncio.sleep(0.8)
+    assert abs(peer_hears(client, call_id) - 440.0) > 15  # the caller no longer hears ann
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await bob.next("call.ended")
+    await ann.close()
+
+
+async def test_a_transfer_whose_ring_fails_leaves_the_call_with_its_agent(client) -> None:
+    """The store failing as a transfer's ring starts (Redis gone): the call stays the agent's
+    — it hangs it up on its socket and is freed at the end. Before, the run had forgotten it
+    (``not_on_call``) and it stayed busy for good."""
+    desk = client.app[DESK]
+    agents = desk.store.agents
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    looks = 0
+
+    async def fails_after_the_first(*args: object, **kw: object) -> object:
+        nonlocal looks
+        looks += 1
+        if looks > 1:
+            raise OSError("the desk's store is unreachable")
+        return await agents(*args, **kw)
+
+    desk.store.agents = fails_after_the_first
+    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
+    assert resp.status == 202, await resp.text()
+    await until(lambda: looks > 1)
+    desk.store.agents = agents
+    assert (await ann.next("transfer.failed"))["callID"] == call_id
+    await ann.send(type="hangup", callID=call_id)
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    await until(lambda: _all(client, "available"))
+
+
+async def test_the_agent_hears_its_calls_events_while_its_transfer_rings(client) -> None:
+    """While the group rings the call is still the agent's: it hears the call's events
+    (``call.held`` as the caller is held, ``call.unheld`` when nobody took it) — before, none
+    reached it until the ring ended."""
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    assert (await ann.next("call.held", timeout=3))["callID"] == call_id
+    await bob.next("ringing")
+    await bob.send(type="decline", callID=call_id)
+    await ann.next("transfer.failed")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await ann.next("call.ended")
+
+
+async def test_the_agent_hangs_up_while_its_transfer_rings(client) -> None:
+    """The agent on the call may hang it up on its socket while the group rings (before:
+    ``not_on_call``, the call then its own no longer)."""
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
+    assert (await client.post("/call/transfer", json=body)).status == 202
+    await bob.next("ringing")
+    await ann.send(type="hangup", callID=call_id)
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    await bob.next("call.ended")
+    await until(lambda: _all(client, "available"))
