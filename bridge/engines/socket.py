@@ -192,6 +192,9 @@ class ReconnectingChannel:
         self._pause: Pause = pause or asyncio.sleep
         self._delay = backoff
         self._connected_at = 0.0
+        self._outage: float | None = None
+        """When the media was last lost after being up a while: a socket the engine drops
+        as soon as it opens does not start the window afresh."""
         self._inner: MediaChannel | None = None
         self._opened = asyncio.Event()
         """Set while a socket is open (:meth:`wait_connected`)."""
@@ -255,12 +258,13 @@ class ReconnectingChannel:
                     self._closed = True
                     raise
                 except ConnectionError as exc:
-                    log.warning(
-                        "call %s: engine media lost (%s); reconnecting for up to %g s",
-                        self.call_id,
-                        _why(exc),
-                        self.window,
-                    )
+                    if time.monotonic() - self._connected_at >= self.max_backoff:
+                        log.warning(
+                            "call %s: engine media lost (%s); reconnecting for up to %g s",
+                            self.call_id,
+                            _why(exc),
+                            self.window,
+                        )
             await self._reconnect(inner)
 
     async def _reconnect(self, failed: MediaChannel | None) -> None:
@@ -268,13 +272,34 @@ class ReconnectingChannel:
             if self._inner is not failed:
                 return  # someone else already reconnected
             self._set_inner(None)
+            flapping = False
             if failed is not None:
                 await failed.close()
                 if time.monotonic() - self._connected_at >= self.max_backoff:
                     self._delay = self.backoff  # it had been up a while: start over quickly
+                    self._outage = None
+                else:
+                    flapping = True  # the engine dropped it as soon as it opened
             started = time.monotonic()
-            deadline = started + self.window
+            if self._outage is None:
+                self._outage = started
+            deadline = self._outage + self.window
             attempt = 0
+            if flapping:  # the same backoff as a refused connect: never a tight loop
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._closed = True
+                    log.warning(
+                        "call %s: engine media not back within %g s (each socket dropped "
+                        "as soon as it opened)",
+                        self.call_id,
+                        self.window,
+                    )
+                    raise MediaClosed(
+                        f"{self.call_id}: engine media not back within {self.window:g} s"
+                    )
+                await self._pause(min(self._delay, remaining))
+                self._delay = min(self._delay * 2, self.max_backoff)
             while True:
                 if self._closed:
                     raise MediaClosed(self.call_id)
