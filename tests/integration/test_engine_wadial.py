@@ -102,6 +102,22 @@ async def test_garbage_text_and_bad_frames_are_counted(wclient, wadial) -> None:
     await rtc.close()
 
 
+async def test_a_text_frame_nested_too_deeply_is_counted_and_the_call_goes_on(
+    wclient, wadial
+) -> None:
+    """json.loads raises RecursionError (no ValueError) on it: it once escaped the socket's
+    reader and took the call's media down."""
+    client = await wclient()
+    wadial.text_frames.append("[" * 100_000 + "]" * 100_000)
+    call, rtc = await webrtc_call(client)
+    await until(lambda: client.app[ENGINE].stats.bad_messages >= 1, 5, "the frame counted")
+    await rtc.recorder.tone_arrives(600)
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active"
+    assert next(iter(wadial.calls.values())).connects == 1
+    await rtc.close()
+
+
 async def test_ready_with_wrong_format_is_refused(wclient, wadial) -> None:
     client = await wclient()
     wadial.ready = {"type": "ready", "encoding": "s16le", "sampleRate": 8000, "channels": 1}
