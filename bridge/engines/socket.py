@@ -29,7 +29,7 @@ class WebSocketMedia(abc.ABC):
 
     Subclasses set ``sample_bytes`` and implement :meth:`decode` (and :meth:`on_text` when
     their protocol has control frames). A binary frame that is not a whole number of samples
-    is logged, counted and dropped; the call goes on.
+    is counted and dropped, the first of a socket logged (:meth:`bad`); the call goes on.
     """
 
     sample_bytes = 2
@@ -41,6 +41,15 @@ class WebSocketMedia(abc.ABC):
         self.ws = ws
         self.call_id = call_id
         self.stats = stats
+        self._bad: dict[str, int] = {}
+        """What this socket sent that could not be used, by kind: the first said, the rest
+        counted (an engine that sends one sends one a frame), their sum said at close."""
+
+    def bad(self, kind: str, message: str, *args: object) -> None:
+        """One more ``kind`` of unusable message: logged at WARNING the first time only."""
+        self._bad[kind] = self._bad.get(kind, 0) + 1
+        if self._bad[kind] == 1:
+            log.warning(message, *args)
 
     async def send_payload(self, payload: bytes | str) -> None:
         """One frame: binary for bytes (PCM), text for a string (a control message)."""
@@ -68,8 +77,10 @@ class WebSocketMedia(abc.ABC):
                 data: bytes = msg.data
                 if len(data) % self.sample_bytes:
                     self.stats.bad_frames += 1
-                    log.warning(
-                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped",
+                    self.bad(
+                        "frames",
+                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped "
+                        "(such frames are counted, not said again)",
                         self.call_id,
                         self.engine,
                         len(data),
@@ -83,6 +94,16 @@ class WebSocketMedia(abc.ABC):
             raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
 
     async def close(self) -> None:
+        for kind, count in self._bad.items():
+            if count > 1:
+                log.warning(
+                    "call %s: %s sent %d unusable %s on one media socket",
+                    self.call_id,
+                    self.engine,
+                    count,
+                    kind,
+                )
+        self._bad.clear()
         await self.ws.close()
 
 

@@ -84,7 +84,13 @@ class WadialMedia(WebSocketMedia):
             frame = json_object(text)  # nested too deeply too: it once ended the call's media
         except BadRequest:
             self.stats.bad_messages += 1
-            log.warning("call %s: WADial sent unparseable text %r", self.call_id, text[:80])
+            self.bad(
+                "text frames",
+                "call %s: WADial sent unparseable text %r (such frames are counted, not said "
+                "again)",
+                self.call_id,
+                text[:80],
+            )
             return
         kind = frame.get("type")
         if kind == "ready":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -115,6 +116,29 @@ async def test_a_text_frame_nested_too_deeply_is_counted_and_the_call_goes_on(
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert snap["state"] == "active"
     assert next(iter(wadial.calls.values())).connects == 1
+    await rtc.close()
+
+
+async def test_bad_frames_and_garbage_text_in_a_stream_are_said_once_each(
+    wclient, wadial, caplog
+) -> None:
+    """An engine that sends them sends them a frame: each was a WARNING line, 50 a second."""
+    client = await wclient()
+    call, rtc = await webrtc_call(client)
+    engine_call = next(iter(wadial.calls.values()))
+    await rtc.recorder.tone_arrives(600)
+    with caplog.at_level(logging.WARNING, logger="bridge.engines"):
+        for ws in engine_call.sockets:
+            for _ in range(5):
+                await ws.send_bytes(b"\x00\x01\x02")
+                await ws.send_str("{not json")
+        stats = client.app[ENGINE].stats
+        await until(lambda: stats.bad_frames == 5 and stats.bad_messages >= 5, 5, "all counted")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("not whole" in m for m in lines) == 1, lines
+    assert sum("unparseable" in m for m in lines) == 1, lines
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active"
     await rtc.close()
 
 
