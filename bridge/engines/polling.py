@@ -311,6 +311,11 @@ class PollingEngine(abc.ABC):
                 timeout=aiohttp.ClientWSTimeout(ws_close=2),
                 **kwargs,
             )
+        except aiohttp.ClientResponseError as exc:
+            # Never its str(): it names the URL, a ``?token=`` query included.
+            raise MediaClosed(
+                f"cannot open the {self.name} media socket: {exc.status} {exc.message}"
+            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise MediaClosed(f"cannot open the {self.name} media socket: {exc}") from exc
 
