@@ -111,10 +111,11 @@ class WadialMedia(WebSocketMedia):
                 self.wadial.forget(self.call_id, "")
         elif kind == "ended":
             self.wadial.forget(self.call_id, str(frame.get("reason") or ""))
-        elif kind == "error":
+        elif kind == "error":  # "invalid frames or feed failures": maybe one a frame
             self.stats.bad_messages += 1
-            log.warning(
-                "call %s: WADial media error: %s",
+            self.bad(
+                "error reports",
+                "call %s: WADial media error: %s (further ones are counted, not said)",
                 self.call_id,
                 frame.get("message") or frame.get("error") or frame,
             )

@@ -132,11 +132,13 @@ async def test_bad_frames_and_garbage_text_in_a_stream_are_said_once_each(
             for _ in range(5):
                 await ws.send_bytes(b"\x00\x01\x02")
                 await ws.send_str("{not json")
+                await ws.send_str(json.dumps({"type": "error", "message": "feed failed"}))
         stats = client.app[ENGINE].stats
-        await until(lambda: stats.bad_frames == 5 and stats.bad_messages >= 5, 5, "all counted")
+        await until(lambda: stats.bad_frames == 5 and stats.bad_messages >= 10, 5, "all counted")
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert sum("not whole" in m for m in lines) == 1, lines
     assert sum("unparseable" in m for m in lines) == 1, lines
+    assert sum("feed failed" in m for m in lines) == 1, lines
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert snap["state"] == "active"
     await rtc.close()
