@@ -311,13 +311,8 @@ class PollingEngine(abc.ABC):
                 timeout=aiohttp.ClientWSTimeout(ws_close=2),
                 **kwargs,
             )
-        except aiohttp.ClientResponseError as exc:
-            # Never its str(): it names the URL, a ``?token=`` query included.
-            raise MediaClosed(
-                f"cannot open the {self.name} media socket: {exc.status} {exc.message}"
-            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise MediaClosed(f"cannot open the {self.name} media socket: {exc}") from exc
+            raise MediaClosed(f"cannot open the {self.name} media socket: {_why(exc)}") from None
 
     # -- HTTP
     async def request(
@@ -347,6 +342,14 @@ class PollingEngine(abc.ABC):
                 message = str(body.get("error") or body.get("message") or "")
             raise status_error(self.who, self.not_enabled, resp.status, message or text[:200])
         return body
+
+
+def _why(exc: BaseException) -> str:
+    """Why a socket did not open, never naming its URL (a ``?token=`` query and all), as the
+    str() of aiohttp's handshake error does."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status} {exc.message}"
+    return str(exc) or type(exc).__name__
 
 
 def status_error(who: str, not_enabled: str, status: int, message: str) -> EngineError:
