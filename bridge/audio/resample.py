@@ -57,6 +57,8 @@ class Resampler:
         channels = 2 if layout == "stereo" else 1
         if pcm.size % channels:
             raise ValueError("interleaved stereo needs an even number of samples")
+        if pcm.size == 0:  # an empty frame makes FFmpeg fail (ENOMEM): nothing in, nothing out
+            return np.empty(0, dtype=np.int16)
         frame = av.AudioFrame.from_ndarray(
             np.ascontiguousarray(pcm, dtype=np.int16).reshape(1, -1), format="s16", layout=layout
         )

@@ -29,7 +29,7 @@ class WebSocketMedia(abc.ABC):
 
     Subclasses set ``sample_bytes`` and implement :meth:`decode` (and :meth:`on_text` when
     their protocol has control frames). A binary frame that is not a whole number of samples
-    is logged, counted and dropped; the call goes on.
+    is counted and dropped, the first of a socket logged (:meth:`bad`); the call goes on.
     """
 
     sample_bytes = 2
@@ -41,6 +41,15 @@ class WebSocketMedia(abc.ABC):
         self.ws = ws
         self.call_id = call_id
         self.stats = stats
+        self._bad: dict[str, int] = {}
+        """What this socket sent that could not be used, by kind: the first said, the rest
+        counted (an engine that sends one sends one a frame), their sum said at close."""
+
+    def bad(self, kind: str, message: str, *args: object) -> None:
+        """One more ``kind`` of unusable message: logged at WARNING the first time only."""
+        self._bad[kind] = self._bad.get(kind, 0) + 1
+        if self._bad[kind] == 1:
+            log.warning(message, *args)
 
     async def send_payload(self, payload: bytes | str) -> None:
         """One frame: binary for bytes (PCM), text for a string (a control message)."""
@@ -68,8 +77,10 @@ class WebSocketMedia(abc.ABC):
                 data: bytes = msg.data
                 if len(data) % self.sample_bytes:
                     self.stats.bad_frames += 1
-                    log.warning(
-                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped",
+                    self.bad(
+                        "frames",
+                        "call %s: %s sent a %d-byte frame, not whole %d-byte samples; dropped "
+                        "(such frames are counted, not said again)",
                         self.call_id,
                         self.engine,
                         len(data),
@@ -83,6 +94,16 @@ class WebSocketMedia(abc.ABC):
             raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
 
     async def close(self) -> None:
+        for kind, count in self._bad.items():
+            if count > 1:
+                log.warning(
+                    "call %s: %s sent %d unusable %s on one media socket",
+                    self.call_id,
+                    self.engine,
+                    count,
+                    kind,
+                )
+        self._bad.clear()
         await self.ws.close()
 
 
@@ -192,6 +213,9 @@ class ReconnectingChannel:
         self._pause: Pause = pause or asyncio.sleep
         self._delay = backoff
         self._connected_at = 0.0
+        self._outage: float | None = None
+        """When the media was last lost after being up a while: a socket the engine drops
+        as soon as it opens does not start the window afresh."""
         self._inner: MediaChannel | None = None
         self._opened = asyncio.Event()
         """Set while a socket is open (:meth:`wait_connected`)."""
@@ -255,12 +279,13 @@ class ReconnectingChannel:
                     self._closed = True
                     raise
                 except ConnectionError as exc:
-                    log.warning(
-                        "call %s: engine media lost (%s); reconnecting for up to %g s",
-                        self.call_id,
-                        _why(exc),
-                        self.window,
-                    )
+                    if time.monotonic() - self._connected_at >= self.max_backoff:
+                        log.warning(
+                            "call %s: engine media lost (%s); reconnecting for up to %g s",
+                            self.call_id,
+                            _why(exc),
+                            self.window,
+                        )
             await self._reconnect(inner)
 
     async def _reconnect(self, failed: MediaChannel | None) -> None:
@@ -268,13 +293,34 @@ class ReconnectingChannel:
             if self._inner is not failed:
                 return  # someone else already reconnected
             self._set_inner(None)
+            flapping = False
             if failed is not None:
                 await failed.close()
                 if time.monotonic() - self._connected_at >= self.max_backoff:
                     self._delay = self.backoff  # it had been up a while: start over quickly
+                    self._outage = None
+                else:
+                    flapping = True  # the engine dropped it as soon as it opened
             started = time.monotonic()
-            deadline = started + self.window
+            if self._outage is None:
+                self._outage = started
+            deadline = self._outage + self.window
             attempt = 0
+            if flapping:  # the same backoff as a refused connect: never a tight loop
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._closed = True
+                    log.warning(
+                        "call %s: engine media not back within %g s (each socket dropped "
+                        "as soon as it opened)",
+                        self.call_id,
+                        self.window,
+                    )
+                    raise MediaClosed(
+                        f"{self.call_id}: engine media not back within {self.window:g} s"
+                    )
+                await self._pause(min(self._delay, remaining))
+                self._delay = min(self._delay * 2, self.max_backoff)
             while True:
                 if self._closed:
                     raise MediaClosed(self.call_id)

@@ -11,7 +11,6 @@ in one place when the real shape is known (see the README).
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -22,7 +21,7 @@ import numpy as np
 from ..audio import SAMPLE_RATE, f32_to_s16, s16_to_f32
 from ..audio.pcm import Pcm
 from ..config import EngineSettings
-from ..errors import EngineError
+from ..errors import BadRequest, EngineError, json_object
 from .base import ACTIVE_STATES, EngineEvent, EngineEventKind, RemoteCall, emit
 from .channels import MediaFatal
 from .polling import PollingEngine
@@ -82,12 +81,16 @@ class WadialMedia(WebSocketMedia):
     def on_text(self, text: str) -> None:
         """A JSON control frame (``ready``, ``buffer``, ``call_state``, ``ended``, ``error``)."""
         try:
-            frame = json.loads(text)
-            if not isinstance(frame, dict):
-                raise ValueError("not an object")
-        except ValueError:
+            frame = json_object(text)  # nested too deeply too: it once ended the call's media
+        except BadRequest:
             self.stats.bad_messages += 1
-            log.warning("call %s: WADial sent unparseable text %r", self.call_id, text[:80])
+            self.bad(
+                "text frames",
+                "call %s: WADial sent unparseable text %r (such frames are counted, not said "
+                "again)",
+                self.call_id,
+                text[:80],
+            )
             return
         kind = frame.get("type")
         if kind == "ready":
@@ -108,10 +111,11 @@ class WadialMedia(WebSocketMedia):
                 self.wadial.forget(self.call_id, "")
         elif kind == "ended":
             self.wadial.forget(self.call_id, str(frame.get("reason") or ""))
-        elif kind == "error":
+        elif kind == "error":  # "invalid frames or feed failures": maybe one a frame
             self.stats.bad_messages += 1
-            log.warning(
-                "call %s: WADial media error: %s",
+            self.bad(
+                "error reports",
+                "call %s: WADial media error: %s (further ones are counted, not said)",
                 self.call_id,
                 frame.get("message") or frame.get("error") or frame,
             )

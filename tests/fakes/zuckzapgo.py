@@ -26,6 +26,7 @@ class FakeZuckZapGo(FakeServer):
         self.unreachable_peers: set[str] = set()
         self.extra_frames: list[bytes] = []  # sent once on the next media socket
         self.list_answer: bytes | None = None  # when set, /call/status answers it (200)
+        self.stream_refusals = 0  # the next media sockets refused (503), as an engine starting
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @staticmethod
@@ -123,6 +124,9 @@ class FakeZuckZapGo(FakeServer):
         self, request: web.Request
     ) -> tuple[FakeCall, web.WebSocketResponse] | web.Response:
         """The call's media socket, accepted (the frames queued for it sent), or the 404."""
+        if self.stream_refusals > 0:
+            self.stream_refusals -= 1
+            return self.err(503, "engine starting")
         call = self.calls.get(request.match_info["id"])
         if call is None or call.state == "ended":
             return self.err(404, "call not found")

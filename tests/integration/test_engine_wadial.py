@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
 import pytest
@@ -97,6 +98,47 @@ async def test_garbage_text_and_bad_frames_are_counted(wclient, wadial) -> None:
     assert dominant_frequency(rtc.recorder.since(t0), rtc.recorder.rate) == pytest.approx(
         600, abs=5
     )
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active"
+    await rtc.close()
+
+
+async def test_a_text_frame_nested_too_deeply_is_counted_and_the_call_goes_on(
+    wclient, wadial
+) -> None:
+    """json.loads raises RecursionError (no ValueError) on it: it once escaped the socket's
+    reader and took the call's media down."""
+    client = await wclient()
+    wadial.text_frames.append("[" * 100_000 + "]" * 100_000)
+    call, rtc = await webrtc_call(client)
+    await until(lambda: client.app[ENGINE].stats.bad_messages >= 1, 5, "the frame counted")
+    await rtc.recorder.tone_arrives(600)
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active"
+    assert next(iter(wadial.calls.values())).connects == 1
+    await rtc.close()
+
+
+async def test_bad_frames_and_garbage_text_in_a_stream_are_said_once_each(
+    wclient, wadial, caplog
+) -> None:
+    """An engine that sends them sends them a frame: each was a WARNING line, 50 a second."""
+    client = await wclient()
+    call, rtc = await webrtc_call(client)
+    engine_call = next(iter(wadial.calls.values()))
+    await rtc.recorder.tone_arrives(600)
+    with caplog.at_level(logging.WARNING, logger="bridge.engines"):
+        for ws in engine_call.sockets:
+            for _ in range(5):
+                await ws.send_bytes(b"\x00\x01\x02")
+                await ws.send_str("{not json")
+                await ws.send_str(json.dumps({"type": "error", "message": "feed failed"}))
+        stats = client.app[ENGINE].stats
+        await until(lambda: stats.bad_frames == 5 and stats.bad_messages >= 10, 5, "all counted")
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("not whole" in m for m in lines) == 1, lines
+    assert sum("unparseable" in m for m in lines) == 1, lines
+    assert sum("feed failed" in m for m in lines) == 1, lines
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert snap["state"] == "active"
     await rtc.close()

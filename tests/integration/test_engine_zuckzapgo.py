@@ -151,6 +151,27 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     await rtc.close()
 
 
+async def test_a_refused_media_socket_is_retried_and_the_token_never_logged(
+    zclient, zuckzapgo, caplog
+) -> None:
+    """aiohttp's handshake error names the URL, ``?token=`` and all: the engine's token was
+    in the WARNING line (and the pump's log of the media's end)."""
+    client = await zclient()
+    zuckzapgo.stream_refusals = 1
+    with caplog.at_level(logging.DEBUG, logger="bridge"):
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        rtc = RtcClient(client, call["callID"], freq=440.0)
+        await rtc.offer()
+        await wait_state(client, call["callID"], "active")
+        engine_call = next(iter(zuckzapgo.calls.values()))
+        await until(lambda: engine_call.connects == 1, 5, "the socket opened at the retry")
+        await rtc.recorder.tone_arrives(700)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("cannot open the engine media" in m and "503" in m for m in lines), lines
+    assert not [m for m in lines if zuckzapgo.token in m]
+    await rtc.close()
+
+
 async def test_odd_length_frame_is_counted_and_call_survives(zclient, zuckzapgo) -> None:
     client = await zclient()
     zuckzapgo.extra_frames.append(b"\x01\x02\x03")

@@ -145,6 +145,38 @@ async def test_twilio_twoway_plays_marks_and_clears(make_client, aiohttp_server)
     assert fs.messages[-1]["event"] == "stop"
 
 
+async def test_an_empty_media_payload_is_skipped_and_the_fork_goes_on(
+    make_client, aiohttp_server
+) -> None:
+    """``"payload": ""`` (an agent flushing an empty buffer): the µ-law resampler raised
+    FFmpeg's MemoryError on it, which ended the fork's reader: nothing it sent after played."""
+    clip = ulaw_encode(tone(1000, 4000, 8000, 0.4))  # 0.5 s
+    reply = [
+        {"event": "media", "streamSid": "MZx", "media": {"payload": ""}},
+        {
+            "event": "media",
+            "streamSid": "MZx",
+            "media": {"payload": base64.b64encode(clip).decode()},
+        },
+        {"event": "mark", "streamSid": "MZx", "mark": {"name": "said"}},
+    ]
+    client = await make_client(sim_peer="silence", fork_url_allow=("127.0.0.1",))
+    fs, url = await fork_server(aiohttp_server, reply)
+    call = await active_call(client)
+    resp = await client.post(
+        f"/call/{call['callID']}/streams", json={"url": url, "type": "twoway", "format": "twilio"}
+    )
+    assert resp.status == 201
+    sc = sim_call(client)
+    n0 = sc.frames_heard
+    await until(lambda: any(m["event"] == "mark" for m in fs.messages), 5.0, "the mark", every=0.02)
+    played = list(sc.heard)[-(sc.frames_heard - n0) :]
+    assert sum(np.abs(f).max() > 1000 for f in played) >= 24
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await asyncio.wait_for(fs.closed.wait(), 3)
+    assert fs.messages[-1]["event"] == "stop"
+
+
 async def test_twilio_fork_request_is_checked(make_client) -> None:
     client = await make_client(fork_url_allow=("127.0.0.1",))
     call = await active_call(client)

@@ -171,3 +171,31 @@ async def test_a_channel_that_opens_in_background_says_when_its_socket_is_open()
     recv.cancel()
     with pytest.raises((asyncio.CancelledError, MediaClosed)):
         await recv
+
+
+async def test_an_engine_that_accepts_and_drops_the_socket_at_once_is_backed_off_and_given_up() -> (
+    None
+):
+    """An engine that still lists the call but closes each media socket as soon as it opens:
+    the reconnects once spun without a pause (and, every socket opening at once, without ever
+    yielding to the loop), the window starting afresh each time, for ever."""
+    attempts = [0]
+
+    async def connect() -> Inner:
+        attempts[0] += 1
+        inner = Inner()
+        if attempts[0] < 200:  # the guard: past it a socket stays up, so the test can fail
+            inner.closed.set()
+        return inner
+
+    async def still_live() -> bool:
+        return True
+
+    channel = ReconnectingChannel(
+        "c4", connect, still_live, EngineStats(), window=1.0, backoff=0.05, max_backoff=0.2
+    )
+    await channel.open()
+    with pytest.raises(MediaClosed):
+        await asyncio.wait_for(channel.recv(), 10)
+    assert attempts[0] < 50, attempts[0]
+    await channel.close()
