@@ -54,6 +54,13 @@ class Repeats:
         """``key`` did well: how many failures came from it before (0: none), forgotten."""
         return self._counts.pop(key, 0)
 
+    def drain(self) -> list[tuple[str, int]]:
+        """Every key's count, oldest first, all forgotten (the runs end together: a socket's
+        close)."""
+        counts = list(self._counts.items())
+        self._counts.clear()
+        return counts
+
 
 class ParserRefusals(logging.Filter):
     """aiohttp's own "Error handling request" for a request its HTTP parser refused (a broken

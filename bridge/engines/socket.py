@@ -17,6 +17,7 @@ import numpy as np
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, quiet
 from ..errors import EngineError
+from ..logs import Repeats
 from .base import EngineStats
 from .channels import MediaChannel, MediaClosed, MediaFatal
 from .tick_aim import TickAim
@@ -41,14 +42,13 @@ class WebSocketMedia(abc.ABC):
         self.ws = ws
         self.call_id = call_id
         self.stats = stats
-        self._bad: dict[str, int] = {}
+        self._bad = Repeats(size=16)
         """What this socket sent that could not be used, by kind: the first said, the rest
         counted (an engine that sends one sends one a frame), their sum said at close."""
 
     def bad(self, kind: str, message: str, *args: object) -> None:
         """One more ``kind`` of unusable message: logged at WARNING the first time only."""
-        self._bad[kind] = self._bad.get(kind, 0) + 1
-        if self._bad[kind] == 1:
+        if self._bad.seen(kind) == 1:
             log.warning(message, *args)
 
     async def send_payload(self, payload: bytes | str) -> None:
@@ -94,7 +94,7 @@ class WebSocketMedia(abc.ABC):
             raise MediaClosed(f"{self.call_id}: socket {msg.type.name.lower()}")
 
     async def close(self) -> None:
-        for kind, count in self._bad.items():
+        for kind, count in self._bad.drain():
             if count > 1:
                 log.warning(
                     "call %s: %s sent %d unusable %s on one media socket",
@@ -103,7 +103,6 @@ class WebSocketMedia(abc.ABC):
                     count,
                     kind,
                 )
-        self._bad.clear()
         await self.ws.close()
 
 
