@@ -129,14 +129,21 @@ class Upkeep:
         if expires:
             expires = max(expires, state.get("minExpires", 0))
         extra = [("Contact", contact), ("Expires", str(expires))]
-        resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
+        # §10.2: every REGISTER of the registration one Call-ID, its CSeq one more each time
+        # (a registrar may take a new Call-ID for another binding of the same contact).
+        session = state.setdefault("registerSession", {})
+        resp = await self._request(
+            trunk, "REGISTER", registrar, aor, extra=extra, from_=aor, session=session
+        )
         if expires == 0:
             return RETRY
         longer = _min_expires(resp, expires)
         if longer is not None:  # §10.2.8: asked again for the registrar's minimum, kept
             state["minExpires"] = expires = longer
             extra = [("Contact", contact), ("Expires", str(expires))]
-            resp = await self._request(trunk, "REGISTER", registrar, aor, extra=extra, from_=aor)
+            resp = await self._request(
+                trunk, "REGISTER", registrar, aor, extra=extra, from_=aor, session=session
+            )
         if 200 <= resp.status < 300:
             granted = _granted(resp, contact, expires)
             state["registration"] = {"state": "registered", "expiresAt": time.time() + granted}
@@ -158,18 +165,23 @@ class Upkeep:
         *,
         extra: list[tuple[str, str]] | None = None,
         from_: str = "",
+        session: dict[str, Any] | None = None,
     ) -> Response:
         """An out-of-dialog request to the trunk and its final response (a synthetic ``503``
-        when the trunk cannot be reached, ``408`` when it does not answer)."""
+        when the trunk cannot be reached, ``408`` when it does not answer). ``session``: the
+        Call-ID and last CSeq the request goes on from (a registration's), kept in it."""
         ua = self.ua
         assert ua is not None  # no task runs before start()
         try:
             conn = await ua.connection_to(Uri.parse(trunk.uri))
         except (OSError, TimeoutError) as exc:
             return Response(status=503, reason=f"Service Unavailable ({exc})")
-        call_id, tag = f"{new_branch()[7:]}@{ua.hostname}", new_tag()
+        kept = {} if session is None else session
+        call_id = kept.setdefault("callId", f"{new_branch()[7:]}@{ua.hostname}")
+        tag = kept.setdefault("tag", new_tag())
         auth: tuple[str, str] | None = None
-        for seq in (1, 2):
+        for attempt in (1, 2):
+            seq = kept["cseq"] = int(kept.get("cseq", 0)) + 1
             req = Request(method=method, uri=uri)
             via = Via(conn.via_transport, ua.via_host, None, {"branch": new_branch(), "rport": ""})
             req.add("Via", str(via))
@@ -190,7 +202,7 @@ class Upkeep:
                 resp = await tx.final(8.0)
             finally:
                 ua.done(tx)
-            if resp.status not in CHALLENGES or seq == 2 or not trunk.password:
+            if resp.status not in CHALLENGES or attempt == 2 or not trunk.password:
                 return resp
             challenge, answer = CHALLENGES[resp.status]
             try:

@@ -1,7 +1,7 @@
 """A trunk's REGISTER (``trunks/upkeep.py``) against a registrar played by a bare UDP socket:
 a ``423 Interval Too Brief`` is asked again with the registrar's ``Min-Expires`` (RFC 3261
 §10.2.8), where it was retried every 30 s with the same refused interval and never
-registered."""
+registered; the registration's REGISTERs share one Call-ID, their CSeqs counting up (§10.2)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ async def test_a_423_is_asked_again_with_the_registrars_min_expires() -> None:
     upkeep = Upkeep(None, CollectorRegistry())  # type: ignore[arg-type]
     upkeep.ua = ua
     state: dict = {}
+    sent: list[tuple[str, str]] = []
 
     async def registrar() -> list[str]:
         asked = []
@@ -41,6 +42,7 @@ async def test_a_423_is_asked_again_with_the_registrars_min_expires() -> None:
             if not isinstance(req, Request) or req.method != "REGISTER":
                 continue
             asked.append(req.get("Expires"))
+            sent.append((req.call_id, req.get("CSeq")))
             if int(req.get("Expires")) < 600:
                 transport.sendto(
                     answer(req, 423, "Interval Too Brief", "Min-Expires: 600\r\n"),
@@ -64,6 +66,10 @@ async def test_a_423_is_asked_again_with_the_registrars_min_expires() -> None:
         serving = asyncio.create_task(registrar())
         await asyncio.wait_for(upkeep._register(trunk, state, 300), 5)
         assert await serving == ["600"]
+        # §10.2: one Call-ID for every REGISTER of the registration, its CSeq one more each
+        # time (each went with a Call-ID and CSeq 1 of its own: a new binding to a registrar).
+        assert [cseq for _, cseq in sent] == ["1 REGISTER", "2 REGISTER", "3 REGISTER"]
+        assert len({call_id for call_id, _ in sent}) == 1
     finally:
         transport.close()
         await ua.close()
