@@ -3,7 +3,8 @@
 * In: the leg's RTP session (``rtc/rtp_session.py``) feeds packets of the telephone-event
   payload type to a :class:`DtmfDetector`. A press is a run of packets with one RTP timestamp,
   its duration growing, the last three with the end bit; it is reported once, at its first end
-  packet, or when the next press begins if every end packet was lost.
+  packet, or — every end packet lost — when the next press begins or the audio goes on past
+  its duration (:meth:`DtmfDetector.audio`: a last press is reported too).
 * Out: :class:`KeyPresses` is the one sender, sans-IO: each tick the leg's track
   (``rtc/tracks.py``) asks it for the tick's packets, sent in place of the tick's audio on the
   audio's own RTP stream (its SSRC and sequence space, counted in its sender reports). A press
@@ -40,7 +41,9 @@ class DtmfDetector:
         self._timestamp: int | None = None
         self._digit = ""
         self._duration = 0
-        self._reported = True
+        self.open = False
+        """A press began whose end has not come (read by the session on each audio packet: an
+        attribute, not a call, on the receive path)."""
         self.presses = 0
         self.malformed = 0
 
@@ -53,20 +56,33 @@ class DtmfDetector:
         if event >= len(EVENTS):
             return  # tones and flash hooks other than DTMF
         if timestamp != self._timestamp:
-            if not self._reported:  # the previous press lost all its end packets
+            if self.open:  # the previous press lost all its end packets
                 self._report()
             self._timestamp = timestamp
             self._digit = EVENTS[event]
-            self._reported = False
+            self.open = True
             self._duration = 0
-        if self._reported:
+        if not self.open:
             return  # a retransmitted end packet of a press already reported
         self._duration = max(self._duration, duration)
         if flags & 0x80:
             self._report()
 
+    def audio(self, timestamp: int) -> None:
+        """An audio packet of the stream, RTP time ``timestamp``: a press whose end packets
+        were all lost is over once the audio is past its duration by 60 ms (RFC 4733 §2.5.1.3:
+        the sender's audio resumes after the event), and is reported then; before, only the
+        next press reported it, so a last press never was."""
+        if not self.open or self._timestamp is None or not self._duration:
+            return
+        after = (timestamp - self._timestamp) & 0xFFFFFFFF
+        # Past its duration by three packets: a phone that sends its audio beside the event's
+        # packets keeps within one or two of it while the key is held.
+        if after < 0x80000000 and after >= self._duration + self.clock_rate * 3 // 50:
+            self._report()
+
     def _report(self) -> None:
-        self._reported = True
+        self.open = False
         self.presses += 1
         self.on_digit(self._digit, round(self._duration * 1000 / self.clock_rate))
 

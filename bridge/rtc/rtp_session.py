@@ -178,6 +178,9 @@ class RtpSession:
                 self.reports.received(ssrc, seq, timestamp, at)
                 if playout is not None:
                     playout.packet(seq, timestamp, payload, at)
+                dtmf = self.dtmf
+                if dtmf is not None and dtmf[1].open:  # a press whose end was lost: over?
+                    dtmf[1].audio(timestamp)
             elif self.red is not None and pt == self.red[0]:
                 self._red(ssrc, seq, timestamp, payload, at)
             elif self.dtmf is not None and pt == self.dtmf[0]():

@@ -81,6 +81,27 @@ async def test_packets_in_go_through_the_session_to_the_receiver_and_the_detecto
     leg.stop(bye=False)
 
 
+async def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_audio_goes_on() -> None:
+    """A phone's last key press, every end packet lost on the way: reported once the audio is
+    past its duration by three packets (before, only a next press reported it, so a last one
+    never was); audio sent beside a held key does not cut it short."""
+    leg, _, keys = new_leg("PCMU", 0)
+    at = time.monotonic()
+    for seq, duration in ((2, 160), (3, 320), (4, 480)):  # growing, its end never comes
+        event = event_payload(9, False, duration)
+        leg.receive_rtp(struct.pack("!BBHII", 0x80, 101, seq, 8000, 7) + event, at)
+    # Audio beside the press (a phone that sends both) keeps within a packet or two of it.
+    for seq, ts in ((5, 8000 + 480), (6, 8000 + 640)):
+        leg.receive_rtp(struct.pack("!BBHII", 0x80, 0, seq, ts, 7) + bytes(160), at)
+    assert keys == []
+    audio = struct.pack("!BBHII", 0x80, 0, 7, 8000 + 480 + 480, 7) + bytes(160)
+    leg.receive_rtp(audio, at)  # three packets past it: the key was let go
+    assert keys == [("9", 60)]
+    leg.receive_rtp(struct.pack("!BBHII", 0x80, 0, 8, 8000 + 1120, 7) + bytes(160), at)
+    assert keys == [("9", 60)]  # once
+    leg.stop(bye=False)
+
+
 async def test_forwarded_packets_are_numbered_into_the_legs_stream() -> None:
     leg, wire, _ = new_leg("PCMU", 0)
     assert leg.track is not None
