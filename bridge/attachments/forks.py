@@ -36,7 +36,7 @@ from ..http import RedirectRefused, url_parts
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
-from .queued_source import QueuedSource
+from .queued_source import MAX_MARKS, QueuedSource
 from .twilio import TwilioEvents, custom_parameters
 from .wavix import ForkDialect, WavixEvents
 from .wire import OutgoingQueue
@@ -203,6 +203,7 @@ class Fork:
         ws = self._ws
         assert ws is not None
         malformed = 0  # the app's messages the fork could not read: the first one said
+        unmarked = 0  # its marks over the bound, dropped: the first one said
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
                 continue  # a one-way fork ignores what the app sends
@@ -213,7 +214,18 @@ class Fork:
                     raw = base64.b64decode(body["media"]["payload"], validate=True)
                     self.source.push(self._decode(raw))
                 elif event == "mark":
-                    self.source.mark(str(body["mark"]["name"])[:200])
+                    if not self.source.mark(str(body["mark"]["name"])[:200]):
+                        # Over the marks that may wait (MAX_MARKS): this one never comes back
+                        # (the protocol has no refusal to send): said once, counted at the end.
+                        unmarked += 1
+                        if unmarked == 1:
+                            log.warning(
+                                "call %s: fork %s sent more marks than may wait (%d); those "
+                                "over it are dropped, never answered",
+                                self.call_id,
+                                self.id,
+                                MAX_MARKS,
+                            )
                 elif event == "clear":
                     self.source.clear()
             except (BadRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -234,6 +246,10 @@ class Fork:
                 self.call_id,
                 self.id,
                 malformed,
+            )
+        if unmarked > 1:
+            log.warning(
+                "call %s: fork %s dropped %d marks over the bound", self.call_id, self.id, unmarked
             )
         if not self._stopping:
             self._tasks.spawn(self._finish("disconnected"), "closed")

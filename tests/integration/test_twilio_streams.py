@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 
 import numpy as np
@@ -175,6 +176,42 @@ async def test_an_empty_media_payload_is_skipped_and_the_fork_goes_on(
     await client.post("/call/hangup", json={"callID": call["callID"]})
     await asyncio.wait_for(fs.closed.wait(), 3)
     assert fs.messages[-1]["event"] == "stop"
+
+
+async def test_marks_over_the_bound_are_said_once_not_lost_silently(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """An app that sends more marks than may wait behind its audio (MAX_MARKS): those within
+    the bound come back as their audio plays; those over it are dropped, said once at WARNING
+    and counted at the fork's end (they vanished without a word: the protocol has no refusal
+    to send)."""
+    from bridge.attachments.queued_source import MAX_MARKS
+
+    caplog.set_level(logging.WARNING, logger="bridge.attachments.forks")
+    clip = ulaw_encode(tone(1000, 1600, 8000, 0.4))  # 0.2 s
+    media = {"event": "media", "streamSid": "MZx", "media": {"payload": ""}}
+    media["media"]["payload"] = base64.b64encode(clip).decode()
+    marks = [{"event": "mark", "streamSid": "MZx", "mark": {"name": f"m{i}"}} for i in range(3)]
+    over = [{"event": "mark", "streamSid": "MZx", "mark": {"name": "x"}}] * (MAX_MARKS - 3 + 5)
+    client = await make_client(sim_peer="silence", fork_url_allow=("127.0.0.1",))
+    fs, url = await fork_server(aiohttp_server, [media, *marks, *over])
+    call = await active_call(client)
+    resp = await client.post(
+        f"/call/{call['callID']}/streams", json={"url": url, "type": "twoway", "format": "twilio"}
+    )
+    assert resp.status == 201
+
+    def answered() -> list[str]:
+        return [m["mark"]["name"] for m in fs.messages if m["event"] == "mark"]
+
+    # (Answered all at once as the clip ends, a thousand of them outrun the fork's bounded
+    # queue to the app: the first are what this checks.)
+    await until(lambda: answered()[:3] == ["m0", "m1", "m2"], 5.0, "the first marks answered")
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    await until(lambda: any("marks over the bound" in r.getMessage() for r in caplog.records), 3)
+    said = [r.getMessage() for r in caplog.records if "mark" in r.getMessage()]
+    assert len(said) == 2 and "more marks than may wait" in said[0], said
+    assert "dropped 5 marks over the bound" in said[1], said
 
 
 async def test_twilio_fork_request_is_checked(make_client) -> None:
