@@ -196,7 +196,10 @@ class CallRuntime:
         return self.hold.held
 
     def set_muted(self, muted: bool) -> None:
-        """Mute or unmute what the browsers send WhatsApp (``call.muted`` / ``call.unmuted``)."""
+        """Mute or unmute what the browsers send WhatsApp (``call.muted`` / ``call.unmuted``,
+        on a change only: as hold, a repeated mute is no news)."""
+        if muted == self.bus.muted:
+            return
         self.bus.muted = muted
         self.emit("call.muted" if muted else "call.unmuted")
 

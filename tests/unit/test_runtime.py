@@ -235,6 +235,7 @@ async def test_mute_and_hold_have_one_copy_each(setup) -> None:
     published: list[str] = []
     manager.events.listen(lambda type_, c: published.append(type_))
     runtime.set_muted(True)
+    runtime.set_muted(True)  # no change, no event (a second call.muted came each time)
     runtime.set_held(True)
     runtime.set_held(True)  # no change, no event
     assert runtime.bus.muted and runtime.bus.conference.held
