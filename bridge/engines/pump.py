@@ -68,6 +68,8 @@ class EnginePump:
             pass
         except (MediaClosed, ConnectionError) as exc:
             self._ended(exc)
+        except Exception as exc:  # a bug: the media ends with it, never a call left silent
+            self._failed("uplink", exc)
 
     async def _run_downlink(self) -> None:
         reframer = Reframer(FRAME_SAMPLES)
@@ -78,6 +80,22 @@ class EnginePump:
                     self.bus.push_downlink(frame)
         except (MediaClosed, ConnectionError) as exc:
             self._ended(exc)
+        except Exception as exc:  # a bug: the media ends with it, never a call left silent
+            self._failed("downlink", exc)
+
+    def _failed(self, way: str, exc: Exception) -> None:
+        """An unexpected error moving the media (a channel's bug): the task died, so the
+        call's engine media is over, said once, as a lost channel would be (before, the task
+        died alone and the call stayed up with that direction silent)."""
+        if not self._closing:
+            log.warning(
+                "call %s: the engine media's %s failed: %r; its media ends",
+                self.bus.call_id,
+                way,
+                exc,
+                exc_info=exc,
+            )
+        self._ended(MediaFatal(f"{way} failed: {type(exc).__name__}"))
 
     def _leg_ended(self, why: str) -> None:
         self._ended(MediaFatal(why))

@@ -148,3 +148,39 @@ async def test_a_far_end_whose_tick_raised_talks_on_and_one_that_always_raises_i
     said = [r for r in caplog.records if "far end failed" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING"
     await pump.close()
+
+
+class _Broken:
+    """A remote engine's channel whose ``recv`` meets a bug (its own: not a closed socket)."""
+
+    def __init__(self) -> None:
+        self.sent: list[np.ndarray] = []
+
+    async def send(self, pcm: np.ndarray) -> None:
+        self.sent.append(pcm)
+
+    async def recv(self) -> np.ndarray:
+        raise RuntimeError("a channel's bug")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_channel_whose_recv_fails_ends_the_media_not_leaves_it_silent(caplog) -> None:
+    """An unexpected error in the downlink task: the pump tells its owner (the call ends as
+    one whose media was lost) and says it once at WARNING; the task died alone before, the
+    call up with WhatsApp's side silent for good."""
+    import logging
+
+    from bridge.engines.channels import MediaFatal
+
+    caplog.set_level(logging.WARNING, logger="bridge.engines.pump")
+    bus = CallBus("c3")
+    ended: list[BaseException | None] = []
+    pump = EnginePump(bus, _Broken(), on_closed=ended.append)  # type: ignore[arg-type]
+    pump.start()
+    await until(lambda: ended, 2, "the pump's end")
+    assert len(ended) == 1 and isinstance(ended[0], MediaFatal), ended
+    said = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    await pump.close()
