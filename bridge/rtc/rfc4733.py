@@ -68,17 +68,23 @@ class DtmfDetector:
         if flags & 0x80:
             self._report()
 
-    def audio(self, timestamp: int) -> None:
-        """An audio packet of the stream, RTP time ``timestamp``: a press whose end packets
-        were all lost is over once the audio is past its duration by 60 ms (RFC 4733 §2.5.1.3:
-        the sender's audio resumes after the event), and is reported then; before, only the
-        next press reported it, so a last press never was."""
+    def audio(self, timestamp: int, clock: int) -> None:
+        """An audio packet of the stream, RTP time ``timestamp`` on the audio's ``clock``: a
+        press whose end packets were all lost is over once the audio is past its duration by
+        60 ms (RFC 4733 §2.5.1.3: the sender's audio resumes after the event), and is reported
+        then; before, only the next press reported it, so a last press never was. The press
+        starts on the audio's timeline and counts its duration on the event's own clock
+        (Meta's 8 kHz events beside 48 kHz Opus): compared in seconds."""
         if not self.open or self._timestamp is None or not self._duration:
             return
         after = (timestamp - self._timestamp) & 0xFFFFFFFF
-        # Past its duration by three packets: a phone that sends its audio beside the event's
-        # packets keeps within one or two of it while the key is held.
-        if after < 0x80000000 and after >= self._duration + self.clock_rate * 3 // 50:
+        # In event-clock ticks times audio-clock ticks, to stay in integers: past its duration
+        # by three packets (a phone that sends its audio beside the event's packets keeps
+        # within one or two of it while the key is held), and within 5 s of it (an event
+        # timed on another timeline than its audio's is never ended by the audio).
+        past = after * self.clock_rate - self._duration * clock
+        unit = self.clock_rate * clock
+        if unit * 3 // 50 <= past <= unit * 5:
             self._report()
 
     def _report(self) -> None:

@@ -86,6 +86,7 @@ async def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_audio_
     past its duration by three packets (before, only a next press reported it, so a last one
     never was); audio sent beside a held key does not cut it short."""
     leg, _, keys = new_leg("PCMU", 0)
+    leg.use_codec("PCMU", 0)  # (the reports' clock: 8 kHz, as a trunk's leg sets it)
     at = time.monotonic()
     for seq, duration in ((2, 160), (3, 320), (4, 480)):  # growing, its end never comes
         event = event_payload(9, False, duration)
