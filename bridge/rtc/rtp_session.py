@@ -180,7 +180,7 @@ class RtpSession:
                     playout.packet(seq, timestamp, payload, at)
                 dtmf = self.dtmf
                 if dtmf is not None and dtmf[1].open:  # a press whose end was lost: over?
-                    dtmf[1].audio(timestamp)
+                    dtmf[1].audio(timestamp, self.reports.clock)
             elif self.red is not None and pt == self.red[0]:
                 self._red(ssrc, seq, timestamp, payload, at)
             elif self.dtmf is not None and pt == self.dtmf[0]():
