@@ -80,9 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Once the app was built and the ports bound (a start-up error stays one line on stderr).
     install_event_loop(settings.server.uvloop)
     web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
-    # The shutdown is done and the closed loop put the default handlers back: a stop signal
-    # still on its way (make and systemd signal every process, a supervisor its workers too)
-    # must not turn this clean stop into a kill (exit -15 after "stopped").
+    # The shutdown is done: a stop signal still on its way (make and systemd signal every
+    # process, a supervisor its workers too) must not turn this clean stop into a kill (exit
+    # -15 after "stopped"). StopSignals kept its own handler past the loop's close; this one
+    # also covers a run that ended without a shutdown (a start-up that failed).
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     log.info("stopped")

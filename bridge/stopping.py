@@ -20,6 +20,8 @@ from aiohttp import web
 
 log = logging.getLogger(__name__)
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
 SAME_STOP_WITHIN = 0.5
 """Seconds after the first stop signal within which another is the same stop passed on again
 (machines pass it on within milliseconds, even on a loaded host; an operator's second Ctrl-C
@@ -88,7 +90,7 @@ class StopSignals:
 
     async def _listen(self, _app: web.Application) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._signalled, sig)
 
     async def _started(self, _app: web.Application) -> None:
@@ -98,6 +100,22 @@ class StopSignals:
 
     async def _shutting_down(self, _app: web.Application) -> None:
         self.stopping = True  # from now on a signal is a repeat: said once, ignored
+        # The loop's handlers end with the loop: run_app closes it after the shutdown, and a
+        # closing loop puts the default handlers back, so a repeat arriving between that and
+        # __main__'s last lines killed a clean stop (exit -15 after "ignored"). The repeat's
+        # handler is the process's own from now on; the signals wait, blocked, while it
+        # changes hands (between the two calls the default handler would be in place).
+        loop = asyncio.get_running_loop()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, self._repeat)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+    def _repeat(self, signum: int, _frame: object) -> None:
+        self._signalled(signal.Signals(signum))
 
     def _signalled(self, sig: signal.Signals) -> None:
         if self.starting:

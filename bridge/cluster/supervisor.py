@@ -315,7 +315,10 @@ class Supervisor:
             yield read
         finally:
             for s, handler in previous.items():
-                signal.signal(s, handler)
+                # Once stopping, a repeat still on its way (systemd signals the whole unit)
+                # must not kill the stop it repeats: the stop signals stay ignored.
+                stopped = s in _STOP_SIGNALS and self._stop_signal is not None
+                signal.signal(s, signal.SIG_IGN if stopped else handler)
             signal.set_wakeup_fd(previous_fd)
             os.close(read)
             os.close(write)

@@ -150,6 +150,41 @@ async def test_a_stop_asked_again_while_the_shutdown_runs_does_not_cut_it_short(
     assert out.decode().split() == ["cleaned", "stopped"], (out, err)
 
 
+REPEATED_AFTER_THE_LOOP = r"""
+import logging, os, signal, sys
+from aiohttp import web
+from bridge.stopping import StopSignals
+
+logging.basicConfig(level=logging.WARNING)
+
+async def ready(app):
+    print("ready", flush=True)
+
+app = web.Application()
+app.on_startup.append(ready)
+StopSignals().install(app)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
+# The loop is closed; __main__ has yet to reach its last lines: the same stop, passed on.
+os.kill(os.getpid(), signal.SIGTERM)
+print("stopped", flush=True)
+"""
+
+
+async def test_a_repeat_after_the_loop_closed_does_not_kill_the_stop() -> None:
+    """The loop's signal handlers end with it and a closed loop puts the default ones back:
+    a repeat landing between the loop's close and the process's last lines ended a clean stop
+    with -15 (seen on a loaded CI machine: "ignored", then killed). ``StopSignals`` hands the
+    repeats to a handler of the process's own when the shutdown begins."""
+    proc = await app_script(REPEATED_AFTER_THE_LOOP)
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 30) == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["stopped"], (out, err)
+    assert err.decode().count("SIGTERM while stopping: ignored") == 1, err.decode()
+
+
 STOPPED_DURING_START_UP = r"""
 import asyncio, logging, sys
 from aiohttp import web

@@ -58,7 +58,7 @@ while True:
 """
 
 SUPERVISOR = r"""
-import json, logging, sys
+import json, logging, os, signal, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 from bridge.cluster.supervisor import Supervisor
 cfg = json.loads(sys.argv[1])
@@ -69,7 +69,10 @@ supervisor = Supervisor(
     drain_timeout=cfg["drain_timeout"],
     start_window=cfg["start_window"],
 )
-sys.exit(supervisor.run())
+code = supervisor.run()
+if cfg["repeat_after_run"]:  # the same stop, passed on, arriving after the run's end
+    os.kill(os.getpid(), signal.SIGTERM)
+sys.exit(code)
 """
 
 
@@ -85,12 +88,19 @@ def alive(pid: int) -> bool:
 class Run:
     """A supervisor process over workers of the given modes (drain, stubborn, crash)."""
 
-    def __init__(self, tmp: Path, modes: list[str], drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        modes: list[str],
+        drain_timeout: float = 30.0,
+        repeat_after_run: bool = False,
+    ) -> None:
         self.dir = tmp / "workers"
         self.dir.mkdir(parents=True)
         self.log = tmp / "supervisor.log"
         cfg = {"modes": modes, "worker": WORKER, "dir": str(self.dir)}
         cfg["drain_timeout"] = drain_timeout
+        cfg["repeat_after_run"] = repeat_after_run
         # Generous: a crash at start on a loaded machine must still count as one.
         cfg["start_window"] = 10.0
         with self.log.open("wb") as err:
@@ -194,6 +204,17 @@ def test_the_same_stop_passed_on_twice_still_drains(start) -> None:
     assert run.exit_code() == 0, run.text()
     assert run.stopped() == {pid: "SIGTERM" for pid in pids}
     assert "killing" not in run.text() and "all workers stopped" in run.text()
+
+
+def test_a_repeat_after_the_supervision_ends_does_not_kill_the_stop(start) -> None:
+    """A stop passed on again can land after the workers drained, when the supervisor put
+    the default handlers back: that killed a clean stop with -15. Once stopping, the stop
+    signals stay ignored to the end."""
+    run = start(["drain"], repeat_after_run=True)
+    run.wait_for("a worker", lambda: len(run.workers()) == 1)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.exit_code() == 0, run.text()
+    assert "all workers stopped" in run.text()
 
 
 def test_a_second_stop_signal_later_kills_at_once(start) -> None:
