@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from bridge.api.keys import ENGINE
-from bridge.audio import rms_dbfs
 
 from ..support.requires import require
-from ..support.spectrum import dominant_frequency
+from ..support.spectrum import dominant_frequency, steady_level_db
 
 NODE_DIR = Path(__file__).parent / "node"
 NODE = shutil.which("node")
@@ -56,7 +55,9 @@ async def test_libwebrtc_peer_audio_both_ways(make_client) -> None:
     pcm = np.concatenate(list(sim_call.heard))
     assert {f.size for f in sim_call.heard} == {320}
     assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
-    assert rms_dbfs(pcm) == pytest.approx(-9.0, abs=2.0)
+    # The tone's level where it plays: a loaded host's stall leaves a gap, judged apart
+    # (-11.2 dBFS over the whole call once in a clean-clone run at load 3).
+    assert steady_level_db(pcm, 16_000) == pytest.approx(-9.0, abs=2.0)
     snap = await (await client.get(f"/call/{result['callID']}")).json()
     assert snap["state"] == "ended" and snap["endReason"] == "hangup"
 
