@@ -277,6 +277,48 @@ async def test_metas_terminate_webhook_ends_a_sip_call_whose_cancel_never_came(
         await peer.close()
 
 
+async def test_metas_terminate_webhook_ends_our_sip_call_by_the_wacid_its_answer_named(
+    sip_rig, meta, tmp_path
+):
+    """A call the business placed on the SIP road is keyed by our Call-ID; Meta's ``calls``
+    webhooks name it by its wacid, which Meta's 200 carries (``x-wa-meta-wacid``). A
+    ``terminate`` for that wacid with no BYE after it is the backstop it is for Meta's own
+    calls: the call ends with Meta's reason and our BYE closes the dialog (before, the webhook
+    found no call and the call stayed up)."""
+    rig, _ = await shared_rig(sip_rig, meta, tmp_path)
+    await _webhooks_on(rig)
+    sipp = rig.sipp("bic.xml")
+    peer = MetaPeer(660.0)
+    try:
+        answer = sip_answer(await peer.offer(), opus_pt=96)
+        keys = {
+            "sdp": answer.replace("\r\n", "\n").strip(),
+            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+        }
+        await sipp.start(remote=None, keys=keys, server=True)
+        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        resp = await rig.client.post("/call/make", json={"phone": "+5521999999999"}, headers=ADMIN)
+        assert resp.status == 201, await resp.text()
+        made = await resp.json()
+        await wait_state(rig.client, made["callID"], "active", timeout=5, headers=ADMIN)
+        [engine_id] = rig.engine.calls
+        assert not engine_id.startswith("wacid."), engine_id  # ours, not Meta's
+        item = {"id": "wacid.BIC1", "from": NUMBER, "to": "5521999999999"}
+        ended = {"calls": [{**item, "direction": "BUSINESS_INITIATED", "event": "terminate"}]}
+        ended["calls"][0]["timestamp"] = str(int(time.time()))
+        ended["calls"][0]["status"] = "FAILED"
+        ended["calls"][0]["errors"] = [{"code": 138020, "message": "Relay connection failed"}]
+        resp = await meta.post(rig.client, meta.envelope(ended))
+        assert resp.status == 200, await resp.text()
+        snapshot = await wait_state(rig.client, made["callID"], "ended", timeout=6, headers=ADMIN)
+        assert snapshot["endReason"] == "relay_failed", snapshot
+        assert await sipp.finish() == 0, sipp.report()  # bic.xml took our BYE, answered 200
+        assert "BYE-ROUTED" in sipp.logged(), sipp.report()
+        assert not rig.engine.calls and not rig.engine.dialogs.by_meta_wacid
+    finally:
+        await peer.close()
+
+
 async def _webhooks_on(rig) -> None:
     resp = await rig.client.patch(
         "/numbers/default/settings", json={"sip": {"webhookDelivery": "ENABLED"}}, headers=ADMIN

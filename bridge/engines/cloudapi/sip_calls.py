@@ -40,6 +40,9 @@ class SipCall(MetaCall):
     uac: InviteClient | None = None
     """Outbound: our INVITE."""
     dialog: Dialog | None = None
+    meta_wacid: str = ""
+    """Outbound: Meta's wacid for the call, once a response to our INVITE named it (Meta's
+    ``calls`` webhooks name the call by it; we key it by our own Call-ID)."""
     confirmed_at: float | None = None
     """When the dialog was confirmed (the ACK to our 200, or our ACK to Meta's)."""
 
@@ -64,13 +67,20 @@ def engine_call_id(req: Request) -> str:
     """``x-wa-meta-wacid`` (Meta's call id), else the wacid Meta's Call-ID carries
     (``outgoing:wacid.…``), else the Call-ID: the key the number's ``calls`` webhooks
     (``sip.webhook_delivery``) name the same call by."""
-    wacid = req.get("x-wa-meta-wacid").strip()
-    if wacid and len(wacid) <= 200 and WACID.fullmatch(wacid):
+    wacid = meta_wacid(req)
+    if wacid:
         return wacid
     inside = req.call_id.removeprefix(META_CALL_ID_PREFIX)
     if inside != req.call_id and inside.startswith("wacid.") and WACID.fullmatch(inside[:200]):
         return inside[:200]
     return req.call_id[:200]
+
+
+def meta_wacid(msg: Request | Response) -> str:
+    """Meta's call id in the message's ``x-wa-meta-wacid`` header; ``""`` when none (or not
+    one: too long, or characters a wacid never has)."""
+    wacid = msg.get("x-wa-meta-wacid").strip()
+    return wacid if len(wacid) <= 200 and WACID.fullmatch(wacid) else ""
 
 
 def invite_metadata(req: Request) -> dict[str, Any]:

@@ -60,6 +60,8 @@ class SipDialogs(MetaCalls):
         answered in kind for a G.711 PBX phone)."""
         self.calls: dict[str, SipCall] = {}
         self.by_dialog: dict[tuple[str, str], SipCall] = {}
+        self.by_meta_wacid: dict[str, SipCall] = {}
+        """The calls we placed, by the wacid Meta's answers named (:meth:`named`)."""
         self.ua: UserAgent | None = None
         """Set once the engine has started its user agent."""
         self.over = Remembered()
@@ -77,9 +79,23 @@ class SipDialogs(MetaCalls):
         self.by_dialog[dialog.key] = call
         self.user_agent().dialogs[dialog.key] = dialog
 
+    def named(self, call: SipCall, wacid: str) -> None:
+        """A response to our INVITE named Meta's wacid for ``call``: its webhooks (a
+        ``terminate`` backstop) find the call by it."""
+        if wacid and not call.meta_wacid and call.state != "ended":
+            call.meta_wacid = wacid
+            self.by_meta_wacid[wacid] = call
+
+    def by_webhook(self, wacid: str) -> SipCall | None:
+        """The live call a ``calls`` webhook names: Meta's own by its INVITE's wacid, ours
+        by the wacid Meta's answer named."""
+        return self.calls.get(wacid) or self.by_meta_wacid.get(wacid)
+
     def drop(self, call: SipCall) -> None:
         call.state = "ended"
         self.calls.pop(call.wacid, None)
+        if self.by_meta_wacid.get(call.meta_wacid) is call:
+            del self.by_meta_wacid[call.meta_wacid]
         if call.tx is not None:  # found by its INVITE's dialog from the INVITE on (a CANCEL)
             self.by_dialog.pop(call.tx.dialog.key, None)  # ended unconfirmed: only there
         if call.dialog is not None:
@@ -98,7 +114,7 @@ class SipDialogs(MetaCalls):
         if wacid in self.over:
             return False
         self.over.add(wacid)
-        return wacid in self.calls
+        return self.by_webhook(wacid) is not None
 
     async def terminated_by_meta(self, ev: CallWebhook) -> None:
         """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
@@ -106,7 +122,7 @@ class SipDialogs(MetaCalls):
         :data:`BYE_GRACE_S` lost its BYE on the way and ends here, as Meta says it did (its
         status, error codes and duration, as a Graph call's terminate: ``codes.py``)."""
         await asyncio.sleep(BYE_GRACE_S)
-        call = self.calls.get(ev.wacid)
+        call = self.by_webhook(ev.wacid)
         if call is None or call.state == "ended":
             return
         answered, outbound = call.state == "accepted", call.direction == "outbound"

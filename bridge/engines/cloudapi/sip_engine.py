@@ -47,7 +47,7 @@ from ..base import (
 from .artifacts import MetaArtifacts
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
-from .sip_calls import SipCall, bic_failure, meta_code
+from .sip_calls import SipCall, bic_failure, meta_code, meta_wacid
 from .sip_dialogs import SipDialogs
 from .webhook import CallWebhook
 
@@ -164,7 +164,7 @@ class SipEngine(CloudApiRoad[SipCall]):
         # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way,
         # or comes before the INVITE (sip_dialogs: refused then); connects and statuses add
         # nothing to the INVITE and its answers. (The call id is Meta's wacid on calls Meta
-        # placed; our own INVITEs' are ours.)
+        # placed; our own INVITEs' are ours, found by the wacid Meta's answer named.)
         for event in events:
             if event.kind == "terminate" and self.dialogs.terminated(event.wacid):
                 self._tasks.spawn(
@@ -269,11 +269,13 @@ class SipEngine(CloudApiRoad[SipCall]):
 
     async def _run_dial(self, call: SipCall, uac: InviteClient) -> None:
         def progress(resp: Response) -> None:
+            self.dialogs.named(call, meta_wacid(resp))
             if call.state == "calling":
                 call.state = "ringing"
                 emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
 
         final = await uac.run(progress)
+        self.dialogs.named(call, meta_wacid(final))
         if call.state == "ended":  # hung up meanwhile
             if uac.dialog is not None:  # a 200 crossed our CANCEL: end it (§9.1)
                 await self.dialogs.user_agent().in_dialog(uac.dialog, "BYE")
