@@ -140,6 +140,28 @@ async def test_bic_not_taken(sip_rig, caplog, status, reason, end_reason):
         assert "BRIDGE_SIP_HOSTNAME" in warning and "sip:+15550009999@localhost" in warning
 
 
+async def test_bic_refused_for_want_of_permission_says_a_companion_call_granted_none(sip_rig):
+    """Meta refuses our INVITE naming 138006 (RFC 3326 ``Reason``) to a user who called the
+    business two minutes ago: as on Graph, the end says that call granted no callback
+    permission (a companion device's does not), not only "no permission"."""
+    rig = await sip_rig()
+    reason = 'Reason: Q.850;cause=21;text="138006 No permission to call this user"'
+    sipp = rig.sipp("bic_fail.xml", STATUS="403", REASON="Forbidden", EXTRA=reason)
+    await sipp.start(remote=None, keys={}, server=True)
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+    permissions = rig.engine.graph_side.permissions
+    permissions.heard_from("5521999999999", called=True, at=permissions.clock() - 120)
+    resp = await rig.client.post("/call/make", json={"phone": "5521999999999"})
+    assert resp.status == 201, await resp.text()
+    call = await resp.json()
+    ended = await wait_state(rig.client, call["callID"], "ended", timeout=5)
+    assert ended["endReason"] == "no_call_permission", ended
+    assert "companion device" in ended["endDetail"], ended
+    event = await until(lambda: rig.ended(call["callID"]), 10, "call.ended")
+    assert event.data["cause"] == "no_callback_from_companion", event.data
+    assert await sipp.finish() == 0, sipp.report()
+
+
 async def test_bic_hangup_while_ringing_cancels(sip_rig):
     rig = await sip_rig()
     sipp = rig.sipp("bic_cancel.xml")

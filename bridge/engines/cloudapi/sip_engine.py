@@ -23,7 +23,7 @@ from collections.abc import Callable
 import aiohttp
 
 from ...config import IceSettings, Settings
-from ...errors import EngineError
+from ...errors import EngineError, NoCallPermission
 from ...sip import (
     DigestServer,
     Doors,
@@ -45,6 +45,7 @@ from ..base import (
     emit,
 )
 from .artifacts import MetaArtifacts
+from .graph import NO_CALL_PERMISSION
 from .graph_side import CloudApiRoad, GraphSide
 from .media import MediaLeg, new_leg
 from .sip_calls import SipCall, bic_failure, meta_code, meta_wacid
@@ -286,8 +287,15 @@ class SipEngine(CloudApiRoad[SipCall]):
             )
             log.warning("SIP call %s to %s: %s", call.wacid, call.peer_wa, why)
             await self.dialogs.forget(call)
-            detail = meta_code(final)[1] or f"SIP {final.status}: {final.reason}"
-            self.dialogs.ended(call, reason, detail, sipStatus=final.status, sipReason=why)
+            known, detail = meta_code(final)
+            data: dict[str, object] = {}
+            if known is not None and known.code == NO_CALL_PERMISSION:
+                # As on Graph: a user who called lately from a companion device granted none.
+                refusal = NoCallPermission(detail)
+                self.graph_side.permissions.call_forbidden(call.peer_wa, refusal)
+                detail, data = refusal.message, refusal.details
+            detail = detail or f"SIP {final.status}: {final.reason}"
+            self.dialogs.ended(call, reason, detail, sipStatus=final.status, sipReason=why, **data)
             return
         self.dialogs.confirmed(call, uac.dialog)
         call.confirmed_at = time.monotonic()
