@@ -1,6 +1,6 @@
 """Who a request is about: a WhatsApp user named by ``phone`` (digits) or, for a user who
 shows no phone number, by ``recipient`` (their business-scoped user id, Meta's BSUID):
-exactly one of the two (``/call/make``, ``/call/permissions``)."""
+exactly one of the two (``/call/make``, ``/call/permissions``; the call button's ``to``)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from ..calls.model import normalize_user
 from ..errors import BadRequest
 
 
-def user_of(body: dict[str, Any]) -> str:
-    """The user ``body`` names: ``phone``'s digits or ``recipient``'s BSUID (400
+def user_of(body: dict[str, Any], phone_key: str = "phone") -> str:
+    """The user ``body`` names: ``phone_key``'s digits or ``recipient``'s BSUID (400
     ``invalid_phone`` unless exactly one is given, and well formed)."""
-    phone, recipient = body.get("phone"), body.get("recipient")
+    phone, recipient = body.get(phone_key), body.get("recipient")
     if (recipient is None) == (phone is None):
         raise BadRequest(
-            "give one of 'phone' (digits) and 'recipient' (a WhatsApp user's business-scoped "
-            "user id), not both",
+            f"give one of '{phone_key}' (digits) and 'recipient' (a WhatsApp user's "
+            "business-scoped user id), not both",
             code="invalid_phone",
         )
     return normalize_phone(phone) if phone is not None else normalize_user(recipient)

@@ -101,6 +101,35 @@ async def test_permission_asked_answered_and_read_by_bsuid(cclient, meta):
     assert (await client.get("/call/permissions/us.lowercase")).status == 400
 
 
+async def test_a_call_button_to_a_user_who_shows_no_phone(cclient, meta):
+    """The call button goes to a BSUID as ``recipient`` (Meta's message takes either), inside
+    the window the user's message opened; the call they start from it carries its payload.
+    ``to`` and ``recipient`` together, or neither, are a 400."""
+    meta.perms.strict = True
+    client = await cclient()
+    await deliver(client, meta, meta.perms.user_writes(BSUID))
+    button = {"recipient": BSUID, "text": "Call us about order 42", "payload": "order-42"}
+    resp = await client.post("/numbers/default/call-button", json=button)
+    body = await resp.json()
+    assert resp.status == 202 and body["recipient"] == BSUID and "to" not in body, body
+    [sent] = [a for a in meta.actions if a.get("edge") == "messages"]
+    assert sent["recipient"] == BSUID and "to" not in sent, sent
+    assert sent["interactive"]["action"]["parameters"] == {"payload": "order-42"}
+    await meta.user_presses_call_button(client, BSUID)
+
+    async def ringing() -> dict | None:
+        calls = (await (await client.get("/call/status")).json())["calls"]
+        return calls[0] if calls else None
+
+    call = await until(ringing, 5, "the call from the button")
+    assert call["peer"] == f"{BSUID}@s.whatsapp.net", call
+    assert call["metadata"]["whatsapp"]["ctaPayload"] == "order-42", call
+    for bad in ({"text": "hi"}, {"to": "5521999999999", "recipient": BSUID, "text": "hi"}):
+        resp = await client.post("/numbers/default/call-button", json=bad)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "invalid_phone", (bad, error)
+
+
 async def test_a_user_id_change_moves_the_window_and_the_permission(cclient, meta):
     meta.perms.strict = True
     client = await cclient()
