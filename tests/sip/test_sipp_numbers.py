@@ -201,6 +201,18 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
     assert not rig.engine.calls
 
 
+async def meta_answers(rig, sipp, peer: MetaPeer) -> None:
+    """SIPp as Meta for ``bic.xml``: it answers our INVITE with ``peer``'s SDP (Opus on 96, as
+    the bridge's offer has it) along a route set through the rig's hops."""
+    answer = sip_answer(await peer.offer(), opus_pt=96)
+    keys = {
+        "sdp": answer.replace("\r\n", "\n").strip(),
+        "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
+    }
+    await sipp.start(remote=None, keys=keys, server=True)
+    await rig.hops.start(rig.engine.ua.port, sipp.port)
+
+
 async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(sip_rig, meta, tmp_path):
     rig, _ = await shared_rig(sip_rig, meta, tmp_path)
     number_b, password_b = await sip_number_b(rig, meta)
@@ -210,13 +222,7 @@ async def test_a_run_time_number_calls_out_as_itself_with_its_own_password(sip_r
     sipp.scenario.write_text(text)  # SIPp checks our From: number B at its host name
     peer = MetaPeer(660.0)
     try:
-        answer = sip_answer(await peer.offer(), opus_pt=96)
-        keys = {
-            "sdp": answer.replace("\r\n", "\n").strip(),
-            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
-        }
-        await sipp.start(remote=None, keys=keys, server=True)
-        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        await meta_answers(rig, sipp, peer)
         body = {"phone": "+5521999999999", "from": number_b}
         resp = await rig.client.post("/call/make", json=body, headers=ADMIN)
         assert resp.status == 201, await resp.text()
@@ -290,13 +296,7 @@ async def test_metas_terminate_webhook_ends_our_sip_call_by_the_wacid_its_answer
     sipp = rig.sipp("bic.xml")
     peer = MetaPeer(660.0)
     try:
-        answer = sip_answer(await peer.offer(), opus_pt=96)
-        keys = {
-            "sdp": answer.replace("\r\n", "\n").strip(),
-            "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",
-        }
-        await sipp.start(remote=None, keys=keys, server=True)
-        await rig.hops.start(rig.engine.ua.port, sipp.port)
+        await meta_answers(rig, sipp, peer)
         resp = await rig.client.post("/call/make", json={"phone": "+5521999999999"}, headers=ADMIN)
         assert resp.status == 201, await resp.text()
         made = await resp.json()
