@@ -15,7 +15,8 @@ its sampling rate: G.722's is 16 kHz, though its SDP says ``G722/8000``, RFC 355
 
 
 class BaresipPhone(Baresip):
-    """One baresip with the account ``sip:<user>@127.0.0.1`` on UDP, answering at once."""
+    """One baresip with the account ``sip:<user>@127.0.0.1`` on UDP, answering at once (or
+    when told: ``answermode``)."""
 
     def __init__(self, conf: Path, user: str, tone_hz: int = 660, codec: str = "PCMU") -> None:
         super().__init__(conf, user, tone_hz)
@@ -30,17 +31,25 @@ class BaresipPhone(Baresip):
         password: str = "",
         regint: int = 60,
         rtcp_mux: bool = False,
+        answermode: str = "auto",
     ) -> None:
         """``registrar`` (``host:port``): register there as ``user`` with ``password``. Its SIP
-        port and the next (the TLS listener baresip opens beside UDP and TCP) are both free."""
+        port and the next (the TLS listener baresip opens beside UDP and TCP) are both free.
+        ``answermode`` ``manual``: it rings until told to ``accept`` (:meth:`command`)."""
 
         def write_config() -> None:
-            self._write_phone_config(srtp, registrar, password, regint, rtcp_mux)
+            self._write_phone_config(srtp, registrar, password, regint, rtcp_mux, answermode)
 
         await self._launch(write_config)
 
     def _write_phone_config(
-        self, srtp: bool, registrar: str, password: str, regint: int, rtcp_mux: bool
+        self,
+        srtp: bool,
+        registrar: str,
+        password: str,
+        regint: int,
+        rtcp_mux: bool,
+        answermode: str,
     ) -> None:
         conf = self.conf
         (conf / "config").write_text(
@@ -62,5 +71,5 @@ class BaresipPhone(Baresip):
         if registrar:
             account = f"<sip:{self.user}@{registrar}>;auth_pass={password};regint={regint}"
         (conf / "accounts").write_text(
-            f"{account};answermode=auto{enc};audio_codecs={self.rtpmap}\n"
+            f"{account};answermode={answermode}{enc};audio_codecs={self.rtpmap}\n"
         )
