@@ -3,7 +3,8 @@ accept the same ring round at once — on one desk with the memory claim, and on
 ("workers") sharing a real Redis — and in a third of the trials a hang-up claims the round in
 the same turn ("terminate always wins" when it is first). Each trial: exactly one of them holds
 the round's claim, exactly the holder's ``accepted`` reaches the bus (none when the hang-up
-won), and every agent that did not win hears ``call.taken``."""
+won), and every agent that did not win hears ``call.taken``. Then an accept taken as the call
+ends: the agent is free again once the call is gone."""
 
 from __future__ import annotations
 
@@ -106,3 +107,81 @@ async def test_1000_racing_trials_two_workers_redis_claim(redis) -> None:
     finally:
         for store in stores:
             await store.close()
+
+
+class SlowToClose:
+    """A child of the call that takes a while to close (a recording flushing, a peer
+    closing): the call's teardown waits for it before it cancels the call's tasks, the
+    route's included. It hears the end first and passes it on (``ended``)."""
+
+    id, kind, wants_media = "slow", "slow", False
+
+    def __init__(self, ended: asyncio.Event) -> None:
+        self.ended = ended
+
+    def call_state(self, state: str, end_reason: str | None) -> None:
+        if state == "ended":
+            self.ended.set()
+
+    async def close(self) -> None:
+        await asyncio.sleep(0.3)
+
+
+async def test_an_accept_taken_as_the_call_ends_leaves_the_agent_free(make_client, redis) -> None:
+    """The accept won its round over Redis and the call's run is taking it — its look-up of
+    where the agent's leg is held here until the hang-up has ended the call — while the call
+    tears down (slowly, :class:`SlowToClose`). The agent hears ``accepted`` and
+    ``call.ended``, is ``available`` again and is rung for the next call (before, the run
+    marked it busy after the end had looked for a winner: busy for good, never rung again)."""
+    from bridge.api.keys import DESK, MANAGER
+
+    from .test_desk import Agent, incoming, states
+
+    client = await make_client(directory=redis.url, internal_secret="s" * 32)
+    store = client.app[DESK].store
+    looked_up, ended = asyncio.Event(), asyncio.Event()
+    read, save = store.agent, store.put_ring
+    taking = False
+
+    async def saved(call_id: str, ring: dict[str, Any]) -> None:
+        nonlocal taking
+        await save(call_id, ring)
+        taking = ring["winner"] is not None  # the run took the accept: its next read is
+
+    async def held_read(tenant_id: str | None, agent_id: str) -> Any:
+        if taking and not looked_up.is_set():
+            looked_up.set()  # where the agent's socket is, for its leg
+            await ended.wait()
+        return await read(tenant_id, agent_id)
+
+    store.agent, store.put_ring = held_read, saved  # type: ignore[method-assign]
+    ann = await Agent.connect(client, "ann")
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    client.app[MANAGER].find_runtime(call_id).attach(SlowToClose(ended))
+    await ann.send(type="accept", callID=call_id)
+    await asyncio.wait_for(looked_up.wait(), 5)
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    heard: set[str] = set()
+    async with asyncio.timeout(5):
+        while not {"accepted", "call.ended"} <= heard:  # in either order
+            heard.add(json.loads((await ann.ws.receive()).data)["type"])
+    try:
+        await until(lambda: _free(client), 2, "ann available")
+    except AssertionError:
+        pytest.fail(f"ann left {await states(client)} once the call is gone")
+    again = await incoming(client, "5521988886666")
+    assert (await ann.next("ringing"))["callID"] == again
+    await client.post("/call/hangup", json={"callID": again})
+    await ann.ws.close()
+
+
+async def _gone(client: Any, call_id: str) -> bool:
+    resp = await client.get(f"/call/{call_id}")
+    return resp.status == 404 or (await resp.json()).get("state") == "ended"
+
+
+async def _free(client: Any) -> bool:
+    from .test_desk import states
+
+    return (await states(client)) == {"ann": "available"}
