@@ -52,8 +52,6 @@ class LegsDesk(Protocol):
 
     def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
 
-    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
-
 
 class AgentLegs:
     """See the module docstring."""
@@ -140,4 +138,4 @@ class AgentLegs:
             raise CallStateError(
                 f"agent {key[1]!r}: the connected leg went", code="agent_not_ready"
             )
-        await self.desk.set_state(key, "busy", runtime.call_id)
+        await run.mark_busy(key)

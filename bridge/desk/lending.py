@@ -2,13 +2,20 @@
 
 The leg lives where the agent's socket is (worker A); the call where WhatsApp's leg is (worker
 B). When the agent wins a ring on B, B asks A over the desk's bus (``lend {callID, tenant,
-agent, url, worker}``); A joins the call's PCM stream on B — ``GET /call/{callID}/stream``
+agent, url, worker, request}``); A joins the call's PCM stream on B — ``GET /call/{callID}/stream``
 with the cluster's internal secret, the same relay a handover uses — and runs it through a bus
 of its own that the leg is attached to, exactly as a remote PCM engine runs into a call's bus
 (``engines/pump.py``): what the call says reaches the agent, what the agent says reaches the
-call as that stream's voice. A answers ``lent {callID, ok}``; B's ``accepted`` says ``leg``
-accordingly (``false``: the app sends the per-call offer). The stream ends with the call (or
-with the agent's session): the leg parks again.
+call as that stream's voice. A answers ``lent {callID, request, ok}``; B's ``accepted`` says
+``leg`` accordingly (``false``: the app sends the per-call offer). The stream ends with the call
+(or with the agent's session): the leg parks again.
+
+Each ask has its own ``request`` id and takes only the answer that names it: an answer that
+comes after its ask gave up (:data:`ANSWER_WAIT`), or one to an ask for another agent of the
+call (a transfer rings a group after the first agent's ask), is dropped, said at DEBUG (a late
+answer is normal). One that lent the leg after all is told to let it go (``unlend {tenant,
+agent, callID, request}``): the call's worker said ``leg: false``, so the app offers a leg of
+its own.
 
 One hop more than a leg on the call's worker (a WebSocket between workers, 20 ms frames), and
 no offer, ICE or DTLS on the call's path either. The agent's key presses (RFC 4733 on the leg)
@@ -19,7 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..calls import ConnectedLeg
@@ -85,12 +93,15 @@ class RemoteCall:
 
 class LendingDesk(Protocol):
     """What lending uses of the desk (``Desk`` is one): the store the workers talk through
-    and where each agent's socket is, this worker's id, and the route run of a call here."""
+    and where each agent's socket is, this worker's id, the route run of a call here, and the
+    desk's tasks."""
 
     store: DeskStore
     worker_id: str
 
     def run_of(self, call_id: str) -> RouteRun | None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
 
 
 class Lending:
@@ -101,8 +112,12 @@ class Lending:
         self.open_stream = open_stream
         self.url = url
         """Where this worker's internal routes are (the other worker opens our stream there)."""
-        self._lent: dict[tuple[AgentKey, str], RemoteCall] = {}
-        """The legs of this worker's agents on calls of other workers, by agent and call."""
+        self._lent: dict[tuple[AgentKey, str], tuple[str, RemoteCall]] = {}
+        """The legs of this worker's agents on calls of other workers, by agent and call, with
+        the request that lent each."""
+        self._asking: dict[str, asyncio.Future[bool]] = {}
+        """This worker's asks waiting for their answer, by request id (each gone when its
+        ask ends, within :data:`ANSWER_WAIT`)."""
 
     # -- on the call's worker
     async def ask(self, key: AgentKey, call_id: str) -> bool:
@@ -111,30 +126,47 @@ class Lending:
         record = await self.desk.store.agent(*key)
         if record is None or record.worker == self.desk.worker_id:
             return False
-        run = self.desk.run_of(call_id)
-        if run is None:
+        if self.desk.run_of(call_id) is None:
             return False
-        await self.desk.store.publish(
-            {
-                "op": "lend",
-                "callID": call_id,
-                "tenant": key[0],
-                "agent": key[1],
-                "url": self.url,
-                "worker": self.desk.worker_id,
-            }
+        request = uuid.uuid4().hex
+        answer = self._asking[request] = asyncio.get_running_loop().create_future()
+        try:
+            await self.desk.store.publish(
+                {
+                    "op": "lend",
+                    "callID": call_id,
+                    "tenant": key[0],
+                    "agent": key[1],
+                    "url": self.url,
+                    "worker": self.desk.worker_id,
+                    "request": request,
+                }
+            )
+            return await asyncio.wait_for(answer, ANSWER_WAIT)
+        except TimeoutError:
+            log.warning("call %s: agent %s's worker did not lend its leg in time", call_id, key[1])
+            return False
+        finally:
+            del self._asking[request]
+
+    def answered(self, message: dict[str, Any]) -> None:
+        """A ``lent`` on the bus: the answer to the ask it names; else (an ask that gave up,
+        another worker's) dropped, and a leg lent after all let go."""
+        if message.get("worker") != self.desk.worker_id:
+            return  # another worker's ask
+        answer = self._asking.get(str(message.get("request")))
+        if answer is not None and not answer.done():
+            answer.set_result(bool(message.get("ok")))
+            return
+        log.debug(
+            "call %s: agent %s's late answer to a lend dropped (ok: %s)",
+            message.get("callID"),
+            message.get("agent"),
+            message.get("ok"),
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ANSWER_WAIT
-        while (left := deadline - loop.time()) > 0:
-            try:
-                message = await asyncio.wait_for(run.inbox.get(), left)
-            except TimeoutError:
-                break
-            if message.get("op") == "lent" and message.get("callID") == call_id:
-                return bool(message.get("ok"))
-        log.warning("call %s: agent %s's worker did not lend its leg in time", call_id, key[1])
-        return False
+        if message.get("ok"):  # lent after its ask gave up ("leg": false went out): let go
+            unlend = {k: message.get(k) for k in ("tenant", "agent", "callID", "request")}
+            self.desk.spawn(self.desk.store.publish({"op": "unlend", **unlend}), "unlend")
 
     # -- on the agent's worker
     def asked(self, session: AgentSession, message: dict[str, Any]) -> None:
@@ -142,6 +174,15 @@ class Lending:
 
     async def _lend(self, session: AgentSession, message: dict[str, Any]) -> None:
         call_id = str(message.get("callID"))
+        request = str(message.get("request"))
+        reply = {
+            "op": "lent",
+            "callID": call_id,
+            "request": request,
+            "tenant": session.key[0],
+            "agent": session.key[1],
+            "worker": message.get("worker"),  # the asking worker's, whose answer this is
+        }
         leg = session.leg
         ok = False
         if leg is not None and leg.usable:
@@ -155,19 +196,21 @@ class Lending:
             except (ConnectionError, OSError, BridgeError) as exc:
                 log.warning("call %s: the agent's leg not lent across workers: %s", call_id, exc)
         if not ok:
-            await self.desk.store.publish({"op": "lent", "callID": call_id, "ok": False})
+            await self.desk.store.publish({**reply, "ok": False})
             return
-        self._lent[(session.key, call_id)] = remote
+        self._lent[(session.key, call_id)] = (request, remote)
         try:  # from here on the leg is given back however this ends (a failed publish too)
-            await self.desk.store.publish({"op": "lent", "callID": call_id, "ok": True})
+            await self.desk.store.publish({**reply, "ok": True})
             await remote.ended.wait()
         finally:
-            self._lent.pop((session.key, call_id), None)
+            if self._lent.get((session.key, call_id), (None,))[0] == request:
+                del self._lent[(session.key, call_id)]
             await remote.close()
 
-    def let_go(self, key: AgentKey, call_id: str) -> None:
-        """The agent is off that call (``transferred`` to another): its stream closes, which
-        takes it off the call there, and its leg parks."""
-        remote = self._lent.get((key, call_id))
-        if remote is not None:
-            remote.ended.set()
+    def let_go(self, key: AgentKey, call_id: str, request: str | None = None) -> None:
+        """The agent is off that call (``transferred`` to another; ``request``: only the leg
+        that request lent, whose ask gave up): its stream closes, which takes it off the call
+        there, and its leg parks."""
+        lent = self._lent.get((key, call_id))
+        if lent is not None and request in (None, lent[0]):
+            lent[1].ended.set()

@@ -95,6 +95,9 @@ class RouteRun:
         """Whether the winner's connected leg joined the call (``False``: its app offers)."""
         self.dialing: str | None = None
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
+        self._presence = asyncio.Lock()
+        """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
+        accept racing the hang-up never lands ``busy`` after the end freed the agent."""
 
     # -- the attachment
     def offer(self, message: dict[str, Any]) -> None:
@@ -117,10 +120,13 @@ class RouteRun:
             await self.desk.store.drop_ring(self.call.id)
             for key in audience | ({winner} if winner else set()):
                 await self.desk.send(key, ended)
-            if winner is not None:
-                record = await self.desk.store.agent(*winner)
-                if record is not None and record.call_id == self.call.id:
-                    await self.desk.set_state(winner, "available")
+            async with self._presence:  # after a busy in flight; none is marked from now
+                # The winner now too: an accept that won the round as the call ended (it
+                # was among the rung, who heard the end above).
+                for key in {k for k in (winner, self.winner) if k is not None}:
+                    record = await self.desk.store.agent(*key)
+                    if record is not None and record.call_id == self.call.id:
+                        await self.desk.set_state(key, "available")
 
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
@@ -291,7 +297,7 @@ class RouteRun:
         )
         for other in others:
             await self.desk.send(other, wire.taken(self.call.id))
-        await self.desk.set_state(key, "busy", self.call.id)
+        await self.mark_busy(key)
         if self.call.state is CallState.RINGING:
             try:
                 await self.desk.manager.answer(self.call.id)
@@ -300,6 +306,15 @@ class RouteRun:
                     "call %s: agent %s accepted, answer failed: %s", self.call.id, key[1], exc
                 )
         return True
+
+    async def mark_busy(self, key: AgentKey) -> bool:
+        """The agent is busy on this call (``False``: the call ended first, it stays free).
+        Ordered with the free at the call's end (:meth:`call_state`)."""
+        async with self._presence:
+            if not self.call.live:
+                return False
+            await self.desk.set_state(key, "busy", self.call.id)
+            return True
 
     async def ensure_answered(self) -> None:
         if self.call.state is CallState.RINGING:

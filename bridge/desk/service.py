@@ -9,7 +9,9 @@ Messages between workers (``store.publish``), each handled where it belongs:
 
 - ``send {tenant, agent, message, round?}`` — the worker holding the agent's socket writes it;
 - ``accepted`` / ``declined {callID, tenant, agent, round}`` — the worker owning the call hands
-  it to the call's ``RouteRun``.
+  it to the call's ``RouteRun``;
+- ``lend`` / ``lent`` / ``unlend`` — an agent's leg lent to a call on another worker
+  (``lending.py``).
 """
 
 from __future__ import annotations
@@ -207,10 +209,12 @@ class Desk:
             session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
             if session is not None and isinstance(message.get("message"), dict):
                 self._deliver(session, message["message"], int(message.get("round") or 0))
-        elif op in ("accepted", "declined", "lent"):
+        elif op in ("accepted", "declined"):
             run = self.run_of(str(message.get("callID")))
             if run is not None:
                 run.offer(message)
+        elif op == "lent" and self.lending is not None:
+            self.lending.answered(message)
         elif op == "control" and self.run_of(str(message.get("callID"))) is not None:
             key = (message.get("tenant"), str(message.get("agent")))
             control = wire.from_control(message)
@@ -219,6 +223,9 @@ class Desk:
             session = self._sessions.get((message.get("tenant"), str(message.get("agent"))))
             if session is not None:
                 self.lending.asked(session, message)
+        elif op == "unlend" and self.lending is not None:
+            key = (message.get("tenant"), str(message.get("agent")))
+            self.lending.let_go(key, str(message.get("callID")), str(message.get("request")))
 
     def run_of(self, call_id: str) -> RouteRun | None:
         runtime = self.manager.find_runtime(call_id)

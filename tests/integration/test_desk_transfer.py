@@ -6,6 +6,7 @@ is let go; bad transfers are clear 4xx errors."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -20,6 +21,28 @@ from .test_desk import Agent, incoming, states
 from .test_desk_leg import LegAgent
 
 MUSIC = 1000.0
+
+
+async def ann_on_a_call(client: Any) -> tuple[Agent, Agent, str]:
+    """What a transfer starts from: ann (group ``front``) and bob (``sales``) connected, an
+    inbound call that rings them both (the call's first ring rings every agent) taken by ann
+    — bob hears ``call.taken`` — and active."""
+    ann = await Agent.connect(client, "ann", ["front"])
+    bob = await Agent.connect(client, "bob", ["sales"])
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await bob.next("call.taken")
+    await wait_state(client, call_id, "active")
+    return ann, bob, call_id
+
+
+async def transfer_to_sales(client: Any, call_id: str, **more: Any) -> None:
+    """``POST /call/transfer`` of the call to the ``sales`` group: ``202``."""
+    body = {"callID": call_id, "group": "sales", **more}
+    resp = await client.post("/call/transfer", json=body)
+    assert resp.status == 202, await resp.text()
 
 
 def peer_hears(client: object, call_id: str) -> float:
@@ -100,16 +123,8 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
 
 
 async def test_a_call_ending_while_its_transfer_rings_tells_the_agent_it_had(client) -> None:
-    ann = await Agent.connect(client, "ann", ["front"])
-    bob = await Agent.connect(client, "bob", ["sales"])
-    call_id = await incoming(client)
-    await ann.next("ringing")
-    await ann.send(type="accept", callID=call_id)
-    await ann.next("accepted")
-    await bob.next("call.taken")  # the call's first ring rang every agent
-    await wait_state(client, call_id, "active")
-    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
-    assert resp.status == 202, await resp.text()
+    ann, bob, call_id = await ann_on_a_call(client)
+    await transfer_to_sales(client, call_id)
     await bob.next("ringing")
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     # The agent who had the call hears it ended and is free again (it stayed busy for good).
@@ -135,14 +150,7 @@ async def test_two_transfers_at_once_ring_the_group_once(client) -> None:
         return await agents(*args, **kw)
 
     desk.store.agents = over_the_network
-    ann = await Agent.connect(client, "ann", ["front"])
-    bob = await Agent.connect(client, "bob", ["sales"])
-    call_id = await incoming(client)
-    await ann.next("ringing")
-    await ann.send(type="accept", callID=call_id)
-    await ann.next("accepted")
-    await bob.next("call.taken")  # the call's first ring rang every agent
-    await wait_state(client, call_id, "active")
+    ann, bob, call_id = await ann_on_a_call(client)
     body = {"callID": call_id, "group": "sales", "timeoutS": 5}
     both = await asyncio.gather(*(client.post("/call/transfer", json=body) for _ in range(2)))
     assert sorted(r.status for r in both) == [202, 409], [r.status for r in both]
@@ -171,8 +179,7 @@ async def test_the_previous_agents_leg_leaves_a_call_taken_without_a_leg(make_cl
     await wait_state(client, call_id, "active")
     await asyncio.sleep(0.8)
     assert abs(peer_hears(client, call_id) - 440.0) < 15
-    body = {"callID": call_id, "group": "sales", "timeoutS": 10}
-    assert (await client.post("/call/transfer", json=body)).status == 202
+    await transfer_to_sales(client, call_id, timeoutS=10)
     await bob.next("ringing")
     await bob.send(type="accept", callID=call_id)
     assert (await bob.next("accepted"))["leg"] is False
@@ -192,14 +199,7 @@ async def test_a_transfer_whose_ring_fails_leaves_the_call_with_its_agent(client
     (``not_on_call``) and it stayed busy for good."""
     desk = client.app[DESK]
     agents = desk.store.agents
-    ann = await Agent.connect(client, "ann", ["front"])
-    bob = await Agent.connect(client, "bob", ["sales"])
-    call_id = await incoming(client)
-    await ann.next("ringing")
-    await ann.send(type="accept", callID=call_id)
-    await ann.next("accepted")
-    await bob.next("call.taken")
-    await wait_state(client, call_id, "active")
+    ann, _bob, call_id = await ann_on_a_call(client)
     looks = 0
 
     async def fails_after_the_first(*args: object, **kw: object) -> object:
@@ -210,8 +210,7 @@ async def test_a_transfer_whose_ring_fails_leaves_the_call_with_its_agent(client
         return await agents(*args, **kw)
 
     desk.store.agents = fails_after_the_first
-    resp = await client.post("/call/transfer", json={"callID": call_id, "group": "sales"})
-    assert resp.status == 202, await resp.text()
+    await transfer_to_sales(client, call_id)
     await until(lambda: looks > 1)
     desk.store.agents = agents
     assert (await ann.next("transfer.failed"))["callID"] == call_id
@@ -224,16 +223,8 @@ async def test_the_agent_hears_its_calls_events_while_its_transfer_rings(client)
     """While the group rings the call is still the agent's: it hears the call's events
     (``call.held`` as the caller is held, ``call.unheld`` when nobody took it) — before, none
     reached it until the ring ended."""
-    ann = await Agent.connect(client, "ann", ["front"])
-    bob = await Agent.connect(client, "bob", ["sales"])
-    call_id = await incoming(client)
-    await ann.next("ringing")
-    await ann.send(type="accept", callID=call_id)
-    await ann.next("accepted")
-    await bob.next("call.taken")
-    await wait_state(client, call_id, "active")
-    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
-    assert (await client.post("/call/transfer", json=body)).status == 202
+    ann, bob, call_id = await ann_on_a_call(client)
+    await transfer_to_sales(client, call_id, timeoutS=30)
     assert (await ann.next("call.held", timeout=3))["callID"] == call_id
     await bob.next("ringing")
     await bob.send(type="decline", callID=call_id)
@@ -245,16 +236,8 @@ async def test_the_agent_hears_its_calls_events_while_its_transfer_rings(client)
 async def test_the_agent_hangs_up_while_its_transfer_rings(client) -> None:
     """The agent on the call may hang it up on its socket while the group rings (before:
     ``not_on_call``, the call then its own no longer)."""
-    ann = await Agent.connect(client, "ann", ["front"])
-    bob = await Agent.connect(client, "bob", ["sales"])
-    call_id = await incoming(client)
-    await ann.next("ringing")
-    await ann.send(type="accept", callID=call_id)
-    await ann.next("accepted")
-    await bob.next("call.taken")
-    await wait_state(client, call_id, "active")
-    body = {"callID": call_id, "group": "sales", "timeoutS": 30}
-    assert (await client.post("/call/transfer", json=body)).status == 202
+    ann, bob, call_id = await ann_on_a_call(client)
+    await transfer_to_sales(client, call_id, timeoutS=30)
     await bob.next("ringing")
     await ann.send(type="hangup", callID=call_id)
     assert (await ann.next("call.ended"))["callID"] == call_id
