@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
-from ..errors import BadRequest, BridgeError
+from ..errors import BadRequest, BridgeError, CallStateError
 from .events import CallEvents
 from .manager import CallManager
 from .model import Call, CallState
@@ -241,8 +241,8 @@ async def adopt_call(
             await runtime.media.open()
             await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
         if moved.recording is not None and resume_recording is not None:
-            await resume_recording(runtime, moved.recording)
-    except BaseException:
+            await _resume_recording(runtime, moved.recording, resume_recording)
+    except BaseException:  # what costs only the recording is said there; anything else, the move
         await release_call(manager, call.id)
         raise
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
@@ -287,6 +287,27 @@ async def adopt_call(
         extra={"call_id": call.id},
     )
     return runtime
+
+
+async def _resume_recording(
+    runtime: CallRuntime, recording: dict[str, Any], resume: ResumeRecording
+) -> None:
+    """Continue the recording into its next segment here; one that cannot (the disk refuses
+    its files) ends with its last segment, said once at WARNING: it costs the recording, never
+    the move."""
+    try:
+        await resume(runtime, recording)
+    except CallStateError:
+        return  # the call ended while it moved: its end closed what there was
+    except BridgeError as exc:
+        log.warning(
+            "call %s: its recording ends here, with its segment %s: %s (the call goes on "
+            "without it)",
+            runtime.call_id,
+            recording.get("segment"),
+            exc.message,
+            extra={"call_id": runtime.call_id},
+        )
 
 
 async def _reopen_attachments(
