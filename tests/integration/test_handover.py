@@ -914,3 +914,53 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
         log_b = await b.stop()
     said = [ln for ln in log_b.splitlines() if "recording" in ln and "Is a directory" in ln]
     assert len(said) == 1 and "WARNING" in said[0], log_b[-3000:]
+
+
+MUSIC_HZ = 1000.0
+
+
+async def test_a_call_on_hold_with_music_is_on_hold_with_music_on_its_new_worker(
+    redis, session, fake, tmp_path
+) -> None:
+    """A held call's music moves with it: the WhatsApp user hears the same music, as loud,
+    from the new owner (it once heard silence there: the call came back held, its music not)."""
+    from ..support.audio_files import make
+
+    data = tmp_path / "data"  # shared storage: the asset is there for both workers
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
+        async with session.post(a.base + "/call/audio-assets", data=form) as r:
+            assert r.status == 201
+            asset = (await r.json())["assetId"]
+        call_id, engine_id = await start_call(session, a, fake)
+        status, held = await post(
+            session, a.base, "/call/hold", {"callID": call_id, "held": True, "music": asset}
+        )
+        assert status == 200 and held["held"] is True, held
+
+        def music_since(t0: float) -> list[np.ndarray]:
+            """Half a second of what the engine heard since ``t0``, if it is the music."""
+            pcm = engine_heard_since(fake, engine_id, t0)[-8_000:]
+            loud = pcm.size == 8_000 and band_energy(pcm, 16_000, MUSIC_HZ) > 0.9
+            return [pcm] if loud else []
+
+        t0 = time.monotonic()
+        (before,) = await until(lambda: music_since(t0), 5, "the music on A")
+
+        await drain_a_to_b(session, a, b, events, call_id)
+        call = await wait_call(session, b.base, call_id, "active")
+        assert call["held"] is True
+        t1 = time.monotonic()  # A is gone: what the engine hears now is B's
+        (after,) = await until(lambda: music_since(t1), 5, "the music on B")
+        assert rms_dbfs(after) == pytest.approx(rms_dbfs(before), abs=1.0)
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()
