@@ -287,8 +287,8 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
     """Calls moving between workers: a drain on SIGTERM hands them over, the calls moved here
     (``POST /call/handover``, a dead worker's that recovery adopts) are taken in. Reads
     ``SETTINGS``, ``MANAGER``, ``DIRECTORY``, ``METRICS``, ``INTERNAL_HTTP``, ``RECORDINGS``,
-    ``FORKS``, ``AGENTS``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``) and gives the
-    directory each live call's attachments for its record."""
+    ``FORKS``, ``AGENTS``, ``PLAYBACK``; makes ``HANDOVER`` (binding ``LATER_HANDOVER``) and gives
+    the directory each live call's attachments for its record."""
     settings, internal_http = app[SETTINGS], app[INTERNAL_HTTP]
     cluster, manager = settings.cluster, app[MANAGER]
     handover = app[HANDOVER] = Handover(
@@ -301,6 +301,7 @@ async def call_handover(app: web.Application) -> AsyncIterator[None]:
         relay_opener(internal_http, cluster.internal_secret),
         agents=app[AGENTS],
         sealer=Sealer(cluster.internal_secret) if cluster.shared else None,
+        playback=app[PLAYBACK],
     )
     app[LATER_HANDOVER].bind(handover)
     # From now on each record of a live call keeps what a survivor re-opens after a crash.

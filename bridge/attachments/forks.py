@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,7 @@ from ..audio.g711 import ulaw_decode, ulaw_encode
 from ..audio.pcm import Pcm
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound, json_object
 from ..http import RedirectRefused, url_parts
+from ..logs import Repeats
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
@@ -173,8 +175,8 @@ class Fork:
             self.bus.add_source(self.source)
         else:
             self.bus.add_user(f"fork:{self.id}")
-        self._tasks.spawn(self._sender(), "sender")
-        self._tasks.spawn(self._receiver(), "receiver")
+        self._tasks.spawn(self._ends_the_fork(self._sender(), "sending to"), "sender")
+        self._tasks.spawn(self._ends_the_fork(self._receiver(), "reading"), "receiver")
         self._started = True
 
     def _marked(self, name: str, status: str) -> None:
@@ -186,6 +188,26 @@ class Fork:
         if message is not None and not self._stopping:
             self._enqueue(message)
 
+    async def _ends_the_fork(self, work: Coroutine[Any, Any, None], what: str) -> None:
+        """Run the fork's sender or reader: however it ends, the fork ends with it (never left
+        half-open); an unexpected error is said once at WARNING, ``stream.stopped``'s reason."""
+        reason = "disconnected"
+        try:
+            await work
+        except Exception as exc:  # a defect: the fork ends, the call goes on
+            reason = "error"
+            log.warning(
+                "call %s: media fork %s stopped %s the app (%s: %s); the fork ends",
+                self.call_id,
+                self.id,
+                what,
+                type(exc).__name__,
+                exc,
+            )
+        finally:
+            if not self._stopping:
+                self._tasks.spawn(self._finish(reason), "ended")
+
     async def _sender(self) -> None:
         ws = self._ws
         assert ws is not None
@@ -194,16 +216,15 @@ class Fork:
             assert isinstance(message, str)
             await ws.send_str(message)
 
-        try:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the socket closed under a send
             await self._queue.run(send, lambda: ws.closed)
-        except (ConnectionError, RuntimeError):
-            self._tasks.spawn(self._finish("disconnected"), "lost")
 
     async def _receiver(self) -> None:
         ws = self._ws
         assert ws is not None
-        malformed = 0  # the app's messages the fork could not read: the first one said
-        unmarked = 0  # its marks over the bound, dropped: the first one said
+        # The app's unreadable messages, its marks over the bound (dropped): the first of each
+        # said, their count at the end (an app that sends them sends one a frame).
+        said = Repeats()
         async for msg in ws:
             if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
                 continue  # a one-way fork ignores what the app sends
@@ -214,24 +235,20 @@ class Fork:
                     raw = base64.b64decode(body["media"]["payload"], validate=True)
                     self.source.push(self._decode(raw))
                 elif event == "mark":
-                    if not self.source.mark(str(body["mark"]["name"])[:200]):
-                        # Over the marks that may wait (MAX_MARKS): this one never comes back
-                        # (the protocol has no refusal to send): said once, counted at the end.
-                        unmarked += 1
-                        if unmarked == 1:
-                            log.warning(
-                                "call %s: fork %s sent more marks than may wait (%d); those "
-                                "over it are dropped, never answered",
-                                self.call_id,
-                                self.id,
-                                MAX_MARKS,
-                            )
+                    # One over MAX_MARKS never comes back (the protocol has no refusal).
+                    over = not self.source.mark(str(body["mark"]["name"])[:200])
+                    if over and said.seen("dropped {} marks over the bound") == 1:
+                        log.warning(
+                            "call %s: fork %s sent more marks than may wait (%d); those "
+                            "over it are dropped, never answered",
+                            self.call_id,
+                            self.id,
+                            MAX_MARKS,
+                        )
                 elif event == "clear":
                     self.source.clear()
             except (BadRequest, ValueError, KeyError, TypeError, AttributeError) as exc:
-                # An app that sends them sends one a frame: said once, counted at the end.
-                malformed += 1
-                if malformed == 1:
+                if said.seen("skipped {} messages it could not read") == 1:
                     log.warning(
                         "call %s: fork %s sent a message it cannot read (%s: %s); the "
                         "fork goes on, skipping such messages",
@@ -240,19 +257,9 @@ class Fork:
                         type(exc).__name__,
                         exc,
                     )
-        if malformed > 1:
-            log.warning(
-                "call %s: fork %s skipped %d messages it could not read",
-                self.call_id,
-                self.id,
-                malformed,
-            )
-        if unmarked > 1:
-            log.warning(
-                "call %s: fork %s dropped %d marks over the bound", self.call_id, self.id, unmarked
-            )
-        if not self._stopping:
-            self._tasks.spawn(self._finish("disconnected"), "closed")
+        for what, count in said.drain():
+            if count > 1:
+                log.warning("call %s: fork %s %s", self.call_id, self.id, what.format(count))
 
     def _decode(self, raw: bytes) -> Pcm:
         if self.codec == "pcmu":

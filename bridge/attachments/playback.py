@@ -106,11 +106,14 @@ class Playback:
         *,
         to_downlink: bool,
         loop: bool,
+        asset_id: str | None = None,
     ) -> None:
         self.id = "pb_" + secrets.token_hex(8)
         self.host = host
         self.to_downlink = to_downlink
         self.loop = loop
+        self.asset_id = asset_id
+        """The audio asset it plays, when it was given one (hold music names it so)."""
         self._reopen = reopen
         """The file opened again for the next pass of a loop (:func:`_opened`): slow, so run
         in a thread while the current pass plays."""
@@ -306,7 +309,12 @@ class PlaybackService:
 
         self._check_room(host)  # again: others may have started while this one opened
         playback = Playback(
-            host, opened, lambda: _opened(source), to_downlink=target == "both", loop=loop
+            host,
+            opened,
+            lambda: _opened(source),
+            to_downlink=target == "both",
+            loop=loop,
+            asset_id=body["assetId"] if kinds[0] == "assetId" else None,
         )
         host.attach(playback)  # 409 if the call ended while the audio was fetched
         host.bus.add_source(playback)

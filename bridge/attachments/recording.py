@@ -326,12 +326,18 @@ class RecordingService:
         """Record a call moved here on into the next segment of its recording: the files
         ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's."""
         root = self.root.resolve()
-        origin = inside(root, str(moved["origin"]))
-        segment = int(moved["segment"]) + 1
+        try:
+            origin = inside(root, str(moved["origin"]))
+            segment = int(moved["segment"]) + 1
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
         base = origin.with_name(f"{origin.name}-seg{segment}")
-        recorder = CallRecorder(
-            host, base, root, self.retention_s, self.add, origin=origin, segment=segment
-        )
+        try:
+            recorder = CallRecorder(
+                host, base, root, self.retention_s, self.add, origin=origin, segment=segment
+            )
+        except OSError as exc:  # a full or read-only disk: the caller says it, the call goes on
+            raise disk_error(exc, "the recording cannot go on into its next segment") from None
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended while it moved: finish the files, as start()

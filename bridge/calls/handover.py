@@ -5,9 +5,9 @@ drain, :mod:`.recovery` after a crash).
 A call on an engine whose calls can move (:class:`~bridge.engines.MovableCalls`: ZuckZapGo,
 WADial) lives in the engine, not in our process: its media is a WebSocket any worker may open
 again, and closing ours does not end the WhatsApp call. So a worker can take over a call —
-owner, state, metadata, participants, mute and hold, and the attachments that can move (a
-recording continues into its next segment) — open the engine media *before* the old worker
-closes its own (the engine leg never drops), and the browser sends a new offer for the same
+owner, state, metadata, participants, mute and hold (its music too), and the attachments that
+can move (a recording continues into its next segment) — open the engine media *before* the old
+worker closes its own (the engine leg never drops), and the browser sends a new offer for the same
 callID, which routing brings to the new owner.
 """
 
@@ -60,6 +60,8 @@ class MovedCall:
     """The media forks to open again, same stream ids (``Fork.export``)."""
     agents: list[dict[str, Any]] = field(default_factory=list)
     """The model agents to open again, same ids (``Agent.export``)."""
+    music: str | None = None
+    """The audio asset a held call's music loops (``Hold.music_asset``), played on here."""
 
     @property
     def call_id(self) -> str:
@@ -79,6 +81,7 @@ class MovedCall:
             "recording": self.recording,
             "forks": self.forks,
             "agents": self.agents,
+            "music": self.music,
         }
 
     @classmethod
@@ -95,6 +98,9 @@ class MovedCall:
             agents = body.get("agents") or []
             if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
                 raise TypeError("agents")
+            music = body.get("music")
+            if music is not None and not isinstance(music, str):
+                raise TypeError("music")
             return cls(
                 snapshot=snap,
                 engine_call_id=str(body["engineCallID"]),
@@ -104,6 +110,7 @@ class MovedCall:
                 recording=recording if isinstance(recording, dict) else None,
                 forks=forks,
                 agents=agents,
+                music=music,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"not a moved call: {exc}") from None
@@ -122,8 +129,9 @@ ExportRecording = Callable[[CallRuntime], dict[str, Any] | None]
 def export_attachments(
     runtime: CallRuntime, recording: ExportRecording | None = None
 ) -> dict[str, Any]:
-    """The attachments another worker re-opens: ``{recording, forks, agents}`` (the fields of
-    :class:`MovedCall` of those names). Agents that failed or stopped stay behind."""
+    """The attachments another worker re-opens: ``{recording, forks, agents, music}`` (the
+    fields of :class:`MovedCall` of those names; ``music``: the hold's). Agents that failed or
+    stopped stay behind."""
     return {
         "recording": recording(runtime) if recording is not None else None,
         "forks": [fork.export() for fork in runtime.attached("fork")],
@@ -132,6 +140,7 @@ def export_attachments(
             for agent in runtime.attached("agent")
             if agent.state not in ("failed", "stopped")
         ],
+        "music": runtime.hold.music_asset,
     }
 
 
@@ -201,6 +210,8 @@ ResumeRecording = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
 """Continues a moved call's recording here (``RecordingService.resume``)."""
 ResumeFork = Callable[[CallRuntime, dict[str, Any]], Awaitable[object]]
 """Opens a moved call's media fork again here (``ForkService.resume``)."""
+ResumeMusic = Callable[[CallRuntime, str], Awaitable[object]]
+"""Plays a held call's music (an audio asset id) on here (``Handover``'s, by the playbacks)."""
 
 
 async def adopt_call(
@@ -211,10 +222,12 @@ async def adopt_call(
     resume_fork: ResumeFork | None = None,
     resume_agent: ResumeFork | None = None,
     carried: Callable[[CallRuntime], None] | None = None,
+    resume_music: ResumeMusic | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
-    engine took the socket) before answering; a recording continues into its next segment.
+    engine took the socket) before answering; a held call's music plays on, a recording
+    continues into its next segment.
     With ``carried`` (a crash adoption), ``carried(runtime)`` is called then and the forks and
     agents re-open as the call's own task, after this returns (their servers' set-up, seconds
     for a model that is away, must delay neither the crash's ``call.moved`` nor the dead
@@ -240,9 +253,14 @@ async def adopt_call(
             runtime.bus.add_user(HANDOVER_USER)
             await runtime.media.open()
             await _engine_media_open(runtime, MEDIA_OPEN_WAIT)
+        if moved.music is not None and resume_music is not None and runtime.held:
+            music = resume_music(runtime, moved.music)
+            await _resumed(runtime, f"its hold music {moved.music}", music, "held in silence")
         if moved.recording is not None and resume_recording is not None:
-            await resume_recording(runtime, moved.recording)
-    except BaseException:
+            recording = resume_recording(runtime, moved.recording)
+            ended = "the recording ends with the segment before; the call goes on"
+            await _resumed(runtime, "its recording", recording, ended)
+    except BaseException:  # what costs only itself is said by _resumed; anything else, the move
         await release_call(manager, call.id)
         raise
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
@@ -289,6 +307,28 @@ async def adopt_call(
     return runtime
 
 
+async def _resumed(
+    runtime: CallRuntime, what: str, resume: Awaitable[object], instead: str
+) -> None:
+    """Await one attachment opened again here (``what``: the hold music, the recording, a fork,
+    an agent); one that cannot be (an asset deleted, a disk that refuses the next segment, an
+    app or a model out of reach) costs only itself, said once at WARNING with its reason and
+    what the call does ``instead`` — never the move."""
+    try:
+        await resume
+    except BridgeError as exc:
+        if runtime.closed or not runtime.call.live:
+            return  # the call ended while it moved: its end closed what there was
+        log.warning(
+            "call %s: %s not resumed here: %s (%s)",
+            runtime.call_id,
+            what,
+            exc.message,
+            instead,
+            extra={"call_id": runtime.call_id},
+        )
+
+
 async def _reopen_attachments(
     runtime: CallRuntime,
     moved: MovedCall,
@@ -297,33 +337,15 @@ async def _reopen_attachments(
 ) -> None:
     """Open a moved call's forks and agents again here; one that cannot be is left behind
     with a WARNING (the call goes on without it)."""
-    call_id = runtime.call_id
-    for fork in moved.forks:
-        if resume_fork is None:
-            break
-        try:
-            await resume_fork(runtime, fork)
-        except BridgeError as exc:  # the app's server is gone: the call goes on without it
-            log.warning(
-                "call %s: media fork %s not resumed: %s",
-                call_id,
-                fork.get("streamId"),
-                exc.message,
-                extra={"call_id": call_id},
-            )
-    for agent in moved.agents:
-        if resume_agent is None:
-            break
-        try:
-            await resume_agent(runtime, agent)
-        except BridgeError as exc:  # the model is unreachable from here: the call goes on
-            log.warning(
-                "call %s: agent %s not resumed: %s",
-                call_id,
-                agent.get("agentID"),
-                exc.message,
-                extra={"call_id": call_id},
-            )
+    without = "the call goes on without it"
+    if resume_fork is not None:
+        for fork in moved.forks:  # the app's server may be gone
+            what = f"media fork {fork.get('streamId')}"
+            await _resumed(runtime, what, resume_fork(runtime, fork), without)
+    if resume_agent is not None:
+        for agent in moved.agents:  # the model may be unreachable from here
+            what = f"agent {agent.get('agentID')}"
+            await _resumed(runtime, what, resume_agent(runtime, agent), without)
 
 
 async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:

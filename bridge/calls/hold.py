@@ -6,11 +6,20 @@ module starts with the hold and stops with the resume. Attachments that follow t
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol
 
 from ..attachments.base import Attachment, FollowsHold
 from ..media import CallBus, UplinkSource
 
-StartMusic = Callable[[], Awaitable[UplinkSource]]
+
+class Music(UplinkSource, Protocol):
+    """The hold music playing: a source on the bus that names the audio asset it loops, so a
+    call moved to another worker plays the same music there (``calls/handover.py``)."""
+
+    asset_id: str | None
+
+
+StartMusic = Callable[[], Awaitable[Music]]
 """Starts the hold music (a looping playback attached to the call) and returns it."""
 
 
@@ -26,12 +35,18 @@ class Hold:
         self.bus = bus
         self.emit = emit
         self._attachments = attachments
-        self.music: UplinkSource | None = None
+        self.music: Music | None = None
         """The playback WhatsApp hears while the call is held."""
 
     @property
     def held(self) -> bool:
         return self.bus.conference.held
+
+    @property
+    def music_asset(self) -> str | None:
+        """The audio asset WhatsApp hears looped while the call is held (what a call moved to
+        another worker plays on there), or ``None``."""
+        return self.music.asset_id if self.held and self.music is not None else None
 
     async def set(self, held: bool, music: StartMusic | None = None) -> None:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;

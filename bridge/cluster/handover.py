@@ -51,6 +51,7 @@ from ..calls.handover import (
     relay_until_moved,
     release_call,
 )
+from ..calls.hold import Music
 from ..errors import BridgeError
 from ..metrics import Metrics
 from .directory import Directory, WorkerInfo
@@ -81,6 +82,12 @@ class Forks(Protocol):
     async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
 
 
+class Plays(Protocol):
+    """What moving a held call needs of the playbacks (``attachments.PlaybackService``)."""
+
+    async def start(self, host: Any, body: dict[str, Any]) -> Music: ...
+
+
 class Handover:
     """Moves this worker's calls away when it drains and takes calls moved here (handed over
     by a draining worker, or a dead worker's that recovery adopts). App-scoped; see the module
@@ -97,9 +104,12 @@ class Handover:
         open_relay: OpenRelay | None = None,
         agents: Forks | None = None,
         sealer: Sealer | None = None,
+        playback: Plays | None = None,
     ) -> None:
         """``sealer`` (from ``BRIDGE_INTERNAL_SECRET``) seals the agents' keys a moved call
-        carries and its directory record keeps; without one they travel as given."""
+        carries and its directory record keeps; without one they travel as given.
+        ``playback`` plays a held call's music on (without, a call moved here is held in
+        silence)."""
         self.manager = manager
         self.directory = directory
         self.metrics = metrics
@@ -110,6 +120,7 @@ class Handover:
         """Model agents open again like forks (``agents.AgentService.resume``)."""
         self._open_relay = open_relay
         self._sealer = sealer
+        self._playback = playback
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         manager.events.listen(self._on_event)
@@ -321,10 +332,21 @@ class Handover:
             self._forks.resume if self._forks is not None else None,
             self._agents.resume if self._agents is not None else None,
             here if carried is not None else None,
+            self._play_music if self._playback is not None else None,
         )
         if carried is None:
             here(runtime)  # its browser offers here once the old worker has the answer
         return runtime.call
+
+    async def _play_music(self, runtime: CallRuntime, asset: str) -> None:
+        """A held call moved here: its music loops on, as ``POST /call/hold`` started it."""
+        playback = self._playback
+        assert playback is not None
+
+        async def start() -> Music:
+            return await playback.start(runtime, {"assetId": asset, "loop": True})
+
+        await runtime.hold.set(True, start)
 
     # -- the audio gap
     def _on_event(self, type_: str, call: Call) -> None:

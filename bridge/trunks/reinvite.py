@@ -20,9 +20,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..calls.hold import StartMusic
+from ..calls.hold import Music, StartMusic
 from ..errors import BadOffer, BridgeError
-from ..media import Role, UplinkSource
+from ..media import Role
 from ..numbers.catalog import Catalog
 from ..rtc.sdes import Crypto, answer_crypto
 from ..rtc.sdp import origin
@@ -49,7 +49,7 @@ HOLDING = ("sendonly", "inactive")
 class Plays(Protocol):
     """What starts the hold music (the app's ``PlaybackService``)."""
 
-    async def start(self, host: Any, body: dict[str, Any]) -> UplinkSource: ...
+    async def start(self, host: Any, body: dict[str, Any]) -> Music: ...
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ def music(catalog: Catalog, playback: Plays | None, leg: SipParticipant) -> Star
     if not asset or playback is None:
         return None
 
-    async def start() -> UplinkSource:
+    async def start() -> Music:
         return await playback.start(leg.runtime, {"assetId": asset, "loop": True})
 
     return start

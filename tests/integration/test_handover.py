@@ -861,3 +861,106 @@ async def test_a_pod_of_two_workers_terminated_moves_every_call_to_the_other_pod
             supervisor.kill()
             await supervisor.wait()
         await b.stop()
+
+
+async def drain_a_to_b(session, a: Bridge, b: Bridge, events: Events, call_id: str) -> None:
+    """SIGTERM A (a deploy): the call moves to B, A exits cleanly, the call is B's."""
+    a.proc.send_signal(signal.SIGTERM)
+    moved = await events.wait("call.moved")
+    assert moved["callID"] == call_id and moved["to"] == b.worker_id, moved
+    assert await asyncio.wait_for(a.proc.wait(), 20) == 0
+    call = await wait_call(session, b.base, call_id, "active")
+    assert call["owner"] == b.worker_id
+
+
+async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handover(
+    redis, session, fake, tmp_path
+) -> None:
+    """The new owner cannot write the recording's next segment (a disk error: here a directory
+    where its file goes, which fails as root too, where a read-only directory would not): the
+    call moves all the same, the recording ends there with its reason said once at WARNING,
+    and its first segment is finished whole by the old worker. It once failed the handover (the new
+    owner answered 500, the old one hung the call up at its shutdown)."""
+    data = tmp_path / "data"  # shared storage, as the drain test
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    log_b = ""
+    try:
+        call_id, engine_id = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+        calls_dir = next(p.parent for p in data.rglob(f"{call_id}-inbound.wav"))
+        (calls_dir / f"{call_id}-seg2-inbound.wav").mkdir()  # the next segment's file: EISDIR
+        await asyncio.sleep(0.5)  # half a second in the first segment
+
+        await drain_a_to_b(session, a, b, events, call_id)
+        assert fake.calls[engine_id].state == "active"
+        assert not [r for r in fake.requests if r[1] == "/call/hangup"]
+        status, body = await post(session, b.base, "/call/record/stop", {"callID": call_id})
+        assert status == 409, body  # no recording goes on here
+        # The first segment was finished by A as it let go: whole WAVs (headers written) as
+        # long as it recorded, its sidecar beside each.
+        for kind in ("inbound", "outbound", "mixed"):
+            first = calls_dir / f"{call_id}-{kind}.wav"
+            assert wav(first).size >= 16_000 * 0.4 and first.with_suffix(".json").is_file()
+        assert not (calls_dir / f"{call_id}-seg2-outbound.wav").exists()  # none left half-made
+    finally:
+        await events.close()
+        await a.stop()
+        log_b = await b.stop()
+    said = [ln for ln in log_b.splitlines() if "recording" in ln and "Is a directory" in ln]
+    assert len(said) == 1 and "WARNING" in said[0], log_b[-3000:]
+
+
+MUSIC_HZ = 1000.0
+
+
+async def test_a_call_on_hold_with_music_is_on_hold_with_music_on_its_new_worker(
+    redis, session, fake, tmp_path
+) -> None:
+    """A held call's music moves with it: the WhatsApp user hears the same music, as loud,
+    from the new owner (it once heard silence there: the call came back held, its music not)."""
+    from ..support.audio_files import make
+
+    data = tmp_path / "data"  # shared storage: the asset is there for both workers
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
+        async with session.post(a.base + "/call/audio-assets", data=form) as r:
+            assert r.status == 201
+            asset = (await r.json())["assetId"]
+        call_id, engine_id = await start_call(session, a, fake)
+        status, held = await post(
+            session, a.base, "/call/hold", {"callID": call_id, "held": True, "music": asset}
+        )
+        assert status == 200 and held["held"] is True, held
+
+        def music_since(t0: float) -> list[np.ndarray]:
+            """Half a second of what the engine heard since ``t0``, if it is the music."""
+            pcm = engine_heard_since(fake, engine_id, t0)[-8_000:]
+            loud = pcm.size == 8_000 and band_energy(pcm, 16_000, MUSIC_HZ) > 0.9
+            return [pcm] if loud else []
+
+        t0 = time.monotonic()
+        (before,) = await until(lambda: music_since(t0), 5, "the music on A")
+
+        await drain_a_to_b(session, a, b, events, call_id)
+        call = await wait_call(session, b.base, call_id, "active")
+        assert call["held"] is True
+        t1 = time.monotonic()  # A is gone: what the engine hears now is B's
+        (after,) = await until(lambda: music_since(t1), 5, "the music on B")
+        assert rms_dbfs(after) == pytest.approx(rms_dbfs(before), abs=1.0)
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()

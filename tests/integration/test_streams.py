@@ -584,3 +584,67 @@ async def test_a_fork_whose_call_ends_while_it_connects_says_nothing_of_a_stream
     finally:
         answer.set()
         server.close()
+
+
+async def test_a_fork_whose_reader_fails_ends_with_its_event_and_its_reason_said_once(
+    make_client, aiohttp_server, caplog, monkeypatch
+) -> None:
+    """The fork's reader meets an error nobody expected (injected where the app's audio goes
+    into the call): the fork ends whole — its socket closed, taken off the call, its
+    ``stream.stopped`` with reason ``error`` — and the reason is said once at WARNING. It was
+    left half-open: the reader's task died at ERROR while the fork went on sending the app the
+    call's audio, still attached, and nobody was told."""
+    from bridge.attachments import queued_source
+    from bridge.resources import CALL_EVENTS
+
+    closed = asyncio.Event()
+    media_after_error: list[dict] = []
+
+    async def app_side(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            body = json.loads(msg.data)
+            if body["event"] == "start":
+                payload = base64.b64encode(bytes(640)).decode()
+                await ws.send_str(json.dumps({"event": "media", "media": {"payload": payload}}))
+            elif body["event"] == "media" and failed.is_set():
+                media_after_error.append(body)
+        closed.set()
+        return ws
+
+    failed = asyncio.Event()
+
+    def push(self: object, pcm: object) -> None:
+        failed.set()
+        raise ArithmeticError("injected: the reader's unexpected error")
+
+    monkeypatch.setattr(queued_source.QueuedSource, "push", push)
+    app = web.Application()
+    app.router.add_get("/ws", app_side)
+    server = await aiohttp_server(app)
+    client = await make_client(fork_url_allow=("127.0.0.1",))
+    seen: list = []
+    client.app[CALL_EVENTS].observe(lambda event, call: seen.append(event))
+    call = await active_call(client)
+    caplog.set_level(logging.INFO, logger="bridge")
+    resp = await client.post(
+        f"/call/{call['callID']}/streams",
+        json={"url": f"ws://127.0.0.1:{server.port}/ws", "channel": "inbound", "type": "twoway"},
+    )
+    assert resp.status == 201, await resp.text()
+    stream_id = (await resp.json())["streamId"]
+    await asyncio.wait_for(closed.wait(), 5)  # the bridge closed the app's socket
+    stopped = await until(
+        lambda: [e for e in seen if e.type in ("stream.stopped", "stream.dropped")], 5, "its end"
+    )
+    assert [(e.type, e.data["streamId"], e.data["reason"]) for e in stopped] == [
+        ("stream.stopped", stream_id, "error")
+    ]
+    resp = await client.delete(f"/call/{call['callID']}/streams/{stream_id}")
+    assert resp.status == 404  # no longer on the call
+    assert (await wait_state(client, call["callID"], "active"))["state"] == "active"
+    said = [r for r in caplog.records if "injected" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert len(media_after_error) < 10  # what was queued as it failed, not the call going on
