@@ -42,9 +42,16 @@ ROUTES = {
 ENCODINGS = frozenset({"f32le", "float32le", "pcm_f32le", "float32"})
 
 
+def _unwrapped(body: Any) -> Any:
+    """An answer without the ``{"data": …}`` envelope it may come in (a guess, as the routes:
+    each of WADial's answers is read with or without it)."""
+    if isinstance(body, dict) and isinstance(body.get("data"), (dict, list)):
+        return body["data"]
+    return body
+
+
 def _snapshot(body: Any) -> dict[str, Any]:
-    if isinstance(body, dict) and isinstance(body.get("data"), dict):
-        body = body["data"]
+    body = _unwrapped(body)
     if isinstance(body, dict) and isinstance(body.get("call"), dict):
         body = body["call"]
     return body if isinstance(body, dict) else {}
@@ -172,9 +179,9 @@ class WadialEngine(PollingEngine):
         return await self.request(method, url, payload=body, headers=self.headers)
 
     async def list_calls(self) -> list[RemoteCall]:
-        body = await self._call("list")
+        body = _unwrapped(await self._call("list"))  # a list, or {"calls": [...]} in it
         if isinstance(body, dict):
-            body = body.get("calls", body.get("data", []))
+            body = body.get("calls", [])
         if not isinstance(body, list):
             raise self.unreadable(body)
         return self.listed([_snapshot(item) for item in body])

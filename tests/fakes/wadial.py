@@ -29,6 +29,7 @@ class FakeWadial(FakeServer):
         self.session = session
         self.tone_hz = tone_hz
         self.list_answer: bytes | None = None  # when set, the call list answers it (200)
+        self.lists_asked = 0  # GETs of the call list
         self.ready: dict[str, Any] = {
             "type": "ready",
             "encoding": "f32le",
@@ -88,6 +89,7 @@ class FakeWadial(FakeServer):
             await ws.send_str(json.dumps(frame))
 
     async def list(self, request: web.Request) -> web.Response:
+        self.lists_asked += 1
         if self.list_answer is not None:
             return web.Response(body=self.list_answer, content_type="application/json")
         return web.json_response(

@@ -154,6 +154,29 @@ async def test_ready_with_wrong_format_is_refused(wclient, wadial) -> None:
     await rtc.close()
 
 
+@pytest.mark.parametrize("envelope", ["bare", "calls", "data", "data.calls"])
+async def test_the_call_list_is_read_in_any_envelope(wclient, wadial, envelope) -> None:
+    """WADial's list route and its answer's shape are a guess (docs/engines/wadial.md): a bare
+    list, ``{"calls": …}``, ``{"data": …}`` and ``{"data": {"calls": …}}`` (the envelope a
+    dial's answer is read in) are each the list, the engine up and the call going on."""
+    client = await wclient(engine_poll_interval=0.05)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    engine = client.app[ENGINE]
+    listed = [wadial.snap(c) for c in wadial.calls.values()]
+    shapes = {
+        "bare": listed,
+        "calls": {"calls": listed},
+        "data": {"data": listed},
+        "data.calls": {"data": {"calls": listed}},
+    }
+    wadial.list_answer = json.dumps(shapes[envelope]).encode()
+    asked = wadial.lists_asked
+    await until(lambda: wadial.lists_asked >= asked + 3, 5, "three polls of the list")
+    assert engine.up, envelope
+    assert (await (await client.get(f"/call/{call['callID']}")).json())["state"] == "active"
+
+
 @pytest.mark.parametrize("answer", [b"<html>maintenance</html>", b'{"calls": "none"}', b"7"])
 async def test_a_call_list_that_cannot_be_read_ends_no_call(wclient, wadial, answer) -> None:
     """A 200 whose body is no call list: the engine is down for the bridge, and its calls go
