@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Callable, Sequence
 
 from .dialog import Dialog
-from .digest import Challenge, DigestError, choose
+from .digest import CHALLENGES, Challenge, DigestError, choose
 from .headers import Uri, Via, new_branch, strip_tag
 from .message import Request, Response
 from .transaction import TIMER_B, ClientTransaction
@@ -36,12 +36,6 @@ from .ua import UserAgent
 
 SEND_ERRORS = (ConnectionError, OSError, TimeoutError, ssl.SSLError)
 """What connecting or sending may raise (each an ``OSError``, named for the reader)."""
-
-CHALLENGES = {
-    401: ("WWW-Authenticate", "Authorization"),
-    407: ("Proxy-Authenticate", "Proxy-Authorization"),
-}
-"""A challenge's header and the header answering it (§22.2, §22.3)."""
 
 CANCEL_WAIT = 4.0
 """How long a CANCEL's transaction waits for its final response."""

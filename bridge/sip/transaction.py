@@ -235,6 +235,26 @@ class ClientTransaction:
                 return resp
 
 
+async def ask(ua: UserAgent, req: Request, conn: Connection, timeout: float = 8.0) -> Response:
+    """Send ``req`` (not an INVITE) on ``conn`` and wait for its final response (``408`` when
+    none comes in ``timeout``); sending may raise (the connection's errors)."""
+    tx = await ua.send(req, conn)
+    try:
+        return await tx.final(timeout)
+    finally:
+        ua.done(tx)
+
+
+async def answered_again(ua: UserAgent, req: Request, conn: Connection) -> bool:
+    """A request we answered (or are answering) already: our response again."""
+    branch = Via.parse(req.values("Via")[0]).branch
+    pending = ua.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
+    again = ua.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
+    if again:
+        await ua._answer(conn, again)
+    return bool(again) or pending is not None
+
+
 async def take_reinvite(
     ua: UserAgent,
     req: Request,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ..tasks import TaskSet
+from .challenged import exchange
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
@@ -42,6 +43,8 @@ from .transaction import (
     ClientTransaction,
     Completed,
     InviteServer,
+    answered_again,
+    ask,
     early_invite,
     end_early,
     refusal_acked,
@@ -194,20 +197,29 @@ class UserAgent:
         timeout: float = 8.0,
         body: bytes = b"",
         content_type: str = "",
+        credentials: tuple[str, str] | None = None,
     ) -> Response:
-        """Send an in-dialog request and wait for its final response (``408`` when none)."""
-        req = dialog.request(
-            method, self.via_host, extra=extra, body=body, content_type=content_type
-        )
+        """Send an in-dialog request and wait for its final response (``408`` when none); a
+        challenge is answered once with ``credentials`` (:func:`.challenged.exchange`), and
+        one we do not get past is said at WARNING."""
+
+        def build(auth: tuple[str, str] | None) -> Request:
+            more = [*extra, auth] if auth else extra
+            return dialog.request(
+                method, self.via_host, extra=more, body=body, content_type=content_type
+            )
+
         try:
-            tx = await self.send(req, await self.flow_for(dialog))
+            flow = await self.flow_for(dialog)
+            resp, refused = await exchange(
+                lambda req: ask(self, req, flow, timeout), build, credentials=credentials
+            )
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
             log.warning("SIP call %s: cannot send %s: %s", dialog.call_id, method, exc)
             return Response(status=503, reason=f"Service Unavailable ({exc})")
-        try:
-            return await tx.final(timeout)
-        finally:
-            self.done(tx)
+        if refused:
+            log.warning("SIP call %s: our %s was challenged: %s", dialog.call_id, method, refused)
+        return resp
 
     # -- receiving
     async def _on_bad(self, bad: BadMessage, conn: Connection) -> None:
@@ -265,7 +277,7 @@ class UserAgent:
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
-        if not conn.reliable and method != "ACK" and await self._retransmitted(req, conn):
+        if not conn.reliable and method != "ACK" and await answered_again(self, req, conn):
             return
         if conn.inbound and not self.policy.admits(conn):
             self.count("untrusted")
@@ -309,15 +321,6 @@ class UserAgent:
             self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
-
-    async def _retransmitted(self, req: Request, conn: Connection) -> bool:
-        """A request we answered (or are answering) already: our response again."""
-        branch = Via.parse(req.values("Via")[0]).branch
-        pending = self.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
-        again = self.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
-        if again:
-            await self._answer(conn, again)
-        return bool(again) or pending is not None
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
         if refusal_acked(self.refused, req):

@@ -13,8 +13,9 @@ import logging
 from collections.abc import Sequence
 
 from ..sip import Challenge, DigestError, Request, Response, UserAgent
+from ..sip.digest import CHALLENGES
 from ..sip.headers import Uri, new_branch, new_tag
-from ..sip.outbound_invite import CHALLENGES, OutboundInvite
+from ..sip.outbound_invite import OutboundInvite
 
 log = logging.getLogger(__name__)
 

@@ -137,6 +137,12 @@ class SipParticipant:
             },
         }
 
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The trunk's username and password: what answers the PBX's challenge to a request
+        we send in the leg's dialog (a BYE, a NOTIFY; RFC 3261 §22.2)."""
+        return self.trunk.username, self.trunk.password
+
     def timeline_sources(self) -> tuple[float, LegSources] | None:
         return None if self.media is None else (self.offered_at, timeline(self.media))
 
@@ -333,7 +339,9 @@ class SipParticipant:
             if dialog is not None:
                 self.line.legs.pop(dialog.key, None)
                 self.line.ua.dialogs.pop(dialog.key, None)
-                await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0)
+                await self.line.ua.in_dialog(
+                    dialog, "BYE", timeout=4.0, credentials=self.credentials
+                )
             elif self.dialer is not None and self.dialer.final is None:
                 await self.dialer.cancel()
 
