@@ -23,13 +23,14 @@ the ACKs go on the INVITE's connection; a subclass may send them otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Sequence
 
 from .dialog import Dialog
 from .digest import CHALLENGES, Challenge, DigestError, choose
-from .headers import Uri, Via, new_branch, strip_tag
-from .message import Request, Response
+from .headers import Address, Uri, Via, new_branch, strip_tag
+from .message import Request, Response, SipParseError
 from .transaction import TIMER_B, ClientTransaction
 from .transport import Connection
 from .ua import UserAgent
@@ -85,6 +86,8 @@ class OutboundInvite:
         self.ring_limit = ring_limit
         self._cancel_sent: float | None = None
         """When our CANCEL went (loop time): its INVITE's final response is awaited 64·T1."""
+        self.early_tag = ""
+        """The To tag of the latest provisional response: its early dialog's (§12.1.2)."""
 
     # -- what a subclass says
     @property
@@ -257,6 +260,8 @@ class OutboundInvite:
                 if rings_until is None:
                     rings_until = loop.time() + (self.ring_limit or float("inf"))
                 if resp.status > 100:
+                    with contextlib.suppress(SipParseError):
+                        self.early_tag = Address.parse(resp.get("To")).tag
                     on_progress(resp)
                 continue
             now = loop.time()

@@ -15,8 +15,9 @@ dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-I
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
-``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
-``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
+``501`` with ``Allow`` (§8.2.1); a ``Require`` naming an extension not in
+:attr:`UserAgent.supported` (Meta's road: none; a trunk's: ``replaces``) ``420``
+(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
 ``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
 §18.2.1, RFC 3581 §4), and a connection we accepted from outside the
 :class:`~.trust.PeerPolicy` gets ``403`` to every request.
@@ -45,6 +46,7 @@ from .transaction import (
     InviteServer,
     answered_again,
     ask,
+    cancel_pending,
     early_invite,
     end_early,
     refusal_acked,
@@ -118,6 +120,7 @@ class UserAgent:
         """A trunk's user agent takes INFO and REFER, and re-INVITEs (hold from the PBX), in a
         dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
+        self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -289,9 +292,10 @@ class UserAgent:
         if method == "ACK":
             await self._on_ack(req, dialog)
         elif method == "CANCEL":
-            await self._on_cancel(req, conn)
+            await cancel_pending(self, req, conn)
         elif method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
+            extra += [("Supported", ", ".join(self.supported))] if self.supported else []
             await self._answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
@@ -333,21 +337,11 @@ class UserAgent:
         tx.acked.set()
         await self.handler.acked(dialog)
 
-    async def _on_cancel(self, req: Request, conn: Connection) -> None:
-        branch = Via.parse(req.values("Via")[0]).branch
-        tx = self.pending.get((req.call_id, branch))
-        if tx is None:
-            await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
-            return
-        await self._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
-        if await tx.respond(487, "Request Terminated"):
-            self._spawn(self.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
-
     async def _on_invite(self, req: Request, conn: Connection) -> None:
         branch = Via.parse(req.values("Via")[0]).branch
         if (req.call_id, branch) in self.pending:
             return  # a retransmission (another hop may be unreliable): already in hand
-        unfit = unfit_invite(req)
+        unfit = unfit_invite(req, self.supported)
         if unfit is not None:
             await self._answer(conn, unfit)
             return

@@ -55,7 +55,12 @@ class Dialer(OutboundInvite):
         self.headers = list(headers)
 
     def _road_headers(self) -> Sequence[tuple[str, str]]:
-        return [("P-Asserted-Identity", f"<{self.from_uri}>"), ("Allow", ALLOW), *self.headers]
+        return [
+            ("P-Asserted-Identity", f"<{self.from_uri}>"),
+            ("Allow", ALLOW),
+            ("Supported", "replaces"),  # RFC 3891 §6.2: a phone may take the leg over
+            *self.headers,
+        ]
 
     def _unreachable(self, exc: BaseException) -> None:
         log.warning("SIP trunk %s unreachable: %s", self.proxy, exc)
