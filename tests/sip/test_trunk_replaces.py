@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,10 +147,10 @@ async def ring_desk(bridge, pbx: Pbx) -> tuple[Any, Request]:
     return leg, await pbx.request("INVITE")
 
 
-async def joined_desk(bridge, pbx: Pbx, rtp: int = 9) -> tuple[Any, str]:
+async def joined_desk(bridge, pbx: Pbx) -> tuple[Any, str]:
     """The desk phone answered: the leg, and the Replaces value naming its dialog."""
     leg, invite = await ring_desk(bridge, pbx)
-    pbx.answer(invite, 200, "OK", "pbx1", sdp(rtp))
+    pbx.answer(invite, 200, "OK", "pbx1", sdp(9))
     await until(lambda: leg.state == "joined", 5, "the desk leg joined")
     ours = Address.parse(invite.get("From")).tag
     return leg, f"{invite.call_id};to-tag={ours};from-tag=pbx1"
@@ -171,8 +172,6 @@ async def test_an_invite_with_replaces_takes_the_leg_over(bridge, pbx, extra) ->
     our SDP, the old leg's BYE, ``participant.transferred``, the phone hears the WhatsApp
     user's tone, and no second WhatsApp call (the header was ignored, and the INVITE called
     its Request-URI's user anew; with ``Require: replaces`` it was a 420)."""
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rtp:
         rtp.bind(("127.0.0.1", 0))
         rtp.setblocking(False)
