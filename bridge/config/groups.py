@@ -716,6 +716,12 @@ class SipSettings(_Group):
         "uses BRIDGE_SIP_LISTEN); empty: no trunk listener (trunks can still be called out to)",
     )
 
+    sip_max_trunks: int = _opt(
+        100,
+        "SIP trunks one tenant may have (the service's own count as one tenant's); POST /trunks "
+        "past it answers 409 too_many_trunks",
+    )
+
     @property
     def listen(self) -> tuple[str, int]:
         host, _, port = self.sip_listen.rpartition(":")
@@ -740,6 +746,7 @@ class SipSettings(_Group):
             and int(trunk.rpartition(":")[2]) <= 65535
         ):
             raise self.bad("sip_trunk_listen", "must be host:port (port 0-65535)")
+        self.between("sip_max_trunks", 1, 10_000)
         if self.sip_number and not re.fullmatch(r"[1-9][0-9]{6,14}", self.sip_number):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):

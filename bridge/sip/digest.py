@@ -45,6 +45,11 @@ HASHES: dict[str, Callable[[bytes], str]] = {
 }
 """The digest algorithms we know (RFC 7616 §3.2; RFC 8760 §2.2 for SIP), each with its
 ``-sess`` variant (§3.4.2)."""
+CHALLENGES = {
+    401: ("WWW-Authenticate", "Authorization"),
+    407: ("Proxy-Authenticate", "Proxy-Authorization"),
+}
+"""A challenge's header and the header answering it (RFC 3261 §22.2, §22.3)."""
 PREFERENCE = ("SHA-256", "SHA-512-256", "MD5")
 """Which of several challenges we answer: SHA-256 first (what Meta's edge accepts, and the
 one strong algorithm every RFC 8760 server has), MD5 last."""

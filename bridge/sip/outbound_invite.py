@@ -23,25 +23,20 @@ the ACKs go on the INVITE's connection; a subclass may send them otherwise.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Callable, Sequence
 
 from .dialog import Dialog
-from .digest import Challenge, DigestError, choose
-from .headers import Uri, Via, new_branch, strip_tag
-from .message import Request, Response
+from .digest import CHALLENGES, Challenge, DigestError, choose
+from .headers import Address, Uri, Via, new_branch, strip_tag
+from .message import Request, Response, SipParseError
 from .transaction import TIMER_B, ClientTransaction
 from .transport import Connection
 from .ua import UserAgent
 
 SEND_ERRORS = (ConnectionError, OSError, TimeoutError, ssl.SSLError)
 """What connecting or sending may raise (each an ``OSError``, named for the reader)."""
-
-CHALLENGES = {
-    401: ("WWW-Authenticate", "Authorization"),
-    407: ("Proxy-Authenticate", "Proxy-Authorization"),
-}
-"""A challenge's header and the header answering it (§22.2, §22.3)."""
 
 CANCEL_WAIT = 4.0
 """How long a CANCEL's transaction waits for its final response."""
@@ -91,6 +86,8 @@ class OutboundInvite:
         self.ring_limit = ring_limit
         self._cancel_sent: float | None = None
         """When our CANCEL went (loop time): its INVITE's final response is awaited 64·T1."""
+        self.early_tag = ""
+        """The To tag of the latest provisional response: its early dialog's (§12.1.2)."""
 
     # -- what a subclass says
     @property
@@ -263,6 +260,8 @@ class OutboundInvite:
                 if rings_until is None:
                     rings_until = loop.time() + (self.ring_limit or float("inf"))
                 if resp.status > 100:
+                    with contextlib.suppress(SipParseError):
+                        self.early_tag = Address.parse(resp.get("To")).tag
                     on_progress(resp)
                 continue
             now = loop.time()

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
@@ -37,8 +37,6 @@ TIMER_B = 64 * T1
 REFUSALS_KEPT = 1024
 """Refusals over UDP sent again until their ACK at once (a scanner's INVITEs are refused: its
 403s are not sent again beyond these)."""
-SUPPORTED = ""
-"""No SIP extensions (no 100rel, timer, replaces): a ``Require`` of any gets ``420``."""
 
 
 class CallHandler(Protocol):
@@ -235,6 +233,26 @@ class ClientTransaction:
                 return resp
 
 
+async def ask(ua: UserAgent, req: Request, conn: Connection, timeout: float = 8.0) -> Response:
+    """Send ``req`` (not an INVITE) on ``conn`` and wait for its final response (``408`` when
+    none comes in ``timeout``); sending may raise (the connection's errors)."""
+    tx = await ua.send(req, conn)
+    try:
+        return await tx.final(timeout)
+    finally:
+        ua.done(tx)
+
+
+async def answered_again(ua: UserAgent, req: Request, conn: Connection) -> bool:
+    """A request we answered (or are answering) already: our response again."""
+    branch = Via.parse(req.values("Via")[0]).branch
+    pending = ua.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
+    again = ua.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
+    if again:
+        await ua._answer(conn, again)
+    return bool(again) or pending is not None
+
+
 async def take_reinvite(
     ua: UserAgent,
     req: Request,
@@ -245,7 +263,7 @@ async def take_reinvite(
     """A re-INVITE in ``dialog`` (§14.2): refused when unfit, out of order or overlapping
     another, else handed to ``answer`` as a server transaction in that dialog (its 2xx sent
     again until the ACK, §13.3.1.4)."""
-    refusal = unfit_invite(req)
+    refusal = unfit_invite(req, ua.supported)
     seq = req.cseq[0]
     if refusal is None and dialog.remote_seq is not None and seq <= dialog.remote_seq:
         # §12.2.2: a request whose CSeq is below the dialog's last one is out of order.
@@ -285,6 +303,19 @@ async def serve(handler: CallHandler, tx: InviteServer) -> None:
         await tx.respond(500, "Server Internal Error")
 
 
+async def cancel_pending(ua: UserAgent, req: Request, conn: Connection) -> None:
+    """A CANCEL (§9.2): ``200`` to it and ``487`` to the INVITE it names, still unanswered
+    (the handler told), else ``481``."""
+    branch = Via.parse(req.values("Via")[0]).branch
+    tx = ua.pending.get((req.call_id, branch))
+    if tx is None:
+        await ua._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        return
+    await ua._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
+    if await tx.respond(487, "Request Terminated"):
+        ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
+
+
 def early_invite(ua: UserAgent, req: Request, to_tag: str) -> InviteServer | None:
     """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag given
     in a provisional response)."""
@@ -317,10 +348,12 @@ def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) ->
     return True
 
 
-def unfit_invite(req: Request) -> Response | None:
-    """``420`` for a ``Require`` we do not support (§8.2.2.3), ``488`` for an INVITE without
-    an SDP offer; ``None`` when it is fit to answer."""
-    required = [r for r in req.values("Require") if r.lower() not in SUPPORTED.split(",")]
+def unfit_invite(req: Request, supported: Collection[str] = ()) -> Response | None:
+    """``420`` for a ``Require`` naming an extension not in ``supported`` (§8.2.2.3; Meta's
+    road supports none, a trunk's ``replaces``), ``488`` for an INVITE without an SDP offer;
+    ``None`` when it is fit to answer."""
+    values = (value.strip() for value in req.values("Require"))
+    required = [r for r in values if r and r.lower() not in supported]
     if required:
         return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
     if not req.body or "sdp" not in req.get("Content-Type").lower():

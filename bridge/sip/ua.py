@@ -15,8 +15,9 @@ dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-I
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
-``501`` with ``Allow`` (§8.2.1); a ``Require`` we do not support
-``420`` (§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
+``501`` with ``Allow`` (§8.2.1); a ``Require`` naming an extension not in
+:attr:`UserAgent.supported` (Meta's road: none; a trunk's: ``replaces``) ``420``
+(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
 ``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
 §18.2.1, RFC 3581 §4), and a connection we accepted from outside the
 :class:`~.trust.PeerPolicy` gets ``403`` to every request.
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from ..tasks import TaskSet
+from .challenged import exchange
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
@@ -42,6 +44,9 @@ from .transaction import (
     ClientTransaction,
     Completed,
     InviteServer,
+    answered_again,
+    ask,
+    cancel_pending,
     early_invite,
     end_early,
     refusal_acked,
@@ -115,6 +120,7 @@ class UserAgent:
         """A trunk's user agent takes INFO and REFER, and re-INVITEs (hold from the PBX), in a
         dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
+        self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -194,20 +200,29 @@ class UserAgent:
         timeout: float = 8.0,
         body: bytes = b"",
         content_type: str = "",
+        credentials: tuple[str, str] | None = None,
     ) -> Response:
-        """Send an in-dialog request and wait for its final response (``408`` when none)."""
-        req = dialog.request(
-            method, self.via_host, extra=extra, body=body, content_type=content_type
-        )
+        """Send an in-dialog request and wait for its final response (``408`` when none); a
+        challenge is answered once with ``credentials`` (:func:`.challenged.exchange`), and
+        one we do not get past is said at WARNING."""
+
+        def build(auth: tuple[str, str] | None) -> Request:
+            more = [*extra, auth] if auth else extra
+            return dialog.request(
+                method, self.via_host, extra=more, body=body, content_type=content_type
+            )
+
         try:
-            tx = await self.send(req, await self.flow_for(dialog))
+            flow = await self.flow_for(dialog)
+            resp, refused = await exchange(
+                lambda req: ask(self, req, flow, timeout), build, credentials=credentials
+            )
         except (ConnectionError, OSError, TimeoutError, ssl.SSLError) as exc:
             log.warning("SIP call %s: cannot send %s: %s", dialog.call_id, method, exc)
             return Response(status=503, reason=f"Service Unavailable ({exc})")
-        try:
-            return await tx.final(timeout)
-        finally:
-            self.done(tx)
+        if refused:
+            log.warning("SIP call %s: our %s was challenged: %s", dialog.call_id, method, refused)
+        return resp
 
     # -- receiving
     async def _on_bad(self, bad: BadMessage, conn: Connection) -> None:
@@ -265,7 +280,7 @@ class UserAgent:
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
-        if not conn.reliable and method != "ACK" and await self._retransmitted(req, conn):
+        if not conn.reliable and method != "ACK" and await answered_again(self, req, conn):
             return
         if conn.inbound and not self.policy.admits(conn):
             self.count("untrusted")
@@ -277,9 +292,10 @@ class UserAgent:
         if method == "ACK":
             await self._on_ack(req, dialog)
         elif method == "CANCEL":
-            await self._on_cancel(req, conn)
+            await cancel_pending(self, req, conn)
         elif method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
+            extra += [("Supported", ", ".join(self.supported))] if self.supported else []
             await self._answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
@@ -310,15 +326,6 @@ class UserAgent:
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
 
-    async def _retransmitted(self, req: Request, conn: Connection) -> bool:
-        """A request we answered (or are answering) already: our response again."""
-        branch = Via.parse(req.values("Via")[0]).branch
-        pending = self.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
-        again = self.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
-        if again:
-            await self._answer(conn, again)
-        return bool(again) or pending is not None
-
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
         if refusal_acked(self.refused, req):
             return
@@ -330,21 +337,11 @@ class UserAgent:
         tx.acked.set()
         await self.handler.acked(dialog)
 
-    async def _on_cancel(self, req: Request, conn: Connection) -> None:
-        branch = Via.parse(req.values("Via")[0]).branch
-        tx = self.pending.get((req.call_id, branch))
-        if tx is None:
-            await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
-            return
-        await self._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
-        if await tx.respond(487, "Request Terminated"):
-            self._spawn(self.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
-
     async def _on_invite(self, req: Request, conn: Connection) -> None:
         branch = Via.parse(req.values("Via")[0]).branch
         if (req.call_id, branch) in self.pending:
             return  # a retransmission (another hop may be unreliable): already in hand
-        unfit = unfit_invite(req)
+        unfit = unfit_invite(req, self.supported)
         if unfit is not None:
             await self._answer(conn, unfit)
             return

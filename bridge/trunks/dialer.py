@@ -13,8 +13,9 @@ import logging
 from collections.abc import Sequence
 
 from ..sip import Challenge, DigestError, Request, Response, UserAgent
+from ..sip.digest import CHALLENGES
 from ..sip.headers import Uri, new_branch, new_tag
-from ..sip.outbound_invite import CHALLENGES, OutboundInvite
+from ..sip.outbound_invite import OutboundInvite
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,12 @@ class Dialer(OutboundInvite):
         self.headers = list(headers)
 
     def _road_headers(self) -> Sequence[tuple[str, str]]:
-        return [("P-Asserted-Identity", f"<{self.from_uri}>"), ("Allow", ALLOW), *self.headers]
+        return [
+            ("P-Asserted-Identity", f"<{self.from_uri}>"),
+            ("Allow", ALLOW),
+            ("Supported", "replaces"),  # RFC 3891 §6.2: a phone may take the leg over
+            *self.headers,
+        ]
 
     def _unreachable(self, exc: BaseException) -> None:
         log.warning("SIP trunk %s unreachable: %s", self.proxy, exc)

@@ -14,8 +14,9 @@ import logging
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..audio.dtmf import DIGITS
@@ -44,6 +45,8 @@ LEFT = {
     603: "rejected",
 }
 """A final response's reason for ``participant.left`` (others: ``failed`` or ``rejected``)."""
+ENDED_KEPT = 1024
+"""Ended dialogs remembered (:attr:`TrunkLine.ended`)."""
 
 
 def left_reason(status: int) -> str:
@@ -77,6 +80,18 @@ class TrunkLine:
     """The joined legs by their dialog's key."""
     active: set[SipParticipant]
     """Every leg not yet gone (ringing ones too): hung up when the service closes."""
+    ended: OrderedDict[tuple[str, str], str] = field(default_factory=OrderedDict)
+    """The dialogs of legs gone lately (key → the phone's tag; the oldest forgotten past
+    :data:`ENDED_KEPT`): a ``Replaces`` naming one is declined (``replacing.py``)."""
+
+    def drop(self, dialog: Dialog) -> SipParticipant | None:
+        """``dialog`` ended: its leg (if any) taken out of :attr:`legs`, the dialog out of the
+        user agent's and remembered in :attr:`ended`."""
+        self.ua.dialogs.pop(dialog.key, None)
+        self.ended[dialog.key] = dialog.remote_tag
+        while len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
+        return self.legs.pop(dialog.key, None)
 
 
 class SipParticipant:
@@ -136,6 +151,12 @@ class SipParticipant:
                 "leg": self.id,
             },
         }
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        """The trunk's username and password: what answers the PBX's challenge to a request
+        we send in the leg's dialog (a BYE, a NOTIFY; RFC 3261 §22.2)."""
+        return self.trunk.username, self.trunk.password
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
         return None if self.media is None else (self.offered_at, timeline(self.media))
@@ -331,9 +352,10 @@ class SipParticipant:
         async with self._closing:
             dialog, self.dialog = self.dialog, None
             if dialog is not None:
-                self.line.legs.pop(dialog.key, None)
-                self.line.ua.dialogs.pop(dialog.key, None)
-                await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0)
+                self.line.drop(dialog)
+                await self.line.ua.in_dialog(
+                    dialog, "BYE", timeout=4.0, credentials=self.credentials
+                )
             elif self.dialer is not None and self.dialer.final is None:
                 await self.dialer.cancel()
 

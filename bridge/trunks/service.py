@@ -30,6 +30,7 @@ from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
 from .reinvite import Plays, reinvited
+from .replacing import replace
 from .transfer import in_dialog
 from .upkeep import Upkeep
 
@@ -92,6 +93,7 @@ class TrunkService:
             udp=True,
         )
         ua.in_dialog_requests = lambda dialog, req: in_dialog(self.line, self.spawn, dialog, req)
+        ua.supported = ("replaces",)  # RFC 3891: an INVITE may take a leg over (replacing.py)
         # hold from the PBX (RFC 3264 §8.4), its music as the trunk says when it comes
         ua.reinvites = lambda tx: reinvited(self.line, self.catalog, self.playback, tx)
         return ua
@@ -287,6 +289,9 @@ class TrunkService:
             # A stranger's 403 once: its source may be forged (no reflector for scanners).
             await tx.respond(*refused[:2], extra=refused[2], once=stranger)
             return
+        if tx.req.values("Replaces"):  # a phone taking a leg over, not a new call (RFC 3891)
+            await replace(self.line, trunk, tx)
+            return
         await PbxCall(self, tx, trunk).place()
 
     def _refused_stranger(self, source: str, reason: str) -> None:
@@ -315,7 +320,7 @@ class TrunkService:
             await leg.remove()
 
     async def bye(self, dialog: Dialog, req: Request) -> None:
-        leg = self.legs.pop(dialog.key, None)
+        leg = self.line.drop(dialog)
         if leg is not None:
             await leg.remote_bye()
 

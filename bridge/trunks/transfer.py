@@ -103,6 +103,7 @@ async def notify(
         body=f"SIP/2.0 {status} {reason}\r\n".encode(),
         content_type="message/sipfrag;version=2.0",
         timeout=4.0,
+        credentials=old.credentials,
     )
 
 
@@ -137,10 +138,23 @@ async def transfer(
         if old.dialog is None:  # its phone hung up while the transfer went on
             await old.remote_bye()
         return
+    await take_over(old, new, target, notify(line, old, dialog, 200, "OK"))
+
+
+async def take_over(
+    old: SipParticipant,
+    new: SipParticipant,
+    target: str,
+    told: Coroutine[Any, Any, None] | None = None,
+) -> None:
+    """``new``, joined in ``old``'s place (its ``replaces``), takes over: its events and
+    what ends with it (``on_left``) are ``old``'s now, ``old`` is hung up silently (after
+    ``told``, the REFER's last NOTIFY), and ``participant.transferred`` names ``target``."""
     new.silent = False
     new.on_left, old.on_left = old.on_left, None
     old.silent = True
-    await notify(line, old, dialog, 200, "OK")
+    if told is not None:
+        await told
     await old.remove()
     old.runtime.emit(
         "participant.transferred", participantID=new.participant_id, sip={"uri": target}

@@ -23,9 +23,10 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
-from ..sip import DigestError, Request, Response, UserAgent, choose
+from ..sip import Request, Response, UserAgent
+from ..sip.challenged import exchange
 from ..sip.headers import Uri, Via, new_branch, new_tag
-from ..sip.outbound_invite import CHALLENGES
+from ..sip.transaction import ask
 from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ class Upkeep:
         kept = {} if session is None else session
         call_id = kept.setdefault("callId", f"{new_branch()[7:]}@{ua.hostname}")
         tag = kept.setdefault("tag", new_tag())
-        auth: tuple[str, str] | None = None
-        for attempt in (1, 2):
+
+        def build(authorization: tuple[str, str] | None) -> Request:
             seq = kept["cseq"] = int(kept.get("cseq", 0)) + 1
             req = Request(method=method, uri=uri)
             via = Via(conn.via_transport, ua.via_host, None, {"branch": new_branch(), "rport": ""})
@@ -192,24 +193,15 @@ class Upkeep:
             req.add("CSeq", f"{seq} {method}")
             for name, value in extra or []:
                 req.add(name, value)
-            if auth is not None:
-                req.add(*auth)
-            try:
-                tx = await ua.send(req, conn)
-            except (ConnectionError, OSError, TimeoutError) as exc:
-                return Response(status=503, reason=f"Service Unavailable ({exc})")
-            try:
-                resp = await tx.final(8.0)
-            finally:
-                ua.done(tx)
-            if resp.status not in CHALLENGES or attempt == 2 or not trunk.password:
-                return resp
-            challenge, answer = CHALLENGES[resp.status]
-            try:
-                chosen = choose(resp.all(challenge))
-            except DigestError:
-                return resp
-            auth = (answer, chosen.answer(method, uri, trunk.username, trunk.password))
+            if authorization is not None:
+                req.add(*authorization)
+            return req
+
+        credentials = (trunk.username, trunk.password)
+        try:
+            resp, _ = await exchange(lambda req: ask(ua, req, conn), build, credentials=credentials)
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            return Response(status=503, reason=f"Service Unavailable ({exc})")
         return resp
 
 

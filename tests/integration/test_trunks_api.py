@@ -80,6 +80,27 @@ async def test_a_tenant_sees_only_its_own_trunks(nclient) -> None:  # noqa: F811
     assert listed == {"trunks": []}
 
 
+async def test_a_tenant_has_at_most_sip_max_trunks(nclient) -> None:  # noqa: F811
+    """Each POST /trunks stored a trunk, with no bound: a tenant's key could fill the store
+    (and every worker's catalog, keep-alives and registrations with it). Past
+    BRIDGE_SIP_MAX_TRUNKS a 409 says why; other tenants, and a deleted trunk's place, count
+    apart."""
+    client = await nclient(sip_max_trunks=3)
+    acme = await new_tenant(client, "Acme")
+    other = await new_tenant(client, "Other")
+    key = bearer(acme["apiKey"])
+    made = [await post(client, "/trunks", TRUNK, headers=key) for _ in range(3)]
+    refused = await post(client, "/trunks", TRUNK, headers=key, status=409)
+    assert refused["error"]["code"] == "too_many_trunks", refused
+    assert "BRIDGE_SIP_MAX_TRUNKS" in refused["error"]["message"], refused
+    assert len((await (await client.get("/trunks", headers=key)).json())["trunks"]) == 3
+    await post(client, "/trunks", TRUNK, headers=bearer(other["apiKey"]))  # its own three
+    await post(client, "/trunks", TRUNK)  # the service's own
+    resp = await client.delete(f"/trunks/{made[0]['trunkID']}", headers=key)
+    assert resp.status == 200
+    await post(client, "/trunks", TRUNK, headers=key)
+
+
 async def test_trunks_need_a_token(nclient) -> None:  # noqa: F811
     client = await nclient()
     assert (await client.post("/trunks", json=TRUNK)).status == 401

@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 from bridge.api.keys import TRUNKS
 from bridge.sip.digest import authorize
@@ -28,20 +31,31 @@ def invite(port: int, n: int, user: str = "+15550001111") -> bytes:
     ).encode()
 
 
-async def test_a_scanner_is_said_once_per_source(make_client, tmp_path, caplog) -> None:
+STRANGERS = {"allowFrom": ["10.0.0.0/8"]}
+"""A trunk that takes nobody on loopback: every INVITE here is a stranger's."""
+DIGEST = {"allowFrom": ["127.0.0.1/32"], "username": "pbx", "password": "right"}
+"""A trunk that takes loopback with a digest."""
+
+
+@asynccontextmanager
+async def listener(
+    make_client: Any, tmp_path: Any, inbound: dict[str, Any]
+) -> AsyncIterator[tuple[Any, int, socket.socket]]:
+    """A bridge with a trunk listener and one trunk taking ``inbound``; the listener's port
+    and a non-blocking UDP socket on loopback to send it INVITEs from."""
     client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
-    trunk = {
-        "name": "pbx",
-        "uri": "sip:127.0.0.1:5999;transport=udp",
-        "inbound": {"allowFrom": ["10.0.0.0/8"]},
-    }
+    trunk = {"name": "pbx", "uri": "sip:127.0.0.1:5999;transport=udp", "inbound": inbound}
     assert (await client.post("/trunks", json=trunk)).status == 201
-    port = client.app[TRUNKS].port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        yield client, client.app[TRUNKS].port, sock
+
+
+async def test_a_scanner_is_said_once_per_source(make_client, tmp_path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="bridge")
     refused: set[str] = set()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scanner:
-        scanner.bind(("127.0.0.1", 0))
-        scanner.setblocking(False)
+    async with listener(make_client, tmp_path, STRANGERS) as (_client, port, scanner):
         loop = asyncio.get_running_loop()
         for n in range(30):
             await loop.sock_sendto(scanner, invite(port, n), ("127.0.0.1", port))
@@ -60,18 +74,8 @@ async def test_wrong_credentials_are_said_once_per_source_and_their_end(
     """A digest answered with a wrong password, again and again (someone guessing it): each
     refused 403, said once at WARNING (it was a line an INVITE), and said when that source's
     credentials are right again."""
-    client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
-    trunk = {
-        "name": "pbx",
-        "uri": "sip:127.0.0.1:5999;transport=udp",
-        "inbound": {"allowFrom": ["127.0.0.1/32"], "username": "pbx", "password": "right"},
-    }
-    assert (await client.post("/trunks", json=trunk)).status == 201
-    port = client.app[TRUNKS].port
     caplog.set_level(logging.INFO, logger="bridge")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
-        pbx.bind(("127.0.0.1", 0))
-        pbx.setblocking(False)
+    async with listener(make_client, tmp_path, DIGEST) as (_client, port, pbx):
         loop = asyncio.get_running_loop()
 
         async def final(request: bytes, call_id: str) -> bytes:
@@ -118,32 +122,22 @@ async def test_a_digest_answer_with_a_nonce_not_ascii_is_challenged_again(
     """A Proxy-Authorization whose nonce is not ASCII (a forged or garbled one) is a nonce we
     never issued: a fresh 407. Comparing it with ours raised TypeError, so the INVITE, past
     its 100 Trying, got no final response at all and stayed among the pending ones."""
-    client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
-    trunk = {
-        "name": "pbx",
-        "uri": "sip:127.0.0.1:5999;transport=udp",
-        "inbound": {"allowFrom": ["127.0.0.1/32"], "username": "pbx", "password": "right"},
-    }
-    assert (await client.post("/trunks", json=trunk)).status == 201
-    port = client.app[TRUNKS].port
     forged = (
         'Digest username="pbx", realm="127.0.0.1", nonce="1.2.\u00e9", '
         'uri="sip:x", response="00", algorithm=MD5, qop=auth, nc=00000001, cnonce="c"'
     )
-    request = invite(port, 1).replace(
-        b"Content-Type", f"Proxy-Authorization: {forged}\r\nContent-Type".encode()
-    )
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx:
-        pbx.bind(("127.0.0.1", 0))
-        pbx.setblocking(False)
+    async with listener(make_client, tmp_path, DIGEST) as (client, port, pbx):
+        request = invite(port, 1).replace(
+            b"Content-Type", f"Proxy-Authorization: {forged}\r\nContent-Type".encode()
+        )
         loop = asyncio.get_running_loop()
         await loop.sock_sendto(pbx, request, ("127.0.0.1", port))
         while True:
             answer = await asyncio.wait_for(loop.sock_recv(pbx, 65536), 2)
             if not answer.startswith(b"SIP/2.0 100"):
                 break
-    assert answer.startswith(b"SIP/2.0 407"), answer
-    assert not client.app[TRUNKS].ua.pending
+        assert answer.startswith(b"SIP/2.0 407"), answer
+        assert not client.app[TRUNKS].ua.pending
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
@@ -154,18 +148,8 @@ async def test_a_strangers_refusal_is_not_sent_again(make_client, tmp_path, monk
     from bridge.sip import transaction as sip_transaction
 
     monkeypatch.setattr(sip_transaction, "T1", 0.05)
-    client = await make_client(data_dir=str(tmp_path), sip_trunk_listen="127.0.0.1:0")
-    trunk = {
-        "name": "pbx",
-        "uri": "sip:127.0.0.1:5999;transport=udp",
-        "inbound": {"allowFrom": ["10.0.0.0/8"]},
-    }
-    assert (await client.post("/trunks", json=trunk)).status == 201
-    port = client.app[TRUNKS].port
     got: list[bytes] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as scanner:
-        scanner.bind(("127.0.0.1", 0))
-        scanner.setblocking(False)
+    async with listener(make_client, tmp_path, STRANGERS) as (_client, port, scanner):
         loop = asyncio.get_running_loop()
         await loop.sock_sendto(scanner, invite(port, 1), ("127.0.0.1", port))
         try:

@@ -261,6 +261,7 @@ ENV_SAMPLES = [
     ),
     ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
     ("BRIDGE_SIP_TRUNK_LISTEN", "127.0.0.1:5070", "sip", "sip_trunk_listen", "127.0.0.1:5070"),
+    ("BRIDGE_SIP_MAX_TRUNKS", "5", "sip", "sip_max_trunks", 5),
     ("BRIDGE_SIP_TRUNK_CA", "/etc/pbx-ca.pem", "sip", "sip_trunk_ca", "/etc/pbx-ca.pem"),
     (
         "BRIDGE_SIP_TRUSTED_NETWORKS",
