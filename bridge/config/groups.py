@@ -222,6 +222,11 @@ class CallSettings(_Group):
         "that cannot move (Cloud API) before it hangs them up",
     )
     max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
+    max_routes: int = _opt(
+        100,
+        "desk routes one tenant may have (the service's own count as one tenant's); POST /routes "
+        "past it answers 409 too_many_routes",
+    )
     orphan_calls: OrphanCalls = _opt(
         OrphanCalls.HANGUP,
         "at start-up: hangup (end engine calls no live call of this bridge owns: answered "
@@ -244,6 +249,7 @@ class CallSettings(_Group):
         if self.max_calls < 1:
             raise self.bad("max_calls", "must be at least 1")
         self.between("max_participants", 1, 32)
+        self.between("max_routes", 1, 10_000)
         for name in ("connect_timeout", "media_timeout", "ring_timeout"):
             self.between(name, 0.5, 3600, " seconds")
         if self.max_call_duration < 0:

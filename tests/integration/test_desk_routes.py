@@ -217,6 +217,22 @@ async def test_bad_routes_name_the_field(client, body, status, field) -> None:
     assert field in (await resp.json())["error"]["message"]
 
 
+async def test_a_tenant_has_at_most_max_routes(make_client) -> None:
+    """Each POST /routes stored a route with no bound, and every ringing call reads its
+    tenant's routes: past BRIDGE_MAX_ROUTES a 409 says why; a deleted route's place counts
+    again."""
+    client = await make_client(max_routes=2)
+    made = [await route(client, [{"hangup": {}}]) for _ in range(2)]
+    body = {"name": "third", "numbers": "default", "steps": [{"hangup": {}}]}
+    resp = await client.post("/routes", json=body)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "too_many_routes", error
+    assert "BRIDGE_MAX_ROUTES" in error["message"], error
+    assert len((await (await client.get("/routes")).json())["routes"]) == 2
+    assert (await client.delete(f"/routes/{made[0]['routeID']}")).status == 200
+    await route(client, [{"hangup": {}}])
+
+
 async def test_routes_are_listed_read_and_deleted(client) -> None:
     made = await route(client, [{"hangup": {}}])
     listed = await (await client.get("/routes")).json()

@@ -218,6 +218,7 @@ ENV_SAMPLES = [
     ("BRIDGE_UVLOOP", "false", "server", "uvloop", False),
     ("BRIDGE_MAX_CALLS", "12", "calls", "max_calls", 12),
     ("BRIDGE_MAX_PARTICIPANTS", "3", "calls", "max_participants", 3),
+    ("BRIDGE_MAX_ROUTES", "7", "calls", "max_routes", 7),
     ("BRIDGE_CONNECT_TIMEOUT", "21", "calls", "connect_timeout", 21.0),
     ("BRIDGE_MEDIA_TIMEOUT", "11", "calls", "media_timeout", 11.0),
     ("BRIDGE_RING_TIMEOUT", "61", "calls", "ring_timeout", 61.0),
