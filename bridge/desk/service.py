@@ -78,7 +78,9 @@ class Desk:
         """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
         the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
-        self.presence = AgentPresence(store, worker_id, grace)
+        self.presence = AgentPresence(
+            store, worker_id, grace, lambda call_id: self.manager.registry.get(call_id)
+        )
         """The writes of agents' records (``presence.py``), which ``lease`` renews."""
         self.lease = PresenceLease(store, worker_id, grace, lambda: self._sessions)
         self._tasks = TaskSet("desk")

@@ -11,17 +11,21 @@ alone, two in-process apps where a call must be live on one of them)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+from bridge.api.keys import DESK, MANAGER
 from bridge.desk import AgentClaims, AgentSession, AgentTokens, Desk
 from bridge.desk.redis_store import RedisDeskStore
 from bridge.desk.store import AgentRecord
 from bridge.desk.wire import AgentMessage
+from bridge.errors import DirectoryUnavailable
 
 from ..support.waits import until
+from .test_desk import Agent, incoming, states
 
 ANN = (None, "ann")
 
@@ -161,3 +165,99 @@ async def test_a_reconnect_keeps_the_busy_the_bridge_marks_meanwhile(redis) -> N
     finally:
         await asyncio.gather(first.close(), again.close())
         await asyncio.gather(a2.close(), b.close())
+
+
+async def _hello(client: Any, name: str) -> tuple[Agent, dict[str, Any]]:
+    from .test_desk import token
+
+    ws = await client.ws_connect(f"/agents/connect?token={await token(client, name)}")
+    hello = json.loads((await ws.receive()).data)
+    assert hello["type"] == "hello", hello
+    return Agent(ws), hello
+
+
+async def _reconnect(client: Any, agent: Agent) -> tuple[Agent, dict[str, Any]]:
+    await agent.ws.close()
+    return await _hello(client, "ann")
+
+
+async def test_a_reconnect_frees_an_agent_whose_call_is_gone(client) -> None:
+    """Ann is ``busy`` on a call that is gone — a free lost, a worker that died on the call —
+    and her app reconnects: she is ``available`` (before, the record's call was kept without
+    a look at it: busy for good, across every reconnect, never rung again)."""
+    desk = client.app[DESK]
+    ann, _ = await _hello(client, "ann")
+    call_id = await incoming(client)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    await until(lambda: _listed(client, "busy"), 3, "ann busy")
+    # The call ends; its free is lost (the bridge marks her busy on it once more).
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await until(lambda: _listed(client, "available"), 3, "ann freed")
+    await desk.set_state(ANN, "busy", call_id)
+    ann, hello = await _reconnect(client, ann)
+    assert hello["state"] == "available"
+    assert await states(client) == {"ann": "available"}
+    # A call this worker never had (its worker died with it): the same.
+    await desk.set_state(ANN, "busy", "a-call-of-a-dead-worker")
+    ann, hello = await _reconnect(client, ann)
+    assert hello["state"] == "available"
+    again = await incoming(client, "5521988886666")  # and she is rung again
+    assert (await ann.next("ringing"))["callID"] == again
+    await client.post("/call/hangup", json={"callID": again})
+    await ann.ws.close()
+
+
+async def _listed(client: Any, state: str) -> bool:
+    return (await states(client)).get("ann") == state
+
+
+async def test_a_reconnect_keeps_an_agent_busy_on_a_call_live_on_another_worker(
+    redis, make_client, monkeypatch
+) -> None:
+    """Two workers (in-process apps) on one Redis: the call on B, ann's socket on A. While the
+    call is live on B, a reconnect on A finds her ``busy`` (A has no such call: the call
+    directory says it is live); once it ended on B, a busy left on it (a free lost) is gone at
+    her next reconnect."""
+    secret = "s" * 32
+    monkeypatch.setenv("BRIDGE_WORKER_ID", "worker-a")
+    a = await make_client(directory=redis.url, internal_secret=secret)
+    monkeypatch.setenv("BRIDGE_WORKER_ID", "worker-b")
+    b = await make_client(directory=redis.url, internal_secret=secret)
+    ann, _ = await _hello(a, "ann")
+    call_id = await incoming(b)
+    assert (await (await b.get(f"/call/{call_id}")).json())["owner"] == "worker-b"
+    assert a.app[MANAGER].registry.get(call_id) is None  # A has no such call
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    assert (await ann.next("accepted"))["callID"] == call_id
+    await until(lambda: _listed(a, "busy"), 3, "ann busy")
+    ann, hello = await _reconnect(a, ann)
+    assert hello["state"] == "busy"  # live on B
+    assert await states(b) == {"ann": "busy"}
+    assert (await b.post("/call/hangup", json={"callID": call_id})).status == 200
+    await until(lambda: _listed(a, "available"), 3, "ann freed by B")
+    await b.app[DESK].set_state(ANN, "busy", call_id)  # the free lost
+    ann, hello = await _reconnect(a, ann)
+    assert hello["state"] == "available"  # ended on B
+    await ann.ws.close()
+
+
+async def test_a_reconnect_stays_busy_while_the_directory_cannot_say(client, caplog) -> None:
+    """Ann is ``busy`` on a call of another worker and reconnects while the call directory
+    does not answer: she stays busy (her call may be live), said once at WARNING with why."""
+    desk = client.app[DESK]
+
+    async def unreachable(call_id: str) -> bool:
+        raise DirectoryUnavailable("the call directory (Redis) is unreachable: refused")
+
+    desk.presence.elsewhere = unreachable
+    ann, _ = await _hello(client, "ann")
+    await desk.set_state(ANN, "busy", "a-call-of-another-worker")
+    ann, hello = await _reconnect(client, ann)
+    assert hello["state"] == "busy"
+    said = [r for r in caplog.records if "a-call-of-another-worker" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert "refused" in said[0].getMessage()
+    await ann.ws.close()
