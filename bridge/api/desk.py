@@ -212,9 +212,9 @@ async def delete_route(request: web.Request) -> web.Response:
 
 async def desk_resources(app: web.Application) -> AsyncIterator[None]:
     """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``, ``AGENTS`` (the model agents
-    of routes' ``agent`` steps), ``DIRECTORY`` and ``INTERNAL_HTTP`` (legs lent across
-    workers); makes ``DESK`` (after the calls, so it closes before them:
-    agents are told nothing more once calls end)."""
+    of routes' ``agent`` steps), ``DIRECTORY`` (whether a call is live on another worker;
+    legs lent across workers, with ``INTERNAL_HTTP``); makes ``DESK`` (after the calls, so it
+    closes before them: agents are told nothing more once calls end)."""
     settings = app[SETTINGS]
     cluster = settings.cluster
     if cluster.shared:
@@ -233,7 +233,14 @@ async def desk_resources(app: web.Application) -> AsyncIterator[None]:
         worker_id=manager.owner,
     )
     desk.models = app[AGENTS]
-    url = getattr(app[DIRECTORY], "url", None)
+    directory = app[DIRECTORY]
+
+    async def live_elsewhere(call_id: str) -> bool:
+        record = await directory.record(call_id)
+        return record is not None and record.live
+
+    desk.presence.elsewhere = live_elsewhere  # a reconnect keeps busy only on a live call
+    url = getattr(directory, "url", None)
     if cluster.shared and isinstance(url, str):  # legs lent to calls on other workers
         opener = relay_opener(app[INTERNAL_HTTP], cluster.internal_secret)
         desk.lending = Lending(desk, opener, url)

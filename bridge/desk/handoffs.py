@@ -44,7 +44,7 @@ class HandsOff(Protocol):
 
     async def send(self, key: AgentKey, message: dict[str, Any], round_no: int = 0) -> None: ...
 
-    async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
+    async def free(self, key: AgentKey, call_id: str) -> None: ...
 
 
 async def transfer(
@@ -141,6 +141,4 @@ async def tell_lost(desk: HandsOff, call_id: str, end_reason: Any) -> None:
         tenant, _, agent = str(entry).partition("/")
         key = (tenant or None, agent)
         await desk.send(key, ended)
-        record = await desk.store.agent(*key)
-        if record is not None and record.call_id == call_id:
-            await desk.set_state(key, "available")
+        await desk.free(key, call_id)

@@ -1,11 +1,12 @@
 """``RedisDeskStore``: the desk's shared state in the call directory's Redis.
 
 Keys (under ``bridge:desk:``): ``agent:{tenant}/{agentID}`` (an :class:`~.store.AgentRecord`
-as JSON), ``agents`` (the set of those keys), ``claim:{callID}`` (who took a ringing call:
-``SET NX``, so exactly one worker's accept wins, and a hang-up claims it the same way),
-``ring:{callID}`` (where the call's route is: step, round, who is rung; a survivor resumes
-it when the call's owner dies), ``routes`` (a hash of route id → route JSON) and the channel
-``bus`` (messages between workers: ring this agent, this agent accepted, the call was taken).
+as JSON, changed only atomically: a WATCH/MULTI transaction, or the lease's script),
+``agents`` (the set of those keys), ``claim:{callID}`` (who took a ringing call: ``SET NX``,
+so exactly one worker's accept wins, and a hang-up claims it the same way), ``ring:{callID}``
+(where the call's route is: step, round, who is rung; a survivor resumes it when the call's
+owner dies), ``routes`` (a hash of route id → route JSON) and the channel ``bus`` (messages
+between workers: ring this agent, this agent accepted, the call was taken).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from redis.exceptions import RedisError
 
 from ..logs import FailureKinds
 from ..tasks import TaskSet
-from .store import CLAIM_TTL, AgentRecord, BusHandler, _key
+from .store import CLAIM_TTL, AgentChange, AgentRecord, BusHandler, _key
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +98,26 @@ class RedisDeskStore:
         await self._tasks.close()
         await self._redis.aclose()
 
-    async def put_agent(self, record: AgentRecord) -> None:
-        key = P + "agent:" + _key(record.tenant_id, record.agent_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(key, record.to_json())
-            pipe.sadd(P + "agents", key)
-            await pipe.execute()
+    async def update_agent(
+        self, tenant_id: str | None, agent_id: str, change: AgentChange
+    ) -> AgentRecord | None:
+        # Optimistic: the record is read under WATCH and written in MULTI/EXEC, which Redis
+        # refuses if another client wrote it meanwhile (a renewal too); then read again.
+        key = P + "agent:" + _key(tenant_id, agent_id)
+
+        async def update(pipe: Any) -> AgentRecord | None:
+            raw = await pipe.get(key)
+            record = change(AgentRecord.from_json(raw) if raw else None)
+            if record is not None:
+                pipe.multi()
+                pipe.set(key, record.to_json())
+                pipe.sadd(P + "agents", key)
+            return record
+
+        record: AgentRecord | None = await self._redis.transaction(
+            update, key, value_from_callable=True
+        )
+        return record
 
     async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
         raw = await self._redis.get(P + "agent:" + _key(tenant_id, agent_id))

@@ -63,6 +63,8 @@ class RouteDesk(Protocol):
 
     async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None: ...
 
+    async def free(self, key: AgentKey, call_id: str) -> None: ...
+
     async def lend_leg(self, key: AgentKey, runtime: CallRuntime) -> bool: ...
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
@@ -124,9 +126,7 @@ class RouteRun:
                 # The winner now too: an accept that won the round as the call ended (it
                 # was among the rung, who heard the end above).
                 for key in {k for k in (winner, self.winner) if k is not None}:
-                    record = await self.desk.store.agent(*key)
-                    if record is not None and record.call_id == self.call.id:
-                        await self.desk.set_state(key, "available")
+                    await self.desk.free(key, self.call.id)
 
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
@@ -194,7 +194,7 @@ class RouteRun:
             await self.desk.send(
                 previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
             )
-            await self.desk.set_state(previous, "available")
+            await self.desk.free(previous, self.call.id)
         self.runtime.emit(
             "call.transferred",
             participantID="agent",

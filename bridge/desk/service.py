@@ -33,6 +33,7 @@ from .bridged import Models, Trunks
 from .lease import PresenceLease
 from .legs import AgentLegs
 from .lending import Lending
+from .presence import AgentPresence
 from .routes import Route, pick, route_from_stored, stored
 from .runner import RouteRun
 from .session import AgentSession
@@ -77,6 +78,10 @@ class Desk:
         """SIP trunks and model agents for ``sip`` and ``agent`` steps (``bridged.py``): bound by
         the app, which owns them (``None``: such a step moves on, logged)."""
         self._sessions: dict[AgentKey, AgentSession] = {}
+        self.presence = AgentPresence(
+            store, worker_id, grace, lambda call_id: self.manager.registry.get(call_id)
+        )
+        """The writes of agents' records (``presence.py``), which ``lease`` renews."""
         self.lease = PresenceLease(store, worker_id, grace, lambda: self._sessions)
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
@@ -107,21 +112,7 @@ class Desk:
         self._sessions[session.key] = session
         self.lease.holding(True)
         session.start()
-        claims = session.claims
-        previous = await self.store.agent(*session.key)
-        keep_busy = previous is not None and previous.state == "busy" and previous.call_id
-        record = AgentRecord(
-            tenant_id=claims.tenant_id,
-            agent_id=claims.agent_id,
-            groups=claims.groups,
-            state="busy" if keep_busy else "available",
-            since=previous.since if keep_busy and previous else time.time(),
-            alive_until=time.time() + self.grace,
-            worker=self.worker_id,
-            call_id=previous.call_id if keep_busy and previous else None,
-        )
-        await self.store.put_agent(record)
-        return record
+        return await self.presence.connected(session.claims)
 
     async def disconnect(self, session: AgentSession) -> None:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""
@@ -144,11 +135,15 @@ class Desk:
         return list(self._sessions.values())
 
     async def set_state(self, key: AgentKey, state: str, call_id: str | None = None) -> None:
-        record = await self.store.agent(*key)
-        if record is None:
-            return
-        await self.store.put_agent(record.with_state(state, call_id))
-        await self.send(key, {"type": "presence", "state": state})
+        """The bridge sets the agent's state (``busy`` on ``call_id``), which it is told."""
+        if await self.presence.mark(key, state, call_id):
+            await self.send(key, {"type": "presence", "state": state})
+
+    async def free(self, key: AgentKey, call_id: str) -> None:
+        """The agent is off ``call_id`` (its end, a transfer to another), told if it was on it
+        (``AgentPresence.free``)."""
+        if await self.presence.free(key, call_id):
+            await self.send(key, {"type": "presence", "state": "available"})
 
     async def handle(self, session: AgentSession, message: wire.AgentMessage) -> None:
         """One message from an agent's socket."""
@@ -156,9 +151,7 @@ class Desk:
             session.send({"type": "pong"})
         elif message.type == "presence":
             assert message.state is not None
-            record = await self.store.agent(*session.key)
-            if record is not None:
-                await self.store.put_agent(record.with_state(message.state, record.call_id))
+            await self.presence.chose(session.key, message.state)
         elif message.type == "offer":
             assert message.sdp is not None
             await self.legs.offer(session, message.sdp)

@@ -36,6 +36,10 @@ AgentKey = tuple[str | None, str]
 
 BusHandler = Callable[[dict[str, Any]], None]
 
+AgentChange = Callable[["AgentRecord | None"], "AgentRecord | None"]
+"""What an update makes of an agent's record, given it as it is (``None``: there is none):
+the record to write, or ``None`` to write nothing."""
+
 
 @dataclass(frozen=True)
 class AgentRecord:
@@ -88,7 +92,15 @@ class DeskStore(Protocol):
     async def start(self, on_message: BusHandler) -> None: ...
     async def close(self) -> None: ...
 
-    async def put_agent(self, record: AgentRecord) -> None: ...
+    async def update_agent(
+        self, tenant_id: str | None, agent_id: str, change: AgentChange
+    ) -> AgentRecord | None:
+        """Change the agent's record in one atomic step (across workers): ``change`` is given
+        the record as it is now and its answer is written and returned (``None``: nothing
+        written). Every writer of a record goes through here, so none writes back a record
+        it read over another's change meanwhile; ``change`` may run again (on the newer
+        record) when another writer came first, so it only computes."""
+
     async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None: ...
     async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
         """The agents of one tenant (``every``: of all tenants, for the service)."""
@@ -134,8 +146,14 @@ class MemoryDeskStore:
     async def close(self) -> None:
         self._on_message = None
 
-    async def put_agent(self, record: AgentRecord) -> None:
-        self._agents[_key(record.tenant_id, record.agent_id)] = record
+    async def update_agent(
+        self, tenant_id: str | None, agent_id: str, change: AgentChange
+    ) -> AgentRecord | None:
+        key = _key(tenant_id, agent_id)
+        record = change(self._agents.get(key))  # read and written in one turn of the loop
+        if record is not None:
+            self._agents[key] = record
+        return record
 
     async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
         return self._agents.get(_key(tenant_id, agent_id))

@@ -205,17 +205,17 @@ async def test_an_agent_whose_connect_fails_midway_is_not_kept(client) -> None:
     its presence is written) is let go as a closed socket is: before, its session stayed with
     the desk for good, renewed as present, and rung, with nobody behind it."""
     desk = client.app[DESK]
-    put_agent = desk.store.put_agent
+    update_agent = desk.store.update_agent
 
-    async def unreachable(record: Any) -> None:
+    async def unreachable(*_: Any) -> None:
         raise OSError("the desk's store is unreachable")
 
-    desk.store.put_agent = unreachable
+    desk.store.update_agent = unreachable
     for n in range(20):
         ws = await client.ws_connect(f"/agents/connect?token={await token(client, f'a{n}')}")
         await ws.receive()  # the server closed it: no hello
         await ws.close()
-    desk.store.put_agent = put_agent
+    desk.store.update_agent = update_agent
     await until(lambda: not desk.sessions(), timeout=3.0)
     agent = await Agent.connect(client, "ann")  # the store back: agents connect as before
     assert [s.key[1] for s in desk.sessions()] == ["ann"]

@@ -111,7 +111,8 @@ async def test_agents_presence_is_renewed_again_after_redis_restarts(redis, capl
 
         async def written() -> bool:
             try:
-                await store.put_agent(dataclasses.replace(first, alive_until=time.time()))
+                again = dataclasses.replace(first, alive_until=time.time())
+                await store.update_agent(None, "ann", lambda _: again)
             except (RedisError, OSError):
                 return False
             return True
