@@ -189,7 +189,11 @@ class CallRecorder:
                 self.dropped_frames,
             )
         self._on_ready(recordings)
-        self.host.emit("recording.ready", recordings=[r.as_json() for r in recordings])
+        self.host.emit(
+            "recording.ready",
+            recordings=[r.as_json() for r in recordings],
+            segment=self.segment,
+        )
         return recordings
 
     def _finish(self) -> list[Recording]:

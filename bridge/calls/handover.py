@@ -364,10 +364,14 @@ async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
 async def release_call(manager: CallManager, call_id: str, *, moved: bool = True) -> None:
     """Let go of a call another worker carries on now (``moved``: its media forks leave
     without ``stop``, the new owner resumes them): forget it and close its runtime without
-    hanging up and without a word (its events are the new owner's now)."""
+    hanging up and without a word (its events are the new owner's now) — except the
+    recording's segment written here, announced here (``recording.ready``): the new owner
+    records into a segment of its own and cannot tell of this one."""
     runtime = manager.release_moved(call_id)
     if runtime is None:
         return
+    for recorder in runtime.attached("recorder"):
+        await runtime.close_attachment(recorder)
     runtime.events = CallEvents()  # nobody listens: attachments' last events go nowhere
     if moved:
         for fork in runtime.attached("fork"):

@@ -916,6 +916,68 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
     assert len(said) == 1 and "WARNING" in said[0], log_b[-3000:]
 
 
+def segments_announced(events: Events, call_id: str) -> dict[str, str]:
+    """Every recording file the app was told of (``recording.ready``), path → recordingId;
+    a file announced twice fails."""
+    told: dict[str, str] = {}
+    for event in events.seen:
+        if event["type"] != "recording.ready" or event["callID"] != call_id:
+            continue
+        for rec in event["recordings"]:
+            assert rec["path"] not in told, f"{rec['path']} announced twice"
+            told[rec["path"]] = rec["recordingId"]
+    return told
+
+
+def segments_on_disk(data: Path, call_id: str) -> dict[str, str]:
+    """Every finished recording file of a call on the shared disk, path → recordingId (its
+    sidecar's)."""
+    return {
+        json.loads(meta.read_text())["path"]: json.loads(meta.read_text())["recordingId"]
+        for meta in data.rglob(f"{call_id}*.json")
+        if meta.with_suffix(".wav").is_file()
+    }
+
+
+async def test_every_segment_of_a_moved_recording_is_announced_once(
+    redis, session, fake, tmp_path
+) -> None:
+    """A recording moved with its call: the app hears ``recording.ready`` once for each file on
+    disk, the old worker's segment too. The old worker's events were silenced before it closed
+    the recording, so its segment was finished on disk and never announced."""
+    data = tmp_path / "data"  # shared storage, as the drain test
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        call_id, _ = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+        await asyncio.sleep(0.5)  # half a second in the first segment
+        await drain_a_to_b(session, a, b, events, call_id)
+        status, stopped = await post(session, b.base, "/call/record/stop", {"callID": call_id})
+        assert status == 200, stopped
+
+        on_disk = segments_on_disk(data, call_id)
+        assert len(on_disk) == 6, on_disk  # two segments, three files each
+
+        def every_file_told() -> dict[str, str] | None:
+            told = segments_announced(events, call_id)
+            return told if len(told) >= len(on_disk) else None
+
+        told = await until(every_file_told, 5, "every segment announced")
+        assert told == on_disk
+        ready = [e for e in events.seen if e["type"] == "recording.ready"]
+        assert [e["segment"] for e in ready] == [1, 2]
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()
+
+
 MUSIC_HZ = 1000.0
 
 
