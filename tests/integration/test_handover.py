@@ -880,7 +880,8 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
     where its file goes, which fails as root too, where a read-only directory would not): the
     call moves all the same, the recording ends there with its reason said once at WARNING,
     and its first segment is finished whole by the old worker. It once failed the handover (the new
-    owner answered 500, the old one hung the call up at its shutdown)."""
+    owner answered 500, the old one hung the call up at its shutdown); then the app was told
+    nothing (now ``recording.failed`` for the second segment, ``recording.ready`` for the first)."""
     data = tmp_path / "data"  # shared storage, as the drain test
     data.mkdir()
     env = engine_env(fake)
@@ -908,6 +909,15 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
             first = calls_dir / f"{call_id}-{kind}.wav"
             assert wav(first).size >= 16_000 * 0.4 and first.with_suffix(".json").is_file()
         assert not (calls_dir / f"{call_id}-seg2-outbound.wav").exists()  # none left half-made
+        # The app is told: the first segment is ready, the recording went no further.
+        failed = [e for e in events.seen if e["type"] == "recording.failed"]
+        assert len(failed) == 1, [e["type"] for e in events.seen]
+        assert failed[0]["segment"] == 2 and failed[0]["reason"] == "storage_failed"
+        assert "Is a directory" in failed[0]["message"]
+        told = await until(
+            lambda: segments_announced(events, call_id), 5, "the first segment announced"
+        )
+        assert told == segments_on_disk(data, call_id) and len(told) == 3
     finally:
         await events.close()
         await a.stop()
