@@ -1,4 +1,4 @@
-"""Playback of audio files into calls, and the audio-asset store.
+"""Playback of audio files into calls (the audio assets they may name: ``assets.py``).
 
 A playback is an ``UplinkSource`` on the call's bus: its frames are decoded lazily from the
 file (PyAV, any format FFmpeg reads, detected from the content) and mixed with the browser's
@@ -14,66 +14,31 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import errno
 import itertools
-import json
 import logging
 import secrets
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
+from ..audio.decode import UndecodableAudio, bus_frames, probe
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
 from ..errors import (
     BadRequest,
-    BridgeError,
     CallStateError,
     Forbidden,
     NotFound,
-    StorageFailed,
     TooLarge,
 )
 from ..http import url_parts
-from ..logs import Repeats
-from ..timefmt import iso_utc, parse_iso_utc
+from .assets import AssetStore
 from .base import AttachmentHost
+from .files import disk_error, inside
 
 log = logging.getLogger(__name__)
-
-
-def inside(base: Path, relative: str) -> Path:
-    """``base / relative`` if it stays inside ``base`` (no ``..``, no absolute escape)."""
-    if not relative or "\x00" in relative:
-        raise BadRequest("a path is required", code="bad_path")
-    root = base.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise BadRequest(f"path {relative[:80]!r} leaves {base}", code="bad_path")
-    return path
-
-
-PATH_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP}
-)
-"""What a path given in a request can be at fault for itself (too long, through a file)."""
-
-
-def disk_error(exc: OSError, what: str, path: str | None = None) -> BridgeError:
-    """What a file a request reads or writes met on the disk, as an answer: the request's
-    ``path`` at fault (:data:`PATH_ERRNOS`), a 400 ``bad_path`` naming it; else the disk's
-    own failure (full, read-only), a 503 ``storage_failed``. Never the 500 it once was."""
-    reason = exc.strerror or type(exc).__name__
-    if path is not None and exc.errno in PATH_ERRNOS:
-        return BadRequest(f"path {path[:80]!r} cannot be used: {reason}", code="bad_path")
-    return StorageFailed(f"{what}: {reason}")
-
 
 MAX_PER_CALL = 8
 """Playbacks mixed into one call at the same time."""
@@ -172,112 +137,6 @@ class Playback:
     async def close(self) -> None:
         self.host.bus.remove_source(self)  # calls finished()
         self.finished()  # never added (the call ended first)
-
-
-@dataclass(frozen=True)
-class Asset:
-    id: str
-    path: Path
-    duration_ms: int
-    format: str
-    name: str
-    created_at: float
-    owner: str = ""
-    """The tenant that uploaded it (empty: the service's own, playable on every call)."""
-
-    def visible_to(self, tenant_id: str | None, *, shared: bool = False) -> bool:
-        """Whether a tenant sees it (``None``: the service sees all); ``shared``: the
-        service's own assets count too (hold music a platform gives every tenant)."""
-        return tenant_id is None or self.owner == tenant_id or (shared and not self.owner)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "assetId": self.id,
-            "durationMs": self.duration_ms,
-            "format": self.format,
-            "name": self.name,
-            "createdAt": iso_utc(self.created_at),
-        }
-
-
-class AssetStore:
-    """Uploaded audio under ``BRIDGE_DATA_DIR/assets`` (file + JSON metadata each)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._unreadable = Repeats()  # a record that cannot be read: said once
-
-    def add(self, data: bytes, name: str, owner: str = "") -> Asset:
-        info = self._check(data)
-        asset_id = "as_" + uuid.uuid4().hex
-        path = self.root / f"{asset_id}.audio"
-        meta_path = self.root / f"{asset_id}.json"
-        try:
-            path.write_bytes(data)
-            duration = (
-                info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
-            )
-            asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
-            # Whole or not at all (a listing, here or on another worker, reads it meanwhile).
-            partial = meta_path.with_suffix(".partial")
-            partial.write_text(json.dumps({**asset.as_json(), "owner": owner}))
-            partial.replace(meta_path)
-        except OSError as exc:  # a full disk: no half-written asset left behind
-            path.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            raise disk_error(exc, "the audio asset cannot be stored") from None
-        return asset
-
-    @staticmethod
-    def _check(data: bytes) -> AudioInfo:
-        try:
-            return probe(data)
-        except UndecodableAudio as exc:
-            raise BadRequest(
-                f"the upload is not audio the bridge can decode: {exc}", code="undecodable_audio"
-            ) from None
-
-    def get(self, asset_id: str) -> Asset:
-        if not asset_id.startswith("as_") or not asset_id[3:].isalnum():
-            raise NotFound(f"no audio asset {asset_id[:80]!r}")
-        meta_path = self.root / f"{asset_id}.json"
-        if not meta_path.is_file():
-            raise NotFound(f"no audio asset {asset_id[:80]!r}")
-        try:
-            meta = json.loads(meta_path.read_text())
-            created = parse_iso_utc(meta["createdAt"])
-            asset = Asset(
-                asset_id,
-                self.root / f"{asset_id}.audio",
-                int(meta["durationMs"]),
-                str(meta["format"]),
-                str(meta.get("name", "")),
-                created,
-                str(meta.get("owner") or ""),
-            )
-        except FileNotFoundError:  # deleted meanwhile
-            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            # Cut short by a crash, or not ours: that asset is gone, the others stay.
-            if self._unreadable.seen(asset_id) == 1:
-                log.warning("audio asset %s: its record cannot be read (%s)", asset_id, exc)
-            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
-        return asset
-
-    def list(self) -> list[Asset]:
-        assets = []
-        for path in self.root.glob("as_*.json"):
-            try:
-                assets.append(self.get(path.stem))
-            except NotFound:  # unreadable (said once), or deleted meanwhile
-                continue
-        return sorted(assets, key=lambda a: a.created_at)
-
-    def delete(self, asset_id: str) -> None:
-        asset = self.get(asset_id)
-        asset.path.unlink(missing_ok=True)
-        (self.root / f"{asset_id}.json").unlink(missing_ok=True)
 
 
 class PlaybackService:

@@ -25,7 +25,7 @@ from ..audio import SAMPLE_RATE
 from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
 from .base import AttachmentHost
-from .playback import disk_error, inside
+from .files import disk_error, inside
 from .recorded import Recording
 from .wav import HEADER_BYTES, WavTrack, mix_files, repair_wav
 
