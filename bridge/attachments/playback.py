@@ -23,11 +23,13 @@ from typing import Any
 
 import aiohttp
 
+from ..audio import FRAME_MS
 from ..audio.decode import UndecodableAudio, bus_frames, probe
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
 from ..errors import (
     BadRequest,
+    BridgeError,
     CallStateError,
     Forbidden,
     NotFound,
@@ -44,14 +46,17 @@ MAX_PER_CALL = 8
 """Playbacks mixed into one call at the same time."""
 
 
-def _opened(source: Path | bytes) -> Iterator[Pcm]:
-    """``source``'s frames, checked (``probe``), its container open and its first frame
+def _opened(source: Path | bytes, skip: int = 0) -> Iterator[Pcm]:
+    """``source``'s frames (past the first ``skip``: a playback going on where it was),
+    checked (``probe``), its container open and its first frame
     decoded: the slow part of a playback's start (~20 ms a short WAV on the 2-core VM, more
     under load), run in a thread, where on the loop it held every call's media on the worker
     (``tests/integration/test_passthrough.py``'s mixing switch saw it as a gap). A generator
     may go on in another thread once this one is done with it."""
     probe(source)
-    frames = bus_frames(source)
+    frames: Iterator[Pcm] = bus_frames(source)
+    if skip:
+        frames = itertools.islice(frames, skip, None)
     first = next(frames, None)
     return frames if first is None else itertools.chain((first,), frames)
 
@@ -72,8 +77,12 @@ class Playback:
         to_downlink: bool,
         loop: bool,
         asset_id: str | None = None,
+        playback_id: str | None = None,
+        frames_played: int = 0,
     ) -> None:
-        self.id = "pb_" + secrets.token_hex(8)
+        """``playback_id`` and ``frames_played``: a playback going on here under the id it
+        had on the worker the call moved from, with what it played there."""
+        self.id = playback_id or "pb_" + secrets.token_hex(8)
         self.host = host
         self.to_downlink = to_downlink
         self.loop = loop
@@ -85,8 +94,14 @@ class Playback:
         self._frames = first
         self._next_pass: asyncio.Future[Iterator[Pcm]] | None = None
         """A loop's next pass, being opened in a thread since its current one began."""
-        self.frames_played = 0
+        self.frames_played = frames_played
         self.error: str | None = None
+        self.ended_by: str | None = None
+        """Why it ends when not by itself (``moved``: the call went on elsewhere without it),
+        the reason its ``playback.finished`` gives; ``None``: it played out, failed or was
+        stopped."""
+        self._played_out = False
+        self._left = False
         self._done = False
 
     def next_frame(self) -> Pcm | None:
@@ -101,7 +116,9 @@ class Playback:
         except UndecodableAudio as exc:
             self.error = str(exc)
             return None
-        if frame is not None:
+        if frame is None:
+            self._played_out = True
+        else:
             self.frames_played += 1
         return frame
 
@@ -124,12 +141,36 @@ class Playback:
             self._next_pass.cancel()
             self._next_pass = None
         self.host.detach(self)
+        if self._left:
+            return  # it plays on elsewhere, under its id: its end is said there
+        reason = self.ended_by or (
+            "error" if self.error else "played" if self._played_out else "stopped"
+        )
         self.host.emit(
             "playback.finished",
             playbackId=self.id,
             framesPlayed=self.frames_played,
             error=self.error,
+            reason=reason,
         )
+
+    def export(self) -> dict[str, Any] | None:
+        """What another worker needs to play it on from where it is (a handover): an audio
+        asset's playback only (bytes and URLs are not carried); ``None`` for any other."""
+        if self.asset_id is None:
+            return None
+        return {
+            "playbackId": self.id,
+            "assetId": self.asset_id,
+            "target": "both" if self.to_downlink else "peer",
+            "loop": self.loop,
+            "framesPlayed": self.frames_played,
+        }
+
+    def leave(self) -> None:
+        """Stop here without ``playback.finished``: the call's new worker plays it on."""
+        self._left = True
+        self.host.bus.remove_source(self)
 
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass
@@ -161,8 +202,50 @@ class PlaybackService:
         if not isinstance(loop, bool):
             raise BadRequest("field 'loop' must be true or false")
         source = await self._resolve(kinds[0], body[kinds[0]])
+        asset_id = body["assetId"] if kinds[0] == "assetId" else None
+        return await self._play(host, source, target, loop, asset_id)
+
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Playback:
+        """Play on a playback of a call moved here (``Playback.export``), under its id, from
+        where it was (a loop: from where it was in its pass); ``playback.started`` says
+        ``"resumed": true``. One that cannot go on (its asset deleted meanwhile) ends with its
+        ``playback.finished`` (reason ``moved``, its ``error`` saying why), and raises."""
         try:
-            opened = await asyncio.to_thread(_opened, source)
+            playback_id, asset_id = str(moved["playbackId"]), str(moved["assetId"])
+            target, loop = moved.get("target", "peer"), bool(moved.get("loop"))
+            played = int(moved.get("framesPlayed") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest("a moved playback needs its 'playbackId' and 'assetId'") from None
+        try:
+            asset = self.assets.get(asset_id)
+            frames = max(1, -(-asset.duration_ms // FRAME_MS))  # one pass's
+            skip = played % frames if loop else played
+            return await self._play(
+                host, asset.path, target, loop, asset_id, playback_id, played, skip
+            )
+        except BridgeError as exc:
+            host.emit(
+                "playback.finished",
+                playbackId=playback_id,
+                framesPlayed=played,
+                error=exc.message,
+                reason="moved",
+            )
+            raise
+
+    async def _play(
+        self,
+        host: AttachmentHost,
+        source: Path | bytes,
+        target: str,
+        loop: bool,
+        asset_id: str | None,
+        playback_id: str | None = None,
+        played: int = 0,
+        skip: int = 0,
+    ) -> Playback:
+        try:
+            opened = await asyncio.to_thread(_opened, source, skip)
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
@@ -173,11 +256,14 @@ class PlaybackService:
             lambda: _opened(source),
             to_downlink=target == "both",
             loop=loop,
-            asset_id=body["assetId"] if kinds[0] == "assetId" else None,
+            asset_id=asset_id,
+            playback_id=playback_id,
+            frames_played=played,
         )
         host.attach(playback)  # 409 if the call ended while the audio was fetched
         host.bus.add_source(playback)
-        host.emit("playback.started", playbackId=playback.id, target=target)
+        resumed = {"resumed": True} if playback_id is not None else {}
+        host.emit("playback.started", playbackId=playback.id, target=target, **resumed)
         return playback
 
     @staticmethod

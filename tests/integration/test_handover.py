@@ -1036,3 +1036,74 @@ async def test_a_call_on_hold_with_music_is_on_hold_with_music_on_its_new_worker
         await events.close()
         await a.stop()
         await b.stop()
+
+
+PROMPT_HZ = 1200.0
+
+
+async def test_a_prompt_playing_at_a_move_plays_on_and_other_playbacks_end_said(
+    redis, session, fake, tmp_path
+) -> None:
+    """``POST /call/play`` playbacks still playing when the call moves. An audio asset (a
+    prompt) plays on from the new owner, from where it was, under the same playbackId: its one
+    ``playback.finished`` comes from there when it has played out (``framesPlayed``: the file's
+    frames once, not again from its start). Audio given as bytes cannot move: it ends with
+    ``playback.finished {reason: "moved"}``. Before, both went silent at the move and the app
+    heard of neither's end."""
+    from ..support.audio_files import make
+
+    data = tmp_path / "data"  # shared storage: the asset is there for both workers
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("audio", make("wav", PROMPT_HZ, 3.0), filename="prompt.wav")
+        async with session.post(a.base + "/call/audio-assets", data=form) as r:
+            assert r.status == 201
+            asset = await r.json()
+        call_id, engine_id = await start_call(session, a, fake)
+        play = {"callID": call_id, "assetId": asset["assetId"]}
+        status, prompt = await post(session, a.base, "/call/play", play)
+        assert status == 201, prompt
+        raw = base64.b64encode(make("wav", MUSIC_HZ, 20.0)).decode()
+        play = {"callID": call_id, "audioBase64": raw}
+        status, sent = await post(session, a.base, "/call/play", play)
+        assert status == 201, sent
+        await asyncio.sleep(0.5)  # both play on A
+
+        await drain_a_to_b(session, a, b, events, call_id)
+        t1 = time.monotonic()  # A is gone: what the engine hears now is B's
+
+        def prompt_since() -> list[np.ndarray]:
+            pcm = engine_heard_since(fake, engine_id, t1)[-4_000:]
+            heard = pcm.size == 4_000 and band_energy(pcm, 16_000, PROMPT_HZ) > 0.5
+            return [pcm] if heard else []
+
+        await until(prompt_since, 5, "the prompt from B")
+
+        def finished(playback_id: str) -> list[dict]:
+            return [
+                e
+                for e in events.seen
+                if e["type"] == "playback.finished" and e["playbackId"] == playback_id
+            ]
+
+        (ended,) = await until(lambda: finished(prompt["playbackId"]), 10, "the prompt's end")
+        assert ended["reason"] == "played" and ended["call"]["owner"] == b.worker_id
+        assert ended["framesPlayed"] == -(-asset["durationMs"] // 20)  # once through
+        restarted = [
+            e
+            for e in events.seen
+            if e["type"] == "playback.started" and e["playbackId"] == prompt["playbackId"]
+        ]
+        assert [e.get("resumed", False) for e in restarted] == [False, True]
+        (cut,) = finished(sent["playbackId"])
+        assert cut["reason"] == "moved"
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()
