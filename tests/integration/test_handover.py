@@ -372,11 +372,17 @@ async def test_sigterm_without_another_worker_with_room_hangs_up_as_today_with_a
     a = Bridge(redis, tmp_path, env=engine_env(fake))
     await a.start(session)
     try:
-        _call_id, engine_id = await start_call(session, a, fake)
+        call_id, engine_id = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
         a.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(a.proc.wait(), 20) == 0
         assert fake.calls[engine_id].state == "ended"
         assert [r for r in fake.requests if r[1] == "/call/hangup"]
+        # The recording the move did not take ends with the call, announced (in the event log:
+        # this worker's event stream closed as it shut down).
+        told = segments_announced(await logged_events(redis.url), call_id)
+        assert told == segments_on_disk(tmp_path, call_id) and len(told) == 3, told
     finally:
         log = await a.stop()
     assert "not handed over (no other live worker has room" in log, log[-2000:]
@@ -469,6 +475,15 @@ async def model_heard_on_the_engine(fake, engine_id: str, model, since: float) -
         return [voiced.ravel()] if voiced.shape[0] >= 45 else []
 
     return (await until(loud, 10, "the model's voice at the engine"))[0]
+
+
+async def logged_events(url: str) -> list[dict]:
+    """The events in the cluster's event log (what SSE replays and follows), oldest first."""
+    client = aioredis.from_url(url, decode_responses=True)
+    try:
+        return [json.loads(fields["d"]) for _, fields in await client.xrange("bridge:events")]
+    finally:
+        await client.aclose()
 
 
 async def redis_text(url: str) -> str:
@@ -915,7 +930,7 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
         assert failed[0]["segment"] == 2 and failed[0]["reason"] == "storage_failed"
         assert "Is a directory" in failed[0]["message"]
         told = await until(
-            lambda: segments_announced(events, call_id), 5, "the first segment announced"
+            lambda: segments_announced(events.seen, call_id), 5, "the first segment announced"
         )
         assert told == segments_on_disk(data, call_id) and len(told) == 3
     finally:
@@ -926,11 +941,11 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
     assert len(said) == 1 and "WARNING" in said[0], log_b[-3000:]
 
 
-def segments_announced(events: Events, call_id: str) -> dict[str, str]:
-    """Every recording file the app was told of (``recording.ready``), path → recordingId;
-    a file announced twice fails."""
+def segments_announced(seen: list[dict], call_id: str) -> dict[str, str]:
+    """Every recording file the app was told of (``recording.ready`` among the events
+    ``seen``), path → recordingId; a file announced twice fails."""
     told: dict[str, str] = {}
-    for event in events.seen:
+    for event in seen:
         if event["type"] != "recording.ready" or event["callID"] != call_id:
             continue
         for rec in event["recordings"]:
@@ -975,7 +990,7 @@ async def test_every_segment_of_a_moved_recording_is_announced_once(
         assert len(on_disk) == 6, on_disk  # two segments, three files each
 
         def every_file_told() -> dict[str, str] | None:
-            told = segments_announced(events, call_id)
+            told = segments_announced(events.seen, call_id)
             return told if len(told) >= len(on_disk) else None
 
         told = await until(every_file_told, 5, "every segment announced")
