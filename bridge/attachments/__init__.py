@@ -2,11 +2,12 @@
 recorder, media forks and PCM sockets, with the queued source and the outgoing queue the
 socket-based ones share."""
 
+from .assets import AssetStore
 from .base import Attachment, AttachmentHost
 from .forks import Fork, ForkService
 from .keys import dtmf_observer
 from .pcm_socket import PcmSocket
-from .playback import AssetStore, Playback, PlaybackService
+from .playback import Playback, PlaybackService
 from .queued_source import QueuedSource
 from .recording import CallRecorder, RecordingService
 

@@ -1,4 +1,4 @@
-"""Playback of audio files into calls, and the audio-asset store.
+"""Playback of audio files into calls (the audio assets they may name: ``assets.py``).
 
 A playback is an ``UplinkSource`` on the call's bus: its frames are decoded lazily from the
 file (PyAV, any format FFmpeg reads, detected from the content) and mixed with the browser's
@@ -14,21 +14,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import errno
 import itertools
-import json
 import logging
 import secrets
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from ..audio.decode import AudioInfo, UndecodableAudio, bus_frames, measure_duration_ms, probe
+from ..audio import FRAME_MS
+from ..audio.decode import UndecodableAudio, bus_frames, probe
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
 from ..errors import (
@@ -37,56 +33,30 @@ from ..errors import (
     CallStateError,
     Forbidden,
     NotFound,
-    StorageFailed,
     TooLarge,
 )
 from ..http import url_parts
-from ..logs import Repeats
-from ..timefmt import iso_utc, parse_iso_utc
+from .assets import AssetStore
 from .base import AttachmentHost
+from .files import disk_error, inside
 
 log = logging.getLogger(__name__)
-
-
-def inside(base: Path, relative: str) -> Path:
-    """``base / relative`` if it stays inside ``base`` (no ``..``, no absolute escape)."""
-    if not relative or "\x00" in relative:
-        raise BadRequest("a path is required", code="bad_path")
-    root = base.resolve()
-    path = (root / relative).resolve()
-    if not path.is_relative_to(root):
-        raise BadRequest(f"path {relative[:80]!r} leaves {base}", code="bad_path")
-    return path
-
-
-PATH_ERRNOS = frozenset(
-    {errno.ENAMETOOLONG, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ELOOP}
-)
-"""What a path given in a request can be at fault for itself (too long, through a file)."""
-
-
-def disk_error(exc: OSError, what: str, path: str | None = None) -> BridgeError:
-    """What a file a request reads or writes met on the disk, as an answer: the request's
-    ``path`` at fault (:data:`PATH_ERRNOS`), a 400 ``bad_path`` naming it; else the disk's
-    own failure (full, read-only), a 503 ``storage_failed``. Never the 500 it once was."""
-    reason = exc.strerror or type(exc).__name__
-    if path is not None and exc.errno in PATH_ERRNOS:
-        return BadRequest(f"path {path[:80]!r} cannot be used: {reason}", code="bad_path")
-    return StorageFailed(f"{what}: {reason}")
-
 
 MAX_PER_CALL = 8
 """Playbacks mixed into one call at the same time."""
 
 
-def _opened(source: Path | bytes) -> Iterator[Pcm]:
-    """``source``'s frames, checked (``probe``), its container open and its first frame
+def _opened(source: Path | bytes, skip: int = 0) -> Iterator[Pcm]:
+    """``source``'s frames (past the first ``skip``: a playback going on where it was),
+    checked (``probe``), its container open and its first frame
     decoded: the slow part of a playback's start (~20 ms a short WAV on the 2-core VM, more
     under load), run in a thread, where on the loop it held every call's media on the worker
     (``tests/integration/test_passthrough.py``'s mixing switch saw it as a gap). A generator
     may go on in another thread once this one is done with it."""
     probe(source)
-    frames = bus_frames(source)
+    frames: Iterator[Pcm] = bus_frames(source)
+    if skip:
+        frames = itertools.islice(frames, skip, None)
     first = next(frames, None)
     return frames if first is None else itertools.chain((first,), frames)
 
@@ -107,8 +77,12 @@ class Playback:
         to_downlink: bool,
         loop: bool,
         asset_id: str | None = None,
+        playback_id: str | None = None,
+        frames_played: int = 0,
     ) -> None:
-        self.id = "pb_" + secrets.token_hex(8)
+        """``playback_id`` and ``frames_played``: a playback going on here under the id it
+        had on the worker the call moved from, with what it played there."""
+        self.id = playback_id or "pb_" + secrets.token_hex(8)
         self.host = host
         self.to_downlink = to_downlink
         self.loop = loop
@@ -120,8 +94,14 @@ class Playback:
         self._frames = first
         self._next_pass: asyncio.Future[Iterator[Pcm]] | None = None
         """A loop's next pass, being opened in a thread since its current one began."""
-        self.frames_played = 0
+        self.frames_played = frames_played
         self.error: str | None = None
+        self.ended_by: str | None = None
+        """Why it ends when not by itself (``moved``: the call went on elsewhere without it),
+        the reason its ``playback.finished`` gives; ``None``: it played out, failed or was
+        stopped."""
+        self._played_out = False
+        self._left = False
         self._done = False
 
     def next_frame(self) -> Pcm | None:
@@ -136,7 +116,9 @@ class Playback:
         except UndecodableAudio as exc:
             self.error = str(exc)
             return None
-        if frame is not None:
+        if frame is None:
+            self._played_out = True
+        else:
             self.frames_played += 1
         return frame
 
@@ -159,12 +141,36 @@ class Playback:
             self._next_pass.cancel()
             self._next_pass = None
         self.host.detach(self)
+        if self._left:
+            return  # it plays on elsewhere, under its id: its end is said there
+        reason = self.ended_by or (
+            "error" if self.error else "played" if self._played_out else "stopped"
+        )
         self.host.emit(
             "playback.finished",
             playbackId=self.id,
             framesPlayed=self.frames_played,
             error=self.error,
+            reason=reason,
         )
+
+    def export(self) -> dict[str, Any] | None:
+        """What another worker needs to play it on from where it is (a handover): an audio
+        asset's playback only (bytes and URLs are not carried); ``None`` for any other."""
+        if self.asset_id is None:
+            return None
+        return {
+            "playbackId": self.id,
+            "assetId": self.asset_id,
+            "target": "both" if self.to_downlink else "peer",
+            "loop": self.loop,
+            "framesPlayed": self.frames_played,
+        }
+
+    def leave(self) -> None:
+        """Stop here without ``playback.finished``: the call's new worker plays it on."""
+        self._left = True
+        self.host.bus.remove_source(self)
 
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass
@@ -172,112 +178,6 @@ class Playback:
     async def close(self) -> None:
         self.host.bus.remove_source(self)  # calls finished()
         self.finished()  # never added (the call ended first)
-
-
-@dataclass(frozen=True)
-class Asset:
-    id: str
-    path: Path
-    duration_ms: int
-    format: str
-    name: str
-    created_at: float
-    owner: str = ""
-    """The tenant that uploaded it (empty: the service's own, playable on every call)."""
-
-    def visible_to(self, tenant_id: str | None, *, shared: bool = False) -> bool:
-        """Whether a tenant sees it (``None``: the service sees all); ``shared``: the
-        service's own assets count too (hold music a platform gives every tenant)."""
-        return tenant_id is None or self.owner == tenant_id or (shared and not self.owner)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "assetId": self.id,
-            "durationMs": self.duration_ms,
-            "format": self.format,
-            "name": self.name,
-            "createdAt": iso_utc(self.created_at),
-        }
-
-
-class AssetStore:
-    """Uploaded audio under ``BRIDGE_DATA_DIR/assets`` (file + JSON metadata each)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._unreadable = Repeats()  # a record that cannot be read: said once
-
-    def add(self, data: bytes, name: str, owner: str = "") -> Asset:
-        info = self._check(data)
-        asset_id = "as_" + uuid.uuid4().hex
-        path = self.root / f"{asset_id}.audio"
-        meta_path = self.root / f"{asset_id}.json"
-        try:
-            path.write_bytes(data)
-            duration = (
-                info.duration_ms if info.duration_ms is not None else measure_duration_ms(path)
-            )
-            asset = Asset(asset_id, path, duration, info.format, name[:200], time.time(), owner)
-            # Whole or not at all (a listing, here or on another worker, reads it meanwhile).
-            partial = meta_path.with_suffix(".partial")
-            partial.write_text(json.dumps({**asset.as_json(), "owner": owner}))
-            partial.replace(meta_path)
-        except OSError as exc:  # a full disk: no half-written asset left behind
-            path.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            raise disk_error(exc, "the audio asset cannot be stored") from None
-        return asset
-
-    @staticmethod
-    def _check(data: bytes) -> AudioInfo:
-        try:
-            return probe(data)
-        except UndecodableAudio as exc:
-            raise BadRequest(
-                f"the upload is not audio the bridge can decode: {exc}", code="undecodable_audio"
-            ) from None
-
-    def get(self, asset_id: str) -> Asset:
-        if not asset_id.startswith("as_") or not asset_id[3:].isalnum():
-            raise NotFound(f"no audio asset {asset_id[:80]!r}")
-        meta_path = self.root / f"{asset_id}.json"
-        if not meta_path.is_file():
-            raise NotFound(f"no audio asset {asset_id[:80]!r}")
-        try:
-            meta = json.loads(meta_path.read_text())
-            created = parse_iso_utc(meta["createdAt"])
-            asset = Asset(
-                asset_id,
-                self.root / f"{asset_id}.audio",
-                int(meta["durationMs"]),
-                str(meta["format"]),
-                str(meta.get("name", "")),
-                created,
-                str(meta.get("owner") or ""),
-            )
-        except FileNotFoundError:  # deleted meanwhile
-            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            # Cut short by a crash, or not ours: that asset is gone, the others stay.
-            if self._unreadable.seen(asset_id) == 1:
-                log.warning("audio asset %s: its record cannot be read (%s)", asset_id, exc)
-            raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
-        return asset
-
-    def list(self) -> list[Asset]:
-        assets = []
-        for path in self.root.glob("as_*.json"):
-            try:
-                assets.append(self.get(path.stem))
-            except NotFound:  # unreadable (said once), or deleted meanwhile
-                continue
-        return sorted(assets, key=lambda a: a.created_at)
-
-    def delete(self, asset_id: str) -> None:
-        asset = self.get(asset_id)
-        asset.path.unlink(missing_ok=True)
-        (self.root / f"{asset_id}.json").unlink(missing_ok=True)
 
 
 class PlaybackService:
@@ -302,8 +202,50 @@ class PlaybackService:
         if not isinstance(loop, bool):
             raise BadRequest("field 'loop' must be true or false")
         source = await self._resolve(kinds[0], body[kinds[0]])
+        asset_id = body["assetId"] if kinds[0] == "assetId" else None
+        return await self._play(host, source, target, loop, asset_id)
+
+    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Playback:
+        """Play on a playback of a call moved here (``Playback.export``), under its id, from
+        where it was (a loop: from where it was in its pass); ``playback.started`` says
+        ``"resumed": true``. One that cannot go on (its asset deleted meanwhile) ends with its
+        ``playback.finished`` (reason ``moved``, its ``error`` saying why), and raises."""
         try:
-            opened = await asyncio.to_thread(_opened, source)
+            playback_id, asset_id = str(moved["playbackId"]), str(moved["assetId"])
+            target, loop = moved.get("target", "peer"), bool(moved.get("loop"))
+            played = int(moved.get("framesPlayed") or 0)
+        except (KeyError, TypeError, ValueError):
+            raise BadRequest("a moved playback needs its 'playbackId' and 'assetId'") from None
+        try:
+            asset = self.assets.get(asset_id)
+            frames = max(1, -(-asset.duration_ms // FRAME_MS))  # one pass's
+            skip = played % frames if loop else played
+            return await self._play(
+                host, asset.path, target, loop, asset_id, playback_id, played, skip
+            )
+        except BridgeError as exc:
+            host.emit(
+                "playback.finished",
+                playbackId=playback_id,
+                framesPlayed=played,
+                error=exc.message,
+                reason="moved",
+            )
+            raise
+
+    async def _play(
+        self,
+        host: AttachmentHost,
+        source: Path | bytes,
+        target: str,
+        loop: bool,
+        asset_id: str | None,
+        playback_id: str | None = None,
+        played: int = 0,
+        skip: int = 0,
+    ) -> Playback:
+        try:
+            opened = await asyncio.to_thread(_opened, source, skip)
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
@@ -314,11 +256,14 @@ class PlaybackService:
             lambda: _opened(source),
             to_downlink=target == "both",
             loop=loop,
-            asset_id=body["assetId"] if kinds[0] == "assetId" else None,
+            asset_id=asset_id,
+            playback_id=playback_id,
+            frames_played=played,
         )
         host.attach(playback)  # 409 if the call ended while the audio was fetched
         host.bus.add_source(playback)
-        host.emit("playback.started", playbackId=playback.id, target=target)
+        resumed = {"resumed": True} if playback_id is not None else {}
+        host.emit("playback.started", playbackId=playback.id, target=target, **resumed)
         return playback
 
     @staticmethod

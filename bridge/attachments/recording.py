@@ -18,45 +18,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..audio import SAMPLE_RATE
-from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
+from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
-from ..timefmt import iso_utc, parse_iso_utc
 from .base import AttachmentHost
-from .playback import disk_error, inside
+from .files import disk_error, inside
+from .recorded import Recording
 from .wav import HEADER_BYTES, WavTrack, mix_files, repair_wav
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Recording:
-    id: str
-    call_id: str
-    kind: str
-    path: Path
-    relative: str
-    duration_ms: int
-    size_bytes: int
-    created_at: float
-    expires_at: float
-
-    def as_json(self) -> dict[str, Any]:
-        iso = iso_utc
-        return {
-            "recordingId": self.id,
-            "callID": self.call_id,
-            "kind": self.kind,
-            "path": self.relative,
-            "durationMs": self.duration_ms,
-            "sizeBytes": self.size_bytes,
-            "createdAt": iso(self.created_at),
-            "expiresAt": iso(self.expires_at),
-        }
 
 
 WRITE_QUEUE_FRAMES = 500
@@ -181,7 +154,8 @@ class CallRecorder:
         try:
             recordings = await asyncio.to_thread(self._finish)
         except OSError as exc:  # a full disk: the caller says it (a 503, the call's end)
-            raise disk_error(exc, "the recording cannot be finished") from None
+            error = disk_error(exc, "the recording cannot be finished")
+            raise failed(self.host, self.segment, error) from None
         if self.dropped_frames:
             log.warning(
                 "call %s: recording dropped %d frames (disk too slow)",
@@ -189,7 +163,11 @@ class CallRecorder:
                 self.dropped_frames,
             )
         self._on_ready(recordings)
-        self.host.emit("recording.ready", recordings=[r.as_json() for r in recordings])
+        self.host.emit(
+            "recording.ready",
+            recordings=[r.as_json() for r in recordings],
+            segment=self.segment,
+        )
         return recordings
 
     def _finish(self) -> list[Recording]:
@@ -220,6 +198,13 @@ class CallRecorder:
             path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
             out.append(rec)
         return out
+
+
+def failed(host: AttachmentHost, segment: int, error: BridgeError) -> BridgeError:
+    """``error``, told to the app first: the recording ended without ``segment``'s files
+    (``recording.failed {segment, reason, message}``; no ``recording.ready`` for it)."""
+    host.emit("recording.failed", segment=segment, reason=error.code, message=error.message)
+    return error
 
 
 RecordingPolicy = Callable[[str], "str | None"]
@@ -260,19 +245,8 @@ class RecordingService:
         found: dict[str, Recording] = {}
         for meta in self.root.glob("files/**/*.json"):
             try:
-                d = json.loads(meta.read_text())
-                parse = parse_iso_utc
-                found[d["recordingId"]] = Recording(
-                    d["recordingId"],
-                    d["callID"],
-                    d["kind"],
-                    meta.with_suffix(".wav"),
-                    d["path"],
-                    d["durationMs"],
-                    d["sizeBytes"],
-                    parse(d["createdAt"]),
-                    parse(d["expiresAt"]),
-                )
+                rec = Recording.from_sidecar(meta)
+                found[rec.id] = rec
             except (ValueError, KeyError, OSError) as exc:
                 log.warning("ignoring recording metadata %s: %s", meta, exc)
         return found
@@ -336,8 +310,9 @@ class RecordingService:
             recorder = CallRecorder(
                 host, base, root, self.retention_s, self.add, origin=origin, segment=segment
             )
-        except OSError as exc:  # a full or read-only disk: the caller says it, the call goes on
-            raise disk_error(exc, "the recording cannot go on into its next segment") from None
+        except OSError as exc:  # a full or read-only disk: the caller logs it, the call goes on
+            error = disk_error(exc, "the recording cannot go on into its next segment")
+            raise failed(host, segment, error) from None
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended while it moved: finish the files, as start()

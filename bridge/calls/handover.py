@@ -1,4 +1,4 @@
-"""A live call's state as it moves between workers, and the two ends of a move: the worker
+"""The two ends of a move between workers (the state it carries: :mod:`.moved`): the worker
 that lets a call go and the one that carries it on (``cluster/handover.py`` decides when at a
 drain, :mod:`.recovery` after a crash).
 
@@ -16,15 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
-from ..errors import BadRequest, BridgeError
+from ..errors import BridgeError
 from .events import CallEvents
 from .manager import CallManager
 from .model import Call, CallState
+from .moved import MovedCall
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
@@ -43,79 +43,6 @@ HANDOVER_USER = "handover"
 """The bus user that keeps a moved call's engine media open until a browser is back."""
 
 
-@dataclass(frozen=True)
-class MovedCall:
-    """A live call as one worker hands it to another (the body of ``POST /call/handover``)."""
-
-    snapshot: dict[str, Any]
-    engine_call_id: str
-    reason: str
-    """``drain`` (the old worker is shutting down) or ``crash`` (it died)."""
-    moved_at: float = field(default_factory=time.time)
-    """Wall-clock time the move began (the audio gap is measured from it)."""
-    status_callback: str | None = None
-    recording: dict[str, Any] | None = None
-    """The recording to continue into its next segment (``RecordingService.export``)."""
-    forks: list[dict[str, Any]] = field(default_factory=list)
-    """The media forks to open again, same stream ids (``Fork.export``)."""
-    agents: list[dict[str, Any]] = field(default_factory=list)
-    """The model agents to open again, same ids (``Agent.export``)."""
-    music: str | None = None
-    """The audio asset a held call's music loops (``Hold.music_asset``), played on here."""
-
-    @property
-    def call_id(self) -> str:
-        return str(self.snapshot["callID"])
-
-    @property
-    def previous_owner(self) -> str:
-        return str(self.snapshot.get("owner") or "")
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "call": self.snapshot,
-            "engineCallID": self.engine_call_id,
-            "reason": self.reason,
-            "movedAt": self.moved_at,
-            "statusCallback": self.status_callback,
-            "recording": self.recording,
-            "forks": self.forks,
-            "agents": self.agents,
-            "music": self.music,
-        }
-
-    @classmethod
-    def from_json(cls, body: Any) -> MovedCall:
-        try:
-            snap = body["call"]
-            if not isinstance(snap, dict) or not isinstance(snap.get("callID"), str):
-                raise TypeError("call")
-            Call.from_snapshot(snap, str(body["engineCallID"]))  # every field it needs is there
-            recording = body.get("recording")
-            forks = body.get("forks") or []
-            if not isinstance(forks, list) or not all(isinstance(f, dict) for f in forks):
-                raise TypeError("forks")
-            agents = body.get("agents") or []
-            if not isinstance(agents, list) or not all(isinstance(a, dict) for a in agents):
-                raise TypeError("agents")
-            music = body.get("music")
-            if music is not None and not isinstance(music, str):
-                raise TypeError("music")
-            return cls(
-                snapshot=snap,
-                engine_call_id=str(body["engineCallID"]),
-                reason=str(body.get("reason") or "drain"),
-                moved_at=float(body.get("movedAt") or time.time()),
-                status_callback=body.get("statusCallback"),
-                recording=recording if isinstance(recording, dict) else None,
-                forks=forks,
-                agents=agents,
-                music=music,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BadRequest(f"not a moved call: {exc}") from None
-
-
 def can_move(manager: CallManager, call: Call) -> bool:
     """Whether another worker could carry this call on (its engine's capability)."""
     engine = manager.engine_of(call)
@@ -129,9 +56,10 @@ ExportRecording = Callable[[CallRuntime], dict[str, Any] | None]
 def export_attachments(
     runtime: CallRuntime, recording: ExportRecording | None = None
 ) -> dict[str, Any]:
-    """The attachments another worker re-opens: ``{recording, forks, agents, music}`` (the
-    fields of :class:`MovedCall` of those names; ``music``: the hold's). Agents that failed or
-    stopped stay behind."""
+    """The attachments another worker re-opens: ``{recording, forks, agents, music,
+    playbacks}`` (the fields of :class:`MovedCall` of those names; ``music``: the hold's, which
+    ``playbacks`` leaves out). Agents that failed or stopped stay behind; so do playbacks of
+    audio given as bytes or a URL (:func:`hand_over_playbacks` ends them)."""
     return {
         "recording": recording(runtime) if recording is not None else None,
         "forks": [fork.export() for fork in runtime.attached("fork")],
@@ -141,6 +69,11 @@ def export_attachments(
             if agent.state not in ("failed", "stopped")
         ],
         "music": runtime.hold.music_asset,
+        "playbacks": [
+            moved
+            for playback in runtime.attached("playback")
+            if playback is not runtime.hold.music and (moved := playback.export()) is not None
+        ],
     }
 
 
@@ -223,11 +156,12 @@ async def adopt_call(
     resume_agent: ResumeFork | None = None,
     carried: Callable[[CallRuntime], None] | None = None,
     resume_music: ResumeMusic | None = None,
+    resume_playback: ResumeFork | None = None,
 ) -> CallRuntime:
     """Carry on a moved call here: create it under this worker, ``claim(call, previous
     owner)`` it in the directory, and open its engine media (waiting, bounded, until the
-    engine took the socket) before answering; a held call's music plays on, a recording
-    continues into its next segment.
+    engine took the socket) before answering; a held call's music and the audio assets playing
+    play on, a recording continues into its next segment.
     With ``carried`` (a crash adoption), ``carried(runtime)`` is called then and the forks and
     agents re-open as the call's own task, after this returns (their servers' set-up, seconds
     for a model that is away, must delay neither the crash's ``call.moved`` nor the dead
@@ -256,6 +190,10 @@ async def adopt_call(
         if moved.music is not None and resume_music is not None and runtime.held:
             music = resume_music(runtime, moved.music)
             await _resumed(runtime, f"its hold music {moved.music}", music, "held in silence")
+        for playback in moved.playbacks:
+            if resume_playback is not None:
+                what, ends = f"playback {playback.get('playbackId')}", "it ends, said by its event"
+                await _resumed(runtime, what, resume_playback(runtime, playback), ends)
         if moved.recording is not None and resume_recording is not None:
             recording = resume_recording(runtime, moved.recording)
             ended = "the recording ends with the segment before; the call goes on"
@@ -364,15 +302,36 @@ async def _engine_media_open(runtime: CallRuntime, timeout: float) -> None:
 async def release_call(manager: CallManager, call_id: str, *, moved: bool = True) -> None:
     """Let go of a call another worker carries on now (``moved``: its media forks leave
     without ``stop``, the new owner resumes them): forget it and close its runtime without
-    hanging up and without a word (its events are the new owner's now)."""
+    hanging up and without a word (its events are the new owner's now) — except the
+    recording's segment written here, announced here (``recording.ready``): the new owner
+    records into a segment of its own and cannot tell of this one."""
     runtime = manager.release_moved(call_id)
     if runtime is None:
         return
+    for recorder in runtime.attached("recorder"):
+        await runtime.close_attachment(recorder)
+    # A playback another worker can carry does (the new owner, or this one if that failed);
+    # one it cannot ends here, said.
+    hand_over_playbacks(runtime, [p.id for p in runtime.attached("playback") if p.export()])
     runtime.events = CallEvents()  # nobody listens: attachments' last events go nowhere
     if moved:
         for fork in runtime.attached("fork"):
             await fork.leave()
     await asyncio.shield(runtime.close())
+
+
+def hand_over_playbacks(runtime: CallRuntime, carried: Iterable[str]) -> None:
+    """Stop the call's playbacks here as it moves: those another worker plays on (their ids
+    ``carried``) without a word, the others with ``playback.finished {reason: "moved"}`` (its
+    hold music too: the new owner plays it anew). At once, not after the relay: through the
+    relay the WhatsApp user would hear both workers' copies."""
+    going_on = set(carried)
+    for playback in runtime.attached("playback"):
+        if playback.id in going_on:
+            playback.leave()
+        else:
+            playback.ended_by = "moved"
+            runtime.bus.remove_source(playback)
 
 
 def announce_move(manager: CallManager, call: Call, to: str, reason: str) -> None:

@@ -142,6 +142,16 @@ class CallRuntime:
         if self.attachments.pop(attachment.id, None) is not None:
             self.update_transport()
 
+    async def close_attachment(self, attachment: Attachment) -> None:
+        """Close one attachment (it detaches itself): a failure it names (a full disk) said at
+        WARNING without a traceback, anything else with one; never raised."""
+        try:
+            await attachment.close()
+        except BridgeError as exc:
+            log.warning("call %s: closing %s: %s", self.call.id, attachment.kind, exc)
+        except Exception:
+            log.exception("call %s: closing %s", self.call.id, attachment.kind)
+
     def attached(self, kind: str) -> list[Any]:
         """This call's attachments of one kind, oldest first."""
         return [a for a in self.attachments.values() if a.kind == kind]
@@ -291,12 +301,7 @@ class CallRuntime:
         self.state_changed()  # sockets say "ended" before they go
         try:
             for attachment in reversed(list(self.attachments.values())):
-                try:
-                    await attachment.close()
-                except BridgeError as exc:  # a failure it names (a full disk): no traceback
-                    log.warning("call %s: closing %s: %s", self.call.id, attachment.kind, exc)
-                except Exception:
-                    log.exception("call %s: closing %s", self.call.id, attachment.kind)
+                await self.close_attachment(attachment)
             self.attachments.clear()
             await self.participants.close()
             await self._tasks.close()

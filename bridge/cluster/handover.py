@@ -48,6 +48,7 @@ from ..calls.handover import (
     can_move,
     export_attachments,
     export_call,
+    hand_over_playbacks,
     relay_until_moved,
     release_call,
 )
@@ -83,9 +84,11 @@ class Forks(Protocol):
 
 
 class Plays(Protocol):
-    """What moving a held call needs of the playbacks (``attachments.PlaybackService``)."""
+    """What moving a call needs of the playbacks (``attachments.PlaybackService``): a held
+    call's music started anew, an asset's playback played on."""
 
     async def start(self, host: Any, body: dict[str, Any]) -> Music: ...
+    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
 
 
 class Handover:
@@ -184,6 +187,7 @@ class Handover:
                 if not call.live:  # it ended while it moved: the new owner finds out too
                     return True
                 announce_move(self.manager, call, target.id, reason)
+                hand_over_playbacks(runtime, [p["playbackId"] for p in moved.playbacks])
                 if self._open_relay is not None:
                     await relay_until_moved(
                         runtime,
@@ -333,6 +337,7 @@ class Handover:
             self._agents.resume if self._agents is not None else None,
             here if carried is not None else None,
             self._play_music if self._playback is not None else None,
+            self._playback.resume if self._playback is not None else None,
         )
         if carried is None:
             here(runtime)  # its browser offers here once the old worker has the answer

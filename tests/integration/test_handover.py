@@ -372,11 +372,17 @@ async def test_sigterm_without_another_worker_with_room_hangs_up_as_today_with_a
     a = Bridge(redis, tmp_path, env=engine_env(fake))
     await a.start(session)
     try:
-        _call_id, engine_id = await start_call(session, a, fake)
+        call_id, engine_id = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
         a.proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(a.proc.wait(), 20) == 0
         assert fake.calls[engine_id].state == "ended"
         assert [r for r in fake.requests if r[1] == "/call/hangup"]
+        # The recording the move did not take ends with the call, announced (in the event log:
+        # this worker's event stream closed as it shut down).
+        told = segments_announced(await logged_events(redis.url), call_id)
+        assert told == segments_on_disk(tmp_path, call_id) and len(told) == 3, told
     finally:
         log = await a.stop()
     assert "not handed over (no other live worker has room" in log, log[-2000:]
@@ -469,6 +475,15 @@ async def model_heard_on_the_engine(fake, engine_id: str, model, since: float) -
         return [voiced.ravel()] if voiced.shape[0] >= 45 else []
 
     return (await until(loud, 10, "the model's voice at the engine"))[0]
+
+
+async def logged_events(url: str) -> list[dict]:
+    """The events in the cluster's event log (what SSE replays and follows), oldest first."""
+    client = aioredis.from_url(url, decode_responses=True)
+    try:
+        return [json.loads(fields["d"]) for _, fields in await client.xrange("bridge:events")]
+    finally:
+        await client.aclose()
 
 
 async def redis_text(url: str) -> str:
@@ -880,7 +895,8 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
     where its file goes, which fails as root too, where a read-only directory would not): the
     call moves all the same, the recording ends there with its reason said once at WARNING,
     and its first segment is finished whole by the old worker. It once failed the handover (the new
-    owner answered 500, the old one hung the call up at its shutdown)."""
+    owner answered 500, the old one hung the call up at its shutdown); then the app was told
+    nothing (now ``recording.failed`` for the second segment, ``recording.ready`` for the first)."""
     data = tmp_path / "data"  # shared storage, as the drain test
     data.mkdir()
     env = engine_env(fake)
@@ -908,12 +924,83 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
             first = calls_dir / f"{call_id}-{kind}.wav"
             assert wav(first).size >= 16_000 * 0.4 and first.with_suffix(".json").is_file()
         assert not (calls_dir / f"{call_id}-seg2-outbound.wav").exists()  # none left half-made
+        # The app is told: the first segment is ready, the recording went no further.
+        failed = [e for e in events.seen if e["type"] == "recording.failed"]
+        assert len(failed) == 1, [e["type"] for e in events.seen]
+        assert failed[0]["segment"] == 2 and failed[0]["reason"] == "storage_failed"
+        assert "Is a directory" in failed[0]["message"]
+        told = await until(
+            lambda: segments_announced(events.seen, call_id), 5, "the first segment announced"
+        )
+        assert told == segments_on_disk(data, call_id) and len(told) == 3
     finally:
         await events.close()
         await a.stop()
         log_b = await b.stop()
     said = [ln for ln in log_b.splitlines() if "recording" in ln and "Is a directory" in ln]
     assert len(said) == 1 and "WARNING" in said[0], log_b[-3000:]
+
+
+def segments_announced(seen: list[dict], call_id: str) -> dict[str, str]:
+    """Every recording file the app was told of (``recording.ready`` among the events
+    ``seen``), path → recordingId; a file announced twice fails."""
+    told: dict[str, str] = {}
+    for event in seen:
+        if event["type"] != "recording.ready" or event["callID"] != call_id:
+            continue
+        for rec in event["recordings"]:
+            assert rec["path"] not in told, f"{rec['path']} announced twice"
+            told[rec["path"]] = rec["recordingId"]
+    return told
+
+
+def segments_on_disk(data: Path, call_id: str) -> dict[str, str]:
+    """Every finished recording file of a call on the shared disk, path → recordingId (its
+    sidecar's)."""
+    return {
+        json.loads(meta.read_text())["path"]: json.loads(meta.read_text())["recordingId"]
+        for meta in data.rglob(f"{call_id}*.json")
+        if meta.with_suffix(".wav").is_file()
+    }
+
+
+async def test_every_segment_of_a_moved_recording_is_announced_once(
+    redis, session, fake, tmp_path
+) -> None:
+    """A recording moved with its call: the app hears ``recording.ready`` once for each file on
+    disk, the old worker's segment too. The old worker's events were silenced before it closed
+    the recording, so its segment was finished on disk and never announced."""
+    data = tmp_path / "data"  # shared storage, as the drain test
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        call_id, _ = await start_call(session, a, fake)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+        await asyncio.sleep(0.5)  # half a second in the first segment
+        await drain_a_to_b(session, a, b, events, call_id)
+        status, stopped = await post(session, b.base, "/call/record/stop", {"callID": call_id})
+        assert status == 200, stopped
+
+        on_disk = segments_on_disk(data, call_id)
+        assert len(on_disk) == 6, on_disk  # two segments, three files each
+
+        def every_file_told() -> dict[str, str] | None:
+            told = segments_announced(events.seen, call_id)
+            return told if len(told) >= len(on_disk) else None
+
+        told = await until(every_file_told, 5, "every segment announced")
+        assert told == on_disk
+        ready = [e for e in events.seen if e["type"] == "recording.ready"]
+        assert [e["segment"] for e in ready] == [1, 2]
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()
 
 
 MUSIC_HZ = 1000.0
@@ -960,6 +1047,77 @@ async def test_a_call_on_hold_with_music_is_on_hold_with_music_on_its_new_worker
         t1 = time.monotonic()  # A is gone: what the engine hears now is B's
         (after,) = await until(lambda: music_since(t1), 5, "the music on B")
         assert rms_dbfs(after) == pytest.approx(rms_dbfs(before), abs=1.0)
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()
+
+
+PROMPT_HZ = 1200.0
+
+
+async def test_a_prompt_playing_at_a_move_plays_on_and_other_playbacks_end_said(
+    redis, session, fake, tmp_path
+) -> None:
+    """``POST /call/play`` playbacks still playing when the call moves. An audio asset (a
+    prompt) plays on from the new owner, from where it was, under the same playbackId: its one
+    ``playback.finished`` comes from there when it has played out (``framesPlayed``: the file's
+    frames once, not again from its start). Audio given as bytes cannot move: it ends with
+    ``playback.finished {reason: "moved"}``. Before, both went silent at the move and the app
+    heard of neither's end."""
+    from ..support.audio_files import make
+
+    data = tmp_path / "data"  # shared storage: the asset is there for both workers
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        form = aiohttp.FormData()
+        form.add_field("audio", make("wav", PROMPT_HZ, 3.0), filename="prompt.wav")
+        async with session.post(a.base + "/call/audio-assets", data=form) as r:
+            assert r.status == 201
+            asset = await r.json()
+        call_id, engine_id = await start_call(session, a, fake)
+        play = {"callID": call_id, "assetId": asset["assetId"]}
+        status, prompt = await post(session, a.base, "/call/play", play)
+        assert status == 201, prompt
+        raw = base64.b64encode(make("wav", MUSIC_HZ, 20.0)).decode()
+        play = {"callID": call_id, "audioBase64": raw}
+        status, sent = await post(session, a.base, "/call/play", play)
+        assert status == 201, sent
+        await asyncio.sleep(0.5)  # both play on A
+
+        await drain_a_to_b(session, a, b, events, call_id)
+        t1 = time.monotonic()  # A is gone: what the engine hears now is B's
+
+        def prompt_since() -> list[np.ndarray]:
+            pcm = engine_heard_since(fake, engine_id, t1)[-4_000:]
+            heard = pcm.size == 4_000 and band_energy(pcm, 16_000, PROMPT_HZ) > 0.5
+            return [pcm] if heard else []
+
+        await until(prompt_since, 5, "the prompt from B")
+
+        def finished(playback_id: str) -> list[dict]:
+            return [
+                e
+                for e in events.seen
+                if e["type"] == "playback.finished" and e["playbackId"] == playback_id
+            ]
+
+        (ended,) = await until(lambda: finished(prompt["playbackId"]), 10, "the prompt's end")
+        assert ended["reason"] == "played" and ended["call"]["owner"] == b.worker_id
+        assert ended["framesPlayed"] == -(-asset["durationMs"] // 20)  # once through
+        restarted = [
+            e
+            for e in events.seen
+            if e["type"] == "playback.started" and e["playbackId"] == prompt["playbackId"]
+        ]
+        assert [e.get("resumed", False) for e in restarted] == [False, True]
+        (cut,) = finished(sent["playbackId"])
+        assert cut["reason"] == "moved"
     finally:
         await events.close()
         await a.stop()

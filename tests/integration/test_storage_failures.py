@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from bridge.attachments import recording, wav
-from bridge.attachments.playback import AssetStore
+from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
 from ..support.calls import wait_state

@@ -41,6 +41,15 @@ def test_a_moved_call_round_trips_through_json_with_its_attachments() -> None:
         forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
         agents=[{"provider": "gemini-live", "url": "ws://127.0.0.1:9/g", "agentID": "ag_1"}],
         music="as_0123abcd",
+        playbacks=[
+            {
+                "playbackId": "pb_1",
+                "assetId": "as_4567",
+                "target": "peer",
+                "loop": False,
+                "framesPlayed": 42,
+            }
+        ],
     )
     back = MovedCall.from_json(json.loads(json.dumps(moved.to_json())))
     assert back == moved
@@ -60,6 +69,7 @@ def test_a_moved_call_round_trips_through_json_with_its_attachments() -> None:
         {"call": call().snapshot(), "engineCallID": "E1", "forks": [1]},
         {"call": call().snapshot(), "engineCallID": "E1", "agents": "ag_1"},
         {"call": call().snapshot(), "engineCallID": "E1", "music": {"assetId": "as_1"}},
+        {"call": call().snapshot(), "engineCallID": "E1", "playbacks": "pb_1"},
     ],
 )
 def test_a_malformed_moved_call_is_a_bad_request(body: dict) -> None:

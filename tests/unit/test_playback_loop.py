@@ -80,3 +80,41 @@ async def test_a_pass_shorter_than_the_open_opens_the_next_itself_and_stop_cance
     assert pending.cancelled() and playback._next_pass is None
     assert playback.host.events == ["playback.finished"]
     await asyncio.sleep(0.05)  # the thread's open ends; its result is dropped
+
+
+async def test_a_playback_says_why_it_finished_and_goes_on_where_it_was(tmp_path: Path) -> None:
+    """``playback.finished``'s ``reason``: ``played`` when the file ran out, ``stopped`` when
+    it was taken off the bus; a playback opened with ``skip`` (a call moved here) plays the
+    file from that frame on, its count going on from what it had played."""
+    path = _tone_wav(tmp_path / "prompt.wav")
+    whole = list(await asyncio.to_thread(_opened, path))
+    finished: list[dict] = []
+
+    def host() -> SimpleNamespace:
+        return SimpleNamespace(
+            detach=lambda _playback: None, emit=lambda name, **data: finished.append(data)
+        )
+
+    rest = await asyncio.to_thread(_opened, path, 2)
+    played = Playback(
+        host(),
+        rest,
+        lambda: _opened(path),
+        to_downlink=False,
+        loop=False,
+        playback_id="pb_moved",
+        frames_played=2,
+    )
+    frames = []
+    while (frame := played.next_frame()) is not None:
+        frames.append(frame)
+    played.finished()
+    assert all(np.array_equal(a, b) for a, b in zip(frames, whole[2:], strict=True))
+    first = await asyncio.to_thread(_opened, path)
+    stopped = Playback(host(), first, lambda: _opened(path), to_downlink=False, loop=False)
+    stopped.next_frame()
+    stopped.finished()
+    assert [(f["playbackId"], f["reason"], f["framesPlayed"]) for f in finished] == [
+        ("pb_moved", "played", PASS_FRAMES),
+        (stopped.id, "stopped", 1),
+    ]

@@ -17,7 +17,7 @@ import pytest
 from bridge.attachments import recording
 from bridge.attachments.recording import CallRecorder, RecordingService
 from bridge.audio import FRAME_SAMPLES
-from bridge.errors import CallStateError
+from bridge.errors import CallStateError, StorageFailed
 from bridge.media import BusFrame, CallBus
 
 
@@ -115,3 +115,24 @@ async def test_a_moved_recording_of_a_call_that_ended_meanwhile_leaves_nothing_o
     for wav in (tmp_path / "files" / "calls").glob("c1-seg2-*.wav"):
         with wave.open(str(wav)) as readable:  # headers with their final sizes
             assert readable.getnframes() * 2 + 44 == wav.stat().st_size
+
+
+async def test_a_recording_that_cannot_be_finished_says_so_to_the_app(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A disk that refuses the recording's last writes (its mixed file, at the stop): no
+    ``recording.ready`` can come, and the app heard nothing either; now ``recording.failed``
+    says so, with the reason (and the stop answers 503 as before)."""
+    host = _Host()
+    recorder = CallRecorder(host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None)  # type: ignore[arg-type]
+
+    def disk_full(*_: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(recording, "mix_files", disk_full)
+    with pytest.raises(StorageFailed):
+        await recorder.close()
+    assert [type_ for type_, _ in host.events] == ["recording.failed"]
+    failed = host.events[0][1]
+    assert failed["segment"] == 1 and failed["reason"] == "storage_failed"
+    assert "No space left" in failed["message"]
