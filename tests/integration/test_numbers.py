@@ -558,3 +558,60 @@ async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
     await asyncio.sleep(0.3)
     assert receiver.events("globex") == []
     receiver.release.set()
+
+
+async def test_a_change_whose_body_came_slowly_brings_back_nothing_removed_meanwhile(
+    nclient,
+) -> None:
+    """``PATCH /tenants/{id}``, ``/numbers/{id}`` and ``/trunks/{id}`` read the record, then
+    waited for the body (up to ``BRIDGE_BODY_TIMEOUT``), then stored the record with the
+    change. What was revoked or deleted meanwhile came back with it: a revoked API key worked
+    again, a deleted number (or tenant, or trunk) was live again. The change now applies to
+    the record as it is once the body is in; a record deleted meanwhile is 404."""
+    client = await nclient()
+    acme = await new_tenant(client, "Acme")
+    initech = await new_tenant(client, "Initech")
+    revoked = bearer(acme["apiKey"])
+    await post(client, f"/tenants/{acme['tenantID']}/keys", {})
+    number = await sim_number(client, "+15550000048", 750.0)
+    trunk = await post(client, "/trunks", {"name": "pbx", "uri": "sip:127.0.0.1:5999"})
+    go = asyncio.Event()
+
+    async def slow(body: dict[str, Any]) -> Any:
+        yield b" "  # the request is under way; the rest waits
+        await go.wait()
+        yield json.dumps(body).encode()
+
+    def patch(path: str, body: dict[str, Any]) -> Any:
+        headers = {**ADMIN, "Content-Type": "application/json"}
+        return asyncio.ensure_future(client.patch(path, data=slow(body), headers=headers))
+
+    renamed = patch(f"/tenants/{acme['tenantID']}", {"name": "Acme Corp"})
+    relabelled = patch(f"/numbers/{number['numberID']}", {"label": "sales"})
+    gone = patch(f"/tenants/{initech['tenantID']}", {"name": "Initech Ltd"})
+    repointed = patch(f"/trunks/{trunk['trunkID']}", {"name": "pbx2"})
+    # Time for each handler to reach its body read (one that is late only lets this test
+    # pass before the fix, never fail after it).
+    await asyncio.sleep(0.5)
+    key_id = acme["keys"][0]["keyID"]
+    resp = await client.delete(f"/tenants/{acme['tenantID']}/keys/{key_id}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/tenants/{initech['tenantID']}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/trunks/{trunk['trunkID']}", headers=ADMIN)
+    assert resp.status == 200
+    go.set()
+    resp = await renamed
+    assert resp.status == 200 and (await resp.json())["name"] == "Acme Corp"
+    assert (await client.get("/call/status", headers=revoked)).status == 401
+    resp = await relabelled
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/numbers/{number['numberID']}", headers=ADMIN)).status == 404
+    resp = await gone
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/tenants/{initech['tenantID']}", headers=ADMIN)).status == 404
+    resp = await repointed
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/trunks/{trunk['trunkID']}", headers=ADMIN)).status == 404
