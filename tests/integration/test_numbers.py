@@ -615,3 +615,51 @@ async def test_a_change_whose_body_came_slowly_brings_back_nothing_removed_meanw
     resp = await repointed
     assert resp.status == 404, await resp.text()
     assert (await client.get(f"/trunks/{trunk['trunkID']}", headers=ADMIN)).status == 404
+
+
+async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
+    nclient, aiohttp_server
+) -> None:
+    """A health check asks Meta (up to 5 s when Meta is slow); the number deleted meanwhile
+    had its series forgotten when its engine closed, then the check's answer set
+    ``bridge_number_up{number}`` again, and its health entry, for good: a deleted number in the
+    metrics for the life of the process. A check whose engine went meanwhile is dropped."""
+    from aiohttp import web
+
+    held = asyncio.Event()
+    held.set()
+    asked = asyncio.Event()
+
+    async def node(request: web.Request) -> web.Response:  # Meta's GET /{PHONE_NUMBER_ID}
+        asked.set()
+        await held.wait()
+        return web.json_response({"id": request.match_info["pnid"]})
+
+    graph = web.Application()
+    graph.router.add_get("/{pnid}", node)
+    server = await aiohttp_server(graph)
+    client = await nclient()
+    block = {
+        "phoneNumberID": "4001",
+        "graphURL": str(server.make_url("")).rstrip("/"),
+        "accessToken": "token-4001",
+        "appSecret": "secret-4001",
+        "verifyToken": "verify-4001",
+    }
+    created = await post(
+        client, "/numbers", {"phone": "+15553000002", "engine": "cloudapi", "cloudapi": block}
+    )
+    number_id = created["numberID"]
+    assert created["health"]["ok"] is True, created["health"]
+    switchboard = client.app[SWITCHBOARD]
+    held.clear()
+    asked.clear()
+    checking = asyncio.ensure_future(switchboard.check_health(number_id))  # the 3-minute round
+    await asyncio.wait_for(asked.wait(), 5)
+    assert (await client.delete(f"/numbers/{number_id}", headers=ADMIN)).status == 200
+    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    held.set()
+    await asyncio.wait_for(checking, 5)
+    metrics = await (await client.get("/metrics")).text()
+    assert f'number="{number_id}"' not in metrics
+    assert number_id not in switchboard._health
