@@ -4,7 +4,9 @@ Two stores behind one protocol (:class:`CatalogStore`):
 
 - :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
   embedded, no server to run, for a bridge of one process (several workers need Redis).
-- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory.
+- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory. A Redis
+  that lost them (restarted without persistence: its version went back) is given back what
+  this worker read last, by the first worker to see it.
 
 Both keep a **version** that every write bumps in the same transaction. A worker's
 :class:`~bridge.numbers.catalog.Catalog` reads the version every ``POLL_INTERVAL`` and reloads
@@ -169,6 +171,17 @@ class LocalStore:
         self._db.close()
 
 
+VERSION_PAST = """
+local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
+local seen = tonumber(ARGV[1])
+if seen > stored then stored = seen end
+redis.call('SET', KEYS[1], stored + 1)
+return stored + 1
+"""
+"""The version moved past both the store's and the one a worker read (a give-back): every
+worker reloads the records, the one that gave them back included."""
+
+
 class RedisStore:
     """Two hashes and a version counter in the cluster's Redis."""
 
@@ -181,9 +194,37 @@ class RedisStore:
         self._redis: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        self._read: tuple[int, Records] = (0, {})
+        """The version and records this worker loaded last (secrets open): what it gives back
+        to a Redis that lost them."""
 
     async def version(self) -> int:
-        return int(await self._redis.get(self.PREFIX + "version") or 0)
+        version = int(await self._redis.get(self.PREFIX + "version") or 0)
+        if version < self._read[0]:
+            version = await self._give_back(version)
+        return version
+
+    async def _give_back(self, found: int) -> int:
+        """The version went back (``found``, below the one last read): Redis lost the records
+        (restarted empty: the shipped manifests run it without persistence; a replica behind
+        took over). Put back every record last read that it lacks (``HSETNX``: one written
+        since is kept) and move the version past both; the new version."""
+        seen, records = self._read
+        log.warning(
+            "numbers store: its version went back from %d to %d (Redis restarted empty?): "
+            "writing back the %d numbers, %d tenants and %d trunks this worker read",
+            seen,
+            found,
+            *(len(records.get(kind, {})) for kind in KINDS),
+        )
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for kind, rows in records.items():
+                for record_id, record in rows.items():
+                    body = json.dumps(self.sealing.seal(kind, record_id, record))
+                    pipe.hsetnx(self.PREFIX + kind, record_id, body)
+            pipe.eval(VERSION_PAST, 1, self.PREFIX + "version", seen)
+            *_, version = await pipe.execute()
+        return int(version)
 
     async def load(self) -> tuple[int, Records]:
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -196,7 +237,8 @@ class RedisStore:
             out[kind] = {
                 rid: self.sealing.open(kind, rid, json.loads(body)) for rid, body in rows.items()
             }
-        return int(version or 0), out
+        self._read = (int(version or 0), out)
+        return self._read
 
     async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
         body = json.dumps(self.sealing.seal(kind, record_id, record))

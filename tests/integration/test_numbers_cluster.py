@@ -5,6 +5,7 @@ mid-call lets the call finish (its tone still heard)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 
 import pytest
@@ -75,3 +76,51 @@ async def test_a_number_made_on_a_takes_a_call_on_b_and_outlives_its_deletion(
         await rtc.close()
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_store_restarted_empty_gets_its_numbers_and_tenants_back(redis: Redis) -> None:
+    """A cluster keeps numbers, tenants (their API keys) and trunks in the directory's Redis,
+    which the shipped manifests run without persistence. Restarted empty, its version went
+    back to 0: every worker reloaded the empty store, so every tenant's key was refused and
+    every number made at run time was gone, for good. A worker that finds the version gone
+    back writes back what it had (what was written since is kept); everyone reloads."""
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.store import RedisStore, Sealing
+    from bridge.numbers.tenants import parse_tenant
+
+    from ..support.cluster import SECRET
+
+    catalog = Catalog(RedisStore(redis.url, Sealing(SECRET)), None)
+    await catalog.start(poll=0.05)
+    reader = RedisStore(redis.url, Sealing(SECRET))
+    try:
+        secret = "whsec_" + base64.b64encode(b"acme-webhook-secret-0123456789").decode()
+        tenant = parse_tenant({"name": "Acme", "webhookSecret": secret})
+        _, key = tenant.new_key()
+        await catalog.save_tenant(tenant)
+        number = parse_number(
+            {"phone": "+15554440002", "engine": "sim", "sim": {"peer": "tone"}},
+            tenant_id=tenant.tenant_id,
+        )
+        await catalog.create_number(number)
+        assert catalog.tenant_of_key(key) == tenant.tenant_id
+        await redis.stop()
+        await redis.start()  # empty
+        late = parse_tenant({"name": "Written since"})  # by a worker, before the poll
+        await reader.put("tenants", late.tenant_id, late.to_record())
+
+        async def restored() -> bool:
+            _, records = await reader.load()
+            return number.number_id in records["numbers"] and tenant.tenant_id in records["tenants"]
+
+        await until(restored, 10.0, "the numbers and tenants written back")
+        await until(lambda: late.tenant_id in catalog.tenants, 5.0, "the merged store reloaded")
+        _, records = await reader.load()
+        assert records["tenants"][tenant.tenant_id]["secrets"] == {"webhookSecret": secret}
+        assert set(records["tenants"]) == {tenant.tenant_id, late.tenant_id}
+        assert catalog.tenant_of_key(key) == tenant.tenant_id
+        assert catalog.number(number.number_id) is not None
+    finally:
+        await catalog.close()
+        await reader.close()
