@@ -10,6 +10,7 @@ Keys (all under ``bridge:``):
   engine call id, and what an adopter re-opens: recording, forks, agents with their keys
   sealed); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
+- ``tenant:{tenantID}:calls`` — a tenant's live calls, on every worker (its ``maxCalls``).
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
@@ -28,6 +29,7 @@ reaper's (:mod:`.redis_reaper`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +45,7 @@ from .redis_events import RedisEventLog
 from .redis_lease import Lease
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
-from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record
+from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record, tenant_calls_key
 from .redis_writes import owned_key as _owned_key
 from .redis_writes import worker_key as _worker_key
 
@@ -279,6 +281,30 @@ class RedisDirectory:
         records = [CallRecord.from_json(r) for r in raws if r]
         snaps = [r.snapshot for r in records if r.live]
         return sorted(snaps, key=lambda s: s.get("createdAt") or "")
+
+    async def tenant_calls(self, tenant_id: str) -> set[str]:
+        """The tenant's live calls on every worker (their ids), as their records say; ids
+        whose record is gone or ended (a write lost while Redis was away) are dropped from
+        the set. Empty when Redis does not answer (this worker's own count applies)."""
+        key = tenant_calls_key(tenant_id)
+        try:
+            ids = sorted(await self._redis.smembers(key))
+            raws = await self._redis.mget([call_key(c) for c in ids]) if ids else []
+        except _FAILURES as exc:
+            self._lease.mark_down(exc)
+            return set()
+        live: set[str] = set()
+        for call_id, raw in zip(ids, raws, strict=True):
+            try:
+                record = CallRecord.from_json(raw) if raw else None
+            except (ValueError, KeyError, TypeError):
+                record = None
+            if record is not None and record.live:
+                live.add(call_id)
+        if len(live) < len(ids):
+            with contextlib.suppress(*_FAILURES):
+                await self._redis.srem(key, *(set(ids) - live))
+        return live
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         try:

@@ -124,3 +124,49 @@ async def test_a_store_restarted_empty_gets_its_numbers_and_tenants_back(redis: 
     finally:
         await catalog.close()
         await reader.close()
+
+
+async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A tenant's ``maxCalls`` caps its live calls, not its calls per worker: a second call
+    placed on the other (emptier) worker was counted there alone, so N workers let a tenant
+    carry N times its cap. The directory lists each tenant's live calls for every worker."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env = {"BRIDGE_API_TOKENS": "admin-token"}
+    a, b = (
+        Bridge(redis, tmp_path / "a", env=dict(env)),
+        Bridge(redis, tmp_path / "b", env=dict(env)),
+    )
+    await start_bridges(session, a, b)
+    admin = {"Authorization": "Bearer admin-token"}
+
+    async def send(base: str, path: str, body: dict, headers: dict) -> tuple[int, dict]:
+        async with session.post(base + path, json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    try:
+        status, tenant = await send(a.base, "/tenants", {"name": "Acme", "maxCalls": 1}, admin)
+        assert status == 201, tenant
+        key = {"Authorization": f"Bearer {tenant['apiKey']}"}
+        body = {"phone": "+15554440003", "engine": "sim", "sim": {"peer": "tone"}}
+        status, number = await send(a.base, "/numbers", body, key)
+        assert status == 201, number
+
+        async def known_on_b() -> bool:
+            async with session.get(b.base + "/call/status", headers=key) as r:
+                return r.status == 200
+
+        await until(known_on_b, 5.0, "the tenant's key known on b")
+        status, first = await send(a.base, "/call/make", {"phone": "5521999999999"}, key)
+        assert status == 201, first
+        for entry in (b, a):  # the emptier worker is the other one: it has none of Acme's
+            status, refused = await send(entry.base, "/call/make", {"phone": "5521999999998"}, key)
+            assert status == 503 and refused["error"]["code"] == "at_capacity", refused
+        status, ended = await send(b.base, "/call/hangup", {"callID": first["callID"]}, key)
+        assert status == 200, ended
+        status, again = await send(b.base, "/call/make", {"phone": "5521999999998"}, key)
+        assert status == 201, again
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
