@@ -663,3 +663,34 @@ async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
     metrics = await (await client.get("/metrics")).text()
     assert f'number="{number_id}"' not in metrics
     assert number_id not in switchboard._health
+
+
+async def test_a_tenants_key_posts_webhooks_for_its_own_numbers_only(nclient, zuckzapgo) -> None:
+    """ZuckZapGo's webhooks take an API key, and name their number with ``?number=`` (or
+    reach the one number that takes webhooks). Another tenant's key was taken too: it rang
+    made-up calls on Acme's number (its webhook, its agents) and could end its calls
+    (``v1.call.terminate``). Another tenant's number is now 404, as on every route."""
+    client = await nclient()
+    acme, globex = await new_tenant(client, "Acme"), await new_tenant(client, "Globex")
+    acme_key, globex_key = bearer(acme["apiKey"]), bearer(globex["apiKey"])
+    body = {
+        "phone": "+15550000061",
+        "engine": "zuckzapgo",
+        "zuckzapgo": {"url": zuckzapgo.url, "token": zuckzapgo.token},
+    }
+    number = await post(client, "/numbers", body, headers=acme_key)
+    offer = {"type": "v1.call.offer", "data": {"callId": "made-up-1", "from": "15550002222"}}
+    unknown = await client.post("/engine/webhook?number=num_none", json=offer, headers=globex_key)
+    assert unknown.status == 404
+    for path in (f"/engine/webhook?number={number['numberID']}", "/engine/webhook"):
+        resp = await client.post(path, json=offer, headers=globex_key)
+        assert resp.status == 404, await resp.text()  # as for a number that does not exist
+        assert (await resp.json())["error"]["code"] == (await unknown.json())["error"]["code"]
+    await asyncio.sleep(0.2)
+    listing = await (await client.get("/call/status", headers=acme_key)).json()
+    assert listing["calls"] == []
+    # The number's own tenant (and the service) still post its webhooks.
+    resp = await client.post(
+        f"/engine/webhook?number={number['numberID']}", json=offer, headers=acme_key
+    )
+    assert resp.status == 200 and (await resp.json()) == {"accepted": True}
