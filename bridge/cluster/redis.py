@@ -45,7 +45,15 @@ from .redis_events import RedisEventLog
 from .redis_lease import Lease
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
-from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record, tenant_calls_key
+from .redis_writes import (
+    WORKERS,
+    P,
+    WriteQueue,
+    call_key,
+    drop_ghosts,
+    queue_record,
+    tenant_calls_key,
+)
 from .redis_writes import owned_key as _owned_key
 from .redis_writes import worker_key as _worker_key
 
@@ -160,7 +168,13 @@ class RedisDirectory:
         await self._log.aclose()
 
     async def _catch_up(self) -> None:
-        """Write every live call of this worker again (Redis may have come back empty)."""
+        """Write every live call of this worker again (Redis may have come back empty), once
+        the calls it lists for this worker that ended meanwhile are taken off."""
+
+        def ours() -> set[str]:
+            return {c.id for c in self._local_calls() if c.owner == self.worker_id}
+
+        await drop_ghosts(self._redis, self.worker_id, ours, self.ended_ttl)
         calls = self._local_calls()
         if not calls:
             return

@@ -130,6 +130,36 @@ def queue_record(
             pipe.srem(tenant, record.call_id)
 
 
+async def drop_ghosts(
+    redis: Any, worker_id: str, live: Callable[[], set[str]], ended_ttl: int
+) -> None:
+    """Take off the calls the directory lists as ``worker_id``'s that are not ``live()`` here
+    (read after the listing: a call made meanwhile stays). Run when Redis answers again,
+    before the live calls are written back: their end was never written (dropped from a full
+    :class:`WriteQueue` while Redis was away), so their records said live for good. Out of the
+    worker's and their tenants' sets, their records expire after ``ended_ttl``; said at
+    WARNING."""
+    ghosts = sorted(set(await redis.smembers(owned_key(worker_id))) - live())
+    if not ghosts:
+        return
+    raws = await redis.mget([call_key(c) for c in ghosts])
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.srem(owned_key(worker_id), *ghosts)
+        for call_id, raw in zip(ghosts, raws, strict=True):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                tenant_id = CallRecord.from_json(raw).snapshot.get("tenantID") if raw else ""
+                if tenant_id:
+                    pipe.srem(tenant_calls_key(str(tenant_id)), call_id)
+            pipe.expire(call_key(call_id), ended_ttl)
+        await pipe.execute()
+    log.warning(
+        "call directory: %d calls listed as worker %s's are not live here (their end was not "
+        "written while Redis was away): taken off",
+        len(ghosts),
+        worker_id,
+    )
+
+
 class WriteQueue:
     """One worker's directory writes, in order (module docstring). :meth:`run` is the
     writer task (owned by the directory); ``up()`` says whether Redis answers, ``down(exc)``

@@ -820,3 +820,62 @@ async def test_a_reap_cut_short_by_redis_is_taken_up_again_by_its_survivor(
     finally:
         redis.proc.send_signal(signal.SIGCONT)
         await client.aclose()
+
+
+async def test_a_call_that_ended_while_its_end_could_not_be_written_leaves_no_ghost(redis) -> None:
+    """While Redis is away a worker's directory writes wait in a bounded queue, the oldest
+    dropped past 10,000: a call that ended meanwhile may lose its end. When Redis answered
+    again the worker wrote its live calls back, but the directory still listed the ended one
+    as this worker's, live, for good: in every ``GET /call/status``, against its tenant's
+    ``maxCalls``. Coming back, the worker now takes off what it lists that is not live here."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis import RedisDirectory
+    from bridge.cluster.redis_writes import call_key, owned_key, queue_record, tenant_calls_key
+
+    def call(call_id: str) -> Call:
+        return Call(
+            id=call_id,
+            peer="1@s.whatsapp.net",
+            direction=Direction.OUTBOUND,
+            owner="w1",
+            engine_call_id="e" + call_id,
+            state=CallState.ACTIVE,
+            tenant_id="ten_acme",
+        )
+
+    live, ghost = call("live"), call("ghost")
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    async with client.pipeline(transaction=False) as pipe:  # as written before Redis went
+        for c in (live, ghost):
+            queue_record(pipe, CallRecord(c.id, "w1", "", c.engine_call_id, c.snapshot()), "w1", 60)
+        await pipe.execute()
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    directory = RedisDirectory(
+        redis.url,
+        worker_id="w1",
+        internal_url="http://127.0.0.1:1",
+        heartbeat_ttl=1.5,
+        ended_ttl=60,
+        backlog=100,
+        max_calls=10,
+        local_calls=lambda: [live],  # "ghost" ended here; its end was never written
+        end_lost_call=nothing,
+        end_local_calls=nothing,
+    )
+    await directory.start()  # Redis answers: the worker catches up
+    try:
+        assert directory.available
+        assert await client.smembers(owned_key("w1")) == {"live"}
+        assert await client.smembers(tenant_calls_key("ten_acme")) == {"live"}
+        assert 0 < await client.ttl(call_key("ghost")) <= 60
+        assert [s["callID"] for s in await directory.live_snapshots()] == ["live"]
+        assert await directory.tenant_calls("ten_acme") == {"live"}
+    finally:
+        await directory.close()
+        await client.aclose()
