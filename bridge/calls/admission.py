@@ -25,16 +25,24 @@ class Admission:
         """Dials in flight by tenant (a tenant's ``maxCalls`` counts them too)."""
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
-        self.tenant_calls: Callable[[str], Awaitable[set[str]]] | None = None
-        """A tenant's live calls on every worker (the shared directory's); ``None``: this
+        self.tenant_calls: Callable[[str, bool], Awaitable[set[str]]] | None = None
+        """``tenant_calls(tenant id, verify)``: a tenant's live calls on every worker (the
+        shared directory's; ``verify``: each checked against its record); ``None``: this
         process's are all there are."""
 
     async def admit(self, tenant: Tenant | None) -> None:
-        """:meth:`check`, a tenant with a ``maxCalls`` counted on every worker."""
-        elsewhere: set[str] = set()
-        if tenant is not None and tenant.max_calls and self.tenant_calls is not None:
-            elsewhere = await self.tenant_calls(tenant.tenant_id)
-        self.check(tenant, elsewhere)
+        """:meth:`check`, a tenant with a ``maxCalls`` counted on every worker (the listing
+        checked call by call only when it would refuse: a stale id costs no call)."""
+        if tenant is None or not tenant.max_calls or self.tenant_calls is None:
+            self.check(tenant)
+            return
+        elsewhere = await self.tenant_calls(tenant.tenant_id, False)
+        try:
+            self.check(tenant, elsewhere)
+        except AtCapacity:
+            if not elsewhere:
+                raise
+            self.check(tenant, await self.tenant_calls(tenant.tenant_id, True))
 
     def check(self, tenant: Tenant | None = None, elsewhere: Collection[str] = ()) -> None:
         """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``);

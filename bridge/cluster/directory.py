@@ -127,9 +127,10 @@ class Directory(Protocol):
     async def workers(self) -> list[WorkerInfo]:
         """Live workers with their load (raises ``DirectoryUnavailable``)."""
 
-    async def tenant_calls(self, tenant_id: str) -> set[str]:
-        """The ids of a tenant's live calls on every worker (its ``maxCalls``); this process
-        alone: none beyond its own registry's."""
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
+        """The ids of a tenant's live calls on every worker (its ``maxCalls``; ``verify``:
+        each checked against its record, stale ones dropped); this process alone: none beyond
+        its own registry's."""
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         """Whether this worker may create the call for a newly seen engine call (exactly one
@@ -271,7 +272,7 @@ class MemoryDirectory:
     async def workers(self) -> list[WorkerInfo]:
         return []
 
-    async def tenant_calls(self, tenant_id: str) -> set[str]:
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
         return set()  # every call of this process is in its registry
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:

@@ -296,13 +296,15 @@ class RedisDirectory:
         snaps = [r.snapshot for r in records if r.live]
         return sorted(snaps, key=lambda s: s.get("createdAt") or "")
 
-    async def tenant_calls(self, tenant_id: str) -> set[str]:
-        """The tenant's live calls on every worker (their ids), as their records say; ids
-        whose record is gone or ended (a write lost while Redis was away) are dropped from
-        the set. Empty when Redis does not answer (this worker's own count applies)."""
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
+        """The tenant's live calls on every worker (their ids); ``verify``: as their records
+        say, ids whose record is gone or ended (a reap that failed) dropped from the set.
+        Empty when Redis does not answer (this worker's own count applies)."""
         key = tenant_calls_key(tenant_id)
         try:
             ids = sorted(await self._redis.smembers(key))
+            if not verify:
+                return set(ids)
             raws = await self._redis.mget([call_key(c) for c in ids]) if ids else []
         except _FAILURES as exc:
             self._lease.mark_down(exc)

@@ -876,6 +876,11 @@ async def test_a_call_that_ended_while_its_end_could_not_be_written_leaves_no_gh
         assert 0 < await client.ttl(call_key("ghost")) <= 60
         assert [s["callID"] for s in await directory.live_snapshots()] == ["live"]
         assert await directory.tenant_calls("ten_acme") == {"live"}
+        # An id whose record is gone (a reap that failed) is dropped once it is verified.
+        await client.sadd(tenant_calls_key("ten_acme"), "gone")
+        assert await directory.tenant_calls("ten_acme") == {"live", "gone"}
+        assert await directory.tenant_calls("ten_acme", True) == {"live"}
+        assert await client.smembers(tenant_calls_key("ten_acme")) == {"live"}
     finally:
         await directory.close()
         await client.aclose()
