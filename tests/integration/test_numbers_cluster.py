@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 
 import pytest
@@ -82,8 +83,8 @@ async def test_a_store_restarted_empty_gets_its_numbers_and_tenants_back(redis: 
     """A cluster keeps numbers, tenants (their API keys) and trunks in the directory's Redis,
     which the shipped manifests run without persistence. Restarted empty, its version went
     back to 0: every worker reloaded the empty store, so every tenant's key was refused and
-    every number made at run time was gone, for good. A worker that finds the version gone
-    back writes back what it had (what was written since is kept); everyone reloads."""
+    every number made at run time was gone, for good. A worker that finds the store without
+    its epoch writes back what it had (what was written since is kept); everyone reloads."""
     from bridge.numbers.catalog import Catalog
     from bridge.numbers.model import parse_number
     from bridge.numbers.store import RedisStore, Sealing
@@ -170,3 +171,40 @@ async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
         assert status == 201, again
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_every_worker_gives_back_what_it_read_to_a_store_restarted_empty(
+    redis: Redis,
+) -> None:
+    """Two workers read the store at different versions (B read a tenant A has not reloaded
+    yet: the 100 ms between two polls) when Redis restarts empty. A, first to look, gave back
+    what it had and moved the version to B's own: B saw nothing to do, and its tenant was gone
+    from the store while B went on serving it. Each worker now knows the store by an epoch
+    (a token the store keeps): a store without it lost its data, and every worker gives back
+    what it read."""
+    from redis.exceptions import RedisError
+
+    from bridge.numbers.store import RedisStore, Sealing
+    from bridge.numbers.tenants import parse_tenant
+
+    from ..support.cluster import SECRET
+
+    a, b = RedisStore(redis.url, Sealing(SECRET)), RedisStore(redis.url, Sealing(SECRET))
+    reader = RedisStore(redis.url, Sealing(SECRET))
+    try:
+        first, second = parse_tenant({"name": "First"}), parse_tenant({"name": "Second"})
+        await a.put("tenants", first.tenant_id, first.to_record())
+        await a.load()
+        await b.put("tenants", second.tenant_id, second.to_record())
+        await b.load()  # B has read both; A only the first
+        await redis.stop()
+        await redis.start()  # empty
+        for store in (a, b):  # each worker's next poll (the first meets the dropped connection)
+            with contextlib.suppress(RedisError):
+                await store.version()
+            await store.version()
+        _, records = await reader.load()
+        assert set(records["tenants"]) == {first.tenant_id, second.tenant_id}
+    finally:
+        for store in (a, b, reader):
+            await store.close()
