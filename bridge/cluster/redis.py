@@ -51,6 +51,7 @@ from .redis_writes import (
     WriteQueue,
     call_key,
     drop_ghosts,
+    listed_live,
     queue_record,
     tenant_calls_key,
 )
@@ -297,26 +298,18 @@ class RedisDirectory:
         return sorted(snaps, key=lambda s: s.get("createdAt") or "")
 
     async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
-        """The tenant's live calls on every worker (their ids); ``verify``: as their records
-        say, ids whose record is gone or ended (a reap that failed) dropped from the set.
-        Empty when Redis does not answer (this worker's own count applies)."""
+        """The tenant's live calls on every worker (their ids); ``verify``: only those
+        :func:`~.redis_writes.listed_live` finds live, the others dropped from the set. Empty
+        when Redis does not answer (this worker's own count applies)."""
         key = tenant_calls_key(tenant_id)
         try:
             ids = sorted(await self._redis.smembers(key))
             if not verify:
                 return set(ids)
-            raws = await self._redis.mget([call_key(c) for c in ids]) if ids else []
+            live = await listed_live(self._redis, ids)
         except _FAILURES as exc:
             self._lease.mark_down(exc)
             return set()
-        live: set[str] = set()
-        for call_id, raw in zip(ids, raws, strict=True):
-            try:
-                record = CallRecord.from_json(raw) if raw else None
-            except (ValueError, KeyError, TypeError):
-                record = None
-            if record is not None and record.live:
-                live.add(call_id)
         if len(live) < len(ids):
             with contextlib.suppress(*_FAILURES):
                 await self._redis.srem(key, *(set(ids) - live))

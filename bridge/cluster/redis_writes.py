@@ -130,6 +130,26 @@ def queue_record(
             pipe.srem(tenant, record.call_id)
 
 
+async def listed_live(redis: Any, ids: list[str]) -> set[str]:
+    """Of ``ids``, the calls whose record is live and whose owner lists them (``owned:``): a
+    record gone or ended, or live but listed by no worker (a dead worker's call its reap could
+    not end: the reap forgets the worker's set), is no live call."""
+    raws = await redis.mget([call_key(c) for c in ids]) if ids else []
+    owners: dict[str, str] = {}
+    for call_id, raw in zip(ids, raws, strict=True):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            record = CallRecord.from_json(raw) if raw else None
+            if record is not None and record.live:
+                owners[call_id] = record.owner
+    if not owners:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for call_id, owner in owners.items():
+            pipe.sismember(owned_key(owner), call_id)
+        listed = await pipe.execute()
+    return {call_id for call_id, yes in zip(owners, listed, strict=True) if yes}
+
+
 async def drop_ghosts(
     redis: Any, worker_id: str, live: Callable[[], set[str]], ended_ttl: int
 ) -> None:

@@ -876,9 +876,18 @@ async def test_a_call_that_ended_while_its_end_could_not_be_written_leaves_no_gh
         assert 0 < await client.ttl(call_key("ghost")) <= 60
         assert [s["callID"] for s in await directory.live_snapshots()] == ["live"]
         assert await directory.tenant_calls("ten_acme") == {"live"}
-        # An id whose record is gone (a reap that failed) is dropped once it is verified.
+        # An id whose record is gone, or live but listed by no worker (a dead worker's call its
+        # reap could not end), is dropped once it is verified.
+        stray = call("stray")
+        stray.owner = "dead"
+        async with client.pipeline(transaction=False) as pipe:
+            queue_record(
+                pipe, CallRecord("stray", "dead", "", "estray", stray.snapshot()), "dead", 60
+            )
+            await pipe.execute()
+        await client.delete(owned_key("dead"))  # the reap forgot the dead worker
         await client.sadd(tenant_calls_key("ten_acme"), "gone")
-        assert await directory.tenant_calls("ten_acme") == {"live", "gone"}
+        assert await directory.tenant_calls("ten_acme") == {"live", "gone", "stray"}
         assert await directory.tenant_calls("ten_acme", True) == {"live"}
         assert await client.smembers(tenant_calls_key("ten_acme")) == {"live"}
     finally:
