@@ -237,6 +237,7 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         registry=app[CALL_REGISTRY],
         events=app[CALL_EVENTS],
     )
+    manager.admission.tenant_calls = directory.tenant_calls  # a tenant's maxCalls, everywhere
 
     async def known_elsewhere(engine_call_id: str) -> bool:
         try:

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..engines import WebhookEngine
 from ..engines.base import WEBHOOK_LIMIT
-from ..errors import Unauthorized
+from ..errors import NotFound, Unauthorized
 from ..numbers.front_door import (
+    number_of,
     refused_signature,
     signed_door,
     verify_subscription,
@@ -16,6 +18,7 @@ from ..numbers.front_door import (
 )
 from .errors import read_raw_json
 from .keys import SWITCHBOARD
+from .tenancy import principal_of
 
 routes = web.RouteTableDef()
 
@@ -51,9 +54,28 @@ async def engine_webhook(request: web.Request) -> web.Response:
     engine = webhook_engine(request.app[SWITCHBOARD], raw, request.query)
     if engine is None:
         return web.json_response({"accepted": False})
+    _refuse_another_tenants(request, engine)
     try:
         accepted = engine.receive_webhook(raw, request.headers)
     except Unauthorized as exc:
         refused_signature(request.app[SWITCHBOARD], raw, exc.message)
         raise
     return web.json_response({"accepted": accepted})
+
+
+def _refuse_another_tenants(request: web.Request, engine: WebhookEngine) -> None:
+    """A tenant's key posts the webhooks of its own numbers only: another's is 404, as on
+    every route (a webhook of its number rings calls on it and ends them)."""
+    principal = principal_of(request)
+    if principal.admin:
+        return
+    switchboard = request.app[SWITCHBOARD]
+    number_id = number_of(switchboard, engine)
+    number = switchboard.catalog.number(number_id) if switchboard.catalog is not None else None
+    if number is None or number.tenant_id != principal.tenant_id:
+        named = request.query.get("number")
+        raise NotFound(
+            f"no number {named[:64]!r} takes webhooks here"
+            if named is not None
+            else "no number of yours takes webhooks here: name one with ?number=<numberID>"
+        )

@@ -107,8 +107,11 @@ async def get_number(request: web.Request) -> web.Response:
 
 @routes.patch("/numbers/{numberID}")
 async def change_number(request: web.Request) -> web.Response:
-    number = _number_for(request)
+    _number_for(request)  # 404 before the body is read
     body = await read_body(request, "NumberPatch")
+    # The number as it is once the body is in (it may have been changed or deleted while the
+    # body came): a change to the copy read before would bring back what was removed.
+    number = _number_for(request)
     _files_by_admin(request, body)
     changed = patch_number(number, body)
     check_sip_road(changed, request.app[SETTINGS])
@@ -161,9 +164,13 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 @routes.patch("/tenants/{tenantID}")
 async def change_tenant(request: web.Request) -> web.Response:
+    _tenant_for(request)  # 403/404 before the body is read
+    body = await read_body(request, "TenantPatch")
+    # The tenant as it is once the body is in: a copy read before it would bring back a key
+    # revoked (or the tenant deleted) while the body came.
     tenant = _tenant_for(request)
     changed = dataclasses.replace(tenant, secrets=dict(tenant.secrets), keys=list(tenant.keys))
-    apply_tenant_fields(changed, await read_body(request, "TenantPatch"))
+    apply_tenant_fields(changed, body)
     await request.app[CATALOG].save_tenant(changed)
     return web.json_response(changed.public())
 

@@ -82,9 +82,11 @@ async def get_trunk(request: web.Request) -> web.Response:
 
 @routes.patch("/trunks/{trunkID}")
 async def change_trunk(request: web.Request) -> web.Response:
-    trunk = _trunk_for(request)
+    _trunk_for(request)  # 404 before the body is read
+    body = await read_body(request, "TrunkPatch")
+    trunk = _trunk_for(request)  # as it is once the body is in (not brought back if deleted)
     changed = dataclasses.replace(trunk, secrets=dict(trunk.secrets))
-    apply_trunk_fields(changed, await read_body(request, "TrunkPatch"))
+    apply_trunk_fields(changed, body)
     _check_music(request, changed)
     await request.app[CATALOG].save_trunk(changed)
     return web.json_response(_view(request, changed))

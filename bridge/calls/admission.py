@@ -1,11 +1,11 @@
-"""``Admission``: whether one more call fits — the bridge's ``BRIDGE_MAX_CALLS``, a tenant's
-``maxCalls`` — counting the dials still in flight, which hold a place until Meta (or the engine)
-answers."""
+"""``Admission``: whether one more call fits — the bridge's ``BRIDGE_MAX_CALLS`` (per worker), a
+tenant's ``maxCalls`` (on every worker: its calls elsewhere as the shared directory lists them)
+— counting the dials still in flight, which hold a place until Meta (or the engine) answers."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from contextlib import contextmanager
 
 from ..errors import AtCapacity, ShuttingDown
@@ -25,17 +25,36 @@ class Admission:
         """Dials in flight by tenant (a tenant's ``maxCalls`` counts them too)."""
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
+        self.tenant_calls: Callable[[str, bool], Awaitable[set[str]]] | None = None
+        """``tenant_calls(tenant id, verify)``: a tenant's live calls on every worker (the
+        shared directory's; ``verify``: each checked against its record); ``None``: this
+        process's are all there are."""
 
-    def check(self, tenant: Tenant | None = None) -> None:
-        """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``)."""
+    async def admit(self, tenant: Tenant | None) -> None:
+        """:meth:`check`, a tenant with a ``maxCalls`` counted on every worker (the listing
+        checked call by call only when it would refuse: a stale id costs no call)."""
+        if tenant is None or not tenant.max_calls or self.tenant_calls is None:
+            self.check(tenant)
+            return
+        elsewhere = await self.tenant_calls(tenant.tenant_id, False)
+        try:
+            self.check(tenant, elsewhere)
+        except AtCapacity:
+            if not elsewhere:
+                raise
+            self.check(tenant, await self.tenant_calls(tenant.tenant_id, True))
+
+    def check(self, tenant: Tenant | None = None, elsewhere: Collection[str] = ()) -> None:
+        """Room for one more call (``AtCapacity``), unless shutting down (``ShuttingDown``);
+        ``elsewhere``: ids of the tenant's calls the shared directory lists (ours among them)."""
         if self.shutting_down:
             raise ShuttingDown("the bridge is shutting down")
         live = self._live()
         if len(live) + self._dialling >= self.max_calls:
             raise AtCapacity(f"the bridge carries its maximum of {self.max_calls} calls")
         if tenant is not None and tenant.max_calls:
-            mine = sum(1 for c in live if c.tenant_id == tenant.tenant_id)
-            mine += self._dialling_for.get(tenant.tenant_id, 0)
+            ids = {c.id for c in live if c.tenant_id == tenant.tenant_id} | set(elsewhere)
+            mine = len(ids) + self._dialling_for.get(tenant.tenant_id, 0)
             if mine >= tenant.max_calls:
                 raise AtCapacity(
                     f"tenant {tenant.tenant_id} carries its maximum of {tenant.max_calls} calls"

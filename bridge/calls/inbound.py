@@ -123,7 +123,7 @@ class InboundCalls:
             tenant_id=manager.engine.tenant_of(number_id),
         )
         try:
-            manager.check_capacity(manager.engine.tenant(call.tenant_id))
+            await manager.admit(manager.engine.tenant(call.tenant_id))
         except (AtCapacity, ShuttingDown) as exc:
             log.warning("declining inbound call from %s: %s", peer, exc.message)
             await hang_up_quietly(manager.engine_of(call), call)

@@ -178,6 +178,11 @@ class CallManager:
         self.admission.shutting_down = self.shutting_down
         self.admission.check(tenant)
 
+    async def admit(self, tenant: Tenant | None) -> None:
+        """Room for one more call of ``tenant``, its calls on other workers counted."""
+        self.admission.shutting_down = self.shutting_down
+        await self.admission.admit(tenant)
+
     def stats(self, call_id: str) -> dict[str, Any]:
         """One call's numbers as JSON (for support cases; kept after the call ended)."""
         call = self.get(call_id)
@@ -204,7 +209,7 @@ class CallManager:
         digits = normalize_user(phone)  # or the BSUID the API let through
         number_id = number.number_id if number is not None else DEFAULT_NUMBER
         engine = self.engine.engine(number_id)
-        self.check_capacity(tenant)
+        await self.admit(tenant)  # nothing awaited from here until the dial holds its place
         call_id = uuid.uuid4().hex
         with self.admission.dialling(number.tenant_id if number is not None else ""):
             engine_id = await self.engine.dial_from(number_id, digits, call_id, other_leg)

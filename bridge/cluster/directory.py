@@ -127,6 +127,11 @@ class Directory(Protocol):
     async def workers(self) -> list[WorkerInfo]:
         """Live workers with their load (raises ``DirectoryUnavailable``)."""
 
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
+        """The ids of a tenant's live calls on every worker (its ``maxCalls``; ``verify``:
+        each checked against its record, stale ones dropped); this process alone: none beyond
+        its own registry's."""
+
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         """Whether this worker may create the call for a newly seen engine call (exactly one
         worker of the cluster gets ``True``)."""
@@ -266,6 +271,9 @@ class MemoryDirectory:
 
     async def workers(self) -> list[WorkerInfo]:
         return []
+
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
+        return set()  # every call of this process is in its registry
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         return True

@@ -10,6 +10,7 @@ Keys (all under ``bridge:``):
   engine call id, and what an adopter re-opens: recording, forks, agents with their keys
   sealed); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
+- ``tenant:{tenantID}:calls`` — a tenant's live calls, on every worker (its ``maxCalls``).
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
@@ -28,6 +29,7 @@ reaper's (:mod:`.redis_reaper`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -43,7 +45,16 @@ from .redis_events import RedisEventLog
 from .redis_lease import Lease
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
-from .redis_writes import WORKERS, P, WriteQueue, call_key, queue_record
+from .redis_writes import (
+    WORKERS,
+    P,
+    WriteQueue,
+    call_key,
+    drop_ghosts,
+    listed_live,
+    queue_record,
+    tenant_calls_key,
+)
 from .redis_writes import owned_key as _owned_key
 from .redis_writes import worker_key as _worker_key
 
@@ -158,7 +169,13 @@ class RedisDirectory:
         await self._log.aclose()
 
     async def _catch_up(self) -> None:
-        """Write every live call of this worker again (Redis may have come back empty)."""
+        """Write every live call of this worker again (Redis may have come back empty), once
+        the calls it lists for this worker that ended meanwhile are taken off."""
+
+        def ours() -> set[str]:
+            return {c.id for c in self._local_calls() if c.owner == self.worker_id}
+
+        await drop_ghosts(self._redis, self.worker_id, ours, self.ended_ttl)
         calls = self._local_calls()
         if not calls:
             return
@@ -279,6 +296,24 @@ class RedisDirectory:
         records = [CallRecord.from_json(r) for r in raws if r]
         snaps = [r.snapshot for r in records if r.live]
         return sorted(snaps, key=lambda s: s.get("createdAt") or "")
+
+    async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
+        """The tenant's live calls on every worker (their ids); ``verify``: only those
+        :func:`~.redis_writes.listed_live` finds live, the others dropped from the set. Empty
+        when Redis does not answer (this worker's own count applies)."""
+        key = tenant_calls_key(tenant_id)
+        try:
+            ids = sorted(await self._redis.smembers(key))
+            if not verify:
+                return set(ids)
+            live = await listed_live(self._redis, ids)
+        except _FAILURES as exc:
+            self._lease.mark_down(exc)
+            return set()
+        if len(live) < len(ids):
+            with contextlib.suppress(*_FAILURES):
+                await self._redis.srem(key, *(set(ids) - live))
+        return live
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         try:

@@ -106,20 +106,30 @@ class RedisEventLog:
             yield entry
 
     async def _missed(self, last_id: str, position: EventKey) -> list[Any] | None:
-        """The stream's entries after ``last_id``; ``None`` when Redis is away but the ring
-        reaches back to it (the ring serves them). Raises :class:`ReplayUnavailable` when
-        neither can: said once while Redis stays away."""
+        """The stream's entries after ``last_id``, when the stream still holds ``last_id``
+        (else what followed it may be gone: trimmed past ``BRIDGE_EVENT_BACKLOG``, or lost to
+        a Redis restarted empty); ``None`` when the ring reaches back to it instead (the ring
+        serves them). Raises :class:`ReplayUnavailable` when neither can (Redis away: said
+        once while it stays away)."""
         why = "the events log (Redis) is unavailable"
         if self._up():
             try:
-                missed: list[Any] = await self._redis.xrange(
-                    EVENTS, min=f"({last_id}", count=self.backlog
+                held: list[Any] = await self._redis.xrange(
+                    EVENTS, min=last_id, count=self.backlog + 1
                 )
             except _FAILURES as exc:
                 why = f"the events log (Redis) failed: {type(exc).__name__}: {exc}"
             else:
                 self._redis_back()
-                return missed
+                if held and held[0][0] == last_id:
+                    return held[1:]
+                if self._ring.reaches(position):
+                    return None
+                raise ReplayUnavailable(
+                    f"the events log no longer holds {last_id} (more than the "
+                    "BRIDGE_EVENT_BACKLOG events since, or Redis restarted empty): the events "
+                    "after it cannot be replayed"
+                )
         if self._ring.reaches(position):
             return None
         if self._unreplayed.seen("redis") == 1:

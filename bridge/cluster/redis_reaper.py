@@ -1,10 +1,10 @@
 """Dead workers on the Redis directory: exactly one survivor ends a dead worker's calls.
 
 A worker whose heartbeat (``worker:{id}``) has lapsed is dead. The first survivor to claim
-``reap:{id}`` fences it (``reaped:{id}``: if it was only cut off, it ends its own calls when
-it is back), hands each of its live calls to ``end_lost_call`` (recovery: adopted here if it
-can move, else ended ``worker_lost``), :data:`REAP_AT_ONCE` side by side, then forgets the
-worker.
+``reap:{id}`` (and only it, until the claim is released or lapses) fences it (``reaped:{id}``:
+if it was only cut off, it ends its own calls when it is back), hands each of its live calls
+to ``end_lost_call`` (recovery: adopted here if it can move, else ended ``worker_lost``),
+:data:`REAP_AT_ONCE` side by side, then forgets the worker.
 """
 
 from __future__ import annotations
@@ -27,7 +27,22 @@ its record says to re-open (``CallRecord.attachments``)."""
 REAP_CLAIM_MS = 300_000
 """How long one survivor's claim on a dead worker lasts unless renewed: it is renewed every
 third of it while the survivor works (so a long reap is never raced by a second survivor) and
-released when done; a survivor that dies mid-reap leaves it to lapse."""
+released when done; a survivor that dies mid-reap leaves it to lapse, and one whose reap
+Redis cut short takes it up again once Redis is back (:data:`CLAIM`)."""
+CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if held == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+"""Claim a dead worker: free, or already this survivor's (a reap Redis cut short: its
+claim stayed, and ``SET NX`` refused the survivor itself until the claim lapsed)."""
 RENEW_IF_MINE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -87,7 +102,7 @@ class Reaper:
                 continue
             # Exactly one survivor ends a dead worker's calls.
             claim = f"{P}reap:{worker}"
-            if not await self._redis.set(claim, self.worker_id, nx=True, px=REAP_CLAIM_MS):
+            if not await self._redis.eval(CLAIM, 1, claim, self.worker_id, REAP_CLAIM_MS):
                 continue
             call_ids = await self._redis.smembers(owned_key(worker))
             log.warning(

@@ -1,10 +1,11 @@
 """The Redis directory's key layout and its writes: one queue per worker, in event order.
 
 Writes go through :class:`WriteQueue`, off the media path: a call's record (``call:``,
-``owned:``, ``engine:``) and its event (``XADD`` on ``events``) in the order the events
-happened. While Redis is unreachable they wait (bounded: the oldest dropped and counted); a
-sequence number per write lets :meth:`WriteQueue.flush` wait for what was queued before it,
-and a batch written while older entries were evicted removes only what it wrote.
+``owned:``, ``engine:``, ``tenant:…:calls``) and its event (``XADD`` on ``events``) in the
+order the events happened. While Redis is unreachable they wait (bounded: the oldest dropped
+and counted); a sequence number per write lets :meth:`WriteQueue.flush` wait for what was
+queued before it, and a batch written while older entries were evicted removes only what it
+wrote.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ def call_key(call_id: str) -> str:
     return f"{P}call:{call_id}"
 
 
+def tenant_calls_key(tenant_id: str) -> str:
+    return f"{P}tenant:{tenant_id}:calls"
+
+
 WRITE_IF_OWNER = """
 local stored = redis.call('GET', KEYS[1])
 if stored then
@@ -63,10 +68,12 @@ if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
   redis.call('SREM', KEYS[2], ARGV[3])
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
+  if ARGV[5] ~= '' then redis.call('SREM', KEYS[4], ARGV[3]) end
 else
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SADD', KEYS[2], ARGV[3])
   redis.call('SET', KEYS[3], ARGV[3])
+  if ARGV[5] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
 end
 return 1
 """
@@ -74,7 +81,8 @@ return 1
 queued before a handover or an adoption, and sent after the new owner's ``take_over``, must
 not give the call back to the worker that let it go (the directory would then list it there,
 and a reaper take the call for that worker's). KEYS: the record, the owner's set, the engine
-id's key; ARGV: the record's JSON, its owner, the call id, the ended TTL (0: live)."""
+id's key, the tenant's live calls; ARGV: the record's JSON, its owner, the call id, the ended
+TTL (0: live), the tenant id (empty: the service's call, in no tenant's set)."""
 
 
 def queue_record(
@@ -91,27 +99,85 @@ def queue_record(
     number_id = str(record.snapshot.get("numberID") or "")
     engine_key = f"{P}engine:{call_engine_key(number_id, record.engine_call_id)}"
     owned = owned_key(record.owner)
+    tenant_id = str(record.snapshot.get("tenantID") or "")
+    tenant = tenant_calls_key(tenant_id)
     ttl = 0 if record.live else ended_ttl
     if not take_over:
         pipe.eval(
             WRITE_IF_OWNER,
-            3,
+            4,
             key,
             owned,
             engine_key,
+            tenant,
             record.to_json(),
             record.owner,
             record.call_id,
             ttl,
+            tenant_id,
         )
     elif record.live:
         pipe.set(key, record.to_json())
         pipe.sadd(owned, record.call_id)
         pipe.set(engine_key, record.call_id)
+        if tenant_id:
+            pipe.sadd(tenant, record.call_id)
     else:
         pipe.set(key, record.to_json(), ex=ended_ttl)
         pipe.srem(owned, record.call_id)
         pipe.set(engine_key, record.call_id, ex=ended_ttl)
+        if tenant_id:
+            pipe.srem(tenant, record.call_id)
+
+
+async def listed_live(redis: Any, ids: list[str]) -> set[str]:
+    """Of ``ids``, the calls whose record is live and whose owner lists them (``owned:``): a
+    record gone or ended, or live but listed by no worker (a dead worker's call its reap could
+    not end: the reap forgets the worker's set), is no live call."""
+    raws = await redis.mget([call_key(c) for c in ids]) if ids else []
+    owners: dict[str, str] = {}
+    for call_id, raw in zip(ids, raws, strict=True):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            record = CallRecord.from_json(raw) if raw else None
+            if record is not None and record.live:
+                owners[call_id] = record.owner
+    if not owners:
+        return set()
+    async with redis.pipeline(transaction=False) as pipe:
+        for call_id, owner in owners.items():
+            pipe.sismember(owned_key(owner), call_id)
+        listed = await pipe.execute()
+    return {call_id for call_id, yes in zip(owners, listed, strict=True) if yes}
+
+
+async def drop_ghosts(
+    redis: Any, worker_id: str, live: Callable[[], set[str]], ended_ttl: int
+) -> None:
+    """Take off the calls the directory lists as ``worker_id``'s that are not ``live()`` here
+    (read after the listing: a call made meanwhile stays). Run when Redis answers again,
+    before the live calls are written back: their end was never written (dropped from a full
+    :class:`WriteQueue` while Redis was away), so their records said live for good. Out of the
+    worker's and their tenants' sets, their records expire after ``ended_ttl``; said at
+    WARNING."""
+    ghosts = sorted(set(await redis.smembers(owned_key(worker_id))) - live())
+    if not ghosts:
+        return
+    raws = await redis.mget([call_key(c) for c in ghosts])
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.srem(owned_key(worker_id), *ghosts)
+        for call_id, raw in zip(ghosts, raws, strict=True):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                tenant_id = CallRecord.from_json(raw).snapshot.get("tenantID") if raw else ""
+                if tenant_id:
+                    pipe.srem(tenant_calls_key(str(tenant_id)), call_id)
+            pipe.expire(call_key(call_id), ended_ttl)
+        await pipe.execute()
+    log.warning(
+        "call directory: %d calls listed as worker %s's are not live here (their end was not "
+        "written while Redis was away): taken off",
+        len(ghosts),
+        worker_id,
+    )
 
 
 class WriteQueue:

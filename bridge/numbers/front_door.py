@@ -101,6 +101,11 @@ def webhook_engine(
     )
 
 
+def number_of(switchboard: Switchboard, engine: WebhookEngine) -> str:
+    """The id of the number whose engine ``engine`` is (empty: none here)."""
+    return next((n for n, e in switchboard.engines.items() if e is engine), "")
+
+
 def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
     """A webhook the number's app secret does not verify (another app's secret, or forged):
     logged once per Meta number (a bounded few), since Meta or an attacker may repeat it."""
@@ -122,7 +127,7 @@ def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
     if engine is None:
         return WebhookCalls()
     about = engine.webhook_calls(raw)
-    number_id = next((n for n, e in switchboard.engines.items() if e is engine), "")
+    number_id = number_of(switchboard, engine)
     keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
     return dataclasses.replace(about, engine_call_ids=keys)
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..engines import SettingsEngine
-from ..errors import BridgeError, Conflict
+from ..errors import BridgeError, Conflict, NotFound
 from .model import Number
 
 if TYPE_CHECKING:
@@ -53,8 +53,16 @@ async def put_on_sip(
     catalog.refuse_defined(number.number_id, ["cloudapi.sipPassword"])
     port = port or settings.sip.listen[1]
     password = await engine.calling_settings.enable_sip(hostname, port, rotate=rotate)
+    # Into the number as it is now: Meta's answer is a round trip, and a change or deletion
+    # made meanwhile must not be undone by the copy read before it.
+    current = catalog.number(number.number_id)
+    if current is None:
+        raise NotFound(
+            f"number {number.number_id} was deleted while Meta was asked: Meta's SIP for it "
+            "points here, with a password nothing keeps"
+        )
     changed = dataclasses.replace(
-        number, config=dict(number.config), secrets={**number.secrets, "sipPassword": password}
+        current, config=dict(current.config), secrets={**current.secrets, "sipPassword": password}
     )
     await catalog.update_number(changed)
     await switchboard.reconcile()  # the number takes Meta's INVITEs with the new password now

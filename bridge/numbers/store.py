@@ -4,7 +4,8 @@ Two stores behind one protocol (:class:`CatalogStore`):
 
 - :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
   embedded, no server to run, for a bridge of one process (several workers need Redis).
-- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory.
+- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory. A Redis
+  that lost them (restarted without persistence) is given back what each worker read last.
 
 Both keep a **version** that every write bumps in the same transaction. A worker's
 :class:`~bridge.numbers.catalog.Catalog` reads the version every ``POLL_INTERVAL`` and reloads
@@ -170,9 +171,12 @@ class LocalStore:
 
 
 class RedisStore:
-    """Two hashes and a version counter in the cluster's Redis."""
+    """Two hashes and a version counter in the cluster's Redis, and an epoch: a token set once
+    in the store, so that a Redis that lost its data (restarted without persistence, a
+    replica behind taking over) is known by its missing or other epoch."""
 
     PREFIX = "bridge:catalog:"
+    EPOCH = PREFIX + "epoch"
 
     def __init__(self, url: str, sealing: Sealing) -> None:
         import redis.asyncio as aioredis  # only when a cluster uses it
@@ -181,21 +185,54 @@ class RedisStore:
         self._redis: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        self._read: tuple[str, Records] | None = None
+        """The epoch and records this worker loaded last (secrets open): what it gives back
+        to a store that lost them."""
 
     async def version(self) -> int:
-        return int(await self._redis.get(self.PREFIX + "version") or 0)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self.PREFIX + "version")
+            pipe.get(self.EPOCH)
+            version, epoch = await pipe.execute()
+        if self._read is not None and epoch != self._read[0]:
+            version = await self._give_back()
+        return int(version or 0)
+
+    async def _give_back(self) -> int:
+        """The store is not the one last read (its epoch is gone or another): Redis lost the
+        records. Put back every record this worker read that it lacks (``HSETNX``: one
+        written since is kept; each worker gives back its own, so what any of them read is
+        back) and bump the version: every worker reloads. The new version."""
+        _, records = self._read or ("", {})
+        log.warning(
+            "numbers store: Redis lost its records (restarted empty?): writing back the %d "
+            "numbers, %d tenants and %d trunks this worker read",
+            *(len(records.get(kind, {})) for kind in KINDS),
+        )
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for kind, rows in records.items():
+                for record_id, record in rows.items():
+                    body = json.dumps(self.sealing.seal(kind, record_id, record))
+                    pipe.hsetnx(self.PREFIX + kind, record_id, body)
+            pipe.set(self.EPOCH, secrets.token_hex(8), nx=True)
+            pipe.incr(self.PREFIX + "version")
+            *_, version = await pipe.execute()
+        return int(version)
 
     async def load(self) -> tuple[int, Records]:
         async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.EPOCH, secrets.token_hex(8), nx=True)  # a new store's
+            pipe.get(self.EPOCH)
             pipe.get(self.PREFIX + "version")
             for kind in KINDS:
                 pipe.hgetall(self.PREFIX + kind)
-            version, *hashes = await pipe.execute()
+            _, epoch, version, *hashes = await pipe.execute()
         out: Records = {}
         for kind, rows in zip(KINDS, hashes, strict=True):
             out[kind] = {
                 rid: self.sealing.open(kind, rid, json.loads(body)) for rid, body in rows.items()
             }
+        self._read = (epoch, out)
         return int(version or 0), out
 
     async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:

@@ -211,7 +211,12 @@ class Switchboard:
         number = self.catalog.number(number_id) if self.catalog is not None else None
         if number is None:
             return
-        result = await check_number(self.engines.get(number_id), number, self.http)
+        engine = self.engines.get(number_id)
+        result = await check_number(engine, number, self.http)
+        if self.engines.get(number_id) is not engine:
+            # Deleted (or rebuilt) while it was checked: the answer is about an engine that is
+            # gone, and a deleted number's series and health must not come back with it.
+            return
         before = self._health.get(number_id)
         self._health[number_id] = result
         if self.metrics is not None:

@@ -757,3 +757,139 @@ async def test_a_record_queued_before_a_handover_does_not_give_the_call_back(red
             call_key("moving"), owned_key("a"), owned_key("b"), "bridge:engine:e-moving"
         )
         await client.aclose()
+
+
+async def test_a_reap_cut_short_by_redis_is_taken_up_again_by_its_survivor(
+    redis, monkeypatch
+) -> None:
+    """Redis stops answering while a survivor reaps a dead worker (here it is frozen after the
+    first call is handed on): the reap fails and the survivor's claim stays, as it must (no
+    second survivor races it). Once Redis answers again the same survivor takes its reap up
+    again and ends the calls it had not reached. Before, its own claim refused it (``SET NX``)
+    for the claim's five minutes: the dead worker's other calls stayed live, unreachable, that
+    long."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster import redis_reaper
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_writes import FAILURES, WORKERS, owned_key, queue_record
+
+    monkeypatch.setattr(redis_reaper, "REAP_AT_ONCE", 1)  # one call after the other
+    # Short timeouts, no retry: a frozen Redis is a failed command at once.
+    client = aioredis.from_url(
+        redis.url, decode_responses=True, socket_timeout=0.3, retry=Retry(NoBackoff(), 0)
+    )
+    ids = ["call-1", "call-2"]
+    async with client.pipeline(transaction=False) as pipe:
+        for call_id in ids:
+            snapshot = Call(
+                id=call_id,
+                peer="1@s.whatsapp.net",
+                direction=Direction.OUTBOUND,
+                owner="dead",
+                engine_call_id="e" + call_id,
+                state=CallState.ACTIVE,
+            ).snapshot()
+            queue_record(pipe, CallRecord(call_id, "dead", "", "e" + call_id, snapshot), "dead", 60)
+        pipe.sadd(WORKERS, "dead")
+        await pipe.execute()
+    ended: list[str] = []
+    assert redis.proc is not None
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        if not ended:
+            redis.proc.send_signal(signal.SIGSTOP)  # Redis stops answering mid-reap
+        ended.append(call.id)
+
+    reaper = survivor_reaper(client, "alive", lost_call)
+    try:
+        with pytest.raises(FAILURES):
+            await reaper.reap_once()
+        redis.proc.send_signal(signal.SIGCONT)
+        assert len(ended) == 1
+        assert await client.get(f"{redis_reaper.P}reap:dead") == "alive"  # still its own
+        await survivor_reaper(client, "another", lost_call).reap_once()
+        assert len(ended) == 1  # no second survivor
+        await reaper.reap_once()  # the same survivor, Redis back
+        assert set(ended) == set(ids), ended
+        assert not await client.exists(owned_key("dead"), f"{redis_reaper.P}reap:dead")
+        assert "dead" not in await client.smembers(WORKERS)
+    finally:
+        redis.proc.send_signal(signal.SIGCONT)
+        await client.aclose()
+
+
+async def test_a_call_that_ended_while_its_end_could_not_be_written_leaves_no_ghost(redis) -> None:
+    """While Redis is away a worker's directory writes wait in a bounded queue, the oldest
+    dropped past 10,000: a call that ended meanwhile may lose its end. When Redis answered
+    again the worker wrote its live calls back, but the directory still listed the ended one
+    as this worker's, live, for good: in every ``GET /call/status``, against its tenant's
+    ``maxCalls``. Coming back, the worker now takes off what it lists that is not live here."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis import RedisDirectory
+    from bridge.cluster.redis_writes import call_key, owned_key, queue_record, tenant_calls_key
+
+    def call(call_id: str) -> Call:
+        return Call(
+            id=call_id,
+            peer="1@s.whatsapp.net",
+            direction=Direction.OUTBOUND,
+            owner="w1",
+            engine_call_id="e" + call_id,
+            state=CallState.ACTIVE,
+            tenant_id="ten_acme",
+        )
+
+    live, ghost = call("live"), call("ghost")
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    async with client.pipeline(transaction=False) as pipe:  # as written before Redis went
+        for c in (live, ghost):
+            queue_record(pipe, CallRecord(c.id, "w1", "", c.engine_call_id, c.snapshot()), "w1", 60)
+        await pipe.execute()
+
+    async def nothing(*args: Any) -> None:
+        return None
+
+    directory = RedisDirectory(
+        redis.url,
+        worker_id="w1",
+        internal_url="http://127.0.0.1:1",
+        heartbeat_ttl=1.5,
+        ended_ttl=60,
+        backlog=100,
+        max_calls=10,
+        local_calls=lambda: [live],  # "ghost" ended here; its end was never written
+        end_lost_call=nothing,
+        end_local_calls=nothing,
+    )
+    await directory.start()  # Redis answers: the worker catches up
+    try:
+        assert directory.available
+        assert await client.smembers(owned_key("w1")) == {"live"}
+        assert await client.smembers(tenant_calls_key("ten_acme")) == {"live"}
+        assert 0 < await client.ttl(call_key("ghost")) <= 60
+        assert [s["callID"] for s in await directory.live_snapshots()] == ["live"]
+        assert await directory.tenant_calls("ten_acme") == {"live"}
+        # An id whose record is gone, or live but listed by no worker (a dead worker's call its
+        # reap could not end), is dropped once it is verified.
+        stray = call("stray")
+        stray.owner = "dead"
+        async with client.pipeline(transaction=False) as pipe:
+            queue_record(
+                pipe, CallRecord("stray", "dead", "", "estray", stray.snapshot()), "dead", 60
+            )
+            await pipe.execute()
+        await client.delete(owned_key("dead"))  # the reap forgot the dead worker
+        await client.sadd(tenant_calls_key("ten_acme"), "gone")
+        assert await directory.tenant_calls("ten_acme") == {"live", "gone", "stray"}
+        assert await directory.tenant_calls("ten_acme", True) == {"live"}
+        assert await client.smembers(tenant_calls_key("ten_acme")) == {"live"}
+    finally:
+        await directory.close()
+        await client.aclose()

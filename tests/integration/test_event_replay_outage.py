@@ -73,3 +73,38 @@ async def test_a_replay_with_redis_away_comes_from_the_ring_or_says_it_cannot(
         assert body["lastEventId"] == "1-0" and body["code"] == "replay_unavailable"
     said = [r for r in caplog.records if "replay.unavailable" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING", [r.getMessage() for r in said]
+
+
+async def test_a_replay_the_events_log_no_longer_reaches_says_it_cannot(
+    make_client: Any, redis: Any
+) -> None:
+    """Redis up, but the client's id is no longer in the events stream (it fell more than
+    ``BRIDGE_EVENT_BACKLOG`` events behind: trimmed; or Redis restarted empty) and the worker's
+    ring does not reach back to it either. The replay read what the stream still had after
+    the id, the client never told of the events trimmed between; it is told now, as with
+    Redis away (and as one process tells it)."""
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import EVENTS
+
+    client = await make_client(directory=redis.url, internal_secret=SECRET)
+    live = asyncio.ensure_future(events(client, None, "call.ended"))
+    await asyncio.sleep(0.3)  # the worker's reader is at the stream's end
+    made = await client.post("/call/make", json={"phone": "5521999999999"})
+    call_id = (await made.json())["callID"]
+    await client.post("/call/hangup", json={"callID": call_id})
+    mine = [e for e in await asyncio.wait_for(live, 5) if call_id in e["data"]]
+    assert len(mine) >= 3, mine
+    # A resume from an id the stream holds: exactly what followed it.
+    resumed = await asyncio.wait_for(events(client, mine[0]["id"], "call.ended"), 5)
+    assert [e["id"] for e in resumed] == [e["id"] for e in mine[1:]]
+    # The stream trimmed to its last event, asked of a worker started since (its ring holds
+    # none of the call's events).
+    direct = aioredis.from_url(redis.url, decode_responses=True)
+    try:
+        await direct.xtrim(EVENTS, maxlen=1, approximate=False)
+    finally:
+        await direct.aclose()
+    client = await make_client(directory=redis.url, internal_secret=SECRET)
+    told = await asyncio.wait_for(events(client, mine[0]["id"], "(none: to its end)"), 5)
+    assert [e["event"] for e in told] == ["replay.unavailable", "(the stream ended)"], told

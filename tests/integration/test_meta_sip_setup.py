@@ -305,3 +305,48 @@ numbers:
         assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
     assert not any(account.settings_posts for account in meta.accounts.values())
     assert client.app[CATALOG].number("sales").secrets["sipPassword"] == "from-the-file"
+
+
+async def test_enable_keeps_what_changed_while_meta_answered(sclient, meta):
+    """``…/sip/enable`` stores Meta's password into the number as it was read before Meta
+    was asked (a round trip: seconds when Meta is slow). A ``PATCH`` made meanwhile was undone
+    (its label back), a number deleted meanwhile was live again. The password now goes into
+    the number as it is when Meta has answered; a number deleted meanwhile is 404."""
+    import asyncio
+
+    client = await sclient()
+    patched = await cloud_number(client, meta)
+    meta.add_number("3098765432", "third-token")
+    body = {"phone": "+15550783001", "engine": "cloudapi", "cloudapi": {}}
+    body["cloudapi"] = meta.number_fields("3098765432")
+    resp = await client.post("/numbers", json=body, headers=ADMIN)
+    assert resp.status == 201, await resp.text()
+    deleted = (await resp.json())["numberID"]
+    release = asyncio.Event()
+    asked: list[str] = []
+    for pnid in ("2098765432", "3098765432"):
+        account = meta.accounts[pnid]
+
+        async def slow(request: Any, account: Any = account, pnid: str = pnid) -> Any:
+            if request.method == "POST":
+                asked.append(pnid)
+                await release.wait()  # Meta takes its time
+            return await type(account).settings_endpoint(account, request)
+
+        account.settings_endpoint = slow
+
+    enables = [
+        asyncio.ensure_future(client.post(f"/numbers/{n}/sip/enable", json={}, headers=ADMIN))
+        for n in (patched, deleted)
+    ]
+    await until(lambda: len(asked) == 2, what="Meta asked for both numbers")
+    resp = await client.patch(f"/numbers/{patched}", json={"label": "sales"}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    assert (await client.delete(f"/numbers/{deleted}", headers=ADMIN)).status == 200
+    release.set()
+    first, second = [await e for e in enables]
+    assert first.status == 200, await first.text()
+    shown = await (await client.get(f"/numbers/{patched}", headers=ADMIN)).json()
+    assert shown["label"] == "sales" and shown["cloudapi"]["sipPasswordSet"] is True, shown
+    assert second.status == 404, await second.text()
+    assert (await client.get(f"/numbers/{deleted}", headers=ADMIN)).status == 404

@@ -558,3 +558,139 @@ async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
     await asyncio.sleep(0.3)
     assert receiver.events("globex") == []
     receiver.release.set()
+
+
+async def test_a_change_whose_body_came_slowly_brings_back_nothing_removed_meanwhile(
+    nclient,
+) -> None:
+    """``PATCH /tenants/{id}``, ``/numbers/{id}`` and ``/trunks/{id}`` read the record, then
+    waited for the body (up to ``BRIDGE_BODY_TIMEOUT``), then stored the record with the
+    change. What was revoked or deleted meanwhile came back with it: a revoked API key worked
+    again, a deleted number (or tenant, or trunk) was live again. The change now applies to
+    the record as it is once the body is in; a record deleted meanwhile is 404."""
+    client = await nclient()
+    acme = await new_tenant(client, "Acme")
+    initech = await new_tenant(client, "Initech")
+    revoked = bearer(acme["apiKey"])
+    await post(client, f"/tenants/{acme['tenantID']}/keys", {})
+    number = await sim_number(client, "+15550000048", 750.0)
+    trunk = await post(client, "/trunks", {"name": "pbx", "uri": "sip:127.0.0.1:5999"})
+    go = asyncio.Event()
+
+    async def slow(body: dict[str, Any]) -> Any:
+        yield b" "  # the request is under way; the rest waits
+        await go.wait()
+        yield json.dumps(body).encode()
+
+    def patch(path: str, body: dict[str, Any]) -> Any:
+        headers = {**ADMIN, "Content-Type": "application/json"}
+        return asyncio.ensure_future(client.patch(path, data=slow(body), headers=headers))
+
+    renamed = patch(f"/tenants/{acme['tenantID']}", {"name": "Acme Corp"})
+    relabelled = patch(f"/numbers/{number['numberID']}", {"label": "sales"})
+    gone = patch(f"/tenants/{initech['tenantID']}", {"name": "Initech Ltd"})
+    repointed = patch(f"/trunks/{trunk['trunkID']}", {"name": "pbx2"})
+    # Time for each handler to reach its body read (one that is late only lets this test
+    # pass before the fix, never fail after it).
+    await asyncio.sleep(0.5)
+    key_id = acme["keys"][0]["keyID"]
+    resp = await client.delete(f"/tenants/{acme['tenantID']}/keys/{key_id}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/tenants/{initech['tenantID']}", headers=ADMIN)
+    assert resp.status == 200
+    resp = await client.delete(f"/trunks/{trunk['trunkID']}", headers=ADMIN)
+    assert resp.status == 200
+    go.set()
+    resp = await renamed
+    assert resp.status == 200 and (await resp.json())["name"] == "Acme Corp"
+    assert (await client.get("/call/status", headers=revoked)).status == 401
+    resp = await relabelled
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/numbers/{number['numberID']}", headers=ADMIN)).status == 404
+    resp = await gone
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/tenants/{initech['tenantID']}", headers=ADMIN)).status == 404
+    resp = await repointed
+    assert resp.status == 404, await resp.text()
+    assert (await client.get(f"/trunks/{trunk['trunkID']}", headers=ADMIN)).status == 404
+
+
+async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
+    nclient, aiohttp_server
+) -> None:
+    """A health check asks Meta (up to 5 s when Meta is slow); the number deleted meanwhile
+    had its series forgotten when its engine closed, then the check's answer set
+    ``bridge_number_up{number}`` again, and its health entry, for good: a deleted number in the
+    metrics for the life of the process. A check whose engine went meanwhile is dropped."""
+    from aiohttp import web
+
+    held = asyncio.Event()
+    held.set()
+    asked = asyncio.Event()
+
+    async def node(request: web.Request) -> web.Response:  # Meta's GET /{PHONE_NUMBER_ID}
+        asked.set()
+        await held.wait()
+        return web.json_response({"id": request.match_info["pnid"]})
+
+    graph = web.Application()
+    graph.router.add_get("/{pnid}", node)
+    server = await aiohttp_server(graph)
+    client = await nclient()
+    block = {
+        "phoneNumberID": "4001",
+        "graphURL": str(server.make_url("")).rstrip("/"),
+        "accessToken": "token-4001",
+        "appSecret": "secret-4001",
+        "verifyToken": "verify-4001",
+    }
+    created = await post(
+        client, "/numbers", {"phone": "+15553000002", "engine": "cloudapi", "cloudapi": block}
+    )
+    number_id = created["numberID"]
+    assert created["health"]["ok"] is True, created["health"]
+    switchboard = client.app[SWITCHBOARD]
+    held.clear()
+    asked.clear()
+    checking = asyncio.ensure_future(switchboard.check_health(number_id))  # the 3-minute round
+    await asyncio.wait_for(asked.wait(), 5)
+    assert (await client.delete(f"/numbers/{number_id}", headers=ADMIN)).status == 200
+    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    held.set()
+    await asyncio.wait_for(checking, 5)
+    metrics = await (await client.get("/metrics")).text()
+    assert f'number="{number_id}"' not in metrics
+    assert number_id not in switchboard._health
+
+
+async def test_a_tenants_key_posts_webhooks_for_its_own_numbers_only(nclient, zuckzapgo) -> None:
+    """ZuckZapGo's webhooks take an API key, and name their number with ``?number=`` (or
+    reach the one number that takes webhooks). Another tenant's key was taken too: it rang
+    made-up calls on Acme's number (its webhook, its agents) and could end its calls
+    (``v1.call.terminate``). Another tenant's number is now 404, as on every route."""
+    client = await nclient()
+    acme, globex = await new_tenant(client, "Acme"), await new_tenant(client, "Globex")
+    acme_key, globex_key = bearer(acme["apiKey"]), bearer(globex["apiKey"])
+    body = {
+        "phone": "+15550000061",
+        "engine": "zuckzapgo",
+        "zuckzapgo": {"url": zuckzapgo.url, "token": zuckzapgo.token},
+    }
+    number = await post(client, "/numbers", body, headers=acme_key)
+    offer = {"type": "v1.call.offer", "data": {"callId": "made-up-1", "from": "15550002222"}}
+    unknown = await client.post("/engine/webhook?number=num_none", json=offer, headers=globex_key)
+    assert unknown.status == 404
+    for path in (f"/engine/webhook?number={number['numberID']}", "/engine/webhook"):
+        resp = await client.post(path, json=offer, headers=globex_key)
+        assert resp.status == 404, await resp.text()  # as for a number that does not exist
+        assert (await resp.json())["error"]["code"] == (await unknown.json())["error"]["code"]
+    await asyncio.sleep(0.2)
+    listing = await (await client.get("/call/status", headers=acme_key)).json()
+    assert listing["calls"] == []
+    # The number's own tenant (and the service) still post its webhooks.
+    resp = await client.post(
+        f"/engine/webhook?number={number['numberID']}", json=offer, headers=acme_key
+    )
+    assert resp.status == 200 and (await resp.json()) == {"accepted": True}

@@ -5,6 +5,8 @@ mid-call lets the call finish (its tone still heard)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import time
 
 import pytest
@@ -75,3 +77,134 @@ async def test_a_number_made_on_a_takes_a_call_on_b_and_outlives_its_deletion(
         await rtc.close()
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_store_restarted_empty_gets_its_numbers_and_tenants_back(redis: Redis) -> None:
+    """A cluster keeps numbers, tenants (their API keys) and trunks in the directory's Redis,
+    which the shipped manifests run without persistence. Restarted empty, its version went
+    back to 0: every worker reloaded the empty store, so every tenant's key was refused and
+    every number made at run time was gone, for good. A worker that finds the store without
+    its epoch writes back what it had (what was written since is kept); everyone reloads."""
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.store import RedisStore, Sealing
+    from bridge.numbers.tenants import parse_tenant
+
+    from ..support.cluster import SECRET
+
+    catalog = Catalog(RedisStore(redis.url, Sealing(SECRET)), None)
+    await catalog.start(poll=0.05)
+    reader = RedisStore(redis.url, Sealing(SECRET))
+    try:
+        secret = "whsec_" + base64.b64encode(b"acme-webhook-secret-0123456789").decode()
+        tenant = parse_tenant({"name": "Acme", "webhookSecret": secret})
+        _, key = tenant.new_key()
+        await catalog.save_tenant(tenant)
+        number = parse_number(
+            {"phone": "+15554440002", "engine": "sim", "sim": {"peer": "tone"}},
+            tenant_id=tenant.tenant_id,
+        )
+        await catalog.create_number(number)
+        assert catalog.tenant_of_key(key) == tenant.tenant_id
+        await redis.stop()
+        await redis.start()  # empty
+        late = parse_tenant({"name": "Written since"})  # by a worker, before the poll
+        await reader.put("tenants", late.tenant_id, late.to_record())
+
+        async def restored() -> bool:
+            _, records = await reader.load()
+            return number.number_id in records["numbers"] and tenant.tenant_id in records["tenants"]
+
+        await until(restored, 10.0, "the numbers and tenants written back")
+        await until(lambda: late.tenant_id in catalog.tenants, 5.0, "the merged store reloaded")
+        _, records = await reader.load()
+        assert records["tenants"][tenant.tenant_id]["secrets"] == {"webhookSecret": secret}
+        assert set(records["tenants"]) == {tenant.tenant_id, late.tenant_id}
+        assert catalog.tenant_of_key(key) == tenant.tenant_id
+        assert catalog.number(number.number_id) is not None
+    finally:
+        await catalog.close()
+        await reader.close()
+
+
+async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A tenant's ``maxCalls`` caps its live calls, not its calls per worker: a second call
+    placed on the other (emptier) worker was counted there alone, so N workers let a tenant
+    carry N times its cap. The directory lists each tenant's live calls for every worker."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env = {"BRIDGE_API_TOKENS": "admin-token"}
+    a, b = (
+        Bridge(redis, tmp_path / "a", env=dict(env)),
+        Bridge(redis, tmp_path / "b", env=dict(env)),
+    )
+    await start_bridges(session, a, b)
+    admin = {"Authorization": "Bearer admin-token"}
+
+    async def send(base: str, path: str, body: dict, headers: dict) -> tuple[int, dict]:
+        async with session.post(base + path, json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    try:
+        status, tenant = await send(a.base, "/tenants", {"name": "Acme", "maxCalls": 1}, admin)
+        assert status == 201, tenant
+        key = {"Authorization": f"Bearer {tenant['apiKey']}"}
+        body = {"phone": "+15554440003", "engine": "sim", "sim": {"peer": "tone"}}
+        status, number = await send(a.base, "/numbers", body, key)
+        assert status == 201, number
+
+        async def known_on_b() -> bool:
+            async with session.get(b.base + "/call/status", headers=key) as r:
+                return r.status == 200
+
+        await until(known_on_b, 5.0, "the tenant's key known on b")
+        status, first = await send(a.base, "/call/make", {"phone": "5521999999999"}, key)
+        assert status == 201, first
+        for entry in (b, a):  # the emptier worker is the other one: it has none of Acme's
+            status, refused = await send(entry.base, "/call/make", {"phone": "5521999999998"}, key)
+            assert status == 503 and refused["error"]["code"] == "at_capacity", refused
+        status, ended = await send(b.base, "/call/hangup", {"callID": first["callID"]}, key)
+        assert status == 200, ended
+        status, again = await send(b.base, "/call/make", {"phone": "5521999999998"}, key)
+        assert status == 201, again
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_every_worker_gives_back_what_it_read_to_a_store_restarted_empty(
+    redis: Redis,
+) -> None:
+    """Two workers read the store at different versions (B read a tenant A has not reloaded
+    yet: the 100 ms between two polls) when Redis restarts empty. A, first to look, gave back
+    what it had and moved the version to B's own: B saw nothing to do, and its tenant was gone
+    from the store while B went on serving it. Each worker now knows the store by an epoch
+    (a token the store keeps): a store without it lost its data, and every worker gives back
+    what it read."""
+    from redis.exceptions import RedisError
+
+    from bridge.numbers.store import RedisStore, Sealing
+    from bridge.numbers.tenants import parse_tenant
+
+    from ..support.cluster import SECRET
+
+    a, b = RedisStore(redis.url, Sealing(SECRET)), RedisStore(redis.url, Sealing(SECRET))
+    reader = RedisStore(redis.url, Sealing(SECRET))
+    try:
+        first, second = parse_tenant({"name": "First"}), parse_tenant({"name": "Second"})
+        await a.put("tenants", first.tenant_id, first.to_record())
+        await a.load()
+        await b.put("tenants", second.tenant_id, second.to_record())
+        await b.load()  # B has read both; A only the first
+        await redis.stop()
+        await redis.start()  # empty
+        for store in (a, b):  # each worker's next poll (the first meets the dropped connection)
+            with contextlib.suppress(RedisError):
+                await store.version()
+            await store.version()
+        _, records = await reader.load()
+        assert set(records["tenants"]) == {first.tenant_id, second.tenant_id}
+    finally:
+        for store in (a, b, reader):
+            await store.close()
