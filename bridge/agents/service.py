@@ -178,7 +178,8 @@ class AgentService:
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
         controls = agent.controls
-        answer = await run_bridge_tool(controls, call) if controls is not None else None
+        granted = agent.model.tools
+        answer = await run_bridge_tool(controls, call, granted) if controls is not None else None
         if answer is not None:
             agent.answer(call, answer)
             return

@@ -87,10 +87,14 @@ def bridge_tools(names: Any) -> list[Tool]:
     return [BRIDGE_TOOLS[n] for n in dict.fromkeys(names)]
 
 
-async def run_bridge_tool(controls: CallControls, call: ToolCall) -> dict[str, Any] | None:
-    """Answer one of the bridge's tools; ``None`` when the call is not one of them."""
+async def run_bridge_tool(
+    controls: CallControls, call: ToolCall, granted: list[Tool]
+) -> dict[str, Any] | None:
+    """Answer one of the bridge's tools the request asked for (``granted``: its
+    ``bridgeTools``); ``None`` when the call is not one of them (a tool of that name the app
+    did not ask for is the app's)."""
     key = _BY_NAME.get(call.name)
-    if key is None:
+    if key is None or BRIDGE_TOOLS[key] not in granted:
         return None
     args = call.arguments
     try:

@@ -745,3 +745,23 @@ async def test_hold_between_two_deltas_of_an_answer_truncates_it_where_the_calle
     assert len(loud(list(sc.heard)[-(sc.frames_heard - held_at) :])) <= 2
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_bridge_tool_the_app_did_not_ask_for_is_the_apps(
+    make_client, aiohttp_server
+) -> None:
+    """A tool call named like one of the bridge's tools that the request's ``bridgeTools`` did
+    not ask for is the app's (an ``agent.tool_call``), and the call is left alone. Before,
+    the bridge ran it anyway: a model calling ``hang_up`` (an app's own tool of that name, or
+    a name it made up) ended the call the app never let it end."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["dtmf"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("hang_up", {}, "call_not_granted")
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["toolCallID"] == "call_not_granted" and asked.data["name"] == "hang_up"
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
