@@ -285,8 +285,9 @@ class Agent:
         self.model.send(messages)
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
-        """The caller pressed a key: the model is told in words."""
-        if self.state == "connected":
+        """The caller pressed a key: the model is told in words (not while the call is held:
+        a held caller is not heard, and the model would answer the key to nobody)."""
+        if self.state == "connected" and not self.on_hold:
             self.send(self.dialect.text(f"The caller pressed the key {digit}."))
 
     # -- life

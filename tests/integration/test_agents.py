@@ -765,3 +765,34 @@ async def test_a_bridge_tool_the_app_did_not_ask_for_is_the_apps(
     assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_key_pressed_on_hold_does_not_reach_the_model(make_client, aiohttp_server) -> None:
+    """A held caller is not heard: a key they press while held is not told to the model (it
+    would answer it, to nobody), one pressed once the call is taken off hold is. Before, the
+    held caller's key went up as a turn of the conversation."""
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+
+    def keys() -> list[str]:
+        return [
+            e["item"]["content"][0]["text"]
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "user"
+        ]
+
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+        press_on_whatsapp(client, "7")
+        await next_event(sub, "call.dtmf")  # (the model is told, or not, as it is published)
+        assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+        press_on_whatsapp(client, "3")
+        await next_event(sub, "call.dtmf")
+    await until(lambda: len(keys()) >= 1, timeout=3)  # in order: the first would be there
+    assert keys() == ["The caller pressed the key 3."]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
