@@ -409,7 +409,9 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         # The bridge's hold tool holds the caller.
         await fake.tool_call("hold_call", {"held": True}, "call_h")
         await next_event(sub, "call.held")
-        # A key the caller pressed reaches the model as text.
+        await fake.tool_call("hold_call", {"held": False}, "call_u")
+        await next_event(sub, "call.unheld")
+        # A key the caller pressed reaches the model as text (the call no longer held).
         press_on_whatsapp(client, "5")
         await until(
             lambda: any(
