@@ -28,6 +28,7 @@ receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak nev
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections import deque
@@ -124,6 +125,7 @@ class Agent:
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
+        self._closing = asyncio.Lock()
         self.request: dict[str, Any] = {}
         """The request that made it, ``apiKey`` only when the request gave one (a handover
         carries it sealed: ``cluster/sealing.py``; never shown)."""
@@ -330,8 +332,8 @@ class Agent:
         if reason == "ended_by_model":
             # Its own goodbye: the agent is done, as if stopped through the API, and the call
             # stays up (the app hangs up on this event, or gives the model ``hangup``).
-            await self.close()
-            self._emit(events.STOPPED, reason=reason)
+            if await self.close():
+                self._emit(events.STOPPED, reason=reason)
             return
         self._detach()
         refused = {"code": self.model.failure} if self.model.failure else {}
@@ -364,13 +366,18 @@ class Agent:
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call
 
-    async def close(self) -> None:
-        if self.model.stopping:
-            return
-        self._detach()
-        await self.model.close()
-        self.host.detach(self)
-        await self._tasks.close()
+    async def close(self) -> bool:
+        """Take the agent off the call (idempotent): concurrent callers share the one
+        teardown, each back once it is done; ``True`` for the one that made it (its
+        ``agent.stopped`` is said once)."""
+        async with self._closing:
+            if self.model.stopping:
+                return False
+            self._detach()
+            await self.model.close()
+            self.host.detach(self)
+            await self._tasks.close()
+            return True
 
 
 def _detector() -> SpeechDetector | None:

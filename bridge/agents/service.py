@@ -173,8 +173,8 @@ class AgentService:
 
     async def stop(self, host: AttachmentHost, agent_id: str) -> None:
         agent = self.find(host, agent_id)
-        await agent.close()
-        host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
+        if await agent.close():  # (a stop already under way says it once, when it is done)
+            host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
         controls = agent.controls

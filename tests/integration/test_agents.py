@@ -798,3 +798,27 @@ async def test_a_key_pressed_on_hold_does_not_reach_the_model(make_client, aioht
     assert keys() == ["The caller pressed the key 3."]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_an_agent_stopped_twice_at_once_is_stopped_once(make_client, aiohttp_server) -> None:
+    """Two ``DELETE``s of one agent at the same time (an app's retry): one teardown, one
+    ``agent.stopped``, and neither answered before the model's socket is closed. Before, the
+    second found the agent still closing, was answered at once and published its own
+    ``agent.stopped``: the app was told twice."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    path = f"/call/{cid}/agents/{agent_id}"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        first, second = await asyncio.gather(client.delete(path), client.delete(path))
+        assert fake.ws is not None and fake.ws.closed  # both answered after the teardown
+        assert (first.status, second.status) == (200, 200)
+        await client.post("/call/hangup", json={"callID": cid})
+        kinds = []
+        while not kinds or kinds[-1] != "call.ended":
+            event = await sub.get(5)
+            assert event is not None
+            kinds.append(event.type)
+    assert kinds.count("agent.stopped") == 1, kinds
+    assert fake.errors == []
