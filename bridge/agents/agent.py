@@ -269,7 +269,17 @@ class Agent:
                 self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
                 self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
-            self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
+            if self.model.stopping:
+                # Read while the stopped agent's socket closes (its call may be over): a
+                # stopped agent acts on the call no more, nor asks the app.
+                log.info(
+                    "call %s: agent %s: tool %s called as the agent stopped: not run",
+                    self.host.call_id,
+                    self.id,
+                    event.name[:40],
+                )
+            else:
+                self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, ToolCancelled):
             for call_id in event.call_ids:
                 self.withdrawn.append(call_id)
