@@ -25,7 +25,9 @@ class CallControls(Protocol):
 
     async def send_dtmf(self, digits: str) -> None: ...
 
-    def hold(self, held: bool) -> None: ...
+    async def hold(self, held: bool) -> None:
+        """Hold or resume the caller as ``POST /call/hold`` does (a resume stops the hold's
+        music)."""
 
     async def play(self, file: str) -> None:
         """Play a file of ``BRIDGE_MEDIA_DIR`` to the caller."""
@@ -111,7 +113,7 @@ async def run_bridge_tool(
             digits = str(args.get("digits") or "")
             await controls.send_dtmf(digits)
             return {"ok": True, "digits": digits}
-        controls.hold(bool(args.get("held", True)))
+        await controls.hold(bool(args.get("held", True)))
         return {"ok": True}
     except BridgeError as exc:
         log.info("agent tool %s failed: %s", call.name, exc)

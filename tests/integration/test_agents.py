@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -822,3 +823,37 @@ async def test_an_agent_stopped_twice_at_once_is_stopped_once(make_client, aioht
             kinds.append(event.type)
     assert kinds.count("agent.stopped") == 1, kinds
     assert fake.errors == []
+
+
+async def test_the_models_hold_call_false_stops_the_hold_music(make_client, aiohttp_server) -> None:
+    """The app holds the call with music; the model's ``hold_call`` (``held: false``) takes
+    the caller off hold: the music stops with the hold, as ``POST /call/hold`` ``held: false``
+    stops it. Before, the tool resumed the call without its music: the caller heard the hold
+    music under the agent for the rest of the call."""
+    from ..support.audio_files import make
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 1000.0, 2.0), filename="hold.wav")
+    asset = (await (await client.post("/call/audio-assets", data=form)).json())["assetId"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hold"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    hold = {"callID": cid, "held": True, "music": asset}
+    assert (await client.post("/call/hold", json=hold)).status == 200
+    n0 = sc.frames_heard
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 10, timeout=5)
+    music = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n0) :]))
+    assert dominant_frequency(music, 16_000) == pytest.approx(1000, abs=3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("hold_call", {"held": False}, "call_unhold")
+        await next_event(sub, "call.unheld")
+    await asyncio.sleep(0.2)  # (a frame or two mixed before the resume may still arrive)
+    n1 = sc.frames_heard
+    await until(lambda: sc.frames_heard - n1 >= 25, timeout=5)
+    assert loud(list(sc.heard)[-(sc.frames_heard - n1) :]) == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["held"] is False
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
