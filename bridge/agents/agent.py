@@ -269,17 +269,7 @@ class Agent:
                 self._emit(events.TRANSCRIPT, role=event.role, text=event.text[:4000])
                 self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
-            if self.model.stopping:
-                # Read while the stopped agent's socket closes (its call may be over): a
-                # stopped agent acts on the call no more, nor asks the app.
-                log.info(
-                    "call %s: agent %s: tool %s called as the agent stopped: not run",
-                    self.host.call_id,
-                    self.id,
-                    event.name[:40],
-                )
-            else:
-                self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
+            self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, ToolCancelled):
             for call_id in event.call_ids:
                 self.withdrawn.append(call_id)
@@ -297,8 +287,7 @@ class Agent:
         self.model.send(messages)
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
-        """The caller pressed a key: the model is told in words (not while the call is held:
-        a held caller is not heard, and the model would answer the key to nobody)."""
+        """The caller pressed a key: the model is told in words (a held caller's is not heard)."""
         if self.state == "connected" and not self.on_hold:
             self.send(self.dialect.text(f"The caller pressed the key {digit}."))
 
@@ -362,10 +351,6 @@ class Agent:
             "context": [list(line) for line in self.said],
         }
 
-    @property
-    def stopping(self) -> bool:
-        return self.model.stopping
-
     def _detach(self) -> None:
         if self.uplink is not None:
             self.uplink.stop()
@@ -377,9 +362,7 @@ class Agent:
         pass  # the runtime closes the agent with the call
 
     async def close(self) -> bool:
-        """Take the agent off the call (idempotent): concurrent callers share the one
-        teardown, each back once it is done; ``True`` for the one that made it (its
-        ``agent.stopped`` is said once)."""
+        """Off the call (idempotent; concurrent calls share one teardown): ``True`` to its maker."""
         async with self._closing:
             if self.model.stopping:
                 return False

@@ -177,6 +177,16 @@ class AgentService:
             host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
+        if agent.model.stopping:
+            # Read while the stopped agent's socket closes (its call may be over): a stopped
+            # agent acts on the call no more, nor asks the app.
+            log.info(
+                "call %s: agent %s: tool %s called as the agent stopped: not run",
+                agent.host.call_id,
+                agent.id,
+                call.name[:40],
+            )
+            return
         controls = agent.controls
         granted = agent.model.tools
         answer = await run_bridge_tool(controls, call, granted) if controls is not None else None
