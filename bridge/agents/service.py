@@ -188,8 +188,8 @@ class AgentService:
             )
             return
         controls = agent.controls
-        granted = agent.model.tools
-        answer = await run_bridge_tool(controls, call, granted) if controls is not None else None
+        granted, said = agent.model.tools, agent.voice.played_out
+        answer = await run_bridge_tool(controls, call, granted, said) if controls else None
         if answer is not None:
             agent.answer(call, answer)
             return

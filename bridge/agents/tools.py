@@ -5,6 +5,7 @@ in ``bridgeTools``), and the way every other tool call goes: to the app as an
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..audio.dtmf import DIGITS
@@ -67,6 +68,10 @@ BRIDGE_TOOLS: dict[str, Tool] = {
     ),
 }
 _BY_NAME = {tool.name: key for key, tool in BRIDGE_TOOLS.items()}
+SAID_FIRST = frozenset({"hangup", "transfer", "hold"})
+"""The bridge's tools that take the caller from the agent: run once what the agent said
+before calling them (its goodbye, a "please hold") has played, which the model sent with the
+call, faster than real time (Deepgram's are declared ``defer_until_eot`` for the same)."""
 MAX_PENDING = 32
 """Tool calls one agent may have waiting for the app's answer."""
 
@@ -90,15 +95,21 @@ def bridge_tools(names: Any) -> list[Tool]:
 
 
 async def run_bridge_tool(
-    controls: CallControls, call: ToolCall, granted: list[Tool]
+    controls: CallControls,
+    call: ToolCall,
+    granted: list[Tool],
+    played_out: Callable[[], Awaitable[None]],
 ) -> dict[str, Any] | None:
     """Answer one of the bridge's tools the request asked for (``granted``: its
     ``bridgeTools``); ``None`` when the call is not one of them (a tool of that name the app
-    did not ask for is the app's)."""
+    did not ask for is the app's). ``played_out`` waits for the agent's voice queued so far
+    (:data:`SAID_FIRST`)."""
     key = _BY_NAME.get(call.name)
     if key is None or BRIDGE_TOOLS[key] not in granted:
         return None
     args = call.arguments
+    if key in SAID_FIRST and (key != "hold" or args.get("held", True)):
+        await played_out()
     try:
         if key == "hangup":
             await controls.hang_up()

@@ -857,3 +857,28 @@ async def test_the_models_hold_call_false_stops_the_hold_music(make_client, aioh
     assert snap["held"] is False
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_caller_hears_the_goodbye_before_the_models_hang_up(
+    make_client, aiohttp_server
+) -> None:
+    """The model says goodbye (1 s, sent faster than real time) and calls ``hang_up`` in the
+    same breath, as the tool's description asks it to: the call ends once the goodbye has
+    played. Before, the call ended the moment the tool call came, the goodbye still queued:
+    the caller heard a few frames of it."""
+    from ..support.calls import heard_since
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hangup"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 24_000, 24_000, 0.25), transcript="goodbye")
+        await fake.tool_call("hang_up", {}, "call_bye")
+        await next_event(sub, "call.ended")
+    goodbye = loud(heard_since(sc, n0))
+    assert len(goodbye) >= 45  # the second of it, whole frames (an edge may be quieter)
+    pcm = np.concatenate(goodbye[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
