@@ -112,6 +112,9 @@ class AgentService:
         parts = url_parts(url)
         if parts is None or parts.scheme not in schemes or not parts.hostname:
             raise BadRequest(must)
+        if parts.username is not None or parts.password is not None:
+            # (Sent beside the key's headers, or shown with the URL: the key is ``apiKey``.)
+            raise BadRequest("field 'url' must not hold credentials: give the key as 'apiKey'")
         if parts.hostname.lower() not in self.allow:
             raise Forbidden(
                 f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"

@@ -882,3 +882,23 @@ async def test_the_caller_hears_the_goodbye_before_the_models_hang_up(
     assert len(goodbye) >= 45  # the second of it, whole frames (an edge may be quieter)
     pcm = np.concatenate(goodbye[5:-5])
     assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+
+
+async def test_a_model_url_with_credentials_is_a_bad_request(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A model URL with credentials in it (``user:password@``) is a 400 naming the field,
+    the credentials shown nowhere, no socket opened. Before, aiohttp refused to send them
+    beside the key's ``Authorization`` header (a ``ValueError``): a 500."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    secret_url = url.replace("ws://", "ws://proxy:pw-0123456789@")
+    body = {"provider": "openai-realtime", "url": secret_url, "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 400, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "bad_request" and "'url'" in error["message"]
+    assert "pw-0123456789" not in json.dumps(error) and "pw-0123456789" not in caplog.text
+    assert fake.connections == 0
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"] == []
+    await client.post("/call/hangup", json={"callID": cid})
