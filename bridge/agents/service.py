@@ -214,7 +214,8 @@ class AgentService:
         """The app answers a tool call the model made (``agent.tool_call``)."""
         agent = self.find(host, agent_id)
         call = agent.pending.pop(str(body.get("toolCallID")), None)
-        if call is None:
+        asked = f"the answer to tool call {str(body.get('toolCallID'))[:80]}"
+        if call is None or not agent.model.current(call.session, asked):
             raise NotFound("no tool call of that toolCallID waits for an answer")
         agent.answer(call, body.get("output"))
 

@@ -902,3 +902,45 @@ async def test_a_model_url_with_credentials_is_a_bad_request(
     assert fake.connections == 0
     assert (await (await client.get(f"/call/{cid}")).json())["agents"] == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_tool_answered_while_the_model_reconnects_is_not_taken(
+    make_client, aiohttp_server
+) -> None:
+    """The model asks for a tool, then its socket drops and the server refuses it for a
+    while: the session that asked is over, so the app's answer meanwhile is a ``404`` (as
+    once the new session is open). Before, it was answered 200 "sent to the model" and went
+    into the old socket's queue, thrown away at the reconnection: lost, said nowhere."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=5
+    )
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+    }
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+
+    async def state() -> str:
+        return (await (await client.get(f"/call/{cid}")).json())["agents"][0]["state"]
+
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_old")
+        await next_event(sub, "agent.tool_call")
+        fake.refuse = True
+        await fake.drop()
+        for _ in range(100):
+            if await state() == "reconnecting":
+                break
+            await asyncio.sleep(0.02)
+        path = f"/call/{cid}/agents/{agent_id}/tools"
+        resp = await client.post(path, json={"toolCallID": "call_old", "output": "late"})
+        assert await state() == "reconnecting"  # (still: the answer came while it was)
+        assert resp.status == 404, await resp.text()
+        fake.refuse = False
+        await next_event(sub, "agent.reconnected", timeout=10)
+    assert not any(e["type"] == "conversation.item.create" for e in fake.events)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
