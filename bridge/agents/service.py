@@ -125,7 +125,8 @@ class AgentService:
         key = given or default_key or None
         names = body.get("bridgeTools")
         tools = bridge_tools(names)
-        if len(host.attached("agent")) >= MAX_AGENTS:
+        talking = [a for a in host.attached("agent") if a.state != "failed"]  # (holds nothing)
+        if len(talking) >= MAX_AGENTS:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
         agent = Agent(
             host,

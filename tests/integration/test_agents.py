@@ -944,3 +944,34 @@ async def test_a_tool_answered_while_the_model_reconnects_is_not_taken(
     assert not any(e["type"] == "conversation.item.create" for e in fake.events)
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_new_agent_may_take_over_from_one_that_failed(make_client, aiohttp_server) -> None:
+    """An app that meets ``agent.failed`` (the fallback ``keep``) starts another agent on the
+    call: it is taken (201) and talks, the failed one still listed as failed. Before, the failed
+    agent, which holds nothing, counted against the one agent a call may have: a 409 until the
+    app deleted it."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=0
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    first = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        await next_event(sub, "agent.failed")
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["agentID"]
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [(a["agentID"], a["state"]) for a in snap["agents"]] == [
+        (first, "failed"),
+        (second, "connected"),
+    ]
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 12_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 409  # still one
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
