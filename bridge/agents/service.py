@@ -21,7 +21,7 @@ from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
-from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
+from .tools import BRIDGE_TOOLS, MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
 from .ultravox import UltravoxCall
 from .wire import ModelDialect, Prepared, ToolCall
 from .xai import XaiGrokVoice
@@ -196,6 +196,16 @@ class AgentService:
         answer = await run_bridge_tool(controls, call, granted, said) if controls else None
         if answer is not None:
             agent.answer(call, answer)
+            if call.name == BRIDGE_TOOLS["transfer"].name and answer.get("ok"):
+                # The call is a human's now: the model leaves it, as a participant that hands
+                # the call over does (it would go on hearing the caller and answering them).
+                if await agent.close():
+                    agent.host.emit(
+                        events.STOPPED,
+                        agentID=agent.id,
+                        provider=agent.dialect.provider,
+                        reason="transferred",
+                    )
             return
         pending = agent.pending
         if len(pending) >= MAX_PENDING:

@@ -975,3 +975,34 @@ async def test_a_new_agent_may_take_over_from_one_that_failed(make_client, aioht
     assert (await client.post(f"/call/{cid}/agents", json=body)).status == 409  # still one
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_model_that_hands_the_call_to_a_human_leaves_it(
+    make_client, aiohttp_server
+) -> None:
+    """The model's ``transfer_to_human``: the supervisor listening in takes the call, and the
+    model leaves it (``agent.stopped`` ``reason: "transferred"``, its socket closed), as a
+    participant that hands the call over leaves. Before, it stayed on: it kept hearing the
+    caller and answered each turn over the human who had the call."""
+    from .test_participants import join
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    human = await join(client, cid, "maria", "listen", 0.0)
+    try:
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        body["bridgeTools"] = ["transfer"]
+        agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+        async with client.app[MANAGER].events.subscribe() as sub:
+            await fake.tool_call("transfer_to_human", {}, "call_human")
+            moved = await next_event(sub, "call.transferred")
+            stopped = await next_event(sub, "agent.stopped")
+        assert moved.data["participantID"] == "maria"
+        assert stopped.data == {**stopped.data, "agentID": agent_id, "reason": "transferred"}
+        await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert snap["agents"] == [] and snap["state"] == "active"
+        assert fake.errors == []
+    finally:
+        await human.close()
+        await client.post("/call/hangup", json={"callID": cid})
