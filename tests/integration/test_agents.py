@@ -596,6 +596,9 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
         ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
         ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
         ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        # A key no header can carry (a 500 before: aiohttp refused it as the socket opened).
+        ({"provider": "openai-realtime", "url": url, "apiKey": "sk\r\nX: 1"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "apiKey": "sk-a\x00b"}, 400, "bad_request"),
         (
             {
                 "provider": "openai-realtime",
