@@ -108,7 +108,11 @@ async def run_bridge_tool(
     if key is None or BRIDGE_TOOLS[key] not in granted:
         return None
     args = call.arguments
-    if key in SAID_FIRST and (key != "hold" or args.get("held", True)):
+    held = args.get("held", True)
+    if key == "hold" and not isinstance(held, bool):  # (``"false"`` is no false: say so)
+        log.info("agent tool %s failed: held is %r", call.name, str(held)[:20])
+        return {"ok": False, "error": "'held' must be true or false"}
+    if key in SAID_FIRST and (key != "hold" or held):
         await played_out()
     try:
         if key == "hangup":
@@ -124,7 +128,7 @@ async def run_bridge_tool(
             digits = str(args.get("digits") or "")
             await controls.send_dtmf(digits)
             return {"ok": True, "digits": digits}
-        await controls.hold(bool(args.get("held", True)))
+        await controls.hold(held)
         return {"ok": True}
     except BridgeError as exc:
         log.info("agent tool %s failed: %s", call.name, exc)

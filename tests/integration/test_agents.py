@@ -1009,3 +1009,31 @@ async def test_the_model_that_hands_the_call_to_a_human_leaves_it(
     finally:
         await human.close()
         await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_hold_call_whose_held_is_no_boolean_is_answered_as_failed(
+    make_client, aiohttp_server
+) -> None:
+    """``hold_call`` declares ``held`` a boolean; a model that sends ``"false"`` (text) is
+    answered that the tool failed, with why, and the call is left as it was. Before, any
+    value but a false one held the call: the text ``"false"`` put the caller on hold."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hold"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await fake.tool_call("hold_call", {"held": "false"}, "call_text")
+
+    def outputs() -> list[dict]:
+        return [
+            json.loads(e["item"]["output"])
+            for e in fake.events
+            if e["type"] == "conversation.item.create"
+            and e["item"]["type"] == "function_call_output"
+        ]
+
+    await until(lambda: outputs() != [], timeout=3)
+    (answer,) = outputs()
+    assert answer["ok"] is False and "held" in answer["error"]
+    assert (await (await client.get(f"/call/{cid}")).json())["held"] is False
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
