@@ -21,7 +21,14 @@ from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
-from .tools import BRIDGE_TOOLS, MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
+from .tools import (
+    BRIDGE_TOOLS,
+    MAX_PENDING,
+    CallControls,
+    bridge_tools,
+    failure,
+    run_bridge_tool,
+)
 from .ultravox import UltravoxCall
 from .wire import ModelDialect, Prepared, ToolCall
 from .xai import XaiGrokVoice
@@ -195,6 +202,15 @@ class AgentService:
         granted, said = agent.model.tools, agent.voice.played_out
         answer = await run_bridge_tool(controls, call, granted, said) if controls else None
         if answer is not None:
+            why = failure(answer)
+            if why is not None:  # the caller meets it (no transfer, no hang-up...): say it
+                log.warning(
+                    "call %s: agent %s: tool %s failed: %s",
+                    agent.host.call_id,
+                    agent.id,
+                    call.name,
+                    why,
+                )
             agent.answer(call, answer)
             if call.name == BRIDGE_TOOLS["transfer"].name and answer.get("ok"):
                 # The call is a human's now: the model leaves it, as a participant that hands

@@ -4,15 +4,12 @@ in ``bridgeTools``), and the way every other tool call goes: to the app as an
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..audio.dtmf import DIGITS
 from ..errors import BadRequest, BridgeError
 from .wire import Tool, ToolCall
-
-log = logging.getLogger(__name__)
 
 
 class CallControls(Protocol):
@@ -110,7 +107,6 @@ async def run_bridge_tool(
     args = call.arguments
     held = args.get("held", True)
     if key == "hold" and not isinstance(held, bool):  # (``"false"`` is no false: say so)
-        log.info("agent tool %s failed: held is %r", call.name, str(held)[:20])
         return {"ok": False, "error": "'held' must be true or false"}
     if key in SAID_FIRST and (key != "hold" or held):
         await played_out()
@@ -130,6 +126,5 @@ async def run_bridge_tool(
             return {"ok": True, "digits": digits}
         await controls.hold(held)
         return {"ok": True}
-    except BridgeError as exc:
-        log.info("agent tool %s failed: %s", call.name, exc)
+    except BridgeError as exc:  # (said by the service, with its call)
         return {"ok": False, "error": str(exc)[:200]}

@@ -1037,3 +1037,27 @@ async def test_a_hold_call_whose_held_is_no_boolean_is_answered_as_failed(
     assert (await (await client.get(f"/call/{cid}")).json())["held"] is False
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_bridge_tool_that_fails_is_said_with_its_call_and_reason(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """The model's ``transfer_to_human`` on a call with no human to take it: the model is
+    answered that it failed and why, and the failure, one the caller meets (they asked for a
+    person), is logged once at WARNING naming the call and the reason. Before, at INFO and
+    without the call."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["transfer"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await fake.tool_call("transfer_to_human", {}, "call_nobody")
+    await until(
+        lambda: any(e["type"] == "conversation.item.create" for e in fake.events), timeout=3
+    )
+    output = next(e for e in fake.events if e["type"] == "conversation.item.create")
+    assert json.loads(output["item"]["output"])["ok"] is False
+    said = [r for r in caplog.records if "transfer_to_human" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert cid in said[0].getMessage() and "no human participant" in said[0].getMessage()
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"][0]["state"] == "connected"
+    await client.post("/call/hangup", json={"callID": cid})
