@@ -28,6 +28,7 @@ receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak nev
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections import deque
@@ -124,6 +125,7 @@ class Agent:
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
+        self._closing = asyncio.Lock()
         self.request: dict[str, Any] = {}
         """The request that made it, ``apiKey`` only when the request gave one (a handover
         carries it sealed: ``cluster/sealing.py``; never shown)."""
@@ -285,8 +287,8 @@ class Agent:
         self.model.send(messages)
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
-        """The caller pressed a key: the model is told in words."""
-        if self.state == "connected":
+        """The caller pressed a key: the model is told in words (a held caller's is not heard)."""
+        if self.state == "connected" and not self.on_hold:
             self.send(self.dialect.text(f"The caller pressed the key {digit}."))
 
     # -- life
@@ -329,8 +331,8 @@ class Agent:
         if reason == "ended_by_model":
             # Its own goodbye: the agent is done, as if stopped through the API, and the call
             # stays up (the app hangs up on this event, or gives the model ``hangup``).
-            await self.close()
-            self._emit(events.STOPPED, reason=reason)
+            if await self.close():
+                self._emit(events.STOPPED, reason=reason)
             return
         self._detach()
         refused = {"code": self.model.failure} if self.model.failure else {}
@@ -349,10 +351,6 @@ class Agent:
             "context": [list(line) for line in self.said],
         }
 
-    @property
-    def stopping(self) -> bool:
-        return self.model.stopping
-
     def _detach(self) -> None:
         if self.uplink is not None:
             self.uplink.stop()
@@ -363,13 +361,16 @@ class Agent:
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call
 
-    async def close(self) -> None:
-        if self.model.stopping:
-            return
-        self._detach()
-        await self.model.close()
-        self.host.detach(self)
-        await self._tasks.close()
+    async def close(self) -> bool:
+        """Off the call (idempotent; concurrent calls share one teardown): ``True`` to its maker."""
+        async with self._closing:
+            if self.model.stopping:
+                return False
+            self._detach()
+            await self.model.close()
+            self.host.detach(self)
+            await self._tasks.close()
+            return True
 
 
 def _detector() -> SpeechDetector | None:

@@ -140,11 +140,12 @@ class ModelConnection(SessionOpening):
 
     # -- what the agent sends
     def current(self, session: int, what: str) -> bool:
-        """Whether ``session`` is the one open now; if not, ``what`` (meant for it) is said
-        dropped, at WARNING: a new session never asked for it."""
-        if session != self.session:
-            log.warning("%s: %s came after its session ended: not sent", self.where, what)
-        return session == self.session
+        """Whether ``session`` is the one open now (over once its socket dropped); if not,
+        ``what`` (meant for it) is said dropped, at WARNING: a new session never asked for it."""
+        if session == self.session and self.state not in ("reconnecting", "failed"):
+            return True
+        log.warning("%s: %s came after its session ended: not sent", self.where, what)
+        return False
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         """Queue control messages (never dropped while the queue has room)."""

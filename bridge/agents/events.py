@@ -11,7 +11,9 @@ RECONNECTED = "agent.reconnected"
 FAILED = "agent.failed"
 """The model could not be reached again: ``reason``, ``attempts``; the fallback runs."""
 STOPPED = "agent.stopped"
-"""Taken off the call (``DELETE /call/{callID}/agents/{agentID}``)."""
+"""Taken off the call (``DELETE /call/{callID}/agents/{agentID}``), or gone by itself:
+``reason`` ``ended_by_model`` (the model closed the conversation) or ``transferred`` (it
+handed the call to a human)."""
 SPEECH_STARTED = "agent.speech.started"
 """The model heard the caller start talking: ``echo`` (the bridge found no caller voice above
 the agent's own echo: no barge-in), ``callerDbfs``, ``agentDbfs``, ``agentPlaying``, ``by``

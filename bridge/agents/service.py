@@ -21,7 +21,14 @@ from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
 from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
-from .tools import MAX_PENDING, CallControls, bridge_tools, run_bridge_tool
+from .tools import (
+    BRIDGE_TOOLS,
+    MAX_PENDING,
+    CallControls,
+    bridge_tools,
+    failure,
+    run_bridge_tool,
+)
 from .ultravox import UltravoxCall
 from .wire import ModelDialect, Prepared, ToolCall
 from .xai import XaiGrokVoice
@@ -112,6 +119,9 @@ class AgentService:
         parts = url_parts(url)
         if parts is None or parts.scheme not in schemes or not parts.hostname:
             raise BadRequest(must)
+        if parts.username is not None or parts.password is not None:
+            # (Sent beside the key's headers, or shown with the URL: the key is ``apiKey``.)
+            raise BadRequest("field 'url' must not hold credentials: give the key as 'apiKey'")
         if parts.hostname.lower() not in self.allow:
             raise Forbidden(
                 f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
@@ -122,7 +132,8 @@ class AgentService:
         key = given or default_key or None
         names = body.get("bridgeTools")
         tools = bridge_tools(names)
-        if len(host.attached("agent")) >= MAX_AGENTS:
+        talking = [a for a in host.attached("agent") if a.state != "failed"]  # (holds nothing)
+        if len(talking) >= MAX_AGENTS:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
         agent = Agent(
             host,
@@ -173,14 +184,44 @@ class AgentService:
 
     async def stop(self, host: AttachmentHost, agent_id: str) -> None:
         agent = self.find(host, agent_id)
-        await agent.close()
-        host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
+        if await agent.close():  # (a stop already under way says it once, when it is done)
+            host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
+        if agent.model.stopping:
+            # Read while the stopped agent's socket closes (its call may be over): a stopped
+            # agent acts on the call no more, nor asks the app.
+            log.info(
+                "call %s: agent %s: tool %s called as the agent stopped: not run",
+                agent.host.call_id,
+                agent.id,
+                call.name[:40],
+            )
+            return
         controls = agent.controls
-        answer = await run_bridge_tool(controls, call) if controls is not None else None
+        granted, said = agent.model.tools, agent.voice.played_out
+        answer = await run_bridge_tool(controls, call, granted, said) if controls else None
         if answer is not None:
+            why = failure(answer)
+            if why is not None:  # the caller meets it (no transfer, no hang-up...): say it
+                log.warning(
+                    "call %s: agent %s: tool %s failed: %s",
+                    agent.host.call_id,
+                    agent.id,
+                    call.name,
+                    why,
+                )
             agent.answer(call, answer)
+            if call.name == BRIDGE_TOOLS["transfer"].name and answer.get("ok"):
+                # The call is a human's now: the model leaves it, as a participant that hands
+                # the call over does (it would go on hearing the caller and answering them).
+                if await agent.close():
+                    agent.host.emit(
+                        events.STOPPED,
+                        agentID=agent.id,
+                        provider=agent.dialect.provider,
+                        reason="transferred",
+                    )
             return
         pending = agent.pending
         if len(pending) >= MAX_PENDING:
@@ -200,7 +241,8 @@ class AgentService:
         """The app answers a tool call the model made (``agent.tool_call``)."""
         agent = self.find(host, agent_id)
         call = agent.pending.pop(str(body.get("toolCallID")), None)
-        if call is None:
+        asked = f"the answer to tool call {str(body.get('toolCallID'))[:80]}"
+        if call is None or not agent.model.current(call.session, asked):
             raise NotFound("no tool call of that toolCallID waits for an answer")
         agent.answer(call, body.get("output"))
 

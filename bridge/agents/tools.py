@@ -4,14 +4,12 @@ in ``bridgeTools``), and the way every other tool call goes: to the app as an
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..audio.dtmf import DIGITS
 from ..errors import BadRequest, BridgeError
 from .wire import Tool, ToolCall
-
-log = logging.getLogger(__name__)
 
 
 class CallControls(Protocol):
@@ -25,7 +23,9 @@ class CallControls(Protocol):
 
     async def send_dtmf(self, digits: str) -> None: ...
 
-    def hold(self, held: bool) -> None: ...
+    async def hold(self, held: bool) -> None:
+        """Hold or resume the caller as ``POST /call/hold`` does (a resume stops the hold's
+        music)."""
 
     async def play(self, file: str) -> None:
         """Play a file of ``BRIDGE_MEDIA_DIR`` to the caller."""
@@ -65,6 +65,10 @@ BRIDGE_TOOLS: dict[str, Tool] = {
     ),
 }
 _BY_NAME = {tool.name: key for key, tool in BRIDGE_TOOLS.items()}
+SAID_FIRST = frozenset({"hangup", "transfer", "hold"})
+"""The bridge's tools that take the caller from the agent: run once what the agent said
+before calling them (its goodbye, a "please hold") has played, which the model sent with the
+call, faster than real time (Deepgram's are declared ``defer_until_eot`` for the same)."""
 MAX_PENDING = 32
 """Tool calls one agent may have waiting for the app's answer."""
 
@@ -87,12 +91,25 @@ def bridge_tools(names: Any) -> list[Tool]:
     return [BRIDGE_TOOLS[n] for n in dict.fromkeys(names)]
 
 
-async def run_bridge_tool(controls: CallControls, call: ToolCall) -> dict[str, Any] | None:
-    """Answer one of the bridge's tools; ``None`` when the call is not one of them."""
+async def run_bridge_tool(
+    controls: CallControls,
+    call: ToolCall,
+    granted: list[Tool],
+    played_out: Callable[[], Awaitable[None]],
+) -> dict[str, Any] | None:
+    """Answer one of the bridge's tools the request asked for (``granted``: its
+    ``bridgeTools``); ``None`` when the call is not one of them (a tool of that name the app
+    did not ask for is the app's). ``played_out`` waits for the agent's voice queued so far
+    (:data:`SAID_FIRST`)."""
     key = _BY_NAME.get(call.name)
-    if key is None:
+    if key is None or BRIDGE_TOOLS[key] not in granted:
         return None
     args = call.arguments
+    held = args.get("held", True)
+    if key == "hold" and not isinstance(held, bool):  # (``"false"`` is no false: say so)
+        return {"ok": False, "error": "'held' must be true or false"}
+    if key in SAID_FIRST and (key != "hold" or held):
+        await played_out()
     try:
         if key == "hangup":
             await controls.hang_up()
@@ -107,8 +124,7 @@ async def run_bridge_tool(controls: CallControls, call: ToolCall) -> dict[str, A
             digits = str(args.get("digits") or "")
             await controls.send_dtmf(digits)
             return {"ok": True, "digits": digits}
-        controls.hold(bool(args.get("held", True)))
+        await controls.hold(held)
         return {"ok": True}
-    except BridgeError as exc:
-        log.info("agent tool %s failed: %s", call.name, exc)
+    except BridgeError as exc:  # (said by the service, with its call)
         return {"ok": False, "error": str(exc)[:200]}

@@ -10,6 +10,7 @@ within that delay.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -30,6 +31,10 @@ LIMIT_MS = 60_000
 CUT_ITEMS = 16
 """Interrupted items remembered, so their late deltas are not played."""
 
+
+PLAYED_OUT_S = 15.0
+"""Seconds a bridge tool that takes the caller away (``tools.SAID_FIRST``) waits at most for
+the agent's voice queued before it to play (a goodbye, a "please hold")."""
 
 WARN_DROPPED = 10
 """Frames of a continuous stream dropped before it is reported: a few go at a session change
@@ -162,6 +167,17 @@ class AgentVoice:
             raw if self._resampler is None else self._resampler.resample_array(raw, self.rate)
         )
         self._frames += max(0, self.source.buffered_ms - before) // FRAME_MS
+
+    async def played_out(self) -> None:
+        """Wait until the voice queued now has played to the caller (at most
+        :data:`PLAYED_OUT_S`; a barge-in or a hold ends it sooner). A continuous stream never
+        runs dry: not waited for."""
+        if isinstance(self.source, StreamedSource):
+            return
+        for _ in range(int(PLAYED_OUT_S * 1000 / FRAME_MS)):  # a look each frame of the bus
+            if not self.playing:
+                return
+            await asyncio.sleep(FRAME_MS / 1000)
 
     def heard_ms(self) -> int:
         """How much of the current item the caller has been sent."""

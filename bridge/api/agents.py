@@ -43,8 +43,8 @@ class RuntimeControls(CallControls):
     async def send_dtmf(self, digits: str) -> None:
         await self._runtime.dtmf.send(digits, source="agent")
 
-    def hold(self, held: bool) -> None:
-        self._runtime.set_held(held)
+    async def hold(self, held: bool) -> None:
+        await self._runtime.hold.set(held)  # (a resume stops the music an app's hold started)
 
     async def play(self, file: str) -> None:
         await self._playback.start(self._runtime, {"file": file})

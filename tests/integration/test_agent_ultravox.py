@@ -253,3 +253,32 @@ async def test_ultravox_a_failed_tool_in_its_error_form_and_the_call_ended_with_
         await next_event(sub, "call.ended")
     await until(lambda: fake.hung_up == ["call-1", "call-2"], timeout=3)
     assert fake.errors == []
+
+
+async def test_ultravox_a_tool_called_as_the_agent_is_stopped_is_not_run(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """The model calls the bridge's ``hold_call`` just as the app takes the agent off the
+    call (its invocation crosses the bridge's ``hang_up`` on the wire, and the bridge reads
+    on while it gives the server its time to end the call): the stopped agent acts on the
+    call no more. Before, the tool ran while the agent closed: the caller was left on hold
+    by an agent that was gone."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url, bridgeTools=["hold"])
+    answer = fake._message
+
+    async def crossing(ws, body) -> None:
+        if body.get("type") == "hang_up":
+            await fake.tool_call("hold_call", {"held": True}, "inv_late")
+        await answer(ws, body)
+
+    monkeypatch.setattr(fake, "_message", crossing)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+        assert resp.status == 200
+        await next_event(sub, "agent.stopped")
+    assert fake.hung_up == ["call-1"]
+    await asyncio.sleep(0.1)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["held"] is False
+    await client.post("/call/hangup", json={"callID": cid})

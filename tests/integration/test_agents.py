@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -409,7 +410,9 @@ async def test_tools_the_bridge_answers_and_the_apps_and_key_presses(
         # The bridge's hold tool holds the caller.
         await fake.tool_call("hold_call", {"held": True}, "call_h")
         await next_event(sub, "call.held")
-        # A key the caller pressed reaches the model as text.
+        await fake.tool_call("hold_call", {"held": False}, "call_u")
+        await next_event(sub, "call.unheld")
+        # A key the caller pressed reaches the model as text (the call no longer held).
         press_on_whatsapp(client, "5")
         await until(
             lambda: any(
@@ -593,6 +596,9 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
         ({"provider": "openai-realtime", "url": "wss://evil.example/v1"}, 403, "url_not_allowed"),
         ({"provider": "openai-realtime", "url": url, "session": []}, 400, "bad_request"),
         ({"provider": "openai-realtime", "url": url, "bridgeTools": ["fly"]}, 400, "bad_request"),
+        # A key no header can carry (a 500 before: aiohttp refused it as the socket opened).
+        ({"provider": "openai-realtime", "url": url, "apiKey": "sk\r\nX: 1"}, 400, "bad_request"),
+        ({"provider": "openai-realtime", "url": url, "apiKey": "sk-a\x00b"}, 400, "bad_request"),
         (
             {
                 "provider": "openai-realtime",
@@ -744,4 +750,314 @@ async def test_hold_between_two_deltas_of_an_answer_truncates_it_where_the_calle
     await asyncio.sleep(0.5)
     assert len(loud(list(sc.heard)[-(sc.frames_heard - held_at) :])) <= 2
     assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_bridge_tool_the_app_did_not_ask_for_is_the_apps(
+    make_client, aiohttp_server
+) -> None:
+    """A tool call named like one of the bridge's tools that the request's ``bridgeTools`` did
+    not ask for is the app's (an ``agent.tool_call``), and the call is left alone. Before,
+    the bridge ran it anyway: a model calling ``hang_up`` (an app's own tool of that name, or
+    a name it made up) ended the call the app never let it end."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["dtmf"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("hang_up", {}, "call_not_granted")
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["toolCallID"] == "call_not_granted" and asked.data["name"] == "hang_up"
+    assert (await (await client.get(f"/call/{cid}")).json())["state"] == "active"
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_key_pressed_on_hold_does_not_reach_the_model(make_client, aiohttp_server) -> None:
+    """A held caller is not heard: a key they press while held is not told to the model (it
+    would answer it, to nobody), one pressed once the call is taken off hold is. Before, the
+    held caller's key went up as a turn of the conversation."""
+    from .test_twilio_streams import press_on_whatsapp
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+
+    def keys() -> list[str]:
+        return [
+            e["item"]["content"][0]["text"]
+            for e in fake.events
+            if e["type"] == "conversation.item.create" and e["item"].get("role") == "user"
+        ]
+
+    async with client.app[MANAGER].events.subscribe() as sub:
+        assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+        press_on_whatsapp(client, "7")
+        await next_event(sub, "call.dtmf")  # (the model is told, or not, as it is published)
+        assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+        press_on_whatsapp(client, "3")
+        await next_event(sub, "call.dtmf")
+    await until(lambda: len(keys()) >= 1, timeout=3)  # in order: the first would be there
+    assert keys() == ["The caller pressed the key 3."]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_an_agent_stopped_twice_at_once_is_stopped_once(make_client, aiohttp_server) -> None:
+    """Two ``DELETE``s of one agent at the same time (an app's retry): one teardown, one
+    ``agent.stopped``, and neither answered before the model's socket is closed. Before, the
+    second found the agent still closing, was answered at once and published its own
+    ``agent.stopped``: the app was told twice."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    path = f"/call/{cid}/agents/{agent_id}"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        first, second = await asyncio.gather(client.delete(path), client.delete(path))
+        assert fake.ws is not None and fake.ws.closed  # both answered after the teardown
+        assert (first.status, second.status) == (200, 200)
+        await client.post("/call/hangup", json={"callID": cid})
+        kinds = []
+        while not kinds or kinds[-1] != "call.ended":
+            event = await sub.get(5)
+            assert event is not None
+            kinds.append(event.type)
+    assert kinds.count("agent.stopped") == 1, kinds
+    assert fake.errors == []
+
+
+async def test_the_models_hold_call_false_stops_the_hold_music(make_client, aiohttp_server) -> None:
+    """The app holds the call with music; the model's ``hold_call`` (``held: false``) takes
+    the caller off hold: the music stops with the hold, as ``POST /call/hold`` ``held: false``
+    stops it. Before, the tool resumed the call without its music: the caller heard the hold
+    music under the agent for the rest of the call."""
+    from ..support.audio_files import make
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 1000.0, 2.0), filename="hold.wav")
+    asset = (await (await client.post("/call/audio-assets", data=form)).json())["assetId"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hold"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    hold = {"callID": cid, "held": True, "music": asset}
+    assert (await client.post("/call/hold", json=hold)).status == 200
+    n0 = sc.frames_heard
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 10, timeout=5)
+    music = np.concatenate(loud(list(sc.heard)[-(sc.frames_heard - n0) :]))
+    assert dominant_frequency(music, 16_000) == pytest.approx(1000, abs=3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("hold_call", {"held": False}, "call_unhold")
+        await next_event(sub, "call.unheld")
+    await asyncio.sleep(0.2)  # (a frame or two mixed before the resume may still arrive)
+    n1 = sc.frames_heard
+    await until(lambda: sc.frames_heard - n1 >= 25, timeout=5)
+    assert loud(list(sc.heard)[-(sc.frames_heard - n1) :]) == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["held"] is False
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_caller_hears_the_goodbye_before_the_models_hang_up(
+    make_client, aiohttp_server
+) -> None:
+    """The model says goodbye (1 s, sent faster than real time) and calls ``hang_up`` in the
+    same breath, as the tool's description asks it to: the call ends once the goodbye has
+    played. Before, the call ended the moment the tool call came, the goodbye still queued:
+    the caller heard a few frames of it."""
+    from ..support.calls import heard_since
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hangup"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 24_000, 24_000, 0.25), transcript="goodbye")
+        await fake.tool_call("hang_up", {}, "call_bye")
+        await next_event(sub, "call.ended")
+    goodbye = loud(heard_since(sc, n0))
+    assert len(goodbye) >= 45  # the second of it, whole frames (an edge may be quieter)
+    pcm = np.concatenate(goodbye[5:-5])
+    assert dominant_frequency(pcm, 16_000) == pytest.approx(440, abs=3)
+
+
+async def test_a_model_url_with_credentials_is_a_bad_request(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A model URL with credentials in it (``user:password@``) is a 400 naming the field,
+    the credentials shown nowhere, no socket opened. Before, aiohttp refused to send them
+    beside the key's ``Authorization`` header (a ``ValueError``): a 500."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    secret_url = url.replace("ws://", "ws://proxy:pw-0123456789@")
+    body = {"provider": "openai-realtime", "url": secret_url, "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 400, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "bad_request" and "'url'" in error["message"]
+    assert "pw-0123456789" not in json.dumps(error) and "pw-0123456789" not in caplog.text
+    assert fake.connections == 0
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"] == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_tool_answered_while_the_model_reconnects_is_not_taken(
+    make_client, aiohttp_server
+) -> None:
+    """The model asks for a tool, then its socket drops and the server refuses it for a
+    while: the session that asked is over, so the app's answer meanwhile is a ``404`` (as
+    once the new session is open). Before, it was answered 200 "sent to the model" and went
+    into the old socket's queue, thrown away at the reconnection: lost, said nowhere."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=5
+    )
+    cid = call["callID"]
+    body = {
+        "provider": "openai-realtime",
+        "url": url,
+        "apiKey": KEY,
+        "session": {"tools": [{"type": "function", "name": "lookup_order", "parameters": {}}]},
+    }
+    agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+
+    async def state() -> str:
+        return (await (await client.get(f"/call/{cid}")).json())["agents"][0]["state"]
+
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "call_old")
+        await next_event(sub, "agent.tool_call")
+        fake.refuse = True
+        await fake.drop()
+        for _ in range(100):
+            if await state() == "reconnecting":
+                break
+            await asyncio.sleep(0.02)
+        path = f"/call/{cid}/agents/{agent_id}/tools"
+        resp = await client.post(path, json={"toolCallID": "call_old", "output": "late"})
+        assert await state() == "reconnecting"  # (still: the answer came while it was)
+        assert resp.status == 404, await resp.text()
+        fake.refuse = False
+        await next_event(sub, "agent.reconnected", timeout=10)
+    assert not any(e["type"] == "conversation.item.create" for e in fake.events)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_new_agent_may_take_over_from_one_that_failed(make_client, aiohttp_server) -> None:
+    """An app that meets ``agent.failed`` (the fallback ``keep``) starts another agent on the
+    call: it is taken (201) and talks, the failed one still listed as failed. Before, the failed
+    agent, which holds nothing, counted against the one agent a call may have: a 409 until the
+    app deleted it."""
+    fake, client, call, url = await openai_agent(
+        make_client, aiohttp_server, sim_peer="silence", agent_retries=0
+    )
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    first = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        await next_event(sub, "agent.failed")
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    second = (await resp.json())["agentID"]
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [(a["agentID"], a["state"]) for a in snap["agents"]] == [
+        (first, "failed"),
+        (second, "connected"),
+    ]
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    await fake.say(tone(440, 12_000, 24_000, 0.25))
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 20, timeout=5)
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 409  # still one
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_model_that_hands_the_call_to_a_human_leaves_it(
+    make_client, aiohttp_server
+) -> None:
+    """The model's ``transfer_to_human``: the supervisor listening in takes the call, and the
+    model leaves it (``agent.stopped`` ``reason: "transferred"``, its socket closed), as a
+    participant that hands the call over leaves. Before, it stayed on: it kept hearing the
+    caller and answered each turn over the human who had the call."""
+    from .test_participants import join
+
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    human = await join(client, cid, "maria", "listen", 0.0)
+    try:
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        body["bridgeTools"] = ["transfer"]
+        agent_id = (await (await client.post(f"/call/{cid}/agents", json=body)).json())["agentID"]
+        async with client.app[MANAGER].events.subscribe() as sub:
+            await fake.tool_call("transfer_to_human", {}, "call_human")
+            moved = await next_event(sub, "call.transferred")
+            stopped = await next_event(sub, "agent.stopped")
+        assert moved.data["participantID"] == "maria"
+        assert stopped.data == {**stopped.data, "agentID": agent_id, "reason": "transferred"}
+        await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert snap["agents"] == [] and snap["state"] == "active"
+        assert fake.errors == []
+    finally:
+        await human.close()
+        await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_hold_call_whose_held_is_no_boolean_is_answered_as_failed(
+    make_client, aiohttp_server
+) -> None:
+    """``hold_call`` declares ``held`` a boolean; a model that sends ``"false"`` (text) is
+    answered that the tool failed, with why, and the call is left as it was. Before, any
+    value but a false one held the call: the text ``"false"`` put the caller on hold."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["hold"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await fake.tool_call("hold_call", {"held": "false"}, "call_text")
+
+    def outputs() -> list[dict]:
+        return [
+            json.loads(e["item"]["output"])
+            for e in fake.events
+            if e["type"] == "conversation.item.create"
+            and e["item"]["type"] == "function_call_output"
+        ]
+
+    await until(lambda: outputs() != [], timeout=3)
+    (answer,) = outputs()
+    assert answer["ok"] is False and "held" in answer["error"]
+    assert (await (await client.get(f"/call/{cid}")).json())["held"] is False
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_bridge_tool_that_fails_is_said_with_its_call_and_reason(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """The model's ``transfer_to_human`` on a call with no human to take it: the model is
+    answered that it failed and why, and the failure, one the caller meets (they asked for a
+    person), is logged once at WARNING naming the call and the reason. Before, at INFO and
+    without the call."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY, "bridgeTools": ["transfer"]}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await fake.tool_call("transfer_to_human", {}, "call_nobody")
+    await until(
+        lambda: any(e["type"] == "conversation.item.create" for e in fake.events), timeout=3
+    )
+    output = next(e for e in fake.events if e["type"] == "conversation.item.create")
+    assert json.loads(output["item"]["output"])["ok"] is False
+    said = [r for r in caplog.records if "transfer_to_human" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert cid in said[0].getMessage() and "no human participant" in said[0].getMessage()
+    assert (await (await client.get(f"/call/{cid}")).json())["agents"][0]["state"] == "connected"
     await client.post("/call/hangup", json={"callID": cid})
