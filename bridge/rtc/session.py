@@ -83,6 +83,9 @@ class WebRTCSession(PeerLeg):
         self.id = f"webrtc:{next(_ids)}"
         self._on_state = on_state
         self.uplink_frames = 0
+        self.sends_audio = True
+        """Whether the browser said it sends audio (its offer ``sendrecv`` or ``sendonly``, RFC
+        3264 §6.1): a listener's ``recvonly`` sends no RTP, and its silence is no failure."""
         self.receive_bitrate: int | None = None
         """The most the browser should send (its answer's ``maxaveragebitrate``), when the
         call needs less than the default (a Cloud API call: what Meta takes)."""
@@ -129,6 +132,7 @@ class WebRTCSession(PeerLeg):
         # The participant's microphone and what it hears go through its door into the call
         # (straight to the bus while it is the only one: see media/conference.py).
         port = self._port = self.bus.conference.join(self.participant_id, self.role)
+        self.sends_audio = audio_section(sdp).direction in ("sendrecv", "sendonly")
         st = self.media
         # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
         try:

@@ -24,7 +24,7 @@ from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, tone_damage
-from ..support.waits import until_passes
+from ..support.waits import until, until_passes
 
 AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
 SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_fec": False}
@@ -285,3 +285,35 @@ async def test_two_browsers_offering_as_the_agent_at_once_make_one_agent(
     assert sorted(r.status for r in answers) == [200, 409], [r.status for r in answers]
     roles = [p["role"] for p in (await (await client.get(f"/call/{cid}")).json())["participants"]]
     assert roles == ["agent"], roles
+
+
+async def test_a_listener_that_sends_nothing_stays_on_the_call(make_client) -> None:
+    """A supervisor's browser with no microphone offers ``recvonly`` (the bridge answers
+    ``sendonly``): it sends no RTP, by design. The media timeout read that silence as a dead
+    peer and failed the session after ``BRIDGE_MEDIA_TIMEOUT``; the listener lost the call
+    with nothing wrong."""
+    client = await make_client(**SETTINGS, media_timeout=0.5)
+    cid = await active_call(client)
+    qa = RtcClient(client, cid, freq=0, participant={"participantID": "qa", "role": "listen"})
+    try:
+        await qa.offer()  # no track: a recvonly transceiver
+        await asyncio.wait_for(qa.connected.wait(), 10)
+        runtime = client.app[MANAGER].find_runtime(cid)
+        session = runtime.participants.sessions["qa"]
+        await qa.recorder.tone_arrives(PEER)
+        heard = qa.recorder.chunks
+        start = len(heard)
+        # Three media timeouts of the call heard (the watchdog's passes between them).
+        await until(
+            lambda: session.state != "connected" or len(heard) >= start + 75,
+            10,
+            "1.5 s of the call heard by the listener",
+        )
+        assert session.state == "connected", session.failure
+        await qa.recorder.tone_arrives(PEER)  # and it still hears the call
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert snap["participants"] == [
+            {"participantID": "qa", "role": "listen", "webrtc": {"state": "connected"}}
+        ]
+    finally:
+        await qa.close()
