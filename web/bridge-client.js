@@ -155,6 +155,8 @@ export class BridgeClient extends EventTarget {
     /** @type {EventSource|null} */
     this._events = null;
     this._closing = false;
+    /** Counts connect() and close(): a connect() that a close() (or a newer connect) overtook stops. */
+    this._epoch = 0;
     /** @type {Record<string, number>} */
     this._lastLoss = {};
   }
@@ -223,17 +225,21 @@ export class BridgeClient extends EventTarget {
   async connect(callID, options = {}) {
     if (options.participantID !== undefined) this.participantID = options.participantID;
     if (options.role !== undefined) this.role = options.role;
+    const epoch = ++this._epoch;
     this.callID = callID;
     this._closing = false;
     this.recoveries = 0;
-    await this._ensureMicrophone();
-    await this._negotiate();
+    await this._ensureMicrophone(epoch);
+    if (epoch === this._epoch) await this._negotiate();
+    // Closed while the browser asked for the microphone or the offer was made: nothing joins.
+    if (epoch !== this._epoch) throw new BridgeError(0, "closed", "closed (or connected again) while connecting");
     this._startStats();
   }
 
-  async _ensureMicrophone() {
+  /** @param {number} [epoch] the connect() asking: a microphone it no longer wants is stopped */
+  async _ensureMicrophone(epoch = this._epoch) {
     if (this.micStream) return;
-    this.micStream = await navigator.mediaDevices.getUserMedia({
+    const stream = await navigator.mediaDevices.getUserMedia({
       audio: {
         echoCancellation: true,
         noiseSuppression: true,
@@ -242,6 +248,11 @@ export class BridgeClient extends EventTarget {
         ...(this.microphoneId ? { deviceId: { exact: this.microphoneId } } : {}),
       },
     });
+    if (epoch !== this._epoch) {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    this.micStream = stream;
     for (const track of this.micStream.getAudioTracks()) track.enabled = !this.muted;
     this.inputAnalyser = this._analyse(this.micStream);
   }
@@ -252,7 +263,9 @@ export class BridgeClient extends EventTarget {
    */
   async _negotiate(keepOld = false) {
     this._negotiations += 1;
+    const epoch = this._epoch;
     const config = await this.api("/call/webrtc/config");
+    if (epoch !== this._epoch) return;
     const pc = new RTCPeerConnection({
       iceServers: config.iceServers,
       iceTransportPolicy: config.iceTransportPolicy || "all",
@@ -298,6 +311,7 @@ export class BridgeClient extends EventTarget {
     };
     await pc.setLocalDescription(await pc.createOffer());
     await this._gathered(pc);
+    if (pc !== this.pc) return; // closed, or offered again, meanwhile: this offer is not sent
     const answer = await this.api("/call/webrtc/offer", {
       callID: this.callID,
       type: "offer",
@@ -504,7 +518,9 @@ export class BridgeClient extends EventTarget {
   /** Leave the call's audio (the WhatsApp call stays up). Safe to call twice. */
   async close() {
     this._closing = true;
+    this._epoch += 1;
     clearInterval(this._statsTimer);
+    clearTimeout(this._disconnectTimer);
     this.pc?.close();
     this.pc = null;
     this._replacing?.close();
@@ -520,6 +536,7 @@ export class BridgeClient extends EventTarget {
   /** The bridge closed our peer connection (we left the call by someone else's doing). */
   _dropped() {
     this._closing = true;
+    this._epoch += 1;
     clearInterval(this._statsTimer);
     clearTimeout(this._disconnectTimer);
     this.pc?.close();

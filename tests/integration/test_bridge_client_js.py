@@ -1,0 +1,127 @@
+"""``BridgeClient`` (web/bridge-client.js) run by Node against the real bridge: its connection's
+life as an app meets it. Node has no browser media, so the script stands in for what only a
+browser has (``getUserMedia``, ``AudioContext``, ``RTCPeerConnection``: one that offers a real
+Chromium offer, ``tests/fixtures/offers/chromium.sdp``, and whose connection state the script
+sets); every request goes to the bridge. The client's backoff timers run 20 times faster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.api.keys import MANAGER
+
+from ..support.calls import wait_state
+
+NODE = shutil.which("node")
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ROOT / "web" / "bridge-client.js"
+OFFER = ROOT / "tests" / "fixtures" / "offers" / "chromium.sdp"
+
+BROWSER = """
+import { readFileSync } from "node:fs";
+const [base, callID, offerPath] = process.argv.slice(2);
+const OFFER = readFileSync(offerPath, "utf8");
+const say = (m) => process.stdout.write(JSON.stringify(m) + "\\n");
+const fast = globalThis.setTimeout;
+globalThis.setTimeout = (f, ms, ...a) => fast(f, (ms || 0) / 20, ...a);
+const sleep = (ms) => new Promise((r) => fast(r, ms));
+async function until(check, what) {
+  for (let i = 0; i < 500; i++) { if (check()) return; await sleep(10); }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+class Track { constructor() { this.kind = "audio"; this.enabled = true; this.stopped = false; }
+  stop() { this.stopped = true; } }
+class Stream { constructor() { this.track = new Track(); }
+  getAudioTracks() { return [this.track]; } getTracks() { return [this.track]; } }
+const mics = [];
+let permission = null;  // a pending getUserMedia: the browser asking the user
+globalThis.navigator = { mediaDevices: { getUserMedia: () => {
+  const stream = new Stream();
+  mics.push(stream);
+  if (!permission) return Promise.resolve(stream);
+  return permission.then(() => stream);
+} } };
+globalThis.AudioContext = class {
+  createAnalyser() { return { fftSize: 2048 }; }
+  createMediaStreamSource() { return { connect() {} }; }
+  resume() { return Promise.resolve(); }
+};
+const pcs = [];
+globalThis.RTCPeerConnection = class {
+  constructor(config) {
+    this.config = config;
+    this.connectionState = "new";
+    this.signalingState = "stable";
+    this.iceGatheringState = "new";
+    this.localDescription = this.remoteDescription = null;
+    pcs.push(this);
+  }
+  addTrack() {}
+  getSenders() { return []; }
+  addEventListener() {} removeEventListener() {}
+  async createOffer() { return { type: "offer", sdp: OFFER }; }
+  async setLocalDescription(d) { this.localDescription = d; this.iceGatheringState = "complete"; }
+  async setRemoteDescription(d) { this.remoteDescription = d; }
+  async getStats() { return new Map(); }
+  close() { this.connectionState = "closed"; this.signalingState = "closed"; }
+  set(state) { this.connectionState = state; this.onconnectionstatechange?.(); }
+};
+const { BridgeClient } = await import(process.argv[5]);
+"""
+
+CLOSED_WHILE_ASKING = """
+let allow;
+permission = new Promise((r) => { allow = r; });
+const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 50 });
+const connecting = client.connect(callID).then(() => "connected", (e) => e.code || String(e));
+await client.close();  // the user gave up while the browser asked for the microphone
+allow();               // ... and then allowed it
+const outcome = await connecting;
+await sleep(100);
+say({ outcome, pcs: pcs.length, micStopped: mics.every((m) => m.track.stopped) });
+process.exit(0);
+"""
+
+
+async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:
+    script = tmp_path / "browser.mjs"
+    script.write_text(BROWSER + scenario)
+    base = str(client.make_url("")).rstrip("/")
+    assert NODE is not None
+    proc = await asyncio.create_subprocess_exec(
+        NODE,
+        str(script),
+        base,
+        call_id,
+        str(OFFER),
+        CLIENT.as_uri(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0 and out, err.decode()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_closing_while_the_microphone_is_asked_for_joins_nothing(client, tmp_path) -> None:
+    """An app's user leaves (``close()``) while the browser still asks for the microphone. The
+    client went on when the permission came: it kept the microphone open (the browser's
+    recording light on for good), sent its offer and joined the call it had left."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    got = await run_browser(client, call["callID"], CLOSED_WHILE_ASKING, tmp_path)
+    runtime = client.app[MANAGER].find_runtime(call["callID"])
+    assert runtime.participants.sessions == {}  # the bridge never heard an offer
+    assert got["outcome"] == "closed" and got["pcs"] == 0, got
+    assert got["micStopped"], got
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["transport"] is None and snap["participants"] == []
