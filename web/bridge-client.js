@@ -301,6 +301,8 @@ export class BridgeClient extends EventTarget {
       }
       this._emit("state", { state: pc.connectionState });
       clearTimeout(this._disconnectTimer);
+      // Up again: a later loss gets its own maxRecoveries offers.
+      if (pc.connectionState === "connected") this.recoveries = 0;
       if (pc.connectionState === "failed") this._recover();
       // "disconnected" often heals by itself (a brief network blip); give it a few seconds.
       if (pc.connectionState === "disconnected") {

@@ -89,6 +89,24 @@ say({ outcome, pcs: pcs.length, micStopped: mics.every((m) => m.track.stopped) }
 process.exit(0);
 """
 
+RECOVERS_EVERY_TIME = """
+const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 0 });
+const errors = [];
+client.addEventListener("error", (e) => errors.push(String(e.detail?.message || e.detail)));
+await client.connect(callID);
+const failures = 5;  // over a long call: more network losses than maxRecoveries (3)
+for (let i = 1; i <= failures; i++) {
+  pcs[i - 1].set("connected");
+  pcs[i - 1].set("failed");
+  await until(() => pcs.length > i && pcs[i].remoteDescription || errors.length, `recovery ${i}`)
+    .catch(() => {});
+  if (errors.length || pcs.length <= i) break;
+}
+say({ offers: pcs.length, answered: pcs.filter((p) => p.remoteDescription).length, errors });
+client.close();
+process.exit(0);
+"""
+
 
 async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:
     script = tmp_path / "browser.mjs"
@@ -125,3 +143,16 @@ async def test_closing_while_the_microphone_is_asked_for_joins_nothing(client, t
     assert got["micStopped"], got
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert snap["transport"] is None and snap["participants"] == []
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_every_lost_connection_is_recovered_not_only_the_first_three(
+    client, tmp_path
+) -> None:
+    """``maxRecoveries`` (3) bounds the offers tried for one loss. It was never counted anew
+    once a recovery connected, so over a long call the fourth network loss was given up
+    ("connection failed after 3 recoveries") and the app's user heard nothing more."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    got = await run_browser(client, call["callID"], RECOVERS_EVERY_TIME, tmp_path)
+    assert got["errors"] == [] and got["offers"] == 6 and got["answered"] == 6, got
