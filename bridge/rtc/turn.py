@@ -209,15 +209,15 @@ def pick_server_turn_url(urls: list[str]) -> str | None:
     """The one TURN URL the bridge gathers with (aiortc uses a single TURN server).
 
     Preference: plain ``turn:`` over UDP (lowest latency), then ``turn:`` over TCP, then
-    ``turns:`` over TCP (aiortc supports nothing else).
+    ``turns:`` over TCP (aiortc supports nothing else). A URL without ``?transport=`` is
+    ``turn:`` over UDP, ``turns:`` over TCP (RFC 7065 §3, as aiortc reads it).
     """
 
     def rank(url: str) -> int:
+        _, _, transport = url.partition("?transport=")
         if url.startswith("turns:"):
-            return 2 if url.endswith("?transport=tcp") else 9
-        if url.endswith("?transport=tcp"):
-            return 1
-        return 0
+            return 2 if transport in ("", "tcp") else 9
+        return {"": 0, "udp": 0, "tcp": 1}.get(transport, 9)
 
     candidates = sorted((u for u in urls if rank(u) < 9), key=rank)
     return candidates[0] if candidates else None

@@ -155,6 +155,13 @@ def test_server_turn_url_choice_and_public_ip() -> None:
     assert pick_server_turn_url(["turns:a:5349?transport=tcp", "turn:a:3478?transport=tcp"]) == (
         "turn:a:3478?transport=tcp"
     )
+    # turns: means TLS over TCP without saying so (RFC 7065 §3): a TLS-only TURN deployment's
+    # one URL was passed over, and the bridge gathered no relay candidate.
+    assert pick_server_turn_url(["turns:a:5349"]) == "turns:a:5349"
+    assert pick_server_turn_url(["turns:a:5349", "turn:a:3478?transport=tcp"]) == (
+        "turn:a:3478?transport=tcp"
+    )
+    assert pick_server_turn_url(["turn:a:3478?transport=sctp", "turns:a:443?transport=udp"]) is None
     sdp = (
         "v=0\r\nc=IN IP4 10.0.0.5\r\n"
         "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
