@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -143,6 +144,30 @@ async def test_http_provider_shapes_and_cache(make_client, aiohttp_server) -> No
         }
     )
     assert ttl == 86400 and servers[1]["username"] == "tw"
+
+
+async def test_a_dead_credential_service_is_a_documented_503(make_client, aiohttp_server) -> None:
+    """``BRIDGE_TURN_PROVIDER=http`` with its service failing and nothing cached: the config
+    route answers 503 ``turn_unavailable`` with the error body, a status its OpenAPI entry did
+    not list (an app generated from the document had no case for it)."""
+    import yaml
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": "down"}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/creds", broken)
+    server = await aiohttp_server(app)
+    client = await make_client(turn_http_url=str(server.make_url("/creds")), turn_http_token="k")
+    resp = await client.get("/call/webrtc/config")
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "turn_unavailable"
+    doc = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "bridge" / "api" / "openapi.yaml").read_text()
+    )
+    responses = doc["paths"]["/call/webrtc/config"]["get"]["responses"]
+    assert responses.get("503") == {"$ref": "#/components/responses/Unavailable"}, responses
+    assert "turn_unavailable" in doc["components"]["responses"]["Unavailable"]["description"]
 
 
 def test_server_turn_url_choice_and_public_ip() -> None:
