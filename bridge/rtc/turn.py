@@ -126,8 +126,17 @@ def parse_ice_servers(body: Any) -> tuple[tuple[dict[str, Any], ...], int | None
     return tuple(servers), ttl
 
 
+RETRY_FAILED = 10.0
+"""Seconds a failed credential service is left alone while its cached credentials serve."""
+
+
 class HttpTurn:
-    """ICE servers fetched from an external credential service, cached until half their TTL."""
+    """ICE servers fetched from an external credential service, cached until half their TTL.
+
+    While the service fails, the cached credentials serve until they expire (their full TTL),
+    the service asked again every :data:`RETRY_FAILED` seconds, not at every request (each
+    would wait for its timeout); its failure is said once, at WARNING, and its return at INFO.
+    Expired credentials are never served: TURN would refuse them."""
 
     def __init__(self, settings: IceSettings) -> None:
         self.url = settings.turn_http_url
@@ -139,12 +148,15 @@ class HttpTurn:
         self.default_ttl = settings.turn_ttl
         self._cached: TurnGrant | None = None
         self._fresh_until = 0.0
+        self._expires_at = 0.0
+        self._failing = False
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
     async def grant(self, user: str) -> TurnGrant:
         async with self._lock:
-            if self._cached is not None and time.monotonic() < self._fresh_until:
+            now = time.monotonic()
+            if self._cached is not None and now < self._fresh_until:
                 return self._cached
             if self._http is None:
                 self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
@@ -159,16 +171,26 @@ class HttpTurn:
                     resp.raise_for_status()
                     servers, ttl = parse_ice_servers(await resp.json(content_type=None))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                if self._cached is not None:
-                    log.warning("TURN credential service failed (%s); serving cached", exc)
-                    return self._cached
+                now = time.monotonic()
+                if not self._failing:
+                    self._failing = True
+                    log.warning("TURN credential service failed (%s)", exc)
+                if self._cached is not None and now < self._expires_at:
+                    self._fresh_until = min(self._expires_at, now + RETRY_FAILED)
+                    return self._cached  # still valid: served meanwhile
+                self._cached = None
                 raise EngineUnavailable(
                     f"the TURN credential service is unavailable: {exc}",
                     code="turn_unavailable",
                 ) from exc
+            if self._failing:
+                self._failing = False
+                log.info("TURN credential service answers again")
             ttl = ttl or self.default_ttl
+            now = time.monotonic()
             self._cached = TurnGrant(servers, "ephemeral", ttl)
-            self._fresh_until = time.monotonic() + ttl / 2
+            self._fresh_until = now + ttl / 2
+            self._expires_at = now + ttl
             return self._cached
 
     async def close(self) -> None:

@@ -170,6 +170,41 @@ async def test_a_dead_credential_service_is_a_documented_503(make_client, aiohtt
     assert "turn_unavailable" in doc["components"]["responses"]["Unavailable"]["description"]
 
 
+async def test_a_failing_credential_service_is_asked_once_and_never_serves_expired(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """The http provider's service fails once its credentials are stale (half their TTL). It
+    was asked again at every config request and every offer (each waiting for its timeout,
+    up to 3 s), a WARNING said each time, and its credentials were served past their full
+    TTL, when TURN refuses them. Now: asked again after a pause, said once, and 503 once the
+    cached credentials have expired."""
+    hits: list[int] = []
+
+    async def service(request: web.Request) -> web.Response:
+        hits.append(1)
+        if len(hits) > 1:
+            return web.json_response({"error": "down"}, status=500)
+        creds = {"urls": ["turn:t.example:3478"], "username": "u1", "credential": "c"}
+        return web.json_response({"iceServers": creds, "ttl": 1})
+
+    app = web.Application()
+    app.router.add_post("/creds", service)
+    server = await aiohttp_server(app)
+    client = await make_client(turn_http_url=str(server.make_url("/creds")), turn_http_token="k")
+    first = await (await client.get("/call/webrtc/config")).json()
+    assert first["iceServers"][-1]["username"] == "u1" and hits == [1]
+    await asyncio.sleep(0.6)  # past half the TTL: stale, not expired
+    for _ in range(5):
+        body = await (await client.get("/call/webrtc/config")).json()
+        assert body["iceServers"][-1]["username"] == "u1"  # still valid: served
+    assert len(hits) == 2, hits  # the failing service asked once, not five times
+    await asyncio.sleep(0.6)  # past the full TTL
+    resp = await client.get("/call/webrtc/config")
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "turn_unavailable"
+    said = [r for r in caplog.records if "TURN credential service failed" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_server_turn_url_choice_and_public_ip() -> None:
     assert (
         pick_server_turn_url(
