@@ -14,7 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..audio.dtx import DtxGate
 from ..config import IceSettings, MediaSettings
-from ..errors import AtCapacity, BadOffer
+from ..errors import AtCapacity, BadOffer, CallStateError
 from ..media import CallBus, CallPort, DownlinkSink, LevelMeter, Role
 from .browser_sdp import (
     answer_fmtp,
@@ -118,7 +118,13 @@ class WebRTCSession(PeerLeg):
             await self.close()
             raise
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
+            overtaken = self._closed  # a close or a newer offer came meanwhile: not the SDP's fault
             await self.close()
+            if overtaken:
+                raise CallStateError(
+                    f"call {self.call_id} changed while the offer was answered (the session "
+                    "was closed or replaced)"
+                ) from exc
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
         return self.advertise(answer_sdp)
@@ -126,6 +132,8 @@ class WebRTCSession(PeerLeg):
     async def _negotiate(self, pc: RTCPeerConnection, sdp: str) -> str:
         """setRemoteDescription, tracks, createAnswer, setLocalDescription (which gathers)."""
         await pc.setRemoteDescription(RTCSessionDescription(sdp=open_candidates(sdp), type="offer"))
+        if self._closed:  # closed while aiortc took the offer: nothing may join the call now
+            raise ConnectionError("closed while the offer was taken")
         audio = self.audio_transceiver()
         if audio is None:
             raise BadOffer("the offer has no audio m-line", code="unsupported_media")

@@ -317,3 +317,48 @@ async def test_a_listener_that_sends_nothing_stays_on_the_call(make_client) -> N
         ]
     finally:
         await qa.close()
+
+
+async def test_a_close_while_the_offer_is_taken_leaves_nothing_on_the_call(
+    make_client, monkeypatch
+) -> None:
+    """``POST /call/webrtc/close`` for a participant whose offer aiortc is still taking: the
+    session was closed under the offer, which then joined the call's conference anyway (a
+    participant with no session, kept until the call ended) and was answered 400
+    ``bad_offer``, as if its SDP were wrong. Now the offer is answered 409 and nothing joins."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    taken, go = asyncio.Event(), asyncio.Event()
+    real = RTCPeerConnection.setRemoteDescription
+
+    async def held(self, description) -> None:  # the offer taken, the answer not yet made
+        await real(self, description)
+        taken.set()
+        await go.wait()
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", held)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = asyncio.ensure_future(
+        client.post(
+            "/call/webrtc/offer",
+            json={"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp},
+        )
+    )
+    try:
+        await asyncio.wait_for(taken.wait(), 5)
+        closed = await client.post("/call/webrtc/close", json={"callID": cid})
+        assert closed.status == 200
+        go.set()
+        resp = await asyncio.wait_for(offer, 5)
+        runtime = client.app[MANAGER].find_runtime(cid)
+        assert runtime.participants.sessions == {}
+        assert runtime.bus.conference.participants == {}
+        body = await resp.json()
+        assert resp.status == 409 and body["error"]["code"] == "invalid_call_state", body
+    finally:
+        go.set()
+        await pc.close()
