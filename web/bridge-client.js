@@ -609,8 +609,15 @@ export class BridgeClient extends EventTarget {
    */
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
-    "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved"];
+    "participant.left", "participant.role", "participant.ringing", "participant.transferred",
+    "participant.held", "participant.unheld", "call.transferred", "call.held", "call.unheld",
+    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved",
+    "call.quality", "call.media_warning", "call.media_warning_cleared", "call.voicemail",
+    "call.report", "call.permission", "route.sip", "playback.started", "playback.finished",
+    "recording.started", "recording.ready", "transcript.ready", "stream.started",
+    "stream.stopped", "stream.dropped", "agent.connected", "agent.reconnected", "agent.failed",
+    "agent.stopped", "agent.speech.started", "agent.speech.stopped", "agent.interrupted",
+    "agent.transcript", "agent.tool_call"];
 
   /**
    * @param {MediaStream} stream
