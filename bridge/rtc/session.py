@@ -104,9 +104,11 @@ class WebRTCSession(PeerLeg):
     def _state_changed(self, state: str) -> None:
         if self._on_state is not None:
             self._on_state(self, state)
-        if state == "failed" and not self._closed and not self._tasks.closed:
+        if state in ("failed", "closed") and not self._closed and not self._tasks.closed:
+            # Failed, or closed by the browser (its DTLS close_notify: aiortc closed the peer
+            # connection, not the rest of the session: its door into the call, its RTP).
             # For good: a connected leg's own close only parks it (``connected.py``).
-            self._tasks.spawn(WebRTCSession.close(self), "close-failed")
+            self._tasks.spawn(WebRTCSession.close(self), f"close-{state}")
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; return the answer SDP with every candidate in it."""

@@ -416,6 +416,29 @@ async def test_vanished_peer_is_reaped_within_media_timeout(make_client) -> None
     await rtc.close()
 
 
+async def test_a_browser_that_closes_its_connection_leaves_nothing_behind(client) -> None:
+    """A browser closing its peer connection without ``POST /call/webrtc/close`` (a tab
+    closed, an app's ``pc.close()``): its DTLS close_notify made aiortc close the peer
+    connection, and the session said ``closed``, but the rest of it stayed until the call
+    ended: its door into the call (a participant of the conference), its place among the
+    bus's users (the call's media kept wanted for nobody), its RTP leg."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    rtc = RtcClient(client, call["callID"])
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    runtime = client.app[MANAGER].find_runtime(call["callID"])
+    session = runtime.participants.sessions["agent"]
+    assert runtime.bus.users and runtime.bus.conference.participants
+    await rtc.close()  # the browser's close: DTLS close_notify, no signalling
+    await until(lambda: session.closed, 5, "the session closed")
+    assert session.state == "closed"
+    assert not runtime.bus.users
+    assert runtime.bus.conference.participants == {}
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active" and snap["transport"] is None
+
+
 async def test_ring_timeout_and_max_duration(make_client) -> None:
     client = await make_client(ring_timeout=0.5, sim_answer_delay=5.0, max_call_duration=0)
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
