@@ -362,3 +362,27 @@ async def test_a_close_while_the_offer_is_taken_leaves_nothing_on_the_call(
     finally:
         go.set()
         await pc.close()
+
+
+async def test_participants_that_left_by_closing_make_room_for_new_ones(make_client) -> None:
+    """``BRIDGE_MAX_PARTICIPANTS`` counts the browsers on a call. One that closed its peer
+    connection without ``POST /call/webrtc/close`` (a supervisor's tab closed), or whose
+    connection failed, still counted: once as many had gone so, nobody could join the call
+    again (409) for the rest of it, and a dead agent kept a new one out."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"}, max_participants=2)
+    cid = await active_call(client)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    for n in range(3):  # each time two browsers, then both close their tabs
+        pair = [
+            await join(client, cid, f"agent{n}", "agent", AGENT),
+            await join(client, cid, f"qa{n}", "listen", LISTEN),
+        ]
+        assert len([s for s in runtime.participants.sessions.values() if not s.closed]) == 2
+        for rtc in pair:
+            await rtc.close()
+        await until(
+            lambda: all(s.closed for s in runtime.participants.sessions.values()),
+            5,
+            "the closed browsers' sessions closed",
+        )
+    assert len(runtime.participants.sessions) <= 2  # the gone ones are not kept for ever
