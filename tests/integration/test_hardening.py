@@ -93,6 +93,11 @@ def test_oversize_offer() -> None:
 
 
 async def test_every_real_offer_is_answered(client) -> None:
+    import yaml
+
+    document = Path(__file__).resolve().parents[2] / "bridge" / "api" / "openapi.yaml"
+    doc = yaml.safe_load(document.read_text())
+    answer = doc["components"]["schemas"]["Answer"]
     for name, sdp in OFFERS.items():
         call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
         resp = await client.post(
@@ -101,6 +106,8 @@ async def test_every_real_offer_is_answered(client) -> None:
         body = await resp.json()
         assert resp.status == 200, (name, body)
         assert body["type"] == "answer" and "a=fingerprint:sha-256" in body["sdp"]
+        # The answer is the document's Answer: every field it has is one the document names.
+        assert set(body) == set(answer["properties"]) == set(answer["required"]), body.keys()
         assert "opus/48000/2" in body["sdp"]
         await client.post("/call/webrtc/close", json={"callID": call["callID"]})
         await client.post("/call/hangup", json={"callID": call["callID"]})
