@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bridge.api.keys import MANAGER
 from bridge.errors import BadOffer, TooLarge
 from bridge.rtc.browser_sdp import validate_offer
+from bridge.rtc.sdp import audio_section
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
@@ -110,6 +111,30 @@ async def test_every_real_offer_is_answered(client) -> None:
         assert set(body) == set(answer["properties"]) == set(answer["required"]), body.keys()
         assert "opus/48000/2" in body["sdp"]
         await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
+async def test_an_answer_lists_only_payload_types_the_offer_did(client) -> None:
+    """An offer whose m-line no longer lists RED (an app that dropped it from the m-line and
+    left its ``a=rtpmap``) was answered with RED first on the m-line, a payload type the
+    browser never offered (RFC 3264 §6.1), and the bridge then sent RED packets under loss
+    that the browser had no codec for."""
+    for name, sdp in OFFERS.items():
+        section = audio_section(sdp)
+        red = section.payload_type("red/48000")
+        if red is None:
+            continue
+        offered = [pt for pt in section.formats if pt != str(red)]
+        m_line = next(ln for ln in sdp.splitlines() if ln.startswith("m=audio "))
+        munged = sdp.replace(m_line, " ".join([*m_line.split()[:3], *offered]))
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": munged}
+        )
+        body = await resp.json()
+        assert resp.status == 200, (name, body)
+        answered = audio_section(body["sdp"]).formats
+        assert set(answered) <= set(offered), (name, answered, offered)
         await client.post("/call/hangup", json={"callID": call["callID"]})
 
 
