@@ -550,15 +550,19 @@ export class BridgeClient extends EventTarget {
   }
 
   /**
-   * Hang up the WhatsApp call (or decline it while it rings), then close.
+   * Hang up the WhatsApp call (or decline it while it rings), then close (also when the
+   * bridge refuses: a call that had ended meanwhile rejects with its 409, closed all the same).
    * @param {string} [callID]  defaults to the connected call
    * @returns {Promise<CallSnapshot|null>}
    */
   async hangup(callID) {
     const id = callID || this.callID;
-    const snap = id ? await this.api("/call/hangup", { callID: id }) : null;
-    if (!callID || callID === this.callID) await this.close();
-    return snap;
+    try {
+      return id ? await this.api("/call/hangup", { callID: id }) : null;
+    } finally {
+      // Closed also when the bridge refuses (the call had ended meanwhile: 409).
+      if (!callID || callID === this.callID) await this.close();
+    }
   }
 
   // ---- events, levels, stats ------------------------------------------------------------

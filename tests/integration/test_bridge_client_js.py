@@ -108,6 +108,17 @@ process.exit(0);
 """
 
 
+HANGUP_AFTER_THE_END = """
+const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 50 });
+await client.connect(callID);
+await fetch(base + "/call/hangup", { method: "POST", body: JSON.stringify({ callID }) });
+const outcome = await client.hangup().then(() => "ok", (e) => e.code || String(e));
+say({ outcome, micStopped: mics.every((m) => m.track.stopped), pc: client.pc,
+  pcClosed: pcs.every((p) => p.connectionState === "closed") });
+process.exit(0);
+"""
+
+
 async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:
     script = tmp_path / "browser.mjs"
     script.write_text(BROWSER + scenario)
@@ -156,3 +167,15 @@ async def test_every_lost_connection_is_recovered_not_only_the_first_three(
     await wait_state(client, call["callID"], "active")
     got = await run_browser(client, call["callID"], RECOVERS_EVERY_TIME, tmp_path)
     assert got["errors"] == [] and got["offers"] == 6 and got["answered"] == 6, got
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_hanging_up_a_call_that_already_ended_still_closes(client, tmp_path) -> None:
+    """``hangup()`` on a call that had ended meanwhile (the WhatsApp user hung up first): the
+    bridge's 409 was thrown before the client closed, so the microphone stayed open and the
+    peer connection up after the user pressed hang up."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    got = await run_browser(client, call["callID"], HANGUP_AFTER_THE_END, tmp_path)
+    assert got["outcome"] == "invalid_call_state", got  # the app still hears why
+    assert got["micStopped"] and got["pcClosed"] and got["pc"] is None, got
