@@ -535,7 +535,8 @@ export class BridgeClient extends EventTarget {
     this._emit("state", { state: "closed" });
   }
 
-  /** The bridge closed our peer connection (we left the call by someone else's doing). */
+  /** The bridge closed our peer connection (we left the call by someone else's doing, or the
+   * call ended). */
   _dropped() {
     this._closing = true;
     this._epoch += 1;
@@ -587,6 +588,9 @@ export class BridgeClient extends EventTarget {
         if (data.type === "participant.left" && data.participantID === this.id && this.pc && !this._closing) {
           this._dropped();
         }
+        // The call ended (the WhatsApp user hung up): its peer connection is gone on the
+        // bridge, which the browser would notice only when ICE consent fails, ~30 s later.
+        if (data.type === "call.ended" && this.pc && !this._closing) this._dropped();
         // Another worker carries the call on now (a deploy, a crash): offer to it.
         if (data.type === "call.moved" && this.pc && !this._closing) this._moved(data);
       }

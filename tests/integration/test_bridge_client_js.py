@@ -119,6 +119,33 @@ process.exit(0);
 """
 
 
+ENDED_UNDER_IT = """
+const streams = [];
+globalThis.EventSource = class {
+  constructor(url) { this.url = url; this.listeners = {}; streams.push(this); }
+  addEventListener(type, f) { (this.listeners[type] ||= []).push(f); }
+  close() {}
+  fire(type, data) {
+    for (const f of this.listeners[type] || []) f({ data: JSON.stringify(data) });
+  }
+};
+const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 50 });
+const states = [];
+client.addEventListener("state", (e) => states.push(e.detail.state));
+client.subscribeEvents();
+await client.connect(callID);
+pcs[0].set("connected");
+// The WhatsApp user hangs up: the bridge ends the call and says so.
+const ended = await (await fetch(base + "/call/hangup", { method: "POST",
+  body: JSON.stringify({ callID }) })).json();
+streams[0].fire("call.ended", { type: "call.ended", callID, call: ended });
+await sleep(50);
+say({ states, micStopped: mics.every((m) => m.track.stopped), pc: client.pc,
+  pcClosed: pcs.every((p) => p.connectionState === "closed") });
+process.exit(0);
+"""
+
+
 async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:
     script = tmp_path / "browser.mjs"
     script.write_text(BROWSER + scenario)
@@ -179,3 +206,16 @@ async def test_hanging_up_a_call_that_already_ended_still_closes(client, tmp_pat
     got = await run_browser(client, call["callID"], HANGUP_AFTER_THE_END, tmp_path)
     assert got["outcome"] == "invalid_call_state", got  # the app still hears why
     assert got["micStopped"] and got["pcClosed"] and got["pc"] is None, got
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_a_call_that_ends_closes_the_client_that_follows_its_events(client, tmp_path) -> None:
+    """The WhatsApp user hangs up. A client following the call's events (as the docs' example
+    does) kept its microphone open and its peer connection "connected" to a peer the bridge
+    had closed (Chromium noticed only when ICE consent failed, ~30 s later, and then offered
+    again for an ended call: 409). It closes on the call's ``call.ended`` now."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    got = await run_browser(client, call["callID"], ENDED_UNDER_IT, tmp_path)
+    assert got["micStopped"] and got["pcClosed"] and got["pc"] is None, got
+    assert got["states"][-1] == "closed", got
