@@ -591,6 +591,13 @@ export class BridgeClient extends EventTarget {
         // The call ended (the WhatsApp user hung up): its peer connection is gone on the
         // bridge, which the browser would notice only when ICE consent fails, ~30 s later.
         if (data.type === "call.ended" && this.pc && !this._closing) this._dropped();
+        // The bridge failed our session (no RTP for its media timeout, ...): offer again now;
+        // the browser would see its connection fail only when ICE consent does, ~30 s later.
+        const me = (data.call?.participants || []).find((/** @type {Participant} */ p) => p.participantID === this.id);
+        if (data.type === "webrtc.state" && data.participantID === this.id && me?.webrtc?.state === "failed" &&
+            this.pc && !this._closing) {
+          this._recover();
+        }
         // Another worker carries the call on now (a deploy, a crash): offer to it.
         if (data.type === "call.moved" && this.pc && !this._closing) this._moved(data);
       }

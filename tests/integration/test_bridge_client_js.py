@@ -146,6 +146,33 @@ process.exit(0);
 """
 
 
+FAILED_BY_THE_BRIDGE = """
+const streams = [];
+globalThis.EventSource = class {
+  constructor(url) { this.url = url; this.listeners = {}; streams.push(this); }
+  addEventListener(type, f) { (this.listeners[type] ||= []).push(f); }
+  close() {}
+  fire(type, data) {
+    for (const f of this.listeners[type] || []) f({ data: JSON.stringify(data) });
+  }
+};
+const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 0 });
+client.subscribeEvents();
+await client.connect(callID);
+pcs[0].set("connected");
+// The bridge failed this browser's session (no RTP for BRIDGE_MEDIA_TIMEOUT): its event.
+const call = await (await fetch(base + "/call/" + callID)).json();
+call.participants = [{ participantID: "agent", role: "agent", webrtc: { state: "failed" } }];
+streams[0].fire("webrtc.state", { type: "webrtc.state", callID, call, participantID: "agent",
+  reason: "timeout" });
+await until(() => pcs.length > 1 && pcs[1].remoteDescription, "a new offer").catch(() => {});
+say({ offers: pcs.length, answered: pcs.filter((p) => p.remoteDescription).length,
+  firstState: pcs[0].connectionState });
+client.close();
+process.exit(0);
+"""
+
+
 async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:
     script = tmp_path / "browser.mjs"
     script.write_text(BROWSER + scenario)
@@ -219,3 +246,16 @@ async def test_a_call_that_ends_closes_the_client_that_follows_its_events(client
     got = await run_browser(client, call["callID"], ENDED_UNDER_IT, tmp_path)
     assert got["micStopped"] and got["pcClosed"] and got["pc"] is None, got
     assert got["states"][-1] == "closed", got
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_a_session_the_bridge_failed_is_recovered_at_once(client, tmp_path) -> None:
+    """The bridge fails a browser's session on its own (no RTP for ``BRIDGE_MEDIA_TIMEOUT``,
+    not connected in time) and says so (``webrtc.state``, the participant ``failed``). The
+    client following the events learned nothing from it: its peer connection stayed
+    "connected" (Chromium notices a closed peer only when ICE consent fails, ~30 s later)
+    and the call was silent until then. It offers again at once now."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    got = await run_browser(client, call["callID"], FAILED_BY_THE_BRIDGE, tmp_path)
+    assert got == {"offers": 2, "answered": 2, "firstState": "closed"}, got
