@@ -227,8 +227,12 @@ def test_server_turn_url_choice_and_public_ip() -> None:
         "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
         "a=candidate:2 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 10.0.0.5 rport 40000\r\n"
     )
-    out = advertise_public_ip(sdp, "203.0.113.7")
+    v6 = "a=candidate:3 1 udp 2130706175 2001:db8::5 40002 typ host\r\n"
+    out = advertise_public_ip(sdp + v6, "203.0.113.7")
     assert "a=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host" in out
+    # The NAT maps IPv4: the IPv6 host candidate stays (its port on 203.0.113.7 is no socket
+    # of this session's), never one more IPv4 candidate on the public address.
+    assert v6 in out and "203.0.113.7 40002" not in out
     assert "198.51.100.9 40000 typ srflx" in out and "c=IN IP4 203.0.113.7" in out
 
 
