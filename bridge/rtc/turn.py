@@ -150,6 +150,9 @@ class HttpTurn:
         self._fresh_until = 0.0
         self._expires_at = 0.0
         self._failing = False
+        self._retry_at = 0.0
+        """While the service fails with nothing valid cached: when to ask it again."""
+        self._failure = ""
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
@@ -158,6 +161,11 @@ class HttpTurn:
             now = time.monotonic()
             if self._cached is not None and now < self._fresh_until:
                 return self._cached
+            if self._cached is None and now < self._retry_at:
+                raise EngineUnavailable(
+                    f"the TURN credential service is unavailable: {self._failure}",
+                    code="turn_unavailable",
+                )
             if self._http is None:
                 self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
             method = "POST" if self.headers else "GET"
@@ -179,6 +187,7 @@ class HttpTurn:
                     self._fresh_until = min(self._expires_at, now + RETRY_FAILED)
                     return self._cached  # still valid: served meanwhile
                 self._cached = None
+                self._retry_at, self._failure = now + RETRY_FAILED, str(exc)
                 raise EngineUnavailable(
                     f"the TURN credential service is unavailable: {exc}",
                     code="turn_unavailable",

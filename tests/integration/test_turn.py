@@ -201,6 +201,9 @@ async def test_a_failing_credential_service_is_asked_once_and_never_serves_expir
     await asyncio.sleep(0.6)  # past the full TTL
     resp = await client.get("/call/webrtc/config")
     assert resp.status == 503 and (await resp.json())["error"]["code"] == "turn_unavailable"
+    asked = len(hits)
+    resp = await client.get("/call/webrtc/config")  # at once again: not asked (its pause)
+    assert resp.status == 503 and len(hits) == asked, hits
     said = [r for r in caplog.records if "TURN credential service failed" in r.getMessage()]
     assert len(said) == 1, [r.getMessage() for r in said]
 
