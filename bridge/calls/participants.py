@@ -134,6 +134,14 @@ class Participants:
             return agent.participant_id
         return next((p for p, o in self.other_legs.items() if o.role is Role.AGENT), None)
 
+    def role_of(self, participant_id: str) -> Role | None:
+        """The role ``participant_id`` has on the call now (``None``: not on it)."""
+        session = self.sessions.get(participant_id)
+        if session is not None:
+            return session.role
+        other = self.other_legs.get(participant_id)
+        return other.role if other is not None else None
+
     def _live(self) -> dict[str, WebRTCSession]:
         """The sessions not gone (a browser that closed its connection, or whose connection
         failed, is shown until someone joins, and counts for nothing)."""

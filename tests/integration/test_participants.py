@@ -386,3 +386,25 @@ async def test_participants_that_left_by_closing_make_room_for_new_ones(make_cli
             "the closed browsers' sessions closed",
         )
     assert len(runtime.participants.sessions) <= 2  # the gone ones are not kept for ever
+
+
+async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:
+    """A supervisor's app offers again after a network change (docs/browser.md, mobile apps:
+    "make a new offer for the same call") with its participantID and no role. The offer was
+    taken as the agent's (the default role): refused 409 beside the call's agent, so the
+    supervisor could not come back, and on a call without an agent it made the listener the
+    agent, heard by WhatsApp. It keeps its role."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    again = RtcClient(client, cid, freq=LISTEN, participant={"participantID": "qa"}, amplitude=0.15)
+    try:
+        await again.offer()  # (asserts 200)
+        await asyncio.wait_for(again.connected.wait(), 10)
+        snap = await (await client.get(f"/call/{cid}")).json()
+        roles = {p["participantID"]: p["role"] for p in snap["participants"]}
+        assert roles == {"agent": "agent", "qa": "listen"}, roles
+    finally:
+        for rtc in (again, qa, agent):
+            await rtc.close()
