@@ -155,6 +155,8 @@ export class BridgeClient extends EventTarget {
     /** @type {EventSource|null} */
     this._events = null;
     this._closing = false;
+    /** Counts connect() and close(): a connect() that a close() (or a newer connect) overtook stops. */
+    this._epoch = 0;
     /** @type {Record<string, number>} */
     this._lastLoss = {};
   }
@@ -223,17 +225,21 @@ export class BridgeClient extends EventTarget {
   async connect(callID, options = {}) {
     if (options.participantID !== undefined) this.participantID = options.participantID;
     if (options.role !== undefined) this.role = options.role;
+    const epoch = ++this._epoch;
     this.callID = callID;
     this._closing = false;
     this.recoveries = 0;
-    await this._ensureMicrophone();
-    await this._negotiate();
+    await this._ensureMicrophone(epoch);
+    if (epoch === this._epoch) await this._negotiate();
+    // Closed while the browser asked for the microphone or the offer was made: nothing joins.
+    if (epoch !== this._epoch) throw new BridgeError(0, "closed", "closed (or connected again) while connecting");
     this._startStats();
   }
 
-  async _ensureMicrophone() {
+  /** @param {number} [epoch] the connect() asking: a microphone it no longer wants is stopped */
+  async _ensureMicrophone(epoch = this._epoch) {
     if (this.micStream) return;
-    this.micStream = await navigator.mediaDevices.getUserMedia({
+    const stream = await navigator.mediaDevices.getUserMedia({
       audio: {
         echoCancellation: true,
         noiseSuppression: true,
@@ -242,6 +248,11 @@ export class BridgeClient extends EventTarget {
         ...(this.microphoneId ? { deviceId: { exact: this.microphoneId } } : {}),
       },
     });
+    if (epoch !== this._epoch) {
+      stream.getTracks().forEach((t) => t.stop());
+      return;
+    }
+    this.micStream = stream;
     for (const track of this.micStream.getAudioTracks()) track.enabled = !this.muted;
     this.inputAnalyser = this._analyse(this.micStream);
   }
@@ -252,7 +263,9 @@ export class BridgeClient extends EventTarget {
    */
   async _negotiate(keepOld = false) {
     this._negotiations += 1;
+    const epoch = this._epoch;
     const config = await this.api("/call/webrtc/config");
+    if (epoch !== this._epoch) return;
     const pc = new RTCPeerConnection({
       iceServers: config.iceServers,
       iceTransportPolicy: config.iceTransportPolicy || "all",
@@ -288,6 +301,8 @@ export class BridgeClient extends EventTarget {
       }
       this._emit("state", { state: pc.connectionState });
       clearTimeout(this._disconnectTimer);
+      // Up again: a later loss gets its own maxRecoveries offers.
+      if (pc.connectionState === "connected") this.recoveries = 0;
       if (pc.connectionState === "failed") this._recover();
       // "disconnected" often heals by itself (a brief network blip); give it a few seconds.
       if (pc.connectionState === "disconnected") {
@@ -298,6 +313,7 @@ export class BridgeClient extends EventTarget {
     };
     await pc.setLocalDescription(await pc.createOffer());
     await this._gathered(pc);
+    if (pc !== this.pc) return; // closed, or offered again, meanwhile: this offer is not sent
     const answer = await this.api("/call/webrtc/offer", {
       callID: this.callID,
       type: "offer",
@@ -504,7 +520,9 @@ export class BridgeClient extends EventTarget {
   /** Leave the call's audio (the WhatsApp call stays up). Safe to call twice. */
   async close() {
     this._closing = true;
+    this._epoch += 1;
     clearInterval(this._statsTimer);
+    clearTimeout(this._disconnectTimer);
     this.pc?.close();
     this.pc = null;
     this._replacing?.close();
@@ -517,9 +535,11 @@ export class BridgeClient extends EventTarget {
     this._emit("state", { state: "closed" });
   }
 
-  /** The bridge closed our peer connection (we left the call by someone else's doing). */
+  /** The bridge closed our peer connection (we left the call by someone else's doing, or the
+   * call ended). */
   _dropped() {
     this._closing = true;
+    this._epoch += 1;
     clearInterval(this._statsTimer);
     clearTimeout(this._disconnectTimer);
     this.pc?.close();
@@ -531,15 +551,19 @@ export class BridgeClient extends EventTarget {
   }
 
   /**
-   * Hang up the WhatsApp call (or decline it while it rings), then close.
+   * Hang up the WhatsApp call (or decline it while it rings), then close (also when the
+   * bridge refuses: a call that had ended meanwhile rejects with its 409, closed all the same).
    * @param {string} [callID]  defaults to the connected call
    * @returns {Promise<CallSnapshot|null>}
    */
   async hangup(callID) {
     const id = callID || this.callID;
-    const snap = id ? await this.api("/call/hangup", { callID: id }) : null;
-    if (!callID || callID === this.callID) await this.close();
-    return snap;
+    try {
+      return id ? await this.api("/call/hangup", { callID: id }) : null;
+    } finally {
+      // Closed also when the bridge refuses (the call had ended meanwhile: 409).
+      if (!callID || callID === this.callID) await this.close();
+    }
   }
 
   // ---- events, levels, stats ------------------------------------------------------------
@@ -563,6 +587,16 @@ export class BridgeClient extends EventTarget {
         // rather than try to recover a connection the bridge closed on purpose.
         if (data.type === "participant.left" && data.participantID === this.id && this.pc && !this._closing) {
           this._dropped();
+        }
+        // The call ended (the WhatsApp user hung up): its peer connection is gone on the
+        // bridge, which the browser would notice only when ICE consent fails, ~30 s later.
+        if (data.type === "call.ended" && this.pc && !this._closing) this._dropped();
+        // The bridge failed our session (no RTP for its media timeout, ...): offer again now;
+        // the browser would see its connection fail only when ICE consent does, ~30 s later.
+        const me = (data.call?.participants || []).find((/** @type {Participant} */ p) => p.participantID === this.id);
+        if (data.type === "webrtc.state" && data.participantID === this.id && me?.webrtc?.state === "failed" &&
+            this.pc && !this._closing) {
+          this._recover();
         }
         // Another worker carries the call on now (a deploy, a crash): offer to it.
         if (data.type === "call.moved" && this.pc && !this._closing) this._moved(data);
@@ -590,8 +624,15 @@ export class BridgeClient extends EventTarget {
    */
   static EVENT_TYPES = ["call.created", "call.ringing", "call.active", "call.ended", "call.muted",
     "call.unmuted", "call.transport", "webrtc.offer", "webrtc.state", "participant.joined",
-    "participant.left", "participant.role", "call.transferred", "call.held", "call.unheld",
-    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved"];
+    "participant.left", "participant.role", "participant.ringing", "participant.transferred",
+    "participant.held", "participant.unheld", "call.transferred", "call.held", "call.unheld",
+    "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved",
+    "call.quality", "call.media_warning", "call.media_warning_cleared", "call.voicemail",
+    "call.report", "call.permission", "route.sip", "playback.started", "playback.finished",
+    "recording.started", "recording.ready", "transcript.ready", "stream.started",
+    "stream.stopped", "stream.dropped", "agent.connected", "agent.reconnected", "agent.failed",
+    "agent.stopped", "agent.speech.started", "agent.speech.stopped", "agent.interrupted",
+    "agent.transcript", "agent.tool_call"];
 
   /**
    * @param {MediaStream} stream

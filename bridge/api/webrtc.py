@@ -46,7 +46,7 @@ async def webrtc_offer(request: web.Request) -> web.Response:
     call_id = require_call_id(body)
     sdp: str = body["sdp"]  # the schema: type "offer", sdp with a non-blank character
     participant_id = participant_of(body)
-    role = role_of(body)
+    role = role_of(body) if "role" in body else None  # None: the participant's own, else agent
     answer = await answer_offer(request.app[MANAGER], call_id, sdp, participant_id, role)
     return web.json_response(
         {"callID": call_id, "type": "answer", "sdp": answer, "participantID": participant_id}

@@ -35,9 +35,10 @@ def offer_result(exc: BaseException) -> str:
 
 
 async def answer_offer(
-    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role
+    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role | None
 ) -> str:
-    """The SDP answer to a browser's offer for a call, counted by result."""
+    """The SDP answer to a browser's offer for a call, counted by result. ``role`` ``None``:
+    the participant's role on the call (a re-offer that names none keeps it), else agent."""
     started = time.monotonic()
     try:
         answer = await _answer(manager, call_id, sdp, participant_id, role)
@@ -50,13 +51,15 @@ async def answer_offer(
 
 
 async def _answer(
-    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role
+    manager: CallManager, call_id: str, sdp: str, participant_id: str, role: Role | None
 ) -> str:
     call = manager.get(call_id)
     if not call.live:
         raise CallStateError(f"call {call.id} has ended; start a new call")
     validate_offer(sdp)  # before any socket or peer connection exists
     runtime = manager.runtime(call.id)
+    if role is None:
+        role = runtime.participants.role_of(participant_id) or Role.AGENT
     _admit(manager, runtime, participant_id, role)
     session = await manager.sessions.create(
         call.id,

@@ -134,12 +134,26 @@ class Participants:
             return agent.participant_id
         return next((p for p, o in self.other_legs.items() if o.role is Role.AGENT), None)
 
+    def role_of(self, participant_id: str) -> Role | None:
+        """The role ``participant_id`` has on the call now (``None``: not on it)."""
+        session = self.sessions.get(participant_id)
+        if session is not None:
+            return session.role
+        other = self.other_legs.get(participant_id)
+        return other.role if other is not None else None
+
+    def _live(self) -> dict[str, WebRTCSession]:
+        """The sessions not gone (a browser that closed its connection, or whose connection
+        failed, is shown until someone joins, and counts for nothing)."""
+        return {p: s for p, s in self.sessions.items() if s.state not in ("closed", "failed")}
+
     def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
         """Refuse a participant the call cannot take (409): too many, or a second agent."""
-        if participant_id not in self.sessions and len(self.sessions) >= max_participants:
+        live = self._live()
+        if participant_id not in live and len(live) >= max_participants:
             raise CallStateError(f"a call takes at most {max_participants} participants")
         if role is Role.AGENT:
-            agent = self.agent
+            agent = next((s for s in live.values() if s.role is Role.AGENT), None)
             if (
                 agent is not None
                 and agent.role is Role.AGENT
@@ -165,6 +179,11 @@ class Participants:
         if old is not None:
             self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
+        for gone in [p for p in self.sessions if p not in self._live()]:  # make room for us
+            dead = self.sessions.pop(gone, None)  # (None: another offer made room already)
+            if dead is not None:
+                self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
+                await dead.close()  # (closing already: shares that teardown)
         self.sessions[pid] = session
         if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
             session.receive_bitrate = self.receive_bitrate

@@ -24,10 +24,10 @@ def check_limits(
     now: float,
     failed: set[str],
 ) -> None:
-    """One pass: ringing too long, answered too long, not connected, no RTP. A call whose
-    check raises (a bug in its ending or in a session's state listeners) is logged once
-    (``failed`` keeps its id) and the others are checked: the first such error used to end
-    the watchdog, and no call of the worker had a time limit any more."""
+    """One pass: ringing too long, answered too long, not connected, no RTP (from a browser
+    that sends). A call whose check raises (a bug in its ending or in a session's state
+    listeners) is logged once (``failed`` keeps its id) and the others are checked: the first
+    such error used to end the watchdog, and no call of the worker had a time limit any more."""
     for runtime in runtimes:
         try:
             _check_call(settings, runtime, end_call, now)
@@ -62,6 +62,8 @@ def _check_call(
         if session.state != "connected":
             if now - session.offered_at > st.connect_timeout:
                 session.fail(f"not connected within {st.connect_timeout:g} s")
+        elif not session.sends_audio:
+            continue  # a listener sends nothing: ICE consent (RFC 7675) says when it is gone
         elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
             session.fail(f"no RTP for {st.media_timeout:g} s")
 

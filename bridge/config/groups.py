@@ -205,7 +205,11 @@ class CallSettings(_Group):
 
     max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
     connect_timeout: float = _opt(20.0, "seconds a WebRTC session may take to connect")
-    media_timeout: float = _opt(10.0, "seconds without RTP before a WebRTC session is failed")
+    media_timeout: float = _opt(
+        10.0,
+        "seconds without RTP before a WebRTC session is failed (one whose browser sends: a "
+        "recvonly listener's is ended by ICE consent)",
+    )
     ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
     max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
     shutdown_calls: ShutdownCalls = _opt(

@@ -79,19 +79,35 @@ def validate_offer(sdp: str) -> None:
 
 
 def open_candidates(sdp: str) -> str:
-    """``sdp`` without ``a=end-of-candidates`` when it has no candidate at all.
+    """``sdp`` without its mDNS candidates, and without ``a=end-of-candidates`` when it has no
+    candidate left.
 
-    Such an offer comes from a peer that will be learned as peer-reflexive from its
-    connectivity checks (RFC 8445 §7.3.1.3). aioice, told the remote candidates are complete
-    while it has none, drops the component (it prunes components without a remote candidate)
-    and then gathers nothing: the answer had no candidate (``m=audio 9``) and the call could not
-    connect. Left open, the component keeps its candidates, the peer's checks create the pair,
-    and a peer that never checks still ends at the leg's connect timeout."""
+    A browser that hides its host addresses offers them as mDNS names (``<uuid>.local``,
+    draft-ietf-mmusic-mdns-ice-candidates): only a host on the browser's own link can resolve
+    them, and aioice would try for a second at every offer (multicast from the bridge, the
+    answer held meanwhile) and then drop them. They are dropped here at once, as §3.2.1 lets an
+    agent that does not resolve them; the browser is learned from its checks instead.
+
+    An offer with no candidate comes from a peer that will be learned as peer-reflexive from
+    its connectivity checks (RFC 8445 §7.3.1.3). aioice, told the remote candidates are
+    complete while it has none, drops the component (it prunes components without a remote
+    candidate) and then gathers nothing: the answer had no candidate (``m=audio 9``) and the
+    call could not connect. Left open, the component keeps its candidates, the peer's checks
+    create the pair, and a peer that never checks still ends at the leg's connect timeout."""
     lines = sdp.replace("\r\n", "\n").split("\n")
-    if any(ln.startswith("a=candidate:") for ln in lines):
-        return sdp
-    kept = [ln for ln in lines if ln.strip() != "a=end-of-candidates"]
+    kept = [ln for ln in lines if not _mdns_candidate(ln)]
+    if not any(ln.startswith("a=candidate:") for ln in kept):
+        kept = [ln for ln in kept if ln.strip() != "a=end-of-candidates"]
     return sdp if len(kept) == len(lines) else "\r\n".join(kept)
+
+
+def _mdns_candidate(line: str) -> bool:
+    """Whether ``line`` is an ``a=candidate`` whose address is an mDNS name (RFC 8839 §5.1:
+    the fifth field is the connection address)."""
+    if not line.startswith("a=candidate:"):
+        return False
+    fields = line.split()
+    return len(fields) > 4 and fields[4].rstrip(".").lower().endswith(".local")
 
 
 OPUS_ANSWER_FMTP = (

@@ -208,10 +208,19 @@ _HOST_CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ udp \d+ )(\S+)( \d+ typ hos
 
 
 def advertise_public_ip(sdp: str, public_ip: str) -> str:
-    """Rewrite the answer's host candidates (and ``c=`` lines) to ``public_ip``: for a bridge
-    behind 1:1 NAT, whose interfaces only know their private address."""
+    """Rewrite the answer's host candidates of ``public_ip``'s family (and ``c=`` lines) to
+    ``public_ip``: for a bridge behind 1:1 NAT, whose interfaces only know their private
+    address. A host candidate of the other family is left as it is: the NAT maps one family,
+    and that candidate's port on the public address would be another socket's, or none."""
     if not public_ip:
         return sdp
-    sdp = _HOST_CANDIDATE.sub(lambda m: f"{m.group(1)}{public_ip}{m.group(3)}", sdp)
-    family = "IP6" if ":" in public_ip else "IP4"
+    v6 = ":" in public_ip
+
+    def public(m: re.Match[str]) -> str:
+        if (":" in m.group(2)) != v6:
+            return m.group(0)
+        return f"{m.group(1)}{public_ip}{m.group(3)}"
+
+    sdp = _HOST_CANDIDATE.sub(public, sdp)
+    family = "IP6" if v6 else "IP4"
     return re.sub(r"^c=IN IP[46] \S+", f"c=IN {family} {public_ip}", sdp, flags=re.M)

@@ -122,9 +122,15 @@ class AudioSection:
         }
 
     def payload_type(self, encoding: str) -> int | None:
-        """The first payload type whose encoding starts with ``encoding`` (``opus/48000``)."""
+        """The first payload type of the m-line whose encoding starts with ``encoding``
+        (``opus/48000``): an ``a=rtpmap`` of a type the m-line does not list offers nothing
+        (RFC 3264 §5.1), and an answer may list only what the offer did (§6.1)."""
         encoding = encoding.lower()
-        found = (pt for pt, name in self.rtpmaps.items() if name.lower().startswith(encoding))
+        found = (
+            pt
+            for pt, name in self.rtpmaps.items()
+            if name.lower().startswith(encoding) and pt in self.formats
+        )
         return next((int(pt) for pt in found if pt.isdigit()), None)
 
     def telephone_event(self, *clocks: int, any_clock: bool = False) -> tuple[int, int] | None:

@@ -14,7 +14,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from ..audio.dtx import DtxGate
 from ..config import IceSettings, MediaSettings
-from ..errors import AtCapacity, BadOffer
+from ..errors import AtCapacity, BadOffer, CallStateError
 from ..media import CallBus, CallPort, DownlinkSink, LevelMeter, Role
 from .browser_sdp import (
     answer_fmtp,
@@ -83,6 +83,9 @@ class WebRTCSession(PeerLeg):
         self.id = f"webrtc:{next(_ids)}"
         self._on_state = on_state
         self.uplink_frames = 0
+        self.sends_audio = True
+        """Whether the browser said it sends audio (its offer ``sendrecv`` or ``sendonly``, RFC
+        3264 §6.1): a listener's ``recvonly`` sends no RTP, and its silence is no failure."""
         self.receive_bitrate: int | None = None
         """The most the browser should send (its answer's ``maxaveragebitrate``), when the
         call needs less than the default (a Cloud API call: what Meta takes)."""
@@ -101,9 +104,11 @@ class WebRTCSession(PeerLeg):
     def _state_changed(self, state: str) -> None:
         if self._on_state is not None:
             self._on_state(self, state)
-        if state == "failed" and not self._closed and not self._tasks.closed:
+        if state in ("failed", "closed") and not self._closed and not self._tasks.closed:
+            # Failed, or closed by the browser (its DTLS close_notify: aiortc closed the peer
+            # connection, not the rest of the session: its door into the call, its RTP).
             # For good: a connected leg's own close only parks it (``connected.py``).
-            self._tasks.spawn(WebRTCSession.close(self), "close-failed")
+            self._tasks.spawn(WebRTCSession.close(self), f"close-{state}")
 
     async def accept_offer(self, sdp: str) -> str:
         """Apply the browser's offer; return the answer SDP with every candidate in it."""
@@ -115,7 +120,13 @@ class WebRTCSession(PeerLeg):
             await self.close()
             raise
         except Exception as exc:  # aiortc raises ValueError, KeyError, ... on bad SDP
+            overtaken = self._closed  # a close or a newer offer came meanwhile: not the SDP's fault
             await self.close()
+            if overtaken:
+                raise CallStateError(
+                    f"call {self.call_id} changed while the offer was answered (the session "
+                    "was closed or replaced)"
+                ) from exc
             raise BadOffer(f"cannot answer this offer: {exc or type(exc).__name__}") from exc
         self._set_state("connecting")
         return self.advertise(answer_sdp)
@@ -123,12 +134,15 @@ class WebRTCSession(PeerLeg):
     async def _negotiate(self, pc: RTCPeerConnection, sdp: str) -> str:
         """setRemoteDescription, tracks, createAnswer, setLocalDescription (which gathers)."""
         await pc.setRemoteDescription(RTCSessionDescription(sdp=open_candidates(sdp), type="offer"))
+        if self._closed:  # closed while aiortc took the offer: nothing may join the call now
+            raise ConnectionError("closed while the offer was taken")
         audio = self.audio_transceiver()
         if audio is None:
             raise BadOffer("the offer has no audio m-line", code="unsupported_media")
         # The participant's microphone and what it hears go through its door into the call
         # (straight to the bus while it is the only one: see media/conference.py).
         port = self._port = self.bus.conference.join(self.participant_id, self.role)
+        self.sends_audio = audio_section(sdp).direction in ("sendrecv", "sendonly")
         st = self.media
         # A browser may cap what it wants to receive (RFC 7587 §6.1 maxaveragebitrate).
         try:

@@ -126,8 +126,17 @@ def parse_ice_servers(body: Any) -> tuple[tuple[dict[str, Any], ...], int | None
     return tuple(servers), ttl
 
 
+RETRY_FAILED = 10.0
+"""Seconds a failed credential service is left alone while its cached credentials serve."""
+
+
 class HttpTurn:
-    """ICE servers fetched from an external credential service, cached until half their TTL."""
+    """ICE servers fetched from an external credential service, cached until half their TTL.
+
+    While the service fails, the cached credentials serve until they expire (their full TTL),
+    the service asked again every :data:`RETRY_FAILED` seconds, not at every request (each
+    would wait for its timeout); its failure is said once, at WARNING, and its return at INFO.
+    Expired credentials are never served: TURN would refuse them."""
 
     def __init__(self, settings: IceSettings) -> None:
         self.url = settings.turn_http_url
@@ -139,13 +148,24 @@ class HttpTurn:
         self.default_ttl = settings.turn_ttl
         self._cached: TurnGrant | None = None
         self._fresh_until = 0.0
+        self._expires_at = 0.0
+        self._failing = False
+        self._retry_at = 0.0
+        """While the service fails with nothing valid cached: when to ask it again."""
+        self._failure = ""
         self._lock = asyncio.Lock()
         self._http: aiohttp.ClientSession | None = None
 
     async def grant(self, user: str) -> TurnGrant:
         async with self._lock:
-            if self._cached is not None and time.monotonic() < self._fresh_until:
+            now = time.monotonic()
+            if self._cached is not None and now < self._fresh_until:
                 return self._cached
+            if self._cached is None and now < self._retry_at:
+                raise EngineUnavailable(
+                    f"the TURN credential service is unavailable: {self._failure}",
+                    code="turn_unavailable",
+                )
             if self._http is None:
                 self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
             method = "POST" if self.headers else "GET"
@@ -159,16 +179,27 @@ class HttpTurn:
                     resp.raise_for_status()
                     servers, ttl = parse_ice_servers(await resp.json(content_type=None))
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                if self._cached is not None:
-                    log.warning("TURN credential service failed (%s); serving cached", exc)
-                    return self._cached
+                now = time.monotonic()
+                if not self._failing:
+                    self._failing = True
+                    log.warning("TURN credential service failed (%s)", exc)
+                if self._cached is not None and now < self._expires_at:
+                    self._fresh_until = min(self._expires_at, now + RETRY_FAILED)
+                    return self._cached  # still valid: served meanwhile
+                self._cached = None
+                self._retry_at, self._failure = now + RETRY_FAILED, str(exc)
                 raise EngineUnavailable(
                     f"the TURN credential service is unavailable: {exc}",
                     code="turn_unavailable",
                 ) from exc
+            if self._failing:
+                self._failing = False
+                log.info("TURN credential service answers again")
             ttl = ttl or self.default_ttl
+            now = time.monotonic()
             self._cached = TurnGrant(servers, "ephemeral", ttl)
-            self._fresh_until = time.monotonic() + ttl / 2
+            self._fresh_until = now + ttl / 2
+            self._expires_at = now + ttl
             return self._cached
 
     async def close(self) -> None:
@@ -209,15 +240,15 @@ def pick_server_turn_url(urls: list[str]) -> str | None:
     """The one TURN URL the bridge gathers with (aiortc uses a single TURN server).
 
     Preference: plain ``turn:`` over UDP (lowest latency), then ``turn:`` over TCP, then
-    ``turns:`` over TCP (aiortc supports nothing else).
+    ``turns:`` over TCP (aiortc supports nothing else). A URL without ``?transport=`` is
+    ``turn:`` over UDP, ``turns:`` over TCP (RFC 7065 §3, as aiortc reads it).
     """
 
     def rank(url: str) -> int:
+        _, _, transport = url.partition("?transport=")
         if url.startswith("turns:"):
-            return 2 if url.endswith("?transport=tcp") else 9
-        if url.endswith("?transport=tcp"):
-            return 1
-        return 0
+            return 2 if transport in ("", "tcp") else 9
+        return {"": 0, "udp": 0, "tcp": 1}.get(transport, 9)
 
     candidates = sorted((u for u in urls if rank(u) < 9), key=rank)
     return candidates[0] if candidates else None

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bridge.api.keys import MANAGER
 from bridge.errors import BadOffer, TooLarge
 from bridge.rtc.browser_sdp import validate_offer
+from bridge.rtc.sdp import audio_section
 
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
@@ -93,6 +94,11 @@ def test_oversize_offer() -> None:
 
 
 async def test_every_real_offer_is_answered(client) -> None:
+    import yaml
+
+    document = Path(__file__).resolve().parents[2] / "bridge" / "api" / "openapi.yaml"
+    doc = yaml.safe_load(document.read_text())
+    answer = doc["components"]["schemas"]["Answer"]
     for name, sdp in OFFERS.items():
         call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
         resp = await client.post(
@@ -101,8 +107,34 @@ async def test_every_real_offer_is_answered(client) -> None:
         body = await resp.json()
         assert resp.status == 200, (name, body)
         assert body["type"] == "answer" and "a=fingerprint:sha-256" in body["sdp"]
+        # The answer is the document's Answer: every field it has is one the document names.
+        assert set(body) == set(answer["properties"]) == set(answer["required"]), body.keys()
         assert "opus/48000/2" in body["sdp"]
         await client.post("/call/webrtc/close", json={"callID": call["callID"]})
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
+async def test_an_answer_lists_only_payload_types_the_offer_did(client) -> None:
+    """An offer whose m-line no longer lists RED (an app that dropped it from the m-line and
+    left its ``a=rtpmap``) was answered with RED first on the m-line, a payload type the
+    browser never offered (RFC 3264 §6.1), and the bridge then sent RED packets under loss
+    that the browser had no codec for."""
+    for name, sdp in OFFERS.items():
+        section = audio_section(sdp)
+        red = section.payload_type("red/48000")
+        if red is None:
+            continue
+        offered = [pt for pt in section.formats if pt != str(red)]
+        m_line = next(ln for ln in sdp.splitlines() if ln.startswith("m=audio "))
+        munged = sdp.replace(m_line, " ".join([*m_line.split()[:3], *offered]))
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": munged}
+        )
+        body = await resp.json()
+        assert resp.status == 200, (name, body)
+        answered = audio_section(body["sdp"]).formats
+        assert set(answered) <= set(offered), (name, answered, offered)
         await client.post("/call/hangup", json={"callID": call["callID"]})
 
 
@@ -414,6 +446,29 @@ async def test_vanished_peer_is_reaped_within_media_timeout(make_client) -> None
     media = client.app[MANAGER].find_runtime(call["callID"])
     assert not media.bus.users
     await rtc.close()
+
+
+async def test_a_browser_that_closes_its_connection_leaves_nothing_behind(client) -> None:
+    """A browser closing its peer connection without ``POST /call/webrtc/close`` (a tab
+    closed, an app's ``pc.close()``): its DTLS close_notify made aiortc close the peer
+    connection, and the session said ``closed``, but the rest of it stayed until the call
+    ended: its door into the call (a participant of the conference), its place among the
+    bus's users (the call's media kept wanted for nobody), its RTP leg."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    rtc = RtcClient(client, call["callID"])
+    await rtc.offer()
+    await asyncio.wait_for(rtc.connected.wait(), 10)
+    runtime = client.app[MANAGER].find_runtime(call["callID"])
+    session = runtime.participants.sessions["agent"]
+    assert runtime.bus.users and runtime.bus.conference.participants
+    await rtc.close()  # the browser's close: DTLS close_notify, no signalling
+    await until(lambda: session.closed, 5, "the session closed")
+    assert session.state == "closed"
+    assert not runtime.bus.users
+    assert runtime.bus.conference.participants == {}
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["state"] == "active" and snap["transport"] is None
 
 
 async def test_ring_timeout_and_max_duration(make_client) -> None:

@@ -65,3 +65,68 @@ async def test_offer_without_candidates_gets_ours_and_connects(client) -> None:
         assert dominant_frequency(heard, 16_000) == pytest.approx(440, abs=10)
     finally:
         await rtc.close()
+
+
+def with_mdns_candidates(sdp: str) -> str:
+    """``sdp`` as a browser that hides its host addresses sends it (draft-ietf-mmusic-mdns-ice-
+    candidates): each candidate's address an mDNS name, then ``a=end-of-candidates``."""
+    lines = [ln for ln in sdp.replace("\r\n", "\n").split("\n") if ln]
+    out = []
+    for n, ln in enumerate(lines):
+        if ln == "a=end-of-candidates":
+            continue
+        if ln.startswith("a=candidate:"):
+            fields = ln.split(" ")
+            fields[4] = f"0d3a3f2e-1111-2222-3333-{n:012d}.local"
+            ln = " ".join(fields)
+        out.append(ln)
+        if ln.startswith("a=ice-pwd:"):
+            out.append("a=end-of-candidates")
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_offer_with_only_mdns_candidates_gets_ours_and_connects(client, monkeypatch) -> None:
+    """Firefox (and Chromium) without a microphone permission offer their host addresses as
+    mDNS names, which a server off the browser's link cannot resolve. The bridge resolved them
+    (a multicast query, a second's wait) and, none answering, had no candidate left after
+    ``a=end-of-candidates``: its answer had none (``m=audio 9``) and the call never connected.
+    The browser is learned from its checks instead, and nothing is asked of mDNS."""
+    import aioice.ice
+
+    asked: list[str] = []
+
+    class NobodyAnswers:  # a server's link: no mDNS responder for the browser's names
+        async def resolve(self, host: str, timeout: float | None = 1.0) -> None:
+            asked.append(host)
+            return None
+
+    async def mdns(subscriber: object) -> NobodyAnswers:
+        return NobodyAnswers()
+
+    async def unref(subscriber: object) -> None:
+        return None
+
+    monkeypatch.setattr(aioice.ice, "get_or_create_mdns_protocol", mdns)  # no multicast here
+    monkeypatch.setattr(aioice.ice, "unref_mdns_protocol", unref)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    try:
+        offered: list[str] = []
+
+        def rewrite(sdp: str) -> str:
+            offered.append(with_mdns_candidates(sdp))
+            return offered[0]
+
+        answer = await rtc.offer(rewrite_offer=rewrite)
+        assert ".local " in offered[0] and "a=end-of-candidates" in offered[0]
+        assert "m=audio 9 " not in answer["sdp"] and _CANDIDATE.findall(answer["sdp"])
+        assert asked == []
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await wait_state(client, call["callID"], "active")
+        peer = sim_call(client, call["callID"])
+        start = peer.frames_heard
+        await until(lambda: peer.frames_heard >= start + 50, what="a second of uplink audio")
+        heard = peer_heard(client, call["callID"], 25)
+        assert dominant_frequency(heard, 16_000) == pytest.approx(440, abs=10)
+    finally:
+        await rtc.close()

@@ -24,7 +24,7 @@ from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, tone_damage
-from ..support.waits import until_passes
+from ..support.waits import until, until_passes
 
 AGENT, WHISPER, BARGE, LISTEN, PEER, MUSIC = 440.0, 880.0, 1320.0, 1760.0, 660.0, 1000.0
 SETTINGS = {"sim_peer": "tone", "sim_tone_hz": PEER, "opus_fec": False}
@@ -285,3 +285,126 @@ async def test_two_browsers_offering_as_the_agent_at_once_make_one_agent(
     assert sorted(r.status for r in answers) == [200, 409], [r.status for r in answers]
     roles = [p["role"] for p in (await (await client.get(f"/call/{cid}")).json())["participants"]]
     assert roles == ["agent"], roles
+
+
+async def test_a_listener_that_sends_nothing_stays_on_the_call(make_client) -> None:
+    """A supervisor's browser with no microphone offers ``recvonly`` (the bridge answers
+    ``sendonly``): it sends no RTP, by design. The media timeout read that silence as a dead
+    peer and failed the session after ``BRIDGE_MEDIA_TIMEOUT``; the listener lost the call
+    with nothing wrong."""
+    client = await make_client(**SETTINGS, media_timeout=0.5)
+    cid = await active_call(client)
+    qa = RtcClient(client, cid, freq=0, participant={"participantID": "qa", "role": "listen"})
+    try:
+        await qa.offer()  # no track: a recvonly transceiver
+        await asyncio.wait_for(qa.connected.wait(), 10)
+        runtime = client.app[MANAGER].find_runtime(cid)
+        session = runtime.participants.sessions["qa"]
+        await qa.recorder.tone_arrives(PEER)
+        heard = qa.recorder.chunks
+        start = len(heard)
+        # Three media timeouts of the call heard (the watchdog's passes between them).
+        await until(
+            lambda: session.state != "connected" or len(heard) >= start + 75,
+            10,
+            "1.5 s of the call heard by the listener",
+        )
+        assert session.state == "connected", session.failure
+        await qa.recorder.tone_arrives(PEER)  # and it still hears the call
+        snap = await (await client.get(f"/call/{cid}")).json()
+        assert snap["participants"] == [
+            {"participantID": "qa", "role": "listen", "webrtc": {"state": "connected"}}
+        ]
+    finally:
+        await qa.close()
+
+
+async def test_a_close_while_the_offer_is_taken_leaves_nothing_on_the_call(
+    make_client, monkeypatch
+) -> None:
+    """``POST /call/webrtc/close`` for a participant whose offer aiortc is still taking: the
+    session was closed under the offer, which then joined the call's conference anyway (a
+    participant with no session, kept until the call ended) and was answered 400
+    ``bad_offer``, as if its SDP were wrong. Now the offer is answered 409 and nothing joins."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    taken, go = asyncio.Event(), asyncio.Event()
+    real = RTCPeerConnection.setRemoteDescription
+
+    async def held(self, description) -> None:  # the offer taken, the answer not yet made
+        await real(self, description)
+        taken.set()
+        await go.wait()
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", held)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    offer = asyncio.ensure_future(
+        client.post(
+            "/call/webrtc/offer",
+            json={"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp},
+        )
+    )
+    try:
+        await asyncio.wait_for(taken.wait(), 5)
+        closed = await client.post("/call/webrtc/close", json={"callID": cid})
+        assert closed.status == 200
+        go.set()
+        resp = await asyncio.wait_for(offer, 5)
+        runtime = client.app[MANAGER].find_runtime(cid)
+        assert runtime.participants.sessions == {}
+        assert runtime.bus.conference.participants == {}
+        body = await resp.json()
+        assert resp.status == 409 and body["error"]["code"] == "invalid_call_state", body
+    finally:
+        go.set()
+        await pc.close()
+
+
+async def test_participants_that_left_by_closing_make_room_for_new_ones(make_client) -> None:
+    """``BRIDGE_MAX_PARTICIPANTS`` counts the browsers on a call. One that closed its peer
+    connection without ``POST /call/webrtc/close`` (a supervisor's tab closed), or whose
+    connection failed, still counted: once as many had gone so, nobody could join the call
+    again (409) for the rest of it, and a dead agent kept a new one out."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"}, max_participants=2)
+    cid = await active_call(client)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    for n in range(3):  # each time two browsers, then both close their tabs
+        pair = [
+            await join(client, cid, f"agent{n}", "agent", AGENT),
+            await join(client, cid, f"qa{n}", "listen", LISTEN),
+        ]
+        assert len([s for s in runtime.participants.sessions.values() if not s.closed]) == 2
+        for rtc in pair:
+            await rtc.close()
+        await until(
+            lambda: all(s.closed for s in runtime.participants.sessions.values()),
+            5,
+            "the closed browsers' sessions closed",
+        )
+    assert len(runtime.participants.sessions) <= 2  # the gone ones are not kept for ever
+
+
+async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:
+    """A supervisor's app offers again after a network change (docs/browser.md, mobile apps:
+    "make a new offer for the same call") with its participantID and no role. The offer was
+    taken as the agent's (the default role): refused 409 beside the call's agent, so the
+    supervisor could not come back, and on a call without an agent it made the listener the
+    agent, heard by WhatsApp. It keeps its role."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    again = RtcClient(client, cid, freq=LISTEN, participant={"participantID": "qa"}, amplitude=0.15)
+    try:
+        await again.offer()  # (asserts 200)
+        await asyncio.wait_for(again.connected.wait(), 10)
+        snap = await (await client.get(f"/call/{cid}")).json()
+        roles = {p["participantID"]: p["role"] for p in snap["participants"]}
+        assert roles == {"agent": "agent", "qa": "listen"}, roles
+    finally:
+        for rtc in (again, qa, agent):
+            await rtc.close()

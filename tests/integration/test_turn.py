@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -145,6 +146,68 @@ async def test_http_provider_shapes_and_cache(make_client, aiohttp_server) -> No
     assert ttl == 86400 and servers[1]["username"] == "tw"
 
 
+async def test_a_dead_credential_service_is_a_documented_503(make_client, aiohttp_server) -> None:
+    """``BRIDGE_TURN_PROVIDER=http`` with its service failing and nothing cached: the config
+    route answers 503 ``turn_unavailable`` with the error body, a status its OpenAPI entry did
+    not list (an app generated from the document had no case for it)."""
+    import yaml
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"error": "down"}, status=500)
+
+    app = web.Application()
+    app.router.add_post("/creds", broken)
+    server = await aiohttp_server(app)
+    client = await make_client(turn_http_url=str(server.make_url("/creds")), turn_http_token="k")
+    resp = await client.get("/call/webrtc/config")
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] == "turn_unavailable"
+    doc = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "bridge" / "api" / "openapi.yaml").read_text()
+    )
+    responses = doc["paths"]["/call/webrtc/config"]["get"]["responses"]
+    assert responses.get("503") == {"$ref": "#/components/responses/Unavailable"}, responses
+    assert "turn_unavailable" in doc["components"]["responses"]["Unavailable"]["description"]
+
+
+async def test_a_failing_credential_service_is_asked_once_and_never_serves_expired(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """The http provider's service fails once its credentials are stale (half their TTL). It
+    was asked again at every config request and every offer (each waiting for its timeout,
+    up to 3 s), a WARNING said each time, and its credentials were served past their full
+    TTL, when TURN refuses them. Now: asked again after a pause, said once, and 503 once the
+    cached credentials have expired."""
+    hits: list[int] = []
+
+    async def service(request: web.Request) -> web.Response:
+        hits.append(1)
+        if len(hits) > 1:
+            return web.json_response({"error": "down"}, status=500)
+        creds = {"urls": ["turn:t.example:3478"], "username": "u1", "credential": "c"}
+        return web.json_response({"iceServers": creds, "ttl": 1})
+
+    app = web.Application()
+    app.router.add_post("/creds", service)
+    server = await aiohttp_server(app)
+    client = await make_client(turn_http_url=str(server.make_url("/creds")), turn_http_token="k")
+    first = await (await client.get("/call/webrtc/config")).json()
+    assert first["iceServers"][-1]["username"] == "u1" and hits == [1]
+    await asyncio.sleep(0.6)  # past half the TTL: stale, not expired
+    for _ in range(5):
+        body = await (await client.get("/call/webrtc/config")).json()
+        assert body["iceServers"][-1]["username"] == "u1"  # still valid: served
+    assert len(hits) == 2, hits  # the failing service asked once, not five times
+    await asyncio.sleep(0.6)  # past the full TTL
+    resp = await client.get("/call/webrtc/config")
+    assert resp.status == 503 and (await resp.json())["error"]["code"] == "turn_unavailable"
+    asked = len(hits)
+    resp = await client.get("/call/webrtc/config")  # at once again: not asked (its pause)
+    assert resp.status == 503 and len(hits) == asked, hits
+    said = [r for r in caplog.records if "TURN credential service failed" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_server_turn_url_choice_and_public_ip() -> None:
     assert (
         pick_server_turn_url(
@@ -155,13 +218,24 @@ def test_server_turn_url_choice_and_public_ip() -> None:
     assert pick_server_turn_url(["turns:a:5349?transport=tcp", "turn:a:3478?transport=tcp"]) == (
         "turn:a:3478?transport=tcp"
     )
+    # turns: means TLS over TCP without saying so (RFC 7065 §3): a TLS-only TURN deployment's
+    # one URL was passed over, and the bridge gathered no relay candidate.
+    assert pick_server_turn_url(["turns:a:5349"]) == "turns:a:5349"
+    assert pick_server_turn_url(["turns:a:5349", "turn:a:3478?transport=tcp"]) == (
+        "turn:a:3478?transport=tcp"
+    )
+    assert pick_server_turn_url(["turn:a:3478?transport=sctp", "turns:a:443?transport=udp"]) is None
     sdp = (
         "v=0\r\nc=IN IP4 10.0.0.5\r\n"
         "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n"
         "a=candidate:2 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 10.0.0.5 rport 40000\r\n"
     )
-    out = advertise_public_ip(sdp, "203.0.113.7")
+    v6 = "a=candidate:3 1 udp 2130706175 2001:db8::5 40002 typ host\r\n"
+    out = advertise_public_ip(sdp + v6, "203.0.113.7")
     assert "a=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host" in out
+    # The NAT maps IPv4: the IPv6 host candidate stays (its port on 203.0.113.7 is no socket
+    # of this session's), never one more IPv4 candidate on the public address.
+    assert v6 in out and "203.0.113.7 40002" not in out
     assert "198.51.100.9 40000 typ srflx" in out and "c=IN IP4 203.0.113.7" in out
 
 

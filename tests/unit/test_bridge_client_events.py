@@ -7,6 +7,7 @@ two seconds, for ever."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,3 +49,37 @@ def test_a_replay_the_bridge_cannot_serve_is_told_and_a_new_stream_follows(tmp_p
     url = "http://127.0.0.1:9/call/events?token=t&callID=c1"
     assert got["made"] == [[url, True], [url, False]]
     assert got["told"] == [{"lastEventId": "1-1", "code": "replay_unavailable", "message": "gone"}]
+
+
+def documented_event_types() -> set[str]:
+    """The call event types docs/api.md lists for ``GET /call/events`` (``a.b``/``c``: both
+    ``a.b`` and ``a.c``)."""
+    doc = (CLIENT.parents[1] / "docs" / "api.md").read_text()
+    row = next(ln for ln in doc.splitlines() if ln.startswith("| `GET /call/events`"))
+    types: set[str] = set()
+    for group in re.findall(r"`[a-z_]+(?:\.[a-z_]+)+`(?:/`[a-z_]+`)*", row):
+        names = re.findall(r"`([a-z_.]+)`", group)
+        prefix = names[0].rsplit(".", 1)[0]
+        types.add(names[0])
+        types.update(f"{prefix}.{name}" for name in names[1:])
+    return types
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+def test_every_documented_call_event_reaches_the_app(tmp_path: Path) -> None:
+    """``subscribeEvents`` hands the app each call event as a ``call`` event, but an
+    ``EventSource`` hears a named event only when listened for, and the client listened for
+    a fixed list: ``playback.finished``, ``recording.ready``, ``call.quality``, ``agent.*`` and
+    more never reached an app."""
+    script = tmp_path / "types.mjs"
+    script.write_text(
+        f'const {{ BridgeClient }} = await import("{CLIENT.as_uri()}");\n'
+        "console.log(JSON.stringify(BridgeClient.EVENT_TYPES));\n"
+    )
+    assert NODE is not None
+    out = subprocess.run([NODE, str(script)], capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    forwarded = set(json.loads(out.stdout))
+    documented = documented_event_types() - {"replay.unavailable"}  # the stream's own: apart
+    assert {"playback.finished", "call.voicemail", "participant.left"} <= documented
+    assert documented - forwarded == set()

@@ -45,3 +45,9 @@ def test_open_candidates_only_when_the_offer_has_none() -> None:
     assert open_candidates(full) == full
     trickle = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
     assert open_candidates(trickle) == trickle
+    host = "a=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n"
+    mdns = "a=candidate:2 1 udp 2130706431 3f1c-9a.local 5001 typ host\r\n"
+    head, tail = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n", "a=end-of-candidates\r\na=mid:0\r\n"
+    # An mDNS name cannot be resolved off the browser's network: dropped, then none is left.
+    assert open_candidates(head + mdns + tail) == open_candidates(bare)
+    assert open_candidates(head + host + mdns + tail) == head + host + tail
