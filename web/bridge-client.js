@@ -629,8 +629,9 @@ export class BridgeClient extends EventTarget {
     "call.dtmf", "call.dtmf.sent", "call.speech.started", "call.speech.stopped", "call.moved",
     "call.quality", "call.media_warning", "call.media_warning_cleared", "call.voicemail",
     "call.report", "call.permission", "route.sip", "playback.started", "playback.finished",
-    "recording.started", "recording.ready", "transcript.ready", "stream.started",
-    "stream.stopped", "stream.dropped", "agent.connected", "agent.reconnected", "agent.failed",
+    "recording.started", "recording.ready", "recording.failed", "transcript.ready",
+    "stream.started", "stream.stopped", "stream.dropped", "agent.connected", "agent.reconnected",
+    "agent.failed",
     "agent.stopped", "agent.speech.started", "agent.speech.stopped", "agent.interrupted",
     "agent.transcript", "agent.tool_call"];
 

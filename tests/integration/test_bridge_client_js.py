@@ -119,7 +119,7 @@ process.exit(0);
 """
 
 
-ENDED_UNDER_IT = """
+EVENT_SOURCE = """
 const streams = [];
 globalThis.EventSource = class {
   constructor(url) { this.url = url; this.listeners = {}; streams.push(this); }
@@ -129,6 +129,14 @@ globalThis.EventSource = class {
     for (const f of this.listeners[type] || []) f({ data: JSON.stringify(data) });
   }
 };
+"""
+"""A stand-in for the browser's ``EventSource``: the script fires the bridge's events on
+it (``streams[0].fire(type, data)``)."""
+
+
+ENDED_UNDER_IT = (
+    EVENT_SOURCE
+    + """
 const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 50 });
 const states = [];
 client.addEventListener("state", (e) => states.push(e.detail.state));
@@ -144,18 +152,12 @@ say({ states, micStopped: mics.every((m) => m.track.stopped), pc: client.pc,
   pcClosed: pcs.every((p) => p.connectionState === "closed") });
 process.exit(0);
 """
+)
 
 
-FAILED_BY_THE_BRIDGE = """
-const streams = [];
-globalThis.EventSource = class {
-  constructor(url) { this.url = url; this.listeners = {}; streams.push(this); }
-  addEventListener(type, f) { (this.listeners[type] ||= []).push(f); }
-  close() {}
-  fire(type, data) {
-    for (const f of this.listeners[type] || []) f({ data: JSON.stringify(data) });
-  }
-};
+FAILED_BY_THE_BRIDGE = (
+    EVENT_SOURCE
+    + """
 const client = new BridgeClient({ baseUrl: base, audioElement: {}, statsIntervalMs: 0 });
 client.subscribeEvents();
 await client.connect(callID);
@@ -171,6 +173,7 @@ say({ offers: pcs.length, answered: pcs.filter((p) => p.remoteDescription).lengt
 client.close();
 process.exit(0);
 """
+)
 
 
 async def run_browser(client: Any, call_id: str, scenario: str, tmp_path: Path) -> dict[str, Any]:

@@ -518,6 +518,28 @@ async def test_a_stalled_owner_that_comes_back_after_being_reaped_ends_its_own_c
     assert status == 200 and again["state"] == "ended"
 
 
+async def dead_worker_with_calls(client: Any, ids: list[str]) -> None:
+    """A worker ``dead`` listed in ``client``'s Redis with an active outbound call of each id
+    (engine call ``e<id>``), as its records stood when it stopped beating."""
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_writes import WORKERS, queue_record
+
+    async with client.pipeline(transaction=False) as pipe:
+        for call_id in ids:
+            snapshot = Call(
+                id=call_id,
+                peer="1@s.whatsapp.net",
+                direction=Direction.OUTBOUND,
+                owner="dead",
+                engine_call_id="e" + call_id,
+                state=CallState.ACTIVE,
+            ).snapshot()
+            queue_record(pipe, CallRecord(call_id, "dead", "", "e" + call_id, snapshot), "dead", 60)
+        pipe.sadd(WORKERS, "dead")
+        await pipe.execute()
+
+
 def survivor_reaper(client: Any, worker_id: str, lost_call: Any) -> Any:
     """A live worker's reaper on ``client``'s Redis (heartbeat TTL 1 s, always settled, no
     directory writes of its own to wait for) that hands a dead worker's calls to ``lost_call``."""
@@ -545,25 +567,9 @@ async def test_a_dead_workers_calls_are_reaped_side_by_side(redis) -> None:
     there (it gives up after 10 s, the test's bound, not a timing)."""
     import redis.asyncio as aioredis
 
-    from bridge.calls import Call, CallState, Direction
-    from bridge.cluster.directory import CallRecord
-    from bridge.cluster.redis_writes import WORKERS, queue_record
-
     client = aioredis.from_url(redis.url, decode_responses=True)
     ids = ["call-1", "call-2"]
-    async with client.pipeline(transaction=False) as pipe:
-        for call_id in ids:
-            snapshot = Call(
-                id=call_id,
-                peer="1@s.whatsapp.net",
-                direction=Direction.OUTBOUND,
-                owner="dead",
-                engine_call_id="e" + call_id,
-                state=CallState.ACTIVE,
-            ).snapshot()
-            queue_record(pipe, CallRecord(call_id, "dead", "", "e" + call_id, snapshot), "dead", 60)
-        pipe.sadd(WORKERS, "dead")
-        await pipe.execute()
+    await dead_worker_with_calls(client, ids)
     begun: list[str] = []
     adopted: list[str] = []
     both = asyncio.Event()
@@ -590,25 +596,11 @@ async def test_a_long_reap_keeps_its_claim_so_no_second_survivor_reaps(redis, mo
     survivor's adoption 1.5 s; the second survivor tries at 0.9 s and 1.2 s."""
     import redis.asyncio as aioredis
 
-    from bridge.calls import Call, CallState, Direction
     from bridge.cluster import redis_reaper
-    from bridge.cluster.directory import CallRecord
-    from bridge.cluster.redis_writes import WORKERS, queue_record
 
     monkeypatch.setattr(redis_reaper, "REAP_CLAIM_MS", 600)
     client = aioredis.from_url(redis.url, decode_responses=True)
-    snapshot = Call(
-        id="slow",
-        peer="1@s.whatsapp.net",
-        direction=Direction.OUTBOUND,
-        owner="dead",
-        engine_call_id="e-slow",
-        state=CallState.ACTIVE,
-    ).snapshot()
-    async with client.pipeline(transaction=False) as pipe:
-        queue_record(pipe, CallRecord("slow", "dead", "", "e-slow", snapshot), "dead", 60)
-        pipe.sadd(WORKERS, "dead")
-        await pipe.execute()
+    await dead_worker_with_calls(client, ["slow"])
     ended: list[str] = []
 
     def survivor(name: str, takes: float) -> Any:
@@ -772,10 +764,8 @@ async def test_a_reap_cut_short_by_redis_is_taken_up_again_by_its_survivor(
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    from bridge.calls import Call, CallState, Direction
     from bridge.cluster import redis_reaper
-    from bridge.cluster.directory import CallRecord
-    from bridge.cluster.redis_writes import FAILURES, WORKERS, owned_key, queue_record
+    from bridge.cluster.redis_writes import FAILURES, WORKERS, owned_key
 
     monkeypatch.setattr(redis_reaper, "REAP_AT_ONCE", 1)  # one call after the other
     # Short timeouts, no retry: a frozen Redis is a failed command at once.
@@ -783,19 +773,7 @@ async def test_a_reap_cut_short_by_redis_is_taken_up_again_by_its_survivor(
         redis.url, decode_responses=True, socket_timeout=0.3, retry=Retry(NoBackoff(), 0)
     )
     ids = ["call-1", "call-2"]
-    async with client.pipeline(transaction=False) as pipe:
-        for call_id in ids:
-            snapshot = Call(
-                id=call_id,
-                peer="1@s.whatsapp.net",
-                direction=Direction.OUTBOUND,
-                owner="dead",
-                engine_call_id="e" + call_id,
-                state=CallState.ACTIVE,
-            ).snapshot()
-            queue_record(pipe, CallRecord(call_id, "dead", "", "e" + call_id, snapshot), "dead", 60)
-        pipe.sadd(WORKERS, "dead")
-        await pipe.execute()
+    await dead_worker_with_calls(client, ids)
     ended: list[str] = []
     assert redis.proc is not None
 

@@ -1003,6 +1003,29 @@ async def test_every_segment_of_a_moved_recording_is_announced_once(
         await b.stop()
 
 
+async def bridges_sharing_storage(redis, session, fake, tmp_path) -> tuple[Bridge, Bridge]:
+    """Two workers on the fake engine with one data directory (an audio asset uploaded to one
+    is there for the other, as on shared storage), both up."""
+    data = tmp_path / "data"
+    data.mkdir()
+    env = engine_env(fake)
+    a = Bridge(redis, data, env=env)
+    b = Bridge(redis, data, env=env)
+    await start_bridges(session, a, b)
+    return a, b
+
+
+async def upload_tone(session, bridge: Bridge, hz: float, seconds: float) -> dict:
+    """A WAV of a ``hz`` tone uploaded as an audio asset (``POST /call/audio-assets``)."""
+    from ..support.audio_files import make
+
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", hz, seconds), filename=f"{hz:.0f}.wav")
+    async with session.post(bridge.base + "/call/audio-assets", data=form) as r:
+        assert r.status == 201, await r.text()
+        return dict(await r.json())
+
+
 MUSIC_HZ = 1000.0
 
 
@@ -1011,21 +1034,10 @@ async def test_a_call_on_hold_with_music_is_on_hold_with_music_on_its_new_worker
 ) -> None:
     """A held call's music moves with it: the WhatsApp user hears the same music, as loud,
     from the new owner (it once heard silence there: the call came back held, its music not)."""
-    from ..support.audio_files import make
-
-    data = tmp_path / "data"  # shared storage: the asset is there for both workers
-    data.mkdir()
-    env = engine_env(fake)
-    a = Bridge(redis, data, env=env)
-    b = Bridge(redis, data, env=env)
-    await start_bridges(session, a, b)
+    a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
     events = Events(session, b.base)
     try:
-        form = aiohttp.FormData()
-        form.add_field("audio", make("wav", MUSIC_HZ, 2.0), filename="hold.wav")
-        async with session.post(a.base + "/call/audio-assets", data=form) as r:
-            assert r.status == 201
-            asset = (await r.json())["assetId"]
+        asset = (await upload_tone(session, a, MUSIC_HZ, 2.0))["assetId"]
         call_id, engine_id = await start_call(session, a, fake)
         status, held = await post(
             session, a.base, "/call/hold", {"callID": call_id, "held": True, "music": asset}
@@ -1067,19 +1079,10 @@ async def test_a_prompt_playing_at_a_move_plays_on_and_other_playbacks_end_said(
     heard of neither's end."""
     from ..support.audio_files import make
 
-    data = tmp_path / "data"  # shared storage: the asset is there for both workers
-    data.mkdir()
-    env = engine_env(fake)
-    a = Bridge(redis, data, env=env)
-    b = Bridge(redis, data, env=env)
-    await start_bridges(session, a, b)
+    a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
     events = Events(session, b.base)
     try:
-        form = aiohttp.FormData()
-        form.add_field("audio", make("wav", PROMPT_HZ, 3.0), filename="prompt.wav")
-        async with session.post(a.base + "/call/audio-assets", data=form) as r:
-            assert r.status == 201
-            asset = await r.json()
+        asset = await upload_tone(session, a, PROMPT_HZ, 3.0)
         call_id, engine_id = await start_call(session, a, fake)
         play = {"callID": call_id, "assetId": asset["assetId"]}
         status, prompt = await post(session, a.base, "/call/play", play)
