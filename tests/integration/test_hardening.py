@@ -400,19 +400,19 @@ async def test_no_leaks_after_many_sessions(make_client) -> None:
     runtime = manager.find_runtime(call["callID"])
     session = await until(lambda: runtime.participants.agent, 5, "the last session")
     await until(lambda: session.state == "failed", 10, "the abandoned session reaped")
-    await until(
-        lambda: (
-            abs(open_fds() - base_fds) <= 2
-            and abs(udp_sockets() - base_udp) <= 2
-            and abs(len(asyncio.all_tasks()) - base_tasks) <= 2
-        ),
-        10.0,
-        "the sockets, descriptors and tasks to be released",
-        every=0.25,
-    )
-    assert abs(open_fds() - base_fds) <= 2, (base_fds, open_fds())
-    assert abs(udp_sockets() - base_udp) <= 2, (base_udp, udp_sockets())
-    assert abs(len(asyncio.all_tasks()) - base_tasks) <= 2, (base_tasks, len(asyncio.all_tasks()))
+
+    # A leak is growth: fewer than at the start is an earlier test of this worker process
+    # finishing its own release meanwhile (once in a loaded clean-clone run, which of the
+    # three it was unsaid), not this one's.
+    def grown() -> dict[str, tuple[int, int]]:
+        now = {"fds": open_fds(), "udp": udp_sockets(), "tasks": len(asyncio.all_tasks())}
+        base = {"fds": base_fds, "udp": base_udp, "tasks": base_tasks}
+        return {k: (base[k], now[k]) for k in now if now[k] - base[k] > 2}
+
+    try:
+        await until(lambda: not grown(), 10.0, "the release", every=0.25)
+    except AssertionError:
+        raise AssertionError(f"not released (start, now): {grown()}") from None
     metrics = await (await client.get("/metrics")).text()
     assert "bridge_webrtc_sessions_active 0.0" in metrics
     await client.post("/call/hangup", json={"callID": call["callID"]})
