@@ -119,11 +119,13 @@ class RtcPayloads:
         receiver._handle_rtp_packet = keep_received
 
 
-def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[list[int], int]:
+def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[list[int], int, int]:
     """How ``source``'s packets (in the order sent) reached ``sink`` byte for byte: the length
-    of each run at one constant sequence-number offset, in order, and how many are not in
-    ``sink`` at all. A forwarder maps numbers and never reorders or rewrites; it starts a new
-    run, mapped on from where its own stream is, after it went back to encoding meanwhile
+    of each run at one constant sequence-number offset, in order, how many after the first
+    forwarded one are not in ``sink`` at all, and how many came before it (sent while the
+    bridge still encoded: the pass-through begins a few packets in, more on a loaded host).
+    A forwarder maps numbers and never reorders or rewrites; it starts a new run, mapped on
+    from where its own stream is, after it went back to encoding meanwhile
     (``rtc/passthrough.py``: a source quiet for 250 ms, a starved host). A run that maps
     backwards (a number the far end got already) is a defect: :class:`AssertionError`."""
     where: dict[bytes, list[int]] = {}
@@ -133,10 +135,14 @@ def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[li
     missing = 0
     offset: int | None = None
     last_out: int | None = None
+    leading = 0
     for seq, payload in source.items():
         found = where.get(payload)
         if not found:
-            missing += 1
+            if last_out is None:
+                leading += 1
+            else:
+                missing += 1
             continue
         same = [o for o in found if offset is not None and (o - seq) & 0xFFFF == offset]
         if same:
@@ -155,4 +161,4 @@ def forwarded_runs(source: dict[int, bytes], sink: dict[int, bytes]) -> tuple[li
             offset = (out - seq) & 0xFFFF
             runs.append(1)
         last_out = out
-    return runs, missing
+    return runs, missing, leading
