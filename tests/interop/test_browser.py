@@ -456,7 +456,10 @@ async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbli
     assert f"a=fmtp:{red_pt[1]} {opus[1]}/{opus[1]}" in red["answer"]
     assert shown["redDepth"] == 2 and shown["redPackets"] > 200, shown
     print(f"Chromium concealed under 15 % downlink loss: FEC {fec_share:.3f}, RED {red_share:.3f}")
-    assert fec_share > 0.02  # the loss was heard
+    # The loss was heard: with FEC a packet is concealed when the next is lost too, 15 % x 15 %
+    # = 2.25 % expected, ± 0.9 % over the window's 300 packets (0.0172 in one clean-clone run
+    # against the 0.02 this asked); without loss it is ~0.
+    assert fec_share > 0.01
     assert red_share <= 0.5 * fec_share, (red_share, fec_share)
 
 
