@@ -96,15 +96,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     session = AgentSession(claims, ws.send_str, ws.close)
     try:  # taken in as connect begins: let go however this ends (connect failing too)
-        record = await desk.connect(session)
-        session.send(
-            {
-                "type": "hello",
-                "agentID": claims.agent_id,
-                "groups": list(claims.groups),
-                "state": record.state,
-            }
-        )
+        await desk.connect(session)  # which says hello first
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
                 if msg.type is WSMsgType.BINARY:

@@ -112,7 +112,13 @@ class Desk:
         self._sessions[session.key] = session
         self.lease.holding(True)
         session.start()
-        return await self.presence.connected(session.claims)
+        record = await self.presence.connected(session.claims)
+        # The hello first, though the bus may have brought the agent messages meanwhile (a
+        # call's events: an agent reconnecting on a live call of another worker).
+        claims = session.claims
+        hello = {"agentID": claims.agent_id, "groups": list(claims.groups), "state": record.state}
+        session.greet({"type": "hello", **hello})
+        return record
 
     async def disconnect(self, session: AgentSession) -> None:
         """Its socket closed: no more renewals, so it is ``away`` within the grace."""

@@ -40,6 +40,9 @@ class AgentSession:
         agent) says nothing more and hears nothing more."""
         self._queue: deque[str] = deque(maxlen=QUEUE)
         self._ready = asyncio.Event()
+        self._greeted = asyncio.Event()
+        """Set by :meth:`greet`: nothing is written before the hello (messages for the agent
+        may come from the bus while its connect still reads its record)."""
         self._tasks = TaskSet(f"agent:{claims.agent_id}")
         self.dropped = 0
         self.rings: OrderedDict[str, int] = OrderedDict()
@@ -77,6 +80,15 @@ class AgentSession:
     def start(self) -> None:
         self._tasks.spawn(self._drain(), "writer")
 
+    def greet(self, hello: dict[str, Any]) -> None:
+        """The socket's first message, ahead of any queued while the connect went on; the
+        writer starts writing with it."""
+        if self._closed:
+            return
+        self._queue.appendleft(json.dumps(hello))
+        self._greeted.set()
+        self._ready.set()
+
     def send(self, message: dict[str, Any]) -> None:
         if self._closed:
             return
@@ -92,6 +104,7 @@ class AgentSession:
             self.rings.popitem(last=False)
 
     async def _drain(self) -> None:
+        await self._greeted.wait()
         while True:
             await self._ready.wait()
             self._ready.clear()

@@ -167,6 +167,30 @@ async def test_a_reconnect_keeps_the_busy_the_bridge_marks_meanwhile(redis) -> N
         await asyncio.gather(a2.close(), b.close())
 
 
+async def test_the_hello_is_the_first_message_whatever_came_during_the_connect(redis) -> None:
+    """A message for the agent while its connect still reads its record (a call's event over
+    the bus: an agent reconnecting on a live call of another worker) was written before the
+    hello (seen in a clean-clone run: ``call.active`` first). The hello is the socket's first."""
+    store = RedisDeskStore(redis.url)
+    desk = bare_desk(store, "a")
+    written: list[dict[str, Any]] = []
+
+    async def write(text: str) -> None:
+        written.append(json.loads(text))
+
+    session = AgentSession(AgentClaims(None, "ann", ("sales",), time.time() + 60), write)
+    try:
+        held = HeldRead(store)
+        event = {"type": "call.active", "callID": "call-1"}
+        await held.around(desk.connect(session), lambda: desk.send(ANN, event))
+        await until(lambda: len(written) == 2, 3, "both written")
+        assert [m["type"] for m in written] == ["hello", "call.active"], written
+        assert written[0]["agentID"] == "ann" and written[0]["state"] == "available"
+    finally:
+        await session.close()
+        await desk.close()
+
+
 async def _hello(client: Any, name: str) -> tuple[Agent, dict[str, Any]]:
     from .test_desk import token
 
