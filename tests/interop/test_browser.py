@@ -323,15 +323,20 @@ async def test_chromium_red_replaces_lost_packets_with_their_copies(
 ) -> None:
     """Chromium offers RED (RFC 2198) over Opus; answered with it, it sends each frame twice
     and the bridge's receiver replaces a lost packet with its copy from the next one."""
+    from ..support.loops import LoopLag
+
     client = await make_client()
-    rx, webrtc, level = await lossy_call(
-        client, warbling_browser, until=lambda rx: rx["redRecoveredPackets"] >= 20
-    )
+    async with LoopLag() as lag:  # the bridge's receiver shares this process's loop
+        rx, webrtc, level = await lossy_call(
+            client, warbling_browser, until=lambda rx: rx["redRecoveredPackets"] >= 20
+        )
     assert webrtc["redPackets"] > 100
     assert rx["redRecoveredPackets"] >= 20, rx
-    # A single lost packet costs nothing: most losses never reach concealment.
+    # A single lost packet costs nothing: most losses never reach concealment. (A stall of
+    # this process conceals what came late, lost or not: 75 frames for 115 lost once at load
+    # 3.7, in a clean-clone run.)
     concealed_frames = rx["concealedSamples"] / 320
-    assert concealed_frames < 0.5 * rx["packetsLost"], rx
+    assert concealed_frames < 0.5 * rx["packetsLost"] + lag.frames, (rx, lag.stalled)
     assert level > -30
     print(
         "Chromium, RED:",
