@@ -897,12 +897,8 @@ async def test_a_recording_that_cannot_go_on_costs_the_recording_not_the_handove
     and its first segment is finished whole by the old worker. It once failed the handover (the new
     owner answered 500, the old one hung the call up at its shutdown); then the app was told
     nothing (now ``recording.failed`` for the second segment, ``recording.ready`` for the first)."""
-    data = tmp_path / "data"  # shared storage, as the drain test
-    data.mkdir()
-    env = engine_env(fake)
-    a = Bridge(redis, data, env=env)
-    b = Bridge(redis, data, env=env)
-    await start_bridges(session, a, b)
+    a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
+    data = tmp_path / "data"  # the two workers' storage
     events = Events(session, b.base)
     log_b = ""
     try:
@@ -970,12 +966,8 @@ async def test_every_segment_of_a_moved_recording_is_announced_once(
     """A recording moved with its call: the app hears ``recording.ready`` once for each file on
     disk, the old worker's segment too. The old worker's events were silenced before it closed
     the recording, so its segment was finished on disk and never announced."""
-    data = tmp_path / "data"  # shared storage, as the drain test
-    data.mkdir()
-    env = engine_env(fake)
-    a = Bridge(redis, data, env=env)
-    b = Bridge(redis, data, env=env)
-    await start_bridges(session, a, b)
+    a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
+    data = tmp_path / "data"  # the two workers' storage
     events = Events(session, b.base)
     try:
         call_id, _ = await start_call(session, a, fake)

@@ -96,6 +96,16 @@ def test_a_billed_call_rebuilt_from_its_snapshot_is_still_billed() -> None:
         assert Call.from_snapshot({**snap, "pulseSeconds": bad}, "E1").pulse_s is None
 
 
+def moved_with_a_fork() -> MovedCall:
+    """The call drained from another worker with one media fork to open again here."""
+    return MovedCall(
+        snapshot={**call().snapshot(), "muted": False, "held": False},
+        engine_call_id="E1",
+        reason="drain",
+        forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
+    )
+
+
 class _Directory:
     """What ``Handover.adopt`` asks of the directory: the claim, always granted."""
 
@@ -127,12 +137,7 @@ async def test_a_handed_over_call_has_its_forks_open_again_before_the_adoption_a
     handover = Handover(manager, _Directory(), manager.metrics, send=None, forks=forks)  # type: ignore[arg-type]
     await manager.start()
     try:
-        moved = MovedCall(
-            snapshot={**call().snapshot(), "muted": False, "held": False},
-            engine_call_id="E1",
-            reason="drain",
-            forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
-        )
+        moved = moved_with_a_fork()
         adopted = await handover.adopt(moved)
         assert forks.resumed == ["st_1"]  # open before the answer, not after it
         assert adopted.live and adopted.owner == manager.owner
@@ -163,12 +168,7 @@ async def test_a_handover_answers_in_time_when_a_fork_is_slow_to_open_again(monk
     handover = Handover(manager, _Directory(), manager.metrics, send=None, forks=SlowForks())  # type: ignore[arg-type]
     await manager.start()
     try:
-        moved = MovedCall(
-            snapshot={**call().snapshot(), "muted": False, "held": False},
-            engine_call_id="E1",
-            reason="drain",
-            forks=[{"url": "ws://127.0.0.1:9/m", "streamId": "st_1", "channel": "both"}],
-        )
+        moved = moved_with_a_fork()
         adopted = await asyncio.wait_for(handover.adopt(moved), 5)
         assert adopted.live and not cancelled.is_set()
         await manager.runtime(adopted.id).close()
