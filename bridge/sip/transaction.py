@@ -362,6 +362,20 @@ def unfit_invite(req: Request, supported: Collection[str] = ()) -> Response | No
     return None
 
 
+def misplaced_replaces(req: Request, supported: Collection[str]) -> str | None:
+    """Why ``req`` is refused ``400`` for its ``Replaces`` (RFC 3891 §3: in a request other
+    than INVITE, or more than one in an INVITE), or ``None``. Only where the user agent
+    supports the header (a trunk's): elsewhere it is a header like any it does not know."""
+    if "replaces" not in supported or req.method == "ACK":
+        return None
+    count = len(req.all("Replaces"))
+    if count and req.method != "INVITE":
+        return f"Bad Request (Replaces in a {req.method[:16]})"
+    if count > 1 or len(req.values("Replaces")) > 1:
+        return "Bad Request (more than one Replaces)"
+    return None
+
+
 def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
     """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
     per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong

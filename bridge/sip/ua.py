@@ -17,9 +17,10 @@ dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-I
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
 ``501`` with ``Allow`` (§8.2.1); a ``Require`` naming an extension not in
 :attr:`UserAgent.supported` (Meta's road: none; a trunk's: ``replaces``) ``420``
-(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
-``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
-§18.2.1, RFC 3581 §4), and a connection we accepted from outside the
+(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1), and so is, where ``replaces`` is
+supported, a ``Replaces`` in a request other than INVITE or twice in one (RFC 3891 §3).
+Before any of it, ``received``/``rport`` go into the request's top Via so every response
+carries them (RFC 3261 §18.2.1, RFC 3581 §4), and a connection we accepted from outside the
 :class:`~.trust.PeerPolicy` gets ``403`` to every request.
 """
 
@@ -31,6 +32,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from ..logs import Repeats
 from ..tasks import TaskSet
 from .challenged import exchange
 from .datagram import DatagramEndpoint
@@ -49,6 +51,7 @@ from .transaction import (
     cancel_pending,
     early_invite,
     end_early,
+    misplaced_replaces,
     refusal_acked,
     refusal_of,
     serve,
@@ -121,6 +124,8 @@ class UserAgent:
         dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
+        self.misplaced = Repeats()
+        """Sources that sent a ``Replaces`` where RFC 3891 §3 refuses it (said once each)."""
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -288,6 +293,18 @@ class UserAgent:
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
         self.count(method.lower() if method in ALLOW else "unknown")
+        if misplaced := misplaced_replaces(req, self.supported):
+            self.count("bad")
+            if self.misplaced.seen(conn.peer[0]) == 1:
+                log.warning(
+                    "SIP %s %s from %s refused: 400 %s (said once for this source)",
+                    method[:16],
+                    req.call_id[:64],
+                    conn.peer[0],
+                    misplaced,
+                )
+            await self._answer(conn, reply(req, 400, misplaced))
+            return
         dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
         if method == "ACK":
             await self._on_ack(req, dialog)
