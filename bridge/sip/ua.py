@@ -38,6 +38,7 @@ from .challenged import exchange
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
+from .extensions import misplaced_replaces, unfit_invite
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .message import Message, Request, Response, SipParseError
@@ -51,12 +52,10 @@ from .transaction import (
     cancel_pending,
     early_invite,
     end_early,
-    misplaced_replaces,
     refusal_acked,
     refusal_of,
     serve,
     take_reinvite,
-    unfit_invite,
 )
 from .transport import BadMessage, CertFiles, Connection, bad_request
 from .trust import PeerPolicy, stamp_via
@@ -124,8 +123,7 @@ class UserAgent:
         dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
-        self.misplaced = Repeats()
-        """Sources that sent a ``Replaces`` where RFC 3891 §3 refuses it (said once each)."""
+        self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -293,17 +291,9 @@ class UserAgent:
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
         self.count(method.lower() if method in ALLOW else "unknown")
-        if misplaced := misplaced_replaces(req, self.supported):
+        if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
             self.count("bad")
-            if self.misplaced.seen(conn.peer[0]) == 1:
-                log.warning(
-                    "SIP %s %s from %s refused: 400 %s (said once for this source)",
-                    method[:16],
-                    req.call_id[:64],
-                    conn.peer[0],
-                    misplaced,
-                )
-            await self._answer(conn, reply(req, 400, misplaced))
+            await self._answer(conn, misplaced)
             return
         dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
         if method == "ACK":
