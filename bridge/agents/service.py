@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,19 @@ MAX_AGENTS = 1
 """Agents one call may have talking at once."""
 
 
+@dataclass(frozen=True)
+class CheckedRequest:
+    """An agent request :meth:`AgentService.check` found a call's agent would take."""
+
+    provider: str
+    session: dict[str, Any]
+    dialect: ModelDialect
+    key: str
+    """The provider's configured key (``BRIDGE_AGENT_<PROVIDER>_API_KEY``; empty: none)."""
+    url: str
+    host: str
+
+
 class AgentService:
     """Model connectors; URLs restricted to the ``BRIDGE_FORK_URL_ALLOW`` hosts, like forks."""
 
@@ -73,6 +87,41 @@ class AgentService:
             return live, s.agent_openai_live_api_key or s.agent_openai_api_key
         return GeminiLive(session), s.agent_gemini_api_key
 
+    def check(self, body: dict[str, Any], where: str = "") -> CheckedRequest:
+        """An agent request's provider, session and model URL, as a call's agent takes them:
+        ``BadRequest`` for what it refuses (an unknown provider, a session its dialect refuses,
+        a URL of another scheme or with credentials in it), ``Forbidden`` for a host not in
+        ``BRIDGE_FORK_URL_ALLOW``. The one check: ``POST /call/{callID}/agents`` runs it, and so
+        does a route's ``agent`` step when the route is made (``where`` names the step's field),
+        so a route a call would refuse is refused at once."""
+        provider = body.get("provider")
+        if provider not in PROVIDERS:
+            raise BadRequest(f"field '{where}provider' must be one of {', '.join(PROVIDERS)}")
+        session = body.get("session") or {}
+        if not isinstance(session, dict):
+            raise BadRequest(f"field '{where}session' must be an object")
+        dialect, default_key = self._dialect(provider, session)
+        url = body.get("url", dialect.default_url)
+        # Ultravox's ``url`` is its REST API's base; every other, the socket's.
+        schemes = dialect.url_schemes if isinstance(dialect, Prepared) else ("ws", "wss")
+        must = f"field '{where}url' must be a {' or '.join(s + '://' for s in schemes)} URL"
+        if not isinstance(url, str):
+            raise BadRequest(must)
+        parts = url_parts(url)
+        if parts is None or parts.scheme not in schemes or not parts.hostname:
+            raise BadRequest(must)
+        if parts.username is not None or parts.password is not None:
+            # (Sent beside the key's headers, or shown with the URL: the key is ``apiKey``.)
+            raise BadRequest(
+                f"field '{where}url' must not hold credentials: give the key as 'apiKey'"
+            )
+        if parts.hostname.lower() not in self.allow:
+            raise Forbidden(
+                f"field '{where}url': host {parts.hostname[:64]!r} is not in BRIDGE_FORK_URL_ALLOW",
+                code="url_not_allowed",
+            )
+        return CheckedRequest(provider, session, dialect, default_key, url, parts.hostname)
+
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:
         """Open a moved call's agent again here (``Agent.export``): same id, same request, the
         resumption handle where the protocol has one."""
@@ -103,33 +152,11 @@ class AgentService:
         resume: str | None = None,
         context: list[tuple[str, str]] | None = None,
     ) -> Agent:
-        provider = body.get("provider")
-        if provider not in PROVIDERS:
-            raise BadRequest(f"provider must be one of {', '.join(PROVIDERS)}")
-        session = body.get("session") or {}
-        if not isinstance(session, dict):
-            raise BadRequest("field 'session' must be an object")
-        dialect, default_key = self._dialect(provider, session)
-        url = body.get("url", dialect.default_url)
-        # Ultravox's ``url`` is its REST API's base; every other, the socket's.
-        schemes = dialect.url_schemes if isinstance(dialect, Prepared) else ("ws", "wss")
-        must = f"field 'url' must be a {' or '.join(s + '://' for s in schemes)} URL"
-        if not isinstance(url, str):
-            raise BadRequest(must)
-        parts = url_parts(url)
-        if parts is None or parts.scheme not in schemes or not parts.hostname:
-            raise BadRequest(must)
-        if parts.username is not None or parts.password is not None:
-            # (Sent beside the key's headers, or shown with the URL: the key is ``apiKey``.)
-            raise BadRequest("field 'url' must not hold credentials: give the key as 'apiKey'")
-        if parts.hostname.lower() not in self.allow:
-            raise Forbidden(
-                f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
-            )
+        checked = self.check(body)
         given = body.get("apiKey")
         if given is not None and not isinstance(given, str):
             raise BadRequest("field 'apiKey' must be a string")
-        key = given or default_key or None
+        key = given or checked.key or None
         names = body.get("bridgeTools")
         tools = bridge_tools(names)
         talking = [a for a in host.attached("agent") if a.state != "failed"]  # (holds nothing)
@@ -137,8 +164,8 @@ class AgentService:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
         agent = Agent(
             host,
-            dialect,
-            url,
+            checked.dialect,
+            checked.url,
             key,
             tools=tools,
             retries=self.settings.agent_retries,
@@ -150,7 +177,11 @@ class AgentService:
         )
         # The key only when the request gave one: an agent on the configured default key
         # uses the default of whichever worker carries the call (a handover, an adoption).
-        agent.request = {"provider": provider, "url": url, "session": session}
+        agent.request = {
+            "provider": checked.provider,
+            "url": checked.url,
+            "session": checked.session,
+        }
         if given:
             agent.request["apiKey"] = given
         if names:
@@ -164,7 +195,7 @@ class AgentService:
             # The reason, never the request (its headers hold the key).
             why = str(exc)[:120] if isinstance(exc, ConnectionError) else type(exc).__name__
             log.warning(
-                "call %s: no %s agent at %s: %s", host.call_id, provider, parts.hostname, why
+                "call %s: no %s agent at %s: %s", host.call_id, checked.provider, checked.host, why
             )
             raise BadRequest(
                 f"cannot open the model's WebSocket or configure its session: {why}",

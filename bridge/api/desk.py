@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
@@ -148,12 +147,14 @@ async def create_route(request: web.Request) -> web.Response:
 
 
 def _check_hand_offs(request: web.Request, route: Route) -> None:
-    """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step's model host is one
-    ``BRIDGE_FORK_URL_ALLOW`` allows, a ``play`` or a voicemail's greeting is an audio asset the
-    tenant may play (its own or the service's, as ``POST /call/play``): told at once rather
-    than when a call comes (an asset of another tenant's would be played to its callers)."""
+    """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step is one a call's agent
+    would take (``AgentService.check``: its URL's scheme, no credentials in it, a host
+    ``BRIDGE_FORK_URL_ALLOW`` allows, its session), a ``play`` or a voicemail's greeting is an
+    audio asset the tenant may play (its own or the service's, as ``POST /call/play``): told at
+    once rather than when a call comes (an asset of another tenant's would be played to its
+    callers)."""
     trunks = request.app[CATALOG].trunks
-    allow = request.app[AGENTS].allow
+    agents = request.app[AGENTS]
     for step in (*route.steps, *route.closed):
         asset = step.body.get("assetId", step.body.get("greeting"))
         if asset is not None:
@@ -172,12 +173,7 @@ def _check_hand_offs(request: web.Request, route: Route) -> None:
                     f"field 'steps.sip.trunkID': no trunk {trunk_id[:64]!r}", code="unknown_trunk"
                 )
         if step.kind == "agent":
-            host = (urlsplit(step.body["url"]).hostname or "").lower()
-            if host not in allow:
-                raise Forbidden(
-                    f"field 'steps.agent.url': host {host[:64]!r} is not in BRIDGE_FORK_URL_ALLOW",
-                    code="url_not_allowed",
-                )
+            agents.check(step.body, "steps.agent.")
 
 
 @routes.get("/routes")

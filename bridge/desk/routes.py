@@ -17,7 +17,6 @@ from typing import Any
 
 from ..config import AGENT_PROVIDERS
 from ..errors import BadRequest
-from ..http import url_parts
 from ..numbers.trunks import parse_headers, parse_uri
 from .hours import Hours, hours_json, parse_hours
 from .tokens import check_agent_id
@@ -29,8 +28,6 @@ DEFAULT_RING_S = 30.0
 DEFAULT_VOICEMAIL_S = 60.0
 PROVIDERS = AGENT_PROVIDERS
 """The model agents an ``agent`` step may start (``agents/service.py`` checks the rest)."""
-REST_URL = {"ultravox"}
-"""Providers whose ``url`` is a REST API's base (http:// or https://), not a socket's."""
 BRIDGE_TOOLS = ("hangup", "transfer", "dtmf", "hold")
 
 
@@ -143,7 +140,8 @@ def _sip(body: dict[str, Any], where: str) -> dict[str, Any]:
 def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
     """A model agent's request, as ``POST /call/{callID}/agents`` takes it, minus ``apiKey``:
     routes are shown to whoever reads them and kept unsealed, so the agent uses the configured
-    key (``BRIDGE_AGENT_<PROVIDER>_API_KEY``)."""
+    key (``BRIDGE_AGENT_<PROVIDER>_API_KEY``). Its URL and session are checked when the route
+    is made by the check a call's agent goes through (``AgentService.check``)."""
     if "apiKey" in body:
         raise BadRequest(
             f"field '{where}.apiKey': a route keeps no model key; the configured "
@@ -156,14 +154,8 @@ def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
     if body.get("provider") not in PROVIDERS:
         raise BadRequest(f"field '{where}.provider' must be one of {', '.join(PROVIDERS)}")
     url = body.get("url")
-    schemes = ("http://", "https://") if body["provider"] in REST_URL else ("ws://", "wss://")
-    if (
-        not isinstance(url, str)
-        or not url.startswith(schemes)
-        or len(url) > 2048
-        or not ((parts := url_parts(url)) and parts.hostname)
-    ):
-        raise BadRequest(f"field '{where}.url' must be a {' or '.join(schemes)} URL")
+    if not isinstance(url, str) or not 0 < len(url) <= 2048:
+        raise BadRequest(f"field '{where}.url' must be a URL of at most 2048 characters")
     if not isinstance(body.get("session", {}), dict):
         raise BadRequest(f"field '{where}.session' must be an object")
     tools = body.get("bridgeTools", [])

@@ -3,9 +3,9 @@ answer (the audio m-line itself is read and written by ``rtc/sdp.py``).
 
 aiortc accepts SDP it cannot answer (garbage passes ``setRemoteDescription`` and then fails in
 ``setLocalDescription``), so the bridge checks an offer's shape first and refuses what it cannot
-serve with a precise 400: exactly one audio m-line over ``UDP/TLS/RTP/SAVPF`` (RFC 5764), a
-``sha-256`` DTLS fingerprint (RFC 8122), ICE credentials (RFC 8839), and Opus among the offered
-codecs (RFC 7587).
+serve with a precise 400: exactly one audio m-line, not rejected (its port not 0, RFC 3264 §6),
+over ``UDP/TLS/RTP/SAVPF`` (RFC 5764), a ``sha-256`` DTLS fingerprint (RFC 8122), ICE
+credentials (RFC 8839), and Opus among the offered codecs (RFC 7587).
 """
 
 from __future__ import annotations
@@ -51,6 +51,10 @@ def validate_offer(sdp: str) -> None:
     parts = section[0][2:].split()
     if len(parts) < 4 or not parts[1].isdigit():
         raise BadOffer(f"malformed m-line: {section[0][:80]!r}")
+    if int(parts[1]) == 0:  # RFC 3264 §6: port zero rejects the stream; nothing would flow
+        raise BadOffer(
+            "the offer's audio m-line is rejected (port 0): there would be no audio to carry"
+        )
     if parts[2] != "UDP/TLS/RTP/SAVPF":
         raise BadOffer(
             f"the audio m-line uses {parts[2][:40]!r}; WebRTC needs UDP/TLS/RTP/SAVPF (DTLS-SRTP)"

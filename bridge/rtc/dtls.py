@@ -11,7 +11,8 @@ ECDSA suite and accepts any client certificate (its fingerprint is what is check
 transport's state records one (``_bridge_failure``) as it turns failed: the OpenSSL error then
 being handled, the connection closed under it, or the post-handshake step that refused the
 peer (:data:`STEP_REASONS`). Why ICE failed follows from whether the leg had ever connected.
-:func:`diagnose` says which.
+:func:`diagnose` says which. The failures metric names a DTLS reason only from a bounded set
+(:func:`reason_label`: ``other`` for the rest).
 """
 
 from __future__ import annotations
@@ -48,6 +49,29 @@ STEP_REASONS = {
 caller of ``_set_state``; a step of another name gives :data:`GENERIC`, never an error)."""
 
 GENERIC = "DTLS handshake failed"
+ABORTED = "the peer aborted the DTLS handshake"
+CLOSED = "the connection closed during the DTLS handshake"
+
+OPENSSL_REASONS = (
+    "no shared cipher",
+    "no suitable signature algorithm",
+    "no shared signature algorithms",
+    "peer did not return a certificate",
+    "certificate verify failed",
+    "unsupported protocol",
+    "wrong version number",
+    "no protocols available",
+    "unexpected message",
+    "sslv3 alert handshake failure",
+    "tlsv1 alert protocol version",
+    "tlsv1 alert decode error",
+    "tlsv1 alert internal error",
+)
+"""OpenSSL's reasons a WebRTC peer's DTLS handshake is known to fail with."""
+
+REASON_LABELS = frozenset({GENERIC, ABORTED, CLOSED, *STEP_REASONS.values(), *OPENSSL_REASONS})
+"""The DTLS reasons ``bridge_webrtc_failures_total`` names; any other is counted as ``other``
+(:func:`reason_label`)."""
 
 
 def ssl_error_reason(exc: BaseException) -> str:
@@ -59,7 +83,7 @@ def ssl_error_reason(exc: BaseException) -> str:
                 return str(entry[-1])
         # OpenSSL queued nothing: the peer ended the handshake (a fatal alert, e.g. when it
         # found no cipher suite it could use with its certificate).
-        return "the peer aborted the DTLS handshake"
+        return ABORTED
     return str(exc) or type(exc).__name__
 
 
@@ -85,8 +109,16 @@ def failure_reason(handling: BaseException | None, step: str) -> str:
     if isinstance(handling, SSL.Error):
         return ssl_error_reason(handling)
     if isinstance(handling, ConnectionError):
-        return "the connection closed during the DTLS handshake"
+        return CLOSED
     return STEP_REASONS.get(step, GENERIC)
+
+
+def reason_label(reason: str) -> str:
+    """``reason`` as the failures metric's label: one of :data:`REASON_LABELS`, else
+    ``other``. The reason is OpenSSL's text, or an exception's, which the peer's handshake
+    chooses: as a label each new text would be a series of its own; the WARNING and the
+    ``webrtc.state`` event keep the text."""
+    return reason if reason in REASON_LABELS else "other"
 
 
 def diagnose(pc: RTCPeerConnection, ever_connected: bool) -> tuple[str, str]:

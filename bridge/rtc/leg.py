@@ -30,7 +30,7 @@ from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
 from . import aiortc_seam, counters
-from .dtls import diagnose
+from .dtls import diagnose, reason_label
 from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
@@ -294,13 +294,15 @@ class PeerLeg(RtpLegOwner):
         """A subclass's hook: ``state`` is the leg's new state."""
 
     def record_failure(self, stage: str, reason: str, detail: str = "") -> None:
-        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``) the first
-        failure of this leg; later ones are echoes of it."""
+        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``, a DTLS
+        reason no list names as ``other``) the first failure of this leg; later ones are
+        echoes of it."""
         if self.failure_reason is not None:
             return
         self.failure_stage = stage
         self.failure_reason = f"{reason} ({detail})" if detail else reason
-        counters.failure(stage, reason)
+        # A DTLS reason is the peer's handshake's OpenSSL text: labelled from a bounded set.
+        counters.failure(stage, reason_label(reason) if stage == "dtls" else reason)
         log.warning(
             "%s: %s failed (%s): %s",
             self.name,

@@ -18,7 +18,7 @@ import hmac
 import importlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import aiohttp
@@ -131,7 +131,8 @@ RETRY_FAILED = 10.0
 
 
 class HttpTurn:
-    """ICE servers fetched from an external credential service, cached until half their TTL.
+    """ICE servers fetched from an external credential service, cached until half their TTL
+    (each served with the TTL that remains, not the one they were given).
 
     While the service fails, the cached credentials serve until they expire (their full TTL),
     the service asked again every :data:`RETRY_FAILED` seconds, not at every request (each
@@ -160,7 +161,7 @@ class HttpTurn:
         async with self._lock:
             now = time.monotonic()
             if self._cached is not None and now < self._fresh_until:
-                return self._cached
+                return self._served(now)
             if self._cached is None and now < self._retry_at:
                 raise EngineUnavailable(
                     f"the TURN credential service is unavailable: {self._failure}",
@@ -185,7 +186,7 @@ class HttpTurn:
                     log.warning("TURN credential service failed (%s)", exc)
                 if self._cached is not None and now < self._expires_at:
                     self._fresh_until = min(self._expires_at, now + RETRY_FAILED)
-                    return self._cached  # still valid: served meanwhile
+                    return self._served(now)  # still valid: served meanwhile
                 self._cached = None
                 self._retry_at, self._failure = now + RETRY_FAILED, str(exc)
                 raise EngineUnavailable(
@@ -201,6 +202,12 @@ class HttpTurn:
             self._fresh_until = now + ttl / 2
             self._expires_at = now + ttl
             return self._cached
+
+    def _served(self, now: float) -> TurnGrant:
+        """The cached credentials, their ``ttl`` what remains of it (to the nearest second): a
+        client that renews by it asks again before TURN refuses them."""
+        assert self._cached is not None
+        return replace(self._cached, ttl=max(0, round(self._expires_at - now)))
 
     async def close(self) -> None:
         if self._http is not None:

@@ -16,11 +16,12 @@ import asyncio
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
+from .extensions import unfit_invite
 from .headers import Address, Via
 from .message import Request, Response, SipParseError
 from .transport import Connection
@@ -346,20 +347,6 @@ def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) ->
     del refused[key]
     tx.acked.set()
     return True
-
-
-def unfit_invite(req: Request, supported: Collection[str] = ()) -> Response | None:
-    """``420`` for a ``Require`` naming an extension not in ``supported`` (§8.2.2.3; Meta's
-    road supports none, a trunk's ``replaces``), ``488`` for an INVITE without an SDP offer;
-    ``None`` when it is fit to answer."""
-    values = (value.strip() for value in req.values("Require"))
-    required = [r for r in values if r and r.lower() not in supported]
-    if required:
-        return reply(req, 420, "Bad Extension", extra=[("Unsupported", ", ".join(required))])
-    if not req.body or "sdp" not in req.get("Content-Type").lower():
-        warn = [("Warning", '399 bridge "an INVITE needs an SDP offer"')]
-        return reply(req, 488, "Not Acceptable Here", extra=warn)
-    return None
 
 
 def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:

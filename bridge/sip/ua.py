@@ -17,9 +17,10 @@ dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-I
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
 ``501`` with ``Allow`` (§8.2.1); a ``Require`` naming an extension not in
 :attr:`UserAgent.supported` (Meta's road: none; a trunk's: ``replaces``) ``420``
-(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1). Before any of it,
-``received``/``rport`` go into the request's top Via so every response carries them (RFC 3261
-§18.2.1, RFC 3581 §4), and a connection we accepted from outside the
+(§8.2.2.3); a malformed message ``400`` (§8.2 / §21.4.1), and so is, where ``replaces`` is
+supported, a ``Replaces`` in a request other than INVITE or twice in one (RFC 3891 §3).
+Before any of it, ``received``/``rport`` go into the request's top Via so every response
+carries them (RFC 3261 §18.2.1, RFC 3581 §4), and a connection we accepted from outside the
 :class:`~.trust.PeerPolicy` gets ``403`` to every request.
 """
 
@@ -31,11 +32,13 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
+from ..logs import Repeats
 from ..tasks import TaskSet
 from .challenged import exchange
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
+from .extensions import misplaced_replaces, unfit_invite
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .message import Message, Request, Response, SipParseError
@@ -53,7 +56,6 @@ from .transaction import (
     refusal_of,
     serve,
     take_reinvite,
-    unfit_invite,
 )
 from .transport import BadMessage, CertFiles, Connection, bad_request
 from .trust import PeerPolicy, stamp_via
@@ -121,6 +123,7 @@ class UserAgent:
         dialog; without them they are refused as Meta's road wants (501, 403, 488)."""
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
+        self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -288,6 +291,10 @@ class UserAgent:
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
         self.count(method.lower() if method in ALLOW else "unknown")
+        if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
+            self.count("bad")
+            await self._answer(conn, misplaced)
+            return
         dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
         if method == "ACK":
             await self._on_ack(req, dialog)

@@ -7,7 +7,8 @@ The bridge supports the header (it sends it itself, ``transfer.py``; its user ag
 that names one of our dialogs never places a new WhatsApp call. The dialog is matched as §3
 says, the ``to-tag`` against our tag and the ``from-tag`` against the phone's:
 
-* more than one ``Replaces``, or one without both tags: ``400``;
+* more than one ``Replaces`` (refused by the user agent before, ``sip/extensions.py``
+  ``misplaced_replaces``), or one without both tags: ``400``;
 * no leg's dialog — an early dialog the PBX began (its INVITE still unanswered here), or a
   leg of another trunk (not found, as another tenant's object is) included: ``481``;
 * a dialog whose leg has gone (remembered a while, ``TrunkLine.ended``): ``603``;

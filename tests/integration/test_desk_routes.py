@@ -217,6 +217,40 @@ async def test_bad_routes_name_the_field(client, body, status, field) -> None:
     assert field in (await resp.json())["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    "agent, words",
+    [
+        # Credentials in the URL: refused when a call came (a 400 the caller never saw).
+        ({"provider": "openai-realtime", "url": "wss://proxy:pw-0123@127.0.0.1/v1"}, "credentials"),
+        # A session the provider's dialect refuses: refused when a call came too.
+        (
+            {"provider": "gemini-live", "url": "wss://127.0.0.1/ws", "session": {"model": 5}},
+            "model",
+        ),
+    ],
+)
+async def test_an_agent_step_the_call_would_refuse_is_refused_at_creation(
+    make_client, agent, words
+) -> None:
+    """An ``agent`` step is checked when the route is made by the check a call's agent goes
+    through (``POST /call/{callID}/agents``): the same 400 from both. Before, a route whose
+    model URL held credentials was stored, and each call it took met the refusal instead."""
+    client = await make_client(fork_url_allow=("127.0.0.1",))
+    body = {"name": "x", "numbers": "default", "steps": [{"agent": agent}]}
+    resp = await client.post("/routes", json=body)
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and words in error["message"], error
+    assert "pw-0123" not in error["message"], error
+    assert (await (await client.get("/routes")).json())["routes"] == []
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    at_call = await client.post(f"/call/{call['callID']}/agents", json=agent)
+    refused = (await at_call.json())["error"]
+    assert at_call.status == 400 and refused["code"] == error["code"], refused
+    assert words in refused["message"], refused
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
 async def test_a_tenant_has_at_most_max_routes(make_client) -> None:
     """Each POST /routes stored a route with no bound, and every ringing call reads its
     tenant's routes: past BRIDGE_MAX_ROUTES a 409 says why; a deleted route's place counts

@@ -114,6 +114,31 @@ async def test_every_real_offer_is_answered(client) -> None:
         await client.post("/call/hangup", json={"callID": call["callID"]})
 
 
+async def test_an_offer_whose_audio_is_rejected_or_missing_is_refused(client) -> None:
+    """An offer whose one audio m-line is rejected (port 0, RFC 3264 §6) or that has no m-line
+    at all gets a 400 with the reason, and the call carries no WebRTC session: before, a
+    rejected audio m-line was answered as if live and the call carried nothing."""
+    sdp = OFFERS["chromium"]
+    m_line = next(ln for ln in sdp.split("\r\n") if ln.startswith("m=audio "))
+    rejected = sdp.replace(m_line, " ".join(["m=audio", "0", *m_line.split()[2:]]))
+    session_only = sdp.split("\r\nm=", 1)[0] + "\r\n"
+    for offer, code, words in (
+        (rejected, "bad_offer", "rejected"),
+        (session_only, "unsupported_media", "audio m-line"),
+    ):
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": offer}
+        )
+        body = await resp.json()
+        assert resp.status == 400, body
+        assert_error(body)
+        assert body["error"]["code"] == code and words in body["error"]["message"], body
+        snapshot = await (await client.get(f"/call/{call['callID']}")).json()
+        assert snapshot["webrtc"] is None, snapshot
+        await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
 async def test_an_answer_lists_only_payload_types_the_offer_did(client) -> None:
     """An offer whose m-line no longer lists RED (an app that dropped it from the m-line and
     left its ``a=rtpmap``) was answered with RED first on the m-line, a payload type the

@@ -146,6 +146,30 @@ async def test_http_provider_shapes_and_cache(make_client, aiohttp_server) -> No
     assert ttl == 86400 and servers[1]["username"] == "tw"
 
 
+async def test_cached_credentials_say_the_ttl_that_remains(make_client, aiohttp_server) -> None:
+    """Credentials the http provider serves from its cache say what remains of their TTL in
+    ``turn.ttl``: before, every answer said the full TTL, so a client that renewed by it kept
+    credentials past their expiry (TURN then refuses them)."""
+    hits: list[int] = []
+
+    async def service(request: web.Request) -> web.Response:
+        hits.append(1)
+        creds = {"urls": ["turn:t.example:3478"], "username": "u1", "credential": "c"}
+        return web.json_response({"iceServers": creds, "ttl": 20})
+
+    app = web.Application()
+    app.router.add_post("/creds", service)
+    server = await aiohttp_server(app)
+    client = await make_client(turn_http_url=str(server.make_url("/creds")), turn_http_token="k")
+    first = await (await client.get("/call/webrtc/config")).json()
+    assert first["turn"]["ttl"] == 20, first["turn"]
+    await asyncio.sleep(1.1)
+    later = await (await client.get("/call/webrtc/config")).json()
+    assert hits == [1], hits  # served from the cache (fresh for half the TTL)
+    assert later["iceServers"] == first["iceServers"]
+    assert later["turn"]["ttl"] <= 19, later["turn"]
+
+
 async def test_a_dead_credential_service_is_a_documented_503(make_client, aiohttp_server) -> None:
     """``BRIDGE_TURN_PROVIDER=http`` with its service failing and nothing cached: the config
     route answers 503 ``turn_unavailable`` with the error body, a status its OpenAPI entry did

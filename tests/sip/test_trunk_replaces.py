@@ -246,3 +246,49 @@ async def test_a_replaces_that_cannot_be_followed_is_refused(bridge, pbx, case, 
     assert len(await listed_calls(bridge)) == calls
     if case != "ended":
         assert old.state == "joined" and old.dialog is not None
+
+
+def in_dialog(pbx: Pbx, invite: Request, method: str, cseq: int, replaces: list[str]) -> None:
+    """A request from the phone in the dialog our ``invite`` made (its tag ``pbx1``)."""
+    body = sdp(9) if method == "INVITE" else b""
+    head = (
+        f"{method} {Address.parse(invite.get('Contact')).uri} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{pbx.port};branch=z9hG4bK{method}{cseq};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: {invite.get('To')};tag=pbx1\r\nTo: {invite.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: {cseq} {method}\r\n"
+        f"Contact: <sip:1001@127.0.0.1:{pbx.port}>\r\n"
+    )
+    head += "".join(f"Replaces: {value}\r\n" for value in replaces)
+    if body:
+        head += "Content-Type: application/sdp\r\n"
+    pbx.send((head + f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+
+
+async def test_replaces_outside_an_invite_or_twice_in_a_reinvite_is_a_400(bridge, pbx) -> None:
+    """RFC 3891 §3: a request other than INVITE carrying ``Replaces``, and an INVITE with more
+    than one, are refused ``400`` — a BYE with one in the desk phone's dialog, an OPTIONS, a
+    re-INVITE with two — and the dialog they name, or are in, stays as it was. Before, the BYE
+    hung the leg up (200), the OPTIONS was answered 200 and the re-INVITE taken."""
+    old, invite = await ring_desk(bridge, pbx)
+    pbx.answer(invite, 200, "OK", "pbx1", sdp(9))
+    await until(lambda: old.state == "joined", 5, "the desk leg joined")
+    replaces = f"{invite.call_id};to-tag={Address.parse(invite.get('From')).tag};from-tag=pbx1"
+    in_dialog(pbx, invite, "BYE", 10, [replaces])
+    in_dialog(pbx, invite, "INVITE", 11, [replaces, replaces])
+    for cseq in (10, 11):
+        resp = await pbx.final(invite.call_id)
+        assert (resp.status, resp.cseq[0]) == (400, cseq), (resp.status, resp.reason, resp.cseq)
+        assert "Replaces" in resp.reason
+    pbx.send(
+        (
+            f"OPTIONS sip:{CALLEE}@127.0.0.1:{pbx.bridge_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{pbx.port};branch=z9hG4bKopt1;rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:1002@127.0.0.1>;tag=o1\r\n"
+            f"To: <sip:{CALLEE}@x>\r\nCall-ID: options-1\r\nCSeq: 1 OPTIONS\r\n"
+            f"Replaces: {replaces}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    resp = await pbx.final("options-1")
+    assert resp.status == 400, (resp.status, resp.reason)
+    assert old.state == "joined" and old.dialog is not None
+    assert len(await listed_calls(bridge)) == 1

@@ -10,7 +10,8 @@ import pytest
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
 from OpenSSL import SSL
 
-from bridge.rtc import aiortc_seam, dtls
+from bridge.rtc import aiortc_seam, counters, dtls
+from bridge.rtc.leg import PeerLeg
 
 
 @pytest.fixture
@@ -88,3 +89,25 @@ def test_diagnose_says_which_stage_and_why() -> None:
         "webrtc",
         "peer connection failed",
     )
+
+
+async def test_the_metric_counts_a_reason_it_does_not_know_as_other(caplog) -> None:
+    """``bridge_webrtc_failures_total``'s ``reason`` label takes DTLS reasons from a bounded
+    set: OpenSSL's reason text (or an exception's) that the set does not name is counted as
+    ``other``, while the WARNING and the leg's reason keep the text. Before, each text was a
+    label value of its own: a peer could grow the series without bound."""
+    odd, known = PeerLeg("odd leg", None, tasks="odd"), PeerLeg("known leg", None, tasks="known")
+    try:
+        before = dict(counters.FAILURES)
+        odd.record_failure("dtls", "bad record mac 0x5f3a from a fuzzing peer")
+        known.record_failure("dtls", "no shared cipher")
+        added = {k: n - before.get(k, 0) for k, n in counters.FAILURES.items()}
+        assert {k: n for k, n in added.items() if n} == {
+            ("dtls", "other"): 1,
+            ("dtls", "no shared cipher"): 1,
+        }
+        assert odd.failure_reason == "bad record mac 0x5f3a from a fuzzing peer"
+        assert "bad record mac 0x5f3a" in caplog.text
+    finally:
+        await odd.close()
+        await known.close()
