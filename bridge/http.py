@@ -1,5 +1,6 @@
 """The process's one outgoing HTTP client (aiohttp recommends one ``ClientSession`` per app),
-and the one reader of the URLs it is given (:func:`url_parts`).
+and the one reader of the URLs it is given (:func:`url_parts`), and of how they are shown
+(:func:`display_url`: never a secret they carry).
 
 Engines, media forks, playback URLs and TURN credential services all use it, each request
 with its own timeout. Redirects are refused everywhere: a followed redirect could take a
@@ -32,6 +33,36 @@ def url_parts(url: str) -> SplitResult | None:
     except ValueError:
         return None
     return parts
+
+
+def display_url(url: str) -> str:
+    """``url`` as logs, events and snapshots show it: no credentials, no query (tokens and
+    ``key=`` live there), no fragment."""
+    parts = url_parts(url)
+    if parts is None:
+        return "(an unreadable URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def connect_failure(exc: BaseException, timeout: float) -> str:
+    """Why a connection to a URL (a fork's WebSocket) did not open, ``timeout`` the wait it
+    was given: for an answer and a log, so never the exception's text where that holds the
+    URL (its query may carry a token)."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        return f"the server answered {exc.status}, not a WebSocket upgrade"
+    if isinstance(exc, RedirectRefused):
+        return "the server answered with a redirect, which the bridge does not follow"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port} ({exc.os_error.strerror or 'refused'})"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__
 
 
 def create_http_session() -> aiohttp.ClientSession:

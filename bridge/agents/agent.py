@@ -41,6 +41,7 @@ from ..attachments.base import AttachmentHost
 from ..attachments.speech import SpeechDetector, VadUnavailable
 from ..audio import SAMPLE_RATE, Resampler
 from ..errors import CallStateError
+from ..http import display_url
 from ..media import BusFrame
 from ..tasks import TaskSet
 from . import events
@@ -153,7 +154,7 @@ class Agent:
         return {
             "agentID": self.id,
             "provider": self.dialect.provider,
-            "url": _shown(self.url),
+            "url": display_url(self.url),
             "state": self.state,
             "reconnects": self.model.reconnects,
             "interruptions": self.interruptions,
@@ -379,8 +380,3 @@ def _detector() -> SpeechDetector | None:
     except VadUnavailable as exc:
         log.warning("the model's turn detection is off and the bridge's is unavailable: %s", exc)
         return None
-
-
-def _shown(url: str) -> str:
-    """The URL as snapshots show it: no query (a ``key=`` there is a secret)."""
-    return url.split("?", 1)[0]

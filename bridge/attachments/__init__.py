@@ -4,7 +4,8 @@ socket-based ones share."""
 
 from .assets import AssetStore
 from .base import Attachment, AttachmentHost
-from .forks import Fork, ForkService
+from .fork_service import ForkService
+from .forks import Fork
 from .keys import dtmf_observer
 from .pcm_socket import PcmSocket
 from .playback import Playback, PlaybackService

@@ -32,15 +32,15 @@ import numpy as np
 from ..audio import FRAME_MS, Resampler
 from ..audio.g711 import ulaw_decode, ulaw_encode
 from ..audio.pcm import Pcm
-from ..errors import BadRequest, CallStateError, Forbidden, NotFound, json_object
-from ..http import RedirectRefused, url_parts
+from ..errors import BadRequest, CallStateError, json_object
+from ..http import connect_failure, display_url
 from ..logs import Repeats
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
 from .queued_source import MAX_MARKS, QueuedSource
-from .twilio import TwilioEvents, custom_parameters
-from .wavix import ForkDialect, WavixEvents
+from .twilio import TwilioEvents
+from .wavix import ForkDialect
 from .wire import OutgoingQueue
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ QUEUE_LIMIT = 250
 SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a fork's socket: small, so a stalled app is noticed within about a
 second of audio instead of after megabytes of autotuned TCP buffer."""
-MAX_TWOWAY, MAX_ONEWAY = 1, 5
 FRAME_8K = 160
 """Samples in 20 ms at 8 kHz: every µ-law payload is one whole frame (as Twilio sends)."""
 CONNECT_TIMEOUT = 10.0
@@ -82,6 +81,7 @@ class Fork:
         self.host = host
         self.call_id = host.call_id
         self.url = url
+        self.shown = display_url(url)
         self.channel = channel
         self.stream_type = kind
         self.format = fmt
@@ -146,9 +146,11 @@ class Fork:
                 ),
                 CONNECT_TIMEOUT,
             )
-        except (aiohttp.ClientError, TimeoutError, OSError, RedirectRefused):
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            why = connect_failure(exc, CONNECT_TIMEOUT)
+            log.warning("call %s: fork to %s not opened: %s", self.call_id, self.shown, why)
             raise BadRequest(
-                "cannot open a WebSocket to the stream url", code="stream_connect_failed"
+                f"cannot open a WebSocket to the stream url: {why}", code="stream_connect_failed"
             ) from None
         if self._stopping:  # the call ended while we connected
             await self._ws.close()
@@ -318,83 +320,3 @@ class Fork:
         if isinstance(self.wire, TwilioEvents):
             moved["customParameters"] = self.wire.parameters
         return moved
-
-
-class ForkService:
-    """Opens media forks; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
-
-    def __init__(self, allow: tuple[str, ...], http: aiohttp.ClientSession) -> None:
-        self.allow = {h.lower() for h in allow}
-        self._http = http
-
-    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Fork:
-        """Open a stream of a call moved here again (:meth:`Fork.export`): same URL, same
-        stream id, a ``start`` with ``"resumed": true``."""
-        stream_id = moved.get("streamId")
-        if not isinstance(stream_id, str) or not stream_id:
-            raise BadRequest("a moved media fork needs its 'streamId' (a string)")
-        body = {k: v for k, v in moved.items() if k != "streamId"}
-        return await self.start(host, body, stream_id=stream_id, resumed=True)
-
-    async def start(
-        self,
-        host: AttachmentHost,
-        body: dict[str, Any],
-        *,
-        stream_id: str | None = None,
-        resumed: bool = False,
-    ) -> Fork:
-        url = body.get("url")
-        if not isinstance(url, str):
-            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
-        parts = url_parts(url)
-        if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise BadRequest("field 'url' must be a ws:// or wss:// URL")
-        if parts.hostname.lower() not in self.allow:
-            raise Forbidden(
-                f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
-            )
-        channel = body.get("channel", "inbound")
-        kind = body.get("type", "oneway")
-        fmt = body.get("format", "pcm16")
-        if channel not in ("inbound", "outbound", "both"):
-            raise BadRequest("channel must be inbound, outbound or both")
-        if kind not in ("oneway", "twoway"):
-            raise BadRequest("type must be oneway or twoway")
-        if fmt not in ("pcm16", "pcmu", "twilio"):
-            raise BadRequest("format must be pcm16, pcmu or twilio")
-        params = body.get("customParameters")
-        if params is not None and fmt != "twilio":
-            raise BadRequest("customParameters are for format twilio")
-        mine: list[Fork] = host.attached("fork")
-        if kind == "twoway" and sum(f.stream_type == "twoway" for f in mine) >= MAX_TWOWAY:
-            raise CallStateError("a call can have one two-way stream")
-        if kind == "oneway" and sum(f.stream_type == "oneway" for f in mine) >= MAX_ONEWAY:
-            raise CallStateError(f"a call can have {MAX_ONEWAY} one-way streams")
-        if fmt == "twilio":
-            dialect: ForkDialect = TwilioEvents(host.call_id, custom_parameters(params), stream_id)
-        else:
-            dialect = WavixEvents(host.call_id, fmt, stream_id)
-        fork = Fork(host, url, channel, kind, fmt, dialect, resumed=resumed)
-        host.attach(fork)  # counted against the limits while it connects
-        try:
-            await fork.start(self._http)
-        except BaseException:
-            host.detach(fork)
-            raise
-        host.emit(
-            "stream.started",
-            streamId=fork.id,
-            channel=channel,
-            type=kind,
-            format=fmt,
-            **({"resumed": True} if resumed else {}),
-        )
-        return fork
-
-    @staticmethod
-    async def stop(host: AttachmentHost, stream_id: str) -> None:
-        fork = next((f for f in host.attached("fork") if f.id == stream_id), None)
-        if fork is None:
-            raise NotFound(f"no stream {stream_id[:80]!r} on this call")
-        await fork.close()

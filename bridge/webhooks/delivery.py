@@ -33,7 +33,6 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
 from standardwebhooks import Webhook
@@ -41,7 +40,7 @@ from standardwebhooks import Webhook
 from ..calls import Call, CallEvent
 from ..config import WebhookSettings
 from ..errors import BadRequest, Forbidden
-from ..http import url_parts
+from ..http import display_url, url_parts
 from ..metrics import Metrics
 from ..tasks import TaskSet
 from ..timefmt import iso_utc
@@ -58,16 +57,6 @@ MAX_RETRY_DELAY = 60.0
 TenantDestination = Callable[[str], "tuple[str, str] | None"]
 """A tenant's own webhook URL and secret, by tenant id (``None``: it has none)."""
 USER_AGENT = "webrtc-bridge-webhooks/1"
-
-
-def display_url(url: str) -> str:
-    """A URL without credentials or query (tokens live there), for logs and snapshots."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 @dataclass

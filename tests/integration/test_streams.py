@@ -648,3 +648,41 @@ async def test_a_fork_whose_reader_fails_ends_with_its_event_and_its_reason_said
     assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert len(media_after_error) < 10  # what was queued as it failed, not the call going on
+
+
+async def test_a_fork_that_cannot_open_says_why_in_its_400_and_once_at_warning(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A fork whose WebSocket does not open (nothing listening; a server that refuses the
+    upgrade) is a 400 ``stream_connect_failed`` whose message says why, and a WARNING says it
+    once, both without the URL's query (a token there is a secret). Before, the 400 said only
+    "cannot open a WebSocket" and nothing was logged."""
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="no")
+
+    app = web.Application()
+    app.router.add_get("/", refuse)
+    server = await aiohttp_server(app)
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    client = await make_client(fork_url_allow=("127.0.0.1",))
+    call = await active_call(client)
+    cases = [
+        (f"ws://127.0.0.1:{server.port}/?token=s3cret", "the server answered 403"),
+        (
+            f"ws://127.0.0.1:{closed_port}/?token=s3cret",
+            f"cannot connect to 127.0.0.1:{closed_port}",
+        ),
+    ]
+    for url, why in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bridge.attachments.forks"):
+            resp = await client.post(f"/call/{call['callID']}/streams", json={"url": url})
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["code"] == "stream_connect_failed", body
+        assert why in body["error"]["message"], body
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 1 and why in warnings[0], warnings
+        assert "s3cret" not in body["error"]["message"] + warnings[0]
