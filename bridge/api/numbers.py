@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, NotFound
+from ..numbers.file import export_yaml
 from ..numbers.model import (
     DEFAULT_NUMBER,
     Number,
@@ -88,7 +89,8 @@ async def list_numbers(request: web.Request) -> web.Response:
     if fmt not in ("json", "yaml"):
         raise BadRequest("query 'format' must be json or yaml")
     if fmt == "yaml":
-        return web.Response(text=catalog.export_yaml(principal.tenant_id), content_type="text/yaml")
+        text = export_yaml(catalog, principal.tenant_id)
+        return web.Response(text=text, content_type="text/yaml")
     mine = sorted(catalog.numbers_of(principal.tenant_id), key=lambda n: n.number_id)
     page = [n for n in mine if n.number_id > cursor][:limit]
     more = len(page) == limit and page[-1].number_id != mine[-1].number_id
