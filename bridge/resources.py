@@ -174,6 +174,7 @@ async def media_services(app: web.Application) -> AsyncIterator[None]:
     tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
     yield
     await tasks.close()
+    await recordings.close()  # the crashed workers' segments it was finishing
 
 
 async def call_directory(app: web.Application) -> AsyncIterator[None]:

@@ -1,15 +1,19 @@
 """A finished recording file's metadata, as the API, the events and the index carry it, and
 its JSON sidecar beside the WAV (the index after a restart, and on every worker sharing
-``BRIDGE_DATA_DIR``)."""
+``BRIDGE_DATA_DIR``): written as a segment finishes (:func:`finished`), or by the worker that
+adopted a crashed worker's call for the segment the crash left open (:func:`seal_left`)."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..audio import SAMPLE_RATE
 from ..timefmt import iso_utc, parse_iso_utc
+from .wav import HEADER_BYTES, mix_files, repair_wav, wav_header
 
 
 @dataclass
@@ -54,3 +58,43 @@ class Recording:
             parse_iso_utc(d["createdAt"]),
             parse_iso_utc(d["expiresAt"]),
         )
+
+
+def finished(
+    call_id: str, files: list[tuple[str, Path]], root: Path, created_at: float, retention_s: float
+) -> list[Recording]:
+    """The recordings of one finished segment (``files``: each kind and its whole WAV under
+    ``root``), each with its sidecar written beside it (run off the event loop)."""
+    out = []
+    for kind, path in files:
+        size = path.stat().st_size
+        rec = Recording(
+            id="rec_" + uuid.uuid4().hex,
+            call_id=call_id,
+            kind=kind,
+            path=path,
+            relative=str(path.relative_to(root)),
+            duration_ms=(size - HEADER_BYTES) // 2 * 1000 // SAMPLE_RATE,
+            size_bytes=size,
+            created_at=created_at,
+            expires_at=created_at + retention_s,
+        )
+        path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
+        out.append(rec)
+    return out
+
+
+def seal_left(call_id: str, tracks: list[Path], root: Path, retention_s: float) -> list[Recording]:
+    """Finish a segment a crashed worker left open (``tracks``: its inbound and outbound
+    WAVs) as its stop would have: WAV headers, the mixed file, the sidecars (run off the event
+    loop). Its start is its length before the last write."""
+    inbound, outbound = tracks
+    for track in tracks:
+        if track.stat().st_size < HEADER_BYTES:  # killed before its header reached the disk
+            track.write_bytes(wav_header(0))
+        repair_wav(track)
+    mixed = inbound.with_name(inbound.name.removesuffix("-inbound.wav") + "-mixed.wav")
+    mix_files(inbound, outbound, mixed)
+    began = inbound.stat().st_mtime - (mixed.stat().st_size - HEADER_BYTES) / 2 / SAMPLE_RATE
+    files = [("inbound", inbound), ("outbound", outbound), ("mixed", mixed)]
+    return finished(call_id, files, root, began, retention_s)

@@ -11,23 +11,21 @@ recording has a JSON sidecar (its metadata), which is also the index after a res
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..audio import SAMPLE_RATE
 from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
+from ..tasks import TaskSet
 from .base import AttachmentHost
 from .files import disk_error, inside
-from .recorded import Recording
-from .wav import HEADER_BYTES, WavTrack, mix_files, repair_wav
+from .recorded import Recording, finished, seal_left
+from .wav import WavTrack, mix_files, repair_wav
 
 log = logging.getLogger(__name__)
 
@@ -177,27 +175,9 @@ class CallRecorder:
         self.outbound.finish(end)
         mixed = self.base.with_name(self.base.name + "-mixed.wav")
         mix_files(self.inbound.path, self.outbound.path, mixed)
-        out = []
-        for kind, path in (
-            ("inbound", self.inbound.path),
-            ("outbound", self.outbound.path),
-            ("mixed", mixed),
-        ):
-            size = path.stat().st_size
-            rec = Recording(
-                id="rec_" + uuid.uuid4().hex,
-                call_id=self.call_id,
-                kind=kind,
-                path=path,
-                relative=str(path.relative_to(self.root)),
-                duration_ms=(size - HEADER_BYTES) // 2 * 1000 // SAMPLE_RATE,
-                size_bytes=size,
-                created_at=self.started_wall,
-                expires_at=self.started_wall + self.retention_s,
-            )
-            path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
-            out.append(rec)
-        return out
+        files = [("inbound", self.inbound.path), ("outbound", self.outbound.path)]
+        files.append(("mixed", mixed))
+        return finished(self.call_id, files, self.root, self.started_wall, self.retention_s)
 
 
 def failed(host: AttachmentHost, segment: int, error: BridgeError) -> BridgeError:
@@ -226,7 +206,12 @@ class RecordingService:
         self.forbidden_by: RecordingPolicy = lambda call_id: None
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
+        self._tasks = TaskSet("recordings")
+        """Segments a crashed worker left open, being finished here (:meth:`resume`)."""
         self.repaired = self._load()
+
+    async def close(self) -> None:
+        await self._tasks.close()
 
     def _load(self) -> int:
         """Index the sidecars; repair WAV headers of files a crash left open (at start-up
@@ -296,9 +281,13 @@ class RecordingService:
             "segment": recorder.segment,
         }
 
-    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> CallRecorder:
+    async def resume(
+        self, host: AttachmentHost, moved: dict[str, Any], *, left_open: bool = False
+    ) -> CallRecorder:
         """Record a call moved here on into the next segment of its recording: the files
-        ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's."""
+        ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's.
+        ``left_open``: the segment before was a crashed worker's, never finished; it is
+        finished and announced here too (:meth:`_finish_left`)."""
         root = self.root.resolve()
         try:
             origin = inside(root, str(moved["origin"]))
@@ -306,6 +295,9 @@ class RecordingService:
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
         base = origin.with_name(f"{origin.name}-seg{segment}")
+        if left_open:  # in the background: a long segment's mix must not delay the move
+            left = origin if segment == 2 else origin.with_name(f"{origin.name}-seg{segment - 1}")
+            self._tasks.spawn(self._finish_left(host, left, segment - 1), f"left:{host.call_id}")
         try:
             recorder = CallRecorder(
                 host, base, root, self.retention_s, self.add, origin=origin, segment=segment
@@ -320,6 +312,38 @@ class RecordingService:
             raise
         host.emit("recording.started", segment=segment)
         return recorder
+
+    async def _finish_left(self, host: AttachmentHost, base: Path, segment: int) -> None:
+        """Finish the segment ``base`` a crashed worker left open as its stop would have (WAV
+        headers, the mixed file, the sidecars: a restart's repair did only the headers, and
+        nothing announced it) and emit its ``recording.ready``. One whose sidecar is there
+        was finished by its worker (only cut off, it stopped the call itself): left alone."""
+        tracks = [base.with_name(f"{base.name}-{kind}.wav") for kind in ("inbound", "outbound")]
+        call_id = host.call_id
+        if tracks[0].with_suffix(".json").exists():
+            return
+        if not all(track.is_file() for track in tracks):
+            log.warning(
+                "call %s: segment %d of its recording, left by the crashed worker, is not on "
+                "this worker's storage (BRIDGE_DATA_DIR not shared?): not announced",
+                call_id,
+                segment,
+                extra={"call_id": call_id},
+            )
+            return
+        try:
+            recordings = await asyncio.to_thread(
+                seal_left, call_id, tracks, self.root.resolve(), self.retention_s
+            )
+        except OSError as exc:
+            error = disk_error(exc, f"segment {segment}, left by the crashed worker, unfinished")
+            log.warning(
+                "call %s: recording: %s", call_id, error.message, extra={"call_id": call_id}
+            )
+            failed(host, segment, error)
+            return
+        self.add(recordings)
+        host.emit("recording.ready", recordings=[r.as_json() for r in recordings], segment=segment)
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:
         recorders: list[CallRecorder] = host.attached("recorder")
