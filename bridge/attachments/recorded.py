@@ -1,7 +1,6 @@
 """A finished recording file's metadata, as the API, the events and the index carry it, and
 its JSON sidecar beside the WAV (the index after a restart, and on every worker sharing
-``BRIDGE_DATA_DIR``): written as a segment finishes (:func:`finished`), or by the worker that
-adopted a crashed worker's call for the segment the crash left open (:func:`seal_left`)."""
+``BRIDGE_DATA_DIR``), written as a segment finishes (:func:`finished`)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ from typing import Any
 
 from ..audio import SAMPLE_RATE
 from ..timefmt import iso_utc, parse_iso_utc
-from .wav import HEADER_BYTES, mix_files, repair_wav, wav_header
+from .wav import HEADER_BYTES
 
 
 @dataclass
@@ -82,19 +81,3 @@ def finished(
         path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
         out.append(rec)
     return out
-
-
-def seal_left(call_id: str, tracks: list[Path], root: Path, retention_s: float) -> list[Recording]:
-    """Finish a segment a crashed worker left open (``tracks``: its inbound and outbound
-    WAVs) as its stop would have: WAV headers, the mixed file, the sidecars (run off the event
-    loop). Its start is its length before the last write."""
-    inbound, outbound = tracks
-    for track in tracks:
-        if track.stat().st_size < HEADER_BYTES:  # killed before its header reached the disk
-            track.write_bytes(wav_header(0))
-        repair_wav(track)
-    mixed = inbound.with_name(inbound.name.removesuffix("-inbound.wav") + "-mixed.wav")
-    mix_files(inbound, outbound, mixed)
-    began = inbound.stat().st_mtime - (mixed.stat().st_size - HEADER_BYTES) / 2 / SAMPLE_RATE
-    files = [("inbound", inbound), ("outbound", outbound), ("mixed", mixed)]
-    return finished(call_id, files, root, began, retention_s)

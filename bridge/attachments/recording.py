@@ -21,10 +21,10 @@ from typing import Any
 
 from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
-from ..tasks import TaskSet
 from .base import AttachmentHost
 from .files import disk_error, inside
-from .recorded import Recording, finished, seal_left
+from .left_open import Emit, LeftSegments
+from .recorded import Recording, finished
 from .wav import WavTrack, mix_files, repair_wav
 
 log = logging.getLogger(__name__)
@@ -206,12 +206,12 @@ class RecordingService:
         self.forbidden_by: RecordingPolicy = lambda call_id: None
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
-        self._tasks = TaskSet("recordings")
-        """Segments a crashed worker left open, being finished here (:meth:`resume`)."""
+        self.left = LeftSegments(root.resolve(), self.retention_s, self.add)
+        """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
 
     async def close(self) -> None:
-        await self._tasks.close()
+        await self.left.close()
 
     def _load(self) -> int:
         """Index the sidecars; repair WAV headers of files a crash left open (at start-up
@@ -287,7 +287,7 @@ class RecordingService:
         """Record a call moved here on into the next segment of its recording: the files
         ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's.
         ``left_open``: the segment before was a crashed worker's, never finished; it is
-        finished and announced here too (:meth:`_finish_left`)."""
+        finished and announced here too (``left_open.py``)."""
         root = self.root.resolve()
         try:
             origin = inside(root, str(moved["origin"]))
@@ -295,9 +295,8 @@ class RecordingService:
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
         base = origin.with_name(f"{origin.name}-seg{segment}")
-        if left_open:  # in the background: a long segment's mix must not delay the move
-            left = origin if segment == 2 else origin.with_name(f"{origin.name}-seg{segment - 1}")
-            self._tasks.spawn(self._finish_left(host, left, segment - 1), f"left:{host.call_id}")
+        if left_open:
+            self.left.finish(host.call_id, origin, segment - 1, host.emit)
         try:
             recorder = CallRecorder(
                 host, base, root, self.retention_s, self.add, origin=origin, segment=segment
@@ -313,37 +312,18 @@ class RecordingService:
         host.emit("recording.started", segment=segment)
         return recorder
 
-    async def _finish_left(self, host: AttachmentHost, base: Path, segment: int) -> None:
-        """Finish the segment ``base`` a crashed worker left open as its stop would have (WAV
-        headers, the mixed file, the sidecars: a restart's repair did only the headers, and
-        nothing announced it) and emit its ``recording.ready``. One whose sidecar is there
-        was finished by its worker (only cut off, it stopped the call itself): left alone."""
-        tracks = [base.with_name(f"{base.name}-{kind}.wav") for kind in ("inbound", "outbound")]
-        call_id = host.call_id
-        if tracks[0].with_suffix(".json").exists():
-            return
-        if not all(track.is_file() for track in tracks):
-            log.warning(
-                "call %s: segment %d of its recording, left by the crashed worker, is not on "
-                "this worker's storage (BRIDGE_DATA_DIR not shared?): not announced",
-                call_id,
-                segment,
-                extra={"call_id": call_id},
-            )
-            return
+    def finish_left(self, call_id: str, moved: dict[str, Any], emit: Emit) -> None:
+        """The segment a crashed worker was writing (``moved``: the recording its call's
+        record kept, as :meth:`export` made it), finished and announced (``emit``: the call's
+        events) here, in the background: a call that cannot move ends on the survivor
+        (``Recovery``), which finishes its recording too."""
         try:
-            recordings = await asyncio.to_thread(
-                seal_left, call_id, tracks, self.root.resolve(), self.retention_s
-            )
-        except OSError as exc:
-            error = disk_error(exc, f"segment {segment}, left by the crashed worker, unfinished")
-            log.warning(
-                "call %s: recording: %s", call_id, error.message, extra={"call_id": call_id}
-            )
-            failed(host, segment, error)
+            origin = inside(self.root.resolve(), str(moved["origin"]))
+            segment = int(moved["segment"])
+        except (BadRequest, KeyError, TypeError, ValueError):
+            log.warning("call %s: its recording, left by a crashed worker, is unreadable", call_id)
             return
-        self.add(recordings)
-        host.emit("recording.ready", recordings=[r.as_json() for r in recordings], segment=segment)
+        self.left.finish(call_id, origin, segment, emit)
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:
         recorders: list[CallRecorder] = host.attached("recorder")

@@ -1175,3 +1175,45 @@ async def test_every_segment_of_a_recording_adopted_after_a_crash_is_announced_o
             await rtc.close()
         await a.stop()
         await b.stop()
+
+
+async def test_the_recording_of_a_crashed_workers_call_that_cannot_move_is_announced(
+    redis, session, tmp_path
+) -> None:
+    """A recorded call that cannot move (here the simulator's) ends ``worker_lost`` when its
+    worker crashes: its recording's segment, left open by the crash, was never finished nor
+    announced. The survivor that ends the call finishes it and sends its ``recording.ready``."""
+    data = tmp_path / "data"  # shared storage
+    data.mkdir()
+    a, b = Bridge(redis, data), Bridge(redis, data)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 201 and made["owner"] == a.worker_id, made
+        call_id = made["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+
+        async def kept() -> bool:
+            raw = json.loads(await redis_text_of_call(redis.url, call_id))
+            return bool((raw.get("attachments") or {}).get("recording"))
+
+        await until(kept, 5, "the recording in the call's record")
+        a.proc.kill()
+        ended = await wait_call(session, b.base, call_id, "ended", timeout=15)
+        assert ended["endDetail"] == "worker_lost"
+
+        def every_file_told() -> dict[str, str] | None:
+            told = segments_announced(events.seen, call_id)
+            return told if len(told) >= 3 else None
+
+        told = await until(every_file_told, 5, "the dead worker's segment announced")
+        assert told == segments_on_disk(data, call_id)
+        ready = [e for e in events.seen if e["type"] == "recording.ready"]
+        assert [e["segment"] for e in ready] == [1]
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()

@@ -362,7 +362,8 @@ def test_a_segment_a_crashed_worker_left_is_finished_whole(tmp_path) -> None:
     """The segment a crashed worker left (its adopter finishes it): one track whose header
     still says empty, the other killed before even its header reached the disk. Both come out
     whole WAVs, mixed, with their sidecars; an empty file once read as -2 ms long."""
-    from bridge.attachments.recorded import Recording, seal_left
+    from bridge.attachments.left_open import seal_left
+    from bridge.attachments.recorded import Recording
 
     calls = tmp_path / "files" / "calls"
     calls.mkdir(parents=True)
