@@ -34,9 +34,8 @@ from .defined import (
     Defined,
     changed_fields,
     default_record,
-    differing,
     field_value,
-    overlay,
+    overlaid,
     refuse_defined,
     stored_fields,
 )
@@ -92,7 +91,7 @@ class Catalog:
         self._default_stored: dict[str, Any] = {}
         """What the API stored for the default number, by field (kept under its id, secrets
         sealed as every record's): used where the settings leave the field unset."""
-        self._said: set[tuple[str, str]] = set()
+        self._said: set[str] = set()
         """Stored fields already said to differ from the operator's (said once)."""
         self._index([])
 
@@ -158,22 +157,9 @@ class Catalog:
 
     def _index(self, numbers: Iterable[Number]) -> None:
         default = self.default
-        if default is not None and self._default_stored:
-            # The one rule (defined.py): what the API stored for the settings' number is used
-            # where the settings leave the field unset; a setting wins, and a stored value that
-            # differs from it is said once.
+        if default is not None and self._default_stored:  # the one rule (defined.py)
             defined = self.defined.get(DEFAULT_NUMBER, {})
-            for field in differing(default, self._default_stored, defined):
-                if (DEFAULT_NUMBER, field) not in self._said:
-                    self._said.add((DEFAULT_NUMBER, field))
-                    log.warning(
-                        "number %s: the %s stored through the API differs from %s, which is "
-                        "used (the operator's value wins; the stored one is ignored)",
-                        DEFAULT_NUMBER,
-                        field,
-                        defined[field].name,
-                    )
-            default = overlay(default, self._default_stored, defined)
+            default = overlaid(default, self._default_stored, defined, self._said)
         listed = ([default] if default is not None else []) + list(numbers)
         self.numbers = {n.number_id: n for n in listed}
         self._by_phone = {n.phone: n for n in listed if n.phone}
@@ -247,18 +233,15 @@ class Catalog:
 
     # -- changes (admin or owning tenant; the API checks who)
     async def _write(
-        self,
-        kind: str,
-        record_id: str,
-        record: dict[str, Any] | None,
-        check: Callable[[], None] = lambda: None,
+        self, kind: str, record_id: str, decide: Callable[[], dict[str, Any] | None]
     ) -> bool:
-        """Store ``record`` (``None``: delete it; whether it was there) if ``check()`` (it
-        raises to refuse) passes on this view, decided and written as one (the module
-        docstring); then reload."""
+        """Store what ``decide()`` makes of this view: the record (``None``: delete it;
+        whether it was there), or a refusal it raises. Decided and written as one (the module
+        docstring): when another worker wrote first, the view catches up and ``decide`` runs
+        again (so it only computes). Then reload."""
         for _ in range(WRITE_ATTEMPTS):
-            check()
-            at = self.version  # the version of the view check() read (no await between)
+            record = decide()
+            at = self.version  # the version of the view decide() read (no await between)
             try:
                 if record is None:
                     found = await self.store.delete(kind, record_id, at=at)
@@ -282,11 +265,12 @@ class Catalog:
         )
 
     async def create_number(self, number: Number) -> Number:
-        def check() -> None:
+        def decide() -> dict[str, Any]:
             rules.unique(self, number)
             rules.tenant_there(self, number.tenant_id)
+            return number.to_record()
 
-        await self._write("numbers", number.number_id, number.to_record(), check)
+        await self._write("numbers", number.number_id, decide)
         return number
 
     def refuse_defined(self, number_id: str, fields: Iterable[str]) -> None:
@@ -304,11 +288,12 @@ class Catalog:
         if number.number_id == DEFAULT_NUMBER:
             return await self._save_default(number, changed)
 
-        def check() -> None:
+        def decide() -> dict[str, Any]:
             rules.still_there(self, number)  # deleted meanwhile: not brought back
             rules.unique(self, number)
+            return number.to_record()
 
-        await self._write("numbers", number.number_id, number.to_record(), check)
+        await self._write("numbers", number.number_id, decide)
         return number
 
     async def _save_default(self, number: Number, changed: list[str]) -> Number:
@@ -317,14 +302,18 @@ class Catalog:
         if self.default is None:
             raise NotFound(f"no number {DEFAULT_NUMBER!r}")
         engine = self.default.engine
-        stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
-        await self._write("numbers", DEFAULT_NUMBER, default_record(stored, engine))
+
+        def decide() -> dict[str, Any]:  # over what is stored at the write's version
+            stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
+            return default_record(stored, engine)
+
+        await self._write("numbers", DEFAULT_NUMBER, decide)
         return self.numbers[DEFAULT_NUMBER]
 
     async def delete_number(self, number_id: str) -> None:
         if number_id == DEFAULT_NUMBER:
             raise BadRequest("the default number is defined by the settings: it cannot be deleted")
-        if not await self._write("numbers", number_id, None):
+        if not await self._write("numbers", number_id, lambda: None):
             raise NotFound(f"no number {number_id[:64]!r}")
 
     def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:
@@ -341,20 +330,35 @@ class Catalog:
         """Create or replace a trunk; ``cap``: its tenant's trunks, this one among them, may
         not pass it (409 ``too_many_trunks``: ``BRIDGE_SIP_MAX_TRUNKS``)."""
 
-        def check() -> None:
+        def decide() -> dict[str, Any]:
             rules.tenant_there(self, trunk.tenant_id)
             rules.under_cap(self, trunk, cap)
+            return trunk.to_record()
 
-        await self._write("trunks", trunk.trunk_id, trunk.to_record(), check)
+        await self._write("trunks", trunk.trunk_id, decide)
         return trunk
 
     async def delete_trunk(self, trunk_id: str) -> None:
-        if not await self._write("trunks", trunk_id, None):
+        if not await self._write("trunks", trunk_id, lambda: None):
             raise NotFound(f"no trunk {trunk_id[:64]!r}")
 
     async def save_tenant(self, tenant: Tenant) -> Tenant:
-        await self._write("tenants", tenant.tenant_id, tenant.to_record())
+        await self._write("tenants", tenant.tenant_id, tenant.to_record)
         return tenant
 
+    async def change_tenant(self, tenant_id: str, change: Callable[[Tenant], None]) -> Tenant:
+        """Change a tenant as it is at the write's version: ``change`` edits a copy, and runs
+        again on the newer tenant when another worker wrote first (a key revoked there is not
+        brought back by a key made here). 404 when it is gone."""
+        made: list[Tenant] = []
+
+        def decide() -> dict[str, Any]:
+            made[:] = [rules.copy_of_tenant(self, tenant_id)]
+            change(made[0])
+            return made[0].to_record()
+
+        await self._write("tenants", tenant_id, decide)
+        return made[0]
+
     async def delete_tenant(self, tenant_id: str) -> None:
-        await self._write("tenants", tenant_id, None, lambda: rules.unused(self, tenant_id))
+        await self._write("tenants", tenant_id, lambda: rules.unused(self, tenant_id))

@@ -9,6 +9,7 @@ made for a tenant being deleted; a tenant's trunks past their cap).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from ..errors import BadRequest, Conflict, NotFound
@@ -58,6 +59,14 @@ def tenant_there(catalog: Catalog, tenant_id: str) -> None:
     """A number's or a trunk's tenant exists (400; ``""``: the service's own)."""
     if tenant_id and tenant_id not in catalog.tenants:
         raise BadRequest(f"field 'tenantID': no tenant {tenant_id[:40]!r}")
+
+
+def copy_of_tenant(catalog: Catalog, tenant_id: str) -> Tenant:
+    """A copy of the tenant to change (404 when it is gone: a change would bring it back)."""
+    tenant = catalog.tenants.get(tenant_id)
+    if tenant is None:
+        raise NotFound(f"no tenant {tenant_id[:64]!r}")
+    return dataclasses.replace(tenant, secrets=dict(tenant.secrets), keys=list(tenant.keys))
 
 
 def under_cap(catalog: Catalog, trunk: Trunk, cap: int | None) -> None:

@@ -367,3 +367,50 @@ async def test_two_workers_creating_a_tenants_last_trunk_at_once_keep_its_cap(
             one_won(results, "too_many_trunks")
         owners = [t["tenantID"] for t in await stored(redis, "trunks")]
         assert len(owners) == 2 * ROUNDS and max(owners.count(o) for o in owners) == 2
+
+
+async def test_a_key_revoked_on_one_worker_as_another_makes_one_stays_revoked(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A tenant's key revoked through one worker while another worker makes the tenant a new
+    key: each wrote the tenant as its own view had it, so the second write undid the first (the
+    revoked key worked again, or the new key the app was given never did). A change of a
+    tenant is made to the tenant as it is at the write's version now."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env = {"BRIDGE_API_TOKENS": "admin-token"}
+    a, b = (
+        Bridge(redis, tmp_path / "a", env=dict(env)),
+        Bridge(redis, tmp_path / "b", env=dict(env)),
+    )
+    await start_bridges(session, a, b)
+    admin = {"Authorization": "Bearer admin-token"}
+
+    async def call(
+        method: str, base: str, path: str, headers: dict, body: dict | None = None
+    ) -> tuple[int, dict]:
+        async with session.request(method, base + path, json=body or {}, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def works(base: str, key: str) -> bool:
+        status, _ = await call("GET", base, "/numbers", {"Authorization": f"Bearer {key}"})
+        return status == 200
+
+    try:
+        for _ in range(10):
+            status, tenant = await call("POST", a.base, "/tenants", admin, {"name": "Acme"})
+            assert status == 201, tenant
+            old, path = tenant["apiKey"], f"/tenants/{tenant['tenantID']}"
+            await until(lambda k=old: works(b.base, k), 2, "the tenant known on B", every=0.01)
+            key_id = tenant["keys"][0]["keyID"]
+            (made, new), (revoked, _) = await asyncio.gather(
+                call("POST", a.base, path + "/keys", admin),
+                call("DELETE", b.base, f"{path}/keys/{key_id}", admin),
+            )
+            assert (made, revoked) == (201, 200), (made, revoked)
+            for base in (a.base, b.base):
+                key = new["apiKey"]
+                await until(lambda b_=base, k=key: works(b_, k), 2, "the new key works")
+                assert not await works(base, old), "a revoked key works again"
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
