@@ -174,6 +174,7 @@ async def media_services(app: web.Application) -> AsyncIterator[None]:
     tasks.spawn(sweep_recordings(recordings, storage.retention_sweep_interval), "retention")
     yield
     await tasks.close()
+    await recordings.close()  # the crashed workers' segments it was finishing
 
 
 async def call_directory(app: web.Application) -> AsyncIterator[None]:
@@ -260,11 +261,20 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
     async def adopt(moved: MovedCall, carried: Callable[[CallRuntime], None]) -> Call:
         return await handover.get().adopt(moved, carried)  # a dead worker's call recovery adopts
 
+    recordings = app[RECORDINGS]
+
+    def finish_recording(call: Call, recording: dict[str, Any]) -> None:
+        def emit(type_: str, **data: Any) -> None:
+            manager.events.publish(type_, call, **data)
+
+        recordings.finish_left(call.id, recording, emit)  # a lost call's, ended here
+
     recovery = Recovery(
         manager,
         known_elsewhere=known_elsewhere,
         adopt=adopt if cluster.adopt_lost_calls else None,
         offer_timeout=cluster.adopt_offer_timeout,
+        finish_recording=finish_recording,
     )
     follow_policy(manager, app[CATALOG], app[RECORDINGS])  # recording allowed? Meta's files
     follow_calls(settings, manager, app[CALL_EVENTS], app[RECORDINGS], app[TASKS])

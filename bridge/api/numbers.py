@@ -4,12 +4,12 @@ live on every worker within the catalog's poll (``numbers/store.py``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from aiohttp import web
 
 from ..errors import BadRequest, Forbidden, NotFound
+from ..numbers.file import export_yaml
 from ..numbers.model import (
     DEFAULT_NUMBER,
     Number,
@@ -18,7 +18,7 @@ from ..numbers.model import (
     parse_number,
     patch_number,
 )
-from ..numbers.tenants import Tenant, apply_tenant_fields, parse_tenant
+from ..numbers.tenants import ApiKey, Tenant, apply_tenant_fields, parse_tenant
 from .keys import CATALOG, SETTINGS, SWITCHBOARD
 from .schema import read_body
 from .tenancy import principal_of, require_admin
@@ -88,7 +88,8 @@ async def list_numbers(request: web.Request) -> web.Response:
     if fmt not in ("json", "yaml"):
         raise BadRequest("query 'format' must be json or yaml")
     if fmt == "yaml":
-        return web.Response(text=catalog.export_yaml(principal.tenant_id), content_type="text/yaml")
+        text = export_yaml(catalog, principal.tenant_id)
+        return web.Response(text=text, content_type="text/yaml")
     mine = sorted(catalog.numbers_of(principal.tenant_id), key=lambda n: n.number_id)
     page = [n for n in mine if n.number_id > cursor][:limit]
     more = len(page) == limit and page[-1].number_id != mine[-1].number_id
@@ -164,14 +165,13 @@ async def get_tenant(request: web.Request) -> web.Response:
 
 @routes.patch("/tenants/{tenantID}")
 async def change_tenant(request: web.Request) -> web.Response:
-    _tenant_for(request)  # 403/404 before the body is read
+    tenant = _tenant_for(request)  # 403/404 before the body is read
     body = await read_body(request, "TenantPatch")
-    # The tenant as it is once the body is in: a copy read before it would bring back a key
-    # revoked (or the tenant deleted) while the body came.
-    tenant = _tenant_for(request)
-    changed = dataclasses.replace(tenant, secrets=dict(tenant.secrets), keys=list(tenant.keys))
-    apply_tenant_fields(changed, body)
-    await request.app[CATALOG].save_tenant(changed)
+    # Changed as it is at the write (on any worker): a copy read before would bring back a key
+    # revoked, or the tenant deleted, meanwhile.
+    changed = await request.app[CATALOG].change_tenant(
+        tenant.tenant_id, lambda t: apply_tenant_fields(t, body)
+    )
     return web.json_response(changed.public())
 
 
@@ -186,9 +186,13 @@ async def delete_tenant(request: web.Request) -> web.Response:
 async def new_tenant_key(request: web.Request) -> web.Response:
     """A new API key (shown once); the tenant's other keys keep working until revoked."""
     tenant = _tenant_for(request)
-    changed = dataclasses.replace(tenant, keys=list(tenant.keys))
-    record, key = changed.new_key()
-    await request.app[CATALOG].save_tenant(changed)
+    made: list[tuple[ApiKey, str]] = []  # the last one made is the one stored
+
+    def add(changed: Tenant) -> None:
+        made[:] = [changed.new_key()]
+
+    await request.app[CATALOG].change_tenant(tenant.tenant_id, add)
+    record, key = made[0]
     return web.json_response({"keyID": record.key_id, "apiKey": key}, status=201)
 
 
@@ -196,8 +200,12 @@ async def new_tenant_key(request: web.Request) -> web.Response:
 async def revoke_tenant_key(request: web.Request) -> web.Response:
     tenant = _tenant_for(request)
     key_id = request.match_info["keyID"]
-    kept = [k for k in tenant.keys if k.key_id != key_id]
-    if len(kept) == len(tenant.keys):
-        raise NotFound(f"tenant {tenant.tenant_id} has no key {key_id[:64]!r}")
-    await request.app[CATALOG].save_tenant(dataclasses.replace(tenant, keys=kept))
+
+    def revoke(changed: Tenant) -> None:
+        kept = [k for k in changed.keys if k.key_id != key_id]
+        if len(kept) == len(changed.keys):
+            raise NotFound(f"tenant {tenant.tenant_id} has no key {key_id[:64]!r}")
+        changed.keys = kept
+
+    await request.app[CATALOG].change_tenant(tenant.tenant_id, revoke)
     return web.json_response({"keyID": key_id, "revoked": True})

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ..errors import Conflict, Forbidden, NotFound
+from ..errors import Forbidden, NotFound
 from ..numbers.model import check_id
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
@@ -56,15 +56,8 @@ async def create_trunk(request: web.Request) -> web.Response:
         tenant_id = principal.tenant_id
     trunk = parse_trunk(body, tenant_id=tenant_id or "")
     _check_music(request, trunk)
-    catalog = request.app[CATALOG]
     cap = request.app[SETTINGS].sip.sip_max_trunks
-    if sum(t.tenant_id == trunk.tenant_id for t in catalog.trunks.values()) >= cap:
-        raise Conflict(
-            f"the tenant has {cap} trunks, as many as BRIDGE_SIP_MAX_TRUNKS allows: "
-            "delete one first",
-            code="too_many_trunks",
-        )
-    await catalog.save_trunk(trunk)
+    await request.app[CATALOG].save_trunk(trunk, cap=cap)  # 409 too_many_trunks at the cap
     return web.json_response(_view(request, trunk), status=201)
 
 

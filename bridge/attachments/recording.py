@@ -11,23 +11,21 @@ recording has a JSON sidecar (its metadata), which is also the index after a res
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..audio import SAMPLE_RATE
 from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
 from .base import AttachmentHost
 from .files import disk_error, inside
-from .recorded import Recording
-from .wav import HEADER_BYTES, WavTrack, mix_files, repair_wav
+from .left_open import Emit, LeftSegments
+from .recorded import Recording, finished
+from .wav import WavTrack, mix_files, repair_wav
 
 log = logging.getLogger(__name__)
 
@@ -177,27 +175,9 @@ class CallRecorder:
         self.outbound.finish(end)
         mixed = self.base.with_name(self.base.name + "-mixed.wav")
         mix_files(self.inbound.path, self.outbound.path, mixed)
-        out = []
-        for kind, path in (
-            ("inbound", self.inbound.path),
-            ("outbound", self.outbound.path),
-            ("mixed", mixed),
-        ):
-            size = path.stat().st_size
-            rec = Recording(
-                id="rec_" + uuid.uuid4().hex,
-                call_id=self.call_id,
-                kind=kind,
-                path=path,
-                relative=str(path.relative_to(self.root)),
-                duration_ms=(size - HEADER_BYTES) // 2 * 1000 // SAMPLE_RATE,
-                size_bytes=size,
-                created_at=self.started_wall,
-                expires_at=self.started_wall + self.retention_s,
-            )
-            path.with_suffix(".json").write_text(json.dumps(rec.as_json()))
-            out.append(rec)
-        return out
+        files = [("inbound", self.inbound.path), ("outbound", self.outbound.path)]
+        files.append(("mixed", mixed))
+        return finished(self.call_id, files, self.root, self.started_wall, self.retention_s)
 
 
 def failed(host: AttachmentHost, segment: int, error: BridgeError) -> BridgeError:
@@ -226,7 +206,12 @@ class RecordingService:
         self.forbidden_by: RecordingPolicy = lambda call_id: None
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
+        self.left = LeftSegments(root.resolve(), self.retention_s, self.add)
+        """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
+
+    async def close(self) -> None:
+        await self.left.close()
 
     def _load(self) -> int:
         """Index the sidecars; repair WAV headers of files a crash left open (at start-up
@@ -296,9 +281,13 @@ class RecordingService:
             "segment": recorder.segment,
         }
 
-    async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> CallRecorder:
+    async def resume(
+        self, host: AttachmentHost, moved: dict[str, Any], *, left_open: bool = False
+    ) -> CallRecorder:
         """Record a call moved here on into the next segment of its recording: the files
-        ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's."""
+        ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's.
+        ``left_open``: the segment before was a crashed worker's, never finished; it is
+        finished and announced here too (``left_open.py``)."""
         root = self.root.resolve()
         try:
             origin = inside(root, str(moved["origin"]))
@@ -306,6 +295,8 @@ class RecordingService:
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
         base = origin.with_name(f"{origin.name}-seg{segment}")
+        if left_open:
+            self.left.finish(host.call_id, origin, segment - 1, host.emit)
         try:
             recorder = CallRecorder(
                 host, base, root, self.retention_s, self.add, origin=origin, segment=segment
@@ -320,6 +311,19 @@ class RecordingService:
             raise
         host.emit("recording.started", segment=segment)
         return recorder
+
+    def finish_left(self, call_id: str, moved: dict[str, Any], emit: Emit) -> None:
+        """The segment a crashed worker was writing (``moved``: the recording its call's
+        record kept, as :meth:`export` made it), finished and announced (``emit``: the call's
+        events) here, in the background: a call that cannot move ends on the survivor
+        (``Recovery``), which finishes its recording too."""
+        try:
+            origin = inside(self.root.resolve(), str(moved["origin"]))
+            segment = int(moved["segment"])
+        except (BadRequest, KeyError, TypeError, ValueError):
+            log.warning("call %s: its recording, left by a crashed worker, is unreadable", call_id)
+            return
+        self.left.finish(call_id, origin, segment, emit)
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:
         recorders: list[CallRecorder] = host.attached("recorder")

@@ -66,6 +66,11 @@ media open, then ``carried(runtime)``, then its forks and agents re-opened (``Ha
 the receiving end of a handover); raises a ``BridgeError`` when it cannot (no room, shutting
 down, the directory down)."""
 
+FinishRecording = Callable[[Call, dict[str, Any]], None]
+"""``finish(call, recording)``: the recording segment a dead worker left open (the
+``recording`` its call's record kept), finished and announced in the background
+(``RecordingService.finish_left``)."""
+
 ADOPT_OFFER_TIMEOUT = 30.0
 """Seconds an adopted call waits for a browser's new offer (``BRIDGE_ADOPT_OFFER_TIMEOUT``)."""
 
@@ -84,6 +89,7 @@ class Recovery:
         known_elsewhere: KnownElsewhere | None = None,
         adopt: Adopt | None = None,
         offer_timeout: float = ADOPT_OFFER_TIMEOUT,
+        finish_recording: FinishRecording | None = None,
     ):
         """Without ``known_elsewhere`` (one process) every engine call no call here owns is
         an orphan; without ``adopt`` (one process, or ``BRIDGE_ADOPT_LOST_CALLS=false``)
@@ -93,6 +99,7 @@ class Recovery:
         self._known_elsewhere = known_elsewhere or _never
         self._adopt = adopt
         self.offer_timeout = offer_timeout
+        self._finish_recording = finish_recording
         self._tasks = TaskSet("recovery")
 
     async def start(self) -> None:
@@ -171,6 +178,7 @@ class Recovery:
         if self._adopt is None or not movable or manager.shutting_down:
             if not movable:
                 manager.metrics.handovers.labels("crash", "cannot_move").inc()
+            self._recording_left(call, attachments)
             await self.end_lost_call(call)
             return
         dead = call.owner
@@ -225,7 +233,15 @@ class Recovery:
                 exc.message,
                 extra={"call_id": call.id},
             )
+            self._recording_left(call, attachments)
             await self.end_lost_call(call)
+
+    def _recording_left(self, call: Call, attachments: dict[str, Any] | None) -> None:
+        """A lost call ended here: the recording segment its dead worker was writing is
+        finished here (an adopted call's is by its adoption: ``RecordingService.resume``)."""
+        recording = (attachments or {}).get("recording")
+        if recording and self._finish_recording is not None:
+            self._finish_recording(call, recording)
 
     def _unclaimed(self, call: Call) -> EndCall:
         """The end of an adopted call nobody came back to within the offer timeout: no

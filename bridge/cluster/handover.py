@@ -74,7 +74,9 @@ class Recordings(Protocol):
     """What moving a call needs of the recordings (``attachments.RecordingService``)."""
 
     def export(self, recorder: Any) -> dict[str, Any]: ...
-    async def resume(self, host: Any, moved: dict[str, Any]) -> Any: ...
+    async def resume(self, host: Any, moved: dict[str, Any], *, left_open: bool = False) -> Any:
+        """Record on into the next segment (``left_open``: finish the one before, a crashed
+        worker's, too)."""
 
 
 class Forks(Protocol):
@@ -315,9 +317,10 @@ class Handover:
         """Carry on a call another worker hands over (``POST /call/handover``) or a dead
         worker's call that recovery adopts (``carried``: ``adopt_call``'s)."""
         moved = self._unseal(moved)
-        resume: ResumeRecording | None = (
-            self._recordings.resume if self._recordings is not None else None
-        )
+        resume: ResumeRecording | None = None
+        if self._recordings is not None:
+            # After a crash the dead worker's segment was never finished: this worker does.
+            resume = partial(self._recordings.resume, left_open=carried is not None)
 
         def here(runtime: CallRuntime) -> None:
             # The gap is measured from now on: a crash's call.moved (``carried``) may bring

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from ..logs import FailureKinds
 from ..tasks import TaskSet
-from .store import CLAIM_TTL, AgentChange, AgentRecord, BusHandler, _key
+from .store import CLAIM_TTL, AgentChange, AgentRecord, BusHandler, _key, at_cap
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,24 @@ class RedisDeskStore:
     async def drop_ring(self, call_id: str) -> None:
         await self._redis.delete(P + "ring:" + call_id)
 
-    async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
-        await self._redis.hset(P + "routes", route_id, json.dumps(body))
+    async def put_route(
+        self, route_id: str, body: dict[str, Any], *, cap: int | None = None
+    ) -> bool:
+        # As update_agent: the routes counted under WATCH, the route written in MULTI/EXEC,
+        # which Redis refuses if another worker wrote a route meanwhile; then counted again.
+        key = P + "routes"
+
+        async def put(pipe: Any) -> bool:
+            if cap is not None:
+                rows = await pipe.hgetall(key)
+                if at_cap({k: json.loads(v) for k, v in rows.items()}, route_id, body, cap):
+                    return False
+            pipe.multi()
+            pipe.hset(key, route_id, json.dumps(body))
+            return True
+
+        stored: bool = await self._redis.transaction(put, key, value_from_callable=True)
+        return stored
 
     async def route(self, route_id: str) -> dict[str, Any] | None:
         raw = await self._redis.hget(P + "routes", route_id)

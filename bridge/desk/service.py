@@ -27,6 +27,7 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
+from ..errors import Conflict
 from ..tasks import TaskSet
 from . import handoffs, wire
 from .bridged import Models, Trunks
@@ -281,8 +282,16 @@ class Desk:
         return False
 
     # -- routes
-    async def add_route(self, route: Route) -> None:
-        await self.store.put_route(route.route_id, stored(route))
+    async def add_route(self, route: Route, cap: int) -> None:
+        """Store a new route, its tenant's routes kept within ``cap`` as it is written (409
+        ``too_many_routes``: ``BRIDGE_MAX_ROUTES``; every ringing call reads its tenant's
+        routes, so a tenant's key must not grow them for ever)."""
+        if not await self.store.put_route(route.route_id, stored(route), cap=cap):
+            raise Conflict(
+                f"the tenant has {cap} routes, as many as BRIDGE_MAX_ROUTES allows: "
+                "delete one first",
+                code="too_many_routes",
+            )
 
     async def routes(self) -> list[Route]:
         return [route_from_stored(r) for r in await self.store.routes()]

@@ -117,7 +117,14 @@ class DeskStore(Protocol):
     async def ring(self, call_id: str) -> dict[str, Any] | None: ...
     async def drop_ring(self, call_id: str) -> None: ...
 
-    async def put_route(self, route_id: str, body: dict[str, Any]) -> None: ...
+    async def put_route(
+        self, route_id: str, body: dict[str, Any], *, cap: int | None = None
+    ) -> bool:
+        """Store a route (``body``: its stored form, ``tenantID`` among it); with ``cap``,
+        only while its tenant has fewer than ``cap`` other routes, counted and written in one
+        atomic step (across workers: two taking a tenant's last place at once cannot both).
+        Whether it was stored."""
+
     async def route(self, route_id: str) -> dict[str, Any] | None: ...
     async def routes(self) -> list[dict[str, Any]]: ...
     async def delete_route(self, route_id: str) -> bool: ...
@@ -128,6 +135,16 @@ class DeskStore(Protocol):
 
 def _key(tenant_id: str | None, agent_id: str) -> str:
     return f"{tenant_id or ''}/{agent_id}"
+
+
+def at_cap(
+    routes: dict[str, dict[str, Any]], route_id: str, body: dict[str, Any], cap: int
+) -> bool:
+    """Whether ``body``'s tenant has ``cap`` routes (``routes`` stored, by id) besides
+    ``route_id``."""
+    tenant = body.get("tenantID")
+    theirs = [rid for rid, r in routes.items() if rid != route_id and r.get("tenantID") == tenant]
+    return len(theirs) >= cap
 
 
 class MemoryDeskStore:
@@ -185,8 +202,13 @@ class MemoryDeskStore:
     async def drop_ring(self, call_id: str) -> None:
         self._rings.pop(call_id, None)
 
-    async def put_route(self, route_id: str, body: dict[str, Any]) -> None:
+    async def put_route(
+        self, route_id: str, body: dict[str, Any], *, cap: int | None = None
+    ) -> bool:
+        if cap is not None and at_cap(self._routes, route_id, body, cap):
+            return False  # counted and written in one turn of the loop
         self._routes[route_id] = body
+        return True
 
     async def route(self, route_id: str) -> dict[str, Any] | None:
         return self._routes.get(route_id)

@@ -4,6 +4,13 @@ The API changes numbers and tenants through the catalog (uniqueness checked here
 written to the store, the view reloaded at once); every other worker notices the store's new
 version within :data:`~bridge.numbers.store.POLL_INTERVAL` and reloads (a worker that shares
 its store with no other process reads it every :data:`~bridge.numbers.store.ALONE_POLL`).
+
+A change is decided and written as one (:meth:`Catalog._write`): its checks (a phone or a
+Meta id already another number's, a tenant gone or still in use, a tenant's trunks at their
+cap) read this view, and the store takes the write only while it is still at this view's
+version. When another worker wrote between, the store refuses (``Stale``), the view catches
+up and the checks run again: of two workers deciding at once, the second meets the first's
+record and is refused as a sequential request is (409).
 Whoever follows the numbers (the :class:`~bridge.numbers.switchboard.Switchboard` starting and
 stopping their engines) is told after each reload.
 
@@ -19,28 +26,30 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-import yaml
-
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, DirectoryUnavailable, NotFound
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
+from . import rules
 from .defined import (
     Defined,
     changed_fields,
     default_record,
-    differing,
     field_value,
-    overlay,
+    overlaid,
     refuse_defined,
     stored_fields,
 )
 from .model import DEFAULT_NUMBER, Number, key_hash
-from .store import POLL_INTERVAL, CatalogStore
+from .store import POLL_INTERVAL, CatalogStore, Stale
 from .tenants import Tenant
 from .trunks import Trunk
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+WRITE_ATTEMPTS = 20
+"""Times a change is decided again when other workers' writes keep coming first (each refusal
+is another change taken: only a store written without pause runs out of them)."""
 
 
 def _readable(
@@ -82,7 +91,7 @@ class Catalog:
         self._default_stored: dict[str, Any] = {}
         """What the API stored for the default number, by field (kept under its id, secrets
         sealed as every record's): used where the settings leave the field unset."""
-        self._said: set[tuple[str, str]] = set()
+        self._said: set[str] = set()
         """Stored fields already said to differ from the operator's (said once)."""
         self._index([])
 
@@ -110,8 +119,7 @@ class Catalog:
         while True:
             await clock_sleep(self.poll)  # on the media clock: no wake-up of its own
             try:
-                if await self.store.version() != self.version:
-                    await self.reload()
+                await self._catch_up()
                 if self._store_down:
                     self._store_down = False
                     log.warning("numbers store reachable again")
@@ -121,6 +129,11 @@ class Catalog:
                     log.warning(
                         "numbers store unreachable (%s): serving the last numbers read", exc
                     )
+
+    async def _catch_up(self) -> None:
+        """Reload when the store's version moved (the store gives back first what it lost)."""
+        if await self.store.version() != self.version:
+            await self.reload()
 
     async def reload(self) -> None:
         async with self._lock:
@@ -132,7 +145,8 @@ class Catalog:
             numbers = _readable(stored, Number.from_record, "number")
             tenants = _readable(records.get("tenants", {}), Tenant.from_record, "tenant")
             self.tenants = {t.tenant_id: t for t in tenants}
-            self.trunks = _read(records.get("trunks", {}), Trunk.from_record, "trunk")
+            trunks = _readable(records.get("trunks", {}), Trunk.from_record, "trunk")
+            self.trunks = {t.trunk_id: t for t in trunks}
             self._index(numbers)
             self.version = version
         for follower in self._followers:
@@ -143,22 +157,9 @@ class Catalog:
 
     def _index(self, numbers: Iterable[Number]) -> None:
         default = self.default
-        if default is not None and self._default_stored:
-            # The one rule (defined.py): what the API stored for the settings' number is used
-            # where the settings leave the field unset; a setting wins, and a stored value that
-            # differs from it is said once.
+        if default is not None and self._default_stored:  # the one rule (defined.py)
             defined = self.defined.get(DEFAULT_NUMBER, {})
-            for field in differing(default, self._default_stored, defined):
-                if (DEFAULT_NUMBER, field) not in self._said:
-                    self._said.add((DEFAULT_NUMBER, field))
-                    log.warning(
-                        "number %s: the %s stored through the API differs from %s, which is "
-                        "used (the operator's value wins; the stored one is ignored)",
-                        DEFAULT_NUMBER,
-                        field,
-                        defined[field].name,
-                    )
-            default = overlay(default, self._default_stored, defined)
+            default = overlaid(default, self._default_stored, defined, self._said)
         listed = ([default] if default is not None else []) + list(numbers)
         self.numbers = {n.number_id: n for n in listed}
         self._by_phone = {n.phone: n for n in listed if n.phone}
@@ -231,12 +232,45 @@ class Catalog:
         return found
 
     # -- changes (admin or owning tenant; the API checks who)
+    async def _write(
+        self, kind: str, record_id: str, decide: Callable[[], dict[str, Any] | None]
+    ) -> bool:
+        """Store what ``decide()`` makes of this view: the record (``None``: delete it;
+        whether it was there), or a refusal it raises. Decided and written as one (the module
+        docstring): when another worker wrote first, the view catches up and ``decide`` runs
+        again (so it only computes). Then reload."""
+        for _ in range(WRITE_ATTEMPTS):
+            record = decide()
+            at = self.version  # the version of the view decide() read (no await between)
+            try:
+                if record is None:
+                    found = await self.store.delete(kind, record_id, at=at)
+                else:
+                    await self.store.put(kind, record_id, record, at=at)
+                    found = True
+            except Stale:
+                await self._catch_up()
+                continue
+            await self.reload()
+            return found
+        log.warning(
+            "numbers store: a change of %s %s gave up: other writes came first %d times",
+            kind[:-1],
+            record_id,
+            WRITE_ATTEMPTS,
+        )
+        raise DirectoryUnavailable(
+            f"the numbers store is too busy to take the change of {kind[:-1]} {record_id} now: "
+            "try again"
+        )
+
     async def create_number(self, number: Number) -> Number:
-        self._check_unique(number)
-        if number.tenant_id and number.tenant_id not in self.tenants:
-            raise BadRequest(f"field 'tenantID': no tenant {number.tenant_id[:40]!r}")
-        await self.store.put("numbers", number.number_id, number.to_record())
-        await self.reload()
+        def decide() -> dict[str, Any]:
+            rules.unique(self, number)
+            rules.tenant_there(self, number.tenant_id)
+            return number.to_record()
+
+        await self._write("numbers", number.number_id, decide)
         return number
 
     def refuse_defined(self, number_id: str, fields: Iterable[str]) -> None:
@@ -253,9 +287,13 @@ class Catalog:
             self.refuse_defined(number.number_id, changed)
         if number.number_id == DEFAULT_NUMBER:
             return await self._save_default(number, changed)
-        self._check_unique(number)
-        await self.store.put("numbers", number.number_id, number.to_record())
-        await self.reload()
+
+        def decide() -> dict[str, Any]:
+            rules.still_there(self, number)  # deleted meanwhile: not brought back
+            rules.unique(self, number)
+            return number.to_record()
+
+        await self._write("numbers", number.number_id, decide)
         return number
 
     async def _save_default(self, number: Number, changed: list[str]) -> Number:
@@ -264,32 +302,19 @@ class Catalog:
         if self.default is None:
             raise NotFound(f"no number {DEFAULT_NUMBER!r}")
         engine = self.default.engine
-        stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
-        await self.store.put("numbers", DEFAULT_NUMBER, default_record(stored, engine))
-        await self.reload()
+
+        def decide() -> dict[str, Any]:  # over what is stored at the write's version
+            stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
+            return default_record(stored, engine)
+
+        await self._write("numbers", DEFAULT_NUMBER, decide)
         return self.numbers[DEFAULT_NUMBER]
 
     async def delete_number(self, number_id: str) -> None:
         if number_id == DEFAULT_NUMBER:
             raise BadRequest("the default number is defined by the settings: it cannot be deleted")
-        if not await self.store.delete("numbers", number_id):
+        if not await self._write("numbers", number_id, lambda: None):
             raise NotFound(f"no number {number_id[:64]!r}")
-        await self.reload()
-
-    def _check_unique(self, number: Number) -> None:
-        same_phone = self._by_phone.get(number.phone)
-        if same_phone is not None and same_phone.number_id != number.number_id:
-            raise Conflict(
-                f"field 'phone': {number.phone} is already number {same_phone.number_id}",
-                code="duplicate_phone",
-            )
-        same_meta = self._by_meta_id.get(number.meta_id) if number.meta_id else None
-        if same_meta is not None and same_meta.number_id != number.number_id:
-            raise Conflict(
-                f"field 'cloudapi.phoneNumberID': {number.meta_id} is already number "
-                f"{same_meta.number_id}",
-                code="duplicate_phone_number_id",
-            )
 
     def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:
         """The trunk that takes the inbound calls of ``number_id`` for ``tenant_id``, if any."""
@@ -301,69 +326,39 @@ class Catalog:
         """A tenant's trunks (``None``: every trunk)."""
         return [t for t in self.trunks.values() if tenant_id is None or t.tenant_id == tenant_id]
 
-    async def save_trunk(self, trunk: Trunk) -> Trunk:
-        if trunk.tenant_id and trunk.tenant_id not in self.tenants:
-            raise BadRequest(f"field 'tenantID': no tenant {trunk.tenant_id[:40]!r}")
-        await self.store.put("trunks", trunk.trunk_id, trunk.to_record())
-        await self.reload()
+    async def save_trunk(self, trunk: Trunk, *, cap: int | None = None) -> Trunk:
+        """Create or replace a trunk; ``cap``: its tenant's trunks, this one among them, may
+        not pass it (409 ``too_many_trunks``: ``BRIDGE_SIP_MAX_TRUNKS``)."""
+
+        def decide() -> dict[str, Any]:
+            rules.tenant_there(self, trunk.tenant_id)
+            rules.under_cap(self, trunk, cap)
+            return trunk.to_record()
+
+        await self._write("trunks", trunk.trunk_id, decide)
         return trunk
 
     async def delete_trunk(self, trunk_id: str) -> None:
-        if not await self.store.delete("trunks", trunk_id):
+        if not await self._write("trunks", trunk_id, lambda: None):
             raise NotFound(f"no trunk {trunk_id[:64]!r}")
-        await self.reload()
 
     async def save_tenant(self, tenant: Tenant) -> Tenant:
-        await self.store.put("tenants", tenant.tenant_id, tenant.to_record())
-        await self.reload()
+        await self._write("tenants", tenant.tenant_id, tenant.to_record)
         return tenant
 
+    async def change_tenant(self, tenant_id: str, change: Callable[[Tenant], None]) -> Tenant:
+        """Change a tenant as it is at the write's version: ``change`` edits a copy, and runs
+        again on the newer tenant when another worker wrote first (a key revoked there is not
+        brought back by a key made here). 404 when it is gone."""
+        made: list[Tenant] = []
+
+        def decide() -> dict[str, Any]:
+            made[:] = [rules.copy_of_tenant(self, tenant_id)]
+            change(made[0])
+            return made[0].to_record()
+
+        await self._write("tenants", tenant_id, decide)
+        return made[0]
+
     async def delete_tenant(self, tenant_id: str) -> None:
-        if tenant_id not in self.tenants:
-            raise NotFound(f"no tenant {tenant_id[:64]!r}")
-        if self.numbers_of(tenant_id) or self.trunks_of(tenant_id):
-            raise Conflict(
-                f"tenant {tenant_id} still has numbers or trunks: delete them first",
-                code="tenant_in_use",
-            )
-        await self.store.delete("tenants", tenant_id)
-        await self.reload()
-
-    # -- the declarative file and its export
-    def export_yaml(self, tenant_id: str | None = None) -> str:
-        """What is live (of ``tenant_id``; ``None``: all), as a numbers file (no secrets:
-        ``${ENV}`` placeholders name them)."""
-        tenants = [
-            {k: v for k, v in t.public().items() if k not in ("keys", "createdAt")}
-            for t in self.tenants.values()
-            if tenant_id is None or t.tenant_id == tenant_id
-        ]
-        numbers = []
-        for n in self.numbers_of(tenant_id):
-            if n.number_id == DEFAULT_NUMBER:
-                continue
-            block: dict[str, Any] = dict(n.config)
-            for name in sorted(n.secrets):
-                block[name] = "${" + f"{n.number_id.upper()}_{name.upper()}" + "}"
-            numbers.append(
-                {
-                    "numberID": n.number_id,
-                    "phone": n.phone,
-                    "engine": str(n.engine),
-                    "tenantID": n.tenant_id or None,
-                    "label": n.label,
-                    str(n.engine): block,
-                }
-            )
-        return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)
-
-
-def _read(records: dict[str, Any], parse: Callable[[Any], Trunk], what: str) -> dict[str, Trunk]:
-    """Stored records parsed by id; an unreadable one is logged and skipped."""
-    out = {}
-    for rid, record in records.items():
-        try:
-            out[rid] = parse(record)
-        except (KeyError, ValueError, TypeError) as exc:
-            log.warning("%s %s: its stored record is unreadable (%s); skipped", what, rid, exc)
-    return out
+        await self._write("tenants", tenant_id, lambda: rules.unused(self, tenant_id))

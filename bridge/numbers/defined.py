@@ -20,6 +20,7 @@ start, so its engine block and phone are always theirs — except ``cloudapi.sip
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from typing import Any
 from ..config import EngineKind, RecordingSetting, Settings, env_name
 from ..errors import Conflict
 from .model import DEFAULT_NUMBER, Number, engine_fields
+
+log = logging.getLogger(__name__)
 
 TOP_FIELDS = ("phone", "label", "recording")
 """A number's fields outside its engine block that the API can change."""
@@ -168,3 +171,22 @@ def differing(
 ) -> list[str]:
     """The stored fields the operator defines with another value (theirs is used)."""
     return [f for f, v in stored.items() if f in defined and field_value(default, f) != v]
+
+
+def overlaid(
+    default: Number, stored: Mapping[str, Any], defined: Mapping[str, Source], said: set[str]
+) -> Number:
+    """The settings' number as the one rule makes it: :func:`overlay` (what the API stored
+    used where the settings leave the field unset), a stored value that differs from the
+    operator's said once at WARNING (``said``: the fields said already)."""
+    for field in differing(default, stored, defined):
+        if field not in said:
+            said.add(field)
+            log.warning(
+                "number %s: the %s stored through the API differs from %s, which is used (the "
+                "operator's value wins; the stored one is ignored)",
+                default.number_id,
+                field,
+                defined[field].name,
+            )
+    return overlay(default, stored, defined)

@@ -147,3 +147,31 @@ def _sip_enable(block: Any, where: str) -> bool:
     ):
         raise ConfigError(f"{where}: 'sip' must be {{enable: true|false}}")
     return bool(block.get("enable"))
+
+
+def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
+    """What is live (of ``tenant_id``; ``None``: all), as a numbers file (no secrets:
+    ``${ENV}`` placeholders name them): ``GET /numbers?format=yaml``."""
+    tenants = [
+        {k: v for k, v in t.public().items() if k not in ("keys", "createdAt")}
+        for t in catalog.tenants.values()
+        if tenant_id is None or t.tenant_id == tenant_id
+    ]
+    numbers = []
+    for n in catalog.numbers_of(tenant_id):
+        if n.number_id == DEFAULT_NUMBER:
+            continue
+        block: dict[str, Any] = dict(n.config)
+        for name in sorted(n.secrets):
+            block[name] = "${" + f"{n.number_id.upper()}_{name.upper()}" + "}"
+        numbers.append(
+            {
+                "numberID": n.number_id,
+                "phone": n.phone,
+                "engine": str(n.engine),
+                "tenantID": n.tenant_id or None,
+                "label": n.label,
+                str(n.engine): block,
+            }
+        )
+    return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)

@@ -7,7 +7,12 @@ Two stores behind one protocol (:class:`CatalogStore`):
 - :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory. A Redis
   that lost them (restarted without persistence) is given back what each worker read last.
 
-Both keep a **version** that every write bumps in the same transaction. A worker's
+Both keep a **version** that every write bumps in the same transaction. A write may be
+conditional on it (``at``): taken only while the store is still at the version the writer
+decided on (Redis: ``WATCH``/``MULTI`` on the version; SQLite: read and written in one
+``BEGIN IMMEDIATE``), :class:`Stale` otherwise. That is how two workers deciding at once (the
+same phone on two numbers; a number for a tenant being deleted) cannot both write: the
+catalog reads again and decides again (``catalog.py``). A worker's
 :class:`~bridge.numbers.catalog.Catalog` reads the version every ``POLL_INTERVAL`` and reloads
 when it moved, so a change made on any worker is live everywhere within that interval (one
 tiny read a tick: cheaper and simpler than a notification channel that can be missed, and a
@@ -25,6 +30,7 @@ import logging
 import os
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,8 +53,14 @@ Records = dict[str, dict[str, dict[str, Any]]]
 """``{"numbers": {id: record}, "tenants": {id: record}, "trunks": {id: record}}``."""
 
 
+class Stale(Exception):
+    """A conditional write refused: the store is no longer at the version the writer decided
+    on (another worker wrote meanwhile)."""
+
+
 class CatalogStore(Protocol):
-    """Numbers' and tenants' records, versioned (see the module docstring)."""
+    """Numbers' and tenants' records, versioned (see the module docstring). A write with
+    ``at`` is taken only while the store is at version ``at`` (:class:`Stale` otherwise)."""
 
     async def version(self) -> int:
         """The version now (bumped by every write)."""
@@ -56,10 +68,12 @@ class CatalogStore(Protocol):
     async def load(self) -> tuple[int, Records]:
         """Every record, and the version they are at."""
 
-    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+    async def put(
+        self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
+    ) -> None:
         """Create or replace one record."""
 
-    async def delete(self, kind: str, record_id: str) -> bool:
+    async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
         """Remove one record; whether it was there."""
 
     async def close(self) -> None: ...
@@ -145,19 +159,27 @@ class LocalStore:
             self._db.execute("COMMIT")
         return version, out
 
-    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+    async def put(
+        self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
+    ) -> None:
         body = json.dumps(self.sealing.seal(kind, record_id, record))
         self._write(
             "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
             (kind, record_id, body),
+            at,
         )
 
-    async def delete(self, kind: str, record_id: str) -> bool:
-        return self._write("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id)) > 0
+    async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
+        sql = "DELETE FROM records WHERE kind = ? AND id = ?"
+        return self._write(sql, (kind, record_id), at) > 0
 
-    def _write(self, sql: str, args: tuple[str, ...]) -> int:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _write(self, sql: str, args: tuple[str, ...], at: int | None) -> int:
+        self._db.execute("BEGIN IMMEDIATE")  # the version read and bumped under one lock
         try:
+            if at is not None:
+                row = self._db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+                if (int(row[0]) if row else 0) != at:
+                    raise Stale(f"the store is at version {row and row[0]}, not {at}")
             changed = self._db.execute(sql, args).rowcount
             self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'")
         except BaseException:
@@ -235,19 +257,36 @@ class RedisStore:
         self._read = (epoch, out)
         return int(version or 0), out
 
-    async def put(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
+    async def put(
+        self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
+    ) -> None:
         body = json.dumps(self.sealing.seal(kind, record_id, record))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.PREFIX + kind, record_id, body)
-            pipe.incr(self.PREFIX + "version")
-            await pipe.execute()
+        await self._write(at, lambda pipe: pipe.hset(self.PREFIX + kind, record_id, body))
 
-    async def delete(self, kind: str, record_id: str) -> bool:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hdel(self.PREFIX + kind, record_id)
-            pipe.incr(self.PREFIX + "version")
-            removed, _ = await pipe.execute()
+    async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
+        removed, _ = await self._write(at, lambda pipe: pipe.hdel(self.PREFIX + kind, record_id))
         return bool(removed)
+
+    async def _write(self, at: int | None, write: Callable[[Any], object]) -> list[Any]:
+        """``write`` and the version's bump in one ``MULTI``; with ``at``, under ``WATCH`` of
+        the version, so Redis refuses it when any other write came between (:class:`Stale`)."""
+        from redis.exceptions import WatchError
+
+        key = self.PREFIX + "version"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if at is not None:
+                await pipe.watch(key)
+                now = int(await pipe.get(key) or 0)
+                if now != at:
+                    raise Stale(f"the store is at version {now}, not {at}")
+                pipe.multi()
+            write(pipe)
+            pipe.incr(key)
+            try:
+                answers: list[Any] = await pipe.execute()
+            except WatchError:
+                raise Stale("the store's version moved during the write") from None
+        return answers
 
     async def close(self) -> None:
         await self._redis.aclose()

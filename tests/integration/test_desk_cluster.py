@@ -186,3 +186,27 @@ async def test_a_leg_on_worker_a_is_lent_to_a_call_on_worker_b(redis, session, t
             await leg.agent.ws.close()  # an open agent socket holds a stopping worker ~10 s
             await leg.close()
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_two_workers_creating_the_last_route_at_once_keep_max_routes(
+    redis, session, tmp_path
+) -> None:
+    """BRIDGE_MAX_ROUTES was counted, then the route written: two workers taking a tenant's
+    last route at the same moment both counted one short and both wrote it. The count is
+    decided with the write now (WATCH/MULTI on the routes): exactly one of each pair is 201,
+    the other the 409 a sequential one gets."""
+    a, b = await start_pair(redis, session, tmp_path, BRIDGE_MAX_ROUTES="1")
+    try:
+        body = {"name": "front", "numbers": "default", "steps": [{"hangup": {}}]}
+        for _ in range(50):
+            answers = await asyncio.gather(
+                post(session, a.base, "/routes", body), post(session, b.base, "/routes", body)
+            )
+            assert sorted(status for status, _ in answers) == [201, 409], answers
+            lost = next(made for status, made in answers if status == 409)
+            assert lost["error"]["code"] == "too_many_routes", lost
+            won = next(made for status, made in answers if status == 201)
+            async with session.delete(f"{a.base}/routes/{won['routeID']}") as resp:
+                assert resp.status == 200
+    finally:
+        await asyncio.gather(a.stop(), b.stop())

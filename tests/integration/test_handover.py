@@ -1117,3 +1117,103 @@ async def test_a_prompt_playing_at_a_move_plays_on_and_other_playbacks_end_said(
         await events.close()
         await a.stop()
         await b.stop()
+
+
+async def test_every_segment_of_a_recording_adopted_after_a_crash_is_announced_once(
+    redis, session, fake, tmp_path
+) -> None:
+    """A recorded call adopted after its worker crashed: the adopter's segment was announced,
+    but the dead worker's own was left as the crash left it (its WAV headers unwritten, no
+    mixed file, no sidecar: not in the index, never announced). The adopter finishes it, as
+    a restart's repair would, and announces it: ``recording.ready`` once for each file."""
+    a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
+    data = tmp_path / "data"  # the two workers' storage
+    events = Events(session, b.base)
+    rtc = None
+    try:
+        call_id, _ = await start_call(session, a, fake)
+        rtc = RtcClient(Http(session, a.base), call_id, freq=BROWSER_HZ)  # the call's audio
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await rtc.recorder.tone_arrives(ENGINE_HZ)
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+
+        async def kept() -> bool:
+            raw = json.loads(await redis_text_of_call(redis.url, call_id))
+            return bool((raw.get("attachments") or {}).get("recording"))
+
+        await until(kept, 5, "the recording in the call's record")
+        await asyncio.sleep(1.0)  # a second in the first segment
+        a.proc.kill()
+        moved = await events.wait("call.moved", timeout=15)
+        assert moved["reason"] == "crash" and moved["to"] == b.worker_id
+        await events.wait("recording.started")
+        await asyncio.sleep(0.2)  # a moment in the adopter's segment
+        status, stopped = await post(session, b.base, "/call/record/stop", {"callID": call_id})
+        assert status == 200, stopped
+
+        def every_file_told() -> dict[str, str] | None:
+            told = segments_announced(events.seen, call_id)
+            return told if len(told) >= 6 else None  # two segments, three files each
+
+        told = await until(every_file_told, 5, "every segment announced")
+        assert told == segments_on_disk(data, call_id)
+        ready = [e for e in events.seen if e["type"] == "recording.ready"]
+        assert sorted(e["segment"] for e in ready) == [1, 2]
+        # The dead worker's segment, finished by the adopter: whole WAVs with its audio.
+        calls_dir = next(p.parent for p in data.rglob(f"{call_id}-inbound.wav"))
+        print("SIZES", sorted((p.name[-20:], p.stat().st_size) for p in calls_dir.iterdir()), ready)
+        assert holds(calls_dir / f"{call_id}-inbound.wav", ENGINE_HZ)
+        assert holds(calls_dir / f"{call_id}-outbound.wav", BROWSER_HZ)
+        first = next(e for e in ready if e["segment"] == 1)["recordings"][0]["recordingId"]
+        async with session.get(f"{b.base}/call/recordings/{first}") as resp:
+            assert resp.status == 200 and resp.content_type == "audio/wav"  # in the index
+    finally:
+        await events.close()
+        if rtc is not None:
+            await rtc.close()
+        await a.stop()
+        await b.stop()
+
+
+async def test_the_recording_of_a_crashed_workers_call_that_cannot_move_is_announced(
+    redis, session, tmp_path
+) -> None:
+    """A recorded call that cannot move (here the simulator's) ends ``worker_lost`` when its
+    worker crashes: its recording's segment, left open by the crash, was never finished nor
+    announced. The survivor that ends the call finishes it and sends its ``recording.ready``."""
+    data = tmp_path / "data"  # shared storage
+    data.mkdir()
+    a, b = Bridge(redis, data), Bridge(redis, data)
+    await start_bridges(session, a, b)
+    events = Events(session, b.base)
+    try:
+        status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+        assert status == 201 and made["owner"] == a.worker_id, made
+        call_id = made["callID"]
+        await wait_call(session, a.base, call_id, "active")
+        status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
+        assert status == 201
+
+        async def kept() -> bool:
+            raw = json.loads(await redis_text_of_call(redis.url, call_id))
+            return bool((raw.get("attachments") or {}).get("recording"))
+
+        await until(kept, 5, "the recording in the call's record")
+        a.proc.kill()
+        ended = await wait_call(session, b.base, call_id, "ended", timeout=15)
+        assert ended["endDetail"] == "worker_lost"
+
+        def every_file_told() -> dict[str, str] | None:
+            told = segments_announced(events.seen, call_id)
+            return told if len(told) >= 3 else None
+
+        told = await until(every_file_told, 5, "the dead worker's segment announced")
+        assert told == segments_on_disk(data, call_id)
+        ready = [e for e in events.seen if e["type"] == "recording.ready"]
+        assert [e["segment"] for e in ready] == [1]
+    finally:
+        await events.close()
+        await a.stop()
+        await b.stop()

@@ -694,3 +694,31 @@ async def test_a_tenants_key_posts_webhooks_for_its_own_numbers_only(nclient, zu
         f"/engine/webhook?number={number['numberID']}", json=offer, headers=acme_key
     )
     assert resp.status == 200 and (await resp.json()) == {"accepted": True}
+
+
+async def test_a_write_decided_on_a_stale_view_of_the_sqlite_store_is_decided_again(
+    tmp_path,
+) -> None:
+    """The single node's store decides as Redis does: a catalog whose view is behind the store
+    (another writer's number not read yet) does not store the same phone again; its write is
+    refused in the transaction that would have made it, the view catches up and the
+    request is refused as a sequential duplicate is (duplicate_phone)."""
+    from bridge.errors import Conflict
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.store import LocalStore, Sealing
+
+    a = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    b = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    await a.reload()
+    await b.reload()
+    try:
+        body = {"phone": "+15557820001", "engine": "sim"}
+        await a.create_number(parse_number(body, tenant_id=""))  # B has not read it
+        with pytest.raises(Conflict) as refused:
+            await b.create_number(parse_number(body, tenant_id=""))
+        assert refused.value.code == "duplicate_phone"
+        assert [n.phone for n in b.numbers.values()] == ["+15557820001"]
+    finally:
+        await a.close()
+        await b.close()

@@ -208,3 +208,209 @@ async def test_every_worker_gives_back_what_it_read_to_a_store_restarted_empty(
     finally:
         for store in (a, b, reader):
             await store.close()
+
+
+ROUNDS = 50
+
+
+@contextlib.asynccontextmanager
+async def two_workers(redis: Redis):
+    """Two workers' catalogs on one real Redis (each its own store, as two processes)."""
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.store import RedisStore, Sealing
+
+    from ..support.cluster import SECRET
+
+    a = Catalog(RedisStore(redis.url, Sealing(SECRET)), None)
+    b = Catalog(RedisStore(redis.url, Sealing(SECRET)), None)
+    await a.start()
+    await b.start()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def stored(redis: Redis, kind: str) -> list[dict]:
+    from bridge.numbers.store import RedisStore, Sealing
+
+    from ..support.cluster import SECRET
+
+    reader = RedisStore(redis.url, Sealing(SECRET))
+    try:
+        _, records = await reader.load()
+    finally:
+        await reader.close()
+    return list(records[kind].values())
+
+
+def one_won(results: list, code: str) -> None:
+    """Exactly one of two simultaneous writes took effect; the other was refused as a
+    sequential one is (``Conflict`` with ``code``, the API's 409)."""
+    from bridge.errors import Conflict
+
+    lost = [r for r in results if isinstance(r, BaseException)]
+    assert len(lost) == 1, results
+    assert isinstance(lost[0], Conflict) and lost[0].code == code, lost[0]
+
+
+async def test_two_workers_creating_one_phone_at_once_store_it_once(redis: Redis) -> None:
+    """The uniqueness of a phone was checked against each worker's view, then written: two
+    workers creating the same phone at the same moment both passed (the second's view did not
+    have the first's number yet) and the phone was on two numbers. The store takes a write
+    only at the version the check read: exactly one wins, the other hears duplicate_phone."""
+    from bridge.numbers.model import parse_number
+
+    async with two_workers(redis) as (a, b):
+        for i in range(ROUNDS):
+            body = {"phone": f"+1555777{i:04d}", "engine": "sim"}
+            results = await asyncio.gather(
+                a.create_number(parse_number(body, tenant_id="")),
+                b.create_number(parse_number(body, tenant_id="")),
+                return_exceptions=True,
+            )
+            one_won(results, "duplicate_phone")
+        phones = [n["phone"] for n in await stored(redis, "numbers")]
+        assert len(phones) == len(set(phones)) == ROUNDS
+
+
+async def test_two_workers_giving_numbers_one_meta_id_at_once_store_it_once(
+    redis: Redis,
+) -> None:
+    """The same for Meta's ``phone_number_id`` (one webhook front door: two numbers with one
+    id would take each other's calls), created and PATCHed at once on two workers."""
+    from bridge.numbers.model import parse_number, patch_number
+
+    def cloud(phone: str, meta_id: str) -> dict:
+        block = {"phoneNumberID": meta_id, "accessToken": "t", "appSecret": "s", "verifyToken": "v"}
+        return {"phone": phone, "engine": "cloudapi", "cloudapi": block}
+
+    async with two_workers(redis) as (a, b):
+        for i in range(ROUNDS):
+            results = await asyncio.gather(
+                a.create_number(parse_number(cloud(f"+1555778{i:04d}", f"7{i}"), tenant_id="")),
+                b.create_number(parse_number(cloud(f"+1555779{i:04d}", f"7{i}"), tenant_id="")),
+                return_exceptions=True,
+            )
+            one_won(results, "duplicate_phone_number_id")
+        first = await a.create_number(parse_number(cloud("+15557800001", "81"), tenant_id=""))
+        second = await a.create_number(parse_number(cloud("+15557800002", "82"), tenant_id=""))
+        await until(lambda: b.number(second.number_id) is not None, 2, "B read both")
+        for i in range(ROUNDS):
+            change = {"cloudapi": {"phoneNumberID": f"9{i}"}}
+            results = await asyncio.gather(
+                a.update_number(patch_number(a.numbers[first.number_id], change)),
+                b.update_number(patch_number(b.numbers[second.number_id], change)),
+                return_exceptions=True,
+            )
+            one_won(results, "duplicate_phone_number_id")
+            await asyncio.gather(a.reload(), b.reload())  # both read the winner
+        ids = [n["config"].get("phoneNumberID") for n in await stored(redis, "numbers")]
+        assert len(ids) == len(set(ids)), ids
+
+
+async def test_a_number_created_as_its_tenant_is_deleted_elsewhere_is_no_orphan(
+    redis: Redis,
+) -> None:
+    """A number created on one worker for a tenant another worker deletes at the same moment:
+    both passed (the tenant was there; it had no numbers), and the number was left with no
+    tenant. Now one of the two is refused, every round, and no number outlives its tenant."""
+    from bridge.errors import BadRequest, Conflict
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.tenants import parse_tenant
+
+    async with two_workers(redis) as (a, b):
+        kept = 0
+        for i in range(ROUNDS):
+            tenant = await a.save_tenant(parse_tenant({"name": f"T{i}"}))
+            await b.reload()  # B has read the tenant (its poll, without the wait)
+            number = parse_number(
+                {"phone": f"+1555781{i:04d}", "engine": "sim"}, tenant_id=tenant.tenant_id
+            )
+            created, deleted = await asyncio.gather(
+                a.create_number(number),
+                b.delete_tenant(tenant.tenant_id),
+                return_exceptions=True,
+            )
+            if isinstance(deleted, BaseException):  # the number first: the tenant is in use
+                assert isinstance(deleted, Conflict) and deleted.code == "tenant_in_use"
+                assert not isinstance(created, BaseException), created
+                kept += 1
+            else:  # the deletion first: no tenant to create the number for
+                assert isinstance(created, BadRequest), created
+        tenants = {t["tenantID"] for t in await stored(redis, "tenants")}
+        owners = [n["tenantID"] for n in await stored(redis, "numbers")]
+        assert len(owners) == kept and set(owners) <= tenants
+
+
+async def test_two_workers_creating_a_tenants_last_trunk_at_once_keep_its_cap(
+    redis: Redis,
+) -> None:
+    """``BRIDGE_SIP_MAX_TRUNKS`` was counted on each worker's view: a tenant one trunk short of
+    its cap creating a trunk on two workers at once got both, one over the cap. The count is
+    one of the write's checks now: exactly one wins, the other hears too_many_trunks."""
+    from bridge.numbers.tenants import parse_tenant
+    from bridge.numbers.trunks import parse_trunk
+
+    trunk = {"name": "PBX", "uri": "sip:127.0.0.1:5080;transport=udp"}
+    async with two_workers(redis) as (a, b):
+        for i in range(ROUNDS):
+            tenant = await a.save_tenant(parse_tenant({"name": f"T{i}"}))
+            await a.save_trunk(parse_trunk(trunk, tenant.tenant_id), cap=2)
+            await b.reload()  # B has read the trunk (its poll, without the wait)
+            results = await asyncio.gather(
+                a.save_trunk(parse_trunk(trunk, tenant.tenant_id), cap=2),
+                b.save_trunk(parse_trunk(trunk, tenant.tenant_id), cap=2),
+                return_exceptions=True,
+            )
+            one_won(results, "too_many_trunks")
+        owners = [t["tenantID"] for t in await stored(redis, "trunks")]
+        assert len(owners) == 2 * ROUNDS and max(owners.count(o) for o in owners) == 2
+
+
+async def test_a_key_revoked_on_one_worker_as_another_makes_one_stays_revoked(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A tenant's key revoked through one worker while another worker makes the tenant a new
+    key: each wrote the tenant as its own view had it, so the second write undid the first (the
+    revoked key worked again, or the new key the app was given never did). A change of a
+    tenant is made to the tenant as it is at the write's version now."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    env = {"BRIDGE_API_TOKENS": "admin-token"}
+    a, b = (
+        Bridge(redis, tmp_path / "a", env=dict(env)),
+        Bridge(redis, tmp_path / "b", env=dict(env)),
+    )
+    await start_bridges(session, a, b)
+    admin = {"Authorization": "Bearer admin-token"}
+
+    async def call(
+        method: str, base: str, path: str, headers: dict, body: dict | None = None
+    ) -> tuple[int, dict]:
+        async with session.request(method, base + path, json=body or {}, headers=headers) as r:
+            return r.status, await r.json()
+
+    async def works(base: str, key: str) -> bool:
+        status, _ = await call("GET", base, "/numbers", {"Authorization": f"Bearer {key}"})
+        return status == 200
+
+    try:
+        for _ in range(10):
+            status, tenant = await call("POST", a.base, "/tenants", admin, {"name": "Acme"})
+            assert status == 201, tenant
+            old, path = tenant["apiKey"], f"/tenants/{tenant['tenantID']}"
+            await until(lambda k=old: works(b.base, k), 2, "the tenant known on B", every=0.01)
+            key_id = tenant["keys"][0]["keyID"]
+            (made, new), (revoked, _) = await asyncio.gather(
+                call("POST", a.base, path + "/keys", admin),
+                call("DELETE", b.base, f"{path}/keys/{key_id}", admin),
+            )
+            assert (made, revoked) == (201, 200), (made, revoked)
+            for base in (a.base, b.base):
+                key = new["apiKey"]
+                await until(lambda b_=base, k=key: works(b_, k), 2, "the new key works")
+                assert not await works(base, old), "a revoked key works again"
+    finally:
+        await asyncio.gather(a.stop(), b.stop())

@@ -356,3 +356,29 @@ async def test_an_unreadable_asset_record_costs_that_asset_only(media_client, ca
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
     said = [r for r in caplog.records if "as_0123456789abcdef" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING", [r.getMessage() for r in said]
+
+
+def test_a_segment_a_crashed_worker_left_is_finished_whole(tmp_path) -> None:
+    """The segment a crashed worker left (its adopter finishes it): one track whose header
+    still says empty, the other killed before even its header reached the disk. Both come out
+    whole WAVs, mixed, with their sidecars; an empty file once read as -2 ms long."""
+    from bridge.attachments.left_open import seal_left
+    from bridge.attachments.recorded import Recording
+
+    calls = tmp_path / "files" / "calls"
+    calls.mkdir(parents=True)
+    inbound, outbound = calls / "c1-inbound.wav", calls / "c1-outbound.wav"
+    pcm = (8000 * np.sin(2 * np.pi * 700 * np.arange(16000) / 16000)).astype("<i2")
+    inbound.write_bytes(wav_header(0) + pcm.tobytes())
+    outbound.write_bytes(b"")
+    made = seal_left("c1", [inbound, outbound], tmp_path, 86400.0)
+    assert [(r.kind, r.duration_ms) for r in made] == [
+        ("inbound", 1000),
+        ("outbound", 0),
+        ("mixed", 1000),
+    ]
+    mixed, rate = read_wav(calls / "c1-mixed.wav")
+    assert rate == 16000 and band_energy(mixed, 16000, 700) > 0.9
+    assert read_wav(outbound)[0].size == 0
+    for rec in made:
+        assert Recording.from_sidecar(rec.path.with_suffix(".json")).id == rec.id

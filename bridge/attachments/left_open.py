@@ -1,0 +1,102 @@
+"""``LeftSegments``: the recording segments a crashed worker left open, finished by a survivor.
+
+A worker that dies mid-recording leaves its segment as the crash left it: WAV headers that
+still say empty, no mixed file, no sidecar (so in no index) and no ``recording.ready``. The
+worker that adopts the call (``RecordingService.resume(left_open=True)``) or ends it, when it
+cannot move (``RecordingService.finish_left``, from ``Recovery``), finishes that segment as
+its worker's stop would have and announces it, once, in the background (a long segment's mix
+must not delay the move nor the reaping of the dead worker's other calls).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from ..audio import SAMPLE_RATE
+from ..tasks import TaskSet
+from .files import disk_error
+from .recorded import Recording, finished
+from .wav import HEADER_BYTES, mix_files, repair_wav, wav_header
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[..., None]
+"""``emit(type, **data)``: an event about the call (``AttachmentHost.emit``)."""
+
+
+class LeftSegments:
+    """Finishes left segments (see the module docstring); owns the tasks that do."""
+
+    def __init__(
+        self, root: Path, retention_s: float, add: Callable[[list[Recording]], None]
+    ) -> None:
+        self.root = root
+        self.retention_s = retention_s
+        self._add = add
+        self._tasks = TaskSet("left-segments")
+        self._finishing: set[Path] = set()
+        """The segments' bases being finished (one finishing of a segment at a time)."""
+
+    def finish(self, call_id: str, origin: Path, segment: int, emit: Emit) -> None:
+        """Finish segment ``segment`` of the recording whose first segment is ``origin``."""
+        base = origin if segment == 1 else origin.with_name(f"{origin.name}-seg{segment}")
+        if base not in self._finishing:
+            self._finishing.add(base)
+            self._tasks.spawn(self._finish(call_id, base, segment, emit), f"left:{call_id}")
+
+    async def close(self) -> None:
+        await self._tasks.close()
+
+    async def _finish(self, call_id: str, base: Path, segment: int, emit: Emit) -> None:
+        """Finish ``base``'s files and emit their ``recording.ready``. One whose sidecar is
+        there was finished by its worker (only cut off, it stopped the call itself): left
+        alone. One not on this worker's storage, or that the disk will not finish, is said
+        once at WARNING (and ``recording.failed`` for the disk)."""
+        try:
+            tracks = [base.with_name(f"{base.name}-{k}.wav") for k in ("inbound", "outbound")]
+            if tracks[0].with_suffix(".json").exists():
+                return
+            if not all(track.is_file() for track in tracks):
+                log.warning(
+                    "call %s: segment %d of its recording, left by a crashed worker, is not on "
+                    "this worker's storage (BRIDGE_DATA_DIR not shared?): not announced",
+                    call_id,
+                    segment,
+                    extra={"call_id": call_id},
+                )
+                return
+            try:
+                made = await asyncio.to_thread(
+                    seal_left, call_id, tracks, self.root, self.retention_s
+                )
+            except OSError as exc:
+                error = disk_error(exc, f"segment {segment}, left by a crashed worker, unfinished")
+                log.warning(
+                    "call %s: recording: %s", call_id, error.message, extra={"call_id": call_id}
+                )
+                emit("recording.failed", segment=segment, reason=error.code, message=error.message)
+                return
+            self._add(made)
+            emit("recording.ready", recordings=[r.as_json() for r in made], segment=segment)
+        finally:
+            self._finishing.discard(base)
+
+
+def seal_left(call_id: str, tracks: list[Path], root: Path, retention_s: float) -> list[Recording]:
+    """Finish a segment a crashed worker left open (``tracks``: its inbound and outbound
+    WAVs) as its stop would have: WAV headers (one killed before its header reached the disk
+    written whole, empty), the mixed file, the sidecars (run off the event loop). Its start is
+    its length before its last write."""
+    inbound, outbound = tracks
+    for track in tracks:
+        if track.stat().st_size < HEADER_BYTES:
+            track.write_bytes(wav_header(0))
+        repair_wav(track)
+    mixed = inbound.with_name(inbound.name.removesuffix("-inbound.wav") + "-mixed.wav")
+    mix_files(inbound, outbound, mixed)
+    began = inbound.stat().st_mtime - (mixed.stat().st_size - HEADER_BYTES) / 2 / SAMPLE_RATE
+    files = [("inbound", inbound), ("outbound", outbound), ("mixed", mixed)]
+    return finished(call_id, files, root, began, retention_s)
