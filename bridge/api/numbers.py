@@ -116,9 +116,9 @@ async def change_number(request: web.Request) -> web.Response:
     _files_by_admin(request, body)
     changed = patch_number(number, body)
     check_sip_road(changed, request.app[SETTINGS])
-    await request.app[CATALOG].update_number(changed)
+    stored = await request.app[CATALOG].update_number(changed)
     await request.app[SWITCHBOARD].reconcile()
-    return web.json_response(_view(request, changed))
+    return web.json_response(_view(request, stored))
 
 
 @routes.delete("/numbers/{numberID}")

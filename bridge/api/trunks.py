@@ -3,7 +3,6 @@ Changes are written to the numbers' store and are live on every worker within it
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -78,10 +77,14 @@ async def change_trunk(request: web.Request) -> web.Response:
     _trunk_for(request)  # 404 before the body is read
     body = await read_body(request, "TrunkPatch")
     trunk = _trunk_for(request)  # as it is once the body is in (not brought back if deleted)
-    changed = dataclasses.replace(trunk, secrets=dict(trunk.secrets))
-    apply_trunk_fields(changed, body)
-    _check_music(request, changed)
-    await request.app[CATALOG].save_trunk(changed)
+
+    def change(changed: Trunk) -> None:
+        apply_trunk_fields(changed, body)
+        _check_music(request, changed)
+
+    # Changed as it is at the write (on any worker): a copy read before would undo a change
+    # made meanwhile, or bring back a trunk deleted meanwhile.
+    changed = await request.app[CATALOG].change_trunk(trunk.trunk_id, change)
     return web.json_response(_view(request, changed))
 
 

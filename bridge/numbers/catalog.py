@@ -38,14 +38,17 @@ from .defined import (
     overlaid,
     refuse_defined,
     stored_fields,
+    with_changes,
 )
-from .model import DEFAULT_NUMBER, Number, key_hash
+from .model import DEFAULT_NUMBER, Number
 from .store import POLL_INTERVAL, CatalogStore, Stale
 from .tenants import Tenant
 from .trunks import Trunk
+from .view import NumbersView
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R", Tenant, Trunk)
 
 WRITE_ATTEMPTS = 20
 """Times a change is decided again when other workers' writes keep coming first (each refusal
@@ -65,8 +68,9 @@ def _readable(
     return out
 
 
-class Catalog:
-    """Numbers and tenants, indexed; see the module docstring."""
+class Catalog(NumbersView):
+    """Numbers, tenants and trunks, kept as the store has them and changed there; see the
+    module docstring (the lookups: :class:`~.view.NumbersView`)."""
 
     def __init__(
         self, store: CatalogStore, default: Number | None, by_settings: Defined | None = None
@@ -77,12 +81,7 @@ class Catalog:
         self.defined: dict[str, Defined] = {DEFAULT_NUMBER: by_settings or {}}
         """The fields the operator defines, by number: the settings' for the default one, the
         numbers file's for those it declares (``defined.py``: the API may not store them)."""
-        self.numbers: dict[str, Number] = {}
-        self.tenants: dict[str, Tenant] = {}
-        self.trunks: dict[str, Trunk] = {}
-        self._by_phone: dict[str, Number] = {}
-        self._by_meta_id: dict[str, Number] = {}
-        self._by_key: dict[str, str] = {}
+        super().__init__()
         self.version = -1
         self._followers: list[Callable[[], None]] = []
         self._tasks = TaskSet("catalog")
@@ -160,76 +159,7 @@ class Catalog:
         if default is not None and self._default_stored:  # the one rule (defined.py)
             defined = self.defined.get(DEFAULT_NUMBER, {})
             default = overlaid(default, self._default_stored, defined, self._said)
-        listed = ([default] if default is not None else []) + list(numbers)
-        self.numbers = {n.number_id: n for n in listed}
-        self._by_phone = {n.phone: n for n in listed if n.phone}
-        self._by_meta_id = {n.meta_id: n for n in listed if n.meta_id}
-        self._by_key = {k.hash: t.tenant_id for t in self.tenants.values() for k in t.keys}
-
-    # -- lookups (hot paths: dictionary reads)
-    def number(self, number_id: str) -> Number | None:
-        return self.numbers.get(number_id)
-
-    def by_phone(self, phone: str) -> Number | None:
-        return self._by_phone.get(phone)
-
-    def by_meta_id(self, phone_number_id: str) -> Number | None:
-        """The Cloud API number Meta calls ``phone_number_id`` in its webhooks."""
-        return self._by_meta_id.get(phone_number_id)
-
-    def tenant_of_key(self, key: str) -> str | None:
-        """The tenant an API key belongs to (``None``: no tenant's key)."""
-        return self._by_key.get(key_hash(key))
-
-    def tenant_destination(self, tenant_id: str) -> tuple[str, str] | None:
-        """A tenant's own webhook URL and signing secret, when it has them."""
-        tenant = self.tenants.get(tenant_id)
-        if tenant is None or not tenant.webhook_url or not tenant.webhook_secret:
-            return None
-        return tenant.webhook_url, tenant.webhook_secret
-
-    def recording_forbidden_by(self, number_id: str, tenant_id: str) -> str | None:
-        """Who forbids recording a call of ``number_id`` (``"number …"`` or ``"tenant …"``),
-        or ``None`` when both allow it (``PATCH /numbers/{id}`` / ``PATCH /tenants/{id}``
-        ``{"recording": "forbidden"}``)."""
-        number = self.numbers.get(number_id)
-        if number is not None and number.recording == "forbidden":
-            return f"number {number_id}"
-        tenant = self.tenants.get(tenant_id or (number.tenant_id if number else ""))
-        if tenant is not None and tenant.recording == "forbidden":
-            return f"tenant {tenant.tenant_id}"
-        return None
-
-    def numbers_of(self, tenant_id: str | None) -> list[Number]:
-        """A tenant's numbers (``None``: every number)."""
-        listed = self.numbers.values()
-        return [n for n in listed if tenant_id is None or n.tenant_id == tenant_id]
-
-    def resolve_from(self, value: object, tenant_id: str | None) -> Number:
-        """The number a ``"from"`` names (its ``phone`` or ``numberID``), as ``tenant_id`` may
-        use it; without ``"from"``, the only number that tenant has (or the default number
-        for the service). 400 when it is ambiguous or not one of theirs."""
-        mine = self.numbers_of(tenant_id)
-        if value is None or value == "":
-            if tenant_id is None and self.default is not None:
-                return self.default
-            if len(mine) == 1:
-                return mine[0]
-            raise BadRequest(
-                f"field 'from' is required: name one of your {len(mine)} numbers "
-                "(its phone or numberID)"
-                if mine
-                else "there is no number to call from: create one with POST /numbers",
-                code="missing_field" if mine else "no_number",
-            )
-        if not isinstance(value, str):
-            raise BadRequest("field 'from' must be a number's phone or numberID")
-        found = self.numbers.get(value) or self._by_phone.get(value)
-        if found is None and not value.startswith("+"):
-            found = self._by_phone.get("+" + value)
-        if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
-            raise BadRequest(f"field 'from': no number {value[:40]!r}", code="unknown_number")
-        return found
+        self.show(([default] if default is not None else []) + list(numbers))
 
     # -- changes (admin or owning tenant; the API checks who)
     async def _write(
@@ -288,13 +218,19 @@ class Catalog:
         if number.number_id == DEFAULT_NUMBER:
             return await self._save_default(number, changed)
 
+        made: list[Number] = []
+
         def decide() -> dict[str, Any]:
-            rules.still_there(self, number)  # deleted meanwhile: not brought back
-            rules.unique(self, number)
-            return number.to_record()
+            # Onto the number as it is at the write: another worker's change of other fields
+            # meanwhile is kept (a whole copy read before would undo it).
+            current = rules.still_there(self, number)  # deleted meanwhile: not brought back
+            whole = before is None or current.engine != number.engine
+            made[:] = [number if whole else with_changes(current, number, changed)]
+            rules.unique(self, made[0])
+            return made[0].to_record()
 
         await self._write("numbers", number.number_id, decide)
-        return number
+        return made[0]
 
     async def _save_default(self, number: Number, changed: list[str]) -> Number:
         # Only what the API changed is stored (sealed as every record's): a field it never
@@ -316,16 +252,6 @@ class Catalog:
         if not await self._write("numbers", number_id, lambda: None):
             raise NotFound(f"no number {number_id[:64]!r}")
 
-    def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:
-        """The trunk that takes the inbound calls of ``number_id`` for ``tenant_id``, if any."""
-        number = self.number(number_id)
-        names = {number_id, number.phone} if number is not None and number.phone else {number_id}
-        return next((t for t in self.trunks.values() if t.answers(names, tenant_id)), None)
-
-    def trunks_of(self, tenant_id: str | None) -> list[Trunk]:
-        """A tenant's trunks (``None``: every trunk)."""
-        return [t for t in self.trunks.values() if tenant_id is None or t.tenant_id == tenant_id]
-
     async def save_trunk(self, trunk: Trunk, *, cap: int | None = None) -> Trunk:
         """Create or replace a trunk; ``cap``: its tenant's trunks, this one among them, may
         not pass it (409 ``too_many_trunks``: ``BRIDGE_SIP_MAX_TRUNKS``)."""
@@ -338,6 +264,10 @@ class Catalog:
         await self._write("trunks", trunk.trunk_id, decide)
         return trunk
 
+    async def change_trunk(self, trunk_id: str, change: Callable[[Trunk], None]) -> Trunk:
+        """Change a trunk as it is at the write's version (:meth:`_change`)."""
+        return await self._change("trunks", trunk_id, rules.copy_of_trunk, change)
+
     async def delete_trunk(self, trunk_id: str) -> None:
         if not await self._write("trunks", trunk_id, lambda: None):
             raise NotFound(f"no trunk {trunk_id[:64]!r}")
@@ -347,17 +277,24 @@ class Catalog:
         return tenant
 
     async def change_tenant(self, tenant_id: str, change: Callable[[Tenant], None]) -> Tenant:
-        """Change a tenant as it is at the write's version: ``change`` edits a copy, and runs
-        again on the newer tenant when another worker wrote first (a key revoked there is not
-        brought back by a key made here). 404 when it is gone."""
-        made: list[Tenant] = []
+        """Change a tenant as it is at the write's version (:meth:`_change`)."""
+        return await self._change("tenants", tenant_id, rules.copy_of_tenant, change)
+
+    async def _change(
+        self, kind: str, record_id: str, copy: Callable[[Any, str], R], change: Callable[[R], None]
+    ) -> R:
+        """Change a record as it is at the write's version: ``change`` edits a ``copy`` of it,
+        and runs again on the newer record when another worker wrote first (their change is
+        kept: a key revoked there is not brought back by a key made here). 404 when it is gone
+        (``copy`` says: a change would bring it back)."""
+        made: list[R] = []
 
         def decide() -> dict[str, Any]:
-            made[:] = [rules.copy_of_tenant(self, tenant_id)]
+            made[:] = [copy(self, record_id)]
             change(made[0])
             return made[0].to_record()
 
-        await self._write("tenants", tenant_id, decide)
+        await self._write(kind, record_id, decide)
         return made[0]
 
     async def delete_tenant(self, tenant_id: str) -> None:

@@ -111,6 +111,17 @@ def set_field(number: Number, field: str, value: Any) -> None:
         holder[name] = value
 
 
+def with_changes(current: Number, changed: Number, fields: Iterable[str]) -> Number:
+    """``current`` with ``fields`` as ``changed`` has them: a change decided on an older view
+    put on the record as it is now (another worker's change of other fields is kept)."""
+    merged = dataclasses.replace(
+        current, config=dict(current.config), secrets=dict(current.secrets)
+    )
+    for field in fields:
+        set_field(merged, field, field_value(changed, field))
+    return merged
+
+
 def keep_unset(known: Number, number: Number, defined: Mapping[str, Source]) -> None:
     """``number`` as the operator declares it, keeping what ``known`` (its stored version)
     has on every field the operator left unset (the API's to manage)."""

@@ -49,10 +49,13 @@ def unique(catalog: Catalog, number: Number) -> None:
         )
 
 
-def still_there(catalog: Catalog, number: Number) -> None:
-    """A changed number was not deleted meanwhile (404: the change would bring it back)."""
-    if catalog.number(number.number_id) is None:
+def still_there(catalog: Catalog, number: Number) -> Number:
+    """A changed number as it is now: not deleted meanwhile (404: the change would bring it
+    back)."""
+    current = catalog.number(number.number_id)
+    if current is None:
         raise NotFound(f"no number {number.number_id[:64]!r}")
+    return current
 
 
 def tenant_there(catalog: Catalog, tenant_id: str) -> None:
@@ -67,6 +70,14 @@ def copy_of_tenant(catalog: Catalog, tenant_id: str) -> Tenant:
     if tenant is None:
         raise NotFound(f"no tenant {tenant_id[:64]!r}")
     return dataclasses.replace(tenant, secrets=dict(tenant.secrets), keys=list(tenant.keys))
+
+
+def copy_of_trunk(catalog: Catalog, trunk_id: str) -> Trunk:
+    """A copy of the trunk to change (404 when it is gone: a change would bring it back)."""
+    trunk = catalog.trunks.get(trunk_id)
+    if trunk is None:
+        raise NotFound(f"no trunk {trunk_id[:64]!r}")
+    return dataclasses.replace(trunk, secrets=dict(trunk.secrets))
 
 
 def under_cap(catalog: Catalog, trunk: Trunk, cap: int | None) -> None:

@@ -411,6 +411,76 @@ async def test_a_key_revoked_on_one_worker_as_another_makes_one_stays_revoked(
             for base in (a.base, b.base):
                 key = new["apiKey"]
                 await until(lambda b_=base, k=key: works(b_, k), 2, "the new key works")
-                assert not await works(base, old), "a revoked key works again"
+
+                async def refused(b_: str = base) -> bool:  # once this worker read both writes
+                    return not await works(b_, old)
+
+                await until(refused, 2, "the revoked key refused (it worked again for good)")
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_two_workers_changing_two_fields_of_one_number_at_once_keep_both(
+    redis: Redis,
+) -> None:
+    """A number's label changed on one worker while another changes its recording policy:
+    each wrote the whole number as its own view had it, so the second write undid the first.
+    A change is put on the number as it is at the write: both fields stay, every round."""
+    from bridge.numbers.model import parse_number, patch_number
+
+    async with two_workers(redis) as (a, b):
+        made = await a.create_number(
+            parse_number({"phone": "+15557900001", "engine": "sim"}, tenant_id="")
+        )
+        await until(lambda: b.number(made.number_id) is not None, 2, "B read the number")
+        for i in range(ROUNDS):
+            policy = "forbidden" if i % 2 == 0 else "allowed"
+            results = await asyncio.gather(
+                a.update_number(patch_number(a.numbers[made.number_id], {"label": f"L{i}"})),
+                b.update_number(patch_number(b.numbers[made.number_id], {"recording": policy})),
+            )
+            assert results[1].recording == policy
+            await asyncio.gather(a.reload(), b.reload())
+            for worker in (a, b):
+                number = worker.numbers[made.number_id]
+                assert (number.label, number.recording) == (f"L{i}", policy), i
+
+
+async def test_a_trunk_changed_on_one_worker_as_another_changes_or_deletes_it(
+    redis: Redis,
+) -> None:
+    """Two workers changing two fields of one trunk at once both keep theirs; and a trunk
+    changed on one worker while another deletes it stays deleted (its change is a 404): the
+    change was written whole from the worker's own view, and brought the trunk back."""
+    from bridge.errors import NotFound
+    from bridge.numbers.trunks import apply_trunk_fields, parse_trunk
+
+    async with two_workers(redis) as (a, b):
+        trunk = await a.save_trunk(parse_trunk({"name": "pbx", "uri": "sip:pbx.example.com"}))
+        await b.reload()
+        for i in range(ROUNDS):
+            await asyncio.gather(
+                a.change_trunk(
+                    trunk.trunk_id, lambda t, i=i: apply_trunk_fields(t, {"name": f"n{i}"})
+                ),
+                b.change_trunk(
+                    trunk.trunk_id, lambda t, i=i: apply_trunk_fields(t, {"username": f"u{i}"})
+                ),
+            )
+            await asyncio.gather(a.reload(), b.reload())
+            kept = a.trunks[trunk.trunk_id]
+            assert (kept.name, kept.username) == (f"n{i}", f"u{i}"), i
+        for i in range(ROUNDS):
+            doomed = await a.save_trunk(
+                parse_trunk({"name": f"d{i}", "uri": "sip:pbx.example.com"})
+            )
+            await b.reload()
+            results = await asyncio.gather(
+                a.change_trunk(doomed.trunk_id, lambda t: apply_trunk_fields(t, {"name": "back"})),
+                b.delete_trunk(doomed.trunk_id),
+                return_exceptions=True,
+            )
+            assert results[1] is None, results  # the deletion always goes through
+            assert not isinstance(results[0], BaseException) or isinstance(results[0], NotFound)
+            await asyncio.gather(a.reload(), b.reload())
+            assert doomed.trunk_id not in a.trunks and doomed.trunk_id not in b.trunks, (i, results)
