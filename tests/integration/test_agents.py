@@ -587,6 +587,109 @@ async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def vad_off_agent(make_client, aiohttp_server, monkeypatch, provider: str):
+    """An agent whose model's turn detection is off (the bridge hears the turns) on a call
+    whose WhatsApp user says what the test puts in the returned list (20 ms frames; silence
+    when it is empty). Returns the fake model, the client, the call id and that list."""
+    from bridge.engines.sim import SimMediaChannel
+
+    from ..fakes.gemini_live import PATH, FakeGeminiLive
+
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    if provider == "gemini-live":
+        fake = FakeGeminiLive(api_key=KEY)
+        server = await aiohttp_server(fake.app())
+        client = await make_client(fork_url_allow=("127.0.0.1",))
+        cid = (await active_call(client))["callID"]
+        url = f"ws://127.0.0.1:{server.port}{PATH}"
+        session = {"realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}}}
+    else:
+        fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+        cid = call["callID"]
+        session = {"turn_detection": None}
+    body = {"provider": provider, "url": url, "apiKey": KEY, "session": session}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    return fake, client, cid, talk
+
+
+def turn_marks(fake) -> list[str]:
+    """The turn markers the model was sent: Gemini's activities, OpenAI's commits and the
+    ``response.create`` that asks for an answer."""
+    if hasattr(fake, "activities"):
+        return [mark for _, mark in fake.activities]
+    marks = ("input_audio_buffer.commit", "response.create")
+    return [e["type"].rsplit(".", 1)[1] for e in fake.events if e["type"] in marks]
+
+
+@pytest.mark.parametrize("provider", ["gemini-live", "openai-realtime"])
+async def test_a_hold_in_the_callers_turn_ends_the_turn_the_model_was_told_of(
+    make_client, aiohttp_server, monkeypatch, provider: str
+) -> None:
+    """With the model's turn detection off, a hold in the middle of the caller's turn ends it
+    on the model (Gemini ``activityEnd``; OpenAI the buffer committed, no answer asked for:
+    nobody would hear it) and the caller's talking after the hold is a turn of its own, its
+    start and end told. Before, the hold left Gemini's ``activityStart`` open for ever (the
+    model waiting for the turn's end) and the first turn after the hold was never ended, on
+    either (no ``activityEnd``, no commit: never answered)."""
+    from bench.speech import GAP, missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(1.0, level_dbfs=-20.0)[int(GAP * 16_000) :]  # a sentence, 16 kHz
+    fake, client, cid, talk = await vad_off_agent(
+        make_client, aiohttp_server, monkeypatch, provider
+    )
+    end_unanswered = ["activityStart", "activityEnd"] if provider == "gemini-live" else ["commit"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        assert (await next_event(sub, "agent.speech.started")).data["by"] == "bridge"
+        assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+        talk.clear()  # (the caller stops while held: what they say after is a new turn)
+        await until(lambda: turn_marks(fake) == end_unanswered, timeout=3)
+        assert (await next_event(sub, "agent.speech.stopped")).data["by"] == "bridge"
+        assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+        talk.extend(said[i : i + 320] for i in range(0, 16_000, 320))  # a second of it
+        assert (await next_event(sub, "agent.speech.started")).data["by"] == "bridge"
+        assert (await next_event(sub, "agent.speech.stopped")).data["by"] == "bridge"
+    gemini = provider == "gemini-live"
+    answered = ["activityStart", "activityEnd"] if gemini else ["commit", "create"]
+    await until(lambda: turn_marks(fake) == end_unanswered + answered, timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_turn_open_when_geminis_socket_drops_is_started_on_the_new_one(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """The caller talking when the model's socket drops (the bridge hearing the turns): the
+    new connection is told the activity started before its end comes to it. Before, the end
+    went to a connection that never had the start (an ``activityEnd`` with no activity)."""
+    from bench.speech import GAP, missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(1.0, level_dbfs=-20.0)[int(GAP * 16_000) :]
+    fake, client, cid, talk = await vad_off_agent(
+        make_client, aiohttp_server, monkeypatch, "gemini-live"
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        await next_event(sub, "agent.speech.started")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected")
+        talk.clear()
+        await next_event(sub, "agent.speech.stopped")
+    await until(lambda: len(fake.activities) == 3, timeout=3)
+    assert fake.activities == [(1, "activityStart"), (2, "activityStart"), (2, "activityEnd")]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
     fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
     cid = call["callID"]
