@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 
 from ..attachments.base import AttachmentHost
-from ..audio import SAMPLE_RATE, Resampler
+from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
 from ..errors import CallStateError
 from ..http import display_url
 from ..media import BusFrame
@@ -159,6 +159,7 @@ class Agent:
             "state": self.state,
             "reconnects": self.model.reconnects,
             "interruptions": self.interruptions,
+            "callerAudioDroppedMs": self.model.out.audio_dropped * FRAME_MS,
         }
 
     def _emit(self, type_: str, **data: Any) -> None:
@@ -180,8 +181,9 @@ class Agent:
                 self.uplink.sent()
 
     def _send_up(self, pcm: bytes) -> None:
-        if self.model.connected:  # while reconnecting nothing is queued (it would come late)
-            self.model.send_audio(pcm)
+        # Nothing queued while reconnecting (it would come late); a slow socket's drop counted.
+        if self.model.connected and not self.model.send_audio(pcm):
+            self.bus.stats.agent_frames_dropped += 1
 
     def _sent(self, frame: BusFrame) -> None:
         self.guard.played(frame)

@@ -105,6 +105,7 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
             "state": "connected",
             "reconnects": 0,
             "interruptions": 0,
+            "callerAudioDroppedMs": 0,
         }
     ]
     resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
@@ -688,6 +689,64 @@ async def test_a_turn_open_when_geminis_socket_drops_is_started_on_the_new_one(
     assert fake.activities == [(1, "activityStart"), (2, "activityStart"), (2, "activityEnd")]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_caller_audio_a_slow_model_socket_cannot_take_is_said_and_counted(
+    make_client, caplog
+) -> None:
+    """A model that stops reading its socket while the WhatsApp side sends 12 s of audio (an
+    engine's burst): what the socket's buffers and the bounded queue cannot hold is dropped,
+    the oldest first — said once at WARNING with why, and counted in the agent's snapshot, the
+    call's stats and the metrics. Before, the drops were counted in the socket's queue alone
+    (a count nobody read, lost with the queue at a reconnect) and never said, and came only
+    once the socket's autotuned kernel buffer (megabytes: over a minute of the caller, which
+    the model would hear ever later) was full: none of these 12 s was dropped. The model's
+    socket has a small kernel send buffer now, as a media fork's."""
+    from aiohttp.test_utils import TestServer
+
+    from bridge.agents import connection
+
+    from ..fakes.openai_realtime import small_receive_buffer
+    from .test_metrics import scrape, value
+
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = TestServer(fake.app(), socket_factory=small_receive_buffer)
+    await server.start_server()
+    client = await make_client(fork_url_allow=("127.0.0.1",), sim_peer="silence")
+    cid = (await active_call(client))["callID"]
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await until(lambda: fake.heard.size > 0, timeout=3)
+    fake.stall()
+    bus = client.app[MANAGER].runtime(cid).bus
+    frame = tone(300, 320, 16_000, 0.25)
+    with caplog.at_level(logging.WARNING, logger=connection.__name__):
+        for _ in range(60):  # 600 frames, 10 at a time: the socket's sender drains between
+            for _ in range(10):
+                bus.push_downlink(frame)
+            await asyncio.sleep(0.002)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    dropped_ms = snap["agents"][0]["callerAudioDroppedMs"]
+    assert 0 < dropped_ms < 12_000
+    said = [r for r in caplog.records if "too slow to take the caller's audio" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert "1000 ms" in said[0].getMessage()
+    fake.stall(False)
+    await client.post("/call/hangup", json={"callID": cid})
+    stats = await (await client.get(f"/call/{cid}/stats")).json()
+    frames = stats["bus"]["agentFramesDropped"]  # (the call's own silence, since, as well)
+    assert frames * 20 >= dropped_ms
+    samples = await scrape(client)
+    dropped = value(
+        samples,
+        "bridge_bus_frames_dropped_total",
+        reason="agent_backpressure",
+        direction="downlink",
+    )
+    assert dropped == frames
+    assert fake.errors == []
+    await server.close()
 
 
 async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:
