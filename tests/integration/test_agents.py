@@ -172,8 +172,9 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     make_client, aiohttp_server
 ) -> None:
     """Hold cuts the agent's voice as a barge-in would (the model told what was heard), drops
-    what the model says meanwhile (truncated at 0 ms) and sends the model none of the
-    caller; taking the call off hold brings both back."""
+    what the model says meanwhile (truncated at 0 ms; its transcript is still told: the
+    record of what the model said) and sends the model none of the caller; taking the call
+    off hold brings both back."""
     fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 25)
     async with client.app[MANAGER].events.subscribe() as sub:
         resp = await client.post("/call/hold", json={"callID": cid, "held": True})
@@ -187,7 +188,10 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     assert abs(fake.truncates[0]["audio_end_ms"] - len(played) * 20) <= 40
     # Held: what the model says is not played (and the model is told none was heard) ...
     up_held = await settled(lambda: fake.heard.size, 0.3, 5, "the caller's audio sent before hold")
-    second = await fake.say(tone(880, 24_000, 24_000, 0.25))
+    async with client.app[MANAGER].events.subscribe() as sub:
+        second = await fake.say(tone(880, 24_000, 24_000, 0.25), transcript="while held")
+        told = await next_event(sub, "agent.transcript")
+    assert (told.data["role"], told.data["text"]) == ("agent", "while held")
     await until(lambda: len(fake.truncates) == 2, timeout=3)
     assert fake.truncates[1] == {**fake.truncates[1], "item_id": second, "audio_end_ms": 0}
     await asyncio.sleep(0.6)
