@@ -17,7 +17,8 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
 * on hold (:meth:`Agent.held`) the caller is neither heard nor spoken to: nothing goes up to
   the model, the voice stops as on a barge-in (``agent.interrupted`` ``by: "hold"``, the model
   told what was heard) and what the model says meanwhile is dropped and truncated at 0 ms, so
-  its conversation holds only what the caller heard; both resume with the call;
+  its conversation holds only what the caller heard; both resume with the call (a turn the
+  bridge's own turn detection opened on the model is ended at the hold: :mod:`.turns`);
 * a socket it cannot reopen ends in ``agent.failed`` and the service's fallback.
 
 A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
@@ -38,8 +39,7 @@ from typing import Any
 import aiohttp
 
 from ..attachments.base import AttachmentHost
-from ..attachments.speech import SpeechDetector, VadUnavailable
-from ..audio import SAMPLE_RATE, Resampler
+from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
 from ..errors import CallStateError
 from ..http import display_url
 from ..media import BusFrame
@@ -48,6 +48,7 @@ from . import events
 from .connection import ModelConnection, Stopped
 from .echo import EchoGuard
 from .tools import CallControls
+from .turns import CallerTurns
 from .uplink import ContinuousUplink
 from .voice import AgentVoice
 from .wire import (
@@ -141,8 +142,8 @@ class Agent:
         self.caller_speaking = False
         self.on_hold = self.bus.conference.held
         """The call is held: the caller is neither heard nor spoken to (:meth:`held`)."""
-        self.detector = None if dialect.model_detects_speech else _detector()
-        """The bridge's own VAD (the ``vad`` extra) when the model's turn detection is off."""
+        self.turns = None if dialect.model_detects_speech else CallerTurns(dialect, self.send)
+        """The caller's turns as the bridge hears and tells them, the model's detection off."""
 
     @property
     def state(self) -> str:
@@ -158,6 +159,7 @@ class Agent:
             "state": self.state,
             "reconnects": self.model.reconnects,
             "interruptions": self.interruptions,
+            "callerAudioDroppedMs": self.model.out.audio_dropped * FRAME_MS,
         }
 
     def _emit(self, type_: str, **data: Any) -> None:
@@ -169,8 +171,9 @@ class Agent:
         if self.on_hold:
             return  # a held caller is not heard (nor is the hold's silence a turn)
         self.guard.heard(frame)
-        if self.detector is not None:
-            self._detected(frame)
+        change = None if self.turns is None else self.turns.feed(frame.pcm)  # the bridge's VAD
+        if change is not None:
+            (self._speech_started if change else self._speech_stopped)("bridge")
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
         if pcm.size:
             self._send_up(pcm.astype("<i2", copy=False).tobytes())  # (int16 already: no copy)
@@ -178,8 +181,9 @@ class Agent:
                 self.uplink.sent()
 
     def _send_up(self, pcm: bytes) -> None:
-        if self.model.connected:  # while reconnecting nothing is queued (it would come late)
-            self.model.send_audio(pcm)
+        # Nothing queued while reconnecting (it would come late); a slow socket's drop counted.
+        if self.model.connected and not self.model.send_audio(pcm):
+            self.bus.stats.agent_frames_dropped += 1
 
     def _sent(self, frame: BusFrame) -> None:
         self.guard.played(frame)
@@ -206,6 +210,8 @@ class Agent:
             return
         self.on_hold = held
         if held:
+            if self.turns is not None and self.turns.cut():  # a turn it told the model of
+                self._emit(events.SPEECH_STOPPED, by="bridge")
             self.caller_speaking = False
             if self.voice.playing:
                 self.barge_in("hold")
@@ -223,8 +229,8 @@ class Agent:
             agentPlaying=playing,
             by=by,
         )
-        if self.caller_speaking and by == "bridge":
-            self.send(self.dialect.turn_started())
+        if self.caller_speaking and by == "bridge" and self.turns is not None:
+            self.turns.started()
         if playing and self.caller_speaking and self.uplink is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
         elif self.caller_speaking and by == "bridge":
@@ -232,19 +238,10 @@ class Agent:
             self.send(self.dialect.cancel(by))
 
     def _speech_stopped(self, by: str) -> None:
-        if self.caller_speaking and by == "bridge":
-            self.send(self.dialect.turn_ended())
+        if by == "bridge" and self.turns is not None:
+            self.turns.ended()
         self.caller_speaking = False
         self._emit(events.SPEECH_STOPPED, by=by)
-
-    def _detected(self, frame: BusFrame) -> None:
-        """The bridge's own speech detection, when the model's is off."""
-        assert self.detector is not None
-        change = self.detector.feed(frame.pcm)
-        if change is True:
-            self._speech_started("bridge")
-        elif change is False:
-            self._speech_stopped("bridge")
 
     # -- the model's events (the connection keeps its own)
     async def _handle(self, event: ModelEvent) -> None:
@@ -325,6 +322,8 @@ class Agent:
         self.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
+        if self.turns is not None:
+            self.turns.reopened()  # the caller talking on: its turn's end goes to this session
         self._emit(events.RECONNECTED, resumed=resumed)
 
     async def _ended(self, reason: str) -> None:
@@ -367,16 +366,10 @@ class Agent:
         async with self._closing:
             if self.model.stopping:
                 return False
+            if self.model.connected and self.turns is not None:
+                self.turns.cut()  # the turn the bridge opened ends with the session
             self._detach()
             await self.model.close()
             self.host.detach(self)
             await self._tasks.close()
             return True
-
-
-def _detector() -> SpeechDetector | None:
-    try:
-        return SpeechDetector()
-    except VadUnavailable as exc:
-        log.warning("the model's turn detection is off and the bridge's is unavailable: %s", exc)
-        return None

@@ -33,10 +33,10 @@ from typing import Any
 
 import aiohttp
 
-from ..attachments.wire import OutgoingQueue
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from .opening import SessionOpening, reopen
+from .outbox import Outbox
 from .preflight import CONNECT_TIMEOUT
 from .wire import (
     Answer,
@@ -61,8 +61,6 @@ a server that takes the session and closes it at once uses up ``retries`` rather
 reopened forever, a WARNING each time — whether or not it said something first (a word on
 each session once reset the retries, and the next attempt came at once: reopened as fast as
 the server answered, for the rest of the call)."""
-UP_QUEUE = 50
-"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
 RENEW_MARGIN_S = 120.0
 """Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
 RENEW_WAIT_S = 90.0
@@ -117,7 +115,9 @@ class ModelConnection(SessionOpening):
         self.reconnects = 0
         self.model_errors = 0
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._out = _queue()
+        self.out = Outbox(where)
+        """What waits for the socket (the current session's queue; the caller's audio
+        dropped when the socket is too slow)."""
         self._stopping = False
         self._renewing = False
         """The current socket is being closed to renew its capped session."""
@@ -125,7 +125,6 @@ class ModelConnection(SessionOpening):
         """The current socket is being closed after the model's error ended its session."""
         self.failure: str | None = None
         """What refused the agent for good (``Refused.code``, an account-level error's code)."""
-        self._last_up = time.monotonic()
         self._tasks = TaskSet(f"model[{where}]")
         self._runner: asyncio.Task[None] | None = None
         self._bugs = FailureKinds(log)  # what the messages met, each kind logged once
@@ -149,16 +148,12 @@ class ModelConnection(SessionOpening):
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         """Queue control messages (never dropped while the queue has room)."""
-        for message in messages:
-            self._out.put_control(json.dumps(message))
-        if messages:
-            self._last_up = time.monotonic()
+        self.out.control(messages)
 
-    def send_audio(self, pcm: bytes) -> None:
-        """Queue the caller's audio (s16le at the dialect's ``rate_in``; oldest dropped when
-        the socket is slow)."""
-        self._out.put_audio(self.dialect.audio(pcm))
-        self._last_up = time.monotonic()
+    def send_audio(self, pcm: bytes) -> bool:
+        """Queue the caller's audio (s16le at the dialect's ``rate_in``); ``False`` when the
+        socket is too slow to take it and the oldest frame queued went (:mod:`.outbox`)."""
+        return self.out.audio(self.dialect.audio(pcm))
 
     # -- opening
     async def start(
@@ -243,7 +238,7 @@ class ModelConnection(SessionOpening):
             else:
                 await ws.send_str(message)
 
-        helpers = [self._tasks.spawn(self._out.run(send, lambda: ws.closed), "sender")]
+        helpers = [self._tasks.spawn(self.out.queue.run(send, lambda: ws.closed), "sender")]
         if self.dialect.keepalive_s:
             helpers.append(self._tasks.spawn(self._keepalive(self.dialect.keepalive_s), "keep"))
         if self.dialect.session_limit_s:
@@ -276,8 +271,8 @@ class ModelConnection(SessionOpening):
         """The dialect's keep-alive whenever nothing went up for ``every`` seconds (the
         caller's audio stopped: a hold, a silent leg)."""
         while True:
-            await asyncio.sleep(max(0.05, every - (time.monotonic() - self._last_up)))
-            if time.monotonic() - self._last_up >= every:
+            await asyncio.sleep(max(0.05, every - (time.monotonic() - self.out.last_up)))
+            if time.monotonic() - self.out.last_up >= every:
                 self.send(self.dialect.keepalive())
 
     async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float, wait: float) -> None:
@@ -359,8 +354,7 @@ class ModelConnection(SessionOpening):
                 await on_end("reconnect_failed")
                 return
             self._ws = ws
-            # What was queued for the old socket (a truncate of its items) means nothing now.
-            self._out = _queue()
+            self.out.renew()  # what was queued for the old socket means nothing now
             self.state = "connected"
             self.reconnects += 1
             on_reconnected(self.resume is not None)
@@ -375,7 +369,7 @@ class ModelConnection(SessionOpening):
         if self._ws is not None and not self._ws.closed:
             goodbye = self.dialect.closing()
             self.send(goodbye)
-            await self._out.drain(0.2)
+            await self.out.queue.drain(0.2)
             if goodbye and self._runner is not None and not self._ws.closed:
                 # The server ends the session (and closes) once it has drained.
                 await asyncio.wait({self._runner}, timeout=CLOSE_WAIT_S)
@@ -383,7 +377,3 @@ class ModelConnection(SessionOpening):
                     log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
         await self._tasks.close()
-
-
-def _queue() -> OutgoingQueue:
-    return OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)

@@ -204,7 +204,7 @@ class DeepgramVoiceAgent:
     def turn_started(self) -> list[dict[str, Any]]:
         return []  # Deepgram always hears the caller's turns itself
 
-    def turn_ended(self) -> list[dict[str, Any]]:
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:

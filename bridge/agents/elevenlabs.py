@@ -243,7 +243,7 @@ class ElevenLabsAgent:
     def turn_started(self) -> list[dict[str, Any]]:
         return []  # ElevenLabs always hears the caller's turns itself
 
-    def turn_ended(self) -> list[dict[str, Any]]:
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:

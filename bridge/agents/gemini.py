@@ -195,7 +195,8 @@ class GeminiLive:
         # With automatic activity detection disabled the client marks the caller's turns.
         return [{"realtimeInput": {"activityStart": {}}}]
 
-    def turn_ended(self) -> list[dict[str, Any]]:
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
+        # The only end an activity has: the model answers it even when ``answer`` is false.
         return [{"realtimeInput": {"activityEnd": {}}}]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:

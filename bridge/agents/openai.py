@@ -307,9 +307,10 @@ class RealtimeFamily(abc.ABC):
     def turn_started(self) -> list[dict[str, Any]]:
         return []
 
-    def turn_ended(self) -> list[dict[str, Any]]:
-        # Without turn detection the client commits the buffer and asks for a response.
-        return [self._client("input_audio_buffer.commit"), *self._create()]
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
+        # Without turn detection the client commits the buffer and asks for a response (not
+        # for a turn cut short by a hold: its words stay in the conversation, unanswered).
+        return [self._client("input_audio_buffer.commit"), *(self._create() if answer else [])]
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         # A new session knows nothing of the old one: one system message recounts it.

@@ -285,7 +285,7 @@ class OpenAILive:
     def turn_started(self) -> list[dict[str, Any]]:
         return []
 
-    def turn_ended(self) -> list[dict[str, Any]]:
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
 
     def text(self, text: str) -> list[dict[str, Any]]:

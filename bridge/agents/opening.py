@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from ..attachments.wire import bound_send_buffer
 from ..http import RedirectRefused
 from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
@@ -87,6 +88,7 @@ class SessionOpening:
             # The status only: the exception's text holds the URL (a key may be in it).
             raise Refused(f"http_{exc.status}", final=exc.status in FINAL_STATUSES) from None
         self.session += 1  # a new session's socket: what the old one asked is the old one's
+        bound_send_buffer(ws)  # a model too slow for the caller meets the queue's bound soon
         try:  # cancelled or timed out anywhere here: the socket (a session, billed) is closed
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 if self.dialect.waits_for_hello:

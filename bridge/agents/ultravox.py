@@ -261,7 +261,7 @@ class UltravoxCall:
     def turn_started(self) -> list[dict[str, Any]]:
         return []
 
-    def turn_ended(self) -> list[dict[str, Any]]:
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:

@@ -274,8 +274,10 @@ class ModelDialect(Protocol):
     def turn_started(self) -> list[dict[str, Any]]:
         """The bridge heard the caller start a turn (the model's own VAD is off)."""
 
-    def turn_ended(self) -> list[dict[str, Any]]:
-        """The bridge heard the caller's turn end: the model should answer."""
+    def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
+        """The bridge heard the caller's turn end: the model should answer. ``answer``
+        false: the caller's audio stopped reaching the model in the middle of the turn (a
+        hold): the turn ends, with no answer asked for where the protocol can say so."""
 
     def text(self, text: str) -> list[dict[str, Any]]:
         """A line of text from the caller's side (a key pressed)."""

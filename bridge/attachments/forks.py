@@ -21,7 +21,6 @@ import base64
 import contextlib
 import json
 import logging
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -41,15 +40,12 @@ from .base import AttachmentHost
 from .queued_source import MAX_MARKS, QueuedSource
 from .twilio import TwilioEvents
 from .wavix import ForkDialect
-from .wire import OutgoingQueue
+from .wire import OutgoingQueue, bound_send_buffer
 
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 250
 """Messages a fork may have waiting (5 s of one track) before it is dropped."""
-SEND_BUFFER = 64 * 1024
-"""Kernel send buffer of a fork's socket: small, so a stalled app is noticed within about a
-second of audio instead of after megabytes of autotuned TCP buffer."""
 FRAME_8K = 160
 """Samples in 20 ms at 8 kHz: every µ-law payload is one whole frame (as Twilio sends)."""
 CONNECT_TIMEOUT = 10.0
@@ -155,9 +151,7 @@ class Fork:
         if self._stopping:  # the call ended while we connected
             await self._ws.close()
             raise CallStateError(f"call {self.call_id} has ended")
-        sock = self._ws.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        bound_send_buffer(self._ws)  # a stalled app is noticed within about a second
         self._enqueue(self.wire.connected())
         start = self.wire.start(self.channel, self.stream_type)
         if self.resumed:

@@ -1,13 +1,31 @@
-"""What the WebSocket attachments (PCM sockets, media forks) share: one bounded queue of
-outgoing messages, drained by one sender task, so the media path never awaits a socket."""
+"""What the WebSocket attachments (PCM sockets, media forks, model agents) share: one bounded
+queue of outgoing messages, drained by one sender task, so the media path never awaits a
+socket; and a small kernel send buffer for the sockets the bridge opens to stream the call's
+audio, so that queue's bound is what a stalled peer meets."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+import aiohttp
+
 Send = Callable[[bytes | str], Awaitable[None]]
+
+SEND_BUFFER = 64 * 1024
+"""Kernel send buffer of a socket the bridge opens to stream the call's audio (a media fork,
+a model agent): small, so a stalled peer is noticed within about a second of audio instead of
+after megabytes of autotuned TCP buffer (over a minute of audio on loopback, the peer hearing
+it ever later meanwhile)."""
+
+
+def bound_send_buffer(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Give ``ws``'s socket the :data:`SEND_BUFFER` (none to set on a socket already gone)."""
+    sock = ws.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 class OutgoingQueue:

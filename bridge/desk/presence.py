@@ -5,6 +5,11 @@ its socket on one worker, the bridge's ``busy`` and the free at the end of its c
 call's worker, a reconnect on a third — never write back a record they read over another's
 change made meanwhile.
 
+The agent's own presence (``chosen``) outlives the bridge's ``busy``: the end of its call
+puts it back to what it chose (``away`` set on the call stays ``away``), and a ``busy`` it says
+on a call is the call's (an app that resends the state it was told when its socket reopens
+mid-call is not ``busy`` for good after it).
+
 A reconnect keeps an agent ``busy`` only while the call its record names is live — on this
 worker (its registry) or on another (the call directory's record): an agent left busy on a
 call that is gone (a free lost, a worker that died on the call) is ``available`` again when
@@ -73,7 +78,11 @@ class AgentPresence:
             if previous is not None and previous.state == "busy" and previous.call_id:
                 if previous.call_id != gone:
                     return replace(
-                        fresh, state="busy", since=previous.since, call_id=previous.call_id
+                        fresh,
+                        state="busy",
+                        since=previous.since,
+                        call_id=previous.call_id,
+                        chosen=previous.chosen,
                     )
             return fresh
 
@@ -103,15 +112,27 @@ class AgentPresence:
         changed = await self.store.update_agent(*key, lambda r: r and r.with_state(state, call_id))
         return changed is not None
 
-    async def free(self, key: AgentKey, call_id: str) -> bool:
-        """The agent is off ``call_id``: ``available`` again if its record still names that
-        call (``False``: it does not, and a ``busy`` on another call since then stands)."""
+    async def free(self, key: AgentKey, call_id: str) -> str | None:
+        """The agent is off ``call_id``: what it chose itself again (``available`` unless it
+        said otherwise), if its record still names that call; the state it is in now
+        (``None``: the record names another call, and that ``busy`` stands)."""
 
         def freed(record: AgentRecord | None) -> AgentRecord | None:
-            return record.with_state("available") if record and record.call_id == call_id else None
+            if record is None or record.call_id != call_id:
+                return None
+            return record.with_state(record.chosen)
 
-        return await self.store.update_agent(*key, freed) is not None
+        record = await self.store.update_agent(*key, freed)
+        return None if record is None else record.state
 
     async def chose(self, key: AgentKey, state: str) -> None:
-        """The agent's own ``presence``: its state, on the call it is on if any."""
-        await self.store.update_agent(*key, lambda r: r and r.with_state(state, r.call_id))
+        """The agent's own ``presence``: its state, on the call it is on if any, and what it
+        is again after that call (a ``busy`` said on a call is the call's: module docstring)."""
+
+        def chose(record: AgentRecord | None) -> AgentRecord | None:
+            if record is None:
+                return None
+            own = record.chosen if state == "busy" and record.call_id else state
+            return replace(record.with_state(state, record.call_id), chosen=own)
+
+        await self.store.update_agent(*key, chose)

@@ -147,10 +147,11 @@ class Desk:
             await self.send(key, {"type": "presence", "state": state})
 
     async def free(self, key: AgentKey, call_id: str) -> None:
-        """The agent is off ``call_id`` (its end, a transfer to another), told if it was on it
-        (``AgentPresence.free``)."""
-        if await self.presence.free(key, call_id):
-            await self.send(key, {"type": "presence", "state": "available"})
+        """The agent is off ``call_id`` (its end, a transfer to another): back to the presence
+        it chose, told if it was on it (``AgentPresence.free``)."""
+        state = await self.presence.free(key, call_id)
+        if state is not None:
+            await self.send(key, {"type": "presence", "state": state})
 
     async def handle(self, session: AgentSession, message: wire.AgentMessage) -> None:
         """One message from an agent's socket."""

@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Protocol
 
 GRACE = 3.0
@@ -49,12 +49,16 @@ class AgentRecord:
     agent_id: str
     groups: tuple[str, ...]
     state: str
-    """What the agent (or the bridge, for ``busy``) last set."""
+    """What the agent (or the bridge, for ``busy`` on a call) last set."""
     since: float
     """When it became what it is (longest-idle rings the oldest ``available`` first)."""
     alive_until: float
     worker: str
     call_id: str | None = None
+    chosen: str = "available"
+    """The presence the agent itself set last (over its socket): what it is again when the
+    bridge's ``busy`` on a call ends. Written only when not ``available``, so a record is as a
+    bridge before it wrote it unless the agent chose otherwise."""
 
     def effective(self, now: float | None = None) -> str:
         now = time.time() if now is None else now
@@ -66,13 +70,17 @@ class AgentRecord:
         return replace(self, state=state, since=time.time(), call_id=call_id)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if self.chosen == "available":
+            del data["chosen"]
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> AgentRecord:
         data = json.loads(raw)
         data["groups"] = tuple(data["groups"])
-        return cls(**data)
+        # A field a newer bridge added (a rolling upgrade) is passed over.
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def view(self) -> dict[str, Any]:
         """``GET /agents``'s row."""
@@ -84,6 +92,9 @@ class AgentRecord:
             "since": self.since,
             "callID": self.call_id,
         }
+
+
+_FIELDS = frozenset(f.name for f in fields(AgentRecord))
 
 
 class DeskStore(Protocol):

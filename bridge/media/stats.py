@@ -157,6 +157,8 @@ class BusStats:
     """Browser Opus packets that failed to decode."""
     source_frames_dropped: int = 0
     """Client audio dropped by a queued source (a PCM socket or fork sending too far ahead)."""
+    agent_frames_dropped: int = 0
+    """The caller's frames a model agent dropped: its model's socket too slow to take them."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -181,6 +183,7 @@ class BusStats:
             "uplinkRtpLate": self.uplink_rtp_late,
             "uplinkDecodeErrors": self.uplink_decode_errors,
             "sourceFramesDropped": self.source_frames_dropped,
+            "agentFramesDropped": self.agent_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),

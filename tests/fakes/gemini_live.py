@@ -4,7 +4,10 @@ is an error here too, recorded in ``errors`` (a test asserts it stays empty): a 
 other than ``setup``, a second ``setup``, a message with other than exactly one of
 ``setup``/``clientContent``/``realtimeInput``/``toolResponse``, an unknown field, audio other
 than 16-bit PCM with a ``rate=`` in its MIME type, a key neither in ``key`` nor
-``x-goog-api-key``.
+``x-goog-api-key``; an ``activityStart`` or ``activityEnd`` on a connection whose setup left
+automatic activity detection on (the reference: only a client that disabled it marks the
+activity), an ``activityStart`` while that connection's activity is open, an ``activityEnd``
+with none open (each connection its own: the markers are kept in ``activities``).
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
 ``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
@@ -46,6 +49,13 @@ SETUP_FIELDS = {
 }
 CLIENT_MESSAGES = {"setup", "clientContent", "realtimeInput", "toolResponse"}
 REALTIME_FIELDS = {"audio", "video", "text", "activityStart", "activityEnd", "audioStreamEnd"}
+MARKERS = ("activityStart", "activityEnd")
+
+
+def _manual(setup: dict[str, Any]) -> bool:
+    """The setup disabled automatic activity detection: the client marks the activity."""
+    config = setup.get("realtimeInputConfig") or {}
+    return (config.get("automaticActivityDetection") or {}).get("disabled") is True
 
 
 class FakeGeminiLive(CallerAudioLog):
@@ -62,6 +72,8 @@ class FakeGeminiLive(CallerAudioLog):
         self.refused: list[str] = []
         """Handles presented after they expired, or never given: refused."""
         self.tool_responses: list[dict[str, Any]] = []
+        self.activities: list[tuple[int, str]] = []
+        """Each ``activityStart``/``activityEnd`` taken, with its connection's number."""
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
@@ -89,6 +101,9 @@ class FakeGeminiLive(CallerAudioLog):
         self.connections += 1
         self.ws = ws
         setup_done = False
+        connection = self.connections
+        manual = False  # its setup disabled automatic activity detection
+        active = False  # its activity is open (activityStart, no End yet)
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
                 # The real service accepts JSON in binary frames too; the bridge sends text.
@@ -110,11 +125,21 @@ class FakeGeminiLive(CallerAudioLog):
                 break
             if kind == "setup":
                 setup_done = await self._setup(body["setup"])
+                manual = _manual(body["setup"])
                 if not setup_done:
                     await ws.close(code=1007, message=b"invalid setup")
                     break
             elif kind == "realtimeInput":
                 self._realtime(body["realtimeInput"])
+                marker = next((m for m in MARKERS if m in body["realtimeInput"]), None)
+                if marker is not None:
+                    if not manual:
+                        self.errors.append(f"{marker} with automatic activity detection on")
+                    elif (marker == "activityStart") == active:
+                        state = "open" if active else "not open"
+                        self.errors.append(f"{marker} while the activity is {state}")
+                    active = marker == "activityStart"
+                    self.activities.append((connection, marker))
                 if "activityStart" in body["realtimeInput"] and self.generating:
                     # activityHandling START_OF_ACTIVITY_INTERRUPTS (the default): the
                     # caller's activity start ends the model's turn, as a cancel would.

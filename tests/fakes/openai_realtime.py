@@ -15,8 +15,11 @@ answered with a (silent) response, created and done.
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
 (``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
 model still generating), :meth:`speech_started` reports the caller's speech as server VAD
-would, :meth:`drop` closes the socket abruptly. What the bridge sent is kept: the caller's
-audio (``heard``, 24 kHz), ``truncates``, ``cancels``, every client event.
+would, :meth:`drop` closes the socket abruptly, :meth:`stall` stops reading it (a model too slow
+to take the caller's audio: what the bridge sends backs up, once the kernel's buffers are full;
+serve it from a socket with a small receive buffer, :func:`small_receive_buffer`). What the
+bridge sent is kept: the caller's audio (``heard``, 24 kHz), ``truncates``, ``cancels``, every
+client event.
 
 :class:`FakeOpenAIRealtime` is also the base of the fakes of its relatives (xAI Grok Voice,
 Azure Voice Live): the class attributes name the path, the rate and the audio events, the
@@ -29,11 +32,13 @@ import asyncio
 import base64
 import binascii
 import json
+import socket
 import time
 from typing import Any
 
 import numpy as np
 from aiohttp import WSMsgType, web
+from aiohttp.test_utils import get_port_socket
 
 from .common import CallerAudioLog
 
@@ -96,6 +101,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.expired = 0
         self.headers: list[dict[str, str]] = []
         self.ws: web.WebSocketResponse | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        """The current connection's TCP transport (:meth:`stall`)."""
         self.configured = asyncio.Event()
         """The newest connection's session is configured (what a test waits for)."""
         self._configured_sockets: set[web.WebSocketResponse] = set()
@@ -158,6 +165,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.served(ws)
         self.connections += 1
         self.ws = ws
+        self._transport = request.transport
         self.configured.clear()
         self._active = None
         self._calls = set()
@@ -475,3 +483,19 @@ class FakeOpenAIRealtime(CallerAudioLog):
         """Close the current connection as a failing server would."""
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
+
+    def stall(self, stalled: bool = True) -> None:
+        """Stop reading the current connection (``False``: read it again)."""
+        assert isinstance(self._transport, asyncio.ReadTransport)
+        if stalled:
+            self._transport.pause_reading()
+        else:
+            self._transport.resume_reading()
+
+
+def small_receive_buffer(host: str, port: int, family: socket.AddressFamily) -> socket.socket:
+    """A listening socket whose connections have a 4 KiB receive buffer (``aiohttp_server``'s
+    ``socket_factory``): a server that stops reading backs its client up at once."""
+    sock = get_port_socket(host, port, family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock

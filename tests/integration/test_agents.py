@@ -105,6 +105,7 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
             "state": "connected",
             "reconnects": 0,
             "interruptions": 0,
+            "callerAudioDroppedMs": 0,
         }
     ]
     resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
@@ -171,8 +172,9 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     make_client, aiohttp_server
 ) -> None:
     """Hold cuts the agent's voice as a barge-in would (the model told what was heard), drops
-    what the model says meanwhile (truncated at 0 ms) and sends the model none of the
-    caller; taking the call off hold brings both back."""
+    what the model says meanwhile (truncated at 0 ms; its transcript is still told: the
+    record of what the model said) and sends the model none of the caller; taking the call
+    off hold brings both back."""
     fake, client, cid, sc, n0, item = await agent_talking(make_client, aiohttp_server, 25)
     async with client.app[MANAGER].events.subscribe() as sub:
         resp = await client.post("/call/hold", json={"callID": cid, "held": True})
@@ -186,7 +188,10 @@ async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     assert abs(fake.truncates[0]["audio_end_ms"] - len(played) * 20) <= 40
     # Held: what the model says is not played (and the model is told none was heard) ...
     up_held = await settled(lambda: fake.heard.size, 0.3, 5, "the caller's audio sent before hold")
-    second = await fake.say(tone(880, 24_000, 24_000, 0.25))
+    async with client.app[MANAGER].events.subscribe() as sub:
+        second = await fake.say(tone(880, 24_000, 24_000, 0.25), transcript="while held")
+        told = await next_event(sub, "agent.transcript")
+    assert (told.data["role"], told.data["text"]) == ("agent", "while held")
     await until(lambda: len(fake.truncates) == 2, timeout=3)
     assert fake.truncates[1] == {**fake.truncates[1], "item_id": second, "audio_end_ms": 0}
     await asyncio.sleep(0.6)
@@ -585,6 +590,167 @@ async def test_with_the_models_vad_off_the_bridge_hears_the_turns(
     ]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def vad_off_agent(make_client, aiohttp_server, monkeypatch, provider: str):
+    """An agent whose model's turn detection is off (the bridge hears the turns) on a call
+    whose WhatsApp user says what the test puts in the returned list (20 ms frames; silence
+    when it is empty). Returns the fake model, the client, the call id and that list."""
+    from bridge.engines.sim import SimMediaChannel
+
+    from ..fakes.gemini_live import PATH, FakeGeminiLive
+
+    talk: list[np.ndarray] = []
+
+    def produce(self, at: float) -> np.ndarray:  # the WhatsApp user, once told to talk
+        return talk.pop(0) if talk else np.zeros(320, dtype=np.int16)
+
+    monkeypatch.setattr(SimMediaChannel, "_produce", produce)
+    if provider == "gemini-live":
+        fake = FakeGeminiLive(api_key=KEY)
+        server = await aiohttp_server(fake.app())
+        client = await make_client(fork_url_allow=("127.0.0.1",))
+        cid = (await active_call(client))["callID"]
+        url = f"ws://127.0.0.1:{server.port}{PATH}"
+        session = {"realtimeInputConfig": {"automaticActivityDetection": {"disabled": True}}}
+    else:
+        fake, client, call, url = await openai_agent(make_client, aiohttp_server)
+        cid = call["callID"]
+        session = {"turn_detection": None}
+    body = {"provider": provider, "url": url, "apiKey": KEY, "session": session}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    return fake, client, cid, talk
+
+
+def turn_marks(fake) -> list[str]:
+    """The turn markers the model was sent: Gemini's activities, OpenAI's commits and the
+    ``response.create`` that asks for an answer."""
+    if hasattr(fake, "activities"):
+        return [mark for _, mark in fake.activities]
+    marks = ("input_audio_buffer.commit", "response.create")
+    return [e["type"].rsplit(".", 1)[1] for e in fake.events if e["type"] in marks]
+
+
+@pytest.mark.parametrize("provider", ["gemini-live", "openai-realtime"])
+async def test_a_hold_in_the_callers_turn_ends_the_turn_the_model_was_told_of(
+    make_client, aiohttp_server, monkeypatch, provider: str
+) -> None:
+    """With the model's turn detection off, a hold in the middle of the caller's turn ends it
+    on the model (Gemini ``activityEnd``; OpenAI the buffer committed, no answer asked for:
+    nobody would hear it) and the caller's talking after the hold is a turn of its own, its
+    start and end told. Before, the hold left Gemini's ``activityStart`` open for ever (the
+    model waiting for the turn's end) and the first turn after the hold was never ended, on
+    either (no ``activityEnd``, no commit: never answered)."""
+    from bench.speech import GAP, missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(1.0, level_dbfs=-20.0)[int(GAP * 16_000) :]  # a sentence, 16 kHz
+    fake, client, cid, talk = await vad_off_agent(
+        make_client, aiohttp_server, monkeypatch, provider
+    )
+    end_unanswered = ["activityStart", "activityEnd"] if provider == "gemini-live" else ["commit"]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        assert (await next_event(sub, "agent.speech.started")).data["by"] == "bridge"
+        assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+        talk.clear()  # (the caller stops while held: what they say after is a new turn)
+        await until(lambda: turn_marks(fake) == end_unanswered, timeout=3)
+        assert (await next_event(sub, "agent.speech.stopped")).data["by"] == "bridge"
+        assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+        talk.extend(said[i : i + 320] for i in range(0, 16_000, 320))  # a second of it
+        assert (await next_event(sub, "agent.speech.started")).data["by"] == "bridge"
+        assert (await next_event(sub, "agent.speech.stopped")).data["by"] == "bridge"
+    gemini = provider == "gemini-live"
+    answered = ["activityStart", "activityEnd"] if gemini else ["commit", "create"]
+    await until(lambda: turn_marks(fake) == end_unanswered + answered, timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_turn_open_when_geminis_socket_drops_is_started_on_the_new_one(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """The caller talking when the model's socket drops (the bridge hearing the turns): the
+    new connection is told the activity started before its end comes to it. Before, the end
+    went to a connection that never had the start (an ``activityEnd`` with no activity)."""
+    from bench.speech import GAP, missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(1.0, level_dbfs=-20.0)[int(GAP * 16_000) :]
+    fake, client, cid, talk = await vad_off_agent(
+        make_client, aiohttp_server, monkeypatch, "gemini-live"
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        await next_event(sub, "agent.speech.started")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected")
+        talk.clear()
+        await next_event(sub, "agent.speech.stopped")
+    await until(lambda: len(fake.activities) == 3, timeout=3)
+    assert fake.activities == [(1, "activityStart"), (2, "activityStart"), (2, "activityEnd")]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_caller_audio_a_slow_model_socket_cannot_take_is_said_and_counted(
+    make_client, caplog
+) -> None:
+    """A model that stops reading its socket while the WhatsApp side sends 12 s of audio (an
+    engine's burst): what the socket's buffers and the bounded queue cannot hold is dropped,
+    the oldest first — said once at WARNING with why, and counted in the agent's snapshot, the
+    call's stats and the metrics. Before, the drops were counted in the socket's queue alone
+    (a count nobody read, lost with the queue at a reconnect) and never said, and came only
+    once the socket's autotuned kernel buffer (megabytes: over a minute of the caller, which
+    the model would hear ever later) was full: none of these 12 s was dropped. The model's
+    socket has a small kernel send buffer now, as a media fork's."""
+    from aiohttp.test_utils import TestServer
+
+    from bridge.agents import connection
+
+    from ..fakes.openai_realtime import small_receive_buffer
+    from .test_metrics import scrape, value
+
+    fake = FakeOpenAIRealtime(api_key=KEY)
+    server = TestServer(fake.app(), socket_factory=small_receive_buffer)
+    await server.start_server()
+    client = await make_client(fork_url_allow=("127.0.0.1",), sim_peer="silence")
+    cid = (await active_call(client))["callID"]
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?model=gpt-realtime"
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    await until(lambda: fake.heard.size > 0, timeout=3)
+    fake.stall()
+    bus = client.app[MANAGER].runtime(cid).bus
+    frame = tone(300, 320, 16_000, 0.25)
+    with caplog.at_level(logging.WARNING, logger=connection.__name__):
+        for _ in range(60):  # 600 frames, 10 at a time: the socket's sender drains between
+            for _ in range(10):
+                bus.push_downlink(frame)
+            await asyncio.sleep(0.002)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    dropped_ms = snap["agents"][0]["callerAudioDroppedMs"]
+    assert 0 < dropped_ms < 12_000
+    said = [r for r in caplog.records if "too slow to take the caller's audio" in r.getMessage()]
+    assert [r.levelname for r in said] == ["WARNING"]
+    assert "1000 ms" in said[0].getMessage()
+    fake.stall(False)
+    await client.post("/call/hangup", json={"callID": cid})
+    stats = await (await client.get(f"/call/{cid}/stats")).json()
+    frames = stats["bus"]["agentFramesDropped"]  # (the call's own silence, since, as well)
+    assert frames * 20 >= dropped_ms
+    samples = await scrape(client)
+    dropped = value(
+        samples,
+        "bridge_bus_frames_dropped_total",
+        reason="agent_backpressure",
+        direction="downlink",
+    )
+    assert dropped == frames
+    assert fake.errors == []
+    await server.close()
 
 
 async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -> None:

@@ -285,3 +285,37 @@ async def test_a_reconnect_stays_busy_while_the_directory_cannot_say(client, cap
     assert [r.levelname for r in said] == ["WARNING"]
     assert "refused" in said[0].getMessage()
     await ann.ws.close()
+
+
+async def _accepted_call(client: Any, ann: Agent, phone: str = "5521988887777") -> str:
+    call_id = await incoming(client, phone)
+    await ann.next("ringing")
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    assert (await ann.next("presence"))["state"] == "busy"
+    return call_id
+
+
+async def test_an_agents_own_away_outlives_the_call_it_was_on(client) -> None:
+    """Ann, on a call, sets herself ``away``; the call ends: she stays ``away`` (only the
+    call's ``busy`` is the bridge's to clear), told so on her socket (her app stops its
+    microphone on it), and is not rung. Before, the call's end put her back to ``available``.
+    A ``busy`` her app sends on a call (``BridgeAgent`` resends the state it was told when its
+    socket reopens mid-call) is the call's: she is ``available`` again after it."""
+    ann, _ = await _hello(client, "ann")
+    call_id = await _accepted_call(client, ann)
+    await ann.send(type="presence", state="away")
+    await until(lambda: _listed(client, "away"), 3, "ann away on her call")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    assert (await ann.next("presence"))["state"] == "away"
+    body = await (await client.get("/agents")).json()
+    assert [(a["state"], a["callID"]) for a in body["agents"]] == [("away", None)]
+    # Back by her own choice, rung; on the call her app says busy: the call's, not hers.
+    await ann.send(type="presence", state="available")
+    await until(lambda: _listed(client, "available"), 3, "ann available")
+    call_id = await _accepted_call(client, ann, "5521988886666")
+    await ann.send(type="presence", state="busy")
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    assert (await ann.next("presence"))["state"] == "available"
+    assert await states(client) == {"ann": "available"}
+    await ann.ws.close()

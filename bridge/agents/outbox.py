@@ -1,0 +1,79 @@
+"""What an agent sends its model, waiting for the socket: the connection's child
+(:class:`~.connection.ModelConnection` owns the socket and its one sender task).
+
+One :class:`~bridge.attachments.wire.OutgoingQueue` a session — a new session's starts empty:
+what was queued for the old one (a truncate of its items) means nothing to it — bounded: the
+caller's audio at :data:`UP_QUEUE` frames, the oldest dropped past it. A drop means the model's
+socket is too slow to take the caller (its kernel send buffer is small: ``attachments/wire.py``
+``bound_send_buffer``), and the model misses what was said: counted over the agent's sessions
+(the agent's ``callerAudioDroppedMs``) and said once a session at WARNING
+(:class:`~bridge.logs.Repeats`). It keeps when something last went up (the keep-alive's clock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from ..attachments.wire import OutgoingQueue
+from ..audio import FRAME_MS
+from ..logs import Repeats
+
+log = logging.getLogger(__name__)
+
+UP_QUEUE = 50
+"""Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+
+
+class Outbox:
+    """See the module docstring."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        """``call …: agent …``, for the log."""
+        self.queue = _queue()
+        """The current session's queue (its sender: the connection's)."""
+        self.last_up = time.monotonic()
+        """When a message last went up (the caller's audio or a control message)."""
+        self.audio_dropped = 0
+        """Caller frames dropped, over every session, because the model's socket was too slow
+        to take them."""
+        self._sessions = 0
+        self._said = Repeats(size=4)  # the sessions that dropped the caller's audio
+
+    def renew(self) -> None:
+        """A new session's socket: what was queued for the old one is dropped."""
+        self.queue = _queue()
+        self._sessions += 1
+
+    def control(self, messages: list[dict[str, Any]]) -> None:
+        """Queue control messages (never dropped while the queue has room)."""
+        for message in messages:
+            self.queue.put_control(json.dumps(message))
+        if messages:
+            self.last_up = time.monotonic()
+
+    def audio(self, message: str | bytes) -> bool:
+        """Queue one frame of the caller (the dialect's message); ``False`` when the oldest
+        frame queued was dropped for it (module docstring)."""
+        before = self.queue.dropped
+        self.queue.put_audio(message)
+        self.last_up = time.monotonic()
+        if self.queue.dropped == before:
+            return True
+        self.audio_dropped += 1
+        if self._said.seen(str(self._sessions)) == 1:
+            log.warning(
+                "%s: the model's socket is too slow to take the caller's audio: more than "
+                "%d ms waits for it, the oldest dropped (the model misses what the caller "
+                "said; counted in the agent's callerAudioDroppedMs), said once a session",
+                self.where,
+                UP_QUEUE * FRAME_MS,
+            )
+        return False
+
+
+def _queue() -> OutgoingQueue:
+    return OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
