@@ -9,11 +9,13 @@ the ``standardwebhooks`` package). A tenant's calls' events also go to the tenan
 - The event source (:meth:`WebhookService.observe`) only appends to a bounded queue: nothing
   on the media path or in a request handler waits for a receiver.
 - One :class:`Destination` per URL: a bounded queue (overflow drops the oldest, counted,
-  logged once per burst) and up to ``CONCURRENCY`` workers. A worker never takes an event of a
-  call another worker is still delivering, so each call's events arrive in order, while a
-  slow or failing call does not hold up the others.
+  logged once per burst) and up to ``CONCURRENCY`` workers, each making one request at a time.
+  A worker never takes an event of a call whose delivery is still under way (in flight or
+  waiting to be retried), so each call's events arrive in order, while a slow or failing call
+  does not hold up the others.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
+  An event waiting for its retry holds no worker (its call's later events wait behind it).
   A run of events refused or given up on is said once per URL (WARNING), and its end.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
   abandoned (counted).
@@ -115,7 +117,8 @@ class Destination:
         self.service = service
         self.queue: deque[Delivery] = deque()
         self.workers = 0
-        self._busy: set[str] = set()  # ids of the calls being delivered now (≤ CONCURRENCY)
+        self._busy: set[str] = set()  # ids of the calls being delivered now, retries included
+        self._retries: list[tuple[float, Delivery]] = []  # (when, delivery) waiting to retry
         self._wake = asyncio.Event()
         self._overflowing = False
         self._failed = 0  # events refused or given up on since the last delivered
@@ -163,33 +166,55 @@ class Destination:
             self.workers += 1
             self.service.tasks.spawn(self._worker(), f"webhook:{self.shown[:60]}")
 
-    def _take(self) -> Delivery | None:
-        """The oldest event whose call has no delivery in flight (keeps per-call order)."""
+    def _take(self, now: float) -> Delivery | None:
+        """A retry that is due, else the oldest event whose call has no delivery under way
+        (keeps per-call order)."""
+        for i, (when, delivery) in enumerate(self._retries):
+            if when <= now:
+                del self._retries[i]
+                return delivery
         for i, delivery in enumerate(self.queue):
             if delivery.key not in self._busy:
                 del self.queue[i]
+                self._busy.add(delivery.key)
                 return delivery
         return None
 
+    def _wait(self, now: float) -> float:
+        """How long an idle worker sleeps: till the next retry is due, at most the idle time."""
+        return min([IDLE_SECONDS, *(max(0.0, when - now) for when, _ in self._retries)])
+
+    def abandon(self) -> None:
+        """The bridge shuts down: what waits (queued, or for its retry) is not delivered."""
+        for delivery in [*self.queue, *(delivery for _, delivery in self._retries)]:
+            delivery.record(self.url, "abandoned", error="the bridge shut down")
+            self.service.count("abandoned")
+        self.queue.clear()
+        self._retries.clear()
+
     async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                delivery = self._take()
+                delivery = self._take(loop.time())
                 if delivery is None:
                     self._wake.clear()
                     try:
-                        await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
+                        await asyncio.wait_for(self._wake.wait(), self._wait(loop.time()))
                     except TimeoutError:
                         if self.idle:
                             return
                     continue
-                self._busy.add(delivery.key)
+                retry_in: float | None = None
                 try:
-                    await self.service.deliver(self, delivery)
+                    retry_in = await self.service.deliver(self, delivery)
                 finally:
-                    self._busy.discard(delivery.key)
-                    self._wake.set()  # the call's next event may now go
-                    self.service.progressed()
+                    if retry_in is None:
+                        self._busy.discard(delivery.key)
+                        self._wake.set()  # the call's next event may now go
+                        self.service.progressed()
+                    else:  # its call stays busy: its later events wait behind the retry
+                        self._retries.append((loop.time() + retry_in, delivery))
         finally:
             self.workers -= 1
             self.service.forget(self)
@@ -304,42 +329,41 @@ class WebhookService:
             "webhook-signature": delivery.signer.sign(delivery.id, stamp, delivery.body),
         }
 
-    async def deliver(self, destination: Destination, delivery: Delivery) -> None:
-        """Try until delivered, refused, or out of tries. Cancelled: abandoned."""
+    async def deliver(self, destination: Destination, delivery: Delivery) -> float | None:
+        """One try: ``None`` once delivered, refused or out of tries, else the seconds to wait
+        before the next (the destination keeps it meanwhile). Cancelled: abandoned."""
         settings = self.settings
         url = destination.url
+        delivery.attempts += 1
         try:
-            while True:
-                delivery.attempts += 1
-                status, error, retry_after = await self._attempt(url, delivery)
-                if status is not None and 200 <= status < 300:
-                    delivery.record(url, "delivered", status)
-                    self.count("delivered")
-                    self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
-                    destination.delivered()
-                    return
-                retryable = status is None or status >= 500 or status == 429
-                if not retryable:
-                    delivery.record(url, "rejected", status, error)
-                    self.count("rejected")
-                    destination.failed(delivery, "rejected", error or str(status))
-                    return
-                if delivery.attempts >= settings.webhook_max_attempts:
-                    delivery.record(url, "gave_up", status, error)
-                    self.count("gave_up")
-                    destination.failed(
-                        delivery, "gave_up", f"{error or status} after {delivery.attempts} tries"
-                    )
-                    return
-                delivery.record(url, "retrying", status, error)
-                delay = settings.webhook_retry_base * 2 ** (delivery.attempts - 1)
-                delay *= random.uniform(0.5, 1.5)
-                delay = min(max(delay, retry_after or 0.0), MAX_RETRY_DELAY)
-                await asyncio.sleep(delay)
+            status, error, retry_after = await self._attempt(url, delivery)
         except asyncio.CancelledError:
             delivery.record(url, "abandoned", error="the bridge shut down")
             self.count("abandoned")
             raise
+        if status is not None and 200 <= status < 300:
+            delivery.record(url, "delivered", status)
+            self.count("delivered")
+            self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
+            destination.delivered()
+            return None
+        retryable = status is None or status >= 500 or status == 429
+        if not retryable:
+            delivery.record(url, "rejected", status, error)
+            self.count("rejected")
+            destination.failed(delivery, "rejected", error or str(status))
+            return None
+        if delivery.attempts >= settings.webhook_max_attempts:
+            delivery.record(url, "gave_up", status, error)
+            self.count("gave_up")
+            destination.failed(
+                delivery, "gave_up", f"{error or status} after {delivery.attempts} tries"
+            )
+            return None
+        delivery.record(url, "retrying", status, error)
+        delay = settings.webhook_retry_base * 2 ** (delivery.attempts - 1)
+        delay *= random.uniform(0.5, 1.5)
+        return min(max(delay, retry_after or 0.0), MAX_RETRY_DELAY)
 
     async def _attempt(self, url: str, delivery: Delivery) -> tuple[int | None, str, float | None]:
         """One POST: (status or None, error text, Retry-After seconds)."""
@@ -382,10 +406,7 @@ class WebhookService:
             except TimeoutError:
                 break
         for destination in list(self.destinations.values()):
-            for delivery in destination.queue:
-                delivery.record(destination.url, "abandoned", error="the bridge shut down")
-                self.count("abandoned")
-            destination.queue.clear()
+            destination.abandon()
         await self.tasks.close()
         self.destinations.clear()
 
