@@ -18,7 +18,8 @@ the ``standardwebhooks`` package). A tenant's calls' events also go to the tenan
   An event waiting for its retry holds no worker (its call's later events wait behind it).
   A run of events refused or given up on is said once per URL (WARNING), and its end.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
-  abandoned (counted).
+  abandoned (counted, and said once at WARNING). Events for more URLs than
+  ``MAX_DESTINATIONS`` with work at once are dropped (counted, said once per run).
 
 The per-call state (the callback URL, the latest delivery's outcome) lives on the
 :class:`~bridge.calls.Call`; destinations are per URL and go away when idle.
@@ -242,6 +243,7 @@ class WebhookService:
         self.tasks = TaskSet("webhooks")
         self.destinations: dict[str, Destination] = {}
         self._closing = False
+        self._crowded = False  # events dropped for want of a destination: said once
         self._progress = asyncio.Event()  # set after every finished delivery (for close)
         metrics.webhook_queued.set_function(
             lambda: sum(d.pending for d in self.destinations.values())
@@ -302,7 +304,17 @@ class WebhookService:
             if len(self.destinations) >= MAX_DESTINATIONS:
                 delivery.record(url, "dropped", error="too many destinations")
                 self.count("dropped")
+                if not self._crowded:
+                    self._crowded = True
+                    log.warning(
+                        "webhooks: too many destination URLs with work at once (%d): events "
+                        "for %s and any other new URL are dropped until some are idle",
+                        MAX_DESTINATIONS,
+                        display_url(url),
+                    )
                 return
+            if self._crowded and len(self.destinations) < MAX_DESTINATIONS // 2:
+                self._crowded = False
             destination = self.destinations[url] = Destination(url, self)
         destination.put(delivery)
 
@@ -405,6 +417,14 @@ class WebhookService:
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:
                 break
+        left = sum(d.pending for d in self.destinations.values())
+        if left:
+            log.warning(
+                "webhooks: %d events not delivered at shutdown (BRIDGE_WEBHOOK_FLUSH_TIMEOUT, "
+                "%g s, ran out); abandoned",
+                left,
+                self.settings.webhook_flush_timeout,
+            )
         for destination in list(self.destinations.values()):
             destination.abandon()
         await self.tasks.close()

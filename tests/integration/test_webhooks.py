@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from bridge.api.keys import METRICS
+from bridge.webhooks import delivery
 
 from ..support.calls import wait_state
 from ..support.waits import until
@@ -301,6 +302,38 @@ async def test_queue_overflow_drops_the_oldest_and_counts(make_client, receiver,
     metrics = client.app[METRICS]
     assert metrics.webhook_deliveries.labels("dropped")._value.get() == 1
     assert "queue full" in caplog.text
+
+
+async def test_events_lost_at_shutdown_are_said_once(make_client, receiver, caplog) -> None:
+    """Deliveries the flush time did not see through (a receiver that hangs) are abandoned at
+    shutdown: said once at WARNING with how many and why (they were only counted)."""
+    client = await make_client(**hooks(webhook_flush_timeout=0.1))
+    call = await make(client, receiver.url("hang"))
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("hang", 1)
+    caplog.set_level(logging.INFO, logger="bridge.webhooks")
+    await client.close()  # the call ends: created in flight, ringing, active, ended queued
+    said = [r for r in caplog.records if r.name == "bridge.webhooks.delivery"]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "4 events" in said[0].getMessage() and "BRIDGE_WEBHOOK_FLUSH_TIMEOUT" in caplog.text
+
+
+async def test_events_over_the_destinations_bound_are_said_once(
+    make_client, receiver, caplog, monkeypatch
+) -> None:
+    """More distinct URLs with work at once than the bound: events for another are dropped,
+    said once at WARNING with the reason (they were only counted), not once an event."""
+    monkeypatch.setattr(delivery, "MAX_DESTINATIONS", 1)
+    client = await make_client(**hooks(webhook_flush_timeout=0.1))
+    await make(client, receiver.url("hang"))
+    await receiver.wait_for("hang", 1)
+    other = await make(client, receiver.url("ok"))
+    await wait_state(client, other["callID"], "active")
+    said = [r for r in caplog.records if r.name == "bridge.webhooks.delivery"]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "too many" in said[0].getMessage() and "/ok" in said[0].getMessage()
+    assert client.app[METRICS].webhook_deliveries.labels("dropped")._value.get() >= 3
+    assert receiver.events("ok") == []
 
 
 @pytest.mark.parametrize(
