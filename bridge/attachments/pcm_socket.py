@@ -33,11 +33,12 @@ MAX_MESSAGE = 1 << 20
 """Largest WebSocket message accepted from a client (1 MiB ≈ 32 s of s16 audio)."""
 OUTGOING_FRAMES = 100
 """Peer audio queued for a slow socket client before the oldest is dropped (2 s)."""
-SEND_BUFFER = 16 * 1024
+SEND_BUFFER = 32 * 1024
 """Kernel send buffer of a client's socket, and what its writer sends before it waits for the
-socket (half a second of s16 audio each): small, so a client that reads too slowly loses its
-oldest audio within seconds, as the queue intends, instead of getting it minutes late from
-megabytes of autotuned TCP buffer (as a fork's ``SEND_BUFFER``)."""
+socket (a second of s16 audio each): small, so a client that reads too slowly loses its oldest
+audio within seconds, as the queue intends, instead of getting it minutes late from megabytes
+of autotuned TCP buffer (as a fork's ``SEND_BUFFER``); the kernel doubles it, room for f32le
+to a client half a second's round trip away."""
 OUTGOING_CONTROL = 1000
 """Control messages queued for a client that does not read; beyond it the socket is closed."""
 
