@@ -9,6 +9,7 @@ and ``mark`` in. What the client sends is queued into the call (:class:`QueuedSo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -39,6 +40,8 @@ socket (a second of s16 audio each): small, so a client that reads too slowly lo
 audio within seconds, as the queue intends, instead of getting it minutes late from megabytes
 of autotuned TCP buffer (as a fork's ``SEND_BUFFER``); the kernel doubles it, room for f32le
 to a client half a second's round trip away."""
+CLOSE_TIMEOUT = 2.0
+"""Seconds a close waits for the client's answer to its close frame."""
 OUTGOING_CONTROL = 1000
 """Control messages queued for a client that does not read; beyond it the socket is closed."""
 
@@ -243,7 +246,7 @@ class PcmSocket:
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
                 if self.overflow:
-                    await self.ws.close(code=1008, message=b"client does not read its messages")
+                    await self._close_socket(1008, b"client does not read its messages")
                     break
         finally:
             self.host.detach(self)
@@ -265,5 +268,16 @@ class PcmSocket:
         self.bus.remove_user(self.id)
         if not self.ws.closed:
             await self._out.drain()  # the last call_state / ended messages
-            await self.ws.close()
+            await self._close_socket()
         await self._tasks.close()
+
+    async def _close_socket(self, code: int = 1000, message: bytes = b"") -> None:
+        """Send the close frame and wait (bounded) for the client's. Never aiohttp's drain: a
+        client that stopped reading holds the socket's buffers full, and the drain waited for
+        it without end, the call's end with it."""
+        try:
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=message, drain=False), CLOSE_TIMEOUT
+            )
+        except TimeoutError:
+            pass  # aiohttp closed the transport

@@ -183,6 +183,27 @@ async def test_a_client_that_stops_reading_loses_its_oldest_audio(
         writer.close()
 
 
+async def test_a_client_that_stops_reading_holds_up_no_calls_end(make_client, monkeypatch) -> None:
+    """The call ends while its socket's client has stopped reading (the socket's buffers
+    full): the hangup answers and the call's teardown finishes. The socket's close waited for
+    the client to read its close frame (aiohttp's drain) without end: the hangup never
+    answered and the call never finished ending (its engine leg, report, everything)."""
+    monkeypatch.setattr(pcm_socket, "OUTGOING_FRAMES", 10)
+    client = await make_client()
+    call = await active_call(client)
+    path = f"/call/{call['callID']}/stream?role=listen&format=f32le"
+    writer = await unreading_client(client.port, path)
+    try:
+        runtime = client.app[MANAGER].runtime(call["callID"])
+        sockets = await until(lambda: runtime.attached("socket"), 5, "the socket attached")
+        await until(lambda: sockets[0].dropped > 0, 5, "its buffers full")
+        hangup = client.post("/call/hangup", json={"callID": call["callID"]})
+        assert (await asyncio.wait_for(hangup, 5)).status == 200
+        await until(lambda: runtime.final_stats is not None, 5, "the call's teardown done")
+    finally:
+        writer.close()  # (before the fix, this is what let the hung close go)
+
+
 async def test_clear_and_marks(make_client) -> None:
     client = await make_client(sim_peer="silence")
     call = await active_call(client)
