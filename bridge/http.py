@@ -66,18 +66,26 @@ def connect_failure(exc: BaseException, timeout: float) -> str:
 
 
 def create_http_session() -> aiohttp.ClientSession:
-    """The app-scoped client session (closed by the app's cleanup)."""
+    """The app-scoped client session (closed by the app's cleanup).
+
+    Its pool has no cap: it carries long-lived WebSockets (a ZuckZapGo or WADial call's media
+    socket, media forks, model agents), each holding a connection while it lives, beside the
+    short requests (the engine's REST calls, Meta's Graph API, webhooks, playback fetches).
+    aiohttp's default cap of 100 let a busy worker's sockets hold every connection, and the
+    requests waited for one until they timed out. Each user bounds its own connections
+    (``BRIDGE_MAX_CALLS``, forks and playbacks per call, webhook workers per URL)."""
     trace = aiohttp.TraceConfig()
     trace.on_request_redirect.append(_refuse_redirect)
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, connect=5), trace_configs=[trace]
+        connector=aiohttp.TCPConnector(limit=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=5),
+        trace_configs=[trace],
     )
 
 
 def create_internal_session() -> aiohttp.ClientSession:
     """The session for requests between bridge instances (forwards, WebSocket relays): its
-    own connection pool with no cap, so long-lived relays never starve the engine's,
-    forks' and webhooks' requests of the main session's connections."""
+    own connection pool with no cap, and its own short connect timeout."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0),
         timeout=aiohttp.ClientTimeout(total=None, connect=2),

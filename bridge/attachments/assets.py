@@ -20,6 +20,11 @@ from .files import disk_error
 log = logging.getLogger(__name__)
 
 
+MAX_ID = 64
+"""The longest asset id looked for ("as_" and 32 hex digits are made): a longer one, past
+what a file name may be, was asked of the disk, and its error was a 500."""
+
+
 @dataclass(frozen=True)
 class Asset:
     id: str
@@ -85,7 +90,7 @@ class AssetStore:
             ) from None
 
     def get(self, asset_id: str) -> Asset:
-        if not asset_id.startswith("as_") or not asset_id[3:].isalnum():
+        if not asset_id.startswith("as_") or not asset_id[3:].isalnum() or len(asset_id) > MAX_ID:
             raise NotFound(f"no audio asset {asset_id[:80]!r}")
         meta_path = self.root / f"{asset_id}.json"
         if not meta_path.is_file():

@@ -147,8 +147,8 @@ class CallRecorder:
         self.host.bus.remove_downlink_tap(self._down)
         self.host.bus.remove_uplink_tap(self._up)
         self.host.detach(self)
-        self._queue.put(None)  # the writer finishes what is queued, then stops
-        # Finishing writes headers and mixes two whole files: off the event loop.
+        # Finishing waits for the writer (behind a disk that may stall), writes headers and
+        # mixes two whole files: off the event loop.
         try:
             recordings = await asyncio.to_thread(self._finish)
         except OSError as exc:  # a full disk: the caller says it (a 503, the call's end)
@@ -169,6 +169,9 @@ class CallRecorder:
         return recordings
 
     def _finish(self) -> list[Recording]:
+        # The writer finishes what is queued, then stops. Queued here, not on the loop: a
+        # full queue (a stalled disk) waits for room, which held the worker's every call.
+        self._queue.put(None)
         self._writer.join()
         end = self.ended_at
         self.inbound.finish(end)

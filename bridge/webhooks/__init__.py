@@ -2,6 +2,7 @@
 ``statusCallback`` or ``BRIDGE_WEBHOOK_URL``. Fed by ``CallEvents.observe``; sits beside the
 API (it imports ``calls``, nothing below imports it)."""
 
-from .delivery import Delivery, Destination, WebhookService
+from .delivery import WebhookService
+from .destination import Delivery, Destination
 
 __all__ = ["Delivery", "Destination", "WebhookService"]

@@ -9,17 +9,21 @@ the ``standardwebhooks`` package). A tenant's calls' events also go to the tenan
 - The event source (:meth:`WebhookService.observe`) only appends to a bounded queue: nothing
   on the media path or in a request handler waits for a receiver.
 - One :class:`Destination` per URL: a bounded queue (overflow drops the oldest, counted,
-  logged once per burst) and up to ``CONCURRENCY`` workers. A worker never takes an event of a
-  call another worker is still delivering, so each call's events arrive in order, while a
-  slow or failing call does not hold up the others.
+  logged once per burst) and up to ``CONCURRENCY`` workers, each making one request at a time.
+  A worker never takes an event of a call whose delivery is still under way (in flight or
+  waiting to be retried), so each call's events arrive in order, while a slow or failing call
+  does not hold up the others.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
+  An event waiting for its retry holds no worker (its call's later events wait behind it).
   A run of events refused or given up on is said once per URL (WARNING), and its end.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
-  abandoned (counted).
+  abandoned (counted, and said once at WARNING). Events for more URLs than
+  ``MAX_DESTINATIONS`` with work at once are dropped (counted, said once per run).
 
 The per-call state (the callback URL, the latest delivery's outcome) lives on the
-:class:`~bridge.calls.Call`; destinations are per URL and go away when idle.
+:class:`~bridge.calls.Call`; destinations (:mod:`.destination`) are per URL and go away when
+idle.
 """
 
 from __future__ import annotations
@@ -30,9 +34,7 @@ import logging
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import aiohttp
 from standardwebhooks import Webhook
@@ -43,145 +45,16 @@ from ..errors import BadRequest, Forbidden
 from ..http import display_url, url_parts
 from ..metrics import Metrics
 from ..tasks import TaskSet
-from ..timefmt import iso_utc
+from .destination import Delivery, Destination
 
 log = logging.getLogger(__name__)
 
-CONCURRENCY = 4
-"""Workers per destination URL (distinct calls delivered side by side)."""
 MAX_DESTINATIONS = 1000
 """Distinct destination URLs with work at once; events for more are dropped (counted)."""
-IDLE_SECONDS = 30.0
-"""A destination's workers stop after this long without work; the destination goes away."""
 MAX_RETRY_DELAY = 60.0
 TenantDestination = Callable[[str], "tuple[str, str] | None"]
 """A tenant's own webhook URL and secret, by tenant id (``None``: it has none)."""
 USER_AGENT = "webrtc-bridge-webhooks/1"
-
-
-@dataclass
-class Delivery:
-    """One event on its way to one URL."""
-
-    id: str
-    call: Call | None
-    """``None`` for an event about no call (``call.permission``)."""
-    event: str
-    body: str
-    published: float
-    signer: Webhook
-    """Whose secret signs it: the service's, or the tenant's for its own destination."""
-    attempts: int = 0
-
-    @property
-    def key(self) -> str:
-        """What orders deliveries: one call's events go one at a time (events about no call
-        share the key ``""``)."""
-        return self.call.id if self.call is not None else ""
-
-    def record(self, url: str, outcome: str, status: int | None = None, error: str = "") -> None:
-        """Note the outcome on the call, for ``GET /call/{callID}``."""
-        if self.call is None:
-            return
-        self.call.webhook_status = {
-            "url": display_url(url),
-            "webhookId": self.id,
-            "event": self.event,
-            "outcome": outcome,
-            "attempts": self.attempts,
-            "statusCode": status,
-            "error": error or None,
-            "at": iso_utc(time.time()),
-        }
-
-
-class Destination:
-    """One receiver URL: its bounded queue and its workers."""
-
-    def __init__(self, url: str, service: WebhookService) -> None:
-        self.url = url
-        self.shown = display_url(url)
-        self.service = service
-        self.queue: deque[Delivery] = deque()
-        self.workers = 0
-        self._busy: set[str] = set()  # ids of the calls being delivered now (≤ CONCURRENCY)
-        self._wake = asyncio.Event()
-        self._overflowing = False
-        self._failed = 0  # events refused or given up on since the last delivered
-
-    def failed(self, delivery: Delivery, outcome: str, reason: str) -> None:
-        """An event not delivered (``rejected``, ``gave_up``): the first of a run said with its
-        reason (a receiver that refuses or is down fails every event: it was a line each)."""
-        self._failed += 1
-        if self._failed == 1:
-            what = "refused" if outcome == "rejected" else "gave up on"
-            event = f"{what} {delivery.id} ({delivery.event}): {reason}"
-            log.warning("webhooks to %s: %s; the next counted till one arrives", self.shown, event)
-
-    def delivered(self) -> None:
-        """An event delivered: the end of a run of failures said."""
-        if self._failed:
-            log.info("webhooks to %s: delivered again after %d failed", self.shown, self._failed)
-            self._failed = 0
-
-    @property
-    def idle(self) -> bool:
-        return not self.queue and not self._busy
-
-    @property
-    def pending(self) -> int:
-        return len(self.queue) + len(self._busy)
-
-    def put(self, delivery: Delivery) -> None:
-        if len(self.queue) >= self.service.settings.webhook_queue_size:
-            dropped = self.queue.popleft()
-            dropped.record(self.url, "dropped", error="queue full")
-            self.service.count("dropped")
-            if not self._overflowing:
-                self._overflowing = True
-                log.warning(
-                    "webhooks to %s: queue full (%d), dropping the oldest events",
-                    self.shown,
-                    self.service.settings.webhook_queue_size,
-                )
-        elif self._overflowing and len(self.queue) < self.service.settings.webhook_queue_size // 2:
-            self._overflowing = False
-        self.queue.append(delivery)
-        self._wake.set()
-        if self.workers < CONCURRENCY and self.workers < self.pending:
-            self.workers += 1
-            self.service.tasks.spawn(self._worker(), f"webhook:{self.shown[:60]}")
-
-    def _take(self) -> Delivery | None:
-        """The oldest event whose call has no delivery in flight (keeps per-call order)."""
-        for i, delivery in enumerate(self.queue):
-            if delivery.key not in self._busy:
-                del self.queue[i]
-                return delivery
-        return None
-
-    async def _worker(self) -> None:
-        try:
-            while True:
-                delivery = self._take()
-                if delivery is None:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), IDLE_SECONDS)
-                    except TimeoutError:
-                        if self.idle:
-                            return
-                    continue
-                self._busy.add(delivery.key)
-                try:
-                    await self.service.deliver(self, delivery)
-                finally:
-                    self._busy.discard(delivery.key)
-                    self._wake.set()  # the call's next event may now go
-                    self.service.progressed()
-        finally:
-            self.workers -= 1
-            self.service.forget(self)
 
 
 class WebhookService:
@@ -206,6 +79,7 @@ class WebhookService:
         self.tasks = TaskSet("webhooks")
         self.destinations: dict[str, Destination] = {}
         self._closing = False
+        self._crowded = False  # events dropped for want of a destination: said once
         self._progress = asyncio.Event()  # set after every finished delivery (for close)
         metrics.webhook_queued.set_function(
             lambda: sum(d.pending for d in self.destinations.values())
@@ -266,7 +140,17 @@ class WebhookService:
             if len(self.destinations) >= MAX_DESTINATIONS:
                 delivery.record(url, "dropped", error="too many destinations")
                 self.count("dropped")
+                if not self._crowded:
+                    self._crowded = True
+                    log.warning(
+                        "webhooks: too many destination URLs with work at once (%d): events "
+                        "for %s and any other new URL are dropped until some are idle",
+                        MAX_DESTINATIONS,
+                        display_url(url),
+                    )
                 return
+            if self._crowded and len(self.destinations) < MAX_DESTINATIONS // 2:
+                self._crowded = False
             destination = self.destinations[url] = Destination(url, self)
         destination.put(delivery)
 
@@ -293,42 +177,41 @@ class WebhookService:
             "webhook-signature": delivery.signer.sign(delivery.id, stamp, delivery.body),
         }
 
-    async def deliver(self, destination: Destination, delivery: Delivery) -> None:
-        """Try until delivered, refused, or out of tries. Cancelled: abandoned."""
+    async def deliver(self, destination: Destination, delivery: Delivery) -> float | None:
+        """One try: ``None`` once delivered, refused or out of tries, else the seconds to wait
+        before the next (the destination keeps it meanwhile). Cancelled: abandoned."""
         settings = self.settings
         url = destination.url
+        delivery.attempts += 1
         try:
-            while True:
-                delivery.attempts += 1
-                status, error, retry_after = await self._attempt(url, delivery)
-                if status is not None and 200 <= status < 300:
-                    delivery.record(url, "delivered", status)
-                    self.count("delivered")
-                    self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
-                    destination.delivered()
-                    return
-                retryable = status is None or status >= 500 or status == 429
-                if not retryable:
-                    delivery.record(url, "rejected", status, error)
-                    self.count("rejected")
-                    destination.failed(delivery, "rejected", error or str(status))
-                    return
-                if delivery.attempts >= settings.webhook_max_attempts:
-                    delivery.record(url, "gave_up", status, error)
-                    self.count("gave_up")
-                    destination.failed(
-                        delivery, "gave_up", f"{error or status} after {delivery.attempts} tries"
-                    )
-                    return
-                delivery.record(url, "retrying", status, error)
-                delay = settings.webhook_retry_base * 2 ** (delivery.attempts - 1)
-                delay *= random.uniform(0.5, 1.5)
-                delay = min(max(delay, retry_after or 0.0), MAX_RETRY_DELAY)
-                await asyncio.sleep(delay)
+            status, error, retry_after = await self._attempt(url, delivery)
         except asyncio.CancelledError:
             delivery.record(url, "abandoned", error="the bridge shut down")
             self.count("abandoned")
             raise
+        if status is not None and 200 <= status < 300:
+            delivery.record(url, "delivered", status)
+            self.count("delivered")
+            self.metrics.webhook_latency.observe(time.monotonic() - delivery.published)
+            destination.delivered()
+            return None
+        retryable = status is None or status >= 500 or status == 429
+        if not retryable:
+            delivery.record(url, "rejected", status, error)
+            self.count("rejected")
+            destination.failed(delivery, "rejected", error or str(status))
+            return None
+        if delivery.attempts >= settings.webhook_max_attempts:
+            delivery.record(url, "gave_up", status, error)
+            self.count("gave_up")
+            destination.failed(
+                delivery, "gave_up", f"{error or status} after {delivery.attempts} tries"
+            )
+            return None
+        delivery.record(url, "retrying", status, error)
+        delay = settings.webhook_retry_base * 2 ** (delivery.attempts - 1)
+        delay *= random.uniform(0.5, 1.5)
+        return min(max(delay, retry_after or 0.0), MAX_RETRY_DELAY)
 
     async def _attempt(self, url: str, delivery: Delivery) -> tuple[int | None, str, float | None]:
         """One POST: (status or None, error text, Retry-After seconds)."""
@@ -370,11 +253,16 @@ class WebhookService:
                 await asyncio.wait_for(self._progress.wait(), remaining)
             except TimeoutError:
                 break
+        left = sum(d.pending for d in self.destinations.values())
+        if left:
+            log.warning(
+                "webhooks: %d events not delivered at shutdown (BRIDGE_WEBHOOK_FLUSH_TIMEOUT, "
+                "%g s, ran out); abandoned",
+                left,
+                self.settings.webhook_flush_timeout,
+            )
         for destination in list(self.destinations.values()):
-            for delivery in destination.queue:
-                delivery.record(destination.url, "abandoned", error="the bridge shut down")
-                self.count("abandoned")
-            destination.queue.clear()
+            destination.abandon()
         await self.tasks.close()
         self.destinations.clear()
 

@@ -412,8 +412,8 @@ async def test_a_key_revoked_on_one_worker_as_another_makes_one_stays_revoked(
                 key = new["apiKey"]
                 await until(lambda b_=base, k=key: works(b_, k), 2, "the new key works")
 
-                async def refused(b_: str = base) -> bool:  # once this worker read both writes
-                    return not await works(b_, old)
+                async def refused(b_: str = base, k: str = old) -> bool:  # both writes read
+                    return not await works(b_, k)
 
                 await until(refused, 2, "the revoked key refused (it worked again for good)")
     finally:

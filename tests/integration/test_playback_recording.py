@@ -177,6 +177,8 @@ async def test_bad_media_requests_are_clear_4xx(media_client, tmp_path) -> None:
         ({"callID": cid, "audioBase64": "%%%"}, 400, "bad_request"),
         ({"callID": cid, "file": "a.wav", "assetId": "as_x"}, 400, "bad_request"),
         ({"callID": cid, "assetId": "as_nope"}, 404, "not_found"),
+        # An id longer than a file name may be: it was a 500 (the store asked the disk).
+        ({"callID": cid, "assetId": "as_" + "a" * 300}, 404, "not_found"),
         ({"callID": "nope", "file": "a.wav"}, 404, "call_not_found"),
     ]
     for body, status, code in cases:
@@ -195,6 +197,8 @@ async def test_bad_media_requests_are_clear_4xx(media_client, tmp_path) -> None:
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "bad_path"
     resp = await client.get("/call/recordings/rec_nope")
     assert resp.status == 404
+    resp = await client.delete("/call/audio-assets/as_" + "a" * 300)
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
 
 
 async def test_recording_three_tracks(media_client, tmp_path) -> None:

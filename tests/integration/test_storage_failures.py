@@ -4,19 +4,23 @@ a path the disk cannot take is a 400 naming it, a disk that fails is a 503 with 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from bridge.api.keys import MANAGER
 from bridge.attachments import recording, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
 from ..support.calls import wait_state
+from ..support.waits import until
 
 
 def _error(body: dict[str, Any]) -> str:
@@ -100,6 +104,45 @@ async def test_a_recording_a_calls_end_cannot_finish_is_said_once(
     assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
     assert said[0].exc_info is None, caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_stalled_disk_never_holds_the_event_loop(call, monkeypatch) -> None:
+    """A disk that stalls under a recording (a network volume that hangs): its writer thread
+    falls behind, frames are dropped (counted), and the recording's stop waits for the disk
+    off the event loop, which serves every other request meanwhile. The stop's end-of-file
+    marker was queued from the loop, which waited for room behind the stalled frames: the
+    whole worker froze (every call's media) until the disk came back."""
+    client, cid = call
+    stalled = threading.Event()  # set: the disk answers again
+    write_at = wav.WavTrack.write_at
+
+    def stalling_write(self: wav.WavTrack, *args: Any) -> None:
+        stalled.wait()
+        write_at(self, *args)
+
+    monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
+    monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
+    listener = await client.ws_connect(f"/call/{cid}/stream?role=listen")  # the audio flows
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    recorder = client.app[MANAGER].runtime(cid).attached("recorder")[0]
+    await until(lambda: recorder.dropped_frames > 0, 5, "frames dropped behind the stall")
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        stop = asyncio.ensure_future(client.post("/call/record/stop", json={"callID": cid}))
+        await asyncio.sleep(0.1)  # the stop is under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not stop.done()
+        stalled.set()
+        resp = await asyncio.wait_for(stop, 10)
+        assert resp.status == 200, await resp.text()
+        kinds = {r["kind"] for r in (await resp.json())["recordings"]}
+        assert kinds == {"inbound", "outbound", "mixed"}
+    finally:
+        stalled.set()
+        comeback.cancel()
+        await listener.close()
 
 
 def test_the_asset_store_leaves_no_half_written_asset(tmp_path, monkeypatch) -> None:

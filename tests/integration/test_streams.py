@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
-from bridge.api.keys import ENGINE
+from bridge.api.keys import ENGINE, MANAGER
+from bridge.attachments import pcm_socket
 from bridge.audio import rms_dbfs, tone
 from bridge.audio.g711 import ulaw_decode
 
@@ -136,6 +137,71 @@ async def test_listen_role_is_receive_only(make_client) -> None:
     assert audio and [c["code"] for c in control if c["type"] == "error"] == ["listen_only"]
     assert sim_call(client).frames_heard == 0  # nothing the listener sent reached the peer
     await ws.close()
+
+
+async def unreading_client(port: int, path: str) -> asyncio.StreamWriter:
+    """A WebSocket client of the bridge that upgrades, then never reads again (a bot that
+    stalls), with a small receive buffer, as :func:`stalled_ws_server` for forks."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=1024)
+    key = base64.b64encode(b"0123456789abcdef").decode()
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        "\r\n".encode()
+    )
+    await writer.drain()
+    assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    return writer
+
+
+async def test_a_client_that_stops_reading_loses_its_oldest_audio(
+    make_client, monkeypatch, caplog
+) -> None:
+    """A socket's client that stops reading (a bot that stalls) loses its oldest audio once
+    its queue is full, said once at WARNING. The socket's kernel buffer grew to megabytes
+    (minutes of audio, loopback's autotuning) and aiohttp's writer sent 256 KiB between two
+    waits before anything was dropped: a bot came back to audio that old (or its heartbeat's
+    pong, queued behind it, came too late and the socket was closed), and the drops were said
+    nowhere."""
+    monkeypatch.setattr(pcm_socket, "OUTGOING_FRAMES", 10)  # the queue's 2 s made 0.2 s
+    client = await make_client()
+    call = await active_call(client)
+    path = f"/call/{call['callID']}/stream?role=listen&format=f32le"
+    writer = await unreading_client(client.port, path)
+    try:
+        runtime = client.app[MANAGER].runtime(call["callID"])
+        sockets = await until(lambda: runtime.attached("socket"), 5, "the socket attached")
+        # A bound far below the megabytes the kernel held at 64 kB/s.
+        await until(lambda: sockets[0].dropped > 0, 5, "the oldest audio dropped")
+        said = [r for r in caplog.records if "reads too slowly" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_stops_reading_holds_up_no_calls_end(make_client, monkeypatch) -> None:
+    """The call ends while its socket's client has stopped reading (the socket's buffers
+    full): the hangup answers and the call's teardown finishes. The socket's close waited for
+    the client to read its close frame (aiohttp's drain) without end: the hangup never
+    answered and the call never finished ending (its engine leg, report, everything)."""
+    monkeypatch.setattr(pcm_socket, "OUTGOING_FRAMES", 10)
+    client = await make_client()
+    call = await active_call(client)
+    path = f"/call/{call['callID']}/stream?role=listen&format=f32le"
+    writer = await unreading_client(client.port, path)
+    try:
+        runtime = client.app[MANAGER].runtime(call["callID"])
+        sockets = await until(lambda: runtime.attached("socket"), 5, "the socket attached")
+        await until(lambda: sockets[0].dropped > 0, 5, "its buffers full")
+        hangup = client.post("/call/hangup", json={"callID": call["callID"]})
+        assert (await asyncio.wait_for(hangup, 5)).status == 200
+        await until(lambda: runtime.final_stats is not None, 5, "the call's teardown done")
+    finally:
+        writer.close()  # (before the fix, this is what let the hung close go)
 
 
 async def test_clear_and_marks(make_client) -> None:

@@ -19,6 +19,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from bridge.api.keys import METRICS
+from bridge.webhooks import delivery
 
 from ..support.calls import wait_state
 from ..support.waits import until
@@ -29,7 +30,8 @@ LIFECYCLE = ["call.created", "call.ringing", "call.active", "call.ended"]
 
 class Receiver:
     """A webhook receiver: ``/ok`` 200, ``/flaky`` 503 twice then 200, ``/hang`` never answers,
-    ``/gone`` 404, ``/gate`` 401 and ``/down`` 503 until ``gate_open``. Every request is kept
+    ``/gone`` 404, ``/gate`` 401 and ``/down`` 503 until ``gate_open``, ``/picky`` 503 for the
+    calls whose metadata says ``"fail": true``, 200 for the others. Every request is kept
     (path, headers, body, arrival time)."""
 
     def __init__(self) -> None:
@@ -57,6 +59,8 @@ class Receiver:
         if kind == "gate" and not self.gate_open:
             return web.Response(status=401)
         if kind == "down" and not self.gate_open:
+            return web.Response(status=503)
+        if kind == "picky" and json.loads(body)["call"]["metadata"].get("fail"):
             return web.Response(status=503)
         if kind == "flaky" and self.flaky_left > 0:
             self.flaky_left -= 1
@@ -190,7 +194,7 @@ async def test_a_failing_receiver_is_said_once_and_its_end_said(
         await client.post("/call/hangup", json={"callID": call["callID"]})
     metrics = client.app[METRICS]
     await until(lambda: metrics.webhook_deliveries.labels(outcome)._value.get() >= 8, 5, "failed")
-    said = [r for r in caplog.records if r.name == "bridge.webhooks.delivery"]
+    said = [r for r in caplog.records if r.name.startswith("bridge.webhooks")]
     assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
     assert ("HTTP 401" if kind == "gate" else "HTTP 503") in said[0].getMessage()
 
@@ -220,6 +224,29 @@ async def test_a_hanging_receiver_delays_neither_other_calls_nor_the_api(
     # The stuck call's later events wait behind its first one (its order is kept).
     assert len(receiver.events("hang")) == 1
     assert (await client.get(f"/call/{stuck['callID']}")).status == 200
+
+
+async def test_calls_waiting_to_retry_hold_up_no_other_call(make_client, receiver) -> None:
+    """A receiver that fails some calls' events (a 503 for those alone): those calls wait out
+    their backoff without holding a worker, and another call's events to the same URL arrive
+    meanwhile. The four workers of a URL slept through their calls' backoffs, up to two
+    minutes with the defaults, and every other call's events waited behind them."""
+    client = await make_client(**hooks(webhook_retry_base=5.0, webhook_flush_timeout=0.1))
+    metrics = client.app[METRICS]
+    for _ in range(4):  # as many as a URL has workers
+        await make(client, receiver.url("picky"), {"fail": True})
+    await until(lambda: metrics.webhook_attempts.labels("5xx")._value.get() >= 4, 5, "503s")
+    healthy = await make(client, receiver.url("picky"), {"fail": False})
+
+    def heard() -> list[str]:
+        events = receiver.events("picky")
+        return [e["type"] for e in events if e["callID"] == healthy["callID"]]
+
+    # A bound far below the failing calls' first backoff (2.5-7.5 s), let alone their retries.
+    await until(lambda: len(heard()) >= 2, 2.0, "the healthy call's events")
+    assert heard()[:2] == ["call.created", "call.ringing"]
+    failing = [e for e in receiver.events("picky") if e["call"]["metadata"].get("fail")]
+    assert {e["type"] for e in failing} == {"call.created"}  # each call's order kept
 
 
 async def test_disallowed_status_callback_is_403(receiver, make_client) -> None:
@@ -275,6 +302,38 @@ async def test_queue_overflow_drops_the_oldest_and_counts(make_client, receiver,
     metrics = client.app[METRICS]
     assert metrics.webhook_deliveries.labels("dropped")._value.get() == 1
     assert "queue full" in caplog.text
+
+
+async def test_events_lost_at_shutdown_are_said_once(make_client, receiver, caplog) -> None:
+    """Deliveries the flush time did not see through (a receiver that hangs) are abandoned at
+    shutdown: said once at WARNING with how many and why (they were only counted)."""
+    client = await make_client(**hooks(webhook_flush_timeout=0.1))
+    call = await make(client, receiver.url("hang"))
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("hang", 1)
+    caplog.set_level(logging.INFO, logger="bridge.webhooks")
+    await client.close()  # the call ends: created in flight, ringing, active, ended queued
+    said = [r for r in caplog.records if r.name.startswith("bridge.webhooks")]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "4 events" in said[0].getMessage() and "BRIDGE_WEBHOOK_FLUSH_TIMEOUT" in caplog.text
+
+
+async def test_events_over_the_destinations_bound_are_said_once(
+    make_client, receiver, caplog, monkeypatch
+) -> None:
+    """More distinct URLs with work at once than the bound: events for another are dropped,
+    said once at WARNING with the reason (they were only counted), not once an event."""
+    monkeypatch.setattr(delivery, "MAX_DESTINATIONS", 1)
+    client = await make_client(**hooks(webhook_flush_timeout=0.1))
+    await make(client, receiver.url("hang"))
+    await receiver.wait_for("hang", 1)
+    other = await make(client, receiver.url("ok"))
+    await wait_state(client, other["callID"], "active")
+    said = [r for r in caplog.records if r.name.startswith("bridge.webhooks")]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "too many" in said[0].getMessage() and "/ok" in said[0].getMessage()
+    assert client.app[METRICS].webhook_deliveries.labels("dropped")._value.get() >= 3
+    assert receiver.events("ok") == []
 
 
 @pytest.mark.parametrize(
