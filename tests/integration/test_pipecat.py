@@ -50,6 +50,7 @@ from pipecat_whatsapp_bridge import WhatsAppBridgeTransport
 
 from ..fakes.common import free_port
 from ..support.calls import wait_state
+from ..support.loops import LoopLag
 from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until, wait_port
 from .test_streams import active_call, sim_call
@@ -152,15 +153,21 @@ async def speak_hear_mark_clear(
     # One second of speech, then a mark: it comes back once the whole second has played.
     sc = sim_call(client)
     n0 = sc.frames_heard
-    await agent.say(1000, 1.0)
-    await send_mark("m1")
-    await until(lambda: "m1" in marks())
-    at_mark = len(loud_frames(heard_since(sc, n0)))
-    n_mark = sc.frames_heard
-    await until(lambda: sc.frames_heard >= n_mark + 10)
+    # pipecat paces its output on this process's loop, beside the bridge: a stall of the
+    # process sends the tone late (the call hears a gap) and then in a burst.
+    async with LoopLag() as lag:
+        await agent.say(1000, 1.0)
+        await send_mark("m1")
+        await until(lambda: "m1" in marks())
+        at_mark = len(loud_frames(heard_since(sc, n0)))
+        n_mark = sc.frames_heard
+        await until(lambda: sc.frames_heard >= n_mark + 10)
     played = heard_since(sc, n0)
     loud = loud_frames(played)
-    assert len(loud) >= min_frames, str([int(np.abs(f).max()) for f in played])
+    assert len(loud) >= min_frames - lag.frames, (
+        lag.stalled,
+        str([int(np.abs(f).max()) for f in played]),
+    )
     # The mark was sent as the last frame went to the engine: at most the frames on their way
     # from the mixer to the engine came after it.
     assert len(loud) - at_mark <= 2, (len(loud), at_mark)
