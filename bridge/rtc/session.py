@@ -242,11 +242,12 @@ class WebRTCSession(PeerLeg):
             },
         }
 
-    def fail(self, why: str) -> None:
-        """Mark the session failed (a timeout) and close it in the background."""
+    def fail(self, why: str, detail: str = "") -> None:
+        """Mark the session failed (a timeout: ``why`` one of ``dtls.REASON_LABELS``, its
+        seconds in ``detail``) and close it in the background."""
         if self._closed or self.state in ("failed", "closed"):
             return
-        self.record_failure("timeout", why)
+        self.record_failure("timeout", why, detail)
         self._set_state("failed")
 
     def _detach(self) -> None:
