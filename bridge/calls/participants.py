@@ -79,6 +79,9 @@ class Participants:
         self.other_legs: dict[str, OtherParticipant] = {}
         """Those of them on the call now (joined), by participant id: what roles and hand-offs
         act on."""
+        self._joined: set[str] = set()
+        """The browsers whose ``participant.joined`` was said and not yet their ``left``: an
+        offer replaced before it was answered, or closed under it, says neither."""
         self._closed = False
 
     @property
@@ -175,7 +178,6 @@ class Participants:
         previous session (closed first); returns the answer."""
         pid = session.participant_id
         old = self.sessions.pop(pid, None)
-        joined = old is None
         if old is not None:
             self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
@@ -184,6 +186,7 @@ class Participants:
             if dead is not None:
                 self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
                 await dead.close()  # (closing already: shares that teardown)
+                self._left(gone, dead.role)
         self.sessions[pid] = session
         if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
             session.receive_bitrate = self.receive_bitrate
@@ -192,6 +195,7 @@ class Participants:
         except BaseException:
             if self.sessions.get(pid) is session:
                 del self.sessions[pid]
+                self._left(pid, session.role)  # a re-offer that failed: gone from the call
                 if session.role is Role.AGENT:
                     self.call.webrtc_state = None
                 self._show()
@@ -205,8 +209,7 @@ class Participants:
         self._show()
         self.on_change()
         self.emit("webrtc.offer", participantID=pid)
-        if joined:
-            self.emit("participant.joined", participantID=pid, role=str(session.role))
+        self._join(pid, session.role)
         return answer
 
     async def adopt(self, leg: ConnectedLeg, participant_id: str = "agent") -> None:
@@ -223,8 +226,19 @@ class Participants:
         self._show()
         self.on_change()
         self.emit("webrtc.state", participantID=participant_id)
-        if old is None:
-            self.emit("participant.joined", participantID=participant_id, role=str(leg.role))
+        self._join(participant_id, leg.role)
+
+    def _join(self, participant_id: str, role: Role) -> None:
+        """``participant.joined``, once until the participant leaves."""
+        if participant_id not in self._joined:
+            self._joined.add(participant_id)
+            self.emit("participant.joined", participantID=participant_id, role=str(role))
+
+    def _left(self, participant_id: str, role: Role) -> None:
+        """``participant.left``, for a participant that joined only."""
+        if participant_id in self._joined:
+            self._joined.discard(participant_id)
+            self.emit("participant.left", participantID=participant_id, role=str(role))
 
     def on_state(self, session: WebRTCSession, state: str) -> None:
         """A session's state changed (its callback; a replaced session's last words are ignored)."""
@@ -264,7 +278,7 @@ class Participants:
             self.call.webrtc_state = "closed"
         self._show()
         self.emit("webrtc.state", participantID=participant_id)
-        self.emit("participant.left", participantID=participant_id, role=str(session.role))
+        self._left(participant_id, session.role)
         self.on_change()
 
     def set_role(self, participant_id: str, role: Role) -> None:

@@ -21,7 +21,7 @@ from bridge.api.keys import MANAGER
 from bridge.audio.analysis import rms_dbfs
 
 from ..support.audio_files import make
-from ..support.calls import peer_heard, sim_call, wait_state
+from ..support.calls import events_counted, peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, tone_damage
 from ..support.waits import until, until_passes
@@ -408,3 +408,61 @@ async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client
     finally:
         for rtc in (again, qa, agent):
             await rtc.close()
+
+
+async def test_a_participant_offering_again_before_its_first_offer_was_answered_joins_once(
+    make_client, monkeypatch
+) -> None:
+    """A browser that offers again while its first offer is still being taken (a retry after a
+    slow answer, a reconnect): the second replaced a session that had not joined yet, so
+    neither said ``participant.joined`` — an app following the events never saw the agent
+    join — and a close under an offer said ``participant.left`` for a participant that never
+    joined. Each participant now joins once and leaves once, after it joined."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    taken, go = asyncio.Event(), asyncio.Event()
+    real = RTCPeerConnection.setRemoteDescription
+
+    async def held(self, description) -> None:  # the first offer taken, its answer not yet made
+        await real(self, description)
+        if not taken.is_set():
+            taken.set()
+            await go.wait()
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", held)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    again = RtcClient(client, cid, freq=AGENT)
+    body = {"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp}
+    async with client.app[MANAGER].events.subscribe() as sub:
+        first = asyncio.ensure_future(client.post("/call/webrtc/offer", json=body))
+        try:
+            await asyncio.wait_for(taken.wait(), 5)
+            await again.offer()  # the same participant ("agent") again: answered (200)
+            go.set()
+            assert (await asyncio.wait_for(first, 5)).status == 409  # replaced meanwhile
+            await asyncio.wait_for(again.connected.wait(), 10)
+            # And an offer closed under it (taken, then the browser leaves) says nothing.
+            taken.clear()
+            go.clear()
+            qa = asyncio.ensure_future(
+                client.post(
+                    "/call/webrtc/offer", json={**body, "participantID": "qa", "role": "listen"}
+                )
+            )
+            await asyncio.wait_for(taken.wait(), 5)
+            await client.post("/call/webrtc/close", json={"callID": cid, "participantID": "qa"})
+            go.set()
+            assert (await asyncio.wait_for(qa, 5)).status == 409
+            await client.post("/call/webrtc/close", json={"callID": cid})
+            types = {"participant.joined", "participant.left"}
+            events = await events_counted(sub, types, 2, timeout=5)
+        finally:
+            go.set()
+            await pc.close()
+            await again.close()
+    said = [(e.type, e.data["participantID"]) for e in events]
+    assert said == [("participant.joined", "agent"), ("participant.left", "agent")], said
