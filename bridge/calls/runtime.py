@@ -113,6 +113,8 @@ class CallRuntime:
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""
         self._end_task: asyncio.Task[None] | None = None
+        self.answering = asyncio.Lock()
+        """Held while the manager answers the call: a second answer waits and shares it."""
         self._closed = False
 
     @property
