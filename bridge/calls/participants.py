@@ -288,6 +288,13 @@ class Participants:
         other = self.other_legs.get(participant_id) if session is None else None
         if session is None and other is None:
             raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
+        if session is not None and participant_id not in self._live():
+            # Its browser left (shown until someone joins; gone from the conference): as the
+            # agent, the one it replaced would go and WhatsApp would hear nobody.
+            raise CallStateError(
+                f"participant {participant_id[:64]!r} has left (its connection is "
+                f"{session.state}); it can take no role"
+            )
         previous = self._agent_id()
         if role is Role.AGENT and previous is not None and previous != participant_id:
             self._assign(previous, Role.LISTEN)  # taking over (a warm hand-off)

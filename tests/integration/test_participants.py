@@ -21,7 +21,7 @@ from bridge.api.keys import MANAGER
 from bridge.audio.analysis import rms_dbfs
 
 from ..support.audio_files import make
-from ..support.calls import events_counted, peer_heard, sim_call, wait_state
+from ..support.calls import events_counted, heard_since, peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, tone_damage
 from ..support.waits import until, until_passes
@@ -466,3 +466,40 @@ async def test_a_participant_offering_again_before_its_first_offer_was_answered_
             await again.close()
     said = [(e.type, e.data["participantID"]) for e in events]
     assert said == [("participant.joined", "agent"), ("participant.left", "agent")], said
+
+
+async def test_a_participant_whose_browser_left_cannot_take_the_call(make_client) -> None:
+    """A supervisor's tab closed (its session closed, still shown until someone joins), and the
+    agent transfers the call to it, or makes it the agent: the WhatsApp user heard nobody.
+    (It was a 500: the conference had no such participant, and the agent had been demoted to
+    listener already.) A transfer or a role change for a participant whose browser left is a
+    409, and the agent keeps the call."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    gone = runtime.participants.sessions["qa"]
+    try:
+        await qa.close()  # the tab closed: DTLS close_notify, no signalling
+        await until(lambda: gone.closed, 5, "the closed browser's session closed")
+        for route, body in (
+            ("/call/transfer", {"to": "qa"}),
+            ("/call/participants/role", {"participantID": "qa", "role": "agent"}),
+            ("/call/participants/role", {"participantID": "qa", "role": "whisper"}),
+        ):
+            resp = await client.post(route, json={"callID": cid, **body})
+            error = await resp.json()
+            assert resp.status == 409 and "has left" in error["error"]["message"], error
+        snap = await (await client.get(f"/call/{cid}")).json()
+        roles = {
+            p["participantID"]: (p["role"], p["webrtc"]["state"]) for p in snap["participants"]
+        }
+        assert roles["agent"] == ("agent", "connected"), roles
+        peer = sim_call(client, cid)
+        since = peer.frames_heard
+        await until(lambda: len(heard_since(peer, since)) >= 25, 5, "0.5 s heard since")
+        heard = np.concatenate(heard_since(peer, since)[-25:]).astype(np.float64)
+        assert_hears(heard, 16_000, {AGENT}, {LISTEN})  # the agent, still heard
+    finally:
+        await agent.close()
