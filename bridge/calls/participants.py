@@ -305,7 +305,10 @@ class Participants:
         session = self.sessions.get(participant_id)
         if session is not None:
             session.role = role
-            self.bus.conference.set_role(participant_id, role)
+            # In the conference only while its browser is (a gone agent demoted; one whose
+            # offer is being taken joins with its role).
+            if participant_id in self.bus.conference.participants:
+                self.bus.conference.set_role(participant_id, role)
             self._show()
         else:
             self.other_legs[participant_id].set_role(role)  # it shows itself

@@ -503,3 +503,35 @@ async def test_a_participant_whose_browser_left_cannot_take_the_call(make_client
         assert_hears(heard, 16_000, {AGENT}, {LISTEN})  # the agent, still heard
     finally:
         await agent.close()
+
+
+@pytest.mark.parametrize("how", ["transfer", "role"])
+async def test_a_call_whose_agents_browser_left_can_be_taken_over(make_client, how) -> None:
+    """The agent's tab crashed (its session closed, shown until someone joins) and a
+    supervisor takes the call: by a transfer, or by a role change to agent. Either was a 500
+    (the gone agent, demoted to listener first, was no longer in the conference), and the
+    WhatsApp user heard nobody. The supervisor becomes the agent and is heard."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    boss = await join(client, cid, "boss", "barge", BARGE)
+    gone = client.app[MANAGER].find_runtime(cid).participants.sessions["agent"]
+    try:
+        await agent.close()  # the tab crashed: DTLS close_notify, no signalling
+        await until(lambda: gone.closed, 5, "the gone agent's session closed")
+        if how == "transfer":
+            resp = await client.post("/call/transfer", json={"callID": cid, "to": "boss"})
+        else:
+            body = {"callID": cid, "participantID": "boss", "role": "agent"}
+            resp = await client.post("/call/participants/role", json=body)
+        snap = await resp.json()
+        assert resp.status == 200, snap
+        agents = [p["participantID"] for p in snap["participants"] if p["role"] == "agent"]
+        assert agents == ["boss"], snap["participants"]
+        peer = sim_call(client, cid)
+        since = peer.frames_heard
+        await until(lambda: len(heard_since(peer, since)) >= 25, 5, "0.5 s heard since")
+        heard = np.concatenate(heard_since(peer, since)[-25:]).astype(np.float64)
+        assert_hears(heard, 16_000, {BARGE}, {AGENT})  # the new agent, heard
+    finally:
+        await boss.close()
