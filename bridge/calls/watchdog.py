@@ -65,7 +65,7 @@ def _check_call(
                 session.fail(NOT_CONNECTED, f"within {st.connect_timeout:g} s")
         elif not session.sends_audio:
             continue  # a listener sends nothing: ICE consent (RFC 7675) says when it is gone
-        elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
+        elif now - max(session.last_media or 0.0, session.media_since or now) > st.media_timeout:
             session.fail(NO_RTP, f"for {st.media_timeout:g} s")
 
 

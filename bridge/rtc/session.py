@@ -101,6 +101,12 @@ class WebRTCSession(PeerLeg):
         """When the offer came (monotonic): the session is made for it."""
         return self.created_at
 
+    @property
+    def media_since(self) -> float | None:
+        """Since when the browser's RTP is due (its connection): the media timeout counts from
+        here, or from its latest packet when later."""
+        return self.connected_at
+
     def _state_changed(self, state: str) -> None:
         if self._on_state is not None:
             self._on_state(self, state)
