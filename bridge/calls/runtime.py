@@ -305,10 +305,11 @@ class CallRuntime:
             for attachment in reversed(list(self.attachments.values())):
                 await self.close_attachment(attachment)
             self.attachments.clear()
-            await self.participants.close()
-            await self._tasks.close()
+            # One child that fails to close stops none after it (the engine media's socket).
+            await self._close_child("its WebRTC sessions", self.participants.close)
+            await self._close_child("its tasks", self._tasks.close)
             self.dtmf.close()
-            await self.media.close()
+            await self._close_child("its engine media", self.media.close)
         finally:
             await self.media.release()
             await self.bus.aclose()
@@ -319,6 +320,12 @@ class CallRuntime:
             self.media.forget()
             self._close_report(ended)
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)
+
+    async def _close_child(self, what: str, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await close()
+        except Exception:
+            log.exception("call %s: closing %s", self.call.id, what)
 
     def _close_report(self, ended: dict[str, Any] | None) -> None:
         if self.report is None:
