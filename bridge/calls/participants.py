@@ -81,7 +81,9 @@ class Participants:
         act on."""
         self._joined: set[str] = set()
         """The browsers whose ``participant.joined`` was said and not yet their ``left``: an
-        offer replaced before it was answered, or closed under it, says neither."""
+        offer replaced before it was answered, or closed under it, says neither. One whose
+        browser went without a close (shown until someone joins) has not left: its app
+        offers again to recover (``web/bridge-client.js`` stops at a ``left`` of its own)."""
         self._closed = False
 
     @property
@@ -186,7 +188,6 @@ class Participants:
             if dead is not None:
                 self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
                 await dead.close()  # (closing already: shares that teardown)
-                self._left(gone, dead.role)
         self.sessions[pid] = session
         if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
             session.receive_bitrate = self.receive_bitrate
@@ -195,7 +196,6 @@ class Participants:
         except BaseException:
             if self.sessions.get(pid) is session:
                 del self.sessions[pid]
-                self._left(pid, session.role)  # a re-offer that failed: gone from the call
                 if session.role is Role.AGENT:
                     self.call.webrtc_state = None
                 self._show()
