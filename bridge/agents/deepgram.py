@@ -91,6 +91,9 @@ class DeepgramVoiceAgent:
         self._turn = 0
         self._odd = b""
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         if not api_key:
             return url, {}

@@ -77,6 +77,9 @@ class GeminiLive:
             isinstance(detection, dict) and detection.get("disabled") is True
         )
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, ({"x-goog-api-key": api_key} if api_key else {})
 

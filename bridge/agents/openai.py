@@ -184,6 +184,9 @@ class RealtimeFamily(abc.ABC):
 
     function_tools = staticmethod(function_tools)
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._active, self._dropped, self._asked, self._owed = None, [], False, False
         self._said = {}

@@ -128,6 +128,9 @@ class OpenAILive:
         self._client_delegations: set[str] = set()
         self._event_id = EventIds()
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, openai_auth(url, api_key)
 

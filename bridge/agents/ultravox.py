@@ -131,6 +131,9 @@ class UltravoxCall:
         """Transcript deltas so far, by role and ordinal, until their ``final``."""
 
     # -- connecting
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         raise ProtocolError("an Ultravox socket is reached through its call (preflight)")
 

@@ -236,6 +236,12 @@ class ModelDialect(Protocol):
     real-time stream plays through a jitter buffer of at most this many ms, and nothing the
     caller says cuts it."""
 
+    def url_refused(self, url: str) -> str | None:
+        """Why a request's ``url`` cannot reach this protocol's model (ElevenLabs': it names
+        no agent), ``None`` when it can: run by ``AgentService.check`` once the URL's scheme,
+        host and lack of credentials are checked, so a route is refused when it is made
+        rather than each call it takes."""
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
 

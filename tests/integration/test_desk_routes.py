@@ -227,6 +227,9 @@ async def test_bad_routes_name_the_field(client, body, status, field) -> None:
             {"provider": "gemini-live", "url": "wss://127.0.0.1/ws", "session": {"model": 5}},
             "model",
         ),
+        # An ElevenLabs URL naming no agent: refused only when a call came, and only with a
+        # key configured (its signed URL names the agent); without one it was dialled as is.
+        ({"provider": "elevenlabs", "url": "wss://127.0.0.1/v1/convai/conversation"}, "agent_id"),
     ],
 )
 async def test_an_agent_step_the_call_would_refuse_is_refused_at_creation(
