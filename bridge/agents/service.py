@@ -103,6 +103,8 @@ class AgentService:
             raise BadRequest(f"field '{where}session' must be an object")
         dialect, default_key = self._dialect(provider, session)
         url = body.get("url", dialect.default_url)
+        if url is None:
+            raise BadRequest(f"field '{where}url' is required: {provider} has no default endpoint")
         # Ultravox's ``url`` is its REST API's base; every other, the socket's.
         schemes = dialect.url_schemes if isinstance(dialect, Prepared) else ("ws", "wss")
         must = f"field '{where}url' must be a {' or '.join(s + '://' for s in schemes)} URL"
