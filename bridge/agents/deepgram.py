@@ -213,6 +213,9 @@ class DeepgramVoiceAgent:
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return []  # a new session gets the history in its ``Settings`` (``opening``)
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
+
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "InjectUserMessage", "content": text}]
 

@@ -254,6 +254,9 @@ class ElevenLabsAgent:
         said = "\n".join(f"{role}: {text}" for role, text in lines)
         return [{"type": "contextual_update", "text": f"The conversation so far:\n{said}"}]
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
+
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_message", "text": text}]
 

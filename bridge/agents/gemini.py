@@ -202,6 +202,12 @@ class GeminiLive:
         # The only end an activity has: the model answers it even when ``answer`` is false.
         return [{"realtimeInput": {"activityEnd": {}}}]
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        # For the service's own activity detection only (the client ends its activities
+        # itself otherwise): its turn ends rather than wait on an open microphone. The
+        # stream reopens with the next audio.
+        return [{"realtimeInput": {"audioStreamEnd": True}}] if self.model_detects_speech else []
+
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         # A new session (no handle, or one refused): what was said as its history, which the
         # model answers nothing to (``turnComplete`` false: the caller's audio goes on).

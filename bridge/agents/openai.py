@@ -330,6 +330,9 @@ class RealtimeFamily(abc.ABC):
         }
         return [self._client("conversation.item.create", item=item)]
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
+
     def text(self, text: str) -> list[dict[str, Any]]:
         item = {
             "type": "message",

@@ -291,6 +291,9 @@ class OpenAILive:
     def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
+
     def text(self, text: str) -> list[dict[str, Any]]:
         # A key press: silent context the model acts on in its own time.
         return [

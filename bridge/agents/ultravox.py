@@ -270,5 +270,8 @@ class UltravoxCall:
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return []  # a new call continues the old one (``priorCallId``)
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
+
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_text_message", "text": text, "urgency": "soon"}]

@@ -285,6 +285,12 @@ class ModelDialect(Protocol):
         false: the caller's audio stopped reaching the model in the middle of the turn (a
         hold): the turn ends, with no answer asked for where the protocol can say so."""
 
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        """The caller's audio stops reaching the model (a hold, the agent leaving the call)
+        until it comes again: what tells the model's own turn detection the microphone is
+        off (Gemini's ``audioStreamEnd``; empty where the protocol has no such message, or
+        the model's detection is off: the bridge's turn is ended instead)."""
+
     def text(self, text: str) -> list[dict[str, Any]]:
         """A line of text from the caller's side (a key pressed)."""
 
