@@ -274,7 +274,7 @@ class RecordingService:
         except CallStateError:  # the call ended meanwhile: finish the empty files
             await recorder.close()
             raise
-        host.emit("recording.started")
+        host.emit("recording.started", segment=recorder.segment)
         return recorder
 
     def export(self, recorder: CallRecorder) -> dict[str, Any]:

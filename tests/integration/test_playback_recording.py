@@ -236,16 +236,21 @@ async def test_recording_three_tracks(media_client, tmp_path) -> None:
 
 
 async def test_record_all_and_ready_event(media_client) -> None:
+    """Every recording event names its segment, the first's too (``1``: before, its
+    ``recording.started`` had none, where a moved call's next segments' had theirs)."""
     client = await media_client(record_all=True)
     events = await client.get("/call/events")
     call, rtc = await webrtc_call(client)
     await asyncio.sleep(1.0)
     await client.post("/call/hangup", json={"callID": call["callID"]})
-    ready = None
-    while ready is None:
+    seen: dict[str, dict] = {}
+    while "recording.ready" not in seen:
         line = (await asyncio.wait_for(events.content.readline(), 3)).decode()
-        if line.startswith("data: ") and '"recording.ready"' in line:
-            ready = json.loads(line[6:])
+        if line.startswith("data: ") and '"recording.' in line:
+            event = json.loads(line[6:])
+            seen[event["type"]] = event
+    started, ready = seen["recording.started"], seen["recording.ready"]
+    assert started["segment"] == ready["segment"] == 1, (started, ready)
     assert {r["kind"] for r in ready["recordings"]} == {"inbound", "outbound", "mixed"}
     assert "pcm" not in line and all("recordingId" in r for r in ready["recordings"])
     events.close()
