@@ -95,7 +95,8 @@ class PcmSocket:
             if self.encoding == "f32le"
             else pcm.astype("<i2", copy=False).tobytes()
         )
-        self._out.audio(payload)  # a slow client loses its oldest audio
+        if not self._out.audio(payload):  # a slow client loses its oldest audio
+            self.bus.stats.socket_frames_dropped += self.batch
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
         """The WhatsApp user pressed a key (see :mod:`.keys`)."""

@@ -169,17 +169,20 @@ async def test_a_client_that_stops_reading_loses_its_oldest_audio_and_holds_up_n
     make_client, monkeypatch, caplog
 ) -> None:
     """A socket's client that stops reading (a bot that stalls) loses its oldest audio once
-    its queue is full, said once at WARNING, its count said at the close. The socket's kernel
-    buffer grew to megabytes (minutes of audio, loopback's autotuning) and aiohttp's writer
-    sent 256 KiB between two waits before anything was dropped: a bot came back to audio that
-    old (or its heartbeat's pong, queued behind it, came too late and the socket was closed),
-    and the drops were said nowhere.
+    its queue is full, said once at WARNING, counted in the call's stats and the metric of
+    the bridge's drops, its count said at the close. The socket's kernel buffer grew to
+    megabytes (minutes of audio, loopback's autotuning) and aiohttp's writer sent 256 KiB
+    between two waits before anything was dropped: a bot came back to audio that old (or its
+    heartbeat's pong, queued behind it, came too late and the socket was closed), and the
+    drops were said nowhere; then, counted in the socket alone, read by nothing.
 
     The call then ends, the client still not reading: the hangup answers, the call's teardown
     finishes and the client's connection is dropped. The socket's close waited for the client
     to read its close frame (aiohttp's drain) without end: the hangup never answered and the
     call never finished ending (its engine leg, report, everything); then the connection
     stayed, its transport waiting to send what it held to a client that reads nothing."""
+    from .test_metrics import scrape, value
+
     monkeypatch.setattr(pcm_outbox, "OUTGOING_FRAMES", 10)  # the queue's 2 s made 0.2 s
     monkeypatch.setattr(pcm_outbox, "CLOSE_TIMEOUT", 0.5)
     caplog.set_level(logging.INFO, pcm_outbox.__name__)
@@ -201,6 +204,16 @@ async def test_a_client_that_stops_reading_loses_its_oldest_audio_and_holds_up_n
     finally:
         writer.close()  # (before the fix, this is what let the hung close go)
     dropped = sockets[0].dropped  # 60 ms messages
+    stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    assert stats["bus"]["socketFramesDropped"] == 3 * dropped  # 20 ms frames
+    samples = await scrape(client)
+    metric = value(
+        samples,
+        "bridge_bus_frames_dropped_total",
+        direction="downlink",
+        reason="socket_backpressure",
+    )
+    assert metric == 3 * dropped
     closed = [r.getMessage() for r in caplog.records if "were dropped" in r.getMessage()]
     assert len(closed) == 1 and call["callID"] in closed[0]
     assert f": {dropped} audio messages ({dropped * 60} ms) were dropped" in closed[0]
