@@ -35,8 +35,8 @@ from ..numbers.front_door import webhook_calls
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_code, read_raw_json
-from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SWITCHBOARD
-from .media import PLAY_BODY_LIMIT
+from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SETTINGS, SWITCHBOARD
+from .media import play_body_limit
 from .schema import call_body_routes
 from .stream_relay import relay_stream
 
@@ -117,7 +117,9 @@ async def call_id_of(request: web.Request) -> str | None:
         return call_id
     if request.method != "POST" or request.path not in call_body_routes():
         return None
-    limit = PLAY_BODY_LIMIT if request.path == "/call/play" else JSON_LIMIT  # the handler's
+    limit = JSON_LIMIT  # the handler's
+    if request.path == "/call/play":
+        limit = play_body_limit(request.app[SETTINGS].storage)
     with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         body = json.loads(await read_raw_json(request, limit))
         if isinstance(body, dict) and isinstance(body.get("callID"), str):
