@@ -19,7 +19,7 @@ from bridge.attachments.wav import repair_wav, wav_header
 from bridge.audio import rms_dbfs
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
-from ..support.audio_files import make
+from ..support.audio_files import encode, make
 from ..support.calls import wait_state, webrtc_call
 from ..support.spectrum import band_energy
 from ..support.waits import until_passes
@@ -223,6 +223,28 @@ async def test_play_takes_audio_as_large_as_its_setting_says(media_client) -> No
     resp = await client.post("/call/play", data=over, headers={"Content-Type": "application/json"})
     assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_an_upload_that_stops_decoding_past_its_start_is_a_400_and_leaves_nothing(
+    media_client, tmp_path
+) -> None:
+    """A FLAC cut from a stream (its header says no length) and cut short: its start decodes,
+    so it passes the check, and its length is measured by decoding it all, which fails at the
+    cut. That failure was a 500 and left the file in the asset store; now it is a 400
+    ``undecodable_audio`` and nothing is kept."""
+    client = await media_client()
+    flac = encode("flac", "flac", 440.0, 2.0, 16_000, streamed=True)
+    form = aiohttp.FormData()
+    form.add_field("audio", flac[: len(flac) // 2], filename="cut.flac")
+    resp = await client.post("/call/audio-assets", data=form)
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (400, "undecodable_audio"), body
+    assert (await (await client.get("/call/audio-assets")).json())["assets"] == []
+    assert list(client.app[PLAYBACK].assets.root.iterdir()) == []
+    form = aiohttp.FormData()  # the whole stream is an asset, its length measured
+    form.add_field("audio", flac, filename="whole.flac")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 201 and (await resp.json())["durationMs"] == 2000
 
 
 async def test_recording_three_tracks(media_client, tmp_path) -> None:
