@@ -80,10 +80,9 @@ async def relay_stream(
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if out.overflow:
                 await out.close_socket(1008, b"client does not read its messages")
-            else:
-                # 1005/1006 (no status, abnormal) may not be sent on the wire (RFC 6455 §7.4.1).
-                owners = upstream.close_code
-                await out.finish(1011 if owners in (None, 1005, 1006) else owners)
+            # 1005/1006 (no status, abnormal) may not be sent on the wire (RFC 6455 §7.4.1).
+            owners = upstream.close_code
+            await out.finish(1011 if owners in (None, 1005, 1006) else owners)
         finally:
             await relay.close()
     return client
