@@ -15,6 +15,7 @@ from .api.engine import authenticates_itself
 from .api.errors import BODY_TIMEOUT, error_middleware
 from .api.keys import CATALOG, METRICS, SETTINGS, TURN
 from .api.limits import cors_middleware, cors_on_prepare, rate_limit_middleware
+from .api.media import play_body_limit
 from .api.routing import call_id_of, routing_middleware
 from .api.schema import openapi_document
 from .api.tenancy import tenancy_middleware
@@ -38,10 +39,6 @@ from .rtc.counters import RtcCollector
 from .startup import prepare_data_dir, web_dir
 
 log = logging.getLogger(__name__)
-
-MAX_BODY = 48 * 1024 * 1024
-"""Largest request body aiohttp reads (uploads, ``audioBase64``); JSON routes cap their own
-bodies at 64 KiB (``api.errors.read_json``)."""
 
 
 def tenant_of_key(request: web.Request, key: str) -> str | None:
@@ -79,7 +76,10 @@ def create_app(
     ]
     if cluster.shared:
         middlewares.append(routing_middleware(cluster.internal_secret))
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY)
+    # The largest body aiohttp would read itself: ``/call/play``'s (every route reads and caps
+    # its own body: JSON at 64 KiB, ``api.errors.read_json``; an upload as it streams).
+    client_max_size = play_body_limit(settings.storage)
+    app = web.Application(middlewares=middlewares, client_max_size=client_max_size)
     app[SETTINGS] = settings
     app[BODY_TIMEOUT] = server.body_timeout
     restrict_host_addresses(settings.ice.ice_addresses)

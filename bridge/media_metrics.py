@@ -71,6 +71,7 @@ class MediaTotals:
         b.uplink_decode_errors += stats.uplink_decode_errors
         b.source_frames_dropped += stats.source_frames_dropped
         b.agent_frames_dropped += stats.agent_frames_dropped
+        b.socket_frames_dropped += stats.socket_frames_dropped
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
         self.receive["browser"].merge(stats.receive)
@@ -169,6 +170,7 @@ class MediaCollector:
         dropped.add_metric(["uplink", "decode_error"], b.uplink_decode_errors)
         dropped.add_metric(["uplink", "client_overflow"], b.source_frames_dropped)
         dropped.add_metric(["downlink", "agent_backpressure"], b.agent_frames_dropped)
+        dropped.add_metric(["downlink", "socket_backpressure"], b.socket_frames_dropped)
         dropped.add_metric(["downlink", "overflow"], t.jitter_overflow_drops)
         dropped.add_metric(["downlink", "late"], t.jitter_latency_drops)
         name, leg, up = self._engine()

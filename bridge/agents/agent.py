@@ -18,7 +18,8 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
   the model, the voice stops as on a barge-in (``agent.interrupted`` ``by: "hold"``, the model
   told what was heard) and what the model says meanwhile is dropped and truncated at 0 ms, so
   its conversation holds only what the caller heard; both resume with the call (a turn the
-  bridge's own turn detection opened on the model is ended at the hold: :mod:`.turns`);
+  bridge's own turn detection opened on the model is ended at the hold, and a model deciding
+  the turns itself is told the caller's audio stopped: :mod:`.turns`);
 * a socket it cannot reopen ends in ``agent.failed`` and the service's fallback.
 
 A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
@@ -142,8 +143,9 @@ class Agent:
         self.caller_speaking = False
         self.on_hold = self.bus.conference.held
         """The call is held: the caller is neither heard nor spoken to (:meth:`held`)."""
-        self.turns = None if dialect.model_detects_speech else CallerTurns(dialect, self.send)
-        """The caller's turns as the bridge hears and tells them, the model's detection off."""
+        self.turns = CallerTurns(dialect, self.send)
+        """The caller's turns as the bridge hears and tells them (the model's detection off),
+        and the caller's audio stopping as the model is told it."""
 
     @property
     def state(self) -> str:
@@ -171,7 +173,7 @@ class Agent:
         if self.on_hold:
             return  # a held caller is not heard (nor is the hold's silence a turn)
         self.guard.heard(frame)
-        change = None if self.turns is None else self.turns.feed(frame.pcm)  # the bridge's VAD
+        change = self.turns.feed(frame.pcm)  # the bridge's VAD, where the model's is off
         if change is not None:
             (self._speech_started if change else self._speech_stopped)("bridge")
         pcm = frame.pcm if self._up is None else self._up.resample_array(frame.pcm, SAMPLE_RATE)
@@ -210,7 +212,7 @@ class Agent:
             return
         self.on_hold = held
         if held:
-            if self.turns is not None and self.turns.cut():  # a turn it told the model of
+            if self.turns.cut():  # a turn it told the model of
                 self._emit(events.SPEECH_STOPPED, by="bridge")
             self.caller_speaking = False
             if self.voice.playing:
@@ -229,7 +231,7 @@ class Agent:
             agentPlaying=playing,
             by=by,
         )
-        if self.caller_speaking and by == "bridge" and self.turns is not None:
+        if self.caller_speaking and by == "bridge":
             self.turns.started()
         if playing and self.caller_speaking and self.uplink is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
@@ -238,7 +240,7 @@ class Agent:
             self.send(self.dialect.cancel(by))
 
     def _speech_stopped(self, by: str) -> None:
-        if by == "bridge" and self.turns is not None:
+        if by == "bridge":
             self.turns.ended()
         self.caller_speaking = False
         self._emit(events.SPEECH_STOPPED, by=by)
@@ -322,8 +324,7 @@ class Agent:
         self.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
-        if self.turns is not None:
-            self.turns.reopened()  # the caller talking on: its turn's end goes to this session
+        self.turns.reopened()  # the caller talking on: its turn's end goes to this session
         self._emit(events.RECONNECTED, resumed=resumed)
 
     async def _ended(self, reason: str) -> None:
@@ -366,8 +367,8 @@ class Agent:
         async with self._closing:
             if self.model.stopping:
                 return False
-            if self.model.connected and self.turns is not None:
-                self.turns.cut()  # the turn the bridge opened ends with the session
+            if self.model.connected:
+                self.turns.cut()  # the caller's turn and audio end with the session
             self._detach()
             await self.model.close()
             self.host.detach(self)

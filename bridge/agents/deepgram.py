@@ -91,6 +91,9 @@ class DeepgramVoiceAgent:
         self._turn = 0
         self._odd = b""
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         if not api_key:
             return url, {}
@@ -209,6 +212,9 @@ class DeepgramVoiceAgent:
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return []  # a new session gets the history in its ``Settings`` (``opening``)
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "InjectUserMessage", "content": text}]

@@ -74,11 +74,8 @@ def check_session(session: dict[str, Any]) -> None:
 
 
 def agent_id(url: str) -> str:
-    """The ``agent_id`` of a conversation URL (``BadRequest`` when it has none)."""
-    ids = parse_qs(urlsplit(url).query).get("agent_id") or [""]
-    if not ids[0]:
-        raise BadRequest("field 'url': an elevenlabs url names its agent (?agent_id=)")
-    return ids[0]
+    """The ``agent_id`` a conversation URL names (empty: none)."""
+    return (parse_qs(urlsplit(url).query).get("agent_id") or [""])[0]
 
 
 class ElevenLabsAgent:
@@ -115,6 +112,10 @@ class ElevenLabsAgent:
         """The last interruption's ``event_id``: audio up to it is the cut reply's."""
 
     # -- connecting
+    def url_refused(self, url: str) -> str | None:
+        # A public agent's URL and a private one's signed URL request both name it.
+        return None if agent_id(url) else "an elevenlabs url names its agent (?agent_id=)"
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, {}  # a public agent: no credentials (a key goes to ``preflight``)
 
@@ -252,6 +253,9 @@ class ElevenLabsAgent:
             return []
         said = "\n".join(f"{role}: {text}" for role, text in lines)
         return [{"type": "contextual_update", "text": f"The conversation so far:\n{said}"}]
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_message", "text": text}]

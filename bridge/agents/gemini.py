@@ -77,6 +77,9 @@ class GeminiLive:
             isinstance(detection, dict) and detection.get("disabled") is True
         )
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, ({"x-goog-api-key": api_key} if api_key else {})
 
@@ -198,6 +201,12 @@ class GeminiLive:
     def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         # The only end an activity has: the model answers it even when ``answer`` is false.
         return [{"realtimeInput": {"activityEnd": {}}}]
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        # For the service's own activity detection only (the client ends its activities
+        # itself otherwise): its turn ends rather than wait on an open microphone. The
+        # stream reopens with the next audio.
+        return [{"realtimeInput": {"audioStreamEnd": True}}] if self.model_detects_speech else []
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         # A new session (no handle, or one refused): what was said as its history, which the

@@ -184,6 +184,9 @@ class RealtimeFamily(abc.ABC):
 
     function_tools = staticmethod(function_tools)
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._active, self._dropped, self._asked, self._owed = None, [], False, False
         self._said = {}
@@ -326,6 +329,9 @@ class RealtimeFamily(abc.ABC):
             "content": [{"type": "input_text", "text": text}],
         }
         return [self._client("conversation.item.create", item=item)]
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
 
     def text(self, text: str) -> list[dict[str, Any]]:
         item = {

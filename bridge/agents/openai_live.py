@@ -128,6 +128,9 @@ class OpenAILive:
         self._client_delegations: set[str] = set()
         self._event_id = EventIds()
 
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, openai_auth(url, api_key)
 
@@ -287,6 +290,9 @@ class OpenAILive:
 
     def turn_ended(self, answer: bool = True) -> list[dict[str, Any]]:
         return []
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
 
     def text(self, text: str) -> list[dict[str, Any]]:
         # A key press: silent context the model acts on in its own time.

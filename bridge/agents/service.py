@@ -90,10 +90,11 @@ class AgentService:
     def check(self, body: dict[str, Any], where: str = "") -> CheckedRequest:
         """An agent request's provider, session and model URL, as a call's agent takes them:
         ``BadRequest`` for what it refuses (an unknown provider, a session its dialect refuses,
-        a URL of another scheme or with credentials in it), ``Forbidden`` for a host not in
-        ``BRIDGE_FORK_URL_ALLOW``. The one check: ``POST /call/{callID}/agents`` runs it, and so
-        does a route's ``agent`` step when the route is made (``where`` names the step's field),
-        so a route a call would refuse is refused at once."""
+        a URL of another scheme, with credentials in it, or one its dialect refuses:
+        ``url_refused``), ``Forbidden`` for a host not in ``BRIDGE_FORK_URL_ALLOW``. The one
+        check: ``POST /call/{callID}/agents`` runs it, and so does a route's ``agent`` step
+        when the route is made (``where`` names the step's field), so a route a call would
+        refuse is refused at once."""
         provider = body.get("provider")
         if provider not in PROVIDERS:
             raise BadRequest(f"field '{where}provider' must be one of {', '.join(PROVIDERS)}")
@@ -102,6 +103,8 @@ class AgentService:
             raise BadRequest(f"field '{where}session' must be an object")
         dialect, default_key = self._dialect(provider, session)
         url = body.get("url", dialect.default_url)
+        if url is None:
+            raise BadRequest(f"field '{where}url' is required: {provider} has no default endpoint")
         # Ultravox's ``url`` is its REST API's base; every other, the socket's.
         schemes = dialect.url_schemes if isinstance(dialect, Prepared) else ("ws", "wss")
         must = f"field '{where}url' must be a {' or '.join(s + '://' for s in schemes)} URL"
@@ -120,6 +123,9 @@ class AgentService:
                 f"field '{where}url': host {parts.hostname[:64]!r} is not in BRIDGE_FORK_URL_ALLOW",
                 code="url_not_allowed",
             )
+        why = dialect.url_refused(url)
+        if why is not None:
+            raise BadRequest(f"field '{where}url': {why}")
         return CheckedRequest(provider, session, dialect, default_key, url, parts.hostname)
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Agent:

@@ -1,6 +1,7 @@
 """The caller's turns as the bridge tells them to a model whose own turn detection is off
 (OpenAI, xAI and Azure ``"turn_detection": null``, Gemini
-``realtimeInputConfig.automaticActivityDetection.disabled``).
+``realtimeInputConfig.automaticActivityDetection.disabled``), and the caller's audio stopping
+as a model whose detection is on is told it (Gemini's ``audioStreamEnd``).
 
 The bridge's speech detector (:class:`~bridge.attachments.speech.SpeechDetector`) hears the
 caller, and the dialect marks the turns (Gemini's ``activityStart``/``activityEnd``; the
@@ -17,6 +18,11 @@ turn it was told began, nor meets a start with no end before it:
   turn;
 * the model's socket is reopened in the middle of a turn: the new session never heard the
   turn start, so :meth:`CallerTurns.reopened` tells it, and the turn's end goes to it.
+
+A model that hears the turns itself has its own detection waiting on the caller's audio: when
+that stops reaching it (the same hold or leaving, :meth:`CallerTurns.cut`) it is told the
+microphone is off (the dialect's ``audio_stopped``), once for audio it was sent; the caller's
+next audio reopens the stream with nothing more said.
 """
 
 from __future__ import annotations
@@ -33,18 +39,24 @@ log = logging.getLogger(__name__)
 
 
 class CallerTurns:
-    """The bridge's turn detection for one agent (module docstring)."""
+    """The caller's turns and audio, as one agent's model is told them (module docstring)."""
 
     def __init__(self, dialect: ModelDialect, send: Callable[[list[dict[str, Any]]], None]) -> None:
         self._dialect = dialect
         self._send = send
-        self.detector = _detector()
-        """``None`` when the ``vad`` extra is missing (said once, at WARNING): no turns then."""
+        self.detector = None if dialect.model_detects_speech else _detector()
+        """The bridge's turn detection: ``None`` when the model's own is on, or when the
+        ``vad`` extra is missing (said once, at WARNING): no turns then."""
         self.open = False
         """A turn was told started to the model's current session and not yet ended."""
+        self.streaming = False
+        """The caller's audio went to the model's current session since it opened or since
+        the last :meth:`cut`."""
 
     def feed(self, pcm: Pcm) -> bool | None:
-        """A frame of the caller: ``True`` when speech starts, ``False`` when it stops."""
+        """A frame of the caller, on its way up: ``True`` when speech starts, ``False`` when
+        it stops (the bridge's detection; ``None`` otherwise)."""
+        self.streaming = True
         return None if self.detector is None else self.detector.feed(pcm)
 
     def started(self) -> None:
@@ -61,18 +73,23 @@ class CallerTurns:
 
     def cut(self) -> bool:
         """The caller's audio stops reaching the model: the open turn ends here, unanswered
-        where the protocol allows, and the detector starts afresh. ``True`` when a turn was
-        open."""
+        where the protocol allows, the model's own detection is told the audio stopped, and
+        the bridge's starts afresh. ``True`` when a turn was open."""
         was_open = self.open
         if was_open:
             self.open = False
             self._send(self._dialect.turn_ended(answer=False))
+        if self.streaming:
+            self.streaming = False
+            self._send(self._dialect.audio_stopped())
         if self.detector is not None:
             self.detector = SpeechDetector()  # (it loaded before: it loads again)
         return was_open
 
     def reopened(self) -> None:
-        """A new session of the model: the turn in progress is told started to it."""
+        """A new session of the model: the turn in progress is told started to it (its
+        stream opens with the caller's next audio)."""
+        self.streaming = False
         if self.open:
             self._send(self._dialect.turn_started())
 

@@ -131,6 +131,9 @@ class UltravoxCall:
         """Transcript deltas so far, by role and ordinal, until their ``final``."""
 
     # -- connecting
+    def url_refused(self, url: str) -> str | None:
+        return None  # any URL of its scheme
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         raise ProtocolError("an Ultravox socket is reached through its call (preflight)")
 
@@ -266,6 +269,9 @@ class UltravoxCall:
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         return []  # a new call continues the old one (``priorCallId``)
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        return []  # no message for it
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_text_message", "text": text, "urgency": "soon"}]

@@ -236,6 +236,12 @@ class ModelDialect(Protocol):
     real-time stream plays through a jitter buffer of at most this many ms, and nothing the
     caller says cuts it."""
 
+    def url_refused(self, url: str) -> str | None:
+        """Why a request's ``url`` cannot reach this protocol's model (ElevenLabs': it names
+        no agent), ``None`` when it can: run by ``AgentService.check`` once the URL's scheme,
+        host and lack of credentials are checked, so a route is refused when it is made
+        rather than each call it takes."""
+
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         """The URL to open and the headers to send (the key where the provider wants it)."""
 
@@ -278,6 +284,12 @@ class ModelDialect(Protocol):
         """The bridge heard the caller's turn end: the model should answer. ``answer``
         false: the caller's audio stopped reaching the model in the middle of the turn (a
         hold): the turn ends, with no answer asked for where the protocol can say so."""
+
+    def audio_stopped(self) -> list[dict[str, Any]]:
+        """The caller's audio stops reaching the model (a hold, the agent leaving the call)
+        until it comes again: what tells the model's own turn detection the microphone is
+        off (Gemini's ``audioStreamEnd``; empty where the protocol has no such message, or
+        the model's detection is off: the bridge's turn is ended instead)."""
 
     def text(self, text: str) -> list[dict[str, Any]]:
         """A line of text from the caller's side (a key pressed)."""

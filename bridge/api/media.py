@@ -8,21 +8,26 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..attachments import Playback, PlaybackService
+from ..config import StorageSettings
 from ..errors import BadRequest, NotFound, TooLarge
-from .errors import body_deadline, require_call_id
+from .errors import JSON_LIMIT, body_deadline, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
 from .schema import read_body
 from .tenancy import principal_of, tenant_of_call
 
 routes = web.RouteTableDef()
 
-PLAY_BODY_LIMIT = 48 * 1024 * 1024
-"""``/call/play`` may carry ``audioBase64`` (32 MiB of audio is ~43 MiB of base64)."""
+
+def play_body_limit(storage: StorageSettings) -> int:
+    """The largest ``/call/play`` body: ``audioBase64`` of ``BRIDGE_PLAY_URL_MAX_BYTES`` of
+    audio (four characters for every three bytes) and the rest of a JSON request."""
+    return 4 * -(-storage.play_url_max_bytes // 3) + JSON_LIMIT
 
 
 @routes.post("/call/play")
 async def play(request: web.Request) -> web.Response:
-    body = await read_body(request, "PlayRequest", limit=PLAY_BODY_LIMIT)
+    limit = play_body_limit(request.app[SETTINGS].storage)
+    body = await read_body(request, "PlayRequest", limit=limit)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
     check_asset(request, body.get("assetId"))
     playback = await request.app[PLAYBACK].start(runtime, body)

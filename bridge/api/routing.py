@@ -13,36 +13,32 @@ installed.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ..attachments.pcm_socket import MAX_MESSAGE
 from ..cluster import CallRecord, Directory, WorkerInfo
 from ..engines import WebhookCalls
 from ..engines.base import WEBHOOK_LIMIT
 from ..errors import (
     AtCapacity,
-    BadRequest,
     CallStateError,
     DirectoryUnavailable,
     OwnerUnreachable,
 )
 from ..numbers.front_door import webhook_calls
-from ..tasks import TaskSet
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
-from .errors import JSON_LIMIT, RAW_BODY, error_code, error_response, read_raw_json
-from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SWITCHBOARD
-from .media import PLAY_BODY_LIMIT
+from .errors import JSON_LIMIT, RAW_BODY, error_code, read_raw_json
+from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SETTINGS, SWITCHBOARD
+from .media import play_body_limit
 from .schema import call_body_routes
+from .stream_relay import relay_stream
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +49,6 @@ FORWARD_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=2)
 or the owner is gone."""
 FORWARD_READ_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
 """A forwarded read (GET) answers from memory: an owner silent that long is stuck."""
-STREAM_HANDSHAKE_TIMEOUT = 5.0
-"""Seconds the owner has to upgrade a relayed ``/call/{callID}/stream`` (a read from memory, as
-a forwarded GET): the session bounds only the connect, and an owner that accepts and never
-answers held the client's request for ever."""
-
 _HOP_BY_HOP = frozenset(
     {
         "host",
@@ -126,7 +117,9 @@ async def call_id_of(request: web.Request) -> str | None:
         return call_id
     if request.method != "POST" or request.path not in call_body_routes():
         return None
-    limit = PLAY_BODY_LIMIT if request.path == "/call/play" else JSON_LIMIT  # the handler's
+    limit = JSON_LIMIT  # the handler's
+    if request.path == "/call/play":
+        limit = play_body_limit(request.app[SETTINGS].storage)
     with contextlib.suppress(ValueError, UnicodeDecodeError, RecursionError):
         body = json.loads(await read_raw_json(request, limit))
         if isinstance(body, dict) and isinstance(body.get("callID"), str):
@@ -254,7 +247,8 @@ async def forward(
     unchanged (the PCM stream's WebSocket is relayed)."""
     resource = request.match_info.route.resource
     if resource is not None and resource.canonical == "/call/{callID}/stream":
-        return await _relay_websocket(request, base_url, secret, owner)
+        headers = _forward_headers(request, secret, owner)
+        return await relay_stream(request, request.app[INTERNAL_HTTP], base_url, headers)
     http = request.app[INTERNAL_HTTP]
     body = request.get(RAW_BODY)
     if body is None and request.method in ("POST", "DELETE") and request.can_read_body:
@@ -282,76 +276,6 @@ async def forward(
             f"the worker that owns this call ({base_url}) did not answer: "
             f"{str(exc) or type(exc).__name__}"
         ) from None
-
-
-async def _relay_websocket(
-    request: web.Request, base_url: str, secret: str, owner: str
-) -> web.StreamResponse:
-    """Relay the ``/call/{callID}/stream`` WebSocket to the owner, message by message."""
-    client = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20)
-    if not client.can_prepare(request).ok:
-        raise BadRequest("GET /call/{callID}/stream is a WebSocket: send an upgrade request")
-    http = request.app[INTERNAL_HTTP]
-    try:
-        async with asyncio.timeout(STREAM_HANDSHAKE_TIMEOUT):
-            upstream = await http.ws_connect(
-                base_url.replace("http://", "ws://", 1) + request.path_qs,
-                headers=_forward_headers(request, secret, owner),
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5),
-                max_msg_size=MAX_MESSAGE,
-                autoping=True,
-                heartbeat=20,
-            )
-    except aiohttp.WSServerHandshakeError as exc:
-        # The owner refused before upgrading (404, 409, 400): the client sees that status.
-        code = _REFUSAL_CODES.get(exc.status, "http_error")
-        return error_response(exc.status, code, f"the owning worker refused the stream: {code}")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise OwnerUnreachable(
-            f"the worker that owns this call ({base_url}) did not answer: "
-            f"{str(exc) or type(exc).__name__}"
-        ) from None
-    try:
-        await client.prepare(request)
-    except BaseException:
-        await upstream.close()
-        raise
-
-    async def pump(
-        source: Any,
-        send_bytes: Callable[[bytes], Awaitable[None]],
-        send_str: Callable[[str], Awaitable[None]],
-    ) -> None:
-        async for msg in source:
-            if msg.type is WSMsgType.BINARY:
-                await send_bytes(msg.data)
-            elif msg.type is WSMsgType.TEXT:
-                await send_str(msg.data)
-            else:
-                break
-
-    relay = TaskSet(f"stream-relay[{base_url}]")  # the two directions, owned by this request
-    async with upstream:
-        tasks = [
-            relay.spawn(pump(upstream, client.send_bytes, client.send_str), "to-client"),
-            relay.spawn(pump(client, upstream.send_bytes, upstream.send_str), "to-owner"),
-        ]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await relay.close()
-            # 1005/1006 (no status, abnormal) may not be sent on the wire (RFC 6455 §7.4.1).
-            close_code = upstream.close_code
-            await client.close(code=1011 if close_code in (None, 1005, 1006) else close_code)
-    return client
-
-
-_REFUSAL_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "call_not_found",
-    409: "invalid_call_state",
-}
 
 
 ADOPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)

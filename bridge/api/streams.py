@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..attachments import ForkService, PcmSocket
-from ..attachments.pcm_socket import MAX_MESSAGE, SEND_BUFFER
+from ..attachments.pcm_outbox import pcm_response
 from ..errors import BadRequest, CallStateError
 from .keys import FORKS, MANAGER
 from .schema import read_body
@@ -33,12 +33,11 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
     if role not in ("talk", "listen"):
         raise BadRequest("role must be talk or listen")
     runtime = manager.runtime(call.id)
-    # The writer waits for the socket every SEND_BUFFER bytes (aiohttp's default: 256 KiB,
-    # seconds of audio a slow client got late before its oldest was dropped).
-    ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=20, writer_limit=SEND_BUFFER)
+    ws = pcm_response()
     await ws.prepare(request)
     await PcmSocket(
         ws,
+        request.transport,
         runtime,
         state=str(call.state),
         encoding=encoding,

@@ -78,6 +78,9 @@ class AssetStore:
             path.unlink(missing_ok=True)
             meta_path.unlink(missing_ok=True)
             raise disk_error(exc, "the audio asset cannot be stored") from None
+        except UndecodableAudio as exc:  # its start decodes, not the rest (a stream cut short)
+            path.unlink(missing_ok=True)
+            raise _undecodable(exc) from None
         return asset
 
     @staticmethod
@@ -85,9 +88,7 @@ class AssetStore:
         try:
             return probe(data)
         except UndecodableAudio as exc:
-            raise BadRequest(
-                f"the upload is not audio the bridge can decode: {exc}", code="undecodable_audio"
-            ) from None
+            raise _undecodable(exc) from None
 
     def get(self, asset_id: str) -> Asset:
         if not asset_id.startswith("as_") or not asset_id[3:].isalnum() or len(asset_id) > MAX_ID:
@@ -129,3 +130,9 @@ class AssetStore:
         asset = self.get(asset_id)
         asset.path.unlink(missing_ok=True)
         (self.root / f"{asset_id}.json").unlink(missing_ok=True)
+
+
+def _undecodable(exc: UndecodableAudio) -> BadRequest:
+    return BadRequest(
+        f"the upload is not audio the bridge can decode: {exc}", code="undecodable_audio"
+    )

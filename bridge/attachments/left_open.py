@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE
@@ -31,11 +32,17 @@ class LeftSegments:
     """Finishes left segments (see the module docstring); owns the tasks that do."""
 
     def __init__(
-        self, root: Path, retention_s: float, add: Callable[[list[Recording]], None]
+        self,
+        root: Path,
+        retention_s: float,
+        add: Callable[[list[Recording]], None],
+        finisher: Executor,
     ) -> None:
         self.root = root
         self.retention_s = retention_s
         self._add = add
+        self._finisher = finisher
+        """The recordings' threads (``recording.FINISHERS``)."""
         self._tasks = TaskSet("left-segments")
         self._finishing: set[Path] = set()
         """The segments' bases being finished (one finishing of a segment at a time)."""
@@ -69,8 +76,8 @@ class LeftSegments:
                 )
                 return
             try:
-                made = await asyncio.to_thread(
-                    seal_left, call_id, tracks, self.root, self.retention_s
+                made = await asyncio.get_running_loop().run_in_executor(
+                    self._finisher, seal_left, call_id, tracks, self.root, self.retention_s
                 )
             except OSError as exc:
                 error = disk_error(exc, f"segment {segment}, left by a crashed worker, unfinished")

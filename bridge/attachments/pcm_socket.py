@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import socket
 from typing import Any
 
 import numpy as np
@@ -25,25 +23,8 @@ from ..errors import BadRequest, CallStateError, json_object
 from ..media import BusFrame
 from ..tasks import TaskSet
 from .base import AttachmentHost
+from .pcm_outbox import PcmOutbox
 from .queued_source import QueuedSource
-from .wire import OutgoingQueue
-
-log = logging.getLogger(__name__)
-
-MAX_MESSAGE = 1 << 20
-"""Largest WebSocket message accepted from a client (1 MiB ≈ 32 s of s16 audio)."""
-OUTGOING_FRAMES = 100
-"""Peer audio queued for a slow socket client before the oldest is dropped (2 s)."""
-SEND_BUFFER = 32 * 1024
-"""Kernel send buffer of a client's socket, and what its writer sends before it waits for the
-socket (a second of s16 audio each): small, so a client that reads too slowly loses its oldest
-audio within seconds, as the queue intends, instead of getting it minutes late from megabytes
-of autotuned TCP buffer (as a fork's ``SEND_BUFFER``); the kernel doubles it, room for f32le
-to a client half a second's round trip away."""
-CLOSE_TIMEOUT = 2.0
-"""Seconds a close waits for the client's answer to its close frame."""
-OUTGOING_CONTROL = 1000
-"""Control messages queued for a client that does not read; beyond it the socket is closed."""
 
 
 class PcmSocket:
@@ -55,6 +36,7 @@ class PcmSocket:
     def __init__(
         self,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
         host: AttachmentHost,
         *,
         state: str,
@@ -70,14 +52,11 @@ class PcmSocket:
         self.batch = frame_ms // FRAME_MS
         self.listen_only = listen_only
         self.id = f"ws:{id(self)}"
-        self._out = OutgoingQueue(
-            max_audio=max(1, OUTGOING_FRAMES // self.batch),
-            max_control=OUTGOING_CONTROL,
-            drop_oldest_audio=True,
+        self._out = PcmOutbox(
+            ws, transport, f"call {host.call_id}: PCM socket {self.id}", frame_ms=frame_ms
         )
         self._pending: list[Pcm] = []
         self._tasks = TaskSet(f"ws[{host.call_id[:12]}]")
-        self.overflow = False
         self._closed = False
         self.source = QueuedSource(
             on_mark=self._marked, on_buffer=self._buffer, stats=self.bus.stats
@@ -90,8 +69,7 @@ class PcmSocket:
 
     # -- outgoing (never awaited from the media path: queued for the sender task)
     def _send_json(self, body: dict[str, Any]) -> None:
-        if not self._out.put_control(json.dumps(body)):
-            self.overflow = True  # the receive loop closes the socket (1008)
+        self._out.control(json.dumps(body))  # overflow: the receive loop closes it (1008)
 
     def _marked(self, name: str, status: str) -> None:
         self._send_json({"type": "mark", "name": name, "status": status})
@@ -117,22 +95,8 @@ class PcmSocket:
             if self.encoding == "f32le"
             else pcm.astype("<i2", copy=False).tobytes()
         )
-        dropped = self._out.dropped
-        self._out.put_audio(payload)  # a slow client loses its oldest audio, never control
-        if self._out.dropped and not dropped:
-            log.warning(
-                "call %s: PCM socket %s: the client reads too slowly; its oldest audio is "
-                "dropped (more than %d ms waiting)",
-                self.host.call_id,
-                self.id,
-                self._out.max_audio * self.batch * FRAME_MS,
-            )
-
-    async def _send(self, message: bytes | str) -> None:
-        if isinstance(message, bytes):
-            await self.ws.send_bytes(message)
-        else:
-            await self.ws.send_str(message)
+        if not self._out.audio(payload):  # a slow client loses its oldest audio
+            self.bus.stats.socket_frames_dropped += self.batch
 
     def dtmf(self, digit: str, duration_ms: int) -> None:
         """The WhatsApp user pressed a key (see :mod:`.keys`)."""
@@ -224,10 +188,7 @@ class PcmSocket:
                 "state": self.state,
             }
         )
-        sock = self.ws.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
-        self._tasks.spawn(self._out.run(self._send, lambda: self.ws.closed), "sender")
+        self._tasks.spawn(self._out.sender(), "sender")
         self.bus.add_downlink_tap(self._peer_frame)
         if self.listen_only:
             self.bus.add_user(self.id)
@@ -245,8 +206,8 @@ class PcmSocket:
                     self._audio_in(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
-                if self.overflow:
-                    await self._close_socket(1008, b"client does not read its messages")
+                if self._out.overflow:
+                    await self._out.close_socket(1008, b"client does not read its messages")
                     break
         finally:
             self.host.detach(self)
@@ -256,28 +217,8 @@ class PcmSocket:
         if self._closed:
             return
         self._closed = True
-        if self._out.dropped:
-            log.info(
-                "call %s: PCM socket %s: %d audio messages were dropped for the slow client",
-                self.host.call_id,
-                self.id,
-                self._out.dropped,
-            )
         self.bus.remove_downlink_tap(self._peer_frame)
         self.bus.remove_source(self.source)
         self.bus.remove_user(self.id)
-        if not self.ws.closed:
-            await self._out.drain()  # the last call_state / ended messages
-            await self._close_socket()
+        await self._out.finish()
         await self._tasks.close()
-
-    async def _close_socket(self, code: int = 1000, message: bytes = b"") -> None:
-        """Send the close frame and wait (bounded) for the client's. Never aiohttp's drain: a
-        client that stopped reading holds the socket's buffers full, and the drain waited for
-        it without end, the call's end with it."""
-        try:
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=message, drain=False), CLOSE_TIMEOUT
-            )
-        except TimeoutError:
-            pass  # aiohttp closed the transport

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 WRITE_QUEUE_FRAMES = 500
 """Frames (both tracks) waiting for the writer thread: 5 s of a call; beyond it frames are
 dropped and counted rather than letting a slow disk hold the event loop."""
+FINISHERS = 2
+"""Threads that finish recordings (the writer's last frames, the headers, the mix; a crashed
+worker's segments too): the recordings' own, so those stuck behind a stalled disk hold none of
+the loop's default pool (six threads on two cores), which the worker's other disk work needs
+(a playback's opening, reports, assets); more wait their turn."""
 
 
 class CallRecorder:
@@ -53,6 +59,7 @@ class CallRecorder:
         root: Path,
         retention_s: float,
         on_ready: Callable[[list[Recording]], None],
+        finisher: Executor,
         *,
         origin: Path | None = None,
         segment: int = 1,
@@ -63,6 +70,7 @@ class CallRecorder:
         ``{origin}-seg{n}`` (``segment`` n), the same recording in several files."""
         self.segment = segment
         self._on_ready = on_ready
+        self._finisher = finisher
         self.host = host
         self.call_id = host.call_id
         self.base = base
@@ -148,9 +156,11 @@ class CallRecorder:
         self.host.bus.remove_uplink_tap(self._up)
         self.host.detach(self)
         # Finishing waits for the writer (behind a disk that may stall), writes headers and
-        # mixes two whole files: off the event loop.
+        # mixes two whole files: off the event loop, on the recordings' own threads.
         try:
-            recordings = await asyncio.to_thread(self._finish)
+            recordings = await asyncio.get_running_loop().run_in_executor(
+                self._finisher, self._finish
+            )
         except OSError as exc:  # a full disk: the caller says it (a 503, the call's end)
             error = disk_error(exc, "the recording cannot be finished")
             raise failed(self.host, self.segment, error) from None
@@ -209,12 +219,15 @@ class RecordingService:
         self.forbidden_by: RecordingPolicy = lambda call_id: None
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
-        self.left = LeftSegments(root.resolve(), self.retention_s, self.add)
+        self.finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="recording-finish")
+        """Where recordings are finished (:data:`FINISHERS`)."""
+        self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
 
     async def close(self) -> None:
         await self.left.close()
+        self.finisher.shutdown(wait=False)  # (the calls, and their recordings, closed first)
 
     def _load(self) -> int:
         """Index the sidecars; repair WAV headers of files a crash left open (at start-up
@@ -266,7 +279,9 @@ class RecordingService:
                 for k in ("inbound", "outbound", "mixed")
             ):
                 raise CallStateError(f"recording path {base.name!r} is already in use")
-            recorder = CallRecorder(host, base, self.root.resolve(), self.retention_s, self.add)
+            recorder = CallRecorder(
+                host, base, self.root.resolve(), self.retention_s, self.add, self.finisher
+            )
         except OSError as exc:  # a name too long, a path through a file, a full disk
             raise disk_error(exc, "the recording cannot be started", path) from None
         try:
@@ -274,7 +289,7 @@ class RecordingService:
         except CallStateError:  # the call ended meanwhile: finish the empty files
             await recorder.close()
             raise
-        host.emit("recording.started")
+        host.emit("recording.started", segment=recorder.segment)
         return recorder
 
     def export(self, recorder: CallRecorder) -> dict[str, Any]:
@@ -302,7 +317,14 @@ class RecordingService:
             self.left.finish(host.call_id, origin, segment - 1, host.emit)
         try:
             recorder = CallRecorder(
-                host, base, root, self.retention_s, self.add, origin=origin, segment=segment
+                host,
+                base,
+                root,
+                self.retention_s,
+                self.add,
+                self.finisher,
+                origin=origin,
+                segment=segment,
             )
         except OSError as exc:  # a full or read-only disk: the caller logs it, the call goes on
             error = disk_error(exc, "the recording cannot go on into its next segment")

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+from aiohttp import web
 
 Send = Callable[[bytes | str], Awaitable[None]]
 
@@ -21,11 +22,14 @@ after megabytes of autotuned TCP buffer (over a minute of audio on loopback, the
 it ever later meanwhile)."""
 
 
-def bound_send_buffer(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Give ``ws``'s socket the :data:`SEND_BUFFER` (none to set on a socket already gone)."""
+def bound_send_buffer(
+    ws: aiohttp.ClientWebSocketResponse | web.WebSocketResponse, size: int = SEND_BUFFER
+) -> None:
+    """Give ``ws``'s socket a kernel send buffer of ``size`` (none to set on a socket already
+    gone): the bridge's own sockets, and a PCM socket's client (``pcm_outbox.py``)."""
     sock = ws.get_extra_info("socket")
     if sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 class OutgoingQueue:

@@ -512,7 +512,11 @@ class StorageSettings(_Group):
     data_dir: str = _opt("data", "where recordings and audio assets are stored")
     media_dir: str = _opt("media", "directory /call/play may read files from")
     play_url_allow: tuple[str, ...] = _opt((), "hosts /call/play may fetch audioUrl from")
-    play_url_max_bytes: int = _opt(32 * 1024 * 1024, "largest audio fetched or uploaded")
+    play_url_max_bytes: int = _opt(
+        32 * 1024 * 1024,
+        "largest audio /call/play fetches (audioUrl) or takes (audioBase64: its body may be as "
+        "much base64 and 64 KiB) and largest audio asset uploaded",
+    )
     play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
     record_all: bool = _opt(False, "record every call from answer to end")
     recording_policy: RecordingSetting = _opt(

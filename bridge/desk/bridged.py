@@ -6,7 +6,7 @@
   within ``timeoutS`` (a ``CANCEL``) moves the route on. Each outcome is the event
   ``route.sip {participantID, uri, outcome, sipCode?}`` (``outcome``: ``answered``, ``busy``,
   ``no_answer``, ``rejected``, ``failed``; ``sipCode`` the phone's final response).
-- ``agent {provider, url, session?, bridgeTools?}`` answers the call and puts a realtime model
+- ``agent {provider, url?, session?, bridgeTools?}`` answers the call and puts a realtime model
   agent on it, as ``POST /call/{callID}/agents`` does; a model that cannot be reached moves
   the route on (the call answered).
 

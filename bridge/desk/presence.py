@@ -5,10 +5,11 @@ its socket on one worker, the bridge's ``busy`` and the free at the end of its c
 call's worker, a reconnect on a third — never write back a record they read over another's
 change made meanwhile.
 
-The agent's own presence (``chosen``) outlives the bridge's ``busy``: the end of its call
-puts it back to what it chose (``away`` set on the call stays ``away``), and a ``busy`` it says
-on a call is the call's (an app that resends the state it was told when its socket reopens
-mid-call is not ``busy`` for good after it).
+The agent's own presence (``chosen``) waits for the bridge's ``busy``: an agent on a call is
+``busy`` whatever it says (``available`` would have it rung for another call while on this
+one), and the end of its call puts it back to what it chose (``away`` set on the call stays
+``away``); a ``busy`` it says on a call is the call's (an app that resends the state it was
+told when its socket reopens mid-call is not ``busy`` for good after it).
 
 A reconnect keeps an agent ``busy`` only while the call its record names is live — on this
 worker (its registry) or on another (the call directory's record): an agent left busy on a
@@ -126,13 +127,14 @@ class AgentPresence:
         return None if record is None else record.state
 
     async def chose(self, key: AgentKey, state: str) -> None:
-        """The agent's own ``presence``: its state, on the call it is on if any, and what it
-        is again after that call (a ``busy`` said on a call is the call's: module docstring)."""
+        """The agent's own ``presence``: its state now, or, on a call, what it is once that
+        call ends (a ``busy`` said on a call is the call's: module docstring)."""
 
         def chose(record: AgentRecord | None) -> AgentRecord | None:
             if record is None:
                 return None
-            own = record.chosen if state == "busy" and record.call_id else state
-            return replace(record.with_state(state, record.call_id), chosen=own)
+            if record.call_id:  # busy on it, whatever the agent says
+                return replace(record, chosen=record.chosen if state == "busy" else state)
+            return replace(record.with_state(state), chosen=state)
 
         await self.store.update_agent(*key, chose)

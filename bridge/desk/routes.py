@@ -4,7 +4,7 @@ format (parse, check, show); :mod:`.runner` runs them on a call.
 
 ``{"name", "numbers": [numberID…] | "default", "steps": [step…], "hours"?}`` where a step is one
 of ``ring {group | agents, strategy, timeoutS}``, ``sip {uri, trunkID?, timeoutS?, headers?}``
-(a SIP target rung through a trunk), ``agent {provider, url, session?, bridgeTools?}`` (the
+(a SIP target rung through a trunk), ``agent {provider, url?, session?, bridgeTools?}`` (the
 body of ``POST /call/{callID}/agents``, without a key: a route keeps no secret), ``voicemail
 {greeting?, maxS?}``, ``play {assetId}``, ``hangup {}``.
 """
@@ -153,8 +153,8 @@ def _agent(body: dict[str, Any], where: str) -> dict[str, Any]:
         raise BadRequest(f"field '{where}.{sorted(unknown)[0][:40]}' is not known", code="bad_step")
     if body.get("provider") not in PROVIDERS:
         raise BadRequest(f"field '{where}.provider' must be one of {', '.join(PROVIDERS)}")
-    url = body.get("url")
-    if not isinstance(url, str) or not 0 < len(url) <= 2048:
+    url = body.get("url")  # left out: the provider's default, where it has one (checked there)
+    if "url" in body and (not isinstance(url, str) or not 0 < len(url) <= 2048):
         raise BadRequest(f"field '{where}.url' must be a URL of at most 2048 characters")
     if not isinstance(body.get("session", {}), dict):
         raise BadRequest(f"field '{where}.session' must be an object")

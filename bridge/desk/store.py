@@ -49,7 +49,8 @@ class AgentRecord:
     agent_id: str
     groups: tuple[str, ...]
     state: str
-    """What the agent (or the bridge, for ``busy`` on a call) last set."""
+    """What the agent last set, or the bridge's ``busy`` while it is on a call (whatever the
+    agent sets meanwhile: that is ``chosen``)."""
     since: float
     """When it became what it is (longest-idle rings the oldest ``available`` first)."""
     alive_until: float

@@ -159,6 +159,8 @@ class BusStats:
     """Client audio dropped by a queued source (a PCM socket or fork sending too far ahead)."""
     agent_frames_dropped: int = 0
     """The caller's frames a model agent dropped: its model's socket too slow to take them."""
+    socket_frames_dropped: int = 0
+    """The WhatsApp side's frames a PCM socket dropped: its client too slow to read them."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -184,6 +186,7 @@ class BusStats:
             "uplinkDecodeErrors": self.uplink_decode_errors,
             "sourceFramesDropped": self.source_frames_dropped,
             "agentFramesDropped": self.agent_frames_dropped,
+            "socketFramesDropped": self.socket_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),

@@ -7,7 +7,11 @@ than 16-bit PCM with a ``rate=`` in its MIME type, a key neither in ``key`` nor
 ``x-goog-api-key``; an ``activityStart`` or ``activityEnd`` on a connection whose setup left
 automatic activity detection on (the reference: only a client that disabled it marks the
 activity), an ``activityStart`` while that connection's activity is open, an ``activityEnd``
-with none open (each connection its own: the markers are kept in ``activities``).
+with none open (each connection its own: the markers are kept in ``activities``); an
+``audioStreamEnd`` other than ``true``, on a connection whose setup disabled automatic
+activity detection (the reference: it is for the service's own detection), or with no audio
+since the connection opened or since its last one (the stream is reopened by audio: the ends
+taken are kept in ``stream_ends``, with the caller's chunks heard by then).
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
 ``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
@@ -74,6 +78,8 @@ class FakeGeminiLive(CallerAudioLog):
         self.tool_responses: list[dict[str, Any]] = []
         self.activities: list[tuple[int, str]] = []
         """Each ``activityStart``/``activityEnd`` taken, with its connection's number."""
+        self.stream_ends: list[tuple[int, int]] = []
+        """Each ``audioStreamEnd`` taken: its connection's number, ``len(chunks)`` then."""
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
@@ -104,6 +110,7 @@ class FakeGeminiLive(CallerAudioLog):
         connection = self.connections
         manual = False  # its setup disabled automatic activity detection
         active = False  # its activity is open (activityStart, no End yet)
+        streaming = False  # audio came since it opened or since its last audioStreamEnd
         async for msg in ws:
             if msg.type is not WSMsgType.TEXT:
                 # The real service accepts JSON in binary frames too; the bridge sends text.
@@ -140,6 +147,17 @@ class FakeGeminiLive(CallerAudioLog):
                         self.errors.append(f"{marker} while the activity is {state}")
                     active = marker == "activityStart"
                     self.activities.append((connection, marker))
+                if "audio" in body["realtimeInput"]:
+                    streaming = True
+                elif "audioStreamEnd" in body["realtimeInput"]:
+                    if body["realtimeInput"]["audioStreamEnd"] is not True:
+                        self.errors.append("audioStreamEnd must be true")
+                    elif manual:
+                        self.errors.append("audioStreamEnd with automatic activity detection off")
+                    elif not streaming:
+                        self.errors.append("audioStreamEnd with no audio since the stream opened")
+                    streaming = False
+                    self.stream_ends.append((connection, len(self.chunks)))
                 if "activityStart" in body["realtimeInput"] and self.generating:
                     # activityHandling START_OF_ACTIVITY_INTERRUPTS (the default): the
                     # caller's activity start ends the model's turn, as a cancel would.

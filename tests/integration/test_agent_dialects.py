@@ -567,6 +567,36 @@ async def test_gemini_a_refused_resumption_opens_a_new_session(make_client, aioh
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_gemini_hearing_the_turns_is_told_the_callers_audio_stopped(
+    make_client, aiohttp_server
+) -> None:
+    """Gemini deciding the turns itself (its automatic activity detection, the default): when
+    the caller's audio stops reaching it — a hold, the agent taken off the call — it is told
+    (``audioStreamEnd``), so its detection ends the turn the caller was in rather than wait on
+    a microphone it takes to be open; off hold the caller's audio reopens the stream, with
+    nothing more said. Before, the model was sent nothing at either."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    started = await start(client, cid, "gemini-live", url)
+    await until(lambda: len(fake.chunks) >= 10, timeout=3)
+    assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+    await until(lambda: len(fake.stream_ends) == 1, timeout=3)
+    ((connection, heard),) = fake.stream_ends
+    assert connection == 1 and heard >= 10
+    await asyncio.sleep(0.3)
+    assert len(fake.chunks) == heard  # nothing more of the caller while held
+    assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+    await until(lambda: len(fake.chunks) >= heard + 25, timeout=3)
+    assert dominant_frequency(fake.heard[-8000:], 16_000) == pytest.approx(660, abs=4)
+    assert len(fake.stream_ends) == 1
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    await until(lambda: len(fake.stream_ends) == 2, timeout=3)
+    assert fake.stream_ends[1][0] == 1
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 @pytest.mark.parametrize("provider", ("openai-realtime", "xai"))
 async def test_a_session_is_renewed_before_the_providers_hour(
     make_client, aiohttp_server, monkeypatch, provider

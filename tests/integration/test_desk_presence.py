@@ -97,7 +97,8 @@ async def test_the_agents_presence_and_the_bridges_busy_both_land(redis) -> None
     """Ann (her socket on worker A) sets herself ``away`` while the call's worker B marks her
     ``busy`` on a call: her presence, held between its read and its write, wrote back the
     record it had read, and the call B had marked her on was lost (before: ``away`` with no
-    call, so the call's end, which frees whom the call marked, left her as she was)."""
+    call, so the call's end, which frees whom the call marked, left her as she was). Now both
+    land: ``busy`` on the call, ``away`` what she is once it ends."""
     store_a, store_b = RedisDeskStore(redis.url), RedisDeskStore(redis.url)
     a, b = bare_desk(store_a, "a"), bare_desk(store_b, "b")
     ann = ann_socket()
@@ -111,7 +112,7 @@ async def test_the_agents_presence_and_the_bridges_busy_both_land(redis) -> None
         record = await store_b.agent(*ANN)
         assert record is not None
         assert record.call_id == "call-1", record  # the bridge's busy kept its call
-        assert record.state == "away"  # hers, the last to land
+        assert (record.state, record.chosen) == ("busy", "away"), record  # hers, for after it
     finally:
         await ann.close()
         await asyncio.gather(a.close(), b.close())
@@ -296,16 +297,31 @@ async def _accepted_call(client: Any, ann: Agent, phone: str = "5521988887777") 
     return call_id
 
 
+async def _seen_until_pong(agent: Agent) -> list[str]:
+    """The types of what reached ``agent`` before the answer to a ``ping`` sent now (the
+    socket's messages are handled, and answered, in order)."""
+    await agent.send(type="ping")
+    seen: list[str] = []
+    async with asyncio.timeout(5):
+        while True:
+            kind = json.loads((await agent.ws.receive()).data)["type"]
+            if kind == "pong":
+                return seen
+            seen.append(kind)
+
+
 async def test_an_agents_own_away_outlives_the_call_it_was_on(client) -> None:
-    """Ann, on a call, sets herself ``away``; the call ends: she stays ``away`` (only the
-    call's ``busy`` is the bridge's to clear), told so on her socket (her app stops its
-    microphone on it), and is not rung. Before, the call's end put her back to ``available``.
+    """Ann, on a call, sets herself ``away`` (``busy`` still, while on it); the call ends: she
+    is ``away`` (only the call's ``busy`` is the bridge's to clear), told so on her socket
+    (her app stops its microphone on it), and is not rung. Before, the call's end put her
+    back to ``available``.
     A ``busy`` her app sends on a call (``BridgeAgent`` resends the state it was told when its
     socket reopens mid-call) is the call's: she is ``available`` again after it."""
     ann, _ = await _hello(client, "ann")
     call_id = await _accepted_call(client, ann)
     await ann.send(type="presence", state="away")
-    await until(lambda: _listed(client, "away"), 3, "ann away on her call")
+    await _seen_until_pong(ann)  # her presence taken
+    assert await states(client) == {"ann": "busy"}  # on her call
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     assert (await ann.next("presence"))["state"] == "away"
     body = await (await client.get("/agents")).json()
@@ -319,3 +335,28 @@ async def test_an_agents_own_away_outlives_the_call_it_was_on(client) -> None:
     assert (await ann.next("presence"))["state"] == "available"
     assert await states(client) == {"ann": "available"}
     await ann.ws.close()
+
+
+async def test_an_agent_on_a_call_is_not_rung_whatever_presence_it_chose(client) -> None:
+    """Ann, on a call, sets herself ``available`` (her own presence): another call rings bob,
+    never her, and she stays ``busy`` on her call; what she chose applies once it ends
+    (``available``, told), and the next call rings her. Before, her ``available`` made her
+    rung for another call while still on the first."""
+    ann, _ = await _hello(client, "ann")
+    first = await _accepted_call(client, ann)
+    bob, _ = await _hello(client, "bob")
+    await ann.send(type="presence", state="available")
+    await _seen_until_pong(ann)  # her presence taken
+    assert await states(client) == {"ann": "busy", "bob": "available"}
+    second = await incoming(client, "5521988886666")
+    assert (await bob.next("ringing"))["callID"] == second
+    assert "ringing" not in await _seen_until_pong(ann)
+    await bob.send(type="accept", callID=second)
+    await bob.next("accepted")
+    assert (await client.post("/call/hangup", json={"callID": first})).status == 200
+    assert (await ann.next("presence"))["state"] == "available"
+    third = await incoming(client, "5521988885555")
+    assert (await ann.next("ringing"))["callID"] == third
+    for call_id in (second, third):
+        await client.post("/call/hangup", json={"callID": call_id})
+    await asyncio.gather(ann.ws.close(), bob.ws.close())

@@ -12,9 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from bridge.agents.deepgram import DeepgramVoiceAgent
 from bridge.api.keys import DESK, RECORDINGS
 from bridge.audio import tone
 
+from ..fakes.deepgram_agent import FakeDeepgramAgent
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
@@ -227,6 +229,9 @@ async def test_bad_routes_name_the_field(client, body, status, field) -> None:
             {"provider": "gemini-live", "url": "wss://127.0.0.1/ws", "session": {"model": 5}},
             "model",
         ),
+        # An ElevenLabs URL naming no agent: refused only when a call came, and only with a
+        # key configured (its signed URL names the agent); without one it was dialled as is.
+        ({"provider": "elevenlabs", "url": "wss://127.0.0.1/v1/convai/conversation"}, "agent_id"),
     ],
 )
 async def test_an_agent_step_the_call_would_refuse_is_refused_at_creation(
@@ -313,6 +318,49 @@ async def test_a_route_ending_in_a_model_agent(make_client, aiohttp_server) -> N
     assert [a["provider"] for a in snap["agents"]] == ["openai-realtime"]
     sub.close()
     # Hung up before the fake model's server closes (it waits for the agent's socket).
+    assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
+    await wait_state(client, call_id, "ended")
+
+
+async def test_an_agent_step_without_url_takes_the_providers_default(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """A route's ``agent`` step and a call's agent agree on ``url``: optional where the
+    provider has a default endpoint (the step runs the model there), required where it has
+    none (the same 400 from ``POST /routes`` as from ``POST /call/{callID}/agents``). Before,
+    the step required a ``url`` whatever the provider."""
+    key = "dg-route-0123456789"
+    fake = FakeDeepgramAgent(api_key=key)
+    server = await aiohttp_server(fake.app())
+    # The provider's own endpoint, moved to the fake on loopback.
+    default = f"ws://127.0.0.1:{server.port}/v1/agent/converse"
+    monkeypatch.setattr(DeepgramVoiceAgent, "default_url", default)
+    client = await make_client(
+        sim_peer="tone",
+        sim_tone_hz=660.0,
+        fork_url_allow=("127.0.0.1",),
+        agent_deepgram_api_key=key,
+    )
+    refused = {}
+    for provider in ("openai-realtime", "gemini-live", "azure-voice-live", "elevenlabs"):
+        body = {"name": "x", "numbers": "default", "steps": [{"agent": {"provider": provider}}]}
+        resp = await client.post("/routes", json=body)
+        refused[provider] = (await resp.json())["error"]
+        assert resp.status == 400, refused[provider]
+        assert "steps.agent.url' is required" in refused[provider]["message"], refused[provider]
+    made = await route(client, [{"agent": {"provider": "deepgram"}}])
+    assert made["steps"] == [{"agent": {"provider": "deepgram"}}]
+    sub = await client.get("/call/events")
+    call_id = await incoming(client)
+    assert (await event(sub, "agent.connected"))["callID"] == call_id
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert abs(dominant_frequency(fake.heard[-16_000:], 16_000) - 660.0) < 5
+    sub.close()
+    for provider, error in refused.items():
+        at_call = await client.post(f"/call/{call_id}/agents", json={"provider": provider})
+        said = (await at_call.json())["error"]
+        assert at_call.status == 400 and said["code"] == error["code"], said
+        assert "field 'url' is required" in said["message"], said
     assert (await client.post("/call/hangup", json={"callID": call_id})).status == 200
     await wait_state(client, call_id, "ended")
 

@@ -600,6 +600,17 @@ async def test_sigkill_of_the_owner_the_adopter_resumes_the_agent_forks_and_reco
     assert "sk-moved" not in log_b
 
 
+async def recording_kept(redis: Any, call_id: str) -> None:
+    """Wait until the call's record in the directory carries its recording (what an adopter
+    reads to take the recording on)."""
+
+    async def kept() -> bool:
+        raw = json.loads(await redis_text_of_call(redis.url, call_id))
+        return bool((raw.get("attachments") or {}).get("recording"))
+
+    await until(kept, 5, "the recording in the call's record")
+
+
 async def redis_text_of_call(url: str, call_id: str) -> str:
     client = aioredis.from_url(url, decode_responses=True)
     try:
@@ -1138,12 +1149,7 @@ async def test_every_segment_of_a_recording_adopted_after_a_crash_is_announced_o
         await rtc.recorder.tone_arrives(ENGINE_HZ)
         status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
         assert status == 201
-
-        async def kept() -> bool:
-            raw = json.loads(await redis_text_of_call(redis.url, call_id))
-            return bool((raw.get("attachments") or {}).get("recording"))
-
-        await until(kept, 5, "the recording in the call's record")
+        await recording_kept(redis, call_id)
         await asyncio.sleep(1.0)  # a second in the first segment
         a.proc.kill()
         moved = await events.wait("call.moved", timeout=15)
@@ -1195,12 +1201,7 @@ async def test_the_recording_of_a_crashed_workers_call_that_cannot_move_is_annou
         await wait_call(session, a.base, call_id, "active")
         status, _ = await post(session, a.base, "/call/record", {"callID": call_id})
         assert status == 201
-
-        async def kept() -> bool:
-            raw = json.loads(await redis_text_of_call(redis.url, call_id))
-            return bool((raw.get("attachments") or {}).get("recording"))
-
-        await until(kept, 5, "the recording in the call's record")
+        await recording_kept(redis, call_id)
         a.proc.kill()
         ended = await wait_call(session, b.base, call_id, "ended", timeout=15)
         assert ended["endDetail"] == "worker_lost"

@@ -127,12 +127,8 @@ async def test_a_store_restarted_empty_gets_its_numbers_and_tenants_back(redis: 
         await reader.close()
 
 
-async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
-    redis: Redis, session, tmp_path
-) -> None:
-    """A tenant's ``maxCalls`` caps its live calls, not its calls per worker: a second call
-    placed on the other (emptier) worker was counted there alone, so N workers let a tenant
-    carry N times its cap. The directory lists each tenant's live calls for every worker."""
+async def admin_bridges(redis: Redis, session, tmp_path) -> tuple[Bridge, Bridge]:
+    """Two bridge processes on one Redis, started, whose admin token is ``admin-token``."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     env = {"BRIDGE_API_TOKENS": "admin-token"}
@@ -141,6 +137,16 @@ async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
         Bridge(redis, tmp_path / "b", env=dict(env)),
     )
     await start_bridges(session, a, b)
+    return a, b
+
+
+async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A tenant's ``maxCalls`` caps its live calls, not its calls per worker: a second call
+    placed on the other (emptier) worker was counted there alone, so N workers let a tenant
+    carry N times its cap. The directory lists each tenant's live calls for every worker."""
+    a, b = await admin_bridges(redis, session, tmp_path)
     admin = {"Authorization": "Bearer admin-token"}
 
     async def send(base: str, path: str, body: dict, headers: dict) -> tuple[int, dict]:
@@ -376,14 +382,7 @@ async def test_a_key_revoked_on_one_worker_as_another_makes_one_stays_revoked(
     key: each wrote the tenant as its own view had it, so the second write undid the first (the
     revoked key worked again, or the new key the app was given never did). A change of a
     tenant is made to the tenant as it is at the write's version now."""
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    env = {"BRIDGE_API_TOKENS": "admin-token"}
-    a, b = (
-        Bridge(redis, tmp_path / "a", env=dict(env)),
-        Bridge(redis, tmp_path / "b", env=dict(env)),
-    )
-    await start_bridges(session, a, b)
+    a, b = await admin_bridges(redis, session, tmp_path)
     admin = {"Authorization": "Bearer admin-token"}
 
     async def call(

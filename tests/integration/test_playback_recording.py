@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from bridge.api.keys import ENGINE, PLAYBACK, RECORDINGS
+from bridge.api.keys import ENGINE, MANAGER, PLAYBACK, RECORDINGS
 from bridge.attachments.wav import repair_wav, wav_header
 from bridge.audio import rms_dbfs
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
-from ..support.audio_files import make
+from ..support.audio_files import encode, make
 from ..support.calls import wait_state, webrtc_call
 from ..support.spectrum import band_energy
 from ..support.waits import until_passes
@@ -201,6 +201,52 @@ async def test_bad_media_requests_are_clear_4xx(media_client, tmp_path) -> None:
     assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
 
 
+async def test_play_takes_audio_as_large_as_its_setting_says(media_client) -> None:
+    """``BRIDGE_PLAY_URL_MAX_BYTES`` above 48 MiB: ``/call/play`` takes ``audioBase64`` that
+    large (a body past 48 MiB), and a body larger than the setting allows is refused from its
+    length. The body's limit was a fixed 48 MiB whatever the setting said: 413 ``too_large``
+    for audio the setting allowed."""
+    limit = 40 * 1024 * 1024
+    client = await media_client(sim_peer="silence", play_url_max_bytes=limit)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    size = 37 * 1024 * 1024  # 49.3 MiB of base64
+    audio = wav_header(size) + np.full(size // 2, 1000, dtype="<i2").tobytes()
+    body = json.dumps({"callID": cid, "audioBase64": base64.b64encode(audio).decode()})
+    del audio
+    assert len(body) > 48 * 1024 * 1024
+    resp = await client.post("/call/play", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 201, await resp.text()
+    assert client.app[MANAGER].runtime(cid).attached("playback")
+    over = " " * (limit * 4 // 3 + 128 * 1024)  # larger than any body the setting allows
+    resp = await client.post("/call/play", data=over, headers={"Content-Type": "application/json"})
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_an_upload_that_stops_decoding_past_its_start_is_a_400_and_leaves_nothing(
+    media_client, tmp_path
+) -> None:
+    """A FLAC cut from a stream (its header says no length) and cut short: its start decodes,
+    so it passes the check, and its length is measured by decoding it all, which fails at the
+    cut. That failure was a 500 and left the file in the asset store; now it is a 400
+    ``undecodable_audio`` and nothing is kept."""
+    client = await media_client()
+    flac = encode("flac", "flac", 440.0, 2.0, 16_000, streamed=True)
+    form = aiohttp.FormData()
+    form.add_field("audio", flac[: len(flac) // 2], filename="cut.flac")
+    resp = await client.post("/call/audio-assets", data=form)
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (400, "undecodable_audio"), body
+    assert (await (await client.get("/call/audio-assets")).json())["assets"] == []
+    assert list(client.app[PLAYBACK].assets.root.iterdir()) == []
+    form = aiohttp.FormData()  # the whole stream is an asset, its length measured
+    form.add_field("audio", flac, filename="whole.flac")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 201 and (await resp.json())["durationMs"] == 2000
+
+
 async def test_recording_three_tracks(media_client, tmp_path) -> None:
     client = await media_client(sim_peer="tone", sim_tone_hz=660.0)
     call, rtc = await webrtc_call(client, freq=440.0)
@@ -236,16 +282,21 @@ async def test_recording_three_tracks(media_client, tmp_path) -> None:
 
 
 async def test_record_all_and_ready_event(media_client) -> None:
+    """Every recording event names its segment, the first's too (``1``: before, its
+    ``recording.started`` had none, where a moved call's next segments' had theirs)."""
     client = await media_client(record_all=True)
     events = await client.get("/call/events")
     call, rtc = await webrtc_call(client)
     await asyncio.sleep(1.0)
     await client.post("/call/hangup", json={"callID": call["callID"]})
-    ready = None
-    while ready is None:
+    seen: dict[str, dict] = {}
+    while "recording.ready" not in seen:
         line = (await asyncio.wait_for(events.content.readline(), 3)).decode()
-        if line.startswith("data: ") and '"recording.ready"' in line:
-            ready = json.loads(line[6:])
+        if line.startswith("data: ") and '"recording.' in line:
+            event = json.loads(line[6:])
+            seen[event["type"]] = event
+    started, ready = seen["recording.started"], seen["recording.ready"]
+    assert started["segment"] == ready["segment"] == 1, (started, ready)
     assert {r["kind"] for r in ready["recordings"]} == {"inbound", "outbound", "mixed"}
     assert "pcm" not in line and all("recordingId" in r for r in ready["recordings"])
     events.close()

@@ -5,9 +5,11 @@ a path the disk cannot take is a 400 naming it, a disk that fails is a 503 with 
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +145,64 @@ async def test_a_stalled_disk_never_holds_the_event_loop(call, monkeypatch) -> N
         stalled.set()
         comeback.cancel()
         await listener.close()
+
+
+async def test_recordings_stuck_behind_a_stalled_disk_hold_up_no_playback(
+    make_client, tmp_path, monkeypatch
+) -> None:
+    """Two calls' recordings stop while the disk stalls under them: their finishing waits for
+    the disk, and a playback asked meanwhile still starts (its audio opened off the loop).
+    The finishing ran on the loop's default thread pool (here two threads, six on two
+    cores): recordings stuck behind the disk held every thread of it, and the playback's
+    opening (any disk work of the worker's: reports, assets, sidecars) waited for the disk."""
+    loop = asyncio.get_running_loop()
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="default")
+    loop.set_default_executor(pool)
+    stalled = threading.Event()  # set: the disk answers again
+    write_at = wav.WavTrack.write_at
+
+    def stalling_write(self: wav.WavTrack, *args: Any) -> None:
+        stalled.wait()
+        write_at(self, *args)
+
+    monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
+    monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
+    client = await make_client(data_dir=str(tmp_path / "data"))
+    calls, listeners, stops = [], [], []
+    comeback = threading.Timer(4.0, stalled.set)  # a bound, should the playback wait anyway
+    try:
+        for _ in range(2):
+            made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+            await wait_state(client, made["callID"], "active")
+            calls.append(made["callID"])
+            listeners.append(await client.ws_connect(f"/call/{made['callID']}/stream?role=listen"))
+            assert (
+                await client.post("/call/record", json={"callID": made["callID"]})
+            ).status == 201
+        recorders = [client.app[MANAGER].runtime(c).attached("recorder")[0] for c in calls]
+        await until(
+            lambda: all(r.dropped_frames for r in recorders), 5, "both writers stuck on the disk"
+        )
+        comeback.start()
+        for cid in calls:
+            stops.append(
+                asyncio.ensure_future(client.post("/call/record/stop", json={"callID": cid}))
+            )
+        await asyncio.sleep(0.2)  # the stops are under way, waiting for the disk
+        audio = base64.b64encode(make("wav", 600.0, 0.5)).decode()
+        play = client.post("/call/play", json={"callID": calls[0], "audioBase64": audio})
+        resp = await asyncio.wait_for(play, 10)
+        assert resp.status == 201, await resp.text()
+        assert not stalled.is_set(), "the playback waited for the disk to come back"
+        assert not any(stop.done() for stop in stops)
+        stalled.set()
+        for stop in stops:
+            assert (await asyncio.wait_for(stop, 10)).status == 200
+    finally:
+        stalled.set()
+        comeback.cancel()
+        for listener in listeners:
+            await listener.close()
 
 
 def test_the_asset_store_leaves_no_half_written_asset(tmp_path, monkeypatch) -> None:

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from bridge.api.keys import ENGINE, MANAGER
-from bridge.attachments import pcm_socket
+from bridge.attachments import pcm_outbox
 from bridge.audio import rms_dbfs, tone
 from bridge.audio.g711 import ulaw_decode
 
@@ -158,19 +158,37 @@ async def unreading_client(port: int, path: str) -> asyncio.StreamWriter:
     return writer
 
 
-async def test_a_client_that_stops_reading_loses_its_oldest_audio(
+def let_go(writer: asyncio.StreamWriter) -> bool:
+    """The bridge has closed or dropped the :func:`unreading_client`'s connection (its TCP
+    state no longer established: a FIN or a reset came)."""
+    sock = writer.get_extra_info("socket")
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != 1  # TCP_ESTABLISHED
+
+
+async def test_a_client_that_stops_reading_loses_its_oldest_audio_and_holds_up_nothing(
     make_client, monkeypatch, caplog
 ) -> None:
     """A socket's client that stops reading (a bot that stalls) loses its oldest audio once
-    its queue is full, said once at WARNING. The socket's kernel buffer grew to megabytes
-    (minutes of audio, loopback's autotuning) and aiohttp's writer sent 256 KiB between two
-    waits before anything was dropped: a bot came back to audio that old (or its heartbeat's
-    pong, queued behind it, came too late and the socket was closed), and the drops were said
-    nowhere."""
-    monkeypatch.setattr(pcm_socket, "OUTGOING_FRAMES", 10)  # the queue's 2 s made 0.2 s
+    its queue is full, said once at WARNING, counted in the call's stats and the metric of
+    the bridge's drops, its count said at the close. The socket's kernel buffer grew to
+    megabytes (minutes of audio, loopback's autotuning) and aiohttp's writer sent 256 KiB
+    between two waits before anything was dropped: a bot came back to audio that old (or its
+    heartbeat's pong, queued behind it, came too late and the socket was closed), and the
+    drops were said nowhere; then, counted in the socket alone, read by nothing.
+
+    The call then ends, the client still not reading: the hangup answers, the call's teardown
+    finishes and the client's connection is dropped. The socket's close waited for the client
+    to read its close frame (aiohttp's drain) without end: the hangup never answered and the
+    call never finished ending (its engine leg, report, everything); then the connection
+    stayed, its transport waiting to send what it held to a client that reads nothing."""
+    from .test_metrics import scrape, value
+
+    monkeypatch.setattr(pcm_outbox, "OUTGOING_FRAMES", 10)  # the queue's 2 s made 0.2 s
+    monkeypatch.setattr(pcm_outbox, "CLOSE_TIMEOUT", 0.5)
+    caplog.set_level(logging.INFO, pcm_outbox.__name__)
     client = await make_client()
     call = await active_call(client)
-    path = f"/call/{call['callID']}/stream?role=listen&format=f32le"
+    path = f"/call/{call['callID']}/stream?role=listen&format=f32le&frame_ms=60"
     writer = await unreading_client(client.port, path)
     try:
         runtime = client.app[MANAGER].runtime(call["callID"])
@@ -179,29 +197,26 @@ async def test_a_client_that_stops_reading_loses_its_oldest_audio(
         await until(lambda: sockets[0].dropped > 0, 5, "the oldest audio dropped")
         said = [r for r in caplog.records if "reads too slowly" in r.getMessage()]
         assert [r.levelno for r in said] == [logging.WARNING], caplog.text
-    finally:
-        writer.close()
-
-
-async def test_a_client_that_stops_reading_holds_up_no_calls_end(make_client, monkeypatch) -> None:
-    """The call ends while its socket's client has stopped reading (the socket's buffers
-    full): the hangup answers and the call's teardown finishes. The socket's close waited for
-    the client to read its close frame (aiohttp's drain) without end: the hangup never
-    answered and the call never finished ending (its engine leg, report, everything)."""
-    monkeypatch.setattr(pcm_socket, "OUTGOING_FRAMES", 10)
-    client = await make_client()
-    call = await active_call(client)
-    path = f"/call/{call['callID']}/stream?role=listen&format=f32le"
-    writer = await unreading_client(client.port, path)
-    try:
-        runtime = client.app[MANAGER].runtime(call["callID"])
-        sockets = await until(lambda: runtime.attached("socket"), 5, "the socket attached")
-        await until(lambda: sockets[0].dropped > 0, 5, "its buffers full")
         hangup = client.post("/call/hangup", json={"callID": call["callID"]})
         assert (await asyncio.wait_for(hangup, 5)).status == 200
         await until(lambda: runtime.final_stats is not None, 5, "the call's teardown done")
+        await until(lambda: let_go(writer), 5, "the client's connection dropped")
     finally:
         writer.close()  # (before the fix, this is what let the hung close go)
+    dropped = sockets[0].dropped  # 60 ms messages
+    stats = await (await client.get(f"/call/{call['callID']}/stats")).json()
+    assert stats["bus"]["socketFramesDropped"] == 3 * dropped  # 20 ms frames
+    samples = await scrape(client)
+    metric = value(
+        samples,
+        "bridge_bus_frames_dropped_total",
+        direction="downlink",
+        reason="socket_backpressure",
+    )
+    assert metric == 3 * dropped
+    closed = [r.getMessage() for r in caplog.records if "were dropped" in r.getMessage()]
+    assert len(closed) == 1 and call["callID"] in closed[0]
+    assert f": {dropped} audio messages ({dropped * 60} ms) were dropped" in closed[0]
 
 
 async def test_clear_and_marks(make_client) -> None:

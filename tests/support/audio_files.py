@@ -10,10 +10,36 @@ import numpy as np
 from bridge.audio import tone
 
 
+class _Pipe(io.RawIOBase):
+    """Where a muxer writes as to a pipe: it cannot seek back to fill in the header."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.data += b
+        return len(b)
+
+
 def encode(
-    fmt: str, codec: str, freq: float, seconds: float, rate: int = 44100, amplitude: float = 0.4
+    fmt: str,
+    codec: str,
+    freq: float,
+    seconds: float,
+    rate: int = 44100,
+    amplitude: float = 0.4,
+    *,
+    streamed: bool = False,
 ) -> bytes:
-    buf = io.BytesIO()
+    """A tone encoded; ``streamed``: written as to a pipe (a FLAC's header then says no
+    length, as one a stream was cut from)."""
+    buf: io.BytesIO | _Pipe = _Pipe() if streamed else io.BytesIO()
     out = av.open(buf, "w", format=fmt)
     stream = out.add_stream(codec, rate=rate)
     stream.layout = "stereo"
@@ -28,7 +54,7 @@ def encode(
     for packet in stream.encode(None):
         out.mux(packet)
     out.close()
-    return buf.getvalue()
+    return bytes(buf.data) if isinstance(buf, _Pipe) else buf.getvalue()
 
 
 FORMATS = {

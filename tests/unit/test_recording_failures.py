@@ -8,6 +8,8 @@ import logging
 import threading
 import time
 import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,18 @@ class _Host:
         pass
 
 
-async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog) -> None:
+@pytest.fixture
+def finisher() -> Iterator[ThreadPoolExecutor]:
+    """The recordings' threads (``RecordingService.finisher``)."""
+    with ThreadPoolExecutor(1) as pool:
+        yield pool
+
+
+async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog, finisher) -> None:
     host = _Host()
-    recorder = CallRecorder(host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None)  # type: ignore[arg-type]
+    recorder = CallRecorder(
+        host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None, finisher
+    )  # type: ignore[arg-type]
     disk_full = True
     written = 0  # frames the writer thread took
     write_at = recording.WavTrack.write_at
@@ -118,13 +129,15 @@ async def test_a_moved_recording_of_a_call_that_ended_meanwhile_leaves_nothing_o
 
 
 async def test_a_recording_that_cannot_be_finished_says_so_to_the_app(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, monkeypatch, finisher
 ) -> None:
     """A disk that refuses the recording's last writes (its mixed file, at the stop): no
     ``recording.ready`` can come, and the app heard nothing either; now ``recording.failed``
     says so, with the reason (and the stop answers 503 as before)."""
     host = _Host()
-    recorder = CallRecorder(host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None)  # type: ignore[arg-type]
+    recorder = CallRecorder(
+        host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None, finisher
+    )  # type: ignore[arg-type]
 
     def disk_full(*_: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

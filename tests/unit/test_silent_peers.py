@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from bridge.api import internal, routing
+from bridge.api import internal, routing, stream_relay
 from bridge.api.errors import error_middleware
 from bridge.api.keys import INTERNAL_HTTP, METRICS
 from bridge.http import create_internal_session
@@ -51,7 +51,7 @@ async def test_a_silent_owner_cannot_hang_a_relayed_stream(
 ) -> None:
     """A bot's ``/call/{callID}/stream`` relayed to the call's owner, which accepts and never
     upgrades: 503 ``owner_unreachable`` with the JSON error body, not a hung request."""
-    monkeypatch.setattr(routing, "STREAM_HANDSHAKE_TIMEOUT", 0.2)
+    monkeypatch.setattr(stream_relay, "STREAM_HANDSHAKE_TIMEOUT", 0.2)
     app = web.Application(middlewares=[error_middleware()])
 
     async def stream(request: web.Request) -> web.StreamResponse:
