@@ -3,6 +3,8 @@ satisfies, handed to each policy instead of the manager itself (issue 47), so a 
 is written in its signature and checked by mypy.
 
 * :class:`EndsCalls`: the ends from below (``endings.py``): know the call's engine, end it.
+* :class:`AnswersCalls`: answering (``answering.py``): find the call and its runtime, tell
+  its engine, activate it.
 * :class:`MovesCalls`: the engine's events (``engine_events.py``): ring, activate and end calls
   found by their engine id, announce what is not about a call, pass new inbound calls on.
 """
@@ -30,6 +32,18 @@ class EndsCalls(Protocol):
     def engine_of(self, call: Call) -> Engine: ...
 
     async def end(self, call: Call, reason: EndReason, **data: Any) -> None: ...
+
+
+class AnswersCalls(Protocol):
+    """What ``answering.answer`` needs of the manager."""
+
+    def get(self, call_id: str) -> Call: ...
+
+    def runtime(self, call_id: str) -> CallRuntime: ...
+
+    def engine_of(self, call: Call) -> Engine: ...
+
+    def activate(self, call: Call) -> None: ...
 
 
 class MovesCalls(Protocol):

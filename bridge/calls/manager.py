@@ -40,6 +40,7 @@ from ..numbers.tenants import Tenant
 from ..rtc import SessionFactory
 from ..tasks import TaskSet
 from .admission import Admission
+from .answering import answer
 from .artifacts import ArtifactSink
 from .endings import Endings
 from .engine_events import EngineEvents
@@ -256,20 +257,9 @@ class CallManager:
         return runtime
 
     async def answer(self, call_id: str, *, status_callback: str | None = None) -> Call:
-        """Answer a ringing inbound call; ``status_callback`` (already checked) receives its
-        events from now on."""
-        call = self.get(call_id)
-        if call.direction is not Direction.INBOUND or call.state is not CallState.RINGING:
-            raise CallStateError(
-                f"call {call.id} is {call.direction} and {call.state}; only a ringing inbound "
-                "call can be answered"
-            )
-        if status_callback is not None:
-            call.status_callback = status_callback
-        await self.engine_of(call).answer(call.engine_call_id)
-        if call.state is CallState.RINGING:
-            self.activate(call)
-        return call
+        """Answer a ringing inbound call (:func:`.answering.answer`); ``status_callback``
+        (already checked) receives its events from now on."""
+        return await answer(self, call_id, status_callback)
 
     async def hangup(self, call_id: str) -> Call:
         call = self.get(call_id)

@@ -79,6 +79,11 @@ class Participants:
         self.other_legs: dict[str, OtherParticipant] = {}
         """Those of them on the call now (joined), by participant id: what roles and hand-offs
         act on."""
+        self._joined: set[str] = set()
+        """The browsers whose ``participant.joined`` was said and not yet their ``left``: an
+        offer replaced before it was answered, or closed under it, says neither. One whose
+        browser went without a close (shown until someone joins) has not left: its app
+        offers again to recover (``web/bridge-client.js`` stops at a ``left`` of its own)."""
         self._closed = False
 
     @property
@@ -175,7 +180,6 @@ class Participants:
         previous session (closed first); returns the answer."""
         pid = session.participant_id
         old = self.sessions.pop(pid, None)
-        joined = old is None
         if old is not None:
             self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
@@ -205,8 +209,7 @@ class Participants:
         self._show()
         self.on_change()
         self.emit("webrtc.offer", participantID=pid)
-        if joined:
-            self.emit("participant.joined", participantID=pid, role=str(session.role))
+        self._join(pid, session.role)
         return answer
 
     async def adopt(self, leg: ConnectedLeg, participant_id: str = "agent") -> None:
@@ -223,8 +226,19 @@ class Participants:
         self._show()
         self.on_change()
         self.emit("webrtc.state", participantID=participant_id)
-        if old is None:
-            self.emit("participant.joined", participantID=participant_id, role=str(leg.role))
+        self._join(participant_id, leg.role)
+
+    def _join(self, participant_id: str, role: Role) -> None:
+        """``participant.joined``, once until the participant leaves."""
+        if participant_id not in self._joined:
+            self._joined.add(participant_id)
+            self.emit("participant.joined", participantID=participant_id, role=str(role))
+
+    def _left(self, participant_id: str, role: Role) -> None:
+        """``participant.left``, for a participant that joined only."""
+        if participant_id in self._joined:
+            self._joined.discard(participant_id)
+            self.emit("participant.left", participantID=participant_id, role=str(role))
 
     def on_state(self, session: WebRTCSession, state: str) -> None:
         """A session's state changed (its callback; a replaced session's last words are ignored)."""
@@ -264,7 +278,7 @@ class Participants:
             self.call.webrtc_state = "closed"
         self._show()
         self.emit("webrtc.state", participantID=participant_id)
-        self.emit("participant.left", participantID=participant_id, role=str(session.role))
+        self._left(participant_id, session.role)
         self.on_change()
 
     def set_role(self, participant_id: str, role: Role) -> None:
@@ -274,6 +288,13 @@ class Participants:
         other = self.other_legs.get(participant_id) if session is None else None
         if session is None and other is None:
             raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
+        if session is not None and participant_id not in self._live():
+            # Its browser left (shown until someone joins; gone from the conference): as the
+            # agent, the one it replaced would go and WhatsApp would hear nobody.
+            raise CallStateError(
+                f"participant {participant_id[:64]!r} has left (its connection is "
+                f"{session.state}); it can take no role"
+            )
         previous = self._agent_id()
         if role is Role.AGENT and previous is not None and previous != participant_id:
             self._assign(previous, Role.LISTEN)  # taking over (a warm hand-off)
@@ -284,7 +305,10 @@ class Participants:
         session = self.sessions.get(participant_id)
         if session is not None:
             session.role = role
-            self.bus.conference.set_role(participant_id, role)
+            # In the conference only while its browser is (a gone agent demoted; one whose
+            # offer is being taken joins with its role).
+            if participant_id in self.bus.conference.participants:
+                self.bus.conference.set_role(participant_id, role)
             self._show()
         else:
             self.other_legs[participant_id].set_role(role)  # it shows itself

@@ -113,6 +113,8 @@ class CallRuntime:
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""
         self._end_task: asyncio.Task[None] | None = None
+        self.answering = asyncio.Lock()
+        """Held while the manager answers the call: a second answer waits and shares it."""
         self._closed = False
 
     @property
@@ -303,10 +305,11 @@ class CallRuntime:
             for attachment in reversed(list(self.attachments.values())):
                 await self.close_attachment(attachment)
             self.attachments.clear()
-            await self.participants.close()
-            await self._tasks.close()
+            # One child that fails to close stops none after it (the engine media's socket).
+            await self._close_child("its WebRTC sessions", self.participants.close)
+            await self._close_child("its tasks", self._tasks.close)
             self.dtmf.close()
-            await self.media.close()
+            await self._close_child("its engine media", self.media.close)
         finally:
             await self.media.release()
             await self.bus.aclose()
@@ -317,6 +320,12 @@ class CallRuntime:
             self.media.forget()
             self._close_report(ended)
         log.debug("call %s: runtime closed in %.3f s", self.call.id, time.monotonic() - started)
+
+    async def _close_child(self, what: str, close: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        try:
+            await close()
+        except Exception:
+            log.exception("call %s: closing %s", self.call.id, what)
 
     def _close_report(self, ended: dict[str, Any] | None) -> None:
         if self.report is None:

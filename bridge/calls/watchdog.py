@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from ..config import CallSettings
 from ..media.clock import clock_sleep
+from ..rtc.dtls import NO_RTP, NOT_CONNECTED
 from .model import CallState, Direction, EndReason
 from .runtime import CallRuntime
 
@@ -61,11 +62,11 @@ def _check_call(
             continue
         if session.state != "connected":
             if now - session.offered_at > st.connect_timeout:
-                session.fail(f"not connected within {st.connect_timeout:g} s")
+                session.fail(NOT_CONNECTED, f"within {st.connect_timeout:g} s")
         elif not session.sends_audio:
             continue  # a listener sends nothing: ICE consent (RFC 7675) says when it is gone
-        elif now - (session.last_media or session.connected_at or now) > st.media_timeout:
-            session.fail(f"no RTP for {st.media_timeout:g} s")
+        elif now - max(session.last_media or 0.0, session.media_since or now) > st.media_timeout:
+            session.fail(NO_RTP, f"for {st.media_timeout:g} s")
 
 
 async def watch_forever(

@@ -232,11 +232,19 @@ class ConnectedLeg(WebRTCSession):
         self.name = f"agent {name}"
         self.attached_to: str | None = None
         """The call the leg is on, else ``None`` (idle)."""
+        self.lent_at: float | None = None
+        """When it was lent to its call (monotonic)."""
         self.owned_by_call = False
         """The agent's socket went while on a call: that call's close ends the leg."""
         self.calls = 0
         self.up = asyncio.Event()
         """Set once ICE and DTLS are up."""
+
+    @property
+    def media_since(self) -> float | None:
+        """Since it was lent to its call: idle, the app sends nothing (its microphone goes
+        out on a call only), so its latest packet before may be any time ago."""
+        return self.lent_at
 
     @property
     def usable(self) -> bool:
@@ -281,7 +289,7 @@ class ConnectedLeg(WebRTCSession):
         if self._wire is not None:
             self._wire.batch_reads(False)
         self.leg.rtcp_schedule.pace(AVPF_MIN_INTERVAL)  # the far end's encoder listens
-        self.attached_to = call_id
+        self.attached_to, self.lent_at = call_id, time.monotonic()
 
     def release(self) -> None:
         """Leave the call and park again (idempotent)."""

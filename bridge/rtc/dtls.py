@@ -11,8 +11,10 @@ ECDSA suite and accepts any client certificate (its fingerprint is what is check
 transport's state records one (``_bridge_failure``) as it turns failed: the OpenSSL error then
 being handled, the connection closed under it, or the post-handshake step that refused the
 peer (:data:`STEP_REASONS`). Why ICE failed follows from whether the leg had ever connected.
-:func:`diagnose` says which. The failures metric names a DTLS reason only from a bounded set
-(:func:`reason_label`: ``other`` for the rest).
+:func:`diagnose` says which. The failures metric names a reason only from a bounded set
+(:func:`reason_label`: ``other`` for the rest): DTLS's, ICE's and a leg's time limits'
+(:data:`NOT_CONNECTED`, :data:`NO_RTP`, whose configured seconds go in the reason's detail,
+never in the label).
 """
 
 from __future__ import annotations
@@ -69,8 +71,32 @@ OPENSSL_REASONS = (
 )
 """OpenSSL's reasons a WebRTC peer's DTLS handshake is known to fail with."""
 
-REASON_LABELS = frozenset({GENERIC, ABORTED, CLOSED, *STEP_REASONS.values(), *OPENSSL_REASONS})
-"""The DTLS reasons ``bridge_webrtc_failures_total`` names; any other is counted as ``other``
+ICE_CHECKS_FAILED = "ICE connectivity checks failed"
+ICE_LOST = "ICE connection lost (consent expired)"
+CONNECTION_LOST = "connection lost"
+"""Nobody here closed the connection: consent expired (aioice closed it) or the far end did."""
+PEER_CONNECTION_FAILED = "peer connection failed"
+NOT_CONNECTED = "not connected"
+"""A session not connected within ``BRIDGE_CONNECT_TIMEOUT`` (the watchdog's)."""
+NO_RTP = "no RTP"
+"""A connected session that sent no RTP for ``BRIDGE_MEDIA_TIMEOUT`` (the watchdog's)."""
+
+REASON_LABELS = frozenset(
+    {
+        GENERIC,
+        ABORTED,
+        CLOSED,
+        *STEP_REASONS.values(),
+        *OPENSSL_REASONS,
+        ICE_CHECKS_FAILED,
+        ICE_LOST,
+        CONNECTION_LOST,
+        PEER_CONNECTION_FAILED,
+        NOT_CONNECTED,
+        NO_RTP,
+    }
+)
+"""The reasons ``bridge_webrtc_failures_total`` names; any other is counted as ``other``
 (:func:`reason_label`)."""
 
 
@@ -115,9 +141,9 @@ def failure_reason(handling: BaseException | None, step: str) -> str:
 
 def reason_label(reason: str) -> str:
     """``reason`` as the failures metric's label: one of :data:`REASON_LABELS`, else
-    ``other``. The reason is OpenSSL's text, or an exception's, which the peer's handshake
+    ``other``. A DTLS reason is OpenSSL's text, or an exception's, which the peer's handshake
     chooses: as a label each new text would be a series of its own; the WARNING and the
-    ``webrtc.state`` event keep the text."""
+    ``webrtc.state`` event keep the text (and a reason's detail: a time limit's seconds)."""
     return reason if reason in REASON_LABELS else "other"
 
 
@@ -130,10 +156,8 @@ def diagnose(pc: RTCPeerConnection, ever_connected: bool) -> tuple[str, str]:
             dtls_transports.append(dtls)
     for dtls in dtls_transports:
         if dtls.transport.state == "failed":
-            if ever_connected:
-                return "ice", "ICE connection lost (consent expired)"
-            return "ice", "ICE connectivity checks failed"
+            return "ice", ICE_LOST if ever_connected else ICE_CHECKS_FAILED
     for dtls in dtls_transports:
         if dtls.state == "failed":
             return "dtls", getattr(dtls, "_bridge_failure", None) or GENERIC
-    return "webrtc", "peer connection failed"
+    return "webrtc", PEER_CONNECTION_FAILED

@@ -30,7 +30,7 @@ from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import TaskSet
 from . import aiortc_seam, counters
-from .dtls import diagnose, reason_label
+from .dtls import CONNECTION_LOST, diagnose, reason_label
 from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
 from .passthrough import PassThrough
@@ -276,7 +276,7 @@ class PeerLeg(RtpLegOwner):
         if state == "closed" and lost:
             # Nobody here closed it: consent expired (aioice closed it) or the far end did.
             detail = f"consent expired or {self.far_end} closed it"
-            self.record_failure("ice", "connection lost", detail)
+            self.record_failure("ice", CONNECTION_LOST, detail)
             state = "failed"
         elif state == "failed":
             self.record_failure(*diagnose(self.pc, self.connected_at is not None))
@@ -294,15 +294,16 @@ class PeerLeg(RtpLegOwner):
         """A subclass's hook: ``state`` is the leg's new state."""
 
     def record_failure(self, stage: str, reason: str, detail: str = "") -> None:
-        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``, a DTLS
-        reason no list names as ``other``) the first failure of this leg; later ones are
-        echoes of it."""
+        """Log (WARNING) and count (``bridge_webrtc_failures_total{stage, reason}``, a reason
+        ``dtls.REASON_LABELS`` does not name as ``other``) the first failure of this leg; later
+        ones are echoes of it. ``reason`` is a fixed text, what varies (a time limit's
+        seconds) goes in ``detail``, which only the log and the leg's reason carry."""
         if self.failure_reason is not None:
             return
         self.failure_stage = stage
         self.failure_reason = f"{reason} ({detail})" if detail else reason
         # A DTLS reason is the peer's handshake's OpenSSL text: labelled from a bounded set.
-        counters.failure(stage, reason_label(reason) if stage == "dtls" else reason)
+        counters.failure(stage, reason_label(reason))
         log.warning(
             "%s: %s failed (%s): %s",
             self.name,

@@ -101,6 +101,12 @@ class WebRTCSession(PeerLeg):
         """When the offer came (monotonic): the session is made for it."""
         return self.created_at
 
+    @property
+    def media_since(self) -> float | None:
+        """Since when the browser's RTP is due (its connection): the media timeout counts from
+        here, or from its latest packet when later."""
+        return self.connected_at
+
     def _state_changed(self, state: str) -> None:
         if self._on_state is not None:
             self._on_state(self, state)
@@ -242,11 +248,12 @@ class WebRTCSession(PeerLeg):
             },
         }
 
-    def fail(self, why: str) -> None:
-        """Mark the session failed (a timeout) and close it in the background."""
+    def fail(self, why: str, detail: str = "") -> None:
+        """Mark the session failed (a timeout: ``why`` one of ``dtls.REASON_LABELS``, its
+        seconds in ``detail``) and close it in the background."""
         if self._closed or self.state in ("failed", "closed"):
             return
-        self.record_failure("timeout", why)
+        self.record_failure("timeout", why, detail)
         self._set_state("failed")
 
     def _detach(self) -> None:

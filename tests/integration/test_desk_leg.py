@@ -229,3 +229,36 @@ async def test_an_agent_places_a_call_on_its_connected_leg(make_client) -> None:
 
 async def _sound(leg: LegAgent) -> bool:
     return leg.first_sound(0.0) is not None
+
+
+async def test_a_leg_idle_past_the_media_timeout_is_not_failed_as_it_takes_a_call(
+    make_client,
+) -> None:
+    """Idle, the app sends nothing on its leg (the JS client opens its microphone when its
+    presence turns ``busy``). The media timeout counted from the leg's latest packet, before
+    the idle time: an agent idle for longer than ``BRIDGE_MEDIA_TIMEOUT`` (10 s: almost every
+    agent between calls) had its leg failed by the watchdog's first pass after the lend,
+    unless its microphone's first packet came first, and lost the call's audio. It counts
+    from the lend."""
+    client = await make_client(sim_peer="tone", sim_tone_hz=660.0, media_timeout=1.0)
+    leg = LegAgent(await Agent.connect(client, "ann"), freq=440.0)
+    await leg.offer()
+    (session,) = client.app[DESK].sessions()
+    bridge_leg = session.leg
+    try:
+        await asyncio.sleep(1.2)  # idle past the media timeout
+        call_id = await incoming(client)
+        await leg.agent.next("ringing")
+        await leg.agent.send(type="accept", callID=call_id)
+        assert (await leg.agent.next("accepted"))["leg"] is True
+        await asyncio.sleep(0.4)  # the app opens its microphone (getUserMedia, replaceTrack)
+        leg.mic.on.set()
+        await wait_state(client, call_id, "active")
+        await peer_hears_sound(client, call_id)
+        await asyncio.sleep(0.3)
+        assert bridge_leg.state == "connected", bridge_leg.failure
+        heard = np.concatenate(list(sim_call(client, call_id).heard)[-15:]).astype(np.float64)
+        assert abs(dominant_frequency(heard, 16_000) - leg.freq) < 15
+        await hang_up(client, leg, call_id)
+    finally:
+        await leg.close()

@@ -105,6 +105,49 @@ async def test_webhook_rings_at_once(zclient, zuckzapgo) -> None:
     assert resp.status == 400
 
 
+async def ringing_by_webhook(client, zuckzapgo: FakeZuckZapGo, phone: str) -> tuple[str, str]:
+    """An inbound call rung on the fake and told by its offer webhook: (engine id, call id)."""
+    engine_id = zuckzapgo.ring_inbound(phone)
+    offer = {"callId": engine_id, "from": f"{phone}@s.whatsapp.net"}
+    await client.post("/engine/webhook", json={"type": "v1.call.offer", "data": offer})
+    calls = await until(lambda: listed_calls(client), 5, "the ringing call listed")
+    return engine_id, calls[0]["callID"]
+
+
+async def test_two_answers_at_once_reach_the_engine_once(zclient, zuckzapgo) -> None:
+    """An answer clicked twice (or the desk and an app answering one call together): both
+    were checked before either reached the engine, and the engine was asked to answer twice
+    (two Cloud API accepts, where Meta may take the second as an error and end the call).
+    One answer reaches the engine; the other waits for it and shares its outcome."""
+    client = await zclient(engine_poll_interval=30.0)
+    engine_id, cid = await ringing_by_webhook(client, zuckzapgo, "15550004444")
+    answers = await asyncio.gather(
+        *(client.post("/call/answer", json={"callID": cid}) for _ in range(2))
+    )
+    assert [(r.status, (await r.json())["state"]) for r in answers] == [(200, "active")] * 2
+    asked = [r for r in zuckzapgo.requests if r[1] == "/call/answer"]
+    assert asked == [("POST", "/call/answer", {"callId": engine_id})], asked
+    again = await client.post("/call/answer", json={"callID": cid})  # once active: 409
+    assert again.status == 409 and (await again.json())["error"]["code"] == "invalid_call_state"
+
+
+async def test_an_answer_as_the_caller_hangs_up_is_409_not_404(zclient, zuckzapgo) -> None:
+    """The caller gives up just as the agent answers: the engine no longer knows the call
+    (its 404). The bridge answered 404 ``call_not_found`` for a call the app had just been
+    shown; it is a 409 now, and the call ends as the engine reports it."""
+    client = await zclient(engine_poll_interval=30.0)
+    engine_id, cid = await ringing_by_webhook(client, zuckzapgo, "15550005555")
+    zuckzapgo.remote_hangup(engine_id)
+    resp = await client.post("/call/answer", json={"callID": cid})
+    body = await resp.json()
+    assert resp.status == 409 and body["error"]["code"] == "invalid_call_state", body
+    assert "caller hung up" in body["error"]["message"]
+    terminate = {"type": "v1.call.terminate", "data": {"callId": engine_id}}
+    await client.post("/engine/webhook", json=terminate)
+    ended = await wait_state(client, cid, "ended", timeout=2)
+    assert ended["endReason"] == "remote_canceled"
+
+
 async def test_routes_of_capabilities_it_lacks_are_404(zclient, zuckzapgo) -> None:
     # No webhook verification (its webhooks take the API token), no simulated network.
     client = await zclient()

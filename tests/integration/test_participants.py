@@ -21,7 +21,7 @@ from bridge.api.keys import MANAGER
 from bridge.audio.analysis import rms_dbfs
 
 from ..support.audio_files import make
-from ..support.calls import peer_heard, sim_call, wait_state
+from ..support.calls import events_counted, heard_since, peer_heard, sim_call, wait_state
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import assert_hears, tone_damage
 from ..support.waits import until, until_passes
@@ -408,3 +408,130 @@ async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client
     finally:
         for rtc in (again, qa, agent):
             await rtc.close()
+
+
+async def test_a_participant_offering_again_before_its_first_offer_was_answered_joins_once(
+    make_client, monkeypatch
+) -> None:
+    """A browser that offers again while its first offer is still being taken (a retry after a
+    slow answer, a reconnect): the second replaced a session that had not joined yet, so
+    neither said ``participant.joined`` — an app following the events never saw the agent
+    join — and a close under an offer said ``participant.left`` for a participant that never
+    joined. Each participant now joins once and leaves once, after it joined."""
+    from aiortc import RTCPeerConnection
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    taken, go = asyncio.Event(), asyncio.Event()
+    real = RTCPeerConnection.setRemoteDescription
+
+    async def held(self, description) -> None:  # the first offer taken, its answer not yet made
+        await real(self, description)
+        if not taken.is_set():
+            taken.set()
+            await go.wait()
+
+    monkeypatch.setattr(RTCPeerConnection, "setRemoteDescription", held)
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendrecv")
+    await pc.setLocalDescription(await pc.createOffer())
+    again = RtcClient(client, cid, freq=AGENT)
+    body = {"callID": cid, "type": "offer", "sdp": pc.localDescription.sdp}
+    async with client.app[MANAGER].events.subscribe() as sub:
+        first = asyncio.ensure_future(client.post("/call/webrtc/offer", json=body))
+        try:
+            await asyncio.wait_for(taken.wait(), 5)
+            await again.offer()  # the same participant ("agent") again: answered (200)
+            go.set()
+            assert (await asyncio.wait_for(first, 5)).status == 409  # replaced meanwhile
+            await asyncio.wait_for(again.connected.wait(), 10)
+            # And an offer closed under it (taken, then the browser leaves) says nothing.
+            taken.clear()
+            go.clear()
+            qa = asyncio.ensure_future(
+                client.post(
+                    "/call/webrtc/offer", json={**body, "participantID": "qa", "role": "listen"}
+                )
+            )
+            await asyncio.wait_for(taken.wait(), 5)
+            await client.post("/call/webrtc/close", json={"callID": cid, "participantID": "qa"})
+            go.set()
+            assert (await asyncio.wait_for(qa, 5)).status == 409
+            await client.post("/call/webrtc/close", json={"callID": cid})
+            types = {"participant.joined", "participant.left"}
+            events = await events_counted(sub, types, 2, timeout=5)
+        finally:
+            go.set()
+            await pc.close()
+            await again.close()
+    said = [(e.type, e.data["participantID"]) for e in events]
+    assert said == [("participant.joined", "agent"), ("participant.left", "agent")], said
+
+
+async def test_a_participant_whose_browser_left_cannot_take_the_call(make_client) -> None:
+    """A supervisor's tab closed (its session closed, still shown until someone joins), and the
+    agent transfers the call to it, or makes it the agent: the WhatsApp user heard nobody.
+    (It was a 500: the conference had no such participant, and the agent had been demoted to
+    listener already.) A transfer or a role change for a participant whose browser left is a
+    409, and the agent keeps the call."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    gone = runtime.participants.sessions["qa"]
+    try:
+        await qa.close()  # the tab closed: DTLS close_notify, no signalling
+        await until(lambda: gone.closed, 5, "the closed browser's session closed")
+        for route, body in (
+            ("/call/transfer", {"to": "qa"}),
+            ("/call/participants/role", {"participantID": "qa", "role": "agent"}),
+            ("/call/participants/role", {"participantID": "qa", "role": "whisper"}),
+        ):
+            resp = await client.post(route, json={"callID": cid, **body})
+            error = await resp.json()
+            assert resp.status == 409 and "has left" in error["error"]["message"], error
+        snap = await (await client.get(f"/call/{cid}")).json()
+        roles = {
+            p["participantID"]: (p["role"], p["webrtc"]["state"]) for p in snap["participants"]
+        }
+        assert roles["agent"] == ("agent", "connected"), roles
+        peer = sim_call(client, cid)
+        since = peer.frames_heard
+        await until(lambda: len(heard_since(peer, since)) >= 25, 5, "0.5 s heard since")
+        heard = np.concatenate(heard_since(peer, since)[-25:]).astype(np.float64)
+        assert_hears(heard, 16_000, {AGENT}, {LISTEN})  # the agent, still heard
+    finally:
+        await agent.close()
+
+
+@pytest.mark.parametrize("how", ["transfer", "role"])
+async def test_a_call_whose_agents_browser_left_can_be_taken_over(make_client, how) -> None:
+    """The agent's tab crashed (its session closed, shown until someone joins) and a
+    supervisor takes the call: by a transfer, or by a role change to agent. Either was a 500
+    (the gone agent, demoted to listener first, was no longer in the conference), and the
+    WhatsApp user heard nobody. The supervisor becomes the agent and is heard."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    boss = await join(client, cid, "boss", "barge", BARGE)
+    gone = client.app[MANAGER].find_runtime(cid).participants.sessions["agent"]
+    try:
+        await agent.close()  # the tab crashed: DTLS close_notify, no signalling
+        await until(lambda: gone.closed, 5, "the gone agent's session closed")
+        if how == "transfer":
+            resp = await client.post("/call/transfer", json={"callID": cid, "to": "boss"})
+        else:
+            body = {"callID": cid, "participantID": "boss", "role": "agent"}
+            resp = await client.post("/call/participants/role", json=body)
+        snap = await resp.json()
+        assert resp.status == 200, snap
+        agents = [p["participantID"] for p in snap["participants"] if p["role"] == "agent"]
+        assert agents == ["boss"], snap["participants"]
+        peer = sim_call(client, cid)
+        since = peer.frames_heard
+        await until(lambda: len(heard_since(peer, since)) >= 25, 5, "0.5 s heard since")
+        heard = np.concatenate(heard_since(peer, since)[-25:]).astype(np.float64)
+        assert_hears(heard, 16_000, {BARGE}, {AGENT})  # the new agent, heard
+    finally:
+        await boss.close()

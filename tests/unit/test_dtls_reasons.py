@@ -10,7 +10,11 @@ import pytest
 from aiortc import RTCCertificate, RTCDtlsTransport, RTCIceGatherer, RTCIceTransport
 from OpenSSL import SSL
 
-from bridge.rtc import aiortc_seam, counters, dtls
+from bridge.calls.model import CallState
+from bridge.calls.watchdog import check_limits
+from bridge.config import settings_for_tests
+from bridge.media import CallBus
+from bridge.rtc import WebRTCSession, aiortc_seam, counters, dtls
 from bridge.rtc.leg import PeerLeg
 
 
@@ -111,3 +115,35 @@ async def test_the_metric_counts_a_reason_it_does_not_know_as_other(caplog) -> N
     finally:
         await odd.close()
         await known.close()
+
+
+@pytest.mark.parametrize("seconds", [7.0, 12.5])
+async def test_a_sessions_time_limits_are_labelled_without_their_configured_seconds(
+    seconds: float,
+) -> None:
+    """A session the watchdog fails (not connected within ``BRIDGE_CONNECT_TIMEOUT``, no RTP
+    for ``BRIDGE_MEDIA_TIMEOUT``) is counted under a fixed reason whatever the settings say;
+    the seconds stay in its reason (the WARNING, the ``webrtc.state`` event). Before, the label
+    was ``not connected within 7 s``: a series per configured value, and a dashboard or an
+    alert written for one deployment's timeout matched no other's."""
+    settings = settings_for_tests(connect_timeout=seconds, media_timeout=seconds)
+    waiting = WebRTCSession("c1", CallBus("c1"), settings.media, settings.ice)
+    silent = WebRTCSession("c1", CallBus("c1"), settings.media, settings.ice)
+    silent.state, silent.connected_at = "connected", waiting.created_at
+    runtime = SimpleNamespace(
+        call=SimpleNamespace(id="c1", state=CallState.ACTIVE, mono_answered=None),
+        participants=SimpleNamespace(sessions={"a": waiting, "b": silent}),
+    )
+    before = dict(counters.FAILURES)
+    try:
+        check_limits(settings.calls, [runtime], lambda *_: None, waiting.created_at + 60, set())
+        added = {k: n - before.get(k, 0) for k, n in counters.FAILURES.items()}
+        assert {k: n for k, n in added.items() if n} == {
+            ("timeout", "not connected"): 1,
+            ("timeout", "no RTP"): 1,
+        }
+        assert waiting.failure_reason == f"not connected (within {seconds:g} s)"
+        assert silent.failure_reason == f"no RTP (for {seconds:g} s)"
+    finally:
+        await waiting.close()
+        await silent.close()

@@ -18,6 +18,7 @@ from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineUnavailable
 
 from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
+from ..support.calls import events_until_ended
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 
@@ -336,3 +337,29 @@ async def test_the_runtime_owns_the_engines_leg_and_closes_it_once_after_the_pum
         assert leg.closes == 1
     finally:
         await calls.close()
+
+
+async def test_a_child_that_fails_to_close_leaves_the_engine_media_closed(setup, caplog) -> None:
+    """A call's WebRTC sessions failed to close (a peer connection that raised as it closed):
+    the runtime's teardown stopped there, and its tasks and the engine media's socket stayed
+    open after the call had ended, and the hang-up was a 500. The other children close all the
+    same, the failure said with its traceback, and the call ends."""
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    runtime.attach(FakeAttachment("pb", engine.closing))
+    await until(lambda: runtime.media.pump is not None, 2.0, "runtime.media.pump is not None")
+    close = runtime.participants.close
+
+    async def broken() -> None:
+        await close()
+        raise RuntimeError("a peer connection raised as it closed")
+
+    runtime.participants.close = broken  # type: ignore[method-assign]
+    async with manager.events.subscribe() as sub:
+        with caplog.at_level(logging.ERROR, logger="bridge.calls"):
+            call = await manager.hangup(runtime.call_id)
+        ended = await events_until_ended(sub, {call.id}, 2.0, 0.1)
+    assert call.state is CallState.ENDED and runtime.closed
+    assert engine.closing == ["pb", "engine-media"] and engine.channels[0].closed
+    assert [e.type for e in ended if e.type == "call.ended"] == ["call.ended"]
+    assert any("closing its WebRTC sessions" in r.getMessage() for r in caplog.records)
