@@ -46,12 +46,21 @@ class Hold:
     def music_asset(self) -> str | None:
         """The audio asset WhatsApp hears looped while the call is held (what a call moved to
         another worker plays on there), or ``None``."""
-        return self.music.asset_id if self.held and self.music is not None else None
+        music = self._music_playing()
+        return music.asset_id if self.held and music is not None else None
+
+    def _music_playing(self) -> Music | None:
+        """The hold's music while it plays: a playback stopped meanwhile (``POST /call/play/stop``
+        stops every playback of the call, the music too) is no longer the hold's, so a hold
+        asked again with music starts it anew rather than keep the call in silence."""
+        if self.music is not None and not self.bus.mixes(self.music):
+            self.music = None
+        return self.music
 
     async def set(self, held: bool, music: StartMusic | None = None) -> None:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
         ``call.held`` / ``call.unheld`` on a change."""
-        if held and music is not None and self.music is None:
+        if held and music is not None and self._music_playing() is None:
             started = await music()
             if self.music is None:
                 self.music = started

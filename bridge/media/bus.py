@@ -196,6 +196,10 @@ class CallBus:
         # Asked per forwarded packet (``calls/forwarding.py``): no generator while none plays.
         return bool(self._sources) and any(s.to_downlink for s in self._sources)
 
+    def mixes(self, source: UplinkSource) -> bool:
+        """Whether ``source`` is mixed into the uplink now (not yet removed)."""
+        return source in self._sources
+
     @property
     def has_sources(self) -> bool:
         """Whether anything (a file, a socket, hold music, key tones) is mixed into what the

@@ -252,6 +252,45 @@ async def test_a_hold_asked_twice_at_once_leaves_no_music_after_the_resume(make_
     await until_passes(silent, timeout=3.0)
 
 
+async def test_a_hold_asked_again_after_its_music_was_stopped_plays_it_again(
+    make_client,
+) -> None:
+    """On hold with music, every playback of the call stopped (``POST /call/play/stop`` stops
+    the music too), then the hold asked again with music: the hold kept the stopped playback as
+    its music and started none, so WhatsApp heard silence for as long as it was held."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+    assert (await client.post("/call/hold", json=hold)).status == 200
+
+    def music() -> None:
+        assert sim_call(client, cid).heard, "WhatsApp heard nothing yet"
+        assert_hears(peer_heard(client, cid, 40), 16_000, {MUSIC}, set())
+
+    def silent() -> None:
+        level = rms_dbfs(peer_heard(client, cid, 25) / 32768)
+        assert level < -60, f"WhatsApp hears {level:.1f} dBFS"
+
+    await until_passes(music)
+    stopped = await (await client.post("/call/play/stop", json={"callID": cid})).json()
+    assert len(stopped["stopped"]) == 1, stopped
+    await until_passes(silent, timeout=3.0)
+    resp = await client.post("/call/hold", json=hold)
+    assert resp.status == 200 and (await resp.json())["held"] is True
+    sc = sim_call(client, cid)
+    since = sc.frames_heard
+
+    def music_again() -> None:  # only what WhatsApp heard after the hold was asked again
+        frames = heard_since(sc, since)
+        assert len(frames) >= 40, "WhatsApp heard too little yet"
+        assert_hears(np.concatenate(frames[-40:]).astype(np.float64), 16_000, {MUSIC}, set())
+
+    await until_passes(music_again, timeout=3.0)
+
+
 async def test_two_browsers_offering_as_the_agent_at_once_make_one_agent(
     make_client, monkeypatch
 ) -> None:
