@@ -93,7 +93,9 @@ class EngineEvents:
             billed = event.data.get("engineDurationS")
             if isinstance(billed, int) and billed >= 0 and call.live:
                 call.billed_s = billed
-            await manager.end(call, reason, **dict(event.data))
+            # Ended now; torn down on its own task: the next event (another call's ringing,
+            # answer or end) waits for none of this call's forks and sessions to close.
+            manager.end_soon(call, reason, **dict(event.data))
 
     def on_number(self, event: EngineEvent) -> None:
         """What Meta said about a number, announced with the number and its tenant (so

@@ -58,6 +58,7 @@ from .quality import (
 )
 from .registry import CallRegistry, InMemoryCallRegistry, sweep_forever
 from .runtime import CallRuntime
+from .teardowns import Teardowns
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ class CallManager:
         """Returns once this worker has a live call: an idle worker's samplers wait on it."""
         self.admission = Admission(settings.max_calls, self.registry.live)
         self._tasks = TaskSet("calls")
+        self._teardowns = Teardowns(self.events)
         self.endings = Endings(self)
         self.shutting_down = False
         metrics.attach_media(
@@ -131,6 +133,7 @@ class CallManager:
         for result in results:
             if isinstance(result, Exception):
                 log.error("ending a call at shutdown", exc_info=result)
+        await self._teardowns.close()  # those under way finish, their call.ended out
         await self._tasks.close()
         self.events.close()
 
@@ -314,8 +317,19 @@ class CallManager:
     async def end(self, call: Call, reason: EndReason, **data: Any) -> None:
         """End a live call here (idempotent): ``ended`` with ``reason``, its runtime closed,
         ``call.ended`` published (with ``data``). The engine's side is the caller's business."""
-        if not call.live:
-            return
+        if call.live:
+            await self._teardowns.run(call, self._ended(call, reason), data)
+
+    def end_soon(self, call: Call, reason: EndReason, **data: Any) -> None:
+        """:meth:`end`, its teardown on a task of its own: the call is ended at once (no event
+        of its counts any more), and whoever reads the engine's events goes on to the next —
+        another call's — while this call's forks, sessions and files close (seconds, behind
+        an unresponsive fork or peer). ``call.ended`` follows the teardown, as with :meth:`end`."""
+        if call.live:
+            self._teardowns.soon(call, self._ended(call, reason), data)
+
+    def _ended(self, call: Call, reason: EndReason) -> CallRuntime | None:
+        """The synchronous half of an end: the call ended and forgotten; its runtime, to close."""
         call.transition(CallState.ENDED, reason)
         self.registry.ended(call)
         self.engine.forget(call.engine_call_id)  # (its hang-up goes to ``engine_of(call)``)
@@ -327,12 +341,7 @@ class CallManager:
         if call.answered_at is not None and call.ended_at is not None:
             self.metrics.call_duration.observe(call.ended_at - call.answered_at)
         count_active(self.metrics, self.registry.live())
-        try:
-            if runtime is not None:
-                await runtime.close(ended=data)  # to completion even if we are cancelled
-                call.final_stats = runtime.final_stats
-        finally:
-            self.events.publish("call.ended", call, **data)
+        return runtime
 
     # -- moves: calls/handover.py carries live calls between workers through these two steps
     def adopt_moved(self, call: Call) -> CallRuntime:

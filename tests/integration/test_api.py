@@ -202,6 +202,50 @@ async def test_remote_hangup_ends_the_call(make_client) -> None:
     assert ended["endReason"] == "remote_hangup"
 
 
+async def test_a_call_whose_teardown_is_slow_holds_up_no_other_calls_end(
+    make_client, monkeypatch
+) -> None:
+    """The engine ends two calls, the first of which takes long to close (a fork to an app
+    that never answers its close, a peer connection that will not go): the second's end is
+    told at once. The engine's events were read by one task, which closed each ended call
+    before reading the next event: every other call's ringing, answer and end waited for it."""
+    from bridge.calls.runtime import CallRuntime
+    from bridge.engines import EngineEvent, EngineEventKind
+    from bridge.engines.base import emit
+    from bridge.resources import CALL_EVENTS
+
+    client = await make_client()
+    slow, quick = await make_call(client), await make_call(client, "5521999999998")
+    for call in (slow, quick):
+        await wait_state(client, call["callID"], "active")
+    manager = client.app[MANAGER]
+    release = asyncio.Event()
+    real_close = CallRuntime.close
+
+    async def close(self: CallRuntime, ended: dict | None = None) -> None:
+        if self.call.id == slow["callID"]:
+            await release.wait()  # what will not close
+        await real_close(self, ended)
+
+    monkeypatch.setattr(CallRuntime, "close", close)
+    told: list[str] = []
+    client.app[CALL_EVENTS].observe(
+        lambda event, call: told.append(call.id) if event.type == "call.ended" else None
+    )
+    engine = client.app[ENGINE]
+    for call in (slow, quick):
+        engine_id = manager.get(call["callID"]).engine_call_id
+        emit(engine.events, EngineEvent(EngineEventKind.ENDED, engine_id, reason="remote_hangup"))
+    try:
+        await until(lambda: quick["callID"] in told, 3, "the second call's end told")
+        assert slow["callID"] not in told  # still closing
+        assert (await wait_state(client, slow["callID"], "ended"))["endReason"] == "remote_hangup"
+    finally:
+        release.set()
+    await until(lambda: slow["callID"] in told, 3, "the first call's end told once it closed")
+    assert told == [quick["callID"], slow["callID"]]
+
+
 async def test_events_stream_reports_lifecycle(client) -> None:
     resp = await client.get("/call/events")
     assert resp.status == 200
