@@ -108,14 +108,10 @@ async def test_a_recording_a_calls_end_cannot_finish_is_said_once(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-async def test_a_stalled_disk_never_holds_the_event_loop(call, monkeypatch) -> None:
-    """A disk that stalls under a recording (a network volume that hangs): its writer thread
-    falls behind, frames are dropped (counted), and the recording's stop waits for the disk
-    off the event loop, which serves every other request meanwhile. The stop's end-of-file
-    marker was queued from the loop, which waited for room behind the stalled frames: the
-    whole worker froze (every call's media) until the disk came back."""
-    client, cid = call
-    stalled = threading.Event()  # set: the disk answers again
+def stall_the_disk(monkeypatch) -> threading.Event:
+    """Every recording's writes wait for the disk (a network volume that hangs) until the
+    returned event is set; the writers' queues hold 10 frames, so they fill at once."""
+    stalled = threading.Event()
     write_at = wav.WavTrack.write_at
 
     def stalling_write(self: wav.WavTrack, *args: Any) -> None:
@@ -124,6 +120,17 @@ async def test_a_stalled_disk_never_holds_the_event_loop(call, monkeypatch) -> N
 
     monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
     monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
+    return stalled
+
+
+async def test_a_stalled_disk_never_holds_the_event_loop(call, monkeypatch) -> None:
+    """A disk that stalls under a recording (a network volume that hangs): its writer thread
+    falls behind, frames are dropped (counted), and the recording's stop waits for the disk
+    off the event loop, which serves every other request meanwhile. The stop's end-of-file
+    marker was queued from the loop, which waited for room behind the stalled frames: the
+    whole worker froze (every call's media) until the disk came back."""
+    client, cid = call
+    stalled = stall_the_disk(monkeypatch)  # set: the disk answers again
     listener = await client.ws_connect(f"/call/{cid}/stream?role=listen")  # the audio flows
     assert (await client.post("/call/record", json={"callID": cid})).status == 201
     recorder = client.app[MANAGER].runtime(cid).attached("recorder")[0]
@@ -158,15 +165,7 @@ async def test_recordings_stuck_behind_a_stalled_disk_hold_up_no_playback(
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="default")
     loop.set_default_executor(pool)
-    stalled = threading.Event()  # set: the disk answers again
-    write_at = wav.WavTrack.write_at
-
-    def stalling_write(self: wav.WavTrack, *args: Any) -> None:
-        stalled.wait()
-        write_at(self, *args)
-
-    monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
-    monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
+    stalled = stall_the_disk(monkeypatch)  # set: the disk answers again
     client = await make_client(data_dir=str(tmp_path / "data"))
     calls, listeners, stops = [], [], []
     comeback = threading.Timer(4.0, stalled.set)  # a bound, should the playback wait anyway
