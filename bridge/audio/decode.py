@@ -60,10 +60,12 @@ def probe(source: Source) -> AudioInfo:
             raise UndecodableAudio(f"the audio does not decode: {exc}") from None
         if decoded == 0:
             raise UndecodableAudio("the audio stream holds no samples")
+        # A length of 0 is a header that does not know it (NUT's; samples were decoded just
+        # now): unknown, measured by decoding, not an asset of 0 ms.
         duration = None
-        if stream.duration is not None and stream.time_base is not None:
+        if stream.duration and stream.time_base is not None:
             duration = int(stream.duration * stream.time_base * 1000)
-        elif container.duration is not None:
+        elif container.duration:
             duration = int(container.duration / 1000)
         return AudioInfo(
             format=container.format.name.split(",")[0],

@@ -245,6 +245,11 @@ async def test_an_upload_that_stops_decoding_past_its_start_is_a_400_and_leaves_
     form.add_field("audio", flac, filename="whole.flac")
     resp = await client.post("/call/audio-assets", data=form)
     assert resp.status == 201 and (await resp.json())["durationMs"] == 2000
+    # A NUT file's header says a length of 0: measured too, not an asset of 0 ms.
+    form = aiohttp.FormData()
+    form.add_field("audio", encode("nut", "pcm_s16le", 440.0, 2.0, 16_000), filename="a.nut")
+    resp = await client.post("/call/audio-assets", data=form)
+    assert resp.status == 201 and (await resp.json())["durationMs"] == 2000
 
 
 async def test_recording_three_tracks(media_client, tmp_path) -> None:
