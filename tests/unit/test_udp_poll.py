@@ -110,18 +110,34 @@ async def _on_the_clock(
     return proto, transport, poller, i
 
 
-async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(sender: Any) -> None:
+async def test_datagrams_faster_than_the_ticks_are_read_on_the_clock(
+    sender: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A datagram every 4 ms: after two wake-ups within a tick the set is read once per tick,
     several datagrams at a time, each still with its own arrival (4 ms apart, not 0 or 20);
     once a whole tick brings nothing, each datagram wakes the loop again."""
+    leaves: list[bool] = []
+    leave_clock = udp_poll.UdpPoller._leave_clock
+
+    def counted(poller: udp_poll.UdpPoller) -> None:
+        leaves.append(poller.on_clock)
+        leave_clock(poller)
+
+    monkeypatch.setattr(udp_poll.UdpPoller, "_leave_clock", counted)
     reads = counters.READS.copy()
     sent: list[float] = []
     proto, transport, poller, count = await _on_the_clock(sender, 60, sent)
+    left = sum(leaves)  # times a loaded host's stretched sleep took the set off the clock
     await asyncio.sleep(0.08)
     assert not poller.on_clock  # a tick without a datagram: back to waking per datagram
     assert [g[0][1] for g in proto.got] == [i & 0xFF for i in range(count)]
     reads.subtract(counters.READS)  # bridge_udp_reads_total{how}, negated
-    assert -reads["wakeup"] < 10 + (count - 60) and -reads["tick"] > 5
+    # Two wake-ups put the set on the clock, and two more each time a tick found nothing (a
+    # sleep of the sender's stretched past a tick on a loaded host: four such in one run cost
+    # ten wake-ups), a third when the host stretched the sleep between those two as well.
+    # Waking per datagram would be one a datagram: sixty here.
+    assert -reads["wakeup"] <= 3 * (left + 1), (reads, left)
+    assert -reads["tick"] > left + 5  # most ticks found media
     handled = [g[2] for g in proto.got]
     run = longest = 1
     for a, b in itertools.pairwise(handled):
