@@ -1,7 +1,7 @@
-"""Hang-ups the bridge decides itself (time limits, lost media, shutdown, a busy refusal, a
-dead worker's calls): bounded, and never lost — one the engine could not take is handed to
-the engine layer (``Engine.hangup_later``, :mod:`bridge.engines.hangups`), which sends it
-once the engine is back."""
+"""Hang-ups, the user's and those the bridge decides itself (time limits, lost media, shutdown,
+a busy refusal, a dead worker's calls): bounded, and never lost — one the engine could not
+take is handed to the engine layer (``Engine.hangup_later``, :mod:`bridge.engines.hangups`),
+which sends it once the engine is back."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from .model import Call
 log = logging.getLogger(__name__)
 
 HANGUP_TIMEOUT = 2.0
-"""Seconds the bridge waits for the engine to take a hang-up it decided itself; past it the
-hang-up is retried in the background."""
+"""Seconds the bridge waits for the engine to take a hang-up (a user's ``/call/hangup``
+answers within it); past it the hang-up is retried in the background."""
 
 
 async def hang_up_quietly(engine: Engine, call: Call) -> None:

@@ -29,8 +29,6 @@ from ..engines import BilledEngine, Engine, EngineEvent
 from ..errors import (
     CallNotFound,
     CallStateError,
-    EngineCallNotFound,
-    EngineUnavailable,
     ShuttingDown,
 )
 from ..metrics import Metrics
@@ -45,7 +43,7 @@ from .artifacts import ArtifactSink
 from .endings import Endings
 from .engine_events import EngineEvents
 from .events import CallEvents
-from .hangup import hang_up_later, hang_up_quietly
+from .hangup import hang_up_quietly
 from .live import LiveRuntimes
 from .live_report import OpenReport
 from .model import Call, CallState, Direction, EndReason, default_owner, normalize_user
@@ -268,13 +266,9 @@ class CallManager:
         call = self.get(call_id)
         if not call.live:
             raise CallStateError(f"call {call.id} has already ended ({call.end_reason})")
-        try:
-            await self.engine_of(call).hangup(call.engine_call_id)
-        except EngineCallNotFound:
-            log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
-        except (EngineUnavailable, TimeoutError, ConnectionError) as exc:
-            # The user wants out: the call ends here now, the engine's side once it is back.
-            hang_up_later(self.engine_of(call), call, exc)
+        # The user wants out, whatever the engine answers: the call ends here now, and a
+        # hang-up the engine did not take (unreachable, an error, no answer) is sent again.
+        await hang_up_quietly(self.engine_of(call), call)
         if not call.live:
             return call
         if call.state is CallState.ACTIVE:

@@ -218,3 +218,53 @@ async def test_a_leg_closed_before_its_ice_starts_leaves_no_task_failing(cclient
         gc.collect()
     failed = [r for r in caplog.records if "never retrieved" in r.getMessage()]
     assert not failed, [r.getMessage() + str(r.exc_info) for r in failed]
+
+
+@pytest.mark.parametrize("answered", [True, False])
+async def test_a_hangup_meta_fails_ends_the_call_and_is_sent_again(cclient, meta, answered):
+    """Meta fails the business's ``terminate`` (or its ``reject`` of a ringing call): the user
+    still gets out at once, and the same action goes to Meta again until it takes it (before,
+    a 502, the call left up, and the engine having forgotten it, nothing sent again)."""
+    client = await cclient()
+    if answered:
+        call = await (await client.post("/call/make", json={"phone": "5521966660000"})).json()
+        call_id = call["callID"]
+        mcall = next(c for c in meta.meta_calls.values() if c.opaque == call_id)
+        body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+        assert (await meta.post(client, body)).status == 200
+        await wait_state(client, call_id, "active", timeout=3)
+        action = "terminate"
+    else:
+        mcall = await meta.user_calls(client, "15550007777")
+
+        async def listed() -> list:
+            return (await (await client.get("/call/status")).json())["calls"]
+
+        call_id = (await until(listed, 5.0, "the call listed", every=0.02))[0]["callID"]
+        action = "reject"
+    meta.fail_next[action] = (131000, "Something went wrong")
+    resp = await client.post("/call/hangup", json={"callID": call_id})
+    assert resp.status == 200, await resp.text()
+    snap = await wait_state(client, call_id, "ended", timeout=3)
+    assert snap["endReason"] == ("hangup" if answered else "declined")
+    await until(lambda: mcall.state == "ended", 3.0, f"the {action} sent again")
+    sent = [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid]
+    assert sent[-2:] == [action, action], sent
+
+
+async def test_a_failed_hangup_is_not_sent_again_once_meta_says_the_call_is_over(cclient, meta):
+    client = await cclient()
+    engine = client.app[ENGINE]
+    call = await (await client.post("/call/make", json={"phone": "5521966661111"})).json()
+    mcall = next(c for c in meta.meta_calls.values() if c.opaque == call["callID"])
+    body = meta.envelope(meta.answer_event(mcall), meta.status_event(mcall, "ACCEPTED"))
+    assert (await meta.post(client, body)).status == 200
+    await wait_state(client, call["callID"], "active", timeout=3)
+    meta.fail_next["terminate"] = (131000, "Something went wrong")
+    assert (await client.post("/call/hangup", json={"callID": call["callID"]})).status == 200
+    assert mcall.wacid in engine.pending_hangups.ids()
+    # The user hung up meanwhile: Meta's terminate webhook says the call is over.
+    assert (await meta.post(client, meta.envelope(meta.terminate_event(mcall)))).status == 200
+    await until(lambda: not engine.pending_hangups.ids(), 3.0, "the pending hang-up settled")
+    sent = [a["action"] for a in meta.actions if a.get("call_id") == mcall.wacid]
+    assert sent == ["terminate"] and engine.pending_hangups.done == 1, sent

@@ -14,8 +14,9 @@ import pytest
 from bridge.audio import FRAME_SAMPLES, tone
 from bridge.calls import CallManager, CallRuntime, CallState, EndReason
 from bridge.calls import endings as endings_module
+from bridge.calls import hangup as hangup_module
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
-from bridge.errors import CallStateError, EngineUnavailable
+from bridge.errors import CallStateError, EngineError, EngineUnavailable
 
 from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
 from ..support.calls import events_until_ended
@@ -136,22 +137,30 @@ async def test_remote_hangup_and_inbound_at_capacity(setup) -> None:
     assert "in1" in engine.hung_up
 
 
-async def test_hangup_while_the_engine_is_unreachable_ends_here_and_retries_later(
-    setup, caplog
+@pytest.mark.parametrize("engine_says", ["unreachable", "refused", "nothing"])
+async def test_a_hangup_the_engine_does_not_take_ends_here_and_is_retried_later(
+    setup, caplog, monkeypatch, engine_says
 ) -> None:
+    """The user wants out, whatever the engine answers: unreachable, an error of its own (a
+    502 and a call left up before), or no answer at all (a request that hung)."""
+    monkeypatch.setattr(hangup_module, "HANGUP_TIMEOUT", 0.05)
     manager, engine = setup
     runtime = await answered_call(manager, engine)
 
-    async def unreachable(engine_call_id: str) -> None:
-        raise EngineUnavailable("the fake engine is unreachable")
+    async def not_taken(engine_call_id: str) -> None:
+        if engine_says == "unreachable":
+            raise EngineUnavailable("the fake engine is unreachable")
+        if engine_says == "refused":
+            raise EngineError("the fake engine refused the hang-up")
+        await asyncio.Event().wait()
 
-    engine.hangup = unreachable  # type: ignore[method-assign]
+    engine.hangup = not_taken  # type: ignore[method-assign]
     with caplog.at_level(logging.WARNING, logger="bridge.calls"):
         call = await manager.hangup(runtime.call_id)
     assert call.state is CallState.ENDED and call.end_reason is EndReason.HANGUP
     assert runtime.closed and engine.later == [call.engine_call_id]
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "retrying until the engine is back" in warnings[0], warnings
 
 
 async def test_orphans_at_start_up_are_hung_up_but_ringing_inbound_calls_are_offered(

@@ -22,6 +22,7 @@ import aiohttp
 
 from ...config import Settings
 from ...errors import (
+    EngineCallNotFound,
     EngineError,
     MetaForbidden,
     MetaLimit,
@@ -70,7 +71,7 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         self.calling_settings = side.calling_settings  # a SettingsEngine
         self.artifacts = MetaArtifacts(self.graph, self.events, self._tasks)  # an ArtifactsEngine
         side.artifacts, side.on_calls = self.artifacts, self._on_webhooks
-        self.pending_hangups = PendingHangups("cloudapi", self.hangup, asyncio.sleep)
+        self.pending_hangups = PendingHangups("cloudapi", self._hang_up_again, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
 
     async def start(self) -> None:
@@ -178,6 +179,18 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
             await self.graph.call_action(action, call_id=call.wacid)
         finally:
             await self.forget(call)
+            self._ended.add(call.wacid, action)  # to send again if Meta did not take it
+
+    async def _hang_up_again(self, wacid: str) -> None:
+        """A hang-up Meta did not take, sent again (``pending_hangups``): the action sent for
+        the call forgotten here, or the live call's hang-up. ``EngineCallNotFound`` once Meta
+        has said the call is over (its terminate webhook): nothing is left to send."""
+        if wacid in self.calls:
+            await self.hangup(wacid)
+        elif (action := self._ended.get(wacid)) is not None:
+            await self.graph.call_action(action, call_id=wacid)
+        else:
+            raise EngineCallNotFound(f"Meta has ended call {wacid}")
 
     def drop(self, call: CloudCall) -> None:
         call.state = "ended"
@@ -198,6 +211,8 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
 
     async def _on_webhook(self, ev: CallWebhook) -> None:
         if ev.wacid in self._ended:
+            if ev.kind == "terminate":
+                self._ended[ev.wacid] = None  # over at Meta too: no hang-up to send again
             return  # a late or repeated event about a call that has ended
         call = self.calls.get(ev.wacid)
         if call is None and self._dialling.park(ev):
