@@ -221,6 +221,8 @@ class Participants:
         if old is not None and old is not leg:
             self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
+            if self._closed:  # the call ended meanwhile: its close passed over the new leg
+                raise CallStateError(f"call {self.call.id} has ended")
         leg.attach(self.call.id, self.bus, self.on_state, self.on_dtmf, participant_id)
         self.sessions[participant_id] = leg
         self._show()

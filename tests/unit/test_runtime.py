@@ -17,6 +17,7 @@ from bridge.calls import endings as endings_module
 from bridge.calls import hangup as hangup_module
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import CallStateError, EngineError, EngineUnavailable
+from bridge.media import Role
 
 from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
 from ..support.calls import events_until_ended
@@ -372,3 +373,40 @@ async def test_a_child_that_fails_to_close_leaves_the_engine_media_closed(setup,
     assert engine.closing == ["pb", "engine-media"] and engine.channels[0].closed
     assert [e.type for e in ended if e.type == "call.ended"] == ["call.ended"]
     assert any("closing its WebRTC sessions" in r.getMessage() for r in caplog.records)
+
+
+class _Leg:
+    """A connected leg as ``Participants.adopt`` sees it (attach, role, state, close)."""
+
+    role = Role.AGENT
+    state = "connected"
+    downlink_sink = None
+    participant_id = "agent"
+
+    def __init__(self, closing: asyncio.Event | None = None) -> None:
+        self.attached_to: str | None = None
+        self._closing = closing
+
+    def attach(self, call_id: str, *_: Any) -> None:
+        self.attached_to = call_id
+
+    async def close(self) -> None:
+        if self._closing is not None:
+            await self._closing.wait()  # an unresponsive peer: its close takes a while
+
+
+async def test_a_leg_rejoining_as_its_call_ends_is_not_left_on_the_ended_call(setup) -> None:
+    """An agent's new leg replaces its old one (a dropped connection came back) while the
+    call ends: the ended call's close has passed over it, so it must not be attached after."""
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    closing = asyncio.Event()
+    runtime.participants.sessions["agent"] = _Leg(closing)  # type: ignore[assignment]
+    new = _Leg()
+    rejoin = asyncio.ensure_future(runtime.participants.adopt(new))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)  # closing the old leg
+    await manager.hangup(runtime.call_id)
+    closing.set()
+    with pytest.raises(CallStateError):
+        await rejoin
+    assert new.attached_to is None and "agent" not in runtime.participants.sessions
