@@ -314,8 +314,10 @@ class CallRuntime:
             await self.media.release()
             await self.bus.aclose()
             self.final_stats = self.stats_json()
-            # The call keeps its controls as they were, not this runtime.
+            # The call keeps its controls as they were, not this runtime; nothing of its
+            # media is up here any more (its sessions' last states change no transport).
             self.call.controls = Controls(muted=self.muted, held=self.held)
+            self.call.transport = None
             self.participants.forget()
             self.media.forget()
             self._close_report(ended)

@@ -81,6 +81,7 @@ async def test_hears_own_tone_echoed(client) -> None:
     assert resp.status == 200
     ended = await resp.json()
     assert ended["endReason"] == "hangup" and ended["webrtc"] == {"state": "closed"}
+    assert ended["transport"] is None  # nothing is up once it ended (it said webrtc before)
     # Ending the WhatsApp call tears down its media runtime, peer connection included.
     assert client.app[MANAGER].find_runtime(call["callID"]) is None
     await rtc.close()
