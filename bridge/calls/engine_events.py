@@ -1,9 +1,16 @@
 """The engine's events turned into call control: a new inbound call goes to the inbound
 policy (``calls/inbound.py``), a permission answer is announced, a key press goes to the
-call's DTMF, and ringing, answered and ended move the call's state through the manager."""
+call's DTMF, and ringing, answered and ended move the call's state through the manager.
+
+A new call is taken on a loop of its own (the arrivals), one at a time in the order they
+came: taking one may wait seconds (the directory's claim, an offer to another worker that
+does not answer, a busy decline), and the other calls' answers and ends must not wait for
+it. What the engine says of a call while it is being taken is held, and handled after it
+in the order it came (a caller who gave up while the call was placed: rung, then ended)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -17,6 +24,12 @@ if TYPE_CHECKING:
     from .control import MovesCalls
 
 log = logging.getLogger(__name__)
+
+ARRIVALS_MAX = 1000
+"""New calls waiting to be taken (the engine's own queue's size); past it the engine's
+events wait for room: none is dropped."""
+HELD_MAX = 64
+"""Events held for one call while it is taken (a ringing call gets a handful)."""
 
 
 def end_reason(state: CallState, direction: Direction, engine_reason: str) -> EndReason:
@@ -38,15 +51,48 @@ class EngineEvents:
     def __init__(self, manager: MovesCalls) -> None:
         self.manager = manager
         self._bugs = FailureKinds(log)  # one that fails on every event: said once per kind
+        self._arrivals: asyncio.Queue[EngineEvent] = asyncio.Queue(ARRIVALS_MAX)
+        self._arriving: dict[str, list[EngineEvent]] = {}
+        """The calls waiting to be taken or being taken, by engine key: the events held
+        for each (module docstring)."""
 
     async def consume_forever(self) -> None:
+        """Both loops, the engine's events and the arrivals; cancelled together."""
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._arrivals_forever())
+            loops.create_task(self._events_forever())
+
+    async def _events_forever(self) -> None:
         events = self.manager.engine.events
         while True:
-            event = await events.get()
+            await self._handle(await events.get())
+
+    async def _arrivals_forever(self) -> None:
+        while True:
+            event = await self._arrivals.get()
+            key = engine_key(event.number_id, event.engine_call_id)
             try:
-                await self.on_event(event)
-            except Exception as exc:
-                self._bugs.failed(exc, "handling engine event %s", event)
+                await self._take(event)
+            finally:
+                held = self._arriving.pop(key, [])
+            for later in held:  # the call is known here now, or placed elsewhere (ignored)
+                await self._handle(later)
+
+    async def _handle(self, event: EngineEvent) -> None:
+        try:
+            await self.on_event(event)
+        except Exception as exc:
+            self._bugs.failed(exc, "handling engine event %s", event)
+
+    async def _take(self, event: EngineEvent) -> None:
+        manager = self.manager
+        try:
+            if manager.incoming is None:
+                log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
+            else:
+                await manager.incoming(event)
+        except Exception as exc:
+            self._bugs.failed(exc, "taking new engine call %s", event)
 
     async def on_event(self, event: EngineEvent) -> None:
         manager = self.manager
@@ -63,13 +109,20 @@ class EngineEvents:
             if manager.artifacts is not None:
                 await manager.artifacts.take(event)
             return
+        key = engine_key(event.number_id, event.engine_call_id)
         if event.kind is EngineEventKind.INCOMING:
-            if manager.incoming is None:
-                log.warning("no inbound policy: engine call %s not taken", event.engine_call_id)
-            else:
-                await manager.incoming(event)
+            if key not in self._arriving:  # else reported twice while it is taken
+                self._arriving[key] = []
+                await self._arrivals.put(event)
             return
-        call = manager.registry.by_engine_id(engine_key(event.number_id, event.engine_call_id))
+        held = self._arriving.get(key)
+        if held is not None:  # being taken: after it, in order
+            if len(held) < HELD_MAX:
+                held.append(event)
+            else:
+                log.warning("engine call %s: event %s dropped while it is taken", key, event)
+            return
+        call = manager.registry.by_engine_id(key)
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return

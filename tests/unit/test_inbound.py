@@ -99,6 +99,45 @@ async def test_a_call_another_worker_claimed_or_took_is_not_created_here() -> No
         await manager.close()
 
 
+async def test_a_call_being_placed_holds_up_no_other_calls_events_and_keeps_its_own() -> None:
+    """A new call offered to a worker that does not answer (its place takes seconds): another
+    call's answer is taken meanwhile, and the new call's own end, reported while it was being
+    placed, comes after its ringing here (before: every event waited behind the placing)."""
+    engine = FakeEngine()
+    manager = calls_for_tests(engine).manager
+    release = asyncio.Event()
+
+    async def place(engine_call_id: str, peer: str, number_id: str) -> bool:
+        await release.wait()  # the other worker does not answer (yet)
+        return False  # ... nor take it: it rings here
+
+    published: list[tuple[str, str]] = []
+    manager.events.listen(lambda type_, call: published.append((type_, call.engine_call_id)))
+    InboundCalls(manager, place=place)
+    await manager.start()
+    try:
+        dialled = await manager.make("5521999990000")
+        ring(engine, "new")
+        await asyncio.sleep(0.02)  # being placed
+        engine.events.put_nowait(EngineEvent(EngineEventKind.ANSWERED, dialled.engine_call_id))
+        await until(lambda: dialled.state is CallState.ACTIVE, 1.0, "the other call answered")
+        engine.events.put_nowait(EngineEvent(EngineEventKind.ENDED, "new"))  # the caller gave up
+        await asyncio.sleep(0.02)
+        assert [t for t, e in published if e == "new"] == []
+        release.set()
+        await until(lambda: ("call.ended", "new") in published, 1.0, "the new call's end")
+        assert [t for t, e in published if e == "new"] == [
+            "call.created",
+            "call.ringing",
+            "call.ended",
+        ]
+        [ended] = [c for c in manager.registry._ended.values() if c.engine_call_id == "new"]  # type: ignore[attr-defined]
+        assert ended.end_reason is EndReason.REMOTE_CANCELED
+    finally:
+        release.set()
+        await manager.close()
+
+
 async def test_while_shutting_down_an_inbound_call_is_declined_without_a_record(calls) -> None:
     calls, engine, published = calls
     calls.manager.stop_accepting()
