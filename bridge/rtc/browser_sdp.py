@@ -105,6 +105,40 @@ def open_candidates(sdp: str) -> str:
     return sdp if len(kept) == len(lines) else "\r\n".join(kept)
 
 
+def check_pairs(offer: str, answer: str) -> None:
+    """:class:`BadOffer` when no candidate of the ``offer`` can pair with one of the ``answer``
+    (ours, gathered): a pair joins two candidates of one transport and address family (RFC
+    8445 §6.1.2.2), and the bridge's ICE runs over UDP only (no ICE-TCP, RFC 6544). aioice
+    would fail such a session at once, after a 200; the browser is told why instead. An offer
+    with no candidate, or with mDNS ones, is left to its checks (:func:`open_candidates`)."""
+    theirs = [ln.split() for ln in offer.splitlines() if ln.startswith("a=candidate:")]
+    if not theirs or any(len(f) < 5 or _mdns_candidate(" ".join(f)) for f in theirs):
+        return
+    ours = {
+        _family(f[4])
+        for f in (ln.split() for ln in answer.splitlines())
+        if f and f[0].startswith("a=candidate:") and len(f) > 4
+    }
+    udp = [f for f in theirs if f[2].lower() == "udp"]
+    if any(_family(f[4]) in ours for f in udp):
+        return
+    if not udp:
+        raise BadOffer(
+            "the offer's candidates are all TCP: the bridge's ICE runs over UDP (offer UDP "
+            "candidates, or relay candidates through a TURN server)"
+        )
+    families = " and ".join(sorted({_family(f[4]) for f in udp}))
+    gathered = " and ".join(sorted(ours)) or "none"
+    raise BadOffer(
+        f"the offer's candidates are {families} only and the bridge's are {gathered}: no "
+        "pair can form (a TURN server's relay candidates would reach it)"
+    )
+
+
+def _family(address: str) -> str:
+    return "IPv6" if ":" in address else "IPv4"
+
+
 def _mdns_candidate(line: str) -> bool:
     """Whether ``line`` is an ``a=candidate`` whose address is an mDNS name (RFC 8839 §5.1:
     the fifth field is the connection address)."""

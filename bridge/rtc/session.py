@@ -19,6 +19,7 @@ from ..media import CallBus, CallPort, DownlinkSink, LevelMeter, Role
 from .browser_sdp import (
     answer_fmtp,
     asks_for_dtx,
+    check_pairs,
     open_candidates,
     opus_parameters,
     with_opus_fmtp,
@@ -185,6 +186,7 @@ class WebRTCSession(PeerLeg):
         # nothing. And for DTX: a silent microphone then sends almost nothing (audio/dtx.py).
         fmtp = answer_fmtp(self.receive_bitrate, dtx=st.opus_uplink_dtx)
         answer_sdp = with_opus_fmtp(str(pc.localDescription.sdp), fmtp)
+        check_pairs(sdp, answer_sdp)
         if red is not None:
             answer_sdp = add_red(answer_sdp, *red)
             self.session.take_red(*red, self.red)

@@ -130,3 +130,52 @@ async def test_offer_with_only_mdns_candidates_gets_ours_and_connects(client, mo
         assert dominant_frequency(heard, 16_000) == pytest.approx(440, abs=10)
     finally:
         await rtc.close()
+
+
+def _candidates_as(sdp: str, transport: str | None = None, address: str | None = None) -> str:
+    """``sdp`` with each candidate's transport or address replaced (RFC 8839 §5.1 fields)."""
+    out = []
+    for ln in sdp.replace("\r\n", "\n").split("\n"):
+        if ln.startswith("a=candidate:"):
+            fields = ln.split(" ")
+            if transport is not None:
+                fields[2] = transport
+                fields.append("tcptype passive")
+            if address is not None:
+                fields[4] = address
+            ln = " ".join(fields)
+        if ln:
+            out.append(ln)
+    return "\r\n".join(out) + "\r\n"
+
+
+@pytest.mark.parametrize(
+    ("offered", "why"),
+    [
+        ({"transport": "tcp"}, "TCP"),
+        ({"address": "::1"}, "IPv6"),
+    ],
+)
+async def test_an_offer_none_of_whose_candidates_can_pair_with_ours_is_a_400(
+    client, offered, why
+) -> None:
+    """Candidates only over TCP (ICE-TCP, RFC 6544: the bridge's ICE runs over UDP), or only
+    of a family the bridge gathers none of (IPv6 here, its candidates IPv4 only): no pair can
+    form. Before, the offer was answered 200 and the session failed at once, the browser told
+    nothing of why; the call is left as it was, ready for an offer that can connect."""
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    rtc = RtcClient(client, call["callID"], freq=440.0)
+    try:
+        rtc.pc.addTrack(rtc.track)
+        await rtc.pc.setLocalDescription(await rtc.pc.createOffer())
+        sdp = _candidates_as(rtc.pc.localDescription.sdp, **offered)
+        resp = await client.post(
+            "/call/webrtc/offer", json={"callID": call["callID"], "type": "offer", "sdp": sdp}
+        )
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["code"] == "bad_offer", body
+        assert why in body["error"]["message"], body
+        snap = await (await client.get(f"/call/{call['callID']}")).json()
+        assert snap["transport"] is None and snap["participants"] == []
+    finally:
+        await rtc.close()
