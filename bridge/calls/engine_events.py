@@ -57,17 +57,13 @@ class EngineEvents:
         for each (module docstring)."""
 
     async def consume_forever(self) -> None:
-        """Both loops, the engine's events and the arrivals; cancelled together."""
-        async with asyncio.TaskGroup() as loops:
-            loops.create_task(self._arrivals_forever())
-            loops.create_task(self._events_forever())
-
-    async def _events_forever(self) -> None:
+        """Read the engine's events (one of the manager's two tasks for them)."""
         events = self.manager.engine.events
         while True:
             await self._handle(await events.get())
 
-    async def _arrivals_forever(self) -> None:
+    async def take_arrivals_forever(self) -> None:
+        """Take the new calls, one at a time (the other task: module docstring)."""
         while True:
             event = await self._arrivals.get()
             key = engine_key(event.number_id, event.engine_call_id)

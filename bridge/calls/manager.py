@@ -113,7 +113,9 @@ class CallManager:
         self.incoming = incoming
 
     async def start(self) -> None:
-        self._tasks.spawn(EngineEvents(self).consume_forever(), "engine-events")
+        events = EngineEvents(self)
+        self._tasks.spawn(events.consume_forever(), "engine-events")
+        self._tasks.spawn(events.take_arrivals_forever(), "engine-arrivals")
         self._tasks.spawn(sweep_forever(self.registry), "sweeper")
         self._runtimes.watch(self._tasks, self.settings, self.metrics, self.endings.time_limit)
 

@@ -157,21 +157,12 @@ class Participants:
         live = self._live()
         if participant_id not in live and len(live) >= max_participants:
             raise CallStateError(f"a call takes at most {max_participants} participants")
-        if role is Role.AGENT:
-            agent = next((s for s in live.values() if s.role is Role.AGENT), None)
-            if (
-                agent is not None
-                and agent.role is Role.AGENT
-                and agent.participant_id != participant_id
-            ):
+        if role is Role.AGENT:  # the agent: a browser still there, else a phone
+            agents = [p for p, s in live.items() if s.role is Role.AGENT]
+            agents += [p for p, o in self.other_legs.items() if o.role is Role.AGENT]
+            if agents and agents[0] != participant_id:
                 raise CallStateError(
-                    f"participant {agent.participant_id!r} is the agent; a call has one "
-                    "(use /call/transfer or a role change)"
-                )
-            other = self._agent_id()
-            if other is not None and other != participant_id and other in self.other_legs:
-                raise CallStateError(
-                    f"participant {other!r} is the agent; a call has one "
+                    f"participant {agents[0]!r} is the agent; a call has one "
                     "(use /call/transfer or a role change)"
                 )
 
