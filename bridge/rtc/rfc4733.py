@@ -4,7 +4,9 @@
   payload type to a :class:`DtmfDetector`. A press is a run of packets with one RTP timestamp,
   its duration growing, the last three with the end bit; it is reported once, at its first end
   packet, or — every end packet lost — when the next press begins or the audio goes on past
-  its duration (:meth:`DtmfDetector.audio`: a last press is reported too).
+  its duration (:meth:`DtmfDetector.audio`: a last press is reported too). A press held past
+  the duration field's largest value comes as segments, each with a timestamp of its own
+  (RFC 4733 §2.5.1.5): one press, their durations added.
 * Out: :class:`KeyPresses` is the one sender, sans-IO: each tick the leg's track
   (``rtc/tracks.py``) asks it for the tick's packets, sent in place of the tick's audio on the
   audio's own RTP stream (its SSRC and sequence space, counted in its sender reports). A press
@@ -41,6 +43,12 @@ class DtmfDetector:
         self._timestamp: int | None = None
         self._digit = ""
         self._duration = 0
+        """Of the press's current segment (the event clock's units)."""
+        self._segments = 0
+        """The durations of its segments before that one (RFC 4733 §2.5.1.5)."""
+        self._segment_before: int | None = None
+        """The timestamp of the segment before the current one (a repeat of its last packet
+        may come after the next one began)."""
         self.open = False
         """A press began whose end has not come (read by the session on each audio packet: an
         attribute, not a call, on the receive path)."""
@@ -55,12 +63,20 @@ class DtmfDetector:
         duration = int.from_bytes(payload[2:4], "big")
         if event >= len(EVENTS):
             return  # tones and flash hooks other than DTMF
+        if timestamp == self._segment_before:
+            return  # a late repeat of the press's full segment before (RFC 4733 §2.5.1.5)
         if timestamp != self._timestamp:
-            if self.open:  # the previous press lost all its end packets
-                self._report()
+            if self.open and self._duration >= 0xFFFF and EVENTS[event] == self._digit:
+                # The press goes on past the duration field: its next segment (§2.5.1.5).
+                self._segments += self._duration
+                self._segment_before = self._timestamp
+            else:
+                if self.open:  # the previous press lost all its end packets
+                    self._report()
+                self._digit = EVENTS[event]
+                self.open = True
+                self._segments, self._segment_before = 0, None
             self._timestamp = timestamp
-            self._digit = EVENTS[event]
-            self.open = True
             self._duration = 0
         if not self.open:
             return  # a retransmitted end packet of a press already reported
@@ -90,7 +106,8 @@ class DtmfDetector:
     def _report(self) -> None:
         self.open = False
         self.presses += 1
-        self.on_digit(self._digit, round(self._duration * 1000 / self.clock_rate))
+        duration = self._segments + self._duration
+        self.on_digit(self._digit, round(duration * 1000 / self.clock_rate))
 
 
 def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:
