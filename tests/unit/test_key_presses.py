@@ -62,6 +62,33 @@ def test_a_press_longer_than_the_duration_field_is_one_press_of_its_segments() -
     assert heard == [("5", 2000), ("5", 20)]
 
 
+def test_a_press_longer_than_the_duration_field_goes_as_segments() -> None:
+    """The sender's side of RFC 4733 §2.5.1.5: a 2 s press on a 48 kHz event clock (a trunk's
+    Opus; 0xFFFF units are 1.37 s) is a full segment (its last packet of the largest duration,
+    no end bit, sent three times as an end packet is: its loss would split the press), then a
+    segment from where that one ended, its duration counted afresh, no marker. Before, the
+    duration stuck at 0xFFFF under one timestamp: the press was heard as 1.37 s."""
+    presses = KeyPresses(payload_type=lambda: 102, step=960)
+    presses.press("5", 2000)
+    sent: list[tuple[bytes, int, bool]] = []
+    tick = 0
+    while presses.send_tick(5000 + 960 * tick, lambda pt, p, ts, m: sent.append((p, ts, m))):
+        tick += 1
+    durations = [int.from_bytes(p[2:4], "big") for p, _, _ in sent]
+    ends = [bool(p[1] & 0x80) for p, _, _ in sent]
+    first = [(d, ts) for (_, ts, _), d in zip(sent, durations, strict=True) if ts == 5000]
+    second = [(d, ts) for (_, ts, _), d in zip(sent, durations, strict=True) if ts != 5000]
+    assert first[-3:] == [(0xFFFF, 5000)] * 3 and not any(ends[: len(first)])
+    assert {ts for _, ts in second} == {5000 + 0xFFFF}  # where the full segment ended
+    assert [d for d, _ in second][-3:] == [96_000 - 0xFFFF] * 3 and ends[-3:] == [True] * 3
+    assert [m for *_, m in sent].count(True) == 1 and sent[0][2]
+    heard: list[tuple[str, int]] = []
+    detector = DtmfDetector(lambda digit, ms: heard.append((digit, ms)), 48_000)
+    for payload, ts, _ in sent:
+        detector.feed(ts, payload)
+    assert heard == [("5", 2000)]
+
+
 def test_presses_beyond_the_bound_drop_the_oldest_and_are_counted() -> None:
     presses = KeyPresses(limit=2)
     for digit in "123":
