@@ -192,7 +192,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
         elif not media:  # the session level: defaults of every m-line
             if ln.startswith("c="):
                 session_c = ln
-            elif ln[2:] in DIRECTIONS:
+            elif ln.startswith("a=") and ln[2:] in DIRECTIONS:  # an attribute (RFC 3264 §5.1)
                 session_direction = ln[2:]
         elif audio is None or audio.index != len(media) - 1:
             continue  # another m-line's
@@ -210,7 +210,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
             audio.rtcp_mux = True
         elif ln.startswith("a=rtcp:"):
             audio.rtcp = ln[len("a=rtcp:") :].split()
-        elif ln[2:] in DIRECTIONS:
+        elif ln.startswith("a=") and ln[2:] in DIRECTIONS:
             audio.direction = ln[2:]
     if audio is None:
         raise BadOffer("the SDP has no audio m-line")

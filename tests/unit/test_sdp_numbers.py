@@ -72,3 +72,16 @@ def test_a_telephone_event_with_no_clock_is_no_event() -> None:
     alone = phone("m=audio 4000 RTP/AVP 0 101", "a=rtpmap:101 telephone-event/0")
     remote = trunk_sdp.read(alone, ("PCMU",), srtp=False)
     assert (remote.event_pt, remote.event_rate) == (None, 8000)
+
+
+def test_only_an_attribute_is_a_direction() -> None:
+    """RFC 3264 §5.1's directions are ``a=`` attributes: a session named ``inactive`` (``s=``)
+    or a media title ``sendonly`` (``i=``) says nothing of where media goes. Both were read as
+    the direction (a PBX's re-INVITE so named taken for a hold: our answer mirrored it and
+    the leg sent nothing)."""
+    named = phone("m=audio 4000 RTP/AVP 0").replace("s=-", "s=inactive")
+    assert audio_section(named).direction == "sendrecv"
+    titled = phone("m=audio 4000 RTP/AVP 0", "i=sendonly")
+    assert trunk_sdp.read(titled, ("PCMU",), srtp=False).direction == "sendrecv"
+    held = phone("m=audio 4000 RTP/AVP 0", "a=sendonly")
+    assert audio_section(held).direction == "sendonly"
