@@ -177,6 +177,7 @@ class RtpSocket(asyncio.DatagramProtocol):
         self._rx: LeanSrtp | pylibsrtp.Session | None = None
         self._keys: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
         """The (key, profile) of ``_tx`` and of ``_rx`` (:meth:`set_keys`)."""
+        self._closed = False
         self.latched = False
         """A packet from the far end arrived since its SDP's address was set."""
         self._announced: Address | None = None
@@ -196,6 +197,8 @@ class RtpSocket(asyncio.DatagramProtocol):
         if self.srtp:
             self.crypto = new_crypto() if offered is None else answer_crypto(offered)
         self.transport, self.local = await open_endpoint(self, host, ports, self.datagram_arrived)
+        if self._closed:  # closed while the loop bound it (its own transports): not left open
+            self.transport.close()
         return self.local
 
     def check_answer(self, theirs: Crypto | None) -> None:
@@ -342,7 +345,9 @@ class RtpSocket(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable and the like (the far end not listening yet)
 
     def close(self) -> None:
-        """Close the socket (idempotent); the sessions go with it."""
+        """Close the socket (idempotent; one still binding is closed once bound: :meth:`open`);
+        the sessions go with it."""
+        self._closed = True
         if self.transport is not None:
             self.transport.close()
         self._tx = self._rx = None

@@ -7,6 +7,7 @@ loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import struct
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from bridge.rtc import udp_poll
 from bridge.rtc.srtpudp import RtpSocket
 
 from ..support.waits import until
@@ -77,5 +79,23 @@ async def test_a_plain_leg_keeps_to_the_source_it_learnt_until_its_sdp_moves(
         assert leg.rtp_to == where(moved) and heard == [0xA, 0xD]
         said = [r for r in caplog.records if "dropped" in r.getMessage()]
         assert len(said) == 1 and said[0].levelno == logging.WARNING  # once a socket
+    finally:
+        leg.close()
+
+
+async def test_a_socket_closed_while_it_binds_is_not_left_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the loop's own transports (``BRIDGE_UDP_POLL=false``) binding awaits the loop: a
+    leg closed meanwhile (a call ended as its SDP was answered) closed nothing, and the socket
+    it was binding stayed open for good, receiving into a leg that was gone."""
+    monkeypatch.setattr(udp_poll, "enabled", False)
+    leg = RtpSocket("trunk", lambda *_: None, lambda *_: None)
+    opening = asyncio.ensure_future(leg.open("127.0.0.1", ""))
+    try:
+        await asyncio.sleep(0)  # the bind has begun, and waits for the loop
+        leg.close()
+        await opening
+        assert leg.transport is not None and leg.transport.is_closing()
     finally:
         leg.close()
