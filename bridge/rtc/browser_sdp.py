@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from ..errors import BadOffer, TooLarge
-from .sdp import audio_section, edit_audio, fmtp_parameters
+from .sdp import audio_section, edit_audio, fmtp_parameters, number
 
 MAX_OFFER_BYTES = 16 * 1024
 _LINE = re.compile(r"^[a-z]=.*$")
@@ -49,7 +49,7 @@ def validate_offer(sdp: str) -> None:
         )
     section = media[0]
     parts = section[0][2:].split()
-    if len(parts) < 4 or not parts[1].isdigit():
+    if len(parts) < 4 or not number(parts[1]):
         raise BadOffer(f"malformed m-line: {section[0][:80]!r}")
     if int(parts[1]) == 0:  # RFC 3264 §6: port zero rejects the stream; nothing would flow
         raise BadOffer(

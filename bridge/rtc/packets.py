@@ -52,8 +52,9 @@ def sender_report(
     ssrc: int, ntp: int, rtp: int, packets: int, octets: int, blocks: bytes = b"", count: int = 0
 ) -> bytes:
     """A sender report (RFC 3550 §6.4.1) carrying ``count`` report blocks, ``blocks`` their
-    octets (:func:`report_block`)."""
+    octets (:func:`report_block`); the packet and octet counts wrap at 2^32 as §6.4.1 says."""
     words = 6 + len(blocks) // 4
+    packets, octets = packets & 0xFFFFFFFF, octets & 0xFFFFFFFF
     return _SR.pack(0x80 | count, SR, words, ssrc, ntp, rtp, packets, octets) + blocks
 
 

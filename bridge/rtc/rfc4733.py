@@ -4,12 +4,15 @@
   payload type to a :class:`DtmfDetector`. A press is a run of packets with one RTP timestamp,
   its duration growing, the last three with the end bit; it is reported once, at its first end
   packet, or — every end packet lost — when the next press begins or the audio goes on past
-  its duration (:meth:`DtmfDetector.audio`: a last press is reported too).
+  its duration (:meth:`DtmfDetector.audio`: a last press is reported too). A press held past
+  the duration field's largest value comes as segments, each with a timestamp of its own
+  (RFC 4733 §2.5.1.5): one press, their durations added.
 * Out: :class:`KeyPresses` is the one sender, sans-IO: each tick the leg's track
   (``rtc/tracks.py``) asks it for the tick's packets, sent in place of the tick's audio on the
   audio's own RTP stream (its SSRC and sequence space, counted in its sender reports). A press
   keeps the audio's timestamp as it begins (libwebrtc's choice), marks its first packet, and
-  sends its end packet three times (RFC 4733 §2.5.1.4); then its gap, as audio.
+  sends its end packet three times (RFC 4733 §2.5.1.4); then its gap, as audio. A press longer
+  than the duration field holds (0xFFFF units: 1.37 s at 48 kHz) goes as segments (§2.5.1.5).
 """
 
 from __future__ import annotations
@@ -41,6 +44,12 @@ class DtmfDetector:
         self._timestamp: int | None = None
         self._digit = ""
         self._duration = 0
+        """Of the press's current segment (the event clock's units)."""
+        self._segments = 0
+        """The durations of its segments before that one (RFC 4733 §2.5.1.5)."""
+        self._segment_before: int | None = None
+        """The timestamp of the segment before the current one (a repeat of its last packet
+        may come after the next one began)."""
         self.open = False
         """A press began whose end has not come (read by the session on each audio packet: an
         attribute, not a call, on the receive path)."""
@@ -55,12 +64,20 @@ class DtmfDetector:
         duration = int.from_bytes(payload[2:4], "big")
         if event >= len(EVENTS):
             return  # tones and flash hooks other than DTMF
+        if timestamp == self._segment_before:
+            return  # a late repeat of the press's full segment before (RFC 4733 §2.5.1.5)
         if timestamp != self._timestamp:
-            if self.open:  # the previous press lost all its end packets
-                self._report()
+            if self.open and self._duration >= 0xFFFF and EVENTS[event] == self._digit:
+                # The press goes on past the duration field: its next segment (§2.5.1.5).
+                self._segments += self._duration
+                self._segment_before = self._timestamp
+            else:
+                if self.open:  # the previous press lost all its end packets
+                    self._report()
+                self._digit = EVENTS[event]
+                self.open = True
+                self._segments, self._segment_before = 0, None
             self._timestamp = timestamp
-            self._digit = EVENTS[event]
-            self.open = True
             self._duration = 0
         if not self.open:
             return  # a retransmitted end packet of a press already reported
@@ -90,7 +107,8 @@ class DtmfDetector:
     def _report(self) -> None:
         self.open = False
         self.presses += 1
-        self.on_digit(self._digit, round(self._duration * 1000 / self.clock_rate))
+        duration = self._segments + self._duration
+        self.on_digit(self._digit, round(duration * 1000 / self.clock_rate))
 
 
 def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:
@@ -106,6 +124,11 @@ class EventPacket(NamedTuple):
     payload: bytes
     first: bool
     end: bool
+    segment: int = 0
+    """The press's duration before this packet's segment (the event clock's units)."""
+    full: bytes = b""
+    """The segment before, full (RFC 4733 §2.5.1.5: its largest duration, no end bit), sent
+    first at that segment's timestamp, when this tick begins a new one."""
 
 
 class _Press(NamedTuple):
@@ -140,6 +163,10 @@ class KeyPresses:
         self._gap_done: Callable[[], None] | None = None
         self._start = 0
         """The RTP timestamp of the press being sent: its first tick's (RFC 4733 §2.5.1.2)."""
+        self._segment = 0
+        """The duration of its full segments (RFC 4733 §2.5.1.5), in the event clock's units."""
+        self._segment_start = 0
+        """The RTP timestamp of its current segment (its first's: the press's)."""
         self.dropped = 0
         self.presses = 0
         self.packets = 0
@@ -186,12 +213,17 @@ class KeyPresses:
                 return None
             if not self._queued:
                 return None
-            self._current, self._done = self._queued.popleft(), 0
+            self._current, self._done, self._segment = self._queued.popleft(), 0, 0
         press = self._current
         self._done += 1
         end = self._done >= press.ticks
+        duration, full = self._done * self.step - self._segment, b""
+        if duration > 0xFFFF:  # past the duration field: a new segment from its end (§2.5.1.5)
+            full = event_payload(press.event, False, 0xFFFF)
+            self._segment += 0xFFFF
+            duration -= 0xFFFF
         packet = EventPacket(
-            event_payload(press.event, end, self._done * self.step), self._done == 1, end
+            event_payload(press.event, end, duration), self._done == 1, end, self._segment, full
         )
         if end:
             self.presses += 1
@@ -205,7 +237,10 @@ class KeyPresses:
         """This tick's packets, sent by ``send(payload_type, payload, rtp_timestamp, marker)``
         in place of the tick's audio, whose RTP time is ``timestamp``: the press's first
         tick's timestamp held for all its packets, the marker on its first, its end packet
-        sent :data:`END_REPEATS` times (RFC 4733 §2.5.1). False: the tick is audio's."""
+        sent :data:`END_REPEATS` times (RFC 4733 §2.5.1); a long press's segments each at
+        their own timestamp (§2.5.1.5), the full one's last packet sent as often as an end
+        packet is (a receiver that lost it would take the next segment for another press).
+        False: the tick is audio's."""
         if not self.pending:
             return False
         payload_type = self.payload_type()
@@ -216,9 +251,19 @@ class KeyPresses:
         if packet is None:
             return False
         if packet.first:
-            self._start = timestamp
+            self._start = self._segment_start = timestamp
+        if packet.full:
+            for _ in range(END_REPEATS):
+                send(payload_type, packet.full, self._segment_start, False)
+                self.packets += 1
+            # The new segment begins where the full one ended, on the audio's RTP clock: the
+            # ticks' RTP time per event unit so far (the two clocks may differ: Meta's 8 kHz
+            # events beside 48 kHz Opus).
+            elapsed = (timestamp - self._start) & 0xFFFFFFFF
+            offset = packet.segment * elapsed // ((self._done - 1) * self.step)
+            self._segment_start = (self._start + offset) & 0xFFFFFFFF
         for i in range(END_REPEATS if packet.end else 1):
-            send(payload_type, packet.payload, self._start, packet.first and i == 0)
+            send(payload_type, packet.payload, self._segment_start, packet.first and i == 0)
             self.packets += 1  # the marker once, on the first packet of the press
         return True
 

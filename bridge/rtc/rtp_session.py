@@ -210,6 +210,9 @@ class RtpSession:
         self.reports.received(ssrc, seq, timestamp, at)
         if playout is not None:
             playout.packet(seq, timestamp, blocks[-1][2], at)
+        dtmf = self.dtmf
+        if dtmf is not None and dtmf[1].open:  # RED's primary is the audio going on too
+            dtmf[1].audio(timestamp, self.reports.clock)
 
     # -- RTCP
     def receive_rtcp(self, plain: bytes, at: float) -> None:

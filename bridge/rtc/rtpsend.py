@@ -65,8 +65,9 @@ def random_sequence_number() -> int:
 
 
 def ntp_time(unix: float) -> int:
-    """A Unix time as a 64-bit NTP timestamp (RFC 3550 §4)."""
-    return int((unix + _NTP_EPOCH) * 4294967296.0)
+    """A Unix time as a 64-bit NTP timestamp (RFC 3550 §4): its seconds wrap in 2036, into
+    NTP's era 1 (RFC 5905 §6)."""
+    return int((unix + _NTP_EPOCH) * 4294967296.0) & 0xFFFFFFFFFFFFFFFF
 
 
 def mid_extension(ext_id: int, mid: str | None) -> bytes:

@@ -94,12 +94,13 @@ def parse_crypto(value: str) -> Crypto:
     for part in extra:
         if ":" in part:  # MKI: libsrtp would need a key per index; Meta sends none
             raise BadOffer("a=crypto with an MKI is not supported")
-        lifetime = part[2:] if part.startswith("2^") else part
+        power = part.startswith("2^")  # 2^n packets: judged by n, never raised to (n is theirs)
         try:
-            packets = 2 ** int(lifetime) if part.startswith("2^") else int(lifetime)
+            lifetime = int(part[2:] if power else part)
         except ValueError:
             raise BadOffer(f"a=crypto lifetime {part[:20]!r} is malformed") from None
-        if packets < 2**31:  # a call would outlive the key; rekeying needs a re-INVITE
+        # Under 2^31 packets a call would outlive the key; rekeying needs a re-INVITE.
+        if lifetime < (31 if power else 2**31):
             raise BadOffer(f"a=crypto lifetime {part[:20]} is too short")
     for param in (m.group(4) or "").split():
         name, _, value = param.partition("=")

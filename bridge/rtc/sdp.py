@@ -45,6 +45,13 @@ def payload_lines(pt: int, rtpmap: str, fmtp: str = "") -> list[str]:
     return [f"a=rtpmap:{pt} {rtpmap}", *([f"a=fmtp:{pt} {fmtp}"] if fmtp else [])]
 
 
+def number(text: str) -> bool:
+    """Whether ``text`` is a number of the SDP's grammar: ASCII digits (RFC 4566 §9).
+    ``str.isdigit`` alone also says yes to digits ``int`` refuses (``"⁹"``): an offer's
+    ``ValueError``, a 500, where the offer is at fault."""
+    return text.isascii() and text.isdigit()
+
+
 def sdp_lines(sdp: str) -> list[str]:
     """The non-blank lines of ``sdp``, CRLF or LF, stripped."""
     return [ln.strip() for ln in sdp.replace("\r\n", "\n").split("\n") if ln.strip()]
@@ -106,7 +113,9 @@ class AudioSection:
         address, attr = self.address, self.rtcp
         if self.rtcp_mux:
             return address, self.port
-        if attr and attr[0].isdigit():
+        if attr and number(attr[0]):
+            if not 0 < int(attr[0]) < 65536:
+                raise BadOffer(f"the SDP's RTCP port {attr[0][:10]} is not usable")
             host = connection_address("c=" + " ".join(attr[1:4])) if len(attr) >= 4 else address
             return host, int(attr[0])
         return address, self.port + 1
@@ -114,11 +123,13 @@ class AudioSection:
     def encodings(self) -> dict[str, str]:
         """Each payload type of the m-line → its encoding name, lower-cased (``opus``,
         ``pcmu``, ``telephone-event``): its ``a=rtpmap``'s, else its static one
-        (:data:`STATIC_PT`); ``""`` when neither."""
+        (:data:`STATIC_PT`); ``""`` when neither. A format that is no number is no payload
+        type (RFC 3551 §6)."""
         static = {str(pt): name for name, pt in STATIC_PT.items()}
         return {
             pt: self.rtpmaps.get(pt, static.get(pt, "")).split("/")[0].lower()
             for pt in self.formats
+            if number(pt)
         }
 
     def payload_type(self, encoding: str) -> int | None:
@@ -131,17 +142,19 @@ class AudioSection:
             for pt, name in self.rtpmaps.items()
             if name.lower().startswith(encoding) and pt in self.formats
         )
-        return next((int(pt) for pt in found if pt.isdigit()), None)
+        return next((int(pt) for pt in found if number(pt)), None)
 
     def telephone_event(self, *clocks: int, any_clock: bool = False) -> tuple[int, int] | None:
         """The m-line's ``telephone-event`` payload type and clock (RFC 4733 §7.1.1): its first
         at the first of ``clocks`` it has one at, else, with ``any_clock``, its first at any
-        (a clock not written: 8000); ``None`` when none fits."""
+        (a clock not written: 8000; one of 0 Hz, whose durations mean nothing: no event);
+        ``None`` when none fits."""
         events: list[tuple[int, int]] = []
         for pt in self.formats:
             encoding, clock = [*self.rtpmaps.get(pt, "").lower().split("/"), ""][:2]
-            if encoding == "telephone-event" and pt.isdigit():
-                events.append((int(pt), int(clock) if clock.isdigit() else 8000))
+            rate = int(clock) if number(clock) else 8000
+            if encoding == "telephone-event" and number(pt) and rate > 0:
+                events.append((int(pt), rate))
         for wanted in clocks:
             found = next((e for e in events if e[1] == wanted), None)
             if found is not None:
@@ -171,7 +184,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
             media.append(ln)
             if audio is None and ln.startswith("m=audio "):
                 parts = ln.split()
-                if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+                if len(parts) < 4 or not number(parts[1].split("/")[0]):
                     raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")
                 audio = AudioSection(
                     int(parts[1].split("/")[0]), parts[2], parts[3:], len(media) - 1
@@ -179,7 +192,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
         elif not media:  # the session level: defaults of every m-line
             if ln.startswith("c="):
                 session_c = ln
-            elif ln[2:] in DIRECTIONS:
+            elif ln.startswith("a=") and ln[2:] in DIRECTIONS:  # an attribute (RFC 3264 §5.1)
                 session_direction = ln[2:]
         elif audio is None or audio.index != len(media) - 1:
             continue  # another m-line's
@@ -197,7 +210,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
             audio.rtcp_mux = True
         elif ln.startswith("a=rtcp:"):
             audio.rtcp = ln[len("a=rtcp:") :].split()
-        elif ln[2:] in DIRECTIONS:
+        elif ln.startswith("a=") and ln[2:] in DIRECTIONS:
             audio.direction = ln[2:]
     if audio is None:
         raise BadOffer("the SDP has no audio m-line")

@@ -10,8 +10,14 @@ SRTP and SRTCP with SDES keys (RFC 3711, RFC 4568): no ICE, no DTLS.
   one, RFC 3264 §8.4's hold, keeps the one before) until a packet from it arrives
   (authenticated, with SRTP); then the source of its packets (symmetric RTP, RFC 4961: a far
   end behind NAT is reached where it sends from). With SRTP an unauthenticated packet never
-  moves the address, so a spoofed one cannot steal the stream. Multiplexed RTCP (sent where RTP
-  goes) follows RTP's source until RTCP comes from elsewhere.
+  moves the address, so a spoofed one cannot steal the stream. In the clear nothing tells the
+  far end's packets from anyone's, so the source is learnt once, from the first packet, and
+  packets from elsewhere are dropped and counted (:attr:`RtpSocket.foreign`), as Asterisk's
+  ``strictrtp`` does against "RTP bleed": else one packet from anyone who reached the port took
+  the call's audio, the far end hearing nothing. An SDP with a new address (a re-INVITE's) is
+  learnt again; the same SDP again (a session refresh) keeps what was learnt. Multiplexed RTCP
+  (sent where RTP goes) follows RTP's source until RTCP comes from elsewhere (in the clear,
+  from the learnt source's host only).
 * **One port**: RTP and RTCP arrive on the same socket (RFC 5761 demultiplexing: packet types
   192-223 are RTCP); our SDP says so with ``a=rtcp-mux`` and ``a=rtcp:`` our port.
 * **Hostile input**: anything that is not RTP/RTCP version 2, arrives before the keys, or fails
@@ -171,7 +177,13 @@ class RtpSocket(asyncio.DatagramProtocol):
         self._rx: LeanSrtp | pylibsrtp.Session | None = None
         self._keys: tuple[tuple[bytes, int], tuple[bytes, int]] | None = None
         """The (key, profile) of ``_tx`` and of ``_rx`` (:meth:`set_keys`)."""
+        self._closed = False
         self.latched = False
+        """A packet from the far end arrived since its SDP's address was set."""
+        self._announced: Address | None = None
+        """The RTP address the far end's latest SDP gave (:meth:`set_remote`)."""
+        self.foreign = 0
+        """Packets in the clear from elsewhere than the learnt source (dropped)."""
         self.rtcp_sent = self.rtcp_received = 0
         self.auth_failed = 0
         """SRTP/SRTCP packets that failed authentication or replay protection (dropped)."""
@@ -185,6 +197,8 @@ class RtpSocket(asyncio.DatagramProtocol):
         if self.srtp:
             self.crypto = new_crypto() if offered is None else answer_crypto(offered)
         self.transport, self.local = await open_endpoint(self, host, ports, self.datagram_arrived)
+        if self._closed:  # closed while the loop bound it (its own transports): not left open
+            self.transport.close()
         return self.local
 
     def check_answer(self, theirs: Crypto | None) -> None:
@@ -218,8 +232,14 @@ class RtpSocket(asyncio.DatagramProtocol):
         self._keys = ((ours, profile), (theirs, profile))
 
     def set_remote(self, rtp: Address, rtcp: Address) -> None:
-        """Where the far end's SDP says to send (until its packets say otherwise)."""
+        """Where the far end's SDP says to send (until its packets say otherwise): learnt again
+        from its packets when the address is new; the address its SDP gave before keeps where
+        its packets came from (a session refresh, a hold and its resume)."""
+        if rtp == self._announced and self.latched:
+            return
+        self._announced = rtp
         self.rtp_to, self.rtcp_to = rtp, rtcp
+        self.latched = False
 
     @property
     def ready(self) -> bool:
@@ -281,6 +301,17 @@ class RtpSocket(asyncio.DatagramProtocol):
             self.junk += 1  # before the keys
             return
         source: Address = (addr[0], addr[1])
+        if rx is None and self.latched and self._stranger(source, rtcp):
+            self.foreign += 1  # in the clear, from elsewhere than the learnt far end
+            if self.foreign == 1:
+                log.warning(
+                    "%s: RTP from %s:%d dropped: the far end's media comes from %s:%d (plain "
+                    "RTP keeps the source it learnt; an SDP with a new address moves it)",
+                    self.name,
+                    *source,
+                    *(self.rtp_to or ("", 0)),
+                )
+            return
         if rtcp:
             self.rtcp_received += 1
             self.rtcp_to = source
@@ -295,6 +326,15 @@ class RtpSocket(asyncio.DatagramProtocol):
         self.latched = True
         self._deliver(self.on_rtp, data, at)
 
+    def _stranger(self, source: Address, rtcp: bool) -> bool:
+        """Whether a packet in the clear comes from elsewhere than the learnt far end: its RTP
+        source, or for RTCP that source's host (RFC 3550 §11: RTCP may come from the next
+        port up)."""
+        learnt = self.rtp_to
+        if learnt is None:
+            return False
+        return source[0] != learnt[0] if rtcp else source != learnt
+
     def _deliver(self, handler: Callable[[bytes, float], None], plain: bytes, at: float) -> None:
         try:
             handler(plain, at)
@@ -305,7 +345,9 @@ class RtpSocket(asyncio.DatagramProtocol):
         pass  # ICMP port unreachable and the like (the far end not listening yet)
 
     def close(self) -> None:
-        """Close the socket (idempotent); the sessions go with it."""
+        """Close the socket (idempotent; one still binding is closed once bound: :meth:`open`);
+        the sessions go with it."""
+        self._closed = True
         if self.transport is not None:
             self.transport.close()
         self._tx = self._rx = None

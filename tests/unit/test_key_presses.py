@@ -3,7 +3,7 @@ key press, tick by tick, read back by the one detector."""
 
 from __future__ import annotations
 
-from bridge.rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses
+from bridge.rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses, event_payload
 
 
 def test_a_press_is_a_packet_a_tick_its_duration_growing_and_its_end_marked() -> None:
@@ -33,6 +33,60 @@ def test_the_detector_reads_back_each_press_once_whatever_the_end_repeats() -> N
         for _ in range(END_REPEATS if packet.end else 1):
             detector.feed(timestamp, packet.payload)
     assert heard == [("#", 160), ("7", 160), ("D", 160)]
+
+
+def test_a_press_longer_than_the_duration_field_is_one_press_of_its_segments() -> None:
+    """A press held past 0xFFFF units (1.37 s on a 48 kHz event clock, a trunk's Opus; 8.2 s
+    at 8 kHz) comes as segments (RFC 4733 §2.5.1.5): a packet of the largest duration without
+    the end bit, then the same event from the segment's end on, a new timestamp, its duration
+    counted afresh. One press, its segments' durations added: each segment was a press of its
+    own (a 2 s "5" heard as "55"), and a repeat of the full segment's last packet after the
+    next one began a third."""
+    heard: list[tuple[str, int]] = []
+    detector = DtmfDetector(lambda digit, ms: heard.append((digit, ms)), 48_000)
+    start = 1_000_000
+    for duration in range(960, 0xFFFF, 960 * 10):  # the first segment, growing
+        detector.feed(start, event_payload(5, False, duration))
+    for _ in range(END_REPEATS):  # its largest duration, repeated as an end packet would be
+        detector.feed(start, event_payload(5, False, 0xFFFF))
+    second = start + 0xFFFF
+    detector.feed(second, event_payload(5, False, 960))
+    detector.feed(start, event_payload(5, False, 0xFFFF))  # a late repeat of the first's last
+    assert heard == []
+    for _ in range(END_REPEATS):
+        detector.feed(second, event_payload(5, True, 30_465))  # 0.635 s more: 2 s in all
+    assert heard == [("5", 2000)] and detector.presses == 1
+    detector.feed(start, event_payload(5, False, 0xFFFF))  # later still: the press is over
+    assert heard == [("5", 2000)] and not detector.open
+    detector.feed(start + 96_000 + 48_000, event_payload(5, True, 960))  # the next press
+    assert heard == [("5", 2000), ("5", 20)]
+
+
+def test_a_press_longer_than_the_duration_field_goes_as_segments() -> None:
+    """The sender's side of RFC 4733 §2.5.1.5: a 2 s press on a 48 kHz event clock (a trunk's
+    Opus; 0xFFFF units are 1.37 s) is a full segment (its last packet of the largest duration,
+    no end bit, sent three times as an end packet is: its loss would split the press), then a
+    segment from where that one ended, its duration counted afresh, no marker. Before, the
+    duration stuck at 0xFFFF under one timestamp: the press was heard as 1.37 s."""
+    presses = KeyPresses(payload_type=lambda: 102, step=960)
+    presses.press("5", 2000)
+    sent: list[tuple[bytes, int, bool]] = []
+    tick = 0
+    while presses.send_tick(5000 + 960 * tick, lambda pt, p, ts, m: sent.append((p, ts, m))):
+        tick += 1
+    durations = [int.from_bytes(p[2:4], "big") for p, _, _ in sent]
+    ends = [bool(p[1] & 0x80) for p, _, _ in sent]
+    first = [(d, ts) for (_, ts, _), d in zip(sent, durations, strict=True) if ts == 5000]
+    second = [(d, ts) for (_, ts, _), d in zip(sent, durations, strict=True) if ts != 5000]
+    assert first[-3:] == [(0xFFFF, 5000)] * 3 and not any(ends[: len(first)])
+    assert {ts for _, ts in second} == {5000 + 0xFFFF}  # where the full segment ended
+    assert [d for d, _ in second][-3:] == [96_000 - 0xFFFF] * 3 and ends[-3:] == [True] * 3
+    assert [m for *_, m in sent].count(True) == 1 and sent[0][2]
+    heard: list[tuple[str, int]] = []
+    detector = DtmfDetector(lambda digit, ms: heard.append((digit, ms)), 48_000)
+    for payload, ts, _ in sent:
+        detector.feed(ts, payload)
+    assert heard == [("5", 2000)]
 
 
 def test_presses_beyond_the_bound_drop_the_oldest_and_are_counted() -> None:

@@ -3,6 +3,7 @@ classes (what the far ends of the tests speak)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import astuple
 
 import pytest
@@ -29,6 +30,8 @@ from bridge.rtc.packets import (
     report_block,
     sender_report,
 )
+from bridge.rtc.rtcp import RtcpReports
+from bridge.rtc.rtpsend import RtpStream, ntp_time
 
 
 def test_rtcp_compound_matches_aiortc() -> None:
@@ -106,3 +109,22 @@ def test_padding_and_feedback_between_reports() -> None:
     assert ReportBlock.parse(report_block(7, 3, -2, 65540, 11, 12, 13), 0) == block
     with pytest.raises(ValueError):
         packets.report_block(7, 256, 0, 0, 0, 0, 0)
+
+
+def test_sender_reports_go_on_past_the_ntp_era_and_the_counts_wrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RFC 3550 §4: the NTP timestamp wraps in 2036 (era 1, RFC 5905 §6), and the sender's
+    packet and octet counts wrap at 2^32 (§6.4.1: 12 days of a leg's Opus, 6 of G.711). Past
+    either, every report was a ``struct.error`` on the worker clock: the leg's RTCP ended."""
+    era = 2_085_978_496  # 2036-02-07T06:28:16Z: NTP second 2^32
+    assert ntp_time(era - 1) == 0xFFFFFFFF << 32
+    assert ntp_time(era + 1.5) == 3 << 31  # era 1, 1.5 s in
+    stream = RtpStream(0xB1D6E, first_seq=7, origin=0)
+    stream.packetise(b"x" * 80, 960)
+    stream.packets, stream.octets = 2**32 + 5, 2**32 + 80  # a leg that has sent a long time
+    monkeypatch.setattr(time, "time", lambda: era + 1.5)
+    (report, _) = parse_rtcp(RtcpReports(0xB1D6E, "bridge").compound(stream))
+    assert isinstance(report, SenderReport)
+    assert (report.packet_count, report.octet_count) == (5, 80)
+    assert report.ntp_timestamp >> 32 == 1  # 1.5 s into era 1 (the sent time's pair)

@@ -10,6 +10,7 @@ import time
 from bridge.audio.opus import OpusDecoder
 from bridge.media import BusStats
 from bridge.rtc.packets import Bye, parse_rtcp
+from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses, event_payload
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
@@ -101,6 +102,31 @@ async def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_audio_
     leg.receive_rtp(struct.pack("!BBHII", 0x80, 0, 8, 8000 + 1120, 7) + bytes(160), at)
     assert keys == [("9", 60)]  # once
     leg.stop(bye=False)
+
+
+def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_red_audio_goes_on() -> None:
+    """The same for a browser whose audio comes as RED (RFC 2198, its packets' payload type
+    RED's, not Opus's): RED's primary is the audio going on. Before, only plain Opus packets
+    were asked, so a browser sending RED never had its last press heard."""
+    keys: list[tuple[str, int]] = []
+    session = RtpSession(0x5EED, "leg@test")  # Opus on 111, its RTP clock 48 kHz
+    session.take_red(63, 111, RedStats())
+    session.take_dtmf(lambda: 126, DtmfDetector(lambda digit, ms: keys.append((digit, ms))))
+    at, start = time.monotonic(), 96_000
+    for seq, duration in ((2, 160), (3, 320), (4, 480)):  # 8 kHz events, no end packet
+        event = event_payload(9, False, duration)
+        session.receive_rtp(struct.pack("!BBHII", 0x80, 126, seq, start, 7) + event, at)
+
+    def red(seq: int, ts: int) -> bytes:  # the previous frame's copy, then the primary
+        header = bytes([0x80 | 111]) + (960 << 10 | 3).to_bytes(3, "big") + bytes([111])
+        return struct.pack("!BBHII", 0x80, 63, seq, ts, 7) + header + b"old" + b"new"
+
+    session.receive_rtp(red(5, start + 2880), at)  # within the press's 60 ms
+    assert keys == []
+    session.receive_rtp(red(6, start + 2880 + 2880), at)  # three packets past it
+    assert keys == [("9", 60)] and session.red is not None and session.red[2].packets == 2
+    session.receive_rtp(red(7, start + 2880 + 3840), at)
+    assert keys == [("9", 60)]  # once
 
 
 async def test_forwarded_packets_are_numbered_into_the_legs_stream() -> None:

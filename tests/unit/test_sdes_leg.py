@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -256,6 +257,23 @@ async def test_a_bad_key_is_refused_with_its_reason(
         assert peer.leg.first_sent_at is None
     finally:
         await peer.close()
+
+
+def test_a_lifetime_is_judged_by_its_exponent_never_raised_to_it() -> None:
+    """``|2^n`` (RFC 4568 §9.2) is compared by ``n``: the key's lifetime was computed as
+    ``2 ** n``, the offer's ``n`` digits long, so ``2^99999999999`` asked for 12.5 GB (the
+    worker out of memory: every call of it gone) and ``2^100000000`` for 12.5 MB."""
+    tracemalloc.start()
+    try:
+        ok = parse_crypto(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^100000000")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(ok.key) == 30 and peak < 1_000_000, peak
+    assert parse_crypto(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2147483648").tag == 1
+    for short in ("2^30", "2^-1", "2147483647"):
+        with pytest.raises(BadOffer, match="too short"):
+            parse_crypto(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|{short}")
 
 
 async def test_dtls_offers_and_other_media_are_refused(sdes_meta: SdesEndpoint) -> None:
