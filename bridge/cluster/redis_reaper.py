@@ -30,19 +30,24 @@ third of it while the survivor works (so a long reap is never raced by a second 
 released when done; a survivor that dies mid-reap leaves it to lapse, and one whose reap
 Redis cut short takes it up again once Redis is back (:data:`CLAIM`)."""
 CLAIM = """
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
 local held = redis.call('GET', KEYS[1])
-if not held then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+if held and held ~= ARGV[1] then
+  return 0
 end
-if held == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[3])
+return 1
 """
-"""Claim a dead worker: free, or already this survivor's (a reap Redis cut short: its
-claim stayed, and ``SET NX`` refused the survivor itself until the claim lapsed)."""
+"""Claim a dead worker and fence it, in one step, only while its heartbeat is still gone: a
+worker that beat again since the survivor looked (its loop ran again after a stall) is alive
+and is neither reaped nor fenced, and one that beats after this step finds the fence in that
+very beat (it sets its heartbeat, then reads the fence). The claim may be free, or already
+this survivor's (a reap Redis cut short: its claim stayed, and ``SET NX`` refused the survivor
+itself until the claim lapsed). KEYS: the claim, the worker's heartbeat, its fence; ARGV: the
+survivor, the claim's time (ms), the fence's (s)."""
 RENEW_IF_MINE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -101,8 +106,17 @@ class Reaper:
             if worker == self.worker_id or await self._redis.exists(worker_key(worker)):
                 continue
             # Exactly one survivor ends a dead worker's calls.
-            claim = f"{P}reap:{worker}"
-            if not await self._redis.eval(CLAIM, 1, claim, self.worker_id, REAP_CLAIM_MS):
+            claim, fence = f"{P}reap:{worker}", f"{P}reaped:{worker}"
+            if not await self._redis.eval(
+                CLAIM,
+                3,
+                claim,
+                worker_key(worker),
+                fence,
+                self.worker_id,
+                REAP_CLAIM_MS,
+                self.ended_ttl,
+            ):
                 continue
             call_ids = await self._redis.smembers(owned_key(worker))
             log.warning(
@@ -113,8 +127,7 @@ class Reaper:
             )
             renewing = asyncio.create_task(self._renew(claim), name=f"reap-claim:{worker}")
             try:
-                # Fence it first: if it was only cut off, it ends its own calls when it is back.
-                await self._redis.set(f"{P}reaped:{worker}", self.worker_id, ex=self.ended_ttl)
+                # Fenced by the claim: if it was only cut off, it ends its own calls when back.
                 await self._reap_calls(worker, call_ids)
                 await self._flush(5.0)
             finally:
