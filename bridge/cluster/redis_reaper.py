@@ -4,7 +4,8 @@ A worker whose heartbeat (``worker:{id}``) has lapsed is dead. The first survivo
 ``reap:{id}`` (and only it, until the claim is released or lapses) fences it (``reaped:{id}``:
 if it was only cut off, it ends its own calls when it is back), hands each of its live calls
 to ``end_lost_call`` (recovery: adopted here if it can move, else ended ``worker_lost``),
-:data:`REAP_AT_ONCE` side by side, then forgets the worker.
+:data:`REAP_AT_ONCE` side by side, then takes those calls off its set and forgets the worker
+unless it is back.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ end
 return 0
 """
 """Extend the claim only while it is still this survivor's (compare and extend, atomically)."""
+FORGET = """
+if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return 1
+"""
+"""Forget a reaped worker (``workers``) once it owns nothing and still has no heartbeat: a
+worker that ran again while it was reaped (fenced, it ended its old calls) is alive, and the
+calls it took since are its own. KEYS: its ``owned:`` set, its heartbeat, ``workers``; ARGV:
+the worker."""
 REAP_AT_ONCE = 16
 """A dead worker's calls handed to ``end_lost_call`` side by side: an adoption waits for the
 call's engine media and then re-opens its forks and agents (a model's session set-up: up to
@@ -133,9 +144,12 @@ class Reaper:
             finally:
                 renewing.cancel()
                 await asyncio.gather(renewing, return_exceptions=True)
+            # Only the calls reaped here are taken off its set (any it took since it ran again
+            # stay), and the worker is forgotten only if it is still gone.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.delete(owned_key(worker))
-                pipe.srem(WORKERS, worker)
+                if call_ids:
+                    pipe.srem(owned_key(worker), *call_ids)
+                pipe.eval(FORGET, 3, owned_key(worker), worker_key(worker), WORKERS, worker)
                 pipe.delete(claim)
                 await pipe.execute()
 

@@ -70,3 +70,43 @@ async def test_a_worker_that_beats_again_before_its_reap_is_claimed_is_not_reape
         assert await client.smembers(owned_key("dead")) == {"c1"}
     finally:
         await client.aclose()
+
+
+async def test_a_call_the_reaped_worker_makes_once_back_stays_listed_as_its_own(redis) -> None:
+    """A survivor reaps a stalled worker's calls (adoptions take seconds); meanwhile the worker
+    runs again, finds the fence, ends its old calls and takes a new one. The survivor, done,
+    must take off only the calls it reaped: before, it deleted the worker's whole ``owned:``
+    set and its place in ``workers``, so the new call was listed nowhere (missing from
+    ``GET /call/status`` and a tenant's count, and never reaped if that worker died later)."""
+    import redis.asyncio as aioredis
+
+    from bridge.calls import Call, CallState, Direction
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_writes import WORKERS, owned_key, queue_record
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["old"])
+    lease = worker_lease(client, 2.0)
+    lease.worker_id = "dead"
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        await lease.beat()  # back: fenced, it ends its old calls, then a new call comes
+        fresh = Call(
+            id="fresh",
+            peer="2@s.whatsapp.net",
+            direction=Direction.INBOUND,
+            owner="dead",
+            engine_call_id="e-fresh",
+            state=CallState.ACTIVE,
+        )
+        record = CallRecord("fresh", "dead", "", "e-fresh", fresh.snapshot())
+        async with client.pipeline(transaction=False) as pipe:
+            queue_record(pipe, record, "dead", 60)
+            await pipe.execute()
+
+    try:
+        await survivor_reaper(client, "alive", lost_call).reap_once()
+        assert await client.smembers(owned_key("dead")) == {"fresh"}
+        assert "dead" in await client.smembers(WORKERS)
+    finally:
+        await client.aclose()
