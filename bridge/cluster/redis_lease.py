@@ -5,7 +5,9 @@ of ``BRIDGE_HEARTBEAT_TTL`` and expires after it: a worker whose key lapsed is d
 others (:mod:`.redis_reaper`). The lease also says whether Redis answers (the directory refuses
 new calls while it does not) and, when Redis is back, has the directory write its live calls
 again before it counts as up. A worker that finds ``reaped:{id}`` was taken for dead while it
-was cut off: it ends its own calls rather than writing them back.
+was cut off: it ends its own calls rather than writing them back. A worker whose own heartbeat
+is gone well before its TTL sees a Redis that lost its data without a command failing (a
+failover behind a proxy, a flush): it registers and writes its live calls again too.
 """
 
 from __future__ import annotations
@@ -103,14 +105,38 @@ class Lease:
                 "draining": self.draining,
             }
         )
+        sent = time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(worker_key(self.worker_id))
             pipe.set(worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
-            *_, reaped = await pipe.execute()
+            held, *_, reaped = await pipe.execute()
+        beaten_at = self._beaten_at
         self._late(time.monotonic())
         if reaped:
             await self._fenced()
+        elif not held and self._emptied(beaten_at, sent):
+            self._forgotten()
+
+    def _emptied(self, beaten_at: float | None, sent: float) -> bool:
+        """Whether this worker's heartbeat was gone though its last beat is recent, well within
+        its TTL: Redis lost what it held without a command of ours failing (a failover behind
+        a proxy or an endpoint that kept the connection, a ``FLUSHALL``)."""
+        return self.up and beaten_at is not None and sent - beaten_at < self.heartbeat_ttl * 2 / 3
+
+    def _forgotten(self) -> None:
+        """Redis came back empty under a live connection: as after an outage, the worker's
+        live calls are written again (``mark_up``'s catch-up) and nobody is called dead for a
+        TTL (the other workers register again meanwhile)."""
+        log.warning(
+            "call directory (Redis) lost this worker's heartbeat before its TTL (emptied: a "
+            "restart or failover without persistence, or flushed): writing its %d live calls "
+            "again",
+            self._calls(),
+        )
+        self.up = False
+        self.detail = "emptied; registering again"
 
     def _late(self, now: float) -> None:
         """Say so when this beat came over two intervals after the last: the event loop was

@@ -4,11 +4,13 @@ nor lose what it wrote while a survivor reaped it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from ..support.cluster import require_redis, worker_lease
+from ..support.waits import until
 from .test_cluster import dead_worker_with_calls, survivor_reaper
 
 require_redis()
@@ -109,4 +111,44 @@ async def test_a_call_the_reaped_worker_makes_once_back_stays_listed_as_its_own(
         assert await client.smembers(owned_key("dead")) == {"fresh"}
         assert "dead" in await client.smembers(WORKERS)
     finally:
+        await client.aclose()
+
+
+async def test_a_redis_emptied_under_a_live_connection_gets_the_workers_calls_again(
+    redis, caplog
+) -> None:
+    """Redis loses everything while no command of the worker fails (a failover behind a proxy
+    or a managed endpoint that keeps the connection, a ``FLUSHALL``): the worker's heartbeat
+    key is gone long before its TTL. The worker must write its live calls' records again, as
+    it does when Redis comes back from an outage; before, only a failed command led there, so
+    its calls stayed out of the directory for good (requests about them on other workers 404,
+    a survivor could not reap them)."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import worker_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    caught_up: list[int] = []
+
+    async def catch_up() -> None:
+        caught_up.append(len(caught_up))
+
+    lease = worker_lease(client, 1.5, calls=1)
+    lease._catch_up = catch_up
+    await lease.start()
+    assert caught_up == [0]
+    beating = asyncio.ensure_future(lease.run())
+    try:
+        await until(lambda: client.exists(worker_key("w1")), what="the first beat")
+        await asyncio.sleep(0.6)  # a beat or so
+        await client.flushall()
+        await until(lambda: len(caught_up) == 2, 5, "the calls written again")
+        assert await client.exists(worker_key("w1"))
+        assert not beating.done()
+        assert [r.levelno for r in caplog.records if "lost" in r.getMessage()] == [logging.WARNING]
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
         await client.aclose()

@@ -32,7 +32,7 @@ class Pipeline:
     def exists(self, key: str) -> None: ...
 
     async def execute(self) -> list[Any]:
-        return [True, 1, 0]  # written, registered, not reaped
+        return [1, True, 1, 0]  # held, written, registered, not reaped
 
 
 class FakeRedis:
