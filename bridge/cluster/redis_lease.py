@@ -97,18 +97,10 @@ class Lease:
 
     async def beat(self) -> None:
         """Write the heartbeat once; fence this worker if it was reaped."""
-        beat = json.dumps(
-            {
-                "url": self.url,
-                "calls": self._calls(),
-                "maxCalls": self.max_calls,
-                "draining": self.draining,
-            }
-        )
         sent = time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(worker_key(self.worker_id))
-            pipe.set(worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
+            pipe.set(worker_key(self.worker_id), self._heartbeat(), px=self._ttl_ms)
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
             held, *_, reaped = await pipe.execute()
@@ -118,6 +110,20 @@ class Lease:
             await self._fenced()
         elif not held and self._emptied(beaten_at, sent):
             self._forgotten()
+
+    def _heartbeat(self) -> str:
+        return json.dumps(
+            {
+                "url": self.url,
+                "calls": self._calls(),
+                "maxCalls": self.max_calls,
+                "draining": self.draining,
+            }
+        )
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.heartbeat_ttl * 1000)
 
     def _emptied(self, beaten_at: float | None, sent: float) -> bool:
         """Whether this worker's heartbeat was gone though its last beat is recent, well within
@@ -163,7 +169,25 @@ class Lease:
             self.worker_id,
             self._calls(),
         )
-        await self._end_local_calls()
+
+        # Each hang-up may wait for the engine (seconds, when the partition cut it off too):
+        # the heartbeat goes on meanwhile, or a second survivor would take this live worker
+        # for dead again, and reap the calls it takes meanwhile with no fence left to see.
+        async def end() -> None:
+            await self._end_local_calls()
+
+        ending = asyncio.create_task(end(), name=f"fenced:{self.worker_id}")
+        try:
+            while not ending.done():
+                await asyncio.wait({ending}, timeout=self.heartbeat_ttl / 3)
+                if not ending.done():
+                    with contextlib.suppress(*FAILURES):
+                        key = worker_key(self.worker_id)
+                        await self._redis.set(key, self._heartbeat(), px=self._ttl_ms)
+        finally:
+            ending.cancel()
+            await asyncio.gather(ending, return_exceptions=True)
+        ending.result()  # a failure is the beat's: the fence stays, tried again at the next
         await self._redis.delete(f"{P}reaped:{self.worker_id}")
 
     async def run(self) -> None:

@@ -152,3 +152,42 @@ async def test_a_redis_emptied_under_a_live_connection_gets_the_workers_calls_ag
         beating.cancel()
         await asyncio.gather(beating, return_exceptions=True)
         await client.aclose()
+
+
+async def test_a_fenced_worker_keeps_beating_while_it_ends_its_calls(redis) -> None:
+    """A worker back from a partition (Redis and the engine both out of reach) finds the fence
+    and ends its calls: each hang-up may wait seconds for the engine. Its heartbeat must go on
+    meanwhile: before, the beat waited for the ending, the key lapsed, and a second survivor
+    reaped this live worker again, ending or adopting the calls it had taken since (it went on
+    taking calls), and its fence was then deleted unseen."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import P, worker_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    ending = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def end_local_calls() -> None:  # three slow hang-ups: over twice the TTL
+        ending.set()
+        await asyncio.sleep(2.5)
+        ended.set()
+
+    lease = worker_lease(client, 1.0, calls=3, end_local_calls=end_local_calls)
+    await client.set(f"{P}reaped:w1", "a-survivor")
+    beating = asyncio.ensure_future(lease.run())
+    try:
+        await asyncio.wait_for(ending.wait(), 5)
+        lapsed = 0
+        while not ended.is_set():
+            lapsed += not await client.exists(worker_key("w1"))
+            await asyncio.sleep(0.05)
+        assert lapsed == 0
+        await until(lambda: not beating.done() and client.exists(worker_key("w1")))
+        assert not await client.exists(f"{P}reaped:w1")
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+        await client.aclose()
