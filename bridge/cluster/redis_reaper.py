@@ -184,7 +184,9 @@ class Reaper:
             return
         try:
             record = CallRecord.from_json(raw)
-            if record.live:
+            # A call taken over since the worker's calls were listed (a handover it sent just
+            # before it died) is its new owner's: adopting it too would make two carriers.
+            if record.live and record.owner == worker:
                 call = Call.from_snapshot(
                     record.snapshot, record.engine_call_id, record.status_callback
                 )

@@ -191,3 +191,61 @@ async def test_a_fenced_worker_keeps_beating_while_it_ends_its_calls(redis) -> N
         beating.cancel()
         await asyncio.gather(beating, return_exceptions=True)
         await client.aclose()
+
+
+class MovesBeforeTheRead:
+    """The survivor's Redis client, with the dead worker's call ``c1`` taken over by worker
+    ``t`` (a handover the dead worker sent just before it died) after the survivor listed the
+    dead worker's calls, before it read the call's record."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.moved = False
+
+    async def get(self, key: str) -> Any:
+        from bridge.calls import CallState
+        from bridge.cluster.directory import CallRecord
+        from bridge.cluster.redis_writes import call_key, owned_key, queue_record
+
+        if not self.moved and key == call_key("c1"):
+            self.moved = True
+            record = CallRecord.from_json(await self._client.get(key))
+            snapshot = {**record.snapshot, "owner": "t", "state": CallState.ACTIVE.value}
+            async with self._client.pipeline(transaction=True) as pipe:  # t's take_over
+                taken = CallRecord("c1", "t", "", record.engine_call_id, snapshot)
+                queue_record(pipe, taken, "t", 60, take_over=True)
+                pipe.srem(owned_key("dead"), "c1")
+                await pipe.execute()
+        return await self._client.get(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+async def test_a_call_taken_over_while_its_dead_worker_is_reaped_is_not_adopted_again(
+    redis,
+) -> None:
+    """A worker hands a call over and dies before it can let go: the new owner's take-over
+    lands after the survivor listed the dead worker's calls. The survivor must leave that call
+    to its new owner; before, it adopted (or ended) it too, from the record that already named
+    the new owner: two workers carried one call, each writing it as its own."""
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.directory import CallRecord
+    from bridge.cluster.redis_writes import call_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    reaped: list[str] = []
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        reaped.append(call.id)
+
+    racing = MovesBeforeTheRead(client)
+    try:
+        await survivor_reaper(racing, "alive", lost_call).reap_once()
+        assert racing.moved and reaped == []
+        stored = CallRecord.from_json(await client.get(call_key("c1")))
+        assert (stored.owner, stored.live) == ("t", True)
+    finally:
+        await client.aclose()
