@@ -195,3 +195,6 @@ class Reaper:
             raise
         except Exception:  # one unreadable record must not stop the others being ended
             log.exception("worker %s lost: could not end its call %s", worker, call_id)
+            # Off the worker's set once reaped, nobody lists or ends it: it expires as an
+            # ended call's record does, never stays for good.
+            await self._redis.expire(call_key(call_id), self.ended_ttl)

@@ -249,3 +249,31 @@ async def test_a_call_taken_over_while_its_dead_worker_is_reaped_is_not_adopted_
         assert (stored.owner, stored.live) == ("t", True)
     finally:
         await client.aclose()
+
+
+async def test_a_dead_workers_record_that_cannot_be_read_expires(redis, caplog) -> None:
+    """A dead worker's record the survivor cannot read (another version's, or damaged) cannot
+    be ended: it is logged, and it must not stay in Redis for good. Before, it kept no TTL once
+    the reap took it off the worker's set: a live-looking record nobody lists or ends, one
+    more with each such reap."""
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import call_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["fine", "damaged"])
+    await client.set(call_key("damaged"), '{"callID": "damaged"}')  # no owner, no snapshot
+    reaped: list[str] = []
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        reaped.append(call.id)
+
+    try:
+        await survivor_reaper(client, "alive", lost_call).reap_once()
+        assert reaped == ["fine"]
+        assert 0 < await client.ttl(call_key("damaged")) <= 60
+        assert [r.levelno for r in caplog.records if "could not end" in r.getMessage()] == [
+            logging.ERROR
+        ]
+    finally:
+        await client.aclose()
