@@ -57,6 +57,9 @@ class Lease:
         self.draining = False
         self._up_since = 0.0
         self._beaten_at: float | None = None
+        self._sent_at: float | None = None
+        """When the latest beat was sent (monotonic): its heartbeat lives a TTL from then on at
+        least."""
         """When the latest heartbeat was written (monotonic)."""
         self._failed = FailureKinds(log)  # what the beats met, each kind logged once
 
@@ -78,6 +81,7 @@ class Lease:
         self.up = False
         self.detail = why
         self._beaten_at = None  # the gap to the next beat is Redis's, not the loop's
+        self._sent_at = None
 
     async def mark_up(self) -> None:
         if self.up:
@@ -97,18 +101,17 @@ class Lease:
 
     async def beat(self) -> None:
         """Write the heartbeat once; fence this worker if it was reaped."""
-        sent = time.monotonic()
+        sent, self._sent_at = self._sent_at, time.monotonic()
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(worker_key(self.worker_id))
             pipe.set(worker_key(self.worker_id), self._heartbeat(), px=self._ttl_ms)
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
             held, *_, reaped = await pipe.execute()
-        beaten_at = self._beaten_at
         self._late(time.monotonic())
         if reaped:
             await self._fenced()
-        elif not held and self._emptied(beaten_at, sent):
+        elif not held and self._emptied(sent):
             self._forgotten()
 
     def _heartbeat(self) -> str:
@@ -125,11 +128,11 @@ class Lease:
     def _ttl_ms(self) -> int:
         return int(self.heartbeat_ttl * 1000)
 
-    def _emptied(self, beaten_at: float | None, sent: float) -> bool:
-        """Whether this worker's heartbeat was gone though its last beat is recent, well within
-        its TTL: Redis lost what it held without a command of ours failing (a failover behind
-        a proxy or an endpoint that kept the connection, a ``FLUSHALL``)."""
-        return self.up and beaten_at is not None and sent - beaten_at < self.heartbeat_ttl * 2 / 3
+    def _emptied(self, sent: float | None) -> bool:
+        """Whether this worker's heartbeat was gone though the beat before (``sent`` then) set
+        it less than its TTL ago: Redis lost what it held without a command of ours failing (a
+        failover behind a proxy or an endpoint that kept the connection, a ``FLUSHALL``)."""
+        return self.up and sent is not None and time.monotonic() - sent < self.heartbeat_ttl
 
     def _forgotten(self) -> None:
         """Redis came back empty under a live connection: as after an outage, the worker's
