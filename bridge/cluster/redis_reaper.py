@@ -11,6 +11,7 @@ unless it is back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -73,10 +74,15 @@ seconds, ``CONNECT_TIMEOUT`` when the model is away), and one call's must not ho
 next one's media, nor all of them the claim's time."""
 
 
+def _never() -> bool:
+    return False
+
+
 class Reaper:
     """The directory's dead-worker check (its task runs :meth:`run`). ``settled()`` says
     whether the directory has been up long enough to call anyone dead; ``down(exc)`` reports
-    Redis unreachable; ``flush`` waits for the directory's queued writes."""
+    Redis unreachable; ``flush`` waits for the directory's queued writes; ``draining()`` says
+    whether this worker drains (it then leaves the dead to a worker that takes calls)."""
 
     def __init__(
         self,
@@ -89,8 +95,10 @@ class Reaper:
         down: Callable[[BaseException], None],
         flush: Callable[[float], Awaitable[None]],
         end_lost_call: LostCall,
+        draining: Callable[[], bool] = _never,
     ) -> None:
         self._redis = redis
+        self._draining = draining
         self.worker_id = worker_id
         self.heartbeat_ttl = heartbeat_ttl
         self.ended_ttl = ended_ttl
@@ -113,9 +121,14 @@ class Reaper:
                 self._down(exc)
 
     async def reap_once(self) -> None:
-        for worker in await self._redis.smembers(WORKERS):
+        workers = await self._redis.smembers(WORKERS)
+        for worker in workers:
             if worker == self.worker_id or await self._redis.exists(worker_key(worker)):
                 continue
+            # A draining worker takes no calls: its recovery would end every one, movable or
+            # not. A worker that takes calls adopts what can move: the dead are its to reap.
+            if self._draining() and await self._takers(workers - {self.worker_id}):
+                return
             # Exactly one survivor ends a dead worker's calls.
             claim, fence = f"{P}reap:{worker}", f"{P}reaped:{worker}"
             if not await self._redis.eval(
@@ -152,6 +165,20 @@ class Reaper:
                 pipe.eval(FORGET, 3, owned_key(worker), worker_key(worker), WORKERS, worker)
                 pipe.delete(claim)
                 await pipe.execute()
+
+    async def _takers(self, workers: set[str]) -> bool:
+        """Whether any of ``workers`` is alive and takes calls (not draining)."""
+        ids = sorted(workers)
+        beats = await self._redis.mget([worker_key(w) for w in ids]) if ids else []
+        for beat in beats:
+            if beat is None:
+                continue
+            try:
+                if not json.loads(beat).get("draining"):
+                    return True
+            except (ValueError, AttributeError):
+                continue  # another version's heartbeat: not counted on
+        return False
 
     async def _renew(self, claim: str) -> None:
         """Keep ``claim`` this survivor's while it reaps (cancelled when done). A renewal that

@@ -277,3 +277,41 @@ async def test_a_dead_workers_record_that_cannot_be_read_expires(redis, caplog) 
         ]
     finally:
         await client.aclose()
+
+
+async def test_a_draining_survivor_leaves_a_dead_workers_calls_to_one_that_takes_calls(
+    redis,
+) -> None:
+    """A worker dies while another drains (a rolling deploy). The draining worker cannot adopt
+    (it takes no calls): its recovery would end every call, movable or not. While a worker that
+    takes calls is alive, that one must reap, adopting what can move; before, whichever
+    survivor looked first claimed the dead worker, the draining one as likely as any. With only
+    draining workers left, a draining one still reaps (nobody else would)."""
+    import json
+
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import P, worker_key
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    reaped: list[str] = []
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        reaped.append(call.id)
+
+    other = worker_lease(client, 30.0)
+    other.worker_id = "taker"
+    await other.beat()
+    draining = survivor_reaper(client, "draining", lost_call)
+    draining._draining = lambda: True
+    try:
+        await draining.reap_once()
+        assert reaped == [] and not await client.exists(f"{P}reap:dead")
+        other.draining = True  # now every other worker drains too
+        await other.beat()
+        assert json.loads(await client.get(worker_key("taker")))["draining"]
+        await draining.reap_once()
+        assert reaped == ["c1"]
+    finally:
+        await client.aclose()
