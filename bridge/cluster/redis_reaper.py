@@ -11,6 +11,7 @@ unless it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,8 @@ its record says to re-open (``CallRecord.attachments``)."""
 REAP_CLAIM_MS = 300_000
 """How long one survivor's claim on a dead worker lasts unless renewed: it is renewed every
 third of it while the survivor works (so a long reap is never raced by a second survivor) and
-released when done; a survivor that dies mid-reap leaves it to lapse, and one whose reap
+released when done or when the survivor stops mid-reap; one that dies mid-reap leaves it to
+lapse, and one whose reap
 Redis cut short takes it up again once Redis is back (:data:`CLAIM`)."""
 CLAIM = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
@@ -57,6 +59,13 @@ end
 return 0
 """
 """Extend the claim only while it is still this survivor's (compare and extend, atomically)."""
+RELEASE_IF_MINE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+"""Let go of the claim only while it is still this survivor's (compare and delete)."""
 FORGET = """
 if redis.call('EXISTS', KEYS[2]) == 0 and redis.call('SCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[3], ARGV[1])
@@ -154,6 +163,12 @@ class Reaper:
                 # Fenced by the claim: if it was only cut off, it ends its own calls when back.
                 await self._reap_calls(worker, call_ids)
                 await self._flush(5.0)
+            except asyncio.CancelledError:
+                # This survivor stops (its directory closes): another takes up what is left
+                # now, not once the claim lapsed (the calls not reached stay in its set).
+                with contextlib.suppress(*FAILURES):
+                    await self._redis.eval(RELEASE_IF_MINE, 1, claim, self.worker_id)
+                raise
             finally:
                 renewing.cancel()
                 await asyncio.gather(renewing, return_exceptions=True)

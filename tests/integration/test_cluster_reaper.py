@@ -315,3 +315,40 @@ async def test_a_draining_survivor_leaves_a_dead_workers_calls_to_one_that_takes
         assert reaped == ["c1"]
     finally:
         await client.aclose()
+
+
+async def test_a_survivor_stopped_mid_reap_leaves_the_rest_to_another_at_once(redis) -> None:
+    """A survivor that stops (its SIGTERM, its directory closing) while it reaps a dead worker
+    lets go of its claim: another survivor reaps what is left at once. Before, the claim
+    stayed for its five minutes, and so did the dead worker's other calls: live to every
+    client, with nobody carrying them."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from bridge.cluster.redis_writes import P
+
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    began = asyncio.Event()
+    reaped: list[str] = []
+
+    async def stuck(call: Any, attachments: Any) -> None:
+        began.set()
+        await asyncio.Event().wait()  # an adoption under way when the survivor stops
+
+    async def lost_call(call: Any, attachments: Any) -> None:
+        reaped.append(call.id)
+
+    stopping = asyncio.ensure_future(survivor_reaper(client, "stopping", stuck).reap_once())
+    try:
+        await asyncio.wait_for(began.wait(), 5)
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        assert not await client.exists(f"{P}reap:dead")
+        await survivor_reaper(client, "another", lost_call).reap_once()
+        assert reaped == ["c1"]
+    finally:
+        stopping.cancel()
+        await asyncio.gather(stopping, return_exceptions=True)
+        await client.aclose()
