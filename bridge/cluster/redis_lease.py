@@ -57,10 +57,10 @@ class Lease:
         self.draining = False
         self._up_since = 0.0
         self._beaten_at: float | None = None
+        """When the latest heartbeat was written (monotonic)."""
         self._sent_at: float | None = None
         """When the latest beat was sent (monotonic): its heartbeat lives a TTL from then on at
         least."""
-        """When the latest heartbeat was written (monotonic)."""
         self._failed = FailureKinds(log)  # what the beats met, each kind logged once
 
     # -- whether Redis answers

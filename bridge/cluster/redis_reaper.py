@@ -31,8 +31,8 @@ REAP_CLAIM_MS = 300_000
 """How long one survivor's claim on a dead worker lasts unless renewed: it is renewed every
 third of it while the survivor works (so a long reap is never raced by a second survivor) and
 released when done or when the survivor stops mid-reap; one that dies mid-reap leaves it to
-lapse, and one whose reap
-Redis cut short takes it up again once Redis is back (:data:`CLAIM`)."""
+lapse, and one whose reap Redis cut short takes it up again once Redis is back
+(:data:`CLAIM`)."""
 CLAIM = """
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
