@@ -1,6 +1,7 @@
 """The Redis directory's reaper and lease against a real ``redis-server`` on loopback, with the
-interleavings a stalled worker that comes back meets: it must never be reaped while it beats,
-nor lose what it wrote while a survivor reaped it."""
+interleavings a stalled worker that comes back meets (it must never be reaped while it beats,
+nor lose what it wrote while a survivor reaped it), a call moved while its worker is reaped, a
+Redis emptied under a live connection, a draining survivor and one stopped mid-reap."""
 
 from __future__ import annotations
 
