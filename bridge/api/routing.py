@@ -32,6 +32,7 @@ from ..errors import (
     OwnerUnreachable,
 )
 from ..numbers.front_door import webhook_calls
+from ..numbers.model import engine_key
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
 from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_code, read_raw_json
@@ -283,6 +284,16 @@ FLUSH_TIMEOUT = 2.0
 """Seconds a new call's answer waits for its record to reach the directory."""
 
 
+async def _took(directory: Directory, worker: str, engine_call: str) -> bool:
+    """Whether ``worker``, which did not answer in time, took the engine call all the same
+    (the directory has its record): ringing it here too made one call two."""
+    try:
+        record = await directory.record_by_engine_id(engine_call)
+    except DirectoryUnavailable:
+        return False
+    return record is not None and record.live and record.owner == worker
+
+
 def inbound_placer(
     directory: Directory, http: aiohttp.ClientSession, secret: str
 ) -> Callable[[str, str, str], Awaitable[bool]]:
@@ -313,6 +324,8 @@ def inbound_placer(
                 why = f"{resp.status} {(await resp.text())[:200]}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
+            if await _took(directory, target.id, engine_key(number_id, engine_call_id)):
+                return True  # it took the call (it rings there); its answer was lost
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",
             engine_call_id,

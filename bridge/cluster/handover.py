@@ -185,6 +185,8 @@ class Handover:
                 status, body = await self._send(target, moved)
             except (OSError, TimeoutError) as exc:
                 status, body = 0, str(exc) or type(exc).__name__
+            if status == 0 and await self._taken_by(call.id, target.id):
+                status = 201  # it took the call over, its answer was lost: it carries it now
             if status == 201:
                 if not call.live:  # it ended while it moved: the new owner finds out too
                     return True
@@ -210,6 +212,15 @@ class Handover:
                 return True
             why = f"worker {target.id}: {status} {body[:200]}"
         return self._kept(call, reason, "failed", why)
+
+    async def _taken_by(self, call_id: str, worker: str) -> bool:
+        """Whether ``worker``, which did not answer, took the call over all the same (its
+        adoption outlasted the request): trying another worker then made two carriers."""
+        try:
+            record = await self.directory.record(call_id)
+        except BridgeError:
+            return False
+        return record is not None and record.live and record.owner == worker
 
     async def _browser_on(self, call_id: str, worker: str) -> bool:
         """Whether the call's browser is connected on ``worker`` (its record says so)."""

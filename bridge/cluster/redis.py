@@ -129,6 +129,7 @@ class RedisDirectory:
             down=lease.mark_down,
             flush=self.flush,
             end_lost_call=end_lost_call,
+            draining=lambda: lease.draining,
         )
         self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: lease.up)
         self._tasks = TaskSet("directory")

@@ -5,7 +5,9 @@ of ``BRIDGE_HEARTBEAT_TTL`` and expires after it: a worker whose key lapsed is d
 others (:mod:`.redis_reaper`). The lease also says whether Redis answers (the directory refuses
 new calls while it does not) and, when Redis is back, has the directory write its live calls
 again before it counts as up. A worker that finds ``reaped:{id}`` was taken for dead while it
-was cut off: it ends its own calls rather than writing them back.
+was cut off: it ends its own calls rather than writing them back. A worker whose own heartbeat
+is gone well before its TTL sees a Redis that lost its data without a command failing (a
+failover behind a proxy, a flush): it registers and writes its live calls again too.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ class Lease:
         self._up_since = 0.0
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
+        self._sent_at: float | None = None
+        """When the latest beat was sent (monotonic): its heartbeat lives a TTL from then on at
+        least."""
         self._failed = FailureKinds(log)  # what the beats met, each kind logged once
 
     # -- whether Redis answers
@@ -76,6 +81,7 @@ class Lease:
         self.up = False
         self.detail = why
         self._beaten_at = None  # the gap to the next beat is Redis's, not the loop's
+        self._sent_at = None
 
     async def mark_up(self) -> None:
         if self.up:
@@ -95,7 +101,21 @@ class Lease:
 
     async def beat(self) -> None:
         """Write the heartbeat once; fence this worker if it was reaped."""
-        beat = json.dumps(
+        sent, self._sent_at = self._sent_at, time.monotonic()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.exists(worker_key(self.worker_id))
+            pipe.set(worker_key(self.worker_id), self._heartbeat(), px=self._ttl_ms)
+            pipe.sadd(WORKERS, self.worker_id)
+            pipe.exists(f"{P}reaped:{self.worker_id}")
+            held, *_, reaped = await pipe.execute()
+        self._late(time.monotonic())
+        if reaped:
+            await self._fenced()
+        elif not held and self._emptied(sent):
+            self._forgotten()
+
+    def _heartbeat(self) -> str:
+        return json.dumps(
             {
                 "url": self.url,
                 "calls": self._calls(),
@@ -103,14 +123,29 @@ class Lease:
                 "draining": self.draining,
             }
         )
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.set(worker_key(self.worker_id), beat, px=int(self.heartbeat_ttl * 1000))
-            pipe.sadd(WORKERS, self.worker_id)
-            pipe.exists(f"{P}reaped:{self.worker_id}")
-            *_, reaped = await pipe.execute()
-        self._late(time.monotonic())
-        if reaped:
-            await self._fenced()
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.heartbeat_ttl * 1000)
+
+    def _emptied(self, sent: float | None) -> bool:
+        """Whether this worker's heartbeat was gone though the beat before (``sent`` then) set
+        it less than its TTL ago: Redis lost what it held without a command of ours failing (a
+        failover behind a proxy or an endpoint that kept the connection, a ``FLUSHALL``)."""
+        return self.up and sent is not None and time.monotonic() - sent < self.heartbeat_ttl
+
+    def _forgotten(self) -> None:
+        """Redis came back empty under a live connection: as after an outage, the worker's
+        live calls are written again (``mark_up``'s catch-up) and nobody is called dead for a
+        TTL (the other workers register again meanwhile)."""
+        log.warning(
+            "call directory (Redis) lost this worker's heartbeat before its TTL (emptied: a "
+            "restart or failover without persistence, or flushed): writing its %d live calls "
+            "again",
+            self._calls(),
+        )
+        self.up = False
+        self.detail = "emptied; registering again"
 
     def _late(self, now: float) -> None:
         """Say so when this beat came over two intervals after the last: the event loop was
@@ -137,7 +172,25 @@ class Lease:
             self.worker_id,
             self._calls(),
         )
-        await self._end_local_calls()
+
+        # Each hang-up may wait for the engine (seconds, when the partition cut it off too):
+        # the heartbeat goes on meanwhile, or a second survivor would take this live worker
+        # for dead again, and reap the calls it takes meanwhile with no fence left to see.
+        async def end() -> None:
+            await self._end_local_calls()
+
+        ending = asyncio.create_task(end(), name=f"fenced:{self.worker_id}")
+        try:
+            while not ending.done():
+                await asyncio.wait({ending}, timeout=self.heartbeat_ttl / 3)
+                if not ending.done():
+                    with contextlib.suppress(*FAILURES):
+                        key = worker_key(self.worker_id)
+                        await self._redis.set(key, self._heartbeat(), px=self._ttl_ms)
+        finally:
+            ending.cancel()
+            await asyncio.gather(ending, return_exceptions=True)
+        ending.result()  # a failure is the beat's: the fence stays, tried again at the next
         await self._redis.delete(f"{P}reaped:{self.worker_id}")
 
     async def run(self) -> None:

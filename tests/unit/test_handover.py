@@ -175,3 +175,59 @@ async def test_a_handover_answers_in_time_when_a_fork_is_slow_to_open_again(monk
         await asyncio.wait_for(cancelled.wait(), 5)
     finally:
         await manager.close()
+
+
+class _TakenBeforeItsAnswer:
+    """The directory as a draining worker sees it: two workers with room; the call's record
+    names whichever worker last took it over (``owner``)."""
+
+    def __init__(self, worker_id: str) -> None:
+        from bridge.cluster import WorkerInfo
+
+        self.worker_id = worker_id
+        self.owner = worker_id
+        self._workers = [
+            WorkerInfo("t1", "http://127.0.0.1:9", 0, 10),
+            WorkerInfo("t2", "http://127.0.0.1:9", 1, 10),
+        ]
+
+    async def workers(self) -> list:
+        return self._workers
+
+    async def flush(self, timeout: float) -> None:
+        return None
+
+    async def record(self, call_id: str) -> object:
+        from bridge.cluster import CallRecord
+
+        snapshot = {**call().snapshot(), "owner": self.owner}
+        return CallRecord(call_id, self.owner, "", "E1", snapshot)
+
+
+async def test_a_worker_that_took_the_call_but_whose_answer_was_lost_is_not_followed() -> None:
+    """A draining worker's ``POST /call/handover`` timed out, but the new owner had taken the
+    call over (its adoption outlasted the request: a slow disk, a slow Redis). Sending the call
+    to the next worker as well made two carriers of one call (two engine sockets fighting over
+    it); the directory names who took it, so the move is done."""
+    engine = FakeEngine()
+    engine.calls["E1"] = "active"
+    manager = calls_for_tests(engine).manager
+    await manager.start()
+    try:
+        moving = call()
+        moving.owner = manager.owner
+        manager.adopt_moved(moving)
+        directory = _TakenBeforeItsAnswer(manager.owner)
+        sent: list[str] = []
+
+        async def send(worker, moved) -> tuple[int, str]:  # type: ignore[no-untyped-def]
+            sent.append(worker.id)
+            directory.owner = worker.id  # its take-over landed; its answer never came
+            raise TimeoutError
+
+        handover = Handover(manager, directory, manager.metrics, send=send)  # type: ignore[arg-type]
+        assert await handover.move(moving, "drain")
+        assert sent == ["t1"]
+        assert manager.find_runtime("c1") is None  # let go of here
+    finally:
+        await manager.close()

@@ -42,6 +42,8 @@ TASK_OWNERS = {
     "tasks.py": "TaskSet: named, tracked, cancelled and awaited with its owner",
     "attachments/recording.py": "the recorder's close, one future its callers share and await",
     "cluster/redis_reaper.py": "a reap's claim renewal, cancelled in the finally of that reap",
+    "cluster/redis_lease.py": "a fenced worker's ending of its calls, beside which it beats; "
+    "cancelled in the finally of that beat",
 }
 """Modules that create tasks themselves, and why they own them."""
 

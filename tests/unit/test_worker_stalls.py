@@ -32,12 +32,14 @@ class Pipeline:
     def exists(self, key: str) -> None: ...
 
     async def execute(self) -> list[Any]:
-        return [True, 1, 0]  # written, registered, not reaped
+        return [self.redis.held, True, 1, 0]  # held, written, registered, not reaped
 
 
 class FakeRedis:
     def __init__(self) -> None:
         self.beats: list[tuple[str, int]] = []
+        self.held = 1
+        """Whether the worker's heartbeat was there when a beat looked."""
 
     def pipeline(self, transaction: bool = False) -> Pipeline:
         return Pipeline(self)
@@ -77,3 +79,23 @@ def test_the_api_document_is_read_when_the_app_is_built_not_in_a_request(tmp_pat
     openapi_document.cache_clear()
     create_app(settings_for_tests(data_dir=str(tmp_path)))
     assert openapi_document.cache_info().currsize == 1
+
+
+async def test_a_heartbeat_lost_before_its_ttl_is_seen_by_a_late_beat_too(monkeypatch) -> None:
+    """Redis emptied under a live connection: the first beat after it finds the worker's
+    heartbeat gone and has the worker write its calls again. That beat may come late (a busy
+    loop); it re-sets the key, so missing it there missed it for good. The key lives a TTL
+    from the beat before it was sent: within that, gone means lost."""
+    redis = FakeRedis()
+    lease = worker_lease(redis, 3.0, calls=2)
+    now = [100.0]
+    monkeypatch.setattr(redis_lease.time, "monotonic", lambda: now[0])
+    await lease.beat()
+    await lease.mark_up()
+    now[0] += 1.0
+    await lease.beat()
+    assert lease.up
+    redis.held = 0  # emptied
+    now[0] += 2.5  # a late beat (over two intervals), still within the TTL of the last
+    await lease.beat()
+    assert not lease.up  # registering again: its calls are written at the next mark_up

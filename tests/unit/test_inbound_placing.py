@@ -1,0 +1,100 @@
+"""A new inbound call one worker claimed and placed on a less loaded one (``POST /call/adopt``,
+``api/routing.py`` ``inbound_placer``): when the other worker's answer does not come in time,
+the call rings here only if that worker did not take it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge.api import routing
+from bridge.calls import Call, CallState, Direction
+from bridge.cluster import CallRecord, WorkerInfo
+
+from ..support.ports import free_port
+
+
+class _Directory:
+    """The shared directory as the placing worker sees it: the other worker ``t1`` is the
+    least loaded; the new call's record is there once ``t1`` took it."""
+
+    shared = True
+    worker_id = "placer"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.taken: CallRecord | None = None
+
+    async def workers(self) -> list[WorkerInfo]:
+        return [WorkerInfo("placer", "", 3, 10), WorkerInfo("t1", self.url, 0, 10)]
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        return self.taken if self.taken and engine_call_id == "n1:E7" else None
+
+
+async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_here(
+    monkeypatch,
+) -> None:
+    """The other worker took the call (it rings there, its record in the directory) but its
+    answer came after the request's timeout (a slow Redis under its admission and flush).
+    Ringing it here as well rang one WhatsApp call as two bridge calls on two workers."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    port = free_port()
+    directory = _Directory(f"http://127.0.0.1:{port}")
+    answer = asyncio.Event()
+
+    async def adopt(request: web.Request) -> web.Response:
+        body = await request.json()
+        call = Call(
+            id="c7",
+            peer=body["peer"],
+            direction=Direction.INBOUND,
+            owner="t1",
+            engine_call_id=body["engineCallID"],
+            state=CallState.RINGING,
+            number_id=body["numberID"],
+        )
+        directory.taken = CallRecord("c7", "t1", directory.url, "E7", call.snapshot())
+        await answer.wait()  # its answer held up past the placer's timeout
+        return web.json_response(call.snapshot(), status=201)
+
+    app = web.Application()
+    app.router.add_post("/call/adopt", adopt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            place = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
+            assert await place("E7", "15550001111", "n1") is True
+    finally:
+        answer.set()
+        await runner.cleanup()
+
+
+async def test_a_call_the_other_worker_did_not_take_rings_here(monkeypatch) -> None:
+    """The other worker never answered and never took the call: it rings here (as before)."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    port = free_port()
+    directory = _Directory(f"http://127.0.0.1:{port}")
+    answer = asyncio.Event()
+
+    async def adopt(request: web.Request) -> web.Response:
+        await answer.wait()
+        return web.json_response({}, status=503)
+
+    app = web.Application()
+    app.router.add_post("/call/adopt", adopt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            place: Any = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
+            assert await place("E7", "15550001111", "n1") is False
+    finally:
+        answer.set()
+        await runner.cleanup()
