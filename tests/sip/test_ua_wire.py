@@ -4,6 +4,10 @@ several values in one field, digits that are not ASCII."""
 
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from .test_ua import SDP, Client, ca, request, start_ua
 
 __all__ = ["ca"]  # the fixture, used by name
@@ -27,6 +31,36 @@ async def test_cancel_matches_an_invite_whose_via_values_share_one_field(ca) -> 
         got = {(r.status, r.cseq[1]) for r in [await c.recv(), await c.recv()]}
         assert got == {(200, "CANCEL"), (487, "INVITE")}
         assert len(handler.cancels) == 1
+    finally:
+        await c.close()
+        await ua.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CSeq", "\u00b2 INVITE"), ("Content-Length", "\u00b2"), ("Via", ",")],
+    ids=["cseq-superscript-digit", "content-length-superscript-digit", "via-empty-list"],
+)
+async def test_a_malformed_header_gets_400_not_an_error(ca, caplog, name, value) -> None:
+    """Header values a parser must refuse: CSeq and Content-Length are ASCII digits (§25.1
+    DIGIT; ``str.isdigit`` takes ``²``, which ``int`` does not), and a Via is at least one
+    value (§8.1.1.7). Each is a ``400`` (§21.4.1), never a fault in the connection's reader."""
+    ua, handler, _ = await start_ua(ca)
+    c = await Client.open(ua, ca)
+    try:
+        invite = request("INVITE", body=SDP)
+        raw = invite.to_bytes()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        lines = [
+            f"{name}: {value}".encode() if line.split(b":")[0] == name.encode() else line
+            for line in head.split(b"\r\n")
+        ]
+        await c.send(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        resp = await c.recv()
+        assert resp.status == 400, resp
+        assert not handler.invites
+        faults = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert not faults, [r.getMessage() for r in faults]
     finally:
         await c.close()
         await ua.close()
