@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from bridge.errors import BadOffer
 from bridge.rtc.sdes import parse_crypto, read_savp
 
 from ..support.loops import LoopLag
+from ..support.processes import ROOT
 from ..support.sdes_leg import Port, sdes_leg
 from ..support.sdes_peer import SdesEndpoint, tone
 from ..support.spectrum import band_energy
@@ -267,3 +270,29 @@ async def test_dtls_offers_and_other_media_are_refused(sdes_meta: SdesEndpoint) 
     assert plain.rtcp == ("127.0.0.1", sdes_meta.port + 1) and not plain.rtcp_mux  # RFC 3550 §11
     ok = parse_crypto(f"1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31")
     assert ok.suite == "AES_CM_128_HMAC_SHA1_32" and len(ok.key) == 30
+
+
+@pytest.mark.parametrize("lifetime", ["2^31", "2^48", "2147483648", "2^99999999999999"])
+def test_a_key_lifetime_is_read_by_its_exponent_never_computed(lifetime: str) -> None:
+    """RFC 4568 §6.1's ``2^n`` lifetime is compared by ``n``: a far end's ``2^<a huge n>`` was
+    computed as a number of that many bits, blocking the loop for as long as that took (and
+    its memory). Run apart, its CPU time and memory capped, so the code before the fix fails
+    here quickly rather than holding this process."""
+    probe = (
+        "import resource; "
+        "resource.setrlimit(resource.RLIMIT_CPU, (5, 5)); "
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
+        "from bridge.rtc.sdes import parse_crypto; "
+        f"print(parse_crypto('1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|{lifetime}').suite)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "AES_CM_128_HMAC_SHA1_80"), done.stderr
+    with pytest.raises(BadOffer, match="too short"):
+        parse_crypto(f"1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}|2^30")
