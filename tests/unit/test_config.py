@@ -456,6 +456,18 @@ def test_the_sip_road_needs_no_graph_settings_but_its_own() -> None:
         load_settings([], {**SIP_ROAD, "BRIDGE_CLOUDAPI_SIGNALLING": "h323"})
 
 
+@pytest.mark.parametrize(
+    "hostname", ["sip.example.com:5061", "sips:sip.example.com", "sip example.com", "-x.example"]
+)
+def test_the_sip_host_name_is_a_host_name(hostname: str) -> None:
+    """BRIDGE_SIP_HOSTNAME is the host of our Via, Contact and From: a port or a scheme in it
+    (accepted before) made each of them wrong for every call; a number's sipHostname was
+    already refused so (numbers/model.py)."""
+    with pytest.raises(ConfigError, match="BRIDGE_SIP_HOSTNAME"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_SIP_HOSTNAME": hostname})
+    assert load_settings([], {**SIP_ROAD, "BRIDGE_SIP_HOSTNAME": "sip-1.example.com"})
+
+
 def test_shutdown_calls_hand_over_by_default_only_where_calls_can_move() -> None:
     lone = load_settings([], {})
     assert lone.calls.shutdown_calls is ShutdownCalls.HANGUP
