@@ -767,6 +767,10 @@ class SipSettings(_Group):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):
             raise self.bad("sip_meta_uri", "must be a sip: URI")
+        hop = re.search(r";transport=([^;?]*)", self.sip_meta_uri, re.I)
+        if hop and hop.group(1).lower() != "tls":
+            # Anything else was dialled as plain TCP: the digest and SDES keys in clear text.
+            raise self.bad("sip_meta_uri", "Meta's SIP is over TLS: transport=tls, or none")
         for net in self.sip_trusted_networks:
             try:
                 ipaddress.ip_network(net, strict=False)
