@@ -64,3 +64,23 @@ async def test_a_malformed_header_gets_400_not_an_error(ca, caplog, name, value)
     finally:
         await c.close()
         await ua.close()
+
+
+async def test_a_quoted_display_name_may_hold_angle_brackets_and_semicolons(ca) -> None:
+    """§25.1: a display name is a quoted string, which may hold ``<``, ``>``, ``;`` and an
+    escaped quote (a caller's name as they wrote it): their INVITE was a 400 (bad SIP URI)."""
+    ua, handler, _ = await start_ua(ca)
+    c = await Client.open(ua, ca)
+    try:
+        invite = request("INVITE", body=SDP)
+        invite.set("From", '"Ana <3; \\"Bia\\"" <sip:+15550001111@wa.meta.vc>;tag=meta1')
+        await c.send(invite.to_bytes())
+        first = await c.recv()
+        assert (first.status, first.reason) == (100, "Trying")
+        assert (await c.recv()).status == 180
+        (tx,) = handler.invites
+        assert tx.dialog.remote_tag == "meta1"
+        assert tx.dialog.remote_uri.endswith("<sip:+15550001111@wa.meta.vc>")
+    finally:
+        await c.close()
+        await ua.close()
