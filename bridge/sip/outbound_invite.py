@@ -12,8 +12,9 @@ new branch (§8.1.3.5, §22.2): the best challenge we support (SHA-256 before MD
 answered once, the digest ``uri`` the Request-URI (§22.4), and once more only when it says
 ``stale=true`` (RFC 7616 §3.3: a fresh nonce, not a refusal); which statuses are answered and
 what a failed round says are the subclass's. A ``2xx`` makes the dialog (§12.1.2, route set
-reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); over UDP, where that
-ACK may be lost, the same 2xx sent again is ACKed again for 64·T1.
+reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); the same 2xx sent
+again is ACKed again for 64·T1 (the UAS sends it until an ACK reaches it, over any transport:
+the ACK may be lost beyond the first hop, §13.3.1.4).
 :meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come.
 
 By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
@@ -201,7 +202,7 @@ class OutboundInvite:
             except BaseException:
                 self.ua.done(tx)
                 raise
-            if not 200 <= resp.status < 300 or self._conn.reliable:
+            if not 200 <= resp.status < 300:  # a 2xx's is kept for the same 2xx again
                 self.ua.done(tx)
             if resp.status >= 300 and resp.values("Via"):  # (never for a 408 of our own)
                 await self._send_on_hop(self._ack_non_2xx(invite, resp))
@@ -217,14 +218,14 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
-                if not self._conn.reliable:
-                    self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
+                self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
             return resp
 
     async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:
-        """§13.2.2.4: each 2xx is ACKed. Over UDP our ACK may be lost and the UAS sends its
-        2xx again until one arrives (§13.3.1.4), for 64·T1: the transaction is kept that long
-        to hear those and ACK each (forgotten, the call ended with the UAS's BYE)."""
+        """§13.2.2.4: each 2xx is ACKed. Our ACK may be lost (over UDP, or beyond the first hop
+        over TLS) and the UAS sends its 2xx again until one arrives (§13.3.1.4), for 64·T1: the
+        transaction is kept that long to hear those and ACK each (forgotten, the call ended
+        with the UAS's BYE)."""
         assert self.dialog is not None
         loop = asyncio.get_running_loop()
         until = loop.time() + TIMER_B

@@ -4,11 +4,16 @@ several values in one field, digits that are not ASCII."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import ssl
 
 import pytest
 
-from .test_ua import SDP, Client, ca, request, start_ua
+from bridge.sip import InviteClient, Request, reply
+from bridge.sip.transport import Connection
+
+from .test_ua import NUMBER, SDP, Client, ca, request, start_ua
 
 __all__ = ["ca"]  # the fixture, used by name
 
@@ -83,4 +88,53 @@ async def test_a_quoted_display_name_may_hold_angle_brackets_and_semicolons(ca) 
         assert tx.dialog.remote_uri.endswith("<sip:+15550001111@wa.meta.vc>")
     finally:
         await c.close()
+        await ua.close()
+
+
+async def test_metas_200_sent_again_over_tls_is_acked_again(ca) -> None:
+    """§13.2.2.4: the UAC ACKs each 2xx; Meta's UAS sends its 200 again until an ACK reaches
+    it, whatever the transport (§13.3.1.4: the ACK may be lost beyond the first hop), and
+    drops the call at ~32 s without one. Over TLS the INVITE's transaction ended at the first
+    200, so the same 200 sent again was dropped unACKed."""
+    ua, _, _ = await start_ua(ca)
+    meta = ca.issue("meta", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(meta.cert), str(meta.key))
+    acks: asyncio.Queue[Request] = asyncio.Queue()
+
+    async def meta_edge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, inbound=True)
+        invite = await conn.read()
+        assert isinstance(invite, Request) and invite.method == "INVITE"
+        ok = reply(invite, 200, "OK", to_tag="metatag")
+        ok.add("Contact", "<sip:+15550001111@127.0.0.1:5999;transport=tls;ob>")
+        ok.add("Content-Type", "application/sdp")
+        ok.body = SDP
+        for _ in range(2):  # the 200, then the same 200 again (its ACK "lost")
+            await conn.send(ok)
+            ack = await conn.read()
+            assert isinstance(ack, Request)
+            acks.put_nowait(ack)
+        await conn.read()  # until the bridge closes
+
+    server = await asyncio.start_server(meta_edge, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        uac = InviteClient(
+            ua,
+            meta_uri=f"sip:127.0.0.1:{port};transport=tls",
+            callee="15550001111",
+            sdp=SDP,
+            username=NUMBER,
+            password="",
+            call_id="bic-200-again",
+        )
+        final = await asyncio.wait_for(uac.run(lambda _resp: None), 5)
+        assert final.status == 200 and uac.dialog is not None
+        first = await asyncio.wait_for(acks.get(), 5)
+        again = await asyncio.wait_for(acks.get(), 5)
+        assert first.method == again.method == "ACK"
+        assert again.cseq == (1, "ACK") and again.get("To").endswith(";tag=metatag")
+    finally:
+        server.close()
         await ua.close()
