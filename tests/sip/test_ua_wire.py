@@ -138,3 +138,37 @@ async def test_metas_200_sent_again_over_tls_is_acked_again(ca) -> None:
     finally:
         server.close()
         await ua.close()
+
+
+async def test_a_bye_before_the_ack_ends_our_200s_repeats(ca, monkeypatch, caplog) -> None:
+    """The peer's BYE in the dialog proves our 2xx reached it (it made the dialog with it):
+    its repeats stop there (§13.3.1.4 sends them so the 2xx gets through), and the call ended
+    by the BYE is not also reported as lacking its ACK after 64·T1 (a WARNING naming the ACK
+    lost, the known route-set fault, for a call that ended well)."""
+    from bridge.sip import transaction
+
+    monkeypatch.setattr(transaction, "T1", 0.05)
+    monkeypatch.setattr(transaction, "TIMER_B", 0.6)
+    ua, handler, _ = await start_ua(ca, answer=True)
+    timeouts: list = []
+
+    async def ack_timeout(dialog) -> None:
+        timeouts.append(dialog)
+
+    handler.ack_timeout = ack_timeout
+    c = await Client.open(ua, ca)
+    try:
+        await c.send(request("INVITE", body=SDP).to_bytes())
+        statuses = [(await c.recv()).status for _ in range(3)]
+        assert statuses == [100, 180, 200]
+        (tx,) = handler.invites
+        await c.send(request("BYE", to_tag=tx.local_tag, cseq=2, branch="z9hG4bKbye").to_bytes())
+        while (resp := await c.recv()).cseq[1] != "BYE":
+            pass  # a repeat of the 200 that crossed the BYE
+        assert resp.status == 200 and handler.byes
+        await asyncio.sleep(0.6 + 0.3)  # 64·T1 here, and a margin
+        assert timeouts == []
+        assert not [r for r in caplog.records if "no ACK" in r.getMessage()]
+    finally:
+        await c.close()
+        await ua.close()
