@@ -15,7 +15,8 @@ what a failed round says are the subclass's. A ``2xx`` makes the dialog (§12.1.
 reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); the same 2xx sent
 again is ACKed again for 64·T1 (the UAS sends it until an ACK reaches it, over any transport:
 the ACK may be lost beyond the first hop, §13.3.1.4).
-:meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come.
+:meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come, once
+a provisional one has.
 
 By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
 the ACKs go on the INVITE's connection; a subclass may send them otherwise.
@@ -87,6 +88,8 @@ class OutboundInvite:
         self.ring_limit = ring_limit
         self._cancel_sent: float | None = None
         """When our CANCEL went (loop time): its INVITE's final response is awaited 64·T1."""
+        self._heard = False
+        """A provisional response to the INVITE in hand came: a CANCEL may go (§9.1)."""
         self.early_tag = ""
         """The To tag of the latest provisional response: its early dialog's (§12.1.2)."""
 
@@ -196,6 +199,7 @@ class OutboundInvite:
         invite = self._invite()
         rounds = 0
         while True:
+            self._heard = False
             tx = self._tx = await self.ua.send(invite, self._conn)
             try:
                 resp = await self._follow(tx, on_progress)
@@ -260,6 +264,9 @@ class OutboundInvite:
                     return resp
                 if rings_until is None:
                     rings_until = loop.time() + (self.ring_limit or float("inf"))
+                    self._heard = True
+                    if self._cancelled:  # cancel() came before anything was heard: now
+                        await self.cancel()
                 if resp.status > 100:
                     with contextlib.suppress(SipParseError):
                         self.early_tag = Address.parse(resp.get("To")).tag
@@ -298,11 +305,14 @@ class OutboundInvite:
 
     async def cancel(self) -> None:
         """CANCEL the INVITE (§9.1) while it has no final response; before it was sent, it
-        is not sent (:meth:`run` ends with a ``487``)."""
+        is not sent (:meth:`run` ends with a ``487``); before a provisional response to it, the
+        CANCEL waits for one (§9.1: it MUST NOT go earlier, it could overtake the INVITE)."""
         self._cancelled = True
         tx = self._tx
         if tx is None or self.final is not None or self._cancel_sent is not None:
             return
+        if not self._heard:
+            return  # _follow sends it with the first provisional response
         self._cancel_sent = asyncio.get_running_loop().time()
         invite = tx.req
         cancel = Request(method="CANCEL", uri=invite.uri)

@@ -172,3 +172,63 @@ async def test_a_bye_before_the_ack_ends_our_200s_repeats(ca, monkeypatch, caplo
     finally:
         await c.close()
         await ua.close()
+
+
+async def test_our_cancel_waits_for_a_provisional_response(ca) -> None:
+    """§9.1: a CANCEL MUST NOT be sent before a provisional response to its INVITE (it could
+    reach a server before the INVITE): a hang-up that comes first is held until one comes,
+    then the CANCEL goes and the INVITE ends with its 487. It was sent at once."""
+    ua, _, _ = await start_ua(ca)
+    meta = ca.issue("meta", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(meta.cert), str(meta.key))
+    heard: asyncio.Queue[Request | bytes] = asyncio.Queue()
+    hung_up = asyncio.Event()
+
+    async def meta_edge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer, inbound=True)
+        invite = await conn.read()
+        assert isinstance(invite, Request)
+        heard.put_nowait(invite)
+        await hung_up.wait()
+        # A CRLF ping (RFC 5626): its pong comes after whatever the bridge sent before it.
+        await conn.send_raw(b"\r\n\r\n")
+        first = await reader.readexactly(2)
+        heard.put_nowait(first)  # b"\r\n": nothing came before the pong
+        if first != b"\r\n":
+            return
+        await conn.send(reply(invite, 180, "Ringing", to_tag="metatag"))
+        while (msg := await conn.read()) is not None:
+            assert isinstance(msg, Request)
+            heard.put_nowait(msg)
+            if msg.method == "CANCEL":
+                await conn.send(reply(msg, 200, "OK", to_tag="metatag"))
+                await conn.send(reply(invite, 487, "Request Terminated", to_tag="metatag"))
+
+    server = await asyncio.start_server(meta_edge, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        uac = InviteClient(
+            ua,
+            meta_uri=f"sip:127.0.0.1:{port};transport=tls",
+            callee="15550001111",
+            sdp=SDP,
+            username=NUMBER,
+            password="",
+            call_id="bic-cancel-early",
+        )
+        run = asyncio.create_task(uac.run(lambda _resp: None))
+        invite = await asyncio.wait_for(heard.get(), 5)
+        assert isinstance(invite, Request) and invite.method == "INVITE"
+        await uac.cancel()  # nothing heard yet: the CANCEL waits
+        hung_up.set()
+        assert await asyncio.wait_for(heard.get(), 5) == b"\r\n"  # no CANCEL before a 1xx
+        cancel = await asyncio.wait_for(heard.get(), 5)  # the 180 came: now the CANCEL
+        assert isinstance(cancel, Request) and cancel.method == "CANCEL"
+        assert cancel.values("Via") == invite.values("Via")  # the INVITE's branch (§9.1)
+        assert (await asyncio.wait_for(run, 5)).status == 487
+        ack = await asyncio.wait_for(heard.get(), 5)
+        assert isinstance(ack, Request) and ack.method == "ACK"
+    finally:
+        server.close()
+        await ua.close()
