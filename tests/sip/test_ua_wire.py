@@ -10,7 +10,7 @@ import ssl
 
 import pytest
 
-from bridge.sip import InviteClient, Request, reply
+from bridge.sip import InviteClient, Request, Uri, reply
 from bridge.sip.transport import Connection
 
 from .test_ua import NUMBER, SDP, Client, ca, request, start_ua
@@ -231,4 +231,43 @@ async def test_our_cancel_waits_for_a_provisional_response(ca) -> None:
         assert isinstance(ack, Request) and ack.method == "ACK"
     finally:
         server.close()
+        await ua.close()
+
+
+async def test_a_destination_that_cannot_be_reached_keeps_no_other_waiting(ca, monkeypatch) -> None:
+    """One dial a destination at a time, not one for every destination: while a connection to
+    a host that never answers its TLS handshake waits out its timeout (10 s in service), a
+    connection to another host (Meta's, for a new call or another call's BYE) is made."""
+    from bridge.sip import transport
+
+    monkeypatch.setattr(transport, "HANDSHAKE_TIMEOUT", 1.0)
+    ua, _, _ = await start_ua(ca)
+    meta = ca.issue("meta", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(meta.cert), str(meta.key))
+    silent = asyncio.Event()
+
+    async def never_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await silent.wait()
+        writer.close()
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    dead = await asyncio.start_server(never_answers, "127.0.0.1", 0)
+    alive = await asyncio.start_server(answers, "127.0.0.1", 0, ssl=ctx)
+    dead_uri = Uri.parse(f"sip:127.0.0.1:{dead.sockets[0].getsockname()[1]};transport=tls")
+    alive_uri = Uri.parse(f"sip:127.0.0.1:{alive.sockets[0].getsockname()[1]};transport=tls")
+    try:
+        stuck = asyncio.create_task(ua.connection_to(dead_uri))
+        await asyncio.sleep(0)  # its dial under way (waiting for its handshake)
+        conn = await asyncio.wait_for(ua.connection_to(alive_uri), 5)
+        assert conn.open
+        assert not stuck.done()  # still waiting for its handshake: it held nobody up
+        with pytest.raises((TimeoutError, OSError)):
+            await stuck
+    finally:
+        silent.set()
+        dead.close()
+        alive.close()
         await ua.close()
