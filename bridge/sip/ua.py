@@ -163,8 +163,10 @@ class UserAgent:
     # -- sending
     async def connection_to(self, uri: Uri) -> Connection:
         """An open connection to ``uri``'s host and port (reused, else made and served); by
-        its ``transport`` parameter a UDP flow, a TCP or a TLS connection (§18.1.1)."""
+        its ``transport`` parameter a UDP flow, a TCP or a TLS connection (§18.1.1); a
+        ``sips:`` URI over TLS whatever its parameter says (§26.2.2, RFC 5630 §3.1.3)."""
         hop = uri.params.get("transport", "tls" if self.datagrams is None else "udp").lower()
+        hop = "tls" if uri.scheme == "sips" else hop
         dest = uri.destination(5061 if hop == "tls" or uri.scheme == "sips" else 5060)
         if hop == "udp" and self.datagrams is not None:
             return self.datagrams.flow(dest)

@@ -10,10 +10,10 @@ import ssl
 
 import pytest
 
-from bridge.sip import InviteClient, Request, Uri, reply
+from bridge.sip import InviteClient, Request, Uri, UserAgent, client_context, reply
 from bridge.sip.transport import Connection
 
-from .test_ua import NUMBER, SDP, Client, ca, request, start_ua
+from .test_ua import NUMBER, SDP, Client, Handler, ca, request, start_ua
 
 __all__ = ["ca"]  # the fixture, used by name
 
@@ -270,4 +270,40 @@ async def test_a_destination_that_cannot_be_reached_keeps_no_other_waiting(ca, m
         silent.set()
         dead.close()
         alive.close()
+        await ua.close()
+
+
+@pytest.mark.parametrize("params", ["", ";transport=tcp", ";transport=udp"])
+async def test_a_sips_uri_is_reached_over_tls_only(ca, params: str) -> None:
+    """RFC 3261 §19.1.2, §26.2.2 (RFC 5630 §3.1.3): a ``sips:`` URI is reached over TLS, the
+    transport parameter naming at most what TLS runs over. A user agent with a UDP socket
+    (a trunk's) took a bare ``sips:`` (and its ``transport=udp``) as UDP and ``transport=tcp``
+    as plain TCP: the request, its digest and SDES keys in clear text."""
+    meta = ca.issue("pbx", "127.0.0.1")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(meta.cert), str(meta.key))
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server = await asyncio.start_server(answers, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    ua = UserAgent(
+        hostname="127.0.0.1",
+        number="",
+        certs=None,
+        client_ctx=client_context(str(ca.path)),
+        digest=None,
+        handler=Handler(),
+        udp=True,
+    )
+    await ua.start("127.0.0.1", 0)
+    try:
+        conn = await asyncio.wait_for(
+            ua.connection_to(Uri.parse(f"sips:pbx@127.0.0.1:{port}{params}")), 5
+        )
+        assert conn.via_transport == "TLS" and conn.reliable
+        assert conn.writer.get_extra_info("ssl_object") is not None
+    finally:
+        server.close()
         await ua.close()
