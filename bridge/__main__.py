@@ -38,12 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _supervise(settings, workers, args)
         worker_index = int(index or 0)
         app = create_app(settings, worker_index=worker_index)
-    except ConfigError as exc:
-        print(f"webrtc-bridge: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except StartupError as exc:
-        print(f"webrtc-bridge: cannot start: {exc}", file=sys.stderr)
-        return 2
+    except (ConfigError, StartupError) as exc:
+        return _refused(exc)
     server, cluster = settings.server, settings.cluster
     internal = internal_url_for(cluster, server.port, worker_index) if cluster.shared else None
     try:
@@ -79,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     StopSignals().install(app)
     # Once the app was built and the ports bound (a start-up error stays one line on stderr).
     install_event_loop(settings.server.uvloop)
-    web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
+    try:
+        web.run_app(app, sock=sockets, print=None, shutdown_timeout=5.0, access_log=None)
+    except ConfigError as exc:  # found as the app started (a SIP certificate, its port)
+        return _refused(exc)
     # The shutdown is done: a stop signal still on its way (make and systemd signal every
     # process, a supervisor its workers too) must not turn this clean stop into a kill (exit
     # -15 after "stopped"). StopSignals kept its own handler past the loop's close; this one
@@ -88,6 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_IGN)
     log.info("stopped")
     return 0
+
+
+def _refused(exc: ConfigError | StartupError) -> int:
+    """One line on stderr for a bad setting or a start that cannot be; the exit status."""
+    what = "configuration error" if isinstance(exc, ConfigError) else "cannot start"
+    print(f"webrtc-bridge: {what}: {exc}", file=sys.stderr)
+    return 2
 
 
 def _check_media_ports(settings: Settings) -> None:

@@ -143,6 +143,8 @@ class _Group:
 _STUN_RE = re.compile(r"^stuns?:[^\s:]+(:\d{1,5})?$")
 _TURN_RE = re.compile(r"^turns?:[^\s:?]+(:\d{1,5})?(\?transport=(udp|tcp))?$")
 _ORIGIN_RE = re.compile(r"^https?://[^/\s]+$")
+_DNS_NAME = r"[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*"
+"""A DNS host name: dot-separated labels (RFC 1123 §2.1)."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -765,6 +767,10 @@ class SipSettings(_Group):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):
             raise self.bad("sip_meta_uri", "must be a sip: URI")
+        hop = re.search(r";transport=([^;?]*)", self.sip_meta_uri, re.I)
+        if hop and hop.group(1).lower() != "tls":
+            # Anything else was dialled as plain TCP: the digest and SDES keys in clear text.
+            raise self.bad("sip_meta_uri", "Meta's SIP is over TLS: transport=tls, or none")
         for net in self.sip_trusted_networks:
             try:
                 ipaddress.ip_network(net, strict=False)
@@ -772,11 +778,12 @@ class SipSettings(_Group):
                 raise self.bad(
                     "sip_trusted_networks", f"{net!r} is not a network (CIDR, e.g. 192.0.2.0/24)"
                 ) from None
-        if self.sip_verify_client and not re.fullmatch(
-            r"(\*\.)?[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*",
-            self.sip_verify_client,
-        ):
+        name = self.sip_verify_client
+        if name and not re.fullmatch(rf"(\*\.)?{_DNS_NAME}", name):
             raise self.bad("sip_verify_client", "must be a DNS name")
+        if self.sip_hostname and not re.fullmatch(_DNS_NAME, self.sip_hostname):
+            # It is our Via, Contact and From host: a port or scheme in it made every one wrong.
+            raise self.bad("sip_hostname", "must be a DNS host name (no scheme, no port)")
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

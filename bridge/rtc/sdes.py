@@ -94,14 +94,14 @@ def parse_crypto(value: str) -> Crypto:
     for part in extra:
         if ":" in part:  # MKI: libsrtp would need a key per index; Meta sends none
             raise BadOffer("a=crypto with an MKI is not supported")
-        power = part.startswith("2^")  # 2^n packets: judged by n, never raised to (n is theirs)
-        try:
-            lifetime = int(part[2:] if power else part)
-        except ValueError:
-            raise BadOffer(f"a=crypto lifetime {part[:20]!r} is malformed") from None
-        # Under 2^31 packets a call would outlive the key; rekeying needs a re-INVITE.
-        if lifetime < (31 if power else 2**31):
-            raise BadOffer(f"a=crypto lifetime {part[:20]} is too short")
+        power = part.startswith("2^")
+        lifetime = part[2:] if power else part
+        if not re.fullmatch(r"[0-9]{1,40}", lifetime):
+            raise BadOffer(f"a=crypto lifetime {part[:20]!r} is malformed")
+        # 2^n is compared by its n, never computed: the far end's n of a billion was a
+        # billion-bit number, the event loop blocked (and its memory) while it was made.
+        if (int(lifetime) < 31) if power else (int(lifetime) < 2**31):
+            raise BadOffer(f"a=crypto lifetime {part[:20]} is too short")  # rekeying: re-INVITE
     for param in (m.group(4) or "").split():
         name, _, value = param.partition("=")
         if name.upper() in UNPROTECTED or (name.upper() == "KDR" and value != "0"):

@@ -96,6 +96,22 @@ class Uri:
         return host, self.port or default_port
 
 
+def _unquoted_angle(text: str) -> int:
+    """Where the ``<`` of a name-addr is: the first outside the display name's quoted string
+    (§25.1: it may hold ``<``, ``>``, ``;`` and escaped quotes); -1 when there is none."""
+    quoted = escaped = False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif quoted and ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            return i
+    return -1
+
+
 @dataclass
 class Address:
     """A name-addr or addr-spec with header parameters (From, To, Contact, (Record-)Route)."""
@@ -108,8 +124,9 @@ class Address:
     def parse(cls, text: str) -> Address:
         text = text.strip()
         display = ""
-        if "<" in text:
-            before, _, rest = text.partition("<")
+        opening = _unquoted_angle(text)
+        if opening >= 0:
+            before, rest = text[:opening], text[opening + 1 :]
             uri_text, sep, after = rest.partition(">")
             if not sep:
                 raise SipParseError("unclosed <")

@@ -93,18 +93,30 @@ class Listener:
         self.refused = 0
         self.port = 0
         self._outbound: dict[tuple[str, int], Connection] = {}
-        self._dialing = asyncio.Lock()
+        self._dialing: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
+        """A lock per destination being dialled, and how many dials wait on it: one dial a
+        destination at a time, and one that cannot be reached (its handshake timeout) keeps
+        no other destination waiting."""
 
     async def dial(self, dest: tuple[str, int], ctx: ssl.SSLContext | None) -> Connection:
         """An open connection to ``dest`` (reused, else made and served): TLS with ``ctx``,
         plain TCP without."""
-        async with self._dialing:
-            conn = self._outbound.get(dest)
-            if conn is not None and conn.open:
+        lock, users = self._dialing.get(dest, (asyncio.Lock(), 0))
+        self._dialing[dest] = (lock, users + 1)
+        try:
+            async with lock:
+                conn = self._outbound.get(dest)
+                if conn is not None and conn.open:
+                    return conn
+                conn = self._outbound[dest] = await connect(dest[0], dest[1], ctx)
+                self._tasks.spawn(self._run_outbound(dest, conn), f"conn:{dest[0]}:{dest[1]}")
                 return conn
-            conn = self._outbound[dest] = await connect(dest[0], dest[1], ctx)
-            self._tasks.spawn(self._run_outbound(dest, conn), f"conn:{dest[0]}:{dest[1]}")
-            return conn
+        finally:
+            lock, users = self._dialing[dest]
+            if users > 1:
+                self._dialing[dest] = (lock, users - 1)
+            else:
+                del self._dialing[dest]
 
     async def start(self, host: str, port: int) -> None:
         if self.certs is None:

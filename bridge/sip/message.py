@@ -54,6 +54,8 @@ TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _REQUEST_LINE = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+) (\S+) SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 ([1-6][0-9]{2}) ([^\r\n]*)$")
 _CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_DIGITS = re.compile(r"[0-9]+")
+"""ASCII digits (§25.1 DIGIT): ``str.isdigit`` also takes ``²``, which ``int`` refuses."""
 
 
 class SipParseError(ValueError):
@@ -190,7 +192,7 @@ def check_value(value: str) -> None:
 
 def parse_cseq(value: str) -> tuple[int, str]:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+    if len(parts) != 2 or not _DIGITS.fullmatch(parts[0]) or len(parts[0]) > 10:
         raise SipParseError("bad CSeq")
     number = int(parts[0])
     if number >= 2**31 or not TOKEN.match(parts[1]):
@@ -249,7 +251,7 @@ def content_length(msg: Message) -> int:
     raw = msg.get("Content-Length")
     if not raw:
         raise SipParseError("no Content-Length")
-    if not raw.isdigit() or len(raw) > 9:
+    if not _DIGITS.fullmatch(raw) or len(raw) > 9:
         raise SipParseError("bad Content-Length")
     length = int(raw)
     if length > MAX_BODY:
@@ -262,6 +264,8 @@ def check_request(msg: Request) -> None:
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
         if not msg.get(name):
             raise SipParseError(f"missing {name}")
+    if not msg.values("Via"):  # ``Via: ,`` has a field but no value
+        raise SipParseError("missing Via")
     _, method = msg.cseq
     if method != msg.method:
         raise SipParseError("CSeq method does not match")

@@ -12,9 +12,11 @@ new branch (§8.1.3.5, §22.2): the best challenge we support (SHA-256 before MD
 answered once, the digest ``uri`` the Request-URI (§22.4), and once more only when it says
 ``stale=true`` (RFC 7616 §3.3: a fresh nonce, not a refusal); which statuses are answered and
 what a failed round says are the subclass's. A ``2xx`` makes the dialog (§12.1.2, route set
-reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); over UDP, where that
-ACK may be lost, the same 2xx sent again is ACKed again for 64·T1.
-:meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come.
+reversed) and is ACKed in it with the INVITE's CSeq number (§13.2.2.4); the same 2xx sent
+again is ACKed again for 64·T1 (the UAS sends it until an ACK reaches it, over any transport:
+the ACK may be lost beyond the first hop, §13.3.1.4).
+:meth:`OutboundInvite.cancel` sends ``CANCEL`` (§9.1) while no final response has come, once
+a provisional one has.
 
 By default a CANCEL is a client transaction of its own (retransmitted over UDP, §17.1.2.2) and
 the ACKs go on the INVITE's connection; a subclass may send them otherwise.
@@ -86,6 +88,8 @@ class OutboundInvite:
         self.ring_limit = ring_limit
         self._cancel_sent: float | None = None
         """When our CANCEL went (loop time): its INVITE's final response is awaited 64·T1."""
+        self._heard = False
+        """A provisional response to the INVITE in hand came: a CANCEL may go (§9.1)."""
         self.early_tag = ""
         """The To tag of the latest provisional response: its early dialog's (§12.1.2)."""
 
@@ -195,13 +199,14 @@ class OutboundInvite:
         invite = self._invite()
         rounds = 0
         while True:
+            self._heard = False
             tx = self._tx = await self.ua.send(invite, self._conn)
             try:
                 resp = await self._follow(tx, on_progress)
             except BaseException:
                 self.ua.done(tx)
                 raise
-            if not 200 <= resp.status < 300 or self._conn.reliable:
+            if not 200 <= resp.status < 300:  # a 2xx's is kept for the same 2xx again
                 self.ua.done(tx)
             if resp.status >= 300 and resp.values("Via"):  # (never for a 408 of our own)
                 await self._send_on_hop(self._ack_non_2xx(invite, resp))
@@ -217,14 +222,14 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
-                if not self._conn.reliable:
-                    self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
+                self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
             return resp
 
     async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:
-        """§13.2.2.4: each 2xx is ACKed. Over UDP our ACK may be lost and the UAS sends its
-        2xx again until one arrives (§13.3.1.4), for 64·T1: the transaction is kept that long
-        to hear those and ACK each (forgotten, the call ended with the UAS's BYE)."""
+        """§13.2.2.4: each 2xx is ACKed. Our ACK may be lost (over UDP, or beyond the first hop
+        over TLS) and the UAS sends its 2xx again until one arrives (§13.3.1.4), for 64·T1: the
+        transaction is kept that long to hear those and ACK each (forgotten, the call ended
+        with the UAS's BYE)."""
         assert self.dialog is not None
         loop = asyncio.get_running_loop()
         until = loop.time() + TIMER_B
@@ -259,6 +264,9 @@ class OutboundInvite:
                     return resp
                 if rings_until is None:
                     rings_until = loop.time() + (self.ring_limit or float("inf"))
+                    self._heard = True
+                    if self._cancelled:  # cancel() came before anything was heard: now
+                        await self.cancel()
                 if resp.status > 100:
                     with contextlib.suppress(SipParseError):
                         self.early_tag = Address.parse(resp.get("To")).tag
@@ -297,11 +305,14 @@ class OutboundInvite:
 
     async def cancel(self) -> None:
         """CANCEL the INVITE (§9.1) while it has no final response; before it was sent, it
-        is not sent (:meth:`run` ends with a ``487``)."""
+        is not sent (:meth:`run` ends with a ``487``); before a provisional response to it, the
+        CANCEL waits for one (§9.1: it MUST NOT go earlier, it could overtake the INVITE)."""
         self._cancelled = True
         tx = self._tx
         if tx is None or self.final is not None or self._cancel_sent is not None:
             return
+        if not self._heard:
+            return  # _follow sends it with the first provisional response
         self._cancel_sent = asyncio.get_running_loop().time()
         invite = tx.req
         cancel = Request(method="CANCEL", uri=invite.uri)

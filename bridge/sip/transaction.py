@@ -78,7 +78,7 @@ class InviteServer:
         self.contact = contact or (dialog.contact if dialog is not None else "") or ua.contact
         self.req = req
         self.conn = conn
-        self.branch = Via.parse(req.get("Via")).branch
+        self.branch = Via.parse(req.values("Via")[0]).branch  # the top value (§17.2.3)
         self.local_tag = dialog.local_tag if dialog is not None else new_tag()
         self.final = 0
         self.dialog = dialog or Dialog.as_uas(req, self.local_tag, conn, self.contact)

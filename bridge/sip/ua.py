@@ -5,7 +5,8 @@ Narrow by design (Meta's SIP interface: INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIF
 re-INVITE, UPDATE or REFER). Over TLS no request is retransmitted (§17.1.1.2: Timer A only
 on unreliable transports), so a client transaction is a request, its responses, and a
 deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until the ACK
-(§13.3.1.4: the ACK may be lost beyond the first hop), and gives up with a BYE after 64·T1.
+(§13.3.1.4: the ACK may be lost beyond the first hop), or the peer's BYE, which proves the
+2xx came, and gives up with a BYE after 64·T1.
 
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
@@ -162,8 +163,10 @@ class UserAgent:
     # -- sending
     async def connection_to(self, uri: Uri) -> Connection:
         """An open connection to ``uri``'s host and port (reused, else made and served); by
-        its ``transport`` parameter a UDP flow, a TCP or a TLS connection (§18.1.1)."""
+        its ``transport`` parameter a UDP flow, a TCP or a TLS connection (§18.1.1); a
+        ``sips:`` URI over TLS whatever its parameter says (§26.2.2, RFC 5630 §3.1.3)."""
         hop = uri.params.get("transport", "tls" if self.datagrams is None else "udp").lower()
+        hop = "tls" if uri.scheme == "sips" else hop
         dest = uri.destination(5061 if hop == "tls" or uri.scheme == "sips" else 5060)
         if hop == "udp" and self.datagrams is not None:
             return self.datagrams.flow(dest)
@@ -328,6 +331,8 @@ class UserAgent:
             )
         elif method == "BYE":
             self.dialogs.pop(dialog.key, None)
+            if unacked := self.awaiting_ack.pop(dialog.key, None):
+                unacked.acked.set()  # the BYE proves our 2xx came: its repeats stop (§13.3.1.4)
             await self._answer(conn, reply(req, 200, "OK"))
             self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
         else:  # NOTIFY in a dialog

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 
 import aiohttp
@@ -15,6 +16,7 @@ from ..support.ports import free_port
 from ..support.processes import spawn_bridge, wait_healthy
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
+from ..support.tls import TestCA
 
 
 async def test_bad_config_exits_2_with_one_line() -> None:
@@ -38,6 +40,41 @@ async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
+
+
+@pytest.mark.parametrize("bad", ["cert missing", "key not a key", "CA missing", "port taken"])
+async def test_a_bad_sip_setting_exits_2_with_one_line_naming_it(tmp_path, bad) -> None:
+    """Meta's SIP road checks its files and its port as its listener starts, after the
+    settings parse: a certificate, key or CA file that does not load, or a port another
+    process holds, was a traceback (exit 1) that named no setting."""
+    pair = TestCA(tmp_path).issue("bridge", "localhost")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            **os.environ,
+            "BRIDGE_DATA_DIR": str(tmp_path),
+            "BRIDGE_LOG_LEVEL": "error",
+            "BRIDGE_ENGINE": "cloudapi",
+            "BRIDGE_CLOUDAPI_SIGNALLING": "sip",
+            "BRIDGE_SIP_HOSTNAME": "localhost",
+            "BRIDGE_SIP_NUMBER": "15550009999",
+            "BRIDGE_SIP_CERT": str(pair.cert),
+            "BRIDGE_SIP_KEY": str(pair.key),
+            "BRIDGE_SIP_LISTEN": "127.0.0.1:0",
+        }
+        setting = {
+            "cert missing": ("BRIDGE_SIP_CERT", str(tmp_path / "gone.pem")),
+            "key not a key": ("BRIDGE_SIP_KEY", str(pair.cert)),
+            "CA missing": ("BRIDGE_SIP_CA", str(tmp_path / "no-ca.pem")),
+            "port taken": ("BRIDGE_SIP_LISTEN", f"127.0.0.1:{taken.getsockname()[1]}"),
+        }[bad]
+        env[setting[0]] = setting[1]
+        proc = await spawn_bridge(env, "--port", str(free_port()), stdout=asyncio.subprocess.PIPE)
+        _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2, lines
+    assert len(lines) == 1 and setting[0] in lines[0] and setting[1] in lines[0], lines
 
 
 @pytest.mark.parametrize(

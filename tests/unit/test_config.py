@@ -456,6 +456,29 @@ def test_the_sip_road_needs_no_graph_settings_but_its_own() -> None:
         load_settings([], {**SIP_ROAD, "BRIDGE_CLOUDAPI_SIGNALLING": "h323"})
 
 
+@pytest.mark.parametrize(
+    "hostname", ["sip.example.com:5061", "sips:sip.example.com", "sip example.com", "-x.example"]
+)
+def test_the_sip_host_name_is_a_host_name(hostname: str) -> None:
+    """BRIDGE_SIP_HOSTNAME is the host of our Via, Contact and From: a port or a scheme in it
+    (accepted before) made each of them wrong for every call; a number's sipHostname was
+    already refused so (numbers/model.py)."""
+    with pytest.raises(ConfigError, match="BRIDGE_SIP_HOSTNAME"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_SIP_HOSTNAME": hostname})
+    assert load_settings([], {**SIP_ROAD, "BRIDGE_SIP_HOSTNAME": "sip-1.example.com"})
+
+
+@pytest.mark.parametrize("hop", ["tcp", "udp", "TCP", "ws"])
+def test_metas_sip_uri_is_over_tls(hop: str) -> None:
+    """Meta's SIP road is TLS only: a BRIDGE_SIP_META_URI with another transport was dialled
+    as plain TCP, the INVITE's digest answer and SDES keys (RFC 4568) in clear text."""
+    uri = f"sip:wa.meta.vc;transport={hop}"
+    with pytest.raises(ConfigError, match="BRIDGE_SIP_META_URI"):
+        load_settings([], {**SIP_ROAD, "BRIDGE_SIP_META_URI": uri})
+    for good in ("sip:wa.meta.vc;transport=tls", "sip:wa.meta.vc:5061", "sips:wa.meta.vc"):
+        assert load_settings([], {**SIP_ROAD, "BRIDGE_SIP_META_URI": good})
+
+
 def test_shutdown_calls_hand_over_by_default_only_where_calls_can_move() -> None:
     lone = load_settings([], {})
     assert lone.calls.shutdown_calls is ShutdownCalls.HANGUP

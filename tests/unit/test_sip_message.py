@@ -189,3 +189,26 @@ def test_metas_invite_is_keyed_by_its_wacid_with_or_without_the_header(
     msg = parse(raw)
     assert isinstance(msg, Request)
     assert engine_call_id(msg) == key
+
+
+@pytest.mark.parametrize(
+    ("from_user", "duration", "peer", "seconds"),
+    [
+        ("+15550001111", "12", "15550001111", 12),
+        ("+\u00b9\u00b2\u00b3", "\u00b2", "", None),  # superscripts: str.isdigit, not int
+        ("+\u0661\u0662\u0663", "\u0661\u0662", "", None),  # Arabic-Indic: not a phone
+    ],
+)
+def test_metas_numbers_are_ascii_digits(
+    from_user: str, duration: str, peer: str, seconds: int | None
+) -> None:
+    """The caller's number and Meta's call duration are ASCII digits (a BYE whose duration was
+    ``²`` raised in the engine's BYE handler after the call was dropped: its end was never
+    reported, so the bridge kept the call up)."""
+    from bridge.engines.cloudapi.sip_calls import call_duration, peer_number
+
+    raw = INVITE.replace(b"+15550001111@wa.meta.vc>;tag", f"{from_user}@wa.meta.vc>;tag".encode())
+    raw = raw.replace(b"CSeq:", f"x-wa-meta-call-duration: {duration}\r\nCSeq:".encode())
+    msg = parse(raw)
+    assert isinstance(msg, Request)
+    assert (peer_number(msg), call_duration(msg)) == (peer, seconds)

@@ -57,7 +57,7 @@ def peer_number(req: Request) -> str:
     except SipParseError:
         user = ""
     digits = re.sub(r"[-.()]", "", user.removeprefix("+"))  # RFC 3966 visual separators
-    if digits.isdigit():
+    if re.fullmatch(r"[0-9]+", digits):  # ASCII (str.isdigit also takes ² and ١)
         return digits[:20]
     named = (req.get("x-wa-meta-user-id").strip(), user.removeprefix("+"))
     return next((user_id for user_id in named if BSUID.match(user_id)), "")
@@ -95,7 +95,7 @@ def invite_metadata(req: Request) -> dict[str, Any]:
 
 def call_duration(req: Request) -> int | None:
     raw = req.get("x-wa-meta-call-duration").strip()
-    return int(raw) if raw.isdigit() and len(raw) < 9 else None
+    return int(raw) if re.fullmatch(r"[0-9]{1,8}", raw) else None  # ASCII: int refuses ²
 
 
 def meta_code(msg: Request | Response) -> tuple[MetaCode | None, str]:

@@ -17,12 +17,13 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Callable
 
 import aiohttp
 
-from ...config import IceSettings, Settings
+from ...config import ConfigError, IceSettings, Settings, SipSettings
 from ...errors import EngineError, NoCallPermission
 from ...sip import (
     DigestServer,
@@ -56,6 +57,19 @@ log = logging.getLogger(__name__)
 
 REALM = "wa.meta.vc"
 """The digest realm of Meta's SIP interface (both ways)."""
+
+
+def listener_refused(sip: SipSettings, exc: OSError | ssl.SSLError) -> ConfigError:
+    """Why the SIP listener cannot start, naming the setting to change: a certificate or key
+    file that does not load, or an address it cannot listen on."""
+    if isinstance(exc, ssl.SSLError) or getattr(exc, "filename", None):
+        names = {sip.sip_cert: "BRIDGE_SIP_CERT", sip.sip_key: "BRIDGE_SIP_KEY"}
+        named = names.get(getattr(exc, "filename", None) or "")
+        which = [named] if named else ["BRIDGE_SIP_CERT", "BRIDGE_SIP_KEY"]
+        shown = ", ".join(f"{n}={getattr(sip, n.lower().removeprefix('bridge_'))!r}" for n in which)
+        return ConfigError(f"{shown}: not a certificate and its key that load ({exc})")
+    why = exc.strerror or str(exc)
+    return ConfigError(f"BRIDGE_SIP_LISTEN={sip.sip_listen}: the SIP listener cannot start: {why}")
 
 
 class SipEngine(CloudApiRoad[SipCall]):
@@ -126,14 +140,23 @@ class SipEngine(CloudApiRoad[SipCall]):
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
-        self.door = await self.doors.join(
-            host,
-            port,
-            self.line,
-            client_ca=sip.sip_ca if sip.sip_verify_client else None,
-            client_ctx=client_context(sip.sip_ca),
-            policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
-        )
+        try:
+            client_ctx = client_context(sip.sip_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"BRIDGE_SIP_CA={sip.sip_ca!r}: no CA certificates load ({exc})"
+            ) from None
+        try:
+            self.door = await self.doors.join(
+                host,
+                port,
+                self.line,
+                client_ca=sip.sip_ca if sip.sip_verify_client else None,
+                client_ctx=client_ctx,
+                policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise listener_refused(sip, exc) from None
         self.ua = self.door.ua
         self.dialogs.ua = self.ua
         log.info(
