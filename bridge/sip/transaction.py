@@ -335,6 +335,16 @@ async def end_early(ua: UserAgent, conn: Connection, req: Request, tx: InviteSer
         ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
 
 
+async def end_dialog(ua: UserAgent, conn: Connection, req: Request, dialog: Dialog) -> None:
+    """The peer's BYE in ``dialog``: ``200`` to it, the dialog gone, the handler told; our
+    2xx's repeats stop if no ACK came yet (the BYE proves the 2xx came, §13.3.1.4)."""
+    ua.dialogs.pop(dialog.key, None)
+    if unacked := ua.awaiting_ack.pop(dialog.key, None):
+        unacked.acked.set()
+    await ua._answer(conn, reply(req, 200, "OK"))
+    ua._spawn(ua.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
+
+
 def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) -> bool:
     """Whether ``req``, an ACK, is the one of a refusal over UDP we send again until it comes
     (§17.2.1; it ends that transaction). Matched by Call-ID, our tag in its To and CSeq (it

@@ -52,6 +52,7 @@ from .transaction import (
     ask,
     cancel_pending,
     early_invite,
+    end_dialog,
     end_early,
     refusal_acked,
     refusal_of,
@@ -330,11 +331,7 @@ class UserAgent:
                 conn, reply(req, 403, "Forbidden (transfer is done by the bridge)", extra=warn)
             )
         elif method == "BYE":
-            self.dialogs.pop(dialog.key, None)
-            if unacked := self.awaiting_ack.pop(dialog.key, None):
-                unacked.acked.set()  # the BYE proves our 2xx came: its repeats stop (§13.3.1.4)
-            await self._answer(conn, reply(req, 200, "OK"))
-            self._spawn(self.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
+            await end_dialog(self, conn, req, dialog)
         else:  # NOTIFY in a dialog
             await self._answer(conn, reply(req, 200, "OK"))
 
