@@ -1,13 +1,18 @@
-"""Owned background tasks: every task is named, tracked, cancelled and awaited."""
+"""Owned background tasks: every task is named, tracked, cancelled and awaited; and an
+owner's close, which runs to its end once whoever awaits it (:class:`CloseOnce`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
+
+from .errors import BridgeError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _NORMAL_EXITS: tuple[type[BaseException], ...] = (asyncio.CancelledError, ConnectionError)
 
@@ -71,3 +76,47 @@ async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) 
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         for t in pending:
             log.warning("task %s did not stop within %.1fs", t.get_name(), timeout)
+
+
+class CloseOnce(Generic[T]):
+    """An owner's close that runs to its end once, whoever awaits it or is cancelled.
+
+    The first :meth:`run` starts the teardown as a task of its own, named ``name``; every
+    caller, the first included, awaits that one task shielded. A caller cancelled mid-teardown
+    (a request whose client went away, a task its owner cancels) leaves the teardown running
+    to its end, and a later caller waits for that end rather than returning at once to an
+    owner half closed. Each caller waiting gets its result or what it raised; raised with no
+    caller left waiting, it is logged, never lost."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._task: asyncio.Task[T] | None = None
+        self._waiting = 0
+
+    @property
+    def started(self) -> bool:
+        """Whether the close has begun."""
+        return self._task is not None
+
+    async def run(self, teardown: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The close: ``teardown()`` started by the first caller; its end, for every one."""
+        task = self._task
+        if task is None:
+            task = asyncio.get_running_loop().create_task(teardown(), name=self.name)
+            task.add_done_callback(self._done)
+            self._task = task
+        self._waiting += 1
+        try:
+            return await asyncio.shield(task)
+        finally:
+            self._waiting -= 1
+
+    def _done(self, task: asyncio.Task[T]) -> None:
+        # Runs before any waiting caller resumes: one still waiting takes the outcome.
+        if task.cancelled() or self._waiting:
+            return
+        exc = task.exception()
+        if isinstance(exc, BridgeError):  # a failure with its reason (a full disk): said
+            log.warning("%s failed with nobody waiting for it: %s", task.get_name(), exc)
+        elif exc is not None and not isinstance(exc, _NORMAL_EXITS):
+            log.error("%s failed with nobody waiting for it", task.get_name(), exc_info=exc)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
 from ..media import BusFrame
+from ..tasks import CloseOnce
 from .base import AttachmentHost
 from .files import disk_error, inside
 from .left_open import Emit, LeftSegments
@@ -96,7 +97,7 @@ class CallRecorder:
         )
         self._writer.start()
         self._result: list[Recording] | None = None
-        self._closing: asyncio.Future[list[Recording]] | None = None
+        self._closing: CloseOnce[list[Recording]] = CloseOnce(f"recorder[{self.call_id[:12]}]")
         host.bus.add_downlink_tap(self._down)
         host.bus.add_uplink_tap(self._up)
 
@@ -145,10 +146,9 @@ class CallRecorder:
         pass
 
     async def close(self) -> list[Recording]:
-        """Stop, finish the files off the event loop, publish ``recording.ready`` (idempotent)."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
-        return await asyncio.shield(self._closing)
+        """Stop, finish the files off the event loop, publish ``recording.ready`` (idempotent;
+        once, to its end, whoever awaits it or is cancelled: ``tasks.CloseOnce``)."""
+        return await self._closing.run(self._close)
 
     async def _close(self) -> list[Recording]:
         self.ended_at = time.monotonic()

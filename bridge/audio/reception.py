@@ -29,6 +29,14 @@ One rule for every reader:
 * **A new SSRC** (:meth:`RtpReception.restart`, A.1's ``init_seq``) starts the report block
   afresh (its numbers, loss and jitter); the totals received and lost go on, so a count read
   over a call (W3C's, a call's timeline, a leg's quality) never goes back.
+* **A restarted sequence** under the same SSRC (a PBX's media relay bridging another source
+  through): A.1's validation. A number :data:`MAX_DROPOUT` or more ahead of the highest, or
+  more than :data:`MAX_MISORDER` behind it, moves nothing (counted, as a reordered packet);
+  once the next packet follows it in order (A.1's ``bad_seq``) the sequence restarted there,
+  and the report block starts afresh from that jump as for a new SSRC, the totals going on.
+  Counted as a gap, such a jump was thousands of packets lost in one report (a sender
+  adapting to our reports cut its bitrate); counted as reordering, every packet after it was
+  a duplicate for minutes, the jitter frozen.
 
 Fed the same packets, it counts what aiortc counts (``tests/unit/test_dtls_srtp.py``), but for
 the RTP timestamp difference, taken modulo 2³² here, the events and the transit jumps.
@@ -39,6 +47,9 @@ from __future__ import annotations
 
 LOST_MIN, LOST_MAX = -0x800000, 0x7FFFFF
 """The cumulative number of packets lost is a signed 24-bit field (RFC 3550 §6.4.1)."""
+MAX_DROPOUT, MAX_MISORDER = 3000, 100
+"""RFC 3550 A.1: how far ahead of the highest number a packet is a gap (packets lost), how far
+behind it a packet is reordered; beyond either, a jump of the sequence."""
 
 
 class RtpReception:
@@ -58,6 +69,7 @@ class RtpReception:
         self._received_before = 0  # packets_received when the current source began
         self._lost_before = 0  # what the sources before it lost
         self._expected_prior = self._received_prior = 0  # at the last report block (A.3)
+        self._bad_seq = -1  # the number that would confirm a jump of the sequence (A.1)
 
     # -- packets in
     def received(self, seq: int, timestamp: int, at: float) -> tuple[int, int]:
@@ -71,15 +83,19 @@ class RtpReception:
             self._last_ts, self._last_arrival = timestamp, int(at * self.clock)
             return seq, timestamp
         highest = self.highest
-        delta = (seq - highest) & 0xFFFF
-        ext_seq = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
+        ahead = (seq - highest) & 0xFFFF
+        ext_seq = highest + (ahead - 0x10000 if ahead >= 0x8000 else ahead)
         if last_ts is None:  # only events before it: the first timestamp
             ts = timestamp
         else:
             delta = (timestamp - last_ts) & 0xFFFFFFFF
             ts = last_ts + (delta - 0x100000000 if delta >= 0x80000000 else delta)
-        if ext_seq <= highest:
-            return ext_seq, ts  # a duplicate or a reordered packet: counted, nothing else moves
+        if not 0 < ahead < MAX_DROPOUT:
+            if not self._jumped(seq, ahead):
+                return ext_seq, ts  # a duplicate, a reordered packet or a jump: nothing moves
+            self.highest = ext_seq = self.highest + 1  # the jump's next packet (_jumped)
+            self._last_ts, self._last_arrival = ts, int(at * self.clock)
+            return ext_seq, ts
         self.highest = ext_seq
         arrival = int(at * self.clock)
         if last_ts is not None and ts != last_ts:
@@ -101,17 +117,41 @@ class RtpReception:
         highest = self.highest
         delta = (seq - highest) & 0xFFFF
         ext_seq = highest + (delta - 0x10000 if delta >= 0x8000 else delta)
-        if ext_seq > highest:
+        if 0 < delta < MAX_DROPOUT:
             self.highest = ext_seq
+        elif self._jumped(seq, delta):
+            self.highest = ext_seq = self.highest + 1
         return ext_seq
+
+    def _jumped(self, seq: int, delta: int) -> bool:
+        """A packet neither newest nor in the gap a loss leaves (``delta``: its number ahead of
+        the highest, modulo 2¹⁶): whether it confirms a jump of the sequence (A.1's
+        ``bad_seq``: it follows, in order, a packet that jumped). Then the report block starts
+        again at the packet before it, that jump (its number the base and the highest: this
+        packet's caller makes it the highest); both packets are the new block's, the totals go
+        on. Otherwise, a jump is remembered for its next packet."""
+        if delta == 0 or delta > 0x10000 - MAX_MISORDER:
+            return False  # a duplicate or a reordered packet
+        if seq != self._bad_seq:
+            self._bad_seq = (seq + 1) & 0xFFFF
+            return False
+        # Both packets are counted already, as the old sequence's: they move to the new one.
+        self._start_block(self.packets_lost + 2, self.packets_received - 2)
+        self.base_seq = self.highest = (seq - 1) & 0xFFFF
+        return True
 
     def restart(self) -> None:
         """Another source (a new SSRC, A.1): numbers, loss and jitter start again from its
         first packet; the totals received and lost go on."""
-        self._lost_before = self.packets_lost
-        self._received_before = self.packets_received
+        self._start_block(self.packets_lost, self.packets_received)
         self.base_seq, self.highest = None, 0
-        self._jitter_q4, self._last_ts, self._last_arrival = 0, None, 0
+        self._last_ts, self._last_arrival = None, 0
+
+    def _start_block(self, lost_before: int, received_before: int) -> None:
+        """The report block starts afresh (A.1 ``init_seq``): what came before it is in the
+        totals (``lost_before``, ``received_before``), not in its loss; its jitter restarts."""
+        self._lost_before, self._received_before = lost_before, received_before
+        self._jitter_q4, self._bad_seq = 0, -1
         self._expected_prior = self._received_prior = 0
 
     def use_clock(self, clock: int) -> None:

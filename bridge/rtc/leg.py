@@ -28,7 +28,7 @@ from ..audio.pcm import Pcm
 from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats, LevelMeter
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from . import aiortc_seam, counters
 from .dtls import CONNECTION_LOST, diagnose, reason_label
 from .dtls_srtp import DtlsSrtp
@@ -205,7 +205,7 @@ class PeerLeg(RtpLegOwner):
         self._wire: DtlsSrtp | None = None
         """The leg's wire: the ICE connection, with DTLS's keys (``dtls_srtp.py``)."""
         self._tasks = TaskSet(tasks)
-        self._close_lock = asyncio.Lock()
+        self._closing: CloseOnce[None] = CloseOnce(f"{tasks}:close")
         self._log_extra = dict(log_extra or {})
         self.pc.on("connectionstatechange", self._pc_state_changed)
 
@@ -318,29 +318,30 @@ class PeerLeg(RtpLegOwner):
         """A subclass's hook, first thing in :meth:`close`: stop feeding and being fed."""
 
     async def close(self) -> None:
-        """Close the leg (idempotent; concurrent callers share one teardown): what the
-        subclass attached, then in reverse order of creation the owned tasks, the track, the
-        leg's RTP (its receiver, a last report with BYE once it reported), its wire and the
-        peer connection (its aiortc/aioice objects released at once)."""
-        async with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._detach()
-            leg = self.leg
-            if leg is not None:
-                leg.sender.stop()  # off the clock (its track stopped) before anything else goes
-            await self._tasks.close()
-            if leg is not None:
-                schedule = leg.rtcp_schedule
-                leg.stop(bye=schedule.started or schedule.sent > 0)
-            if self._wire is not None:
-                self._wire.close()
-            try:
-                await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
-            except TimeoutError:
-                log.warning("%s: closing the peer connection timed out", self.name)
-            else:
-                # Free it (and the codec threads it owns) now, not at the next gc run.
-                await release_peer_connection(self.pc, RELEASE_WAIT)
-            self._set_state("closed")
+        """Close the leg (idempotent; concurrent callers share one teardown, which runs to its
+        end even if a caller is cancelled: ``tasks.CloseOnce``): what the subclass attached,
+        then in reverse order of creation the owned tasks, the track, the leg's RTP (its
+        receiver, a last report with BYE once it reported), its wire and the peer connection
+        (its aiortc/aioice objects released at once)."""
+        self._closed = True
+        await self._closing.run(self._teardown)
+
+    async def _teardown(self) -> None:
+        self._detach()
+        leg = self.leg
+        if leg is not None:
+            leg.sender.stop()  # off the clock (its track stopped) before anything else goes
+        await self._tasks.close()
+        if leg is not None:
+            schedule = leg.rtcp_schedule
+            leg.stop(bye=schedule.started or schedule.sent > 0)
+        if self._wire is not None:
+            self._wire.close()
+        try:
+            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            log.warning("%s: closing the peer connection timed out", self.name)
+        else:
+            # Free it (and the codec threads it owns) now, not at the next gc run.
+            await release_peer_connection(self.pc, RELEASE_WAIT)
+        self._set_state("closed")

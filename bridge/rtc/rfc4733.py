@@ -3,10 +3,13 @@
 * In: the leg's RTP session (``rtc/rtp_session.py``) feeds packets of the telephone-event
   payload type to a :class:`DtmfDetector`. A press is a run of packets with one RTP timestamp,
   its duration growing, the last three with the end bit; it is reported once, at its first end
-  packet, or — every end packet lost — when the next press begins or the audio goes on past
-  its duration (:meth:`DtmfDetector.audio`: a last press is reported too). A press held past
-  the duration field's largest value comes as segments, each with a timestamp of its own
-  (RFC 4733 §2.5.1.5): one press, their durations added.
+  packet, or — every end packet lost — when the next press ends or the audio goes on past
+  its duration (:meth:`DtmfDetector.audio`: a last press is reported too). A press whose end
+  has not come when the next one begins is held until its end comes (reordered behind the
+  next press's first packets) or that press is reported, so each is reported once, in order,
+  with its own duration. A press held past the duration field's largest value comes as
+  segments, each with a timestamp of its own (RFC 4733 §2.5.1.5): one press, their durations
+  added.
 * Out: :class:`KeyPresses` is the one sender, sans-IO: each tick the leg's track
   (``rtc/tracks.py``) asks it for the tick's packets, sent in place of the tick's audio on the
   audio's own RTP stream (its SSRC and sequence space, counted in its sender reports). A press
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..audio.dtmf import DIGITS
@@ -36,7 +40,8 @@ VOLUME = 10
 
 
 class DtmfDetector:
-    """Feeds on RFC 4733 payloads; calls ``on_digit(digit, duration_ms)`` once per press."""
+    """Feeds on RFC 4733 payloads; calls ``on_digit(digit, duration_ms)`` once per press, in
+    the order the presses began."""
 
     def __init__(self, on_digit: Callable[[str, int], None], clock_rate: int = 8000) -> None:
         self.on_digit = on_digit
@@ -47,9 +52,15 @@ class DtmfDetector:
         """Of the press's current segment (the event clock's units)."""
         self._segments = 0
         """The durations of its segments before that one (RFC 4733 §2.5.1.5)."""
-        self._segment_before: int | None = None
-        """The timestamp of the segment before the current one (a repeat of its last packet
-        may come after the next one began)."""
+        self._step = 0
+        """The largest step of the press's duration from one packet to the next (the first
+        from 0): how often its sender updates it, 20 or 50 ms (§2.5.1.2)."""
+        self._before: int | None = None
+        """The timestamp of the press, or of the press's segment, before the current one: a
+        packet of it may come after the current one began (reordered, or a late repeat)."""
+        self._held: _Unended | None = None
+        """The press before, its end not seen when the current one began: its digit and
+        duration, reported when its end comes late or before the current one is."""
         self.open = False
         """A press began whose end has not come (read by the session on each audio packet: an
         attribute, not a call, on the receive path)."""
@@ -64,51 +75,81 @@ class DtmfDetector:
         duration = int.from_bytes(payload[2:4], "big")
         if event >= len(EVENTS):
             return  # tones and flash hooks other than DTMF
-        if timestamp == self._segment_before:
-            return  # a late repeat of the press's full segment before (RFC 4733 §2.5.1.5)
+        if timestamp == self._before:
+            held = self._held
+            if held is not None:  # the press before, still going or its end reordered
+                held.duration = max(held.duration, duration)
+                if flags & 0x80:
+                    self._report_held()
+            return  # else a late repeat of a press reported, or of a full segment (§2.5.1.5)
         if timestamp != self._timestamp:
             if self.open and self._duration >= 0xFFFF and EVENTS[event] == self._digit:
                 # The press goes on past the duration field: its next segment (§2.5.1.5).
                 self._segments += self._duration
-                self._segment_before = self._timestamp
+                self._report_held()  # a press before it is long over
             else:
-                if self.open:  # the previous press lost all its end packets
-                    self._report()
+                self._report_held()
+                if self.open:  # its end may yet come, reordered: held, not reported yet
+                    self._held = _Unended(self._digit, self._segments, self._duration)
                 self._digit = EVENTS[event]
                 self.open = True
-                self._segments, self._segment_before = 0, None
-            self._timestamp = timestamp
+                self._segments = self._step = 0
+            self._before, self._timestamp = self._timestamp, timestamp
             self._duration = 0
         if not self.open:
             return  # a retransmitted end packet of a press already reported
-        self._duration = max(self._duration, duration)
+        if duration > self._duration:
+            self._step = max(self._step, duration - self._duration)
+            self._duration = duration
         if flags & 0x80:
             self._report()
 
     def audio(self, timestamp: int, clock: int) -> None:
         """An audio packet of the stream, RTP time ``timestamp`` on the audio's ``clock``: a
         press whose end packets were all lost is over once the audio is past its duration by
-        60 ms (RFC 4733 §2.5.1.3: the sender's audio resumes after the event), and is reported
-        then; before, only the next press reported it, so a last press never was. The press
-        starts on the audio's timeline and counts its duration on the event's own clock
-        (Meta's 8 kHz events beside 48 kHz Opus): compared in seconds."""
+        three of its sender's updates (at least 60 ms; RFC 4733 §2.5.1.3: the sender's audio
+        resumes after the event), and is reported then; before, only the next press reported
+        it, so a last press never was. The press starts on the audio's timeline and counts its
+        duration on the event's own clock (Meta's 8 kHz events beside 48 kHz Opus): compared
+        in seconds."""
         if not self.open or self._timestamp is None or not self._duration:
             return
         after = (timestamp - self._timestamp) & 0xFFFFFFFF
         # In event-clock ticks times audio-clock ticks, to stay in integers: past its duration
-        # by three packets (a phone that sends its audio beside the event's packets keeps
-        # within one or two of it while the key is held), and within 5 s of it (an event
-        # timed on another timeline than its audio's is never ended by the audio).
+        # by three updates (a phone that sends its audio beside the event's packets keeps
+        # within one or two of it while the key is held: 20 ms updates, or 50 ms ones, §2.5.1.2,
+        # the audio up to 50 ms ahead of the latest), each counted 20 to 100 ms; and within 5 s
+        # of it (an event timed on another timeline than its audio's is never ended by the
+        # audio).
         past = after * self.clock_rate - self._duration * clock
         unit = self.clock_rate * clock
-        if unit * 3 // 50 <= past <= unit * 5:
+        step = min(max(self._step * clock, unit // 50), unit // 10)
+        if 3 * step <= past <= unit * 5:
             self._report()
 
     def _report(self) -> None:
+        self._report_held()
         self.open = False
         self.presses += 1
         duration = self._segments + self._duration
         self.on_digit(self._digit, round(duration * 1000 / self.clock_rate))
+
+    def _report_held(self) -> None:
+        """The press before, if one is held: its end came late, or never."""
+        held, self._held = self._held, None
+        if held is not None:
+            self.presses += 1
+            duration = held.segments + held.duration
+            self.on_digit(held.digit, round(duration * 1000 / self.clock_rate))
+
+
+@dataclass(slots=True)
+class _Unended:
+    """A press whose end had not come when the next one began (:class:`DtmfDetector`)."""
+
+    digit: str
+    segments: int
+    duration: int
 
 
 def event_payload(event: int, end: bool, duration: int, volume: int = VOLUME) -> bytes:

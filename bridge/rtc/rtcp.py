@@ -6,8 +6,10 @@
   (RFC 3550 A.3 loss, A.8 jitter), gives our report block (with LSR/DLSR of the far end's
   latest sender report);
 * what we send gives a sender report (§6.4.1), its NTP/RTP pair from the latest audio packet
-  carried to now on the 48 kHz clock; an SDES CNAME in every compound packet (§6.1), a BYE in
-  the last;
+  carried to now on the 48 kHz clock, while we send: an SR only if RTP went out since the
+  report before our last one (§6.4), so a leg that stopped sending (a held phone, an idle
+  leg) reports as a receiver, no sender counts going stale, until it sends again; an SDES
+  CNAME in every compound packet (§6.1), a BYE in the last;
 * the far end's block about our SSRC gives the loss it sees and the round-trip time.
 
 A malformed report is counted and ignored.
@@ -71,6 +73,7 @@ class RtcpReports:
         self.malformed = 0
         self.sent = 0
         self._sdes = (0, b"", b"")  # our SSRC and CNAME, and their SDES packet (written once)
+        self._sent_by = (0, 0)  # our packets sent by the report before the last, by the last
 
     # -- what we receive
     def received(
@@ -92,14 +95,17 @@ class RtcpReports:
     def compound(
         self, stream: RtpStream, *, bye: bool = False, loss_at_least: float = 0.0
     ) -> bytes:
-        """The compound packet to send now: SR (or RR before we sent anything), SDES CNAME,
-        and BYE when ``bye``; its fraction lost at least ``loss_at_least`` (see
-        ``rtc/rtp_session.py``: the loss of a hop beyond this one)."""
+        """The compound packet to send now: SR (or RR unless we sent RTP since the report
+        before the last, §6.4), SDES CNAME, and BYE when ``bye``; its fraction lost at least
+        ``loss_at_least`` (see ``rtc/rtp_session.py``: the loss of a hop beyond this one)."""
         now = time.time()
         block = self._report_block(now, min(255, int(max(0.0, loss_at_least) * 256)))
         count = 1 if block else 0
         ssrc = self.ssrc
-        if stream.sent_at is not None:  # the time pair of our newest audio packet sent
+        before, last = self._sent_by
+        self._sent_by = (last, stream.packets)
+        if stream.sent_at is not None and stream.packets != before:
+            # A sender (§6.4): the time pair of our newest audio packet sent.
             at, ts = stream.sent_at, stream.timestamp(stream.sent_pts)
             rtp = (ts + int((now - at) * self.clock)) & 0xFFFFFFFF
             out = sender_report(

@@ -224,7 +224,7 @@ class RtpSession:
             self.on_report(reports.far.fraction_lost)
 
     def report(self, *, bye: bool = False) -> bytes:
-        """Our compound RTCP packet now (SR, or RR before we sent; SDES; BYE when ``bye``)."""
+        """Our compound RTCP packet now (SR while we send, else RR; SDES; BYE when ``bye``)."""
         return self.reports.compound(self.stream, bye=bye, loss_at_least=self.loss_beyond())
 
     # -- quality

@@ -145,3 +145,39 @@ def test_with_no_telephone_event_negotiated_the_presses_go_and_the_ticks_are_aud
     sent: list[object] = []
     assert not presses.send_tick(0, lambda *a: sent.append(a))
     assert not sent and not presses.pending
+
+
+def test_an_end_packet_reordered_behind_the_next_press_ends_its_own_press() -> None:
+    """A press's end packets arriving after the next press's first packets (reordered on the
+    way, or a late repeat) end that press, not the next one: each press reported once, in
+    order, with its own duration. Before, the late end packet of "1" cut "2" short and was
+    taken for a press of its own: "1", "2", "1", "2"."""
+    presses = KeyPresses()
+    presses.press("1", 100)
+    presses.press("2", 100)
+    sent: list[tuple[int, bytes, bool]] = []  # each packet as sent: timestamp, payload, end
+    timestamp = 0
+    while (packet := presses.next_packet()) is not None:
+        timestamp += 8000 if packet.first else 0
+        sent += [(timestamp, packet.payload, packet.end)] * (END_REPEATS if packet.end else 1)
+    one = [p for p in sent if p[0] == 8000]
+    two = [p for p in sent if p[0] == 16_000]
+    assert (len(one), len(two)) == (5 + 2, 5 + 2)
+    orders = {
+        "the ends after the next press's first packet": one[:4] + two[:1] + one[4:] + two[1:],
+        "the ends after its second, one lost": one[:4] + two[:2] + one[5:] + two[2:],
+        "a repeat of the end after the next press's first": one[:5] + two[:1] + one[5:] + two[1:],
+    }
+
+    def heard(packets: list[tuple[int, bytes, bool]]) -> list[tuple[str, int]]:
+        keys: list[tuple[str, int]] = []
+        detector = DtmfDetector(lambda digit, ms: keys.append((digit, ms)), 8000)
+        for ts, payload, _ in packets:
+            detector.feed(ts, payload)
+        assert detector.presses == len(keys) and not detector.open
+        return keys
+
+    for order, packets in orders.items():
+        assert heard(packets) == [("1", 100), ("2", 100)], order
+    # Every end packet of "1" lost: reported before "2", with the duration it had reached.
+    assert heard([p for p in sent if not (p[2] and p[0] == 8000)]) == [("1", 80), ("2", 100)]

@@ -39,8 +39,8 @@ NOT_YET_OWNED = {
 """Call-keyed state still outside its owner (take one out once it moved into its owner)."""
 
 TASK_OWNERS = {
-    "tasks.py": "TaskSet: named, tracked, cancelled and awaited with its owner",
-    "attachments/recording.py": "the recorder's close, one future its callers share and await",
+    "tasks.py": "TaskSet: named, tracked, cancelled and awaited with its owner; CloseOnce: an "
+    "owner's close (a leg's, a recorder's), one task every caller awaits, run to its end",
     "cluster/redis_reaper.py": "a reap's claim renewal, cancelled in the finally of that reap",
     "cluster/redis_lease.py": "a fenced worker's ending of its calls, beside which it beats; "
     "cancelled in the finally of that beat",

@@ -14,7 +14,7 @@ import numpy as np
 from bridge.audio.receiver import Receiver
 from bridge.audio.reception import RtpReception
 from bridge.media import BusStats
-from bridge.rtc.packets import ReceiverReport, parse_rtcp
+from bridge.rtc.packets import ReceiverReport, ReportBlock, parse_rtcp
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
 from bridge.tasks import TaskSet
@@ -30,11 +30,14 @@ def unwrap(value: int, reference: int, bits: int) -> int:
 
 
 class Reference:
-    """The counting as RFC 3550 A.3 writes it, with ``unwrap`` per number."""
+    """The counting as RFC 3550 A.1 and A.3 write it, with ``unwrap`` per number: a jump of
+    3000 ahead or 100 behind is a restart once the next packet follows it in order, and the
+    count starts again from the jump (the loss before it kept)."""
 
     def __init__(self) -> None:
         self.highest: int | None = None
-        self.base = self.last_ts = self.received = 0
+        self.base = self.last_ts = self.received = self.total = self.lost_before = 0
+        self.bad_seq = -1
 
     def arrive(self, seq: int, timestamp: int) -> tuple[int, int]:
         if self.highest is None:
@@ -42,15 +45,25 @@ class Reference:
             self.last_ts = timestamp
         ext_seq = unwrap(seq, self.highest, 16)
         ts = unwrap(timestamp, self.last_ts, 32)
+        self.received += 1
+        self.total += 1
+        udelta = (seq - self.highest) % 0x10000
+        if 3000 <= udelta <= 0x10000 - 100:  # A.1: a very large jump
+            if seq != self.bad_seq:
+                self.bad_seq = (seq + 1) % 0x10000
+                return ext_seq, ts
+            self.lost_before += self.highest - self.base + 1 - (self.received - 2)
+            self.base, self.received, self.bad_seq = (seq - 1) % 0x10000, 2, -1
+            self.highest, self.last_ts = self.base + 1, ts
+            return self.highest, ts
         if ext_seq > self.highest:
             self.highest, self.last_ts = ext_seq, ts
-        self.received += 1
         return ext_seq, ts
 
     @property
     def lost(self) -> int:
         assert self.highest is not None
-        return self.highest - self.base + 1 - self.received
+        return self.lost_before + self.highest - self.base + 1 - self.received
 
 
 def test_the_inlined_counting_counts_as_unwrap_does() -> None:
@@ -68,12 +81,16 @@ def test_the_inlined_counting_counts_as_unwrap_does() -> None:
         assert counted == reference.arrive(seq, ts)
         assert ours.extended(seq, ts) == counted  # what the receiver reads of it after
         assert ours.extend_seq(seq) == counted[0] and ours.extend(ts) == counted[1]
-        assert (ours.packets_received, ours.packets_lost) == (reference.received, reference.lost)
+        assert (ours.packets_received, ours.packets_lost) == (reference.total, reference.lost)
         assert ours.highest == reference.highest
+        if i == 1499:
+            assert ours.highest > 0x10000  # across the 16-bit wrap
         if i == 1500:  # the restart's jump moved no jitter (its 400 s / 16 would be 200 000)
             assert 0 < ours.jitter < 1000
         steps.append(step)
-    assert ours.packets_lost > 0 and any(s < 0 for s in steps) and ours.highest > 0x10000
+    # A.1: the jump is a restarted sequence (the report block's numbers again from it).
+    assert ours.base_seq == reference.base and ours.highest < 0x10000
+    assert any(s < 0 for s in steps)
     assert ours.jitter_s == ours._jitter_q4 / 16 / 8000
 
 
@@ -151,3 +168,40 @@ async def test_a_legs_session_counts_once_and_the_reports_and_receiver_read_it()
     assert (session.quality().uplink_packets, session.quality().uplink_lost) == (110, 11)
     leg.stop(bye=False)
     await tasks.close()
+
+
+def _report_block(session: RtpSession) -> ReportBlock:
+    (rr,) = [p for p in parse_rtcp(session.report()) if isinstance(p, ReceiverReport)]
+    (block,) = rr.reports
+    return block
+
+
+def test_a_sender_that_jumps_its_sequence_restarts_the_report_block_and_loses_nothing() -> None:
+    """RFC 3550 A.1: a PBX's media relay bridging another source through under the same SSRC
+    jumps the sequence (ahead, or back): taken as a restart once the next packet follows the
+    jump, the report block starting again from it, not as thousands of packets lost (a phone
+    adapting to our fraction lost cuts its bitrate) nor every packet after it a duplicate,
+    the jitter frozen. A lone stray number restarts nothing."""
+    for jump in (5000, -20_000, 0x8000):
+        session = RtpSession(1, "test", audio_pt=0)
+        session.use_codec("PCMU", 0)
+        seq, ts = 60_000, 1000
+        for i in range(50):  # on time, one lost
+            if i != 20:
+                session.receive_rtp(_rtp(seq + i, ts + 160 * i), 1.0 + 0.02 * i)
+        block = _report_block(session)
+        assert (block.fraction_lost, block.packets_lost) == (256 // 50, 1)
+        stray = (seq + 550 + jump) & 0xFFFF  # one number far off, then the sequence goes on
+        session.receive_rtp(_rtp(stray, ts + 160 * 50), 2.0)
+        session.receive_rtp(_rtp(seq + 50, ts + 160 * 50), 2.0)
+        assert session.reports.reception.highest == seq + 50  # nothing restarted
+        seq = (seq + 51 + jump) & 0xFFFF  # the relay's other source from here, every packet
+        for i in range(50):  # late by 0 to 15 ms: jitter
+            arrival = 2.02 + 0.02 * i + 0.005 * (i % 4)
+            session.receive_rtp(_rtp((seq + i) & 0xFFFF, ts + 160 * (51 + i)), arrival)
+        block = _report_block(session)
+        assert (block.fraction_lost, block.packets_lost) == (0, 0), jump
+        assert block.highest_sequence == seq + 49 and block.jitter > 0, jump
+        reception = session.reports.reception
+        # The totals go on: 1 lost before, and the stray counted as received (as a duplicate).
+        assert (reception.packets_received, reception.packets_lost) == (101, 0)

@@ -11,7 +11,7 @@ from bridge.audio.opus import OpusDecoder
 from bridge.media import BusStats
 from bridge.rtc.packets import Bye, parse_rtcp
 from bridge.rtc.red import RedStats
-from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses, event_payload
+from bridge.rtc.rfc4733 import END_REPEATS, DtmfDetector, KeyPresses, event_payload
 from bridge.rtc.rtp_leg import RtpLeg
 from bridge.rtc.rtp_session import RtpSession
 from bridge.rtc.tracks import OpusBusTrack
@@ -102,6 +102,30 @@ async def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_audio_
     leg.receive_rtp(struct.pack("!BBHII", 0x80, 0, 8, 8000 + 1120, 7) + bytes(160), at)
     assert keys == [("9", 60)]  # once
     leg.stop(bye=False)
+
+
+async def test_a_press_updated_every_50_ms_beside_20_ms_audio_is_not_ended_early() -> None:
+    """RFC 4733 §2.5.1.2 lets a sender update a press every 50 ms: its audio, every 20 ms
+    beside it, runs up to 50 ms ahead of the latest duration, more when the update is sent a
+    little after its audio (here 30 to 40 ms). The press is over once the audio is three of
+    its updates past it, not three audio packets: before, a 1 s "5" was heard as 100 ms."""
+    for lag in (30, 40):
+        leg, _, keys = new_leg("PCMU", 0)
+        leg.use_codec("PCMU", 0)  # (the reports' clock: 8 kHz, as a trunk's leg sets it)
+        start, at = 80_000, time.monotonic()
+        sent: list[tuple[int, bytes]] = []  # (ms sent, packet), the phone's order
+        for k in range(80):  # 1.6 s of audio; the key held from its first frame for 1 s
+            audio = struct.pack("!BBHII", 0x80, 0, 0, start + 160 * k, 7) + bytes(160)
+            sent.append((20 * (k + 1), audio))
+        for n in range(1, 21):  # an update every 50 ms, the last its end, three times
+            event = event_payload(5, n == 20, 400 * n)
+            packet = struct.pack("!BBHII", 0x80, 101, 0, start, 7) + event
+            sent += [(50 * n + lag, packet)] * (END_REPEATS if n == 20 else 1)
+        sent.sort(key=lambda p: p[0])
+        for seq, (ms, packet) in enumerate(sent, 1):
+            leg.receive_rtp(packet[:2] + seq.to_bytes(2, "big") + packet[4:], at + ms / 1000)
+        assert keys == [("5", 1000)], lag
+        leg.stop(bye=False)
 
 
 def test_a_last_press_whose_end_packets_were_all_lost_is_heard_when_red_audio_goes_on() -> None:

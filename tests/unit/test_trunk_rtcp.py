@@ -1,8 +1,8 @@
 """A trunk leg's RTCP (``trunks/media.py``): off unless both SDPs said ``a=rtcp-mux``; then,
 on the one scheduler (``rtc/rtcp_schedule.py``, its timers fired by hand here), the first report
 within half an interval of 5 s (RFC 3550 §6.2, randomised 0.5–1.5 ×) and then one every 2.5 to
-7.5 s, an SR once audio went out, carrying a report block on the phone's stream with its loss,
-and a BYE at the end."""
+7.5 s, an SR while audio goes out (an RR on hold), carrying a report block on the phone's
+stream with its loss, and a BYE at the end."""
 
 from __future__ import annotations
 
@@ -125,6 +125,32 @@ async def test_a_receiver_report_before_any_audio_went_out() -> None:
     media.stop()
     assert wire.rtp == [] and wire.rtcp
     assert isinstance(parse_rtcp(wire.rtcp[0])[0], ReceiverReport)
+
+
+async def test_a_held_leg_sends_receiver_reports_until_it_sends_again() -> None:
+    """RFC 3550 §6.4: an SR only from a leg that sent RTP since the report before its last
+    one; a held phone's leg (nothing sent for two intervals) reports as a receiver, with no
+    sender counts going stale, and as a sender again once its audio goes out."""
+    media, wire, timers = leg(mux=True)
+
+    def report(ticks: int) -> type:
+        for _ in range(ticks):
+            media.leg.sender._tick(0.0)
+        timers.fire()
+        return type(parse_rtcp(wire.rtcp[-1])[0])
+
+    assert report(TICKS // 5) is SenderReport
+    media.track.sending = False  # on hold: the frames are taken, no packet goes out
+    sent = len(wire.rtp)
+    kinds = [report(TICKS // 5) for _ in range(3)]
+    assert len(wire.rtp) == sent
+    # The interval before the first of them had audio; the next two had none.
+    assert kinds == [SenderReport, ReceiverReport, ReceiverReport]
+    media.track.sending = True
+    assert report(TICKS // 5) is SenderReport
+    (rr,) = [p for p in parse_rtcp(wire.rtcp[-2]) if isinstance(p, ReceiverReport)]
+    assert rr.ssrc == media.leg.stream.ssrc
+    media.stop()
 
 
 def test_the_round_trip_from_a_far_end_whose_delay_since_our_report_is_rounded_up() -> None:

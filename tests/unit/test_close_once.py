@@ -1,0 +1,116 @@
+"""An owner's close runs to its end once, whoever awaits it or is cancelled (``bridge/tasks.py``
+``CloseOnce``, the one mechanism: a WebRTC leg's close and a recorder's). A leg's close used to
+mark the leg closed first and then tear down inline in its caller: a caller cancelled
+mid-teardown (a request whose client went away) left the wire and the peer connection open,
+and every later close returned at once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from bridge.engines.base import EngineStats
+from bridge.engines.cloudapi.peer import WhatsAppPeer
+from bridge.errors import StorageFailed
+from bridge.rtc import restrict_host_addresses
+from bridge.tasks import CloseOnce
+from tests.fakes.cloudapi import meta_offer
+from tests.support.waits import until
+
+
+def _bound_ports(peer: WhatsAppPeer) -> list[int]:
+    """The UDP ports the leg's ICE sockets are bound to."""
+    ports = []
+    for transceiver in peer.pc.getTransceivers():
+        connection = transceiver.receiver.transport.transport._connection
+        for protocol in connection._protocols:
+            ports.append(protocol.transport.get_extra_info("sockname")[1])
+    return ports
+
+
+def _free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
+    restrict_host_addresses(["127.0.0.1"])
+    meta = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        meta.addTransceiver("audio", direction="sendrecv")
+        await meta.setLocalDescription(await meta.createOffer())
+        peer = WhatsAppPeer(
+            "cancelled", None, EngineStats(), on_dtmf=lambda *_: None, on_media=lambda *_: None
+        )
+        await peer.answer(meta_offer(meta.localDescription.sdp))  # its ICE sockets bound
+        ports = _bound_ports(peer)
+        assert ports and not any(_free(p) for p in ports)
+        stopping = asyncio.Event()
+
+        async def child() -> None:  # a task of the leg that takes a moment to stop
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                stopping.set()
+                await asyncio.sleep(0.05)
+                raise
+
+        peer._tasks.spawn(child(), "slow-to-stop")
+        closing = asyncio.create_task(peer.close())
+        await stopping.wait()  # the close is mid-teardown, waiting for the leg's tasks …
+        closing.cancel()  # … when its caller goes
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert peer.closed
+        await until(lambda: peer.state == "closed", timeout=5, what="the teardown's end")
+        await peer.close()  # a later close: the same teardown, over
+        assert all(_free(p) for p in ports)
+    finally:
+        restrict_host_addresses([])
+        await meta.close()
+
+
+async def test_concurrent_closes_share_one_teardown_and_its_failure() -> None:
+    runs = 0
+
+    async def teardown() -> str:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.01)
+        raise StorageFailed("the disk is full")
+
+    closing: CloseOnce[str] = CloseOnce("test:close")
+    callers = [closing.run(teardown) for _ in range(3)]
+    results = await asyncio.gather(*callers, return_exceptions=True)
+    assert runs == 1 and all(isinstance(r, StorageFailed) for r in results)
+    assert closing.started
+
+
+async def test_a_failure_with_nobody_left_waiting_is_said_not_lost(caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="bridge.tasks")
+    finished = asyncio.Event()
+
+    async def teardown() -> None:
+        await asyncio.sleep(0.01)
+        finished.set()
+        raise StorageFailed("the recording cannot be finished: No space left on device")
+
+    closing: CloseOnce[None] = CloseOnce("recorder[test]")
+    caller = asyncio.create_task(closing.run(teardown))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await finished.wait()
+    await asyncio.sleep(0)
+    (record,) = [r for r in caplog.records if r.name == "bridge.tasks"]
+    assert record.levelno == logging.WARNING and "No space left" in record.getMessage()
