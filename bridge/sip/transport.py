@@ -50,6 +50,12 @@ MAX_UNTRUSTED = 32
 are answered 403 and can never take the places of the trusted (Meta's)."""
 UNTRUSTED_IDLE_TIMEOUT = 10.0
 """Seconds such a connection may stay silent (a trusted one: ``IDLE_TIMEOUT``)."""
+MAX_PER_SOURCE = 32
+"""Connections one source may hold at once (``BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE``'s
+default; a source in the trusted networks is not counted)."""
+FIRST_MESSAGE_TIMEOUT = 30.0
+"""Seconds an accepted connection has, from the end of its handshake, to send its first whole
+SIP message (``BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT``'s default): CRLF pings do not count."""
 RELOAD_EVERY = 1.0
 """Seconds between looks at the certificate and key files."""
 
