@@ -102,7 +102,8 @@ class Connection:
         self.refusal: str | None = None
         """Why the peer may not send us requests (``""``: it may; ``None``: not judged yet)."""
         self.idle_timeout = IDLE_TIMEOUT
-        """Seconds it may stay silent (shorter from an untrusted source: ``listener.py``)."""
+        """Seconds it may stay silent between messages (an accepted one's: its place's,
+        shorter from an untrusted source, ``places.py``)."""
 
     def __repr__(self) -> str:
         return f"<Connection {'from' if self.inbound else 'to'} {self.peer[0]}:{self.peer[1]}>"
