@@ -715,6 +715,17 @@ class SipSettings(_Group):
         "from elsewhere gets 403 before any digest work, and such connections are at most 32 at "
         "once, each closed after 10 s of silence (empty: any source)",
     )
+    sip_max_connections_per_source: int = _opt(
+        32,
+        "connections one source address (an IPv6 one: its /64) may hold on the SIP listeners at "
+        "once, handshakes included; more are closed as they arrive. Sources in "
+        "BRIDGE_SIP_TRUSTED_NETWORKS are not counted",
+    )
+    sip_first_message_timeout: float = _opt(
+        30.0,
+        "seconds a connection accepted by a SIP listener has, after its TLS handshake, to send "
+        "its first whole SIP message (CRLF keep-alives do not count); then it is closed",
+    )
     sip_verify_client: str = _opt(
         "",
         "a name Meta's TLS client certificate must carry (client.sip.fbclientcerts.com): the "
@@ -763,6 +774,8 @@ class SipSettings(_Group):
         ):
             raise self.bad("sip_trunk_listen", "must be host:port (port 0-65535)")
         self.between("sip_max_trunks", 1, 10_000)
+        self.between("sip_max_connections_per_source", 1, 512)  # the listener's 512 places
+        self.between("sip_first_message_timeout", 1, 900, " s")  # 900: the idle timeout
         if self.sip_number and not re.fullmatch(r"[1-9][0-9]{6,14}", self.sip_number):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):

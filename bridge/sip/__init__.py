@@ -1,7 +1,8 @@
 """SIP over TLS, as narrow as Meta's WhatsApp Business Calling SIP interface needs (RFC 3261):
 messages (``message``, ``headers``), digest authentication with SHA-256 and MD5 (``digest``),
 TLS transport (``transport``), dialogs (``dialog``), transactions (``transaction``), the user
-agent core (``ua``), who may send us SIP (``trust``), a request answered once when challenged
+agent core (``ua``), who may send us SIP (``trust``) and how many connections each source may
+hold on the listener (``places``), a request answered once when challenged
 (``challenged``), an INVITE we send (``outbound_invite``, the trunks' too) and our INVITE to
 Meta (``uac``).
 The Cloud API engine's SIP signalling (``engines/cloudapi/sip_engine.py``) drives it."""

@@ -5,11 +5,13 @@ TLS-handshakes them with :class:`~.transport.CertFiles`, and reads every connect
 TLS sockets are accepted by :meth:`Listener._accept_loop` and given to their handshake before
 anything reads them: see :meth:`Listener._handshake` for why.
 
-Connections from sources outside the trusted networks (``BRIDGE_SIP_TRUSTED_NETWORKS``) get
-their handshake and a ``403`` per request (``trust.py``), but at most :data:`MAX_UNTRUSTED` of
-them at once, each closed after :data:`UNTRUSTED_IDLE_TIMEOUT` of silence: before, anyone who
-could reach the port held a place among the ``MAX_CONNECTIONS`` for 900 s with each
-connection, and 512 of them kept Meta's own out.
+Each accepted connection takes a place (``places.py``) before its handshake: at most
+``MAX_CONNECTIONS`` in all, a small share for sources outside the trusted networks
+(``BRIDGE_SIP_TRUSTED_NETWORKS``, answered ``403`` per request by ``trust.py``) and a cap per
+source (``BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE``); past a bound it is closed as it arrives.
+Before, anyone who could reach the port held a place for 900 s with each connection, and 512
+of them kept Meta's own out. A connection then has ``BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT`` to send
+its first whole SIP message, and its share's idle timeout between messages.
 """
 
 from __future__ import annotations
@@ -18,17 +20,15 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
 from typing import Any
 
 from ..tasks import TaskSet
 from .message import MAX_HEAD, SipParseError
+from .places import Place, Places
 from .transport import (
     HANDSHAKE_TIMEOUT,
     MAX_CONNECTIONS,
-    MAX_UNTRUSTED,
     RELOAD_EVERY,
-    UNTRUSTED_IDLE_TIMEOUT,
     BadHandler,
     BadMessage,
     CertFiles,
@@ -36,6 +36,7 @@ from .transport import (
     Handler,
     connect,
 )
+from .trust import PeerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +69,14 @@ class Listener:
         certs: CertFiles | None,
         handler: Handler,
         on_bad: BadHandler,
-        trusted_source: Callable[[str], bool] = lambda _host: True,
+        policy: PeerPolicy | None = None,
     ) -> None:
         self.certs = certs
         self.handler = handler
         self.on_bad = on_bad
         """Called with a ``400`` to send for a framed but malformed message."""
-        self.trusted_source = trusted_source
-        """Whether a peer's address is in the trusted networks (``PeerPolicy``)."""
-        self.untrusted = 0
-        """Connections (and their handshakes) from other sources: at most ``MAX_UNTRUSTED``."""
-        self._full: set[str] = set()
-        """What is full (said once while it lasts)."""
+        self.places = Places(policy or PeerPolicy())
+        """Who may hold how many connections, and their timers (``places.py``)."""
         self.connections: set[Connection] = set()
         self.handshaking = 0
         """TLS handshakes under way: they count against ``MAX_CONNECTIONS`` with the
@@ -90,7 +87,6 @@ class Listener:
         self._socket: socket.socket | None = None
         """The TLS listener's socket (accepted by :meth:`_accept_loop`)."""
         self._tasks = TaskSet("sip-transport")
-        self.refused = 0
         self.port = 0
         self._outbound: dict[tuple[str, int], Connection] = {}
         self._dialing: dict[tuple[str, int], tuple[asyncio.Lock, int]] = {}
@@ -137,51 +133,21 @@ class Listener:
             await asyncio.sleep(RELOAD_EVERY)
             certs.check()
 
-    def _place(self, host: str) -> bool | None:
-        """A place for a new connection from ``host``: whether its source is trusted, or
-        ``None`` when it has none (the listener is full, or the untrusted sources' share),
-        said once while it lasts."""
-        trusted = self.trusted_source(host)
-        if self._tasks.closed:  # closing
-            self.refused += 1
-            return None
-        everyone = f"{MAX_CONNECTIONS} connections and handshakes at once"
-        if len(self.connections) + self.handshaking >= MAX_CONNECTIONS:
-            full = everyone
-        elif not trusted and self.untrusted >= MAX_UNTRUSTED:
-            full = f"{MAX_UNTRUSTED} connections from untrusted sources at once"
-        else:  # a place: what was full is no longer (the untrusted share: for one of them)
-            self._full.discard(everyone)
-            if not trusted:
-                self._full.clear()
-                self.untrusted += 1
-            return trusted
-        if full not in self._full:
-            self._full.add(full)
-            log.warning("SIP: %s: more are closed as they arrive (the latest from %s)", full, host)
-        self.refused += 1
-        return None
-
-    def _placed(self, conn: Connection, trusted: bool) -> Connection:
-        if not trusted:
-            conn.idle_timeout = UNTRUSTED_IDLE_TIMEOUT
-        return conn
-
-    def _leave(self, trusted: bool) -> None:
-        if not trusted:
-            self.untrusted -= 1
+    def _place(self, host: str) -> Place | None:
+        """A place for a new connection from ``host`` (``None``: close it as it arrives)."""
+        busy = len(self.connections) + self.handshaking
+        return self.places.take(host, busy, closing=self._tasks.closed)
 
     async def _accept_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        trusted = self._place(str(peer[0]))
-        if trusted is None:
+        place = self._place(str(peer[0]))
+        if place is None:
             writer.close()
             return
         try:
-            conn = Connection(reader, writer, inbound=True, tls=False)
-            await self._run(self._placed(conn, trusted))
+            await self._run(Connection(reader, writer, inbound=True, tls=False), place)
         finally:
-            self._leave(trusted)
+            self.places.leave(place)
 
     async def _accept_loop(self, listening: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -200,20 +166,20 @@ class Listener:
                 log.warning("SIP TLS: accepting again")
             # (The peer as accept gave it: asking the socket again fails once the client has
             # reset it, as a scanner does, and that once ended this loop.)
-            trusted = self._place(str(peer[0]))
-            if trusted is None:
+            place = self._place(str(peer[0]))
+            if place is None:
                 sock.close()
                 continue
             self.handshaking += 1
-            self._tasks.spawn(self._handshake(sock, peer, trusted), f"tls:{peer[0]}:{peer[1]}")
+            self._tasks.spawn(self._handshake(sock, peer, place), f"tls:{peer[0]}:{peer[1]}")
 
-    async def _handshake(self, sock: socket.socket, peer: tuple[Any, ...], trusted: bool) -> None:
+    async def _handshake(self, sock: socket.socket, peer: tuple[Any, ...], place: Place) -> None:
         try:
-            await self._tls(sock, peer, trusted)
+            await self._tls(sock, peer, place)
         finally:
-            self._leave(trusted)
+            self.places.leave(place)
 
-    async def _tls(self, sock: socket.socket, peer: tuple[Any, ...], trusted: bool) -> None:
+    async def _tls(self, sock: socket.socket, peer: tuple[Any, ...], place: Place) -> None:
         """TLS on a socket nothing has read from yet. Accepting plain TCP with a stream and
         starting TLS on it afterwards (``StreamWriter.start_tls``) loses a client hello that
         arrives in between, in a buffer the TLS layer never reads: the handshake then waits out
@@ -241,7 +207,7 @@ class Listener:
         finally:
             self.handshaking -= 1
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        await self._run(self._placed(Connection(reader, writer, inbound=True), trusted))
+        await self._run(Connection(reader, writer, inbound=True), place)
 
     async def _run_outbound(self, dest: tuple[str, int], conn: Connection) -> None:
         """Read an outbound connection's messages too (Meta's answers and requests); once it
@@ -253,20 +219,36 @@ class Listener:
             if self._outbound.get(dest) is conn:
                 del self._outbound[dest]
 
-    async def _run(self, conn: Connection) -> None:
+    async def _run(self, conn: Connection, place: Place | None = None) -> None:
+        """Read ``conn``'s messages until it ends. An accepted one (its ``place``) has the
+        place's first-message timeout for its first whole message (an absolute bound: CRLF
+        pings do not extend it), then the place's idle timeout between messages."""
         self.connections.add(conn)
+        loop = asyncio.get_running_loop()
+        first = loop.time() + place.first_message if place is not None else None
+        if place is not None:
+            conn.idle_timeout = place.idle
         try:
             while conn.open:
                 try:
-                    msg = await conn.read()
+                    async with asyncio.timeout_at(first):
+                        msg = await conn.read()
                 except BadMessage as bad:
                     log.warning("SIP from %s:%d: malformed (%s)", *conn.peer, bad.why)
                     await self.on_bad(bad, conn)
                     break  # the framing is lost: one connection's cost
                 if msg is None:
                     break
+                if first is not None and place is not None:
+                    first = None
+                    self.places.spoke(place)
                 await self.handler(msg, conn)
-        except (SipParseError, TimeoutError, ConnectionError, ssl.SSLError, OSError) as exc:
+        except TimeoutError:
+            if first is not None and place is not None:
+                self.places.silent(place, conn.peer)
+            else:
+                log.info("SIP connection %s:%d ends: silent %g s", *conn.peer, conn.idle_timeout)
+        except (SipParseError, ConnectionError, ssl.SSLError, OSError) as exc:
             log.info("SIP connection %s:%d ends: %s", *conn.peer, exc or type(exc).__name__)
         except asyncio.IncompleteReadError:
             pass

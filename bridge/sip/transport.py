@@ -50,6 +50,12 @@ MAX_UNTRUSTED = 32
 are answered 403 and can never take the places of the trusted (Meta's)."""
 UNTRUSTED_IDLE_TIMEOUT = 10.0
 """Seconds such a connection may stay silent (a trusted one: ``IDLE_TIMEOUT``)."""
+MAX_PER_SOURCE = 32
+"""Connections one source may hold at once (``BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE``'s
+default; a source in the trusted networks is not counted)."""
+FIRST_MESSAGE_TIMEOUT = 30.0
+"""Seconds an accepted connection has, from the end of its handshake, to send its first whole
+SIP message (``BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT``'s default): CRLF pings do not count."""
 RELOAD_EVERY = 1.0
 """Seconds between looks at the certificate and key files."""
 
@@ -96,7 +102,8 @@ class Connection:
         self.refusal: str | None = None
         """Why the peer may not send us requests (``""``: it may; ``None``: not judged yet)."""
         self.idle_timeout = IDLE_TIMEOUT
-        """Seconds it may stay silent (shorter from an untrusted source: ``listener.py``)."""
+        """Seconds it may stay silent between messages (an accepted one's: its place's,
+        shorter from an untrusted source, ``places.py``)."""
 
     def __repr__(self) -> str:
         return f"<Connection {'from' if self.inbound else 'to'} {self.peer[0]}:{self.peer[1]}>"

@@ -11,6 +11,7 @@ write. Connections we opened are Meta's by its server certificate, and are not j
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import logging
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .headers import Via
 from .message import Message, SipParseError, split_list
+from .transport import FIRST_MESSAGE_TIMEOUT, MAX_PER_SOURCE
 
 if TYPE_CHECKING:
     from .transport import Connection
@@ -37,6 +39,27 @@ def source_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address |
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr
+
+
+def source_key(host: str) -> str:
+    """Whose connection this is, for the listener's per-source count: the address (an
+    IPv4-mapped one as IPv4), an IPv6 address by its /64 (one host is given a whole /64,
+    RFC 7421 §1: counted by address, it could take as many places as it has addresses)."""
+    addr = source_address(host)
+    if isinstance(addr, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr) if addr is not None else host
+
+
+class Share(enum.Enum):
+    """Which share of the listener's places a source's connections take (``places.py``)."""
+
+    TRUSTED = "trusted"
+    """In ``BRIDGE_SIP_TRUSTED_NETWORKS`` (Meta's ranges): no per-source cap."""
+    ANY = "any"
+    """No trusted networks are set: every source, each capped at its per-source count."""
+    UNTRUSTED = "untrusted"
+    """Outside the trusted networks: the untrusted share, capped per source, a short idle."""
 
 
 def cert_names(peercert: dict[str, Any] | None) -> list[str]:
@@ -62,12 +85,23 @@ def name_matches(pattern: str, name: str) -> bool:
 
 @dataclass(frozen=True)
 class PeerPolicy:
-    """Which connections we accepted may send requests (see the module docstring)."""
+    """Which connections we accepted may send requests (see the module docstring), and how
+    many of the listener's places each source may hold (``places.py``)."""
 
     networks: Sequence[Network] = ()
     """Source networks allowed (empty: any)."""
     client_name: str = ""
     """The name a client certificate must carry (empty: none is asked for)."""
+    per_source: int = MAX_PER_SOURCE
+    """Connections one source (:func:`source_key`) may hold at once, unless trusted."""
+    first_message_timeout: float = FIRST_MESSAGE_TIMEOUT
+    """Seconds from an accepted connection's handshake to its first whole SIP message."""
+
+    def share(self, host: str) -> Share:
+        """The share of the listener's places a connection from ``host`` takes."""
+        if not self.networks:
+            return Share.ANY
+        return Share.TRUSTED if self.trusts_source(host) else Share.UNTRUSTED
 
     def trusts_source(self, host: str) -> bool:
         """Whether ``host`` is in the trusted networks (any is, without networks)."""

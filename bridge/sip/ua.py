@@ -102,7 +102,7 @@ class UserAgent:
         self.handler = handler
         self.policy = policy or PeerPolicy()
         """Who may send requests on connections we accepted (:mod:`.trust`)."""
-        self.transport = Listener(certs, self._on_message, self._on_bad, self.policy.trusts_source)
+        self.transport = Listener(certs, self._on_message, self._on_bad, self.policy)
         self.datagrams = DatagramEndpoint(self._on_message, self._on_bad) if udp else None
         self.completed = Completed()
         """Our last final responses: a retransmitted request is answered with them again."""

@@ -25,7 +25,7 @@ from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_headers, parse_uri
-from ..sip import Dialog, InviteServer, Request, UserAgent, client_context
+from ..sip import Dialog, InviteServer, PeerPolicy, Request, UserAgent, client_context
 from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
@@ -90,6 +90,12 @@ class TrunkService:
             client_ctx=client_context(self.settings.sip.sip_trunk_ca),
             digest=None,
             handler=self,
+            # Anyone may reach the trunk port: its connections are capped per source and must
+            # speak at once, as on Meta's listener (the trunk's own rules are inbound.py's).
+            policy=PeerPolicy(
+                per_source=self.settings.sip.sip_max_connections_per_source,
+                first_message_timeout=self.settings.sip.sip_first_message_timeout,
+            ),
             udp=True,
         )
         ua.in_dialog_requests = lambda dialog, req: in_dialog(self.line, self.spawn, dialog, req)

@@ -19,15 +19,16 @@ import shutil
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from bridge.sip import listener as listener_module
+from bridge.sip import places as places_module
 from bridge.sip.listener import Listener
 from bridge.sip.message import Message
-from bridge.sip.transport import CertFiles, Connection
+from bridge.sip.transport import MAX_CONNECTIONS, CertFiles, Connection
 from bridge.sip.trust import PeerPolicy
 
 from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
@@ -46,6 +47,7 @@ class Served:
         self.port = port
         self.ca = ca
         self.client = client
+        self.listener: Listener | None = None
 
     def context(self, *, with_client_cert: bool = False) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.path))
@@ -100,24 +102,34 @@ async def _ignore_bad(_bad: object, _conn: Connection) -> None:
     return None
 
 
+ONE_FOR_MANY = PeerPolicy(per_source=MAX_CONNECTIONS)
+"""Every client of these tests connects from 127.0.0.1, standing for many hosts (Meta's and
+others): the per-source cap (``places.py``, 32 by default) is the listener's whole here, so
+that only the bounds a test means to reach are reached."""
+
+
 async def _serve(
-    tmp_path: Path, client_ca: str | None, trusted_source: Callable[[str], bool] = lambda _: True
+    tmp_path: Path, client_ca: str | None, policy: PeerPolicy = ONE_FOR_MANY
 ) -> AsyncIterator[Served]:
     ca = TestCA(tmp_path)
     main, other = ca.issue("main", HOST), ca.issue("other", OTHER)
     client = ca.issue("client", "client.example")
     certs = CertFiles(str(main.cert), str(main.key), client_ca=client_ca)
     certs.names[OTHER] = CertFiles(str(other.cert), str(other.key), client_ca=client_ca)
-    listener = Listener(certs, _ignore, _ignore_bad, trusted_source)
+    listener = Listener(certs, _ignore, _ignore_bad, policy)
     await listener.start("127.0.0.1", 0)
+    served = Served(listener.port, ca, client)
+    served.listener = listener
     try:
-        yield Served(listener.port, ca, client)
+        yield served
     finally:
         await listener.close()
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    """A listener whose one source may hold every place (``ONE_FOR_MANY``: hundreds of
+    handshakes from 127.0.0.1, up to a hundred at once)."""
     async for s in _serve(tmp_path, None):
         yield s
 
@@ -196,6 +208,9 @@ async def test_a_bridge_process_on_the_sip_road_completes_every_handshake(tmp_pa
         "BRIDGE_SIP_KEY": str(pair.key),
         "BRIDGE_SIP_NUMBER": "15550009999",
         "BRIDGE_SIP_CA": str(ca.path),
+        # 100 handshakes at once from 127.0.0.1, standing for many of Meta's hosts: over the
+        # per-source cap (32), which would close 68 of them as they arrive.
+        "BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE": "100",
     }
     proc = await spawn_bridge(env)
     try:
@@ -296,7 +311,8 @@ async def test_half_sent_hellos_neither_block_others_nor_outgrow_the_bound(
     """Clients that send part of a hello and wait (or send nothing) hold a handshake each,
     counted with the connections against ``MAX_CONNECTIONS``: meanwhile real handshakes
     complete at once, and past the bound a new connection is closed as it arrives."""
-    monkeypatch.setattr(listener_module, "MAX_CONNECTIONS", 40)
+    # 49 connections from 127.0.0.1 (the served fixture lets one source hold every place).
+    monkeypatch.setattr(places_module, "MAX_CONNECTIONS", 40)
     hello = client_hello(HOST)
     slow = []
     for i in range(30):
@@ -351,8 +367,9 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
     (here 127.0.0.2, to the listener on 127.0.0.1) still get their handshake (and a 403 per
     request), but at most ``MAX_UNTRUSTED`` at once, each closed after a short silence: they
     can no longer fill the listener's places and keep Meta's out for 900 s each."""
-    monkeypatch.setattr(listener_module, "MAX_UNTRUSTED", 5)
-    monkeypatch.setattr(listener_module, "UNTRUSTED_IDLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(places_module, "MAX_UNTRUSTED", 5)
+    monkeypatch.setattr(places_module, "UNTRUSTED_IDLE_TIMEOUT", 0.5)
+    # 127.0.0.1 is trusted (no per-source cap); 127.0.0.2's 5 are under its cap (32).
     policy = PeerPolicy(networks=(ipaddress.ip_network("127.0.0.1/32"),))
     caplog.set_level(logging.WARNING, logger="bridge.sip.listener")
 
@@ -384,7 +401,7 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
         finally:
             writer.close()
 
-    async for served in _serve(tmp_path, None, policy.trusts_source):
+    async for served in _serve(tmp_path, None, policy):
         untrusted = [await connect("127.0.0.2") for _ in range(5)]
         trusted = await connect("127.0.0.1")
         # The share is taken: the next from elsewhere is closed as it arrives, twice, said once;

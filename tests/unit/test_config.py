@@ -131,6 +131,10 @@ WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
         ({"BRIDGE_SIP_TRUSTED_NETWORKS": "10.0.0.0/33"}, "BRIDGE_SIP_TRUSTED_NETWORKS"),
         ({"BRIDGE_SIP_VERIFY_CLIENT": "meta client"}, "BRIDGE_SIP_VERIFY_CLIENT"),
         ({"BRIDGE_SIP_TRUNK_LISTEN": "pbx"}, "BRIDGE_SIP_TRUNK_LISTEN"),
+        ({"BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE": "0"}, "BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE"),
+        ({"BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE": "513"}, "BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE"),
+        ({"BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT": "0.5"}, "BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT"),
+        ({"BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT": "901"}, "BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT"),
         # URLs urlsplit cannot read: every call event then failed in the webhooks' observer.
         ({"BRIDGE_WEBHOOK_URL": "http://[::1/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
         ({"BRIDGE_WEBHOOK_URL": "http://h:port/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
@@ -263,6 +267,14 @@ ENV_SAMPLES = [
     ("BRIDGE_SIP_CA", "/tls/ca.pem", "sip", "sip_ca", "/tls/ca.pem"),
     ("BRIDGE_SIP_TRUNK_LISTEN", "127.0.0.1:5070", "sip", "sip_trunk_listen", "127.0.0.1:5070"),
     ("BRIDGE_SIP_MAX_TRUNKS", "5", "sip", "sip_max_trunks", 5),
+    (
+        "BRIDGE_SIP_MAX_CONNECTIONS_PER_SOURCE",
+        "64",
+        "sip",
+        "sip_max_connections_per_source",
+        64,
+    ),
+    ("BRIDGE_SIP_FIRST_MESSAGE_TIMEOUT", "12.5", "sip", "sip_first_message_timeout", 12.5),
     ("BRIDGE_SIP_TRUNK_CA", "/etc/pbx-ca.pem", "sip", "sip_trunk_ca", "/etc/pbx-ca.pem"),
     (
         "BRIDGE_SIP_TRUSTED_NETWORKS",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from bridge.config import SipSettings
 from bridge.sip import PeerPolicy, parse
-from bridge.sip.trust import cert_names, name_matches, source_address, stamp_via
+from bridge.sip.transport import FIRST_MESSAGE_TIMEOUT, MAX_PER_SOURCE
+from bridge.sip.trust import Share, cert_names, name_matches, source_address, source_key, stamp_via
 
 META = "client.sip.fbclientcerts.com"
 
@@ -36,6 +38,26 @@ def test_policy_networks_and_names():
     other = named.refusal("1.2.3.4", {"subjectAltName": (("DNS", "x.example"),)})
     assert "names x.example, not " + META in other
     assert PeerPolicy().refusal("192.0.2.1", None) == ""  # nothing configured: anyone
+
+
+def test_a_source_is_its_address_and_an_ipv6_one_its_64():
+    """What the listener counts per source: one host given a /64 (RFC 7421) is one source,
+    however many of its addresses it connects from."""
+    assert source_key("::ffff:192.0.2.7") == source_key("192.0.2.7") == "192.0.2.7"
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert source_key("2001:db8:0:1::1") != source_key("2001:db8::1")
+    assert source_key("?") == "?"
+
+
+def test_the_share_of_a_source():
+    assert PeerPolicy().share("192.0.2.1") is Share.ANY  # no networks: every source capped
+    policy = PeerPolicy((ipaddress.ip_network("31.13.24.0/21"),))
+    assert policy.share("31.13.24.1") is Share.TRUSTED
+    assert policy.share("192.0.2.1") is Share.UNTRUSTED
+    # The listener's defaults are the settings' (a listener made without settings: tests).
+    sip = SipSettings()
+    assert sip.sip_max_connections_per_source == MAX_PER_SOURCE == PeerPolicy().per_source
+    assert sip.sip_first_message_timeout == FIRST_MESSAGE_TIMEOUT
 
 
 def test_via_stamping_ipv6_and_absent_via():

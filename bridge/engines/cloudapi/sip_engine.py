@@ -153,7 +153,12 @@ class SipEngine(CloudApiRoad[SipCall]):
                 self.line,
                 client_ca=sip.sip_ca if sip.sip_verify_client else None,
                 client_ctx=client_ctx,
-                policy=PeerPolicy(sip.trusted_networks, sip.sip_verify_client),
+                policy=PeerPolicy(
+                    sip.trusted_networks,
+                    sip.sip_verify_client,
+                    sip.sip_max_connections_per_source,
+                    sip.sip_first_message_timeout,
+                ),
             )
         except (OSError, ssl.SSLError) as exc:
             raise listener_refused(sip, exc) from None
@@ -215,6 +220,7 @@ class SipEngine(CloudApiRoad[SipCall]):
         info: dict[str, object] = {"calls": len(self.calls), "signalling": "sip"}
         if ua is not None:
             info["connections"] = len(ua.transport.connections)
+            info["refused_connections"] = dict(ua.transport.places.refused)
             info["sip"] = dict(ua.counts)
         return EngineHealth(up=self.up, detail=listening, info=info)
 
