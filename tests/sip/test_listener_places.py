@@ -23,51 +23,24 @@ from bridge.sip.places import Places
 from bridge.sip.trust import PeerPolicy
 
 from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
-from .test_tls_handshakes import BOUND, HOST, Served, _ignore, _ignore_bad, _serve
+from .test_tls_handshakes import (
+    BOUND,
+    HOST,
+    Served,
+    _ignore,
+    _ignore_bad,
+    _serve,
+    closed_by_the_listener,
+    handshaken,
+    refused_before_a_byte,
+)
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 OPTIONS = (
     b"OPTIONS sip:bridge@127.0.0.1 SIP/2.0\r\n"
     b"Via: SIP/2.0/TLS 127.0.0.1:5099;branch=z9hG4bK-places\r\n"
     b"From: <sip:meta@127.0.0.1>;tag=1\r\nTo: <sip:bridge@127.0.0.1>\r\n"
     b"Call-ID: places-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 )
-
-
-async def handshaken(served: Served, source: str) -> Streams:
-    """A TLS connection from ``source`` whose handshake completed within ``BOUND``."""
-    return await asyncio.wait_for(
-        asyncio.open_connection(
-            "127.0.0.1",
-            served.port,
-            ssl=served.context(),
-            server_hostname=HOST,
-            local_addr=(source, 0),
-        ),
-        BOUND,
-    )
-
-
-async def closed_by_the_listener(reader: asyncio.StreamReader) -> bool:
-    """The listener ends the connection within ``BOUND`` (what it sent before, pongs say,
-    read and dropped); ``TimeoutError`` when it does not."""
-    try:
-        async with asyncio.timeout(BOUND):
-            while await reader.read(4096):
-                pass
-        return True
-    except (ssl.SSLError, ConnectionError):
-        return True
-
-
-async def refused_before_a_byte(port: int, source: str) -> bool:
-    """A TCP connection from ``source`` is closed by the listener before it sent anything (an
-    accepted one would wait out the 10 s handshake timeout for its hello)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
-    try:
-        return await closed_by_the_listener(reader)
-    finally:
-        writer.close()
 
 
 async def ping(writer: asyncio.StreamWriter) -> None:

@@ -108,6 +108,44 @@ others): the per-source cap (``places.py``, 32 by default) is the listener's who
 that only the bounds a test means to reach are reached."""
 
 
+async def handshaken(
+    served: Served, source: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TLS connection from ``source`` whose handshake completed within ``BOUND``."""
+    return await asyncio.wait_for(
+        asyncio.open_connection(
+            "127.0.0.1",
+            served.port,
+            ssl=served.context(),
+            server_hostname=HOST,
+            local_addr=(source, 0),
+        ),
+        BOUND,
+    )
+
+
+async def closed_by_the_listener(reader: asyncio.StreamReader) -> bool:
+    """The listener ends the connection within ``BOUND`` (what it sent before, pongs say,
+    read and dropped); ``TimeoutError`` when it does not."""
+    try:
+        async with asyncio.timeout(BOUND):
+            while await reader.read(4096):
+                pass
+        return True
+    except (ssl.SSLError, ConnectionError):
+        return True
+
+
+async def refused_before_a_byte(port: int, source: str) -> bool:
+    """A TCP connection from ``source`` is closed by the listener before it sent anything (an
+    accepted one would wait out the 10 s handshake timeout for its hello)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    try:
+        return await closed_by_the_listener(reader)
+    finally:
+        writer.close()
+
+
 async def _serve(
     tmp_path: Path, client_ca: str | None, policy: PeerPolicy = ONE_FOR_MANY
 ) -> AsyncIterator[Served]:
@@ -373,41 +411,13 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
     policy = PeerPolicy(networks=(ipaddress.ip_network("127.0.0.1/32"),))
     caplog.set_level(logging.WARNING, logger="bridge.sip.listener")
 
-    async def connect(source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.wait_for(
-            asyncio.open_connection(
-                "127.0.0.1",
-                served.port,
-                ssl=served.context(),
-                server_hostname=HOST,
-                local_addr=(source, 0),
-            ),
-            BOUND,
-        )
-
-    async def closed_by_the_listener(reader: asyncio.StreamReader) -> bool:
-        try:
-            async with asyncio.timeout(BOUND):
-                return await reader.read(1) == b""
-        except (ssl.SSLError, ConnectionError):
-            return True
-
-    async def refused_before_a_byte(source: str) -> bool:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", served.port, local_addr=(source, 0)
-        )
-        try:
-            return await closed_by_the_listener(reader)
-        finally:
-            writer.close()
-
     async for served in _serve(tmp_path, None, policy):
-        untrusted = [await connect("127.0.0.2") for _ in range(5)]
-        trusted = await connect("127.0.0.1")
+        untrusted = [await handshaken(served, "127.0.0.2") for _ in range(5)]
+        trusted = await handshaken(served, "127.0.0.1")
         # The share is taken: the next from elsewhere is closed as it arrives, twice, said once;
         # the trusted still get their handshakes at once.
-        assert await refused_before_a_byte("127.0.0.2")
-        assert await refused_before_a_byte("127.0.0.2")
+        assert await refused_before_a_byte(served.port, "127.0.0.2")
+        assert await refused_before_a_byte(served.port, "127.0.0.2")
         assert await served.handshake(HOST) == HOST
         full = [r for r in caplog.records if "untrusted sources at once" in r.getMessage()]
         assert len(full) == 1, caplog.text
@@ -417,7 +427,7 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(trusted[0].read(1), 0.3)
         # Their places are free again.
-        again = await connect("127.0.0.2")
+        again = await handshaken(served, "127.0.0.2")
         for _, writer in [*untrusted, trusted, again]:
             writer.close()
 
