@@ -35,6 +35,24 @@ class _Directory:
         return self.taken if self.taken and engine_call_id == "n1:E7" else None
 
 
+async def _placed_on(port: int, adopt: Any, directory: _Directory, answer: asyncio.Event) -> bool:
+    """What ``inbound_placer`` answers for engine call E7 offered to a stub of the other
+    worker on ``port`` whose ``POST /call/adopt`` is ``adopt`` (``answer`` set at the end:
+    its held answer let go)."""
+    app = web.Application()
+    app.router.add_post("/call/adopt", adopt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            place: Any = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
+            return await place("E7", "15550001111", "n1")
+    finally:
+        answer.set()
+        await runner.cleanup()
+
+
 async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_here(
     monkeypatch,
 ) -> None:
@@ -61,18 +79,7 @@ async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_he
         await answer.wait()  # its answer held up past the placer's timeout
         return web.json_response(call.snapshot(), status=201)
 
-    app = web.Application()
-    app.router.add_post("/call/adopt", adopt)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            place = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
-            assert await place("E7", "15550001111", "n1") is True
-    finally:
-        answer.set()
-        await runner.cleanup()
+    assert await _placed_on(port, adopt, directory, answer) is True
 
 
 async def test_a_call_the_other_worker_did_not_take_rings_here(monkeypatch) -> None:
@@ -86,15 +93,4 @@ async def test_a_call_the_other_worker_did_not_take_rings_here(monkeypatch) -> N
         await answer.wait()
         return web.json_response({}, status=503)
 
-    app = web.Application()
-    app.router.add_post("/call/adopt", adopt)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as http:
-            place: Any = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
-            assert await place("E7", "15550001111", "n1") is False
-    finally:
-        answer.set()
-        await runner.cleanup()
+    assert await _placed_on(port, adopt, directory, answer) is False
