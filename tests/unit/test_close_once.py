@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,8 +19,10 @@ from bridge.engines.base import EngineStats
 from bridge.engines.cloudapi.peer import WhatsAppPeer
 from bridge.errors import StorageFailed
 from bridge.rtc import restrict_host_addresses
-from bridge.tasks import CloseOnce
+from bridge.tasks import CloseOnce, TaskSet
 from tests.fakes.cloudapi import meta_offer
+from tests.support.sdes_leg import sdes_leg
+from tests.support.sdes_peer import SdesEndpoint
 from tests.support.waits import until
 
 
@@ -40,6 +43,27 @@ def _free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+async def _cancel_mid_teardown(tasks: TaskSet, close: Callable[[], Awaitable[Any]]) -> None:
+    """Call ``close`` in a task of its own and cancel that caller while the close waits for
+    the owner's ``tasks`` (one of them takes a moment to stop)."""
+    stopping = asyncio.Event()
+
+    async def child() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            stopping.set()
+            await asyncio.sleep(0.05)
+            raise
+
+    tasks.spawn(child(), "slow-to-stop")
+    closing = asyncio.create_task(close())
+    await stopping.wait()  # the close is mid-teardown, waiting for the owner's tasks …
+    closing.cancel()  # … when its caller goes
+    with pytest.raises(asyncio.CancelledError):
+        await closing
 
 
 async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
@@ -77,6 +101,20 @@ async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket()
     finally:
         restrict_host_addresses([])
         await meta.close()
+
+
+async def test_an_sdes_leg_whose_closing_caller_is_cancelled_still_closes_its_socket(
+    sdes_meta: SdesEndpoint,
+) -> None:
+    peer, _ = sdes_leg()
+    sdes_meta.take(await peer.answer(sdes_meta.sdp()))  # its RTP socket bound, media flowing
+    port = peer.socket.local[1]
+    assert not _free(port)
+    await _cancel_mid_teardown(peer._tasks, peer.close)
+    assert peer.dead
+    await until(lambda: peer.state == "closed", timeout=2, what="the teardown's end")
+    await peer.close()  # a later close: the same teardown, over
+    assert _free(port)
 
 
 async def test_concurrent_closes_share_one_teardown_and_its_failure() -> None:
