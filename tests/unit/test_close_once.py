@@ -15,9 +15,13 @@ from typing import Any
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from bridge.config import SimPeer, SimSettings
+from bridge.engines import EnginePump
 from bridge.engines.base import EngineStats
 from bridge.engines.cloudapi.peer import WhatsAppPeer
+from bridge.engines.sim import SimCall, SimMediaChannel
 from bridge.errors import StorageFailed
+from bridge.media import CallBus
 from bridge.rtc import restrict_host_addresses
 from bridge.tasks import CloseOnce, TaskSet
 from tests.fakes.cloudapi import meta_offer
@@ -115,6 +119,20 @@ async def test_an_sdes_leg_whose_closing_caller_is_cancelled_still_closes_its_so
     await until(lambda: peer.state == "closed", timeout=2, what="the teardown's end")
     await peer.close()  # a later close: the same teardown, over
     assert _free(port)
+
+
+async def test_an_engine_pump_whose_closing_caller_is_cancelled_still_closes_its_channel() -> None:
+    bus = CallBus("pump-cancelled")
+    call = SimCall(id="SIM1", peer="1@s.whatsapp.net", direction="outbound", state="active")
+    channel = SimMediaChannel(call, SimSettings(sim_peer=SimPeer.TONE))
+    pump = EnginePump(bus, channel)
+    pump.start()  # the WhatsApp side's port in the call, the far end on the clock
+    assert bus.conference.whatsapp is not None
+    await _cancel_mid_teardown(pump._tasks, pump.close)
+    # Nobody closes it again: the channel closes and the port leaves the call all the same.
+    await until(lambda: bus.conference.whatsapp is None, 2, "the port leaving")
+    assert channel.door.over is not None
+    await pump.close()
 
 
 async def test_concurrent_closes_share_one_teardown_and_its_failure() -> None:
