@@ -48,7 +48,7 @@ from ..tasks import TaskSet
 from . import events
 from .connection import ModelConnection, Stopped
 from .echo import EchoGuard
-from .tools import CallControls
+from .tools import CallControls, ToolCalls
 from .turns import CallerTurns
 from .uplink import ContinuousUplink
 from .voice import AgentVoice
@@ -133,10 +133,7 @@ class Agent:
         """The request that made it, ``apiKey`` only when the request gave one (a handover
         carries it sealed: ``cluster/sealing.py``; never shown)."""
         self.controls: CallControls | None = None
-        self.pending: dict[str, ToolCall] = {}
-        """The model's tool calls waiting for the app's answer."""
-        self.withdrawn: deque[str] = deque(maxlen=64)
-        """Tool calls the model withdrew (``ToolCancelled``): never answered."""
+        self.tool_calls = ToolCalls(self._tool_result, self.model.current)
         self.interruptions = 0
         self.said: deque[tuple[str, str]] = deque(context or (), maxlen=CONTEXT_LINES)
         """The last transcript lines: told to a new session that cannot resume the old one."""
@@ -271,17 +268,11 @@ class Agent:
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, ToolCancelled):
-            for call_id in event.call_ids:
-                self.withdrawn.append(call_id)
-                self.pending.pop(call_id, None)
+            self.tool_calls.withdraw(event.call_ids)
             log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
 
-    def answer(self, call: ToolCall, output: Any) -> None:
-        """A tool call's result, to the session that asked: not when the model withdrew the
-        call meanwhile, nor once that session is over (a new one never asked for it)."""
-        asked = f"the answer to tool call {call.call_id[:80]}"
-        if call.call_id not in self.withdrawn and self.model.current(call.session, asked):
-            self.send(self.dialect.tool_result(call, output))
+    def _tool_result(self, call: ToolCall, output: Any) -> None:
+        self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         self.model.send(messages)
@@ -321,7 +312,7 @@ class Agent:
     def _reconnected(self, resumed: bool) -> None:
         # The calls the old session made wait no more: a new session never asked for them
         # (an answer the app still sends is ``404``; a bridge tool's is dropped: ``answer``).
-        self.pending.clear()
+        self.tool_calls.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
         self.turns.reopened()  # the caller talking on: its turn's end goes to this session
