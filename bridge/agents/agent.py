@@ -30,7 +30,6 @@ receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak nev
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import deque
@@ -44,7 +43,7 @@ from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
 from ..errors import CallStateError
 from ..http import display_url
 from ..media import BusFrame
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from . import events
 from .connection import ModelConnection, Stopped
 from .echo import EchoGuard
@@ -128,7 +127,7 @@ class Agent:
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
-        self._closing = asyncio.Lock()
+        self._closing: CloseOnce[None] = CloseOnce(f"agent[{self.id}]:close")
         self.request: dict[str, Any] = {}
         """The request that made it, ``apiKey`` only when the request gave one (a handover
         carries it sealed: ``cluster/sealing.py``; never shown)."""
@@ -323,8 +322,7 @@ class Agent:
         if reason == "ended_by_model":
             # Its own goodbye: the agent is done, as if stopped through the API, and the call
             # stays up (the app hangs up on this event, or gives the model ``hangup``).
-            if await self.close():
-                self._emit(events.STOPPED, reason=reason)
+            await self.close(stop=reason)
             return
         self._detach()
         refused = {"code": self.model.failure} if self.model.failure else {}
@@ -353,15 +351,19 @@ class Agent:
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call
 
-    async def close(self) -> bool:
-        """Off the call (idempotent; concurrent calls share one teardown): ``True`` to its maker."""
-        async with self._closing:
-            if self.model.stopping:
-                return False
-            if self.model.connected:
-                self.turns.cut()  # the caller's turn and audio end with the session
-            self._detach()
-            await self.model.close()
-            self.host.detach(self)
-            await self._tasks.close()
-            return True
+    async def close(self, stop: str | None = None) -> None:
+        """Off the call (idempotent; concurrent callers share one teardown, which runs to its
+        end even if a caller is cancelled: ``tasks.CloseOnce``). A ``stop`` (the API's ``""``,
+        ``transferred``, ``ended_by_model``) is told as ``agent.stopped`` once the teardown is
+        over, by the teardown: the first close's only (a call's end is no stop)."""
+        await self._closing.run(lambda: self._teardown(stop))
+
+    async def _teardown(self, stop: str | None) -> None:
+        if self.model.connected:
+            self.turns.cut()  # the caller's turn and audio end with the session
+        self._detach()
+        await self.model.close()
+        self.host.detach(self)
+        await self._tasks.close()  # (a tool's task that asked for this close among them)
+        if stop is not None:
+            self._emit(events.STOPPED, **({"reason": stop} if stop else {}))

@@ -221,8 +221,7 @@ class AgentService:
 
     async def stop(self, host: AttachmentHost, agent_id: str) -> None:
         agent = self.find(host, agent_id)
-        if await agent.close():  # (a stop already under way says it once, when it is done)
-            host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
+        await agent.close(stop="")  # (a close under way already: waited for, told once)
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
         if agent.model.stopping:
@@ -252,13 +251,7 @@ class AgentService:
             if call.name == BRIDGE_TOOLS["transfer"].name and answer.get("ok"):
                 # The call is a human's now: the model leaves it, as a participant that hands
                 # the call over does (it would go on hearing the caller and answering them).
-                if await agent.close():
-                    agent.host.emit(
-                        events.STOPPED,
-                        agentID=agent.id,
-                        provider=agent.dialect.provider,
-                        reason="transferred",
-                    )
+                await agent.close(stop="transferred")  # (a task of the agent: ended by it)
             return
         pending = agent.tool_calls.pending
         if len(pending) >= MAX_PENDING:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -23,8 +22,9 @@ from bridge.engines.sim import SimCall, SimMediaChannel
 from bridge.errors import StorageFailed
 from bridge.media import CallBus
 from bridge.rtc import restrict_host_addresses
-from bridge.tasks import CloseOnce, TaskSet
+from bridge.tasks import CloseOnce
 from tests.fakes.cloudapi import meta_offer
+from tests.support.closes import cancel_mid_teardown
 from tests.support.sdes_leg import sdes_leg
 from tests.support.sdes_peer import SdesEndpoint
 from tests.support.waits import until
@@ -47,27 +47,6 @@ def _free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-async def _cancel_mid_teardown(tasks: TaskSet, close: Callable[[], Awaitable[Any]]) -> None:
-    """Call ``close`` in a task of its own and cancel that caller while the close waits for
-    the owner's ``tasks`` (one of them takes a moment to stop)."""
-    stopping = asyncio.Event()
-
-    async def child() -> None:
-        try:
-            await asyncio.Event().wait()
-        except asyncio.CancelledError:
-            stopping.set()
-            await asyncio.sleep(0.05)
-            raise
-
-    tasks.spawn(child(), "slow-to-stop")
-    closing = asyncio.create_task(close())
-    await stopping.wait()  # the close is mid-teardown, waiting for the owner's tasks …
-    closing.cancel()  # … when its caller goes
-    with pytest.raises(asyncio.CancelledError):
-        await closing
 
 
 async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
@@ -114,7 +93,7 @@ async def test_an_sdes_leg_whose_closing_caller_is_cancelled_still_closes_its_so
     sdes_meta.take(await peer.answer(sdes_meta.sdp()))  # its RTP socket bound, media flowing
     port = peer.socket.local[1]
     assert not _free(port)
-    await _cancel_mid_teardown(peer._tasks, peer.close)
+    await cancel_mid_teardown(peer._tasks, peer.close)
     assert peer.dead
     await until(lambda: peer.state == "closed", timeout=2, what="the teardown's end")
     await peer.close()  # a later close: the same teardown, over
@@ -128,7 +107,7 @@ async def test_an_engine_pump_whose_closing_caller_is_cancelled_still_closes_its
     pump = EnginePump(bus, channel)
     pump.start()  # the WhatsApp side's port in the call, the far end on the clock
     assert bus.conference.whatsapp is not None
-    await _cancel_mid_teardown(pump._tasks, pump.close)
+    await cancel_mid_teardown(pump._tasks, pump.close)
     # Nobody closes it again: the channel closes and the port leaves the call all the same.
     await until(lambda: bus.conference.whatsapp is None, 2, "the port leaving")
     assert channel.door.over is not None
