@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from bridge.config import SimPeer, SimSettings
+from bridge.desk import AgentClaims, AgentSession
 from bridge.engines import EnginePump
 from bridge.engines.base import EngineStats
 from bridge.engines.cloudapi.peer import WhatsAppPeer
@@ -112,6 +114,37 @@ async def test_an_engine_pump_whose_closing_caller_is_cancelled_still_closes_its
     await until(lambda: bus.conference.whatsapp is None, 2, "the port leaving")
     assert channel.door.over is not None
     await pump.close()
+
+
+async def test_a_desk_session_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
+    eof = asyncio.Event()
+
+    async def server_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the agent's socket is closed
+        eof.set()
+        writer.close()
+
+    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
+    try:
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+
+        async def write(text: str) -> None:
+            writer.write(text.encode())
+
+        async def hang_up() -> None:
+            writer.close()
+            await writer.wait_closed()
+
+        claims = AgentClaims(None, "ann", ("sales",), time.time() + 60)
+        session = AgentSession(claims, write, hang_up)
+        session.start()
+        await cancel_mid_teardown(session._tasks, session.close)
+        await asyncio.wait_for(eof.wait(), 2)  # the socket closed all the same
+        await session.close()  # a later close: the same teardown, over
+        assert session.closed
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_concurrent_closes_share_one_teardown_and_its_failure() -> None:
