@@ -30,7 +30,6 @@ receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak nev
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from collections import deque
@@ -44,11 +43,11 @@ from ..audio import FRAME_MS, SAMPLE_RATE, Resampler
 from ..errors import CallStateError
 from ..http import display_url
 from ..media import BusFrame
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from . import events
 from .connection import ModelConnection, Stopped
 from .echo import EchoGuard
-from .tools import CallControls
+from .tools import CallControls, ToolCalls
 from .turns import CallerTurns
 from .uplink import ContinuousUplink
 from .voice import AgentVoice
@@ -128,15 +127,12 @@ class Agent:
         """Silence in the caller's gaps, for a full-duplex model."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
-        self._closing = asyncio.Lock()
+        self._closing: CloseOnce[None] = CloseOnce(f"agent[{self.id}]:close")
         self.request: dict[str, Any] = {}
         """The request that made it, ``apiKey`` only when the request gave one (a handover
         carries it sealed: ``cluster/sealing.py``; never shown)."""
         self.controls: CallControls | None = None
-        self.pending: dict[str, ToolCall] = {}
-        """The model's tool calls waiting for the app's answer."""
-        self.withdrawn: deque[str] = deque(maxlen=64)
-        """Tool calls the model withdrew (``ToolCancelled``): never answered."""
+        self.tool_calls = ToolCalls(self._tool_result, self.model.current)
         self.interruptions = 0
         self.said: deque[tuple[str, str]] = deque(context or (), maxlen=CONTEXT_LINES)
         """The last transcript lines: told to a new session that cannot resume the old one."""
@@ -271,17 +267,11 @@ class Agent:
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
         elif isinstance(event, ToolCancelled):
-            for call_id in event.call_ids:
-                self.withdrawn.append(call_id)
-                self.pending.pop(call_id, None)
+            self.tool_calls.withdraw(event.call_ids)
             log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
 
-    def answer(self, call: ToolCall, output: Any) -> None:
-        """A tool call's result, to the session that asked: not when the model withdrew the
-        call meanwhile, nor once that session is over (a new one never asked for it)."""
-        asked = f"the answer to tool call {call.call_id[:80]}"
-        if call.call_id not in self.withdrawn and self.model.current(call.session, asked):
-            self.send(self.dialect.tool_result(call, output))
+    def _tool_result(self, call: ToolCall, output: Any) -> None:
+        self.send(self.dialect.tool_result(call, output))
 
     def send(self, messages: list[dict[str, Any]]) -> None:
         self.model.send(messages)
@@ -321,7 +311,7 @@ class Agent:
     def _reconnected(self, resumed: bool) -> None:
         # The calls the old session made wait no more: a new session never asked for them
         # (an answer the app still sends is ``404``; a bridge tool's is dropped: ``answer``).
-        self.pending.clear()
+        self.tool_calls.pending.clear()
         if not resumed:
             self.send(self.dialect.context(list(self.said)))
         self.turns.reopened()  # the caller talking on: its turn's end goes to this session
@@ -332,8 +322,7 @@ class Agent:
         if reason == "ended_by_model":
             # Its own goodbye: the agent is done, as if stopped through the API, and the call
             # stays up (the app hangs up on this event, or gives the model ``hangup``).
-            if await self.close():
-                self._emit(events.STOPPED, reason=reason)
+            await self.close(stop=reason)
             return
         self._detach()
         refused = {"code": self.model.failure} if self.model.failure else {}
@@ -362,15 +351,19 @@ class Agent:
     def call_state(self, state: str, end_reason: str | None) -> None:
         pass  # the runtime closes the agent with the call
 
-    async def close(self) -> bool:
-        """Off the call (idempotent; concurrent calls share one teardown): ``True`` to its maker."""
-        async with self._closing:
-            if self.model.stopping:
-                return False
-            if self.model.connected:
-                self.turns.cut()  # the caller's turn and audio end with the session
-            self._detach()
-            await self.model.close()
-            self.host.detach(self)
-            await self._tasks.close()
-            return True
+    async def close(self, stop: str | None = None) -> None:
+        """Off the call (idempotent; concurrent callers share one teardown, which runs to its
+        end even if a caller is cancelled: ``tasks.CloseOnce``). A ``stop`` (the API's ``""``,
+        ``transferred``, ``ended_by_model``) is told as ``agent.stopped`` once the teardown is
+        over, by the teardown: the first close's only (a call's end is no stop)."""
+        await self._closing.run(lambda: self._teardown(stop))
+
+    async def _teardown(self, stop: str | None) -> None:
+        if self.model.connected:
+            self.turns.cut()  # the caller's turn and audio end with the session
+        self._detach()
+        await self.model.close()
+        self.host.detach(self)
+        await self._tasks.close()  # (a tool's task that asked for this close among them)
+        if stop is not None:
+            self._emit(events.STOPPED, **({"reason": stop} if stop else {}))

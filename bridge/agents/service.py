@@ -221,8 +221,7 @@ class AgentService:
 
     async def stop(self, host: AttachmentHost, agent_id: str) -> None:
         agent = self.find(host, agent_id)
-        if await agent.close():  # (a stop already under way says it once, when it is done)
-            host.emit(events.STOPPED, agentID=agent.id, provider=agent.dialect.provider)
+        await agent.close(stop="")  # (a close under way already: waited for, told once)
 
     async def _tool(self, agent: Agent, call: ToolCall) -> None:
         if agent.model.stopping:
@@ -248,21 +247,15 @@ class AgentService:
                     call.name,
                     why,
                 )
-            agent.answer(call, answer)
+            agent.tool_calls.answer(call, answer)
             if call.name == BRIDGE_TOOLS["transfer"].name and answer.get("ok"):
                 # The call is a human's now: the model leaves it, as a participant that hands
                 # the call over does (it would go on hearing the caller and answering them).
-                if await agent.close():
-                    agent.host.emit(
-                        events.STOPPED,
-                        agentID=agent.id,
-                        provider=agent.dialect.provider,
-                        reason="transferred",
-                    )
+                await agent.close(stop="transferred")  # (a task of the agent: ended by it)
             return
-        pending = agent.pending
+        pending = agent.tool_calls.pending
         if len(pending) >= MAX_PENDING:
-            agent.answer(call, {"error": "too many tool calls waiting"})
+            agent.tool_calls.answer(call, {"error": "too many tool calls waiting"})
             return
         pending[call.call_id] = call
         agent.host.emit(
@@ -277,11 +270,11 @@ class AgentService:
     def tool_result(self, host: AttachmentHost, agent_id: str, body: dict[str, Any]) -> None:
         """The app answers a tool call the model made (``agent.tool_call``)."""
         agent = self.find(host, agent_id)
-        call = agent.pending.pop(str(body.get("toolCallID")), None)
+        call = agent.tool_calls.pending.pop(str(body.get("toolCallID")), None)
         asked = f"the answer to tool call {str(body.get('toolCallID'))[:80]}"
         if call is None or not agent.model.current(call.session, asked):
             raise NotFound("no tool call of that toolCallID waits for an answer")
-        agent.answer(call, body.get("output"))
+        agent.tool_calls.answer(call, body.get("output"))
 
     async def _failed(self, agent: Agent, reason: str) -> None:
         fallback = self.settings.agent_fallback

@@ -4,7 +4,8 @@ in ``bridgeTools``), and the way every other tool call goes: to the app as an
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from ..audio.dtmf import DIGITS
@@ -71,6 +72,35 @@ before calling them (its goodbye, a "please hold") has played, which the model s
 call, faster than real time (Deepgram's are declared ``defer_until_eot`` for the same)."""
 MAX_PENDING = 32
 """Tool calls one agent may have waiting for the app's answer."""
+
+
+class ToolCalls:
+    """One agent's tool calls between the model and the app: those waiting for the app's
+    answer (the service keeps them to :data:`MAX_PENDING`) and those the model withdrew
+    (``ToolCancelled``: never answered). ``send`` takes a call's result to the model;
+    ``current(session, what)`` says whether the session that asked is still the model's."""
+
+    def __init__(
+        self, send: Callable[[ToolCall, Any], None], current: Callable[[int, str], bool]
+    ) -> None:
+        self.pending: dict[str, ToolCall] = {}
+        """The model's tool calls waiting for the app's answer."""
+        self.withdrawn: deque[str] = deque(maxlen=64)
+        """Tool calls the model withdrew: never answered."""
+        self._send = send
+        self._current = current
+
+    def withdraw(self, call_ids: Iterable[str]) -> None:
+        for call_id in call_ids:
+            self.withdrawn.append(call_id)
+            self.pending.pop(call_id, None)
+
+    def answer(self, call: ToolCall, output: Any) -> None:
+        """A tool call's result, to the session that asked: not when the model withdrew the
+        call meanwhile, nor once that session is over (a new one never asked for it)."""
+        asked = f"the answer to tool call {call.call_id[:80]}"
+        if call.call_id not in self.withdrawn and self._current(call.session, asked):
+            self._send(call, output)
 
 
 def failure(output: Any) -> str | None:

@@ -21,7 +21,7 @@ from ..audio.dtmf import DIGITS
 from ..audio.pcm import Pcm
 from ..errors import BadRequest, CallStateError, json_object
 from ..media import BusFrame
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .base import AttachmentHost
 from .pcm_outbox import PcmOutbox
 from .queued_source import QueuedSource
@@ -58,6 +58,7 @@ class PcmSocket:
         self._pending: list[Pcm] = []
         self._tasks = TaskSet(f"ws[{host.call_id[:12]}]")
         self._closed = False
+        self._closing: CloseOnce[None] = CloseOnce(f"ws[{host.call_id[:12]}]:close")
         self.source = QueuedSource(
             on_mark=self._marked, on_buffer=self._buffer, stats=self.bus.stats
         )
@@ -214,9 +215,13 @@ class PcmSocket:
             await self.close()
 
     async def close(self) -> None:
-        if self._closed:
-            return
+        """Off the bus, the last messages handed to the client (bounded), the socket closed
+        (bounded), the sender stopped (idempotent; concurrent callers share one teardown,
+        which runs to its end even if a caller is cancelled: ``tasks.CloseOnce``)."""
         self._closed = True
+        await self._closing.run(self._teardown)
+
+    async def _teardown(self) -> None:
         self.bus.remove_downlink_tap(self._peer_frame)
         self.bus.remove_source(self.source)
         self.bus.remove_user(self.id)

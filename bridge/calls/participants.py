@@ -14,7 +14,6 @@ the same for both kinds, so a call goes from a browser to a phone and back (issu
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -191,7 +190,7 @@ class Participants:
                     self.call.webrtc_state = None
                 self._show()
                 self.on_change()
-            await asyncio.shield(session.close())  # also when the request is cancelled
+            await session.close()  # (to its end also when the request is cancelled)
             raise
         if self._closed or not self.call.live or self.sessions.get(pid) is not session:
             # The call ended, or another offer replaced us, while we gathered.

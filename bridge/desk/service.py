@@ -16,7 +16,6 @@ Messages between workers (``store.publish``), each handled where it belongs:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -126,13 +125,10 @@ class Desk:
         if self._sessions.get(session.key) is session:
             del self._sessions[session.key]
             self.lease.holding(bool(self._sessions))
-        if self._tasks.closed:
-            await session.close()
-            return
         # aiohttp cancels the socket's handler once its connection is gone, often while this
-        # runs: the session's close is the desk's own task, so its leg is always let go
+        # runs: the session's close runs to its end all the same, so its leg is always let go
         # (parked legs closed, a leg on a call left to the call).
-        await asyncio.shield(self._tasks.spawn(session.close(), f"disconnect:{who(session.key)}"))
+        await session.close()
 
     def session(self, key: AgentKey) -> AgentSession | None:
         """The agent's socket on this worker, if it is here."""

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..calls import ConnectedLeg
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .tokens import AgentClaims
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class AgentSession:
         """The agent's always-connected media leg (its ``offer``), owned here: lent to each
         call the agent takes, closed with the session (or, on a call then, by the call)."""
         self._closed = False
+        self._closing: CloseOnce[None] = CloseOnce(f"agent:{claims.agent_id}:close")
 
     @property
     def key(self) -> tuple[str | None, str]:
@@ -112,8 +113,13 @@ class AgentSession:
                 await self._write(self._queue.popleft())
 
     async def close(self) -> None:
-        """Stop writing, let the leg go, close the socket (idempotent)."""
+        """Stop writing, let the leg go, close the socket (idempotent; concurrent callers
+        share one teardown, which runs to its end even if a caller is cancelled:
+        ``tasks.CloseOnce``)."""
         self._closed = True
+        await self._closing.run(self._teardown)
+
+    async def _teardown(self) -> None:
         await self._tasks.close()
         await self.drop_leg()
         hang_up, self._hang_up = self._hang_up, None

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from ..audio import FRAME_SAMPLES, Reframer
 from ..media import BusClosed, CallBus, CallPort, Role
 from ..media.conference import WHATSAPP
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .channels import ClockedChannel, MediaChannel, MediaClosed, MediaFatal
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,9 @@ class EnginePump:
         self.channel = channel
         self._on_closed = on_closed
         self._tasks = TaskSet(f"leg[{bus.call_id}]")
-        self._closing = False
-        self._close_lock = asyncio.Lock()
-        self._closed = False
+        self._ending = False
+        """The media is ending (the channel's own end or a close): said no more."""
+        self._closing: CloseOnce[None] = CloseOnce(f"leg[{bus.call_id}]:close")
         self._port: CallPort | None = None
         """A clocked channel's door into the call (the WhatsApp side's)."""
 
@@ -87,7 +87,7 @@ class EnginePump:
         """An unexpected error moving the media (a channel's bug): the task died, so the
         call's engine media is over, said once, as a lost channel would be (before, the task
         died alone and the call stayed up with that direction silent)."""
-        if not self._closing:
+        if not self._ending:
             log.warning(
                 "call %s: the engine media's %s failed: %r; its media ends",
                 self.bus.call_id,
@@ -101,26 +101,26 @@ class EnginePump:
         self._ended(MediaFatal(why))
 
     def _ended(self, exc: BaseException | None) -> None:
-        if self._closing:
+        if self._ending:
             return
-        self._closing = True
+        self._ending = True
         self.bus.close_uplink()
         if self._on_closed is not None:
             self._on_closed(exc)
 
     async def close(self) -> None:
-        """Stop both tasks, close the channel, and its leg leaves the call (idempotent,
-        concurrent-safe)."""
-        async with self._close_lock:
-            if self._closed:
-                return
-            self._closing = True
-            self.bus.close_uplink()
-            await self._tasks.close()
-            try:
-                await asyncio.wait_for(self.channel.close(), 5.0)
-            except (TimeoutError, ConnectionError) as exc:
-                log.warning("closing media channel of %s: %r", self.bus.call_id, exc)
-            if self._port is not None:
-                self._port.leave()
-            self._closed = True
+        """Stop both tasks, close the channel, and its leg leaves the call (idempotent;
+        concurrent callers share one teardown, which runs to its end even if a caller is
+        cancelled: ``tasks.CloseOnce``)."""
+        self._ending = True
+        await self._closing.run(self._teardown)
+
+    async def _teardown(self) -> None:
+        self.bus.close_uplink()
+        await self._tasks.close()
+        try:
+            await asyncio.wait_for(self.channel.close(), 5.0)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("closing media channel of %s: %r", self.bus.call_id, exc)
+        if self._port is not None:
+            self._port.leave()

@@ -18,6 +18,7 @@ from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, quiet
 from ..errors import EngineError
 from ..logs import Repeats
+from ..tasks import CloseOnce
 from .base import EngineStats
 from .channels import MediaChannel, MediaClosed, MediaFatal
 from .tick_aim import TickAim
@@ -219,6 +220,7 @@ class ReconnectingChannel:
         self._opened = asyncio.Event()
         """Set while a socket is open (:meth:`wait_connected`)."""
         self._closed = False
+        self._closing: CloseOnce[None] = CloseOnce(f"engine-media[{call_id}]:close")
         self._lock = asyncio.Lock()
 
     @property
@@ -373,7 +375,12 @@ class ReconnectingChannel:
                 return
 
     async def close(self) -> None:
+        """No more reconnects, the open socket closed (idempotent; concurrent callers share
+        one close, which runs to its end even if a caller is cancelled: ``tasks.CloseOnce``)."""
         self._closed = True
+        await self._closing.run(self._close_inner)
+
+    async def _close_inner(self) -> None:
         inner = self._inner
         self._set_inner(None)
         if inner is not None:

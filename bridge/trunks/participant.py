@@ -9,7 +9,6 @@ the media stopped).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -27,6 +26,7 @@ from ..errors import BadOffer
 from ..media import CallPort, Role
 from ..numbers.trunks import Trunk
 from ..sip import Dialog, InviteServer, Response, UserAgent
+from ..tasks import CloseOnce
 from . import sdp
 from .dialer import Dialer
 from .media import TrunkMedia, timeline
@@ -130,7 +130,7 @@ class SipParticipant:
         """The leg this one takes the place of (a REFER): released as this one joins."""
         self.transferring = False
         self._left = False
-        self._closing = asyncio.Lock()
+        self._ending: CloseOnce[None] = CloseOnce(f"{self.id}:end")
         self.state = "calling"
         self.on_left: Callable[[str], None] | None = None
         """Told the reason when the leg has gone (a call answered into the PBX ends too)."""
@@ -209,8 +209,7 @@ class SipParticipant:
             log.warning(
                 "SIP participant %s: the answer cannot be used: %s", self.participant_id, exc
             )
-            await self._hang_up()
-            await self._gone("failed", None, detail=str(exc))
+            await self._gone("failed", None, detail=str(exc))  # (hung up first)
             return
         if self._left:  # removed while it rang
             await self._hang_up()
@@ -340,31 +339,32 @@ class SipParticipant:
     async def remove(self, reason: str = "removed") -> None:
         """Taken off the call by the API (``removed``) or by a hand-off (``transferred``):
         hang the leg up; the call stays."""
-        await self._hang_up()
         await self._gone(reason, None)
 
     async def close(self) -> None:
         """The call ends (or the attachment is stopped): hang up, leave, stop (idempotent)."""
-        await self._hang_up()
         await self._gone("call_ended", None, detach=False)
 
     async def _hang_up(self) -> None:
-        async with self._closing:
-            dialog, self.dialog = self.dialog, None
-            if dialog is not None:
-                self.line.drop(dialog)
-                await self.line.ua.in_dialog(
-                    dialog, "BYE", timeout=4.0, credentials=self.credentials
-                )
-            elif self.dialer is not None and self.dialer.final is None:
-                await self.dialer.cancel()
+        dialog, self.dialog = self.dialog, None
+        if dialog is not None:
+            self.line.drop(dialog)
+            await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0, credentials=self.credentials)
+        elif self.dialer is not None and self.dialer.final is None:
+            await self.dialer.cancel()
 
     async def _gone(
         self, reason: str, resp: Response | None, *, detail: str = "", detach: bool = True
     ) -> None:
-        if self._left:
-            return
+        """The leg's end, whichever way it comes (idempotent; the first one's reason is told;
+        concurrent callers share one teardown, which runs to its end even if a caller is
+        cancelled: ``tasks.CloseOnce``): hung up if it is not yet (BYE, or CANCEL while it
+        rings), out of the call, its media stopped, ``participant.left``."""
         self._left = True
+        await self._ending.run(lambda: self._end(reason, resp, detail, detach))
+
+    async def _end(self, reason: str, resp: Response | None, detail: str, detach: bool) -> None:
+        await self._hang_up()
         self.state = "left"
         self.line.active.discard(self)
         self.runtime.participants.drop_other(self)

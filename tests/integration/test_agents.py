@@ -18,6 +18,7 @@ from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_realtime import FakeOpenAIRealtime
 from ..support.calls import sim_call
+from ..support.closes import cancel_mid_teardown
 from ..support.spectrum import dominant_frequency
 from ..support.waits import settled, until
 from . import test_webhooks
@@ -992,6 +993,29 @@ async def test_an_agent_stopped_twice_at_once_is_stopped_once(make_client, aioht
             kinds.append(event.type)
     assert kinds.count("agent.stopped") == 1, kinds
     assert fake.errors == []
+
+
+async def test_an_agent_whose_closing_caller_is_cancelled_still_leaves_the_call(
+    make_client, aiohttp_server
+) -> None:
+    """The agent's close is cancelled while it stops the model connection's tasks (its caller
+    went away: a request whose client left): the close runs on and the agent leaves the call.
+    Before, it stayed attached to the call, its tasks running, and a second close returned at
+    once (``tasks.CloseOnce``)."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    (agent,) = client.app[MANAGER].find_runtime(cid).attached("agent")
+    # Cancelled as the close waits for the model connection's tasks (its socket closed).
+    await cancel_mid_teardown(agent.model._tasks, agent.close)
+    await until(lambda: fake.ws is not None and fake.ws.closed, 3, "the model's socket closed")
+    await until(
+        lambda: not client.app[MANAGER].find_runtime(cid).attached("agent"), 3, "the agent leaving"
+    )
+    await agent.close()  # a later close: the same teardown, over
+    assert not agent._tasks and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
 
 
 async def test_the_models_hold_call_false_stops_the_hold_music(make_client, aiohttp_server) -> None:

@@ -219,6 +219,36 @@ async def test_a_client_that_stops_reading_loses_its_oldest_audio_and_holds_up_n
     assert f": {dropped} audio messages ({dropped * 60} ms) were dropped" in closed[0]
 
 
+async def test_a_socket_whose_closing_caller_is_cancelled_still_lets_its_client_go(
+    make_client, monkeypatch
+) -> None:
+    """A PCM socket's close is cancelled while it waits (bounded) for a client that stopped
+    reading to take its last messages (its handler cancelled as the client's connection
+    goes, say): the close runs on, and the connection is closed and its sender stopped.
+    Before, neither happened, and a second close returned at once (``tasks.CloseOnce``)."""
+    monkeypatch.setattr(pcm_outbox, "OUTGOING_FRAMES", 10)
+    monkeypatch.setattr(pcm_outbox, "CLOSE_TIMEOUT", 0.5)
+    client = await make_client()
+    call = await active_call(client)
+    path = f"/call/{call['callID']}/stream?role=listen&format=f32le&frame_ms=60"
+    writer = await unreading_client(client.port, path)
+    try:
+        runtime = client.app[MANAGER].runtime(call["callID"])
+        (sock,) = await until(lambda: runtime.attached("socket"), 5, "the socket attached")
+        await until(lambda: sock.dropped > 0, 5, "its queue full, its sender stuck")
+        closing = asyncio.create_task(sock.close())
+        await until(lambda: sock._closed, 2, "the close under way")  # draining, 0.5 s at most
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        await until(lambda: let_go(writer), 3, "the client's connection closed")
+        await until(lambda: not sock._tasks, 3, "its sender stopped")
+        await sock.close()  # a later close: the same one, over
+    finally:
+        writer.close()
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+
+
 async def test_clear_and_marks(make_client) -> None:
     client = await make_client(sim_peer="silence")
     call = await active_call(client)

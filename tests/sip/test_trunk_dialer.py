@@ -321,3 +321,55 @@ async def test_the_service_hangs_its_legs_up_together_at_close(bridge) -> None:
     finally:
         answering.cancel()
         transport.close()
+
+
+async def test_a_leg_whose_closing_caller_is_cancelled_still_leaves_the_call(bridge) -> None:
+    """A SIP leg's close is cancelled while its BYE waits for the PBX's answer (its caller
+    went away): the close runs on, and once the BYE is answered the leg leaves the call, its
+    RTP socket closed. It stayed in the conference, its socket bound, until something closed
+    it again (``tasks.CloseOnce``)."""
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    bye_seen, answer_bye = asyncio.Event(), asyncio.Event()
+    service = bridge.app[TRUNKS]
+
+    async def pbx() -> None:  # answers every INVITE; a BYE once the test lets it
+        while True:
+            msg = parse((await peer.got.get())[0])
+            where = ("127.0.0.1", service.port)
+            if isinstance(msg, Request) and msg.method == "INVITE":
+                transport.sendto(response(msg, 200, "OK", SDP_AUDIO), where)
+            elif isinstance(msg, Request) and msg.method == "BYE":
+                bye_seen.set()
+                await answer_bye.wait()
+                transport.sendto(response(msg, 200, "OK"), where)
+
+    answering = asyncio.create_task(pbx())
+    try:
+        trunk = {"name": "pbx", "uri": f"sip:127.0.0.1:{port};transport=udp", "keepalive": 0}
+        assert (await bridge.post("/trunks", json=trunk)).status == 201
+        made = await (await bridge.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(bridge, made["callID"], "active")
+        body = {
+            "callID": made["callID"],
+            "participantID": "desk",
+            "role": "listen",
+            "sip": {"uri": "sip:1001@127.0.0.1"},
+        }
+        assert (await bridge.post("/call/participants", json=body)).status == 202
+        await until(lambda: len(service.legs) == 1, 5, "the leg joined")
+        (leg,) = service.legs.values()
+        runtime = bridge.app[MANAGER].find_runtime(made["callID"])
+        assert "desk" in runtime.bus.conference.participants
+        closing = asyncio.create_task(leg.close())
+        await asyncio.wait_for(bye_seen.wait(), 3)  # the close waits for the BYE's answer …
+        closing.cancel()  # … when its caller goes
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        answer_bye.set()
+        await until(lambda: leg.state == "left", 3, "the leg leaving the call")
+        assert "desk" not in runtime.bus.conference.participants
+        assert leg._opened is not None and leg._opened.socket.transport.is_closing()
+    finally:
+        answering.cancel()
+        transport.close()

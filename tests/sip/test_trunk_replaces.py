@@ -183,8 +183,12 @@ async def test_an_invite_with_replaces_takes_the_leg_over(bridge, pbx, extra) ->
         pbx.ack(ok)
         bye = await pbx.request("BYE")
         assert bye.call_id == replaces.split(";")[0]
-        moved = [e for e in bridge.events if e.type == "participant.transferred"]
-        assert moved and moved[0].data["sip"]["uri"] == "sip:1002@127.0.0.1"
+        moved = await until(  # once the old leg's close is over (its BYE answered)
+            lambda: [e for e in bridge.events if e.type == "participant.transferred"],
+            3,
+            "participant.transferred",
+        )
+        assert moved[0].data["sip"]["uri"] == "sip:1002@127.0.0.1"
         assert len(await listed_calls(bridge)) == 1
         service = bridge.app[TRUNKS]
         new = service.legs[("take-1", Address.parse(ok.get("To")).tag)]
@@ -208,7 +212,11 @@ async def test_a_leg_still_ringing_is_picked_up_and_cancelled(bridge, pbx) -> No
     cancel = await pbx.request("CANCEL")
     assert cancel.call_id == invite.call_id
     pbx.answer(invite, 487, "Request Terminated", "ring1")
-    assert [e for e in bridge.events if e.type == "participant.transferred"]
+    await until(  # once the old leg's close is over (its CANCEL sent)
+        lambda: [e for e in bridge.events if e.type == "participant.transferred"],
+        3,
+        "participant.transferred",
+    )
     assert len(await listed_calls(bridge)) == 1
 
 

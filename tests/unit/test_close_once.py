@@ -9,17 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Any
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection
 
+from bridge.config import SimPeer, SimSettings
+from bridge.desk import AgentClaims, AgentSession
+from bridge.engines import EnginePump
 from bridge.engines.base import EngineStats
 from bridge.engines.cloudapi.peer import WhatsAppPeer
+from bridge.engines.sim import SimCall, SimMediaChannel
 from bridge.errors import StorageFailed
+from bridge.media import CallBus
 from bridge.rtc import restrict_host_addresses
 from bridge.tasks import CloseOnce
 from tests.fakes.cloudapi import meta_offer
+from tests.support.closes import cancel_mid_teardown
+from tests.support.sdes_leg import sdes_leg
+from tests.support.sdes_peer import SdesEndpoint
 from tests.support.waits import until
 
 
@@ -77,6 +86,65 @@ async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket()
     finally:
         restrict_host_addresses([])
         await meta.close()
+
+
+async def test_an_sdes_leg_whose_closing_caller_is_cancelled_still_closes_its_socket(
+    sdes_meta: SdesEndpoint,
+) -> None:
+    peer, _ = sdes_leg()
+    sdes_meta.take(await peer.answer(sdes_meta.sdp()))  # its RTP socket bound, media flowing
+    port = peer.socket.local[1]
+    assert not _free(port)
+    await cancel_mid_teardown(peer._tasks, peer.close)
+    assert peer.dead
+    await until(lambda: peer.state == "closed", timeout=2, what="the teardown's end")
+    await peer.close()  # a later close: the same teardown, over
+    assert _free(port)
+
+
+async def test_an_engine_pump_whose_closing_caller_is_cancelled_still_closes_its_channel() -> None:
+    bus = CallBus("pump-cancelled")
+    call = SimCall(id="SIM1", peer="1@s.whatsapp.net", direction="outbound", state="active")
+    channel = SimMediaChannel(call, SimSettings(sim_peer=SimPeer.TONE))
+    pump = EnginePump(bus, channel)
+    pump.start()  # the WhatsApp side's port in the call, the far end on the clock
+    assert bus.conference.whatsapp is not None
+    await cancel_mid_teardown(pump._tasks, pump.close)
+    # Nobody closes it again: the channel closes and the port leaves the call all the same.
+    await until(lambda: bus.conference.whatsapp is None, 2, "the port leaving")
+    assert channel.door.over is not None
+    await pump.close()
+
+
+async def test_a_desk_session_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
+    eof = asyncio.Event()
+
+    async def server_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the agent's socket is closed
+        eof.set()
+        writer.close()
+
+    server = await asyncio.start_server(server_side, "127.0.0.1", 0)
+    try:
+        _, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+
+        async def write(text: str) -> None:
+            writer.write(text.encode())
+
+        async def hang_up() -> None:
+            writer.close()
+            await writer.wait_closed()
+
+        claims = AgentClaims(None, "ann", ("sales",), time.time() + 60)
+        session = AgentSession(claims, write, hang_up)
+        session.start()
+        await cancel_mid_teardown(session._tasks, session.close)
+        await asyncio.wait_for(eof.wait(), 2)  # the socket closed all the same
+        await session.close()  # a later close: the same teardown, over
+        assert session.closed
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def test_concurrent_closes_share_one_teardown_and_its_failure() -> None:

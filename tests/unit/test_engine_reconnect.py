@@ -199,3 +199,37 @@ async def test_an_engine_that_accepts_and_drops_the_socket_at_once_is_backed_off
         await asyncio.wait_for(channel.recv(), 10)
     assert attempts[0] < 50, attempts[0]
     await channel.close()
+
+
+async def test_a_channel_whose_closing_caller_is_cancelled_still_closes_its_socket() -> None:
+    """The call's close of its engine media is cancelled while the open socket closes (its
+    close handshake under way): the socket is closed all the same. Before, the half-done
+    close was dropped with the channel's last reference to the socket, and a second close
+    found nothing to close (``tasks.CloseOnce``)."""
+    started, gate = asyncio.Event(), asyncio.Event()
+
+    class Handshaking(Inner):
+        async def close(self) -> None:  # the engine answers the close frame when let
+            started.set()
+            await gate.wait()
+            self.closed.set()
+
+    async def still_live() -> bool:
+        return True
+
+    inner = Handshaking()
+    channel = ReconnectingChannel("c-cancel", connect_never, still_live, EngineStats())
+    channel._inner = inner  # type: ignore[assignment]
+    closing = asyncio.create_task(channel.close())
+    await started.wait()
+    closing.cancel()  # the caller goes mid-close
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    gate.set()
+    await until(inner.closed.is_set, 2, "the socket closed")
+    await channel.close()  # a later close: the same one, over
+    assert not channel.connected
+
+
+async def connect_never() -> Inner:
+    raise MediaClosed("refused")

@@ -140,7 +140,7 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
             wacid = connected_call_id(answer)
         except BaseException:
             self._dialling.pop(opaque, None)
-            await asyncio.shield(peer.close())
+            await peer.close()  # (it runs to its end if this caller is cancelled)
             raise
         call = CloudCall(wacid, phone, "outbound", peer, state="calling", call_id=call_id)
         peer.wacid, peer.name = wacid, f"cloudapi:{wacid}"

@@ -19,7 +19,6 @@ socket bound where :func:`open_socket` says.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -38,7 +37,7 @@ from ...rtc.sdes import Crypto, SavpMedia, read_savp
 from ...rtc.sdp import STATIC_PT, audio_sdp, telephone_event
 from ...rtc.srtpudp import RtpSocket
 from ...rtc.tracks import OpusBusTrack
-from ...tasks import TaskSet
+from ...tasks import CloseOnce, TaskSet
 from ..base import EngineStats
 from .sdp import (
     OPUS_FMTP,
@@ -100,7 +99,7 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
         self._track: OpusBusTrack | None = None
         """Our track, made once Meta's address and key are known (:meth:`_start`)."""
         self.session = self.leg.session  # an RtpLegOwner's
-        self._close_lock = asyncio.Lock()
+        self._closing: CloseOnce[None] = CloseOnce(f"sdes-peer[{name}]:close")
 
     @property
     def audio_pt(self) -> int:
@@ -261,17 +260,18 @@ class SdesPeer(WhatsAppLeg, RtpLegOwner):
 
     # -- close
     async def close(self) -> None:
-        """Close (idempotent; concurrent callers share one teardown): stop feeding the pump,
-        the leg's RTP (a last RTCP report with BYE), the owned tasks, the socket."""
-        async with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._detach()
-            self.leg.stop(bye=self._track is not None and self.socket.ready)
-            await self._tasks.close()
-            self.socket.close()
-            self.state = "closed"
+        """Close (idempotent; concurrent callers share one teardown, which runs to its end
+        even if a caller is cancelled: ``tasks.CloseOnce``): stop feeding the pump, the leg's
+        RTP (a last RTCP report with BYE), the owned tasks, the socket."""
+        self._closed = True
+        await self._closing.run(self._teardown)
+
+    async def _teardown(self) -> None:
+        self._detach()
+        self.leg.stop(bye=self._track is not None and self.socket.ready)
+        await self._tasks.close()
+        self.socket.close()
+        self.state = "closed"
 
 
 def route_to(host: str, v6: bool) -> str:

@@ -288,7 +288,7 @@ class SipEngine(CloudApiRoad[SipCall]):
             )
             await ua.connection_to(uac.meta)  # fail here, not later, when Meta is unreachable
         except Exception as exc:
-            await asyncio.shield(leg.close())
+            await leg.close()  # (it runs to its end if this caller is cancelled)
             raise EngineError(
                 f"SIP: cannot call {phone} through {sip.sip_meta_uri}: {exc}"
             ) from exc
