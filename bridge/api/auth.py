@@ -27,6 +27,9 @@ INTERNAL_HEADER = "X-Bridge-Internal"
 """Carries ``BRIDGE_INTERNAL_SECRET`` on requests one instance forwards to another."""
 OWNER_HEADER = "X-Bridge-Owner"
 """On a forwarded request: the id of the worker it is meant for."""
+TENANT_HEADER = "X-Bridge-Tenant"
+"""On a forwarded request: the tenant the forwarding instance found the client's token to be
+(empty: the service's token). Read only with the internal secret; a client's is replaced."""
 FORWARDED = web.RequestKey("forwarded", bool)
 """Request key: set on a request another instance forwarded here (served locally, never
 forwarded again)."""
@@ -79,8 +82,9 @@ def auth_middleware(
 
     A request for which ``authenticates_itself`` is true needs no token: a route that checks
     its caller itself (a signed engine webhook, e.g. Meta's with the app secret). A request
-    forwarded by another instance authenticates with ``internal_secret`` instead (it keeps
-    the client's token, which names the tenant)."""
+    forwarded by another instance authenticates with ``internal_secret`` instead, and is the
+    principal that instance found (:data:`TENANT_HEADER`; from an instance without it, the
+    client's token names the tenant)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -90,7 +94,14 @@ def auth_middleware(
             if not internal_secret or not token_matches(internal, (internal_secret,)):
                 raise Unauthorized("invalid internal secret")
             request[FORWARDED] = True
-            _name_tenant(request, presented, tokens, tenant_of_key)
+            named = request.headers.get(TENANT_HEADER)
+            if named:  # the forwarding instance checked the token: its word, not a re-check
+                request[PRINCIPAL] = Principal(named)
+            elif named is None and not _name_tenant(request, presented, tokens, tenant_of_key):
+                # An older instance's forward: a token this one does not know (a tenant key
+                # minted a moment ago) is not the service's.
+                if tokens and presented is not None and not token_matches(presented, tokens):
+                    raise Unauthorized("invalid API token")
             return await handler(request)
         if not request.path.startswith(PROTECTED_PREFIXES) or authenticates_itself(request):
             return await handler(request)

@@ -33,13 +33,14 @@ from ..errors import (
 )
 from ..numbers.front_door import webhook_calls
 from ..numbers.model import engine_key
-from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER
+from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER, TENANT_HEADER
 from .engine import WEBHOOK_PATH
 from .errors import JSON_LIMIT, RAW_BODY, error_code, read_raw_json
 from .keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SETTINGS, SWITCHBOARD
 from .media import play_body_limit
 from .schema import call_body_routes
 from .stream_relay import relay_stream
+from .tenancy import principal_of
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +235,15 @@ async def _webhook_owner(request: web.Request, about: WebhookCalls) -> tuple[str
     return None
 
 
+_NOT_FORWARDED = _HOP_BY_HOP | {h.lower() for h in (INTERNAL_HEADER, OWNER_HEADER, TENANT_HEADER)}
+
+
 def _forward_headers(request: web.Request, secret: str, owner: str) -> dict[str, str]:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    # The client's own instance headers (any case) go: the target reads the first it finds.
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
     headers[INTERNAL_HEADER] = secret
     headers[OWNER_HEADER] = owner
+    headers[TENANT_HEADER] = principal_of(request).tenant_id or ""  # what auth found here
     return headers
 
 

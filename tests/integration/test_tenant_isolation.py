@@ -185,3 +185,62 @@ async def until_stored(read: Any, count: int) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"fewer than {count} records stored")
+
+
+async def test_a_forwarded_request_is_the_tenant_the_forwarding_worker_found(
+    make_client, tmp_path
+) -> None:
+    """A request another worker forwards keeps the principal that worker found for its token
+    (``X-Bridge-Tenant``). Re-deriving it here served a tenant's key this worker did not know
+    yet (a key minted a moment ago: the catalog reaches each worker in ~0.1 s) as the
+    service's: every tenant's calls. Without the header (an older worker), an unknown key is
+    refused; from a client, the header is nobody's word."""
+    secret = "s" * 32
+    client = await make_client(
+        api_tokens=("admin-token",), data_dir=str(tmp_path), internal_secret=secret
+    )
+    await post(client, "/call/make", {"phone": "5521999999999"})  # the service's call
+    acme = await new_tenant(client, "Acme")
+    forwarded = {"X-Bridge-Internal": secret, "Authorization": "Bearer key_not_here_yet"}
+
+    async def listed(headers: dict[str, str]) -> tuple[int, list]:
+        resp = await client.get("/call/status", headers=headers)
+        body = await resp.json()
+        return resp.status, body.get("calls", [])
+
+    assert await listed({**forwarded, "X-Bridge-Tenant": acme["tenantID"]}) == (200, [])
+    status, calls = await listed({**forwarded, "X-Bridge-Tenant": ""})  # the service's token
+    assert status == 200 and len(calls) == 1
+    assert (await listed(forwarded))[0] == 401  # an older worker's: the key unknown here
+    own = bearer(acme["apiKey"])
+    assert await listed({**own, "X-Bridge-Tenant": ""}) == (200, [])  # not the service's
+
+
+def test_the_forwarding_worker_names_the_principal_and_drops_a_clients_own() -> None:
+    """What a client sends as an instance's header, in any case, is not forwarded: the target
+    reads the first it finds, and a client's ``x-bridge-tenant:`` (empty: the service) before
+    the forwarder's would have made a tenant's request the service's."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from bridge.api import routing
+    from bridge.api.tenancy import PRINCIPAL, Principal
+
+    request = make_mocked_request(
+        "GET",
+        "/call/status",
+        headers={
+            "Authorization": "Bearer key_acme",
+            "x-bridge-tenant": "",
+            "x-bridge-internal": "guess",
+            "X-BRIDGE-OWNER": "w9",
+        },
+    )
+    request[PRINCIPAL] = Principal("ten_acme")
+    headers = routing._forward_headers(request, "s" * 32, "w2")
+    instance = {k: v for k, v in headers.items() if k.lower().startswith("x-bridge-")}
+    assert instance == {
+        "X-Bridge-Internal": "s" * 32,
+        "X-Bridge-Owner": "w2",
+        "X-Bridge-Tenant": "ten_acme",
+    }
+    assert headers["Authorization"] == "Bearer key_acme"
