@@ -275,9 +275,15 @@ class ReplayUnavailable(BridgeError):
 
 
 class OwnerUnreachable(BridgeError):
-    """The worker that owns a call did not answer a forwarded request."""
+    """The worker that owns a call did not answer a forwarded request. ``sent``: the request
+    reached it (a connection made, then no answer in time or a connection lost): what it
+    asked may have been done there."""
 
     code = "owner_unreachable"
+
+    def __init__(self, message: str, *, code: str | None = None, sent: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.sent = sent
 
 
 class StorageFailed(BridgeError):

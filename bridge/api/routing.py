@@ -184,8 +184,15 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
         try:
             response = await forward(request, worker.url, secret, owner=worker.id)
         except OwnerUnreachable as exc:
+            if exc.sent:  # it may be dialling: a second worker would ring the user twice
+                log.warning("placing a call: worker %s: %s", worker.id, exc.message)
+                raise OwnerUnreachable(
+                    f"worker {worker.id} took the request and did not answer in time: the call "
+                    "may have been placed there (GET /call/status shows it); not dialled again",
+                    sent=True,
+                ) from None
             log.warning("placing a call: worker %s: %s; trying the next", worker.id, exc.message)
-            continue  # nothing was created there
+            continue  # never connected: nothing was created there
         body = response.body if isinstance(response, web.Response) else None
         full = error_code(body if isinstance(body, bytes) else None) == AtCapacity.code
         if response.status == 503 and full:
@@ -281,7 +288,8 @@ async def forward(
         forwarded.labels("unreachable").inc()
         raise OwnerUnreachable(
             f"the worker that owns this call ({base_url}) did not answer: "
-            f"{str(exc) or type(exc).__name__}"
+            f"{str(exc) or type(exc).__name__}",
+            sent=not isinstance(exc, aiohttp.ClientConnectorError),  # connected, then nothing
         ) from None
 
 

@@ -5,6 +5,7 @@ worker that carries it on, even while this one still holds the call for the brow
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,12 +13,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from bridge.api.errors import error_middleware
 from bridge.api.keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS
 from bridge.api.routing import routing_middleware
 from bridge.calls import Call, CallState, Direction
 from bridge.calls.registry import InMemoryCallRegistry
 from bridge.cluster import CallRecord, WorkerInfo
 from bridge.metrics import Metrics
+
+from ..support.ports import free_port
 
 SECRET = "internal-secret"
 
@@ -97,3 +101,54 @@ async def test_a_request_about_a_call_handed_over_goes_to_its_new_owner(
     resp = await a.post("/call/mute", json={"callID": "c1", "muted": True})
     assert resp.status == 200
     assert await resp.json() == {"servedBy": "B"}
+
+
+@pytest.mark.parametrize("b_answers", ["never", "not at all"])
+async def test_a_call_placed_on_a_worker_that_took_it_and_fell_silent_is_not_dialled_again(
+    aiohttp_client: Any,
+    aiohttp_server: Any,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    b_answers: str,
+) -> None:
+    """``POST /call/make`` placed on B, the least loaded: B took the request and did not
+    answer in time (an engine slow to dial). B may be ringing the user now: trying the next
+    worker rang the user twice. The client is told it may have been placed; only a worker
+    never reached ("not at all": nothing listens at its address) is passed over."""
+    from bridge.api import routing
+
+    monkeypatch.setattr(routing, "FORWARD_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    dialled: list[str] = []
+
+    async def slow_make(request: web.Request) -> web.Response:
+        dialled.append("B")
+        await asyncio.sleep(5)
+        return web.json_response({}, status=201)
+
+    if b_answers == "never":
+        b_app = web.Application()
+        b_app.router.add_post("/call/make", slow_make)
+        b_url = str((await aiohttp_server(b_app)).make_url("")).rstrip("/")
+    else:
+        b_url = f"http://127.0.0.1:{free_port()}"
+
+    async def make_here(request: web.Request) -> web.Response:
+        dialled.append("A")
+        return web.json_response({"servedBy": "A"}, status=201)
+
+    app = web.Application(middlewares=[error_middleware(), routing_middleware(SECRET)])
+    app.router.add_post("/call/make", make_here)
+    workers = [WorkerInfo("B", b_url, 0, 10), WorkerInfo("A", "", 5, 10)]
+    app[DIRECTORY] = _Directory("A", {}, workers)  # type: ignore[assignment]
+    app[MANAGER] = _Manager(InMemoryCallRegistry())  # type: ignore[assignment]
+    app[INTERNAL_HTTP] = http
+    app[METRICS] = Metrics()
+    a = await aiohttp_client(app)
+    resp = await a.post("/call/make", json={"phone": "5521999999999"})
+    body = await resp.json()
+    if b_answers == "never":
+        assert resp.status == 503 and body["error"]["code"] == "owner_unreachable", body
+        assert "may have been placed" in body["error"]["message"]
+        assert dialled == ["B"]  # not A as well
+    else:
+        assert resp.status == 201 and body == {"servedBy": "A"} and dialled == ["A"]
