@@ -63,22 +63,7 @@ async def test_a_leg_whose_closing_caller_is_cancelled_still_closes_its_socket()
         await peer.answer(meta_offer(meta.localDescription.sdp))  # its ICE sockets bound
         ports = _bound_ports(peer)
         assert ports and not any(_free(p) for p in ports)
-        stopping = asyncio.Event()
-
-        async def child() -> None:  # a task of the leg that takes a moment to stop
-            try:
-                await asyncio.Event().wait()
-            except asyncio.CancelledError:
-                stopping.set()
-                await asyncio.sleep(0.05)
-                raise
-
-        peer._tasks.spawn(child(), "slow-to-stop")
-        closing = asyncio.create_task(peer.close())
-        await stopping.wait()  # the close is mid-teardown, waiting for the leg's tasks …
-        closing.cancel()  # … when its caller goes
-        with pytest.raises(asyncio.CancelledError):
-            await closing
+        await cancel_mid_teardown(peer._tasks, peer.close)
         assert peer.closed
         await until(lambda: peer.state == "closed", timeout=5, what="the teardown's end")
         await peer.close()  # a later close: the same teardown, over
