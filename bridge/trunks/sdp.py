@@ -50,6 +50,11 @@ class Remote:
     """The clock of its ``telephone-event``."""
     rtcp_mux: bool = False
     """It puts RTCP on the RTP port (``a=rtcp-mux``, RFC 5761 §5.1.1)."""
+    media_lines: tuple[str, ...] = ()
+    """Every m-line of its SDP, in order (a video phone's ``m=video`` beside the audio)."""
+    index: int = 0
+    """Where the audio is among them: an answer has one m-line per offered one, the others
+    refused (RFC 3264 §6)."""
 
 
 def offer(
@@ -87,6 +92,10 @@ def offer(
         key=crypto.attribute() if crypto is not None else "",
         direction=direction,
         rtcp_mux=answer_to is None or answer_to.rtcp_mux,
+        streams=answer_to.media_lines
+        if answer_to is not None and answer_to.media_lines
+        else ("m=audio",),
+        index=answer_to.index if answer_to is not None else 0,
     ).encode()
 
 
@@ -128,4 +137,6 @@ def read(sdp: bytes | str, codecs: tuple[str, ...], *, srtp: bool) -> Remote:
         audio.direction,
         event_rate,
         audio.rtcp_mux,
+        audio.media_lines,
+        audio.index,
     )

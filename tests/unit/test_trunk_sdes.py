@@ -89,3 +89,23 @@ def test_session_parameters_that_leave_the_packets_alone_are_taken() -> None:
     body = HEAD + f"m=audio 4000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{line}\r\n"
     remote = trunk_sdp.read(body, ("PCMU",), srtp=True)
     assert remote.crypto is not None and remote.crypto.tag == 1
+
+
+def test_an_answer_to_a_video_phone_refuses_its_video_in_place() -> None:
+    """A PBX extension that is a video phone offers ``m=video`` beside its audio: the answer
+    has one m-line per offered one, the video refused with port 0 in its place (RFC 3264 §6).
+    Before, the answer had the audio alone, and such a phone takes it for a wrong answer."""
+    from bridge.trunks import sdp as trunk_sdp
+
+    for order in (("video", "audio"), ("audio", "video")):
+        sections = {
+            "audio": "m=audio 4000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+            "video": "m=video 4002 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n",
+        }
+        offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        offer += "".join(sections[kind] for kind in order)
+        remote = trunk_sdp.read(offer, ("PCMU",), srtp=False)
+        answer = trunk_sdp.offer("127.0.0.1", 5000, ("PCMU",), None, answer_to=remote).decode()
+        m_lines = [ln for ln in answer.split("\r\n") if ln.startswith("m=")]
+        expected = {"audio": "m=audio 5000 RTP/AVP 0 101", "video": "m=video 0 RTP/AVP 96"}
+        assert m_lines == [expected[kind] for kind in order], answer
