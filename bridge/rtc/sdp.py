@@ -74,7 +74,8 @@ def connection_address(line: str) -> str:
 
 @dataclass
 class AudioSection:
-    """The first ``m=audio`` section of an SDP, with what it inherits from the session level."""
+    """The audio section of an SDP (:func:`audio_section`: the first live one), with what it
+    inherits from the session level."""
 
     port: int
     profile: str
@@ -173,8 +174,9 @@ def fmtp_parameters(value: str) -> dict[str, str]:
 
 
 def audio_section(sdp: str | bytes) -> AudioSection:
-    """The first ``m=audio`` section of ``sdp`` (its first 400 lines); :class:`BadOffer` when
-    there is none or its m-line is malformed."""
+    """The first ``m=audio`` section of ``sdp`` that is not refused (its first 400 lines), else
+    the first (a refused stream's port is 0, RFC 3264 §6: a later live one is the audio);
+    :class:`BadOffer` when there is none or its m-line is malformed."""
     text = sdp.decode("utf-8", "replace") if isinstance(sdp, bytes) else sdp
     media: list[str] = []
     audio: AudioSection | None = None
@@ -182,7 +184,7 @@ def audio_section(sdp: str | bytes) -> AudioSection:
     for ln in sdp_lines(text)[:400]:
         if ln.startswith("m="):
             media.append(ln)
-            if audio is None and ln.startswith("m=audio "):
+            if (audio is None or audio.port == 0) and ln.startswith("m=audio "):
                 parts = ln.split()
                 if len(parts) < 4 or not number(parts[1].split("/")[0]):
                     raise BadOffer(f"the SDP's audio m-line is malformed: {ln[:60]!r}")

@@ -109,3 +109,21 @@ def test_an_answer_to_a_video_phone_refuses_its_video_in_place() -> None:
         m_lines = [ln for ln in answer.split("\r\n") if ln.startswith("m=")]
         expected = {"audio": "m=audio 5000 RTP/AVP 0 101", "video": "m=video 0 RTP/AVP 96"}
         assert m_lines == [expected[kind] for kind in order], answer
+
+
+def test_a_refused_audio_stream_before_a_live_one_is_not_the_one_answered() -> None:
+    """An offer whose first audio m-line is refused (port 0, RFC 3264 §6: a stream taken out)
+    and second is live: the live one is the call's audio, the refused one stays refused.
+    Before, the first was read: RTP sent to port 0, the phone heard nothing."""
+    from bridge.trunks import sdp as trunk_sdp
+
+    offer = (
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        "m=audio 0 RTP/AVP 8\r\n"
+        "m=audio 4000 RTP/AVP 0\r\n"
+    )
+    remote = trunk_sdp.read(offer, ("PCMU", "PCMA"), srtp=False)
+    assert (remote.port, remote.codec, remote.index) == (4000, "PCMU", 1)
+    answer = trunk_sdp.offer("127.0.0.1", 5000, ("PCMU",), None, answer_to=remote).decode()
+    m_lines = [ln for ln in answer.split("\r\n") if ln.startswith("m=")]
+    assert m_lines == ["m=audio 0 RTP/AVP 8", "m=audio 5000 RTP/AVP 0"], answer
