@@ -17,6 +17,7 @@ from bridge.media.clock import worker_clock
 from bridge.rtc import restrict_host_addresses
 
 from ..support.calls import sim_call, wait_state
+from ..support.loops import LoopLag
 from ..support.rtc_client import Recorder, ToneTrack
 from ..support.spectrum import dominant_frequency
 from ..support.waits import settled, until
@@ -140,12 +141,20 @@ async def take_call(client: Any, leg: LegAgent) -> tuple[str, float, float]:
     accepted = await leg.agent.next("accepted")
     assert accepted["leg"] is True
     await wait_state(client, call_id, "active")
-    await asyncio.sleep(1.0)
+    # This process runs the agent's client and the bridge: a stall of it past 100 ms leaves
+    # the last 0.6 s unheard (once nothing at all, beside a full suite's other workers); such
+    # a second is listened to again, up to three. A leg the bridge stopped feeding is silent
+    # in every one.
+    for _ in range(3):
+        async with LoopLag() as lag:
+            await asyncio.sleep(1.0)
+        hears = leg.recorder.since(time.monotonic() - 0.6)
+        if lag.stalled < 0.1:
+            break
     agent_at = leg.first_sound(clicked)
     assert agent_at is not None
     leg.first_rtp = next(t for t in leg.rtp_times if t >= clicked) - clicked
-    hears = leg.recorder.since(time.monotonic() - 0.6)
-    assert abs(dominant_frequency(hears, leg.recorder.rate) - 660.0) < 15
+    assert abs(dominant_frequency(hears, leg.recorder.rate) - 660.0) < 15, lag.stalled
     heard = np.concatenate(list(sim_call(client, call_id).heard)[-30:]).astype(np.float64)
     assert abs(dominant_frequency(heard, 16_000) - leg.freq) < 15
     return call_id, 1000 * (agent_at - clicked), 1000 * (peer_at - clicked)
