@@ -161,11 +161,12 @@ async def test_a_tenants_max_calls_counts_its_calls_on_every_worker(
         status, number = await send(a.base, "/numbers", body, key)
         assert status == 201, number
 
-        async def known_on_b() -> bool:
-            async with session.get(b.base + "/call/status", headers=key) as r:
-                return r.status == 200
+        async def known_on_b() -> bool:  # the key and the number: the catalog's next poll
+            async with session.get(b.base + "/numbers", headers=key) as r:
+                listed = await r.json() if r.status == 200 else {}
+            return number["numberID"] in str(listed)
 
-        await until(known_on_b, 5.0, "the tenant's key known on b")
+        await until(known_on_b, 5.0, "the tenant's key and number known on b")
         status, first = await send(a.base, "/call/make", {"phone": "5521999999999"}, key)
         assert status == 201, first
         for entry in (b, a):  # the emptier worker is the other one: it has none of Acme's
