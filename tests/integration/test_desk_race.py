@@ -20,6 +20,7 @@ from bridge.desk import AgentClaims, AgentSession, AgentTokens, Desk, MemoryDesk
 from bridge.desk.redis_store import RedisDeskStore
 from bridge.desk.wire import AgentMessage
 
+from ..support.calls import wait_state
 from ..support.waits import until
 
 TRIALS = 1000
@@ -234,7 +235,8 @@ async def test_a_late_lent_answer_is_not_taken_for_the_next_ask(
         heard.append(message)
         if message.get("op") == "lend" and message.get("agent") == "bob":
             bob_asked.set()
-        a._on_bus(message)
+        if message.get("op") not in ("accepted", "declined", "control"):
+            a._on_bus(message)  # those are for the call's worker (B): A runs no calls
 
     publish = store.publish
 
@@ -278,6 +280,8 @@ async def test_a_late_lent_answer_is_not_taken_for_the_next_ask(
             monkeypatch.setattr(lending, "ANSWER_WAIT", 0.0)  # B's ask gives up at once
             await a.handle(ann, AgentMessage("accept", call_id=call_id))
             assert (await told("ann", "accepted"))["leg"] is False
+            # "accepted" goes out before the answer: a transfer needs the call active.
+            await wait_state(client, call_id, "active")
             monkeypatch.setattr(lending, "ANSWER_WAIT", 3.0)
             await told("bob", "call.taken")  # the first ring rang everyone
             said["bob"].clear()

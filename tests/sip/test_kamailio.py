@@ -246,9 +246,16 @@ async def test_a_second_phone_twinkle_behind_kamailio_answers_a_whatsapp_call(
         await wait_state(client, cid, "active")
         body = {"callID": cid, "participantID": "desk", "sip": {"uri": "sip:1002@127.0.0.1"}}
         assert (await client.post("/call/participants", json=body)).status == 202
-        joined = await until(
-            lambda: [e for e in events if e.type == "participant.joined"], 10, "joined"
-        )
+        try:
+            joined = await until(
+                lambda: [e for e in events if e.type == "participant.joined"], 10, "joined"
+            )
+        except AssertionError:  # once in CI: say what each side saw
+            raise AssertionError(
+                f"no participant.joined; events {[e.type for e in events]}\n"
+                f"kamailio: {kam.logged()[-1500:]}\ntwinkle: {twinkle.log()[-3000:]}\n"
+                f"twinkle's output: {twinkle.output()[-1000:]}"
+            ) from None
         assert joined[0].data["sip"]["codec"] == "PCMU"
         assert "RELAY INVITE 1002" in kam.logged()
 
