@@ -16,7 +16,7 @@ from bridge.api.keys import DESK
 from ..support.audio_files import make
 from ..support.calls import sim_call, wait_state
 from ..support.spectrum import dominant_frequency
-from ..support.waits import until
+from ..support.waits import until, until_passes
 from .test_desk import Agent, incoming, states
 from .test_desk_leg import LegAgent
 
@@ -50,6 +50,18 @@ def peer_hears(client: object, call_id: str) -> float:
     return dominant_frequency(heard, 16_000)
 
 
+async def until_peer_hears(client: object, call_id: str, hz: float) -> None:
+    """Until the caller's last 0.5 s is ``hz``: a loaded host reaches a switch of voices later
+    than a fixed wait allows (no hold music 0.8 s after the ring, once beside a loaded suite)."""
+
+    def check() -> None:
+        assert len(sim_call(client, call_id).heard) >= 25, "half a second not heard yet"
+        heard = peer_hears(client, call_id)
+        assert abs(heard - hz) < 15, heard
+
+    await until_passes(check, 5.0)
+
+
 async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_it(
     make_client,
 ) -> None:
@@ -68,16 +80,14 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
     await ann.agent.send(type="accept", callID=call_id)
     await ann.agent.next("accepted")
     await wait_state(client, call_id, "active")
-    await asyncio.sleep(0.8)
-    assert abs(peer_hears(client, call_id) - 440.0) < 15
+    await until_peer_hears(client, call_id, 440.0)
 
     body = {"callID": call_id, "group": "sales", "music": asset, "timeoutS": 10}
     resp = await client.post("/call/transfer", json=body)
     assert resp.status == 202, await resp.text()
     assert (await resp.json())["ringingGroup"] == "sales"
     await bob.agent.next("ringing"), await cat.next("ringing")
-    await asyncio.sleep(0.8)
-    assert abs(peer_hears(client, call_id) - MUSIC) < 15  # the caller is held, with music
+    await until_peer_hears(client, call_id, MUSIC)  # the caller is held, with music
     again = await client.post("/call/transfer", json=body)
     assert again.status == 409  # already ringing
 
@@ -86,8 +96,7 @@ async def test_transfer_to_a_group_rings_it_over_hold_music_and_the_first_takes_
     assert accepted["leg"] is True
     assert (await cat.next("call.taken"))["callID"] == call_id
     assert (await ann.agent.next("transferred"))["to"] == "bob"
-    await asyncio.sleep(0.8)
-    assert abs(peer_hears(client, call_id) - 520.0) < 15  # bob, off hold
+    await until_peer_hears(client, call_id, 520.0)  # bob, off hold
     states = {
         a["agentID"]: a["state"] for a in (await (await client.get("/agents")).json())["agents"]
     }
@@ -177,8 +186,7 @@ async def test_the_previous_agents_leg_leaves_a_call_taken_without_a_leg(make_cl
     await ann.agent.send(type="accept", callID=call_id)
     assert (await ann.agent.next("accepted"))["leg"] is True
     await wait_state(client, call_id, "active")
-    await asyncio.sleep(0.8)
-    assert abs(peer_hears(client, call_id) - 440.0) < 15
+    await until_peer_hears(client, call_id, 440.0)
     await transfer_to_sales(client, call_id, timeoutS=10)
     await bob.next("ringing")
     await bob.send(type="accept", callID=call_id)

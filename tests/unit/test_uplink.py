@@ -247,7 +247,9 @@ async def test_an_idle_playout_counts_what_it_forwards_and_decodes_from_when_ask
     playout.stop()
     await tasks.close()
     assert forwarded == list(range(40)) and playout.not_decoded == 20
-    assert decodes >= 15 and playout.stats.packets_received == 40
+    # A stall of this loop's sleeps underruns the playout: concealed frames are among the 15
+    # waited for, so fewer packets were decoded by then (13 once beside a loaded suite).
+    assert decodes >= 15 - lag.frames and playout.stats.packets_received == 40, lag.worst
     levels = [float(np.sqrt(np.mean(f.astype(np.float64) ** 2))) for f in frames[:15]]
     # The tone, decoded: a loaded host that delays this loop's 20 ms sleeps underruns the
     # playout now and then, and a concealed frame fades (618 RMS seen beside a full suite;
