@@ -252,7 +252,7 @@ class ReconnectingChannel:
             log.warning(
                 "call %s: cannot open the engine media (%s); retrying for up to %g s",
                 self.call_id,
-                _why(exc),
+                why(exc),
                 self.window,
             )
 
@@ -284,7 +284,7 @@ class ReconnectingChannel:
                         log.warning(
                             "call %s: engine media lost (%s); reconnecting for up to %g s",
                             self.call_id,
-                            _why(exc),
+                            why(exc),
                             self.window,
                         )
             await self._reconnect(inner)
@@ -342,7 +342,7 @@ class ReconnectingChannel:
                         "call %s: media reconnect %d failed (%s); %.1f s of the window left",
                         self.call_id,
                         attempt,
-                        _why(exc),
+                        why(exc),
                         remaining,
                     )
                     if remaining <= 0:
@@ -352,7 +352,7 @@ class ReconnectingChannel:
                             self.call_id,
                             self.window,
                             attempt,
-                            _why(exc),
+                            why(exc),
                         )
                         raise MediaClosed(
                             f"{self.call_id}: engine media not back within {self.window:g} s"
@@ -387,5 +387,9 @@ class ReconnectingChannel:
             await inner.close()
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
+    """Why a socket did not open or was lost, never naming its URL (a ``?token=`` query and
+    all), as the str() of aiohttp's handshake error does."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status} {exc.message}"
     return str(exc) or type(exc).__name__
