@@ -19,9 +19,10 @@ from aiortc import MediaStreamError
 
 from bridge.media.clock import WorkerClock, worker_clock
 from bridge.media.ports import FrameSource
-from bridge.rtc.tracks import OPUS_RATE, OpusBusTrack
+from bridge.rtc.rtpsend import OPUS_CLOCK
+from bridge.rtc.tracks import OpusBusTrack
 
-_RTP_TIME_BASE = fractions.Fraction(1, OPUS_RATE)
+_RTP_TIME_BASE = fractions.Fraction(1, OPUS_CLOCK)
 """Opus' RTP clock (RFC 7587 §4.1): a packet stamped on it needs no conversion in aiortc."""
 
 

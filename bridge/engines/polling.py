@@ -31,7 +31,7 @@ from .base import (
 from .channels import MediaChannel, MediaClosed
 from .hangups import PendingHangups
 from .http import http_json
-from .socket import ReconnectingChannel
+from .socket import ReconnectingChannel, why
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ class PollingEngine(abc.ABC):
                 **kwargs,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise MediaClosed(f"cannot open the {self.name} media socket: {_why(exc)}") from None
+            raise MediaClosed(f"cannot open the {self.name} media socket: {why(exc)}") from None
 
     # -- HTTP
     async def request(
@@ -342,14 +342,6 @@ class PollingEngine(abc.ABC):
                 message = str(body.get("error") or body.get("message") or "")
             raise status_error(self.who, self.not_enabled, resp.status, message or text[:200])
         return body
-
-
-def _why(exc: BaseException) -> str:
-    """Why a socket did not open, never naming its URL (a ``?token=`` query and all), as the
-    str() of aiohttp's handshake error does."""
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return f"{exc.status} {exc.message}"
-    return str(exc) or type(exc).__name__
 
 
 def status_error(who: str, not_enabled: str, status: int, message: str) -> EngineError:

@@ -252,7 +252,7 @@ class ReconnectingChannel:
             log.warning(
                 "call %s: cannot open the engine media (%s); retrying for up to %g s",
                 self.call_id,
-                _why(exc),
+                why(exc),
                 self.window,
             )
 
@@ -284,7 +284,7 @@ class ReconnectingChannel:
                         log.warning(
                             "call %s: engine media lost (%s); reconnecting for up to %g s",
                             self.call_id,
-                            _why(exc),
+                            why(exc),
                             self.window,
                         )
             await self._reconnect(inner)
@@ -308,20 +308,7 @@ class ReconnectingChannel:
             deadline = self._outage + self.window
             attempt = 0
             if flapping:  # the same backoff as a refused connect: never a tight loop
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self._closed = True
-                    log.warning(
-                        "call %s: engine media not back within %g s (each socket dropped "
-                        "as soon as it opened)",
-                        self.call_id,
-                        self.window,
-                    )
-                    raise MediaClosed(
-                        f"{self.call_id}: engine media not back within {self.window:g} s"
-                    )
-                await self._pause(min(self._delay, remaining))
-                self._delay = min(self._delay * 2, self.max_backoff)
+                await self._back_off(deadline, "each socket dropped as soon as it opened")
             while True:
                 if self._closed:
                     raise MediaClosed(self.call_id)
@@ -337,28 +324,15 @@ class ReconnectingChannel:
                 try:
                     inner = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
                 except (ConnectionError, EngineError, TimeoutError) as exc:
-                    remaining = deadline - time.monotonic()
                     log.debug(
                         "call %s: media reconnect %d failed (%s); %.1f s of the window left",
                         self.call_id,
                         attempt,
-                        _why(exc),
-                        remaining,
+                        why(exc),
+                        deadline - time.monotonic(),
                     )
-                    if remaining <= 0:
-                        self._closed = True
-                        log.warning(
-                            "call %s: engine media not back within %g s (%d attempts, last: %s)",
-                            self.call_id,
-                            self.window,
-                            attempt,
-                            _why(exc),
-                        )
-                        raise MediaClosed(
-                            f"{self.call_id}: engine media not back within {self.window:g} s"
-                        ) from exc
-                    await self._pause(min(self._delay, remaining))
-                    self._delay = min(self._delay * 2, self.max_backoff)
+                    tried = f"{attempt} attempts, last: {why(exc)}"
+                    await self._back_off(deadline, tried, exc)
                     continue
                 if self._closed:  # closed while connecting
                     await inner.close()
@@ -374,6 +348,23 @@ class ReconnectingChannel:
                 )
                 return
 
+    async def _back_off(
+        self, deadline: float, tried: str, failed: BaseException | None = None
+    ) -> None:
+        """Wait before the next attempt (the backoff, doubled each time up to its most), or,
+        the window over at ``deadline``, give up: closed, said once (with ``tried``),
+        :class:`MediaClosed` (from ``failed``, the last attempt's error)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._closed = True
+            log.warning(
+                "call %s: engine media not back within %g s (%s)", self.call_id, self.window, tried
+            )
+            gone = f"{self.call_id}: engine media not back within {self.window:g} s"
+            raise MediaClosed(gone) from failed
+        await self._pause(min(self._delay, remaining))
+        self._delay = min(self._delay * 2, self.max_backoff)
+
     async def close(self) -> None:
         """No more reconnects, the open socket closed (idempotent; concurrent callers share
         one close, which runs to its end even if a caller is cancelled: ``tasks.CloseOnce``)."""
@@ -387,5 +378,9 @@ class ReconnectingChannel:
             await inner.close()
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
+    """Why a socket did not open or was lost, never naming its URL (a ``?token=`` query and
+    all), as the str() of aiohttp's handshake error does."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status} {exc.message}"
     return str(exc) or type(exc).__name__

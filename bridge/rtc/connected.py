@@ -32,9 +32,9 @@ from ..errors import CallStateError
 from ..media import CallBus, Role
 from ..media.clock import WorkerClock, worker_clock
 from .rtcp_schedule import AVP_MIN_INTERVAL, AVPF_MIN_INTERVAL
-from .rtpsend import LeanSender
+from .rtpsend import OPUS_FRAME_TICKS, LeanSender
 from .session import DtmfCallback, StateCallback, WebRTCSession
-from .tracks import _FRAME_TS, EncodedPacket, OpusBusTrack
+from .tracks import EncodedPacket, OpusBusTrack
 
 PRIME = 10
 """Frames of silence (200 ms) a connected leg sends once it is up, before it parks."""
@@ -144,7 +144,7 @@ class ParkedTrack(OpusBusTrack):
         if not self.parked:
             return
         gap = int((time.monotonic() - self._parked_at) * 50)
-        self._pts = (self._pts + gap * _FRAME_TS) & 0xFFFFFFFF
+        self._pts = (self._pts + gap * OPUS_FRAME_TICKS) & 0xFFFFFFFF
         self._mark = True
         self._encoder.reset()
         self.parked = False
@@ -196,14 +196,14 @@ class ParkedTrack(OpusBusTrack):
         now = time.monotonic()
         gap = max(1, round((now - self._parked_at) * 50))
         self._parked_at = now
-        self._pts = (self._pts + (gap - 1) * _FRAME_TS) & 0xFFFFFFFF
+        self._pts = (self._pts + (gap - 1) * OPUS_FRAME_TICKS) & 0xFFFFFFFF
         if self._keepalive_payload is None:  # encoded once: every keepalive is the same
             # From a fresh state: encoded after a call, silence still carries its last audio.
             self._encoder.reset()
             self._keepalive_payload = self._encoder.encode(self._silence)
         payload = self._keepalive_payload
         pts = self._pts
-        self._pts = (self._pts + _FRAME_TS) & 0xFFFFFFFF
+        self._pts = (self._pts + OPUS_FRAME_TICKS) & 0xFFFFFFFF
         self.keepalives += 1
         return self._packet(payload, pts, marker=False)
 

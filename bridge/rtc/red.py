@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from .rtpsend import OPUS_FRAME_TICKS
 from .sdp import audio_section, edit_audio, payload_lines
 
 
@@ -85,7 +86,7 @@ def join_red(redundant: list[tuple[int, bytes]], primary: bytes, payload_type: i
 class RedWrapper:
     """Wraps each Opus payload sent with the previous one or two (``depth``) into RED."""
 
-    def __init__(self, red: int, opus: int, frame_ticks: int = 960) -> None:
+    def __init__(self, red: int, opus: int, frame_ticks: int = OPUS_FRAME_TICKS) -> None:
         self.red = red
         self.opus = opus
         self.frame_ticks = frame_ticks

@@ -33,9 +33,8 @@ from .packets import (
     report_block,
     sender_report,
 )
-from .rtpsend import RtpStream, ntp_time
+from .rtpsend import OPUS_CLOCK, RtpStream, ntp_time
 
-OPUS_CLOCK = 48_000
 _REPORTS = (SenderReport, ReceiverReport)
 _DLSR_SLACK = 655
 """1/65536 s units (10 ms): how far a far end's DLSR may overstate the time it held our report.

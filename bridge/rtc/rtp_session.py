@@ -31,15 +31,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .counters import drop
 from .quality import Quality
 from .red import split_red
-from .rtcp import OPUS_CLOCK, RtcpReports
-from .rtpsend import RtpStream
+from .rtcp import RtcpReports
+from .rtpsend import OPUS_CLOCK, RTP_HEADER, RtpStream
 
 if TYPE_CHECKING:
     from .red import RedStats
@@ -47,8 +46,6 @@ if TYPE_CHECKING:
     from .uplink import Playout
 
 log = logging.getLogger(__name__)
-
-_HEADER = struct.Struct("!BBHII")
 
 
 def payload_bounds(data: bytes) -> tuple[int, int] | None:
@@ -156,7 +153,7 @@ class RtpSession:
         if n < 12:
             self.malformed += 1
             return
-        first, second, seq, timestamp, ssrc = _HEADER.unpack_from(plain)
+        first, second, seq, timestamp, ssrc = RTP_HEADER.unpack_from(plain)
         bounds: tuple[int, int] | None
         if first == 0x80:  # no CSRC, extension or padding (a phone's, Meta's G.711)
             bounds = (12, n)

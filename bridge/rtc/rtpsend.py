@@ -51,11 +51,15 @@ from .rests import REST_AT_LEAST, Rests, rests_of
 
 log = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!BBHII")
+RTP_HEADER = struct.Struct("!BBHII")
+"""The fixed RTP header (RFC 3550 §5.1): first octet, marker and payload type, sequence
+number, timestamp, SSRC; written here, read by the session (``rtc/rtp_session.py``)."""
 _NTP_EPOCH = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
-OPUS_FRAME_TICKS = 960
-"""20 ms on Opus' 48 kHz RTP clock (RFC 7587 §4.1)."""
+OPUS_CLOCK = 48_000
+"""Opus' RTP clock (RFC 7587 §4.1), whatever rate it is coded at."""
+OPUS_FRAME_TICKS = OPUS_CLOCK // 50
+"""20 ms on Opus' RTP clock."""
 
 
 def random_sequence_number() -> int:
@@ -160,7 +164,7 @@ class RtpStream:
         self.packets += 1
         self.octets += len(payload)
         ext = self.extension
-        header = _HEADER.pack(
+        header = RTP_HEADER.pack(
             0x90 if ext else 0x80,
             (0x80 if marker else 0) | payload_type,
             seq & 0xFFFF,

@@ -21,10 +21,7 @@ from .forwarding_track import ForwardingTrack
 from .protection import EncoderSetting, EncoderSettings, LossProtection, Protection
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
-from .rtpsend import LeanSender
-
-OPUS_RATE = 48_000
-"""Opus' RTP clock (RFC 7587 §4.1)."""
+from .rtpsend import OPUS_FRAME_TICKS, LeanSender
 
 
 @dataclass(slots=True)
@@ -43,9 +40,6 @@ class EncodedPacket:
     """The RTP marker bit, or ``None``: the stream decides (``RtpStream.packetise``)."""
     event: bool = False
     """An RFC 4733 event sent in place of the tick's audio (``rtc/rfc4733.py``)."""
-
-
-_FRAME_TS = OPUS_RATE * FRAME_SAMPLES // SAMPLE_RATE
 
 
 class OpusBusTrack(ForwardingTrack):
@@ -120,7 +114,7 @@ class OpusBusTrack(ForwardingTrack):
         """What the encoder runs at now."""
         self.codec = codec
         self.phone = phone
-        self.frame_ts = _FRAME_TS
+        self.frame_ts = OPUS_FRAME_TICKS
         """RTP time of one 20 ms packet on the codec's clock (48 kHz Opus, 8 kHz G.711, G.722)."""
         self._coder: OpusEncoder | PhoneEncoder
         if codec == "opus" and not phone:
@@ -150,7 +144,7 @@ class OpusBusTrack(ForwardingTrack):
         G.711, or a trunk's phone leg (``trunks/media.py``, its codec changed by a re-INVITE)."""
         self.codec = codec
         self._coder = PhoneEncoder(codec)
-        self.frame_ts = _FRAME_TS if codec == "opus" else NARROW_SAMPLES
+        self.frame_ts = OPUS_FRAME_TICKS if codec == "opus" else NARROW_SAMPLES
         self.protection = None  # nothing adapts to loss: the reports change nothing
 
     def played_by(self, player: LeanSender) -> None:
