@@ -74,7 +74,7 @@ class Listener:
         self.certs = certs
         self.handler = handler
         self.on_bad = on_bad
-        """Called with a ``400`` to send for a framed but malformed message."""
+        """Called with a message that does not parse (``400``) or is too large (``513``)."""
         self.places = Places(policy or PeerPolicy())
         """Who may hold how many connections, and their timers (``places.py``)."""
         self.connections: set[Connection] = set()
@@ -234,7 +234,8 @@ class Listener:
                     async with asyncio.timeout_at(first):
                         msg = await conn.read()
                 except BadMessage as bad:
-                    log.warning("SIP from %s:%d: malformed (%s)", *conn.peer, bad.why)
+                    what = "too large" if bad.status == 513 else "malformed"
+                    log.warning("SIP from %s:%d: %s (%s)", *conn.peer, what, bad.why)
                     await self.on_bad(bad, conn)
                     break  # the framing is lost: one connection's cost
                 if msg is None:

@@ -62,6 +62,10 @@ class SipParseError(ValueError):
     """The bytes are not a SIP message we take (the text says why, for a ``400``)."""
 
 
+class MessageTooLarge(SipParseError):
+    """Over :data:`MAX_HEAD` or :data:`MAX_BODY`: ``513`` where it can be answered (§21.5.11)."""
+
+
 def canonical(name: str) -> str:
     """A header name as we write it: compact forms expanded, known names in their case."""
     low = name.lower()
@@ -203,7 +207,7 @@ def parse_cseq(value: str) -> tuple[int, str]:
 def parse_head(head: bytes) -> Request | Response:
     """The start line and headers (everything before the blank line), checked."""
     if len(head) > MAX_HEAD:
-        raise SipParseError("message too large")
+        raise MessageTooLarge("message too large")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -255,8 +259,14 @@ def content_length(msg: Message) -> int:
         raise SipParseError("bad Content-Length")
     length = int(raw)
     if length > MAX_BODY:
-        raise SipParseError("body too large")
+        raise MessageTooLarge("body too large")
     return length
+
+
+def starts_a_request(head: bytes) -> bool:
+    """Whether ``head`` (a message that did not parse) begins with a request line (§7.1)."""
+    line = head.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    return bool(_REQUEST_LINE.match(line))
 
 
 def check_request(msg: Request) -> None:
@@ -278,6 +288,8 @@ def parse(data: bytes) -> Request | Response:
         raise SipParseError("no blank line after the headers")
     msg = parse_head(head)
     length = content_length(msg) if msg.get("Content-Length") else len(body)
+    if length > MAX_BODY:  # a datagram without Content-Length: its body is the rest (§18.3)
+        raise MessageTooLarge("body too large")
     if len(body) < length:
         raise SipParseError("body shorter than Content-Length")
     msg.body = body[:length]

@@ -26,6 +26,7 @@ from typing import Any
 from .message import (
     MAX_HEAD,
     Message,
+    MessageTooLarge,
     Request,
     Response,
     SipParseError,
@@ -33,6 +34,7 @@ from .message import (
     check_value,
     content_length,
     parse_head,
+    starts_a_request,
 )
 
 log = logging.getLogger(__name__)
@@ -66,12 +68,14 @@ BadHandler = Callable[["BadMessage", "Connection"], Awaitable[None]]
 
 
 class BadMessage(Exception):
-    """A framed message that does not parse: answer ``400`` (``head`` is what we read)."""
+    """A message that does not parse: answer ``400``, or ``513`` (``status``) when it is over
+    the size limits (``head`` is what we read of it)."""
 
-    def __init__(self, why: str, head: bytes) -> None:
+    def __init__(self, why: str, head: bytes, *, status: int = 400) -> None:
         super().__init__(why)
         self.why = why
         self.head = head
+        self.status = status
 
 
 class Connection:
@@ -132,14 +136,20 @@ class Connection:
                 self.reader.readuntil(b"\r\n\r\n"), MESSAGE_TIMEOUT
             )
         except asyncio.LimitOverrunError:
-            raise SipParseError("message too large") from None
+            # What came of the head (left in the buffer), to its last whole line: its Via,
+            # From, To, Call-ID and CSeq, if they came before the limit, are the 513's.
+            part = first + await self.reader.read(MAX_HEAD)
+            lines = part[: max(part.rfind(b"\r\n"), 0)]
+            raise BadMessage("message too large", lines, status=513) from None
         except asyncio.IncompleteReadError:
             return None
         if len(head) > MAX_HEAD:
-            raise SipParseError("message too large")
+            raise BadMessage("message too large", head, status=513)
         try:
             msg = parse_head(head[:-4])
             length = content_length(msg)
+        except MessageTooLarge as exc:  # a body over the limit is not read, nor skipped
+            raise BadMessage(str(exc), head, status=513) from None
         except SipParseError as exc:
             # Without a Content-Length we cannot find the next message: answer, then close.
             raise BadMessage(str(exc), head) from None
@@ -275,11 +285,18 @@ async def connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Connectio
     return Connection(reader, writer, inbound=False, tls=ctx is not None)
 
 
-def bad_request(bad: BadMessage) -> Response:
-    """The ``400`` to a framed but malformed request (§8.2, §21.4.1), with what of its
-    Via, From, To, Call-ID and CSeq could be read."""
+def bad_request(bad: BadMessage) -> Response | None:
+    """The ``400`` to a malformed request (§8.2, §21.4.1), with what of its Via, From, To,
+    Call-ID and CSeq could be read; the ``513`` to one over the size limits (§21.5.11,
+    §18.1.1) when it is a request whose Via and CSeq could be read (``None``: nothing can be
+    answered)."""
     found = salvage(bad.head)
-    resp = Response(status=400, reason=f"Bad Request ({bad.why})")
+    if bad.status == 513:
+        if not (starts_a_request(bad.head) and found.get("via") and found.get("cseq")):
+            return None
+        resp = Response(status=513, reason="Message Too Large")
+    else:
+        resp = Response(status=400, reason=f"Bad Request ({bad.why})")
     for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
         for value in found.get(key, []):
             resp.add(name, value)
@@ -289,8 +306,8 @@ def bad_request(bad: BadMessage) -> Response:
 
 
 def salvage(raw: bytes) -> dict[str, list[str]]:
-    """The headers a ``400`` copies (Via, From, To, Call-ID, CSeq), read leniently from a
-    message that did not parse."""
+    """The headers a ``400`` or a ``513`` copies (Via, From, To, Call-ID, CSeq), read
+    leniently from a message that did not parse."""
     out: dict[str, list[str]] = {}
     for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
         name, sep, value = line.partition(":")

@@ -237,8 +237,9 @@ class UserAgent:
         if bad.head[:4] in (b"SIP/", b"ACK "):
             return  # a malformed response is dropped (§18.1.2); an ACK is never answered
         resp = bad_request(bad)
-        stamp_via(resp, conn.peer)
-        await self._answer(conn, resp)
+        if resp is not None:
+            stamp_via(resp, conn.peer)
+            await self._answer(conn, resp)
 
     async def _on_message(self, msg: Message, conn: Connection) -> None:
         try:
