@@ -263,6 +263,23 @@ def content_length(msg: Message) -> int:
     return length
 
 
+def frame_length(head: bytes) -> int | None:
+    """Where a stream message whose head did not parse ends (§18.3): its Content-Length, read
+    leniently, when its start line is SIP's and one Content-Length field holds digits;
+    ``None`` when that cannot be known (the stream's framing is lost with it)."""
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    if not (_REQUEST_LINE.match(lines[0]) or _STATUS_LINE.match(lines[0])):
+        return None
+    found = [
+        value.strip()
+        for name, sep, value in (line.partition(":") for line in lines[1:] if line[:1] > " ")
+        if sep and name.strip().lower() in ("content-length", "l")
+    ]
+    if len(found) != 1 or not _DIGITS.fullmatch(found[0]) or len(found[0]) > 9:
+        return None
+    return int(found[0])
+
+
 def starts_a_request(head: bytes) -> bool:
     """Whether ``head`` (a message that did not parse) begins with a request line (§7.1)."""
     line = head.split(b"\r\n", 1)[0].decode("utf-8", "replace")

@@ -9,8 +9,9 @@
   verified against the system's CAs and ``BRIDGE_SIP_CA``.
 * :class:`Connection`: one TLS stream carrying SIP messages both ways. Framing is by
   Content-Length (§18.3); every read is bounded in size and time, so a client that stalls or
-  sends garbage costs its own connection and nothing else. CRLF keep-alives (RFC 5626 §4.4.1:
-  a double CRLF ping is answered with one CRLF) are taken between messages.
+  sends garbage costs its own connection and nothing else. A malformed message whose end is
+  known costs its own ``400`` only (the connection carries other calls). CRLF keep-alives
+  (RFC 5626 §4.4.1: a double CRLF ping is answered with one CRLF) are taken between messages.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .message import (
+    MAX_BODY,
     MAX_HEAD,
     Message,
     MessageTooLarge,
@@ -33,6 +35,7 @@ from .message import (
     check_request,
     check_value,
     content_length,
+    frame_length,
     parse_head,
     starts_a_request,
 )
@@ -71,11 +74,13 @@ class BadMessage(Exception):
     """A message that does not parse: answer ``400``, or ``513`` (``status``) when it is over
     the size limits (``head`` is what we read of it)."""
 
-    def __init__(self, why: str, head: bytes, *, status: int = 400) -> None:
+    def __init__(self, why: str, head: bytes, *, status: int = 400, framed: bool = False) -> None:
         super().__init__(why)
         self.why = why
         self.head = head
         self.status = status
+        self.framed = framed
+        """The stream read past it whole: the next message can be read (else it is closed)."""
 
 
 class Connection:
@@ -118,8 +123,8 @@ class Connection:
 
     async def read(self) -> Message | None:
         """The next message; ``None`` at the end of the stream (or a keep-alive-only gap
-        that ended). :class:`BadMessage` for a message that is framed but malformed;
-        ``SipParseError`` or ``TimeoutError`` when the stream cannot go on."""
+        that ended). :class:`BadMessage` for a message that does not parse or is too large
+        (its ``framed``: whether the stream can go on); ``TimeoutError`` when it cannot."""
         gap = b""
         while True:
             first = await asyncio.wait_for(self.reader.read(1), self.idle_timeout)
@@ -151,15 +156,21 @@ class Connection:
         except MessageTooLarge as exc:  # a body over the limit is not read, nor skipped
             raise BadMessage(str(exc), head, status=513) from None
         except SipParseError as exc:
-            # Without a Content-Length we cannot find the next message: answer, then close.
-            raise BadMessage(str(exc), head) from None
+            # Meta carries many calls on one connection: while we know where the message
+            # ends, it costs its own 400 only. Without that (no Content-Length we can read,
+            # a start line that is not SIP's) the next message cannot be found: 400, closed.
+            skip = frame_length(head)
+            if skip is None or skip > MAX_BODY:
+                raise BadMessage(str(exc), head) from None
+            await asyncio.wait_for(self.reader.readexactly(skip), MESSAGE_TIMEOUT)
+            raise BadMessage(str(exc), head, framed=True) from None
         body = await asyncio.wait_for(self.reader.readexactly(length), MESSAGE_TIMEOUT)
         msg.body = body
         if isinstance(msg, Request):
             try:
                 check_request(msg)
             except SipParseError as exc:
-                raise BadMessage(str(exc), head) from None
+                raise BadMessage(str(exc), head, framed=True) from None
         return msg
 
     async def send(self, msg: Message) -> None:

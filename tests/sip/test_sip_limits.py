@@ -98,3 +98,37 @@ def parse_head_only(data: bytes):
     lines = data.partition(b"\r\n\r\n")[0].split(b"\r\n")
     kept = [line for line in lines if not line.startswith((b"X-Pad", b"Content-Length"))]
     return parse(b"\r\n".join(kept) + b"\r\n\r\n")
+
+
+async def test_a_malformed_request_whose_end_is_known_costs_its_400_only(ca, caplog) -> None:
+    """Meta carries many calls on one TLS connection: a request that does not parse but whose
+    end is known (its Content-Length readable) gets its 400 and the connection reads on, the
+    call ringing on it still cancellable there. It was closed after the 400, every call on it
+    lost. Said at WARNING once while the source sends no good message."""
+    ua, handler, _ = await start_ua(ca)
+    c = await Client.open(ua, ca)
+    try:
+        await c.send(request("INVITE", branch="z9hG4bKcall", body=SDP).to_bytes())
+        assert [(await c.recv()).status for _ in range(2)] == [100, 180]
+        # A header line without a colon, and a body that reads as a request if not skipped.
+        inner = request("OPTIONS", branch="z9hG4bKinner", call_id="inner").to_bytes()
+        broken = request("MESSAGE", branch="z9hG4bKbroken", call_id="broken")
+        broken.add("Content-Type", "message/sipfrag")
+        broken.body = inner
+        raw = broken.to_bytes().replace(b"Max-Forwards: 70", b"Max-Forwards 70")
+        no_cseq = request("OPTIONS", branch="z9hG4bKnocseq", call_id="no-cseq")
+        no_cseq.remove("CSeq")
+        await c.send(raw + no_cseq.to_bytes())
+        first, second = await c.recv(), await c.recv()
+        assert (first.status, first.call_id) == (400, "broken"), first
+        assert (second.status, second.call_id) == (400, "no-cseq"), second
+        assert "CSeq" in second.reason
+        await c.send(request("CANCEL", branch="z9hG4bKcall").to_bytes())
+        got = {(r.status, r.cseq[1]) for r in [await c.recv(), await c.recv()]}
+        assert got == {(200, "CANCEL"), (487, "INVITE")}
+        assert len(handler.cancels) == 1 and ua.counts.get("bad") == 2
+        said = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+        assert len(said) == 1 and "said once" in said[0], said
+    finally:
+        await c.close()
+        await ua.close()
