@@ -194,14 +194,54 @@ class Connection:
             pass
 
 
+class KeyLocked(ssl.SSLError):
+    """A private key file that is encrypted, with no passphrase given (``given`` false) or
+    one that does not open it."""
+
+    def __init__(self, key: str, *, given: bool) -> None:
+        said = "a passphrase that does not open it" if given else "no passphrase to open it"
+        super().__init__(f"{key} is an encrypted private key, and {said}")
+        self.filename = key
+        self.given = given
+
+
+def load_pair(ctx: ssl.SSLContext, cert: str, key: str, password: str = "") -> None:
+    """The one loader of a certificate and its private key into ``ctx``: an encrypted key is
+    opened with ``password``, never with OpenSSL's own prompt on the terminal (a start that
+    waits for a typist, a hang under a supervisor; a reload that blocks the event loop).
+    :class:`KeyLocked` when it has no passphrase, or not its own; ``ssl.SSLError`` and
+    ``OSError`` for files that do not load."""
+    asked = False
+
+    def passphrase() -> str:
+        nonlocal asked
+        asked = True
+        if not password:
+            raise KeyLocked(key, given=False)
+        return password
+
+    try:
+        ctx.load_cert_chain(cert, key, password=passphrase)
+    except KeyLocked:
+        raise
+    except ssl.SSLError as exc:
+        # A key it opened that is not the certificate's is a mismatch, not a wrong passphrase.
+        if asked and exc.reason != "KEY_VALUES_MISMATCH":
+            raise KeyLocked(key, given=True) from None
+        raise
+
+
 class CertFiles:
     """A server ``SSLContext`` whose certificate and key are reloaded when their files change
     (a renewed certificate takes effect for new connections, without a restart)."""
 
-    def __init__(self, cert: str, key: str, *, client_ca: str | None = None) -> None:
-        """``client_ca``: ask for a client certificate and verify one that comes against the
+    def __init__(
+        self, cert: str, key: str, *, password: str = "", client_ca: str | None = None
+    ) -> None:
+        """``password``: the key's passphrase when it is encrypted (:func:`load_pair`).
+        ``client_ca``: ask for a client certificate and verify one that comes against the
         system's CAs and this file (``""``: the system's only); ``None``: ask for none."""
-        self.cert, self.key = cert, key
+        self.cert, self.key, self.password = cert, key, password
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context.verify_mode = ssl.CERT_NONE  # no client certificate (Meta's guidance)
@@ -213,7 +253,7 @@ class CertFiles:
             if client_ca:
                 self.context.load_verify_locations(client_ca)
         self._stamp = self._mtimes()
-        self.context.load_cert_chain(cert, key)
+        load_pair(self.context, cert, key, password)
         self.reloads = 0
         self.names: dict[str, CertFiles] = {}
         """Certificates by host name: a client hello naming one gets it (SNI, RFC 6066 §3);
@@ -245,8 +285,8 @@ class CertFiles:
         try:
             # Try the pair on a scratch context first: a failed load must not leave the
             # live one half changed.
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
-            self.context.load_cert_chain(self.cert, self.key)
+            load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.cert, self.key, self.password)
+            load_pair(self.context, self.cert, self.key, self.password)
         except (OSError, ssl.SSLError) as exc:
             log.warning(
                 "SIP TLS: the new certificate or key does not load, keeping the old: %s", exc
