@@ -139,9 +139,28 @@ class Directory(Protocol):
     async def drain(self) -> None:
         """Tell the other workers this one takes no new calls (it is shutting down)."""
 
-    async def take_over(self, call: Call, previous_owner: str) -> None:
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         """Record now that this worker owns ``call``, which ``previous_owner`` carried (a
-        handover or an adoption; raises ``DirectoryUnavailable``)."""
+        handover under the old owner's offer ``token``, or a crash adoption: no token), only
+        while the record still names ``previous_owner`` and the offer stands (compare-and-set:
+        ``NotOwner`` otherwise; ``DirectoryUnavailable``)."""
+
+    async def offer_move(self, call_id: str, token: str) -> None:
+        """The owner offers its call to one target under ``token`` (before it sends it)."""
+
+    async def settle_move(self, call_id: str, token: str) -> str:
+        """The owner gives up on the target it offered the call to under ``token``: the offer
+        is withdrawn (the target can neither take the call nor give it back any more) and the
+        record's owner is returned (``""``: none): the target's id if it took the call."""
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        """A target that took ``call`` and cannot carry it hands it back while the old owner's
+        offer stands: ``True`` when the call is not this worker's (given back, or never
+        taken), ``False`` when the old owner settled meanwhile and it is this worker's."""
+
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        """A new inbound call's claim handed from ``held`` to ``next_`` only while ``held``
+        holds it (compare-and-set); who held it (``""``: nobody)."""
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (or from now), then live ones; ``None`` every
@@ -281,8 +300,20 @@ class MemoryDirectory:
     async def drain(self) -> None:
         pass
 
-    async def take_over(self, call: Call, previous_owner: str) -> None:
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         pass
+
+    async def offer_move(self, call_id: str, token: str) -> None:
+        pass
+
+    async def settle_move(self, call_id: str, token: str) -> str:
+        return self.worker_id  # nobody else could take it
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        return True
+
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        return held
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         position = parse_event_id(last_id)

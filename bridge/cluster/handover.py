@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
@@ -181,12 +182,19 @@ class Handover:
         await self.directory.flush(2.0)
         why = ""
         for target in targets[:TARGETS_TRIED]:
+            token = uuid.uuid4().hex
             try:
-                status, body = await self._send(target, moved)
-            except (OSError, TimeoutError) as exc:
+                await self.directory.offer_move(call.id, token)
+                status, body = await self._send(target, replace(moved, token=token))
+            except (OSError, TimeoutError, BridgeError) as exc:
                 status, body = 0, str(exc) or type(exc).__name__
-            if status == 0 and await self._taken_by(call.id, target.id):
-                status = 201  # it took the call over, its answer was lost: it carries it now
+            if status != 201:
+                owner = await self._settle(call.id, token)
+                if owner is None:
+                    why = f"worker {target.id}: {status} {body[:200]}; the directory did not say"
+                    break  # who won cannot be told: never a second target as well
+                if owner == target.id:
+                    status = 201  # it took the call over, its answer was lost: it carries it
             if status == 201:
                 if not call.live:  # it ended while it moved: the new owner finds out too
                     return True
@@ -213,14 +221,14 @@ class Handover:
             why = f"worker {target.id}: {status} {body[:200]}"
         return self._kept(call, reason, "failed", why)
 
-    async def _taken_by(self, call_id: str, worker: str) -> bool:
-        """Whether ``worker``, which did not answer, took the call over all the same (its
-        adoption outlasted the request): trying another worker then made two carriers."""
+    async def _settle(self, call_id: str, token: str) -> str | None:
+        """Give up on the target the call was offered to under ``token`` (compare-and-set:
+        it can take it no more) and say who carries it: the record's owner (``""``: none,
+        this worker carries it on); ``None`` when the directory did not answer."""
         try:
-            record = await self.directory.record(call_id)
+            return await self.directory.settle_move(call_id, token)
         except BridgeError:
-            return False
-        return record is not None and record.live and record.owner == worker
+            return None
 
     async def _browser_on(self, call_id: str, worker: str) -> bool:
         """Whether the call's browser is connected on ``worker`` (its record says so)."""
@@ -345,7 +353,7 @@ class Handover:
         runtime = await adopt_call(
             self.manager,
             moved,
-            self.directory.take_over,
+            self.directory,
             resume,
             self._forks.resume if self._forks is not None else None,
             self._agents.resume if self._agents is not None else None,
