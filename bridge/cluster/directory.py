@@ -188,12 +188,16 @@ class EventRing:
 
     Followers share the ring (no copy per subscriber): a follower remembers the key of the
     last event it sent and takes what is newer. One that falls more than ``size`` events
-    behind skips the oldest (bounded memory, like the per-subscriber queues it replaced)."""
+    behind skips the oldest (bounded memory, like the per-subscriber queues it replaced).
+    An event whose key is not newer than the last one starts the ring over: the log's ids
+    started again lower (a Redis that came back empty on a host whose clock is behind the old
+    ids), and every follower takes the new events from the first."""
 
     def __init__(self, size: int) -> None:
         self._entries: deque[tuple[EventKey, LogEntry]] = deque(maxlen=size)
         self._changed = asyncio.Event()
         self._closed = False
+        self._restarts = 0
 
     @property
     def last_key(self) -> EventKey:
@@ -204,6 +208,9 @@ class EventRing:
         return bool(self._entries) and self._entries[0][0] <= position
 
     def append(self, key: EventKey, entry: LogEntry) -> None:
+        if self._entries and key <= self._entries[-1][0]:
+            self._entries.clear()  # a log that started over: its old keys order nothing
+            self._restarts += 1
         self._entries.append((key, entry))
         self._changed.set()
         self._changed = asyncio.Event()
@@ -222,8 +229,11 @@ class EventRing:
         return newer
 
     async def follow(self, position: EventKey, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        restarts = self._restarts
         while True:
             changed = self._changed
+            if self._restarts != restarts:  # the log started over: its events from the first
+                restarts, position = self._restarts, (0, 0)
             for key, entry in self._after(position):
                 position = key
                 yield entry

@@ -5,7 +5,8 @@ worker follows (one blocking Redis connection, however many clients); a client r
 an id reads what it missed from the stream itself, then the ring. With Redis away, what it
 missed comes from the ring if the ring reaches back to its id; else the client is told
 (:class:`~bridge.errors.ReplayUnavailable`, the stream's ``replay.unavailable``), never left
-to believe it missed nothing."""
+to believe it missed nothing. A stream that started over below the reader's last id (Redis
+back empty on a host whose clock is behind the old ids) is read again from its beginning."""
 
 from __future__ import annotations
 
@@ -71,22 +72,46 @@ class RedisEventLog:
     async def read_forever(self) -> None:
         """Copy the events stream into this worker's ring (one blocking reader per worker)."""
         position: str | None = None
+        look = False
         while True:
             try:
-                if position is None:
-                    newest = await self._redis.xrevrange(EVENTS, count=1)
-                    position = newest[0][0] if newest else "0-0"
+                if position is None or look:
+                    position = await self._start_at(position)
+                    look = False
                 answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
             except _FAILURES:
+                look = True  # Redis back: is the stream still the one this reader followed?
                 await asyncio.sleep(1.0)  # the heartbeat notices and reports it
                 continue
             self._redis_back()
+            look = not answer  # nothing new: the stream may have started over below us
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     position = entry_id
                     entry = self._entry(entry_id, fields)
                     if entry is not None:
                         self._ring.append(_stream_key(entry_id), entry)
+
+    async def _start_at(self, position: str | None) -> str:
+        """Where the reader reads on from: the stream's end at first; after a failure or an
+        empty read, ``position`` unless the stream's newest id is below it — a Redis that came
+        back empty, or a failover to a host whose clock is behind the old ids, where every new
+        id is lower than what this reader saw last and reading on after it would skip them
+        all: then the new stream is read from its beginning (said at WARNING)."""
+        newest = await self._redis.xrevrange(EVENTS, count=1)
+        last = newest[0][0] if newest else "0-0"
+        if position is None:
+            return str(last)
+        if _stream_key(last) >= _stream_key(position):
+            return position
+        log.warning(
+            "events stream: its newest id %s is below %s, the last this worker read (Redis "
+            "came back empty or failed over to a host whose clock is behind): reading the new "
+            "stream from its beginning",
+            last,
+            position,
+        )
+        return "0-0"
 
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
@@ -123,7 +148,9 @@ class RedisEventLog:
                 self._redis_back()
                 if held and held[0][0] == last_id:
                     return held[1:]
-                if self._ring.reaches(position):
+                # An id past the ring's newest that the stream does not hold is of a log lost
+                # since (a Redis that came back empty): followed, it would skip every new event.
+                if self._ring.reaches(position) and position <= self._ring.last_key:
                     return None
                 raise ReplayUnavailable(
                     f"the events log no longer holds {last_id} (more than the "
