@@ -208,6 +208,40 @@ async def test_a_target_that_took_the_call_and_let_go_of_it_leaves_it_with_its_o
         assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
 
 
+async def test_a_draining_worker_whose_call_a_survivor_adopted_lets_go_of_it_quietly(
+    redis,
+) -> None:
+    """While the draining worker offers its call to t1, a survivor (t2) adopts it: this
+    worker was taken for dead through a stall. t1 must not take it (the record names t2 now),
+    and the draining worker, finding t2 named, lets go of it without hanging it up: before, t1
+    took it over all the same (two carriers), and a worker that found no taker hung the call
+    up at its shutdown, ending it for the survivor too."""
+    ws: dict[str, Worker] = {}
+    outcomes: list[BaseException | Call] = []
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        adopted = Call.from_snapshot(moved.snapshot, moved.engine_call_id)
+        adopted.owner = "t2"
+        await ws["t2"].directory.take_over(adopted, "s")  # the survivor's adoption
+        try:
+            offered = MovedCall.from_json(moved.to_json())
+            outcomes.append(await ws[target.id].handover.adopt(offered))
+        except NotOwner as exc:
+            outcomes.append(exc)
+            return 409, exc.message
+        return 201, ""
+
+    async with workers(redis.url, "s", "t1", "t2", send=send) as started:
+        ws.update(started)
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")
+        assert isinstance(outcomes[0], NotOwner), outcomes
+        assert carriers(ws["s"], ws["t1"]) == []
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("t2", {"t2"})
+        assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
+
+
 async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung_twice(
     redis, monkeypatch
 ) -> None:
