@@ -190,7 +190,7 @@ async def adopt_call(
         call.mono_answered = time.monotonic() - max(0.0, time.time() - call.answered_at)
     runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
     try:
-        await claim.take_over(call, previous, moved.token)
+        await _take(claim, call, previous, moved.token)
         if call.state is CallState.ACTIVE:
             runtime.bus.add_user(HANDOVER_USER)
             await runtime.media.open()
@@ -213,6 +213,14 @@ async def adopt_call(
     except BaseException:  # what costs only itself is said by _resumed; anything else, the move
         if await _given_back(claim, call, previous, moved.token):
             await release_call(manager, call.id)
+            raise
+        log.warning(
+            "call %s: its adoption failed after it was taken over here, and worker %s has let "
+            "go of it meanwhile: it stays here as it is",
+            call.id,
+            previous or "?",
+            extra={"call_id": call.id},
+        )
         raise
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
     if carried is None:
@@ -258,23 +266,33 @@ async def adopt_call(
     return runtime
 
 
+async def _take(claim: Claim, call: Call, previous: str, token: str) -> None:
+    """Take the call over in the directory; a take-over whose answer was lost (Redis's reply
+    timed out) is this worker's if the directory says so once the old owner has let go: the
+    adoption goes on (letting go of it too left the call to nobody)."""
+    try:
+        await claim.take_over(call, previous, token)
+    except NotOwner:
+        raise
+    except Exception:
+        if await _given_back(claim, call, previous, token):
+            raise
+        log.info(
+            "call %s: its take-over's answer was lost, and the directory names this worker: "
+            "carried on here",
+            call.id,
+            extra={"call_id": call.id},
+        )
+
+
 async def _given_back(claim: Claim, call: Call, previous: str, token: str) -> bool:
     """Whether a call whose adoption failed is not this worker's (given back to the old owner
-    while it waits, or never taken): it is let go of. One the old owner has let go of since
-    it was taken here stays, said once at WARNING: letting go of it too left it to nobody."""
+    while it waits, or never taken): it is let go of. ``False``: the old owner has let go of
+    it since it was taken here, and it stays (letting go of it too left it to nobody)."""
     try:
-        if await claim.give_back(call, previous, token):
-            return True
+        return await claim.give_back(call, previous, token)
     except BridgeError:
         return True  # the directory is away: as before, let go
-    log.warning(
-        "call %s: its adoption failed after it was taken over here, and worker %s has let go "
-        "of it meanwhile: it stays here as it is",
-        call.id,
-        previous or "?",
-        extra={"call_id": call.id},
-    )
-    return False
 
 
 async def _resumed(

@@ -26,7 +26,7 @@ from bridge.calls.handover import MovedCall
 from bridge.cluster.directory import CallRecord
 from bridge.cluster.handover import Handover
 from bridge.cluster.redis import RedisDirectory
-from bridge.cluster.redis_writes import call_key, owned_key
+from bridge.cluster.redis_writes import P, call_key, owned_key
 from bridge.errors import NotOwner
 from bridge.numbers.model import engine_key
 
@@ -208,6 +208,47 @@ async def test_a_target_that_took_the_call_and_let_go_of_it_leaves_it_with_its_o
         assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
 
 
+async def test_a_take_over_whose_answer_came_after_the_old_owner_let_go_is_carried_on(
+    redis,
+) -> None:
+    """t1's take-over landed in Redis but its reply was late (it timed out), and meanwhile
+    the draining worker's own request to t1 timed out: it found t1 named in the directory and
+    let go of the call. Before, t1 let go too when its take-over failed: the call was carried
+    by nobody. Now t1 asks the directory (its give-back finds the offer settled and the
+    record its own) and carries the call on, its engine media open."""
+    gate = asyncio.Event()
+    taken = asyncio.Event()
+    adoptions: list[asyncio.Task[Call]] = []
+    ws: dict[str, Worker] = {}
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        offered = MovedCall.from_json(moved.to_json())
+        adoptions.append(asyncio.create_task(ws[target.id].handover.adopt(offered)))
+        await asyncio.wait_for(taken.wait(), 5)
+        raise TimeoutError  # the draining worker's request times out too
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        take_over = ws["t1"].directory.take_over
+
+        async def late_answer(call: Call, previous: str, token: str = "") -> None:
+            await take_over(call, previous, token)
+            taken.set()
+            await gate.wait()
+            raise TimeoutError("Redis's answer to the take-over came too late")
+
+        ws["t1"].directory.take_over = late_answer  # type: ignore[method-assign]
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")  # t1 is named: it let go
+        gate.set()
+        adopted = await asyncio.wait_for(adoptions[0], 10)
+        assert adopted.live and carriers(*ws.values()) == ["t1"]
+        assert len(ws["t1"].engine.channels) == 1  # its engine media open
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("t1", {"t1"})
+        assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
+
+
 async def test_a_draining_worker_whose_call_a_survivor_adopted_lets_go_of_it_quietly(
     redis,
 ) -> None:
@@ -283,13 +324,16 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
             assert await finder.directory.claim_engine_call(key)
             async with aiohttp.ClientSession() as http:
                 place = routing.inbound_placer(finder.directory, http, "secret")
-                assert await place("E7", "15550001111", "n1") is False  # rung by the finder
-            await finder.inbound.ring("E7", "15550001111", number_id="n1")
+                assert await place("E7", "15550001111", "n1") is False  # the finder rings it
             gate.set()
             await until(lambda: outcomes, 5, "the late adoption's outcome")
             assert isinstance(outcomes[0], NotOwner), outcomes
             assert ws["t1"].manager.live_calls() == []
-            assert finder.manager.registry.by_engine_id(key) is not None  # rung by the finder
+            claim = aioredis.from_url(redis.url, decode_responses=True)
+            try:
+                assert await claim.get(f"{P}claim:{key}") == "s"  # the finder's again
+            finally:
+                await claim.aclose()
             assert ws["t1"].engine.hung_up == []  # nor declined at the engine
     finally:
         gate.set()
