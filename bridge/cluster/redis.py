@@ -170,10 +170,10 @@ class RedisDirectory:
         """Flush the queued writes (bounded), drop this worker's heartbeat, stop."""
         self._log.close_streams()
         await self.flush(3.0)
+        await self._log.aclose()  # the events reader's blocking read ends with its client
         await self._tasks.close()
         await self._lease.leave()
         await self._redis.aclose()
-        await self._log.aclose()
 
     async def _catch_up(self) -> None:
         """Write every live call of this worker again (Redis may have come back empty), once

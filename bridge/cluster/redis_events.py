@@ -47,6 +47,7 @@ class RedisEventLog:
         """Its own client for the reader's blocking reads."""
         self.backlog = backlog
         self._ring = EventRing(backlog)
+        self._closing = False
         self._foreign_said = False
         self._unreplayed = Repeats(size=1)
         """Replays refused while Redis is away: said once while it lasts, its end at INFO."""
@@ -70,16 +71,21 @@ class RedisEventLog:
             return None
 
     async def read_forever(self) -> None:
-        """Copy the events stream into this worker's ring (one blocking reader per worker)."""
+        """Copy the events stream into this worker's ring (one blocking reader per worker),
+        until :meth:`close_streams`. It stops by itself too, not only when cancelled: redis-py
+        may swallow a cancellation that lands as a read's answer arrives (the reader then went
+        on, blocked in its next read, after its owner gave up on it)."""
         position: str | None = None
         look = False
-        while True:
+        while not self._closing:
             try:
                 if position is None or look:
                     position = await self._start_at(position)
                     look = False
                 answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
             except _FAILURES:
+                if self._closing:
+                    return  # its client closed under its read (:meth:`aclose`)
                 look = True  # Redis back: is the stream still the one this reader followed?
                 await asyncio.sleep(1.0)  # the heartbeat notices and reports it
                 continue
@@ -174,8 +180,11 @@ class RedisEventLog:
             log.info("event replay: Redis is back (%d replays refused while it was away)", refused)
 
     def close_streams(self) -> None:
-        """End every follower (the SSE streams end)."""
+        """End every follower (the SSE streams end) and the reader after its current read."""
+        self._closing = True
         self._ring.close()
 
     async def aclose(self) -> None:
+        """Close the reader's client: a read in flight fails at once and the reader, closing,
+        ends (call :meth:`close_streams` first)."""
         await self._blocking.aclose()
