@@ -114,6 +114,7 @@ class RedisDirectory:
             calls=lambda: len(local_calls()),
             catch_up=self._catch_up,
             end_local_calls=end_local_calls,
+            stopping=self._closing,
         )
         lease = self._lease
         self._records = Records(worker_id, internal_url, lambda: self.attachments)
@@ -124,6 +125,7 @@ class RedisDirectory:
             backlog=backlog,
             up=lambda: lease.up,
             down=lease.mark_down,
+            stopping=self._closing,
         )
         self._reaper = Reaper(
             self._redis,
@@ -135,6 +137,7 @@ class RedisDirectory:
             flush=self.flush,
             end_lost_call=end_lost_call,
             draining=lambda: lease.draining,
+            stopping=self._closing,
         )
         self._owner = Ownership(self._redis, worker_id)
         self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: lease.up)
@@ -174,6 +177,11 @@ class RedisDirectory:
         await self._tasks.close()
         await self._lease.leave()
         await self._redis.aclose()
+
+    def _closing(self) -> bool:
+        """Whether :meth:`close` has begun: its loops (heartbeat, writer, reaper) end at their
+        next turn even where a cancellation was swallowed (``Lease.run``)."""
+        return self._tasks.closed
 
     async def _catch_up(self) -> None:
         """Write every live call of this worker again (Redis may have come back empty), once

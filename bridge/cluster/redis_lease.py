@@ -42,8 +42,11 @@ class Lease:
         calls: Callable[[], int],
         catch_up: Callable[[], Awaitable[None]],
         end_local_calls: Callable[[], Awaitable[None]],
+        stopping: Callable[[], bool],
     ) -> None:
         self._redis = redis
+        self._stopping = stopping
+        """Its owner closes: the heartbeat ends at its next turn (:meth:`run`)."""
         self.worker_id = worker_id
         self.url = url
         self.heartbeat_ttl = heartbeat_ttl
@@ -194,7 +197,11 @@ class Lease:
         await self._redis.delete(f"{P}reaped:{self.worker_id}")
 
     async def run(self) -> None:
-        while True:
+        """The heartbeat, until its owner closes. It stops by itself too, not only when
+        cancelled: redis-py (``asyncio.wait_for`` on Python 3.11) may swallow a cancellation
+        that lands as a command's answer arrives, and a heartbeat that then beat on would
+        write this worker back into the directory after it left."""
+        while not self._stopping():
             # A third of the TTL: two beats may be lost before the worker counts as dead.
             await asyncio.sleep(self.heartbeat_ttl / 3 if self.up else 0.5)
             try:

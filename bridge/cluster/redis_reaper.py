@@ -105,8 +105,11 @@ class Reaper:
         flush: Callable[[float], Awaitable[None]],
         end_lost_call: LostCall,
         draining: Callable[[], bool] = _never,
+        stopping: Callable[[], bool] = _never,
     ) -> None:
         self._redis = redis
+        self._stopping = stopping
+        """Its owner closes: the check ends at its next turn (as the heartbeat, ``Lease.run``)."""
         self._draining = draining
         self.worker_id = worker_id
         self.heartbeat_ttl = heartbeat_ttl
@@ -120,7 +123,7 @@ class Reaper:
         # A dead worker is found within a quarter second of its heartbeat lapsing (the
         # contract: its calls end within the TTL + 1 s); the check is a SMEMBERS and an EXISTS.
         interval = min(0.25, self.heartbeat_ttl / 8)
-        while True:
+        while not self._stopping():
             await asyncio.sleep(interval)
             if not self._settled():
                 continue
@@ -158,7 +161,8 @@ class Reaper:
                 self.heartbeat_ttl,
                 len(call_ids),
             )
-            renewing = asyncio.create_task(self._renew(claim), name=f"reap-claim:{worker}")
+            reaped = asyncio.Event()
+            renewing = asyncio.create_task(self._renew(claim, reaped), name=f"reap-claim:{worker}")
             try:
                 # Fenced by the claim: if it was only cut off, it ends its own calls when back.
                 await self._reap_calls(worker, call_ids)
@@ -170,6 +174,7 @@ class Reaper:
                     await self._redis.eval(RELEASE_IF_MINE, 1, claim, self.worker_id)
                 raise
             finally:
+                reaped.set()
                 renewing.cancel()
                 await asyncio.gather(renewing, return_exceptions=True)
             # Only the calls reaped here are taken off its set (any it took since it ran again
@@ -195,12 +200,15 @@ class Reaper:
                 continue  # another version's heartbeat: not counted on
         return False
 
-    async def _renew(self, claim: str) -> None:
-        """Keep ``claim`` this survivor's while it reaps (cancelled when done). A renewal that
-        fails is tried again at the next; if Redis stays away, the claim lapses, as it would
-        for a survivor that died."""
-        while True:
-            await asyncio.sleep(REAP_CLAIM_MS / 3000)
+    async def _renew(self, claim: str, reaped: asyncio.Event) -> None:
+        """Keep ``claim`` this survivor's until ``reaped`` (cancelled then too; the event ends it
+        when redis-py swallowed the cancellation, which left it renewing the claim for good and
+        the reap waiting on it). A renewal that fails is tried again at the next; if Redis stays
+        away, the claim lapses, as it would for a survivor that died."""
+        while not reaped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reaped.wait(), REAP_CLAIM_MS / 3000)
+                return
             try:
                 await self._redis.eval(RENEW_IF_MINE, 1, claim, self.worker_id, REAP_CLAIM_MS)
             except FAILURES as exc:

@@ -247,8 +247,12 @@ class WriteQueue:
         backlog: int,
         up: Callable[[], bool],
         down: Callable[[BaseException], None],
+        stopping: Callable[[], bool],
     ) -> None:
         self._redis = redis
+        self._stopping = stopping
+        """Its owner closes: the writer ends at its next turn (as the heartbeat, ``Lease.run``:
+        a cancellation redis-py swallowed must not leave it waiting for writes for good)."""
         self.worker_id = worker_id
         self.ended_ttl = ended_ttl
         self.backlog = backlog
@@ -295,7 +299,7 @@ class WriteQueue:
 
     async def run(self) -> None:
         backoff = 0.2
-        while True:
+        while not self._stopping():
             if not self._writes:
                 self._pending.clear()
                 await self._pending.wait()

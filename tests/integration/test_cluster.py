@@ -676,7 +676,13 @@ async def test_an_event_that_is_not_json_costs_that_write_only(redis, caplog) ->
 
     client = aioredis.from_url(redis.url, decode_responses=True)
     writes = WriteQueue(
-        client, worker_id="w1", ended_ttl=60, backlog=100, up=lambda: True, down=print
+        client,
+        worker_id="w1",
+        ended_ttl=60,
+        backlog=100,
+        up=lambda: True,
+        down=print,
+        stopping=lambda: False,
     )
     writes.push(CallEvent("call.bad", {}, "2026-01-01T00:00:00Z", {"x": object()}), None)
     writes.push(CallEvent("call.good", {}, "2026-01-01T00:00:00Z", {"n": 1}), None)

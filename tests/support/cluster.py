@@ -226,4 +226,5 @@ def worker_lease(
         calls=lambda: calls,
         catch_up=_nothing,
         end_local_calls=end_local_calls,
+        stopping=lambda: False,
     )
