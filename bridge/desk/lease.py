@@ -20,9 +20,17 @@ class PresenceLease:
     wake-up). A store that fails is said once, and its return."""
 
     def __init__(
-        self, store: DeskStore, worker_id: str, grace: float, held: Callable[[], Iterable[AgentKey]]
+        self,
+        store: DeskStore,
+        worker_id: str,
+        grace: float,
+        held: Callable[[], Iterable[AgentKey]],
+        stopping: Callable[[], bool],
     ) -> None:
         self.store = store
+        self._stopping = stopping
+        """Its owner closes: the renewals end at their next turn, even where redis-py swallowed
+        the close's cancellation (``cluster/redis_lease.py``)."""
         self.worker_id = worker_id
         self.grace = grace
         self._held = held
@@ -37,7 +45,7 @@ class PresenceLease:
 
     async def renew_forever(self) -> None:
         down = False
-        while True:
+        while not self._stopping():
             await self._holding.wait()  # no agent here: nothing to renew, no wake-up
             await clock_sleep(RENEW)
             records = [

@@ -67,7 +67,9 @@ class RedisDeskStore:
         down = False
         failed = FailureKinds(log)  # the handler's failures, each kind logged once
         try:
-            while True:
+            # Until the store closes, checked at each turn too: redis-py may swallow the
+            # close's cancellation as a read's answer arrives (``cluster/redis_lease.py``).
+            while not self._tasks.closed:
                 try:
                     item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 except (RedisError, OSError) as exc:

@@ -82,7 +82,9 @@ class Desk:
             store, worker_id, grace, lambda call_id: self.manager.registry.get(call_id)
         )
         """The writes of agents' records (``presence.py``), which ``lease`` renews."""
-        self.lease = PresenceLease(store, worker_id, grace, lambda: self._sessions)
+        self.lease = PresenceLease(
+            store, worker_id, grace, lambda: self._sessions, lambda: self._tasks.closed
+        )
         self._tasks = TaskSet("desk")
         self.legs = AgentLegs(self)
         """The agents' always-connected media legs (``legs.py``)."""

@@ -115,7 +115,9 @@ class Catalog(NumbersView):
         self._followers.append(follower)
 
     async def _follow(self) -> None:
-        while True:
+        # Until the catalog closes, checked at each turn too: redis-py may swallow the
+        # close's cancellation as a read's answer arrives (``cluster/redis_lease.py``).
+        while not self._tasks.closed:
             await clock_sleep(self.poll)  # on the media clock: no wake-up of its own
             try:
                 await self._catch_up()

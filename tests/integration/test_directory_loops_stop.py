@@ -119,3 +119,29 @@ async def test_a_reaps_claim_renewal_ends_with_the_reap_though_its_cancel_was_sw
     renewing.cancel()
     await asyncio.wait_for(asyncio.gather(renewing, return_exceptions=True), 2)
     assert client.renewals == 1
+
+
+async def test_a_closed_catalogs_follower_ends_though_its_cancel_was_swallowed(tmp_path) -> None:
+    """The numbers catalog's follower (every worker's, reading the store's version), the same:
+    a read of Redis swallowing the close's cancellation left it polling for good."""
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.store import LocalStore, Sealing
+
+    catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    await catalog.start(poll=0.01)
+    read = asyncio.Event()
+    reads_after_close = 0
+    closing = False
+
+    async def version() -> int:
+        nonlocal reads_after_close
+        reads_after_close += closing
+        return int(await swallowing(read, catalog.version))
+
+    catalog.store.version = version  # type: ignore[method-assign]
+    await asyncio.wait_for(read.wait(), 5)
+    closing = True
+    await catalog.close()
+    await asyncio.sleep(0.1)  # ten polls
+    assert reads_after_close == 0
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "catalog:catalog-follow"]
