@@ -37,7 +37,7 @@ from bridge.app import create_app
 from bridge.audio.opus import OpusDecoder
 from bridge.config import settings_for_tests
 from bridge.sip import Request, Response, client_context
-from bridge.sip.headers import Address
+from bridge.sip.headers import Address, new_branch
 from bridge.sip.transport import connect
 from tests.fakes.cloudapi import FakeMeta, MetaPeer
 from tests.support.rtc_client import RtcClient
@@ -151,12 +151,14 @@ def first_rtp_clock(meta: MetaPeer) -> list[float]:
 
 
 def invite(port: int, sdp: str) -> Request:
+    """Meta's INVITE, its branch and Call-ID new each time: one the user agent answered in the
+    last 64·T1 is a retransmission, answered again and not a call (RFC 3261 §17.2.1)."""
     req = Request(method="INVITE", uri=f"sip:+15550009999@localhost:{port};transport=tls")
-    req.add("Via", "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKbench1")
+    req.add("Via", f"SIP/2.0/TLS 127.0.0.1:5061;branch={new_branch()}")
     req.add("Max-Forwards", "70")
     req.add("From", "<sip:+15550001111@wa.meta.vc>;tag=bench")
     req.add("To", "<sip:+15550009999@localhost>")
-    req.add("Call-ID", "outgoing:wacid.bench")
+    req.add("Call-ID", f"outgoing:wacid.bench-{new_branch()[7:]}")
     req.add("CSeq", "1 INVITE")
     req.add("Contact", "<sip:+15550001111@wa.meta.vc;transport=tls;ob>")
     req.add("x-wa-meta-wacid", "wacid.bench")
@@ -167,7 +169,7 @@ def invite(port: int, sdp: str) -> Request:
 
 def ack_for(req: Request, ok: Response) -> Request:
     ack = Request(method="ACK", uri=str(Address.parse(ok.values("Contact")[0]).uri))
-    ack.add("Via", "SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bKbench2")
+    ack.add("Via", f"SIP/2.0/TLS 127.0.0.1:5061;branch={new_branch()}")
     ack.add("Max-Forwards", "70")
     ack.add("From", req.get("From"))
     ack.add("To", ok.get("To"))

@@ -118,6 +118,14 @@ class Conflict(BridgeError):
     code = "conflict"
 
 
+class NotOwner(Conflict):
+    """A worker lost the compare-and-set on a call's ownership in the directory: the call is
+    another worker's (a handover whose old worker gave up on this one first, an inbound call
+    whose placing worker rang it itself). The loser lets go without a word to the engine."""
+
+    code = "not_owner"
+
+
 class BadOffer(BridgeError):
     """The SDP offer cannot be parsed or answered."""
 

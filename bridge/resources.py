@@ -255,6 +255,7 @@ async def calls(app: web.Application) -> AsyncIterator[None]:
         claim=directory.claim_engine_call,
         place=inbound_placer(directory, app[INTERNAL_HTTP], cluster.internal_secret),
         polled=manager.engine.polled,
+        swap=directory.swap_engine_claim,
     )
     handover = app[LATER_HANDOVER] = Later[Handover]("handover")
 

@@ -254,7 +254,10 @@ async def adopt_call(request: web.Request) -> web.Response:
         raise NotFound(f"no route {request.method} {request.path}")
     body = await read_body(request, "AdoptRequest")
     call = await request.app[INBOUND].adopt(
-        body["engineCallID"], body["peer"], body.get("numberID") or "default"
+        body["engineCallID"],
+        body["peer"],
+        body.get("numberID") or "default",
+        token=body.get("token") or "",
     )
     return web.json_response(call.snapshot(), status=201)
 

@@ -14,10 +14,10 @@ from ..numbers.model import (
     DEFAULT_NUMBER,
     Number,
     check_id,
-    check_sip_road,
     parse_number,
     patch_number,
 )
+from ..numbers.sip_road import check_sip_road
 from ..numbers.tenants import ApiKey, Tenant, apply_tenant_fields, parse_tenant
 from .keys import CATALOG, SETTINGS, SWITCHBOARD
 from .schema import read_body

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -298,14 +299,15 @@ FLUSH_TIMEOUT = 2.0
 """Seconds a new call's answer waits for its record to reach the directory."""
 
 
-async def _took(directory: Directory, worker: str, engine_call: str) -> bool:
-    """Whether ``worker``, which did not answer in time, took the engine call all the same
-    (the directory has its record): ringing it here too made one call two."""
+async def _settle(directory: Directory, claim: str, token: str) -> str | None:
+    """Give up on the worker a new inbound call was offered to under ``token``: the claim is
+    this worker's again unless that worker took it first (compare-and-set). Who holds the
+    claim now (``None``: the directory did not answer)."""
     try:
-        record = await directory.record_by_engine_id(engine_call)
+        held = await directory.swap_engine_claim(claim, token, directory.worker_id)
     except DirectoryUnavailable:
-        return False
-    return record is not None and record.live and record.owner == worker
+        return None
+    return directory.worker_id if held == token else held
 
 
 def inbound_placer(
@@ -325,10 +327,25 @@ def inbound_placer(
         if not workers or workers[0].id == directory.worker_id:
             return False
         target = workers[0]
+        # The claim goes to a token for this one target: it takes the call only while the
+        # token holds it, and this worker takes it back the same way when it gives up.
+        claim, token = engine_key(number_id, engine_call_id), uuid.uuid4().hex
+        try:
+            if await directory.swap_engine_claim(claim, directory.worker_id, token) != (
+                directory.worker_id
+            ):
+                return False  # the claim is gone (Redis emptied): it rings here, as before
+        except DirectoryUnavailable:
+            return False
         try:
             async with http.post(
                 target.url + "/call/adopt",
-                json={"engineCallID": engine_call_id, "peer": peer, "numberID": number_id},
+                json={
+                    "engineCallID": engine_call_id,
+                    "peer": peer,
+                    "numberID": number_id,
+                    "token": token,
+                },
                 headers={INTERNAL_HEADER: secret, OWNER_HEADER: target.id},
                 timeout=ADOPT_TIMEOUT,
                 allow_redirects=False,
@@ -338,8 +355,8 @@ def inbound_placer(
                 why = f"{resp.status} {(await resp.text())[:200]}"
         except (aiohttp.ClientError, TimeoutError) as exc:
             why = str(exc) or type(exc).__name__
-            if await _took(directory, target.id, engine_key(number_id, engine_call_id)):
-                return True  # it took the call (it rings there); its answer was lost
+        if await _settle(directory, claim, token) == target.id:
+            return True  # it took the call (it rings there); its answer was lost or late
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",
             engine_call_id,

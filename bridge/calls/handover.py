@@ -17,10 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
-from ..errors import BridgeError
+from ..errors import BridgeError, NotOwner
 from .events import CallEvents
 from .manager import CallManager
 from .model import Call, CallState
@@ -147,10 +147,17 @@ ResumeMusic = Callable[[CallRuntime, str], Awaitable[object]]
 """Plays a held call's music (an audio asset id) on here (``Handover``'s, by the playbacks)."""
 
 
+class Claim(Protocol):
+    """Who carries a call, by compare-and-set in the directory (``Directory``'s)."""
+
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None: ...
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool: ...
+
+
 async def adopt_call(
     manager: CallManager,
     moved: MovedCall,
-    claim: Callable[[Call, str], Awaitable[None]],
+    claim: Claim,
     resume_recording: ResumeRecording | None = None,
     resume_fork: ResumeFork | None = None,
     resume_agent: ResumeFork | None = None,
@@ -158,8 +165,9 @@ async def adopt_call(
     resume_music: ResumeMusic | None = None,
     resume_playback: ResumeFork | None = None,
 ) -> CallRuntime:
-    """Carry on a moved call here: create it under this worker, ``claim(call, previous
-    owner)`` it in the directory, and open its engine media (waiting, bounded, until the
+    """Carry on a moved call here: create it under this worker, take it over in the
+    directory (``claim``: only while the old owner's offer stands; a call another worker won
+    is let go of quietly, ``NotOwner``), and open its engine media (waiting, bounded, until the
     engine took the socket) before answering; a held call's music and the audio assets playing
     play on, a recording continues into its next segment.
     With ``carried`` (a crash adoption), ``carried(runtime)`` is called then and the forks and
@@ -182,7 +190,7 @@ async def adopt_call(
         call.mono_answered = time.monotonic() - max(0.0, time.time() - call.answered_at)
     runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
     try:
-        await claim(call, previous)
+        await _take(claim, call, previous, moved.token)
         if call.state is CallState.ACTIVE:
             runtime.bus.add_user(HANDOVER_USER)
             await runtime.media.open()
@@ -198,8 +206,21 @@ async def adopt_call(
             recording = resume_recording(runtime, moved.recording)
             ended = "the recording ends with the segment before; the call goes on"
             await _resumed(runtime, "its recording", recording, ended)
-    except BaseException:  # what costs only itself is said by _resumed; anything else, the move
+    except NotOwner as exc:  # the old owner gave up on this worker first: it carries the call
+        log.info("call %s: not carried here (%s)", call.id, exc.message, extra={"call_id": call.id})
         await release_call(manager, call.id)
+        raise
+    except BaseException:  # what costs only itself is said by _resumed; anything else, the move
+        if await _given_back(claim, call, previous, moved.token):
+            await release_call(manager, call.id)
+            raise
+        log.warning(
+            "call %s: its adoption failed after it was taken over here, and worker %s has let "
+            "go of it meanwhile: it stays here as it is",
+            call.id,
+            previous or "?",
+            extra={"call_id": call.id},
+        )
         raise
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
     if carried is None:
@@ -243,6 +264,35 @@ async def adopt_call(
         extra={"call_id": call.id},
     )
     return runtime
+
+
+async def _take(claim: Claim, call: Call, previous: str, token: str) -> None:
+    """Take the call over in the directory; a take-over whose answer was lost (Redis's reply
+    timed out) is this worker's if the directory says so once the old owner has let go: the
+    adoption goes on (letting go of it too left the call to nobody)."""
+    try:
+        await claim.take_over(call, previous, token)
+    except NotOwner:
+        raise
+    except Exception:
+        if await _given_back(claim, call, previous, token):
+            raise
+        log.info(
+            "call %s: its take-over's answer was lost, and the directory names this worker: "
+            "carried on here",
+            call.id,
+            extra={"call_id": call.id},
+        )
+
+
+async def _given_back(claim: Claim, call: Call, previous: str, token: str) -> bool:
+    """Whether a call whose adoption failed is not this worker's (given back to the old owner
+    while it waits, or never taken): it is let go of. ``False``: the old owner has let go of
+    it since it was taken here, and it stays (letting go of it too left it to nobody)."""
+    try:
+        return await claim.give_back(call, previous, token)
+    except BridgeError:
+        return True  # the directory is away: as before, let go
 
 
 async def _resumed(

@@ -16,13 +16,14 @@ decides where and whether.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..engines import EngineEvent
-from ..errors import AtCapacity, ShuttingDown
+from ..errors import AtCapacity, BridgeError, NotOwner, ShuttingDown
 from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
@@ -36,6 +37,11 @@ Claim = Callable[[str], Awaitable[bool]]
 Place = Callable[[str, str, str], Awaitable[bool]]
 """``place(engine call id, peer, number id)``: did a less loaded worker take a call this one
 claimed?"""
+
+
+Swap = Callable[[str, str, str], Awaitable[str]]
+"""``swap(engine call id, held, next)``: the claim on a new inbound call handed from ``held``
+to ``next`` only while ``held`` holds it; who held it (``Directory.swap_engine_claim``)."""
 
 
 async def _always(engine_call_id: str) -> bool:
@@ -57,15 +63,19 @@ class InboundCalls:
         claim: Claim | None = None,
         place: Place | None = None,
         polled: Callable[[str], bool] | None = None,
+        swap: Swap | None = None,
     ) -> None:
         """Without ``claim`` every new call is this process's; without ``place`` it stays
         here (one process, or an engine whose new calls reach one worker already).
         ``polled(number id)``: whether that number's new calls need ``claim`` and ``place``
-        (every worker sees them); without it, every call does."""
+        (every worker sees them); without it, every call does. ``swap``: a call placed here
+        under a token is taken only while that token holds its claim (the placing worker
+        takes it back when it gives up on this one)."""
         self.manager = manager
         self._polled = polled or (lambda number_id: True)
         self._claim = claim or _always
         self._place = place or _stay
+        self._swap = swap
         manager.take_incoming(self.incoming)
 
     async def incoming(self, event: EngineEvent) -> None:
@@ -90,14 +100,27 @@ class InboundCalls:
             number_id=number_id,
         )
 
-    async def adopt(self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER) -> Call:
-        """Take a new inbound call another worker discovered and placed here (at capacity:
-        :class:`AtCapacity`, and the placing worker rings it itself)."""
-        known = self.manager.registry.by_engine_id(engine_key(number_id, engine_call_id))
+    async def adopt(
+        self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER, token: str = ""
+    ) -> Call:
+        """Take a new inbound call another worker discovered and placed here under ``token``
+        (at capacity: :class:`AtCapacity`; its claim no longer the token's: :class:`NotOwner`;
+        the placing worker rings it itself)."""
+        key = engine_key(number_id, engine_call_id)
+        known = self.manager.registry.by_engine_id(key)
         if known is not None:
             return known
         self.manager.check_capacity()
-        return await self.ring(engine_call_id, peer, number_id=number_id)
+        owner = self.manager.owner
+        if token and self._swap is not None and await self._swap(key, token, owner) != token:
+            raise NotOwner(f"engine call {engine_call_id}: its finder gave up on this worker")
+        try:
+            return await self.ring(engine_call_id, peer, number_id=number_id)
+        except BaseException:
+            if token and self._swap is not None:  # not rung here: the placing worker rings it
+                with contextlib.suppress(BridgeError):
+                    await self._swap(key, owner, token)
+            raise
 
     async def ring(
         self,

@@ -33,6 +33,10 @@ class MovedCall:
     playbacks: list[dict[str, Any]] = field(default_factory=list)
     """The audio assets playing (``POST /call/play``, not the hold's music) to play on here,
     same ids, from where they were (``Playback.export``)."""
+    token: str = ""
+    """The old owner's offer of the call to this one worker (``Directory.offer_move``): the
+    new owner takes the call in the directory only while that offer stands (empty: a crash
+    adoption, which needs none)."""
 
     @property
     def call_id(self) -> str:
@@ -54,6 +58,7 @@ class MovedCall:
             "agents": self.agents,
             "music": self.music,
             "playbacks": self.playbacks,
+            "token": self.token,
         }
 
     @classmethod
@@ -87,6 +92,7 @@ class MovedCall:
                 agents=agents,
                 music=music,
                 playbacks=playbacks,
+                token=str(body.get("token") or ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BadRequest(f"not a moved call: {exc}") from None

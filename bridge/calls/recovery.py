@@ -38,7 +38,7 @@ from typing import Any
 
 from ..config import OrphanCalls
 from ..engines import RemoteCall
-from ..errors import BadRequest, BridgeError, EngineCallNotFound, EngineError
+from ..errors import BadRequest, BridgeError, EngineCallNotFound, EngineError, NotOwner
 from ..tasks import TaskSet
 from .handover import MovedCall, announce_move, can_move, release_call
 from .hangup import HANGUP_TIMEOUT, hang_up_quietly
@@ -226,6 +226,8 @@ class Recovery:
 
         try:
             await self._adopt(moved, carried)
+        except NotOwner:
+            return  # taken over by another worker since its record was read: its call now
         except BridgeError as exc:
             manager.metrics.handovers.labels("crash", "no_room").inc()
             log.warning(

@@ -139,9 +139,28 @@ class Directory(Protocol):
     async def drain(self) -> None:
         """Tell the other workers this one takes no new calls (it is shutting down)."""
 
-    async def take_over(self, call: Call, previous_owner: str) -> None:
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         """Record now that this worker owns ``call``, which ``previous_owner`` carried (a
-        handover or an adoption; raises ``DirectoryUnavailable``)."""
+        handover under the old owner's offer ``token``, or a crash adoption: no token), only
+        while the record still names ``previous_owner`` and the offer stands (compare-and-set:
+        ``NotOwner`` otherwise; ``DirectoryUnavailable``)."""
+
+    async def offer_move(self, call_id: str, token: str) -> None:
+        """The owner offers its call to one target under ``token`` (before it sends it)."""
+
+    async def settle_move(self, call_id: str, token: str) -> str:
+        """The owner gives up on the target it offered the call to under ``token``: the offer
+        is withdrawn (the target can neither take the call nor give it back any more) and the
+        record's owner is returned (``""``: none): the target's id if it took the call."""
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        """A target that took ``call`` and cannot carry it hands it back while the old owner's
+        offer stands: ``True`` when the call is not this worker's (given back, or never
+        taken), ``False`` when the old owner settled meanwhile and it is this worker's."""
+
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        """A new inbound call's claim handed from ``held`` to ``next_`` only while ``held``
+        holds it (compare-and-set); who held it (``""``: nobody)."""
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (or from now), then live ones; ``None`` every
@@ -169,12 +188,16 @@ class EventRing:
 
     Followers share the ring (no copy per subscriber): a follower remembers the key of the
     last event it sent and takes what is newer. One that falls more than ``size`` events
-    behind skips the oldest (bounded memory, like the per-subscriber queues it replaced)."""
+    behind skips the oldest (bounded memory, like the per-subscriber queues it replaced).
+    An event whose key is not newer than the last one starts the ring over: the log's ids
+    started again lower (a Redis that came back empty on a host whose clock is behind the old
+    ids), and every follower takes the new events from the first."""
 
     def __init__(self, size: int) -> None:
         self._entries: deque[tuple[EventKey, LogEntry]] = deque(maxlen=size)
         self._changed = asyncio.Event()
         self._closed = False
+        self._restarts = 0
 
     @property
     def last_key(self) -> EventKey:
@@ -185,6 +208,9 @@ class EventRing:
         return bool(self._entries) and self._entries[0][0] <= position
 
     def append(self, key: EventKey, entry: LogEntry) -> None:
+        if self._entries and key <= self._entries[-1][0]:
+            self._entries.clear()  # a log that started over: its old keys order nothing
+            self._restarts += 1
         self._entries.append((key, entry))
         self._changed.set()
         self._changed = asyncio.Event()
@@ -203,8 +229,11 @@ class EventRing:
         return newer
 
     async def follow(self, position: EventKey, keepalive: float) -> AsyncIterator[LogEntry | None]:
+        restarts = self._restarts
         while True:
             changed = self._changed
+            if self._restarts != restarts:  # the log started over: its events from the first
+                restarts, position = self._restarts, (0, 0)
             for key, entry in self._after(position):
                 position = key
                 yield entry
@@ -281,8 +310,20 @@ class MemoryDirectory:
     async def drain(self) -> None:
         pass
 
-    async def take_over(self, call: Call, previous_owner: str) -> None:
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         pass
+
+    async def offer_move(self, call_id: str, token: str) -> None:
+        pass
+
+    async def settle_move(self, call_id: str, token: str) -> str:
+        return self.worker_id  # nobody else could take it
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        return True
+
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        return held
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         position = parse_event_id(last_id)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
@@ -56,7 +57,7 @@ from ..calls.hold import Music
 from ..errors import BridgeError
 from ..metrics import Metrics
 from .directory import Directory, WorkerInfo
-from .sealing import AGENT_ID, FORK_ID, Sealer, open_parts, seal_parts
+from .sealing import MovedSecrets, Sealer
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ class Handover:
         self._agents = agents
         """Model agents open again like forks (``agents.AgentService.resume``)."""
         self._open_relay = open_relay
-        self._sealer = sealer
+        self._secrets = MovedSecrets(sealer)
         self._playback = playback
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
@@ -176,17 +177,26 @@ class Handover:
                 "no other live worker has room (start another instance before the deploy, "
                 "or raise BRIDGE_MAX_CALLS)",
             )
-        moved = self._seal(export_call(runtime, reason, self._export_recording))
+        moved = self._secrets.seal(export_call(runtime, reason, self._export_recording))
         # Our queued writes about the call land before the new owner's (never after them).
         await self.directory.flush(2.0)
         why = ""
         for target in targets[:TARGETS_TRIED]:
+            token = uuid.uuid4().hex
             try:
-                status, body = await self._send(target, moved)
-            except (OSError, TimeoutError) as exc:
+                await self.directory.offer_move(call.id, token)
+                status, body = await self._send(target, replace(moved, token=token))
+            except (OSError, TimeoutError, BridgeError) as exc:
                 status, body = 0, str(exc) or type(exc).__name__
-            if status == 0 and await self._taken_by(call.id, target.id):
-                status = 201  # it took the call over, its answer was lost: it carries it now
+            if status != 201:
+                owner = await self._settle(call.id, token)
+                if owner is None:
+                    why = f"worker {target.id}: {status} {body[:200]}; the directory did not say"
+                    break  # who won cannot be told: never a second target as well
+                if owner == target.id:
+                    status = 201  # it took the call over, its answer was lost: it carries it
+                elif owner not in ("", self.directory.worker_id):
+                    return await self._lost_to(call, owner, reason)
             if status == 201:
                 if not call.live:  # it ended while it moved: the new owner finds out too
                     return True
@@ -213,14 +223,28 @@ class Handover:
             why = f"worker {target.id}: {status} {body[:200]}"
         return self._kept(call, reason, "failed", why)
 
-    async def _taken_by(self, call_id: str, worker: str) -> bool:
-        """Whether ``worker``, which did not answer, took the call over all the same (its
-        adoption outlasted the request): trying another worker then made two carriers."""
+    async def _lost_to(self, call: Call, owner: str, reason: str) -> bool:
+        """The directory names another worker the call's carrier (a survivor adopted it while
+        this worker was taken for dead): this one lets go of it without a word to the engine,
+        and offers it to nobody else."""
+        log.warning(
+            "call %s: worker %s carries it now, says the directory; letting go of it here",
+            call.id,
+            owner,
+            extra={"call_id": call.id},
+        )
+        await release_call(self.manager, call.id)
+        self.metrics.handovers.labels(reason, "moved").inc()
+        return True
+
+    async def _settle(self, call_id: str, token: str) -> str | None:
+        """Give up on the target the call was offered to under ``token`` (compare-and-set:
+        it can take it no more) and say who carries it: the record's owner (``""``: none,
+        this worker carries it on); ``None`` when the directory did not answer."""
         try:
-            record = await self.directory.record(call_id)
+            return await self.directory.settle_move(call_id, token)
         except BridgeError:
-            return False
-        return record is not None and record.live and record.owner == worker
+            return None
 
     async def _browser_on(self, call_id: str, worker: str) -> bool:
         """Whether the call's browser is connected on ``worker`` (its record says so)."""
@@ -289,37 +313,7 @@ class Handover:
         parts = export_attachments(runtime, self._export_recording)
         if not any(parts.values()):
             return None
-        parts["agents"] = seal_parts(self._sealer, call.id, parts["agents"], AGENT_ID)
-        parts["forks"] = seal_parts(self._sealer, call.id, parts["forks"], FORK_ID)
-        return parts
-
-    # -- secrets (agents' keys, URLs with a query): sealed whenever they leave (sealing.py)
-    def _seal(self, moved: MovedCall) -> MovedCall:
-        return replace(
-            moved,
-            agents=seal_parts(self._sealer, moved.call_id, moved.agents, AGENT_ID),
-            forks=seal_parts(self._sealer, moved.call_id, moved.forks, FORK_ID),
-        )
-
-    def _unseal(self, moved: MovedCall) -> MovedCall:
-        """The sealed secrets opened; an agent or a fork whose secret does not open (sealed
-        under another ``BRIDGE_INTERNAL_SECRET``) is not resumed, with a WARNING."""
-        opened: dict[str, list[dict[str, Any]]] = {}
-        for kind, parts, id_field in (
-            ("agent", moved.agents, AGENT_ID),
-            ("media fork", moved.forks, FORK_ID),
-        ):
-            opened[kind], refused = open_parts(self._sealer, moved.call_id, parts, id_field)
-            for part, why in refused:
-                log.warning(
-                    "call %s: %s %s not resumed: its secrets do not open here (%s)",
-                    moved.call_id,
-                    kind,
-                    part.get(id_field),
-                    why,
-                    extra={"call_id": moved.call_id},
-                )
-        return replace(moved, agents=opened["agent"], forks=opened["media fork"])
+        return self._secrets.seal_parts(call.id, parts)
 
     # -- the worker a call moves to
     async def adopt(
@@ -327,7 +321,7 @@ class Handover:
     ) -> Call:
         """Carry on a call another worker hands over (``POST /call/handover``) or a dead
         worker's call that recovery adopts (``carried``: ``adopt_call``'s)."""
-        moved = self._unseal(moved)
+        moved = self._secrets.open(moved)
         resume: ResumeRecording | None = None
         if self._recordings is not None:
             # After a crash the dead worker's segment was never finished: this worker does.
@@ -345,7 +339,7 @@ class Handover:
         runtime = await adopt_call(
             self.manager,
             moved,
-            self.directory.take_over,
+            self.directory,
             resume,
             self._forks.resume if self._forks is not None else None,
             self._agents.resume if self._agents is not None else None,

@@ -12,7 +12,10 @@ Keys (all under ``bridge:``):
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
 - ``tenant:{tenantID}:calls`` — a tenant's live calls, on every worker (its ``maxCalls``).
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
-  ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call.
+  ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
+  the token it offers it to another worker under); ``moving:{callID}`` — a handover's offer
+  of the call to one worker (who carries a call moving between workers is decided by
+  compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
   log. Stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes. One reader task per
   worker copies the stream into an in-process ring that every SSE client of the worker follows
@@ -39,15 +42,18 @@ import redis.asyncio as aioredis
 
 from ..calls import Call
 from ..calls.events import CallEvent
+from ..errors import NotOwner
 from ..tasks import TaskSet
 from .directory import AttachmentsOf, CallRecord, LogEntry, WorkerInfo
 from .redis_events import RedisEventLog
 from .redis_lease import Lease
+from .redis_owner import Ownership
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
 from .redis_writes import (
     WORKERS,
     P,
+    Records,
     WriteQueue,
     call_key,
     drop_ghosts,
@@ -110,8 +116,7 @@ class RedisDirectory:
             end_local_calls=end_local_calls,
         )
         lease = self._lease
-        self._export_failed: set[str] = set()
-        """Live calls whose attachments failed to export (warned once each)."""
+        self._records = Records(worker_id, internal_url, lambda: self.attachments)
         self._writes = WriteQueue(
             self._redis,
             worker_id=worker_id,
@@ -131,6 +136,7 @@ class RedisDirectory:
             end_lost_call=end_lost_call,
             draining=lambda: lease.draining,
         )
+        self._owner = Ownership(self._redis, worker_id)
         self._log = RedisEventLog(url, self._redis, backlog, OP_TIMEOUT, lambda: lease.up)
         self._tasks = TaskSet("directory")
         self.attachments: AttachmentsOf | None = None
@@ -164,10 +170,10 @@ class RedisDirectory:
         """Flush the queued writes (bounded), drop this worker's heartbeat, stop."""
         self._log.close_streams()
         await self.flush(3.0)
+        await self._log.aclose()  # the events reader's blocking read ends with its client
         await self._tasks.close()
         await self._lease.leave()
         await self._redis.aclose()
-        await self._log.aclose()
 
     async def _catch_up(self) -> None:
         """Write every live call of this worker again (Redis may have come back empty), once
@@ -182,47 +188,12 @@ class RedisDirectory:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for call in calls:
-                self._queue_record(pipe, self._record(call))
+                self._queue_record(pipe, self._records.of(call))
             await pipe.execute()
 
     # -- writes
-    def _record(self, call: Call) -> CallRecord:
-        return CallRecord(
-            call_id=call.id,
-            owner=call.owner,
-            url=self.url if call.owner == self.worker_id else "",
-            engine_call_id=call.engine_call_id,
-            snapshot=call.snapshot(),
-            status_callback=call.status_callback,
-            attachments=self._attachments_of(call),
-        )
-
-    def _attachments_of(self, call: Call) -> dict[str, Any] | None:
-        """What a survivor would re-open of a live call of ours; ``None`` if it cannot be
-        exported. A failing export costs the record its attachments, never the write (nor the
-        heartbeat's catch-up, which writes every live call): WARNING once a call."""
-        if not call.live:
-            self._export_failed.discard(call.id)
-            return None
-        if self.attachments is None or call.owner != self.worker_id:
-            return None
-        try:
-            return self.attachments(call)
-        except Exception as exc:
-            if call.id not in self._export_failed:
-                self._export_failed.add(call.id)
-                log.warning(
-                    "call %s: its attachments could not be exported for its directory record "
-                    "(%s: %s); a survivor would adopt the call without them",
-                    call.id,
-                    type(exc).__name__,
-                    exc,
-                    extra={"call_id": call.id},
-                )
-            return None
-
     def observe(self, event: CallEvent, call: Call | None) -> None:
-        record = self._record(call) if call is not None else None  # None: about no call
+        record = self._records.of(call) if call is not None else None  # None: about no call
         self._writes.push(event, record)
 
     async def flush(self, timeout: float) -> None:
@@ -338,17 +309,33 @@ class RedisDirectory:
     async def drain(self) -> None:
         await self._lease.drain()
 
-    async def take_over(self, call: Call, previous_owner: str) -> None:
+    # -- who carries a call: compare-and-set (redis_owner.py)
+    async def _cas(self, step: Callable[[], Awaitable[Any]]) -> Any:
+        """One compare-and-set step for a request: ``DirectoryUnavailable`` when Redis does
+        not answer."""
         self._lease.check()
-        record = self._record(call)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                queue_record(pipe, record, self.worker_id, self.ended_ttl, take_over=True)
-                pipe.srem(_owned_key(previous_owner), call.id)
-                await pipe.execute()
+            return await step()
         except _FAILURES as exc:
             self._failed(exc)
             raise
+
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
+        record = self._records.of(call)
+        if not await self._cas(lambda: self._owner.take(record, previous_owner, token)):
+            raise NotOwner(f"call {call.id} is no longer {previous_owner or 'unowned'}'s to give")
+
+    async def offer_move(self, call_id: str, token: str) -> None:
+        await self._cas(lambda: self._owner.offer(call_id, token))
+
+    async def settle_move(self, call_id: str, token: str) -> str:
+        return str(await self._cas(lambda: self._owner.settle(call_id, token)))
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        return bool(await self._cas(lambda: self._owner.give_back(call, previous_owner, token)))
+
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        return str(await self._cas(lambda: self._owner.swap_claim(engine_call_id, held, next_)))
 
     # -- the event log (redis_events.py)
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:

@@ -5,7 +5,8 @@ worker follows (one blocking Redis connection, however many clients); a client r
 an id reads what it missed from the stream itself, then the ring. With Redis away, what it
 missed comes from the ring if the ring reaches back to its id; else the client is told
 (:class:`~bridge.errors.ReplayUnavailable`, the stream's ``replay.unavailable``), never left
-to believe it missed nothing."""
+to believe it missed nothing. A stream that started over below the reader's last id (Redis
+back empty on a host whose clock is behind the old ids) is read again from its beginning."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class RedisEventLog:
         """Its own client for the reader's blocking reads."""
         self.backlog = backlog
         self._ring = EventRing(backlog)
+        self._closing = False
         self._foreign_said = False
         self._unreplayed = Repeats(size=1)
         """Replays refused while Redis is away: said once while it lasts, its end at INFO."""
@@ -69,24 +71,53 @@ class RedisEventLog:
             return None
 
     async def read_forever(self) -> None:
-        """Copy the events stream into this worker's ring (one blocking reader per worker)."""
+        """Copy the events stream into this worker's ring (one blocking reader per worker),
+        until :meth:`close_streams`. It stops by itself too, not only when cancelled: redis-py
+        may swallow a cancellation that lands as a read's answer arrives (the reader then went
+        on, blocked in its next read, after its owner gave up on it)."""
         position: str | None = None
-        while True:
+        look = False
+        while not self._closing:
             try:
-                if position is None:
-                    newest = await self._redis.xrevrange(EVENTS, count=1)
-                    position = newest[0][0] if newest else "0-0"
+                if position is None or look:
+                    position = await self._start_at(position)
+                    look = False
                 answer = await self._blocking.xread({EVENTS: position}, count=500, block=5000)
             except _FAILURES:
+                if self._closing:
+                    return  # its client closed under its read (:meth:`aclose`)
+                look = True  # Redis back: is the stream still the one this reader followed?
                 await asyncio.sleep(1.0)  # the heartbeat notices and reports it
                 continue
             self._redis_back()
+            look = not answer  # nothing new: the stream may have started over below us
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     position = entry_id
                     entry = self._entry(entry_id, fields)
                     if entry is not None:
                         self._ring.append(_stream_key(entry_id), entry)
+
+    async def _start_at(self, position: str | None) -> str:
+        """Where the reader reads on from: the stream's end at first; after a failure or an
+        empty read, ``position`` unless the stream's newest id is below it — a Redis that came
+        back empty, or a failover to a host whose clock is behind the old ids, where every new
+        id is lower than what this reader saw last and reading on after it would skip them
+        all: then the new stream is read from its beginning (said at WARNING)."""
+        newest = await self._redis.xrevrange(EVENTS, count=1)
+        last = newest[0][0] if newest else "0-0"
+        if position is None:
+            return str(last)
+        if _stream_key(last) >= _stream_key(position):
+            return position
+        log.warning(
+            "events stream: its newest id %s is below %s, the last this worker read (Redis "
+            "came back empty or failed over to a host whose clock is behind): reading the new "
+            "stream from its beginning",
+            last,
+            position,
+        )
+        return "0-0"
 
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
@@ -123,7 +154,9 @@ class RedisEventLog:
                 self._redis_back()
                 if held and held[0][0] == last_id:
                     return held[1:]
-                if self._ring.reaches(position):
+                # An id past the ring's newest that the stream does not hold is of a log lost
+                # since (a Redis that came back empty): followed, it would skip every new event.
+                if self._ring.reaches(position) and position <= self._ring.last_key:
                     return None
                 raise ReplayUnavailable(
                     f"the events log no longer holds {last_id} (more than the "
@@ -147,8 +180,11 @@ class RedisEventLog:
             log.info("event replay: Redis is back (%d replays refused while it was away)", refused)
 
     def close_streams(self) -> None:
-        """End every follower (the SSE streams end)."""
+        """End every follower (the SSE streams end) and the reader after its current read."""
+        self._closing = True
         self._ring.close()
 
     async def aclose(self) -> None:
+        """Close the reader's client: a read in flight fails at once and the reader, closing,
+        ends (call :meth:`close_streams` first)."""
         await self._blocking.aclose()

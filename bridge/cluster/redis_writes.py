@@ -5,7 +5,8 @@ Writes go through :class:`WriteQueue`, off the media path: a call's record (``ca
 order the events happened. While Redis is unreachable they wait (bounded: the oldest dropped
 and counted); a sequence number per write lets :meth:`WriteQueue.flush` wait for what was
 queued before it, and a batch written while older entries were evicted removes only what it
-wrote.
+wrote. What a call's record says is :class:`Records`'s (the attachments a survivor re-opens
+included).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from ..calls import Call
 from ..calls.events import CallEvent
 from ..logs import FailureKinds
 from ..numbers.model import engine_key as call_engine_key
-from .directory import CallRecord
+from .directory import AttachmentsOf, CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,57 @@ def queue_record(
         pipe.set(engine_key, record.call_id, ex=ended_ttl)
         if tenant_id:
             pipe.srem(tenant, record.call_id)
+
+
+class Records:
+    """A call's directory record as this worker writes it: its snapshot, its owner (and this
+    worker's URL when that is this worker), and for a live call of ours the attachments a
+    survivor would re-open (``attachments()``: ``Handover.attachments`` once it exists)."""
+
+    def __init__(
+        self, worker_id: str, url: str, attachments: Callable[[], AttachmentsOf | None]
+    ) -> None:
+        self.worker_id = worker_id
+        self.url = url
+        self._attachments = attachments
+        self._export_failed: set[str] = set()
+        """Live calls whose attachments failed to export (warned once each)."""
+
+    def of(self, call: Call) -> CallRecord:
+        return CallRecord(
+            call_id=call.id,
+            owner=call.owner,
+            url=self.url if call.owner == self.worker_id else "",
+            engine_call_id=call.engine_call_id,
+            snapshot=call.snapshot(),
+            status_callback=call.status_callback,
+            attachments=self._attachments_of(call),
+        )
+
+    def _attachments_of(self, call: Call) -> dict[str, Any] | None:
+        """What a survivor would re-open of a live call of ours; ``None`` if it cannot be
+        exported. A failing export costs the record its attachments, never the write (nor the
+        heartbeat's catch-up, which writes every live call): WARNING once a call."""
+        if not call.live:
+            self._export_failed.discard(call.id)
+            return None
+        attachments = self._attachments()
+        if attachments is None or call.owner != self.worker_id:
+            return None
+        try:
+            return attachments(call)
+        except Exception as exc:
+            if call.id not in self._export_failed:
+                self._export_failed.add(call.id)
+                log.warning(
+                    "call %s: its attachments could not be exported for its directory record "
+                    "(%s: %s); a survivor would adopt the call without them",
+                    call.id,
+                    type(exc).__name__,
+                    exc,
+                    extra={"call_id": call.id},
+                )
+            return None
 
 
 async def listed_live(redis: Any, ids: list[str]) -> set[str]:

@@ -19,12 +19,17 @@ attachments are not resumed (logged), the calls go on.
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..calls.moved import MovedCall
 from ..sealer import NONCE, PREFIX, SealBroken, Sealer
 
-__all__ = ["NONCE", "PREFIX", "SealBroken", "Sealer", "open_parts", "seal_parts"]
+__all__ = ["NONCE", "PREFIX", "MovedSecrets", "SealBroken", "Sealer", "open_parts", "seal_parts"]
+
+log = logging.getLogger(__name__)
 
 AGENT_ID = "agentID"
 """The field that names an exported agent (``Agent.export``)."""
@@ -119,3 +124,45 @@ def open_parts(
             continue
         opened.append(plain)
     return opened, refused
+
+
+class MovedSecrets:
+    """A moved call's secrets (agents' keys, URLs with a query): sealed whenever they leave
+    this worker (a drain's ``POST /call/handover``, a directory record's attachments) and
+    opened where the call arrives. Without a sealer they travel as given."""
+
+    def __init__(self, sealer: Sealer | None) -> None:
+        self._sealer = sealer
+
+    def seal_parts(self, call_id: str, parts: dict[str, Any]) -> dict[str, Any]:
+        """Exported attachments (``{agents, forks, …}``) with the agents' and forks' sealed."""
+        parts["agents"] = seal_parts(self._sealer, call_id, parts["agents"], AGENT_ID)
+        parts["forks"] = seal_parts(self._sealer, call_id, parts["forks"], FORK_ID)
+        return parts
+
+    def seal(self, moved: MovedCall) -> MovedCall:
+        return replace(
+            moved,
+            agents=seal_parts(self._sealer, moved.call_id, moved.agents, AGENT_ID),
+            forks=seal_parts(self._sealer, moved.call_id, moved.forks, FORK_ID),
+        )
+
+    def open(self, moved: MovedCall) -> MovedCall:
+        """The sealed secrets opened; an agent or a fork whose secret does not open (sealed
+        under another ``BRIDGE_INTERNAL_SECRET``) is not resumed, with a WARNING."""
+        opened: dict[str, list[dict[str, Any]]] = {}
+        for kind, parts, id_field in (
+            ("agent", moved.agents, AGENT_ID),
+            ("media fork", moved.forks, FORK_ID),
+        ):
+            opened[kind], refused = open_parts(self._sealer, moved.call_id, parts, id_field)
+            for part, why in refused:
+                log.warning(
+                    "call %s: %s %s not resumed: its secrets do not open here (%s)",
+                    moved.call_id,
+                    kind,
+                    part.get(id_field),
+                    why,
+                    extra={"call_id": moved.call_id},
+                )
+        return replace(moved, agents=opened["agent"], forks=opened["media fork"])

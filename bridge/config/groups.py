@@ -697,6 +697,12 @@ class SipSettings(_Group):
         "", "PEM certificate (chain) of the SIP listener; reloaded when the file changes"
     )
     sip_key: str = _opt("", "PEM private key of the SIP listener; reloaded when it changes")
+    sip_key_password: str = _opt(
+        "",
+        "passphrase of BRIDGE_SIP_KEY (and of numbers' own sipKey) when it is encrypted; "
+        "an encrypted key without it stops the start (the bridge never prompts for one)",
+        secret=True,
+    )
     sip_number: str = _opt(
         "", "the business number in E.164 digits (our From user, the digest username)"
     )

@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import re
 import secrets
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -374,27 +373,3 @@ def check_id(value: str, what: str) -> str:
     if not _ID.match(value):
         raise BadRequest(f"{what} {value[:40]!r} is not an id")
     return value
-
-
-def check_sip_road(number: Number, base: Settings) -> None:
-    """A number on Meta's SIP road needs a host name and a certificate that loads: its own
-    (``sipHostname``, ``sipCert``, ``sipKey``) or the deployment's (``BRIDGE_SIP_*``);
-    400 saying which is missing otherwise."""
-    if number.engine is not EngineKind.CLOUDAPI or number.config.get("signalling") != "sip":
-        return
-    if not (number.config.get("sipHostname") or base.sip.sip_hostname):
-        raise BadRequest(
-            "a number on Meta's SIP road needs a SIP host name: 'cloudapi.sipHostname' or "
-            "the deployment's BRIDGE_SIP_HOSTNAME",
-            code="sip_not_configured",
-        )
-    cert = number.config.get("sipCert") or base.sip.sip_cert
-    key = number.config.get("sipKey") or base.sip.sip_key
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError, ValueError) as exc:
-        raise BadRequest(
-            f"a number on Meta's SIP road needs a certificate and key that load ('cloudapi."
-            f"sipCert'/'sipKey' or BRIDGE_SIP_CERT/BRIDGE_SIP_KEY): {exc}",
-            code="sip_not_configured",
-        ) from None

@@ -9,18 +9,21 @@ compared with the number's mode again (Meta Cloud API Calling: SIP, "configure S
 The settings' own number (``default``) keeps the password in the store beside the others, on
 every worker and after a restart. A password the operator set (``BRIDGE_SIP_PASSWORD``, a
 numbers file's ``sipPassword``) is theirs: ``409 defined_by_operator`` before Meta is asked
-(``defined.py``).
+(``defined.py``). Before any of it, :func:`check_sip_road` refuses a number that cannot be
+on the road here (no host name, no certificate and key that load).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
+from ..config import EngineKind, Settings
 from ..engines import SettingsEngine
-from ..errors import BridgeError, Conflict, NotFound
+from ..errors import BadRequest, BridgeError, Conflict, NotFound
+from ..sip import KeyLocked, load_pair
 from .model import Number
 
 if TYPE_CHECKING:
@@ -100,3 +103,33 @@ async def enable_declared(
             log.warning("numbers file: number %s cannot be put on SIP: %s", number_id, reason)
         else:
             log.info("numbers file: number %s put on Meta's SIP road", number_id)
+
+
+def check_sip_road(number: Number, base: Settings) -> None:
+    """A number on Meta's SIP road needs a host name and a certificate that loads: its own
+    (``sipHostname``, ``sipCert``, ``sipKey``) or the deployment's (``BRIDGE_SIP_*``);
+    400 saying which is missing otherwise."""
+    if number.engine is not EngineKind.CLOUDAPI or number.config.get("signalling") != "sip":
+        return
+    if not (number.config.get("sipHostname") or base.sip.sip_hostname):
+        raise BadRequest(
+            "a number on Meta's SIP road needs a SIP host name: 'cloudapi.sipHostname' or "
+            "the deployment's BRIDGE_SIP_HOSTNAME",
+            code="sip_not_configured",
+        )
+    cert = number.config.get("sipCert") or base.sip.sip_cert
+    key = number.config.get("sipKey") or base.sip.sip_key
+    try:
+        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, base.sip.sip_key_password)
+    except KeyLocked as exc:
+        what = "is not its passphrase" if exc.given else "is not set"
+        raise BadRequest(
+            f"the SIP key {key!r} is encrypted and the deployment's BRIDGE_SIP_KEY_PASSWORD {what}",
+            code="sip_not_configured",
+        ) from None
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        raise BadRequest(
+            f"a number on Meta's SIP road needs a certificate and key that load ('cloudapi."
+            f"sipCert'/'sipKey' or BRIDGE_SIP_CERT/BRIDGE_SIP_KEY): {exc}",
+            code="sip_not_configured",
+        ) from None

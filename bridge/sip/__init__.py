@@ -21,7 +21,7 @@ from .front import Doors, FrontDoor, Line
 from .headers import Address, Uri, Via
 from .message import Message, Request, Response, SipParseError, parse
 from .transaction import CallHandler, InviteServer
-from .transport import CertFiles, Connection, client_context
+from .transport import CertFiles, Connection, KeyLocked, client_context, load_pair
 from .trust import PeerPolicy
 from .ua import UserAgent
 from .uac import InviteClient
@@ -39,6 +39,7 @@ __all__ = [
     "FrontDoor",
     "InviteClient",
     "InviteServer",
+    "KeyLocked",
     "Line",
     "Message",
     "PeerPolicy",
@@ -52,6 +53,7 @@ __all__ = [
     "authorize",
     "choose",
     "client_context",
+    "load_pair",
     "parse",
     "parse_params",
     "reply",

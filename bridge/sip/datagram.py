@@ -4,9 +4,10 @@
   parsed whole (:func:`~.message.parse`; at most :data:`MAX_DATAGRAM` bytes, the rest
   dropped) and handed to the user agent with the :class:`DatagramFlow` of its source address;
   a datagram that does not parse goes to ``on_bad`` (a request gets its ``400``, a response
-  is dropped, §18.1.2). Work in hand is bounded (:data:`MAX_INFLIGHT` messages at once: more
-  are dropped and counted, the sender's retransmission brings them again), so a flood costs
-  datagrams, never memory.
+  is dropped, §18.1.2), one over the size limits too (a request whose Via and CSeq can be
+  read gets ``513``, §18.1.1; anything else is dropped). Work in hand is bounded
+  (:data:`MAX_INFLIGHT` messages at once: more are dropped and counted, the sender's
+  retransmission brings them again), so a flood costs datagrams, never memory.
 * :class:`DatagramFlow`: the :class:`~.transport.Connection` face of one peer address, so
   dialogs and transactions treat UDP as they treat a stream; it is not reliable, so the user
   agent retransmits (Timer A/E at the client, its responses again on a retransmitted request
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..tasks import TaskSet
-from .message import Message, SipParseError, parse
+from .message import Message, MessageTooLarge, SipParseError, parse
 from .transport import BadHandler, BadMessage, Connection, Handler
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,8 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
                 msg = parse(data)
             except (SipParseError, ValueError, UnicodeDecodeError) as exc:
                 head = data.partition(b"\r\n\r\n")[0]
-                await self.on_bad(BadMessage(str(exc) or "malformed", head), flow)
+                status = 513 if isinstance(exc, MessageTooLarge) else 400
+                await self.on_bad(BadMessage(str(exc) or "malformed", head, status=status), flow)
                 return
             await self.handler(msg, flow)
         except (ConnectionError, OSError, TimeoutError) as exc:

@@ -60,6 +60,8 @@ class Line:
     locked: bool = False
     """No password yet on a number that must have one (made at run time, before
     ``/sip/enable`` read Meta's): its INVITEs get ``403``, never go unchallenged."""
+    key_password: str = field(default="", repr=False)
+    """The passphrase of ``key`` when it is encrypted (``BRIDGE_SIP_KEY_PASSWORD``)."""
 
 
 def number_of(uri: str) -> str:
@@ -139,7 +141,7 @@ class FrontDoor:
         policy: PeerPolicy,
     ) -> None:
         try:
-            certs = CertFiles(line.cert, line.key, client_ca=client_ca)
+            certs = CertFiles(line.cert, line.key, password=line.key_password, client_ca=client_ca)
         except BaseException as exc:
             self._fail(exc)
             raise
@@ -177,7 +179,9 @@ class FrontDoor:
         if default is not None and (line.cert, line.key) != (default.cert, default.key):
             named = default.names.get(name)
             if named is None or (named.cert, named.key) != (line.cert, line.key):
-                default.names[name] = CertFiles(line.cert, line.key, client_ca=self._client_ca)
+                default.names[name] = CertFiles(
+                    line.cert, line.key, password=line.key_password, client_ca=self._client_ca
+                )
         self.members.append(line)
         self.lines[line.number] = line
 

@@ -62,6 +62,10 @@ class SipParseError(ValueError):
     """The bytes are not a SIP message we take (the text says why, for a ``400``)."""
 
 
+class MessageTooLarge(SipParseError):
+    """Over :data:`MAX_HEAD` or :data:`MAX_BODY`: ``513`` where it can be answered (§21.5.11)."""
+
+
 def canonical(name: str) -> str:
     """A header name as we write it: compact forms expanded, known names in their case."""
     low = name.lower()
@@ -203,7 +207,7 @@ def parse_cseq(value: str) -> tuple[int, str]:
 def parse_head(head: bytes) -> Request | Response:
     """The start line and headers (everything before the blank line), checked."""
     if len(head) > MAX_HEAD:
-        raise SipParseError("message too large")
+        raise MessageTooLarge("message too large")
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError:
@@ -255,8 +259,31 @@ def content_length(msg: Message) -> int:
         raise SipParseError("bad Content-Length")
     length = int(raw)
     if length > MAX_BODY:
-        raise SipParseError("body too large")
+        raise MessageTooLarge("body too large")
     return length
+
+
+def frame_length(head: bytes) -> int | None:
+    """Where a stream message whose head did not parse ends (§18.3): its Content-Length, read
+    leniently, when its start line is SIP's and one Content-Length field holds digits;
+    ``None`` when that cannot be known (the stream's framing is lost with it)."""
+    lines = head.decode("utf-8", "replace").split("\r\n")
+    if not (_REQUEST_LINE.match(lines[0]) or _STATUS_LINE.match(lines[0])):
+        return None
+    found = [
+        value.strip()
+        for name, sep, value in (line.partition(":") for line in lines[1:] if line[:1] > " ")
+        if sep and name.strip().lower() in ("content-length", "l")
+    ]
+    if len(found) != 1 or not _DIGITS.fullmatch(found[0]) or len(found[0]) > 9:
+        return None
+    return int(found[0])
+
+
+def starts_a_request(head: bytes) -> bool:
+    """Whether ``head`` (a message that did not parse) begins with a request line (§7.1)."""
+    line = head.split(b"\r\n", 1)[0].decode("utf-8", "replace")
+    return bool(_REQUEST_LINE.match(line))
 
 
 def check_request(msg: Request) -> None:
@@ -278,6 +305,8 @@ def parse(data: bytes) -> Request | Response:
         raise SipParseError("no blank line after the headers")
     msg = parse_head(head)
     length = content_length(msg) if msg.get("Content-Length") else len(body)
+    if length > MAX_BODY:  # a datagram without Content-Length: its body is the rest (§18.3)
+        raise MessageTooLarge("body too large")
     if len(body) < length:
         raise SipParseError("body shorter than Content-Length")
     msg.body = body[:length]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,7 +22,7 @@ from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer, Verdict
 from .extensions import unfit_invite
 from .headers import Address, Via
-from .message import Request, Response, SipParseError
+from .message import Request, Response
 from .transport import Connection
 
 if TYPE_CHECKING:
@@ -167,29 +166,6 @@ class InviteServer:
         await self.ua.handler.ack_timeout(self.dialog)
 
 
-COMPLETED = 512
-"""Final responses kept to answer a retransmitted request again (UDP, §17.2.1, §17.2.2)."""
-
-
-class Completed:
-    """Our last final responses by (Call-ID, branch, method), the oldest forgotten first."""
-
-    def __init__(self) -> None:
-        self._responses: OrderedDict[tuple[str, str, str], Response] = OrderedDict()
-
-    def remember(self, resp: Response) -> None:
-        try:
-            key = (resp.call_id, Via.parse(resp.values("Via")[0]).branch, resp.cseq[1])
-        except (SipParseError, IndexError):
-            return
-        self._responses[key] = resp
-        while len(self._responses) > COMPLETED:
-            self._responses.popitem(last=False)
-
-    def get(self, call_id: str, branch: str, method: str) -> Response | None:
-        return self._responses.get((call_id, branch, method))
-
-
 class ClientTransaction:
     """A request we sent and the responses to it (matched by the top Via's branch)."""
 
@@ -245,10 +221,15 @@ async def ask(ua: UserAgent, req: Request, conn: Connection, timeout: float = 8.
 
 
 async def answered_again(ua: UserAgent, req: Request, conn: Connection) -> bool:
-    """A request we answered (or are answering) already: our response again."""
+    """A request we answered (or are answering) already: our response again (the 2xx of an
+    INVITE's dialog is sent again so, §13.3.1.4; its refusal the same, §17.2.1). Over TLS an
+    INVITE only: nothing is resent hop by hop there, but Meta resends an INVITE on a new
+    connection; an ACK never (it has no response)."""
+    if req.method == "ACK" or (conn.reliable and req.method != "INVITE"):
+        return False
     branch = Via.parse(req.values("Via")[0]).branch
     pending = ua.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
-    again = ua.completed.get(req.call_id, branch, req.method) or (pending and pending.last)
+    again = ua.completed.get(req.call_id, branch, req.cseq) or (pending and pending.last)
     if again:
         await ua._answer(conn, again)
     return bool(again) or pending is not None

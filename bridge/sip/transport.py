@@ -9,8 +9,9 @@
   verified against the system's CAs and ``BRIDGE_SIP_CA``.
 * :class:`Connection`: one TLS stream carrying SIP messages both ways. Framing is by
   Content-Length (§18.3); every read is bounded in size and time, so a client that stalls or
-  sends garbage costs its own connection and nothing else. CRLF keep-alives (RFC 5626 §4.4.1:
-  a double CRLF ping is answered with one CRLF) are taken between messages.
+  sends garbage costs its own connection and nothing else. A malformed message whose end is
+  known costs its own ``400`` only (the connection carries other calls). CRLF keep-alives
+  (RFC 5626 §4.4.1: a double CRLF ping is answered with one CRLF) are taken between messages.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .message import (
+    MAX_BODY,
     MAX_HEAD,
     Message,
+    MessageTooLarge,
     Request,
     Response,
     SipParseError,
     check_request,
     check_value,
     content_length,
+    frame_length,
     parse_head,
+    starts_a_request,
 )
 
 log = logging.getLogger(__name__)
@@ -66,12 +71,16 @@ BadHandler = Callable[["BadMessage", "Connection"], Awaitable[None]]
 
 
 class BadMessage(Exception):
-    """A framed message that does not parse: answer ``400`` (``head`` is what we read)."""
+    """A message that does not parse: answer ``400``, or ``513`` (``status``) when it is over
+    the size limits (``head`` is what we read of it)."""
 
-    def __init__(self, why: str, head: bytes) -> None:
+    def __init__(self, why: str, head: bytes, *, status: int = 400, framed: bool = False) -> None:
         super().__init__(why)
         self.why = why
         self.head = head
+        self.status = status
+        self.framed = framed
+        """The stream read past it whole: the next message can be read (else it is closed)."""
 
 
 class Connection:
@@ -114,8 +123,8 @@ class Connection:
 
     async def read(self) -> Message | None:
         """The next message; ``None`` at the end of the stream (or a keep-alive-only gap
-        that ended). :class:`BadMessage` for a message that is framed but malformed;
-        ``SipParseError`` or ``TimeoutError`` when the stream cannot go on."""
+        that ended). :class:`BadMessage` for a message that does not parse or is too large
+        (its ``framed``: whether the stream can go on); ``TimeoutError`` when it cannot."""
         gap = b""
         while True:
             first = await asyncio.wait_for(self.reader.read(1), self.idle_timeout)
@@ -132,24 +141,36 @@ class Connection:
                 self.reader.readuntil(b"\r\n\r\n"), MESSAGE_TIMEOUT
             )
         except asyncio.LimitOverrunError:
-            raise SipParseError("message too large") from None
+            # What came of the head (left in the buffer), to its last whole line: its Via,
+            # From, To, Call-ID and CSeq, if they came before the limit, are the 513's.
+            part = first + await self.reader.read(MAX_HEAD)
+            lines = part[: max(part.rfind(b"\r\n"), 0)]
+            raise BadMessage("message too large", lines, status=513) from None
         except asyncio.IncompleteReadError:
             return None
         if len(head) > MAX_HEAD:
-            raise SipParseError("message too large")
+            raise BadMessage("message too large", head, status=513)
         try:
             msg = parse_head(head[:-4])
             length = content_length(msg)
+        except MessageTooLarge as exc:  # a body over the limit is not read, nor skipped
+            raise BadMessage(str(exc), head, status=513) from None
         except SipParseError as exc:
-            # Without a Content-Length we cannot find the next message: answer, then close.
-            raise BadMessage(str(exc), head) from None
+            # Meta carries many calls on one connection: while we know where the message
+            # ends, it costs its own 400 only. Without that (no Content-Length we can read,
+            # a start line that is not SIP's) the next message cannot be found: 400, closed.
+            skip = frame_length(head)
+            if skip is None or skip > MAX_BODY:
+                raise BadMessage(str(exc), head) from None
+            await asyncio.wait_for(self.reader.readexactly(skip), MESSAGE_TIMEOUT)
+            raise BadMessage(str(exc), head, framed=True) from None
         body = await asyncio.wait_for(self.reader.readexactly(length), MESSAGE_TIMEOUT)
         msg.body = body
         if isinstance(msg, Request):
             try:
                 check_request(msg)
             except SipParseError as exc:
-                raise BadMessage(str(exc), head) from None
+                raise BadMessage(str(exc), head, framed=True) from None
         return msg
 
     async def send(self, msg: Message) -> None:
@@ -173,14 +194,54 @@ class Connection:
             pass
 
 
+class KeyLocked(ssl.SSLError):
+    """A private key file that is encrypted, with no passphrase given (``given`` false) or
+    one that does not open it."""
+
+    def __init__(self, key: str, *, given: bool) -> None:
+        said = "a passphrase that does not open it" if given else "no passphrase to open it"
+        super().__init__(f"{key} is an encrypted private key, and {said}")
+        self.filename = key
+        self.given = given
+
+
+def load_pair(ctx: ssl.SSLContext, cert: str, key: str, password: str = "") -> None:
+    """The one loader of a certificate and its private key into ``ctx``: an encrypted key is
+    opened with ``password``, never with OpenSSL's own prompt on the terminal (a start that
+    waits for a typist, a hang under a supervisor; a reload that blocks the event loop).
+    :class:`KeyLocked` when it has no passphrase, or not its own; ``ssl.SSLError`` and
+    ``OSError`` for files that do not load."""
+    asked = False
+
+    def passphrase() -> str:
+        nonlocal asked
+        asked = True
+        if not password:
+            raise KeyLocked(key, given=False)
+        return password
+
+    try:
+        ctx.load_cert_chain(cert, key, password=passphrase)
+    except KeyLocked:
+        raise
+    except ssl.SSLError as exc:
+        # A key it opened that is not the certificate's is a mismatch, not a wrong passphrase.
+        if asked and exc.reason != "KEY_VALUES_MISMATCH":
+            raise KeyLocked(key, given=True) from None
+        raise
+
+
 class CertFiles:
     """A server ``SSLContext`` whose certificate and key are reloaded when their files change
     (a renewed certificate takes effect for new connections, without a restart)."""
 
-    def __init__(self, cert: str, key: str, *, client_ca: str | None = None) -> None:
-        """``client_ca``: ask for a client certificate and verify one that comes against the
+    def __init__(
+        self, cert: str, key: str, *, password: str = "", client_ca: str | None = None
+    ) -> None:
+        """``password``: the key's passphrase when it is encrypted (:func:`load_pair`).
+        ``client_ca``: ask for a client certificate and verify one that comes against the
         system's CAs and this file (``""``: the system's only); ``None``: ask for none."""
-        self.cert, self.key = cert, key
+        self.cert, self.key, self.password = cert, key, password
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context.verify_mode = ssl.CERT_NONE  # no client certificate (Meta's guidance)
@@ -192,7 +253,7 @@ class CertFiles:
             if client_ca:
                 self.context.load_verify_locations(client_ca)
         self._stamp = self._mtimes()
-        self.context.load_cert_chain(cert, key)
+        load_pair(self.context, cert, key, password)
         self.reloads = 0
         self.names: dict[str, CertFiles] = {}
         """Certificates by host name: a client hello naming one gets it (SNI, RFC 6066 §3);
@@ -224,8 +285,8 @@ class CertFiles:
         try:
             # Try the pair on a scratch context first: a failed load must not leave the
             # live one half changed.
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert, self.key)
-            self.context.load_cert_chain(self.cert, self.key)
+            load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), self.cert, self.key, self.password)
+            load_pair(self.context, self.cert, self.key, self.password)
         except (OSError, ssl.SSLError) as exc:
             log.warning(
                 "SIP TLS: the new certificate or key does not load, keeping the old: %s", exc
@@ -275,11 +336,18 @@ async def connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Connectio
     return Connection(reader, writer, inbound=False, tls=ctx is not None)
 
 
-def bad_request(bad: BadMessage) -> Response:
-    """The ``400`` to a framed but malformed request (§8.2, §21.4.1), with what of its
-    Via, From, To, Call-ID and CSeq could be read."""
+def bad_request(bad: BadMessage) -> Response | None:
+    """The ``400`` to a malformed request (§8.2, §21.4.1), with what of its Via, From, To,
+    Call-ID and CSeq could be read; the ``513`` to one over the size limits (§21.5.11,
+    §18.1.1) when it is a request whose Via and CSeq could be read (``None``: nothing can be
+    answered)."""
     found = salvage(bad.head)
-    resp = Response(status=400, reason=f"Bad Request ({bad.why})")
+    if bad.status == 513:
+        if not (starts_a_request(bad.head) and found.get("via") and found.get("cseq")):
+            return None
+        resp = Response(status=513, reason="Message Too Large")
+    else:
+        resp = Response(status=400, reason=f"Bad Request ({bad.why})")
     for key, name in (("via", "Via"), ("from", "From"), ("to", "To"), ("call-id", "Call-ID")):
         for value in found.get(key, []):
             resp.add(name, value)
@@ -289,8 +357,8 @@ def bad_request(bad: BadMessage) -> Response:
 
 
 def salvage(raw: bytes) -> dict[str, list[str]]:
-    """The headers a ``400`` copies (Via, From, To, Call-ID, CSeq), read leniently from a
-    message that did not parse."""
+    """The headers a ``400`` or a ``513`` copies (Via, From, To, Call-ID, CSeq), read
+    leniently from a message that did not parse."""
     out: dict[str, list[str]] = {}
     for line in raw.decode("utf-8", "replace").split("\r\n")[1:]:
         name, sep, value = line.partition(":")

@@ -36,6 +36,7 @@ from typing import Any
 from ..logs import Repeats
 from ..tasks import TaskSet
 from .challenged import exchange
+from .completed import Completed
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
@@ -44,9 +45,9 @@ from .headers import Address, Uri, Via
 from .listener import Listener
 from .message import Message, Request, Response, SipParseError
 from .transaction import (
+    TIMER_B,
     CallHandler,
     ClientTransaction,
-    Completed,
     InviteServer,
     answered_again,
     ask,
@@ -104,8 +105,9 @@ class UserAgent:
         """Who may send requests on connections we accepted (:mod:`.trust`)."""
         self.transport = Listener(certs, self._on_message, self._on_bad, self.policy)
         self.datagrams = DatagramEndpoint(self._on_message, self._on_bad) if udp else None
-        self.completed = Completed()
-        """Our last final responses: a retransmitted request is answered with them again."""
+        self.completed = Completed(TIMER_B)
+        """Our final responses for 64·T1: a retransmitted request is answered with them again
+        (over TLS an INVITE's only)."""
         self.port = 5061
         self.pending: dict[tuple[str, str], InviteServer] = {}
         self.dialogs: dict[tuple[str, str], Dialog] = {}
@@ -237,8 +239,9 @@ class UserAgent:
         if bad.head[:4] in (b"SIP/", b"ACK "):
             return  # a malformed response is dropped (§18.1.2); an ACK is never answered
         resp = bad_request(bad)
-        stamp_via(resp, conn.peer)
-        await self._answer(conn, resp)
+        if resp is not None:
+            stamp_via(resp, conn.peer)
+            await self._answer(conn, resp)
 
     async def _on_message(self, msg: Message, conn: Connection) -> None:
         try:
@@ -287,7 +290,7 @@ class UserAgent:
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
-        if not conn.reliable and method != "ACK" and await answered_again(self, req, conn):
+        if await answered_again(self, req, conn):
             return
         if conn.inbound and not self.policy.admits(conn):
             self.count("untrusted")

@@ -255,6 +255,7 @@ ENV_SAMPLES = [
     ("BRIDGE_SIP_HOSTNAME", "sip.example.com", "sip", "sip_hostname", "sip.example.com"),
     ("BRIDGE_SIP_CERT", "/tls/cert.pem", "sip", "sip_cert", "/tls/cert.pem"),
     ("BRIDGE_SIP_KEY", "/tls/key.pem", "sip", "sip_key", "/tls/key.pem"),
+    ("BRIDGE_SIP_KEY_PASSWORD", "open sesame", "sip", "sip_key_password", "open sesame"),
     ("BRIDGE_SIP_NUMBER", "15550009999", "sip", "sip_number", "15550009999"),
     ("BRIDGE_SIP_PASSWORD", "pw", "sip", "sip_password", "pw"),
     (

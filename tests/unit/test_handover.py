@@ -109,8 +109,11 @@ def moved_with_a_fork() -> MovedCall:
 class _Directory:
     """What ``Handover.adopt`` asks of the directory: the claim, always granted."""
 
-    async def take_over(self, call: Call, previous: str) -> None:
+    async def take_over(self, call: Call, previous: str, token: str = "") -> None:
         await asyncio.sleep(0)
+
+    async def give_back(self, call: Call, previous: str, token: str) -> bool:
+        return True
 
 
 class _Forks:
@@ -197,11 +200,11 @@ class _TakenBeforeItsAnswer:
     async def flush(self, timeout: float) -> None:
         return None
 
-    async def record(self, call_id: str) -> object:
-        from bridge.cluster import CallRecord
+    async def offer_move(self, call_id: str, token: str) -> None:
+        return None
 
-        snapshot = {**call().snapshot(), "owner": self.owner}
-        return CallRecord(call_id, self.owner, "", "E1", snapshot)
+    async def settle_move(self, call_id: str, token: str) -> str:
+        return self.owner
 
 
 async def test_a_worker_that_took_the_call_but_whose_answer_was_lost_is_not_followed() -> None:

@@ -12,27 +12,30 @@ from aiohttp import web
 
 from bridge.api import routing
 from bridge.calls import Call, CallState, Direction
-from bridge.cluster import CallRecord, WorkerInfo
+from bridge.cluster import WorkerInfo
 
 from ..support.ports import free_port
 
 
 class _Directory:
     """The shared directory as the placing worker sees it: the other worker ``t1`` is the
-    least loaded; the new call's record is there once ``t1`` took it."""
+    least loaded; the new call's claim is the placer's, handed on by compare-and-set."""
 
     shared = True
     worker_id = "placer"
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.taken: CallRecord | None = None
+        self.claims = {"n1:E7": "placer"}
 
     async def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo("placer", "", 3, 10), WorkerInfo("t1", self.url, 0, 10)]
 
-    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
-        return self.taken if self.taken and engine_call_id == "n1:E7" else None
+    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+        was = self.claims.get(engine_call_id, "")
+        if was == held:
+            self.claims[engine_call_id] = next_
+        return was
 
 
 async def _placed_on(port: int, adopt: Any, directory: _Directory, answer: asyncio.Event) -> bool:
@@ -56,7 +59,7 @@ async def _placed_on(port: int, adopt: Any, directory: _Directory, answer: async
 async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_here(
     monkeypatch,
 ) -> None:
-    """The other worker took the call (it rings there, its record in the directory) but its
+    """The other worker took the call (it rings there, the claim its own) but its
     answer came after the request's timeout (a slow Redis under its admission and flush).
     Ringing it here as well rang one WhatsApp call as two bridge calls on two workers."""
     monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
@@ -75,7 +78,7 @@ async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_he
             state=CallState.RINGING,
             number_id=body["numberID"],
         )
-        directory.taken = CallRecord("c7", "t1", directory.url, "E7", call.snapshot())
+        assert await directory.swap_engine_claim("n1:E7", body["token"], "t1") == body["token"]
         await answer.wait()  # its answer held up past the placer's timeout
         return web.json_response(call.snapshot(), status=201)
 
@@ -94,3 +97,4 @@ async def test_a_call_the_other_worker_did_not_take_rings_here(monkeypatch) -> N
         return web.json_response({}, status=503)
 
     assert await _placed_on(port, adopt, directory, answer) is False
+    assert directory.claims["n1:E7"] == "placer"  # taken back: the other can take it no more

@@ -15,6 +15,7 @@ import pytest
 from bridge.calls import Call, CallState, Direction, EndReason, Recovery
 from bridge.calls import recovery as recovery_module
 from bridge.calls.handover import MovedCall, adopt_call
+from bridge.cluster import MemoryDirectory
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import AtCapacity, EngineUnavailable
 
@@ -225,7 +226,7 @@ def adopting(manager: Any, adopted: list[MovedCall], resume_agent: Any = None) -
         runtime = await adopt_call(
             manager,
             moved,
-            claim=lambda call, previous: asyncio.sleep(0),
+            claim=MemoryDirectory("here", "", 10, list),  # one process: always its own
             resume_agent=resume_agent,
             carried=carried,
         )
@@ -448,15 +449,15 @@ async def test_an_attachment_export_that_raises_costs_the_record_its_attachments
         engine_call_id="e1",
         state=CallState.ACTIVE,
     )
-    with caplog.at_level(logging.WARNING, logger="bridge.cluster.redis"):
-        first = directory._record(call)
-        again = directory._record(call)
+    with caplog.at_level(logging.WARNING, logger="bridge.cluster.redis_writes"):
+        first = directory._records.of(call)
+        again = directory._records.of(call)
     assert first.attachments is None and again.attachments is None
     assert first.live and first.owner == "w1"
     warned = [r for r in caplog.records if "could not be exported" in r.getMessage()]
     assert len(warned) == 1 and "ValueError" in warned[0].getMessage()
     directory.attachments = lambda c: {"forks": []}
-    assert directory._record(call).attachments == {"forks": []}
+    assert directory._records.of(call).attachments == {"forks": []}
     await directory._redis.aclose()
 
 

@@ -30,6 +30,7 @@ from ...sip import (
     Doors,
     FrontDoor,
     InviteClient,
+    KeyLocked,
     Line,
     PeerPolicy,
     UserAgent,
@@ -62,6 +63,12 @@ REALM = "wa.meta.vc"
 def listener_refused(sip: SipSettings, exc: OSError | ssl.SSLError) -> ConfigError:
     """Why the SIP listener cannot start, naming the setting to change: a certificate or key
     file that does not load, or an address it cannot listen on."""
+    if isinstance(exc, KeyLocked):
+        what = "is not its passphrase" if exc.given else "is not set"
+        return ConfigError(
+            f"BRIDGE_SIP_KEY={exc.filename!r} is an encrypted private key and "
+            f"BRIDGE_SIP_KEY_PASSWORD {what} (the bridge never prompts for one)"
+        )
     if isinstance(exc, ssl.SSLError) or getattr(exc, "filename", None):
         names = {sip.sip_cert: "BRIDGE_SIP_CERT", sip.sip_key: "BRIDGE_SIP_KEY"}
         named = names.get(getattr(exc, "filename", None) or "")
@@ -137,6 +144,7 @@ class SipEngine(CloudApiRoad[SipCall]):
             sip.sip_key,
             self._counted,
             locked=digest is None and self.password_required,
+            key_password=sip.sip_key_password,
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen

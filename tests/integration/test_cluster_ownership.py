@@ -1,0 +1,340 @@
+"""One carrier for a call however the workers' answers to each other are lost: who carries a
+call moving between workers is decided by compare-and-set in the Redis directory
+(``cluster/redis_owner.py``), not by whether an answer came in time.
+
+In-process workers, each with its own ``RedisDirectory`` on a real ``redis-server`` and its
+own calls (the fake engine, strict, records its hang-ups); the handover's request between them
+is a direct call whose answer the test loses, as a request timeout loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from bridge.api import routing
+from bridge.calls import Call, CallState, Direction, InboundCalls
+from bridge.calls.handover import MovedCall
+from bridge.cluster.directory import CallRecord
+from bridge.cluster.handover import Handover
+from bridge.cluster.redis import RedisDirectory
+from bridge.cluster.redis_writes import P, call_key, owned_key
+from bridge.errors import NotOwner
+from bridge.numbers.model import engine_key
+
+from ..fakes.engine import FakeEngine, calls_for_tests
+from ..support.cluster import require_redis
+from ..support.ports import free_port
+from ..support.waits import until
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@dataclass
+class Worker:
+    """One worker: its calls on its own fake engine, its directory, its handover."""
+
+    name: str
+    engine: FakeEngine
+    manager: Any
+    directory: RedisDirectory
+    handover: Handover
+    inbound: InboundCalls
+
+
+async def _nothing(*args: Any) -> None:
+    return None
+
+
+@contextlib.asynccontextmanager
+async def workers(
+    redis_url: str, *names: str, send: Any = None, url: str = "http://127.0.0.1:1"
+) -> AsyncIterator[dict[str, Worker]]:
+    """Workers ``names`` sharing the Redis at ``redis_url``, started, closed on the way out;
+    ``send`` is the first one's way to hand a call to another (``Handover``'s)."""
+    started: dict[str, Worker] = {}
+    try:
+        for name in names:
+            engine = FakeEngine()
+            engine.calls.update({"E1": "active", "E7": "ringing"})  # the WhatsApp calls
+            manager = calls_for_tests(engine).manager
+            manager.owner = name
+            directory = RedisDirectory(
+                redis_url,
+                worker_id=name,
+                internal_url=url,
+                heartbeat_ttl=5.0,
+                ended_ttl=60,
+                backlog=100,
+                max_calls=10,
+                local_calls=manager.live_calls,
+                end_lost_call=_nothing,
+                end_local_calls=_nothing,
+            )
+            manager.events.observe(directory.observe)
+            handover = Handover(manager, directory, manager.metrics, send=send)
+            inbound = InboundCalls(manager, swap=directory.swap_engine_claim)
+            await manager.start()
+            await directory.start()
+            started[name] = Worker(name, engine, manager, directory, handover, inbound)
+        yield started
+    finally:
+        for worker in started.values():
+            await worker.directory.close()
+            await worker.manager.close()
+
+
+async def carrying(worker: Worker, call_id: str = "c1") -> Call:
+    """An active call of ``worker`` (engine call ``E1``), its record in the directory."""
+    call = Call(
+        id=call_id,
+        peer="5521999999999@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner=worker.name,
+        engine_call_id="E1",
+        state=CallState.CALLING,
+    )
+    call.transition(CallState.ACTIVE)
+    worker.manager.adopt_moved(call)
+    worker.manager.events.publish("call.active", call)
+    await worker.directory.flush(2.0)
+    return call
+
+
+async def stored(redis_url: str, call_id: str = "c1") -> tuple[str, set[str]]:
+    """The call's record's owner, and the workers whose ``owned:`` set lists it."""
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        raw = await client.get(call_key(call_id))
+        owner = CallRecord.from_json(raw).owner if raw else ""
+        listing = set()
+        for name in ("s", "t1", "t2"):
+            if await client.sismember(owned_key(name), call_id):
+                listing.add(name)
+        return owner, listing
+    finally:
+        await client.aclose()
+
+
+def carriers(*ws: Worker, call_id: str = "c1") -> list[str]:
+    """The workers with a live runtime of the call."""
+    return [w.name for w in ws if (r := w.manager.find_runtime(call_id)) and r.call.live]
+
+
+async def test_a_target_that_takes_the_call_after_it_was_given_up_on_lets_go_of_it(redis) -> None:
+    """The draining worker's request to t1 times out while t1's take-over is still on its way
+    (a slow Redis, a stalled loop): the directory still names the old owner, so it hands the
+    call to t2. Then t1's take-over lands. Before, it took the call all the same: t1 and t2
+    both carried it (two engine sockets fighting over one WhatsApp call). Now t1's take-over
+    finds the old owner's offer withdrawn and lets go without a word to the engine."""
+    gate = asyncio.Event()
+    t1_taking = asyncio.Event()
+    adoptions: list[asyncio.Task[Call]] = []
+    ws: dict[str, Worker] = {}  # filled once they are started
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        worker = ws[target.id]
+        adoption = asyncio.create_task(worker.handover.adopt(MovedCall.from_json(moved.to_json())))
+        adoptions.append(adoption)
+        if target.id == "t1":
+            await asyncio.wait_for(t1_taking.wait(), 5)
+            raise TimeoutError  # the request's timeout: t1's answer never comes
+        await adoption
+        return 201, ""
+
+    async with workers(redis.url, "s", "t1", "t2", send=send) as started:
+        ws.update(started)
+        take_over = ws["t1"].directory.take_over
+
+        async def slow_take_over(call: Call, previous: str, token: str = "") -> None:
+            t1_taking.set()
+            await gate.wait()  # lands after the old owner gave up on t1
+            await take_over(call, previous, token)
+
+        ws["t1"].directory.take_over = slow_take_over  # type: ignore[method-assign]
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")
+        gate.set()
+        first, second = await asyncio.gather(*adoptions, return_exceptions=True)
+        assert isinstance(first, NotOwner), first
+        assert not isinstance(second, BaseException), second
+        assert carriers(*ws.values()) == ["t2"]
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("t2", {"t2"})
+        for worker in ws.values():
+            assert worker.engine.hung_up == []  # nobody ended the WhatsApp call
+        assert ws["t1"].engine.channels == []  # t1 never opened the engine's media
+
+
+async def test_a_target_that_took_the_call_and_let_go_of_it_leaves_it_with_its_old_owner(
+    redis,
+) -> None:
+    """t1 took the call over in the directory, then its adoption failed (the take-over's own
+    answer from Redis was lost) and it let go of the call; its answer to the draining worker
+    was lost too. Before, the draining worker saw t1 named in the directory, took the move for
+    done and let go as well: the call was carried by nobody. Now t1 gives the record back
+    while the old owner waits, and the old owner, still its owner, keeps carrying it."""
+    ws: dict[str, Worker] = {}  # filled once they are started
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        with contextlib.suppress(TimeoutError):
+            await ws[target.id].handover.adopt(MovedCall.from_json(moved.to_json()))
+        raise TimeoutError  # its answer never comes
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        take_over = ws["t1"].directory.take_over
+
+        async def lost_answer(call: Call, previous: str, token: str = "") -> None:
+            await take_over(call, previous, token)
+            raise TimeoutError("Redis's answer to the take-over was lost")
+
+        ws["t1"].directory.take_over = lost_answer  # type: ignore[method-assign]
+        call = await carrying(ws["s"])
+        assert not await ws["s"].handover.move(call, "drain")
+        assert carriers(*ws.values()) == ["s"]
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("s", {"s"})
+        assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
+
+
+async def test_a_take_over_whose_answer_came_after_the_old_owner_let_go_is_carried_on(
+    redis,
+) -> None:
+    """t1's take-over landed in Redis but its reply was late (it timed out), and meanwhile
+    the draining worker's own request to t1 timed out: it found t1 named in the directory and
+    let go of the call. Before, t1 let go too when its take-over failed: the call was carried
+    by nobody. Now t1 asks the directory (its give-back finds the offer settled and the
+    record its own) and carries the call on, its engine media open."""
+    gate = asyncio.Event()
+    taken = asyncio.Event()
+    adoptions: list[asyncio.Task[Call]] = []
+    ws: dict[str, Worker] = {}
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        offered = MovedCall.from_json(moved.to_json())
+        adoptions.append(asyncio.create_task(ws[target.id].handover.adopt(offered)))
+        await asyncio.wait_for(taken.wait(), 5)
+        raise TimeoutError  # the draining worker's request times out too
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        take_over = ws["t1"].directory.take_over
+
+        async def late_answer(call: Call, previous: str, token: str = "") -> None:
+            await take_over(call, previous, token)
+            taken.set()
+            await gate.wait()
+            raise TimeoutError("Redis's answer to the take-over came too late")
+
+        ws["t1"].directory.take_over = late_answer  # type: ignore[method-assign]
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")  # t1 is named: it let go
+        gate.set()
+        adopted = await asyncio.wait_for(adoptions[0], 10)
+        assert adopted.live and carriers(*ws.values()) == ["t1"]
+        assert len(ws["t1"].engine.channels) == 1  # its engine media open
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("t1", {"t1"})
+        assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
+
+
+async def test_a_draining_worker_whose_call_a_survivor_adopted_lets_go_of_it_quietly(
+    redis,
+) -> None:
+    """While the draining worker offers its call to t1, a survivor (t2) adopts it: this
+    worker was taken for dead through a stall. t1 must not take it (the record names t2 now),
+    and the draining worker, finding t2 named, lets go of it without hanging it up: before, t1
+    took it over all the same (two carriers), and a worker that found no taker hung the call
+    up at its shutdown, ending it for the survivor too."""
+    ws: dict[str, Worker] = {}
+    outcomes: list[BaseException | Call] = []
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        adopted = Call.from_snapshot(moved.snapshot, moved.engine_call_id)
+        adopted.owner = "t2"
+        await ws["t2"].directory.take_over(adopted, "s")  # the survivor's adoption
+        try:
+            offered = MovedCall.from_json(moved.to_json())
+            outcomes.append(await ws[target.id].handover.adopt(offered))
+        except NotOwner as exc:
+            outcomes.append(exc)
+            return 409, exc.message
+        return 201, ""
+
+    async with workers(redis.url, "s", "t1", "t2", send=send) as started:
+        ws.update(started)
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")
+        assert isinstance(outcomes[0], NotOwner), outcomes
+        assert carriers(ws["s"], ws["t1"]) == []
+        owner, listing = await stored(redis.url)
+        assert (owner, listing) == ("t2", {"t2"})
+        assert ws["s"].engine.hung_up == [] and ws["t1"].engine.hung_up == []
+
+
+async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung_twice(
+    redis, monkeypatch
+) -> None:
+    """The worker that found a new inbound call (its claim) places it on the emptier one,
+    whose answer does not come in time: its record is not in the directory yet, so the finder
+    rings the call itself. Before, the other worker's adoption then went on and rang it too:
+    one WhatsApp call, two bridge calls. Now the finder takes its claim back first, and the
+    other finds it gone and rings nothing."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    port = free_port()
+    gate = asyncio.Event()
+    outcomes: list[BaseException | Call] = []
+    ws: dict[str, Worker] = {}  # filled once they are started
+
+    async def adopt(request: web.Request) -> web.Response:
+        body = await request.json()
+        await gate.wait()  # the adoption outlasts the finder's request (a stalled worker)
+        try:
+            call = await ws["t1"].inbound.adopt(
+                body["engineCallID"], body["peer"], body["numberID"], token=body.get("token", "")
+            )
+        except NotOwner as exc:
+            outcomes.append(exc)
+            raise web.HTTPConflict() from None
+        outcomes.append(call)
+        return web.json_response(call.snapshot(), status=201)
+
+    app = web.Application()
+    app.router.add_post("/call/adopt", adopt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with workers(redis.url, "s", "t1", url=f"http://127.0.0.1:{port}") as started:
+            ws.update(started)
+            finder = ws["s"]
+            await carrying(finder, "busy")  # the finder is the more loaded of the two
+            key = engine_key("n1", "E7")
+            assert await finder.directory.claim_engine_call(key)
+            async with aiohttp.ClientSession() as http:
+                place = routing.inbound_placer(finder.directory, http, "secret")
+                assert await place("E7", "15550001111", "n1") is False  # the finder rings it
+            gate.set()
+            await until(lambda: outcomes, 5, "the late adoption's outcome")
+            assert isinstance(outcomes[0], NotOwner), outcomes
+            assert ws["t1"].manager.live_calls() == []
+            claim = aioredis.from_url(redis.url, decode_responses=True)
+            try:
+                assert await claim.get(f"{P}claim:{key}") == "s"  # the finder's again
+            finally:
+                await claim.aclose()
+            assert ws["t1"].engine.hung_up == []  # nor declined at the engine
+    finally:
+        gate.set()
+        await runner.cleanup()
