@@ -170,7 +170,7 @@ async def test_a_call_handed_over_here_while_the_sweep_asks_the_directory_is_no_
     async def known_elsewhere(engine_call_id: str) -> bool:
         # The handover lands while the directory is asked: it claims the call for this
         # worker, so the record the sweep reads names this worker, not another.
-        await adopt_call(manager, moved, claim=lambda call, previous: asyncio.sleep(0))
+        await adopt_call(manager, moved, claim=MemoryDirectory("here", "", 10, list))
         return False
 
     recovery = Recovery(manager, known_elsewhere=known_elsewhere)
