@@ -393,6 +393,20 @@ def on_time_share(arrivals: list[tuple[float, int, bool]], t0: float, t1: float)
     return counts.on_time, counts.expected
 
 
+AUDIO_WAIT = 20.0
+"""Seconds the warm-up waits at most for every seat's first packet (a seat that never hears
+anything is the window's to show)."""
+
+
+async def audio_flowing(pcs: list[RTCPeerConnection], limit: float) -> None:
+    """Until each of ``pcs`` has received a packet, at most ``limit`` seconds."""
+    end = time.monotonic() + limit
+    while True:
+        if all(arrivals_of(pc) for pc in pcs) or time.monotonic() > end:
+            return
+        await asyncio.sleep(0.02)
+
+
 HOLD_LIMIT = 30.0
 """Seconds ``--hold`` keeps the calls up at most, should the bench never say."""
 
@@ -467,6 +481,10 @@ async def main() -> None:
             else:
                 call = await place_call(http, args.base, audio, args.participants)
             calls.append(call)
+        # The warm-up counts from every seat's first packet (bounded): on a loaded host the
+        # last seats' connections and the callee's answer may take longer than the warm-up,
+        # and a window begun before a seat hears anything counts its frames as never received.
+        await audio_flowing([pc for _, pcs, _ in calls for pc in pcs], AUDIO_WAIT)
         await asyncio.sleep(args.warmup)
         t0 = time.monotonic()
         print(f"WINDOW_START {t0}", flush=True)

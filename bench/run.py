@@ -600,6 +600,9 @@ async def run_point(
             point["loop_lag_p99_ms"] = 1000 * (
                 quantile_from_buckets(m0, m1, "bridge_event_loop_lag_seconds", 0.99) or 0
             )
+            # Ticks the bridge's media clock passed over in its stalls during the window: a
+            # frame each that no clocked track sent (a starved bridge, on a loaded host).
+            point["clock_skipped_ticks"] = delta(m0, m1, "bridge_media_clock_skipped_ticks_total")
             # wait until the bridge has torn the calls down
             for _ in range(100):
                 async with http.get(base + "/call/status") as r:

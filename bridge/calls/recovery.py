@@ -132,10 +132,12 @@ class Recovery:
             # a moment after the engine lists the call.
             await asyncio.sleep(ORPHAN_RECHECK)
         for remote in candidates:
-            if manager.registry.by_engine_id(remote.id) is not None:
-                continue
             if await self._known_elsewhere(remote.id):
                 continue  # another worker's live call
+            # Ours is read after the directory: a call handed over here meanwhile is in the
+            # registry before the directory names this worker its owner (``adopt_call``).
+            if manager.registry.by_engine_id(remote.id) is not None:
+                continue
             await self._orphan(remote)
 
     async def _orphan(self, remote: RemoteCall) -> None:

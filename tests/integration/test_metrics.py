@@ -12,6 +12,7 @@ from bridge.media.clock import worker_clock
 from bridge.metrics import estimate_mos
 
 from ..support.calls import wait_state
+from ..support.loops import LoopLag
 from ..support.rtc_client import RtcClient
 from ..support.udp_relay import LossyRelay, bridge_candidate, point_at
 
@@ -38,18 +39,21 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     assert value(before, "bridge_engine_up", engine="sim") == 1
     assert value(before, "process_resident_memory_bytes") > 0
 
-    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
-    rtc = RtcClient(client, call["callID"], freq=440.0)
-    await rtc.offer()
-    await asyncio.wait_for(rtc.connected.wait(), 10)
-    await wait_state(client, call["callID"], "active")
-    await asyncio.sleep(1.5)
-    mid = await scrape(client)
-    mid_at = time.monotonic()
-    await asyncio.sleep(1.5)
-    skipped_before = worker_clock().skipped
-    later = await scrape(client)
-    skipped_after = worker_clock().skipped
+    # The browser, the bridge and the sim share this process's loop: what its stalls cost
+    # (frames concealed, so samples of a lower MOS) is measured from before the call.
+    async with LoopLag() as lag:
+        call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        rtc = RtcClient(client, call["callID"], freq=440.0)
+        await rtc.offer()
+        await asyncio.wait_for(rtc.connected.wait(), 10)
+        await wait_state(client, call["callID"], "active")
+        await asyncio.sleep(1.5)
+        mid = await scrape(client)
+        mid_at = time.monotonic()
+        await asyncio.sleep(1.5)
+        skipped_before = worker_clock().skipped
+        later = await scrape(client)
+        skipped_after = worker_clock().skipped
     between = time.monotonic() - mid_at  # 1.5 s, longer on a loaded runner
 
     assert value(mid, "bridge_calls_active", direction="outbound") == 1
@@ -73,13 +77,15 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     rtp = value(later, "bridge_rtp_packets_received_total", direction="uplink")
     assert rtp > 50
     assert value(later, "bridge_rtp_packets_lost_total", direction="uplink") == 0
-    # On this clean loopback link the E-model says above 4 for the call's samples; a stall of
-    # the loaded host can put a sample's jitter high (seen: the latest at 3.70 in a full run at
-    # load 5; two of six under 4 at load 7.6), so the bound is on most of them (a model that
-    # read the clean link wrong would put them all under), and the gauge is a live session's.
+    # On this clean loopback link the E-model says above 4 for the call's samples (about 4.4),
+    # unless a stall of this process made the bridge conceal audio: the model counts what was
+    # concealed as lost, 2.5 points a percent, so a sample under 4 had over 5 % of its 0.5 s
+    # concealed, two 20 ms frames at least. Such samples are bounded by the frames the loop's
+    # stalls cost (seen: three of six under 4 at load 8-13; one at 0.12 s of stalls, quiet);
+    # a model that read the clean link wrong puts them all under, stalls or not.
     samples = value(later, "bridge_mos_estimate_count")
-    above_4 = samples - value(later, "bridge_mos_estimate_bucket", le="4.0")
-    assert samples >= 4 and above_4 > samples / 2, (above_4, samples)
+    under_4 = value(later, "bridge_mos_estimate_bucket", le="4.0")
+    assert samples >= 4 and 2 * under_4 <= lag.frames, (under_4, samples, lag.stalled)
     assert 1.0 <= value(later, "bridge_mos_estimate_min") < 5.0
     assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
     # The ticks this worker's media clock passed over in a stall: the clock's own count as it
@@ -99,7 +105,7 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     webrtc = stats["webrtc"]
     assert webrtc["state"] == "connected"
     # The call's MOS is its last sample's, by the E-model: on this clean loopback link above 4
-    # (three in four samples, above), unless a stall of the loaded host put delay, jitter or
+    # (its samples, above), unless a stall of the loaded host put delay, jitter or
     # concealment in that sample (seen: 3.15 in a full run beside a benchmark).
     last = webrtc["lastSample"]
     jitter = max(last["uplinkJitterMs"], last["downlinkJitterMs"] or 0.0) / 1000

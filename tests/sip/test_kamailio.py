@@ -252,7 +252,7 @@ async def test_a_second_phone_twinkle_behind_kamailio_answers_a_whatsapp_call(
             )
         except AssertionError:  # once in CI: say what each side saw
             raise AssertionError(
-                f"no participant.joined; events {[e.type for e in events]}\n"
+                f"no participant.joined; events {[(e.type, e.data) for e in events]}\n"
                 f"kamailio: {kam.logged()[-1500:]}\ntwinkle: {twinkle.log()[-3000:]}\n"
                 f"twinkle's output: {twinkle.output()[-1000:]}"
             ) from None

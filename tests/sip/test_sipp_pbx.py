@@ -233,8 +233,9 @@ async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
     WhatsApp call with it — the PBX's leg ending was taken as the end of the call it placed,
     and the call was hung up with the new phone still ringing. The new phone answers, the
     WhatsApp user and it hear each other, and nothing more goes to the old dialog. The new
-    phone answers once the PBX's BYE is answered (told to: it answered at once by itself, and
-    on a loaded host its answer beat the PBX's BYE, whose scenario then met the NOTIFY of 200)."""
+    phone answers once the PBX's BYE is answered and it rings (told to: it answered at once by
+    itself, and on a loaded host its answer beat the PBX's BYE, whose scenario then met the
+    NOTIFY of 200)."""
     target = transfer_target(make_client, tmp_path, answermode="manual")
     async with target as (phone, client, events):
         sipp = Sipp(tmp_path, "pbx_refer_hangs_up.xml")
@@ -245,6 +246,14 @@ async def test_a_pbx_that_hangs_up_once_its_refer_is_accepted_still_transfers(
         )
         try:
             await sipp.wait_log("HUNG-UP")
+            # The bridge dials the phone once the PBX has the NOTIFY of 100, as the PBX sends
+            # its BYE: on a loaded host the BYE's answer may come first, and an accept the
+            # phone gets before the INVITE answers nothing (it then rang until torn down).
+            await until(
+                lambda: [e for e in phone.events if e.get("type") == "CALL_INCOMING"],
+                10,
+                "the new phone ringing",
+            )
             await phone.command("accept")
             assert await sipp.finish() == 0, sipp.report()
             await until(

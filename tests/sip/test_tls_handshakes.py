@@ -33,6 +33,7 @@ from bridge.sip.trust import PeerPolicy
 
 from ..support.loops import event_loop_policy  # noqa: F401  (both loops)
 from ..support.tls import CertPair, TestCA
+from ..support.waits import until
 
 HOST = "sip.bridge.example"
 OTHER = "sip.other.example"
@@ -151,6 +152,13 @@ async def refused_before_a_byte(port: int, source: str) -> bool:
         return await closed_by_the_listener(reader)
     finally:
         writer.close()
+
+
+async def tcp_from(port: int, source: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection from ``source`` to the listener that has not said its hello yet."""
+    return await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), BOUND
+    )
 
 
 async def _serve(
@@ -423,7 +431,14 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
     caplog.set_level(logging.WARNING, logger="bridge.sip.listener")
 
     async for served in _serve(tmp_path, None, policy):
-        untrusted = [await handshaken(served, "127.0.0.2") for _ in range(5)]
+        # A place is taken at accept and held through the handshake: the five from elsewhere
+        # hold theirs before their hellos, so the short idle (which starts after a handshake)
+        # cannot free one while the share is checked (done one after another, five handshakes
+        # and the checks may outlast 0.5 s on a loaded host).
+        untrusted = [await tcp_from(served.port, "127.0.0.2") for _ in range(5)]
+        assert served.listener is not None
+        places = served.listener.places
+        await until(lambda p=places: p.untrusted == 5, BOUND, "five untrusted places")
         trusted = await handshaken(served, "127.0.0.1")
         # The share is taken: the next from elsewhere is closed as it arrives, twice, said once;
         # the trusted still get their handshakes at once.
@@ -432,7 +447,10 @@ async def test_untrusted_sources_get_a_small_share_of_places_and_a_short_idle(
         assert await served.handshake(HOST) == HOST
         full = [r for r in caplog.records if "untrusted sources at once" in r.getMessage()]
         assert len(full) == 1, caplog.text
-        # Silent for the short idle: the untrusted are closed, the trusted one is not.
+        # Their handshakes complete; then, silent for the short idle, they are closed; the
+        # trusted one is not.
+        for _, writer in untrusted:
+            await asyncio.wait_for(writer.start_tls(served.context(), server_hostname=HOST), BOUND)
         for reader, _ in untrusted:
             assert await closed_by_the_listener(reader)
         with pytest.raises(TimeoutError):

@@ -143,6 +143,46 @@ async def test_orphans_are_told_apart_from_another_workers_calls(monkeypatch, ca
     await manager.close()
 
 
+async def test_a_call_handed_over_here_while_the_sweep_asks_the_directory_is_no_orphan(
+    monkeypatch,
+) -> None:
+    """A draining worker hands a call here while the start-up sweep asks the directory about
+    it: the sweep found no call of its own, then read the record the adoption had just
+    claimed (this worker its owner, so not "elsewhere") and hung up the call it now carried
+    (one of 20 in a rolling restart at load 8-13). What the registry holds is read after the
+    directory: a call taken in meanwhile is ours."""
+    monkeypatch.setattr(recovery_module, "ORPHAN_RECHECK", 0.01)
+    engine = FakeEngine()
+    engine.listed_at_start = [RemoteCall("moving", "1@s.whatsapp.net", "active", "outbound")]
+    engine.calls["moving"] = "active"
+    manager = calls_for_tests(engine).manager
+    await manager.start()
+    snapshot = Call(
+        id="call-moving",
+        peer="1@s.whatsapp.net",
+        direction=Direction.OUTBOUND,
+        owner="draining-worker",
+        engine_call_id="moving",
+        state=CallState.ACTIVE,
+    ).snapshot()
+    moved = MovedCall(snapshot=snapshot, engine_call_id="moving", reason="drain")
+
+    async def known_elsewhere(engine_call_id: str) -> bool:
+        # The handover lands while the directory is asked: it claims the call for this
+        # worker, so the record the sweep reads names this worker, not another.
+        await adopt_call(manager, moved, claim=MemoryDirectory("here", "", 10, list))
+        return False
+
+    recovery = Recovery(manager, known_elsewhere=known_elsewhere)
+    try:
+        await recovery.sweep_orphans()
+        assert engine.hung_up == [] and engine.later == []
+        assert manager.get("call-moving").live
+    finally:
+        await recovery.close()
+        await manager.close()
+
+
 async def test_an_orphan_the_engine_cannot_hang_up_now_is_retried_later() -> None:
     engine = FakeEngine()
     engine.listed_at_start = [RemoteCall("orphan", "2@s.whatsapp.net", "active", "outbound")]
