@@ -36,7 +36,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import redis.asyncio as aioredis
 
@@ -153,10 +153,9 @@ class RedisDirectory:
     def detail(self) -> str:
         return self._lease.detail
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: BaseException) -> NoReturn:
         """A command of a request failed: Redis is down; ``DirectoryUnavailable``."""
-        self._lease.mark_down(exc)
-        self._lease.check()
+        raise self._lease.unavailable(exc) from exc
 
     # -- lifecycle
     async def start(self) -> None:
@@ -219,7 +218,6 @@ class RedisDirectory:
             value: str | None = await self._redis.get(key)
         except _FAILURES as exc:
             self._failed(exc)
-            raise
         return value
 
     async def record(self, call_id: str) -> CallRecord | None:
@@ -241,7 +239,6 @@ class RedisDirectory:
                 answers = await pipe.execute()
         except _FAILURES as exc:
             self._failed(exc)
-            raise
         found = []
         for i, worker in enumerate(ids):
             beat, calls = answers[2 * i], answers[2 * i + 1]
@@ -272,7 +269,6 @@ class RedisDirectory:
             raws = await self._redis.mget(keys) if keys else []
         except _FAILURES as exc:
             self._failed(exc)
-            raise
         records = [CallRecord.from_json(r) for r in raws if r]
         snaps = [r.snapshot for r in records if r.live]
         return sorted(snaps, key=lambda s: s.get("createdAt") or "")
@@ -326,7 +322,6 @@ class RedisDirectory:
             return await step()
         except _FAILURES as exc:
             self._failed(exc)
-            raise
 
     async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         record = self._records.of(call)

@@ -58,6 +58,8 @@ class Lease:
         """Redis answers (and this worker's calls are written there)."""
         self.detail = "not connected yet"
         self.draining = False
+        self.fenced = False
+        """Ending its calls after finding itself reaped (:meth:`_fenced`): reads go through."""
         self._up_since = 0.0
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
@@ -73,9 +75,19 @@ class Lease:
         return self.up and time.monotonic() - self._up_since >= self.heartbeat_ttl
 
     def check(self) -> None:
-        """Raise ``DirectoryUnavailable`` while Redis does not answer."""
-        if not self.up:
+        """Raise ``DirectoryUnavailable`` while Redis does not answer. While this worker ends
+        its calls after finding itself reaped (:meth:`_fenced`), reads go through: the beat
+        that found the fence has just read Redis, and each call's owner must be read there
+        (a survivor's adopted call is let go of, the others ended); marked down by a command
+        that failed a moment before, every call was taken for another worker's (a read that
+        fails now still says unavailable)."""
+        if not self.up and not self.fenced:
             raise DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self.detail}")
+
+    def unavailable(self, exc: BaseException) -> DirectoryUnavailable:
+        """A request's command failed: Redis is marked down, and the error that says so."""
+        self.mark_down(exc)
+        return DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self.detail}")
 
     def mark_down(self, exc: BaseException) -> None:
         why = str(exc) or type(exc).__name__
@@ -183,6 +195,7 @@ class Lease:
             await self._end_local_calls()
 
         ending = asyncio.create_task(end(), name=f"fenced:{self.worker_id}")
+        self.fenced = True
         try:
             while not ending.done():
                 await asyncio.wait({ending}, timeout=self.heartbeat_ttl / 3)
@@ -191,6 +204,7 @@ class Lease:
                         key = worker_key(self.worker_id)
                         await self._redis.set(key, self._heartbeat(), px=self._ttl_ms)
         finally:
+            self.fenced = False
             ending.cancel()
             await asyncio.gather(ending, return_exceptions=True)
         ending.result()  # a failure is the beat's: the fence stays, tried again at the next
