@@ -222,8 +222,21 @@ class Fork:
         # said, their count at the end (an app that sends them sends one a frame).
         said = Repeats()
         async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                # aiohttp closed the socket (a message over 1 MiB: 1009; no pong): the fork
+                # ends with the cause said, not as if the app had closed it.
+                raise msg.data
+            if self.source is None:
                 continue  # a one-way fork ignores what the app sends
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                if said.seen("skipped {} binary messages") == 1:
+                    log.warning(
+                        "call %s: fork %s sent a binary message; its audio goes in JSON "
+                        "'media' events (text): skipped, as those after it",
+                        self.call_id,
+                        self.id,
+                    )
+                continue
             try:
                 body = json_object(msg.data)  # nested too deeply: it once ended this loop
                 event = body.get("event")
