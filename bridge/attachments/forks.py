@@ -35,7 +35,7 @@ from ..errors import BadRequest, CallStateError, json_object
 from ..http import connect_failure, display_url
 from ..logs import Repeats
 from ..media import BusFrame
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .base import AttachmentHost
 from .queued_source import MAX_MARKS, QueuedSource
 from .twilio import TwilioEvents
@@ -95,6 +95,7 @@ class Fork:
         self._tasks = TaskSet(f"fork[{self.id}]")
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
+        self._closing: CloseOnce[None] = CloseOnce(f"fork[{self.id}]:close")
         self._started = False
         """Its socket opened and its taps are on (``stream.started`` follows): only then does
         its end say ``stream.stopped``/``dropped``."""
@@ -289,9 +290,12 @@ class Fork:
         self.bus.remove_user(f"fork:{self.id}")
 
     async def _finish(self, reason: str) -> None:
-        if self._stopping:
-            return
+        """End the fork: once, its callers (the app's end, a drop, a ``DELETE``, the call's
+        end or move) sharing the first one's teardown, each returning once it is over."""
         self._stopping = True
+        await self._closing.run(lambda: self._teardown(reason))
+
+    async def _teardown(self, reason: str) -> None:
         self._detach()
         if reason == "stopped" and self._ws is not None and not self._ws.closed:
             self._queue.put_control(json.dumps(self.wire.stop()))
