@@ -146,6 +146,15 @@ class Playback:
         reason = self.ended_by or (
             "error" if self.error else "played" if self._played_out else "stopped"
         )
+        if self.error:  # its audio stopped decoding, or a loop's file went (a deleted asset)
+            log.warning(
+                "call %s: playback %s%s ended after %d frames: %s",
+                self.host.call_id,
+                self.id,
+                f" of audio asset {self.asset_id}" if self.asset_id else "",
+                self.frames_played,
+                self.error,
+            )
         self.host.emit(
             "playback.finished",
             playbackId=self.id,
