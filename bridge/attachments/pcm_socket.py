@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ from ..tasks import CloseOnce, TaskSet
 from .base import AttachmentHost
 from .pcm_outbox import PcmOutbox
 from .queued_source import QueuedSource
+
+log = logging.getLogger(__name__)
 
 
 class PcmSocket:
@@ -207,6 +210,8 @@ class PcmSocket:
                     self._audio_in(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
+                elif msg.type is WSMsgType.ERROR:  # aiohttp closed it (over 1 MiB: 1009)
+                    log.warning("%s: closed: %s", self._out.where, msg.data)
                 if self._out.overflow:
                     await self._out.close_socket(1008, b"client does not read its messages")
                     break
