@@ -5,6 +5,7 @@ module starts with the hold and stops with the resume. Attachments that follow t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -37,6 +38,7 @@ class Hold:
         self._attachments = attachments
         self.music: Music | None = None
         """The playback WhatsApp hears while the call is held."""
+        self._changing = asyncio.Lock()
 
     @property
     def held(self) -> bool:
@@ -59,7 +61,13 @@ class Hold:
 
     async def set(self, held: bool, music: StartMusic | None = None) -> None:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
-        ``call.held`` / ``call.unheld`` on a change."""
+        ``call.held`` / ``call.unheld`` on a change. One at a time, in the order asked: a
+        resume asked while the hold's music opens (in a thread) comes after that hold, never
+        before it (the call left held, with music, after its resume)."""
+        async with self._changing:
+            await self._set(held, music)
+
+    async def _set(self, held: bool, music: StartMusic | None) -> None:
         if held and music is not None and self._music_playing() is None:
             started = await music()
             if self.music is None:
