@@ -168,7 +168,11 @@ class Fork:
             self.bus.add_uplink_tap(tap)
             self._taps.append(("up", tap))
         if self.stream_type == "twoway":
-            self.source = QueuedSource(on_mark=self._marked, stats=self.bus.stats)
+            self.source = QueuedSource(
+                on_mark=self._marked,
+                stats=self.bus.stats,
+                where=f"call {self.call_id}: media fork {self.id}",
+            )
             self.bus.add_source(self.source)
         else:
             self.bus.add_user(f"fork:{self.id}")

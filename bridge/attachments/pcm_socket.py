@@ -63,7 +63,10 @@ class PcmSocket:
         self._closed = False
         self._closing: CloseOnce[None] = CloseOnce(f"ws[{host.call_id[:12]}]:close")
         self.source = QueuedSource(
-            on_mark=self._marked, on_buffer=self._buffer, stats=self.bus.stats
+            on_mark=self._marked,
+            on_buffer=self._buffer,
+            stats=self.bus.stats,
+            where=self._out.where,
         )
 
     @property

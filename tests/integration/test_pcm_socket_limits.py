@@ -8,6 +8,9 @@ import logging
 
 from aiohttp import WSMsgType
 
+from bridge.api.keys import MANAGER
+from bridge.audio import tone
+
 from ..support.calls import wait_state
 from ..support.waits import until
 
@@ -39,3 +42,33 @@ async def test_a_message_over_the_limit_closes_the_socket_1009_said_at_warning(
     assert cid in said[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert (await wait_state(client, cid, "active"))["state"] == "active"
+
+
+async def test_audio_sent_too_far_ahead_loses_its_oldest_said_once(make_client, caplog) -> None:
+    """A bot sends 12 s of speech at once (a TTS clip whole), more than the 10 s a socket's
+    client may have queued: the oldest 2 s go — counted in the call's stats — and that is said
+    once at WARNING, naming the call and the socket, and the amount at the socket's close. It
+    was only counted: nothing in the log said why the start of a bot's sentence was never
+    heard."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    client = await make_client(sim_peer="silence")
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    ws = await client.ws_connect(f"/call/{cid}/stream")
+    assert json.loads((await ws.receive()).data)["type"] == "ready"
+    second = (tone(500.0, 16_000, 16_000, 0.2)).astype("<i2").tobytes()
+    for _ in range(12):
+        await ws.send_bytes(second)
+    stats = await until(
+        lambda: client.app[MANAGER].runtime(cid).bus.stats.source_frames_dropped, 5, "drops"
+    )
+    await asyncio.sleep(0.2)
+    assert client.app[MANAGER].runtime(cid).bus.stats.source_frames_dropped == stats
+    assert 95 <= stats <= 100  # 2 s, less what played while the seconds came in
+    said = [r for r in caplog.records if "ahead of the call" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert cid in said[0].getMessage() and "PCM socket" in said[0].getMessage()
+    await ws.close()
+    await until(lambda: [r for r in caplog.records if "too far ahead" in r.getMessage()], 5, "")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
