@@ -1,4 +1,4 @@
-"""A PCM socket's client that sends more in one message than the socket takes (1 MiB)."""
+"""A PCM socket's client that asks or sends what the socket does not take."""
 
 from __future__ import annotations
 
@@ -72,3 +72,15 @@ async def test_audio_sent_too_far_ahead_loses_its_oldest_said_once(make_client, 
     await ws.close()
     await until(lambda: [r for r in caplog.records if "too far ahead" in r.getMessage()], 5, "")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_plain_get_of_the_stream_is_a_400_saying_it_is_a_websocket(make_client) -> None:
+    """``GET /call/{callID}/stream`` without the upgrade (curl, a browser tab): a 400 whose
+    message says the route is a WebSocket, as a relayed one says; it said "Bad Request"."""
+    client = await make_client(sim_peer="silence")
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, call["callID"], "active")
+    resp = await client.get(f"/call/{call['callID']}/stream")
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "bad_request", body
+    assert "WebSocket" in body["error"]["message"], body
