@@ -184,8 +184,10 @@ class CallRecorder:
         self._queue.put(None)
         self._writer.join()
         end = self.ended_at
-        self.inbound.finish(end)
-        self.outbound.finish(end)
+        try:
+            self.inbound.finish(end)
+        finally:  # one file the disk fails: the other finished, both closed
+            self.outbound.finish(end)
         mixed = self.base.with_name(self.base.name + "-mixed.wav")
         mix_files(self.inbound.path, self.outbound.path, mixed)
         files = [("inbound", self.inbound.path), ("outbound", self.outbound.path)]

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
+import gc
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -211,3 +214,40 @@ def test_the_asset_store_leaves_no_half_written_asset(tmp_path, monkeypatch) -> 
         store.add(make("wav", 600.0, 0.5, amplitude=0.25), "a.wav")
     monkeypatch.undo()
     assert list((tmp_path / "assets").iterdir()) == []
+
+
+def open_files(fragment: str) -> list[str]:
+    """This process's open files whose path holds ``fragment``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if fragment in (target := os.readlink(f"/proc/self/fd/{fd}")):
+                found.append(target)
+    return found
+
+
+async def test_a_stop_the_disk_fails_leaves_no_recording_file_open(call, monkeypatch) -> None:
+    """The disk fails a recording's stop as it writes the first file's header (full): a 503,
+    and neither file is left open. The first's handle stayed open and the second was never
+    finished nor closed — two descriptors a call held until a garbage collection happened to
+    find them (the recorder is in a cycle with the failure it raised)."""
+    client, cid = call
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    await asyncio.sleep(0.2)  # some audio written
+    assert len(open_files(f"{cid}-")) == 2  # inbound and outbound, being written
+    header = wav.wav_header
+
+    def full_at_the_header(data_bytes: int) -> bytes:
+        if data_bytes:
+            _disk_full()
+        return header(data_bytes)
+
+    monkeypatch.setattr(wav, "wav_header", full_at_the_header)
+    gc.disable()  # only the recorder's own close may close them
+    try:
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 503, await resp.text()
+        assert _error(await resp.json()) == "storage_failed"
+        assert open_files(f"{cid}-") == []
+    finally:
+        gc.enable()
