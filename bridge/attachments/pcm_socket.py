@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 import numpy as np
@@ -26,8 +25,6 @@ from ..tasks import CloseOnce, TaskSet
 from .base import AttachmentHost
 from .pcm_outbox import PcmOutbox
 from .queued_source import QueuedSource
-
-log = logging.getLogger(__name__)
 
 
 class PcmSocket:
@@ -214,7 +211,7 @@ class PcmSocket:
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
                 elif msg.type is WSMsgType.ERROR:  # aiohttp closed it (over 1 MiB: 1009)
-                    log.warning("%s: closed: %s", self._out.where, msg.data)
+                    self._out.client_failed(msg.data)
                 if self._out.overflow:
                     await self._out.close_socket(1008, b"client does not read its messages")
                     break
