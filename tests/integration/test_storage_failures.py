@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from bridge.api.keys import MANAGER
-from bridge.attachments import recording, wav
+from bridge.attachments import recorder, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
@@ -88,7 +88,7 @@ async def test_a_full_disk_is_503_storage_failed(call, monkeypatch, caplog) -> N
     monkeypatch.undo()
 
     assert (await client.post("/call/record", json={"callID": cid})).status == 201
-    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    monkeypatch.setattr(recorder, "mix_files", _disk_full)
     resp = await client.post("/call/record/stop", json={"callID": cid})
     assert resp.status == 503, await resp.text()
     assert _error(await resp.json()) == "storage_failed"
@@ -100,7 +100,7 @@ async def test_a_recording_a_calls_end_cannot_finish_is_said_once(
 ) -> None:
     client, cid = call
     assert (await client.post("/call/record", json={"callID": cid})).status == 201
-    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    monkeypatch.setattr(recorder, "mix_files", _disk_full)
     caplog.set_level(logging.WARNING)
     ended = await client.post("/call/hangup", json={"callID": cid})
     assert ended.status == 200
@@ -121,7 +121,7 @@ def stall_the_disk(monkeypatch) -> threading.Event:
         stalled.wait()
         write_at(self, *args)
 
-    monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
+    monkeypatch.setattr(recorder, "WRITE_QUEUE_FRAMES", 10)
     monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
     return stalled
 
