@@ -42,6 +42,13 @@ REINDEX_INTERVAL = 1.0
 """Seconds between two re-reads of the sidecars for an unknown recording id."""
 
 
+def _in_use(base: Path) -> bool:
+    """Whether a recording's files are at ``base`` already."""
+    return any(
+        base.with_name(f"{base.name}-{k}.wav").exists() for k in ("inbound", "outbound", "mixed")
+    )
+
+
 class RecordingService:
     """Starts/stops recordings, serves them, repairs and sweeps the store."""
 
@@ -109,10 +116,11 @@ class RecordingService:
         else:
             base = self.calls_dir.resolve() / host.call_id
         try:
-            if any(
-                base.with_name(f"{base.name}-{k}.wav").exists()
-                for k in ("inbound", "outbound", "mixed")
-            ):
+            n = 1
+            while path is None and _in_use(base):  # the call recorded before: {callID}-{n}
+                n += 1
+                base = self.calls_dir.resolve() / f"{host.call_id}-{n}"
+            if _in_use(base):  # a path given is never reused
                 raise CallStateError(f"recording path {base.name!r} is already in use")
             recorder = CallRecorder(
                 host, base, self.root.resolve(), self.retention_s, self.add, self.finisher
