@@ -69,6 +69,9 @@ class QueuedSource:
         self._above = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.closed = False
+        self.quiet = False
+        """While set (a talking socket's call on hold), its audio still plays out in time
+        (the queue drained, marks answered) but as silence: the held caller hears none of it."""
         self.stats = stats if stats is not None else BusStats()
         self.played_frames = 0
 
@@ -146,7 +149,7 @@ class QueuedSource:
             while self._items and isinstance(self._items[0], Mark):
                 self._ack(self._items.popleft().name, "played")  # type: ignore[union-attr]
             self._watermarks()
-        return frame
+        return self._silence if self.quiet else frame
 
     def finished(self) -> None:
         if self.dropped_frames and not self.closed:
