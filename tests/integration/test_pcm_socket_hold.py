@@ -55,8 +55,7 @@ async def test_a_talking_socket_neither_speaks_to_nor_hears_a_held_caller(make_c
         await until_passes(whatsapp_hears_the_socket, timeout=3.0)
         assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
         await asyncio.sleep(0.1)  # a tick's frames in flight
-        heard = await heard_by(talk, 0.5)
-        listened = await heard_by(listen, 0.5)
+        heard, listened = await asyncio.gather(heard_by(talk, 0.5), heard_by(listen, 0.5))
         assert rms_dbfs(peer_heard(client, cid, 20) / 32768) < -60  # the socket is not heard
         # (what it was sent before the hold, still queued for it, read first)
         assert heard.size > 4000 and rms_dbfs(heard[-4000:] / 32768) < -60  # nor hears
