@@ -118,7 +118,7 @@ async def list_assets(request: web.Request) -> web.Response:
 async def delete_asset(request: web.Request) -> web.Response:
     asset_id = request.match_info["assetId"]
     check_asset(request, asset_id, shared=False)
-    request.app[PLAYBACK].assets.delete(asset_id)
+    await asyncio.to_thread(request.app[PLAYBACK].assets.delete, asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 
 

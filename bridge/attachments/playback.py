@@ -292,8 +292,8 @@ class PlaybackService:
             if not found:
                 raise NotFound(f"no file {value[:80]!r} in BRIDGE_MEDIA_DIR")
             return path
-        if kind == "assetId":
-            return self.assets.get(value).path
+        if kind == "assetId":  # its record read off the event loop (a volume that stalls)
+            return (await asyncio.to_thread(self.assets.get, value)).path
         if kind == "audioBase64":
             try:
                 data = base64.b64decode(value, validate=True)

@@ -253,15 +253,14 @@ async def test_a_stop_the_disk_fails_leaves_no_recording_file_open(call, monkeyp
         gc.enable()
 
 
-async def test_listing_assets_on_a_stalled_disk_never_holds_the_event_loop(
-    call, monkeypatch
-) -> None:
-    """The assets' volume stalls (a network volume that hangs) while ``GET
-    /call/audio-assets`` reads their records: the listing waits for the disk off the event
-    loop, which serves every other request (and every call's media) meanwhile. It read every
-    record on the loop: the whole worker froze until the disk came back, longer the more
-    assets there were."""
-    client, _ = call
+@pytest.mark.parametrize("asked", ["list", "play", "delete"])
+async def test_assets_on_a_stalled_disk_never_hold_the_event_loop(call, monkeypatch, asked) -> None:
+    """The assets' volume stalls (a network volume that hangs) while a request reads their
+    records — ``GET /call/audio-assets``, an asset played, one deleted —: the request waits
+    for the disk off the event loop, which serves every other request (and every call's
+    media) meanwhile. They read the records on the loop: the whole worker froze until the
+    disk came back (a listing, longer the more assets there were)."""
+    client, cid = call
     form = aiohttp.FormData()
     form.add_field("audio", make("wav", 600.0, 0.3, amplitude=0.25), filename="a.wav")
     asset = await (await client.post("/call/audio-assets", data=form)).json()
@@ -276,15 +275,23 @@ async def test_listing_assets_on_a_stalled_disk_never_holds_the_event_loop(
     comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
     comeback.start()
     try:
-        listing = asyncio.ensure_future(client.get("/call/audio-assets"))
-        await asyncio.sleep(0.1)  # the listing is under way, waiting for the disk
+        request = {
+            "list": lambda: client.get("/call/audio-assets"),
+            "play": lambda: client.post(
+                "/call/play", json={"callID": cid, "assetId": asset["assetId"]}
+            ),
+            "delete": lambda: client.delete(f"/call/audio-assets/{asset['assetId']}"),
+        }[asked]
+        waiting = asyncio.ensure_future(request())
+        await asyncio.sleep(0.1)  # the request is under way, waiting for the disk
         assert (await client.get("/healthz")).status == 200
         assert not stalled.is_set(), "the event loop was held until the disk came back"
-        assert not listing.done()
+        assert not waiting.done()
         stalled.set()
-        resp = await asyncio.wait_for(listing, 10)
-        assert resp.status == 200, await resp.text()
-        assert [a["assetId"] for a in (await resp.json())["assets"]] == [asset["assetId"]]
+        resp = await asyncio.wait_for(waiting, 10)
+        assert resp.status in (200, 201), await resp.text()
+        if asked == "list":
+            assert [a["assetId"] for a in (await resp.json())["assets"]] == [asset["assetId"]]
     finally:
         stalled.set()
         comeback.cancel()
