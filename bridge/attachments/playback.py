@@ -283,16 +283,10 @@ class PlaybackService:
     async def _resolve(self, kind: str, value: Any) -> Path | bytes:
         if not isinstance(value, str):
             raise BadRequest(f"field {kind!r} must be a string")
+        # The disk is asked off the event loop (a volume that stalls held the whole worker).
         if kind == "file":
-            path = inside(self.media_dir, value)
-            try:
-                found = path.is_file()
-            except OSError as exc:
-                raise disk_error(exc, "BRIDGE_MEDIA_DIR cannot be read", value) from None
-            if not found:
-                raise NotFound(f"no file {value[:80]!r} in BRIDGE_MEDIA_DIR")
-            return path
-        if kind == "assetId":  # its record read off the event loop (a volume that stalls)
+            return await asyncio.to_thread(self._media_file, value)
+        if kind == "assetId":
             return (await asyncio.to_thread(self.assets.get, value)).path
         if kind == "audioBase64":
             try:
@@ -303,6 +297,17 @@ class PlaybackService:
                 raise TooLarge("the audio is larger than BRIDGE_PLAY_URL_MAX_BYTES")
             return data
         return await self._fetch(value)
+
+    def _media_file(self, name: str) -> Path:
+        """The file ``name`` in ``BRIDGE_MEDIA_DIR`` (run in a thread)."""
+        path = inside(self.media_dir, name)
+        try:
+            found = path.is_file()
+        except OSError as exc:
+            raise disk_error(exc, "BRIDGE_MEDIA_DIR cannot be read", name) from None
+        if not found:
+            raise NotFound(f"no file {name[:80]!r} in BRIDGE_MEDIA_DIR")
+        return path
 
     async def _fetch(self, url: str) -> bytes:
         parts = url_parts(url)
