@@ -53,7 +53,10 @@ class CallRecorder:
         *,
         origin: Path | None = None,
         segment: int = 1,
+        tracks: tuple[WavTrack, WavTrack] | None = None,
     ) -> None:
+        """``tracks``: its two files, made already (:func:`open_tracks`, off the event loop);
+        ``None``: made here."""
         self.id = "rec:" + host.call_id
         self.origin = origin or base
         """The first segment's base: a call moved to another worker records on in
@@ -67,16 +70,8 @@ class CallRecorder:
         self.root = root
         self.retention_s = retention_s
         self.started_wall = time.time()
-        t0 = time.monotonic()
-        self.t0 = t0
-        base.parent.mkdir(parents=True, exist_ok=True)
-        self.ended_at = t0
-        self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
-        try:
-            self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
-        except OSError:
-            self.inbound.discard()  # no open file, no empty WAV, left by a start that failed
-            raise
+        self.inbound, self.outbound = tracks or open_tracks(base, time.monotonic())
+        self.t0 = self.ended_at = self.inbound.t0
         self.dropped_frames = 0
         self.lost_frames = 0
         """Frames whose write failed (a full disk), not counted in ``dropped_frames``."""
@@ -182,6 +177,18 @@ class CallRecorder:
         files = [("inbound", self.inbound.path), ("outbound", self.outbound.path)]
         files.append(("mixed", mixed))
         return finished(self.call_id, files, self.root, self.started_wall, self.retention_s)
+
+
+def open_tracks(base: Path, t0: float) -> tuple[WavTrack, WavTrack]:
+    """A recording's inbound and outbound files at ``base``, made (its directory too): the
+    disk's part of a start; ``OSError`` leaves neither behind."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
+    try:
+        return inbound, WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
+    except OSError:
+        inbound.discard()  # no open file, no empty WAV, left by a start that failed
+        raise
 
 
 def failed(host: AttachmentHost, segment: int, error: BridgeError) -> BridgeError:

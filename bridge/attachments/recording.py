@@ -23,8 +23,8 @@ from .base import AttachmentHost
 from .files import disk_error, inside
 from .left_open import Emit, LeftSegments
 from .recorded import Recording
-from .recorder import CallRecorder, failed
-from .wav import repair_wav
+from .recorder import CallRecorder, failed, open_tracks
+from .wav import WavTrack, repair_wav
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,8 @@ class RecordingService:
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
         self.finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="recording-finish")
-        """Where recordings are finished (:data:`FINISHERS`)."""
+        """Where recordings are started and finished (:data:`FINISHERS`)."""
+        self._starting = asyncio.Lock()
         self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
@@ -104,29 +105,30 @@ class RecordingService:
 
     async def start(self, host: AttachmentHost, path: str | None = None) -> CallRecorder:
         self.check_allowed(host.call_id)  # every kind of recording goes through here
-        if host.attached("recorder"):
-            raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
-        files = (self.root / "files").resolve()
-        if path is not None:
-            if not isinstance(path, str):
-                raise BadRequest("field 'path' must be a string")
-            base = inside(files, path.removesuffix(".wav"))
-            if base == files or not base.name or base.name.startswith("."):
-                raise BadRequest("field 'path' must name a file under files/", code="bad_path")
-        else:
-            base = self.calls_dir.resolve() / host.call_id
-        try:
-            n = 1
-            while path is None and _in_use(base):  # the call recorded before: {callID}-{n}
-                n += 1
-                base = self.calls_dir.resolve() / f"{host.call_id}-{n}"
-            if _in_use(base):  # a path given is never reused
-                raise CallStateError(f"recording path {base.name!r} is already in use")
+        if path is not None and not isinstance(path, str):
+            raise BadRequest("field 'path' must be a string")
+        # The disk's part on the recordings' own threads, one start at a time (two must not
+        # take the same files): a volume that stalls holds the starts, never the event loop
+        # and with it every call on the worker.
+        async with self._starting:
+            if host.attached("recorder"):
+                raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
+            loop = asyncio.get_running_loop()
+            try:
+                base, tracks = await loop.run_in_executor(
+                    self.finisher, self._files, host.call_id, path
+                )
+            except OSError as exc:  # a name too long, a path through a file, a full disk
+                raise disk_error(exc, "the recording cannot be started", path) from None
             recorder = CallRecorder(
-                host, base, self.root.resolve(), self.retention_s, self.add, self.finisher
+                host,
+                base,
+                self.root.resolve(),
+                self.retention_s,
+                self.add,
+                self.finisher,
+                tracks=tracks,
             )
-        except OSError as exc:  # a name too long, a path through a file, a full disk
-            raise disk_error(exc, "the recording cannot be started", path) from None
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended meanwhile: finish the empty files
@@ -134,6 +136,24 @@ class RecordingService:
             raise
         host.emit("recording.started", segment=recorder.segment)
         return recorder
+
+    def _files(self, call_id: str, path: str | None) -> tuple[Path, tuple[WavTrack, WavTrack]]:
+        """A new recording's base (``path`` under ``files/``, or the call's own: ``{callID}``,
+        ``{callID}-{n}`` once recorded before) and its two files, made (run in a thread)."""
+        files = (self.root / "files").resolve()
+        if path is not None:
+            base = inside(files, path.removesuffix(".wav"))
+            if base == files or not base.name or base.name.startswith("."):
+                raise BadRequest("field 'path' must name a file under files/", code="bad_path")
+        else:
+            base = self.calls_dir.resolve() / call_id
+        n = 1
+        while path is None and _in_use(base):  # the call recorded before: {callID}-{n}
+            n += 1
+            base = self.calls_dir.resolve() / f"{call_id}-{n}"
+        if _in_use(base):  # a path given is never reused
+            raise CallStateError(f"recording path {base.name!r} is already in use")
+        return base, open_tracks(base, time.monotonic())
 
     def export(self, recorder: CallRecorder) -> dict[str, Any]:
         """What another worker needs to record on into the next segment (a handover)."""

@@ -305,3 +305,39 @@ async def test_assets_on_a_stalled_disk_never_hold_the_event_loop(call, monkeypa
     finally:
         stalled.set()
         comeback.cancel()
+
+
+async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
+    call, monkeypatch
+) -> None:
+    """The volume stalls as a recording starts (``POST /call/record``; ``BRIDGE_RECORD_ALL``
+    starts one at every answer): the start waits for the disk on the recordings' threads, and
+    the worker serves every other request (and every call's media) meanwhile. Its files were
+    made on the event loop: the whole worker froze until the disk came back."""
+    client, cid = call
+    stalled = threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        stalled.wait()
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        starting = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
+        again = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
+        await asyncio.sleep(0.1)  # the starts are under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not starting.done()
+        stalled.set()
+        answers = [await asyncio.wait_for(r, 10) for r in (starting, again)]
+        assert sorted(r.status for r in answers) == [201, 409]  # one recording of the call
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 200, await resp.text()
+        assert len((await resp.json())["recordings"]) == 3
+    finally:
+        stalled.set()
+        comeback.cancel()
