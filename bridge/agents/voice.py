@@ -137,7 +137,7 @@ class AgentVoice:
         jitter buffer of at most that many ms (module docstring); ``None``: replies, queued."""
         self.rate = rate
         self.source: QueuedSource | StreamedSource = (
-            QueuedSource(max_ms=LIMIT_MS, stats=stats)
+            QueuedSource(max_ms=LIMIT_MS, stats=stats, where=where or "a model's voice")
             if stream_ms is None
             else StreamedSource(max_ms=stream_ms, stats=stats, where=where)
         )

@@ -108,7 +108,9 @@ async def upload_asset(request: web.Request) -> web.Response:
 @routes.get("/call/audio-assets")
 async def list_assets(request: web.Request) -> web.Response:
     tenant_id = principal_of(request).tenant_id
-    assets = [a.as_json() for a in request.app[PLAYBACK].assets.list() if a.visible_to(tenant_id)]
+    # Every asset's record read: off the event loop (a volume that stalls, thousands of them).
+    listed = await asyncio.to_thread(request.app[PLAYBACK].assets.list)
+    assets = [a.as_json() for a in listed if a.visible_to(tenant_id)]
     return web.json_response({"assets": assets})
 
 
@@ -116,7 +118,7 @@ async def list_assets(request: web.Request) -> web.Response:
 async def delete_asset(request: web.Request) -> web.Response:
     asset_id = request.match_info["assetId"]
     check_asset(request, asset_id, shared=False)
-    request.app[PLAYBACK].assets.delete(asset_id)
+    await asyncio.to_thread(request.app[PLAYBACK].assets.delete, asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 
 

@@ -74,7 +74,7 @@ async def relay_stream(
         relay.spawn(out.sender(), "sender")
         tasks = [
             relay.spawn(_to_client(upstream, out), "to-client"),
-            relay.spawn(_to_owner(client, upstream), "to-owner"),
+            relay.spawn(_to_owner(client, upstream, out), "to-owner"),
         ]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -102,7 +102,7 @@ async def _to_client(upstream: aiohttp.ClientWebSocketResponse, out: PcmOutbox) 
 
 
 async def _to_owner(
-    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse
+    client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse, out: PcmOutbox
 ) -> None:
     """The client's messages, sent on to the owner (which reads them as they come)."""
     async for msg in client:
@@ -111,4 +111,6 @@ async def _to_owner(
         elif msg.type is WSMsgType.TEXT:
             await upstream.send_str(msg.data)
         else:
+            if msg.type is WSMsgType.ERROR:  # aiohttp closed it (over 1 MiB: 1009)
+                out.client_failed(msg.data)
             return

@@ -34,6 +34,8 @@ async def call_stream(request: web.Request) -> web.StreamResponse:
         raise BadRequest("role must be talk or listen")
     runtime = manager.runtime(call.id)
     ws = pcm_response()
+    if not ws.can_prepare(request).ok:  # aiohttp's own refusal said only "Bad Request"
+        raise BadRequest("GET /call/{callID}/stream is a WebSocket: send an upgrade request")
     await ws.prepare(request)
     await PcmSocket(
         ws,

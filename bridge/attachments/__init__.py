@@ -10,7 +10,8 @@ from .keys import dtmf_observer
 from .pcm_socket import PcmSocket
 from .playback import Playback, PlaybackService
 from .queued_source import QueuedSource
-from .recording import CallRecorder, RecordingService
+from .recorder import CallRecorder
+from .recording import RecordingService
 
 __all__ = [
     "AssetStore",

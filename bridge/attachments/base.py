@@ -62,7 +62,7 @@ class CarriesKeys(Protocol):
 
 @runtime_checkable
 class FollowsHold(Protocol):
-    """An attachment that acts when the call is put on hold or taken off it (an agent stops
-    talking to and hearing a held caller)."""
+    """An attachment that acts when the call is put on hold or taken off it (an agent, a
+    talking PCM socket: each stops talking to and hearing a held caller)."""
 
     def held(self, held: bool) -> None: ...

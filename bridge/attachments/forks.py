@@ -35,7 +35,7 @@ from ..errors import BadRequest, CallStateError, json_object
 from ..http import connect_failure, display_url
 from ..logs import Repeats
 from ..media import BusFrame
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .base import AttachmentHost
 from .queued_source import MAX_MARKS, QueuedSource
 from .twilio import TwilioEvents
@@ -95,6 +95,7 @@ class Fork:
         self._tasks = TaskSet(f"fork[{self.id}]")
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
+        self._closing: CloseOnce[None] = CloseOnce(f"fork[{self.id}]:close")
         self._started = False
         """Its socket opened and its taps are on (``stream.started`` follows): only then does
         its end say ``stream.stopped``/``dropped``."""
@@ -167,7 +168,11 @@ class Fork:
             self.bus.add_uplink_tap(tap)
             self._taps.append(("up", tap))
         if self.stream_type == "twoway":
-            self.source = QueuedSource(on_mark=self._marked, stats=self.bus.stats)
+            self.source = QueuedSource(
+                on_mark=self._marked,
+                stats=self.bus.stats,
+                where=f"call {self.call_id}: media fork {self.id}",
+            )
             self.bus.add_source(self.source)
         else:
             self.bus.add_user(f"fork:{self.id}")
@@ -222,8 +227,21 @@ class Fork:
         # said, their count at the end (an app that sends them sends one a frame).
         said = Repeats()
         async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT or self.source is None:
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                # aiohttp closed the socket (a message over 1 MiB: 1009; no pong): the fork
+                # ends with the cause said, not as if the app had closed it.
+                raise msg.data
+            if self.source is None:
                 continue  # a one-way fork ignores what the app sends
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                if said.seen("skipped {} binary messages") == 1:
+                    log.warning(
+                        "call %s: fork %s sent a binary message; its audio goes in JSON "
+                        "'media' events (text): skipped, as those after it",
+                        self.call_id,
+                        self.id,
+                    )
+                continue
             try:
                 body = json_object(msg.data)  # nested too deeply: it once ended this loop
                 event = body.get("event")
@@ -276,9 +294,12 @@ class Fork:
         self.bus.remove_user(f"fork:{self.id}")
 
     async def _finish(self, reason: str) -> None:
-        if self._stopping:
-            return
+        """End the fork: once, its callers (the app's end, a drop, a ``DELETE``, the call's
+        end or move) sharing the first one's teardown, each returning once it is over."""
         self._stopping = True
+        await self._closing.run(lambda: self._teardown(reason))
+
+    async def _teardown(self, reason: str) -> None:
         self._detach()
         if reason == "stopped" and self._ws is not None and not self._ws.closed:
             self._queue.put_control(json.dumps(self.wire.stop()))

@@ -108,6 +108,11 @@ class PcmOutbox:
             )
         return False
 
+    def client_failed(self, error: object) -> None:
+        """aiohttp closed the client's socket on what it sent (a message over
+        :data:`MAX_MESSAGE`: 1009): said once at WARNING, with aiohttp's reason."""
+        log.warning("%s: closed: %s", self.where, error)
+
     def control(self, text: str) -> None:
         if not self.queue.put_control(text):
             self.overflow = True

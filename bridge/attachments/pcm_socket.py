@@ -59,8 +59,14 @@ class PcmSocket:
         self._tasks = TaskSet(f"ws[{host.call_id[:12]}]")
         self._closed = False
         self._closing: CloseOnce[None] = CloseOnce(f"ws[{host.call_id[:12]}]:close")
+        self.on_hold = False
+        """The call is held: a talking client neither speaks to nor hears the caller
+        (:meth:`held`)."""
         self.source = QueuedSource(
-            on_mark=self._marked, on_buffer=self._buffer, stats=self.bus.stats
+            on_mark=self._marked,
+            on_buffer=self._buffer,
+            stats=self.bus.stats,
+            where=self._out.where,
         )
 
     @property
@@ -86,7 +92,7 @@ class PcmSocket:
         )
 
     def _peer_frame(self, frame: BusFrame) -> None:
-        self._pending.append(frame.pcm)
+        self._pending.append(np.zeros_like(frame.pcm) if self.on_hold else frame.pcm)
         if len(self._pending) < self.batch:
             return
         pcm = np.concatenate(self._pending) if self.batch > 1 else self._pending[0]
@@ -104,6 +110,13 @@ class PcmSocket:
         self._send_json({"type": "dtmf", "digit": digit, "durationMs": duration_ms})
 
     # -- the call, as the runtime reports it
+    def held(self, held: bool) -> None:
+        """The call was put on hold or taken off it (``FollowsHold``): a talking client (an
+        agent's leg lent from another worker, a bot) neither speaks to nor hears a held caller,
+        as a browser's agent; one that listens (a transcriber) hears the call as it is."""
+        if not self.listen_only:
+            self.on_hold = self.source.quiet = held
+
     def call_state(self, state: str, end_reason: str | None) -> None:
         if state == self.state:
             return
@@ -190,6 +203,7 @@ class PcmSocket:
             }
         )
         self._tasks.spawn(self._out.sender(), "sender")
+        self.held(self.bus.conference.held)  # opened on a held call
         self.bus.add_downlink_tap(self._peer_frame)
         if self.listen_only:
             self.bus.add_user(self.id)
@@ -207,6 +221,8 @@ class PcmSocket:
                     self._audio_in(msg.data)
                 elif msg.type is WSMsgType.TEXT:
                     self._control(msg.data)
+                elif msg.type is WSMsgType.ERROR:  # aiohttp closed it (over 1 MiB: 1009)
+                    self._out.client_failed(msg.data)
                 if self._out.overflow:
                     await self._out.close_socket(1008, b"client does not read its messages")
                     break

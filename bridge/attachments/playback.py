@@ -146,6 +146,15 @@ class Playback:
         reason = self.ended_by or (
             "error" if self.error else "played" if self._played_out else "stopped"
         )
+        if self.error:  # its audio stopped decoding, or a loop's file went (a deleted asset)
+            log.warning(
+                "call %s: playback %s%s ended after %d frames: %s",
+                self.host.call_id,
+                self.id,
+                f" of audio asset {self.asset_id}" if self.asset_id else "",
+                self.frames_played,
+                self.error,
+            )
         self.host.emit(
             "playback.finished",
             playbackId=self.id,
@@ -274,17 +283,11 @@ class PlaybackService:
     async def _resolve(self, kind: str, value: Any) -> Path | bytes:
         if not isinstance(value, str):
             raise BadRequest(f"field {kind!r} must be a string")
+        # The disk is asked off the event loop (a volume that stalls held the whole worker).
         if kind == "file":
-            path = inside(self.media_dir, value)
-            try:
-                found = path.is_file()
-            except OSError as exc:
-                raise disk_error(exc, "BRIDGE_MEDIA_DIR cannot be read", value) from None
-            if not found:
-                raise NotFound(f"no file {value[:80]!r} in BRIDGE_MEDIA_DIR")
-            return path
+            return await asyncio.to_thread(self._media_file, value)
         if kind == "assetId":
-            return self.assets.get(value).path
+            return (await asyncio.to_thread(self.assets.get, value)).path
         if kind == "audioBase64":
             try:
                 data = base64.b64decode(value, validate=True)
@@ -294,6 +297,17 @@ class PlaybackService:
                 raise TooLarge("the audio is larger than BRIDGE_PLAY_URL_MAX_BYTES")
             return data
         return await self._fetch(value)
+
+    def _media_file(self, name: str) -> Path:
+        """The file ``name`` in ``BRIDGE_MEDIA_DIR`` (run in a thread)."""
+        path = inside(self.media_dir, name)
+        try:
+            found = path.is_file()
+        except OSError as exc:
+            raise disk_error(exc, "BRIDGE_MEDIA_DIR cannot be read", name) from None
+        if not found:
+            raise NotFound(f"no file {name[:80]!r} in BRIDGE_MEDIA_DIR")
+        return path
 
     async def _fetch(self, url: str) -> bytes:
         parts = url_parts(url)

@@ -30,7 +30,8 @@ class QueuedSource:
     """An ``UplinkSource`` fed by a client: audio of any length in, one 20 ms frame per tick out.
 
     * ``push`` reframes the client's audio into bus frames and queues them (bounded: beyond
-      ``max_ms`` the oldest audio is dropped and counted);
+      ``max_ms`` the oldest audio is dropped and counted, said once at WARNING for ``where``
+      and its count at the end);
     * ``mark(name)`` is acknowledged through ``on_mark(name, "played")`` once every frame queued
       before it has been played into the call — at once if nothing is queued;
     * ``clear()`` drops all queued audio and the reframer's partial frame at once; marks still
@@ -49,8 +50,13 @@ class QueuedSource:
         on_mark: Callable[[str, str], None] | None = None,
         on_buffer: Callable[[int], None] | None = None,
         stats: BusStats | None = None,
+        where: str = "a queued source",
     ) -> None:
         self.to_downlink = to_downlink
+        self.where = where
+        """Whose audio it queues, for the log (``call …: PCM socket …``)."""
+        self.dropped_frames = 0
+        """Frames dropped because the client sent more than ``max_ms`` ahead."""
         self.max_frames = max_ms // FRAME_MS
         self.low_ms = low_ms
         self.high_ms = high_ms
@@ -63,6 +69,9 @@ class QueuedSource:
         self._above = False
         self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self.closed = False
+        self.quiet = False
+        """While set (a talking socket's call on hold), its audio still plays out in time
+        (the queue drained, marks answered) but as silence: the held caller hears none of it."""
         self.stats = stats if stats is not None else BusStats()
         self.played_frames = 0
 
@@ -74,14 +83,28 @@ class QueuedSource:
         for frame in self._reframer.push(pcm):
             self._items.append(frame)
             self._frames += 1
+        dropped = 0
         while self._frames > self.max_frames:
             item = self._items.popleft()
             if isinstance(item, Mark):
                 self._ack(item.name, "cleared")
             else:
                 self._frames -= 1
-                self.stats.source_frames_dropped += 1
+                dropped += 1
+        if dropped:
+            self._dropped(dropped)
         self._watermarks()
+
+    def _dropped(self, frames: int) -> None:
+        if not self.dropped_frames:  # once: a client that keeps too far ahead drops every push
+            log.warning(
+                "%s: the client sent audio more than %d ms ahead of the call; its oldest "
+                "queued audio is dropped (pace it by what plays: buffer and mark messages)",
+                self.where,
+                self.max_frames * FRAME_MS,
+            )
+        self.dropped_frames += frames
+        self.stats.source_frames_dropped += frames
 
     def mark(self, name: str) -> bool:
         """Queue a mark behind the audio so far; False when too many marks wait already."""
@@ -126,9 +149,15 @@ class QueuedSource:
             while self._items and isinstance(self._items[0], Mark):
                 self._ack(self._items.popleft().name, "played")  # type: ignore[union-attr]
             self._watermarks()
-        return frame
+        return self._silence if self.quiet else frame
 
     def finished(self) -> None:
+        if self.dropped_frames and not self.closed:
+            log.info(
+                "%s: %d ms of the client's audio were dropped, sent too far ahead",
+                self.where,
+                self.dropped_frames * FRAME_MS,
+            )
         self.closed = True
         for item in self._items:
             if isinstance(item, Mark):

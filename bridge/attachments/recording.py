@@ -4,7 +4,7 @@ peer hears: microphone and playback mixed) and mixed (both), with metadata and r
 Frames are written as they pass the bus taps; gaps are filled with silence from the frames'
 timestamps, so every file lasts exactly as long as the recording did. WAV headers are written
 with the final sizes at stop; files left open by a crash are repaired at start-up (the
-files themselves: ``wav.py``). Each
+files themselves: ``wav.py``; one recording running: ``recorder.py``). Each
 recording has a JSON sidecar (its metadata), which is also the index after a restart.
 """
 
@@ -12,29 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest, BridgeError, CallStateError, NotFound, RecordingForbidden
-from ..media import BusFrame
-from ..tasks import CloseOnce
+from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
 from .base import AttachmentHost
 from .files import disk_error, inside
 from .left_open import Emit, LeftSegments
-from .recorded import Recording, finished
-from .wav import WavTrack, mix_files, repair_wav
+from .recorded import Recording
+from .recorder import CallRecorder, failed, open_tracks
+from .wav import WavTrack, repair_wav
 
 log = logging.getLogger(__name__)
 
-
-WRITE_QUEUE_FRAMES = 500
-"""Frames (both tracks) waiting for the writer thread: 5 s of a call; beyond it frames are
-dropped and counted rather than letting a slow disk hold the event loop."""
 FINISHERS = 2
 """Threads that finish recordings (the writer's last frames, the headers, the mix; a crashed
 worker's segments too): the recordings' own, so those stuck behind a stalled disk hold none of
@@ -42,169 +35,18 @@ the loop's default pool (six threads on two cores), which the worker's other dis
 (a playback's opening, reports, assets); more wait their turn."""
 
 
-class CallRecorder:
-    """Taps one call's bus into inbound and outbound tracks; makes the mixed one at stop.
-
-    The taps run on the event loop and only queue frames; one writer thread per recording
-    does the file writes (a bounded queue: a disk slower than real time drops frames, counted
-    in ``dropped_frames``, and the gap is filled with silence by the timestamps).
-    """
-
-    kind = "recorder"
-    wants_media = False  # a recording alone does not make the call's audio worth carrying
-
-    def __init__(
-        self,
-        host: AttachmentHost,
-        base: Path,
-        root: Path,
-        retention_s: float,
-        on_ready: Callable[[list[Recording]], None],
-        finisher: Executor,
-        *,
-        origin: Path | None = None,
-        segment: int = 1,
-    ) -> None:
-        self.id = "rec:" + host.call_id
-        self.origin = origin or base
-        """The first segment's base: a call moved to another worker records on in
-        ``{origin}-seg{n}`` (``segment`` n), the same recording in several files."""
-        self.segment = segment
-        self._on_ready = on_ready
-        self._finisher = finisher
-        self.host = host
-        self.call_id = host.call_id
-        self.base = base
-        self.root = root
-        self.retention_s = retention_s
-        self.started_wall = time.time()
-        t0 = time.monotonic()
-        self.t0 = t0
-        base.parent.mkdir(parents=True, exist_ok=True)
-        self.ended_at = t0
-        self.inbound = WavTrack(base.with_name(base.name + "-inbound.wav"), t0)
-        try:
-            self.outbound = WavTrack(base.with_name(base.name + "-outbound.wav"), t0)
-        except OSError:
-            self.inbound.discard()  # no open file, no empty WAV, left by a start that failed
-            raise
-        self.dropped_frames = 0
-        self.lost_frames = 0
-        """Frames whose write failed (a full disk), not counted in ``dropped_frames``."""
-        self._queue: queue.Queue[tuple[WavTrack, BusFrame] | None] = queue.Queue(WRITE_QUEUE_FRAMES)
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"recorder[{self.call_id[:12]}]", daemon=True
-        )
-        self._writer.start()
-        self._result: list[Recording] | None = None
-        self._closing: CloseOnce[list[Recording]] = CloseOnce(f"recorder[{self.call_id[:12]}]")
-        host.bus.add_downlink_tap(self._down)
-        host.bus.add_uplink_tap(self._up)
-
-    def _put(self, track: WavTrack, frame: BusFrame) -> None:
-        try:
-            self._queue.put_nowait((track, frame))
-        except queue.Full:
-            self.dropped_frames += 1
-
-    def _down(self, frame: BusFrame) -> None:
-        self._put(self.inbound, frame)
-
-    def _up(self, frame: BusFrame) -> None:
-        self._put(self.outbound, frame)
-
-    def _write_loop(self) -> None:
-        # A full disk fails every write to a file until it has room again: said once per
-        # file, and its end said (it once logged a line per frame, 50 a second per track).
-        lost: dict[WavTrack, int] = {}  # frames lost to a file's failing writes going on
-        while (item := self._queue.get()) is not None:
-            track, frame = item
-            try:
-                track.write_at(frame.pcm, frame.t)
-            except OSError as exc:  # a full disk: the call goes on, the recording has a gap
-                if track not in lost:
-                    lost[track] = 0
-                    log.warning(
-                        "call %s: recording writes to %s fail: %s (the call goes on; that "
-                        "file loses its audio until the disk takes it again)",
-                        self.call_id,
-                        track.path.name,
-                        exc,
-                    )
-                lost[track] += 1
-                self.lost_frames += 1
-                continue
-            if track in lost:
-                log.info(
-                    "call %s: recording writes to %s work again (%d frames lost)",
-                    self.call_id,
-                    track.path.name,
-                    lost.pop(track),
-                )
-
-    def call_state(self, state: str, end_reason: str | None) -> None:
-        pass
-
-    async def close(self) -> list[Recording]:
-        """Stop, finish the files off the event loop, publish ``recording.ready`` (idempotent;
-        once, to its end, whoever awaits it or is cancelled: ``tasks.CloseOnce``)."""
-        return await self._closing.run(self._close)
-
-    async def _close(self) -> list[Recording]:
-        self.ended_at = time.monotonic()
-        self.host.bus.remove_downlink_tap(self._down)
-        self.host.bus.remove_uplink_tap(self._up)
-        self.host.detach(self)
-        # Finishing waits for the writer (behind a disk that may stall), writes headers and
-        # mixes two whole files: off the event loop, on the recordings' own threads.
-        try:
-            recordings = await asyncio.get_running_loop().run_in_executor(
-                self._finisher, self._finish
-            )
-        except OSError as exc:  # a full disk: the caller says it (a 503, the call's end)
-            error = disk_error(exc, "the recording cannot be finished")
-            raise failed(self.host, self.segment, error) from None
-        if self.dropped_frames:
-            log.warning(
-                "call %s: recording dropped %d frames (disk too slow)",
-                self.call_id,
-                self.dropped_frames,
-            )
-        self._on_ready(recordings)
-        self.host.emit(
-            "recording.ready",
-            recordings=[r.as_json() for r in recordings],
-            segment=self.segment,
-        )
-        return recordings
-
-    def _finish(self) -> list[Recording]:
-        # The writer finishes what is queued, then stops. Queued here, not on the loop: a
-        # full queue (a stalled disk) waits for room, which held the worker's every call.
-        self._queue.put(None)
-        self._writer.join()
-        end = self.ended_at
-        self.inbound.finish(end)
-        self.outbound.finish(end)
-        mixed = self.base.with_name(self.base.name + "-mixed.wav")
-        mix_files(self.inbound.path, self.outbound.path, mixed)
-        files = [("inbound", self.inbound.path), ("outbound", self.outbound.path)]
-        files.append(("mixed", mixed))
-        return finished(self.call_id, files, self.root, self.started_wall, self.retention_s)
-
-
-def failed(host: AttachmentHost, segment: int, error: BridgeError) -> BridgeError:
-    """``error``, told to the app first: the recording ended without ``segment``'s files
-    (``recording.failed {segment, reason, message}``; no ``recording.ready`` for it)."""
-    host.emit("recording.failed", segment=segment, reason=error.code, message=error.message)
-    return error
-
-
 RecordingPolicy = Callable[[str], "str | None"]
 """Who forbids recording a call (by its call id: ``"number …"``, ``"tenant …"``), or ``None``."""
 
 REINDEX_INTERVAL = 1.0
 """Seconds between two re-reads of the sidecars for an unknown recording id."""
+
+
+def _in_use(base: Path) -> bool:
+    """Whether a recording's files are at ``base`` already."""
+    return any(
+        base.with_name(f"{base.name}-{k}.wav").exists() for k in ("inbound", "outbound", "mixed")
+    )
 
 
 class RecordingService:
@@ -220,7 +62,8 @@ class RecordingService:
         """The recording policy (set once the calls exist: ``resources.calls``)."""
         self._indexed_at = time.monotonic()
         self.finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="recording-finish")
-        """Where recordings are finished (:data:`FINISHERS`)."""
+        """Where recordings are started and finished (:data:`FINISHERS`)."""
+        self._starting = asyncio.Lock()
         self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
@@ -262,28 +105,30 @@ class RecordingService:
 
     async def start(self, host: AttachmentHost, path: str | None = None) -> CallRecorder:
         self.check_allowed(host.call_id)  # every kind of recording goes through here
-        if host.attached("recorder"):
-            raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
-        files = (self.root / "files").resolve()
-        if path is not None:
-            if not isinstance(path, str):
-                raise BadRequest("field 'path' must be a string")
-            base = inside(files, path.removesuffix(".wav"))
-            if base == files or not base.name or base.name.startswith("."):
-                raise BadRequest("field 'path' must name a file under files/", code="bad_path")
-        else:
-            base = self.calls_dir.resolve() / host.call_id
-        try:
-            if any(
-                base.with_name(f"{base.name}-{k}.wav").exists()
-                for k in ("inbound", "outbound", "mixed")
-            ):
-                raise CallStateError(f"recording path {base.name!r} is already in use")
+        if path is not None and not isinstance(path, str):
+            raise BadRequest("field 'path' must be a string")
+        # The disk's part on the recordings' own threads, one start at a time (two must not
+        # take the same files): a volume that stalls holds the starts, never the event loop
+        # and with it every call on the worker.
+        async with self._starting:
+            if host.attached("recorder"):
+                raise CallStateError(f"call {host.call_id[:64]} is already being recorded")
+            loop = asyncio.get_running_loop()
+            try:
+                base, tracks = await loop.run_in_executor(
+                    self.finisher, self._files, host.call_id, path
+                )
+            except OSError as exc:  # a name too long, a path through a file, a full disk
+                raise disk_error(exc, "the recording cannot be started", path) from None
             recorder = CallRecorder(
-                host, base, self.root.resolve(), self.retention_s, self.add, self.finisher
+                host,
+                base,
+                self.root.resolve(),
+                self.retention_s,
+                self.add,
+                self.finisher,
+                tracks=tracks,
             )
-        except OSError as exc:  # a name too long, a path through a file, a full disk
-            raise disk_error(exc, "the recording cannot be started", path) from None
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended meanwhile: finish the empty files
@@ -291,6 +136,24 @@ class RecordingService:
             raise
         host.emit("recording.started", segment=recorder.segment)
         return recorder
+
+    def _files(self, call_id: str, path: str | None) -> tuple[Path, tuple[WavTrack, WavTrack]]:
+        """A new recording's base (``path`` under ``files/``, or the call's own: ``{callID}``,
+        ``{callID}-{n}`` once recorded before) and its two files, made (run in a thread)."""
+        files = (self.root / "files").resolve()
+        if path is not None:
+            base = inside(files, path.removesuffix(".wav"))
+            if base == files or not base.name or base.name.startswith("."):
+                raise BadRequest("field 'path' must name a file under files/", code="bad_path")
+        else:
+            base = self.calls_dir.resolve() / call_id
+        n = 1
+        while path is None and _in_use(base):  # the call recorded before: {callID}-{n}
+            n += 1
+            base = self.calls_dir.resolve() / f"{call_id}-{n}"
+        if _in_use(base):  # a path given is never reused
+            raise CallStateError(f"recording path {base.name!r} is already in use")
+        return base, open_tracks(base, time.monotonic())
 
     def export(self, recorder: CallRecorder) -> dict[str, Any]:
         """What another worker needs to record on into the next segment (a handover)."""

@@ -97,14 +97,16 @@ class WavTrack:
     def finish(self, t_end: float) -> None:
         if self._file is None:
             return
-        target = int((t_end - self.t0) * SAMPLE_RATE)
-        if target > self.samples:
-            self._silence(target - self.samples)
-        self._file.truncate(HEADER_BYTES + self.samples * 2)  # materialise a trailing hole
-        self._file.seek(0)
-        self._file.write(wav_header(self.samples * 2))
-        self._file.close()
-        self._file = None
+        try:
+            target = int((t_end - self.t0) * SAMPLE_RATE)
+            if target > self.samples:
+                self._silence(target - self.samples)
+            self._file.truncate(HEADER_BYTES + self.samples * 2)  # materialise a trailing hole
+            self._file.seek(0)
+            self._file.write(wav_header(self.samples * 2))
+        finally:  # closed even when the disk fails its end (full): no handle left behind
+            file, self._file = self._file, None
+            file.close()
 
 
 def mix_files(a: Path, b: Path, out: Path) -> int:

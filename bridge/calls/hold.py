@@ -1,10 +1,12 @@
 """Hold, owned by the call's runtime: the conference stops the WhatsApp user hearing the
 browsers, and (if asked) music plays to them instead — a looping playback attachment that this
 module starts with the hold and stops with the resume. Attachments that follow the hold
-(:class:`~bridge.attachments.base.FollowsHold`: an agent) are told of each change."""
+(:class:`~bridge.attachments.base.FollowsHold`: an agent, a talking PCM socket) are told of
+each change."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
@@ -37,6 +39,7 @@ class Hold:
         self._attachments = attachments
         self.music: Music | None = None
         """The playback WhatsApp hears while the call is held."""
+        self._changing = asyncio.Lock()
 
     @property
     def held(self) -> bool:
@@ -59,7 +62,13 @@ class Hold:
 
     async def set(self, held: bool, music: StartMusic | None = None) -> None:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
-        ``call.held`` / ``call.unheld`` on a change."""
+        ``call.held`` / ``call.unheld`` on a change. One at a time, in the order asked: a
+        resume asked while the hold's music opens (in a thread) comes after that hold, never
+        before it (the call left held, with music, after its resume)."""
+        async with self._changing:
+            await self._set(held, music)
+
+    async def _set(self, held: bool, music: StartMusic | None) -> None:
         if held and music is not None and self._music_playing() is None:
             started = await music()
             if self.music is None:

@@ -252,6 +252,47 @@ async def test_a_hold_asked_twice_at_once_leaves_no_music_after_the_resume(make_
     await until_passes(silent, timeout=3.0)
 
 
+async def test_a_resume_asked_while_the_holds_music_opens_leaves_the_call_resumed(
+    make_client, monkeypatch
+) -> None:
+    """A hold with music, then a resume while the music's file is still being opened (in a
+    thread: slow on a loaded disk): the resume is the last word — the call ends up off hold and
+    silent. The resume found no music yet and nothing held, and went by; the hold then went on,
+    started its music and held the call, so WhatsApp heard hold music after the app had taken
+    the call off hold (and its answer said so)."""
+    from bridge.attachments import playback
+
+    opened = playback._opened
+
+    def slow_open(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)  # a disk slow to open the asset
+        return opened(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(playback, "_opened", slow_open)
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    hold = {"callID": cid, "held": True, "music": asset["assetId"]}
+    holding = asyncio.ensure_future(client.post("/call/hold", json=hold))
+    await asyncio.sleep(0.1)  # the hold's music is opening
+    resumed = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert resumed.status == 200
+    assert (await asyncio.wait_for(holding, 5)).status == 200
+    snapshot = await (await client.get(f"/call/{cid}")).json()
+    assert snapshot["held"] is False
+    assert client.app[MANAGER].runtime(cid).attached("playback") == []
+
+    def silent() -> None:
+        assert sim_call(client, cid).frames_heard >= 20, "WhatsApp heard nothing yet"
+        level = rms_dbfs(peer_heard(client, cid, 20) / 32768)
+        assert level < -60, f"WhatsApp hears {level:.1f} dBFS after the resume"
+
+    await asyncio.sleep(0.5)  # what the resume's tick may still have mixed is long past
+    await until_passes(silent, timeout=3.0)
+
+
 async def test_a_hold_asked_again_after_its_music_was_stopped_plays_it_again(
     make_client,
 ) -> None:

@@ -373,6 +373,36 @@ async def test_recording_paths_stay_under_files_and_are_not_reused(make_client, 
     assert resp.status == 409
 
 
+async def test_a_call_recorded_again_after_a_stop_records_into_files_of_its_own(
+    make_client, tmp_path
+) -> None:
+    """Recording stopped and started again on the same call without a ``path`` (a pause while
+    the caller reads a card number): the second recording gets ``{callID}-2`` and the first's
+    files stay as they were. The default path was taken, and the restart was a 409: no way to
+    record the rest of the call but to invent a path."""
+    client = await make_client(sim_peer="tone", data_dir=str(tmp_path / "data"))
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    calls = tmp_path / "data" / "files" / "calls"
+    seen = []
+    for n in ("", "-2", "-3"):
+        resp = await client.post("/call/record", json={"callID": cid})
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json())["path"] == f"files/calls/{cid}{n}"
+        await asyncio.sleep(0.3)
+        stopped = await (await client.post("/call/record/stop", json={"callID": cid})).json()
+        paths = sorted(r["path"] for r in stopped["recordings"])
+        assert paths == [f"files/calls/{cid}{n}-{k}.wav" for k in ("inbound", "mixed", "outbound")]
+        seen.append({p: (tmp_path / "data" / p).stat().st_size for p in paths})
+    for files in seen:  # none overwritten by a later one
+        for path, size in files.items():
+            assert (tmp_path / "data" / path).stat().st_size == size > 44
+    assert len(list(calls.glob(f"{cid}*.json"))) == 9  # each file's sidecar: all indexed
+    resp = await client.post("/call/record", json={"callID": cid, "path": f"calls/{cid}-2"})
+    assert resp.status == 409  # a path given is never reused
+
+
 async def test_a_call_never_plays_more_than_its_limit_of_files_at_once(media_client) -> None:
     """``MAX_PER_CALL`` playbacks mixed into one call: checked before the audio was opened (in
     a thread), so requests that came together all passed the check and all played — a dozen

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
+import gc
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.api.keys import MANAGER
-from bridge.attachments import recording, wav
+from bridge.api.keys import MANAGER, PLAYBACK
+from bridge.attachments import playback, recorder, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
@@ -85,7 +88,7 @@ async def test_a_full_disk_is_503_storage_failed(call, monkeypatch, caplog) -> N
     monkeypatch.undo()
 
     assert (await client.post("/call/record", json={"callID": cid})).status == 201
-    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    monkeypatch.setattr(recorder, "mix_files", _disk_full)
     resp = await client.post("/call/record/stop", json={"callID": cid})
     assert resp.status == 503, await resp.text()
     assert _error(await resp.json()) == "storage_failed"
@@ -97,7 +100,7 @@ async def test_a_recording_a_calls_end_cannot_finish_is_said_once(
 ) -> None:
     client, cid = call
     assert (await client.post("/call/record", json={"callID": cid})).status == 201
-    monkeypatch.setattr(recording, "mix_files", _disk_full)
+    monkeypatch.setattr(recorder, "mix_files", _disk_full)
     caplog.set_level(logging.WARNING)
     ended = await client.post("/call/hangup", json={"callID": cid})
     assert ended.status == 200
@@ -118,7 +121,7 @@ def stall_the_disk(monkeypatch) -> threading.Event:
         stalled.wait()
         write_at(self, *args)
 
-    monkeypatch.setattr(recording, "WRITE_QUEUE_FRAMES", 10)
+    monkeypatch.setattr(recorder, "WRITE_QUEUE_FRAMES", 10)
     monkeypatch.setattr(wav.WavTrack, "write_at", stalling_write)
     return stalled
 
@@ -211,3 +214,130 @@ def test_the_asset_store_leaves_no_half_written_asset(tmp_path, monkeypatch) -> 
         store.add(make("wav", 600.0, 0.5, amplitude=0.25), "a.wav")
     monkeypatch.undo()
     assert list((tmp_path / "assets").iterdir()) == []
+
+
+def open_files(fragment: str) -> list[str]:
+    """This process's open files whose path holds ``fragment``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if fragment in (target := os.readlink(f"/proc/self/fd/{fd}")):
+                found.append(target)
+    return found
+
+
+async def test_a_stop_the_disk_fails_leaves_no_recording_file_open(call, monkeypatch) -> None:
+    """The disk fails a recording's stop as it writes the first file's header (full): a 503,
+    and neither file is left open. The first's handle stayed open and the second was never
+    finished nor closed — two descriptors a call held until a garbage collection happened to
+    find them (the recorder is in a cycle with the failure it raised)."""
+    client, cid = call
+    assert (await client.post("/call/record", json={"callID": cid})).status == 201
+    await asyncio.sleep(0.2)  # some audio written
+    assert len(open_files(f"{cid}-")) == 2  # inbound and outbound, being written
+    header = wav.wav_header
+
+    def full_at_the_header(data_bytes: int) -> bytes:
+        if data_bytes:
+            _disk_full()
+        return header(data_bytes)
+
+    monkeypatch.setattr(wav, "wav_header", full_at_the_header)
+    gc.disable()  # only the recorder's own close may close them
+    try:
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 503, await resp.text()
+        assert _error(await resp.json()) == "storage_failed"
+        assert open_files(f"{cid}-") == []
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("asked", ["list", "play", "delete", "file"])
+async def test_assets_on_a_stalled_disk_never_hold_the_event_loop(call, monkeypatch, asked) -> None:
+    """The data volume stalls (a network volume that hangs) while a request reads it —
+    ``GET /call/audio-assets``, an asset played or deleted, a file of ``BRIDGE_MEDIA_DIR``
+    played —: the request waits
+    for the disk off the event loop, which serves every other request (and every call's
+    media) meanwhile. They read the records on the loop: the whole worker froze until the
+    disk came back (a listing, longer the more assets there were)."""
+    client, cid = call
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", 600.0, 0.3, amplitude=0.25), filename="a.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    stalled = threading.Event()
+    get = AssetStore.get
+
+    def stalling_get(self: AssetStore, asset_id: str) -> Any:
+        stalled.wait()
+        return get(self, asset_id)
+
+    monkeypatch.setattr(AssetStore, "get", stalling_get)
+    inside = playback.inside
+
+    def stalling_inside(base: Path, relative: str) -> Path:
+        stalled.wait()
+        return inside(base, relative)
+
+    monkeypatch.setattr(playback, "inside", stalling_inside)
+    (client.app[PLAYBACK].media_dir / "prompt.wav").write_bytes(make("wav", 600.0, 0.3))
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        request = {
+            "list": lambda: client.get("/call/audio-assets"),
+            "play": lambda: client.post(
+                "/call/play", json={"callID": cid, "assetId": asset["assetId"]}
+            ),
+            "delete": lambda: client.delete(f"/call/audio-assets/{asset['assetId']}"),
+            "file": lambda: client.post("/call/play", json={"callID": cid, "file": "prompt.wav"}),
+        }[asked]
+        waiting = asyncio.ensure_future(request())
+        await asyncio.sleep(0.1)  # the request is under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not waiting.done()
+        stalled.set()
+        resp = await asyncio.wait_for(waiting, 10)
+        assert resp.status in (200, 201), await resp.text()
+        if asked == "list":
+            assert [a["assetId"] for a in (await resp.json())["assets"]] == [asset["assetId"]]
+    finally:
+        stalled.set()
+        comeback.cancel()
+
+
+async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
+    call, monkeypatch
+) -> None:
+    """The volume stalls as a recording starts (``POST /call/record``; ``BRIDGE_RECORD_ALL``
+    starts one at every answer): the start waits for the disk on the recordings' threads, and
+    the worker serves every other request (and every call's media) meanwhile. Its files were
+    made on the event loop: the whole worker froze until the disk came back."""
+    client, cid = call
+    stalled = threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        stalled.wait()
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        starting = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
+        again = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
+        await asyncio.sleep(0.1)  # the starts are under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not starting.done()
+        stalled.set()
+        answers = [await asyncio.wait_for(r, 10) for r in (starting, again)]
+        assert sorted(r.status for r in answers) == [201, 409]  # one recording of the call
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 200, await resp.text()
+        assert len((await resp.json())["recordings"]) == 3
+    finally:
+        stalled.set()
+        comeback.cancel()

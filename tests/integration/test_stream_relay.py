@@ -4,8 +4,11 @@ two workers (in-process apps) on one real Redis, each the other's peer at its ow
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
+
+from aiohttp import WSMsgType
 
 from bridge.api.keys import MANAGER
 from bridge.app import create_app
@@ -62,3 +65,30 @@ async def test_a_relayed_client_that_stops_reading_is_bounded_and_its_close_is_t
         await until(lambda: let_go(writer), 5, "the relay let go of the client")
     finally:
         writer.close()
+
+
+async def test_a_relayed_clients_message_over_the_limit_is_said_where_it_was_refused(
+    aiohttp_client, redis, monkeypatch, caplog
+) -> None:
+    """The call on A, its stream opened on B by a client that sends 1.5 MiB in one message:
+    B closes the client's socket (1009) and says why once at WARNING, naming the call, as A
+    says it of its own sockets; the call goes on. B's relay ended with nothing said."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a")
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b")
+    call = await active_call(a)
+    cid = call["callID"]
+    ws = await b.ws_connect(f"/call/{cid}/stream")
+    assert json.loads((await ws.receive()).data)["type"] == "ready"
+    await ws.send_bytes(bytes(1_500_000))
+    while (await asyncio.wait_for(ws.receive(), 5)).type not in (
+        WSMsgType.CLOSE,
+        WSMsgType.CLOSED,
+    ):
+        pass
+    said = await until(
+        lambda: [r for r in caplog.records if "exceeds limit" in r.getMessage()], 5, "said"
+    )
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert cid in said[0].getMessage() and "relayed" in said[0].getMessage()
+    assert (await (await a.get(f"/call/{cid}")).json())["state"] == "active"

@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.attachments import recording
-from bridge.attachments.recording import CallRecorder, RecordingService
+from bridge.attachments import recorder as recorder_module
+from bridge.attachments.recorder import CallRecorder
+from bridge.attachments.recording import RecordingService
+from bridge.attachments.wav import WavTrack
 from bridge.audio import FRAME_SAMPLES
 from bridge.errors import CallStateError, StorageFailed
 from bridge.media import BusFrame, CallBus
@@ -53,9 +55,9 @@ async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog,
     )  # type: ignore[arg-type]
     disk_full = True
     written = 0  # frames the writer thread took
-    write_at = recording.WavTrack.write_at
+    write_at = WavTrack.write_at
 
-    def write_or_fail(track: recording.WavTrack, pcm: Any, t: float) -> None:
+    def write_or_fail(track: WavTrack, pcm: Any, t: float) -> None:
         nonlocal written
         written += 1
         if disk_full and track is recorder.inbound:
@@ -70,9 +72,9 @@ async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog,
 
     tone = np.full(FRAME_SAMPLES, 1000, dtype=np.int16)
     t = time.monotonic()
-    caplog.set_level(logging.INFO, logger="bridge.attachments.recording")
+    caplog.set_level(logging.INFO, logger="bridge.attachments.recorder")
     try:
-        recording.WavTrack.write_at = write_or_fail  # type: ignore[method-assign]
+        WavTrack.write_at = write_or_fail  # type: ignore[method-assign]
         for i in range(100):  # two seconds of a call on a full disk, both ways
             recorder._down(BusFrame(tone, t + 0.02 * i))
             recorder._up(BusFrame(tone, t + 0.02 * i))
@@ -83,10 +85,10 @@ async def test_a_full_disk_is_said_once_and_its_end_said(tmp_path: Path, caplog,
             recorder._down(BusFrame(tone, t + 0.02 * i))
         taken(210)
     finally:
-        recording.WavTrack.write_at = write_at  # type: ignore[method-assign]
+        WavTrack.write_at = write_at  # type: ignore[method-assign]
     recordings = await recorder.close()
 
-    said = [r for r in caplog.records if r.name == "bridge.attachments.recording"]
+    said = [r for r in caplog.records if r.name == "bridge.attachments.recorder"]
     failing = [r for r in said if "No space left" in r.getMessage()]
     assert len(failing) == 1 and failing[0].levelno == logging.WARNING, caplog.text
     assert not [r for r in said if r.levelno >= logging.ERROR], caplog.text
@@ -142,7 +144,7 @@ async def test_a_recording_that_cannot_be_finished_says_so_to_the_app(
     def disk_full(*_: Any) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(recording, "mix_files", disk_full)
+    monkeypatch.setattr(recorder_module, "mix_files", disk_full)
     with pytest.raises(StorageFailed):
         await recorder.close()
     assert [type_ for type_, _ in host.events] == ["recording.failed"]
