@@ -125,7 +125,11 @@ async def test_signal_with_live_call_exits_cleanly(sig, times) -> None:
     assert proc.returncode == 0, log
     assert "Traceback" not in log and "ERROR" not in log, log
     assert "ended (shutdown)" in log and "stopped" in log
-    assert log.count("while stopping: ignored") == (times > 1), log
+    # Said once at most. A standard signal does not queue: one sent while the last is still
+    # pending merges with it, and on a loaded host the three sends landed as one (nothing
+    # "ignored" then; exit 0 all the same). The repeat's own path is asserted where it is
+    # staged alone (test_a_repeat_after_the_loop_closed_does_not_kill_the_stop).
+    assert log.count("while stopping: ignored") <= (times > 1), log
 
 
 async def app_script(script: str, *args: str) -> asyncio.subprocess.Process:
