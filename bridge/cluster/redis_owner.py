@@ -25,7 +25,7 @@ from typing import Any
 from ..calls import Call
 from ..numbers.model import engine_key
 from .directory import CallRecord
-from .redis_writes import P, call_key, owned_key, tenant_calls_key
+from .redis_writes import UNLESS_OWNED_BY_ARGV2, P, call_key, owned_key, tenant_calls_key
 
 MOVE_OFFER_MS = 60_000
 """How long a handover's offer lasts unless settled: longer than the old owner's request
@@ -36,15 +36,9 @@ def moving_key(call_id: str) -> str:
     return f"{P}moving:{call_id}"
 
 
-TAKE = """
-local stored = redis.call('GET', KEYS[1])
-if stored then
-  local ok, rec = pcall(cjson.decode, stored)
-  if ok and type(rec) == 'table' and rec['owner'] ~= ARGV[2] then
-    return 0
-  end
-end
-if ARGV[3] ~= '' then
+TAKE = (
+    UNLESS_OWNED_BY_ARGV2
+    + """if ARGV[3] ~= '' then
   if redis.call('HGET', KEYS[2], 'token') ~= ARGV[3]
       or redis.call('HGET', KEYS[2], 'state') ~= 'offered' then
     return 0
@@ -58,6 +52,7 @@ redis.call('SET', KEYS[5], ARGV[4])
 if ARGV[5] ~= '' then redis.call('SADD', KEYS[6], ARGV[4]) end
 return 1
 """
+)
 """The new owner's take-over: only while the record names the previous owner (or there is
 none) and, for a handover (a token), while the old owner's offer under that token stands; the
 record it replaces is kept with the offer, for :data:`GIVE_BACK`. KEYS: the record, the offer,

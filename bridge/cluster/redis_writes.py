@@ -57,7 +57,7 @@ def tenant_calls_key(tenant_id: str) -> str:
     return f"{P}tenant:{tenant_id}:calls"
 
 
-WRITE_IF_OWNER = """
+UNLESS_OWNED_BY_ARGV2 = """
 local stored = redis.call('GET', KEYS[1])
 if stored then
   local ok, rec = pcall(cjson.decode, stored)
@@ -65,7 +65,13 @@ if stored then
     return 0
   end
 end
-local ttl = tonumber(ARGV[4])
+"""
+"""The start of a script that acts only for the record's owner: the record (``KEYS[1]``) read
+into ``stored``, and 0 returned when it names an owner other than ``ARGV[2]`` (none: it acts)."""
+
+WRITE_IF_OWNER = (
+    UNLESS_OWNED_BY_ARGV2
+    + """local ttl = tonumber(ARGV[4])
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
   redis.call('SREM', KEYS[2], ARGV[3])
@@ -79,6 +85,7 @@ else
 end
 return 1
 """
+)
 """A call's record written only while the directory names the same owner (or none): a write
 queued before a handover or an adoption, and sent after the new owner's ``take_over``, must
 not give the call back to the worker that let it go (the directory would then list it there,
