@@ -12,15 +12,12 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.cluster.redis import RedisDirectory
 from bridge.cluster.redis_writes import P
 from bridge.errors import DirectoryUnavailable
 
+from ..support.cluster import worker_directory
+
 pytestmark = pytest.mark.timeout(30)
-
-
-async def _nothing(*args: Any) -> None:
-    return None
 
 
 async def test_a_reaped_worker_reads_its_calls_owners_though_marked_down_a_moment_before(
@@ -34,18 +31,7 @@ async def test_a_reaped_worker_reads_its_calls_owners_though_marked_down_a_momen
         except DirectoryUnavailable as exc:
             read.append(exc)
 
-    directory = RedisDirectory(
-        redis.url,
-        worker_id="w-stalled",
-        internal_url="http://127.0.0.1:1",
-        heartbeat_ttl=5.0,
-        ended_ttl=60,
-        backlog=100,
-        max_calls=10,
-        local_calls=list,
-        end_lost_call=_nothing,
-        end_local_calls=end_local_calls,
-    )
+    directory = worker_directory(redis.url, "w-stalled", end_local_calls=end_local_calls)
     client = aioredis.from_url(redis.url, decode_responses=True)
     await directory.start()
     try:

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.cluster.redis import RedisDirectory
 from bridge.cluster.redis_lease import worker_key
 from bridge.cluster.redis_reaper import Reaper
+
+from ..support.cluster import worker_directory
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,18 +40,7 @@ async def swallowing(entered: asyncio.Event, answer: Any = None) -> Any:
 
 
 async def test_a_closed_directorys_heartbeat_ends_though_its_cancel_was_swallowed(redis) -> None:
-    directory = RedisDirectory(
-        redis.url,
-        worker_id="w-left",
-        internal_url="http://127.0.0.1:1",
-        heartbeat_ttl=0.3,
-        ended_ttl=60,
-        backlog=100,
-        max_calls=10,
-        local_calls=list,
-        end_lost_call=_nothing,
-        end_local_calls=_nothing,
-    )
+    directory = worker_directory(redis.url, "w-left", heartbeat_ttl=0.3)
     await directory.start()
     lease = directory._lease
     real_beat = lease.beat

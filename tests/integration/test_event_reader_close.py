@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.cluster.redis import RedisDirectory
 from bridge.cluster.redis_writes import EVENTS
 
+from ..support.cluster import worker_directory
+
 pytestmark = pytest.mark.timeout(60)
-
-
-async def _nothing(*args: Any) -> None:
-    return None
 
 
 async def test_a_directory_closed_as_an_event_is_read_leaves_no_reader_running(
@@ -30,18 +26,7 @@ async def test_a_directory_closed_as_an_event_is_read_leaves_no_reader_running(
     client = aioredis.from_url(redis.url, decode_responses=True)
     try:
         for turns in range(4):
-            directory = RedisDirectory(
-                redis.url,
-                worker_id=f"w{turns}",
-                internal_url="http://127.0.0.1:1",
-                heartbeat_ttl=5.0,
-                ended_ttl=60,
-                backlog=100,
-                max_calls=10,
-                local_calls=list,
-                end_lost_call=_nothing,
-                end_local_calls=_nothing,
-            )
+            directory = worker_directory(redis.url, f"w{turns}")
             await directory.start()
             await asyncio.sleep(0.2)  # its reader is in its blocking read
             await client.xadd(EVENTS, {"t": "call.ringing", "c": "c1", "d": "{}"})

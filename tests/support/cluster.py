@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 
 from bench.cluster import start_redis
+from bridge.cluster.redis import RedisDirectory
 from bridge.cluster.redis_lease import Lease
 
 from .ports import free_port
@@ -228,3 +229,24 @@ def worker_lease(
         end_local_calls=end_local_calls,
         stopping=lambda: False,
     )
+
+
+async def _ignored(*args: Any) -> None:
+    return None
+
+
+def worker_directory(url: str, worker_id: str = "w1", **overrides: Any) -> RedisDirectory:
+    """Worker ``worker_id``'s directory on the Redis at ``url`` (not started): no calls of its
+    own, nothing done for lost ones, unless ``overrides`` (``RedisDirectory``'s keywords) say."""
+    settings: dict[str, Any] = {
+        "internal_url": "http://127.0.0.1:1",
+        "heartbeat_ttl": 5.0,
+        "ended_ttl": 60,
+        "backlog": 100,
+        "max_calls": 10,
+        "local_calls": list,
+        "end_lost_call": _ignored,
+        "end_local_calls": _ignored,
+    }
+    settings.update(overrides)
+    return RedisDirectory(url, worker_id=worker_id, **settings)
