@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
+from ..logs import Repeats
 from .base import AttachmentHost
 from .files import disk_error, inside
 from .left_open import Emit, LeftSegments
@@ -64,6 +65,8 @@ class RecordingService:
         self.finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="recording-finish")
         """Where recordings are started and finished (:data:`FINISHERS`)."""
         self._starting = asyncio.Lock()
+        self._undeleted = Repeats(size=256)
+        """Recordings the retention sweep could not delete: each said once, not at every sweep."""
         self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
@@ -252,8 +255,15 @@ class RecordingService:
                     rec.path.unlink(missing_ok=True)
                     rec.path.with_suffix(".json").unlink(missing_ok=True)
                 except OSError as exc:  # this one stays (tried again next time); the others go
-                    log.warning("retention: recording %s not deleted: %s", rec_id, exc)
+                    if self._undeleted.seen(rec_id) == 1:
+                        log.warning(
+                            "retention: recording %s not deleted (tried again at each sweep): %s",
+                            rec_id,
+                            exc,
+                        )
                     continue
+                if tries := self._undeleted.ended(rec_id):
+                    log.info("retention: recording %s deleted after %d tries", rec_id, tries + 1)
                 del self.index[rec_id]
                 removed += 1
         return removed

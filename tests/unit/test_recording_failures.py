@@ -151,3 +151,29 @@ async def test_a_recording_that_cannot_be_finished_says_so_to_the_app(
     failed = host.events[0][1]
     assert failed["segment"] == 1 and failed["reason"] == "storage_failed"
     assert "No space left" in failed["message"]
+
+
+async def test_a_recording_the_sweep_cannot_delete_is_said_once_not_at_every_sweep(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recording past its retention that cannot be deleted (here its path is a directory:
+    ``unlink`` fails even for root) stays, tried again at each sweep, and is said at WARNING
+    once, not once a sweep; its deletion, when it comes, says how many tries it took."""
+    from bridge.attachments.recorded import Recording
+
+    service = RecordingService(tmp_path, 1.0)
+    stuck = tmp_path / "files" / "calls" / "c1-inbound.wav"
+    stuck.mkdir()
+    service.index["r1"] = Recording(
+        "r1", "c1", "inbound", stuck, "files/calls/c1-inbound.wav", 0, 0, 0.0, time.time() - 1
+    )
+    caplog.set_level(logging.INFO, logger="bridge.attachments.recording")
+    try:
+        assert [service.sweep() for _ in range(5)] == [0] * 5
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(said) == 1 and "r1 not deleted" in said[0], said
+        stuck.rmdir()
+        assert service.sweep() == 1 and "r1" not in service.index
+        assert "deleted after 6 tries" in caplog.records[-1].getMessage()
+    finally:
+        await service.close()
