@@ -92,6 +92,9 @@ class Fork:
         self._to8k = {"inbound": Resampler(8000), "outbound": Resampler(8000)}
         self._from8k = Resampler(16_000)
         self.source: QueuedSource | None = None
+        self.on_hold = False
+        """The call is held and this fork talks (two-way): its bot neither speaks to nor hears
+        the caller (:meth:`held`)."""
         self._tasks = TaskSet(f"fork[{self.id}]")
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._stopping = False
@@ -113,7 +116,7 @@ class Fork:
 
     def _tap(self, track: str) -> Callable[[BusFrame], None]:
         def tap(frame: BusFrame) -> None:
-            pcm = frame.pcm
+            pcm = np.zeros_like(frame.pcm) if self.on_hold else frame.pcm
             if self.codec == "pcmu":
                 narrow = self._to8k[track].resample_array(pcm, 16_000)
                 if narrow.size < FRAME_8K:  # the filter's delay, on the first frame only
@@ -174,11 +177,21 @@ class Fork:
                 where=f"call {self.call_id}: media fork {self.id}",
             )
             self.bus.add_source(self.source)
+            self.held(self.bus.conference.held)  # opened on a held call
         else:
             self.bus.add_user(f"fork:{self.id}")
         self._tasks.spawn(self._ends_the_fork(self._sender(), "sending to"), "sender")
         self._tasks.spawn(self._ends_the_fork(self._receiver(), "reading"), "receiver")
         self._started = True
+
+    def held(self, held: bool) -> None:
+        """The call was put on hold or taken off it (``FollowsHold``): a two-way fork's bot
+        neither speaks to nor hears a held caller, as a talking PCM socket and a browser's
+        agent (what it sends plays out in time as silence, marks answered; it is sent silence,
+        its chunks and timestamps going on); a one-way fork (a recorder, a transcriber) hears
+        the call as it is."""
+        if self.source is not None:
+            self.on_hold = self.source.quiet = held
 
     def _marked(self, name: str, status: str) -> None:
         self._enqueue(self.wire.mark(name, status))

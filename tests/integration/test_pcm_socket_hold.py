@@ -68,3 +68,49 @@ async def test_a_talking_socket_neither_speaks_to_nor_hears_a_held_caller(make_c
         sending.cancel()
         await talk.close()
         await listen.close()
+
+
+async def test_a_twoway_forks_bot_neither_speaks_to_nor_hears_a_held_caller(
+    make_client, aiohttp_server
+) -> None:
+    """A two-way fork's bot (a 1 kHz clip of 4 s) on a call whose caller says 660 Hz: held,
+    WhatsApp hears none of the bot and the bot is sent silence (its chunks going on);
+    resumed, each hears the other again, the clip having played on in time meanwhile."""
+    import base64
+
+    from .test_streams import fork_server
+
+    clip = tone(1000, 16_000 * 4, 16_000, 0.4).astype("<i2").tobytes()
+    reply = [
+        {"event": "media", "stream_id": "x", "media": {"payload": base64.b64encode(part).decode()}}
+        for part in (clip[i : i + 6400] for i in range(0, len(clip), 6400))
+    ]
+    client = await make_client(sim_peer="tone", sim_tone_hz=PEER, fork_url_allow=("127.0.0.1",))
+    fs, url = await fork_server(aiohttp_server, reply)
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = call["callID"]
+    await wait_state(client, cid, "active")
+    body = {"url": url, "channel": "inbound", "type": "twoway"}
+    assert (await client.post(f"/call/{cid}/streams", json=body)).status == 201
+
+    def bot_heard(chunks: int) -> np.ndarray:
+        media = fs.media("inbound")[-chunks:]
+        raw = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)
+        return np.frombuffer(raw, dtype="<i2").astype(np.float64)
+
+    def whatsapp_hears_the_bot() -> None:
+        assert len(sim_call(client, cid).heard) >= 20, "WhatsApp heard nothing yet"
+        assert band_energy(peer_heard(client, cid, 20), 16_000, 1000) > 0.8
+
+    await until_passes(whatsapp_hears_the_bot, timeout=3.0)
+    assert band_energy(bot_heard(20), 16_000, PEER) > 0.8  # the bot hears the caller
+    assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+    sent = len(fs.media("inbound"))
+    await asyncio.sleep(0.5)
+    assert rms_dbfs(peer_heard(client, cid, 20) / 32768) < -60  # the bot is not heard
+    assert len(fs.media("inbound")) - sent >= 15  # its chunks go on…
+    assert rms_dbfs(bot_heard(15) / 32768) < -60  # …as silence
+    assert (await client.post("/call/hold", json={"callID": cid, "held": False})).status == 200
+    await until_passes(whatsapp_hears_the_bot, timeout=3.0)
+    await asyncio.sleep(0.2)
+    assert band_energy(bot_heard(10), 16_000, PEER) > 0.8
