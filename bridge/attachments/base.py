@@ -63,6 +63,6 @@ class CarriesKeys(Protocol):
 @runtime_checkable
 class FollowsHold(Protocol):
     """An attachment that acts when the call is put on hold or taken off it (an agent, a
-    talking PCM socket: each stops talking to and hearing a held caller)."""
+    talking PCM socket, a two-way fork: each stops talking to and hearing a held caller)."""
 
     def held(self, held: bool) -> None: ...

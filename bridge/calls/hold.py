@@ -1,8 +1,8 @@
 """Hold, owned by the call's runtime: the conference stops the WhatsApp user hearing the
 browsers, and (if asked) music plays to them instead — a looping playback attachment that this
 module starts with the hold and stops with the resume. Attachments that follow the hold
-(:class:`~bridge.attachments.base.FollowsHold`: an agent, a talking PCM socket) are told of
-each change."""
+(:class:`~bridge.attachments.base.FollowsHold`: an agent, a talking PCM socket, a two-way
+fork) are told of each change."""
 
 from __future__ import annotations
 
