@@ -97,6 +97,7 @@ def bus_frames(source: Source) -> Iterator[Pcm]:
                 yield from reframer.push(resampler.resample(frame))
         except (av.FFmpegError, ValueError) as exc:
             raise UndecodableAudio(f"the audio stopped decoding: {exc}") from None
+        yield from reframer.push(resampler.flush())  # the filter's last few ms
         if reframer.pending:
             tail = reframer.push(np.zeros(FRAME_SAMPLES - reframer.pending, dtype=np.int16))
             yield from tail

@@ -52,6 +52,17 @@ class Resampler:
             return np.empty(0, dtype=np.int16)
         return out[0] if len(out) == 1 else np.concatenate(out)
 
+    def flush(self) -> Pcm:
+        """The end of the stream: the samples the filter still holds (a few ms: without them a
+        file's last ms were never played)."""
+        if self._resampler is None:
+            return np.empty(0, dtype=np.int16)
+        out = self._drain(self._resampler.resample(None))
+        self._resampler, self._input_key = None, None
+        if not out:
+            return np.empty(0, dtype=np.int16)
+        return out[0] if len(out) == 1 else np.concatenate(out)
+
     def resample_array(self, pcm: Pcm, rate: int, layout: str = "mono") -> Pcm:
         """Resample an s16 numpy buffer (interleaved when ``layout`` is stereo)."""
         channels = 2 if layout == "stereo" else 1

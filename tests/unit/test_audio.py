@@ -335,3 +335,19 @@ def test_downlink_follows_an_engine_clock_drift_a_pitch_period_at_a_time(ppm: in
     assert np.abs(np.diff(out)).max() < 1.2 * np.abs(np.diff(np.concatenate(clean[1:]))).max()
     # Following the drift adds less than a frame of delay to what waits before a tick.
     assert np.mean(depths[100:]) - np.mean(steady[100:]) < 320
+
+
+@pytest.mark.parametrize("rate", [8000, 44100])
+def test_a_files_frames_keep_its_last_ms_held_in_the_resampler(rate: int) -> None:
+    """A file decoded to bus frames ends with its own last samples: the resampler holds a few
+    ms of filter state, once dropped at the end of the file (the last frame's tail was the
+    reframer's zero padding: about 5 ms of an 8 kHz prompt never played)."""
+    from bridge.audio.decode import bus_frames
+
+    from ..support.audio_files import encode
+
+    wav = encode("wav", "pcm_s16le", 1000.0, 1.0, rate)  # exactly 50 bus frames of tone
+    frames = list(bus_frames(wav))
+    assert len(frames) == 50 and all(f.size == 320 for f in frames)
+    tail = frames[-1][-32:].astype(np.float64)  # the file's last 2 ms
+    assert np.sqrt(np.mean(tail**2)) > 0.2 * 32768 * 0.4, frames[-1][-48:]
