@@ -186,8 +186,12 @@ async def test_a_fenced_worker_keeps_beating_while_it_ends_its_calls(redis) -> N
             lapsed += not await client.exists(worker_key("w1"))
             await asyncio.sleep(0.05)
         assert lapsed == 0
-        await until(lambda: not beating.done() and client.exists(worker_key("w1")))
-        assert not await client.exists(f"{P}reaped:w1")
+
+        async def fence_gone() -> bool:  # deleted once the ending is over (a moment after)
+            return not await client.exists(f"{P}reaped:w1")
+
+        await until(fence_gone, 3, "the fence deleted")
+        assert not beating.done() and await client.exists(worker_key("w1"))
     finally:
         beating.cancel()
         await asyncio.gather(beating, return_exceptions=True)
