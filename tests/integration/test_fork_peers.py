@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import logging
 
 from aiohttp import web
 
 from ..support.calls import wait_state
+from ..support.raw_ws import switching_protocols
 from ..support.waits import until
 
 
@@ -86,18 +86,7 @@ async def silent_app() -> tuple[asyncio.AbstractServer, int, list[asyncio.Stream
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            ln.split(b":", 1)[1].strip()
-            for ln in head.split(b"\r\n")
-            if ln.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(switching_protocols(head))
         await writer.drain()
         held.append(writer)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import socket
@@ -22,6 +21,7 @@ from bridge.audio.g711 import ulaw_decode
 
 from ..support.calls import wait_state, webrtc_call
 from ..support.loops import LoopLag
+from ..support.raw_ws import switching_protocols
 from ..support.spectrum import band_energy, dominant_frequency
 from ..support.waits import until
 
@@ -429,18 +429,7 @@ async def stalled_ws_server() -> tuple[asyncio.AbstractServer, int, list]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        key = next(
-            ln.split(b":", 1)[1].strip()
-            for ln in head.split(b"\r\n")
-            if ln.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(switching_protocols(head))
         await writer.drain()
         held.append(writer)  # keep the socket open, unread
 
@@ -657,18 +646,7 @@ async def test_a_fork_whose_call_ends_while_it_connects_says_nothing_of_a_stream
         head = await reader.readuntil(b"\r\n\r\n")
         asked.set()
         await answer.wait()  # the handshake is answered once the call has ended
-        key = next(
-            ln.split(b":", 1)[1].strip()
-            for ln in head.split(b"\r\n")
-            if ln.lower().startswith(b"sec-websocket-key")
-        )
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
-        )
+        writer.write(switching_protocols(head))
         with contextlib.suppress(ConnectionError):
             await writer.drain()
             await reader.read()  # until the bridge closes it
