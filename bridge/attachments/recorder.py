@@ -105,15 +105,17 @@ class CallRecorder:
             track, frame = item
             try:
                 track.write_at(frame.pcm, frame.t)
-            except OSError as exc:  # a full disk: the call goes on, the recording has a gap
+            except Exception as exc:  # a full disk (or a defect): the call goes on, with a gap
+                # Never an end of the writer: one that died left its queue full, and the
+                # recording's stop (which queues its end) waited on it for good.
                 if track not in lost:
                     lost[track] = 0
                     log.warning(
                         "call %s: recording writes to %s fail: %s (the call goes on; that "
-                        "file loses its audio until the disk takes it again)",
+                        "file loses its audio until a write works again)",
                         self.call_id,
                         track.path.name,
-                        exc,
+                        exc if isinstance(exc, OSError) else repr(exc),
                     )
                 lost[track] += 1
                 self.lost_frames += 1

@@ -3,6 +3,7 @@ the files still finished (no sockets: the recorder on a bare bus)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import threading
@@ -177,3 +178,37 @@ async def test_a_recording_the_sweep_cannot_delete_is_said_once_not_at_every_swe
         assert "deleted after 6 tries" in caplog.records[-1].getMessage()
     finally:
         await service.close()
+
+
+async def test_a_write_that_fails_on_a_defect_never_leaves_the_recordings_stop_waiting(
+    tmp_path: Path, caplog, finisher
+) -> None:
+    """A write failing on something other than the disk (a defect: here a ValueError) ended
+    the writer thread; its queue then filled, and the stop, which queues its end there, waited
+    for good (the call's teardown with it). The writer goes on, the failure said once."""
+    host = _Host()
+    recorder = CallRecorder(
+        host, tmp_path / "rec" / "call", tmp_path, 3600.0, lambda r: None, finisher
+    )  # type: ignore[arg-type]
+    write_at = WavTrack.write_at
+
+    def broken(track: WavTrack, pcm: Any, t: float) -> None:
+        if track is recorder.inbound:
+            raise ValueError("a defect in a write")
+        write_at(track, pcm, t)
+
+    tone = np.full(FRAME_SAMPLES, 1000, dtype=np.int16)
+    t = time.monotonic()
+    caplog.set_level(logging.WARNING, logger="bridge.attachments.recorder")
+    try:
+        WavTrack.write_at = broken  # type: ignore[method-assign]
+        for i in range(600):  # more than the writer's queue holds, had it stopped taking them
+            recorder._down(BusFrame(tone, t + 0.02 * i))
+            if i % 100 == 99:
+                await asyncio.sleep(0.05)  # the writer's pace
+    finally:
+        WavTrack.write_at = write_at  # type: ignore[method-assign]
+    recordings = await asyncio.wait_for(recorder.close(), 10)
+    assert {r.kind for r in recordings} == {"inbound", "outbound", "mixed"}
+    said = [r.getMessage() for r in caplog.records if "fail" in r.getMessage()]
+    assert len(said) == 1 and "a defect in a write" in said[0], said
