@@ -299,15 +299,23 @@ FLUSH_TIMEOUT = 2.0
 """Seconds a new call's answer waits for its record to reach the directory."""
 
 
-async def _settle(directory: Directory, claim: str, token: str) -> str | None:
+async def _settle(directory: Directory, claim: str, token: str, refused_by: str) -> str | None:
     """Give up on the worker a new inbound call was offered to under ``token``: the claim is
-    this worker's again unless that worker took it first (compare-and-set). Who holds the
-    claim now (``None``: the directory did not answer)."""
+    this worker's again unless that worker took it first (compare-and-set). A worker that
+    answered with a refusal (``refused_by``) rang nothing: the claim is taken back from it
+    too (it took it and could not give it back: Redis's answer lost). Who holds the claim
+    now (``None``: the directory did not answer)."""
+    me = directory.worker_id
     try:
-        held = await directory.swap_engine_claim(claim, token, directory.worker_id)
+        held = await directory.swap_engine_claim(claim, token, me)
+        if held == token:
+            return me
+        if held and held == refused_by:
+            held = await directory.swap_engine_claim(claim, held, me)
+            return me if held == refused_by else held
     except DirectoryUnavailable:
         return None
-    return directory.worker_id if held == token else held
+    return held
 
 
 def inbound_placer(
@@ -353,9 +361,10 @@ def inbound_placer(
                 if resp.status == 201:
                     return True
                 why = f"{resp.status} {(await resp.text())[:200]}"
+                refused_by = target.id  # an answer: it rang nothing, whoever holds the claim
         except (aiohttp.ClientError, TimeoutError) as exc:
-            why = str(exc) or type(exc).__name__
-        if await _settle(directory, claim, token) == target.id:
+            why, refused_by = str(exc) or type(exc).__name__, ""
+        if await _settle(directory, claim, token, refused_by) == target.id:
             return True  # it took the call (it rings there); its answer was lost or late
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",

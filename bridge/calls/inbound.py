@@ -103,24 +103,46 @@ class InboundCalls:
     async def adopt(
         self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER, token: str = ""
     ) -> Call:
-        """Take a new inbound call another worker discovered and placed here under ``token``
-        (at capacity: :class:`AtCapacity`; its claim no longer the token's: :class:`NotOwner`;
-        the placing worker rings it itself)."""
+        """Take a new inbound call another worker discovered and placed here under ``token``:
+        its claim is taken from the token, and the call rings here with nothing awaited in
+        between (this worker's room cannot change meanwhile). A call this worker cannot take is
+        refused, never declined on the engine: the placing worker rings it itself, or declines
+        it — no room here (:class:`AtCapacity`), a shutdown begun (:class:`ShuttingDown`), its
+        claim no longer the token's (:class:`NotOwner`). A claim taken and then refused is given
+        back to the token."""
+        manager = self.manager
         key = engine_key(number_id, engine_call_id)
-        known = self.manager.registry.by_engine_id(key)
+        known = manager.registry.by_engine_id(key)
         if known is not None:
             return known
-        self.manager.check_capacity()
-        owner = self.manager.owner
-        if token and self._swap is not None and await self._swap(key, token, owner) != token:
-            raise NotOwner(f"engine call {engine_call_id}: its finder gave up on this worker")
+        call = self._new_call(engine_call_id, peer, None, number_id)
+        tenant = manager.engine.tenant(call.tenant_id)
+        await manager.admit(tenant)  # its tenant's calls on every worker: before the claim
+        if token and self._swap is not None:
+            await self._take(key, token)
         try:
-            return await self.ring(engine_call_id, peer, number_id=number_id)
+            manager.check_capacity(tenant)  # the take waited on Redis: room still, no shutdown
+            self._ring(call)
         except BaseException:
             if token and self._swap is not None:  # not rung here: the placing worker rings it
                 with contextlib.suppress(BridgeError):
-                    await self._swap(key, owner, token)
+                    await self._swap(key, manager.owner, token)
             raise
+        return call
+
+    async def _take(self, key: str, token: str) -> None:
+        """Take a placed call's claim from ``token``; one whose answer was lost is given back
+        (the placing worker takes back the claim of a call refused here in any case)."""
+        assert self._swap is not None
+        owner = self.manager.owner
+        try:
+            held = await self._swap(key, token, owner)
+        except BridgeError:
+            with contextlib.suppress(BridgeError):
+                await self._swap(key, owner, token)
+            raise
+        if held != token:
+            raise NotOwner(f"engine call {key}: its finder gave up on this worker")
 
     async def ring(
         self,
@@ -134,7 +156,23 @@ class InboundCalls:
         is shutting down. ``metadata``: what the engine knows of the call (Meta's SIP
         headers: the button or link the user pressed)."""
         manager = self.manager
-        call = Call(
+        call = self._new_call(engine_call_id, peer, metadata, number_id)
+        try:
+            await manager.admit(manager.engine.tenant(call.tenant_id))
+        except (AtCapacity, ShuttingDown) as exc:
+            log.warning("declining inbound call from %s: %s", peer, exc.message)
+            await hang_up_quietly(manager.engine_of(call), call)
+            if isinstance(exc, AtCapacity):
+                manager.record_end(call, EndReason.BUSY, keep=True)
+            return call
+        self._ring(call)
+        return call
+
+    def _new_call(
+        self, engine_call_id: str, peer: str, metadata: dict[str, Any] | None, number_id: str
+    ) -> Call:
+        manager = self.manager
+        return Call(
             id=uuid.uuid4().hex,
             peer=peer,
             direction=Direction.INBOUND,
@@ -145,15 +183,11 @@ class InboundCalls:
             number_id=number_id,
             tenant_id=manager.engine.tenant_of(number_id),
         )
-        try:
-            await manager.admit(manager.engine.tenant(call.tenant_id))
-        except (AtCapacity, ShuttingDown) as exc:
-            log.warning("declining inbound call from %s: %s", peer, exc.message)
-            await hang_up_quietly(manager.engine_of(call), call)
-            if isinstance(exc, AtCapacity):
-                manager.record_end(call, EndReason.BUSY, keep=True)
-            return call
-        manager.add(call)
-        log.info("call %s: inbound from %s is ringing", call.id, peer, extra={"call_id": call.id})
-        manager.events.publish("call.ringing", call)
-        return call
+
+    def _ring(self, call: Call) -> None:
+        """The call, admitted, rings here."""
+        self.manager.add(call)
+        log.info(
+            "call %s: inbound from %s is ringing", call.id, call.peer, extra={"call_id": call.id}
+        )
+        self.manager.events.publish("call.ringing", call)

@@ -1,0 +1,172 @@
+"""A new inbound call one worker claimed and placed on the emptier one (``POST /call/adopt``),
+whose adoption fails after it took the call's claim: the call is not lost. The worker it was
+placed on gives the claim back, and the finder rings the call itself (or declines it ``busy``
+when it has no room either); never a call rung by nobody, nor a claim left with a worker that
+did not ring it.
+
+In-process workers on a real ``redis-server`` (``test_cluster_ownership``'s), the target
+behind a real HTTP server with the API's own error answers; the fake engine, strict, records
+its hang-ups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from bridge.api import routing
+from bridge.api.errors import error_middleware
+from bridge.calls import Call, InboundCalls
+from bridge.cluster.redis_writes import P
+from bridge.engines import EngineEvent, EngineEventKind
+from bridge.errors import DirectoryUnavailable
+from bridge.numbers.model import engine_key
+
+from ..support.cluster import require_redis
+from ..support.ports import free_port
+from .test_cluster_ownership import Worker, carrying, workers
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(30)
+
+KEY = engine_key("n1", "E7")
+
+
+@contextlib.asynccontextmanager
+async def target_at(port: int, ws: dict[str, Worker]) -> AsyncIterator[None]:
+    """Worker t1's ``POST /call/adopt`` on ``port``, as the API serves it (its error answers)."""
+
+    async def adopt(request: web.Request) -> web.Response:
+        body = await request.json()
+        call = await ws["t1"].inbound.adopt(
+            body["engineCallID"], body["peer"], body["numberID"], token=body.get("token", "")
+        )
+        return web.json_response(call.snapshot(), status=201)
+
+    app = web.Application(middlewares=[error_middleware()])
+    app.router.add_post("/call/adopt", adopt)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+async def found_by_s(ws: dict[str, Worker], http: aiohttp.ClientSession) -> None:
+    """Worker s's engine reports the new inbound call E7: s claims it and places it on t1."""
+    finder = ws["s"]
+    policy = InboundCalls(
+        finder.manager,
+        claim=finder.directory.claim_engine_call,
+        place=routing.inbound_placer(finder.directory, http, "secret"),
+        swap=finder.directory.swap_engine_claim,
+    )
+    await policy.incoming(
+        EngineEvent(EngineEventKind.INCOMING, "E7", peer="15550001111", number_id="n1")
+    )
+
+
+async def claim_holder(redis_url: str) -> str | None:
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        return await client.get(f"{P}claim:{KEY}")  # type: ignore[no-any-return]
+    finally:
+        await client.aclose()
+
+
+def ringing(worker: Worker) -> list[Call]:
+    return [c for c in worker.manager.live_calls() if c.engine_call_id == "E7"]
+
+
+@contextlib.asynccontextmanager
+async def placed_and_failed(
+    redis_url: str, fail: Callable[[Worker, Callable[..., Awaitable[str]]], Any]
+) -> AsyncIterator[dict[str, Worker]]:
+    """s finds E7 and places it on t1, whose claim step is wrapped by ``fail(t1, swap)``; the
+    workers as they are then."""
+    port = free_port()
+    ws: dict[str, Worker] = {}
+    async with (
+        workers(redis_url, "s", "t1", url=f"http://127.0.0.1:{port}") as started,
+        target_at(port, ws),
+        aiohttp.ClientSession() as http,
+    ):
+        ws.update(started)
+        await carrying(ws["s"], "busy")  # s is the more loaded of the two: t1 gets the call
+        t1 = ws["t1"]
+        t1.inbound._swap = fail(t1, t1.directory.swap_engine_claim)
+        await found_by_s(ws, http)
+        yield ws
+
+
+def rung_by_the_finder(ws: dict[str, Worker], caplog: Any) -> None:
+    """E7 rings on s alone, nobody hung it up, and each worker said its side once."""
+    assert [c.owner for c in ringing(ws["s"])] == ["s"]
+    assert ringing(ws["t1"]) == []
+    assert ws["t1"].engine.hung_up == [] and ws["s"].engine.hung_up == []
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == len(set(said)) == 2, said  # t1's refusal, s's "ringing it here"
+    assert "declining" not in " ".join(said)
+
+
+def shutting_down(t1: Worker) -> None:
+    t1.manager.shutting_down = True  # a SIGTERM
+
+
+def filled_up(t1: Worker) -> None:
+    t1.manager.admission.max_calls = len(t1.manager.live_calls())  # another call came in
+
+
+@pytest.mark.parametrize("meanwhile", [shutting_down, filled_up])
+async def test_a_target_that_cannot_ring_the_call_it_took_gives_it_back(
+    redis, caplog, meanwhile: Callable[[Worker], None]
+) -> None:
+    """t1 took the call's claim and, while its take waited on Redis, began to shut down (or
+    filled up). Before, it declined the call on the engine (the WhatsApp caller hung up on;
+    shutting down, not even a ``call.ended`` or a record) and answered 201, so s took the
+    call for placed although it could ring it. Now t1 refuses it and gives the claim back,
+    and s rings the call itself."""
+
+    def then(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def take(key: str, held: str, next_: str) -> str:
+            answer = await swap(key, held, next_)
+            meanwhile(t1)
+            return answer
+
+        return take
+
+    async with placed_and_failed(redis.url, then) as ws:
+        rung_by_the_finder(ws, caplog)
+        assert await claim_holder(redis.url) == "s"  # not left with t1
+
+
+async def test_a_target_whose_claim_answer_was_lost_leaves_the_call_to_its_finder(
+    redis, caplog
+) -> None:
+    """t1's take of the claim landed in Redis, but its reply was lost and Redis stays out of
+    t1's reach (it cannot give the claim back): t1 answers 503. Before, s found the claim
+    t1's, took the call for rung there and let it be: rung by nobody, and nobody said so. Now
+    an answer that is not 201 is a call not rung there, whoever holds the claim: s takes the
+    claim back and rings the call."""
+
+    def reply_lost(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def landed_then_away(key: str, held: str, next_: str) -> str:
+            if held != t1.name:
+                await swap(key, held, next_)  # the take lands; its reply does not come
+            raise DirectoryUnavailable("the call directory (Redis) is unreachable: timeout")
+
+        return landed_then_away
+
+    async with placed_and_failed(redis.url, reply_lost) as ws:
+        rung_by_the_finder(ws, caplog)
+        assert await claim_holder(redis.url) == "s"
