@@ -188,8 +188,9 @@ class Handover:
                 status, body = await self._send(target, replace(moved, token=token))
             except (OSError, TimeoutError, BridgeError) as exc:
                 status, body = 0, str(exc) or type(exc).__name__
+            # Over, whatever the answer: the offer goes now (a 201's too, not left to lapse).
+            owner = await self._settle(call.id, token)
             if status != 201:
-                owner = await self._settle(call.id, token)
                 if owner is None:
                     why = f"worker {target.id}: {status} {body[:200]}; the directory did not say"
                     break  # who won cannot be told: never a second target as well
@@ -238,9 +239,9 @@ class Handover:
         return True
 
     async def _settle(self, call_id: str, token: str) -> str | None:
-        """Give up on the target the call was offered to under ``token`` (compare-and-set:
-        it can take it no more) and say who carries it: the record's owner (``""``: none,
-        this worker carries it on); ``None`` when the directory did not answer."""
+        """End the offer made to a target under ``token`` (compare-and-delete: it can take the
+        call, or give it back, no more) and say who carries it: the record's owner (``""``:
+        none, this worker carries it on); ``None`` when the directory did not answer."""
         try:
             return await self.directory.settle_move(call_id, token)
         except BridgeError:

@@ -14,8 +14,8 @@ Keys (all under ``bridge:``):
 - ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
   the token it offers it to another worker under); ``moving:{callID}`` — a handover's offer
-  of the call to one worker (who carries a call moving between workers is decided by
-  compare-and-set: :mod:`.redis_owner`).
+  of the call to one worker, while that handover lasts (who carries a call moving between
+  workers is decided by compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
   log. Stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes. One reader task per
   worker copies the stream into an in-process ring that every SSE client of the worker follows

@@ -6,7 +6,8 @@ never on each other's answer alone: the old owner **offers** the call under a to
 (``moving:{callID}``), the target **takes** it only while the record still names the old owner
 and the offer stands, and the old owner, when it gives up on a target (no answer in time, an
 error), **settles** the offer first: the target can no longer take it, and the record says who
-won. A target that took the call and cannot carry it after all **gives it back** while the old
+won; it settles a target's 201 as well, so an offer is gone as soon as its handover ends. A
+target that took the call and cannot carry it after all **gives it back** while the old
 owner still waits (the record names the old owner again); once the old owner settled, a taken
 call is the target's for good. A crash adoption takes the record with no offer, only while it
 still names the dead worker.
@@ -29,7 +30,8 @@ from .redis_writes import UNLESS_OWNED_BY_ARGV2, P, call_key, owned_key, tenant_
 
 MOVE_OFFER_MS = 60_000
 """How long a handover's offer lasts unless settled: longer than the old owner's request
-(``HANDOVER_TIMEOUT``); an old owner that died mid-offer leaves it to lapse."""
+(``HANDOVER_TIMEOUT``). The old owner settles it once its target answered, whatever the
+answer; only an old owner that died mid-offer (or lost Redis then) leaves it to lapse."""
 
 
 def moving_key(call_id: str) -> str:
@@ -73,9 +75,10 @@ if stored then
 end
 return ''
 """
-"""The old owner gives up on a target: its offer is withdrawn (taken or not, the target can
-neither take the call nor give it back any more), then the record's owner says who carries the
-call. KEYS: the offer, the record; ARGV: the token."""
+"""The old owner is done with a target (it answered, or the old owner gives up on it): its
+offer is deleted if it is still this one's (taken or not, the target can neither take the call
+nor give it back any more), then the record's owner says who carries the call. KEYS: the
+offer, the record; ARGV: the token."""
 
 GIVE_BACK = """
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1]

@@ -26,6 +26,7 @@ from bridge.calls.handover import MovedCall
 from bridge.cluster.directory import CallRecord
 from bridge.cluster.handover import Handover
 from bridge.cluster.redis import RedisDirectory
+from bridge.cluster.redis_owner import moving_key
 from bridge.cluster.redis_writes import P, call_key, owned_key
 from bridge.errors import NotOwner
 from bridge.numbers.model import engine_key
@@ -338,3 +339,33 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
     finally:
         gate.set()
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("ending", ["accepted", "refused", "failed"])
+async def test_a_handovers_offer_is_gone_as_soon_as_the_handover_ends(redis, ending: str) -> None:
+    """The old owner's offer (``moving:{callID}``) is deleted when its handover ends, however
+    it ends: t1 carries the call on (201), refuses it before taking it (409), or its request
+    fails. Before, an accepted handover's offer (the call's record as it was, inside) stayed
+    in Redis until it lapsed a minute later."""
+    ws: dict[str, Worker] = {}
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        if ending == "refused":
+            return 409, '{"error": {"code": "not_owner"}}'
+        if ending == "failed":
+            raise TimeoutError
+        await ws[target.id].handover.adopt(MovedCall.from_json(moved.to_json()))
+        return 201, ""
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain") is (ending == "accepted")
+        client = aioredis.from_url(redis.url, decode_responses=True)
+        try:
+            assert await client.exists(moving_key("c1")) == 0
+        finally:
+            await client.aclose()
+        owner, listing = await stored(redis.url)
+        expected = "t1" if ending == "accepted" else "s"
+        assert (owner, listing) == (expected, {expected})
