@@ -335,19 +335,31 @@ class Handover:
             if carried is not None:
                 carried(runtime)
 
-        # A handover (no ``carried``) has its forks and agents open again before it answers:
-        # the old worker lets go of its own on that answer (make-before-break).
-        runtime = await adopt_call(
-            self.manager,
-            moved,
-            self.directory,
-            resume,
-            self._forks.resume if self._forks is not None else None,
-            self._agents.resume if self._agents is not None else None,
-            here if carried is not None else None,
-            self._play_music if self._playback is not None else None,
-            self._playback.resume if self._playback is not None else None,
-        )
+        own_offer = ""
+        if carried is not None and not moved.token:
+            # A crash adoption takes the record under an offer it makes for the dead worker,
+            # so that one failing (or let go of) after its take-over gives the record back: it
+            # names the dead worker again, in its set, for this reap or the next survivor's.
+            own_offer = uuid.uuid4().hex
+            await self.directory.offer_move(moved.call_id, own_offer)
+            moved = replace(moved, token=own_offer)
+        try:
+            # A handover (no ``carried``) has its forks and agents open again before it
+            # answers: the old worker lets go of its own on that answer (make-before-break).
+            runtime = await adopt_call(
+                self.manager,
+                moved,
+                self.directory,
+                resume,
+                self._forks.resume if self._forks is not None else None,
+                self._agents.resume if self._agents is not None else None,
+                here if carried is not None else None,
+                self._play_music if self._playback is not None else None,
+                self._playback.resume if self._playback is not None else None,
+            )
+        finally:
+            if own_offer:  # over: taken for good, or given back
+                await self._settle(moved.call_id, own_offer)
         if carried is None:
             here(runtime)  # its browser offers here once the old worker has the answer
         return runtime.call

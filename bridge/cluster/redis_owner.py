@@ -9,8 +9,10 @@ error), **settles** the offer first: the target can no longer take it, and the r
 won; it settles a target's 201 as well, so an offer is gone as soon as its handover ends. A
 target that took the call and cannot carry it after all **gives it back** while the old
 owner still waits (the record names the old owner again); once the old owner settled, a taken
-call is the target's for good. A crash adoption takes the record with no offer, only while it
-still names the dead worker.
+call is the target's for good. A crash adoption takes the record the same way, only while it
+still names the dead worker, under an offer its survivor makes for the dead worker: an adoption
+that fails after its take-over (or is let go of: the survivor stops) gives the record back to
+the dead worker, listed in its set again for the reap.
 
 A new inbound call one worker claimed (``claim:{engine call id}``) and places on another is
 decided the same way on the claim: :data:`SWAP` hands the claim from the placing worker to a
@@ -160,7 +162,7 @@ class Ownership:
 
     async def give_back(self, call: Call, previous: str, token: str) -> bool:
         if not token:
-            return True  # a crash adoption: nobody waits for it to be given back
+            return True  # taken under no offer: nothing to give it back to
         return bool(
             await self._redis.eval(
                 GIVE_BACK,

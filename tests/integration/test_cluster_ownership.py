@@ -21,20 +21,21 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from bridge.api import routing
-from bridge.calls import Call, CallState, Direction, InboundCalls
+from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
 from bridge.calls.handover import MovedCall
 from bridge.cluster.directory import CallRecord
 from bridge.cluster.handover import Handover
 from bridge.cluster.redis import RedisDirectory
 from bridge.cluster.redis_owner import moving_key
 from bridge.cluster.redis_writes import P, call_key, owned_key
-from bridge.errors import NotOwner
+from bridge.errors import DirectoryUnavailable, NotOwner
 from bridge.numbers.model import engine_key
 
 from ..fakes.engine import FakeEngine, calls_for_tests
 from ..support.cluster import require_redis
 from ..support.ports import free_port
 from ..support.waits import until
+from .test_cluster import dead_worker_with_calls, survivor_reaper
 
 require_redis()
 
@@ -59,10 +60,15 @@ async def _nothing(*args: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def workers(
-    redis_url: str, *names: str, send: Any = None, url: str = "http://127.0.0.1:1"
+    redis_url: str,
+    *names: str,
+    send: Any = None,
+    url: str = "http://127.0.0.1:1",
+    heartbeat_ttl: float = 5.0,
 ) -> AsyncIterator[dict[str, Worker]]:
     """Workers ``names`` sharing the Redis at ``redis_url``, started, closed on the way out;
-    ``send`` is the first one's way to hand a call to another (``Handover``'s)."""
+    ``send`` is the first one's way to hand a call to another (``Handover``'s). Their own
+    reapers act only once up for ``heartbeat_ttl`` (and end nothing)."""
     started: dict[str, Worker] = {}
     try:
         for name in names:
@@ -74,7 +80,7 @@ async def workers(
                 redis_url,
                 worker_id=name,
                 internal_url=url,
-                heartbeat_ttl=5.0,
+                heartbeat_ttl=heartbeat_ttl,
                 ended_ttl=60,
                 backlog=100,
                 max_calls=10,
@@ -119,7 +125,7 @@ async def stored(redis_url: str, call_id: str = "c1") -> tuple[str, set[str]]:
         raw = await client.get(call_key(call_id))
         owner = CallRecord.from_json(raw).owner if raw else ""
         listing = set()
-        for name in ("s", "t1", "t2"):
+        for name in ("s", "t1", "t2", "dead"):
             if await client.sismember(owned_key(name), call_id):
                 listing.add(name)
         return owner, listing
@@ -369,3 +375,84 @@ async def test_a_handovers_offer_is_gone_as_soon_as_the_handover_ends(redis, end
         owner, listing = await stored(redis.url)
         expected = "t1" if ending == "accepted" else "s"
         assert (owner, listing) == (expected, {expected})
+
+
+async def test_a_crash_adoption_let_go_of_after_its_take_over_is_left_to_the_next_adopter(
+    redis,
+) -> None:
+    """Survivor s adopts a dead worker's call: it takes the call over in the directory, then
+    stops (its reap cancelled: its SIGTERM) while the engine opens the call's media. Before,
+    the record went on naming s, listed in s's set, though s had let go of the call: no
+    survivor of the dead worker found it again, and s, alive, was reaped by nobody — a live
+    call carried by nobody. Now s gives the record back: it names the dead worker again, in
+    its set, and the next survivor adopts the call."""
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    opening = asyncio.Event()
+
+    async def stuck(engine_call_id: str) -> Any:
+        opening.set()
+        await asyncio.Event().wait()  # a slow engine: the survivor stops meanwhile
+
+    async with workers(redis.url, "s", "t2", heartbeat_ttl=60) as ws:
+        recoveries = {}
+        for worker in ws.values():
+            worker.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
+            recoveries[worker.name] = Recovery(worker.manager, adopt=worker.handover.adopt)
+        ws["s"].engine.open_media = stuck  # type: ignore[method-assign]
+        reap = asyncio.ensure_future(
+            survivor_reaper(client, "s", recoveries["s"].lost_call).reap_once()
+        )
+        try:
+            await asyncio.wait_for(opening.wait(), 5)
+            assert (await stored(redis.url))[0] == "s"  # taken over
+            reap.cancel()
+            await asyncio.gather(reap, return_exceptions=True)
+            assert carriers(*ws.values()) == []
+            assert await stored(redis.url) == ("dead", {"dead"})  # given back
+            assert not await client.exists(moving_key("c1"))
+            await survivor_reaper(client, "t2", recoveries["t2"].lost_call).reap_once()
+            assert carriers(*ws.values()) == ["t2"]
+            assert await stored(redis.url) == ("t2", {"t2"})
+            assert ws["s"].engine.hung_up == [] and ws["t2"].engine.hung_up == []
+        finally:
+            reap.cancel()
+            await asyncio.gather(reap, return_exceptions=True)
+            for recovery in recoveries.values():
+                await recovery.close()
+            await client.aclose()
+
+
+async def test_a_crash_adoption_that_fails_after_its_take_over_ends_the_call_in_the_record(
+    redis,
+) -> None:
+    """Survivor s's take-over of a dead worker's call lands in Redis but its reply is lost:
+    its adoption fails, and recovery ends the call (``failed``/``worker_lost``). Before, that
+    end was never written (the record named s, not the dead worker the end was about): the
+    record stayed live, naming s and listed in its set, for good. Now the take-over is given
+    back first, and the record says the call ended, listed by nobody."""
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
+        s = ws["s"]
+        s.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
+        s.engine.calls["ec1"] = "active"
+        recovery = Recovery(s.manager, adopt=s.handover.adopt)
+        take_over = s.directory.take_over
+
+        async def reply_lost(call: Call, previous: str, token: str = "") -> None:
+            await take_over(call, previous, token)
+            raise DirectoryUnavailable("the call directory (Redis) is unreachable: timeout")
+
+        s.directory.take_over = reply_lost  # type: ignore[method-assign]
+        try:
+            await survivor_reaper(client, "s", recovery.lost_call).reap_once()
+            await s.directory.flush(2.0)
+            raw = await client.get(call_key("c1"))
+            record = CallRecord.from_json(raw)
+            assert not record.live and record.snapshot["endReason"] == "failed"
+            assert (await stored(redis.url))[1] == set()
+            await until(lambda: s.engine.hung_up == ["ec1"], 5, "the engine call's hang-up")
+        finally:
+            await recovery.close()
+            await client.aclose()
