@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.api.keys import MANAGER, PLAYBACK
-from bridge.attachments import playback, recorder, wav
+from bridge.api.keys import MANAGER
+from bridge.attachments import recorder, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
@@ -251,60 +251,6 @@ async def test_a_stop_the_disk_fails_leaves_no_recording_file_open(call, monkeyp
         assert open_files(f"{cid}-") == []
     finally:
         gc.enable()
-
-
-@pytest.mark.parametrize("asked", ["list", "play", "delete", "file"])
-async def test_assets_on_a_stalled_disk_never_hold_the_event_loop(call, monkeypatch, asked) -> None:
-    """The data volume stalls (a network volume that hangs) while a request reads it —
-    ``GET /call/audio-assets``, an asset played or deleted, a file of ``BRIDGE_MEDIA_DIR``
-    played —: the request waits
-    for the disk off the event loop, which serves every other request (and every call's
-    media) meanwhile. They read the records on the loop: the whole worker froze until the
-    disk came back (a listing, longer the more assets there were)."""
-    client, cid = call
-    form = aiohttp.FormData()
-    form.add_field("audio", make("wav", 600.0, 0.3, amplitude=0.25), filename="a.wav")
-    asset = await (await client.post("/call/audio-assets", data=form)).json()
-    stalled = threading.Event()
-    get = AssetStore.get
-
-    def stalling_get(self: AssetStore, asset_id: str) -> Any:
-        stalled.wait()
-        return get(self, asset_id)
-
-    monkeypatch.setattr(AssetStore, "get", stalling_get)
-    inside = playback.inside
-
-    def stalling_inside(base: Path, relative: str) -> Path:
-        stalled.wait()
-        return inside(base, relative)
-
-    monkeypatch.setattr(playback, "inside", stalling_inside)
-    (client.app[PLAYBACK].media_dir / "prompt.wav").write_bytes(make("wav", 600.0, 0.3))
-    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
-    comeback.start()
-    try:
-        request = {
-            "list": lambda: client.get("/call/audio-assets"),
-            "play": lambda: client.post(
-                "/call/play", json={"callID": cid, "assetId": asset["assetId"]}
-            ),
-            "delete": lambda: client.delete(f"/call/audio-assets/{asset['assetId']}"),
-            "file": lambda: client.post("/call/play", json={"callID": cid, "file": "prompt.wav"}),
-        }[asked]
-        waiting = asyncio.ensure_future(request())
-        await asyncio.sleep(0.1)  # the request is under way, waiting for the disk
-        assert (await client.get("/healthz")).status == 200
-        assert not stalled.is_set(), "the event loop was held until the disk came back"
-        assert not waiting.done()
-        stalled.set()
-        resp = await asyncio.wait_for(waiting, 10)
-        assert resp.status in (200, 201), await resp.text()
-        if asked == "list":
-            assert [a["assetId"] for a in (await resp.json())["assets"]] == [asset["assetId"]]
-    finally:
-        stalled.set()
-        comeback.cancel()
 
 
 async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
