@@ -123,13 +123,16 @@ async def tenant_call(make_client, tmp_path) -> tuple[Any, str, dict[str, str], 
 TRUNK = {"name": "pbx", "uri": "sip:127.0.0.1:5999", "keepalive": 0}
 
 
-@pytest.mark.parametrize("asked", ["play", "hold", "delete", "trunk", "trunk-change", "route"])
+@pytest.mark.parametrize(
+    "asked", ["play", "hold", "delete", "trunk", "trunk-change", "route", "transfer"]
+)
 async def test_a_tenants_asset_checked_on_a_stalled_disk_never_holds_the_event_loop(
     tenant_call, monkeypatch, asked
 ) -> None:
     """A tenant's key names its asset — played, held to, deleted, a trunk's hold music (made
-    or changed), a route's ``play`` step —: whether the tenant sees it is read from the
-    asset's record, off the event loop, and the answer is as before once the disk is back."""
+    or changed), a route's ``play`` step, a transfer's music —: whether the tenant sees it is
+    read from the asset's record, off the event loop, and the answer is as before once the
+    disk is back (a transfer to a group with nobody in it: 409 ``nobody_available``)."""
     client, cid, key, asset = tenant_call
     trunk = await post(client, "/trunks", TRUNK, headers=key)
     asked_for = {
@@ -143,10 +146,14 @@ async def test_a_tenants_asset_checked_on_a_stalled_disk_never_holds_the_event_l
             "/routes",
             {"name": "r", "numbers": "default", "steps": [{"play": {"assetId": asset}}]},
         ),
+        "transfer": ("POST", "/call/transfer", {"callID": cid, "group": "sales", "music": asset}),
     }
     method, path, body = asked_for[asked]
     request = client.request(method, path, json=body, headers=key)
     resp = await served_meanwhile(client, stall(monkeypatch), request)
+    if asked == "transfer":
+        assert (await resp.json())["error"]["code"] == "nobody_available"
+        return
     assert resp.status in (200, 201), await resp.text()
     if asked == "hold":
         assert (await resp.json())["held"] is True
