@@ -54,8 +54,9 @@ class RecordingService:
     """Starts/stops recordings, serves them, repairs and sweeps the store."""
 
     def __init__(self, root: Path, retention_days: float) -> None:
-        self.root = root
-        self.calls_dir = root / "files" / "calls"
+        self.root = root.resolve()
+        """Resolved once, at start-up: a path resolved later asks the disk, never on the loop."""
+        self.calls_dir = self.root / "files" / "calls"
         self.calls_dir.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_days * 86400
         self.index: dict[str, Recording] = {}
@@ -67,7 +68,7 @@ class RecordingService:
         self._starting = asyncio.Lock()
         self._undeleted = Repeats(size=256)
         """Recordings the retention sweep could not delete: each said once, not at every sweep."""
-        self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
+        self.left = LeftSegments(self.root, self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
 
@@ -126,7 +127,7 @@ class RecordingService:
             recorder = CallRecorder(
                 host,
                 base,
-                self.root.resolve(),
+                self.root,
                 self.retention_s,
                 self.add,
                 self.finisher,
@@ -161,7 +162,7 @@ class RecordingService:
     def export(self, recorder: CallRecorder) -> dict[str, Any]:
         """What another worker needs to record on into the next segment (a handover)."""
         return {
-            "origin": str(recorder.origin.relative_to(self.root.resolve())),
+            "origin": str(recorder.origin.relative_to(self.root)),
             "segment": recorder.segment,
         }
 
@@ -171,30 +172,34 @@ class RecordingService:
         """Record a call moved here on into the next segment of its recording: the files
         ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's.
         ``left_open``: the segment before was a crashed worker's, never finished; it is
-        finished and announced here too (``left_open.py``)."""
-        root = self.root.resolve()
+        finished and announced here too (``left_open.py``). The disk's part (its path
+        resolved, its files made) on the recordings' own threads, as a start's: a volume that
+        stalls holds this recording, never the event loop and every call on the worker."""
         try:
-            origin = inside(root, str(moved["origin"]))
-            segment = int(moved["segment"]) + 1
+            relative, segment = str(moved["origin"]), int(moved["segment"]) + 1
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
-        base = origin.with_name(f"{origin.name}-seg{segment}")
         if left_open:
-            self.left.finish(host.call_id, origin, segment - 1, host.emit)
+            self.left.finish(host.call_id, relative, segment - 1, host.emit)
+        loop = asyncio.get_running_loop()
+        origin = await loop.run_in_executor(self.finisher, inside, self.root, relative)
+        base = origin.with_name(f"{origin.name}-seg{segment}")
         try:
-            recorder = CallRecorder(
-                host,
-                base,
-                root,
-                self.retention_s,
-                self.add,
-                self.finisher,
-                origin=origin,
-                segment=segment,
-            )
+            tracks = await loop.run_in_executor(self.finisher, open_tracks, base, time.monotonic())
         except OSError as exc:  # a full or read-only disk: the caller logs it, the call goes on
             error = disk_error(exc, "the recording cannot go on into its next segment")
             raise failed(host, segment, error) from None
+        recorder = CallRecorder(
+            host,
+            base,
+            self.root,
+            self.retention_s,
+            self.add,
+            self.finisher,
+            origin=origin,
+            segment=segment,
+            tracks=tracks,
+        )
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended while it moved: finish the files, as start()
@@ -209,12 +214,11 @@ class RecordingService:
         events) here, in the background: a call that cannot move ends on the survivor
         (``Recovery``), which finishes its recording too."""
         try:
-            origin = inside(self.root.resolve(), str(moved["origin"]))
-            segment = int(moved["segment"])
-        except (BadRequest, KeyError, TypeError, ValueError):
+            relative, segment = str(moved["origin"]), int(moved["segment"])
+        except (KeyError, TypeError, ValueError):
             log.warning("call %s: its recording, left by a crashed worker, is unreadable", call_id)
             return
-        self.left.finish(call_id, origin, segment, emit)
+        self.left.finish(call_id, relative, segment, emit)
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:
         recorders: list[CallRecorder] = host.attached("recorder")

@@ -12,15 +12,17 @@ import gc
 import logging
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
-from bridge.api.keys import MANAGER
-from bridge.attachments import recorder, wav
+from bridge.api.keys import MANAGER, RECORDINGS
+from bridge.attachments import left_open, recorder, recording, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
@@ -284,6 +286,56 @@ async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
         resp = await client.post("/call/record/stop", json={"callID": cid})
         assert resp.status == 200, await resp.text()
         assert len((await resp.json())["recordings"]) == 3
+    finally:
+        stalled.set()
+        comeback.cancel()
+
+
+@pytest.mark.parametrize("crashed", [False, True])
+async def test_a_recording_resumed_on_a_stalled_disk_never_holds_the_event_loop(
+    call, monkeypatch, crashed
+) -> None:
+    """A recorded call moved here (a handover; ``crashed``: adopted from a worker that died,
+    its segment left open) records on into its next segment while the volume stalls: its path
+    is resolved and its files made (and the dead worker's segment looked for) on the
+    recordings' threads, and the worker serves every other request meanwhile. They were on the
+    event loop: the whole worker froze until the disk came back."""
+    client, cid = call
+    service, runtime = client.app[RECORDINGS], client.app[MANAGER].runtime(cid)
+    pcm = np.full(16000, 4000, dtype="<i2").tobytes()
+    for kind in ("inbound", "outbound"):  # segment 1, as a crashed worker left it
+        (service.calls_dir / f"moved-{kind}.wav").write_bytes(wav.wav_header(0) + pcm)
+    stalled = threading.Event()
+
+    def stalling(real: Callable[..., Any]) -> Callable[..., Any]:
+        def wait_then(*args: Any) -> Any:
+            stalled.wait()
+            return real(*args)
+
+        return wait_then
+
+    for module in (recording, left_open):
+        monkeypatch.setattr(module, "inside", stalling(module.inside))
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling(wav.WavTrack.__init__))
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        moved = {"origin": "files/calls/moved", "segment": 1}
+        resuming = asyncio.ensure_future(service.resume(runtime, moved, left_open=crashed))
+        await asyncio.sleep(0.1)  # under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not resuming.done()
+        stalled.set()
+        recorder = await asyncio.wait_for(resuming, 10)
+        assert (recorder.segment, recorder.base.name) == (2, "moved-seg2")
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 200, await resp.text()
+        names = sorted(Path(r["path"]).name for r in (await resp.json())["recordings"])
+        assert names == [f"moved-seg2-{k}.wav" for k in ("inbound", "mixed", "outbound")]
+        sealed = service.calls_dir / "moved-mixed.wav"  # the dead worker's, finished here
+        await until(lambda: sealed.is_file() or not crashed, 5, "the left segment finished")
+        assert sealed.is_file() == crashed
     finally:
         stalled.set()
         comeback.cancel()
