@@ -232,16 +232,17 @@ class RecordingService:
             self.index[rec.id] = rec
 
     async def find(self, recording_id: str) -> Recording:
-        """:meth:`get`, and if the id is unknown here, read the sidecars again first (another
-        worker sharing ``BRIDGE_DATA_DIR`` may have written it), off the event loop and at
-        most once a second, so unknown ids cannot make every request scan the disk."""
+        """:meth:`get` off the event loop, and if the id is unknown here, read the sidecars
+        again first (another worker sharing ``BRIDGE_DATA_DIR`` may have written it), off the
+        event loop too and at most once a second, so unknown ids cannot make every request
+        scan the disk."""
         if recording_id not in self.index:
             if time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
                 self._indexed_at = time.monotonic()
                 found = await asyncio.to_thread(self._read_sidecars)
                 for known, rec in found.items():
                     self.index.setdefault(known, rec)
-        return self.get(recording_id)
+        return await asyncio.to_thread(self.get, recording_id)  # its file looked for there
 
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)
@@ -250,7 +251,8 @@ class RecordingService:
         return rec
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete recordings past their retention; returns how many files went."""
+        """Delete recordings past their retention; returns how many files went (run on the
+        recordings' threads: ``resources.sweep_recordings``)."""
         now = time.time() if now is None else now
         removed = 0
         for rec_id, rec in list(self.index.items()):

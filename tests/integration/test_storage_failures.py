@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -336,6 +337,71 @@ async def test_a_recording_resumed_on_a_stalled_disk_never_holds_the_event_loop(
         sealed = service.calls_dir / "moved-mixed.wav"  # the dead worker's, finished here
         await until(lambda: sealed.is_file() or not crashed, 5, "the left segment finished")
         assert sealed.is_file() == crashed
+    finally:
+        stalled.set()
+        comeback.cancel()
+
+
+def stalling_path(path: Path, stalled: threading.Event, entered: threading.Event) -> Path:
+    """``path``, whose file is looked for (``is_file``) and deleted (``unlink``) only once
+    ``stalled`` is set (``entered``: it was asked)."""
+
+    class Stalling(type(path)):  # type: ignore[misc]
+        def is_file(self) -> bool:
+            entered.set()
+            stalled.wait()
+            return bool(super().is_file())
+
+        def unlink(self, missing_ok: bool = False) -> None:
+            entered.set()
+            stalled.wait()
+            super().unlink(missing_ok)
+
+    return Stalling(path)
+
+
+def index_recording(service: Any, path: Path, expires_at: float) -> str:
+    """A one-second recording at ``path``, in ``service``'s index; its id."""
+    from bridge.attachments.recorded import Recording
+
+    path.write_bytes(wav.wav_header(32000) + np.zeros(16000, "<i2").tobytes())
+    relative = path.name
+    service.index["rec_stalled"] = Recording(
+        "rec_stalled", "c1", "inbound", path, relative, 1000, 32044, time.time(), expires_at
+    )
+    return "rec_stalled"
+
+
+@pytest.mark.parametrize("asked", ["served", "swept"])
+async def test_a_recording_served_or_swept_on_a_stalled_disk_never_holds_the_loop(
+    make_client, tmp_path, asked
+) -> None:
+    """The volume stalls as a recording is served (``GET /call/recordings/{id}`` looks for
+    its file) or deleted past its retention (the sweep): the worker serves every other request
+    meanwhile, and the recording is served, or deleted, once the disk is back. Both asked the
+    disk on the event loop: the whole worker froze until the disk came back."""
+    client = await make_client(data_dir=str(tmp_path / "data"), retention_sweep_interval=1)
+    service = client.app[RECORDINGS]
+    stalled, entered = threading.Event(), threading.Event()
+    path = stalling_path(service.calls_dir / "c1-inbound.wav", stalled, entered)
+    expires = time.time() + (-1 if asked == "swept" else 3600)
+    rec_id = index_recording(service, path, expires)
+    comeback = threading.Timer(4.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        served = None
+        if asked == "served":
+            served = asyncio.ensure_future(client.get(f"/call/recordings/{rec_id}"))
+        await until(entered.is_set, 3, "the disk asked")  # the next sweep: within a second
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        stalled.set()
+        if served is not None:
+            resp = await asyncio.wait_for(served, 10)
+            assert resp.status == 200 and (await resp.read())[:4] == b"RIFF"
+        else:
+            await until(lambda: rec_id not in service.index, 5, "the recording swept")
+            assert not path.exists()
     finally:
         stalled.set()
         comeback.cancel()
