@@ -152,8 +152,10 @@ async def whatsapp_engine(app: web.Application) -> AsyncIterator[None]:
 
 
 async def sweep_recordings(recordings: RecordingService, interval: float) -> None:
+    loop = asyncio.get_running_loop()
     while True:
-        removed = recordings.sweep()
+        # On the recordings' threads: a volume that stalls holds the sweep, never the loop.
+        removed = await loop.run_in_executor(recordings.finisher, recordings.sweep)
         if removed:
             log.info("retention: deleted %d expired recordings", removed)
         await asyncio.sleep(interval)

@@ -133,12 +133,12 @@ async def create_route(request: web.Request) -> web.Response:
         number = catalog.number(number_id)
         if number is None or not (principal.admin or number.tenant_id == principal.tenant_id):
             raise BadRequest(f"field 'numbers': no number {number_id[:64]!r}", code="bad_number")
-    _check_hand_offs(request, route)
+    await _check_hand_offs(request, route)
     await request.app[DESK].add_route(route, request.app[SETTINGS].calls.max_routes)
     return web.json_response(route.view(), status=201)
 
 
-def _check_hand_offs(request: web.Request, route: Route) -> None:
+async def _check_hand_offs(request: web.Request, route: Route) -> None:
     """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step is one a call's agent
     would take (``AgentService.check``: its URL's scheme, no credentials in it, a host
     ``BRIDGE_FORK_URL_ALLOW`` allows, its session), a ``play`` or a voicemail's greeting is an
@@ -151,7 +151,7 @@ def _check_hand_offs(request: web.Request, route: Route) -> None:
         asset = step.body.get("assetId", step.body.get("greeting"))
         if asset is not None:
             try:
-                check_asset(request, asset)
+                await check_asset(request, asset)
             except NotFound:
                 raise BadRequest(
                     f"field 'steps.{step.kind}': no audio asset {asset[:80]!r}",

@@ -29,18 +29,18 @@ async def play(request: web.Request) -> web.Response:
     limit = play_body_limit(request.app[SETTINGS].storage)
     body = await read_body(request, "PlayRequest", limit=limit)
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    check_asset(request, body.get("assetId"))
+    await check_asset(request, body.get("assetId"))
     playback = await request.app[PLAYBACK].start(runtime, body)
     return web.json_response({"playbackId": playback.id}, status=201)
 
 
-def check_asset(request: web.Request, asset_id: object, *, shared: bool = True) -> None:
-    """A tenant's key uses its own assets (and, to play, the service's): another's is 404."""
+async def check_asset(request: web.Request, asset_id: object, *, shared: bool = True) -> None:
+    """A tenant's key uses its own assets (and, to play, the service's): another's is 404
+    (its record read off the event loop: ``AssetStore.find``)."""
     tenant_id = principal_of(request).tenant_id
     if tenant_id is None or not isinstance(asset_id, str):
         return
-    if not request.app[PLAYBACK].assets.get(asset_id).visible_to(tenant_id, shared=shared):
-        raise NotFound(f"no audio asset {asset_id[:80]!r}")
+    await request.app[PLAYBACK].assets.find(asset_id, tenant_id, shared=shared)
 
 
 @routes.post("/call/play/stop")
@@ -66,7 +66,7 @@ async def hold(request: web.Request) -> web.Response:
     if music is not None and not isinstance(music, str):
         raise BadRequest("field 'music' must be an audio asset id")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    check_asset(request, music)
+    await check_asset(request, music)
     playbacks = request.app[PLAYBACK]
 
     async def start_music() -> Playback:
@@ -117,7 +117,7 @@ async def list_assets(request: web.Request) -> web.Response:
 @routes.delete("/call/audio-assets/{assetId}")
 async def delete_asset(request: web.Request) -> web.Response:
     asset_id = request.match_info["assetId"]
-    check_asset(request, asset_id, shared=False)
+    await check_asset(request, asset_id, shared=False)
     await asyncio.to_thread(request.app[PLAYBACK].assets.delete, asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 

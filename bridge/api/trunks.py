@@ -9,6 +9,7 @@ from aiohttp import web
 
 from ..errors import Forbidden, NotFound
 from ..numbers.model import check_id
+from ..numbers.rules import copy_of_trunk
 from ..numbers.trunks import Trunk, apply_trunk_fields, parse_trunk
 from ..trunks import TrunkService
 from .errors import require_call_id
@@ -30,12 +31,10 @@ def _trunk_for(request: web.Request) -> Trunk:
     return trunk
 
 
-def _check_music(request: web.Request, trunk: Trunk) -> None:
+async def _check_music(request: web.Request, trunk: Trunk) -> None:
     """The trunk's ``holdMusic`` is an audio asset its tenant may play (404 otherwise)."""
     if trunk.hold_music:
-        asset = request.app[PLAYBACK].assets.get(trunk.hold_music)  # NotFound if there is none
-        if not asset.visible_to(trunk.tenant_id or None, shared=True):
-            raise NotFound(f"no audio asset {trunk.hold_music[:80]!r}")
+        await request.app[PLAYBACK].assets.find(trunk.hold_music, trunk.tenant_id or None)
 
 
 def _view(request: web.Request, trunk: Trunk) -> dict[str, object]:
@@ -54,7 +53,7 @@ async def create_trunk(request: web.Request) -> web.Response:
             raise Forbidden("a tenant's key creates trunks for its own tenant only")
         tenant_id = principal.tenant_id
     trunk = parse_trunk(body, tenant_id=tenant_id or "")
-    _check_music(request, trunk)
+    await _check_music(request, trunk)
     cap = request.app[SETTINGS].sip.sip_max_trunks
     await request.app[CATALOG].save_trunk(trunk, cap=cap)  # 409 too_many_trunks at the cap
     return web.json_response(_view(request, trunk), status=201)
@@ -77,10 +76,14 @@ async def change_trunk(request: web.Request) -> web.Response:
     _trunk_for(request)  # 404 before the body is read
     body = await read_body(request, "TrunkPatch")
     trunk = _trunk_for(request)  # as it is once the body is in (not brought back if deleted)
+    # Its music checked before the write (its record read off the event loop), on the trunk
+    # as the body makes it (a change of music meanwhile, on any worker, was checked there).
+    checked = copy_of_trunk(request.app[CATALOG], trunk.trunk_id)
+    apply_trunk_fields(checked, body)
+    await _check_music(request, checked)
 
     def change(changed: Trunk) -> None:
         apply_trunk_fields(changed, body)
-        _check_music(request, changed)
 
     # Changed as it is at the write (on any worker): a copy read before would undo a change
     # made meanwhile, or bring back a trunk deleted meanwhile.

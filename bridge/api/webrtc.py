@@ -96,7 +96,7 @@ async def transfer(request: web.Request) -> web.Response:
     runtime = request.app[MANAGER].runtime(require_call_id(body))
     if "group" in body:
         music = body.get("music")
-        check_asset(request, music)
+        await check_asset(request, music)
         playbacks = request.app[PLAYBACK]
 
         async def start_music() -> Playback:

@@ -3,6 +3,7 @@ JSON record each (playbacks and hold music name an asset by its id)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -91,6 +92,7 @@ class AssetStore:
             raise _undecodable(exc) from None
 
     def get(self, asset_id: str) -> Asset:
+        """The asset's record, read from the disk (in a thread: :meth:`find` on the loop)."""
         if not asset_id.startswith("as_") or not asset_id[3:].isalnum() or len(asset_id) > MAX_ID:
             raise NotFound(f"no audio asset {asset_id[:80]!r}")
         meta_path = self.root / f"{asset_id}.json"
@@ -115,6 +117,18 @@ class AssetStore:
             if self._unreadable.seen(asset_id) == 1:
                 log.warning("audio asset %s: its record cannot be read (%s)", asset_id, exc)
             raise NotFound(f"no audio asset {asset_id[:80]!r}") from None
+        return asset
+
+    async def find(
+        self, asset_id: str, tenant_id: str | None = None, *, shared: bool = True
+    ) -> Asset:
+        """The asset, its record read off the event loop (a volume that stalls holds this
+        caller, never the worker's calls): the one way code on the loop reads an asset.
+        404 when there is none, or when ``tenant_id`` does not see it (``Asset.visible_to``:
+        another tenant's is not found, never forbidden; ``None``: the service sees all)."""
+        asset = await asyncio.to_thread(self.get, asset_id)
+        if not asset.visible_to(tenant_id, shared=shared):
+            raise NotFound(f"no audio asset {asset_id[:80]!r}")
         return asset
 
     def list(self) -> list[Asset]:

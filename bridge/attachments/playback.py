@@ -226,7 +226,7 @@ class PlaybackService:
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved playback needs its 'playbackId' and 'assetId'") from None
         try:
-            asset = self.assets.get(asset_id)
+            asset = await self.assets.find(asset_id)
             frames = max(1, -(-asset.duration_ms // FRAME_MS))  # one pass's
             skip = played % frames if loop else played
             return await self._play(
@@ -287,7 +287,7 @@ class PlaybackService:
         if kind == "file":
             return await asyncio.to_thread(self._media_file, value)
         if kind == "assetId":
-            return (await asyncio.to_thread(self.assets.get, value)).path
+            return (await self.assets.find(value)).path
         if kind == "audioBase64":
             try:
                 data = base64.b64decode(value, validate=True)

@@ -54,8 +54,9 @@ class RecordingService:
     """Starts/stops recordings, serves them, repairs and sweeps the store."""
 
     def __init__(self, root: Path, retention_days: float) -> None:
-        self.root = root
-        self.calls_dir = root / "files" / "calls"
+        self.root = root.resolve()
+        """Resolved once, at start-up: a path resolved later asks the disk, never on the loop."""
+        self.calls_dir = self.root / "files" / "calls"
         self.calls_dir.mkdir(parents=True, exist_ok=True)
         self.retention_s = retention_days * 86400
         self.index: dict[str, Recording] = {}
@@ -67,7 +68,7 @@ class RecordingService:
         self._starting = asyncio.Lock()
         self._undeleted = Repeats(size=256)
         """Recordings the retention sweep could not delete: each said once, not at every sweep."""
-        self.left = LeftSegments(root.resolve(), self.retention_s, self.add, self.finisher)
+        self.left = LeftSegments(self.root, self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
 
@@ -126,7 +127,7 @@ class RecordingService:
             recorder = CallRecorder(
                 host,
                 base,
-                self.root.resolve(),
+                self.root,
                 self.retention_s,
                 self.add,
                 self.finisher,
@@ -161,7 +162,7 @@ class RecordingService:
     def export(self, recorder: CallRecorder) -> dict[str, Any]:
         """What another worker needs to record on into the next segment (a handover)."""
         return {
-            "origin": str(recorder.origin.relative_to(self.root.resolve())),
+            "origin": str(recorder.origin.relative_to(self.root)),
             "segment": recorder.segment,
         }
 
@@ -171,30 +172,34 @@ class RecordingService:
         """Record a call moved here on into the next segment of its recording: the files
         ``{origin}-seg{n}-{inbound,outbound,mixed}.wav`` beside the first segment's.
         ``left_open``: the segment before was a crashed worker's, never finished; it is
-        finished and announced here too (``left_open.py``)."""
-        root = self.root.resolve()
+        finished and announced here too (``left_open.py``). The disk's part (its path
+        resolved, its files made) on the recordings' own threads, as a start's: a volume that
+        stalls holds this recording, never the event loop and every call on the worker."""
         try:
-            origin = inside(root, str(moved["origin"]))
-            segment = int(moved["segment"]) + 1
+            relative, segment = str(moved["origin"]), int(moved["segment"]) + 1
         except (KeyError, TypeError, ValueError):
             raise BadRequest("a moved recording needs its 'origin' and 'segment'") from None
-        base = origin.with_name(f"{origin.name}-seg{segment}")
         if left_open:
-            self.left.finish(host.call_id, origin, segment - 1, host.emit)
+            self.left.finish(host.call_id, relative, segment - 1, host.emit)
+        loop = asyncio.get_running_loop()
+        origin = await loop.run_in_executor(self.finisher, inside, self.root, relative)
+        base = origin.with_name(f"{origin.name}-seg{segment}")
         try:
-            recorder = CallRecorder(
-                host,
-                base,
-                root,
-                self.retention_s,
-                self.add,
-                self.finisher,
-                origin=origin,
-                segment=segment,
-            )
+            tracks = await loop.run_in_executor(self.finisher, open_tracks, base, time.monotonic())
         except OSError as exc:  # a full or read-only disk: the caller logs it, the call goes on
             error = disk_error(exc, "the recording cannot go on into its next segment")
             raise failed(host, segment, error) from None
+        recorder = CallRecorder(
+            host,
+            base,
+            self.root,
+            self.retention_s,
+            self.add,
+            self.finisher,
+            origin=origin,
+            segment=segment,
+            tracks=tracks,
+        )
         try:
             host.attach(recorder)
         except CallStateError:  # the call ended while it moved: finish the files, as start()
@@ -209,12 +214,11 @@ class RecordingService:
         events) here, in the background: a call that cannot move ends on the survivor
         (``Recovery``), which finishes its recording too."""
         try:
-            origin = inside(self.root.resolve(), str(moved["origin"]))
-            segment = int(moved["segment"])
-        except (BadRequest, KeyError, TypeError, ValueError):
+            relative, segment = str(moved["origin"]), int(moved["segment"])
+        except (KeyError, TypeError, ValueError):
             log.warning("call %s: its recording, left by a crashed worker, is unreadable", call_id)
             return
-        self.left.finish(call_id, origin, segment, emit)
+        self.left.finish(call_id, relative, segment, emit)
 
     async def stop(self, host: AttachmentHost) -> list[Recording]:
         recorders: list[CallRecorder] = host.attached("recorder")
@@ -228,16 +232,17 @@ class RecordingService:
             self.index[rec.id] = rec
 
     async def find(self, recording_id: str) -> Recording:
-        """:meth:`get`, and if the id is unknown here, read the sidecars again first (another
-        worker sharing ``BRIDGE_DATA_DIR`` may have written it), off the event loop and at
-        most once a second, so unknown ids cannot make every request scan the disk."""
+        """:meth:`get` off the event loop, and if the id is unknown here, read the sidecars
+        again first (another worker sharing ``BRIDGE_DATA_DIR`` may have written it), off the
+        event loop too and at most once a second, so unknown ids cannot make every request
+        scan the disk."""
         if recording_id not in self.index:
             if time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
                 self._indexed_at = time.monotonic()
                 found = await asyncio.to_thread(self._read_sidecars)
                 for known, rec in found.items():
                     self.index.setdefault(known, rec)
-        return self.get(recording_id)
+        return await asyncio.to_thread(self.get, recording_id)  # its file looked for there
 
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)
@@ -246,7 +251,8 @@ class RecordingService:
         return rec
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete recordings past their retention; returns how many files went."""
+        """Delete recordings past their retention; returns how many files went (run on the
+        recordings' threads: ``resources.sweep_recordings``)."""
         now = time.time() if now is None else now
         removed = 0
         for rec_id, rec in list(self.index.items()):

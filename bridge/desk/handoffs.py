@@ -14,7 +14,7 @@ from ..attachments import PlaybackService
 from ..calls import CallManager
 from ..calls.model import Call, CallState
 from ..calls.runtime import CallRuntime
-from ..errors import BridgeError, CallStateError, NotFound
+from ..errors import BridgeError, CallStateError
 from . import wire
 from .lending import Lending
 from .routes import Route, route_from_stored
@@ -95,9 +95,7 @@ async def from_agent(
             return
         music = message.music
         if music is not None:
-            asset = desk.playback.assets.get(music)  # NotFound when there is none
-            if not asset.visible_to(run.call.tenant_id or None, shared=True):
-                raise NotFound(f"no audio asset {music[:80]!r}")
+            await desk.playback.assets.find(music, run.call.tenant_id or None)  # or 404
 
         async def start_music() -> Any:
             return await desk.playback.start(run.runtime, {"assetId": music, "loop": True})

@@ -12,15 +12,18 @@ import gc
 import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
-from bridge.api.keys import MANAGER, PLAYBACK
-from bridge.attachments import playback, recorder, wav
+from bridge.api.keys import MANAGER, RECORDINGS
+from bridge.attachments import left_open, recorder, recording, wav
 from bridge.attachments.assets import AssetStore
 
 from ..support.audio_files import make
@@ -253,60 +256,6 @@ async def test_a_stop_the_disk_fails_leaves_no_recording_file_open(call, monkeyp
         gc.enable()
 
 
-@pytest.mark.parametrize("asked", ["list", "play", "delete", "file"])
-async def test_assets_on_a_stalled_disk_never_hold_the_event_loop(call, monkeypatch, asked) -> None:
-    """The data volume stalls (a network volume that hangs) while a request reads it —
-    ``GET /call/audio-assets``, an asset played or deleted, a file of ``BRIDGE_MEDIA_DIR``
-    played —: the request waits
-    for the disk off the event loop, which serves every other request (and every call's
-    media) meanwhile. They read the records on the loop: the whole worker froze until the
-    disk came back (a listing, longer the more assets there were)."""
-    client, cid = call
-    form = aiohttp.FormData()
-    form.add_field("audio", make("wav", 600.0, 0.3, amplitude=0.25), filename="a.wav")
-    asset = await (await client.post("/call/audio-assets", data=form)).json()
-    stalled = threading.Event()
-    get = AssetStore.get
-
-    def stalling_get(self: AssetStore, asset_id: str) -> Any:
-        stalled.wait()
-        return get(self, asset_id)
-
-    monkeypatch.setattr(AssetStore, "get", stalling_get)
-    inside = playback.inside
-
-    def stalling_inside(base: Path, relative: str) -> Path:
-        stalled.wait()
-        return inside(base, relative)
-
-    monkeypatch.setattr(playback, "inside", stalling_inside)
-    (client.app[PLAYBACK].media_dir / "prompt.wav").write_bytes(make("wav", 600.0, 0.3))
-    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
-    comeback.start()
-    try:
-        request = {
-            "list": lambda: client.get("/call/audio-assets"),
-            "play": lambda: client.post(
-                "/call/play", json={"callID": cid, "assetId": asset["assetId"]}
-            ),
-            "delete": lambda: client.delete(f"/call/audio-assets/{asset['assetId']}"),
-            "file": lambda: client.post("/call/play", json={"callID": cid, "file": "prompt.wav"}),
-        }[asked]
-        waiting = asyncio.ensure_future(request())
-        await asyncio.sleep(0.1)  # the request is under way, waiting for the disk
-        assert (await client.get("/healthz")).status == 200
-        assert not stalled.is_set(), "the event loop was held until the disk came back"
-        assert not waiting.done()
-        stalled.set()
-        resp = await asyncio.wait_for(waiting, 10)
-        assert resp.status in (200, 201), await resp.text()
-        if asked == "list":
-            assert [a["assetId"] for a in (await resp.json())["assets"]] == [asset["assetId"]]
-    finally:
-        stalled.set()
-        comeback.cancel()
-
-
 async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
     call, monkeypatch
 ) -> None:
@@ -338,6 +287,121 @@ async def test_a_recording_started_on_a_stalled_disk_never_holds_the_event_loop(
         resp = await client.post("/call/record/stop", json={"callID": cid})
         assert resp.status == 200, await resp.text()
         assert len((await resp.json())["recordings"]) == 3
+    finally:
+        stalled.set()
+        comeback.cancel()
+
+
+@pytest.mark.parametrize("crashed", [False, True])
+async def test_a_recording_resumed_on_a_stalled_disk_never_holds_the_event_loop(
+    call, monkeypatch, crashed
+) -> None:
+    """A recorded call moved here (a handover; ``crashed``: adopted from a worker that died,
+    its segment left open) records on into its next segment while the volume stalls: its path
+    is resolved and its files made (and the dead worker's segment looked for) on the
+    recordings' threads, and the worker serves every other request meanwhile. They were on the
+    event loop: the whole worker froze until the disk came back."""
+    client, cid = call
+    service, runtime = client.app[RECORDINGS], client.app[MANAGER].runtime(cid)
+    pcm = np.full(16000, 4000, dtype="<i2").tobytes()
+    for kind in ("inbound", "outbound"):  # segment 1, as a crashed worker left it
+        (service.calls_dir / f"moved-{kind}.wav").write_bytes(wav.wav_header(0) + pcm)
+    stalled = threading.Event()
+
+    def stalling(real: Callable[..., Any]) -> Callable[..., Any]:
+        def wait_then(*args: Any) -> Any:
+            stalled.wait()
+            return real(*args)
+
+        return wait_then
+
+    for module in (recording, left_open):
+        monkeypatch.setattr(module, "inside", stalling(module.inside))
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling(wav.WavTrack.__init__))
+    comeback = threading.Timer(3.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        moved = {"origin": "files/calls/moved", "segment": 1}
+        resuming = asyncio.ensure_future(service.resume(runtime, moved, left_open=crashed))
+        await asyncio.sleep(0.1)  # under way, waiting for the disk
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        assert not resuming.done()
+        stalled.set()
+        recorder = await asyncio.wait_for(resuming, 10)
+        assert (recorder.segment, recorder.base.name) == (2, "moved-seg2")
+        resp = await client.post("/call/record/stop", json={"callID": cid})
+        assert resp.status == 200, await resp.text()
+        names = sorted(Path(r["path"]).name for r in (await resp.json())["recordings"])
+        assert names == [f"moved-seg2-{k}.wav" for k in ("inbound", "mixed", "outbound")]
+        sealed = service.calls_dir / "moved-mixed.wav"  # the dead worker's, finished here
+        await until(lambda: sealed.is_file() or not crashed, 5, "the left segment finished")
+        assert sealed.is_file() == crashed
+    finally:
+        stalled.set()
+        comeback.cancel()
+
+
+def stalling_path(path: Path, stalled: threading.Event, entered: threading.Event) -> Path:
+    """``path``, whose file is looked for (``is_file``) and deleted (``unlink``) only once
+    ``stalled`` is set (``entered``: it was asked)."""
+
+    class Stalling(type(path)):  # type: ignore[misc]
+        def is_file(self) -> bool:
+            entered.set()
+            stalled.wait()
+            return bool(super().is_file())
+
+        def unlink(self, missing_ok: bool = False) -> None:
+            entered.set()
+            stalled.wait()
+            super().unlink(missing_ok)
+
+    return Stalling(path)
+
+
+def index_recording(service: Any, path: Path, expires_at: float) -> str:
+    """A one-second recording at ``path``, in ``service``'s index; its id."""
+    from bridge.attachments.recorded import Recording
+
+    path.write_bytes(wav.wav_header(32000) + np.zeros(16000, "<i2").tobytes())
+    relative = path.name
+    service.index["rec_stalled"] = Recording(
+        "rec_stalled", "c1", "inbound", path, relative, 1000, 32044, time.time(), expires_at
+    )
+    return "rec_stalled"
+
+
+@pytest.mark.parametrize("asked", ["served", "swept"])
+async def test_a_recording_served_or_swept_on_a_stalled_disk_never_holds_the_loop(
+    make_client, tmp_path, asked
+) -> None:
+    """The volume stalls as a recording is served (``GET /call/recordings/{id}`` looks for
+    its file) or deleted past its retention (the sweep): the worker serves every other request
+    meanwhile, and the recording is served, or deleted, once the disk is back. Both asked the
+    disk on the event loop: the whole worker froze until the disk came back."""
+    client = await make_client(data_dir=str(tmp_path / "data"), retention_sweep_interval=1)
+    service = client.app[RECORDINGS]
+    stalled, entered = threading.Event(), threading.Event()
+    path = stalling_path(service.calls_dir / "c1-inbound.wav", stalled, entered)
+    expires = time.time() + (-1 if asked == "swept" else 3600)
+    rec_id = index_recording(service, path, expires)
+    comeback = threading.Timer(4.0, stalled.set)  # a bound, should the loop be held anyway
+    comeback.start()
+    try:
+        served = None
+        if asked == "served":
+            served = asyncio.ensure_future(client.get(f"/call/recordings/{rec_id}"))
+        await until(entered.is_set, 3, "the disk asked")  # the next sweep: within a second
+        assert (await client.get("/healthz")).status == 200
+        assert not stalled.is_set(), "the event loop was held until the disk came back"
+        stalled.set()
+        if served is not None:
+            resp = await asyncio.wait_for(served, 10)
+            assert resp.status == 200 and (await resp.read())[:4] == b"RIFF"
+        else:
+            await until(lambda: rec_id not in service.index, 5, "the recording swept")
+            assert not path.exists()
     finally:
         stalled.set()
         comeback.cancel()
