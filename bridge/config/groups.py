@@ -699,7 +699,8 @@ class SipSettings(_Group):
     sip_key: str = _opt("", "PEM private key of the SIP listener; reloaded when it changes")
     sip_key_password: str = _opt(
         "",
-        "passphrase of BRIDGE_SIP_KEY (and of numbers' own sipKey) when it is encrypted; "
+        "passphrase of BRIDGE_SIP_KEY (and of a number's own sipKey without its own "
+        "sipKeyPassword) when it is encrypted; "
         "an encrypted key without it stops the start (the bridge never prompts for one)",
         secret=True,
     )

@@ -59,6 +59,7 @@ _BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
         "sipHostname": ("sip_hostname", False, False),
         "sipCert": ("sip_cert", False, False),
         "sipKey": ("sip_key", False, False),
+        "sipKeyPassword": ("sip_key_password", True, False),
     },
     EngineKind.ZUCKZAPGO: {
         "url": ("engine_url", False, True),
@@ -282,9 +283,9 @@ def apply_engine_block(number: Number, block: object) -> None:
                 f"field '{engine}.{name}' is not a {engine} setting (known: {known})",
                 code="invalid_engine",
             )
-        _, secret, _ = fields[name]
-        if value is None and not secret:
-            number.config.pop(name, None)
+        _, secret, required = fields[name]
+        if value is None and not (secret and required):  # an optional field (or secret) goes
+            (number.secrets if secret else number.config).pop(name, None)
             continue
         coerced = _coerce(engine, name, value)
         if secret:
@@ -296,6 +297,11 @@ def apply_engine_block(number: Number, block: object) -> None:
     ):
         raise BadRequest(
             "fields 'cloudapi.sipCert' and 'cloudapi.sipKey' go together", code="invalid_engine"
+        )
+    if "sipKeyPassword" in number.secrets and "sipKey" not in number.config:
+        raise BadRequest(
+            "field 'cloudapi.sipKeyPassword' is the passphrase of 'cloudapi.sipKey': name it",
+            code="invalid_engine",
         )
     if "sipCert" in number.config and "sipHostname" not in number.config:
         raise BadRequest(

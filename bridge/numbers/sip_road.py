@@ -119,13 +119,20 @@ def check_sip_road(number: Number, base: Settings) -> None:
         )
     cert = number.config.get("sipCert") or base.sip.sip_cert
     key = number.config.get("sipKey") or base.sip.sip_key
+    # A number's own key opens with its own passphrase, else the deployment's.
+    own_password = number.secrets.get("sipKeyPassword")
+    password = own_password if own_password is not None else base.sip.sip_key_password
     try:
-        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, base.sip.sip_key_password)
+        load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, password)
     except KeyLocked as exc:
         what = "is not its passphrase" if exc.given else "is not set"
+        named = (
+            "the number's 'cloudapi.sipKeyPassword'"
+            if own_password is not None
+            else "the deployment's BRIDGE_SIP_KEY_PASSWORD"
+        )
         raise BadRequest(
-            f"the SIP key {key!r} is encrypted and the deployment's BRIDGE_SIP_KEY_PASSWORD {what}",
-            code="sip_not_configured",
+            f"the SIP key {key!r} is encrypted and {named} {what}", code="sip_not_configured"
         ) from None
     except (OSError, ssl.SSLError, ValueError) as exc:
         raise BadRequest(

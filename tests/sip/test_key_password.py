@@ -7,37 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import ssl
 import sys
 import termios
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-
 from bridge.api.keys import ENGINE
 from bridge.sip import transport as sip_transport
 
 from ..support.ports import free_port
 from ..support.processes import ROOT, stop_process
-from ..support.tls import TestCA
+from ..support.tls import TestCA, encrypted, peer_names
 from ..support.waits import until
 from .conftest import NUMBER
 
 PASSPHRASE = "open sesame"
-
-
-def encrypted(plain: Path, to: Path, passphrase: str = PASSPHRASE) -> Path:
-    """``plain``'s key written to ``to`` encrypted with ``passphrase`` (PKCS#8, PEM)."""
-    key = serialization.load_pem_private_key(plain.read_bytes(), None)
-    to.write_bytes(
-        key.private_bytes(  # type: ignore[union-attr]
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.BestAvailableEncryption(passphrase.encode()),
-        )
-    )
-    return to
 
 
 def _from_a_terminal() -> None:
@@ -51,7 +37,7 @@ async def test_an_encrypted_key_without_its_passphrase_stops_the_start_never_pro
     tmp_path: Path,
 ) -> None:
     pair = TestCA(tmp_path).issue("bridge", "localhost")
-    key = encrypted(pair.key, tmp_path / "locked.key")
+    key = encrypted(pair.key, tmp_path / "locked.key", PASSPHRASE)
     env = {
         **os.environ,
         "BRIDGE_DATA_DIR": str(tmp_path),
@@ -104,7 +90,7 @@ async def test_an_encrypted_key_opens_with_its_passphrase_and_reloads_with_it(
     monkeypatch.setattr(sip_transport, "RELOAD_EVERY", 0.05)
     ca = TestCA(tmp_path)
     pair = ca.issue("bridge", "localhost", "127.0.0.1")
-    key = encrypted(pair.key, tmp_path / "locked.key")
+    key = encrypted(pair.key, tmp_path / "locked.key", PASSPHRASE)
     client = await make_client(
         engine="cloudapi",
         cloudapi_signalling="sip",
@@ -134,7 +120,7 @@ async def test_an_encrypted_key_opens_with_its_passphrase_and_reloads_with_it(
     assert await served() == der(pair.cert)
     renewed = ca.issue("renewed", "localhost", "127.0.0.1")
     pair.cert.write_bytes(renewed.cert.read_bytes())
-    encrypted(renewed.key, key)
+    encrypted(renewed.key, key, PASSPHRASE)
     await until(lambda: ua.transport.certs.reloads == 1, 3, "the renewed pair loaded")
     assert await served() == der(renewed.cert)
 
@@ -157,7 +143,7 @@ async def test_a_numbers_own_encrypted_key_opens_with_the_same_passphrase(
             "signalling": "sip",
             "sipHostname": "sip.customer.example",
             "sipCert": str(own.cert),
-            "sipKey": str(encrypted(own.key, tmp_path / "own.key")),
+            "sipKey": str(encrypted(own.key, tmp_path / "own.key", PASSPHRASE)),
         },
     }
     admin = {"Authorization": "Bearer admin-token"}
@@ -200,3 +186,76 @@ async def test_a_numbers_own_encrypted_key_opens_with_the_same_passphrase(
 
     await until(serves_its_own, 5, "the number's own pair served by its name")
     assert await shown("localhost") == ssl.PEM_cert_to_DER_cert(pair.cert.read_text())
+
+
+async def test_a_numbers_own_key_opens_with_its_own_passphrase(
+    make_client, meta, tmp_path: Path
+) -> None:
+    """A platform's customers bring their own certificate: a number's encrypted ``sipKey``
+    opens with its own ``cloudapi.sipKeyPassword`` (write-only, like every secret), not the
+    deployment's; a wrong one is a 400 naming that field; the field needs the key it opens."""
+    ca = TestCA(tmp_path)
+    pair, own = ca.issue("bridge", "localhost"), ca.issue("own", "sip.customer.example")
+    deployment_key = encrypted(pair.key, tmp_path / "deployment.key", PASSPHRASE)
+    meta.add_number("2098765432", "second-token")
+    block = {
+        **meta.number_fields("2098765432"),
+        "signalling": "sip",
+        "sipHostname": "sip.customer.example",
+        "sipCert": str(own.cert),
+        "sipKey": str(encrypted(own.key, tmp_path / "own.key", "the customer's")),
+    }
+    admin = {"Authorization": "Bearer admin-token"}
+    port = free_port()
+    client = await make_client(
+        **meta.bridge_settings(),
+        api_tokens=("admin-token",),
+        sip_listen=f"127.0.0.1:{port}",
+        sip_hostname="localhost",
+        sip_cert=str(pair.cert),
+        sip_key=str(deployment_key),
+        sip_key_password=PASSPHRASE,
+        sip_number=NUMBER,
+        cloudapi_signalling="sip",
+        data_dir=str(tmp_path / "data"),
+    )
+
+    async def made(cloudapi: dict, status: int) -> dict:
+        body = {"phone": "+15550004444", "engine": "cloudapi", "cloudapi": cloudapi}
+        resp = await client.post("/numbers", json=body, headers=admin)
+        assert resp.status == status, await resp.text()
+        return await resp.json()
+
+    # The deployment's passphrase is not the customer's key's.
+    error = (await made(block, 400))["error"]
+    assert error["code"] == "sip_not_configured", error
+    assert "BRIDGE_SIP_KEY_PASSWORD" in error["message"], error
+    error = (await made({**block, "sipKeyPassword": "a wrong one"}, 400))["error"]
+    assert error["code"] == "sip_not_configured", error
+    assert "'cloudapi.sipKeyPassword' is not its passphrase" in error["message"], error
+    alone = {k: v for k, v in block.items() if k not in ("sipCert", "sipKey", "sipHostname")}
+    error = (await made({**alone, "sipKeyPassword": "the customer's"}, 400))["error"]
+    assert error["code"] == "invalid_engine" and "sipKeyPassword" in error["message"], error
+
+    view = await made({**block, "sipKeyPassword": "the customer's"}, 201)
+    assert view["cloudapi"]["sipKeyPasswordSet"] is True, view
+    assert "the customer's" not in json.dumps(view)
+    listed = await client.get(f"/numbers/{view['numberID']}", headers=admin)
+    assert "the customer's" not in await listed.text()
+
+    async def serves_its_own() -> bool:
+        return await peer_names(port, str(ca.path), "sip.customer.example") == [
+            "sip.customer.example"
+        ]
+
+    await until(serves_its_own, 5, "the number's own pair served by its name")
+    assert "localhost" in await peer_names(port, str(ca.path), "localhost")
+
+    # Back to the deployment's pair: the number's own key and its passphrase both go (an
+    # optional secret is removed with null, as an optional field is).
+    gone = {"sipCert": None, "sipKey": None, "sipKeyPassword": None, "sipHostname": None}
+    resp = await client.patch(
+        f"/numbers/{view['numberID']}", json={"cloudapi": gone}, headers=admin
+    )
+    assert resp.status == 200, await resp.text()
+    assert "sipKeyPasswordSet" not in (await resp.json())["cloudapi"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import ssl
 import time
 from typing import Any
 
@@ -26,6 +25,7 @@ from ..support.calls import events_until_ended, wait_state
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
 from ..support.sipp import TlsHops, _spawn, wait_port
+from ..support.tls import peer_names
 from ..support.waits import until
 from .conftest import NUMBER, PASSWORD
 from .test_sipp_bic import assert_digest
@@ -56,15 +56,6 @@ class NamedHop(TlsHops):
             )
         )
         await wait_port(self.to_bridge)
-
-
-async def peer_names(port: int, cafile: str, name: str) -> list[str]:
-    """The DNS names of the certificate the listener shows a client hello naming ``name``."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
-    cert = writer.get_extra_info("peercert")
-    writer.close()
-    return [v for k, v in cert["subjectAltName"] if k == "DNS"]
 
 
 async def ringing(client) -> dict[str, Any]:

@@ -3,8 +3,10 @@ already pulls in): the bridge's SIP listener and the TLS side of the fake Meta u
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,3 +87,26 @@ class TestCA:
 
     def serial_of(self, pem: bytes) -> int:
         return x509.load_pem_x509_certificate(pem).serial_number
+
+
+def encrypted(plain: Path, to: Path, passphrase: str) -> Path:
+    """``plain``'s key written to ``to`` encrypted with ``passphrase`` (PKCS#8, PEM)."""
+    key = serialization.load_pem_private_key(plain.read_bytes(), None)
+    to.write_bytes(
+        key.private_bytes(  # type: ignore[union-attr]
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase.encode()),
+        )
+    )
+    return to
+
+
+async def peer_names(port: int, cafile: str, name: str) -> list[str]:
+    """The DNS names of the certificate a TLS listener on 127.0.0.1 shows a client hello
+    naming ``name`` (SNI)."""
+    ctx = ssl.create_default_context(cafile=cafile)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
+    cert = writer.get_extra_info("peercert")
+    writer.close()
+    return [v for k, v in cert["subjectAltName"] if k == "DNS"]
