@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -285,6 +286,9 @@ async def test_a_second_phone_twinkle_behind_kamailio_answers_a_whatsapp_call(
         await until(lambda: "DTMF detected: 7" in twinkle.output(), 5, "the key at twinkle")
         assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
         await until(lambda: "BYE sip:" in twinkle.log(), 10, "the BYE at twinkle")
+        # Its SIP went to Kamailio alone: nothing to a port another test may hold.
+        sent_to = set(re.findall(r"^Send to: (\S+)$", twinkle.log(), re.M))
+        assert sent_to == {f"udp:127.0.0.1:{kam.port}"}, sent_to
     finally:
         await twinkle.stop()
         await kam.stop()
