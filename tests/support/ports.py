@@ -91,6 +91,12 @@ def free_ports(count: int = 1) -> int:
                 return first
 
 
+def leased(port: int) -> bool:
+    """Whether ``port`` lies in one of this process's leases."""
+    with _lock:
+        return any(start <= port < start + LEASE for start in _leased)
+
+
 def free_port() -> int:
     """One free port, never handed out before by this process nor held by another's lease."""
     return free_ports(1)

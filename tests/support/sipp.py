@@ -21,7 +21,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from .ports import free_port
+from .ports import free_port, free_ports
 from .tls import CertPair, TestCA
 from .waits import wait_port
 
@@ -137,6 +137,10 @@ class Sipp:
         the scenario before SIPp exits."""
         args = ["sipp", "-sf", str(self.scenario), "-t", transport, "-i", "127.0.0.1"]
         args += ["-p", str(self.port), "-m", str(calls), "-nostdin", "-timeout", "30s"]
+        # Its media ports (RTP echo and RTP, 2 above) and its control port from our leases:
+        # left alone, SIPp takes 6000/6002 and 8888, and the next ones up if they are taken,
+        # ports other tests' processes were given (ports.py).
+        args += ["-mp", str(free_ports(3)), "-cp", str(free_port())]
         args += ["-cid_str", "outgoing:wacid.%u-%p@%s"]  # Meta's Call-IDs start so
         args += ["-trace_logs", "-log_file", str(self.log), "-trace_err"]
         args += ["-error_file", str(self.errors), "-trace_msg", "-message_file", str(self.messages)]
