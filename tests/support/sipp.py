@@ -21,9 +21,9 @@ import shutil
 import signal
 from pathlib import Path
 
-from .ports import free_port, free_ports
+from .ports import free_port, free_ports, held
 from .tls import CertPair, TestCA
-from .waits import wait_port
+from .waits import until, wait_port
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "sip" / "scenarios"
 
@@ -158,7 +158,14 @@ class Sipp:
             args.append(f"127.0.0.1:{remote}")
         self.proc = await _spawn(*args, log=self.dir / "sipp.out")
         if server and transport == "u1":
-            await asyncio.sleep(0.3)  # a UDP socket cannot be probed; SIPp binds at once
+            proc = self.proc
+
+            def bound() -> bool:
+                if proc.returncode is not None:
+                    raise AssertionError(f"SIPp ended ({proc.returncode}): {self.report()}")
+                return held(self.port)
+
+            await until(bound, 10, "SIPp's UDP port")
         elif server:
             await wait_port(self.port)
 
