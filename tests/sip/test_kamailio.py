@@ -315,9 +315,11 @@ async def test_kamailio_is_started_once_it_answers_not_once_it_logs(tmp_path, mo
     async def let_go() -> None:
         await until(lambda: "INFO: <core>" in kam.logged(), 10, "kamailio's first lines")
         fd = await until(opened, 10, "kamailio reading the gate")
-        await asyncio.sleep(0.3)  # (the former start() returned on those first lines)
-        os.write(fd, b"x")
-        os.close(fd)  # its end of file: Kamailio goes on
+        try:
+            await asyncio.sleep(0.3)  # (the former start() returned on those first lines)
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)  # its end of file: Kamailio goes on
 
     releasing = asyncio.ensure_future(let_go())
     try:
