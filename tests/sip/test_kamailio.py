@@ -7,6 +7,9 @@ answers, tones are asserted each way, and the bridge's BYE follows Kamailio's Re
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +22,7 @@ from bridge.api.keys import MANAGER
 from bridge.resources import CALL_EVENTS
 from bridge.trunks import upkeep
 
+from ..support import kamailio
 from ..support.baresip_phone import BaresipPhone
 from ..support.calls import peer_heard, wait_state
 from ..support.kamailio import Kamailio, missing
@@ -27,6 +31,7 @@ from ..support.twinkle import Twinkle
 from ..support.twinkle import missing as twinkle_missing
 from ..support.waits import until, until_passes
 from .test_sip_participant import PEER_HZ, PHONE, PHONE_HZ, level_dbfs
+from .test_udp_tcp import udp_peer
 
 TWINKLE_HZ = 880
 pytestmark = pytest.mark.skipif(bool(missing()), reason=missing() or "ok")
@@ -281,6 +286,52 @@ async def test_a_second_phone_twinkle_behind_kamailio_answers_a_whatsapp_call(
         await until(lambda: "DTMF detected: 7" in twinkle.output(), 5, "the key at twinkle")
         assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
         await until(lambda: "BYE sip:" in twinkle.log(), 10, "the BYE at twinkle")
+        # Its SIP went to Kamailio alone: nothing to a port another test may hold.
+        sent_to = set(re.findall(r"^Send to: (\S+)$", twinkle.log(), re.M))
+        assert sent_to == {f"udp:127.0.0.1:{kam.port}"}, sent_to
     finally:
         await twinkle.stop()
         await kam.stop()
+
+
+async def test_kamailio_is_started_once_it_answers_not_once_it_logs(tmp_path, monkeypatch):
+    """Kamailio logs its first lines before it has read its modules and bound its sockets; a
+    phone whose REGISTER went then was refused by the kernel (ICMP), and Twinkle tries again
+    only 30 s later. Here Kamailio is held there (its cfgutils module reads a FIFO as its hash
+    file, until we write it); once ``start()`` returns, one OPTIONS (never sent again) is
+    answered."""
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    kex = 'loadmodule "kex.so"'
+    held = f'loadmodule "cfgutils.so"\nmodparam("cfgutils", "hash_file", "{gate}")\n{kex}'
+    monkeypatch.setattr(kamailio, "CONFIG", kamailio.CONFIG.replace(kex, held))
+    kam = Kamailio(tmp_path, "ext-pw")
+
+    def opened() -> int:
+        with contextlib.suppress(OSError):  # ENXIO: Kamailio has not opened it yet
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        return 0
+
+    async def let_go() -> None:
+        await until(lambda: "INFO: <core>" in kam.logged(), 10, "kamailio's first lines")
+        fd = await until(opened, 10, "kamailio reading the gate")
+        try:
+            await asyncio.sleep(0.3)  # (the former start() returned on those first lines)
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)  # its end of file: Kamailio goes on
+
+    releasing = asyncio.ensure_future(let_go())
+    try:
+        await kam.start()
+        transport, replies = await udp_peer()
+        port = transport.get_extra_info("sockname")[1]
+        transport.sendto(kamailio.options_request(kam.port, port), ("127.0.0.1", kam.port))
+        data, _ = await asyncio.wait_for(replies.got.get(), 5)
+        assert data.startswith(b"SIP/2.0 200 "), data[:40]
+        transport.close()
+    finally:
+        releasing.cancel()
+        await kam.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await releasing  # (its failure, if it failed, is the test's)

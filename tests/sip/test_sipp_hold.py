@@ -26,7 +26,6 @@ from bridge.audio.g711 import ulaw_encode
 from ..support.audio_files import make
 from ..support.calls import peer_heard, sim_call, wait_state
 from ..support.loops import LoopLag
-from ..support.ports import free_port
 from ..support.sipp import Sipp, tools_missing
 from ..support.spectrum import assert_hears
 from ..support.waits import until, until_passes
@@ -66,7 +65,7 @@ async def test_the_phone_holds_and_resumes_by_re_invite_and_whatsapp_hears_the_m
         "HOLD_MS": "4000",
     }
     sipp = Sipp(tmp_path, "pbx_phone_hold.xml", subst)
-    media = ("-mi", "127.0.0.1", "-mp", str(free_port()))
+    media = ("-mi", "127.0.0.1")
     await sipp.start(remote=None, keys={}, server=True, transport="u1", extra=media)
     try:
         trunk = {
@@ -183,7 +182,7 @@ async def test_the_pbx_holds_a_call_it_placed_and_whatsapp_hears_the_music(
     # The hold lasts 6 s: the check of its music below (after call.held and 1.2 s of music)
     # must not reach past the PBX's unhold on a loaded host.
     sipp = Sipp(tmp_path, "pbx_call_hold.xml", {"TALK_MS": "3000", "HOLD_MS": "6000"})
-    echo = ("-mi", "127.0.0.1", "-mp", str(free_port()), "-rtp_echo")
+    echo = ("-mi", "127.0.0.1", "-rtp_echo")
     await sipp.start(
         remote=bridge.app[TRUNKS].port, keys={"callee": "+" + PHONE}, transport="u1", extra=echo
     )

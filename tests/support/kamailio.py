@@ -2,11 +2,13 @@
 and TLS with the ``kamailio-tls-modules`` package when given a certificate): phones
 and the bridge REGISTER with a digest (``pv_www_authenticate`` against one password per user),
 an INVITE to a registered user is relayed to its Contact with Record-Route, OPTIONS are
-answered. Started in the foreground (``-DD -E``), stopped by its pid."""
+answered. Started in the foreground (``-DD -E``), stopped by its pid; started once it answers an
+OPTIONS on its UDP port."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -144,11 +146,37 @@ class Kamailio:
                 stdout=out,
                 stderr=out,
             )
-        await until(lambda: "INFO: <core>" in self.logged() or self.ended(), 5, "kamailio up")
+        try:
+            await self._answering()
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}:\n{self.logged()[-2000:]}") from None
         if self.ended():
             raise AssertionError(f"kamailio did not start:\n{self.logged()[-2000:]}")
         if self.tls is not None:  # its TLS listener opens after the first log lines
             await until(self._tls_open, 5, "kamailio's TLS listener")
+
+    async def _answering(self) -> None:
+        """Until Kamailio answers an OPTIONS on its UDP port, or exits. Not its first log
+        lines: those come before it has read its modules and bound its sockets, and a phone's
+        REGISTER sent then is refused by the kernel (ICMP port unreachable): Twinkle tries
+        again only 30 s later."""
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Answers(answered), local_addr=("127.0.0.1", 0)
+        )
+        options = options_request(self.port, transport.get_extra_info("sockname")[1])
+
+        async def asked() -> bool:
+            transport.sendto(options, ("127.0.0.1", self.port))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(answered.wait(), 0.1)
+            return answered.is_set() or self.ended()
+
+        try:
+            await until(asked, 10, "kamailio answering OPTIONS")
+        finally:
+            transport.close()
 
     async def _tls_open(self) -> bool:
         try:
@@ -166,3 +194,25 @@ class Kamailio:
 
     async def stop(self) -> None:
         await stop_process(self.proc)
+
+
+class _Answers(asyncio.DatagramProtocol):
+    """Sets ``answered`` on a ``200`` (Kamailio's answer to :func:`options_request`)."""
+
+    def __init__(self, answered: asyncio.Event) -> None:
+        self.answered = answered
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if data.startswith(b"SIP/2.0 200 "):
+            self.answered.set()
+
+
+def options_request(port: int, ours: int) -> bytes:
+    """An OPTIONS to Kamailio on ``port`` from ``127.0.0.1:ours`` (answered ``200``: CONFIG)."""
+    return (
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{ours};branch=z9hG4bK-ready-{ours};rport\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:ready@127.0.0.1>;tag=ready\r\n"
+        f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: ready-{ours}@127.0.0.1\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()

@@ -91,6 +91,18 @@ def free_ports(count: int = 1) -> int:
                 return first
 
 
+def held(port: int) -> bool:
+    """Something holds ``port`` on loopback (TCP or UDP): for a port of ours, the child it was
+    given to has bound it (a UDP socket answers no connect, so this is how it is probed)."""
+    return not _free(port)
+
+
+def leased(port: int) -> bool:
+    """Whether ``port`` lies in one of this process's leases."""
+    with _lock:
+        return any(start <= port < start + LEASE for start in _leased)
+
+
 def free_port() -> int:
     """One free port, never handed out before by this process nor held by another's lease."""
     return free_ports(1)

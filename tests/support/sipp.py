@@ -21,9 +21,9 @@ import shutil
 import signal
 from pathlib import Path
 
-from .ports import free_port
+from .ports import free_port, free_ports, held
 from .tls import CertPair, TestCA
-from .waits import wait_port
+from .waits import until, wait_port
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "sip" / "scenarios"
 
@@ -137,6 +137,10 @@ class Sipp:
         the scenario before SIPp exits."""
         args = ["sipp", "-sf", str(self.scenario), "-t", transport, "-i", "127.0.0.1"]
         args += ["-p", str(self.port), "-m", str(calls), "-nostdin", "-timeout", "30s"]
+        # Its media ports (RTP echo and RTP, 2 above) and its control port from our leases:
+        # left alone, SIPp takes 6000/6002 and 8888, and the next ones up if they are taken,
+        # ports other tests' processes were given (ports.py).
+        args += ["-mp", str(free_ports(3)), "-cp", str(free_port())]
         args += ["-cid_str", "outgoing:wacid.%u-%p@%s"]  # Meta's Call-IDs start so
         args += ["-trace_logs", "-log_file", str(self.log), "-trace_err"]
         args += ["-error_file", str(self.errors), "-trace_msg", "-message_file", str(self.messages)]
@@ -154,7 +158,14 @@ class Sipp:
             args.append(f"127.0.0.1:{remote}")
         self.proc = await _spawn(*args, log=self.dir / "sipp.out")
         if server and transport == "u1":
-            await asyncio.sleep(0.3)  # a UDP socket cannot be probed; SIPp binds at once
+            proc = self.proc
+
+            def bound() -> bool:
+                if proc.returncode is not None:
+                    raise AssertionError(f"SIPp ended ({proc.returncode}): {self.report()}")
+                return held(self.port)
+
+            await until(bound, 10, "SIPp's UDP port")
         elif server:
             await wait_port(self.port)
 

@@ -90,6 +90,10 @@ class Twinkle:
             "codecs=g711u,g711a\n"
             "ptime=20\n"
             "dtmf_transport=rfc2833\n"
+            # Its presence is published at startup by default, to the user's domain at the
+            # SIP port 5060: a port in the tests' range (ports.py), which another test's
+            # Kamailio, SIPp or bridge may have been given.
+            "pres_publish_startup=no\n"
             # Its microphone's speex preprocessing is on by default: noise reduction takes a
             # steady tone for noise and fades it out within a second, the AGC pulls it to
             # −24 dBFS and the VAD may cut it. A test tone goes out as it is.
