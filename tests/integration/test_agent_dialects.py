@@ -162,6 +162,32 @@ async def test_xai_barge_in_flushes_cancels_and_truncates(make_client, aiohttp_s
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_xai_a_caller_heard_before_the_reply_plays_cancels_it(
+    make_client, aiohttp_server
+) -> None:
+    """xAI's VAD hears the caller while a response is being generated but none of its voice
+    has come yet: xAI does not stop it, so the bridge cancels it (before, nothing was sent
+    and the reply was played over the caller's turn)."""
+    fake, client, cid, url = await on_a_call(
+        "xai", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    await start(client, cid, "xai", url)
+    sc = sim_call(client, cid)
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)  # the caller's voice, known
+    item = await fake.say(np.zeros(0, dtype=np.int16), done=False)  # created, no audio yet
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        started = await next_event(sub, "agent.speech.started")
+    assert started.data["echo"] is False and started.data["agentPlaying"] is False
+    await until(lambda: fake.cancels == ["resp_1"], timeout=3)
+    mark = sc.frames_heard
+    await fake.late_delta(item, tone(440, 8_000, 16_000, 0.25))  # generated before the cancel
+    await asyncio.sleep(0.4)
+    assert loud(list(sc.heard)[-(sc.frames_heard - mark) :]) == []
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_azure_16k_both_ways_beta_events_and_its_settings_passed_through(
     make_client, aiohttp_server, caplog
 ) -> None:
