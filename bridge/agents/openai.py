@@ -9,7 +9,8 @@ streams the caller with ``input_audio_buffer.append`` and reads ``response.outpu
 (and the beta servers' ``response.audio.delta``). On a barge-in it sends
 ``conversation.item.truncate`` with the ``audio_end_ms`` the caller really heard, and
 ``response.cancel`` when the bridge heard the caller itself (the model's turn detection off:
-nothing else stops the generation) while the response was still being generated. A tool's
+nothing else stops the generation), or the session's ``interrupt_response`` is ``false``,
+while the response was still being generated. A tool's
 output or a key press goes in as an item at once, but the ``response.create`` after it waits
 until the response in progress is done: the protocol has one response at a time (the function
 call comes inside a response, before its ``response.done``).
@@ -377,6 +378,12 @@ class OpenAIRealtime(RealtimeFamily):
             isinstance(turns, dict)
             and "turn_detection" in turns
             and turns["turn_detection"] is None
+        )
+        detection = turns.get("turn_detection") if isinstance(turns, dict) else None
+        # Its VAD ends the response it hears the caller over unless told not to: then the
+        # bridge cancels it (``interrupt_response``, on by default).
+        self.server_cancels = not (
+            isinstance(detection, dict) and detection.get("interrupt_response") is False
         )
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:

@@ -275,6 +275,38 @@ async def test_azure_barge_in_the_service_cancels_the_bridge_flushes(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+@pytest.mark.parametrize("interrupts", [True, False])
+async def test_openai_barge_in_cancels_what_its_vad_does_not(
+    make_client, aiohttp_server, interrupts: bool
+) -> None:
+    """OpenAI's VAD ends the response in progress itself unless the session's
+    ``interrupt_response`` is ``false``: then the bridge sends ``response.cancel`` (before, it
+    never did, and the model went on generating a reply nobody heard)."""
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    turns = {"type": "server_vad", "interrupt_response": interrupts}
+    await start(client, cid, "openai-realtime", url, session={"turn_detection": turns})
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25), done=False)  # still generating
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 30, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        cut = await next_event(sub, "agent.interrupted")
+        mark = sc.frames_heard
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # already generated
+    assert cut.data["by"] == "model" and cut.data["cancelled"] is not interrupts
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    sent = any(e["type"] == "response.cancel" for e in fake.events)
+    assert sent is not interrupts
+    assert fake.cancels == ([] if interrupts else ["resp_1"])
+    await asyncio.sleep(0.3)
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_tools_of_the_app_and_of_the_bridge(make_client, aiohttp_server, provider) -> None:
     fake, client, cid, url = await on_a_call(
