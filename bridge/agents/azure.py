@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import BadRequest
 from .openai import RealtimeFamily
-from .wire import Tool, merge
+from .wire import Tool, check_list, merge
 
 RATE = 16_000
 _FORMATS = ("input_audio_format", "input_audio_sampling_rate", "output_audio_format")
@@ -53,6 +53,7 @@ class AzureVoiceLive(RealtimeFamily):
         for name in _FORMATS:
             if name in session:
                 raise BadRequest(f"field 'session': {name} is the bridge's (16 kHz pcm16)")
+        check_list(session.get("tools"), "tools")
         turns = session.get("turn_detection", {})
         if turns is not None and not isinstance(turns, dict):
             raise BadRequest("field 'session': turn_detection must be an object or null")

@@ -36,6 +36,7 @@ from .wire import (
     ToolCancelled,
     Transcript,
     TurnDone,
+    check_list,
     merge,
 )
 
@@ -60,6 +61,14 @@ def check_session(session: dict[str, Any]) -> None:
     think = (agent or {}).get("think")
     if think is not None and not isinstance(think, dict | list):
         raise BadRequest("field 'session': agent.think must be an object or a list")
+    for each in think if isinstance(think, list) else [think or {}]:
+        if isinstance(each, dict):
+            check_list(each.get("functions"), "agent.think.functions")
+    context = (agent or {}).get("context")
+    if context is not None and not isinstance(context, dict):
+        # (A renewed session's history goes in its ``messages``: the newer schema.)
+        raise BadRequest("field 'session': agent.context must be an object (its messages)")
+    check_list((context or {}).get("messages"), "agent.context.messages")
 
 
 def _jwt(key: str) -> bool:

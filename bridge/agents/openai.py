@@ -42,6 +42,7 @@ from .wire import (
     Transcript,
     TurnDone,
     b64_audio,
+    check_list,
     merge,
 )
 
@@ -86,6 +87,7 @@ def check_audio_formats(session: dict[str, Any], ours: str) -> None:
 def check_session(session: dict[str, Any]) -> None:
     """Refuse what the bridge must decide itself: the audio formats and the session type."""
     check_audio_formats(session, "24 kHz audio/pcm")
+    check_list(session.get("tools"), "tools")
     if session.get("type", "realtime") != "realtime":
         raise BadRequest("field 'session': type must be realtime")
 

@@ -51,6 +51,7 @@ from .wire import (
     ToolCall,
     Transcript,
     b64_audio,
+    check_list,
     merge,
 )
 
@@ -91,6 +92,10 @@ def check_session(session: dict[str, Any]) -> None:
     delegation = session.get("delegation")
     if delegation is not None and not isinstance(delegation, dict):
         raise BadRequest("field 'session': delegation must be an object or null")
+    responses = (delegation or {}).get("responses")
+    if isinstance(responses, dict):
+        check_list(responses.get("tools"), "delegation.responses.tools")
+    check_list(session.get("input"), "input")  # (a new session's history joins it)
 
 
 class OpenAILive:

@@ -5,7 +5,7 @@ for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepg
 Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
 :mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
 a protocol. At its end, what several dialects use alike: :func:`merge` (an app's session into
-the bridge's), :func:`b64_audio`."""
+the bridge's), :func:`check_list`, :func:`b64_audio`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from ..errors import BadRequest
 
 
 class ProtocolError(ValueError):
@@ -340,6 +342,15 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def check_list(value: Any, name: str) -> None:
+    """Refuse a field of an app's ``session`` the bridge adds to (the tools its own join, the
+    history a new session is told) unless it is a list or unset: a ``400`` when the request
+    comes, rather than a session that cannot be written when it opens (a ``500``) or renews
+    (a reconnection that dies)."""
+    if value is not None and not isinstance(value, list):
+        raise BadRequest(f"field 'session': {name} must be a list")
 
 
 def b64_audio(text: Any) -> bytes:

@@ -776,6 +776,19 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
             400,
             "bad_request",
         ),
+        # Tools the bridge's would be added to that are no list (a 500 before: the socket
+        # opened, then the session could not be written).
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"tools": 5},
+                "bridgeTools": ["hangup"],
+            },
+            400,
+            "bad_request",
+        ),
         # A wrong key: the model refuses the handshake.
         (
             {"provider": "openai-realtime", "url": url, "apiKey": "sk-wrong"},
