@@ -1,6 +1,6 @@
 """Azure AI Voice Live (``wss://<resource>.services.ai.azure.com/voice-live/realtime``): the
 Realtime **beta** event names (``response.audio.delta``, ``response.audio_transcript.done``:
-:class:`~.openai.RealtimeFamily` reads both generations) with a flat session object.
+:class:`~.realtime.RealtimeFamily` reads both generations) with a flat session object.
 
 The bridge is the client. Its one ``session.update`` names the audio both ways — ``pcm16`` at
 ``input_audio_sampling_rate`` 16000 up, ``pcm16_16000hz`` down (the rate is in the format's
@@ -23,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily
+from .realtime import RealtimeFamily
 from .wire import Tool, check_list, merge
 
 RATE = 16_000

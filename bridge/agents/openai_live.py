@@ -36,7 +36,8 @@ import time
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import EventIds, client_event, function_tools, openai_auth
+from .openai import openai_auth
+from .realtime import EventIds, client_event, function_tools
 from .wire import (
     SLOT,
     Audio,

@@ -1,5 +1,5 @@
 """xAI's Grok Voice Agent API (``wss://api.x.ai/v1/realtime``): the OpenAI Realtime GA events
-(:class:`~.openai.RealtimeFamily`) with xAI's own session object.
+(:class:`~.realtime.RealtimeFamily`) with xAI's own session object.
 
 The bridge is the client. It waits for ``conversation.created`` (as xAI's public clients do),
 then sends one **flat** ``session.update`` (``voice`` and ``turn_detection`` at the session's
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, check_audio_formats
+from .realtime import RealtimeFamily, check_audio_formats
 from .wire import Tool, check_list, merge
 
 RATE = 16_000

@@ -21,7 +21,7 @@ from bridge.agents import (
     XaiGrokVoice,
 )
 from bridge.agents.azure import auth
-from bridge.agents.openai import RealtimeFamily
+from bridge.agents.realtime import RealtimeFamily
 from bridge.agents.tools import BRIDGE_TOOLS
 from bridge.agents.wire import Audio, ModelError
 from bridge.errors import BadRequest
