@@ -495,6 +495,39 @@ async def test_a_message_the_bridge_fails_on_costs_that_message_only(
     assert len(failures) == 1 and failures[0].exc_info is not None
 
 
+async def test_a_message_the_bridge_fails_on_while_a_session_opens_costs_that_message_only(
+    make_client, aiohttp_server, monkeypatch, caplog
+) -> None:
+    """The same bug met while a session opens (here on ``session.created``, before the model
+    took the configuration): the message is skipped and the session opens, at the start and
+    on a reopened socket. Before, it escaped the opening: the request was answered 500, and
+    a reconnection's ended the agent's runner, the agent left reconnecting for good."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    parse = OpenAIRealtime.parse
+
+    def failing(self: OpenAIRealtime, body: dict) -> list:
+        if body.get("type") == "session.created":
+            raise KeyError("session")
+        return parse(self, body)
+
+    monkeypatch.setattr(OpenAIRealtime, "parse", failing)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        await next_event(sub, "agent.reconnected")
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["state"] == "connected"
+    failures = [r for r in caplog.records if "not handled" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_agent_events_reach_the_app_as_signed_webhooks(
     make_client, aiohttp_server, receiver
 ) -> None:
