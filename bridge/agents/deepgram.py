@@ -6,7 +6,8 @@ The bridge is the client. It waits for ``Welcome``, sends one ``Settings`` (the 
 "none"`` — raw PCM, the bus's own rate, nothing resampled) and waits for ``SettingsApplied``.
 The caller goes up as binary frames; the agent's binary frames are played into the call.
 Deepgram decides the caller's turns: on ``UserStartedSpeaking`` the bridge drops the queued
-voice (the server stops sending it; there is nothing to cancel or truncate). Client-side
+voice (the server stops sending it; there is nothing to cancel or truncate); the turn's end,
+which has no message, is its user ``ConversationText`` (or ``AgentStartedSpeaking``). Client-side
 functions (``FunctionCallRequest`` items with ``client_side: true``) are answered with
 ``FunctionCallResponse``; those the server withdraws (``FunctionCallCancelled``) get no answer.
 While no audio goes up the bridge sends ``KeepAlive`` every :data:`KEEPALIVE_S`; a session is
@@ -31,6 +32,7 @@ from .wire import (
     ProtocolError,
     Ready,
     SpeechStarted,
+    SpeechStopped,
     Tool,
     ToolCall,
     ToolCancelled,
@@ -99,6 +101,8 @@ class DeepgramVoiceAgent:
         """What was said (Deepgram roles), for the ``Settings`` of a renewed session."""
         self._turn = 0
         self._odd = b""
+        self._caller_turn = False
+        """``UserStartedSpeaking`` came, and nothing that says the caller's turn is over."""
 
     def url_refused(self, url: str) -> str | None:
         return None  # any URL of its scheme
@@ -163,10 +167,11 @@ class DeepgramVoiceAgent:
             return [Ready()]
         if kind == "UserStartedSpeaking":
             self._next_turn()
+            self._caller_turn = True
             return [SpeechStarted(f"dg{self._turn - 1}")]
         if kind == "AgentStartedSpeaking":
             self._next_turn()
-            return []
+            return self._caller_turn_over()
         if kind == "AgentAudioDone":
             return [TurnDone()]
         if kind == "ConversationText":
@@ -174,7 +179,8 @@ class DeepgramVoiceAgent:
             if role not in _ROLES or not isinstance(text, str):
                 raise ProtocolError("ConversationText without its role or content")
             self.history = [*self.history[-(HISTORY_LINES - 1) :], (str(role), text)]
-            return [Transcript(_ROLES[str(role)], text)]
+            over = self._caller_turn_over() if role == "user" else []
+            return [*over, Transcript(_ROLES[str(role)], text)]
         if kind == "FunctionCallRequest":
             return [self._call(f) for f in _items(body) if f.get("client_side") is True]
         if kind == "FunctionCallCancelled":
@@ -184,6 +190,14 @@ class DeepgramVoiceAgent:
             # Every ``Error`` is fatal to the session: the bridge closes it and opens another.
             return [ModelError(code, text, benign=kind == "Warning", ends_session=kind == "Error")]
         return []  # PromptUpdated, AgentThinking, History, LatencyReport, …
+
+    def _caller_turn_over(self) -> list[ModelEvent]:
+        """The caller's turn ended: Deepgram has no message for it, but its transcript of the
+        turn (or the agent starting its reply) comes once it is over."""
+        if not self._caller_turn:
+            return []
+        self._caller_turn = False
+        return [SpeechStopped()]
 
     def _next_turn(self) -> None:
         self._turn += 1

@@ -192,6 +192,34 @@ async def test_deepgram_session_renewed_before_its_cap_with_what_was_said(
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
 
 
+async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """Deepgram says when the caller starts speaking and, with its transcript of the turn,
+    that the turn is over (``agent.speech.stopped``): a renewal that fell due meanwhile is made
+    then (before, the caller counted as speaking for the rest of the session once they first
+    spoke, and every renewal waited its whole 90 s, made whoever spoke)."""
+    from bridge.agents import connection
+
+    monkeypatch.setattr(connection, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    await start(client, cid, url)
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)  # the caller's voice, known
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.user_started_speaking()
+        started = await next_event(sub, "agent.speech.started")
+        assert started.data["echo"] is False
+        await fake.heard_user("Where is my order?")
+        stopped = await next_event(sub, "agent.speech.stopped")
+        assert stopped.data["by"] == "model"
+        again = await next_event(sub, "agent.reconnected", timeout=5)  # due after 1 s
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_deepgram_refusals_and_a_model_gone_for_good(
     make_client, aiohttp_server, caplog
 ) -> None:
