@@ -123,6 +123,9 @@ class ModelConnection(SessionOpening):
         """The current socket is being closed to renew its capped session."""
         self._ended_by_error = False
         """The current socket is being closed after the model's error ended its session."""
+        self._going_away = False
+        """The current socket is being closed as the model said it would (its ``goAway``: a
+        session's planned end, every ~10 minutes for Gemini), no failure."""
         self.failure: str | None = None
         """What refused the agent for good (``Refused.code``, an account-level error's code)."""
         self._tasks = TaskSet(f"model[{where}]")
@@ -206,6 +209,7 @@ class ModelConnection(SessionOpening):
         elif isinstance(event, GoAway):
             log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
             if self._ws is not None:
+                self._going_away = True
                 self._tasks.spawn(self._ws.close(), "goaway")
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
@@ -327,11 +331,14 @@ class ModelConnection(SessionOpening):
                 spent = 0
             self.state = "reconnecting"
             why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
+            going_away, self._going_away = self._going_away, False
             if self._renewing:
                 self._renewing, spent = False, 0  # planned: logged by ``_renew``
             elif self._ended_by_error:
                 self._ended_by_error = False  # its error was logged (``_own``)
                 log.info("%s: the model ended the session; a new one opens", self.where)
+            elif going_away:
+                pass  # said at INFO (``_own``); its retries counted as a drop's
             else:
                 log.warning("%s: the model's socket %s; reconnecting", self.where, why)
             try:
