@@ -274,9 +274,15 @@ class OpenAILive:
         text = output if isinstance(output, str) else json.dumps(output)
         if call.call_id in self._client_delegations:
             self._client_delegations.discard(call.call_id)
+            # The first part answers the delegation; the rest is commentary of none (whether
+            # an answered delegation stays live, its id valid again, is not public).
             return [
-                self._client("session.commentary.append", delegation_id=call.call_id, content=part)
-                for part in _parts(text)
+                self._client(
+                    "session.commentary.append",
+                    delegation_id=call.call_id if at == 0 else None,
+                    content=part,
+                )
+                for at, part in enumerate(_parts(text))
             ]
         item = {"type": "function_call_output", "call_id": call.call_id, "output": text}
         out = [self._client("response.item.create", item=item)]

@@ -196,6 +196,35 @@ async def test_live_tools_through_the_responses_delegation(make_client, aiohttp_
     assert fake.errors == []
 
 
+async def test_live_a_client_delegation_is_the_apps_and_its_answer_spoken(
+    make_client, aiohttp_server
+) -> None:
+    """A client delegation reaches the app as ``client_delegation`` (``offsetMs``); its answer
+    goes back through ``session.commentary.append``, cut under the 500-token cap, the first
+    part naming the delegation it answers and the rest ``null`` (before, every part named it,
+    and an answer longer than one part was refused once the delegation was answered)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    answer = "Your order A12 left the warehouse this morning. " * 50  # 2,450 characters
+    async with client.app[MANAGER].events.subscribe() as sub:
+        delegation = await fake.delegate_to_client(offset_ms=1500)
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["name"] == "client_delegation" and asked.data["toolCallID"] == delegation
+    assert asked.data["arguments"] == {"offsetMs": 1500}
+    resp = await client.post(path, json={"toolCallID": delegation, "output": answer})
+    assert resp.status == 200
+
+    def said() -> list[dict]:
+        return [e for e in fake.events if e["type"] == "session.commentary.append"]
+
+    await until(lambda: len(said()) == 2, timeout=3)
+    assert [e["delegation_id"] for e in said()] == [delegation, None]
+    assert "".join(e["content"] for e in said()) == answer
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_live_expires_at_renewed_before_it_and_refusals(
     make_client, aiohttp_server, caplog
 ) -> None:
