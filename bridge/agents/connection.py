@@ -14,8 +14,8 @@ refused the same (an account-level error, a handshake answered 4xx, a final clos
 closes the socket at once, and a new session opens. Where the protocol wants it, an idle
 socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
 GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
-:data:`RENEW_MARGIN_S` before the cap, at the first moment nobody speaks
-(:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol with a goodbye
+before the cap, at the first moment nobody speaks (when: :mod:`.upkeep`), so the caller is
+never cut off by it. A protocol with a goodbye
 (GPT-Live's ``session.close``, Ultravox's ``hang_up``) gets it before its socket closes, and
 on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
@@ -35,6 +35,7 @@ import aiohttp
 
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
+from . import upkeep
 from .opening import SessionOpening, reopen
 from .outbox import Outbox
 from .preflight import CONNECT_TIMEOUT
@@ -61,14 +62,6 @@ a server that takes the session and closes it at once uses up ``retries`` rather
 reopened forever, a WARNING each time — whether or not it said something first (a word on
 each session once reset the retries, and the next attempt came at once: reopened as fast as
 the server answered, for the rest of the call)."""
-RENEW_MARGIN_S = 120.0
-"""Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
-RENEW_WAIT_S = 90.0
-"""Seconds a due renewal waits for a quiet moment (``quiet``: nobody speaking) before it is
-made anyway, within the margin: a reply is not cut by it. Never past :data:`RENEW_LEEWAY_S`
-before the cap: a short session (GPT-Live's ``expires_at``) renews at once."""
-RENEW_LEEWAY_S = 30.0
-"""Seconds before the cap a renewal is made whoever speaks (the new session's opening)."""
 CLOSE_WAIT_S = 2.0
 """Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
 session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
@@ -243,13 +236,11 @@ class ModelConnection(SessionOpening):
                 await ws.send_str(message)
 
         helpers = [self._tasks.spawn(self.out.queue.run(send, lambda: ws.closed), "sender")]
-        if self.dialect.keepalive_s:
-            helpers.append(self._tasks.spawn(self._keepalive(self.dialect.keepalive_s), "keep"))
-        if self.dialect.session_limit_s:
-            cap = self.dialect.session_limit_s
-            limit = max(1.0, cap - RENEW_MARGIN_S)
-            wait = min(RENEW_WAIT_S, max(0.0, cap - RENEW_LEEWAY_S - limit))
-            helpers.append(self._tasks.spawn(self._renew(ws, limit, wait), "renew"))
+        if every := self.dialect.keepalive_s:
+            keep = upkeep.keep_alive(self.out, every, lambda: self.send(self.dialect.keepalive()))
+            helpers.append(self._tasks.spawn(keep, "keep"))
+        if cap := self.dialect.session_limit_s:
+            helpers.append(self._tasks.spawn(self._renew(ws, cap), "renew"))
         try:
             async for msg in ws:
                 try:
@@ -271,23 +262,10 @@ class ModelConnection(SessionOpening):
                 # socket stays open, its server waiting for our close frame.
                 await ws.close()
 
-    async def _keepalive(self, every: float) -> None:
-        """The dialect's keep-alive whenever nothing went up for ``every`` seconds (the
-        caller's audio stopped: a hold, a silent leg)."""
-        while True:
-            await asyncio.sleep(max(0.05, every - (time.monotonic() - self.out.last_up)))
-            if time.monotonic() - self.out.last_up >= every:
-                self.send(self.dialect.keepalive())
-
-    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float, wait: float) -> None:
-        """Close a capped session before the provider does: the loop opens a new one."""
-        await asyncio.sleep(after)
-        # Not in the middle of a sentence, the model's or the caller's, while the cap allows
-        # (``wait``: at most RENEW_WAIT_S, and never within RENEW_LEEWAY_S of the cap).
-        waited = 0.0
-        while not self.quiet() and waited < wait:
-            await asyncio.sleep(0.1)
-            waited += 0.1
+    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, cap: float) -> None:
+        """Close a session capped at ``cap`` seconds before the provider does, when it is due
+        (:func:`~.upkeep.renewal_due`): the loop opens a new one."""
+        await upkeep.renewal_due(cap, self.quiet)
         log.info("%s: renewing the session before the provider's cap", self.where)
         self._renewing = True
         for message in self.dialect.closing():

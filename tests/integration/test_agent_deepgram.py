@@ -199,9 +199,9 @@ async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
     that the turn is over (``agent.speech.stopped``): a renewal that fell due meanwhile is made
     then (before, the caller counted as speaking for the rest of the session once they first
     spoke, and every renewal waited its whole 90 s, made whoever spoke)."""
-    from bridge.agents import connection
+    from bridge.agents import upkeep
 
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
     fake, client, cid, url = await on_a_call(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
     )

@@ -663,9 +663,9 @@ async def test_a_session_is_renewed_before_the_providers_hour(
     it 3599.5 s before its hour: after 1 s): a new session opens first, with the instructions
     and tools and what was said, so the session is never cut at its cap (before, it was: the
     caller cut off mid-sentence, then reopened)."""
-    from bridge.agents import connection
+    from bridge.agents import upkeep
 
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
     fake, client, cid, url = await on_a_call(
         provider, make_client, aiohttp_server, sim_peer="silence"
     )
@@ -766,9 +766,9 @@ async def test_a_renewal_waits_for_the_reply_being_played_to_end(
     """A renewal falls due (after 1 s here) while the model's reply plays (2 s of it): it is
     made once the caller has heard the reply, not in its middle (before, the session was closed
     at once, cutting a reply still being generated)."""
-    from bridge.agents import connection
+    from bridge.agents import upkeep
 
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
     fake, client, cid, url = await on_a_call(
         "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
     )
