@@ -194,7 +194,7 @@ class ModelConnection(SessionOpening):
     def _own(self, event: ModelEvent) -> bool:
         """Handle the connection's own events; ``False`` for the agent's."""
         if isinstance(event, Answer):
-            self.send(list(event.messages))
+            self.out.control(list(event.messages), before_audio=True)
         elif isinstance(event, Resumable):
             self.resume = event.handle
         elif isinstance(event, Ready | Hello):

@@ -147,7 +147,8 @@ class ModelError:
 @dataclass(frozen=True)
 class Answer:
     """Messages the protocol wants sent back at once (ElevenLabs' ``pong`` to every ``ping``):
-    the connection queues them ahead of the caller's audio."""
+    the connection queues them ahead of the caller's audio waiting, in order with the other
+    control messages."""
 
     messages: tuple[dict[str, Any], ...]
 
