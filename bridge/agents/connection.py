@@ -10,7 +10,8 @@ close, a network error) is reopened — with the resumption handle where the pro
 within ``retries`` attempts, :data:`~.opening.BACKOFF` apart, while the call goes on; then the
 agent is told it failed (``reconnect_failed``) — at once where another attempt would be
 refused the same (an account-level error, a handshake answered 4xx, a final close code:
-``model_error``). A model's error that ends its session (the dialect's ``ends_session``)
+``model_error``), and where a bug is met on the way (``reconnect_failed``: never an agent
+left reconnecting). A model's error that ends its session (the dialect's ``ends_session``)
 closes the socket at once, and a new session opens. Where the protocol wants it, an idle
 socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
 GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
@@ -279,70 +280,80 @@ class ModelConnection(SessionOpening):
         on_end: Callable[[str], Awaitable[None]],
     ) -> None:
         spent = 0  # retries used since a socket last worked
-        while not self._stopping:
-            assert self._ws is not None
-            opened = time.monotonic()
-            try:
-                await self._serve(self._ws)
-            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
-                log.info("%s: socket error %s", self.where, type(exc).__name__)
-            if self._stopping:
-                return
-            code = self._ws.close_code
-            if code in self.dialect.final_close_codes and not self._renewing:
-                log.warning("%s: the model closed its socket for good (%s)", self.where, code)
-                self.failure = f"close_{code}"
-            if self.failure is not None:
-                self.state = "failed"
-                await on_end("model_error")
-                return
-            if (
-                self.dialect.server_close_ends
-                and self._ws.close_code == aiohttp.WSCloseCode.OK
-                and not self._renewing
-            ):
-                log.info("%s: the model ended the conversation (a normal close)", self.where)
-                await on_end("ended_by_model")
-                return
-            if time.monotonic() - opened >= HEALTHY_S:
-                spent = 0
-            self.state = "reconnecting"
-            why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
-            going_away, self._going_away = self._going_away, False
-            if self._renewing:
-                self._renewing, spent = False, 0  # planned: logged by ``_renew``
-            elif self._ended_by_error:
-                self._ended_by_error = False  # its error was logged (``_own``)
-                log.info("%s: the model ended the session; a new one opens", self.where)
-            elif going_away:
-                pass  # said at INFO (``_own``); its retries counted as a drop's
-            else:
-                log.warning("%s: the model's socket %s; reconnecting", self.where, why)
-            try:
-                ws, spent = await reopen(
-                    partial(self._open, http),
-                    self.retries,
-                    spent,
-                    lambda: self._stopping,
-                    self.where,
-                )
-            except Refused as exc:  # for good: another attempt would be refused the same
-                log.warning("%s: the model refused the session for good (%s)", self.where, exc.code)
-                self.failure, self.state = exc.code, "failed"
-                await on_end("model_error")
-                return
-            if ws is None and self._stopping:
-                return  # closed meanwhile: a stop, not a failure
-            if ws is None:
+        try:
+            while not self._stopping:
+                assert self._ws is not None
+                opened = time.monotonic()
+                try:
+                    await self._serve(self._ws)
+                except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                    # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                    log.info("%s: socket error %s", self.where, type(exc).__name__)
+                if self._stopping:
+                    return
+                code = self._ws.close_code
+                if code in self.dialect.final_close_codes and not self._renewing:
+                    log.warning("%s: the model closed its socket for good (%s)", self.where, code)
+                    self.failure = f"close_{code}"
+                if self.failure is not None:
+                    self.state = "failed"
+                    await on_end("model_error")
+                    return
+                if (
+                    self.dialect.server_close_ends
+                    and self._ws.close_code == aiohttp.WSCloseCode.OK
+                    and not self._renewing
+                ):
+                    log.info("%s: the model ended the conversation (a normal close)", self.where)
+                    await on_end("ended_by_model")
+                    return
+                if time.monotonic() - opened >= HEALTHY_S:
+                    spent = 0
+                self.state = "reconnecting"
+                why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
+                going_away, self._going_away = self._going_away, False
+                if self._renewing:
+                    self._renewing, spent = False, 0  # planned: logged by ``_renew``
+                elif self._ended_by_error:
+                    self._ended_by_error = False  # its error was logged (``_own``)
+                    log.info("%s: the model ended the session; a new one opens", self.where)
+                elif going_away:
+                    pass  # said at INFO (``_own``); its retries counted as a drop's
+                else:
+                    log.warning("%s: the model's socket %s; reconnecting", self.where, why)
+                try:
+                    ws, spent = await reopen(
+                        partial(self._open, http),
+                        self.retries,
+                        spent,
+                        lambda: self._stopping,
+                        self.where,
+                    )
+                except Refused as exc:  # for good: another attempt would be refused the same
+                    log.warning(
+                        "%s: the model refused the session for good (%s)", self.where, exc.code
+                    )
+                    self.failure, self.state = exc.code, "failed"
+                    await on_end("model_error")
+                    return
+                if ws is None and self._stopping:
+                    return  # closed meanwhile: a stop, not a failure
+                if ws is None:
+                    self.state = "failed"
+                    await on_end("reconnect_failed")
+                    return
+                self._ws = ws
+                self.out.renew()  # what was queued for the old socket means nothing now
+                self.state = "connected"
+                self.reconnects += 1
+                on_reconnected(self.resume is not None)
+        except Exception as exc:
+            # A bug (a dialect's, met as a session reopens): the agent fails, its fallback
+            # runs, rather than stay reconnecting for the rest of the call.
+            self._bugs.failed(exc, "%s: the model's connection failed", self.where)
+            if not self._stopping and self.state != "failed":
                 self.state = "failed"
                 await on_end("reconnect_failed")
-                return
-            self._ws = ws
-            self.out.renew()  # what was queued for the old socket means nothing now
-            self.state = "connected"
-            self.reconnects += 1
-            on_reconnected(self.resume is not None)
 
     async def close(self) -> None:
         """Send what is queued (briefly), close the socket, stop the tasks (idempotent)."""

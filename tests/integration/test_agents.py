@@ -536,6 +536,41 @@ async def test_a_message_the_bridge_fails_on_while_a_session_opens_costs_that_me
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_a_bug_met_as_a_session_reopens_fails_the_agent_rather_than_leave_it_hanging(
+    make_client, aiohttp_server, monkeypatch, caplog
+) -> None:
+    """A bug met while the model's socket is reopened (here the dialect's set-up of a second
+    session raising) ends in ``agent.failed`` and the fallback, said once with its traceback:
+    before, it ended the connection's runner, and the agent stayed ``reconnecting`` for the
+    rest of the call, holding the call's one agent place, with no ``agent.failed``."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    opening = OpenAIRealtime.opening
+    calls = 0
+
+    def failing(self: OpenAIRealtime, tools: list, resume: str | None) -> list:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise KeyError("a bug")
+        return opening(self, tools, resume)
+
+    monkeypatch.setattr(OpenAIRealtime, "opening", failing)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed")
+    assert failed.data["reason"] == "reconnect_failed"
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
+    said = [r for r in caplog.records if "connection failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_agent_events_reach_the_app_as_signed_webhooks(
     make_client, aiohttp_server, receiver
 ) -> None:
