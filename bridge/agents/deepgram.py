@@ -14,7 +14,8 @@ While no audio goes up the bridge sends ``KeepAlive`` every :data:`KEEPALIVE_S`;
 capped at two hours, so the connection renews it before (a new ``Settings`` carrying the
 conversation so far as ``agent.context.messages``, without the greeting). An ``Error`` ends
 the session: the bridge closes it at once and opens a new one the same way, rather than wait
-for Deepgram's close. An API key goes as
+for Deepgram's close; a call moved to this worker opens its session with the lines it carried
+the same way (:meth:`DeepgramVoiceAgent.remember`). An API key goes as
 ``Authorization: Token``; a temporary token (a JWT's shape) as ``Bearer``.
 """
 
@@ -50,6 +51,7 @@ KEEPALIVE_S = 8.0
 SESSION_LIMIT_S = 2 * 3600.0
 HISTORY_LINES = 50
 _ROLES = {"user": "caller", "assistant": "agent"}
+_SPEAKERS = {role: speaker for speaker, role in _ROLES.items()}
 
 
 def check_session(session: dict[str, Any]) -> None:
@@ -79,7 +81,8 @@ def _jwt(key: str) -> bool:
 
 
 class DeepgramVoiceAgent:
-    """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`)."""
+    """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`,
+    :class:`~.wire.Remembers`)."""
 
     provider = "deepgram"
     rate_in = RATE
@@ -106,6 +109,10 @@ class DeepgramVoiceAgent:
 
     def url_refused(self, url: str) -> str | None:
         return None  # any URL of its scheme
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        said = [(_SPEAKERS[role], text) for role, text in lines if role in _SPEAKERS]
+        self.history = said[-HISTORY_LINES:]
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         if not api_key:

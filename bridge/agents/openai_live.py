@@ -100,7 +100,7 @@ def check_session(session: dict[str, Any]) -> None:
 
 
 class OpenAILive:
-    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`)."""
+    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`)."""
 
     provider = "openai-live"
     rate_in = RATE
@@ -136,6 +136,11 @@ class OpenAILive:
 
     def url_refused(self, url: str) -> str | None:
         return None  # any URL of its scheme
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        self.history = []
+        for role, text in lines:
+            self._remember(role, text)
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, openai_auth(url, api_key)
@@ -236,10 +241,13 @@ class OpenAILive:
         text = str(self._turn.pop(role)[0]).strip()
         if not text:
             return []
+        self._remember(role, text)
+        return [Transcript(role, text)]
+
+    def _remember(self, role: str, text: str) -> None:
         self.history = [*self.history[-(HISTORY_TURNS - 1) :], (role, text)]
         while sum(len(t) for _, t in self.history) > HISTORY_CHARS and len(self.history) > 1:
             self.history.pop(0)
-        return [Transcript(role, text)]
 
     def _backend(self, event: dict[str, Any]) -> list[ModelEvent]:
         """A nested Responses streaming event of the delegation backend."""
@@ -316,7 +324,8 @@ class OpenAILive:
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         if self.history or not lines:
             return []  # this dialect's own session: what was said went in as ``input``
-        # A call moved here: the new session hears the old conversation as silent context.
+        # Lines it has no history of (a moved call's are ``remember``ed before its session
+        # opens): the new session hears them as silent context.
         said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
         recap = "The connection was reopened. The conversation so far:\n" + said
         return self.text(recap[-APPEND_CHARS:])

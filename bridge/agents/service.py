@@ -31,7 +31,7 @@ from .tools import (
     run_bridge_tool,
 )
 from .ultravox import UltravoxCall
-from .wire import ModelDialect, Prepared, ToolCall
+from .wire import ModelDialect, Prepared, Remembers, ToolCall
 from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class AgentService:
         talking = [a for a in host.attached("agent") if a.state != "failed"]  # (holds nothing)
         if len(talking) >= MAX_AGENTS:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
+        if context and isinstance(checked.dialect, Remembers):
+            checked.dialect.remember(context)  # a moved call: what was said opens its session
         agent = Agent(
             host,
             checked.dialect,

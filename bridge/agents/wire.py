@@ -316,6 +316,18 @@ class Preflight:
 
 
 @runtime_checkable
+class Remembers(Protocol):
+    """A dialect that tells a new session what was said in the messages that open it
+    (Deepgram's ``Settings``, GPT-Live's ``input``) rather than after (a capability: the
+    service asks for it with ``isinstance``): a moved call's agent hands it the lines it
+    carried before its first session opens."""
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        """``(role, text)`` lines (``caller``/``agent``), the oldest first: the history the
+        next session opens with."""
+
+
+@runtime_checkable
 class Prepared(Protocol):
     """A dialect whose socket's URL comes from an HTTP request first (a capability: the
     connection asks for it with ``isinstance``; every other dialect's :meth:`connect` says

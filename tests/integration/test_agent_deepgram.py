@@ -192,6 +192,36 @@ async def test_deepgram_session_renewed_before_its_cap_with_what_was_said(
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
 
 
+async def test_deepgram_a_moved_call_keeps_what_was_said(make_client, aiohttp_server) -> None:
+    """A call moved to this worker (a handover, an adoption: ``AgentService.resume``) opens
+    its Deepgram session with the lines the agent carried as ``agent.context.messages`` and
+    no second greeting, as a renewal does (before, the new session knew nothing of the
+    conversation: the history was thought to come too late for the ``Settings``)."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    moved = {
+        "provider": "deepgram",
+        "url": url,
+        "apiKey": KEY,
+        "session": SESSION,
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": [["caller", "Where is my order?"], ["agent", "It left this morning."]],
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    agent = await client.app[AGENTS].resume(runtime, moved)
+    assert agent.id == "ag_moved"
+    (settings,) = fake.settings
+    assert "greeting" not in settings["agent"]
+    assert settings["agent"]["context"]["messages"] == [
+        {"type": "History", "role": "user", "content": "Where is my order?"},
+        {"type": "History", "role": "assistant", "content": "It left this morning."},
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
     make_client, aiohttp_server, monkeypatch
 ) -> None:

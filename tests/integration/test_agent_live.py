@@ -225,6 +225,45 @@ async def test_live_a_client_delegation_is_the_apps_and_its_answer_spoken(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_live_a_moved_call_starts_its_session_with_what_was_said(
+    make_client, aiohttp_server
+) -> None:
+    """A call moved to this worker (``AgentService.resume``) starts its GPT-Live session with
+    the lines the agent carried as ``input``, as a reopened session does (before, they went
+    as one ``session.thinking.append`` after the start, cut to its last 1,500 characters)."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    moved = {
+        "provider": "openai-live",
+        "url": url,
+        "apiKey": KEY,
+        "session": SESSION,
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": [["caller", "Where is my order?"], ["agent", "It left this morning."]],
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    await client.app[AGENTS].resume(runtime, moved)
+    (session,) = fake.starts
+    assert session["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Where is my order?"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "It left this morning."}],
+        },
+    ]
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert not [e for e in fake.events if e["type"] == "session.thinking.append"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_live_expires_at_renewed_before_it_and_refusals(
     make_client, aiohttp_server, caplog
 ) -> None:
