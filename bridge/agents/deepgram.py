@@ -22,6 +22,7 @@ the same way (:meth:`DeepgramVoiceAgent.remember`). An API key goes as
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..errors import BadRequest
@@ -42,6 +43,8 @@ from .wire import (
     check_list,
     merge,
 )
+
+log = logging.getLogger(__name__)
 
 RATE = 16_000
 DEFAULT_URL = "wss://agent.deepgram.com/v1/agent/converse"
@@ -213,10 +216,11 @@ class DeepgramVoiceAgent:
     @staticmethod
     def _call(item: dict[str, Any]) -> ToolCall:
         raw = item.get("arguments") or "{}"
-        try:
+        try:  # the think model's text, passed through: it may be broken JSON
             args = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
-            raise ProtocolError("FunctionCallRequest arguments are not JSON") from None
+            args = {}  # still a call to answer (Deepgram's agent waits for it), as the others'
+            log.info("FunctionCallRequest %s: its arguments are no JSON", item.get("id"))
         return ToolCall(
             str(item.get("id") or ""),
             str(item.get("name") or ""),

@@ -219,13 +219,15 @@ class FakeDeepgramAgent(CallerAudioLog):
         assert self.ws is not None
         await self._send(self.ws, {"type": "ConversationText", "role": "user", "content": text})
 
-    async def tool_call(self, name: str, arguments: dict[str, Any], call_id: str) -> None:
+    async def tool_call(self, name: str, arguments: dict[str, Any] | str, call_id: str) -> None:
+        """A client-side function call; ``arguments`` text is sent as it is (the think
+        model's own, which may be no JSON)."""
         assert self.ws is not None
         self._asked.add(call_id)
         function = {
             "id": call_id,
             "name": name,
-            "arguments": json.dumps(arguments),
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
             "client_side": True,
         }
         await self._send(self.ws, {"type": "FunctionCallRequest", "functions": [function]})

@@ -157,6 +157,27 @@ async def test_deepgram_tools_answered_cancelled_ones_never(make_client, aiohttp
     assert fake.errors == []
 
 
+async def test_deepgram_a_function_call_whose_arguments_are_no_json_is_answered(
+    make_client, aiohttp_server
+) -> None:
+    """The think model's arguments text is passed through by Deepgram, and a model may write
+    broken JSON: the call still reaches the app (``arguments`` empty, as the Realtime family
+    takes it) and its answer goes back. Before, the whole ``FunctionCallRequest`` was dropped
+    as unreadable, and Deepgram's agent waited for an answer that never came."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", '{"order": "A12"', "fc_1")  # cut short
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["toolCallID"] == "fc_1" and asked.data["arguments"] == {}
+    resp = await client.post(path, json={"toolCallID": "fc_1", "output": "which order?"})
+    assert resp.status == 200
+    await until(lambda: any(e["type"] == "FunctionCallResponse" for e in fake.events))
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_deepgram_keepalive_while_nothing_goes_up(
     make_client, aiohttp_server, monkeypatch
 ) -> None:
