@@ -225,12 +225,12 @@ class ModelDialect(Protocol):
     before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
     dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
     server_close_ends: bool
+    """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
+    ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     final_close_codes: frozenset[int]
     """Close codes with which the server refuses the client for good (OpenAI Realtime's 4000s,
     such as the beta shape's; ElevenLabs' billing stop): the agent fails (``model_error``)
     rather than reopen."""
-    """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
-    ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     duplex_buffer_ms: int | None
     """``None``: the model sends replies (faster than real time) and stops them on a barge-in
     signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
