@@ -23,6 +23,10 @@ made anyway, within the margin: a reply is not cut by it. Never past :data:`RENE
 before the cap: a short session (GPT-Live's ``expires_at``) renews at once."""
 RENEW_LEEWAY_S = 30.0
 """Seconds before the cap a renewal is made whoever speaks (the new session's opening)."""
+RENEW_NOT_BEFORE = 0.5
+"""The part of a session that passes before it is renewed, however short its cap (an Ultravox
+``maxDuration`` of a minute or two, a short GPT-Live ``expires_at``): renewed 1 s in, each new
+session was renewed as soon, a new session every second or two while nobody spoke."""
 
 
 async def keep_alive(out: Outbox, every: float, send: Callable[[], None]) -> None:
@@ -36,10 +40,11 @@ async def keep_alive(out: Outbox, every: float, send: Callable[[], None]) -> Non
 
 async def renewal_due(cap: float, quiet: Callable[[], bool]) -> None:
     """Return when a session capped at ``cap`` seconds (from now) is to be renewed: at least
-    1 s from now and :data:`RENEW_MARGIN_S` before the cap, then not in the middle of a
-    sentence, the model's or the caller's (``quiet()``), while the cap allows (at most
-    :data:`RENEW_WAIT_S`, and never within :data:`RENEW_LEEWAY_S` of the cap)."""
-    after = max(1.0, cap - RENEW_MARGIN_S)
+    1 s from now and :data:`RENEW_NOT_BEFORE` of the way, and :data:`RENEW_MARGIN_S` before
+    the cap, then not in the middle of a sentence, the model's or the caller's (``quiet()``),
+    while the cap allows (at most :data:`RENEW_WAIT_S`, and never within
+    :data:`RENEW_LEEWAY_S` of the cap)."""
+    after = max(1.0, cap * RENEW_NOT_BEFORE, cap - RENEW_MARGIN_S)
     wait = min(RENEW_WAIT_S, max(0.0, cap - RENEW_LEEWAY_S - after))
     await asyncio.sleep(after)
     waited = 0.0

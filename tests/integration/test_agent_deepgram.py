@@ -253,6 +253,7 @@ async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
     from bridge.agents import upkeep
 
     monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
     fake, client, cid, url = await on_a_call(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
     )

@@ -666,6 +666,7 @@ async def test_a_session_is_renewed_before_the_providers_hour(
     from bridge.agents import upkeep
 
     monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
     fake, client, cid, url = await on_a_call(
         provider, make_client, aiohttp_server, sim_peer="silence"
     )
@@ -769,6 +770,7 @@ async def test_a_renewal_waits_for_the_reply_being_played_to_end(
     from bridge.agents import upkeep
 
     monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
     fake, client, cid, url = await on_a_call(
         "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
     )

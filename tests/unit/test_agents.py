@@ -234,3 +234,24 @@ async def test_a_pong_goes_ahead_of_the_callers_audio_waiting_for_the_socket() -
     kinds = [json.loads(m).get("type", "audio") for m in sent]
     assert kinds == ["audio"] * 3 + ["user_message", "pong", "pong"] + ["audio"] * 10
     assert [json.loads(m).get("event_id") for m in sent[4:6]] == [7, 8]
+
+
+@pytest.mark.parametrize("cap", [60.0, 120.0, 200.0])
+async def test_a_short_session_is_not_renewed_at_once_each_time(monkeypatch, cap: float) -> None:
+    """A session capped under RENEW_MARGIN_S (an Ultravox ``maxDuration`` of a minute or
+    two, a short GPT-Live ``expires_at``) is renewed no sooner than half-way through: before,
+    1 s after it opened, and so was each new one, a new session every second or two while
+    nobody spoke. A long one is renewed 2 minutes before its cap, as ever."""
+    from bridge.agents import upkeep
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(upkeep.asyncio, "sleep", sleep)
+    await upkeep.renewal_due(cap, lambda: True)
+    assert cap / 2 <= slept[0] < cap - upkeep.RENEW_LEEWAY_S + 1e-9
+    slept.clear()
+    await upkeep.renewal_due(3600.0, lambda: True)
+    assert slept == [3600.0 - upkeep.RENEW_MARGIN_S]
