@@ -8,8 +8,8 @@ agent types. What the real service refuses is refused here too, recorded in ``er
   a field ``Settings`` does not have, a sample rate that is not a JSON integer, an audio format
   other than raw ``linear16`` at :attr:`RATE` (this fake carries only that): an ``Error``, and
   the socket closed, as Deepgram does with every ``Error``;
-- a ``FunctionCallResponse`` for no client-side request, or for one it cancelled
-  (``FunctionCallCancelled``);
+- a ``FunctionCallResponse`` for no client-side request of its session (a request of an earlier
+  socket's session included), or for one it cancelled (``FunctionCallCancelled``);
 - silence: nothing (audio or ``KeepAlive``) for :attr:`IDLE_S` → ``CLIENT_MESSAGE_TIMEOUT``;
 - a session older than :attr:`SESSION_LIMIT_S` (two hours for real) is ended with an ``Error``
   (its code is not public: :attr:`LIMIT_CODE`).
@@ -95,6 +95,8 @@ class FakeDeepgramAgent(CallerAudioLog):
         self.connections += 1
         self.ws = ws
         self.applied.clear()
+        self._asked.clear()  # a new session: the calls it makes are its own
+        self._cancelled.clear()
         self._last = time.monotonic()
         watch = asyncio.ensure_future(self._watch(ws, time.monotonic()))
         try:

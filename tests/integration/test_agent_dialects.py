@@ -571,6 +571,48 @@ async def test_a_replys_transcript_is_told_once_put_together_from_its_deltas(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_gemini_tools_of_the_app_and_of_the_bridge_each_answered_once(
+    make_client, aiohttp_server
+) -> None:
+    """Gemini's ``toolCall``: the app's function reaches it (``agent.tool_call``) and its
+    answer goes back as the ``toolResponse`` of that call (an object as it is, text as
+    ``{"output": …}``); a call made before the socket dropped is not answered on the new one
+    (``404``); the bridge's own ``hang_up`` is run and answered."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, "gemini-live", url, bridgeTools=["hangup"])
+    (declared,) = fake.setups[0]["tools"]
+    assert [d["name"] for d in declared["functionDeclarations"]] == ["hang_up"]
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "fc_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["arguments"] == {"order": "A12"}
+        resp = await client.post(path, json={"toolCallID": "fc_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        await fake.tool_call("lookup_order", {"order": "B7"}, "fc_2")
+        await next_event(sub, "agent.tool_call")
+        resp = await client.post(path, json={"toolCallID": "fc_2", "output": "shipped"})
+        assert resp.status == 200
+        await fake.tool_call("lookup_order", {"order": "C3"}, "fc_old")
+        await next_event(sub, "agent.tool_call")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected", timeout=5)
+        resp = await client.post(path, json={"toolCallID": "fc_old", "output": "late"})
+        assert resp.status == 404
+        await fake.tool_call("hang_up", {}, "fc_3")  # the bridge's own tool
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    answered = [r["functionResponses"] for r in fake.tool_responses]
+    assert answered[:2] == [
+        [{"id": "fc_1", "name": "lookup_order", "response": {"status": "sent"}}],
+        [{"id": "fc_2", "name": "lookup_order", "response": {"output": "shipped"}}],
+    ]
+    assert [a[0]["id"] for a in answered] in (["fc_1", "fc_2"], ["fc_1", "fc_2", "fc_3"])
+    assert fake.errors == []
+
+
 async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
     make_client, aiohttp_server
 ) -> None:
