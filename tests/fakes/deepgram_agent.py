@@ -165,6 +165,9 @@ class FakeDeepgramAgent(CallerAudioLog):
             await self._fatal(ws, "UNPARSABLE_CLIENT_MESSAGE", f"{kind} before Settings")
         elif kind == "KeepAlive":
             self.keepalives += 1
+        elif kind == "InjectUserMessage":
+            if set(body) != {"type", "content"} or not isinstance(body.get("content"), str):
+                self.errors.append(f"InjectUserMessage malformed: {body}")
         elif kind == "FunctionCallResponse":
             call_id = body.get("id")
             if set(body) != {"type", "id", "name", "content"} or not isinstance(
@@ -189,6 +192,15 @@ class FakeDeepgramAgent(CallerAudioLog):
                 unknown |= {f"function.{k}" for k in set(function) - FUNCTION_FIELDS}
         if unknown:
             return f"unknown Settings fields {sorted(unknown)}"
+        context = agent.get("context")
+        for message in (context or {}).get("messages") or [] if isinstance(context, dict) else []:
+            if (
+                not isinstance(message, dict)
+                or message.get("type") != "History"
+                or message.get("role") not in ("user", "assistant")
+                or not isinstance(message.get("content"), str)
+            ):
+                return f"agent.context.messages: {message!r} is no History line"
         audio = body.get("audio") or {}
         for side in ("input", "output"):
             fmt = audio.get(side) or {"encoding": "linear16", "sample_rate": 24000}

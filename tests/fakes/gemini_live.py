@@ -11,9 +11,10 @@ with none open (each connection its own: the markers are kept in ``activities``)
 ``audioStreamEnd`` other than ``true``, on a connection whose setup disabled automatic
 activity detection (the reference: it is for the service's own detection), or with no audio
 since the connection opened or since its last one (the stream is reopened by audio: the ends
-taken are kept in ``stream_ends``, with the caller's chunks heard by then); a ``toolResponse``
-other than ``functionResponses`` each with the ``id`` and ``name`` of a function call of that
-connection not answered yet and a ``response`` object.
+taken are kept in ``stream_ends``, with the caller's chunks heard by then); a
+``clientContent`` whose ``turns`` are not each a ``user`` or ``model`` role with text parts; a
+``toolResponse`` other than ``functionResponses`` each with the ``id`` and ``name`` of a
+function call of that connection not answered yet and a ``response`` object.
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
 ``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
@@ -171,6 +172,8 @@ class FakeGeminiLive(CallerAudioLog):
             elif kind == "toolResponse":
                 self.tool_responses.append(body["toolResponse"])
                 self._tool_response(body["toolResponse"])
+            elif kind == "clientContent":
+                self._content(body["clientContent"])
         return ws
 
     async def _setup(self, setup: dict[str, Any]) -> bool:
@@ -268,6 +271,24 @@ class FakeGeminiLive(CallerAudioLog):
         """Close the current connection as a failing server would."""
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
+
+    def _content(self, content: Any) -> None:
+        turns = content.get("turns") if isinstance(content, dict) else None
+        if (
+            not isinstance(turns, list)
+            or set(content) - {"turns", "turnComplete"}
+            or not isinstance(content.get("turnComplete", False), bool)
+        ):
+            self.errors.append(f"clientContent {content!r}: turns and turnComplete")
+            return
+        for turn in turns:
+            parts = turn.get("parts") if isinstance(turn, dict) else None
+            if (
+                turn.get("role") not in ("user", "model")
+                or not isinstance(parts, list)
+                or not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts)
+            ):
+                self.errors.append(f"clientContent turn {turn!r}: a role and text parts")
 
     def _tool_response(self, response: Any) -> None:
         answers = response.get("functionResponses") if isinstance(response, dict) else None
