@@ -351,6 +351,8 @@ class ModelConnection(SessionOpening):
             # A bug (a dialect's, met as a session reopens): the agent fails, its fallback
             # runs, rather than stay reconnecting for the rest of the call.
             self._bugs.failed(exc, "%s: the model's connection failed", self.where)
+            if self._ws is not None:
+                await self._ws.close()  # (a session just opened: nobody reads it now)
             if not self._stopping and self.state != "failed":
                 self.state = "failed"
                 await on_end("reconnect_failed")

@@ -536,26 +536,28 @@ async def test_a_message_the_bridge_fails_on_while_a_session_opens_costs_that_me
     await client.post("/call/hangup", json={"callID": cid})
 
 
+@pytest.mark.parametrize("where", ["opening", "context"])
 async def test_a_bug_met_as_a_session_reopens_fails_the_agent_rather_than_leave_it_hanging(
-    make_client, aiohttp_server, monkeypatch, caplog
+    make_client, aiohttp_server, monkeypatch, caplog, where: str
 ) -> None:
-    """A bug met while the model's socket is reopened (here the dialect's set-up of a second
-    session raising) ends in ``agent.failed`` and the fallback, said once with its traceback:
+    """A bug met while the model's socket is reopened (the dialect's set-up of a second
+    session raising, or its recap of what was said once that session opened) ends in
+    ``agent.failed`` and the fallback, said once with its traceback, the new socket closed:
     before, it ended the connection's runner, and the agent stayed ``reconnecting`` for the
     rest of the call, holding the call's one agent place, with no ``agent.failed``."""
     from bridge.agents.openai import OpenAIRealtime
 
-    opening = OpenAIRealtime.opening
+    real = getattr(OpenAIRealtime, where)
     calls = 0
 
-    def failing(self: OpenAIRealtime, tools: list, resume: str | None) -> list:
+    def failing(self: OpenAIRealtime, *args: object) -> list:
         nonlocal calls
         calls += 1
-        if calls > 1:
+        if calls > (1 if where == "opening" else 0):
             raise KeyError("a bug")
-        return opening(self, tools, resume)
+        return real(self, *args)
 
-    monkeypatch.setattr(OpenAIRealtime, "opening", failing)
+    monkeypatch.setattr(OpenAIRealtime, where, failing)
     fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
     cid = call["callID"]
     body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
@@ -568,6 +570,7 @@ async def test_a_bug_met_as_a_session_reopens_fails_the_agent_rather_than_leave_
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
     said = [r for r in caplog.records if "connection failed" in r.getMessage()]
     assert len(said) == 1 and said[0].exc_info is not None
+    await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
     await client.post("/call/hangup", json={"callID": cid})
 
 
