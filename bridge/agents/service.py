@@ -24,7 +24,6 @@ from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
 from .tools import (
     BRIDGE_TOOLS,
-    MAX_PENDING,
     CallControls,
     bridge_tools,
     failure,
@@ -255,11 +254,8 @@ class AgentService:
                 # the call over does (it would go on hearing the caller and answering them).
                 await agent.close(stop="transferred")  # (a task of the agent: ended by it)
             return
-        pending = agent.tool_calls.pending
-        if len(pending) >= MAX_PENDING:
-            agent.tool_calls.answer(call, {"error": "too many tool calls waiting"})
+        if not agent.tool_calls.wait(call, f"call {agent.host.call_id}: agent {agent.id}"):
             return
-        pending[call.call_id] = call
         agent.host.emit(
             events.TOOL_CALL,
             agentID=agent.id,

@@ -457,6 +457,35 @@ async def agent_with_a_tool(make_client, aiohttp_server):
     return fake, client
 
 
+async def test_tool_calls_the_app_leaves_waiting_past_the_bound_are_said(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """An app that does not answer its tool calls: past MAX_PENDING waiting, the model's next
+    calls are answered as failed — said once at WARNING, with why (before, silently: no
+    event, no log, a model whose tools all failed)."""
+    from bridge.agents.tools import MAX_PENDING
+
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        for n in range(MAX_PENDING):
+            await fake.tool_call("lookup_order", {"n": n}, f"call_{n}")
+        for _ in range(MAX_PENDING):
+            await next_event(sub, "agent.tool_call")
+    for n in range(MAX_PENDING, MAX_PENDING + 2):
+        await fake.tool_call("lookup_order", {"n": n}, f"call_{n}")
+
+    def outputs() -> list[dict]:
+        items = [e["item"] for e in fake.events if e["type"] == "conversation.item.create"]
+        return [i for i in items if i["type"] == "function_call_output"]
+
+    await until(lambda: len(outputs()) == 2, timeout=3)
+    assert [i["call_id"] for i in outputs()] == [f"call_{MAX_PENDING}", f"call_{MAX_PENDING + 1}"]
+    assert all("too many tool calls waiting" in i["output"] for i in outputs())
+    said = [r for r in caplog.records if "wait for the app's answer" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert fake.errors == []
+
+
 async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
     make_client, aiohttp_server
 ) -> None:
