@@ -109,7 +109,8 @@ class ToolCalls:
             self.answer(call, {"error": "too many tool calls waiting"})
             return False
         self._full.ended("full")
-        self.pending[call.call_id] = call
+        tool_call_id = call.call_id  # (the model's id for this tool call: no WhatsApp call's)
+        self.pending[tool_call_id] = call
         return True
 
     def withdraw(self, call_ids: Iterable[str]) -> None:
