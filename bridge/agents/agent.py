@@ -231,8 +231,9 @@ class Agent:
             self.turns.started()
         if playing and self.caller_speaking and self.uplink is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
-        elif self.caller_speaking and by == "bridge":
-            # Nothing plays yet, but an answer may be on its way: it would come too late.
+        elif self.caller_speaking:
+            # Nothing plays yet, but an answer may be on its way: it would come too late
+            # (cancelled where the model does not stop it itself: xAI, the bridge's VAD).
             self.send(self.dialect.cancel(by))
 
     def _speech_stopped(self, by: str) -> None:

@@ -1,6 +1,6 @@
 """Azure AI Voice Live (``wss://<resource>.services.ai.azure.com/voice-live/realtime``): the
 Realtime **beta** event names (``response.audio.delta``, ``response.audio_transcript.done``:
-:class:`~.openai.RealtimeFamily` reads both generations) with a flat session object.
+:class:`~.realtime.RealtimeFamily` reads both generations) with a flat session object.
 
 The bridge is the client. Its one ``session.update`` names the audio both ways — ``pcm16`` at
 ``input_audio_sampling_rate`` 16000 up, ``pcm16_16000hz`` down (the rate is in the format's
@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily
-from .wire import Tool, merge
+from .realtime import RealtimeFamily
+from .wire import Tool, check_list, merge
 
 RATE = 16_000
 _FORMATS = ("input_audio_format", "input_audio_sampling_rate", "output_audio_format")
@@ -53,6 +53,7 @@ class AzureVoiceLive(RealtimeFamily):
         for name in _FORMATS:
             if name in session:
                 raise BadRequest(f"field 'session': {name} is the bridge's (16 kHz pcm16)")
+        check_list(session.get("tools"), "tools")
         turns = session.get("turn_detection", {})
         if turns is not None and not isinstance(turns, dict):
             raise BadRequest("field 'session': turn_detection must be an object or null")

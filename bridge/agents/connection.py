@@ -10,12 +10,13 @@ close, a network error) is reopened — with the resumption handle where the pro
 within ``retries`` attempts, :data:`~.opening.BACKOFF` apart, while the call goes on; then the
 agent is told it failed (``reconnect_failed``) — at once where another attempt would be
 refused the same (an account-level error, a handshake answered 4xx, a final close code:
-``model_error``). A model's error that ends its session (the dialect's ``ends_session``)
+``model_error``), and where a bug is met on the way (``reconnect_failed``: never an agent
+left reconnecting). A model's error that ends its session (the dialect's ``ends_session``)
 closes the socket at once, and a new session opens. Where the protocol wants it, an idle
 socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
 GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
-:data:`RENEW_MARGIN_S` before the cap, at the first moment nobody speaks
-(:data:`RENEW_WAIT_S`), so the caller is never cut off by it. A protocol with a goodbye
+before the cap, at the first moment nobody speaks (when: :mod:`.upkeep`), so the caller is
+never cut off by it. A protocol with a goodbye
 (GPT-Live's ``session.close``, Ultravox's ``hang_up``) gets it before its socket closes, and
 on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
@@ -35,6 +36,7 @@ import aiohttp
 
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
+from . import upkeep
 from .opening import SessionOpening, reopen
 from .outbox import Outbox
 from .preflight import CONNECT_TIMEOUT
@@ -61,14 +63,6 @@ a server that takes the session and closes it at once uses up ``retries`` rather
 reopened forever, a WARNING each time — whether or not it said something first (a word on
 each session once reset the retries, and the next attempt came at once: reopened as fast as
 the server answered, for the rest of the call)."""
-RENEW_MARGIN_S = 120.0
-"""Seconds before a provider's session cap (``session_limit_s``) the session is due renewed."""
-RENEW_WAIT_S = 90.0
-"""Seconds a due renewal waits for a quiet moment (``quiet``: nobody speaking) before it is
-made anyway, within the margin: a reply is not cut by it. Never past :data:`RENEW_LEEWAY_S`
-before the cap: a short session (GPT-Live's ``expires_at``) renews at once."""
-RENEW_LEEWAY_S = 30.0
-"""Seconds before the cap a renewal is made whoever speaks (the new session's opening)."""
 CLOSE_WAIT_S = 2.0
 """Seconds a stopped agent's server has, after the dialect's goodbye (``closing``), to end the
 session and close the socket itself before the bridge closes it (finalization unconfirmed)."""
@@ -123,6 +117,9 @@ class ModelConnection(SessionOpening):
         """The current socket is being closed to renew its capped session."""
         self._ended_by_error = False
         """The current socket is being closed after the model's error ended its session."""
+        self._going_away = False
+        """The current socket is being closed as the model said it would (its ``goAway``: a
+        session's planned end, every ~10 minutes for Gemini), no failure."""
         self.failure: str | None = None
         """What refused the agent for good (``Refused.code``, an account-level error's code)."""
         self._tasks = TaskSet(f"model[{where}]")
@@ -198,7 +195,7 @@ class ModelConnection(SessionOpening):
     def _own(self, event: ModelEvent) -> bool:
         """Handle the connection's own events; ``False`` for the agent's."""
         if isinstance(event, Answer):
-            self.send(list(event.messages))
+            self.out.control(list(event.messages), before_audio=True)
         elif isinstance(event, Resumable):
             self.resume = event.handle
         elif isinstance(event, Ready | Hello):
@@ -206,6 +203,7 @@ class ModelConnection(SessionOpening):
         elif isinstance(event, GoAway):
             log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
             if self._ws is not None:
+                self._going_away = True
                 self._tasks.spawn(self._ws.close(), "goaway")
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
@@ -239,13 +237,11 @@ class ModelConnection(SessionOpening):
                 await ws.send_str(message)
 
         helpers = [self._tasks.spawn(self.out.queue.run(send, lambda: ws.closed), "sender")]
-        if self.dialect.keepalive_s:
-            helpers.append(self._tasks.spawn(self._keepalive(self.dialect.keepalive_s), "keep"))
-        if self.dialect.session_limit_s:
-            cap = self.dialect.session_limit_s
-            limit = max(1.0, cap - RENEW_MARGIN_S)
-            wait = min(RENEW_WAIT_S, max(0.0, cap - RENEW_LEEWAY_S - limit))
-            helpers.append(self._tasks.spawn(self._renew(ws, limit, wait), "renew"))
+        if every := self.dialect.keepalive_s:
+            keep = upkeep.keep_alive(self.out, every, lambda: self.send(self.dialect.keepalive()))
+            helpers.append(self._tasks.spawn(keep, "keep"))
+        if cap := self.dialect.session_limit_s:
+            helpers.append(self._tasks.spawn(self._renew(ws, cap), "renew"))
         try:
             async for msg in ws:
                 try:
@@ -267,23 +263,10 @@ class ModelConnection(SessionOpening):
                 # socket stays open, its server waiting for our close frame.
                 await ws.close()
 
-    async def _keepalive(self, every: float) -> None:
-        """The dialect's keep-alive whenever nothing went up for ``every`` seconds (the
-        caller's audio stopped: a hold, a silent leg)."""
-        while True:
-            await asyncio.sleep(max(0.05, every - (time.monotonic() - self.out.last_up)))
-            if time.monotonic() - self.out.last_up >= every:
-                self.send(self.dialect.keepalive())
-
-    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, after: float, wait: float) -> None:
-        """Close a capped session before the provider does: the loop opens a new one."""
-        await asyncio.sleep(after)
-        # Not in the middle of a sentence, the model's or the caller's, while the cap allows
-        # (``wait``: at most RENEW_WAIT_S, and never within RENEW_LEEWAY_S of the cap).
-        waited = 0.0
-        while not self.quiet() and waited < wait:
-            await asyncio.sleep(0.1)
-            waited += 0.1
+    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, cap: float) -> None:
+        """Close a session capped at ``cap`` seconds before the provider does, when it is due
+        (:func:`~.upkeep.renewal_due`): the loop opens a new one."""
+        await upkeep.renewal_due(cap, self.quiet)
         log.info("%s: renewing the session before the provider's cap", self.where)
         self._renewing = True
         for message in self.dialect.closing():
@@ -297,67 +280,82 @@ class ModelConnection(SessionOpening):
         on_end: Callable[[str], Awaitable[None]],
     ) -> None:
         spent = 0  # retries used since a socket last worked
-        while not self._stopping:
-            assert self._ws is not None
-            opened = time.monotonic()
-            try:
-                await self._serve(self._ws)
-            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
-                # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
-                log.info("%s: socket error %s", self.where, type(exc).__name__)
-            if self._stopping:
-                return
-            code = self._ws.close_code
-            if code in self.dialect.final_close_codes and not self._renewing:
-                log.warning("%s: the model closed its socket for good (%s)", self.where, code)
-                self.failure = f"close_{code}"
-            if self.failure is not None:
-                self.state = "failed"
-                await on_end("model_error")
-                return
-            if (
-                self.dialect.server_close_ends
-                and self._ws.close_code == aiohttp.WSCloseCode.OK
-                and not self._renewing
-            ):
-                log.info("%s: the model ended the conversation (a normal close)", self.where)
-                await on_end("ended_by_model")
-                return
-            if time.monotonic() - opened >= HEALTHY_S:
-                spent = 0
-            self.state = "reconnecting"
-            why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
-            if self._renewing:
-                self._renewing, spent = False, 0  # planned: logged by ``_renew``
-            elif self._ended_by_error:
-                self._ended_by_error = False  # its error was logged (``_own``)
-                log.info("%s: the model ended the session; a new one opens", self.where)
-            else:
-                log.warning("%s: the model's socket %s; reconnecting", self.where, why)
-            try:
-                ws, spent = await reopen(
-                    partial(self._open, http),
-                    self.retries,
-                    spent,
-                    lambda: self._stopping,
-                    self.where,
-                )
-            except Refused as exc:  # for good: another attempt would be refused the same
-                log.warning("%s: the model refused the session for good (%s)", self.where, exc.code)
-                self.failure, self.state = exc.code, "failed"
-                await on_end("model_error")
-                return
-            if ws is None and self._stopping:
-                return  # closed meanwhile: a stop, not a failure
-            if ws is None:
+        try:
+            while not self._stopping:
+                assert self._ws is not None
+                opened = time.monotonic()
+                try:
+                    await self._serve(self._ws)
+                except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                    # Its type only: an aiohttp error's text may hold the URL, and a URL a key.
+                    log.info("%s: socket error %s", self.where, type(exc).__name__)
+                if self._stopping:
+                    return
+                code = self._ws.close_code
+                if code in self.dialect.final_close_codes and not self._renewing:
+                    log.warning("%s: the model closed its socket for good (%s)", self.where, code)
+                    self.failure = f"close_{code}"
+                if self.failure is not None:
+                    self.state = "failed"
+                    await on_end("model_error")
+                    return
+                if (
+                    self.dialect.server_close_ends
+                    and self._ws.close_code == aiohttp.WSCloseCode.OK
+                    and not self._renewing
+                ):
+                    log.info("%s: the model ended the conversation (a normal close)", self.where)
+                    await on_end("ended_by_model")
+                    return
+                if time.monotonic() - opened >= HEALTHY_S:
+                    spent = 0
+                self.state = "reconnecting"
+                why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
+                going_away, self._going_away = self._going_away, False
+                if self._renewing:
+                    self._renewing, spent = False, 0  # planned: logged by ``_renew``
+                elif self._ended_by_error:
+                    self._ended_by_error = False  # its error was logged (``_own``)
+                    log.info("%s: the model ended the session; a new one opens", self.where)
+                elif going_away:
+                    pass  # said at INFO (``_own``); its retries counted as a drop's
+                else:
+                    log.warning("%s: the model's socket %s; reconnecting", self.where, why)
+                try:
+                    ws, spent = await reopen(
+                        partial(self._open, http),
+                        self.retries,
+                        spent,
+                        lambda: self._stopping,
+                        self.where,
+                    )
+                except Refused as exc:  # for good: another attempt would be refused the same
+                    log.warning(
+                        "%s: the model refused the session for good (%s)", self.where, exc.code
+                    )
+                    self.failure, self.state = exc.code, "failed"
+                    await on_end("model_error")
+                    return
+                if ws is None and self._stopping:
+                    return  # closed meanwhile: a stop, not a failure
+                if ws is None:
+                    self.state = "failed"
+                    await on_end("reconnect_failed")
+                    return
+                self._ws = ws
+                self.out.renew()  # what was queued for the old socket means nothing now
+                self.state = "connected"
+                self.reconnects += 1
+                on_reconnected(self.resume is not None)
+        except Exception as exc:
+            # A bug (a dialect's, met as a session reopens): the agent fails, its fallback
+            # runs, rather than stay reconnecting for the rest of the call.
+            self._bugs.failed(exc, "%s: the model's connection failed", self.where)
+            if self._ws is not None:
+                await self._ws.close()  # (a session just opened: nobody reads it now)
+            if not self._stopping and self.state != "failed":
                 self.state = "failed"
                 await on_end("reconnect_failed")
-                return
-            self._ws = ws
-            self.out.renew()  # what was queued for the old socket means nothing now
-            self.state = "connected"
-            self.reconnects += 1
-            on_reconnected(self.resume is not None)
 
     async def close(self) -> None:
         """Send what is queued (briefly), close the socket, stop the tasks (idempotent)."""

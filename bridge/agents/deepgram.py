@@ -6,20 +6,23 @@ The bridge is the client. It waits for ``Welcome``, sends one ``Settings`` (the 
 "none"`` — raw PCM, the bus's own rate, nothing resampled) and waits for ``SettingsApplied``.
 The caller goes up as binary frames; the agent's binary frames are played into the call.
 Deepgram decides the caller's turns: on ``UserStartedSpeaking`` the bridge drops the queued
-voice (the server stops sending it; there is nothing to cancel or truncate). Client-side
+voice (the server stops sending it; there is nothing to cancel or truncate); the turn's end,
+which has no message, is its user ``ConversationText`` (or ``AgentStartedSpeaking``). Client-side
 functions (``FunctionCallRequest`` items with ``client_side: true``) are answered with
 ``FunctionCallResponse``; those the server withdraws (``FunctionCallCancelled``) get no answer.
 While no audio goes up the bridge sends ``KeepAlive`` every :data:`KEEPALIVE_S`; a session is
 capped at two hours, so the connection renews it before (a new ``Settings`` carrying the
 conversation so far as ``agent.context.messages``, without the greeting). An ``Error`` ends
 the session: the bridge closes it at once and opens a new one the same way, rather than wait
-for Deepgram's close. An API key goes as
+for Deepgram's close; a call moved to this worker opens its session with the lines it carried
+the same way (:meth:`DeepgramVoiceAgent.remember`). An API key goes as
 ``Authorization: Token``; a temporary token (a JWT's shape) as ``Bearer``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from ..errors import BadRequest
@@ -31,13 +34,17 @@ from .wire import (
     ProtocolError,
     Ready,
     SpeechStarted,
+    SpeechStopped,
     Tool,
     ToolCall,
     ToolCancelled,
     Transcript,
     TurnDone,
+    check_list,
     merge,
 )
+
+log = logging.getLogger(__name__)
 
 RATE = 16_000
 DEFAULT_URL = "wss://agent.deepgram.com/v1/agent/converse"
@@ -47,6 +54,7 @@ KEEPALIVE_S = 8.0
 SESSION_LIMIT_S = 2 * 3600.0
 HISTORY_LINES = 50
 _ROLES = {"user": "caller", "assistant": "agent"}
+_SPEAKERS = {role: speaker for speaker, role in _ROLES.items()}
 
 
 def check_session(session: dict[str, Any]) -> None:
@@ -60,6 +68,14 @@ def check_session(session: dict[str, Any]) -> None:
     think = (agent or {}).get("think")
     if think is not None and not isinstance(think, dict | list):
         raise BadRequest("field 'session': agent.think must be an object or a list")
+    for each in think if isinstance(think, list) else [think or {}]:
+        if isinstance(each, dict):
+            check_list(each.get("functions"), "agent.think.functions")
+    context = (agent or {}).get("context")
+    if context is not None and not isinstance(context, dict):
+        # (A renewed session's history goes in its ``messages``: the newer schema.)
+        raise BadRequest("field 'session': agent.context must be an object (its messages)")
+    check_list((context or {}).get("messages"), "agent.context.messages")
 
 
 def _jwt(key: str) -> bool:
@@ -68,7 +84,8 @@ def _jwt(key: str) -> bool:
 
 
 class DeepgramVoiceAgent:
-    """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`)."""
+    """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`,
+    :class:`~.wire.Remembers`)."""
 
     provider = "deepgram"
     rate_in = RATE
@@ -90,9 +107,15 @@ class DeepgramVoiceAgent:
         """What was said (Deepgram roles), for the ``Settings`` of a renewed session."""
         self._turn = 0
         self._odd = b""
+        self._caller_turn = False
+        """``UserStartedSpeaking`` came, and nothing that says the caller's turn is over."""
 
     def url_refused(self, url: str) -> str | None:
         return None  # any URL of its scheme
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        said = [(_SPEAKERS[role], text) for role, text in lines if role in _SPEAKERS]
+        self.history = said[-HISTORY_LINES:]
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         if not api_key:
@@ -154,10 +177,11 @@ class DeepgramVoiceAgent:
             return [Ready()]
         if kind == "UserStartedSpeaking":
             self._next_turn()
+            self._caller_turn = True
             return [SpeechStarted(f"dg{self._turn - 1}")]
         if kind == "AgentStartedSpeaking":
             self._next_turn()
-            return []
+            return self._caller_turn_over()
         if kind == "AgentAudioDone":
             return [TurnDone()]
         if kind == "ConversationText":
@@ -165,7 +189,8 @@ class DeepgramVoiceAgent:
             if role not in _ROLES or not isinstance(text, str):
                 raise ProtocolError("ConversationText without its role or content")
             self.history = [*self.history[-(HISTORY_LINES - 1) :], (str(role), text)]
-            return [Transcript(_ROLES[str(role)], text)]
+            over = self._caller_turn_over() if role == "user" else []
+            return [*over, Transcript(_ROLES[str(role)], text)]
         if kind == "FunctionCallRequest":
             return [self._call(f) for f in _items(body) if f.get("client_side") is True]
         if kind == "FunctionCallCancelled":
@@ -176,6 +201,14 @@ class DeepgramVoiceAgent:
             return [ModelError(code, text, benign=kind == "Warning", ends_session=kind == "Error")]
         return []  # PromptUpdated, AgentThinking, History, LatencyReport, …
 
+    def _caller_turn_over(self) -> list[ModelEvent]:
+        """The caller's turn ended: Deepgram has no message for it, but its transcript of the
+        turn (or the agent starting its reply) comes once it is over."""
+        if not self._caller_turn:
+            return []
+        self._caller_turn = False
+        return [SpeechStopped()]
+
     def _next_turn(self) -> None:
         self._turn += 1
         self._odd = b""
@@ -183,10 +216,11 @@ class DeepgramVoiceAgent:
     @staticmethod
     def _call(item: dict[str, Any]) -> ToolCall:
         raw = item.get("arguments") or "{}"
-        try:
+        try:  # the think model's text, passed through: it may be broken JSON
             args = json.loads(raw) if isinstance(raw, str) else raw
         except ValueError:
-            raise ProtocolError("FunctionCallRequest arguments are not JSON") from None
+            args = {}  # still a call to answer (Deepgram's agent waits for it), as the others'
+            log.info("FunctionCallRequest %s: its arguments are no JSON", item.get("id"))
         return ToolCall(
             str(item.get("id") or ""),
             str(item.get("name") or ""),

@@ -32,6 +32,7 @@ from .wire import (
     ToolCall,
     Transcript,
     TurnDone,
+    check_list,
     merge,
 )
 
@@ -67,6 +68,7 @@ class GeminiLive:
         model = session.get("model", DEFAULT_MODEL)
         if not isinstance(model, str) or not model:
             raise BadRequest("field 'session': model must be a string (models/<name>)")
+        check_list(session.get("tools"), "tools")
         self.session = session
         self._turn = 0
         self._said = {"caller": "", "agent": ""}

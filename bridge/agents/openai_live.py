@@ -36,7 +36,8 @@ import time
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import EventIds, client_event, function_tools, openai_auth
+from .openai import openai_auth
+from .realtime import EventIds, client_event, function_tools
 from .wire import (
     SLOT,
     Audio,
@@ -51,6 +52,7 @@ from .wire import (
     ToolCall,
     Transcript,
     b64_audio,
+    check_list,
     merge,
 )
 
@@ -91,10 +93,14 @@ def check_session(session: dict[str, Any]) -> None:
     delegation = session.get("delegation")
     if delegation is not None and not isinstance(delegation, dict):
         raise BadRequest("field 'session': delegation must be an object or null")
+    responses = (delegation or {}).get("responses")
+    if isinstance(responses, dict):
+        check_list(responses.get("tools"), "delegation.responses.tools")
+    check_list(session.get("input"), "input")  # (a new session's history joins it)
 
 
 class OpenAILive:
-    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`)."""
+    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`)."""
 
     provider = "openai-live"
     rate_in = RATE
@@ -130,6 +136,11 @@ class OpenAILive:
 
     def url_refused(self, url: str) -> str | None:
         return None  # any URL of its scheme
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        self.history = []
+        for role, text in lines:
+            self._remember(role, text)
 
     def connect(self, url: str, api_key: str | None) -> tuple[str, dict[str, str]]:
         return url, openai_auth(url, api_key)
@@ -230,10 +241,13 @@ class OpenAILive:
         text = str(self._turn.pop(role)[0]).strip()
         if not text:
             return []
+        self._remember(role, text)
+        return [Transcript(role, text)]
+
+    def _remember(self, role: str, text: str) -> None:
         self.history = [*self.history[-(HISTORY_TURNS - 1) :], (role, text)]
         while sum(len(t) for _, t in self.history) > HISTORY_CHARS and len(self.history) > 1:
             self.history.pop(0)
-        return [Transcript(role, text)]
 
     def _backend(self, event: dict[str, Any]) -> list[ModelEvent]:
         """A nested Responses streaming event of the delegation backend."""
@@ -268,9 +282,15 @@ class OpenAILive:
         text = output if isinstance(output, str) else json.dumps(output)
         if call.call_id in self._client_delegations:
             self._client_delegations.discard(call.call_id)
+            # The first part answers the delegation; the rest is commentary of none (whether
+            # an answered delegation stays live, its id valid again, is not public).
             return [
-                self._client("session.commentary.append", delegation_id=call.call_id, content=part)
-                for part in _parts(text)
+                self._client(
+                    "session.commentary.append",
+                    delegation_id=call.call_id if at == 0 else None,
+                    content=part,
+                )
+                for at, part in enumerate(_parts(text))
             ]
         item = {"type": "function_call_output", "call_id": call.call_id, "output": text}
         out = [self._client("response.item.create", item=item)]
@@ -304,7 +324,8 @@ class OpenAILive:
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
         if self.history or not lines:
             return []  # this dialect's own session: what was said went in as ``input``
-        # A call moved here: the new session hears the old conversation as silent context.
+        # Lines it has no history of (a moved call's are ``remember``ed before its session
+        # opens): the new session hears them as silent context.
         said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
         recap = "The connection was reopened. The conversation so far:\n" + said
         return self.text(recap[-APPEND_CHARS:])

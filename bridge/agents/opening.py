@@ -18,6 +18,7 @@ import aiohttp
 
 from ..attachments.wire import bound_send_buffer
 from ..http import RedirectRefused
+from ..logs import FailureKinds
 from .preflight import CONNECT_TIMEOUT, where_to_connect
 from .wire import (
     FINAL_STATUSES,
@@ -50,6 +51,7 @@ class SessionOpening:
     where: str
     resume: str | None
     session: int
+    _bugs: FailureKinds
 
     async def _events(self, parsed: list[ModelEvent]) -> list[ModelEvent]:
         """The connection's handling of the events read (while it opens, too)."""
@@ -111,14 +113,24 @@ class SessionOpening:
                 continue  # audio before the session is ready: not the caller's yet
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 raise ConnectionError("the model closed before its session was ready")
-            events = self._parse(msg.data)
-            for event in events:
-                if isinstance(event, Answer):
-                    # (An ElevenLabs ``ping`` before the session is ready: its ``pong`` now, on
-                    # this socket — the queue is the session's once it is, a new one's anew.)
-                    for message in event.messages:
-                        await ws.send_str(json.dumps(message))
-            await self._events([e for e in events if not isinstance(e, Answer)])
+            try:
+                events = self._parse(msg.data)
+                for event in events:
+                    if isinstance(event, Answer):
+                        # (An ElevenLabs ``ping`` before the session is ready: its ``pong`` now,
+                        # on this socket — the queue is the session's once it is, a new one's
+                        # anew.)
+                        for message in event.messages:
+                            await ws.send_str(json.dumps(message))
+                await self._events([e for e in events if not isinstance(e, Answer)])
+            except (aiohttp.ClientError, ConnectionError, RuntimeError):
+                raise  # the socket's
+            except Exception as exc:
+                # A bug met on one message costs that message, as once the session is open
+                # (``ModelConnection._serve``): it used to escape the opening (a 500, or a
+                # reconnection's runner ended, the agent reconnecting for good).
+                self._bugs.failed(exc, "%s: a model message not handled", self.where)
+                continue
             for event in events:
                 if isinstance(event, ModelError) and not event.benign:
                     # It refused the session: no use waiting.

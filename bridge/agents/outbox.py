@@ -48,10 +48,12 @@ class Outbox:
         self.queue = _queue()
         self._sessions += 1
 
-    def control(self, messages: list[dict[str, Any]]) -> None:
-        """Queue control messages (never dropped while the queue has room)."""
+    def control(self, messages: list[dict[str, Any]], *, before_audio: bool = False) -> None:
+        """Queue control messages (never dropped while the queue has room); ``before_audio``:
+        ahead of the caller's audio waiting, in order with the other control messages (an
+        answer the model waits for: a pong)."""
         for message in messages:
-            self.queue.put_control(json.dumps(message))
+            self.queue.put_control(json.dumps(message), before_audio=before_audio)
         if messages:
             self.last_up = time.monotonic()
 

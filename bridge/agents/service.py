@@ -24,14 +24,13 @@ from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
 from .tools import (
     BRIDGE_TOOLS,
-    MAX_PENDING,
     CallControls,
     bridge_tools,
     failure,
     run_bridge_tool,
 )
 from .ultravox import UltravoxCall
-from .wire import ModelDialect, Prepared, ToolCall
+from .wire import ModelDialect, Prepared, Remembers, ToolCall
 from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)
@@ -168,6 +167,8 @@ class AgentService:
         talking = [a for a in host.attached("agent") if a.state != "failed"]  # (holds nothing)
         if len(talking) >= MAX_AGENTS:
             raise CallStateError(f"a call can have {MAX_AGENTS} agent at a time")
+        if context and isinstance(checked.dialect, Remembers):
+            checked.dialect.remember(context)  # a moved call: what was said opens its session
         agent = Agent(
             host,
             checked.dialect,
@@ -253,11 +254,8 @@ class AgentService:
                 # the call over does (it would go on hearing the caller and answering them).
                 await agent.close(stop="transferred")  # (a task of the agent: ended by it)
             return
-        pending = agent.tool_calls.pending
-        if len(pending) >= MAX_PENDING:
-            agent.tool_calls.answer(call, {"error": "too many tool calls waiting"})
+        if not agent.tool_calls.wait(call, f"call {agent.host.call_id}: agent {agent.id}"):
             return
-        pending[call.call_id] = call
         agent.host.emit(
             events.TOOL_CALL,
             agentID=agent.id,

@@ -4,13 +4,17 @@ in ``bridgeTools``), and the way every other tool call goes: to the app as an
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 from ..audio.dtmf import DIGITS
 from ..errors import BadRequest, BridgeError
+from ..logs import Repeats
 from .wire import Tool, ToolCall
+
+log = logging.getLogger(__name__)
 
 
 class CallControls(Protocol):
@@ -76,7 +80,7 @@ MAX_PENDING = 32
 
 class ToolCalls:
     """One agent's tool calls between the model and the app: those waiting for the app's
-    answer (the service keeps them to :data:`MAX_PENDING`) and those the model withdrew
+    answer (at most :data:`MAX_PENDING`: :meth:`wait`) and those the model withdrew
     (``ToolCancelled``: never answered). ``send`` takes a call's result to the model;
     ``current(session, what)`` says whether the session that asked is still the model's."""
 
@@ -89,6 +93,25 @@ class ToolCalls:
         """Tool calls the model withdrew: never answered."""
         self._send = send
         self._current = current
+        self._full = Repeats(size=1)  # the app left MAX_PENDING waiting: said once while so
+
+    def wait(self, call: ToolCall, where: str) -> bool:
+        """Keep ``call`` for the app's answer; ``False`` when :data:`MAX_PENDING` wait already:
+        it is answered as failed then, said once at WARNING while the app leaves them so."""
+        if len(self.pending) >= MAX_PENDING:
+            if self._full.seen("full") == 1:
+                log.warning(
+                    "%s: %d tool calls wait for the app's answer (POST .../tools): the model's "
+                    "next ones are answered as failed until it answers",
+                    where,
+                    MAX_PENDING,
+                )
+            self.answer(call, {"error": "too many tool calls waiting"})
+            return False
+        self._full.ended("full")
+        tool_call_id = call.call_id  # (the model's id for this tool call: no WhatsApp call's)
+        self.pending[tool_call_id] = call
+        return True
 
     def withdraw(self, call_ids: Iterable[str]) -> None:
         for call_id in call_ids:

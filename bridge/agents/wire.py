@@ -5,7 +5,7 @@ for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepg
 Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
 :mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
 a protocol. At its end, what several dialects use alike: :func:`merge` (an app's session into
-the bridge's), :func:`b64_audio`."""
+the bridge's), :func:`check_list`, :func:`b64_audio`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from ..errors import BadRequest
 
 
 class ProtocolError(ValueError):
@@ -145,7 +147,8 @@ class ModelError:
 @dataclass(frozen=True)
 class Answer:
     """Messages the protocol wants sent back at once (ElevenLabs' ``pong`` to every ``ping``):
-    the connection queues them ahead of the caller's audio."""
+    the connection queues them ahead of the caller's audio waiting, in order with the other
+    control messages."""
 
     messages: tuple[dict[str, Any], ...]
 
@@ -222,12 +225,12 @@ class ModelDialect(Protocol):
     before it (``None``: no cap the bridge knows of). Read once a session is ready, so a
     dialect may set it from what the server said (GPT-Live's ``expires_at``)."""
     server_close_ends: bool
+    """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
+    ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     final_close_codes: frozenset[int]
     """Close codes with which the server refuses the client for good (OpenAI Realtime's 4000s,
     such as the beta shape's; ElevenLabs' billing stop): the agent fails (``model_error``)
     rather than reopen."""
-    """The server ends a conversation by closing the socket normally (code 1000: ElevenLabs'
-    ``end_call``, Ultravox's hang-up): the agent stops there, where a drop is reconnected."""
     duplex_buffer_ms: int | None
     """``None``: the model sends replies (faster than real time) and stops them on a barge-in
     signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
@@ -313,6 +316,18 @@ class Preflight:
 
 
 @runtime_checkable
+class Remembers(Protocol):
+    """A dialect that tells a new session what was said in the messages that open it
+    (Deepgram's ``Settings``, GPT-Live's ``input``) rather than after (a capability: the
+    service asks for it with ``isinstance``): a moved call's agent hands it the lines it
+    carried before its first session opens."""
+
+    def remember(self, lines: list[tuple[str, str]]) -> None:
+        """``(role, text)`` lines (``caller``/``agent``), the oldest first: the history the
+        next session opens with."""
+
+
+@runtime_checkable
 class Prepared(Protocol):
     """A dialect whose socket's URL comes from an HTTP request first (a capability: the
     connection asks for it with ``isinstance``; every other dialect's :meth:`connect` says
@@ -340,6 +355,15 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def check_list(value: Any, name: str) -> None:
+    """Refuse a field of an app's ``session`` the bridge adds to (the tools its own join, the
+    history a new session is told) unless it is a list or unset: a ``400`` when the request
+    comes, rather than a session that cannot be written when it opens (a ``500``) or renews
+    (a reconnection that dies)."""
+    if value is not None and not isinstance(value, list):
+        raise BadRequest(f"field 'session': {name} must be a list")
 
 
 def b64_audio(text: Any) -> bytes:

@@ -1,5 +1,5 @@
 """xAI's Grok Voice Agent API (``wss://api.x.ai/v1/realtime``): the OpenAI Realtime GA events
-(:class:`~.openai.RealtimeFamily`) with xAI's own session object.
+(:class:`~.realtime.RealtimeFamily`) with xAI's own session object.
 
 The bridge is the client. It waits for ``conversation.created`` (as xAI's public clients do),
 then sends one **flat** ``session.update`` (``voice`` and ``turn_detection`` at the session's
@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest
-from .openai import RealtimeFamily, check_audio_formats
-from .wire import Tool, merge
+from .realtime import RealtimeFamily, check_audio_formats
+from .wire import Tool, check_list, merge
 
 RATE = 16_000
 PCM16 = {"type": "audio/pcm", "rate": RATE}
@@ -33,6 +33,7 @@ def check_session(session: dict[str, Any]) -> None:
     if "model" in session:
         raise BadRequest("field 'session': xAI takes the model in the URL (?model=)")
     check_audio_formats(session, "16 kHz audio/pcm")
+    check_list(session.get("tools"), "tools")
     turns = session.get("turn_detection")
     if turns is not None and not isinstance(turns, dict):
         raise BadRequest("field 'session': turn_detection must be an object or null")

@@ -39,7 +39,9 @@ class OutgoingQueue:
       share drops the oldest audio message (counted in ``dropped``); without it the put is
       refused (``False``) and the owner decides (a fork is dropped whole).
     * :meth:`put_control` queues a control message; ``False`` when ``max_control`` wait
-      already (a client that does not read: its owner closes it).
+      already (a client that does not read: its owner closes it). One put ``before_audio``
+      goes ahead of the audio waiting, still behind the control messages queued before it
+      (an answer the peer waits for, such as a pong).
     * :meth:`run` sends in order until the socket closes; :meth:`drain` waits (bounded) for
       the queue to empty before a close.
     """
@@ -71,10 +73,17 @@ class OutgoingQueue:
         self._wake.set()
         return True
 
-    def put_control(self, message: str) -> bool:
+    def put_control(self, message: str, *, before_audio: bool = False) -> bool:
         if len(self._items) - self._audio >= self.max_control:
             return False
-        self._items.append((False, message))
+        if before_audio and self._audio:
+            # Right behind the last control message queued: ahead of the audio after it.
+            at = len(self._items)
+            while at and self._items[at - 1][0]:
+                at -= 1
+            self._items.insert(at, (False, message))
+        else:
+            self._items.append((False, message))
         self._wake.set()
         return True
 

@@ -133,15 +133,8 @@ class FakeAzureVoiceLive(FakeOpenAIRealtime):
         return turns if isinstance(turns, dict) else None
 
     async def speech_started(self, audio_start_ms: int = 0) -> None:
-        await super().speech_started(audio_start_ms)
         turns = self.turn_detection
-        if turns is None:
-            return
-        if turns.get("auto_truncate") is True and self._active is not None:
+        if turns is not None and turns.get("auto_truncate") is True and self._active is not None:
             items = [i for i, r in self._item_response.items() if r == self._active]
             self._auto_truncated.update(items)
-        if turns.get("interrupt_response", True) is not False and self._active is not None:
-            assert self.ws is not None
-            self._end_response("cancelled")
-            while self._outbox:
-                await self._send(self.ws, self._outbox.pop(0))
+        await super().speech_started(audio_start_ms)  # (``interrupt_response``: the base's)

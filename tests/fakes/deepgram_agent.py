@@ -8,8 +8,8 @@ agent types. What the real service refuses is refused here too, recorded in ``er
   a field ``Settings`` does not have, a sample rate that is not a JSON integer, an audio format
   other than raw ``linear16`` at :attr:`RATE` (this fake carries only that): an ``Error``, and
   the socket closed, as Deepgram does with every ``Error``;
-- a ``FunctionCallResponse`` for no client-side request, or for one it cancelled
-  (``FunctionCallCancelled``);
+- a ``FunctionCallResponse`` for no client-side request of its session (a request of an earlier
+  socket's session included), or for one it cancelled (``FunctionCallCancelled``);
 - silence: nothing (audio or ``KeepAlive``) for :attr:`IDLE_S` → ``CLIENT_MESSAGE_TIMEOUT``;
 - a session older than :attr:`SESSION_LIMIT_S` (two hours for real) is ended with an ``Error``
   (its code is not public: :attr:`LIMIT_CODE`).
@@ -95,6 +95,8 @@ class FakeDeepgramAgent(CallerAudioLog):
         self.connections += 1
         self.ws = ws
         self.applied.clear()
+        self._asked.clear()  # a new session: the calls it makes are its own
+        self._cancelled.clear()
         self._last = time.monotonic()
         watch = asyncio.ensure_future(self._watch(ws, time.monotonic()))
         try:
@@ -163,6 +165,9 @@ class FakeDeepgramAgent(CallerAudioLog):
             await self._fatal(ws, "UNPARSABLE_CLIENT_MESSAGE", f"{kind} before Settings")
         elif kind == "KeepAlive":
             self.keepalives += 1
+        elif kind == "InjectUserMessage":
+            if set(body) != {"type", "content"} or not isinstance(body.get("content"), str):
+                self.errors.append(f"InjectUserMessage malformed: {body}")
         elif kind == "FunctionCallResponse":
             call_id = body.get("id")
             if set(body) != {"type", "id", "name", "content"} or not isinstance(
@@ -187,6 +192,15 @@ class FakeDeepgramAgent(CallerAudioLog):
                 unknown |= {f"function.{k}" for k in set(function) - FUNCTION_FIELDS}
         if unknown:
             return f"unknown Settings fields {sorted(unknown)}"
+        context = agent.get("context")
+        for message in (context or {}).get("messages") or [] if isinstance(context, dict) else []:
+            if (
+                not isinstance(message, dict)
+                or message.get("type") != "History"
+                or message.get("role") not in ("user", "assistant")
+                or not isinstance(message.get("content"), str)
+            ):
+                return f"agent.context.messages: {message!r} is no History line"
         audio = body.get("audio") or {}
         for side in ("input", "output"):
             fmt = audio.get(side) or {"encoding": "linear16", "sample_rate": 24000}
@@ -219,13 +233,15 @@ class FakeDeepgramAgent(CallerAudioLog):
         assert self.ws is not None
         await self._send(self.ws, {"type": "ConversationText", "role": "user", "content": text})
 
-    async def tool_call(self, name: str, arguments: dict[str, Any], call_id: str) -> None:
+    async def tool_call(self, name: str, arguments: dict[str, Any] | str, call_id: str) -> None:
+        """A client-side function call; ``arguments`` text is sent as it is (the think
+        model's own, which may be no JSON)."""
         assert self.ws is not None
         self._asked.add(call_id)
         function = {
             "id": call_id,
             "name": name,
-            "arguments": json.dumps(arguments),
+            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
             "client_side": True,
         }
         await self._send(self.ws, {"type": "FunctionCallRequest", "functions": [function]})

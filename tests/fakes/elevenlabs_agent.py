@@ -123,6 +123,7 @@ class FakeElevenLabs(CallerAudioLog):
         self.served(ws)
         self.connections += 1
         self.ws = ws
+        self._asked.clear()  # a new conversation: the tool calls it makes are its own
         self.started.clear()
         self._pings.clear()
         self._event_id = 0

@@ -11,7 +11,10 @@ with none open (each connection its own: the markers are kept in ``activities``)
 ``audioStreamEnd`` other than ``true``, on a connection whose setup disabled automatic
 activity detection (the reference: it is for the service's own detection), or with no audio
 since the connection opened or since its last one (the stream is reopened by audio: the ends
-taken are kept in ``stream_ends``, with the caller's chunks heard by then).
+taken are kept in ``stream_ends``, with the caller's chunks heard by then); a
+``clientContent`` whose ``turns`` are not each a ``user`` or ``model`` role with text parts; a
+``toolResponse`` other than ``functionResponses`` each with the ``id`` and ``name`` of a
+function call of that connection not answered yet and a ``response`` object.
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
 ``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
@@ -76,6 +79,8 @@ class FakeGeminiLive(CallerAudioLog):
         self.refused: list[str] = []
         """Handles presented after they expired, or never given: refused."""
         self.tool_responses: list[dict[str, Any]] = []
+        self._asked: dict[str, str] = {}
+        """The current connection's function calls not answered yet: id → name."""
         self.activities: list[tuple[int, str]] = []
         """Each ``activityStart``/``activityEnd`` taken, with its connection's number."""
         self.stream_ends: list[tuple[int, int]] = []
@@ -106,6 +111,7 @@ class FakeGeminiLive(CallerAudioLog):
         self.served(ws)
         self.connections += 1
         self.ws = ws
+        self._asked = {}  # this connection's function calls: a toolResponse answers one of them
         setup_done = False
         connection = self.connections
         manual = False  # its setup disabled automatic activity detection
@@ -165,6 +171,9 @@ class FakeGeminiLive(CallerAudioLog):
                     await self.interrupt()
             elif kind == "toolResponse":
                 self.tool_responses.append(body["toolResponse"])
+                self._tool_response(body["toolResponse"])
+            elif kind == "clientContent":
+                self._content(body["clientContent"])
         return ws
 
     async def _setup(self, setup: dict[str, Any]) -> bool:
@@ -263,7 +272,41 @@ class FakeGeminiLive(CallerAudioLog):
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
 
+    def _content(self, content: Any) -> None:
+        turns = content.get("turns") if isinstance(content, dict) else None
+        if (
+            not isinstance(turns, list)
+            or set(content) - {"turns", "turnComplete"}
+            or not isinstance(content.get("turnComplete", False), bool)
+        ):
+            self.errors.append(f"clientContent {content!r}: turns and turnComplete")
+            return
+        for turn in turns:
+            parts = turn.get("parts") if isinstance(turn, dict) else None
+            if (
+                turn.get("role") not in ("user", "model")
+                or not isinstance(parts, list)
+                or not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in parts)
+            ):
+                self.errors.append(f"clientContent turn {turn!r}: a role and text parts")
+
+    def _tool_response(self, response: Any) -> None:
+        answers = response.get("functionResponses") if isinstance(response, dict) else None
+        if not isinstance(answers, list) or set(response) != {"functionResponses"}:
+            self.errors.append(f"toolResponse {response!r}: functionResponses only")
+            return
+        for answer in answers:
+            if (
+                not isinstance(answer, dict)
+                or set(answer) - {"id", "name", "response", "willContinue", "scheduling"}
+                or not isinstance(answer.get("response"), dict)
+            ):
+                self.errors.append(f"functionResponse {answer!r}: id, name, response object")
+            elif self._asked.pop(str(answer.get("id")), None) != answer.get("name"):
+                self.errors.append(f"functionResponse for no call of this connection: {answer}")
+
     async def tool_call(self, name: str, args: dict[str, Any], call_id: str) -> None:
+        self._asked[call_id] = name
         await self._send(
             {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
         )

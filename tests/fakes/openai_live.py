@@ -431,6 +431,23 @@ class FakeOpenAILive(CallerAudioLog):
                 ws, {"type": "response.event", "delegation_id": delegation_id, "event": nested}
             )
 
+    async def delegate_to_client(self, offset_ms: int = 1500) -> str:
+        """A client delegation: the model hands the application a task (it names none: the
+        client works it out from the conversation); its id, which one answer's appends may
+        name (:meth:`_append`). Returns the id."""
+        assert self.ws is not None
+        delegation_id = self._id("del")
+        self._client_delegations.add(delegation_id)
+        await self._send(
+            self.ws,
+            {
+                "type": "session.delegation.created",
+                "offset_ms": offset_ms,
+                "delegation": {"id": delegation_id, "type": "delegation", "target": "client"},
+            },
+        )
+        return delegation_id
+
     async def drop(self) -> None:
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")

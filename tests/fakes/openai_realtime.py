@@ -15,8 +15,9 @@ answered with a (silent) response, created and done.
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
 (``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
 model still generating), :meth:`speech_started` reports the caller's speech as server VAD
-would, :meth:`drop` closes the socket abruptly, :meth:`stall` stops reading it (a model too slow
-to take the caller's audio: what the bridge sends backs up, once the kernel's buffers are full;
+would (and ends the response in progress, as its ``interrupt_response`` does), :meth:`drop`
+closes the socket abruptly, :meth:`stall` stops reading it (a model too slow to take the
+caller's audio: what the bridge sends backs up, once the kernel's buffers are full;
 serve it from a socket with a small receive buffer, :func:`small_receive_buffer`). What the
 bridge sent is kept: the caller's audio (``heard``, 24 kHz), ``truncates``, ``cancels``, every
 client event.
@@ -87,6 +88,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
     TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
     TRANSCRIPT_DONE: str | None = "response.output_audio_transcript.done"
     """``None``: the service sends the reply's transcript in deltas only."""
+    STOPS_ITSELF = True
+    """Its VAD ends the response in progress when it hears the caller (``interrupt_response``:
+    :meth:`speech_started`)."""
 
     def __init__(self, api_key: str | None = "sk-test") -> None:
         super().__init__()
@@ -413,7 +417,18 @@ class FakeOpenAIRealtime(CallerAudioLog):
         assert self.ws is not None
         await self._delta(self.ws, item, pcm)
 
+    @property
+    def turn_detection(self) -> dict[str, Any] | None:
+        """The current session's turn detection (``None``: off)."""
+        session = self.sessions[-1] if self.sessions else {}
+        audio = session.get("audio", {})
+        turns = audio.get("input", {}).get("turn_detection", {"type": "server_vad"})
+        return turns if isinstance(turns, dict) else None
+
     async def speech_started(self, audio_start_ms: int = 0) -> None:
+        """The caller heard by the server's VAD: with ``interrupt_response`` (on unless the
+        session says ``false``) it ends the response in progress itself (``response.done``
+        ``cancelled``), where the service does (:attr:`STOPS_ITSELF`)."""
         assert self.ws is not None
         await self._send(
             self.ws,
@@ -423,6 +438,16 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 "item_id": "item_user",
             },
         )
+        turns = self.turn_detection
+        if (
+            self.STOPS_ITSELF
+            and turns is not None
+            and turns.get("interrupt_response", True) is not False
+            and self._active is not None
+        ):
+            self._end_response("cancelled")
+            while self._outbox:
+                await self._send(self.ws, self._outbox.pop(0))
 
     async def speech_stopped(self) -> None:
         assert self.ws is not None

@@ -153,6 +153,7 @@ class FakeUltravox(CallerAudioLog):
         self.connections += 1
         self.ws = ws
         self.call_id = request.match_info["call"]
+        self._asked.clear()  # a new call (``priorCallId`` carries its history, not its tools)
         seconds = float(str(call["body"].get("maxDuration", "3600s"))[:-1])
         limit = asyncio.get_running_loop().call_later(
             seconds, lambda: asyncio.ensure_future(ws.close(code=1000, message=b"maxDuration"))

@@ -157,6 +157,27 @@ async def test_deepgram_tools_answered_cancelled_ones_never(make_client, aiohttp
     assert fake.errors == []
 
 
+async def test_deepgram_a_function_call_whose_arguments_are_no_json_is_answered(
+    make_client, aiohttp_server
+) -> None:
+    """The think model's arguments text is passed through by Deepgram, and a model may write
+    broken JSON: the call still reaches the app (``arguments`` empty, as the Realtime family
+    takes it) and its answer goes back. Before, the whole ``FunctionCallRequest`` was dropped
+    as unreadable, and Deepgram's agent waited for an answer that never came."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", '{"order": "A12"', "fc_1")  # cut short
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["toolCallID"] == "fc_1" and asked.data["arguments"] == {}
+    resp = await client.post(path, json={"toolCallID": "fc_1", "output": "which order?"})
+    assert resp.status == 200
+    await until(lambda: any(e["type"] == "FunctionCallResponse" for e in fake.events))
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_deepgram_keepalive_while_nothing_goes_up(
     make_client, aiohttp_server, monkeypatch
 ) -> None:
@@ -190,6 +211,65 @@ async def test_deepgram_session_renewed_before_its_cap_with_what_was_said(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active" and snap["agents"][0]["state"] == "connected"
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_deepgram_a_moved_call_keeps_what_was_said(make_client, aiohttp_server) -> None:
+    """A call moved to this worker (a handover, an adoption: ``AgentService.resume``) opens
+    its Deepgram session with the lines the agent carried as ``agent.context.messages`` and
+    no second greeting, as a renewal does (before, the new session knew nothing of the
+    conversation: the history was thought to come too late for the ``Settings``)."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    moved = {
+        "provider": "deepgram",
+        "url": url,
+        "apiKey": KEY,
+        "session": SESSION,
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": [["caller", "Where is my order?"], ["agent", "It left this morning."]],
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    agent = await client.app[AGENTS].resume(runtime, moved)
+    assert agent.id == "ag_moved"
+    (settings,) = fake.settings
+    assert "greeting" not in settings["agent"]
+    assert settings["agent"]["context"]["messages"] == [
+        {"type": "History", "role": "user", "content": "Where is my order?"},
+        {"type": "History", "role": "assistant", "content": "It left this morning."},
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """Deepgram says when the caller starts speaking and, with its transcript of the turn,
+    that the turn is over (``agent.speech.stopped``): a renewal that fell due meanwhile is made
+    then (before, the caller counted as speaking for the rest of the session once they first
+    spoke, and every renewal waited its whole 90 s, made whoever spoke)."""
+    from bridge.agents import upkeep
+
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    await start(client, cid, url)
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)  # the caller's voice, known
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.user_started_speaking()
+        started = await next_event(sub, "agent.speech.started")
+        assert started.data["echo"] is False
+        await fake.heard_user("Where is my order?")
+        stopped = await next_event(sub, "agent.speech.stopped")
+        assert stopped.data["by"] == "model"
+        again = await next_event(sub, "agent.reconnected", timeout=5)  # due after 1 s
+    assert again.data["resumed"] is False
+    assert fake.connections == 2 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
 
 
 async def test_deepgram_refusals_and_a_model_gone_for_good(

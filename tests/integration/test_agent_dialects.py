@@ -162,6 +162,32 @@ async def test_xai_barge_in_flushes_cancels_and_truncates(make_client, aiohttp_s
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_xai_a_caller_heard_before_the_reply_plays_cancels_it(
+    make_client, aiohttp_server
+) -> None:
+    """xAI's VAD hears the caller while a response is being generated but none of its voice
+    has come yet: xAI does not stop it, so the bridge cancels it (before, nothing was sent
+    and the reply was played over the caller's turn)."""
+    fake, client, cid, url = await on_a_call(
+        "xai", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    await start(client, cid, "xai", url)
+    sc = sim_call(client, cid)
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)  # the caller's voice, known
+    item = await fake.say(np.zeros(0, dtype=np.int16), done=False)  # created, no audio yet
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        started = await next_event(sub, "agent.speech.started")
+    assert started.data["echo"] is False and started.data["agentPlaying"] is False
+    await until(lambda: fake.cancels == ["resp_1"], timeout=3)
+    mark = sc.frames_heard
+    await fake.late_delta(item, tone(440, 8_000, 16_000, 0.25))  # generated before the cancel
+    await asyncio.sleep(0.4)
+    assert loud(list(sc.heard)[-(sc.frames_heard - mark) :]) == []
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_azure_16k_both_ways_beta_events_and_its_settings_passed_through(
     make_client, aiohttp_server, caplog
 ) -> None:
@@ -245,6 +271,38 @@ async def test_azure_barge_in_the_service_cancels_the_bridge_flushes(
     else:
         assert [t["item_id"] for t in fake.truncates] == [item]
         assert fake.truncates[0]["audio_end_ms"] == cut.data["heardMs"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("interrupts", [True, False])
+async def test_openai_barge_in_cancels_what_its_vad_does_not(
+    make_client, aiohttp_server, interrupts: bool
+) -> None:
+    """OpenAI's VAD ends the response in progress itself unless the session's
+    ``interrupt_response`` is ``false``: then the bridge sends ``response.cancel`` (before, it
+    never did, and the model went on generating a reply nobody heard)."""
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
+    )
+    turns = {"type": "server_vad", "interrupt_response": interrupts}
+    await start(client, cid, "openai-realtime", url, session={"turn_detection": turns})
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    item = await fake.say(tone(440, 5 * 24_000, 24_000, 0.25), done=False)  # still generating
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 30, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        cut = await next_event(sub, "agent.interrupted")
+        mark = sc.frames_heard
+        await fake.late_delta(item, tone(440, 12_000, 24_000, 0.25))  # already generated
+    assert cut.data["by"] == "model" and cut.data["cancelled"] is not interrupts
+    await until(lambda: len(fake.truncates) == 1, timeout=3)
+    sent = any(e["type"] == "response.cancel" for e in fake.events)
+    assert sent is not interrupts
+    assert fake.cancels == ([] if interrupts else ["resp_1"])
+    await asyncio.sleep(0.3)
+    assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
 
@@ -513,6 +571,48 @@ async def test_a_replys_transcript_is_told_once_put_together_from_its_deltas(
     await client.post("/call/hangup", json={"callID": cid})
 
 
+async def test_gemini_tools_of_the_app_and_of_the_bridge_each_answered_once(
+    make_client, aiohttp_server
+) -> None:
+    """Gemini's ``toolCall``: the app's function reaches it (``agent.tool_call``) and its
+    answer goes back as the ``toolResponse`` of that call (an object as it is, text as
+    ``{"output": …}``); a call made before the socket dropped is not answered on the new one
+    (``404``); the bridge's own ``hang_up`` is run and answered."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, "gemini-live", url, bridgeTools=["hangup"])
+    (declared,) = fake.setups[0]["tools"]
+    assert [d["name"] for d in declared["functionDeclarations"]] == ["hang_up"]
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "fc_1")
+        asked = await next_event(sub, "agent.tool_call")
+        assert asked.data["arguments"] == {"order": "A12"}
+        resp = await client.post(path, json={"toolCallID": "fc_1", "output": {"status": "sent"}})
+        assert resp.status == 200
+        await fake.tool_call("lookup_order", {"order": "B7"}, "fc_2")
+        await next_event(sub, "agent.tool_call")
+        resp = await client.post(path, json={"toolCallID": "fc_2", "output": "shipped"})
+        assert resp.status == 200
+        await fake.tool_call("lookup_order", {"order": "C3"}, "fc_old")
+        await next_event(sub, "agent.tool_call")
+        await fake.drop()
+        await next_event(sub, "agent.reconnected", timeout=5)
+        resp = await client.post(path, json={"toolCallID": "fc_old", "output": "late"})
+        assert resp.status == 404
+        await fake.tool_call("hang_up", {}, "fc_3")  # the bridge's own tool
+        ended = await next_event(sub, "call.ended")
+    assert ended.call["endReason"] == "hangup"
+    answered = [r["functionResponses"] for r in fake.tool_responses]
+    assert answered[:2] == [
+        [{"id": "fc_1", "name": "lookup_order", "response": {"status": "sent"}}],
+        [{"id": "fc_2", "name": "lookup_order", "response": {"output": "shipped"}}],
+    ]
+    assert [a[0]["id"] for a in answered] in (["fc_1", "fc_2"], ["fc_1", "fc_2", "fc_3"])
+    assert fake.errors == []
+
+
 async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
     make_client, aiohttp_server
 ) -> None:
@@ -605,9 +705,10 @@ async def test_a_session_is_renewed_before_the_providers_hour(
     it 3599.5 s before its hour: after 1 s): a new session opens first, with the instructions
     and tools and what was said, so the session is never cut at its cap (before, it was: the
     caller cut off mid-sentence, then reopened)."""
-    from bridge.agents import connection
+    from bridge.agents import upkeep
 
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
     fake, client, cid, url = await on_a_call(
         provider, make_client, aiohttp_server, sim_peer="silence"
     )
@@ -708,9 +809,10 @@ async def test_a_renewal_waits_for_the_reply_being_played_to_end(
     """A renewal falls due (after 1 s here) while the model's reply plays (2 s of it): it is
     made once the caller has heard the reply, not in its middle (before, the session was closed
     at once, cutting a reply still being generated)."""
-    from bridge.agents import connection
+    from bridge.agents import upkeep
 
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
     fake, client, cid, url = await on_a_call(
         "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
     )

@@ -196,6 +196,74 @@ async def test_live_tools_through_the_responses_delegation(make_client, aiohttp_
     assert fake.errors == []
 
 
+async def test_live_a_client_delegation_is_the_apps_and_its_answer_spoken(
+    make_client, aiohttp_server
+) -> None:
+    """A client delegation reaches the app as ``client_delegation`` (``offsetMs``); its answer
+    goes back through ``session.commentary.append``, cut under the 500-token cap, the first
+    part naming the delegation it answers and the rest ``null`` (before, every part named it,
+    and an answer longer than one part was refused once the delegation was answered)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    answer = "Your order A12 left the warehouse this morning. " * 50  # 2,450 characters
+    async with client.app[MANAGER].events.subscribe() as sub:
+        delegation = await fake.delegate_to_client(offset_ms=1500)
+        asked = await next_event(sub, "agent.tool_call")
+    assert asked.data["name"] == "client_delegation" and asked.data["toolCallID"] == delegation
+    assert asked.data["arguments"] == {"offsetMs": 1500}
+    resp = await client.post(path, json={"toolCallID": delegation, "output": answer})
+    assert resp.status == 200
+
+    def said() -> list[dict]:
+        return [e for e in fake.events if e["type"] == "session.commentary.append"]
+
+    await until(lambda: len(said()) == 2, timeout=3)
+    assert [e["delegation_id"] for e in said()] == [delegation, None]
+    assert "".join(e["content"] for e in said()) == answer
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_live_a_moved_call_starts_its_session_with_what_was_said(
+    make_client, aiohttp_server
+) -> None:
+    """A call moved to this worker (``AgentService.resume``) starts its GPT-Live session with
+    the lines the agent carried as ``input``, as a reopened session does (before, they went
+    as one ``session.thinking.append`` after the start, cut to its last 1,500 characters)."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    moved = {
+        "provider": "openai-live",
+        "url": url,
+        "apiKey": KEY,
+        "session": SESSION,
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": [["caller", "Where is my order?"], ["agent", "It left this morning."]],
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    await client.app[AGENTS].resume(runtime, moved)
+    (session,) = fake.starts
+    assert session["input"] == [
+        {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Where is my order?"}],
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "It left this morning."}],
+        },
+    ]
+    await until(lambda: fake.heard.size >= 16_000, timeout=5)
+    assert not [e for e in fake.events if e["type"] == "session.thinking.append"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_live_expires_at_renewed_before_it_and_refusals(
     make_client, aiohttp_server, caplog
 ) -> None:

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 import pytest
 
-from bridge.agents import connection, ultravox
+from bridge.agents import ultravox, upkeep
 from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
@@ -163,7 +163,7 @@ async def test_ultravox_max_duration_renewed_with_prior_call_id(
     make_client, aiohttp_server, monkeypatch
 ) -> None:
     monkeypatch.setattr(ultravox, "MAX_DURATION_S", 3)  # the fake ends the call after 3 s
-    monkeypatch.setattr(connection, "RENEW_MARGIN_S", 2.0)  # renewed after 1 s
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 2.0)  # renewed after 1 s
     fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
     started = await start(client, cid, url)
     assert fake.created[0]["body"]["maxDuration"] == "3s"

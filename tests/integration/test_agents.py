@@ -325,7 +325,9 @@ def speech_24k() -> np.ndarray:
     return Resampler(24_000).resample_array(speech(4.0, level_dbfs=-18.0), 16_000)
 
 
-async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohttp_server) -> None:
+async def test_gemini_live_audio_interruption_and_resumption(
+    make_client, aiohttp_server, caplog
+) -> None:
     from ..fakes.gemini_live import PATH, FakeGeminiLive
 
     fake = FakeGeminiLive(api_key="g-secret")
@@ -366,9 +368,15 @@ async def test_gemini_live_audio_interruption_and_resumption(make_client, aiohtt
         assert len(loud(list(sc.heard)[-(sc.frames_heard - mark) :])) <= 2
         assert cut.data["droppedMs"] >= 1000
         # goAway: the bridge reconnects with the last resumption handle; the call goes on.
+        caplog.clear()
+        caplog.set_level(logging.INFO, logger="bridge.agents")
         await fake.go_away()
         back = await next_event(sub, "agent.reconnected")
     assert back.data["resumed"] is True and fake.resumed == ["h1"]
+    # A session's planned end (every ~10 minutes) is no failure: not said as a drop.
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("bridge.agents")]
+    assert any("goAway" in line for line in said), said
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], said
     n1 = len(fake.chunks)
     await until(lambda: len(fake.chunks) - n1 >= 10, timeout=3)
     assert fake.errors == []
@@ -449,6 +457,35 @@ async def agent_with_a_tool(make_client, aiohttp_server):
     return fake, client
 
 
+async def test_tool_calls_the_app_leaves_waiting_past_the_bound_are_said(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """An app that does not answer its tool calls: past MAX_PENDING waiting, the model's next
+    calls are answered as failed — said once at WARNING, with why (before, silently: no
+    event, no log, a model whose tools all failed)."""
+    from bridge.agents.tools import MAX_PENDING
+
+    fake, client = await agent_with_a_tool(make_client, aiohttp_server)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        for n in range(MAX_PENDING):
+            await fake.tool_call("lookup_order", {"n": n}, f"call_{n}")
+        for _ in range(MAX_PENDING):
+            await next_event(sub, "agent.tool_call")
+    for n in range(MAX_PENDING, MAX_PENDING + 2):
+        await fake.tool_call("lookup_order", {"n": n}, f"call_{n}")
+
+    def outputs() -> list[dict]:
+        items = [e["item"] for e in fake.events if e["type"] == "conversation.item.create"]
+        return [i for i in items if i["type"] == "function_call_output"]
+
+    await until(lambda: len(outputs()) == 2, timeout=3)
+    assert [i["call_id"] for i in outputs()] == [f"call_{MAX_PENDING}", f"call_{MAX_PENDING + 1}"]
+    assert all("too many tool calls waiting" in i["output"] for i in outputs())
+    said = [r for r in caplog.records if "wait for the app's answer" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING"
+    assert fake.errors == []
+
+
 async def test_a_tool_call_with_its_arguments_as_an_object_is_taken(
     make_client, aiohttp_server
 ) -> None:
@@ -493,6 +530,77 @@ async def test_a_message_the_bridge_fails_on_costs_that_message_only(
         assert asked.data["toolCallID"] == "call_after"
     failures = [r for r in caplog.records if "not handled" in r.getMessage()]
     assert len(failures) == 1 and failures[0].exc_info is not None
+
+
+async def test_a_message_the_bridge_fails_on_while_a_session_opens_costs_that_message_only(
+    make_client, aiohttp_server, monkeypatch, caplog
+) -> None:
+    """The same bug met while a session opens (here on ``session.created``, before the model
+    took the configuration): the message is skipped and the session opens, at the start and
+    on a reopened socket. Before, it escaped the opening: the request was answered 500, and
+    a reconnection's ended the agent's runner, the agent left reconnecting for good."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    parse = OpenAIRealtime.parse
+
+    def failing(self: OpenAIRealtime, body: dict) -> list:
+        if body.get("type") == "session.created":
+            raise KeyError("session")
+        return parse(self, body)
+
+    monkeypatch.setattr(OpenAIRealtime, "parse", failing)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        await next_event(sub, "agent.reconnected")
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["state"] == "connected"
+    failures = [r for r in caplog.records if "not handled" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("where", ["opening", "context"])
+async def test_a_bug_met_as_a_session_reopens_fails_the_agent_rather_than_leave_it_hanging(
+    make_client, aiohttp_server, monkeypatch, caplog, where: str
+) -> None:
+    """A bug met while the model's socket is reopened (the dialect's set-up of a second
+    session raising, or its recap of what was said once that session opened) ends in
+    ``agent.failed`` and the fallback, said once with its traceback, the new socket closed:
+    before, it ended the connection's runner, and the agent stayed ``reconnecting`` for the
+    rest of the call, holding the call's one agent place, with no ``agent.failed``."""
+    from bridge.agents.openai import OpenAIRealtime
+
+    real = getattr(OpenAIRealtime, where)
+    calls = 0
+
+    def failing(self: OpenAIRealtime, *args: object) -> list:
+        nonlocal calls
+        calls += 1
+        if calls > (1 if where == "opening" else 0):
+            raise KeyError("a bug")
+        return real(self, *args)
+
+    monkeypatch.setattr(OpenAIRealtime, where, failing)
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    assert (await client.post(f"/call/{cid}/agents", json=body)).status == 201
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        failed = await next_event(sub, "agent.failed")
+    assert failed.data["reason"] == "reconnect_failed"
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active" and snap["agents"][0]["state"] == "failed"
+    said = [r for r in caplog.records if "connection failed" in r.getMessage()]
+    assert len(said) == 1 and said[0].exc_info is not None
+    await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+    await client.post("/call/hangup", json={"callID": cid})
 
 
 async def test_agent_events_reach_the_app_as_signed_webhooks(
@@ -772,6 +880,19 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
                 "url": url,
                 "apiKey": KEY,
                 "session": {"audio": {"output": {"format": {"type": "audio/pcmu"}}}},
+            },
+            400,
+            "bad_request",
+        ),
+        # Tools the bridge's would be added to that are no list (a 500 before: the socket
+        # opened, then the session could not be written).
+        (
+            {
+                "provider": "openai-realtime",
+                "url": url,
+                "apiKey": KEY,
+                "session": {"tools": 5},
+                "bridgeTools": ["hangup"],
             },
             400,
             "bad_request",

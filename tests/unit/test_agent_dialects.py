@@ -13,6 +13,7 @@ import pytest
 
 from bridge.agents import (
     AzureVoiceLive,
+    DeepgramVoiceAgent,
     ElevenLabsAgent,
     GeminiLive,
     OpenAILive,
@@ -20,7 +21,8 @@ from bridge.agents import (
     XaiGrokVoice,
 )
 from bridge.agents.azure import auth
-from bridge.agents.openai import RealtimeFamily
+from bridge.agents.realtime import RealtimeFamily
+from bridge.agents.tools import BRIDGE_TOOLS
 from bridge.agents.wire import Audio, ModelError
 from bridge.errors import BadRequest
 
@@ -93,6 +95,33 @@ def test_azure_follows_its_own_interrupt_and_truncate_settings() -> None:
 def test_what_the_bridge_decides_is_refused_in_session(dialect, session) -> None:
     with pytest.raises(BadRequest):
         dialect(session)
+
+
+@pytest.mark.parametrize(
+    "dialect,session",
+    [
+        (OpenAIRealtime, {"tools": 5}),
+        (XaiGrokVoice, {"tools": {"type": "function"}}),
+        (AzureVoiceLive, {"tools": "lookup"}),
+        (GeminiLive, {"tools": 5}),
+        (DeepgramVoiceAgent, {"agent": {"think": {"functions": 5}}}),
+        (DeepgramVoiceAgent, {"agent": {"think": [{"functions": {}}]}}),
+        (DeepgramVoiceAgent, {"agent": {"context": [{"role": "user", "content": "hi"}]}}),
+        (DeepgramVoiceAgent, {"agent": {"context": {"messages": "hi"}}}),
+        (OpenAILive, {"delegation": {"type": "responses", "responses": {"tools": 5}}}),
+        (OpenAILive, {"input": "hi"}),
+    ],
+)
+def test_a_session_field_the_bridge_adds_to_must_be_a_list(dialect, session) -> None:
+    """The bridge's tools join the app's, a new session's history joins its given one: what
+    is no list is refused with the request (before: a 500 as the session was written, or a
+    reconnection that died with the agent left reconnecting)."""
+    with pytest.raises(BadRequest):
+        dialect(session)
+    tools = [BRIDGE_TOOLS["hangup"]]
+    allowed = {"type": "responses", "responses": {"model": "gpt-5.5"}}
+    fine = dialect({"delegation": allowed} if dialect is OpenAILive else {})
+    assert fine.opening(tools, None)
 
 
 def test_elevenlabs_drops_the_cut_replys_late_chunks_and_reads_its_formats() -> None:

@@ -196,3 +196,62 @@ async def test_a_continuous_uplink_whose_tick_raised_fills_on_and_one_that_alway
     assert len(said) == 1 and said[0].levelname == "WARNING"
     assert said[0].getMessage().startswith("call c: agent a:")
     uplink.stop()
+
+
+async def test_a_pong_goes_ahead_of_the_callers_audio_waiting_for_the_socket() -> None:
+    """ElevenLabs drops a socket whose pings go unanswered: a ``pong`` (the dialect's
+    ``Answer``) is queued ahead of the caller's audio waiting for a slow socket, in its own
+    order (before, behind up to a second of that audio)."""
+    from bridge.agents import ElevenLabsAgent
+    from bridge.agents.connection import ModelConnection
+
+    async def nothing(event: object) -> None:
+        raise AssertionError(f"not the agent's: {event}")
+
+    model = ModelConnection(
+        ElevenLabsAgent(),
+        "wss://api.elevenlabs.io/v1/convai/conversation?agent_id=a",
+        None,
+        tools=[],
+        retries=0,
+        where="call c: agent a",
+        handle=nothing,
+    )
+    said = {"type": "user_message", "text": "The caller pressed the key 1."}
+    for _ in range(3):
+        model.send_audio(bytes(640))
+    model.send([said])  # behind that audio, as sent: a control message keeps its place
+    for _ in range(10):
+        model.send_audio(bytes(640))
+    await model._message(json.dumps({"type": "ping", "ping_event": {"event_id": 7}}))
+    await model._message(json.dumps({"type": "ping", "ping_event": {"event_id": 8}}))
+    sent: list[str | bytes] = []
+
+    async def send(message: str | bytes) -> None:
+        sent.append(message)
+
+    await model.out.queue.run(send, lambda: len(sent) >= 16)
+    kinds = [json.loads(m).get("type", "audio") for m in sent]
+    assert kinds == ["audio"] * 3 + ["user_message", "pong", "pong"] + ["audio"] * 10
+    assert [json.loads(m).get("event_id") for m in sent[4:6]] == [7, 8]
+
+
+@pytest.mark.parametrize("cap", [60.0, 120.0, 200.0])
+async def test_a_short_session_is_not_renewed_at_once_each_time(monkeypatch, cap: float) -> None:
+    """A session capped under RENEW_MARGIN_S (an Ultravox ``maxDuration`` of a minute or
+    two, a short GPT-Live ``expires_at``) is renewed no sooner than half-way through: before,
+    1 s after it opened, and so was each new one, a new session every second or two while
+    nobody spoke. A long one is renewed 2 minutes before its cap, as ever."""
+    from bridge.agents import upkeep
+
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    monkeypatch.setattr(upkeep.asyncio, "sleep", sleep)
+    await upkeep.renewal_due(cap, lambda: True)
+    assert cap / 2 <= slept[0] < cap - upkeep.RENEW_LEEWAY_S + 1e-9
+    slept.clear()
+    await upkeep.renewal_due(3600.0, lambda: True)
+    assert slept == [3600.0 - upkeep.RENEW_MARGIN_S]
