@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -254,6 +255,23 @@ async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
 
     monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
     monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
+    # Each session's renewal falls due (1 s in) only once the test lets it, and the test goes
+    # on once it asks whether anyone speaks: on a loaded host it fell due before the caller
+    # spoke, and the next session's a second later (three sessions where two were counted).
+    let, asking = asyncio.Event(), asyncio.Event()
+    renewal_due = upkeep.renewal_due
+
+    async def renewal_due_when_let(cap: float, quiet: Callable[[], bool]) -> None:
+        await let.wait()
+        let.clear()
+
+        def asked() -> bool:
+            asking.set()
+            return quiet()
+
+        await renewal_due(cap, asked)
+
+    monkeypatch.setattr(upkeep, "renewal_due", renewal_due_when_let)
     fake, client, cid, url = await on_a_call(
         make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=200.0
     )
@@ -263,6 +281,8 @@ async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
         await fake.user_started_speaking()
         started = await next_event(sub, "agent.speech.started")
         assert started.data["echo"] is False
+        let.set()  # due now, while the caller speaks: it waits for the turn's end
+        await asyncio.wait_for(asking.wait(), 10)
         await fake.heard_user("Where is my order?")
         stopped = await next_event(sub, "agent.speech.stopped")
         assert stopped.data["by"] == "model"
