@@ -3,7 +3,8 @@
 Two stores behind one protocol (:class:`CatalogStore`):
 
 - :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
-  embedded, no server to run, for a bridge of one process (several workers need Redis).
+  embedded, no server to run, for a bridge of one process (several workers need Redis); its
+  statements run on a thread of its own, never on the event loop.
 - :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory. A Redis
   that lost them (restarted without persistence) is given back what each worker read last.
 
@@ -25,18 +26,21 @@ key made once in ``BRIDGE_DATA_DIR/catalog.key`` (mode 0600).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import secrets
 import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..sealer import Sealer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 POLL_INTERVAL = 0.1
 """Seconds between version reads: a change elsewhere is live here within this."""
@@ -128,13 +132,22 @@ def local_key(data_dir: str) -> str:
 
 
 class LocalStore:
-    """SQLite under the data directory (see the module docstring)."""
+    """SQLite under the data directory (see the module docstring), on a thread of its own.
+
+    Every statement runs on the store's one thread, never on the event loop: the catalog
+    reads the version at every poll, and a data directory whose volume stalls (a network
+    volume, a disk in I/O wait) held SQLite, and the worker's every call with it, for as long
+    as the stall lasted. One thread keeps SQLite's one connection to one user at a time, in
+    order: a write is taken in the order its callers asked."""
 
     def __init__(self, data_dir: str, sealing: Sealing) -> None:
         self.path = Path(data_dir) / "catalog.sqlite"
         self.sealing = sealing
-        # One connection, used from the event loop only; every statement is a few rows.
-        self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-store")
+        # One connection, made here (at start-up) and used from the store's thread only.
+        self._db = sqlite3.connect(
+            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS records "
@@ -143,15 +156,24 @@ class LocalStore:
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', 0)")
 
+    async def _on_thread(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
     async def version(self) -> int:
+        return await self._on_thread(self._version)
+
+    def _version(self) -> int:
         row = self._db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
         return int(row[0]) if row else 0
 
     async def load(self) -> tuple[int, Records]:
+        return await self._on_thread(self._load)
+
+    def _load(self) -> tuple[int, Records]:
         out: Records = {kind: {} for kind in KINDS}
         self._db.execute("BEGIN")
         try:
-            version = await self.version()
+            version = self._version()
             for kind, record_id, body in self._db.execute("SELECT kind, id, body FROM records"):
                 if kind in out:
                     out[kind][record_id] = self.sealing.open(kind, record_id, json.loads(body))
@@ -163,15 +185,12 @@ class LocalStore:
         self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
     ) -> None:
         body = json.dumps(self.sealing.seal(kind, record_id, record))
-        self._write(
-            "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
-            (kind, record_id, body),
-            at,
-        )
+        sql = "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)"
+        await self._on_thread(self._write, sql, (kind, record_id, body), at)
 
     async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
         sql = "DELETE FROM records WHERE kind = ? AND id = ?"
-        return self._write(sql, (kind, record_id), at) > 0
+        return await self._on_thread(self._write, sql, (kind, record_id), at) > 0
 
     def _write(self, sql: str, args: tuple[str, ...], at: int | None) -> int:
         self._db.execute("BEGIN IMMEDIATE")  # the version read and bumped under one lock
@@ -189,7 +208,8 @@ class LocalStore:
         return changed
 
     async def close(self) -> None:
-        self._db.close()
+        await self._on_thread(self._db.close)
+        self._thread.shutdown(wait=False)
 
 
 class RedisStore:
