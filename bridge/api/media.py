@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..attachments import Playback, PlaybackService
 from ..config import StorageSettings
+from ..disk import on_disk
 from ..errors import BadRequest, NotFound, TooLarge
 from .errors import JSON_LIMIT, body_deadline, require_call_id
 from .keys import MANAGER, PLAYBACK, RECORDINGS, SETTINGS
@@ -101,7 +100,7 @@ async def upload_asset(request: web.Request) -> web.Response:
         raise BadRequest(f"malformed multipart body: {str(exc)[:200]}") from None
     # Probing (and, when the header has no duration, decoding) happens off the event loop.
     owner = principal_of(request).tenant_id or ""
-    asset = await asyncio.to_thread(request.app[PLAYBACK].assets.add, bytes(data), name, owner)
+    asset = await on_disk(request.app[PLAYBACK].assets.add, bytes(data), name, owner)
     return web.json_response(asset.as_json(), status=201)
 
 
@@ -109,7 +108,7 @@ async def upload_asset(request: web.Request) -> web.Response:
 async def list_assets(request: web.Request) -> web.Response:
     tenant_id = principal_of(request).tenant_id
     # Every asset's record read: off the event loop (a volume that stalls, thousands of them).
-    listed = await asyncio.to_thread(request.app[PLAYBACK].assets.list)
+    listed = await on_disk(request.app[PLAYBACK].assets.list)
     assets = [a.as_json() for a in listed if a.visible_to(tenant_id)]
     return web.json_response({"assets": assets})
 
@@ -118,7 +117,7 @@ async def list_assets(request: web.Request) -> web.Response:
 async def delete_asset(request: web.Request) -> web.Response:
     asset_id = request.match_info["assetId"]
     await check_asset(request, asset_id, shared=False)
-    await asyncio.to_thread(request.app[PLAYBACK].assets.delete, asset_id)
+    await on_disk(request.app[PLAYBACK].assets.delete, asset_id)
     return web.json_response({"assetId": request.match_info["assetId"], "deleted": True})
 
 

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
+from ..disk import on_disk
 from ..errors import BadRequest, Unauthorized
 from ..metrics import CONTENT_TYPE
 from .auth import request_token, token_matches
@@ -50,13 +49,13 @@ async def call_reports(request: web.Request) -> web.Response:
     reports = request.app[REPORTS]
     tenant_id = principal_of(request).tenant_id
     if tenant_id is None:
-        return web.json_response({"reports": await asyncio.to_thread(reports.stored, limit)})
+        return web.json_response({"reports": await on_disk(reports.stored, limit)})
     # A tenant's calls' reports only (while their calls' records last): its newest ``limit``
     # among the newest records of every tenant, looked at until found (at most TENANT_SCAN a
     # report asked; before, ``limit`` was taken across every tenant first, and a tenant
     # whose calls were not among the newest got none).
     mine: list[str] = []
-    for call_id in (await asyncio.to_thread(reports.stored, None))[: limit * TENANT_SCAN]:
+    for call_id in (await on_disk(reports.stored, None))[: limit * TENANT_SCAN]:
         if await tenant_of_call(request, call_id) == tenant_id:
             mine.append(call_id)
             if len(mine) == limit:

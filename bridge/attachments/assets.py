@@ -3,7 +3,6 @@ JSON record each (playbacks and hold music name an asset by its id)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..audio.decode import AudioInfo, UndecodableAudio, measure_duration_ms, probe
+from ..disk import on_disk
 from ..errors import BadRequest, NotFound
 from ..logs import Repeats
 from ..timefmt import iso_utc, parse_iso_utc
@@ -126,7 +126,7 @@ class AssetStore:
         caller, never the worker's calls): the one way code on the loop reads an asset.
         404 when there is none, or when ``tenant_id`` does not see it (``Asset.visible_to``:
         another tenant's is not found, never forbidden; ``None``: the service sees all)."""
-        asset = await asyncio.to_thread(self.get, asset_id)
+        asset = await on_disk(self.get, asset_id)
         if not asset.visible_to(tenant_id, shared=shared):
             raise NotFound(f"no audio asset {asset_id[:80]!r}")
         return asset

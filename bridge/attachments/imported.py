@@ -4,7 +4,6 @@ WAV…), with the same sidecar, index, retention and routes as the recorder's fi
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -14,6 +13,7 @@ import numpy as np
 
 from ..audio import SAMPLE_RATE
 from ..audio.decode import UndecodableAudio, bus_frames
+from ..disk import on_disk
 from .recording import Recording, RecordingService
 from .wav import wav_header
 
@@ -27,7 +27,7 @@ async def import_recording(
     (``files/calls/{callID}-{kind}.wav``); ``UndecodableAudio`` when it is not audio. The
     recording policy is checked first (403 ``recording_forbidden``: nothing is written)."""
     service.check_allowed(call_id)
-    recording = await asyncio.to_thread(_write, service, call_id, content, kind)
+    recording = await on_disk(_write, service, call_id, content, kind)
     service.add([recording])
     return recording
 
@@ -40,7 +40,7 @@ async def import_transcript(
     takes it for a sidecar), with the same sidecar, retention and route
     (``GET /call/recordings/{id}`` answers it as ``application/json``)."""
     service.check_allowed(call_id)
-    recording = await asyncio.to_thread(_write_transcript, service, call_id, transcript)
+    recording = await on_disk(_write_transcript, service, call_id, transcript)
     service.add([recording])
     return recording
 

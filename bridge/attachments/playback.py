@@ -27,6 +27,7 @@ from ..audio import FRAME_MS
 from ..audio.decode import UndecodableAudio, bus_frames, probe
 from ..audio.pcm import Pcm
 from ..config import StorageSettings
+from ..disk import on_disk
 from ..errors import (
     BadRequest,
     BridgeError,
@@ -112,7 +113,7 @@ class Playback:
                 self._frames = self._take_next_pass()
                 frame = next(self._frames, None)
             elif self.loop and self._next_pass is None and not self._done:
-                self._next_pass = asyncio.get_running_loop().run_in_executor(None, self._reopen)
+                self._next_pass = on_disk(self._reopen)
         except UndecodableAudio as exc:
             self.error = str(exc)
             return None
@@ -254,7 +255,7 @@ class PlaybackService:
         skip: int = 0,
     ) -> Playback:
         try:
-            opened = await asyncio.to_thread(_opened, source, skip)
+            opened = await on_disk(_opened, source, skip)
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
@@ -285,7 +286,7 @@ class PlaybackService:
             raise BadRequest(f"field {kind!r} must be a string")
         # The disk is asked off the event loop (a volume that stalls held the whole worker).
         if kind == "file":
-            return await asyncio.to_thread(self._media_file, value)
+            return await on_disk(self._media_file, value)
         if kind == "assetId":
             return (await self.assets.find(value)).path
         if kind == "audioBase64":

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..disk import on_disk
 from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
 from ..logs import Repeats
 from .base import AttachmentHost
@@ -239,10 +240,10 @@ class RecordingService:
         if recording_id not in self.index:
             if time.monotonic() - self._indexed_at >= REINDEX_INTERVAL:
                 self._indexed_at = time.monotonic()
-                found = await asyncio.to_thread(self._read_sidecars)
+                found = await on_disk(self._read_sidecars)
                 for known, rec in found.items():
                     self.index.setdefault(known, rec)
-        return await asyncio.to_thread(self.get, recording_id)  # its file looked for there
+        return await on_disk(self.get, recording_id)  # its file looked for there
 
     def get(self, recording_id: str) -> Recording:
         rec = self.index.get(recording_id)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import Settings
+from ..disk import on_disk
 from ..errors import NotFound
 from ..logs import FailureKinds
 from ..media.clock import clock_sleep
@@ -135,7 +136,7 @@ class CallReports:
         """Write the record off the loop, then tell ``call.report`` (after ``call.ended``,
         which the manager publishes as soon as the runtime closed; readable now)."""
         try:
-            await asyncio.to_thread(self._write, call.id, record)
+            await on_disk(self._write, call.id, record)
         except Exception as exc:
             log.warning("could not store the record of call %s: %s", call.id, exc)
         if self.publish is not None:
@@ -187,7 +188,7 @@ class CallReports:
         if not SAFE_ID.match(call_id):
             raise NotFound(f"no report of call {call_id[:64]!r}")
         try:
-            text = await asyncio.to_thread(self._path(call_id).read_text)
+            text = await on_disk(self._path(call_id).read_text)
         except FileNotFoundError:
             raise NotFound(f"no report of call {call_id[:64]!r}") from None
         record: dict[str, Any] = json.loads(text)
@@ -282,7 +283,7 @@ def start_reports(
 
 async def sweep_forever(reports: CallReports, interval: float) -> None:
     while True:
-        removed = await asyncio.to_thread(reports.sweep)
+        removed = await on_disk(reports.sweep)
         if removed:
             log.info("retention: deleted %d expired call reports", removed)
         await asyncio.sleep(interval)

@@ -7,6 +7,7 @@ worker froze until the disk came back."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from bridge.api.keys import MANAGER, PLAYBACK
 from bridge.attachments import playback
 from bridge.attachments.assets import AssetStore
+from bridge.attachments.playback import MAX_PER_CALL
 
 from ..support.audio_files import make
 from ..support.calls import wait_state
@@ -208,3 +210,45 @@ async def test_a_moved_playback_resumes_on_a_stalled_disk(call, monkeypatch) -> 
     played = await served_meanwhile(client, stall(monkeypatch), resumed)
     assert played.id == "pb_moved" and played.frames_played == 3
     assert runtime.attached("playback") == [played]
+
+
+async def test_stalled_asset_reads_leave_the_process_its_default_executor(
+    call, monkeypatch
+) -> None:
+    """More plays of an asset on a stalled disk than asyncio's default executor has threads
+    (``min(32, cores + 4)``: six on two cores) wait on the directories' own threads
+    (``bridge/disk.py``): host names are still resolved meanwhile (``getaddrinfo`` runs on
+    the default executor: webhooks, engines and models connect through it), and every play
+    starts once the disk comes back. On the default executor the plays held every thread."""
+    client, call_id = call
+    asset_id = await upload(client)
+    reads = min(32, (os.cpu_count() or 1) + 4) + 2
+    calls = [call_id]
+    while len(calls) * MAX_PER_CALL < reads:  # a call plays MAX_PER_CALL files at most
+        made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+        await wait_state(client, made["callID"], "active")
+        calls.append(made["callID"])
+    stalled = stall(monkeypatch)
+    comeback = threading.Timer(COMEBACK, stalled.set)  # a bound, should nothing give way
+    comeback.start()
+    loop = asyncio.get_running_loop()
+    try:
+        plays = [
+            asyncio.ensure_future(
+                client.post(
+                    "/call/play",
+                    json={"callID": calls[n // MAX_PER_CALL], "assetId": asset_id},
+                )
+            )
+            for n in range(reads)
+        ]
+        await asyncio.sleep(0.2)  # every play under way, waiting for the disk
+        await asyncio.wait_for(loop.getaddrinfo("localhost", 80), COMEBACK / 2)
+        assert not stalled.is_set(), "a name was resolved only once the disk came back"
+        stalled.set()
+        answers = await asyncio.wait_for(asyncio.gather(*plays), 10)
+        bodies = [await r.text() for r in answers]
+        assert [r.status for r in answers] == [201] * reads, bodies
+    finally:
+        stalled.set()
+        comeback.cancel()

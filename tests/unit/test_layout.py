@@ -12,8 +12,8 @@ from pathlib import Path
 BRIDGE = Path(__file__).resolve().parents[2] / "bridge"
 
 # What each layer may import from inside the package. Base modules (config, errors, tasks,
-# metrics, media_metrics, logs, http, timefmt, sealer, countries, stopping) sit beside the path
-# and may be used by any layer.
+# metrics, media_metrics, logs, http, timefmt, sealer, countries, stopping, disk) sit beside
+# the path and may be used by any layer.
 BASE = {
     "config",
     "errors",
@@ -26,6 +26,7 @@ BASE = {
     "sealer",
     "countries",
     "stopping",
+    "disk",
 }
 ALLOWED = {
     "api": {
