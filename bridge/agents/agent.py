@@ -158,6 +158,7 @@ class Agent:
             "reconnects": self.model.reconnects,
             "interruptions": self.interruptions,
             "callerAudioDroppedMs": self.model.out.audio_dropped * FRAME_MS,
+            "modelMessagesDropped": self.model.out.control_dropped,
         }
 
     def _emit(self, type_: str, **data: Any) -> None:

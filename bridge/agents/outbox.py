@@ -7,7 +7,10 @@ caller's audio at :data:`UP_QUEUE` frames, the oldest dropped past it. A drop me
 socket is too slow to take the caller (its kernel send buffer is small: ``attachments/wire.py``
 ``bound_send_buffer``), and the model misses what was said: counted over the agent's sessions
 (the agent's ``callerAudioDroppedMs``) and said once a session at WARNING
-(:class:`~bridge.logs.Repeats`). It keeps when something last went up (the keep-alive's clock).
+(:class:`~bridge.logs.Repeats`). Control messages wait up to :data:`MAX_CONTROL`: past it
+(a socket that takes nothing) the next are dropped, counted (``modelMessagesDropped``) and
+said once a session at WARNING too. It keeps when something last went up (the keep-alive's
+clock).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ log = logging.getLogger(__name__)
 
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+MAX_CONTROL = 500
+"""Control messages waiting for the model's socket before the next ones are dropped."""
 
 
 class Outbox:
@@ -40,8 +45,11 @@ class Outbox:
         self.audio_dropped = 0
         """Caller frames dropped, over every session, because the model's socket was too slow
         to take them."""
+        self.control_dropped = 0
+        """Control messages dropped, over every session, because :data:`MAX_CONTROL` waited
+        for a socket that took nothing."""
         self._sessions = 0
-        self._said = Repeats(size=4)  # the sessions that dropped the caller's audio
+        self._said = Repeats(size=8)  # the sessions that dropped the caller's audio, control
 
     def renew(self) -> None:
         """A new session's socket: what was queued for the old one is dropped."""
@@ -53,9 +61,24 @@ class Outbox:
         ahead of the caller's audio waiting, in order with the other control messages (an
         answer the model waits for: a pong)."""
         for message in messages:
-            self.queue.put_control(json.dumps(message), before_audio=before_audio)
+            if not self.queue.put_control(json.dumps(message), before_audio=before_audio):
+                self._control_refused(message)
         if messages:
             self.last_up = time.monotonic()
+
+    def _control_refused(self, message: dict[str, Any]) -> None:
+        """The control queue is full (a socket that stopped taking anything): ``message`` is
+        dropped, counted and said once a session at WARNING."""
+        self.control_dropped += 1
+        if self._said.seen(f"control {self._sessions}") == 1:
+            log.warning(
+                "%s: the model's socket takes nothing: %d control messages wait for it, so "
+                "%s and the next ones are dropped (the model misses them; counted in the "
+                "agent's modelMessagesDropped), said once a session",
+                self.where,
+                self.queue.max_control,
+                str(message.get("type") or next(iter(message), "a message"))[:40],
+            )
 
     def audio(self, message: str | bytes) -> bool:
         """Queue one frame of the caller (the dialect's message); ``False`` when the oldest
@@ -78,4 +101,4 @@ class Outbox:
 
 
 def _queue() -> OutgoingQueue:
-    return OutgoingQueue(max_audio=UP_QUEUE, max_control=500, drop_oldest_audio=True)
+    return OutgoingQueue(max_audio=UP_QUEUE, max_control=MAX_CONTROL, drop_oldest_audio=True)

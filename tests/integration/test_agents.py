@@ -107,6 +107,7 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
             "reconnects": 0,
             "interruptions": 0,
             "callerAudioDroppedMs": 0,
+            "modelMessagesDropped": 0,
         }
     ]
     resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
