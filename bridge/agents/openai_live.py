@@ -75,6 +75,9 @@ APPEND_CHARS = 1500
 HISTORY_TURNS = 40
 HISTORY_CHARS = 16_000
 """What a new session is told of the old one (``input``: ≤128 messages, ≤8,192 tokens)."""
+MAX_INPUT = 128
+"""Messages a session's ``input`` holds at most: the app's own first, what was said after
+them, the oldest of it left out where both do not fit."""
 SESSION_FIELDS = {"model", "instructions", "audio", "delegation", "input", "store"}
 _ROLES = {"caller": ("user", "input_text"), "agent": ("assistant", "output_text")}
 
@@ -96,7 +99,10 @@ def check_session(session: dict[str, Any]) -> None:
     responses = (delegation or {}).get("responses")
     if isinstance(responses, dict):
         check_list(responses.get("tools"), "delegation.responses.tools")
-    check_list(session.get("input"), "input")  # (a new session's history joins it)
+    given = session.get("input")
+    check_list(given, "input")  # (a new session's history joins it)
+    if given is not None and len(given) > MAX_INPUT:
+        raise BadRequest(f"field 'session': input holds at most {MAX_INPUT} messages")
 
 
 class OpenAILive:
@@ -163,8 +169,10 @@ class OpenAILive:
                 )
             responses["tools"] = [*(responses.get("tools") or []), *function_tools(tools)]
         if self.history:  # a new session: what was said, after what the app gave
-            said = [_message(role, text) for role, text in self.history]
-            session["input"] = [*(session.get("input") or []), *said][-128:]
+            given = list(session.get("input") or [])  # (its instructions, its context: kept)
+            room = MAX_INPUT - len(given)
+            said = [_message(role, text) for role, text in self.history][-room:] if room else []
+            session["input"] = [*given, *said]
         return [self._client("session.start", session=session)]
 
     def audio(self, pcm: bytes) -> str:

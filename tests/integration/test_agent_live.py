@@ -380,3 +380,46 @@ async def test_live_never_sends_a_null_the_strict_schema_refuses(
     assert set(sent["delegation"]["responses"]) == {"model", "tools"}
     assert fake.errors == []
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_live_a_new_sessions_input_keeps_the_apps_items_and_trims_what_was_said(
+    make_client, aiohttp_server
+) -> None:
+    """``input`` holds at most 128 messages: a new session's keeps every item the app gave (its
+    context, its rules) and leaves out the oldest lines said (before, the list was cut from
+    its front: the app's own first items went). More than 128 of the app's own is ``400``."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    given = [
+        {
+            "type": "message",
+            "role": "developer",
+            "content": [{"type": "input_text", "text": f"rule {n}"}],
+        }
+        for n in range(120)
+    ]
+    lines = [["caller" if n % 2 == 0 else "agent", f"line {n}"] for n in range(20)]
+    moved = {
+        "provider": "openai-live",
+        "url": url,
+        "apiKey": KEY,
+        "session": {**SESSION, "input": given},
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": lines,
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    agent = await client.app[AGENTS].resume(runtime, moved)
+    (session,) = fake.starts
+    assert len(session["input"]) == 128
+    assert session["input"][:120] == given  # the app's, whole and first
+    assert [m["content"][0]["text"] for m in session["input"][120:]] == [
+        f"line {n}" for n in range(12, 20)
+    ]  # the newest lines said
+    assert fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{agent.id}")
+    body = {"provider": "openai-live", "url": url, "apiKey": KEY}
+    too_many = {**SESSION, "input": given + given[:9]}
+    resp = await client.post(f"/call/{cid}/agents", json={**body, "session": too_many})
+    assert resp.status == 400 and "at most 128" in (await resp.json())["error"]["message"]
