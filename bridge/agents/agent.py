@@ -180,8 +180,9 @@ class Agent:
                 self.uplink.sent()
 
     def _send_up(self, pcm: bytes) -> None:
-        # Nothing queued while reconnecting (it would come late); a slow socket's drop counted.
-        if self.model.connected and not self.model.send_audio(pcm):
+        # Nothing queued while reconnecting after a drop (it would come late), but kept for
+        # the next session in a planned end's gap (``ends.py``); a slow socket's drop counted.
+        if self.model.takes_audio and not self.model.send_audio(pcm):
             self.bus.stats.agent_frames_dropped += 1
 
     def _sent(self, frame: BusFrame) -> None:

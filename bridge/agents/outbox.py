@@ -9,7 +9,9 @@ socket is too slow to take the caller (its kernel send buffer is small: ``attach
 (the agent's ``callerAudioDroppedMs``) and said once a session at WARNING
 (:class:`~bridge.logs.Repeats`). Control messages wait up to :data:`MAX_CONTROL`: past it
 (a socket that takes nothing) the next are dropped, counted (``modelMessagesDropped``) and
-said once a session at WARNING too. It keeps when something last went up (the keep-alive's
+said once a session at WARNING too. Between two sessions of a planned end (a renewal, a
+``goAway``: :mod:`.ends`) the caller's audio is kept for the next one, bounded alike
+(:meth:`Outbox.hold`). It keeps when something last went up (the keep-alive's
 clock).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from ..attachments.wire import OutgoingQueue
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 
 UP_QUEUE = 50
 """Caller frames waiting for a slow model socket (1 s) before the oldest go."""
+SLOW = "the model's socket is too slow to take the caller's audio"
+GAP = "the model's next session is slow to open"
 MAX_CONTROL = 500
 """Control messages waiting for the model's socket before the next ones are dropped."""
 
@@ -49,12 +54,31 @@ class Outbox:
         """Control messages dropped, over every session, because :data:`MAX_CONTROL` waited
         for a socket that took nothing."""
         self._sessions = 0
+        self.holding = False
+        """The caller's audio is kept for the next session (:meth:`hold`)."""
+        self._held: deque[str | bytes] = deque()
         self._said = Repeats(size=8)  # the sessions that dropped the caller's audio, control
 
     def renew(self) -> None:
-        """A new session's socket: what was queued for the old one is dropped."""
+        """A new session's socket: what was queued for the old one is dropped, but for the
+        caller's audio :meth:`hold` kept, which goes first."""
         self.queue = _queue()
         self._sessions += 1
+        for message in self._held:
+            self.queue.put_audio(message)
+        self._held.clear()
+        self.holding = False
+
+    def hold(self) -> None:
+        """The session is closing on purpose (a renewal, a ``goAway``: :mod:`.ends`): the
+        caller's audio its socket has not taken yet, and what comes until the next session
+        (:meth:`renew`), is kept for that session — at most :data:`UP_QUEUE` frames, the oldest
+        dropped past it (counted as a slow socket's)."""
+        self.holding = True
+        self._held.extend(self.queue.take_audio())
+        while len(self._held) > UP_QUEUE:
+            self._held.popleft()
+            self._dropped_one(GAP)
 
     def control(self, messages: list[dict[str, Any]], *, before_audio: bool = False) -> None:
         """Queue control messages (never dropped while the queue has room); ``before_audio``:
@@ -83,21 +107,33 @@ class Outbox:
     def audio(self, message: str | bytes) -> bool:
         """Queue one frame of the caller (the dialect's message); ``False`` when the oldest
         frame queued was dropped for it (module docstring)."""
-        before = self.queue.dropped
-        self.queue.put_audio(message)
         self.last_up = time.monotonic()
-        if self.queue.dropped == before:
-            return True
+        if self.holding:  # between two sessions (``hold``)
+            self._held.append(message)
+            if len(self._held) <= UP_QUEUE:
+                return True
+            self._held.popleft()
+            self._dropped_one(GAP)
+            return False
+        else:
+            before = self.queue.dropped
+            self.queue.put_audio(message)
+            if self.queue.dropped == before:
+                return True
+        self._dropped_one(SLOW)
+        return False
+
+    def _dropped_one(self, why: str) -> None:
         self.audio_dropped += 1
         if self._said.seen(str(self._sessions)) == 1:
             log.warning(
-                "%s: the model's socket is too slow to take the caller's audio: more than "
-                "%d ms waits for it, the oldest dropped (the model misses what the caller "
-                "said; counted in the agent's callerAudioDroppedMs), said once a session",
+                "%s: %s: more than %d ms of the caller's audio waits for it, the oldest "
+                "dropped (the model misses what the caller said; counted in the agent's "
+                "callerAudioDroppedMs), said once a session",
                 self.where,
+                why,
                 UP_QUEUE * FRAME_MS,
             )
-        return False
 
 
 def _queue() -> OutgoingQueue:

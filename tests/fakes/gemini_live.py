@@ -89,6 +89,9 @@ class FakeGeminiLive(CallerAudioLog):
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
+        self.setup_s = 0.0
+        """How long the service takes to answer a ``setup`` (``setupComplete``): real ones take
+        a few hundred ms."""
         self.audio_limit_s = 15 * 60.0
         """How long an audio session without ``contextWindowCompression`` lasts: then the
         service ends it (``goAway``, closed) as its context fills."""
@@ -203,6 +206,8 @@ class FakeGeminiLive(CallerAudioLog):
                 self.audio_limit_s, lambda: asyncio.ensure_future(self._full(ws))
             )
         self.setups.append(setup)
+        if self.setup_s:
+            await asyncio.sleep(self.setup_s)
         await self._send({"setupComplete": {}})
         if "sessionResumption" in setup:
             self.handles.add(f"h{self.connections}")

@@ -830,3 +830,52 @@ async def test_a_renewal_waits_for_the_reply_being_played_to_end(
     assert heard >= 95 - lag.frames, (heard, lag.stalled)
     assert fake.connections == 2 and fake.expired == 0 and fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("xai", "gemini-live"))
+async def test_the_callers_audio_in_a_planned_ends_gap_goes_to_the_next_session(
+    make_client, aiohttp_server, monkeypatch, provider
+) -> None:
+    """A session renewed before its cap (xAI) or ended by the model's ``goAway`` (Gemini) is
+    closed before the next one opens (a dialect holds one session; a resumption handle names a
+    session that ended), and the next takes a while to be ready (200 ms here): the caller's
+    audio of that gap is kept and sent on the new session once it is ready. Every caller frame
+    is numbered: the gap is measured as the frames the model never got (before, 200–300 ms of
+    what the caller said were lost at each renewal and each ``goAway``)."""
+    from bridge.agents import upkeep
+
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)  # xAI renewed after 1 s
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    runtime = client.app[MANAGER].runtime(cid)
+    numbered = iter(range(1000, 30_000))
+
+    def number(frame: Any) -> None:  # (before the agent's tap: the model gets the numbers)
+        frame.pcm = np.full(320, next(numbered), dtype=np.int16)
+
+    runtime.bus.add_downlink_tap(number)
+    await start(client, cid, provider, url)
+    if isinstance(fake, FakeGeminiLive):
+        fake.setup_s = 0.2
+    else:
+        fake.HELLO_DELAY = 0.2
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await until(lambda: len(fake.chunks) >= 10, timeout=5)
+        if isinstance(fake, FakeGeminiLive):
+            await fake.go_away()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is (provider == "gemini-live")
+    reopened = fake.opened[-1]
+    await until(lambda: sum(t >= reopened for t in fake.arrived) >= 25, timeout=5)
+    got = [int(np.frombuffer(chunk, dtype="<i2")[0]) for chunk in fake.chunks]
+    assert got == sorted(got), "the caller's frames came out of order"
+    lost_ms = 20 * len(set(range(got[0], got[-1] + 1)) - set(got))
+    # The goAway's server closes as it says it (it drops what comes after its close): a frame
+    # may be on the wire then.
+    assert lost_ms <= (20 if provider == "gemini-live" else 0), f"{lost_ms} ms lost"
+    assert fake.errors == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["callerAudioDroppedMs"] == 0
+    await client.post("/call/hangup", json={"callID": cid})
