@@ -52,6 +52,7 @@ from .wire import (
     Ready,
     Refused,
     Resumable,
+    Skipped,
     Tool,
     ToolCall,
 )
@@ -109,6 +110,8 @@ class ModelConnection(SessionOpening):
         """The number of the newest session's socket (one more at each socket opened)."""
         self.reconnects = 0
         self.model_errors = 0
+        self.skipped = 0
+        """Parts of the model's messages left out, unreadable (:class:`~.wire.Skipped`)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.out = Outbox(where)
         """What waits for the socket (the current session's queue; the caller's audio
@@ -203,7 +206,14 @@ class ModelConnection(SessionOpening):
             self.resume = event.handle
         elif isinstance(event, Ready | Hello):
             pass  # waited for while opening (``_read_until``)
-
+        elif isinstance(event, Skipped):
+            self.skipped += 1  # (the first said at WARNING, the rest at DEBUG)
+            log.log(
+                logging.WARNING if self.skipped == 1 else logging.DEBUG,
+                "%s: a part of a model message left out (%s); the rest of it read",
+                self.where,
+                event.why,
+            )
         elif isinstance(event, GoAway):
             log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
             if self._ws is not None:

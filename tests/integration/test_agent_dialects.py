@@ -879,3 +879,52 @@ async def test_the_callers_audio_in_a_planned_ends_gap_goes_to_the_next_session(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["agents"][0]["callerAudioDroppedMs"] == 0
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_an_unreadable_audio_part_costs_that_part_only(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A Gemini message whose turn holds one audio part the bridge cannot read (at another
+    rate, or not base64) beside good ones, its transcript and its ``turnComplete``: the bad
+    part is left out (said once at WARNING), the rest is read — the good audio plays, the
+    turn's transcript is told (before, the whole message was unreadable: its audio, its
+    transcript and the turn's end lost)."""
+    import base64
+
+    caplog.set_level(logging.DEBUG, logger="bridge.agents")
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    assert isinstance(fake, FakeGeminiLive)
+    await start(client, cid, "gemini-live", url)
+    sc = sim_call(client, cid)
+    good = base64.b64encode(tone(440, 24_000, 24_000, 0.25).astype("<i2").tobytes()).decode()
+    parts = [
+        {"inlineData": {"mimeType": "audio/pcm;rate=16000", "data": good}},
+        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "not base64!"}},
+        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": good}},
+    ]
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        for said in ("Your order", "shipped."):
+            await fake._send(
+                {
+                    "serverContent": {
+                        "modelTurn": {"parts": parts},
+                        "outputTranscription": {"text": said},
+                        "turnComplete": True,
+                    }
+                }
+            )
+            told = await next_event(sub, "agent.transcript")
+            assert told.data == {**told.data, "role": "agent", "text": said}
+    # Two seconds of the good part, both messages', and none of the bad ones'.
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 95, timeout=5)
+    await asyncio.sleep(0.3)
+    heard = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert len(heard) <= 101
+    assert dominant_frequency(np.concatenate(heard[5:-5]), 16_000) == pytest.approx(440, abs=3)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "left out" in warned[0], warned
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
