@@ -269,9 +269,9 @@ class Agent:
                 self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
-        elif isinstance(event, ToolCancelled):
-            self.tool_calls.withdraw(event.call_ids)
-            log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
+        elif isinstance(event, ToolCancelled):  # (the app is told of those it was asked)
+            for call in self.tool_calls.withdraw(event.call_ids, self.model.where):
+                self._emit(events.TOOL_CANCELLED, toolCallID=call.call_id, name=call.name)
 
     def _tool_result(self, call: ToolCall, output: Any) -> None:
         self.send(self.dialect.tool_result(call, output))

@@ -31,6 +31,7 @@ from .wire import (
     Skipped,
     Tool,
     ToolCall,
+    ToolCancelled,
     Transcript,
     TurnDone,
     check_list,
@@ -147,6 +148,10 @@ class GeminiLive:
                 out += [Transcript(r, t.strip()) for r, t in self._said.items() if t.strip()]
                 self._said = {"caller": "", "agent": ""}
                 out.append(TurnDone())
+        cancelled = body.get("toolCallCancellation")
+        if isinstance(cancelled, dict) and isinstance(cancelled.get("ids"), list):
+            # Calls the model abandoned (the caller spoke over it): they want no answer.
+            out.append(ToolCancelled(tuple(str(i) for i in cancelled["ids"])))
         calls = body.get("toolCall")
         if isinstance(calls, dict):
             for call in calls.get("functionCalls") or []:

@@ -613,6 +613,55 @@ async def test_gemini_tools_of_the_app_and_of_the_bridge_each_answered_once(
     assert fake.errors == []
 
 
+async def test_gemini_a_tool_call_it_cancels_is_told_to_the_app_and_never_answered(
+    make_client, aiohttp_server
+) -> None:
+    """Gemini abandons a function call (``toolCallCancellation``, as after a barge-in): the
+    app, which was asked, is told (``agent.tool_cancelled``), its late answer is ``404`` and
+    nothing goes to the model for it (the strict fake refuses a ``toolResponse`` for a call it
+    cancelled); another call still waiting is answered as usual; a bridge tool waiting for the
+    voice to play is not run. Before, the cancellation was ignored: the app's late answer went
+    to the model, and a cancelled ``hang_up`` still ended the call."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    assert isinstance(fake, FakeGeminiLive)
+    started = await start(client, cid, "gemini-live", url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "fc_1")
+        await next_event(sub, "agent.tool_call")
+        await fake.tool_call("lookup_order", {"order": "B7"}, "fc_2")
+        await next_event(sub, "agent.tool_call")
+        await fake.cancel_tool_calls(["fc_1"])
+        cancelled = await next_event(sub, "agent.tool_cancelled")
+    assert cancelled.data["toolCallID"] == "fc_1" and cancelled.data["name"] == "lookup_order"
+    resp = await client.post(path, json={"toolCallID": "fc_1", "output": "late"})
+    assert resp.status == 404 and "cancelled" in (await resp.json())["error"]["message"]
+    resp = await client.post(path, json={"toolCallID": "fc_2", "output": "shipped"})
+    assert resp.status == 200
+    await until(lambda: len(fake.tool_responses) == 1, timeout=3)
+    await asyncio.sleep(0.1)
+    assert [r["functionResponses"][0]["id"] for r in fake.tool_responses] == ["fc_2"]
+    # The bridge's own hang_up waits for the goodbye to play; the caller speaks over it (the
+    # voice cut) and the model abandons the call: the call stays up, nothing is answered.
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    await start(client, cid, "gemini-live", url, bridgeTools=["hangup"])
+    await fake.say(tone(440, 3 * 24_000, 24_000, 0.25), done=False)
+    await fake.tool_call("hang_up", {}, "fc_bye")
+    await asyncio.sleep(0.3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.interrupt()
+        await fake.cancel_tool_calls(["fc_bye"])
+        await next_event(sub, "agent.interrupted")
+    await asyncio.sleep(0.3)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"
+    assert [r["functionResponses"][0]["id"] for r in fake.tool_responses] == ["fc_2"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
     make_client, aiohttp_server
 ) -> None:
