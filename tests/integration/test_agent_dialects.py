@@ -337,6 +337,50 @@ async def test_tools_of_the_app_and_of_the_bridge(make_client, aiohttp_server, p
     assert fake.errors == []
 
 
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_parallel_tool_calls_go_on_once_every_call_of_the_response_is_answered(
+    make_client, aiohttp_server, provider
+) -> None:
+    """One response makes two function calls (parallel tool calls); the app answers one after
+    the response ended, the other later: ``response.create`` goes once, after the last answer
+    (before, it went after the first: the model answered without the other call's output,
+    an error of the strict fake). Two calls of a response still in progress, both answered
+    before it ends: one ``response.create``, at its end."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, provider, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    creates = lambda: [e for e in fake.events if e["type"] == "response.create"]  # noqa: E731
+    outputs = lambda: [  # noqa: E731
+        e for e in fake.events if e["type"] == "conversation.item.create"
+    ]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_calls([("lookup_order", {"order": "A1"}, "c_1"), ("weather", {}, "c_2")])
+        await next_event(sub, "agent.tool_call")
+        await next_event(sub, "agent.tool_call")
+        answer = {"toolCallID": "c_2", "output": "sunny"}
+        assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(outputs()) == 1, timeout=3)
+        await asyncio.sleep(0.2)
+        assert creates() == []  # c_1 still unanswered
+        answer = {"toolCallID": "c_1", "output": "sent"}
+        assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(creates()) == 1, timeout=3)
+        await fake.tool_calls([("a", {}, "c_3"), ("b", {}, "c_4")], done=False)
+        await next_event(sub, "agent.tool_call")
+        await next_event(sub, "agent.tool_call")
+        for call_id in ("c_3", "c_4"):
+            answer = {"toolCallID": call_id, "output": "x"}
+            assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(outputs()) == 4, timeout=3)
+        await fake.end_response()
+        await until(lambda: len(creates()) == 2, timeout=3)
+    await asyncio.sleep(0.2)
+    assert len(creates()) == 2 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_refusals_and_a_model_gone_for_good(
     make_client, aiohttp_server, provider, caplog
