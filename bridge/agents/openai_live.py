@@ -14,7 +14,8 @@ is cancelled, truncated or flushed.
 Transcripts come as fragments on the session's timeline with no turn boundaries; a role's turn
 closes when the other role speaks after it or the same role resumes after :data:`TURN_GAP_MS`
 (as pipecat and LiveKit group them), and a caller's new turn is reported as the caller starting
-to speak (``agent.speech.started``, which never cuts the model's voice).
+to speak (``agent.speech.started``, which never cuts the model's voice), its close as the
+caller stopping (``agent.speech.stopped``: a renewal waits for it).
 
 Tools run in the Responses delegation the app gives in ``session.delegation`` (the bridge adds
 its ``bridgeTools`` there): the function calls of a backend response are handed on once its
@@ -48,6 +49,7 @@ from .wire import (
     ProtocolError,
     Ready,
     SpeechStarted,
+    SpeechStopped,
     Tool,
     ToolCall,
     Transcript,
@@ -246,11 +248,13 @@ class OpenAILive:
         return out
 
     def _close(self, role: str) -> list[ModelEvent]:
+        # The caller's turn is over: said as the caller stopping (once a turn, as it started).
+        over: list[ModelEvent] = [SpeechStopped()] if role == "caller" else []
         text = str(self._turn.pop(role)[0]).strip()
         if not text:
-            return []
+            return over
         self._remember(role, text)
-        return [Transcript(role, text)]
+        return [*over, Transcript(role, text)]
 
     def _remember(self, role: str, text: str) -> None:
         self.history = [*self.history[-(HISTORY_TURNS - 1) :], (role, text)]
