@@ -348,6 +348,7 @@ class ModelConnection(SessionOpening):
                 self.state = "connected"
                 self.reconnects += 1
                 on_reconnected(self.resume is not None)
+                self.out.release()  # the gap's audio: after the turn it belongs to is opened
         except Exception as exc:
             # A bug (a dialect's, met as a session reopens): the agent fails, its fallback
             # runs, rather than stay reconnecting for the rest of the call.

@@ -60,10 +60,14 @@ class Outbox:
         self._said = Repeats(size=8)  # the sessions that dropped the caller's audio, control
 
     def renew(self) -> None:
-        """A new session's socket: what was queued for the old one is dropped, but for the
-        caller's audio :meth:`hold` kept, which goes first."""
+        """A new session's socket: what was queued for the old one is dropped (but for the
+        caller's audio :meth:`hold` keeps: :meth:`release`)."""
         self.queue = _queue()
         self._sessions += 1
+
+    def release(self) -> None:
+        """The new session is told what opens it (what was said, the caller's turn in
+        progress): the caller's audio :meth:`hold` kept goes now, after that."""
         for message in self._held:
             self.queue.put_audio(message)
         self._held.clear()
