@@ -633,7 +633,7 @@ export class BridgeClient extends EventTarget {
     "stream.started", "stream.stopped", "stream.dropped", "agent.connected", "agent.reconnected",
     "agent.failed",
     "agent.stopped", "agent.speech.started", "agent.speech.stopped", "agent.interrupted",
-    "agent.transcript", "agent.tool_call"];
+    "agent.transcript", "agent.tool_call", "agent.tool_cancelled"];
 
   /**
    * @param {MediaStream} stream

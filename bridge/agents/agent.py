@@ -158,6 +158,7 @@ class Agent:
             "reconnects": self.model.reconnects,
             "interruptions": self.interruptions,
             "callerAudioDroppedMs": self.model.out.audio_dropped * FRAME_MS,
+            "modelMessagesDropped": self.model.out.control_dropped,
         }
 
     def _emit(self, type_: str, **data: Any) -> None:
@@ -179,8 +180,9 @@ class Agent:
                 self.uplink.sent()
 
     def _send_up(self, pcm: bytes) -> None:
-        # Nothing queued while reconnecting (it would come late); a slow socket's drop counted.
-        if self.model.connected and not self.model.send_audio(pcm):
+        # Nothing queued while reconnecting after a drop (it would come late), but kept for
+        # the next session in a planned end's gap (``ends.py``); a slow socket's drop counted.
+        if self.model.takes_audio and not self.model.send_audio(pcm):
             self.bus.stats.agent_frames_dropped += 1
 
     def _sent(self, frame: BusFrame) -> None:
@@ -267,9 +269,9 @@ class Agent:
                 self.said.append((event.role, event.text[:500]))
         elif isinstance(event, ToolCall):
             self._tasks.spawn(self._on_tool(self, event), f"tool-{event.name[:20]}")
-        elif isinstance(event, ToolCancelled):
-            self.tool_calls.withdraw(event.call_ids)
-            log.info("call %s: agent %s: tool calls withdrawn", self.host.call_id, self.id)
+        elif isinstance(event, ToolCancelled):  # (the app is told of those it was asked)
+            for call in self.tool_calls.withdraw(event.call_ids, self.model.where):
+                self._emit(events.TOOL_CANCELLED, toolCallID=call.call_id, name=call.name)
 
     def _tool_result(self, call: ToolCall, output: Any) -> None:
         self.send(self.dialect.tool_result(call, output))

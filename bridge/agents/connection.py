@@ -16,7 +16,8 @@ closes the socket at once, and a new session opens. Where the protocol wants it,
 socket gets the dialect's keep-alive, and a session the provider caps (Deepgram's two hours,
 GPT-Live's ``expires_at``, OpenAI Realtime's and xAI's hour) is renewed on a new socket
 before the cap, at the first moment nobody speaks (when: :mod:`.upkeep`), so the caller is
-never cut off by it. A protocol with a goodbye
+never cut off by it; what the caller says between such a planned end and the next session is
+kept for it (:mod:`.ends`). A protocol with a goodbye
 (GPT-Live's ``session.close``, Ultravox's ``hang_up``) gets it before its socket closes, and
 on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 """
@@ -24,7 +25,6 @@ on a stop the server is given :data:`CLOSE_WAIT_S` to end the session itself.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,6 +37,7 @@ import aiohttp
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from . import upkeep
+from .ends import PlannedEnd, Why
 from .opening import SessionOpening, reopen
 from .outbox import Outbox
 from .preflight import CONNECT_TIMEOUT
@@ -51,6 +52,7 @@ from .wire import (
     Ready,
     Refused,
     Resumable,
+    Skipped,
     Tool,
     ToolCall,
 )
@@ -108,27 +110,31 @@ class ModelConnection(SessionOpening):
         """The number of the newest session's socket (one more at each socket opened)."""
         self.reconnects = 0
         self.model_errors = 0
+        self.skipped = 0
+        """Parts of the model's messages left out, unreadable (:class:`~.wire.Skipped`)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.out = Outbox(where)
         """What waits for the socket (the current session's queue; the caller's audio
         dropped when the socket is too slow)."""
         self._stopping = False
-        self._renewing = False
-        """The current socket is being closed to renew its capped session."""
-        self._ended_by_error = False
-        """The current socket is being closed after the model's error ended its session."""
-        self._going_away = False
-        """The current socket is being closed as the model said it would (its ``goAway``: a
-        session's planned end, every ~10 minutes for Gemini), no failure."""
         self.failure: str | None = None
         """What refused the agent for good (``Refused.code``, an account-level error's code)."""
         self._tasks = TaskSet(f"model[{where}]")
+        self.ends = PlannedEnd(dialect, self.out, self._tasks, where)
+        """Why the current socket is being closed on purpose (a renewal, ``goAway``, an error
+        that ended the session), and the caller's audio of the gap kept meanwhile."""
         self._runner: asyncio.Task[None] | None = None
         self._bugs = FailureKinds(log)  # what the messages met, each kind logged once
 
     @property
     def connected(self) -> bool:
         return self._ws is not None and self.state == "connected"
+
+    @property
+    def takes_audio(self) -> bool:
+        """The caller's audio goes up: to the session open, or, in a planned end's gap, kept
+        for the next one (:meth:`~.outbox.Outbox.hold`)."""
+        return self.connected or (self.state == "reconnecting" and self.out.holding)
 
     @property
     def stopping(self) -> bool:
@@ -200,11 +206,18 @@ class ModelConnection(SessionOpening):
             self.resume = event.handle
         elif isinstance(event, Ready | Hello):
             pass  # waited for while opening (``_read_until``)
+        elif isinstance(event, Skipped):
+            self.skipped += 1  # (the first said at WARNING, the rest at DEBUG)
+            log.log(
+                logging.WARNING if self.skipped == 1 else logging.DEBUG,
+                "%s: a part of a model message left out (%s); the rest of it read",
+                self.where,
+                event.why,
+            )
         elif isinstance(event, GoAway):
             log.info("%s: the model will close (goAway %s)", self.where, event.time_left)
             if self._ws is not None:
-                self._going_away = True
-                self._tasks.spawn(self._ws.close(), "goaway")
+                self.ends.close(self._ws, Why.GOAWAY)
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
         elif isinstance(event, ModelError):
@@ -223,8 +236,7 @@ class ModelConnection(SessionOpening):
                 assert self._ws is not None  # (while a session opens, ``Refused`` says it)
                 if event.account:
                     self.failure = event.code  # ``_run`` fails the agent: no reconnect
-                self._ended_by_error = True
-                self._tasks.spawn(self._ws.close(), "ended")
+                self.ends.close(self._ws, Why.ERROR)
         else:
             return False
         return True
@@ -241,7 +253,7 @@ class ModelConnection(SessionOpening):
             keep = upkeep.keep_alive(self.out, every, lambda: self.send(self.dialect.keepalive()))
             helpers.append(self._tasks.spawn(keep, "keep"))
         if cap := self.dialect.session_limit_s:
-            helpers.append(self._tasks.spawn(self._renew(ws, cap), "renew"))
+            helpers.append(self._tasks.spawn(self.ends.renew(ws, cap, self.quiet), "renew"))
         try:
             async for msg in ws:
                 try:
@@ -263,16 +275,6 @@ class ModelConnection(SessionOpening):
                 # socket stays open, its server waiting for our close frame.
                 await ws.close()
 
-    async def _renew(self, ws: aiohttp.ClientWebSocketResponse, cap: float) -> None:
-        """Close a session capped at ``cap`` seconds before the provider does, when it is due
-        (:func:`~.upkeep.renewal_due`): the loop opens a new one."""
-        await upkeep.renewal_due(cap, self.quiet)
-        log.info("%s: renewing the session before the provider's cap", self.where)
-        self._renewing = True
-        for message in self.dialect.closing():
-            await ws.send_str(json.dumps(message))
-        await ws.close()
-
     async def _run(
         self,
         http: aiohttp.ClientSession,
@@ -291,8 +293,9 @@ class ModelConnection(SessionOpening):
                     log.info("%s: socket error %s", self.where, type(exc).__name__)
                 if self._stopping:
                     return
+                planned = self.ends.take()
                 code = self._ws.close_code
-                if code in self.dialect.final_close_codes and not self._renewing:
+                if code in self.dialect.final_close_codes and planned is not Why.RENEWAL:
                     log.warning("%s: the model closed its socket for good (%s)", self.where, code)
                     self.failure = f"close_{code}"
                 if self.failure is not None:
@@ -302,7 +305,7 @@ class ModelConnection(SessionOpening):
                 if (
                     self.dialect.server_close_ends
                     and self._ws.close_code == aiohttp.WSCloseCode.OK
-                    and not self._renewing
+                    and planned is not Why.RENEWAL
                 ):
                     log.info("%s: the model ended the conversation (a normal close)", self.where)
                     await on_end("ended_by_model")
@@ -311,13 +314,11 @@ class ModelConnection(SessionOpening):
                     spent = 0
                 self.state = "reconnecting"
                 why = f"closed ({self._ws.close_code})" if self._ws.close_code else "dropped"
-                going_away, self._going_away = self._going_away, False
-                if self._renewing:
-                    self._renewing, spent = False, 0  # planned: logged by ``_renew``
-                elif self._ended_by_error:
-                    self._ended_by_error = False  # its error was logged (``_own``)
+                if planned is Why.RENEWAL:
+                    spent = 0  # planned: logged by ``PlannedEnd.renew``
+                elif planned is Why.ERROR:  # its error was logged (``_own``)
                     log.info("%s: the model ended the session; a new one opens", self.where)
-                elif going_away:
+                elif planned is Why.GOAWAY:
                     pass  # said at INFO (``_own``); its retries counted as a drop's
                 else:
                     log.warning("%s: the model's socket %s; reconnecting", self.where, why)
@@ -347,6 +348,7 @@ class ModelConnection(SessionOpening):
                 self.state = "connected"
                 self.reconnects += 1
                 on_reconnected(self.resume is not None)
+                self.out.release()  # the gap's audio: after the turn it belongs to is opened
         except Exception as exc:
             # A bug (a dialect's, met as a session reopens): the agent fails, its fallback
             # runs, rather than stay reconnecting for the rest of the call.

@@ -27,6 +27,9 @@ TRANSCRIPT = "agent.transcript"
 """What the model heard or said, when it sends transcripts: ``role``, ``text``."""
 TOOL_CALL = "agent.tool_call"
 """A tool the app answers: ``toolCallID``, ``name``, ``arguments``."""
+TOOL_CANCELLED = "agent.tool_cancelled"
+"""The model withdrew a tool call the app was asked (Gemini ``toolCallCancellation``, Deepgram
+``FunctionCallCancelled``): ``toolCallID``, ``name``. It wants no answer (one is ``404``)."""
 
 ALL = (
     CONNECTED,
@@ -38,4 +41,5 @@ ALL = (
     INTERRUPTED,
     TRANSCRIPT,
     TOOL_CALL,
+    TOOL_CANCELLED,
 )

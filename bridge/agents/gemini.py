@@ -28,8 +28,10 @@ from .wire import (
     ProtocolError,
     Ready,
     Resumable,
+    Skipped,
     Tool,
     ToolCall,
+    ToolCancelled,
     Transcript,
     TurnDone,
     check_list,
@@ -127,19 +129,10 @@ class GeminiLive:
         if isinstance(content, dict):
             turn = content.get("modelTurn")
             for part in (turn or {}).get("parts") or [] if isinstance(turn, dict) else []:
-                inline = part.get("inlineData") if isinstance(part, dict) else None
-                if not isinstance(inline, dict):
-                    continue
-                mime = str(inline.get("mimeType") or "")
-                if not mime.startswith("audio/pcm"):
-                    continue
-                if mime.replace(" ", "") not in ("audio/pcm", _AUDIO_OUT):
-                    raise ProtocolError(f"model audio at {mime!r}, not 24 kHz")
-                try:
-                    pcm = base64.b64decode(str(inline.get("data") or ""), validate=True)
-                except ValueError:
-                    raise ProtocolError("model audio is not base64") from None
-                out.append(Audio(pcm, f"turn{self._turn}"))
+                try:  # a part the bridge cannot read costs that part, not its message
+                    out += self._audio(part)
+                except ProtocolError as exc:
+                    out.append(Skipped(str(exc)))
             if content.get("interrupted"):
                 out.append(Interrupted())
             for key, role in (("inputTranscription", "caller"), ("outputTranscription", "agent")):
@@ -155,6 +148,10 @@ class GeminiLive:
                 out += [Transcript(r, t.strip()) for r, t in self._said.items() if t.strip()]
                 self._said = {"caller": "", "agent": ""}
                 out.append(TurnDone())
+        cancelled = body.get("toolCallCancellation")
+        if isinstance(cancelled, dict) and isinstance(cancelled.get("ids"), list):
+            # Calls the model abandoned (the caller spoke over it): they want no answer.
+            out.append(ToolCancelled(tuple(str(i) for i in cancelled["ids"])))
         calls = body.get("toolCall")
         if isinstance(calls, dict):
             for call in calls.get("functionCalls") or []:
@@ -174,6 +171,22 @@ class GeminiLive:
         if isinstance(away, dict):
             out.append(GoAway(str(away.get("timeLeft") or "")))
         return out
+
+    def _audio(self, part: Any) -> list[ModelEvent]:
+        """The model's audio in one part of its turn (none in a part of another kind)."""
+        inline = part.get("inlineData") if isinstance(part, dict) else None
+        if not isinstance(inline, dict):
+            return []
+        mime = str(inline.get("mimeType") or "")
+        if not mime.startswith("audio/pcm"):
+            return []
+        if mime.replace(" ", "") not in ("audio/pcm", _AUDIO_OUT):
+            raise ProtocolError(f"model audio at {mime[:40]!r}, not 24 kHz")
+        try:
+            pcm = base64.b64decode(str(inline.get("data") or ""), validate=True)
+        except ValueError:
+            raise ProtocolError("model audio is not base64") from None
+        return [Audio(pcm, f"turn{self._turn}")]
 
     def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
         return []  # the server cut its turn itself (``interrupted``); it has no truncate

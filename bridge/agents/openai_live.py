@@ -14,7 +14,8 @@ is cancelled, truncated or flushed.
 Transcripts come as fragments on the session's timeline with no turn boundaries; a role's turn
 closes when the other role speaks after it or the same role resumes after :data:`TURN_GAP_MS`
 (as pipecat and LiveKit group them), and a caller's new turn is reported as the caller starting
-to speak (``agent.speech.started``, which never cuts the model's voice).
+to speak (``agent.speech.started``, which never cuts the model's voice), its close as the
+caller stopping (``agent.speech.stopped``: a renewal waits for it).
 
 Tools run in the Responses delegation the app gives in ``session.delegation`` (the bridge adds
 its ``bridgeTools`` there): the function calls of a backend response are handed on once its
@@ -48,6 +49,7 @@ from .wire import (
     ProtocolError,
     Ready,
     SpeechStarted,
+    SpeechStopped,
     Tool,
     ToolCall,
     Transcript,
@@ -75,6 +77,9 @@ APPEND_CHARS = 1500
 HISTORY_TURNS = 40
 HISTORY_CHARS = 16_000
 """What a new session is told of the old one (``input``: ≤128 messages, ≤8,192 tokens)."""
+MAX_INPUT = 128
+"""Messages a session's ``input`` holds at most: the app's own first, what was said after
+them, the oldest of it left out where both do not fit."""
 SESSION_FIELDS = {"model", "instructions", "audio", "delegation", "input", "store"}
 _ROLES = {"caller": ("user", "input_text"), "agent": ("assistant", "output_text")}
 
@@ -96,7 +101,10 @@ def check_session(session: dict[str, Any]) -> None:
     responses = (delegation or {}).get("responses")
     if isinstance(responses, dict):
         check_list(responses.get("tools"), "delegation.responses.tools")
-    check_list(session.get("input"), "input")  # (a new session's history joins it)
+    given = session.get("input")
+    check_list(given, "input")  # (a new session's history joins it)
+    if given is not None and len(given) > MAX_INPUT:
+        raise BadRequest(f"field 'session': input holds at most {MAX_INPUT} messages")
 
 
 class OpenAILive:
@@ -163,8 +171,10 @@ class OpenAILive:
                 )
             responses["tools"] = [*(responses.get("tools") or []), *function_tools(tools)]
         if self.history:  # a new session: what was said, after what the app gave
-            said = [_message(role, text) for role, text in self.history]
-            session["input"] = [*(session.get("input") or []), *said][-128:]
+            given = list(session.get("input") or [])  # (its instructions, its context: kept)
+            room = MAX_INPUT - len(given)
+            said = [_message(role, text) for role, text in self.history][-room:] if room else []
+            session["input"] = [*given, *said]
         return [self._client("session.start", session=session)]
 
     def audio(self, pcm: bytes) -> str:
@@ -238,11 +248,13 @@ class OpenAILive:
         return out
 
     def _close(self, role: str) -> list[ModelEvent]:
+        # The caller's turn is over: said as the caller stopping (once a turn, as it started).
+        over: list[ModelEvent] = [SpeechStopped()] if role == "caller" else []
         text = str(self._turn.pop(role)[0]).strip()
         if not text:
-            return []
+            return over
         self._remember(role, text)
-        return [Transcript(role, text)]
+        return [*over, Transcript(role, text)]
 
     def _remember(self, role: str, text: str) -> None:
         self.history = [*self.history[-(HISTORY_TURNS - 1) :], (role, text)]

@@ -43,6 +43,9 @@ _AGENT_DELTA = ("response.output_audio_transcript.delta", "response.audio_transc
 SAID_ITEMS = 16
 """Replies whose transcript is being put together from its deltas at most (a server that never
 ends one loses the oldest)."""
+CALLING_RESPONSES = 16
+"""Responses whose function calls wait for their answers at most (one whose calls are never
+answered is forgotten, the oldest first)."""
 _CALLER_TRANSCRIPT = "conversation.item.input_audio_transcription.completed"
 _BENIGN_CODES = {
     "response_cancel_not_active",
@@ -140,6 +143,9 @@ class RealtimeFamily(abc.ABC):
         self._owed = False
         """A ``response.create`` waits for the response in progress to end: one response at a
         time (a second is refused: ``conversation_already_has_active_response``)."""
+        self._calls: dict[str, set[str]] = {}
+        """Each response's function calls not answered yet (parallel tool calls): the
+        ``response.create`` after their answers waits for the last of them."""
 
     def _client(self, type_: str, **fields: Any) -> dict[str, Any]:
         return client_event(self._event_id, type_, **fields)
@@ -155,7 +161,7 @@ class RealtimeFamily(abc.ABC):
 
     def opening(self, tools: list[Tool], resume: str | None) -> list[dict[str, Any]]:
         self._active, self._dropped, self._asked, self._owed = None, [], False, False
-        self._said = {}
+        self._said, self._calls = {}, {}
         return [self._client("session.update", session=self.session_object(tools))]
 
     def audio(self, pcm: bytes) -> str:
@@ -197,6 +203,9 @@ class RealtimeFamily(abc.ABC):
             out: list[ModelEvent] = [Transcript("agent", t) for t in self._said.values() if t]
             self._said = {}
             out.append(TurnDone())
+            made = body.get("response")
+            if isinstance(made, dict) and self._calls.get(str(made.get("id") or "")):
+                self._owed = False  # its last call's answer asks for the next response
             if self._owed:  # what waited for this response to end (a tool's output, a key)
                 self._owed = False
                 out.append(Answer((self._respond(),)))
@@ -220,6 +229,7 @@ class RealtimeFamily(abc.ABC):
                 args = json.loads(raw) if isinstance(raw, str) else raw
             except ValueError:
                 args = {}
+            self._asks(str(body.get("response_id") or self._active or ""), body.get("call_id"))
             return [
                 ToolCall(
                     str(body.get("call_id") or ""),
@@ -260,14 +270,37 @@ class RealtimeFamily(abc.ABC):
             "call_id": call.call_id,
             "output": output if isinstance(output, str) else json.dumps(output),
         }
-        return [self._client("conversation.item.create", item=item), *self._create()]
+        # The model goes on once every call of the response that made this one is answered
+        # (parallel tool calls): sent after the first, it would answer without the others.
+        others = self._answered(call.call_id)
+        return [self._client("conversation.item.create", item=item), *self._create(others)]
+
+    def _asks(self, response: str, call_id: Any) -> None:
+        """``response`` made the function call ``call_id`` (:data:`CALLING_RESPONSES`)."""
+        self._calls.setdefault(response, set()).add(str(call_id or ""))
+        while len(self._calls) > CALLING_RESPONSES:
+            self._calls.pop(next(iter(self._calls)))
+
+    def _answered(self, call_id: str) -> bool:
+        """``call_id`` is answered: whether other calls of its response still wait."""
+        for response, waiting in self._calls.items():
+            if call_id in waiting:
+                waiting.discard(call_id)
+                if waiting:
+                    return True
+                del self._calls[response]
+                break
+        return False
 
     def _respond(self) -> dict[str, Any]:
         self._asked = True
         return self._client("response.create")
 
-    def _create(self) -> list[dict[str, Any]]:
-        """``response.create`` now, or once the response in progress is done (``_owed``)."""
+    def _create(self, later: bool = False) -> list[dict[str, Any]]:
+        """``response.create`` now, or once the response in progress is done (``_owed``);
+        ``later``: not now, the last answer of a response's calls asks for it."""
+        if later:
+            return []
         if self._active is not None or self._asked:
             self._owed = True
             return []

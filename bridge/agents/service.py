@@ -24,6 +24,7 @@ from .openai import OpenAIRealtime
 from .openai_live import OpenAILive
 from .tools import (
     BRIDGE_TOOLS,
+    WITHDRAWN,
     CallControls,
     bridge_tools,
     failure,
@@ -237,10 +238,16 @@ class AgentService:
             return
         controls = agent.controls
         granted, said = agent.model.tools, agent.voice.played_out
-        answer = await run_bridge_tool(controls, call, granted, said) if controls else None
+        answer = (
+            await run_bridge_tool(
+                controls, call, granted, said, lambda: call.call_id in agent.tool_calls.withdrawn
+            )
+            if controls
+            else None
+        )
         if answer is not None:
             why = failure(answer)
-            if why is not None:  # the caller meets it (no transfer, no hang-up...): say it
+            if why is not None and why != WITHDRAWN:  # the caller meets it (no transfer...)
                 log.warning(
                     "call %s: agent %s: tool %s failed: %s",
                     agent.host.call_id,
@@ -271,7 +278,9 @@ class AgentService:
         call = agent.tool_calls.pending.pop(str(body.get("toolCallID")), None)
         asked = f"the answer to tool call {str(body.get('toolCallID'))[:80]}"
         if call is None or not agent.model.current(call.session, asked):
-            raise NotFound("no tool call of that toolCallID waits for an answer")
+            withdrawn = str(body.get("toolCallID")) in agent.tool_calls.withdrawn
+            why = " (the model cancelled it: agent.tool_cancelled)" if withdrawn else ""
+            raise NotFound(f"no tool call of that toolCallID waits for an answer{why}")
         agent.tool_calls.answer(call, body.get("output"))
 
     async def _failed(self, agent: Agent, reason: str) -> None:

@@ -74,6 +74,8 @@ SAID_FIRST = frozenset({"hangup", "transfer", "hold"})
 """The bridge's tools that take the caller from the agent: run once what the agent said
 before calling them (its goodbye, a "please hold") has played, which the model sent with the
 call, faster than real time (Deepgram's are declared ``defer_until_eot`` for the same)."""
+WITHDRAWN = "withdrawn by the model"
+"""The answer of a bridge tool the model withdrew before it ran: not run (nor sent)."""
 MAX_PENDING = 32
 """Tool calls one agent may have waiting for the app's answer."""
 
@@ -113,10 +115,17 @@ class ToolCalls:
         self.pending[tool_call_id] = call
         return True
 
-    def withdraw(self, call_ids: Iterable[str]) -> None:
+    def withdraw(self, call_ids: Iterable[str], where: str) -> list[ToolCall]:
+        """The model withdrew ``call_ids``: never answered (an answer the app still sends is
+        ``404``, a bridge tool's is dropped: :meth:`answer`); those that waited for the app."""
+        waited = []
         for call_id in call_ids:
             self.withdrawn.append(call_id)
-            self.pending.pop(call_id, None)
+            call = self.pending.pop(call_id, None)
+            if call is not None:
+                waited.append(call)
+        log.info("%s: the model withdrew tool calls %s", where, ", ".join(call_ids)[:200])
+        return waited
 
     def answer(self, call: ToolCall, output: Any) -> None:
         """A tool call's result, to the session that asked: not when the model withdrew the
@@ -149,11 +158,13 @@ async def run_bridge_tool(
     call: ToolCall,
     granted: list[Tool],
     played_out: Callable[[], Awaitable[None]],
+    withdrawn: Callable[[], bool] = lambda: False,
 ) -> dict[str, Any] | None:
     """Answer one of the bridge's tools the request asked for (``granted``: its
     ``bridgeTools``); ``None`` when the call is not one of them (a tool of that name the app
     did not ask for is the app's). ``played_out`` waits for the agent's voice queued so far
-    (:data:`SAID_FIRST`)."""
+    (:data:`SAID_FIRST`); a call the model ``withdrawn()`` meanwhile (a barge-in ended the
+    wait, and the model its call) is not run: :data:`WITHDRAWN`."""
     key = _BY_NAME.get(call.name)
     if key is None or BRIDGE_TOOLS[key] not in granted:
         return None
@@ -163,6 +174,8 @@ async def run_bridge_tool(
         return {"ok": False, "error": "'held' must be true or false"}
     if key in SAID_FIRST and (key != "hold" or held):
         await played_out()
+        if withdrawn():
+            return {"ok": False, "error": WITHDRAWN}
     try:
         if key == "hangup":
             await controls.hang_up()

@@ -2,7 +2,8 @@
 the WebSocket its answer names.
 
 The bridge is the client. For each session it creates a call — ``POST {url}/calls`` with
-``X-API-Key`` (``url`` is the API's base), the app's ``session`` (``systemPrompt``, ``model``,
+``X-API-Key`` (``url`` is the API's base: ``/calls`` goes on its path, its query kept), the
+app's ``session`` (``systemPrompt``, ``model``,
 ``voice``, ``firstSpeaker``, ``selectedTools``…) merged with the bridge's ``serverWebSocket``
 medium at 16 kHz both ways, the bus's own rate — and opens the ``joinUrl`` of its ``201``
 answer without headers (it carries its own credentials), with ``apiVersion=1`` as the public
@@ -74,6 +75,14 @@ def duration(value: Any) -> float:
     if match is None or float(match.group(1)) < 10:
         raise BadRequest("field 'session': maxDuration must be a duration such as \"1800s\"")
     return float(match.group(1))
+
+
+def calls_url(base: str, query: list[tuple[str, str]]) -> str:
+    """``{base path}/calls`` of the API's base ``url``, with ``query`` as its query (the base's
+    own, kept where it belongs: after the path, never with ``/calls`` glued after it)."""
+    parts = urlsplit(base)
+    path = parts.path.rstrip("/") + "/calls"
+    return urlunsplit(parts._replace(path=path, query=urlencode(query), fragment=""))
 
 
 def temporary_tool(tool: Tool) -> dict[str, Any]:
@@ -156,13 +165,13 @@ class UltravoxCall:
                 *(body.get("selectedTools") or []),
                 *(temporary_tool(t) for t in tools),
             ]
-        target = url.rstrip("/") + "/calls"
+        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
         if resume:  # a renewed or reopened call continues the conversation, not greeting again
-            target += "?" + urlencode({"priorCallId": resume})
+            query = [(k, v) for k, v in query if k != "priorCallId"] + [("priorCallId", resume)]
             body.pop("firstSpeakerSettings", None)
             body["firstSpeaker"] = "FIRST_SPEAKER_USER"
         headers = {"X-API-Key": api_key} if api_key else {}
-        return Preflight("POST", target, headers, body, expect=201)
+        return Preflight("POST", calls_url(url, query), headers, body, expect=201)
 
     def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
         join = answer.get("joinUrl")

@@ -106,6 +106,14 @@ class ToolCancelled:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A part of a server message the bridge cannot read (a Gemini audio part at another rate,
+    or not base64), left out: the rest of the message is read."""
+
+    why: str
+
+
+@dataclass(frozen=True)
 class GoAway:
     """The server will close the connection soon (Gemini ``goAway``)."""
 
@@ -165,6 +173,7 @@ ModelEvent = (
     | Transcript
     | ToolCall
     | ToolCancelled
+    | Skipped
     | GoAway
     | Resumable
     | ModelError

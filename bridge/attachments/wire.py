@@ -87,6 +87,14 @@ class OutgoingQueue:
         self._wake.set()
         return True
 
+    def take_audio(self) -> list[bytes | str]:
+        """Take out the audio messages not sent yet, oldest first (they go to another socket:
+        a model's next session, :meth:`bridge.agents.outbox.Outbox.hold`)."""
+        taken = [message for is_audio, message in self._items if is_audio]
+        self._items = deque(item for item in self._items if not item[0])
+        self._audio = 0
+        return taken
+
     async def run(self, send: Send, is_closed: Callable[[], bool]) -> None:
         """Send queued messages in order until ``is_closed()``; a send error propagates."""
         while not is_closed():

@@ -14,7 +14,8 @@ since the connection opened or since its last one (the stream is reopened by aud
 taken are kept in ``stream_ends``, with the caller's chunks heard by then); a
 ``clientContent`` whose ``turns`` are not each a ``user`` or ``model`` role with text parts; a
 ``toolResponse`` other than ``functionResponses`` each with the ``id`` and ``name`` of a
-function call of that connection not answered yet and a ``response`` object.
+function call of that connection not answered yet (nor cancelled: :meth:`cancel_tool_calls`)
+and a ``response`` object.
 
 The test drives the server: :meth:`say` sends 24 kHz audio as ``modelTurn`` parts, then
 ``turnComplete`` (``done=False``: the turn stays in progress, and a client's ``activityStart``
@@ -79,6 +80,8 @@ class FakeGeminiLive(CallerAudioLog):
         self.refused: list[str] = []
         """Handles presented after they expired, or never given: refused."""
         self.tool_responses: list[dict[str, Any]] = []
+        self.withdrawn: set[str] = set()
+        """Function calls it cancelled (``toolCallCancellation``): never to be answered."""
         self._asked: dict[str, str] = {}
         """The current connection's function calls not answered yet: id → name."""
         self.activities: list[tuple[int, str]] = []
@@ -89,6 +92,9 @@ class FakeGeminiLive(CallerAudioLog):
         self.ws: web.WebSocketResponse | None = None
         self.generating = False
         """A model turn is in progress (:meth:`say` with ``done=False``)."""
+        self.setup_s = 0.0
+        """How long the service takes to answer a ``setup`` (``setupComplete``): real ones take
+        a few hundred ms."""
         self.audio_limit_s = 15 * 60.0
         """How long an audio session without ``contextWindowCompression`` lasts: then the
         service ends it (``goAway``, closed) as its context fills."""
@@ -203,6 +209,8 @@ class FakeGeminiLive(CallerAudioLog):
                 self.audio_limit_s, lambda: asyncio.ensure_future(self._full(ws))
             )
         self.setups.append(setup)
+        if self.setup_s:
+            await asyncio.sleep(self.setup_s)
         await self._send({"setupComplete": {}})
         if "sessionResumption" in setup:
             self.handles.add(f"h{self.connections}")
@@ -302,6 +310,8 @@ class FakeGeminiLive(CallerAudioLog):
                 or not isinstance(answer.get("response"), dict)
             ):
                 self.errors.append(f"functionResponse {answer!r}: id, name, response object")
+            elif answer.get("id") in self.withdrawn:
+                self.errors.append(f"functionResponse for a call it cancelled: {answer}")
             elif self._asked.pop(str(answer.get("id")), None) != answer.get("name"):
                 self.errors.append(f"functionResponse for no call of this connection: {answer}")
 
@@ -310,6 +320,14 @@ class FakeGeminiLive(CallerAudioLog):
         await self._send(
             {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": args}]}}
         )
+
+    async def cancel_tool_calls(self, ids: list[str]) -> None:
+        """``toolCallCancellation``: the model abandoned these calls (the caller spoke over
+        it); a ``toolResponse`` for one of them is an error."""
+        for call_id in ids:
+            self._asked.pop(call_id, None)
+            self.withdrawn.add(call_id)
+        await self._send({"toolCallCancellation": {"ids": ids}})
 
     def expire_handles(self) -> None:
         """Every handle given so far expires (as users see resumptions fail)."""

@@ -260,6 +260,8 @@ class FakeOpenAILive(CallerAudioLog):
             return f"model {session.get('model')!r}"
         if audio["format"] != {"type": "audio/pcm", "rate": self.RATE}:
             return f"audio.format {audio['format']!r}: this fake carries audio/pcm at {self.RATE}"
+        if len(session.get("input") or []) > 128:
+            return f"input of {len(session['input'])} messages (at most 128)"
         for item in session.get("input") or []:
             if (
                 item.get("role") not in ("developer", "user", "assistant")

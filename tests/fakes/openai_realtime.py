@@ -8,9 +8,12 @@ Also as the real service: ``response.cancel`` with no response in progress is
 ``response_cancel_not_active``, ``response.create`` while one is in progress is
 ``conversation_already_has_active_response``, a truncate past the audio sent of its item is
 refused. A cancel of a response in progress ends it (``response.done``, status ``cancelled``).
-A function call comes inside a response (:meth:`tool_call`), so a ``response.create`` sent
-with its output before that response's ``response.done`` is refused as well; one taken is
-answered with a (silent) response, created and done.
+A function call comes inside a response (:meth:`tool_call`; several in one:
+:meth:`tool_calls`), so a ``response.create`` sent with its output before that response's
+``response.done`` is refused as well; one taken is answered with a (silent) response, created
+and done. A ``response.create`` after a function call's output while another call of the
+same response has none yet is an error (not documented: the model would go on without that
+call's answer).
 
 The test drives the server side: :meth:`say` streams 24 kHz audio as one response item
 (``response.output_audio.delta`` chunks; ``done=False`` leaves the response in progress, as a
@@ -128,6 +131,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._active: str | None = None
         """The response in progress."""
         self._tool_responses = 0
+        self._unanswered: dict[str, str] = {}
+        """Function calls without their output yet, with their response."""
+        self._answering: str | None = None
+        """The response of the last function call answered: a ``response.create`` while a
+        call of that response is unanswered is an error (the model would go on without it)."""
         self._calls: set[str] = set()
         """The function calls of the current connection's session (its own conversation: an
         output for a call it never made is refused)."""
@@ -173,6 +181,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self.configured.clear()
         self._active = None
         self._calls = set()
+        self._unanswered = {}
         self._tasks = [
             asyncio.ensure_future(self._greet(ws)),
             asyncio.ensure_future(self._expire(ws)),
@@ -252,6 +261,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 self.cancelled.append(time.monotonic())
                 self._end_response("cancelled")
         elif kind == "response.create":
+            left = [c for c, r in self._unanswered.items() if r == self._answering]
+            if left:  # (a call of another response may wait: the app's slow tool)
+                self.errors.append(f"response.create with {left} of {self._answering} unanswered")
             if self._active is not None:
                 code = "conversation_already_has_active_response"
                 message = "Conversation already has an active response in progress"
@@ -294,6 +306,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 self._error(ws, "function_call_output needs call_id and a string output")
             elif ws is not self.ws or item.get("call_id") not in self._calls:
                 self._error(ws, f"no function call {item.get('call_id')!r} in this conversation")
+            else:
+                self._answering = self._unanswered.pop(str(item.get("call_id")), None)
             return
         if item.get("type") != "message" or item.get("role") not in ("system", "user", "assistant"):
             self._error(ws, f"unknown item {item.get('type')!r}/{item.get('role')!r}")
@@ -474,24 +488,37 @@ class FakeOpenAIRealtime(CallerAudioLog):
         response of its own as the service makes it: ``response.created``, the call, then
         ``response.done`` (``done=False``: later, by :meth:`end_response`; meanwhile a
         ``response.create`` is refused). Returns the response's id."""
+        return await self.tool_calls([(name, arguments, call_id)], as_text=as_text, done=done)
+
+    async def tool_calls(
+        self,
+        calls: list[tuple[str, dict[str, Any], str]],
+        *,
+        as_text: bool = True,
+        done: bool = True,
+    ) -> str:
+        """Several function calls (``name``, ``arguments``, ``call_id``) in one response, as a
+        model with parallel tool calls makes them (:meth:`tool_call`)."""
         assert self.ws is not None
         self._tool_responses += 1
         response = f"resp_tool_{self._tool_responses}"
         self._active = response
-        self._calls.add(call_id)
         await self._send(self.ws, {"type": "response.created", "response": {"id": response}})
-        await self._send(
-            self.ws,
-            {
-                "type": "response.function_call_arguments.done",
-                "response_id": response,
-                "item_id": f"item_{response}",
-                "output_index": 0,
-                "call_id": call_id,
-                "name": name,
-                "arguments": json.dumps(arguments) if as_text else arguments,
-            },
-        )
+        for index, (name, arguments, call_id) in enumerate(calls):
+            self._calls.add(call_id)
+            self._unanswered[call_id] = response
+            await self._send(
+                self.ws,
+                {
+                    "type": "response.function_call_arguments.done",
+                    "response_id": response,
+                    "item_id": f"item_{response}_{index}",
+                    "output_index": index,
+                    "call_id": call_id,
+                    "name": name,
+                    "arguments": json.dumps(arguments) if as_text else arguments,
+                },
+            )
         if done:
             await self.end_response()
         return response

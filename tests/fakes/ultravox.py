@@ -71,7 +71,8 @@ class FakeUltravox(CallerAudioLog):
         super().__init__()
         self.api_key = api_key
         self.created: list[dict[str, Any]] = []
-        """Each creation: its ``body``, ``headers`` and ``priorCallId`` (or ``None``)."""
+        """Each creation: its ``body``, ``headers``, ``priorCallId`` (or ``None``) and
+        ``query`` (all of it)."""
         self.joins: list[dict[str, str]] = []
         """The query of each join."""
         self.events: list[dict[str, Any]] = []
@@ -106,7 +107,14 @@ class FakeUltravox(CallerAudioLog):
         call_id = f"call-{len(self._calls) + 1}"
         token = secrets.token_hex(8)
         self._calls[call_id] = {"body": body, "token": token, "joined": False}
-        self.created.append({"body": body, "headers": dict(request.headers), "priorCallId": prior})
+        self.created.append(
+            {
+                "body": body,
+                "headers": dict(request.headers),
+                "priorCallId": prior,
+                "query": dict(request.query),
+            }
+        )
         join = f"ws://{request.host}/calls/{call_id}/join?token={token}"  # the host asked
         return web.json_response(
             {"callId": call_id, "joinUrl": join, "created": "2026-01-01T00:00:00Z"}, status=201

@@ -337,6 +337,50 @@ async def test_tools_of_the_app_and_of_the_bridge(make_client, aiohttp_server, p
     assert fake.errors == []
 
 
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS))
+async def test_parallel_tool_calls_go_on_once_every_call_of_the_response_is_answered(
+    make_client, aiohttp_server, provider
+) -> None:
+    """One response makes two function calls (parallel tool calls); the app answers one after
+    the response ended, the other later: ``response.create`` goes once, after the last answer
+    (before, it went after the first: the model answered without the other call's output,
+    an error of the strict fake). Two calls of a response still in progress, both answered
+    before it ends: one ``response.create``, at its end."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, provider, url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    creates = lambda: [e for e in fake.events if e["type"] == "response.create"]  # noqa: E731
+    outputs = lambda: [  # noqa: E731
+        e for e in fake.events if e["type"] == "conversation.item.create"
+    ]
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_calls([("lookup_order", {"order": "A1"}, "c_1"), ("weather", {}, "c_2")])
+        await next_event(sub, "agent.tool_call")
+        await next_event(sub, "agent.tool_call")
+        answer = {"toolCallID": "c_2", "output": "sunny"}
+        assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(outputs()) == 1, timeout=3)
+        await asyncio.sleep(0.2)
+        assert creates() == []  # c_1 still unanswered
+        answer = {"toolCallID": "c_1", "output": "sent"}
+        assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(creates()) == 1, timeout=3)
+        await fake.tool_calls([("a", {}, "c_3"), ("b", {}, "c_4")], done=False)
+        await next_event(sub, "agent.tool_call")
+        await next_event(sub, "agent.tool_call")
+        for call_id in ("c_3", "c_4"):
+            answer = {"toolCallID": call_id, "output": "x"}
+            assert (await client.post(path, json=answer)).status == 200
+        await until(lambda: len(outputs()) == 4, timeout=3)
+        await fake.end_response()
+        await until(lambda: len(creates()) == 2, timeout=3)
+    await asyncio.sleep(0.2)
+    assert len(creates()) == 2 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_refusals_and_a_model_gone_for_good(
     make_client, aiohttp_server, provider, caplog
@@ -613,6 +657,55 @@ async def test_gemini_tools_of_the_app_and_of_the_bridge_each_answered_once(
     assert fake.errors == []
 
 
+async def test_gemini_a_tool_call_it_cancels_is_told_to_the_app_and_never_answered(
+    make_client, aiohttp_server
+) -> None:
+    """Gemini abandons a function call (``toolCallCancellation``, as after a barge-in): the
+    app, which was asked, is told (``agent.tool_cancelled``), its late answer is ``404`` and
+    nothing goes to the model for it (the strict fake refuses a ``toolResponse`` for a call it
+    cancelled); another call still waiting is answered as usual; a bridge tool waiting for the
+    voice to play is not run. Before, the cancellation was ignored: the app's late answer went
+    to the model, and a cancelled ``hang_up`` still ended the call."""
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    assert isinstance(fake, FakeGeminiLive)
+    started = await start(client, cid, "gemini-live", url)
+    path = f"/call/{cid}/agents/{started['agentID']}/tools"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.tool_call("lookup_order", {"order": "A12"}, "fc_1")
+        await next_event(sub, "agent.tool_call")
+        await fake.tool_call("lookup_order", {"order": "B7"}, "fc_2")
+        await next_event(sub, "agent.tool_call")
+        await fake.cancel_tool_calls(["fc_1"])
+        cancelled = await next_event(sub, "agent.tool_cancelled")
+    assert cancelled.data["toolCallID"] == "fc_1" and cancelled.data["name"] == "lookup_order"
+    resp = await client.post(path, json={"toolCallID": "fc_1", "output": "late"})
+    assert resp.status == 404 and "cancelled" in (await resp.json())["error"]["message"]
+    resp = await client.post(path, json={"toolCallID": "fc_2", "output": "shipped"})
+    assert resp.status == 200
+    await until(lambda: len(fake.tool_responses) == 1, timeout=3)
+    await asyncio.sleep(0.1)
+    assert [r["functionResponses"][0]["id"] for r in fake.tool_responses] == ["fc_2"]
+    # The bridge's own hang_up waits for the goodbye to play; the caller speaks over it (the
+    # voice cut) and the model abandons the call: the call stays up, nothing is answered.
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+    await start(client, cid, "gemini-live", url, bridgeTools=["hangup"])
+    await fake.say(tone(440, 3 * 24_000, 24_000, 0.25), done=False)
+    await fake.tool_call("hang_up", {}, "fc_bye")
+    await asyncio.sleep(0.3)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.interrupt()
+        await fake.cancel_tool_calls(["fc_bye"])
+        await next_event(sub, "agent.interrupted")
+    await asyncio.sleep(0.3)
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["state"] == "active"
+    assert [r["functionResponses"][0]["id"] for r in fake.tool_responses] == ["fc_2"]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
 async def test_gemini_compresses_its_context_so_a_long_call_keeps_its_session(
     make_client, aiohttp_server
 ) -> None:
@@ -829,4 +922,102 @@ async def test_a_renewal_waits_for_the_reply_being_played_to_end(
     # reply would lose half of them).
     assert heard >= 95 - lag.frames, (heard, lag.stalled)
     assert fake.connections == 2 and fake.expired == 0 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+@pytest.mark.parametrize("provider", ("xai", "gemini-live"))
+async def test_the_callers_audio_in_a_planned_ends_gap_goes_to_the_next_session(
+    make_client, aiohttp_server, monkeypatch, provider
+) -> None:
+    """A session renewed before its cap (xAI) or ended by the model's ``goAway`` (Gemini) is
+    closed before the next one opens (a dialect holds one session; a resumption handle names a
+    session that ended), and the next takes a while to be ready (200 ms here): the caller's
+    audio of that gap is kept and sent on the new session once it is ready. Every caller frame
+    is numbered: the gap is measured as the frames the model never got (before, 200–300 ms of
+    what the caller said were lost at each renewal and each ``goAway``)."""
+    from bridge.agents import upkeep
+
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 3599.5)  # xAI renewed after 1 s
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    runtime = client.app[MANAGER].runtime(cid)
+    numbered = iter(range(1000, 30_000))
+
+    def number(frame: Any) -> None:  # (before the agent's tap: the model gets the numbers)
+        frame.pcm = np.full(320, next(numbered), dtype=np.int16)
+
+    runtime.bus.add_downlink_tap(number)
+    await start(client, cid, provider, url)
+    if isinstance(fake, FakeGeminiLive):
+        fake.setup_s = 0.2
+    else:
+        fake.HELLO_DELAY = 0.2
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await until(lambda: len(fake.chunks) >= 10, timeout=5)
+        if isinstance(fake, FakeGeminiLive):
+            await fake.go_away()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is (provider == "gemini-live")
+    reopened = fake.opened[-1]
+    await until(lambda: sum(t >= reopened for t in fake.arrived) >= 25, timeout=5)
+    got = [int(np.frombuffer(chunk, dtype="<i2")[0]) for chunk in fake.chunks]
+    assert got == sorted(got), "the caller's frames came out of order"
+    lost_ms = 20 * len(set(range(got[0], got[-1] + 1)) - set(got))
+    # The goAway's server closes as it says it (it drops what comes after its close): a frame
+    # may be on the wire then.
+    assert lost_ms <= (20 if provider == "gemini-live" else 0), f"{lost_ms} ms lost"
+    assert fake.errors == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert snap["agents"][0]["callerAudioDroppedMs"] == 0
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_gemini_an_unreadable_audio_part_costs_that_part_only(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A Gemini message whose turn holds one audio part the bridge cannot read (at another
+    rate, or not base64) beside good ones, its transcript and its ``turnComplete``: the bad
+    part is left out (said once at WARNING), the rest is read — the good audio plays, the
+    turn's transcript is told (before, the whole message was unreadable: its audio, its
+    transcript and the turn's end lost)."""
+    import base64
+
+    caplog.set_level(logging.DEBUG, logger="bridge.agents")
+    fake, client, cid, url = await on_a_call(
+        "gemini-live", make_client, aiohttp_server, sim_peer="silence"
+    )
+    assert isinstance(fake, FakeGeminiLive)
+    await start(client, cid, "gemini-live", url)
+    sc = sim_call(client, cid)
+    good = base64.b64encode(tone(440, 24_000, 24_000, 0.25).astype("<i2").tobytes()).decode()
+    parts = [
+        {"inlineData": {"mimeType": "audio/pcm;rate=16000", "data": good}},
+        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": "not base64!"}},
+        {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": good}},
+    ]
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        for said in ("Your order", "shipped."):
+            await fake._send(
+                {
+                    "serverContent": {
+                        "modelTurn": {"parts": parts},
+                        "outputTranscription": {"text": said},
+                        "turnComplete": True,
+                    }
+                }
+            )
+            told = await next_event(sub, "agent.transcript")
+            assert told.data == {**told.data, "role": "agent", "text": said}
+    # Two seconds of the good part, both messages', and none of the bad ones'.
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 95, timeout=5)
+    await asyncio.sleep(0.3)
+    heard = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    assert len(heard) <= 101
+    assert dominant_frequency(np.concatenate(heard[5:-5]), 16_000) == pytest.approx(440, abs=3)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "left out" in warned[0], warned
+    assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})

@@ -380,3 +380,82 @@ async def test_live_never_sends_a_null_the_strict_schema_refuses(
     assert set(sent["delegation"]["responses"]) == {"model", "tools"}
     assert fake.errors == []
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_live_a_new_sessions_input_keeps_the_apps_items_and_trims_what_was_said(
+    make_client, aiohttp_server
+) -> None:
+    """``input`` holds at most 128 messages: a new session's keeps every item the app gave (its
+    context, its rules) and leaves out the oldest lines said (before, the list was cut from
+    its front: the app's own first items went). More than 128 of the app's own is ``400``."""
+    from bridge.api.keys import AGENTS
+
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    given = [
+        {
+            "type": "message",
+            "role": "developer",
+            "content": [{"type": "input_text", "text": f"rule {n}"}],
+        }
+        for n in range(120)
+    ]
+    lines = [["caller" if n % 2 == 0 else "agent", f"line {n}"] for n in range(20)]
+    moved = {
+        "provider": "openai-live",
+        "url": url,
+        "apiKey": KEY,
+        "session": {**SESSION, "input": given},
+        "agentID": "ag_moved",
+        "resume": None,
+        "context": lines,
+    }
+    runtime = client.app[MANAGER].runtime(cid)
+    agent = await client.app[AGENTS].resume(runtime, moved)
+    (session,) = fake.starts
+    assert len(session["input"]) == 128
+    assert session["input"][:120] == given  # the app's, whole and first
+    assert [m["content"][0]["text"] for m in session["input"][120:]] == [
+        f"line {n}" for n in range(12, 20)
+    ]  # the newest lines said
+    assert fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{agent.id}")
+    body = {"provider": "openai-live", "url": url, "apiKey": KEY}
+    too_many = {**SESSION, "input": given + given[:9]}
+    resp = await client.post(f"/call/{cid}/agents", json={**body, "session": too_many})
+    assert resp.status == 400 and "at most 128" in (await resp.json())["error"]["message"]
+
+
+async def test_live_the_callers_turn_ends_as_it_started_once(make_client, aiohttp_server) -> None:
+    """GPT-Live has no speech events: the caller's turn is grouped from the transcript
+    fragments. Its start is ``agent.speech.started``, and its close (the agent answering, or
+    the caller resuming after 800 ms of quiet) is ``agent.speech.stopped`` — once a turn, each
+    start paired with a stop (before, never: the caller counted as speaking for the rest of
+    the session once they first spoke, and every renewal waited its whole 90 s)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    seen: list[tuple[str, str]] = []
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.transcript("caller", "Where is", 0, 400)
+        await fake.transcript("caller", " my order?", 400, 900)
+        await fake.transcript("agent", "On its way.", 1000, 1800)  # the caller's turn closes
+        await fake.transcript("caller", "Thanks.", 2000, 2400)
+        await fake.transcript("caller", "Bye.", 3400, 3700)  # a new turn, 1 s later
+        await fake.transcript("agent", "Bye!", 3800, 4000)
+        while len([s for s in seen if s[0] == "agent.speech.stopped"]) < 3:
+            event = await sub.get(5.0)
+            assert event is not None
+            if event.type.startswith(("agent.speech.", "agent.transcript")):
+                seen.append((event.type, event.data.get("text") or event.data.get("by", "")))
+    assert seen == [
+        ("agent.speech.started", "model"),
+        ("agent.speech.stopped", "model"),
+        ("agent.transcript", "Where is my order?"),
+        ("agent.transcript", "On its way."),
+        ("agent.speech.started", "model"),
+        ("agent.speech.stopped", "model"),
+        ("agent.transcript", "Thanks."),
+        ("agent.speech.started", "model"),
+        ("agent.speech.stopped", "model"),
+    ]
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})

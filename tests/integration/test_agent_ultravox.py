@@ -282,3 +282,22 @@ async def test_ultravox_a_tool_called_as_the_agent_is_stopped_is_not_run(
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["state"] == "active" and snap["held"] is False
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_ultravox_a_base_url_with_a_query_keeps_it_after_calls(
+    make_client, aiohttp_server
+) -> None:
+    """A base ``url`` with a query string (a proxy's, a region's) is created on
+    ``{base path}/calls`` with that query, ``priorCallId`` beside it on a reopened call (before,
+    ``/calls`` was glued after the query: ``…/api?region=eu/calls``, a creation on the base
+    path itself, refused)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    started = await start(client, cid, url + "/?region=eu")
+    assert fake.created[0]["query"] == {"region": "eu"}
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.drop()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is True
+    assert fake.created[1]["query"] == {"region": "eu", "priorCallId": "call-1"}
+    assert fake.errors == []
+    await client.delete(f"/call/{cid}/agents/{started['agentID']}")

@@ -107,6 +107,7 @@ async def test_openai_audio_both_ways_and_the_key_is_never_shown(
             "reconnects": 0,
             "interruptions": 0,
             "callerAudioDroppedMs": 0,
+            "modelMessagesDropped": 0,
         }
     ]
     resp = await client.delete(f"/call/{cid}/agents/{agent_id}")
@@ -1371,4 +1372,34 @@ async def test_a_bridge_tool_that_fails_is_said_with_its_call_and_reason(
     assert [r.levelno for r in said] == [logging.WARNING]
     assert cid in said[0].getMessage() and "no human participant" in said[0].getMessage()
     assert (await (await client.get(f"/call/{cid}")).json())["agents"][0]["state"] == "connected"
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_the_gaps_audio_of_a_goaway_goes_after_the_turn_is_opened_again(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """Gemini with the bridge hearing the turns: the caller talks as the model says
+    ``goAway``. The next session is told the turn started (``activityStart``) before the
+    caller's audio of the gap goes to it, so that audio is the turn's (before, it went first,
+    outside any activity, and the activity started after it)."""
+    from bench.speech import GAP, missing_tools, speech
+
+    if missing_tools():
+        pytest.skip("espeak-ng, sox or pesq missing")
+    said = speech(1.5, level_dbfs=-20.0)[int(GAP * 16_000) :]
+    fake, client, cid, talk = await vad_off_agent(
+        make_client, aiohttp_server, monkeypatch, "gemini-live"
+    )
+    fake.setup_s = 0.2  # the next session's set-up: the caller talks on meanwhile
+    async with client.app[MANAGER].events.subscribe() as sub:
+        talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
+        await next_event(sub, "agent.speech.started")
+        await fake.go_away()
+        await next_event(sub, "agent.reconnected")
+    await until(lambda: len(fake.setups) == 2 and len(fake.activities) == 2, timeout=3)
+    second = [i for i, m in enumerate(fake.messages) if "setup" in m][1]
+    after = [m["realtimeInput"] for m in fake.messages[second + 1 :] if "realtimeInput" in m]
+    assert "activityStart" in after[0], list(after[0])
+    assert fake.activities == [(1, "activityStart"), (2, "activityStart")]
+    assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})

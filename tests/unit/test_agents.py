@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from functools import cache
 
 import numpy as np
@@ -255,3 +256,23 @@ async def test_a_short_session_is_not_renewed_at_once_each_time(monkeypatch, cap
     slept.clear()
     await upkeep.renewal_due(3600.0, lambda: True)
     assert slept == [3600.0 - upkeep.RENEW_MARGIN_S]
+
+
+def test_control_messages_past_the_queues_bound_are_said_and_counted(caplog) -> None:
+    """A socket that takes nothing fills the control queue: the next messages are dropped,
+    counted (the snapshot's ``modelMessagesDropped``) and said once a session at WARNING
+    (before, dropped without a word or a count)."""
+    from bridge.agents.outbox import MAX_CONTROL, Outbox
+
+    caplog.set_level(logging.INFO, logger="bridge.agents.outbox")
+    out = Outbox("call c: agent a")
+    out.control([{"type": "response.create"}] * MAX_CONTROL)
+    assert out.control_dropped == 0 and not caplog.records
+    out.control([{"type": "conversation.item.create"}] * 3)
+    assert out.control_dropped == 3
+    (said,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "conversation.item.create" in said.getMessage()
+    out.renew()  # a new session's queue: room again, and a new session's drop said again
+    out.control([{"type": "response.create"}] * (MAX_CONTROL + 1))
+    assert out.control_dropped == 4
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
