@@ -9,6 +9,7 @@ import base64
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import threading
@@ -35,6 +36,10 @@ def _error(body: dict[str, Any]) -> str:
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
     code: str = body["error"]["code"]
     return code
+
+
+def _tasks_named(prefix: str) -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
 
 
 def _disk_full(*args: Any, **kwargs: Any) -> None:
@@ -405,3 +410,58 @@ async def test_a_recording_served_or_swept_on_a_stalled_disk_never_holds_the_loo
     finally:
         stalled.set()
         comeback.cancel()
+
+
+async def test_a_recording_record_all_cannot_start_is_said_not_a_task_failure(
+    make_client, tmp_path, monkeypatch, caplog
+) -> None:
+    """``BRIDGE_RECORD_ALL`` on a full disk: each answered call goes on unrecorded, which is
+    said at WARNING with the reason and to the app (``recording.failed``, segment 1). It was
+    the app's task failing: an ERROR with a traceback, and nothing to the app."""
+    client = await make_client(data_dir=str(tmp_path / "data"), record_all=True)
+    monkeypatch.setattr(wav.WavTrack, "__init__", _disk_full)
+    caplog.set_level(logging.WARNING)
+    events = await client.get("/call/events")
+    made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, made["callID"], "active")
+    failed = None
+    while failed is None:
+        line = (await asyncio.wait_for(events.content.readline(), 3)).decode()
+        if line.startswith("data: ") and '"recording.' in line:
+            failed = json.loads(line[6:])
+    events.close()
+    assert failed["type"] == "recording.failed", failed
+    assert failed["segment"] == 1 and failed["reason"] == "storage_failed", failed
+    assert "No space left" in failed["message"], failed
+    said = [r for r in caplog.records if "No space left" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert said[0].exc_info is None, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_call_that_ends_as_record_all_starts_its_recording_is_no_failure(
+    make_client, tmp_path, monkeypatch, caplog
+) -> None:
+    """The call ends while ``BRIDGE_RECORD_ALL``'s recording is being started (its files made
+    on the recordings' threads): nothing failed, nothing is said above INFO (it was the app's
+    task failing with ``CallStateError``: an ERROR with a traceback)."""
+    client = await make_client(data_dir=str(tmp_path / "data"), record_all=True)
+    stalled, entered = threading.Event(), threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        entered.set()
+        stalled.wait(5.0)
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    caplog.set_level(logging.WARNING)
+    made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    try:
+        await wait_state(client, made["callID"], "active")
+        await until(entered.is_set)
+        assert (await client.post("/call/hangup", json={"callID": made["callID"]})).status == 200
+    finally:
+        stalled.set()
+    await until(lambda: not _tasks_named("app:record:"), what="the recording's start to end")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
