@@ -293,6 +293,49 @@ async def test_a_resume_asked_while_the_holds_music_opens_leaves_the_call_resume
     await until_passes(silent, timeout=3.0)
 
 
+async def test_a_resume_queued_behind_a_hold_as_the_call_ends_changes_nothing_after_its_end(
+    make_client, monkeypatch
+) -> None:
+    """A held call: hold with music asked (its file opening in a thread), a resume queued
+    behind it, and the call hung up meanwhile. The hold is refused (409: the call ended as its
+    music opened), and so is the resume: it found the ended call's hold still set, took it off
+    and published ``call.unheld`` after the call's ``call.ended``, answering 200."""
+    import threading
+
+    from bridge.attachments import playback
+
+    opened, stalled = playback._opened, threading.Event()
+
+    def stalled_open(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        stalled.wait(5.0)  # a disk slow to open the asset, till the call has ended
+        return opened(*args, **kwargs)  # type: ignore[arg-type]
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    monkeypatch.setattr(playback, "_opened", stalled_open)
+    music = {"callID": cid, "held": True, "music": asset["assetId"]}
+    try:
+        holding = asyncio.ensure_future(client.post("/call/hold", json=music))
+        await asyncio.sleep(0.1)  # the hold's music is opening
+        resuming = asyncio.ensure_future(
+            client.post("/call/hold", json={"callID": cid, "held": False})
+        )
+        await asyncio.sleep(0.1)  # the resume waits behind the hold
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    finally:
+        stalled.set()
+    assert (await asyncio.wait_for(holding, 5)).status == 409
+    assert (await asyncio.wait_for(resuming, 5)).status == 409
+    assert "call.ended" in seen, seen
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+
+
 async def test_a_hold_asked_again_after_its_music_was_stopped_plays_it_again(
     make_client,
 ) -> None:
