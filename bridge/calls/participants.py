@@ -268,6 +268,8 @@ class Participants:
         await session.close()
         if session.role is Role.AGENT or not self.sessions:
             self.call.webrtc_state = "closed"
+        if self._closed:
+            return  # the call ended as it closed: nothing more to say after its call.ended
         self._show()
         self.emit("webrtc.state", participantID=participant_id)
         self._left(participant_id, session.role)
@@ -321,6 +323,8 @@ class Participants:
             await self.leave(old)
         elif old is not None and old in self.other_legs:
             await self.other_legs.pop(old).remove("transferred")
+        if self._closed:
+            raise CallStateError(f"call {self.call.id} ended as it was transferred")
         self._show()
         self.emit("call.transferred", participantID=to, fromParticipantID=old)
 

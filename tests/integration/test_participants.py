@@ -336,6 +336,48 @@ async def test_a_resume_queued_behind_a_hold_as_the_call_ends_changes_nothing_af
     assert seen[seen.index("call.ended") + 1 :] == [], seen
 
 
+@pytest.mark.parametrize("how", ["close", "transfer"])
+async def test_a_browser_leaving_as_the_call_ends_says_nothing_after_the_end(
+    make_client, monkeypatch, how
+) -> None:
+    """``POST /call/webrtc/close`` for the agent (or ``/call/transfer`` to another participant,
+    which closes the agent's connection) while the call is hung up: the agent's peer connection
+    was still closing when the call's end was published, and then the leave went on to say
+    ``webrtc.state`` and ``participant.left`` (the transfer ``call.transferred``, answering 200)
+    about the ended call, after its ``call.ended``. The transfer is 409 now: the call ended."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    rtc = await join(client, cid, "agent", "agent", AGENT)
+    other = await join(client, cid, "qa", "listen", LISTEN) if how == "transfer" else None
+    participants = client.app[MANAGER].runtime(cid).participants
+    session = participants.sessions["agent"]
+    real_close, closing_may_end = session.close, asyncio.Event()
+
+    async def slow_close() -> None:  # a peer connection slow to close (DTLS, ICE)
+        await closing_may_end.wait()
+        await real_close()
+
+    monkeypatch.setattr(session, "close", slow_close)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    if how == "close":
+        request = ("/call/webrtc/close", {"callID": cid, "participantID": "agent"}, 200)
+    else:
+        request = ("/call/transfer", {"callID": cid, "to": "qa"}, 409)
+    try:
+        leaving = asyncio.ensure_future(client.post(request[0], json=request[1]))
+        await until(lambda: "agent" not in participants.sessions, what="the leave under way")
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        await until(lambda: "call.ended" in seen, what="call.ended")
+    finally:
+        closing_may_end.set()
+    assert (await asyncio.wait_for(leaving, 5)).status == request[2]
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    for peer in (rtc, other):
+        if peer is not None:
+            await peer.close()
+
+
 async def test_a_hold_asked_again_after_its_music_was_stopped_plays_it_again(
     make_client,
 ) -> None:
