@@ -439,13 +439,18 @@ async def test_a_recording_record_all_cannot_start_is_said_not_a_task_failure(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-async def test_a_call_that_ends_as_record_all_starts_its_recording_is_no_failure(
-    make_client, tmp_path, monkeypatch, caplog
+@pytest.mark.parametrize("asked", ["record_all", "api"])
+async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
+    make_client, tmp_path, monkeypatch, caplog, asked
 ) -> None:
-    """The call ends while ``BRIDGE_RECORD_ALL``'s recording is being started (its files made
-    on the recordings' threads): nothing failed, nothing is said above INFO (it was the app's
-    task failing with ``CallStateError``: an ERROR with a traceback)."""
-    client = await make_client(data_dir=str(tmp_path / "data"), record_all=True)
+    """The call ends while its recording is being started (``BRIDGE_RECORD_ALL``'s, or
+    ``POST /call/record``: its files made on the recordings' threads): nothing failed, nothing
+    is said above INFO, the start is a 409, and no recording is left: no files, no event after
+    ``call.ended``. It was the app's task failing with ``CallStateError`` (an ERROR with a
+    traceback) for ``BRIDGE_RECORD_ALL``, and in both cases a ``recording.ready`` of two empty
+    files, after the call's ``call.ended`` and with no ``recording.started`` before it."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), record_all=asked == "record_all")
     stalled, entered = threading.Event(), threading.Event()
     make_track = wav.WavTrack.__init__
 
@@ -456,12 +461,23 @@ async def test_a_call_that_ends_as_record_all_starts_its_recording_is_no_failure
 
     monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
     caplog.set_level(logging.WARNING)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
     made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = made["callID"]
+    starting = None
     try:
-        await wait_state(client, made["callID"], "active")
+        await wait_state(client, cid, "active")
+        if asked == "api":
+            starting = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
         await until(entered.is_set)
-        assert (await client.post("/call/hangup", json={"callID": made["callID"]})).status == 200
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
     finally:
         stalled.set()
+    if starting is not None:
+        assert (await asyncio.wait_for(starting, 5)).status == 409
     await until(lambda: not _tasks_named("app:record:"), what="the recording's start to end")
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    assert "recording.started" not in seen, seen
+    assert not list(data.rglob(f"{cid}*.wav")), list(data.rglob("*.wav"))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
