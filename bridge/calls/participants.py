@@ -178,6 +178,8 @@ class Participants:
             if dead is not None:
                 self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
                 await dead.close()  # (closing already: shares that teardown)
+                if not self._closed:
+                    self._left(gone, dead.role)  # off the call now (it rejoins as anyone)
         self.sessions[pid] = session
         if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
             session.receive_bitrate = self.receive_bitrate

@@ -553,6 +553,38 @@ async def test_participants_that_left_by_closing_make_room_for_new_ones(make_cli
     assert len(runtime.participants.sessions) <= 2  # the gone ones are not kept for ever
 
 
+async def test_a_browser_dropped_for_a_new_one_has_left_and_joins_again(make_client) -> None:
+    """A supervisor's tab closed (its session shown as closed until someone joins), then
+    another browser joins and drops it from the call: it left, said by ``participant.left``.
+    Nothing said so: the app's view kept it on the call, and when it came back its
+    ``participant.joined`` never came either (it had never left)."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    seen: list[tuple[str, str]] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: (
+            seen.append((event.type, event.data.get("participantID", "")))
+            if event.type.startswith("participant.")
+            else None
+        )
+    )
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    await qa.close()
+    await until(lambda: runtime.participants.sessions["qa"].closed, 5, "the tab's session closed")
+    boss = await join(client, cid, "boss", "barge", BARGE)
+    assert "qa" not in runtime.participants.sessions  # dropped for the new one
+    again = await join(client, cid, "qa", "listen", LISTEN)
+    assert seen == [
+        ("participant.joined", "qa"),
+        ("participant.left", "qa"),
+        ("participant.joined", "boss"),
+        ("participant.joined", "qa"),
+    ], seen
+    for rtc in (again, boss):
+        await rtc.close()
+
+
 async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:
     """A supervisor's app offers again after a network change (docs/browser.md, mobile apps:
     "make a new offer for the same call") with its participantID and no role. The offer was
