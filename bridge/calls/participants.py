@@ -341,6 +341,7 @@ class Participants:
         agent = self.agent
         for session in reversed(list(self.sessions.values())):
             await session.close()
+        self._show()  # as they are now: the call's end shows them closed
         if agent is not None:
             self.call.webrtc_state = "closed"
 

@@ -585,6 +585,30 @@ async def test_a_browser_dropped_for_a_new_one_has_left_and_joins_again(make_cli
         await rtc.close()
 
 
+async def test_an_ended_calls_participants_are_shown_closed(make_client) -> None:
+    """A call hung up with browsers on it: its ``call.ended`` (event, webhook) and its snapshot
+    after showed ``webrtc: {state: closed}`` but each participant still ``connected``, as
+    they were before the end closed them."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    ended: list[dict] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: ended.append(event.call) if event.type == "call.ended" else None
+    )
+    peers = [
+        await join(client, cid, "agent", "agent", AGENT),
+        await join(client, cid, "qa", "listen", LISTEN),
+    ]
+    assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    snapshot = await (await client.get(f"/call/{cid}")).json()
+    for shown in (ended[0], snapshot):
+        assert shown["webrtc"] == {"state": "closed"}, shown
+        states = {p["participantID"]: p["webrtc"]["state"] for p in shown["participants"]}
+        assert states == {"agent": "closed", "qa": "closed"}, shown["participants"]
+    for rtc in peers:
+        await rtc.close()
+
+
 async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:
     """A supervisor's app offers again after a network change (docs/browser.md, mobile apps:
     "make a new offer for the same call") with its participantID and no role. The offer was
