@@ -609,6 +609,42 @@ async def test_an_ended_calls_participants_are_shown_closed(make_client) -> None
         await rtc.close()
 
 
+async def test_a_quality_sample_taken_as_the_call_ends_says_nothing_after_the_end(
+    make_client, monkeypatch
+) -> None:
+    """The quality sampler reads a browser's statistics (awaited) while the call is hung up:
+    the sample it got then (a bad one: a band change) was reported as ``call.quality``, after
+    the call's ``call.ended``."""
+    from bridge.rtc.quality import Quality
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"}, stats_interval=0.2)
+    cid = await active_call(client)
+    rtc = await join(client, cid, "agent", "agent", AGENT)
+    session = client.app[MANAGER].runtime(cid).participants.sessions["agent"]
+    sampling, may_answer = asyncio.Event(), asyncio.Event()
+
+    answered = asyncio.Event()
+
+    async def slow_sample() -> Quality:  # getStats answering late, with a bad second
+        sampling.set()
+        await may_answer.wait()
+        answered.set()  # the sampler goes on from here without a pause: the report, or none
+        return Quality(uplink_packets=25, uplink_lost=25, loss_fraction=0.5)
+
+    monkeypatch.setattr(session, "sample_quality", slow_sample)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    try:
+        await asyncio.wait_for(sampling.wait(), 5)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        assert "call.ended" in seen
+    finally:
+        may_answer.set()
+    await asyncio.wait_for(answered.wait(), 5)
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    await rtc.close()
+
+
 async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:
     """A supervisor's app offers again after a network change (docs/browser.md, mobile apps:
     "make a new offer for the same call") with its participantID and no role. The offer was
