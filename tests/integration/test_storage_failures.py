@@ -481,3 +481,32 @@ async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
     assert "recording.started" not in seen, seen
     assert not list(data.rglob(f"{cid}*.wav")), list(data.rglob("*.wav"))
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("fault", ["eio", "corrupt"])
+async def test_a_stored_call_record_the_disk_cannot_give_back_is_503(
+    make_client, tmp_path, monkeypatch, caplog, fault
+) -> None:
+    """``GET /call/{callID}/report`` of an ended call whose stored record the disk fails to
+    read (an I/O error) or gives back broken (not JSON): 503 ``storage_failed`` with the error
+    body, as for a recording or an asset. It was a 500 with a traceback."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), call_reports=True)
+    reports = data / "reports"
+    reports.mkdir(parents=True)
+    record = reports / "c0ffee.report.json"
+    record.write_text('{"summary": {' if fault == "corrupt" else "{}")
+    if fault == "eio":
+        read = Path.read_text
+
+        def failing_read(self: Path, *args: Any, **kwargs: Any) -> str:
+            if self == record:
+                raise OSError(errno.EIO, "Input/output error")
+            return read(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", failing_read)
+    caplog.set_level(logging.ERROR)
+    resp = await client.get("/call/c0ffee/report")
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    assert not caplog.records, caplog.text
