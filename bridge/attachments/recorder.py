@@ -164,6 +164,23 @@ class CallRecorder:
         )
         return recordings
 
+    async def discard(self) -> None:
+        """A recording its call refused (it ended as the recording started): its taps and
+        writer stopped and its files deleted off the event loop, nothing announced (it never
+        started; a ``recording.ready`` of it came after the call's ``call.ended``)."""
+        self.host.bus.remove_downlink_tap(self._down)
+        self.host.bus.remove_uplink_tap(self._up)
+
+        def stop() -> None:
+            self._queue.put(None)
+            self._writer.join()
+            try:
+                self.inbound.discard()
+            finally:
+                self.outbound.discard()
+
+        await asyncio.get_running_loop().run_in_executor(self._finisher, stop)
+
     def _finish(self) -> list[Recording]:
         # The writer finishes what is queued, then stops. Queued here, not on the loop: a
         # full queue (a stalled disk) waits for room, which held the worker's every call.

@@ -136,8 +136,8 @@ class RecordingService:
             )
         try:
             host.attach(recorder)
-        except CallStateError:  # the call ended meanwhile: finish the empty files
-            await recorder.close()
+        except CallStateError:  # the call ended meanwhile: no recording of it
+            await recorder.discard()
             raise
         host.emit("recording.started", segment=recorder.segment)
         return recorder
@@ -203,7 +203,7 @@ class RecordingService:
         )
         try:
             host.attach(recorder)
-        except CallStateError:  # the call ended while it moved: finish the files, as start()
+        except CallStateError:  # the call ended while it moved: finish the segment's files
             await recorder.close()
             raise
         host.emit("recording.started", segment=segment)

@@ -10,16 +10,23 @@ recordings and publishes ``recording.ready {source: "meta", recordings}``,
 call (kept as its ``voicemail`` recording; a call turned away busy included),
 ``call.voicemail {mediaID, recordingID, durationMs}``. An artifact of a call the bridge does
 not know (or no longer remembers) is logged and dropped.
+
+Storing one (decoding the audio, writing the files) waits for the disk: it runs on the sink's
+own worker, one artifact at a time behind a bounded queue, never on the engine's one reader of
+events (every other call's ringing, answer and end waited for that disk).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 
 from ..attachments import RecordingService
 from ..attachments.imported import UndecodableAudio, import_recording, import_transcript
 from ..engines import EngineEvent
+from ..logs import FailureKinds
+from ..tasks import TaskSet
 from .events import CallEvents
 from .model import Call, engine_key
 from .registry import CallRegistry
@@ -28,6 +35,8 @@ log = logging.getLogger(__name__)
 
 REMEMBERED_CALLS = 10_000
 """Calls whose engine keys are remembered for late artifacts (the oldest are forgotten)."""
+WAITING_MAX = 256
+"""Artifacts waiting to be stored; past it one is dropped, said (a disk that stays stalled)."""
 
 
 class ArtifactSink:
@@ -41,6 +50,10 @@ class ArtifactSink:
         self.recordings = recordings
         self._calls: OrderedDict[str, str] = OrderedDict()
         events.listen(self._follow)
+        self._waiting: asyncio.Queue[EngineEvent] = asyncio.Queue(WAITING_MAX)
+        self._tasks = TaskSet("artifacts")
+        self._storing = False
+        self._bugs = FailureKinds(log)
 
     def _follow(self, type_: str, call: Call) -> None:
         # A call turned away as it rang (busy) is never created, only ended: Meta's voicemail
@@ -52,6 +65,44 @@ class ArtifactSink:
                 self._calls.popitem(last=False)
 
     async def take(self, event: EngineEvent) -> None:
+        """Queue an artifact to be stored on the sink's worker (see the module docstring)."""
+        if self._tasks.closed:
+            return
+        try:
+            self._waiting.put_nowait(event)
+        except asyncio.QueueFull:
+            log.warning(
+                "Meta's %s of engine call %s dropped: %d artifacts wait to be stored already "
+                "(the disk is stalled?)",
+                event.data.get("artifact"),
+                event.engine_call_id,
+                WAITING_MAX,
+            )
+            return
+        if not self._storing:
+            self._storing = True
+            self._tasks.spawn(self._store_forever(), "store")
+
+    async def close(self) -> None:
+        """Stop storing (at shutdown): what waits is not stored."""
+        await self._tasks.close()
+
+    async def _store_forever(self) -> None:
+        while True:
+            event = await self._waiting.get()
+            try:
+                await self._store(event)
+            except OSError as exc:  # a full disk: that artifact is lost, said
+                log.warning(
+                    "Meta's %s of engine call %s not stored: %s",
+                    event.data.get("artifact"),
+                    event.engine_call_id,
+                    exc,
+                )
+            except Exception as exc:
+                self._bugs.failed(exc, "storing Meta's artifact %s", event)
+
+    async def _store(self, event: EngineEvent) -> None:
         artifact = str(event.data.get("artifact") or "")
         call_id = self._calls.get(engine_key(event.number_id, event.engine_call_id))
         call = self.registry.get(call_id) if call_id else None

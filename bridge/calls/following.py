@@ -8,8 +8,10 @@ import asyncio
 import logging
 
 from ..attachments import RecordingService
+from ..attachments.recorder import failed as recording_failed
 from ..attachments.speech import start_speech_activity
 from ..config import Settings
+from ..errors import BridgeError, CallStateError
 from ..numbers.catalog import Catalog
 from ..tasks import TaskSet
 from .artifacts import ArtifactSink
@@ -54,7 +56,25 @@ def follow_calls(
             if who is not None:  # BRIDGE_RECORD_ALL stops where a number or tenant forbids
                 log.info("call %s: not recorded (forbidden by %s)", call.id, who)
                 return
-            tasks.spawn(recordings.start(runtime), f"record:{call.id}")
+            tasks.spawn(record(runtime), f"record:{call.id}")
+
+        async def record(runtime: CallRuntime) -> None:
+            """Start the call's recording; one that cannot start leaves the call unrecorded,
+            said (a request would have had the error; here nobody asked)."""
+            try:
+                await recordings.start(runtime)
+            except CallStateError:
+                return  # the call ended as its recording started: nothing to record
+            except BridgeError as exc:  # a disk that refuses the files: said, to the app too
+                call = runtime.call
+                log.warning(
+                    "call %s: not recorded (BRIDGE_RECORD_ALL): %s",
+                    call.id,
+                    exc.message,
+                    extra={"call_id": call.id},
+                )
+                if call.live:
+                    recording_failed(runtime, 1, exc)
 
         events.listen(record_every_call)
     if settings.media.speech_events:

@@ -186,8 +186,12 @@ async def adopt_call(
     call.transport = None
     call.webrtc_state = None
     call.participants = []
-    if call.answered_at is not None:  # time limits count from the real answer
+    # Time limits count from the real answer (the duration) or, unanswered, creation (the
+    # ring timeout: it rang on the old worker already).
+    if call.answered_at is not None:
         call.mono_answered = time.monotonic() - max(0.0, time.time() - call.answered_at)
+    else:
+        call.mono_created = time.monotonic() - max(0.0, time.time() - call.created_at)
     runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
     try:
         await _take(claim, call, previous, moved.token)

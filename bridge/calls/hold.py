@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from ..attachments.base import Attachment, FollowsHold
+from ..errors import CallStateError
 from ..media import CallBus, UplinkSource
 
 
@@ -33,10 +34,14 @@ class Hold:
         bus: CallBus,
         emit: Callable[..., None],
         attachments: Callable[[], Iterable[Attachment]] = tuple,
+        live: Callable[[], bool] = lambda: True,
     ) -> None:
+        """``live()``: whether the call is still up (a hold or resume waiting its turn while
+        the call ended changes nothing)."""
         self.bus = bus
         self.emit = emit
         self._attachments = attachments
+        self._live = live
         self.music: Music | None = None
         """The playback WhatsApp hears while the call is held."""
         self._changing = asyncio.Lock()
@@ -64,8 +69,12 @@ class Hold:
         """Hold (with ``music`` if given and none plays yet) or resume the WhatsApp peer;
         ``call.held`` / ``call.unheld`` on a change. One at a time, in the order asked: a
         resume asked while the hold's music opens (in a thread) comes after that hold, never
-        before it (the call left held, with music, after its resume)."""
+        before it (the call left held, with music, after its resume). One whose turn comes
+        once the call has ended is refused (:class:`CallStateError`): it left the ended call's
+        hold changed and its event after ``call.ended``."""
         async with self._changing:
+            if not self._live():
+                raise CallStateError(f"call {self.bus.call_id} has ended")
             await self._set(held, music)
 
     async def _set(self, held: bool, music: StartMusic | None) -> None:

@@ -86,7 +86,9 @@ class LiveReport:
                 octets_sent=session.octets_sent,
                 loss_reported=None if session.last is None else session.far_end_loss,
             )
-            self._sample_leg(runtime, now, name, browser)
+            # Watched only when it sends: a listen-only browser (recvonly, no microphone) is
+            # to send nothing (as the RTP timeout, ``watchdog.py``, leaves it alone).
+            self._sample_leg(runtime, now, name, browser, watch=session.sends_audio)
         # Phones on SIP trunks: their RTP session's counts and RTCP. Not watched: a phone on
         # hold or in comfort noise may send nothing, and that is the PBX's to judge.
         for other in list(runtime.participants.other_legs.values()):

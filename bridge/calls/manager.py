@@ -135,6 +135,8 @@ class CallManager:
                 log.error("ending a call at shutdown", exc_info=result)
         await self._teardowns.close()  # those under way finish, their call.ended out
         await self._tasks.close()
+        if self.artifacts is not None:
+            await self.artifacts.close()
         self.events.close()
 
     async def _shutdown_call(self, call: Call) -> None:

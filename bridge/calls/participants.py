@@ -178,6 +178,8 @@ class Participants:
             if dead is not None:
                 self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
                 await dead.close()  # (closing already: shares that teardown)
+                if not self._closed:
+                    self._left(gone, dead.role)  # off the call now (it rejoins as anyone)
         self.sessions[pid] = session
         if self.receive_bitrate is not None:  # ask the browser for what WhatsApp takes
             session.receive_bitrate = self.receive_bitrate
@@ -268,6 +270,8 @@ class Participants:
         await session.close()
         if session.role is Role.AGENT or not self.sessions:
             self.call.webrtc_state = "closed"
+        if self._closed:
+            return  # the call ended as it closed: nothing more to say after its call.ended
         self._show()
         self.emit("webrtc.state", participantID=participant_id)
         self._left(participant_id, session.role)
@@ -321,6 +325,8 @@ class Participants:
             await self.leave(old)
         elif old is not None and old in self.other_legs:
             await self.other_legs.pop(old).remove("transferred")
+        if self._closed:
+            raise CallStateError(f"call {self.call.id} ended as it was transferred")
         self._show()
         self.emit("call.transferred", participantID=to, fromParticipantID=old)
 
@@ -335,6 +341,7 @@ class Participants:
         agent = self.agent
         for session in reversed(list(self.sessions.values())):
             await session.close()
+        self._show()  # as they are now: the call's end shows them closed
         if agent is not None:
             self.call.webrtc_state = "closed"
 

@@ -123,6 +123,8 @@ async def sample_quality_once(
             except Exception as exc:
                 bugs.failed(exc, "sampling the WhatsApp leg of call %s", runtime.call_id)
                 lq = None
+            if runtime.closed:
+                continue  # the call ended meanwhile: nothing more to say of it
             if lq is not None:
                 leg.mos = _observe(m, "whatsapp", lq)
                 worst = min(worst, leg.mos)
@@ -135,6 +137,8 @@ async def sample_quality_once(
             except Exception as exc:
                 bugs.failed(exc, "sampling WebRTC stats of call %s", runtime.call_id)
                 continue
+            if runtime.closed:
+                break  # the call ended meanwhile: nothing more to say of it
             if q is None:
                 continue
             m.rtp_packets.labels("uplink").inc(q.uplink_packets)

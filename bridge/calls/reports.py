@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..config import Settings
 from ..disk import on_disk
-from ..errors import NotFound
+from ..errors import NotFound, StorageFailed
 from ..logs import FailureKinds
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
@@ -189,9 +189,19 @@ class CallReports:
             raise NotFound(f"no report of call {call_id[:64]!r}")
         try:
             text = await on_disk(self._path(call_id).read_text)
+            record = json.loads(text)
         except FileNotFoundError:
             raise NotFound(f"no report of call {call_id[:64]!r}") from None
-        record: dict[str, Any] = json.loads(text)
+        except OSError as exc:  # the disk failed it: as a recording or an asset
+            raise StorageFailed(
+                f"the record of call {call_id[:64]!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+        except ValueError:  # broken on the disk (not what a write here leaves)
+            raise StorageFailed(
+                f"the record of call {call_id[:64]!r} is not readable JSON"
+            ) from None
+        if not isinstance(record, dict):
+            raise StorageFailed(f"the record of call {call_id[:64]!r} is not readable JSON")
         return record
 
     def stored(self, limit: int | None = 50) -> list[str]:

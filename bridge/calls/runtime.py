@@ -107,7 +107,12 @@ class CallRuntime:
         )
         self.forwarding = Forwarding(self.bus, self.participants.sessions)
         self.dtmf = CallDtmf(call, self.bus, self.media, metrics, self.emit, self._tasks)
-        self.hold = Hold(self.bus, self.emit, self.attachments.values)
+        self.hold = Hold(
+            self.bus,
+            self.emit,
+            self.attachments.values,
+            lambda: self.call.live and not self._closed,
+        )
         self.bands = QualityBands(self.emit)
         self.report: LiveReport | None = open_report(call) if open_report is not None else None
         self.final_stats: dict[str, Any] | None = None

@@ -29,6 +29,7 @@ from .groups import (
     StorageSettings,
     WebhookSettings,
     env_name,
+    webhook_secret_ok,
 )
 from .loader import all_fields, build_arg_parser, flag_name, load_settings, settings_for_tests
 
@@ -65,4 +66,5 @@ __all__ = [
     "flag_name",
     "load_settings",
     "settings_for_tests",
+    "webhook_secret_ok",
 ]

@@ -10,6 +10,8 @@ place.)
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 import ipaddress
@@ -562,6 +564,19 @@ class SimSettings(_Group):
 _WHSEC_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{24,}={0,2}$")
 
 
+def webhook_secret_ok(secret: str) -> bool:
+    """Whether ``secret`` is a Standard Webhooks signing key the ``standardwebhooks`` package
+    signs with: ``whsec_`` and base64 of 18+ bytes (``BRIDGE_WEBHOOK_SECRET``, a tenant's
+    ``webhookSecret``). The form alone let through a key that is no base64 (a length one more
+    than a multiple of four), which the package refused only when it came to sign."""
+    if not _WHSEC_RE.match(secret):
+        return False
+    try:  # as the package reads it: padding added, extra padding ignored
+        return bool(base64.b64decode(secret.removeprefix("whsec_") + "=="))
+    except binascii.Error:
+        return False
+
+
 @dataclass(frozen=True)
 class WebhookSettings(_Group):
     """Signed call-event webhooks out (Standard Webhooks): where, with which key, how hard."""
@@ -599,7 +614,7 @@ class WebhookSettings(_Group):
                 "BRIDGE_WEBHOOK_SECRET: required with BRIDGE_WEBHOOK_URL or "
                 "BRIDGE_WEBHOOK_URL_ALLOW (whsec_ followed by a base64 key of 24+ bytes)"
             )
-        if self.webhook_secret and not _WHSEC_RE.match(self.webhook_secret):
+        if self.webhook_secret and not webhook_secret_ok(self.webhook_secret):
             raise ConfigError(
                 "BRIDGE_WEBHOOK_SECRET: must be whsec_ followed by a base64 key (24+ characters)"
             )

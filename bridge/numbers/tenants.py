@@ -4,13 +4,13 @@ kept) and a webhook destination with its own Standard Webhooks secret (write-onl
 from __future__ import annotations
 
 import dataclasses
-import re
 import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import webhook_secret_ok
 from ..errors import BadRequest
 from .model import http_url, key_hash, new_id, parse_recording, text_field
 
@@ -89,9 +89,6 @@ class Tenant:
         )
 
 
-_WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/]{24,}={0,2}$")
-
-
 def apply_tenant_fields(tenant: Tenant, body: Mapping[str, Any]) -> None:
     """``name``, ``webhookURL``, ``webhookSecret``, ``maxCalls``, ``recording`` from a body."""
     known = {"name", "webhookURL", "webhookSecret", "maxCalls", "recording"}
@@ -109,7 +106,7 @@ def apply_tenant_fields(tenant: Tenant, body: Mapping[str, Any]) -> None:
         tenant.webhook_url = url or ""
     if "webhookSecret" in body:
         secret = body["webhookSecret"]
-        if secret is not None and (not isinstance(secret, str) or not _WHSEC.match(secret)):
+        if secret is not None and (not isinstance(secret, str) or not webhook_secret_ok(secret)):
             raise BadRequest(
                 "field 'webhookSecret' must be a Standard Webhooks secret (whsec_ + base64)"
             )

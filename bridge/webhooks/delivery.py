@@ -4,7 +4,8 @@ Every call event (the JSON of the SSE ``data`` line) goes to the call's ``status
 without one, to ``BRIDGE_WEBHOOK_URL``, signed with ``BRIDGE_WEBHOOK_SECRET``
 (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64 HMAC-SHA256>``, made by
 the ``standardwebhooks`` package). A tenant's calls' events also go to the tenant's own
-``webhookURL``, signed with its own ``webhookSecret`` (``docs/numbers.md``).
+``webhookURL``, signed with its own ``webhookSecret`` (``docs/numbers.md``) — once, and with
+that secret, when the call's destination is that URL already.
 
 - The event source (:meth:`WebhookService.observe`) only appends to a bounded queue: nothing
   on the media path or in a request handler waits for a receiver.
@@ -109,13 +110,16 @@ class WebhookService:
         if self._closing:
             return
         url = (call.status_callback if call is not None else None) or self.settings.webhook_url
-        if url and self.signer is not None:
-            self._queue(url, event, call, self.signer)
         tenant_id = call.tenant_id if call is not None else event.data.get("tenantID")
         mine = (
             self.tenant_destination(tenant_id) if isinstance(tenant_id, str) and tenant_id else None
         )
-        if mine is not None and mine[0] != url:
+        if mine is not None and mine[0] == url:  # the tenant's URL: once, with its secret
+            self._queue(url, event, call, self._tenant_signer(mine[1]))
+            return
+        if url and self.signer is not None:
+            self._queue(url, event, call, self.signer)
+        if mine is not None:
             self._queue(mine[0], event, call, self._tenant_signer(mine[1]))
 
     def _tenant_signer(self, secret: str) -> Webhook:

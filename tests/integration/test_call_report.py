@@ -319,3 +319,46 @@ async def test_the_record_is_read_from_another_worker_also_once_its_own_is_gone(
         assert await until(report, 10, "the record after A died", every=0.2) == first
     finally:
         await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_browser_that_sends_no_audio_raises_no_media_warning(
+    make_client: Any, tmp_path: Path, caplog: Any
+) -> None:
+    """A supervisor's listen-only browser (its offer ``recvonly``: no microphone) is on the
+    call's timeline, but it was also watched: it "sent nothing to hear", and after
+    ``BRIDGE_MEDIA_WARNING_AFTER`` a WARNING and a ``call.media_warning``
+    (``browser_audio_never_started``) said so of a browser that was never to send (the RTP
+    timeout already leaves such a browser alone)."""
+    import logging
+
+    from bridge.api.keys import MANAGER
+
+    from ..support.calls import wait_state
+    from ..support.rtc_client import RtcClient
+    from ..support.waits import until
+
+    client = await make_client(
+        call_reports=True, media_warning_after=1.0, data_dir=str(tmp_path), sim_peer="tone"
+    )
+    caplog.set_level(logging.WARNING, logger="bridge.calls")
+    call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    call_id = call["callID"]
+    await wait_state(client, call_id, "active")
+    live = client.app[MANAGER].get(call_id)
+    runtime = client.app[MANAGER].runtime(call_id)
+    listener = RtcClient(
+        client, call_id, freq=0, participant={"participantID": "qa", "role": "listen"}
+    )
+    await listener.offer()
+    await asyncio.wait_for(listener.connected.wait(), 10)
+
+    def report() -> dict[str, Any]:
+        assert runtime.report is not None
+        return runtime.report.timeline.report(live.snapshot())
+
+    # Three seconds of the listener on the timeline: a second past the warning's threshold.
+    await until(lambda: len(_rows(report(), "browser:qa")) >= 3, 10, "the listener's rows")
+    warnings = [e for e in report()["events"] if e["type"] == "call.media_warning"]
+    assert not [e for e in warnings if e["leg"] == "browser:qa"], warnings
+    assert "browser:qa" not in caplog.text, caplog.text
+    await listener.close()

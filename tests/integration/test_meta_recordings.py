@@ -270,3 +270,48 @@ async def test_a_tenant_that_forbids_recording_forbids_its_numbers(make_client, 
     )
     resp = await client.post("/call/record", json={"callID": call["callID"]}, headers=admin)
     assert resp.status == 201, await resp.text()
+
+
+async def test_a_recording_stored_on_a_stalled_disk_holds_up_no_other_call(
+    mclient, meta, monkeypatch
+):
+    """Meta's recording of an ended call is stored (decoded, written) while the disk stalls:
+    another call's answer meanwhile is taken at once. The engine's one reader of events
+    awaited the store, so every call of the worker waited for that disk: rung, answered and
+    ended by nobody until it came back."""
+    import threading
+
+    from bridge.attachments import imported
+
+    client = await mclient()
+    first = await (await client.post("/call/make", json={"phone": "+15550001111"})).json()
+    [(wacid, mcall)] = meta.meta_calls.items()
+    await meta.post(client, meta.envelope(meta.answer_event(mcall)))
+    await wait_state(client, first["callID"], "active")
+    await client.post("/call/hangup", json={"callID": first["callID"]})
+    await wait_state(client, first["callID"], "ended")
+    second = await (await client.post("/call/make", json={"phone": "+15550003333"})).json()
+    other = next(c for w, c in meta.meta_calls.items() if w != wacid)
+
+    stalled, storing = threading.Event(), threading.Event()
+    write = imported._write
+
+    def stalled_write(*args: Any) -> Any:
+        storing.set()
+        stalled.wait(10.0)  # a volume that hangs (bounded, should the test fail)
+        return write(*args)
+
+    monkeypatch.setattr(imported, "_write", stalled_write)
+    events = await client.get("/call/events")
+    try:
+        ogg = make("opus", 523.0, 1.0)
+        body = meta.envelope(meta.media.recording_event(wacid, "15550001111", ogg, "audio/ogg"))
+        assert (await meta.post(client, body)).status == 200
+        await until(storing.is_set, 5.0, "the recording being stored")
+        await meta.post(client, meta.envelope(meta.answer_event(other)))
+        await wait_state(client, second["callID"], "active", timeout=3.0)
+    finally:
+        stalled.set()
+    ready = await next_event(events, "recording.ready")
+    assert ready["callID"] == first["callID"]
+    events.close()

@@ -560,6 +560,38 @@ async def test_each_tenant_gets_its_own_calls_events_signed_with_its_own_secret(
     receiver.release.set()
 
 
+async def test_a_tenants_call_whose_callback_is_the_tenants_url_is_signed_with_its_secret(
+    nclient, aiohttp_server
+) -> None:
+    """A tenant's app places a call with ``statusCallback`` set to the tenant's own
+    ``webhookURL``: its events go there once, as before, but they were signed with the
+    service's ``BRIDGE_WEBHOOK_SECRET`` (the call's callback's signer), which the tenant does
+    not have: its receiver refused every one of them."""
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import SECRET, Receiver
+
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app, host="127.0.0.1")
+    receiver.base = f"http://127.0.0.1:{server.port}"
+    acme_secret = "whsec_" + "QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
+    client = await nclient(webhook_secret=SECRET, webhook_url_allow=("127.0.0.1",))
+    acme = await new_tenant(
+        client, "Acme", webhookURL=receiver.url("acme"), webhookSecret=acme_secret
+    )
+    await sim_number(client, "+15550000053", 600.0, headers=bearer(acme["apiKey"]))
+    body = {"phone": "5521999999999", "statusCallback": receiver.url("acme")}
+    call = await post(client, "/call/make", body, headers=bearer(acme["apiKey"]))
+    await post(client, "/call/hangup", {"callID": call["callID"]}, headers=ADMIN, status=200)
+    events = await receiver.wait_for("acme", 3)
+    assert "call.ended" in [e["type"] for e in events]
+    requests = [r for r in receiver.requests if r["kind"] == "acme"]
+    assert len(requests) == len({r["headers"]["webhook-id"] for r in requests})  # once each
+    for request in requests:
+        Webhook(acme_secret).verify(request["body"], request["headers"])  # its own secret
+    receiver.release.set()
+
+
 async def test_a_change_whose_body_came_slowly_brings_back_nothing_removed_meanwhile(
     nclient,
 ) -> None:

@@ -293,6 +293,91 @@ async def test_a_resume_asked_while_the_holds_music_opens_leaves_the_call_resume
     await until_passes(silent, timeout=3.0)
 
 
+async def test_a_resume_queued_behind_a_hold_as_the_call_ends_changes_nothing_after_its_end(
+    make_client, monkeypatch
+) -> None:
+    """A held call: hold with music asked (its file opening in a thread), a resume queued
+    behind it, and the call hung up meanwhile. The hold is refused (409: the call ended as its
+    music opened), and so is the resume: it found the ended call's hold still set, took it off
+    and published ``call.unheld`` after the call's ``call.ended``, answering 200."""
+    import threading
+
+    from bridge.attachments import playback
+
+    opened, stalled = playback._opened, threading.Event()
+
+    def stalled_open(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        stalled.wait(5.0)  # a disk slow to open the asset, till the call has ended
+        return opened(*args, **kwargs)  # type: ignore[arg-type]
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    form = aiohttp.FormData()
+    form.add_field("audio", make("wav", MUSIC, 2.0), filename="hold.wav")
+    asset = await (await client.post("/call/audio-assets", data=form)).json()
+    cid = await active_call(client)
+    assert (await client.post("/call/hold", json={"callID": cid, "held": True})).status == 200
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    monkeypatch.setattr(playback, "_opened", stalled_open)
+    music = {"callID": cid, "held": True, "music": asset["assetId"]}
+    try:
+        holding = asyncio.ensure_future(client.post("/call/hold", json=music))
+        await asyncio.sleep(0.1)  # the hold's music is opening
+        resuming = asyncio.ensure_future(
+            client.post("/call/hold", json={"callID": cid, "held": False})
+        )
+        await asyncio.sleep(0.1)  # the resume waits behind the hold
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    finally:
+        stalled.set()
+    assert (await asyncio.wait_for(holding, 5)).status == 409
+    assert (await asyncio.wait_for(resuming, 5)).status == 409
+    assert "call.ended" in seen, seen
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+
+
+@pytest.mark.parametrize("how", ["close", "transfer"])
+async def test_a_browser_leaving_as_the_call_ends_says_nothing_after_the_end(
+    make_client, monkeypatch, how
+) -> None:
+    """``POST /call/webrtc/close`` for the agent (or ``/call/transfer`` to another participant,
+    which closes the agent's connection) while the call is hung up: the agent's peer connection
+    was still closing when the call's end was published, and then the leave went on to say
+    ``webrtc.state`` and ``participant.left`` (the transfer ``call.transferred``, answering 200)
+    about the ended call, after its ``call.ended``. The transfer is 409 now: the call ended."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    rtc = await join(client, cid, "agent", "agent", AGENT)
+    other = await join(client, cid, "qa", "listen", LISTEN) if how == "transfer" else None
+    participants = client.app[MANAGER].runtime(cid).participants
+    session = participants.sessions["agent"]
+    real_close, closing_may_end = session.close, asyncio.Event()
+
+    async def slow_close() -> None:  # a peer connection slow to close (DTLS, ICE)
+        await closing_may_end.wait()
+        await real_close()
+
+    monkeypatch.setattr(session, "close", slow_close)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    if how == "close":
+        request = ("/call/webrtc/close", {"callID": cid, "participantID": "agent"}, 200)
+    else:
+        request = ("/call/transfer", {"callID": cid, "to": "qa"}, 409)
+    try:
+        leaving = asyncio.ensure_future(client.post(request[0], json=request[1]))
+        await until(lambda: "agent" not in participants.sessions, what="the leave under way")
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        await until(lambda: "call.ended" in seen, what="call.ended")
+    finally:
+        closing_may_end.set()
+    assert (await asyncio.wait_for(leaving, 5)).status == request[2]
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    for peer in (rtc, other):
+        if peer is not None:
+            await peer.close()
+
+
 async def test_a_hold_asked_again_after_its_music_was_stopped_plays_it_again(
     make_client,
 ) -> None:
@@ -466,6 +551,98 @@ async def test_participants_that_left_by_closing_make_room_for_new_ones(make_cli
             "the closed browsers' sessions closed",
         )
     assert len(runtime.participants.sessions) <= 2  # the gone ones are not kept for ever
+
+
+async def test_a_browser_dropped_for_a_new_one_has_left_and_joins_again(make_client) -> None:
+    """A supervisor's tab closed (its session shown as closed until someone joins), then
+    another browser joins and drops it from the call: it left, said by ``participant.left``.
+    Nothing said so: the app's view kept it on the call, and when it came back its
+    ``participant.joined`` never came either (it had never left)."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    runtime = client.app[MANAGER].find_runtime(cid)
+    seen: list[tuple[str, str]] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: (
+            seen.append((event.type, event.data.get("participantID", "")))
+            if event.type.startswith("participant.")
+            else None
+        )
+    )
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    await qa.close()
+    await until(lambda: runtime.participants.sessions["qa"].closed, 5, "the tab's session closed")
+    boss = await join(client, cid, "boss", "barge", BARGE)
+    assert "qa" not in runtime.participants.sessions  # dropped for the new one
+    again = await join(client, cid, "qa", "listen", LISTEN)
+    assert seen == [
+        ("participant.joined", "qa"),
+        ("participant.left", "qa"),
+        ("participant.joined", "boss"),
+        ("participant.joined", "qa"),
+    ], seen
+    for rtc in (again, boss):
+        await rtc.close()
+
+
+async def test_an_ended_calls_participants_are_shown_closed(make_client) -> None:
+    """A call hung up with browsers on it: its ``call.ended`` (event, webhook) and its snapshot
+    after showed ``webrtc: {state: closed}`` but each participant still ``connected``, as
+    they were before the end closed them."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    ended: list[dict] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: ended.append(event.call) if event.type == "call.ended" else None
+    )
+    peers = [
+        await join(client, cid, "agent", "agent", AGENT),
+        await join(client, cid, "qa", "listen", LISTEN),
+    ]
+    assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    snapshot = await (await client.get(f"/call/{cid}")).json()
+    for shown in (ended[0], snapshot):
+        assert shown["webrtc"] == {"state": "closed"}, shown
+        states = {p["participantID"]: p["webrtc"]["state"] for p in shown["participants"]}
+        assert states == {"agent": "closed", "qa": "closed"}, shown["participants"]
+    for rtc in peers:
+        await rtc.close()
+
+
+async def test_a_quality_sample_taken_as_the_call_ends_says_nothing_after_the_end(
+    make_client, monkeypatch
+) -> None:
+    """The quality sampler reads a browser's statistics (awaited) while the call is hung up:
+    the sample it got then (a bad one: a band change) was reported as ``call.quality``, after
+    the call's ``call.ended``."""
+    from bridge.rtc.quality import Quality
+
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"}, stats_interval=0.2)
+    cid = await active_call(client)
+    rtc = await join(client, cid, "agent", "agent", AGENT)
+    session = client.app[MANAGER].runtime(cid).participants.sessions["agent"]
+    sampling, may_answer = asyncio.Event(), asyncio.Event()
+
+    answered = asyncio.Event()
+
+    async def slow_sample() -> Quality:  # getStats answering late, with a bad second
+        sampling.set()
+        await may_answer.wait()
+        answered.set()  # the sampler goes on from here without a pause: the report, or none
+        return Quality(uplink_packets=25, uplink_lost=25, loss_fraction=0.5)
+
+    monkeypatch.setattr(session, "sample_quality", slow_sample)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    try:
+        await asyncio.wait_for(sampling.wait(), 5)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+        assert "call.ended" in seen
+    finally:
+        may_answer.set()
+    await asyncio.wait_for(answered.wait(), 5)
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    await rtc.close()
 
 
 async def test_a_re_offer_without_a_role_keeps_the_participants_role(make_client) -> None:

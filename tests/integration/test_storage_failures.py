@@ -9,6 +9,7 @@ import base64
 import contextlib
 import errno
 import gc
+import json
 import logging
 import os
 import threading
@@ -35,6 +36,10 @@ def _error(body: dict[str, Any]) -> str:
     assert set(body) == {"error"} and {"code", "message"} <= set(body["error"]), body
     code: str = body["error"]["code"]
     return code
+
+
+def _tasks_named(prefix: str) -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith(prefix)]
 
 
 def _disk_full(*args: Any, **kwargs: Any) -> None:
@@ -405,3 +410,103 @@ async def test_a_recording_served_or_swept_on_a_stalled_disk_never_holds_the_loo
     finally:
         stalled.set()
         comeback.cancel()
+
+
+async def test_a_recording_record_all_cannot_start_is_said_not_a_task_failure(
+    make_client, tmp_path, monkeypatch, caplog
+) -> None:
+    """``BRIDGE_RECORD_ALL`` on a full disk: each answered call goes on unrecorded, which is
+    said at WARNING with the reason and to the app (``recording.failed``, segment 1). It was
+    the app's task failing: an ERROR with a traceback, and nothing to the app."""
+    client = await make_client(data_dir=str(tmp_path / "data"), record_all=True)
+    monkeypatch.setattr(wav.WavTrack, "__init__", _disk_full)
+    caplog.set_level(logging.WARNING)
+    events = await client.get("/call/events")
+    made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    await wait_state(client, made["callID"], "active")
+    failed = None
+    while failed is None:
+        line = (await asyncio.wait_for(events.content.readline(), 3)).decode()
+        if line.startswith("data: ") and '"recording.' in line:
+            failed = json.loads(line[6:])
+    events.close()
+    assert failed["type"] == "recording.failed", failed
+    assert failed["segment"] == 1 and failed["reason"] == "storage_failed", failed
+    assert "No space left" in failed["message"], failed
+    said = [r for r in caplog.records if "No space left" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
+    assert said[0].exc_info is None, caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("asked", ["record_all", "api"])
+async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
+    make_client, tmp_path, monkeypatch, caplog, asked
+) -> None:
+    """The call ends while its recording is being started (``BRIDGE_RECORD_ALL``'s, or
+    ``POST /call/record``: its files made on the recordings' threads): nothing failed, nothing
+    is said above INFO, the start is a 409, and no recording is left: no files, no event after
+    ``call.ended``. It was the app's task failing with ``CallStateError`` (an ERROR with a
+    traceback) for ``BRIDGE_RECORD_ALL``, and in both cases a ``recording.ready`` of two empty
+    files, after the call's ``call.ended`` and with no ``recording.started`` before it."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), record_all=asked == "record_all")
+    stalled, entered = threading.Event(), threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        entered.set()
+        stalled.wait(5.0)
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    caplog.set_level(logging.WARNING)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    made = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
+    cid = made["callID"]
+    starting = None
+    try:
+        await wait_state(client, cid, "active")
+        if asked == "api":
+            starting = asyncio.ensure_future(client.post("/call/record", json={"callID": cid}))
+        await until(entered.is_set)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    finally:
+        stalled.set()
+    if starting is not None:
+        assert (await asyncio.wait_for(starting, 5)).status == 409
+    await until(lambda: not _tasks_named("app:record:"), what="the recording's start to end")
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    assert "recording.started" not in seen, seen
+    assert not list(data.rglob(f"{cid}*.wav")), list(data.rglob("*.wav"))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("fault", ["eio", "corrupt"])
+async def test_a_stored_call_record_the_disk_cannot_give_back_is_503(
+    make_client, tmp_path, monkeypatch, caplog, fault
+) -> None:
+    """``GET /call/{callID}/report`` of an ended call whose stored record the disk fails to
+    read (an I/O error) or gives back broken (not JSON): 503 ``storage_failed`` with the error
+    body, as for a recording or an asset. It was a 500 with a traceback."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), call_reports=True)
+    reports = data / "reports"
+    reports.mkdir(parents=True)
+    record = reports / "c0ffee.report.json"
+    record.write_text('{"summary": {' if fault == "corrupt" else "{}")
+    if fault == "eio":
+        read = Path.read_text
+
+        def failing_read(self: Path, *args: Any, **kwargs: Any) -> str:
+            if self == record:
+                raise OSError(errno.EIO, "Input/output error")
+            return read(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", failing_read)
+    caplog.set_level(logging.ERROR)
+    resp = await client.get("/call/c0ffee/report")
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    assert not caplog.records, caplog.text

@@ -25,6 +25,9 @@ from ..support.calls import wait_state
 from ..support.waits import until
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+UNDECODABLE = "whsec_" + "A" * 25
+"""A secret in the whsec_ form whose key is no base64 (one character more than a multiple of
+four): the standardwebhooks package cannot sign with it."""
 LIFECYCLE = ["call.created", "call.ringing", "call.active", "call.ended"]
 
 
@@ -342,6 +345,8 @@ async def test_events_over_the_destinations_bound_are_said_once(
         ({"BRIDGE_WEBHOOK_URL": "http://127.0.0.1:9/h"}, "BRIDGE_WEBHOOK_SECRET"),
         ({"BRIDGE_WEBHOOK_URL": "ftp://x/h", "BRIDGE_WEBHOOK_SECRET": SECRET}, "WEBHOOK_URL"),
         ({"BRIDGE_WEBHOOK_SECRET": "plain-secret"}, "BRIDGE_WEBHOOK_SECRET"),
+        # Its form, but not base64 (25 characters): the start failed with binascii's traceback.
+        ({"BRIDGE_WEBHOOK_SECRET": UNDECODABLE}, "BRIDGE_WEBHOOK_SECRET"),
         ({"BRIDGE_WEBHOOK_URL_ALLOW": "https://x.example/"}, "BRIDGE_WEBHOOK_URL_ALLOW"),
         ({"BRIDGE_WEBHOOK_MAX_ATTEMPTS": "0"}, "BRIDGE_WEBHOOK_MAX_ATTEMPTS"),
         ({"BRIDGE_WEBHOOK_QUEUE_SIZE": "0"}, "BRIDGE_WEBHOOK_QUEUE_SIZE"),
@@ -352,3 +357,16 @@ def test_bad_webhook_settings_are_refused(env, needle) -> None:
 
     with pytest.raises(ConfigError, match=needle):
         load_settings([], env)
+
+
+async def test_a_tenants_secret_that_cannot_sign_is_400(make_client, caplog) -> None:
+    """A tenant's ``webhookSecret`` in the whsec_ form but no base64: it was taken (201), and
+    every event of the tenant's calls then failed in the webhooks' observer (said once, at
+    ERROR with a traceback) and none reached its ``webhookURL``."""
+    client = await make_client()
+    caplog.set_level(logging.ERROR)
+    body = {"name": "t", "webhookURL": "http://127.0.0.1:9/h", "webhookSecret": UNDECODABLE}
+    resp = await client.post("/tenants", json=body)
+    assert resp.status == 400, await resp.text()
+    assert "webhookSecret" in (await resp.json())["error"]["message"]
+    assert not caplog.records, caplog.text

@@ -494,3 +494,42 @@ async def test_a_moved_fork_without_its_stream_id_is_a_bad_request_not_a_crash(
         moved["streamId"] = stream_id
     with pytest.raises(BadRequest, match="streamId"):
         await ForkService(("127.0.0.1",), None).resume(None, moved)  # type: ignore[arg-type]
+
+
+async def test_a_ringing_call_moved_here_rings_no_longer_than_its_ring_timeout() -> None:
+    """A ringing call handed over (or adopted) keeps the time it has rung already: past
+    ``BRIDGE_RING_TIMEOUT`` since it was created it is missed here too. Its new worker
+    counted from the move, so a moved call could ring for twice the timeout (its answer's
+    time limit was counted from the real answer already)."""
+    import time
+
+    from bridge.calls.watchdog import check_limits
+
+    engine = MovableEngine()
+    engine.calls["ringing"] = "ringing"
+    manager = calls_for_tests(engine).manager
+    await manager.start()
+    timeout = manager.settings.ring_timeout
+    snapshot = Call(
+        id="call-ringing",
+        peer="1@s.whatsapp.net",
+        direction=Direction.INBOUND,
+        owner="draining-worker",
+        engine_call_id="ringing",
+        state=CallState.RINGING,
+        created_at=time.time() - timeout - 5.0,
+    ).snapshot()
+    moved = MovedCall(snapshot=snapshot, engine_call_id="ringing", reason="drain")
+    try:
+        runtime = await adopt_call(manager, moved, claim=MemoryDirectory("here", "", 10, list))
+        ended: list[EndReason] = []
+        check_limits(
+            manager.settings,
+            [runtime],
+            lambda _runtime, reason: ended.append(reason),
+            time.monotonic(),
+            set(),
+        )
+        assert ended == [EndReason.MISSED]
+    finally:
+        await manager.close()

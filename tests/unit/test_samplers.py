@@ -22,6 +22,7 @@ class _Runtime:
         self.webrtc_leg = self if broken else None
         self.participants = self
         self.sessions: dict[str, Any] = {}
+        self.closed = False
 
     def sample_report(self, now: float) -> None:
         if self.broken:
