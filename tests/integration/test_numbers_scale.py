@@ -156,14 +156,19 @@ async def test_thirty_meta_numbers_and_two_engines_each_reach_their_tenant(
         # Heard once the browser has had half a second of the tone: with 31 other calls
         # ringing, its connection may take two seconds on a slow host, so a fixed wait can
         # end with a few frames of it (a spectrum that coarse misses 700 Hz by 15 Hz).
-        def toned() -> list[np.ndarray]:
-            return [c for c in rtc.recorder.chunks[-100:] if np.sqrt(np.mean(c**2)) > 1000]
+        # The same the other way: the user's last 50 chunks taken as soon as the browser's side
+        # was heard held the answer's first frames and the silence before them on a host at
+        # load 5 (275 Hz).
+        def toned(recorder: Any) -> list[np.ndarray]:
+            return [c for c in recorder.chunks[-100:] if np.sqrt(np.mean(c**2)) > 1000]
 
-        await until(lambda: len(toned()) >= 25, 10, "the user's tone at the browser")
-        heard = np.concatenate(toned()[-25:])
+        await until(lambda: len(toned(rtc.recorder)) >= 25, 10, "the user's tone at the browser")
+        heard = np.concatenate(toned(rtc.recorder)[-25:])
         assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
-        user = np.concatenate(mcall.peer.recorder.chunks[-50:])
-        assert dominant_frequency(user, mcall.peer.recorder.rate) == pytest.approx(440, abs=5)
+        user_recorder = mcall.peer.recorder
+        await until(lambda: len(toned(user_recorder)) >= 25, 10, "the browser's tone at the user")
+        user = np.concatenate(toned(user_recorder)[-25:])
+        assert dominant_frequency(user, user_recorder.rate) == pytest.approx(440, abs=5)
         accept = next(i for i, x in enumerate(apps[2].actions) if x.get("action") == "accept")
         assert apps[2].action_numbers[accept] == "3204"
         await rtc.close()
