@@ -510,3 +510,30 @@ async def test_a_stored_call_record_the_disk_cannot_give_back_is_503(
     assert resp.status == 503, await resp.text()
     assert _error(await resp.json()) == "storage_failed"
     assert not caplog.records, caplog.text
+
+
+@pytest.mark.parametrize("fault", [errno.EIO, errno.EACCES])
+async def test_a_reports_directory_the_disk_fails_is_503(
+    make_client, tmp_path, monkeypatch, caplog, fault
+) -> None:
+    """``GET /call/reports`` on a reports directory the disk fails to list (an I/O error, a
+    permission): 503 ``storage_failed`` with the error body, as a record it cannot read. It was
+    a 500 with a traceback (EIO), or an empty list as if no call had ended (EACCES)."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), call_reports=True)
+    reports = data / "reports"
+    reports.mkdir(parents=True)
+    (reports / "c0ffee.report.json").write_text("{}")
+    scandir = os.scandir
+
+    def failing_scandir(path: Any = ".") -> Any:
+        if Path(path) == reports:
+            raise OSError(fault, os.strerror(fault))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    caplog.set_level(logging.ERROR)
+    resp = await client.get("/call/reports")
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    assert not caplog.records, caplog.text
