@@ -11,6 +11,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -41,6 +42,9 @@ class Receiver:
         self.requests: list[dict[str, Any]] = []
         self.flaky_left = 2
         self.gate_open = False  # ``/gate`` 401 and ``/down`` 503 until it opens, then 200
+        self.later_by = {"later": 2.0, "much-later": 86400.0}
+        """``/later`` and ``/much-later``: each event's first try a 503 whose ``Retry-After`` is
+        an HTTP date that many seconds ahead, the next a 200."""
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()  # set at teardown: hanging requests then end
         app = web.Application()
@@ -65,10 +69,17 @@ class Receiver:
             return web.Response(status=503)
         if kind == "picky" and json.loads(body)["call"]["metadata"].get("fail"):
             return web.Response(status=503)
+        if kind in self.later_by and self._first_try(request.headers["webhook-id"]):
+            when = formatdate(time.time() + self.later_by[kind], usegmt=True)
+            return web.Response(status=503, headers={"Retry-After": when})
         if kind == "flaky" and self.flaky_left > 0:
             self.flaky_left -= 1
             return web.Response(status=503)
         return web.Response(status=200)
+
+    def _first_try(self, webhook_id: str) -> bool:
+        tries = [r for r in self.requests if r["headers"]["webhook-id"] == webhook_id]
+        return len(tries) == 1
 
     def url(self, kind: str) -> str:
         return f"{self.base}/{kind}"
@@ -165,6 +176,23 @@ async def test_503_twice_then_200_is_delivered_on_the_third_try(receiver, make_c
     text = (await (await client.get("/metrics")).read()).decode()
     assert 'bridge_webhook_deliveries_total{outcome="delivered"}' in text
     assert 'bridge_webhook_attempts_total{result="5xx"} 2.0' in text
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(
+    receiver, make_client, monkeypatch
+) -> None:
+    """A 503 whose ``Retry-After`` is an HTTP date (RFC 9110 §10.2.3 allows it as well as
+    seconds): the retry waits till then, at most the delivery's own longest delay. The date
+    was ignored and the retry came on the backoff alone (0.01 s here)."""
+    monkeypatch.setattr(delivery, "MAX_RETRY_DELAY", 1.5)
+    client = await make_client(**hooks(webhook_retry_base=0.01))
+    for kind in ("later", "much-later"):  # 2 s ahead (1-2 s, the date is in whole seconds)
+        await make(client, receiver.url(kind))
+    for kind in ("later", "much-later"):
+        await receiver.wait_for(kind, 2)
+        tries = [r for r in receiver.requests if r["kind"] == kind][:2]
+        assert tries[0]["headers"]["webhook-id"] == tries[1]["headers"]["webhook-id"]
+        assert tries[1]["at"] - tries[0]["at"] >= 0.9, kind
 
 
 async def test_404_receiver_is_not_retried(receiver, make_client) -> None:
