@@ -335,6 +335,34 @@ async def test_queue_overflow_drops_the_oldest_and_counts(make_client, receiver,
     assert "queue full" in caplog.text
 
 
+async def test_retries_waiting_for_a_down_receiver_are_bounded(
+    make_client, receiver, caplog
+) -> None:
+    """A receiver down while many calls have events for it: the events waiting for their
+    retry are bounded as the queue is (``BRIDGE_WEBHOOK_QUEUE_SIZE``), the oldest dropped,
+    counted and said once at WARNING. Each call held one waiting retry and nothing bounded how
+    many calls did: every one, for the two minutes of its tries."""
+    size = 2
+    client = await make_client(
+        **hooks(webhook_queue_size=size, webhook_retry_base=30.0, webhook_flush_timeout=0.1)
+    )
+    metrics = client.app[METRICS]
+    calls = [await make(client, receiver.url("down")) for _ in range(8)]
+    await receiver.wait_for("down", len(calls))  # every call's first event tried (503)
+
+    def waiting() -> float:
+        return float(metrics.registry.get_sample_value("bridge_webhook_queued") or 0)
+
+    # Queued (at most ``size``) and waiting for a retry (at most ``size``); it was 8 + 2.
+    await until(lambda: waiting() <= 2 * size, 5, "the waiting retries bounded")
+    assert metrics.webhook_deliveries.labels("dropped")._value.get() >= len(calls) - 2 * size
+    said = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "BRIDGE_WEBHOOK_QUEUE_SIZE" in said[0].getMessage()
+    first = await (await client.get(f"/call/{calls[0]['callID']}")).json()
+    assert first["webhook"]["outcome"] == "dropped", first["webhook"]
+
+
 async def test_events_lost_at_shutdown_are_said_once(make_client, receiver, caplog) -> None:
     """Deliveries the flush time did not see through (a receiver that hangs) are abandoned at
     shutdown: said once at WARNING with how many and why (they were only counted)."""
