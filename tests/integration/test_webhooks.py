@@ -316,6 +316,29 @@ async def test_service_wide_url_and_answer_override(receiver, make_client) -> No
     assert [e["type"] for e in receiver.events("ok")] == ["call.created", "call.ringing"]
 
 
+async def test_an_answer_refused_leaves_the_calls_callback_as_it_was(
+    receiver, zclient, zuckzapgo
+) -> None:
+    """An answer that fails (409: the caller hung up as it was answered) changes nothing of
+    the call: its events still go where they went. The answer's ``statusCallback`` was set
+    before the answer was tried, and the call's end went to the failed answer's URL."""
+    client = await zclient(engine_poll_interval=30.0, **hooks(webhook_url=receiver.url("ok")))
+    engine_id = zuckzapgo.ring_inbound("15550006666")
+    offer = {"callId": engine_id, "from": "15550006666@s.whatsapp.net"}
+    await client.post("/engine/webhook", json={"type": "v1.call.offer", "data": offer})
+    ringing = await receiver.wait_for("ok", 2)  # created, ringing
+    cid = ringing[0]["callID"]
+    zuckzapgo.remote_hangup(engine_id)
+    answer = {"callID": cid, "statusCallback": receiver.url("other")}
+    resp = await client.post("/call/answer", json=answer)
+    assert resp.status == 409, await resp.text()
+    terminate = {"type": "v1.call.terminate", "data": {"callId": engine_id}}
+    await client.post("/engine/webhook", json=terminate)
+    events = await receiver.wait_for("ok", 3)
+    assert [e["type"] for e in events] == ["call.created", "call.ringing", "call.ended"]
+    assert receiver.events("other") == []
+
+
 async def test_pending_deliveries_are_flushed_at_shutdown(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     call = await make(client, None)
