@@ -26,6 +26,7 @@ import pytest
 from bridge.api.keys import MANAGER, RECORDINGS
 from bridge.attachments import left_open, recorder, recording, wav
 from bridge.attachments.assets import AssetStore
+from bridge.errors import CallStateError
 
 from ..support.audio_files import make
 from ..support.calls import wait_state
@@ -480,6 +481,43 @@ async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
     assert seen[seen.index("call.ended") + 1 :] == [], seen
     assert "recording.started" not in seen, seen
     assert not list(data.rglob(f"{cid}*.wav")), list(data.rglob("*.wav"))
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_moved_call_that_ends_as_its_next_segment_starts_leaves_no_segment(
+    call, monkeypatch, caplog
+) -> None:
+    """A recorded call moved here (a handover) ends while its next segment's files are being
+    made (on the recordings' threads): the resume is refused (the call's 409) and the segment
+    discarded, as a start's: no files, nothing said after ``call.ended``. It was finished and
+    announced: a ``recording.ready`` of empty files after the call's end."""
+    client, cid = call
+    service, runtime = client.app[RECORDINGS], client.app[MANAGER].runtime(cid)
+    stalled, entered = threading.Event(), threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        entered.set()
+        stalled.wait(5.0)
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    caplog.set_level(logging.WARNING)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    moved = {"origin": "files/calls/moved", "segment": 1}
+    resuming = asyncio.ensure_future(service.resume(runtime, moved))
+    try:
+        await until(entered.is_set)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    finally:
+        stalled.set()
+    with pytest.raises(CallStateError):
+        await asyncio.wait_for(resuming, 5)
+    assert "call.ended" in seen, seen
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    assert not list(service.calls_dir.glob("moved-seg2*")), list(service.calls_dir.iterdir())
+    assert not service.index, service.index
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
