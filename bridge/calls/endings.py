@@ -37,10 +37,13 @@ class Endings:
         if not call.live or manager.shutting_down:
             return
 
-        async def fail() -> None:
+        reason = "it closed" if exc is None else str(exc) or type(exc).__name__
+
+        async def fail() -> None:  # said here, once, with the reason (the opening says INFO)
             log.warning(
-                "call %s: engine media lost for good, hanging up",
+                "call %s: engine media lost for good (%s), hanging up",
                 call.id,
+                reason,
                 extra={"call_id": call.id},
             )
             await hang_up_quietly(manager.engine_of(call), call)
