@@ -1,6 +1,7 @@
 """The process's one outgoing HTTP client (aiohttp recommends one ``ClientSession`` per app),
 and the one reader of the URLs it is given (:func:`url_parts`), and of how they are shown
-(:func:`display_url`: never a secret they carry).
+(:func:`display_url`: never a secret they carry), and of how long an answer asks to wait
+(:func:`retry_after`).
 
 Engines, media forks, playback URLs and TURN credential services all use it, each request
 with its own timeout. Redirects are refused everywhere: a followed redirect could take a
@@ -9,6 +10,9 @@ fork or a playback fetch to a host that the allow-lists never approved.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -46,6 +50,24 @@ def display_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """The seconds a ``Retry-After`` asks to wait, given as seconds or as an HTTP date (RFC
+    9110 §10.2.3 allows both; a date is read against the wall clock ``now``, one past is 0);
+    ``None`` when absent or unreadable. The caller bounds it by its own longest wait."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # the obsolete asctime form has no zone: GMT (RFC 9110 §5.6.7)
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def connect_failure(exc: BaseException, timeout: float) -> str:

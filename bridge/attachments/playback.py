@@ -17,7 +17,7 @@ import binascii
 import itertools
 import logging
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ MAX_PER_CALL = 8
 """Playbacks mixed into one call at the same time."""
 
 
-def _opened(source: Path | bytes, skip: int = 0) -> Iterator[Pcm]:
+def _opened(source: Path | bytes, skip: int = 0) -> OpenedAudio:
     """``source``'s frames (past the first ``skip``: a playback going on where it was),
     checked (``probe``), its container open and its first frame
     decoded: the slow part of a playback's start (~20 ms a short WAV on the 2-core VM, more
@@ -55,11 +55,31 @@ def _opened(source: Path | bytes, skip: int = 0) -> Iterator[Pcm]:
     (``tests/integration/test_passthrough.py``'s mixing switch saw it as a gap). A generator
     may go on in another thread once this one is done with it."""
     probe(source)
-    frames: Iterator[Pcm] = bus_frames(source)
-    if skip:
-        frames = itertools.islice(frames, skip, None)
-    first = next(frames, None)
-    return frames if first is None else itertools.chain((first,), frames)
+    decoder = bus_frames(source)
+    frames = itertools.islice(decoder, skip, None) if skip else decoder
+    return OpenedAudio(next(frames, None), frames, decoder)
+
+
+class OpenedAudio(Iterator[Pcm]):
+    """A file's frames, its first decoded already, and :meth:`close` for its decoder (the
+    container open on the file) when they are not played after all."""
+
+    def __init__(
+        self, first: Pcm | None, frames: Iterator[Pcm], decoder: Generator[Pcm, None, None]
+    ) -> None:
+        self._first = first
+        self._frames = frames
+        self._decoder = decoder
+
+    def __next__(self) -> Pcm:
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
+        return next(self._frames)
+
+    def close(self) -> None:
+        self._first = None
+        self._decoder.close()
 
 
 class Playback:
@@ -259,18 +279,22 @@ class PlaybackService:
         except UndecodableAudio as exc:
             raise BadRequest(str(exc), code="undecodable_audio") from None
 
-        self._check_room(host)  # again: others may have started while this one opened
-        playback = Playback(
-            host,
-            opened,
-            lambda: _opened(source),
-            to_downlink=target == "both",
-            loop=loop,
-            asset_id=asset_id,
-            playback_id=playback_id,
-            frames_played=played,
-        )
-        host.attach(playback)  # 409 if the call ended while the audio was fetched
+        try:
+            self._check_room(host)  # again: others may have started while this one opened
+            playback = Playback(
+                host,
+                opened,
+                lambda: _opened(source),
+                to_downlink=target == "both",
+                loop=loop,
+                asset_id=asset_id,
+                playback_id=playback_id,
+                frames_played=played,
+            )
+            host.attach(playback)  # 409 if the call ended while the audio was fetched
+        except BaseException:
+            opened.close()  # its file, open since the thread opened it
+            raise
         host.bus.add_source(playback)
         resumed = {"resumed": True} if playback_id is not None else {}
         host.emit("playback.started", playbackId=playback.id, target=target, **resumed)

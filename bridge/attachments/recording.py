@@ -203,8 +203,8 @@ class RecordingService:
         )
         try:
             host.attach(recorder)
-        except CallStateError:  # the call ended while it moved: finish the segment's files
-            await recorder.close()
+        except CallStateError:  # the call ended while it moved: no segment, as for a start
+            await recorder.discard()
             raise
         host.emit("recording.started", segment=segment)
         return recorder

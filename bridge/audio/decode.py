@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -83,7 +83,7 @@ def measure_duration_ms(source: Source) -> int:
     return sum(f.size for f in bus_frames(source)) * 1000 // 16_000
 
 
-def bus_frames(source: Source) -> Iterator[Pcm]:
+def bus_frames(source: Source) -> Generator[Pcm, None, None]:
     """Decode ``source`` to 20 ms bus frames, lazily; the last partial frame is zero-padded."""
     container = _open(source)
     try:

@@ -17,15 +17,16 @@ if TYPE_CHECKING:
 
 async def answer(manager: AnswersCalls, call_id: str, status_callback: str | None) -> Call:
     """Answer ``call_id`` (see the module docstring); ``status_callback`` (already checked)
-    receives its events from now on."""
+    receives its events once the answer is taken (``call.active`` on): an answer that fails
+    leaves the call's callback as it was."""
     call = manager.get(call_id)
     check_answerable(call)
-    if status_callback is not None:
-        call.status_callback = status_callback
     runtime = manager.runtime(call.id)
     async with runtime.answering:
-        if call.state is CallState.ACTIVE:
-            return call  # answered by the answer this one waited for
+        if call.state is CallState.ACTIVE:  # answered by the answer this one waited for
+            if status_callback is not None:
+                call.status_callback = status_callback
+            return call
         check_answerable(call)
         try:
             await manager.engine_of(call).answer(call.engine_call_id)
@@ -38,6 +39,8 @@ async def answer(manager: AnswersCalls, call_id: str, status_callback: str | Non
                 f"call {call.id} ended before it was answered (the caller hung up)"
             ) from None
         if call.state is CallState.RINGING:
+            if status_callback is not None:
+                call.status_callback = status_callback
             manager.activate(call)
     if not call.live:  # hung up, or out of time, while the engine took the answer
         raise CallStateError(f"call {call.id} ended ({call.end_reason}) as it was answered")

@@ -109,7 +109,9 @@ class EngineMedia:
             try:
                 channel = await self.engine.open_media(call.engine_call_id)
             except (EngineError, ConnectionError) as exc:
-                log.warning(
+                # INFO: the call's failure is said at WARNING, with this reason, if the engine
+                # does not report the call's end first (``Endings.media_lost``).
+                log.info(
                     "call %s: cannot open engine media: %s",
                     call.id,
                     exc,

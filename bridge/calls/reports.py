@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import statistics
 import time
@@ -207,15 +208,25 @@ class CallReports:
     def stored(self, limit: int | None = 50) -> list[str]:
         """The ids of the newest stored records, newest first, every one when ``limit`` is
         ``None`` (one swept meanwhile, by this worker or another sharing the data directory, is
-        left out)."""
-        if not self.root.is_dir():
-            return []
+        left out). A directory the disk fails to list raises :class:`StorageFailed` (``glob``
+        took a permission error for an empty directory, and let an I/O error through)."""
         dated: list[tuple[float, str]] = []
-        for path in self.root.glob("*.report.json"):
-            try:
-                dated.append((path.stat().st_mtime, path.name.removesuffix(".report.json")))
-            except FileNotFoundError:
-                continue
+        try:
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    if not entry.name.endswith(".report.json"):
+                        continue
+                    try:
+                        mtime = entry.stat().st_mtime
+                    except FileNotFoundError:
+                        continue
+                    dated.append((mtime, entry.name.removesuffix(".report.json")))
+        except (FileNotFoundError, NotADirectoryError):
+            return []  # no call has ended with a record here yet
+        except OSError as exc:
+            raise StorageFailed(
+                f"the call records cannot be listed: {exc.strerror or exc}"
+            ) from None
         dated.sort()
         return [name for _, name in (dated if limit is None else dated[-limit:])][::-1]
 

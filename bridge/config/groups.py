@@ -593,7 +593,9 @@ class WebhookSettings(_Group):
     webhook_retry_base: float = _opt(
         2.0, "seconds before the first retry; doubled each time, with jitter"
     )
-    webhook_queue_size: int = _opt(1000, "events queued per destination URL (oldest dropped)")
+    webhook_queue_size: int = _opt(
+        1000, "events queued per destination URL, and as many waiting for a retry (oldest dropped)"
+    )
     webhook_flush_timeout: float = _opt(5.0, "seconds pending deliveries get at shutdown")
 
     @property

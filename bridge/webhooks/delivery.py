@@ -44,6 +44,7 @@ from ..calls import Call, CallEvent
 from ..config import WebhookSettings
 from ..errors import BadRequest, Forbidden
 from ..http import display_url, url_parts
+from ..http import retry_after as parse_retry_after
 from ..metrics import Metrics
 from ..tasks import TaskSet
 from .destination import Delivery, Destination
@@ -229,7 +230,7 @@ class WebhookService:
                 timeout=timeout,
             ) as resp:
                 status = resp.status
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except TimeoutError:
             self.metrics.webhook_attempts.labels("timeout").inc()
             return None, f"timed out after {self.settings.webhook_timeout:g} s", None
@@ -269,12 +270,3 @@ class WebhookService:
             destination.abandon()
         await self.tasks.close()
         self.destinations.clear()
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None

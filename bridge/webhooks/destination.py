@@ -1,7 +1,7 @@
 """One receiver URL's side of the webhooks (:mod:`.delivery`): each event on its way
 (:class:`Delivery`) and each URL's bounded queue and workers (:class:`Destination`), which keep
-each call's events in order, hold no worker while an event waits for its retry, and say a run
-of failures once."""
+each call's events in order, hold no worker while an event waits for its retry (as many waiting
+as the queue holds), and say a run of failures once."""
 
 from __future__ import annotations
 
@@ -97,6 +97,7 @@ class Destination:
         self._retries: list[tuple[float, Delivery]] = []  # (when, delivery) waiting to retry
         self._wake = asyncio.Event()
         self._overflowing = False
+        self._retries_overflowing = False  # said once per burst, as the queue's
         self._failed = 0  # events refused or given up on since the last delivered
 
     def failed(self, delivery: Delivery, outcome: str, reason: str) -> None:
@@ -124,9 +125,7 @@ class Destination:
 
     def put(self, delivery: Delivery) -> None:
         if len(self.queue) >= self.service.settings.webhook_queue_size:
-            dropped = self.queue.popleft()
-            dropped.record(self.url, "dropped", error="queue full")
-            self.service.count("dropped")
+            self._drop(self.queue.popleft(), "queue full")
             if not self._overflowing:
                 self._overflowing = True
                 log.warning(
@@ -141,6 +140,35 @@ class Destination:
         if self.workers < CONCURRENCY and self.workers < self.pending:
             self.workers += 1
             self.service.tasks.spawn(self._worker(), f"webhook:{self.shown[:60]}")
+
+    def _drop(self, delivery: Delivery, why: str) -> None:
+        delivery.record(self.url, "dropped", error=why)
+        self.service.count("dropped")
+
+    def _wait_for_retry(self, when: float, delivery: Delivery) -> None:
+        """``delivery`` waits till ``when`` for its next try, its call busy meanwhile. As many
+        wait as the queue holds (``BRIDGE_WEBHOOK_QUEUE_SIZE``): past it the one waiting
+        longest is dropped, its call's next event free to go. A receiver down while many calls
+        had events for it once held one waiting retry a call, as many as there were calls."""
+        self._retries.append((when, delivery))
+        size = self.service.settings.webhook_queue_size
+        if len(self._retries) <= size:
+            if self._retries_overflowing and len(self._retries) < size // 2:
+                self._retries_overflowing = False
+            return
+        _, dropped = self._retries.pop(0)
+        self._drop(dropped, "too many events waiting for a retry")
+        self._busy.discard(dropped.key)
+        self._wake.set()
+        self.service.progressed()
+        if not self._retries_overflowing:
+            self._retries_overflowing = True
+            log.warning(
+                "webhooks to %s: more events waiting for a retry than BRIDGE_WEBHOOK_QUEUE_SIZE "
+                "(%d), dropping the oldest",
+                self.shown,
+                size,
+            )
 
     def _take(self, now: float) -> Delivery | None:
         """A retry that is due, else the oldest event whose call has no delivery under way
@@ -190,7 +218,7 @@ class Destination:
                         self._wake.set()  # the call's next event may now go
                         self.service.progressed()
                     else:  # its call stays busy: its later events wait behind the retry
-                        self._retries.append((loop.time() + retry_in, delivery))
+                        self._wait_for_retry(loop.time() + retry_in, delivery)
         finally:
             self.workers -= 1
             self.service.forget(self)

@@ -28,6 +28,9 @@ class FakeZuckZapGo(FakeServer):
         self.list_answer: bytes | None = None  # when set, /call/status answers it (200)
         self.stream_refusals = 0  # the next media sockets refused (503), as an engine starting
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.slow: dict[str, asyncio.Event] = {}
+        """A POST to one of these paths is taken (recorded) at once and answered only once its
+        event is set: an engine slow to answer it."""
 
     @staticmethod
     def ok(data: Any) -> web.Response:
@@ -53,6 +56,9 @@ class FakeZuckZapGo(FakeServer):
             return self.err(401, "invalid token")
         if request.method == "POST":
             self.requests.append((request.method, request.path, await request.json()))
+            slow = self.slow.get(request.path)
+            if slow is not None:
+                await slow.wait()
         return await handler(request)
 
     async def status(self, request: web.Request) -> web.Response:

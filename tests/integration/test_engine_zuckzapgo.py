@@ -148,6 +148,32 @@ async def test_an_answer_as_the_caller_hangs_up_is_409_not_404(zclient, zuckzapg
     assert ended["endReason"] == "remote_canceled"
 
 
+async def test_an_answer_as_the_ring_timeout_ends_the_call_is_409_and_the_call_missed(
+    zclient, zuckzapgo
+) -> None:
+    """The ring timeout ends an inbound call (its hang-up on the engine, slow to answer) and
+    the agent answers meanwhile: one outcome. The call is missed, never answered (no
+    ``answeredAt``, no ``call.active``), and the answer is a 409. The answer went through while
+    the engine took the hang-up, and the call then ended ``missed`` with ``answeredAt`` set."""
+    client = await zclient(engine_poll_interval=30.0, ring_timeout=0.5)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    zuckzapgo.slow["/call/hangup"] = asyncio.Event()
+    try:
+        engine_id, cid = await ringing_by_webhook(client, zuckzapgo, "15550008888")
+        hangup = ("POST", "/call/hangup", {"callId": engine_id})
+        await until(lambda: hangup in zuckzapgo.requests, 5, "the ring timeout's hang-up")
+        answering = asyncio.ensure_future(client.post("/call/answer", json={"callID": cid}))
+        await asyncio.sleep(0.2)  # the answer under way while the engine takes the hang-up
+    finally:
+        zuckzapgo.slow["/call/hangup"].set()
+    resp = await asyncio.wait_for(answering, 5)
+    assert resp.status == 409, await resp.text()
+    ended = await wait_state(client, cid, "ended", timeout=5)
+    assert ended["endReason"] == "missed" and ended["answeredAt"] is None, ended
+    assert "call.active" not in seen, seen
+
+
 async def test_routes_of_capabilities_it_lacks_are_404(zclient, zuckzapgo) -> None:
     # No webhook verification (its webhooks take the API token), no simulated network.
     client = await zclient()

@@ -472,3 +472,54 @@ def test_a_segment_a_crashed_worker_left_is_finished_whole(tmp_path) -> None:
     assert read_wav(outbound)[0].size == 0
     for rec in made:
         assert Recording.from_sidecar(rec.path.with_suffix(".json")).id == rec.id
+
+
+def _open_on(path: Path) -> int:
+    """How many of the process's file descriptors are open on ``path``."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        try:
+            count += fd.readlink() == path
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+async def test_a_play_refused_as_the_call_ends_leaves_no_file_open(
+    media_client, tmp_path, monkeypatch
+) -> None:
+    """A play whose call ends while its file is being opened (in a thread): 409, and the file
+    it opened is closed by then. Its decoder, open on the file, was left for whatever dropped
+    the last reference to it (here the test keeps one, as a logged traceback would): a file
+    descriptor a refused play."""
+    import threading
+
+    from bridge.attachments import playback
+
+    client = await media_client(sim_peer="silence")
+    prompt = (tmp_path / "media" / "prompt.wav").resolve()
+    prompt.write_bytes(make("wav", 1000.0, 2.0))
+    call, rtc = await webrtc_call(client)
+    opened, stalled = playback._opened, threading.Event()
+    kept: list[object] = []
+
+    def stalled_open(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        stalled.wait(5.0)  # a disk slow to open the file, till the call has ended
+        kept.append(opened(*args, **kwargs))  # type: ignore[arg-type]
+        return kept[-1]
+
+    monkeypatch.setattr(playback, "_opened", stalled_open)
+    playing = asyncio.ensure_future(
+        client.post("/call/play", json={"callID": call["callID"], "file": "prompt.wav"})
+    )
+    await asyncio.sleep(0.1)  # the file is opening
+    try:
+        assert (await client.post("/call/hangup", json=call)).status == 200
+    finally:
+        stalled.set()
+    resp = await asyncio.wait_for(playing, 5)
+    assert resp.status == 409, await resp.text()
+    assert len(kept) == 1
+    assert _open_on(prompt) == 0
+    await rtc.close()

@@ -26,6 +26,7 @@ import pytest
 from bridge.api.keys import MANAGER, RECORDINGS
 from bridge.attachments import left_open, recorder, recording, wav
 from bridge.attachments.assets import AssetStore
+from bridge.errors import CallStateError
 
 from ..support.audio_files import make
 from ..support.calls import wait_state
@@ -483,6 +484,43 @@ async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
+async def test_a_moved_call_that_ends_as_its_next_segment_starts_leaves_no_segment(
+    call, monkeypatch, caplog
+) -> None:
+    """A recorded call moved here (a handover) ends while its next segment's files are being
+    made (on the recordings' threads): the resume is refused (the call's 409) and the segment
+    discarded, as a start's: no files, nothing said after ``call.ended``. It was finished and
+    announced: a ``recording.ready`` of empty files after the call's end."""
+    client, cid = call
+    service, runtime = client.app[RECORDINGS], client.app[MANAGER].runtime(cid)
+    stalled, entered = threading.Event(), threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        entered.set()
+        stalled.wait(5.0)
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    caplog.set_level(logging.WARNING)
+    seen: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
+    moved = {"origin": "files/calls/moved", "segment": 1}
+    resuming = asyncio.ensure_future(service.resume(runtime, moved))
+    try:
+        await until(entered.is_set)
+        assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    finally:
+        stalled.set()
+    with pytest.raises(CallStateError):
+        await asyncio.wait_for(resuming, 5)
+    assert "call.ended" in seen, seen
+    assert seen[seen.index("call.ended") + 1 :] == [], seen
+    assert not list(service.calls_dir.glob("moved-seg2*")), list(service.calls_dir.iterdir())
+    assert not service.index, service.index
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 @pytest.mark.parametrize("fault", ["eio", "corrupt"])
 async def test_a_stored_call_record_the_disk_cannot_give_back_is_503(
     make_client, tmp_path, monkeypatch, caplog, fault
@@ -507,6 +545,33 @@ async def test_a_stored_call_record_the_disk_cannot_give_back_is_503(
         monkeypatch.setattr(Path, "read_text", failing_read)
     caplog.set_level(logging.ERROR)
     resp = await client.get("/call/c0ffee/report")
+    assert resp.status == 503, await resp.text()
+    assert _error(await resp.json()) == "storage_failed"
+    assert not caplog.records, caplog.text
+
+
+@pytest.mark.parametrize("fault", [errno.EIO, errno.EACCES])
+async def test_a_reports_directory_the_disk_fails_is_503(
+    make_client, tmp_path, monkeypatch, caplog, fault
+) -> None:
+    """``GET /call/reports`` on a reports directory the disk fails to list (an I/O error, a
+    permission): 503 ``storage_failed`` with the error body, as a record it cannot read. It was
+    a 500 with a traceback (EIO), or an empty list as if no call had ended (EACCES)."""
+    data = tmp_path / "data"
+    client = await make_client(data_dir=str(data), call_reports=True)
+    reports = data / "reports"
+    reports.mkdir(parents=True)
+    (reports / "c0ffee.report.json").write_text("{}")
+    scandir = os.scandir
+
+    def failing_scandir(path: Any = ".") -> Any:
+        if Path(path) == reports:
+            raise OSError(fault, os.strerror(fault))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    caplog.set_level(logging.ERROR)
+    resp = await client.get("/call/reports")
     assert resp.status == 503, await resp.text()
     assert _error(await resp.json()) == "storage_failed"
     assert not caplog.records, caplog.text

@@ -11,6 +11,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -41,6 +42,9 @@ class Receiver:
         self.requests: list[dict[str, Any]] = []
         self.flaky_left = 2
         self.gate_open = False  # ``/gate`` 401 and ``/down`` 503 until it opens, then 200
+        self.later_by = {"later": 2.0, "much-later": 86400.0}
+        """``/later`` and ``/much-later``: each event's first try a 503 whose ``Retry-After`` is
+        an HTTP date that many seconds ahead, the next a 200."""
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()  # set at teardown: hanging requests then end
         app = web.Application()
@@ -65,10 +69,17 @@ class Receiver:
             return web.Response(status=503)
         if kind == "picky" and json.loads(body)["call"]["metadata"].get("fail"):
             return web.Response(status=503)
+        if kind in self.later_by and self._first_try(request.headers["webhook-id"]):
+            when = formatdate(time.time() + self.later_by[kind], usegmt=True)
+            return web.Response(status=503, headers={"Retry-After": when})
         if kind == "flaky" and self.flaky_left > 0:
             self.flaky_left -= 1
             return web.Response(status=503)
         return web.Response(status=200)
+
+    def _first_try(self, webhook_id: str) -> bool:
+        tries = [r for r in self.requests if r["headers"]["webhook-id"] == webhook_id]
+        return len(tries) == 1
 
     def url(self, kind: str) -> str:
         return f"{self.base}/{kind}"
@@ -165,6 +176,23 @@ async def test_503_twice_then_200_is_delivered_on_the_third_try(receiver, make_c
     text = (await (await client.get("/metrics")).read()).decode()
     assert 'bridge_webhook_deliveries_total{outcome="delivered"}' in text
     assert 'bridge_webhook_attempts_total{result="5xx"} 2.0' in text
+
+
+async def test_a_retry_after_given_as_an_http_date_is_honoured(
+    receiver, make_client, monkeypatch
+) -> None:
+    """A 503 whose ``Retry-After`` is an HTTP date (RFC 9110 §10.2.3 allows it as well as
+    seconds): the retry waits till then, at most the delivery's own longest delay. The date
+    was ignored and the retry came on the backoff alone (0.01 s here)."""
+    monkeypatch.setattr(delivery, "MAX_RETRY_DELAY", 1.5)
+    client = await make_client(**hooks(webhook_retry_base=0.01))
+    for kind in ("later", "much-later"):  # 2 s ahead (1-2 s, the date is in whole seconds)
+        await make(client, receiver.url(kind))
+    for kind in ("later", "much-later"):
+        await receiver.wait_for(kind, 2)
+        tries = [r for r in receiver.requests if r["kind"] == kind][:2]
+        assert tries[0]["headers"]["webhook-id"] == tries[1]["headers"]["webhook-id"]
+        assert tries[1]["at"] - tries[0]["at"] >= 0.9, kind
 
 
 async def test_404_receiver_is_not_retried(receiver, make_client) -> None:
@@ -288,6 +316,29 @@ async def test_service_wide_url_and_answer_override(receiver, make_client) -> No
     assert [e["type"] for e in receiver.events("ok")] == ["call.created", "call.ringing"]
 
 
+async def test_an_answer_refused_leaves_the_calls_callback_as_it_was(
+    receiver, zclient, zuckzapgo
+) -> None:
+    """An answer that fails (409: the caller hung up as it was answered) changes nothing of
+    the call: its events still go where they went. The answer's ``statusCallback`` was set
+    before the answer was tried, and the call's end went to the failed answer's URL."""
+    client = await zclient(engine_poll_interval=30.0, **hooks(webhook_url=receiver.url("ok")))
+    engine_id = zuckzapgo.ring_inbound("15550006666")
+    offer = {"callId": engine_id, "from": "15550006666@s.whatsapp.net"}
+    await client.post("/engine/webhook", json={"type": "v1.call.offer", "data": offer})
+    ringing = await receiver.wait_for("ok", 2)  # created, ringing
+    cid = ringing[0]["callID"]
+    zuckzapgo.remote_hangup(engine_id)
+    answer = {"callID": cid, "statusCallback": receiver.url("other")}
+    resp = await client.post("/call/answer", json=answer)
+    assert resp.status == 409, await resp.text()
+    terminate = {"type": "v1.call.terminate", "data": {"callId": engine_id}}
+    await client.post("/engine/webhook", json=terminate)
+    events = await receiver.wait_for("ok", 3)
+    assert [e["type"] for e in events] == ["call.created", "call.ringing", "call.ended"]
+    assert receiver.events("other") == []
+
+
 async def test_pending_deliveries_are_flushed_at_shutdown(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     call = await make(client, None)
@@ -305,6 +356,34 @@ async def test_queue_overflow_drops_the_oldest_and_counts(make_client, receiver,
     metrics = client.app[METRICS]
     assert metrics.webhook_deliveries.labels("dropped")._value.get() == 1
     assert "queue full" in caplog.text
+
+
+async def test_retries_waiting_for_a_down_receiver_are_bounded(
+    make_client, receiver, caplog
+) -> None:
+    """A receiver down while many calls have events for it: the events waiting for their
+    retry are bounded as the queue is (``BRIDGE_WEBHOOK_QUEUE_SIZE``), the oldest dropped,
+    counted and said once at WARNING. Each call held one waiting retry and nothing bounded how
+    many calls did: every one, for the two minutes of its tries."""
+    size = 2
+    client = await make_client(
+        **hooks(webhook_queue_size=size, webhook_retry_base=30.0, webhook_flush_timeout=0.1)
+    )
+    metrics = client.app[METRICS]
+    calls = [await make(client, receiver.url("down")) for _ in range(8)]
+    await receiver.wait_for("down", len(calls))  # every call's first event tried (503)
+
+    def waiting() -> float:
+        return float(metrics.registry.get_sample_value("bridge_webhook_queued") or 0)
+
+    # Queued (at most ``size``) and waiting for a retry (at most ``size``); it was 8 + 2.
+    await until(lambda: waiting() <= 2 * size, 5, "the waiting retries bounded")
+    assert metrics.webhook_deliveries.labels("dropped")._value.get() >= len(calls) - 2 * size
+    said = [r for r in caplog.records if "retry" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+    assert "BRIDGE_WEBHOOK_QUEUE_SIZE" in said[0].getMessage()
+    first = await (await client.get(f"/call/{calls[0]['callID']}")).json()
+    assert first["webhook"]["outcome"] == "dropped", first["webhook"]
 
 
 async def test_events_lost_at_shutdown_are_said_once(make_client, receiver, caplog) -> None:

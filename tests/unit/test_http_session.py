@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.http import create_http_session
+from bridge.http import create_http_session, retry_after
 
 SOCKETS = 120
 """More long-lived sockets than aiohttp's default pool holds (100): 20 calls with 5 forks
@@ -59,3 +59,23 @@ async def test_open_websockets_never_starve_the_sessions_requests(peer) -> None:
             assert all(not s.closed for s in sockets)
         finally:
             await asyncio.gather(*(s.close() for s in sockets))
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 3 ", 3.0),
+        ("Sun, 06 Nov 1994 08:49:37 GMT", 5.0),  # the preferred date form
+        ("Sunday, 06-Nov-94 08:49:37 GMT", 5.0),  # RFC 850's, obsolete
+        ("Sun Nov  6 08:49:37 1994", 5.0),  # asctime's, obsolete, no zone: GMT
+        ("Sun, 06 Nov 1994 08:49:30 GMT", 0.0),  # past: now
+        ("soon", None),
+        ("-1", None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(value: str | None, seconds: float) -> None:
+    """RFC 9110 §10.2.3: ``Retry-After`` is seconds or an HTTP date (in any of its three
+    forms, read against the wall clock); anything else is no wait asked."""
+    assert retry_after(value, now=784111777.0 - 5.0) == seconds

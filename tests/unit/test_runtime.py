@@ -122,6 +122,30 @@ async def test_lost_engine_media_fails_the_call(setup, monkeypatch) -> None:
     assert engine.hung_up == [runtime.call.engine_call_id]
 
 
+async def test_engine_media_that_cannot_be_opened_is_said_once_with_its_reason(
+    setup, monkeypatch, caplog
+) -> None:
+    """The engine refuses to open a call's media: the call fails, said once at WARNING with
+    the engine's reason. It was two WARNINGs, "cannot open engine media" and, after the grace,
+    "engine media lost for good" (without the reason)."""
+    monkeypatch.setattr(endings_module, "MEDIA_LOST_GRACE", 0.01)
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+
+    async def refused(engine_call_id: str) -> None:
+        raise EngineError("the fake engine has no media for it")
+
+    engine.open_media = refused  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="bridge"):
+        runtime.attach(FakeAttachment("pb", []))
+        await until(lambda: not runtime.call.live, 4.0, "the call failed")
+    assert runtime.call.end_reason is EndReason.FAILED
+    assert engine.hung_up == [runtime.call.engine_call_id]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert "no media for it" in warnings[0], warnings
+
+
 async def test_remote_hangup_and_inbound_at_capacity(setup) -> None:
     manager, engine = setup
     runtime = await answered_call(manager, engine)
