@@ -208,8 +208,14 @@ class CallReports:
     def stored(self, limit: int | None = 50) -> list[str]:
         """The ids of the newest stored records, newest first, every one when ``limit`` is
         ``None`` (one swept meanwhile, by this worker or another sharing the data directory, is
-        left out). A directory the disk fails to list raises :class:`StorageFailed` (``glob``
-        took a permission error for an empty directory, and let an I/O error through)."""
+        left out). A directory the disk fails to list raises :class:`StorageFailed`."""
+        dated = sorted(self._dated())
+        return [name for _, name in (dated if limit is None else dated[-limit:])][::-1]
+
+    def _dated(self) -> list[tuple[float, str]]:
+        """Every stored record's (modification time, call id): none without a directory yet,
+        :class:`StorageFailed` when the disk fails to list it (``glob`` took a permission error
+        for an empty directory, and let an I/O error through)."""
         dated: list[tuple[float, str]] = []
         try:
             with os.scandir(self.root) as entries:
@@ -227,26 +233,24 @@ class CallReports:
             raise StorageFailed(
                 f"the call records cannot be listed: {exc.strerror or exc}"
             ) from None
-        dated.sort()
-        return [name for _, name in (dated if limit is None else dated[-limit:])][::-1]
+        return dated
 
     def sweep(self, now: float | None = None) -> int:
-        """Delete records older than the recordings' retention. One that cannot be looked at
-        or deleted is passed over (tried again next time), never the end of the sweep."""
+        """Delete records older than the recordings' retention. One that cannot be deleted is
+        passed over (tried again next time), never the end of the sweep; a directory the disk
+        fails to list raises :class:`StorageFailed` (:func:`sweep_forever` says it)."""
         now = time.time() if now is None else now
         removed = 0
-        if self.root.is_dir():
-            for path in self.root.glob("*.report.json"):
-                try:
-                    if path.stat().st_mtime + self.retention_s > now:
-                        continue
-                    path.unlink(missing_ok=True)
-                except FileNotFoundError:
-                    continue  # swept meanwhile by another worker sharing the data directory
-                except OSError as exc:
-                    log.warning("retention: call report %s not deleted: %s", path.name, exc)
-                    continue
-                removed += 1
+        for mtime, name in self._dated():
+            if mtime + self.retention_s > now:
+                continue
+            path = self.root / f"{name}.report.json"
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("retention: call report %s not deleted: %s", path.name, exc)
+                continue
+            removed += 1
         return removed
 
 
@@ -303,8 +307,21 @@ def start_reports(
 
 
 async def sweep_forever(reports: CallReports, interval: float) -> None:
+    """:meth:`CallReports.sweep` every ``interval`` s. A directory the disk fails to list is
+    said once at WARNING while it lasts (and when it is listed again): it ended the task, and
+    no record was swept again until a restart."""
+    failing = False
     while True:
-        removed = await on_disk(reports.sweep)
-        if removed:
-            log.info("retention: deleted %d expired call reports", removed)
+        try:
+            removed = await on_disk(reports.sweep)
+        except StorageFailed as exc:
+            if not failing:
+                log.warning("retention: %s; tried again every %.0f s", exc.message, interval)
+            failing = True
+        else:
+            if failing:
+                log.warning("retention: the call records can be listed again")
+            failing = False
+            if removed:
+                log.info("retention: deleted %d expired call reports", removed)
         await asyncio.sleep(interval)

@@ -575,3 +575,46 @@ async def test_a_reports_directory_the_disk_fails_is_503(
     assert resp.status == 503, await resp.text()
     assert _error(await resp.json()) == "storage_failed"
     assert not caplog.records, caplog.text
+
+
+async def test_the_report_sweep_on_a_directory_the_disk_fails_says_it_once_and_goes_on(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    """The call records' retention sweep meeting a directory the disk fails to list: said once
+    at WARNING while it lasts, and the sweep goes on, deleting what expired once the directory
+    lists again. An I/O error ended the sweep's task (its traceback an ERROR), and nothing was
+    swept again until a restart."""
+    from prometheus_client import CollectorRegistry
+
+    from bridge.calls.reports import CallReports, sweep_forever
+
+    root = tmp_path / "reports"
+    root.mkdir()
+    expired = root / "c0ffee.report.json"
+    expired.write_text("{}")
+    os.utime(expired, (0, 0))
+    reports = CallReports(root, 60.0, CollectorRegistry(), 3.0)
+    failing = True
+    scandir = os.scandir
+
+    def failing_scandir(path: Any = ".") -> Any:
+        if failing and Path(path) == root:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    caplog.set_level(logging.WARNING)
+    sweeping = asyncio.ensure_future(sweep_forever(reports, 0.02))
+    try:
+        await asyncio.sleep(0.3)  # a dozen sweeps meet the failing disk
+        said = [r for r in caplog.records if "cannot be listed" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.WARNING], caplog.text
+        assert not sweeping.done()
+        failing = False
+        await until(lambda: not expired.exists(), 5, "the expired record swept")
+        assert any("listed again" in r.getMessage() for r in caplog.records), caplog.text
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
