@@ -47,6 +47,21 @@ def _disk_full(*args: Any, **kwargs: Any) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
+def stall_track_files(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """A recording's track files, from now on, wait to be made (on the recordings' threads)
+    until the first event is set (5 s at most); the second is set once one waits."""
+    stalled, entered = threading.Event(), threading.Event()
+    make_track = wav.WavTrack.__init__
+
+    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
+        entered.set()
+        stalled.wait(5.0)
+        make_track(self, *args)
+
+    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    return stalled, entered
+
+
 @pytest.fixture
 async def call(make_client, tmp_path) -> tuple[Any, str]:
     media = tmp_path / "media"
@@ -452,15 +467,7 @@ async def test_a_call_that_ends_as_its_recording_starts_leaves_no_recording(
     files, after the call's ``call.ended`` and with no ``recording.started`` before it."""
     data = tmp_path / "data"
     client = await make_client(data_dir=str(data), record_all=asked == "record_all")
-    stalled, entered = threading.Event(), threading.Event()
-    make_track = wav.WavTrack.__init__
-
-    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
-        entered.set()
-        stalled.wait(5.0)
-        make_track(self, *args)
-
-    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    stalled, entered = stall_track_files(monkeypatch)
     caplog.set_level(logging.WARNING)
     seen: list[str] = []
     client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
@@ -493,15 +500,7 @@ async def test_a_moved_call_that_ends_as_its_next_segment_starts_leaves_no_segme
     announced: a ``recording.ready`` of empty files after the call's end."""
     client, cid = call
     service, runtime = client.app[RECORDINGS], client.app[MANAGER].runtime(cid)
-    stalled, entered = threading.Event(), threading.Event()
-    make_track = wav.WavTrack.__init__
-
-    def stalling_track(self: wav.WavTrack, *args: Any) -> None:
-        entered.set()
-        stalled.wait(5.0)
-        make_track(self, *args)
-
-    monkeypatch.setattr(wav.WavTrack, "__init__", stalling_track)
+    stalled, entered = stall_track_files(monkeypatch)
     caplog.set_level(logging.WARNING)
     seen: list[str] = []
     client.app[MANAGER].events.listen(lambda type_, call: seen.append(type_))
