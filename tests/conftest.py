@@ -5,6 +5,7 @@ points the bridge at it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -36,10 +37,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: Any) -> Callable[..., Any]:
-    """Start the bridge on loopback with test settings (overridable) and return a client."""
+def make_client(aiohttp_client: Any, tmp_path: Path) -> Callable[..., Any]:
+    """Start the bridge on loopback with test settings (overridable) and return a client.
+
+    Each test has its own data directory (the bridges it starts share it, as a restarted
+    worker would): with the default ``data`` every test's bridge repaired, at start, the WAV
+    files other tests' bridges were still writing there, and said so at WARNING."""
 
     async def factory(**overrides: Any) -> TestClient:
+        overrides.setdefault("data_dir", str(tmp_path / "data"))
         settings = settings_for_tests(**overrides)
         return await aiohttp_client(create_app(settings))
 
