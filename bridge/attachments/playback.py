@@ -92,8 +92,8 @@ class Playback:
     def __init__(
         self,
         host: AttachmentHost,
-        first: Iterator[Pcm],
-        reopen: Callable[[], Iterator[Pcm]],
+        first: OpenedAudio,
+        reopen: Callable[[], OpenedAudio],
         *,
         to_downlink: bool,
         loop: bool,
@@ -113,7 +113,10 @@ class Playback:
         """The file opened again for the next pass of a loop (:func:`_opened`): slow, so run
         in a thread while the current pass plays."""
         self._frames = first
-        self._next_pass: asyncio.Future[Iterator[Pcm]] | None = None
+        """The pass playing, its decoder open on the file until the playback ends
+        (:meth:`finished` closes it: the playback object may be kept well after, as a hold
+        keeps its music)."""
+        self._next_pass: asyncio.Future[OpenedAudio] | None = None
         """A loop's next pass, being opened in a thread since its current one began."""
         self.frames_played = frames_played
         self.error: str | None = None
@@ -143,7 +146,7 @@ class Playback:
             self.frames_played += 1
         return frame
 
-    def _take_next_pass(self) -> Iterator[Pcm]:
+    def _take_next_pass(self) -> OpenedAudio:
         """The next pass of a loop, opened in its thread during this one; opened here only
         when this pass was shorter than the open took (a file of a few frames)."""
         opening, self._next_pass = self._next_pass, None
@@ -158,9 +161,7 @@ class Playback:
         if self._done:
             return
         self._done = True
-        if self._next_pass is not None:
-            self._next_pass.cancel()
-            self._next_pass = None
+        self._close_decoders()
         self.host.detach(self)
         if self._left:
             return  # it plays on elsewhere, under its id: its end is said there
@@ -183,6 +184,19 @@ class Playback:
             error=self.error,
             reason=reason,
         )
+
+    def _close_decoders(self) -> None:
+        """Close the pass playing and a loop's next pass opened already (their containers
+        open on the file); one still opening in its thread is cancelled (its result dropped
+        unheard, ``disk.on_disk``)."""
+        self._frames.close()
+        opening, self._next_pass = self._next_pass, None
+        if opening is None:
+            return
+        if not opening.done():
+            opening.cancel()
+        elif not opening.cancelled() and opening.exception() is None:
+            opening.result().close()
 
     def export(self) -> dict[str, Any] | None:
         """What another worker needs to play it on from where it is (a handover): an audio

@@ -1,12 +1,15 @@
-"""A looping playback (hold music) whose asset is deleted while it plays: its end said."""
+"""A looping playback (hold music) whose asset is deleted while it plays: its end said; a
+stopped one's file closed at its stop."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import aiohttp
 
+from bridge.api.keys import PLAYBACK
 from bridge.resources import CALL_EVENTS
 
 from ..support.audio_files import make
@@ -53,3 +56,35 @@ async def test_a_loop_whose_asset_was_deleted_ends_with_its_error_said_once(
     assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text
     assert cid in said[0].getMessage() and asset_id in said[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+def _open_on(path: Path) -> int:
+    """How many of the process's file descriptors are open on ``path``."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += fd.readlink() == path
+        except OSError:
+            continue  # closed meanwhile
+    return count
+
+
+async def test_stopped_hold_music_closes_its_file_at_the_stop_and_the_call_end(
+    make_client, tmp_path
+) -> None:
+    """Hold music stopped (``POST /call/play/stop`` stops every playback, the music too) while
+    the call stays held: its file is closed at the stop, and music held again is closed when
+    the call ends. Its decoder stayed open on the file as long as the playback object lived,
+    and the hold keeps the music it started until it is asked again."""
+    client, cid, asset_id, _playback_id, _seen = await looping(make_client, tmp_path, 0.4)
+    assert (await client.post("/call/play/stop", json={"callID": cid})).status == 200
+    path = (await client.app[PLAYBACK].assets.find(asset_id)).path.resolve()
+    music = {"callID": cid, "held": True, "music": asset_id}
+    assert (await client.post("/call/hold", json=music)).status == 200
+    assert _open_on(path) >= 1  # the music plays: its file is open
+    assert (await client.post("/call/play/stop", json={"callID": cid})).status == 200
+    await until(lambda: _open_on(path) == 0, 2, "the stopped music's file closed")
+    assert (await client.post("/call/hold", json=music)).status == 200
+    assert _open_on(path) >= 1
+    assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    await until(lambda: _open_on(path) == 0, 2, "the ended call's music file closed")
