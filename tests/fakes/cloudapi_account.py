@@ -9,7 +9,8 @@ all of it per phone number id, and its users' call permissions too (``MetaAccoun
   ``ACCOUNT_VIOLATION`` first (a warning), then ``ACCOUNT_RESTRICTION`` with
   ``restriction_info: [{restriction_type: RESTRICTED_BUSINESS_INITIATED_CALLING, expiration}]``;
 * a messaging limit below 2 000: calling is refused with 138015;
-* Graph's rate limit: the next request refused with 613 (Meta sends no ``Retry-After``);
+* Graph's rate limit: the next request refused with 613 (Meta documents no ``Retry-After``;
+  ``rate_limit_retry_after`` sends one, in either form HTTP allows, for the bridge's reader);
 * SIP on for the number (``sip.status`` ``ENABLED``): Graph's call actions refused with 131055;
 * ``account_settings_update`` when the number's calling settings change;
 * ``GET``/``POST /{PHONE_NUMBER_ID}/settings`` with Meta's checks of ``calling`` (error 100
@@ -54,6 +55,9 @@ class MetaAccount:
         self.messaging_limit = 100_000
         self.rate_limited = 0
         """How many of the next Graph requests are refused with 613."""
+        self.rate_limit_retry_after = ""
+        """A ``Retry-After`` sent with those refusals (seconds or an HTTP date, RFC 9110
+        §10.2.3); none when empty, as Meta documents none."""
         self.connects_refused = 0
         self.calling: dict[str, Any] = {
             "status": "ENABLED",
@@ -133,7 +137,10 @@ class MetaAccount:
 
         if self.rate_limited > 0:
             self.rate_limited -= 1
-            return meta_error(400, 613, "(#613) Calls to this api have exceeded the rate limit.")
+            refused = meta_error(400, 613, "(#613) Calls to this api have exceeded the rate limit.")
+            if self.rate_limit_retry_after:
+                refused.headers["Retry-After"] = self.rate_limit_retry_after
+            return refused
         sip = self.calling.get("sip")
         if isinstance(sip, dict) and sip.get("status") == "ENABLED":
             # One number is Graph or SIP, never both: Graph's calling actions are refused.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from email.utils import formatdate
 from typing import Any
 
 import pytest
@@ -74,6 +75,21 @@ async def test_metas_limits_are_refusals_with_a_hint(cclient, meta, code, status
     else:  # Meta did not say until when: no Retry-After is made up
         assert "Retry-After" not in resp.headers
     assert (await (await client.get("/call/status")).json())["calls"] == []
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_a_retry_after_from_meta_is_read_in_either_form(cclient, meta, form):
+    """A ``Retry-After`` on Graph's 613, as seconds or as an HTTP date (RFC 9110 §10.2.3),
+    is the 429's: the date form was not read (the bridge's own 60 s went out instead)."""
+    client = await cclient()
+    await settings_read_at_start(client)
+    meta.account.rate_limited = 1
+    later = "120" if form == "seconds" else formatdate(time.time() + 120, usegmt=True)
+    meta.account.rate_limit_retry_after = later
+    resp = await client.post("/call/make", json={"phone": USER})
+    body = await resp.json()
+    assert resp.status == 429 and body["error"]["code"] == "meta_rate_limit", body
+    assert 115 <= int(resp.headers["Retry-After"]) <= 121
 
 
 async def test_a_138014_pauses_the_number_so_meta_is_not_asked_again(cclient, meta):

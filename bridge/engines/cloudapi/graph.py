@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import math
 from typing import Any
 
 import aiohttp
@@ -27,6 +28,7 @@ from ...errors import (
     MetaRefused,
     NoCallPermission,
 )
+from ...http import retry_after
 from ..base import EngineStats
 from ..http import http_json
 from .codes import META_CODES
@@ -38,6 +40,8 @@ TIMEOUT = aiohttp.ClientTimeout(total=10, connect=3)
 MEDIA_TIMEOUT = aiohttp.ClientTimeout(total=60, connect=3)
 MEDIA_MAX_BYTES = 64 * 1024 * 1024
 """The largest recording or transcript fetched from Meta."""
+LONGEST_WAIT = 7 * 86400
+"""Seconds: the longest ``Retry-After`` of Meta's taken as it is (a longer one is this)."""
 
 
 class GraphClient:
@@ -84,8 +88,9 @@ class GraphClient:
         answer = {} if answer is None else answer
         if resp.status >= 400 or not isinstance(answer, dict):
             self.stats.request_errors += 1
-            retry_after = _seconds(resp.headers.get("Retry-After"))
-            raise _graph_error(what, resp.status, answer, text, retry_after)
+            wait = retry_after(resp.headers.get("Retry-After"))  # seconds or an HTTP date
+            waited = None if wait is None else max(1, min(math.ceil(wait), LONGEST_WAIT))
+            raise _graph_error(what, resp.status, answer, text, waited)
         return answer
 
     def _down(self, detail: str) -> None:
@@ -142,12 +147,6 @@ def connected_call_id(answer: dict[str, Any]) -> str:
     if isinstance(calls, list) and calls and isinstance(calls[0], dict) and calls[0].get("id"):
         return str(calls[0]["id"])
     raise EngineError(f"the Graph API's connect answer has no call id: {answer!r:.200}")
-
-
-def _seconds(header: str | None) -> int | None:
-    """A ``Retry-After`` in seconds (RFC 9110 §10.2.3; an HTTP date is not read)."""
-    value = (header or "").strip()
-    return max(1, min(int(value), 7 * 86400)) if value.isdigit() else None
 
 
 def _graph_error(
