@@ -20,9 +20,8 @@ from typing import Any
 
 from ..disk import on_disk
 from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
-from ..logs import Repeats
 from .base import AttachmentHost
-from .files import disk_error, inside
+from .files import ExpiredFiles, disk_error, inside
 from .left_open import Emit, LeftSegments
 from .recorded import Recording
 from .recorder import CallRecorder, failed, open_tracks
@@ -67,8 +66,8 @@ class RecordingService:
         self.finisher = ThreadPoolExecutor(FINISHERS, thread_name_prefix="recording-finish")
         """Where recordings are started and finished (:data:`FINISHERS`)."""
         self._starting = asyncio.Lock()
-        self._undeleted = Repeats(size=256)
-        """Recordings the retention sweep could not delete: each said once, not at every sweep."""
+        self._expired = ExpiredFiles(log)
+        """The retention sweep's deletions: a recording it cannot delete said once."""
         self.left = LeftSegments(self.root, self.retention_s, self.add, self.finisher)
         """Segments a crashed worker left open, finished here (:meth:`finish_left`)."""
         self.repaired = self._load()
@@ -257,20 +256,11 @@ class RecordingService:
         now = time.time() if now is None else now
         removed = 0
         for rec_id, rec in list(self.index.items()):
-            if rec.expires_at <= now:
-                try:
-                    rec.path.unlink(missing_ok=True)
-                    rec.path.with_suffix(".json").unlink(missing_ok=True)
-                except OSError as exc:  # this one stays (tried again next time); the others go
-                    if self._undeleted.seen(rec_id) == 1:
-                        log.warning(
-                            "retention: recording %s not deleted (tried again at each sweep): %s",
-                            rec_id,
-                            exc,
-                        )
-                    continue
-                if tries := self._undeleted.ended(rec_id):
-                    log.info("retention: recording %s deleted after %d tries", rec_id, tries + 1)
-                del self.index[rec_id]
-                removed += 1
+            if rec.expires_at > now:
+                continue
+            sidecar = rec.path.with_suffix(".json")
+            if not self._expired.delete(rec_id, f"recording {rec_id}", rec.path, sidecar):
+                continue  # this one stays (tried again next time); the others go
+            del self.index[rec_id]
+            removed += 1
         return removed

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from ..attachments.files import ExpiredFiles
 from ..config import Settings
 from ..disk import on_disk
 from ..errors import NotFound, StorageFailed
@@ -103,6 +104,8 @@ class CallReports:
         self._ended: deque[tuple[float, float | None, float | None]] = deque(maxlen=NEIGHBOURS_KEPT)
         """When this worker's latest calls ended, their MOS average and loss."""
         self._writes = TaskSet("call-reports")
+        self._expired = ExpiredFiles(log)
+        """The retention sweep's deletions: a record it cannot delete said once."""
         self.publish: Callable[[str, Call, dict[str, Any]], None] | None = None
 
     def open(self, call: Call) -> LiveReport:
@@ -237,7 +240,8 @@ class CallReports:
 
     def sweep(self, now: float | None = None) -> int:
         """Delete records older than the recordings' retention. One that cannot be deleted is
-        passed over (tried again next time), never the end of the sweep; a directory the disk
+        passed over (tried again next time, said once while it lasts: :class:`ExpiredFiles`),
+        never the end of the sweep; a directory the disk
         fails to list raises :class:`StorageFailed` (:func:`sweep_forever` says it)."""
         now = time.time() if now is None else now
         removed = 0
@@ -245,12 +249,7 @@ class CallReports:
             if mtime + self.retention_s > now:
                 continue
             path = self.root / f"{name}.report.json"
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:
-                log.warning("retention: call report %s not deleted: %s", path.name, exc)
-                continue
-            removed += 1
+            removed += self._expired.delete(name, f"call report {path.name}", path)
         return removed
 
 

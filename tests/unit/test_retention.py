@@ -8,6 +8,7 @@ the disk filling)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 
@@ -58,6 +59,28 @@ def test_a_record_deleted_meanwhile_or_undeletable_is_passed_over(tmp_path, capl
     assert [r.getMessage()[:41] for r in caplog.records] == [
         "retention: call report stuck.report.json "
     ]
+
+
+def test_a_record_that_cannot_be_deleted_is_said_once_while_it_lasts(tmp_path, caplog) -> None:
+    """A record the disk will not delete, met at every sweep: said once at WARNING, not at
+    each sweep (it was, a line a sweep for as long as it lasted), and its deletion once it
+    goes at INFO; a failure that comes back after that is said again."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    reports = CallReports(tmp_path, DAY, CollectorRegistry(), warn_after=3.0)
+    _undeletable(reports)
+    stuck = tmp_path / "stuck.report.json"
+    assert [reports.sweep() for _ in range(5)] == [0] * 5
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert len(said) == 1 and said[0][0] == logging.WARNING, said
+    assert "call report stuck.report.json not deleted" in said[0][1]
+    stuck.rmdir()  # the disk lets it go: an expired record in its place
+    _expired(reports, "stuck")
+    assert reports.sweep() == 1 and not stuck.exists()
+    assert caplog.records[-1].levelno == logging.INFO
+    assert "stuck.report.json deleted after 6 tries" in caplog.records[-1].getMessage()
+    _undeletable(reports)  # it fails again: said again
+    assert reports.sweep() == 0
+    assert [r.levelno for r in caplog.records].count(logging.WARNING) == 2
 
 
 async def test_the_reports_sweep_goes_on_after_a_pass_that_met_them(tmp_path) -> None:
