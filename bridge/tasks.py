@@ -60,10 +60,12 @@ class TaskSet:
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Cancel every task and wait for them (bounded by ``timeout``)."""
+    async def close(self, timeout: float = 5.0, *, spare: asyncio.Task[Any] | None = None) -> None:
+        """Cancel every task and wait for them (bounded by ``timeout``); ``spare``, one of
+        them that waits for this close (a call's end task closing its runtime), is left to
+        end on its own."""
         self._closed = True
-        await cancel_and_wait(list(self._tasks), timeout)
+        await cancel_and_wait([t for t in self._tasks if t is not spare], timeout)
 
 
 async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> None:

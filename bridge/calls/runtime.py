@@ -39,7 +39,7 @@ from ..engines.base import OpusEngine
 from ..errors import BridgeError, CallStateError
 from ..media import CallBus, Role
 from ..metrics import Metrics
-from ..tasks import TaskSet
+from ..tasks import CloseOnce, TaskSet
 from .bands import QualityBands
 from .dtmf import CallDtmf
 from .engine_media import EngineMedia
@@ -111,7 +111,7 @@ class CallRuntime:
             self.bus,
             self.emit,
             self.attachments.values,
-            lambda: self.call.live and not self._closed,
+            lambda: self.call.live and not self.closed,
         )
         self.bands = QualityBands(self.emit)
         self.report: LiveReport | None = open_report(call) if open_report is not None else None
@@ -120,7 +120,9 @@ class CallRuntime:
         self._end_task: asyncio.Task[None] | None = None
         self.answering = asyncio.Lock()
         """Held while the manager answers the call: a second answer waits and shares it."""
-        self._closed = False
+        self._closing: CloseOnce[None] = CloseOnce(f"call[{call.id[:12]}]:close")
+        self._end_closes = False
+        """The end task awaits the close (:meth:`close`): the teardown must not cancel it."""
 
     @property
     def call_id(self) -> str:
@@ -128,7 +130,8 @@ class CallRuntime:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        """Whether the close has begun (nothing is attached or run from then on)."""
+        return self._closing.started
 
     def emit(self, type_: str, **data: Any) -> None:
         """Publish an event about this call (attachments use it through ``AttachmentHost``)."""
@@ -137,7 +140,7 @@ class CallRuntime:
     # -- attachments
     def attach(self, attachment: Attachment) -> None:
         """Adopt an attachment; it is closed with the call unless it detaches first."""
-        if self._closed or not self.call.live:
+        if self.closed or not self.call.live:
             raise CallStateError(f"call {self.call.id} has ended")
         self.attachments[attachment.id] = attachment
         self.update_transport()
@@ -247,7 +250,7 @@ class CallRuntime:
 
     def sample_report(self, now: float) -> None:
         """A second of the call's legs on its report (the reports' sampler, once a second)."""
-        if self.report is not None and not self._closed:
+        if self.report is not None and not self.closed:
             self.report.sample(self, now)
 
     # -- ending
@@ -261,7 +264,7 @@ class CallRuntime:
         media) — as this call's end task, after ``after`` seconds (a grace for the engine's
         own report; the call is not :attr:`ending` meanwhile). One end at a time: while one
         runs, others are ignored; nothing runs once the call ended or the runtime closed."""
-        if self._closed or self._tasks.closed or not self.call.live:
+        if self.closed or self._tasks.closed or not self.call.live:
             return
         if after > 0:
             self._tasks.spawn(self._end_after(end, name, after), f"{name}:grace")
@@ -271,7 +274,7 @@ class CallRuntime:
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` as this call's own task: cancelled when the call closes (nothing
         runs once it closed)."""
-        if self._closed or self._tasks.closed:
+        if self.closed or self._tasks.closed:
             work.close()
             return
         self._tasks.spawn(work, name)
@@ -291,17 +294,16 @@ class CallRuntime:
         participants, tasks, DTMF, the engine media, the engine's leg, the bus, and last the
         report, with the attachments' and sessions' last events in it (``ended``: the data
         ``call.ended`` is published with when the call ended here, its record's last event;
-        ``None``: the call goes on elsewhere). The teardown runs to completion even if the
-        caller is cancelled meanwhile; it cancels the runtime's tasks, the end task too unless
-        the end task is what closes the runtime."""
-        if self._closed:
-            return
-        self._closed = True
-        self.media.stop()
+        ``None``: the call goes on elsewhere). One teardown, whoever asks and however often
+        (the call's end and a shutdown's, a handover's): every caller waits for its end, and it
+        runs to that end even if a caller is cancelled meanwhile (``tasks.CloseOnce``); the
+        first caller's ``ended`` is the record's. It cancels the runtime's tasks, the end task
+        too unless the end task is waiting for it."""
         if asyncio.current_task() is self._end_task:
-            await self._teardown(ended)  # a task set never cancels the task it is closed from
-        else:
-            await asyncio.shield(self._teardown(ended))
+            self._end_closes = True
+        if not self._closing.started:
+            self.media.stop()
+        await self._closing.run(lambda: self._teardown(ended))
 
     async def _teardown(self, ended: dict[str, Any] | None) -> None:
         started = time.monotonic()
@@ -312,7 +314,8 @@ class CallRuntime:
             self.attachments.clear()
             # One child that fails to close stops none after it (the engine media's socket).
             await self._close_child("its WebRTC sessions", self.participants.close)
-            await self._close_child("its tasks", self._tasks.close)
+            spared = self._end_task if self._end_closes else None
+            await self._close_child("its tasks", lambda: self._tasks.close(spare=spared))
             self.dtmf.close()
             await self._close_child("its engine media", self.media.close)
         finally:

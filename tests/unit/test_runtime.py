@@ -21,6 +21,7 @@ from bridge.media import Role
 
 from ..fakes.engine import FakeAttachment, FakeEngine, calls_for_tests
 from ..support.calls import events_until_ended
+from ..support.closes import cancel_mid_teardown
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 
@@ -95,6 +96,24 @@ async def test_teardown_closes_children_in_reverse_order(setup) -> None:
     with pytest.raises(CallStateError):
         manager.runtime(call.id)
     assert manager.stats(call.id)["leg"] == {"engine": "fake", "open": False}
+
+
+async def test_a_second_close_waits_for_the_first_which_runs_to_its_end(setup) -> None:
+    """The runtime closed twice (a shutdown's close, its caller cancelled mid-way, then the
+    call's end): one teardown, run to its end, and the second close waits for that end. It
+    returned at once to a runtime half closed: the call ended with no final stats, its
+    ``call.ended`` out before its attachments and engine media had closed."""
+    manager, engine = setup
+    runtime = await answered_call(manager, engine)
+    log = engine.closing
+    runtime.attach(FakeAttachment("socket", log, kind="socket"))
+    await until(lambda: runtime.media.pump is not None, 2.0, "the engine media open")
+    await cancel_mid_teardown(runtime._tasks, runtime.close)
+    call = await manager.hangup(runtime.call_id)
+    assert call.final_stats is not None and call.final_stats["callID"] == call.id
+    assert log == ["socket", "engine-media"] and runtime.bus.closed
+    await runtime.close()  # nothing again
+    assert log == ["socket", "engine-media"]
 
 
 async def test_detached_attachments_are_not_closed_again(setup) -> None:
