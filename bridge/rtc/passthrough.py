@@ -76,6 +76,9 @@ class PassThrough:
         self.late = 0
         """Packets older than the first of the forwarding run they came in, dropped: the
         numbers they would map to went out already (the target's own encoded packets)."""
+        self.jumps = 0
+        """Packets dropped as a jump in the source's numbering (``RunNumbering.judge``): a
+        restart's first (the run goes on from its next), or a stray."""
         self.not_allowed = 0
         """Packets offered while ``allowed()`` said no (something mixed into the direction)."""
 
