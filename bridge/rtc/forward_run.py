@@ -83,10 +83,11 @@ class RunNumbering:
 
     def judge(self, seq: int, ts: int, pts: int, stream: RtpStream) -> str:
         """What becomes of source packet ``seq`` (RTP time ``ts``) that does not follow the
-        newest (:meth:`follows`; ``pts``: the sender's next RTP time): ``PLACE``
-        (the newest again, or reordered within the run), ``LATE`` (older than the run's
-        first: its number went out already as the sender's own, and SRTP refuses an index sent
-        twice, RFC 3711 §3.3.2), ``JUMP`` (dropped, see below), or ``RESYNC`` (placed, the run
+        newest (:meth:`follows`; ``pts``: the sender's next RTP time): ``PLACE`` (reordered
+        within the run), ``LATE`` (its number went out already, and SRTP refuses an index sent
+        twice, RFC 3711 §3.3.2: the newest again, a duplicate the network made, which a plain
+        RTP source such as a phone passes on; or older than the run's first, sent as the
+        sender's own), ``JUMP`` (dropped, see below), or ``RESYNC`` (placed, the run
         renumbered from it).
 
         A jump is more than :data:`MAX_DROPOUT` ahead of the newest or :data:`MAX_MISORDER`
@@ -100,8 +101,8 @@ class RunNumbering:
         on from that one, on the stream's next number and RTP time (continuous both ways, its
         payload as it came). A lone stray is dropped and nothing else changes."""
         behind = (self._newest - seq) & 0xFFFF
-        if behind <= MAX_MISORDER:  # the newest again, or a reordered one
-            return LATE if behind > (self._newest - self._first) & 0xFFFF else PLACE
+        if behind <= MAX_MISORDER:  # the newest again (a duplicate), or a reordered one
+            return LATE if not behind or behind > (self._newest - self._first) & 0xFFFF else PLACE
         if seq != self._restart:
             self._restart = (seq + 1) & 0xFFFF
             return JUMP

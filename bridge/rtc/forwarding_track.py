@@ -137,7 +137,7 @@ class ForwardingTrack(MediaStreamTrack):
             numbering = run.start(source, seq, ts, self._pts, sender.stream, at)
         elif not numbering.follows(seq):  # reordered, late, or a jump: off the common path
             verdict = numbering.judge(seq, ts, self._pts, sender.stream)
-            if verdict == LATE:  # reordered across the switch: its number went out already
+            if verdict == LATE:  # a duplicate, or reordered across the switch: sent already
                 source.late += 1
                 return True
             if verdict == JUMP:  # the source's restart, or a stray: dropped, the run covers it

@@ -479,6 +479,24 @@ async def test_a_lone_packet_far_behind_is_dropped_and_the_run_goes_on() -> None
     track.stop()
 
 
+async def test_a_duplicated_packet_is_forwarded_once() -> None:
+    """A phone's plain RTP passes on a packet the network duplicated: forwarded to an SDES leg,
+    whose SRTP refuses an index sent twice, the copy is dropped and the run goes on. Before, it
+    went out on the same number, SRTP refused it, and forwarding into the sender ended for the
+    rest of the call."""
+    track = OpusBusTrack(Quiet())
+    sender = SrtpSender(dtls=False)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i, seq in enumerate((500, 501, 501, 502, 503, 503)):
+        pt.offer(seq, 960 * seq, voice(seq), at + 0.02 * i)
+    assert sender.numbers == [100, 101, 102, 103]
+    assert [p.data for p in sender.sent] == [voice(seq) for seq in range(500, 504)]
+    assert pt.late == 2 and pt.target is track
+    track.stop()
+
+
 async def test_the_sender_waits_out_a_run_and_encodes_again_when_it_ends() -> None:
     """While forwarding, the sender's task sends nothing of its own; it encodes again at once
     when forwarding is refused (mixing starts), on the stream's next number and RTP time, and
