@@ -10,7 +10,9 @@ between its own packets and runs of the source's, and a run has two jobs:
   (RFC 3550 §5.1), and then keep their distances, so a loss before the bridge stays a gap and a
   reordered packet keeps its place. A packet older than the run's first is refused: its number
   went out already as the sender's own, and SRTP refuses an index sent twice (RFC 3711
-  §3.3.2). RFC 4733 events the stream numbers meanwhile move the mapping on.
+  §3.3.2). A jump in the source's numbering (a restart) renumbers the run from the packet
+  that confirms it, on the stream's next number and time (:meth:`RunNumbering.judge`, RFC 3550
+  §A.1). RFC 4733 events the stream numbers meanwhile move the mapping on.
 * **Lifetime** (:meth:`ForwardRun.carries`). A run carries the sender's ticks while the
   source's packets come, until it has been quiet for :data:`FORWARD_WAIT` or forwarding was
   refused and is still not permitted; when it ends, the sender's RTP time moves on by the ticks
@@ -33,6 +35,16 @@ to encoding the bus. Longer than a few lost packets in a row: a loss must stay a
 the far end receives (its receiver then uses the next packet's FEC), not become a frame the
 bridge encoded from its own concealment (or, from an idle source leg, from nothing)."""
 _FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+MAX_DROPOUT = 3000
+"""Source packets a run's newest may be followed by at most, ahead of it (RFC 3550 §A.1's
+``MAX_DROPOUT``); further is a jump (:meth:`RunNumbering.judge`)."""
+MAX_MISORDER = 100
+"""Source packets a reordered one may be behind the run's newest at most (RFC 3550 §A.1's
+``MAX_MISORDER``: two seconds late, of no use to a receiver, and within the sender's SRTP
+replay window, 128 at its smallest); further is a jump (:meth:`RunNumbering.judge`)."""
+_FOLLOWS = 0x10000 - MAX_DROPOUT
+PLACE, LATE, JUMP, RESYNC = "place", "late", "jump", "resync"
+"""What :meth:`RunNumbering.judge` says of a packet off the common path."""
 
 
 def unsent_time(quiet: float, frame_ticks: int) -> int:
@@ -48,24 +60,54 @@ class RunNumbering:
     def __init__(self, seq: int, ts: int, pts: int, stream: RtpStream, at: float) -> None:
         """The run begins with the source's packet ``seq``, arrived ``at``: mapped onto the
         stream's next number and the sender's next RTP time ``pts``."""
+        self.resync(seq, ts, pts, stream)
+        self.last_at = at
+        """When the run's latest packet arrived (``time.monotonic()`` base)."""
+
+    def resync(self, seq: int, ts: int, pts: int, stream: RtpStream) -> None:
+        """Map the source's packet ``seq`` (its RTP time ``ts``) onto the stream's next number
+        and the sender's next RTP time ``pts``, and the run's later packets by their distance
+        from it: the run's start, and its restart after a jump (:meth:`judge`)."""
         self._first = self._newest = seq
         self._seq_offset = stream.next_seq - seq
         self._ts_offset = pts - ts
         self._numbered_at = stream.numbered
-        self.last_at = at
-        """When the run's latest packet arrived (``time.monotonic()`` base)."""
+        self._restart = -1
+        """The number that, next, confirms a jump as the source's restart (none: -1)."""
 
-    def older_than_first(self, seq: int) -> bool:
-        """Whether source packet ``seq`` is older than the run's first.
+    def follows(self, seq: int) -> bool:
+        """Whether source packet ``seq`` is newer than the run's newest by at most
+        :data:`MAX_DROPOUT` (serial numbers, RFC 1982): :meth:`place` takes it as it is. The
+        forwarding route's common path, one comparison; anything else :meth:`judge` says."""
+        return (self._newest - seq) & 0xFFFF >= _FOLLOWS
 
-        Only a packet older than the newest forwarded can be, and it is when it lies further
-        behind the newest than the first does (serial numbers, RFC 1982: "older" is within half
-        the number space). Measured from the newest, never from the first alone: after 32768
-        packets (11 minutes) every new packet would look older than the first."""
+    def judge(self, seq: int, ts: int, pts: int, stream: RtpStream) -> str:
+        """What becomes of source packet ``seq`` (RTP time ``ts``) that does not follow the
+        newest (:meth:`follows`; ``pts``: the sender's next RTP time): ``PLACE`` (reordered
+        within the run), ``LATE`` (its number went out already, and SRTP refuses an index sent
+        twice, RFC 3711 §3.3.2: the newest again, a duplicate the network made, which a plain
+        RTP source such as a phone passes on; or older than the run's first, sent as the
+        sender's own), ``JUMP`` (dropped, see below), or ``RESYNC`` (placed, the run
+        renumbered from it).
+
+        A jump is more than :data:`MAX_DROPOUT` ahead of the newest or :data:`MAX_MISORDER`
+        behind it: not a loss or a reorder (a live run hears its source every
+        :data:`FORWARD_WAIT` at least), but a source that restarted its numbering. Mapped
+        through the run's offsets, it would go out as a gap of thousands of packets, or as a
+        number the sender's SRTP refuses as too old (behind its replay window: 128 packets for
+        an SDES leg, libsrtp's default; 1024 for a DTLS one, aiortc's): a failure that ends
+        forwarding into the sender for the rest of the call. As RFC 3550 §A.1 does, the
+        packet is dropped, and when the next one follows it, the source restarted: the run goes
+        on from that one, on the stream's next number and RTP time (continuous both ways, its
+        payload as it came). A lone stray is dropped and nothing else changes."""
         behind = (self._newest - seq) & 0xFFFF
-        if behind == 0 or behind & 0x8000:  # the newest, or newer
-            return False
-        return behind > (self._newest - self._first) & 0xFFFF
+        if behind <= MAX_MISORDER:  # the newest again (a duplicate), or a reordered one
+            return LATE if not behind or behind > (self._newest - self._first) & 0xFFFF else PLACE
+        if seq != self._restart:
+            self._restart = (seq + 1) & 0xFFFF
+            return JUMP
+        self.resync(seq, ts, pts, stream)
+        return RESYNC
 
     def place(self, seq: int, ts: int, stream: RtpStream, at: float) -> tuple[int, int, bool]:
         """Where a packet of the run, arrived ``at``, goes on the stream: its number, the

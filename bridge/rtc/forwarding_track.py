@@ -13,7 +13,7 @@ from aiortc import MediaStreamTrack
 
 from ..media import LevelMeter
 from ..media.ports import FrameSource
-from .forward_run import ForwardRun
+from .forward_run import JUMP, LATE, ForwardRun
 from .passthrough import PassThrough, one_20ms_packet
 from .red import RedWrapper
 from .rfc4733 import KeyPresses
@@ -135,11 +135,14 @@ class ForwardingTrack(MediaStreamTrack):
         numbering = run.numbering if run.source is source else None
         if numbering is None:
             numbering = run.start(source, seq, ts, self._pts, sender.stream, at)
-        elif numbering.older_than_first(seq):
-            # Reordered across the switch: the number it maps to was our own encoded
-            # packet's, and SRTP refuses an index sent twice (RFC 3711 §3.3.2).
-            source.late += 1
-            return True
+        elif not numbering.follows(seq):  # reordered, late, or a jump: off the common path
+            verdict = numbering.judge(seq, ts, self._pts, sender.stream)
+            if verdict == LATE:  # a duplicate, or reordered across the switch: sent already
+                source.late += 1
+                return True
+            if verdict == JUMP:  # the source's restart, or a stray: dropped, the run covers it
+                source.jumps += 1
+                return True
         try:
             stream = sender.stream
             number, pts, newest = numbering.place(seq, ts, stream, at)

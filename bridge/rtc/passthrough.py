@@ -22,8 +22,8 @@ everything the sender put in them.
   lost before the bridge is still a gap the far receiver sees (and rebuilds from the next
   packet's FEC), and a reordered one keeps its place. RTP timestamps follow the source's the
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
-  forwarding run it arrives in is dropped and counted (:attr:`PassThrough.late`): its number
-  would be one the target sent already while it encoded.
+  forwarding run it arrives in (its number one the target sent already while it encoded), or a
+  copy of the run's newest, is dropped and counted (:attr:`PassThrough.late`).
 * A trunk's phone leg forwards only packets of one 20 ms frame (:func:`one_20ms_packet`): what
   its peer was told to expect (``minptime=20``, Meta's 20 ms ptime).
 * Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
@@ -74,8 +74,12 @@ class PassThrough:
         self.forwarded = 0
         self.switches = 0
         self.late = 0
-        """Packets older than the first of the forwarding run they came in, dropped: the
-        numbers they would map to went out already (the target's own encoded packets)."""
+        """Packets whose numbers went out already, dropped: older than the first of the
+        forwarding run they came in (the target's own encoded packets), or a duplicate of the
+        run's newest."""
+        self.jumps = 0
+        """Packets dropped as a jump in the source's numbering (``RunNumbering.judge``): a
+        restart's first (the run goes on from its next), or a stray."""
         self.not_allowed = 0
         """Packets offered while ``allowed()`` said no (something mixed into the direction)."""
 

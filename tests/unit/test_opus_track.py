@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 
 import numpy as np
+import pylibsrtp
 import pytest
 
 from bridge.audio import FRAME_SAMPLES
@@ -378,6 +380,120 @@ async def test_a_forwarding_run_longer_than_half_the_number_space_keeps_forwardi
         pt.offer((first + i) & 0xFFFF, 960 * i, b"\x04" * 20, at + 0.02 * i)
     assert sender.numbers == [(100 + i) & 0xFFFF for i in range(40_000)]
     assert pt.late == 1 and track.forwarded_frames == 40_000
+    track.stop()
+
+
+class SrtpSender(Sender):
+    """A :class:`Sender` whose wire protects each packet as a leg's does before it goes out:
+    an SDES leg's SRTP context (libsrtp's default replay window, 128 packets) or a DTLS leg's
+    (aiortc's: 1024, an index sent again allowed)."""
+
+    def __init__(self, dtls: bool) -> None:
+        super().__init__()
+        policy = pylibsrtp.Policy(
+            key=bytes(range(30)),
+            ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+            srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        )
+        if dtls:
+            policy.window_size, policy.allow_repeat_tx = 1024, True
+        self.srtp = pylibsrtp.Session(policy)
+
+    def send_rtp(self, plain: bytes) -> None:
+        self.srtp.protect(plain)
+        super().send_rtp(plain)
+
+
+def voice(i: int) -> bytes:
+    """A distinct payload for source packet ``i``."""
+    return i.to_bytes(3, "big") * 8
+
+
+@pytest.mark.parametrize("dtls", [True, False], ids=["dtls", "sdes"])
+async def test_a_source_restarting_its_numbers_far_behind_renumbers_the_run(
+    dtls: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run of 2 000 packets, then the source numbers from 1 600 back (a restart: more than
+    any SRTP replay window behind): the run is renumbered (RFC 3550 §A.1: the jump's first
+    packet dropped, its next confirms the restart) and forwarding goes on, the numbers and RTP
+    times continuous and every payload as it came. Before, the restart's packets were mapped
+    1 600 numbers back, SRTP refused them as too old, and the sender encoded from then on."""
+    track = OpusBusTrack(Quiet())
+    sender = SrtpSender(dtls)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i in range(2000):
+        pt.offer(10_000 + i, 960 * i, voice(i), at + 0.02 * i)
+    for i in range(50):  # its RTP time restarted too
+        pt.offer(10_400 + i, 7_000_000 + 960 * i, voice(5000 + i), at + 40 + 0.02 * i)
+    assert sender.numbers == [100 + i for i in range(2049)]
+    assert sender.times == [960 * i for i in range(2049)]
+    out = [p.data for p in sender.sent]
+    assert out == [voice(i) for i in range(2000)] + [voice(5000 + i) for i in range(1, 50)]
+    assert pt.jumps == 1 and pt.late == 0 and pt.target is track
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    track.stop()
+
+
+async def test_a_source_jumping_far_ahead_goes_on_from_our_next_number() -> None:
+    """A jump of 20 000 numbers ahead in a live run (no loss is that long: the source speaks
+    every 20 ms) is a restart too: the stream goes on from its next number and RTP time, not
+    past a gap of 20 000 packets and their time."""
+    track = OpusBusTrack(Quiet())
+    sender = Sender()
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i in range(10):
+        pt.offer(1000 + i, 960 * i, voice(i), at + 0.02 * i)
+    for i in range(10):
+        pt.offer(21_000 + i, 960 * (30_000 + i), voice(100 + i), at + 0.2 + 0.02 * i)
+    assert sender.numbers == [100 + i for i in range(19)]
+    assert sender.times == [960 * i for i in range(19)]
+    assert [p.data for p in sender.sent] == [voice(i) for i in range(10)] + [
+        voice(100 + i) for i in range(1, 10)
+    ]
+    assert pt.jumps == 1
+    track.stop()
+
+
+async def test_a_lone_packet_far_behind_is_dropped_and_the_run_goes_on() -> None:
+    """One packet 199 behind the newest (a stray: a duplicate from long ago) on an SDES leg,
+    whose SRTP refuses an index more than 128 behind: dropped, and the run goes on as if it
+    never came. Before, it was mapped back onto a number sent already, SRTP refused it, and
+    forwarding into the sender ended for the rest of the call."""
+    track = OpusBusTrack(Quiet())
+    sender = SrtpSender(dtls=False)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i in range(300):
+        pt.offer(30_000 + i, 960 * i, voice(i), at + 0.02 * i)
+    pt.offer(30_100, 960 * 100, voice(100), at + 6.0)
+    for i in range(300, 310):
+        pt.offer(30_000 + i, 960 * i, voice(i), at + 6.0 + 0.02 * (i - 299))
+    assert sender.numbers == [100 + i for i in range(310)]
+    assert [p.data for p in sender.sent] == [voice(i) for i in range(310)]
+    assert pt.jumps == 1 and pt.target is track
+    track.stop()
+
+
+async def test_a_duplicated_packet_is_forwarded_once() -> None:
+    """A phone's plain RTP passes on a packet the network duplicated: forwarded to an SDES leg,
+    whose SRTP refuses an index sent twice, the copy is dropped and the run goes on. Before, it
+    went out on the same number, SRTP refused it, and forwarding into the sender ended for the
+    rest of the call."""
+    track = OpusBusTrack(Quiet())
+    sender = SrtpSender(dtls=False)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i, seq in enumerate((500, 501, 501, 502, 503, 503)):
+        pt.offer(seq, 960 * seq, voice(seq), at + 0.02 * i)
+    assert sender.numbers == [100, 101, 102, 103]
+    assert [p.data for p in sender.sent] == [voice(seq) for seq in range(500, 504)]
+    assert pt.late == 2 and pt.target is track
     track.stop()
 
 
