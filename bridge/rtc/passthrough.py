@@ -23,7 +23,8 @@ everything the sender put in them.
   packet's FEC), and a reordered one keeps its place. RTP timestamps follow the source's the
   same way (RFC 3550 §5.1), continuous across a switch. A packet older than the first of the
   forwarding run it arrives in (its number one the target sent already while it encoded), or a
-  copy of the run's newest, is dropped and counted (:attr:`PassThrough.late`).
+  copy of one sent already (the run's newest; an older one the target's SRTP refuses), is
+  dropped and counted (:attr:`PassThrough.late`).
 * A trunk's phone leg forwards only packets of one 20 ms frame (:func:`one_20ms_packet`): what
   its peer was told to expect (``minptime=20``, Meta's 20 ms ptime).
 * Whether forwarding is allowed is asked per packet (:meth:`PassThrough.permitted`), at the
@@ -75,8 +76,8 @@ class PassThrough:
         self.switches = 0
         self.late = 0
         """Packets whose numbers went out already, dropped: older than the first of the
-        forwarding run they came in (the target's own encoded packets), or a duplicate of the
-        run's newest."""
+        forwarding run they came in (the target's own encoded packets), a duplicate of the
+        run's newest, or a copy of an older one the target's SRTP refused as sent already."""
         self.jumps = 0
         """Packets dropped as a jump in the source's numbering (``RunNumbering.judge``): a
         restart's first (the run goes on from its next), or a stray."""

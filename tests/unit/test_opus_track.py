@@ -634,3 +634,21 @@ async def test_a_bug_in_forwarding_costs_the_source_nothing_and_is_said_once(
     (packet,) = track.packets(time.monotonic())  # the sender's own again
     assert packet.seq is None and len(packet.data) > 2
     track.stop()
+
+
+async def test_a_duplicated_older_packet_is_dropped_and_the_run_goes_on() -> None:
+    """A copy of a packet a few behind the newest (the network duplicated it late): the judge
+    places it as a reordered one, and an SDES leg's SRTP refuses its index sent twice. The copy
+    is dropped and counted late, and forwarding goes on. Before, the refusal ended forwarding
+    into the sender for the rest of the call (an ERROR and the encoder from then on)."""
+    track = OpusBusTrack(Quiet())
+    sender = SrtpSender(dtls=False)
+    pt = PassThrough(lambda: True)
+    track.forward_from(pt, sender)
+    at = time.monotonic()
+    for i, seq in enumerate((700, 701, 702, 703, 701, 704, 705)):
+        pt.offer(seq, 960 * seq, voice(seq), at + 0.02 * i)
+    assert sender.numbers == [100, 101, 102, 103, 104, 105]
+    assert [p.data for p in sender.sent] == [voice(seq) for seq in range(700, 706)]
+    assert pt.late == 1 and pt.target is track and track.forwarded_frames == 6
+    track.stop()
