@@ -17,12 +17,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..attachments import PlaybackService, RecordingService
 from ..calls import CallManager
 from ..calls.model import CallState
-from ..errors import BridgeError
+from ..errors import BridgeError, CallStateError
 from . import bridged, wire
 from .routes import Route, Step
 from .store import AgentKey, AgentRecord, DeskStore, _key
@@ -176,6 +177,8 @@ class RouteRun:
         try:
             await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
             taken = await self._ring(Step("ring", ring))
+        except CallStateError:  # the call ended as it was handed off: no one's failure
+            log.info("call %s: ended during its transfer to a group", self.call.id)
         except Exception as exc:  # the store's own errors too (Redis's are not OSError)
             log.warning("call %s: transfer to a group failed: %s", self.call.id, exc)
         finally:
@@ -183,7 +186,8 @@ class RouteRun:
             if not taken or self.winner is None:  # nobody took it: still the agent's call
                 taken, self.winner = False, previous
             if self.call.live:
-                await self.runtime.hold.set(False)
+                with suppress(CallStateError):  # it ended while the resume waited its turn
+                    await self.runtime.hold.set(False)
         if not taken or self.winner is None:
             if previous is not None:
                 await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..calls.hold import Music, StartMusic
-from ..errors import BadOffer, BridgeError
+from ..errors import BadOffer, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..rtc.sdes import Crypto, answer_crypto
@@ -200,16 +200,23 @@ async def set_hold(leg: SipParticipant, got: Answer, music: StartMusic | None) -
         participantID=leg.participant_id,
         sip={"direction": got.offered},
     )
-    if got.holding and leg.role is Role.AGENT and not runtime.hold.held:
-        leg.held_call = True
-        try:
-            await runtime.hold.set(True, music)
-        except BridgeError as exc:  # the asset deleted since: held all the same, in silence
-            log.warning("SIP participant %s: hold music not played: %s", leg.participant_id, exc)
-            await runtime.hold.set(True)
-    elif not got.holding and leg.held_call:
-        leg.held_call = False
-        await runtime.hold.set(False)
+    try:
+        if got.holding and leg.role is Role.AGENT and not runtime.hold.held:
+            leg.held_call = True
+            try:
+                await runtime.hold.set(True, music)
+            except CallStateError:
+                raise
+            except BridgeError as exc:  # the asset deleted since: held all the same, in silence
+                log.warning(
+                    "SIP participant %s: hold music not played: %s", leg.participant_id, exc
+                )
+                await runtime.hold.set(True)
+        elif not got.holding and leg.held_call:
+            leg.held_call = False
+            await runtime.hold.set(False)
+    except CallStateError:  # the call ended as the phone held or resumed: nothing to change
+        log.debug("SIP participant %s: hold not changed: the call ended", leg.participant_id)
 
 
 def music(catalog: Catalog, playback: Plays | None, leg: SipParticipant) -> StartMusic | None:

@@ -251,3 +251,19 @@ async def test_the_agent_hangs_up_while_its_transfer_rings(client) -> None:
     assert (await ann.next("call.ended"))["callID"] == call_id
     await bob.next("call.ended")
     await until(lambda: _all(client, "available"))
+
+
+async def test_a_call_ending_as_its_transfer_holds_it_is_no_failure(client, caplog) -> None:
+    """The call ends just as its transfer puts it on hold (the hold's turn comes after the
+    end, so the hold refuses it): the agent hears the transfer failed, and nothing is said at
+    WARNING, for nobody failed. Before, "transfer to a group failed: call … has ended" was."""
+    from bridge.api.keys import MANAGER
+
+    ann, _bob, call_id = await ann_on_a_call(client)
+    hold = client.app[MANAGER].runtime(call_id).hold
+    hold._live = lambda: False  # the end came first: the hold's turn finds the call ended
+    caplog.set_level("INFO", logger="bridge.desk")
+    await transfer_to_sales(client, call_id)
+    assert (await ann.next("transfer.failed"))["callID"] == call_id
+    assert "ended during its transfer" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text

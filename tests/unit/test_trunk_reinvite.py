@@ -5,6 +5,8 @@ one up on a change and the same SDP again on a refresh (§8), and what the bridg
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from bridge.errors import BadOffer
@@ -218,3 +220,36 @@ def test_rtcp_mux_is_offered_and_answered_only_when_offered() -> None:
     # Only the audio m-line's attribute counts (a video m-line's is not ours).
     other = phone_sdp().decode() + "m=video 0 RTP/AVP 96\r\na=rtcp-mux\r\n"
     assert not sdp.read(other, CODECS, srtp=False).rtcp_mux
+
+
+@pytest.mark.parametrize("offered", ["sendonly", "sendrecv"], ids=["hold", "resume"])
+async def test_a_hold_or_resume_racing_the_calls_end_changes_nothing_and_says_nothing(
+    offered: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The phone (the call's agent) holds or resumes as the call ends: the call's hold refuses
+    an ended call (``CallHold.set``), and that is no failure of anyone's. Before, the hold
+    logged "hold music not played" at WARNING, then its refusal, like a resume's, went out of
+    the re-INVITE's handler as an exception."""
+    from types import SimpleNamespace
+
+    from bridge.calls.hold import Hold
+    from bridge.media import CallBus, Role
+    from bridge.trunks.reinvite import Answer, set_hold
+
+    events: list[str] = []
+    hold = Hold(CallBus("c1"), lambda type_, **_: events.append(type_), live=lambda: False)
+    runtime = SimpleNamespace(hold=hold, emit=lambda type_, **_: events.append(type_))
+    leg = SimpleNamespace(
+        participant_id="pbx", on_hold=offered == "sendrecv", held_call=offered == "sendrecv"
+    )
+    leg.role, leg.runtime = Role.AGENT, runtime
+    remote, body = session()
+    got = Answer(remote, offered, "recvonly", body, None)
+
+    async def music() -> None:
+        raise AssertionError("no music for an ended call")
+
+    await set_hold(leg, got, music)  # type: ignore[arg-type]
+    assert events == ["participant.held" if offered == "sendonly" else "participant.unheld"]
+    assert not hold.held
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
