@@ -86,9 +86,11 @@ TEST_WORKERS ?= 4
 # neither part.
 SERIAL_FILES = $(shell grep -rl --include='test_*.py' 'mark\.serial' tests)
 PYTEST_ARGS ?=
+# The slowest tests named at the end of each part: where the 10-minute budget goes.
+SLOWEST = --durations=15 --durations-min=4
 unit: $(STAMP) system-deps node-deps
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(PYTEST_ARGS)
-	$(PY) -m pytest -q -p no:xdist -m serial $(SERIAL_FILES) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not serial" $(SLOWEST) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:xdist -m serial $(SERIAL_FILES) $(SLOWEST) $(PYTEST_ARGS)
 
 test: system-deps node-deps lint typecheck unit
 
