@@ -23,6 +23,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from ..calls.inbound import settled_claim
 from ..cluster import CallRecord, Directory, WorkerInfo
 from ..engines import WebhookCalls
 from ..engines.base import WEBHOOK_LIMIT
@@ -299,22 +300,26 @@ FLUSH_TIMEOUT = 2.0
 """Seconds a new call's answer waits for its record to reach the directory."""
 
 
-async def _settle(directory: Directory, claim: str, token: str, refused_by: str) -> str | None:
-    """Give up on the worker a new inbound call was offered to under ``token``: the claim is
-    this worker's again unless that worker took it first (compare-and-set). A worker that
-    answered with a refusal (``refused_by``) rang nothing: the claim is taken back from it
-    too (it took it and could not give it back: Redis's answer lost). Who holds the claim
-    now (``None``: the directory did not answer)."""
-    me = directory.worker_id
-    try:
-        held = await directory.swap_engine_claim(claim, token, me)
+async def _settle(directory: Directory, claim: str, token: str, target: str, answered: bool) -> str:
+    """Stop waiting on ``target``, which a new inbound call was offered to under ``token``:
+    the claim is this worker's again unless ``target`` took it first (compare-and-set). A
+    target that answered (a refusal) rang nothing: the claim is taken back from it too (it
+    took it and could not give it back: Redis's answer lost). One that did not answer keeps a
+    claim it took, settled (:func:`settled_claim`: it can give it back no more, and rings the
+    call or declines it). Who holds the claim now: this worker, ``target``, or another
+    (``""``: nobody; raises ``DirectoryUnavailable``)."""
+    me, held = directory.worker_id, token
+    for _ in range(3):  # token → target → token (its give-back) at most, then it stays put
         if held == token:
-            return me
-        if held and held == refused_by:
-            held = await directory.swap_engine_claim(claim, held, me)
-            return me if held == refused_by else held
-    except DirectoryUnavailable:
-        return None
+            next_ = me
+        elif held == target:
+            next_ = me if answered else settled_claim(target)
+        else:
+            return target if held == settled_claim(target) else held
+        was = await directory.swap_engine_claim(claim, held, next_)
+        if was == held:
+            return me if next_ == me else target
+        held = was
     return held
 
 
@@ -361,11 +366,14 @@ def inbound_placer(
                 if resp.status == 201:
                     return True
                 why = f"{resp.status} {(await resp.text())[:200]}"
-                refused_by = target.id  # an answer: it rang nothing, whoever holds the claim
+                answered = True  # it rang nothing, whoever holds the claim
         except (aiohttp.ClientError, TimeoutError) as exc:
-            why, refused_by = str(exc) or type(exc).__name__, ""
-        if await _settle(directory, claim, token, refused_by) == target.id:
-            return True  # it took the call (it rings there); its answer was lost or late
+            why, answered = str(exc) or type(exc).__name__, False
+        try:
+            if await _settle(directory, claim, token, target.id, answered) == target.id:
+                return True  # it took the call: it rings it (or declines it) there
+        except DirectoryUnavailable:
+            pass
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",
             engine_call_id,

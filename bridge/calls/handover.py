@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
 from ..errors import BridgeError, NotOwner
@@ -26,6 +26,7 @@ from .manager import CallManager
 from .model import Call, CallState
 from .moved import MovedCall
 from .runtime import CallRuntime
+from .takeover import Claim, given_back, take
 
 log = logging.getLogger(__name__)
 
@@ -147,13 +148,6 @@ ResumeMusic = Callable[[CallRuntime, str], Awaitable[object]]
 """Plays a held call's music (an audio asset id) on here (``Handover``'s, by the playbacks)."""
 
 
-class Claim(Protocol):
-    """Who carries a call, by compare-and-set in the directory (``Directory``'s)."""
-
-    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None: ...
-    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool: ...
-
-
 async def adopt_call(
     manager: CallManager,
     moved: MovedCall,
@@ -193,8 +187,10 @@ async def adopt_call(
     else:
         call.mono_created = time.monotonic() - max(0.0, time.time() - call.created_at)
     runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
+    taken = False
     try:
-        await _take(claim, call, previous, moved.token)
+        await take(claim, call, previous, moved.token)
+        taken = True
         if call.state is CallState.ACTIVE:
             runtime.bus.add_user(HANDOVER_USER)
             await runtime.media.open()
@@ -214,8 +210,11 @@ async def adopt_call(
         log.info("call %s: not carried here (%s)", call.id, exc.message, extra={"call_id": call.id})
         await release_call(manager, call.id)
         raise
-    except BaseException:  # what costs only itself is said by _resumed; anything else, the move
-        if await _given_back(claim, call, previous, moved.token):
+    except BaseException as exc:  # what costs only itself is said by _resumed; else, the move
+        # A take-over that failed was given back by take() already (a cancellation excepted).
+        if (not taken and isinstance(exc, Exception)) or await given_back(
+            claim, call, previous, moved.token
+        ):
             await release_call(manager, call.id)
             raise
         log.warning(
@@ -268,35 +267,6 @@ async def adopt_call(
         extra={"call_id": call.id},
     )
     return runtime
-
-
-async def _take(claim: Claim, call: Call, previous: str, token: str) -> None:
-    """Take the call over in the directory; a take-over whose answer was lost (Redis's reply
-    timed out) is this worker's if the directory says so once the old owner has let go: the
-    adoption goes on (letting go of it too left the call to nobody)."""
-    try:
-        await claim.take_over(call, previous, token)
-    except NotOwner:
-        raise
-    except Exception:
-        if await _given_back(claim, call, previous, token):
-            raise
-        log.info(
-            "call %s: its take-over's answer was lost, and the directory names this worker: "
-            "carried on here",
-            call.id,
-            extra={"call_id": call.id},
-        )
-
-
-async def _given_back(claim: Claim, call: Call, previous: str, token: str) -> bool:
-    """Whether a call whose adoption failed is not this worker's (given back to the old owner
-    while it waits, or never taken): it is let go of. ``False``: the old owner has let go of
-    it since it was taken here, and it stays (letting go of it too left it to nobody)."""
-    try:
-        return await claim.give_back(call, previous, token)
-    except BridgeError:
-        return True  # the directory is away: as before, let go
 
 
 async def _resumed(

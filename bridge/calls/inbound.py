@@ -16,7 +16,6 @@ decides where and whether.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -42,6 +41,13 @@ claimed?"""
 Swap = Callable[[str, str, str], Awaitable[str]]
 """``swap(engine call id, held, next)``: the claim on a new inbound call handed from ``held``
 to ``next`` only while ``held`` holds it; who held it (``Directory.swap_engine_claim``)."""
+
+
+def settled_claim(worker: str) -> str:
+    """A placed call's claim once its placing worker stopped waiting (no answer in time) and
+    found ``worker``, its target, holding it: ``worker``'s for good. The target can give it
+    back no more, so a call it then cannot ring is its own to decline, never left to nobody."""
+    return f"settled:{worker}"
 
 
 async def _always(engine_call_id: str) -> bool:
@@ -109,7 +115,9 @@ class InboundCalls:
         refused, never declined on the engine: the placing worker rings it itself, or declines
         it — no room here (:class:`AtCapacity`), a shutdown begun (:class:`ShuttingDown`), its
         claim no longer the token's (:class:`NotOwner`). A claim taken and then refused is given
-        back to the token."""
+        back to the token — unless the placing worker stopped waiting and settled it here
+        (:func:`settled_claim`): then the call is this worker's, declined here with its
+        ``call.ended``."""
         manager = self.manager
         key = engine_key(number_id, engine_call_id)
         known = manager.registry.by_engine_id(key)
@@ -118,31 +126,43 @@ class InboundCalls:
         call = self._new_call(engine_call_id, peer, None, number_id)
         tenant = manager.engine.tenant(call.tenant_id)
         await manager.admit(tenant)  # its tenant's calls on every worker: before the claim
-        if token and self._swap is not None:
+        placed = bool(token) and self._swap is not None
+        if placed:
             await self._take(key, token)
         try:
             manager.check_capacity(tenant)  # the take waited on Redis: room still, no shutdown
             self._ring(call)
-        except BaseException:
-            if token and self._swap is not None:  # not rung here: the placing worker rings it
-                with contextlib.suppress(BridgeError):
-                    await self._swap(key, manager.owner, token)
-            raise
+        except (AtCapacity, ShuttingDown) as exc:
+            if not placed or await self._given_back(key, token):
+                raise  # not rung here: the placing worker rings it
+            await self._decline(call, exc, recorded=True)
         return call
 
     async def _take(self, key: str, token: str) -> None:
         """Take a placed call's claim from ``token``; one whose answer was lost is given back
-        (the placing worker takes back the claim of a call refused here in any case)."""
+        (the placing worker takes back the claim of a call refused here in any case), unless
+        the placing worker settled it here meanwhile: the call is this worker's."""
+        assert self._swap is not None
+        try:
+            held = await self._swap(key, token, self.manager.owner)
+        except BridgeError:
+            if await self._given_back(key, token):
+                raise
+            return  # the take landed, and the placing worker stopped waiting since
+        if held != token:
+            raise NotOwner(f"engine call {key}: its finder gave up on this worker")
+
+    async def _given_back(self, key: str, token: str) -> bool:
+        """Give a placed call's claim taken here back to ``token``: its placing worker rings
+        the call. ``False`` when it cannot be: the placing worker stopped waiting and settled
+        the claim here (:func:`settled_claim`), and the call is this worker's to ring or end."""
         assert self._swap is not None
         owner = self.manager.owner
         try:
-            held = await self._swap(key, token, owner)
+            held = await self._swap(key, owner, token)
         except BridgeError:
-            with contextlib.suppress(BridgeError):
-                await self._swap(key, owner, token)
-            raise
-        if held != token:
-            raise NotOwner(f"engine call {key}: its finder gave up on this worker")
+            return True  # the placing worker takes the claim back on this worker's refusal
+        return held != settled_claim(owner)
 
     async def ring(
         self,
@@ -160,13 +180,21 @@ class InboundCalls:
         try:
             await manager.admit(manager.engine.tenant(call.tenant_id))
         except (AtCapacity, ShuttingDown) as exc:
-            log.warning("declining inbound call from %s: %s", peer, exc.message)
-            await hang_up_quietly(manager.engine_of(call), call)
-            if isinstance(exc, AtCapacity):
-                manager.record_end(call, EndReason.BUSY, keep=True)
+            await self._decline(call, exc, recorded=isinstance(exc, AtCapacity))
             return call
         self._ring(call)
         return call
+
+    async def _decline(self, call: Call, exc: AtCapacity | ShuttingDown, *, recorded: bool) -> None:
+        """Decline a call this worker cannot ring, on the engine, said at WARNING; with
+        ``recorded`` it ends ``busy`` (no room) or ``shutdown`` with its ``call.ended`` and
+        stays readable."""
+        manager = self.manager
+        log.warning("declining inbound call from %s: %s", call.peer, exc.message)
+        await hang_up_quietly(manager.engine_of(call), call)
+        if recorded:
+            reason = EndReason.BUSY if isinstance(exc, AtCapacity) else EndReason.SHUTDOWN
+            manager.record_end(call, reason, keep=True)
 
     def _new_call(
         self, engine_call_id: str, peer: str, metadata: dict[str, Any] | None, number_id: str

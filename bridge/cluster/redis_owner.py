@@ -17,8 +17,9 @@ the dead worker, listed in its set again for the reap.
 A new inbound call one worker claimed (``claim:{engine call id}``) and places on another is
 decided the same way on the claim: :data:`SWAP` hands the claim from the placing worker to a
 token, from the token to the worker that takes the call, or back to the placing worker when it
-gives up. The scripts are atomic in Redis, as the reaper's claim and fence are
-(:mod:`.redis_reaper`).
+gives up; a placing worker that gives up on a target holding the claim settles it there
+(``calls.inbound.settled_claim``), which the target's give-back no longer matches. The
+scripts are atomic in Redis, as the reaper's claim and fence are (:mod:`.redis_reaper`).
 """
 
 from __future__ import annotations

@@ -69,9 +69,18 @@ end
 """The start of a script that acts only for the record's owner: the record (``KEYS[1]``) read
 into ``stored``, and 0 returned when it names an owner other than ``ARGV[2]`` (none: it acts)."""
 
-WRITE_IF_OWNER = (
-    UNLESS_OWNED_BY_ARGV2
-    + """local ttl = tonumber(ARGV[4])
+WRITE_IF_OWNER = """
+local stored = redis.call('GET', KEYS[1])
+local ttl = tonumber(ARGV[4])
+if stored then
+  local ok, rec = pcall(cjson.decode, stored)
+  if ok and type(rec) == 'table' and rec['owner'] ~= ARGV[2] then
+    if ttl <= 0 or rec['owner'] ~= ARGV[6] then
+      return 0
+    end
+    redis.call('SREM', KEYS[5], ARGV[3])
+  end
+end
 if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
   redis.call('SREM', KEYS[2], ARGV[3])
@@ -85,13 +94,16 @@ else
 end
 return 1
 """
-)
 """A call's record written only while the directory names the same owner (or none): a write
 queued before a handover or an adoption, and sent after the new owner's ``take_over``, must
 not give the call back to the worker that let it go (the directory would then list it there,
-and a reaper take the call for that worker's). KEYS: the record, the owner's set, the engine
-id's key, the tenant's live calls; ARGV: the record's JSON, its owner, the call id, the ended
-TTL (0: live), the tenant id (empty: the service's call, in no tenant's set)."""
+and a reaper take the call for that worker's). An end is written too where the directory
+names the writer: a dead worker's call this worker took over, could not give back (Redis
+refused both answers) and ended — the end is the one word left on it (else the record named a
+worker that carries nothing, live, for good), and it leaves the writer's set as well. KEYS:
+the record, the owner's set, the engine id's key, the tenant's live calls, the writer's set;
+ARGV: the record's JSON, its owner, the call id, the ended TTL (0: live), the tenant id
+(empty: the service's call, in no tenant's set), the writer."""
 
 
 def queue_record(
@@ -114,16 +126,18 @@ def queue_record(
     if not take_over:
         pipe.eval(
             WRITE_IF_OWNER,
-            4,
+            5,
             key,
             owned,
             engine_key,
             tenant,
+            owned_key(worker_id),
             record.to_json(),
             record.owner,
             record.call_id,
             ttl,
             tenant_id,
+            worker_id,
         )
     elif record.live:
         pipe.set(key, record.to_json())

@@ -11,6 +11,7 @@ its hang-ups.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,6 +32,7 @@ from bridge.numbers.model import engine_key
 
 from ..support.cluster import require_redis
 from ..support.ports import free_port
+from ..support.waits import until
 from .test_cluster_ownership import Worker, carrying, workers
 
 require_redis()
@@ -170,3 +172,41 @@ async def test_a_target_whose_claim_answer_was_lost_leaves_the_call_to_its_finde
     async with placed_and_failed(redis.url, reply_lost) as ws:
         rung_by_the_finder(ws, caplog)
         assert await claim_holder(redis.url) == "s"
+
+
+@pytest.mark.parametrize("meanwhile", [shutting_down, filled_up])
+async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost(
+    redis, caplog, monkeypatch, meanwhile: Callable[[Worker], None]
+) -> None:
+    """t1 took the call's claim, then stalled past s's request timeout: s found the claim
+    t1's and left the call to it. Then t1 began to shut down (or filled up) and refused the
+    call. Before, t1 gave the claim back to a token nobody waited on any more: the call was
+    rung by nobody and ended by nobody, and nobody said so. Now s settles the claim on t1
+    as it stops waiting (t1 can no longer give it back), and t1, the call its own, declines
+    it on the engine with a ``call.ended`` saying why, said once."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    gate = asyncio.Event()
+
+    def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def take(key: str, held: str, next_: str) -> str:
+            answer = await swap(key, held, next_)
+            if next_ == t1.name:
+                await gate.wait()  # s's request times out meanwhile
+                meanwhile(t1)
+            return answer
+
+        return take
+
+    async with placed_and_failed(redis.url, stalls) as ws:
+        t1 = ws["t1"]
+        ended: list[Call] = []
+        t1.manager.events.observe(lambda e, c: ended.append(c) if e.type == "call.ended" else None)
+        assert ringing(ws["s"]) == []  # s left it to t1
+        gate.set()
+        await until(lambda: ended, 5, "the call's end on t1")
+        assert [c.engine_call_id for c in ended] == ["E7"]
+        assert ended[0].end_reason in ("busy", "shutdown")
+        assert t1.engine.hung_up == ["E7"] and ws["s"].engine.hung_up == []
+        assert ringing(ws["s"]) == [] and ringing(t1) == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([m for m in said if "15550001111" in m]) == 1, said

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import ResponseError
 
 from bridge.api import routing
 from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
@@ -453,6 +455,55 @@ async def test_a_crash_adoption_that_fails_after_its_take_over_ends_the_call_in_
             assert not record.live and record.snapshot["endReason"] == "failed"
             assert (await stored(redis.url))[1] == set()
             await until(lambda: s.engine.hung_up == ["ec1"], 5, "the engine call's hang-up")
+        finally:
+            await recovery.close()
+            await client.aclose()
+
+
+async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends_in_the_record(
+    redis, caplog
+) -> None:
+    """Survivor s's take-over of a dead worker's call lands in Redis, but Redis refuses its
+    reply with an error, and then refuses s's give-back too: s lets go of the call and
+    recovery ends it (``failed``/``worker_lost``). Before, the end's write was refused (the
+    record names s, not the dead worker the end is about), and the record went on naming s,
+    live and listed in s's set, though nobody carried the call. Now s's end is written where
+    the directory names s: the record says the call ended, listed by nobody; the give-back's
+    failure said once at WARNING."""
+    client = aioredis.from_url(redis.url, decode_responses=True)
+    await dead_worker_with_calls(client, ["c1"])
+    async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
+        s = ws["s"]
+        s.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
+        s.engine.calls["ec1"] = "active"
+        recovery = Recovery(s.manager, adopt=s.handover.adopt)
+        owner = s.directory._owner
+        take, give_back = owner.take, owner.give_back
+
+        async def refused_reply(*args: Any) -> bool:
+            await take(*args)
+            raise ResponseError("LOADING Redis is loading the dataset in memory")
+
+        async def refused(*args: Any) -> bool:
+            raise ResponseError("LOADING Redis is loading the dataset in memory")
+
+        owner.take, owner.give_back = refused_reply, refused  # type: ignore[method-assign]
+        try:
+            await survivor_reaper(client, "s", recovery.lost_call).reap_once()
+            owner.take, owner.give_back = take, give_back  # type: ignore[method-assign]
+
+            async def ended() -> CallRecord | None:
+                record = CallRecord.from_json(await client.get(call_key("c1")))
+                return None if record.live else record
+
+            record = await until(ended, 2, "the call's end in its record")
+            assert record.snapshot["endReason"] == "failed"
+            assert (await stored(redis.url))[1] == set()  # listed by nobody
+            await until(lambda: s.engine.hung_up == ["ec1"], 2, "the engine call's hang-up")
+            assert carriers(s) == []
+            said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(said) == len(set(said)), said
+            assert len([m for m in said if "given back" in m]) == 1, said
         finally:
             await recovery.close()
             await client.aclose()

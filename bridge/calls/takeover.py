@@ -1,0 +1,61 @@
+"""A moved call's take-over in the directory, as the worker that carries it on makes it: taken
+by compare-and-set (only while the old owner's offer stands, or a dead worker's record still
+names it), given back when the adoption fails after it (``adopt_call``, :mod:`.handover`).
+What the directory's steps are is ``cluster/redis_owner.py``'s; this is when the new owner
+takes them, and what it does when Redis's answer is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from ..errors import BridgeError, NotOwner
+from .model import Call
+
+log = logging.getLogger(__name__)
+
+
+class Claim(Protocol):
+    """Who carries a call, by compare-and-set in the directory (``Directory``'s)."""
+
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None: ...
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool: ...
+
+
+async def take(claim: Claim, call: Call, previous: str, token: str) -> None:
+    """Take the call over in the directory; a take-over whose answer was lost (Redis's reply
+    timed out) is this worker's if the directory says so once the old owner has let go: the
+    adoption goes on (letting go of it too left the call to nobody)."""
+    try:
+        await claim.take_over(call, previous, token)
+    except NotOwner:
+        raise
+    except Exception:
+        if await given_back(claim, call, previous, token):
+            raise
+        log.info(
+            "call %s: its take-over's answer was lost, and the directory names this worker: "
+            "carried on here",
+            call.id,
+            extra={"call_id": call.id},
+        )
+
+
+async def given_back(claim: Claim, call: Call, previous: str, token: str) -> bool:
+    """Whether a call whose adoption failed is not this worker's (given back to the old owner
+    while it waits, or never taken): it is let go of. ``False``: the old owner has let go of
+    it since it was taken here, and it stays (letting go of it too left it to nobody)."""
+    try:
+        return await claim.give_back(call, previous, token)
+    except BridgeError as exc:
+        # Let go: its record may name this worker until the call's end is written (a crash
+        # adoption's: ``redis_writes.WRITE_IF_OWNER``).
+        log.warning(
+            "call %s: not given back to worker %s in the directory (%s); letting go of it here",
+            call.id,
+            previous or "?",
+            exc.message,
+            extra={"call_id": call.id},
+        )
+        return True
