@@ -110,10 +110,6 @@ class EchoGuard:
         self._heard.append((level, max(window)))
         self._history.append((level, tuple(window)))
 
-    @property
-    def agent_recent_dbfs(self) -> float:
-        return max(self._played)
-
     def echo_path(self) -> tuple[int, float] | None:
         """The echo's delay (an index into the delay window: the mean of that frame and the
         next) and its level against the agent's, when the caller's level has followed the

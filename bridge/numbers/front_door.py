@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def takes_webhooks(switchboard: Switchboard) -> bool:
-    return any(isinstance(e, WebhookEngine) for e in switchboard.engines.values())
-
-
 def signs_webhooks(switchboard: Switchboard) -> bool:
     return any(isinstance(e, SignedWebhookEngine) for e in switchboard.engines.values())
 
