@@ -26,7 +26,11 @@ nested ``response.completed`` came, each answered with ``response.item.create``,
 
 A session ends with ``session.close``. Its ``expires_at`` (from ``session.started``) is the
 session's cap: the connection opens a new session before it, with what was said as
-``input``; a session the server ends as ``expired`` anyway is reopened the same way.
+``input``; a session the server ends as ``expired`` anyway is reopened the same way. The turns
+a session leaves open when its socket closes (a renewal, a drop) are closed then
+(:meth:`OpenAILive.finish`): the caller's turn is told stopped, each turn's transcript is told,
+and the next session's ``input`` holds them (a new session's timeline starts again at 0, so a
+turn cannot be carried on into it).
 """
 
 from __future__ import annotations
@@ -108,7 +112,8 @@ def check_session(session: dict[str, Any]) -> None:
 
 
 class OpenAILive:
-    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`)."""
+    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`,
+    :class:`~.wire.Unfinished`)."""
 
     provider = "openai-live"
     rate_in = RATE
@@ -245,6 +250,14 @@ class OpenAILive:
         else:
             turn[0] += text
             turn[1] = max(turn[1], end)
+        return out
+
+    def finish(self) -> list[ModelEvent]:
+        # No fragment of this session will close its open turns: closed here, the oldest
+        # first, so the caller's words are told and the next session's ``input`` holds them.
+        out: list[ModelEvent] = []
+        for role in sorted(self._turn, key=lambda r: self._turn[r][1]):
+            out += self._close(role)
         return out
 
     def _close(self, role: str) -> list[ModelEvent]:

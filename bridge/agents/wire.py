@@ -337,6 +337,18 @@ class Remembers(Protocol):
 
 
 @runtime_checkable
+class Unfinished(Protocol):
+    """A dialect holding what a session leaves in progress when its socket closes (a
+    capability: the connection asks for it with ``isinstance``): GPT-Live's turns, grouped
+    from transcript fragments, which no server message closes."""
+
+    def finish(self) -> list[ModelEvent]:
+        """The session's socket closed (a drop, a renewal, an end): what it left open, closed
+        — the events the agent is told (the caller's turn stopped, each open turn's
+        transcript) before the next session opens, whose history then holds them."""
+
+
+@runtime_checkable
 class Prepared(Protocol):
     """A dialect whose socket's URL comes from an HTTP request first (a capability: the
     connection asks for it with ``isinstance``; every other dialect's :meth:`connect` says
