@@ -111,7 +111,7 @@ class Agent:
             where=where,
             handle=self._handle,
             resume=resume,
-            quiet=lambda: not (self.voice.playing or self.caller_speaking),
+            quiet=lambda: not (self.voice.playing or self.turns.speaking),
         )
         self._on_tool = on_tool
         self._on_failed = on_failed
@@ -136,12 +136,12 @@ class Agent:
         self.interruptions = 0
         self.said: deque[tuple[str, str]] = deque(context or (), maxlen=CONTEXT_LINES)
         """The last transcript lines: told to a new session that cannot resume the old one."""
-        self.caller_speaking = False
         self.on_hold = self.bus.conference.held
         """The call is held: the caller is neither heard nor spoken to (:meth:`held`)."""
         self.turns = CallerTurns(dialect, self.send)
-        """The caller's turns as the bridge hears and tells them (the model's detection off),
-        and the caller's audio stopping as the model is told it."""
+        """The caller's turns as the model or the bridge hears them (whether the caller is
+        speaking), as the bridge tells them (the model's detection off), and the caller's
+        audio stopping as the model is told it."""
 
     @property
     def state(self) -> str:
@@ -212,7 +212,6 @@ class Agent:
         if held:
             if self.turns.cut():  # a turn it told the model of
                 self._emit(events.SPEECH_STOPPED, by="bridge")
-            self.caller_speaking = False
             if self.voice.playing:
                 self.barge_in("hold")
 
@@ -220,7 +219,7 @@ class Agent:
     def _speech_started(self, by: str) -> None:
         verdict = self.guard.decide()
         playing = self.voice.playing
-        self.caller_speaking = not verdict.echo
+        speaking = self.turns.speaking = not verdict.echo
         self._emit(
             events.SPEECH_STARTED,
             echo=verdict.echo,
@@ -229,11 +228,11 @@ class Agent:
             agentPlaying=playing,
             by=by,
         )
-        if self.caller_speaking and by == "bridge":
+        if speaking and by == "bridge":
             self.turns.started()
-        if playing and self.caller_speaking and self.uplink is None:
+        if playing and speaking and self.uplink is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
-        elif self.caller_speaking:
+        elif speaking:
             # Nothing plays yet, but an answer may be on its way: it would come too late
             # (cancelled where the model does not stop it itself: xAI, the bridge's VAD).
             self.send(self.dialect.cancel(by))
@@ -241,7 +240,7 @@ class Agent:
     def _speech_stopped(self, by: str) -> None:
         if by == "bridge":
             self.turns.ended()
-        self.caller_speaking = False
+        self.turns.speaking = False
         self._emit(events.SPEECH_STOPPED, by=by)
 
     # -- the model's events (the connection keeps its own)
