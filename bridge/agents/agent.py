@@ -298,7 +298,7 @@ class Agent:
         self.bus.add_source(self.voice.source)
         if self.uplink is not None:
             self.uplink.start()
-        if self.resumed and self.model.resume is None and self.said:
+        if self.resumed and not self.model.resumed and self.said:
             self.send(self.dialect.context(list(self.said)))  # a new session: what was said
         self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
 

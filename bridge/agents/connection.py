@@ -37,6 +37,7 @@ import aiohttp
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from . import upkeep
+from .capabilities import Unfinished
 from .ends import PlannedEnd, Why
 from .opening import SessionOpening, reopen
 from .outbox import Outbox
@@ -55,7 +56,6 @@ from .wire import (
     Skipped,
     Tool,
     ToolCall,
-    Unfinished,
 )
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class ModelConnection(SessionOpening):
         self._handle = handle
         self.resume: str | None = resume
         """The latest resumption handle the model gave (Gemini), or the one it started with."""
+        self.resumed = False
         self.state = "connecting"
         self.session = 0
         """The number of the newest session's socket (one more at each socket opened)."""
@@ -336,7 +337,7 @@ class ModelConnection(SessionOpening):
                 self.out.renew()  # what was queued for the old socket means nothing now
                 self.state = "connected"
                 self.reconnects += 1
-                on_reconnected(self.resume is not None)
+                on_reconnected(self.resumed)
                 self.out.release()  # the gap's audio: after the turn it belongs to is opened
         except Exception as exc:
             # A bug (a dialect's, met as a session reopens): the agent fails, its fallback

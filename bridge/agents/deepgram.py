@@ -85,7 +85,7 @@ def _jwt(key: str) -> bool:
 
 class DeepgramVoiceAgent:
     """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`,
-    :class:`~.wire.Remembers`)."""
+    :class:`~.capabilities.Remembers`)."""
 
     provider = "deepgram"
     rate_in = RATE

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
+from .capabilities import Preflight
 from .tools import failure
 from .wire import (
     SLOT,
@@ -36,7 +37,6 @@ from .wire import (
     MessageText,
     ModelError,
     ModelEvent,
-    Preflight,
     ProtocolError,
     Ready,
     Tool,
@@ -79,7 +79,8 @@ def agent_id(url: str) -> str:
 
 
 class ElevenLabsAgent:
-    """The ElevenLabs Agents dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Prepared`)."""
+    """The ElevenLabs Agents dialect (:class:`~.wire.ModelDialect`,
+    :class:`~.capabilities.Prepared`)."""
 
     provider = "elevenlabs"
     model_detects_speech = True

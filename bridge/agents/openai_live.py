@@ -60,6 +60,7 @@ from .wire import (
     b64_audio,
     check_list,
     merge,
+    recap,
 )
 
 RATE = 16_000
@@ -112,8 +113,8 @@ def check_session(session: dict[str, Any]) -> None:
 
 
 class OpenAILive:
-    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`,
-    :class:`~.wire.Unfinished`)."""
+    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.capabilities.Remembers`,
+    :class:`~.capabilities.Unfinished`)."""
 
     provider = "openai-live"
     rate_in = RATE
@@ -351,9 +352,7 @@ class OpenAILive:
             return []  # this dialect's own session: what was said went in as ``input``
         # Lines it has no history of (a moved call's are ``remember``ed before its session
         # opens): the new session hears them as silent context.
-        said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
-        recap = "The connection was reopened. The conversation so far:\n" + said
-        return self.text(recap[-APPEND_CHARS:])
+        return self.text(recap(lines)[-APPEND_CHARS:])
 
 
 def _unset(value: Any) -> Any:

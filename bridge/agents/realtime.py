@@ -33,6 +33,7 @@ from .wire import (
     Transcript,
     TurnDone,
     b64_audio,
+    recap,
 )
 
 RATE = 24_000
@@ -318,10 +319,7 @@ class RealtimeFamily(abc.ABC):
         # A new session knows nothing of the old one: one system message recounts it.
         if not lines:
             return []
-        said = "\n".join(
-            f"{'Caller' if role == 'caller' else 'You'}: {text}" for role, text in lines
-        )
-        text = "The connection was reopened. The conversation so far:\n" + said
+        text = recap(lines)
         item = {
             "type": "message",
             "role": "system",

@@ -83,6 +83,8 @@ class FakeUltravox(CallerAudioLog):
         self.hung_up: list[str] = []
         """The calls the client ended with ``hang_up`` (one it only left runs on, billed,
         until its ``maxDuration``)."""
+        self.forgotten: set[str] = set()
+        """Calls whose history is gone (:meth:`forget`): a ``priorCallId`` naming one is 404."""
         self._calls: dict[str, dict[str, Any]] = {}
         self._asked: set[str] = set()
         self._ordinal = 0
@@ -102,7 +104,7 @@ class FakeUltravox(CallerAudioLog):
         if refused:
             self.errors.append(refused)
             return web.json_response({"detail": refused}, status=400)
-        if prior is not None and prior not in self._calls:
+        if prior is not None and (prior not in self._calls or prior in self.forgotten):
             return web.json_response({"detail": "prior call not found"}, status=404)
         call_id = f"call-{len(self._calls) + 1}"
         token = secrets.token_hex(8)
@@ -271,6 +273,11 @@ class FakeUltravox(CallerAudioLog):
         """The agent's hang-up tool: the call ends, the socket closed normally."""
         if self.ws is not None:
             await self.ws.close(code=1000)
+
+    def forget(self, call_id: str) -> None:
+        """``call_id``'s history is gone (kept no longer by the service, or deleted): a new
+        call's ``priorCallId`` naming it is refused."""
+        self.forgotten.add(call_id)
 
     async def drop(self) -> None:
         if self.ws is not None:

@@ -301,3 +301,32 @@ async def test_ultravox_a_base_url_with_a_query_keeps_it_after_calls(
     assert fake.created[1]["query"] == {"region": "eu", "priorCallId": "call-1"}
     assert fake.errors == []
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_ultravox_a_refused_prior_call_is_a_new_call_told_what_was_said(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A reopened call whose ``priorCallId`` Ultravox refuses (the old call's history gone) is
+    a new call: ``agent.reconnected`` says ``resumed: false`` (before, ``true``: the new call's
+    own id was taken for a resumption), the new call greets not again, and it is told what
+    was said as a ``user_text_message`` it does not answer at once (before, nothing)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, url)
+        await fake.heard_user("Where is my order?")
+        await next_event(sub, "agent.transcript")
+        await fake.say(tone(440, 1600, 16_000, 0.25), text="On its way.")
+        await next_event(sub, "agent.transcript")
+        fake.forget("call-1")
+        await fake.drop()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert len(fake.created) == 2 and fake.created[1]["priorCallId"] is None
+    assert fake.created[1]["body"]["firstSpeaker"] == "FIRST_SPEAKER_USER"
+    await until(lambda: any(e["type"] == "user_text_message" for e in fake.events), timeout=2)
+    (told,) = [e for e in fake.events if e["type"] == "user_text_message"]
+    assert told["urgency"] == "later"
+    assert "Caller: Where is my order?\nYou: On its way." in told["text"]
+    refused = [r for r in caplog.records if "refused to resume" in r.getMessage()]
+    assert [r.levelname for r in refused] == ["WARNING"] and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
