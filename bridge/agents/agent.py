@@ -23,9 +23,10 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
 * a socket it cannot reopen ends in ``agent.failed`` and the service's fallback.
 
 A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
-the caller over itself and stops by itself. The caller goes up without a pause (silence in its
-gaps and on hold: :class:`~.uplink.ContinuousUplink`), the model's stream plays through the one
-receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it.
+the caller over itself and stops by itself. Its stream plays through the one receiver
+(:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it. Where the
+dialect ``streams_up`` (GPT-Live, Ultravox) the caller goes up without a pause: silence in its
+gaps and on hold (:class:`~.uplink.ContinuousUplink`).
 """
 
 from __future__ import annotations
@@ -120,11 +121,9 @@ class Agent:
             dialect.rate_out, self.bus.stats, stream_ms=dialect.duplex_buffer_ms, where=where
         )
         self.uplink = (
-            None
-            if dialect.duplex_buffer_ms is None
-            else ContinuousUplink(self._send_up, dialect.rate_in, where)
+            ContinuousUplink(self._send_up, dialect.rate_in, where) if dialect.streams_up else None
         )
-        """Silence in the caller's gaps, for a full-duplex model."""
+        """Silence in the caller's gaps, for a model that wants audio without a pause."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
         self._closing: CloseOnce[None] = CloseOnce(f"agent[{self.id}]:close")
@@ -230,7 +229,7 @@ class Agent:
         )
         if speaking and by == "bridge":
             self.turns.started()
-        if playing and speaking and self.uplink is None:
+        if playing and speaking and self.dialect.duplex_buffer_ms is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
         elif speaking:
             # Nothing plays yet, but an answer may be on its way: it would come too late

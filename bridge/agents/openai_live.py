@@ -123,6 +123,8 @@ class OpenAILive:
     waits_for_hello = False
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
+    streams_up = True
+    """It runs on a clock: the caller continuously, silence in the gaps."""
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
     """It says goodbye first (``session.closed``): a close without one is a drop."""

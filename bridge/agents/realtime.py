@@ -121,6 +121,7 @@ class RealtimeFamily(abc.ABC):
     session_limit_s: float | None = None
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
+    streams_up = False
     duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True

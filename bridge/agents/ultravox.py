@@ -121,11 +121,14 @@ class UltravoxCall:
     waits_for_hello = False
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
-    """Audio flows both ways all the time; ``ping`` is for latency only."""
+    """Audio flows both ways all the time (:attr:`streams_up`); ``ping`` is for latency only."""
     url_schemes = ("http", "https")
     server_close_ends = True
     final_close_codes: frozenset[int] = frozenset()
     """A hang-up (the agent's tool, ``maxDuration``) closes the socket."""
+    streams_up = True
+    """Audio flows all the time — the caller's, or silence in its gaps (a hold) — as the call
+    needs no keep-alive only while it does (``ping`` is for latency only)."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 

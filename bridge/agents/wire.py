@@ -241,6 +241,10 @@ class ModelDialect(Protocol):
     """Close codes with which the server refuses the client for good (OpenAI Realtime's 4000s,
     such as the beta shape's; ElevenLabs' billing stop): the agent fails (``model_error``)
     rather than reopen."""
+    streams_up: bool
+    """The caller's audio goes up without a pause, silence in its gaps (a hold, a stalled leg:
+    :class:`~.uplink.ContinuousUplink`): GPT-Live runs on a clock, and an Ultravox call needs
+    no keep-alive only while audio flows."""
     duplex_buffer_ms: int | None
     """``None``: the model sends replies (faster than real time) and stops them on a barge-in
     signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
