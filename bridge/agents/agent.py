@@ -23,9 +23,10 @@ reframed to 20 ms, bounded like every other source). It acts on the model's sign
 * a socket it cannot reopen ends in ``agent.failed`` and the service's fallback.
 
 A full-duplex model (the dialect's ``duplex_buffer_ms``: GPT-Live) has no barge-in: it hears
-the caller over itself and stops by itself. The caller goes up without a pause (silence in its
-gaps and on hold: :class:`~.uplink.ContinuousUplink`), the model's stream plays through the one
-receiver (:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it.
+the caller over itself and stops by itself. Its stream plays through the one receiver
+(:class:`~.voice.StreamedSource`), and the caller starting to speak never cuts it. Where the
+dialect ``streams_up`` (GPT-Live, Ultravox) the caller goes up without a pause: silence in its
+gaps and on hold (:class:`~.uplink.ContinuousUplink`).
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ class Agent:
             where=where,
             handle=self._handle,
             resume=resume,
-            quiet=lambda: not (self.voice.playing or self.caller_speaking),
+            quiet=lambda: not (self.voice.playing or self.turns.speaking),
         )
         self._on_tool = on_tool
         self._on_failed = on_failed
@@ -120,11 +121,9 @@ class Agent:
             dialect.rate_out, self.bus.stats, stream_ms=dialect.duplex_buffer_ms, where=where
         )
         self.uplink = (
-            None
-            if dialect.duplex_buffer_ms is None
-            else ContinuousUplink(self._send_up, dialect.rate_in, where)
+            ContinuousUplink(self._send_up, dialect.rate_in, where) if dialect.streams_up else None
         )
-        """Silence in the caller's gaps, for a full-duplex model."""
+        """Silence in the caller's gaps, for a model that wants audio without a pause."""
         self._up = Resampler(dialect.rate_in) if dialect.rate_in != SAMPLE_RATE else None
         self._tasks = TaskSet(f"agent[{self.id}]")
         self._closing: CloseOnce[None] = CloseOnce(f"agent[{self.id}]:close")
@@ -136,12 +135,12 @@ class Agent:
         self.interruptions = 0
         self.said: deque[tuple[str, str]] = deque(context or (), maxlen=CONTEXT_LINES)
         """The last transcript lines: told to a new session that cannot resume the old one."""
-        self.caller_speaking = False
         self.on_hold = self.bus.conference.held
         """The call is held: the caller is neither heard nor spoken to (:meth:`held`)."""
         self.turns = CallerTurns(dialect, self.send)
-        """The caller's turns as the bridge hears and tells them (the model's detection off),
-        and the caller's audio stopping as the model is told it."""
+        """The caller's turns as the model or the bridge hears them (whether the caller is
+        speaking), as the bridge tells them (the model's detection off), and the caller's
+        audio stopping as the model is told it."""
 
     @property
     def state(self) -> str:
@@ -212,7 +211,6 @@ class Agent:
         if held:
             if self.turns.cut():  # a turn it told the model of
                 self._emit(events.SPEECH_STOPPED, by="bridge")
-            self.caller_speaking = False
             if self.voice.playing:
                 self.barge_in("hold")
 
@@ -220,7 +218,7 @@ class Agent:
     def _speech_started(self, by: str) -> None:
         verdict = self.guard.decide()
         playing = self.voice.playing
-        self.caller_speaking = not verdict.echo
+        speaking = self.turns.speaking = not verdict.echo
         self._emit(
             events.SPEECH_STARTED,
             echo=verdict.echo,
@@ -229,11 +227,11 @@ class Agent:
             agentPlaying=playing,
             by=by,
         )
-        if self.caller_speaking and by == "bridge":
+        if speaking and by == "bridge":
             self.turns.started()
-        if playing and self.caller_speaking and self.uplink is None:
+        if playing and speaking and self.dialect.duplex_buffer_ms is None:
             self.barge_in(by)  # (a full-duplex model stops by itself: module docstring)
-        elif self.caller_speaking:
+        elif speaking:
             # Nothing plays yet, but an answer may be on its way: it would come too late
             # (cancelled where the model does not stop it itself: xAI, the bridge's VAD).
             self.send(self.dialect.cancel(by))
@@ -241,7 +239,7 @@ class Agent:
     def _speech_stopped(self, by: str) -> None:
         if by == "bridge":
             self.turns.ended()
-        self.caller_speaking = False
+        self.turns.speaking = False
         self._emit(events.SPEECH_STOPPED, by=by)
 
     # -- the model's events (the connection keeps its own)
@@ -299,7 +297,7 @@ class Agent:
         self.bus.add_source(self.voice.source)
         if self.uplink is not None:
             self.uplink.start()
-        if self.resumed and self.model.resume is None and self.said:
+        if self.resumed and not self.model.resumed and self.said:
             self.send(self.dialect.context(list(self.said)))  # a new session: what was said
         self._emit(events.CONNECTED, **({"resumed": True} if self.resumed else {}))
 

@@ -37,6 +37,7 @@ import aiohttp
 from ..logs import FailureKinds
 from ..tasks import TaskSet, cancel_and_wait
 from . import upkeep
+from .capabilities import Unfinished
 from .ends import PlannedEnd, Why
 from .opening import SessionOpening, reopen
 from .outbox import Outbox
@@ -105,11 +106,11 @@ class ModelConnection(SessionOpening):
         self._handle = handle
         self.resume: str | None = resume
         """The latest resumption handle the model gave (Gemini), or the one it started with."""
+        self.resumed = False
         self.state = "connecting"
         self.session = 0
         """The number of the newest session's socket (one more at each socket opened)."""
         self.reconnects = 0
-        self.model_errors = 0
         self.skipped = 0
         """Parts of the model's messages left out, unreadable (:class:`~.wire.Skipped`)."""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -221,22 +222,9 @@ class ModelConnection(SessionOpening):
         elif isinstance(event, ModelError) and event.benign:
             log.info("%s: the model reported %s (a known race)", self.where, event.code)
         elif isinstance(event, ModelError):
-            # The first at WARNING, the rest at INFO: a server repeating itself floods no log
-            # (an account-level one, the agent's end, always at WARNING).
-            level = logging.INFO if self.model_errors and not event.account else logging.WARNING
-            self.model_errors += 1
-            log.log(
-                level,
-                "%s: the model reported %s: %s",
-                self.where,
-                event.code,
-                event.message[:200],
-            )
-            if (event.account or event.ends_session) and self.connected:
-                assert self._ws is not None  # (while a session opens, ``Refused`` says it)
-                if event.account:
-                    self.failure = event.code  # ``_run`` fails the agent: no reconnect
-                self.ends.close(self._ws, Why.ERROR)
+            # (While a session opens, ``Refused`` says it.)
+            if self.ends.error(event, self._ws if self.connected else None):
+                self.failure = event.code  # ``_run`` fails the agent: no reconnect
         else:
             return False
         return True
@@ -293,6 +281,8 @@ class ModelConnection(SessionOpening):
                     log.info("%s: socket error %s", self.where, type(exc).__name__)
                 if self._stopping:
                     return
+                if isinstance(self.dialect, Unfinished):  # its turns in progress, closed
+                    await self._events(self.dialect.finish())
                 planned = self.ends.take()
                 code = self._ws.close_code
                 if code in self.dialect.final_close_codes and planned is not Why.RENEWAL:
@@ -347,7 +337,7 @@ class ModelConnection(SessionOpening):
                 self.out.renew()  # what was queued for the old socket means nothing now
                 self.state = "connected"
                 self.reconnects += 1
-                on_reconnected(self.resume is not None)
+                on_reconnected(self.resumed)
                 self.out.release()  # the gap's audio: after the turn it belongs to is opened
         except Exception as exc:
             # A bug (a dialect's, met as a session reopens): the agent fails, its fallback

@@ -85,7 +85,7 @@ def _jwt(key: str) -> bool:
 
 class DeepgramVoiceAgent:
     """The Deepgram Voice Agent dialect (:class:`~.wire.ModelDialect`,
-    :class:`~.wire.Remembers`)."""
+    :class:`~.capabilities.Remembers`)."""
 
     provider = "deepgram"
     rate_in = RATE
@@ -97,6 +97,7 @@ class DeepgramVoiceAgent:
     session_limit_s: float | None = SESSION_LIMIT_S
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
+    streams_up = False
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

@@ -14,8 +14,9 @@ another ``pcm_<rate>`` is resampled; ``ulaw_8000`` is refused). The caller goes 
 ElevenLabs decides the turns: on ``interruption`` the bridge drops the queued voice and every
 later ``audio`` whose ``event_id`` is at most the interruption's (late chunks of the cut reply);
 there is no cancel. Every ``ping`` is answered with its ``pong`` at once, or the server drops
-the socket. Client tools (declared on the agent by name) come as ``client_tool_call`` and are
-answered with ``client_tool_result``.
+the socket; while no audio goes up (a hold) ``user_activity`` keeps the agent from timing the
+caller's silence out. Client tools (declared on the agent by name) come as
+``client_tool_call`` and are answered with ``client_tool_result``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
+from .capabilities import Preflight
 from .tools import failure
 from .wire import (
     SLOT,
@@ -36,7 +38,6 @@ from .wire import (
     MessageText,
     ModelError,
     ModelEvent,
-    Preflight,
     ProtocolError,
     Ready,
     Tool,
@@ -56,6 +57,12 @@ SESSION_FIELDS = {
 """What ``conversation_initiation_client_data`` carries besides its ``type``."""
 FORMATS = {f"pcm_{rate}": rate for rate in (8000, 16000, 22050, 24000, 44100, 48000)}
 """The agent's formats the bridge plays (``ulaw_8000``, the one other, is refused)."""
+KEEPALIVE_S = 2.0
+"""Seconds without the caller's audio going up (a hold, a stalled leg) after which the agent is
+sent ``user_activity``, and again each such while: the agent's turn and silence timeouts are
+its settings on ElevenLabs (``turn.turn_timeout``, ``turn.silence_end_call_timeout``), whose
+lengths the client is not told: one small message every 2 s stays under any but a very short
+one."""
 _AUDIO = MessageText({"user_audio_chunk": SLOT})  # no ``type``
 """The caller's audio (its base64)."""
 
@@ -79,15 +86,17 @@ def agent_id(url: str) -> str:
 
 
 class ElevenLabsAgent:
-    """The ElevenLabs Agents dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Prepared`)."""
+    """The ElevenLabs Agents dialect (:class:`~.wire.ModelDialect`,
+    :class:`~.capabilities.Prepared`)."""
 
     provider = "elevenlabs"
     model_detects_speech = True
     waits_for_hello = False
     default_url: str | None = None
     """Required: the agent is named in it (``?agent_id=``), on the region's host."""
-    keepalive_s: float | None = None
-    """The server's ``ping``, answered, keeps the socket open."""
+    keepalive_s: float | None = KEEPALIVE_S
+    """The server's ``ping``, answered, keeps the socket open; ``user_activity`` while no audio
+    goes up (a hold) keeps the agent from timing the caller's silence out."""
     session_limit_s: float | None = None
     """The agent's ``max_duration_seconds`` is set on ElevenLabs and not told to the client."""
     url_schemes = ("ws", "wss")
@@ -96,6 +105,7 @@ class ElevenLabsAgent:
     final_close_codes = frozenset({1002})
     """A billing stop has been seen closing with 1002 (unconfirmed; a protocol error, the other
     meaning of 1002, would be met again by a new conversation too)."""
+    streams_up = False
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 
@@ -164,7 +174,9 @@ class ElevenLabsAgent:
         raise ProtocolError("ElevenLabs sends no binary frames")
 
     def keepalive(self) -> list[dict[str, Any]]:
-        return []
+        # It resets the agent's turn timeout: a held caller, sending nothing, is neither
+        # prompted nor hung up on (the agent's timeouts are its settings, not told to us).
+        return [{"type": "user_activity"}]
 
     # -- the server's events
     def closing(self) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import aiohttp
 from ..tasks import TaskSet
 from . import upkeep
 from .outbox import Outbox
-from .wire import ModelDialect
+from .wire import ModelDialect, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,27 @@ class PlannedEnd:
         self.where = where
         self.why: Why | None = None
         """Why the current socket is being closed by plan (``None``: it is not)."""
+        self.model_errors = 0
+        """Errors the model reported (not the known races)."""
 
     def close(self, ws: aiohttp.ClientWebSocketResponse, why: Why) -> None:
         """Close ``ws`` now (a task of the connection's), for ``why``."""
         self._begin(why)
         self._tasks.spawn(ws.close(), why.value)
+
+    def error(self, event: ModelError, ws: aiohttp.ClientWebSocketResponse | None) -> bool:
+        """The model reported ``event`` (not a known race) on the session open on ``ws``
+        (``None``: none is): logged — the first at WARNING, the rest at INFO, so a server
+        repeating itself floods no log (one of the account, the agent's end, always at
+        WARNING) — and ``ws`` closed when the error ends the session or is the account's.
+        ``True`` for the account's: the agent fails rather than reopen."""
+        level = logging.INFO if self.model_errors and not event.account else logging.WARNING
+        self.model_errors += 1
+        log.log(level, "%s: the model reported %s: %s", self.where, event.code, event.message[:200])
+        if ws is None or not (event.account or event.ends_session):
+            return False
+        self.close(ws, Why.ERROR)
+        return event.account
 
     def _begin(self, why: Why) -> None:
         self.why = why

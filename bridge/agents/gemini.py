@@ -61,6 +61,7 @@ class GeminiLive:
     session_limit_s: float | None = None
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
+    streams_up = False
     duplex_buffer_ms: int | None = None
 
     def __init__(self, session: dict[str, Any] | None = None) -> None:

@@ -26,7 +26,11 @@ nested ``response.completed`` came, each answered with ``response.item.create``,
 
 A session ends with ``session.close``. Its ``expires_at`` (from ``session.started``) is the
 session's cap: the connection opens a new session before it, with what was said as
-``input``; a session the server ends as ``expired`` anyway is reopened the same way.
+``input``; a session the server ends as ``expired`` anyway is reopened the same way. The turns
+a session leaves open when its socket closes (a renewal, a drop) are closed then
+(:meth:`OpenAILive.finish`): the caller's turn is told stopped, each turn's transcript is told,
+and the next session's ``input`` holds them (a new session's timeline starts again at 0, so a
+turn cannot be carried on into it).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from .wire import (
     b64_audio,
     check_list,
     merge,
+    recap,
 )
 
 RATE = 16_000
@@ -108,7 +113,8 @@ def check_session(session: dict[str, Any]) -> None:
 
 
 class OpenAILive:
-    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Remembers`)."""
+    """The OpenAI GPT-Live dialect (:class:`~.wire.ModelDialect`, :class:`~.capabilities.Remembers`,
+    :class:`~.capabilities.Unfinished`)."""
 
     provider = "openai-live"
     rate_in = RATE
@@ -117,6 +123,8 @@ class OpenAILive:
     waits_for_hello = False
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
+    streams_up = True
+    """It runs on a clock: the caller continuously, silence in the gaps."""
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
     """It says goodbye first (``session.closed``): a close without one is a drop."""
@@ -247,6 +255,14 @@ class OpenAILive:
             turn[1] = max(turn[1], end)
         return out
 
+    def finish(self) -> list[ModelEvent]:
+        # No fragment of this session will close its open turns: closed here, the oldest
+        # first, so the caller's words are told and the next session's ``input`` holds them.
+        out: list[ModelEvent] = []
+        for role in sorted(self._turn, key=lambda r: self._turn[r][1]):
+            out += self._close(role)
+        return out
+
     def _close(self, role: str) -> list[ModelEvent]:
         # The caller's turn is over: said as the caller stopping (once a turn, as it started).
         over: list[ModelEvent] = [SpeechStopped()] if role == "caller" else []
@@ -338,9 +354,7 @@ class OpenAILive:
             return []  # this dialect's own session: what was said went in as ``input``
         # Lines it has no history of (a moved call's are ``remember``ed before its session
         # opens): the new session hears them as silent context.
-        said = "\n".join(f"{'Caller' if r == 'caller' else 'You'}: {t}" for r, t in lines)
-        recap = "The connection was reopened. The conversation so far:\n" + said
-        return self.text(recap[-APPEND_CHARS:])
+        return self.text(recap(lines)[-APPEND_CHARS:])
 
 
 def _unset(value: Any) -> Any:

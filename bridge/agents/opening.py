@@ -50,6 +50,9 @@ class SessionOpening:
     tools: list[Tool]
     where: str
     resume: str | None
+    resumed: bool
+    """The newest session continues the conversation: it opened with a resumption handle the
+    server took (a handle the new session gives, as Ultravox's ``callId`` is, says nothing)."""
     session: int
     _bugs: FailureKinds
 
@@ -61,18 +64,22 @@ class SessionOpening:
         """A socket with its session ready: the old conversation resumed where there is a
         handle, or — the server refusing it (expired, unknown: Gemini's, an Ultravox
         ``priorCallId``) — a new session at once, told what was said (``on_reconnected``)."""
+        self.resumed = False
         if self.resume is None:
             return await self._connect(http)
         try:
-            return await self._connect(http)
+            ws = await self._connect(http)
         except ConnectionError as exc:  # (``Refused``, or closed before the session was ready)
             log.warning(
-                "%s: the model refused to resume the conversation (%s); a new session",
+                "%s: the model refused to resume the conversation (%s); a new session, told "
+                "what was said",
                 self.where,
                 exc,
             )
             self.resume = None
-        return await self._connect(http)
+            return await self._connect(http)
+        self.resumed = True
+        return ws
 
     async def _connect(self, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
         url, headers = await where_to_connect(

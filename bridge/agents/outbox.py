@@ -11,8 +11,8 @@ socket is too slow to take the caller (its kernel send buffer is small: ``attach
 (a socket that takes nothing) the next are dropped, counted (``modelMessagesDropped``) and
 said once a session at WARNING too. Between two sessions of a planned end (a renewal, a
 ``goAway``: :mod:`.ends`) the caller's audio is kept for the next one, bounded alike
-(:meth:`Outbox.hold`). It keeps when something last went up (the keep-alive's
-clock).
+(:meth:`Outbox.hold`). It keeps when the caller's audio or a keep-alive last went up (the
+keep-alive's clock).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ class Outbox:
         self.queue = _queue()
         """The current session's queue (its sender: the connection's)."""
         self.last_up = time.monotonic()
-        """When a message last went up (the caller's audio or a control message)."""
+        """When the caller's audio or a keep-alive last went up (the keep-alive's clock: a
+        control message, a ``pong``, keeps no model's idle timer, which waits on audio)."""
         self.audio_dropped = 0
         """Caller frames dropped, over every session, because the model's socket was too slow
         to take them."""
@@ -91,8 +92,6 @@ class Outbox:
         for message in messages:
             if not self.queue.put_control(json.dumps(message), before_audio=before_audio):
                 self._control_refused(message)
-        if messages:
-            self.last_up = time.monotonic()
 
     def _control_refused(self, message: dict[str, Any]) -> None:
         """The control queue is full (a socket that stopped taking anything): ``message`` is

@@ -1,5 +1,5 @@
 """Where a model's socket is: the dialect's URL, or the one a request before the socket
-answers with (:class:`~.wire.Prepared`: ElevenLabs' signed URL, Ultravox's created call's
+answers with (:class:`~.capabilities.Prepared`: ElevenLabs' signed URL, Ultravox's created call's
 ``joinUrl``). The request goes with redirects refused and the key only in its headers; a bad
 answer is a ``ConnectionError`` that names its status, never its body (which may echo the
 key)."""
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from .wire import FINAL_STATUSES, ModelDialect, Prepared, ProtocolError, Refused, Tool
+from .capabilities import Prepared
+from .wire import FINAL_STATUSES, ModelDialect, ProtocolError, Refused, Tool
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to open the model's socket and have its session configured; and, before it, for

@@ -33,6 +33,7 @@ from .wire import (
     Transcript,
     TurnDone,
     b64_audio,
+    recap,
 )
 
 RATE = 24_000
@@ -120,6 +121,7 @@ class RealtimeFamily(abc.ABC):
     session_limit_s: float | None = None
     server_close_ends = False
     final_close_codes: frozenset[int] = frozenset()
+    streams_up = False
     duplex_buffer_ms: int | None = None
     model_detects_speech = True
     server_cancels = True
@@ -318,10 +320,7 @@ class RealtimeFamily(abc.ABC):
         # A new session knows nothing of the old one: one system message recounts it.
         if not lines:
             return []
-        said = "\n".join(
-            f"{'Caller' if role == 'caller' else 'You'}: {text}" for role, text in lines
-        )
-        text = "The connection was reopened. The conversation so far:\n" + said
+        text = recap(lines)
         item = {
             "type": "message",
             "role": "system",

@@ -17,6 +17,7 @@ from ..http import RedirectRefused, url_parts
 from . import events
 from .agent import Agent
 from .azure import AzureVoiceLive
+from .capabilities import Prepared, Remembers
 from .deepgram import DeepgramVoiceAgent
 from .elevenlabs import ElevenLabsAgent
 from .gemini import GeminiLive
@@ -31,7 +32,7 @@ from .tools import (
     run_bridge_tool,
 )
 from .ultravox import UltravoxCall
-from .wire import ModelDialect, Prepared, Remembers, ToolCall
+from .wire import ModelDialect, ToolCall
 from .xai import XaiGrokVoice
 
 log = logging.getLogger(__name__)

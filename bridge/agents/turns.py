@@ -49,6 +49,9 @@ class CallerTurns:
         ``vad`` extra is missing (said once, at WARNING): no turns then."""
         self.open = False
         """A turn was told started to the model's current session and not yet ended."""
+        self.speaking = False
+        """The caller is speaking, as the model or the bridge heard it (not the agent's echo):
+        a renewal waits for the end of it."""
         self.streaming = False
         """The caller's audio went to the model's current session since it opened or since
         the last :meth:`cut`."""
@@ -76,6 +79,7 @@ class CallerTurns:
         where the protocol allows, the model's own detection is told the audio stopped, and
         the bridge's starts afresh. ``True`` when a turn was open."""
         was_open = self.open
+        self.speaking = False  # (a held caller is not heard)
         if was_open:
             self.open = False
             self._send(self._dialect.turn_ended(answer=False))
@@ -88,8 +92,11 @@ class CallerTurns:
 
     def reopened(self) -> None:
         """A new session of the model: the turn in progress is told started to it (its
-        stream opens with the caller's next audio)."""
+        stream opens with the caller's next audio). A start the old session heard and never
+        ended is over with it: only a turn the bridge hears is the caller still speaking, so
+        a renewal does not wait on a stop that will never come."""
         self.streaming = False
+        self.speaking = self.open
         if self.open:
             self._send(self._dialect.turn_started())
 

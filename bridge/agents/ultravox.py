@@ -15,7 +15,9 @@ answered with ``client_tool_result`` at once — the conversation is frozen mean
 tool (an answer with ``"ok": false`` or an ``error``) in its error form, ``errorType``
 ``implementation-error`` with the ``errorMessage``. The call's
 ``maxDuration`` (the bridge names it: :data:`MAX_DURATION_S` unless the session gives one) is
-renewed before it ends: a new call with ``priorCallId``, which continues the conversation.
+renewed before it ends: a new call with ``priorCallId``, which continues the conversation (one
+whose ``priorCallId`` is refused is told what was said in a ``user_text_message``, and greets
+not again).
 A session the bridge ends (the agent stopped, the WhatsApp call over, a renewal) gets
 ``hang_up``, which ends the Ultravox call; the server closes the socket.
 """
@@ -28,13 +30,13 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import BadRequest
+from .capabilities import Preflight
 from .tools import failure
 from .wire import (
     Audio,
     Interrupted,
     ModelError,
     ModelEvent,
-    Preflight,
     ProtocolError,
     Ready,
     Resumable,
@@ -42,6 +44,7 @@ from .wire import (
     ToolCall,
     Transcript,
     merge,
+    recap,
 )
 
 RATE = 16_000
@@ -109,7 +112,7 @@ def temporary_tool(tool: Tool) -> dict[str, Any]:
 
 
 class UltravoxCall:
-    """The Ultravox dialect (:class:`~.wire.ModelDialect`, :class:`~.wire.Prepared`)."""
+    """The Ultravox dialect (:class:`~.wire.ModelDialect`, :class:`~.capabilities.Prepared`)."""
 
     provider = "ultravox"
     rate_in = RATE
@@ -118,11 +121,14 @@ class UltravoxCall:
     waits_for_hello = False
     default_url: str | None = DEFAULT_URL
     keepalive_s: float | None = None
-    """Audio flows both ways all the time; ``ping`` is for latency only."""
+    """Audio flows both ways all the time (:attr:`streams_up`); ``ping`` is for latency only."""
     url_schemes = ("http", "https")
     server_close_ends = True
     final_close_codes: frozenset[int] = frozenset()
     """A hang-up (the agent's tool, ``maxDuration``) closes the socket."""
+    streams_up = True
+    """Audio flows all the time — the caller's, or silence in its gaps (a hold) — as the call
+    needs no keep-alive only while it does (``ping`` is for latency only)."""
     duplex_buffer_ms: int | None = None
     """Turn-taking, not full duplex: its barge-in cuts the voice."""
 
@@ -134,6 +140,9 @@ class UltravoxCall:
         self.session_limit_s: float | None = (
             duration(given) if given is not None else float(MAX_DURATION_S)
         )
+        self._under_way = False
+        """The conversation has begun (a call joined, or a prior one named): the next calls
+        continue it."""
         self._turn = 0
         self._odd = b""
         self._said: dict[tuple[str, Any], str] = {}
@@ -166,8 +175,10 @@ class UltravoxCall:
                 *(temporary_tool(t) for t in tools),
             ]
         query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-        if resume:  # a renewed or reopened call continues the conversation, not greeting again
+        if resume:  # a renewed, reopened or moved call continues the conversation
+            self._under_way = True
             query = [(k, v) for k, v in query if k != "priorCallId"] + [("priorCallId", resume)]
+        if self._under_way:  # no second greeting (nor with its priorCallId refused)
             body.pop("firstSpeakerSettings", None)
             body["firstSpeaker"] = "FIRST_SPEAKER_USER"
         headers = {"X-API-Key": api_key} if api_key else {}
@@ -177,6 +188,7 @@ class UltravoxCall:
         join = answer.get("joinUrl")
         if not isinstance(join, str) or urlsplit(join).scheme not in ("ws", "wss"):
             raise ProtocolError("no ws(s) joinUrl")
+        self._under_way = True
         parts = urlsplit(join)
         query = parse_qsl(parts.query)
         if not any(k == "apiVersion" for k, _ in query):
@@ -277,7 +289,12 @@ class UltravoxCall:
         return []
 
     def context(self, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        return []  # a new call continues the old one (``priorCallId``)
+        # A new call that could not continue the old one (its ``priorCallId`` refused: the
+        # old call is unknown or gone) is told what was said, as text of the user's side
+        # the agent takes in without answering it at once (``later``).
+        if not lines:
+            return []
+        return [{"type": "user_text_message", "text": recap(lines), "urgency": "later"}]
 
     def audio_stopped(self) -> list[dict[str, Any]]:
         return []  # no message for it

@@ -30,12 +30,15 @@ session was renewed as soon, a new session every second or two while nobody spok
 
 
 async def keep_alive(out: Outbox, every: float, send: Callable[[], None]) -> None:
-    """``send()`` the dialect's keep-alive whenever nothing went up ``out`` for ``every``
-    seconds (the caller's audio stopped: a hold, a silent leg); runs until cancelled."""
+    """``send()`` the dialect's keep-alive whenever neither the caller's audio nor a keep-alive
+    went up ``out`` for ``every`` seconds (the caller's audio stopped: a hold, a silent leg);
+    runs until cancelled. Control messages do not count: a provider's idle timer waits on
+    audio (Deepgram's), or on the user (ElevenLabs' turn timeout), not on our answers."""
     while True:
         await asyncio.sleep(max(0.05, every - (time.monotonic() - out.last_up)))
         if time.monotonic() - out.last_up >= every:
             send()
+            out.last_up = time.monotonic()
 
 
 async def renewal_due(cap: float, quiet: Callable[[], bool]) -> None:

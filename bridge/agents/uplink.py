@@ -1,13 +1,17 @@
-"""The caller's audio to a full-duplex model (GPT-Live) as one stream that never pauses.
+"""The caller's audio as one stream that never pauses, to a model that wants it so (the
+dialect's ``streams_up``): a full-duplex model (GPT-Live), and Ultravox.
 
-Such a model runs on a clock and wants the caller's audio continuously, in real time, from
-the session's start to its end; where the call gives nothing (the caller's sender went quiet
-with DTX, a hold, a leg that stalls) it must hear silence, never a backlog burst later (the
-OpenAI GPT-Live API, *Audio, turn-taking and barge-in*). :class:`ContinuousUplink` counts the
-worker clock's ticks against the caller's frames that went up, and in each tick where the
-caller is more than :data:`LAG_FRAMES` behind the clock it sends one frame of silence: at most
-one a tick, so a stall is filled at the call's pace, and a caller that catches up (a remote
-engine's burst) is not answered by silence until the count is even again.
+A full-duplex model runs on a clock and wants the caller's audio continuously, in real time,
+from the session's start to its end; where the call gives nothing (the caller's sender went
+quiet with DTX, a hold, a leg that stalls) it must hear silence, never a backlog burst later
+(the OpenAI GPT-Live API, *Audio, turn-taking and barge-in*). An Ultravox call needs no
+keep-alive only while audio flows: silence through a hold keeps it.
+
+:class:`ContinuousUplink` counts the worker clock's ticks against the caller's frames that
+went up, and in each tick where the caller is more than :data:`LAG_FRAMES` behind the clock it
+sends one frame of silence: at most one a tick, so a stall is filled at the call's pace, and a
+caller that catches up (a remote engine's burst) is not answered by silence until the count is
+even again.
 """
 
 from __future__ import annotations

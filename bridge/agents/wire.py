@@ -3,9 +3,10 @@ events the bridge acts on (typed, below) and the :class:`ModelDialect` each prot
 implements (:mod:`.openai` for OpenAI Realtime, :mod:`.xai` for xAI Grok Voice, :mod:`.azure`
 for Azure Voice Live, :mod:`.gemini` for Gemini Live, :mod:`.deepgram` for Deepgram's Voice
 Agent API, :mod:`.elevenlabs` for ElevenLabs Agents, :mod:`.ultravox` for Ultravox,
-:mod:`.openai_live` for OpenAI GPT-Live). Nothing outside those modules knows a field name of
-a protocol. At its end, what several dialects use alike: :func:`merge` (an app's session into
-the bridge's), :func:`check_list`, :func:`b64_audio`."""
+:mod:`.openai_live` for OpenAI GPT-Live; what only some of them can do: :mod:`.capabilities`).
+Nothing outside those modules knows a field name of a protocol. At its end, what several
+dialects use alike: :func:`recap` (what was said, for a new session), :func:`merge` (an app's
+session into the bridge's), :func:`check_list`, :func:`b64_audio`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import base64
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from ..errors import BadRequest
 
@@ -240,6 +241,10 @@ class ModelDialect(Protocol):
     """Close codes with which the server refuses the client for good (OpenAI Realtime's 4000s,
     such as the beta shape's; ElevenLabs' billing stop): the agent fails (``model_error``)
     rather than reopen."""
+    streams_up: bool
+    """The caller's audio goes up without a pause, silence in its gaps (a hold, a stalled leg:
+    :class:`~.uplink.ContinuousUplink`): GPT-Live runs on a clock, and an Ultravox call needs
+    no keep-alive only while audio flows."""
     duplex_buffer_ms: int | None
     """``None``: the model sends replies (faster than real time) and stops them on a barge-in
     signal, so its voice queues whole replies and the caller's speech cuts it. A number: the
@@ -311,48 +316,11 @@ class ModelDialect(Protocol):
         resumption handle (empty: the protocol resumes, or nothing to say)."""
 
 
-@dataclass(frozen=True)
-class Preflight:
-    """An HTTPS request the connection makes before it opens the socket (ElevenLabs' signed
-    URL, Ultravox's call creation); its JSON answer goes to :meth:`Prepared.joined`."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: dict[str, Any] | None = None
-    expect: int = 200
-    """The status of a success (Ultravox answers ``201 Created``)."""
-
-
-@runtime_checkable
-class Remembers(Protocol):
-    """A dialect that tells a new session what was said in the messages that open it
-    (Deepgram's ``Settings``, GPT-Live's ``input``) rather than after (a capability: the
-    service asks for it with ``isinstance``): a moved call's agent hands it the lines it
-    carried before its first session opens."""
-
-    def remember(self, lines: list[tuple[str, str]]) -> None:
-        """``(role, text)`` lines (``caller``/``agent``), the oldest first: the history the
-        next session opens with."""
-
-
-@runtime_checkable
-class Prepared(Protocol):
-    """A dialect whose socket's URL comes from an HTTP request first (a capability: the
-    connection asks for it with ``isinstance``; every other dialect's :meth:`connect` says
-    where to go at once)."""
-
-    url_schemes: tuple[str, ...]
-    """The schemes a request's ``url`` may have (Ultravox's is the REST API's base)."""
-
-    def preflight(
-        self, url: str, api_key: str | None, tools: list[Tool], resume: str | None
-    ) -> Preflight | None:
-        """The request to make (``None``: none, :meth:`ModelDialect.connect` says where)."""
-
-    def joined(self, answer: dict[str, Any]) -> tuple[str, dict[str, str]]:
-        """The socket's URL and headers from the request's answer (:class:`ProtocolError`
-        when it has none)."""
+def recap(lines: list[tuple[str, str]]) -> str:
+    """What was said, ``(role, text)`` lines, as the text a new session that cannot resume the
+    old one is told (in each dialect's message for it: :meth:`ModelDialect.context`)."""
+    said = "\n".join(f"{'Caller' if role == 'caller' else 'You'}: {text}" for role, text in lines)
+    return "The connection was reopened. The conversation so far:\n" + said
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,10 @@ service refuses is refused here too, recorded in ``errors``:
   also one it sends while the conversation starts (:attr:`ping_on_start`: after taking
   ``conversation_initiation_client_data``, before its ``conversation_initiation_metadata``).
 The agent's formats are its configuration (:attr:`input_format`, :attr:`output_format`),
-told in ``conversation_initiation_metadata``.
+told in ``conversation_initiation_metadata``. So are its turn and silence timeouts, whose
+lengths are not public: with :attr:`idle_s` set, nothing of the user — no ``user_audio_chunk``,
+no ``user_activity`` (which resets the agent's turn timeout) — for that long ends the
+conversation, the socket closed normally (1000) as the service's own end (``None``: never).
 """
 
 from __future__ import annotations
@@ -81,6 +84,12 @@ class FakeElevenLabs(CallerAudioLog):
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.started = asyncio.Event()
+        self.idle_s: float | None = None
+        """Seconds of nothing from the user after which the conversation ends (module
+        docstring)."""
+        self.ended_idle = 0
+        """Conversations ended so, for the user's silence."""
+        self._heard_at = 0.0
         self.ping_on_start = False
         """Send a ``ping`` (``event_id`` 1000 + the connection's number) between taking the
         initiation data and answering its metadata."""
@@ -139,8 +148,13 @@ class FakeElevenLabs(CallerAudioLog):
         return ws
 
     async def _watch(self, ws: web.WebSocketResponse) -> None:
+        self._heard_at = time.monotonic()
         while not ws.closed:
             await asyncio.sleep(0.05)
+            if self.idle_s is not None and time.monotonic() - self._heard_at > self.idle_s:
+                self.ended_idle += 1
+                await ws.close(code=1000, message=b"the user was silent")
+                return
             late = [i for i, at in self._pings.items() if time.monotonic() - at > self.PONG_S]
             if late:
                 self.errors.append(f"ping {late[0]} unanswered")
@@ -155,6 +169,8 @@ class FakeElevenLabs(CallerAudioLog):
             await self.ws.send_str(json.dumps(body))
 
     async def _message(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
+        if "user_audio_chunk" in body or body.get("type") == "user_activity":
+            self._heard_at = time.monotonic()
         if "user_audio_chunk" in body:
             await self._audio(ws, body)
             return
@@ -204,6 +220,8 @@ class FakeElevenLabs(CallerAudioLog):
             elif call_id not in self._asked:
                 self.errors.append(f"client_tool_result for unknown {call_id}")
             self._asked.discard(str(call_id))
+        elif kind == "user_activity" and set(body) != {"type"}:
+            self.errors.append(f"user_activity malformed: {body}")
         elif kind in ("contextual_update", "user_message"):
             if set(body) != {"type", "text"} or not isinstance(body.get("text"), str):
                 self.errors.append(f"{kind} malformed: {body}")

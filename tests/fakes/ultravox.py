@@ -13,7 +13,10 @@ example WebSocket client). What the real service refuses is refused here too, re
 - binary audio of an odd number of bytes; a message type clients do not send (the socket is
   closed, 1003); a ``client_tool_result`` for no invocation, or malformed; a
   ``user_text_message`` with an unknown ``urgency``.
-The call ends (the socket closed by the server, 1000) at its ``maxDuration`` or on ``hang_up``.
+The call ends (the socket closed by the server, 1000) at its ``maxDuration``, on ``hang_up``,
+or — with :attr:`idle_s` set — when no audio came for that long: the service needs no
+keep-alive only while audio flows (``ping`` is for latency only), and how long it waits
+without audio is not public, so the fake's wait is a setting (``None``: it never ends so).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import json
 import re
 import secrets
+import time
 from typing import Any
 
 import numpy as np
@@ -80,9 +84,16 @@ class FakeUltravox(CallerAudioLog):
         self.connections = 0
         self.ws: web.WebSocketResponse | None = None
         self.call_id = ""
+        self.idle_s: float | None = None
+        """Seconds without the client's audio after which the call ends (module docstring)."""
+        self.ended_idle = 0
+        """Calls ended so, for want of audio."""
+        self._heard_at = 0.0
         self.hung_up: list[str] = []
         """The calls the client ended with ``hang_up`` (one it only left runs on, billed,
         until its ``maxDuration``)."""
+        self.forgotten: set[str] = set()
+        """Calls whose history is gone (:meth:`forget`): a ``priorCallId`` naming one is 404."""
         self._calls: dict[str, dict[str, Any]] = {}
         self._asked: set[str] = set()
         self._ordinal = 0
@@ -102,7 +113,7 @@ class FakeUltravox(CallerAudioLog):
         if refused:
             self.errors.append(refused)
             return web.json_response({"detail": refused}, status=400)
-        if prior is not None and prior not in self._calls:
+        if prior is not None and (prior not in self._calls or prior in self.forgotten):
             return web.json_response({"detail": "prior call not found"}, status=404)
         call_id = f"call-{len(self._calls) + 1}"
         token = secrets.token_hex(8)
@@ -166,11 +177,14 @@ class FakeUltravox(CallerAudioLog):
         limit = asyncio.get_running_loop().call_later(
             seconds, lambda: asyncio.ensure_future(ws.close(code=1000, message=b"maxDuration"))
         )
+        self._heard_at = time.monotonic()
+        idle = asyncio.ensure_future(self._idle(ws))
         try:
             await self._send({"type": "call_started", "callId": self.call_id})
             await self._send({"type": "state", "state": "listening"})
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
+                    self._heard_at = time.monotonic()
                     if len(msg.data) % 2:
                         self.errors.append("an odd number of bytes of audio")
                     self.keep_caller_audio(msg.data)
@@ -178,7 +192,15 @@ class FakeUltravox(CallerAudioLog):
                     await self._message(ws, json.loads(msg.data))
         finally:
             limit.cancel()
+            idle.cancel()
         return ws
+
+    async def _idle(self, ws: web.WebSocketResponse) -> None:
+        while not ws.closed:
+            await asyncio.sleep(0.05)
+            if self.idle_s is not None and time.monotonic() - self._heard_at > self.idle_s:
+                self.ended_idle += 1
+                await ws.close(code=1000, message=b"no audio")
 
     async def _send(self, body: dict[str, Any]) -> None:
         if self.ws is not None and not self.ws.closed:
@@ -271,6 +293,11 @@ class FakeUltravox(CallerAudioLog):
         """The agent's hang-up tool: the call ends, the socket closed normally."""
         if self.ws is not None:
             await self.ws.close(code=1000)
+
+    def forget(self, call_id: str) -> None:
+        """``call_id``'s history is gone (kept no longer by the service, or deleted): a new
+        call's ``priorCallId`` naming it is refused."""
+        self.forgotten.add(call_id)
 
     async def drop(self) -> None:
         if self.ws is not None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from bridge.agents import upkeep
 from bridge.agents.deepgram import DeepgramVoiceAgent
 from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
@@ -251,7 +252,6 @@ async def test_deepgram_a_renewal_is_made_once_the_callers_turn_is_over(
     that the turn is over (``agent.speech.stopped``): a renewal that fell due meanwhile is made
     then (before, the caller counted as speaking for the rest of the session once they first
     spoke, and every renewal waited its whole 90 s, made whoever spoke)."""
-    from bridge.agents import upkeep
 
     monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", DeepgramVoiceAgent.session_limit_s - 1)
     monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
@@ -349,3 +349,28 @@ async def test_deepgram_an_error_ends_the_session_and_a_new_one_opens(
         {"type": "History", "role": "user", "content": "Where is my order?"}
     ]
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_deepgram_a_start_whose_session_dropped_holds_no_renewal_back(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """The caller a session heard start speaking, dropped before it heard them stop, is not
+    speaking on the next session: its renewal, due 1 s in with nobody speaking, is not held
+    back for a stop that never comes (before, it waited its whole allowance, 9 s here)."""
+    monkeypatch.setattr(DeepgramVoiceAgent, "session_limit_s", 10.0)
+    monkeypatch.setattr(upkeep, "RENEW_MARGIN_S", 9.0)  # due 1 s in...
+    monkeypatch.setattr(upkeep, "RENEW_NOT_BEFORE", 0.0)
+    monkeypatch.setattr(upkeep, "RENEW_LEEWAY_S", 0.0)  # ... then up to 9 s for a quiet moment
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, url)
+        await until(lambda: len(fake.chunks) >= 10, timeout=5)  # the caller is heard, loud
+        await fake.user_started_speaking()
+        assert (await next_event(sub, "agent.speech.started")).data["echo"] is False
+        await fake.drop()  # no UserStoppedSpeaking, no ConversationText: the turn never ends
+        await next_event(sub, "agent.reconnected", timeout=5)
+        renewed = await next_event(sub, "agent.reconnected", timeout=4)
+    assert renewed.data["resumed"] is False and fake.connections == 3 and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})

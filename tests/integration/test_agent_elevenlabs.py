@@ -13,6 +13,7 @@ import logging
 import numpy as np
 import pytest
 
+from bridge.agents.elevenlabs import ElevenLabsAgent
 from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
@@ -286,4 +287,28 @@ async def test_elevenlabs_a_billing_stop_fails_the_agent(make_client, aiohttp_se
     assert failed.data["reason"] == "model_error" and failed.data["code"] == "close_1002"
     await asyncio.sleep(0.3)
     assert fake.connections == 1 and len(fake.signed_asked) == 1
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_elevenlabs_a_held_call_keeps_its_conversation(
+    make_client, aiohttp_server, monkeypatch
+) -> None:
+    """Nothing of a held caller goes up, so the agent would time the silence out and end the
+    conversation (its turn and silence timeouts are its settings: the fake's ``idle_s``).
+    The bridge sends ``user_activity`` while no audio goes up: the conversation outlives the
+    hold, on the same socket (before, it ended: ``agent.stopped``, ``ended_by_model``)."""
+    monkeypatch.setattr(ElevenLabsAgent, "keepalive_s", 0.2)
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    fake.idle_s = 0.6
+    started = await start(client, cid, url)
+    resp = await client.post("/call/hold", json={"callID": cid, "held": True})
+    assert resp.status == 200, await resp.text()
+    await asyncio.sleep(1.5)  # the agent's idle limit, twice over
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert resp.status == 200, await resp.text()
+    assert fake.ended_idle == 0 and fake.connections == 1 and fake.errors == []
+    assert len([e for e in fake.events if e["type"] == "user_activity"]) >= 3
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [a["agentID"] for a in snap["agents"]] == [started["agentID"]]
+    assert snap["agents"][0]["state"] == "connected"
     await client.post("/call/hangup", json={"callID": cid})

@@ -299,12 +299,17 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     # for the bridge's close frame).
     await until(lambda: len(fake.ended) == ended + 1, timeout=1)
     assert fake.ended[-1] == 1000
-    assert fake.starts[-1]["input"] == [
+    assert fake.starts[-1]["input"] == [  # the agent's turn, open as it ended, closed
         {
             "type": "message",
             "role": "user",
             "content": [{"type": "input_text", "text": "Where is my order?"}],
-        }
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "On its way."}],
+        },
     ]
     sc = sim_call(client, cid)
     n0 = sc.frames_heard
@@ -339,12 +344,17 @@ async def test_live_dropped_socket_is_a_new_session_then_the_callers_audio(
     assert again.data["resumed"] is False
     assert fake.connections == 2 and len(fake.starts) == 2
     assert fake.events[events]["type"] == "session.start"
-    assert fake.starts[-1]["input"] == [
+    assert fake.starts[-1]["input"] == [  # the agent's turn, open as it ended, closed
         {
             "type": "message",
             "role": "user",
             "content": [{"type": "input_text", "text": "Where is my order?"}],
-        }
+        },
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "On its way."}],
+        },
     ]
     reopened = fake.opened[-1]
     await until(lambda: len(arrivals_since(fake, reopened)[0]) >= 25, timeout=5)
@@ -458,4 +468,53 @@ async def test_live_the_callers_turn_ends_as_it_started_once(make_client, aiohtt
         ("agent.speech.stopped", "model"),
     ]
     assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_live_turns_open_when_a_session_ends_are_told_and_carried(
+    make_client, aiohttp_server
+) -> None:
+    """A turn still open when its session ends — the caller's at a drop, the agent's at a
+    renewal — is closed then: the caller told stopped, its transcript told, and the new
+    session's ``input`` holds it (before, it was forgotten: no transcript, a start never
+    stopped, and the new session never heard the words)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    seen: list[tuple[str, object]] = []
+
+    async def until_reconnected(sub) -> None:
+        while True:
+            event = await sub.get(5.0)
+            assert event is not None
+            if event.type.startswith(("agent.speech.", "agent.transcript", "agent.reconn")):
+                data = event.data
+                seen.append((event.type, data.get("text") or data.get("by") or data["resumed"]))
+            if event.type == "agent.reconnected":
+                return
+
+    user = {"type": "message", "role": "user"}
+    asked = {**user, "content": [{"type": "input_text", "text": "Where is my order?"}]}
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.transcript("caller", "Where is my order?", 0, 900)
+        fake.SESSION_S = 2.5  # the next session: renewed 1 s in
+        await fake.drop()  # the caller's turn open
+        await until_reconnected(sub)
+        assert fake.starts[-1]["input"] == [asked]
+        fake.SESSION_S = 3600.0
+        await fake.transcript("agent", "It left today.", 0, 700)  # open at the renewal
+        await until_reconnected(sub)
+    assert seen == [
+        ("agent.speech.started", "model"),
+        ("agent.speech.stopped", "model"),
+        ("agent.transcript", "Where is my order?"),
+        ("agent.reconnected", False),
+        ("agent.transcript", "It left today."),
+        ("agent.reconnected", False),
+    ]
+    answered = {
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": "It left today."}],
+    }
+    assert fake.starts[-1]["input"] == [asked, answered] and fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})

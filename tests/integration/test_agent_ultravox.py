@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from bridge.audio import rms_dbfs, tone
 from ..fakes.ultravox import FakeUltravox
 from ..support.agents import attach_agent, served_beside_a_call
 from ..support.calls import heard_since, sim_call
+from ..support.loops import LoopLag
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
 from .test_agents import loud, next_event
@@ -301,3 +303,62 @@ async def test_ultravox_a_base_url_with_a_query_keeps_it_after_calls(
     assert fake.created[1]["query"] == {"region": "eu", "priorCallId": "call-1"}
     assert fake.errors == []
     await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+
+
+async def test_ultravox_a_refused_prior_call_is_a_new_call_told_what_was_said(
+    make_client, aiohttp_server, caplog
+) -> None:
+    """A reopened call whose ``priorCallId`` Ultravox refuses (the old call's history gone) is
+    a new call: ``agent.reconnected`` says ``resumed: false`` (before, ``true``: the new call's
+    own id was taken for a resumption), the new call greets not again, and it is told what
+    was said as a ``user_text_message`` it does not answer at once (before, nothing)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, url)
+        await fake.heard_user("Where is my order?")
+        await next_event(sub, "agent.transcript")
+        await fake.say(tone(440, 1600, 16_000, 0.25), text="On its way.")
+        await next_event(sub, "agent.transcript")
+        fake.forget("call-1")
+        await fake.drop()
+        again = await next_event(sub, "agent.reconnected", timeout=5)
+    assert again.data["resumed"] is False
+    assert len(fake.created) == 2 and fake.created[1]["priorCallId"] is None
+    assert fake.created[1]["body"]["firstSpeaker"] == "FIRST_SPEAKER_USER"
+    await until(lambda: any(e["type"] == "user_text_message" for e in fake.events), timeout=2)
+    (told,) = [e for e in fake.events if e["type"] == "user_text_message"]
+    assert told["urgency"] == "later"
+    assert "Caller: Where is my order?\nYou: On its way." in told["text"]
+    refused = [r for r in caplog.records if "refused to resume" in r.getMessage()]
+    assert [r.levelname for r in refused] == ["WARNING"] and fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_ultravox_a_held_call_keeps_its_ultravox_call(make_client, aiohttp_server) -> None:
+    """Nothing of a held caller goes up, and an Ultravox call needs no keep-alive only while
+    audio flows (the fake ends one that hears none for ``idle_s``). The bridge sends silence
+    in the caller's place: the call outlives the hold, on the same socket, and the model
+    hears nothing of the caller meanwhile (before, the call ended: ``agent.stopped``)."""
+    fake, client, cid, url = await on_a_call(
+        make_client, aiohttp_server, sim_peer="tone", sim_tone_hz=660.0
+    )
+    fake.idle_s = 0.5
+    started = await start(client, cid, url)
+    await until(lambda: len(fake.chunks) >= 10, timeout=5)
+    resp = await client.post("/call/hold", json={"callID": cid, "held": True})
+    assert resp.status == 200, await resp.text()
+    held = time.monotonic() + 0.1  # (a frame already on its way)
+    async with LoopLag() as lag:  # (the fake, the bridge and the sim share this loop)
+        await asyncio.sleep(1.2)  # the call's idle limit, twice over
+    unheld = time.monotonic()
+    resp = await client.post("/call/hold", json={"callID": cid, "held": False})
+    assert resp.status == 200, await resp.text()
+    during = [c for c, t in zip(fake.chunks, fake.arrived, strict=True) if held < t < unheld]
+    # A frame of silence a 20 ms tick (55 in the window, a few at its edges aside).
+    assert len(during) >= 50 - lag.frames
+    assert not any(np.frombuffer(b"".join(during), dtype="<i2"))  # nothing of the caller
+    assert fake.ended_idle == 0 and fake.connections == 1 and fake.errors == []
+    snap = await (await client.get(f"/call/{cid}")).json()
+    assert [a["agentID"] for a in snap["agents"]] == [started["agentID"]]
+    assert snap["agents"][0]["state"] == "connected"
+    await client.post("/call/hangup", json={"callID": cid})
