@@ -277,20 +277,26 @@ class Participants:
         self._left(participant_id, session.role)
         self.on_change()
 
-    def set_role(self, participant_id: str, role: Role) -> None:
-        """Change a participant's role live (a supervisor barging, a whisperer taking over);
-        a new agent makes the previous one a listener: a call has one agent."""
+    def _check_on_call(self, participant_id: str) -> None:
+        """409 for a participant not on the call, or whose browser left (shown until someone
+        joins; gone from the conference: as the agent, the one it replaced would go and
+        WhatsApp would hear nobody)."""
         session = self.sessions.get(participant_id)
-        other = self.other_legs.get(participant_id) if session is None else None
-        if session is None and other is None:
+        if session is None and participant_id not in self.other_legs:
             raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
         if session is not None and participant_id not in self._live():
-            # Its browser left (shown until someone joins; gone from the conference): as the
-            # agent, the one it replaced would go and WhatsApp would hear nobody.
             raise CallStateError(
                 f"participant {participant_id[:64]!r} has left (its connection is "
                 f"{session.state}); it can take no role"
             )
+
+    def set_role(self, participant_id: str, role: Role) -> None:
+        """Change a participant's role live (a supervisor barging, a whisperer taking over);
+        a new agent makes the previous one a listener: a call has one agent. The role it has
+        already changes nothing and says nothing (as a repeated mute or hold)."""
+        self._check_on_call(participant_id)
+        if self.role_of(participant_id) is role:
+            return
         previous = self._agent_id()
         if role is Role.AGENT and previous is not None and previous != participant_id:
             self._assign(previous, Role.LISTEN)  # taking over (a warm hand-off)
@@ -312,12 +318,17 @@ class Participants:
 
     async def transfer(self, to: str) -> None:
         """Cold hand-off: ``to`` (a browser or a phone) becomes the agent and the old agent
-        leaves (its connection dropped, its phone hung up)."""
+        leaves (its connection dropped, its phone hung up). 409 ``already_agent`` when ``to``
+        has the call already: nothing is handed off, nothing said."""
         if to not in self.sessions and to not in self.other_legs:
             raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
         old = self._agent_id()
         if old == to:
-            old = None
+            self._check_on_call(to)  # a gone agent has left: said so, as for anyone
+            raise CallStateError(
+                f"participant {to[:64]!r} is the agent already: nothing to transfer",
+                code="already_agent",
+            )
         # The new agent is heard at once (the old one demoted), then the old one leaves: the
         # mixer never has a tick without an agent.
         self.set_role(to, Role.AGENT)
