@@ -37,7 +37,7 @@ class RuntimeControls(CallControls):
             if not humans:
                 raise CallStateError("no human participant on this call to hand it to")
             participant_id = humans[0].participant_id
-        await self._runtime.participants.transfer(participant_id)
+        await self._runtime.participants.roles.transfer(participant_id)
         return participant_id
 
     async def send_dtmf(self, digits: str) -> None:

@@ -81,7 +81,7 @@ async def participant_role(request: web.Request) -> web.Response:
     """Change a participant's role live (a supervisor barging in, a whisperer taking over)."""
     body = await read_body(request, "RoleRequest")
     runtime = request.app[MANAGER].runtime(require_call_id(body))
-    runtime.participants.set_role(participant_of(body), role_of(body))
+    runtime.participants.roles.set(participant_of(body), role_of(body))
     return web.json_response(runtime.call.snapshot())
 
 
@@ -111,5 +111,5 @@ async def transfer(request: web.Request) -> web.Response:
         )
         ringing = {**runtime.call.snapshot(), "ringingGroup": body["group"]}
         return web.json_response(ringing, status=202)
-    await runtime.participants.transfer(participant_of(body, "to"))
+    await runtime.participants.roles.transfer(participant_of(body, "to"))
     return web.json_response(runtime.call.snapshot())

@@ -202,6 +202,7 @@ class SpeechActivity:
             detector.speaking = False  # the call ended: nobody talks (no event: it ended)
         if self._on_change is not None:
             self._on_change(self.speaking)
+        self.host.detach(self)
 
 
 def start_speech_activity(

@@ -46,7 +46,8 @@ class CallEvents:
         self._bugs = FailureKinds(log)  # one that fails on every event: said once per kind
 
     def listen(self, listener: Callable[[str, Call], None]) -> None:
-        """Call ``listener(type, call)`` synchronously on every event (in-process features)."""
+        """Call ``listener(type, call)`` synchronously on every event (in-process features),
+        and on what only they are told (:meth:`tell`)."""
         self._listeners.append(listener)
 
     def observe(self, observer: Callable[[CallEvent, Call | None], None]) -> None:
@@ -64,6 +65,12 @@ class CallEvents:
     def publish(self, type_: str, call: Call, **data: Any) -> None:
         event = CallEvent(type_, call.snapshot(), iso_utc(time.time()), data)
         self._fan_out(event, call)
+        self.tell(type_, call)
+
+    def tell(self, type_: str, call: Call) -> None:
+        """Tell the listeners alone (in-process features) of a change no subscriber is told
+        of: ``call.carried``, a live call carried on here, moved from another worker (its
+        ``call.moved`` is the old worker's to publish, or recovery's, to the apps)."""
         for listener in self._listeners:
             try:
                 listener(type_, call)

@@ -17,7 +17,7 @@ from ..tasks import TaskSet
 from .artifacts import ArtifactSink
 from .events import CallEvents
 from .manager import CallManager
-from .model import Call
+from .model import Call, CallState
 from .runtime import CallRuntime
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def follow_calls(
     recordings: RecordingService,
     tasks: TaskSet,
 ) -> None:
-    """What the settings start on every answered call: a recording, speech events."""
+    """What the settings start on every answered call: a recording, speech events (these
+    also on a call carried on here answered: its recording moved with it)."""
     if settings.storage.record_all:
 
         def record_every_call(type_: str, call: Call) -> None:
@@ -81,9 +82,20 @@ def follow_calls(
         loop = asyncio.get_running_loop()
 
         def hear_who_talks(type_: str, call: Call) -> None:
+            # Answered here, or carried on here answered (moved from another worker).
+            answered = type_ == "call.active" or (
+                type_ == "call.carried" and call.state is CallState.ACTIVE
+            )
             runtime = manager.find_runtime(call.id)
-            if type_ == "call.active" and runtime is not None:
+            if runtime is None:
+                return
+            if answered:
                 loop.call_soon(start_speech, runtime, call)
+            elif type_ == "call.moved" and call.owner != manager.owner:
+                # Handed to another worker, whose own detector says who talks from now on:
+                # this one stops at once, not after the browser's relay (both would say it).
+                for activity in runtime.attached("speech"):
+                    runtime.spawn(runtime.close_attachment(activity), "speech-moved")
 
         def start_speech(runtime: CallRuntime, call: Call) -> None:
             if call.live and not runtime.closed:

@@ -225,6 +225,8 @@ async def adopt_call(
             extra={"call_id": call.id},
         )
         raise
+    # What follows every call here by the settings follows this one too (speech events).
+    manager.events.tell("call.carried", call)
     reopen = _reopen_attachments(runtime, moved, resume_fork, resume_agent)
     if carried is None:
         # A handover: the old owner keeps the forks and agents until the new one has them,

@@ -3,7 +3,7 @@
 Owned by the call's runtime (:mod:`.runtime`), which closes it after the attachments. Who hears
 whom is the bus's conference (:mod:`bridge.media.conference`); this module keeps the sessions,
 answers offers (a new offer replaces that participant's session), changes roles live and hands
-the call from one agent to another (:meth:`Participants.transfer`). It shows the participants
+the call from one agent to another (its child :class:`~.roles.Roles`). It shows the participants
 in the call's record and tells the runtime (``on_change``) when the set of sessions changed, so
 the runtime can recompute what depends on it (transport, pass-through, engine media).
 
@@ -15,7 +15,7 @@ the same for both kinds, so a call goes from a browser to a phone and back (issu
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import CallStateError
 from ..media import CallBus, Role
@@ -23,30 +23,9 @@ from ..metrics import Metrics
 from ..rtc import ConnectedLeg, WebRTCSession
 from .forwarding import PhonePackets
 from .model import Call
-from .samples import LegSources
+from .roles import OtherParticipant, Roles
 
 Emit = Callable[..., None]
-
-
-class OtherParticipant(Protocol):
-    """A participant that is not a browser session (a SIP phone) as roles and hand-offs see it."""
-
-    participant_id: str
-    role: Role
-
-    def set_role(self, role: Role) -> None:
-        """Take ``role`` in the conference from the next tick (and show it)."""
-
-    async def remove(self, reason: str = "removed") -> None:
-        """Leave the call (hang up), ``participant.left {reason}``; the call stays."""
-
-    def packets_in(self, codec: str) -> PhonePackets | None:
-        """Its RTP, when it speaks ``codec`` (the WhatsApp leg's: Opus, or Meta's G.711) and
-        its packets may be forwarded untouched (``forwarding.py``)."""
-
-    def timeline_sources(self) -> tuple[float, LegSources] | None:
-        """When its media was offered and where its counters are, for the call's timeline
-        (``live_report.py``); ``None`` while it has no media."""
 
 
 class Participants:
@@ -84,6 +63,8 @@ class Participants:
         browser went without a close (shown until someone joins) has not left: its app
         offers again to recover (``web/bridge-client.js`` stops at a ``left`` of its own)."""
         self._closed = False
+        self.roles = Roles(self)
+        """Who has which role, changed live, and the hand-offs (:mod:`.roles`)."""
 
     @property
     def agent(self) -> WebRTCSession | None:
@@ -92,11 +73,16 @@ class Participants:
         return agent or next(iter(self.sessions.values()), None)
 
     @property
+    def closed(self) -> bool:
+        """The call's end closed them: nothing more is said."""
+        return self._closed
+
+    @property
     def connected(self) -> bool:
         """Some peer connection is up (the call's transport is ``webrtc``)."""
         return any(s.state not in ("closed", "failed") for s in self.sessions.values())
 
-    def _show(self) -> None:
+    def show(self) -> None:
         self.call.participants = [
             {"participantID": pid, "role": str(s.role), "webrtc": {"state": s.state}}
             for pid, s in self.sessions.items()
@@ -110,7 +96,7 @@ class Participants:
             self.others.pop(participant_id, None)
         else:
             self.others[participant_id] = entry
-        self._show()
+        self.show()
 
     def add_other(self, leg: OtherParticipant) -> None:
         """A participant that is not a browser joined (see the module docstring)."""
@@ -131,7 +117,7 @@ class Participants:
             return None
         return next(iter(self.other_legs.values())).packets_in(codec)
 
-    def _agent_id(self) -> str | None:
+    def agent_id(self) -> str | None:
         """Whoever holds the agent role now, browser or not."""
         agent = self.agent
         if agent is not None and agent.role is Role.AGENT:
@@ -146,14 +132,14 @@ class Participants:
         other = self.other_legs.get(participant_id)
         return other.role if other is not None else None
 
-    def _live(self) -> dict[str, WebRTCSession]:
+    def live(self) -> dict[str, WebRTCSession]:
         """The sessions not gone (a browser that closed its connection, or whose connection
         failed, is shown until someone joins, and counts for nothing)."""
         return {p: s for p, s in self.sessions.items() if s.state not in ("closed", "failed")}
 
     def check_join(self, participant_id: str, role: Role, max_participants: int) -> None:
         """Refuse a participant the call cannot take (409): too many, or a second agent."""
-        live = self._live()
+        live = self.live()
         if participant_id not in live and len(live) >= max_participants:
             raise CallStateError(f"a call takes at most {max_participants} participants")
         if role is Role.AGENT:  # the agent: a browser still there, else a phone
@@ -173,7 +159,7 @@ class Participants:
         if old is not None:
             self.metrics.ended_totals.absorb_downlink(old.downlink_sink)
             await old.close()
-        for gone in [p for p in self.sessions if p not in self._live()]:  # make room for us
+        for gone in [p for p in self.sessions if p not in self.live()]:  # make room for us
             dead = self.sessions.pop(gone, None)  # (None: another offer made room already)
             if dead is not None:
                 self.metrics.ended_totals.absorb_downlink(dead.downlink_sink)
@@ -190,7 +176,7 @@ class Participants:
                 del self.sessions[pid]
                 if session.role is Role.AGENT:
                     self.call.webrtc_state = None
-                self._show()
+                self.show()
                 self.on_change()
             await session.close()  # (to its end also when the request is cancelled)
             raise
@@ -198,7 +184,7 @@ class Participants:
             # The call ended, or another offer replaced us, while we gathered.
             await session.close()
             raise CallStateError(f"call {self.call.id} changed while the offer was answered")
-        self._show()
+        self.show()
         self.on_change()
         self.emit("webrtc.offer", participantID=pid)
         self._join(pid, session.role)
@@ -217,7 +203,7 @@ class Participants:
                 raise CallStateError(f"call {self.call.id} has ended")
         leg.attach(self.call.id, self.bus, self.on_state, self.on_dtmf, participant_id)
         self.sessions[participant_id] = leg
-        self._show()
+        self.show()
         self.on_change()
         self.emit("webrtc.state", participantID=participant_id)
         self._join(participant_id, leg.role)
@@ -242,7 +228,7 @@ class Participants:
         self.metrics.webrtc_states.labels(state).inc()
         if state == "connected" and session.connected_at is not None:
             self.metrics.offer_to_connected.observe(session.connected_at - session.offered_at)
-        self._show()
+        self.show()
         if state in ("failed", "closed"):
             self.on_change()
         data: dict[str, Any] = {"participantID": pid}
@@ -272,63 +258,10 @@ class Participants:
             self.call.webrtc_state = "closed"
         if self._closed:
             return  # the call ended as it closed: nothing more to say after its call.ended
-        self._show()
+        self.show()
         self.emit("webrtc.state", participantID=participant_id)
         self._left(participant_id, session.role)
         self.on_change()
-
-    def set_role(self, participant_id: str, role: Role) -> None:
-        """Change a participant's role live (a supervisor barging, a whisperer taking over);
-        a new agent makes the previous one a listener: a call has one agent."""
-        session = self.sessions.get(participant_id)
-        other = self.other_legs.get(participant_id) if session is None else None
-        if session is None and other is None:
-            raise CallStateError(f"no participant {participant_id[:64]!r} on this call")
-        if session is not None and participant_id not in self._live():
-            # Its browser left (shown until someone joins; gone from the conference): as the
-            # agent, the one it replaced would go and WhatsApp would hear nobody.
-            raise CallStateError(
-                f"participant {participant_id[:64]!r} has left (its connection is "
-                f"{session.state}); it can take no role"
-            )
-        previous = self._agent_id()
-        if role is Role.AGENT and previous is not None and previous != participant_id:
-            self._assign(previous, Role.LISTEN)  # taking over (a warm hand-off)
-        self._assign(participant_id, role)
-        self.on_change()
-
-    def _assign(self, participant_id: str, role: Role) -> None:
-        session = self.sessions.get(participant_id)
-        if session is not None:
-            session.role = role
-            # In the conference only while its browser is (a gone agent demoted; one whose
-            # offer is being taken joins with its role).
-            if participant_id in self.bus.conference.participants:
-                self.bus.conference.set_role(participant_id, role)
-            self._show()
-        else:
-            self.other_legs[participant_id].set_role(role)  # it shows itself
-        self.emit("participant.role", participantID=participant_id, role=str(role))
-
-    async def transfer(self, to: str) -> None:
-        """Cold hand-off: ``to`` (a browser or a phone) becomes the agent and the old agent
-        leaves (its connection dropped, its phone hung up)."""
-        if to not in self.sessions and to not in self.other_legs:
-            raise CallStateError(f"no participant {to[:64]!r} on this call to transfer to")
-        old = self._agent_id()
-        if old == to:
-            old = None
-        # The new agent is heard at once (the old one demoted), then the old one leaves: the
-        # mixer never has a tick without an agent.
-        self.set_role(to, Role.AGENT)
-        if old in self.sessions:
-            await self.leave(old)
-        elif old is not None and old in self.other_legs:
-            await self.other_legs.pop(old).remove("transferred")
-        if self._closed:
-            raise CallStateError(f"call {self.call.id} ended as it was transferred")
-        self._show()
-        self.emit("call.transferred", participantID=to, fromParticipantID=old)
 
     def retire_counters(self) -> None:
         """Move the sessions' downlink counters into the ended totals."""
@@ -341,7 +274,7 @@ class Participants:
         agent = self.agent
         for session in reversed(list(self.sessions.values())):
             await session.close()
-        self._show()  # as they are now: the call's end shows them closed
+        self.show()  # as they are now: the call's end shows them closed
         if agent is not None:
             self.call.webrtc_state = "closed"
 

@@ -308,6 +308,7 @@ class CallRuntime:
     async def _teardown(self, ended: dict[str, Any] | None) -> None:
         started = time.monotonic()
         self.state_changed()  # sockets say "ended" before they go
+        agents = self.attached("agent")
         try:
             for attachment in reversed(list(self.attachments.values())):
                 await self.close_attachment(attachment)
@@ -325,6 +326,9 @@ class CallRuntime:
             # The call keeps its controls as they were, not this runtime; nothing of its
             # media is up here any more (its sessions' last states change no transport).
             self.call.controls = Controls(muted=self.muted, held=self.held)
+            if self.call.agents is not None:  # and its agents as they ended (not none)
+                shown = [agent.snapshot() for agent in agents]
+                self.call.agents = lambda: shown
             self.call.transport = None
             self.participants.forget()
             self.media.forget()

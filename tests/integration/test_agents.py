@@ -1403,3 +1403,27 @@ async def test_the_gaps_audio_of_a_goaway_goes_after_the_turn_is_opened_again(
     assert fake.activities == [(1, "activityStart"), (2, "activityStart")]
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_an_ended_calls_agents_are_shown_as_they_ended(make_client, aiohttp_server) -> None:
+    """A call hung up with a model agent on it: its ``call.ended`` (event, webhook) and its
+    snapshot after showed ``agents: []``, as if it never had one, while its participants are
+    shown as they ended. The agents it had at its end are shown too, in their final state."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    ended: list[dict] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: ended.append(event.call) if event.type == "call.ended" else None
+    )
+    body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 201, await resp.text()
+    agent_id = (await resp.json())["agentID"]
+    assert (await client.post("/call/hangup", json={"callID": cid})).status == 200
+    snapshot = await (await client.get(f"/call/{cid}")).json()
+    assert snapshot["state"] == "ended"
+    for shown in (ended[0], snapshot):
+        agents = [(a["agentID"], a["provider"], a["state"]) for a in shown["agents"]]
+        assert agents == [(agent_id, "openai-realtime", "stopped")], shown["agents"]
+        assert shown["agents"][0]["url"] == url.split("?")[0]
+    assert fake.errors == []

@@ -250,6 +250,26 @@ async def test_a_tenants_max_calls_counts_its_calls_still_being_dialled(nclient)
     assert len(live) == 1
 
 
+async def test_a_simulated_inbound_call_past_a_tenants_max_calls_is_refused_at_once(
+    nclient,
+) -> None:
+    """``POST /call/sim/incoming`` on a number whose tenant is at its ``maxCalls``: the sim
+    rang, the inbound policy turned the call away (busy) and the route waited for a call that
+    never came, answering ``502`` after 2 s; now it is the ``503 at_capacity`` ``/call/make``
+    gives at the cap, before anything rings."""
+    client = await nclient()
+    tenant = await new_tenant(client, "Acme", maxCalls=1)
+    key = bearer(tenant["apiKey"])
+    await sim_number(client, "+15550000026", 600.0, headers=key)
+    await post(client, "/call/sim/incoming", {"phone": "5521999999999"}, headers=key)
+    resp = await client.post("/call/sim/incoming", json={"phone": "5521999999998"}, headers=key)
+    body = await resp.json()
+    assert resp.status == 503 and body["error"]["code"] == "at_capacity", body
+    assert "maximum of 1 calls" in body["error"]["message"]
+    live = (await (await client.get("/call/status", headers=key)).json())["calls"]
+    assert len(live) == 1
+
+
 async def test_numbers_survive_a_restart_with_secrets_sealed(nclient, tmp_path) -> None:
     client = await nclient()
     tenant = await new_tenant(client, "Acme")

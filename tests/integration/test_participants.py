@@ -792,3 +792,65 @@ async def test_a_call_whose_agents_browser_left_can_be_taken_over(make_client, h
         assert_hears(heard, 16_000, {BARGE}, {AGENT})  # the new agent, heard
     finally:
         await boss.close()
+
+
+async def test_a_role_asked_again_unchanged_says_nothing(make_client) -> None:
+    """``POST /call/participants/role`` with the role the participant has already (an app
+    retrying, or applying its state again) published ``participant.role`` again, so an app
+    following the events saw a change that was none. An unchanged role answers 200 with the
+    snapshot and says nothing; a change is said once."""
+    client = await make_client(**{**SETTINGS, "sim_peer": "silence"})
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    qa = await join(client, cid, "qa", "listen", LISTEN)
+    said: list[tuple[str, str]] = []
+    client.app[MANAGER].events.observe(
+        lambda event, call: (
+            said.append((event.data["participantID"], event.data["role"]))
+            if event.type == "participant.role"
+            else None
+        )
+    )
+    try:
+        asked = [("qa", "listen"), ("agent", "agent"), ("qa", "whisper"), ("qa", "whisper")]
+        for pid, role in asked:
+            body = {"callID": cid, "participantID": pid, "role": role}
+            resp = await client.post("/call/participants/role", json=body)
+            snap = await resp.json()
+            assert resp.status == 200, snap
+            roles = {p["participantID"]: p["role"] for p in snap["participants"]}
+            assert roles[pid] == role, roles
+        assert said == [("qa", "whisper")], said
+    finally:
+        for rtc in (qa, agent):
+            await rtc.close()
+
+
+async def test_a_transfer_to_the_agent_it_has_is_a_conflict_and_says_nothing(make_client) -> None:
+    """``POST /call/transfer`` to the participant that is the agent already handed nothing off
+    but published ``call.transferred`` with a null ``fromParticipantID``: an app (a CRM that
+    logs hand-offs) recorded a transfer from nobody. It is a 409 ``already_agent``, with no
+    event, and the agent keeps the call, heard."""
+    client = await make_client(**SETTINGS)
+    cid = await active_call(client)
+    agent = await join(client, cid, "agent", "agent", AGENT)
+    said: list[str] = []
+    client.app[MANAGER].events.listen(lambda type_, call: said.append(type_))
+    try:
+        resp = await client.post("/call/transfer", json={"callID": cid, "to": "agent"})
+        error = await resp.json()
+        assert resp.status == 409 and error["error"]["code"] == "already_agent", error
+        assert "already" in error["error"]["message"]
+        assert not {"call.transferred", "participant.role", "participant.left"} & set(said), said
+        snap = await (await client.get(f"/call/{cid}")).json()
+        shown = [
+            (p["participantID"], p["role"], p["webrtc"]["state"]) for p in snap["participants"]
+        ]
+        assert shown == [("agent", "agent", "connected")], shown
+        peer = sim_call(client, cid)
+        since = peer.frames_heard
+        await until(lambda: len(heard_since(peer, since)) >= 25, 5, "0.5 s heard since")
+        heard = np.concatenate(heard_since(peer, since)[-25:]).astype(np.float64)
+        assert_hears(heard, 16_000, {AGENT}, set())  # the agent, still heard
+    finally:
+        await agent.close()

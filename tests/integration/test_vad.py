@@ -18,8 +18,11 @@ pytest.importorskip("onnxruntime")
 from bridge.api.keys import MANAGER
 from bridge.attachments.speech import SpeechDetector
 from bridge.audio import FRAME_SAMPLES, Resampler
+from bridge.calls import Call
+from bridge.calls.handover import adopt_call, announce_move, export_call, release_call
 
 from ..support.dtmf_signals import music
+from ..support.waits import until
 from .test_streams import active_call, send_paced
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
@@ -146,3 +149,61 @@ async def test_off_by_default(make_client) -> None:
     snap = await (await client.get(f"/call/{call['callID']}")).json()
     assert "speaking" not in snap
     assert not client.app[MANAGER].find_runtime(call["callID"]).attached("speech")
+
+
+class _Claim:
+    """The directory's claim of a moved call, always granted (this worker carries it)."""
+
+    async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
+        await asyncio.sleep(0)
+
+    async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
+        return True
+
+
+@needs_espeak
+async def test_a_call_moved_here_has_speech_events_too(make_client, tmp_path: Path) -> None:
+    """A live call another worker hands over (a drain) or leaves behind (a crash) is rebuilt
+    here by ``adopt_call``, without the ``call.active`` that starts speech events: with
+    ``BRIDGE_SPEECH_EVENTS`` on, a moved call had none (no ``speaking`` in its snapshot, no
+    ``call.speech.*``) for the rest of its life. Moved here from "another worker" (let go of
+    and carried on by the same one: the same seam), it has them, from the speech it carries."""
+    client = await make_client(sim_peer="silence", speech_events=True)
+    manager = client.app[MANAGER]
+    call = await active_call(client)
+    moved = export_call(manager.runtime(call["callID"]), "drain")
+    await release_call(manager, call["callID"])
+    assert manager.find_runtime(call["callID"]) is None
+    runtime = await adopt_call(manager, moved, _Claim())
+    await asyncio.sleep(0)  # speech starts on the loop's next turn, as for a call.active
+    assert runtime.attached("speech"), "no speech activity on the moved call"
+    snap = await (await client.get(f"/call/{call['callID']}")).json()
+    assert snap["speaking"] == {"whatsapp": False, "agent": False}
+    # What the agent says on the moved call (its uplink, straight onto its bus) is heard.
+    signal = espeak(SENTENCES[0], tmp_path, "moved")
+    gap = np.zeros(16_000, dtype=np.int16)
+    pcm = np.concatenate([gap, signal, gap])
+    async with manager.events.subscribe() as sub:
+        for frame in pcm[: pcm.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES):
+            runtime.bus.push_uplink(frame)
+        said = await speech_events(sub, until_stops=1)
+    assert [(e.type, e.data["side"]) for e in said] == [
+        ("call.speech.started", "agent"),
+        ("call.speech.stopped", "agent"),
+    ], said
+    # Handed on again (to a worker that now says who talks): this one says nothing more.
+    announce_move(manager, runtime.call, "another-worker", "drain")
+    await until(lambda: not runtime.attached("speech"), 2, "speech stopped here")
+    async with manager.events.subscribe() as sub:
+        for frame in pcm[: pcm.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES):
+            runtime.bus.push_uplink(frame)
+        await asyncio.sleep(0.1)
+        late = []
+        while True:
+            try:
+                event = await sub.get(0.05)
+            except TimeoutError:
+                break
+            if event is not None and event.type.startswith("call.speech."):
+                late.append(event.type)
+    assert late == [], late
