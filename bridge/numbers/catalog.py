@@ -212,7 +212,8 @@ class Catalog(NumbersView):
 
     async def update_number(self, number: Number, *, by_operator: bool = False) -> Number:
         """Store a changed number. The API's change (``by_operator`` false: the numbers file's
-        is the operator's) may not touch a field the operator defines (409)."""
+        is the operator's) may not touch a field the operator defines (409); the operator's
+        also sets the number's tenant (the API's cannot change it)."""
         before = self.numbers.get(number.number_id)
         changed = changed_fields(before, number) if before is not None else []
         if not by_operator:
@@ -228,6 +229,9 @@ class Catalog(NumbersView):
             current = rules.still_there(self, number)  # deleted meanwhile: not brought back
             whole = before is None or current.engine != number.engine
             made[:] = [number if whole else with_changes(current, number, changed)]
+            if by_operator:  # the file's entry names its tenant ("": the service's)
+                rules.tenant_there(self, number.tenant_id)
+                made[0].tenant_id = number.tenant_id
             rules.unique(self, made[0])
             return made[0].to_record()
 

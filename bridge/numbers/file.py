@@ -19,7 +19,8 @@ Every ``${NAME}`` is read from the environment (secrets never sit in the file). 
 created or replaced by id; what the file does not name is left as it is (created at run time).
 A field an entry names is the operator's: it replaces the stored value (said at WARNING when
 they differ) and the API may not change it (409); the entry's other fields keep what the API
-stored (``defined.py``).
+stored (``defined.py``). The entry's ``tenantID`` is whose the number is (none: the
+service's), moved there when the stored number is another tenant's (said at WARNING).
 A bad file stops the start with one line saying which entry and field.
 """
 
@@ -120,6 +121,14 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
                 # once when they differ); the rest (Meta's SIP password from sip/enable, a
                 # label or policy set through the API) stays as the API stored it.
                 keep_unset(known, number, defined)
+                if known.tenant_id != number.tenant_id:
+                    log.warning(
+                        "number %s: BRIDGE_NUMBERS_FILE (numbers[%d]) moves it from %s to %s",
+                        number_id,
+                        i,
+                        f"tenant {known.tenant_id}" if known.tenant_id else "the service",
+                        f"tenant {number.tenant_id}" if number.tenant_id else "the service",
+                    )
                 for field in changed_fields(known, number):
                     log.warning(
                         "number %s: %s replaces its stored %s",

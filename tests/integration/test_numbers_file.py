@@ -138,3 +138,47 @@ async def test_what_the_file_names_is_the_operator_s_the_rest_the_api_s(
     assert "number lab" in said[0].getMessage() and "recording" in said[0].getMessage()
     resp = await client.patch("/numbers/lab", json={"recording": "forbidden"}, headers=ADMIN)
     assert resp.status == 409 and "BRIDGE_NUMBERS_FILE" in (await resp.json())["error"]["message"]
+
+
+async def test_a_number_the_file_moves_to_another_tenant_is_that_tenants_only(
+    make_client, tmp_path, caplog
+) -> None:
+    """The file's entry names the number's tenant: moved in the file, the number is the new
+    tenant's at the next start (the old tenant's key no longer sees it), said once at WARNING;
+    a tenant that does not exist stops the start naming the entry. Before, the stored tenant
+    was kept, silently: the old customer kept seeing the number and its calls."""
+    data = tmp_path / "data"
+    data.mkdir()
+    moved = """
+tenants:
+  - {tenantID: acme, name: Acme}
+  - {tenantID: beta, name: Beta}
+numbers:
+  - {numberID: lab, phone: '+15550783882', engine: sim, tenantID: acme}
+"""
+    settings = {"api_tokens": ("admin-token",), "data_dir": str(data)}
+    client = await make_client(numbers_file=write(tmp_path, moved), **settings)
+    keys = {}
+    for tenant in ("acme", "beta"):
+        resp = await client.post(f"/tenants/{tenant}/keys", headers=ADMIN)
+        keys[tenant] = {"Authorization": f"Bearer {(await resp.json())['apiKey']}"}
+    assert (await client.get("/numbers/lab", headers=keys["acme"])).status == 200
+    await client.close()
+
+    caplog.set_level(logging.WARNING)
+    client = await make_client(
+        numbers_file=write(tmp_path, moved.replace("tenantID: acme}", "tenantID: beta}")),
+        **settings,
+    )
+    assert (await client.get("/numbers/lab", headers=keys["acme"])).status == 404
+    shown = await (await client.get("/numbers", headers=keys["beta"])).json()
+    assert [n["numberID"] for n in shown["numbers"]] == ["lab"]
+    said = [r.getMessage() for r in caplog.records if "moves it" in r.getMessage()]
+    assert said == [
+        "number lab: BRIDGE_NUMBERS_FILE (numbers[0]) moves it from tenant acme to tenant beta"
+    ]
+    await client.close()
+
+    gone = moved.replace("tenantID: acme}", "tenantID: gamma}")
+    with pytest.raises(ConfigError, match=re.escape("numbers[0]: field 'tenantID'")):
+        await make_client(numbers_file=write(tmp_path, gone), **settings)
