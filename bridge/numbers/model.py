@@ -168,6 +168,13 @@ class Number:
             "createdAt": self.created_at,
         }
 
+    def engine_inputs(self) -> tuple[Any, ...]:
+        """What :meth:`settings` builds the number's engine from: any change to it needs a new
+        engine (a Cloud API number's phone is its SIP line's number: Meta's Request-URI user,
+        the From of its calls out)."""
+        line = self.phone if self.engine is EngineKind.CLOUDAPI else ""
+        return (self.engine, line, self.config, self.secrets)
+
     def settings(self, base: Settings) -> Settings:
         """The bridge's settings with this number's engine in them: what its engine is built
         from (everything else — ICE, media, timers — is the deployment's)."""

@@ -348,4 +348,4 @@ class Switchboard:
 
 
 def _engine_changed(built: Number, now: Number) -> bool:
-    return (built.engine, built.config, built.secrets) != (now.engine, now.config, now.secrets)
+    return built.engine_inputs() != now.engine_inputs()
