@@ -22,6 +22,7 @@ key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -175,15 +176,23 @@ class Catalog(NumbersView):
             record = decide()
             at = self.version  # the version of the view decide() read (no await between)
             try:
-                if record is None:
-                    found = await self.store.delete(kind, record_id, at=at)
-                else:
-                    await self.store.put(kind, record_id, record, at=at)
-                    found = True
-            except Stale:
-                await self._catch_up()
-                continue
-            await self.reload()
+                try:
+                    if record is None:
+                        found = await self.store.delete(kind, record_id, at=at)
+                    else:
+                        await self.store.put(kind, record_id, record, at=at)
+                        found = True
+                except Stale:
+                    await self._catch_up()
+                    continue
+            except Exception as exc:  # OSError, sqlite3's and redis' errors alike: a 503
+                raise DirectoryUnavailable(
+                    f"the numbers store cannot take the change of {kind[:-1]} {record_id} now "
+                    f"({type(exc).__name__}: {str(exc)[:200]}): try again",
+                    code="store_unavailable",
+                ) from exc
+            with contextlib.suppress(Exception):  # stored: else the poll catches up (and
+                await self.reload()  # says a store it cannot read, once)
             return found
         log.warning(
             "numbers store: a change of %s %s gave up: other writes came first %d times",

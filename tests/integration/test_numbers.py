@@ -754,3 +754,44 @@ async def test_a_write_decided_on_a_stale_view_of_the_sqlite_store_is_decided_ag
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_store_that_fails_a_write_is_a_503_and_the_numbers_serve_on(
+    nclient, caplog
+) -> None:
+    """The numbers store failing a change (a disk in error under SQLite; Redis away) answers
+    503 with the error body, said once at WARNING while it lasts; the numbers read before
+    serve on, and the change goes through once the store is back. Before, each was a 500
+    ``internal_error`` with a traceback."""
+    import sqlite3
+
+    from bridge.api.keys import CATALOG
+
+    client = await nclient()
+    kept = await sim_number(client, "+15550000071", 750.0)
+    store = client.app[CATALOG].store
+    db = store._db
+
+    class FailingDisk:
+        def execute(self, *args: Any) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def close(self) -> None:
+            db.close()
+
+    store._db = FailingDisk()
+    caplog.set_level(logging.WARNING)
+    body = {"phone": "+15550000072", "engine": "sim"}
+    for _ in range(2):
+        resp = await client.post("/numbers", json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 503 and error["code"] == "store_unavailable", error
+        assert "disk I/O error" in error["message"]
+    patched = await client.patch(f"/numbers/{kept['numberID']}", json={"label": "x"}, headers=ADMIN)
+    assert patched.status == 503
+    said = [r for r in caplog.records if "POST /numbers: 503 store_unavailable" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text  # once a route
+    shown = await client.get(f"/numbers/{kept['numberID']}", headers=ADMIN)
+    assert shown.status == 200 and (await shown.json())["label"] == ""
+    store._db = db  # the disk is back
+    await post(client, "/numbers", body)
