@@ -42,7 +42,7 @@ from .defined import (
     with_changes,
 )
 from .model import DEFAULT_NUMBER, Number
-from .store import POLL_INTERVAL, CatalogStore, Stale
+from .store import POLL_INTERVAL, CatalogStore, Stale, Unreachable
 from .tenants import Tenant
 from .trunks import Trunk
 from .view import NumbersView
@@ -185,13 +185,13 @@ class Catalog(NumbersView):
                 except Stale:
                     await self._catch_up()
                     continue
-            except Exception as exc:  # OSError, sqlite3's and redis' errors alike: a 503
+            except Unreachable as exc:  # a disk in error, Redis away: a 503
                 raise DirectoryUnavailable(
                     f"the numbers store cannot take the change of {kind[:-1]} {record_id} now "
-                    f"({type(exc).__name__}: {str(exc)[:200]}): try again",
+                    f"({exc}): try again",
                     code="store_unavailable",
                 ) from exc
-            with contextlib.suppress(Exception):  # stored: else the poll catches up (and
+            with contextlib.suppress(Unreachable):  # stored: else the poll catches up (and
                 await self.reload()  # says a store it cannot read, once)
             return found
         log.warning(
