@@ -256,7 +256,8 @@ class Catalog(NumbersView):
 
         def decide() -> dict[str, Any]:  # over what is stored at the write's version
             stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
-            return default_record(stored, engine)
+            # A field unset (``null``) is no longer stored: the settings' value, if any.
+            return default_record({f: v for f, v in stored.items() if v is not None}, engine)
 
         await self._write("numbers", DEFAULT_NUMBER, decide)
         return self.numbers[DEFAULT_NUMBER]
