@@ -44,13 +44,19 @@ from .tenants import apply_tenant_fields, parse_tenant
 
 log = logging.getLogger(__name__)
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_REF = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _expand(value: Any, where: str) -> Any:
     if isinstance(value, str):
 
         def env(m: re.Match[str]) -> str:
+            if not _NAME.fullmatch(m.group(1)):  # else taken as the secret itself
+                raise ConfigError(
+                    f"BRIDGE_NUMBERS_FILE: {where} names ${{{m.group(1)}}}, which is not an "
+                    "environment variable's name (letters, digits and _)"
+                )
             if m.group(1) not in os.environ:
                 raise ConfigError(f"BRIDGE_NUMBERS_FILE: {where} names ${{{m.group(1)}}}, unset")
             return os.environ[m.group(1)]
@@ -159,20 +165,28 @@ def _sip_enable(block: Any, where: str) -> bool:
 
 
 def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
-    """What is live (of ``tenant_id``; ``None``: all), as a numbers file (no secrets:
-    ``${ENV}`` placeholders name them): ``GET /numbers?format=yaml``."""
-    tenants = [
-        {k: v for k, v in t.public().items() if k not in ("keys", "createdAt")}
-        for t in catalog.tenants.values()
-        if tenant_id is None or t.tenant_id == tenant_id
-    ]
+    """What is live (of ``tenant_id``; ``None``: all), as a numbers file that starts a bridge
+    with the same (no secrets: ``${ENV}`` placeholders name them): ``GET
+    /numbers?format=yaml``."""
+    tenants = []
+    for t in catalog.tenants.values():
+        if tenant_id is not None and t.tenant_id != tenant_id:
+            continue
+        entry = {
+            k: v
+            for k, v in t.public().items()
+            if k not in ("keys", "createdAt", "webhookSecretSet")
+        }
+        if t.webhook_secret:
+            entry["webhookSecret"] = _placeholder(t.tenant_id, "webhookSecret")
+        tenants.append(entry)
     numbers = []
     for n in catalog.numbers_of(tenant_id):
         if n.number_id == DEFAULT_NUMBER:
             continue
         block: dict[str, Any] = dict(n.config)
         for name in sorted(n.secrets):
-            block[name] = "${" + f"{n.number_id.upper()}_{name.upper()}" + "}"
+            block[name] = _placeholder(n.number_id, name)
         numbers.append(
             {
                 "numberID": n.number_id,
@@ -180,7 +194,15 @@ def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
                 "engine": str(n.engine),
                 "tenantID": n.tenant_id or None,
                 "label": n.label,
+                "recording": n.recording,
                 str(n.engine): block,
             }
         )
     return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)
+
+
+def _placeholder(record_id: str, name: str) -> str:
+    """``${ACME_SUPPORT_TOKEN}`` for ``acme-support``'s ``token``: an environment variable's
+    name (an id may hold ``-``, and begin with a digit)."""
+    env = re.sub(r"[^A-Z0-9_]", "_", f"{record_id}_{name}".upper())
+    return "${" + ("_" + env if env[0].isdigit() else env) + "}"
