@@ -795,3 +795,30 @@ async def test_a_store_that_fails_a_write_is_a_503_and_the_numbers_serve_on(
     assert shown.status == 200 and (await shown.json())["label"] == ""
     store._db = db  # the disk is back
     await post(client, "/numbers", body)
+
+
+async def test_a_live_call_goes_on_when_its_numbers_engine_is_rebuilt(nclient) -> None:
+    """A change of a number's engine block (a token rotated, a sim setting) builds it a new
+    engine for new calls; a call live on the old engine goes on there — its audio, the old
+    engine's events about it (here the far end hanging up) — and the old engine closes once
+    the call has ended. Before, the old engine was closed at once and its events dropped: the
+    call lost its engine media and ended ``failed``."""
+    client = await nclient()
+    switchboard = client.app[SWITCHBOARD]
+    sim = {"peer": "tone", "toneHz": 750.0, "hangupAfter": 2.3}  # the far end hangs up
+    number = await sim_number(client, "+15550000081", 750.0, sim=sim)
+    call = await post(client, "/call/make", {"phone": "5521999999999", "from": number["phone"]})
+    rtc = await browser_on(client, call["callID"], ADMIN)
+    old = switchboard.engines[number["numberID"]]
+    resp = await client.patch(
+        f"/numbers/{number['numberID']}", json={"sim": {"echoDelay": 0.2}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert switchboard.engines[number["numberID"]] is not old  # new calls: the new engine
+    rtc.recorder.chunks.clear()
+    await asyncio.sleep(0.8)
+    assert_heard(rtc, 750.0, "the live call goes on, on the old engine")
+    ended = await wait_state(client, call["callID"], "ended", timeout=5, headers=ADMIN)
+    assert ended["endReason"] == "remote_hangup", ended
+    await rtc.close()
+    await until(lambda: not switchboard._retired, 3, "the old engine closed")
