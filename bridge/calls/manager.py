@@ -82,7 +82,7 @@ class CallManager:
         self.settings = settings
         # Every number's engine behind one face (a lone engine: the default number's alone).
         self.engine = engine if isinstance(engine, Switchboard) else Switchboard(engine)
-        self.engine.live_numbers = self.live_numbers
+        self.engine.engines_in_use = self.engines_in_use
         self.metrics = metrics
         self.sessions = sessions
         self.registry: CallRegistry = registry or InMemoryCallRegistry(settings.ended_call_ttl)
@@ -172,12 +172,15 @@ class CallManager:
         return self._runtimes.get(call_id)
 
     def engine_of(self, call: Call) -> Engine:
-        """The engine of the call's number."""
-        return self.engine.of(call.number_id)
+        """The engine the call runs on: the one its runtime started on (its number's engine
+        rebuilt since, the call stays on the old one until it ends), else its number's."""
+        runtime = self._runtimes.get(call.id)
+        return runtime.engine if runtime is not None else self.engine.of(call.number_id)
 
-    def live_numbers(self) -> set[str]:
-        """The numbers with live calls here (a deleted number's engine waits for them)."""
-        return {call.number_id for call in self.registry.live()}
+    def engines_in_use(self) -> list[Engine]:
+        """The engines live calls here run on (a deleted or rebuilt number's engine waits for
+        its calls)."""
+        return [runtime.engine for runtime in self._runtimes.values()]
 
     def check_capacity(self, tenant: Tenant | None = None) -> None:
         """Room for one more call (:class:`~.admission.Admission`)."""

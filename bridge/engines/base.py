@@ -82,7 +82,8 @@ class SipLineEngine(Protocol):
 
     def use_password(self, password: str) -> None:
         """Challenge Meta's INVITEs and answer Meta's challenges with ``password`` from now on
-        (the settings' number after ``/numbers/default/sip/enable``; idempotent)."""
+        (the settings' number after ``/numbers/default/sip/enable``; idempotent); ``""``: no
+        password any more (removed with ``null``)."""
 
 
 @runtime_checkable

@@ -22,6 +22,7 @@ key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -41,7 +42,7 @@ from .defined import (
     with_changes,
 )
 from .model import DEFAULT_NUMBER, Number
-from .store import POLL_INTERVAL, CatalogStore, Stale
+from .store import POLL_INTERVAL, CatalogStore, Stale, Unreachable
 from .tenants import Tenant
 from .trunks import Trunk
 from .view import NumbersView
@@ -175,15 +176,23 @@ class Catalog(NumbersView):
             record = decide()
             at = self.version  # the version of the view decide() read (no await between)
             try:
-                if record is None:
-                    found = await self.store.delete(kind, record_id, at=at)
-                else:
-                    await self.store.put(kind, record_id, record, at=at)
-                    found = True
-            except Stale:
-                await self._catch_up()
-                continue
-            await self.reload()
+                try:
+                    if record is None:
+                        found = await self.store.delete(kind, record_id, at=at)
+                    else:
+                        await self.store.put(kind, record_id, record, at=at)
+                        found = True
+                except Stale:
+                    await self._catch_up()
+                    continue
+            except Unreachable as exc:  # a disk in error, Redis away: a 503
+                raise DirectoryUnavailable(
+                    f"the numbers store cannot take the change of {kind[:-1]} {record_id} now "
+                    f"({exc}): try again",
+                    code="store_unavailable",
+                ) from exc
+            with contextlib.suppress(Unreachable):  # stored: else the poll catches up (and
+                await self.reload()  # says a store it cannot read, once)
             return found
         log.warning(
             "numbers store: a change of %s %s gave up: other writes came first %d times",
@@ -212,7 +221,8 @@ class Catalog(NumbersView):
 
     async def update_number(self, number: Number, *, by_operator: bool = False) -> Number:
         """Store a changed number. The API's change (``by_operator`` false: the numbers file's
-        is the operator's) may not touch a field the operator defines (409)."""
+        is the operator's) may not touch a field the operator defines (409); the operator's
+        also sets the number's tenant (the API's cannot change it)."""
         before = self.numbers.get(number.number_id)
         changed = changed_fields(before, number) if before is not None else []
         if not by_operator:
@@ -228,6 +238,9 @@ class Catalog(NumbersView):
             current = rules.still_there(self, number)  # deleted meanwhile: not brought back
             whole = before is None or current.engine != number.engine
             made[:] = [number if whole else with_changes(current, number, changed)]
+            if by_operator:  # the file's entry names its tenant ("": the service's)
+                rules.tenant_there(self, number.tenant_id)
+                made[0].tenant_id = number.tenant_id
             rules.unique(self, made[0])
             return made[0].to_record()
 
@@ -243,7 +256,8 @@ class Catalog(NumbersView):
 
         def decide() -> dict[str, Any]:  # over what is stored at the write's version
             stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
-            return default_record(stored, engine)
+            # A field unset (``null``) is no longer stored: the settings' value, if any.
+            return default_record({f: v for f, v in stored.items() if v is not None}, engine)
 
         await self._write("numbers", DEFAULT_NUMBER, decide)
         return self.numbers[DEFAULT_NUMBER]

@@ -19,7 +19,8 @@ Every ``${NAME}`` is read from the environment (secrets never sit in the file). 
 created or replaced by id; what the file does not name is left as it is (created at run time).
 A field an entry names is the operator's: it replaces the stored value (said at WARNING when
 they differ) and the API may not change it (409); the entry's other fields keep what the API
-stored (``defined.py``).
+stored (``defined.py``). The entry's ``tenantID`` is whose the number is (none: the
+service's), moved there when the stored number is another tenant's (said at WARNING).
 A bad file stops the start with one line saying which entry and field.
 """
 
@@ -43,13 +44,19 @@ from .tenants import apply_tenant_fields, parse_tenant
 
 log = logging.getLogger(__name__)
 
-_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_REF = re.compile(r"\$\{([^}]*)\}")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _expand(value: Any, where: str) -> Any:
     if isinstance(value, str):
 
         def env(m: re.Match[str]) -> str:
+            if not _NAME.fullmatch(m.group(1)):  # else taken as the secret itself
+                raise ConfigError(
+                    f"BRIDGE_NUMBERS_FILE: {where} names ${{{m.group(1)}}}, which is not an "
+                    "environment variable's name (letters, digits and _)"
+                )
             if m.group(1) not in os.environ:
                 raise ConfigError(f"BRIDGE_NUMBERS_FILE: {where} names ${{{m.group(1)}}}, unset")
             return os.environ[m.group(1)]
@@ -120,6 +127,14 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
                 # once when they differ); the rest (Meta's SIP password from sip/enable, a
                 # label or policy set through the API) stays as the API stored it.
                 keep_unset(known, number, defined)
+                if known.tenant_id != number.tenant_id:
+                    log.warning(
+                        "number %s: BRIDGE_NUMBERS_FILE (numbers[%d]) moves it from %s to %s",
+                        number_id,
+                        i,
+                        f"tenant {known.tenant_id}" if known.tenant_id else "the service",
+                        f"tenant {number.tenant_id}" if number.tenant_id else "the service",
+                    )
                 for field in changed_fields(known, number):
                     log.warning(
                         "number %s: %s replaces its stored %s",
@@ -150,20 +165,28 @@ def _sip_enable(block: Any, where: str) -> bool:
 
 
 def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
-    """What is live (of ``tenant_id``; ``None``: all), as a numbers file (no secrets:
-    ``${ENV}`` placeholders name them): ``GET /numbers?format=yaml``."""
-    tenants = [
-        {k: v for k, v in t.public().items() if k not in ("keys", "createdAt")}
-        for t in catalog.tenants.values()
-        if tenant_id is None or t.tenant_id == tenant_id
-    ]
+    """What is live (of ``tenant_id``; ``None``: all), as a numbers file that starts a bridge
+    with the same (no secrets: ``${ENV}`` placeholders name them): ``GET
+    /numbers?format=yaml``."""
+    tenants = []
+    for t in catalog.tenants.values():
+        if tenant_id is not None and t.tenant_id != tenant_id:
+            continue
+        entry = {
+            k: v
+            for k, v in t.public().items()
+            if k not in ("keys", "createdAt", "webhookSecretSet")
+        }
+        if t.webhook_secret:
+            entry["webhookSecret"] = _placeholder(t.tenant_id, "webhookSecret")
+        tenants.append(entry)
     numbers = []
     for n in catalog.numbers_of(tenant_id):
         if n.number_id == DEFAULT_NUMBER:
             continue
         block: dict[str, Any] = dict(n.config)
         for name in sorted(n.secrets):
-            block[name] = "${" + f"{n.number_id.upper()}_{name.upper()}" + "}"
+            block[name] = _placeholder(n.number_id, name)
         numbers.append(
             {
                 "numberID": n.number_id,
@@ -171,7 +194,15 @@ def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
                 "engine": str(n.engine),
                 "tenantID": n.tenant_id or None,
                 "label": n.label,
+                "recording": n.recording,
                 str(n.engine): block,
             }
         )
     return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)
+
+
+def _placeholder(record_id: str, name: str) -> str:
+    """``${ACME_SUPPORT_TOKEN}`` for ``acme-support``'s ``token``: an environment variable's
+    name (an id may hold ``-``, and begin with a digit)."""
+    env = re.sub(r"[^A-Z0-9_]", "_", f"{record_id}_{name}".upper())
+    return "${" + ("_" + env if env[0].isdigit() else env) + "}"

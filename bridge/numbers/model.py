@@ -168,6 +168,13 @@ class Number:
             "createdAt": self.created_at,
         }
 
+    def engine_inputs(self) -> tuple[Any, ...]:
+        """What :meth:`settings` builds the number's engine from: any change to it needs a new
+        engine (a Cloud API number's phone is its SIP line's number: Meta's Request-URI user,
+        the From of its calls out)."""
+        line = self.phone if self.engine is EngineKind.CLOUDAPI else ""
+        return (self.engine, line, self.config, self.secrets)
+
     def settings(self, base: Settings) -> Settings:
         """The bridge's settings with this number's engine in them: what its engine is built
         from (everything else — ICE, media, timers — is the deployment's)."""
@@ -267,9 +274,10 @@ def _coerce(engine: EngineKind, name: str, value: Any) -> Any:
     return value
 
 
-def apply_engine_block(number: Number, block: object) -> None:
+def apply_engine_block(number: Number, block: object, *, complete: bool = True) -> None:
     """Fill ``number``'s config and secrets from its engine block (a PATCH merges into what
-    is there). 400 naming the field for an unknown field, a bad value or a missing one."""
+    is there). 400 naming the field for an unknown field, a bad value or, with ``complete``,
+    a missing one (the default number's block is the settings', which say what it needs)."""
     engine = number.engine
     fields = _BLOCKS[engine]
     if block is None:
@@ -310,7 +318,7 @@ def apply_engine_block(number: Number, block: object) -> None:
         )
     for name, (_, secret, required) in fields.items():
         present = name in (number.secrets if secret else number.config)
-        if required and not present:
+        if complete and required and not present:
             raise BadRequest(
                 f"field '{engine}.{name}' is required for a {engine} number",
                 code="missing_field",
@@ -364,7 +372,8 @@ def patch_number(number: Number, body: Mapping[str, Any]) -> Number:
     if "recording" in body:
         changed.recording = parse_recording(body["recording"])
     if number.engine.value in body:
-        apply_engine_block(changed, body[number.engine.value])
+        complete = number.number_id != DEFAULT_NUMBER  # on Meta's SIP road: no Graph token
+        apply_engine_block(changed, body[number.engine.value], complete=complete)
     return changed
 
 

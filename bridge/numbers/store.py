@@ -27,12 +27,13 @@ key made once in ``BRIDGE_DATA_DIR/catalog.key`` (mode 0600).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -60,6 +61,20 @@ Records = dict[str, dict[str, dict[str, Any]]]
 class Stale(Exception):
     """A conditional write refused: the store is no longer at the version the writer decided
     on (another worker wrote meanwhile)."""
+
+
+class Unreachable(Exception):
+    """The store could not be read or written now (a disk in error, Redis away): its reason.
+    A bug (a record that cannot be sealed) is not one: it stays what it is."""
+
+
+@contextlib.contextmanager
+def reaching(errors: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """The store's own failures (``errors``) as :class:`Unreachable`."""
+    try:
+        yield
+    except errors as exc:
+        raise Unreachable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 class CatalogStore(Protocol):
@@ -157,7 +172,8 @@ class LocalStore:
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('version', 0)")
 
     async def _on_thread(self, work: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+        with reaching((sqlite3.Error, OSError)):
+            return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
 
     async def version(self) -> int:
         return await self._on_thread(self._version)
@@ -222,7 +238,9 @@ class RedisStore:
 
     def __init__(self, url: str, sealing: Sealing) -> None:
         import redis.asyncio as aioredis  # only when a cluster uses it
+        from redis.exceptions import RedisError
 
+        self._errors: tuple[type[BaseException], ...] = (RedisError, OSError)
         self.sealing = sealing
         self._redis: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
@@ -232,12 +250,13 @@ class RedisStore:
         to a store that lost them."""
 
     async def version(self) -> int:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.get(self.PREFIX + "version")
-            pipe.get(self.EPOCH)
-            version, epoch = await pipe.execute()
-        if self._read is not None and epoch != self._read[0]:
-            version = await self._give_back()
+        with reaching(self._errors):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.PREFIX + "version")
+                pipe.get(self.EPOCH)
+                version, epoch = await pipe.execute()
+            if self._read is not None and epoch != self._read[0]:
+                version = await self._give_back()
         return int(version or 0)
 
     async def _give_back(self) -> int:
@@ -262,13 +281,14 @@ class RedisStore:
         return int(version)
 
     async def load(self) -> tuple[int, Records]:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.EPOCH, secrets.token_hex(8), nx=True)  # a new store's
-            pipe.get(self.EPOCH)
-            pipe.get(self.PREFIX + "version")
-            for kind in KINDS:
-                pipe.hgetall(self.PREFIX + kind)
-            _, epoch, version, *hashes = await pipe.execute()
+        with reaching(self._errors):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.EPOCH, secrets.token_hex(8), nx=True)  # a new store's
+                pipe.get(self.EPOCH)
+                pipe.get(self.PREFIX + "version")
+                for kind in KINDS:
+                    pipe.hgetall(self.PREFIX + kind)
+                _, epoch, version, *hashes = await pipe.execute()
         out: Records = {}
         for kind, rows in zip(KINDS, hashes, strict=True):
             out[kind] = {
@@ -293,19 +313,20 @@ class RedisStore:
         from redis.exceptions import WatchError
 
         key = self.PREFIX + "version"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            if at is not None:
-                await pipe.watch(key)
-                now = int(await pipe.get(key) or 0)
-                if now != at:
-                    raise Stale(f"the store is at version {now}, not {at}")
-                pipe.multi()
-            write(pipe)
-            pipe.incr(key)
-            try:
-                answers: list[Any] = await pipe.execute()
-            except WatchError:
-                raise Stale("the store's version moved during the write") from None
+        with reaching(self._errors):  # Stale is not Redis' error: it goes through
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if at is not None:
+                    await pipe.watch(key)
+                    now = int(await pipe.get(key) or 0)
+                    if now != at:
+                        raise Stale(f"the store is at version {now}, not {at}")
+                    pipe.multi()
+                write(pipe)
+                pipe.incr(key)
+                try:
+                    answers: list[Any] = await pipe.execute()
+                except WatchError:
+                    raise Stale("the store's version moved during the write") from None
         return answers
 
     async def close(self) -> None:

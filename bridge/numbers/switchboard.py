@@ -56,8 +56,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LiveNumbers = Callable[[], set[str]]
-"""The numbers that still have live calls here (a retired engine closes when its are gone)."""
+EnginesInUse = Callable[[], list[Engine]]
+"""The engines live calls here run on (a retired engine closes when none does)."""
 
 
 class Switchboard:
@@ -79,7 +79,7 @@ class Switchboard:
         self.engines: dict[str, Engine] = {DEFAULT_NUMBER: default}
         self._built: dict[str, Number] = {}
         self._retired = RetiredEngines(
-            lambda: self.live_numbers(),
+            lambda: self.engines_in_use(),
             lambda number_id: number_id in self.engines,
             lambda: self.metrics,
         )
@@ -90,7 +90,7 @@ class Switchboard:
         """Meta numbers whose webhooks came here though no number has them (logged once)."""
         self.refused_meta_ids: set[str] = set()
         """Meta numbers whose webhooks failed their signature check (logged once each)."""
-        self.live_numbers: LiveNumbers = set
+        self.engines_in_use: EnginesInUse = list
         self._changing = asyncio.Lock()
         self.metrics: Metrics | None = None
         self._health: dict[str, dict[str, Any]] = {}
@@ -244,10 +244,8 @@ class Switchboard:
         self.setup.forget(number_id)
         engine = self.engines.pop(number_id)
         self._built.pop(number_id, None)
-        task = self._forwarders.pop(number_id, None)
-        if task is not None:
-            task.cancel()
-        self._retired.add(number_id, engine)
+        # Its calls here go on, on it (their events too) until they end: then it closes.
+        self._retired.add(number_id, engine, self._forwarders.pop(number_id, None))
         log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
@@ -348,4 +346,4 @@ class Switchboard:
 
 
 def _engine_changed(built: Number, now: Number) -> bool:
-    return (built.engine, built.config, built.secrets) != (now.engine, now.config, now.secrets)
+    return built.engine_inputs() != now.engine_inputs()

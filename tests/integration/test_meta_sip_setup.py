@@ -350,3 +350,43 @@ async def test_enable_keeps_what_changed_while_meta_answered(sclient, meta):
     assert shown["label"] == "sales" and shown["cloudapi"]["sipPasswordSet"] is True, shown
     assert second.status == 404, await second.text()
     assert (await client.get(f"/numbers/{deleted}", headers=ADMIN)).status == 404
+
+
+async def test_the_sip_only_default_number_takes_its_password_by_patch_and_loses_it_by_null(
+    make_client, tmp_path
+):
+    """The settings' number on Meta's SIP road needs no Graph credentials (BRIDGE_ENGINE_TOKEN
+    and the rest unset): its SIP password is still the API's while BRIDGE_SIP_PASSWORD is
+    unset, so ``PATCH /numbers/default {"cloudapi": {"sipPassword"}}`` stores it and the
+    listener challenges Meta with it; ``null`` removes it from the store. Before, the PATCH
+    was 400 ``missing_field`` (``cloudapi.phoneNumberID``, a field of the settings), and a
+    ``null`` for a stored password a 500."""
+    pair = TestCA(tmp_path).issue("bridge", HOST)
+    settings = {
+        "engine": "cloudapi",
+        "cloudapi_signalling": "sip",
+        "sip_listen": "127.0.0.1:0",
+        "sip_hostname": HOST,
+        "sip_cert": str(pair.cert),
+        "sip_key": str(pair.key),
+        "sip_number": NUMBER,
+        "api_tokens": ("admin-token",),
+        "data_dir": str(tmp_path),
+    }
+    client = await make_client(**settings)
+    password = {"cloudapi": {"sipPassword": "from-meta-by-hand"}}
+    resp = await client.patch("/numbers/default", json=password, headers=ADMIN)
+    shown = await resp.json()
+    assert resp.status == 200 and shown["cloudapi"]["sipPasswordSet"] is True, shown
+    await until(lambda: _digest_takes(client.app[ENGINE], "from-meta-by-hand"), 5.0, "in use")
+
+    resp = await client.patch(
+        "/numbers/default", json={"cloudapi": {"sipPassword": None}}, headers=ADMIN
+    )
+    shown = await resp.json()
+    assert resp.status == 200 and "sipPasswordSet" not in shown["cloudapi"], shown
+    await until(lambda: client.app[ENGINE].line.digest is None, 5.0, "no password in use")
+    await client.close()
+    again = await make_client(**settings)  # a restart: nothing stored
+    shown = await (await again.get("/numbers/default", headers=ADMIN)).json()
+    assert "sipPasswordSet" not in shown["cloudapi"], shown

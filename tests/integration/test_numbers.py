@@ -774,3 +774,71 @@ async def test_a_write_decided_on_a_stale_view_of_the_sqlite_store_is_decided_ag
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_store_that_fails_a_write_is_a_503_and_the_numbers_serve_on(
+    nclient, caplog
+) -> None:
+    """The numbers store failing a change (a disk in error under SQLite; Redis away) answers
+    503 with the error body, said once at WARNING while it lasts; the numbers read before
+    serve on, and the change goes through once the store is back. Before, each was a 500
+    ``internal_error`` with a traceback."""
+    import sqlite3
+
+    from bridge.api.keys import CATALOG
+
+    client = await nclient()
+    kept = await sim_number(client, "+15550000071", 750.0)
+    store = client.app[CATALOG].store
+    db = store._db
+
+    class FailingDisk:
+        def execute(self, *args: Any) -> Any:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        def close(self) -> None:
+            db.close()
+
+    store._db = FailingDisk()
+    caplog.set_level(logging.WARNING)
+    body = {"phone": "+15550000072", "engine": "sim"}
+    for _ in range(2):
+        resp = await client.post("/numbers", json=body, headers=ADMIN)
+        error = (await resp.json())["error"]
+        assert resp.status == 503 and error["code"] == "store_unavailable", error
+        assert "disk I/O error" in error["message"]
+    patched = await client.patch(f"/numbers/{kept['numberID']}", json={"label": "x"}, headers=ADMIN)
+    assert patched.status == 503
+    said = [r for r in caplog.records if "POST /numbers: 503 store_unavailable" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, caplog.text  # once a route
+    shown = await client.get(f"/numbers/{kept['numberID']}", headers=ADMIN)
+    assert shown.status == 200 and (await shown.json())["label"] == ""
+    store._db = db  # the disk is back
+    await post(client, "/numbers", body)
+
+
+async def test_a_live_call_goes_on_when_its_numbers_engine_is_rebuilt(nclient) -> None:
+    """A change of a number's engine block (a token rotated, a sim setting) builds it a new
+    engine for new calls; a call live on the old engine goes on there — its audio, the old
+    engine's events about it (here the far end hanging up) — and the old engine closes once
+    the call has ended. Before, the old engine was closed at once and its events dropped: the
+    call lost its engine media and ended ``failed``."""
+    client = await nclient()
+    switchboard = client.app[SWITCHBOARD]
+    sim = {"peer": "tone", "toneHz": 750.0, "hangupAfter": 2.3}  # the far end hangs up
+    number = await sim_number(client, "+15550000081", 750.0, sim=sim)
+    call = await post(client, "/call/make", {"phone": "5521999999999", "from": number["phone"]})
+    rtc = await browser_on(client, call["callID"], ADMIN)
+    old = switchboard.engines[number["numberID"]]
+    resp = await client.patch(
+        f"/numbers/{number['numberID']}", json={"sim": {"echoDelay": 0.2}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert switchboard.engines[number["numberID"]] is not old  # new calls: the new engine
+    rtc.recorder.chunks.clear()
+    await asyncio.sleep(0.8)
+    assert_heard(rtc, 750.0, "the live call goes on, on the old engine")
+    ended = await wait_state(client, call["callID"], "ended", timeout=5, headers=ADMIN)
+    assert ended["endReason"] == "remote_hangup", ended
+    await rtc.close()
+    await until(lambda: not switchboard._retired, 3, "the old engine closed")

@@ -138,3 +138,88 @@ async def test_what_the_file_names_is_the_operator_s_the_rest_the_api_s(
     assert "number lab" in said[0].getMessage() and "recording" in said[0].getMessage()
     resp = await client.patch("/numbers/lab", json={"recording": "forbidden"}, headers=ADMIN)
     assert resp.status == 409 and "BRIDGE_NUMBERS_FILE" in (await resp.json())["error"]["message"]
+
+
+async def test_a_number_the_file_moves_to_another_tenant_is_that_tenants_only(
+    make_client, tmp_path, caplog
+) -> None:
+    """The file's entry names the number's tenant: moved in the file, the number is the new
+    tenant's at the next start (the old tenant's key no longer sees it), said once at WARNING;
+    a tenant that does not exist stops the start naming the entry. Before, the stored tenant
+    was kept, silently: the old customer kept seeing the number and its calls."""
+    data = tmp_path / "data"
+    data.mkdir()
+    moved = """
+tenants:
+  - {tenantID: acme, name: Acme}
+  - {tenantID: beta, name: Beta}
+numbers:
+  - {numberID: lab, phone: '+15550783882', engine: sim, tenantID: acme}
+"""
+    settings = {"api_tokens": ("admin-token",), "data_dir": str(data)}
+    client = await make_client(numbers_file=write(tmp_path, moved), **settings)
+    keys = {}
+    for tenant in ("acme", "beta"):
+        resp = await client.post(f"/tenants/{tenant}/keys", headers=ADMIN)
+        keys[tenant] = {"Authorization": f"Bearer {(await resp.json())['apiKey']}"}
+    assert (await client.get("/numbers/lab", headers=keys["acme"])).status == 200
+    await client.close()
+
+    caplog.set_level(logging.WARNING)
+    client = await make_client(
+        numbers_file=write(tmp_path, moved.replace("tenantID: acme}", "tenantID: beta}")),
+        **settings,
+    )
+    assert (await client.get("/numbers/lab", headers=keys["acme"])).status == 404
+    shown = await (await client.get("/numbers", headers=keys["beta"])).json()
+    assert [n["numberID"] for n in shown["numbers"]] == ["lab"]
+    said = [r.getMessage() for r in caplog.records if "moves it" in r.getMessage()]
+    assert said == [
+        "number lab: BRIDGE_NUMBERS_FILE (numbers[0]) moves it from tenant acme to tenant beta"
+    ]
+    await client.close()
+
+    gone = moved.replace("tenantID: acme}", "tenantID: gamma}")
+    with pytest.raises(ConfigError, match=re.escape("numbers[0]: field 'tenantID'")):
+        await make_client(numbers_file=write(tmp_path, gone), **settings)
+
+
+async def test_the_export_starts_a_bridge_with_the_same_numbers_and_tenants(
+    make_client, tmp_path, monkeypatch
+) -> None:
+    """``GET /numbers?format=yaml`` is a numbers file: started from it (each ``${NAME}`` set),
+    a new bridge has the same tenants and numbers — a tenant's webhook secret, a number's
+    recording policy, each secret from the environment. Before, the export named a tenant's
+    ``webhookSecretSet`` (the file refused the start), left out each number's recording policy,
+    and named a secret of ``acme-support`` ``${ACME-SUPPORT_TOKEN}``, which is no variable name:
+    taken as the secret itself. A reference that is no variable name now stops the start."""
+    monkeypatch.setenv("ACME_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("ACME_ZZG_TOKEN", "zzg-from-env")
+    first = tmp_path / "first"
+    first.mkdir()
+    settings = {"api_tokens": ("admin-token",)}
+    client = await make_client(numbers_file=write(tmp_path, FILE), data_dir=str(first), **settings)
+    resp = await client.patch("/numbers/lab", json={"recording": "forbidden"}, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    export = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    await client.close()
+
+    names = set(re.findall(r"\$\{([^}]*)\}", export))
+    assert names == {"ACME_WEBHOOKSECRET", "ACME_SUPPORT_TOKEN"}, export
+    monkeypatch.setenv("ACME_WEBHOOKSECRET", SECRET)
+    monkeypatch.setenv("ACME_SUPPORT_TOKEN", "zzg-again")
+    second = tmp_path / "second"
+    second.mkdir()
+    client = await make_client(
+        numbers_file=write(tmp_path, export), data_dir=str(second), **settings
+    )
+    catalog = client.app[CATALOG]
+    assert catalog.tenants["acme"].webhook_secret == SECRET
+    assert catalog.tenants["acme"].max_calls == 3
+    assert catalog.number("lab").recording == "forbidden"  # type: ignore[union-attr]
+    assert catalog.number("acme-support").secrets == {"token": "zzg-again"}  # type: ignore[union-attr]
+    await client.close()
+
+    bad = FILE.replace("${ACME_ZZG_TOKEN}", "${ACME-ZZG-TOKEN}")
+    with pytest.raises(ConfigError, match=re.escape("numbers[0] names ${ACME-ZZG-TOKEN}")):
+        await make_client(numbers_file=write(tmp_path, bad), data_dir=str(second), **settings)

@@ -3,10 +3,18 @@ a clear 4xx (the calls themselves: ``tests/sip/test_sipp_numbers.py``)."""
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+import ssl
 from typing import Any
 
+from bridge.api.keys import SWITCHBOARD
+from bridge.sip import Request, Response
+from bridge.sip.transport import Connection
+
 from ..support.tls import TestCA
-from .test_numbers import bearer, new_tenant, post
+from ..support.waits import until
+from .test_numbers import ADMIN, bearer, new_tenant, post
 
 
 def sip_number(meta: Any, **block: Any) -> dict[str, Any]:
@@ -51,3 +59,62 @@ async def test_a_sip_number_needs_a_host_name_and_a_certificate_that_loads(
     made = await post(client, "/numbers", sip_number(meta, **own))
     assert made["cloudapi"]["signalling"] == "sip"
     assert made["cloudapi"]["sipHostname"] == "sip.customer.example"
+
+
+async def _invite_status(port: int, ca: TestCA, hostname: str, number: str) -> int:
+    """The status the listener answers Meta's INVITE for ``number`` with, over TLS."""
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname=hostname
+    )
+    conn = Connection(reader, writer, inbound=False)
+    tag = secrets.token_hex(4)  # a new transaction each time (not a retransmission)
+    try:
+        req = Request(method="INVITE", uri=f"sip:+{number}@{hostname};transport=tls")
+        req.add("Via", f"SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bK{tag}")
+        req.add("Max-Forwards", "70")
+        req.add("From", "<sip:+15550001111@wa.meta.vc>;tag=meta1")
+        req.add("To", f"<sip:+{number}@{hostname}>")
+        req.add("Call-ID", f"outgoing:wacid.{tag}")
+        req.add("CSeq", "1 INVITE")
+        req.add("Contact", "<sip:+15550001111@127.0.0.1:5999;transport=tls>")
+        req.add("Content-Type", "application/sdp")
+        req.body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/SAVP 111\r\n"
+        await conn.send_raw(req.to_bytes())
+        while True:
+            resp = await asyncio.wait_for(conn.read(), 5)
+            assert isinstance(resp, Response), resp
+            if resp.status >= 200:
+                return resp.status
+    finally:
+        writer.close()
+
+
+async def test_a_sip_number_whose_phone_changes_takes_meta_s_invites_for_the_new_one(
+    make_client, meta, tmp_path
+):
+    """The phone is the SIP line's number (the Request-URI user Meta's INVITEs name, the From
+    of calls out): a PATCH of it rebuilds the number's engine. Before, the engine kept the old
+    number: Meta's INVITEs for the new phone were 404 (no such number), the old one's served
+    on."""
+    client = await make_client(
+        api_tokens=("admin-token",), data_dir=str(tmp_path), sip_listen="127.0.0.1:0"
+    )
+    ca = TestCA(tmp_path)
+    pair = ca.issue("own", "sip.customer.example")
+    own = {"sipHostname": "sip.customer.example", "sipCert": str(pair.cert)}
+    made = await post(client, "/numbers", sip_number(meta, **own, sipKey=str(pair.key)))
+    [door] = client.app[SWITCHBOARD].sip_doors.open.values()
+    port = door.ua.port
+    # Served, without a SIP password yet: 403 (404 is a number the listener does not serve).
+    assert await _invite_status(port, ca, "sip.customer.example", "15550004444") == 403
+    resp = await client.patch(
+        f"/numbers/{made['numberID']}", json={"phone": "+15550005555"}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert await _invite_status(port, ca, "sip.customer.example", "15550005555") == 403
+
+    async def old_one_gone() -> bool:  # once the old engine, retired, has closed its line
+        return await _invite_status(port, ca, "sip.customer.example", "15550004444") == 404
+
+    await until(old_one_gone, 5.0, "the old phone no longer served")

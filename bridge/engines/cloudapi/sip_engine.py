@@ -118,13 +118,20 @@ class SipEngine(CloudApiRoad[SipCall]):
         self.graph_side.on_calls = self._meta_call_webhooks
 
     def use_password(self, password: str) -> None:
-        if not password or password == self.sip.sip_password:
+        if password == self.sip.sip_password:
             return
         self.sip = dataclasses.replace(self.sip, sip_password=password)
         if self.line is not None:  # the next INVITE is challenged with it, the next call out too
-            self.line.digest = DigestServer(REALM, self.sip.sip_number, password)
-            self.line.locked = False
-        log.info("SIP number %s: a new SIP password is in use", self.sip.sip_number)
+            number = self.sip.sip_number
+            self.line.digest = DigestServer(REALM, number, password) if password else None
+            self.line.locked = not password and self.password_required
+        if password:
+            log.info("SIP number %s: a new SIP password is in use", self.sip.sip_number)
+        else:  # removed (``null``): as the start without one says
+            log.warning(
+                "SIP number %s has no SIP password: Meta's INVITEs are not challenged",
+                self.sip.sip_number,
+            )
 
     # -- lifecycle
     async def start(self) -> None:
