@@ -82,7 +82,7 @@ async def room(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Room]:
     bus = CallBus("conference-test")
     r = Room(bus)
     bus.add_uplink_tap(r.to_whatsapp.append)
-    bus.open_uplink()
+    bus.open_uplink(clocked=True)  # a clocked WhatsApp side: its frame of a tick mixed in it
     yield r
     await bus.aclose()
 
@@ -275,4 +275,46 @@ async def test_a_mixing_tick_that_raised_mixes_on_and_one_that_keeps_raising_sto
     assert failures == 4 and not conference.mixing  # three in a row after the first: given up
     said = [r for r in caplog.records if "mixed audio stops" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING"
+    await bus.aclose()
+
+
+async def test_a_remote_engines_jittery_chunks_are_mixed_without_a_hole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote engine (its own clock: ZuckZapGo's 60 ms messages, three bus frames at once)
+    whose messages come up to 50 ms late, on a call that mixes (a listener): the agent hears
+    the engine's tone whole, as on the direct path, where its sink de-jitters the frames.
+    Before, the mixer took them from a queue of four, one a tick: a tick that found it empty
+    mixed nothing of WhatsApp (a 20 ms hole, cut hard) and a burst past four dropped the
+    oldest, uncounted; about one frame in twenty was a hole."""
+    import random
+
+    from bridge.audio.analysis import tone
+
+    monkeypatch.setattr(conference_module, "worker_clock", StoppedClock)
+    bus = CallBus("remote-engine-mix")
+    bus.open_uplink()  # a remote engine: its pump's tasks push the downlink as it comes
+    agent = bus.conference.join("agent", Role.AGENT)
+    bus.conference.join("listen", Role.LISTEN)
+    assert bus.conference.mixing and agent.sink is not None
+    rng = random.Random(7)
+    start, chunk = 100.0, 3 * FRAME_SAMPLES
+    arrivals = [(start + 0.06 * k + rng.uniform(0, 0.05), k) for k in range(200)]
+    ticks = [start + 0.02 * i + 0.001 for i in range(600)]
+    events = sorted([(t, 0, k) for t, k in arrivals] + [(t, 1, 0) for t in ticks])
+    heard: list[np.ndarray] = []
+    for t, kind, k in events:
+        if kind == 0:
+            pcm = tone(1000.0, chunk, amplitude=0.3, start=k * chunk)
+            for i in range(3):
+                bus.push_downlink(pcm[i * FRAME_SAMPLES : (i + 1) * FRAME_SAMPLES], t)
+        else:
+            bus.conference.mix_once(t)
+            out = agent.sink.take(t)
+            heard.append(np.zeros(FRAME_SAMPLES, np.int16) if out is None else out)
+    frames = np.stack(heard[25:])  # past the first half second (the buffers filling)
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    tone_rms = 0.3 * 32767 / np.sqrt(2)
+    holes = int(np.sum(rms < 0.5 * tone_rms))
+    assert holes <= 1, f"{holes} frames of {len(frames)} lost most of the tone"
     await bus.aclose()
