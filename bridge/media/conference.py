@@ -187,6 +187,13 @@ class Conference:
         self.clocked = clocked
         # Its counters are its own: the participants' sinks count what they play.
         self._foreign = None if clocked else DownlinkSink(BusStats(), WHATSAPP, downlink_jitter())
+        self._clock_sinks()
+
+    def _clock_sinks(self) -> None:
+        """Each participant's sink is fed on the worker clock while the WhatsApp side is
+        clocked or the call mixes (the mix of a tick is pushed in it): it plays the frame in
+        the tick it came, with no jitter buffer of its own (the mix's input had the one)."""
+        clocked = self.clocked or self._clock is not None
         for p in self.participants.values():
             if p.sink is not None:
                 p.sink.set_clocked(clocked)
@@ -203,7 +210,7 @@ class Conference:
         if pid in self.participants:
             self.leave(pid)
         sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
-        sink.set_clocked(self.clocked)
+        sink.set_clocked(self.clocked or self._clock is not None)
         port = CallPort(self, pid, role, sink, ended)
         self.participants[pid] = port
         self.update()
@@ -270,6 +277,7 @@ class Conference:
             if self._foreign is not None:
                 self._foreign.detach()
             self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
+            self._clock_sinks()
 
     def _tick_failed(self) -> None:
         """The clock dropped a mixing tick that raised (a bug, logged there): mixing goes on
@@ -283,6 +291,7 @@ class Conference:
                 self.bus.call_id,
                 self._mix_failures,
             )
+            self._clock_sinks()  # the WhatsApp side's frames go straight to the agent again
             return
         self.update()
 
