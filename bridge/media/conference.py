@@ -53,6 +53,7 @@ from ..audio.pcm import Pcm, clip16
 from .clock import TICK_FAILURES, worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
+from .whatsapp_in import WhatsAppInput
 
 log = logging.getLogger(__name__)
 
@@ -167,13 +168,8 @@ class Conference:
         self.whatsapp: CallPort | None = None
         """The WhatsApp side's door, while an in-worker leg carries it."""
         self.held = False
-        self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
-        """A clocked WhatsApp side's frames waiting for the mix (one a tick: its leg's receiver
-        de-jittered them)."""
-        self._foreign: DownlinkSink | None = None
-        """A remote engine's frames (a clock of its own), while the WhatsApp side is not clocked:
-        de-jittered, their clock's drift followed and a gap concealed, as a listener's sink does
-        on the direct path, before the mixer takes one a tick (:meth:`_whatsapp_frame`)."""
+        self._from_whatsapp = WhatsAppInput()
+        """What the WhatsApp side says, waiting for the mixer's tick."""
         self._clock: Callable[[], None] | None = None
         self._mix_failures = 0
         """Mixing ticks that raised (:meth:`_tick_failed`)."""
@@ -185,8 +181,7 @@ class Conference:
     def set_clocked(self, clocked: bool) -> None:
         """See :attr:`clocked`: every participant's sink follows, and each joining one."""
         self.clocked = clocked
-        # Its counters are its own: the participants' sinks count what they play.
-        self._foreign = None if clocked else DownlinkSink(BusStats(), WHATSAPP, downlink_jitter())
+        self._from_whatsapp.set_clocked(clocked)
         self._clock_sinks()
 
     def _clock_sinks(self) -> None:
@@ -274,8 +269,6 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
-            if self._foreign is not None:
-                self._foreign.detach()
             self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
             self._clock_sinks()
 
@@ -342,10 +335,7 @@ class Conference:
         (it builds every participant's mix on its own tick), else straight to the agent (the
         direct path: it hears the peer as it comes)."""
         if self._clock is not None:
-            if self._foreign is not None:
-                self._foreign.push(frame)
-            else:
-                self._from_whatsapp.append(frame)
+            self._from_whatsapp.push(frame)
             return
         agent = self.agent
         if agent is not None and agent.sink is not None:
@@ -359,20 +349,10 @@ class Conference:
             self.mix_once(now)
             self._mix_failures = 0  # mixed: a failure to come starts the count again
 
-    def _whatsapp_frame(self, now: float) -> BusFrame | None:
-        """This tick's frame from the WhatsApp side, ``None`` for none: a clocked leg's as it
-        came; a remote engine's out of its sink (:attr:`_foreign`), stamped with when the
-        newest frame it played entered the bus."""
-        foreign = self._foreign
-        if foreign is None:
-            return self._from_whatsapp.popleft() if self._from_whatsapp else None
-        pcm = foreign.pop(now)
-        return None if pcm is None else BusFrame(pcm, foreign.fed_at)
-
     def mix_once(self, now: float) -> None:
         """One 20 ms tick: every output from the same inputs (vectorised int32, one clip)."""
 
-        wa = self._whatsapp_frame(now)
+        wa = self._from_whatsapp.take(now)
         inputs: dict[str, npt.NDArray[np.int32]] = {}
         roles: dict[str, Role] = {}
         for p in self.participants.values():
