@@ -100,19 +100,18 @@ class PitchRepeat:
 
 def _pitch(history: npt.NDArray[np.float32]) -> int:
     """The pitch period of the last 20 ms of ``history`` (normalised autocorrelation), or the
-    longest period for silence or noise (a long cycle repeats least audibly)."""
+    longest period for silence or noise (a long cycle repeats least audibly); of equal scores,
+    the shortest period. Every candidate at once (one correlation, one running sum of squares):
+    a loop over the 201 candidates cost ~250-450 µs a loss, this ~20, the same periods."""
     window = SAMPLE_RATE // 50
     target = history[-window:]
     energy = float(np.dot(target, target))
     if energy < 1e-3 * window:
         return MAX_PERIOD
-    best, best_score = MAX_PERIOD, 0.0
-    for period in range(MIN_PERIOD, MAX_PERIOD + 1):
-        past = history[-window - period : -period]
-        norm = float(np.dot(past, past))
-        if norm <= 0.0:
-            continue
-        score = float(np.dot(target, past)) / np.sqrt(norm * energy)
-        if score > best_score:
-            best, best_score = period, score
-    return best
+    span = history[-window - MAX_PERIOD : -MIN_PERIOD]  # every candidate's past window
+    dots = np.correlate(span, target, mode="valid")[::-1]  # by period, the shortest first
+    squares = np.concatenate(([0.0], np.cumsum(np.square(span, dtype=np.float64))))
+    norms = (squares[window:] - squares[:-window])[::-1]
+    scores = np.where(norms > 0, dots / np.sqrt(np.maximum(norms, 1e-12) * energy), 0.0)
+    best = int(np.argmax(scores))
+    return MIN_PERIOD + best if scores[best] > 0 else MAX_PERIOD
