@@ -269,6 +269,12 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
+            agent = self.agent
+            if agent is not None and agent.sink and self._from_whatsapp.adopt(agent.sink):
+                # A remote engine's frames were the agent's sink's to de-jitter: that sink (what
+                # it holds, its view of the engine's clock) is the mix's input from now, and the
+                # agent hears the mix through a new one: no frame lost or late at the switch.
+                agent.sink = DownlinkSink(self.bus.stats, agent.id, downlink_jitter())
             self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
             self._clock_sinks()
 

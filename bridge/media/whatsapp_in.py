@@ -33,6 +33,16 @@ class WhatsAppInput:
         self._ticked.clear()
         self._foreign = None if clocked else DownlinkSink(BusStats(), "whatsapp", downlink_jitter())
 
+    def adopt(self, sink: DownlinkSink) -> bool:
+        """A remote engine's frames go through ``sink`` from now on (the agent's, on the direct
+        path until now: it holds the frames not played yet), its counters its own; whether it
+        did (not for a clocked side, nor a sink already on the clock)."""
+        if self._foreign is None or sink.clocked:
+            return False
+        sink.stats = BusStats()
+        self._foreign = sink
+        return True
+
     def push(self, frame: BusFrame) -> None:
         """A frame the WhatsApp side said (never blocks)."""
         if self._foreign is not None:
