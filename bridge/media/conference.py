@@ -53,6 +53,7 @@ from ..audio.pcm import Pcm, clip16
 from .clock import TICK_FAILURES, worker_clock
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
+from .whatsapp_in import WhatsAppInput
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,8 @@ class Conference:
         self.whatsapp: CallPort | None = None
         """The WhatsApp side's door, while an in-worker leg carries it."""
         self.held = False
-        self._from_whatsapp: deque[BusFrame] = deque(maxlen=INPUT_FRAMES)
+        self._from_whatsapp = WhatsAppInput()
+        """What the WhatsApp side says, waiting for the mixer's tick."""
         self._clock: Callable[[], None] | None = None
         self._mix_failures = 0
         """Mixing ticks that raised (:meth:`_tick_failed`)."""
@@ -179,6 +181,14 @@ class Conference:
     def set_clocked(self, clocked: bool) -> None:
         """See :attr:`clocked`: every participant's sink follows, and each joining one."""
         self.clocked = clocked
+        self._from_whatsapp.set_clocked(clocked)
+        self._clock_sinks()
+
+    def _clock_sinks(self) -> None:
+        """Each participant's sink is fed on the worker clock while the WhatsApp side is
+        clocked or the call mixes (the mix of a tick is pushed in it): it plays the frame in
+        the tick it came, with no jitter buffer of its own (the mix's input had the one)."""
+        clocked = self.clocked or self._clock is not None
         for p in self.participants.values():
             if p.sink is not None:
                 p.sink.set_clocked(clocked)
@@ -195,7 +205,7 @@ class Conference:
         if pid in self.participants:
             self.leave(pid)
         sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
-        sink.set_clocked(self.clocked)
+        sink.set_clocked(self.clocked or self._clock is not None)
         port = CallPort(self, pid, role, sink, ended)
         self.participants[pid] = port
         self.update()
@@ -259,7 +269,14 @@ class Conference:
             for p in self.participants.values():
                 p.inbox.clear()
             self._from_whatsapp.clear()
+            agent = self.agent
+            if agent is not None and agent.sink and self._from_whatsapp.adopt(agent.sink):
+                # A remote engine's frames were the agent's sink's to de-jitter: that sink (what
+                # it holds, its view of the engine's clock) is the mix's input from now, and the
+                # agent hears the mix through a new one: no frame lost or late at the switch.
+                agent.sink = DownlinkSink(self.bus.stats, agent.id, downlink_jitter())
             self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
+            self._clock_sinks()
 
     def _tick_failed(self) -> None:
         """The clock dropped a mixing tick that raised (a bug, logged there): mixing goes on
@@ -273,6 +290,7 @@ class Conference:
                 self.bus.call_id,
                 self._mix_failures,
             )
+            self._clock_sinks()  # the WhatsApp side's frames go straight to the agent again
             return
         self.update()
 
@@ -323,7 +341,7 @@ class Conference:
         (it builds every participant's mix on its own tick), else straight to the agent (the
         direct path: it hears the peer as it comes)."""
         if self._clock is not None:
-            self._from_whatsapp.append(frame)
+            self._from_whatsapp.push(frame)
             return
         agent = self.agent
         if agent is not None and agent.sink is not None:
@@ -340,7 +358,7 @@ class Conference:
     def mix_once(self, now: float) -> None:
         """One 20 ms tick: every output from the same inputs (vectorised int32, one clip)."""
 
-        wa = self._from_whatsapp.popleft() if self._from_whatsapp else None
+        wa = self._from_whatsapp.take(now)
         inputs: dict[str, npt.NDArray[np.int32]] = {}
         roles: dict[str, Role] = {}
         for p in self.participants.values():

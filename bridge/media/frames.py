@@ -161,6 +161,8 @@ class DownlinkSink:
         self._tick: deque[BusFrame] = deque(maxlen=CLOCKED_FRAMES)
         self.dropped = 0
         """Frames from a clocked producer dropped because its sender fell behind."""
+        self.fed_at = 0.0
+        """When the newest frame played entered the bus (its ``t``)."""
 
     def set_clocked(self, clocked: bool) -> None:
         """Whether what feeds this sink runs on the worker clock (the class docstring); a
@@ -233,6 +235,7 @@ class DownlinkSink:
             self.concealed += 1
             return fade_out_mirror(last)
         frame = self._tick.popleft()
+        self.fed_at = frame.t
         stats = self.stats
         stats.downlink_played += 1
         stats.downlink_transit.observe(now - frame.t)
@@ -253,6 +256,7 @@ class DownlinkSink:
             return False
         stats = self.stats
         stats.downlink_played += 1
+        self.fed_at = frame.t
         waited = now - frame.t
         stats.downlink_transit.observe(waited)
         if waited < self.cushion.lead:

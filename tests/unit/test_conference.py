@@ -82,7 +82,7 @@ async def room(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Room]:
     bus = CallBus("conference-test")
     r = Room(bus)
     bus.add_uplink_tap(r.to_whatsapp.append)
-    bus.open_uplink()
+    bus.open_uplink(clocked=True)  # a clocked WhatsApp side: its frame of a tick mixed in it
     yield r
     await bus.aclose()
 
@@ -245,7 +245,9 @@ async def test_a_mixing_tick_that_raised_mixes_on_and_one_that_keeps_raising_sto
     bus = CallBus("mixer-failure")
     r = Room(bus)
     bus.add_uplink_tap(r.to_whatsapp.append)
-    bus.open_uplink()
+    # A clocked WhatsApp side, as the room's: a remote engine's would hand the agent's sink,
+    # which the room listens to, to the mix's input as the mixing starts.
+    bus.open_uplink(clocked=True)
     r.join("agent", Role.AGENT)
     r.join("barge", Role.BARGE)  # two participants: the call needs the mix
     conference = bus.conference
@@ -276,3 +278,63 @@ async def test_a_mixing_tick_that_raised_mixes_on_and_one_that_keeps_raising_sto
     said = [r for r in caplog.records if "mixed audio stops" in r.getMessage()]
     assert len(said) == 1 and said[0].levelname == "WARNING"
     await bus.aclose()
+
+
+def _remote_engine_heard(mixed: bool, jitter: float) -> tuple[int, int, float]:
+    """A remote engine (its own clock: ZuckZapGo's 60 ms messages, three bus frames at once,
+    each message up to ``jitter`` s late, seeded) on a call whose agent is alone (the direct
+    path) or, if ``mixed``, joined by a listener after 6 s (the call mixes from then on): the
+    ticks at which the agent's sink held no frame of the engine's (holes), the engine's frames
+    never heard (skipped), and how many ticks late the agent heard each frame on average.
+    Frame ``n`` is the constant ``1000 + n``, so what is heard says which frame it is."""
+    import random
+
+    bus = CallBus("remote-engine-mix")
+    bus.open_uplink()  # a remote engine: its pump's tasks push the downlink as it comes
+    agent = bus.conference.join("agent", Role.AGENT)
+    rng = random.Random(7)
+    start = 100.0
+    arrivals = [(start + 0.06 * k + rng.uniform(0, jitter), 0, k) for k in range(200)]
+    ticks = [(start + 0.02 * i + 0.001, 1, i) for i in range(600)]
+    holes, lags, heard = 0, [], set()
+    for t, kind, k in sorted(arrivals + ticks):
+        if kind == 0:
+            for n in range(3 * k, 3 * k + 3):
+                bus.push_downlink(frame(1000 + n), t)
+            continue
+        if mixed and k == 300:
+            bus.conference.join("listen", Role.LISTEN)
+            assert bus.conference.mixing
+        if bus.conference.mixing:
+            bus.conference.mix_once(t)
+        out = agent.take(t)  # the agent's leg takes its frame (its sink's, swapped or not)
+        if k < 25:  # the first half second: the buffers filling
+            continue
+        level = 0 if out is None else int(np.median(out))
+        if level < 1000:
+            holes += 1
+        else:
+            lags.append(k - (level - 1000))
+            heard.add(level - 1000)
+    bus.close()
+    return holes, max(heard) - min(heard) + 1 - len(heard), float(np.mean(lags))
+
+
+async def test_a_remote_engines_jittery_chunks_are_mixed_as_the_direct_path_plays_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A remote engine's messages, up to 50 ms late, on a call that starts to mix: the agent
+    hears every frame, as on the direct path, where its sink de-jitters them, and no later,
+    the switch included. Before, the mixer took them from a queue of four, one a tick: a tick
+    that found it empty mixed nothing of WhatsApp (a 20 ms hole, cut hard) and a burst past
+    four dropped the oldest, uncounted (about one frame in twenty a hole); each participant's
+    sink held the mix behind a jitter buffer of its own (a frame more of delay than the
+    direct path, on a steady engine); and at the switch the frames the agent's sink held
+    were dropped."""
+    monkeypatch.setattr(conference_module, "worker_clock", StoppedClock)
+    for jitter in (0.05, 0.0):
+        direct_holes, direct_skipped, direct_lag = _remote_engine_heard(False, jitter)
+        holes, skipped, lag = _remote_engine_heard(True, jitter)
+        assert holes <= max(1, direct_holes), (jitter, holes)
+        assert skipped <= direct_skipped, (jitter, skipped, direct_skipped)
+        assert lag <= direct_lag + 0.1, (jitter, lag, direct_lag)

@@ -50,6 +50,27 @@ def test_a_tone_through_encode_and_decode_keeps_its_frequency_and_level(freq: fl
     assert 10 * np.log10(spectrum[near].sum() / spectrum[~near].sum()) > 20
 
 
+@pytest.mark.parametrize("codec", ["G722", "PCMU"])
+def test_an_empty_payload_is_no_audio_and_the_decoder_goes_on(codec: str) -> None:
+    """An RTP packet may carry no payload (a keep-alive); an idle phone leg keeps whatever came
+    for its decoder's warm-up (``rtc/uplink.py``). Before, an empty G.722 payload was an
+    end-of-stream to FFmpeg's decoder, and every packet after it raised ``EOFError`` out of
+    the receiver's tick (the leg's audio lost for good); an empty G.711 one came out as two
+    samples of the upsampler's filter."""
+    from bridge.audio.phone_codecs import PhoneEncoder, phone_decoder
+
+    encoder, decoder = PhoneEncoder(codec), phone_decoder(codec)
+    sent = frames_of(1000.0, SECOND)
+    payloads = [encoder.encode(frame) for frame in sent]
+    decoder.warm([payloads[0], b"", payloads[1]])
+    assert decoder.decode(b"").size == 0
+    heard = np.concatenate([decoder.decode(p) for p in payloads[2:]])
+    assert heard.size == FRAME_SAMPLES * (SECOND - 2)
+    steady = heard[4000:]
+    assert dominant_frequency(steady, 16000) == pytest.approx(1000.0, abs=2)
+    assert rms_dbfs(steady) == pytest.approx(rms_dbfs(np.concatenate(sent)), abs=1.0)
+
+
 class Wire:
     """A trunk leg's socket, keeping what it sent."""
 

@@ -106,3 +106,28 @@ async def test_a_lossy_phone_is_concealed_not_cut(codec: str) -> None:
     silent = [i for i, f in enumerate(frames) if rms_dbfs(f) < -30]
     assert silent == [], silent  # …by the tone's own pitch, never a hole
     assert abs(dominant_frequency(pcm.astype(np.float64), 16_000) - TONE_HZ) < 3
+
+
+@pytest.mark.parametrize(("codec", "hz"), [("PCMU", 150.0), ("PCMU", 1000.0), ("G722", 440.0)])
+async def test_a_lost_packet_is_concealed_without_a_click(codec: str, hz: float) -> None:
+    """A packet lost in a steady tone: the concealment (``audio/plc.py``, the last pitch
+    period repeated) continues the tone with no step larger than the tone's own, into it and
+    at every repeat of the period. Before, the repeated period began a quarter period early
+    (its overlap-add ramped in from the samples before it), so every repeat clicked at the
+    pitch rate: steps 2.5-19 times the tone's, 20 ms a buzz (PESQ-WB of the phone bench's
+    speech, PCMU: 2.31 at 3 % loss and 1.58 at 10 %, now 2.49 and 1.90)."""
+    from bridge.audio.phone_codecs import PhoneEncoder, phone_decoder
+
+    encoder, decoder = PhoneEncoder(codec), phone_decoder(codec)
+    heard = []
+    for i in range(30):
+        payload = encoder.encode(tone(hz, FRAME_SAMPLES, amplitude=0.3, start=i * FRAME_SAMPLES))
+        heard.append(decoder.conceal(FRAME_SAMPLES) if i == 20 else decoder.decode(payload))
+    pcm = np.concatenate(heard).astype(np.float64)
+    steps = np.abs(np.diff(pcm))
+    lost = 20 * FRAME_SAMPLES
+    tone_step = steps[lost - 1000 : lost - 10].max()  # the decoded tone's own largest step
+    assert steps[lost - 10 : lost + FRAME_SAMPLES + 10].max() <= 1.2 * tone_step
+    # Its first 10 ms (before the fade) keep the tone's level.
+    concealed = pcm[lost : lost + FRAME_SAMPLES // 2]
+    assert rms_dbfs(concealed) == pytest.approx(rms_dbfs(pcm[lost - 320 : lost]), abs=1.0)
