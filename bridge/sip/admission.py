@@ -8,7 +8,8 @@
 * the number's digest (§22, :func:`refusal_of`): a challenge ``407`` or wrong credentials
   ``403``, counted ``auth``;
 * the user agent closing, or :data:`PENDING_INVITES` INVITEs already waiting for their final
-  response: ``503`` with ``Retry-After`` (§21.5.4).
+  response: ``503`` with ``Retry-After`` (§21.5.4); the latter counted ``overloaded`` and said
+  once at WARNING while it lasts, its end (an INVITE taken again) at INFO.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Callable, Sized
 from typing import Protocol
 
+from ..logs import Repeats
 from .dialog import new_tag, reply
 from .digest import DigestServer, Verdict
 from .extensions import unfit_invite
@@ -53,6 +55,8 @@ class InviteAdmission:
 
     def __init__(self, ua: Admitting) -> None:
         self.ua = ua
+        self._said = Repeats()
+        """The pending cap reached: said once while it lasts, its end at INFO."""
 
     def judge(self, req: Request, source: str) -> Response | str:
         """The refusal to send for ``req`` from ``source``, else the Contact its dialog
@@ -70,9 +74,26 @@ class InviteAdmission:
         if refusal is not None:
             ua.count("auth")
             return refusal
-        if len(ua.pending) >= PENDING_INVITES or ua.closing:
-            return reply(req, 503, "Service Unavailable", extra=[("Retry-After", RETRY_AFTER)])
+        if ua.closing:
+            return busy(req)
+        if len(ua.pending) >= PENDING_INVITES:
+            ua.count("overloaded")
+            if self._said.seen("pending") == 1:
+                log.warning(
+                    "SIP: %d INVITEs wait for their answer: more are refused 503 while it "
+                    "lasts (the first from %s)",
+                    PENDING_INVITES,
+                    source,
+                )
+            return busy(req)
+        if refused := self._said.ended("pending"):
+            log.info("SIP: INVITEs are taken again (%d refused 503 before)", refused)
         return contact
+
+
+def busy(req: Request) -> Response:
+    """``503`` with ``Retry-After`` (RFC 3261 §21.5.4): no room for ``req`` now."""
+    return reply(req, 503, "Service Unavailable", extra=[("Retry-After", RETRY_AFTER)])
 
 
 def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
