@@ -6,8 +6,11 @@
   a datagram that does not parse goes to ``on_bad`` (a request gets its ``400``, a response
   is dropped, §18.1.2), one over the size limits too (a request whose Via and CSeq can be
   read gets ``513``, §18.1.1; anything else is dropped). Work in hand is bounded
-  (:data:`MAX_INFLIGHT` messages at once: more are dropped and counted, the sender's
-  retransmission brings them again), so a flood costs datagrams, never memory.
+  (:data:`MAX_INFLIGHT` messages at once: more are dropped, the sender's retransmission
+  brings them again), so a flood costs datagrams, never memory. Each drop is counted in
+  :attr:`DatagramEndpoint.dropped` by reason (:data:`DROPS`) and said once at WARNING while
+  it lasts (a source's datagrams too large, per source), its end at INFO (a datagram taken
+  in hand again; one from that source).
 * :class:`DatagramFlow`: the :class:`~.transport.Connection` face of one peer address, so
   dialogs and transactions treat UDP as they treat a stream; it is not reliable, so the user
   agent retransmits (Timer A/E at the client, its responses again on a retransmitted request
@@ -22,6 +25,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from ..logs import Repeats
 from ..tasks import TaskSet
 from .message import Message, MessageTooLarge, SipParseError, parse
 from .transport import BadHandler, BadMessage, Connection, Handler
@@ -34,6 +38,9 @@ MAX_INFLIGHT = 256
 """Messages being handled at once; more are dropped (the sender retransmits)."""
 MAX_FLOWS = 4096
 """Peer addresses whose flow is kept (least recently heard forgotten first)."""
+DROPS = ("too_large", "in_hand", "closing")
+"""Why a datagram was dropped (the keys of :attr:`DatagramEndpoint.dropped`): over
+:data:`MAX_DATAGRAM`, :data:`MAX_INFLIGHT` in hand already, the socket closing."""
 
 
 class DatagramFlow(Connection):
@@ -79,8 +86,11 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
         self.flows: OrderedDict[tuple[str, int], DatagramFlow] = OrderedDict()
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks = TaskSet("sip-udp")
-        self.dropped = 0
-        """Datagrams dropped: too many in hand, or too large."""
+        self.dropped = dict.fromkeys(DROPS, 0)
+        """Datagrams dropped, by reason (:data:`DROPS`)."""
+        self._said = Repeats()
+        """What drops datagrams (too many in hand; a source's too large): said once while
+        it lasts."""
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
@@ -94,6 +104,11 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     @property
     def open(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def in_hand(self) -> int:
+        """Messages being handled now (at most :data:`MAX_INFLIGHT`)."""
+        return len(self._tasks)
 
     def flow(self, peer: tuple[str, int], *, inbound: bool = False) -> DatagramFlow:
         """The flow of ``peer`` (made on first use; the most recently heard kept)."""
@@ -114,11 +129,46 @@ class DatagramEndpoint(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if not data.strip(b"\r\n"):
             return  # a CRLF keep-alive (RFC 5626 §4.4.1)
-        if len(data) > MAX_DATAGRAM or len(self._tasks) >= MAX_INFLIGHT or self._tasks.closed:
-            self.dropped += 1
+        peer = (str(addr[0]), int(addr[1]))
+        if self._tasks.closed:
+            self.dropped["closing"] += 1
             return
-        flow = self.flow((str(addr[0]), int(addr[1])), inbound=True)
-        self._tasks.spawn(self._handle(data, flow), f"udp:{addr[0]}:{addr[1]}")
+        if len(data) > MAX_DATAGRAM:
+            self._drop("too_large", f"too large {peer[0]}", peer)
+            return
+        if self.in_hand >= MAX_INFLIGHT:
+            self._drop("in_hand", "in hand", peer)
+            return
+        if dropped := self._said.ended("in hand"):
+            log.info("SIP UDP: datagrams are taken in hand again (%d dropped before)", dropped)
+        if dropped := self._said.ended(f"too large {peer[0]}"):
+            log.info(
+                "SIP UDP from %s: datagrams taken again (%d too large before)", peer[0], dropped
+            )
+        flow = self.flow(peer, inbound=True)
+        self._tasks.spawn(self._handle(data, flow), f"udp:{peer[0]}:{peer[1]}")
+
+    def _drop(self, why: str, key: str, peer: tuple[str, int]) -> None:
+        """A datagram from ``peer`` dropped for ``why``: counted, said once while ``key``
+        lasts."""
+        self.dropped[why] += 1
+        if self._said.seen(key) != 1:
+            return
+        if why == "too_large":
+            log.warning(
+                "SIP UDP from %s:%d: a datagram over %d bytes dropped; later ones from %s "
+                "are not said",
+                *peer,
+                MAX_DATAGRAM,
+                peer[0],
+            )
+        else:
+            log.warning(
+                "SIP UDP: %d messages in hand already: more datagrams are dropped while it "
+                "lasts (the first from %s:%d; the senders' retransmissions bring them again)",
+                MAX_INFLIGHT,
+                *peer,
+            )
 
     async def _handle(self, data: bytes, flow: DatagramFlow) -> None:
         try:

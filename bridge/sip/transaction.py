@@ -19,7 +19,6 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .dialog import Dialog, new_tag, reply
-from .digest import DigestServer, Verdict
 from .extensions import unfit_invite
 from .headers import Address, Via
 from .message import Request, Response
@@ -338,28 +337,3 @@ def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) ->
     del refused[key]
     tx.acked.set()
     return True
-
-
-def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
-    """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
-    per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong
-    credentials (logged)."""
-    verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
-    if verdict is Verdict.OK:
-        if wrong := digest.wrong.ended(source):
-            log.info("SIP from %s: digest credentials right again after %d wrong", source, wrong)
-        return None
-    if verdict is Verdict.WRONG:
-        # Said once while a source keeps answering wrong (someone guessing sends guess after
-        # guess: it was a line each), and its end when it answers right.
-        if digest.wrong.seen(source) == 1:
-            log.warning(
-                "SIP INVITE %s from %s: wrong digest credentials (said once until this "
-                "source's are right)",
-                req.call_id,
-                source,
-            )
-        return reply(req, 403, "Forbidden (wrong credentials)")
-    challenges = digest.challenges(stale=verdict is Verdict.STALE)
-    extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
-    return reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)

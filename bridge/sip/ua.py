@@ -35,12 +35,13 @@ from typing import Any
 
 from ..logs import Repeats
 from ..tasks import TaskSet
+from .admission import InviteAdmission, Lookup
 from .challenged import exchange
 from .completed import Completed
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
-from .extensions import misplaced_replaces, unfit_invite
+from .extensions import misplaced_replaces
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .message import Message, Request, Response, SipParseError
@@ -56,7 +57,6 @@ from .transaction import (
     end_dialog,
     end_early,
     refusal_acked,
-    refusal_of,
     serve,
     take_reinvite,
 )
@@ -66,11 +66,7 @@ from .trust import PeerPolicy, stamp_via
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
-PENDING_INVITES = 1024
-"""INVITE server transactions without a final response at once; more get ``503``."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
-Lookup = Callable[[Request], tuple[DigestServer | None, str] | None]
-"""A shared listener's number for an INVITE: its digest and Contact, ``None`` when unknown."""
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
 """Answers a re-INVITE through its transaction (``tx.dialog``: the dialog it came in)."""
@@ -128,6 +124,8 @@ class UserAgent:
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
         self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
+        self.admission = InviteAdmission(self)
+        """Whether a new INVITE is taken (:mod:`.admission`)."""
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
 
@@ -135,6 +133,10 @@ class UserAgent:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
         user = f"+{number}@" if number else ""
         return f"<sip:{user}{hostname}:{self.port};transport={hop}>"
+
+    @property
+    def closing(self) -> bool:
+        return self.tasks.closed
 
     @property
     def via_host(self) -> str:
@@ -353,26 +355,11 @@ class UserAgent:
         branch = Via.parse(req.values("Via")[0]).branch
         if (req.call_id, branch) in self.pending:
             return  # a retransmission (another hop may be unreliable): already in hand
-        unfit = unfit_invite(req, self.supported)
-        if unfit is not None:
-            await self._answer(conn, unfit)
+        judged = self.admission.judge(req, conn.peer[0])
+        if isinstance(judged, Response):
+            await self._answer(conn, judged)
             return
-        line = self.lookup(req) if self.lookup is not None else (self.digest, "")
-        if line is None:  # a number this shared listener does not serve
-            self.count("unknown_number")
-            await self._answer(conn, reply(req, 404, "Not Found (no such number here)"))
-            return
-        digest, contact = line
-        refusal = refusal_of(digest, req, conn.peer[0]) if digest is not None else None
-        if refusal is not None:
-            self.count("auth")
-            await self._answer(conn, refusal)
-            return
-        if len(self.pending) >= PENDING_INVITES or self.tasks.closed:
-            extra = [("Retry-After", "5")]
-            await self._answer(conn, reply(req, 503, "Service Unavailable", extra=extra))
-            return
-        tx = InviteServer(self, req, conn, contact)
+        tx = InviteServer(self, req, conn, judged)
         self.pending[tx.key] = tx
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:

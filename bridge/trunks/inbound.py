@@ -24,9 +24,9 @@ from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
 from ..sip import DigestServer, InviteServer
+from ..sip.admission import refusal_of
 from ..sip.digest import parse_params
 from ..sip.headers import warning
-from ..sip.transaction import refusal_of
 from . import sdp
 from .participant import SipParticipant, TrunkLine
 
@@ -94,7 +94,7 @@ class InboundDigests:
 
 STRANGER = "Forbidden (not a trunk's source)"
 """The refusal of an INVITE from a source no trunk takes (the service says it once a source;
-a wrong digest is said by :func:`~bridge.sip.transaction.refusal_of`)."""
+a wrong digest is said by :func:`~bridge.sip.admission.refusal_of`)."""
 
 
 def identify(

@@ -29,6 +29,7 @@ from ..sip import Dialog, InviteServer, PeerPolicy, Request, UserAgent, client_c
 from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
+from .refusals import ListenerRefusals
 from .reinvite import Plays, reinvited
 from .replacing import replace
 from .transfer import in_dialog
@@ -76,6 +77,8 @@ class TrunkService:
         """What checks each trunk's INVITEs (``inbound.py``)."""
         self.upkeep = Upkeep(catalog, registry)
         """Each trunk's OPTIONS keep-alive and REGISTER."""
+        if registry is not None:  # what the listener refused (bridge_sip_trunk_refused_total)
+            registry.register(ListenerRefusals(lambda: self.ua))
         self._tasks = TaskSet("sip-trunks")
         self._strangers = Repeats(STRANGERS_SAID)
         """INVITEs refused as no trunk's, by source: each source said once."""
