@@ -1085,7 +1085,9 @@ async def test_a_prompt_playing_at_a_move_plays_on_and_other_playbacks_end_said(
     a, b = await bridges_sharing_storage(redis, session, fake, tmp_path)
     events = Events(session, b.base)
     try:
-        asset = await upload_tone(session, a, PROMPT_HZ, 3.0)
+        # Long enough to be still playing once the drain is over on a loaded host (a 3 s
+        # prompt played out on A during a 2.5 s drain there, and B had nothing to go on with).
+        asset = await upload_tone(session, a, PROMPT_HZ, 6.0)
         call_id, engine_id = await start_call(session, a, fake)
         play = {"callID": call_id, "assetId": asset["assetId"]}
         status, prompt = await post(session, a.base, "/call/play", play)
