@@ -17,7 +17,9 @@ that secret, when the call's destination is that URL already.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
   An event waiting for its retry holds no worker (its call's later events wait behind it).
-  A run of events refused or given up on is said once per URL (WARNING), and its end.
+  A run of events refused or given up on is said once per URL (WARNING), and its end. A
+  delivery that raises (a bug: signing, serialising) fails that event alone (``failed``,
+  recorded and counted; said at ERROR with the traceback, once per run); the worker goes on.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
   abandoned (counted, and said once at WARNING). Events for more URLs than
   ``MAX_DESTINATIONS`` with work at once are dropped (counted, said once per run).
@@ -221,11 +223,12 @@ class WebhookService:
     async def _attempt(self, url: str, delivery: Delivery) -> tuple[int | None, str, float | None]:
         """One POST: (status or None, error text, Retry-After seconds)."""
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
+        headers = self.headers(delivery)  # signing is no network error: it raises to the worker
         try:
             async with self.http.post(
                 url,
                 data=delivery.body.encode(),
-                headers=self.headers(delivery),
+                headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
             ) as resp:

@@ -418,6 +418,37 @@ async def test_events_over_the_destinations_bound_are_said_once(
     assert receiver.events("ok") == []
 
 
+async def test_a_delivery_that_raises_fails_that_event_alone(
+    make_client, receiver, caplog, monkeypatch
+) -> None:
+    """Signing one event raises (a bug): that event is recorded and counted ``failed``, said
+    once at ERROR with its traceback, and the worker goes on with the next ones. The worker
+    ended with it, the event's outcome unrecorded and uncounted; a ``ValueError`` was taken
+    for a network error and retried."""
+    sign = delivery.WebhookService.headers
+
+    def headers(self: Any, item: delivery.Delivery) -> dict[str, str]:
+        if item.event == "call.ringing":
+            raise ValueError("Incorrect padding")
+        return sign(self, item)
+
+    monkeypatch.setattr(delivery.WebhookService, "headers", headers)
+    client = await make_client(**hooks())
+    metrics = client.app[METRICS]
+    call = await make(client, receiver.url("ok"))
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("ok", 2)  # created, active
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    events = await receiver.wait_for("ok", 3)
+    assert [e["type"] for e in events] == ["call.created", "call.active", "call.ended"]
+    assert metrics.webhook_deliveries.labels("failed")._value.get() == 1
+    assert metrics.webhook_deliveries.labels("delivered")._value.get() == 3
+    assert metrics.webhook_attempts.labels("error")._value.get() == 0  # never tried
+    said = [r for r in caplog.records if r.name.startswith("bridge.")]
+    assert [r.levelno for r in said] == [logging.ERROR], caplog.text
+    assert said[0].exc_info and "call.ringing" in said[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "env,needle",
     [
