@@ -90,20 +90,32 @@ class WebhookService:
         )
 
     # -- the API's side
-    def check_callback(self, url: object, field: str = "statusCallback") -> str:
-        """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``."""
+    def check_callback(
+        self, url: object, tenant_id: str = "", field: str = "statusCallback"
+    ) -> str:
+        """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``.
+        Allowed: the call's tenant's own ``webhookURL`` (signed with its ``webhookSecret``,
+        as :meth:`observe` sends it, with or without the service's secret); with
+        ``BRIDGE_WEBHOOK_SECRET``, ``BRIDGE_WEBHOOK_URL`` and the URLs
+        ``BRIDGE_WEBHOOK_URL_ALLOW`` allows."""
         if not isinstance(url, str) or len(url) > 2048:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
         parts = url_parts(url)
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
+        mine = self.tenant_destination(tenant_id) if tenant_id else None
+        if mine is not None and mine[0] == url:
+            return url
         if self.signer is None:
             raise Forbidden(
-                "webhooks are not configured (BRIDGE_WEBHOOK_SECRET)", code="url_not_allowed"
+                "webhooks are not configured (BRIDGE_WEBHOOK_SECRET): a call's "
+                f"'{field}' may only be its tenant's own webhookURL",
+                code="url_not_allowed",
             )
         if url != self.settings.webhook_url and parts.hostname.lower() not in self.allow:
             raise Forbidden(
-                f"host {parts.hostname[:100]!r} is not in BRIDGE_WEBHOOK_URL_ALLOW",
+                f"host {parts.hostname[:100]!r} is not in BRIDGE_WEBHOOK_URL_ALLOW "
+                "(nor is the URL BRIDGE_WEBHOOK_URL or the tenant's own webhookURL)",
                 code="url_not_allowed",
             )
         return url
