@@ -45,7 +45,7 @@ from standardwebhooks import Webhook
 from ..calls import Call, CallEvent
 from ..config import WebhookSettings
 from ..errors import BadRequest, Forbidden
-from ..http import display_url, url_parts
+from ..http import HostAllow, display_url, url_parts
 from ..http import retry_after as parse_retry_after
 from ..metrics import Metrics
 from ..tasks import TaskSet
@@ -78,7 +78,7 @@ class WebhookService:
         self._tenant_signers: dict[str, Webhook] = {}
         self.http = http
         self.metrics = metrics
-        self.allow = {h.lower() for h in settings.webhook_url_allow}
+        self.allow = HostAllow(settings.webhook_url_allow)
         self.signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
         self.tasks = TaskSet("webhooks")
         self.destinations: dict[str, Destination] = {}
@@ -112,9 +112,12 @@ class WebhookService:
                 f"'{field}' may only be its tenant's own webhookURL",
                 code="url_not_allowed",
             )
-        if url != self.settings.webhook_url and parts.hostname.lower() not in self.allow:
+        if url != self.settings.webhook_url and not self.allow.allows(parts):
+            host = parts.hostname[:100]
+            host = f"[{host}]" if ":" in host else host
+            host += f":{parts.port}" if parts.port else ""
             raise Forbidden(
-                f"host {parts.hostname[:100]!r} is not in BRIDGE_WEBHOOK_URL_ALLOW "
+                f"host {host!r} is not in BRIDGE_WEBHOOK_URL_ALLOW "
                 "(nor is the URL BRIDGE_WEBHOOK_URL or the tenant's own webhookURL)",
                 code="url_not_allowed",
             )

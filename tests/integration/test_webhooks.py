@@ -302,6 +302,23 @@ async def test_disallowed_status_callback_is_403(receiver, make_client) -> None:
     await make(client2, receiver.url("ok"))
 
 
+async def test_port_qualified_and_bracketed_ipv6_allow_entries_match(receiver, make_client) -> None:
+    """``host:port`` allows that host on that port only, ``[::1]`` the IPv6 host ``::1`` on any
+    port: they were taken at start and matched no URL's host, so every callback was 403."""
+    port = receiver.base.rsplit(":", 1)[1]
+    allow = (f"127.0.0.1:{port}", "[::1]")
+    client = await make_client(**hooks(webhook_url_allow=allow, webhook_flush_timeout=0.1))
+    for url in ("http://127.0.0.1:9/x", f"http://localhost:{port}/x", "http://[::2]/x"):
+        body = {"phone": "5521999999999", "statusCallback": url}
+        resp = await client.post("/call/make", json=body)
+        assert resp.status == 403, url
+        assert (await resp.json())["error"]["code"] == "url_not_allowed"
+    await make(client, "http://[0::1]:9/x")  # the same address written another way
+    call = await make(client, receiver.url("ok"))
+    events = await receiver.wait_for("ok", 1)
+    assert events[0]["callID"] == call["callID"]
+
+
 async def test_service_wide_url_and_answer_override(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
@@ -458,6 +475,16 @@ async def test_a_delivery_that_raises_fails_that_event_alone(
         # Its form, but not base64 (25 characters): the start failed with binascii's traceback.
         ({"BRIDGE_WEBHOOK_SECRET": UNDECODABLE}, "BRIDGE_WEBHOOK_SECRET"),
         ({"BRIDGE_WEBHOOK_URL_ALLOW": "https://x.example/"}, "BRIDGE_WEBHOOK_URL_ALLOW"),
+        # Taken, and then matched no URL: a port that is no port, a broken IPv6 literal.
+        (
+            {"BRIDGE_WEBHOOK_URL_ALLOW": "x.example:http", "BRIDGE_WEBHOOK_SECRET": SECRET},
+            "not a host",
+        ),
+        (
+            {"BRIDGE_WEBHOOK_URL_ALLOW": "x.example:99999", "BRIDGE_WEBHOOK_SECRET": SECRET},
+            "not a host",
+        ),
+        ({"BRIDGE_WEBHOOK_URL_ALLOW": "[::1", "BRIDGE_WEBHOOK_SECRET": SECRET}, "not a host"),
         ({"BRIDGE_WEBHOOK_MAX_ATTEMPTS": "0"}, "BRIDGE_WEBHOOK_MAX_ATTEMPTS"),
         ({"BRIDGE_WEBHOOK_QUEUE_SIZE": "0"}, "BRIDGE_WEBHOOK_QUEUE_SIZE"),
     ],
