@@ -1,7 +1,7 @@
 """The process's one outgoing HTTP client (aiohttp recommends one ``ClientSession`` per app),
 and the one reader of the URLs it is given (:func:`url_parts`), and of how they are shown
-(:func:`display_url`: never a secret they carry), and of how long an answer asks to wait
-(:func:`retry_after`).
+(:func:`display_url`: never a secret they carry), of which hosts an allow-list lets them point
+at (:class:`HostAllow`), and of how long an answer asks to wait (:func:`retry_after`).
 
 Engines, media forks, playback URLs and TURN credential services all use it, each request
 with its own timeout. Redirects are refused everywhere: a followed redirect could take a
@@ -11,7 +11,10 @@ fork or a playback fetch to a host that the allow-lists never approved.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
+import re
 import time
+from collections.abc import Iterable
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -50,6 +53,59 @@ def display_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_ENTRY = re.compile(
+    r"\[(?P<v6>[^\]]+)\](?::(?P<v6port>\d{1,5}))?|(?P<host>[A-Za-z0-9_.\-]+)(?::(?P<port>\d{1,5}))?"
+)
+
+
+def _host_key(host: str) -> str:
+    """A host as allow-lists compare it: an IP address in its one written form (``0::1`` is
+    ``::1``), a name in lower case."""
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower()
+
+
+class HostAllow:
+    """An allow-list of the hosts a URL given in a request may point at. An entry is a host
+    name or an IP address, alone (any port) or with a port (that port only: ``host:8443``,
+    ``[::1]:8443``); an IPv6 address is written in brackets, or bare without a port (``::1``).
+    A URL without a port has its scheme's. Entries of another form are refused when the list
+    is made (``ValueError`` naming the entry): ``host:port`` and ``[::1]`` were once kept as
+    they were written, and no URL's host ever equalled them."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._entries = {self.entry(text) for text in entries}
+
+    @staticmethod
+    def entry(text: str) -> tuple[str, int | None]:
+        """``text`` read as an entry: (host, port or ``None``)."""
+        text = text.strip()
+        bare_v6 = text.count(":") > 1 and not text.startswith("[")
+        found = _ENTRY.fullmatch(f"[{text}]" if bare_v6 else text)
+        v6 = found and found["v6"]
+        if v6:
+            try:
+                ipaddress.IPv6Address(v6)
+            except ValueError:
+                found = None
+        port = found and (found["v6port"] or found["port"])
+        if not found or (port and not 0 < int(port) < 65536):
+            raise ValueError(
+                f"{text[:100]!r} is not a host name, an IP address or either with :port "
+                "(an IPv6 address in brackets: [::1] or [::1]:8443)"
+            )
+        return _host_key(v6 or found["host"]), int(port) if port else None
+
+    def allows(self, parts: SplitResult) -> bool:
+        """Whether the URL ``parts`` (read by :func:`url_parts`) is on a host and port listed."""
+        host = _host_key(parts.hostname or "")
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+        return (host, None) in self._entries or (host, port) in self._entries
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -240,7 +240,8 @@ class Metrics:
         self.webhook_deliveries = Counter(
             "bridge_webhook_deliveries",
             "call-event webhooks by final outcome (delivered, rejected: a 4xx or redirect, "
-            "gave_up: out of tries, dropped: queue overflow, abandoned: shutdown)",
+            "gave_up: out of tries, dropped: queue overflow, abandoned: shutdown, failed: a "
+            "bug of the bridge's, logged with its traceback)",
             ["outcome"],
             registry=r,
         )

@@ -63,15 +63,15 @@ async def make_call(request: web.Request) -> web.Response:
     agent = _placing_agent(request, body)
     user = user_of(body)  # digits, or the BSUID of a user who shows no phone
     metadata = body.get("metadata") or {}
-    callback = body.get("statusCallback")
-    if callback is not None:
-        callback = request.app[WEBHOOKS].check_callback(callback)
     # The number it is placed from: "from" (phone or numberID), needed when the caller has
     # several; a tenant's key places calls from its own numbers only.
     principal = principal_of(request)
     catalog = request.app[CATALOG]
     number = catalog.resolve_from(body.get("from"), principal.tenant_id)
     tenant = catalog.tenants.get(number.tenant_id)
+    callback = body.get("statusCallback")
+    if callback is not None:  # the call's tenant's own webhookURL is one it may name
+        callback = request.app[WEBHOOKS].check_callback(callback, number.tenant_id)
     if "recipient" in body and not _graph_number(number):
         raise BadRequest(
             f"field 'recipient': number {number.number_id} cannot call a business-scoped user "
@@ -195,11 +195,11 @@ async def get_call(request: web.Request) -> web.Response:
 async def answer_call(request: web.Request) -> web.Response:
     body = await read_body(request, "AnswerRequest")
     call_id = _call_id(body)
-    callback = body.get("statusCallback")
-    if callback is not None:
-        callback = request.app[WEBHOOKS].check_callback(callback)
     manager = request.app[MANAGER]
     ringing = manager.get(call_id)
+    callback = body.get("statusCallback")
+    if callback is not None:  # the call's tenant's own webhookURL is one it may name
+        callback = request.app[WEBHOOKS].check_callback(callback, ringing.tenant_id)
     number = request.app[CATALOG].number(ringing.number_id)
     if number is None and any(body.get(name) is not None for name in META_OPTIONS):
         raise BadRequest("the call's number is gone", code="meta_recording_not_supported")

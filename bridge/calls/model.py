@@ -160,8 +160,8 @@ class Call:
     mono_created: float = field(default_factory=time.monotonic, repr=False)
     mono_answered: float | None = field(default=None, repr=False)
     status_callback: str | None = field(default=None, repr=False)
-    """Where this call's events are POSTed instead of ``BRIDGE_WEBHOOK_URL`` (checked
-    against ``BRIDGE_WEBHOOK_URL_ALLOW`` by the API)."""
+    """Where this call's events are POSTed instead of ``BRIDGE_WEBHOOK_URL`` (checked by the
+    API: ``WebhookService.check_callback``)."""
     pulse_s: int | None = field(default=None, repr=False)
     """Billed in pulses of this many seconds, rounded up (a business-initiated call on Meta's
     Cloud API: 6); ``None`` for a call nobody bills by the pulse."""

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..http import url_parts
+from ..http import HostAllow, url_parts
 
 GRAPH_URL = "https://graph.facebook.com/v23.0"
 """The Graph API base (with its version) the cloudapi engine uses by default."""
@@ -586,7 +586,9 @@ class WebhookSettings(_Group):
         "", "signing key in whsec_<base64> form (Standard Webhooks)", secret=True
     )
     webhook_url_allow: tuple[str, ...] = _opt(
-        (), "hosts a per-call statusCallback may point at (empty: only BRIDGE_WEBHOOK_URL)"
+        (),
+        "hosts a per-call statusCallback may point at besides BRIDGE_WEBHOOK_URL and the call's "
+        "tenant's own webhookURL: host (any port), host:port, [IPv6] or [IPv6]:port",
     )
     webhook_timeout: float = _opt(10.0, "seconds one delivery attempt may take")
     webhook_max_attempts: int = _opt(6, "tries per event (network errors, timeouts, 5xx, 429)")
@@ -608,9 +610,10 @@ class WebhookSettings(_Group):
             or url_parts(self.webhook_url) is None  # ``http://[::1``: every event then failed
         ):
             raise self.bad("webhook_url", "must be an http(s):// URL")
-        for host in self.webhook_url_allow:
-            if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host) or "//" in host:
-                raise ConfigError(f"BRIDGE_WEBHOOK_URL_ALLOW: {host!r} is not a host name")
+        try:
+            HostAllow(self.webhook_url_allow)
+        except ValueError as exc:
+            raise ConfigError(f"BRIDGE_WEBHOOK_URL_ALLOW: {exc}") from None
         if self.enabled and not self.webhook_secret:
             raise ConfigError(
                 "BRIDGE_WEBHOOK_SECRET: required with BRIDGE_WEBHOOK_URL or "

@@ -17,7 +17,9 @@ that secret, when the call's destination is that URL already.
 - Network errors, timeouts, 5xx and 429 are retried with exponential backoff and jitter, up to
   ``BRIDGE_WEBHOOK_MAX_ATTEMPTS`` tries; other answers are final. Redirects are not followed.
   An event waiting for its retry holds no worker (its call's later events wait behind it).
-  A run of events refused or given up on is said once per URL (WARNING), and its end.
+  A run of events refused or given up on is said once per URL (WARNING), and its end. A
+  delivery that raises (a bug: signing, serialising) fails that event alone (``failed``,
+  recorded and counted; said at ERROR with the traceback, once per run); the worker goes on.
 - At shutdown pending deliveries get ``BRIDGE_WEBHOOK_FLUSH_TIMEOUT`` seconds, then are
   abandoned (counted, and said once at WARNING). Events for more URLs than
   ``MAX_DESTINATIONS`` with work at once are dropped (counted, said once per run).
@@ -43,7 +45,7 @@ from standardwebhooks import Webhook
 from ..calls import Call, CallEvent
 from ..config import WebhookSettings
 from ..errors import BadRequest, Forbidden
-from ..http import display_url, url_parts
+from ..http import HostAllow, display_url, url_parts
 from ..http import retry_after as parse_retry_after
 from ..metrics import Metrics
 from ..tasks import TaskSet
@@ -76,7 +78,7 @@ class WebhookService:
         self._tenant_signers: dict[str, Webhook] = {}
         self.http = http
         self.metrics = metrics
-        self.allow = {h.lower() for h in settings.webhook_url_allow}
+        self.allow = HostAllow(settings.webhook_url_allow)
         self.signer = Webhook(settings.webhook_secret) if settings.webhook_secret else None
         self.tasks = TaskSet("webhooks")
         self.destinations: dict[str, Destination] = {}
@@ -88,20 +90,35 @@ class WebhookService:
         )
 
     # -- the API's side
-    def check_callback(self, url: object, field: str = "statusCallback") -> str:
-        """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``."""
+    def check_callback(
+        self, url: object, tenant_id: str = "", field: str = "statusCallback"
+    ) -> str:
+        """A per-call callback URL, or 400 (not an http(s) URL) / 403 ``url_not_allowed``.
+        Allowed: the call's tenant's own ``webhookURL`` (signed with its ``webhookSecret``,
+        as :meth:`observe` sends it, with or without the service's secret); with
+        ``BRIDGE_WEBHOOK_SECRET``, ``BRIDGE_WEBHOOK_URL`` and the URLs
+        ``BRIDGE_WEBHOOK_URL_ALLOW`` allows."""
         if not isinstance(url, str) or len(url) > 2048:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
         parts = url_parts(url)
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise BadRequest(f"field '{field}' must be an http(s) URL")
+        mine = self.tenant_destination(tenant_id) if tenant_id else None
+        if mine is not None and mine[0] == url:
+            return url
         if self.signer is None:
             raise Forbidden(
-                "webhooks are not configured (BRIDGE_WEBHOOK_SECRET)", code="url_not_allowed"
+                "webhooks are not configured (BRIDGE_WEBHOOK_SECRET): a call's "
+                f"'{field}' may only be its tenant's own webhookURL",
+                code="url_not_allowed",
             )
-        if url != self.settings.webhook_url and parts.hostname.lower() not in self.allow:
+        if url != self.settings.webhook_url and not self.allow.allows(parts):
+            host = parts.hostname[:100]
+            host = f"[{host}]" if ":" in host else host
+            host += f":{parts.port}" if parts.port else ""
             raise Forbidden(
-                f"host {parts.hostname[:100]!r} is not in BRIDGE_WEBHOOK_URL_ALLOW",
+                f"host {host!r} is not in BRIDGE_WEBHOOK_URL_ALLOW "
+                "(nor is the URL BRIDGE_WEBHOOK_URL or the tenant's own webhookURL)",
                 code="url_not_allowed",
             )
         return url
@@ -221,11 +238,12 @@ class WebhookService:
     async def _attempt(self, url: str, delivery: Delivery) -> tuple[int | None, str, float | None]:
         """One POST: (status or None, error text, Retry-After seconds)."""
         timeout = aiohttp.ClientTimeout(total=self.settings.webhook_timeout)
+        headers = self.headers(delivery)  # signing is no network error: it raises to the worker
         try:
             async with self.http.post(
                 url,
                 data=delivery.body.encode(),
-                headers=self.headers(delivery),
+                headers=headers,
                 allow_redirects=False,
                 timeout=timeout,
             ) as resp:

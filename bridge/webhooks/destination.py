@@ -98,22 +98,46 @@ class Destination:
         self._wake = asyncio.Event()
         self._overflowing = False
         self._retries_overflowing = False  # said once per burst, as the queue's
-        self._failed = 0  # events refused or given up on since the last delivered
+        self._failed = 0  # events refused, given up on or failed since the last delivered
+        self._broken = 0  # of them, failed in the bridge (:meth:`_crashed`): said apart
 
     def failed(self, delivery: Delivery, outcome: str, reason: str) -> None:
         """An event not delivered (``rejected``, ``gave_up``): the first of a run said with its
         reason (a receiver that refuses or is down fails every event: it was a line each)."""
         self._failed += 1
-        if self._failed == 1:
+        if self._failed - self._broken == 1:
             what = "refused" if outcome == "rejected" else "gave up on"
             event = f"{what} {delivery.id} ({delivery.event}): {reason}"
             log.warning("webhooks to %s: %s; the next counted till one arrives", self.shown, event)
+
+    def _crashed(self, delivery: Delivery, exc: Exception) -> None:
+        """Delivering ``delivery`` raised (signing, serialising: the receiver's answers and the
+        network's failures are outcomes ``deliver`` gives, never exceptions): the event is
+        ``failed``, recorded with the reason and counted, and the worker goes on. It is a bug
+        of the bridge's, so the first of a run is said at ERROR with its traceback (apart from
+        a run of the receiver's refusals, which would hide it). The worker once ended with it,
+        the event's outcome never recorded."""
+        reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+        delivery.record(self.url, "failed", error=f"the bridge could not send it ({reason})")
+        self.service.count("failed")
+        self._failed += 1
+        self._broken += 1
+        if self._broken == 1:
+            log.error(
+                "webhooks to %s: %s (%s) failed in the bridge (%s); the next counted till one "
+                "arrives",
+                self.shown,
+                delivery.id,
+                delivery.event,
+                reason,
+                exc_info=exc,
+            )
 
     def delivered(self) -> None:
         """An event delivered: the end of a run of failures said."""
         if self._failed:
             log.info("webhooks to %s: delivered again after %d failed", self.shown, self._failed)
-            self._failed = 0
+            self._failed = self._broken = 0
 
     @property
     def idle(self) -> bool:
@@ -212,6 +236,8 @@ class Destination:
                 retry_in: float | None = None
                 try:
                     retry_in = await self.service.deliver(self, delivery)
+                except Exception as exc:  # that event failed, not the worker
+                    self._crashed(delivery, exc)
                 finally:
                     if retry_in is None:
                         self._busy.discard(delivery.key)

@@ -612,6 +612,48 @@ async def test_a_tenants_call_whose_callback_is_the_tenants_url_is_signed_with_i
     receiver.release.set()
 
 
+async def test_a_tenants_own_url_is_its_callback_without_a_service_secret(
+    nclient, aiohttp_server
+) -> None:
+    """With no ``BRIDGE_WEBHOOK_SECRET`` (nor allow-list), a tenant's ``statusCallback`` equal
+    to its own ``webhookURL`` is taken, in ``/call/make`` and ``/call/answer``, its events
+    signed with its own secret; any other URL is 403 with the reason. It was 403 "webhooks are
+    not configured", though the tenant's secret signs that URL's events."""
+    from standardwebhooks import Webhook
+
+    from .test_webhooks import Receiver
+
+    receiver = Receiver()
+    server = await aiohttp_server(receiver.app, host="127.0.0.1")
+    receiver.base = f"http://127.0.0.1:{server.port}"
+    acme_secret = "whsec_" + "QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
+    client = await nclient(webhook_flush_timeout=0.1)
+    acme = await new_tenant(
+        client, "Acme", webhookURL=receiver.url("acme"), webhookSecret=acme_secret
+    )
+    key = bearer(acme["apiKey"])
+    await sim_number(client, "+15550000054", 600.0, headers=key)
+    other = {"phone": "5521999999999", "statusCallback": receiver.url("other")}
+    error = await post(client, "/call/make", other, headers=key, status=403)
+    assert error["error"]["code"] == "url_not_allowed", error
+    assert "webhookURL" in error["error"]["message"], error
+    body = {"phone": "5521999999999", "statusCallback": receiver.url("acme")}
+    call = await post(client, "/call/make", body, headers=key)
+    inbound = await post(client, "/call/sim/incoming", {"phone": "15550001111"}, headers=key)
+    answer = {"callID": inbound["callID"], "statusCallback": receiver.url("other")}
+    await post(client, "/call/answer", answer, headers=key, status=403)
+    answer["statusCallback"] = receiver.url("acme")
+    await post(client, "/call/answer", answer, headers=key, status=200)
+    events = await receiver.wait_for("acme", 4)
+    assert {call["callID"], inbound["callID"]} <= {e["callID"] for e in events}
+    requests = [r for r in receiver.requests if r["kind"] == "acme"]
+    assert len(requests) == len({r["headers"]["webhook-id"] for r in requests})  # once each
+    for request in requests:
+        Webhook(acme_secret).verify(request["body"], request["headers"])  # its own secret
+    assert receiver.events("other") == []
+    receiver.release.set()
+
+
 async def test_a_change_whose_body_came_slowly_brings_back_nothing_removed_meanwhile(
     nclient,
 ) -> None:

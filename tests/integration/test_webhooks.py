@@ -302,6 +302,23 @@ async def test_disallowed_status_callback_is_403(receiver, make_client) -> None:
     await make(client2, receiver.url("ok"))
 
 
+async def test_port_qualified_and_bracketed_ipv6_allow_entries_match(receiver, make_client) -> None:
+    """``host:port`` allows that host on that port only, ``[::1]`` the IPv6 host ``::1`` on any
+    port: they were taken at start and matched no URL's host, so every callback was 403."""
+    port = receiver.base.rsplit(":", 1)[1]
+    allow = (f"127.0.0.1:{port}", "[::1]")
+    client = await make_client(**hooks(webhook_url_allow=allow, webhook_flush_timeout=0.1))
+    for url in ("http://127.0.0.1:9/x", f"http://localhost:{port}/x", "http://[::2]/x"):
+        body = {"phone": "5521999999999", "statusCallback": url}
+        resp = await client.post("/call/make", json=body)
+        assert resp.status == 403, url
+        assert (await resp.json())["error"]["code"] == "url_not_allowed"
+    await make(client, "http://[0::1]:9/x")  # the same address written another way
+    call = await make(client, receiver.url("ok"))
+    events = await receiver.wait_for("ok", 1)
+    assert events[0]["callID"] == call["callID"]
+
+
 async def test_service_wide_url_and_answer_override(receiver, make_client) -> None:
     client = await make_client(**hooks(webhook_url=receiver.url("ok")))
     resp = await client.post("/call/sim/incoming", json={"phone": "15550001111"})
@@ -418,6 +435,37 @@ async def test_events_over_the_destinations_bound_are_said_once(
     assert receiver.events("ok") == []
 
 
+async def test_a_delivery_that_raises_fails_that_event_alone(
+    make_client, receiver, caplog, monkeypatch
+) -> None:
+    """Signing one event raises (a bug): that event is recorded and counted ``failed``, said
+    once at ERROR with its traceback, and the worker goes on with the next ones. The worker
+    ended with it, the event's outcome unrecorded and uncounted; a ``ValueError`` was taken
+    for a network error and retried."""
+    sign = delivery.WebhookService.headers
+
+    def headers(self: Any, item: delivery.Delivery) -> dict[str, str]:
+        if item.event == "call.ringing":
+            raise ValueError("Incorrect padding")
+        return sign(self, item)
+
+    monkeypatch.setattr(delivery.WebhookService, "headers", headers)
+    client = await make_client(**hooks())
+    metrics = client.app[METRICS]
+    call = await make(client, receiver.url("ok"))
+    await wait_state(client, call["callID"], "active")
+    await receiver.wait_for("ok", 2)  # created, active
+    await client.post("/call/hangup", json={"callID": call["callID"]})
+    events = await receiver.wait_for("ok", 3)
+    assert [e["type"] for e in events] == ["call.created", "call.active", "call.ended"]
+    assert metrics.webhook_deliveries.labels("failed")._value.get() == 1
+    assert metrics.webhook_deliveries.labels("delivered")._value.get() == 3
+    assert metrics.webhook_attempts.labels("error")._value.get() == 0  # never tried
+    said = [r for r in caplog.records if r.name.startswith("bridge.")]
+    assert [r.levelno for r in said] == [logging.ERROR], caplog.text
+    assert said[0].exc_info and "call.ringing" in said[0].getMessage()
+
+
 @pytest.mark.parametrize(
     "env,needle",
     [
@@ -427,6 +475,16 @@ async def test_events_over_the_destinations_bound_are_said_once(
         # Its form, but not base64 (25 characters): the start failed with binascii's traceback.
         ({"BRIDGE_WEBHOOK_SECRET": UNDECODABLE}, "BRIDGE_WEBHOOK_SECRET"),
         ({"BRIDGE_WEBHOOK_URL_ALLOW": "https://x.example/"}, "BRIDGE_WEBHOOK_URL_ALLOW"),
+        # Taken, and then matched no URL: a port that is no port, a broken IPv6 literal.
+        (
+            {"BRIDGE_WEBHOOK_URL_ALLOW": "x.example:http", "BRIDGE_WEBHOOK_SECRET": SECRET},
+            "not a host",
+        ),
+        (
+            {"BRIDGE_WEBHOOK_URL_ALLOW": "x.example:99999", "BRIDGE_WEBHOOK_SECRET": SECRET},
+            "not a host",
+        ),
+        ({"BRIDGE_WEBHOOK_URL_ALLOW": "[::1", "BRIDGE_WEBHOOK_SECRET": SECRET}, "not a host"),
         ({"BRIDGE_WEBHOOK_MAX_ATTEMPTS": "0"}, "BRIDGE_WEBHOOK_MAX_ATTEMPTS"),
         ({"BRIDGE_WEBHOOK_QUEUE_SIZE": "0"}, "BRIDGE_WEBHOOK_QUEUE_SIZE"),
     ],
