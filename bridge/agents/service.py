@@ -13,7 +13,7 @@ import aiohttp
 from ..attachments.base import AttachmentHost
 from ..config.groups import AGENT_PROVIDERS, AgentFallback, AgentSettings
 from ..errors import BadRequest, BridgeError, CallStateError, Forbidden, NotFound
-from ..http import RedirectRefused, url_parts
+from ..http import HostAllow, RedirectRefused, url_parts
 from . import events
 from .agent import Agent
 from .azure import AzureVoiceLive
@@ -62,7 +62,7 @@ class AgentService:
         self, settings: AgentSettings, allow: tuple[str, ...], http: aiohttp.ClientSession
     ) -> None:
         self.settings = settings
-        self.allow = {h.lower() for h in allow}
+        self.allow = HostAllow(allow)
         self._http = http
         self.controls: Callable[[AttachmentHost], CallControls] | None = None
         """What an agent's tools and fallback act through, per call (set by the API layer
@@ -119,7 +119,7 @@ class AgentService:
             raise BadRequest(
                 f"field '{where}url' must not hold credentials: give the key as 'apiKey'"
             )
-        if parts.hostname.lower() not in self.allow:
+        if not self.allow.allows(parts):
             raise Forbidden(
                 f"field '{where}url': host {parts.hostname[:64]!r} is not in BRIDGE_FORK_URL_ALLOW",
                 code="url_not_allowed",

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from ..errors import BadRequest, CallStateError, Forbidden, NotFound
-from ..http import url_parts
+from ..http import HostAllow, url_parts
 from .base import AttachmentHost
 from .forks import Fork
 from .twilio import TwilioEvents, custom_parameters
@@ -26,7 +26,7 @@ class ForkService:
     """Opens media forks; URLs restricted to ``BRIDGE_FORK_URL_ALLOW`` hosts."""
 
     def __init__(self, allow: tuple[str, ...], http: aiohttp.ClientSession) -> None:
-        self.allow = {h.lower() for h in allow}
+        self.allow = HostAllow(allow)
         self._http = http
 
     async def resume(self, host: AttachmentHost, moved: dict[str, Any]) -> Fork:
@@ -52,7 +52,7 @@ class ForkService:
         parts = url_parts(url)
         if parts is None or parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise BadRequest("field 'url' must be a ws:// or wss:// URL")
-        if parts.hostname.lower() not in self.allow:
+        if not self.allow.allows(parts):
             raise Forbidden(
                 f"host {parts.hostname!r} is not in BRIDGE_FORK_URL_ALLOW", code="url_not_allowed"
             )

@@ -36,7 +36,7 @@ from ..errors import (
     NotFound,
     TooLarge,
 )
-from ..http import url_parts
+from ..http import HostAllow, url_parts
 from .assets import AssetStore
 from .base import AttachmentHost
 from .files import disk_error, inside
@@ -230,6 +230,7 @@ class PlaybackService:
 
     def __init__(self, settings: StorageSettings, http: aiohttp.ClientSession) -> None:
         self.settings = settings
+        self._allow = HostAllow(settings.play_url_allow)
         self.media_dir = Path(settings.media_dir)
         self.assets = AssetStore(Path(settings.data_dir) / "assets")
         self._http = http
@@ -353,7 +354,7 @@ class PlaybackService:
         host = ((parts and parts.hostname) or "").lower()
         if parts is None or parts.scheme not in ("http", "https") or not host:
             raise BadRequest("audioUrl must be an http(s) URL")
-        if host not in {h.lower() for h in self.settings.play_url_allow}:
+        if not self._allow.allows(parts):
             raise Forbidden(
                 f"host {host!r} is not in BRIDGE_PLAY_URL_ALLOW", code="url_not_allowed"
             )

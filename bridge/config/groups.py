@@ -541,6 +541,11 @@ class StorageSettings(_Group):
         self.between("retention_sweep_interval", 1, 86400, " seconds")
         if not 1024 <= self.play_url_max_bytes <= 512 * 1024 * 1024:
             raise self.bad("play_url_max_bytes", "must be between 1 KiB and 512 MiB")
+        for name in ("play_url_allow", "fork_url_allow"):
+            try:
+                HostAllow(getattr(self, name))
+            except ValueError as exc:
+                raise self.bad(name, str(exc)) from None
 
 
 @dataclass(frozen=True)

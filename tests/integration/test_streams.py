@@ -775,3 +775,35 @@ async def test_a_fork_that_cannot_open_says_why_in_its_400_and_once_at_warning(
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1 and why in warnings[0], warnings
         assert "s3cret" not in body["error"]["message"] + warnings[0]
+
+
+async def test_fork_and_play_allow_entries_take_a_port(make_client, aiohttp_server) -> None:
+    """``BRIDGE_FORK_URL_ALLOW`` and ``BRIDGE_PLAY_URL_ALLOW`` read as
+    ``BRIDGE_WEBHOOK_URL_ALLOW`` does (``http.HostAllow``): ``host:port`` allows that port
+    only. They were compared with the URL's bare host, so such an entry matched nothing and
+    every fork, agent and playback URL was 403; an entry no URL can match stops the start."""
+    from bridge.config import ConfigError, load_settings
+
+    fs, url = await fork_server(aiohttp_server)
+    port = url.split("/")[2].rsplit(":", 1)[1]
+    client = await make_client(
+        sim_peer="silence",
+        fork_url_allow=(f"127.0.0.1:{port}",),
+        play_url_allow=("127.0.0.1:1",),
+    )
+    call = await active_call(client)
+    cid = call["callID"]
+    resp = await client.post(f"/call/{cid}/streams", json={"url": url, "channel": "inbound"})
+    assert resp.status == 201, await resp.text()
+    await until(lambda: len(fs.media("inbound")) >= 5, 5, "the fork's first media")
+    for path, body in [
+        (f"/call/{cid}/streams", {"url": "ws://127.0.0.1:9/x"}),
+        (f"/call/{cid}/agents", {"provider": "openai-realtime", "url": "ws://127.0.0.1:9/x"}),
+        ("/call/play", {"callID": cid, "audioUrl": f"http://127.0.0.1:{port}/a.wav"}),
+    ]:
+        resp = await client.post(path, json=body)
+        assert resp.status == 403, (path, await resp.text())
+        assert (await resp.json())["error"]["code"] == "url_not_allowed"
+    for name in ("BRIDGE_FORK_URL_ALLOW", "BRIDGE_PLAY_URL_ALLOW"):
+        with pytest.raises(ConfigError, match=name):
+            load_settings([], {name: "[::1"})
