@@ -29,10 +29,13 @@ async def sim_incoming(request: web.Request) -> web.Response:
         raise NotFound(f"the {engine.name} engine is not the simulated network")
     phone = normalize_phone(body["phone"])
     # The number's tenant at its maxCalls: refused now, as /call/make is (the inbound policy
-    # would turn the call away busy, and nothing would come to answer with).
-    await request.app[MANAGER].admit(request.app[CATALOG].tenants.get(number.tenant_id))
-    engine_id = engine.incoming(phone)
-    call = await wait_for_engine_call(request, engine_key(number.number_id, engine_id))
+    # would turn the call away busy, and nothing would come to answer with). The place is
+    # held from the check on, nothing awaited between: the call's ring takes it over.
+    manager = request.app[MANAGER]
+    await manager.admit(request.app[CATALOG].tenants.get(number.tenant_id))
+    key = engine_key(number.number_id, engine.incoming(phone))
+    with manager.admission.dialling(number.tenant_id, key):
+        call = await wait_for_engine_call(request, key)
     if call is None:
         raise EngineError("the simulated inbound call was not registered")
     return web.json_response(call.snapshot(), status=201)

@@ -1,6 +1,7 @@
 """``Admission``: whether one more call fits — the bridge's ``BRIDGE_MAX_CALLS`` (per worker), a
 tenant's ``maxCalls`` (on every worker: its calls elsewhere as the shared directory lists them)
-— counting the dials still in flight, which hold a place until Meta (or the engine) answers."""
+— counting the dials still in flight, which hold a place until Meta (or the engine) answers, and
+the simulated inbound calls on their way in, whose place their ring takes over."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ class Admission:
         self._dialling = 0
         self._dialling_for: dict[str, int] = {}
         """Dials in flight by tenant (a tenant's ``maxCalls`` counts them too)."""
+        self._places: dict[str, str] = {}
+        """Engine keys of inbound calls on their way in, each holding a place: their tenant."""
         self._dials_idle = asyncio.Event()  # set while no dial is in flight
         self._dials_idle.set()
         self.tenant_calls: Callable[[str, bool], Awaitable[set[str]]] | None = None
@@ -61,21 +64,39 @@ class Admission:
                 )
 
     @contextmanager
-    def dialling(self, tenant_id: str = "") -> Iterator[None]:
-        """A dial in flight (for ``tenant_id``'s number): it holds a place until it returns."""
+    def dialling(self, tenant_id: str = "", key: str = "") -> Iterator[None]:
+        """A call on its way in holds a place until it returns: a dial in flight (for
+        ``tenant_id``'s number) or, with ``key`` (its engine key), an inbound call the bridge
+        had its engine ring it with (``/call/sim/incoming``), whose ring takes the place over
+        (:meth:`take_place`): the check and the place are one, with nothing awaited between
+        them, so two requests at once never both pass the last place."""
         self._dialling += 1
         self._dialling_for[tenant_id] = self._dialling_for.get(tenant_id, 0) + 1
         self._dials_idle.clear()
+        if key:
+            self._places[key] = tenant_id
         try:
             yield
         finally:
-            self._dialling -= 1
-            if self._dialling_for[tenant_id] > 1:
-                self._dialling_for[tenant_id] -= 1
-            else:
-                del self._dialling_for[tenant_id]
-            if not self._dialling:
-                self._dials_idle.set()
+            if not key or self._places.pop(key, None) is not None:
+                self._free(tenant_id)
+
+    def take_place(self, key: str) -> bool:
+        """The inbound call of engine key ``key`` rings now in the place held for it
+        (:meth:`dialling`), with no check of its own; ``False``: none is held for it."""
+        if key not in self._places:
+            return False
+        self._free(self._places.pop(key))
+        return True
+
+    def _free(self, tenant_id: str) -> None:
+        self._dialling -= 1
+        if self._dialling_for[tenant_id] > 1:
+            self._dialling_for[tenant_id] -= 1
+        else:
+            del self._dialling_for[tenant_id]
+        if not self._dialling:
+            self._dials_idle.set()
 
     async def dials_settled(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no dial is in flight: a call being dialled may be

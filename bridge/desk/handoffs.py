@@ -1,9 +1,9 @@
 """The desk's hand-offs beyond a route's first ring (issue 49): a transfer to a group later in
 the call (:func:`transfer`; the agent on the call asks for it on its socket with
 :func:`from_agent`, as it hangs up there too), and a ring that outlives its worker — the
-survivor that adopts a ringing call resumes its route from the ring the store kept
-(:func:`resume_route`); one that ends it (``worker_lost``) tells the agents it rang
-(:func:`tell_lost`)."""
+worker a ringing call moves to (a drain's handover, a survivor's adoption) resumes its route
+from the ring the store kept (:func:`resume_route`); a survivor that ends it
+(``worker_lost``) tells the agents it rang (:func:`tell_lost`)."""
 
 from __future__ import annotations
 
@@ -115,8 +115,8 @@ async def resume_route(desk: HandsOff, call: Call) -> None:
         return
     body = await desk.store.route(ring["route"]) if ring.get("route") else None
     run = desk.new_run(runtime, route_from_stored(body) if body else None)
-    log.warning(
-        "call %s: adopted while ringing; its route resumes at step %s",
+    log.info(  # why it moved is said where it moved (a drain's handover, a crash's recovery)
+        "call %s: carried on here while ringing; its route resumes at step %s",
         call.id,
         ring.get("step"),
         extra={"call_id": call.id},

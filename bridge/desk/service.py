@@ -305,14 +305,17 @@ class Desk:
             # Its owner died and nobody carries it on: the agents it rang hear it ended.
             self.spawn(handoffs.tell_lost(self, call.id, call.end_reason), f"lost:{call.id}")
             return
-        if type_ not in ("call.ringing", "call.moved") or call.state is not CallState.RINGING:
+        # ``call.carried``: moved here (a drain's handover, or adopted from a dead worker),
+        # told by this worker as it takes the call over — its ``call.moved`` is published by
+        # the old worker in a drain, so only a crash's would reach this desk.
+        if type_ not in ("call.ringing", "call.carried") or call.state is not CallState.RINGING:
             return
         runtime = self.manager.find_runtime(call.id)
         if runtime is None:
             return
         if type_ == "call.ringing":
             runtime.spawn(self._start_route(call), "route")
-        elif not runtime.attached("route"):  # adopted from a dead worker: its ring goes on
+        elif not runtime.attached("route"):  # its ring goes on here
             runtime.spawn(handoffs.resume_route(self, call), "route")
 
     async def _start_route(self, call: Call) -> None:

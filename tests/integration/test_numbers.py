@@ -270,6 +270,36 @@ async def test_a_simulated_inbound_call_past_a_tenants_max_calls_is_refused_at_o
     assert len(live) == 1
 
 
+async def test_two_simulated_inbound_calls_at_once_for_the_last_place_one_is_refused_at_once(
+    nclient, redis
+) -> None:
+    """Two ``POST /call/sim/incoming`` together for a tenant one below its ``maxCalls`` (its
+    calls on every worker counted: the shared directory's, Redis): both passed the check
+    before either call rang, so the inbound policy turned the second away busy and its request
+    waited for a call that never came (``502`` after 2 s). The check holds the place now, as a
+    dial's does: the second is ``503 at_capacity`` at once."""
+    client = await nclient(directory=redis.url, internal_secret="s" * 32)
+    tenant = await new_tenant(client, "Acme", maxCalls=2)
+    key = bearer(tenant["apiKey"])
+    await sim_number(client, "+15550000027", 600.0, headers=key)
+    await post(client, "/call/sim/incoming", {"phone": "5521999999990"}, headers=key)
+    answers = await asyncio.gather(
+        *(
+            client.post("/call/sim/incoming", json={"phone": f"552199999999{n}"}, headers=key)
+            for n in (1, 2)
+        )
+    )
+    assert sorted(r.status for r in answers) == [201, 503]
+    refused = await next(r for r in answers if r.status == 503).json()
+    assert refused["error"]["code"] == "at_capacity", refused
+    assert "maximum of 2 calls" in refused["error"]["message"]
+    live = (await (await client.get("/call/status", headers=key)).json())["calls"]
+    assert len(live) == 2
+    # No place is left held: one call off, the next comes in.
+    await post(client, "/call/hangup", {"callID": live[0]["callID"]}, headers=key, status=200)
+    await post(client, "/call/sim/incoming", {"phone": "5521999999993"}, headers=key)
+
+
 async def test_numbers_survive_a_restart_with_secrets_sealed(nclient, tmp_path) -> None:
     client = await nclient()
     tenant = await new_tenant(client, "Acme")
