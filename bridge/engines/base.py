@@ -307,6 +307,10 @@ class SignedWebhookEngine(WebhookEngine, Protocol):
         """``GET /engine/webhook``: the text to answer the sender's verification request
         with (raises :class:`~bridge.errors.Forbidden` when it does not match)."""
 
+    def carries(self, engine_call_id: str) -> bool:
+        """Whether a live call of that id is this engine's (its webhooks name the number, not
+        the engine: a number rebuilt meanwhile has its live calls on its old engine)."""
+
 
 @runtime_checkable
 class PolledEngine(Protocol):
