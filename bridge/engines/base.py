@@ -85,6 +85,10 @@ class SipLineEngine(Protocol):
         (the settings' number after ``/numbers/default/sip/enable``; idempotent); ``""``: no
         password any more (removed with ``null``)."""
 
+    def take_no_new_calls(self) -> None:
+        """Retired (its number rebuilt or deleted): Meta's new INVITEs to its number get the
+        ``404`` of a number the listener does not serve; its live calls' dialogs stay its own."""
+
 
 @runtime_checkable
 class SettingsEngine(Protocol):

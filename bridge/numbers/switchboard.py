@@ -150,12 +150,13 @@ class Switchboard:
                 for n in self.catalog.numbers.values()
                 if n.number_id != DEFAULT_NUMBER
             }
+            retiring = []
             for number_id in list(self.engines):
                 if number_id == DEFAULT_NUMBER:
                     continue
                 number = wanted.get(number_id)
                 if number is None or _engine_changed(self._built[number_id], number):
-                    self._retire(number_id)
+                    retiring.append(self._retire(number_id))
             for number_id, number in wanted.items():
                 if number_id in self.engines:
                     self._built[number_id] = number
@@ -183,6 +184,9 @@ class Switchboard:
                 log.info(
                     "number %s (%s, %s): engine started", number_id, number.phone, number.engine
                 )
+            for engine in retiring:  # after the new ones joined: a phone kept is never unserved
+                if isinstance(engine, SipLineEngine):
+                    engine.take_no_new_calls()
 
     def _follow_legs(self, number_id: str, engine: Engine) -> None:
         """A ``LegCodecEngine`` answers Meta's G.711 in kind when the number's inbound calls
