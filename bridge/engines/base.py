@@ -85,6 +85,10 @@ class SipLineEngine(Protocol):
         (the settings' number after ``/numbers/default/sip/enable``; idempotent); ``""``: no
         password any more (removed with ``null``)."""
 
+    def take_no_new_calls(self) -> None:
+        """Retired (its number rebuilt or deleted): Meta's new INVITEs to its number get the
+        ``404`` of a number the listener does not serve; its live calls' dialogs stay its own."""
+
 
 @runtime_checkable
 class SettingsEngine(Protocol):
@@ -306,6 +310,10 @@ class SignedWebhookEngine(WebhookEngine, Protocol):
     def verify_subscription(self, query: Mapping[str, str]) -> str:
         """``GET /engine/webhook``: the text to answer the sender's verification request
         with (raises :class:`~bridge.errors.Forbidden` when it does not match)."""
+
+    def carries(self, engine_call_id: str) -> bool:
+        """Whether a live call of that id is this engine's (its webhooks name the number, not
+        the engine: a number rebuilt meanwhile has its live calls on its old engine)."""
 
 
 @runtime_checkable

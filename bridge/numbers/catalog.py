@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -43,7 +44,7 @@ from .defined import (
 )
 from .model import DEFAULT_NUMBER, Number
 from .store import POLL_INTERVAL, CatalogStore, Stale, Unreachable
-from .tenants import Tenant
+from .tenants import Tenant, changed_tenant_fields
 from .trunks import Trunk
 from .view import NumbersView
 
@@ -82,6 +83,8 @@ class Catalog(NumbersView):
         self.defined: dict[str, Defined] = {DEFAULT_NUMBER: by_settings or {}}
         """The fields the operator defines, by number: the settings' for the default one, the
         numbers file's for those it declares (``defined.py``: the API may not store them)."""
+        self.tenants_defined: dict[str, Defined] = {}
+        """The fields the numbers file defines, by tenant (the API may not store them)."""
         super().__init__()
         self.version = -1
         self._followers: list[Callable[[], None]] = []
@@ -217,7 +220,7 @@ class Catalog(NumbersView):
     def refuse_defined(self, number_id: str, fields: Iterable[str]) -> None:
         """409 ``defined_by_operator`` when the operator defines one of ``fields`` for the
         number (the API may not store it: ``defined.py``)."""
-        refuse_defined(number_id, self.defined.get(number_id, {}), fields)
+        refuse_defined(f"number {number_id}", self.defined.get(number_id, {}), fields)
 
     async def update_number(self, number: Number, *, by_operator: bool = False) -> Number:
         """Store a changed number. The API's change (``by_operator`` false: the numbers file's
@@ -292,9 +295,21 @@ class Catalog(NumbersView):
         await self._write("tenants", tenant.tenant_id, tenant.to_record)
         return tenant
 
-    async def change_tenant(self, tenant_id: str, change: Callable[[Tenant], None]) -> Tenant:
-        """Change a tenant as it is at the write's version (:meth:`_change`)."""
-        return await self._change("tenants", tenant_id, rules.copy_of_tenant, change)
+    async def change_tenant(
+        self, tenant_id: str, change: Callable[[Tenant], None], *, by_operator: bool = False
+    ) -> Tenant:
+        """Change a tenant as it is at the write's version (:meth:`_change`). The API's change
+        (``by_operator`` false: the numbers file's is the operator's) may not touch a field the
+        operator defines (409, ``defined.py``)."""
+        defined = {} if by_operator else self.tenants_defined.get(tenant_id, {})
+
+        def checked(tenant: Tenant) -> None:
+            before = dataclasses.replace(tenant, secrets=dict(tenant.secrets))
+            change(tenant)
+            changed = changed_tenant_fields(before, tenant)
+            refuse_defined(f"tenant {tenant_id}", defined, changed)
+
+        return await self._change("tenants", tenant_id, rules.copy_of_tenant, checked)
 
     async def _change(
         self, kind: str, record_id: str, copy: Callable[[Any, str], R], change: Callable[[R], None]

@@ -1,4 +1,5 @@
-"""Who defines a number's fields: the operator or the API — one rule for every field.
+"""Who defines a number's fields, and a tenant's: the operator or the API — one rule for every
+field.
 
 A value the operator sets — a setting in the environment (the default number's) or an entry of
 ``BRIDGE_NUMBERS_FILE`` — wins over one the API stored. The API refuses (``409
@@ -9,7 +10,9 @@ differs from the operator's (stored before the operator set it) is ignored, said
 WARNING naming the number and the field, never the value.
 
 Fields are named as the API names them: ``phone``, ``label``, ``recording``, and an engine
-block's ``cloudapi.sipPassword``, ``cloudapi.sipCert`` …
+block's ``cloudapi.sipPassword``, ``cloudapi.sipCert`` …; a tenant's ``name``, ``webhookURL``,
+``webhookSecret``, ``maxCalls``, ``recording`` (the operator defines a tenant in the numbers
+file alone).
 
 The default number is the settings' (:func:`settings_fields`): its engine is built from them at
 start, so its engine block and phone are always theirs — except ``cloudapi.sipPassword`` while
@@ -28,6 +31,7 @@ from typing import Any
 from ..config import EngineKind, RecordingSetting, Settings, env_name
 from ..errors import Conflict
 from .model import DEFAULT_NUMBER, Number, engine_fields
+from .tenants import TENANT_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +49,16 @@ class Source:
     """Always the operator's, set or not (the default number's engine is built from the
     settings at start)."""
 
-    def refusal(self, number_id: str, field: str) -> str:
+    def refusal(self, record: str, field: str) -> str:
+        """Why the API may not store ``field`` of ``record`` (``number lab``, ``tenant acme``)."""
         if self.fixed:
             return (
-                f"field {field!r} of number {number_id} comes from {self.name}: the default "
+                f"field {field!r} of {record} comes from {self.name}: the default "
                 f"number's engine is built from the settings; change {self.name} instead"
             )
         how = "remove it from" if self.name.startswith("BRIDGE_NUMBERS_FILE") else "unset"
         return (
-            f"field {field!r} of number {number_id} is set by {self.name}, which wins over the "
+            f"field {field!r} of {record} is set by {self.name}, which wins over the "
             f"API: {how} {self.name} to manage it through the API"
         )
 
@@ -138,12 +143,20 @@ def changed_fields(before: Number, after: Number) -> list[str]:
     return [f for f in names if field_value(before, f) != field_value(after, f)]
 
 
-def refuse_defined(number_id: str, defined: Mapping[str, Source], fields: Iterable[str]) -> None:
-    """``Conflict`` for the first of ``fields`` the operator defines for the number."""
+def refuse_defined(record: str, defined: Mapping[str, Source], fields: Iterable[str]) -> None:
+    """``Conflict`` for the first of ``fields`` the operator defines for ``record`` (``number
+    lab``, ``tenant acme``)."""
     for field in fields:
         source = defined.get(field)
         if source is not None:
-            raise Conflict(source.refusal(number_id, field), code="defined_by_operator")
+            raise Conflict(source.refusal(record, field), code="defined_by_operator")
+
+
+def tenant_file_fields(entry: Mapping[str, Any], where: str) -> Defined:
+    """The fields of a tenant one numbers-file entry names (``where``: ``tenants[0]``): the
+    tenants' side of the one rule (a tenant's keys are never the file's)."""
+    source = Source(f"BRIDGE_NUMBERS_FILE ({where})")
+    return {name: source for name in TENANT_FIELDS if name in entry}
 
 
 # -- the default number's stored fields (the store's record under ``default``)

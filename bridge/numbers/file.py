@@ -17,16 +17,18 @@
 
 Every ``${NAME}`` is read from the environment (secrets never sit in the file). Entries are
 created or replaced by id; what the file does not name is left as it is (created at run time).
-A field an entry names is the operator's: it replaces the stored value (said at WARNING when
-they differ) and the API may not change it (409); the entry's other fields keep what the API
-stored (``defined.py``). The entry's ``tenantID`` is whose the number is (none: the
-service's), moved there when the stored number is another tenant's (said at WARNING).
+A field an entry names, a number's or a tenant's, is the operator's: it replaces the stored
+value (said at WARNING when they differ) and the API may not change it (409); the entry's other
+fields (a tenant's keys too) keep what the API stored (``defined.py``). The entry's
+``tenantID`` is whose the number is (none: the service's), moved there when the stored number
+is another tenant's (said at WARNING).
 A bad file stops the start with one line saying which entry and field.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -38,9 +40,9 @@ import yaml
 from ..config import ConfigError
 from ..errors import BridgeError
 from .catalog import Catalog
-from .defined import changed_fields, file_fields, keep_unset
+from .defined import changed_fields, file_fields, keep_unset, tenant_file_fields
 from .model import DEFAULT_NUMBER, check_id, parse_number
-from .tenants import apply_tenant_fields, parse_tenant
+from .tenants import apply_tenant_fields, changed_tenant_fields, parse_tenant
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +98,24 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
         try:
             fields = {k: v for k, v in entry.items() if k != "tenantID"}
             tenant_id = check_id(str(entry.get("tenantID") or ""), "tenantID")
-            tenant = catalog.tenants.get(tenant_id)
-            if tenant is None:
-                tenant = dataclasses.replace(parse_tenant(fields), tenant_id=tenant_id)
-            else:
-                apply_tenant_fields(tenant, fields)
-            await catalog.save_tenant(tenant)
+            defined = tenant_file_fields(fields, f"tenants[{i}]")
+            catalog.tenants_defined[tenant_id] = defined  # the API may not change these (409)
+            before = catalog.tenants.get(tenant_id)
+            if before is None:
+                await catalog.save_tenant(
+                    dataclasses.replace(parse_tenant(fields), tenant_id=tenant_id)
+                )
+                continue
+            # Built on a copy of the stored tenant and stored: the live one is swapped for it
+            # only once the store has it. What the file names wins (said once when it differs
+            # from what the API stored); the rest, and the keys, stay as the API stored them.
+            stored = await catalog.change_tenant(
+                tenant_id, functools.partial(apply_tenant_fields, body=fields), by_operator=True
+            )
+            for field in changed_tenant_fields(before, stored):
+                log.warning(
+                    "tenant %s: %s replaces its stored %s", tenant_id, defined[field].name, field
+                )
         except BridgeError as exc:
             raise ConfigError(f"{where}: {exc.message}") from None
     on_sip: list[str] = []

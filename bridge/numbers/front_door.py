@@ -3,8 +3,11 @@
 Meta sends the webhooks of every number of an app to the app's one URL, and a platform points
 all its apps at one bridge: the body's ``metadata.phone_number_id`` names the number, and that
 number's engine verifies the signature with its own app secret. A number nobody here has gets
-``200`` (Meta retries anything else) and one WARNING naming the id. Engines whose webhooks are
-not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an API token.
+``200`` (Meta retries anything else) and one WARNING naming the id. A webhook about a call
+live on a number's retired engine (the number rebuilt or deleted since) goes to that engine,
+checked with the app secret it was built with: the engine that carries a call hears Meta
+about it. Engines whose webhooks are not signed (ZuckZapGo) name their number with
+``?number=<numberID>`` and need an API token.
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ def webhook_engine(
     switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
 ) -> WebhookEngine | None:
     """The engine a webhook is for: ``?number=`` names it; else, where numbers are on the
-    Cloud API, Meta's ``metadata.phone_number_id`` does (a body that names none goes to
-    the default number's engine, which refuses it if it is not its own); else the one
-    engine that takes webhooks. ``None``: a Meta number nobody here has (acknowledged,
-    logged once)."""
+    Cloud API, Meta's ``metadata.phone_number_id`` does — the engine that carries a call it
+    names (a retired one: the number was rebuilt or deleted meanwhile), else the number's (a
+    body that names none goes to the default number's engine, which refuses it if it is not
+    its own); else the one engine that takes webhooks. ``None``: a Meta number nobody here
+    has (acknowledged, logged once)."""
     if "number" in query:
         engine = switchboard.engines.get(query["number"])
         if not isinstance(engine, WebhookEngine):
@@ -60,6 +64,9 @@ def webhook_engine(
             if number is None and catalog.default is not None and not catalog.default.phone:
                 number = catalog.default  # the settings' number: its phone may be unknown here
         named = meta_id or phone or None
+        carrier = _carrier(switchboard, raw, meta_id)
+        if carrier is not None:
+            return carrier
         engine = switchboard.engines.get(number.number_id) if number is not None else None
         if isinstance(engine, SignedWebhookEngine):
             return engine
@@ -97,9 +104,25 @@ def webhook_engine(
     )
 
 
+def _carrier(switchboard: Switchboard, raw: bytes, meta_id: str) -> SignedWebhookEngine | None:
+    """The retired engine of the Meta number (rebuilt or deleted while a call was live) that
+    carries a call the webhook names: the call stays on it until it ends, its end from Meta
+    too. Only its own calls' webhooks reach it: a new call is its number's engine's now (or
+    nobody's)."""
+    for retired in switchboard.retired.of_meta(meta_id):
+        engine = retired.engine
+        if isinstance(engine, SignedWebhookEngine) and any(
+            engine.carries(wacid) for wacid in engine.webhook_calls(raw).engine_call_ids
+        ):
+            return engine
+    return None
+
+
 def number_of(switchboard: Switchboard, engine: WebhookEngine) -> str:
-    """The id of the number whose engine ``engine`` is (empty: none here)."""
-    return next((n for n, e in switchboard.engines.items() if e is engine), "")
+    """The id of the number whose engine ``engine`` is, or was (retired, while its calls
+    last); empty: none here."""
+    found = next((n for n, e in switchboard.engines.items() if e is engine), "")
+    return found or switchboard.retired.number_of(engine)
 
 
 def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 from ..engines import Engine
 from ..media.clock import clock_sleep
@@ -13,8 +14,16 @@ from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-Retired = tuple[str, Engine, "asyncio.Task[None] | None"]
-"""A number id, its old engine, and the task that forwards that engine's events."""
+
+class Retired(NamedTuple):
+    """A number's old engine, and the task that forwards its events."""
+
+    number_id: str
+    engine: Engine
+    events: asyncio.Task[None] | None
+    meta_id: str = ""
+    """Meta's ``phone_number_id`` the engine was built for (what Meta's webhooks about its
+    calls name)."""
 
 
 class RetiredEngines:
@@ -38,8 +47,10 @@ class RetiredEngines:
         self._engines: list[Retired] = []
         self._waiting = asyncio.Event()
 
-    def add(self, number_id: str, engine: Engine, events: asyncio.Task[None] | None) -> None:
-        self._engines.append((number_id, engine, events))
+    def add(
+        self, number_id: str, engine: Engine, events: asyncio.Task[None] | None, meta_id: str = ""
+    ) -> None:
+        self._engines.append(Retired(number_id, engine, events, meta_id))
         self._waiting.set()
 
     def __iter__(self) -> Iterator[Retired]:
@@ -50,17 +61,27 @@ class RetiredEngines:
 
     def of(self, number_id: str) -> Engine | None:
         """The retired engine of ``number_id`` (its calls still run on it), if any."""
-        return next((engine for n, engine, _ in self._engines if n == number_id), None)
+        return next((r.engine for r in self._engines if r.number_id == number_id), None)
+
+    def of_meta(self, meta_id: str) -> list[Retired]:
+        """The retired engines built for Meta's ``phone_number_id`` (the webhook front door
+        asks them whether they carry the calls a webhook names)."""
+        return [r for r in self._engines if meta_id and r.meta_id == meta_id]
+
+    def number_of(self, engine: object) -> str:
+        """The id of the number ``engine`` was retired from (empty: none here)."""
+        return next((r.number_id for r in self._engines if r.engine is engine), "")
 
     async def close_forever(self) -> None:
         while True:
             await self._waiting.wait()  # none retired: parked, no wake-up
             await clock_sleep(0.5)
             in_use = {id(engine) for engine in self._in_use()}
-            keep = []
-            for number_id, engine, events in self._engines:
+            keep: list[Retired] = []
+            for retired in self._engines:
+                number_id, engine, events, _ = retired
                 if id(engine) in in_use:
-                    keep.append((number_id, engine, events))
+                    keep.append(retired)
                     continue
                 await self._close(engine, events, number_id)
                 metrics = self._metrics()
@@ -80,6 +101,6 @@ class RetiredEngines:
 
     async def close(self) -> None:
         """Close them all now (the switchboard's close)."""
-        for number_id, engine, events in self._engines:
+        for number_id, engine, events, _ in self._engines:
             await self._close(engine, events, number_id)
         self._engines.clear()

@@ -78,7 +78,7 @@ class Switchboard:
         self.events: asyncio.Queue[EngineEvent] = default.events
         self.engines: dict[str, Engine] = {DEFAULT_NUMBER: default}
         self._built: dict[str, Number] = {}
-        self._retired = RetiredEngines(
+        self.retired = RetiredEngines(
             lambda: self.engines_in_use(),
             lambda number_id: number_id in self.engines,
             lambda: self.metrics,
@@ -117,7 +117,7 @@ class Switchboard:
         if self.catalog is not None:
             self.catalog.follow(self._catalog_changed)
             await self.reconcile()
-            self._tasks.spawn(self._retired.close_forever(), "retire-engines")
+            self._tasks.spawn(self.retired.close_forever(), "retire-engines")
             self._tasks.spawn(self._health_forever(), "number-health")
 
     async def close(self) -> None:
@@ -125,7 +125,7 @@ class Switchboard:
         for number_id, engine in list(self.engines.items()):
             if number_id != DEFAULT_NUMBER:
                 await engine.close()
-        await self._retired.close()
+        await self.retired.close()
 
     async def health(self) -> EngineHealth:
         return await self.default.health()
@@ -150,12 +150,13 @@ class Switchboard:
                 for n in self.catalog.numbers.values()
                 if n.number_id != DEFAULT_NUMBER
             }
+            retiring = []
             for number_id in list(self.engines):
                 if number_id == DEFAULT_NUMBER:
                     continue
                 number = wanted.get(number_id)
                 if number is None or _engine_changed(self._built[number_id], number):
-                    self._retire(number_id)
+                    retiring.append(self._retire(number_id))
             for number_id, number in wanted.items():
                 if number_id in self.engines:
                     self._built[number_id] = number
@@ -183,6 +184,9 @@ class Switchboard:
                 log.info(
                     "number %s (%s, %s): engine started", number_id, number.phone, number.engine
                 )
+            for engine in retiring:  # after the new ones joined: a phone kept is never unserved
+                if isinstance(engine, SipLineEngine):
+                    engine.take_no_new_calls()
 
     def _follow_legs(self, number_id: str, engine: Engine) -> None:
         """A ``LegCodecEngine`` answers Meta's G.711 in kind when the number's inbound calls
@@ -239,14 +243,17 @@ class Switchboard:
                         log.exception("number %s: health check failed", number_id)
             await asyncio.sleep(HEALTH_INTERVAL)
 
-    def _retire(self, number_id: str) -> None:
+    def _retire(self, number_id: str) -> Engine:
         self._health.pop(number_id, None)
         self.setup.forget(number_id)
         engine = self.engines.pop(number_id)
-        self._built.pop(number_id, None)
-        # Its calls here go on, on it (their events too) until they end: then it closes.
-        self._retired.add(number_id, engine, self._forwarders.pop(number_id, None))
+        built = self._built.pop(number_id, None)
+        # Its calls here go on, on it (their events too, Meta's webhooks about them: the front
+        # door finds it by its Meta id) until they end: then it closes.
+        events = self._forwarders.pop(number_id, None)
+        self.retired.add(number_id, engine, events, built.meta_id if built is not None else "")
         log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
+        return engine
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
         # Events of the number's engine onto the manager's one queue, tagged.
@@ -270,14 +277,14 @@ class Switchboard:
         engine = self.engines.get(number_id or DEFAULT_NUMBER)
         if engine is not None:
             return engine
-        retired = self._retired.of(number_id)
+        retired = self.retired.of(number_id)
         return retired if retired is not None else self.default
 
     def _by_call(self, engine_call_id: str) -> tuple[Engine, str]:
         """The engine of an engine key (``numberID:id``, or a bare id: the owner map, else
         the default number) and the engine's own id."""
         number_id, sep, raw = engine_call_id.partition(":")
-        if sep and (number_id in self.engines or self._retired.of(number_id) is not None):
+        if sep and (number_id in self.engines or self.retired.of(number_id) is not None):
             return self.of(number_id), raw
         return self.of(self._owner.get(engine_call_id, DEFAULT_NUMBER)), engine_call_id
 

@@ -89,12 +89,33 @@ class Tenant:
         )
 
 
+TENANT_FIELDS = ("name", "webhookURL", "webhookSecret", "maxCalls", "recording")
+"""A tenant's fields, as the API names them (its keys are not among them)."""
+
+
+def tenant_values(tenant: Tenant) -> dict[str, Any]:
+    """Each of :data:`TENANT_FIELDS`' value (``webhookSecret``'s too: compared, never shown)."""
+    return {
+        "name": tenant.name,
+        "webhookURL": tenant.webhook_url,
+        "webhookSecret": tenant.webhook_secret,
+        "maxCalls": tenant.max_calls,
+        "recording": tenant.recording,
+    }
+
+
+def changed_tenant_fields(before: Tenant, after: Tenant) -> list[str]:
+    """The fields whose value differs between two versions of a tenant."""
+    old, new = tenant_values(before), tenant_values(after)
+    return [name for name in TENANT_FIELDS if old[name] != new[name]]
+
+
 def apply_tenant_fields(tenant: Tenant, body: Mapping[str, Any]) -> None:
     """``name``, ``webhookURL``, ``webhookSecret``, ``maxCalls``, ``recording`` from a body."""
-    known = {"name", "webhookURL", "webhookSecret", "maxCalls", "recording"}
     for name in body:
-        if name not in known:
-            raise BadRequest(f"field {name!r} is not a tenant field (known: {sorted(known)})")
+        if name not in TENANT_FIELDS:
+            known = sorted(TENANT_FIELDS)
+            raise BadRequest(f"field {name!r} is not a tenant field (known: {known})")
     if "name" in body:
         tenant.name = text_field(body, "name", required=True)
         if not tenant.name.strip():

@@ -6,7 +6,8 @@ certificate and calls). The door's user agent is shared: a new INVITE's Request-
 number in E.164 digits, with or without ``+``) picks the line (RFC 3261 §8.2.2.1: ``404`` for a
 number we do not serve, before any digest work); that line's password challenges Meta and
 checks its answer (``407``, §22.3) and its host name is the Contact. CANCEL, ACK and BYE reach
-the line whose calls own the dialog. A line's host name with its own certificate is served by
+the line whose calls own the dialog; a retired line (its number's engine rebuilt or deleted)
+keeps its dialogs but takes no new INVITE. A line's host name with its own certificate is served by
 name (SNI, RFC 6066 §3); any other client hello gets the first line's certificate (the
 deployment's, ``BRIDGE_SIP_CERT``).
 
@@ -62,6 +63,8 @@ class Line:
     ``/sip/enable`` read Meta's): its INVITEs get ``403``, never go unchallenged."""
     key_password: str = field(default="", repr=False)
     """The passphrase of ``key`` when it is encrypted (``BRIDGE_SIP_KEY_PASSWORD``)."""
+    retired: bool = False
+    """Its engine takes no new calls (:meth:`FrontDoor.retire`): only its dialogs reach it."""
 
 
 def number_of(uri: str) -> str:
@@ -185,6 +188,13 @@ class FrontDoor:
         self.members.append(line)
         self.lines[line.number] = line
 
+    def retire(self, line: Line) -> None:
+        """``line`` takes no new INVITE (its number's engine retired): one for its number is
+        another line's, or ``404``; its dialogs stay its own until it leaves."""
+        line.retired = True
+        if self.lines.get(line.number) is line:
+            del self.lines[line.number]
+
     async def leave(self, line: Line) -> None:
         """``line`` gone; the listener closes with the last line."""
         if line not in self.members:
@@ -193,7 +203,7 @@ class FrontDoor:
         if self.lines.get(line.number) is line:
             del self.lines[line.number]
             for other in self.members:
-                if other.number == line.number:
+                if other.number == line.number and not other.retired:
                     self.lines[other.number] = other
         certs = self.ua.transport.certs if self.ua is not None else None
         named = {other.hostname.lower() for other in self.members}

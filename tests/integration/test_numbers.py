@@ -498,7 +498,7 @@ async def test_a_deleted_number_takes_no_new_call_and_its_live_call_finishes(ncl
     await post(client, "/call/hangup", {"callID": call["callID"]}, status=200)
     await rtc.close()
     switchboard = client.app[SWITCHBOARD]
-    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    await until(lambda: not switchboard.retired, 3, "the retired engine closed")
 
 
 async def test_a_numbers_calls_leave_nothing_behind_in_the_switchboard(nclient) -> None:
@@ -535,7 +535,7 @@ async def test_a_deleted_numbers_series_go_once_its_last_call_ended(nclient) -> 
     assert all(s in metrics for s in series)
     resp = await client.delete(f"/numbers/{number['numberID']}", headers=ADMIN)
     assert resp.status == 200
-    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    await until(lambda: not switchboard.retired, 3, "the retired engine closed")
     metrics = await (await client.get("/metrics")).text()
     assert series[0] not in metrics
     assert f'bridge_number_calls_ended_total{{number="{kept["numberID"]}"' in metrics
@@ -567,7 +567,7 @@ async def test_a_retired_engine_whose_close_fails_holds_up_no_other(nclient, cap
         assert resp.status == 200
         await until(lambda n=number: n["numberID"] not in switchboard.engines, 3, "retired")
     await until(lambda: closed == ["first", "second"], 5, "both retired engines closed")
-    await until(lambda: not switchboard._retired, 3, "nothing left to retire")
+    await until(lambda: not switchboard.retired, 3, "nothing left to retire")
     assert any(r.exc_info and "retired" in r.getMessage() for r in caplog.records)
 
 
@@ -781,7 +781,7 @@ async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
     checking = asyncio.ensure_future(switchboard.check_health(number_id))  # the 3-minute round
     await asyncio.wait_for(asked.wait(), 5)
     assert (await client.delete(f"/numbers/{number_id}", headers=ADMIN)).status == 200
-    await until(lambda: not switchboard._retired, 3, "the retired engine closed")
+    await until(lambda: not switchboard.retired, 3, "the retired engine closed")
     held.set()
     await asyncio.wait_for(checking, 5)
     metrics = await (await client.get("/metrics")).text()
@@ -913,4 +913,40 @@ async def test_a_live_call_goes_on_when_its_numbers_engine_is_rebuilt(nclient) -
     ended = await wait_state(client, call["callID"], "ended", timeout=5, headers=ADMIN)
     assert ended["endReason"] == "remote_hangup", ended
     await rtc.close()
-    await until(lambda: not switchboard._retired, 3, "the old engine closed")
+    await until(lambda: not switchboard.retired, 3, "the old engine closed")
+
+
+async def test_meta_ends_a_call_live_on_its_numbers_retired_engine(nclient) -> None:
+    """Meta's webhooks name the number (``phone_number_id``), not the engine: once the number
+    was rebuilt (its token rotated) they went to its new engine, which does not know the call
+    still live on the old one, so Meta ending it (``terminate``) was lost and the call went on
+    until its media dropped. A webhook about a call now goes to the engine that carries it."""
+    meta = await meta_app({"3001": "tok-3001"}, "secret-c", 600.0)
+    try:
+        client = await nclient()
+        switchboard, manager = client.app[SWITCHBOARD], client.app[MANAGER]
+        number = await post(client, "/numbers", cloudapi_body(meta, "3001", "+15553001001"))
+        number_id = number["numberID"]
+        mcall = await meta.user_calls(client, "15559003001", number="3001")
+        key = f"{number_id}:{mcall.wacid}"
+        await until(lambda: manager.registry.by_engine_id(key), 5, "the call ringing")
+        call_id = manager.registry.by_engine_id(key).id
+        await post(client, "/call/answer", {"callID": call_id}, status=200)
+        await wait_state(client, call_id, "active", headers=ADMIN)
+        old = switchboard.engines[number_id]
+        meta.numbers["3001"] = "tok-3001-rotated"  # the token rotated at Meta, then here
+        rotated = {"cloudapi": {"accessToken": "tok-3001-rotated"}}
+        resp = await client.patch(f"/numbers/{number_id}", json=rotated, headers=ADMIN)
+        assert resp.status == 200, await resp.text()
+        assert switchboard.engines[number_id] is not old  # new calls: the new engine
+
+        error = {"code": 138020, "message": "Relay failed", "error_data": {"details": "gone"}}
+        terminate = meta.terminate_event(mcall, "FAILED", errors=[error])
+        resp = await meta.post(client, meta.envelope(terminate, number="3001"))
+        assert resp.status == 200, await resp.text()
+        ended = await wait_state(client, call_id, "ended", timeout=3, headers=ADMIN)
+        assert ended["endReason"] == "relay_failed", ended  # Meta's, not a media drop's
+        assert ended["endDetail"] == "138020: Relay failed (gone)", ended
+        await until(lambda: not switchboard.retired, 3, "the old engine closed")
+    finally:
+        await meta.stop()

@@ -37,6 +37,7 @@ numbers:
 """
 
 SECRET = "whsec_QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
+OTHER = "whsec_T3RoZXJPdGhlck90aGVyT3RoZXJPdGhlck90aGVyT3Q="
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -223,3 +224,87 @@ async def test_the_export_starts_a_bridge_with_the_same_numbers_and_tenants(
     bad = FILE.replace("${ACME_ZZG_TOKEN}", "${ACME-ZZG-TOKEN}")
     with pytest.raises(ConfigError, match=re.escape("numbers[0] names ${ACME-ZZG-TOKEN}")):
         await make_client(numbers_file=write(tmp_path, bad), data_dir=str(second), **settings)
+
+
+async def test_what_the_file_names_of_a_tenant_is_the_operator_s_the_rest_the_api_s(
+    make_client, tmp_path, caplog
+) -> None:
+    """The numbers' one rule, for tenants: a field the file's entry names wins (the API's PATCH
+    of it is 409 naming the entry), a field it leaves unset is the API's and kept across
+    restarts, and a stored value the file replaces is said once at WARNING (never the value).
+    Before, the PATCH was taken and silently undone at the next start."""
+    data = tmp_path / "data"
+    data.mkdir()
+    declared = "tenants:\n  - {tenantID: acme, name: Acme}\n"
+    settings = {"api_tokens": ("admin-token",), "data_dir": str(data)}
+    client = await make_client(numbers_file=write(tmp_path, declared), **settings)
+    resp = await client.patch("/tenants/acme", json={"name": "Acme Corp"}, headers=ADMIN)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
+    assert "'name'" in error["message"] and "tenant acme" in error["message"]
+    assert "remove it from BRIDGE_NUMBERS_FILE (tenants[0])" in error["message"]
+    assert client.app[CATALOG].tenants["acme"].name == "Acme"
+    unset = {"maxCalls": 7, "webhookURL": "http://127.0.0.1:9/acme", "webhookSecret": SECRET}
+    resp = await client.patch("/tenants/acme", json=unset, headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+    await client.close()
+
+    caplog.set_level(logging.WARNING)
+    client = await make_client(numbers_file=write(tmp_path, declared), **settings)  # a restart
+    tenant = client.app[CATALOG].tenants["acme"]
+    assert (tenant.name, tenant.max_calls, tenant.webhook_secret) == ("Acme", 7, SECRET)
+    assert not [r for r in caplog.records if "replaces its stored" in r.getMessage()]
+    await client.close()
+
+    # The file now names maxCalls and the secret: they win over the stored ones, each said once.
+    named = declared.replace("name: Acme}", f"name: Acme, maxCalls: 2, webhookSecret: '{OTHER}'}}")
+    client = await make_client(numbers_file=write(tmp_path, named), **settings)
+    tenant = client.app[CATALOG].tenants["acme"]
+    assert (tenant.max_calls, tenant.webhook_secret) == (2, OTHER)
+    said = sorted(r.getMessage() for r in caplog.records if "replaces its stored" in r.getMessage())
+    assert said == [
+        "tenant acme: BRIDGE_NUMBERS_FILE (tenants[0]) replaces its stored maxCalls",
+        "tenant acme: BRIDGE_NUMBERS_FILE (tenants[0]) replaces its stored webhookSecret",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if "replaces" in r.message)
+    resp = await client.patch("/tenants/acme", json={"maxCalls": 9}, headers=ADMIN)
+    assert resp.status == 409 and "'maxCalls'" in (await resp.json())["error"]["message"]
+    # A key is no field the file names: the tenant's keys stay the API's.
+    assert (await client.post("/tenants/acme/keys", headers=ADMIN)).status == 201
+
+
+async def test_a_tenant_the_store_does_not_take_is_not_served_from_the_file(tmp_path) -> None:
+    """The file's tenant is built, stored, then served: a store that fails the write (a disk
+    in error) stops the start and leaves the catalog's tenant as the store has it. Before, the
+    file's fields were written onto the live tenant first: the catalog served a tenant the
+    store never took."""
+    import sqlite3
+
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.file import apply_numbers_file
+    from bridge.numbers.store import LocalStore, Sealing
+    from bridge.numbers.tenants import Tenant
+
+    catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    try:
+        await catalog.reload()
+        await catalog.save_tenant(Tenant(tenant_id="acme", name="Acme", max_calls=3))
+        db = catalog.store._db  # type: ignore[attr-defined]
+
+        class FailingWrites:  # reads go on; every write meets a disk in error
+            def execute(self, sql: str, *args: object) -> object:
+                if sql.startswith("BEGIN IMMEDIATE"):
+                    raise sqlite3.OperationalError("disk I/O error")
+                return db.execute(sql, *args)
+
+            def close(self) -> None:
+                db.close()
+
+        catalog.store._db = FailingWrites()  # type: ignore[attr-defined]
+        path = write(tmp_path, "tenants:\n  - {tenantID: acme, name: Acme Corp, maxCalls: 5}\n")
+        with pytest.raises(ConfigError, match=re.escape("tenants[0]")):
+            await apply_numbers_file(catalog, path)
+        tenant = catalog.tenants["acme"]
+        assert (tenant.name, tenant.max_calls) == ("Acme", 3)
+    finally:
+        await catalog.close()

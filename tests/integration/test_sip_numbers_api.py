@@ -118,3 +118,36 @@ async def test_a_sip_number_whose_phone_changes_takes_meta_s_invites_for_the_new
         return await _invite_status(port, ca, "sip.customer.example", "15550004444") == 404
 
     await until(old_one_gone, 5.0, "the old phone no longer served")
+
+
+async def test_a_sip_numbers_old_phone_takes_no_new_call_while_its_old_engine_ends_its_calls(
+    make_client, meta, tmp_path
+):
+    """A PATCH of the phone while a call is live on the number: the call stays on the old
+    engine until it ends (its line keeps its dialogs), but that engine is retired. Before, the
+    old phone's line stayed in the listener until the old engine closed, so Meta's new INVITE
+    to the old phone meanwhile was taken by the retired engine (here challenged: 403, no
+    password yet); now it gets the 404 of a number the listener does not serve."""
+    client = await make_client(
+        api_tokens=("admin-token",), data_dir=str(tmp_path), sip_listen="127.0.0.1:0"
+    )
+    ca = TestCA(tmp_path)
+    pair = ca.issue("own", "sip.customer.example")
+    own = {"sipHostname": "sip.customer.example", "sipCert": str(pair.cert)}
+    made = await post(client, "/numbers", sip_number(meta, **own, sipKey=str(pair.key)))
+    switchboard = client.app[SWITCHBOARD]
+    [door] = switchboard.sip_doors.open.values()
+    port = door.ua.port
+    old = switchboard.engines[made["numberID"]]
+    switchboard.engines_in_use = lambda: [old]  # a call live on it (the manager's view)
+    resp = await client.patch(
+        f"/numbers/{made['numberID']}", json={"phone": "+15550005555"}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    assert await _invite_status(port, ca, "sip.customer.example", "15550005555") == 403
+    assert await _invite_status(port, ca, "sip.customer.example", "15550004444") == 404
+    assert old.line in door.members  # its live call's dialogs still reach it
+    await asyncio.sleep(0.7)  # the retired engines' round: kept while its call lasts
+    assert [r.engine for r in switchboard.retired] == [old]
+    switchboard.engines_in_use = list  # the call ended
+    await until(lambda: old.line not in door.members, 3, "the old engine closed")

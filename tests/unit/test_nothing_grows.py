@@ -231,6 +231,7 @@ def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog
     from types import SimpleNamespace
 
     from bridge.numbers.front_door import refused_signature, webhook_engine
+    from bridge.numbers.retired import RetiredEngines
 
     class Signed:
         def receive_webhook(self, raw: bytes, headers: Any) -> bool:
@@ -242,9 +243,13 @@ def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog
         def verify_subscription(self, query: Any) -> str:
             return ""
 
+        def carries(self, engine_call_id: str) -> bool:
+            return False
+
     catalog = SimpleNamespace(by_meta_id=lambda _id: None, by_phone=lambda _p: None, default=None)
     switchboard = SimpleNamespace(
         engines={"default": Signed()},
+        retired=RetiredEngines(list, lambda _n: False, lambda: None),
         catalog=catalog,
         unknown_meta_ids=set(),
         refused_meta_ids=set(),

@@ -197,6 +197,10 @@ class CloudApiRoad(Generic[C]):
     def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
         return verify(query, self.graph_side.settings.cloudapi_verify_token)
 
+    def carries(self, engine_call_id: str) -> bool:  # a SignedWebhookEngine's
+        call = self.calls.get(engine_call_id)
+        return call is not None and call.state != "ended"
+
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:  # checked, queued
         self.graph_side.inbox.receive(raw, headers)
         return True

@@ -133,6 +133,10 @@ class SipEngine(CloudApiRoad[SipCall]):
                 self.sip.sip_number,
             )
 
+    def take_no_new_calls(self) -> None:  # a SipLineEngine's: retired by the switchboard
+        if self.door is not None and self.line is not None:
+            self.door.retire(self.line)
+
     # -- lifecycle
     async def start(self) -> None:
         sip = self.sip
