@@ -264,6 +264,9 @@ class UltravoxCall:
                 self._said.pop(next(iter(self._said)))
             return []
         said = self._said.pop(key, "")
+        # Messages before this one still open will never be final (a cut reply's): forgotten,
+        # or the socket's close would tell them out of their order (``finish``).
+        self._said = {k: t for k, t in self._said.items() if not _before(k[1], key[1])}
         return [Transcript(role, said)] if said else []
 
     def finish(self) -> list[ModelEvent]:
@@ -309,3 +312,9 @@ class UltravoxCall:
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_text_message", "text": text, "urgency": "soon"}]
+
+
+def _before(ordinal: Any, other: Any) -> bool:
+    """Whether the message ``ordinal`` comes before ``other`` in the call (both numbered)."""
+    numbers = [o for o in (ordinal, other) if isinstance(o, int) and not isinstance(o, bool)]
+    return len(numbers) == 2 and ordinal < other
