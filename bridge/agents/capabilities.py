@@ -41,7 +41,8 @@ class Remembers(Protocol):
 class Unfinished(Protocol):
     """A dialect holding what a session leaves in progress when its socket closes (a
     capability: the connection asks for it with ``isinstance``): GPT-Live's turns, grouped
-    from transcript fragments, which no server message closes."""
+    from transcript fragments, which no server message closes; the transcripts put together
+    from deltas (the Realtime family's, Gemini's, Ultravox's) whose end never came."""
 
     def finish(self) -> list[ModelEvent]:
         """The session's socket closed (a drop, a renewal, an end): what it left open, closed

@@ -281,7 +281,7 @@ class ModelConnection(SessionOpening):
                     log.info("%s: socket error %s", self.where, type(exc).__name__)
                 if self._stopping:
                     return
-                if isinstance(self.dialect, Unfinished):  # its turns in progress, closed
+                if isinstance(self.dialect, Unfinished):  # what it left in progress, told
                     await self._events(self.dialect.finish())
                 planned = self.ends.take()
                 code = self._ws.close_code

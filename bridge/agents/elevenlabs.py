@@ -15,8 +15,9 @@ ElevenLabs decides the turns: on ``interruption`` the bridge drops the queued vo
 later ``audio`` whose ``event_id`` is at most the interruption's (late chunks of the cut reply);
 there is no cancel. Every ``ping`` is answered with its ``pong`` at once, or the server drops
 the socket; while no audio goes up (a hold) ``user_activity`` keeps the agent from timing the
-caller's silence out. Client tools (declared on the agent by name) come as
-``client_tool_call`` and are answered with ``client_tool_result``.
+caller's silence out (every 2 s, or the session's ``user_activity_interval_ms``). Client
+tools (declared on the agent by name) come as ``client_tool_call`` and are answered with
+``client_tool_result``.
 """
 
 from __future__ import annotations
@@ -59,17 +60,25 @@ FORMATS = {f"pcm_{rate}": rate for rate in (8000, 16000, 22050, 24000, 44100, 48
 """The agent's formats the bridge plays (``ulaw_8000``, the one other, is refused)."""
 KEEPALIVE_S = 2.0
 """Seconds without the caller's audio going up (a hold, a stalled leg) after which the agent is
-sent ``user_activity``, and again each such while: the agent's turn and silence timeouts are
-its settings on ElevenLabs (``turn.turn_timeout``, ``turn.silence_end_call_timeout``), whose
-lengths the client is not told: one small message every 2 s stays under any but a very short
-one."""
+sent ``user_activity``, and again each such while, unless the session sets it
+(:data:`ACTIVITY_FIELD`): the agent's turn and silence timeouts are its settings on ElevenLabs
+(``turn.turn_timeout``, ``turn.silence_end_call_timeout``), whose lengths the client is not
+told: one small message every 2 s stays under any but a very short one."""
+ACTIVITY_FIELD = "user_activity_interval_ms"
+"""The one ``session`` field that is the bridge's, not sent: the ``user_activity`` interval in
+ms (:data:`ACTIVITY_MS`), for an agent whose turn timeout is under :data:`KEEPALIVE_S`."""
+ACTIVITY_MS = (100, 60_000)
+"""The interval's bounds, in ms."""
 _AUDIO = MessageText({"user_audio_chunk": SLOT})  # no ``type``
 """The caller's audio (its base64)."""
 
 
 def check_session(session: dict[str, Any]) -> None:
-    """Refuse what ``conversation_initiation_client_data`` does not carry."""
-    unknown = sorted(set(session) - SESSION_FIELDS)
+    """Refuse what ``conversation_initiation_client_data`` does not carry, and a
+    :data:`ACTIVITY_FIELD` out of its bounds."""
+    if ACTIVITY_FIELD in session:
+        activity_s(session[ACTIVITY_FIELD])
+    unknown = sorted(set(session) - SESSION_FIELDS - {ACTIVITY_FIELD})
     if unknown:
         raise BadRequest(
             f"field 'session': {', '.join(unknown)} not in conversation_initiation_client_data "
@@ -78,6 +87,17 @@ def check_session(session: dict[str, Any]) -> None:
     for name in ("conversation_config_override", "dynamic_variables", "custom_llm_extra_body"):
         if name in session and not isinstance(session[name], dict):
             raise BadRequest(f"field 'session': {name} must be an object")
+
+
+def activity_s(value: Any) -> float:
+    """Seconds of a :data:`ACTIVITY_FIELD` (whole ms within :data:`ACTIVITY_MS`)."""
+    low, high = ACTIVITY_MS
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequest(
+            f"field 'session': {ACTIVITY_FIELD} must be a whole number of ms from {low} to "
+            f"{high} (how often user_activity goes while no audio does)"
+        )
+    return value / 1000
 
 
 def agent_id(url: str) -> str:
@@ -96,7 +116,8 @@ class ElevenLabsAgent:
     """Required: the agent is named in it (``?agent_id=``), on the region's host."""
     keepalive_s: float | None = KEEPALIVE_S
     """The server's ``ping``, answered, keeps the socket open; ``user_activity`` while no audio
-    goes up (a hold) keeps the agent from timing the caller's silence out."""
+    goes up (a hold) keeps the agent from timing the caller's silence out (each agent's: its
+    session's :data:`ACTIVITY_FIELD`, else :data:`KEEPALIVE_S`)."""
     session_limit_s: float | None = None
     """The agent's ``max_duration_seconds`` is set on ElevenLabs and not told to the client."""
     url_schemes = ("ws", "wss")
@@ -112,7 +133,11 @@ class ElevenLabsAgent:
     def __init__(self, session: dict[str, Any] | None = None) -> None:
         session = dict(session or {})
         check_session(session)
+        every = session.pop(ACTIVITY_FIELD, None)
+        if every is not None:
+            self.keepalive_s = activity_s(every)
         self.session = session
+        """What ``conversation_initiation_client_data`` carries."""
         self.rate_in = RATE
         self.rate_out = RATE
         """The agent's formats once a ``conversation_initiation_metadata`` told them."""

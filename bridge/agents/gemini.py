@@ -6,8 +6,9 @@ unless the session sets its own, so a long call is not cut at the audio session'
 caller as ``realtimeInput`` audio at 16 kHz (the bus's own rate: no resampling up), the
 model's 24 kHz ``inlineData`` audio played into the call. The transcriptions come in
 fragments: each role's are put together and told once a turn, at its ``turnComplete`` (or
-``interrupted``). ``interrupted`` drops the queued voice; ``goAway`` and a closed socket are
-survived with the last ``sessionResumptionUpdate`` handle. The key travels in the
+``interrupted``; a turn the socket's close cuts off, then: :meth:`GeminiLive.finish`).
+``interrupted`` drops the queued voice; ``goAway`` and a closed socket are survived with the
+last ``sessionResumptionUpdate`` handle. The key travels in the
 ``x-goog-api-key`` header (never in the URL, which logs may show).
 """
 
@@ -50,7 +51,8 @@ _AUDIO = MessageText(
 
 
 class GeminiLive:
-    """The Gemini Live dialect (:class:`~.wire.ModelDialect`)."""
+    """The Gemini Live dialect (:class:`~.wire.ModelDialect`,
+    :class:`~.capabilities.Unfinished`)."""
 
     provider = "gemini-live"
     rate_in = RATE_IN
@@ -172,6 +174,12 @@ class GeminiLive:
         if isinstance(away, dict):
             out.append(GoAway(str(away.get("timeLeft") or "")))
         return out
+
+    def finish(self) -> list[ModelEvent]:
+        # The socket closed before the turn's ``turnComplete``: its fragments so far are told
+        # (the caller's first, as at its end), so a new session told what was said holds them.
+        said, self._said = self._said, {"caller": "", "agent": ""}
+        return [Transcript(r, t.strip()) for r, t in said.items() if t.strip()]
 
     def _audio(self, part: Any) -> list[ModelEvent]:
         """The model's audio in one part of its turn (none in a part of another kind)."""

@@ -108,9 +108,9 @@ def function_tools(tools: list[Tool]) -> list[dict[str, Any]]:
 
 class RealtimeFamily(abc.ABC):
     """What OpenAI Realtime, xAI Grok Voice and Azure Voice Live share (:class:`~.wire.ModelDialect`
-    but the session object, the endpoint and the key): their client and server events, the
-    response being generated (for ``response.cancel``) and the responses cut (their late audio
-    dropped)."""
+    but the session object, the endpoint and the key; :class:`~.capabilities.Unfinished`):
+    their client and server events, the response being generated (for ``response.cancel``) and
+    the responses cut (their late audio dropped)."""
 
     provider = ""
     rate_in = RATE
@@ -139,7 +139,8 @@ class RealtimeFamily(abc.ABC):
         self._said: dict[str, str] = {}
         """Each reply item's transcript so far, from its deltas: told once, at its ``.done``
         (whose whole text wins) or, where the server sends deltas only (Azure Voice Live), at
-        the ``response.done``."""
+        the ``response.done`` — or as far as it came when the socket closes first
+        (:meth:`finish`)."""
         self._asked = False
         """A ``response.create`` was sent and its ``response.created`` has not come yet."""
         self._owed = False
@@ -243,6 +244,12 @@ class RealtimeFamily(abc.ABC):
             self._asked = False  # (a refused ``response.create`` never comes as created)
             return [_error(body)]
         return []  # session.created, ping, deltas of text … nothing to do
+
+    def finish(self) -> list[ModelEvent]:
+        # The socket closed with replies whose ``.done`` (``response.done``) never came: what
+        # they said so far is told, so the next session's history holds it.
+        said, self._said = self._said, {}
+        return [Transcript("agent", t) for t in said.values() if t]
 
     def cancel(self, by: str) -> list[dict[str, Any]]:
         if by == "hold" or self._active is None:

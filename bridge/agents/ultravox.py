@@ -112,7 +112,8 @@ def temporary_tool(tool: Tool) -> dict[str, Any]:
 
 
 class UltravoxCall:
-    """The Ultravox dialect (:class:`~.wire.ModelDialect`, :class:`~.capabilities.Prepared`)."""
+    """The Ultravox dialect (:class:`~.wire.ModelDialect`, :class:`~.capabilities.Prepared`,
+    :class:`~.capabilities.Unfinished`)."""
 
     provider = "ultravox"
     rate_in = RATE
@@ -146,7 +147,8 @@ class UltravoxCall:
         self._turn = 0
         self._odd = b""
         self._said: dict[tuple[str, Any], str] = {}
-        """Transcript deltas so far, by role and ordinal, until their ``final``."""
+        """Transcript deltas so far, by role and ordinal, until their ``final`` (or the
+        socket's close: :meth:`finish`)."""
 
     # -- connecting
     def url_refused(self, url: str) -> str | None:
@@ -262,7 +264,16 @@ class UltravoxCall:
                 self._said.pop(next(iter(self._said)))
             return []
         said = self._said.pop(key, "")
+        # Messages before this one still open will never be final (a cut reply's): forgotten,
+        # or the socket's close would tell them out of their order (``finish``).
+        self._said = {k: t for k, t in self._said.items() if not _before(k[1], key[1])}
         return [Transcript(role, said)] if said else []
+
+    def finish(self) -> list[ModelEvent]:
+        # The socket closed before these transcripts' ``final``: what came of them is told,
+        # the oldest first, so a new call told what was said holds them.
+        said, self._said = self._said, {}
+        return [Transcript(role, text) for (role, _), text in said.items() if text]
 
     # -- what the bridge says
     def truncate(self, item_id: str, audio_end_ms: int, by: str = "bridge") -> list[dict[str, Any]]:
@@ -301,3 +312,9 @@ class UltravoxCall:
 
     def text(self, text: str) -> list[dict[str, Any]]:
         return [{"type": "user_text_message", "text": text, "urgency": "soon"}]
+
+
+def _before(ordinal: Any, other: Any) -> bool:
+    """Whether the message ``ordinal`` comes before ``other`` in the call (both numbered)."""
+    numbers = [o for o in (ordinal, other) if isinstance(o, int) and not isinstance(o, bool)]
+    return len(numbers) == 2 and ordinal < other

@@ -379,9 +379,11 @@ class FakeOpenAIRealtime(CallerAudioLog):
         pace: float = 0.0,
         transcript: str = "a tone",
         done: bool = True,
+        so_far: bool = False,
     ) -> str:
         """Stream ``pcm`` (int16 at :attr:`RATE`) as one response's audio; returns the item id.
-        ``done=False``: the response stays in progress (the model still generating)."""
+        ``done=False``: the response stays in progress (the model still generating); with
+        ``so_far``, the deltas of its ``transcript`` came too (its ``.done`` has not)."""
         ws = self.ws
         assert ws is not None
         self._items += 1
@@ -395,12 +397,14 @@ class FakeOpenAIRealtime(CallerAudioLog):
             await self._delta(ws, item, pcm[i : i + step])
             if pace:
                 await asyncio.sleep(pace)
-        if not done:
-            return item
         where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
+        if not done and not so_far:
+            return item
         for i, word in enumerate(transcript.split(" ")):  # a word a delta
             delta = word if i == 0 else " " + word
             await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
+        if not done:
+            return item
         await self._send(ws, {"type": self.AUDIO_DONE, **where})
         if self.TRANSCRIPT_DONE:
             await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})

@@ -239,8 +239,11 @@ class FakeUltravox(CallerAudioLog):
             await ws.close(code=1000)
 
     # -- what the test makes the agent do
-    async def say(self, pcm: np.ndarray, text: str = "a tone", chunk: int = 1920) -> None:
-        """A reply: ``state`` speaking, binary s16le frames, its transcript in deltas."""
+    async def say(
+        self, pcm: np.ndarray, text: str = "a tone", chunk: int = 1920, final: bool = True
+    ) -> None:
+        """A reply: ``state`` speaking, binary s16le frames, its transcript in deltas
+        (``final=False``: the first half only, its ``final`` never sent: a reply cut off)."""
         ws = self.ws
         assert ws is not None
         self._ordinal += 1
@@ -249,14 +252,16 @@ class FakeUltravox(CallerAudioLog):
         for at in range(0, len(raw), chunk):
             await ws.send_bytes(raw[at : at + chunk])
         half = len(text) // 2
-        for delta, final in ((text[:half], False), (text[half:], True)):
+        for delta, last in ((text[:half], False), (text[half:], True)):
+            if last and not final:
+                break
             await self._send(
                 {
                     "type": "transcript",
                     "role": "agent",
                     "medium": "voice",
                     "delta": delta,
-                    "final": final,
+                    "final": last,
                     "ordinal": self._ordinal,
                 }
             )

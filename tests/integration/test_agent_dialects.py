@@ -1021,3 +1021,53 @@ async def test_gemini_an_unreadable_audio_part_costs_that_part_only(
     assert len(warned) == 1 and "left out" in warned[0], warned
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+def context_told(fake: Any) -> str:
+    """The text of what new sessions were told of the old ones (a Realtime-like system
+    message, a Gemini ``clientContent``'s turns)."""
+    if isinstance(fake, FakeGeminiLive):
+        return "\n".join(
+            part["text"]
+            for message in fake.messages
+            for turn in (message.get("clientContent") or {}).get("turns") or []
+            for part in turn["parts"]
+        )
+    return "\n".join(
+        event["item"]["content"][0]["text"]
+        for event in fake.events
+        if event["type"] == "conversation.item.create" and event["item"]["role"] == "system"
+    )
+
+
+@pytest.mark.parametrize("provider", ("openai-realtime", *PROVIDERS, "gemini-live"))
+async def test_a_reply_cut_off_by_a_drop_is_told_and_carried_into_the_next_session(
+    provider: str, make_client, aiohttp_server
+) -> None:
+    """The model's socket drops in the middle of a reply whose transcript came in deltas (its
+    ``.done``, ``response.done`` or ``turnComplete`` never comes): what it said so far is told
+    (``agent.transcript``) and the next session is told it with the rest of what was said.
+    Before, it was lost with the socket: the caller heard words nobody reported."""
+    fake, client, cid, url = await on_a_call(
+        provider, make_client, aiohttp_server, sim_peer="silence"
+    )
+    rate = 16_000 if provider in PROVIDERS else 24_000
+    await start(client, cid, provider, url)
+    words = "Your order left today"
+    reply = tone(440, rate // 5, rate, 0.25)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        if isinstance(fake, FakeGeminiLive):
+            fake.expire_handles()  # a new session, told what was said (not resumed)
+            await fake.say(reply, transcript=words, done=False)
+        else:
+            await fake.say(reply, transcript=words, done=False, so_far=True)
+        await fake.drop()
+        told = []
+        while (event := await sub.get(5)) is not None and event.type != "agent.reconnected":
+            told += [(event.data["role"], event.data["text"])] if "transcript" in event.type else []
+    assert event is not None and event.data["resumed"] is False
+    assert told == [("agent", words)]
+    said = f"You: {words}" if provider in PROVIDERS or provider == "openai-realtime" else words
+    await until(lambda: said in context_told(fake), timeout=3)
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})

@@ -13,7 +13,6 @@ import logging
 import numpy as np
 import pytest
 
-from bridge.agents.elevenlabs import ElevenLabsAgent
 from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
@@ -222,6 +221,10 @@ async def test_elevenlabs_formats_from_the_agents_metadata_public_agent_and_refu
         ({"url": bad_url}, 400, "bad_request"),  # no agent named
         ({"session": {"audio": "pcm_16000"}}, 400, "bad_request"),
         ({"session": {"dynamic_variables": "x"}}, 400, "bad_request"),
+        *(
+            ({"session": {"user_activity_interval_ms": bad}}, 400, "bad_request")
+            for bad in (99, 60_001, "2000", True)
+        ),
         (  # an override the agent's security settings do not enable: refused
             {"session": {"conversation_config_override": {"tts": {"voice_id": "v"}}}},
             400,
@@ -234,7 +237,10 @@ async def test_elevenlabs_formats_from_the_agents_metadata_public_agent_and_refu
             json={"provider": "elevenlabs", "url": url, "apiKey": KEY, **extra},
         )
         assert resp.status == status, (extra, await resp.text())
-        assert (await resp.json())["error"]["code"] == code, extra
+        error = (await resp.json())["error"]
+        assert error["code"] == code, extra
+        if "user_activity_interval_ms" in extra.get("session", {}):  # said why
+            assert "whole number of ms from 100 to 60000" in error["message"], error
     assert len(fake.errors) == 1 and "override not enabled" in fake.errors[0]
     fake.errors.clear()
     fake.output_format = "ulaw_8000"  # not a format the bridge plays: refused, said why
@@ -290,17 +296,18 @@ async def test_elevenlabs_a_billing_stop_fails_the_agent(make_client, aiohttp_se
     await client.post("/call/hangup", json={"callID": cid})
 
 
-async def test_elevenlabs_a_held_call_keeps_its_conversation(
-    make_client, aiohttp_server, monkeypatch
-) -> None:
+async def test_elevenlabs_a_held_call_keeps_its_conversation(make_client, aiohttp_server) -> None:
     """Nothing of a held caller goes up, so the agent would time the silence out and end the
     conversation (its turn and silence timeouts are its settings: the fake's ``idle_s``).
     The bridge sends ``user_activity`` while no audio goes up: the conversation outlives the
-    hold, on the same socket (before, it ended: ``agent.stopped``, ``ended_by_model``)."""
-    monkeypatch.setattr(ElevenLabsAgent, "keepalive_s", 0.2)
+    hold, on the same socket (before, it ended: ``agent.stopped``, ``ended_by_model``) — also
+    for an agent whose timeout is shorter than the bridge's 2 s, whose session says how often
+    (before, a session could not: ``user_activity_interval_ms`` was refused, ``400``)."""
     fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
     fake.idle_s = 0.6
-    started = await start(client, cid, url)
+    session = {**SESSION, "user_activity_interval_ms": 200}
+    started = await start(client, cid, url, session=session)
+    assert fake.inits == [{"type": "conversation_initiation_client_data", **SESSION}]
     resp = await client.post("/call/hold", json={"callID": cid, "held": True})
     assert resp.status == 200, await resp.text()
     await asyncio.sleep(1.5)  # the agent's idle limit, twice over

@@ -362,3 +362,30 @@ async def test_ultravox_a_held_call_keeps_its_ultravox_call(make_client, aiohttp
     assert [a["agentID"] for a in snap["agents"]] == [started["agentID"]]
     assert snap["agents"][0]["state"] == "connected"
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_ultravox_a_reply_cut_off_by_a_drop_is_told_and_carried_into_the_next_call(
+    make_client, aiohttp_server
+) -> None:
+    """The socket drops in the middle of a reply whose transcript came in deltas (its
+    ``final`` never comes): what it said so far is told (``agent.transcript``) and a new call
+    that cannot continue the old one is told it with the rest of what was said. Before, it
+    was lost with the socket."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await start(client, cid, url)
+        await fake.heard_user("Where is my order?")
+        await next_event(sub, "agent.transcript")
+        await fake.say(tone(440, 1600, 16_000, 0.25), text="It left today.", final=False)
+        fake.forget("call-1")
+        await fake.drop()
+        told = []
+        while (event := await sub.get(5)) is not None and event.type != "agent.reconnected":
+            told += [(event.data["role"], event.data["text"])] if "transcript" in event.type else []
+    assert event is not None and event.data["resumed"] is False
+    assert told == [("agent", "It left")]  # the half of it that came
+    await until(lambda: any(e["type"] == "user_text_message" for e in fake.events), timeout=2)
+    (recap,) = [e["text"] for e in fake.events if e["type"] == "user_text_message"]
+    assert "Caller: Where is my order?\nYou: It left" in recap
+    assert fake.errors == []
+    await client.post("/call/hangup", json={"callID": cid})

@@ -173,6 +173,17 @@ def test_ultravox_puts_transcript_deltas_together_and_declares_client_tools() ->
         for d, f in parts
     ]
     assert said == [[], [Transcript("agent", "Hello")]]
+    # The socket closes in a reply (its final never came): what came of it is told then; not
+    # an older reply the caller cut off, which never was final.
+    for role, delta, final, ordinal in [
+        ("agent", "Sor", False, 2),
+        ("user", "Wait", True, 3),
+        ("agent", "It left", False, 4),
+    ]:
+        dialect.parse(
+            {"type": "transcript", "role": role, "delta": delta, "final": final, "ordinal": ordinal}
+        )
+    assert dialect.finish() == [Transcript("agent", "It left")] and dialect.finish() == []
     ask = dialect.preflight("https://api.ultravox.ai/api/", "k", [BRIDGE_TOOLS["dtmf"]], "call-1")
     assert ask.url == "https://api.ultravox.ai/api/calls?priorCallId=call-1"
     assert ask.headers == {"X-API-Key": "k"} and ask.expect == 201
