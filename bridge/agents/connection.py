@@ -366,4 +366,6 @@ class ModelConnection(SessionOpening):
                 if not self._ws.closed:
                     log.info("%s: the model did not end its session in time", self.where)
             await self._ws.close()
+        if isinstance(self.dialect, Unfinished):  # a reply cut by the stop: what was said, told
+            await self._events(self.dialect.finish())
         await self._tasks.close()

@@ -1071,3 +1071,28 @@ async def test_a_reply_cut_off_by_a_drop_is_told_and_carried_into_the_next_sessi
     await until(lambda: said in context_told(fake), timeout=3)
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})
+
+
+async def test_a_reply_cut_off_by_the_agents_stop_is_told_before_it_stopped(
+    make_client, aiohttp_server
+) -> None:
+    """The agent stopped (``DELETE``) in the middle of a reply whose transcript came in deltas:
+    what it said so far is told (``agent.transcript``) before ``agent.stopped``, as at a drop.
+    Before, a stop returned before the dialect's unfinished turns were asked for."""
+    fake, client, cid, url = await on_a_call(
+        "openai-realtime", make_client, aiohttp_server, sim_peer="silence"
+    )
+    started = await start(client, cid, "openai-realtime", url)
+    words = "Your order left today"
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 4_800, 24_000, 0.25), transcript=words, done=False, so_far=True)
+        (agent,) = client.app[MANAGER].runtime(cid).attached("agent")
+        await until(lambda: agent.voice.playing, 5, "the reply playing")
+        resp = await client.delete(f"/call/{cid}/agents/{started['agentID']}")
+        assert resp.status in (200, 204), await resp.text()
+        told = []
+        while (event := await sub.get(5)) is not None and event.type != "agent.stopped":
+            told += [(event.data["role"], event.data["text"])] if "transcript" in event.type else []
+    assert event is not None, "no agent.stopped"
+    assert told == [("agent", words)]
+    await client.post("/call/hangup", json={"callID": cid})
