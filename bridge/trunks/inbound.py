@@ -28,7 +28,7 @@ from ..sip.digest import parse_params
 from ..sip.headers import warning
 from . import sdp
 from .participant import SipParticipant, TrunkLine
-from .refusals import InviteRefusals
+from .refusals import TrunkRefusals
 
 E164 = re.compile(r"^\+?([1-9][0-9]{6,14})$")
 ENDED: dict[EndReason | None, tuple[int, str]] = {
@@ -54,7 +54,7 @@ class PlacesCalls(Protocol):
     catalog: Catalog
     placing: dict[str, PbxCall]
     line: TrunkLine
-    refusals: InviteRefusals
+    refusals: TrunkRefusals
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
 

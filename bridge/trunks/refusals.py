@@ -1,6 +1,7 @@
-"""The trunk listener's refusals: the trunk INVITEs refused before a WhatsApp call is placed,
-counted and said once (:class:`InviteRefusals`), and everything the trunk user agent counts,
-read at scrape time for Prometheus (:class:`ListenerRefusals`).
+"""The trunk listener's refusals: a trunk's requests refused for what their sender keeps
+sending (an INVITE before a WhatsApp call is placed, an INFO or REFER in a call), counted and
+said once (:class:`TrunkRefusals`), and everything the trunk user agent counts, read at scrape
+time for Prometheus (:class:`ListenerRefusals`).
 
 ``bridge_sip_trunk_refused_total{what, reason}``: the connections closed as they arrived
 (``what="connection"``: the listener's places' reasons, ``full``, ``untrusted``,
@@ -9,7 +10,7 @@ read at scrape time for Prometheus (:class:`ListenerRefusals`).
 malformed message (``what="message"``), a request refused whatever its method
 (``what="request"``) and an INVITE refused (``what="invite"``). The counts are the user
 agent's own (``sip/places.py``, ``sip/datagram.py``, ``sip/malformed.py``,
-``sip/admission.py``, :class:`InviteRefusals` …, each said once at WARNING while it lasts,
+``sip/admission.py``, :class:`TrunkRefusals` …, each said once at WARNING while it lasts,
 but a digest's challenge: every call's first INVITE gets one); this only reads them.
 ``bridge_sip_trunk_requests_total{method}``: the requests it served, by method."""
 
@@ -31,6 +32,8 @@ REFUSALS = {
     "bad": "message",  # malformed, or a Replaces where RFC 3891 §3 refuses it: 400
     "untrusted": "request",  # a connection outside BRIDGE_SIP_TRUSTED_NETWORKS: 403
     "not_implemented": "request",  # a method we do not serve: 501
+    "info_refused": "request",  # an INFO in a call without a key we take: 415 or 400
+    "refer_refused": "request",  # a REFER without one usable Refer-To: 400
     "overloaded": "invite",  # 1 024 INVITEs wait for their answer: 503
     "challenged": "invite",  # a trunk's digest asked for: 407
     "auth": "invite",  # wrong digest credentials: 403
@@ -47,40 +50,49 @@ SOURCES_SAID = 1024
 """Sources and reasons remembered as said (the one said longest ago forgotten first)."""
 
 
-class InviteRefusals:
-    """A trunk's INVITE refused for a reason the PBX (or whoever sends from its source) keeps
-    giving — not a trunk's source, no E.164 number, an offer we cannot answer, an
-    ``X-WA-Number`` we do not have, a WhatsApp call not placed: counted in the user agent's
-    counts under that reason and said at WARNING once per source and reason (later ones at
-    DEBUG), its end at INFO when an INVITE from that source places a call. It was a WARNING
-    line an INVITE, or nothing at all."""
+class TrunkRefusals:
+    """A trunk's request refused for a reason the PBX (or whoever sends from its source) keeps
+    giving — an INVITE from no trunk's source, for no E.164 number, with an offer we cannot
+    answer, an ``X-WA-Number`` we do not have, or whose WhatsApp call is not placed; an INFO
+    with no key we take, a REFER with no usable ``Refer-To``: counted in the user agent's
+    counts under that reason and said at WARNING once per sender and reason (later ones at
+    DEBUG), its end at INFO when the sender's next such request is taken. It was a WARNING
+    line a request, or nothing at all (a PBX's keys in a format we do not take were lost
+    without a word)."""
 
     def __init__(self, ua: Callable[[], UserAgent]) -> None:
         self._ua = ua  # the service's user agent now (a second worker makes another)
         self._said = Repeats(SOURCES_SAID)
 
-    def refused(self, source: str, reason: str, why: str) -> None:
+    def refused(self, sender: str, reason: str, why: str, method: str = "INVITE") -> None:
+        """A ``method`` from ``sender`` (a source address, a trunk) refused for ``reason``."""
         self._ua().count(reason)
-        if self._said.seen(f"{reason} {source}") > 1:
-            log.debug("SIP INVITE from %s: refused again (%s): %s", source, reason, why)
+        if self._said.seen(f"{reason} {sender}") > 1:
+            log.debug("SIP %s from %s: refused again (%s): %s", method, sender, reason, why)
             return
         log.warning(
-            "SIP INVITE from %s: refused (%s): %s (said once for this source while it lasts)",
-            source,
+            "SIP %s from %s: refused (%s): %s (said once for this sender while it lasts)",
+            method,
+            sender,
             reason,
             why,
         )
 
-    def placed(self, source: str) -> None:
-        """An INVITE from ``source`` placed a WhatsApp call."""
-        for reason in PLACED_AGAIN:
-            if refused := self._said.ended(f"{reason} {source}"):
+    def taken(self, sender: str, method: str, *reasons: str) -> None:
+        """A ``method`` from ``sender`` was taken: its runs of ``reasons`` end."""
+        for reason in reasons:
+            if refused := self._said.ended(f"{reason} {sender}"):
                 log.info(
-                    "SIP INVITE from %s: a call placed again (%d refused %s before)",
-                    source,
+                    "SIP %s from %s: taken again (%d refused %s before)",
+                    method,
+                    sender,
                     refused,
                     reason,
                 )
+
+    def placed(self, source: str) -> None:
+        """An INVITE from ``source`` placed a WhatsApp call."""
+        self.taken(source, "INVITE", *PLACED_AGAIN)
 
 
 class ListenerRefusals:

@@ -28,7 +28,7 @@ from ..sip import Dialog, InviteServer, PeerPolicy, Request, UserAgent, client_c
 from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
-from .refusals import InviteRefusals, ListenerRefusals
+from .refusals import ListenerRefusals, TrunkRefusals
 from .reinvite import Plays, reinvited
 from .replacing import replace
 from .transfer import in_dialog
@@ -76,7 +76,7 @@ class TrunkService:
         if registry is not None:  # what the listener refused (bridge_sip_trunk_refused_total)
             registry.register(ListenerRefusals(lambda: self.ua))
         self._tasks = TaskSet("sip-trunks")
-        self.refusals = InviteRefusals(lambda: self.ua)
+        self.refusals = TrunkRefusals(lambda: self.ua)
         """Trunk INVITEs refused before a call is placed: counted, each source said once."""
 
     def _user_agent(self) -> UserAgent:
@@ -97,7 +97,9 @@ class TrunkService:
             ),
             udp=True,
         )
-        ua.in_dialog_requests = lambda dialog, req: in_dialog(self.line, self.spawn, dialog, req)
+        ua.in_dialog_requests = lambda dialog, req: in_dialog(
+            self.line, self.spawn, self.refusals, dialog, req
+        )
         ua.supported = ("replaces",)  # RFC 3891: an INVITE may take a leg over (replacing.py)
         # hold from the PBX (RFC 3264 §8.4), its music as the trunk says when it comes
         ua.reinvites = lambda tx: reinvited(self.line, self.catalog, self.playback, tx)

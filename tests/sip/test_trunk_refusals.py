@@ -86,3 +86,59 @@ async def test_refusals_reach_metrics_by_reason_and_each_is_said_once(
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     for said in ("malformed", "wrong digest credentials", "unknown_number"):
         assert len([line for line in warned if said in line]) == 1, (said, warned)
+
+
+async def test_infos_without_a_key_we_take_are_counted_and_said_once(
+    make_client, tmp_path, caplog
+) -> None:
+    """A PBX's call placed and answered; its INFOs in that call carrying its keys in a format
+    the bridge does not take are refused ``415``, counted ``info_refused`` and said once at
+    WARNING, and the end said at INFO when an INFO's key is taken. Each was lost silently."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    async with listener(make_client, tmp_path, {"allowFrom": ["127.0.0.1/32"]}) as (
+        client,
+        port,
+        pbx,
+    ):
+        loop = asyncio.get_running_loop()
+        there = ("127.0.0.1", port)
+
+        async def final(request: bytes, method: str, seq: int) -> bytes:
+            await loop.sock_sendto(pbx, request, there)
+            while True:  # past 100 Trying, 180 Ringing and our 200 sent again
+                answer = await asyncio.wait_for(loop.sock_recv(pbx, 65536), 3)
+                if f"CSeq: {seq} {method}".encode() in answer and answer[8:9] != b"1":
+                    return answer
+
+        answered = await final(invite(port, 1), "INVITE", 1)
+        assert answered.startswith(b"SIP/2.0 200"), answered
+        to = next(h for h in answered.split(b"\r\n") if h.startswith(b"To: "))[4:].decode()
+        dialog = (
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{{seq}};rport\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:100@127.0.0.1>;tag=s\r\nTo: {to}\r\nCall-ID: scan-1\r\n"
+        )
+        ack = f"ACK sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 1 ACK\r\n"
+        await loop.sock_sendto(pbx, (ack + "Content-Length: 0\r\n\r\n").encode(), there)
+
+        def info(seq: int, kind: str, body: str) -> bytes:
+            head = f"INFO sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}"
+            head += f"CSeq: {seq} INFO\r\nContent-Type: {kind}\r\n"
+            return (head + f"Content-Length: {len(body)}\r\n\r\n{body}").format(seq=seq).encode()
+
+        for seq in (2, 3, 4):
+            refused = await final(info(seq, "application/vnd.pbx.digits", "5"), "INFO", seq)
+            assert refused.startswith(b"SIP/2.0 415"), refused
+        taken = info(5, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")
+        assert (await final(taken, "INFO", 5)).startswith(b"SIP/2.0 200")
+        text = await (await client.get("/metrics")).text()
+        bye = f"BYE sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 6 BYE\r\n"
+        bye = (bye + "Content-Length: 0\r\n\r\n").format(seq=6).encode()
+        assert (await final(bye, "BYE", 6)).startswith(b"SIP/2.0 200")  # nothing left to end
+
+    refused = samples(text, "bridge_sip_trunk_refused_total", "what", "reason")
+    assert refused[("request", "info_refused")] == 3, refused
+    said = [
+        (r.levelname, r.getMessage()) for r in caplog.records if "info_refused" in r.getMessage()
+    ]
+    assert [level for level, _ in said] == ["WARNING", "INFO"], said
+    assert "vnd.pbx.digits" in said[0][1] and "3 refused" in said[1][1], said
