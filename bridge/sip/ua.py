@@ -41,7 +41,7 @@ from .completed import Completed
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
-from .extensions import misplaced_replaces
+from .extensions import misplaced_replaces, not_implemented
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .malformed import Malformed
@@ -131,6 +131,7 @@ class UserAgent:
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
         self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
         self.malformed = Malformed()  # sources of malformed messages (said once)
+        self.unserved = Repeats()  # sources of methods we do not implement (said once)
         self.admission = InviteAdmission(self)
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
@@ -330,7 +331,7 @@ class UserAgent:
             await self._answer(conn, reply(req, status, reason))
         elif method not in METHODS and method != "REFER":
             self.count("not_implemented")  # UPDATE, INFO, MESSAGE …: 501 (§8.2.1)
-            await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
+            await self._answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
             await end_early(self, conn, req, early)
         elif dialog is None:

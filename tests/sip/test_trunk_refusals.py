@@ -1,8 +1,9 @@
 """What the trunk user agent refuses reaches ``/metrics`` by reason
 (``bridge_sip_trunk_refused_total{what,reason}``), and a refusal one source repeats is said
-once at WARNING: malformed SIP, a wrong digest, an INVITE for a number the bridge does not
-have. Only the listener's overload reached Prometheus before; the others were nowhere, and a
-malformed datagram or an unknown ``X-WA-Number`` was said never or at every INVITE."""
+once at WARNING: malformed SIP, a method not implemented, a wrong digest, an INVITE for a
+number the bridge does not have. Only the listener's overload reached Prometheus before; the
+others were nowhere, and a malformed datagram, an UPDATE or an unknown ``X-WA-Number`` was
+said never or at every INVITE."""
 
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ async def test_refusals_reach_metrics_by_reason_and_each_is_said_once(
             await loop.sock_sendto(pbx, broken, there)
             answer = await asyncio.wait_for(loop.sock_recv(pbx, 65536), 2)
             assert answer.startswith(b"SIP/2.0 400"), answer
+        for n in range(2):  # a method the bridge does not implement: 501
+            update = invite(port, 200 + n).replace(b"INVITE", b"UPDATE")
+            await loop.sock_sendto(pbx, update, there)
+            answer = await asyncio.wait_for(loop.sock_recv(pbx, 65536), 2)
+            assert answer.startswith(b"SIP/2.0 501"), answer
         for n in range(3):
             assert (await authorized(n, "wrong")).startswith(b"SIP/2.0 403")
         for n in range(3, 6):  # the right digest, for a number the bridge does not have
@@ -77,14 +83,16 @@ async def test_refusals_reach_metrics_by_reason_and_each_is_said_once(
 
     refused = samples(text, "bridge_sip_trunk_refused_total", "what", "reason")
     assert refused[("message", "bad")] == 3, refused
+    assert refused[("request", "not_implemented")] == 2, refused
     assert refused[("invite", "auth")] == 3, refused
     assert refused[("invite", "unknown_number")] == 3, refused
     assert refused[("invite", "challenged")] == 6, refused
     assert refused[("invite", "overloaded")] == 0, refused
     requests = samples(text, "bridge_sip_trunk_requests_total", "method")
     assert requests[("invite",)] == 12, requests  # the malformed ones are no requests
+    assert requests[("unknown",)] == 2, requests
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    for said in ("malformed", "wrong digest credentials", "unknown_number"):
+    for said in ("malformed", "UPDATE", "wrong digest credentials", "unknown_number"):
         assert len([line for line in warned if said in line]) == 1, (said, warned)
 
 
