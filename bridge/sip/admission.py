@@ -5,8 +5,9 @@
   ``420`` (RFC 3261 §8.2.2.3), no SDP offer ``488``;
 * a number a shared listener does not serve (its :data:`Lookup`): ``404``, counted
   ``unknown_number``;
-* the number's digest (§22, :func:`refusal_of`): a challenge ``407`` or wrong credentials
-  ``403``, counted ``auth``;
+* the number's digest (§22, :func:`refusal_of`): a challenge ``407``, counted
+  ``challenged`` (every call's first INVITE gets one), or wrong credentials ``403``, counted
+  ``auth`` and said once per source while it lasts;
 * the user agent closing, or :data:`PENDING_INVITES` INVITEs already waiting for their final
   response: ``503`` with ``Retry-After`` (§21.5.4); the latter counted ``overloaded`` and said
   once at WARNING while it lasts, its end (an INVITE taken again) at INFO.
@@ -70,9 +71,8 @@ class InviteAdmission:
             ua.count("unknown_number")
             return reply(req, 404, "Not Found (no such number here)")
         digest, contact = line
-        refusal = refusal_of(digest, req, source) if digest is not None else None
+        refusal = refusal_of(digest, req, source, ua.count) if digest is not None else None
         if refusal is not None:
-            ua.count("auth")
             return refusal
         if ua.closing:
             return busy(req)
@@ -96,16 +96,19 @@ def busy(req: Request) -> Response:
     return reply(req, 503, "Service Unavailable", extra=[("Retry-After", RETRY_AFTER)])
 
 
-def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | None:
+def refusal_of(
+    digest: DigestServer, req: Request, source: str, count: Callable[[str], None]
+) -> Response | None:
     """``None`` when ``req``'s digest answer is right; else the ``407`` with one challenge
-    per algorithm we offer, the preferred first (RFC 8760 §2.4), or ``403`` for wrong
-    credentials (logged)."""
+    per algorithm we offer, the preferred first (RFC 8760 §2.4), counted ``challenged``, or
+    ``403`` for wrong credentials, counted ``auth`` (and logged)."""
     verdict = digest.verify(req.method, req.all("Proxy-Authorization"))
     if verdict is Verdict.OK:
         if wrong := digest.wrong.ended(source):
             log.info("SIP from %s: digest credentials right again after %d wrong", source, wrong)
         return None
     if verdict is Verdict.WRONG:
+        count("auth")
         # Said once while a source keeps answering wrong (someone guessing sends guess after
         # guess: it was a line each), and its end when it answers right.
         if digest.wrong.seen(source) == 1:
@@ -116,6 +119,7 @@ def refusal_of(digest: DigestServer, req: Request, source: str) -> Response | No
                 source,
             )
         return reply(req, 403, "Forbidden (wrong credentials)")
+    count("challenged")
     challenges = digest.challenges(stale=verdict is Verdict.STALE)
     extra = [("Proxy-Authenticate", challenge) for challenge in challenges]
     return reply(req, 407, "Proxy Authentication Required", to_tag=new_tag(), extra=extra)

@@ -1,7 +1,8 @@
 """The SIP extensions a request asks of the user agent server, checked before it is served:
-a ``Require`` naming one it does not support (RFC 3261 §8.2.2.3: ``420``), and a ``Replaces``
-where RFC 3891 §3 refuses it (``400``). Meta's road supports no extension; a trunk's supports
-``replaces`` (``trunks/replacing.py`` follows the header where it belongs)."""
+a ``Require`` naming one it does not support (RFC 3261 §8.2.2.3: ``420``), a ``Replaces``
+where RFC 3891 §3 refuses it (``400``), and a method it does not implement (§8.2.1: ``501``).
+Meta's road supports no extension; a trunk's supports ``replaces`` (``trunks/replacing.py``
+follows the header where it belongs)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,18 @@ def misplaced_replaces(
             why,
         )
     return reply(req, 400, f"Bad Request ({why})")
+
+
+def not_implemented(req: Request, allow: str, sources: Repeats, source: str) -> Response:
+    """The ``501`` with ``Allow`` for a method the user agent does not implement (§8.2.1:
+    UPDATE, MESSAGE, SUBSCRIBE …), said at WARNING once per ``source`` and method
+    (``sources``): a PBX that sends one with every call sent it unseen."""
+    method = req.method[:16]
+    if sources.seen(f"{method} {source}") == 1:
+        log.warning(
+            "SIP %s from %s refused: 501, not a method the bridge implements (said once for "
+            "this source and method)",
+            method,
+            source,
+        )
+    return reply(req, 501, "Not Implemented", extra=[("Allow", allow)])

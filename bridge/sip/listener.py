@@ -22,7 +22,6 @@ import socket
 import ssl
 from typing import Any
 
-from ..logs import Repeats
 from ..tasks import TaskSet
 from .message import MAX_HEAD, SipParseError
 from .places import Place, Places
@@ -75,9 +74,8 @@ class Listener:
         self.certs = certs
         self.handler = handler
         self.on_bad = on_bad
-        """Called with a message that does not parse (``400``) or is too large (``513``)."""
-        self.bad_sources = Repeats()
-        """Sources of malformed messages, each said once while it lasts (:meth:`_said_bad`)."""
+        """Called with a message that does not parse (``400``) or is too large (``513``): the
+        user agent counts it and says it (``malformed.py``)."""
         self.places = Places(policy or PeerPolicy())
         """Who may hold how many connections, and their timers (``places.py``)."""
         self.connections: set[Connection] = set()
@@ -237,15 +235,12 @@ class Listener:
                     async with asyncio.timeout_at(first):
                         msg = await conn.read()
                 except BadMessage as bad:
-                    self._said_bad(conn, bad)
                     await self.on_bad(bad, conn)
                     if bad.framed:
                         continue  # its end was known: the calls on this connection go on
                     break  # the framing is lost: one connection's cost
                 if msg is None:
                     break
-                if said := self.bad_sources.ended(conn.peer[0]):
-                    log.info("SIP from %s: well-formed again after %d bad", conn.peer[0], said)
                 if first is not None and place is not None:
                     first = None
                     self.places.spoke(place)
@@ -264,19 +259,6 @@ class Listener:
         finally:
             self.connections.discard(conn)
             await conn.close()
-
-    def _said_bad(self, conn: Connection, bad: BadMessage) -> None:
-        """A bad message, said at WARNING once while its source sends no good one: a
-        connection now outlives a malformed message whose end is known, so one peer may send
-        thousands on it."""
-        if self.bad_sources.seen(conn.peer[0]) == 1:
-            what = "too large" if bad.status == 513 else "malformed"
-            log.warning(
-                "SIP from %s:%d: %s (%s; said once until this source sends a good message)",
-                *conn.peer,
-                what,
-                bad.why,
-            )
 
     async def close(self) -> None:
         if self._server is not None:

@@ -41,9 +41,10 @@ from .completed import Completed
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, new_tag, reply
 from .digest import DigestServer
-from .extensions import misplaced_replaces
+from .extensions import misplaced_replaces, not_implemented
 from .headers import Address, Uri, Via
 from .listener import Listener
+from .malformed import Malformed
 from .message import Message, Request, Response, SipParseError
 from .transaction import (
     TIMER_B,
@@ -66,6 +67,10 @@ from .trust import PeerPolicy, stamp_via
 log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
+METHODS = ALLOW.split(", ")
+REQUESTS = (*(method.lower() for method in METHODS), "unknown")
+"""The counts of requests served, by method (``unknown``: one not in :data:`ALLOW`); every
+other count is a refusal (``trunks/refusals.py`` reports both)."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
@@ -114,7 +119,8 @@ class UserAgent:
         self.clients: dict[tuple[str, str], ClientTransaction] = {}
         self.tasks = TaskSet("sip-ua")
         self.counts: dict[str, int] = {}
-        """Requests and refusals by kind (``bad``, ``auth``, ``options``, ``refused`` …)."""
+        """Requests by method (:data:`REQUESTS`) and refusals by reason (``bad``, ``auth``,
+        ``not_implemented`` …)."""
         self.on_count: Callable[[str], None] | None = None
         """Told of each count (the engine's statistics)."""
         self.in_dialog_requests: InDialog | None = None
@@ -124,6 +130,8 @@ class UserAgent:
         self.lookup: Lookup | None = None  # a listener numbers share (front.py): 404 if none
         self.supported: tuple[str, ...] = ()  # option tags a Require may name (else 420)
         self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
+        self.malformed = Malformed()  # sources of malformed messages (said once)
+        self.unserved = Repeats()  # sources of methods we do not implement (said once)
         self.admission = InviteAdmission(self)
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
@@ -238,6 +246,7 @@ class UserAgent:
     # -- receiving
     async def _on_bad(self, bad: BadMessage, conn: Connection) -> None:
         self.count("bad")
+        self.malformed.seen(conn.peer, "too large" if bad.status == 513 else "malformed", bad.why)
         if bad.head[:4] in (b"SIP/", b"ACK "):
             return  # a malformed response is dropped (§18.1.2); an ACK is never answered
         resp = bad_request(bad)
@@ -253,6 +262,7 @@ class UserAgent:
                 await self._on_request(msg, conn)
         except SipParseError as exc:  # a header we route on is malformed
             self.count("bad")
+            self.malformed.seen(conn.peer, "malformed", str(exc))
             if isinstance(msg, Request) and msg.method != "ACK":
                 await self._answer(conn, reply(msg, 400, f"Bad Request ({exc})"))
 
@@ -291,6 +301,7 @@ class UserAgent:
         to_tag = Address.parse(req.get("To")).tag
         Address.parse(req.get("From"))  # malformed → 400
         Via.parse(req.values("Via")[0])
+        self.malformed.well_formed(conn.peer[0])
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
         if await answered_again(self, req, conn):
             return
@@ -299,7 +310,7 @@ class UserAgent:
             if method != "ACK":
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
-        self.count(method.lower() if method in ALLOW else "unknown")
+        self.count(method.lower() if method in METHODS else "unknown")
         if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
             self.count("bad")
             await self._answer(conn, misplaced)
@@ -318,9 +329,9 @@ class UserAgent:
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
             status, reason = await self.in_dialog_requests(dialog, req)
             await self._answer(conn, reply(req, status, reason))
-        elif method not in ALLOW.split(", ") and method != "REFER":
-            self.count("refused")  # UPDATE, INFO, MESSAGE …: not implemented (§8.2.1)
-            await self._answer(conn, reply(req, 501, "Not Implemented", extra=[("Allow", ALLOW)]))
+        elif method not in METHODS and method != "REFER":
+            self.count("not_implemented")  # UPDATE, INFO, MESSAGE …: 501 (§8.2.1)
+            await self._answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
             await end_early(self, conn, req, early)
         elif dialog is None:

@@ -12,7 +12,6 @@ call as its agent (:class:`SipParticipant` in answer mode); refusals carry a ``R
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable, Collection, Coroutine
 from typing import Any, Protocol
@@ -29,8 +28,7 @@ from ..sip.digest import parse_params
 from ..sip.headers import warning
 from . import sdp
 from .participant import SipParticipant, TrunkLine
-
-log = logging.getLogger(__name__)
+from .refusals import TrunkRefusals
 
 E164 = re.compile(r"^\+?([1-9][0-9]{6,14})$")
 ENDED: dict[EndReason | None, tuple[int, str]] = {
@@ -49,13 +47,14 @@ ENDED: dict[EndReason | None, tuple[int, str]] = {
 
 class PlacesCalls(Protocol):
     """What a PBX's call uses of the trunk service (``TrunkService`` is one): the calls and
-    the numbers it is placed with, the calls placed so far, the line its leg joins on, and
-    the service's tasks and hang-ups."""
+    the numbers it is placed with, the calls placed so far, the line its leg joins on, where
+    its refusals are counted and said, and the service's tasks and hang-ups."""
 
     manager: CallManager | None
     catalog: Catalog
     placing: dict[str, PbxCall]
     line: TrunkLine
+    refusals: TrunkRefusals
 
     def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
 
@@ -93,8 +92,8 @@ class InboundDigests:
 
 
 STRANGER = "Forbidden (not a trunk's source)"
-"""The refusal of an INVITE from a source no trunk takes (the service says it once a source;
-a wrong digest is said by :func:`~bridge.sip.admission.refusal_of`)."""
+"""The refusal of an INVITE from a source no trunk takes (the service counts it and says it
+once a source; a wrong digest is counted and said by :func:`~bridge.sip.admission.refusal_of`)."""
 
 
 def identify(
@@ -117,7 +116,7 @@ def identify(
         return None, (403, STRANGER, [reason_header("untrusted", why, 403)])
     offered = _digest_username(invite)
     trunk = next((t for t in candidates if t.inbound_username == offered), candidates[0])
-    refusal = refusal_of(digest_for(trunk), invite.req, source)
+    refusal = refusal_of(digest_for(trunk), invite.req, source, invite.ua.count)
     if refusal is None:
         return trunk, None
     headers = [(n, v) for n, v in refusal.headers if n.lower() == "proxy-authenticate"]
@@ -162,16 +161,19 @@ class PbxCall:
 
     async def place(self) -> None:
         assert self.service.manager is not None
-        req = self.tx.req
+        req, refusals = self.tx.req, self.service.refusals
+        source = self.tx.conn.peer[0]
         user = req.uri.partition(":")[2].partition("@")[0].split(";")[0]
         phone = E164.match(user)
         if phone is None:
+            refusals.refused(source, "invalid_phone", f"{user[:40]!r} is no E.164 number (484)")
             why = reason_header("invalid_phone", user[:40], 484)
             await self.tx.respond(484, "Address Incomplete", extra=[why])
             return
         try:
             self.remote = sdp.read(req.body, self.trunk.codecs, srtp=self.trunk.srtp == "sdes")
         except BadOffer as exc:
+            refusals.refused(source, "bad_offer", f"trunk {self.trunk.trunk_id}'s offer: {exc}")
             await self.tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
             return
         catalog = self.service.catalog
@@ -190,17 +192,17 @@ class PbxCall:
             )
         except BridgeError as exc:
             status, reason, extra = refusal(exc)
-            log.warning(
-                "SIP call from trunk %s to +%s refused (%d): %s",
-                self.trunk.trunk_id,
-                phone.group(1),
-                status,
-                exc.message,
+            refusals.refused(
+                source,
+                "unknown_number" if exc.code == "unknown_number" else "not_placed",
+                f"the call from trunk {self.trunk.trunk_id} to +{phone.group(1)}: {exc.message} "
+                f"({status})",
             )
             await self.tx.respond(
                 status, reason, extra=[*extra, reason_header(exc.code, exc.message, status)]
             )
             return
+        refusals.placed(source)
         self.call = call
         self.service.placing[call.id] = self
         if self.tx.final:  # cancelled while the call was being placed

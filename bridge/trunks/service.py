@@ -21,7 +21,6 @@ from ..calls import CallManager
 from ..calls.model import Call, Direction
 from ..config import Settings
 from ..errors import AtCapacity, BadRequest, BridgeError, CallStateError
-from ..logs import Repeats
 from ..media import Role
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk, parse_headers, parse_uri
@@ -29,7 +28,7 @@ from ..sip import Dialog, InviteServer, PeerPolicy, Request, UserAgent, client_c
 from ..tasks import TaskSet
 from .inbound import STRANGER, InboundDigests, PbxCall, identify
 from .participant import SipParticipant, TrunkLine
-from .refusals import ListenerRefusals
+from .refusals import ListenerRefusals, TrunkRefusals
 from .reinvite import Plays, reinvited
 from .replacing import replace
 from .transfer import in_dialog
@@ -39,9 +38,6 @@ if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
 
 log = logging.getLogger(__name__)
-
-STRANGERS_SAID = 1024
-"""Sources of refused INVITEs remembered as said (the one said longest ago forgotten first)."""
 
 MAX_LEGS = 256
 """SIP legs live at once on a worker, ringing ones too; more are refused (503)."""
@@ -80,8 +76,8 @@ class TrunkService:
         if registry is not None:  # what the listener refused (bridge_sip_trunk_refused_total)
             registry.register(ListenerRefusals(lambda: self.ua))
         self._tasks = TaskSet("sip-trunks")
-        self._strangers = Repeats(STRANGERS_SAID)
-        """INVITEs refused as no trunk's, by source: each source said once."""
+        self.refusals = TrunkRefusals(lambda: self.ua)
+        """Trunk INVITEs refused before a call is placed: counted, each source said once."""
 
     def _user_agent(self) -> UserAgent:
         ua = UserAgent(
@@ -101,7 +97,9 @@ class TrunkService:
             ),
             udp=True,
         )
-        ua.in_dialog_requests = lambda dialog, req: in_dialog(self.line, self.spawn, dialog, req)
+        ua.in_dialog_requests = lambda dialog, req: in_dialog(
+            self.line, self.spawn, self.refusals, dialog, req
+        )
         ua.supported = ("replaces",)  # RFC 3891: an INVITE may take a leg over (replacing.py)
         # hold from the PBX (RFC 3264 §8.4), its music as the trunk says when it comes
         ua.reinvites = lambda tx: reinvited(self.line, self.catalog, self.playback, tx)
@@ -293,8 +291,9 @@ class TrunkService:
         if trunk is None:
             assert refused is not None
             stranger = refused[1] == STRANGER
-            if stranger:
-                self._refused_stranger(tx.conn.peer[0], refused[1])
+            if stranger:  # (a wrong digest is counted and said by refusal_of)
+                why = "in no trunk's inbound.allowFrom, and no trunk takes a digest (403)"
+                self.refusals.refused(tx.conn.peer[0], "stranger", why)
             # A stranger's 403 once: its source may be forged (no reflector for scanners).
             await tx.respond(*refused[:2], extra=refused[2], once=stranger)
             return
@@ -302,14 +301,6 @@ class TrunkService:
             await replace(self.line, trunk, tx)
             return
         await PbxCall(self, tx, trunk).place()
-
-    def _refused_stranger(self, source: str, reason: str) -> None:
-        """An INVITE refused 403: said once per source (a SIP scanner sweeping a public
-        listener sends one after another: it was a WARNING line each)."""
-        if self._strangers.seen(source) > 1:
-            log.debug("SIP INVITE from %s: refused again: %s", source, reason)
-            return
-        log.warning("SIP INVITE from %s: refused: %s (said once for this source)", source, reason)
 
     async def cancelled(self, tx: InviteServer) -> None:
         """The PBX cancelled its INVITE: the call it placed is hung up (one cancelled while

@@ -7,6 +7,10 @@
   The new leg takes the old one's place in the conference in the same tick; a failed one leaves
   the old leg in the call. An attended transfer (RFC 3891 ``?Replaces=``) carries the
   ``Replaces`` header into the new INVITE, the only header of the URI taken (RFC 3515 §2.1).
+
+Either refused for what it carries (``400``, ``415``) is counted and said once per trunk while
+it lasts (:class:`~.refusals.TrunkRefusals`): a PBX sending its keys in a format we do not
+take sends an INFO a key, and each key was lost without a word.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from urllib.parse import parse_qsl
 from ..audio.dtmf import DIGITS
 from ..sip import Address, Dialog, Request, SipParseError
 from .participant import SipParticipant, TrunkLine
+from .refusals import TrunkRefusals
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +32,27 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 """Runs work as one of the trunk service's tasks (``TrunkService.spawn``)."""
 
 
-async def in_dialog(line: TrunkLine, spawn: Spawn, dialog: Dialog, req: Request) -> tuple[int, str]:
+async def in_dialog(
+    line: TrunkLine, spawn: Spawn, refusals: TrunkRefusals, dialog: Dialog, req: Request
+) -> tuple[int, str]:
     """The user agent's ``in_dialog_requests``: the status to answer an INFO or a REFER (a
-    transfer runs as a task ``spawn`` starts)."""
+    transfer runs as a task ``spawn`` starts); one refused for what it carries told to
+    ``refusals``."""
     leg = line.legs.get(dialog.key)
     if leg is None:
         return 481, "Call/Transaction Does Not Exist"
     if req.method == "INFO":
-        return info(leg, req)
-    return refer(line, spawn, leg, dialog, req)
+        status, reason = info(leg, req)
+    else:
+        status, reason = refer(line, spawn, leg, dialog, req)
+    sender, kind = f"trunk {leg.trunk.trunk_id}", f"{req.method.lower()}_refused"
+    if status in (400, 415):
+        carried = req.get("Content-Type")[:60] if req.method == "INFO" else ""
+        why = f"{status} {reason}" + (f" (Content-Type {carried!r})" if carried else "")
+        refusals.refused(sender, kind, why, req.method)
+    elif status < 300:
+        refusals.taken(sender, req.method, kind)
+    return status, reason
 
 
 def info(leg: SipParticipant, req: Request) -> tuple[int, str]:

@@ -4,11 +4,12 @@
 
 One task a trunk, reconciled on every catalog reload (:meth:`Upkeep.reconcile`); what each saw
 is :meth:`Upkeep.state` (``GET /trunks/{id}``) and the metrics ``bridge_trunk_up`` and
-``bridge_trunk_registered``. A ``401``/``407`` is answered with the trunk's credentials, once a
-request, a ``423 Interval Too Brief`` by asking again for its ``Min-Expires`` (§10.2.8),
-kept for the refreshes. A registration is refreshed at 80 % of what the registrar granted,
-retried every :data:`RETRY` seconds while it fails, and removed (``Expires: 0``) when the
-trunk goes or the bridge stops.
+``bridge_trunk_registered``; a keep-alive that fails (no answer, or a 5xx) is said at WARNING
+once while it lasts, its end at INFO, and a REGISTER refused when its reason changes. A
+``401``/``407`` is answered with the trunk's credentials, once a request, a ``423 Interval Too
+Brief`` by asking again for its ``Min-Expires`` (§10.2.8), kept for the refreshes. A
+registration is refreshed at 80 % of what the registrar granted, retried every :data:`RETRY`
+seconds while it fails, and removed (``Expires: 0``) when the trunk goes or the bridge stops.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
 
+from ..logs import Repeats
 from ..numbers.catalog import Catalog
 from ..numbers.trunks import Trunk
 from ..sip import Request, Response, UserAgent
@@ -49,6 +51,8 @@ class Upkeep:
         self._tasks: dict[str, tuple[tuple[Any, ...], asyncio.Task[None]]] = {}
         self._owner = TaskSet("trunk-upkeep")
         self._state: dict[str, dict[str, Any]] = {}
+        self._down = Repeats()
+        """Trunks whose keep-alive fails, by id (said once while it lasts, its end at INFO)."""
         self.up = Gauge("bridge_trunk_up", "trunk answers OPTIONS", ["trunk"], registry=registry)
         self.registered = Gauge(
             "bridge_trunk_registered", "trunk registration in force", ["trunk"], registry=registry
@@ -75,6 +79,7 @@ class Upkeep:
             if trunk is None or _key(trunk) != self._tasks[trunk_id][0]:
                 self._tasks.pop(trunk_id)[1].cancel()
                 self._state.pop(trunk_id, None)
+                self._down.ended(trunk_id)
                 for gauge in (self.up, self.registered):
                     try:
                         gauge.remove(trunk_id)
@@ -119,6 +124,21 @@ class Upkeep:
             "checkedAt": time.time(),
         }
         self.up.labels(trunk.trunk_id).set(1.0 if up else 0.0)
+        if not up and self._down.seen(trunk.trunk_id) == 1:
+            log.warning(
+                "SIP trunk %s: its keep-alive OPTIONS to %s failed: %d %s (said once until "
+                "it answers again)",
+                trunk.trunk_id,
+                trunk.uri,
+                resp.status,
+                resp.reason[:120],
+            )
+        elif up and (failed := self._down.ended(trunk.trunk_id)):
+            log.info(
+                "SIP trunk %s: answers its keep-alive again (%d failed before)",
+                trunk.trunk_id,
+                failed,
+            )
 
     async def _register(self, trunk: Trunk, state: dict[str, Any], expires: int) -> float:
         """One REGISTER; seconds until the next (a refresh, or a retry)."""

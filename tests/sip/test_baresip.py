@@ -200,7 +200,7 @@ async def test_uic_from_baresip_hold_music_transfer_and_its_bye(sip_rig, tmp_pat
             return next((c["callID"] for c in calls if c["state"] == "ringing"), None)
 
         cid = await until(ringing, 8, "baresip's call ringing at the bridge")
-        assert rig.engine.ua.counts.get("auth", 0) >= 1  # it came through our 407
+        assert rig.engine.ua.counts.get("challenged", 0) >= 1  # it came through our 407
         agent = RtcClient(rig.client, cid, freq=AGENT_HZ, participant={"participantID": "agent"})
         agents.append(agent)
         await agent.offer()

@@ -116,6 +116,13 @@ class _PbxInvite(_Tx):
         self.req.uri = "sip:+15550003333@bridge.example"
         self.req.body = PHONE_OFFER.encode()
         self.key = (f"call-{n}", f"z9hG4bK{n}")
+        self.conn = _Peer()
+
+
+class _Peer:
+    """The connection an INVITE came on: its source is what refusals are said by."""
+
+    peer = ("192.0.2.10", 5060)
 
 
 def test_pbx_invites_whose_whatsapp_calls_end_unanswered_leave_nothing_behind(
