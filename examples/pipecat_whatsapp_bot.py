@@ -1,7 +1,7 @@
 """A pipecat bot that answers WhatsApp calls through the bridge (16 kHz, no µ-law).
 
-    pip install 'webrtc-whatsapp-bridge[pipecat]'
-    python examples/pipecat_whatsapp_bot.py --bridge http://127.0.0.1:8080 [--token TOKEN]
+    .venv/bin/pip install -e '.[pipecat]'    # in a checkout, after `make run` made .venv
+    .venv/bin/python examples/pipecat_whatsapp_bot.py --bridge http://127.0.0.1:8080 [--token TOKEN]
 
 It follows the bridge's call events (``GET /call/events``, Server-Sent Events), answers every
 inbound call (``POST /call/answer``) and runs one pipecat pipeline per call on the call's PCM
@@ -15,7 +15,7 @@ socket through :class:`pipecat_whatsapp_bridge.WhatsAppBridgeTransport`:
   the serializer then hangs the WhatsApp call up through the bridge's API (``POST /call/hangup``);
 * when the caller hangs up the bridge closes the socket and the pipeline is cancelled.
 
-Try it against the bridge's simulator: run ``webrtc-bridge --engine sim``, start this bot,
+Try it against the bridge's simulator: run ``make run`` (the sim engine), start this bot,
 then ``curl -X POST http://127.0.0.1:8080/call/sim/incoming -H "Content-Type: application/json"
 -d '{"phone": "5521999999999"}'`` (the simulated caller echoes the chime back to the bot).
 """
