@@ -193,6 +193,11 @@ async def test_inbound_ring_answer_and_decline(client) -> None:
     assert (await resp.json())["endReason"] == "declined"
     engine = client.app[ENGINE]
     assert {c.state for c in engine.calls.values()} == {"active", "ended"}
+    # A number to ring that does not exist: the error names the field the caller sent.
+    resp = await client.post("/call/sim/incoming", json={"phone": "15550003333", "to": "nope"})
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "unknown_number", body
+    assert "field 'to'" in body["error"]["message"], body
 
 
 async def test_remote_hangup_ends_the_call(make_client) -> None:
