@@ -287,3 +287,29 @@ async def test_pipecat_bridge_serializer_over_the_16khz_socket(make_client) -> N
         # The bot ends its pipeline: the serializer hangs the WhatsApp call up.
         await task.queue_frame(EndFrame())
         await wait_state(client, call["callID"], "ended")
+
+
+async def test_pipecat_bot_that_says_goodbye_and_ends_is_heard_to_the_end(make_client) -> None:
+    """The example bot's ``#``: speech, then ``EndFrame``. The serializer hangs the call up only
+    once the bridge has played the speech; it used to hang up as the ``EndFrame`` reached the
+    output, before pipecat had sent the speech it still held, and the caller heard none of it."""
+    client = await make_client(sim_peer="silence")
+    call = await active_call(client)
+    transport = WhatsAppBridgeTransport(f"http://127.0.0.1:{client.server.port}", call["callID"])
+    agent = ToneAgent()
+    task = PipelineWorker(
+        Pipeline([transport.input(), agent, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+    )
+    async with running(task):
+        await until(lambda: any(m.get("type") == "ready" for m in agent.messages))
+        sc = sim_call(client)
+        n0 = sc.frames_heard
+        async with LoopLag() as lag:
+            await agent.say(1000, 0.6)  # 30 frames of goodbye
+            await agent.push_frame(EndFrame())
+            await wait_state(client, call["callID"], "ended")
+        loud = loud_frames(heard_since(sc, n0))
+        assert len(loud) >= 28 - lag.frames, (len(loud), lag.stalled)
