@@ -142,6 +142,8 @@ async def test_unknown_route_and_method_get_the_error_body(client) -> None:
     resp = await client.put("/call/hangup")
     assert resp.status == 405
     assert_error(await resp.json(), "method_not_allowed")
+    # RFC 9110 §15.5.6: the methods the path takes (GET too: /call/{callID} matches it).
+    assert "POST" in resp.headers.get("Allow", "").split(","), resp.headers
 
 
 async def test_oversize_body_is_413(client) -> None:
