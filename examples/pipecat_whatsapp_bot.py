@@ -1,7 +1,7 @@
 """A pipecat bot that answers WhatsApp calls through the bridge (16 kHz, no µ-law).
 
-    pip install 'webrtc-whatsapp-bridge[pipecat]'
-    python examples/pipecat_whatsapp_bot.py --bridge http://127.0.0.1:8080 [--token TOKEN]
+    .venv/bin/pip install -e '.[pipecat]'    # in a checkout, after `make run` made .venv
+    .venv/bin/python examples/pipecat_whatsapp_bot.py --bridge http://127.0.0.1:8080 [--token TOKEN]
 
 It follows the bridge's call events (``GET /call/events``, Server-Sent Events), answers every
 inbound call (``POST /call/answer``) and runs one pipecat pipeline per call on the call's PCM
@@ -15,7 +15,7 @@ socket through :class:`pipecat_whatsapp_bridge.WhatsAppBridgeTransport`:
   the serializer then hangs the WhatsApp call up through the bridge's API (``POST /call/hangup``);
 * when the caller hangs up the bridge closes the socket and the pipeline is cancelled.
 
-Try it against the bridge's simulator: run ``webrtc-bridge --engine sim``, start this bot,
+Try it against the bridge's simulator: run ``make run`` (the sim engine), start this bot,
 then ``curl -X POST http://127.0.0.1:8080/call/sim/incoming -H "Content-Type: application/json"
 -d '{"phone": "5521999999999"}'`` (the simulated caller echoes the chime back to the bot).
 """
@@ -44,12 +44,14 @@ from pipecat.workers.runner import WorkerRunner
 from pipecat_whatsapp_bridge import WhatsAppBridgeTransport
 
 RATE = 16_000
+RISING = (523.25, 659.25, 783.99)  # C5 E5 G5: hello, and "again"
+FALLING = RISING[::-1]  # goodbye
 
 
-def chime(seconds: float = 1.2) -> bytes:
-    """Three rising notes: what the bot says (stand-in for TTS audio)."""
+def chime(seconds: float = 1.2, freqs: tuple[float, ...] = RISING) -> bytes:
+    """Three notes, s16le: what the bot says (stand-in for TTS audio)."""
     notes = []
-    for freq in (523.25, 659.25, 783.99):
+    for freq in freqs:
         t = np.arange(int(RATE * seconds / 3)) / RATE
         notes.append(np.sin(2 * np.pi * freq * t) * np.exp(-t * 3) * 0.4)
     return (np.concatenate(notes) * 32767).astype("<i2").tobytes()
@@ -73,7 +75,7 @@ class KeypadBot(FrameProcessor):
             elif key == "0":
                 await self.push_frame(InterruptionFrame())
             elif key == "#":
-                await self.say(chime(0.6)[::-1])  # falling notes: goodbye
+                await self.say(chime(0.6, FALLING))
                 await self.push_frame(EndFrame())  # → hang-up through the bridge's API
             return
         await self.push_frame(frame, direction)
@@ -104,23 +106,32 @@ async def run_bot(bridge: str, call_id: str, token: str | None) -> None:
 async def answer_calls(bridge: str, token: str | None) -> None:
     headers = {"token": token} if token else {}
     bots: set[asyncio.Task[None]] = set()
-    async with aiohttp.ClientSession(headers=headers) as http:
-        async with http.get(f"{bridge}/call/events", timeout=aiohttp.ClientTimeout()) as events:
+    try:
+        async with (
+            aiohttp.ClientSession(headers=headers) as http,
+            http.get(f"{bridge}/call/events", timeout=aiohttp.ClientTimeout()) as events,
+        ):
             async for line in events.content:
                 if not line.startswith(b"data: "):
                     continue
                 event = json.loads(line[6:])
-                call = event["call"]
-                if event["type"] != "call.ringing" or call["direction"] != "inbound":
+                # Events about a number or a user (number.*, call.permission) carry no call.
+                call = event.get("call") or {}
+                if event["type"] != "call.ringing" or call.get("direction") != "inbound":
                     continue
-                resp = await http.post(f"{bridge}/call/answer", json={"callID": call["callID"]})
-                if resp.status != 200:
-                    logger.warning(f"cannot answer {call['callID']}: {await resp.text()}")
-                    continue
-                logger.info(f"answered {call['callID']} from {call['peer']}")
-                bot = asyncio.create_task(run_bot(bridge, call["callID"], token))
+                call_id = call["callID"]
+                async with http.post(f"{bridge}/call/answer", json={"callID": call_id}) as resp:
+                    if resp.status != 200:
+                        logger.warning(f"cannot answer {call_id}: {await resp.text()}")
+                        continue
+                logger.info(f"answered {call_id} from {call['peer']}")
+                bot = asyncio.create_task(run_bot(bridge, call_id, token), name=f"bot:{call_id}")
                 bots.add(bot)
                 bot.add_done_callback(bots.discard)
+    finally:  # stopped (Ctrl-C) or the bridge went away: the calls' bots stop too
+        for bot in bots:
+            bot.cancel()
+        await asyncio.gather(*bots, return_exceptions=True)
 
 
 def main() -> None:

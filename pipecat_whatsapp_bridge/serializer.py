@@ -14,11 +14,14 @@ Frames, both ways:
   hearing the bot's queued speech within a frame); ``OutputTransportMessage(Urgent)Frame`` →
   its message as JSON (e.g. ``{"type": "mark", "name": "turn-3"}``);
 * ``EndFrame``/``CancelFrame`` → with ``auto_hang_up`` the call is hung up through the
-  bridge's API (``POST /call/hangup``), the way pipecat's Twilio serializer uses Twilio's REST API.
+  bridge's API (``POST /call/hangup``), the way pipecat's Twilio serializer uses Twilio's REST API;
+  on an ``EndFrame`` the transport first waits for the bridge to have played what was sent (its
+  own mark, :data:`END_MARK`), so a goodbye is heard to its end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import aiohttp
@@ -42,6 +45,10 @@ from pipecat.serializers.base_serializer import FrameSerializer
 
 BRIDGE_RATE = 16_000
 """The bridge's socket rate: the call's own (WhatsApp's Opus is wideband)."""
+
+END_MARK = "pipecat_whatsapp_bridge.end"
+"""The mark sent behind the last audio of a pipeline that ends; its answer (played, or cleared)
+lets the hang-up go. Kept from the pipeline."""
 
 
 class WhatsAppBridgeFrameSerializer(FrameSerializer):
@@ -79,6 +86,7 @@ class WhatsAppBridgeFrameSerializer(FrameSerializer):
         self._in = create_stream_resampler(clear_after_secs=params.resampler_clear_after_secs)
         self._out = create_stream_resampler(clear_after_secs=params.resampler_clear_after_secs)
         self._hung_up = False
+        self._end_played = asyncio.Event()
 
     async def setup(self, setup: FrameProcessorSetup) -> None:
         self._sample_rate = self._params.sample_rate or setup.audio_in_sample_rate
@@ -119,12 +127,31 @@ class WhatsAppBridgeFrameSerializer(FrameSerializer):
             return None
         if not isinstance(message, dict):
             return None
+        if message.get("type") == "mark" and message.get("name") == END_MARK:
+            self._end_played.set()
+            return None
+        if message.get("type") == "ended":
+            self._end_played.set()  # nothing more will play, nor answer the mark
         if message.get("type") == "dtmf":
             try:
                 return InputDTMFFrame(KeypadEntry(message.get("digit")))
             except ValueError:
                 return None
         return InputTransportMessageFrame(message=message)
+
+    @property
+    def hangs_up(self) -> bool:
+        """Whether an ``EndFrame`` will hang the call up (``auto_hang_up``, not done yet)."""
+        return self._params.auto_hang_up and not self._hung_up
+
+    async def played(self, timeout: float) -> bool:
+        """Wait until the bridge answered :data:`END_MARK` (or said the call ended), at most
+        ``timeout`` seconds; whether it did."""
+        try:
+            await asyncio.wait_for(self._end_played.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def hang_up(self) -> None:
         """End the WhatsApp call through the bridge's API (``POST /call/hangup``)."""

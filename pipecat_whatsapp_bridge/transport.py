@@ -4,7 +4,9 @@ socket on the bridge, with what a telephony transport does and the plain client 
 * an ``InterruptionFrame`` is serialized (→ ``clear``), so the caller stops hearing the bot's
   queued speech at once, not when the bridge's queue runs dry;
 * ``EndFrame``/``CancelFrame`` reach the serializer before the socket closes (→ hang-up
-  through the bridge's API when ``auto_hang_up``);
+  through the bridge's API when ``auto_hang_up``); an ``EndFrame`` only once what the pipeline
+  said has been sent and the bridge has played it (a mark behind it), so the caller hears a
+  goodbye to its end — a ``CancelFrame`` hangs up at once;
 * what the bridge sends before the pipeline has started is held: pipecat's client transport
   connects while the pipeline is set up, and the bridge talks at once (``ready``, audio) —
   control messages are replayed once the input has started, audio from before is dropped.
@@ -12,10 +14,13 @@ socket on the bridge, with what a telephony transport does and the plain client 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from loguru import logger
 from pipecat.frames.frames import CancelFrame, EndFrame, Frame, InterruptionFrame, StartFrame
 from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.websocket.client import (
     WebsocketClientInputTransport,
     WebsocketClientOutputTransport,
@@ -23,10 +28,14 @@ from pipecat.transports.websocket.client import (
     WebsocketClientTransport,
 )
 
-from .serializer import WhatsAppBridgeFrameSerializer
+from .serializer import END_MARK, WhatsAppBridgeFrameSerializer
 
 EARLY_MESSAGES = 100
 """Control messages held until the pipeline has started (the bridge sends a few)."""
+
+PLAYOUT_WAIT = 10.0
+"""Seconds an ending pipeline waits for the bridge to play what it sent before hanging up: the
+bridge queues at most 10 s of a socket's audio."""
 
 
 class _BridgeInput(WebsocketClientInputTransport):
@@ -56,8 +65,22 @@ class _BridgeOutput(WebsocketClientOutputTransport):
             await self._write_frame(frame)
 
     async def stop(self, frame: EndFrame) -> None:
+        # pipecat's client output sends what its media senders still hold, then disconnects:
+        # the hang-up goes between the two, once the bridge has played it all (the mark).
+        await BaseOutputTransport.stop(self, frame)
+        serializer = self._params.serializer
+        if (
+            isinstance(serializer, WhatsAppBridgeFrameSerializer)
+            and serializer.hangs_up
+            and await self._session.send(json.dumps({"type": "mark", "name": END_MARK}))
+        ):
+            if not await serializer.played(PLAYOUT_WAIT):
+                logger.warning(
+                    f"call {serializer.call_id}: the bridge did not play the pipeline's last "
+                    f"audio within {PLAYOUT_WAIT:.0f} s; hanging up anyway"
+                )
         await self._write_frame(frame)
-        await super().stop(frame)
+        await self._session.disconnect()
 
     async def cancel(self, frame: CancelFrame) -> None:
         await self._write_frame(frame)
@@ -82,7 +105,14 @@ class WhatsAppBridgeTransport(WebsocketClientTransport):
         base = bridge_url.rstrip("/")
         ws = "ws" + base[4:] if base.startswith("http") else base
         uri = f"{ws}/call/{call_id}/stream" + (f"?token={token}" if token else "")
-        params = params or WebsocketClientParams(audio_in_enabled=True, audio_out_enabled=True)
+        params = params or WebsocketClientParams(
+            audio_in_enabled=True,
+            audio_out_enabled=True,
+            # pipecat's 2 s of silence after an EndFrame stand in for not knowing when the far
+            # end has played the last words; the bridge says so (the mark), so the hang-up
+            # follows them.
+            audio_out_end_silence_secs=0,
+        )
         params.add_wav_header = False  # the bridge takes raw PCM
         params.serializer = serializer or WhatsAppBridgeFrameSerializer(
             call_id, bridge_url=base, token=token

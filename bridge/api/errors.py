@@ -196,7 +196,9 @@ async def _answer(request: web.Request, handler: Handler, said: ServerErrors) ->
             message = f"no route {request.method} {request.path}"
         elif exc.status == 413:
             message = "request body too large"
-        return error_response(exc.status, code, message)
+        # A 405 says which methods the route takes (RFC 9110 §15.5.6: it must).
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return error_response(exc.status, code, message, None, **allow)
     except Exception as exc:
         said.bug(request, exc)
         return error_response(500, "internal_error", "internal error; see the bridge's log")

@@ -23,7 +23,7 @@ async def sim_incoming(request: web.Request) -> web.Response:
     body = await read_body(request, "SimIncomingRequest")  # the schema requires the phone
     # "to": the sim number to ring (its phone or numberID); the default number without it.
     to = body.get("to")
-    number = request.app[CATALOG].resolve_from(to, principal_of(request).tenant_id)
+    number = request.app[CATALOG].resolve_from(to, principal_of(request).tenant_id, field="to")
     engine = request.app[SWITCHBOARD].engine(number.number_id)
     if not isinstance(engine, SimulatedNetwork):
         raise NotFound(f"the {engine.name} engine is not the simulated network")

@@ -75,10 +75,11 @@ class NumbersView:
         listed = self.numbers.values()
         return [n for n in listed if tenant_id is None or n.tenant_id == tenant_id]
 
-    def resolve_from(self, value: object, tenant_id: str | None) -> Number:
+    def resolve_from(self, value: object, tenant_id: str | None, *, field: str = "from") -> Number:
         """The number a ``"from"`` names (its ``phone`` or ``numberID``), as ``tenant_id`` may
         use it; without ``"from"``, the only number that tenant has (or the default number
-        for the service). 400 when it is ambiguous or not one of theirs."""
+        for the service). 400 when it is ambiguous or not one of theirs; its message names
+        ``field``, what the caller sent the number as."""
         mine = self.numbers_of(tenant_id)
         if value is None or value == "":
             if tenant_id is None and self.default is not None:
@@ -86,19 +87,19 @@ class NumbersView:
             if len(mine) == 1:
                 return mine[0]
             raise BadRequest(
-                f"field 'from' is required: name one of your {len(mine)} numbers "
+                f"field '{field}' is required: name one of your {len(mine)} numbers "
                 "(its phone or numberID)"
                 if mine
                 else "there is no number to call from: create one with POST /numbers",
                 code="missing_field" if mine else "no_number",
             )
         if not isinstance(value, str):
-            raise BadRequest("field 'from' must be a number's phone or numberID")
+            raise BadRequest(f"field '{field}' must be a number's phone or numberID")
         found = self.numbers.get(value) or self._by_phone.get(value)
         if found is None and not value.startswith("+"):
             found = self._by_phone.get("+" + value)
         if found is None or (tenant_id is not None and found.tenant_id != tenant_id):
-            raise BadRequest(f"field 'from': no number {value[:40]!r}", code="unknown_number")
+            raise BadRequest(f"field '{field}': no number {value[:40]!r}", code="unknown_number")
         return found
 
     def answering_trunk(self, number_id: str, tenant_id: str) -> Trunk | None:

@@ -179,7 +179,7 @@ class PbxCall:
         catalog = self.service.catalog
         try:
             number = catalog.resolve_from(
-                req.get("X-WA-Number") or None, self.trunk.tenant_id or None
+                req.get("X-WA-Number") or None, self.trunk.tenant_id or None, field="X-WA-Number"
             )
             tenant = catalog.tenants.get(number.tenant_id)
             metadata = {"sip": {"trunkID": self.trunk.trunk_id, "callID": req.call_id[:128]}}

@@ -142,6 +142,8 @@ async def test_unknown_route_and_method_get_the_error_body(client) -> None:
     resp = await client.put("/call/hangup")
     assert resp.status == 405
     assert_error(await resp.json(), "method_not_allowed")
+    # RFC 9110 §15.5.6: the methods the path takes (GET too: /call/{callID} matches it).
+    assert "POST" in resp.headers.get("Allow", "").split(","), resp.headers
 
 
 async def test_oversize_body_is_413(client) -> None:
@@ -193,6 +195,11 @@ async def test_inbound_ring_answer_and_decline(client) -> None:
     assert (await resp.json())["endReason"] == "declined"
     engine = client.app[ENGINE]
     assert {c.state for c in engine.calls.values()} == {"active", "ended"}
+    # A number to ring that does not exist: the error names the field the caller sent.
+    resp = await client.post("/call/sim/incoming", json={"phone": "15550003333", "to": "nope"})
+    body = await resp.json()
+    assert resp.status == 400 and body["error"]["code"] == "unknown_number", body
+    assert "field 'to'" in body["error"]["message"], body
 
 
 async def test_remote_hangup_ends_the_call(make_client) -> None:

@@ -14,9 +14,12 @@ a frame. The WhatsApp side is the simulator's engine (what it plays, what it hea
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib.util
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -58,6 +61,8 @@ from .test_twilio_streams import press_on_whatsapp
 
 RATE = 16_000
 """The pipeline's rate, in and out."""
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pipecat_whatsapp_bot.py"
 
 
 class ToneAgent(FrameProcessor):
@@ -287,3 +292,74 @@ async def test_pipecat_bridge_serializer_over_the_16khz_socket(make_client) -> N
         # The bot ends its pipeline: the serializer hangs the WhatsApp call up.
         await task.queue_frame(EndFrame())
         await wait_state(client, call["callID"], "ended")
+
+
+async def test_pipecat_bot_that_says_goodbye_and_ends_is_heard_to_the_end(make_client) -> None:
+    """The example bot's ``#``: speech, then ``EndFrame``. The serializer hangs the call up only
+    once the bridge has played the speech; it used to hang up as the ``EndFrame`` reached the
+    output, before pipecat had sent the speech it still held, and the caller heard none of it."""
+    client = await make_client(sim_peer="silence")
+    call = await active_call(client)
+    transport = WhatsAppBridgeTransport(f"http://127.0.0.1:{client.server.port}", call["callID"])
+    agent = ToneAgent()
+    task = PipelineWorker(
+        Pipeline([transport.input(), agent, transport.output()]),
+        params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+        idle_timeout_secs=None,
+        enable_rtvi=False,
+    )
+    async with running(task):
+        await until(lambda: any(m.get("type") == "ready" for m in agent.messages))
+        sc = sim_call(client)
+        n0 = sc.frames_heard
+        async with LoopLag() as lag:
+            await agent.say(1000, 0.6)  # 30 frames of goodbye
+            await agent.push_frame(EndFrame())
+            await wait_state(client, call["callID"], "ended")
+        loud = loud_frames(heard_since(sc, n0))
+        assert len(loud) >= 28 - lag.frames, (len(loud), lag.stalled)
+
+
+async def test_the_example_bot_greets_and_says_goodbye_on_hash(make_client) -> None:
+    """``examples/pipecat_whatsapp_bot.py`` against the simulator, as its docstring says to try
+    it: it answers the ringing call and greets it; on ``#`` it says goodbye, three falling notes,
+    and hangs up once they have played. The goodbye used to reach the call as noise (the
+    chime's bytes reversed, not its samples), when it reached it at all."""
+    spec = importlib.util.spec_from_file_location("pipecat_whatsapp_bot", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    client = await make_client(sim_echo_delay=0.05)  # the '#' pressed comes back as the caller's
+    bot = asyncio.ensure_future(
+        example.answer_calls(f"http://127.0.0.1:{client.server.port}", None)
+    )
+    try:
+        for _ in range(10):  # a call that rings before the bot follows the events: again
+            ring = await client.post("/call/sim/incoming", json={"phone": "5521999999999"})
+            call = await ring.json()
+            with contextlib.suppress(AssertionError):
+                await wait_state(client, call["callID"], "active", timeout=0.5)
+                break
+            await client.post("/call/hangup", json={"callID": call["callID"]})
+        await until(  # its pipeline on the call's socket
+            lambda: client.app[MANAGER].get(call["callID"]).transport == "websocket"
+        )
+        sc = sim_call(client)
+        # The greeting (1.2 s) played, so the caller's '#' is not heard over its echo.
+        await until(
+            lambda: len(loud_frames(list(sc.heard))) >= 60 and not loud_frames([sc.heard[-1]])
+        )
+        resp = await client.post("/call/dtmf", json={"callID": call["callID"], "digits": "#"})
+        assert resp.status == 202, await resp.text()
+        await wait_state(client, call["callID"], "ended")
+    finally:
+        bot.cancel()
+        await asyncio.gather(bot, return_exceptions=True)
+    heard = list(sc.heard)
+    goodbye = [heard[i] for i in loud_frames(heard)][-30:]  # the last 0.6 s the caller heard
+    notes = [dominant_frequency(np.concatenate(goodbye[i : i + 10]), RATE) for i in (0, 10, 20)]
+    assert notes == [
+        pytest.approx(783.99, abs=8),
+        pytest.approx(659.25, abs=8),
+        pytest.approx(523.25, abs=8),
+    ], notes

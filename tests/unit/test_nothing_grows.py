@@ -146,7 +146,7 @@ def test_pbx_invites_whose_whatsapp_calls_end_unanswered_leave_nothing_behind(
     trunk = Trunk("pbx", "PBX", "sip:pbx.example")
     monkeypatch.setattr(trunk_service, "identify", lambda *_: (trunk, None))
     catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
-    monkeypatch.setattr(catalog, "resolve_from", lambda *_: SimpleNamespace(tenant_id=""))
+    monkeypatch.setattr(catalog, "resolve_from", lambda *_, **__: SimpleNamespace(tenant_id=""))
     service = trunk_service.TrunkService(settings_for_tests(data_dir=str(tmp_path)), catalog)
     made: list[Call] = []
 
