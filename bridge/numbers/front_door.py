@@ -5,9 +5,10 @@ all its apps at one bridge: the body's ``metadata.phone_number_id`` names the nu
 number's engine verifies the signature with its own app secret. A number nobody here has gets
 ``200`` (Meta retries anything else) and one WARNING naming the id. A webhook about a call
 live on a number's retired engine (the number rebuilt or deleted since) goes to that engine,
-checked with the app secret it was built with: the engine that carries a call hears Meta
-about it. Engines whose webhooks are not signed (ZuckZapGo) name their number with
-``?number=<numberID>`` and need an API token.
+on either road (the SIP road's engine names no calls for a cluster's router, but knows its
+own), checked with the app secret it was built with or the number's now (rotated meanwhile):
+the engine that carries a call hears Meta about it. Engines whose webhooks are not signed
+(ZuckZapGo) name their number with ``?number=<numberID>`` and need an API token.
 """
 
 from __future__ import annotations
@@ -111,9 +112,7 @@ def _carrier(switchboard: Switchboard, raw: bytes, meta_id: str) -> SignedWebhoo
     nobody's)."""
     for retired in switchboard.retired.of_meta(meta_id):
         engine = retired.engine
-        if isinstance(engine, SignedWebhookEngine) and any(
-            engine.carries(wacid) for wacid in engine.webhook_calls(raw).engine_call_ids
-        ):
+        if isinstance(engine, SignedWebhookEngine) and engine.carries_call_in(raw):
             return engine
     return None
 

@@ -43,9 +43,9 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    WebhookCalls,
     emit,
 )
+from ..webhooks import WebhookCalls
 from .artifacts import MetaArtifacts
 from .graph import NO_CALL_PERMISSION
 from .graph_side import CloudApiRoad, GraphSide
