@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def signs_webhooks(switchboard: Switchboard) -> bool:
-    return any(isinstance(e, SignedWebhookEngine) for e in switchboard.engines.values())
+    """Whether Meta's front door is open: a number here on the Cloud API, or a retired one
+    still carrying calls (its number deleted: Meta's terminate must still reach it)."""
+    engines = [*switchboard.engines.values(), *(r.engine for r in switchboard.retired)]
+    return any(isinstance(e, SignedWebhookEngine) for e in engines)
 
 
 def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
@@ -137,17 +140,35 @@ def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
 
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
     """The calls a webhook names, as engine keys (``numberID:id``: what the directory
-    indexes), without verifying it."""
-    try:
-        engine = webhook_engine(switchboard, raw, query)
-    except (BadRequest, NotFound):
-        return WebhookCalls()
-    if engine is None:
-        return WebhookCalls()
-    about = engine.webhook_calls(raw)
-    number_id = number_of(switchboard, engine)
+    indexes), without verifying it. A Meta number deleted here is still read as its retired
+    engine read it: its calls may live on another worker, which carries them to their end."""
+    deleted = None if "number" in query else _deleted(switchboard, raw)
+    if deleted is not None:
+        number_id, calls_of = deleted
+        about = calls_of(raw)
+    else:
+        try:
+            engine = webhook_engine(switchboard, raw, query)
+        except (BadRequest, NotFound):
+            return WebhookCalls()
+        if engine is None:
+            return WebhookCalls()
+        about = engine.webhook_calls(raw)
+        number_id = number_of(switchboard, engine)
     keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
     return dataclasses.replace(about, engine_call_ids=keys)
+
+
+def _deleted(
+    switchboard: Switchboard, raw: bytes
+) -> tuple[str, Callable[[bytes], WebhookCalls]] | None:
+    """The number a Meta webhook names that was deleted here (no number has its Meta id now,
+    a retired engine had), and how that engine read the calls a webhook names."""
+    meta_id, _ = _meta_number(raw)
+    catalog = switchboard.catalog
+    if not meta_id or (catalog is not None and catalog.by_meta_id(meta_id) is not None):
+        return None
+    return switchboard.retired.named(meta_id)
 
 
 def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> str:
