@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..engines import WebhookEngine
-from ..engines.base import WEBHOOK_LIMIT
+from ..engines.webhooks import WEBHOOK_LIMIT
 from ..errors import NotFound, Unauthorized
 from ..numbers.front_door import (
     number_of,

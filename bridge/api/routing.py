@@ -26,7 +26,7 @@ from aiohttp.typedefs import Middleware
 from ..calls.inbound import settled_claim
 from ..cluster import CallRecord, Directory, WorkerInfo
 from ..engines import WebhookCalls
-from ..engines.base import WEBHOOK_LIMIT
+from ..engines.webhooks import WEBHOOK_LIMIT
 from ..errors import (
     AtCapacity,
     CallStateError,

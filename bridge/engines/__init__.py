@@ -27,12 +27,9 @@ from .base import (
     PolledEngine,
     RemoteCall,
     SettingsEngine,
-    SignedWebhookEngine,
     SimulatedNetwork,
     SipLineEngine,
     StandingEngine,
-    WebhookCalls,
-    WebhookEngine,
 )
 from .channels import (
     ClockedChannel,
@@ -48,6 +45,7 @@ from .pump import EnginePump
 from .sim import SimEngine
 from .socket import PcmStreamMedia
 from .wadial import WadialEngine
+from .webhooks import SignedWebhookEngine, WebhookCalls, WebhookEngine
 from .zuckzapgo import ZuckZapGoEngine
 
 EngineFactory = Callable[[Settings, aiohttp.ClientSession | None], Engine]

@@ -16,10 +16,11 @@ import aiohttp
 from ..audio.pcm import SAMPLE_RATE
 from ..config import EngineSettings
 from ..errors import EngineError, json_object
-from .base import EngineEvent, EngineEventKind, RemoteCall, WebhookCalls, emit
+from .base import EngineEvent, EngineEventKind, RemoteCall, emit
 from .polling import PollingEngine
 from .socket import PcmStreamMedia, ReconnectingChannel
 from .tick_aim import TickAim
+from .webhooks import WebhookCalls
 
 log = logging.getLogger(__name__)
 

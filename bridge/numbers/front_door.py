@@ -5,16 +5,17 @@ all its apps at one bridge: the body's ``metadata.phone_number_id`` names the nu
 number's engine verifies the signature with its own app secret. A number nobody here has gets
 ``200`` (Meta retries anything else) and one WARNING naming the id. A webhook about a call
 live on a number's retired engine (the number rebuilt or deleted since) goes to that engine,
-checked with the app secret it was built with: the engine that carries a call hears Meta
-about it. Engines whose webhooks are not signed (ZuckZapGo) name their number with
-``?number=<numberID>`` and need an API token.
+on either road (the SIP road's engine names no calls for a cluster's router, but knows its
+own), checked with the app secret it was built with or the number's now (rotated meanwhile):
+the engine that carries a call hears Meta about it. Engines whose webhooks are not signed
+(ZuckZapGo) name their number with ``?number=<numberID>`` and need an API token.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
@@ -28,7 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def signs_webhooks(switchboard: Switchboard) -> bool:
-    return any(isinstance(e, SignedWebhookEngine) for e in switchboard.engines.values())
+    """Whether Meta's front door is open: a number here on the Cloud API, or a retired one
+    still carrying calls (its number deleted: Meta's terminate must still reach it)."""
+    engines = [*switchboard.engines.values(), *(r.engine for r in switchboard.retired)]
+    return any(isinstance(e, SignedWebhookEngine) for e in engines)
 
 
 def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
@@ -111,9 +115,7 @@ def _carrier(switchboard: Switchboard, raw: bytes, meta_id: str) -> SignedWebhoo
     nobody's)."""
     for retired in switchboard.retired.of_meta(meta_id):
         engine = retired.engine
-        if isinstance(engine, SignedWebhookEngine) and any(
-            engine.carries(wacid) for wacid in engine.webhook_calls(raw).engine_call_ids
-        ):
+        if isinstance(engine, SignedWebhookEngine) and engine.carries_call_in(raw):
             return engine
     return None
 
@@ -138,17 +140,35 @@ def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
 
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
     """The calls a webhook names, as engine keys (``numberID:id``: what the directory
-    indexes), without verifying it."""
-    try:
-        engine = webhook_engine(switchboard, raw, query)
-    except (BadRequest, NotFound):
-        return WebhookCalls()
-    if engine is None:
-        return WebhookCalls()
-    about = engine.webhook_calls(raw)
-    number_id = number_of(switchboard, engine)
+    indexes), without verifying it. A Meta number deleted here is still read as its retired
+    engine read it: its calls may live on another worker, which carries them to their end."""
+    deleted = None if "number" in query else _deleted(switchboard, raw)
+    if deleted is not None:
+        number_id, calls_of = deleted
+        about = calls_of(raw)
+    else:
+        try:
+            engine = webhook_engine(switchboard, raw, query)
+        except (BadRequest, NotFound):
+            return WebhookCalls()
+        if engine is None:
+            return WebhookCalls()
+        about = engine.webhook_calls(raw)
+        number_id = number_of(switchboard, engine)
     keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
     return dataclasses.replace(about, engine_call_ids=keys)
+
+
+def _deleted(
+    switchboard: Switchboard, raw: bytes
+) -> tuple[str, Callable[[bytes], WebhookCalls]] | None:
+    """The number a Meta webhook names that was deleted here (no number has its Meta id now,
+    a retired engine had), and how that engine read the calls a webhook names."""
+    meta_id, _ = _meta_number(raw)
+    catalog = switchboard.catalog
+    if not meta_id or (catalog is not None and catalog.by_meta_id(meta_id) is not None):
+        return None
+    return switchboard.retired.named(meta_id)
 
 
 def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> str:

@@ -152,6 +152,11 @@ class Number:
             str(self.config.get("phoneNumberID", "")) if self.engine is EngineKind.CLOUDAPI else ""
         )
 
+    @property
+    def app_secret(self) -> str:
+        """Meta's app secret of a Cloud API number (what its webhooks are signed with)."""
+        return self.secrets.get("appSecret", "") if self.engine is EngineKind.CLOUDAPI else ""
+
     def public(self) -> dict[str, Any]:
         """The number as ``GET /numbers/{numberID}`` shows it: no secret, only which are set."""
         return {

@@ -37,6 +37,7 @@ from ..engines import (
     MediaChannel,
     PolledEngine,
     RemoteCall,
+    SignedWebhookEngine,
     SipLineEngine,
 )
 from ..engines.base import emit
@@ -252,8 +253,15 @@ class Switchboard:
         # door finds it by its Meta id) until they end: then it closes.
         events = self._forwarders.pop(number_id, None)
         self.retired.add(number_id, engine, events, built.meta_id if built is not None else "")
+        if isinstance(engine, SignedWebhookEngine):  # Meta signs with the app secret it has now
+            engine.also_signed_with(lambda: self._app_secret(number_id))
         log.info("number %s: no new calls; its engine closes when its calls have ended", number_id)
         return engine
+
+    def _app_secret(self, number_id: str) -> str:
+        """The app secret of the number as it is now (empty: deleted, or not on Meta)."""
+        number = self._built.get(number_id)
+        return number.app_secret if number is not None else ""
 
     async def _forward(self, number_id: str, engine: Engine) -> None:
         # Events of the number's engine onto the manager's one queue, tagged.

@@ -916,11 +916,14 @@ async def test_a_live_call_goes_on_when_its_numbers_engine_is_rebuilt(nclient) -
     await until(lambda: not switchboard.retired, 3, "the old engine closed")
 
 
-async def test_meta_ends_a_call_live_on_its_numbers_retired_engine(nclient) -> None:
+@pytest.mark.parametrize("rotated", ["accessToken", "appSecret"])
+async def test_meta_ends_a_call_live_on_its_numbers_retired_engine(nclient, rotated) -> None:
     """Meta's webhooks name the number (``phone_number_id``), not the engine: once the number
     was rebuilt (its token rotated) they went to its new engine, which does not know the call
     still live on the old one, so Meta ending it (``terminate``) was lost and the call went on
-    until its media dropped. A webhook about a call now goes to the engine that carries it."""
+    until its media dropped. A webhook about a call now goes to the engine that carries it.
+    Its app secret rotated, Meta signs with the new one: the old engine took only the secret
+    it was built with (401: the terminate lost again); it takes the number's now too."""
     meta = await meta_app({"3001": "tok-3001"}, "secret-c", 600.0)
     try:
         client = await nclient()
@@ -934,9 +937,12 @@ async def test_meta_ends_a_call_live_on_its_numbers_retired_engine(nclient) -> N
         await post(client, "/call/answer", {"callID": call_id}, status=200)
         await wait_state(client, call_id, "active", headers=ADMIN)
         old = switchboard.engines[number_id]
-        meta.numbers["3001"] = "tok-3001-rotated"  # the token rotated at Meta, then here
-        rotated = {"cloudapi": {"accessToken": "tok-3001-rotated"}}
-        resp = await client.patch(f"/numbers/{number_id}", json=rotated, headers=ADMIN)
+        if rotated == "accessToken":  # rotated at Meta, then here
+            meta.numbers["3001"] = new = "tok-3001-rotated"
+        else:  # Meta signs its webhooks with the new secret from now on
+            meta.app_secret = new = "secret-c-rotated"
+        block = {"cloudapi": {rotated: new}}
+        resp = await client.patch(f"/numbers/{number_id}", json=block, headers=ADMIN)
         assert resp.status == 200, await resp.text()
         assert switchboard.engines[number_id] is not old  # new calls: the new engine
 

@@ -11,7 +11,17 @@ import time
 
 import pytest
 
-from ..support.cluster import Bridge, Http, Redis, get, post, require_redis, start_bridges
+from ..fakes.cloudapi import FakeMeta
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    get,
+    post,
+    require_redis,
+    start_bridges,
+    wait_call,
+)
 from ..support.rtc_client import RtcClient
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
@@ -482,3 +492,48 @@ async def test_a_trunk_changed_on_one_worker_as_another_changes_or_deletes_it(
             assert not isinstance(results[0], BaseException) or isinstance(results[0], NotFound)
             await asyncio.gather(a.reload(), b.reload())
             assert doomed.trunk_id not in a.trunks and doomed.trunk_id not in b.trunks, (i, results)
+
+
+async def test_metas_terminate_for_a_deleted_numbers_call_reaches_the_worker_carrying_it(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A Cloud API number deleted while a user's call rings on one worker: Meta's terminate
+    that lands on the other worker named a Meta number nobody there has any more, so it was
+    acknowledged and dropped there (the call rang on until it timed out). That worker still
+    reads it as the number's retired engine did and forwards it to the call's worker."""
+    meta = FakeMeta(token="tok-4001", phone_number_id="4001", app_secret="secret-d")
+    await meta.start()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = Bridge(redis, tmp_path / "a"), Bridge(redis, tmp_path / "b")
+    try:
+        await start_bridges(session, a, b)
+        block = meta.number_fields("4001")
+        body = {"phone": "+15554440041", "engine": "cloudapi", "cloudapi": block}
+        status, number = await post(session, a.base, "/numbers", body)
+        assert status == 201, number
+        path = f"/numbers/{number['numberID']}"
+
+        async def on_both(want: int) -> bool:
+            return [(await get(session, w.base, path))[0] for w in (a, b)] == [want, want]
+
+        await until(lambda: on_both(200), 3, "the number known on both")
+        mcall = await meta.user_calls(Http(session, a.base), "15559004001", number="4001")
+
+        async def rung() -> list:
+            return (await get(session, a.base, "/call/status"))[1]["calls"]
+
+        [call] = await until(rung, 5, "the user's call ringing")
+        owner, other = (a, b) if call["owner"] == a.worker_id else (b, a)
+        async with session.delete(f"{a.base}{path}") as resp:
+            assert resp.status == 200
+        await until(lambda: on_both(404), 3, "the deletion seen on both")
+
+        terminate = meta.envelope(meta.terminate_event(mcall, "COMPLETED"), number="4001")
+        resp = await meta.post(Http(session, other.base), terminate)
+        assert resp.status == 200, await resp.text()
+        ended = await wait_call(session, owner.base, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "remote_canceled", ended  # Meta's, not a ring timeout
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await meta.stop()

@@ -250,8 +250,11 @@ def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog
         def verify_subscription(self, query: Any) -> str:
             return ""
 
-        def carries(self, engine_call_id: str) -> bool:
+        def carries_call_in(self, raw: bytes) -> bool:
             return False
+
+        def also_signed_with(self, secret: Any) -> None:
+            pass
 
     catalog = SimpleNamespace(by_meta_id=lambda _id: None, by_phone=lambda _p: None, default=None)
     switchboard = SimpleNamespace(

@@ -32,7 +32,7 @@ from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
 from .standing import NumberStanding
 from .state import MetaCall
-from .webhook import CallWebhook, WebhookInbox, call_events, verify
+from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
 
 C = TypeVar("C", bound=MetaCall)
 log = logging.getLogger(__name__)
@@ -197,9 +197,17 @@ class CloudApiRoad(Generic[C]):
     def verify_subscription(self, query: Mapping[str, str]) -> str:  # GET /engine/webhook
         return verify(query, self.graph_side.settings.cloudapi_verify_token)
 
-    def carries(self, engine_call_id: str) -> bool:  # a SignedWebhookEngine's
-        call = self.calls.get(engine_call_id)
-        return call is not None and call.state != "ended"
+    def carries_call_in(self, raw: bytes) -> bool:  # a SignedWebhookEngine's
+        named = (self._by_webhook(wacid) for wacid in webhook_calls(raw).engine_call_ids)
+        return any(call is not None and call.state != "ended" for call in named)
+
+    def _by_webhook(self, wacid: str) -> C | None:
+        """The call Meta's ``calls`` webhooks name by ``wacid`` (the SIP road keys its own
+        dials otherwise)."""
+        return self.calls.get(wacid)
+
+    def also_signed_with(self, secret: Callable[[], str]) -> None:  # a SignedWebhookEngine's
+        self.graph_side.inbox.also = secret
 
     def receive_webhook(self, raw: bytes, headers: Mapping[str, str]) -> bool:  # checked, queued
         self.graph_side.inbox.receive(raw, headers)

@@ -43,9 +43,9 @@ from ..base import (
     EngineEventKind,
     EngineHealth,
     EngineStats,
-    WebhookCalls,
     emit,
 )
+from ..webhooks import WebhookCalls
 from .artifacts import MetaArtifacts
 from .graph import NO_CALL_PERMISSION
 from .graph_side import CloudApiRoad, GraphSide
@@ -222,6 +222,10 @@ class SipEngine(CloudApiRoad[SipCall]):
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
         return WebhookCalls()  # about users, not calls: any worker takes them
+
+    def _by_webhook(self, wacid: str) -> SipCall | None:
+        # Ours are keyed by our Call-ID (a retired engine is found by the wacid Meta named)
+        return self.dialogs.by_webhook(wacid)
 
     @property
     def up(self) -> bool:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import AtCapacity, BadRequest, Forbidden, Unauthorized, json_object
-from ..base import EngineStats, WebhookCalls
+from ..base import EngineStats
+from ..webhooks import WebhookCalls
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,13 @@ def verify(query: Mapping[str, str], verify_token: str) -> str:
 
 
 def check(
-    secret: str, raw: bytes, headers: Mapping[str, str], stats: EngineStats
+    secrets: tuple[str, ...], raw: bytes, headers: Mapping[str, str], stats: EngineStats
 ) -> dict[str, Any]:
-    """A webhook POST as Meta sends it, parsed, or an error: 401 for a missing or wrong
-    signature (nothing is looked at), 400 for a body that is not a JSON object with an
-    ``entry`` list (counted in ``stats.bad_messages``)."""
-    if not signature_ok(secret, raw, headers.get(SIGNATURE_HEADER)):
+    """A webhook POST as Meta sends it, parsed, or an error: 401 for a signature missing or
+    made with none of ``secrets`` (nothing is looked at), 400 for a body that is not a JSON
+    object with an ``entry`` list (counted in ``stats.bad_messages``)."""
+    header = headers.get(SIGNATURE_HEADER)
+    if not any(signature_ok(secret, raw, header) for secret in secrets):
         raise Unauthorized(
             "missing or invalid X-Hub-Signature-256 (HMAC-SHA256 of the body, app secret)"
         )
@@ -88,6 +90,9 @@ class WebhookInbox:
 
     def __init__(self, secret: str, stats: EngineStats, size: int = WEBHOOK_QUEUE) -> None:
         self.secret = secret
+        self.also: Callable[[], str] = str
+        """Another app secret signatures are checked with: a retired engine's number's now
+        (``also_signed_with``; rotated since the engine was built, Meta signs with it)."""
         self.stats = stats
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=size)
         self.accepted = 0
@@ -95,7 +100,7 @@ class WebhookInbox:
     def receive(self, raw: bytes, headers: Mapping[str, str]) -> None:
         """Take one POST (401/400 as :func:`check` says; 503 when the queue is full: Meta
         delivers again later)."""
-        body = check(self.secret, raw, headers, self.stats)
+        body = check((self.secret, self.also()), raw, headers, self.stats)
         try:
             self.queue.put_nowait(body)
         except asyncio.QueueFull:
