@@ -15,9 +15,12 @@ from collections import deque
 from ..audio.delay import RUSH_PATIENCE
 from ..audio.pcm import FRAME_SAMPLES
 
-RUSH_ABOVE = 5 * FRAME_SAMPLES
-"""Samples beyond the cushion at which what waits is a backlog (100 ms): more than an engine's
-60 ms chunk a tick late leaves; a stall of a tenth of a second or more."""
+RUSH_ABOVE = 8 * FRAME_SAMPLES
+"""Samples beyond the cushion at which what waits is a backlog (160 ms; a stall of about that
+or more): where the jitter buffer began to drop whole frames before (two frames of target,
+three of slack and five more), so the smaller bursts of an engine on a busy host (its process
+stalled, then caught up: the quality bench's stand-in) stay the depth watch's, as they were.
+(Five frames scored the same on the bench, within what the host's load moves it.)"""
 FLOOR_TICKS = 3
 """Ticks whose least depth is the one compared (an engine's 60 ms chunk: what waits swings by
 two frames between its chunks, and only the floor under the swing is delay to shed)."""

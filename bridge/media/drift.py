@@ -44,9 +44,10 @@ class DepthWatch:
         self.in_silence = False
         self.new_window()
 
-    def watch(self, depth: int, *, playing: bool, late: int, busy: bool) -> None:
-        """A tick, ``depth`` samples waiting before it; ``late``: the sink's frames that came
-        too late so far; ``busy``: a backlog is being shed (the depth is not the clock's)."""
+    def watch(self, depth: int, playing: bool, late: int, busy: bool) -> None:
+        """A tick, ``depth`` samples waiting before it, the jitter buffer ``playing`` (not
+        filling); ``late``: the sink's frames that came too late so far; ``busy``: a backlog
+        is being shed (the depth is not the clock's). Positional: called every tick."""
         n = FRAME_SAMPLES
         self.ticks += 1
         if self.debt or busy:

@@ -182,13 +182,10 @@ class DownlinkSink:
         if self.clocked:
             return self._pop_clocked(now)
         fifo, n = self.fifo, FRAME_SAMPLES
+        depth = len(self.jitter) * n + fifo.held  # what waits before the tick
         if self.jitter.follow_clock:
-            self.drift.watch(
-                len(self.jitter) * n + fifo.held,
-                playing=self.jitter.playing,
-                late=self.slips + self.concealed,
-                busy=self._backlog.since is not None,
-            )
+            late, busy = self.slips + self.concealed, self._backlog.since is not None
+            self.drift.watch(depth, self.jitter.playing, late, busy)
         while fifo.held < n and self._feed(now, early=True):
             pass
         if fifo.held < n and not self._bridge():
@@ -196,7 +193,7 @@ class DownlinkSink:
                 pass
             if fifo.held < n:
                 return self._conceal()
-        if self._rush(now):
+        if self._rush(now, depth):
             pass
         elif self.drift.debt:
             self._stretch(now)
@@ -281,13 +278,12 @@ class DownlinkSink:
         tail = np.concatenate((before, played))
         return np.concatenate((played, fade_out_mirror(tail[-(n - held) :])))
 
-    def _rush(self, now: float) -> bool:
-        """Shed a backlog fast (the class docstring); whether there is one."""
+    def _rush(self, now: float, depth: int) -> bool:
+        """Shed a backlog fast (the class docstring), ``depth`` samples waiting before the
+        tick; whether there is one."""
         fifo, n, backlog = self.fifo, FRAME_SAMPLES, self._backlog
         rushing = backlog.since is not None
-        owed = backlog.owed(
-            len(self.jitter) * n + fifo.held - self.cushion.frames * n, fifo.max_lag, now
-        )
+        owed = backlog.owed(depth - self.cushion.frames * n, fifo.max_lag, now)
         if not owed:
             if rushing:
                 self.drift.new_window()  # the drift is watched again from here
