@@ -37,7 +37,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ),
     ("Opus decode (uplink)", ("opus_decode", "OpusDecoder.decode", "Receiver.pop")),
     ("call set-up and teardown", ("bridge/rtc/release.py", "setRemoteDescription", "aiohttp/web")),
-    ("resample 48→16 kHz + reframe", ("swr_", "Resampler.", "BusFramer", "Reframer", "resample")),
+    ("resample 48→16 kHz + reframe", ("swr_", "Resampler.", "Reframer", "resample")),
     ("in-band DTMF detector (downlink tap)", ("DtmfToneDetector", "InbandDtmf")),
     ("RTP header extensions", ("header_extensions", "HeaderExtensionsMap")),
     ("RTCP", ("rtcp", "Rtcp", "RTCP")),

@@ -148,6 +148,9 @@ class AgentVoice:
         """The source's ``played_frames`` when the current item's first frame plays."""
         self._frames = 0
         self._cut: list[str] = []
+        self._odd = b""
+        """The last chunk's odd byte: the first half of a sample the next chunk completes (a
+        provider may split its int16 stream anywhere)."""
 
     @property
     def playing(self) -> bool:
@@ -161,7 +164,12 @@ class AgentVoice:
             self.item = item
             self._start = self.source.played_frames + self.source.buffered_ms // FRAME_MS
             self._frames = 0
-        raw = np.frombuffer(pcm[: len(pcm) & ~1], dtype="<i2").astype(np.int16)
+            self._odd = b""  # a half sample of the last item: not this one's
+        if self._odd:
+            pcm = self._odd + pcm
+        whole = len(pcm) & ~1
+        self._odd = pcm[whole:]
+        raw = np.frombuffer(pcm[:whole], dtype="<i2").astype(np.int16)
         before = self.source.buffered_ms
         self.source.push(
             raw if self._resampler is None else self._resampler.resample_array(raw, self.rate)
@@ -195,6 +203,7 @@ class AgentVoice:
         """Stop now: (the item cut, ms of it heard, ms dropped). The next bus tick is silent."""
         item, heard = self.item, self.heard_ms()
         dropped = self.source.clear() * FRAME_MS
+        self._odd = b""
         if item:
             self._cut = [*self._cut[-(CUT_ITEMS - 1) :], item]
         self.item = ""

@@ -10,13 +10,12 @@ from .pcm import (
     f32_to_s16,
     s16_to_f32,
 )
-from .resample import BusFramer, Resampler
+from .resample import Resampler
 
 __all__ = [
     "FRAME_MS",
     "FRAME_SAMPLES",
     "SAMPLE_RATE",
-    "BusFramer",
     "JitterBuffer",
     "Reframer",
     "Resampler",

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .opus import SILENT_PEAK, OpusError
-from .pcm import Pcm
+from .pcm import Pcm, peak
 
 DTX_PAYLOAD = 2
 """An Opus payload this short carries no audio (WebRTC sends the first of a silence)."""
@@ -122,7 +122,7 @@ class ComfortNoise:
             pcm = self._decoder.conceal(self._silence.size)
         except OpusError:  # pragma: no cover - libopus conceals without failing
             return self._silence
-        self._silent = int(np.abs(pcm).max(initial=0)) <= SILENT_PEAK
+        self._silent = peak(pcm) <= SILENT_PEAK
         return pcm
 
 

@@ -31,12 +31,10 @@ class JitterBuffer(Generic[T]):
     the oldest frame is dropped (an overflow).
 
     With ``follow_clock`` the reader follows the source's clock itself (an engine's clock
-    drifts by hundreds of ppm; see ``bridge.media.frames.DownlinkSink``, which stretches the
-    audio a pitch period at a time): the buffer then never trims for latency, except a depth
-    ``FORCED`` frames past ``target + slack`` (a source that bursts far ahead).
+    drifts by hundreds of ppm) and sheds a backlog itself (a source that bursts far ahead):
+    see ``bridge.media.frames.DownlinkSink``, which stretches the audio a pitch period at a
+    time. The buffer then never trims for latency; past ``capacity`` it still drops the oldest.
     """
-
-    FORCED = 5
 
     def __init__(
         self,
@@ -92,8 +90,7 @@ class JitterBuffer(Generic[T]):
             self._since_underrun = 0
             self.target = min(self.target + 1, self.max_target)
             return None
-        excess = self.target + self.slack + (self.FORCED if self.follow_clock else 0)
-        if len(self._frames) > excess:
+        if not self.follow_clock and len(self._frames) > self.target + self.slack:
             self._frames.popleft()
             self.stats.latency_drops += 1
         self._since_underrun += 1

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from .pcm import Pcm
+from .pcm import Pcm, peak
 
 SILENT_PEAK = 2
 """A frame whose every sample lies within ±2 (about -84 dBFS, the level of 16-bit dither) is
@@ -174,7 +174,7 @@ class DecodedSilence:
             return
         run = list(repeats)
         if all(np.array_equal(run[i][1], run[i + p][1]) for i in range(p)) and all(
-            int(np.abs(out).max(initial=0)) <= SILENT_PEAK for _, out in run[p:]
+            peak(out) <= SILENT_PEAK for _, out in run[p:]
         ):
             self.cycle, self._phase, self._behind = run[p:], p - 1, 0
             repeats.clear()

@@ -8,6 +8,10 @@ each repeat follows the one before as the signal followed itself), at full level
 10 ms of a loss and fading by a fifth every 10 ms after, silent from 60 ms (a long outage is
 silence, not a buzz). The first real frame after a loss is joined to the
 concealment's continuation by a 4 ms cross-fade, so neither edge clicks.
+
+A listener's downlink sink (``media/frames.py``), whose frames are already PCM, conceals a gap
+more simply: the last frame mirrored and faded out (:func:`fade_out_mirror`), and what follows
+faded in (:func:`fade_in`).
 """
 
 from __future__ import annotations
@@ -115,3 +119,28 @@ def _pitch(history: npt.NDArray[np.float32]) -> int:
     scores = np.where(norms > 0, dots / np.sqrt(np.maximum(norms, 1e-12) * energy), 0.0)
     best = int(np.argmax(scores))
     return MIN_PERIOD + best if scores[best] > 0 else MAX_PERIOD
+
+
+FADE_IN_SAMPLES = 80
+"""5 ms at 16 kHz: the ramp into audio that resumes after silence, so it starts without a
+step (a click)."""
+
+_FADE_OUT = np.linspace(1.0, 0.0, 320, dtype=np.float32)
+_FADE_IN = np.linspace(0.0, 1.0, FADE_IN_SAMPLES, endpoint=False, dtype=np.float32)
+
+
+def fade_out_mirror(last: Pcm) -> Pcm:
+    """One frame that conceals the frame that did not come: the last frame played, time-reversed
+    (so the waveform continues from its last sample with no step) and faded to zero over the
+    frame (so nothing buzzes on). What a listener hears as a short decay, not a cut."""
+    mirrored = last[::-1].astype(np.float32)
+    ramp = _FADE_OUT if mirrored.size == _FADE_OUT.size else np.linspace(1, 0, mirrored.size)
+    return (mirrored * ramp).astype(np.int16)
+
+
+def fade_in(pcm: Pcm) -> Pcm:
+    """``pcm`` with its first 5 ms ramped up from zero."""
+    n = min(FADE_IN_SAMPLES, pcm.size)
+    out = pcm.copy()
+    out[:n] = (out[:n].astype(np.float32) * _FADE_IN[:n]).astype(np.int16)
+    return out

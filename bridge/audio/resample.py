@@ -11,7 +11,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from .pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm, Reframer
+from .pcm import SAMPLE_RATE, Pcm
 
 
 class Resampler:
@@ -75,17 +75,6 @@ class Resampler:
         )
         frame.sample_rate = rate
         return self.resample(frame)
-
-
-class BusFramer:
-    """Any audio frames in, exact 20 ms bus frames (320 samples, 16 kHz mono s16) out."""
-
-    def __init__(self) -> None:
-        self.resampler = Resampler(SAMPLE_RATE)
-        self.reframer = Reframer(FRAME_SAMPLES)
-
-    def push(self, frame: av.AudioFrame) -> list[Pcm]:
-        return self.reframer.push(self.resampler.resample(frame))
 
 
 class Upsample2x:

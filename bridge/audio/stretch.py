@@ -268,16 +268,17 @@ class PlayoutFifo:
             return int(lags[best])
         return 0
 
-    def rush(self, *, voiced: bool) -> int:
+    def rush(self, *, voiced: bool, most: int = 1 << 30) -> int:
         """Shed a large excess of delay fast, as NetEq's fast accelerate and flush: period
         after period, up to two whole frames a tick of a pause (keeping :data:`KEEP_PAUSE` of
         it) and, if ``voiced``, up to half a frame of voiced speech (where its periods repeat);
-        a frame at least stays held; the samples removed."""
+        a frame at least stays held, and no more than ``most`` samples go (the excess owed);
+        the samples removed."""
         n = self.frame_samples
         speech = n // 2 if voiced else 0
         budget, removed = speech, 0
         while removed < budget or not removed:
-            room = self.held - self.frame_samples
+            room = min(self.held - self.frame_samples, most - removed)
             if self.sheddable(room, anywhere=False) >= self.min_lag:
                 budget = max(budget, 2 * n)
             elif removed >= speech:

@@ -59,7 +59,8 @@ log = logging.getLogger(__name__)
 
 INPUT_FRAMES = 4
 """Frames a participant's microphone may run ahead of the mixing clock (80 ms), oldest
-dropped beyond: a browser whose clock runs fast cannot grow the delay."""
+dropped beyond (the call's ``microphone_frames_dropped``): a browser whose clock runs fast
+cannot grow the delay."""
 
 
 class Role(enum.StrEnum):
@@ -168,7 +169,7 @@ class Conference:
         self.whatsapp: CallPort | None = None
         """The WhatsApp side's door, while an in-worker leg carries it."""
         self.held = False
-        self._from_whatsapp = WhatsAppInput()
+        self._from_whatsapp = WhatsAppInput(bus.stats)
         """What the WhatsApp side says, waiting for the mixer's tick."""
         self._clock: Callable[[], None] | None = None
         self._mix_failures = 0
@@ -333,7 +334,7 @@ class Conference:
                 self.bus.push_uplink(pcm)  # the direct path
             return
         if len(p.inbox) == p.inbox.maxlen:
-            self.bus.stats.source_frames_dropped += 1
+            self.bus.stats.microphone_frames_dropped += 1
         p.inbox.append(pcm)
 
     def from_whatsapp(self, frame: BusFrame) -> None:

@@ -13,9 +13,12 @@ from collections import deque
 import numpy as np
 
 from ..audio import JitterBuffer
-from ..audio.pcm import FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE, Pcm, frame_energy, quiet
+from ..audio.pcm import FRAME_SAMPLES, SAMPLE_RATE, Pcm, frame_energy, quiet
+from ..audio.plc import fade_in, fade_out_mirror
 from ..audio.stretch import PlayoutFifo, licence
+from .backlog import Backlog
 from .cushion import Cushion
+from .drift import DepthWatch
 from .stats import BusStats
 
 
@@ -64,30 +67,6 @@ CLOCKED_FRAMES = 3
 the oldest dropped beyond: the frame pushed in a tick is taken in that tick's send phase, so
 more wait only while a sender catches up on ticks its task missed."""
 
-FADE_IN_SAMPLES = 80
-"""5 ms at 16 kHz: the ramp into audio that resumes after silence, so it starts without a
-step (a click)."""
-
-_FADE_OUT = np.linspace(1.0, 0.0, 320, dtype=np.float32)
-_FADE_IN = np.linspace(0.0, 1.0, FADE_IN_SAMPLES, endpoint=False, dtype=np.float32)
-
-
-def fade_out_mirror(last: Pcm) -> Pcm:
-    """One frame that conceals the frame that did not come: the last frame played, time-reversed
-    (so the waveform continues from its last sample with no step) and faded to zero over the
-    frame (so nothing buzzes on). What a listener hears as a short decay, not a cut."""
-    mirrored = last[::-1].astype(np.float32)
-    ramp = _FADE_OUT if mirrored.size == _FADE_OUT.size else np.linspace(1, 0, mirrored.size)
-    return (mirrored * ramp).astype(np.int16)
-
-
-def fade_in(pcm: Pcm) -> Pcm:
-    """``pcm`` with its first 5 ms ramped up from zero."""
-    n = min(FADE_IN_SAMPLES, pcm.size)
-    out = pcm.copy()
-    out[:n] = (out[:n].astype(np.float32) * _FADE_IN[:n]).astype(np.int16)
-    return out
-
 
 class DownlinkSink:
     """A listener's view of the downlink: a jitter buffer fed by the bus, played through a
@@ -95,7 +74,7 @@ class DownlinkSink:
 
     **Clock drift.** An engine's clock runs a few hundred ppm off the listener's, so the depth
     of what waits (queued frames plus samples in the FIFO) creeps up or down. With a buffer that
-    ``follow_clock``, every :data:`DRIFT_WINDOW` ticks the sink looks at the smallest depth it
+    ``follow_clock``, every second (``drift.py``) the sink looks at the smallest depth it
     saw before a tick while playing (a fill is not the clock's doing): below its cushion
     (one frame while the engine's frames come early enough, else two: :class:`Cushion`) it
     owes what is missing — at once if less than half a frame (drift is a few samples a
@@ -106,6 +85,11 @@ class DownlinkSink:
     at a time (WSOLA accelerate / expand) where it is not heard, by the drift rule the Opus
     receiver follows too (``bridge.audio.stretch.licence``): in a pause, then in voiced speech,
     then anywhere with a cross-fade. Never a whole frame dropped or inserted.
+
+    **A backlog** (an engine's stall released at once: more than a few frames beyond the
+    cushion, ``backlog.py``) is shed as the Opus receiver sheds one, fast
+    (:meth:`~bridge.audio.stretch.PlayoutFifo.rush`): whole frames of a pause, and after half a
+    second voiced speech too, a pitch period at a time, down to the cushion (:meth:`_rush`).
 
     **A frame late by a tick** with less than a frame but at least a comparison window held
     (what a stretch left): that is stretched to a whole frame by pitch periods
@@ -122,8 +106,6 @@ class DownlinkSink:
     :func:`fade_out_mirror` of what was played last; then silence, and the audio that follows
     fades in over 5 ms: never a hard cut from speech to digital silence and back.
     """
-
-    DRIFT_WINDOW = 50
 
     def __init__(self, stats: BusStats, name: str, jitter: JitterBuffer[BusFrame]) -> None:
         self.stats = stats
@@ -143,19 +125,12 @@ class DownlinkSink:
         """Of those, the ones that came late (not a shortfall the sink's own removal left: a
         pitch period may take a few samples more than was owed)."""
         self._removed_tick = -(1 << 30)
-        self._in_silence = False
-        """The debt is the cushion's frame, given up or taken back: paid in a long silence."""
         self._quiet_run = 0
-        """Frames of silence played in a row, counted while :attr:`_in_silence`."""
-        self._ticks = 0
-        self._window_start = 0
-        self._window_min = 1 << 30
-        self._deep_windows = 0
-        self._short_windows = 0
-        self._debt = 0
-        """Samples of delay still to add (+) or remove (-) to follow the engine's clock."""
-        self._debt_since = 0
+        """Frames of silence played in a row, counted while the debt waits for one."""
         self.cushion = Cushion()
+        self.drift = DepthWatch(self.cushion)
+        """What the depth owes to follow the engine's clock (``drift.py``)."""
+        self._backlog = Backlog()
         self.clocked = False
         """Fed on the worker clock (see the class docstring)."""
         self._tick: deque[BusFrame] = deque(maxlen=CLOCKED_FRAMES)
@@ -174,7 +149,7 @@ class DownlinkSink:
         self._tick.clear()
         self._last = None
         self._after_gap = True
-        self._debt = 0
+        self.drift.debt = 0
 
     @property
     def inserted_samples(self) -> int:
@@ -207,8 +182,10 @@ class DownlinkSink:
         if self.clocked:
             return self._pop_clocked(now)
         fifo, n = self.fifo, FRAME_SAMPLES
+        depth = len(self.jitter) * n + fifo.held  # what waits before the tick
         if self.jitter.follow_clock:
-            self._watch_depth()
+            late, busy = self.slips + self.concealed, self._backlog.since is not None
+            self.drift.watch(depth, self.jitter.playing, late, busy)
         while fifo.held < n and self._feed(now, early=True):
             pass
         if fifo.held < n and not self._bridge():
@@ -216,10 +193,12 @@ class DownlinkSink:
                 pass
             if fifo.held < n:
                 return self._conceal()
-        if self._debt:
+        if self._rush(now, depth):
+            pass
+        elif self.drift.debt:
             self._stretch(now)
         pcm = fifo.take()
-        if self._in_silence:
+        if self.drift.in_silence:
             self._quiet_run = self._quiet_run + 1 if quiet(pcm) else 0
         self._last = pcm
         return pcm
@@ -281,7 +260,7 @@ class DownlinkSink:
             if fifo.held < fifo.window or not fifo.expand(n - fifo.held, force=True):
                 return False
         self.bridged += 1
-        if self._ticks - self._removed_tick > 3:  # a 60 ms chunk's ticks since a removal
+        if self.drift.ticks - self._removed_tick > 3:  # a 60 ms chunk's ticks since a removal
             self.slips += 1
         return True
 
@@ -289,7 +268,7 @@ class DownlinkSink:
         fifo, n = self.fifo, FRAME_SAMPLES
         last, self._last = self._last, None
         self._after_gap = True
-        self._debt = 0  # the gap itself moved the delay
+        self.drift.debt = 0  # the gap itself moved the delay
         if last is None and not fifo.held:
             return None
         self.concealed += 1
@@ -299,80 +278,54 @@ class DownlinkSink:
         tail = np.concatenate((before, played))
         return np.concatenate((played, fade_out_mirror(tail[-(n - held) :])))
 
-    def _new_window(self) -> None:
-        self._window_min, self._window_start = 1 << 30, self._ticks
-        self.cushion.lead = float("inf")
-
-    def _watch_depth(self) -> None:
-        n = FRAME_SAMPLES
-        self._ticks += 1
-        if self._debt:
-            return  # paying the last one: the next window starts once it is paid
-        if not self.jitter.playing:
-            # Filling, at the start or after an underrun: that depth is the fill's, not the
-            # engine's clock; a window starts when the audio does.
-            self._new_window()
-            self._short_windows = self._deep_windows = 0
-            return
-        self._window_min = min(self._window_min, len(self.jitter) * n + self.fifo.held)
-        if self._ticks - self._window_start < self.DRIFT_WINDOW:
-            return
-        floor = self._window_min
-        target = self.cushion.choose(floor, self.slips + self.concealed) * n
-        self._new_window()
-        self._deep_windows = self._deep_windows + 1 if floor >= target + n else 0
-        self._short_windows = self._short_windows + 1 if floor < target else 0
-        if floor < target:
-            # A drifting clock lowers the floor a few samples a window (2000 ppm: 32); one
-            # chunk that slipped a tick lowers one window's by a frame, which is what the
-            # cushion is for: a shortfall that large is paid when the next window confirms it,
-            # else the sink would add a frame of delay mid-speech and take it away later.
-            if target - floor < n // 2 or self._short_windows >= 2:
-                self._debt = target - floor  # up to the cushion
-                self._short_windows = 0
-                self._in_silence, self.cushion.grow_quietly = self.cushion.grow_quietly, False
-        elif self._deep_windows >= 2 or (floor >= target + n and target < Cushion.FRAMES * n):
-            # A frame or more beyond the cushion for two windows in a row: not the phase of
-            # one late chunk (which only ever lowers a floor), the engine's clock running fast;
-            # or the frame the cushion gave up, taken out only in a long silence (_stretch).
-            self._in_silence = self._deep_windows < 2
-            self._debt = target - floor
-            self._deep_windows = 0
-        self._debt_since = self._ticks
+    def _rush(self, now: float, depth: int) -> bool:
+        """Shed a backlog fast (the class docstring), ``depth`` samples waiting before the
+        tick; whether there is one."""
+        fifo, n, backlog = self.fifo, FRAME_SAMPLES, self._backlog
+        rushing = backlog.since is not None
+        owed = backlog.owed(depth - self.cushion.frames * n, fifo.max_lag, now)
+        if not owed:
+            if rushing:
+                self.drift.new_window()  # the drift is watched again from here
+            return False
+        self.drift.debt = 0  # what the depth watch owed is in the backlog's
+        self.drift.in_silence = False
+        while fifo.held < 3 * n + 2 * fifo.max_lag + fifo.window and self._feed(now, early=True):
+            pass  # periods may come out of the next frames too
+        removed = fifo.rush(voiced=backlog.voiced(now), most=owed)
+        if removed:
+            backlog.shed(removed)
+            self._removed_tick = self.drift.ticks
+        return True
 
     def _stretch(self, now: float) -> None:
-        fifo, n = self.fifo, FRAME_SAMPLES
-        waited = (self._ticks - self._debt_since) * FRAME_MS / 1000
-        voiced, force = licence(waited, grow=self._debt > 0)
-        if self._in_silence:
-            if self._debt < 0 and waited > SHED_WAIT:  # no long silence: keep the frame
-                self._in_silence, self._debt = False, 0
+        fifo, n, drift = self.fifo, FRAME_SAMPLES, self.drift
+        waited = drift.waited()
+        voiced, force = licence(waited, grow=drift.debt > 0)
+        if drift.in_silence:
+            if drift.debt < 0 and waited > SHED_WAIT:  # no long silence: keep the frame
                 self.cushion.keep()
-                self._new_window()
+                drift.settle()
                 return
-            if self._debt > 0 and waited > GROW_WAIT:
-                self._in_silence = False  # the drift rule's licence from here
+            if drift.debt > 0 and waited > GROW_WAIT:
+                drift.in_silence = False  # the drift rule's licence from here
             elif self._quiet_run < SILENCE_FRAMES:
                 return
             else:
                 voiced = force = False
-        if self._debt > 0:
-            self._debt = max(0, self._debt - fifo.expand(self._debt, voiced=voiced, force=force))
-            if self._debt < fifo.min_lag:
-                self._debt = 0
-                self._in_silence = False
-                self._new_window()
+        if drift.debt > 0:
+            drift.debt = max(0, drift.debt - fifo.expand(drift.debt, voiced=voiced, force=force))
+            if drift.debt < fifo.min_lag:
+                drift.settle()
             return
         if fifo.held < n + 2 * fifo.max_lag + fifo.window:
             self._feed(now, early=True)  # a period may come out of the next frame
-        removed = fifo.accelerate(fifo.held - n, voiced=voiced, force=force, owed=-self._debt)
+        removed = fifo.accelerate(fifo.held - n, voiced=voiced, force=force, owed=-drift.debt)
         if removed:
-            self._removed_tick = self._ticks
-        self._debt = min(0, self._debt + removed)
-        if -self._debt < fifo.min_lag:
-            self._debt = 0  # less than the shortest period: within the hysteresis
-            self._in_silence = False
-            self._new_window()
+            self._removed_tick = drift.ticks
+        drift.debt = min(0, drift.debt + removed)
+        if -drift.debt < fifo.min_lag:
+            drift.settle()  # less than the shortest period: within the hysteresis
 
     def detach(self) -> None:
         """The listener is gone: drop what waits (nothing is pushed to it any more once its
@@ -380,3 +333,4 @@ class DownlinkSink:
         self.jitter.clear()
         self.fifo.clear()
         self._tick.clear()
+        self._backlog.clear()

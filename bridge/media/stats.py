@@ -161,6 +161,12 @@ class BusStats:
     """The caller's frames a model agent dropped: its model's socket too slow to take them."""
     socket_frames_dropped: int = 0
     """The WhatsApp side's frames a PCM socket dropped: its client too slow to read them."""
+    microphone_frames_dropped: int = 0
+    """A participant's microphone frames the mixer dropped: more than ``INPUT_FRAMES`` waited
+    for its tick (``conference.py``: the leg's clock ran ahead, or the mixer missed ticks)."""
+    whatsapp_in_frames_dropped: int = 0
+    """A clocked WhatsApp side's frames the mixer dropped: more than ``CLOCKED_WAITING``
+    waited for its tick (``whatsapp_in.py``)."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -187,6 +193,8 @@ class BusStats:
             "sourceFramesDropped": self.source_frames_dropped,
             "agentFramesDropped": self.agent_frames_dropped,
             "socketFramesDropped": self.socket_frames_dropped,
+            "microphoneFramesDropped": self.microphone_frames_dropped,
+            "whatsappInFramesDropped": self.whatsapp_in_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),

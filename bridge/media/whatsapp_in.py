@@ -10,7 +10,8 @@ from .stats import BusStats
 
 CLOCKED_WAITING = 4
 """Frames of a clocked WhatsApp side that may wait for the mix (80 ms), oldest dropped beyond:
-its leg's receiver (or the simulator's far end) gives one a tick, taken in the next mix."""
+its leg's receiver (or the simulator's far end) gives one a tick, taken in the next mix.
+Counted in the call's ``whatsapp_in_frames_dropped``."""
 
 
 class WhatsAppInput:
@@ -23,7 +24,9 @@ class WhatsAppInput:
     they go through a :class:`~bridge.media.frames.DownlinkSink`, as a listener's on the direct
     path (a jitter buffer, its drift followed, a gap concealed with a fade)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: BusStats) -> None:
+        self.stats = stats
+        """The call's counters (a clocked side's frames dropped)."""
         self._ticked: deque[BusFrame] = deque(maxlen=CLOCKED_WAITING)
         self._foreign: DownlinkSink | None = None
 
@@ -48,6 +51,8 @@ class WhatsAppInput:
         if self._foreign is not None:
             self._foreign.push(frame)
         else:
+            if len(self._ticked) == CLOCKED_WAITING:
+                self.stats.whatsapp_in_frames_dropped += 1
             self._ticked.append(frame)
 
     def take(self, now: float) -> BusFrame | None:

@@ -12,7 +12,6 @@ import pytest
 
 from bridge.audio import (
     FRAME_SAMPLES,
-    BusFramer,
     JitterBuffer,
     Reframer,
     Resampler,
@@ -41,18 +40,18 @@ def decoder_like_frames(freq: float, seconds: float, rate: int = 48_000):
 
 
 def test_uplink_framing_440hz_48k_to_bus_over_5s() -> None:
-    framer = BusFramer()
+    resampler, reframer = Resampler(16_000), Reframer(FRAME_SAMPLES)
     bus = CallBus("t")
     taps: list[np.ndarray] = []
     bus.add_uplink_tap(lambda f: taps.append(f.pcm))
     for frame in decoder_like_frames(440.0, 5.0):
-        for pcm in framer.push(frame):
+        for pcm in reframer.push(resampler.resample(frame)):
             bus.push_uplink(pcm)
     assert {p.shape for p in taps} == {(FRAME_SAMPLES,)}
     assert {p.dtype for p in taps} == {np.dtype(np.int16)}
     out = np.concatenate(taps)
     # 5 s at 16 kHz is 80 000 samples; the filter holds back less than one frame.
-    total = out.size + framer.reframer.pending
+    total = out.size + reframer.pending
     assert 80_000 - 64 <= total <= 80_000
     assert dominant_frequency(out, 16_000) == pytest.approx(440.0, abs=0.5)
     # No sample dropped or duplicated anywhere: one sinusoid fits the whole 5 s (a single

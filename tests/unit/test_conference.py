@@ -338,3 +338,21 @@ async def test_a_remote_engines_jittery_chunks_are_mixed_as_the_direct_path_play
         assert holes <= max(1, direct_holes), (jitter, holes)
         assert skipped <= direct_skipped, (jitter, skipped, direct_skipped)
         assert lag <= direct_lag + 0.1, (jitter, lag, direct_lag)
+
+
+async def test_frames_dropped_ahead_of_the_mixer_are_counted_by_what_they_are(room: Room) -> None:
+    """Six frames of a microphone and six of the clocked WhatsApp side before one tick: the
+    two oldest of each go (four may wait), counted as microphone and WhatsApp frames, not as
+    a socket's or a fork's audio (``sourceFramesDropped``)."""
+    room.join("agent", Role.AGENT)
+    room.join("barge", Role.BARGE)
+    for n in range(1, 7):
+        room.speak("agent", n * 100)
+        room.bus.conference.from_whatsapp(BusFrame(frame(n * 1000), 5.0))
+    room.tick(whatsapp=None)
+    assert room.whatsapp_hears() == 300  # the oldest microphone frame kept
+    assert room.last("agent") == 3000  # the oldest WhatsApp frame kept
+    stats = room.bus.stats.as_json()
+    assert stats["microphoneFramesDropped"] == 2
+    assert stats["whatsappInFramesDropped"] == 2
+    assert stats["sourceFramesDropped"] == 0

@@ -30,11 +30,13 @@ def engine_chunks(
     late_at: float | None = None,
     seed: int = 1,
     signal: np.ndarray = TONE,
+    stall: tuple[float, float] | None = None,
 ) -> tuple[Any, np.ndarray, list[int], list[int]]:
     """A 440 Hz tone (or ``signal``) from an engine whose 60 ms chunks come ``early`` seconds
     before a tick of the listener's 20 ms clock (plus ``jitter``, a seeded |gauss| delay; the
-    chunk due at ``late_at`` s comes 20 ms late). The sink, what it played, its cushion after each
-    second, and the samples it held before each tick."""
+    chunk due at ``late_at`` s comes 20 ms late; those due in ``stall`` (from, seconds) come
+    together at its end). The sink, what it played, its cushion after each second, and the
+    samples it held before each tick."""
     rng = random.Random(seed)
     bus = CallBus("c1")
     sink = agent_sink(bus)
@@ -45,6 +47,8 @@ def engine_chunks(
             due = chunk * 0.06 - early + (abs(rng.gauss(0, jitter)) if jitter else 0.0)
             if late_at is not None and abs(chunk * 0.06 - late_at) < 0.03:
                 due += 0.02
+            if stall is not None and stall[0] <= due < sum(stall):
+                due = sum(stall)
             if due > tick:
                 break
             for _ in range(3):
@@ -123,3 +127,21 @@ def test_a_late_chunk_takes_the_second_frame_back_for_the_rest_of_the_call() -> 
     assert cushions[11:] == [2] * (len(cushions) - 11)
     assert sink.cushion.final
     assert sink.concealed == 1 and sink.slips == 0
+
+
+def test_a_stalled_engines_backlog_is_shed_without_a_click_and_the_delay_comes_back() -> None:
+    """A steady engine stalls for 500 ms, then sends what it held at once: the 25 frames of
+    backlog are shed as the Opus receiver sheds one (a period at a time, cross-faded), not a
+    whole frame a tick down to ten (13 phase jumps, 11 steps of several times the tone's own,
+    and 200 ms of delay kept for seconds). The tone never steps nor jumps in phase after the
+    stall's gap, and within three seconds the sink holds its cushion again (two frames: the
+    stall was a frame come late, ``cushion.py``)."""
+    sink, played, cushions, depths = engine_chunks(7.0, early=0.005, stall=(3.0, 0.5))
+    assert max(depths[175:185]) >= 20 * 320  # the backlog came
+    x = played[int(3.6 * RATE) :].astype(np.float64)  # from the burst's fade-in on
+    own = np.abs(np.diff(TONE[:RATE].astype(np.float64))).max()
+    assert np.abs(np.diff(x)).max() <= 1.2 * own  # no splice
+    jumps, silent = tone_breaks(played, RATE, 440, 8000, skip=3.6)
+    assert jumps == [] and silent == []
+    assert sink.jitter.stats.latency_drops == 0 and sink.removed_samples >= 20 * 320
+    assert cushions[-1] == 2 and min(depths[300:]) <= 2 * 320 + 160  # the cushion's, from 6 s

@@ -139,8 +139,8 @@ def test_an_underrun_after_a_stretch_plays_what_is_held_then_fades() -> None:
     for frame in frames:
         bus.push_downlink(frame)
     assert sink.pop() is not None
-    sink._debt = 40  # delay owed, as when the engine's clock runs slow
-    sink._debt_since = -int(PATIENCE / 2 / 0.02)  # owed long enough for voiced sounds
+    sink.drift.debt = 40  # delay owed, as when the engine's clock runs slow
+    sink.drift.debt_since = -int(PATIENCE / 2 / 0.02)  # owed long enough for voiced sounds
     assert sink.pop() is not None
     assert sink.inserted_samples == 64  # one period of the 250 Hz tone (≥ the 40 owed)
     assert sink.pop() is not None and len(sink.jitter) == 0

@@ -140,3 +140,21 @@ def test_sound_never_plays_from_the_cycle() -> None:
         decoder.decode(packet)
     assert decoder.silence is not None
     assert decoder.silence.cycle is None and decoder.silence.skipped == 0
+
+
+def test_a_full_scale_negative_sample_is_never_silence() -> None:
+    """``np.abs`` wraps int16's −32768 onto itself: a frame holding one such sample counted
+    as quiet (``audio/pcm.py`` ``peak``), and a run of repeats decoding to it was learned as
+    a silent cycle. Neither is silence."""
+    from bridge.audio.opus_silence import SILENCE_PERIOD, DecodedSilence
+    from bridge.audio.pcm import peak, quiet
+
+    click = np.zeros(N, np.int16)
+    click[100] = -32768
+    assert peak(click) == 32768 and not quiet(click)
+    assert quiet(np.full(N, -200, np.int16)) and not quiet(np.full(N, 201, np.int16))
+    learnt = DecodedSilence()
+    packets = [bytes([i]) for i in range(SILENCE_PERIOD)]
+    for n in range(4 * SILENCE_PERIOD):  # every packet repeats a period on, with its output
+        learnt.decoded(packets[n % SILENCE_PERIOD], click)
+    assert learnt.cycle is None and learnt.lookup(packets[0]) is None
