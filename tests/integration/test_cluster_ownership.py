@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from bridge.api import routing
 from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
 from bridge.calls.handover import MovedCall
+from bridge.cluster import redis as redis_directory
 from bridge.cluster.directory import CallRecord
 from bridge.cluster.handover import Handover
 from bridge.cluster.redis import RedisDirectory
@@ -461,7 +462,7 @@ async def test_a_crash_adoption_that_fails_after_its_take_over_ends_the_call_in_
 
 
 async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends_in_the_record(
-    redis, caplog
+    redis, caplog, monkeypatch
 ) -> None:
     """Survivor s's take-over of a dead worker's call lands in Redis, but Redis refuses its
     reply with an error, and then refuses s's give-back too: s lets go of the call and
@@ -470,6 +471,7 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
     live and listed in s's set, though nobody carried the call. Now s's end is written where
     the directory names s: the record says the call ended, listed by nobody; the give-back's
     failure said once at WARNING."""
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4)  # Redis refuses longer
     client = aioredis.from_url(redis.url, decode_responses=True)
     await dead_worker_with_calls(client, ["c1"])
     async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
@@ -507,3 +509,4 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
         finally:
             await recovery.close()
             await client.aclose()
+
