@@ -274,6 +274,11 @@ class DirectoryUnavailable(BridgeError):
     code = "directory_unavailable"
 
 
+class Undecided(DirectoryUnavailable):
+    """Who carries a moved call cannot be told: its new owner's take-over may have landed,
+    and the directory did not answer its give-back either (``calls/takeover.py``)."""
+
+
 class ReplayUnavailable(BridgeError):
     """The events a client resuming with ``Last-Event-ID`` missed cannot be read: the events
     log (Redis) is away and this worker's ring of events does not reach back to the id. The
