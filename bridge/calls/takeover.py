@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from ..errors import BridgeError, NotOwner, Undecided
+from ..errors import BridgeError, DirectoryUnavailable, NotOwner, Undecided
 from .model import Call
 
 log = logging.getLogger(__name__)
@@ -28,12 +28,15 @@ async def take(claim: Claim, call: Call, previous: str, token: str, otherwise: s
     timed out, or Redis refused it) is this worker's if the directory says so once the old
     owner has let go: the adoption goes on (letting go of it too left the call to nobody).
     One the directory will not say of (:func:`given_back` ``None``) raises
-    :class:`~bridge.errors.Undecided`; ``otherwise`` is what the caller then does."""
+    :class:`~bridge.errors.Undecided`; ``otherwise`` is what the caller then does. One never
+    sent (the directory known away before it) is not this worker's: it is let go of."""
     try:
         await claim.take_over(call, previous, token)
     except NotOwner:
         raise
     except Exception as exc:
+        if isinstance(exc, DirectoryUnavailable) and not exc.sent:
+            raise  # never sent (the directory known away): not taken here, nothing to give back
         back = await given_back(claim, call, previous, token, otherwise)
         if back is None:
             raise Undecided(str(exc) or type(exc).__name__) from exc

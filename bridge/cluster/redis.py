@@ -340,7 +340,10 @@ class RedisDirectory:
                 if time.monotonic() >= deadline:
                     raise
             except _FAILURES as exc:
-                error = error or self._lease.unavailable(exc)
+                # Sent: the step may have been done (its answer lost, or refused as it ran).
+                error = error or DirectoryUnavailable(
+                    self._lease.unavailable(exc).message, sent=True
+                )
                 if time.monotonic() >= deadline:
                     raise error from exc
             await asyncio.sleep(AGAIN_EVERY)

@@ -591,3 +591,40 @@ async def test_a_take_over_whose_reply_and_give_back_redis_refused_is_carried_or
             assert t1.engine.hung_up == ["E1"]
             assert [(c.id, c.end_reason) for c in ended] == [("c1", "failed")]
             assert len([m for m in said if "given back" in m]) == 1, said
+
+
+async def test_a_target_cut_off_from_redis_before_its_take_over_lets_the_call_be(
+    redis, monkeypatch
+) -> None:
+    """At a drain the target t1 is cut off from Redis already (its heartbeat not lapsed yet):
+    its take-over is refused before it is sent, and so is every give-back. Nothing was taken:
+    t1 lets go without a word to the engine and the draining worker keeps the call. A target
+    that cannot tell whether its take-over landed ends the call; one that knows it was never
+    sent must not hang up a call its old owner still carries."""
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4)
+    ws: dict[str, Worker] = {}
+    outcomes: list[BaseException | Call] = []
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        offered = MovedCall.from_json(moved.to_json())
+        try:
+            outcomes.append(await ws[target.id].handover.adopt(offered))
+        except DirectoryUnavailable as exc:
+            outcomes.append(exc)
+            return 503, exc.message
+        return 201, ""
+
+    async def away() -> None:
+        raise ConnectionError("Connection refused")
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        t1 = ws["t1"]
+        t1.directory._lease.beat = away  # type: ignore[method-assign]
+        t1.directory._lease.mark_down(ConnectionError("Connection refused"))
+        call = await carrying(ws["s"])
+        assert not await ws["s"].handover.move(call, "drain")
+        assert isinstance(outcomes[0], DirectoryUnavailable), outcomes
+        assert carriers(*ws.values()) == ["s"]
+        assert await stored(redis.url) == ("s", {"s"})
+        assert t1.engine.hung_up == [] and ws["s"].engine.hung_up == []
