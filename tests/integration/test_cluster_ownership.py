@@ -567,7 +567,9 @@ async def test_a_take_over_whose_reply_and_give_back_redis_refused_is_carried_or
         await asyncio.wait_for(landed.wait(), 5)
         raise TimeoutError  # the draining worker's request times out
 
-    async with workers(redis.url, "s", "t1", send=send) as started:
+    # A heartbeat every 20 s: t1's next beat, which finds Redis back, comes as soon as the
+    # refusal, not 20 s later.
+    async with workers(redis.url, "s", "t1", send=send, heartbeat_ttl=60) as started:
         ws.update(started)
         t1 = ws["t1"]
         ended: list[Call] = []
