@@ -269,9 +269,20 @@ class ShuttingDown(BridgeError):
 
 
 class DirectoryUnavailable(BridgeError):
-    """The shared call directory (Redis) cannot be reached: no new calls until it is back."""
+    """The shared call directory (Redis) cannot be reached: no new calls until it is back.
+    ``sent``: a command went out and its answer was lost or refused: what it asked may have
+    been done (one refused before it went, the directory known away, was not)."""
 
     code = "directory_unavailable"
+
+    def __init__(self, message: str, *, code: str | None = None, sent: bool = False) -> None:
+        super().__init__(message, code=code)
+        self.sent = sent
+
+
+class Undecided(DirectoryUnavailable):
+    """Who carries a moved call cannot be told: its new owner's take-over may have landed,
+    and the directory did not answer its give-back either (``calls/takeover.py``)."""
 
 
 class ReplayUnavailable(BridgeError):

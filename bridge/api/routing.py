@@ -307,7 +307,8 @@ async def _settle(directory: Directory, claim: str, token: str, target: str, ans
     took it and could not give it back: Redis's answer lost). One that did not answer keeps a
     claim it took, settled (:func:`settled_claim`: it can give it back no more, and rings the
     call or declines it). Who holds the claim now: this worker, ``target``, or another
-    (``""``: nobody; raises ``DirectoryUnavailable``)."""
+    (``""``: nobody). Each swap Redis refuses is tried again while it comes back;
+    ``DirectoryUnavailable`` past that (``cluster/redis.py`` ``AGAIN_WITHIN``)."""
     me, held = directory.worker_id, token
     for _ in range(3):  # token → target → token (its give-back) at most, then it stays put
         if held == token:
@@ -316,7 +317,7 @@ async def _settle(directory: Directory, claim: str, token: str, target: str, ans
             next_ = me if answered else settled_claim(target)
         else:
             return target if held == settled_claim(target) else held
-        was = await directory.swap_engine_claim(claim, held, next_)
+        was = await directory.swap_engine_claim(claim, held, next_, again=True)
         if was == held:
             return me if next_ == me else target
         held = was
@@ -372,8 +373,19 @@ def inbound_placer(
         try:
             if await _settle(directory, claim, token, target.id, answered) == target.id:
                 return True  # it took the call: it rings it (or declines it) there
-        except DirectoryUnavailable:
-            pass
+        except DirectoryUnavailable as exc:
+            if not answered:
+                # It may have rung the call (its 201 lost): rung twice, the WhatsApp call
+                # has two bridge calls, each answerable, both carrying its media. Never.
+                log.warning(
+                    "inbound engine call %s: worker %s did not answer in time (%s), and the "
+                    "directory did not say whether it took the call (%s): not rung here",
+                    engine_call_id,
+                    target.id,
+                    why,
+                    exc.message,
+                )
+                return True
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",
             engine_call_id,

@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
-from ..errors import BridgeError, NotOwner
+from ..errors import BridgeError, NotOwner, Undecided
 from .events import CallEvents
+from .hangup import hang_up_quietly
 from .manager import CallManager
-from .model import Call, CallState
+from .model import Call, CallState, EndReason
 from .moved import MovedCall
 from .runtime import CallRuntime
 from .takeover import Claim, given_back, take
@@ -187,9 +188,13 @@ async def adopt_call(
     else:
         call.mono_created = time.monotonic() - max(0.0, time.time() - call.created_at)
     runtime = manager.adopt_moved(call)  # mute and hold as they were (the call's controls)
+    # Who carries it cannot be told (the directory did not answer): a survivor's recovery ends
+    # the call it let go of; a handover's target ends it itself (the old owner lets go of it
+    # if it finds this worker named, and ends what it keeps as it shuts down).
+    otherwise = "letting go of it here" if carried is not None else "ending it here (failed)"
     taken = False
     try:
-        await take(claim, call, previous, moved.token)
+        await take(claim, call, previous, moved.token, otherwise)
         taken = True
         if call.state is CallState.ACTIVE:
             runtime.bus.add_user(HANDOVER_USER)
@@ -212,9 +217,17 @@ async def adopt_call(
         raise
     except BaseException as exc:  # what costs only itself is said by _resumed; else, the move
         # A take-over that failed was given back by take() already (a cancellation excepted).
-        if (not taken and isinstance(exc, Exception)) or await given_back(
-            claim, call, previous, moved.token
-        ):
+        if isinstance(exc, Undecided):
+            back: bool | None = None
+        elif not taken and isinstance(exc, Exception):
+            back = True
+        else:
+            back = await given_back(claim, call, previous, moved.token, otherwise)
+        if back is None and carried is None and isinstance(exc, Exception):
+            await hang_up_quietly(manager.engine_of(call), call)
+            await manager.end(call, EndReason.FAILED)
+            raise
+        if back is not False:
             await release_call(manager, call.id)
             raise
         log.warning(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..engines import EngineEvent
 from ..errors import AtCapacity, BridgeError, NotOwner, ShuttingDown
@@ -38,9 +38,14 @@ Place = Callable[[str, str, str], Awaitable[bool]]
 claimed?"""
 
 
-Swap = Callable[[str, str, str], Awaitable[str]]
-"""``swap(engine call id, held, next)``: the claim on a new inbound call handed from ``held``
-to ``next`` only while ``held`` holds it; who held it (``Directory.swap_engine_claim``)."""
+class Swap(Protocol):
+    """``swap(engine call id, held, next)``: the claim on a new inbound call handed from
+    ``held`` to ``next`` only while ``held`` holds it; who held it; ``again``: tried again
+    once Redis answers, for a few seconds (``Directory.swap_engine_claim``)."""
+
+    async def __call__(
+        self, engine_call_id: str, held: str, next_: str, *, again: bool = False
+    ) -> str: ...
 
 
 def settled_claim(worker: str) -> str:
@@ -155,13 +160,17 @@ class InboundCalls:
     async def _given_back(self, key: str, token: str) -> bool:
         """Give a placed call's claim taken here back to ``token``: its placing worker rings
         the call. ``False`` when it cannot be: the placing worker stopped waiting and settled
-        the claim here (:func:`settled_claim`), and the call is this worker's to ring or end."""
+        the claim here (:func:`settled_claim`), and the call is this worker's to ring or end.
+        A give-back Redis refuses is tried again as soon as it answers: only the claim says
+        whether the placing worker settled it here meanwhile."""
         assert self._swap is not None
         owner = self.manager.owner
         try:
-            held = await self._swap(key, owner, token)
+            held = await self._swap(key, owner, token, again=True)
         except BridgeError:
-            return True  # the placing worker takes the claim back on this worker's refusal
+            # Redis away for seconds: the placing worker, if it still waits, takes the claim
+            # back on this worker's refusal and rings the call.
+            return True
         return held != settled_claim(owner)
 
     async def ring(

@@ -156,11 +156,16 @@ class Directory(Protocol):
     async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
         """A target that took ``call`` and cannot carry it hands it back while the old owner's
         offer stands: ``True`` when the call is not this worker's (given back, or never
-        taken), ``False`` when the old owner settled meanwhile and it is this worker's."""
+        taken), ``False`` when the old owner settled meanwhile and it is this worker's. Tried
+        again once Redis answers, for a few seconds (as :meth:`settle_move`)."""
 
-    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+    async def swap_engine_claim(
+        self, engine_call_id: str, held: str, next_: str, *, again: bool = False
+    ) -> str:
         """A new inbound call's claim handed from ``held`` to ``next_`` only while ``held``
-        holds it (compare-and-set); who held it (``""``: nobody)."""
+        holds it (compare-and-set); who held it (``""``: nobody). ``again``: a swap Redis
+        refused is tried again once it answers, for a few seconds (a give-back, a settle:
+        repeated after it landed, it finds ``next_`` holding the claim)."""
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (or from now), then live ones; ``None`` every
@@ -322,7 +327,9 @@ class MemoryDirectory:
     async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
         return True
 
-    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+    async def swap_engine_claim(
+        self, engine_call_id: str, held: str, next_: str, *, again: bool = False
+    ) -> str:
         return held
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:

@@ -32,9 +32,11 @@ reaper's (:mod:`.redis_reaper`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
@@ -42,7 +44,7 @@ import redis.asyncio as aioredis
 
 from ..calls import Call
 from ..calls.events import CallEvent
-from ..errors import NotOwner
+from ..errors import DirectoryUnavailable, NotOwner
 from ..tasks import TaskSet
 from .directory import AttachmentsOf, CallRecord, LogEntry, WorkerInfo
 from .redis_events import RedisEventLog
@@ -68,6 +70,14 @@ log = logging.getLogger(__name__)
 
 OP_TIMEOUT = 2.0
 """Seconds one Redis command may take before the directory counts as unreachable."""
+
+AGAIN_WITHIN = 3.0
+"""Seconds a step of who carries a call that Redis refused (a give-back, a settle) waits for
+Redis to answer again before its worker decides without it: the heartbeat tries Redis every
+half a second meanwhile, so a refusal that lasts a moment (a failover, a restart's loading)
+is decided in the directory, one carrier whichever answers were lost."""
+AGAIN_EVERY = 0.25
+"""Seconds between two tries of such a step (the heartbeat finds Redis back meanwhile)."""
 
 
 class RedisDirectory:
@@ -314,14 +324,29 @@ class RedisDirectory:
         await self._lease.drain()
 
     # -- who carries a call: compare-and-set (redis_owner.py)
-    async def _cas(self, step: Callable[[], Awaitable[Any]]) -> Any:
+    async def _cas(self, step: Callable[[], Awaitable[Any]], *, again: bool = False) -> Any:
         """One compare-and-set step for a request: ``DirectoryUnavailable`` when Redis does
-        not answer."""
-        self._lease.check()
-        try:
-            return await step()
-        except _FAILURES as exc:
-            self._failed(exc)
+        not answer. ``again``: a step that may be repeated (it says the state it finds, and
+        repeated after it landed it finds its own), tried again every :data:`AGAIN_EVERY`
+        while Redis does not answer, within :data:`AGAIN_WITHIN`: its caller decides without
+        the directory only past that. Its first refusal marks Redis down, said once."""
+        deadline = time.monotonic() + (AGAIN_WITHIN if again else 0.0)
+        error: DirectoryUnavailable | None = None
+        while True:
+            try:
+                self._lease.check()
+                return await step()
+            except DirectoryUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+            except _FAILURES as exc:
+                # Sent: the step may have been done (its answer lost, or refused as it ran).
+                error = error or DirectoryUnavailable(
+                    self._lease.unavailable(exc).message, sent=True
+                )
+                if time.monotonic() >= deadline:
+                    raise error from exc
+            await asyncio.sleep(AGAIN_EVERY)
 
     async def take_over(self, call: Call, previous_owner: str, token: str = "") -> None:
         record = self._records.of(call)
@@ -332,13 +357,17 @@ class RedisDirectory:
         await self._cas(lambda: self._owner.offer(call_id, token))
 
     async def settle_move(self, call_id: str, token: str) -> str:
-        return str(await self._cas(lambda: self._owner.settle(call_id, token)))
+        return str(await self._cas(lambda: self._owner.settle(call_id, token), again=True))
 
     async def give_back(self, call: Call, previous_owner: str, token: str) -> bool:
-        return bool(await self._cas(lambda: self._owner.give_back(call, previous_owner, token)))
+        back = self._owner.give_back
+        return bool(await self._cas(lambda: back(call, previous_owner, token), again=True))
 
-    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
-        return str(await self._cas(lambda: self._owner.swap_claim(engine_call_id, held, next_)))
+    async def swap_engine_claim(
+        self, engine_call_id: str, held: str, next_: str, *, again: bool = False
+    ) -> str:
+        swap = self._owner.swap_claim
+        return str(await self._cas(lambda: swap(engine_call_id, held, next_), again=again))
 
     # -- the event log (redis_events.py)
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:

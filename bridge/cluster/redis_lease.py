@@ -67,6 +67,10 @@ class Lease:
         """When the latest beat was sent (monotonic): its heartbeat lives a TTL from then on at
         least."""
         self._failed = FailureKinds(log)  # what the beats met, each kind logged once
+        self._woken = asyncio.Event()
+        """A request's command found Redis away: the heartbeat tries it again within half a
+        second (a request waiting for Redis to answer again waits no longer), not a third of
+        the TTL later."""
 
     # -- whether Redis answers
     def settled(self) -> bool:
@@ -93,6 +97,7 @@ class Lease:
         why = str(exc) or type(exc).__name__
         if self.up or self.detail == "not connected yet":
             log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
+            self._woken.set()
         self.up = False
         self.detail = why
         self._beaten_at = None  # the gap to the next beat is Redis's, not the loop's
@@ -216,8 +221,7 @@ class Lease:
         that lands as a command's answer arrives, and a heartbeat that then beat on would
         write this worker back into the directory after it left."""
         while not self._stopping():
-            # A third of the TTL: two beats may be lost before the worker counts as dead.
-            await asyncio.sleep(self.heartbeat_ttl / 3 if self.up else 0.5)
+            await self._rest()
             try:
                 await self.beat()
                 await self.mark_up()
@@ -228,6 +232,17 @@ class Lease:
                 # catch-up): the beat goes on. Its loop ending took this live worker for dead
                 # for good, while it still took calls (the survivors reaped each one).
                 self._failed.failed(exc, "worker %s: a heartbeat failed", self.worker_id)
+
+    async def _rest(self) -> None:
+        """Until the next beat: a third of the TTL while Redis answers (two beats may be lost
+        before the worker counts as dead), cut short when a request's command finds it away;
+        half a second while it is away."""
+        if self.up:
+            self._woken.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), self.heartbeat_ttl / 3)
+        if not self.up:
+            await asyncio.sleep(0.5)
 
     async def drain(self) -> None:
         """Say in the heartbeat that this worker takes no new calls."""

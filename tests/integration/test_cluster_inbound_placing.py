@@ -21,10 +21,13 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from redis.exceptions import ResponseError
 
 from bridge.api import routing
 from bridge.api.errors import error_middleware
 from bridge.calls import Call, InboundCalls
+from bridge.calls.inbound import settled_claim
+from bridge.cluster import redis as redis_directory
 from bridge.cluster.redis_writes import P
 from bridge.engines import EngineEvent, EngineEventKind
 from bridge.errors import DirectoryUnavailable
@@ -140,8 +143,8 @@ async def test_a_target_that_cannot_ring_the_call_it_took_gives_it_back(
     and s rings the call itself."""
 
     def then(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
-        async def take(key: str, held: str, next_: str) -> str:
-            answer = await swap(key, held, next_)
+        async def take(key: str, held: str, next_: str, **kw: Any) -> str:
+            answer = await swap(key, held, next_, **kw)
             meanwhile(t1)
             return answer
 
@@ -162,7 +165,7 @@ async def test_a_target_whose_claim_answer_was_lost_leaves_the_call_to_its_finde
     claim back and rings the call."""
 
     def reply_lost(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
-        async def landed_then_away(key: str, held: str, next_: str) -> str:
+        async def landed_then_away(key: str, held: str, next_: str, **kw: Any) -> str:
             if held != t1.name:
                 await swap(key, held, next_)  # the take lands; its reply does not come
             raise DirectoryUnavailable("the call directory (Redis) is unreachable: timeout")
@@ -188,8 +191,8 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
     gate = asyncio.Event()
 
     def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
-        async def take(key: str, held: str, next_: str) -> str:
-            answer = await swap(key, held, next_)
+        async def take(key: str, held: str, next_: str, **kw: Any) -> str:
+            answer = await swap(key, held, next_, **kw)
             if next_ == t1.name:
                 await gate.wait()  # s's request times out meanwhile
                 meanwhile(t1)
@@ -210,3 +213,93 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
         assert ringing(ws["s"]) == [] and ringing(t1) == []
         said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len([m for m in said if "15550001111" in m]) == 1, said
+
+
+LOADING = "LOADING Redis is loading the dataset in memory"
+
+
+async def test_a_target_whose_take_reply_and_give_back_redis_refused_rings_the_call(
+    redis, caplog, monkeypatch
+) -> None:
+    """t1's take of the claim lands in Redis, but Redis refuses its reply with an error, and
+    then t1's give-back (t1's directory is down); meanwhile s stopped waiting and settled the
+    claim on t1. Before, t1 answered 503 to nobody: the call rang nowhere, and nothing said
+    so. Now t1 tries its give-back again once Redis answers, finds the claim settled on it,
+    and rings the call."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+
+    def refused_reply(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        owner = t1.directory._owner
+        real = owner.swap_claim
+
+        async def take(key: str, held: str, next_: str) -> str:
+            answer = await real(key, held, next_)
+            if next_ == t1.name:
+                settled = settled_claim(t1.name)
+                await until(lambda: _holds(redis.url, settled), 5, "s settling on t1", 0.05)
+                raise ResponseError(LOADING)
+            return answer
+
+        owner.swap_claim = take  # type: ignore[method-assign]
+        return swap
+
+    async with placed_and_failed(redis.url, refused_reply) as ws:
+        t1 = ws["t1"]
+        await until(lambda: ringing(t1), 5, "the call ringing on t1")
+        assert [c.owner for c in ringing(t1)] == ["t1"] and ringing(ws["s"]) == []
+        assert await claim_holder(redis.url) == settled_claim("t1")
+        assert t1.engine.hung_up == [] and ws["s"].engine.hung_up == []
+
+
+async def _holds(redis_url: str, holder: str) -> bool:
+    return await claim_holder(redis_url) == holder
+
+
+async def test_a_finder_that_cannot_settle_does_not_ring_a_call_its_target_may_ring(
+    redis, caplog, monkeypatch
+) -> None:
+    """t1 took the call's claim and stalled past s's request timeout; s's settle then finds
+    Redis refusing every command of its, for longer than it waits. Before, s rang the call
+    itself, and t1 rang it too: one WhatsApp call, two bridge calls, each answerable. Now s,
+    which cannot tell whether t1 took the call, leaves it (said once at WARNING), and the
+    call rings once, on t1."""
+    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4, raising=False)
+    gate = asyncio.Event()
+
+    def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def take(key: str, held: str, next_: str, **kw: Any) -> str:
+            answer = await swap(key, held, next_, **kw)
+            if next_ == t1.name:
+                await gate.wait()  # s's request times out meanwhile
+            return answer
+
+        return take
+
+    port = free_port()
+    ws: dict[str, Worker] = {}
+    async with (
+        workers(redis.url, "s", "t1", url=f"http://127.0.0.1:{port}") as started,
+        target_at(port, ws),
+        aiohttp.ClientSession() as http,
+    ):
+        ws.update(started)
+        s, t1 = ws["s"], ws["t1"]
+        await carrying(s, "busy")
+        t1.inbound._swap = stalls(t1, t1.directory.swap_engine_claim)
+        owner = s.directory._owner
+        real = owner.swap_claim
+
+        async def refused_settle(key: str, held: str, next_: str) -> str:
+            if held != s.name:  # the settle's steps; placing (s → token) goes through
+                raise ResponseError(LOADING)
+            return await real(key, held, next_)
+
+        owner.swap_claim = refused_settle  # type: ignore[method-assign]
+        await found_by_s(ws, http)
+        gate.set()
+        await until(lambda: ringing(t1), 5, "the call ringing on t1")
+        assert ringing(s) == []
+        assert s.engine.hung_up == [] and t1.engine.hung_up == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([m for m in said if "not rung here" in m]) == 1, said

@@ -25,6 +25,7 @@ from redis.exceptions import ResponseError
 from bridge.api import routing
 from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
 from bridge.calls.handover import MovedCall
+from bridge.cluster import redis as redis_directory
 from bridge.cluster.directory import CallRecord
 from bridge.cluster.handover import Handover
 from bridge.cluster.redis import RedisDirectory
@@ -461,7 +462,7 @@ async def test_a_crash_adoption_that_fails_after_its_take_over_ends_the_call_in_
 
 
 async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends_in_the_record(
-    redis, caplog
+    redis, caplog, monkeypatch
 ) -> None:
     """Survivor s's take-over of a dead worker's call lands in Redis, but Redis refuses its
     reply with an error, and then refuses s's give-back too: s lets go of the call and
@@ -470,6 +471,7 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
     live and listed in s's set, though nobody carried the call. Now s's end is written where
     the directory names s: the record says the call ended, listed by nobody; the give-back's
     failure said once at WARNING."""
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4)  # Redis refuses longer
     client = aioredis.from_url(redis.url, decode_responses=True)
     await dead_worker_with_calls(client, ["c1"])
     async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
@@ -507,3 +509,124 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
         finally:
             await recovery.close()
             await client.aclose()
+
+
+def refuse_the_take_reply(
+    redis_url: str, t1: Worker, *, then_refuse_give_backs: bool = False
+) -> asyncio.Event:
+    """t1's take-over lands in Redis, then waits until the old owner has settled its offer
+    (its request timed out), and Redis refuses its reply with an error (t1's directory is
+    down from then on until a beat finds it back); with ``then_refuse_give_backs`` every
+    give-back of t1's is refused too. The event is set once the take-over landed."""
+    owner = t1.directory._owner
+    take = owner.take
+    landed = asyncio.Event()
+
+    async def refused_reply(*args: Any) -> bool:
+        await take(*args)
+        landed.set()
+        client = aioredis.from_url(redis_url, decode_responses=True)
+        try:
+            await until(lambda: _gone(client, moving_key("c1")), 5, "the old owner's settle")
+        finally:
+            await client.aclose()
+        raise ResponseError("LOADING Redis is loading the dataset in memory")
+
+    async def refused(*args: Any) -> bool:
+        raise ResponseError("LOADING Redis is loading the dataset in memory")
+
+    owner.take = refused_reply  # type: ignore[method-assign]
+    if then_refuse_give_backs:
+        owner.give_back = refused  # type: ignore[method-assign]
+    return landed
+
+
+async def _gone(client: Any, key: str) -> bool:
+    return not await client.exists(key)
+
+
+@pytest.mark.parametrize("redis_back", [True, False])
+async def test_a_take_over_whose_reply_and_give_back_redis_refused_is_carried_or_ended(
+    redis, caplog, monkeypatch, redis_back: bool
+) -> None:
+    """At a drain, t1's take-over lands in Redis but Redis refuses its reply, and then t1's
+    give-back (t1's directory is down); meanwhile the draining worker's request timed out, and
+    its settle found t1 named: it let go. Before, t1 let go as well: a live call carried by
+    nobody, and nobody said so. Now t1 tries the give-back again once Redis answers: it finds
+    the offer settled and the record its own, and carries the call on. Redis refusing it for
+    longer than that, t1 cannot tell who carries the call: it ends it (``failed``, hung up,
+    ``call.ended``), said once at WARNING."""
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 3.0 if redis_back else 0.4, raising=False)
+    adoptions: list[asyncio.Task[Call]] = []
+    ws: dict[str, Worker] = {}
+    landed = asyncio.Event()
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        offered = MovedCall.from_json(moved.to_json())
+        adoptions.append(asyncio.create_task(ws[target.id].handover.adopt(offered)))
+        await asyncio.wait_for(landed.wait(), 5)
+        raise TimeoutError  # the draining worker's request times out
+
+    # A heartbeat every 20 s: t1's next beat, which finds Redis back, comes as soon as the
+    # refusal, not 20 s later.
+    async with workers(redis.url, "s", "t1", send=send, heartbeat_ttl=60) as started:
+        ws.update(started)
+        t1 = ws["t1"]
+        ended: list[Call] = []
+        t1.manager.events.observe(lambda e, c: ended.append(c) if e.type == "call.ended" else None)
+        landed = refuse_the_take_reply(redis.url, t1, then_refuse_give_backs=not redis_back)
+        call = await carrying(ws["s"])
+        assert await ws["s"].handover.move(call, "drain")  # t1 is named: s let go
+        outcome = (await asyncio.gather(adoptions[0], return_exceptions=True))[0]
+        assert ws["s"].engine.hung_up == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        if redis_back:
+            assert isinstance(outcome, Call) and outcome.live, outcome
+            assert carriers(*ws.values()) == ["t1"]
+            assert len(t1.engine.channels) == 1  # its engine media open
+            assert await stored(redis.url) == ("t1", {"t1"})
+            assert t1.engine.hung_up == [] and ended == []
+            assert not [m for m in said if "given back" in m], said
+        else:
+            assert isinstance(outcome, DirectoryUnavailable), outcome
+            assert carriers(*ws.values()) == []
+            assert t1.engine.hung_up == ["E1"]
+            assert [(c.id, c.end_reason) for c in ended] == [("c1", "failed")]
+            assert len([m for m in said if "given back" in m]) == 1, said
+
+
+async def test_a_target_cut_off_from_redis_before_its_take_over_lets_the_call_be(
+    redis, monkeypatch
+) -> None:
+    """At a drain the target t1 is cut off from Redis already (its heartbeat not lapsed yet):
+    its take-over is refused before it is sent, and so is every give-back. Nothing was taken:
+    t1 lets go without a word to the engine and the draining worker keeps the call. A target
+    that cannot tell whether its take-over landed ends the call; one that knows it was never
+    sent must not hang up a call its old owner still carries."""
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4)
+    ws: dict[str, Worker] = {}
+    outcomes: list[BaseException | Call] = []
+
+    async def send(target: Any, moved: MovedCall) -> tuple[int, str]:
+        offered = MovedCall.from_json(moved.to_json())
+        try:
+            outcomes.append(await ws[target.id].handover.adopt(offered))
+        except DirectoryUnavailable as exc:
+            outcomes.append(exc)
+            return 503, exc.message
+        return 201, ""
+
+    async def away() -> None:
+        raise ConnectionError("Connection refused")
+
+    async with workers(redis.url, "s", "t1", send=send) as started:
+        ws.update(started)
+        t1 = ws["t1"]
+        t1.directory._lease.beat = away  # type: ignore[method-assign]
+        t1.directory._lease.mark_down(ConnectionError("Connection refused"))
+        call = await carrying(ws["s"])
+        assert not await ws["s"].handover.move(call, "drain")
+        assert isinstance(outcomes[0], DirectoryUnavailable), outcomes
+        assert carriers(*ws.values()) == ["s"]
+        assert await stored(redis.url) == ("s", {"s"})
+        assert t1.engine.hung_up == [] and ws["s"].engine.hung_up == []

@@ -31,7 +31,9 @@ class _Directory:
     async def workers(self) -> list[WorkerInfo]:
         return [WorkerInfo("placer", "", 3, 10), WorkerInfo("t1", self.url, 0, 10)]
 
-    async def swap_engine_claim(self, engine_call_id: str, held: str, next_: str) -> str:
+    async def swap_engine_claim(
+        self, engine_call_id: str, held: str, next_: str, *, again: bool = False
+    ) -> str:
         was = self.claims.get(engine_call_id, "")
         if was == held:
             self.claims[engine_call_id] = next_
