@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
-from bridge.api import routing
+from bridge.api import placing
 from bridge.api.errors import error_middleware
 from bridge.calls import Call, InboundCalls
 from bridge.calls.inbound import settled_claim
@@ -73,7 +73,7 @@ async def found_by_s(ws: dict[str, Worker], http: aiohttp.ClientSession) -> None
     policy = InboundCalls(
         finder.manager,
         claim=finder.directory.claim_engine_call,
-        place=routing.inbound_placer(finder.directory, http, "secret"),
+        place=placing.inbound_placer(finder.directory, http, "secret"),
         swap=finder.directory.swap_engine_claim,
     )
     await policy.incoming(
@@ -187,7 +187,7 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
     rung by nobody and ended by nobody, and nobody said so. Now s settles the claim on t1
     as it stops waiting (t1 can no longer give it back), and t1, the call its own, declines
     it on the engine with a ``call.ended`` saying why, said once."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     gate = asyncio.Event()
 
     def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
@@ -226,7 +226,7 @@ async def test_a_target_whose_take_reply_and_give_back_redis_refused_rings_the_c
     claim on t1. Before, t1 answered 503 to nobody: the call rang nowhere, and nothing said
     so. Now t1 tries its give-back again once Redis answers, finds the claim settled on it,
     and rings the call."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
 
     def refused_reply(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
         owner = t1.directory._owner
@@ -263,7 +263,7 @@ async def test_a_finder_that_cannot_settle_does_not_ring_a_call_its_target_may_r
     itself, and t1 rang it too: one WhatsApp call, two bridge calls, each answerable. Now s,
     which cannot tell whether t1 took the call, leaves it (said once at WARNING), and the
     call rings once, on t1."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4, raising=False)
     gate = asyncio.Event()
 

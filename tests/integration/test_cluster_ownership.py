@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
-from bridge.api import routing
+from bridge.api import placing
 from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
 from bridge.calls.handover import MovedCall
 from bridge.cluster import redis as redis_directory
@@ -301,7 +301,7 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
     rings the call itself. Before, the other worker's adoption then went on and rang it too:
     one WhatsApp call, two bridge calls. Now the finder takes its claim back first, and the
     other finds it gone and rings nothing."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     port = free_port()
     gate = asyncio.Event()
     outcomes: list[BaseException | Call] = []
@@ -333,7 +333,7 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
             key = engine_key("n1", "E7")
             assert await finder.directory.claim_engine_call(key)
             async with aiohttp.ClientSession() as http:
-                place = routing.inbound_placer(finder.directory, http, "secret")
+                place = placing.inbound_placer(finder.directory, http, "secret")
                 assert await place("E7", "15550001111", "n1") is False  # the finder rings it
             gate.set()
             await until(lambda: outcomes, 5, "the late adoption's outcome")
