@@ -168,7 +168,9 @@ async def test_a_target_whose_claim_answer_was_lost_leaves_the_call_to_its_finde
         async def landed_then_away(key: str, held: str, next_: str, **kw: Any) -> str:
             if held != t1.name:
                 await swap(key, held, next_)  # the take lands; its reply does not come
-            raise DirectoryUnavailable("the call directory (Redis) is unreachable: timeout")
+            raise DirectoryUnavailable(
+                "the call directory (Redis) is unreachable: timeout", sent=True
+            )
 
         return landed_then_away
 
@@ -213,6 +215,38 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
         assert ringing(ws["s"]) == [] and ringing(t1) == []
         said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len([m for m in said if "15550001111" in m]) == 1, said
+
+
+async def test_a_target_cut_off_from_redis_refuses_at_once_and_its_finder_rings_the_call(
+    redis, caplog
+) -> None:
+    """t1 is cut off from Redis already (its heartbeat not lapsed yet): its take of the claim
+    is refused before it is sent. Before, t1 then tried to give back a claim it never took,
+    again and again for the retry window (``AGAIN_WITHIN``), before it answered 503. A take
+    never sent cannot have landed: t1 refuses at once, without a give-back, and s takes the
+    claim back and rings the call."""
+    swaps: list[tuple[str, str]] = []
+
+    def cut_off(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def away() -> None:
+            raise ConnectionError("Connection refused")
+
+        t1.directory._lease.beat = away  # type: ignore[method-assign]
+        t1.directory._lease.mark_down(ConnectionError("Connection refused"))
+
+        async def counted(key: str, held: str, next_: str, **kw: Any) -> str:
+            swaps.append((held, next_))
+            return await swap(key, held, next_, **kw)
+
+        return counted
+
+    async with placed_and_failed(redis.url, cut_off) as ws:
+        assert [next_ for _, next_ in swaps] == ["t1"]  # its take; no give-back
+        assert [c.owner for c in ringing(ws["s"])] == ["s"] and ringing(ws["t1"]) == []
+        assert await claim_holder(redis.url) == "s"
+        assert ws["t1"].engine.hung_up == [] and ws["s"].engine.hung_up == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("did not take it (503" in m for m in said), said
 
 
 LOADING = "LOADING Redis is loading the dataset in memory"
