@@ -68,9 +68,11 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
 METHODS = ALLOW.split(", ")
-REQUESTS = (*(method.lower() for method in METHODS), "unknown")
-"""The counts of requests served, by method (``unknown``: one not in :data:`ALLOW`); every
-other count is a refusal (``trunks/refusals.py`` reports both)."""
+IN_DIALOG = ("INFO", "REFER")
+"""Methods a trunk's user agent takes in a dialog (:attr:`UserAgent.in_dialog_requests`)."""
+REQUESTS = (*(method.lower() for method in (*METHODS, *IN_DIALOG)), "unknown")
+"""The counts of requests served, by method (``unknown``: one not in :data:`ALLOW` nor
+:data:`IN_DIALOG`); every other count is a refusal (``trunks/refusals.py`` reports both)."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
@@ -310,7 +312,7 @@ class UserAgent:
             if method != "ACK":
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
-        self.count(method.lower() if method in METHODS else "unknown")
+        self.count(method.lower() if method in (*METHODS, *IN_DIALOG) else "unknown")
         if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
             self.count("bad")
             await self._answer(conn, misplaced)
