@@ -134,6 +134,7 @@ class UserAgent:
         self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
         self.malformed = Malformed()  # sources of malformed messages (said once)
         self.unserved = Repeats()  # sources of methods we do not implement (said once)
+        self.strangers = Repeats()  # sources the policy refuses (said once while it lasts)
         self.admission = InviteAdmission(self)
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
@@ -307,7 +308,7 @@ class UserAgent:
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
         if await answered_again(self, req, conn):
             return
-        if conn.inbound and not self.policy.admits(conn):
+        if conn.inbound and not self.policy.admits(conn, self.strangers):
             self.count("untrusted")
             if method != "ACK":
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
