@@ -74,6 +74,7 @@ class MediaTotals:
         b.socket_frames_dropped += stats.socket_frames_dropped
         b.microphone_frames_dropped += stats.microphone_frames_dropped
         b.whatsapp_in_frames_dropped += stats.whatsapp_in_frames_dropped
+        b.listener_frames_dropped += stats.listener_frames_dropped
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
         self.receive["browser"].merge(stats.receive)
@@ -175,6 +176,7 @@ class MediaCollector:
         dropped.add_metric(["downlink", "socket_backpressure"], b.socket_frames_dropped)
         dropped.add_metric(["uplink", "microphone_overflow"], b.microphone_frames_dropped)
         dropped.add_metric(["downlink", "whatsapp_overflow"], b.whatsapp_in_frames_dropped)
+        dropped.add_metric(["downlink", "listener_behind"], b.listener_frames_dropped)
         dropped.add_metric(["downlink", "overflow"], t.jitter_overflow_drops)
         dropped.add_metric(["downlink", "late"], t.jitter_latency_drops)
         name, leg, up = self._engine()

@@ -167,6 +167,9 @@ class BusStats:
     whatsapp_in_frames_dropped: int = 0
     """A clocked WhatsApp side's frames the mixer dropped: more than ``CLOCKED_WAITING``
     waited for its tick (``whatsapp_in.py``)."""
+    listener_frames_dropped: int = 0
+    """Frames for a listener on the worker clock its sender did not take in time: more than
+    ``CLOCKED_FRAMES`` waited (``frames.py`` ``DownlinkSink``: its task missed ticks)."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -195,6 +198,7 @@ class BusStats:
             "socketFramesDropped": self.socket_frames_dropped,
             "microphoneFramesDropped": self.microphone_frames_dropped,
             "whatsappInFramesDropped": self.whatsapp_in_frames_dropped,
+            "listenerFramesDropped": self.listener_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),
