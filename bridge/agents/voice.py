@@ -48,7 +48,7 @@ class StreamedSource:
     stream's real jitter (a low quantile of the frames' slack steered to a few ms: on a steady
     stream the voice plays at the next tick) and conceals a frame that comes too late, instead
     of a fixed cushion every frame waits behind. The delay never exceeds ``max_ms``: past it
-    the oldest audio goes (counted in ``source_frames_dropped``, logged once: the stream came
+    the oldest audio goes (counted in ``agent_voice_frames_dropped``, logged once: the stream came
     faster than real time). The same face as :class:`QueuedSource` where the voice uses it;
     frames are taken on the worker clock's tick (its time is the receiver's clock)."""
 
@@ -104,7 +104,7 @@ class StreamedSource:
                 self.max_ms,
             )
         self._dropped += frames
-        self.stats.source_frames_dropped += frames
+        self.stats.agent_voice_frames_dropped += frames
 
     def next_frame(self) -> Pcm | None:
         if self.closed:
@@ -127,6 +127,12 @@ class StreamedSource:
         self.clear()
 
 
+def _voice_dropped(stats: BusStats, frames: int) -> None:
+    """A queued reply's frames dropped past :data:`LIMIT_MS`: the model's voice, not a
+    client's audio."""
+    stats.agent_voice_frames_dropped += frames
+
+
 class AgentVoice:
     """The model's voice: :meth:`push` its audio, :meth:`cut` it on a barge-in."""
 
@@ -137,7 +143,12 @@ class AgentVoice:
         jitter buffer of at most that many ms (module docstring); ``None``: replies, queued."""
         self.rate = rate
         self.source: QueuedSource | StreamedSource = (
-            QueuedSource(max_ms=LIMIT_MS, stats=stats, where=where or "a model's voice")
+            QueuedSource(
+                max_ms=LIMIT_MS,
+                stats=stats,
+                where=where or "a model's voice",
+                on_dropped=lambda frames: _voice_dropped(stats, frames),
+            )
             if stream_ms is None
             else StreamedSource(max_ms=stream_ms, stats=stats, where=where)
         )

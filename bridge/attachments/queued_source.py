@@ -51,7 +51,10 @@ class QueuedSource:
         on_buffer: Callable[[int], None] | None = None,
         stats: BusStats | None = None,
         where: str = "a queued source",
+        on_dropped: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_dropped``: told of the frames dropped past ``max_ms`` (by default they are
+        the call's ``source_frames_dropped``, a client's audio)."""
         self.to_downlink = to_downlink
         self.where = where
         """Whose audio it queues, for the log (``call …: PCM socket …``)."""
@@ -73,6 +76,7 @@ class QueuedSource:
         """While set (a talking socket's call on hold), its audio still plays out in time
         (the queue drained, marks answered) but as silence: the held caller hears none of it."""
         self.stats = stats if stats is not None else BusStats()
+        self._on_dropped = on_dropped
         self.played_frames = 0
 
     @property
@@ -104,7 +108,10 @@ class QueuedSource:
                 self.max_frames * FRAME_MS,
             )
         self.dropped_frames += frames
-        self.stats.source_frames_dropped += frames
+        if self._on_dropped is not None:
+            self._on_dropped(frames)
+        else:
+            self.stats.source_frames_dropped += frames
 
     def mark(self, name: str) -> bool:
         """Queue a mark behind the audio so far; False when too many marks wait already."""

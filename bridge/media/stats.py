@@ -157,6 +157,9 @@ class BusStats:
     """Browser Opus packets that failed to decode."""
     source_frames_dropped: int = 0
     """Client audio dropped by a queued source (a PCM socket or fork sending too far ahead)."""
+    agent_voice_frames_dropped: int = 0
+    """A model agent's voice dropped: its audio came faster than real time past its bound
+    (``agents/voice.py``: a reply queued ``LIMIT_MS`` ahead, a live stream past its buffer)."""
     agent_frames_dropped: int = 0
     """The caller's frames a model agent dropped: its model's socket too slow to take them."""
     socket_frames_dropped: int = 0
@@ -194,6 +197,7 @@ class BusStats:
             "uplinkRtpLate": self.uplink_rtp_late,
             "uplinkDecodeErrors": self.uplink_decode_errors,
             "sourceFramesDropped": self.source_frames_dropped,
+            "agentVoiceFramesDropped": self.agent_voice_frames_dropped,
             "agentFramesDropped": self.agent_frames_dropped,
             "socketFramesDropped": self.socket_frames_dropped,
             "microphoneFramesDropped": self.microphone_frames_dropped,
