@@ -127,12 +127,6 @@ class StreamedSource:
         self.clear()
 
 
-def _voice_dropped(stats: BusStats, frames: int) -> None:
-    """A queued reply's frames dropped past :data:`LIMIT_MS`: the model's voice, not a
-    client's audio."""
-    stats.agent_voice_frames_dropped += frames
-
-
 class AgentVoice:
     """The model's voice: :meth:`push` its audio, :meth:`cut` it on a barge-in."""
 
@@ -142,12 +136,15 @@ class AgentVoice:
         """``stream_ms``: the model sends one continuous real-time stream, played through a
         jitter buffer of at most that many ms (module docstring); ``None``: replies, queued."""
         self.rate = rate
+        self.stats = stats
+        self.dropped_frames = 0
+        """A queued reply's frames dropped past :data:`LIMIT_MS`."""
         self.source: QueuedSource | StreamedSource = (
             QueuedSource(
                 max_ms=LIMIT_MS,
                 stats=stats,
                 where=where or "a model's voice",
-                on_dropped=lambda frames: _voice_dropped(stats, frames),
+                on_dropped=self._dropped,
             )
             if stream_ms is None
             else StreamedSource(max_ms=stream_ms, stats=stats, where=where)
@@ -162,6 +159,19 @@ class AgentVoice:
         self._odd = b""
         """The last chunk's odd byte: the first half of a sample the next chunk completes (a
         provider may split its int16 stream anywhere)."""
+
+    def _dropped(self, frames: int) -> None:
+        """A queued reply's oldest frames dropped past :data:`LIMIT_MS`: the model's voice
+        (not a client's audio), said once."""
+        if not self.dropped_frames:
+            log.warning(
+                "%s: the model sent its voice more than %d s ahead of the call; its oldest "
+                "queued audio is dropped",
+                self.source.where,
+                LIMIT_MS // 1000,
+            )
+        self.dropped_frames += frames
+        self.stats.agent_voice_frames_dropped += frames
 
     @property
     def playing(self) -> bool:

@@ -53,8 +53,9 @@ class QueuedSource:
         where: str = "a queued source",
         on_dropped: Callable[[int], None] | None = None,
     ) -> None:
-        """``on_dropped``: told of the frames dropped past ``max_ms`` (by default they are
-        the call's ``source_frames_dropped``, a client's audio)."""
+        """``on_dropped``: told of the frames dropped past ``max_ms``, which it counts and
+        says (by default they are a client's audio: the call's ``source_frames_dropped``,
+        said once at WARNING)."""
         self.to_downlink = to_downlink
         self.where = where
         """Whose audio it queues, for the log (``call …: PCM socket …``)."""
@@ -100,18 +101,18 @@ class QueuedSource:
         self._watermarks()
 
     def _dropped(self, frames: int) -> None:
-        if not self.dropped_frames:  # once: a client that keeps too far ahead drops every push
+        if self._on_dropped is not None:  # not a client's audio: its owner counts and says it
+            self._on_dropped(frames)
+        elif not self.dropped_frames:  # once: a client that keeps too far ahead drops every push
             log.warning(
                 "%s: the client sent audio more than %d ms ahead of the call; its oldest "
                 "queued audio is dropped (pace it by what plays: buffer and mark messages)",
                 self.where,
                 self.max_frames * FRAME_MS,
             )
-        self.dropped_frames += frames
-        if self._on_dropped is not None:
-            self._on_dropped(frames)
-        else:
+        if self._on_dropped is None:
             self.stats.source_frames_dropped += frames
+        self.dropped_frames += frames
 
     def mark(self, name: str) -> bool:
         """Queue a mark behind the audio so far; False when too many marks wait already."""
