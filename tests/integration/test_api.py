@@ -147,6 +147,33 @@ async def test_unknown_route_and_method_get_the_error_body(client) -> None:
     assert "POST" in resp.headers.get("Allow", "").split(","), resp.headers
 
 
+async def test_a_method_a_route_does_not_have_is_405_whoever_asks(make_client) -> None:
+    """With tokens and an internal secret set, a method a route does not have is 405 with
+    ``Allow`` and the error body, asked with no token, a wrong internal secret or a valid
+    token alike, on public and internal routes; a path no route has is 404. Before, auth
+    answered first: 401 (schemathesis's ``unsupported_method`` on ``/call/adopt``)."""
+    client = await make_client(api_tokens=(TOKEN,), internal_secret="internal-secret-0123456789")
+    wrong_secret = {"X-Bridge-Internal": "not-the-secret"}
+    for method, path, allow in [
+        ("DELETE", "/call/adopt", "POST"),
+        ("PUT", "/call/handover", "POST"),
+        ("PATCH", "/call/status", "GET"),
+        ("PUT", "/call/make", "POST"),
+    ]:
+        for headers in ({}, wrong_secret, AUTH):
+            resp = await client.request(method, path, headers=headers)
+            assert resp.status == 405, (method, path, headers, await resp.text())
+            assert_error(await resp.json(), "method_not_allowed")
+            assert allow in resp.headers["Allow"].split(","), resp.headers
+    for headers in ({}, AUTH):
+        resp = await client.get("/call/a/b/c/d", headers=headers)
+        assert resp.status == 404
+        assert_error(await resp.json(), "not_found")
+    # A route's own method still needs the token.
+    assert (await client.post("/call/make", json={"phone": "5521999999999"})).status == 401
+    assert (await client.post("/call/adopt", json={}, headers=wrong_secret)).status == 401
+
+
 async def test_oversize_body_is_413(client) -> None:
     resp = await client.post("/call/make", data=b'{"phone": "' + b"1" * 70_000 + b'"}')
     assert resp.status == 413
