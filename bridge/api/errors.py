@@ -151,7 +151,13 @@ class ServerErrors:
 
 def error_middleware() -> Middleware:
     """The middleware that turns domain errors into HTTP answers with the JSON error body, its
-    5xx said once per reason while it lasts (:class:`ServerErrors`, one per app)."""
+    5xx said once per reason while it lasts (:class:`ServerErrors`, one per app).
+
+    A request no route takes (no such path: 404; a method its route does not have: 405 with
+    ``Allow``) is the router's answer here, before the middlewares inside this one (auth,
+    tenancy, rate limits, forwarding to a call's owner): they guard a route's handler, and
+    there is none. Before, auth answered such a request 401 first (a method an internal route
+    does not have, asked without the internal secret), against RFC 9110 §15.5.6."""
     said = ServerErrors()
 
     @web.middleware
@@ -166,6 +172,9 @@ def error_middleware() -> Middleware:
 
 async def _answer(request: web.Request, handler: Handler, said: ServerErrors) -> web.StreamResponse:
     try:
+        unrouted = request.match_info.http_exception
+        if unrouted is not None:
+            raise unrouted
         return await handler(request)
     except errors.BridgeError as exc:
         status = status_for(exc)

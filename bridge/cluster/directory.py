@@ -188,6 +188,35 @@ def parse_event_id(text: str | None) -> EventKey | None:
     return int(first), int(second)
 
 
+def resume_position(last_id: str | None) -> EventKey | None:
+    """Where a client resuming with ``last_id`` left off (``None``: no id, from now). An id
+    that is none this bridge gives (its ids are ``digits-digits``) raises
+    :class:`~bridge.errors.ReplayUnavailable`: where the client left off is unknown, so what
+    it missed is too; streamed from now, it would believe it missed nothing. Not a 400: a
+    browser's ``EventSource`` can act on no error status (it fails the stream for good, with
+    no body to read), and it resends the same id whenever it reconnects."""
+    if not last_id:
+        return None
+    position = parse_event_id(last_id)
+    if position is None:
+        raise ReplayUnavailable(
+            "Last-Event-ID is not an event id of this bridge (they are digits-digits): the "
+            "events since the client's last one cannot be known"
+        )
+    return position
+
+
+def newer_than_logged(last_id: str) -> ReplayUnavailable:
+    """What a client resuming from an id newer than every event logged here is told: an id
+    of another deployment, of a log lost since, or from before a restart on a clock that ran
+    ahead; followed, it would pass over every event until the log's ids overtake it."""
+    return ReplayUnavailable(
+        f"Last-Event-ID {last_id} is newer than any event logged here (an id of another "
+        "deployment, or of a log lost since): the events since the client's last one cannot "
+        "be known"
+    )
+
+
 class EventRing:
     """The last ``size`` events in id order, and followers waiting for the next ones.
 
@@ -333,19 +362,26 @@ class MemoryDirectory:
         return held
 
     def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
-        position = parse_event_id(last_id)
+        # What a client cannot resume from is told to it (``replay.unavailable``), never left
+        # to believe it missed nothing: an id that is no event id, one newer than this
+        # process's (of a later boot, or past its last event), one from before a restart, or
+        # one the ring no longer reaches back to (it fell more than the backlog behind).
+        try:
+            position = resume_position(last_id)
+        except ReplayUnavailable as exc:
+            return _unavailable(exc)
         last = self._ring.last_key
-        mine = position is not None and position[0] == self._boot
-        if position is None or position[0] > self._boot or (mine and position > last):
-            position = last  # none, or not an id this process gave
-        elif not mine or not self._ring.reaches((self._boot, position[1] + 1)):
-            # An id from before a restart, or one the ring no longer reaches back to (the
-            # client fell more than the backlog behind): what it missed is gone, and it is
-            # told so (``replay.unavailable``), never left to believe it missed nothing.
-            return _unavailable(last_id)
+        if position is None or last_id is None:
+            return self._ring.follow(last, keepalive)
+        if position[0] > self._boot or (position[0] == self._boot and position > last):
+            return _unavailable(newer_than_logged(last_id))
+        if position[0] < self._boot or not self._ring.reaches((self._boot, position[1] + 1)):
+            return _unavailable(
+                ReplayUnavailable(f"the events after {last_id} are no longer kept by this process")
+            )
         return self._ring.follow(position, keepalive)
 
 
-async def _unavailable(last_id: str | None) -> AsyncIterator[LogEntry | None]:
-    raise ReplayUnavailable(f"the events after {last_id} are no longer kept by this process")
+async def _unavailable(exc: ReplayUnavailable) -> AsyncIterator[LogEntry | None]:
+    raise exc
     yield None  # (an async generator: it raises where the stream is read)

@@ -19,7 +19,14 @@ import redis.asyncio as aioredis
 
 from ..errors import ReplayUnavailable
 from ..logs import Repeats
-from .directory import EventKey, EventRing, LogEntry, parse_event_id
+from .directory import (
+    EventKey,
+    EventRing,
+    LogEntry,
+    newer_than_logged,
+    parse_event_id,
+    resume_position,
+)
 from .redis_writes import EVENTS
 from .redis_writes import FAILURES as _FAILURES
 
@@ -121,7 +128,7 @@ class RedisEventLog:
 
     async def follow(self, last_id: str | None, keepalive: float) -> AsyncIterator[LogEntry | None]:
         """Events after ``last_id`` (from the stream while Redis is up), then live ones."""
-        position = parse_event_id(last_id)
+        position = resume_position(last_id)  # an id that is none: ReplayUnavailable
         if position is not None and last_id is not None:
             # What the client missed, from the stream itself (it may be older than the ring
             # holds); then the ring from there on.
@@ -154,16 +161,16 @@ class RedisEventLog:
                 self._redis_back()
                 if held and held[0][0] == last_id:
                     return held[1:]
-                # An id past the ring's newest that the stream does not hold is of a log lost
-                # since (a Redis that came back empty): followed, it would skip every new event.
-                if self._ring.reaches(position) and position <= self._ring.last_key:
+                if self._ring_serves(position):
                     return None
+                if not held:  # nothing logged at or after it
+                    raise newer_than_logged(last_id)
                 raise ReplayUnavailable(
                     f"the events log no longer holds {last_id} (more than the "
                     "BRIDGE_EVENT_BACKLOG events since, or Redis restarted empty): the events "
                     "after it cannot be replayed"
                 )
-        if self._ring.reaches(position):
+        if self._ring_serves(position):
             return None
         if self._unreplayed.seen("redis") == 1:
             log.warning(
@@ -173,6 +180,13 @@ class RedisEventLog:
                 last_id,
             )
         raise ReplayUnavailable(f"{why}: the events after {last_id} cannot be replayed")
+
+    def _ring_serves(self, position: EventKey) -> bool:
+        """Whether this worker's ring holds every event after ``position``. Not one past its
+        newest: of a log lost since (a Redis that came back empty), or of none this
+        deployment logged; followed, it would pass over every new event until the log's ids
+        overtake it."""
+        return position <= self._ring.last_key and self._ring.reaches(position)
 
     def _redis_back(self) -> None:
         refused = self._unreplayed.ended("redis")

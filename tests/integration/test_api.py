@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -144,6 +145,33 @@ async def test_unknown_route_and_method_get_the_error_body(client) -> None:
     assert_error(await resp.json(), "method_not_allowed")
     # RFC 9110 §15.5.6: the methods the path takes (GET too: /call/{callID} matches it).
     assert "POST" in resp.headers.get("Allow", "").split(","), resp.headers
+
+
+async def test_a_method_a_route_does_not_have_is_405_whoever_asks(make_client) -> None:
+    """With tokens and an internal secret set, a method a route does not have is 405 with
+    ``Allow`` and the error body, asked with no token, a wrong internal secret or a valid
+    token alike, on public and internal routes; a path no route has is 404. Before, auth
+    answered first: 401 (schemathesis's ``unsupported_method`` on ``/call/adopt``)."""
+    client = await make_client(api_tokens=(TOKEN,), internal_secret="internal-secret-0123456789")
+    wrong_secret = {"X-Bridge-Internal": "not-the-secret"}
+    for method, path, allow in [
+        ("DELETE", "/call/adopt", "POST"),
+        ("PUT", "/call/handover", "POST"),
+        ("PATCH", "/call/status", "GET"),
+        ("PUT", "/call/make", "POST"),
+    ]:
+        for headers in ({}, wrong_secret, AUTH):
+            resp = await client.request(method, path, headers=headers)
+            assert resp.status == 405, (method, path, headers, await resp.text())
+            assert_error(await resp.json(), "method_not_allowed")
+            assert allow in resp.headers["Allow"].split(","), resp.headers
+    for headers in ({}, AUTH):
+        resp = await client.get("/call/a/b/c/d", headers=headers)
+        assert resp.status == 404
+        assert_error(await resp.json(), "not_found")
+    # A route's own method still needs the token.
+    assert (await client.post("/call/make", json={"phone": "5521999999999"})).status == 401
+    assert (await client.post("/call/adopt", json={}, headers=wrong_secret)).status == 401
 
 
 async def test_oversize_body_is_413(client) -> None:
@@ -311,18 +339,36 @@ async def test_events_carry_ids_and_a_reconnect_with_last_event_id_replays_what_
     ]
 
 
-async def test_a_last_event_id_that_is_no_id_streams_from_now(client, caplog) -> None:
-    """Digits Python's ``isdigit`` takes and ``int`` does not (``²``): the stream starts from
-    now, as for any id it cannot read (it was an unhandled error, a traceback at ERROR)."""
+async def test_a_last_event_id_that_is_no_id_or_from_the_future_is_told_replay_unavailable(
+    client, caplog
+) -> None:
+    """An id that is none (digits Python's ``isdigit`` takes and ``int`` does not, ``²``: it
+    was an unhandled error), or one newer than any event this process logged (of a later boot,
+    past its last event): where the client left off is unknown, and it is told so, as for an
+    id too old: ``replay.unavailable`` with no id, then the stream ends. Before, the stream
+    went on from now and the client believed it missed nothing."""
     caplog.set_level(logging.ERROR)
-    for last in ("%C2%B2-1", "1-%C2%B9", "x-y", "-", "1" * 50 + "-1"):
+    first = await client.get("/call/events")
+    call = await make_call(client)
+    (created,) = await read_sse(first, 1)
+    first.close()
+    boot, seq = (int(part) for part in created["id"].split("-"))
+    future = (f"{boot}-{seq + 1000}", f"{boot + 1}-0", "99999999999999-0")
+    for last in ("%C2%B2-1", "1-%C2%B9", "x-y", "-", "1" * 50 + "-1", *future):
         resp = await client.get(f"/call/events?lastEventId={last}")
         assert resp.status == 200
-        call = await make_call(client)
-        (event,) = await read_sse(resp, 1)
-        resp.close()
-        assert event["event"] == "call.created" and call["callID"] in event["data"]
-        await client.post("/call/hangup", json={"callID": call["callID"]})
+        (told,) = await read_sse(resp, 1)
+        rest = await asyncio.wait_for(resp.content.read(), 5)  # and the stream ends
+        assert told["event"] == "replay.unavailable" and "id" not in told, (last, told)
+        assert b"event:" not in rest, rest
+        body = json.loads(told["data"])
+        assert body["code"] == "replay_unavailable" and body["lastEventId"] == unquote(last)
+    # An id it holds still resumes: the event after it.
+    resp = await client.get("/call/events", headers={"Last-Event-ID": created["id"]})
+    (after,) = await read_sse(resp, 1)
+    resp.close()
+    assert after["id"] == f"{boot}-{seq + 1}" and after["event"] != "replay.unavailable"
+    await client.post("/call/hangup", json={"callID": call["callID"]})
     assert not caplog.records, caplog.text
 
 

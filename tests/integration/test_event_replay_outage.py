@@ -108,3 +108,33 @@ async def test_a_replay_the_events_log_no_longer_reaches_says_it_cannot(
     client = await make_client(directory=redis.url, internal_secret=SECRET)
     told = await asyncio.wait_for(events(client, mine[0]["id"], "(none: to its end)"), 5)
     assert [e["event"] for e in told] == ["replay.unavailable", "(the stream ended)"], told
+
+
+async def test_an_id_that_is_none_or_newer_than_the_log_says_it_cannot(
+    make_client: Any, redis: Any
+) -> None:
+    """A ``Last-Event-ID`` that is no event id, or one newer than any event logged (another
+    deployment's, a log lost since), with Redis up and with Redis away: where the client left
+    off is unknown, and it is told ``replay.unavailable``. Before, a malformed id streamed
+    from now, and so did a future id while Redis was away (the ring "reached" it): the
+    client believed it missed nothing."""
+    client = await make_client(directory=redis.url, internal_secret=SECRET)
+    live = asyncio.ensure_future(events(client, None, "call.created"))
+    await asyncio.sleep(0.3)  # the worker's reader is at the stream's end
+    made = await client.post("/call/make", json={"phone": "5521999999999"})
+    (created,) = await asyncio.wait_for(live, 5)
+    ms = int(created["id"].split("-")[0])  # a stream id: milliseconds-seq
+    for away in (False, True):
+        if away:
+            await redis.stop()
+        for last in ("x-y", "12", "1-²", f"{ms + 10**9}-0", f"{ms * 1000}-7"):
+            told = await asyncio.wait_for(events(client, last, "(none: to its end)"), 5)
+            assert [e["event"] for e in told] == ["replay.unavailable", "(the stream ended)"], (
+                away,
+                last,
+                told,
+            )
+            assert json.loads(told[0]["data"])["lastEventId"] == last
+        # An id it holds still resumes (from the stream, or from the ring with Redis away).
+        resumed = await asyncio.wait_for(events(client, created["id"], "call.ringing"), 5)
+        assert (await made.json())["callID"] in resumed[0]["data"], resumed

@@ -171,6 +171,7 @@ SCHEMATHESIS_CHECKS = ",".join(
         "response_headers_conformance",
         "response_schema_conformance",
         "negative_data_rejection",
+        "unsupported_method",
         "json_error_body_on_4xx",  # tests/schemathesis_hooks.py
     ]
 )

@@ -48,8 +48,8 @@ async def test_a_resume_the_memory_log_cannot_serve_is_told_not_skipped() -> Non
     """``BRIDGE_DIRECTORY=memory``: a client whose ``Last-Event-ID`` the ring still reaches
     gets what it missed; one that fell more than the backlog behind, or holds an id from before
     a restart, gets ``ReplayUnavailable`` where the stream is read (``replay.unavailable``), not
-    a stream that silently skipped what it missed; an id that is none of this process's (or
-    no id) streams from now."""
+    a stream that silently skipped what it missed; so does one newer than its last event (no
+    id streams from now)."""
     import pytest
 
     from bridge.calls.events import CallEvent
@@ -70,7 +70,9 @@ async def test_a_resume_the_memory_log_cannot_serve_is_told_not_skipped() -> Non
     for gone in (f"{boot}-49", f"{boot}-1", f"{boot - 1}-149"):
         with pytest.raises(ReplayUnavailable):
             await read(gone)
-    assert await read(None) == [] and await read(f"{boot}-151") == []
+    assert await read(None) == []
+    with pytest.raises(ReplayUnavailable, match="newer than any event"):
+        await read(f"{boot}-151")
 
 
 async def test_an_id_from_before_a_restart_is_told_even_before_any_event_here() -> None:
@@ -92,7 +94,9 @@ async def test_an_id_from_before_a_restart_is_told_even_before_any_event_here() 
 
     with pytest.raises(ReplayUnavailable):
         await read(f"{boot - 5000}-42")
-    assert await read(None) == [] and await read(f"{boot}-3") == []  # this process's: now
+    assert await read(None) == []
+    with pytest.raises(ReplayUnavailable, match="newer than any event"):
+        await read(f"{boot}-3")  # of this boot, yet no event was logged
 
 
 async def test_a_log_whose_ids_start_over_lower_reaches_its_followers_from_the_first() -> None:
