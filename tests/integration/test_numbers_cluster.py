@@ -8,7 +8,9 @@ import asyncio
 import base64
 import contextlib
 import time
+from collections.abc import Awaitable
 
+import aiohttp
 import pytest
 
 from ..fakes.cloudapi import FakeMeta
@@ -500,40 +502,53 @@ async def test_metas_terminate_for_a_deleted_numbers_call_reaches_the_worker_car
     """A Cloud API number deleted while a user's call rings on one worker: Meta's terminate
     that lands on the other worker named a Meta number nobody there has any more, so it was
     acknowledged and dropped there (the call rang on until it timed out). That worker still
-    reads it as the number's retired engine did and forwards it to the call's worker."""
+    reads it as the number's retired engine did and forwards it to the call's worker. With API
+    tokens on, that worker (no Cloud API number left) answered it 401 (Meta sends no token):
+    a Meta number it remembers opens the door, its signature checked where the call is; an
+    unknown one stays 401."""
     meta = FakeMeta(token="tok-4001", phone_number_id="4001", app_secret="secret-d")
     await meta.start()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = Bridge(redis, tmp_path / "a"), Bridge(redis, tmp_path / "b")
+    a, b = await admin_bridges(redis, session, tmp_path)
+    admin = aiohttp.ClientSession(headers={"Authorization": "Bearer admin-token"})
     try:
-        await start_bridges(session, a, b)
         block = meta.number_fields("4001")
         body = {"phone": "+15554440041", "engine": "cloudapi", "cloudapi": block}
-        status, number = await post(session, a.base, "/numbers", body)
+        status, number = await post(admin, a.base, "/numbers", body)
         assert status == 201, number
         path = f"/numbers/{number['numberID']}"
 
         async def on_both(want: int) -> bool:
-            return [(await get(session, w.base, path))[0] for w in (a, b)] == [want, want]
+            return [(await get(admin, w.base, path))[0] for w in (a, b)] == [want, want]
 
         await until(lambda: on_both(200), 3, "the number known on both")
         mcall = await meta.user_calls(Http(session, a.base), "15559004001", number="4001")
 
         async def rung() -> list:
-            return (await get(session, a.base, "/call/status"))[1]["calls"]
+            return (await get(admin, a.base, "/call/status"))[1]["calls"]
 
         [call] = await until(rung, 5, "the user's call ringing")
         owner, other = (a, b) if call["owner"] == a.worker_id else (b, a)
-        async with session.delete(f"{a.base}{path}") as resp:
+        async with admin.delete(f"{a.base}{path}") as resp:
             assert resp.status == 200
         await until(lambda: on_both(404), 3, "the deletion seen on both")
 
+        async def unknown() -> int:  # 200 (acknowledged) while other's retired engine lives
+            resp = await meta.post(Http(session, other.base), meta.envelope({}, number="4999"))
+            return resp.status
+
+        await until(lambda: _is(unknown(), 401), 3, "no Cloud API engine left on the other")
         terminate = meta.envelope(meta.terminate_event(mcall, "COMPLETED"), number="4001")
+        forged = await meta.post(Http(session, other.base), terminate, signature="sha256=00")
+        assert forged.status == 401, await forged.text()  # checked by the call's worker
         resp = await meta.post(Http(session, other.base), terminate)
         assert resp.status == 200, await resp.text()
-        ended = await wait_call(session, owner.base, call["callID"], "ended", timeout=5)
+        ended = await wait_call(admin, owner.base, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "remote_canceled", ended  # Meta's, not a ring timeout
     finally:
         await asyncio.gather(a.stop(), b.stop())
+        await admin.close()
         await meta.stop()
+
+
+async def _is(status: Awaitable[int], want: int) -> bool:
+    return await status == want
