@@ -162,9 +162,10 @@ def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
 
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
     """The calls a webhook names, as engine keys (``numberID:id``: what the directory
-    indexes), without verifying it. A Meta number deleted here is still read as its retired
-    engine read it (it takes no new call): its calls may live on another worker, which
-    carries them to their end."""
+    indexes), without verifying it. A Meta number retired here is read as its retired engine
+    read it, first: a call of it may live on another worker, which carries it to its end —
+    the number deleted since (it takes no new call), or its Meta id another number's now (the
+    router goes where the directory finds the call, before the new number's keys)."""
     meta_id = "" if "number" in query else _meta_number(raw)[0]
     earlier = switchboard.retired.named(meta_id)
     if earlier is not None and not _taken(switchboard, meta_id):
@@ -176,8 +177,11 @@ def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
             engine = None
         about = engine.webhook_calls(raw) if engine is not None else WebhookCalls()
         number_id = number_of(switchboard, engine) if engine is not None else ""
-    keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
-    return dataclasses.replace(about, engine_call_ids=keys)
+    keys = [engine_key(number_id, i) for i in about.engine_call_ids]
+    if earlier is not None and earlier[0] != number_id:
+        old = [engine_key(earlier[0], i) for i in earlier[1](raw).engine_call_ids]
+        keys = old + keys
+    return dataclasses.replace(about, engine_call_ids=tuple(keys))
 
 
 def _deleted(
