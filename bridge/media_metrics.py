@@ -70,10 +70,12 @@ class MediaTotals:
         b.uplink_rtp_late += stats.uplink_rtp_late
         b.uplink_decode_errors += stats.uplink_decode_errors
         b.source_frames_dropped += stats.source_frames_dropped
+        b.agent_voice_frames_dropped += stats.agent_voice_frames_dropped
         b.agent_frames_dropped += stats.agent_frames_dropped
         b.socket_frames_dropped += stats.socket_frames_dropped
         b.microphone_frames_dropped += stats.microphone_frames_dropped
         b.whatsapp_in_frames_dropped += stats.whatsapp_in_frames_dropped
+        b.listener_frames_dropped += stats.listener_frames_dropped
         b.uplink_transit.merge(stats.uplink_transit)
         b.downlink_transit.merge(stats.downlink_transit)
         self.receive["browser"].merge(stats.receive)
@@ -171,10 +173,12 @@ class MediaCollector:
         dropped.add_metric(["uplink", "late_rtp"], b.uplink_rtp_late)
         dropped.add_metric(["uplink", "decode_error"], b.uplink_decode_errors)
         dropped.add_metric(["uplink", "client_overflow"], b.source_frames_dropped)
+        dropped.add_metric(["uplink", "agent_voice_overflow"], b.agent_voice_frames_dropped)
         dropped.add_metric(["downlink", "agent_backpressure"], b.agent_frames_dropped)
         dropped.add_metric(["downlink", "socket_backpressure"], b.socket_frames_dropped)
         dropped.add_metric(["uplink", "microphone_overflow"], b.microphone_frames_dropped)
         dropped.add_metric(["downlink", "whatsapp_overflow"], b.whatsapp_in_frames_dropped)
+        dropped.add_metric(["downlink", "listener_behind"], b.listener_frames_dropped)
         dropped.add_metric(["downlink", "overflow"], t.jitter_overflow_drops)
         dropped.add_metric(["downlink", "late"], t.jitter_latency_drops)
         name, leg, up = self._engine()

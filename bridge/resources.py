@@ -57,7 +57,7 @@ from .api.keys import (
     TURN,
     WEBHOOKS,
 )
-from .api.routing import inbound_placer
+from .api.placing import inbound_placer
 from .attachments import ForkService, PlaybackService, RecordingService, dtmf_observer
 from .calls import Call, CallEvents, CallManager, InboundCalls, InMemoryCallRegistry, Recovery
 from .calls.following import follow_calls, follow_policy

@@ -48,7 +48,7 @@ class StreamedSource:
     stream's real jitter (a low quantile of the frames' slack steered to a few ms: on a steady
     stream the voice plays at the next tick) and conceals a frame that comes too late, instead
     of a fixed cushion every frame waits behind. The delay never exceeds ``max_ms``: past it
-    the oldest audio goes (counted in ``source_frames_dropped``, logged once: the stream came
+    the oldest audio goes (counted in ``agent_voice_frames_dropped``, logged once: the stream came
     faster than real time). The same face as :class:`QueuedSource` where the voice uses it;
     frames are taken on the worker clock's tick (its time is the receiver's clock)."""
 
@@ -104,7 +104,7 @@ class StreamedSource:
                 self.max_ms,
             )
         self._dropped += frames
-        self.stats.source_frames_dropped += frames
+        self.stats.agent_voice_frames_dropped += frames
 
     def next_frame(self) -> Pcm | None:
         if self.closed:
@@ -136,8 +136,16 @@ class AgentVoice:
         """``stream_ms``: the model sends one continuous real-time stream, played through a
         jitter buffer of at most that many ms (module docstring); ``None``: replies, queued."""
         self.rate = rate
+        self.stats = stats
+        self.dropped_frames = 0
+        """A queued reply's frames dropped past :data:`LIMIT_MS`."""
         self.source: QueuedSource | StreamedSource = (
-            QueuedSource(max_ms=LIMIT_MS, stats=stats, where=where or "a model's voice")
+            QueuedSource(
+                max_ms=LIMIT_MS,
+                stats=stats,
+                where=where or "a model's voice",
+                on_dropped=self._dropped,
+            )
             if stream_ms is None
             else StreamedSource(max_ms=stream_ms, stats=stats, where=where)
         )
@@ -151,6 +159,19 @@ class AgentVoice:
         self._odd = b""
         """The last chunk's odd byte: the first half of a sample the next chunk completes (a
         provider may split its int16 stream anywhere)."""
+
+    def _dropped(self, frames: int) -> None:
+        """A queued reply's oldest frames dropped past :data:`LIMIT_MS`: the model's voice
+        (not a client's audio), said once."""
+        if not self.dropped_frames:
+            log.warning(
+                "%s: the model sent its voice more than %d s ahead of the call; its oldest "
+                "queued audio is dropped",
+                self.source.where,
+                LIMIT_MS // 1000,
+            )
+        self.dropped_frames += frames
+        self.stats.agent_voice_frames_dropped += frames
 
     @property
     def playing(self) -> bool:

@@ -51,7 +51,11 @@ class QueuedSource:
         on_buffer: Callable[[int], None] | None = None,
         stats: BusStats | None = None,
         where: str = "a queued source",
+        on_dropped: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_dropped``: told of the frames dropped past ``max_ms``, which it counts and
+        says (by default they are a client's audio: the call's ``source_frames_dropped``,
+        said once at WARNING)."""
         self.to_downlink = to_downlink
         self.where = where
         """Whose audio it queues, for the log (``call …: PCM socket …``)."""
@@ -73,6 +77,7 @@ class QueuedSource:
         """While set (a talking socket's call on hold), its audio still plays out in time
         (the queue drained, marks answered) but as silence: the held caller hears none of it."""
         self.stats = stats if stats is not None else BusStats()
+        self._on_dropped = on_dropped
         self.played_frames = 0
 
     @property
@@ -96,15 +101,18 @@ class QueuedSource:
         self._watermarks()
 
     def _dropped(self, frames: int) -> None:
-        if not self.dropped_frames:  # once: a client that keeps too far ahead drops every push
+        if self._on_dropped is not None:  # not a client's audio: its owner counts and says it
+            self._on_dropped(frames)
+        elif not self.dropped_frames:  # once: a client that keeps too far ahead drops every push
             log.warning(
                 "%s: the client sent audio more than %d ms ahead of the call; its oldest "
                 "queued audio is dropped (pace it by what plays: buffer and mark messages)",
                 self.where,
                 self.max_frames * FRAME_MS,
             )
+        if self._on_dropped is None:
+            self.stats.source_frames_dropped += frames
         self.dropped_frames += frames
-        self.stats.source_frames_dropped += frames
 
     def mark(self, name: str) -> bool:
         """Queue a mark behind the audio so far; False when too many marks wait already."""

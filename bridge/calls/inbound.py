@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..engines import EngineEvent
-from ..errors import AtCapacity, BridgeError, NotOwner, ShuttingDown
+from ..errors import AtCapacity, BridgeError, DirectoryUnavailable, NotOwner, ShuttingDown
 from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
@@ -146,11 +146,14 @@ class InboundCalls:
     async def _take(self, key: str, token: str) -> None:
         """Take a placed call's claim from ``token``; one whose answer was lost is given back
         (the placing worker takes back the claim of a call refused here in any case), unless
-        the placing worker settled it here meanwhile: the call is this worker's."""
+        the placing worker settled it here meanwhile: the call is this worker's. One never sent
+        (the directory known away) took nothing: refused at once, nothing to give back."""
         assert self._swap is not None
         try:
             held = await self._swap(key, token, self.manager.owner)
-        except BridgeError:
+        except BridgeError as exc:
+            if isinstance(exc, DirectoryUnavailable) and not exc.sent:
+                raise  # it cannot have landed, nor been settled here: no give-back to wait on
             if await self._given_back(key, token):
                 raise
             return  # the take landed, and the placing worker stopped waiting since

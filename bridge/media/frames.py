@@ -64,8 +64,9 @@ aligns each utterance on its own), not one between words."""
 
 CLOCKED_FRAMES = 3
 """Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
-the oldest dropped beyond: the frame pushed in a tick is taken in that tick's send phase, so
-more wait only while a sender catches up on ticks its task missed."""
+the oldest dropped beyond (the call's ``listener_frames_dropped``): the frame pushed in a tick
+is taken in that tick's send phase, so more wait only while a sender catches up on ticks its
+task missed."""
 
 
 class DownlinkSink:
@@ -134,8 +135,6 @@ class DownlinkSink:
         self.clocked = False
         """Fed on the worker clock (see the class docstring)."""
         self._tick: deque[BusFrame] = deque(maxlen=CLOCKED_FRAMES)
-        self.dropped = 0
-        """Frames from a clocked producer dropped because its sender fell behind."""
         self.fed_at = 0.0
         """When the newest frame played entered the bus (its ``t``)."""
 
@@ -163,8 +162,8 @@ class DownlinkSink:
 
     def push(self, frame: BusFrame) -> None:
         if self.clocked:
-            if len(self._tick) == CLOCKED_FRAMES:
-                self.dropped += 1
+            if len(self._tick) == CLOCKED_FRAMES:  # its sender fell behind
+                self.stats.listener_frames_dropped += 1
             self._tick.append(frame)
             return
         self.jitter.push(frame)

@@ -61,7 +61,11 @@ ROUTE: dict[str, tuple[Hop, ...]] = {
             "4 frames while mixing (oldest dropped: `whatsappInFramesDropped`)",
         ),
         Hop("media.conference:CallPort.take", "SEND", "-"),
-        Hop("media.frames:DownlinkSink.take", "SEND", "3 frames (a late sender)"),
+        Hop(
+            "media.frames:DownlinkSink.take",
+            "SEND",
+            "3 frames (a late sender; oldest dropped: `listenerFramesDropped`)",
+        ),
         Hop("rtc.tracks:OpusBusTrack.packets", "SEND", "-"),
         Hop("rtc.rtpsend:LeanSender.send_encoded", "SEND", "-"),
         Hop("rtc.dtls_srtp:DtlsSrtp.send_rtp", "SEND", "-"),

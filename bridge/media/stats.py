@@ -157,6 +157,9 @@ class BusStats:
     """Browser Opus packets that failed to decode."""
     source_frames_dropped: int = 0
     """Client audio dropped by a queued source (a PCM socket or fork sending too far ahead)."""
+    agent_voice_frames_dropped: int = 0
+    """A model agent's voice dropped: its audio came faster than real time past its bound
+    (``agents/voice.py``: a reply queued ``LIMIT_MS`` ahead, a live stream past its buffer)."""
     agent_frames_dropped: int = 0
     """The caller's frames a model agent dropped: its model's socket too slow to take them."""
     socket_frames_dropped: int = 0
@@ -167,6 +170,9 @@ class BusStats:
     whatsapp_in_frames_dropped: int = 0
     """A clocked WhatsApp side's frames the mixer dropped: more than ``CLOCKED_WAITING``
     waited for its tick (``whatsapp_in.py``)."""
+    listener_frames_dropped: int = 0
+    """Frames for a listener on the worker clock its sender did not take in time: more than
+    ``CLOCKED_FRAMES`` waited (``frames.py`` ``DownlinkSink``: its task missed ticks)."""
     uplink_transit: FixedHistogram = field(default_factory=FixedHistogram)
     """Seconds from a frame entering the bus to its hand-off to the engine leg."""
     downlink_transit: FixedHistogram = field(default_factory=FixedHistogram)
@@ -191,10 +197,12 @@ class BusStats:
             "uplinkRtpLate": self.uplink_rtp_late,
             "uplinkDecodeErrors": self.uplink_decode_errors,
             "sourceFramesDropped": self.source_frames_dropped,
+            "agentVoiceFramesDropped": self.agent_voice_frames_dropped,
             "agentFramesDropped": self.agent_frames_dropped,
             "socketFramesDropped": self.socket_frames_dropped,
             "microphoneFramesDropped": self.microphone_frames_dropped,
             "whatsappInFramesDropped": self.whatsapp_in_frames_dropped,
+            "listenerFramesDropped": self.listener_frames_dropped,
             "uplinkTransitP50Ms": _ms(self.uplink_transit.quantile(0.5)),
             "uplinkTransitP99Ms": _ms(self.uplink_transit.quantile(0.99)),
             "downlinkTransitP50Ms": _ms(self.downlink_transit.quantile(0.5)),

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..logs import Repeats
 from .headers import Via
 from .message import Message, SipParseError, split_list
 from .transport import FIRST_MESSAGE_TIMEOUT, MAX_PER_SOURCE
@@ -130,13 +131,23 @@ class PeerPolicy:
                 )
         return ""
 
-    def admits(self, conn: Connection) -> bool:
-        """Whether ``conn``'s peer may send requests: judged once a connection, its refusal
-        logged once, before any digest work."""
+    def admits(self, conn: Connection, said: Repeats) -> bool:
+        """Whether ``conn``'s peer may send requests: judged once a connection, before any
+        digest work; a refusal said at WARNING once per source (:func:`source_key`) while its
+        connections are refused (``said``), its end at INFO when one is admitted."""
         if conn.refusal is None:
             conn.refusal = self.refusal(conn.peer[0], conn.peercert)
-            if conn.refusal:
-                log.warning("SIP from %s:%d: refused (403): %s", *conn.peer, conn.refusal)
+            source = source_key(conn.peer[0])
+            if conn.refusal and said.seen(source) == 1:
+                log.warning(
+                    "SIP from %s:%d: refused (403): %s (said once per source while it lasts)",
+                    *conn.peer,
+                    conn.refusal,
+                )
+            elif not conn.refusal and (refused := said.ended(source)):
+                log.info(
+                    "SIP from %s: admitted again (%d connections refused before)", source, refused
+                )
         return not conn.refusal
 
 

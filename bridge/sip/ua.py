@@ -68,9 +68,11 @@ log = logging.getLogger(__name__)
 
 ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY"
 METHODS = ALLOW.split(", ")
-REQUESTS = (*(method.lower() for method in METHODS), "unknown")
-"""The counts of requests served, by method (``unknown``: one not in :data:`ALLOW`); every
-other count is a refusal (``trunks/refusals.py`` reports both)."""
+IN_DIALOG = ("INFO", "REFER")
+"""Methods a trunk's user agent takes in a dialog (:attr:`UserAgent.in_dialog_requests`)."""
+REQUESTS = (*(method.lower() for method in (*METHODS, *IN_DIALOG)), "unknown")
+"""The counts of requests served, by method (``unknown``: one not in :data:`ALLOW` nor
+:data:`IN_DIALOG`); every other count is a refusal (``trunks/refusals.py`` reports both)."""
 InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
 """Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
@@ -132,6 +134,7 @@ class UserAgent:
         self.misplaced = Repeats()  # sources of a Replaces RFC 3891 §3 refuses (said once)
         self.malformed = Malformed()  # sources of malformed messages (said once)
         self.unserved = Repeats()  # sources of methods we do not implement (said once)
+        self.strangers = Repeats()  # sources the policy refuses (said once while it lasts)
         self.admission = InviteAdmission(self)
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
@@ -305,12 +308,12 @@ class UserAgent:
         stamp_via(req, conn.peer)  # every response copies the top Via (§18.2.1, RFC 3581)
         if await answered_again(self, req, conn):
             return
-        if conn.inbound and not self.policy.admits(conn):
+        if conn.inbound and not self.policy.admits(conn, self.strangers):
             self.count("untrusted")
             if method != "ACK":
                 await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
-        self.count(method.lower() if method in METHODS else "unknown")
+        self.count(method.lower() if method in (*METHODS, *IN_DIALOG) else "unknown")
         if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
             self.count("bad")
             await self._answer(conn, misplaced)

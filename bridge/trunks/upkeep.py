@@ -5,7 +5,8 @@
 One task a trunk, reconciled on every catalog reload (:meth:`Upkeep.reconcile`); what each saw
 is :meth:`Upkeep.state` (``GET /trunks/{id}``) and the metrics ``bridge_trunk_up`` and
 ``bridge_trunk_registered``; a keep-alive that fails (no answer, or a 5xx) is said at WARNING
-once while it lasts, its end at INFO, and a REGISTER refused when its reason changes. A
+once while it lasts, its end at INFO, and a REGISTER refused at WARNING when its reason
+changes, the registration's return at INFO with how many were refused and for how long. A
 ``401``/``407`` is answered with the trunk's credentials, once a request, a ``423 Interval Too
 Brief`` by asking again for its ``Min-Expires`` (§10.2.8), kept for the refreshes. A
 registration is refreshed at 80 % of what the registrar granted, retried every :data:`RETRY`
@@ -53,6 +54,8 @@ class Upkeep:
         self._state: dict[str, dict[str, Any]] = {}
         self._down = Repeats()
         """Trunks whose keep-alive fails, by id (said once while it lasts, its end at INFO)."""
+        self._refused = Repeats()
+        """Trunks whose REGISTERs are refused, by id (its end said at INFO)."""
         self.up = Gauge("bridge_trunk_up", "trunk answers OPTIONS", ["trunk"], registry=registry)
         self.registered = Gauge(
             "bridge_trunk_registered", "trunk registration in force", ["trunk"], registry=registry
@@ -80,6 +83,7 @@ class Upkeep:
                 self._tasks.pop(trunk_id)[1].cancel()
                 self._state.pop(trunk_id, None)
                 self._down.ended(trunk_id)
+                self._refused.ended(trunk_id)
                 for gauge in (self.up, self.registered):
                     try:
                         gauge.remove(trunk_id)
@@ -165,15 +169,30 @@ class Upkeep:
             resp = await self._request(
                 trunk, "REGISTER", registrar, aor, extra=extra, from_=aor, session=session
             )
+        was = state.get("registration") or {}
         if 200 <= resp.status < 300:
+            if refused := self._refused.ended(trunk.trunk_id):
+                log.info(
+                    "SIP trunk %s: registered again (%d REGISTERs refused over %.0f s before)",
+                    trunk.trunk_id,
+                    refused,
+                    time.time() - was.get("since", time.time()),
+                )
             granted = _granted(resp, contact, expires)
             state["registration"] = {"state": "registered", "expiresAt": time.time() + granted}
             self.registered.labels(trunk.trunk_id).set(1.0)
             return max(30.0, granted * 0.8) if granted >= 30 else max(1.0, granted * 0.8)
         reason = f"{resp.status} {resp.reason}"[:120]
-        if (state.get("registration") or {}).get("reason") != reason:
-            log.warning("SIP trunk %s: REGISTER refused: %s", trunk.trunk_id, reason)
-        state["registration"] = {"state": "failed", "reason": reason, "at": time.time()}
+        if self._refused.seen(trunk.trunk_id) == 1 or was.get("reason") != reason:
+            log.warning(
+                "SIP trunk %s: REGISTER refused: %s (said again when its reason changes, its "
+                "end at INFO)",
+                trunk.trunk_id,
+                reason,
+            )
+        now = time.time()
+        since = was.get("since", now) if was.get("state") == "failed" else now
+        state["registration"] = {"state": "failed", "reason": reason, "at": now, "since": since}
         self.registered.labels(trunk.trunk_id).set(0.0)
         return RETRY
 

@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
-from bridge.api import routing
+from bridge.api import placing
 from bridge.api.errors import error_middleware
 from bridge.calls import Call, InboundCalls
 from bridge.calls.inbound import settled_claim
@@ -73,7 +73,7 @@ async def found_by_s(ws: dict[str, Worker], http: aiohttp.ClientSession) -> None
     policy = InboundCalls(
         finder.manager,
         claim=finder.directory.claim_engine_call,
-        place=routing.inbound_placer(finder.directory, http, "secret"),
+        place=placing.inbound_placer(finder.directory, http, "secret"),
         swap=finder.directory.swap_engine_claim,
     )
     await policy.incoming(
@@ -168,7 +168,9 @@ async def test_a_target_whose_claim_answer_was_lost_leaves_the_call_to_its_finde
         async def landed_then_away(key: str, held: str, next_: str, **kw: Any) -> str:
             if held != t1.name:
                 await swap(key, held, next_)  # the take lands; its reply does not come
-            raise DirectoryUnavailable("the call directory (Redis) is unreachable: timeout")
+            raise DirectoryUnavailable(
+                "the call directory (Redis) is unreachable: timeout", sent=True
+            )
 
         return landed_then_away
 
@@ -187,7 +189,7 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
     rung by nobody and ended by nobody, and nobody said so. Now s settles the claim on t1
     as it stops waiting (t1 can no longer give it back), and t1, the call its own, declines
     it on the engine with a ``call.ended`` saying why, said once."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     gate = asyncio.Event()
 
     def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
@@ -215,6 +217,38 @@ async def test_a_call_refused_after_its_finder_stopped_waiting_is_ended_not_lost
         assert len([m for m in said if "15550001111" in m]) == 1, said
 
 
+async def test_a_target_cut_off_from_redis_refuses_at_once_and_its_finder_rings_the_call(
+    redis, caplog
+) -> None:
+    """t1 is cut off from Redis already (its heartbeat not lapsed yet): its take of the claim
+    is refused before it is sent. Before, t1 then tried to give back a claim it never took,
+    again and again for the retry window (``AGAIN_WITHIN``), before it answered 503. A take
+    never sent cannot have landed: t1 refuses at once, without a give-back, and s takes the
+    claim back and rings the call."""
+    swaps: list[tuple[str, str]] = []
+
+    def cut_off(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def away() -> None:
+            raise ConnectionError("Connection refused")
+
+        t1.directory._lease.beat = away  # type: ignore[method-assign]
+        t1.directory._lease.mark_down(ConnectionError("Connection refused"))
+
+        async def counted(key: str, held: str, next_: str, **kw: Any) -> str:
+            swaps.append((held, next_))
+            return await swap(key, held, next_, **kw)
+
+        return counted
+
+    async with placed_and_failed(redis.url, cut_off) as ws:
+        assert [next_ for _, next_ in swaps] == ["t1"]  # its take; no give-back
+        assert [c.owner for c in ringing(ws["s"])] == ["s"] and ringing(ws["t1"]) == []
+        assert await claim_holder(redis.url) == "s"
+        assert ws["t1"].engine.hung_up == [] and ws["s"].engine.hung_up == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("did not take it (503" in m for m in said), said
+
+
 LOADING = "LOADING Redis is loading the dataset in memory"
 
 
@@ -226,7 +260,7 @@ async def test_a_target_whose_take_reply_and_give_back_redis_refused_rings_the_c
     claim on t1. Before, t1 answered 503 to nobody: the call rang nowhere, and nothing said
     so. Now t1 tries its give-back again once Redis answers, finds the claim settled on it,
     and rings the call."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
 
     def refused_reply(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
         owner = t1.directory._owner
@@ -263,7 +297,7 @@ async def test_a_finder_that_cannot_settle_does_not_ring_a_call_its_target_may_r
     itself, and t1 rang it too: one WhatsApp call, two bridge calls, each answerable. Now s,
     which cannot tell whether t1 took the call, leaves it (said once at WARNING), and the
     call rings once, on t1."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4, raising=False)
     gate = asyncio.Event()
 

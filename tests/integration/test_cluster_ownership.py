@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from redis.exceptions import ResponseError
 
-from bridge.api import routing
+from bridge.api import placing
 from bridge.calls import Call, CallState, Direction, InboundCalls, Recovery
 from bridge.calls.handover import MovedCall
 from bridge.cluster import redis as redis_directory
@@ -301,7 +301,7 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
     rings the call itself. Before, the other worker's adoption then went on and rang it too:
     one WhatsApp call, two bridge calls. Now the finder takes its claim back first, and the
     other finds it gone and rings nothing."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     port = free_port()
     gate = asyncio.Event()
     outcomes: list[BaseException | Call] = []
@@ -333,7 +333,7 @@ async def test_an_inbound_call_taken_after_its_finder_rang_it_itself_is_not_rung
             key = engine_key("n1", "E7")
             assert await finder.directory.claim_engine_call(key)
             async with aiohttp.ClientSession() as http:
-                place = routing.inbound_placer(finder.directory, http, "secret")
+                place = placing.inbound_placer(finder.directory, http, "secret")
                 assert await place("E7", "15550001111", "n1") is False  # the finder rings it
             gate.set()
             await until(lambda: outcomes, 5, "the late adoption's outcome")
@@ -498,13 +498,19 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
                 record = CallRecord.from_json(await client.get(call_key("c1")))
                 return None if record.live else record
 
-            record = await until(ended, 2, "the call's end in its record")
+            # (The end is written once a heartbeat finds Redis back: bounded generously, a
+            # loaded host's beat comes late; it failed once beside other suites at 2 s.)
+            record = await until(ended, 5, "the call's end in its record")
             assert record.snapshot["endReason"] == "failed"
             assert (await stored(redis.url))[1] == set()  # listed by nobody
-            await until(lambda: s.engine.hung_up == ["ec1"], 2, "the engine call's hang-up")
+            await until(lambda: s.engine.hung_up == ["ec1"], 5, "the engine call's hang-up")
             assert carriers(s) == []
             said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-            assert len(said) == len(set(said)), said
+            # The directory's own "unreachable" comes again if a heartbeat found Redis back
+            # between the refusals (the real Redis answers it: a flap, said each time it
+            # goes; a loaded host's beat lands there); every other line once.
+            once = [m for m in said if not m.startswith("call directory (Redis) unreachable")]
+            assert len(once) == len(set(once)), said
             assert len([m for m in said if "given back" in m]) == 1, said
         finally:
             await recovery.close()

@@ -138,13 +138,21 @@ async def test_infos_without_a_key_we_take_are_counted_and_said_once(
             assert refused.startswith(b"SIP/2.0 415"), refused
         taken = info(5, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")
         assert (await final(taken, "INFO", 5)).startswith(b"SIP/2.0 200")
+        refer = f"REFER sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 6 REFER\r\n"
+        refer = (refer + "Content-Length: 0\r\n\r\n").format(seq=6).encode()
+        assert (await final(refer, "REFER", 6)).startswith(b"SIP/2.0 400")  # no Refer-To
         text = await (await client.get("/metrics")).text()
-        bye = f"BYE sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 6 BYE\r\n"
-        bye = (bye + "Content-Length: 0\r\n\r\n").format(seq=6).encode()
-        assert (await final(bye, "BYE", 6)).startswith(b"SIP/2.0 200")  # nothing left to end
+        bye = f"BYE sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 7 BYE\r\n"
+        bye = (bye + "Content-Length: 0\r\n\r\n").format(seq=7).encode()
+        assert (await final(bye, "BYE", 7)).startswith(b"SIP/2.0 200")  # nothing left to end
 
     refused = samples(text, "bridge_sip_trunk_refused_total", "what", "reason")
     assert refused[("request", "info_refused")] == 3, refused
+    assert refused[("request", "refer_refused")] == 1, refused
+    # In-dialog INFO and REFER are counted under their own names (they were ``unknown``).
+    requests = samples(text, "bridge_sip_trunk_requests_total", "method")
+    assert requests[("info",)] == 4 and requests[("refer",)] == 1, requests
+    assert requests.get(("unknown",), 0) == 0, requests
     said = [
         (r.levelname, r.getMessage()) for r in caplog.records if "info_refused" in r.getMessage()
     ]

@@ -79,7 +79,9 @@ async def test_every_response_carries_received_and_rport(ca):
 
 
 async def test_untrusted_source_gets_403_before_any_digest_work(ca, caplog):
-    caplog.set_level(logging.WARNING)
+    """Refused before any digest work, said once per source while its connections are
+    refused (it was said again on every connection), its end at INFO."""
+    caplog.set_level(logging.INFO, logger="bridge.sip")
     ua, handler, _ = await start_ua(ca, password=PASSWORD)
     ua.policy = PeerPolicy((ipaddress.ip_network("10.0.0.0/8"),))
     assert ua.digest is not None
@@ -95,12 +97,18 @@ async def test_untrusted_source_gets_403_before_any_digest_work(ca, caplog):
         assert (await c.recv()).status == 403
         assert checked == [] and handler.invites == []  # no digest work, no call
         assert ua.counts["untrusted"] == 2
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        refused = [w for w in warnings if "BRIDGE_SIP_TRUSTED_NETWORKS" in w]
-        assert len(refused) == 1 and "127.0.0.1" in refused[0]  # once a connection
     finally:
         await c.close()
-    # From inside the allowed networks: the usual 407.
+    c = await Client.open(ua, ca)  # another connection from that source: refused, not said
+    try:
+        await c.send(request("OPTIONS", branch="z9hG4bKo2").to_bytes())
+        assert (await c.recv()).status == 403 and ua.counts["untrusted"] == 3
+    finally:
+        await c.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    refused = [w for w in warnings if "BRIDGE_SIP_TRUSTED_NETWORKS" in w]
+    assert len(refused) == 1 and "127.0.0.1" in refused[0]  # once a source while it lasts
+    # From inside the allowed networks: the usual 407, and the refusals' end said at INFO.
     ua.policy = PeerPolicy((ipaddress.ip_network("127.0.0.0/8"),))
     c = await Client.open(ua, ca)
     try:
@@ -109,6 +117,9 @@ async def test_untrusted_source_gets_403_before_any_digest_work(ca, caplog):
     finally:
         await c.close()
         await ua.close()
+    ended = [r for r in caplog.records if "admitted again" in r.getMessage()]
+    assert len(ended) == 1 and ended[0].levelno == logging.INFO, ended
+    assert "2 connections refused" in ended[0].getMessage(), ended[0].getMessage()
 
 
 async def _ua_verifying(ca: TestCA, name: str) -> UserAgent:
@@ -150,6 +161,11 @@ async def test_client_certificate_name_is_checked_when_asked(ca, tmp_path, caplo
         await c.send(request("INVITE", body=SDP, call_id="other").to_bytes())
         resp = await c.recv()
         assert resp.status == 403
+        await c.close()
+        # Meta's again: taken, and the source's refusals end (a later one is said anew).
+        c = await _open_with_cert(ua, ca, ca.issue("meta-again", META_NAME))
+        await c.send(request("INVITE", body=SDP, call_id="again").to_bytes())
+        assert (await c.recv()).status == 407
         await c.close()
         # No certificate at all: 403 (asked for, optional at the TLS layer).
         c = await _open_with_cert(ua, ca)

@@ -4,12 +4,13 @@ chunk, not misalign every sample after it."""
 
 from __future__ import annotations
 
+import logging
 import random
 
 import numpy as np
 import pytest
 
-from bridge.agents.voice import AgentVoice
+from bridge.agents.voice import LIMIT_MS, AgentVoice
 from bridge.audio import tone
 from bridge.media import BusStats
 
@@ -58,3 +59,21 @@ def test_a_half_sample_does_not_outlive_its_item_or_a_cut() -> None:
     voice.push(tail, "item4")
     got = played(voice)
     assert np.array_equal(got, np.frombuffer(tail, "<i2").astype(np.float64))
+
+
+def test_a_reply_past_the_queue_bound_is_counted_as_the_models_voice(caplog) -> None:
+    """A reply sent more than ``LIMIT_MS`` ahead loses its oldest audio, counted as the
+    model's voice (``agentVoiceFramesDropped``) and said once so, not as a socket's or a
+    fork's audio (``sourceFramesDropped``, and a WARNING that told a client to pace itself)."""
+    caplog.set_level(logging.WARNING)
+    stats = BusStats()
+    voice = AgentVoice(16_000, stats)
+    second = tone(440, 16_000, 16_000, 0.25).astype("<i2").tobytes()
+    for _ in range(LIMIT_MS // 1000 + 1):  # a second more than the queue holds
+        voice.push(second, "item1")
+    counts = stats.as_json()
+    assert counts["agentVoiceFramesDropped"] == 50, counts
+    assert counts["sourceFramesDropped"] == 0, counts
+    assert voice.source.buffered_ms == LIMIT_MS
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "the model sent its voice more than 60 s ahead" in said[0], said

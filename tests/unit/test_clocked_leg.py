@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from bridge.audio import FRAME_SAMPLES, SAMPLE_RATE, tone
-from bridge.engines import EnginePump
+from bridge.engines import EnginePump, EngineStats
 from bridge.engines.channels import ClockedChannel, LegPort, MediaFatal
 from bridge.engines.cloudapi.channel import PeerChannel
 from bridge.media import CallBus, Role
 from bridge.media.clock import Phase, worker_clock
 from bridge.media.frames import BusFrame, DownlinkSink, downlink_jitter
 from bridge.media.stats import BusStats
+from bridge.media_metrics import MediaCollector, MediaTotals
 from tests.support.spectrum import dominant_frequency
 
 
@@ -80,7 +82,8 @@ async def test_a_frame_crosses_the_bridge_in_the_tick_it_came_both_ways() -> Non
     for n, pcm in leg.sent:
         assert pcm is not None
         assert dominant_frequency(pcm, SAMPLE_RATE) == pytest.approx(_hz(n + 4), abs=25)
-    assert len(leg.sent) == len(played) and sink.concealed == 0 and sink.dropped == 0
+    assert len(leg.sent) == len(played) and sink.concealed == 0
+    assert bus.stats.listener_frames_dropped == 0
     assert bus.stats.uplink_dropped_overflow == 0
     assert leg.port.frames == len(played) and leg.port.source.empty == 0
     assert leg.port.source.port is None  # unplugged by the pump's close
@@ -105,7 +108,11 @@ async def test_the_legs_end_reaches_the_pump_once() -> None:
 
 
 def test_a_clocked_sink_plays_each_frame_in_its_tick_conceals_a_missing_one_once() -> None:
-    sink = DownlinkSink(BusStats(), "p", downlink_jitter())
+    """A frame each tick played in it, a missing one concealed once; a sender late by four
+    ticks loses the oldest, counted in the call's stats and ``/metrics`` (the sink's own
+    count was read by nothing)."""
+    stats = BusStats()
+    sink = DownlinkSink(stats, "p", downlink_jitter())
     sink.set_clocked(True)
     frames = [
         tone(440, FRAME_SAMPLES, SAMPLE_RATE, 0.3, start=i * FRAME_SAMPLES + 10) for i in range(6)
@@ -122,7 +129,13 @@ def test_a_clocked_sink_plays_each_frame_in_its_tick_conceals_a_missing_one_once
     assert sink.take(0.0) is None  # then silence
     for frame in frames[2:6]:  # a sender late by four ticks: the three newest wait
         sink.push(BusFrame(frame, 0.0))
-    assert sink.dropped == 1
+    assert stats.as_json()["listenerFramesDropped"] == 1
+    totals = MediaTotals()
+    totals.add_bus(stats)
+    registry = CollectorRegistry()
+    registry.register(MediaCollector(lambda: totals, lambda: ("sim", EngineStats(), True)))
+    labels = {"direction": "downlink", "reason": "listener_behind"}
+    assert registry.get_sample_value("bridge_bus_frames_dropped_total", labels) == 1
     resumed = [sink.take(0.0) for _ in range(3)]
     assert np.array_equal(resumed[1], frames[4]) and np.array_equal(resumed[2], frames[5])
     assert sink.take(0.0) is not None and sink.take(0.0) is None

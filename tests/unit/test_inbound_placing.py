@@ -1,5 +1,5 @@
 """A new inbound call one worker claimed and placed on a less loaded one (``POST /call/adopt``,
-``api/routing.py`` ``inbound_placer``): when the other worker's answer does not come in time,
+``api/placing.py`` ``inbound_placer``): when the other worker's answer does not come in time,
 the call rings here only if that worker did not take it."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.api import routing
+from bridge.api import placing
 from bridge.calls import Call, CallState, Direction
 from bridge.cluster import WorkerInfo
 
@@ -51,7 +51,7 @@ async def _placed_on(port: int, adopt: Any, directory: _Directory, answer: async
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
         async with aiohttp.ClientSession() as http:
-            place: Any = routing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
+            place: Any = placing.inbound_placer(directory, http, "secret")  # type: ignore[arg-type]
             return await place("E7", "15550001111", "n1")
     finally:
         answer.set()
@@ -64,7 +64,7 @@ async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_he
     """The other worker took the call (it rings there, the claim its own) but its
     answer came after the request's timeout (a slow Redis under its admission and flush).
     Ringing it here as well rang one WhatsApp call as two bridge calls on two workers."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     port = free_port()
     directory = _Directory(f"http://127.0.0.1:{port}")
     answer = asyncio.Event()
@@ -89,7 +89,7 @@ async def test_a_call_the_other_worker_took_but_answered_too_late_is_not_rung_he
 
 async def test_a_call_the_other_worker_did_not_take_rings_here(monkeypatch) -> None:
     """The other worker never answered and never took the call: it rings here (as before)."""
-    monkeypatch.setattr(routing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     port = free_port()
     directory = _Directory(f"http://127.0.0.1:{port}")
     answer = asyncio.Event()
