@@ -65,13 +65,13 @@ def token_matches(presented: str, tokens: Iterable[str]) -> bool:
     return ok
 
 
-def _never(request: web.Request) -> bool:
+async def _never(request: web.Request) -> bool:
     return False
 
 
 def auth_middleware(
     tokens: tuple[str, ...],
-    authenticates_itself: Callable[[web.Request], bool] = _never,
+    authenticates_itself: Callable[[web.Request], Awaitable[bool]] = _never,
     internal_secret: str = "",
     tenant_of_key: Callable[[web.Request, str], str | None] = lambda request, key: None,
 ) -> Middleware:
@@ -81,7 +81,8 @@ def auth_middleware(
     presented still makes the request that tenant's.
 
     A request for which ``authenticates_itself`` is true needs no token: a route that checks
-    its caller itself (a signed engine webhook, e.g. Meta's with the app secret). A request
+    its caller itself (a signed engine webhook, e.g. Meta's with the app secret; it may read
+    the body to tell). A request
     forwarded by another instance authenticates with ``internal_secret`` instead, and is the
     principal that instance found (:data:`TENANT_HEADER`; from an instance without it, the
     client's token names the tenant)."""
@@ -103,7 +104,7 @@ def auth_middleware(
                 if tokens and presented is not None and not token_matches(presented, tokens):
                     raise Unauthorized("invalid API token")
             return await handler(request)
-        if not request.path.startswith(PROTECTED_PREFIXES) or authenticates_itself(request):
+        if not request.path.startswith(PROTECTED_PREFIXES) or await authenticates_itself(request):
             return await handler(request)
         if tokens and presented is None:
             raise Unauthorized(

@@ -10,6 +10,8 @@ from ..engines import WebhookEngine
 from ..engines.webhooks import WEBHOOK_LIMIT
 from ..errors import NotFound, Unauthorized
 from ..numbers.front_door import (
+    body_may_tell,
+    names_deleted,
     number_of,
     refused_signature,
     signed_door,
@@ -25,15 +27,22 @@ routes = web.RouteTableDef()
 WEBHOOK_PATH = "/engine/webhook"
 
 
-def authenticates_itself(request: web.Request) -> bool:
+async def authenticates_itself(request: web.Request) -> bool:
     """A request to the webhook whose sender signs its webhooks (Meta: the app secret's
-    signature) needs no API token: every number's engine checks the signature itself."""
+    signature) needs no API token: every number's engine checks the signature itself. So does
+    Meta's webhook about a call of a number deleted here (:func:`names_deleted`), on a worker
+    left with no Cloud API number: the call's worker checks it. Its body is read for that (once,
+    within the webhook's bound: the router and the handler take it from there), only where
+    such a number is remembered."""
     app = request.app
-    return (
-        request.path == WEBHOOK_PATH
-        and SWITCHBOARD in app
-        and signed_door(app[SWITCHBOARD], request.query)
-    )
+    if request.path != WEBHOOK_PATH or SWITCHBOARD not in app:
+        return False
+    switchboard = app[SWITCHBOARD]
+    if signed_door(switchboard, request.query):
+        return True
+    if request.method != "POST" or not body_may_tell(switchboard, request.query):
+        return False
+    return names_deleted(switchboard, await read_raw_json(request, WEBHOOK_LIMIT))
 
 
 @routes.get(WEBHOOK_PATH)

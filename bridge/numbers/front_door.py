@@ -7,8 +7,12 @@ number's engine verifies the signature with its own app secret. A number nobody 
 live on a number's retired engine (the number rebuilt or deleted since) goes to that engine,
 on either road (the SIP road's engine names no calls for a cluster's router, but knows its
 own), checked with the app secret it was built with or the number's now (rotated meanwhile):
-the engine that carries a call hears Meta about it. Engines whose webhooks are not signed
-(ZuckZapGo) name their number with ``?number=<numberID>`` and need an API token.
+the engine that carries a call hears Meta about it. A worker left with no Cloud API number
+still takes, with no API token, a webhook naming a Meta number deleted here (remembered): a
+cluster's router forwards it to the worker that carries the call, whose engine verifies it, and
+the rest is acknowledged; any other webhook without a token there is ``401``. Engines whose
+webhooks are not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an
+API token.
 """
 
 from __future__ import annotations
@@ -38,17 +42,35 @@ def signs_webhooks(switchboard: Switchboard) -> bool:
 def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
     """Whether a webhook with this query goes to an engine that checks its own signature
     (so it needs no API token): ``?number=`` naming one, or, without it, Meta's front door
-    when any number is on the Cloud API."""
+    when any number is on the Cloud API. Else a body may still be Meta's (no token, only
+    Meta's signature) when this worker remembers a Meta number deleted here
+    (:func:`body_may_tell`): :func:`names_deleted` reads it."""
     if "number" in query:
         return isinstance(switchboard.engines.get(query["number"]), SignedWebhookEngine)
     return signs_webhooks(switchboard)
+
+
+def body_may_tell(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
+    """Whether a webhook :func:`signed_door` refuses may be Meta's all the same, by its body:
+    Meta's door (no ``?number=``) on a worker that remembers a Meta number retired here."""
+    return "number" not in query and switchboard.retired.remembers_meta()
+
+
+def names_deleted(switchboard: Switchboard, raw: bytes) -> bool:
+    """Whether a Meta webhook names a number deleted here (no number has its Meta id now, a
+    retired engine had, remembered): Meta's, about a call another worker may still carry. It
+    goes through Meta's door with no API token: the router forwards it to the worker that
+    carries the call, whose engine checks the signature; else it is acknowledged, as an
+    unknown number's."""
+    return _deleted(switchboard, raw) is not None
 
 
 def webhook_engine(
     switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
 ) -> WebhookEngine | None:
     """The engine a webhook is for: ``?number=`` names it; else, where numbers are on the
-    Cloud API, Meta's ``metadata.phone_number_id`` does — the engine that carries a call it
+    Cloud API (or the body names one deleted here: :func:`names_deleted`), Meta's
+    ``metadata.phone_number_id`` does — the engine that carries a call it
     names (a retired one: the number was rebuilt or deleted meanwhile), else the number's (a
     body that names none goes to the default number's engine, which refuses it if it is not
     its own); else the one engine that takes webhooks. ``None``: a Meta number nobody here
@@ -58,7 +80,7 @@ def webhook_engine(
         if not isinstance(engine, WebhookEngine):
             raise NotFound(f"no number {query['number'][:64]!r} takes webhooks here")
         return engine
-    if signs_webhooks(switchboard):
+    if signs_webhooks(switchboard) or names_deleted(switchboard, raw):
         # No token was asked for: only an engine that verifies the signature may take it.
         meta_id, phone = _meta_number(raw)
         catalog = switchboard.catalog
@@ -140,23 +162,26 @@ def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
 
 def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]) -> WebhookCalls:
     """The calls a webhook names, as engine keys (``numberID:id``: what the directory
-    indexes), without verifying it. A Meta number deleted here is still read as its retired
-    engine read it: its calls may live on another worker, which carries them to their end."""
-    deleted = None if "number" in query else _deleted(switchboard, raw)
-    if deleted is not None:
-        number_id, calls_of = deleted
-        about = calls_of(raw)
+    indexes), without verifying it. A Meta number retired here is read as its retired engine
+    read it, first: a call of it may live on another worker, which carries it to its end —
+    the number deleted since (it takes no new call), or its Meta id another number's now (the
+    router goes where the directory finds the call, before the new number's keys)."""
+    meta_id = "" if "number" in query else _meta_number(raw)[0]
+    earlier = switchboard.retired.named(meta_id)
+    if earlier is not None and not _taken(switchboard, meta_id):
+        about, number_id = dataclasses.replace(earlier[1](raw), new_call=False), earlier[0]
     else:
         try:
             engine = webhook_engine(switchboard, raw, query)
         except (BadRequest, NotFound):
-            return WebhookCalls()
-        if engine is None:
-            return WebhookCalls()
-        about = engine.webhook_calls(raw)
-        number_id = number_of(switchboard, engine)
-    keys = tuple(engine_key(number_id, i) for i in about.engine_call_ids)
-    return dataclasses.replace(about, engine_call_ids=keys)
+            engine = None
+        about = engine.webhook_calls(raw) if engine is not None else WebhookCalls()
+        number_id = number_of(switchboard, engine) if engine is not None else ""
+    keys = [engine_key(number_id, i) for i in about.engine_call_ids]
+    if earlier is not None and earlier[0] != number_id:
+        old = [engine_key(earlier[0], i) for i in earlier[1](raw).engine_call_ids]
+        keys = old + keys
+    return dataclasses.replace(about, engine_call_ids=tuple(keys))
 
 
 def _deleted(
@@ -165,10 +190,13 @@ def _deleted(
     """The number a Meta webhook names that was deleted here (no number has its Meta id now,
     a retired engine had), and how that engine read the calls a webhook names."""
     meta_id, _ = _meta_number(raw)
+    return None if _taken(switchboard, meta_id) else switchboard.retired.named(meta_id)
+
+
+def _taken(switchboard: Switchboard, meta_id: str) -> bool:
+    """Whether a number here has Meta's ``meta_id`` now."""
     catalog = switchboard.catalog
-    if not meta_id or (catalog is not None and catalog.by_meta_id(meta_id) is not None):
-        return None
-    return switchboard.retired.named(meta_id)
+    return catalog is not None and bool(meta_id) and catalog.by_meta_id(meta_id) is not None
 
 
 def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> str:

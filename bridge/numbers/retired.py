@@ -71,6 +71,10 @@ class RetiredEngines:
         may live on another worker)."""
         return self._named.get(meta_id) if meta_id else None
 
+    def remembers_meta(self) -> bool:
+        """Whether any Meta number retired here is remembered (:meth:`named`)."""
+        return bool(self._named)
+
     def __iter__(self) -> Iterator[Retired]:
         return iter(self._engines)
 

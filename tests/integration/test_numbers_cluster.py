@@ -8,7 +8,9 @@ import asyncio
 import base64
 import contextlib
 import time
+from collections.abc import Awaitable
 
+import aiohttp
 import pytest
 
 from ..fakes.cloudapi import FakeMeta
@@ -494,46 +496,98 @@ async def test_a_trunk_changed_on_one_worker_as_another_changes_or_deletes_it(
             assert doomed.trunk_id not in a.trunks and doomed.trunk_id not in b.trunks, (i, results)
 
 
+@contextlib.asynccontextmanager
+async def meta_cluster(redis: Redis, session, tmp_path, meta_id: str):
+    """Meta's fake app with number ``meta_id``, two workers with API tokens on, and a client
+    session with the admin token (Meta's own webhooks go on ``session``: no token)."""
+    meta = FakeMeta(token=f"tok-{meta_id}", phone_number_id=meta_id, app_secret="secret-d")
+    await meta.start()
+    a, b = await admin_bridges(redis, session, tmp_path)
+    admin = aiohttp.ClientSession(headers={"Authorization": "Bearer admin-token"})
+    try:
+        yield meta, admin, a, b
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        await admin.close()
+        await meta.stop()
+
+
+async def on_both(admin, workers: tuple[Bridge, Bridge], path: str, want: int) -> bool:
+    return [(await get(admin, w.base, path))[0] for w in workers] == [want, want]
+
+
+async def add_number(admin, workers: tuple[Bridge, Bridge], meta, phone: str) -> str:
+    """A Cloud API number for Meta's first number, known on both workers: its path."""
+    cloudapi = meta.number_fields(meta.phone_number_id)
+    body = {"phone": phone, "engine": "cloudapi", "cloudapi": cloudapi}
+    status, number = await post(admin, workers[0].base, "/numbers", body)
+    assert status == 201, number
+    path = f"/numbers/{number['numberID']}"
+    await until(lambda: on_both(admin, workers, path, 200), 3, "the number known on both")
+    return path
+
+
+async def ringing_then_deleted(session, admin, meta, workers: tuple[Bridge, Bridge]) -> tuple:
+    """A user's call ringing on one worker, its number deleted since: Meta's call, the
+    bridge's call, the worker carrying it and the other."""
+    a, b = workers
+    path = await add_number(admin, workers, meta, "+15554440041")
+    mcall = await meta.user_calls(Http(session, a.base), "15559004001")
+
+    async def rung() -> list:
+        return (await get(admin, a.base, "/call/status"))[1]["calls"]
+
+    [call] = await until(rung, 5, "the user's call ringing")
+    owner, other = (a, b) if call["owner"] == a.worker_id else (b, a)
+    async with admin.delete(f"{a.base}{path}") as resp:
+        assert resp.status == 200
+    await until(lambda: on_both(admin, workers, path, 404), 3, "the deletion seen on both")
+    return mcall, call, owner, other
+
+
 async def test_metas_terminate_for_a_deleted_numbers_call_reaches_the_worker_carrying_it(
     redis: Redis, session, tmp_path
 ) -> None:
     """A Cloud API number deleted while a user's call rings on one worker: Meta's terminate
     that lands on the other worker named a Meta number nobody there has any more, so it was
     acknowledged and dropped there (the call rang on until it timed out). That worker still
-    reads it as the number's retired engine did and forwards it to the call's worker."""
-    meta = FakeMeta(token="tok-4001", phone_number_id="4001", app_secret="secret-d")
-    await meta.start()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a, b = Bridge(redis, tmp_path / "a"), Bridge(redis, tmp_path / "b")
-    try:
-        await start_bridges(session, a, b)
-        block = meta.number_fields("4001")
-        body = {"phone": "+15554440041", "engine": "cloudapi", "cloudapi": block}
-        status, number = await post(session, a.base, "/numbers", body)
-        assert status == 201, number
-        path = f"/numbers/{number['numberID']}"
+    reads it as the number's retired engine did and forwards it to the call's worker. With API
+    tokens on, that worker (no Cloud API number left) answered it 401 (Meta sends no token):
+    a Meta number it remembers opens the door, its signature checked where the call is; an
+    unknown one stays 401."""
+    async with meta_cluster(redis, session, tmp_path, "4001") as (meta, admin, a, b):
+        mcall, call, owner, other = await ringing_then_deleted(session, admin, meta, (a, b))
 
-        async def on_both(want: int) -> bool:
-            return [(await get(session, w.base, path))[0] for w in (a, b)] == [want, want]
+        async def unknown() -> int:  # 200 (acknowledged) while other's retired engine lives
+            resp = await meta.post(Http(session, other.base), meta.envelope({}, number="4999"))
+            return resp.status
 
-        await until(lambda: on_both(200), 3, "the number known on both")
-        mcall = await meta.user_calls(Http(session, a.base), "15559004001", number="4001")
-
-        async def rung() -> list:
-            return (await get(session, a.base, "/call/status"))[1]["calls"]
-
-        [call] = await until(rung, 5, "the user's call ringing")
-        owner, other = (a, b) if call["owner"] == a.worker_id else (b, a)
-        async with session.delete(f"{a.base}{path}") as resp:
-            assert resp.status == 200
-        await until(lambda: on_both(404), 3, "the deletion seen on both")
-
-        terminate = meta.envelope(meta.terminate_event(mcall, "COMPLETED"), number="4001")
+        await until(lambda: _is(unknown(), 401), 3, "no Cloud API engine left on the other")
+        terminate = meta.envelope(meta.terminate_event(mcall, "COMPLETED"))
+        forged = await meta.post(Http(session, other.base), terminate, signature="sha256=00")
+        assert forged.status == 401, await forged.text()  # checked by the call's worker
         resp = await meta.post(Http(session, other.base), terminate)
         assert resp.status == 200, await resp.text()
-        ended = await wait_call(session, owner.base, call["callID"], "ended", timeout=5)
+        ended = await wait_call(admin, owner.base, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "remote_canceled", ended  # Meta's, not a ring timeout
-    finally:
-        await asyncio.gather(a.stop(), b.stop())
-        await meta.stop()
+
+
+async def _is(status: Awaitable[int], want: int) -> bool:
+    return await status == want
+
+
+async def test_metas_terminate_reaches_the_call_of_a_deleted_number_whose_id_is_anothers_now(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A deleted number's Meta id given to a new number while the old number's call rings on
+    one worker: the other worker read Meta's terminate as the new number's (the directory
+    knows the call under the old one), so it handled it itself and the call rang on. The
+    calls a number retired there named are looked up first."""
+    async with meta_cluster(redis, session, tmp_path, "4002") as (meta, admin, a, b):
+        mcall, call, owner, other = await ringing_then_deleted(session, admin, meta, (a, b))
+        await add_number(admin, (a, b), meta, "+15554440042")  # the same Meta id
+        terminate = meta.envelope(meta.terminate_event(mcall, "COMPLETED"))
+        resp = await meta.post(Http(session, other.base), terminate)
+        assert resp.status == 200, await resp.text()
+        ended = await wait_call(admin, owner.base, call["callID"], "ended", timeout=5)
+        assert ended["endReason"] == "remote_canceled", ended
