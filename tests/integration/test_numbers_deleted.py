@@ -4,14 +4,17 @@ token, for Meta's retry horizon and up to a bound."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
 
+from bridge.api.keys import SWITCHBOARD
 from bridge.config import EngineKind
 from bridge.numbers.catalog import Catalog
 from bridge.numbers.deleted import KEPT, KEPT_FOR, KIND, Deleted
+from bridge.numbers.front_door import webhook_calls
 from bridge.numbers.model import parse_number
 from bridge.numbers.store import Edit, LocalStore, Sealing
 
@@ -35,7 +38,8 @@ async def test_a_bridge_started_after_a_meta_numbers_deletion_acknowledges_its_w
     in a cluster) on the same data directory, with API tokens on and no Cloud API number
     left: Meta's late ``terminate`` for a call of the deleted number came without a token
     and was answered 401, since only the worker that deleted it remembered the number, in
-    memory, so Meta retried it for days. The deletion is in the store: acknowledged (200).
+    memory, so Meta retried it for days. The deletion is in the store: acknowledged (200),
+    and read as the number's (a cluster's router finds its call on the worker carrying it).
     A Meta number never here is still 401."""
 
     async def bridge() -> Any:
@@ -52,9 +56,13 @@ async def test_a_bridge_started_after_a_meta_numbers_deletion_acknowledges_its_w
 
     client = await bridge()  # a new worker on the same store
     late = MetaCall("wacid.late-3101", "15559003101", "USER_INITIATED", peer=None)
-    resp = await meta.post(client, meta.envelope(meta.terminate_event(late, "COMPLETED")))
+    raw = json.dumps(meta.envelope(meta.terminate_event(late, "COMPLETED"))).encode()
+    resp = await meta.post(client, raw)
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["accepted"] is False  # acknowledged: nobody carries the call
+    # A cluster's router looks for its call under the deleted number (on another worker).
+    about = webhook_calls(client.app[SWITCHBOARD], raw, {})
+    assert about.engine_call_ids == (f"{number_id}:wacid.late-3101",), about
     stranger = await meta.post(client, meta.envelope({}, number="3999"))
     assert stranger.status == 401, await stranger.text()
 
