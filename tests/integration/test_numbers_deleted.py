@@ -15,7 +15,7 @@ from bridge.config import EngineKind
 from bridge.numbers.catalog import Catalog
 from bridge.numbers.deleted import KEPT, KEPT_FOR, KIND, Deleted
 from bridge.numbers.front_door import webhook_calls
-from bridge.numbers.model import parse_number
+from bridge.numbers.model import parse_number, patch_number
 from bridge.numbers.store import Edit, LocalStore, Sealing
 
 from ..fakes.cloudapi import FakeMeta, MetaCall
@@ -68,8 +68,9 @@ async def test_a_bridge_started_after_a_meta_numbers_deletion_acknowledges_its_w
 
 
 async def test_deletions_are_kept_seven_days_and_the_latest_thousand(tmp_path) -> None:
-    """The store keeps deletions for Meta's 7-day retry horizon and at most :data:`KEPT`: one
-    older is not taken, and the next deletion removes it and the oldest past the cap."""
+    """The store keeps deletions (a number deleted, or its Meta id changed) for Meta's 7-day
+    retry horizon and at most :data:`KEPT`: one older is not taken, and the next deletion
+    removes it and the oldest past the cap."""
     store = LocalStore(str(tmp_path), Sealing("k" * 32))
     now = time.time()
     aged = Deleted("9000", "num_aged", EngineKind.CLOUDAPI, now - KEPT_FOR - 60)
@@ -86,11 +87,15 @@ async def test_deletions_are_kept_seven_days_and_the_latest_thousand(tmp_path) -
         fields = {"phoneNumberID": "3102", "accessToken": "t", "appSecret": "s", "verifyToken": "v"}
         body = {"phone": "+15553102001", "engine": "cloudapi", "cloudapi": fields}
         number = await catalog.create_number(parse_number(body, tenant_id=""))
+        moved = patch_number(number, {"cloudapi": {"phoneNumberID": "3103"}})
+        await catalog.update_number(moved)  # Meta's id 3102 left the number: remembered
         await catalog.delete_number(number.number_id)
-        found = catalog.deleted_meta("3102")
-        assert found is not None and found.number_id == number.number_id
+        for meta_id in ("3102", "3103"):
+            found = catalog.deleted_meta(meta_id)
+            assert found is not None and found.number_id == number.number_id, meta_id
         _, records = await store.load()
-        assert set(records[KIND]) == {"3102", *(d.meta_id for d in kept[1:])}  # the oldest gone
-        assert catalog.deleted_meta(kept[0].meta_id) is None
+        newest = {"3102", "3103", *(d.meta_id for d in kept[2:])}
+        assert set(records[KIND]) == newest  # the aged one and the two oldest gone
+        assert catalog.deleted_meta(kept[1].meta_id) is None
     finally:
         await catalog.close()
