@@ -64,9 +64,9 @@ ENGINES: Mapping[EngineKind, EngineFactory] = {
 WEBHOOK_CALLS: Mapping[EngineKind, Callable[[bytes], WebhookCalls]] = {
     EngineKind.CLOUDAPI: cloudapi.webhook_calls,
 }
-"""How the webhooks of each kind of engine that takes them unnamed (Meta's, by the number's
-id in the body) name their calls, read with no engine built: a number deleted before this
-worker started, whose calls may live on another worker."""
+"""How each kind of engine whose signed webhooks name their number in the body (Meta's
+``phone_number_id``, on either road) reads the calls a webhook names, with no engine built:
+for a number deleted before this worker started, whose calls may live on another worker."""
 
 
 def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
