@@ -61,6 +61,14 @@ ENGINES: Mapping[EngineKind, EngineFactory] = {
 """Every engine, by its ``BRIDGE_ENGINE`` name (docs/architecture.md: how to add one)."""
 
 
+WEBHOOK_CALLS: Mapping[EngineKind, Callable[[bytes], WebhookCalls]] = {
+    EngineKind.CLOUDAPI: cloudapi.webhook_calls,
+}
+"""How each kind of engine whose signed webhooks name their number in the body (Meta's
+``phone_number_id``, on either road) reads the calls a webhook names, with no engine built:
+for a number deleted before this worker started, whose calls may live on another worker."""
+
+
 def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
     """The engine selected by ``BRIDGE_ENGINE``."""
     factory = ENGINES.get(settings.engine.engine)
@@ -71,6 +79,7 @@ def create_engine(settings: Settings, http: aiohttp.ClientSession | None = None)
 
 __all__ = [
     "ENGINES",
+    "WEBHOOK_CALLS",
     "ArtifactsEngine",
     "BilledEngine",
     "CallButtonEngine",

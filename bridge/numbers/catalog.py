@@ -16,7 +16,9 @@ stopping their engines) is told after each reload.
 
 Lookups on the hot paths are dictionary reads: a number by id, by phone, by Meta's
 ``phone_number_id`` (one webhook front door for every number); a tenant by the hash of an API
-key.
+key. A change that takes a Meta id from a number (deleted, or given another) writes the id
+into the store's deletions in the same write (``deleted.py``): every worker, one started
+since too, still takes Meta's webhooks naming it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, TypeVar
 from ..errors import BadRequest, DirectoryUnavailable, NotFound
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
-from . import rules
+from . import deleted, rules
 from .defined import (
     Defined,
     changed_fields,
@@ -43,7 +45,7 @@ from .defined import (
     with_changes,
 )
 from .model import DEFAULT_NUMBER, Number
-from .store import POLL_INTERVAL, CatalogStore, Stale, Unreachable
+from .store import POLL_INTERVAL, CatalogStore, Edit, Stale, Unreachable
 from .tenants import Tenant, changed_tenant_fields
 from .trunks import Trunk
 from .view import NumbersView
@@ -152,6 +154,8 @@ class Catalog(NumbersView):
             self.tenants = {t.tenant_id: t for t in tenants}
             trunks = _readable(records.get("trunks", {}), Trunk.from_record, "trunk")
             self.trunks = {t.trunk_id: t for t in trunks}
+            left = _readable(records.get(deleted.KIND, {}), deleted.Deleted.from_record, "deleted")
+            self.deleted = {d.meta_id: d for d in left}
             self._index(numbers)
             self.version = version
         for follower in self._followers:
@@ -169,22 +173,23 @@ class Catalog(NumbersView):
 
     # -- changes (admin or owning tenant; the API checks who)
     async def _write(
-        self, kind: str, record_id: str, decide: Callable[[], dict[str, Any] | None]
+        self,
+        kind: str,
+        record_id: str,
+        decide: Callable[[], dict[str, Any] | None],
+        also: Callable[[], list[Edit]] = list,
     ) -> bool:
         """Store what ``decide()`` makes of this view: the record (``None``: delete it;
-        whether it was there), or a refusal it raises. Decided and written as one (the module
-        docstring): when another worker wrote first, the view catches up and ``decide`` runs
-        again (so it only computes). Then reload."""
+        whether it was there), or a refusal it raises; with it, what ``also()`` then makes
+        of the view (other records' edits). Decided and written as one (the module
+        docstring): when another worker wrote first, the view catches up and both run
+        again (so they only compute). Then reload."""
         for _ in range(WRITE_ATTEMPTS):
-            record = decide()
+            edits = [Edit(kind, record_id, decide()), *also()]
             at = self.version  # the version of the view decide() read (no await between)
             try:
                 try:
-                    if record is None:
-                        found = await self.store.delete(kind, record_id, at=at)
-                    else:
-                        await self.store.put(kind, record_id, record, at=at)
-                        found = True
+                    found = await self.store.write(edits, at=at) or edits[0].record is not None
                 except Stale:
                     await self._catch_up()
                     continue
@@ -247,7 +252,10 @@ class Catalog(NumbersView):
             rules.unique(self, made[0])
             return made[0].to_record()
 
-        await self._write("numbers", number.number_id, decide)
+        def left() -> list[Edit]:  # its Meta id changed (or its engine): the old one remembered
+            return deleted.edits(self.deleted, self.numbers.get(number.number_id), made[0])
+
+        await self._write("numbers", number.number_id, decide, left)
         return made[0]
 
     async def _save_default(self, number: Number, changed: list[str]) -> Number:
@@ -268,7 +276,11 @@ class Catalog(NumbersView):
     async def delete_number(self, number_id: str) -> None:
         if number_id == DEFAULT_NUMBER:
             raise BadRequest("the default number is defined by the settings: it cannot be deleted")
-        if not await self._write("numbers", number_id, lambda: None):
+
+        def left() -> list[Edit]:  # a Meta number's id remembered (deleted.py)
+            return deleted.edits(self.deleted, self.numbers.get(number_id), None)
+
+        if not await self._write("numbers", number_id, lambda: None, left):
             raise NotFound(f"no number {number_id[:64]!r}")
 
     async def save_trunk(self, trunk: Trunk, *, cap: int | None = None) -> Trunk:

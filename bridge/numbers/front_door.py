@@ -8,9 +8,10 @@ live on a number's retired engine (the number rebuilt or deleted since) goes to 
 on either road (the SIP road's engine names no calls for a cluster's router, but knows its
 own), checked with the app secret it was built with or the number's now (rotated meanwhile):
 the engine that carries a call hears Meta about it. A worker left with no Cloud API number
-still takes, with no API token, a webhook naming a Meta number deleted here (remembered): a
-cluster's router forwards it to the worker that carries the call, whose engine verifies it, and
-the rest is acknowledged; any other webhook without a token there is ``401``. Engines whose
+still takes, with no API token, a webhook naming a Meta number deleted lately (remembered in
+the numbers' store, ``deleted.py``: on every worker, one started since too): a cluster's router
+forwards it to the worker that carries the call, whose engine verifies it, and the rest is
+acknowledged; any other webhook without a token there is ``401``. Engines whose
 webhooks are not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an
 API token.
 """
@@ -22,7 +23,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from ..engines import SignedWebhookEngine, WebhookCalls, WebhookEngine
+from ..engines import WEBHOOK_CALLS, SignedWebhookEngine, WebhookCalls, WebhookEngine
 from ..errors import BadRequest, Forbidden, NotFound, json_object
 from .model import engine_key
 
@@ -43,7 +44,7 @@ def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
     """Whether a webhook with this query goes to an engine that checks its own signature
     (so it needs no API token): ``?number=`` naming one, or, without it, Meta's front door
     when any number is on the Cloud API. Else a body may still be Meta's (no token, only
-    Meta's signature) when this worker remembers a Meta number deleted here
+    Meta's signature) when a Meta number deleted lately is remembered
     (:func:`body_may_tell`): :func:`names_deleted` reads it."""
     if "number" in query:
         return isinstance(switchboard.engines.get(query["number"]), SignedWebhookEngine)
@@ -52,16 +53,17 @@ def signed_door(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
 
 def body_may_tell(switchboard: Switchboard, query: Mapping[str, str]) -> bool:
     """Whether a webhook :func:`signed_door` refuses may be Meta's all the same, by its body:
-    Meta's door (no ``?number=``) on a worker that remembers a Meta number retired here."""
-    return "number" not in query and switchboard.retired.remembers_meta()
+    Meta's door (no ``?number=``) while a Meta number deleted lately is remembered."""
+    catalog = switchboard.catalog
+    return "number" not in query and catalog is not None and catalog.remembers_deleted()
 
 
 def names_deleted(switchboard: Switchboard, raw: bytes) -> bool:
-    """Whether a Meta webhook names a number deleted here (no number has its Meta id now, a
-    retired engine had, remembered): Meta's, about a call another worker may still carry. It
-    goes through Meta's door with no API token: the router forwards it to the worker that
-    carries the call, whose engine checks the signature; else it is acknowledged, as an
-    unknown number's."""
+    """Whether a Meta webhook names a number deleted lately (no number has its Meta id now,
+    the store remembers one had: ``deleted.py``): Meta's, about a call another worker may
+    still carry, or late. It goes through Meta's door with no API token: the router forwards
+    it to the worker that carries the call, whose engine checks the signature; else it is
+    acknowledged, as an unknown number's."""
     return _deleted(switchboard, raw) is not None
 
 
@@ -165,9 +167,11 @@ def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
     indexes), without verifying it. A Meta number retired here is read as its retired engine
     read it, first: a call of it may live on another worker, which carries it to its end —
     the number deleted since (it takes no new call), or its Meta id another number's now (the
-    router goes where the directory finds the call, before the new number's keys)."""
+    router goes where the directory finds the call, before the new number's keys). A number
+    deleted before this worker started is read so too (``deleted.py``): its calls live
+    elsewhere."""
     meta_id = "" if "number" in query else _meta_number(raw)[0]
-    earlier = switchboard.retired.named(meta_id)
+    earlier = _former(switchboard, meta_id)
     if earlier is not None and not _taken(switchboard, meta_id):
         about, number_id = dataclasses.replace(earlier[1](raw), new_call=False), earlier[0]
     else:
@@ -187,10 +191,23 @@ def webhook_calls(switchboard: Switchboard, raw: bytes, query: Mapping[str, str]
 def _deleted(
     switchboard: Switchboard, raw: bytes
 ) -> tuple[str, Callable[[bytes], WebhookCalls]] | None:
-    """The number a Meta webhook names that was deleted here (no number has its Meta id now,
-    a retired engine had), and how that engine read the calls a webhook names."""
+    """The number a Meta webhook names that was deleted lately (no number has its Meta id
+    now), and how its engine read the calls a webhook names."""
     meta_id, _ = _meta_number(raw)
-    return None if _taken(switchboard, meta_id) else switchboard.retired.named(meta_id)
+    return None if _taken(switchboard, meta_id) else _former(switchboard, meta_id)
+
+
+def _former(
+    switchboard: Switchboard, meta_id: str
+) -> tuple[str, Callable[[bytes], WebhookCalls]] | None:
+    """The number Meta's ``meta_id`` was lately, remembered in the store (``deleted.py``),
+    whether or not a number has it now, and how its kind of engine reads the calls a
+    webhook names (with no engine built: it may have been deleted before this worker
+    started)."""
+    catalog = switchboard.catalog
+    former = catalog.deleted_meta(meta_id) if catalog is not None else None
+    read = WEBHOOK_CALLS.get(former.engine) if former is not None else None
+    return (former.number_id, read) if former is not None and read is not None else None
 
 
 def _taken(switchboard: Switchboard, meta_id: str) -> bool:

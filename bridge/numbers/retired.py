@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
-from ..engines import Engine, WebhookCalls, WebhookEngine
+from ..engines import Engine
 from ..media.clock import clock_sleep
 from ..metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-NAMED_KEPT = 64
-"""Meta numbers retired here whose id and webhooks' reader are remembered after their engines
-close (the most recent): a webhook about a call of a deleted number that lands on a worker
-that does not carry it is still routed to the worker that does."""
 
 
 class Retired(NamedTuple):
@@ -52,28 +46,12 @@ class RetiredEngines:
         self._metrics = metrics
         self._engines: list[Retired] = []
         self._waiting = asyncio.Event()
-        self._named: OrderedDict[str, tuple[str, Callable[[bytes], WebhookCalls]]] = OrderedDict()
 
     def add(
         self, number_id: str, engine: Engine, events: asyncio.Task[None] | None, meta_id: str = ""
     ) -> None:
         self._engines.append(Retired(number_id, engine, events, meta_id))
         self._waiting.set()
-        if meta_id and isinstance(engine, WebhookEngine):
-            self._named[meta_id] = (number_id, engine.webhook_calls)
-            self._named.move_to_end(meta_id)
-            while len(self._named) > NAMED_KEPT:
-                self._named.popitem(last=False)
-
-    def named(self, meta_id: str) -> tuple[str, Callable[[bytes], WebhookCalls]] | None:
-        """The number last retired here for Meta's ``meta_id`` and how its engine read which
-        calls a webhook names (a cluster's router asks, once the number is deleted: its calls
-        may live on another worker)."""
-        return self._named.get(meta_id) if meta_id else None
-
-    def remembers_meta(self) -> bool:
-        """Whether any Meta number retired here is remembered (:meth:`named`)."""
-        return bool(self._named)
 
     def __iter__(self) -> Iterator[Retired]:
         return iter(self._engines)

@@ -5,8 +5,11 @@ Two stores behind one protocol (:class:`CatalogStore`):
 - :class:`LocalStore` — a single node: SQLite under ``BRIDGE_DATA_DIR`` (``catalog.sqlite``),
   embedded, no server to run, for a bridge of one process (several workers need Redis); its
   statements run on a thread of its own, never on the event loop.
-- :class:`RedisStore` — a cluster: two hashes in the Redis of the call directory. A Redis
+- :class:`RedisStore` — a cluster: a hash a kind in the Redis of the call directory. A Redis
   that lost them (restarted without persistence) is given back what each worker read last.
+
+Its kinds (:data:`KINDS`): numbers, tenants, trunks, and the Meta numbers deleted lately
+(``deleted.py``: Meta's webhooks still name them for days).
 
 Both keep a **version** that every write bumps in the same transaction. A write may be
 conditional on it (``at``): taken only while the store is still at the version the writer
@@ -33,10 +36,10 @@ import logging
 import os
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from ..sealer import Sealer
 
@@ -52,10 +55,18 @@ only to notice a store that could not be read come back. At :data:`POLL_INTERVAL
 wake-ups a second of an idle bridge (``bench/idle_worker.py``) for changes nobody else could
 make."""
 
-KINDS = ("numbers", "tenants", "trunks")
+KINDS = ("numbers", "tenants", "trunks", "deleted")
 
 Records = dict[str, dict[str, dict[str, Any]]]
-"""``{"numbers": {id: record}, "tenants": {id: record}, "trunks": {id: record}}``."""
+"""``{"numbers": {id: record}, "tenants": {id: record}, …}``: every kind of :data:`KINDS`."""
+
+
+class Edit(NamedTuple):
+    """One record of a write: stored as ``record``, or removed (``None``)."""
+
+    kind: str
+    record_id: str
+    record: dict[str, Any] | None
 
 
 class Stale(Exception):
@@ -86,6 +97,10 @@ class CatalogStore(Protocol):
 
     async def load(self) -> tuple[int, Records]:
         """Every record, and the version they are at."""
+
+    async def write(self, edits: Sequence[Edit], *, at: int | None = None) -> bool:
+        """Store and remove records, as one write (one bump of the version); whether the
+        first edit's record was there before."""
 
     async def put(
         self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
@@ -128,6 +143,13 @@ class Sealing:
                 )
         out["secrets"] = opened
         return out
+
+    def bodies(self, edits: Sequence[Edit]) -> list[tuple[str, str, str | None]]:
+        """Each edit's kind, id and stored body (sealed; ``None``: removed)."""
+        return [
+            (kind, rid, None if r is None else json.dumps(self.seal(kind, rid, r)))
+            for kind, rid, r in edits
+        ]
 
 
 def local_key(data_dir: str) -> str:
@@ -200,28 +222,41 @@ class LocalStore:
     async def put(
         self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
     ) -> None:
-        body = json.dumps(self.sealing.seal(kind, record_id, record))
-        sql = "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)"
-        await self._on_thread(self._write, sql, (kind, record_id, body), at)
+        await self.write([Edit(kind, record_id, record)], at=at)
 
     async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
-        sql = "DELETE FROM records WHERE kind = ? AND id = ?"
-        return await self._on_thread(self._write, sql, (kind, record_id), at) > 0
+        return await self.write([Edit(kind, record_id, None)], at=at)
 
-    def _write(self, sql: str, args: tuple[str, ...], at: int | None) -> int:
-        self._db.execute("BEGIN IMMEDIATE")  # the version read and bumped under one lock
+    async def write(self, edits: Sequence[Edit], *, at: int | None = None) -> bool:
+        return await self._on_thread(self._write, self.sealing.bodies(edits), at)
+
+    def _write(self, edits: list[tuple[str, str, str | None]], at: int | None) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # the version read and bumped under one lock
         try:
             if at is not None:
-                row = self._db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
+                row = db.execute("SELECT v FROM meta WHERE k = 'version'").fetchone()
                 if (int(row[0]) if row else 0) != at:
                     raise Stale(f"the store is at version {row and row[0]}, not {at}")
-            changed = self._db.execute(sql, args).rowcount
-            self._db.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'")
+            was = bool(edits) and bool(
+                db.execute(
+                    "SELECT 1 FROM records WHERE kind = ? AND id = ?", edits[0][:2]
+                ).fetchone()
+            )
+            for kind, record_id, body in edits:
+                if body is None:
+                    db.execute("DELETE FROM records WHERE kind = ? AND id = ?", (kind, record_id))
+                else:
+                    db.execute(
+                        "INSERT OR REPLACE INTO records (kind, id, body) VALUES (?, ?, ?)",
+                        (kind, record_id, body),
+                    )
+            db.execute("UPDATE meta SET v = v + 1 WHERE k = 'version'")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
-        return changed
+        db.execute("COMMIT")
+        return was
 
     async def close(self) -> None:
         await self._on_thread(self._db.close)
@@ -229,7 +264,7 @@ class LocalStore:
 
 
 class RedisStore:
-    """Two hashes and a version counter in the cluster's Redis, and an epoch: a token set once
+    """A hash a kind and a version counter in the cluster's Redis, and an epoch: a token set once
     in the store, so that a Redis that lost its data (restarted without persistence, a
     replica behind taking over) is known by its missing or other epoch."""
 
@@ -266,9 +301,9 @@ class RedisStore:
         back) and bump the version: every worker reloads. The new version."""
         _, records = self._read or ("", {})
         log.warning(
-            "numbers store: Redis lost its records (restarted empty?): writing back the %d "
-            "numbers, %d tenants and %d trunks this worker read",
-            *(len(records.get(kind, {})) for kind in KINDS),
+            "numbers store: Redis lost its records (restarted empty?): writing back the %s "
+            "this worker read",
+            ", ".join(f"{len(records.get(kind, {}))} {kind}" for kind in KINDS),
         )
         async with self._redis.pipeline(transaction=True) as pipe:
             for kind, rows in records.items():
@@ -300,16 +335,30 @@ class RedisStore:
     async def put(
         self, kind: str, record_id: str, record: dict[str, Any], *, at: int | None = None
     ) -> None:
-        body = json.dumps(self.sealing.seal(kind, record_id, record))
-        await self._write(at, lambda pipe: pipe.hset(self.PREFIX + kind, record_id, body))
+        await self.write([Edit(kind, record_id, record)], at=at)
 
     async def delete(self, kind: str, record_id: str, *, at: int | None = None) -> bool:
-        removed, _ = await self._write(at, lambda pipe: pipe.hdel(self.PREFIX + kind, record_id))
-        return bool(removed)
+        return await self.write([Edit(kind, record_id, None)], at=at)
+
+    async def write(self, edits: Sequence[Edit], *, at: int | None = None) -> bool:
+        """The edits and the version's bump in one ``MULTI``; with ``at``, under ``WATCH`` of
+        the version, so Redis refuses it when any other write came between (:class:`Stale`)."""
+        if not edits:
+            return False
+        bodies = self.sealing.bodies(edits)
+
+        def write(pipe: Any) -> None:
+            pipe.hexists(self.PREFIX + edits[0].kind, edits[0].record_id)
+            for kind, record_id, body in bodies:
+                if body is None:
+                    pipe.hdel(self.PREFIX + kind, record_id)
+                else:
+                    pipe.hset(self.PREFIX + kind, record_id, body)
+
+        was, *_ = await self._write(at, write)
+        return bool(was)
 
     async def _write(self, at: int | None, write: Callable[[Any], object]) -> list[Any]:
-        """``write`` and the version's bump in one ``MULTI``; with ``at``, under ``WATCH`` of
-        the version, so Redis refuses it when any other write came between (:class:`Stale`)."""
         from redis.exceptions import WatchError
 
         key = self.PREFIX + "version"

@@ -1,6 +1,7 @@
 """The numbers, tenants and trunks a worker knows, indexed for the lookups every call and
 request makes (dictionary reads on the hot paths): which number a phone, a Meta id or a
-``"from"`` names, whose an API key is, which trunk answers a number, who forbids recording.
+``"from"`` names, whose an API key is, which trunk answers a number, who forbids recording,
+which number a Meta id deleted lately was (``deleted.py``).
 :class:`~.catalog.Catalog` keeps the view as the store has it (:meth:`NumbersView.show` after
 each reload) and writes the changes.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import BadRequest
+from .deleted import Deleted
 from .model import Number, key_hash
 from .tenants import Tenant
 from .trunks import Trunk
@@ -25,6 +27,9 @@ class NumbersView:
         self.numbers: dict[str, Number] = {}
         self.tenants: dict[str, Tenant] = {}
         self.trunks: dict[str, Trunk] = {}
+        self.deleted: dict[str, Deleted] = {}
+        """The Meta ids numbers left lately, as the store keeps them (past their age too,
+        until the store removes them: :meth:`deleted_meta` says which are remembered)."""
         self._by_phone: dict[str, Number] = {}
         self._by_meta_id: dict[str, Number] = {}
         self._by_key: dict[str, str] = {}
@@ -46,6 +51,17 @@ class NumbersView:
     def by_meta_id(self, phone_number_id: str) -> Number | None:
         """The Cloud API number Meta calls ``phone_number_id`` in its webhooks."""
         return self._by_meta_id.get(phone_number_id)
+
+    def deleted_meta(self, phone_number_id: str) -> Deleted | None:
+        """The number Meta's ``phone_number_id`` was lately (deleted since, or its Meta id
+        changed), while Meta may still send its webhooks; whether or not a number has the id
+        now (:meth:`by_meta_id`)."""
+        found = self.deleted.get(phone_number_id) if phone_number_id else None
+        return found if found is not None and found.remembered() else None
+
+    def remembers_deleted(self) -> bool:
+        """Whether any Meta id is remembered as deleted (:meth:`deleted_meta`)."""
+        return any(d.remembered() for d in self.deleted.values())
 
     def tenant_of_key(self, key: str) -> str | None:
         """The tenant an API key belongs to (``None``: no tenant's key)."""

@@ -591,3 +591,45 @@ async def test_metas_terminate_reaches_the_call_of_a_deleted_number_whose_id_is_
         assert resp.status == 200, await resp.text()
         ended = await wait_call(admin, owner.base, call["callID"], "ended", timeout=5)
         assert ended["endReason"] == "remote_canceled", ended
+
+
+async def test_a_worker_started_after_a_meta_numbers_deletion_takes_its_webhooks(
+    redis: Redis, session, tmp_path
+) -> None:
+    """A Cloud API number deleted on worker A; worker B started since (a scale-out, a deploy)
+    never had it. With API tokens on and no Cloud API number on B, Meta's terminate for a
+    call of the number came to B without a token and was answered 401: only the workers that
+    retired the number remembered it, in memory, so Meta retried it for days. B reads the
+    deletion from the shared store and takes it (200); a Meta number never here stays 401."""
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.store import RedisStore, Sealing
+
+    from ..fakes.cloudapi import MetaCall
+    from ..support.cluster import SECRET
+
+    meta = FakeMeta(token="tok-4003", phone_number_id="4003", app_secret="secret-d")
+    await meta.start()
+    a = Catalog(RedisStore(redis.url, Sealing(SECRET)), None)  # worker A's catalog
+    await a.start()
+    (tmp_path / "b").mkdir()
+    b = Bridge(redis, tmp_path / "b", env={"BRIDGE_API_TOKENS": "admin-token"})
+    try:
+        body = {
+            "phone": "+15554440043",
+            "engine": "cloudapi",
+            "cloudapi": meta.number_fields("4003"),
+        }
+        number = await a.create_number(parse_number(body, tenant_id=""))
+        await a.delete_number(number.number_id)
+        await start_bridges(session, b)
+        late = MetaCall("wacid.late-4003", "15559004003", "USER_INITIATED", peer=None)
+        terminate = meta.envelope(meta.terminate_event(late, "COMPLETED"))
+        resp = await meta.post(Http(session, b.base), terminate)
+        assert resp.status == 200, await resp.text()
+        stranger = await meta.post(Http(session, b.base), meta.envelope({}, number="4999"))
+        assert stranger.status == 401, await stranger.text()
+    finally:
+        await b.stop()
+        await a.close()
+        await meta.stop()

@@ -256,7 +256,12 @@ def test_webhooks_naming_unknown_meta_numbers_keep_only_a_short_name_each(caplog
         def also_signed_with(self, secret: Any) -> None:
             pass
 
-    catalog = SimpleNamespace(by_meta_id=lambda _id: None, by_phone=lambda _p: None, default=None)
+    catalog = SimpleNamespace(
+        by_meta_id=lambda _id: None,
+        by_phone=lambda _p: None,
+        deleted_meta=lambda _id: None,
+        default=None,
+    )
     switchboard = SimpleNamespace(
         engines={"default": Signed()},
         retired=RetiredEngines(list, lambda _n: False, lambda: None),

@@ -13,7 +13,7 @@ from ...config import Settings
 from ..base import Engine
 from .engine import CloudApiEngine
 from .sip_engine import SipEngine
-from .webhook import SIGNATURE_HEADER, sign
+from .webhook import SIGNATURE_HEADER, sign, webhook_calls
 
 
 def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Engine:
@@ -23,4 +23,4 @@ def create(settings: Settings, http: aiohttp.ClientSession | None = None) -> Eng
     return CloudApiEngine(settings, http)
 
 
-__all__ = ["SIGNATURE_HEADER", "CloudApiEngine", "SipEngine", "create", "sign"]
+__all__ = ["SIGNATURE_HEADER", "CloudApiEngine", "SipEngine", "create", "sign", "webhook_calls"]
