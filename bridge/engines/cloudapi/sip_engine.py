@@ -53,6 +53,7 @@ from .media import MediaLeg, new_leg
 from .sip_calls import SipCall, bic_failure, meta_code, meta_wacid
 from .sip_dialogs import SipDialogs
 from .webhook import CallWebhook
+from .webhook import webhook_calls as calls_named
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,9 @@ class SipEngine(CloudApiRoad[SipCall]):
                 )
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
-        return WebhookCalls()  # about users, not calls: any worker takes them
+        # The calls Meta's ``calls`` items name by wacid (a cluster's router sends them to the
+        # worker that carries the call: its SIP dialog); never a new call: the INVITE is.
+        return dataclasses.replace(calls_named(raw), new_call=False)
 
     def _by_webhook(self, wacid: str) -> SipCall | None:
         # Ours are keyed by our Call-ID (a retired engine is found by the wacid Meta named)
