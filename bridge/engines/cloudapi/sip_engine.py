@@ -328,7 +328,9 @@ class SipEngine(CloudApiRoad[SipCall]):
             self.dialogs.named(call, meta_wacid(resp))
             if call.state == "calling":
                 call.state = "ringing"
-                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
+                ringing = EngineEventKind.RINGING
+                aka = call.meta_wacid  # Meta's webhooks name the call by it: found by it too
+                emit(self.events, EngineEvent(ringing, call.wacid, call.jid, webhook_call_id=aka))
 
         final = await uac.run(progress)
         self.dialogs.named(call, meta_wacid(final))
@@ -363,4 +365,5 @@ class SipEngine(CloudApiRoad[SipCall]):
             self.dialogs.ended(call, "failed", sipReason=f"answer not applied: {exc}")
             return
         call.state = "accepted"
-        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
+        answered, aka = EngineEventKind.ANSWERED, call.meta_wacid
+        emit(self.events, EngineEvent(answered, call.wacid, call.jid, webhook_call_id=aka))
