@@ -122,6 +122,8 @@ class EngineEvents:
         if call is None:
             log.debug("engine event for an unknown or ended call: %s", event)
             return
+        if event.webhook_call_id and call.live:  # in the record the state change writes
+            call.webhook_call_id = event.webhook_call_id
         if event.kind is EngineEventKind.DTMF:
             runtime = manager.find_runtime(call.id)
             digit = event.data.get("digit")

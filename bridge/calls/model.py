@@ -168,11 +168,14 @@ class Call:
     billed_s: int | None = field(default=None, repr=False)
     """The connected seconds the engine's side counted (Meta's ``duration``), when it said."""
     webhook_status: dict[str, Any] | None = field(default=None, repr=False)
+    """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
+    webhook_call_id: str = field(default="", repr=False)
+    """Another id the engine's webhooks name the call by (``EngineEvent.webhook_call_id``):
+    the directory indexes the call by it too."""
     number_id: str = "default"
     """The WhatsApp number the call is on (``numberID``; the settings' number: ``default``)."""
     tenant_id: str = ""
     """The tenant that owns the number (empty: the service's own)."""
-    """The outcome of the latest webhook delivery of this call's events (``GET /call/{id}``)."""
 
     @property
     def live(self) -> bool:

@@ -40,6 +40,9 @@ class CallRecord:
     attachments: dict[str, Any] | None = None
     """What a survivor re-opens if the owner dies (``{recording, forks, agents}``, as a
     handover carries them, agents' keys sealed: ``sealing.py``); ``None``: nothing to."""
+    webhook_call_id: str = ""
+    """Another id the engine's webhooks name the call by (``Call.webhook_call_id``), indexed
+    beside :attr:`engine_call_id` (empty: none)."""
 
     @property
     def live(self) -> bool:
@@ -56,6 +59,8 @@ class CallRecord:
         }
         if self.attachments:
             body["attachments"] = self.attachments
+        if self.webhook_call_id:
+            body["webhookCallID"] = self.webhook_call_id
         return json.dumps(body)
 
     @classmethod
@@ -70,6 +75,7 @@ class CallRecord:
             snapshot=data["snapshot"],
             status_callback=data.get("statusCallback"),
             attachments=attachments if isinstance(attachments, dict) else None,
+            webhook_call_id=str(data.get("webhookCallID") or ""),
         )
 
 

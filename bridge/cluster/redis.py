@@ -11,7 +11,9 @@ Keys (all under ``bridge:``):
   sealed); live ones stay, ended ones expire after ``BRIDGE_ENDED_CALL_TTL``.
 - ``owned:{worker}`` — the live calls of one worker (its load, and what to end if it dies).
 - ``tenant:{tenantID}:calls`` — a tenant's live calls, on every worker (its ``maxCalls``).
-- ``engine:{engineCallID}`` — the call id of an engine call (webhook routing);
+- ``engine:{engineCallID}`` — the call id of an engine call (webhook routing; also under the
+  id the engine's webhooks name it by when that is another, ``webhookCallID``: a SIP call we
+  placed, by Meta's wacid);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
   the token it offers it to another worker under); ``moving:{callID}`` — a handover's offer
   of the call to one worker, while that handover lasts (who carries a call moving between

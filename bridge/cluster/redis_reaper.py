@@ -240,6 +240,7 @@ class Reaper:
                 call = Call.from_snapshot(
                     record.snapshot, record.engine_call_id, record.status_callback
                 )
+                call.webhook_call_id = record.webhook_call_id  # its key expires with the end
                 await self._end_lost_call(call, record.attachments)
         except FAILURES:
             raise

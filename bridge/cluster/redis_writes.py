@@ -85,11 +85,13 @@ if ttl > 0 then
   redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
   redis.call('SREM', KEYS[2], ARGV[3])
   redis.call('SET', KEYS[3], ARGV[3], 'EX', ttl)
+  if KEYS[6] ~= KEYS[3] then redis.call('SET', KEYS[6], ARGV[3], 'EX', ttl) end
   if ARGV[5] ~= '' then redis.call('SREM', KEYS[4], ARGV[3]) end
 else
   redis.call('SET', KEYS[1], ARGV[1])
   redis.call('SADD', KEYS[2], ARGV[3])
   redis.call('SET', KEYS[3], ARGV[3])
+  if KEYS[6] ~= KEYS[3] then redis.call('SET', KEYS[6], ARGV[3]) end
   if ARGV[5] ~= '' then redis.call('SADD', KEYS[4], ARGV[3]) end
 end
 return 1
@@ -101,7 +103,8 @@ and a reaper take the call for that worker's). An end is written too where the d
 names the writer: a dead worker's call this worker took over, could not give back (Redis
 refused both answers) and ended — the end is the one word left on it (else the record named a
 worker that carries nothing, live, for good), and it leaves the writer's set as well. KEYS:
-the record, the owner's set, the engine id's key, the tenant's live calls, the writer's set;
+the record, the owner's set, the engine id's key, the tenant's live calls, the writer's set,
+the key of the id the engine's webhooks name the call by (the engine id's again when none);
 ARGV: the record's JSON, its owner, the call id, the ended TTL (0: live), the tenant id
 (empty: the service's call, in no tenant's set), the writer."""
 
@@ -119,6 +122,8 @@ def queue_record(
     key = call_key(record.call_id)
     number_id = str(record.snapshot.get("numberID") or "")
     engine_key = f"{P}engine:{call_engine_key(number_id, record.engine_call_id)}"
+    webhook_id = record.webhook_call_id  # found by it too (a SIP call we placed: Meta's wacid)
+    webhook_key = f"{P}engine:{call_engine_key(number_id, webhook_id)}" if webhook_id else ""
     owned = owned_key(record.owner)
     tenant_id = str(record.snapshot.get("tenantID") or "")
     tenant = tenant_calls_key(tenant_id)
@@ -126,12 +131,13 @@ def queue_record(
     if not take_over:
         pipe.eval(
             WRITE_IF_OWNER,
-            5,
+            6,
             key,
             owned,
             engine_key,
             tenant,
             owned_key(worker_id),
+            webhook_key or engine_key,
             record.to_json(),
             record.owner,
             record.call_id,
@@ -143,12 +149,16 @@ def queue_record(
         pipe.set(key, record.to_json())
         pipe.sadd(owned, record.call_id)
         pipe.set(engine_key, record.call_id)
+        if webhook_key:
+            pipe.set(webhook_key, record.call_id)
         if tenant_id:
             pipe.sadd(tenant, record.call_id)
     else:
         pipe.set(key, record.to_json(), ex=ended_ttl)
         pipe.srem(owned, record.call_id)
         pipe.set(engine_key, record.call_id, ex=ended_ttl)
+        if webhook_key:
+            pipe.set(webhook_key, record.call_id, ex=ended_ttl)
         if tenant_id:
             pipe.srem(tenant, record.call_id)
 
@@ -176,6 +186,7 @@ class Records:
             snapshot=call.snapshot(),
             status_callback=call.status_callback,
             attachments=self._attachments_of(call),
+            webhook_call_id=call.webhook_call_id,
         )
 
     def _attachments_of(self, call: Call) -> dict[str, Any] | None:

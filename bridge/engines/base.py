@@ -48,6 +48,10 @@ class EngineEvent:
     """An end's ``endDetail`` (Meta's code and message)."""
     number_id: str = ""
     """The number whose engine reported it (set by the switchboard; empty: the default)."""
+    webhook_call_id: str = ""
+    """Another id the engine's webhooks name the call by, once the engine knows it (Meta's
+    wacid of a call placed on the SIP road, which Meta's answer names): a cluster's directory
+    finds the call by it too, so those webhooks reach the worker that carries it."""
 
 
 RINGING_STATES = frozenset({"ringing", "connecting", "calling", "offer", "incoming"})

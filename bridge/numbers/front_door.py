@@ -3,15 +3,14 @@
 Meta sends the webhooks of every number of an app to the app's one URL, and a platform points
 all its apps at one bridge: the body's ``metadata.phone_number_id`` names the number, and that
 number's engine verifies the signature with its own app secret. A number nobody here has gets
-``200`` (Meta retries anything else) and one WARNING naming the id. A webhook about a call
-live on a number's retired engine (the number rebuilt or deleted since) goes to that engine,
-on either road (the SIP road's engine names no calls for a cluster's router, but knows its
-own), checked with the app secret it was built with or the number's now (rotated meanwhile):
-the engine that carries a call hears Meta about it. A worker left with no Cloud API number
-still takes, with no API token, a webhook naming a Meta number deleted lately (remembered in
-the numbers' store, ``deleted.py``: on every worker, one started since too): a cluster's router
-forwards it to the worker that carries the call, whose engine verifies it, and the rest is
-acknowledged; any other webhook without a token there is ``401``. Engines whose
+``200`` (Meta retries anything else) and one WARNING naming the id. A webhook about a call live
+on a number's retired engine (the number rebuilt or deleted since) goes to that engine, on
+either road, checked with the app secret it was built with or the number's now (rotated
+meanwhile): the engine that carries a call hears Meta about it. A worker left with no Cloud API
+number still takes, with no API token, a webhook naming a Meta number deleted lately
+(remembered in the numbers' store, ``deleted.py``: on every worker, one started since too): a
+cluster's router forwards it to the worker that carries the call, whose engine verifies it, and
+the rest is acknowledged; any other webhook without a token there is ``401``. Engines whose
 webhooks are not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an
 API token.
 """

@@ -32,7 +32,7 @@ from .test_sipp_uic import apply_answer
 async def test_metas_terminate_ends_a_sip_call_live_on_its_numbers_retired_engine(
     sip_rig, meta, tmp_path, monkeypatch, direction
 ):
-    """The SIP road's engine names no calls in its webhooks (any worker takes them), so the
+    """The SIP road's engine named no calls in its webhooks (any worker took them), so the
     front door never found the retired engine that carries the call: Meta's terminate went to
     the number's new engine, which has no such call, and a call whose BYE was lost stayed up.
     Now it reaches the engine that carries the call (ours by the wacid Meta's 200 named), which

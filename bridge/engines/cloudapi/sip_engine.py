@@ -53,6 +53,7 @@ from .media import MediaLeg, new_leg
 from .sip_calls import SipCall, bic_failure, meta_code, meta_wacid
 from .sip_dialogs import SipDialogs
 from .webhook import CallWebhook
+from .webhook import webhook_calls as calls_named
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,9 @@ class SipEngine(CloudApiRoad[SipCall]):
                 )
 
     def webhook_calls(self, raw: bytes) -> WebhookCalls:
-        return WebhookCalls()  # about users, not calls: any worker takes them
+        # The calls Meta's ``calls`` items name by wacid (a cluster's router sends them to the
+        # worker that carries the call: its SIP dialog); never a new call: the INVITE is.
+        return dataclasses.replace(calls_named(raw), new_call=False)
 
     def _by_webhook(self, wacid: str) -> SipCall | None:
         # Ours are keyed by our Call-ID (a retired engine is found by the wacid Meta named)
@@ -325,7 +328,9 @@ class SipEngine(CloudApiRoad[SipCall]):
             self.dialogs.named(call, meta_wacid(resp))
             if call.state == "calling":
                 call.state = "ringing"
-                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.wacid, call.jid))
+                ringing = EngineEventKind.RINGING
+                aka = call.meta_wacid  # Meta's webhooks name the call by it: found by it too
+                emit(self.events, EngineEvent(ringing, call.wacid, call.jid, webhook_call_id=aka))
 
         final = await uac.run(progress)
         self.dialogs.named(call, meta_wacid(final))
@@ -360,4 +365,5 @@ class SipEngine(CloudApiRoad[SipCall]):
             self.dialogs.ended(call, "failed", sipReason=f"answer not applied: {exc}")
             return
         call.state = "accepted"
-        emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.wacid, call.jid))
+        answered, aka = EngineEventKind.ANSWERED, call.meta_wacid
+        emit(self.events, EngineEvent(answered, call.wacid, call.jid, webhook_call_id=aka))
