@@ -17,13 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..attachments import PlaybackService, RecordingService
 from ..calls import CallManager
 from ..calls.model import CallState
-from ..errors import BridgeError, CallStateError
+from ..errors import BridgeError
 from . import bridged, wire
 from .routes import Route, Step
 from .store import AgentKey, AgentRecord, DeskStore, _key
@@ -166,47 +165,6 @@ class RouteRun:
             await self.desk.send(key, stopped)
         await self.run(int(ring.get("step") or 0))
 
-    async def hand_off(self, ring: dict[str, Any], music: Any) -> None:
-        """A transfer to a group later in the call: the caller is held (``music``: starts the
-        hold music) while the group rings the same way; the first to accept takes the call
-        (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
-        back off hold to the agent it had."""
-        previous, self.winner = self.winner, None
-        self.handed_from = previous
-        taken = False
-        try:
-            await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
-            taken = await self._ring(Step("ring", ring))
-        except CallStateError:  # the call ended as it was handed off: no one's failure
-            log.info("call %s: ended during its transfer to a group", self.call.id)
-        except Exception as exc:  # the store's own errors too (Redis's are not OSError)
-            log.warning("call %s: transfer to a group failed: %s", self.call.id, exc)
-        finally:
-            self.handing_off, self.handed_from = False, None
-            if not taken or self.winner is None:  # nobody took it: still the agent's call
-                taken, self.winner = False, previous
-            if self.call.live:
-                with suppress(CallStateError):  # it ended while the resume waited its turn
-                    await self.runtime.hold.set(False)
-        if not taken or self.winner is None:
-            if previous is not None:
-                await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
-            return
-        if previous is not None and previous != self.winner:
-            if not self.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
-                await self.runtime.participants.leave("agent")
-            await self.desk.send(
-                previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
-            )
-            await self.desk.free(previous, self.call.id)
-        self.runtime.emit(
-            "call.transferred",
-            participantID="agent",
-            fromParticipantID="agent",
-            group=ring.get("group"),
-            agentID=self.winner[1],
-        )
-
     # -- the steps
     async def run(self, start: int = 0) -> None:
         steps = (ALL_AGENTS,) if self.route is None else self.route.steps_at(self.desk.clock())
@@ -231,6 +189,11 @@ class RouteRun:
                 log.warning("call %s: route step %s failed: %s", self.call.id, step.kind, exc)
 
     async def _ring(self, step: Step) -> bool:
+        return await self.ring_agents(step)
+
+    async def ring_agents(self, step: Step) -> bool:
+        """Ring a step's agents by rounds (a transfer's too, ``handoffs.hand_off``): whether
+        one took the call, or it ended."""
         ring = step.body
         agents = await self.desk.candidates(self.call.tenant_id or None, ring)
         if not agents:
