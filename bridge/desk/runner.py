@@ -9,6 +9,9 @@ claims it too (``ended``) — so an accept in flight and the end of a ring never
 Where the run is (its step, its round, who is rung, who won) is kept in the store — Redis in a
 cluster — so that when the call's owner dies, the survivor that adopts the call resumes the
 route where it was (:meth:`RouteRun.resume`), and one that ends it tells the agents it rang.
+The worker a drain hands the call to resumes it the same way; the run here acts in turns
+(``turns.py``) and stands still from the move's start, so one worker acts on the ring at a
+time: an accept landing as the call moves is taken once, by whichever carries the call on.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..errors import BridgeError
 from . import bridged, wire
 from .routes import Route, Step
 from .store import AgentKey, AgentRecord, DeskStore, _key
+from .turns import Turns
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -97,6 +101,8 @@ class RouteRun:
         """Whether the winner's connected leg joined the call (``False``: its app offers)."""
         self.dialing: str | None = None
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
+        self.turns = Turns()
+        """Its acts, one at a time, held while the call moves to another worker."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -130,6 +136,15 @@ class RouteRun:
 
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
+    async def stand_still(self) -> None:
+        """The call moves to another worker (``ActsOnItsOwn``): the act under way finishes,
+        no other begins. An accept landing meanwhile won its round's claim: the worker that
+        carries the call on finds it there (:meth:`resume`), or this one once it goes on."""
+        await self.turns.stand_still()
+
+    def go_on(self) -> None:
+        self.turns.go_on()
+
     async def close(self) -> None:
         await self._voicemail_recorded()  # the caller hung up before maxS: what was said
         self.runtime.detach(self)
@@ -151,18 +166,19 @@ class RouteRun:
     async def resume(self, ring: dict[str, Any]) -> None:
         """Carry on the ring a dead owner left in the store: an accept that won its last
         round meanwhile takes the call; else its step runs again, from a new round."""
-        self.round = int(ring.get("round") or 0)
-        holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
-        named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
-        rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
-        stopped = {"type": "ringing.stopped", "callID": self.call.id}
-        for key in rung:
-            if holder == _key(*key):
-                self.rung = set(rung)
-                await self._take(key, self.round)
-                return
-        for key in rung:
-            await self.desk.send(key, stopped)
+        async with self.turns.turn():
+            self.round = int(ring.get("round") or 0)
+            holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
+            named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
+            rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
+            stopped = {"type": "ringing.stopped", "callID": self.call.id}
+            for key in rung:
+                if holder == _key(*key):
+                    self.rung = set(rung)
+                    await self._take(key, self.round)
+                    return
+            for key in rung:
+                await self.desk.send(key, stopped)
         await self.run(int(ring.get("step") or 0))
 
     # -- the steps
@@ -171,10 +187,11 @@ class RouteRun:
         for index, step in enumerate(steps):
             if index < start:
                 continue
-            if not self.call.live or self.winner is not None:
-                return
-            self.step = index
-            await self._save()
+            async with self.turns.turn():
+                if not self.call.live or self.winner is not None:
+                    return
+                self.step = index
+                await self._save()
             log.info(
                 "call %s: route step %d %s",
                 self.call.id,
@@ -212,12 +229,13 @@ class RouteRun:
         return False
 
     async def _ring_round(self, batch: set[AgentKey], timeout: float) -> bool:
-        self.round += 1
-        round_no, snapshot = self.round, self.call.snapshot()
-        self.rung = set(batch)
-        await self._save()
-        for key in batch:
-            await self.desk.send(key, wire.ringing(snapshot), round_no)
+        async with self.turns.turn():
+            self.round += 1
+            round_no, snapshot = self.round, self.call.snapshot()
+            self.rung = set(batch)
+            await self._save()
+            for key in batch:
+                await self.desk.send(key, wire.ringing(snapshot), round_no)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.rung and self.call.live:
@@ -233,11 +251,16 @@ class RouteRun:
             if message.get("round") != round_no:
                 continue
             key = (message.get("tenant"), str(message.get("agent")))
-            if message.get("op") == "declined":
-                self.rung.discard(key)
-            elif message.get("op") == "accepted":
-                return await self._take(key, round_no)
-        # Close the round: an accept that won the claim meanwhile still takes the call.
+            async with self.turns.turn():
+                if message.get("op") == "declined":
+                    self.rung.discard(key)
+                elif message.get("op") == "accepted":
+                    return await self._take(key, round_no)
+        async with self.turns.turn():
+            return await self._close_round(batch, round_no)
+
+    async def _close_round(self, batch: set[AgentKey], round_no: int) -> bool:
+        """Close the round: an accept that won the claim meanwhile still takes the call."""
         holder = await self.desk.store.claim(f"{self.call.id}:{round_no}", "timeout")
         stopped = {"type": "ringing.stopped", "callID": self.call.id}
         for key in self.rung:
