@@ -66,3 +66,16 @@ class FollowsHold(Protocol):
     talking PCM socket, a two-way fork: each stops talking to and hearing a held caller)."""
 
     def held(self, held: bool) -> None: ...
+
+
+@runtime_checkable
+class ActsOnItsOwn(Protocol):
+    """An attachment that acts on the call by itself — a desk route's run rings agents, takes
+    an accept, answers — and so stands still while the call moves to another worker: from the
+    move's start, only the worker that ends up carrying the call acts on it."""
+
+    async def stand_still(self) -> None:
+        """Begin nothing more; returns once what it had begun is done."""
+
+    def go_on(self) -> None:
+        """The call stays here after all (its move failed): act again."""

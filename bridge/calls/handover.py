@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
+from ..attachments.base import ActsOnItsOwn
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
 from ..errors import BridgeError, NotOwner, Undecided
 from .events import CallEvents
@@ -49,6 +51,23 @@ def can_move(manager: CallManager, call: Call) -> bool:
     """Whether another worker could carry this call on (its engine's capability)."""
     engine = manager.engine_of(call)
     return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
+
+
+@asynccontextmanager
+async def standing_still(runtime: CallRuntime) -> AsyncIterator[None]:
+    """While the call moves away: what acts on it by itself stands still (``ActsOnItsOwn``: a
+    desk route's run), what it had begun done first, so that the state exported is the last
+    it acts on here and only the worker carrying the call on acts from then on. Whatever
+    stays here (a move that failed) goes on."""
+    still = [a for a in list(runtime.attachments.values()) if isinstance(a, ActsOnItsOwn)]
+    for attachment in still:
+        await attachment.stand_still()
+    try:
+        yield
+    finally:
+        if not runtime.closed:
+            for attachment in still:
+                attachment.go_on()
 
 
 ExportRecording = Callable[[CallRuntime], dict[str, Any] | None]

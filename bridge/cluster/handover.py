@@ -52,6 +52,7 @@ from ..calls.handover import (
     hand_over_playbacks,
     relay_until_moved,
     release_call,
+    standing_still,
 )
 from ..calls.hold import Music
 from ..errors import BridgeError
@@ -177,6 +178,15 @@ class Handover:
                 "no other live worker has room (start another instance before the deploy, "
                 "or raise BRIDGE_MAX_CALLS)",
             )
+        # A desk route's run stands still from here: the state exported is the last it acts
+        # on, and an accept landing meanwhile is acted on by whichever worker carries the call.
+        async with standing_still(runtime):
+            return await self._hand_over(call, runtime, targets, reason)
+
+    async def _hand_over(
+        self, call: Call, runtime: CallRuntime, targets: list[WorkerInfo], reason: str
+    ) -> bool:
+        """Offer ``call`` to ``targets``, least loaded first, until one carries it on."""
         moved = self._secrets.seal(export_call(runtime, reason, self._export_recording))
         # Our queued writes about the call land before the new owner's (never after them).
         await self.directory.flush(2.0)

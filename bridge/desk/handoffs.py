@@ -1,6 +1,6 @@
 """The desk's hand-offs beyond a route's first ring (issue 49): a transfer to a group later in
-the call (:func:`transfer`; the agent on the call asks for it on its socket with
-:func:`from_agent`, as it hangs up there too), and a ring that outlives its worker — the
+the call (:func:`transfer`, rung by :func:`hand_off`; the agent on the call asks for it on its
+socket with :func:`from_agent`, as it hangs up there too), and a ring that outlives its worker — the
 worker a ringing call moves to (a drain's handover, a survivor's adoption) resumes its route
 from the ring the store kept (:func:`resume_route`); a survivor that ends it
 (``worker_lost``) tells the agents it rang (:func:`tell_lost`)."""
@@ -8,6 +8,7 @@ from the ring the store kept (:func:`resume_route`); a survivor that ends it
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any, Protocol
 
 from ..attachments import PlaybackService
@@ -17,7 +18,7 @@ from ..calls.runtime import CallRuntime
 from ..errors import BridgeError, CallStateError
 from . import wire
 from .lending import Lending
-from .routes import Route, route_from_stored
+from .routes import Route, Step, route_from_stored
 from .runner import RouteRun
 from .store import AgentKey, AgentRecord, DeskStore
 
@@ -72,7 +73,50 @@ async def transfer(
     except BaseException:
         run.handing_off = False
         raise
-    runtime.spawn(run.hand_off(ring, music), "transfer")
+    runtime.spawn(hand_off(run, ring, music), "transfer")
+
+
+async def hand_off(run: RouteRun, ring: dict[str, Any], music: Any) -> None:
+    """A transfer to a group later in the call: the caller is held (``music``: starts the
+    hold music) while the group rings the same way; the first to accept takes the call
+    (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
+    back off hold to the agent it had."""
+    previous, run.winner = run.winner, None
+    run.handed_from = previous
+    taken = False
+    try:
+        await run.runtime.hold.set(True, music)  # a failure here too ends the hand-off
+        taken = await run.ring_agents(Step("ring", ring))
+    except CallStateError:  # the call ended as it was handed off: no one's failure
+        log.info("call %s: ended during its transfer to a group", run.call.id)
+    except Exception as exc:  # the store's own errors too (Redis's are not OSError)
+        log.warning("call %s: transfer to a group failed: %s", run.call.id, exc)
+    finally:
+        run.handing_off, run.handed_from = False, None
+        if not taken or run.winner is None:  # nobody took it: still the agent's call
+            taken, run.winner = False, previous
+        if run.call.live:
+            with suppress(CallStateError):  # it ended while the resume waited its turn
+                await run.runtime.hold.set(False)
+    if not taken or run.winner is None:
+        if previous is not None:
+            failed = {"type": "transfer.failed", "callID": run.call.id}
+            await run.desk.send(previous, failed)
+        return
+    if previous is not None and previous != run.winner:
+        if not run.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
+            await run.runtime.participants.leave("agent")
+        await run.desk.send(
+            previous, {"type": "transferred", "callID": run.call.id, "to": run.winner[1]}
+        )
+        await run.desk.free(previous, run.call.id)
+    run.runtime.emit(
+        "call.transferred",
+        participantID="agent",
+        fromParticipantID="agent",
+        group=ring.get("group"),
+        agentID=run.winner[1],
+    )
 
 
 async def from_agent(

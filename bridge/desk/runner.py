@@ -9,6 +9,9 @@ claims it too (``ended``) — so an accept in flight and the end of a ring never
 Where the run is (its step, its round, who is rung, who won) is kept in the store — Redis in a
 cluster — so that when the call's owner dies, the survivor that adopts the call resumes the
 route where it was (:meth:`RouteRun.resume`), and one that ends it tells the agents it rang.
+The worker a drain hands the call to resumes it the same way; the run here acts in turns
+(``turns.py``) and stands still from the move's start, so one worker acts on the ring at a
+time: an accept landing as the call moves is taken once, by whichever carries the call on.
 """
 
 from __future__ import annotations
@@ -17,16 +20,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..attachments import PlaybackService, RecordingService
 from ..calls import CallManager
 from ..calls.model import CallState
-from ..errors import BridgeError, CallStateError
+from ..errors import BridgeError
 from . import bridged, wire
 from .routes import Route, Step
 from .store import AgentKey, AgentRecord, DeskStore, _key
+from .turns import Turns
 
 if TYPE_CHECKING:
     from ..calls.runtime import CallRuntime
@@ -98,6 +101,8 @@ class RouteRun:
         """Whether the winner's connected leg joined the call (``False``: its app offers)."""
         self.dialing: str | None = None
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
+        self.turns = Turns()
+        """Its acts, one at a time, held while the call moves to another worker."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -131,6 +136,15 @@ class RouteRun:
 
         self.desk.spawn(tell(), f"ended:{self.call.id}")
 
+    async def stand_still(self) -> None:
+        """The call moves to another worker (``ActsOnItsOwn``): the act under way finishes,
+        no other begins. An accept landing meanwhile won its round's claim: the worker that
+        carries the call on finds it there (:meth:`resume`), or this one once it goes on."""
+        await self.turns.stand_still()
+
+    def go_on(self) -> None:
+        self.turns.go_on()
+
     async def close(self) -> None:
         await self._voicemail_recorded()  # the caller hung up before maxS: what was said
         self.runtime.detach(self)
@@ -152,60 +166,20 @@ class RouteRun:
     async def resume(self, ring: dict[str, Any]) -> None:
         """Carry on the ring a dead owner left in the store: an accept that won its last
         round meanwhile takes the call; else its step runs again, from a new round."""
-        self.round = int(ring.get("round") or 0)
-        holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
-        named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
-        rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
-        stopped = {"type": "ringing.stopped", "callID": self.call.id}
-        for key in rung:
-            if holder == _key(*key):
-                self.rung = set(rung)
-                await self._take(key, self.round)
-                return
-        for key in rung:
-            await self.desk.send(key, stopped)
+        async with self.turns.turn():
+            self.round = int(ring.get("round") or 0)
+            holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
+            named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
+            rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
+            stopped = {"type": "ringing.stopped", "callID": self.call.id}
+            for key in rung:
+                if holder == _key(*key):
+                    self.rung = set(rung)
+                    await self._take(key, self.round)
+                    return
+            for key in rung:
+                await self.desk.send(key, stopped)
         await self.run(int(ring.get("step") or 0))
-
-    async def hand_off(self, ring: dict[str, Any], music: Any) -> None:
-        """A transfer to a group later in the call: the caller is held (``music``: starts the
-        hold music) while the group rings the same way; the first to accept takes the call
-        (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
-        back off hold to the agent it had."""
-        previous, self.winner = self.winner, None
-        self.handed_from = previous
-        taken = False
-        try:
-            await self.runtime.hold.set(True, music)  # a failure here too ends the hand-off
-            taken = await self._ring(Step("ring", ring))
-        except CallStateError:  # the call ended as it was handed off: no one's failure
-            log.info("call %s: ended during its transfer to a group", self.call.id)
-        except Exception as exc:  # the store's own errors too (Redis's are not OSError)
-            log.warning("call %s: transfer to a group failed: %s", self.call.id, exc)
-        finally:
-            self.handing_off, self.handed_from = False, None
-            if not taken or self.winner is None:  # nobody took it: still the agent's call
-                taken, self.winner = False, previous
-            if self.call.live:
-                with suppress(CallStateError):  # it ended while the resume waited its turn
-                    await self.runtime.hold.set(False)
-        if not taken or self.winner is None:
-            if previous is not None:
-                await self.desk.send(previous, {"type": "transfer.failed", "callID": self.call.id})
-            return
-        if previous is not None and previous != self.winner:
-            if not self.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
-                await self.runtime.participants.leave("agent")
-            await self.desk.send(
-                previous, {"type": "transferred", "callID": self.call.id, "to": self.winner[1]}
-            )
-            await self.desk.free(previous, self.call.id)
-        self.runtime.emit(
-            "call.transferred",
-            participantID="agent",
-            fromParticipantID="agent",
-            group=ring.get("group"),
-            agentID=self.winner[1],
-        )
 
     # -- the steps
     async def run(self, start: int = 0) -> None:
@@ -213,10 +187,11 @@ class RouteRun:
         for index, step in enumerate(steps):
             if index < start:
                 continue
-            if not self.call.live or self.winner is not None:
-                return
-            self.step = index
-            await self._save()
+            async with self.turns.turn():
+                if not self.call.live or self.winner is not None:
+                    return
+                self.step = index
+                await self._save()
             log.info(
                 "call %s: route step %d %s",
                 self.call.id,
@@ -231,6 +206,11 @@ class RouteRun:
                 log.warning("call %s: route step %s failed: %s", self.call.id, step.kind, exc)
 
     async def _ring(self, step: Step) -> bool:
+        return await self.ring_agents(step)
+
+    async def ring_agents(self, step: Step) -> bool:
+        """Ring a step's agents by rounds (a transfer's too, ``handoffs.hand_off``): whether
+        one took the call, or it ended."""
         ring = step.body
         agents = await self.desk.candidates(self.call.tenant_id or None, ring)
         if not agents:
@@ -249,12 +229,13 @@ class RouteRun:
         return False
 
     async def _ring_round(self, batch: set[AgentKey], timeout: float) -> bool:
-        self.round += 1
-        round_no, snapshot = self.round, self.call.snapshot()
-        self.rung = set(batch)
-        await self._save()
-        for key in batch:
-            await self.desk.send(key, wire.ringing(snapshot), round_no)
+        async with self.turns.turn():
+            self.round += 1
+            round_no, snapshot = self.round, self.call.snapshot()
+            self.rung = set(batch)
+            await self._save()
+            for key in batch:
+                await self.desk.send(key, wire.ringing(snapshot), round_no)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.rung and self.call.live:
@@ -270,11 +251,16 @@ class RouteRun:
             if message.get("round") != round_no:
                 continue
             key = (message.get("tenant"), str(message.get("agent")))
-            if message.get("op") == "declined":
-                self.rung.discard(key)
-            elif message.get("op") == "accepted":
-                return await self._take(key, round_no)
-        # Close the round: an accept that won the claim meanwhile still takes the call.
+            async with self.turns.turn():
+                if message.get("op") == "declined":
+                    self.rung.discard(key)
+                elif message.get("op") == "accepted":
+                    return await self._take(key, round_no)
+        async with self.turns.turn():
+            return await self._close_round(batch, round_no)
+
+    async def _close_round(self, batch: set[AgentKey], round_no: int) -> bool:
+        """Close the round: an accept that won the claim meanwhile still takes the call."""
         holder = await self.desk.store.claim(f"{self.call.id}:{round_no}", "timeout")
         stopped = {"type": "ringing.stopped", "callID": self.call.id}
         for key in self.rung:

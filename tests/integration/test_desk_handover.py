@@ -5,18 +5,22 @@ the ring the store kept, and the agent who accepts takes the call there."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from typing import Any
 
 import pytest
 
-from bridge.api.keys import HANDOVER, MANAGER
+from bridge.api.keys import DESK, HANDOVER, MANAGER
 from bridge.app import create_app
 from bridge.config.loader import settings_for_tests
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
 from ..support.ports import free_port
+from ..support.waits import until
 from .test_desk import Agent
 
 pytestmark = pytest.mark.timeout(30)
@@ -74,3 +78,104 @@ async def test_a_drained_ringing_call_rings_its_agents_again_on_the_new_owner(
     assert snapshot["owner"] == new.app[MANAGER].owner
     assert fake.calls[engine_id].state == "active"
     await ann.ws.close()
+
+
+async def heard(agent: Agent, last: str) -> list[str]:
+    """The types of what ``agent`` hears, up to and including the first ``last``."""
+    types: list[str] = []
+    async with asyncio.timeout(5.0):
+        while not types or types[-1] != last:
+            types.append(json.loads((await agent.ws.receive()).data)["type"])
+    return types
+
+
+async def ringing_two(aiohttp_client: Any, redis: Any, monkeypatch: Any, fake: Any) -> Any:
+    """Two workers, a route ringing ann (on the first) and bob (on the second) at once, and a
+    call ringing them: the call's old (its owner) and new worker, the agents, its ids."""
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url)
+    steps = [{"ring": {"agents": ["ann", "bob"], "strategy": "simultaneous", "timeoutS": 30}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    ann, bob = await Agent.connect(a, "ann"), await Agent.connect(b, "bob")
+    engine_id = fake.ring_inbound("5521988880006")
+    call_id = (await ann.next("ringing"))["callID"]
+    await bob.next("ringing")
+    old, new = (a, b) if a.app[MANAGER].find_runtime(call_id) else (b, a)
+    return old, new, ann, bob, call_id, engine_id
+
+
+async def accept_as_it_moves(old: Any, ann: Agent, call_id: str, refused: Any = None) -> None:
+    """Drain ``old``, held where it hands the call over while ann accepts, until her accept
+    reached the old worker's run (on the bus); ``refused``: the target's answer instead of
+    the real one (the call stays)."""
+    handover, run = old.app[HANDOVER], old.app[DESK].run_of(call_id)
+    assert run is not None
+    sending, go = asyncio.Event(), asyncio.Event()
+    send, offer = handover._send, run.offer
+    offered: list[dict[str, Any]] = []
+
+    async def held(target: Any, moved: Any) -> Any:
+        sending.set()
+        await go.wait()
+        return refused or await send(target, moved)
+
+    def counted(message: dict[str, Any]) -> None:
+        offered.append(message)
+        offer(message)
+
+    handover._send, run.offer = held, counted
+    drain = asyncio.create_task(handover.drain())
+    await sending.wait()
+    await ann.send(type="accept", callID=call_id)
+    await until(lambda: offered, 5.0, "the accept on the bus, at the old worker's run")
+    with suppress(AssertionError):  # before the fix, the old run took it here
+        await until(lambda: run.winner is not None, 0.5)
+    go.set()
+    await drain
+
+
+async def taken_once(
+    carrier: Any, fake: FakeZuckZapGo, ann: Agent, bob: Agent, call_id: str, engine_id: str
+) -> None:
+    """The call is active on ``carrier``, answered once, ann told once she has it, bob that
+    it is taken; hung up."""
+    snapshot = await wait_state(carrier, call_id, "active")
+    assert snapshot["owner"] == carrier.app[MANAGER].owner
+    resp = await carrier.post("/call/hangup", json={"callID": call_id})
+    assert resp.status == 200, await resp.text()
+    # Everything the takes said reached ann before the end the carrier's run tells her.
+    assert (await heard(ann, "call.ended")).count("accepted") == 1
+    assert "call.taken" in await heard(bob, "call.taken")
+    answers = [r for r in fake.requests if r[1] == "/call/answer"]
+    assert [r[2].get("callId") for r in answers] == [engine_id]
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+async def test_an_accept_landing_as_a_drain_moves_the_call_is_acted_on_once(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """Both workers ran the ringing call's route while it moved: the old one until it let
+    go, the new one from the ``call.carried`` before that. An accept landing then won the
+    round's claim, and each run acted on it — the old one from the bus, the new one finding
+    the claim as it resumed: two ``accepted``, the engine's call answered twice. The old
+    run stands still from the move's start now, and the run that carries the call on acts."""
+    old, new, ann, bob, call_id, engine_id = await ringing_two(
+        aiohttp_client, redis, monkeypatch, fake
+    )
+    await accept_as_it_moves(old, ann, call_id)
+    assert old.app[MANAGER].find_runtime(call_id) is None  # handed over
+    await taken_once(new, fake, ann, bob, call_id, engine_id)
+
+
+async def test_an_accept_landing_as_a_move_fails_is_taken_where_the_call_stays(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """The route standing still while its call moves goes on when the move fails (the
+    target refuses the call): the accept that landed meanwhile is taken there, once."""
+    old, _, ann, bob, call_id, engine_id = await ringing_two(
+        aiohttp_client, redis, monkeypatch, fake
+    )
+    await accept_as_it_moves(old, ann, call_id, refused=(503, "no room after all"))
+    await taken_once(old, fake, ann, bob, call_id, engine_id)
