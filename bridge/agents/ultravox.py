@@ -8,11 +8,13 @@ app's ``session`` (``systemPrompt``, ``model``,
 medium at 16 kHz both ways, the bus's own rate — and opens the ``joinUrl`` of its ``201``
 answer without headers (it carries its own credentials), with ``apiVersion=1`` as the public
 clients add. The audio is binary s16le at 16 kHz both ways. Ultravox decides the turns: on
-``playback_clear_buffer`` the bridge drops every unplayed byte of the voice; the server stops
-the reply itself, so there is nothing to cancel. Client tools (``temporaryTool`` with
-``client: {}``, the bridge's declared this way) come as ``client_tool_invocation`` and are
-answered with ``client_tool_result`` at once — the conversation is frozen meanwhile; a failed
-tool (an answer with ``"ok": false`` or an ``error``) in its error form, ``errorType``
+``playback_clear_buffer`` the bridge drops every unplayed byte of the voice and tells the cut
+reply's transcript as far as it came (its ``final`` may never come; a late one is not told
+again); the server stops the reply itself, so there is nothing to cancel. Client tools
+(``temporaryTool`` with ``client: {}``, the bridge's declared this way) come as
+``client_tool_invocation`` and are answered with ``client_tool_result`` at once — the
+conversation is frozen meanwhile; a failed tool (an answer with ``"ok": false`` or an
+``error``) in its error form, ``errorType``
 ``implementation-error`` with the ``errorMessage``. The call's
 ``maxDuration`` (the bridge names it: :data:`MAX_DURATION_S` unless the session gives one) is
 renewed before it ends: a new call with ``priorCallId``, which continues the conversation (one
@@ -149,6 +151,9 @@ class UltravoxCall:
         self._said: dict[tuple[str, Any], str] = {}
         """Transcript deltas so far, by role and ordinal, until their ``final`` (or the
         socket's close: :meth:`finish`)."""
+        self._cut: dict[tuple[str, Any], None] = {}
+        """Agent messages told at a ``playback_clear_buffer``: what comes of them later (a
+        ``final``) is not told again."""
 
     # -- connecting
     def url_refused(self, url: str) -> str | None:
@@ -229,7 +234,7 @@ class UltravoxCall:
         if kind == "playback_clear_buffer":
             self._turn += 1  # frames after it are a new reply's
             self._odd = b""
-            return [Interrupted()]
+            return [Interrupted(), *self._interrupted()]
         if kind == "transcript":
             return self._transcript(body)
         if kind == "client_tool_invocation":
@@ -248,11 +253,25 @@ class UltravoxCall:
             return [ModelError("error", str(body.get("message") or "")[:200])]
         return []  # state, pong, debug, …
 
+    def _interrupted(self) -> list[ModelEvent]:
+        """The agent's messages still open when the caller cut its reply, told as far as they
+        came (their ``final`` may never come), once."""
+        cut = [key for key in self._said if key[0] == "agent"]
+        for key in cut:
+            self._cut[key] = None
+        while len(self._cut) > 8:
+            self._cut.pop(next(iter(self._cut)))
+        return [Transcript("agent", text) for key in cut if (text := self._said.pop(key))]
+
     def _transcript(self, body: dict[str, Any]) -> list[ModelEvent]:
         role = _ROLES.get(str(body.get("role")))
         if role is None:
             raise ProtocolError("transcript without its role")
         key = (role, body.get("ordinal"))
+        if key in self._cut:  # told when the caller cut it
+            if body.get("final") is True:
+                self._cut.pop(key)
+            return []
         text = body.get("text")
         if isinstance(text, str):  # the whole text so far
             self._said[key] = text

@@ -8,10 +8,8 @@ nothing here blocks the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,19 +22,9 @@ from .clock import Phase, worker_clock
 from .conference import Conference
 from .frames import BusFrame
 from .stats import BusStats
+from .uplink_queue import BusClosed, UplinkQueue
 
 log = logging.getLogger(__name__)
-
-
-TICK_UPLINK = 3
-"""Uplink frames a clocked reader may owe (60 ms), the oldest dropped beyond: it takes the
-frame of a tick in that tick's send (or engine) phase, so more wait only while its sender
-catches up on ticks its task missed."""
-
-
-class BusClosed(ConnectionError):
-    """The bus was closed while a reader waited."""
-
 
 UplinkTap = Callable[[BusFrame], None]
 DownlinkTap = Callable[[BusFrame], None]
@@ -62,11 +50,8 @@ class CallBus:
         self.call_id = call_id
         self.muted = False
         self.stats = BusStats()
-        self._uplink: asyncio.Queue[BusFrame] = asyncio.Queue(maxsize=uplink_capacity)
-        self._uplink_open = False
-        self._tick_uplink: deque[BusFrame] | None = None
-        """A clocked reader's uplink (:meth:`open_uplink`), instead of the queue."""
-        self._tick_uplink_taken = False
+        self._uplink = UplinkQueue(call_id, self.stats, uplink_capacity)
+        """What waits for the WhatsApp side's reader."""
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []
         self._sources: list[UplinkSource] = []
@@ -98,18 +83,14 @@ class CallBus:
         """Start accepting uplink frames (a leg is attached); stale frames are dropped.
 
         A ``clocked`` reader (a leg or a far end on the worker clock) takes each tick's frame
-        in that tick (:meth:`take_uplink`, at most :data:`TICK_UPLINK` waiting) and the
+        in that tick (:meth:`take_uplink`, at most ``uplink_queue.TICK_UPLINK`` waiting) and the
         downlink it says plays in the tick it came (``Conference.set_clocked``); any other
         reader waits for frames in the bounded queue (:meth:`read_uplink`)."""
-        while not self._uplink.empty():
-            self._uplink.get_nowait()
-        self._tick_uplink = deque(maxlen=TICK_UPLINK) if clocked else None
-        self._tick_uplink_taken = False
+        self._uplink.start(clocked)
         self.conference.set_clocked(clocked)
-        self._uplink_open = True
 
     def close_uplink(self) -> None:
-        self._uplink_open = False
+        self._uplink.open = False
 
     def push_uplink(self, pcm: Pcm, t: float | None = None) -> None:
         """Offer one 20 ms frame towards the WhatsApp peer (silence while muted).
@@ -133,7 +114,7 @@ class CallBus:
         # Sources are consumed only while a leg carries the audio, so nothing a file or a
         # socket queued is lost (or reported played) before the peer can hear it.
         to_participants: Pcm | None = None
-        if self._sources and self._uplink_open:
+        if self._sources and self._uplink.open:
             out, to_participants = self._mix_sources(pcm)
         else:
             wide = pcm.dtype != np.int16
@@ -141,21 +122,10 @@ class CallBus:
         frame = BusFrame(out, t)
         for tap in list(self._uplink_taps):
             self._call_tap(tap, frame, self._uplink_taps)
-        if not self._uplink_open or self._closed:
+        if not self._uplink.open or self._closed:
             self.stats.uplink_discarded_inactive += 1
-            return to_participants
-        ticked = self._tick_uplink
-        if ticked is not None:
-            if len(ticked) == TICK_UPLINK:
-                self.stats.uplink_dropped_overflow += 1
-            ticked.append(frame)
-            self.stats.uplink_frames += 1
-            return to_participants
-        if self._uplink.full():
-            self._uplink.get_nowait()
-            self.stats.uplink_dropped_overflow += 1
-        self._uplink.put_nowait(frame)
-        self.stats.uplink_frames += 1
+        else:
+            self._uplink.put(frame)
         return to_participants
 
     # -- sources mixed into the uplink
@@ -259,7 +229,7 @@ class CallBus:
         """Wait for the next uplink frame (raises :class:`BusClosed` once closed)."""
         if self._closed:
             raise BusClosed(self.call_id)
-        return self._taken(await self._uplink.get())
+        return await self._uplink.read()
 
     def take_uplink(self) -> BusFrame | None:
         """This tick's uplink frame if one is waiting, else ``None`` (raises
@@ -267,26 +237,7 @@ class CallBus:
         in-process engine) never waits."""
         if self._closed:
             raise BusClosed(self.call_id)
-        ticked = self._tick_uplink
-        if ticked is not None:
-            if not self._tick_uplink_taken and ticked:
-                # The reader's first frame: the newest. Frames made before its sender was up
-                # (the microphone starts before the WhatsApp leg's first tick) would otherwise
-                # stay queued for the whole call, a frame of delay each.
-                self._tick_uplink_taken = True
-                while len(ticked) > 1:
-                    ticked.popleft()
-                    self.stats.uplink_dropped_overflow += 1
-            return self._taken(ticked.popleft()) if ticked else None
-        return None if self._uplink.empty() else self._taken(self._uplink.get_nowait())
-
-    def _taken(self, frame: BusFrame) -> BusFrame:
-        """A frame handed to the WhatsApp side: timed and metered."""
-        if frame.pcm.size == 0:  # the close() sentinel
-            raise BusClosed(self.call_id)
-        self.stats.uplink_transit.observe(time.monotonic() - frame.t)
-        self.stats.whatsapp_out.add_energy(frame.energy, frame.pcm.size)
-        return frame
+        return self._uplink.take()
 
     def add_uplink_tap(self, tap: UplinkTap) -> None:
         self._uplink_taps.append(tap)
@@ -340,7 +291,7 @@ class CallBus:
         if self._closed:
             return
         self._closed = True
-        self._uplink_open = False
+        self._uplink.open = False
         self._uplink_taps.clear()
         self._downlink_taps.clear()
         for source in list(self._sources):
@@ -348,8 +299,4 @@ class CallBus:
         if self._clock is not None:  # (the last removed source unregistered it already)
             self._clock()
             self._clock = None
-        while not self._uplink.empty():
-            self._uplink.get_nowait()
-        if self._tick_uplink is not None:
-            self._tick_uplink.clear()
-        self._uplink.put_nowait(BusFrame(np.empty(0, dtype=np.int16), 0.0))
+        self._uplink.close()

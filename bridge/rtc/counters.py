@@ -45,7 +45,8 @@ FAMILIES: tuple[tuple[str, str, tuple[str, ...], Counter], ...] = (
     ),
     (
         "bridge_webrtc_failures",
-        "WebRTC sessions that failed, by stage (ice, dtls, timeout) and reason",
+        "WebRTC sessions that failed, by stage (ice, dtls, webrtc, timeout; media: a Cloud API "
+        "SDES leg that heard nothing) and reason",
         ("stage", "reason"),
         FAILURES,
     ),

@@ -258,12 +258,15 @@ async def take_reinvite(
     if refusal is not None:
         wait = refusal.get("Retry-After")  # a retry will do: not the PBX's fault
         why = refusal.get("Warning") or refusal.reason
+        # Else the PBX's fault: said once per dialog and status (one retried fills the log).
+        again = not wait and ua.refused_reinvites.seen(f"{refusal.status} {dialog.key}") > 1
         log.log(
-            logging.INFO if wait else logging.WARNING,
-            "SIP re-INVITE %s refused: %d %s",
+            logging.INFO if wait else logging.DEBUG if again else logging.WARNING,
+            "SIP re-INVITE %s refused: %d %s%s",
             req.call_id,
             refusal.status,
             why,
+            "" if wait else " (said once for this dialog)",
         )
         await ua._answer(conn, refusal)
         return

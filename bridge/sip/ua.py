@@ -135,6 +135,7 @@ class UserAgent:
         self.malformed = Malformed()  # sources of malformed messages (said once)
         self.unserved = Repeats()  # sources of methods we do not implement (said once)
         self.strangers = Repeats()  # sources the policy refuses (said once while it lasts)
+        self.refused_reinvites = Repeats()  # dialogs and statuses of re-INVITEs refused
         self.admission = InviteAdmission(self)
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 

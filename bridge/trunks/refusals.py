@@ -42,6 +42,8 @@ REFUSALS = {
     "bad_offer": "invite",  # an SDP offer we cannot answer: 488
     "unknown_number": "invite",  # X-WA-Number names no number here: 484
     "not_placed": "invite",  # the WhatsApp call refused (permission, limits, room): 4xx/5xx
+    "replaces_refused": "invite",  # an INVITE with a Replaces we cannot follow: 4xx, 603
+    "reinvite_refused": "invite",  # a re-INVITE whose offer we cannot follow: 488
 }
 """Every refusal the trunk user agent counts, by the ``what`` it is reported under."""
 PLACED_AGAIN = ("invalid_phone", "bad_offer", "unknown_number", "not_placed")
@@ -54,7 +56,8 @@ class TrunkRefusals:
     """A trunk's request refused for a reason the PBX (or whoever sends from its source) keeps
     giving — an INVITE from no trunk's source, for no E.164 number, with an offer we cannot
     answer, an ``X-WA-Number`` we do not have, or whose WhatsApp call is not placed; an INFO
-    with no key we take, a REFER with no usable ``Refer-To``: counted in the user agent's
+    with no key we take, a REFER with no usable ``Refer-To``; a ``Replaces`` or a re-INVITE's
+    offer we cannot follow (their sender a trunk, a dialog): counted in the user agent's
     counts under that reason and said at WARNING once per sender and reason (later ones at
     DEBUG), its end at INFO when the sender's next such request is taken. It was a WARNING
     line a request, or nothing at all (a PBX's keys in a format we do not take were lost

@@ -10,7 +10,8 @@ while the line chosen from the re-offer has our tag and suite, else a fresh one 
 line's: RFC 4568 §7.1.4); our ``o=``
 version one up only when the SDP differs from the last we sent (§8), so a session refresh gets
 the very SDP sent last. Anything else is ``488`` with a ``Warning`` naming it, and the session
-goes on as it was (§14.2).
+goes on as it was (§14.2); counted (``reinvite_refused``) and said once per dialog while it
+lasts (:class:`~.refusals.TrunkRefusals`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from . import sdp
 
 if TYPE_CHECKING:
     from .participant import SipParticipant, TrunkLine
+    from .refusals import TrunkRefusals
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +146,36 @@ def answer(
 
 
 async def reinvited(
-    line: TrunkLine, catalog: Catalog, playback: Plays | None, tx: InviteServer
+    line: TrunkLine,
+    catalog: Catalog,
+    playback: Plays | None,
+    refusals: TrunkRefusals,
+    tx: InviteServer,
 ) -> None:
     """The trunk user agent's ``reinvites``: answer a re-INVITE in one of ``line``'s legs'
-    dialogs and follow it, a hold playing the trunk's music (:func:`music`). A failure of ours
-    is a ``500`` (§21.5.1), so the dialog's next re-INVITE is not refused as one arriving while
-    this one is pending."""
+    dialogs and follow it, a hold playing the trunk's music (:func:`music`); one refused is
+    counted and said once per dialog while it lasts (``refusals``: a PBX that retries it sends
+    it again and again). A failure of ours is a ``500`` (§21.5.1), so the dialog's next
+    re-INVITE is not refused as one arriving while this one is pending."""
     try:
-        await _reinvited(line, catalog, playback, tx)
+        await _reinvited(line, catalog, playback, refusals, tx)
     except Exception as exc:
         log.warning("SIP re-INVITE %s: failed: %s", tx.req.call_id, exc)
         await tx.respond(500, "Server Internal Error")
 
 
 async def _reinvited(
-    line: TrunkLine, catalog: Catalog, playback: Plays | None, tx: InviteServer
+    line: TrunkLine,
+    catalog: Catalog,
+    playback: Plays | None,
+    refusals: TrunkRefusals,
+    tx: InviteServer,
 ) -> None:
     leg = line.legs.get(tx.dialog.key)
     if leg is None or leg.remote is None or leg.media is None:
         await tx.respond(481, "Call/Transaction Does Not Exist")
         return
+    dialog = f"trunk {leg.trunk.trunk_id}'s dialog {tx.req.call_id[:64]}"
     socket = leg.media.socket
     try:
         got = answer(
@@ -175,11 +187,11 @@ async def _reinvited(
             crypto=socket.crypto,
         )
     except (BadOffer, ValueError) as exc:
-        log.warning(
-            "SIP participant %s: re-INVITE refused (488): %s", leg.participant_id, str(exc)[:200]
-        )
+        why = f"488 for participant {leg.participant_id}: {str(exc)[:200]}"
+        refusals.refused(dialog, "reinvite_refused", why, "re-INVITE")
         await tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
         return
+    refusals.taken(dialog, "re-INVITE", "reinvite_refused")
     if not await tx.respond(200, "OK", body=got.body):
         return
     leg.sdp_sent, socket.crypto = got.body, got.crypto

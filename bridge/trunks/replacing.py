@@ -17,6 +17,9 @@ says, the ``to-tag`` against our tag and the ``from-tag`` against the phone's:
   ``200`` with our SDP (an offer we cannot take: ``488``, and the old leg stays), the old leg
   hung up — ``BYE`` for a confirmed dialog, ``CANCEL`` for one still ringing — and
   ``participant.transferred`` names the phone that took over.
+
+Each refusal is counted (``replaces_refused``) and said once per trunk while it lasts
+(:class:`~.refusals.TrunkRefusals`): a PBX that retries one would fill the log.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..sip import Address, InviteServer, SipParseError
 from ..sip.headers import warning
 from . import sdp
 from .participant import SipParticipant, TrunkLine
+from .refusals import TrunkRefusals
 from .transfer import take_over
 
 log = logging.getLogger(__name__)
@@ -103,13 +107,16 @@ def refusal(line: TrunkLine, trunk: Trunk, wanted: Replaces | None) -> tuple[int
     return None
 
 
-async def replace(line: TrunkLine, trunk: Trunk, tx: InviteServer) -> None:
-    """Answer a trunk's INVITE with ``Replaces`` (see the module docstring)."""
+async def replace(line: TrunkLine, trunk: Trunk, refusals: TrunkRefusals, tx: InviteServer) -> None:
+    """Answer a trunk's INVITE with ``Replaces`` (see the module docstring); one refused is
+    counted and said once per trunk while it lasts (``refusals``)."""
     wanted = Replaces.parse(tx.req.values("Replaces"))
     refused = refusal(line, trunk, wanted)
+    sender, method = f"trunk {trunk.trunk_id}", "INVITE with Replaces"
     if refused is not None or wanted is None:
         status, reason = refused or (400, "Bad Request")
-        log.warning("SIP INVITE %s with Replaces refused: %d %s", tx.req.call_id, status, reason)
+        why = f"{status} {reason} (Call-ID {tx.req.call_id[:64]})"
+        refusals.refused(sender, "replaces_refused", why, method)
         await tx.respond(status, reason)
         return
     old = line.legs.get((wanted.call_id, wanted.to_tag)) or ringing(line, wanted)
@@ -117,9 +124,11 @@ async def replace(line: TrunkLine, trunk: Trunk, tx: InviteServer) -> None:
     try:
         remote = sdp.read(tx.req.body, trunk.codecs, srtp=trunk.srtp == "sdes")
     except BadOffer as exc:  # §3: the replaced dialog is not torn down
-        log.warning("SIP INVITE %s with Replaces refused: 488 %s", tx.req.call_id, exc)
+        why = f"488 {exc} (Call-ID {tx.req.call_id[:64]})"
+        refusals.refused(sender, "replaces_refused", why, method)
         await tx.respond(488, "Not Acceptable Here", extra=[warning(exc)])
         return
+    refusals.taken(sender, method, "replaces_refused")
     target = str(tx.req.get("From")).partition("<")[2].partition(">")[0] or "sip:pbx"
     new = SipParticipant(line, old.runtime, old.trunk, old.participant_id, old.role, target, [])
     new.silent, new.replaces = True, old

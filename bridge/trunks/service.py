@@ -102,7 +102,9 @@ class TrunkService:
         )
         ua.supported = ("replaces",)  # RFC 3891: an INVITE may take a leg over (replacing.py)
         # hold from the PBX (RFC 3264 §8.4), its music as the trunk says when it comes
-        ua.reinvites = lambda tx: reinvited(self.line, self.catalog, self.playback, tx)
+        ua.reinvites = lambda tx: reinvited(
+            self.line, self.catalog, self.playback, self.refusals, tx
+        )
         return ua
 
     def _line(self) -> TrunkLine:
@@ -298,7 +300,7 @@ class TrunkService:
             await tx.respond(*refused[:2], extra=refused[2], once=stranger)
             return
         if tx.req.values("Replaces"):  # a phone taking a leg over, not a new call (RFC 3891)
-            await replace(self.line, trunk, tx)
+            await replace(self.line, trunk, self.refusals, tx)
             return
         await PbxCall(self, tx, trunk).place()
 

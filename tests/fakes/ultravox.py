@@ -97,6 +97,7 @@ class FakeUltravox(CallerAudioLog):
         self._calls: dict[str, dict[str, Any]] = {}
         self._asked: set[str] = set()
         self._ordinal = 0
+        self._rest: dict[str, Any] | None = None
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -253,18 +254,25 @@ class FakeUltravox(CallerAudioLog):
             await ws.send_bytes(raw[at : at + chunk])
         half = len(text) // 2
         for delta, last in ((text[:half], False), (text[half:], True)):
+            message = {
+                "type": "transcript",
+                "role": "agent",
+                "medium": "voice",
+                "delta": delta,
+                "final": last,
+                "ordinal": self._ordinal,
+            }
             if last and not final:
+                self._rest = message
                 break
-            await self._send(
-                {
-                    "type": "transcript",
-                    "role": "agent",
-                    "medium": "voice",
-                    "delta": delta,
-                    "final": last,
-                    "ordinal": self._ordinal,
-                }
-            )
+            await self._send(message)
+
+    async def late_final(self) -> None:
+        """The transcript of the last reply sent with ``final=False`` made final after all:
+        its second half, ``final``."""
+        assert self._rest is not None
+        rest, self._rest = self._rest, None
+        await self._send(rest)
 
     async def clear_buffer(self) -> None:
         """The caller barged in: ``playback_clear_buffer``."""

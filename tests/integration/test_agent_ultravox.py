@@ -122,6 +122,31 @@ async def test_ultravox_playback_clear_buffer_flushes_the_voice(
     assert fake.events == [] and fake.errors == []
 
 
+async def test_ultravox_a_reply_the_caller_cuts_is_told_as_far_as_it_came_once(
+    make_client, aiohttp_server
+) -> None:
+    """The caller barges in on a reply whose transcript never became final: what the agent
+    had said so far is told at the interruption (as the other providers report a cut reply),
+    and not again when its ``final`` comes late. Before, it was never told."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    await start(client, cid, url)
+    sc = sim_call(client, cid)
+    n0 = sc.frames_heard
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.say(tone(440, 3 * 16_000, 16_000, 0.25), text="It left today.", final=False)
+        await until(lambda: len(loud(heard_since(sc, n0))) >= 10, timeout=5)
+        await fake.clear_buffer()
+        await next_event(sub, "agent.interrupted")
+        said = await next_event(sub, "agent.transcript")
+        assert (said.data["role"], said.data["text"]) == ("agent", "It left")
+        await fake.late_final()
+        await fake.heard_user("Wait.")
+        said = await next_event(sub, "agent.transcript")
+        assert (said.data["role"], said.data["text"]) == ("caller", "Wait.")
+    await client.post("/call/hangup", json={"callID": cid})
+    assert fake.errors == []
+
+
 async def test_ultravox_client_tools_and_the_bridges_own(make_client, aiohttp_server) -> None:
     fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
     mine = {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ from bridge.sip import Address, Request, Response, parse
 from ..support.calls import listed_calls, wait_state
 from ..support.spectrum import dominant_frequency
 from ..support.waits import until
+from .test_trunk_refusals import samples
 from .test_udp_tcp import udp_peer
 
 CALLEE = "+5521999999999"
@@ -256,9 +258,17 @@ async def test_a_replaces_that_cannot_be_followed_is_refused(bridge, pbx, case, 
         assert old.state == "joined" and old.dialog is not None
 
 
-def in_dialog(pbx: Pbx, invite: Request, method: str, cseq: int, replaces: list[str]) -> None:
-    """A request from the phone in the dialog our ``invite`` made (its tag ``pbx1``)."""
-    body = sdp(9) if method == "INVITE" else b""
+def in_dialog(
+    pbx: Pbx,
+    invite: Request,
+    method: str,
+    cseq: int,
+    replaces: list[str],
+    body: bytes | None = None,
+) -> None:
+    """A request from the phone in the dialog our ``invite`` made (its tag ``pbx1``); an
+    INVITE's offer ``body`` (default: PCMU on port 9)."""
+    body = (sdp(9) if body is None else body) if method == "INVITE" else b""
     head = (
         f"{method} {Address.parse(invite.get('Contact')).uri} SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:{pbx.port};branch=z9hG4bK{method}{cseq};rport\r\n"
@@ -300,3 +310,40 @@ async def test_replaces_outside_an_invite_or_twice_in_a_reinvite_is_a_400(bridge
     assert resp.status == 400, (resp.status, resp.reason)
     assert old.state == "joined" and old.dialog is not None
     assert len(await listed_calls(bridge)) == 1
+
+
+async def test_refusals_a_pbx_repeats_are_each_answered_and_said_once(bridge, pbx, caplog) -> None:
+    """A PBX that sends again what the bridge refuses — a re-INVITE dropping the codec in use
+    (the trunk's ``488``), one without an SDP offer (the user agent's ``488``), an INVITE whose
+    ``Replaces`` names no dialog (``481``) — has each answered, counted, and said once at
+    WARNING (a re-INVITE's per dialog, a Replaces' per trunk); the dialog's next re-INVITE
+    taken says the run's end at INFO. Before, each was a WARNING line."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    old, invite = await ring_desk(bridge, pbx)
+    pbx.answer(invite, 200, "OK", "pbx1", sdp(9))
+    await until(lambda: old.state == "joined", 5, "the desk leg joined")
+    pcma = sdp(9).replace(b"AVP 0", b"AVP 8").replace(b"0 PCMU", b"8 PCMA")
+    offers = [pcma, pcma, pcma, b"", b"", sdp(9)]
+    for cseq, body in enumerate(offers, start=10):
+        in_dialog(pbx, invite, "INVITE", cseq, [], body=body)
+        resp = await pbx.final(invite.call_id)
+        while resp.cseq[0] != cseq:  # (a refusal sent again before its ACK)
+            resp = await pbx.final(invite.call_id)
+        assert resp.status == (200 if body == sdp(9) else 488), (cseq, resp.status, resp.reason)
+        in_dialog(pbx, invite, "ACK", cseq, [])
+    wrong = f"{invite.call_id};to-tag=x{Address.parse(invite.get('From')).tag};from-tag=pbx1"
+    for n in range(3):
+        pbx.invite(f"replaces-{n}", [wrong])
+        refused = await pbx.final(f"replaces-{n}")
+        assert refused.status == 481, (refused.status, refused.reason)
+        pbx.ack(refused)
+    assert old.state == "joined"
+    text = await (await bridge.get("/metrics")).text()
+    counted = samples(text, "bridge_sip_trunk_refused_total", "what", "reason")
+    assert counted[("invite", "reinvite_refused")] == 3, counted
+    assert counted[("invite", "replaces_refused")] == 3, counted
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    warned = [text for level, text in said if level == "WARNING"]
+    for about in ("reinvite_refused", "SDP offer", "replaces_refused"):
+        assert len([line for line in warned if about in line]) == 1, (about, warned)
+    assert any("taken again (3 refused reinvite_refused" in text for _, text in said), said

@@ -3,6 +3,7 @@ of this repository, and nothing points outside it."""
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -101,3 +102,67 @@ def test_the_route_in_the_architecture_is_the_media_packages_list() -> None:
             for part in name.split("."):
                 obj = getattr(obj, part)
             assert callable(obj), hop
+
+
+def _text(node: ast.AST) -> str | None:
+    """``node``'s string, if it is a string literal."""
+    value = node.value if isinstance(node, ast.Constant) else None
+    return value if isinstance(value, str) else None
+
+
+def _literals(path: Path, called: str) -> list[tuple[str, list[str]]]:
+    """Each call of ``called`` (a function or a method) in ``path``: what it is called on
+    (``""`` for a function) and the string literals of its arguments, lists opened."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+        if name != called:
+            continue
+        on = getattr(getattr(func, "value", None), "id", "")
+        args = [e for a in node.args for e in (a.elts if isinstance(a, ast.List) else [a])]
+        found.append((on, [t for a in args if (t := _text(a)) is not None]))
+    return found
+
+
+def test_the_metrics_table_names_every_reason_of_the_drop_and_refusal_counters() -> None:
+    """docs/deployment.md's row of each counter of drops or refusals with a ``reason`` label
+    names every value the code counts under it: a reason added in the code and not in the
+    table (four of the UDP guard's, the SDES leg's ``no media``) fails here."""
+    from bridge.sip.datagram import DROPS
+    from bridge.sip.places import REASONS
+    from bridge.trunks.refusals import REFUSALS
+
+    rows = (ROOT / "docs" / "deployment.md").read_text().splitlines()
+
+    def row(metric: str) -> str:
+        (found,) = [r for r in rows if r.startswith("| ") and f"`{metric}" in r]
+        return found
+
+    code = ROOT / "bridge"
+    bus = {s[1] for on, s in _literals(code / "media_metrics.py", "add_metric") if on == "dropped"}
+    udp = {
+        s for p in (code / "rtc").glob("*.py") for _, found in _literals(p, "drop") for s in found
+    }
+    for node in ast.walk(ast.parse((code / "rtc" / "guard.py").read_text())):
+        # the guard's verdicts (``return "empty"``, ``return None if … else "…"``), and what
+        # it counts when it reaches none (``reason = "unclassified"``)
+        if isinstance(node, ast.Return) and node.value is not None:
+            udp |= {t for c in ast.walk(node.value) if (t := _text(c)) is not None}
+        elif isinstance(node, ast.Assign) and (t := _text(node.value)) is not None:
+            udp.add(t)
+    failures = {s[1] for p in code.rglob("*.py") for _, s in _literals(p, "failure") if len(s) == 2}
+    expected = {
+        "bridge_bus_frames_dropped_total": bus,
+        "bridge_udp_dropped_total": udp,
+        "bridge_webrtc_failures_total": failures,
+        "bridge_sip_trunk_refused_total": {*REFUSALS, *REASONS, *DROPS},
+    }
+    assert len(bus) >= 10 and {"empty", "unknown_source", "oversize"} <= udp and failures
+    missing = {
+        metric: sorted(r for r in reasons if f"`{r}`" not in row(metric))
+        for metric, reasons in expected.items()
+    }
+    assert missing == {metric: [] for metric in expected}

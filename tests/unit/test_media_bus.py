@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from bridge.attachments.queued_source import QueuedSource
@@ -44,21 +46,42 @@ async def test_sources_wait_for_the_leg() -> None:
     await bus.aclose()
 
 
-async def test_a_clocked_readers_first_frame_is_the_newest_then_one_per_tick() -> None:
+async def test_a_clocked_readers_first_frame_is_the_newest_then_one_per_tick(caplog) -> None:
     """Frames made before the WhatsApp leg's sender took its first (the microphone starts
-    first) are not owed: they would stay queued, a frame of delay each, for the whole call."""
+    first) are not owed: they would stay queued, a frame of delay each, for the whole call —
+    dropped and counted, not said. A sender that falls behind later loses its oldest frames
+    past the bound: counted, and said once a call at WARNING (it was counted only); so is a
+    remote engine's pump that does not read its queue."""
+    caplog.set_level(logging.INFO, logger="bridge")
     bus = CallBus("t")
     bus.open_uplink(clocked=True)
-    for level in (1, 2, 3):
+    for level in (1, 2, 3, 4):
         bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
     first = bus.take_uplink()
-    assert first is not None and first.pcm[0] == 3 and bus.take_uplink() is None
-    assert bus.stats.uplink_dropped_overflow == 2
-    for level in (4, 5):  # later, a sender that missed a tick takes both, in order
+    assert first is not None and first.pcm[0] == 4 and bus.take_uplink() is None
+    assert bus.stats.uplink_dropped_overflow == 3 and not caplog.records
+    for level in (5, 6):  # later, a sender that missed a tick takes both, in order
         bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
     taken = [bus.take_uplink(), bus.take_uplink()]
-    assert [f.pcm[0] for f in taken if f is not None] == [4, 5]
+    assert [f.pcm[0] for f in taken if f is not None] == [5, 6]
+    assert bus.stats.uplink_dropped_overflow == 3 and not caplog.records
+    for _ in range(2):  # one that missed four ticks, twice: the oldest of each five dropped
+        for level in (7, 8, 9, 10, 11):
+            bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
+        taken = [bus.take_uplink() for _ in range(4)]
+        assert [f.pcm[0] for f in taken if f is not None] == [9, 10, 11]
+    assert bus.stats.uplink_dropped_overflow == 7
+    (said,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "fell behind" in said.getMessage() and "overflow" in said.getMessage()
+    await bus.aclose()
+    caplog.clear()
+    bus = CallBus("q", uplink_capacity=2)
+    bus.open_uplink()  # a remote engine's pump, reading its queue no more
+    for level in (1, 2, 3, 4):
+        bus.push_uplink(np.full(FRAME_SAMPLES, level, dtype=np.int16))
+    assert [(await bus.read_uplink()).pcm[0] for _ in range(2)] == [3, 4]
     assert bus.stats.uplink_dropped_overflow == 2
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
     await bus.aclose()
 
 

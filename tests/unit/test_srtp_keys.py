@@ -158,6 +158,7 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     from bridge.trunks import sdp as trunk_sdp
     from bridge.trunks.media import TrunkMedia
     from bridge.trunks.participant import SipParticipant
+    from bridge.trunks.refusals import TrunkRefusals
     from bridge.trunks.reinvite import _reinvited
 
     ours, theirs, rekeyed = new_crypto(), new_crypto(), new_crypto(3)
@@ -191,7 +192,7 @@ async def test_a_re_invite_that_renumbers_the_crypto_line_re_keys_the_legs_socke
     line = type("Line", (), {"legs": {("c", "t"): leg}, "media_host": "127.0.0.1"})()
     catalog = type("Catalog", (), {"trunks": {}})()
     tx = _Tx(phone(rekeyed, 2))
-    await _reinvited(line, catalog, None, tx)  # type: ignore[arg-type]
+    await _reinvited(line, catalog, None, TrunkRefusals(lambda: None), tx)  # type: ignore[arg-type]
     ((status, body),) = tx.responses
     assert sock.crypto is not None
     assert status == 200 and sock.crypto.tag == 3 and sock.crypto.key != ours.key
