@@ -391,6 +391,13 @@ async def test_a_route_plays_only_its_tenants_audio(make_client, tmp_path) -> No
     assert (await client.post("/routes", json=body, headers=globex_key)).status == 400
     body = {"name": "x", "numbers": "default", "steps": [{"play": {"assetId": asset}}]}
     assert (await client.post("/routes", json=body, headers=acme_key)).status == 201
+    # The service's token sees every asset, but one that does not exist is refused as well
+    # (before, 201, and the voicemail's greeting failed when a call came).
+    for steps in ([{"voicemail": {"greeting": "as_missing"}}], [{"play": {"assetId": "x"}}]):
+        body = {"name": "x", "numbers": "default", "steps": steps}
+        resp = await client.post("/routes", json=body, headers=bearer("admin-token"))
+        assert resp.status == 400, (steps, await resp.text())
+        assert (await resp.json())["error"]["code"] == "unknown_asset"
 
 
 async def test_an_agent_listed_twice_is_rung_once(client) -> None:
