@@ -36,7 +36,6 @@ from .keys import (
     RECORDINGS,
     SETTINGS,
 )
-from .media import check_asset
 from .schema import read_body
 from .tenancy import principal_of
 
@@ -142,16 +141,18 @@ async def _check_hand_offs(request: web.Request, route: Route) -> None:
     """A ``sip`` step's trunk is the route's tenant's, an ``agent`` step is one a call's agent
     would take (``AgentService.check``: its URL's scheme, no credentials in it, a host
     ``BRIDGE_FORK_URL_ALLOW`` allows, its session), a ``play`` or a voicemail's greeting is an
-    audio asset the tenant may play (its own or the service's, as ``POST /call/play``): told at
-    once rather than when a call comes (an asset of another tenant's would be played to its
-    callers)."""
+    audio asset that exists and the tenant may play (its own or the service's, as ``POST
+    /call/play``; the service's token, any): told at once rather than when a call comes (an
+    asset of another tenant's would be played to its callers, a missing one fails the step)."""
     trunks = request.app[CATALOG].trunks
     agents = request.app[AGENTS]
+    assets = request.app[PLAYBACK].assets
+    tenant_id = principal_of(request).tenant_id
     for step in (*route.steps, *route.closed):
         asset = step.body.get("assetId", step.body.get("greeting"))
         if asset is not None:
             try:
-                await check_asset(request, asset)
+                await assets.find(asset, tenant_id)
             except NotFound:
                 raise BadRequest(
                     f"field 'steps.{step.kind}': no audio asset {asset[:80]!r}",

@@ -18,7 +18,7 @@ def user_of(body: dict[str, Any], phone_key: str = "phone") -> str:
     if (recipient is None) == (phone is None):
         raise BadRequest(
             f"give one of '{phone_key}' (digits) and 'recipient' (a WhatsApp user's "
-            "business-scoped user id), not both",
+            f"business-scoped user id): {'neither was given' if phone is None else 'not both'}",
             code="invalid_phone",
         )
     return normalize_phone(phone) if phone is not None else normalize_user(recipient)

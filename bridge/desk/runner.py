@@ -328,6 +328,8 @@ class RouteRun:
             await asyncio.sleep(0.05)
 
     async def _voicemail(self, step: Step) -> bool:
+        # Before the answer: a call nobody may record is not answered for a voicemail.
+        self.desk.recordings.check_allowed(self.call.id)
         await self.ensure_answered()
         if step.body.get("greeting"):
             await self._play_asset(step.body["greeting"])

@@ -37,11 +37,12 @@ from typing import Any
 
 import yaml
 
-from ..config import ConfigError
+from ..config import ConfigError, Settings
 from ..errors import BridgeError
 from .catalog import Catalog
 from .defined import changed_fields, file_fields, keep_unset, tenant_file_fields
 from .model import DEFAULT_NUMBER, check_id, parse_number
+from .sip_road import check_sip_road
 from .tenants import apply_tenant_fields, changed_tenant_fields, parse_tenant
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,10 @@ def read_numbers_file(path: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
+async def apply_numbers_file(catalog: Catalog, path: str, base: Settings) -> list[str]:
     """Create or replace what the file declares (see the module docstring); the numbers it
-    asks to put on Meta's SIP road (``sip: {enable: true}``)."""
+    asks to put on Meta's SIP road (``sip: {enable: true}``). A number that could not be on
+    that road here (``check_sip_road``, as the API checks it) is a bad entry."""
     declared = read_numbers_file(path)
     await catalog.reload()
     for i, entry in enumerate(declared["tenants"]):
@@ -132,6 +134,7 @@ async def apply_numbers_file(catalog: Catalog, path: str) -> list[str]:
                 continue
             number = parse_number(fields, tenant_id=str(entry.get("tenantID") or ""))
             number.number_id = number_id
+            check_sip_road(number, base)
             defined = file_fields(fields, f"numbers[{i}]")
             catalog.defined[number_id] = defined  # the API may not change these (409)
             if number_id in catalog.numbers:

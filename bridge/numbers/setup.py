@@ -75,7 +75,7 @@ async def start_numbers(
     catalog = Catalog(store, default_number(settings), settings_fields(settings))
     on_sip: list[str] = []
     if settings.storage.numbers_file:
-        on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file)
+        on_sip = await apply_numbers_file(catalog, settings.storage.numbers_file, settings)
     # Other processes write the store only when it is Redis (several workers need it): a
     # lone worker's own writes reload at once (store.py ALONE_POLL).
     await catalog.start(POLL_INTERVAL if cluster.shared else ALONE_POLL)

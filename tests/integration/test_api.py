@@ -93,6 +93,18 @@ async def test_make_rejects_bad_input(client, payload, code) -> None:
     assert_error(await resp.json(), code)
 
 
+async def test_make_says_which_of_phone_and_recipient_is_wrong(client) -> None:
+    """Neither given is told as neither (before, both cases said "not both")."""
+    for payload, said in (
+        ({}, "neither was given"),
+        ({"phone": "5521999999999", "recipient": "BR.1234567890"}, "not both"),
+    ):
+        resp = await client.post("/call/make", json=payload)
+        error = (await resp.json())["error"]
+        assert resp.status == 400 and error["code"] == "invalid_phone", error
+        assert said in error["message"], (payload, error)
+
+
 @pytest.mark.parametrize(
     "route",
     [

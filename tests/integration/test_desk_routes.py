@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import wave
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +83,31 @@ async def test_nobody_available_moves_on_at_once_to_voicemail(make_client, tmp_p
     resp = await client.get(f"/call/recordings/{voicemail['recordingID']}")
     assert resp.status == 200
     sub.close()
+
+
+async def test_a_voicemail_nobody_may_record_leaves_the_call_ringing(
+    make_client, tmp_path, caplog
+) -> None:
+    """A voicemail step on a number that forbids recording is refused before the answer: said
+    at WARNING with the reason, then the next step (none here: the call rings on for the app).
+    Before, the step answered the call and then failed: the caller sat on an answered call
+    with nobody, and the app could no longer answer it."""
+    caplog.set_level(logging.WARNING)
+    client = await make_client(data_dir=str(tmp_path / "data"))
+    resp = await client.patch("/numbers/default", json={"recording": "forbidden"})
+    assert resp.status == 200, await resp.text()
+    await route(client, [{"voicemail": {"maxS": 5}}])
+    call_id = await incoming(client)
+
+    def refused() -> list[str]:
+        return [r.message for r in caplog.records if "route step voicemail failed" in r.message]
+
+    [said] = await until(refused, timeout=3, what="the voicemail step refused")
+    assert "recording is forbidden by number default" in said, said
+    snapshot = await (await client.get(f"/call/{call_id}")).json()
+    assert snapshot["state"] == "ringing", snapshot
+    resp = await client.post("/call/answer", json={"callID": call_id})
+    assert resp.status == 200 and (await resp.json())["state"] == "active"
 
 
 async def test_hours_closed_runs_the_closed_steps(client) -> None:
@@ -391,6 +417,13 @@ async def test_a_route_plays_only_its_tenants_audio(make_client, tmp_path) -> No
     assert (await client.post("/routes", json=body, headers=globex_key)).status == 400
     body = {"name": "x", "numbers": "default", "steps": [{"play": {"assetId": asset}}]}
     assert (await client.post("/routes", json=body, headers=acme_key)).status == 201
+    # The service's token sees every asset, but one that does not exist is refused as well
+    # (before, 201, and the voicemail's greeting failed when a call came).
+    for steps in ([{"voicemail": {"greeting": "as_missing"}}], [{"play": {"assetId": "x"}}]):
+        body = {"name": "x", "numbers": "default", "steps": steps}
+        resp = await client.post("/routes", json=body, headers=bearer("admin-token"))
+        assert resp.status == 400, (steps, await resp.text())
+        assert (await resp.json())["error"]["code"] == "unknown_asset"
 
 
 async def test_an_agent_listed_twice_is_rung_once(client) -> None:

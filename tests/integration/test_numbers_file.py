@@ -36,6 +36,15 @@ numbers:
     sim: {peer: tone, toneHz: 880}
 """
 
+SIP_NO_HOST = """
+numbers:
+  - numberID: sales
+    phone: "+15550783881"
+    engine: cloudapi
+    cloudapi: {phoneNumberID: "1098765432", accessToken: t, appSecret: s, verifyToken: v,
+               graphURL: "http://127.0.0.1:9/v23.0", signalling: sip}
+"""
+
 SECRET = "whsec_QWNtZUFjbWVBY21lQWNtZUFjbWVBY21lQWNtZUFjbWU="
 OTHER = "whsec_T3RoZXJPdGhlck90aGVyT3RoZXJPdGhlck90aGVyT3Q="
 
@@ -85,6 +94,9 @@ async def test_the_file_is_applied_updated_in_place_and_exported_without_secrets
         ("numbers:\n  - {numberID: x, phone: '+15550783881', engine: fax}\n", "engine"),
         ("tenants: [1, 2]\n", "tenants"),
         ("numbers: {a: b}\n", "numbers"),
+        # On Meta's SIP road with no host name (nor BRIDGE_SIP_HOSTNAME): before, the start
+        # went on with its engine down, said as an unrelated listener's "No such file".
+        (SIP_NO_HOST, "numbers[0]: a number on Meta's SIP road needs a SIP host name"),
     ],
 )
 async def test_a_bad_file_stops_the_start_naming_the_entry(
@@ -280,6 +292,7 @@ async def test_a_tenant_the_store_does_not_take_is_not_served_from_the_file(tmp_
     store never took."""
     import sqlite3
 
+    from bridge.config import Settings
     from bridge.numbers.catalog import Catalog
     from bridge.numbers.file import apply_numbers_file
     from bridge.numbers.store import LocalStore, Sealing
@@ -303,7 +316,7 @@ async def test_a_tenant_the_store_does_not_take_is_not_served_from_the_file(tmp_
         catalog.store._db = FailingWrites()  # type: ignore[attr-defined]
         path = write(tmp_path, "tenants:\n  - {tenantID: acme, name: Acme Corp, maxCalls: 5}\n")
         with pytest.raises(ConfigError, match=re.escape("tenants[0]")):
-            await apply_numbers_file(catalog, path)
+            await apply_numbers_file(catalog, path, Settings())
         tenant = catalog.tenants["acme"]
         assert (tenant.name, tenant.max_calls) == ("Acme", 3)
     finally:
