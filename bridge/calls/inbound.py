@@ -22,8 +22,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..engines import EngineEvent
+from ..engines import EngineEvent, OffersAgain
 from ..errors import AtCapacity, BridgeError, DirectoryUnavailable, NotOwner, ShuttingDown
+from ..logs import Repeats
 from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
@@ -32,7 +33,8 @@ from .model import Call, CallState, Direction, EndReason, engine_key
 log = logging.getLogger(__name__)
 
 Claim = Callable[[str], Awaitable[bool]]
-"""``claim(engine call id)``: does this process take a newly seen inbound engine call?"""
+"""``claim(engine call id)``: does this process take a newly seen inbound engine call?
+``DirectoryUnavailable`` when that cannot be told."""
 
 Place = Callable[[str, str, str], Awaitable[bool]]
 """``place(engine call id, peer, number id)``: did a less loaded worker take a call this one
@@ -88,6 +90,8 @@ class InboundCalls:
         self._claim = claim or _always
         self._place = place or _stay
         self._swap = swap
+        self._away = Repeats()
+        """New calls no worker could claim (the directory away), each said once."""
         manager.take_incoming(self.incoming)
 
     async def incoming(self, event: EngineEvent) -> None:
@@ -100,8 +104,16 @@ class InboundCalls:
         # Every worker polls a polled engine's one list: one claims each new call. The other
         # engines' new calls reach one worker already.
         polled = self._polled(number_id)
-        if polled and not await self._claim(key):
-            return  # another worker polled the same engine first and took it
+        if polled:
+            try:
+                claimed = await self._claim(key)
+            except DirectoryUnavailable as exc:
+                self._unclaimed(event, key, exc)
+                return
+            if self._away.ended(key) and claimed:
+                log.info("inbound engine call %s: claimed here, the directory back", key)
+            if not claimed:
+                return  # another worker polled the same engine first and took it
         if polled and await self._place(event.engine_call_id, event.peer or "unknown", number_id):
             return  # a less loaded worker took it
         metadata = event.data.get("metadata")
@@ -111,6 +123,23 @@ class InboundCalls:
             metadata=dict(metadata) if isinstance(metadata, dict) else None,
             number_id=number_id,
         )
+
+    def _unclaimed(self, event: EngineEvent, key: str, exc: DirectoryUnavailable) -> None:
+        """No worker can claim a polled engine's new call while the directory is away (each
+        would ring it): its engine offers it again at each poll, and the first worker to
+        claim it once Redis answers takes it — never a ringing call left for good. Said once
+        a call, at WARNING."""
+        engine = self.manager.engine.of(event.number_id or DEFAULT_NUMBER)
+        if isinstance(engine, OffersAgain):
+            engine.offer_again(event.engine_call_id)
+        if self._away.seen(key) == 1:
+            log.warning(
+                "inbound engine call %s from %s not taken yet: the call directory is "
+                "unreachable (%s); offered again at each poll until a worker claims it",
+                key,
+                event.peer or "unknown",
+                exc.message,
+            )
 
     async def adopt(
         self,

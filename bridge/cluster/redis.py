@@ -302,23 +302,17 @@ class RedisDirectory:
         return live
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
+        # Nobody can coordinate without the directory: no worker takes the call while it is
+        # away (every worker polls the engine; taking it here would ring it once per worker).
+        self._lease.check()
+        key = f"{P}claim:{engine_call_id}"
         try:
-            return bool(
-                await self._redis.set(
-                    f"{P}claim:{engine_call_id}", self.worker_id, nx=True, ex=self.ended_ttl
-                )
-            )
+            if await self._redis.set(key, self.worker_id, nx=True, ex=self.ended_ttl):
+                return True
+            # Ours already: a claim whose answer was lost, the call offered again since.
+            return bool(await self._redis.get(key) == self.worker_id)
         except _FAILURES as exc:
-            # Nobody can coordinate without the directory: no worker takes the call (every
-            # worker polls the engine; taking it here would ring it once per worker). New
-            # calls are refused while Redis is away, inbound ones too.
-            self._lease.mark_down(exc)
-            log.warning(
-                "inbound engine call %s not taken: the call directory is unreachable (%s)",
-                engine_call_id,
-                self._lease.detail,
-            )
-            return False
+            self._failed(exc)
 
     async def drain(self) -> None:
         await self._lease.drain()

@@ -1,6 +1,8 @@
-"""A new inbound call placed on another worker as Redis stops answering, for longer than the
-workers wait for it (``AGAIN_WITHIN``): the worker that found the call rings it itself, it is
-answered there and its audio flows, and once Redis is back exactly one worker carries it.
+"""New inbound calls while Redis is away, never lost nor carried twice. One placed on another
+worker as Redis stops answering, for longer than the workers wait for it (``AGAIN_WITHIN``):
+the worker that found the call rings it itself, it is answered there and its audio flows, and
+once Redis is back exactly one worker carries it. One that starts ringing while Redis is away:
+rung once, by the first worker to claim it when Redis is back.
 
 Two real ``python -m bridge`` processes on a real ``redis-server``, both polling one ZuckZapGo
 engine (the fake, written from its spec); the target's Redis connections go through a small
@@ -207,3 +209,72 @@ async def test_a_call_placed_as_redis_stops_rings_on_its_finder_and_is_carried_o
             await fake.stop()
     said = [line for line in logs[0].splitlines() if "ringing it here" in line]
     assert len(said) == 1 and "cannot settle" in said[0], said
+
+
+async def test_a_call_that_starts_ringing_while_redis_is_away_is_rung_once_when_it_is_back(
+    redis, session, tmp_path, aiohttp_server
+) -> None:
+    """Redis stops, both workers know it, and then a WhatsApp user calls: every worker polls
+    the engine and sees the call, and none may take it alone. Before, each reported it once
+    and never again: once Redis was back (restarted, empty) the call, still ringing, rang
+    nowhere. Now the engine offers it again at each poll, and the first worker to claim it
+    once Redis answers rings it: rung once, answered there."""
+    from ..fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    async with webhook_events(aiohttp_server) as (hook_url, events):
+        env = {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": fake.url,
+            "BRIDGE_ENGINE_TOKEN": "ztok",
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+            "BRIDGE_WEBHOOK_URL": hook_url,
+            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Bridge(redis, tmp_path / "a", env=env)
+        b = Bridge(redis, tmp_path / "b", env=env)
+        try:
+            await start_bridges(session, a, b)
+            await redis.stop()
+            for bridge in (a, b):
+
+                async def away(base: str = bridge.base) -> bool:
+                    _status, ready = await get(session, base, "/readyz")
+                    return ready["directory"]["up"] is False
+
+                await until(away, 10, "the worker to find Redis away", every=0.1)
+            inbound = fake.ring_inbound("5511988887777")
+            await asyncio.sleep(1.0)  # five polls on each worker, each seeing the call
+            assert not [e for e in events if e["type"] == "call.ringing"]
+            await redis.start()
+
+            def ringing() -> list[dict[str, Any]]:
+                return [e["call"] for e in events if e["type"] == "call.ringing"]
+
+            rung = await until(ringing, 15, "the call ringing once Redis is back", every=0.1)
+            owner = next(w for w in (a, b) if w.worker_id == rung[0]["owner"])
+            status, answered = await post(
+                session, owner.base, "/call/answer", {"callID": rung[0]["callID"]}
+            )
+            assert status == 200 and answered["state"] == "active", answered
+            assert fake.calls[inbound].answered
+            for bridge in (a, b):
+
+                async def listed(base: str = bridge.base) -> list[dict[str, Any]] | None:
+                    status, listing = await get(session, base, "/call/status")
+                    return listing["calls"] if status == 200 else None  # its lease back yet?
+
+                calls = await until(listed, 10, "the cluster's calls", every=0.1)
+                inbound_calls = [c["callID"] for c in calls if c["direction"] == "inbound"]
+                assert inbound_calls == [rung[0]["callID"]], calls
+            assert len(ringing()) == 1
+        finally:
+            if redis.proc is None:
+                await redis.start()  # for the fixture's stop
+            logs = await asyncio.gather(a.stop(), b.stop())
+            await fake.stop()
+    said = [line for log in logs for line in log.splitlines() if "not taken yet" in line]
+    assert len(said) == 2, said  # once on each worker, however many polls
