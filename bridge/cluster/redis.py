@@ -304,13 +304,13 @@ class RedisDirectory:
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         # Nobody can coordinate without the directory: no worker takes the call while it is
         # away (every worker polls the engine; taking it here would ring it once per worker).
+        # A claim naming this worker already is not taken as ours: a take of a call placed
+        # here that this worker refused (its answer lost) names it too, and the call rings on
+        # its finder.
         self._lease.check()
         key = f"{P}claim:{engine_call_id}"
         try:
-            if await self._redis.set(key, self.worker_id, nx=True, ex=self.ended_ttl):
-                return True
-            # Ours already: a claim whose answer was lost, the call offered again since.
-            return bool(await self._redis.get(key) == self.worker_id)
+            return bool(await self._redis.set(key, self.worker_id, nx=True, ex=self.ended_ttl))
         except _FAILURES as exc:
             self._failed(exc)
 
