@@ -258,6 +258,7 @@ async def adopt_call(request: web.Request) -> web.Response:
         body["peer"],
         body.get("numberID") or "default",
         token=body.get("token") or "",
+        ring_within=body.get("ringWithin"),
     )
     return web.json_response(call.snapshot(), status=201)
 

@@ -8,6 +8,7 @@ claimed handed to it (``POST /call/adopt`` there, which lands in ``calls/inbound
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,13 +17,18 @@ import aiohttp
 
 from ..calls.inbound import settled_claim
 from ..cluster import Directory, WorkerInfo
-from ..errors import DirectoryUnavailable
+from ..errors import DirectoryUnavailable, Undecided
 from ..numbers.model import engine_key
 from .auth import INTERNAL_HEADER, OWNER_HEADER
 
 log = logging.getLogger(__name__)
 
-ADOPT_TIMEOUT = aiohttp.ClientTimeout(total=5, connect=2)
+ADOPT_TIMEOUT = aiohttp.ClientTimeout(total=6, connect=2)
+"""How long the placing worker waits for the target's answer. The target rings a placed call
+only within the first half of it (``ringWithin``), so an answer not back by then is a call
+not rung there, unless its ``201`` took longer than the other half on its way (its
+directory flush, up to 2 s, included): the placing worker rings it itself when the
+directory cannot say (Redis away past its retries), never a call rung by nobody."""
 
 
 async def with_room(directory: Directory) -> list[WorkerInfo]:
@@ -41,7 +47,9 @@ async def _settle(directory: Directory, claim: str, token: str, target: str, ans
     claim it took, settled (:func:`settled_claim`: it can give it back no more, and rings the
     call or declines it). Who holds the claim now: this worker, ``target``, or another
     (``""``: nobody). Each swap Redis refuses is tried again while it comes back;
-    ``DirectoryUnavailable`` past that (``cluster/redis.py`` ``AGAIN_WITHIN``)."""
+    ``DirectoryUnavailable`` past that (``cluster/redis.py`` ``AGAIN_WITHIN``), ``Undecided``
+    when Redis had said ``target`` holds the claim (that one did not answer): its settle
+    there may have landed, and then ``target`` rings the call."""
     me, held = directory.worker_id, token
     for _ in range(3):  # token → target → token (its give-back) at most, then it stays put
         if held == token:
@@ -50,7 +58,12 @@ async def _settle(directory: Directory, claim: str, token: str, target: str, ans
             next_ = me if answered else settled_claim(target)
         else:
             return target if held == settled_claim(target) else held
-        was = await directory.swap_engine_claim(claim, held, next_, again=True)
+        try:
+            was = await directory.swap_engine_claim(claim, held, next_, again=True)
+        except DirectoryUnavailable as exc:
+            if held == target and not answered:
+                raise Undecided(exc.message, sent=exc.sent) from exc
+            raise
         if was == held:
             return me if next_ == me else target
         held = was
@@ -77,6 +90,7 @@ def inbound_placer(
         # The claim goes to a token for this one target: it takes the call only while the
         # token holds it, and this worker takes it back the same way when it gives up.
         claim, token = engine_key(number_id, engine_call_id), uuid.uuid4().hex
+        ring_within = (ADOPT_TIMEOUT.total or 0.0) / 2
         try:
             if await directory.swap_engine_claim(claim, directory.worker_id, token) != (
                 directory.worker_id
@@ -84,6 +98,7 @@ def inbound_placer(
                 return False  # the claim is gone (Redis emptied): it rings here, as before
         except DirectoryUnavailable:
             return False
+        sent_at = asyncio.get_running_loop().time()
         try:
             async with http.post(
                 target.url + "/call/adopt",
@@ -92,6 +107,7 @@ def inbound_placer(
                     "peer": peer,
                     "numberID": number_id,
                     "token": token,
+                    "ringWithin": ring_within,
                 },
                 headers={INTERNAL_HEADER: secret, OWNER_HEADER: target.id},
                 timeout=ADOPT_TIMEOUT,
@@ -102,23 +118,39 @@ def inbound_placer(
                 why = f"{resp.status} {(await resp.text())[:200]}"
                 answered = True  # it rang nothing, whoever holds the claim
         except (aiohttp.ClientError, TimeoutError) as exc:
-            why, answered = str(exc) or type(exc).__name__, False
+            why = str(exc) or type(exc).__name__
+            answered = isinstance(exc, aiohttp.ClientConnectorError)  # never reached: got nothing
         try:
             if await _settle(directory, claim, token, target.id, answered) == target.id:
                 return True  # it took the call: it rings it (or declines it) there
+        except Undecided as exc:
+            # Redis said it took the claim, then nothing: the settle that leaves the call to
+            # it may have landed, and it rings the call then. Rung twice, the WhatsApp call
+            # would have two bridge calls, each answerable, both carrying its media. Never.
+            log.warning(
+                "inbound engine call %s: worker %s took it and did not answer in time (%s), and "
+                "the directory did not say whether it rings it (%s): not rung here",
+                engine_call_id,
+                target.id,
+                why,
+                exc.message,
+            )
+            return True
         except DirectoryUnavailable as exc:
             if not answered:
-                # It may have rung the call (its 201 lost): rung twice, the WhatsApp call
-                # has two bridge calls, each answerable, both carrying its media. Never.
-                log.warning(
-                    "inbound engine call %s: worker %s did not answer in time (%s), and the "
-                    "directory did not say whether it took the call (%s): not rung here",
-                    engine_call_id,
-                    target.id,
-                    why,
-                    exc.message,
-                )
-                return True
+                # Not rung there past ringWithin (the target's rule): once that has surely
+                # passed, the call is this worker's, as every call it receives while Redis is
+                # away; the directory records it when Redis is back (the lease's catch-up).
+                await _after(sent_at + (ADOPT_TIMEOUT.total or 0.0))
+            log.warning(
+                "inbound engine call %s: worker %s did not take it (%s) and the call directory "
+                "cannot settle its claim (%s); ringing it here",
+                engine_call_id,
+                target.id,
+                why,
+                exc.message,
+            )
+            return False
         log.warning(
             "inbound engine call %s: worker %s did not take it (%s); ringing it here",
             engine_call_id,
@@ -128,3 +160,9 @@ def inbound_placer(
         return False
 
     return place
+
+
+async def _after(when: float) -> None:
+    """Sleep until the loop's time ``when`` (at once if it has passed)."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, when - loop.time()))

@@ -16,13 +16,15 @@ decides where and whether.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..engines import EngineEvent
+from ..engines import EngineEvent, OffersAgain
 from ..errors import AtCapacity, BridgeError, DirectoryUnavailable, NotOwner, ShuttingDown
+from ..logs import Repeats
 from ..numbers.model import DEFAULT_NUMBER
 from .hangup import hang_up_quietly
 from .manager import CallManager
@@ -31,7 +33,8 @@ from .model import Call, CallState, Direction, EndReason, engine_key
 log = logging.getLogger(__name__)
 
 Claim = Callable[[str], Awaitable[bool]]
-"""``claim(engine call id)``: does this process take a newly seen inbound engine call?"""
+"""``claim(engine call id)``: does this process take a newly seen inbound engine call?
+``DirectoryUnavailable`` when that cannot be told."""
 
 Place = Callable[[str, str, str], Awaitable[bool]]
 """``place(engine call id, peer, number id)``: did a less loaded worker take a call this one
@@ -87,6 +90,8 @@ class InboundCalls:
         self._claim = claim or _always
         self._place = place or _stay
         self._swap = swap
+        self._away = Repeats()
+        """New calls no worker could claim (the directory away), each said once."""
         manager.take_incoming(self.incoming)
 
     async def incoming(self, event: EngineEvent) -> None:
@@ -99,8 +104,16 @@ class InboundCalls:
         # Every worker polls a polled engine's one list: one claims each new call. The other
         # engines' new calls reach one worker already.
         polled = self._polled(number_id)
-        if polled and not await self._claim(key):
-            return  # another worker polled the same engine first and took it
+        if polled:
+            try:
+                claimed = await self._claim(key)
+            except DirectoryUnavailable as exc:
+                self._unclaimed(event, key, exc)
+                return
+            if self._away.ended(key) and claimed:
+                log.info("inbound engine call %s: claimed here, the directory back", key)
+            if not claimed:
+                return  # another worker polled the same engine first and took it
         if polled and await self._place(event.engine_call_id, event.peer or "unknown", number_id):
             return  # a less loaded worker took it
         metadata = event.data.get("metadata")
@@ -111,8 +124,30 @@ class InboundCalls:
             number_id=number_id,
         )
 
+    def _unclaimed(self, event: EngineEvent, key: str, exc: DirectoryUnavailable) -> None:
+        """No worker can claim a polled engine's new call while the directory is away (each
+        would ring it): its engine offers it again at each poll, and the first worker to
+        claim it once Redis answers takes it — never a ringing call left for good. Said once
+        a call, at WARNING."""
+        engine = self.manager.engine.of(event.number_id or DEFAULT_NUMBER)
+        if isinstance(engine, OffersAgain):
+            engine.offer_again(event.engine_call_id)
+        if self._away.seen(key) == 1:
+            log.warning(
+                "inbound engine call %s from %s not taken yet: the call directory is "
+                "unreachable (%s); offered again at each poll until a worker claims it",
+                key,
+                event.peer or "unknown",
+                exc.message,
+            )
+
     async def adopt(
-        self, engine_call_id: str, peer: str, number_id: str = DEFAULT_NUMBER, token: str = ""
+        self,
+        engine_call_id: str,
+        peer: str,
+        number_id: str = DEFAULT_NUMBER,
+        token: str = "",
+        ring_within: float | None = None,
     ) -> Call:
         """Take a new inbound call another worker discovered and placed here under ``token``:
         its claim is taken from the token, and the call rings here with nothing awaited in
@@ -122,8 +157,13 @@ class InboundCalls:
         claim no longer the token's (:class:`NotOwner`). A claim taken and then refused is given
         back to the token — unless the placing worker stopped waiting and settled it here
         (:func:`settled_claim`): then the call is this worker's, declined here with its
-        ``call.ended``."""
+        ``call.ended``. ``ring_within``: seconds from now past which a call placed here is not
+        rung on its take alone (:class:`NotOwner`, the claim given back): the placing worker,
+        no longer waiting, rings it itself when the directory cannot tell it otherwise — unless
+        it settled the claim here meanwhile, and then it rings here."""
         manager = self.manager
+        loop = asyncio.get_running_loop()
+        ring_by = loop.time() + ring_within if ring_within is not None else None
         key = engine_key(number_id, engine_call_id)
         known = manager.registry.by_engine_id(key)
         if known is not None:
@@ -132,22 +172,30 @@ class InboundCalls:
         tenant = manager.engine.tenant(call.tenant_id)
         await manager.admit(tenant)  # its tenant's calls on every worker: before the claim
         placed = bool(token) and self._swap is not None
-        if placed:
-            await self._take(key, token)
+        settled = await self._take(key, token) if placed else False
         try:
             manager.check_capacity(tenant)  # the take waited on Redis: room still, no shutdown
+            if placed and not settled and ring_by is not None and loop.time() > ring_by:
+                raise NotOwner(
+                    f"engine call {key}: not rung within {ring_within:g} s of its placing "
+                    "(the directory was slow): its finder rings it"
+                )
             self._ring(call)
-        except (AtCapacity, ShuttingDown) as exc:
+        except (AtCapacity, ShuttingDown, NotOwner) as exc:
             if not placed or await self._given_back(key, token):
                 raise  # not rung here: the placing worker rings it
-            await self._decline(call, exc, recorded=True)
+            if isinstance(exc, NotOwner):
+                self._ring(call)  # settled here: the placing worker left it to this one
+            else:
+                await self._decline(call, exc, recorded=True)
         return call
 
-    async def _take(self, key: str, token: str) -> None:
+    async def _take(self, key: str, token: str) -> bool:
         """Take a placed call's claim from ``token``; one whose answer was lost is given back
         (the placing worker takes back the claim of a call refused here in any case), unless
-        the placing worker settled it here meanwhile: the call is this worker's. One never sent
-        (the directory known away) took nothing: refused at once, nothing to give back."""
+        the placing worker settled it here meanwhile: the call is this worker's (``True``).
+        One never sent (the directory known away) took nothing: refused at once, nothing to
+        give back."""
         assert self._swap is not None
         try:
             held = await self._swap(key, token, self.manager.owner)
@@ -156,9 +204,10 @@ class InboundCalls:
                 raise  # it cannot have landed, nor been settled here: no give-back to wait on
             if await self._given_back(key, token):
                 raise
-            return  # the take landed, and the placing worker stopped waiting since
+            return True  # the take landed, and the placing worker stopped waiting since
         if held != token:
             raise NotOwner(f"engine call {key}: its finder gave up on this worker")
+        return False
 
     async def _given_back(self, key: str, token: str) -> bool:
         """Give a placed call's claim taken here back to ``token``: its placing worker rings

@@ -140,7 +140,8 @@ class Directory(Protocol):
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         """Whether this worker may create the call for a newly seen engine call (exactly one
-        worker of the cluster gets ``True``)."""
+        worker of the cluster gets ``True``); ``DirectoryUnavailable`` when that cannot be
+        told (no worker may take it alone: every worker polls the engine)."""
 
     async def drain(self) -> None:
         """Tell the other workers this one takes no new calls (it is shutting down)."""

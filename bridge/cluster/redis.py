@@ -304,23 +304,17 @@ class RedisDirectory:
         return live
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
+        # Nobody can coordinate without the directory: no worker takes the call while it is
+        # away (every worker polls the engine; taking it here would ring it once per worker).
+        # A claim naming this worker already is not taken as ours: a take of a call placed
+        # here that this worker refused (its answer lost) names it too, and the call rings on
+        # its finder.
+        self._lease.check()
+        key = f"{P}claim:{engine_call_id}"
         try:
-            return bool(
-                await self._redis.set(
-                    f"{P}claim:{engine_call_id}", self.worker_id, nx=True, ex=self.ended_ttl
-                )
-            )
+            return bool(await self._redis.set(key, self.worker_id, nx=True, ex=self.ended_ttl))
         except _FAILURES as exc:
-            # Nobody can coordinate without the directory: no worker takes the call (every
-            # worker polls the engine; taking it here would ring it once per worker). New
-            # calls are refused while Redis is away, inbound ones too.
-            self._lease.mark_down(exc)
-            log.warning(
-                "inbound engine call %s not taken: the call directory is unreachable (%s)",
-                engine_call_id,
-                self._lease.detail,
-            )
-            return False
+            self._failed(exc)
 
     async def drain(self) -> None:
         await self._lease.drain()

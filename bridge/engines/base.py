@@ -289,6 +289,16 @@ class PolledEngine(Protocol):
 
 
 @runtime_checkable
+class OffersAgain(Protocol):
+    """An engine that reports a new inbound call once, as it first lists it ringing, and can
+    report it again: a call no worker could claim (the directory away) is offered again at
+    each poll, until one worker claims it or it stops ringing."""
+
+    def offer_again(self, engine_call_id: str) -> None:
+        """Report the call ``INCOMING`` again at the next poll that lists it ringing."""
+
+
+@runtime_checkable
 class MovableCalls(Protocol):
     """An engine whose calls outlive the worker that carries them: the WhatsApp call lives in
     the engine, and its media is a socket any worker may open again (ZuckZapGo's and WADial's

@@ -9,7 +9,6 @@ import abc
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
 
@@ -19,27 +18,14 @@ from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from ..logs import FailureKinds
 from ..tasks import TaskSet
-from .base import (
-    EngineEvent,
-    EngineEventKind,
-    EngineHealth,
-    EngineStats,
-    Remembered,
-    RemoteCall,
-    emit,
-)
+from .base import EngineEvent, EngineHealth, EngineStats, RemoteCall
+from .call_list import CallList
 from .channels import MediaChannel, MediaClosed
 from .hangups import PendingHangups
 from .http import http_json
 from .socket import ReconnectingChannel, why
 
 log = logging.getLogger(__name__)
-
-ENDED_REMEMBERED = 10_000
-"""Calls over that are remembered (the ones this bridge hung up are most), the latest kept."""
-LIST_GRACE = 5.0
-"""Seconds a call we just dialled may be missing from the engine's list before it counts as
-ended (an engine may list a new call a little after answering the dial request)."""
 
 
 class PollingEngine(abc.ABC):
@@ -63,11 +49,7 @@ class PollingEngine(abc.ABC):
         self.stats = EngineStats()
         self.up = False
         self.detail = "not polled yet"
-        self._known: dict[str, RemoteCall] = {}
-        self._unlisted_since: dict[str, float] = {}
-        self._ended = Remembered(ENDED_REMEMBERED)
-        """The calls over (ended there, or hung up here): a late listing or webhook of one
-        changes nothing."""
+        self._calls = CallList(self.events)
         self._tasks = TaskSet(self.name)
         self._poke = asyncio.Event()
         self._poll_lock = asyncio.Lock()
@@ -112,7 +94,7 @@ class PollingEngine(abc.ABC):
         return self._http
 
     async def health(self) -> EngineHealth:
-        return EngineHealth(up=self.up, detail=self.detail, info={"calls": len(self._known)})
+        return EngineHealth(up=self.up, detail=self.detail, info={"calls": len(self._calls)})
 
     def _mark(self, up: bool, detail: str) -> None:
         if up != self.up:
@@ -213,36 +195,12 @@ class PollingEngine(abc.ABC):
             await self._poll()
 
     async def _poll(self) -> None:
-        calls = [c for c in await self.list_calls() if c.id not in self._ended]
+        calls = self._calls.live(await self.list_calls())
         self._mark(True, "reachable")
         if self._first_listing is None:
             self._first_listing = calls
             self._listed.set()
-        seen = {c.id: c for c in calls}
-        for call in calls:
-            before = self._known.get(call.id)
-            if call.ended:
-                continue
-            if before is None and call.ringing_inbound:
-                emit(self.events, EngineEvent(EngineEventKind.INCOMING, call.id, call.peer))
-            elif call.active and (before is None or not before.active):
-                emit(self.events, EngineEvent(EngineEventKind.ANSWERED, call.id, call.peer))
-            elif (
-                call.state == "ringing"
-                and call.direction == "outbound"
-                and (before is None or before.state != "ringing")
-            ):
-                emit(self.events, EngineEvent(EngineEventKind.RINGING, call.id, call.peer))
-        now = time.monotonic()
-        for call_id in list(self._known):
-            listed = seen.get(call_id)
-            if listed is None and now - self._unlisted_since.get(call_id, 0.0) < LIST_GRACE:
-                seen[call_id] = self._known[call_id]  # just dialled: not listed yet
-            elif listed is None or listed.ended:
-                self.forget(call_id)
-            else:
-                self._unlisted_since.pop(call_id, None)
-        self._known = {k: v for k, v in seen.items() if not v.ended}
+        self._calls.update(calls)
 
     async def startup_calls(self) -> list[RemoteCall]:
         """The engine's calls at its first successful listing (waits for the engine)."""
@@ -255,23 +213,20 @@ class PollingEngine(abc.ABC):
 
     def track(self, call_id: str, peer: str, state: str, direction: str) -> None:
         """Remember a call we created, so its disappearance is noticed."""
-        self._known[call_id] = RemoteCall(call_id, peer, state, direction)
-        self._unlisted_since[call_id] = time.monotonic()
+        self._calls.track(call_id, peer, state, direction)
 
     def hung_up(self, call_id: str) -> None:
         """We ended the call ourselves: stop tracking it, report nothing."""
-        self._known.pop(call_id, None)
-        self._unlisted_since.pop(call_id, None)
-        self._ended.add(call_id)
+        self._calls.hung_up(call_id)
+
+    def offer_again(self, engine_call_id: str) -> None:
+        """``OffersAgain``: the next poll that lists the call ringing reports it ``INCOMING``
+        (no worker could claim it: the directory was away)."""
+        self._calls.offer_again(engine_call_id)
 
     def forget(self, call_id: str, reason: str = "") -> None:
         """The call is gone from the engine: report it ended (once)."""
-        self._known.pop(call_id, None)
-        self._unlisted_since.pop(call_id, None)
-        if call_id in self._ended:
-            return
-        self._ended.add(call_id)
-        emit(self.events, EngineEvent(EngineEventKind.ENDED, call_id, reason=reason))
+        self._calls.forget(call_id, reason)
 
     async def still_live(self, call_id: str) -> bool:
         """Ask the engine now whether the call is still listed."""
@@ -281,7 +236,7 @@ class PollingEngine(abc.ABC):
             pass  # unreachable: cannot tell, so it stays live while it was
         except Exception as exc:  # a bug: cannot tell either
             self._bugs.failed(exc, "polling the %s engine", self.name)
-        return call_id in self._known
+        return call_id in self._calls
 
     async def reconnecting(
         self, engine_call_id: str, connect: Callable[[], Awaitable[MediaChannel]]

@@ -107,9 +107,9 @@ class ZuckZapGoEngine(PollingEngine):
         assert isinstance(data, dict)
         call_id = data.get("callId") or data.get("call_id") or data.get("CallID") or data.get("id")
         peer = data.get("peer") or data.get("from") or data.get("From") or ""
-        if call_id and str(call_id) in self._ended:
+        if call_id and self._calls.over(str(call_id)):
             return True  # a late event about a call that has already ended
-        if kind == "v1.call.offer" and call_id and str(call_id) not in self._known:
+        if kind == "v1.call.offer" and call_id and str(call_id) not in self._calls:
             self.track(str(call_id), str(peer), "ringing", "inbound")
             emit(self.events, EngineEvent(EngineEventKind.INCOMING, str(call_id), str(peer)))
         elif kind in ("v1.call.terminate", "v1.call.reject") and call_id:

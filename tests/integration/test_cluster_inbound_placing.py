@@ -52,7 +52,11 @@ async def target_at(port: int, ws: dict[str, Worker]) -> AsyncIterator[None]:
     async def adopt(request: web.Request) -> web.Response:
         body = await request.json()
         call = await ws["t1"].inbound.adopt(
-            body["engineCallID"], body["peer"], body["numberID"], token=body.get("token", "")
+            body["engineCallID"],
+            body["peer"],
+            body["numberID"],
+            token=body.get("token", ""),
+            ring_within=body.get("ringWithin"),
         )
         return web.json_response(call.snapshot(), status=201)
 
@@ -289,14 +293,15 @@ async def _holds(redis_url: str, holder: str) -> bool:
     return await claim_holder(redis_url) == holder
 
 
-async def test_a_finder_that_cannot_settle_does_not_ring_a_call_its_target_may_ring(
+async def test_a_finder_that_cannot_settle_rings_the_call_its_target_rings_no_more(
     redis, caplog, monkeypatch
 ) -> None:
     """t1 took the call's claim and stalled past s's request timeout; s's settle then finds
-    Redis refusing every command of its, for longer than it waits. Before, s rang the call
-    itself, and t1 rang it too: one WhatsApp call, two bridge calls, each answerable. Now s,
-    which cannot tell whether t1 took the call, leaves it (said once at WARNING), and the
-    call rings once, on t1."""
+    Redis refusing every command of its, for longer than it waits. Before, s left the call,
+    since t1 might ring it: when t1 did not (its give-back refused too, or it gave up), the
+    call rang nowhere. Now t1 rings a placed call only within ``ringWithin`` of its placing
+    (half s's timeout), so s, once its timeout is over, rings the call itself; t1, back past
+    that, gives the claim back and rings nothing: rung once, on s."""
     monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
     monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4, raising=False)
     gate = asyncio.Event()
@@ -331,9 +336,68 @@ async def test_a_finder_that_cannot_settle_does_not_ring_a_call_its_target_may_r
 
         owner.swap_claim = refused_settle  # type: ignore[method-assign]
         await found_by_s(ws, http)
+        assert [c.owner for c in ringing(s)] == ["s"]
+        gate.set()
+
+        async def given_back() -> bool:
+            return await claim_holder(redis.url) not in ("t1", settled_claim("t1"))
+
+        await until(given_back, 5, "t1 giving the claim back", 0.05)
+        assert ringing(t1) == [] and [c.owner for c in ringing(s)] == ["s"]
+        assert s.engine.hung_up == [] and t1.engine.hung_up == []
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len([m for m in said if "ringing it here" in m]) == 1, said
+
+
+async def test_a_settle_whose_answer_redis_lost_leaves_the_call_to_its_target(
+    redis, caplog, monkeypatch
+) -> None:
+    """t1 took the call's claim and stalled past s's request timeout and past its own
+    ``ringWithin``; s found the claim t1's and settled it there, but Redis lost the answer and
+    then refused s's tries. s cannot tell whether its settle landed (then t1 rings the call),
+    so it leaves the call, said once; t1, back, finds the claim settled on it and rings the
+    call although its ``ringWithin`` is over: rung once, on t1."""
+    monkeypatch.setattr(placing, "ADOPT_TIMEOUT", aiohttp.ClientTimeout(total=0.3))
+    monkeypatch.setattr(redis_directory, "AGAIN_WITHIN", 0.4, raising=False)
+    gate = asyncio.Event()
+
+    def stalls(t1: Worker, swap: Callable[..., Awaitable[str]]) -> Any:
+        async def take(key: str, held: str, next_: str, **kw: Any) -> str:
+            answer = await swap(key, held, next_, **kw)
+            if next_ == t1.name:
+                await gate.wait()  # s's request times out, and t1's ringWithin passes
+            return answer
+
+        return take
+
+    port = free_port()
+    ws: dict[str, Worker] = {}
+    async with (
+        workers(redis.url, "s", "t1", url=f"http://127.0.0.1:{port}") as started,
+        target_at(port, ws),
+        aiohttp.ClientSession() as http,
+    ):
+        ws.update(started)
+        s, t1 = ws["s"], ws["t1"]
+        await carrying(s, "busy")
+        t1.inbound._swap = stalls(t1, t1.directory.swap_engine_claim)
+        owner = s.directory._owner
+        real = owner.swap_claim
+
+        async def settle_answer_lost(key: str, held: str, next_: str) -> str:
+            if next_ == settled_claim(t1.name):
+                if await claim_holder(redis.url) == t1.name:
+                    await real(key, held, next_)  # it lands; its answer does not come
+                raise ResponseError(LOADING)
+            return await real(key, held, next_)
+
+        owner.swap_claim = settle_answer_lost  # type: ignore[method-assign]
+        await found_by_s(ws, http)
+        assert ringing(s) == []
+        assert await claim_holder(redis.url) == settled_claim("t1")
         gate.set()
         await until(lambda: ringing(t1), 5, "the call ringing on t1")
-        assert ringing(s) == []
+        assert [c.owner for c in ringing(t1)] == ["t1"] and ringing(s) == []
         assert s.engine.hung_up == [] and t1.engine.hung_up == []
         said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert len([m for m in said if "not rung here" in m]) == 1, said

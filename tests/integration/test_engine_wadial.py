@@ -185,8 +185,8 @@ async def test_a_call_list_that_cannot_be_read_ends_no_call(wclient, wadial, ans
     call = await (await client.post("/call/make", json={"phone": "5521999999999"})).json()
     await wait_state(client, call["callID"], "active")
     engine = client.app[ENGINE]
-    for tracked in engine._unlisted_since:  # past the grace a just-dialled call has
-        engine._unlisted_since[tracked] -= 60.0
+    for tracked in engine._calls._unlisted_since:  # past the grace a just-dialled call has
+        engine._calls._unlisted_since[tracked] -= 60.0
     wadial.list_answer = answer
     await until(lambda: not engine.up, 5, "the engine down")
     await asyncio.sleep(0.5)  # ten polls

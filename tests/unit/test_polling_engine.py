@@ -16,5 +16,5 @@ def test_the_calls_it_hung_up_are_remembered_within_the_bound() -> None:
     assert isinstance(engine, PollingEngine)
     for n in range(25_000):
         engine.hung_up(f"call-{n}")
-    assert 0 < len(engine._ended) <= 10_000
-    assert "call-24999" in engine._ended
+    assert 0 < len(engine._calls._ended) <= 10_000
+    assert engine._calls.over("call-24999")

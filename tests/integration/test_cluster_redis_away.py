@@ -1,0 +1,280 @@
+"""New inbound calls while Redis is away, never lost nor carried twice. One placed on another
+worker as Redis stops answering, for longer than the workers wait for it (``AGAIN_WITHIN``):
+the worker that found the call rings it itself, it is answered there and its audio flows, and
+once Redis is back exactly one worker carries it. One that starts ringing while Redis is away:
+rung once, by the first worker to claim it when Redis is back.
+
+Two real ``python -m bridge`` processes on a real ``redis-server``, both polling one ZuckZapGo
+engine (the fake, written from its spec); the target's Redis connections go through a small
+TCP relay that pauses the server and the target itself (SIGSTOP of pids this test started: a
+host that stalls) the moment the target sends its take of the call's claim, so the pause lands
+in the middle of the placing, every time. The browser is a real aiortc peer; the assertion is
+on the tone it hears.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bridge.cluster.redis_owner import SWAP
+
+from ..support.cluster import Bridge, Http, Redis, get, post, require_redis, start_bridges
+from ..support.ports import free_port
+from ..support.rtc_client import RtcClient
+from ..support.waits import until
+from .test_cluster import hear
+
+require_redis()
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class PausingRelay:
+    """A TCP relay to ``redis`` that stops the server (SIGSTOP), and the worker whose
+    connections it relays (``worker``: a host that stalls as well), just before it passes on
+    the first claim swap (``redis_owner.SWAP``) that worker sends."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.port = free_port()
+        self.worker: int | None = None
+        """The pid of the worker behind the relay (set once it started)."""
+        self.stopped: list[int] = []
+        self.tripped = False
+        self._server: asyncio.Server | None = None
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def paused(self) -> bool:
+        return self.redis.proc is not None and self.redis.proc.pid in self.stopped
+
+    def pause(self) -> None:
+        assert self.redis.proc is not None and self.worker is not None
+        self.tripped = True
+        for pid in (self.redis.proc.pid, self.worker):
+            os.kill(pid, signal.SIGSTOP)
+            self.stopped.append(pid)
+
+    def resume(self, pid: int) -> None:
+        if pid in self.stopped:
+            os.kill(pid, signal.SIGCONT)
+            self.stopped.remove(pid)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: bool
+    ) -> None:
+        marker = SWAP.strip().encode()
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                if watch and not self.tripped and marker in data:
+                    self.pause()
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis.port)
+        for task in (
+            asyncio.create_task(self._pump(reader, up_writer, watch=True)),
+            asyncio.create_task(self._pump(up_reader, writer, watch=False)),
+        ):
+            self._pumps.add(task)
+            task.add_done_callback(self._pumps.discard)
+
+    async def __aenter__(self) -> PausingRelay:
+        self._server = await asyncio.start_server(self._client, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for pid in list(self.stopped):
+            self.resume(pid)
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._pumps):
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def webhook_events(aiohttp_server: Any) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A webhook receiver (``BRIDGE_WEBHOOK_URL``): its URL and the events it got. The app
+    hears of a ringing call this way while Redis is away (its SSE stream comes from Redis)."""
+    events: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        events.append(json.loads(await request.text()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/hook", receive)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    yield f"http://127.0.0.1:{server.port}/hook", events
+
+
+async def test_a_call_placed_as_redis_stops_rings_on_its_finder_and_is_carried_once(
+    redis, session, tmp_path, aiohttp_server
+) -> None:
+    """A carries a call, so a new inbound call A finds goes to B; Redis stops as B takes its
+    claim, and B stalls, past every wait. Before, A, whose request to B timed out and whose
+    settle Redis refused, left the call to B, and B, back, refused it: rung by nobody, the
+    WhatsApp caller unanswered. Now B rings no placed call past half A's wait, so A rings it
+    itself, said once, and B rings nothing when it is back."""
+    from ..fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    async with webhook_events(aiohttp_server) as (hook_url, events), PausingRelay(redis) as relay:
+        env = {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": fake.url,
+            "BRIDGE_ENGINE_TOKEN": "ztok",
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+            "BRIDGE_WEBHOOK_URL": hook_url,
+            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Bridge(redis, tmp_path / "a", env=env)
+        # B polls rarely: A finds the new call; B reaches Redis through the relay.
+        b = Bridge(
+            redis,
+            tmp_path / "b",
+            env={**env, "BRIDGE_ENGINE_POLL_INTERVAL": "60", "BRIDGE_DIRECTORY": relay.url},
+        )
+        rtc: RtcClient | None = None
+        try:
+            await start_bridges(session, a, b)
+            assert b.proc is not None and redis.proc is not None
+            relay.worker = b.proc.pid
+            status, made = await post(session, a.base, "/call/make", {"phone": "5521999999999"})
+            assert status == 201 and made["owner"] == a.worker_id, made
+            inbound = fake.ring_inbound("5511988887777")
+
+            def ringing() -> list[dict[str, Any]]:
+                calls = [e["call"] for e in events if e["type"] == "call.ringing"]
+                return [c for c in calls if c["direction"] == "inbound"]
+
+            rung = await until(ringing, 30, "the call ringing on a worker", every=0.1)
+            assert relay.paused  # Redis stopped mid-placing, and stays so
+            relay.resume(b.proc.pid)  # B, back, rings nothing: past its ringWithin
+            assert [c["owner"] for c in rung] == [a.worker_id], rung
+            call_id = rung[0]["callID"]
+            status, answered = await post(session, a.base, "/call/answer", {"callID": call_id})
+            assert status == 200 and answered["state"] == "active", answered
+            assert fake.calls[inbound].answered
+            rtc = RtcClient(Http(session, a.base), call_id, freq=440.0)
+            await rtc.offer()
+            await asyncio.wait_for(rtc.connected.wait(), 10)
+            await rtc.recorder.tone_arrives(fake.tone_hz)
+            assert await hear(rtc, 1.0) == pytest.approx(fake.tone_hz, abs=5)
+            assert relay.paused
+            relay.resume(redis.proc.pid)
+            for bridge in (a, b):
+
+                async def ready(base: str = bridge.base) -> bool:
+                    return (await get(session, base, "/readyz"))[0] == 200
+
+                await until(ready, 15, "/readyz to say 200 again", every=0.1)
+
+            async def listed() -> list[dict[str, Any]] | None:
+                _status, listing = await get(session, b.base, "/call/status")
+                calls = [c for c in listing.get("calls", []) if c["direction"] == "inbound"]
+                return calls if calls and calls[0]["state"] == "active" else None
+
+            calls = await until(listed, 10, "A's call written again", every=0.1)
+            assert [(c["callID"], c["owner"]) for c in calls] == [(call_id, a.worker_id)]
+            assert len(ringing()) == 1  # B never rang it
+            assert await hear(rtc, 0.5) == pytest.approx(fake.tone_hz, abs=5)
+        finally:
+            if rtc is not None:
+                await rtc.close()
+            for pid in list(relay.stopped):
+                relay.resume(pid)
+            logs = await asyncio.gather(a.stop(), b.stop())
+            await fake.stop()
+    said = [line for line in logs[0].splitlines() if "ringing it here" in line]
+    assert len(said) == 1 and "cannot settle" in said[0], said
+
+
+async def test_a_call_that_starts_ringing_while_redis_is_away_is_rung_once_when_it_is_back(
+    redis, session, tmp_path, aiohttp_server
+) -> None:
+    """Redis stops, both workers know it, and then a WhatsApp user calls: every worker polls
+    the engine and sees the call, and none may take it alone. Before, each reported it once
+    and never again: once Redis was back (restarted, empty) the call, still ringing, rang
+    nowhere. Now the engine offers it again at each poll, and the first worker to claim it
+    once Redis answers rings it: rung once, answered there."""
+    from ..fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    async with webhook_events(aiohttp_server) as (hook_url, events):
+        env = {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": fake.url,
+            "BRIDGE_ENGINE_TOKEN": "ztok",
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+            "BRIDGE_WEBHOOK_URL": hook_url,
+            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Bridge(redis, tmp_path / "a", env=env)
+        b = Bridge(redis, tmp_path / "b", env=env)
+        try:
+            await start_bridges(session, a, b)
+            await redis.stop()
+            for bridge in (a, b):
+
+                async def away(base: str = bridge.base) -> bool:
+                    _status, ready = await get(session, base, "/readyz")
+                    return ready["directory"]["up"] is False
+
+                await until(away, 10, "the worker to find Redis away", every=0.1)
+            inbound = fake.ring_inbound("5511988887777")
+            await asyncio.sleep(1.0)  # five polls on each worker, each seeing the call
+            assert not [e for e in events if e["type"] == "call.ringing"]
+            await redis.start()
+
+            def ringing() -> list[dict[str, Any]]:
+                return [e["call"] for e in events if e["type"] == "call.ringing"]
+
+            rung = await until(ringing, 15, "the call ringing once Redis is back", every=0.1)
+            owner = next(w for w in (a, b) if w.worker_id == rung[0]["owner"])
+            status, answered = await post(
+                session, owner.base, "/call/answer", {"callID": rung[0]["callID"]}
+            )
+            assert status == 200 and answered["state"] == "active", answered
+            assert fake.calls[inbound].answered
+            for bridge in (a, b):
+
+                async def listed(base: str = bridge.base) -> list[dict[str, Any]] | None:
+                    status, listing = await get(session, base, "/call/status")
+                    return listing["calls"] if status == 200 else None  # its lease back yet?
+
+                calls = await until(listed, 10, "the cluster's calls", every=0.1)
+                inbound_calls = [c["callID"] for c in calls if c["direction"] == "inbound"]
+                assert inbound_calls == [rung[0]["callID"]], calls
+            assert len(ringing()) == 1
+        finally:
+            if redis.proc is None:
+                await redis.start()  # for the fixture's stop
+            logs = await asyncio.gather(a.stop(), b.stop())
+            await fake.stop()
+    said = [line for log in logs for line in log.splitlines() if "not taken yet" in line]
+    assert len(said) == 2, said  # once on each worker, however many polls
