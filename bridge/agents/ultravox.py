@@ -152,8 +152,8 @@ class UltravoxCall:
         """Transcript deltas so far, by role and ordinal, until their ``final`` (or the
         socket's close: :meth:`finish`)."""
         self._cut: dict[tuple[str, Any], None] = {}
-        """Agent messages told at a ``playback_clear_buffer``: what comes of them later (a
-        ``final``) is not told again."""
+        """Agent messages told at a ``playback_clear_buffer``: what comes of them later on the
+        same socket (a ``final``) is not told again."""
 
     # -- connecting
     def url_refused(self, url: str) -> str | None:
@@ -290,8 +290,10 @@ class UltravoxCall:
 
     def finish(self) -> list[ModelEvent]:
         # The socket closed before these transcripts' ``final``: what came of them is told,
-        # the oldest first, so a new call told what was said holds them.
+        # the oldest first, so a new call told what was said holds them. The cut ones' finals
+        # will never come either: the next call's messages, whose ordinals are its own, pass.
         said, self._said = self._said, {}
+        self._cut.clear()
         return [Transcript(role, text) for (role, _), text in said.items() if text]
 
     # -- what the bridge says

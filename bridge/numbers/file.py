@@ -134,34 +134,35 @@ async def apply_numbers_file(catalog: Catalog, path: str, base: Settings) -> lis
                 continue
             number = parse_number(fields, tenant_id=str(entry.get("tenantID") or ""))
             number.number_id = number_id
-            check_sip_road(number, base)
             defined = file_fields(fields, f"numbers[{i}]")
             catalog.defined[number_id] = defined  # the API may not change these (409)
-            if number_id in catalog.numbers:
-                known = catalog.numbers[number_id]
+            known = catalog.numbers.get(number_id)
+            if known is not None:
                 number.created_at = known.created_at
                 # The one rule (defined.py): what the file names wins over what is stored (said
                 # once when they differ); the rest (Meta's SIP password from sip/enable, a
                 # label or policy set through the API) stays as the API stored it.
                 keep_unset(known, number, defined)
-                if known.tenant_id != number.tenant_id:
-                    log.warning(
-                        "number %s: BRIDGE_NUMBERS_FILE (numbers[%d]) moves it from %s to %s",
-                        number_id,
-                        i,
-                        f"tenant {known.tenant_id}" if known.tenant_id else "the service",
-                        f"tenant {number.tenant_id}" if number.tenant_id else "the service",
-                    )
-                for field in changed_fields(known, number):
-                    log.warning(
-                        "number %s: %s replaces its stored %s",
-                        number_id,
-                        defined[field].name if field in defined else "BRIDGE_NUMBERS_FILE",
-                        field,
-                    )
-                await catalog.update_number(number, by_operator=True)
-            else:
+            check_sip_road(number, base)  # as it is stored: with the API's fields kept
+            if known is None:
                 await catalog.create_number(number)
+                continue
+            if known.tenant_id != number.tenant_id:
+                log.warning(
+                    "number %s: BRIDGE_NUMBERS_FILE (numbers[%d]) moves it from %s to %s",
+                    number_id,
+                    i,
+                    f"tenant {known.tenant_id}" if known.tenant_id else "the service",
+                    f"tenant {number.tenant_id}" if number.tenant_id else "the service",
+                )
+            for field in changed_fields(known, number):
+                log.warning(
+                    "number %s: %s replaces its stored %s",
+                    number_id,
+                    defined[field].name if field in defined else "BRIDGE_NUMBERS_FILE",
+                    field,
+                )
+            await catalog.update_number(number, by_operator=True)
         except BridgeError as exc:
             raise ConfigError(f"{where}: {exc.message}") from None
     return on_sip

@@ -321,3 +321,33 @@ async def test_a_tenant_the_store_does_not_take_is_not_served_from_the_file(tmp_
         assert (tenant.name, tenant.max_calls) == ("Acme", 3)
     finally:
         await catalog.close()
+
+
+async def test_a_sip_number_whose_host_name_the_api_set_is_checked_as_stored(tmp_path) -> None:
+    """The file restates a number on Meta's SIP road without ``sipHostname`` or a certificate
+    of its own: the API set those (fields the file leaves unset are the API's to manage). The
+    start checked the file's entry alone, found no host name, and refused to start; the number
+    is checked as it will be stored, the API's fields kept."""
+    from bridge.config import Settings
+    from bridge.numbers.catalog import Catalog
+    from bridge.numbers.file import apply_numbers_file
+    from bridge.numbers.model import parse_number
+    from bridge.numbers.store import LocalStore, Sealing
+
+    from ..support.tls import TestCA
+
+    pair = TestCA(tmp_path).issue("own", "sip.customer.example")
+    own = {"sipHostname": "sip.customer.example", "sipCert": str(pair.cert)}
+    own["sipKey"] = str(pair.key)
+    catalog = Catalog(LocalStore(str(tmp_path), Sealing("k" * 32)), None)
+    try:
+        await catalog.reload()
+        block = yaml.safe_load(SIP_NO_HOST)["numbers"][0]
+        stored = parse_number({**block, "cloudapi": {**block["cloudapi"], **own}}, tenant_id="")
+        stored.number_id = "sales"
+        await catalog.create_number(stored)  # as the API made it
+        await apply_numbers_file(catalog, write(tmp_path, SIP_NO_HOST), Settings())
+        number = catalog.number("sales")
+        assert number is not None and number.config["sipHostname"] == "sip.customer.example"
+    finally:
+        await catalog.close()

@@ -195,6 +195,33 @@ def test_ultravox_puts_transcript_deltas_together_and_declares_client_tools() ->
     assert url == "wss://voice.example/calls/1?x=1&apiVersion=1" and headers == {}
 
 
+def test_ultravox_a_reply_cut_on_one_socket_mutes_no_message_of_the_next() -> None:
+    """A reply cut by the caller is told at ``playback_clear_buffer``, and its late ``final``
+    is not told again; but the socket it came on closes (a renewal, a reconnection: the
+    dialect is the agent's for the whole call) and the next call's messages have ordinals of
+    their own (one whose ``priorCallId`` was refused starts over). Before, the cut one's
+    ordinal stayed marked: the next call's agent message under it was never told."""
+    from bridge.agents import UltravoxCall
+    from bridge.agents.wire import Interrupted, Transcript
+
+    dialect = UltravoxCall({})
+
+    def said(delta: str, final: bool, ordinal: int) -> list[Any]:
+        body = {"role": "agent", "delta": delta, "final": final, "ordinal": ordinal}
+        return dialect.parse({"type": "transcript", **body})
+
+    assert said("It le", False, 2) == []
+    cut = dialect.parse({"type": "playback_clear_buffer"})
+    assert cut == [Interrupted(), Transcript("agent", "It le")]
+    assert said("ft.", True, 2) == []  # its late final: told already
+    assert said("Sorry", False, 4) == []
+    cut = dialect.parse({"type": "playback_clear_buffer"})
+    assert cut == [Interrupted(), Transcript("agent", "Sorry")]
+    assert dialect.finish() == []  # the socket closes: that reply's final never comes
+    # The next call (no history: its ordinals start over) says its fourth message.
+    assert said("Hello again.", True, 4) == [Transcript("agent", "Hello again.")]
+
+
 def _realtime(b64: str, n: int) -> dict[str, Any]:
     return {"type": "input_audio_buffer.append", "event_id": f"evt_bridge_{n}", "audio": b64}
 
