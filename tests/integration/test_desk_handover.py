@@ -179,3 +179,109 @@ async def test_an_accept_landing_as_a_move_fails_is_taken_where_the_call_stays(
     )
     await accept_as_it_moves(old, ann, call_id, refused=(503, "no room after all"))
     await taken_once(old, fake, ann, bob, call_id, engine_id)
+
+
+async def answered_by_ann(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, fake: Any, bob_groups: list[str]
+) -> Any:
+    """Two workers, a route ringing ann (on the first); bob (``bob_groups``) on the second; a
+    call ann answered: its old (its owner) and new worker, the agents, the call's id."""
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url)
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    ann = await Agent.connect(a, "ann")
+    bob = await Agent.connect(b, "bob", bob_groups)
+    fake.ring_inbound("5521988880007")
+    call_id = (await ann.next("ringing"))["callID"]
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    assert (await ann.next("presence"))["state"] == "busy"
+    old, new = (a, b) if a.app[MANAGER].find_runtime(call_id) else (b, a)
+    await wait_state(old, call_id, "active")
+    return old, new, ann, bob, call_id
+
+
+async def ended_and_free(new: Any, fake: FakeZuckZapGo, ann: Agent, call_id: str) -> None:
+    """The call, hung up on ``new``, ends for ann, who is free again: rung for the next call."""
+    resp = await new.post("/call/hangup", json={"callID": call_id})
+    assert resp.status == 200, await resp.text()
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    assert (await ann.next("presence"))["state"] == "available"
+    fake.ring_inbound("5521988880008")
+    assert (await ann.next("ringing"))["callID"] != call_id
+
+
+async def test_an_answered_call_drained_keeps_its_agent_on_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """The new owner resumed a moved call's route only while it rang: for an answered call
+    no run was there, so the agent on it heard none of its events, not even its end, and
+    stayed busy. The new owner binds the agent the ring record names now."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, []
+    )
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    resp = await new.post("/call/mute", json={"callID": call_id, "muted": True})
+    assert resp.status == 200, await resp.text()
+    assert (await ann.next("call.muted"))["callID"] == call_id  # the call's events, from new
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+async def test_a_transfer_ringing_as_its_call_drains_fails_cleanly_on_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """A transfer to a group ringing when the call moved was lost: the caller stayed held,
+    the agent who asked was never told, nor freed at the end. The new owner closes the
+    transfer's ring (an accept that won it takes the call; none here): the group hears
+    ``ringing.stopped``, the caller is off hold, the agent told ``transfer.failed`` keeps
+    the call."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, ["support"]
+    )
+    await ann.send(type="transfer", callID=call_id, group="support", timeoutS=30)
+    assert (await bob.next("ringing"))["callID"] == call_id
+    await old.app[HANDOVER].drain()
+    assert (await bob.next("ringing.stopped"))["callID"] == call_id
+    assert (await ann.next("transfer.failed"))["callID"] == call_id
+    assert (await wait_state(new, call_id, "active"))["held"] is False
+    await bob.send(type="accept", callID=call_id)  # too late: the new owner closed the round
+    assert (await bob.next("call.taken"))["callID"] == call_id
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+async def test_a_transfer_asked_as_its_call_moves_is_refused_409_moving(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """A transfer asked of the old worker while the call moves began there after its run was
+    saved for the new owner, and was lost with the old worker's copy: 202, then nothing.
+    Refused now (``409 moving``: ask again); the agent keeps the call on the new owner."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, ["support"]
+    )
+    handover = old.app[HANDOVER]
+    sending, go = asyncio.Event(), asyncio.Event()
+    send = handover._send
+
+    async def held(target: Any, moved: Any) -> Any:
+        sending.set()
+        await go.wait()
+        return await send(target, moved)
+
+    handover._send = held
+    drain = asyncio.create_task(handover.drain())
+    await sending.wait()
+    resp = await old.post("/call/transfer", json={"callID": call_id, "group": "support"})
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["error"]["code"] == "moving"
+    go.set()
+    await drain
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
