@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
@@ -20,6 +21,8 @@ from bridge.config.loader import settings_for_tests
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
 from ..support.ports import free_port
+from ..support.requires import require
+from ..support.sipp import Sipp, tools_missing
 from ..support.waits import until
 from .test_desk import Agent
 
@@ -36,8 +39,11 @@ async def fake() -> AsyncIterator[FakeZuckZapGo]:
     await engine.stop()
 
 
-async def worker(aiohttp_client: Any, redis: Any, monkeypatch: Any, name: str, url: str) -> Any:
-    """A worker of the cluster on the fake engine: its internal address is its test server's."""
+async def worker(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, name: str, url: str, **extra: Any
+) -> Any:
+    """A worker of the cluster on the fake engine: its internal address is its test server's
+    (``extra``: more settings)."""
     port = free_port()
     monkeypatch.setenv("BRIDGE_WORKER_ID", name)
     settings = settings_for_tests(
@@ -48,6 +54,7 @@ async def worker(aiohttp_client: Any, redis: Any, monkeypatch: Any, name: str, u
         engine_url=url,
         engine_token="ztok",
         engine_poll_interval=0.1,
+        **extra,
     )
     return await aiohttp_client(create_app(settings), server_kwargs={"port": port})
 
@@ -285,3 +292,69 @@ async def test_a_transfer_asked_as_its_call_moves_is_refused_409_moving(
     await ended_and_free(new, fake, ann, call_id)
     await ann.ws.close()
     await bob.ws.close()
+
+
+def received(sipp: Sipp) -> list[tuple[str, str]]:
+    """The requests SIPp received, in order: (method, Call-ID)."""
+    found = re.findall(
+        r"message received.*?\n\s*([A-Z]+) sip:.*?\nCall-ID:\s*(\S+)",
+        sipp.sent_and_received(),
+        re.S | re.I,
+    )
+    return [(method, call) for method, call in found]
+
+
+async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker_at_a_time(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """The new owner began the step again while the old worker's phone still rang (its
+    CANCEL came only as the old worker let go): the phone rang twice at once. The old
+    worker's ring ends before the call's state leaves (its CANCEL answered 487, ACKed), and
+    only then does the new owner ring the phone, once; the call's hang-up there cancels it."""
+    require(not tools_missing(), tools_missing(), "make system-deps (Debian sip-tester)")
+    sipp = Sipp(tmp_path, "pbx_phone_no_answer.xml")
+    await sipp.start(remote=None, keys={}, server=True, transport="u1", calls=2)
+    listen = {"sip_trunk_listen": "127.0.0.1:0"}
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url, **listen)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url, **listen)
+    body = {"name": "pbx", "uri": f"sip:127.0.0.1:{sipp.port};transport=udp", "keepalive": 0}
+    resp = await a.post("/trunks", json={**body, "codecs": ["PCMU"]})
+    assert resp.status == 201, await resp.text()
+    trunk_id = (await resp.json())["trunkID"]
+
+    async def known_on_b() -> bool:
+        return (await b.get(f"/trunks/{trunk_id}")).status == 200
+
+    await until(known_on_b, 5.0, "the trunk on worker B")
+    steps = [{"sip": {"uri": "sip:2002@127.0.0.1", "trunkID": trunk_id, "timeoutS": 20}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    try:
+        fake.ring_inbound("5521988880009")
+        await until(lambda: len(received(sipp)) == 1, 5.0, "the phone rung")
+        old, new = (a, b) if a.app[MANAGER].live_calls() else (b, a)
+        call_id = old.app[MANAGER].live_calls()[0].id
+        handover = old.app[HANDOVER]
+        send = handover._send
+
+        async def slow_to_let_go(target: Any, moved: Any) -> Any:
+            """The old worker lets go only once the new owner rang the phone (as when it
+            relays a browser, up to 10 s): before, the phone rang from both at once."""
+            answer = await send(target, moved)
+            invites = lambda: [m for m, _ in received(sipp)].count("INVITE")  # noqa: E731
+            await until(lambda: invites() == 2, 5.0, "the new owner's INVITE")
+            return answer
+
+        handover._send = slow_to_let_go
+        await handover.drain()
+        assert new.app[MANAGER].find_runtime(call_id) is not None
+        await until(lambda: len(received(sipp)) == 4, 5.0, "the phone rung by the new owner")
+        resp = await new.post("/call/hangup", json={"callID": call_id})
+        assert resp.status == 200, await resp.text()
+        assert await sipp.finish(10.0) == 0, sipp.report()
+    finally:
+        await sipp.stop()
+    (first, _), (cancel, first_cancelled), (ack, _), (second, _) = received(sipp)[:4]
+    assert (first, cancel, ack, second) == ("INVITE", "CANCEL", "ACK", "INVITE")
+    assert [m for m, _ in received(sipp)] == ["INVITE", "CANCEL", "ACK"] * 2
+    assert first_cancelled == received(sipp)[0][1] != received(sipp)[3][1]
