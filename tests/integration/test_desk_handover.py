@@ -304,13 +304,15 @@ def received(sipp: Sipp) -> list[tuple[str, str]]:
     return [(method, call) for method, call in found]
 
 
+@pytest.mark.parametrize("moves", [True, False], ids=["moved", "move_failed"])
 async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker_at_a_time(
-    aiohttp_client, redis, monkeypatch, fake, tmp_path
+    aiohttp_client, redis, monkeypatch, fake, tmp_path, moves
 ) -> None:
     """The new owner began the step again while the old worker's phone still rang (its
     CANCEL came only as the old worker let go): the phone rang twice at once. The old
     worker's ring ends before the call's state leaves (its CANCEL answered 487, ACKed), and
-    only then does the new owner ring the phone, once; the call's hang-up there cancels it."""
+    only then does the new owner ring the phone, once; the call's hang-up there cancels it.
+    A move that fails (the target refuses): the old worker rings the phone again itself."""
     require(not tools_missing(), tools_missing(), "make system-deps (Debian sip-tester)")
     sipp = Sipp(tmp_path, "pbx_phone_no_answer.xml")
     await sipp.start(remote=None, keys={}, server=True, transport="u1", calls=2)
@@ -340,6 +342,8 @@ async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker
         async def slow_to_let_go(target: Any, moved: Any) -> Any:
             """The old worker lets go only once the new owner rang the phone (as when it
             relays a browser, up to 10 s): before, the phone rang from both at once."""
+            if not moves:
+                return 503, "no room after all"
             answer = await send(target, moved)
             invites = lambda: [m for m, _ in received(sipp)].count("INVITE")  # noqa: E731
             await until(lambda: invites() == 2, 5.0, "the new owner's INVITE")
@@ -347,9 +351,10 @@ async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker
 
         handover._send = slow_to_let_go
         await handover.drain()
-        assert new.app[MANAGER].find_runtime(call_id) is not None
-        await until(lambda: len(received(sipp)) == 4, 5.0, "the phone rung by the new owner")
-        resp = await new.post("/call/hangup", json={"callID": call_id})
+        carrier = new if moves else old
+        assert carrier.app[MANAGER].find_runtime(call_id) is not None
+        await until(lambda: len(received(sipp)) == 4, 5.0, "the phone rung again")
+        resp = await carrier.post("/call/hangup", json={"callID": call_id})
         assert resp.status == 200, await resp.text()
         assert await sipp.finish(10.0) == 0, sipp.report()
     finally:
