@@ -7,6 +7,7 @@ from the ring the store kept (:func:`resume_route`); a survivor that ends it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine
 from contextlib import suppress
@@ -24,6 +25,11 @@ from .runner import RouteRun
 from .store import AgentKey, AgentRecord, DeskStore, agent_of
 
 log = logging.getLogger(__name__)
+
+LEG_LOOK = 0.25
+"""Seconds between looks at whether a moved call's agent's leg is idle to join it here."""
+LEG_WAIT = 15.0
+"""Seconds it is looked for: past the old worker's relay of it (``RELAY_WAIT``, 10 s)."""
 
 
 class HandsOff(Protocol):
@@ -228,16 +234,45 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
         ", its transfer to a group ends here" if isinstance(transfer, dict) else "",
         extra={"call_id": call.id},
     )
-    if not isinstance(transfer, dict):
-        run.winner = winner
-        return
-    run.handing_off, run.handing_to = True, transfer.get("group")
-    run.handed_from = agent_of(transfer["from"]) if transfer.get("from") else None
-    if winner is not None:  # an agent of the group took it before the move
-        run.winner, taken = winner, True
-    else:
-        taken = await run.retake(ring)
-    await finish_transfer(run, run.handed_from, taken)
+    if isinstance(transfer, dict):
+        run.handing_off, run.handing_to = True, transfer.get("group")
+        previous = run.handed_from = agent_of(transfer["from"]) if transfer.get("from") else None
+        if winner is None:
+            taken = await run.retake(ring)
+            await finish_transfer(run, previous, taken)
+            if taken:  # by an agent of the group, here: its leg was lent as it took it
+                return
+            winner = previous  # still the agent's call
+        else:  # an agent of the group took it before the move: what followed the take, here
+            run.winner = winner
+            await finish_transfer(run, previous, True)
+    run.winner = winner
+    if winner is not None and ring.get("leg"):
+        run.runtime.spawn(leg_back(run, winner), "agent-leg")
+
+
+async def leg_back(run: RouteRun, key: AgentKey) -> None:
+    """The connected leg of the agent on a call moved here joins it here once the worker the
+    call left lets go of it (which relays it through here meanwhile, as it does a browser)
+    and it is idle again: looked for every :data:`LEG_LOOK` s, for at most :data:`LEG_WAIT`
+    s; else said once (the app offers again to have it back)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEG_WAIT
+    while run.call.live and run.winner == key:
+        if await run.desk.lend_leg(key, run.runtime):
+            run.leg_lent = True
+            return
+        if loop.time() > deadline:
+            log.warning(
+                "call %s: agent %s's connected leg did not join the call here within %g s "
+                "of its move (its app brings it back by offering again)",
+                run.call.id,
+                key[1],
+                LEG_WAIT,
+                extra={"call_id": run.call.id},
+            )
+            return
+        await asyncio.sleep(LEG_LOOK)
 
 
 async def tell_lost(desk: HandsOff, call_id: str, end_reason: Any) -> None:

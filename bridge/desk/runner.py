@@ -163,6 +163,7 @@ class RouteRun:
             "round": self.round,
             "rung": sorted(_key(*k) for k in self.rung),
             "winner": _key(*self.winner) if self.winner is not None else None,
+            "leg": self.leg_lent,
         }
         if self.handing_to is not None:  # a transfer to a group: who had the call, the group
             handed = _key(*self.handed_from) if self.handed_from is not None else None

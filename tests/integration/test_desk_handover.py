@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bridge.api.keys import DESK, HANDOVER, MANAGER
@@ -23,8 +25,10 @@ from ..support.calls import wait_state
 from ..support.ports import free_port
 from ..support.requires import require
 from ..support.sipp import Sipp, tools_missing
-from ..support.waits import until
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until, until_passes
 from .test_desk import Agent
+from .test_desk_leg import LegAgent
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,14 +51,16 @@ async def worker(
     port = free_port()
     monkeypatch.setenv("BRIDGE_WORKER_ID", name)
     settings = settings_for_tests(
-        directory=redis.url,
-        internal_secret=SECRET,
-        internal_url=f"http://127.0.0.1:{port}",
-        engine="zuckzapgo",
-        engine_url=url,
-        engine_token="ztok",
-        engine_poll_interval=0.1,
-        **extra,
+        **{
+            "directory": redis.url,
+            "internal_secret": SECRET,
+            "internal_url": f"http://127.0.0.1:{port}",
+            "engine": "zuckzapgo",
+            "engine_url": url,
+            "engine_token": "ztok",
+            "engine_poll_interval": 0.1,
+            **extra,
+        }
     )
     return await aiohttp_client(create_app(settings), server_kwargs={"port": port})
 
@@ -363,3 +369,46 @@ async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker
     assert (first, cancel, ack, second) == ("INVITE", "CANCEL", "ACK", "INVITE")
     assert [m for m, _ in received(sipp)] == ["INVITE", "CANCEL", "ACK"] * 2
     assert first_cancelled == received(sipp)[0][1] != received(sipp)[3][1]
+
+
+async def test_an_agents_leg_follows_its_answered_call_to_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """ann's connected leg (her socket on B) was lent to the call on A; A drained, the call
+    moved to B, and A's stream to her leg closed with A's copy of the call: her leg parked,
+    and she heard nothing more of the caller. The new owner lends it to the call again once
+    it is idle: she hears the caller's 700 Hz (the fake engine's tone) from B."""
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    # B looks at the engine's calls seldom: the call rings on A.
+    b = await worker(
+        aiohttp_client, redis, monkeypatch, "worker-b", fake.url, engine_poll_interval=5
+    )
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    ann = LegAgent(await Agent.connect(b, "ann"))
+    await ann.offer()
+    try:
+        fake.ring_inbound("5521988880010")
+        call_id = (await ann.agent.next("ringing"))["callID"]
+        assert a.app[MANAGER].find_runtime(call_id) is not None
+        await ann.agent.send(type="accept", callID=call_id)
+        assert (await ann.agent.next("accepted"))["leg"] is True
+        await wait_state(a, call_id, "active")
+        await a.app[HANDOVER].drain()
+        assert b.app[MANAGER].find_runtime(call_id) is not None
+        moved = time.monotonic()
+
+        def hears_the_caller() -> None:
+            heard = ann.recorder.since(moved + 0.3)
+            assert len(heard) >= ann.recorder.rate * 0.4, "not enough heard yet"
+            assert abs(dominant_frequency(heard, ann.recorder.rate) - fake.tone_hz) < 15
+            assert np.sqrt(np.mean(np.square(heard / 32768.0))) > 0.01
+
+        await until_passes(hears_the_caller, 5.0)
+        resp = await b.post("/call/hangup", json={"callID": call_id})
+        assert resp.status == 200, await resp.text()
+        assert (await ann.agent.next("call.ended"))["callID"] == call_id
+    finally:
+        await ann.close()
+        await ann.agent.ws.close()
