@@ -18,6 +18,7 @@ to each step by the route's run: those layers sit above the desk.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..calls.model import Call
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from ..attachments.base import AttachmentHost
     from ..calls.runtime import CallRuntime
     from .routes import Step
+    from .turns import Turns
+
+log = logging.getLogger(__name__)
 
 SIP_PARTICIPANT = "sip"
 """The participant id of the phone a ``sip`` step rings (the call's agent once it answers)."""
@@ -35,6 +39,8 @@ LOOK = 0.25
 """Seconds between looks at whether the call still rings while the phone does."""
 FINAL_LOOKS = 50
 """Looks, 20 ms apart, for the final response a CANCEL brings."""
+MOVING = "moving"
+"""A ring's outcome when the call begins to move to another worker (not told: no outcome)."""
 
 
 class SipLeg(Protocol):
@@ -70,18 +76,38 @@ class StepRun(Protocol):
     runtime: CallRuntime
     inbox: asyncio.Queue[dict[str, Any]]
     dialing: str | None
+    turns: Turns
 
     async def ensure_answered(self) -> None: ...
 
 
 async def sip(run: StepRun, step: Step, trunks: Trunks | None) -> bool:
-    """See the module docstring; ``True`` when the call is taken (or gone)."""
+    """See the module docstring; ``True`` when the call is taken (or gone).
+
+    The phone rings in one turn of the run. A leg through a trunk cannot move to another
+    worker (its dialog and media are this worker's), so a move of the ringing call ends the
+    ring here before the call's state leaves (a ``CANCEL``), and the worker carrying the call
+    on rings the phone anew from this step: the phone is rung by one worker at a time. If the
+    call stays here after all (its move failed), it is rung again here."""
     call = run.call
     if trunks is None:
         raise CallStateError("this worker has no SIP trunks to ring through")
     target: dict[str, Any] = {
         k: step.body[k] for k in ("uri", "trunkID", "headers") if k in step.body
     }
+    while True:
+        async with run.turns.turn():
+            if not call.live:
+                return True
+            taken = await _ring(run, step, trunks, target)
+        if taken is not None:
+            return taken
+
+
+async def _ring(run: StepRun, step: Step, trunks: Trunks, target: dict[str, Any]) -> bool | None:
+    """Ring the phone once: whether the call is taken (or gone); ``None`` when the call began
+    to move to another worker (its ring ended here)."""
+    call = run.call
     _forget_earlier_legs(run)
     run.dialing = SIP_PARTICIPANT
     try:
@@ -89,9 +115,19 @@ async def sip(run: StepRun, step: Step, trunks: Trunks | None) -> bool:
         outcome, code = await _outcome(run, step.timeout_s)
     finally:
         run.dialing = None  # from here, this leg's events are not the next step's
-    if outcome is None:  # nobody answered in time: CANCEL (RFC 3261 §9.1)
+    if outcome is None or outcome == MOVING:  # no answer in time, or moving: CANCEL (§9.1)
         await leg.remove()
-        outcome, code = "no_answer", await _final_status(leg)
+        final = await _final_status(leg)
+        if outcome == MOVING:
+            log.info(
+                "call %s: its phone's ring ends here as the call moves (its answer to the "
+                "CANCEL: %s); the worker that carries the call on rings it anew",
+                call.id,
+                final,
+                extra={"call_id": call.id},
+            )
+            return None
+        outcome, code = "no_answer", final
     shown: dict[str, Any] = {"participantID": SIP_PARTICIPANT, "uri": step.body["uri"]}
     if code is not None:
         shown["sipCode"] = code
@@ -117,10 +153,13 @@ def _forget_earlier_legs(run: StepRun) -> None:
 
 async def _outcome(run: StepRun, timeout: float) -> tuple[str | None, int | None]:
     """The phone's answer as its participant events say (``Desk`` hands them to the run):
-    ``("answered", 200)``, ``(reason, sipCode)`` when it left, ``(None, None)`` on time out."""
+    ``("answered", 200)``, ``(reason, sipCode)`` when it left, ``(None, None)`` on time out,
+    ``(MOVING, None)`` as the run stands still for a move of the call."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while run.call.live:
+        if run.turns.still:  # the call moves to another worker
+            return MOVING, None
         left = deadline - loop.time()
         if left <= 0:
             return None, None

@@ -7,7 +7,9 @@ from the ring the store kept (:func:`resume_route`); a survivor that ends it
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from contextlib import suppress
 from typing import Any, Protocol
 
@@ -20,15 +22,20 @@ from . import wire
 from .lending import Lending
 from .routes import Route, Step, route_from_stored
 from .runner import RouteRun
-from .store import AgentKey, AgentRecord, DeskStore
+from .store import AgentKey, AgentRecord, DeskStore, agent_of
 
 log = logging.getLogger(__name__)
+
+LEG_LOOK = 0.25
+"""Seconds between looks at whether a moved call's agent's leg is idle to join it here."""
+LEG_WAIT = 15.0
+"""Seconds it is looked for: past the old worker's relay of it (``RELAY_WAIT``, 10 s)."""
 
 
 class HandsOff(Protocol):
     """What a hand-off uses of the desk (``Desk`` is one): the call's route run (a new one
     when it has none), the agents it may ring and tells, the store the ring is kept in, the
-    calls it hangs up, the hold music, and whether calls run on other workers."""
+    calls it hangs up, the hold music, whether calls run on other workers, and its tasks."""
 
     store: DeskStore
     manager: CallManager
@@ -46,6 +53,8 @@ class HandsOff(Protocol):
     async def send(self, key: AgentKey, message: dict[str, Any], round_no: int = 0) -> None: ...
 
     async def free(self, key: AgentKey, call_id: str) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None: ...
 
 
 async def transfer(
@@ -70,9 +79,15 @@ async def transfer(
             raise CallStateError(
                 f"nobody in group {group[:64]!r} is available", code="nobody_available"
             )
+        if run.turns.still:  # looked at last: nothing awaited between it and the start
+            raise CallStateError(
+                f"call {call.id} is moving to another worker: ask again", code="moving"
+            )
     except BaseException:
         run.handing_off = False
         raise
+    # The transfer begins: what the run is now is what a move of the call saves.
+    run.handed_from, run.winner, run.handing_to = run.winner, None, group
     runtime.spawn(hand_off(run, ring, music), "transfer")
 
 
@@ -80,43 +95,54 @@ async def hand_off(run: RouteRun, ring: dict[str, Any], music: Any) -> None:
     """A transfer to a group later in the call: the caller is held (``music``: starts the
     hold music) while the group rings the same way; the first to accept takes the call
     (its leg replaces the agent's), the previous agent is let go. Nobody: the call comes
-    back off hold to the agent it had."""
-    previous, run.winner = run.winner, None
-    run.handed_from = previous
+    back off hold to the agent it had. While the call moves to another worker it stands
+    still; the worker carrying the call on ends it (:func:`carry_on`)."""
+    previous = run.handed_from
     taken = False
     try:
-        await run.runtime.hold.set(True, music)  # a failure here too ends the hand-off
+        async with run.turns.turn():
+            await run.runtime.hold.set(True, music)  # a failure here too ends the hand-off
         taken = await run.ring_agents(Step("ring", ring))
     except CallStateError:  # the call ended as it was handed off: no one's failure
         log.info("call %s: ended during its transfer to a group", run.call.id)
     except Exception as exc:  # the store's own errors too (Redis's are not OSError)
         log.warning("call %s: transfer to a group failed: %s", run.call.id, exc)
-    finally:
-        run.handing_off, run.handed_from = False, None
+    await finish_transfer(run, previous, taken)
+
+
+async def finish_transfer(run: RouteRun, previous: AgentKey | None, taken: bool) -> None:
+    """The end of a transfer's ring (``taken``: an agent of the group took the call), in one
+    turn of the run: the call off hold; the agent who had it told ``transfer.failed`` and
+    keeping it, or ``transferred`` and let go."""
+    async with run.turns.turn():
+        group, run.handing_off, run.handed_from, run.handing_to = run.handing_to, False, None, None
         if not taken or run.winner is None:  # nobody took it: still the agent's call
             taken, run.winner = False, previous
-        if run.call.live:
+        if not run.call.live:
+            taken = False
+        else:
+            await run.save()  # the transfer is over: a move from now carries the call's agent
             with suppress(CallStateError):  # it ended while the resume waited its turn
                 await run.runtime.hold.set(False)
-    if not taken or run.winner is None:
-        if previous is not None:
-            failed = {"type": "transfer.failed", "callID": run.call.id}
-            await run.desk.send(previous, failed)
-        return
-    if previous is not None and previous != run.winner:
-        if not run.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
-            await run.runtime.participants.leave("agent")
-        await run.desk.send(
-            previous, {"type": "transferred", "callID": run.call.id, "to": run.winner[1]}
+        if not taken or run.winner is None:
+            if previous is not None:
+                failed = {"type": "transfer.failed", "callID": run.call.id}
+                await run.desk.send(previous, failed)
+            return
+        if previous is not None and previous != run.winner:
+            if not run.leg_lent:  # no leg replaced the previous agent's: it leaves (parks)
+                await run.runtime.participants.leave("agent")
+            await run.desk.send(
+                previous, {"type": "transferred", "callID": run.call.id, "to": run.winner[1]}
+            )
+            await run.desk.free(previous, run.call.id)
+        run.runtime.emit(
+            "call.transferred",
+            participantID="agent",
+            fromParticipantID="agent",
+            group=group,
+            agentID=run.winner[1],
         )
-        await run.desk.free(previous, run.call.id)
-    run.runtime.emit(
-        "call.transferred",
-        participantID="agent",
-        fromParticipantID="agent",
-        group=ring.get("group"),
-        agentID=run.winner[1],
-    )
 
 
 async def from_agent(
@@ -152,13 +178,37 @@ async def from_agent(
         await desk.send(key, wire.error(exc.code, str(exc), call_id))
 
 
+def follow(desk: HandsOff, type_: str, call: Call) -> bool:
+    """Whether this change of a call (``Desk`` hands it each) is a hand-off's: ``call.carried``
+    — moved here (a drain's handover, or adopted from a dead worker), told by this worker as
+    it takes the call over (its ``call.moved`` is the old worker's in a drain, so only a
+    crash's would reach this desk): its route's run carries on here (:func:`resume_route`);
+    a call ended ``worker_lost`` that nobody carries on: the agents it rang, or the one on
+    it, hear it ended (:func:`tell_lost`)."""
+    if type_ == "call.carried":
+        runtime = desk.manager.find_runtime(call.id)
+        if runtime is not None and call.live and not runtime.attached("route"):
+            runtime.spawn(resume_route(desk, call), "route")
+        return True
+    if type_ == "call.ended" and call.end_detail == "worker_lost" and not desk.run_of(call.id):
+        desk.spawn(tell_lost(desk, call.id, call.end_reason), f"lost:{call.id}")
+        return True
+    return False
+
+
 async def resume_route(desk: HandsOff, call: Call) -> None:
+    """A call moved here (a drain's handover, a crash's adoption): its route's run carries on
+    from the record the old worker left — a ringing call's ring resumes, an answered call's
+    agent stays on it (:func:`carry_on`)."""
     ring = await desk.store.ring(call.id)
     runtime = desk.manager.find_runtime(call.id)
     if ring is None or runtime is None or runtime.attached("route"):
         return
     body = await desk.store.route(ring["route"]) if ring.get("route") else None
     run = desk.new_run(runtime, route_from_stored(body) if body else None)
+    if call.state is not CallState.RINGING:
+        await carry_on(run, ring)
+        return
     log.info(  # why it moved is said where it moved (a drain's handover, a crash's recovery)
         "call %s: carried on here while ringing; its route resumes at step %s",
         call.id,
@@ -166,6 +216,63 @@ async def resume_route(desk: HandsOff, call: Call) -> None:
         extra={"call_id": call.id},
     )
     await run.resume(ring)
+
+
+async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
+    """An answered call's run where another worker left it (``ring``: its record): the agent
+    it names stays on the call (told its events, freed at its end). A transfer to a group
+    that rang cannot ring on from here (its rounds' rings went out from there): an accept
+    that won its last round takes the call, as does one that took it before the move;
+    else it fails — the group hears ``ringing.stopped``, the agent ``transfer.failed``."""
+    call, transfer = run.call, ring.get("transfer")
+    run.round, run.step = int(ring.get("round") or 0), int(ring.get("step") or 0)
+    winner = agent_of(ring["winner"]) if ring.get("winner") else None
+    log.info(
+        "call %s: carried on here answered; its agent %s stays on it%s",
+        call.id,
+        winner[1] if winner else (transfer or {}).get("from"),
+        ", its transfer to a group ends here" if isinstance(transfer, dict) else "",
+        extra={"call_id": call.id},
+    )
+    if isinstance(transfer, dict):
+        run.handing_off, run.handing_to = True, transfer.get("group")
+        previous = run.handed_from = agent_of(transfer["from"]) if transfer.get("from") else None
+        if winner is None:
+            taken = await run.retake(ring)
+            await finish_transfer(run, previous, taken)
+            if taken:  # by an agent of the group, here: its leg was lent as it took it
+                return
+            winner = previous  # still the agent's call
+        else:  # an agent of the group took it before the move: what followed the take, here
+            run.winner = winner
+            await finish_transfer(run, previous, True)
+    run.winner = winner
+    if winner is not None and ring.get("leg"):
+        run.runtime.spawn(leg_back(run, winner), "agent-leg")
+
+
+async def leg_back(run: RouteRun, key: AgentKey) -> None:
+    """The connected leg of the agent on a call moved here joins it here once the worker the
+    call left lets go of it (which relays it through here meanwhile, as it does a browser)
+    and it is idle again: looked for every :data:`LEG_LOOK` s, for at most :data:`LEG_WAIT`
+    s; else said once (the app offers again to have it back)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LEG_WAIT
+    while run.call.live and run.winner == key:
+        if await run.desk.lend_leg(key, run.runtime):
+            run.leg_lent = True
+            return
+        if loop.time() > deadline:
+            log.warning(
+                "call %s: agent %s's connected leg did not join the call here within %g s "
+                "of its move (its app brings it back by offering again)",
+                run.call.id,
+                key[1],
+                LEG_WAIT,
+                extra={"call_id": run.call.id},
+            )
+            return
+        await asyncio.sleep(LEG_LOOK)
 
 
 async def tell_lost(desk: HandsOff, call_id: str, end_reason: Any) -> None:
@@ -179,8 +286,9 @@ async def tell_lost(desk: HandsOff, call_id: str, end_reason: Any) -> None:
         "endReason": str(end_reason) if end_reason else None,
         "endDetail": "worker_lost",
     }
-    for entry in {*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])}:
-        tenant, _, agent = str(entry).partition("/")
-        key = (tenant or None, agent)
+    handed = (ring.get("transfer") or {}).get("from")  # on it while its transfer rang
+    on_it = [e for e in (ring.get("winner"), handed) if e]
+    for entry in {*ring.get("rung", ()), *on_it}:
+        key = agent_of(entry)
         await desk.send(key, ended)
         await desk.free(key, call_id)

@@ -28,7 +28,7 @@ from ..calls.model import CallState
 from ..errors import BridgeError
 from . import bridged, wire
 from .routes import Route, Step
-from .store import AgentKey, AgentRecord, DeskStore, _key
+from .store import AgentKey, AgentRecord, DeskStore, _key, agent_of
 from .turns import Turns
 
 if TYPE_CHECKING:
@@ -94,6 +94,8 @@ class RouteRun:
         self.handing_off = False
         self.handed_from: AgentKey | None = None
         """The agent on the call while a transfer to a group rings (told if the call ends)."""
+        self.handing_to: str | None = None
+        """The group that transfer rings."""
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
         self.accepted_at: float | None = None
@@ -138,9 +140,13 @@ class RouteRun:
 
     async def stand_still(self) -> None:
         """The call moves to another worker (``ActsOnItsOwn``): the act under way finishes,
-        no other begins. An accept landing meanwhile won its round's claim: the worker that
-        carries the call on finds it there (:meth:`resume`), or this one once it goes on."""
+        no other begins, and the run is saved as it stands (a transfer just asked too), which
+        the worker that carries the call on starts from (``handoffs.resume_route``). An accept
+        landing meanwhile won its round's claim: that worker finds it there, or this one
+        once it goes on."""
         await self.turns.stand_still()
+        if self.call.live:
+            await self.save()
 
     def go_on(self) -> None:
         self.turns.go_on()
@@ -150,14 +156,18 @@ class RouteRun:
         self.runtime.detach(self)
 
     # -- where the run is, in the store
-    async def _save(self) -> None:
-        ring = {
+    async def save(self) -> None:
+        ring: dict[str, Any] = {
             "route": self.route.route_id if self.route is not None else None,
             "step": self.step,
             "round": self.round,
             "rung": sorted(_key(*k) for k in self.rung),
             "winner": _key(*self.winner) if self.winner is not None else None,
+            "leg": self.leg_lent,
         }
+        if self.handing_to is not None:  # a transfer to a group: who had the call, the group
+            handed = _key(*self.handed_from) if self.handed_from is not None else None
+            ring["transfer"] = {"from": handed, "group": self.handing_to}
         try:
             await self.desk.store.put_ring(self.call.id, ring)
         except Exception as exc:  # the store's own errors (Redis's are not OSError)
@@ -166,20 +176,25 @@ class RouteRun:
     async def resume(self, ring: dict[str, Any]) -> None:
         """Carry on the ring a dead owner left in the store: an accept that won its last
         round meanwhile takes the call; else its step runs again, from a new round."""
+        if not await self.retake(ring):
+            await self.run(int(ring.get("step") or 0))
+
+    async def retake(self, ring: dict[str, Any]) -> bool:
+        """Close the last round of a ring another worker left (``ring``: its record): whether
+        an accept that won it took the call here; else those it rang hear it stopped."""
         async with self.turns.turn():
             self.round = int(ring.get("round") or 0)
             holder = await self.desk.store.claim(f"{self.call.id}:{self.round}", "timeout")
             named = [*ring.get("rung", ()), *([ring["winner"]] if ring.get("winner") else [])]
-            rung = [(t or None, a) for t, _, a in (str(w).partition("/") for w in named)]
+            rung = [agent_of(w) for w in named]
             stopped = {"type": "ringing.stopped", "callID": self.call.id}
             for key in rung:
                 if holder == _key(*key):
                     self.rung = set(rung)
-                    await self._take(key, self.round)
-                    return
+                    return await self._take(key, self.round)
             for key in rung:
                 await self.desk.send(key, stopped)
-        await self.run(int(ring.get("step") or 0))
+        return False
 
     # -- the steps
     async def run(self, start: int = 0) -> None:
@@ -191,7 +206,7 @@ class RouteRun:
                 if not self.call.live or self.winner is not None:
                     return
                 self.step = index
-                await self._save()
+                await self.save()
             log.info(
                 "call %s: route step %d %s",
                 self.call.id,
@@ -233,7 +248,7 @@ class RouteRun:
             self.round += 1
             round_no, snapshot = self.round, self.call.snapshot()
             self.rung = set(batch)
-            await self._save()
+            await self.save()
             for key in batch:
                 await self.desk.send(key, wire.ringing(snapshot), round_no)
         loop = asyncio.get_running_loop()
@@ -276,7 +291,7 @@ class RouteRun:
         others, self.rung = self.rung - {key}, set()
         # The winner first: it hears "accepted", then the call's own events (call.active).
         self.winner = key
-        await self._save()
+        await self.save()
         # Its connected leg joins the call now, before the answer: the first audio needs no
         # offer, ICE or DTLS — lent across workers when its socket is on another ("leg":
         # false: none usable, the app sends the per-call offer).

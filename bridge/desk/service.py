@@ -299,24 +299,13 @@ class Desk:
         return pick(await self.routes(), call.tenant_id or None, call.number_id)
 
     def _call_changed(self, type_: str, call: Call) -> None:
-        if call.direction is not Direction.INBOUND:
+        if handoffs.follow(self, type_, call):  # moved here, or lost with its worker
             return
-        if type_ == "call.ended" and call.end_detail == "worker_lost" and not self.run_of(call.id):
-            # Its owner died and nobody carries it on: the agents it rang hear it ended.
-            self.spawn(handoffs.tell_lost(self, call.id, call.end_reason), f"lost:{call.id}")
-            return
-        # ``call.carried``: moved here (a drain's handover, or adopted from a dead worker),
-        # told by this worker as it takes the call over — its ``call.moved`` is published by
-        # the old worker in a drain, so only a crash's would reach this desk.
-        if type_ not in ("call.ringing", "call.carried") or call.state is not CallState.RINGING:
+        if call.direction is not Direction.INBOUND or type_ != "call.ringing":
             return
         runtime = self.manager.find_runtime(call.id)
-        if runtime is None:
-            return
-        if type_ == "call.ringing":
+        if runtime is not None and call.state is CallState.RINGING:
             runtime.spawn(self._start_route(call), "route")
-        elif not runtime.attached("route"):  # its ring goes on here
-            runtime.spawn(handoffs.resume_route(self, call), "route")
 
     async def _start_route(self, call: Call) -> None:
         runtime = self.manager.find_runtime(call.id)

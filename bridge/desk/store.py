@@ -149,6 +149,12 @@ def _key(tenant_id: str | None, agent_id: str) -> str:
     return f"{tenant_id or ''}/{agent_id}"
 
 
+def agent_of(entry: object) -> AgentKey:
+    """The agent a ring record names (``_key``'s form)."""
+    tenant, _, agent = str(entry).partition("/")
+    return (tenant or None, agent)
+
+
 def at_cap(
     routes: dict[str, dict[str, Any]], route_id: str, body: dict[str, Any], cap: int
 ) -> bool:

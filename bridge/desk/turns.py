@@ -34,6 +34,11 @@ class Turns:
         finally:
             self._acting.release()
 
+    @property
+    def still(self) -> bool:
+        """Whether it stands still (its call moving to another worker)."""
+        return not self._open.is_set()
+
     async def stand_still(self) -> None:
         """Begin no turn from now on; return once the one under way is over."""
         self._open.clear()

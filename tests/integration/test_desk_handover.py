@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import pytest
 
 from bridge.api.keys import DESK, HANDOVER, MANAGER
@@ -20,8 +23,12 @@ from bridge.config.loader import settings_for_tests
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
 from ..support.ports import free_port
-from ..support.waits import until
+from ..support.requires import require
+from ..support.sipp import Sipp, tools_missing
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until, until_passes
 from .test_desk import Agent
+from .test_desk_leg import LegAgent
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -36,18 +43,24 @@ async def fake() -> AsyncIterator[FakeZuckZapGo]:
     await engine.stop()
 
 
-async def worker(aiohttp_client: Any, redis: Any, monkeypatch: Any, name: str, url: str) -> Any:
-    """A worker of the cluster on the fake engine: its internal address is its test server's."""
+async def worker(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, name: str, url: str, **extra: Any
+) -> Any:
+    """A worker of the cluster on the fake engine: its internal address is its test server's
+    (``extra``: more settings)."""
     port = free_port()
     monkeypatch.setenv("BRIDGE_WORKER_ID", name)
     settings = settings_for_tests(
-        directory=redis.url,
-        internal_secret=SECRET,
-        internal_url=f"http://127.0.0.1:{port}",
-        engine="zuckzapgo",
-        engine_url=url,
-        engine_token="ztok",
-        engine_poll_interval=0.1,
+        **{
+            "directory": redis.url,
+            "internal_secret": SECRET,
+            "internal_url": f"http://127.0.0.1:{port}",
+            "engine": "zuckzapgo",
+            "engine_url": url,
+            "engine_token": "ztok",
+            "engine_poll_interval": 0.1,
+            **extra,
+        }
     )
     return await aiohttp_client(create_app(settings), server_kwargs={"port": port})
 
@@ -179,3 +192,223 @@ async def test_an_accept_landing_as_a_move_fails_is_taken_where_the_call_stays(
     )
     await accept_as_it_moves(old, ann, call_id, refused=(503, "no room after all"))
     await taken_once(old, fake, ann, bob, call_id, engine_id)
+
+
+async def answered_by_ann(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, fake: Any, bob_groups: list[str]
+) -> Any:
+    """Two workers, a route ringing ann (on the first); bob (``bob_groups``) on the second; a
+    call ann answered: its old (its owner) and new worker, the agents, the call's id."""
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url)
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    ann = await Agent.connect(a, "ann")
+    bob = await Agent.connect(b, "bob", bob_groups)
+    fake.ring_inbound("5521988880007")
+    call_id = (await ann.next("ringing"))["callID"]
+    await ann.send(type="accept", callID=call_id)
+    await ann.next("accepted")
+    assert (await ann.next("presence"))["state"] == "busy"
+    old, new = (a, b) if a.app[MANAGER].find_runtime(call_id) else (b, a)
+    await wait_state(old, call_id, "active")
+    return old, new, ann, bob, call_id
+
+
+async def ended_and_free(new: Any, fake: FakeZuckZapGo, ann: Agent, call_id: str) -> None:
+    """The call, hung up on ``new``, ends for ann, who is free again: rung for the next call."""
+    resp = await new.post("/call/hangup", json={"callID": call_id})
+    assert resp.status == 200, await resp.text()
+    assert (await ann.next("call.ended"))["callID"] == call_id
+    assert (await ann.next("presence"))["state"] == "available"
+    fake.ring_inbound("5521988880008")
+    assert (await ann.next("ringing"))["callID"] != call_id
+
+
+async def test_an_answered_call_drained_keeps_its_agent_on_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """The new owner resumed a moved call's route only while it rang: for an answered call
+    no run was there, so the agent on it heard none of its events, not even its end, and
+    stayed busy. The new owner binds the agent the ring record names now."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, []
+    )
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    resp = await new.post("/call/mute", json={"callID": call_id, "muted": True})
+    assert resp.status == 200, await resp.text()
+    assert (await ann.next("call.muted"))["callID"] == call_id  # the call's events, from new
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+async def test_a_transfer_ringing_as_its_call_drains_fails_cleanly_on_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """A transfer to a group ringing when the call moved was lost: the caller stayed held,
+    the agent who asked was never told, nor freed at the end. The new owner closes the
+    transfer's ring (an accept that won it takes the call; none here): the group hears
+    ``ringing.stopped``, the caller is off hold, the agent told ``transfer.failed`` keeps
+    the call."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, ["support"]
+    )
+    await ann.send(type="transfer", callID=call_id, group="support", timeoutS=30)
+    assert (await bob.next("ringing"))["callID"] == call_id
+    await old.app[HANDOVER].drain()
+    assert (await bob.next("ringing.stopped"))["callID"] == call_id
+    assert (await ann.next("transfer.failed"))["callID"] == call_id
+    assert (await wait_state(new, call_id, "active"))["held"] is False
+    await bob.send(type="accept", callID=call_id)  # too late: the new owner closed the round
+    assert (await bob.next("call.taken"))["callID"] == call_id
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+async def test_a_transfer_asked_as_its_call_moves_is_refused_409_moving(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """A transfer asked of the old worker while the call moves began there after its run was
+    saved for the new owner, and was lost with the old worker's copy: 202, then nothing.
+    Refused now (``409 moving``: ask again); the agent keeps the call on the new owner."""
+    old, new, ann, bob, call_id = await answered_by_ann(
+        aiohttp_client, redis, monkeypatch, fake, ["support"]
+    )
+    handover = old.app[HANDOVER]
+    sending, go = asyncio.Event(), asyncio.Event()
+    send = handover._send
+
+    async def held(target: Any, moved: Any) -> Any:
+        sending.set()
+        await go.wait()
+        return await send(target, moved)
+
+    handover._send = held
+    drain = asyncio.create_task(handover.drain())
+    await sending.wait()
+    resp = await old.post("/call/transfer", json={"callID": call_id, "group": "support"})
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["error"]["code"] == "moving"
+    go.set()
+    await drain
+    await ended_and_free(new, fake, ann, call_id)
+    await ann.ws.close()
+    await bob.ws.close()
+
+
+def received(sipp: Sipp) -> list[tuple[str, str]]:
+    """The requests SIPp received, in order: (method, Call-ID)."""
+    found = re.findall(
+        r"message received.*?\n\s*([A-Z]+) sip:.*?\nCall-ID:\s*(\S+)",
+        sipp.sent_and_received(),
+        re.S | re.I,
+    )
+    return [(method, call) for method, call in found]
+
+
+@pytest.mark.parametrize("moves", [True, False], ids=["moved", "move_failed"])
+async def test_a_phone_a_sip_step_rings_as_its_call_drains_is_rung_by_one_worker_at_a_time(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path, moves
+) -> None:
+    """The new owner began the step again while the old worker's phone still rang (its
+    CANCEL came only as the old worker let go): the phone rang twice at once. The old
+    worker's ring ends before the call's state leaves (its CANCEL answered 487, ACKed), and
+    only then does the new owner ring the phone, once; the call's hang-up there cancels it.
+    A move that fails (the target refuses): the old worker rings the phone again itself."""
+    require(not tools_missing(), tools_missing(), "make system-deps (Debian sip-tester)")
+    sipp = Sipp(tmp_path, "pbx_phone_no_answer.xml")
+    await sipp.start(remote=None, keys={}, server=True, transport="u1", calls=2)
+    listen = {"sip_trunk_listen": "127.0.0.1:0"}
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url, **listen)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url, **listen)
+    body = {"name": "pbx", "uri": f"sip:127.0.0.1:{sipp.port};transport=udp", "keepalive": 0}
+    resp = await a.post("/trunks", json={**body, "codecs": ["PCMU"]})
+    assert resp.status == 201, await resp.text()
+    trunk_id = (await resp.json())["trunkID"]
+
+    async def known_on_b() -> bool:
+        return (await b.get(f"/trunks/{trunk_id}")).status == 200
+
+    await until(known_on_b, 5.0, "the trunk on worker B")
+    steps = [{"sip": {"uri": "sip:2002@127.0.0.1", "trunkID": trunk_id, "timeoutS": 20}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    try:
+        fake.ring_inbound("5521988880009")
+        await until(lambda: len(received(sipp)) == 1, 5.0, "the phone rung")
+        old, new = (a, b) if a.app[MANAGER].live_calls() else (b, a)
+        call_id = old.app[MANAGER].live_calls()[0].id
+        handover = old.app[HANDOVER]
+        send = handover._send
+
+        async def slow_to_let_go(target: Any, moved: Any) -> Any:
+            """The old worker lets go only once the new owner rang the phone (as when it
+            relays a browser, up to 10 s): before, the phone rang from both at once."""
+            if not moves:
+                return 503, "no room after all"
+            answer = await send(target, moved)
+            invites = lambda: [m for m, _ in received(sipp)].count("INVITE")  # noqa: E731
+            await until(lambda: invites() == 2, 5.0, "the new owner's INVITE")
+            return answer
+
+        handover._send = slow_to_let_go
+        await handover.drain()
+        carrier = new if moves else old
+        assert carrier.app[MANAGER].find_runtime(call_id) is not None
+        await until(lambda: len(received(sipp)) == 4, 5.0, "the phone rung again")
+        resp = await carrier.post("/call/hangup", json={"callID": call_id})
+        assert resp.status == 200, await resp.text()
+        assert await sipp.finish(10.0) == 0, sipp.report()
+    finally:
+        await sipp.stop()
+    (first, _), (cancel, first_cancelled), (ack, _), (second, _) = received(sipp)[:4]
+    assert (first, cancel, ack, second) == ("INVITE", "CANCEL", "ACK", "INVITE")
+    assert [m for m, _ in received(sipp)] == ["INVITE", "CANCEL", "ACK"] * 2
+    assert first_cancelled == received(sipp)[0][1] != received(sipp)[3][1]
+
+
+async def test_an_agents_leg_follows_its_answered_call_to_the_new_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """ann's connected leg (her socket on B) was lent to the call on A; A drained, the call
+    moved to B, and A's stream to her leg closed with A's copy of the call: her leg parked,
+    and she heard nothing more of the caller. The new owner lends it to the call again once
+    it is idle: she hears the caller's 700 Hz (the fake engine's tone) from B."""
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    # B looks at the engine's calls seldom: the call rings on A.
+    b = await worker(
+        aiohttp_client, redis, monkeypatch, "worker-b", fake.url, engine_poll_interval=5
+    )
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    ann = LegAgent(await Agent.connect(b, "ann"))
+    await ann.offer()
+    try:
+        fake.ring_inbound("5521988880010")
+        call_id = (await ann.agent.next("ringing"))["callID"]
+        assert a.app[MANAGER].find_runtime(call_id) is not None
+        await ann.agent.send(type="accept", callID=call_id)
+        assert (await ann.agent.next("accepted"))["leg"] is True
+        await wait_state(a, call_id, "active")
+        await a.app[HANDOVER].drain()
+        assert b.app[MANAGER].find_runtime(call_id) is not None
+        moved = time.monotonic()
+
+        def hears_the_caller() -> None:
+            heard = ann.recorder.since(moved + 0.3)
+            assert len(heard) >= ann.recorder.rate * 0.4, "not enough heard yet"
+            assert abs(dominant_frequency(heard, ann.recorder.rate) - fake.tone_hz) < 15
+            assert np.sqrt(np.mean(np.square(heard / 32768.0))) > 0.01
+
+        await until_passes(hears_the_caller, 5.0)
+        resp = await b.post("/call/hangup", json={"callID": call_id})
+        assert resp.status == 200, await resp.text()
+        assert (await ann.agent.next("call.ended"))["callID"] == call_id
+    finally:
+        await ann.close()
+        await ann.agent.ws.close()
