@@ -31,6 +31,7 @@ from ..errors import (
     DirectoryUnavailable,
     OwnerUnreachable,
 )
+from ..logs import Repeats
 from ..numbers.front_door import webhook_calls
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER, TENANT_HEADER
 from .engine import WEBHOOK_PATH
@@ -70,6 +71,10 @@ _HOP_BY_HOP = frozenset(
 
 
 def routing_middleware(secret: str) -> Middleware:
+    handled_here = Repeats(size=4)
+    """Engine webhooks handled here as they could not be routed, by reason: said once while
+    it lasts (one line per webhook through a Redis outage before), its end once."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.get(FORWARDED):
@@ -89,7 +94,7 @@ def routing_middleware(secret: str) -> Middleware:
         if request.method == "POST" and request.path == "/call/make":
             return await _place(request, handler, secret)
         if request.method == "POST" and request.path == WEBHOOK_PATH:
-            return await _route_webhook(request, handler, secret)
+            return await _route_webhook(request, handler, secret, handled_here)
         call_id = await call_id_of(request)
         directory = request.app[DIRECTORY]
         local = request.app[MANAGER].registry.get(call_id) if call_id is not None else None
@@ -193,7 +198,9 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
     raise AtCapacity("every worker carries its maximum of calls (BRIDGE_MAX_CALLS each)")
 
 
-async def _route_webhook(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
+async def _route_webhook(
+    request: web.Request, handler: Handler, secret: str, handled_here: Repeats
+) -> web.StreamResponse:
     """An engine webhook about a call another worker owns goes to that worker (which checks
     it, e.g. Meta's signature, on the same raw body); one about a new call goes to the
     least-loaded worker with room, like ``/call/make``."""
@@ -202,12 +209,16 @@ async def _route_webhook(request: web.Request, handler: Handler, secret: str) ->
     directory = request.app[DIRECTORY]
     try:
         target = await _webhook_owner(request, about)
+        if directory.available:
+            for reason, count in handled_here.drain():
+                log.info("engine webhooks routed again: %d were handled here (%s)", count, reason)
         if target is not None and target[0] != directory.worker_id:
             return await forward(request, target[1], secret, owner=target[0])
     except (DirectoryUnavailable, OwnerUnreachable) as exc:
         # Meta would retry a 503 for a while; this worker's engine handles what it can (its
         # own calls; a new call rings here).
-        log.warning("engine webhook handled here: %s", exc.message)
+        if handled_here.seen(exc.code) == 1:
+            log.warning("engine webhooks handled here: %s (said once while it lasts)", exc.message)
     return await handler(request)
 
 

@@ -318,7 +318,9 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
     """Two workers on Meta's Cloud API (the fake, written from its spec), Redis stalled. Two
     users call, posted to A: both calls ring there for the app (its webhooks). Before, each
     call's desk route read (Redis's) failed as an ERROR with its traceback; now the calls
-    ring without their route, said once at WARNING."""
+    ring without their route, said once at WARNING. Each webhook handled there unrouted was
+    a WARNING of its own: now one while it lasts, and its end once, when a third user's call
+    (Redis back) goes to B, the emptier."""
     from ..fakes.cloudapi import FakeMeta
 
     meta = FakeMeta()
@@ -329,24 +331,35 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
         env["BRIDGE_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(b"k" * 32).decode()
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
-        a = Bridge(redis, tmp_path / "a", env=env)
+        a = Bridge(redis, tmp_path / "a", env={**env, "BRIDGE_LOG_LEVEL": "info"})
         b = Bridge(redis, tmp_path / "b", env=env)
         to_a = Http(session, a.base)
         log_a: list[str] = []
+
+        def ringing(count: int) -> Callable[[], list[dict[str, Any]] | None]:
+            def rung() -> list[dict[str, Any]] | None:
+                calls = [e["call"] for e in events if e["type"] == "call.ringing"]
+                return calls if len(calls) == count else None
+
+            return rung
+
         try:
             await start_bridges(session, a, b)
             async with paused(redis):
-
-                def ringing() -> list[dict[str, Any]] | None:
-                    calls = [e["call"] for e in events if e["type"] == "call.ringing"]
-                    return calls if len(calls) == 2 else None
-
                 await meta.user_calls(to_a, "15550001111")
                 await meta.user_calls(to_a, "15550001112")
-                rung = await until(ringing, 10, "both users' calls ringing", every=0.1)
+                rung = await until(ringing(2), 10, "both users' calls ringing", every=0.1)
                 assert [c["owner"] for c in rung] == [a.worker_id] * 2, rung
                 # Its read of the routes waits out Redis's timeout: said (or failed) then.
                 await read_log_until(a, ("route not run", ":route failed"), log_a)
+
+            async def ready() -> bool:
+                return (await get(session, a.base, "/readyz"))[0] == 200
+
+            await until(ready, 15, "A's /readyz to say 200 again", every=0.1)
+            await meta.user_calls(to_a, "15550001113")
+            rung = await until(ringing(3), 10, "the third user's call ringing", every=0.1)
+            assert rung[2]["owner"] == b.worker_id, rung
         finally:
             logs = await asyncio.gather(a.stop(), b.stop())
             await meta.stop()
@@ -354,3 +367,5 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
     said = "".join(log_a)
     assert "ERROR" not in said and "Traceback" not in said, said
     assert said.count("route not run") == 1, said
+    assert said.count(" handled here: ") == 1, said  # a WARNING per webhook before
+    assert said.count("engine webhooks routed again: 2 were handled here") == 1, said
