@@ -203,7 +203,14 @@ async def _route_webhook(
 ) -> web.StreamResponse:
     """An engine webhook about a call another worker owns goes to that worker (which checks
     it, e.g. Meta's signature, on the same raw body); one about a new call goes to the
-    least-loaded worker with room, like ``/call/make``."""
+    least-loaded worker with room, like ``/call/make``.
+
+    Where the directory cannot say who carries a call the webhook names (Redis away), or its
+    carrier does not answer, a new call rings here. Any other webhook (a user's hang-up, a
+    call's status) is checked and taken here for what this worker carries, and answered 503:
+    Meta delivers a webhook answered other than 200 again, later (its Cloud API webhooks
+    documentation), so the call's own worker hears it once it can be found. Answered 200, it
+    was lost, the call left up on its worker."""
     raw = await read_raw_json(request, WEBHOOK_LIMIT)
     about = webhook_calls(request.app[SWITCHBOARD], raw, request.query)  # none: handled here
     directory = request.app[DIRECTORY]
@@ -215,8 +222,13 @@ async def _route_webhook(
         if target is not None and target[0] != directory.worker_id:
             return await forward(request, target[1], secret, owner=target[0])
     except (DirectoryUnavailable, OwnerUnreachable) as exc:
-        # Meta would retry a 503 for a while; this worker's engine handles what it can (its
-        # own calls; a new call rings here).
+        if not about.new_call:
+            await handler(request)  # a forged one is refused (401); this worker's calls taken
+            raise type(exc)(
+                f"{exc.message}: the webhook names a call another worker may carry, "
+                "deliver it again later",
+                code=exc.code,
+            ) from None
         if handled_here.seen(exc.code) == 1:
             log.warning("engine webhooks handled here: %s (said once while it lasts)", exc.message)
     return await handler(request)

@@ -29,7 +29,16 @@ from aiohttp import web
 
 from bridge.cluster.redis_owner import SWAP
 
-from ..support.cluster import Bridge, Http, Redis, get, post, require_redis, start_bridges
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    get,
+    post,
+    require_redis,
+    start_bridges,
+    wait_call,
+)
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
 from ..support.waits import until
@@ -320,7 +329,9 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
     call's desk route read (Redis's) failed as an ERROR with its traceback; now the calls
     ring without their route, said once at WARNING. Each webhook handled there unrouted was
     a WARNING of its own: now one while it lasts, and its end once, when a third user's call
-    (Redis back) goes to B, the emptier."""
+    (Redis back) goes to B, the emptier. Meta's terminate of a call one worker carries, posted
+    to the other, was answered 200 and dropped there, the call left up: now 503 (said once),
+    and Meta's delivery of it again once Redis is back ends the call on its worker."""
     from ..fakes.cloudapi import FakeMeta
 
     meta = FakeMeta()
@@ -345,11 +356,24 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
 
         try:
             await start_bridges(session, a, b)
+            status, made = await post(session, a.base, "/call/make", {"phone": "15550002222"})
+            assert status == 201, made
+            owner, other = (a, b) if made["owner"] == a.worker_id else (b, a)
+            outbound = next(iter(meta.meta_calls.values()))
+            answered = meta.envelope(meta.answer_event(outbound))
+            assert (await meta.post(Http(session, owner.base), answered)).status == 200
+            await wait_call(session, owner.base, made["callID"], "active")
+            hung_up = json.dumps(meta.envelope(meta.terminate_event(outbound))).encode()
             async with paused(redis):
                 await meta.user_calls(to_a, "15550001111")
                 await meta.user_calls(to_a, "15550001112")
                 rung = await until(ringing(2), 10, "both users' calls ringing", every=0.1)
                 assert [c["owner"] for c in rung] == [a.worker_id] * 2, rung
+                for _ in range(2):  # Meta delivers it, and again later
+                    resp = await meta.post(Http(session, other.base), hung_up)
+                    assert resp.status == 503 and "Retry-After" in resp.headers, resp.status
+                read = await wait_call(session, owner.base, made["callID"], "active")
+                assert read["endReason"] is None
                 # Its read of the routes waits out Redis's timeout: said (or failed) then.
                 await read_log_until(a, ("route not run", ":route failed"), log_a)
 
@@ -357,6 +381,10 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
                 return (await get(session, a.base, "/readyz"))[0] == 200
 
             await until(ready, 15, "A's /readyz to say 200 again", every=0.1)
+            resp = await meta.post(Http(session, other.base), hung_up)  # Meta's next try
+            assert resp.status == 200, await resp.text()
+            ended = await wait_call(session, owner.base, made["callID"], "ended")
+            assert ended["endReason"] == "remote_hangup", ended
             await meta.user_calls(to_a, "15550001113")
             rung = await until(ringing(3), 10, "the third user's call ringing", every=0.1)
             assert rung[2]["owner"] == b.worker_id, rung
@@ -369,3 +397,5 @@ async def test_cloud_api_webhooks_while_redis_is_paused(
     assert said.count("route not run") == 1, said
     assert said.count(" handled here: ") == 1, said  # a WARNING per webhook before
     assert said.count("engine webhooks routed again: 2 were handled here") == 1, said
+    refused = said if other is a else logs[1]  # the webhook's 503s, said once
+    assert refused.count("503 directory_unavailable") == 1, refused
