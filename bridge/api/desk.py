@@ -111,7 +111,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _route_of(request: web.Request, routes_: list) -> object:
+def _route_of(request: web.Request, routes_: list[Route]) -> Route:
     route_id = request.match_info["routeID"]
     principal = principal_of(request)
     for route in routes_:
@@ -133,7 +133,7 @@ async def create_route(request: web.Request) -> web.Response:
         if number is None or not (principal.admin or number.tenant_id == principal.tenant_id):
             raise BadRequest(f"field 'numbers': no number {number_id[:64]!r}", code="bad_number")
     await _check_hand_offs(request, route)
-    await request.app[DESK].add_route(route, request.app[SETTINGS].calls.max_routes)
+    await request.app[DESK].routes.add(route, request.app[SETTINGS].calls.max_routes)
     return web.json_response(route.view(), status=201)
 
 
@@ -172,23 +172,23 @@ async def _check_hand_offs(request: web.Request, route: Route) -> None:
 @routes.get("/routes")
 async def list_routes(request: web.Request) -> web.Response:
     principal = principal_of(request)
-    every = await request.app[DESK].routes()
+    every = await request.app[DESK].routes.every()
     mine = [r for r in every if principal.admin or r.tenant_id == principal.tenant_id]
     return web.json_response({"routes": [r.view() for r in mine]})
 
 
 @routes.get("/routes/{routeID}")
 async def get_route(request: web.Request) -> web.Response:
-    route = _route_of(request, await request.app[DESK].routes())
-    return web.json_response(route.view())  # type: ignore[attr-defined]
+    route = _route_of(request, await request.app[DESK].routes.every())
+    return web.json_response(route.view())
 
 
 @routes.delete("/routes/{routeID}")
 async def delete_route(request: web.Request) -> web.Response:
-    desk = request.app[DESK]
-    route = _route_of(request, await desk.routes())
-    await desk.store.delete_route(route.route_id)  # type: ignore[attr-defined]
-    return web.json_response({"routeID": route.route_id, "deleted": True})  # type: ignore[attr-defined]
+    book = request.app[DESK].routes
+    route = _route_of(request, await book.every())
+    await book.delete(route.route_id)
+    return web.json_response({"routeID": route.route_id, "deleted": True})
 
 
 async def desk_resources(app: web.Application) -> AsyncIterator[None]:

@@ -31,6 +31,7 @@ from ..errors import (
     DirectoryUnavailable,
     OwnerUnreachable,
 )
+from ..logs import Repeats
 from ..numbers.front_door import webhook_calls
 from .auth import FORWARDED, INTERNAL_HEADER, OWNER_HEADER, TENANT_HEADER
 from .engine import WEBHOOK_PATH
@@ -70,6 +71,10 @@ _HOP_BY_HOP = frozenset(
 
 
 def routing_middleware(secret: str) -> Middleware:
+    handled_here = Repeats(size=4)
+    """Engine webhooks handled here as they could not be routed, by reason: said once while
+    it lasts (one line per webhook through a Redis outage before), its end once."""
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.get(FORWARDED):
@@ -89,7 +94,7 @@ def routing_middleware(secret: str) -> Middleware:
         if request.method == "POST" and request.path == "/call/make":
             return await _place(request, handler, secret)
         if request.method == "POST" and request.path == WEBHOOK_PATH:
-            return await _route_webhook(request, handler, secret)
+            return await _route_webhook(request, handler, secret, handled_here)
         call_id = await call_id_of(request)
         directory = request.app[DIRECTORY]
         local = request.app[MANAGER].registry.get(call_id) if call_id is not None else None
@@ -193,21 +198,39 @@ async def _place(request: web.Request, handler: Handler, secret: str) -> web.Str
     raise AtCapacity("every worker carries its maximum of calls (BRIDGE_MAX_CALLS each)")
 
 
-async def _route_webhook(request: web.Request, handler: Handler, secret: str) -> web.StreamResponse:
+async def _route_webhook(
+    request: web.Request, handler: Handler, secret: str, handled_here: Repeats
+) -> web.StreamResponse:
     """An engine webhook about a call another worker owns goes to that worker (which checks
     it, e.g. Meta's signature, on the same raw body); one about a new call goes to the
-    least-loaded worker with room, like ``/call/make``."""
+    least-loaded worker with room, like ``/call/make``.
+
+    Where the directory cannot say who carries a call the webhook names (Redis away), or its
+    carrier does not answer, a new call rings here. Any other webhook (a user's hang-up, a
+    call's status) is checked and taken here for what this worker carries, and answered 503:
+    Meta delivers a webhook answered other than 200 again, later (its Cloud API webhooks
+    documentation), so the call's own worker hears it once it can be found. Answered 200, it
+    was lost, the call left up on its worker."""
     raw = await read_raw_json(request, WEBHOOK_LIMIT)
     about = webhook_calls(request.app[SWITCHBOARD], raw, request.query)  # none: handled here
     directory = request.app[DIRECTORY]
     try:
         target = await _webhook_owner(request, about)
+        if directory.available:
+            for reason, count in handled_here.drain():
+                log.info("engine webhooks routed again: %d were handled here (%s)", count, reason)
         if target is not None and target[0] != directory.worker_id:
             return await forward(request, target[1], secret, owner=target[0])
     except (DirectoryUnavailable, OwnerUnreachable) as exc:
-        # Meta would retry a 503 for a while; this worker's engine handles what it can (its
-        # own calls; a new call rings here).
-        log.warning("engine webhook handled here: %s", exc.message)
+        if not about.new_call:
+            await handler(request)  # a forged one is refused (401); this worker's calls taken
+            raise type(exc)(
+                f"{exc.message}: the webhook names a call another worker may carry, "
+                "deliver it again later",
+                code=exc.code,
+            ) from None
+        if handled_here.seen(exc.code) == 1:
+            log.warning("engine webhooks handled here: %s (said once while it lasts)", exc.message)
     return await handler(request)
 
 

@@ -26,7 +26,6 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
-from ..errors import Conflict
 from ..tasks import TaskSet
 from . import handoffs, wire
 from .bridged import Models, Trunks
@@ -34,7 +33,8 @@ from .lease import PresenceLease
 from .legs import AgentLegs
 from .lending import Lending
 from .presence import AgentPresence
-from .routes import Route, pick, route_from_stored, stored
+from .route_book import RouteBook
+from .routes import Route
 from .runner import RouteRun
 from .session import AgentSession
 from .store import GRACE, AgentKey, AgentRecord, DeskStore
@@ -90,6 +90,8 @@ class Desk:
         """The agents' always-connected media legs (``legs.py``)."""
         self.lending: Lending | None = None
         """Legs lent to calls on other workers (``lending.py``): in a cluster only."""
+        self.routes = RouteBook(store)
+        """The routes in the store, and each ringing call's (``route_book.py``)."""
 
     async def start(self) -> None:
         await self.store.start(self._on_bus)
@@ -280,24 +282,6 @@ class Desk:
                 return True
         return False
 
-    # -- routes
-    async def add_route(self, route: Route, cap: int) -> None:
-        """Store a new route, its tenant's routes kept within ``cap`` as it is written (409
-        ``too_many_routes``: ``BRIDGE_MAX_ROUTES``; every ringing call reads its tenant's
-        routes, so a tenant's key must not grow them for ever)."""
-        if not await self.store.put_route(route.route_id, stored(route), cap=cap):
-            raise Conflict(
-                f"the tenant has {cap} routes, as many as BRIDGE_MAX_ROUTES allows: "
-                "delete one first",
-                code="too_many_routes",
-            )
-
-    async def routes(self) -> list[Route]:
-        return [route_from_stored(r) for r in await self.store.routes()]
-
-    async def _route_for(self, call: Call) -> Route | None:
-        return pick(await self.routes(), call.tenant_id or None, call.number_id)
-
     def _call_changed(self, type_: str, call: Call) -> None:
         if handoffs.follow(self, type_, call):  # moved here, or lost with its worker
             return
@@ -313,9 +297,13 @@ class Desk:
             return
         if self.answered_elsewhere(call):
             return  # the number's calls go straight to a PBX (a trunk's "answer")
-        route = await self._route_for(call)
-        if route is None and not await self.candidates(call.tenant_id or None, ALL):
-            return  # no route and nobody connected: today's behaviour (the app answers)
+        try:
+            route = await self.routes.of(call)
+            if route is None and not await self.candidates(call.tenant_id or None, ALL):
+                return  # no route and nobody connected: today's behaviour (the app answers)
+        except Exception as exc:  # the store's own errors (Redis's are not OSError)
+            self.routes.unreadable(call, exc)
+            return  # the app answers, as with no route
         await self.new_run(runtime, route).run()
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:

@@ -223,7 +223,10 @@ class Destination:
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            # Until the service closes, checked at each turn too: ``asyncio.wait_for`` (Python
+            # 3.11) swallows a cancellation that lands as the wake-up does (the shutdown's
+            # last event), and the worker waited on, holding up the close.
+            while not self.service.tasks.closed:
                 delivery = self._take(loop.time())
                 if delivery is None:
                     self._wake.clear()

@@ -2,7 +2,8 @@
 worker as Redis stops answering, for longer than the workers wait for it (``AGAIN_WITHIN``):
 the worker that found the call rings it itself, it is answered there and its audio flows, and
 once Redis is back exactly one worker carries it. One that starts ringing while Redis is away:
-rung once, by the first worker to claim it when Redis is back.
+rung once, by the first worker to claim it when Redis is back. On Meta's Cloud API, webhooks
+reaching a worker while Redis stalls: a user's new call rings there (its desk route not run).
 
 Two real ``python -m bridge`` processes on a real ``redis-server``, both polling one ZuckZapGo
 engine (the fake, written from its spec); the target's Redis connections go through a small
@@ -20,7 +21,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -28,7 +29,16 @@ from aiohttp import web
 
 from bridge.cluster.redis_owner import SWAP
 
-from ..support.cluster import Bridge, Http, Redis, get, post, require_redis, start_bridges
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    get,
+    post,
+    require_redis,
+    start_bridges,
+    wait_call,
+)
 from ..support.ports import free_port
 from ..support.rtc_client import RtcClient
 from ..support.waits import until
@@ -278,3 +288,114 @@ async def test_a_call_that_starts_ringing_while_redis_is_away_is_rung_once_when_
             await fake.stop()
     said = [line for log in logs for line in log.splitlines() if "not taken yet" in line]
     assert len(said) == 2, said  # once on each worker, however many polls
+
+
+@contextlib.asynccontextmanager
+async def paused(redis: Redis) -> AsyncIterator[Callable[[], None]]:
+    """Redis stops answering (SIGSTOP of the server this test started: a host that stalls,
+    each command waiting out its timeout); yields its resume (called on the way out at the
+    latest)."""
+    assert redis.proc is not None
+    stopped = [redis.proc.pid]
+    os.kill(stopped[0], signal.SIGSTOP)
+
+    def resume() -> None:
+        if stopped:
+            os.kill(stopped.pop(), signal.SIGCONT)
+
+    try:
+        yield resume
+    finally:
+        resume()
+
+
+async def read_log_until(bridge: Bridge, texts: tuple[str, ...], into: list[str]) -> None:
+    """Read ``bridge``'s log (its stderr) into ``into`` up to the first line holding one of
+    ``texts`` (what its ``stop()`` returns is the rest)."""
+    assert bridge.proc is not None and bridge.proc.stderr is not None
+    async with asyncio.timeout(15):
+        while line := (await bridge.proc.stderr.readline()).decode():
+            into.append(line)
+            if any(text in line for text in texts):
+                return
+    raise AssertionError(f"the log of {bridge.base} ended saying none of {texts}")
+
+
+async def test_cloud_api_webhooks_while_redis_is_paused(
+    redis, session, tmp_path, aiohttp_server
+) -> None:
+    """Two workers on Meta's Cloud API (the fake, written from its spec), Redis stalled. Two
+    users call, posted to A: both calls ring there for the app (its webhooks). Before, each
+    call's desk route read (Redis's) failed as an ERROR with its traceback; now the calls
+    ring without their route, said once at WARNING. Each webhook handled there unrouted was
+    a WARNING of its own: now one while it lasts, and its end once, when a third user's call
+    (Redis back) goes to B, the emptier. Meta's terminate of a call one worker carries, posted
+    to the other, was answered 200 and dropped there, the call left up: now 503 (said once),
+    and Meta's delivery of it again once Redis is back ends the call on its worker."""
+    from ..fakes.cloudapi import FakeMeta
+
+    meta = FakeMeta()
+    await meta.start()
+    async with webhook_events(aiohttp_server) as (hook_url, events):
+        env = {f"BRIDGE_{k.upper()}": str(v) for k, v in meta.bridge_settings().items()}
+        env["BRIDGE_WEBHOOK_URL"] = hook_url
+        env["BRIDGE_WEBHOOK_SECRET"] = "whsec_" + base64.b64encode(b"k" * 32).decode()
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Bridge(redis, tmp_path / "a", env={**env, "BRIDGE_LOG_LEVEL": "info"})
+        b = Bridge(redis, tmp_path / "b", env=env)
+        to_a = Http(session, a.base)
+        log_a: list[str] = []
+
+        def ringing(count: int) -> Callable[[], list[dict[str, Any]] | None]:
+            def rung() -> list[dict[str, Any]] | None:
+                calls = [e["call"] for e in events if e["type"] == "call.ringing"]
+                return calls if len(calls) == count else None
+
+            return rung
+
+        try:
+            await start_bridges(session, a, b)
+            status, made = await post(session, a.base, "/call/make", {"phone": "15550002222"})
+            assert status == 201, made
+            owner, other = (a, b) if made["owner"] == a.worker_id else (b, a)
+            outbound = next(iter(meta.meta_calls.values()))
+            answered = meta.envelope(meta.answer_event(outbound))
+            assert (await meta.post(Http(session, owner.base), answered)).status == 200
+            await wait_call(session, owner.base, made["callID"], "active")
+            hung_up = json.dumps(meta.envelope(meta.terminate_event(outbound))).encode()
+            async with paused(redis):
+                await meta.user_calls(to_a, "15550001111")
+                await meta.user_calls(to_a, "15550001112")
+                rung = await until(ringing(2), 10, "both users' calls ringing", every=0.1)
+                assert [c["owner"] for c in rung] == [a.worker_id] * 2, rung
+                for _ in range(2):  # Meta delivers it, and again later
+                    resp = await meta.post(Http(session, other.base), hung_up)
+                    assert resp.status == 503 and "Retry-After" in resp.headers, resp.status
+                read = await wait_call(session, owner.base, made["callID"], "active")
+                assert read["endReason"] is None
+                # Its read of the routes waits out Redis's timeout: said (or failed) then.
+                await read_log_until(a, ("route not run", ":route failed"), log_a)
+
+            async def ready() -> bool:
+                return (await get(session, a.base, "/readyz"))[0] == 200
+
+            await until(ready, 15, "A's /readyz to say 200 again", every=0.1)
+            resp = await meta.post(Http(session, other.base), hung_up)  # Meta's next try
+            assert resp.status == 200, await resp.text()
+            ended = await wait_call(session, owner.base, made["callID"], "ended")
+            assert ended["endReason"] == "remote_hangup", ended
+            await meta.user_calls(to_a, "15550001113")
+            rung = await until(ringing(3), 10, "the third user's call ringing", every=0.1)
+            assert rung[2]["owner"] == b.worker_id, rung
+        finally:
+            logs = await asyncio.gather(a.stop(), b.stop())
+            await meta.stop()
+    log_a.append(logs[0])
+    said = "".join(log_a)
+    assert "ERROR" not in said and "Traceback" not in said, said
+    assert said.count("route not run") == 1, said
+    assert said.count(" handled here: ") == 1, said  # a WARNING per webhook before
+    assert said.count("engine webhooks routed again: 2 were handled here") == 1, said
+    refused = said if other is a else logs[1]  # the webhook's 503s, said once
+    assert refused.count("503 directory_unavailable") == 1, refused
