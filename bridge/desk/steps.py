@@ -7,7 +7,8 @@ what is under way (its ``doing``: ``{"playing": playbackId}`` or ``{"voicemail":
 the wall-clock end of the recording). The worker the call moves to plays the playback on
 under its id and records on into the recording's next segment (``calls/handover.py``), and
 goes on from there (:func:`carry_on`): the step after a ``play`` once its playback ends there;
-a voicemail ended at its original ``maxS``.
+a voicemail ended at its original ``maxS``, its ``call.voicemail`` naming the caller's whole
+message, the segments the move made joined into one file (``RecordingService.joined``).
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ async def _recorded_until(run: PlayRun, until: float) -> bool:
 
 async def recorded(run: PlayRun) -> None:
     """The voicemail recorded (at ``maxS``, or the caller hung up first: what was said):
-    ``call.voicemail {recordingID, durationMs}`` names its inbound file."""
+    ``call.voicemail {recordingID, durationMs}`` names its inbound file — the segments a move
+    of the call made joined into one."""
     recorder, run.voicemail = run.voicemail, None
     if recorder is None:
         return
@@ -137,6 +139,8 @@ async def recorded(run: PlayRun) -> None:
     heard = next((r for r in recordings if r.kind == "inbound"), None)
     if heard is None:
         return
+    if recorder.segment > 1:
+        heard = await run.desk.recordings.joined(recorder, heard)
     run.runtime.emit("call.voicemail", recordingID=heard.id, durationMs=heard.duration_ms)
 
 

@@ -488,6 +488,35 @@ async def test_a_play_step_under_way_as_its_call_drains_goes_on_to_the_next_step
     assert [f["reason"] for f in finished] == ["played"]  # played out there, then the step
 
 
+async def test_a_voicemail_recording_as_its_call_drains_ends_at_its_max_there_whole(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """The recording moved with the call (its next segment, on the new owner), but nothing
+    there ended the voicemail at its ``maxS`` nor said ``call.voicemail``: the caller was
+    recorded until they hung up, and the message was lost. The new owner ends it at the
+    original deadline, and ``call.voicemail`` names the whole message: the segment recorded
+    before the move and the one after, joined (the caller's 700 Hz in both parts)."""
+    old, new, call_id, engine_id, said = await answered_by_its_route(
+        aiohttp_client, redis, monkeypatch, fake, tmp_path, [{"voicemail": {"maxS": 2}}]
+    )
+    runtime = old.app[MANAGER].find_runtime(call_id)
+    await until(lambda: runtime.attached("recorder"), 5.0, "the voicemail recording")
+    await asyncio.sleep(0.6)  # the caller's first words, recorded on the old worker
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    voicemail = lambda: [d for t, d in said if t == "call.voicemail"]  # noqa: E731
+    [message] = await until(voicemail, 5.0, "call.voicemail from the new owner")
+    await until(lambda: fake.calls[engine_id].state == "ended", 5.0, "the hang-up at maxS")
+    assert 1700 <= message["durationMs"] <= 2600, message  # maxS, not what followed the move
+    resp = await new.get(f"/call/recordings/{message['recordingID']}")
+    assert resp.status == 200, await resp.text()
+    with wave.open(io.BytesIO(await resp.read())) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    for part in (pcm[3200:8000], pcm[-9600:-1600]):  # before the move, and after it
+        assert abs(dominant_frequency(part, 16000) - fake.tone_hz) < 15
+        assert np.sqrt(np.mean(np.square(part / 32768.0))) > 0.01
+
+
 async def test_a_step_answering_as_its_call_drains_answers_once(
     aiohttp_client, redis, monkeypatch, fake, tmp_path
 ) -> None:
