@@ -158,8 +158,8 @@ async def carry_on(run: PlayRun, step: Step, index: int, doing: dict[str, Any]) 
         return
     recorders = run.runtime.attached("recorder")
     run.wants_media = True
-    if not recorders:  # its next segment could not start here (said where it failed)
-        log.warning(
+    if not recorders:  # its next segment could not start here (said at WARNING where it failed)
+        log.info(
             "call %s: its voicemail is not recorded on here; it ends at its maxS all the same",
             run.call.id,
             extra={"call_id": run.call.id},
