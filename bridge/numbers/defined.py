@@ -30,7 +30,8 @@ from typing import Any
 
 from ..config import EngineKind, RecordingSetting, Settings, env_name
 from ..errors import Conflict
-from .model import DEFAULT_NUMBER, Number, engine_fields
+from .blocks import engine_fields
+from .model import DEFAULT_NUMBER, Number
 from .tenants import TENANT_FIELDS
 
 log = logging.getLogger(__name__)
