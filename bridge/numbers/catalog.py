@@ -35,6 +35,8 @@ from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from . import deleted, rules
 from .defined import (
+    MADE,
+    SIP_PASSWORD,
     Defined,
     changed_fields,
     default_record,
@@ -267,6 +269,8 @@ class Catalog(NumbersView):
 
         def decide() -> dict[str, Any]:  # over what is stored at the write's version
             stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
+            if SIP_PASSWORD in changed:  # who made it goes with it
+                stored[MADE] = number.sip_password_made or None
             # A field unset (``null``) is no longer stored: the settings' value, if any.
             return default_record({f: v for f, v in stored.items() if v is not None}, engine)
 

@@ -93,6 +93,11 @@ class Number:
     """The engine block's secret fields, by their camelCase names (write-only)."""
     recording: str = "allowed"
     created_at: float = field(default_factory=time.time)
+    sip_password_made: bool = False
+    """Whether ``secrets["sipPassword"]`` is the one Meta made when the bridge put the number
+    on its SIP road (``…/sip/enable``, ``…/sip/rotate``, a numbers file's ``sip: {enable:
+    true}``) rather than one the operator gave (a ``PATCH``, the numbers file, a setting): the
+    export asks a fresh bridge to do the same (``file.py``). Stored as ``sipPasswordMade``."""
 
     @property
     def meta_id(self) -> str:
@@ -169,6 +174,7 @@ class Number:
             "secrets": self.secrets,
             "recording": self.recording,
             "createdAt": self.created_at,
+            "sipPasswordMade": self.sip_password_made,
         }
 
     @classmethod
@@ -183,6 +189,7 @@ class Number:
             secrets=dict(record.get("secrets") or {}),
             recording=str(record.get("recording") or "allowed"),
             created_at=float(record.get("createdAt") or time.time()),
+            sip_password_made=bool(record.get("sipPasswordMade")),
         )
 
 
@@ -244,6 +251,8 @@ def patch_number(number: Number, body: Mapping[str, Any]) -> Number:
         complete = number.number_id != DEFAULT_NUMBER  # on Meta's SIP road: no Graph token
         block = body[number.engine.value]
         apply_engine_block(number.engine, changed.config, changed.secrets, block, complete=complete)
+        if isinstance(block, dict) and "sipPassword" in block:
+            changed.sip_password_made = False  # the operator's from now on (or none)
     return changed
 
 
