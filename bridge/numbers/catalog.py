@@ -30,7 +30,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, DirectoryUnavailable, NotFound
+from ..config import env_name
+from ..errors import Conflict, DirectoryUnavailable, NotFound
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from . import deleted, rules
@@ -278,8 +279,13 @@ class Catalog(NumbersView):
         return self.numbers[DEFAULT_NUMBER]
 
     async def delete_number(self, number_id: str) -> None:
-        if number_id == DEFAULT_NUMBER:
-            raise BadRequest("the default number is defined by the settings: it cannot be deleted")
+        if number_id == DEFAULT_NUMBER:  # the operator's, as a field the settings define is
+            raise Conflict(
+                f"number {DEFAULT_NUMBER} comes from {env_name('engine')} and its settings: the "
+                "default number is built from the settings at start; it cannot be deleted "
+                "through the API (change the settings instead)",
+                code="defined_by_operator",
+            )
 
         def left() -> list[Edit]:  # a Meta number's id remembered (deleted.py)
             return deleted.edits(self.deleted, self.numbers.get(number_id), None)

@@ -95,6 +95,10 @@ async def test_what_the_settings_define_on_the_default_number_is_refused(dclient
         error = body["error"]
         assert status == 409 and error["code"] == "defined_by_operator", (patch, error)
         assert f"'{field}'" in error["message"] and setting in error["message"], error
+    resp = await client.delete("/numbers/default", headers=ADMIN)  # was 400 bad_request
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
+    assert "BRIDGE_ENGINE" in error["message"], error
     # The same value as the setting's is no change: accepted; a field no setting defines too.
     status, shown = await _patch(client, {"recording": "forbidden", "label": "lab"})
     assert status == 200 and shown["label"] == "lab", shown
