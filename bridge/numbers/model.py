@@ -93,6 +93,7 @@ class Number:
     """The engine block's secret fields, by their camelCase names (write-only)."""
     recording: str = "allowed"
     created_at: float = field(default_factory=time.time)
+    """When the API or the numbers file created it (Unix seconds); 0 for the default number."""
     sip_password_made: bool = False
     """Whether ``secrets["sipPassword"]`` is the one Meta made when the bridge put the number
     on its SIP road (``…/sip/enable``, ``…/sip/rotate``, a numbers file's ``sip: {enable:
@@ -124,7 +125,8 @@ class Number:
                 **self.config,
                 **{f"{name}Set": True for name in sorted(self.secrets)},
             },
-            "createdAt": self.created_at,
+            # Absent on the default number (0): the settings define it, nothing created it.
+            **({"createdAt": self.created_at} if self.created_at else {}),
         }
 
     def engine_inputs(self) -> tuple[Any, ...]:

@@ -78,6 +78,7 @@ async def test_what_the_settings_define_on_the_default_number_is_refused(dclient
     client = await dclient(recording_policy="forbidden", record_all=True)
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
     assert shown["recording"] == "forbidden"
+    assert "createdAt" not in shown, shown  # nothing created it (was 0)
     call_id = await _call(client)
     await wait_state(client, call_id, "active", timeout=5, headers=ADMIN)
     status, body = await _record(client, call_id)
