@@ -40,11 +40,10 @@ from functools import partial
 from typing import Any, Protocol
 
 from ..calls import Call, CallManager, CallRuntime
-from ..calls.handover import (
-    MovedCall,
+from ..calls.handover import MovedCall, ResumeRecording, adopt_call
+from ..calls.hold import Music
+from ..calls.letting_go import (
     OpenRelay,
-    ResumeRecording,
-    adopt_call,
     announce_move,
     can_move,
     export_attachments,
@@ -54,7 +53,6 @@ from ..calls.handover import (
     release_call,
     standing_still,
 )
-from ..calls.hold import Music
 from ..errors import BridgeError
 from ..metrics import Metrics
 from .directory import Directory, WorkerInfo
