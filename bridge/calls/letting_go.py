@@ -27,9 +27,15 @@ log = logging.getLogger(__name__)
 
 
 def can_move(manager: CallManager, call: Call) -> bool:
-    """Whether another worker could carry this call on (its engine's capability)."""
+    """Whether another worker could carry this call on: its engine can move it, and no leg of
+    it lives only in this worker — a participant that is not a browser (``roles.py``
+    ``OtherParticipant``: a trunk's phone that answered, its SIP dialog and RTP socket this
+    worker's); a browser offers again to the new owner."""
     engine = manager.engine_of(call)
-    return isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)
+    if not (isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)):
+        return False
+    runtime = manager.find_runtime(call.id)
+    return runtime is None or not runtime.participants.other_legs
 
 
 @asynccontextmanager
