@@ -10,8 +10,8 @@ through the new owner's PCM stream of the call until the browser's new connectio
 (make-before-break), and close its own media without hanging up. Calls that cannot move
 (Cloud API: Meta's media session ends at this worker's address; a call with a trunk's phone on
 it: the phone's SIP leg is this worker's) are served here until they end, at most
-``BRIDGE_DRAIN_TIMEOUT`` (``staying.py``). With no other worker with room, the call is treated as
-today (hung up at shutdown), with a WARNING.
+``BRIDGE_DRAIN_TIMEOUT`` (``staying.py``). With no other worker with room, the call is
+treated as today (hung up at shutdown), with a WARNING.
 
 **Crash**: the survivor that reaps a dead worker decides in its recovery
 (``calls/recovery.py``, ``Recovery.lost_call``) whether a call is adopted or ended; an
@@ -129,9 +129,9 @@ class Handover:
         self._secrets = MovedSecrets(sealer)
         self._playback = playback
         self._gaps: dict[str, tuple[float, str]] = {}
+        """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         self.staying = Staying(manager)
         """The calls a drain keeps here until they end (those that cannot move)."""
-        """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
         manager.events.listen(self._on_event)
 
     # -- the draining worker
