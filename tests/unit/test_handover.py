@@ -13,8 +13,7 @@ from bridge.calls.model import Controls
 from bridge.cluster.handover import Handover
 from bridge.errors import BadRequest
 
-from ..fakes.engine import FakeEngine, calls_for_tests
-from .test_recovery import MovableEngine
+from ..fakes.engine import FakeEngine, MovableEngine, calls_for_tests
 
 
 def call() -> Call:
