@@ -23,6 +23,7 @@ from typing import Any
 from ..attachments.base import ActsOnItsOwn
 from ..engines import MediaChannel, MovableCalls, OpensInBackground
 from ..errors import BridgeError, NotOwner, Undecided
+from ..tasks import wait_event
 from .events import CallEvents
 from .hangup import hang_up_quietly
 from .manager import CallManager
@@ -136,7 +137,8 @@ async def relay_until_moved(
     if not runtime.participants.sessions:
         return False
     try:
-        channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
+        async with asyncio.timeout(3.0):
+            channel = await open_relay(url, worker, runtime.call_id)
     except (OSError, TimeoutError, BridgeError) as exc:
         log.info(
             "call %s: no relay through the new owner (%s); letting go at once",
@@ -277,9 +279,7 @@ async def adopt_call(
             reopened.set()
         else:
             runtime.spawn(reopen_then_say(), "reopen-attachments")
-        try:
-            await asyncio.wait_for(reopened.wait(), REOPEN_WAIT)
-        except TimeoutError:
+        if not await wait_event(reopened, REOPEN_WAIT):
             log.info(
                 "call %s: its forks and agents are not all open again within %g s; answering "
                 "the handover, they go on opening here",
