@@ -277,7 +277,8 @@ class Metrics:
             "live calls moved between workers, by reason (drain: a deploy's SIGTERM; crash: "
             "adopted from a dead worker) and outcome (moved; no_room: no other worker had "
             "room; failed: the other worker did not take it; cannot_move: the engine's calls "
-            "cannot move, e.g. Cloud API; no_browser: adopted, but no browser offered in time)",
+            "cannot move, e.g. Cloud API, or a phone on a trunk is on the call; no_browser: "
+            "adopted, but no browser offered in time)",
             ["reason", "outcome"],
             registry=r,
         )

@@ -10,7 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from ..audio import FRAME_SAMPLES
-from ..calls.handover import MovedCall, OpenRelay
+from ..calls.handover import MovedCall
+from ..calls.letting_go import OpenRelay
 from ..cluster import WorkerInfo
 from ..cluster.handover import Send
 from ..engines import EngineStats, MediaChannel, PcmStreamMedia

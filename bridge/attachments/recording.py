@@ -11,6 +11,7 @@ recording has a JSON sidecar (its metadata), which is also the index after a res
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -18,14 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..audio import SAMPLE_RATE
 from ..disk import on_disk
 from ..errors import BadRequest, CallStateError, NotFound, RecordingForbidden
 from .base import AttachmentHost
 from .files import ExpiredFiles, disk_error, inside
 from .left_open import Emit, LeftSegments
-from .recorded import Recording
+from .recorded import Recording, finished
 from .recorder import CallRecorder, failed, open_tracks
-from .wav import WavTrack, repair_wav
+from .wav import WavTrack, join_files, repair_wav
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,10 @@ the loop's default pool (six threads on two cores), which the worker's other dis
 
 RecordingPolicy = Callable[[str], "str | None"]
 """Who forbids recording a call (by its call id: ``"number …"``, ``"tenant …"``), or ``None``."""
+
+SEGMENT_WAIT = 5.0
+"""Seconds the earlier segments of a moved recording are looked for to join it
+(:meth:`RecordingService.joined`): the worker the call left finishes its own as it lets go."""
 
 REINDEX_INTERVAL = 1.0
 """Seconds between two re-reads of the sidecars for an unknown recording id."""
@@ -207,6 +213,55 @@ class RecordingService:
             raise
         host.emit("recording.started", segment=segment)
         return recorder
+
+    async def joined(self, recorder: CallRecorder, last: Recording) -> Recording:
+        """A recording that moved with its call (``recorder``: its last segment's, closed;
+        ``last``: that segment's file of one kind) as one file of that kind, as it would be had
+        the call not moved: the segments before (each finished, and its sidecar written, by
+        the worker that wrote it as it let go: looked for up to :data:`SEGMENT_WAIT` s) and
+        ``last``, one after the other, each cut where the next began by the wall clock (the
+        move's make-before-break overlaps them). ``last`` itself, said at WARNING, when an
+        earlier segment is not found (on a disk the workers do not share) or not joined."""
+        origin = recorder.origin
+        bases = [origin] + [
+            origin.with_name(f"{origin.name}-seg{n}") for n in range(2, recorder.segment)
+        ]
+        sidecars = [b.with_name(f"{b.name}-{last.kind}.json") for b in bases]
+        out = origin.with_name(f"{origin.name}-joined-{last.kind}.wav")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SEGMENT_WAIT
+        try:
+            while not await on_disk(lambda: all(s.is_file() for s in sidecars)):
+                if loop.time() > deadline:
+                    raise FileNotFoundError(
+                        f"no segment {sidecars[0].stem} within {SEGMENT_WAIT:g} s"
+                    )
+                await asyncio.sleep(0.1)
+            joined = await loop.run_in_executor(
+                self.finisher, self._join, recorder.call_id, sidecars, last, out
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning(
+                "call %s: its recording's segments not joined (%s); its last segment, %s, "
+                "stands for it",
+                recorder.call_id,
+                exc,
+                last.id,
+            )
+            return last
+        self.add([joined])
+        return joined
+
+    def _join(self, call_id: str, sidecars: list[Path], last: Recording, out: Path) -> Recording:
+        parts = [Recording.from_sidecar(s) for s in sidecars] + [last]
+        cuts: list[tuple[Path, int | None]] = [
+            (part.path, max(0, round((after.created_at - part.created_at) * SAMPLE_RATE)))
+            for part, after in itertools.pairwise(parts)
+        ]
+        join_files([*cuts, (last.path, None)], out)
+        return finished(
+            call_id, [(last.kind, out)], self.root, parts[0].created_at, self.retention_s
+        )[0]
 
     def finish_left(self, call_id: str, moved: dict[str, Any], emit: Emit) -> None:
         """The segment a crashed worker was writing (``moved``: the recording its call's

@@ -1,6 +1,7 @@
 """The recordings' WAV files (16 kHz mono s16, a 44-byte header): one track written as
 frames arrive with gaps filled by silence (:class:`WavTrack`), two tracks summed into the
-mixed file (:func:`mix_files`), and a file a crash left open repaired (:func:`repair_wav`)."""
+mixed file (:func:`mix_files`), the segments of a recording that moved with its call joined
+(:func:`join_files`), and a file a crash left open repaired (:func:`repair_wav`)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,32 @@ def mix_files(a: Path, b: Path, out: Path) -> int:
             mix_into(acc[: xb.size], xb)
             fo.write(clip16(acc).astype("<i2", copy=False).tobytes())
             total += n
+        fo.seek(0)
+        fo.write(wav_header(total * 2))
+    return total
+
+
+def join_files(parts: list[tuple[Path, int | None]], out: Path) -> int:
+    """Write our WAVs one after the other into ``out``, each ``(path, samples)`` cut to its
+    ``samples`` (padded with silence when shorter; ``None``: whole), chunk by chunk; returns
+    the samples written."""
+    total = 0
+    with out.open("wb") as fo:
+        fo.write(wav_header(0))
+        for path, samples in parts:
+            left = samples if samples is not None else -1
+            with path.open("rb") as fi:
+                fi.seek(HEADER_BYTES)
+                while left:
+                    chunk = fi.read(CHUNK * 2 if left < 0 else min(CHUNK, left) * 2)
+                    if not chunk:
+                        break
+                    fo.write(chunk)
+                    total += len(chunk) // 2
+                    left = left - len(chunk) // 2 if left > 0 else left
+            if left > 0:
+                fo.write(bytes(left * 2))
+                total += left
         fo.seek(0)
         fo.write(wav_header(total * 2))
     return total

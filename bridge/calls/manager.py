@@ -344,7 +344,7 @@ class CallManager:
         count_active(self.metrics, self.registry.live())
         return runtime
 
-    # -- moves: calls/handover.py carries live calls between workers through these two steps
+    # -- moves between workers, in two steps (calls/letting_go.py, calls/handover.py)
     def adopt_moved(self, call: Call) -> CallRuntime:
         """Carry on a live call another worker handed over or left behind (not a new call:
         no ``call.created``, not counted as started); its runtime is returned to be filled."""

@@ -40,10 +40,11 @@ from ..config import OrphanCalls
 from ..engines import RemoteCall
 from ..errors import BadRequest, BridgeError, EngineCallNotFound, EngineError, NotOwner
 from ..tasks import TaskSet
-from .handover import MovedCall, announce_move, can_move, release_call
 from .hangup import HANGUP_TIMEOUT, hang_up_quietly
+from .letting_go import announce_move, can_move, release_call
 from .manager import CallManager
 from .model import Call, EndReason
+from .moved import MovedCall
 from .runtime import CallRuntime, EndCall
 
 log = logging.getLogger(__name__)

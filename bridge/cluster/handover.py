@@ -8,9 +8,10 @@ new owner claims the call in the directory and opens the engine media before it 
 then does the old worker emit ``call.moved {from, to, reason: "drain"}``, relay its browser
 through the new owner's PCM stream of the call until the browser's new connection is up there
 (make-before-break), and close its own media without hanging up. Calls that cannot move
-(Cloud API: Meta's media session ends at this worker's address) are served here until they
-end, at most ``BRIDGE_DRAIN_TIMEOUT``. With no other worker with room, the call is treated as
-today (hung up at shutdown), with a WARNING.
+(Cloud API: Meta's media session ends at this worker's address; a call with a trunk's phone on
+it: the phone's SIP leg is this worker's) are served here until they end, at most
+``BRIDGE_DRAIN_TIMEOUT`` (``staying.py``). With no other worker with room, the call is
+treated as today (hung up at shutdown), with a WARNING.
 
 **Crash**: the survivor that reaps a dead worker decides in its recovery
 (``calls/recovery.py``, ``Recovery.lost_call``) whether a call is adopted or ended; an
@@ -40,11 +41,10 @@ from functools import partial
 from typing import Any, Protocol
 
 from ..calls import Call, CallManager, CallRuntime
-from ..calls.handover import (
-    MovedCall,
+from ..calls.handover import MovedCall, ResumeRecording, adopt_call
+from ..calls.hold import Music
+from ..calls.letting_go import (
     OpenRelay,
-    ResumeRecording,
-    adopt_call,
     announce_move,
     can_move,
     export_attachments,
@@ -54,11 +54,11 @@ from ..calls.handover import (
     release_call,
     standing_still,
 )
-from ..calls.hold import Music
 from ..errors import BridgeError
 from ..metrics import Metrics
 from .directory import Directory, WorkerInfo
 from .sealing import MovedSecrets, Sealer
+from .staying import Staying
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +130,14 @@ class Handover:
         self._playback = playback
         self._gaps: dict[str, tuple[float, str]] = {}
         """Calls moved here waiting for their browser: (move began, wall clock; reason)."""
+        self.staying = Staying(manager)
+        """The calls a drain keeps here until they end (those that cannot move)."""
         manager.events.listen(self._on_event)
 
     # -- the draining worker
     async def drain(self) -> None:
         """Hand every live call that can move to another worker (bounded concurrency); the
-        others stay (see :meth:`wait_unmovable`)."""
+        others stay until they end (:attr:`staying`, :meth:`wait_unmovable`)."""
         await self.directory.drain()
         gate = asyncio.Semaphore(MOVES_AT_ONCE)
         tried: set[str] = set()
@@ -152,8 +154,9 @@ class Handover:
                 return
             tried.update(c.id for c in calls)
             movable = [c for c in calls if can_move(self.manager, c)]
-            for _ in range(len(calls) - len(movable)):
-                self.metrics.handovers.labels("drain", "cannot_move").inc()
+            for call in calls:
+                if call not in movable:
+                    self._stays(call, "drain")
             if movable:
                 log.info("draining: handing %d calls over to other workers", len(movable))
                 await asyncio.gather(*(one(c) for c in movable), return_exceptions=True)
@@ -181,6 +184,8 @@ class Handover:
         # A desk route's run stands still from here: the state exported is the last it acts
         # on, and an accept landing meanwhile is acted on by whichever worker carries the call.
         async with standing_still(runtime):
+            if not can_move(self.manager, call):  # its route's phone answered as it stood still
+                return self._stays(call, reason)
             return await self._hand_over(call, runtime, targets, reason)
 
     async def _hand_over(
@@ -268,6 +273,12 @@ class Handover:
         webrtc = record.snapshot.get("webrtc") or {}
         return bool(webrtc.get("state") == "connected")
 
+    def _stays(self, call: Call, reason: str) -> bool:
+        """``call`` cannot move (``can_move``): it is served here until it ends."""
+        self.metrics.handovers.labels(reason, "cannot_move").inc()
+        self.staying.keep(call)
+        return False
+
     def _kept(self, call: Call, reason: str, outcome: str, why: str) -> bool:
         self.metrics.handovers.labels(reason, outcome).inc()
         log.warning(
@@ -281,32 +292,8 @@ class Handover:
 
     async def wait_unmovable(self) -> None:
         """Serve the calls that cannot move until they end, at most ``BRIDGE_DRAIN_TIMEOUT``
-        (calls that could move but found no worker are hung up at shutdown, as before)."""
-
-        def unmovable() -> list[Call]:
-            return [c for c in self.manager.live_calls() if not can_move(self.manager, c)]
-
-        limit = self.manager.settings.drain_timeout
-        deadline = time.monotonic() + limit
-        if unmovable():
-            log.warning(
-                "draining: %d calls cannot move to another worker (their engine's media "
-                "session ends with this worker); serving them until they end, at most %g s "
-                "(BRIDGE_DRAIN_TIMEOUT)",
-                len(unmovable()),
-                limit,
-            )
-        # Calls end through many paths (the engine, the API, time limits): look, 4 times a second.
-        while time.monotonic() < deadline:
-            if not unmovable():
-                return
-            await asyncio.sleep(0.25)
-        if unmovable():
-            log.warning(
-                "draining: BRIDGE_DRAIN_TIMEOUT (%g s) is over; hanging up the %d calls left",
-                limit,
-                len(unmovable()),
-            )
+        (``staying.py``; calls that could move but found no worker are hung up at shutdown)."""
+        await self.staying.wait()
 
     def _export_recording(self, runtime: CallRuntime) -> dict[str, Any] | None:
         recorders = runtime.attached("recorder")

@@ -227,7 +227,7 @@ class CallSettings(_Group):
     drain_timeout: float = _opt(
         7200.0,
         "seconds a worker draining with BRIDGE_SHUTDOWN_CALLS=handover keeps serving the calls "
-        "that cannot move (Cloud API) before it hangs them up",
+        "that cannot move (Cloud API, or with a phone on a trunk) before it hangs them up",
     )
     max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
     max_routes: int = _opt(

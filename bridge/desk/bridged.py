@@ -193,6 +193,7 @@ async def agent(run: StepRun, step: Step, models: Models | None) -> bool:
     """See the module docstring."""
     if models is None:
         raise CallStateError("this worker runs no model agents")
-    await run.ensure_answered()
-    await models.start(run.runtime, dict(step.body))
+    async with run.turns.turn():  # a move of the call waits for both: the agent moves too
+        await run.ensure_answered()
+        await models.start(run.runtime, dict(step.body))
     return True

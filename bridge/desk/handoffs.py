@@ -18,7 +18,7 @@ from ..calls import CallManager
 from ..calls.model import Call, CallState
 from ..calls.runtime import CallRuntime
 from ..errors import BridgeError, CallStateError
-from . import wire
+from . import steps, wire
 from .lending import Lending
 from .routes import Route, Step, route_from_stored
 from .runner import RouteRun
@@ -220,7 +220,8 @@ async def resume_route(desk: HandsOff, call: Call) -> None:
 
 async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
     """An answered call's run where another worker left it (``ring``: its record): the agent
-    it names stays on the call (told its events, freed at its end). A transfer to a group
+    it names stays on the call (told its events, freed at its end); a step that was playing
+    or recording goes on from where it was (``steps.carry_on``). A transfer to a group
     that rang cannot ring on from here (its rounds' rings went out from there): an accept
     that won its last round takes the call, as does one that took it before the move;
     else it fails — the group hears ``ringing.stopped``, the agent ``transfer.failed``."""
@@ -249,6 +250,11 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
     run.winner = winner
     if winner is not None and ring.get("leg"):
         run.runtime.spawn(leg_back(run, winner), "agent-leg")
+    doing = ring.get("doing")  # a play step's playback, a voicemail's greeting or recording
+    if isinstance(doing, dict) and run.route is not None and call.live:
+        now = run.route.steps_at(run.desk.clock())
+        if run.step < len(now):
+            await steps.carry_on(run, now[run.step], run.step, doing)
 
 
 async def leg_back(run: RouteRun, key: AgentKey) -> None:

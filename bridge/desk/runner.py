@@ -26,7 +26,7 @@ from ..attachments import PlaybackService, RecordingService
 from ..calls import CallManager
 from ..calls.model import CallState
 from ..errors import BridgeError
-from . import bridged, wire
+from . import bridged, steps, wire
 from .routes import Route, Step
 from .store import AgentKey, AgentRecord, DeskStore, _key, agent_of
 from .turns import Turns
@@ -98,6 +98,8 @@ class RouteRun:
         """The group that transfer rings."""
         self.voicemail: Any = None
         """The voicemail's recorder while it records (told even if the caller hangs up)."""
+        self.doing: dict[str, Any] | None = None
+        """What a step that plays or records is doing (``steps.py``), kept with the run."""
         self.accepted_at: float | None = None
         self.leg_lent = False
         """Whether the winner's connected leg joined the call (``False``: its app offers)."""
@@ -152,7 +154,7 @@ class RouteRun:
         self.turns.go_on()
 
     async def close(self) -> None:
-        await self._voicemail_recorded()  # the caller hung up before maxS: what was said
+        await steps.recorded(self)  # the caller hung up before maxS: what was said
         self.runtime.detach(self)
 
     # -- where the run is, in the store
@@ -165,6 +167,8 @@ class RouteRun:
             "winner": _key(*self.winner) if self.winner is not None else None,
             "leg": self.leg_lent,
         }
+        if self.doing is not None:  # a playback playing, a voicemail recording: the new owner's
+            ring["doing"] = self.doing
         if self.handing_to is not None:  # a transfer to a group: who had the call, the group
             handed = _key(*self.handed_from) if self.handed_from is not None else None
             ring["transfer"] = {"from": handed, "group": self.handing_to}
@@ -205,7 +209,7 @@ class RouteRun:
             async with self.turns.turn():
                 if not self.call.live or self.winner is not None:
                     return
-                self.step = index
+                self.step, self.doing = index, None
                 await self.save()
             log.info(
                 "call %s: route step %d %s",
@@ -333,39 +337,10 @@ class RouteRun:
         return await bridged.agent(self, step, self.desk.models)
 
     async def _play(self, step: Step) -> bool:
-        await self.ensure_answered()
-        await self._play_asset(step.body["assetId"])
-        return False
-
-    async def _play_asset(self, asset_id: str) -> None:
-        playback = await self.desk.playback.start(self.runtime, {"assetId": asset_id})
-        # A playback tells it finished only as a call event: look every 50 ms.
-        while playback in self.runtime.attached("playback"):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        return await steps.play(self, step)
 
     async def _voicemail(self, step: Step) -> bool:
-        # Before the answer: a call nobody may record is not answered for a voicemail.
-        self.desk.recordings.check_allowed(self.call.id)
-        await self.ensure_answered()
-        if step.body.get("greeting"):
-            await self._play_asset(step.body["greeting"])
-        # A recording alone never opens the engine media; a voicemail is for hearing the caller.
-        self.wants_media = True
-        await self.runtime.media.open()
-        self.voicemail = await self.desk.recordings.start(self.runtime)
-        await asyncio.sleep(step.body["maxS"])
-        await self._voicemail_recorded()
-        await self.desk.manager.hangup(self.call.id)
-        return True
-
-    async def _voicemail_recorded(self) -> None:
-        recorder, self.voicemail = self.voicemail, None
-        if recorder is None:
-            return
-        recordings = await recorder.close()  # idempotent: closed with the call already
-        heard = next((r for r in recordings if r.kind == "inbound"), None)
-        if heard is not None:
-            self.runtime.emit("call.voicemail", recordingID=heard.id, durationMs=heard.duration_ms)
+        return await steps.voicemail(self, step)
 
     async def _hangup(self, step: Step) -> bool:
         await self.desk.manager.hangup(self.call.id)

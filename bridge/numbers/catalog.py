@@ -30,11 +30,14 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from ..errors import BadRequest, DirectoryUnavailable, NotFound
+from ..config import env_name
+from ..errors import Conflict, DirectoryUnavailable, NotFound
 from ..media.clock import clock_sleep
 from ..tasks import TaskSet
 from . import deleted, rules
 from .defined import (
+    MADE,
+    SIP_PASSWORD,
     Defined,
     changed_fields,
     default_record,
@@ -267,6 +270,8 @@ class Catalog(NumbersView):
 
         def decide() -> dict[str, Any]:  # over what is stored at the write's version
             stored = {**self._default_stored, **{f: field_value(number, f) for f in changed}}
+            if SIP_PASSWORD in changed:  # who made it goes with it
+                stored[MADE] = number.sip_password_made or None
             # A field unset (``null``) is no longer stored: the settings' value, if any.
             return default_record({f: v for f, v in stored.items() if v is not None}, engine)
 
@@ -274,8 +279,13 @@ class Catalog(NumbersView):
         return self.numbers[DEFAULT_NUMBER]
 
     async def delete_number(self, number_id: str) -> None:
-        if number_id == DEFAULT_NUMBER:
-            raise BadRequest("the default number is defined by the settings: it cannot be deleted")
+        if number_id == DEFAULT_NUMBER:  # the operator's, as a field the settings define is
+            raise Conflict(
+                f"number {DEFAULT_NUMBER} comes from {env_name('engine')} and its settings: the "
+                "default number is built from the settings at start; it cannot be deleted "
+                "through the API (change the settings instead)",
+                code="defined_by_operator",
+            )
 
         def left() -> list[Edit]:  # a Meta number's id remembered (deleted.py)
             return deleted.edits(self.deleted, self.numbers.get(number_id), None)

@@ -30,13 +30,19 @@ from typing import Any
 
 from ..config import EngineKind, RecordingSetting, Settings, env_name
 from ..errors import Conflict
-from .model import DEFAULT_NUMBER, Number, engine_fields
+from .blocks import engine_fields
+from .model import DEFAULT_NUMBER, Number
 from .tenants import TENANT_FIELDS
 
 log = logging.getLogger(__name__)
 
 TOP_FIELDS = ("phone", "label", "recording")
 """A number's fields outside its engine block that the API can change."""
+
+SIP_PASSWORD = "cloudapi.sipPassword"
+MADE = "sipPasswordMade"
+"""Beside a stored ``cloudapi.sipPassword``: Meta made it for the bridge (``Number.
+sip_password_made``); it goes where the password goes."""
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,15 @@ def with_changes(current: Number, changed: Number, fields: Iterable[str]) -> Num
         current, config=dict(current.config), secrets=dict(current.secrets)
     )
     for field in fields:
-        set_field(merged, field, field_value(changed, field))
+        _copy_field(merged, changed, field)
     return merged
+
+
+def _copy_field(target: Number, source: Number, field: str) -> None:
+    """One field of ``source`` onto ``target`` (the SIP password with who made it)."""
+    set_field(target, field, field_value(source, field))
+    if field == SIP_PASSWORD:
+        target.sip_password_made = source.sip_password_made
 
 
 def keep_unset(known: Number, number: Number, defined: Mapping[str, Source]) -> None:
@@ -134,7 +147,7 @@ def keep_unset(known: Number, number: Number, defined: Mapping[str, Source]) -> 
         return  # another engine: nothing of the old block applies
     for field in changed_fields(known, number):
         if field not in defined:
-            set_field(number, field, field_value(known, field))
+            _copy_field(number, known, field)
 
 
 def changed_fields(before: Number, after: Number) -> list[str]:
@@ -161,8 +174,11 @@ def tenant_file_fields(entry: Mapping[str, Any], where: str) -> Defined:
 
 # -- the default number's stored fields (the store's record under ``default``)
 def stored_fields(record: Mapping[str, Any], engine: EngineKind) -> dict[str, Any]:
-    """What the API stored for the default number, by field name."""
+    """What the API stored for the default number, by field name (with :data:`MADE` beside
+    its SIP password, when Meta made it)."""
     out = {name: record[name] for name in ("label", "recording") if record.get(name) is not None}
+    if record.get(MADE):
+        out[MADE] = True
     known = engine_fields(engine)
     for name, value in (record.get("secrets") or {}).items():
         if name in known:  # a secret of another engine (BRIDGE_ENGINE changed since): unused
@@ -174,7 +190,7 @@ def default_record(stored: Mapping[str, Any], engine: EngineKind) -> dict[str, A
     """The default number's record for the store from its stored fields."""
     record: dict[str, Any] = {"numberID": DEFAULT_NUMBER, "secrets": {}}
     for field, value in stored.items():
-        if field in TOP_FIELDS:
+        if field in TOP_FIELDS or field == MADE:
             record[field] = value
         else:
             record["secrets"][field.removeprefix(f"{engine}.")] = value
@@ -185,8 +201,9 @@ def overlay(default: Number, stored: Mapping[str, Any], defined: Mapping[str, So
     """The default number with the stored value of every field the operator left unset."""
     out = dataclasses.replace(default, config=dict(default.config), secrets=dict(default.secrets))
     for field, value in stored.items():
-        if field not in defined:
+        if field not in defined and field != MADE:
             set_field(out, field, value)
+    out.sip_password_made = bool(stored.get(MADE)) and SIP_PASSWORD not in defined
     return out
 
 

@@ -184,7 +184,8 @@ def _sip_enable(block: Any, where: str) -> bool:
 
 def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
     """What is live (of ``tenant_id``; ``None``: all), as a numbers file that starts a bridge
-    with the same (no secrets: ``${ENV}`` placeholders name them): ``GET
+    with the same (no secrets: ``${ENV}`` placeholders name them; a SIP password Meta made for
+    the bridge is ``sip: {enable: true}``, the default number's too): ``GET
     /numbers?format=yaml``."""
     tenants = []
     for t in catalog.tenants.values():
@@ -198,24 +199,29 @@ def export_yaml(catalog: Catalog, tenant_id: str | None = None) -> str:
         if t.webhook_secret:
             entry["webhookSecret"] = _placeholder(t.tenant_id, "webhookSecret")
         tenants.append(entry)
-    numbers = []
+    numbers: list[dict[str, Any]] = []
     for n in catalog.numbers_of(tenant_id):
-        if n.number_id == DEFAULT_NUMBER:
+        # A SIP password Meta made for the bridge is exported as what made it: the fresh
+        # bridge puts the number on SIP again (a placeholder would name a value nobody knows).
+        made = n.sip_password_made and "sipPassword" in n.secrets
+        if n.number_id == DEFAULT_NUMBER:  # the settings define the rest
+            if made:
+                numbers.append({"numberID": DEFAULT_NUMBER, "sip": {"enable": True}})
             continue
         block: dict[str, Any] = dict(n.config)
         for name in sorted(n.secrets):
-            block[name] = _placeholder(n.number_id, name)
-        numbers.append(
-            {
-                "numberID": n.number_id,
-                "phone": n.phone,
-                "engine": str(n.engine),
-                "tenantID": n.tenant_id or None,
-                "label": n.label,
-                "recording": n.recording,
-                str(n.engine): block,
-            }
-        )
+            if not (made and name == "sipPassword"):
+                block[name] = _placeholder(n.number_id, name)
+        entry = {
+            "numberID": n.number_id,
+            "phone": n.phone,
+            "engine": str(n.engine),
+            "tenantID": n.tenant_id or None,
+            "label": n.label,
+            "recording": n.recording,
+            str(n.engine): block,
+        }
+        numbers.append({**entry, "sip": {"enable": True}} if made else entry)
     return yaml.safe_dump({"tenants": tenants, "numbers": numbers}, sort_keys=False)
 
 

@@ -3,8 +3,9 @@
 A **number** is a WhatsApp line the bridge calls from and answers for, with its own engine and
 credentials (``POST /numbers``); a **tenant** is a customer of the platform that owns numbers,
 API keys and a webhook destination (``POST /tenants``). Both are plain records here: parsing a
-body into one (every refusal a :class:`~bridge.errors.BadRequest` naming its field), the public
-view of one (secrets never in it), and the settings a number's engine is built from.
+body into one (every refusal a :class:`~bridge.errors.BadRequest` naming its field; an engine
+block's fields and their checks: ``blocks.py``), the public view of one (secrets never in it),
+and the settings a number's engine is built from.
 
 Secrets (a Graph token, an app secret, an engine token, a tenant's webhook secret) are
 write-only: kept in :attr:`Number.secrets` / :attr:`Tenant.secrets`, sealed at rest by the
@@ -22,67 +23,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import CloudMedia, CloudSignalling, ConfigError, EngineKind, Settings, SimPeer
+from ..config import ConfigError, EngineKind, Settings
 from ..errors import BadRequest
-from ..http import url_parts
+from .blocks import apply_engine_block, engine_fields
 
 DEFAULT_NUMBER = "default"
 """The number ``BRIDGE_ENGINE`` and its settings define at start."""
 
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_META_ID = re.compile(r"^[0-9]{1,32}$")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
-HTTP_URL = re.compile(r"^https?://[^\s/]+\S*$")
-
-
-def http_url(value: str) -> bool:
-    """Whether ``value`` is an http(s) URL the bridge can go out to: the pattern, and
-    :func:`~bridge.http.url_parts` can read it (``http://[::1`` matched the pattern, and each
-    event of a tenant with that webhook URL then failed in the webhooks' observer)."""
-    return bool(HTTP_URL.match(value)) and url_parts(value) is not None
-
-
-# Each engine's block: its fields, by camelCase name, with the setting each one fills.
-# ``(setting, secret, required)``.
-_BLOCKS: dict[EngineKind, dict[str, tuple[str, bool, bool]]] = {
-    EngineKind.CLOUDAPI: {
-        "phoneNumberID": ("cloudapi_phone_number_id", False, True),
-        "accessToken": ("engine_token", True, True),
-        "appSecret": ("cloudapi_app_secret", True, True),
-        "verifyToken": ("cloudapi_verify_token", True, True),
-        "graphURL": ("engine_url", False, False),
-        "signalling": ("cloudapi_signalling", False, False),
-        "media": ("cloudapi_media", False, False),
-        "sipPassword": ("sip_password", True, False),
-        "sipHostname": ("sip_hostname", False, False),
-        "sipCert": ("sip_cert", False, False),
-        "sipKey": ("sip_key", False, False),
-        "sipKeyPassword": ("sip_key_password", True, False),
-    },
-    EngineKind.ZUCKZAPGO: {
-        "url": ("engine_url", False, True),
-        "token": ("engine_token", True, True),
-    },
-    EngineKind.WADIAL: {
-        "url": ("engine_url", False, True),
-        "apiKey": ("engine_token", True, True),
-        "sessionID": ("engine_session", False, True),
-    },
-    EngineKind.SIM: {
-        "peer": ("sim_peer", False, False),
-        "answerDelay": ("sim_answer_delay", False, False),
-        "echoDelay": ("sim_echo_delay", False, False),
-        "toneHz": ("sim_tone_hz", False, False),
-        "hangupAfter": ("sim_hangup_after", False, False),
-    },
-}
-
-
-def engine_fields(engine: EngineKind) -> Mapping[str, tuple[str, bool, bool]]:
-    """An engine block's fields by camelCase name: ``(setting, secret, required)``."""
-    return _BLOCKS[engine]
 
 
 def engine_key(number_id: str, engine_call_id: str) -> str:
@@ -144,6 +93,12 @@ class Number:
     """The engine block's secret fields, by their camelCase names (write-only)."""
     recording: str = "allowed"
     created_at: float = field(default_factory=time.time)
+    """When the API or the numbers file created it (Unix seconds); 0 for the default number."""
+    sip_password_made: bool = False
+    """Whether ``secrets["sipPassword"]`` is the one Meta made when the bridge put the number
+    on its SIP road (``…/sip/enable``, ``…/sip/rotate``, a numbers file's ``sip: {enable:
+    true}``) rather than one the operator gave (a ``PATCH``, the numbers file, a setting): the
+    export asks a fresh bridge to do the same (``file.py``). Stored as ``sipPasswordMade``."""
 
     @property
     def meta_id(self) -> str:
@@ -170,7 +125,8 @@ class Number:
                 **self.config,
                 **{f"{name}Set": True for name in sorted(self.secrets)},
             },
-            "createdAt": self.created_at,
+            # Absent on the default number (0): the settings define it, nothing created it.
+            **({"createdAt": self.created_at} if self.created_at else {}),
         }
 
     def engine_inputs(self) -> tuple[Any, ...]:
@@ -186,14 +142,14 @@ class Number:
         values: dict[str, Any] = {"engine": self.engine}
         if self.engine is EngineKind.CLOUDAPI:  # on Meta's SIP road: our From, the digest user
             values["sip_number"] = self.phone.removeprefix("+")
-        for name, (setting, secret, _) in _BLOCKS[self.engine].items():
+        for name, (setting, secret, _) in engine_fields(self.engine).items():
             value = self.secrets.get(name) if secret else self.config.get(name)
             if value is not None:
                 values[setting] = value
-        engine_fields = {f.name for f in dataclasses.fields(base.engine)}
+        engine_names = {f.name for f in dataclasses.fields(base.engine)}
         sim_fields = {f.name for f in dataclasses.fields(base.sim)}
         sip_fields = {f.name for f in dataclasses.fields(base.sip)}
-        engine = {k: v for k, v in values.items() if k in engine_fields}
+        engine = {k: v for k, v in values.items() if k in engine_names}
         try:
             new_engine = dataclasses.replace(_engine_base(base), **engine)
             new_sim = dataclasses.replace(
@@ -220,6 +176,7 @@ class Number:
             "secrets": self.secrets,
             "recording": self.recording,
             "createdAt": self.created_at,
+            "sipPasswordMade": self.sip_password_made,
         }
 
     @classmethod
@@ -234,6 +191,7 @@ class Number:
             secrets=dict(record.get("secrets") or {}),
             recording=str(record.get("recording") or "allowed"),
             created_at=float(record.get("createdAt") or time.time()),
+            sip_password_made=bool(record.get("sipPasswordMade")),
         )
 
 
@@ -243,91 +201,6 @@ def _engine_base(base: Settings) -> Any:
     keep = ("engine_poll_interval", "engine_reconnect_window")
     defaults = type(base.engine)()
     return dataclasses.replace(defaults, **{k: getattr(base.engine, k) for k in keep})
-
-
-def _coerce(engine: EngineKind, name: str, value: Any) -> Any:
-    """One engine-block field checked for its type (400 naming it otherwise)."""
-    where = f"{engine}.{name}"
-    if name == "signalling":
-        try:
-            return str(CloudSignalling(value))
-        except ValueError:
-            raise BadRequest(f"field {where!r} must be 'graph' or 'sip'") from None
-    if name == "media":
-        try:
-            return str(CloudMedia(value))
-        except ValueError:
-            raise BadRequest(f"field {where!r} must be 'dtls' or 'sdes'") from None
-    if name == "peer":
-        try:
-            return str(SimPeer(value))
-        except ValueError:
-            choices = ", ".join(p.value for p in SimPeer)
-            raise BadRequest(f"field {where!r} must be one of {choices}") from None
-    if name in ("answerDelay", "echoDelay", "toneHz", "hangupAfter"):
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise BadRequest(f"field {where!r} must be a non-negative number")
-        return float(value)
-    if not isinstance(value, str) or not value or len(value) > 2048:
-        raise BadRequest(f"field {where!r} must be a non-empty string", code="invalid_engine")
-    if name in ("url", "graphURL") and not http_url(value):
-        raise BadRequest(f"field {where!r} must be an http(s) URL", code="invalid_engine")
-    if name == "sipHostname" and not _HOSTNAME.match(value):
-        raise BadRequest(f"field {where!r} must be a DNS host name", code="invalid_engine")
-    if name == "phoneNumberID" and not _META_ID.match(value):
-        raise BadRequest(f"field {where!r} must be Meta's numeric id", code="invalid_engine")
-    return value
-
-
-def apply_engine_block(number: Number, block: object, *, complete: bool = True) -> None:
-    """Fill ``number``'s config and secrets from its engine block (a PATCH merges into what
-    is there). 400 naming the field for an unknown field, a bad value or, with ``complete``,
-    a missing one (the default number's block is the settings', which say what it needs)."""
-    engine = number.engine
-    fields = _BLOCKS[engine]
-    if block is None:
-        block = {}
-    if not isinstance(block, dict):
-        raise BadRequest(f"field {str(engine)!r} must be an object", code="invalid_engine")
-    for name, value in block.items():
-        if name not in fields:
-            known = ", ".join(fields)
-            raise BadRequest(
-                f"field '{engine}.{name}' is not a {engine} setting (known: {known})",
-                code="invalid_engine",
-            )
-        _, secret, required = fields[name]
-        if value is None and not (secret and required):  # an optional field (or secret) goes
-            (number.secrets if secret else number.config).pop(name, None)
-            continue
-        coerced = _coerce(engine, name, value)
-        if secret:
-            number.secrets[name] = coerced
-        else:
-            number.config[name] = coerced
-    if engine is EngineKind.CLOUDAPI and ("sipCert" in number.config) != (
-        "sipKey" in number.config
-    ):
-        raise BadRequest(
-            "fields 'cloudapi.sipCert' and 'cloudapi.sipKey' go together", code="invalid_engine"
-        )
-    if "sipKeyPassword" in number.secrets and "sipKey" not in number.config:
-        raise BadRequest(
-            "field 'cloudapi.sipKeyPassword' is the passphrase of 'cloudapi.sipKey': name it",
-            code="invalid_engine",
-        )
-    if "sipCert" in number.config and "sipHostname" not in number.config:
-        raise BadRequest(
-            "field 'cloudapi.sipCert' is the certificate of 'cloudapi.sipHostname': name it",
-            code="invalid_engine",
-        )
-    for name, (_, secret, required) in fields.items():
-        present = name in (number.secrets if secret else number.config)
-        if complete and required and not present:
-            raise BadRequest(
-                f"field '{engine}.{name}' is required for a {engine} number",
-                code="missing_field",
-            )
 
 
 def parse_number(body: Mapping[str, Any], *, tenant_id: str) -> Number:
@@ -354,7 +227,7 @@ def parse_number(body: Mapping[str, Any], *, tenant_id: str) -> Number:
         label=text_field(body, "label"),
         recording=parse_recording(body.get("recording", "allowed")),
     )
-    apply_engine_block(number, body.get(engine.value))
+    apply_engine_block(engine, number.config, number.secrets, body.get(engine.value))
     return number
 
 
@@ -378,7 +251,10 @@ def patch_number(number: Number, body: Mapping[str, Any]) -> Number:
         changed.recording = parse_recording(body["recording"])
     if number.engine.value in body:
         complete = number.number_id != DEFAULT_NUMBER  # on Meta's SIP road: no Graph token
-        apply_engine_block(changed, body[number.engine.value], complete=complete)
+        block = body[number.engine.value]
+        apply_engine_block(number.engine, changed.config, changed.secrets, block, complete=complete)
+        if isinstance(block, dict) and "sipPassword" in block:
+            changed.sip_password_made = False  # the operator's from now on (or none)
     return changed
 
 

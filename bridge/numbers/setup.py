@@ -10,10 +10,11 @@ import aiohttp
 from ..config import EngineKind, RecordingSetting, Settings
 from ..engines import Engine
 from ..metrics import Metrics
+from .blocks import engine_fields
 from .catalog import Catalog
 from .defined import settings_fields
 from .file import apply_numbers_file
-from .model import DEFAULT_NUMBER, Number, engine_fields
+from .model import DEFAULT_NUMBER, Number
 from .sip_road import enable_declared
 from .store import ALONE_POLL, POLL_INTERVAL, open_store
 from .switchboard import Switchboard

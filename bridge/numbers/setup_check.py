@@ -3,7 +3,7 @@ exchange (``srtp_key_exchange_protocol`` against the number's media) and its SIP
 (switched on while the bridge signals on Graph). Compared at start, after the bridge changes
 the settings, when Meta says they changed (``account_settings_update``) and with every health
 check; each new difference is logged once at WARNING and shown on ``GET /numbers/{numberID}``
-under ``health.setup``."""
+under ``health.setup`` (absent while there is none)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,10 @@ async def put_on_sip(
             "points here, with a password nothing keeps"
         )
     changed = dataclasses.replace(
-        current, config=dict(current.config), secrets={**current.secrets, "sipPassword": password}
+        current,
+        config=dict(current.config),
+        secrets={**current.secrets, "sipPassword": password},
+        sip_password_made=True,  # exported as what made it (file.py): nobody else knows it
     )
     await catalog.update_number(changed)
     await switchboard.reconcile()  # the number takes Meta's INVITEs with the new password now

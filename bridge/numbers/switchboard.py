@@ -204,8 +204,8 @@ class Switchboard:
     # -- health (numbers/health.py)
     def health_of(self, number_id: str) -> dict[str, Any]:
         health = self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
-        setup = self.setup.found.get(number_id)
-        return health if setup is None else {**health, "setup": setup}
+        setup = self.setup.found.get(number_id)  # shown while Meta's settings differ only
+        return {**health, "setup": setup} if setup else health
 
     async def compare_setup(self, number_id: str) -> None:
         """Meta's settings against the number's mode, now (``setup_check.py``)."""

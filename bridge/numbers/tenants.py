@@ -12,7 +12,8 @@ from typing import Any
 
 from ..config import webhook_secret_ok
 from ..errors import BadRequest
-from .model import http_url, key_hash, new_id, parse_recording, text_field
+from .blocks import http_url
+from .model import key_hash, new_id, parse_recording, text_field
 
 
 @dataclass

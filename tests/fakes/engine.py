@@ -102,6 +102,13 @@ class FakeEngine:
         return list(self.listed_at_start)
 
 
+class MovableEngine(FakeEngine):
+    """A PCM engine's capability: its calls can be carried on by another worker."""
+
+    def can_move(self, engine_call_id: str) -> bool:
+        return True
+
+
 class FakeAttachment:
     def __init__(self, name: str, log: list[str], *, kind: str = "playback", media: bool = True):
         self.id = name

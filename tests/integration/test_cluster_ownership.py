@@ -34,7 +34,7 @@ from bridge.cluster.redis_writes import P, call_key, owned_key
 from bridge.errors import DirectoryUnavailable, NotOwner
 from bridge.numbers.model import engine_key
 
-from ..fakes.engine import FakeEngine, calls_for_tests
+from ..fakes.engine import FakeEngine, MovableEngine, calls_for_tests
 from ..support.cluster import require_redis
 from ..support.ports import free_port
 from ..support.waits import until
@@ -75,7 +75,7 @@ async def workers(
     started: dict[str, Worker] = {}
     try:
         for name in names:
-            engine = FakeEngine()
+            engine = MovableEngine()  # its calls can move, as a PCM engine's
             engine.calls.update({"E1": "active", "E7": "ringing"})  # the WhatsApp calls
             manager = calls_for_tests(engine).manager
             manager.owner = name
@@ -400,7 +400,6 @@ async def test_a_crash_adoption_let_go_of_after_its_take_over_is_left_to_the_nex
     async with workers(redis.url, "s", "t2", heartbeat_ttl=60) as ws:
         recoveries = {}
         for worker in ws.values():
-            worker.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
             recoveries[worker.name] = Recovery(worker.manager, adopt=worker.handover.adopt)
         ws["s"].engine.open_media = stuck  # type: ignore[method-assign]
         reap = asyncio.ensure_future(
@@ -438,7 +437,6 @@ async def test_a_crash_adoption_that_fails_after_its_take_over_ends_the_call_in_
     await dead_worker_with_calls(client, ["c1"])
     async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
         s = ws["s"]
-        s.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
         s.engine.calls["ec1"] = "active"
         recovery = Recovery(s.manager, adopt=s.handover.adopt)
         take_over = s.directory.take_over
@@ -476,7 +474,6 @@ async def test_a_crash_adoption_whose_take_over_and_give_back_redis_refused_ends
     await dead_worker_with_calls(client, ["c1"])
     async with workers(redis.url, "s", heartbeat_ttl=60) as ws:
         s = ws["s"]
-        s.engine.can_move = lambda engine_call_id: True  # type: ignore[attr-defined]
         s.engine.calls["ec1"] = "active"
         recovery = Recovery(s.manager, adopt=s.handover.adopt)
         owner = s.directory._owner

@@ -6,9 +6,11 @@ the ring the store kept, and the agent who accepts takes the call there."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import time
+import wave
 from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
@@ -412,3 +414,153 @@ async def test_an_agents_leg_follows_its_answered_call_to_the_new_owner(
     finally:
         await ann.close()
         await ann.agent.ws.close()
+
+
+def tone_wav(seconds: float, hz: float = 440.0) -> bytes:
+    """An audio asset: ``seconds`` of a tone, 16 kHz mono WAV."""
+    n = int(16000 * seconds)
+    pcm = (np.sin(2 * np.pi * hz * np.arange(n) / 16000) * 8000).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+    return out.getvalue()
+
+
+async def answered_by_its_route(
+    aiohttp_client: Any,
+    redis: Any,
+    monkeypatch: Any,
+    fake: Any,
+    tmp_path: Any,
+    steps: Any,
+    each: Any = None,
+) -> Any:
+    """Two workers sharing a data directory (the assets, the recordings), a route of
+    ``steps`` (``"ASSET"`` in them: a 1.5 s asset's id) and a call it rings (``each``: called
+    with each worker first): the call's old (its owner) and new worker, its id, its engine
+    id, and the events the new one says."""
+    data = {"data_dir": str(tmp_path / "data")}
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url, **data)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url, **data)
+    resp = await a.post("/call/audio-assets", data={"audio": tone_wav(1.5)})
+    assert resp.status == 201, await resp.text()
+    steps = json.loads(json.dumps(steps).replace("ASSET", (await resp.json())["assetId"]))
+    resp = await a.post("/routes", json={"name": "main", "numbers": "default", "steps": steps})
+    assert resp.status == 201, await resp.text()
+    said: dict[Any, list[tuple[str, dict[str, Any]]]] = {a: [], b: []}
+    for client in (a, b):
+        if each is not None:
+            each(client)
+        client.app[MANAGER].events.observe(
+            lambda event, _, to=said[client]: to.append((event.type, event.data))
+        )
+    engine_id = fake.ring_inbound("5521988880011")
+    live = lambda: [c for c in (a, b) if c.app[MANAGER].live_calls()]  # noqa: E731
+    [old] = await until(live, 5.0, "the call on a worker")
+    new = b if old is a else a
+    call_id = old.app[MANAGER].live_calls()[0].id
+    return old, new, call_id, engine_id, said[new]
+
+
+async def test_a_play_step_under_way_as_its_call_drains_goes_on_to_the_next_step_there(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """The playback moved with the call and played out on the new owner, but nothing ran the
+    route's next step there: the caller sat on a silent answered call. The new owner's run
+    waits for the playback it carries on, then runs the next step (a hang-up here)."""
+    old, new, call_id, engine_id, said = await answered_by_its_route(
+        aiohttp_client,
+        redis,
+        monkeypatch,
+        fake,
+        tmp_path,
+        [{"play": {"assetId": "ASSET"}}, {"hangup": {}}],
+    )
+    runtime = old.app[MANAGER].find_runtime(call_id)
+    await until(lambda: runtime.attached("playback"), 5.0, "the asset playing")
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    await until(lambda: fake.calls[engine_id].state == "ended", 5.0, "the next step's hang-up")
+    finished = [data for type_, data in said if type_ == "playback.finished"]
+    assert [f["reason"] for f in finished] == ["played"]  # played out there, then the step
+
+
+async def test_a_voicemail_recording_as_its_call_drains_ends_at_its_max_there_whole(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """The recording moved with the call (its next segment, on the new owner), but nothing
+    there ended the voicemail at its ``maxS`` nor said ``call.voicemail``: the caller was
+    recorded until they hung up, and the message was lost. The new owner ends it at the
+    original deadline, and ``call.voicemail`` names the whole message: the segment recorded
+    before the move and the one after, joined (the caller's 700 Hz in both parts)."""
+    old, new, call_id, engine_id, said = await answered_by_its_route(
+        aiohttp_client, redis, monkeypatch, fake, tmp_path, [{"voicemail": {"maxS": 2}}]
+    )
+    runtime = old.app[MANAGER].find_runtime(call_id)
+    await until(lambda: runtime.attached("recorder"), 5.0, "the voicemail recording")
+    await asyncio.sleep(0.6)  # the caller's first words, recorded on the old worker
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    voicemail = lambda: [d for t, d in said if t == "call.voicemail"]  # noqa: E731
+    [message] = await until(voicemail, 5.0, "call.voicemail from the new owner")
+    await until(lambda: fake.calls[engine_id].state == "ended", 5.0, "the hang-up at maxS")
+    assert 1700 <= message["durationMs"] <= 2600, message  # maxS, not what followed the move
+    resp = await new.get(f"/call/recordings/{message['recordingID']}")
+    assert resp.status == 200, await resp.text()
+    with wave.open(io.BytesIO(await resp.read())) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    for part in (pcm[3200:8000], pcm[-9600:-1600]):  # before the move, and after it
+        assert abs(dominant_frequency(part, 16000) - fake.tone_hz) < 15
+        assert np.sqrt(np.mean(np.square(part / 32768.0))) > 0.01
+
+
+async def test_a_step_answering_as_its_call_drains_answers_once(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """A ``play`` step answered outside the run's turns: a drain beginning while the answer
+    was on its way saved the call ringing, the new owner ran the step again and answered it a
+    second time. The answer is in the step's first turn now, which the move waits for: the
+    call moves answered and playing, answered once, and the step goes on there."""
+    held, go = asyncio.Event(), asyncio.Event()
+
+    def hold_first_answer(client: Any) -> None:
+        manager = client.app[MANAGER]
+        answer = manager.answer
+
+        async def answering(call_id: str, **kwargs: Any) -> Any:
+            if not held.is_set():
+                held.set()
+                await go.wait()
+            return await answer(call_id, **kwargs)
+
+        monkeypatch.setattr(manager, "answer", answering)
+
+    steps = [{"play": {"assetId": "ASSET"}}, {"hangup": {}}]
+    old, new, call_id, engine_id, _ = await answered_by_its_route(
+        aiohttp_client, redis, monkeypatch, fake, tmp_path, steps, hold_first_answer
+    )
+    await held.wait()
+    run, handover = old.app[DESK].run_of(call_id), old.app[HANDOVER]
+    send, sending = handover._send, asyncio.Event()
+
+    async def watched(target: Any, moved: Any) -> Any:
+        sending.set()
+        await go.wait()
+        return await send(target, moved)
+
+    handover._send = watched
+    drain = asyncio.create_task(handover.drain())
+
+    def waiting() -> bool:  # for the answer's turn (the fix), or sending the call on (before)
+        return sending.is_set() or (run.turns.still and run.turns._acting.locked())
+
+    await until(waiting, 5.0, "the move waiting for the answer, or sending the call on")
+    go.set()
+    await drain
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    await until(lambda: fake.calls[engine_id].state == "ended", 5.0, "the next step's hang-up")
+    answers = [r for r in fake.requests if r[1] == "/call/answer"]
+    assert [r[2].get("callId") for r in answers] == [engine_id]

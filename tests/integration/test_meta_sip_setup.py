@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 import pytest
+import yaml
 
 from bridge.api.keys import CATALOG, ENGINE
 from bridge.sip import Verdict, authorize
@@ -126,11 +127,12 @@ async def test_the_default_number_keeps_meta_s_password_in_the_store(sclient, me
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
     assert shown["cloudapi"]["sipPasswordSet"] is True and first not in str(shown)
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and first.encode() in p.read_bytes()]
-    # Not a number of the list: the default is still the settings' (no duplicate, no export).
+    # Not a number of the list: the default is still the settings' (no duplicate); exported
+    # as its SIP road alone, never its password.
     listed = (await (await client.get("/numbers", headers=ADMIN)).json())["numbers"]
     assert [n["numberID"] for n in listed].count("default") == 1
     exported = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
-    assert "sipPassword" not in exported
+    assert "sipPassword" not in exported and "numberID: default" in exported
 
     resp = await client.post("/numbers/default/sip/rotate", json={}, headers=ADMIN)
     assert resp.status == 200, await resp.text()
@@ -232,7 +234,7 @@ async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
     )
     assert resp.status == 200, await resp.text()
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
-    assert shown["health"]["setup"] == []
+    assert "setup" not in shown["health"], shown  # as on every number that agrees (was [])
 
 
 async def test_sip_declared_in_the_numbers_file_is_enabled_once(sclient, meta, tmp_path, caplog):
@@ -390,3 +392,56 @@ async def test_the_sip_only_default_number_takes_its_password_by_patch_and_loses
     again = await make_client(**settings)  # a restart: nothing stored
     shown = await (await again.get("/numbers/default", headers=ADMIN)).json()
     assert "sipPasswordSet" not in shown["cloudapi"], shown
+
+
+async def test_the_export_of_numbers_meta_made_passwords_for_starts_a_fresh_bridge(
+    sclient, meta, tmp_path, monkeypatch
+):
+    """``GET /numbers?format=yaml`` round-trips: a SIP password ``sip/enable`` had Meta make
+    is exported as what made it (``sip: {enable: true}``: the fresh bridge puts the number on
+    SIP again and stores the password Meta gives it), not as a ``${…}`` placeholder for a value
+    the operator never saw; a password the operator gave (a PATCH, even after an enable) stays
+    a placeholder. Before, the export named ``sipPassword: ${…}`` for both, and the made
+    number's entry cannot be filled; the default number's enable was not exported at all."""
+    client = await sclient()
+    made = await cloud_number(client, meta)
+    meta.add_number("3098765432", "third-token")
+    fields = {"2098765432": meta.number_fields("2098765432")}
+    fields["3098765432"] = meta.number_fields("3098765432")
+    body = {"phone": "+15550783001", "engine": "cloudapi", "cloudapi": fields["3098765432"]}
+    given = (await (await client.post("/numbers", json=body, headers=ADMIN)).json())["numberID"]
+    for number_id in ("default", made, given):
+        resp = await client.post(f"/numbers/{number_id}/sip/enable", json={}, headers=ADMIN)
+        assert resp.status == 200, await resp.text()
+    password = {"cloudapi": {"sipPassword": "the-operator-s"}}  # the operator's from now on
+    assert (await client.patch(f"/numbers/{given}", json=password, headers=ADMIN)).status == 200
+
+    exported = await (await client.get("/numbers?format=yaml", headers=ADMIN)).text()
+    entries = {e["numberID"]: e for e in yaml.safe_load(exported)["numbers"]}
+    assert entries["default"] == {"numberID": "default", "sip": {"enable": True}}, exported
+    assert (
+        entries[made]["sip"] == {"enable": True} and "sipPassword" not in entries[made]["cloudapi"]
+    )
+    placeholder = "${" + f"{given}_SIPPASSWORD".upper() + "}"
+    assert "sip" not in entries[given], exported
+    assert entries[given]["cloudapi"]["sipPassword"] == placeholder, exported
+    for entry in entries.values():  # the operator fills the placeholders from what they know
+        known = {**fields[entry.get("cloudapi", {}).get("phoneNumberID", "2098765432")]}
+        for name, value in entry.get("cloudapi", {}).items():
+            if str(value).startswith("${"):
+                monkeypatch.setenv(value[2:-1], known.get(name, "the-operator-s"))
+    path = tmp_path / "numbers.yaml"
+    path.write_text(exported)
+    for account in meta.accounts.values():
+        account.settings_posts.clear()
+
+    fresh = await sclient(numbers_file=str(path), data_dir=str(tmp_path / "fresh"))
+    catalog = fresh.app[CATALOG]
+    for number_id, account in (("default", meta.account), (made, meta.accounts["2098765432"])):
+        assert catalog.number(number_id).secrets["sipPassword"] == account.sip_password
+        enabled = [p for p in account.settings_posts if p["calling"].get("status") == "ENABLED"]
+        assert len(enabled) == 1, (number_id, account.settings_posts)
+    assert catalog.number(given).secrets["sipPassword"] == "the-operator-s"
+    assert meta.accounts["3098765432"].settings_posts == []  # its password is the operator's
+    again = await (await fresh.get("/numbers?format=yaml", headers=ADMIN)).text()
+    assert {e["numberID"]: e for e in yaml.safe_load(again)["numbers"]} == entries  # a fixpoint

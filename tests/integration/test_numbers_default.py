@@ -78,6 +78,7 @@ async def test_what_the_settings_define_on_the_default_number_is_refused(dclient
     client = await dclient(recording_policy="forbidden", record_all=True)
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
     assert shown["recording"] == "forbidden"
+    assert "createdAt" not in shown, shown  # nothing created it (was 0)
     call_id = await _call(client)
     await wait_state(client, call_id, "active", timeout=5, headers=ADMIN)
     status, body = await _record(client, call_id)
@@ -95,6 +96,10 @@ async def test_what_the_settings_define_on_the_default_number_is_refused(dclient
         error = body["error"]
         assert status == 409 and error["code"] == "defined_by_operator", (patch, error)
         assert f"'{field}'" in error["message"] and setting in error["message"], error
+    resp = await client.delete("/numbers/default", headers=ADMIN)  # was 400 bad_request
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
+    assert "BRIDGE_ENGINE" in error["message"], error
     # The same value as the setting's is no change: accepted; a field no setting defines too.
     status, shown = await _patch(client, {"recording": "forbidden", "label": "lab"})
     assert status == 200 and shown["label"] == "lab", shown

@@ -19,7 +19,8 @@ from bridge.api.keys import MANAGER
 from bridge.attachments.speech import SpeechDetector
 from bridge.audio import FRAME_SAMPLES, Resampler
 from bridge.calls import Call
-from bridge.calls.handover import adopt_call, announce_move, export_call, release_call
+from bridge.calls.handover import adopt_call
+from bridge.calls.letting_go import announce_move, export_call, release_call
 
 from ..support.dtmf_signals import music
 from ..support.waits import until

@@ -13,7 +13,7 @@ from bridge.calls.model import Controls
 from bridge.cluster.handover import Handover
 from bridge.errors import BadRequest
 
-from ..fakes.engine import FakeEngine, calls_for_tests
+from ..fakes.engine import FakeEngine, MovableEngine, calls_for_tests
 
 
 def call() -> Call:
@@ -212,7 +212,7 @@ async def test_a_worker_that_took_the_call_but_whose_answer_was_lost_is_not_foll
     call over (its adoption outlasted the request: a slow disk, a slow Redis). Sending the call
     to the next worker as well made two carriers of one call (two engine sockets fighting over
     it); the directory names who took it, so the move is done."""
-    engine = FakeEngine()
+    engine = MovableEngine()  # a call another worker can carry on
     engine.calls["E1"] = "active"
     manager = calls_for_tests(engine).manager
     await manager.start()

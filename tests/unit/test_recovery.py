@@ -19,7 +19,7 @@ from bridge.cluster import MemoryDirectory
 from bridge.engines import EngineEvent, EngineEventKind, RemoteCall
 from bridge.errors import AtCapacity, EngineUnavailable
 
-from ..fakes.engine import Calls, FakeAttachment, FakeEngine, calls_for_tests
+from ..fakes.engine import Calls, FakeAttachment, FakeEngine, MovableEngine, calls_for_tests
 from ..support.waits import until
 
 
@@ -209,13 +209,6 @@ async def test_close_stops_a_lost_calls_hang_up_still_waiting(calls) -> None:
     await calls.recovery.end_lost_call(lost_call(engine))
     await asyncio.wait_for(started.wait(), 1)
     await calls.recovery.close()  # the fixture checks nothing is left running
-
-
-class MovableEngine(FakeEngine):
-    """A PCM engine's capability: its calls can be carried on by another worker."""
-
-    def can_move(self, engine_call_id: str) -> bool:
-        return True
 
 
 def adopting(manager: Any, adopted: list[MovedCall], resume_agent: Any = None) -> Any:

@@ -1,0 +1,120 @@
+"""A call with a phone on a trunk at a drain (a deploy's SIGTERM): the phone's leg — its SIP
+dialog, its RTP socket — lives in the worker that rang it and cannot go with the call, so the
+call stays there until it ends, as a Cloud API call does.
+
+Two workers (in-process apps) on one real Redis, the fake ZuckZapGo (its calls can move; its
+voice 700 Hz) and SIPp as the PBX's phone, answering and echoing what it hears back: WhatsApp
+hearing its own 700 Hz is the audio both ways through the phone."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.api.keys import HANDOVER, MANAGER
+
+from ..fakes.zuckzapgo import FakeZuckZapGo
+from ..integration.test_desk_handover import worker
+from ..support.calls import wait_state
+from ..support.requires import require
+from ..support.sipp import Sipp, tools_missing
+from ..support.spectrum import dominant_frequency
+from ..support.waits import until, until_passes
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeZuckZapGo]:
+    engine = FakeZuckZapGo(token="ztok")
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+def received(sipp: Sipp) -> list[str]:
+    """The requests the phone received, in order."""
+    return re.findall(r"message received.*?\n\s*([A-Z]+) sip:", sipp.sent_and_received(), re.S)
+
+
+def whatsapp_hears_the_phone(fake: FakeZuckZapGo, engine_id: str, since: float) -> None:
+    call = fake.calls[engine_id]
+    frames = [f for f, t in zip(call.received, call.received_at, strict=True) if t >= since]
+    heard = np.frombuffer(b"".join(frames), dtype="<i2")
+    assert len(heard) >= 16_000 * 0.4, "not enough heard yet"
+    assert abs(dominant_frequency(heard, 16_000) - fake.tone_hz) < 15
+    assert np.sqrt(np.mean(np.square(heard / 32768.0))) > 0.01
+
+
+async def test_a_call_with_a_phone_on_a_trunk_stays_on_its_draining_worker_until_it_ends(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, fake: FakeZuckZapGo, tmp_path: Any
+) -> None:
+    """The drain handed the call to the other worker as if it could move: the old worker let
+    go of it and its phone was sent a BYE, and the caller was left with nobody. Now the call
+    stays: the phone hears WhatsApp and WhatsApp the phone through the drain, no BYE, and the
+    drain waits for the call; once the phone has left (the app takes it off) the call is still
+    served here, not moved nor hung up, and the drain ends only with the call."""
+    require(not tools_missing(), tools_missing(), "make system-deps (Debian sip-tester)")
+    sipp = Sipp(tmp_path, "pbx_phone_answer.xml")
+    echo = ("-mi", "127.0.0.1", "-rtp_echo")
+    await sipp.start(remote=None, keys={}, server=True, transport="u1", extra=echo)
+    listen = {"sip_trunk_listen": "127.0.0.1:0"}
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url, **listen)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url, **listen)
+    body = {"name": "pbx", "uri": f"sip:127.0.0.1:{sipp.port};transport=udp", "keepalive": 0}
+    resp = await a.post("/trunks", json={**body, "codecs": ["PCMU"]})
+    assert resp.status == 201, await resp.text()
+    trunk_id = (await resp.json())["trunkID"]
+
+    async def known_on_b() -> bool:
+        return (await b.get(f"/trunks/{trunk_id}")).status == 200
+
+    await until(known_on_b, 5.0, "the trunk on worker B")
+    drain: asyncio.Task[None] | None = None
+    try:
+        resp = await a.post("/call/make", json={"phone": "5521988880011"})
+        assert resp.status == 201, await resp.text()
+        call_id = (await resp.json())["callID"]
+        old = a if a.app[MANAGER].find_runtime(call_id) else b
+        [engine_id] = fake.calls
+        await wait_state(old, call_id, "active")
+        phone = {"callID": call_id, "participantID": "desk", "sip": {"uri": "sip:p@127.0.0.1"}}
+        resp = await old.post("/call/participants", json=phone)
+        assert resp.status == 202, await resp.text()
+        await until(lambda: received(sipp) == ["INVITE", "ACK"], 5.0, "the phone answered")
+        await until_passes(
+            lambda: whatsapp_hears_the_phone(fake, engine_id, time.monotonic() - 0.5), 5.0
+        )
+
+        handover = old.app[HANDOVER]
+        await handover.drain()  # SIGTERM's drain (resources.drain_on_sigterm), in its order
+        drain = asyncio.create_task(handover.wait_unmovable())
+        drained = time.monotonic()
+        assert old.app[MANAGER].find_runtime(call_id) is not None  # still carried here
+        await until_passes(lambda: whatsapp_hears_the_phone(fake, engine_id, drained), 5.0)
+        assert received(sipp) == ["INVITE", "ACK"] and not drain.done()
+        # The phone leaves while the drain waits: the call is served here to its end.
+        resp = await old.post(
+            "/call/webrtc/close", json={"callID": call_id, "participantID": "desk"}
+        )
+        assert resp.status == 200, await resp.text()
+        assert await sipp.finish(10.0) == 0, sipp.report()
+        await asyncio.sleep(0.3)
+        assert not drain.done()
+        assert old.app[MANAGER].find_runtime(call_id) is not None
+        assert fake.calls[engine_id].state == "active"
+        resp = await old.post("/call/hangup", json={"callID": call_id})
+        assert resp.status == 200, await resp.text()
+        await asyncio.wait_for(drain, 3.0)  # the worker goes once its call has ended
+        ended = await wait_state(old, call_id, "ended")
+        assert ended["endReason"] != "shutdown", ended
+    finally:
+        if drain is not None:
+            drain.cancel()
+        await sipp.stop()
