@@ -1,5 +1,11 @@
-"""Owned background tasks: every task is named, tracked, cancelled and awaited; and an
-owner's close, which runs to its end once whoever awaits it (:class:`CloseOnce`)."""
+"""Owned background tasks: every task is named, tracked, cancelled and awaited; an owner's
+close, which runs to its end once whoever awaits it (:class:`CloseOnce`); and a bounded wait
+that a cancellation always ends (:func:`wait_event`).
+
+Bounded waits use ``asyncio.timeout()``, never ``asyncio.wait_for``: on Python 3.11 the latter
+swallows a cancellation that arrives in the loop turn its awaitable completes (CPython
+gh-86296, fixed in 3.12), so a task its owner cancels just as it is woken runs on, and the
+owner's :meth:`TaskSet.close` waits its whole timeout for it."""
 
 from __future__ import annotations
 
@@ -78,6 +84,18 @@ async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) 
         _, pending = await asyncio.wait(tasks, timeout=timeout)
         for t in pending:
             log.warning("task %s did not stop within %.1fs", t.get_name(), timeout)
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Whether ``event`` is set within ``timeout`` seconds (``None``: no limit); a cancellation
+    ends the wait even in the turn the event is set (see the module's docstring)."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            return await event.wait()
+    except TimeoutError:
+        return event.is_set()
 
 
 class CloseOnce(Generic[T]):

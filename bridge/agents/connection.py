@@ -171,7 +171,8 @@ class ModelConnection(SessionOpening):
         after each reopening; ``on_end(reason)`` when it will not reopen: ``reconnect_failed``
         once the retries are spent, ``ended_by_model`` when the server closed normally and
         its protocol ends a conversation so (the dialect's ``server_close_ends``)."""
-        ws = await asyncio.wait_for(self._open(http), CONNECT_TIMEOUT)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            ws = await self._open(http)
         if self._stopping:
             await ws.close()
             raise Stopped(self.where)

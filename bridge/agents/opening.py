@@ -172,7 +172,8 @@ async def reopen(
         if stopping():
             return None, attempt
         try:
-            return await asyncio.wait_for(open_socket(), CONNECT_TIMEOUT), attempt + 1
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                return await open_socket(), attempt + 1
         except Refused as exc:
             if exc.final:
                 raise

@@ -137,15 +137,13 @@ class Fork:
     # -- lifecycle
     async def start(self, http: aiohttp.ClientSession) -> None:
         try:
-            self._ws = await asyncio.wait_for(
-                http.ws_connect(
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                self._ws = await http.ws_connect(
                     self.url,
                     heartbeat=20,
                     max_msg_size=1 << 20,
                     timeout=aiohttp.ClientWSTimeout(ws_close=2),
-                ),
-                CONNECT_TIMEOUT,
-            )
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             why = connect_failure(exc, CONNECT_TIMEOUT)
             log.warning("call %s: fork to %s not opened: %s", self.call_id, self.shown, why)

@@ -138,9 +138,8 @@ class PcmOutbox:
         close waits to send it first, for ever to a client that reads nothing."""
         deadline = asyncio.get_running_loop().time() + CLOSE_TIMEOUT
         try:
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=message, drain=False), CLOSE_TIMEOUT
-            )
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=message, drain=False)
         except TimeoutError:
             pass  # aiohttp closed the transport
         transport = self._transport

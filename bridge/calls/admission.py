@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 from ..errors import AtCapacity, ShuttingDown
 from ..numbers.tenants import Tenant
+from ..tasks import wait_event
 from .model import Call
 
 
@@ -101,7 +102,4 @@ class Admission:
     async def dials_settled(self, timeout: float) -> None:
         """Wait (at most ``timeout``) until no dial is in flight: a call being dialled may be
         in the engine's listing before it is in the registry."""
-        try:
-            await asyncio.wait_for(self._dials_idle.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._dials_idle, timeout)

@@ -125,7 +125,8 @@ class _Subscription:
         """Next event; ``None`` at close. Raises ``TimeoutError`` after ``timeout``."""
         if not self._queue:
             self._ready.clear()
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
         event = self._queue.popleft()
         if event is None:
             self._queue.appendleft(None)

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..engines import OpensInBackground
 from ..errors import BridgeError, NotOwner, Undecided
+from ..tasks import wait_event
 from .hangup import hang_up_quietly
 from .letting_go import release_call
 from .manager import CallManager
@@ -162,9 +163,7 @@ async def adopt_call(
             reopened.set()
         else:
             runtime.spawn(reopen_then_say(), "reopen-attachments")
-        try:
-            await asyncio.wait_for(reopened.wait(), REOPEN_WAIT)
-        except TimeoutError:
+        if not await wait_event(reopened, REOPEN_WAIT):
             log.info(
                 "call %s: its forks and agents are not all open again within %g s; answering "
                 "the handover, they go on opening here",

@@ -23,7 +23,8 @@ async def hang_up_quietly(engine: Engine, call: Call) -> None:
     """Hang ``call`` up on the engine, waiting at most :data:`HANGUP_TIMEOUT`; a failure is
     retried later (:func:`hang_up_later`), an engine that no longer knows the call is fine."""
     try:
-        await asyncio.wait_for(engine.hangup(call.engine_call_id), HANGUP_TIMEOUT)
+        async with asyncio.timeout(HANGUP_TIMEOUT):
+            await engine.hangup(call.engine_call_id)
     except EngineCallNotFound:
         log.info("call %s: engine no longer knew it", call.id, extra={"call_id": call.id})
     except (EngineError, TimeoutError, ConnectionError) as exc:

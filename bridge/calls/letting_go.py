@@ -121,7 +121,8 @@ async def relay_until_moved(
     if not runtime.participants.sessions:
         return False
     try:
-        channel = await asyncio.wait_for(open_relay(url, worker, runtime.call_id), 3.0)
+        async with asyncio.timeout(3.0):
+            channel = await open_relay(url, worker, runtime.call_id)
     except (OSError, TimeoutError, BridgeError) as exc:
         log.info(
             "call %s: no relay through the new owner (%s); letting go at once",

@@ -160,7 +160,8 @@ class Recovery:
             what,
         )
         try:
-            await asyncio.wait_for(self.engine.hangup(remote.id), HANGUP_TIMEOUT)
+            async with asyncio.timeout(HANGUP_TIMEOUT):
+                await self.engine.hangup(remote.id)
         except EngineCallNotFound:
             pass  # gone meanwhile
         except (EngineError, TimeoutError, ConnectionError) as exc:

@@ -49,5 +49,6 @@ class Teardowns:
     async def close(self) -> None:
         """Let the teardowns under way finish (their ``call.ended`` out), then stop."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._tasks.join(), SHUTDOWN_WAIT)
+            async with asyncio.timeout(SHUTDOWN_WAIT):
+                await self._tasks.join()
         await self._tasks.close()

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import ReplayUnavailable
+from ..tasks import wait_event
 
 LogEntry = tuple[str, str, str, str]
 """One logged event: ``(id, type, callID, JSON)``, the JSON exactly as SSE ``data``."""
@@ -280,9 +281,7 @@ class EventRing:
                 yield entry
             if self._closed:
                 return  # after sending what the ring held
-            try:
-                await asyncio.wait_for(changed.wait(), keepalive)
-            except TimeoutError:
+            if not await wait_event(changed, keepalive):
                 yield None
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import DirectoryUnavailable
 from ..logs import FailureKinds
+from ..tasks import wait_event
 from .redis_writes import FAILURES, WORKERS, P, owned_key, worker_key
 
 log = logging.getLogger(__name__)
@@ -239,8 +240,7 @@ class Lease:
         half a second while it is away."""
         if self.up:
             self._woken.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.heartbeat_ttl / 3)
+            await wait_event(self._woken, self.heartbeat_ttl / 3)
         if not self.up:
             await asyncio.sleep(0.5)
 

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..calls import Call
+from ..tasks import wait_event
 from .directory import CallRecord
 from .redis_writes import FAILURES, WORKERS, P, call_key, owned_key, worker_key
 
@@ -206,8 +207,7 @@ class Reaper:
         the reap waiting on it). A renewal that fails is tried again at the next; if Redis stays
         away, the claim lapses, as it would for a survivor that died."""
         while not reaped.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(reaped.wait(), REAP_CLAIM_MS / 3000)
+            if await wait_event(reaped, REAP_CLAIM_MS / 3000):
                 return
             try:
                 await self._redis.eval(RENEW_IF_MINE, 1, claim, self.worker_id, REAP_CLAIM_MS)

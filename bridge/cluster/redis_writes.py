@@ -25,6 +25,7 @@ from ..calls import Call
 from ..calls.events import CallEvent
 from ..logs import FailureKinds
 from ..numbers.model import engine_key as call_engine_key
+from ..tasks import wait_event
 from .directory import AttachmentsOf, CallRecord
 
 log = logging.getLogger(__name__)
@@ -323,8 +324,7 @@ class WriteQueue:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(progress.wait(), remaining)
+            await wait_event(progress, remaining)
 
     def _unwritable(self, event: CallEvent | None, exc: Exception) -> None:
         self._failed.failed(exc, "call directory: a write of %s dropped", event and event.type)

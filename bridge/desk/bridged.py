@@ -164,7 +164,8 @@ async def _outcome(run: StepRun, timeout: float) -> tuple[str | None, int | None
         if left <= 0:
             return None, None
         try:
-            message = await asyncio.wait_for(run.inbox.get(), min(left, LOOK))
+            async with asyncio.timeout(min(left, LOOK)):
+                message = await run.inbox.get()
         except TimeoutError:
             continue
         if message.get("participantID") != SIP_PARTICIPANT:

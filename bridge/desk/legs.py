@@ -100,7 +100,8 @@ class AgentLegs:
         if leg is None:
             return
         try:
-            await asyncio.wait_for(leg.up.wait(), UP_WAIT)
+            async with asyncio.timeout(UP_WAIT):
+                await leg.up.wait()
             await runtime.participants.adopt(leg)
         except (TimeoutError, BridgeError) as exc:
             log.warning("call %s: the agent's new leg did not join: %s", runtime.call_id, exc)

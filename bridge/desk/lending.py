@@ -142,7 +142,8 @@ class Lending:
                     "request": request,
                 }
             )
-            return await asyncio.wait_for(answer, ANSWER_WAIT)
+            async with asyncio.timeout(ANSWER_WAIT):
+                return await answer
         except TimeoutError:
             log.warning("call %s: agent %s's worker did not lend its leg in time", call_id, key[1])
             return False

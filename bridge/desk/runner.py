@@ -262,7 +262,8 @@ class RouteRun:
             if left <= 0:
                 break
             try:
-                message = await asyncio.wait_for(self.inbox.get(), min(left, CHECK))
+                async with asyncio.timeout(min(left, CHECK)):
+                    message = await self.inbox.get()
             except TimeoutError:
                 if not await self.desk.reachable(self.rung):
                     break  # everyone rung dropped: on within the grace

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -17,7 +16,7 @@ import aiohttp
 from ..config import EngineSettings, Settings
 from ..errors import EngineCallNotFound, EngineError, EngineUnavailable, PeerUnreachable
 from ..logs import FailureKinds
-from ..tasks import TaskSet
+from ..tasks import TaskSet, wait_event
 from .base import EngineEvent, EngineHealth, EngineStats, RemoteCall
 from .call_list import CallList
 from .channels import MediaChannel, MediaClosed
@@ -118,8 +117,7 @@ class PollingEngine(abc.ABC):
         if self.up or back.is_set():
             await asyncio.sleep(seconds)
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(back.wait(), seconds)
+        await wait_event(back, seconds)
 
     # -- discovery
     @abc.abstractmethod
@@ -183,10 +181,7 @@ class PollingEngine(abc.ABC):
                 self._bugs.failed(exc, "polling the %s engine", self.name)
                 self._mark(False, "malformed answer to the call list")
             self._poke.clear()
-            try:
-                await asyncio.wait_for(self._poke.wait(), self.settings.engine_poll_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._poke, self.settings.engine_poll_interval)
 
     async def poll_once(self) -> None:
         # One poll at a time: the loop and still_live() may both poll; an overlapping pair

@@ -119,7 +119,8 @@ class EnginePump:
         self.bus.close_uplink()
         await self._tasks.close()
         try:
-            await asyncio.wait_for(self.channel.close(), 5.0)
+            async with asyncio.timeout(5.0):
+                await self.channel.close()
         except (TimeoutError, ConnectionError) as exc:
             log.warning("closing media channel of %s: %r", self.bus.call_id, exc)
         if self._port is not None:

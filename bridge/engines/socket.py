@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -18,7 +17,7 @@ from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, quiet
 from ..errors import EngineError
 from ..logs import Repeats
-from ..tasks import CloseOnce
+from ..tasks import CloseOnce, wait_event
 from .base import EngineStats
 from .channels import MediaChannel, MediaClosed, MediaFatal
 from .tick_aim import TickAim
@@ -231,8 +230,7 @@ class ReconnectingChannel:
     async def wait_connected(self, timeout: float) -> bool:
         """Whether a socket is open within ``timeout`` seconds (``OpensInBackground``)."""
         if not self.connected:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._opened.wait(), timeout)
+            await wait_event(self._opened, timeout)
         return self.connected
 
     def _set_inner(self, inner: MediaChannel | None) -> None:
@@ -246,7 +244,8 @@ class ReconnectingChannel:
         """Open the socket; if the engine cannot be reached now, :meth:`recv` keeps trying
         within the window (the call is not failed for an engine that is restarting)."""
         try:
-            self._set_inner(await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT))
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                self._set_inner(await self._connect())
             self._connected_at = time.monotonic()
         except (ConnectionError, EngineError, TimeoutError) as exc:
             log.warning(
@@ -322,7 +321,8 @@ class ReconnectingChannel:
                     raise MediaClosed(self.call_id)
                 attempt += 1
                 try:
-                    inner = await asyncio.wait_for(self._connect(), CONNECT_TIMEOUT)
+                    async with asyncio.timeout(CONNECT_TIMEOUT):
+                        inner = await self._connect()
                 except (ConnectionError, EngineError, TimeoutError) as exc:
                     log.debug(
                         "call %s: media reconnect %d failed (%s); %.1f s of the window left",

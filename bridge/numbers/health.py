@@ -55,9 +55,11 @@ async def check(engine: Engine | None, number: Number, http: Any) -> dict[str, A
         # A number just made: give its engine its first answer (a polled engine's first
         # listing) before judging it.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(engine.startup_calls(), FIRST_ANSWER)
+            async with asyncio.timeout(FIRST_ANSWER):
+                await engine.startup_calls()
         try:
-            health = await asyncio.wait_for(engine.health(), 5)
+            async with asyncio.timeout(5):
+                health = await engine.health()
             ok, reason = health.up, health.detail or ("up" if health.up else "down")
         except Exception as exc:  # an engine's health must not break the listing
             ok, reason = False, f"health check failed: {type(exc).__name__}"

@@ -338,7 +338,8 @@ class PeerLeg(RtpLegOwner):
         if self._wire is not None:
             self._wire.close()
         try:
-            await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.pc.close()
         except TimeoutError:
             log.warning("%s: closing the peer connection timed out", self.name)
         else:

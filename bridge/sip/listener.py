@@ -271,6 +271,7 @@ class Listener:
         self._outbound.clear()
         if self._server is not None:
             try:
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await self._server.wait_closed()
             except TimeoutError:
                 pass

@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..tasks import wait_event
 from .dialog import Dialog, new_tag, reply
 from .extensions import unfit_invite
 from .headers import Address, Via
@@ -145,12 +146,10 @@ class InviteServer:
         refusal over UDP the same way (§17.2.1, Timer G), given up after 64·T1 (Timer H)."""
         interval, waited = T1, 0.0
         while waited < TIMER_B:
-            try:
-                await asyncio.wait_for(self.acked.wait(), interval)
+            if await wait_event(self.acked, interval):
                 return
-            except TimeoutError:
-                waited += interval
-                interval = min(interval * 2, T2)
+            waited += interval
+            interval = min(interval * 2, T2)
             if self.conn.open:
                 try:
                     await self.conn.send(resp)
@@ -182,12 +181,10 @@ class ClientTransaction:
         §17.1.2.2 Timer E: capped at T2), for at most Timer B/F (64·T1)."""
         interval, waited = T1, 0.0
         while waited < TIMER_B:
-            try:
-                await asyncio.wait_for(self.heard.wait(), interval)
+            if await wait_event(self.heard, interval):
                 return
-            except TimeoutError:
-                waited += interval
-                interval = interval * 2 if self.req.method == "INVITE" else min(interval * 2, T2)
+            waited += interval
+            interval = interval * 2 if self.req.method == "INVITE" else min(interval * 2, T2)
             if not self.conn.open:
                 return
             try:
@@ -198,7 +195,8 @@ class ClientTransaction:
     async def next(self, timeout: float = TIMER_B) -> Response:
         """The next response; a synthetic ``408`` when none comes in time (§8.1.3.1)."""
         try:
-            return await asyncio.wait_for(self.responses.get(), timeout)
+            async with asyncio.timeout(timeout):
+                return await self.responses.get()
         except TimeoutError:
             return Response(status=408, reason="Request Timeout (no answer)")
 

@@ -127,7 +127,8 @@ class Connection:
         (its ``framed``: whether the stream can go on); ``TimeoutError`` when it cannot."""
         gap = b""
         while True:
-            first = await asyncio.wait_for(self.reader.read(1), self.idle_timeout)
+            async with asyncio.timeout(self.idle_timeout):
+                first = await self.reader.read(1)
             if not first:
                 return None
             if first not in (b"\r", b"\n"):
@@ -137,9 +138,8 @@ class Connection:
                 await self.send_raw(b"\r\n")
                 gap = b""
         try:
-            head = first + await asyncio.wait_for(
-                self.reader.readuntil(b"\r\n\r\n"), MESSAGE_TIMEOUT
-            )
+            async with asyncio.timeout(MESSAGE_TIMEOUT):
+                head = first + await self.reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             # What came of the head (left in the buffer), to its last whole line: its Via,
             # From, To, Call-ID and CSeq, if they came before the limit, are the 513's.
@@ -162,9 +162,11 @@ class Connection:
             skip = frame_length(head)
             if skip is None or skip > MAX_BODY:
                 raise BadMessage(str(exc), head) from None
-            await asyncio.wait_for(self.reader.readexactly(skip), MESSAGE_TIMEOUT)
+            async with asyncio.timeout(MESSAGE_TIMEOUT):
+                await self.reader.readexactly(skip)
             raise BadMessage(str(exc), head, framed=True) from None
-        body = await asyncio.wait_for(self.reader.readexactly(length), MESSAGE_TIMEOUT)
+        async with asyncio.timeout(MESSAGE_TIMEOUT):
+            body = await self.reader.readexactly(length)
         msg.body = body
         if isinstance(msg, Request):
             try:
@@ -181,7 +183,8 @@ class Connection:
             raise ConnectionResetError(f"{self!r} is closed")
         async with self._write_lock:
             self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), MESSAGE_TIMEOUT)
+            async with asyncio.timeout(MESSAGE_TIMEOUT):
+                await self.writer.drain()
 
     async def close(self) -> None:
         if self.closed.is_set():
@@ -189,7 +192,8 @@ class Connection:
         self.closed.set()
         self.writer.close()
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+            async with asyncio.timeout(2.0):
+                await self.writer.wait_closed()
         except (OSError, TimeoutError, ssl.SSLError):
             pass
 
@@ -327,12 +331,10 @@ def _client_context(ca_file: str, stamp: tuple[int, int, int] | None) -> ssl.SSL
 async def connect(host: str, port: int, ctx: ssl.SSLContext | None) -> Connection:
     """A TLS connection to ``host:port`` (plain TCP when ``ctx`` is ``None``: a trunk's
     ``transport=tcp``); ``OSError``/``ssl.SSLError`` when it fails."""
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection(
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        reader, writer = await asyncio.open_connection(
             host, port, ssl=ctx, server_hostname=host if ctx else None, limit=MAX_HEAD + 8
-        ),
-        HANDSHAKE_TIMEOUT,
-    )
+        )
     return Connection(reader, writer, inbound=False, tls=ctx is not None)
 
 

@@ -48,7 +48,7 @@ from ..errors import BadRequest, Forbidden
 from ..http import HostAllow, display_url, url_parts
 from ..http import retry_after as parse_retry_after
 from ..metrics import Metrics
-from ..tasks import TaskSet
+from ..tasks import TaskSet, wait_event
 from .destination import Delivery, Destination
 
 log = logging.getLogger(__name__)
@@ -272,9 +272,7 @@ class WebhookService:
             if remaining <= 0:
                 break
             self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), remaining)
-            except TimeoutError:
+            if not await wait_event(self._progress, remaining):
                 break
         left = sum(d.pending for d in self.destinations.values())
         if left:

@@ -17,7 +17,7 @@ from standardwebhooks import Webhook
 from ..calls import Call
 from ..config import WebhookSettings
 from ..http import display_url
-from ..tasks import TaskSet
+from ..tasks import TaskSet, wait_event
 from ..timefmt import iso_utc
 
 log = logging.getLogger(__name__)
@@ -223,18 +223,12 @@ class Destination:
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            # Until the service closes, checked at each turn too: ``asyncio.wait_for`` (Python
-            # 3.11) swallows a cancellation that lands as the wake-up does (the shutdown's
-            # last event), and the worker waited on, holding up the close.
-            while not self.service.tasks.closed:
+            while True:
                 delivery = self._take(loop.time())
                 if delivery is None:
                     self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self._wait(loop.time()))
-                    except TimeoutError:
-                        if self.idle:
-                            return
+                    if not await wait_event(self._wake, self._wait(loop.time())) and self.idle:
+                        return
                     continue
                 retry_in: float | None = None
                 try:

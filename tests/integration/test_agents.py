@@ -795,6 +795,7 @@ async def test_a_turn_open_when_geminis_socket_drops_is_started_on_the_new_one(
     async with client.app[MANAGER].events.subscribe() as sub:
         talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
         await next_event(sub, "agent.speech.started")
+        await until(lambda: fake.activities == [(1, "activityStart")], timeout=3)
         await fake.drop()
         await next_event(sub, "agent.reconnected")
         talk.clear()
@@ -1394,6 +1395,7 @@ async def test_the_gaps_audio_of_a_goaway_goes_after_the_turn_is_opened_again(
     async with client.app[MANAGER].events.subscribe() as sub:
         talk.extend(said[i : i + 320] for i in range(0, said.size - 319, 320))
         await next_event(sub, "agent.speech.started")
+        await until(lambda: fake.activities == [(1, "activityStart")], timeout=3)
         await fake.go_away()
         await next_event(sub, "agent.reconnected")
     await until(lambda: len(fake.setups) == 2 and len(fake.activities) == 2, timeout=3)
