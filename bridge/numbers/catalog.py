@@ -44,6 +44,7 @@ from .defined import (
     field_value,
     overlaid,
     refuse_defined,
+    refuse_delete,
     stored_fields,
     with_changes,
 )
@@ -286,6 +287,7 @@ class Catalog(NumbersView):
                 "through the API (change the settings instead)",
                 code="defined_by_operator",
             )
+        refuse_delete(f"number {number_id}", self.defined.get(number_id, {}))  # the file's
 
         def left() -> list[Edit]:  # a Meta number's id remembered (deleted.py)
             return deleted.edits(self.deleted, self.numbers.get(number_id), None)
@@ -351,4 +353,5 @@ class Catalog(NumbersView):
         return made[0]
 
     async def delete_tenant(self, tenant_id: str) -> None:
+        refuse_delete(f"tenant {tenant_id}", self.tenants_defined.get(tenant_id, {}))
         await self._write("tenants", tenant_id, lambda: rules.unused(self, tenant_id))

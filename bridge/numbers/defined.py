@@ -7,7 +7,9 @@ defined_by_operator``, naming where the operator set it) to store a value for a 
 operator defines for that number, so a restart never silently changes it back or keeps it; a
 field the operator left unset is the API's, and its stored value is used. A stored value that
 differs from the operator's (stored before the operator set it) is ignored, said once at
-WARNING naming the number and the field, never the value.
+WARNING naming the number and the field, never the value. A number or tenant the numbers file
+declares is the operator's itself: the API may not delete it (:func:`refuse_delete`), as the
+file would make it again at the next start.
 
 Fields are named as the API names them: ``phone``, ``label``, ``recording``, and an engine
 block's ``cloudapi.sipPassword``, ``cloudapi.sipCert`` …; a tenant's ``name``, ``webhookURL``,
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 TOP_FIELDS = ("phone", "label", "recording")
 """A number's fields outside its engine block that the API can change."""
 
+FILE = "BRIDGE_NUMBERS_FILE"
+
 SIP_PASSWORD = "cloudapi.sipPassword"
 MADE = "sipPasswordMade"
 """Beside a stored ``cloudapi.sipPassword``: Meta made it for the bridge (``Number.
@@ -55,6 +59,11 @@ class Source:
     """Always the operator's, set or not (the default number's engine is built from the
     settings at start)."""
 
+    @property
+    def in_file(self) -> bool:
+        """An entry of the numbers file (else a setting)."""
+        return self.name.startswith(FILE)
+
     def refusal(self, record: str, field: str) -> str:
         """Why the API may not store ``field`` of ``record`` (``number lab``, ``tenant acme``)."""
         if self.fixed:
@@ -62,7 +71,7 @@ class Source:
                 f"field {field!r} of {record} comes from {self.name}: the default "
                 f"number's engine is built from the settings; change {self.name} instead"
             )
-        how = "remove it from" if self.name.startswith("BRIDGE_NUMBERS_FILE") else "unset"
+        how = "remove it from" if self.in_file else "unset"
         return (
             f"field {field!r} of {record} is set by {self.name}, which wins over the "
             f"API: {how} {self.name} to manage it through the API"
@@ -91,7 +100,7 @@ def settings_fields(settings: Settings) -> Defined:
 
 def file_fields(entry: Mapping[str, Any], where: str) -> Defined:
     """The fields one numbers-file entry names (``where``: ``numbers[2]``)."""
-    source = Source(f"BRIDGE_NUMBERS_FILE ({where})")
+    source = Source(f"{FILE} ({where})")
     out = {name: source for name in TOP_FIELDS if name in entry}
     engine = str(entry.get("engine") or "")
     block = entry.get(engine)
@@ -165,10 +174,23 @@ def refuse_defined(record: str, defined: Mapping[str, Source], fields: Iterable[
             raise Conflict(source.refusal(record, field), code="defined_by_operator")
 
 
+def refuse_delete(record: str, defined: Mapping[str, Source]) -> None:
+    """``Conflict`` when the numbers file declares ``record`` (``number lab``): deleted through
+    the API, the file would make it again at the next start."""
+    entry = next((s.name for s in defined.values() if s.in_file), "")
+    if entry:
+        raise Conflict(
+            f"{record} is declared in {entry}, which wins over the API: it cannot be deleted "
+            f"through the API (it would come back at the next start); remove it from {FILE}, "
+            "then, once restarted without it, delete it through the API",
+            code="defined_by_operator",
+        )
+
+
 def tenant_file_fields(entry: Mapping[str, Any], where: str) -> Defined:
     """The fields of a tenant one numbers-file entry names (``where``: ``tenants[0]``): the
     tenants' side of the one rule (a tenant's keys are never the file's)."""
-    source = Source(f"BRIDGE_NUMBERS_FILE ({where})")
+    source = Source(f"{FILE} ({where})")
     return {name: source for name in TENANT_FIELDS if name in entry}
 
 

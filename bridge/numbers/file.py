@@ -18,7 +18,8 @@
 Every ``${NAME}`` is read from the environment (secrets never sit in the file). Entries are
 created or replaced by id; what the file does not name is left as it is (created at run time).
 A field an entry names, a number's or a tenant's, is the operator's: it replaces the stored
-value (said at WARNING when they differ) and the API may not change it (409); the entry's other
+value (said at WARNING when they differ) and the API may not change it (409), nor delete the
+number or tenant an entry declares (409: it would come back at the next start); the entry's other
 fields (a tenant's keys too) keep what the API stored (``defined.py``). The entry's
 ``tenantID`` is whose the number is (none: the service's), moved there when the stored number
 is another tenant's (said at WARNING).

@@ -212,7 +212,9 @@ class Switchboard:
         await self.setup.compare(number_id, self.engines.get(number_id))
 
     async def check_health(self, number_id: str) -> None:
-        """Check one number now; a change is logged once (WARNING when it goes bad)."""
+        """Check one number now — its health, then Meta's settings against its mode
+        (:meth:`compare_setup`) — at start, at its creation and every ``HEALTH_INTERVAL``; a
+        change is logged once (WARNING when it goes bad)."""
         number = self.catalog.number(number_id) if self.catalog is not None else None
         if number is None:
             return
@@ -230,16 +232,15 @@ class Switchboard:
             log.warning("number %s (%s): %s", number_id, number.phone, result["reason"])
         elif result["ok"] and before is not None and not before["ok"]:
             log.info("number %s (%s): healthy again", number_id, number.phone)
+        await self.compare_setup(number_id)
 
     async def _health_forever(self) -> None:
-        # Every number at start (the default one too; Meta's settings against ours), then
-        # every HEALTH_INTERVAL.
+        # Every number at start (the default one too), then every HEALTH_INTERVAL.
         while True:
             for number_id in list(self.engines):
                 if number_id in self.engines:
                     try:
                         await self.check_health(number_id)
-                        await self.compare_setup(number_id)
                     except Exception:  # a bug in one number's check must not stop the others'
                         log.exception("number %s: health check failed", number_id)
             await asyncio.sleep(HEALTH_INTERVAL)

@@ -236,6 +236,27 @@ async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
     shown = await (await client.get("/numbers/default", headers=ADMIN)).json()
     assert "setup" not in shown["health"], shown  # as on every number that agrees (was [])
 
+    # A number made at run time is compared at its creation as the start compares those it
+    # finds. Before, only its token was checked: the mismatch waited for the next health
+    # round (3 minutes) or a settings change.
+    caplog.clear()
+    meta.add_number("2098765432", "second-token")
+    meta.accounts["2098765432"].calling["srtp_key_exchange_protocol"] = "SDES"
+    body = {"phone": "+15550783000", "engine": "cloudapi"}
+    resp = await client.post(
+        "/numbers", json={**body, "cloudapi": meta.number_fields("2098765432")}, headers=ADMIN
+    )
+    assert resp.status == 201, await resp.text()
+    created = await resp.json()
+    number_id = created["numberID"]
+    shown = await (await client.get(f"/numbers/{number_id}", headers=ADMIN)).json()
+    [said] = shown["health"]["setup"]
+    assert created["health"]["setup"] == [said]  # the answer to the creation says it too
+    assert "srtp_key_exchange_protocol is SDES" in said and shown["health"]["ok"], shown
+    warned = [r for r in caplog.records if "srtp_key_exchange_protocol" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING, warned
+    assert f"number {number_id}" in warned[0].getMessage()
+
 
 async def test_sip_declared_in_the_numbers_file_is_enabled_once(sclient, meta, tmp_path, caplog):
     """Zero steps by hand: ``sip: {enable: true}`` in ``BRIDGE_NUMBERS_FILE`` puts the default

@@ -129,6 +129,13 @@ async def test_what_the_file_names_is_the_operator_s_the_rest_the_api_s(
         assert resp.status == 409 and error["code"] == "defined_by_operator", error
         assert f"'{field}'" in error["message"]
         assert "remove it from BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"]
+    # Deleting it too (before, 200: the file made it again at the next start).
+    resp = await client.delete("/numbers/lab", headers=ADMIN)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
+    assert "BRIDGE_NUMBERS_FILE (numbers[0])" in error["message"], error
+    assert "remove it from BRIDGE_NUMBERS_FILE" in error["message"], error
+    assert "lab" in client.app[SWITCHBOARD].engines
     unset = {"recording": "forbidden", "label": "bench", "sim": {"toneHz": 440}}
     resp = await client.patch("/numbers/lab", json=unset, headers=ADMIN)
     assert resp.status == 200, await resp.text()
@@ -151,6 +158,11 @@ async def test_what_the_file_names_is_the_operator_s_the_rest_the_api_s(
     assert "number lab" in said[0].getMessage() and "recording" in said[0].getMessage()
     resp = await client.patch("/numbers/lab", json={"recording": "forbidden"}, headers=ADMIN)
     assert resp.status == 409 and "BRIDGE_NUMBERS_FILE" in (await resp.json())["error"]["message"]
+    await client.close()
+
+    # Removed from the file, it stays (stored) and is the API's: deleted through it.
+    client = await make_client(numbers_file=write(tmp_path, "numbers: []\n"), **settings)
+    assert (await client.delete("/numbers/lab", headers=ADMIN)).status == 200
 
 
 async def test_a_number_the_file_moves_to_another_tenant_is_that_tenants_only(
@@ -255,6 +267,10 @@ async def test_what_the_file_names_of_a_tenant_is_the_operator_s_the_rest_the_ap
     assert resp.status == 409 and error["code"] == "defined_by_operator", error
     assert "'name'" in error["message"] and "tenant acme" in error["message"]
     assert "remove it from BRIDGE_NUMBERS_FILE (tenants[0])" in error["message"]
+    resp = await client.delete("/tenants/acme", headers=ADMIN)  # was 200: back at the start
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
+    assert "tenant acme is declared in BRIDGE_NUMBERS_FILE (tenants[0])" in error["message"]
     assert client.app[CATALOG].tenants["acme"].name == "Acme"
     unset = {"maxCalls": 7, "webhookURL": "http://127.0.0.1:9/acme", "webhookSecret": SECRET}
     resp = await client.patch("/tenants/acme", json=unset, headers=ADMIN)
