@@ -9,6 +9,7 @@ hearing its own 700 Hz is the audio both ways through the phone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -16,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from jsonschema import Draft202012Validator
 
 from bridge.api.keys import HANDOVER, MANAGER
+from bridge.api.schema import openapi_document
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..integration.test_desk_handover import worker
@@ -41,6 +44,15 @@ async def fake() -> AsyncIterator[FakeZuckZapGo]:
 def received(sipp: Sipp) -> list[str]:
     """The requests the phone received, in order."""
     return re.findall(r"message received.*?\n\s*([A-Z]+) sip:", sipp.sent_and_received(), re.S)
+
+
+def as_documented(snapshot: dict[str, Any]) -> None:
+    """``snapshot`` is a ``Call`` as the OpenAPI document says (its participants too)."""
+    doc = {"$ref": "#/components/schemas/Call", "components": openapi_document()["components"]}
+    errors = [
+        e.message for e in Draft202012Validator(doc).iter_errors(json.loads(json.dumps(snapshot)))
+    ]
+    assert not errors, (snapshot["participants"], errors)
 
 
 def whatsapp_hears_the_phone(fake: FakeZuckZapGo, engine_id: str, since: float) -> None:
@@ -91,6 +103,10 @@ async def test_a_call_with_a_phone_on_a_trunk_stays_on_its_draining_worker_until
         await until_passes(
             lambda: whatsapp_hears_the_phone(fake, engine_id, time.monotonic() - 0.5), 5.0
         )
+        # The phone shows in the call's snapshot as the document says (it said only browsers).
+        snapshot = await (await old.get(f"/call/{call_id}")).json()
+        assert [p["sip"]["state"] for p in snapshot["participants"]] == ["joined"], snapshot
+        as_documented(snapshot)
 
         handover = old.app[HANDOVER]
         await handover.drain()  # SIGTERM's drain (resources.drain_on_sigterm), in its order
