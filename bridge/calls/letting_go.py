@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..attachments.base import ActsOnItsOwn
+from ..attachments.base import ActsOnItsOwn, KeepsCallHere
 from ..engines import MediaChannel, MovableCalls
 from ..errors import BridgeError
 from .events import CallEvents
@@ -28,14 +28,15 @@ log = logging.getLogger(__name__)
 
 def can_move(manager: CallManager, call: Call) -> bool:
     """Whether another worker could carry this call on: its engine can move it, and no leg of
-    it lives only in this worker — a participant that is not a browser (``roles.py``
-    ``OtherParticipant``: a trunk's phone that answered, its SIP dialog and RTP socket this
-    worker's); a browser offers again to the new owner."""
+    it lives only in this worker (``KeepsCallHere``: a trunk's phone ringing or answered, its
+    SIP dialog and RTP socket this worker's — but a desk route's ring, rung anew by the new
+    owner); a browser offers again to the new owner."""
     engine = manager.engine_of(call)
     if not (isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)):
         return False
     runtime = manager.find_runtime(call.id)
-    return runtime is None or not runtime.participants.other_legs
+    attachments = [] if runtime is None else list(runtime.attachments.values())
+    return not any(isinstance(a, KeepsCallHere) and a.keeps_call_here for a in attachments)
 
 
 @asynccontextmanager
