@@ -43,14 +43,17 @@ def can_move(manager: CallManager, call: Call) -> bool:
 async def standing_still(runtime: CallRuntime) -> AsyncIterator[None]:
     """While the call moves away: what acts on it by itself stands still (``ActsOnItsOwn``: a
     desk route's run), what it had begun done first, so that the state exported is the last
-    it acts on here and only the worker carrying the call on acts from then on. Whatever
-    stays here (a move that failed) goes on."""
+    it acts on here and only the worker carrying the call on acts from then on; nothing new
+    begins on it meanwhile (``CallRuntime.check_staying``: a phone rung now would be left
+    behind). Whatever stays here (a move that failed) goes on."""
+    runtime.moving = True
     still = [a for a in list(runtime.attachments.values()) if isinstance(a, ActsOnItsOwn)]
-    for attachment in still:
-        await attachment.stand_still()
     try:
+        for attachment in still:
+            await attachment.stand_still()
         yield
     finally:
+        runtime.moving = False
         if not runtime.closed:
             for attachment in still:
                 attachment.go_on()

@@ -197,15 +197,16 @@ class TrunkService:
         *,
         rung_anew: bool = False,
     ) -> SipParticipant:
-        """Call a SIP target into a live call (the answer comes as events). ``rung_anew``: a
-        ring a move of the call ends here, for the worker carrying it on to ring anew (a desk
-        route's); an app's phone keeps the call here from its INVITE on
-        (``SipParticipant.keeps_call_here``)."""
+        """Call a SIP target into a live call (the answer comes as events); 409 ``moving``
+        while the call moves to another worker. ``rung_anew``: a ring a move of the call ends
+        here, for the worker carrying it on to ring anew (a desk route's); an app's phone keeps
+        the call here from its INVITE on (``SipParticipant.keeps_call_here``)."""
         assert self.manager is not None
         call = self.manager.get(call_id)
         runtime = self.manager.find_runtime(call.id)
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has no media to join")
+        runtime.check_staying()
         target = parse_uri(sip.get("uri"), "sip.uri")
         trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id)
         headers = [*self.context_headers(call), *parse_headers(sip.get("headers"))]

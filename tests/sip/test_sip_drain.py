@@ -199,3 +199,41 @@ async def test_a_phone_still_ringing_at_a_drain_keeps_its_call_and_the_app_hears
         if drain is not None:
             drain.cancel()
         await sipp.stop()
+
+
+async def test_a_phone_added_as_its_call_moves_is_refused_409_moving(
+    aiohttp_client: Any, redis: Any, monkeypatch: Any, fake: FakeZuckZapGo, tmp_path: Any
+) -> None:
+    """A phone the app added after the moving call's state was exported was rung by the old
+    worker and hung up as it let go (a CANCEL, or a BYE had it answered): 202, then a phone
+    nobody could keep. Refused now, ``409 moving`` (ask again: the new owner takes it), as a
+    transfer is; the phone is never rung and the call moves."""
+    require(not tools_missing(), tools_missing(), "make system-deps (Debian sip-tester)")
+    sipp = Sipp(tmp_path, "pbx_phone_no_answer.xml")
+    await sipp.start(remote=None, keys={}, server=True, transport="u1")
+    a, b = await two_workers(aiohttp_client, redis, monkeypatch, fake, sipp.port)
+    try:
+        old, new, call_id, _ = await active_call(a, b, fake, "5521988880013")
+        handover = old.app[HANDOVER]
+        sending, go = asyncio.Event(), asyncio.Event()
+        send = handover._send
+
+        async def held(target: Any, moved: Any) -> Any:  # the call's state exported, sent
+            sending.set()
+            await go.wait()
+            return await send(target, moved)
+
+        handover._send = held
+        drain = asyncio.create_task(handover.drain())
+        await sending.wait()
+        resp = await old.post("/call/participants", json=phone_of(call_id))
+        assert resp.status == 409, await resp.text()
+        assert (await resp.json())["error"]["code"] == "moving"
+        go.set()
+        await drain
+        assert old.app[MANAGER].find_runtime(call_id) is None  # moved
+        assert (await wait_state(new, call_id, "active"))["participants"] == []
+        await asyncio.sleep(0.2)
+        assert received(sipp) == []  # never rung
+    finally:
+        await sipp.stop()
