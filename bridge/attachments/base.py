@@ -79,3 +79,13 @@ class ActsOnItsOwn(Protocol):
 
     def go_on(self) -> None:
         """The call stays here after all (its move failed): act again."""
+
+
+@runtime_checkable
+class KeepsCallHere(Protocol):
+    """An attachment with a leg only this worker can carry (a phone on a trunk: its SIP
+    dialog and RTP socket are this worker's): while :attr:`keeps_call_here`, its call cannot
+    move to another worker (``calls/letting_go.py`` ``can_move``)."""
+
+    @property
+    def keeps_call_here(self) -> bool: ...

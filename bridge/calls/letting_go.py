@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..attachments.base import ActsOnItsOwn
+from ..attachments.base import ActsOnItsOwn, KeepsCallHere
 from ..engines import MediaChannel, MovableCalls
 from ..errors import BridgeError
 from .events import CallEvents
@@ -28,28 +28,32 @@ log = logging.getLogger(__name__)
 
 def can_move(manager: CallManager, call: Call) -> bool:
     """Whether another worker could carry this call on: its engine can move it, and no leg of
-    it lives only in this worker — a participant that is not a browser (``roles.py``
-    ``OtherParticipant``: a trunk's phone that answered, its SIP dialog and RTP socket this
-    worker's); a browser offers again to the new owner."""
+    it lives only in this worker (``KeepsCallHere``: a trunk's phone ringing or answered, its
+    SIP dialog and RTP socket this worker's — but a desk route's ring, rung anew by the new
+    owner); a browser offers again to the new owner."""
     engine = manager.engine_of(call)
     if not (isinstance(engine, MovableCalls) and engine.can_move(call.engine_call_id)):
         return False
     runtime = manager.find_runtime(call.id)
-    return runtime is None or not runtime.participants.other_legs
+    attachments = [] if runtime is None else list(runtime.attachments.values())
+    return not any(isinstance(a, KeepsCallHere) and a.keeps_call_here for a in attachments)
 
 
 @asynccontextmanager
 async def standing_still(runtime: CallRuntime) -> AsyncIterator[None]:
     """While the call moves away: what acts on it by itself stands still (``ActsOnItsOwn``: a
     desk route's run), what it had begun done first, so that the state exported is the last
-    it acts on here and only the worker carrying the call on acts from then on. Whatever
-    stays here (a move that failed) goes on."""
+    it acts on here and only the worker carrying the call on acts from then on; nothing new
+    begins on it meanwhile (``CallRuntime.check_staying``: a phone rung now would be left
+    behind). Whatever stays here (a move that failed) goes on."""
+    runtime.moving = True
     still = [a for a in list(runtime.attachments.values()) if isinstance(a, ActsOnItsOwn)]
-    for attachment in still:
-        await attachment.stand_still()
     try:
+        for attachment in still:
+            await attachment.stand_still()
         yield
     finally:
+        runtime.moving = False
         if not runtime.closed:
             for attachment in still:
                 attachment.go_on()

@@ -23,7 +23,7 @@ from .samples import LegSources
 class OtherParticipant(Protocol):
     """A participant that is not a browser session (a SIP phone) as roles and hand-offs see it.
     Its leg lives in this worker: while it is on the call, the call cannot move to another
-    (``letting_go.py`` ``can_move``)."""
+    (``attachments/base.py`` ``KeepsCallHere``, ``letting_go.py`` ``can_move``)."""
 
     participant_id: str
     role: Role

@@ -118,6 +118,9 @@ class CallRuntime:
         self.final_stats: dict[str, Any] | None = None
         """The media numbers as the call ended (set by :meth:`close`)."""
         self._end_task: asyncio.Task[None] | None = None
+        self.moving = False
+        """It moves to another worker (``letting_go.py`` ``standing_still``): nothing new
+        begins on it here meanwhile (:meth:`check_staying`)."""
         self.answering = asyncio.Lock()
         """Held while the manager answers the call: a second answer waits and shares it."""
         self._closing: CloseOnce[None] = CloseOnce(f"call[{call.id[:12]}]:close")
@@ -136,6 +139,14 @@ class CallRuntime:
     def emit(self, type_: str, **data: Any) -> None:
         """Publish an event about this call (attachments use it through ``AttachmentHost``)."""
         self.events.publish(type_, self.call, **data)
+
+    def check_staying(self) -> None:
+        """409 ``moving`` while the call moves to another worker: what would begin here now (a
+        phone rung, a transfer) would be left behind, or hung up, as the call goes."""
+        if self.moving:
+            raise CallStateError(
+                f"call {self.call.id} is moving to another worker: ask again", code="moving"
+            )
 
     # -- attachments
     def attach(self, attachment: Attachment) -> None:

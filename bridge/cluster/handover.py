@@ -184,7 +184,7 @@ class Handover:
         # A desk route's run stands still from here: the state exported is the last it acts
         # on, and an accept landing meanwhile is acted on by whichever worker carries the call.
         async with standing_still(runtime):
-            if not can_move(self.manager, call):  # its route's phone answered as it stood still
+            if not can_move(self.manager, call):  # a phone rang or answered meanwhile
                 return self._stays(call, reason)
             return await self._hand_over(call, runtime, targets, reason)
 

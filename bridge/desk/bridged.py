@@ -57,7 +57,13 @@ class Trunks(Protocol):
     /call/participants {"sip": …}``, and the end of a call whose PBX leg went."""
 
     async def add_participant(
-        self, call_id: str, participant_id: str, role: Role, sip: dict[str, Any]
+        self,
+        call_id: str,
+        participant_id: str,
+        role: Role,
+        sip: dict[str, Any],
+        *,
+        rung_anew: bool = False,
     ) -> Any: ...
 
     def end_with(self, call: Call, reason: str) -> None: ...
@@ -111,7 +117,9 @@ async def _ring(run: StepRun, step: Step, trunks: Trunks, target: dict[str, Any]
     _forget_earlier_legs(run)
     run.dialing = SIP_PARTICIPANT
     try:
-        leg: SipLeg = await trunks.add_participant(call.id, SIP_PARTICIPANT, Role.AGENT, target)
+        leg: SipLeg = await trunks.add_participant(
+            call.id, SIP_PARTICIPANT, Role.AGENT, target, rung_anew=True
+        )
         outcome, code = await _outcome(run, step.timeout_s)
     finally:
         run.dialing = None  # from here, this leg's events are not the next step's

@@ -79,10 +79,7 @@ async def transfer(
             raise CallStateError(
                 f"nobody in group {group[:64]!r} is available", code="nobody_available"
             )
-        if run.turns.still:  # looked at last: nothing awaited between it and the start
-            raise CallStateError(
-                f"call {call.id} is moving to another worker: ask again", code="moving"
-            )
+        runtime.check_staying()  # looked at last: nothing awaited between it and the start
     except BaseException:
         run.handing_off = False
         raise

@@ -82,6 +82,12 @@ class Trunk:
         return self.secrets.get("password", "")
 
     @property
+    def credentials(self) -> tuple[str, str]:
+        """Our username and password toward the trunk: what answers the PBX's challenge to a
+        request we send in a leg's dialog (a BYE, a NOTIFY; RFC 3261 §22.2)."""
+        return self.username, self.password
+
+    @property
     def inbound_password(self) -> str:
         return self.secrets.get("inboundPassword", "")
 

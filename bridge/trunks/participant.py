@@ -129,6 +129,9 @@ class SipParticipant:
         self.replaces: SipParticipant | None = None
         """The leg this one takes the place of (a REFER): released as this one joins."""
         self.transferring = False
+        self.rung_anew = False
+        """A ring a move of its call ends here, rung anew by the worker carrying the call on
+        (a desk route's ``sip`` step): it keeps the call here only once it has answered."""
         self._left = False
         self._ending: CloseOnce[None] = CloseOnce(f"{self.id}:end")
         self.state = "calling"
@@ -153,10 +156,10 @@ class SipParticipant:
         }
 
     @property
-    def credentials(self) -> tuple[str, str]:
-        """The trunk's username and password: what answers the PBX's challenge to a request
-        we send in the leg's dialog (a BYE, a NOTIFY; RFC 3261 §22.2)."""
-        return self.trunk.username, self.trunk.password
+    def keeps_call_here(self) -> bool:
+        """Its dialog and RTP socket are this worker's: the call cannot move while it rings
+        or is on the call, but for a ring the worker carrying the call on rings anew."""
+        return self.state != "left" and (self.state == "joined" or not self.rung_anew)
 
     def timeline_sources(self) -> tuple[float, LegSources] | None:
         return None if self.media is None else (self.offered_at, timeline(self.media))
@@ -349,7 +352,8 @@ class SipParticipant:
         dialog, self.dialog = self.dialog, None
         if dialog is not None:
             self.line.drop(dialog)
-            await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0, credentials=self.credentials)
+            credentials = self.trunk.credentials
+            await self.line.ua.in_dialog(dialog, "BYE", timeout=4.0, credentials=credentials)
         elif self.dialer is not None and self.dialer.final is None:
             await self.dialer.cancel()
 

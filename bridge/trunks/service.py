@@ -189,19 +189,30 @@ class TrunkService:
         return mine[0]
 
     async def add_participant(
-        self, call_id: str, participant_id: str, role: Role, sip: dict[str, Any]
+        self,
+        call_id: str,
+        participant_id: str,
+        role: Role,
+        sip: dict[str, Any],
+        *,
+        rung_anew: bool = False,
     ) -> SipParticipant:
-        """Call a SIP target into a live call (the answer comes as events)."""
+        """Call a SIP target into a live call (the answer comes as events); 409 ``moving``
+        while the call moves to another worker. ``rung_anew``: a ring a move of the call ends
+        here, for the worker carrying it on to ring anew (a desk route's); an app's phone keeps
+        the call here from its INVITE on (``SipParticipant.keeps_call_here``)."""
         assert self.manager is not None
         call = self.manager.get(call_id)
         runtime = self.manager.find_runtime(call.id)
         if runtime is None or not call.live:
             raise CallStateError(f"call {call.id} has no media to join")
+        runtime.check_staying()
         target = parse_uri(sip.get("uri"), "sip.uri")
         trunk = self.trunk_for(sip.get("trunkID"), call.tenant_id)
         headers = [*self.context_headers(call), *parse_headers(sip.get("headers"))]
         self._check_join(runtime, participant_id, role)
         leg = SipParticipant(self.line, runtime, trunk, participant_id, role, target, headers)
+        leg.rung_anew = rung_anew
         runtime.attach(leg)
         self.active.add(leg)  # counted from now (its task may not have started yet)
         self._tasks.spawn(self._run(leg), f"sip-leg:{participant_id}")

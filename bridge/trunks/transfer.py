@@ -120,7 +120,7 @@ async def notify(
         body=f"SIP/2.0 {status} {reason}\r\n".encode(),
         content_type="message/sipfrag;version=2.0",
         timeout=4.0,
-        credentials=old.credentials,
+        credentials=old.trunk.credentials,
     )
 
 
