@@ -64,7 +64,7 @@ async def create_number(request: web.Request) -> web.Response:
     check_sip_road(number, request.app[SETTINGS])
     await request.app[CATALOG].create_number(number)
     await request.app[SWITCHBOARD].reconcile()  # its engine is up before the answer
-    await request.app[SWITCHBOARD].check_health(number.number_id)
+    await request.app[SWITCHBOARD].checked(number.number_id)  # and its health is known
     return web.json_response(_view(request, number), status=201)
 
 
@@ -117,6 +117,7 @@ async def change_number(request: web.Request) -> web.Response:
     check_sip_road(changed, request.app[SETTINGS])
     stored = await request.app[CATALOG].update_number(changed)
     await request.app[SWITCHBOARD].reconcile()
+    await request.app[SWITCHBOARD].checked(stored.number_id)  # a rebuilt engine's, awaited
     return web.json_response(_view(request, stored))
 
 

@@ -1,7 +1,8 @@
 """Whether each number can work: its engine's own health, and for a Cloud API number whether
 Meta takes its Graph token (``GET /{PHONE_NUMBER_ID}``: a refused token is Meta's error 190).
-Checked when the number is created and every :data:`INTERVAL`; shown on
-``GET /numbers/{numberID}`` as ``health`` and as ``bridge_number_up{number}``."""
+Checked at start (one number after another), as soon as its engine is built or rebuilt on a
+worker, and every :data:`INTERVAL`; shown on ``GET /numbers/{numberID}`` as ``health`` and as
+``bridge_number_up{number}``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import aiohttp
 
 from ..engines import Engine
+from ..metrics import Metrics
+from ..tasks import TaskSet
 from .model import Number
 
 log = logging.getLogger(__name__)
@@ -64,3 +68,61 @@ async def check(engine: Engine | None, number: Number, http: Any) -> dict[str, A
         except Exception as exc:  # an engine's health must not break the listing
             ok, reason = False, f"health check failed: {type(exc).__name__}"
     return {"ok": ok, "reason": reason, "checkedAt": time.time()}
+
+
+class Checks:
+    """Every number's last check — what ``GET /numbers/{id}`` shows — and the checks under way
+    (a number's engine, just built, is checked in a task of its owner's; who asks for the
+    number's health meanwhile waits for that check rather than making another)."""
+
+    def __init__(self, tasks: TaskSet) -> None:
+        self._tasks = tasks
+        self.results: dict[str, dict[str, Any]] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+
+    def shown(self, number_id: str) -> dict[str, Any]:
+        return self.results.get(number_id) or {"ok": None, "reason": "not checked yet"}
+
+    def record(self, number: Number, result: dict[str, Any], metrics: Metrics | None) -> None:
+        """Keep a check's result; a change is logged once (WARNING when it goes bad)."""
+        before = self.results.get(number.number_id)
+        self.results[number.number_id] = result
+        if metrics is not None:
+            metrics.number_up.labels(number.number_id).set(1.0 if result["ok"] else 0.0)
+        if not result["ok"] and (before is None or before["ok"]):
+            log.warning("number %s (%s): %s", number.number_id, number.phone, result["reason"])
+        elif result["ok"] and before is not None and not before["ok"]:
+            log.info("number %s (%s): healthy again", number.number_id, number.phone)
+
+    def start(self, number_id: str, check: Coroutine[Any, Any, None]) -> None:
+        """Check a number now, in the owner's task set (its engine was just built)."""
+        self._running[number_id] = self._tasks.spawn(check, f"health:{number_id}")
+
+    async def done(self, number_id: str, check: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """The number checked: the check under way awaited (shielded: the caller going away
+        does not end it), else ``check()`` made now when it has none yet."""
+        task = self._running.get(number_id)
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        elif number_id not in self.results:
+            await check()
+
+    async def forever(
+        self,
+        engines: Callable[[], Mapping[str, Engine]],
+        check: Callable[[str], Coroutine[Any, Any, None]],
+    ) -> None:
+        """Every number with an engine at start (the default one too), one after another,
+        then every :data:`INTERVAL`."""
+        while True:
+            for number_id in list(engines()):
+                if number_id in engines():
+                    try:
+                        await check(number_id)
+                    except Exception:  # a bug in one number's check must not stop the others'
+                        log.exception("number %s: health check failed", number_id)
+            await asyncio.sleep(INTERVAL)
+
+    def forget(self, number_id: str) -> None:
+        self.results.pop(number_id, None)
+        self._running.pop(number_id, None)

@@ -1,10 +1,10 @@
 """Whether Meta's settings for a number agree with how the bridge runs it: its SRTP key
 exchange (``srtp_key_exchange_protocol`` against the number's media) and its SIP servers
 (switched on while the bridge signals on Graph). Compared with every health check (at start,
-when a number is created, then every few minutes), after the bridge changes the settings and
-when Meta says they changed (``account_settings_update``); each new difference is logged once
-at WARNING and shown on ``GET /numbers/{numberID}`` under ``health.setup`` (absent while there
-is none)."""
+when a number's engine is built or rebuilt, then every few minutes), after the bridge changes
+the settings and when Meta says they changed (``account_settings_update``); each new
+difference is logged once at WARNING and shown on ``GET /numbers/{numberID}`` under
+``health.setup`` (absent while there is none)."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ from ..errors import NotFound
 from ..metrics import Metrics
 from ..sip import Doors
 from ..tasks import TaskSet
-from .health import INTERVAL as HEALTH_INTERVAL
+from .health import Checks
 from .health import check as check_number
 from .model import DEFAULT_NUMBER, Number, engine_key
 from .retired import RetiredEngines
@@ -94,7 +94,8 @@ class Switchboard:
         self.engines_in_use: EnginesInUse = list
         self._changing = asyncio.Lock()
         self.metrics: Metrics | None = None
-        self._health: dict[str, dict[str, Any]] = {}
+        self.checks = Checks(self._tasks)  # each number's health (numbers/health.py)
+        self._check_built = False  # an engine built is checked at once (not at start: below)
         self.setup = SetupCheck()  # Meta's settings against each number's mode
         self.sip_doors = default.doors if isinstance(default, SipLineEngine) else Doors()
         """The worker's one SIP listener per address, every SIP number's engine in it."""
@@ -118,8 +119,13 @@ class Switchboard:
         if self.catalog is not None:
             self.catalog.follow(self._catalog_changed)
             await self.reconcile()
+            # The engines built from now on are checked as they are; those of the start, one
+            # after another by the health loop's first round (hundreds of numbers must not
+            # ask Meta all at once).
+            self._check_built = True
             self._tasks.spawn(self.retired.close_forever(), "retire-engines")
-            self._tasks.spawn(self._health_forever(), "number-health")
+            rounds = self.checks.forever(lambda: self.engines, self.check_health)
+            self._tasks.spawn(rounds, "number-health")
 
     async def close(self) -> None:
         await self._tasks.close()
@@ -179,6 +185,8 @@ class Switchboard:
                 self.engines[number_id] = engine
                 self._built[number_id] = number
                 self._follow_legs(number_id, engine)
+                if self._check_built:  # a new or changed number: not unchecked until the round
+                    self.checks.start(number_id, self.check_health(number_id))
                 self._forwarders[number_id] = self._tasks.spawn(
                     self._forward(number_id, engine), f"events:{number_id}"
                 )
@@ -203,7 +211,7 @@ class Switchboard:
 
     # -- health (numbers/health.py)
     def health_of(self, number_id: str) -> dict[str, Any]:
-        health = self._health.get(number_id) or {"ok": None, "reason": "not checked yet"}
+        health = self.checks.shown(number_id)
         setup = self.setup.found.get(number_id)  # shown while Meta's settings differ only
         return {**health, "setup": setup} if setup else health
 
@@ -213,8 +221,8 @@ class Switchboard:
 
     async def check_health(self, number_id: str) -> None:
         """Check one number now — its health, then Meta's settings against its mode
-        (:meth:`compare_setup`) — at start, at its creation and every ``HEALTH_INTERVAL``; a
-        change is logged once (WARNING when it goes bad)."""
+        (:meth:`compare_setup`) — at start, once its engine is built (or rebuilt) here and every
+        ``health.INTERVAL``; a change is logged once (WARNING when it goes bad)."""
         number = self.catalog.number(number_id) if self.catalog is not None else None
         if number is None:
             return
@@ -224,29 +232,16 @@ class Switchboard:
             # Deleted (or rebuilt) while it was checked: the answer is about an engine that is
             # gone, and a deleted number's series and health must not come back with it.
             return
-        before = self._health.get(number_id)
-        self._health[number_id] = result
-        if self.metrics is not None:
-            self.metrics.number_up.labels(number_id).set(1.0 if result["ok"] else 0.0)
-        if not result["ok"] and (before is None or before["ok"]):
-            log.warning("number %s (%s): %s", number_id, number.phone, result["reason"])
-        elif result["ok"] and before is not None and not before["ok"]:
-            log.info("number %s (%s): healthy again", number_id, number.phone)
+        self.checks.record(number, result, self.metrics)
         await self.compare_setup(number_id)
 
-    async def _health_forever(self) -> None:
-        # Every number at start (the default one too), then every HEALTH_INTERVAL.
-        while True:
-            for number_id in list(self.engines):
-                if number_id in self.engines:
-                    try:
-                        await self.check_health(number_id)
-                    except Exception:  # a bug in one number's check must not stop the others'
-                        log.exception("number %s: health check failed", number_id)
-            await asyncio.sleep(HEALTH_INTERVAL)
+    async def checked(self, number_id: str) -> None:
+        """The number checked, for an answer that shows its health: the check its engine's
+        build started, awaited, else one now if it has none (never two at once)."""
+        await self.checks.done(number_id, lambda: self.check_health(number_id))
 
     def _retire(self, number_id: str) -> Engine:
-        self._health.pop(number_id, None)
+        self.checks.forget(number_id)
         self.setup.forget(number_id)
         engine = self.engines.pop(number_id)
         built = self._built.pop(number_id, None)

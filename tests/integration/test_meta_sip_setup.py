@@ -257,6 +257,23 @@ async def test_a_mismatch_with_meta_is_said_at_start(sclient, meta, caplog):
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING, warned
     assert f"number {number_id}" in warned[0].getMessage()
 
+    # A change that rebuilds its engine (here its media) is checked at once, as a creation is
+    # (on every worker: each rebuilds it at its reload). Before, the new engine showed "not
+    # checked yet" and said no mismatch until the next round, 3 minutes on.
+    caplog.clear()
+    meta.accounts["2098765432"].calling["srtp_key_exchange_protocol"] = "DTLS"
+    resp = await client.patch(
+        f"/numbers/{number_id}", json={"cloudapi": {"media": "sdes"}}, headers=ADMIN
+    )
+    assert resp.status == 200, await resp.text()
+    shown = await (await client.get(f"/numbers/{number_id}", headers=ADMIN)).json()
+    assert shown["health"]["ok"], shown  # checked, not "not checked yet"
+    [said] = shown["health"]["setup"]
+    assert "srtp_key_exchange_protocol is DTLS" in said and "sdes" in said, said
+    assert (await resp.json())["health"] == shown["health"]  # the answer to the change too
+    warned = [r for r in caplog.records if "srtp_key_exchange_protocol" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].levelno == logging.WARNING, warned
+
 
 async def test_sip_declared_in_the_numbers_file_is_enabled_once(sclient, meta, tmp_path, caplog):
     """Zero steps by hand: ``sip: {enable: true}`` in ``BRIDGE_NUMBERS_FILE`` puts the default

@@ -786,7 +786,7 @@ async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
     await asyncio.wait_for(checking, 5)
     metrics = await (await client.get("/metrics")).text()
     assert f'number="{number_id}"' not in metrics
-    assert number_id not in switchboard._health
+    assert number_id not in switchboard.checks.results
 
 
 async def test_a_tenants_key_posts_webhooks_for_its_own_numbers_only(nclient, zuckzapgo) -> None:

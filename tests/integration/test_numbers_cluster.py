@@ -58,6 +58,12 @@ async def test_a_number_made_on_a_takes_a_call_on_b_and_outlives_its_deletion(
 
         await until(known_on_b, 1.0, "the number known on B within a second", every=0.01)
         print(f"number created on A -> known on B: {1000 * (time.monotonic() - made):.0f} ms")
+
+        async def checked_on_b() -> bool:  # as B builds its engine: not at B's next round
+            _, shown = await get(session, b.base, f"/numbers/{number['numberID']}")
+            return shown["health"]["ok"] is True  # was "not checked yet" for up to 3 minutes
+
+        await until(checked_on_b, 3.0, "its health checked on B", every=0.05)
         status, call = await post(
             session, b.base, "/call/make", {"phone": "5521999999999", "from": "+15554440001"}
         )
