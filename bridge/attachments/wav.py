@@ -146,6 +146,9 @@ def join_files(parts: list[tuple[Path, int | None]], out: Path) -> int:
                 fi.seek(HEADER_BYTES)
                 while left:
                     chunk = fi.read(CHUNK * 2 if left < 0 else min(CHUNK, left) * 2)
+                    # A file a crash cut mid-sample ends in half of one (``repair_wav`` keeps
+                    # it): dropped, else every byte after it is shifted into noise.
+                    chunk = chunk[: len(chunk) - len(chunk) % 2]
                     if not chunk:
                         break
                     fo.write(chunk)

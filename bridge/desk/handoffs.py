@@ -258,13 +258,18 @@ async def leg_back(run: RouteRun, key: AgentKey) -> None:
     """The connected leg of the agent on a call moved here joins it here once the worker the
     call left lets go of it (which relays it through here meanwhile, as it does a browser)
     and it is idle again: looked for every :data:`LEG_LOOK` s, for at most :data:`LEG_WAIT`
-    s; else said once (the app offers again to have it back)."""
+    s; else said once (the app offers again to have it back). Each look is a turn of the run:
+    a move of the call waits for it and saves the run with the leg on it or not, and no leg
+    joins while it stands still (it would be left out of what the next owner is told)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LEG_WAIT
     while run.call.live and run.winner == key:
-        if await run.desk.lend_leg(key, run.runtime):
-            run.leg_lent = True
-            return
+        async with run.turns.turn():
+            if not (run.call.live and run.winner == key):
+                return
+            if await run.desk.lend_leg(key, run.runtime):
+                run.leg_lent = True
+                return
         if loop.time() > deadline:
             log.warning(
                 "call %s: agent %s's connected leg did not join the call here within %g s "

@@ -20,7 +20,9 @@ import pytest
 
 from bridge.api.keys import DESK, HANDOVER, MANAGER
 from bridge.app import create_app
+from bridge.calls.letting_go import standing_still
 from bridge.config.loader import settings_for_tests
+from bridge.desk.handoffs import LEG_LOOK
 
 from ..fakes.zuckzapgo import FakeZuckZapGo
 from ..support.calls import wait_state
@@ -398,8 +400,16 @@ async def test_an_agents_leg_follows_its_answered_call_to_the_new_owner(
         assert (await ann.agent.next("accepted"))["leg"] is True
         await wait_state(a, call_id, "active")
         await a.app[HANDOVER].drain()
-        assert b.app[MANAGER].find_runtime(call_id) is not None
-        moved = time.monotonic()
+        runtime = b.app[MANAGER].find_runtime(call_id)
+        assert runtime is not None
+        # B begins to move the call on at once (a rolling drain): what B's run saves for the
+        # next owner says whether her leg is on the call, and stays true while it stands still
+        # (before, her leg was lent after that save: the next owner never brought it back).
+        run, store = b.app[DESK].run_of(call_id), b.app[DESK].store
+        async with standing_still(runtime):
+            await asyncio.sleep(3 * LEG_LOOK)
+            assert (await store.ring(call_id))["leg"] is run.leg_lent is False
+        moved = time.monotonic()  # it stays on B: her leg joins it here
 
         def hears_the_caller() -> None:
             heard = ann.recorder.since(moved + 0.3)
