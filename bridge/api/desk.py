@@ -193,15 +193,17 @@ async def delete_route(request: web.Request) -> web.Response:
 
 async def desk_resources(app: web.Application) -> AsyncIterator[None]:
     """Reads ``SETTINGS``, ``MANAGER``, ``RECORDINGS``, ``PLAYBACK``, ``AGENTS`` (the model agents
-    of routes' ``agent`` steps), ``DIRECTORY`` (whether a call is live on another worker;
-    legs lent across workers, with ``INTERNAL_HTTP``); makes ``DESK`` (after the calls, so it
+    of routes' ``agent`` steps), ``DIRECTORY`` (whether Redis is known away, before each of
+    the store's commands; whether a call is live on another worker; legs lent across
+    workers, with ``INTERNAL_HTTP``); makes ``DESK`` (after the calls, so it
     closes before them: agents are told nothing more once calls end)."""
     settings = app[SETTINGS]
-    cluster = settings.cluster
+    cluster, directory = settings.cluster, app[DIRECTORY]
     if cluster.shared:
         from ..desk.redis_store import RedisDeskStore  # redis is imported only when used
 
-        store: object = RedisDeskStore(cluster.directory)
+        # Its commands fail at once while the directory's lease knows Redis away.
+        store: object = RedisDeskStore(cluster.directory, directory.check)
     else:
         store = MemoryDeskStore()
     manager = app[MANAGER]
@@ -214,7 +216,6 @@ async def desk_resources(app: web.Application) -> AsyncIterator[None]:
         worker_id=manager.owner,
     )
     desk.models = app[AGENTS]
-    directory = app[DIRECTORY]
 
     async def live_elsewhere(call_id: str) -> bool:
         record = await directory.record(call_id)

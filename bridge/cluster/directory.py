@@ -115,6 +115,8 @@ class Directory(Protocol):
     def available(self) -> bool: ...
     @property
     def detail(self) -> str: ...
+    def check(self) -> None:
+        """``DirectoryUnavailable`` while known away (the desk's store asks before each command)."""
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -310,6 +312,9 @@ class MemoryDirectory:
     @property
     def detail(self) -> str:
         return "in memory"
+
+    def check(self) -> None:
+        pass
 
     async def start(self) -> None:
         pass

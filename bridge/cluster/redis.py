@@ -165,6 +165,9 @@ class RedisDirectory:
     def detail(self) -> str:
         return self._lease.detail
 
+    def check(self) -> None:
+        self._lease.check()
+
     def _failed(self, exc: BaseException) -> NoReturn:
         """A command of a request failed: Redis is down; ``DirectoryUnavailable``."""
         raise self._lease.unavailable(exc) from exc

@@ -7,6 +7,12 @@ so exactly one worker's accept wins, and a hang-up claims it the same way), ``ri
 (where the call's route is: step, round, who is rung; a survivor resumes it when the call's
 owner dies), ``routes`` (a hash of route id → route JSON) and the channel ``bus`` (messages
 between workers: ring this agent, this agent accepted, the call was taken).
+
+Its commands ask the call directory first whether Redis is known away (``check``: the
+directory's lease, which owns that knowledge): while it is, each fails at once with
+``DirectoryUnavailable`` instead of waiting out the socket's timeout (2 s) — a ringing call's
+route read among them, which made each call of an outage ring two seconds before its route was
+skipped. The bus's listener waits for Redis on its own (:meth:`RedisDeskStore._listen`).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,10 +52,13 @@ return 1
 class RedisDeskStore:
     """See the module docstring."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, check: Callable[[], None] = lambda: None) -> None:
         self._redis: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
         )
+        self._check = check
+        """Raises ``DirectoryUnavailable`` while the directory's lease knows Redis away (the
+        default, for a store of its own in tests: every command tries Redis)."""
         self._tasks = TaskSet("desk-redis")
         self._renew = self._redis.register_script(RENEW_SCRIPT)
 
@@ -103,6 +113,7 @@ class RedisDeskStore:
     async def update_agent(
         self, tenant_id: str | None, agent_id: str, change: AgentChange
     ) -> AgentRecord | None:
+        self._check()
         # Optimistic: the record is read under WATCH and written in MULTI/EXEC, which Redis
         # refuses if another client wrote it meanwhile (a renewal too); then read again.
         key = P + "agent:" + _key(tenant_id, agent_id)
@@ -122,10 +133,12 @@ class RedisDeskStore:
         return record
 
     async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
+        self._check()
         raw = await self._redis.get(P + "agent:" + _key(tenant_id, agent_id))
         return AgentRecord.from_json(raw) if raw else None
 
     async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
+        self._check()
         keys = sorted(await self._redis.smembers(P + "agents"))
         prefix = P + "agent:" + (tenant_id or "") + "/"
         if not every:
@@ -136,29 +149,35 @@ class RedisDeskStore:
         return [AgentRecord.from_json(raw) for raw in raws if raw]
 
     async def renew(self, records: list[AgentRecord], until: float) -> None:
+        self._check()
         if records:
             keys = [P + "agent:" + _key(r.tenant_id, r.agent_id) for r in records]
             await self._renew(keys=keys, args=[records[0].worker, until])
 
     async def claim(self, call_id: str, who: str) -> str:
+        self._check()
         key = P + "claim:" + call_id
         if await self._redis.set(key, who, nx=True, ex=CLAIM_TTL):
             return who
         return str(await self._redis.get(key) or "")
 
     async def put_ring(self, call_id: str, ring: dict[str, Any]) -> None:
+        self._check()
         await self._redis.set(P + "ring:" + call_id, json.dumps(ring), ex=CLAIM_TTL)
 
     async def ring(self, call_id: str) -> dict[str, Any] | None:
+        self._check()
         raw = await self._redis.get(P + "ring:" + call_id)
         return json.loads(raw) if raw else None
 
     async def drop_ring(self, call_id: str) -> None:
+        self._check()
         await self._redis.delete(P + "ring:" + call_id)
 
     async def put_route(
         self, route_id: str, body: dict[str, Any], *, cap: int | None = None
     ) -> bool:
+        self._check()
         # As update_agent: the routes counted under WATCH, the route written in MULTI/EXEC,
         # which Redis refuses if another worker wrote a route meanwhile; then counted again.
         key = P + "routes"
@@ -176,14 +195,18 @@ class RedisDeskStore:
         return stored
 
     async def route(self, route_id: str) -> dict[str, Any] | None:
+        self._check()
         raw = await self._redis.hget(P + "routes", route_id)
         return json.loads(raw) if raw else None
 
     async def routes(self) -> list[dict[str, Any]]:
+        self._check()
         return [json.loads(raw) for raw in (await self._redis.hgetall(P + "routes")).values()]
 
     async def delete_route(self, route_id: str) -> bool:
+        self._check()
         return bool(await self._redis.hdel(P + "routes", route_id))
 
     async def publish(self, message: dict[str, Any]) -> None:
+        self._check()
         await self._redis.publish(CHANNEL, json.dumps(message))

@@ -2,12 +2,12 @@
 tenant's cap, listed and deleted for the API, and read for each inbound call as it starts to
 ring.
 
-A read for a ringing call that the store cannot answer (its Redis away) leaves the call
-without its route: it rings for the app, as a call with no route does. The route is not run
-from an older read: its rings need the store as much (the agents' presence, the one claim per
-round and the messages to their sockets live there), and what this worker read last may be
-any age (a route changed on another worker meanwhile). Said once at WARNING while it lasts,
-its end at INFO.
+A read for a ringing call that the store cannot answer (its Redis away: at once while the
+directory's lease knows so, ``redis_store.py``) leaves the call without its route: it rings
+for the app, as a call with no route does. The route is not run from an older read: its rings
+need the store as much (the agents' presence, the one claim per round and the messages to
+their sockets live there), and what this worker read last may be any age (a route changed on
+another worker meanwhile). Said once at WARNING while it lasts, its end at INFO.
 """
 
 from __future__ import annotations

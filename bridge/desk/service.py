@@ -304,6 +304,16 @@ class Desk:
         except Exception as exc:  # the store's own errors (Redis's are not OSError)
             self.routes.unreadable(call, exc)
             return  # the app answers, as with no route
+        if runtime.call.state is not CallState.RINGING:
+            # Answered by the app (or ended) while the store was read — slow, Redis stalled
+            # and back: the route rings and answers a ringing call only.
+            log.info(
+                "call %s: its route not run: the call was %s as its route was read",
+                call.id,
+                runtime.call.state,
+                extra={"call_id": call.id},
+            )
+            return
         await self.new_run(runtime, route).run()
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:

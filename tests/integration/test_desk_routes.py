@@ -443,3 +443,42 @@ async def test_an_agent_listed_twice_is_rung_once(client) -> None:
     await bob.send(type="accept", callID=call_id)
     await bob.next("accepted")
     await wait_state(client, call_id, "active")
+
+
+async def test_a_route_read_after_the_app_answered_is_not_run(client, caplog) -> None:
+    """The store answers a ringing call's route read late (Redis stalled, then back) and the
+    app answered the call meanwhile: the route is not run on it, said at INFO. Before, its
+    ring step rang the agents for a call the app had taken."""
+    caplog.set_level(logging.INFO, logger="bridge.desk.service")
+    await route(client, [{"ring": {"agents": ["ann"], "timeoutS": 30}}])
+    ann = await Agent.connect(client, "ann")
+    desk = client.app[DESK]
+    store = desk.store
+    read, asked, answered = store.routes, asyncio.Event(), asyncio.Event()
+
+    async def late() -> list[dict[str, Any]]:
+        asked.set()
+        await answered.wait()
+        return await read()
+
+    store.routes = late  # type: ignore[method-assign]
+    call_id = await incoming(client)
+    await asyncio.wait_for(asked.wait(), 5)
+    assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
+    answered.set()
+    await until(
+        lambda: (
+            any("route not run" in r.getMessage() for r in caplog.records)
+            or desk.run_of(call_id) is not None
+        ),
+        3,
+        "the route's read to come back",
+    )
+    assert desk.run_of(call_id) is None, "the route ran on the call the app answered"
+    await ann.send(type="ping")
+    heard = []
+    async with asyncio.timeout(5):
+        while (kind := json.loads((await ann.ws.receive()).data)["type"]) != "pong":
+            heard.append(kind)
+    assert "ringing" not in heard, heard
+    assert (await wait_state(client, call_id, "active"))["state"] == "active"
