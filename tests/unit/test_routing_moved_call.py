@@ -165,17 +165,31 @@ class _Away(_Directory):
         raise DirectoryUnavailable("the call directory (Redis) is unreachable: paused")
 
 
-@pytest.mark.parametrize("local", ["takes it", "refuses it"])
+class _Silent(_Directory):
+    """Redis up: the call's record names B, whose address answers nothing."""
+
+    available = True
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        return CallRecord("c9", "B", f"http://127.0.0.1:{free_port()}", engine_call_id, {})
+
+
+@pytest.mark.parametrize(
+    ("outage", "local"),
+    [("redis away", "takes it"), ("redis away", "refuses it"), ("owner silent", "takes it")],
+)
 async def test_a_webhook_about_a_call_that_cannot_be_routed(
     aiohttp_client: Any,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
+    outage: str,
     local: str,
 ) -> None:
-    """Meta's webhook names a call this worker does not carry, and Redis is away: taken here
-    (its calls here heard), it is answered 503 with ``Retry-After`` so Meta delivers it again
-    for the call's own worker. One the local handling refuses (malformed, forged) was 503 as
-    well, delivered again and again: it gets the local answer, as with Redis up."""
+    """Meta's webhook names a call this worker does not carry, and Redis is away (or the
+    call's worker is silent): taken here (its calls here heard), it is answered 503 with
+    ``Retry-After`` so Meta delivers it again for the call's own worker (``owner_unreachable``
+    had none). One the local handling refuses (malformed, forged) was 503 as well, delivered
+    again and again: it gets the local answer, as with Redis up."""
     from bridge.api import routing
 
     monkeypatch.setattr(routing, "webhook_calls", lambda *_: WebhookCalls(("n1:E9",)))
@@ -189,7 +203,8 @@ async def test_a_webhook_about_a_call_that_cannot_be_routed(
 
     app = web.Application(middlewares=[error_middleware(), routing_middleware(SECRET)])
     app.router.add_post("/engine/webhook", webhook)
-    app[DIRECTORY] = _Away("A", {}, [])  # type: ignore[assignment]
+    directory = _Away("A", {}, []) if outage == "redis away" else _Silent("A", {}, [])
+    app[DIRECTORY] = directory  # type: ignore[assignment]
     app[MANAGER] = _Manager(InMemoryCallRegistry())  # type: ignore[assignment]
     app[SWITCHBOARD] = None  # type: ignore[assignment]
     app[INTERNAL_HTTP] = http
@@ -201,5 +216,6 @@ async def test_a_webhook_about_a_call_that_cannot_be_routed(
     if local == "refuses it":
         assert resp.status == 400 and body["error"]["code"] == "bad_request", body
     else:
-        assert resp.status == 503 and body["error"]["code"] == "directory_unavailable", body
+        code = "directory_unavailable" if outage == "redis away" else "owner_unreachable"
+        assert resp.status == 503 and body["error"]["code"] == code, body
         assert resp.headers["Retry-After"] == "5"
