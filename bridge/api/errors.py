@@ -184,7 +184,11 @@ async def _answer(request: web.Request, handler: Handler, said: ServerErrors) ->
         elif isinstance(exc, errors.MetaForbidden) and exc.retry_after:
             headers["Retry-After"] = str(exc.retry_after)
         elif isinstance(
-            exc, errors.EngineUnavailable | errors.ShuttingDown | errors.DirectoryUnavailable
+            exc,
+            errors.EngineUnavailable
+            | errors.ShuttingDown
+            | errors.DirectoryUnavailable
+            | errors.OwnerUnreachable,
         ):
             headers["Retry-After"] = "5"
         if isinstance(exc, errors.Unauthorized):

@@ -223,15 +223,27 @@ async def _route_webhook(
             return await forward(request, target[1], secret, owner=target[0])
     except (DirectoryUnavailable, OwnerUnreachable) as exc:
         if not about.new_call:
-            await handler(request)  # a forged one is refused (401); this worker's calls taken
-            raise type(exc)(
-                f"{exc.message}: the webhook names a call another worker may carry, "
-                "deliver it again later",
-                code=exc.code,
-            ) from None
+            return await _here_or_later(request, handler, exc)
         if handled_here.seen(exc.code) == 1:
             log.warning("engine webhooks handled here: %s (said once while it lasts)", exc.message)
     return await handler(request)
+
+
+async def _here_or_later(
+    request: web.Request,
+    handler: Handler,
+    exc: DirectoryUnavailable | OwnerUnreachable,
+) -> web.StreamResponse:
+    """A webhook naming a call this worker does not carry and cannot route, taken here (this
+    worker's calls in it): 503, another worker may carry that call; but what the local
+    handling answers when it refuses the webhook (forged, malformed: as with Redis up)."""
+    answer = await handler(request)
+    if answer.status >= 300:
+        return answer  # refused here: delivered again, it would be refused again
+    raise type(exc)(
+        f"{exc.message}: the webhook names a call another worker may carry, deliver it again later",
+        code=exc.code,
+    ) from None
 
 
 async def _webhook_owner(request: web.Request, about: WebhookCalls) -> tuple[str, str] | None:

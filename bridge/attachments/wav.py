@@ -110,6 +110,14 @@ class WavTrack:
             file.close()
 
 
+def _whole_samples(file: BinaryIO, count: int) -> bytes:
+    """Up to ``count`` whole samples read from ``file``. One a crash cut mid-sample ends in
+    half of one (``repair_wav`` keeps it): dropped, else every byte after it in a joined file
+    is shifted into noise, and a mix's buffer of an odd length is refused."""
+    chunk = file.read(count * 2)
+    return chunk[: len(chunk) - len(chunk) % 2]
+
+
 def mix_files(a: Path, b: Path, out: Path) -> int:
     """Sum two of our WAVs into ``out`` (clipping-safe), chunk by chunk; returns samples."""
     total = 0
@@ -118,8 +126,8 @@ def mix_files(a: Path, b: Path, out: Path) -> int:
         fb.seek(HEADER_BYTES)
         fo.write(wav_header(0))
         while True:
-            xa = np.frombuffer(fa.read(CHUNK * 2), dtype="<i2")
-            xb = np.frombuffer(fb.read(CHUNK * 2), dtype="<i2")
+            xa = np.frombuffer(_whole_samples(fa, CHUNK), dtype="<i2")
+            xb = np.frombuffer(_whole_samples(fb, CHUNK), dtype="<i2")
             if not xa.size and not xb.size:
                 break
             n = max(xa.size, xb.size)
@@ -145,10 +153,7 @@ def join_files(parts: list[tuple[Path, int | None]], out: Path) -> int:
             with path.open("rb") as fi:
                 fi.seek(HEADER_BYTES)
                 while left:
-                    chunk = fi.read(CHUNK * 2 if left < 0 else min(CHUNK, left) * 2)
-                    # A file a crash cut mid-sample ends in half of one (``repair_wav`` keeps
-                    # it): dropped, else every byte after it is shifted into noise.
-                    chunk = chunk[: len(chunk) - len(chunk) % 2]
+                    chunk = _whole_samples(fi, CHUNK if left < 0 else min(CHUNK, left))
                     if not chunk:
                         break
                     fo.write(chunk)

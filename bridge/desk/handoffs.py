@@ -225,10 +225,11 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
     call, transfer = run.call, ring.get("transfer")
     run.round, run.step = int(ring.get("round") or 0), int(ring.get("step") or 0)
     winner = agent_of(ring["winner"]) if ring.get("winner") else None
+    on_it = winner[1] if winner else (transfer or {}).get("from")
     log.info(
-        "call %s: carried on here answered; its agent %s stays on it%s",
+        "call %s: carried on here answered; %s%s",
         call.id,
-        winner[1] if winner else (transfer or {}).get("from"),
+        f"its agent {on_it} stays on it" if on_it else "no agent on it",
         ", its transfer to a group ends here" if isinstance(transfer, dict) else "",
         extra={"call_id": call.id},
     )

@@ -35,6 +35,7 @@ from ..engines.channels import MediaChannel
 from ..engines.pump import EnginePump
 from ..engines.socket import PcmStreamMedia
 from ..errors import BridgeError
+from ..logs import Repeats
 from ..media import CallBus
 from ..tasks import TaskSet
 from .store import AgentKey, DeskStore
@@ -118,6 +119,10 @@ class Lending:
         self._asking: dict[str, asyncio.Future[bool]] = {}
         """This worker's asks waiting for their answer, by request id (each gone when its
         ask ends, within :data:`ANSWER_WAIT`)."""
+        self.unanswered = Repeats(size=256)
+        """Asks no agent's worker answered in time, by call and agent: a moved call's look
+        for its agent's leg asks again every quarter second (``handoffs.leg_back``), said
+        once while that worker stays silent, and its end once."""
 
     # -- on the call's worker
     async def ask(self, key: AgentKey, call_id: str) -> bool:
@@ -143,12 +148,28 @@ class Lending:
                 }
             )
             async with asyncio.timeout(ANSWER_WAIT):
-                return await answer
+                lent = await answer
         except TimeoutError:
-            log.warning("call %s: agent %s's worker did not lend its leg in time", call_id, key[1])
+            if self.unanswered.seen(f"{call_id} {key[1]}") == 1:
+                log.warning(
+                    "call %s: agent %s's worker did not answer the ask for its leg within "
+                    "%g s (said once while it stays silent)",
+                    call_id,
+                    key[1],
+                    ANSWER_WAIT,
+                )
             return False
         finally:
             del self._asking[request]
+        silent = self.unanswered.ended(f"{call_id} {key[1]}")
+        if silent:
+            log.info(
+                "call %s: agent %s's worker answered again, after %d unanswered asks",
+                call_id,
+                key[1],
+                silent,
+            )
+        return lent
 
     def answered(self, message: dict[str, Any]) -> None:
         """A ``lent`` on the bus: the answer to the ask it names; else (an ask that gave up,

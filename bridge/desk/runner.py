@@ -154,7 +154,11 @@ class RouteRun:
         self.turns.go_on()
 
     async def close(self) -> None:
-        await steps.recorded(self)  # the caller hung up before maxS: what was said
+        # The caller hung up before maxS: what was said. Closed with the call live, it moved
+        # on: the worker that carries it on records on and joins every segment at its end (a
+        # join here, in this worker's index, was overwritten by that one, and told nobody).
+        if not self.call.live:
+            await steps.recorded(self)
         self.runtime.detach(self)
 
     # -- where the run is, in the store

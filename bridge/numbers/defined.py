@@ -80,6 +80,10 @@ class Source:
 
 Defined = dict[str, Source]
 """The fields the operator defines for one number, and where."""
+ENTRY = "(entry)"
+"""The key a numbers-file entry is recorded under itself, whatever fields it names (none: a
+tenant's entry of ``tenantID`` alone): the file declares the record (:func:`refuse_delete`).
+No field has this name."""
 
 
 def settings_fields(settings: Settings) -> Defined:
@@ -101,7 +105,7 @@ def settings_fields(settings: Settings) -> Defined:
 def file_fields(entry: Mapping[str, Any], where: str) -> Defined:
     """The fields one numbers-file entry names (``where``: ``numbers[2]``)."""
     source = Source(f"{FILE} ({where})")
-    out = {name: source for name in TOP_FIELDS if name in entry}
+    out = {ENTRY: source} | {name: source for name in TOP_FIELDS if name in entry}
     engine = str(entry.get("engine") or "")
     block = entry.get(engine)
     if isinstance(block, dict):
@@ -191,7 +195,7 @@ def tenant_file_fields(entry: Mapping[str, Any], where: str) -> Defined:
     """The fields of a tenant one numbers-file entry names (``where``: ``tenants[0]``): the
     tenants' side of the one rule (a tenant's keys are never the file's)."""
     source = Source(f"{FILE} ({where})")
-    return {name: source for name in TENANT_FIELDS if name in entry}
+    return {ENTRY: source} | {name: source for name in TENANT_FIELDS if name in entry}
 
 
 # -- the default number's stored fields (the store's record under ``default``)

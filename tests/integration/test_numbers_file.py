@@ -299,6 +299,15 @@ async def test_what_the_file_names_of_a_tenant_is_the_operator_s_the_rest_the_ap
     assert resp.status == 409 and "'maxCalls'" in (await resp.json())["error"]["message"]
     # A key is no field the file names: the tenant's keys stay the API's.
     assert (await client.post("/tenants/acme/keys", headers=ADMIN)).status == 201
+    await client.close()
+
+    # An entry naming the tenant alone declares it all the same: its delete was taken (no
+    # field named), and the next start stopped ("field 'name' is required").
+    alone = write(tmp_path, "tenants:\n  - {tenantID: acme}\n")
+    client = await make_client(numbers_file=alone, **settings)
+    resp = await client.delete("/tenants/acme", headers=ADMIN)
+    error = (await resp.json())["error"]
+    assert resp.status == 409 and error["code"] == "defined_by_operator", error
 
 
 async def test_a_tenant_the_store_does_not_take_is_not_served_from_the_file(tmp_path) -> None:

@@ -19,7 +19,14 @@ import pytest
 from bridge.attachments import recorder as recorder_module
 from bridge.attachments.recorder import CallRecorder
 from bridge.attachments.recording import RecordingService
-from bridge.attachments.wav import HEADER_BYTES, WavTrack, join_files, repair_wav, wav_header
+from bridge.attachments.wav import (
+    HEADER_BYTES,
+    WavTrack,
+    join_files,
+    mix_files,
+    repair_wav,
+    wav_header,
+)
 from bridge.audio import FRAME_SAMPLES
 from bridge.errors import CallStateError, StorageFailed
 from bridge.media import BusFrame, CallBus
@@ -211,13 +218,14 @@ async def test_a_write_that_fails_on_a_defect_never_leaves_the_recordings_stop_w
     assert len(said) == 1 and "a defect in a write" in said[0], said
 
 
-def test_a_segment_a_crash_left_with_half_a_sample_joins_without_shifting_the_next(
+def test_a_segment_a_crash_left_with_half_a_sample_joins_and_mixes(
     tmp_path: Path,
 ) -> None:
     """A segment a crash cut mid-sample (an odd count of data bytes, which ``repair_wav``
     leaves in the file) joined before the next one (``join_files``, a voicemail that moved):
     the half sample is dropped. Written through, it shifted every later byte by one, and the
-    caller's message after the move played as loud noise."""
+    caller's message after the move played as loud noise. Mixed with the other side
+    (``mix_files``), the odd buffer stopped the mix (numpy refuses it): dropped there too."""
     first, second, out = tmp_path / "seg1.wav", tmp_path / "seg2.wav", tmp_path / "joined.wav"
     first.write_bytes(wav_header(0) + np.full(100, 1000, "<i2").tobytes() + b"\x07")
     assert repair_wav(first)
@@ -226,3 +234,5 @@ def test_a_segment_a_crash_left_with_half_a_sample_joins_without_shifting_the_ne
         assert join_files([(first, cut), (second, None)], out) == 200 + silence
         samples = np.frombuffer(out.read_bytes()[HEADER_BYTES:], "<i2")
         assert samples.tolist() == [1000] * 100 + [0] * silence + [2000] * 100
+    assert mix_files(first, second, out) == 100
+    assert np.frombuffer(out.read_bytes()[HEADER_BYTES:], "<i2").tolist() == [3000] * 100

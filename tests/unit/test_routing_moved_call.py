@@ -13,12 +13,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.api.errors import error_middleware
-from bridge.api.keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS
+from bridge.api.errors import error_middleware, error_response
+from bridge.api.keys import DIRECTORY, INTERNAL_HTTP, MANAGER, METRICS, SWITCHBOARD
 from bridge.api.routing import routing_middleware
 from bridge.calls import Call, CallState, Direction
 from bridge.calls.registry import InMemoryCallRegistry
 from bridge.cluster import CallRecord, WorkerInfo
+from bridge.engines import WebhookCalls
+from bridge.errors import DirectoryUnavailable
 from bridge.metrics import Metrics
 
 from ..support.ports import free_port
@@ -152,3 +154,68 @@ async def test_a_call_placed_on_a_worker_that_took_it_and_fell_silent_is_not_dia
         assert dialled == ["B"]  # not A as well
     else:
         assert resp.status == 201 and body == {"servedBy": "A"} and dialled == ["A"]
+
+
+class _Away(_Directory):
+    """Redis away: who carries a call cannot be told."""
+
+    available = False
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        raise DirectoryUnavailable("the call directory (Redis) is unreachable: paused")
+
+
+class _Silent(_Directory):
+    """Redis up: the call's record names B, whose address answers nothing."""
+
+    available = True
+
+    async def record_by_engine_id(self, engine_call_id: str) -> CallRecord | None:
+        return CallRecord("c9", "B", f"http://127.0.0.1:{free_port()}", engine_call_id, {})
+
+
+@pytest.mark.parametrize(
+    ("outage", "local"),
+    [("redis away", "takes it"), ("redis away", "refuses it"), ("owner silent", "takes it")],
+)
+async def test_a_webhook_about_a_call_that_cannot_be_routed(
+    aiohttp_client: Any,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    outage: str,
+    local: str,
+) -> None:
+    """Meta's webhook names a call this worker does not carry, and Redis is away (or the
+    call's worker is silent): taken here (its calls here heard), it is answered 503 with
+    ``Retry-After`` so Meta delivers it again for the call's own worker (``owner_unreachable``
+    had none). One the local handling refuses (malformed, forged) was 503 as well, delivered
+    again and again: it gets the local answer, as with Redis up."""
+    from bridge.api import routing
+
+    monkeypatch.setattr(routing, "webhook_calls", lambda *_: WebhookCalls(("n1:E9",)))
+    taken: list[str] = []
+
+    async def webhook(request: web.Request) -> web.Response:
+        taken.append("A")
+        if local == "refuses it":
+            return error_response(400, "bad_request", "not a webhook of Meta's")
+        return web.json_response({"accepted": True})
+
+    app = web.Application(middlewares=[error_middleware(), routing_middleware(SECRET)])
+    app.router.add_post("/engine/webhook", webhook)
+    directory = _Away("A", {}, []) if outage == "redis away" else _Silent("A", {}, [])
+    app[DIRECTORY] = directory  # type: ignore[assignment]
+    app[MANAGER] = _Manager(InMemoryCallRegistry())  # type: ignore[assignment]
+    app[SWITCHBOARD] = None  # type: ignore[assignment]
+    app[INTERNAL_HTTP] = http
+    app[METRICS] = Metrics()
+    a = await aiohttp_client(app)
+    resp = await a.post("/engine/webhook", json={"entry": []})
+    body = await resp.json()
+    assert taken == ["A"]
+    if local == "refuses it":
+        assert resp.status == 400 and body["error"]["code"] == "bad_request", body
+    else:
+        code = "directory_unavailable" if outage == "redis away" else "owner_unreachable"
+        assert resp.status == 503 and body["error"]["code"] == code, body
+        assert resp.headers["Retry-After"] == "5"
