@@ -956,9 +956,10 @@ async def test_the_callers_audio_in_a_planned_ends_gap_goes_to_the_next_session(
         fake.HELLO_DELAY = 0.2
     async with client.app[MANAGER].events.subscribe() as sub:
         await until(lambda: len(fake.chunks) >= 10, timeout=5)
-        if isinstance(fake, FakeGeminiLive):
-            await fake.go_away()
-        again = await next_event(sub, "agent.reconnected", timeout=5)
+        async with LoopLag() as lag:  # the fake and the bridge share this process's loop
+            if isinstance(fake, FakeGeminiLive):
+                await fake.go_away()
+            again = await next_event(sub, "agent.reconnected", timeout=5)
     assert again.data["resumed"] is (provider == "gemini-live")
     reopened = fake.opened[-1]
     await until(lambda: sum(t >= reopened for t in fake.arrived) >= 25, timeout=5)
@@ -966,8 +967,10 @@ async def test_the_callers_audio_in_a_planned_ends_gap_goes_to_the_next_session(
     assert got == sorted(got), "the caller's frames came out of order"
     lost_ms = 20 * len(set(range(got[0], got[-1] + 1)) - set(got))
     # The goAway's server closes as it says it (it drops what comes after its close): a frame
-    # may be on the wire then.
-    assert lost_ms <= (20 if provider == "gemini-live" else 0), f"{lost_ms} ms lost"
+    # may be on the wire then, and one more for each frame a stall of this process held the
+    # bridge's read of the goAway behind its sends (CI: 40 ms once, under load).
+    allowed = 20 * (1 + lag.frames) if provider == "gemini-live" else 0
+    assert lost_ms <= allowed, (f"{lost_ms} ms lost", lag.stalled)
     assert fake.errors == []
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["agents"][0]["callerAudioDroppedMs"] == 0
