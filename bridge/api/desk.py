@@ -202,7 +202,8 @@ async def desk_resources(app: web.Application) -> AsyncIterator[None]:
     if cluster.shared:
         from ..desk.redis_store import RedisDeskStore  # redis is imported only when used
 
-        # Its commands fail at once while the directory's lease knows Redis away.
+        # Its commands fail at once while the directory's lease knows Redis away; a failed
+        # one tells the lease so.
         store: object = RedisDeskStore(cluster.directory, directory.check)
     else:
         store = MemoryDeskStore()

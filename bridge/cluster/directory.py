@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from ..calls import Call
 from ..calls.events import CallEvent
-from ..errors import ReplayUnavailable
+from ..errors import DirectoryUnavailable, ReplayUnavailable
 from ..tasks import wait_event
 
 LogEntry = tuple[str, str, str, str]
@@ -115,8 +115,9 @@ class Directory(Protocol):
     def available(self) -> bool: ...
     @property
     def detail(self) -> str: ...
-    def check(self) -> None:
-        """``DirectoryUnavailable`` while known away (the desk's store asks before each command)."""
+    def check(self, failed: BaseException | None = None) -> None:
+        """``DirectoryUnavailable`` while known away, or for ``failed``, the desk store's
+        command that failed (Redis then known away): the store asks before each command."""
 
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -313,8 +314,9 @@ class MemoryDirectory:
     def detail(self) -> str:
         return "in memory"
 
-    def check(self) -> None:
-        pass
+    def check(self, failed: BaseException | None = None) -> None:
+        if failed is not None:
+            raise DirectoryUnavailable(str(failed)) from failed
 
     async def start(self) -> None:
         pass

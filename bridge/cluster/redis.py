@@ -165,7 +165,9 @@ class RedisDirectory:
     def detail(self) -> str:
         return self._lease.detail
 
-    def check(self) -> None:
+    def check(self, failed: BaseException | None = None) -> None:
+        if failed is not None:
+            self._failed(failed)
         self._lease.check()
 
     def _failed(self, exc: BaseException) -> NoReturn:

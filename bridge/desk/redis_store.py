@@ -12,19 +12,24 @@ Its commands ask the call directory first whether Redis is known away (``check``
 directory's lease, which owns that knowledge): while it is, each fails at once with
 ``DirectoryUnavailable`` instead of waiting out the socket's timeout (2 s) — a ringing call's
 route read among them, which made each call of an outage ring two seconds before its route was
-skipped. The bus's listener waits for Redis on its own (:meth:`RedisDeskStore._listen`).
+skipped. A command that fails tells the lease so (``check(exc)``: Redis marked down, the
+heartbeat woken), as the directory's own do: the next desk or directory command fails at once.
+The bus's listener waits for Redis on its own (:meth:`RedisDeskStore._listen`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..logs import FailureKinds
 from ..tasks import TaskSet
@@ -48,17 +53,43 @@ end
 return 1
 """
 
+FAILURES = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a command raises when Redis is unreachable or too slow (a refusal, a bug's
+``ResponseError``, is not Redis away: it marks no directory down)."""
+A = ParamSpec("A")
+R = TypeVar("R")
+
+
+def _asked(
+    command: Callable[Concatenate[RedisDeskStore, A], Awaitable[R]],
+) -> Callable[Concatenate[RedisDeskStore, A], Awaitable[R]]:
+    """A store's command: refused at once while Redis is known away; its failure told."""
+
+    @functools.wraps(command)
+    async def asked(store: RedisDeskStore, *args: A.args, **kwargs: A.kwargs) -> R:
+        store._check(None)
+        try:
+            return await command(store, *args, **kwargs)
+        except FAILURES as exc:
+            store._check(exc)  # raises DirectoryUnavailable, Redis marked down
+            raise
+
+    return asked
+
 
 class RedisDeskStore:
     """See the module docstring."""
 
-    def __init__(self, url: str, check: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self, url: str, check: Callable[[BaseException | None], None] = lambda failed: None
+    ) -> None:
         self._redis: Any = aioredis.from_url(
             url, decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0
         )
         self._check = check
-        """Raises ``DirectoryUnavailable`` while the directory's lease knows Redis away (the
-        default, for a store of its own in tests: every command tries Redis)."""
+        """Raises ``DirectoryUnavailable`` while the directory's lease knows Redis away, or
+        told a command's failure (the default, for a store of its own in tests: every command
+        tries Redis, its failure raised as it is)."""
         self._tasks = TaskSet("desk-redis")
         self._renew = self._redis.register_script(RENEW_SCRIPT)
 
@@ -110,10 +141,10 @@ class RedisDeskStore:
         await self._tasks.close()
         await self._redis.aclose()
 
+    @_asked
     async def update_agent(
         self, tenant_id: str | None, agent_id: str, change: AgentChange
     ) -> AgentRecord | None:
-        self._check()
         # Optimistic: the record is read under WATCH and written in MULTI/EXEC, which Redis
         # refuses if another client wrote it meanwhile (a renewal too); then read again.
         key = P + "agent:" + _key(tenant_id, agent_id)
@@ -132,13 +163,13 @@ class RedisDeskStore:
         )
         return record
 
+    @_asked
     async def agent(self, tenant_id: str | None, agent_id: str) -> AgentRecord | None:
-        self._check()
         raw = await self._redis.get(P + "agent:" + _key(tenant_id, agent_id))
         return AgentRecord.from_json(raw) if raw else None
 
+    @_asked
     async def agents(self, tenant_id: str | None, *, every: bool = False) -> list[AgentRecord]:
-        self._check()
         keys = sorted(await self._redis.smembers(P + "agents"))
         prefix = P + "agent:" + (tenant_id or "") + "/"
         if not every:
@@ -148,36 +179,36 @@ class RedisDeskStore:
         raws = await self._redis.mget(keys)
         return [AgentRecord.from_json(raw) for raw in raws if raw]
 
+    @_asked
     async def renew(self, records: list[AgentRecord], until: float) -> None:
-        self._check()
         if records:
             keys = [P + "agent:" + _key(r.tenant_id, r.agent_id) for r in records]
             await self._renew(keys=keys, args=[records[0].worker, until])
 
+    @_asked
     async def claim(self, call_id: str, who: str) -> str:
-        self._check()
         key = P + "claim:" + call_id
         if await self._redis.set(key, who, nx=True, ex=CLAIM_TTL):
             return who
         return str(await self._redis.get(key) or "")
 
+    @_asked
     async def put_ring(self, call_id: str, ring: dict[str, Any]) -> None:
-        self._check()
         await self._redis.set(P + "ring:" + call_id, json.dumps(ring), ex=CLAIM_TTL)
 
+    @_asked
     async def ring(self, call_id: str) -> dict[str, Any] | None:
-        self._check()
         raw = await self._redis.get(P + "ring:" + call_id)
         return json.loads(raw) if raw else None
 
+    @_asked
     async def drop_ring(self, call_id: str) -> None:
-        self._check()
         await self._redis.delete(P + "ring:" + call_id)
 
+    @_asked
     async def put_route(
         self, route_id: str, body: dict[str, Any], *, cap: int | None = None
     ) -> bool:
-        self._check()
         # As update_agent: the routes counted under WATCH, the route written in MULTI/EXEC,
         # which Redis refuses if another worker wrote a route meanwhile; then counted again.
         key = P + "routes"
@@ -194,19 +225,19 @@ class RedisDeskStore:
         stored: bool = await self._redis.transaction(put, key, value_from_callable=True)
         return stored
 
+    @_asked
     async def route(self, route_id: str) -> dict[str, Any] | None:
-        self._check()
         raw = await self._redis.hget(P + "routes", route_id)
         return json.loads(raw) if raw else None
 
+    @_asked
     async def routes(self) -> list[dict[str, Any]]:
-        self._check()
         return [json.loads(raw) for raw in (await self._redis.hgetall(P + "routes")).values()]
 
+    @_asked
     async def delete_route(self, route_id: str) -> bool:
-        self._check()
         return bool(await self._redis.hdel(P + "routes", route_id))
 
+    @_asked
     async def publish(self, message: dict[str, Any]) -> None:
-        self._check()
         await self._redis.publish(CHANNEL, json.dumps(message))

@@ -100,11 +100,16 @@ class Checks:
 
     async def done(self, number_id: str, check: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """The number checked: the check under way awaited (shielded: the caller going away
-        does not end it), else ``check()`` made now when it has none yet."""
-        task = self._running.get(number_id)
-        if task is not None and not task.done():
-            await asyncio.shield(task)
-        elif number_id not in self.results:
+        does not end it; ended as its engine is retired, the next one's), else ``check()``
+        made now when it has none yet."""
+        while (task := self._running.get(number_id)) is not None and not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if not task.cancelled() or (me is not None and me.cancelling()):
+                    raise  # the caller's own cancellation
+        if number_id not in self.results:
             await check()
 
     async def forever(
@@ -124,5 +129,9 @@ class Checks:
             await asyncio.sleep(INTERVAL)
 
     def forget(self, number_id: str) -> None:
+        """The number's engine retired (deleted, or rebuilt): its check under way ends, about
+        an engine gone (its answer would be dropped), not asking Meta on for up to 5 s."""
         self.results.pop(number_id, None)
-        self._running.pop(number_id, None)
+        task = self._running.pop(number_id, None)
+        if task is not None:
+            task.cancel()  # (the switchboard's TaskSet awaits it)

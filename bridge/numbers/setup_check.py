@@ -21,11 +21,16 @@ class SetupCheck:
 
     def __init__(self) -> None:
         self.found: dict[str, list[str]] = {}
+        self._of: dict[str, Engine] = {}
+        """The engine each number was last compared on: a comparison still reading Meta as
+        its number's engine was rebuilt (its mode changed) or retired is about an engine gone,
+        and kept no result (it put the old mode's mismatch back over the new engine's)."""
 
     async def compare(self, number_id: str, engine: Engine | None) -> list[str] | None:
         """Compare one number now (``None``: nothing to compare, or Meta did not answer)."""
         if not isinstance(engine, SettingsEngine):
             return None
+        self._of[number_id] = engine
         try:
             differences = await engine.calling_settings.mismatches()
         except NotFound:
@@ -33,6 +38,8 @@ class SetupCheck:
         except EngineError as exc:
             log.info("number %s: Meta's settings cannot be read now: %s", number_id, exc)
             return None
+        if self._of.get(number_id) is not engine:
+            return None  # rebuilt or deleted meanwhile (the new engine's comparison counts)
         before = self.found.get(number_id)
         self.found[number_id] = differences
         for difference in differences:
@@ -44,3 +51,4 @@ class SetupCheck:
 
     def forget(self, number_id: str) -> None:
         self.found.pop(number_id, None)
+        self._of.pop(number_id, None)

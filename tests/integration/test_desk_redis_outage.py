@@ -138,3 +138,26 @@ async def renewed_after(store: RedisDeskStore, when: float) -> bool:
 
 
 pytestmark = pytest.mark.timeout(90)
+
+
+async def test_a_desk_command_that_meets_redis_away_tells_the_lease() -> None:
+    """The desk's store asks the directory's lease before each command; its own command that
+    failed told the lease nothing, so, first to meet a stalled Redis, it waited the client's
+    2 s and the next desk and directory commands waited as long again. Now the lease is told
+    (Redis marked down, said once): the next command fails at once."""
+    from bridge.cluster.redis import RedisDirectory
+    from bridge.errors import DirectoryUnavailable
+
+    from ..support.cluster import worker_directory
+
+    directory: RedisDirectory = worker_directory("redis://127.0.0.1:1/0")  # nobody listens
+    directory._lease.up = True  # up until a command finds otherwise
+    store = RedisDeskStore("redis://127.0.0.1:1/0", directory.check)
+    try:
+        with pytest.raises(DirectoryUnavailable):
+            await store.route("sales")
+        assert not directory.available and "Connect" in directory.detail, directory.detail
+        with pytest.raises(DirectoryUnavailable):
+            directory.check()
+    finally:
+        await store.close()

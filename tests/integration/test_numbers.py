@@ -5,6 +5,7 @@ several apps and numbers on one front door, and the store surviving a restart.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from typing import Any
@@ -787,6 +788,27 @@ async def test_a_number_deleted_while_its_health_is_checked_leaves_no_series(
     metrics = await (await client.get("/metrics")).text()
     assert f'number="{number_id}"' not in metrics
     assert number_id not in switchboard.checks.results
+
+    # The check a build starts (another worker's change, reconciled here) is the number's: its
+    # deletion ends it, rather than leaving it asking Meta about a number gone (up to 5 s),
+    # against an engine being closed. A POST waiting for it meanwhile is answered all the same.
+    made = await post(
+        client, "/numbers", {"phone": "+15553000003", "engine": "cloudapi", "cloudapi": block}
+    )
+    number_id = made["numberID"]
+    held.clear()
+    asked.clear()
+    rebuilt = dataclasses.replace(client.app[CATALOG].numbers[number_id], label="rebuilt")
+    rebuilt.config = {**rebuilt.config, "graphURL": block["graphURL"] + "/"}
+    await client.app[CATALOG].update_number(rebuilt)
+    await switchboard.reconcile()  # as on a worker that hears of the change
+    await asyncio.wait_for(asked.wait(), 5)
+    waiting = asyncio.ensure_future(switchboard.checked(number_id))
+    assert (await client.delete(f"/numbers/{number_id}", headers=ADMIN)).status == 200
+    await asyncio.wait_for(waiting, 2)  # answered, not cancelled with the check
+    named = f"switchboard:health:{number_id}"
+    await until(lambda: all(t.get_name() != named for t in asyncio.all_tasks()), 2, "its check")
+    held.set()
 
 
 async def test_a_tenants_key_posts_webhooks_for_its_own_numbers_only(nclient, zuckzapgo) -> None:
