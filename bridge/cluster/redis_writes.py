@@ -359,6 +359,10 @@ class WriteQueue:
                     await pipe.execute()
             except FAILURES as exc:
                 self._down(exc)
+                # A flush waiting on these writes looks again: with Redis found away it stops
+                # waiting (``flush``), where it waited out its bound (3 s at every stop).
+                self._progress.set()
+                self._progress = asyncio.Event()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
