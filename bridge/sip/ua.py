@@ -294,8 +294,7 @@ class UserAgent:
         self.completed.remember(resp)
 
     async def answer(self, conn: Connection, resp: Response) -> None:
-        """Send ``resp`` outside a transaction's own sending (a final one remembered for a
-        retransmitted request); a connection gone is said at INFO."""
+        """Send ``resp`` (a final one kept for its request's retransmissions, :meth:`remember`)."""
         if resp.status >= 200:
             self.remember(resp)
         try:
