@@ -49,7 +49,7 @@ from pylibsrtp import Policy, Session
 from bench.send_path import machine
 from bridge.loop import install_event_loop
 from bridge.media import BusStats
-from bridge.rtc import aiortc_seam, guard
+from bridge.rtc import guard, hooks
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.red import RedStats
 from bridge.rtc.rfc4733 import DtmfDetector
@@ -129,7 +129,7 @@ def keyed_dtls() -> tuple[RTCDtlsTransport, Any]:
     """An aiortc DTLS transport as its handshake leaves it, SRTP's receive key :data:`KEY`,
     its ICE pair nominated to :data:`ADDR`: ``(dtls, the pair's protocol)``, the protocol the
     UDP guard hands each datagram."""
-    aiortc_seam.install()
+    hooks.install()
     ice = RTCIceTransport(RTCIceGatherer())
     dtls = RTCDtlsTransport(ice, [RTCCertificate.generateCertificate()])
     dtls._rx_srtp = Session(

@@ -6,22 +6,23 @@ call's media watchdog (``media_watch.py``). The runtime samples it once a second
 (:meth:`CallRuntime.sample_report`) and hands it on when it closes: :meth:`close` gives it to
 whoever opened it (``reports.py``'s :class:`~.reports.CallReports`, which writes the record and
 serves it). Nothing about the call is kept anywhere else, so nothing is left to guess about a
-call that moved away or ended: its runtime closed, and its report with it."""
+call that moved away or ended: its runtime closed, and its report with it. It sees the runtime
+as the :class:`Sampled` it declares, never as its class."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from ..media import CallBus
 from ..rtc.leg import PeerLeg
-from .media_watch import MediaWatch
+from .engine_media import EngineMedia
+from .media_watch import MediaWatch, Watched
 from .model import Call
+from .participants import Participants
 from .samples import LegCounters, LegSources
 from .timeline import Timeline
-
-if TYPE_CHECKING:
-    from .runtime import CallRuntime
 
 SAMPLE_INTERVAL = 1.0
 """Seconds between two samples of a call's legs (the rows' span)."""
@@ -31,6 +32,18 @@ ReportClosed = Callable[["LiveReport"], None]
 
 OpenReport = Callable[[Call], "LiveReport"]
 """Opens a new runtime's report (``CallReports.open``; none while call reports are off)."""
+
+
+class Sampled(Watched, Protocol):
+    """What the report samples of its call's runtime: the WhatsApp side, the bus and the
+    participants (and what its watch uses)."""
+
+    @property
+    def media(self) -> EngineMedia: ...
+    @property
+    def bus(self) -> CallBus: ...
+    @property
+    def participants(self) -> Participants: ...
 
 
 class LiveReport:
@@ -50,7 +63,7 @@ class LiveReport:
         if not self.closed:
             self.timeline.event(time.monotonic(), type_, data)
 
-    def sample(self, runtime: CallRuntime, now: float) -> None:
+    def sample(self, runtime: Sampled, now: float) -> None:
         """One second of every leg of ``runtime`` (this report's): a row each, and the
         watchdog."""
         if self.closed:
@@ -99,7 +112,7 @@ class LiveReport:
                 self._sample_leg(runtime, now, name, found[1], watch=False)
 
     def _sample_leg(
-        self, runtime: CallRuntime, now: float, name: str, src: LegSources, *, watch: bool = True
+        self, runtime: Sampled, now: float, name: str, src: LegSources, *, watch: bool = True
     ) -> None:
         counters = self._counters.setdefault(name, LegCounters())
         seconds = counters.span(now, SAMPLE_INTERVAL)

@@ -11,20 +11,18 @@ and ``call.media_warning_cleared`` when its sound returns. Two ways a side goes 
   itself has muted or held the call: silence is then what is expected.
 
 It runs once a second on the level the timeline row already holds: nothing on the 20 ms path.
-One watch a call, a child of the call's report (``live_report.py``), gone with it."""
+One watch a call, a child of the call's report (``live_report.py``), gone with it; it sees the
+call's runtime as the :class:`Watched` it declares."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-from .model import CallState
-
-if TYPE_CHECKING:
-    from .runtime import CallRuntime
+from .model import Call, CallState
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +33,14 @@ SILENT_DBFS = -90.0
 digital silence: what a muted track, a dead microphone or an engine's zeros decode to (Opus
 brings zeros back at about -110 dBFS), where a live microphone's noise floor, even after a
 browser's noise suppression, stays above it."""
+
+
+class Watched(Protocol):
+    """What the watch reads and tells of its call's runtime."""
+
+    @property
+    def call(self) -> Call: ...
+    def emit(self, type_: str, **data: Any) -> None: ...
 
 
 @dataclass
@@ -55,7 +61,7 @@ class MediaWatch:
 
     def second(
         self,
-        runtime: CallRuntime,
+        runtime: Watched,
         name: str,
         seconds: float,
         received: int,

@@ -8,15 +8,18 @@ to this file (and the pin):
 * :data:`REQUIRED`: every private function or attribute the bridge reads, writes or wraps, with
   what each is for; :func:`verify` checks them all at import, so a release that renames one
   fails at start with :class:`SeamError`, naming what is gone and :data:`SUPPORTED`.
-* :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`patches` (every
-  process-wide patch, applied by :func:`install`); then the accessors.
+* :data:`ORIGINAL` (the libraries' own functions, for the wrappers) and :func:`patches` (where
+  every process-wide patch goes, applied by :func:`install`); then the accessors. The wrappers
+  (``dtls.py``, ``guard.py``, ``ice.py``) import this module: it never imports them, but is
+  handed them as :class:`Hooks` (``rtc/hooks.py``).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import SimpleNamespace
+from dataclasses import dataclass
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import aioice
@@ -111,25 +114,40 @@ ORIGINAL = SimpleNamespace(
 """aiortc's and aioice's own functions, as imported (before any patch)."""
 
 
-def patches() -> tuple[tuple[Any, str, Any], ...]:
-    """Every process-wide patch of the bridge, ``(owner, name, replacement)``: DTLS ciphers and
-    failure reasons (``rtc/dtls.py``), the UDP guard (``rtc/guard.py``), the gathering timeout
-    and the pinned-port loop (``rtc/ice.py``)."""
-    from . import dtls, guard, ice  # the wrappers; they import this module for ORIGINAL
+@dataclass(frozen=True)
+class Hooks:
+    """The bridge's replacements for the libraries' own (``rtc/hooks.py`` makes them)."""
 
+    create_ssl_context: Callable[..., Any]
+    """DTLS ciphers (``rtc/dtls.py``)."""
+    set_state: Callable[..., Any]
+    """DTLS failure reasons (``rtc/dtls.py``)."""
+    stun_datagram_received: Callable[..., Any]
+    """The UDP guard (``rtc/guard.py``)."""
+    turn_datagram_received: Callable[..., Any]
+    """The UDP guard on a TURN client's datagrams (``rtc/guard.py``)."""
+    get_component_candidates: Callable[..., Any]
+    """The gathering timeout (``rtc/ice.py``)."""
+    asyncio: ModuleType
+    """``asyncio`` as aioice sees it: the pinned-port loop, sleeps on the clock (``rtc/ice.py``)."""
+
+
+def patches(hooks: Hooks) -> tuple[tuple[Any, str, Any], ...]:
+    """Every process-wide patch of the bridge, ``(owner, name, replacement)``, the replacement
+    taken from ``hooks``."""
     return (
-        (RTCCertificate, "_create_ssl_context", dtls.create_ssl_context),
-        (RTCDtlsTransport, "_set_state", dtls.set_state),
-        (aioice.ice.StunProtocol, "datagram_received", guard.guarded_datagram_received),
-        (aioice.turn.TurnClientMixin, "datagram_received", guard.guarded_turn_datagram_received),
-        (aioice.ice.Connection, "get_component_candidates", ice.get_component_candidates),
-        (aioice.ice, "asyncio", ice.ASYNCIO_FOR_AIOICE),
-        (aioice.turn, "asyncio", ice.ASYNCIO_FOR_AIOICE),
+        (RTCCertificate, "_create_ssl_context", hooks.create_ssl_context),
+        (RTCDtlsTransport, "_set_state", hooks.set_state),
+        (aioice.ice.StunProtocol, "datagram_received", hooks.stun_datagram_received),
+        (aioice.turn.TurnClientMixin, "datagram_received", hooks.turn_datagram_received),
+        (aioice.ice.Connection, "get_component_candidates", hooks.get_component_candidates),
+        (aioice.ice, "asyncio", hooks.asyncio),
+        (aioice.turn, "asyncio", hooks.asyncio),
     )
 
 
-def install() -> None:  # idempotent
-    for owner, name, replacement in patches():
+def install(hooks: Hooks) -> None:  # idempotent
+    for owner, name, replacement in patches(hooks):
         setattr(owner, name, replacement)
 
 

@@ -9,8 +9,8 @@ aioice waits up to 5 s for server-reflexive and relayed candidates, and aiortc's
 every answer for seconds: :func:`set_gather_timeout` caps that wait. Both hooks are
 process-wide, as aioice's are.
 
-aioice's ``asyncio`` is replaced (:data:`ASYNCIO_FOR_AIOICE`, installed by
-``rtc/aiortc_seam.py``) for two things. Its two socket binds go through the pinned port range
+aioice's ``asyncio`` is replaced (:data:`ASYNCIO_FOR_AIOICE`, installed with the other hooks,
+``rtc/hooks.py``) for two things. Its two socket binds go through the pinned port range
 while a ``port_scope`` is active (``rtc/ports.py``); an exhausted range becomes
 :class:`~bridge.rtc.ports.PortsExhausted` (503) rather than a skipped candidate. And its ICE
 consent checks' sleeps (RFC 7675 §5.1: every 5 s, randomised) of a second or more end on the
@@ -66,10 +66,10 @@ _EXHAUSTED: ContextVar[list[PortsExhausted] | None] = ContextVar(
 
 
 def set_gather_timeout(seconds: float) -> None:
-    """Wait at most ``seconds`` for STUN/TURN candidates (host candidates are immediate)."""
+    """Wait at most ``seconds`` for STUN/TURN candidates (host candidates are immediate):
+    through the hook each leg installs before it gathers (``rtc/hooks.py``)."""
     global _gather_timeout
     _gather_timeout = seconds
-    seam.install()
 
 
 @functools.wraps(_ORIGINAL_COMPONENT)

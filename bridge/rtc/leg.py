@@ -29,7 +29,7 @@ from ..audio.receiver import ReceiverStats
 from ..config import IceSettings
 from ..media import BusStats, LevelMeter
 from ..tasks import CloseOnce, TaskSet
-from . import aiortc_seam, counters
+from . import counters, hooks
 from .dtls import CONNECTION_LOST, diagnose, reason_label
 from .dtls_srtp import DtlsSrtp
 from .ice import advertise_public_ip, server_rtc_configuration
@@ -186,7 +186,7 @@ class PeerLeg(RtpLegOwner):
     ) -> None:
         # The process-wide hooks every leg relies on (idempotent): pinned ports, the UDP
         # guard, DTLS ciphers and failure reasons.
-        aiortc_seam.install()
+        hooks.install()
         super().__init__()
         self.name = name
         """What the logs call this leg."""

@@ -222,7 +222,7 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
-                self.ua._spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
+                self.ua.spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
             return resp
 
     async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:

@@ -8,6 +8,9 @@ a response is heard, and a server answers a retransmitted request with its last 
 * :class:`ClientTransaction`: a request we sent and its responses, matched by the top Via's
   branch and CSeq's method (§17.1.3), with a deadline (Timer B/F, 64·T1; no Timer A on a
   reliable transport, §17.1.1.2).
+
+They see their user agent as the :class:`TransactionUser` declared here (§5: the layer above
+the transactions), which ``ua.py``'s ``UserAgent`` is.
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from ..tasks import wait_event
+from ..logs import Repeats
+from ..tasks import TaskSet, wait_event
+from .completed import Completed
 from .dialog import Dialog, new_tag, reply
 from .extensions import unfit_invite
 from .headers import Address, Via
 from .message import Request, Response
 from .transport import Connection
-
-if TYPE_CHECKING:
-    from .ua import UserAgent
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,44 @@ class CallHandler(Protocol):
         """The peer ended the dialog (the ``200`` is sent)."""
 
 
+class TransactionUser(Protocol):
+    """What the transactions use of their user agent (RFC 3261 §5's transaction user; each
+    described at :class:`~.ua.UserAgent`)."""
+
+    @property
+    def contact(self) -> str: ...
+    @property
+    def handler(self) -> CallHandler: ...
+    @property
+    def supported(self) -> tuple[str, ...]: ...
+    @property
+    def tasks(self) -> TaskSet: ...
+    @property
+    def pending(self) -> dict[tuple[str, str], InviteServer]: ...
+    @property
+    def awaiting_ack(self) -> dict[tuple[str, str], InviteServer]: ...
+    @property
+    def refused(self) -> dict[tuple[str, str], InviteServer]: ...
+    @property
+    def dialogs(self) -> dict[tuple[str, str], Dialog]: ...
+    @property
+    def completed(self) -> Completed: ...
+    @property
+    def refused_reinvites(self) -> Repeats: ...
+    def count(self, what: str) -> None: ...
+    def remember(self, resp: Response) -> None: ...
+    async def answer(self, conn: Connection, resp: Response) -> None: ...
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None: ...
+    async def send(self, req: Request, conn: Connection) -> ClientTransaction: ...
+    def done(self, tx: ClientTransaction) -> None: ...
+
+
 class InviteServer:
     """An INVITE server transaction and the early dialog we answer it in."""
 
     def __init__(
         self,
-        ua: UserAgent,
+        ua: TransactionUser,
         req: Request,
         conn: Connection,
         contact: str = "",
@@ -207,7 +241,9 @@ class ClientTransaction:
                 return resp
 
 
-async def ask(ua: UserAgent, req: Request, conn: Connection, timeout: float = 8.0) -> Response:
+async def ask(
+    ua: TransactionUser, req: Request, conn: Connection, timeout: float = 8.0
+) -> Response:
     """Send ``req`` (not an INVITE) on ``conn`` and wait for its final response (``408`` when
     none comes in ``timeout``); sending may raise (the connection's errors)."""
     tx = await ua.send(req, conn)
@@ -217,7 +253,7 @@ async def ask(ua: UserAgent, req: Request, conn: Connection, timeout: float = 8.
         ua.done(tx)
 
 
-async def answered_again(ua: UserAgent, req: Request, conn: Connection) -> bool:
+async def answered_again(ua: TransactionUser, req: Request, conn: Connection) -> bool:
     """A request we answered (or are answering) already: our response again (the 2xx of an
     INVITE's dialog is sent again so, §13.3.1.4; its refusal the same, §17.2.1). Over TLS an
     INVITE only: nothing is resent hop by hop there, but Meta resends an INVITE on a new
@@ -228,12 +264,12 @@ async def answered_again(ua: UserAgent, req: Request, conn: Connection) -> bool:
     pending = ua.pending.get((req.call_id, branch)) if req.method == "INVITE" else None
     again = ua.completed.get(req.call_id, branch, req.cseq) or (pending and pending.last)
     if again:
-        await ua._answer(conn, again)
+        await ua.answer(conn, again)
     return bool(again) or pending is not None
 
 
 async def take_reinvite(
-    ua: UserAgent,
+    ua: TransactionUser,
     req: Request,
     conn: Connection,
     dialog: Dialog,
@@ -266,13 +302,13 @@ async def take_reinvite(
             why,
             "" if wait else " (said once for this dialog)",
         )
-        await ua._answer(conn, refusal)
+        await ua.answer(conn, refusal)
         return
     dialog.remote_seq = seq
     tx = InviteServer(ua, req, conn, dialog=dialog)
     ua.pending[tx.key] = tx
     await tx.respond(100, "Trying")
-    ua._spawn(answer(tx), f"reinvite:{req.call_id[:24]}")
+    ua.spawn(answer(tx), f"reinvite:{req.call_id[:24]}")
 
 
 async def serve(handler: CallHandler, tx: InviteServer) -> None:
@@ -285,20 +321,20 @@ async def serve(handler: CallHandler, tx: InviteServer) -> None:
         await tx.respond(500, "Server Internal Error")
 
 
-async def cancel_pending(ua: UserAgent, req: Request, conn: Connection) -> None:
+async def cancel_pending(ua: TransactionUser, req: Request, conn: Connection) -> None:
     """A CANCEL (§9.2): ``200`` to it and ``487`` to the INVITE it names, still unanswered
     (the handler told), else ``481``."""
     branch = Via.parse(req.values("Via")[0]).branch
     tx = ua.pending.get((req.call_id, branch))
     if tx is None:
-        await ua._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        await ua.answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
         return
-    await ua._answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
+    await ua.answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
     if await tx.respond(487, "Request Terminated"):
-        ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
+        ua.spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
 
 
-def early_invite(ua: UserAgent, req: Request, to_tag: str) -> InviteServer | None:
+def early_invite(ua: TransactionUser, req: Request, to_tag: str) -> InviteServer | None:
     """The INVITE still unanswered whose early dialog ``req`` is in (§12.1.1: our tag given
     in a provisional response)."""
     caller = Address.parse(req.get("From")).tag
@@ -308,22 +344,22 @@ def early_invite(ua: UserAgent, req: Request, to_tag: str) -> InviteServer | Non
     return None
 
 
-async def end_early(ua: UserAgent, conn: Connection, req: Request, tx: InviteServer) -> None:
+async def end_early(ua: TransactionUser, conn: Connection, req: Request, tx: InviteServer) -> None:
     """§15.1.2: the caller's BYE in the early dialog of ``tx`` ends it as a CANCEL would
     (``200`` to the BYE, ``487`` to the INVITE); it got 481 and the INVITE rang on."""
-    await ua._answer(conn, reply(req, 200, "OK"))
+    await ua.answer(conn, reply(req, 200, "OK"))
     if await tx.respond(487, "Request Terminated"):
-        ua._spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
+        ua.spawn(ua.handler.cancelled(tx), f"cancel:{req.call_id[:24]}")
 
 
-async def end_dialog(ua: UserAgent, conn: Connection, req: Request, dialog: Dialog) -> None:
+async def end_dialog(ua: TransactionUser, conn: Connection, req: Request, dialog: Dialog) -> None:
     """The peer's BYE in ``dialog``: ``200`` to it, the dialog gone, the handler told; our
     2xx's repeats stop if no ACK came yet (the BYE proves the 2xx came, §13.3.1.4)."""
     ua.dialogs.pop(dialog.key, None)
     if unacked := ua.awaiting_ack.pop(dialog.key, None):
         unacked.acked.set()
-    await ua._answer(conn, reply(req, 200, "OK"))
-    ua._spawn(ua.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
+    await ua.answer(conn, reply(req, 200, "OK"))
+    ua.spawn(ua.handler.bye(dialog, req), f"bye:{req.call_id[:24]}")
 
 
 def refusal_acked(refused: dict[tuple[str, str], InviteServer], req: Request) -> bool:

@@ -154,7 +154,8 @@ class UserAgent:
     def via_host(self) -> str:
         return f"{self.hostname}:{self.port}"
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` as the user agent's task; dropped once it is closing."""
         if self.tasks.closed:  # closing: what arrives now is not served
             work.close()
             return
@@ -200,7 +201,7 @@ class UserAgent:
             self.clients.pop(tx.key, None)
             raise
         if not conn.reliable:
-            self._spawn(tx.retransmit(), f"timer-a:{req.call_id[:24]}")
+            self.spawn(tx.retransmit(), f"timer-a:{req.call_id[:24]}")
         return tx
 
     def done(self, tx: ClientTransaction) -> None:
@@ -256,7 +257,7 @@ class UserAgent:
         resp = bad_request(bad)
         if resp is not None:
             stamp_via(resp, conn.peer)
-            await self._answer(conn, resp)
+            await self.answer(conn, resp)
 
     async def _on_message(self, msg: Message, conn: Connection) -> None:
         try:
@@ -268,7 +269,7 @@ class UserAgent:
             self.count("bad")
             self.malformed.seen(conn.peer, "malformed", str(exc))
             if isinstance(msg, Request) and msg.method != "ACK":
-                await self._answer(conn, reply(msg, 400, f"Bad Request ({exc})"))
+                await self.answer(conn, reply(msg, 400, f"Bad Request ({exc})"))
 
     def _on_response(self, resp: Response) -> None:
         vias = resp.values("Via")
@@ -292,7 +293,8 @@ class UserAgent:
         """Keep a final response for a retransmission of its request (bounded)."""
         self.completed.remember(resp)
 
-    async def _answer(self, conn: Connection, resp: Response) -> None:
+    async def answer(self, conn: Connection, resp: Response) -> None:
+        """Send ``resp`` (a final one kept for its request's retransmissions, :meth:`remember`)."""
         if resp.status >= 200:
             self.remember(resp)
         try:
@@ -312,12 +314,12 @@ class UserAgent:
         if conn.inbound and not self.policy.admits(conn, self.strangers):
             self.count("untrusted")
             if method != "ACK":
-                await self._answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
+                await self.answer(conn, reply(req, 403, "Forbidden (untrusted source)"))
             return
         self.count(method.lower() if method in (*METHODS, *IN_DIALOG) else "unknown")
         if misplaced := misplaced_replaces(req, self.supported, self.misplaced, conn.peer[0]):
             self.count("bad")
-            await self._answer(conn, misplaced)
+            await self.answer(conn, misplaced)
             return
         dialog = self.dialogs.get((req.call_id, to_tag)) if to_tag else None
         if method == "ACK":
@@ -327,33 +329,33 @@ class UserAgent:
         elif method == "OPTIONS":
             extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
             extra += [("Supported", ", ".join(self.supported))] if self.supported else []
-            await self._answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
+            await self.answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
             status, reason = await self.in_dialog_requests(dialog, req)
-            await self._answer(conn, reply(req, status, reason))
+            await self.answer(conn, reply(req, status, reason))
         elif method not in METHODS and method != "REFER":
             self.count("not_implemented")  # UPDATE, INFO, MESSAGE …: 501 (§8.2.1)
-            await self._answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
+            await self.answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
             await end_early(self, conn, req, early)
         elif dialog is None:
-            await self._answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+            await self.answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
         elif method == "INVITE" and self.reinvites is not None:
             await take_reinvite(self, req, conn, dialog, self.reinvites)
         elif method == "INVITE":
             warn = [("Warning", WARN_NO_REINVITE)]
-            await self._answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
+            await self.answer(conn, reply(req, 488, "Not Acceptable Here", extra=warn))
         elif method == "REFER":
             warn = [("Warning", WARN_NO_REINVITE)]
-            await self._answer(
+            await self.answer(
                 conn, reply(req, 403, "Forbidden (transfer is done by the bridge)", extra=warn)
             )
         elif method == "BYE":
             await end_dialog(self, conn, req, dialog)
         else:  # NOTIFY in a dialog
-            await self._answer(conn, reply(req, 200, "OK"))
+            await self.answer(conn, reply(req, 200, "OK"))
 
     async def _on_ack(self, req: Request, dialog: Dialog | None) -> None:
         if refusal_acked(self.refused, req):
@@ -372,11 +374,11 @@ class UserAgent:
             return  # a retransmission (another hop may be unreliable): already in hand
         judged = self.admission.judge(req, conn.peer[0])
         if isinstance(judged, Response):
-            await self._answer(conn, judged)
+            await self.answer(conn, judged)
             return
         tx = InviteServer(self, req, conn, judged)
         self.pending[tx.key] = tx
         await tx.respond(100, "Trying")
         # The handler's work (the media leg's answer) runs beside this connection's reading:
         # Meta carries many calls, and their CANCELs, on one connection.
-        self._spawn(serve(self.handler, tx), f"invite:{req.call_id[:24]}")
+        self.spawn(serve(self.handler, tx), f"invite:{req.call_id[:24]}")

@@ -96,9 +96,9 @@ async def test_scope_applies_only_inside_it() -> None:
     """Outside a port scope aioice keeps the OS's ephemeral ports (the tests' clients)."""
     import aioice
 
-    from bridge.rtc import aiortc_seam
+    from bridge.rtc import hooks
 
-    aiortc_seam.install()
+    hooks.install()
     with port_scope(f"{FIRST + 30}-{FIRST + 39}"):
         inside = aioice.Connection(ice_controlling=True)
         await inside.gather_candidates()

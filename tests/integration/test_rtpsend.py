@@ -13,7 +13,7 @@ from aiortc.rtp import RtcpPacket, RtcpSrPacket, RtpPacket
 
 from bridge.audio import FRAME_SAMPLES
 from bridge.media import BusStats
-from bridge.rtc import aiortc_seam
+from bridge.rtc import hooks
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.rfc4733 import DtmfDetector, KeyPresses
 from bridge.rtc.rtp_leg import RtpLeg
@@ -45,7 +45,7 @@ class Tone:
 async def test_an_aiortc_receiver_decodes_the_tone_the_lean_sender_sends() -> None:
     config = RTCConfiguration(iceServers=[])
     bridge_pc, far_pc = RTCPeerConnection(config), RTCPeerConnection(config)
-    aiortc_seam.install()  # the hooks every leg installs (pinned ports, guard, DTLS)
+    hooks.install()  # the hooks every leg installs (pinned ports, guard, DTLS)
     keys = KeyPresses(payload_type=lambda: EVENT_PT)
     track = OpusBusTrack(Tone(440.0), keys=keys)
     transceiver = bridge_pc.addTransceiver(track, direction="sendonly")

@@ -14,13 +14,13 @@ from bridge.calls.model import CallState
 from bridge.calls.watchdog import check_limits
 from bridge.config import settings_for_tests
 from bridge.media import CallBus
-from bridge.rtc import WebRTCSession, aiortc_seam, counters, dtls
+from bridge.rtc import WebRTCSession, aiortc_seam, counters, dtls, hooks
 from bridge.rtc.leg import PeerLeg
 
 
 @pytest.fixture
 def transport() -> RTCDtlsTransport:
-    aiortc_seam.install()
+    hooks.install()
     return RTCDtlsTransport(
         RTCIceTransport(RTCIceGatherer()), [RTCCertificate.generateCertificate()]
     )

@@ -35,7 +35,7 @@ from pylibsrtp import Policy, Session
 
 from bridge.audio.reception import RtpReception
 from bridge.media import BusStats
-from bridge.rtc import aiortc_seam, guard, rtcp
+from bridge.rtc import aiortc_seam, guard, hooks, rtcp
 from bridge.rtc import packets as rtcp_packets
 from bridge.rtc.dtls_srtp import DtlsSrtp
 from bridge.rtc.red import RedStats
@@ -131,7 +131,7 @@ class Leg:
     has."""
 
     def __init__(self) -> None:
-        aiortc_seam.install()
+        hooks.install()
         self.ice = RTCIceTransport(RTCIceGatherer())
         self.dtls = RTCDtlsTransport(self.ice, [RTCCertificate.generateCertificate()])
         self.dtls._rx_srtp = srtp(Policy.SSRC_ANY_INBOUND)

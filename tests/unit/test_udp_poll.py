@@ -13,7 +13,7 @@ from typing import Any
 import aioice
 import pytest
 
-from bridge.rtc import aiortc_seam, counters, polled_transport, udp_poll
+from bridge.rtc import counters, hooks, polled_transport, udp_poll
 from bridge.rtc.ice import restrict_host_addresses
 
 from ..support.waits import until
@@ -361,7 +361,7 @@ async def test_a_read_that_raises_on_the_clock_goes_back_to_wake_ups(
 async def test_aioice_connects_over_polled_sockets() -> None:
     """Host candidates' sockets are the poller's (the seam's loop for aioice), and two agents
     complete ICE and exchange data over them."""
-    aiortc_seam.install()
+    hooks.install()
     restrict_host_addresses(["127.0.0.1"])
     try:
         a = aioice.Connection(ice_controlling=True)
