@@ -20,6 +20,7 @@ from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, clip16, mix_into, mix_over
 from .clock import Phase, worker_clock
 from .conference import Conference
+from .drops import Drops
 from .frames import BusFrame
 from .stats import BusStats
 from .uplink_queue import BusClosed, UplinkQueue
@@ -50,7 +51,9 @@ class CallBus:
         self.call_id = call_id
         self.muted = False
         self.stats = BusStats()
-        self._uplink = UplinkQueue(call_id, self.stats, uplink_capacity)
+        self.drops = Drops(call_id)
+        """The frames dropped past a bound, each reason said once a call."""
+        self._uplink = UplinkQueue(call_id, self.stats, self.drops, uplink_capacity)
         """What waits for the WhatsApp side's reader."""
         self._uplink_taps: list[UplinkTap] = []
         self._downlink_taps: list[DownlinkTap] = []

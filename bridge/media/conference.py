@@ -51,6 +51,7 @@ import numpy.typing as npt
 from ..audio import FRAME_SAMPLES
 from ..audio.pcm import Pcm, clip16
 from .clock import TICK_FAILURES, worker_clock
+from .drops import MICROPHONE_OVERFLOW, Drops
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
 from .whatsapp_in import WhatsAppInput
@@ -59,8 +60,8 @@ log = logging.getLogger(__name__)
 
 INPUT_FRAMES = 4
 """Frames a participant's microphone may run ahead of the mixing clock (80 ms), oldest
-dropped beyond (the call's ``microphone_frames_dropped``): a browser whose clock runs fast
-cannot grow the delay."""
+dropped beyond (the call's ``microphone_frames_dropped``, said once a call): a browser whose
+clock runs fast cannot grow the delay."""
 
 
 class Role(enum.StrEnum):
@@ -140,6 +141,7 @@ class MixHost(Protocol):
     call_id: str
     muted: bool
     stats: BusStats
+    drops: Drops
 
     @property
     def closed(self) -> bool: ...
@@ -169,7 +171,7 @@ class Conference:
         self.whatsapp: CallPort | None = None
         """The WhatsApp side's door, while an in-worker leg carries it."""
         self.held = False
-        self._from_whatsapp = WhatsAppInput(bus.stats)
+        self._from_whatsapp = WhatsAppInput(bus.stats, bus.drops)
         """What the WhatsApp side says, waiting for the mixer's tick."""
         self._clock: Callable[[], None] | None = None
         self._mix_failures = 0
@@ -205,7 +207,7 @@ class Conference:
             return port
         if pid in self.participants:
             self.leave(pid)
-        sink = DownlinkSink(self.bus.stats, pid, downlink_jitter())
+        sink = DownlinkSink(self.bus.stats, pid, downlink_jitter(), self.bus.drops)
         sink.set_clocked(self.clocked or self._clock is not None)
         port = CallPort(self, pid, role, sink, ended)
         self.participants[pid] = port
@@ -275,7 +277,9 @@ class Conference:
                 # A remote engine's frames were the agent's sink's to de-jitter: that sink (what
                 # it holds, its view of the engine's clock) is the mix's input from now, and the
                 # agent hears the mix through a new one: no frame lost or late at the switch.
-                agent.sink = DownlinkSink(self.bus.stats, agent.id, downlink_jitter())
+                agent.sink = DownlinkSink(
+                    self.bus.stats, agent.id, downlink_jitter(), self.bus.drops
+                )
             self._clock = worker_clock().register(self._tick, failed=self._tick_failed)
             self._clock_sinks()
 
@@ -335,6 +339,7 @@ class Conference:
             return
         if len(p.inbox) == p.inbox.maxlen:
             self.bus.stats.microphone_frames_dropped += 1
+            self.bus.drops.dropped(MICROPHONE_OVERFLOW, p.id)
         p.inbox.append(pcm)
 
     def from_whatsapp(self, frame: BusFrame) -> None:

@@ -2,7 +2,7 @@
 
 Shared by the bus (``bus.py``) and the conference (``conference.py``) so that the dependency
 runs one way — the bus owns the conference, which sees it only as a ``MixHost`` and imports
-nothing of it; a sink knows only the call's counters.
+nothing of it; a sink knows only the call's counters and what says its drops (``drops.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..audio.stretch import PlayoutFifo, licence
 from .backlog import Backlog
 from .cushion import Cushion
 from .drift import DepthWatch
+from .drops import LISTENER_BEHIND, Drops
 from .stats import BusStats
 
 
@@ -64,7 +65,8 @@ aligns each utterance on its own), not one between words."""
 
 CLOCKED_FRAMES = 3
 """Frames from a producer on the worker clock that may wait for the listener's sender (60 ms),
-the oldest dropped beyond (the call's ``listener_frames_dropped``): the frame pushed in a tick
+the oldest dropped beyond (the call's ``listener_frames_dropped``, said once a call): the frame
+pushed in a tick
 is taken in that tick's send phase, so more wait only while a sender catches up on ticks its
 task missed."""
 
@@ -108,9 +110,18 @@ class DownlinkSink:
     fades in over 5 ms: never a hard cut from speech to digital silence and back.
     """
 
-    def __init__(self, stats: BusStats, name: str, jitter: JitterBuffer[BusFrame]) -> None:
+    def __init__(
+        self,
+        stats: BusStats,
+        name: str,
+        jitter: JitterBuffer[BusFrame],
+        drops: Drops | None = None,
+    ) -> None:
         self.stats = stats
         """The call's bus counters (frames played, their transit)."""
+        self.drops = drops
+        """What says the call's drops (``None``: a remote engine's input, counted apart,
+        never on the worker clock)."""
         self.name = name
         self.jitter = jitter
         self.fifo = PlayoutFifo(SAMPLE_RATE, FRAME_SAMPLES)
@@ -164,6 +175,8 @@ class DownlinkSink:
         if self.clocked:
             if len(self._tick) == CLOCKED_FRAMES:  # its sender fell behind
                 self.stats.listener_frames_dropped += 1
+                if self.drops is not None:
+                    self.drops.dropped(LISTENER_BEHIND, self.name)
             self._tick.append(frame)
             return
         self.jitter.push(frame)

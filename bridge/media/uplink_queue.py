@@ -7,9 +7,9 @@ microphone starts a tick or two before the WhatsApp leg's sender, and a frame th
 queued would be a frame of delay for the whole call). Any other reader (a remote engine's
 pump) waits in the bounded queue (:meth:`UplinkQueue.read`). Past either bound the oldest
 frame is dropped — the call's ``uplink_dropped_overflow``, the metric's
-``reason="overflow"`` — and said once a call at WARNING when the reader was reading (its
-sender fell behind: audio the WhatsApp peer does not hear); the startup's frames are counted
-only.
+``reason="overflow"`` — and said once a call at WARNING (``drops.py``) when the reader was
+reading (its sender fell behind: audio the WhatsApp peer does not hear); the startup's frames
+are counted only.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections import deque
 
 import numpy as np
 
-from ..logs import Repeats
+from .drops import OVERFLOW, Drops
 from .frames import BusFrame
 from .stats import BusStats
 
@@ -40,16 +40,16 @@ class BusClosed(ConnectionError):
 class UplinkQueue:
     """What waits for the reader of one call's uplink (see the module docstring)."""
 
-    def __init__(self, call_id: str, stats: BusStats, capacity: int) -> None:
+    def __init__(self, call_id: str, stats: BusStats, drops: Drops, capacity: int) -> None:
         self.call_id = call_id
         self.stats = stats
+        self.drops = drops
         self.open = False
         """A reader is attached: frames are kept for it (else the bus discards them)."""
         self._queue: asyncio.Queue[BusFrame] = asyncio.Queue(maxsize=capacity)
         self._ticked: deque[BusFrame] | None = None
         """A clocked reader's frames (:meth:`start`), instead of the queue."""
         self._taken_once = False
-        self._said = Repeats(size=1)
 
     def start(self, clocked: bool) -> None:
         """A reader attached: what waited for the one before is dropped."""
@@ -75,14 +75,8 @@ class UplinkQueue:
 
     def _dropped(self, *, reading: bool) -> None:
         self.stats.uplink_dropped_overflow += 1
-        if reading and self._said.seen("overflow") == 1:
-            log.warning(
-                "call %s: the WhatsApp side's sender fell behind the call's uplink: its oldest "
-                "frames are dropped (bridge_bus_frames_dropped_total reason overflow; said once "
-                "a call)",
-                self.call_id,
-                extra={"call_id": self.call_id},
-            )
+        if reading:
+            self.drops.dropped(OVERFLOW)
 
     async def read(self) -> BusFrame:
         """Wait for the next frame (a remote engine's pump)."""

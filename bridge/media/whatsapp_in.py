@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections import deque
 
+from .drops import WHATSAPP_OVERFLOW, Drops
 from .frames import BusFrame, DownlinkSink, downlink_jitter
 from .stats import BusStats
 
 CLOCKED_WAITING = 4
 """Frames of a clocked WhatsApp side that may wait for the mix (80 ms), oldest dropped beyond:
 its leg's receiver (or the simulator's far end) gives one a tick, taken in the next mix.
-Counted in the call's ``whatsapp_in_frames_dropped``."""
+Counted in the call's ``whatsapp_in_frames_dropped``, said once a call (``drops.py``)."""
 
 
 class WhatsAppInput:
@@ -24,9 +25,10 @@ class WhatsAppInput:
     they go through a :class:`~bridge.media.frames.DownlinkSink`, as a listener's on the direct
     path (a jitter buffer, its drift followed, a gap concealed with a fade)."""
 
-    def __init__(self, stats: BusStats) -> None:
+    def __init__(self, stats: BusStats, drops: Drops) -> None:
         self.stats = stats
         """The call's counters (a clocked side's frames dropped)."""
+        self.drops = drops
         self._ticked: deque[BusFrame] = deque(maxlen=CLOCKED_WAITING)
         self._foreign: DownlinkSink | None = None
 
@@ -53,6 +55,7 @@ class WhatsAppInput:
         else:
             if len(self._ticked) == CLOCKED_WAITING:
                 self.stats.whatsapp_in_frames_dropped += 1
+                self.drops.dropped(WHATSAPP_OVERFLOW)
             self._ticked.append(frame)
 
     def take(self, now: float) -> BusFrame | None:

@@ -4,14 +4,17 @@ exchange (``srtp_key_exchange_protocol`` against the number's media) and its SIP
 when a number's engine is built or rebuilt, then every few minutes), after the bridge changes
 the settings and when Meta says they changed (``account_settings_update``); each new
 difference is logged once at WARNING and shown on ``GET /numbers/{numberID}`` under
-``health.setup`` (absent while there is none)."""
+``health.setup`` (absent while there is none). The comparison Meta's webhook asks for runs in
+a task of the owner's that the number's deletion or rebuild ends (:meth:`SetupCheck.forget`)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from ..engines import Engine, SettingsEngine
 from ..errors import EngineError, NotFound
+from ..tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +22,10 @@ log = logging.getLogger(__name__)
 class SetupCheck:
     """The last comparison of every number whose provider settings the bridge can read."""
 
-    def __init__(self) -> None:
+    def __init__(self, tasks: TaskSet) -> None:
+        self._tasks = tasks
+        self._running: dict[str, asyncio.Task[list[str] | None]] = {}
+        """Each number's comparison under way in a task (Meta said its settings changed)."""
         self.found: dict[str, list[str]] = {}
         self._of: dict[str, Engine] = {}
         """The engine each number was last compared on: a comparison still reading Meta as
@@ -49,6 +55,27 @@ class SetupCheck:
             log.info("number %s: Meta's settings agree with the bridge again", number_id)
         return differences
 
+    def start(self, number_id: str, engine: Engine | None) -> None:
+        """Compare one number again in a task of the owner's (Meta said its settings changed):
+        one at a time a number, the newest (one under way read Meta before the change)."""
+        if not isinstance(engine, SettingsEngine):
+            return
+        before = self._running.pop(number_id, None)
+        if before is not None:
+            before.cancel()  # (the owner's TaskSet awaits it)
+        task = self._tasks.spawn(self.compare(number_id, engine), f"setup:{number_id}")
+        self._running[number_id] = task
+        task.add_done_callback(lambda done: self._ended(number_id, done))
+
+    def _ended(self, number_id: str, task: asyncio.Task[list[str] | None]) -> None:
+        if self._running.get(number_id) is task:
+            del self._running[number_id]
+
     def forget(self, number_id: str) -> None:
+        """The number's engine retired (deleted, or rebuilt): its comparison under way ends,
+        about an engine gone, rather than asking Meta on about a number that is not here."""
         self.found.pop(number_id, None)
         self._of.pop(number_id, None)
+        task = self._running.pop(number_id, None)
+        if task is not None:
+            task.cancel()  # (the owner's TaskSet awaits it)

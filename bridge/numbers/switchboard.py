@@ -96,7 +96,7 @@ class Switchboard:
         self.metrics: Metrics | None = None
         self.checks = Checks(self._tasks)  # each number's health (numbers/health.py)
         self._check_built = False  # an engine built is checked at once (not at start: below)
-        self.setup = SetupCheck()  # Meta's settings against each number's mode
+        self.setup = SetupCheck(self._tasks)  # Meta's settings against each number's mode
         self.sip_doors = default.doors if isinstance(default, SipLineEngine) else Doors()
         """The worker's one SIP listener per address, every SIP number's engine in it."""
 
@@ -264,7 +264,7 @@ class Switchboard:
         while True:
             event = await engine.events.get()  # (whose call it is: bound by the manager)
             if event.data.get("type") == "number.settings_changed":  # Meta's, compared again
-                self._tasks.spawn(self.compare_setup(number_id), f"setup:{number_id}")
+                self.setup.start(number_id, self.engines.get(number_id))
             emit(self.events, dataclasses.replace(event, number_id=number_id))
 
     # -- which engine

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from aiohttp import web
 
-from bridge.api.keys import MANAGER
+from bridge.api.keys import MANAGER, SWITCHBOARD
 
 from ..support.calls import events_counted
+from ..support.waits import until
 
 
 @pytest.fixture
@@ -273,3 +276,48 @@ async def test_metas_own_settings_update_after_a_change_is_announced_once(cclien
     assert said["numberID"] == "default"
     assert said["calling"]["call_icon_visibility"] == "DISABLE_ALL"
     assert "s3" not in json.dumps(said)
+
+
+async def test_a_deleted_numbers_comparison_asked_by_metas_webhook_ends_with_it(
+    cclient, meta, tmp_path
+):
+    """Meta's ``account_settings_update`` starts a comparison of the number's settings (a
+    Graph read): the number deleted meanwhile, the comparison ran on, asking Meta about a
+    number gone. Its deletion ends it; no settings read for it reaches Meta after."""
+    client = await cclient(data_dir=str(tmp_path))
+    meta.add_number("2098765433", "third-token")
+    body = {
+        "phone": "+15550783001",
+        "engine": "cloudapi",
+        "cloudapi": meta.number_fields("2098765433"),
+    }
+    resp = await client.post("/numbers", json=body)
+    assert resp.status == 201, await resp.text()
+    number_id = (await resp.json())["numberID"]
+    account = meta.accounts["2098765433"]
+    reads: list[str] = []
+    asked, held = asyncio.Event(), asyncio.Event()
+    answer = account.settings_endpoint
+
+    async def slow_meta(request: web.Request) -> web.StreamResponse:
+        reads.append(request.method)
+        asked.set()
+        await held.wait()
+        return await answer(request)
+
+    account.settings_endpoint = slow_meta  # type: ignore[method-assign]
+    resp = await meta.post(client, account.settings_changed("2098765433", account.calling))
+    assert resp.status == 200, await resp.text()
+    await asyncio.wait_for(asked.wait(), 3)
+    named = f"switchboard:setup:{number_id}"
+    assert any(t.get_name() == named for t in asyncio.all_tasks())
+    resp = await client.delete(f"/numbers/{number_id}")
+    assert resp.status == 200, await resp.text()
+    await until(lambda: all(t.get_name() != named for t in asyncio.all_tasks()), 2, "its task")
+    assert reads == ["GET"]
+    held.set()
+    resp = await meta.post(client, account.settings_changed("2098765433", account.calling))
+    assert resp.status == 200, await resp.text()
+    await asyncio.sleep(0.2)
+    assert reads == ["GET"]  # nothing asked about the deleted number since
+    assert number_id not in client.app[SWITCHBOARD].setup.found

@@ -7,6 +7,7 @@ which speakers are in it (1 000 + 10 = agent and barge, say)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
@@ -356,3 +357,35 @@ async def test_frames_dropped_ahead_of_the_mixer_are_counted_by_what_they_are(ro
     assert stats["microphoneFramesDropped"] == 2
     assert stats["whatsappInFramesDropped"] == 2
     assert stats["sourceFramesDropped"] == 0
+
+
+async def test_each_reason_the_mixer_drops_frames_for_is_said_once_a_call(
+    room: Room, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Frames a microphone or the WhatsApp side sent ahead of the mixer, and frames a
+    listener's sender did not take in time, were counted in ``/metrics`` only: audio lost with
+    nothing in the log. Each reason is said once a call at WARNING, with what it means; the
+    counters go on counting."""
+    caplog.set_level(logging.INFO, logger="bridge")
+    room.join("agent", Role.AGENT)
+    room.bus.conference.join("listener", Role.LISTEN)  # its sender never takes its frames
+    for _ in range(2):
+        for n in range(1, 7):
+            room.speak("agent", n * 100)
+            room.bus.conference.from_whatsapp(BusFrame(frame(n * 1000), 5.0))
+        for _ in range(5):
+            room.tick(whatsapp=None)
+    stats = room.bus.stats.as_json()
+    assert stats["microphoneFramesDropped"] == 4
+    assert stats["whatsappInFramesDropped"] == 4
+    assert stats["listenerFramesDropped"] == 7  # ten mixes, three may wait
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 3, said
+    for reason, why in (
+        ("microphone_overflow", "a microphone's frames came faster than the call's mixer"),
+        ("whatsapp_overflow", "the WhatsApp side's frames came faster than the call's mixer"),
+        ("listener_behind", "a listener's sender fell behind the worker clock"),
+    ):
+        [line] = [m for m in said if f"reason {reason};" in m]
+        assert line.startswith("call conference-test: ") and why in line, line
+    assert "(agent)" in said[0] and "(listener)" in said[2], said  # whose frames they were

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from bridge.numbers.setup_check import SetupCheck
+from bridge.tasks import TaskSet
 
 
 class _Settings:
@@ -32,7 +33,7 @@ async def test_a_comparison_of_an_engine_rebuilt_or_deleted_meanwhile_is_dropped
     (its media changed) ended after the new engine's: it put back the old engine's mismatch,
     said it at WARNING, and GET showed it until the next round (3 minutes); one of a number
     deleted meanwhile put its entry back for good."""
-    setup = SetupCheck()
+    setup = SetupCheck(TaskSet("test"))
     old, new = _Engine(["SRTP: Meta has DTLS"]), _Engine([])
     round_ = asyncio.create_task(setup.compare("lab", old))
     await asyncio.sleep(0)
