@@ -4,10 +4,12 @@ The worker's ``worker:{id}`` key (``{url, calls, maxCalls, draining}``) is writt
 of ``BRIDGE_HEARTBEAT_TTL`` and expires after it: a worker whose key lapsed is dead to the
 others (:mod:`.redis_reaper`). The lease also says whether Redis answers (the directory refuses
 new calls while it does not) and, when Redis is back, has the directory write its live calls
-again before it counts as up. A worker that finds ``reaped:{id}`` was taken for dead while it
-was cut off: it ends its own calls rather than writing them back. A worker whose own heartbeat
-is gone well before its TTL sees a Redis that lost its data without a command failing (a
-failover behind a proxy, a flush): it registers and writes its live calls again too.
+again before it counts as up, and claims no new call for a TTL after (the other workers write
+theirs meanwhile: :meth:`Lease.check_claims`). A worker that finds ``reaped:{id}`` was taken
+for dead while it was cut off: it ends its own calls rather than writing them back. A worker
+whose own heartbeat is gone well before its TTL sees a Redis that lost its data without a
+command failing (a failover behind a proxy, a flush): it registers and writes its live calls
+again too.
 """
 
 from __future__ import annotations
