@@ -110,8 +110,9 @@ class InboundCalls:
             except DirectoryUnavailable as exc:
                 self._unclaimed(event, key, exc)
                 return
-            if self._away.ended(key) and claimed:
-                log.info("inbound engine call %s: claimed here, the directory back", key)
+            if self._away.ended(key):
+                mine = "claimed here" if claimed else "another worker's"
+                log.info("inbound engine call %s: %s, the directory back", key, mine)
             if not claimed:
                 return  # another worker polled the same engine first and took it
         if polled and await self._place(event.engine_call_id, event.peer or "unknown", number_id):
@@ -126,16 +127,17 @@ class InboundCalls:
 
     def _unclaimed(self, event: EngineEvent, key: str, exc: DirectoryUnavailable) -> None:
         """No worker can claim a polled engine's new call while the directory is away (each
-        would ring it): its engine offers it again at each poll, and the first worker to
-        claim it once Redis answers takes it — never a ringing call left for good. Said once
-        a call, at WARNING."""
+        would ring it), nor while it came back a moment ago (empty, it may not know yet the
+        calls the other workers ring): its engine offers it again at each poll, and the first
+        worker to claim it once Redis answers takes it — never a ringing call left for good.
+        Said once a call, at WARNING, its end at INFO."""
         engine = self.manager.engine.of(event.number_id or DEFAULT_NUMBER)
         if isinstance(engine, OffersAgain):
             engine.offer_again(event.engine_call_id)
         if self._away.seen(key) == 1:
             log.warning(
-                "inbound engine call %s from %s not taken yet: the call directory is "
-                "unreachable (%s); offered again at each poll until a worker claims it",
+                "inbound engine call %s from %s not taken yet: which worker takes it cannot "
+                "be told (%s); offered again at each poll until a worker claims it",
                 key,
                 event.peer or "unknown",
                 exc.message,

@@ -15,9 +15,10 @@ Keys (all under ``bridge:``):
   id the engine's webhooks name it by when that is another, ``webhookCallID``: a SIP call we
   placed, by Meta's wacid);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
-  the token it offers it to another worker under); ``moving:{callID}`` — a handover's offer
-  of the call to one worker, while that handover lasts (who carries a call moving between
-  workers is decided by compare-and-set: :mod:`.redis_owner`).
+  the token it offers it to another worker under; none is taken where ``engine:`` names a
+  call already: its worker writes that again into a Redis back empty); ``moving:{callID}``
+  — a handover's offer of the call to one worker, while that handover lasts (who carries a
+  call moving between workers is decided by compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
   log. Stream ids are the SSE ``id:``s, so ``Last-Event-ID`` resumes. One reader task per
   worker copies the stream into an in-process ring that every SSE client of the worker follows
@@ -310,16 +311,19 @@ class RedisDirectory:
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         # Nobody can coordinate without the directory: no worker takes the call while it is
-        # away (every worker polls the engine; taking it here would ring it once per worker).
-        # A claim naming this worker already is not taken as ours: a take of a call placed
-        # here that this worker refused (its answer lost) names it too, and the call rings on
-        # its finder.
-        self._lease.check()
-        key = f"{P}claim:{engine_call_id}"
+        # away (every worker polls the engine; taking it here would ring it once per worker),
+        # nor while it may have come back empty with the other workers' calls not written
+        # again (``Lease.check_claims``, ``redis_owner.CLAIM``). A claim naming this worker
+        # already is not taken as ours: a take of a call placed here that this worker refused
+        # (its answer lost) names it too, and the call rings on its finder.
+        self._lease.check_claims()
         try:
-            return bool(await self._redis.set(key, self.worker_id, nx=True, ex=self.ended_ttl))
+            claimed = await self._owner.claim(engine_call_id, self.ended_ttl)
         except _FAILURES as exc:
             self._failed(exc)
+        if claimed < 0:
+            raise self._lease.forgotten()
+        return claimed > 0
 
     async def drain(self) -> None:
         await self._lease.drain()

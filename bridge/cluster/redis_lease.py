@@ -4,10 +4,12 @@ The worker's ``worker:{id}`` key (``{url, calls, maxCalls, draining}``) is writt
 of ``BRIDGE_HEARTBEAT_TTL`` and expires after it: a worker whose key lapsed is dead to the
 others (:mod:`.redis_reaper`). The lease also says whether Redis answers (the directory refuses
 new calls while it does not) and, when Redis is back, has the directory write its live calls
-again before it counts as up. A worker that finds ``reaped:{id}`` was taken for dead while it
-was cut off: it ends its own calls rather than writing them back. A worker whose own heartbeat
-is gone well before its TTL sees a Redis that lost its data without a command failing (a
-failover behind a proxy, a flush): it registers and writes its live calls again too.
+again before it counts as up, and claims no new call for a TTL after (the other workers write
+theirs meanwhile: :meth:`Lease.check_claims`). A worker that finds ``reaped:{id}`` was taken
+for dead while it was cut off: it ends its own calls rather than writing them back. A worker
+whose own heartbeat is gone well before its TTL sees a Redis that lost its data without a
+command failing (a failover behind a proxy, a flush): it registers and writes its live calls
+again too.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class Lease:
         self.fenced = False
         """Ending its calls after finding itself reaped (:meth:`_fenced`): reads go through."""
         self._up_since = 0.0
+        self._back = False
+        """Up again after Redis was away or emptied (not this worker's first registration):
+        the other workers' calls may not be written again yet (:meth:`check_claims`)."""
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
         self._sent_at: float | None = None
@@ -89,6 +94,19 @@ class Lease:
         if not self.up and not self.fenced:
             raise DirectoryUnavailable(f"the call directory (Redis) is unreachable: {self.detail}")
 
+    def check_claims(self) -> None:
+        """:meth:`check`, and ``DirectoryUnavailable`` for a heartbeat TTL after Redis came
+        back: a new call's claim cannot be told then. Redis back empty knows no claim, and the
+        other workers write their calls again (a call's record is its claim) within a TTL,
+        each at its next beat; a claim taken before would ring a call one of them rings."""
+        self.check()
+        since = time.monotonic() - self._up_since
+        if self._back and since < self.heartbeat_ttl:
+            raise DirectoryUnavailable(
+                f"the call directory (Redis) came back {since:.1f} s ago: the workers write "
+                f"their calls again first (within BRIDGE_HEARTBEAT_TTL, {self.heartbeat_ttl:g} s)"
+            )
+
     def unavailable(self, exc: BaseException) -> DirectoryUnavailable:
         """A request's command failed: Redis is marked down, and the error that says so."""
         self.mark_down(exc)
@@ -109,6 +127,7 @@ class Lease:
             return
         await self._catch_up()
         self.up = True
+        self._back = self._up_since > 0.0
         self._up_since = time.monotonic()
         self.detail = "reachable"
         log.info("call directory (Redis) reachable; worker %s registered", self.worker_id)
@@ -167,6 +186,16 @@ class Lease:
         )
         self.up = False
         self.detail = "emptied; registering again"
+
+    def forgotten(self) -> DirectoryUnavailable:
+        """A command found this worker's heartbeat gone from Redis (a claim: the lease's beat
+        had not seen it yet): as :meth:`_forgotten`, at once; the error that says so."""
+        if self.up:
+            self._forgotten()
+            self._woken.set()
+        return DirectoryUnavailable(
+            f"the call directory (Redis) lost this worker's heartbeat ({self.detail})"
+        )
 
     def _late(self, now: float) -> None:
         """Say so when this beat came over two intervals after the last: the event loop was

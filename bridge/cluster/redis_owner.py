@@ -14,12 +14,13 @@ still names the dead worker, under an offer its survivor makes for the dead work
 that fails after its take-over (or is let go of: the survivor stops) gives the record back to
 the dead worker, listed in its set again for the reap.
 
-A new inbound call one worker claimed (``claim:{engine call id}``) and places on another is
-decided the same way on the claim: :data:`SWAP` hands the claim from the placing worker to a
-token, from the token to the worker that takes the call, or back to the placing worker when it
-gives up; a placing worker that gives up on a target holding the claim settles it there
-(``calls.inbound.settled_claim``), which the target's give-back no longer matches. The
-scripts are atomic in Redis, as the reaper's claim and fence are (:mod:`.redis_reaper`).
+A new inbound call one worker claimed (:data:`CLAIM`: ``claim:{engine call id}``, never where a
+call's record names the engine call) and places on another is decided the same way on the
+claim: :data:`SWAP` hands the claim from the placing worker to a token, from the token to the
+worker that takes the call, or back to the placing worker when it gives up; a placing worker
+that gives up on a target holding the claim settles it there (``calls.inbound.settled_claim``),
+which the target's give-back no longer matches. The scripts are atomic in Redis, as the
+reaper's claim and fence are (:mod:`.redis_reaper`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,14 @@ from typing import Any
 from ..calls import Call
 from ..numbers.model import engine_key
 from .directory import CallRecord
-from .redis_writes import UNLESS_OWNED_BY_ARGV2, P, call_key, owned_key, tenant_calls_key
+from .redis_writes import (
+    UNLESS_OWNED_BY_ARGV2,
+    P,
+    call_key,
+    owned_key,
+    tenant_calls_key,
+    worker_key,
+)
 
 MOVE_OFFER_MS = 60_000
 """How long a handover's offer lasts unless settled: longer than the old owner's request
@@ -123,6 +131,26 @@ held it (swapped when that is ``ARGV[1]``). KEYS: the claim; ARGV: the holder ex
 next."""
 
 
+CLAIM = """
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return -1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 0
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+"""A new inbound call's claim taken by ``ARGV[1]`` unless another worker holds it or a call's
+record names the engine call (``engine:``): that worker wrote it, as it writes its calls again
+into a Redis back empty, where the claim is gone. -1: the claiming worker's own heartbeat is
+gone, Redis emptied since its last beat (its calls, and maybe the other workers', not written
+again yet): nothing is claimed. KEYS: the claim, the engine id's key, the worker's heartbeat;
+ARGV: the worker, the claim's TTL."""
+
+
 class Ownership:
     """The compare-and-set steps of one worker on the Redis directory (module docstring);
     Redis failures are the caller's (``redis_writes.FAILURES``)."""
@@ -177,6 +205,12 @@ class Ownership:
                 call.id,
             )
         )
+
+    async def claim(self, engine_call_id: str, ttl: int) -> int:
+        """:data:`CLAIM` for this worker: 1 taken, 0 another's, -1 this worker's heartbeat gone."""
+        keys = (f"{P}claim:{engine_call_id}", f"{P}engine:{engine_call_id}")
+        worker = worker_key(self.worker_id)
+        return int(await self._redis.eval(CLAIM, 3, *keys, worker, self.worker_id, ttl))
 
     async def swap_claim(self, engine_call_id: str, held: str, next_: str) -> str:
         return str(await self._redis.eval(SWAP, 1, f"{P}claim:{engine_call_id}", held, next_))

@@ -292,6 +292,80 @@ async def test_a_call_that_starts_ringing_while_redis_is_away_is_rung_once_when_
     assert len(said) == 2, said  # once on each worker, however many polls
 
 
+async def test_a_ringing_call_whose_claim_redis_lost_rings_once_on_its_worker(
+    redis, session, tmp_path, aiohttp_server
+) -> None:
+    """A polled call rings on A, and Redis restarts empty (no persistence): the call's claim is
+    gone. Before, B, polling then, saw a new ringing call and claimed it in the empty Redis:
+    rung on B as well, two bridge calls for one WhatsApp call. Now B claims nothing where
+    Redis lost its heartbeat, nor for a heartbeat TTL once Redis is back (every worker writes
+    its calls again meanwhile), and a call's record naming the engine call is its claim: the
+    call rings once, on A, and is answered there, its audio heard."""
+    from ..fakes.zuckzapgo import FakeZuckZapGo
+
+    fake = FakeZuckZapGo()
+    await fake.start()
+    async with webhook_events(aiohttp_server) as (hook_url, events):
+        env = {
+            "BRIDGE_ENGINE": "zuckzapgo",
+            "BRIDGE_ENGINE_URL": fake.url,
+            "BRIDGE_ENGINE_TOKEN": "ztok",
+            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+            "BRIDGE_WEBHOOK_URL": hook_url,
+            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+        }
+        (tmp_path / "a").mkdir()
+        (tmp_path / "b").mkdir()
+        a = Bridge(redis, tmp_path / "a", env=env)
+        # B polls when the engine's webhooks say so (below), never on its own meanwhile.
+        b_env = {**env, "BRIDGE_ENGINE_POLL_INTERVAL": "60", "BRIDGE_LOG_LEVEL": "info"}
+        b = Bridge(redis, tmp_path / "b", env=b_env)
+        rtc: RtcClient | None = None
+        log_b: list[str] = []
+        reading: asyncio.Task[None] | None = None
+
+        def ringing() -> list[dict[str, Any]]:
+            return [e["call"] for e in events if e["type"] == "call.ringing"]
+
+        try:
+            await start_bridges(session, a, b)
+            inbound = fake.ring_inbound("5511988887777")
+            [rung] = await until(ringing, 10, "the call ringing on A", every=0.05)
+            assert rung["owner"] == a.worker_id, rung
+            await redis.stop()
+            await redis.start()  # empty
+            reading = asyncio.create_task(read_log_until(b, ("the directory back",), log_b))
+            latency = {"type": "v1.call.relay_latency", "data": {"callId": inbound}}
+
+            async def decided() -> bool:
+                async with session.post(b.base + "/engine/webhook", json=latency) as resp:
+                    assert resp.status == 200, await resp.text()  # B polls the engine now
+                return reading.done() or len(ringing()) > 1
+
+            await until(decided, 15, "B to decide on the call", every=0.2)
+            assert [c["owner"] for c in ringing()] == [a.worker_id], ringing()
+            reading.result()
+            assert "another worker's" in log_b[-1], log_b[-1]
+            status, answered = await post(
+                session, a.base, "/call/answer", {"callID": rung["callID"]}
+            )
+            assert status == 200 and answered["state"] == "active", answered
+            assert fake.calls[inbound].answered
+            rtc = RtcClient(Http(session, a.base), rung["callID"], freq=440.0)
+            await rtc.offer()
+            await asyncio.wait_for(rtc.connected.wait(), 10)
+            await rtc.recorder.tone_arrives(fake.tone_hz)  # the WhatsApp side heard on A
+            assert len(ringing()) == 1
+        finally:
+            if reading is not None:
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+            if rtc is not None:
+                await rtc.close()
+            await asyncio.gather(a.stop(), b.stop())
+            await fake.stop()
+
+
 @contextlib.asynccontextmanager
 async def paused(redis: Redis) -> AsyncIterator[Callable[[], None]]:
     """Redis stops answering (SIGSTOP of the server this test started: a host that stalls,
