@@ -65,8 +65,9 @@ class Lease:
         """Ending its calls after finding itself reaped (:meth:`_fenced`): reads go through."""
         self._up_since = 0.0
         self._back = False
-        """Up again after Redis was away or emptied (not this worker's first registration):
-        the other workers' calls may not be written again yet (:meth:`check_claims`)."""
+        """Redis was away or emptied since this worker first tried it (its start included: a
+        worker started during an outage finds it back as the others do): once up, the other
+        workers' calls may not be written again yet (:meth:`check_claims`)."""
         self._beaten_at: float | None = None
         """When the latest heartbeat was written (monotonic)."""
         self._sent_at: float | None = None
@@ -118,6 +119,7 @@ class Lease:
             log.warning("call directory (Redis) unreachable: %s; new calls are refused", why)
             self._woken.set()
         self.up = False
+        self._back = True
         self.detail = why
         self._beaten_at = None  # the gap to the next beat is Redis's, not the loop's
         self._sent_at = None
@@ -127,17 +129,18 @@ class Lease:
             return
         await self._catch_up()
         self.up = True
-        self._back = self._up_since > 0.0
         self._up_since = time.monotonic()
         self.detail = "reachable"
         log.info("call directory (Redis) reachable; worker %s registered", self.worker_id)
 
     # -- the heartbeat
     async def start(self) -> None:
-        """The first beat (Redis may be down: the loop keeps trying)."""
-        with contextlib.suppress(*FAILURES):
+        """The first beat (Redis may be down: said, and the loop keeps trying)."""
+        try:
             await self.beat()
             await self.mark_up()
+        except FAILURES as exc:
+            self.mark_down(exc)
 
     async def beat(self) -> None:
         """Write the heartbeat once; fence this worker if it was reaped."""
@@ -185,6 +188,7 @@ class Lease:
             self._calls(),
         )
         self.up = False
+        self._back = True
         self.detail = "emptied; registering again"
 
     def forgotten(self) -> DirectoryUnavailable:

@@ -49,3 +49,25 @@ async def test_no_claim_in_an_emptied_redis_before_the_workers_wrote_their_calls
     finally:
         await directory.close()
         await client.aclose()
+
+
+async def test_a_worker_started_while_redis_was_away_claims_nothing_for_a_ttl_once_it_answers(
+    redis,
+) -> None:
+    """A worker that starts during an outage (a node lost with Redis on it: the worker's pod
+    comes back first) finds Redis back empty, the other workers not yet done writing their
+    calls again: it waits out the TTL they have to, as a worker that was up before does.
+    Before, the hold-back was only for a worker registered before the outage: this one claimed
+    at once, a call another worker rings included."""
+    await redis.stop()
+    directory = worker_directory(redis.url, "w2", heartbeat_ttl=1.0)
+    await directory.start()  # the lease keeps trying
+    try:
+        with pytest.raises(DirectoryUnavailable, match="unreachable"):
+            await directory.claim_engine_call("E1")
+        await redis.start()  # empty
+        await until(lambda: directory.available, 5, "the worker registered", every=0.05)
+        with pytest.raises(DirectoryUnavailable, match="came back"):
+            await directory.claim_engine_call("E1")
+    finally:
+        await directory.close()
