@@ -19,6 +19,7 @@ from .errors import BridgeError
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 _NORMAL_EXITS: tuple[type[BaseException], ...] = (asyncio.CancelledError, ConnectionError)
 
@@ -72,6 +73,44 @@ class TaskSet:
         end on its own."""
         self._closed = True
         await cancel_and_wait([t for t in self._tasks if t is not spare], timeout)
+
+
+class TaskPerKey(Generic[K]):
+    """At most one task a key (a number's health check, its settings comparison, its events'
+    forwarder), each in its owner's :class:`TaskSet`: a new task for a key ends the one before
+    it (asked again: the newer one counts), :meth:`cancel` ends a key's (its subject gone), and
+    a task that ends leaves on its own. The owner's close awaits them all."""
+
+    def __init__(self, tasks: TaskSet, label: str) -> None:
+        self._tasks = tasks
+        self._label = label
+        self._running: dict[K, asyncio.Task[Any]] = {}
+
+    def start(self, key: K, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` as ``key``'s task, ending the one under way for it."""
+        self.cancel(key)
+        task = self._tasks.spawn(coro, f"{self._label}:{key}")
+        self._running[key] = task
+        task.add_done_callback(lambda done: self._ended(key, done))
+        return task
+
+    def get(self, key: K) -> asyncio.Task[Any] | None:
+        """``key``'s task while it runs."""
+        return self._running.get(key)
+
+    def pop(self, key: K) -> asyncio.Task[Any] | None:
+        """``key``'s task, let go of here (still the task set's: its close awaits it)."""
+        return self._running.pop(key, None)
+
+    def cancel(self, key: K) -> None:
+        """End ``key``'s task, if one runs (the task set awaits it)."""
+        task = self._running.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    def _ended(self, key: K, task: asyncio.Task[Any]) -> None:
+        if self._running.get(key) is task:
+            del self._running[key]
 
 
 async def cancel_and_wait(tasks: list[asyncio.Task[Any]], timeout: float = 5.0) -> None:

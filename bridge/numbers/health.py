@@ -17,7 +17,7 @@ import aiohttp
 
 from ..engines import Engine
 from ..metrics import Metrics
-from ..tasks import TaskSet
+from ..tasks import TaskPerKey, TaskSet
 from .model import Number
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class Checks:
     def __init__(self, tasks: TaskSet) -> None:
         self._tasks = tasks
         self.results: dict[str, dict[str, Any]] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running = TaskPerKey[str](tasks, "health")
 
     def shown(self, number_id: str) -> dict[str, Any]:
         return self.results.get(number_id) or {"ok": None, "reason": "not checked yet"}
@@ -96,7 +96,7 @@ class Checks:
 
     def start(self, number_id: str, check: Coroutine[Any, Any, None]) -> None:
         """Check a number now, in the owner's task set (its engine was just built)."""
-        self._running[number_id] = self._tasks.spawn(check, f"health:{number_id}")
+        self._running.start(number_id, check)
 
     async def done(self, number_id: str, check: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """The number checked: the check under way awaited (shielded: the caller going away
@@ -132,6 +132,4 @@ class Checks:
         """The number's engine retired (deleted, or rebuilt): its check under way ends, about
         an engine gone (its answer would be dropped), not asking Meta on for up to 5 s."""
         self.results.pop(number_id, None)
-        task = self._running.pop(number_id, None)
-        if task is not None:
-            task.cancel()  # (the switchboard's TaskSet awaits it)
+        self._running.cancel(number_id)

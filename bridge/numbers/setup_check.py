@@ -9,12 +9,11 @@ a task of the owner's that the number's deletion or rebuild ends (:meth:`SetupCh
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from ..engines import Engine, SettingsEngine
 from ..errors import EngineError, NotFound
-from ..tasks import TaskSet
+from ..tasks import TaskPerKey, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +22,7 @@ class SetupCheck:
     """The last comparison of every number whose provider settings the bridge can read."""
 
     def __init__(self, tasks: TaskSet) -> None:
-        self._tasks = tasks
-        self._running: dict[str, asyncio.Task[list[str] | None]] = {}
+        self._running = TaskPerKey[str](tasks, "setup")
         """Each number's comparison under way in a task (Meta said its settings changed)."""
         self.found: dict[str, list[str]] = {}
         self._of: dict[str, Engine] = {}
@@ -60,22 +58,11 @@ class SetupCheck:
         one at a time a number, the newest (one under way read Meta before the change)."""
         if not isinstance(engine, SettingsEngine):
             return
-        before = self._running.pop(number_id, None)
-        if before is not None:
-            before.cancel()  # (the owner's TaskSet awaits it)
-        task = self._tasks.spawn(self.compare(number_id, engine), f"setup:{number_id}")
-        self._running[number_id] = task
-        task.add_done_callback(lambda done: self._ended(number_id, done))
-
-    def _ended(self, number_id: str, task: asyncio.Task[list[str] | None]) -> None:
-        if self._running.get(number_id) is task:
-            del self._running[number_id]
+        self._running.start(number_id, self.compare(number_id, engine))
 
     def forget(self, number_id: str) -> None:
         """The number's engine retired (deleted, or rebuilt): its comparison under way ends,
         about an engine gone, rather than asking Meta on about a number that is not here."""
         self.found.pop(number_id, None)
         self._of.pop(number_id, None)
-        task = self._running.pop(number_id, None)
-        if task is not None:
-            task.cancel()  # (the owner's TaskSet awaits it)
+        self._running.cancel(number_id)

@@ -44,7 +44,7 @@ from ..engines.base import emit
 from ..errors import NotFound
 from ..metrics import Metrics
 from ..sip import Doors
-from ..tasks import TaskSet
+from ..tasks import TaskPerKey, TaskSet
 from .health import Checks
 from .health import check as check_number
 from .model import DEFAULT_NUMBER, Number, engine_key
@@ -86,7 +86,7 @@ class Switchboard:
         )
         self._owner: dict[str, str] = {}  # engine call id -> number id (calls of other numbers)
         self._tasks = TaskSet("switchboard")
-        self._forwarders: dict[str, asyncio.Task[None]] = {}
+        self._forwarders = TaskPerKey[str](self._tasks, "events")
         self.unknown_meta_ids: set[str] = set()
         """Meta numbers whose webhooks came here though no number has them (logged once)."""
         self.refused_meta_ids: set[str] = set()
@@ -187,9 +187,7 @@ class Switchboard:
                 self._follow_legs(number_id, engine)
                 if self._check_built:  # a new or changed number: not unchecked until the round
                     self.checks.start(number_id, self.check_health(number_id))
-                self._forwarders[number_id] = self._tasks.spawn(
-                    self._forward(number_id, engine), f"events:{number_id}"
-                )
+                self._forwarders.start(number_id, self._forward(number_id, engine))
                 log.info(
                     "number %s (%s, %s): engine started", number_id, number.phone, number.engine
                 )
@@ -247,7 +245,7 @@ class Switchboard:
         built = self._built.pop(number_id, None)
         # Its calls here go on, on it (their events too, Meta's webhooks about them: the front
         # door finds it by its Meta id) until they end: then it closes.
-        events = self._forwarders.pop(number_id, None)
+        events = self._forwarders.pop(number_id)
         self.retired.add(number_id, engine, events, built.meta_id if built is not None else "")
         if isinstance(engine, SignedWebhookEngine):  # Meta signs with the app secret it has now
             engine.also_signed_with(lambda: self._app_secret(number_id))
