@@ -107,6 +107,9 @@ class RouteRun:
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
         self.turns = Turns()
         """Its acts, one at a time, held while the call moves to another worker."""
+        self.reading = False
+        """Its call's route still being read, in its first turn (``Desk._start_route``): a
+        move of the call meanwhile waits for the read, and saves the run only if it runs."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -145,9 +148,10 @@ class RouteRun:
         no other begins, and the run is saved as it stands (a transfer just asked too), which
         the worker that carries the call on starts from (``handoffs.resume_route``). An accept
         landing meanwhile won its round's claim: that worker finds it there, or this one
-        once it goes on."""
+        once it goes on. A run whose route was still being read is saved as it is once read
+        (nothing, when it runs no route)."""
         await self.turns.stand_still()
-        if self.call.live:
+        if self.call.live and not self.reading:
             await self.save()
 
     def go_on(self) -> None:
