@@ -108,7 +108,7 @@ class RouteRun:
         self.turns = Turns()
         """Its acts, one at a time, held while the call moves to another worker."""
         self.reading = False
-        """Its call's route still being read, in its first turn (``Desk._start_route``): a
+        """Its call's route still being read, in its first turn (``starting.py``): a
         move of the call meanwhile waits for the read, and saves the run only if it runs."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an

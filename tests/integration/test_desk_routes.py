@@ -449,7 +449,7 @@ async def test_a_route_read_after_the_app_answered_is_not_run(client, caplog) ->
     """The store answers a ringing call's route read late (Redis stalled, then back) and the
     app answered the call meanwhile: the route is not run on it, said at INFO. Before, its
     ring step rang the agents for a call the app had taken."""
-    caplog.set_level(logging.INFO, logger="bridge.desk.service")
+    caplog.set_level(logging.INFO, logger="bridge.desk.starting")
     await route(client, [{"ring": {"agents": ["ann"], "timeoutS": 30}}])
     ann = await Agent.connect(client, "ann")
     desk = client.app[DESK]
