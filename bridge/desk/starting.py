@@ -76,4 +76,5 @@ async def _read_route(desk: Starts, run: RouteRun) -> bool:
             extra={"call_id": call.id},
         )
         return False
+    run.steps()  # its list, for the opening hours of now: the call's from here, wherever it goes
     return True

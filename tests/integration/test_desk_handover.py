@@ -13,6 +13,7 @@ import time
 import wave
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,39 @@ async def test_a_drained_ringing_call_rings_its_agents_again_on_the_new_owner(
     assert (await ann.next("accepted"))["callID"] == call_id
     snapshot = await wait_state(new, call_id, "active")
     assert snapshot["owner"] == new.app[MANAGER].owner
+    assert fake.calls[engine_id].state == "active"
+    await ann.ws.close()
+
+
+async def test_a_ringing_call_moved_as_its_hours_end_rings_on_its_in_hours_steps_there(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """The new owner resumed a moved ringing call on its route's steps for the time of the
+    move: a call that began ringing in opening hours and moved just after they ended jumped
+    from ringing ann to the steps for closed hours (a hang-up here). The list a call began
+    on is kept with its ring now: the new owner rings ann again, and her accept answers."""
+    now = [datetime(2025, 1, 6, 16, 59, 59, tzinfo=UTC).timestamp()]  # Monday 17:59:59 Paris
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url)
+    for client in (a, b):
+        client.app[DESK].clock = lambda: now[0]
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    hours = {"timezone": "Europe/Paris", "weekly": {"mon": [["09:00", "18:00"]]}}
+    body = {"name": "main", "numbers": "default", "steps": steps}
+    resp = await a.post("/routes", json={**body, "hours": {**hours, "closed": [{"hangup": {}}]}})
+    assert resp.status == 201, await resp.text()
+    ann = await Agent.connect(a, "ann")
+    engine_id = fake.ring_inbound("5521988880012")
+    call_id = (await ann.next("ringing"))["callID"]
+    old, new = (a, b) if a.app[MANAGER].find_runtime(call_id) else (b, a)
+    now[0] += 2.0  # 18:00:01: closed
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    await ann.next("ringing.stopped")
+    assert (await ann.next("ringing"))["callID"] == call_id  # its in-hours step, there
+    await ann.send(type="accept", callID=call_id)
+    assert (await ann.next("accepted"))["callID"] == call_id
+    assert (await wait_state(new, call_id, "active"))["owner"] == new.app[MANAGER].owner
     assert fake.calls[engine_id].state == "active"
     await ann.ws.close()
 
