@@ -203,6 +203,7 @@ async def resume_route(desk: HandsOff, call: Call) -> None:
         return
     body = await desk.store.route(ring["route"]) if ring.get("route") else None
     run = desk.new_run(runtime, route_from_stored(body) if body else None)
+    run.in_hours = {"open": True, "closed": False}.get(str(ring.get("hours")))  # its list
     if call.state is not CallState.RINGING:
         await carry_on(run, ring)
         return
@@ -250,9 +251,9 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
         run.runtime.spawn(leg_back(run, winner), "agent-leg")
     doing = ring.get("doing")  # a play step's playback, a voicemail's greeting or recording
     if isinstance(doing, dict) and run.route is not None and call.live:
-        now = run.route.steps_at(run.desk.clock())
-        if run.step < len(now):
-            await steps.carry_on(run, now[run.step], run.step, doing)
+        listed = run.steps()
+        if run.step < len(listed):
+            await steps.carry_on(run, listed[run.step], run.step, doing)
 
 
 async def leg_back(run: RouteRun, key: AgentKey) -> None:

@@ -54,10 +54,9 @@ class Route:
     closed: tuple[Step, ...]
     raw: dict[str, Any]
 
-    def steps_at(self, epoch: float) -> tuple[Step, ...]:
-        if self.hours is None or self.hours.open_at(epoch):
-            return self.steps
-        return self.closed
+    def open_at(self, epoch: float) -> bool:
+        """Whether a call at ``epoch`` runs :attr:`steps` (else :attr:`closed`)."""
+        return self.hours is None or self.hours.open_at(epoch)
 
     def view(self) -> dict[str, Any]:
         return {"routeID": self.route_id, "tenantID": self.tenant_id, **self.raw}

@@ -12,6 +12,8 @@ route where it was (:meth:`RouteRun.resume`), and one that ends it tells the age
 The worker a drain hands the call to resumes it the same way; the run here acts in turns
 (``turns.py``) and stands still from the move's start, so one worker acts on the ring at a
 time: an accept landing as the call moves is taken once, by whichever carries the call on.
+Which list of its route's steps the call runs — for opening hours or for closed ones — is
+looked at once, as the route begins, and kept with the ring: a move does not change it.
 """
 
 from __future__ import annotations
@@ -107,6 +109,13 @@ class RouteRun:
         """The participant a ``sip`` step is ringing (its events come to :meth:`offer`)."""
         self.turns = Turns()
         """Its acts, one at a time, held while the call moves to another worker."""
+        self.in_hours: bool | None = None
+        """Whether the call runs its route's steps, not those for closed hours: the opening
+        hours as its route began, the call's for good — kept with its ring, so a worker the
+        call moves to runs the same list (``None``: looked at as the route begins)."""
+        self.reading = False
+        """Its call's route still being read, in its first turn (``starting.py``): a
+        move of the call meanwhile waits for the read, and saves the run only if it runs."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -145,9 +154,10 @@ class RouteRun:
         no other begins, and the run is saved as it stands (a transfer just asked too), which
         the worker that carries the call on starts from (``handoffs.resume_route``). An accept
         landing meanwhile won its round's claim: that worker finds it there, or this one
-        once it goes on."""
+        once it goes on. A run whose route was still being read is saved as it is once read
+        (nothing, when it runs no route)."""
         await self.turns.stand_still()
-        if self.call.live:
+        if self.call.live and not self.reading:
             await self.save()
 
     def go_on(self) -> None:
@@ -171,6 +181,8 @@ class RouteRun:
             "winner": _key(*self.winner) if self.winner is not None else None,
             "leg": self.leg_lent,
         }
+        if self.in_hours is not None:
+            ring["hours"] = "open" if self.in_hours else "closed"
         if self.doing is not None:  # a playback playing, a voicemail recording: the new owner's
             ring["doing"] = self.doing
         if self.handing_to is not None:  # a transfer to a group: who had the call, the group
@@ -205,9 +217,16 @@ class RouteRun:
         return False
 
     # -- the steps
+    def steps(self) -> tuple[Step, ...]:
+        """The list of steps the call runs (:attr:`in_hours`, looked at the first time)."""
+        if self.route is None:
+            return (ALL_AGENTS,)
+        if self.in_hours is None:  # the route begins (or an older worker's ring said nothing)
+            self.in_hours = self.route.open_at(self.desk.clock())
+        return self.route.steps if self.in_hours else self.route.closed
+
     async def run(self, start: int = 0) -> None:
-        steps = (ALL_AGENTS,) if self.route is None else self.route.steps_at(self.desk.clock())
-        for index, step in enumerate(steps):
+        for index, step in enumerate(self.steps()):
             if index < start:
                 continue
             async with self.turns.turn():

@@ -27,7 +27,7 @@ from ..calls import Call, CallManager, CallRuntime
 from ..calls.events import CallEvent
 from ..calls.model import CallState, Direction
 from ..tasks import TaskSet
-from . import handoffs, wire
+from . import handoffs, starting, wire
 from .bridged import Models, Trunks
 from .lease import PresenceLease
 from .legs import AgentLegs
@@ -289,32 +289,7 @@ class Desk:
             return
         runtime = self.manager.find_runtime(call.id)
         if runtime is not None and call.state is CallState.RINGING:
-            runtime.spawn(self._start_route(call), "route")
-
-    async def _start_route(self, call: Call) -> None:
-        runtime = self.manager.find_runtime(call.id)
-        if runtime is None:
-            return
-        if self.answered_elsewhere(call):
-            return  # the number's calls go straight to a PBX (a trunk's "answer")
-        try:
-            route = await self.routes.of(call)
-            if route is None and not await self.candidates(call.tenant_id or None, ALL):
-                return  # no route and nobody connected: today's behaviour (the app answers)
-        except Exception as exc:  # the store's own errors (Redis's are not OSError)
-            self.routes.unreadable(call, exc)
-            return  # the app answers, as with no route
-        if runtime.call.state is not CallState.RINGING:
-            # Answered by the app (or ended) while the store was read — slow, Redis stalled
-            # and back: the route rings and answers a ringing call only.
-            log.info(
-                "call %s: its route not run: the call was %s as its route was read",
-                call.id,
-                runtime.call.state,
-                extra={"call_id": call.id},
-            )
-            return
-        await self.new_run(runtime, route).run()
+            runtime.spawn(starting.start_route(self, call), "route")
 
     def _call_event(self, event: CallEvent, call: Call | None) -> None:
         """The call's events to the agent who took it (``call.ended`` is the run's own), and
@@ -333,6 +308,3 @@ class Desk:
             self._tasks.spawn(work, name)
         else:
             work.close()
-
-
-ALL: dict[str, Any] = {"group": None, "strategy": "simultaneous"}

@@ -13,6 +13,7 @@ import time
 import wave
 from collections.abc import AsyncIterator
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,39 @@ async def test_a_drained_ringing_call_rings_its_agents_again_on_the_new_owner(
     assert (await ann.next("accepted"))["callID"] == call_id
     snapshot = await wait_state(new, call_id, "active")
     assert snapshot["owner"] == new.app[MANAGER].owner
+    assert fake.calls[engine_id].state == "active"
+    await ann.ws.close()
+
+
+async def test_a_ringing_call_moved_as_its_hours_end_rings_on_its_in_hours_steps_there(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """The new owner resumed a moved ringing call on its route's steps for the time of the
+    move: a call that began ringing in opening hours and moved just after they ended jumped
+    from ringing ann to the steps for closed hours (a hang-up here). The list a call began
+    on is kept with its ring now: the new owner rings ann again, and her accept answers."""
+    now = [datetime(2025, 1, 6, 16, 59, 59, tzinfo=UTC).timestamp()]  # Monday 17:59:59 Paris
+    a = await worker(aiohttp_client, redis, monkeypatch, "worker-a", fake.url)
+    b = await worker(aiohttp_client, redis, monkeypatch, "worker-b", fake.url)
+    for client in (a, b):
+        client.app[DESK].clock = lambda: now[0]
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    hours = {"timezone": "Europe/Paris", "weekly": {"mon": [["09:00", "18:00"]]}}
+    body = {"name": "main", "numbers": "default", "steps": steps}
+    resp = await a.post("/routes", json={**body, "hours": {**hours, "closed": [{"hangup": {}}]}})
+    assert resp.status == 201, await resp.text()
+    ann = await Agent.connect(a, "ann")
+    engine_id = fake.ring_inbound("5521988880012")
+    call_id = (await ann.next("ringing"))["callID"]
+    old, new = (a, b) if a.app[MANAGER].find_runtime(call_id) else (b, a)
+    now[0] += 2.0  # 18:00:01: closed
+    await old.app[HANDOVER].drain()
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    await ann.next("ringing.stopped")
+    assert (await ann.next("ringing"))["callID"] == call_id  # its in-hours step, there
+    await ann.send(type="accept", callID=call_id)
+    assert (await ann.next("accepted"))["callID"] == call_id
+    assert (await wait_state(new, call_id, "active"))["owner"] == new.app[MANAGER].owner
     assert fake.calls[engine_id].state == "active"
     await ann.ws.close()
 
@@ -574,3 +608,58 @@ async def test_a_step_answering_as_its_call_drains_answers_once(
     await until(lambda: fake.calls[engine_id].state == "ended", 5.0, "the next step's hang-up")
     answers = [r for r in fake.requests if r[1] == "/call/answer"]
     assert [r[2].get("callId") for r in answers] == [engine_id]
+
+
+async def test_a_drain_beginning_as_a_calls_route_is_read_rings_its_agents_once_there(
+    aiohttp_client, redis, monkeypatch, fake, tmp_path
+) -> None:
+    """A ringing call's run was attached only once its route was read from the store: a
+    drain moving the call during that read found no run to wait for, and handed the call
+    over with no ring kept; the new owner rang nobody (and the old worker, its read back,
+    could ring the agents of a call it was letting go of). The run is attached before the
+    read now, the read its first turn: the move waits for it and carries the run, the new
+    owner rings ann once, and her accept answers the call there."""
+    reading, read = asyncio.Event(), asyncio.Event()
+
+    def hold_the_read(client: Any) -> None:
+        routes = client.app[DESK].routes
+        of = routes.of
+
+        async def held(call: Any) -> Any:
+            reading.set()
+            await read.wait()
+            return await of(call)
+
+        monkeypatch.setattr(routes, "of", held)
+
+    steps = [{"ring": {"agents": ["ann"], "strategy": "simultaneous", "timeoutS": 30}}]
+    old, new, call_id, engine_id, _ = await answered_by_its_route(
+        aiohttp_client, redis, monkeypatch, fake, tmp_path, steps, hold_the_read
+    )
+    await reading.wait()
+    ann = await Agent.connect(new, "ann")
+    handover = old.app[HANDOVER]
+    send, sending = handover._send, asyncio.Event()
+
+    async def watched(target: Any, moved: Any) -> Any:
+        sending.set()
+        return await send(target, moved)
+
+    def waiting() -> bool:  # for the read's turn (the fix), or sending the call on (before)
+        run = old.app[DESK].run_of(call_id)
+        return sending.is_set() or (run is not None and run.turns.still)
+
+    handover._send = watched
+    drain = asyncio.create_task(handover.drain())
+    await until(waiting, 5.0, "the move waiting for the route's read, or sending the call on")
+    read.set()
+    await drain
+    assert new.app[MANAGER].find_runtime(call_id) is not None
+    types = await heard(ann, "ringing")
+    await ann.send(type="accept", callID=call_id)
+    types += await heard(ann, "accepted")
+    assert types.count("ringing") == 1, types
+    assert (await wait_state(new, call_id, "active"))["owner"] == new.app[MANAGER].owner
+    answers = [r for r in fake.requests if r[1] == "/call/answer"]
+    assert [r[2].get("callId") for r in answers] == [engine_id]
+    await ann.ws.close()

@@ -449,7 +449,7 @@ async def test_a_route_read_after_the_app_answered_is_not_run(client, caplog) ->
     """The store answers a ringing call's route read late (Redis stalled, then back) and the
     app answered the call meanwhile: the route is not run on it, said at INFO. Before, its
     ring step rang the agents for a call the app had taken."""
-    caplog.set_level(logging.INFO, logger="bridge.desk.service")
+    caplog.set_level(logging.INFO, logger="bridge.desk.starting")
     await route(client, [{"ring": {"agents": ["ann"], "timeoutS": 30}}])
     ann = await Agent.connect(client, "ann")
     desk = client.app[DESK]
@@ -466,11 +466,9 @@ async def test_a_route_read_after_the_app_answered_is_not_run(client, caplog) ->
     await asyncio.wait_for(asked.wait(), 5)
     assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
     answered.set()
+    run = desk.run_of(call_id)  # attached before the read, which it runs in its first turn
     await until(
-        lambda: (
-            any("route not run" in r.getMessage() for r in caplog.records)
-            or desk.run_of(call_id) is not None
-        ),
+        lambda: any("route not run" in r.getMessage() for r in caplog.records) or not run.reading,
         3,
         "the route's read to come back",
     )
