@@ -49,7 +49,8 @@ from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import DirectoryUnavailable, NotOwner
 from ..tasks import TaskSet
-from .directory import AttachmentsOf, CallRecord, LogEntry, WorkerInfo
+from .directory import AttachmentsOf, CallRecord, WorkerInfo
+from .event_ring import LogEntry
 from .redis_events import RedisEventLog
 from .redis_lease import Lease
 from .redis_owner import Ownership
