@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -68,7 +67,6 @@ from .redis_writes import (
     tenant_calls_key,
 )
 from .redis_writes import owned_key as _owned_key
-from .redis_writes import worker_key as _worker_key
 
 log = logging.getLogger(__name__)
 
@@ -248,34 +246,7 @@ class RedisDirectory:
         return await self.record(call_id) if call_id else None
 
     async def workers(self) -> list[WorkerInfo]:
-        self._lease.check()
-        try:
-            ids = sorted(await self._redis.smembers(WORKERS))
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for worker in ids:
-                    pipe.get(_worker_key(worker))
-                    pipe.scard(_owned_key(worker))
-                answers = await pipe.execute()
-        except _FAILURES as exc:
-            self._failed(exc)
-        found = []
-        for i, worker in enumerate(ids):
-            beat, calls = answers[2 * i], answers[2 * i + 1]
-            if beat is None:
-                continue  # dead (or not beating yet)
-            info = json.loads(beat)
-            if worker == self.worker_id:
-                calls = len(self._local_calls())  # fresher than the directory
-            found.append(
-                WorkerInfo(
-                    worker,
-                    info["url"],
-                    int(calls),
-                    int(info["maxCalls"]),
-                    bool(info.get("draining")),
-                )
-            )
-        return found
+        return await self._lease.workers()  # their heartbeats
 
     async def live_snapshots(self) -> list[dict[str, Any]]:
         self._lease.check()
