@@ -138,6 +138,14 @@ class Directory(Protocol):
         each checked against its record, stale ones dropped); this process alone: none beyond
         its own registry's."""
 
+    async def mark_over(self, engine_call_id: str) -> None:
+        """The engine call is over before any worker carried it (Meta's ``terminate`` before
+        its INVITE): remembered for every worker a while (``over:``); one process: nothing
+        kept here, its engine's memory is all (``engines.CallsOver``)."""
+
+    async def marked_over(self, engine_call_id: str) -> bool:
+        """Whether any worker said :meth:`mark_over` for it lately (a bounded read)."""
+
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         """Whether this worker may create the call for a newly seen engine call (exactly one
         worker of the cluster gets ``True``); ``DirectoryUnavailable`` when that cannot be
@@ -241,6 +249,12 @@ class MemoryDirectory:
 
     async def tenant_calls(self, tenant_id: str, verify: bool = False) -> set[str]:
         return set()  # every call of this process is in its registry
+
+    async def mark_over(self, engine_call_id: str) -> None:
+        pass  # one process: the engine remembers it itself
+
+    async def marked_over(self, engine_call_id: str) -> bool:
+        return False
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         return True

@@ -16,7 +16,9 @@ Keys (all under ``bridge:``):
   placed, by Meta's wacid);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
   the token it offers it to another worker under; none is taken where ``engine:`` names a
-  call already: its worker writes that again into a Redis back empty); ``moving:{callID}``
+  call already: its worker writes that again into a Redis back empty); ``over:{engineCallID}``
+  — an engine call its provider said is over before any worker carried it (Meta's terminate
+  webhook before its INVITE), for ``OVER_TTL`` (60 s); ``moving:{callID}``
   — a handover's offer of the call to one worker, while that handover lasts (who carries a
   call moving between workers is decided by compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
@@ -56,6 +58,7 @@ from .redis_owner import Ownership
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
 from .redis_writes import (
+    OVER_TTL,
     WORKERS,
     P,
     Records,
@@ -63,6 +66,7 @@ from .redis_writes import (
     call_key,
     drop_ghosts,
     listed_live,
+    over_key,
     queue_record,
     tenant_calls_key,
 )
@@ -280,6 +284,16 @@ class RedisDirectory:
             with contextlib.suppress(*_FAILURES):
                 await self._redis.srem(key, *(set(ids) - live))
         return live
+
+    async def mark_over(self, engine_call_id: str) -> None:
+        self._lease.check()
+        try:
+            await self._redis.set(over_key(engine_call_id), "1", ex=OVER_TTL)
+        except _FAILURES as exc:
+            self._failed(exc)
+
+    async def marked_over(self, engine_call_id: str) -> bool:
+        return await self._get(over_key(engine_call_id)) is not None
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         # Nobody can coordinate without the directory: no worker takes the call while it is
