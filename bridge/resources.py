@@ -180,8 +180,9 @@ async def media_services(app: web.Application) -> AsyncIterator[None]:
 
 
 async def call_directory(app: web.Application) -> AsyncIterator[None]:
-    """Reads ``SETTINGS``, ``WORKER_INDEX``, ``CALL_REGISTRY``, ``CALL_EVENTS``, ``METRICS``;
-    makes ``DIRECTORY`` and ``LATER_RECOVERY`` (bound by :func:`calls`)."""
+    """Reads ``SETTINGS``, ``WORKER_INDEX``, ``CALL_REGISTRY``, ``CALL_EVENTS``, ``METRICS``,
+    ``SWITCHBOARD`` (its engines remember there the calls ended before they came); makes
+    ``DIRECTORY`` and ``LATER_RECOVERY`` (bound by :func:`calls`)."""
     settings, metrics = app[SETTINGS], app[METRICS]
     recovery = app[LATER_RECOVERY] = Later[Recovery]("recovery")
 
@@ -206,6 +207,7 @@ async def call_directory(app: web.Application) -> AsyncIterator[None]:
     app[CALL_EVENTS].observe(directory.observe)
     metrics.directory_up.set_function(lambda: 1.0 if directory.available else 0.0)
     app[DIRECTORY] = directory
+    app[SWITCHBOARD].calls_over = directory  # every number's engine's, from now on
     try:
         await directory.start()
         yield

@@ -9,7 +9,8 @@ from typing import Any
 
 from ..calls import Call
 from ..config import ClusterSettings
-from .directory import CallRecord, Directory, LogEntry, MemoryDirectory, WorkerInfo
+from .directory import CallRecord, Directory, MemoryDirectory, WorkerInfo
+from .event_ring import LogEntry
 
 
 def internal_url_for(cluster: ClusterSettings, public_port: int, worker_index: int) -> str:

@@ -16,7 +16,9 @@ Keys (all under ``bridge:``):
   placed, by Meta's wacid);
   ``claim:{engineCallID}`` — which worker created the call for a newly seen engine call (or
   the token it offers it to another worker under; none is taken where ``engine:`` names a
-  call already: its worker writes that again into a Redis back empty); ``moving:{callID}``
+  call already: its worker writes that again into a Redis back empty); ``over:{engineCallID}``
+  — an engine call its provider said is over before any worker carried it (Meta's terminate
+  webhook before its INVITE), for ``OVER_TTL`` (60 s); ``moving:{callID}``
   — a handover's offer of the call to one worker, while that handover lasts (who carries a
   call moving between workers is decided by compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE
@@ -37,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,13 +50,15 @@ from ..calls import Call
 from ..calls.events import CallEvent
 from ..errors import DirectoryUnavailable, NotOwner
 from ..tasks import TaskSet
-from .directory import AttachmentsOf, CallRecord, LogEntry, WorkerInfo
+from .directory import AttachmentsOf, CallRecord, WorkerInfo
+from .event_ring import LogEntry
 from .redis_events import RedisEventLog
 from .redis_lease import Lease
 from .redis_owner import Ownership
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
 from .redis_writes import (
+    OVER_TTL,
     WORKERS,
     P,
     Records,
@@ -63,11 +66,11 @@ from .redis_writes import (
     call_key,
     drop_ghosts,
     listed_live,
+    over_key,
     queue_record,
     tenant_calls_key,
 )
 from .redis_writes import owned_key as _owned_key
-from .redis_writes import worker_key as _worker_key
 
 log = logging.getLogger(__name__)
 
@@ -247,34 +250,7 @@ class RedisDirectory:
         return await self.record(call_id) if call_id else None
 
     async def workers(self) -> list[WorkerInfo]:
-        self._lease.check()
-        try:
-            ids = sorted(await self._redis.smembers(WORKERS))
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for worker in ids:
-                    pipe.get(_worker_key(worker))
-                    pipe.scard(_owned_key(worker))
-                answers = await pipe.execute()
-        except _FAILURES as exc:
-            self._failed(exc)
-        found = []
-        for i, worker in enumerate(ids):
-            beat, calls = answers[2 * i], answers[2 * i + 1]
-            if beat is None:
-                continue  # dead (or not beating yet)
-            info = json.loads(beat)
-            if worker == self.worker_id:
-                calls = len(self._local_calls())  # fresher than the directory
-            found.append(
-                WorkerInfo(
-                    worker,
-                    info["url"],
-                    int(calls),
-                    int(info["maxCalls"]),
-                    bool(info.get("draining")),
-                )
-            )
-        return found
+        return await self._lease.workers()  # their heartbeats
 
     async def live_snapshots(self) -> list[dict[str, Any]]:
         self._lease.check()
@@ -308,6 +284,16 @@ class RedisDirectory:
             with contextlib.suppress(*_FAILURES):
                 await self._redis.srem(key, *(set(ids) - live))
         return live
+
+    async def mark_over(self, engine_call_id: str) -> None:
+        self._lease.check()
+        try:
+            await self._redis.set(over_key(engine_call_id), "1", ex=OVER_TTL)
+        except _FAILURES as exc:
+            self._failed(exc)
+
+    async def marked_over(self, engine_call_id: str) -> bool:
+        return await self._get(over_key(engine_call_id)) is not None
 
     async def claim_engine_call(self, engine_call_id: str) -> bool:
         # Nobody can coordinate without the directory: no worker takes the call while it is

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from ..errors import ReplayUnavailable
 from ..logs import Repeats
-from .directory import (
+from .event_ring import (
     EventKey,
     EventRing,
     LogEntry,

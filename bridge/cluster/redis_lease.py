@@ -9,7 +9,8 @@ theirs meanwhile: :meth:`Lease.check_claims`). A worker that finds ``reaped:{id}
 for dead while it was cut off: it ends its own calls rather than writing them back. A worker
 whose own heartbeat is gone well before its TTL sees a Redis that lost its data without a
 command failing (a failover behind a proxy, a flush): it registers and writes its live calls
-again too.
+again too. The live workers and their load are read from their heartbeats here too
+(:meth:`Lease.workers`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 from ..errors import DirectoryUnavailable
 from ..logs import FailureKinds
 from ..tasks import wait_event
+from .directory import WorkerInfo
 from .redis_writes import FAILURES, WORKERS, P, owned_key, worker_key
 
 log = logging.getLogger(__name__)
@@ -276,6 +278,38 @@ class Lease:
             await wait_event(self._woken, self.heartbeat_ttl / 3)
         if not self.up:
             await asyncio.sleep(0.5)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The live workers with their load, as their heartbeats say (``DirectoryUnavailable``
+        when Redis does not answer)."""
+        self.check()
+        try:
+            ids = sorted(await self._redis.smembers(WORKERS))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for worker in ids:
+                    pipe.get(worker_key(worker))
+                    pipe.scard(owned_key(worker))
+                answers = await pipe.execute()
+        except FAILURES as exc:
+            raise self.unavailable(exc) from exc
+        found = []
+        for i, worker in enumerate(ids):
+            beat, calls = answers[2 * i], answers[2 * i + 1]
+            if beat is None:
+                continue  # dead (or not beating yet)
+            info = json.loads(beat)
+            if worker == self.worker_id:
+                calls = self._calls()  # fresher than the directory
+            found.append(
+                WorkerInfo(
+                    worker,
+                    info["url"],
+                    int(calls),
+                    int(info["maxCalls"]),
+                    bool(info.get("draining")),
+                )
+            )
+        return found
 
     async def drain(self) -> None:
         """Say in the heartbeat that this worker takes no new calls."""

@@ -58,6 +58,15 @@ def tenant_calls_key(tenant_id: str) -> str:
     return f"{P}tenant:{tenant_id}:calls"
 
 
+OVER_TTL = 60
+"""Seconds an engine call said over before it came (``over:``) is remembered: longer than its
+INVITE could plausibly take to overtake (Meta's terminate webhook before it)."""
+
+
+def over_key(engine_key: str) -> str:
+    return f"{P}over:{engine_key}"
+
+
 UNLESS_OWNED_BY_ARGV2 = """
 local stored = redis.call('GET', KEYS[1])
 if stored then

@@ -94,6 +94,26 @@ class SipLineEngine(Protocol):
         ``404`` of a number the listener does not serve; its live calls' dialogs stay its own."""
 
 
+class CallsOver(Protocol):
+    """Where the engine remembers the calls its provider ended before they reached a worker,
+    for every worker of the app (the call directory: a cluster's Redis, for a minute; one
+    process keeps nothing there, its engine's memory is all). Both raise
+    ``DirectoryUnavailable`` when the directory cannot be asked (bounded)."""
+
+    async def mark_over(self, engine_call_id: str) -> None: ...
+    async def marked_over(self, engine_call_id: str) -> bool: ...
+
+
+@runtime_checkable
+class EndsBeforeArrival(Protocol):
+    """Its provider may end a call before the call reaches the bridge, and the call may then
+    reach another worker (Meta's SIP road: a ``terminate`` webhook overtakes its INVITE)."""
+
+    calls_over: Callable[[], CallsOver | None]
+    """The app's :class:`CallsOver`, asked at each use (the switchboard sets it: ``None``
+    before the directory exists)."""
+
+
 @runtime_checkable
 class SettingsEngine(Protocol):
     """The number's calling settings can be read and changed through the bridge."""

@@ -30,6 +30,8 @@ import aiohttp
 from ..config import Settings
 from ..engines import (
     ENGINES,
+    CallsOver,
+    EndsBeforeArrival,
     Engine,
     EngineEvent,
     EngineHealth,
@@ -99,6 +101,9 @@ class Switchboard:
         self.setup = SetupCheck(self._tasks)  # Meta's settings against each number's mode
         self.sip_doors = default.doors if isinstance(default, SipLineEngine) else Doors()
         """The worker's one SIP listener per address, every SIP number's engine in it."""
+        self.calls_over: CallsOver | None = None
+        """Where every number's engine tells the other workers of a call its provider ended
+        before the call came (the call directory, given where the app is built)."""
 
     # -- the Engine protocol's face, for the default number and for what names no number
     @property
@@ -197,9 +202,12 @@ class Switchboard:
 
     def _follow_legs(self, number_id: str, engine: Engine) -> None:
         """A ``LegCodecEngine`` answers Meta's G.711 in kind when the number's inbound calls
-        go to a PBX phone of that codec (the trunk that answers them, read at each call)."""
+        go to a PBX phone of that codec (the trunk that answers them, read at each call); an
+        ``EndsBeforeArrival`` finds the calls ended before they came in :attr:`calls_over`."""
         if isinstance(engine, LegCodecEngine):
             engine.other_leg_codecs = lambda: self._answering_codecs(number_id)
+        if isinstance(engine, EndsBeforeArrival):
+            engine.calls_over = lambda: number_calls_over(number_id, self.calls_over)
 
     def _answering_codecs(self, number_id: str) -> tuple[str, ...]:
         if self.catalog is None:
@@ -352,6 +360,26 @@ class Switchboard:
     def polled(self, number_id: str) -> bool:
         """Whether the number's engine is polled by every worker (one must claim a call)."""
         return isinstance(self.of(number_id), PolledEngine)
+
+
+@dataclasses.dataclass(frozen=True)
+class NumberCallsOver:
+    """The app's ``CallsOver`` as one number's engine sees it: its call ids made unique across
+    numbers (:func:`engine_key`, as the directory indexes its calls), so no number's webhooks
+    end another number's calls."""
+
+    number_id: str
+    shared: CallsOver
+
+    async def mark_over(self, engine_call_id: str) -> None:
+        await self.shared.mark_over(engine_key(self.number_id, engine_call_id))
+
+    async def marked_over(self, engine_call_id: str) -> bool:
+        return await self.shared.marked_over(engine_key(self.number_id, engine_call_id))
+
+
+def number_calls_over(number_id: str, shared: CallsOver | None) -> CallsOver | None:
+    return None if shared is None else NumberCallsOver(number_id, shared)
 
 
 def _engine_changed(built: Number, now: Number) -> bool:

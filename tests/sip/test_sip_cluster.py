@@ -11,10 +11,22 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
+
+from bridge.cluster.redis_writes import P
 
 from ..fakes.cloudapi import FakeMeta, MetaPeer, sip_answer
-from ..support.cluster import Bridge, Http, Redis, get, post, start_bridges, wait_call
+from ..support.cluster import (
+    Bridge,
+    Http,
+    Redis,
+    get,
+    post,
+    start_bridges,
+    wait_call,
+)
 from ..support.ports import free_port
 from ..support.requires import require
 from ..support.sipp import Sipp, TlsHops, tools_missing
@@ -149,3 +161,47 @@ async def test_metas_terminate_on_another_worker_ends_the_sip_call_where_it_live
         finally:
             await sipp.stop()
             await peer.close()
+
+
+async def test_metas_terminate_on_one_worker_refuses_its_late_invite_on_another(
+    redis: Redis, session, tmp_path
+) -> None:
+    """Meta's terminate overtakes its INVITE (the user hung up while it was on its way) and
+    lands on B, which carries no such call; the INVITE then reaches A. A single worker refuses
+    that INVITE with ``487`` (the terminate remembered); in a cluster only B remembered it, so
+    A rang a call Meta had already ended. Now B remembers it in the directory for every worker
+    (``over:{wacid}``, expiring) and A, finding it there, refuses the INVITE the same way: no
+    call on either worker, no call event."""
+    wacid = f"wacid.{NUMBER}.overtaken"
+    async with sip_cluster(redis, session, tmp_path) as (meta, hops, a, sip_a, b):
+        item = {"id": wacid, "from": "15550001111", "to": NUMBER, "event": "terminate"}
+        item.update(direction="USER_INITIATED", timestamp=str(int(time.time())))
+        resp = await meta.post(Http(session, b.base), meta.envelope({"calls": [item]}))
+        assert resp.status == 200, await resp.text()
+        client = aioredis.from_url(redis.url, decode_responses=True)
+        try:  # B's inbox works through the webhook after its 200
+            await until(lambda: client.exists(f"{P}over:{wacid}"), 5, "B took the terminate")
+        finally:
+            await client.aclose()
+        events = session.get(a.base + "/call/events", timeout=aiohttp.ClientTimeout(total=None))
+        sipp, peer = Sipp(tmp_path, "uic.xml"), MetaPeer(660.0)
+        try:
+            async with events as stream:
+                await stream.content.readuntil(b": connected\n")  # following from now on
+                await hops.start(sip_a, sipp.port)
+                offer = (await peer.offer()).replace("\r\n", "\n").strip()
+                keys = {"business": NUMBER, "bridge_host": "localhost", "username": NUMBER}
+                keys.update(password=PASSWORD, wacid=wacid, cta="", sdp=offer, user_id="")
+                keys.update(rr1=f"sip:127.0.0.1:{hops.from_bridge};transport=tls;lr")
+                await sipp.start(remote=hops.to_bridge, keys={**keys, "caller": "+15550001111"})
+                assert await sipp.finish(timeout=5) != 0  # uic.xml waits for a 200 never sent
+                said = sipp.sent_and_received()
+                assert "SIP/2.0 487 Request Terminated" in said, sipp.report()
+                assert "SIP/2.0 180" not in said, sipp.report()
+                for worker in (a, b):
+                    assert (await get(session, worker.base, "/call/status"))[1]["calls"] == []
+                streamed = stream.content.read_nowait()  # every event of the cluster meanwhile
+        finally:
+            await sipp.stop()
+            await peer.close()
+        assert b"event: call." not in streamed, streamed

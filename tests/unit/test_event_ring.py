@@ -1,8 +1,8 @@
-"""EventRing: the shared, bounded event log that SSE followers read from (cluster/directory.py)."""
+"""EventRing: the shared, bounded event log that SSE followers read from (cluster/event_ring.py)."""
 
 import asyncio
 
-from bridge.cluster.directory import EventRing
+from bridge.cluster.event_ring import EventRing
 
 
 def entry(n: int) -> tuple[str, str, str, str]:

@@ -5,23 +5,26 @@ road*).
 
 With Meta's ``sip.webhook_delivery`` the number's ``calls`` webhooks name the same calls by
 wacid, in any order with the SIP requests and more than once: the INVITE is the call, and only
-the first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`).
+the first ``terminate`` of a wacid counts (:attr:`SipDialogs.over`). A ``terminate`` naming no
+call live here is told to every worker too (``CallsOver``: the call directory), since its INVITE,
+not come yet, may reach another (a cluster's workers each listen for Meta's SIP).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import EngineError
+from ...errors import DirectoryUnavailable, EngineError
 from ...sip import InviteServer, UserAgent
 from ...sip.dialog import Dialog
 from ...sip.headers import warning
 from ...sip.message import Request
-from ..base import EngineEvent, EngineEventKind, Remembered, emit
+from ..base import CallsOver, EngineEvent, EngineEventKind, Remembered, emit
 from .codes import ended_by_meta
 from .graph_side import GraphSide
 from .media import MediaLeg
@@ -51,6 +54,7 @@ class SipDialogs(MetaCalls):
         graph_side: GraphSide,
         new_leg: Callable[[str], MediaLeg],
         other_leg_codecs: Callable[[], tuple[str, ...]] = tuple,
+        calls_over: Callable[[], CallsOver | None] = lambda: None,
     ) -> None:
         self.events = events
         self.graph_side = graph_side
@@ -58,6 +62,9 @@ class SipDialogs(MetaCalls):
         self._other_leg_codecs = other_leg_codecs
         """The codecs of the leg inbound calls go to (``answer_codec``: Meta's G.711 offer
         answered in kind for a G.711 PBX phone)."""
+        self._calls_over = calls_over
+        """Where every worker finds the wacids Meta's ``terminate`` said are over (the engine's
+        ``EndsBeforeArrival.calls_over``; ``None``: this worker's :attr:`over` alone)."""
         self.calls: dict[str, SipCall] = {}
         self.by_dialog: dict[tuple[str, str], SipCall] = {}
         self.by_meta_wacid: dict[str, SipCall] = {}
@@ -107,14 +114,33 @@ class SipDialogs(MetaCalls):
         ended = EngineEventKind.ENDED
         emit(self.events, EngineEvent(ended, call.wacid, reason=reason, data=data, detail=detail))
 
-    def terminated(self, wacid: str) -> bool:
+    async def terminated(self, wacid: str) -> bool:
         """Meta's ``terminate`` webhook for ``wacid``: whether the call is live here and waits
         for :meth:`terminated_by_meta` (a repeat, or a call whose INVITE has not come, is
-        only remembered)."""
-        if wacid in self.over:
-            return False
+        only remembered: here, and for every worker, where its INVITE may go; each time, so a
+        repeat Meta delivers once the directory is back is told there too)."""
+        first = wacid not in self.over
         self.over.add(wacid)
-        return self.by_webhook(wacid) is not None
+        if self.by_webhook(wacid) is not None:
+            return first
+        shared = self._calls_over()
+        if shared is not None:
+            # Redis away: remembered here alone. The router answered Meta 503 (it could not
+            # find the call's worker), so Meta delivers it again.
+            with contextlib.suppress(DirectoryUnavailable):
+                await shared.mark_over(wacid)
+        return False
+
+    async def _over_elsewhere(self, wacid: str) -> bool:
+        """Whether Meta's ``terminate`` for ``wacid`` came to another worker (bounded: the
+        directory's read); ``False`` when the directory cannot say (this worker's memory)."""
+        shared = self._calls_over()
+        if shared is None:
+            return False
+        try:
+            return await shared.marked_over(wacid)
+        except DirectoryUnavailable:
+            return False
 
     async def terminated_by_meta(self, ev: CallWebhook) -> None:
         """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
@@ -150,11 +176,17 @@ class SipDialogs(MetaCalls):
     async def invite(self, tx: InviteServer) -> None:
         req = tx.req
         cid = engine_call_id(req)
+        told = cid not in self.calls and cid not in self.over and await self._over_elsewhere(cid)
+        if tx.final:
+            return  # cancelled while the directory was asked (the UA answered it)
         if cid in self.calls:
             await tx.respond(486, "Busy Here (a call with this id is live)")
             return
-        if cid in self.over:  # Meta's terminate webhook overtook its INVITE: the call is over
-            log.warning("SIP call %s: Meta's terminate webhook came before its INVITE: 487", cid)
+        if told or cid in self.over:  # Meta's terminate webhook overtook it: the call is over
+            where = " (to another worker)" if told else ""
+            log.warning(
+                "SIP call %s: Meta's terminate webhook came before its INVITE%s: 487", cid, where
+            )
             await tx.respond(487, "Request Terminated")
             return
         leg = self._new_leg(f"cloudapi-sip:{cid[:24]}")

@@ -39,6 +39,7 @@ from ...sip import (
 from ...sip.message import Response
 from ...tasks import TaskSet
 from ..base import (
+    CallsOver,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
@@ -111,8 +112,15 @@ class SipEngine(CloudApiRoad[SipCall]):
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple
         """Where the number's inbound calls go, by codec (a ``LegCodecEngine``: the
         switchboard sets it): Meta's G.711 offer is answered in kind for a G.711 PBX phone."""
+        self.calls_over: Callable[[], CallsOver | None] = lambda: None
+        """Where every worker finds the calls Meta ended before their INVITE came (an
+        ``EndsBeforeArrival``'s: the switchboard sets it; ``None``: this worker alone)."""
         self.dialogs = SipDialogs(
-            self.events, self.graph_side, self._leg, lambda: self.other_leg_codecs()
+            self.events,
+            self.graph_side,
+            self._leg,
+            lambda: self.other_leg_codecs(),
+            lambda: self.calls_over(),
         )
         """The calls and their dialogs; the UA's ``CallHandler`` (:mod:`.sip_dialogs`)."""
         self.calls: dict[str, SipCall] = self.dialogs.calls  # the same dict
@@ -211,11 +219,12 @@ class SipEngine(CloudApiRoad[SipCall]):
     # -- Meta's signed webhooks (checked and queued by the Graph side)
     async def _meta_call_webhooks(self, events: list[CallWebhook]) -> None:
         # Meta's sip.webhook_delivery: a terminate is the backstop for a BYE lost on the way,
-        # or comes before the INVITE (sip_dialogs: refused then); connects and statuses add
+        # or comes before the INVITE (sip_dialogs: refused then, by whichever worker it
+        # reaches: the directory remembers it for them); connects and statuses add
         # nothing to the INVITE and its answers. (The call id is Meta's wacid on calls Meta
         # placed; our own INVITEs' are ours, found by the wacid Meta's answer named.)
         for event in events:
-            if event.kind == "terminate" and self.dialogs.terminated(event.wacid):
+            if event.kind == "terminate" and await self.dialogs.terminated(event.wacid):
                 self._tasks.spawn(
                     self.dialogs.terminated_by_meta(event),
                     f"terminate:{event.wacid[:24]}",
