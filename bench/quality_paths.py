@@ -712,6 +712,9 @@ async def profile_calls(
                     speech, PROFILES[name], seed + i, bridge, engine, red=True
                 )
                 out[name]["downlink_red"] = with_red["downlink"]
+                # The same seeded packets up again on a new call (RED is the downlink's): a
+                # second take of the profile's uplink, as a test's retry would make.
+                out[name]["uplink_red"] = with_red["uplink"]
                 out[name]["bridge_cpu_percent_red"] = with_red["bridge_cpu_percent"]
                 log(f"  {name}, browser offers RED: {with_red['downlink']}")
     return out

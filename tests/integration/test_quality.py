@@ -43,11 +43,17 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
         # places run to run (on this 2-core host −0.1 now and then, once −0.5 in ~30 runs), and
         # a stall of this process's sender is jitter the profile never had (331 ms once: 1.89
         # against 3.61). So a miss is called again, the same seeded packets on a new call, up
-        # to twice: a receiver that hears worse than the ideal misses on every call.
+        # to twice: a receiver that hears worse than the ideal misses on every call. The
+        # profile's call with a browser offering RED sent them up again already: its uplink
+        # is the first of those calls.
         attempts = [up]
+        takes = [out[name]["uplink_red"]] if "uplink_red" in out[name] else []
         while up["bridge"] < up["ideal"] - 0.2 and len(attempts) < 3:
-            again = await run_paths(speech_8s, [name], seed=7 + i, echo=False, red=False)
-            up = again[name]["uplink"]
+            if takes:
+                up = takes.pop()
+            else:
+                again = await run_paths(speech_8s, [name], seed=7 + i, echo=False, red=False)
+                up = again[name]["uplink"]
             attempts.append(up)
         assert up["bridge"] >= up["ideal"] - 0.2, (name, attempts)
         # ... and that is worth hearing: FEC beats concealment alone.
