@@ -759,7 +759,10 @@ async def run_paths(
     API call (clean) on a bridge against the speaking Meta stand-in."""
     out = await profile_calls(speech, profiles, seed=seed, red=red, log=log) if profiles else {}
     if echo:
-        sim = Bridge({"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo"})
+        # The callee answers at once: its ring (0.5 s by default) is nothing the echo scores.
+        sim = Bridge(
+            {"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo", "BRIDGE_SIM_ANSWER_DELAY": "0.05"}
+        )
         try:
             await sim.start()
             out["echo"] = await echo_call(speech, seed, sim)
