@@ -109,29 +109,26 @@ CLICK_EVERY = 50
 """Frames between two clicks of the probe call (1 s)."""
 
 
-def encode_clicks(every: int = CLICK_EVERY) -> list[bytes]:
-    """``every`` frames of probe audio (one second): a 20 ms 1 kHz burst, then silence (loops
-    every ``every`` frames)."""
-    pcm = np.zeros(every * FRAME, dtype=np.int16)
+def encode_clicks() -> list[bytes]:
+    """One second of probe audio: a 20 ms 1 kHz burst, then silence (loops every second)."""
+    pcm = np.zeros(CLICK_EVERY * FRAME, dtype=np.int16)
     pcm[:FRAME] = tone(1000.0, FRAME, RATE, 0.5)
-    return encode_pcm(pcm)[:every]
+    return encode_pcm(pcm)[:CLICK_EVERY]
 
 
 class ClickProbe:
     """Times the probe call's clicks through the echo: send time → first loud frame back."""
 
-    def __init__(self, every: int = CLICK_EVERY) -> None:
+    def __init__(self) -> None:
         from bridge.audio.opus import OpusDecoder
 
-        self.every = every
-        """Frames between two clicks (:func:`encode_clicks` with the same ``every``)."""
         self.decoder = OpusDecoder(16_000)
         self.sent: deque[float] = deque(maxlen=8)
         self.loud = False
         self.round_trips: list[float] = []
 
     def on_send(self, n: int) -> None:
-        if n % self.every == 0:
+        if n % CLICK_EVERY == 0:
             self.sent.append(time.monotonic())
 
     def on_receive(self, payload: bytes, at: float) -> None:
