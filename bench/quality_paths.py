@@ -712,6 +712,9 @@ async def profile_calls(
                     speech, PROFILES[name], seed + i, bridge, engine, red=True
                 )
                 out[name]["downlink_red"] = with_red["downlink"]
+                # The same seeded packets up again on a new call (RED is the downlink's): a
+                # second take of the profile's uplink, as a test's retry would make.
+                out[name]["uplink_red"] = with_red["uplink"]
                 out[name]["bridge_cpu_percent_red"] = with_red["bridge_cpu_percent"]
                 log(f"  {name}, browser offers RED: {with_red['downlink']}")
     return out
@@ -756,7 +759,10 @@ async def run_paths(
     API call (clean) on a bridge against the speaking Meta stand-in."""
     out = await profile_calls(speech, profiles, seed=seed, red=red, log=log) if profiles else {}
     if echo:
-        sim = Bridge({"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo"})
+        # The callee answers at once: its ring (0.5 s by default) is nothing the echo scores.
+        sim = Bridge(
+            {"BRIDGE_ENGINE": "sim", "BRIDGE_SIM_PEER": "echo", "BRIDGE_SIM_ANSWER_DELAY": "0.05"}
+        )
         try:
             await sim.start()
             out["echo"] = await echo_call(speech, seed, sim)

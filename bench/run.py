@@ -168,6 +168,10 @@ META_TOKEN, META_PNID, META_SECRET = "bench-token", "1098765432", "bench-secret"
 PCM_ENGINE = "zuckzapgo"
 """A remote PCM engine: the bridge's ZuckZapGo engine against ``bench/zuckzapgo_echo.py``."""
 PCM_ENGINE_TOKEN = "bench-ztok"
+SETTLE = 1.0
+"""Seconds a server is left alone after it starts (before its idle RSS is read) and after
+each point (its calls' teardown out of the next point's CPU); ``--smoke`` judges no figure
+and waits none."""
 
 
 async def start_meta(
@@ -427,6 +431,7 @@ async def run_point(
     metric_bases: list[str] | None = None,
     pin: bool = True,
     audio: str = "tone",
+    settle: float = SETTLE,
 ) -> dict[str, Any]:
     argv = [
         sys.executable,
@@ -609,7 +614,7 @@ async def run_point(
                     if not (await r.json())["calls"]:
                         break
                 await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(settle)
     return point
 
 
@@ -624,6 +629,7 @@ async def bench(
     workers_list: tuple[int, ...] = (1,),
     audios: tuple[str, ...] = ("tone",),
     rounds: int = 1,
+    settle: float = SETTLE,
 ) -> dict[str, Any]:
     load_at_start = os.getloadavg()  # the machine is shared: say how busy it was
     points = []
@@ -667,7 +673,7 @@ async def bench(
         try:
             proc = await start_server(target, port, meta_port, loop, cluster, certs)
             base = f"http://127.0.0.1:{port}"
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(settle)
             idle_rss = tree_rss_bytes(proc.pid)
             try:
                 for n in calls_list:
@@ -700,6 +706,7 @@ async def bench(
                             # shares them (a 2-core machine has none to give it).
                             pin=workers == 1 and len(workers_list) == 1,
                             audio=audio,
+                            settle=settle,
                         )
                         point["loop"] = loop
                         point["workers"] = workers
@@ -1129,8 +1136,9 @@ def main() -> None:
         return
     calls = [int(x) for x in (args.calls or "1,10,20,30,40").split(",")]
     warmup, window = args.warmup, args.window
-    if args.smoke:
-        calls, warmup, window = [2], 1.5, 2.0
+    settle = SETTLE
+    if args.smoke:  # nothing measured is judged: no pause to settle before or after a point
+        calls, warmup, window, settle = [2], 1.5, 2.0, 0.0
     seats = tuple(int(x) for x in args.participants.split(","))
     profile_dir = Path(args.profile) if args.profile else None
     result = asyncio.run(
@@ -1145,6 +1153,7 @@ def main() -> None:
             tuple(int(x) for x in args.workers.split(",")),
             tuple(args.audio.split(",")),
             args.rounds,
+            settle,
         )
     )
     out.mkdir(parents=True, exist_ok=True)

@@ -151,7 +151,6 @@ async def test_ask_hear_the_answer_then_call_and_talk(cclient, meta, receiver): 
     assert (await meta.post(client, body)).status == 200
     await wait_state(client, call["callID"], "active", timeout=3)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
-    await asyncio.sleep(1.5)
     await hears_tone(rtc.recorder, 660, "agent hears the WhatsApp user")
     await hears_tone(mcall.peer.recorder, 440, "WhatsApp user hears the agent")
     await client.post("/call/hangup", json={"callID": call["callID"]})

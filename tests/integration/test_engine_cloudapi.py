@@ -58,8 +58,10 @@ def assert_tone(samples: np.ndarray, rate: int, freq: float, what: str) -> None:
 
 
 async def hears_tone(recorder, freq: float, what: str, seconds: float = 1.0) -> None:
-    """:func:`assert_tone` on the last ``seconds`` ``recorder`` heard, polled for up to 3 s
-    after the window the test waited: a loaded host delivers the first audio later."""
+    """:func:`assert_tone` on the last ``seconds`` ``recorder`` heard, once the tone reached it
+    (``Recorder.tone_arrives``, bounded: a loaded host delivers the first audio later), polled
+    for up to 3 s while the window fills (where a fixed 1-2 s was slept before)."""
+    await recorder.tone_arrives(freq)
     await until_passes(
         lambda: assert_tone(heard(recorder, seconds), recorder.rate, freq, what), 3.0
     )
@@ -119,7 +121,7 @@ async def test_inbound_pre_accept_accept_audio_both_ways_and_remote_hangup(cclie
     assert accept["session"] == {"sdp_type": "answer", "sdp": mcall.pre_accept_sdp}
     assert not meta.refused
 
-    await asyncio.sleep(2.0)
+    await asyncio.sleep(2.0)  # two seconds of the call: its timeline's rows, the counts below
     await hears_tone(rtc.recorder, 660, "agent hears the WhatsApp user")
     await hears_tone(mcall.peer.recorder, 440, "WhatsApp user hears the agent")
 
@@ -172,7 +174,6 @@ async def test_outbound_connect_ringing_answer_accepted_audio_and_hangup(cclient
     await wait_state(client, call["callID"], "active", timeout=3)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
 
-    await asyncio.sleep(2.0)
     await hears_tone(rtc.recorder, 660, "agent hears the WhatsApp user")
     await hears_tone(mcall.peer.recorder, 440, "WhatsApp user hears the agent")
     resp = await client.post("/call/hangup", json={"callID": call["callID"]})
@@ -363,7 +364,6 @@ async def test_whatsapp_peer_going_away_fails_the_call(cclient, meta, monkeypatc
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
     rtc = await connect_browser(client, call["callID"])
     assert (await client.post("/call/answer", json={"callID": call["callID"]})).status == 200
-    await asyncio.sleep(1.0)
     await hears_tone(rtc.recorder, 660, "agent hears the user", seconds=0.6)
 
     peer = client.app[ENGINE].calls[mcall.wacid].leg  # the bridge's WhatsApp-side peer
@@ -441,7 +441,6 @@ async def test_webhooks_before_connect_answers_are_applied(cclient, meta):
     rtc = await connect_browser(client, call["callID"])
     await wait_state(client, call["callID"], "active", timeout=3)
     await asyncio.wait_for(mcall.peer.connected.wait(), 5)
-    await asyncio.sleep(2.0)
     await hears_tone(rtc.recorder, 660, "agent hears the WhatsApp user")
     await hears_tone(mcall.peer.recorder, 440, "WhatsApp user hears the agent")
     assert not engine._dialling

@@ -205,10 +205,13 @@ async def test_media_socket_dropped_reconnects_without_touching_webrtc(zclient, 
     engine_call = next(iter(zuckzapgo.calls.values()))
     pc_before = client.app[MANAGER].find_runtime(call["callID"]).participants.agent
     await zuckzapgo.kill_media(engine_call.id)
-    await asyncio.sleep(1.5)
+    # The reconnect and the engine's tone back, waited for (bounded), then a second listened
+    # to; the counts read after it (one reconnect, no second drop meanwhile).
+    await until(lambda: engine_call.connects >= 2, 10, "the media socket again")
+    await rtc.recorder.tone_arrives(700)
+    heard = await settle_audio(rtc, 1.0)
     assert engine_call.connects == 2
     assert client.app[ENGINE].stats.reconnects == 1
-    heard = await settle_audio(rtc, 1.0)
     assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
     received = len(engine_call.received)
     await asyncio.sleep(0.5)
@@ -248,9 +251,10 @@ async def test_odd_length_frame_is_counted_and_call_survives(zclient, zuckzapgo)
     rtc = RtcClient(client, call["callID"], freq=440.0)
     await rtc.offer()
     await wait_state(client, call["callID"], "active")
-    await asyncio.sleep(1.5)
-    assert client.app[ENGINE].stats.bad_frames == 1
+    await until(lambda: client.app[ENGINE].stats.bad_frames >= 1, 10, "the odd frame counted")
+    await rtc.recorder.tone_arrives(700)
     heard = await settle_audio(rtc, 1.0)
+    assert client.app[ENGINE].stats.bad_frames == 1
     assert dominant_frequency(heard, rtc.recorder.rate) == pytest.approx(700, abs=5)
     await rtc.close()
 

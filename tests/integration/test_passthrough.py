@@ -320,11 +320,13 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         # below half the steady level (a cold decoder's start, or a gap, would show here). A
         # stall of this process leaves frames unsent at the far end, a gap the bridge records
         # (once a frame of silence amid the steady tone): as many dips as the stalls' frames
-        # are let pass, after the recording's first five frames, where a seam would be.
+        # are let pass, after the recording's first five frames, where a seam would be; one
+        # stall past a frame may cost one (a 21 ms stall once, its 40 ms floor not reached).
         frames = pcm[: pcm.size // 320 * 320].reshape(-1, 320).astype(np.float64)
         levels = np.sqrt((frames**2).mean(axis=1))
         steady = float(np.median(levels))
         assert steady > 0.3 * 32767 * 0.5, (kind, steady)
         assert levels[2:7].min() > 0.5 * steady, (kind, levels[:8])
         dips = np.flatnonzero(levels[7:-2] <= 0.5 * steady) + 7
-        assert dips.size <= lag.frames, (kind, dips.tolist(), levels[dips].tolist(), lag.worst)
+        allowed = max(lag.frames, int(lag.past_a_frame))
+        assert dips.size <= allowed, (kind, dips.tolist(), levels[dips].tolist(), lag.worst)

@@ -13,8 +13,6 @@ from bench.speech import missing_tools, speech
 from ..support.loops import LoopLag
 from ..support.requires import require
 
-pytestmark = pytest.mark.serial  # PESQ and delay: the CPU to itself
-
 require(
     not missing_tools(),
     "the quality bench's tools",
@@ -27,6 +25,7 @@ def speech_8s() -> Any:
     return speech(8.0)
 
 
+@pytest.mark.serial  # PESQ and delay: the CPU to itself
 @pytest.mark.timeout(180)
 async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitter(
     speech_8s: Any,
@@ -43,11 +42,17 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
         # places run to run (on this 2-core host −0.1 now and then, once −0.5 in ~30 runs), and
         # a stall of this process's sender is jitter the profile never had (331 ms once: 1.89
         # against 3.61). So a miss is called again, the same seeded packets on a new call, up
-        # to twice: a receiver that hears worse than the ideal misses on every call.
+        # to twice: a receiver that hears worse than the ideal misses on every call. The
+        # profile's call with a browser offering RED sent them up again already: its uplink
+        # is the first of those calls.
         attempts = [up]
+        takes = [out[name]["uplink_red"]] if "uplink_red" in out[name] else []
         while up["bridge"] < up["ideal"] - 0.2 and len(attempts) < 3:
-            again = await run_paths(speech_8s, [name], seed=7 + i, echo=False, red=False)
-            up = again[name]["uplink"]
+            if takes:
+                up = takes.pop()
+            else:
+                again = await run_paths(speech_8s, [name], seed=7 + i, echo=False, red=False)
+                up = again[name]["uplink"]
             attempts.append(up)
         assert up["bridge"] >= up["ideal"] - 0.2, (name, attempts)
         # ... and that is worth hearing: FEC beats concealment alone.
@@ -72,6 +77,7 @@ async def test_the_bridge_hears_as_well_as_an_ideal_receiver_under_loss_and_jitt
     assert out["jitter+loss3"]["downlink"]["bridge"] > 2.8
 
 
+@pytest.mark.serial  # PESQ and delay: the CPU to itself
 @pytest.mark.timeout(120)
 async def test_the_echo_round_trip_through_two_bridge_hops_stays_clear(speech_8s: Any) -> None:
     from bench.quality_paths import run_paths
@@ -83,7 +89,7 @@ async def test_the_echo_round_trip_through_two_bridge_hops_stays_clear(speech_8s
     # packet received): the floor then allows that one concealment, no more.
     async with LoopLag() as lag:
         out = await run_paths(speech_8s, [], echo=True)
-    floor = 3.2 if lag.worst < 0.02 else 3.0
+    floor = 3.0 if lag.past_a_frame else 3.2
     assert out["echo"]["round_trip"]["bridge"] >= floor, (out["echo"], lag.worst, lag.stalled)
 
 
@@ -93,7 +99,8 @@ async def test_receiver_figures_reach_the_stats_the_metrics_and_a_quality_event(
 ) -> None:
     """A browser on a network that loses a quarter of its packets: the call's stats show the
     receiver's work in W3C names, Prometheus its audio by kind, and the MOS estimate (which
-    counts what had to be concealed) leaves the 'good' band with a ``call.quality`` event."""
+    counts what had to be concealed) leaves the 'good' band with a ``call.quality`` event.
+    (Not serial: its figures are the seeded loss's, far from any bar a loaded host moves.)"""
     import asyncio
 
     import aiohttp
