@@ -191,13 +191,18 @@ async def speak_hear_mark_clear(
     n1 = sc.frames_heard
     await agent.say(1000, 4.0)
     await until(lambda: len(loud_frames(heard_since(sc, n1))) >= 25)
-    await agent.interrupt()
-    await until(lambda: bool(cleared_at))
-    at = cleared_at[0]
-    await until(lambda: sc.frames_heard >= at + 25)
+    async with LoopLag() as lag:
+        await agent.interrupt()
+        await until(lambda: bool(cleared_at))
+        at = cleared_at[0]
+        await until(lambda: sc.frames_heard >= at + 25)
     after = heard_since(sc, at)
     loud = loud_frames(after)
-    assert not loud or max(loud) <= 1, str(loud)  # within a frame
+    # Within a frame; a frame more when a stall of this process outlasted one: the simulated
+    # WhatsApp side takes the call's uplink on this loop's clock, and a frame it owed for a
+    # tick the stall held up waited in the uplink past the clear (media/uplink_queue.py
+    # TICK_UPLINK), as in a clean-clone run at load 2.6 (loud frames [1, 2]).
+    assert not loud or max(loud) <= 1 + lag.past_a_frame, (loud, lag.worst)
 
 
 async def test_pipecat_twilio_serializer_takes_a_fork_unchanged(make_client) -> None:
