@@ -138,6 +138,19 @@ async def webhook_events(aiohttp_server: Any) -> AsyncIterator[tuple[str, list[d
     yield f"http://127.0.0.1:{server.port}/hook", events
 
 
+def polled_env(engine_url: str, hook_url: str) -> dict[str, str]:
+    """Two workers' settings on one polled engine (the fake ZuckZapGo at ``engine_url``,
+    polled every 0.2 s), their call events posted to ``hook_url`` (:func:`webhook_events`)."""
+    return {
+        "BRIDGE_ENGINE": "zuckzapgo",
+        "BRIDGE_ENGINE_URL": engine_url,
+        "BRIDGE_ENGINE_TOKEN": "ztok",
+        "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
+        "BRIDGE_WEBHOOK_URL": hook_url,
+        "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
+    }
+
+
 async def test_a_call_placed_as_redis_stops_rings_on_its_finder_and_is_carried_once(
     redis, session, tmp_path, aiohttp_server
 ) -> None:
@@ -151,14 +164,7 @@ async def test_a_call_placed_as_redis_stops_rings_on_its_finder_and_is_carried_o
     fake = FakeZuckZapGo()
     await fake.start()
     async with webhook_events(aiohttp_server) as (hook_url, events), PausingRelay(redis) as relay:
-        env = {
-            "BRIDGE_ENGINE": "zuckzapgo",
-            "BRIDGE_ENGINE_URL": fake.url,
-            "BRIDGE_ENGINE_TOKEN": "ztok",
-            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
-            "BRIDGE_WEBHOOK_URL": hook_url,
-            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
-        }
+        env = polled_env(fake.url, hook_url)
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         a = Bridge(redis, tmp_path / "a", env=env)
@@ -236,14 +242,7 @@ async def test_a_call_that_starts_ringing_while_redis_is_away_is_rung_once_when_
     fake = FakeZuckZapGo()
     await fake.start()
     async with webhook_events(aiohttp_server) as (hook_url, events):
-        env = {
-            "BRIDGE_ENGINE": "zuckzapgo",
-            "BRIDGE_ENGINE_URL": fake.url,
-            "BRIDGE_ENGINE_TOKEN": "ztok",
-            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
-            "BRIDGE_WEBHOOK_URL": hook_url,
-            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
-        }
+        env = polled_env(fake.url, hook_url)
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         a = Bridge(redis, tmp_path / "a", env=env)
@@ -306,14 +305,7 @@ async def test_a_ringing_call_whose_claim_redis_lost_rings_once_on_its_worker(
     fake = FakeZuckZapGo()
     await fake.start()
     async with webhook_events(aiohttp_server) as (hook_url, events):
-        env = {
-            "BRIDGE_ENGINE": "zuckzapgo",
-            "BRIDGE_ENGINE_URL": fake.url,
-            "BRIDGE_ENGINE_TOKEN": "ztok",
-            "BRIDGE_ENGINE_POLL_INTERVAL": "0.2",
-            "BRIDGE_WEBHOOK_URL": hook_url,
-            "BRIDGE_WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"k" * 32).decode(),
-        }
+        env = polled_env(fake.url, hook_url)
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         a = Bridge(redis, tmp_path / "a", env=env)
