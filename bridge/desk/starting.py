@@ -49,8 +49,10 @@ async def start_route(desk: Starts, call: Call) -> None:
     run.reading = True
     async with run.turns.turn():
         runs = await _read_route(desk, run)
-        # A transfer the app asked meanwhile (it answered the call) took the run up: its own.
+        # A transfer the app asked meanwhile (it answered the call) took the run up: its own,
+        # as the run the transfer makes when the call has none (no route).
         run.reading = not runs and not run.handing_off
+        run.route = run.route if runs else None
     if run.reading:
         runtime.detach(run)
     elif runs:
