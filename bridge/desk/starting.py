@@ -4,7 +4,7 @@ first turn, then run. A drain's move of the call during the read (the store's, a
 waits for it and carries the run it decides on (``RouteRun.stand_still``): the new owner rings,
 the old worker does not. No route and nobody connected, a read the store cannot answer
 (``route_book.py``), a call the app answered meanwhile: the run leaves the call, which rings
-for the app."""
+for the app (or is the app's: a transfer it asked meanwhile carries on with the run)."""
 
 from __future__ import annotations
 
@@ -48,10 +48,14 @@ async def start_route(desk: Starts, call: Call) -> None:
     run = desk.new_run(runtime, None)
     run.reading = True
     async with run.turns.turn():
-        run.reading = not await _read_route(desk, run)
+        runs = await _read_route(desk, run)
+        # A transfer the app asked meanwhile (it answered the call) took the run up: its own,
+        # as the run the transfer makes when the call has none (no route).
+        run.reading = not runs and not run.handing_off
+        run.route = run.route if runs else None
     if run.reading:
         runtime.detach(run)
-    else:
+    elif runs:
         await run.run()
 
 

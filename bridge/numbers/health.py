@@ -76,7 +76,6 @@ class Checks:
     number's health meanwhile waits for that check rather than making another)."""
 
     def __init__(self, tasks: TaskSet) -> None:
-        self._tasks = tasks
         self.results: dict[str, dict[str, Any]] = {}
         self._running = TaskPerKey[str](tasks, "health")
 

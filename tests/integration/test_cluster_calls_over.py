@@ -1,7 +1,8 @@
 """Engine calls said over before any worker carried them (Meta's ``terminate`` before its
 INVITE), as the Redis directory keeps them for every worker: one worker marks, another reads;
 the memory expires; with Redis away each says ``DirectoryUnavailable`` (the SIP engine then
-keeps to its own memory: an INVITE is never held up by Redis). A real ``redis-server``."""
+keeps to its own memory: an INVITE waits for Redis no longer than the directory's bounded
+read, after its ``100 Trying``). A real ``redis-server``."""
 
 from __future__ import annotations
 

@@ -267,3 +267,33 @@ async def test_a_call_ending_as_its_transfer_holds_it_is_no_failure(client, capl
     assert (await ann.next("transfer.failed"))["callID"] == call_id
     assert "ended during its transfer" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+
+
+async def test_a_transfer_asked_as_its_calls_route_is_read_is_taken_by_who_accepts(
+    client,
+) -> None:
+    """The app answers a ringing call and transfers it to a group while the call's route is
+    still read (the store slow: Redis stalled, then back): the group rings once the read is
+    over, and the agent who accepts takes the call. Before, the read that found the call
+    answered let go of its run, which the transfer had taken up meanwhile: the accept found
+    no run, and the caller waited on hold for the ring's timeout."""
+    bob = await Agent.connect(client, "bob", ["sales"])
+    store = client.app[DESK].store
+    read, asked, back = store.routes, asyncio.Event(), asyncio.Event()
+
+    async def late() -> list[dict[str, Any]]:
+        asked.set()
+        await back.wait()
+        return list(await read())
+
+    store.routes = late
+    call_id = await incoming(client)
+    await asyncio.wait_for(asked.wait(), 5)
+    assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
+    await wait_state(client, call_id, "active")
+    await transfer_to_sales(client, call_id, timeoutS=30)
+    back.set()
+    assert (await bob.next("ringing"))["callID"] == call_id
+    await bob.send(type="accept", callID=call_id)
+    assert (await bob.next("accepted"))["callID"] == call_id
+    await until(lambda: client.app[DESK].run_of(call_id) is not None, 3, "the run kept")
