@@ -194,10 +194,12 @@ class RouteRun:
             log.warning("call %s: its ring not saved in the store: %s", self.call.id, exc)
 
     async def resume(self, ring: dict[str, Any]) -> None:
-        """Carry on the ring a dead owner left in the store: an accept that won its last
-        round meanwhile takes the call; else its step runs again, from a new round."""
+        """Carry on the ring another worker left in the store: an accept that won its last
+        round meanwhile takes the call; else its step runs again, from a new round. The run is
+        at the ring's step and round from here: a move meanwhile saves them."""
+        self.round, self.step = int(ring.get("round") or 0), int(ring.get("step") or 0)
         if not await self.retake(ring):
-            await self.run(int(ring.get("step") or 0))
+            await self.run(self.step)
 
     async def retake(self, ring: dict[str, Any]) -> bool:
         """Close the last round of a ring another worker left (``ring``: its record): whether
