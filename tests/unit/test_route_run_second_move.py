@@ -9,6 +9,7 @@ from contextlib import suppress
 from types import SimpleNamespace
 from typing import Any
 
+from bridge.desk import steps
 from bridge.desk.routes import Route, Step
 from bridge.desk.runner import RouteRun
 from bridge.desk.store import MemoryDeskStore
@@ -53,3 +54,22 @@ async def test_a_move_as_a_resumed_ring_closes_its_round_saves_its_step() -> Non
         resuming.cancel()
         with suppress(asyncio.CancelledError):
             await resuming
+
+
+async def test_a_play_step_carried_on_is_saved_playing_by_the_next_move() -> None:
+    """A ``play`` step carried on after a move played on without the run saying so: a second
+    move while it played saved nothing under way, and the worker after that never ran the
+    next step. The run names the playback it waits for, as the step itself does."""
+    store, playing = MemoryDeskStore(), [SimpleNamespace(id="p1")]
+    run = run_on(store, playing=playing)
+    carrying = asyncio.create_task(steps.carry_on(run, PLAY_THEN_RING[0], 0, {"playing": "p1"}))
+    try:
+        await asyncio.sleep(2 * steps.LOOK)
+        await run.stand_still()  # the call moves on
+        saved = await store.ring("c1")
+        assert saved is not None
+        assert (saved["step"], saved.get("doing")) == (0, {"playing": "p1"}), saved
+    finally:
+        carrying.cancel()
+        with suppress(asyncio.CancelledError):
+            await carrying
