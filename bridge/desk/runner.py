@@ -114,8 +114,9 @@ class RouteRun:
         hours as its route began, the call's for good — kept with its ring, so a worker the
         call moves to runs the same list (``None``: looked at as the route begins)."""
         self.reading = False
-        """Its call's route still being read, in its first turn (``starting.py``): a
-        move of the call meanwhile waits for the read, and saves the run only if it runs."""
+        """Its first turn still reading the store — its call's route, or the ring a moved call
+        left (``starting.read_first``): a move of the call meanwhile waits for the read, and
+        saves the run only if it runs."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -154,8 +155,8 @@ class RouteRun:
         no other begins, and the run is saved as it stands (a transfer just asked too), which
         the worker that carries the call on starts from (``handoffs.resume_route``). An accept
         landing meanwhile won its round's claim: that worker finds it there, or this one
-        once it goes on. A run whose route was still being read is saved as it is once read
-        (nothing, when it runs no route)."""
+        once it goes on. A run still reading the store is saved as it is once read (nothing,
+        when it runs no route)."""
         await self.turns.stand_still()
         if self.call.live and not self.reading:
             await self.save()

@@ -1,15 +1,17 @@
-"""The start of a ringing call's route (``Desk`` hands it each inbound call that starts to
-ring): the route's run attached to the call first, the route read from the store in the run's
-first turn, then run. A drain's move of the call during the read (the store's, a read or two)
-waits for it and carries the run it decides on (``RouteRun.stand_still``): the new owner rings,
-the old worker does not. No route and nobody connected, a read the store cannot answer
-(``route_book.py``), a call the app answered meanwhile: the run leaves the call, which rings
-for the app."""
+"""The start of a route's run on a call, its store reads in its first turn: a call that starts
+to ring (``Desk`` hands it each inbound call that does, :func:`start_route`), and a call moved
+here by a drain or a crash's adoption (``handoffs.resume_route``). The run is attached to the
+call first and reads in its first turn (:func:`read_first`): a move of the call during the
+reads (the store's, a read or two) waits for them and saves only what the run decided
+(``RouteRun.stand_still``): the next owner rings, this worker does not. No route and nobody
+connected, a read the store cannot answer (``route_book.py``), a call the app answered
+meanwhile: the run leaves the call, which rings for the app."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from ..calls import Call, CallManager, CallRuntime
@@ -25,7 +27,13 @@ ALL: dict[str, Any] = {"group": None, "strategy": "simultaneous"}
 """Who a call with no route rings: every available agent of its tenant."""
 
 
-class Starts(Protocol):
+class Attaches(Protocol):
+    """What a run's start uses of the desk: the runs it attaches."""
+
+    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
+
+
+class Starts(Attaches, Protocol):
     """What a route's start uses of the desk (``Desk`` is one): the calls, the routes, the
     agents connected, whether another part takes the call, and the runs it attaches."""
 
@@ -33,11 +41,28 @@ class Starts(Protocol):
     routes: RouteBook
     answered_elsewhere: Callable[[Call], bool]
 
-    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
-
     async def candidates(
         self, tenant_id: str | None, ring: dict[str, Any]
     ) -> list[AgentRecord]: ...
+
+
+async def read_first(
+    desk: Attaches, runtime: CallRuntime, read: Callable[[RouteRun], Awaitable[bool]]
+) -> RouteRun | None:
+    """A run attached to the call, its first turn ``read`` (the store's reads into the run:
+    whether it runs), as its ``reading``: a move of the call meanwhile waits for the read and
+    saves the run only if it runs. The run, or ``None`` (detached) when it runs nothing; what
+    else the run holds, its caller sets before it awaits anything (``RouteRun.resume``,
+    ``handoffs.carry_on``), so a move saves that too."""
+    run = desk.new_run(runtime, None)
+    run.reading = True
+    try:
+        async with run.turns.turn():
+            run.reading = not await read(run)
+    finally:
+        if run.reading:  # nothing to run (or the read failed): the call rings for the app
+            runtime.detach(run)
+    return None if run.reading else run
 
 
 async def start_route(desk: Starts, call: Call) -> None:
@@ -45,13 +70,8 @@ async def start_route(desk: Starts, call: Call) -> None:
     runtime = desk.manager.find_runtime(call.id)
     if runtime is None or runtime.closed or not call.live or desk.answered_elsewhere(call):
         return  # ended already, or the number's calls go straight to a PBX (a trunk's)
-    run = desk.new_run(runtime, None)
-    run.reading = True
-    async with run.turns.turn():
-        run.reading = not await _read_route(desk, run)
-    if run.reading:
-        runtime.detach(run)
-    else:
+    run = await read_first(desk, runtime, partial(_read_route, desk))
+    if run is not None:
         await run.run()
 
 
