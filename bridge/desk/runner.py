@@ -197,8 +197,9 @@ class RouteRun:
     async def resume(self, ring: dict[str, Any]) -> None:
         """Carry on the ring another worker left in the store: an accept that won its last
         round meanwhile takes the call; else its step runs again, from a new round. The run is
-        at the ring's step and round from here: a move meanwhile saves them."""
+        at the ring's step and round, its agents rung, from here: a move meanwhile saves them."""
         self.round, self.step = int(ring.get("round") or 0), int(ring.get("step") or 0)
+        self.rung = {agent_of(w) for w in ring.get("rung", ())}
         if not await self.retake(ring):
             await self.run(self.step)
 
@@ -217,6 +218,7 @@ class RouteRun:
                     return await self._take(key, self.round)
             for key in rung:
                 await self.desk.send(key, stopped)
+            self.rung = set()
         return False
 
     # -- the steps
