@@ -18,7 +18,7 @@ from ..calls import CallManager
 from ..calls.model import Call, CallState
 from ..calls.runtime import CallRuntime
 from ..errors import BridgeError, CallStateError
-from . import steps, wire
+from . import starting, steps, wire
 from .lending import Lending
 from .routes import Route, Step, route_from_stored
 from .runner import RouteRun
@@ -196,24 +196,37 @@ def follow(desk: HandsOff, type_: str, call: Call) -> bool:
 async def resume_route(desk: HandsOff, call: Call) -> None:
     """A call moved here (a drain's handover, a crash's adoption): its route's run carries on
     from the record the old worker left — a ringing call's ring resumes, an answered call's
-    agent stays on it (:func:`carry_on`)."""
-    ring = await desk.store.ring(call.id)
+    agent stays on it (:func:`carry_on`). The run is on the call before the record is read,
+    the reads its first turn (``starting.read_first``): the call moving on meanwhile (the
+    next worker drains too) waits for them, and the run saves the ring it carries on."""
     runtime = desk.manager.find_runtime(call.id)
-    if ring is None or runtime is None or runtime.attached("route"):
+    if runtime is None or runtime.attached("route"):
         return
-    body = await desk.store.route(ring["route"]) if ring.get("route") else None
-    run = desk.new_run(runtime, route_from_stored(body) if body else None)
-    run.in_hours = {"open": True, "closed": False}.get(str(ring.get("hours")))  # its list
+    left: dict[str, Any] = {}
+
+    async def read(run: RouteRun) -> bool:
+        ring = await desk.store.ring(call.id)
+        if ring is None or not call.live:
+            return False
+        body = await desk.store.route(ring["route"]) if ring.get("route") else None
+        run.route = route_from_stored(body) if body else None
+        run.in_hours = {"open": True, "closed": False}.get(str(ring.get("hours")))  # its list
+        left.update(ring)
+        return True
+
+    run = await starting.read_first(desk, runtime, read)
+    if run is None:
+        return
     if call.state is not CallState.RINGING:
-        await carry_on(run, ring)
+        await carry_on(run, left)
         return
     log.info(  # why it moved is said where it moved (a drain's handover, a crash's recovery)
         "call %s: carried on here while ringing; its route resumes at step %s",
         call.id,
-        ring.get("step"),
+        left.get("step"),
         extra={"call_id": call.id},
     )
-    await run.resume(ring)
+    await run.resume(left)
 
 
 async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:

@@ -114,8 +114,9 @@ class RouteRun:
         hours as its route began, the call's for good — kept with its ring, so a worker the
         call moves to runs the same list (``None``: looked at as the route begins)."""
         self.reading = False
-        """Its call's route still being read, in its first turn (``starting.py``): a
-        move of the call meanwhile waits for the read, and saves the run only if it runs."""
+        """Its first turn still reading the store — its call's route, or the ring a moved call
+        left (``starting.read_first``): a move of the call meanwhile waits for the read, and
+        saves the run only if it runs."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""
@@ -154,8 +155,8 @@ class RouteRun:
         no other begins, and the run is saved as it stands (a transfer just asked too), which
         the worker that carries the call on starts from (``handoffs.resume_route``). An accept
         landing meanwhile won its round's claim: that worker finds it there, or this one
-        once it goes on. A run whose route was still being read is saved as it is once read
-        (nothing, when it runs no route)."""
+        once it goes on. A run still reading the store is saved as it is once read (nothing,
+        when it runs no route)."""
         await self.turns.stand_still()
         if self.call.live and not self.reading:
             await self.save()
@@ -194,10 +195,13 @@ class RouteRun:
             log.warning("call %s: its ring not saved in the store: %s", self.call.id, exc)
 
     async def resume(self, ring: dict[str, Any]) -> None:
-        """Carry on the ring a dead owner left in the store: an accept that won its last
-        round meanwhile takes the call; else its step runs again, from a new round."""
+        """Carry on the ring another worker left in the store: an accept that won its last
+        round meanwhile takes the call; else its step runs again, from a new round. The run is
+        at the ring's step and round, its agents rung, from here: a move meanwhile saves them."""
+        self.round, self.step = int(ring.get("round") or 0), int(ring.get("step") or 0)
+        self.rung = {agent_of(w) for w in ring.get("rung", ())}
         if not await self.retake(ring):
-            await self.run(int(ring.get("step") or 0))
+            await self.run(self.step)
 
     async def retake(self, ring: dict[str, Any]) -> bool:
         """Close the last round of a ring another worker left (``ring``: its record): whether
@@ -214,6 +218,7 @@ class RouteRun:
                     return await self._take(key, self.round)
             for key in rung:
                 await self.desk.send(key, stopped)
+            self.rung = set()
         return False
 
     # -- the steps

@@ -1,15 +1,18 @@
-"""The start of a ringing call's route (``Desk`` hands it each inbound call that starts to
-ring): the route's run attached to the call first, the route read from the store in the run's
-first turn, then run. A drain's move of the call during the read (the store's, a read or two)
-waits for it and carries the run it decides on (``RouteRun.stand_still``): the new owner rings,
-the old worker does not. No route and nobody connected, a read the store cannot answer
-(``route_book.py``), a call the app answered meanwhile: the run leaves the call, which rings
-for the app (or is the app's: a transfer it asked meanwhile carries on with the run)."""
+"""The start of a route's run on a call, its store reads in its first turn: a call that starts
+to ring (``Desk`` hands it each inbound call that does, :func:`start_route`), and a call moved
+here by a drain or a crash's adoption (``handoffs.resume_route``). The run is attached to the
+call first and reads in its first turn (:func:`read_first`): a move of the call during the
+reads (the store's, a read or two) waits for them and saves only what the run decided
+(``RouteRun.stand_still``): the next owner rings, this worker does not. No route and nobody
+connected, a read the store cannot answer (``route_book.py``), a call the app answered
+meanwhile: the run leaves the call, which rings for the app (or is the app's: a transfer it asked
+meanwhile carries on with the run)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from ..calls import Call, CallManager, CallRuntime
@@ -25,7 +28,13 @@ ALL: dict[str, Any] = {"group": None, "strategy": "simultaneous"}
 """Who a call with no route rings: every available agent of its tenant."""
 
 
-class Starts(Protocol):
+class Attaches(Protocol):
+    """What a run's start uses of the desk: the runs it attaches."""
+
+    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
+
+
+class Starts(Attaches, Protocol):
     """What a route's start uses of the desk (``Desk`` is one): the calls, the routes, the
     agents connected, whether another part takes the call, and the runs it attaches."""
 
@@ -33,11 +42,35 @@ class Starts(Protocol):
     routes: RouteBook
     answered_elsewhere: Callable[[Call], bool]
 
-    def new_run(self, runtime: CallRuntime, route: Route | None) -> RouteRun: ...
-
     async def candidates(
         self, tenant_id: str | None, ring: dict[str, Any]
     ) -> list[AgentRecord]: ...
+
+
+async def read_first(
+    desk: Attaches, runtime: CallRuntime, read: Callable[[RouteRun], Awaitable[bool]]
+) -> RouteRun | None:
+    """A run attached to the call, its first turn ``read`` (the store's reads into the run:
+    whether it runs), as its ``reading``: a move of the call meanwhile waits for the read and
+    saves the run only if it runs. The run, or ``None`` when it runs nothing (detached, unless a
+    transfer the app asked meanwhile took it up: then the transfer's); what
+    else the run holds, its caller sets before it awaits anything (``RouteRun.resume``,
+    ``handoffs.carry_on``), so a move saves that too."""
+    run = desk.new_run(runtime, None)
+    run.reading = True
+    runs = False
+    try:
+        async with run.turns.turn():
+            runs = await read(run)
+            if not runs and run.handing_off:
+                # A transfer the app asked meanwhile (it answered the call) took the run up:
+                # its own, as the run a transfer makes on a call with no route.
+                run.route = None
+            run.reading = not runs and not run.handing_off
+    finally:
+        if run.reading:  # nothing to run (or the read failed): the call rings for the app
+            runtime.detach(run)
+    return run if runs else None
 
 
 async def start_route(desk: Starts, call: Call) -> None:
@@ -45,17 +78,8 @@ async def start_route(desk: Starts, call: Call) -> None:
     runtime = desk.manager.find_runtime(call.id)
     if runtime is None or runtime.closed or not call.live or desk.answered_elsewhere(call):
         return  # ended already, or the number's calls go straight to a PBX (a trunk's)
-    run = desk.new_run(runtime, None)
-    run.reading = True
-    async with run.turns.turn():
-        runs = await _read_route(desk, run)
-        # A transfer the app asked meanwhile (it answered the call) took the run up: its own,
-        # as the run the transfer makes when the call has none (no route).
-        run.reading = not runs and not run.handing_off
-        run.route = run.route if runs else None
-    if run.reading:
-        runtime.detach(run)
-    elif runs:
+    run = await read_first(desk, runtime, partial(_read_route, desk))
+    if run is not None:
         await run.run()
 
 

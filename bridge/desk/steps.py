@@ -148,7 +148,9 @@ async def carry_on(run: PlayRun, step: Step, index: int, doing: dict[str, Any]) 
     """The step ``step`` (at ``index``) a call moved here was doing (``doing``, from the run's
     record): a ``play``'s playback played on here, then the next step; a voicemail's greeting
     played on, then its recording; its recording, going on here into its next segment, ended
-    at the original ``maxS``."""
+    at the original ``maxS``. The run does it from here: a move of the call meanwhile saves it
+    under way (the worker after this one carries it on too)."""
+    run.doing = doing
     if "playing" in doing:
         await _played(run, str(doing["playing"]))
         if step.kind == "voicemail":
@@ -165,5 +167,4 @@ async def carry_on(run: PlayRun, step: Step, index: int, doing: dict[str, Any]) 
             extra={"call_id": run.call.id},
         )
     run.voicemail = recorders[0] if recorders else None
-    run.doing = doing
     await _recorded_until(run, float(doing["voicemail"]))

@@ -134,9 +134,12 @@ async def test_a_ringing_call_moved_as_its_hours_end_rings_on_its_in_hours_steps
 async def heard(agent: Agent, last: str) -> list[str]:
     """The types of what ``agent`` hears, up to and including the first ``last``."""
     types: list[str] = []
-    async with asyncio.timeout(5.0):
-        while not types or types[-1] != last:
-            types.append(json.loads((await agent.ws.receive()).data)["type"])
+    try:
+        async with asyncio.timeout(5.0):
+            while not types or types[-1] != last:
+                types.append(json.loads((await agent.ws.receive()).data)["type"])
+    except TimeoutError:
+        raise AssertionError(f"no {last} within 5 s; heard {types}") from None
     return types
 
 
@@ -663,3 +666,59 @@ async def test_a_drain_beginning_as_a_calls_route_is_read_rings_its_agents_once_
     answers = [r for r in fake.requests if r[1] == "/call/answer"]
     assert [r[2].get("callId") for r in answers] == [engine_id]
     await ann.ws.close()
+
+
+async def test_a_call_moved_on_again_as_its_route_resumes_rings_once_on_the_third_owner(
+    aiohttp_client, redis, monkeypatch, fake
+) -> None:
+    """A rolling deploy: the ringing call moved A → B, and B drained while its desk still
+    read the call's ring from the store (the run was attached only after that read): B's move
+    found no run to hold still, and its read, back as the call left, rang ann from B while
+    A, carrying the call on again, rang her too. The run is attached before the read now,
+    the read its first turn: B's move waits for it and saves the run; ann hears the ring
+    stop and is rung once, by A, and her accept answers the call there."""
+    first, second, ann, bob, call_id, engine_id = await ringing_two(
+        aiohttp_client, redis, monkeypatch, fake
+    )
+    store, reading, read = second.app[DESK].store, asyncio.Event(), asyncio.Event()
+    ring = store.ring
+
+    async def held(call: str) -> Any:  # the second owner's read of the ring it resumes
+        reading.set()
+        await read.wait()
+        return await ring(call)
+
+    monkeypatch.setattr(store, "ring", held)
+    call = first.app[MANAGER].find_runtime(call_id).call
+    assert await first.app[HANDOVER].move(call, "drain")  # A → B (A stays up, with room)
+    await reading.wait()
+    handover = second.app[HANDOVER]
+    send, sending = handover._send, asyncio.Event()
+
+    def held_still() -> bool:
+        run = second.app[DESK].run_of(call_id)
+        return run is not None and run.turns.still
+
+    async def watched(target: Any, moved: Any) -> Any:
+        sending.set()  # before the fix, B's read went on here: B rang ann as the call left
+        await until(lambda: held_still() or rang(), 5.0, "B's run still, or ringing from B")
+        return await send(target, moved)
+
+    def rang() -> bool:
+        run = second.app[DESK].run_of(call_id)
+        return run is not None and run.round > 1
+
+    handover._send = watched
+    drain = asyncio.create_task(handover.drain())  # B → A
+    await until(lambda: sending.is_set() or held_still(), 5.0, "B's move waiting for the read")
+    read.set()
+    await drain
+    assert first.app[MANAGER].find_runtime(call_id) is not None
+    assert await heard(ann, "ringing") == ["ringing.stopped", "ringing"]  # A's round, once
+    await ann.send(type="accept", callID=call_id)
+    assert await heard(ann, "accepted") == ["accepted"]
+    assert (await wait_state(first, call_id, "active"))["owner"] == first.app[MANAGER].owner
+    answers = [r for r in fake.requests if r[1] == "/call/answer"]
+    assert [r[2].get("callId") for r in answers] == [engine_id]
+    await ann.ws.close()
+    await bob.ws.close()
