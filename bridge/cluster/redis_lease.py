@@ -179,25 +179,39 @@ class Lease:
         failover behind a proxy or an endpoint that kept the connection, a ``FLUSHALL``)."""
         return self.up and sent is not None and time.monotonic() - sent < self.heartbeat_ttl
 
-    def _forgotten(self) -> None:
-        """Redis came back empty under a live connection: as after an outage, the worker's
-        live calls are written again (``mark_up``'s catch-up) and nobody is called dead for a
-        TTL (the other workers register again meanwhile)."""
-        log.warning(
-            "call directory (Redis) lost this worker's heartbeat before its TTL (emptied: a "
-            "restart or failover without persistence, or flushed): writing its %d live calls "
-            "again",
-            self._calls(),
-        )
+    def _forgotten(self, lapsed: float | None = None) -> None:
+        """Redis came back empty under a live connection (or, ``lapsed``, this worker's own
+        heartbeat expired: that many seconds since its last beat, past its TTL): as after an
+        outage, the worker's live calls are written again (``mark_up``'s catch-up) and nobody
+        is called dead for a TTL (the other workers register again meanwhile)."""
+        if lapsed is None:
+            log.warning(
+                "call directory (Redis) lost this worker's heartbeat before its TTL (emptied: "
+                "a restart or failover without persistence, or flushed): writing its %d live "
+                "calls again",
+                self._calls(),
+            )
+            self.detail = "emptied; registering again"
+        else:
+            log.warning(
+                "call directory (Redis): this worker's heartbeat expired, its last beat %.1f s "
+                "ago (dead at %.1f s: its event loop was held up): writing its %d live calls "
+                "again",
+                lapsed,
+                self.heartbeat_ttl,
+                self._calls(),
+            )
+            self.detail = "heartbeat expired; registering again"
         self.up = False
         self._back = True
-        self.detail = "emptied; registering again"
 
     def forgotten(self) -> DirectoryUnavailable:
         """A command found this worker's heartbeat gone from Redis (a claim: the lease's beat
-        had not seen it yet): as :meth:`_forgotten`, at once; the error that says so."""
+        had not seen it yet): as :meth:`_forgotten`, at once — emptied, or expired when its
+        last beat is a TTL old (the loop held up); the error that says so."""
         if self.up:
-            self._forgotten()
+            since = None if self._beaten_at is None else time.monotonic() - self._beaten_at
+            self._forgotten(since if since is not None and since >= self.heartbeat_ttl else None)
             self._woken.set()
         return DirectoryUnavailable(
             f"the call directory (Redis) lost this worker's heartbeat ({self.detail})"

@@ -99,3 +99,32 @@ async def test_a_heartbeat_lost_before_its_ttl_is_seen_by_a_late_beat_too(monkey
     now[0] += 2.5  # a late beat (over two intervals), still within the TTL of the last
     await lease.beat()
     assert not lease.up  # registering again: its calls are written at the next mark_up
+
+
+async def test_a_claim_that_finds_the_heartbeat_expired_in_a_stall_says_so(
+    monkeypatch, caplog
+) -> None:
+    """A claim finds this worker's heartbeat gone (``Lease.forgotten``). It was said as Redis
+    emptied under the worker, always; when the worker's last beat is a TTL old, the key simply
+    expired (its event loop was held up past it), and an operator sent looking at Redis for a
+    restart would find none: that is said instead. Emptied within the TTL is said as before."""
+    redis = FakeRedis()
+    lease = worker_lease(redis, 3.0, calls=2)
+    now = [100.0]
+    monkeypatch.setattr(redis_lease.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="bridge.cluster.redis_lease")
+    await lease.beat()
+    await lease.mark_up()
+    now[0] += 3.4  # no beat since: the loop held up past the 3 s TTL
+    error = lease.forgotten()
+    [said] = caplog.records
+    assert "heartbeat expired, its last beat 3.4 s ago" in said.getMessage()
+    assert "held up" in said.getMessage() and "emptied" not in said.getMessage()
+    assert "expired" in error.message and not lease.up
+    await lease.beat()  # (late: said so)
+    await lease.mark_up()
+    caplog.clear()
+    now[0] += 1.0  # within the TTL of the last beat: Redis lost it
+    lease.forgotten()
+    [said] = caplog.records
+    assert "emptied" in said.getMessage()
