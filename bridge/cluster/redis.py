@@ -53,7 +53,7 @@ from ..tasks import TaskSet
 from .directory import AttachmentsOf, CallRecord, WorkerInfo
 from .event_ring import LogEntry
 from .redis_events import RedisEventLog
-from .redis_lease import Lease
+from .redis_lease import Lease, live_workers
 from .redis_owner import Ownership
 from .redis_reaper import LostCall, Reaper
 from .redis_writes import FAILURES as _FAILURES
@@ -250,7 +250,7 @@ class RedisDirectory:
         return await self.record(call_id) if call_id else None
 
     async def workers(self) -> list[WorkerInfo]:
-        return await self._lease.workers()  # their heartbeats
+        return await live_workers(self._redis, self._lease, len(self._local_calls()))
 
     async def live_snapshots(self) -> list[dict[str, Any]]:
         self._lease.check()

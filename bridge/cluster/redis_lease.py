@@ -10,7 +10,7 @@ for dead while it was cut off: it ends its own calls rather than writing them ba
 whose own heartbeat is gone well before its TTL sees a Redis that lost its data without a
 command failing (a failover behind a proxy, a flush): it registers and writes its live calls
 again too. The live workers and their load are read from their heartbeats here too
-(:meth:`Lease.workers`).
+(:func:`live_workers`, beside the lease: the others' heartbeats, not this worker's).
 """
 
 from __future__ import annotations
@@ -184,26 +184,21 @@ class Lease:
         heartbeat expired: that many seconds since its last beat, past its TTL): as after an
         outage, the worker's live calls are written again (``mark_up``'s catch-up) and nobody
         is called dead for a TTL (the other workers register again meanwhile)."""
-        if lapsed is None:
-            log.warning(
-                "call directory (Redis) lost this worker's heartbeat before its TTL (emptied: "
-                "a restart or failover without persistence, or flushed): writing its %d live "
-                "calls again",
-                self._calls(),
-            )
-            self.detail = "emptied; registering again"
-        else:
-            log.warning(
-                "call directory (Redis): this worker's heartbeat expired, its last beat %.1f s "
-                "ago (dead at %.1f s: its event loop was held up): writing its %d live calls "
-                "again",
-                lapsed,
-                self.heartbeat_ttl,
-                self._calls(),
-            )
-            self.detail = "heartbeat expired; registering again"
+        why = (
+            "emptied: a restart or failover without persistence, or flushed"
+            if lapsed is None
+            else f"expired, its last beat {lapsed:.1f} s ago (dead at "
+            f"{self.heartbeat_ttl:.1f} s): its event loop was held up"
+        )
+        log.warning(
+            "call directory (Redis) lost this worker's heartbeat (%s): writing its %d live "
+            "calls again",
+            why,
+            self._calls(),
+        )
         self.up = False
         self._back = True
+        self.detail = f"{'emptied' if lapsed is None else 'heartbeat expired'}; registering again"
 
     def forgotten(self) -> DirectoryUnavailable:
         """A command found this worker's heartbeat gone from Redis (a claim: the lease's beat
@@ -293,38 +288,6 @@ class Lease:
         if not self.up:
             await asyncio.sleep(0.5)
 
-    async def workers(self) -> list[WorkerInfo]:
-        """The live workers with their load, as their heartbeats say (``DirectoryUnavailable``
-        when Redis does not answer)."""
-        self.check()
-        try:
-            ids = sorted(await self._redis.smembers(WORKERS))
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for worker in ids:
-                    pipe.get(worker_key(worker))
-                    pipe.scard(owned_key(worker))
-                answers = await pipe.execute()
-        except FAILURES as exc:
-            raise self.unavailable(exc) from exc
-        found = []
-        for i, worker in enumerate(ids):
-            beat, calls = answers[2 * i], answers[2 * i + 1]
-            if beat is None:
-                continue  # dead (or not beating yet)
-            info = json.loads(beat)
-            if worker == self.worker_id:
-                calls = self._calls()  # fresher than the directory
-            found.append(
-                WorkerInfo(
-                    worker,
-                    info["url"],
-                    int(calls),
-                    int(info["maxCalls"]),
-                    bool(info.get("draining")),
-                )
-            )
-        return found
-
     async def drain(self) -> None:
         """Say in the heartbeat that this worker takes no new calls."""
         self.draining = True
@@ -339,3 +302,37 @@ class Lease:
             await self._redis.delete(worker_key(self.worker_id))
             if not await self._redis.scard(owned_key(self.worker_id)):
                 await self._redis.srem(WORKERS, self.worker_id)
+
+
+async def live_workers(redis: Any, lease: Lease, own_calls: int) -> list[WorkerInfo]:
+    """The live workers with their load, as their heartbeats say (``DirectoryUnavailable``
+    when Redis does not answer; ``lease``'s check first); ``own_calls``: this worker's, fresher
+    than the directory's count."""
+    lease.check()
+    try:
+        ids = sorted(await redis.smembers(WORKERS))
+        async with redis.pipeline(transaction=False) as pipe:
+            for worker in ids:
+                pipe.get(worker_key(worker))
+                pipe.scard(owned_key(worker))
+            answers = await pipe.execute()
+    except FAILURES as exc:
+        raise lease.unavailable(exc) from exc
+    found = []
+    for i, worker in enumerate(ids):
+        beat, calls = answers[2 * i], answers[2 * i + 1]
+        if beat is None:
+            continue  # dead (or not beating yet)
+        info = json.loads(beat)
+        if worker == lease.worker_id:
+            calls = own_calls
+        found.append(
+            WorkerInfo(
+                worker,
+                info["url"],
+                int(calls),
+                int(info["maxCalls"]),
+                bool(info.get("draining")),
+            )
+        )
+    return found
