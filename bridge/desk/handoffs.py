@@ -250,6 +250,7 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
     if isinstance(transfer, dict):
         run.handing_off, run.handing_to = True, transfer.get("group")
         previous = run.handed_from = agent_of(transfer["from"]) if transfer.get("from") else None
+        tell_early_events(run)
         if winner is None:
             taken = await run.retake(ring)
             await finish_transfer(run, previous, taken)
@@ -260,6 +261,7 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
             run.winner = winner
             await finish_transfer(run, previous, True)
     run.winner = winner
+    tell_early_events(run)
     if winner is not None and ring.get("leg"):
         run.runtime.spawn(leg_back(run, winner), "agent-leg")
     doing = ring.get("doing")  # a play step's playback, a voicemail's greeting or recording
@@ -267,6 +269,16 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
         listed = run.steps()
         if run.step < len(listed):
             await steps.carry_on(run, listed[run.step], run.step, doing)
+
+
+def tell_early_events(run: RouteRun) -> None:
+    """The call's events that came while the run read the record it carries on (its agent not
+    known then: ``Desk._call_event``), to that agent now, in their order, before any later."""
+    to = run.winner or run.handed_from
+    while run.early_events:
+        event = run.early_events.popleft()
+        if to is not None:
+            run.desk.spawn(run.desk.send(to, event), "forward")
 
 
 async def leg_back(run: RouteRun, key: AgentKey) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 INBOX = 64
 """Accepts and declines waiting for the run (a round rings at most a hundred agents)."""
+EARLY_EVENTS = 32
+"""A moved call's events kept while its run reads the store, before it knows the call's agent
+(a mute, a hold, a participant: a few at most in a read or two), the oldest dropped beyond."""
 CHECK = 0.25
 """Seconds between looks at whether anyone rung is still connected."""
 ALL_AGENTS = Step("ring", {"strategy": "simultaneous", "timeoutS": 60.0})
@@ -117,6 +121,9 @@ class RouteRun:
         """Its first turn still reading the store — its call's route, or the ring a moved call
         left (``starting.read_first``): a move of the call meanwhile waits for the read, and
         saves the run only if it runs."""
+        self.early_events: deque[dict[str, Any]] = deque(maxlen=EARLY_EVENTS)
+        """The call's events while it read, its agent not known yet (told then:
+        ``handoffs.tell_early_events``)."""
         self._presence = asyncio.Lock()
         """Orders a winner's ``busy`` (:meth:`mark_busy`) and the free at the call's end: an
         accept racing the hang-up never lands ``busy`` after the end freed the agent."""

@@ -302,6 +302,8 @@ class Desk:
         to = run.winner or run.handed_from if run is not None else None  # mid-transfer: its agent
         if to is not None:
             self.spawn(self.send(to, json.loads(event.to_json())), "forward")
+        elif run is not None and run.reading:  # a moved call's agent, not read yet: told then
+            run.early_events.append(json.loads(event.to_json()))
 
     def spawn(self, work: Any, name: str) -> None:
         if not self._tasks.closed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
@@ -45,7 +46,13 @@ async def test_a_silent_agents_worker_is_said_once_and_a_call_with_no_agent_name
 
     # An answered call with no agent on it, carried on here: said so, not "its agent None".
     caplog.clear()
-    run = SimpleNamespace(call=SimpleNamespace(id="c2", live=True), route=None, runtime=None)
+    run = SimpleNamespace(
+        call=SimpleNamespace(id="c2", live=True),
+        route=None,
+        runtime=None,
+        handed_from=None,
+        early_events=deque(),
+    )
     await handoffs.carry_on(run, {"step": 0})  # type: ignore[arg-type]
     assert [r.getMessage() for r in caplog.records] == [
         "call c2: carried on here answered; no agent on it"
