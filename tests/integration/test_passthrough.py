@@ -312,6 +312,11 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         with wave.open(str(path)) as w:
             return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
+    def concealed(kind: str, s: dict[str, Any]) -> int:
+        """Samples the bridge's receiver of ``kind``'s direction concealed so far."""
+        rx = s["leg"]["webrtc"]["receiver"] if kind == "inbound" else s["webrtc"]["receiver"]
+        return int(rx["concealedSamples"])
+
     for kind, hz, other in (("inbound", 660, 440), ("outbound", 440, 660)):
         pcm = samples(kind)
         assert pcm.size > 16_000 * 1.2, (kind, pcm.size)
@@ -322,11 +327,15 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         # (once a frame of silence amid the steady tone): as many dips as the stalls' frames
         # are let pass, after the recording's first five frames, where a seam would be; one
         # stall past a frame may cost one (a 21 ms stall once, its 40 ms floor not reached).
+        # So may what the bridge's own receiver concealed as it recorded (a packet late at a
+        # busy bridge process: two frames of silence in a clean-clone run, this process never
+        # held up past 9 ms), which its stats count.
         frames = pcm[: pcm.size // 320 * 320].reshape(-1, 320).astype(np.float64)
         levels = np.sqrt((frames**2).mean(axis=1))
         steady = float(np.median(levels))
         assert steady > 0.3 * 32767 * 0.5, (kind, steady)
         assert levels[2:7].min() > 0.5 * steady, (kind, levels[:8])
         dips = np.flatnonzero(levels[7:-2] <= 0.5 * steady) + 7
-        allowed = max(lag.frames, int(lag.past_a_frame))
-        assert dips.size <= allowed, (kind, dips.tolist(), levels[dips].tolist(), lag.worst)
+        hidden = -(-(concealed(kind, after) - concealed(kind, recording_from)) // 320)
+        allowed = max(lag.frames, int(lag.past_a_frame), hidden)
+        assert dips.size <= allowed, (kind, dips.tolist(), levels[dips].tolist(), lag.worst, hidden)
