@@ -85,7 +85,10 @@ async def test_metrics_move_during_a_call_and_settle_after(make_client) -> None:
     # a model that read the clean link wrong puts them all under, stalls or not.
     samples = value(later, "bridge_mos_estimate_count")
     under_4 = value(later, "bridge_mos_estimate_bucket", le="4.0")
-    assert samples >= 4 and 2 * under_4 <= lag.frames, (under_4, samples, lag.stalled)
+    # One stall past a frame (under the 40 ms that lag.frames counts) may cost one such sample
+    # (a clean-clone run: one under 4 at 31 ms of stalls in all), as it may a recording's frame.
+    allowed = max(lag.frames, 2 * int(lag.past_a_frame))
+    assert samples >= 4 and 2 * under_4 <= allowed, (under_4, samples, lag.stalled, lag.worst)
     assert 1.0 <= value(later, "bridge_mos_estimate_min") < 5.0
     assert value(later, "bridge_jitter_buffer_underruns_total") <= 2
     # The ticks this worker's media clock passed over in a stall: the clock's own count as it
