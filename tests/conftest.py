@@ -18,7 +18,7 @@ from bridge.config import settings_for_tests
 from .fakes.wadial import FakeWadial
 from .fakes.zuckzapgo import FakeZuckZapGo
 
-pytest_plugins = ["tests.support.collector", "tests.support.order"]
+pytest_plugins = ["tests.support.collector"]
 
 if TYPE_CHECKING:
     from .support.cluster import Redis
