@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -134,10 +135,16 @@ class Reaper:
                 self._down(exc)
 
     async def reap_once(self) -> None:
+        began = time.monotonic()
         workers = await self._redis.smembers(WORKERS)
         for worker in workers:
             if worker == self.worker_id or await self._redis.exists(worker_key(worker)):
                 continue
+            if not self._settled() or time.monotonic() - began > self.heartbeat_ttl / 2:
+                # The reads outlasted what a heartbeat says (this worker stopped, or Redis
+                # paused, under them; its keys expired meanwhile by Redis's clock): a heartbeat
+                # missing now is no proof of a death until every worker had a TTL to beat again.
+                return
             # A draining worker takes no calls: its recovery would end every one, movable or
             # not. A worker that takes calls adopts what can move: the dead are its to reap.
             if self._draining() and await self._takers(workers - {self.worker_id}):
