@@ -315,7 +315,7 @@ async def sweep_forever(reports: CallReports, interval: float) -> None:
             removed = await on_disk(reports.sweep)
         except StorageFailed as exc:
             if not failing:
-                log.warning("retention: %s; tried again every %.0f s", exc.message, interval)
+                log.warning("retention: %s; tried again every %g s", exc.message, interval)
             failing = True
         else:
             if failing:
