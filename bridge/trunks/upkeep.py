@@ -30,7 +30,7 @@ from ..sip import Request, Response, UserAgent
 from ..sip.challenged import exchange
 from ..sip.headers import Uri, Via, new_branch, new_tag
 from ..sip.transaction import ask
-from ..tasks import TaskSet
+from ..tasks import TaskPerKey, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,11 @@ class Upkeep:
         self.catalog = catalog
         self.ua: UserAgent | None = None
         """The trunk user agent the requests go out on, once it listens (:meth:`start`)."""
-        self._tasks: dict[str, tuple[tuple[Any, ...], asyncio.Task[None]]] = {}
         self._owner = TaskSet("trunk-upkeep")
+        self._keeping = TaskPerKey[str](self._owner, "upkeep")
+        """Each trunk's :meth:`_keep`, by id."""
+        self._kept: dict[str, tuple[Any, ...]] = {}
+        """What each trunk's task was started for (:func:`_key`), by id: a change starts it anew."""
         self._state: dict[str, dict[str, Any]] = {}
         self._down = Repeats()
         """Trunks whose keep-alive fails, by id (said once while it lasts, its end at INFO)."""
@@ -77,10 +80,11 @@ class Upkeep:
         """Start a task for each trunk (anew when its target or credentials changed), stop the
         tasks of trunks that are gone."""
         trunks = self.catalog.trunks
-        for trunk_id in list(self._tasks):
+        for trunk_id, kept in list(self._kept.items()):
             trunk = trunks.get(trunk_id)
-            if trunk is None or _key(trunk) != self._tasks[trunk_id][0]:
-                self._tasks.pop(trunk_id)[1].cancel()
+            if trunk is None or _key(trunk) != kept:
+                del self._kept[trunk_id]
+                self._keeping.cancel(trunk_id)
                 self._state.pop(trunk_id, None)
                 self._down.ended(trunk_id)
                 self._refused.ended(trunk_id)
@@ -90,13 +94,13 @@ class Upkeep:
                     except KeyError:
                         pass
         for trunk_id, trunk in trunks.items():
-            if trunk_id not in self._tasks and not self._owner.closed:
-                task = self._owner.spawn(self._keep(trunk), f"upkeep:{trunk_id}")
-                self._tasks[trunk_id] = (_key(trunk), task)
+            if trunk_id not in self._kept and not self._owner.closed:
+                self._kept[trunk_id] = _key(trunk)
+                self._keeping.start(trunk_id, self._keep(trunk))
 
     async def close(self) -> None:
         await self._owner.close(timeout=3.0)
-        self._tasks.clear()
+        self._kept.clear()
 
     async def _keep(self, trunk: Trunk) -> None:
         state = self._state.setdefault(trunk.trunk_id, {})
