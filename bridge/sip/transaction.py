@@ -153,12 +153,12 @@ class InviteServer:
             return False
         if 200 <= status < 300:
             self.ua.awaiting_ack[self.dialog.key] = self
-            self.ua.tasks.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
+            self.ua.spawn(self._retransmit(resp), f"2xx:{self.req.call_id[:24]}")
         elif status >= 300 and not once and not self.conn.reliable and self._may_resend_refusal():
             # §17.2.1: over UDP a refusal is sent again until its ACK (Timer G): the caller,
             # past our 100, sends its INVITE no more, so a lost refusal was lost for good.
             self.ua.refused[self.refusal_key] = self
-            self.ua.tasks.spawn(self._retransmit(resp), f"{status}:{self.req.call_id[:24]}")
+            self.ua.spawn(self._retransmit(resp), f"{status}:{self.req.call_id[:24]}")
         return True
 
     @property
