@@ -140,8 +140,8 @@ class Directory(Protocol):
 
     async def mark_over(self, engine_call_id: str) -> None:
         """The engine call is over before any worker carried it (Meta's ``terminate`` before
-        its INVITE): remembered for every worker a while (``over:``); one process: nothing
-        kept here, its engine's memory is all (``engines.CallsOver``)."""
+        its INVITE or connect): remembered for every worker a while (``over:``); one process:
+        nothing kept here, its engine's memory is all (``engines.CallsOver``)."""
 
     async def marked_over(self, engine_call_id: str) -> bool:
         """Whether any worker said :meth:`mark_over` for it lately (a bounded read)."""

@@ -18,7 +18,7 @@ Keys (all under ``bridge:``):
   the token it offers it to another worker under; none is taken where ``engine:`` names a
   call already: its worker writes that again into a Redis back empty); ``over:{engineCallID}``
   — an engine call its provider said is over before any worker carried it (Meta's terminate
-  webhook before its INVITE), for ``OVER_TTL`` (60 s); ``moving:{callID}``
+  webhook before its INVITE or connect), for ``OVER_TTL`` (60 s); ``moving:{callID}``
   — a handover's offer of the call to one worker, while that handover lasts (who carries a
   call moving between workers is decided by compare-and-set: :mod:`.redis_owner`).
 - ``events`` — a stream of every call event (``XADD … MAXLEN ~ BRIDGE_EVENT_BACKLOG``): the SSE

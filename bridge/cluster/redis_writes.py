@@ -60,7 +60,7 @@ def tenant_calls_key(tenant_id: str) -> str:
 
 OVER_TTL = 60
 """Seconds an engine call said over before it came (``over:``) is remembered: longer than its
-INVITE could plausibly take to overtake (Meta's terminate webhook before it)."""
+INVITE or connect webhook could plausibly take to overtake (Meta's terminate webhook before it)."""
 
 
 def over_key(engine_key: str) -> str:

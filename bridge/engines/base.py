@@ -107,7 +107,7 @@ class CallsOver(Protocol):
 @runtime_checkable
 class EndsBeforeArrival(Protocol):
     """Its provider may end a call before the call reaches the bridge, and the call may then
-    reach another worker (Meta's SIP road: a ``terminate`` webhook overtakes its INVITE)."""
+    reach another worker (Meta's ``terminate`` webhook overtakes its INVITE, or its connect)."""
 
     calls_over: Callable[[], CallsOver | None]
     """The app's :class:`CallsOver`, asked at each use (the switchboard sets it: ``None``

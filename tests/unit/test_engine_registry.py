@@ -10,6 +10,7 @@ from bridge.config import EngineKind, load_settings
 from bridge.engines import (
     ENGINES,
     CloudApiEngine,
+    EndsBeforeArrival,
     Engine,
     PolledEngine,
     SignedWebhookEngine,
@@ -37,7 +38,13 @@ ENVIRONMENTS = {
     },
 }
 
-CAPABILITIES = (WebhookEngine, SignedWebhookEngine, PolledEngine, SimulatedNetwork)
+CAPABILITIES = (
+    WebhookEngine,
+    SignedWebhookEngine,
+    PolledEngine,
+    SimulatedNetwork,
+    EndsBeforeArrival,
+)
 
 
 def test_every_engine_kind_is_registered() -> None:
@@ -50,7 +57,12 @@ def test_every_engine_kind_is_registered() -> None:
         (EngineKind.SIM, SimEngine, {SimulatedNetwork}),
         (EngineKind.ZUCKZAPGO, ZuckZapGoEngine, {WebhookEngine, PolledEngine}),
         (EngineKind.WADIAL, WadialEngine, {PolledEngine}),
-        (EngineKind.CLOUDAPI, CloudApiEngine, {WebhookEngine, SignedWebhookEngine}),
+        # Meta's terminate webhook may overtake its connect, to another worker.
+        (
+            EngineKind.CLOUDAPI,
+            CloudApiEngine,
+            {WebhookEngine, SignedWebhookEngine, EndsBeforeArrival},
+        ),
     ],
 )
 def test_the_registry_builds_the_engine_with_its_capabilities(

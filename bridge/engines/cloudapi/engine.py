@@ -9,7 +9,9 @@ Inbound: connect webhook (offer) → answer → ``pre_accept`` → ``INCOMING``;
 offer → ``connect`` (``biz_opaque_callback_data`` = our call id) → ``wacid``. Webhooks about a
 dial that arrive before ``connect`` has answered are parked by their
 ``biz_opaque_callback_data`` and applied once the ``wacid`` is known; a terminate before its
-connect keeps the late connect from ringing; repeats change nothing.
+connect keeps the late connect from ringing, on any worker (``EndsBeforeArrival``: a terminate
+naming no call live here is told to every worker through the call directory, which a new
+call's connect asks before it is pre-accepted); repeats change nothing.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from ...errors import (
 )
 from ...tasks import TaskSet
 from ..base import (
+    CallsOver,
     EngineEvent,
     EngineEventKind,
     EngineHealth,
@@ -73,6 +76,9 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         side.artifacts, side.on_calls = self.artifacts, self._on_webhooks
         self.pending_hangups = PendingHangups("cloudapi", self._hang_up_again, asyncio.sleep)
         self.other_leg_codecs: Callable[[], tuple[str, ...]] = tuple  # LegCodecEngine's
+        self.calls_over: Callable[[], CallsOver | None] = lambda: None
+        """Where every worker finds the calls Meta ended before their connect came (an
+        ``EndsBeforeArrival``'s: the switchboard sets it; ``None``: this worker alone)."""
 
     async def start(self) -> None:
         await self.graph_side.start(self._tasks)
@@ -213,6 +219,7 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         if ev.wacid in self._ended:
             if ev.kind == "terminate":
                 self._ended[ev.wacid] = None  # over at Meta too: no hang-up to send again
+                await self.tell_over(ev.wacid)  # a repeat: told again (Redis back meanwhile?)
             return  # a late or repeated event about a call that has ended
         call = self.calls.get(ev.wacid)
         if call is None and self._dialling.park(ev):
@@ -227,8 +234,9 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         elif ev.kind == "terminate":
             if call is not None:
                 await self._terminated(call, ev)
-            else:  # over before its connect reached us: a late connect must not ring
-                self._ended.add(ev.wacid)
+            else:  # over before its connect reached us: a late connect must not ring, here
+                self._ended.add(ev.wacid)  # or on the worker it reaches
+                await self.tell_over(ev.wacid)
         elif ev.kind == "status" and call is not None and ev.status not in call.seen:
             call.seen.add(ev.status)
             kind, reason = CALL_STATUS.get(ev.status, (None, ""))
@@ -250,6 +258,13 @@ class CloudApiEngine(CloudApiRoad[CloudCall], MetaCalls):
         self._tasks.spawn(self._pre_accept(call, ev.sdp), f"pre-accept:{ev.wacid}")
 
     async def _pre_accept(self, call: CloudCall, offer: str) -> None:
+        if await self.over_elsewhere(call.wacid):  # its terminate came first, to another worker
+            if call.state != "ended":  # (else its terminate came here too, meanwhile)
+                log.info(
+                    "Cloud API call %s: Meta ended it before its connect: not rung", call.wacid
+                )
+                await self.forget(call)  # Meta's race, no failure: nothing to send
+            return
         try:
             call.answer_sdp = await call.leg.answer(offer, self.other_leg_codecs())
             if call.state == "ended":

@@ -13,13 +13,12 @@ not come yet, may reach another (a cluster's workers each listen for Meta's SIP)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-from ...errors import DirectoryUnavailable, EngineError
+from ...errors import EngineError
 from ...sip import InviteServer, UserAgent
 from ...sip.dialog import Dialog
 from ...sip.headers import warning
@@ -62,9 +61,7 @@ class SipDialogs(MetaCalls):
         self._other_leg_codecs = other_leg_codecs
         """The codecs of the leg inbound calls go to (``answer_codec``: Meta's G.711 offer
         answered in kind for a G.711 PBX phone)."""
-        self._calls_over = calls_over
-        """Where every worker finds the wacids Meta's ``terminate`` said are over (the engine's
-        ``EndsBeforeArrival.calls_over``; ``None``: this worker's :attr:`over` alone)."""
+        self.calls_over = calls_over  # MetaCalls': every worker's memory beside :attr:`over`
         self.calls: dict[str, SipCall] = {}
         self.by_dialog: dict[tuple[str, str], SipCall] = {}
         self.by_meta_wacid: dict[str, SipCall] = {}
@@ -123,24 +120,8 @@ class SipDialogs(MetaCalls):
         self.over.add(wacid)
         if self.by_webhook(wacid) is not None:
             return first
-        shared = self._calls_over()
-        if shared is not None:
-            # Redis away: remembered here alone. The router answered Meta 503 (it could not
-            # find the call's worker), so Meta delivers it again.
-            with contextlib.suppress(DirectoryUnavailable):
-                await shared.mark_over(wacid)
+        await self.tell_over(wacid)
         return False
-
-    async def _over_elsewhere(self, wacid: str) -> bool:
-        """Whether Meta's ``terminate`` for ``wacid`` came to another worker (bounded: the
-        directory's read); ``False`` when the directory cannot say (this worker's memory)."""
-        shared = self._calls_over()
-        if shared is None:
-            return False
-        try:
-            return await shared.marked_over(wacid)
-        except DirectoryUnavailable:
-            return False
 
     async def terminated_by_meta(self, ev: CallWebhook) -> None:
         """Meta's ``terminate`` webhook for a call of this number (``sip.webhook_delivery``):
@@ -176,7 +157,7 @@ class SipDialogs(MetaCalls):
     async def invite(self, tx: InviteServer) -> None:
         req = tx.req
         cid = engine_call_id(req)
-        told = cid not in self.calls and cid not in self.over and await self._over_elsewhere(cid)
+        told = cid not in self.calls and cid not in self.over and await self.over_elsewhere(cid)
         if tx.final:
             return  # cancelled while the directory was asked (the UA answered it)
         if cid in self.calls:

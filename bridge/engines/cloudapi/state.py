@@ -4,12 +4,14 @@ roads do with their calls (:class:`MetaCalls`) and the webhooks parked for a dia
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import EngineEvent, EngineEventKind, emit
+from ...errors import DirectoryUnavailable
+from ..base import CallsOver, EngineEvent, EngineEventKind, emit
 from .media import MediaLeg
 from .webhook import CallWebhook
 
@@ -53,6 +55,32 @@ class MetaCalls:
     events: asyncio.Queue[EngineEvent]
     drop: Callable[[Any], None]
     """The call is ended here: each road's own bookkeeping (its ``drop`` method)."""
+    calls_over: Callable[[], CallsOver | None]
+    """Where every worker finds the wacids Meta's ``terminate`` said are over before the call
+    reached one (the engine's ``EndsBeforeArrival.calls_over``, set by the switchboard;
+    ``None``: this worker's memory alone)."""
+
+    async def tell_over(self, wacid: str) -> None:
+        """Meta's ``terminate`` named ``wacid``, no call live here: told to every worker, since
+        the call's start (an INVITE, a Graph ``connect``) may reach another. Each time Meta
+        delivers it, so a repeat that comes once the directory is back is told there too."""
+        shared = self.calls_over()
+        if shared is not None:
+            # Redis away: remembered here alone. The router answered Meta 503 (it could not
+            # find the call's worker), so Meta delivers it again.
+            with contextlib.suppress(DirectoryUnavailable):
+                await shared.mark_over(wacid)
+
+    async def over_elsewhere(self, wacid: str) -> bool:
+        """Whether Meta's ``terminate`` for ``wacid`` came to another worker (bounded: the
+        directory's read); ``False`` when the directory cannot say (this worker's memory)."""
+        shared = self.calls_over()
+        if shared is None:
+            return False
+        try:
+            return await shared.marked_over(wacid)
+        except DirectoryUnavailable:
+            return False
 
     async def forget(self, call: Any) -> None:
         """The call is over here: dropped, and its leg closed unless a runtime has it."""
