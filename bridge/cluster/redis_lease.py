@@ -157,7 +157,8 @@ class Lease:
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
             held, *_, reaped = await pipe.execute()
-        self._written_at = sending
+        if self._written_at is None or sending > self._written_at:  # (a drain's beat beside)
+            self._written_at = sending
         self._late(time.monotonic())
         if reaped:
             await self._fenced()
