@@ -303,12 +303,13 @@ class RedisDirectory:
         # already is not taken as ours: a take of a call placed here that this worker refused
         # (its answer lost) names it too, and the call rings on its finder.
         self._lease.check_claims()
+        age = self._lease.heartbeat_age()  # as the claim goes: a beat answered under it is no age
         try:
             claimed = await self._owner.claim(engine_call_id, self.ended_ttl)
         except _FAILURES as exc:
             self._failed(exc)
         if claimed < 0:
-            raise self._lease.forgotten()
+            raise self._lease.forgotten(age)
         return claimed > 0
 
     async def drain(self) -> None:

@@ -75,6 +75,9 @@ class Lease:
         self._sent_at: float | None = None
         """When the latest beat was sent (monotonic): its heartbeat lives a TTL from then on at
         least."""
+        self._written_at: float | None = None
+        """When the latest beat answered was sent (monotonic): its heartbeat was written no
+        earlier (:meth:`heartbeat_age`)."""
         self._failed = FailureKinds(log)  # what the beats met, each kind logged once
         self._woken = asyncio.Event()
         """A request's command found Redis away: the heartbeat tries it again within half a
@@ -147,12 +150,15 @@ class Lease:
     async def beat(self) -> None:
         """Write the heartbeat once; fence this worker if it was reaped."""
         sent, self._sent_at = self._sent_at, time.monotonic()
+        sending = self._sent_at
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.exists(worker_key(self.worker_id))
             pipe.set(worker_key(self.worker_id), self._heartbeat(), px=self._ttl_ms)
             pipe.sadd(WORKERS, self.worker_id)
             pipe.exists(f"{P}reaped:{self.worker_id}")
             held, *_, reaped = await pipe.execute()
+        if self._written_at is None or sending > self._written_at:  # (a drain's beat beside)
+            self._written_at = sending
         self._late(time.monotonic())
         if reaped:
             await self._fenced()
@@ -200,13 +206,19 @@ class Lease:
         self._back = True
         self.detail = f"{'emptied' if lapsed is None else 'heartbeat expired'}; registering again"
 
-    def forgotten(self) -> DirectoryUnavailable:
+    def heartbeat_age(self) -> float | None:
+        """Seconds since the latest beat answered was sent (``None``: none yet), asked as a
+        command goes out: what :meth:`forgotten` is told if that command finds the heartbeat
+        gone (a beat answered meanwhile says nothing of when it went)."""
+        return None if self._written_at is None else time.monotonic() - self._written_at
+
+    def forgotten(self, age: float | None) -> DirectoryUnavailable:
         """A command found this worker's heartbeat gone from Redis (a claim: the lease's beat
-        had not seen it yet): as :meth:`_forgotten`, at once — emptied, or expired when its
-        last beat is a TTL old (the loop held up); the error that says so."""
+        had not seen it yet), ``age`` (:meth:`heartbeat_age`) as it went out: as
+        :meth:`_forgotten`, at once — emptied, or expired when its last beat was a TTL old (the
+        loop held up, a beat's answer included); the error that says so."""
         if self.up:
-            since = None if self._beaten_at is None else time.monotonic() - self._beaten_at
-            self._forgotten(since if since is not None and since >= self.heartbeat_ttl else None)
+            self._forgotten(age if age is not None and age >= self.heartbeat_ttl else None)
             self._woken.set()
         return DirectoryUnavailable(
             f"the call directory (Redis) lost this worker's heartbeat ({self.detail})"

@@ -250,6 +250,7 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
     if isinstance(transfer, dict):
         run.handing_off, run.handing_to = True, transfer.get("group")
         previous = run.handed_from = agent_of(transfer["from"]) if transfer.get("from") else None
+        run.winner = winner  # an agent of the group took it before the move: its events now
         tell_early_events(run)
         if winner is None:
             taken = await run.retake(ring)
@@ -258,7 +259,6 @@ async def carry_on(run: RouteRun, ring: dict[str, Any]) -> None:
                 return
             winner = previous  # still the agent's call
         else:  # an agent of the group took it before the move: what followed the take, here
-            run.winner = winner
             await finish_transfer(run, previous, True)
     run.winner = winner
     tell_early_events(run)

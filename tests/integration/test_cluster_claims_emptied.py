@@ -5,10 +5,14 @@ and a call's record names the engine call then. A real ``redis-server``."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.cluster.redis_writes import P
+from bridge.cluster.redis_writes import P, worker_key
 from bridge.errors import DirectoryUnavailable
 
 from ..support.cluster import worker_directory
@@ -71,3 +75,45 @@ async def test_a_worker_started_while_redis_was_away_claims_nothing_for_a_ttl_on
             await directory.claim_engine_call("E1")
     finally:
         await directory.close()
+
+
+async def test_a_claim_that_finds_the_heartbeat_expired_says_so_though_a_beat_came_under_it(
+    redis, monkeypatch, caplog
+) -> None:
+    """A claim finds this worker's heartbeat gone, its last beat a TTL old (the worker's loop
+    held up): said as expired. The heartbeat's beat, due as long, may be answered while the
+    claim is under way; the lease's beat time was read once the claim's answer came, so that
+    beat made the expired heartbeat read as Redis emptied (an operator sent looking for a
+    restart that never was)."""
+    directory = worker_directory(redis.url, "w1", heartbeat_ttl=1.0)
+    lease = directory._lease
+    client = aioredis.from_url(redis.url, decode_responses=True)
+
+    async def held_up() -> None:  # the heartbeat's task held up: it beats here only when told
+        await asyncio.Event().wait()
+
+    claim = directory._owner.claim
+
+    async def beaten_under_the_claim(*args: Any) -> int:
+        claimed: int = await claim(*args)
+        await lease.beat()  # the due beat, answered before the claim's answer is read
+        return claimed
+
+    monkeypatch.setattr(lease, "_rest", held_up)
+    monkeypatch.setattr(directory._owner, "claim", beaten_under_the_claim)
+    await directory.start()
+    try:
+
+        async def expired() -> bool:
+            return not await client.exists(worker_key("w1"))
+
+        await until(expired, 5, "the heartbeat expired", every=0.05)
+        caplog.set_level(logging.WARNING, logger="bridge.cluster.redis_lease")
+        with pytest.raises(DirectoryUnavailable, match="heartbeat expired"):
+            await directory.claim_engine_call("E1")
+        [said] = [r for r in caplog.records if "lost this worker's heartbeat" in r.getMessage()]
+        assert "expired, its last beat" in said.getMessage()
+        assert "emptied" not in said.getMessage()
+    finally:
+        await directory.close()
+        await client.aclose()

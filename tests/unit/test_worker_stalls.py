@@ -7,6 +7,7 @@ document's parsing), now done before it listens."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from bridge.cluster import redis_lease
@@ -32,6 +33,7 @@ class Pipeline:
     def exists(self, key: str) -> None: ...
 
     async def execute(self) -> list[Any]:
+        self.redis.answered()
         return [self.redis.held, True, 1, 0]  # held, written, registered, not reaped
 
 
@@ -40,6 +42,8 @@ class FakeRedis:
         self.beats: list[tuple[str, int]] = []
         self.held = 1
         """Whether the worker's heartbeat was there when a beat looked."""
+        self.answered: Callable[[], None] = lambda: None
+        """What passes as a beat waits for its answer (the clock moved on: a stall)."""
 
     def pipeline(self, transaction: bool = False) -> Pipeline:
         return Pipeline(self)
@@ -116,7 +120,7 @@ async def test_a_claim_that_finds_the_heartbeat_expired_in_a_stall_says_so(
     await lease.beat()
     await lease.mark_up()
     now[0] += 3.4  # no beat since: the loop held up past the 3 s TTL
-    error = lease.forgotten()
+    error = lease.forgotten(lease.heartbeat_age())
     [said] = caplog.records
     assert "expired, its last beat 3.4 s ago" in said.getMessage()
     assert "held up" in said.getMessage() and "emptied" not in said.getMessage()
@@ -125,6 +129,33 @@ async def test_a_claim_that_finds_the_heartbeat_expired_in_a_stall_says_so(
     await lease.mark_up()
     caplog.clear()
     now[0] += 1.0  # within the TTL of the last beat: Redis lost it
-    lease.forgotten()
+    lease.forgotten(lease.heartbeat_age())
     [said] = caplog.records
     assert "emptied" in said.getMessage()
+
+
+async def test_a_claim_after_a_stall_under_a_beats_answer_says_the_heartbeat_expired(
+    monkeypatch, caplog
+) -> None:
+    """The loop held up while a beat waited for its answer: the heartbeat was written as the
+    beat went out and expired a TTL later, though the beat's answer was read only after. A
+    claim that finds it gone says it expired (the beat's sending counts, not its answer's)."""
+    redis = FakeRedis()
+    lease = worker_lease(redis, 3.0, calls=2)
+    now = [100.0]
+    monkeypatch.setattr(redis_lease.time, "monotonic", lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="bridge.cluster.redis_lease")
+    await lease.beat()
+    await lease.mark_up()
+
+    def stall() -> None:
+        now[0] += 3.2
+
+    redis.answered = stall
+    await lease.beat()  # written at 100, its answer read at 103.2
+    caplog.clear()
+    now[0] += 0.1
+    error = lease.forgotten(lease.heartbeat_age())
+    [said] = caplog.records
+    assert "expired, its last beat 3.3 s ago" in said.getMessage()
+    assert "expired" in error.message
