@@ -422,38 +422,70 @@ class FakeOpenAIRealtime(CallerAudioLog):
         """Stream ``pcm`` (int16 at :attr:`RATE`) as one response's audio; returns the item id.
         ``done=False``: the response stays in progress (the model still generating); with
         ``so_far``, the deltas of its ``transcript`` came too (its ``.done`` has not)."""
+        (item,) = await self.say_items(
+            [pcm], chunk_ms, pace, transcript=transcript, done=done, so_far=so_far
+        )
+        return item
+
+    async def say_items(
+        self,
+        pcms: list[np.ndarray],
+        chunk_ms: int = 100,
+        pace: float = 0.0,
+        *,
+        transcript: str = "a tone",
+        done: bool = True,
+        so_far: bool = False,
+    ) -> list[str]:
+        """Several items of audio in one response, one after the other (a reasoning model's
+        preamble, then its answer: ``response.output_audio.delta`` of several items, each with
+        its own ``output_index``), each with its ``transcript``; their ids. ``done`` and
+        ``so_far`` are :meth:`say`'s, for the last item."""
         ws = self.ws
         assert ws is not None
         self._items += 1
-        item, response = f"item_{self._items}", f"resp_{self._items}"
-        self._sent_items[item] = 0
-        self._item_response[item] = response
+        response = f"resp_{self._items}"
         self._active = response
         await self._send(ws, {"type": "response.created", "response": {"id": response}})
         step = self.RATE * chunk_ms // 1000
-        for i in range(0, pcm.size, step):
-            await self._delta(ws, item, pcm[i : i + step])
-            if pace:
-                await asyncio.sleep(pace)
-        where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
-        if not done and not so_far:
-            return item
-        for i, word in enumerate(transcript.split(" ")):  # a word a delta
-            delta = word if i == 0 else " " + word
-            await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
-        if not done:
-            return item
-        await self._send(ws, {"type": self.AUDIO_DONE, **where})
-        if self.TRANSCRIPT_DONE:
-            await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
+        items = []
+        for index, pcm in enumerate(pcms):
+            item = f"item_{self._items}" + (f"_{index}" if index else "")
+            items.append(item)
+            self._sent_items[item] = 0
+            self._item_response[item] = response
+            for i in range(0, pcm.size, step):
+                await self._delta(ws, item, pcm[i : i + step], index)
+                if pace:
+                    await asyncio.sleep(pace)
+            where = {
+                "response_id": response,
+                "item_id": item,
+                "output_index": index,
+                "content_index": 0,
+            }
+            last = index == len(pcms) - 1
+            if last and not done and not so_far:
+                return items
+            for i, word in enumerate(transcript.split(" ")):  # a word a delta
+                delta = word if i == 0 else " " + word
+                await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
+            if last and not done:
+                return items
+            await self._send(ws, {"type": self.AUDIO_DONE, **where})
+            if self.TRANSCRIPT_DONE:
+                body = {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript}
+                await self._send(ws, body)
         if self._active == response:
             self._active = None
             await self._send(
                 ws, {"type": "response.done", "response": {"id": response, "status": "completed"}}
             )
-        return item
+        return items
 
-    async def _delta(self, ws: web.WebSocketResponse, item: str, pcm: np.ndarray) -> None:
+    async def _delta(
+        self, ws: web.WebSocketResponse, item: str, pcm: np.ndarray, index: int = 0
+    ) -> None:
         self._sent_items[item] += pcm.size * 1000 // self.RATE
         await self._send(
             ws,
@@ -461,7 +493,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 "type": self.AUDIO_DELTA,
                 "response_id": self._item_response[item],
                 "item_id": item,
-                "output_index": 0,
+                "output_index": index,
                 "content_index": 0,
                 "delta": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
             },

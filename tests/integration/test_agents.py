@@ -171,6 +171,34 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
 
 
+async def test_a_barge_in_during_a_preamble_truncates_it_and_the_answer_queued_after_it(
+    make_client, aiohttp_server
+) -> None:
+    """A reasoning model (``gpt-realtime-2``) may speak a preamble before its answer: two
+    audio items in one response, the answer's sent while the preamble still plays. A caller
+    who talks over the preamble cut that item where they stopped hearing it, and the answer
+    none of which they heard at 0 ms: the model is told of both (once, the item it cut being
+    the one the caller heard)."""
+    fake, client, _cid, sc = await agent_on_a_talking_call(make_client, aiohttp_server)
+    n0 = sc.frames_heard
+    preamble, answer = await fake.say_items(
+        [tone(440, 2 * 24_000, 24_000, 0.25), tone(440, 2 * 24_000, 24_000, 0.25)]
+    )
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 25, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        cut = await next_event(sub, "agent.interrupted")
+    await until(lambda: len(fake.truncates) == 2, timeout=3)
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    first, second = fake.truncates
+    assert (first["item_id"], second["item_id"]) == (preamble, answer)
+    assert first["audio_end_ms"] == cut.data["heardMs"] and cut.data["itemID"] == preamble
+    assert abs(first["audio_end_ms"] - len(played) * 20) <= 40
+    assert second["audio_end_ms"] == 0
+    assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
+
+
 async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
     make_client, aiohttp_server
 ) -> None:
