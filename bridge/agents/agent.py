@@ -190,10 +190,11 @@ class Agent:
     def barge_in(self, why: str) -> None:
         """Stop the voice now, cancel the response nobody will hear (where the model does not
         stop it itself) and tell the model what was heard."""
-        item, heard, dropped = self.voice.cut()
+        cut, dropped = self.voice.cut()  # (the item heard first, then any queued after it)
+        item, heard = cut[0] if cut else ("", 0)
         self.interruptions += 1
         cancel = self.dialect.cancel(why)
-        self.send(cancel + self.dialect.truncate(item, heard, why))
+        self.send(cancel + [m for i, ms in cut for m in self.dialect.truncate(i, ms, why)])
         self._emit(
             events.INTERRUPTED,
             itemID=item or None,

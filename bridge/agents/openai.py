@@ -33,8 +33,20 @@ _SHORTHAND = {"voice": ("output", "voice"), "turn_detection": ("input", "turn_de
 them (``audio.output.voice``, ``audio.input.turn_detection``)."""
 
 
+BETA_FORMATS = ("input_audio_format", "output_audio_format")
+"""The beta protocol's flat audio formats: the GA service answers them (the beta shape) with
+``beta_api_shape_disabled`` and closes the socket (4000), since May 2026."""
+
+
 def check_session(session: dict[str, Any]) -> None:
-    """Refuse what the bridge must decide itself: the audio formats and the session type."""
+    """Refuse what the bridge must decide itself: the audio formats (the beta shape's flat
+    ones too) and the session type."""
+    for name in BETA_FORMATS:
+        if name in session:
+            raise BadRequest(
+                f"field 'session': {name} is the Realtime beta shape OpenAI refuses; the "
+                "audio formats are the bridge's (24 kHz audio/pcm)"
+            )
     check_audio_formats(session, "24 kHz audio/pcm")
     check_list(session.get("tools"), "tools")
     if session.get("type", "realtime") != "realtime":

@@ -39,6 +39,7 @@ import base64
 import json
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from ..errors import BadRequest
 from .openai import openai_auth
@@ -151,7 +152,11 @@ class OpenAILive:
         self._event_id = EventIds()
 
     def url_refused(self, url: str) -> str | None:
-        return None  # any URL of its scheme
+        # Its endpoint takes no query (the service refuses the handshake): a Realtime URL's
+        # ``?model=`` is the mistake to name.
+        if "model" in parse_qs(urlsplit(url).query):
+            return "openai-live takes its model in session.model, not the url's ?model="
+        return None
 
     def remember(self, lines: list[tuple[str, str]]) -> None:
         self.history = []

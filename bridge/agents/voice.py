@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from typing import Any
 
 import numpy as np
 
@@ -152,9 +154,12 @@ class AgentVoice:
         self._resampler = Resampler(SAMPLE_RATE) if rate != SAMPLE_RATE else None
         """``None`` for a 16 kHz model (xAI, Azure Voice Live): its audio is the bus's."""
         self.item = ""
-        self._start = 0
-        """The source's ``played_frames`` when the current item's first frame plays."""
-        self._frames = 0
+        """The item pushed last."""
+        self._items: deque[list[Any]] = deque(maxlen=CUT_ITEMS)
+        """The items queued since the last cut, ``[item, first frame, frames]`` each: the
+        source's ``played_frames`` when its first frame plays, and how many it queued. A
+        response may hold several (a reasoning model's preamble, then its answer, queued while
+        the preamble plays): a cut is told for the one the caller was hearing."""
         self._cut: list[str] = []
         self._odd = b""
         """The last chunk's odd byte: the first half of a sample the next chunk completes (a
@@ -183,8 +188,8 @@ class AgentVoice:
             return  # the caller interrupted it: what the model sent before it knew is dropped
         if item != self.item or not item:
             self.item = item
-            self._start = self.source.played_frames + self.source.buffered_ms // FRAME_MS
-            self._frames = 0
+            start = self.source.played_frames + self.source.buffered_ms // FRAME_MS
+            self._items.append([item, start, 0])
             self._odd = b""  # a half sample of the last item: not this one's
         if self._odd:
             pcm = self._odd + pcm
@@ -195,7 +200,7 @@ class AgentVoice:
         self.source.push(
             raw if self._resampler is None else self._resampler.resample_array(raw, self.rate)
         )
-        self._frames += max(0, self.source.buffered_ms - before) // FRAME_MS
+        self._items[-1][2] += max(0, self.source.buffered_ms - before) // FRAME_MS
 
     async def played_out(self) -> None:
         """Wait until the voice queued now has played to the caller (at most
@@ -208,11 +213,6 @@ class AgentVoice:
                 return
             await asyncio.sleep(FRAME_MS / 1000)
 
-    def heard_ms(self) -> int:
-        """How much of the current item the caller has been sent."""
-        frames = min(max(0, self.source.played_frames - self._start), self._frames)
-        return frames * FRAME_MS
-
     def drop(self, item: str) -> bool:
         """Play none of ``item`` (the call is held): ``True`` the first time it is dropped."""
         if not item or item in self._cut:
@@ -220,12 +220,18 @@ class AgentVoice:
         self._cut = [*self._cut[-(CUT_ITEMS - 1) :], item]
         return True
 
-    def cut(self) -> tuple[str, int, int]:
-        """Stop now: (the item cut, ms of it heard, ms dropped). The next bus tick is silent."""
-        item, heard = self.item, self.heard_ms()
+    def cut(self) -> tuple[list[tuple[str, int]], int]:
+        """Stop now: the items cut, each with the ms of it the caller was sent — the one they
+        were hearing first, then those queued after it (none of them heard: 0) — and the ms
+        dropped. The next bus tick is silent."""
+        played = self.source.played_frames
+        begun = [e for e in self._items if e[1] <= played]
+        now = begun[-1] if begun else (self._items[0] if self._items else None)
+        cut = [] if now is None else [(now[0], max(0, min(played - now[1], now[2])) * FRAME_MS)]
+        cut += [(e[0], 0) for e in self._items if e[1] > played and e is not now and e[0]]
         dropped = self.source.clear() * FRAME_MS
         self._odd = b""
-        if item:
-            self._cut = [*self._cut[-(CUT_ITEMS - 1) :], item]
+        self._cut = [*self._cut, *(item for item, _ in cut if item)][-CUT_ITEMS:]
         self.item = ""
-        return item, heard, dropped
+        self._items.clear()
+        return cut, dropped

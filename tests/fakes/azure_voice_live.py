@@ -69,6 +69,7 @@ class FakeAzureVoiceLive(FakeOpenAIRealtime):
     AUDIO_DONE = "response.audio.done"
     TRANSCRIPT_DELTA = "response.audio_transcript.delta"
     TRANSCRIPT_DONE = None  # Voice Live's events list its transcript's deltas only
+    REFUSES_BETA = False  # (OpenAI's own GA service's refusal)
 
     def __init__(self, api_key: str | None = "az-test", token: str | None = None) -> None:
         super().__init__(api_key)

@@ -8,9 +8,10 @@ refuses is refused here too, recorded in ``errors``:
 - anything before ``session.start``, a second one, audio before ``session.started``, a field
   the strict session schema does not have (``unknown_parameter``), a field sent as ``null``
   rather than omitted (anywhere in the session; ``delegation`` may be ``null``), a model that
-  is not a GPT-Live one, an audio format other than ``audio/pcm`` at :attr:`RATE` named
-  explicitly (the default would be 24 kHz): an ``error``, and for a refused ``session.start``
-  the socket closed;
+  is not a GPT-Live one, an ``input`` item that is not a message of one text part of its
+  role's kind (``input_text``, an assistant's ``output_text``), an audio format other than
+  ``audio/pcm`` at :attr:`RATE` named explicitly (the default would be 24 kHz): an ``error``,
+  and for a refused ``session.start`` the socket closed;
 - audio that is not base64 of whole 16-bit samples; an unknown client event;
 - ``response.item.create`` for no open function call, ``response.create`` while a call is
   unanswered (``function_call_outputs_required``), either without a Responses delegation;
@@ -263,10 +264,7 @@ class FakeOpenAILive(CallerAudioLog):
         if len(session.get("input") or []) > 128:
             return f"input of {len(session['input'])} messages (at most 128)"
         for item in session.get("input") or []:
-            if (
-                item.get("role") not in ("developer", "user", "assistant")
-                or len(item.get("content") or []) != 1
-            ):
+            if _input_refused(item):
                 return f"input item {item!r}"
         return None
 
@@ -453,6 +451,25 @@ class FakeOpenAILive(CallerAudioLog):
     async def drop(self) -> None:
         if self.ws is not None:
             await self.ws.close(code=1011, message=b"server error")
+
+
+def _input_refused(item: Any) -> bool:
+    """Whether ``item`` is not a startup history message: a ``developer``, ``user`` or
+    ``assistant`` message of exactly one text part, ``output_text`` for the assistant and
+    ``input_text`` for the others."""
+    if not isinstance(item, dict) or set(item) - {"type", "role", "content"}:
+        return True
+    if item.get("type") != "message" or item.get("role") not in ("developer", "user", "assistant"):
+        return True
+    content = item.get("content")
+    if not isinstance(content, list) or len(content) != 1 or not isinstance(content[0], dict):
+        return True
+    part = "output_text" if item["role"] == "assistant" else "input_text"
+    return (
+        set(content[0]) != {"type", "text"}
+        or content[0]["type"] != part
+        or not isinstance(content[0]["text"], str)
+    )
 
 
 def _nulls(value: Any, where: str = "session") -> list[str]:

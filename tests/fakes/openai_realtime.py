@@ -2,7 +2,10 @@
 reference: the bridge is its client. Anything the real service refuses is an error here too,
 and recorded in ``errors`` (a test asserts it stays empty): an unknown client event, an
 unknown session field, an audio format other than 24 kHz ``audio/pcm``, audio that is not
-base64 of whole 16-bit samples, a truncate of an item it never sent.
+base64 of whole 16-bit samples, a truncate of an item it never sent. The beta shape (an
+``OpenAI-Beta`` header, ``transcription_session.update``, a flat ``input_audio_format`` or
+``output_audio_format``) is ``beta_api_shape_disabled`` and the socket closed with 4000, as
+the service does since May 2026 (:attr:`REFUSES_BETA`).
 
 Also as the real service: ``response.cancel`` with no response in progress is
 ``response_cancel_not_active``, ``response.create`` while one is in progress is
@@ -70,9 +73,13 @@ SESSION_FIELDS = {
     "truncation",
     "prompt",
     "include",
+    "reasoning",
+    "parallel_tool_calls",
 }
 AUDIO_INPUT_FIELDS = {"format", "turn_detection", "noise_reduction", "transcription"}
 AUDIO_OUTPUT_FIELDS = {"format", "voice", "speed"}
+BETA_FIELDS = {"input_audio_format", "output_audio_format"}
+"""The beta session's flat formats: the GA service refuses them as the beta shape."""
 PCM24 = {"type": "audio/pcm", "rate": 24000}
 RATE = 24_000
 
@@ -91,6 +98,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
     TRANSCRIPT_DELTA = "response.output_audio_transcript.delta"
     TRANSCRIPT_DONE: str | None = "response.output_audio_transcript.done"
     """``None``: the service sends the reply's transcript in deltas only."""
+    REFUSES_BETA = True
+    """The beta shape is refused (``beta_api_shape_disabled``, closed 4000): OpenAI's GA
+    service, not its relatives'."""
     STOPS_ITSELF = True
     """Its VAD ends the response in progress when it hears the caller (``interrupt_response``:
     :meth:`speech_started`)."""
@@ -139,6 +149,8 @@ class FakeOpenAIRealtime(CallerAudioLog):
         self._calls: set[str] = set()
         """The function calls of the current connection's session (its own conversation: an
         output for a call it never made is refused)."""
+        self._beta: set[web.WebSocketResponse] = set()
+        """Connections that spoke the beta shape: closed with 4000 once told."""
 
     def app(self) -> web.Application:
         app = self.new_app()
@@ -187,12 +199,32 @@ class FakeOpenAIRealtime(CallerAudioLog):
             asyncio.ensure_future(self._expire(ws)),
         ]
         try:
-            await self._serve(ws)
+            if self.REFUSES_BETA and "OpenAI-Beta" in request.headers:
+                self._refuse_beta(ws, "the OpenAI-Beta header")
+                await self._flush(ws)
+            else:
+                await self._serve(ws)
         finally:
             for task in self._tasks:
                 task.cancel()
             self._configured_sockets.discard(ws)
+            self._beta.discard(ws)
         return ws
+
+    def _refuse_beta(self, ws: web.WebSocketResponse, what: str) -> None:
+        """The beta shape (``what``): an error, then the socket closed with 4000
+        (:meth:`_flush`)."""
+        message = (
+            "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API."
+        )
+        self._error(ws, f"{what}: {message}", code="beta_api_shape_disabled")
+        self._beta.add(ws)
+
+    async def _flush(self, ws: web.WebSocketResponse) -> None:
+        while self._outbox:
+            await self._send(ws, self._outbox.pop(0))
+        if ws in self._beta:
+            await ws.close(code=4000, message=b"beta_api_shape_disabled")
 
     async def _expire(self, ws: web.WebSocketResponse) -> None:
         """A session reaching the cap is over (the service's close code is not public)."""
@@ -227,8 +259,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 self._error(ws, "not JSON")
                 continue
             await self._client_event(ws, body)
-            while self._outbox:
-                await self._send(ws, self._outbox.pop(0))
+            await self._flush(ws)
             if self.drop_configured and ws in self._configured_sockets:
                 if self.say_before_drop:
                     await self.say(np.zeros(self.RATE // 10, dtype=np.int16))
@@ -237,6 +268,9 @@ class FakeOpenAIRealtime(CallerAudioLog):
     async def _client_event(self, ws: web.WebSocketResponse, body: dict[str, Any]) -> None:
         self.events.append(body)
         kind, event_id = body.get("type"), body.get("event_id")
+        if self.REFUSES_BETA and kind == "transcription_session.update":
+            self._refuse_beta(ws, kind)
+            return
         if kind not in CLIENT_EVENTS:
             self._error(ws, f"unknown client event {kind!r}", event_id)
             return
@@ -327,6 +361,10 @@ class FakeOpenAIRealtime(CallerAudioLog):
         if set(body) - {"type", "event_id", "session"} or not isinstance(session, dict):
             self._error(ws, "session.update takes one session object")
             return
+        beta = sorted(BETA_FIELDS & set(session)) if self.REFUSES_BETA else []
+        if beta:
+            self._refuse_beta(ws, f"session {beta}")
+            return
         refused = self._check_session(session)
         if refused:
             self._error(ws, refused)
@@ -384,38 +422,70 @@ class FakeOpenAIRealtime(CallerAudioLog):
         """Stream ``pcm`` (int16 at :attr:`RATE`) as one response's audio; returns the item id.
         ``done=False``: the response stays in progress (the model still generating); with
         ``so_far``, the deltas of its ``transcript`` came too (its ``.done`` has not)."""
+        (item,) = await self.say_items(
+            [pcm], chunk_ms, pace, transcript=transcript, done=done, so_far=so_far
+        )
+        return item
+
+    async def say_items(
+        self,
+        pcms: list[np.ndarray],
+        chunk_ms: int = 100,
+        pace: float = 0.0,
+        *,
+        transcript: str = "a tone",
+        done: bool = True,
+        so_far: bool = False,
+    ) -> list[str]:
+        """Several items of audio in one response, one after the other (a reasoning model's
+        preamble, then its answer: ``response.output_audio.delta`` of several items, each with
+        its own ``output_index``), each with its ``transcript``; their ids. ``done`` and
+        ``so_far`` are :meth:`say`'s, for the last item."""
         ws = self.ws
         assert ws is not None
         self._items += 1
-        item, response = f"item_{self._items}", f"resp_{self._items}"
-        self._sent_items[item] = 0
-        self._item_response[item] = response
+        response = f"resp_{self._items}"
         self._active = response
         await self._send(ws, {"type": "response.created", "response": {"id": response}})
         step = self.RATE * chunk_ms // 1000
-        for i in range(0, pcm.size, step):
-            await self._delta(ws, item, pcm[i : i + step])
-            if pace:
-                await asyncio.sleep(pace)
-        where = {"response_id": response, "item_id": item, "output_index": 0, "content_index": 0}
-        if not done and not so_far:
-            return item
-        for i, word in enumerate(transcript.split(" ")):  # a word a delta
-            delta = word if i == 0 else " " + word
-            await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
-        if not done:
-            return item
-        await self._send(ws, {"type": self.AUDIO_DONE, **where})
-        if self.TRANSCRIPT_DONE:
-            await self._send(ws, {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript})
+        items = []
+        for index, pcm in enumerate(pcms):
+            item = f"item_{self._items}" + (f"_{index}" if index else "")
+            items.append(item)
+            self._sent_items[item] = 0
+            self._item_response[item] = response
+            for i in range(0, pcm.size, step):
+                await self._delta(ws, item, pcm[i : i + step], index)
+                if pace:
+                    await asyncio.sleep(pace)
+            where = {
+                "response_id": response,
+                "item_id": item,
+                "output_index": index,
+                "content_index": 0,
+            }
+            last = index == len(pcms) - 1
+            if last and not done and not so_far:
+                return items
+            for i, word in enumerate(transcript.split(" ")):  # a word a delta
+                delta = word if i == 0 else " " + word
+                await self._send(ws, {"type": self.TRANSCRIPT_DELTA, **where, "delta": delta})
+            if last and not done:
+                return items
+            await self._send(ws, {"type": self.AUDIO_DONE, **where})
+            if self.TRANSCRIPT_DONE:
+                body = {"type": self.TRANSCRIPT_DONE, **where, "transcript": transcript}
+                await self._send(ws, body)
         if self._active == response:
             self._active = None
             await self._send(
                 ws, {"type": "response.done", "response": {"id": response, "status": "completed"}}
             )
-        return item
+        return items
 
-    async def _delta(self, ws: web.WebSocketResponse, item: str, pcm: np.ndarray) -> None:
+    async def _delta(
+        self, ws: web.WebSocketResponse, item: str, pcm: np.ndarray, index: int = 0
+    ) -> None:
         self._sent_items[item] += pcm.size * 1000 // self.RATE
         await self._send(
             ws,
@@ -423,7 +493,7 @@ class FakeOpenAIRealtime(CallerAudioLog):
                 "type": self.AUDIO_DELTA,
                 "response_id": self._item_response[item],
                 "item_id": item,
-                "output_index": 0,
+                "output_index": index,
                 "content_index": 0,
                 "delta": base64.b64encode(pcm.astype("<i2").tobytes()).decode(),
             },

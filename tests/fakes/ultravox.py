@@ -11,8 +11,10 @@ example WebSocket client). What the real service refuses is refused here too, re
   ``priorCallId``: 400 (404 for the call), never a call;
 - a ``joinUrl`` opened twice, or one never created: 404 at the handshake;
 - binary audio of an odd number of bytes; a message type clients do not send (the socket is
-  closed, 1003); a ``client_tool_result`` for no invocation, or malformed; a
-  ``user_text_message`` with an unknown ``urgency``.
+  closed, 1003); a ``client_tool_result`` for no invocation, or malformed (neither or both of
+  ``result`` and ``errorType``, a field the message does not have, an ``agentReaction`` other
+  than ``speaks``, ``listens`` or ``speaks-once``); a ``user_text_message`` with an unknown
+  ``urgency``.
 The call ends (the socket closed by the server, 1000) at its ``maxDuration``, on ``hang_up``,
 or — with :attr:`idle_s` set — when no audio came for that long: the service needs no
 keep-alive only while audio flows (``ping`` is for latency only), and how long it waits
@@ -65,6 +67,17 @@ CLIENT_TYPES = {
     "hang_up",
     "ping",
 }
+TOOL_RESULT_FIELDS = {
+    "type",
+    "invocationId",
+    "result",
+    "errorType",
+    "errorMessage",
+    "responseType",
+    "agentReaction",
+    "updateCallState",
+}
+AGENT_REACTIONS = {"speaks", "listens", "speaks-once"}
 _DURATION = re.compile(r"^\d+(\.\d+)?s$")
 
 
@@ -219,8 +232,11 @@ class FakeUltravox(CallerAudioLog):
             has_error = body.get("errorType") in ("undefined", "implementation-error")
             if has_error and not isinstance(body.get("errorMessage"), str):
                 self.errors.append(f"client_tool_result errorType without errorMessage: {body}")
-            elif has_result == has_error or body.get("responseType", "tool-response") != (
-                "tool-response"
+            elif (
+                has_result == has_error
+                or set(body) - TOOL_RESULT_FIELDS
+                or body.get("responseType", "tool-response") != "tool-response"
+                or body.get("agentReaction", "speaks") not in AGENT_REACTIONS
             ):
                 self.errors.append(f"client_tool_result malformed: {body}")
             elif invocation not in self._asked:

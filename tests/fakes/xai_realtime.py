@@ -49,6 +49,7 @@ class FakeXaiRealtime(FakeOpenAIRealtime):
     RATE = 16_000
     HELLO_DELAY = 0.05
     STOPS_ITSELF = False  # the client cancels
+    REFUSES_BETA = False  # (OpenAI's own GA service's refusal)
 
     def __init__(self, api_key: str | None = "xai-test") -> None:
         super().__init__(api_key)

@@ -332,6 +332,19 @@ async def test_live_expires_at_renewed_before_it_and_refusals(
     assert fake.errors == [] and KEY not in caplog.text
 
 
+async def test_live_a_url_naming_the_model_is_a_bad_request(make_client, aiohttp_server) -> None:
+    """GPT-Live's endpoint takes no query: its model is ``session.start``'s, not the URL's
+    ``?model=`` as Realtime's is. A ``url`` naming one (a Realtime URL's habit) is a 400 that
+    says where the model goes, before any socket opens (the service refuses the handshake)."""
+    fake, client, cid, url = await on_a_call(make_client, aiohttp_server, sim_peer="silence")
+    body = {"provider": "openai-live", "url": f"{url}?model=gpt-live-1.1", "apiKey": KEY}
+    resp = await client.post(f"/call/{cid}/agents", json=body)
+    assert resp.status == 400, await resp.text()
+    error = (await resp.json())["error"]
+    assert error["code"] == "bad_request" and "session" in error["message"]
+    assert fake.headers == [] and fake.errors == []
+
+
 async def test_live_dropped_socket_is_a_new_session_then_the_callers_audio(
     make_client, aiohttp_server
 ) -> None:

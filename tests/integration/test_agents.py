@@ -17,6 +17,7 @@ from bridge.api.keys import MANAGER
 from bridge.audio import rms_dbfs, tone
 
 from ..fakes.openai_realtime import FakeOpenAIRealtime
+from ..support.agents import attach_agent
 from ..support.calls import sim_call
 from ..support.closes import cancel_mid_teardown
 from ..support.spectrum import dominant_frequency
@@ -168,6 +169,34 @@ async def test_barge_in_cuts_the_voice_and_truncates_what_was_heard(
     assert fake.errors == []
     await client.post("/call/hangup", json={"callID": cid})  # the agent leaves with the call
     await until(lambda: fake.ws is not None and fake.ws.closed, timeout=3)
+
+
+async def test_a_barge_in_during_a_preamble_truncates_it_and_the_answer_queued_after_it(
+    make_client, aiohttp_server
+) -> None:
+    """A reasoning model (``gpt-realtime-2``) may speak a preamble before its answer: two
+    audio items in one response, the answer's sent while the preamble still plays. A caller
+    who talks over the preamble cut that item where they stopped hearing it, and the answer
+    none of which they heard at 0 ms: the model is told of both (once, the item it cut being
+    the one the caller heard)."""
+    fake, client, _cid, sc = await agent_on_a_talking_call(make_client, aiohttp_server)
+    n0 = sc.frames_heard
+    preamble, answer = await fake.say_items(
+        [tone(440, 2 * 24_000, 24_000, 0.25), tone(440, 2 * 24_000, 24_000, 0.25)]
+    )
+    await until(lambda: len(loud(list(sc.heard)[-(sc.frames_heard - n0) :])) >= 25, timeout=5)
+    async with client.app[MANAGER].events.subscribe() as sub:
+        await fake.speech_started()
+        cut = await next_event(sub, "agent.interrupted")
+    await until(lambda: len(fake.truncates) == 2, timeout=3)
+    played = loud(list(sc.heard)[-(sc.frames_heard - n0) :])
+    first, second = fake.truncates
+    assert (first["item_id"], second["item_id"]) == (preamble, answer)
+    assert first["audio_end_ms"] == cut.data["heardMs"] and cut.data["itemID"] == preamble
+    assert abs(first["audio_end_ms"] - len(played) * 20) <= 40
+    assert second["audio_end_ms"] == 0
+    assert cut.data["droppedMs"] >= 2000
+    assert fake.errors == []
 
 
 async def test_on_hold_the_agent_neither_speaks_to_nor_hears_the_caller(
@@ -928,6 +957,39 @@ async def test_agent_requests_are_checked(make_client, aiohttp_server, caplog) -
     snap = await (await client.get(f"/call/{cid}")).json()
     assert snap["agents"] == [] and snap["state"] == "active"
     assert "sk-wrong" not in caplog.text and KEY not in caplog.text
+
+
+async def test_the_realtime_beta_shape_is_refused_before_any_socket_opens(
+    make_client, aiohttp_server
+) -> None:
+    """OpenAI's Realtime API refuses the beta shape since May 2026 (the flat
+    ``input_audio_format``, the ``OpenAI-Beta`` header): ``beta_api_shape_disabled``, the
+    socket closed with 4000. A ``session`` written in it is a 400 naming the field, before any
+    socket opens; a GA one with ``gpt-realtime-2``'s reasoning fields is taken as given."""
+    fake, client, call, url = await openai_agent(make_client, aiohttp_server, sim_peer="silence")
+    cid = call["callID"]
+    for field in ("input_audio_format", "output_audio_format"):
+        body = {"provider": "openai-realtime", "url": url, "apiKey": KEY}
+        resp = await client.post(f"/call/{cid}/agents", json={**body, "session": {field: "pcm16"}})
+        assert resp.status == 400, await resp.text()
+        error = (await resp.json())["error"]
+        assert error["code"] == "bad_request" and field in error["message"]
+    assert fake.connections == 0
+    session = {"reasoning": {"effort": "low"}, "parallel_tool_calls": True}
+    await attach_agent(
+        client,
+        cid,
+        {"provider": "openai-realtime", "url": url, "apiKey": KEY, "session": session},
+    )
+    (taken,) = fake.sessions
+    assert taken["reasoning"] == {"effort": "low"} and taken["parallel_tool_calls"] is True
+    assert "OpenAI-Beta" not in fake.headers[0]
+    assert fake.errors == []
+    # (The fake refuses a beta client as the service does: an error, then 4000.)
+    beta = {"Authorization": f"Bearer {KEY}", "OpenAI-Beta": "realtime=v1"}
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=beta) as ws:
+        codes = [m.json()["error"]["code"] async for m in ws if "error" in m.json()]
+    assert codes == ["beta_api_shape_disabled"] and ws.close_code == 4000
 
 
 async def test_the_fallback_runs_when_the_model_is_gone(
