@@ -134,3 +134,33 @@ async def test_a_call_past_the_numbers_concurrent_calls_is_told_to_wait(client, 
     error = (await resp.json())["error"]
     assert resp.status == 429 and error["code"] == "number_at_capacity", error
     assert error["details"]["metaCode"] == 138002 and int(resp.headers["Retry-After"]) > 0
+
+
+ARABIC_INDIC = "٥٥٢١٩٦٦٦٦٠٠٠٠"  # USER in Arabic-Indic digits: Unicode digits, not ASCII ones
+
+
+async def test_a_phone_in_digits_other_than_ascii_is_refused_before_meta(client, meta) -> None:
+    """Meta names a user by their WhatsApp id in ASCII digits (``to``, ``user_wa_id``): a
+    phone typed in other digits (Arabic-Indic, from a form in an Arabic locale) is a 400
+    ``invalid_phone`` on every route that names a user, and nothing goes to Meta (it went as
+    ``to``, Meta refused it, and the app got a 502 ``engine_error``); the fake refuses it
+    as Meta does."""
+    routes = [
+        ("post", "/call/make", {"phone": ARABIC_INDIC}),
+        ("post", "/call/permissions", {"phone": ARABIC_INDIC}),
+        ("post", "/numbers/default/call-button", {"to": ARABIC_INDIC, "text": "hi"}),
+        ("get", f"/call/permissions/{ARABIC_INDIC}", None),
+    ]
+    for method, path, body in routes:
+        resp = await getattr(client, method)(path, **({"json": body} if body else {}))
+        error = (await resp.json()).get("error", {})
+        assert resp.status == 400 and error["code"] == "invalid_phone", (path, resp.status, error)
+    assert meta.actions == [] and meta.permission_reads == 0
+    url = f"{meta.graph_url}/{meta.phone_number_id}/calls"
+    auth = {"Authorization": f"Bearer {meta.token}"}
+    offer = {"sdp_type": "offer", "sdp": "v=0\r\na=fingerprint:sha-256 AB:CD\r\n"}
+    body = {"messaging_product": "whatsapp", "action": "connect", "to": ARABIC_INDIC}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.post(url, json={**body, "session": offer}) as resp:
+            error = (await resp.json())["error"]
+    assert resp.status == 400 and error["code"] == 100 and "to" in error["message"], error
