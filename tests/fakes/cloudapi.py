@@ -222,10 +222,15 @@ def meta_choice(offer: str, takes: tuple[str, ...]) -> str | None:
     return None
 
 
+BRIDGE_MID = "0"
+"""The ``mid`` of the bridge's own offers (aiortc's first)."""
+
+
 def sip_answer(meta_offer: str, opus_pt: int) -> str:
     """Meta's SDP answer on the SIP road (SIP + WebRTC: ICE-lite, sha-256 only, as in a Graph
     call), made from a :class:`MetaPeer`'s own offer before the bridge's offer exists (SIPp
-    sends it in a scripted 200 OK): the bridge's Opus payload type and ``a=setup:passive``
+    sends it in a scripted 200 OK; ``offer(mid=BRIDGE_MID)``: an answer keeps the offer's
+    ``mid``): the bridge's Opus payload type and ``a=setup:passive``
     (the bridge, as offerer, is then the DTLS client). The peer then takes the bridge's offer
     as its answer with ``a=setup:active``."""
     sdp = meta_offer.replace("a=setup:actpass", "a=setup:passive")
@@ -325,9 +330,14 @@ class MetaPeer:
 
         receive._handle_rtcp_data = handle_rtcp_data
 
-    async def offer(self, additional_codecs: tuple[str, ...] = ()) -> str:
+    async def offer(self, additional_codecs: tuple[str, ...] = (), mid: str = "audio") -> str:
+        """Meta's offer (:func:`meta_offer`), its one m-line named ``mid``: ``audio`` as
+        Meta names it (aiortc would say ``0``); for :func:`sip_answer`, the bridge's."""
         self._add_track()
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        made = (await self.pc.createOffer()).sdp
+        made = made.replace("a=group:BUNDLE 0\r\n", f"a=group:BUNDLE {mid}\r\n")
+        made = made.replace("a=mid:0\r\n", f"a=mid:{mid}\r\n")
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=made, type="offer"))
         ice = self.pc.getTransceivers()[0].sender.transport.transport
         ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
         ice._role_set = True
