@@ -29,7 +29,9 @@
   offer's that it takes (Opus, or a G.711 the settings name), or refuses it; it plays a tone
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
   stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
-  first packet has arrived, on calls of either direction.
+  first packet has arrived, on calls of either direction, and on Graph calls none before the
+  call connects (ICE and DTLS come up at ``pre_accept``, media flows after ``accept``; on
+  ours, once the user picks up).
 * A number whose settings say ``srtp_key_exchange_protocol: SDES`` has SDES media on Graph
   signalling too (:class:`MetaSdesPeer`: ``RTP/SAVP`` with ``a=crypto``, no ICE or DTLS);
   Meta refuses a business SDP of the other kind there (100), as it refuses any fingerprint
@@ -761,6 +763,7 @@ class FakeMeta(FakeServer):
         peer = self._peer(account)
         answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
+        peer.gate.unanswered = True  # no media until the user picks up (answer_event)
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
@@ -850,6 +853,7 @@ class FakeMeta(FakeServer):
         if call.connected_at is not None:
             return  # said again (a test's answer event delivered twice)
         call.connected_at = time.time()
+        call.peer.gate.unanswered = False  # Meta's media flows from now on
         self._later(self._watch_media(call))
 
     async def _watch_media(self, call: MetaCall) -> None:
@@ -883,6 +887,7 @@ class FakeMeta(FakeServer):
         peer = self._peer(account)
         offer = await peer.offer(account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer, number=number or "")
+        peer.gate.unanswered = True  # no media until the business's accept
         self.meta_calls[call.wacid] = call
         account.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {
