@@ -6,8 +6,9 @@
   not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP;
   ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
   two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
-  512 characters (each else 100); with SIP on for the number every action is 131055; a
-  ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
+  512 characters; each action takes its own parameters only (each else 100); with SIP on for
+  the number every action is 131055; a ``connect`` past the number's concurrent calls (1 000,
+  either direction) is 138002.
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
   With ``callback_permission_status`` ``ENABLED`` in the number's settings, the fake itself
@@ -89,6 +90,17 @@ CALL_STATUSES = {"RINGING", "ACCEPTED", "REJECTED"}
 """A business-initiated call's progress in ``statuses`` (Meta sends no other)."""
 USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
 """The actions that answer a user's call: Meta takes them for no business-initiated call."""
+_EVERY = {"messaging_product", "action"}
+_MEDIA_OPTIONS = {"recording", "transcription"}
+ACTION_PARAMS = {
+    "connect": {*_EVERY, "to", "recipient", "session", "biz_opaque_callback_data", *_MEDIA_OPTIONS},
+    "pre_accept": {*_EVERY, "call_id", "session"},
+    "accept": {*_EVERY, "call_id", "session", "biz_opaque_callback_data", *_MEDIA_OPTIONS},
+    "reject": {*_EVERY, "call_id"},
+    "terminate": {*_EVERY, "call_id"},
+}
+"""The parameters each call action takes (Meta's call actions table; ``recording`` and
+``transcription``: Meta's call recording and transcription); another is Meta's 100."""
 
 
 def _action_problem(action: str, call: MetaCall, session: Any) -> str:
@@ -684,6 +696,9 @@ class FakeMeta(FakeServer):
                 self.refused.append(body)
                 return refusal
         action = body.get("action")
+        unknown = sorted(set(body) - ACTION_PARAMS.get(str(action), set(body)))
+        if unknown:
+            return meta_error(400, 100, f"(#100) Param {unknown[0]} is not a valid parameter")
         standing = account.refusal(str(action))
         if standing is not None:
             return standing

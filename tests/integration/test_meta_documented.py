@@ -25,7 +25,8 @@ async def client(make_client, meta) -> Any:
 async def test_the_fake_refuses_the_call_actions_meta_refuses(meta) -> None:
     """``pre_accept``, ``accept`` and ``reject`` answer a user's call (never one the business
     placed), ``pre_accept`` once, and both carry ``session`` ``{sdp_type: "answer", sdp}``;
-    ``biz_opaque_callback_data`` is at most 512 characters. Each refusal is Meta's 100 (the
+    ``biz_opaque_callback_data`` is at most 512 characters; a parameter the action does not
+    take is refused (the fake ignored it). Each refusal is Meta's 100 (the
     fake said 138002, the number's concurrent-call limit, for a second ``pre_accept``;
     answered a ``session``-less ``pre_accept`` with a 500; took the rest)."""
     sdp = "v=0\r\na=fingerprint:sha-256 AB:CD\r\n"  # past Meta's fingerprint check
@@ -57,6 +58,10 @@ async def test_the_fake_refuses_the_call_actions_meta_refuses(meta) -> None:
             },
             "biz_opaque_callback_data",
         ),
+        # Each action takes its own parameters: Meta's "not a valid parameter" for another.
+        ({"action": "reject", "call_id": theirs.wacid, "session": answer}, "session"),
+        ({"action": "terminate", "call_id": theirs.wacid, "to": USER}, "to"),
+        ({"action": "pre_accept", "call_id": theirs.wacid, "sdp": sdp}, "sdp"),
     ]
     url = f"{meta.graph_url}/{meta.phone_number_id}/calls"
     auth = {"Authorization": f"Bearer {meta.token}"}
