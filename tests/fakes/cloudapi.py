@@ -717,7 +717,9 @@ class FakeMeta(FakeServer):
         if action == "connect":
             return await self._connect(body, account, request.match_info["pnid"])
         call = self.meta_calls.get(str(body.get("call_id")))
-        if call is None or call.state == "ended":
+        pnid = request.match_info["pnid"]
+        if call is None or call.state == "ended" or (call.number or self.phone_number_id) != pnid:
+            # (a call of another of the app's numbers is not one Meta knows on this one)
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
         call.actions.append(str(action))
         problem = _action_problem(str(action), call, session)

@@ -169,3 +169,18 @@ async def test_a_phone_in_digits_other_than_ascii_is_refused_before_meta(client,
         async with http.post(url, json={**body, "session": offer}) as resp:
             error = (await resp.json())["error"]
     assert resp.status == 400 and error["code"] == 100 and "to" in error["message"], error
+
+
+async def test_the_fake_takes_a_call_action_only_through_the_calls_own_number(meta) -> None:
+    """A call is its business number's: an action on it through another number of the app
+    (its phone number id and token) is refused as a call Meta does not know there (the fake
+    took it from any number's path)."""
+    meta.add_number("222000", "token-b", phone="15550002222")
+    theirs = MetaCall("wacid.UIC2", USER, "USER_INITIATED", MetaPeer(0))  # on the first number
+    meta.meta_calls[theirs.wacid] = theirs
+    body = {"messaging_product": "whatsapp", "action": "reject", "call_id": theirs.wacid}
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer token-b"}) as http:
+        async with http.post(f"{meta.graph_url}/222000/calls", json=body) as resp:
+            error = (await resp.json())["error"]
+    assert resp.status == 400 and error["code"] == 138001, error
+    assert theirs.state == "ringing"
