@@ -184,3 +184,36 @@ async def test_the_fake_takes_a_call_action_only_through_the_calls_own_number(me
             error = (await resp.json())["error"]
     assert resp.status == 400 and error["code"] == 138001, error
     assert theirs.state == "ringing"
+
+
+async def test_a_permission_request_says_why_in_its_own_words(client, meta) -> None:
+    """Meta's interactive call-permission request takes an optional ``body.text`` (no header
+    or footer): ``POST /call/permissions`` passes ``text`` there (it had no way to say why it
+    asks), a template (outside the window) carries its own; at most 1 024 characters, as Meta's
+    interactive body, else a 400 naming the field. The fake refuses a body Meta refuses."""
+    await deliver(client, meta, meta.perms.user_writes(USER))  # the window is open
+    why = "We'd like to call you back about your order #1234."
+    resp = await client.post("/call/permissions", json={"phone": USER, "text": why})
+    assert resp.status == 202, await resp.text()
+    assert meta.perms.sent[-1]["interactive"]["body"] == {"text": why}
+    resp = await client.post("/call/permissions", json={"phone": USER, "text": "x" * 1025})
+    error = (await resp.json())["error"]
+    assert resp.status == 400 and "text" in error["message"], error
+    # A user never heard from: the template, which has its own body.
+    template = {"name": "call_me", "language": "en_US"}
+    resp = await client.post(
+        "/call/permissions", json={"phone": "5521966661111", "text": why, "template": template}
+    )
+    assert resp.status == 202, await resp.text()
+    assert meta.perms.sent[-1]["type"] == "template" and "interactive" not in meta.perms.sent[-1]
+    meta.perms.users[USER].requests.clear()
+    url = f"{meta.graph_url}/{meta.phone_number_id}/messages"
+    auth = {"Authorization": f"Bearer {meta.token}"}
+    interactive = {"type": "call_permission_request", "action": {"name": "call_permission_request"}}
+    base = {"messaging_product": "whatsapp", "to": USER, "type": "interactive"}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for body in ({"text": ""}, {"text": "x" * 1025}, {"text": why, "extra": 1}, "why"):
+            sent = {**base, "interactive": {**interactive, "body": body}}
+            async with http.post(url, json=sent) as resp:
+                answer = await resp.json()
+            assert resp.status == 400 and answer["error"]["code"] == 100, (body, answer)

@@ -192,8 +192,10 @@ class CloudApiRoad(Generic[C]):
         return self.graph_side.standing.pause_view()
 
     # -- call permissions (a PermissionEngine), Meta's signed webhooks
-    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        return await self.graph_side.usable_permissions().request(phone, template)
+    async def request_permission(
+        self, phone: str, template: Mapping[str, str] | None, text: str = ""
+    ) -> str:
+        return await self.graph_side.usable_permissions().request(phone, template, text)
 
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.graph_side.usable_permissions().read(phone)
