@@ -58,7 +58,7 @@ from bench.loadgen import (
 from bridge.audio.g711 import alaw_encode, ulaw_encode
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
-from tests.fakes.cloudapi import _lines, meta_answer, meta_error, meta_offer
+from tests.fakes.cloudapi import _session_refusal, meta_answer, meta_error, meta_offer
 from tests.fakes.cloudapi_users import contact
 
 
@@ -101,6 +101,8 @@ ECHO_DEPTH = 6
 """Received payloads waiting to be sent back (120 ms); the oldest go first."""
 ENDED_KEPT = 1000
 """Ended calls kept for ``/bench/stats`` (their arrivals)."""
+ACTIONS = {"connect", "pre_accept", "accept", "reject", "terminate"}
+"""Meta's call actions: any other is its 100, as in the fake."""
 
 
 G711_ENCODE = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
@@ -164,17 +166,17 @@ class Meta:
         if request.match_info["pnid"] != self.pnid:
             return meta_error(400, 100, "Unsupported post request. Object does not exist")
         body = await request.json()
+        if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
+            return meta_error(400, 100, "(#100) The parameter messaging_product is required.")
         session = body.get("session")
-        if isinstance(session, dict):
-            algorithms = {
-                ln.split(":", 1)[1].split(" ", 1)[0].lower()
-                for ln in _lines(str(session.get("sdp", "")))
-                if ln.startswith("a=fingerprint:")
-            }
-            if algorithms != {"sha-256"}:
+        if isinstance(session, dict):  # the fake's check: sha-256 fingerprints only
+            refusal = _session_refusal(str(session.get("sdp", "")), "DTLS")
+            if refusal is not None:
                 self.refused += 1
-                return meta_error(400, 100, "SDP fingerprint must use sha-256", subcode=2494010)
+                return refusal
         action = body.get("action")
+        if action not in ACTIONS:
+            return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         if action == "connect":
             return await self.connect(body)
         call = self.calls.get(str(body.get("call_id")))
@@ -318,8 +320,8 @@ class Meta:
             "calls": [
                 {
                     "id": call.wacid,
-                    "from": call.to,
-                    "to": "15550009999",
+                    "from": "15550009999",  # the business called: it is ``from``, the user ``to``
+                    "to": call.to,
                     "event": "connect",
                     "direction": "BUSINESS_INITIATED",
                     "timestamp": str(int(time.time())),

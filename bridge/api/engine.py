@@ -10,6 +10,7 @@ from ..engines import WebhookEngine
 from ..engines.webhooks import WEBHOOK_LIMIT
 from ..errors import NotFound, Unauthorized
 from ..numbers.front_door import (
+    also_for,
     body_may_tell,
     names_deleted,
     number_of,
@@ -69,6 +70,16 @@ async def engine_webhook(request: web.Request) -> web.Response:
     except Unauthorized as exc:
         refused_signature(request.app[SWITCHBOARD], raw, exc.message)
         raise
+    switchboard = request.app[SWITCHBOARD]
+    for other in also_for(switchboard, raw, request.query, engine):
+        # Another number's changes in the same body (Meta batches them): its engine takes
+        # its own. A refusal of it is its own, said once (a full queue is the answer: Meta
+        # delivers the body again, and the first engine's repeats change nothing).
+        try:
+            _refuse_another_tenants(request, other)
+            other.receive_webhook(raw, request.headers)
+        except (Unauthorized, NotFound) as exc:
+            refused_signature(switchboard, raw, exc.message, number_of(switchboard, other))
     return web.json_response({"accepted": accepted})
 
 

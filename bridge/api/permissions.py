@@ -40,7 +40,7 @@ async def request_permission(request: web.Request) -> web.Response:
     engine = _engine(request, body.get("from"))
     phone = user_of(body)  # or the BSUID of a user who shows no phone
     template = body.get("template")
-    message_id = await engine.request_permission(phone, template)
+    message_id = await engine.request_permission(phone, template, body.get("text", ""))
     return web.json_response({"messageID": message_id}, status=202)
 
 

@@ -68,7 +68,9 @@ _TRANSITIONS: dict[CallState, frozenset[CallState]] = {
     CallState.ENDED: frozenset(),
 }
 
-_PHONE_RE = re.compile(r"^\+?(\d{6,15})(@s\.whatsapp\.net)?$")
+_PHONE_RE = re.compile(r"^\+?([0-9]{6,15})(@s\.whatsapp\.net)?$")
+"""ASCII digits only, as Meta's WhatsApp ids are (``\\d`` also takes Arabic-Indic and other
+Unicode digits, which went to Meta as ``to`` and became a call's peer)."""
 
 
 def normalize_phone(raw: object) -> str:

@@ -278,8 +278,11 @@ class PermissionEngine(Protocol):
     ``PERMISSION`` events (data: ``phone``, ``response``, ``permanent``, ``expiresAt``,
     ``source``)."""
 
-    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        """Send the user a call-permission request; Meta's message id."""
+    async def request_permission(
+        self, phone: str, template: Mapping[str, str] | None, text: str = ""
+    ) -> str:
+        """Send the user a call-permission request (``text``: why, in its body); Meta's
+        message id."""
 
     async def read_permission(self, phone: str) -> dict[str, Any]:
         """The user's permission: ``status``, ``expiresAt``, ``canCall``, ``canRequest``,

@@ -12,14 +12,15 @@ number still takes, with no API token, a webhook naming a Meta number deleted la
 cluster's router forwards it to the worker that carries the call, whose engine verifies it, and
 the rest is acknowledged; any other webhook without a token there is ``401``. Engines whose
 webhooks are not signed (ZuckZapGo) name their number with ``?number=<numberID>`` and need an
-API token.
+API token. One body may carry changes of several numbers (Meta batches them): each number
+here named in it gets the body (:func:`also_for`) and takes its own changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from ..engines import WEBHOOK_CALLS, SignedWebhookEngine, WebhookCalls, WebhookEngine
@@ -131,6 +132,24 @@ def webhook_engine(
     )
 
 
+def also_for(
+    switchboard: Switchboard, raw: bytes, query: Mapping[str, str], first: WebhookEngine
+) -> list[SignedWebhookEngine]:
+    """The engines of the other numbers here a Meta webhook names besides ``first``'s (the
+    one :func:`webhook_engine` found): one POST may carry several numbers' changes, and each
+    engine takes its own (``webhook.for_number``). None when ``?number=`` names the engine."""
+    catalog = switchboard.catalog
+    if "number" in query or catalog is None:
+        return []
+    found: list[SignedWebhookEngine] = []
+    for meta_id in dict.fromkeys(_meta_ids(raw)):
+        number = catalog.by_meta_id(meta_id)
+        engine = switchboard.engines.get(number.number_id) if number is not None else None
+        if isinstance(engine, SignedWebhookEngine) and engine is not first and engine not in found:
+            found.append(engine)
+    return found
+
+
 def _carrier(switchboard: Switchboard, raw: bytes, meta_id: str) -> SignedWebhookEngine | None:
     """The retired engine of the Meta number (rebuilt or deleted while a call was live) that
     carries a call the webhook names: the call stays on it until it ends, its end from Meta
@@ -150,11 +169,12 @@ def number_of(switchboard: Switchboard, engine: WebhookEngine) -> str:
     return found or switchboard.retired.number_of(engine)
 
 
-def refused_signature(switchboard: Switchboard, raw: bytes, why: str) -> None:
+def refused_signature(switchboard: Switchboard, raw: bytes, why: str, number: str = "") -> None:
     """A webhook the number's app secret does not verify (another app's secret, or forged):
-    logged once per Meta number (a bounded few), since Meta or an attacker may repeat it."""
+    logged once per Meta number (a bounded few), since Meta or an attacker may repeat it
+    (``number``: the number here it was refused for, else the one the body names first)."""
     meta_id, phone = _meta_number(raw)
-    named = meta_id or phone or "?"
+    named = number or meta_id or phone or "?"
     if named in switchboard.refused_meta_ids or len(switchboard.refused_meta_ids) >= 1_000:
         return
     switchboard.refused_meta_ids.add(named)
@@ -228,6 +248,8 @@ def verify_subscription(switchboard: Switchboard, query: Mapping[str, str]) -> s
     raise Forbidden("verify token matches no number's", code="verify_token_mismatch")
 
 
+MANY_NUMBERS = 100
+"""The most numbers one webhook body is handed to (a body from anyone may name thousands)."""
 NAMED_LIMIT = 64
 """Characters kept of the number a webhook names (Meta's ids and phones are under 20 digits):
 an unsigned body names it, and the front door remembers it to log once."""
@@ -242,12 +264,25 @@ def _meta_number(raw: bytes) -> tuple[str, str]:
 
 
 def _named(raw: bytes) -> tuple[str, str]:
+    return next(_names(raw), ("", ""))
+
+
+def _meta_ids(raw: bytes) -> list[str]:
+    """Every ``phone_number_id`` a Meta webhook's changes name, in order (the first
+    :data:`MANY_NUMBERS`, each clipped as :func:`_meta_number` clips it)."""
+    ids = (meta_id[:NAMED_LIMIT] for meta_id, _phone in _names(raw) if meta_id)
+    return list(dict.fromkeys(ids))[:MANY_NUMBERS]
+
+
+def _names(raw: bytes) -> Iterator[tuple[str, str]]:
+    """Each change's number: its Meta ``phone_number_id`` or, for ``account_update``, its
+    phone digits (``("", phone)``)."""
     try:
         body = json_object(raw)
     except BadRequest:
-        return "", ""
+        return
     if body.get("object") != "whatsapp_business_account":
-        return "", ""
+        return
     # Read before any signature is checked: a shape from anyone (a truthy ``entry`` that is
     # no list was a 500 with a traceback) finds no number, and the answer is the 401.
     entries = body.get("entry")
@@ -257,14 +292,14 @@ def _named(raw: bytes) -> tuple[str, str]:
             value = change.get("value") if isinstance(change, dict) else None
             metadata = value.get("metadata") if isinstance(value, dict) else None
             if isinstance(metadata, dict) and metadata.get("phone_number_id"):
-                return str(metadata["phone_number_id"]), ""
+                yield str(metadata["phone_number_id"]), ""
+                continue
             if not isinstance(value, dict):
                 continue
             # Meta's webhooks about a number, not a call, name it otherwise: account_update
             # its phone, account_settings_update its id inside phone_number_settings.
             settings = value.get("phone_number_settings")
             if isinstance(settings, dict) and settings.get("phone_number_id"):
-                return str(settings["phone_number_id"]), ""
-            if isinstance(value.get("phone_number"), str | int):
-                return "", str(value["phone_number"]).lstrip("+")
-    return "", ""
+                yield str(settings["phone_number_id"]), ""
+            elif isinstance(value.get("phone_number"), str | int):
+                yield "", str(value["phone_number"]).lstrip("+")

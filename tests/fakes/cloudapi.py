@@ -6,8 +6,9 @@
   not sha-256 only (exactly as Meta refuses them). ``accept`` must repeat ``pre_accept``'s SDP;
   ``pre_accept`` (once), ``accept`` and ``reject`` answer user-initiated calls only, the first
   two with ``session`` ``{sdp_type: "answer", sdp}``; ``biz_opaque_callback_data`` is at most
-  512 characters (each else 100); with SIP on for the number every action is 131055; a
-  ``connect`` past the number's concurrent calls (1 000, either direction) is 138002.
+  512 characters; each action takes its own parameters only (each else 100); with SIP on for
+  the number every action is 131055; a ``connect`` past the number's concurrent calls (1 000,
+  either direction) is 138002.
 * A user's call opens or refreshes their 24 h service window, as a message does; once
   accepted it resets the permission-request limits, as a business's call that connects does.
   With ``callback_permission_status`` ``ENABLED`` in the number's settings, the fake itself
@@ -29,7 +30,9 @@
   offer's that it takes (Opus, or a G.711 the settings name), or refuses it; it plays a tone
   and records what it hears, and can send RFC 4733 DTMF packets crafted here in its own RTP
   stream (same SSRC and sequence space). Like Meta, it sends no RTP before the business's
-  first packet has arrived, on calls of either direction.
+  first packet has arrived, on calls of either direction, and on Graph calls none before the
+  call connects (ICE and DTLS come up at ``pre_accept``, media flows after ``accept``; on
+  ours, once the user picks up).
 * A number whose settings say ``srtp_key_exchange_protocol: SDES`` has SDES media on Graph
   signalling too (:class:`MetaSdesPeer`: ``RTP/SAVP`` with ``a=crypto``, no ICE or DTLS);
   Meta refuses a business SDP of the other kind there (100), as it refuses any fingerprint
@@ -87,6 +90,17 @@ CALL_STATUSES = {"RINGING", "ACCEPTED", "REJECTED"}
 """A business-initiated call's progress in ``statuses`` (Meta sends no other)."""
 USER_INITIATED_ONLY = {"pre_accept", "accept", "reject"}
 """The actions that answer a user's call: Meta takes them for no business-initiated call."""
+_EVERY = {"messaging_product", "action"}
+_MEDIA_OPTIONS = {"recording", "transcription"}
+ACTION_PARAMS = {
+    "connect": {*_EVERY, "to", "recipient", "session", "biz_opaque_callback_data", *_MEDIA_OPTIONS},
+    "pre_accept": {*_EVERY, "call_id", "session"},
+    "accept": {*_EVERY, "call_id", "session", "biz_opaque_callback_data", *_MEDIA_OPTIONS},
+    "reject": {*_EVERY, "call_id"},
+    "terminate": {*_EVERY, "call_id"},
+}
+"""The parameters each call action takes (Meta's call actions table; ``recording`` and
+``transcription``: Meta's call recording and transcription); another is Meta's 100."""
 
 
 def _action_problem(action: str, call: MetaCall, session: Any) -> str:
@@ -222,10 +236,15 @@ def meta_choice(offer: str, takes: tuple[str, ...]) -> str | None:
     return None
 
 
+BRIDGE_MID = "0"
+"""The ``mid`` of the bridge's own offers (aiortc's first)."""
+
+
 def sip_answer(meta_offer: str, opus_pt: int) -> str:
     """Meta's SDP answer on the SIP road (SIP + WebRTC: ICE-lite, sha-256 only, as in a Graph
     call), made from a :class:`MetaPeer`'s own offer before the bridge's offer exists (SIPp
-    sends it in a scripted 200 OK): the bridge's Opus payload type and ``a=setup:passive``
+    sends it in a scripted 200 OK; ``offer(mid=BRIDGE_MID)``: an answer keeps the offer's
+    ``mid``): the bridge's Opus payload type and ``a=setup:passive``
     (the bridge, as offerer, is then the DTLS client). The peer then takes the bridge's offer
     as its answer with ``a=setup:active``."""
     sdp = meta_offer.replace("a=setup:actpass", "a=setup:passive")
@@ -325,9 +344,14 @@ class MetaPeer:
 
         receive._handle_rtcp_data = handle_rtcp_data
 
-    async def offer(self, additional_codecs: tuple[str, ...] = ()) -> str:
+    async def offer(self, additional_codecs: tuple[str, ...] = (), mid: str = "audio") -> str:
+        """Meta's offer (:func:`meta_offer`), its one m-line named ``mid``: ``audio`` as
+        Meta names it (aiortc would say ``0``); for :func:`sip_answer`, the bridge's."""
         self._add_track()
-        await self.pc.setLocalDescription(await self.pc.createOffer())
+        made = (await self.pc.createOffer()).sdp
+        made = made.replace("a=group:BUNDLE 0\r\n", f"a=group:BUNDLE {mid}\r\n")
+        made = made.replace("a=mid:0\r\n", f"a=mid:{mid}\r\n")
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=made, type="offer"))
         ice = self.pc.getTransceivers()[0].sender.transport.transport
         ice._connection.ice_controlling = False  # Meta is ICE-lite: never controlling
         ice._role_set = True
@@ -672,6 +696,9 @@ class FakeMeta(FakeServer):
                 self.refused.append(body)
                 return refusal
         action = body.get("action")
+        unknown = sorted(set(body) - ACTION_PARAMS.get(str(action), set(body)))
+        if unknown:
+            return meta_error(400, 100, f"(#100) Param {unknown[0]} is not a valid parameter")
         standing = account.refusal(str(action))
         if standing is not None:
             return standing
@@ -690,7 +717,9 @@ class FakeMeta(FakeServer):
         if action == "connect":
             return await self._connect(body, account, request.match_info["pnid"])
         call = self.meta_calls.get(str(body.get("call_id")))
-        if call is None or call.state == "ended":
+        pnid = request.match_info["pnid"]
+        if call is None or call.state == "ended" or (call.number or self.phone_number_id) != pnid:
+            # (a call of another of the app's numbers is not one Meta knows on this one)
             return meta_error(400, 138001, "(#138001) Call not found or already ended")
         call.actions.append(str(action))
         problem = _action_problem(str(action), call, session)
@@ -751,6 +780,7 @@ class FakeMeta(FakeServer):
         peer = self._peer(account)
         answer = await peer.answer_offer(session["sdp"], codec)
         call = MetaCall(self._wacid(), to, "BUSINESS_INITIATED", peer, state="calling")
+        peer.gate.unanswered = True  # no media until the user picks up (answer_event)
         call.pre_accept_sdp = answer  # Meta's answer, sent in the connect webhook
         call.offer_sdp = session["sdp"]
         call.opaque = str(body.get("biz_opaque_callback_data", ""))
@@ -840,6 +870,7 @@ class FakeMeta(FakeServer):
         if call.connected_at is not None:
             return  # said again (a test's answer event delivered twice)
         call.connected_at = time.time()
+        call.peer.gate.unanswered = False  # Meta's media flows from now on
         self._later(self._watch_media(call))
 
     async def _watch_media(self, call: MetaCall) -> None:
@@ -873,6 +904,7 @@ class FakeMeta(FakeServer):
         peer = self._peer(account)
         offer = await peer.offer(account.additional_codecs)
         call = MetaCall(self._wacid(), user, "USER_INITIATED", peer, number=number or "")
+        peer.gate.unanswered = True  # no media until the business's accept
         self.meta_calls[call.wacid] = call
         account.perms.user_called(user)  # any inbound call opens or refreshes the window
         event = {

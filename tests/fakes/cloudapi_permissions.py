@@ -2,7 +2,8 @@
 and business-initiated calling documentation, as strict as Meta:
 
 * ``POST /v23.0/{PHONE_NUMBER_ID}/messages``: an ``interactive`` ``call_permission_request``
-  (no header or footer; only inside the user's 24 h service window — opened by the user's
+  (an optional ``body.text`` of 1 to 1024 characters, no header or footer; only inside the
+  user's 24 h service window — opened by the user's
   message or call — else 131047) or an
   approved ``template`` (else 132001); unknown parameters and no ``to`` (digits) or
   ``recipient`` (a BSUID: :mod:`.cloudapi_users`) are 100; more
@@ -188,6 +189,10 @@ class MetaPermissions:
             return _error(100, f"Param interactive.{extra[0]} is not allowed")
         if interactive.get("action") != {"name": "call_permission_request"}:
             return _error(100, "Invalid parameter interactive.action.name")
+        body = interactive.get("body", {"text": "-"})
+        text = body.get("text") if isinstance(body, dict) and set(body) == {"text"} else None
+        if not isinstance(text, str) or not 0 < len(text) <= 1024:
+            return _error(100, "Param interactive.body takes text (1 to 1024 characters)")
         heard = user.last_inbound
         if heard is None or self.now() - heard >= DAY:
             return _error(

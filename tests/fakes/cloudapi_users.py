@@ -3,8 +3,8 @@ business-scoped user id (BSUID), written from Meta's "Business-scoped user IDs" 
 
 * A BSUID is an ISO 3166 alpha-2 country code, a dot and up to 128 alphanumerics
   (``US.13491208655302741918``); a parent BSUID has ``ENT.`` after the country.
-* Graph requests name the user by ``to`` (a phone number) or ``recipient`` (a BSUID or parent
-  BSUID); with both, ``to`` wins; with neither, 100. ``GET call_permissions`` takes
+* Graph requests name the user by ``to`` (a phone number, ASCII digits) or ``recipient`` (a
+  BSUID or parent BSUID); with both, ``to`` wins; with neither, 100. ``GET call_permissions`` takes
   ``user_wa_id`` or ``recipient``.
 * Webhooks name a user who shows no phone by ``from_user_id`` (a message, a user's call),
   ``to_user_id`` (a business-initiated call), ``recipient_user_id`` (a call's status) and
@@ -51,7 +51,7 @@ def addressee(fields: dict[str, Any], phone_key: str = "to") -> tuple[str, str]:
     Meta's error message when it names nobody it can reach (``""``: fine)."""
     phone, recipient = fields.get(phone_key), fields.get("recipient")
     if phone is not None:
-        if not isinstance(phone, str) or not phone.isdigit():
+        if not isinstance(phone, str) or not (phone.isascii() and phone.isdigit()):
             return "", f"Invalid parameter {phone_key}"
         return phone, ""
     if recipient is not None:

@@ -105,6 +105,10 @@ class BusinessFirst:
         """RTP packets Meta's side did not send: the business had sent none yet."""
         self.last_rtp_at: float | None = None
         """When the business's latest RTP packet arrived (Meta's media timers read it)."""
+        self.unanswered = False
+        """A Graph call not connected yet (a user's before ``accept``, ours before the user
+        picks up): ICE and DTLS come up at ``pre_accept``, but Meta's media flows only once
+        the call is accepted (Meta's Cloud API Calling documentation)."""
 
     def heard(self) -> None:
         """An RTP packet of the business's arrived."""
@@ -113,6 +117,8 @@ class BusinessFirst:
 
     def may_send(self) -> bool:
         """Whether Meta's side sends an RTP packet now (else it is dropped and counted)."""
+        if self.unanswered:
+            return False
         if self.first_rtp_at is None:
             self.held_back += 1
             return False

@@ -47,12 +47,14 @@ async def test_inbound_media_reaches_meta_before_any_browser_and_all_call_long(c
     call_id = manager.registry.by_engine_id(mcall.wacid).id
     assert (await (await client.get(f"/call/{call_id}")).json())["participants"] == []
     print(f"first packet {1000 * (peer.gate.first_rtp_at - peer.connected_at):.1f} ms after DTLS")
-    # Meta's side waits for that packet before it sends any (the fake, as Meta does).
-    await until(lambda: peer.gate.first_sent_at, 3, "WhatsApp's first RTP packet")
-    assert peer.gate.first_sent_at >= peer.gate.first_rtp_at
     await still_flowing(peer, "while ringing")
+    # Meta's side sends nothing while the call rings (its media flows after accept) ...
+    assert peer.gate.first_sent_at is None
 
     assert (await client.post("/call/answer", json={"callID": call_id})).status == 200
+    # ... and waits for the business's first packet before it sends any (the fake, as Meta).
+    await until(lambda: peer.gate.first_sent_at, 3, "WhatsApp's first RTP packet")
+    assert peer.gate.first_sent_at >= peer.gate.first_rtp_at
     await still_flowing(peer, "answered, no browser")
     # What Meta hears with nobody on the line is silence (comfort, not noise).
     await asyncio.sleep(0.5)

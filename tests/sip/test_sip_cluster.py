@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from bridge.cluster.redis_writes import P
 
-from ..fakes.cloudapi import FakeMeta, MetaPeer, sip_answer
+from ..fakes.cloudapi import BRIDGE_MID, FakeMeta, MetaPeer, sip_answer
 from ..support.cluster import (
     Bridge,
     Http,
@@ -110,7 +110,7 @@ async def a_calls_the_user(
     session: Any, hops: TlsHops, a: Bridge, sip_a: int, sipp: Sipp, peer: MetaPeer
 ) -> dict[str, Any]:
     """A's INVITE to Meta (``bic.xml``: Meta's 200 names the wacid), answered: the call's id."""
-    answer = sip_answer(await peer.offer(), opus_pt=96)
+    answer = sip_answer(await peer.offer(mid=BRIDGE_MID), opus_pt=96)
     keys = {
         "sdp": answer.replace("\r\n", "\n").strip(),
         "rr1": f"sip:127.0.0.1:{hops.from_bridge};transport=tls;lr",

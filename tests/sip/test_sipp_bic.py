@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from ..fakes.cloudapi import MetaPeer, sip_answer
+from ..fakes.cloudapi import BRIDGE_MID, MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import assert_tone, heard
 from ..support.calls import wait_state
 from ..support.rtc_client import RtcClient
@@ -49,7 +49,7 @@ async def test_bic_407_then_200_audio_and_bridge_bye_along_the_route_set(sip_rig
     meta = MetaPeer(660.0)
     rtc = None
     try:
-        meta_offer = await meta.offer()
+        meta_offer = await meta.offer(mid=BRIDGE_MID)
         # Meta's answer must be in SIPp's 200 before the bridge's offer exists: the bridge's
         # offer (aiortc's) always puts Opus on payload type 96.
         answer = sip_answer(meta_offer, opus_pt=96)

@@ -18,7 +18,7 @@ from typing import Any
 from bridge.api.keys import MANAGER, RECORDINGS, SWITCHBOARD
 from bridge.numbers.model import DEFAULT_NUMBER
 
-from ..fakes.cloudapi import MetaPeer, sip_answer
+from ..fakes.cloudapi import BRIDGE_MID, MetaPeer, sip_answer
 from ..integration.test_engine_cloudapi import hears_tone
 from ..support.audio_files import make
 from ..support.calls import events_until_ended, wait_state
@@ -195,7 +195,7 @@ async def test_two_sip_numbers_one_listener_own_passwords_names_and_404(sip_rig,
 async def meta_answers(rig, sipp, peer: MetaPeer) -> None:
     """SIPp as Meta for ``bic.xml``: it answers our INVITE with ``peer``'s SDP (Opus on 96, as
     the bridge's offer has it) along a route set through the rig's hops."""
-    answer = sip_answer(await peer.offer(), opus_pt=96)
+    answer = sip_answer(await peer.offer(mid=BRIDGE_MID), opus_pt=96)
     keys = {
         "sdp": answer.replace("\r\n", "\n").strip(),
         "rr1": f"sip:127.0.0.1:{rig.hops.from_bridge};transport=tls;lr",

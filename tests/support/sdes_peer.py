@@ -83,7 +83,10 @@ class SdesEndpoint(asyncio.DatagramProtocol):
         codecs: tuple[str, ...] = ("opus",),
     ) -> str:
         """Meta's SDP naming ``codecs`` in that order (``opus`` on 111; ``PCMA``/``PCMU`` on
-        their static payload types, as a number opted in to G.711 offers or answers them)."""
+        their static payload types, as a number opted in to G.711 offers or answers them),
+        with the lines Meta's SDES SDP carries beside them: the BUNDLE group and ``mid``, an
+        ``msid``, and ``a=rtcp:9 IN IP4 0.0.0.0`` with ``a=rtcp-mux`` (RTCP on the RTP port:
+        the ``a=rtcp`` line names no address to send to)."""
         inline = base64.b64encode(self.key).decode()
         crypto = crypto if crypto is not None else f"a=crypto:1 {self.suite} inline:{inline}"
         pts = [str(G711_PT.get(c, 111)) for c in codecs]
@@ -103,10 +106,14 @@ class SdesEndpoint(asyncio.DatagramProtocol):
             "s=-",
             "c=IN IP4 127.0.0.1",
             "t=0 0",
+            "a=group:BUNDLE audio",
             f"m=audio {self.port} {proto} {' '.join(pts)} 126",
             *maps,
             "a=rtpmap:126 telephone-event/8000",
             "a=ptime:20",
+            "a=mid:audio",
+            "a=msid:WhatsAppStream1 WhatsAppTrack1",
+            "a=rtcp:9 IN IP4 0.0.0.0",
             "a=rtcp-mux",
             crypto,
             f"a=ssrc:{self.ssrc} cname:WhatsAppAudioStream1",

@@ -91,7 +91,9 @@ def test_phone_forms(raw, digits) -> None:
     assert normalize_phone(raw) == digits
 
 
-@pytest.mark.parametrize("raw", ["", "+", "12345", "1" * 16, "55 21 9999", "abc@g.us", None, 12])
+@pytest.mark.parametrize(
+    "raw", ["", "+", "12345", "1" * 16, "55 21 9999", "abc@g.us", None, 12, "٥٥٢١٩٩٩٩٩٩٩٩"]
+)
 def test_bad_phones(raw) -> None:
     with pytest.raises(BadRequest):
         normalize_phone(raw)

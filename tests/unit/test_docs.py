@@ -166,3 +166,19 @@ def test_the_metrics_table_names_every_reason_of_the_drop_and_refusal_counters()
         for metric, reasons in expected.items()
     }
     assert missing == {metric: [] for metric in expected}
+
+
+def test_the_cloud_api_coverage_count_is_its_tables() -> None:
+    """docs/engines/cloudapi.md's *Coverage of Meta's Calling* says how many of its rows are
+    supported, partly and missing: the sentence is the table's count (it said 61 of 64 while
+    the table had grown to 70 rows)."""
+    doc = (ROOT / "docs/engines/cloudapi.md").read_text()
+    section = doc.split("## Coverage of Meta's Calling", 1)[1].split("\n## ", 1)[0]
+    rows = [ln.split("|") for ln in section.splitlines() if ln.startswith("| ")][1:]
+    statuses = [row[3].strip() for row in rows]
+    supported = sum(s.startswith("supported") for s in statuses)
+    missing = sum(s.startswith("missing") for s in statuses)
+    said = re.search(r"(\d+) of (\d+) supported, (\d+) partly, (\d+) missing", section)
+    assert said is not None
+    counts = (supported, len(rows), len(rows) - supported - missing, missing)
+    assert tuple(int(n) for n in said.groups()) == counts

@@ -284,7 +284,12 @@ async def test_dtls_offers_and_other_media_are_refused(sdes_meta: SdesEndpoint) 
         read_savp(sdes_meta.sdp(proto="UDP/TLS/RTP/SAVPF"))
     with pytest.raises(BadOffer, match="no audio"):
         read_savp("v=0\r\nm=video 4000 RTP/SAVP 96\r\n")
-    plain = read_savp(sdes_meta.sdp().replace("a=rtcp-mux\r\n", ""))
+    meta = read_savp(sdes_meta.sdp())  # a=rtcp:9 IN IP4 0.0.0.0 beside a=rtcp-mux: muxed
+    assert meta.rtcp == ("127.0.0.1", sdes_meta.port) and meta.rtcp_mux  # RFC 5761 §5.1.1
+    unmuxed = (
+        sdes_meta.sdp().replace("a=rtcp-mux\r\n", "").replace("a=rtcp:9 IN IP4 0.0.0.0\r\n", "")
+    )
+    plain = read_savp(unmuxed)
     assert plain.rtcp == ("127.0.0.1", sdes_meta.port + 1) and not plain.rtcp_mux  # RFC 3550 §11
     ok = parse_crypto(f"1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31")
     assert ok.suite == "AES_CM_128_HMAC_SHA1_32" and len(ok.key) == 30

@@ -32,7 +32,14 @@ from .permissions import CallPermissions
 from .sdp import DEFAULT_BITRATE
 from .standing import NumberStanding
 from .state import MetaCall
-from .webhook import CallWebhook, WebhookInbox, call_events, verify, webhook_calls
+from .webhook import (
+    CallWebhook,
+    WebhookInbox,
+    call_events,
+    for_number,
+    verify,
+    webhook_calls,
+)
 
 C = TypeVar("C", bound=MetaCall)
 log = logging.getLogger(__name__)
@@ -105,6 +112,7 @@ class GraphSide:
         return self.permissions
 
     async def _on_body(self, body: dict[str, Any]) -> None:
+        body = for_number(body, self.settings.cloudapi_phone_number_id)  # others' are theirs
         calls, bad = call_events(body)
         skipped = {
             "calls": bad,
@@ -184,8 +192,10 @@ class CloudApiRoad(Generic[C]):
         return self.graph_side.standing.pause_view()
 
     # -- call permissions (a PermissionEngine), Meta's signed webhooks
-    async def request_permission(self, phone: str, template: Mapping[str, str] | None) -> str:
-        return await self.graph_side.usable_permissions().request(phone, template)
+    async def request_permission(
+        self, phone: str, template: Mapping[str, str] | None, text: str = ""
+    ) -> str:
+        return await self.graph_side.usable_permissions().request(phone, template, text)
 
     async def read_permission(self, phone: str) -> dict[str, Any]:  # cached briefly
         return await self.graph_side.usable_permissions().read(phone)

@@ -33,15 +33,21 @@ def _message(user: str, kind: str, content: Mapping[str, Any]) -> dict[str, Any]
     return {**base, "type": kind, kind: content}
 
 
-def request_message(phone: str, template: Mapping[str, str] | None) -> dict[str, Any]:
-    """The ``/messages`` body: the named template when given, else the interactive request."""
+def request_message(
+    phone: str, template: Mapping[str, str] | None, text: str = ""
+) -> dict[str, Any]:
+    """The ``/messages`` body: the named template when given, else the interactive request,
+    with ``text`` as its body when given (Meta takes an optional ``body``, no header or
+    footer)."""
     if template is not None:
         language = {"code": template["language"]}
         return _message(phone, "template", {"name": template["name"], "language": language})
-    interactive = {
+    interactive: dict[str, Any] = {
         "type": "call_permission_request",
         "action": {"name": "call_permission_request"},
     }
+    if text:
+        interactive["body"] = {"text": text}
     return _message(phone, "interactive", interactive)
 
 

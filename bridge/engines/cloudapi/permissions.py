@@ -155,13 +155,14 @@ class CallPermissions:
             raise
         return message_id(answer)
 
-    async def request(self, phone: str, template: Mapping[str, str] | None) -> str:
-        """Ask ``phone`` for call permission; Meta's message id."""
+    async def request(self, phone: str, template: Mapping[str, str] | None, text: str = "") -> str:
+        """Ask ``phone`` for call permission (``text``: the interactive request's body, why
+        the business asks; a template has its own); Meta's message id."""
         use = None if self.in_window(phone) else template
         self.forget(phone)
         try:
             answer = await self.graph.request(
-                "POST", "messages", "call_permission_request", request_message(phone, use)
+                "POST", "messages", "call_permission_request", request_message(phone, use, text)
             )
         except MetaLimit as exc:
             await self._when_next(phone, SEND_REQUEST, exc)

@@ -182,6 +182,34 @@ def changes(body: Mapping[str, Any], *fields: str) -> Iterator[tuple[str, Any]]:
                 yield str(change["field"]), change.get("value")
 
 
+def about_number(change: Any) -> str:
+    """The Meta number (``phone_number_id``) a change of a webhook body is about: its
+    ``metadata``'s, or an ``account_settings_update``'s ``phone_number_settings``'; ``""``
+    when it names none (an ``account_update`` names the number's phone)."""
+    value = change.get("value") if isinstance(change, dict) else None
+    for holder in ("metadata", "phone_number_settings"):
+        named = value.get(holder) if isinstance(value, dict) else None
+        if isinstance(named, dict) and named.get("phone_number_id"):
+            return text(named["phone_number_id"])
+    return ""
+
+
+def for_number(body: dict[str, Any], meta_id: str) -> dict[str, Any]:
+    """``body`` with only the changes about number ``meta_id`` and those naming none: one POST
+    may carry changes of several numbers of the app, each naming its own (Meta Cloud API
+    Calling: webhooks), and each number's engine takes its own (``meta_id`` empty: all)."""
+    entries = body.get("entry")
+    if not meta_id or not isinstance(entries, list):
+        return body
+    kept = []
+    for entry in entries:
+        found = entry.get("changes") if isinstance(entry, dict) else None
+        if isinstance(found, list):
+            entry = {**entry, "changes": [c for c in found if about_number(c) in ("", meta_id)]}
+        kept.append(entry)
+    return {**body, "entry": kept}
+
+
 def call_events(body: dict[str, Any]) -> tuple[list[CallWebhook], int]:
     """Every call event of a webhook body, in order, and how many items were malformed."""
     out: list[CallWebhook] = []
