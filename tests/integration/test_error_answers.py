@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bridge.api.schema import _schema, openapi_document
+from bridge.api.schema import _schema, call_body_routes, openapi_document
 
 from .test_api import assert_error, make_call
 
@@ -94,3 +94,40 @@ async def test_every_bad_body_is_a_documented_4xx_with_the_error_body(
         assert (resp.status, payload["error"]["code"]) == (status, code), (name, payload)
         assert_error(payload)
         assert str(resp.status) in documented, f"{name}: {resp.status} is not in the document"
+
+
+def _call_operations() -> list[tuple[str, str]]:
+    """The operations about one call: a ``{callID}`` in the path, or a ``callID`` the body
+    must carry (what a cluster's routing finds the call's owner by)."""
+    return [
+        (method, path)
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+        if "{callID}" in path or (method == "post" and path in call_body_routes())
+    ]
+
+
+async def test_every_call_route_says_503_when_redis_is_away_as_the_document_does(
+    make_client, redis
+) -> None:
+    """With a cluster's Redis away, a request about a call cannot find its owner: 503
+    ``directory_unavailable`` with ``Retry-After``, on every route about a call. The document
+    listed no 503 for thirteen of them (mute, hold, DTMF, the WebRTC close, transfers, the
+    participant's role, stopping a playback, the streams' and agents' routes, a call's
+    snapshot and its stats)."""
+    client = await make_client(directory=redis.url, internal_secret="s" * 32)
+    await redis.stop()
+    undocumented = []
+    for method, path in _call_operations():
+        url = path.format(callID="c1", agentID="a1", streamId="s1")
+        body = {"callID": "c1"} if method == "post" else None
+        resp = await asyncio.wait_for(client.request(method, url, json=body), 5)
+        payload = await resp.json()
+        assert resp.status == 503, (method, path, payload)
+        assert payload["error"]["code"] == "directory_unavailable", payload
+        assert resp.headers["Retry-After"] == "5"
+        assert_error(payload)
+        if "503" not in openapi_document()["paths"][path][method]["responses"]:
+            undocumented.append(f"{method.upper()} {path}")
+    assert len(_call_operations()) > 20
+    assert undocumented == []

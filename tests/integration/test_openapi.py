@@ -62,6 +62,9 @@ async def test_every_operation_documents_its_errors_with_the_error_body(client) 
                 assert "401" in op["responses"], (method, path)
             if "requestBody" in op:  # a body may be malformed, and too large
                 assert {"400", "413"} <= set(op["responses"]), (method, path)
+            if "{callID}" in path or (method == "post" and path in call_body_routes()):
+                # about a call: its owner unknown with Redis away, or gone (a cluster)
+                assert "503" in op["responses"], (method, path)
     for name, response in doc["components"]["responses"].items():
         schema = response["content"]["application/json"]["schema"]
         assert schema == {"$ref": "#/components/schemas/Error"}, name
