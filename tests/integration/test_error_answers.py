@@ -131,3 +131,34 @@ async def test_every_call_route_says_503_when_redis_is_away_as_the_document_does
             undocumented.append(f"{method.upper()} {path}")
     assert len(_call_operations()) > 20
     assert undocumented == []
+
+
+def _open_operations() -> list[tuple[str, str]]:
+    """The operations the document asks no API token for (``security: []``, or none)."""
+    return [
+        (method, path)
+        for path, item in openapi_document()["paths"].items()
+        for method, op in item.items()
+        if not op.get("security")
+    ]
+
+
+async def test_the_open_operations_answer_without_a_token_as_the_document_says(
+    make_client,
+) -> None:
+    """On a bridge with API tokens, each operation the document leaves open, asked without a
+    token, answers a status the document lists. ``GET /engine/webhook`` (Meta's subscription
+    check, which its verify token authenticates) was 401 on every bridge with no Cloud API
+    number, where the document says open and 404."""
+    client = await make_client(api_tokens=("tok",))
+    wrong = []
+    for method, path in _open_operations():
+        url = path.format(filename="bridge-client.js")
+        query = {"hub.mode": "subscribe", "hub.verify_token": "v", "hub.challenge": "42"}
+        resp = await asyncio.wait_for(client.request(method, url, params=query), 5)
+        if str(resp.status) not in openapi_document()["paths"][path][method]["responses"]:
+            wrong.append(f"{method.upper()} {path}: {resp.status} {await resp.text()}")
+        elif resp.status >= 400:
+            assert_error(await resp.json())
+    assert {"/engine/webhook", "/healthz", "/"} <= {path for _, path in _open_operations()}
+    assert wrong == []
