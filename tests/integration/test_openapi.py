@@ -117,6 +117,20 @@ async def test_openapi_json_is_served_open(make_client) -> None:
         ("/call/hangup", {"callID": 7}, "callID", None),
         ("/call/make", {"phone": "5521999999999", "metadata": [1]}, "metadata", None),
         ("/call/make", {"metadata": {}}, "phone", "invalid_phone"),
+        # A field missing inside another is named by its path, not as the outer one missing.
+        ("/call/participants", {"callID": "abc", "sip": {}}, "sip/uri", None),
+        (
+            "/call/permissions",
+            {"phone": "5521999999999", "template": {"name": "t"}},
+            "template/language",
+            None,
+        ),
+        (
+            "/routes",
+            {"name": "r", "numbers": "default", "steps": [{"hangup": {}}], "hours": {}},
+            "hours/timezone",
+            None,
+        ),
     ],
 )
 async def test_bodies_that_break_the_schema_are_400_naming_the_field(
