@@ -1,5 +1,6 @@
 """Every operation of the OpenAPI document that takes a body, sent the bodies apps get wrong
-(not JSON, an array, every field of the wrong type, too large) against the real app: each is
+(not JSON, an array, every field of the wrong type, too large, half sent) against the real
+app: each is
 answered 4xx with the one error body, with a status the document lists for that operation —
 never a 500, an HTML page, a hang or a status the contract does not name."""
 
@@ -42,10 +43,14 @@ BEFORE_THE_BODY = {
     ("post", "/numbers/{numberID}/sip/enable"): (404, "settings_not_supported"),
     ("post", "/numbers/{numberID}/sip/rotate"): (404, "settings_not_supported"),
     ("post", "/numbers/{numberID}/call-button"): (404, "call_button_not_supported"),
-    # The sim engine takes no webhooks, whatever they carry.
-    ("post", "/engine/webhook"): (400, "webhook_not_supported"),
 }
 """Operations answered before their body is read, with what they answer."""
+
+READ_THEN_REFUSED = {
+    # The sim engine takes no webhooks, whatever they carry (once they arrived whole).
+    ("post", "/engine/webhook"): (400, "webhook_not_supported"),
+}
+"""Operations that read their body and then refuse it whatever it is."""
 
 
 def _wrong_types(method: str, path: str) -> bytes:
@@ -63,13 +68,36 @@ PROBES: dict[str, Any] = {
 }
 
 
+async def _half_sent(client: Any, method: str, url: str) -> tuple[int, dict[str, Any]]:
+    """``url`` asked with half of its body sent, on a raw socket: the status and JSON body
+    of the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    body = b'{"callID": "c1", "pad": "0123456789"}'
+    writer.write(
+        f"{method.upper()} {url} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:10]
+    )
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        payload = await asyncio.wait_for(reader.readexactly(length), 5)
+    finally:
+        writer.close()
+    return int(head.split()[1]), json.loads(payload)
+
+
 @pytest.mark.parametrize(
     ("method", "path"), _body_operations(), ids=[f"{m} {p}" for m, p in _body_operations()]
 )
 async def test_every_bad_body_is_a_documented_4xx_with_the_error_body(
     make_client, method: str, path: str
 ) -> None:
-    client = await make_client(play_url_max_bytes=PLAY_MAX)
+    client = await make_client(play_url_max_bytes=PLAY_MAX, body_timeout=0.5)
     call = await make_call(client)
     tenant = await (await client.post("/tenants", json={"name": "t"})).json()
     trunk = await (await client.post("/trunks", json={"name": "k", "uri": "sip:127.0.0.1"})).json()
@@ -84,7 +112,7 @@ async def test_every_bad_body_is_a_documented_4xx_with_the_error_body(
     documented = set(openapi_document()["paths"][path][method]["responses"])
     for name, (body, status, code) in PROBES.items():
         raw = body(method, path) if callable(body) else body
-        status, code = BEFORE_THE_BODY.get((method, path), (status, code))
+        status, code = {**READ_THEN_REFUSED, **BEFORE_THE_BODY}.get((method, path), (status, code))
         resp = await asyncio.wait_for(
             client.request(method, url, data=raw, headers={"Content-Type": "application/json"}),
             5,
@@ -94,6 +122,13 @@ async def test_every_bad_body_is_a_documented_4xx_with_the_error_body(
         assert (resp.status, payload["error"]["code"]) == (status, code), (name, payload)
         assert_error(payload)
         assert str(resp.status) in documented, f"{name}: {resp.status} is not in the document"
+    # A body never sent whole: 408 once BRIDGE_BODY_TIMEOUT passes, not a handler held.
+    status, payload = await _half_sent(client, method, url)
+    assert (status, payload["error"]["code"]) == BEFORE_THE_BODY.get(
+        (method, path), (408, "body_timeout")
+    ), payload
+    assert_error(payload)
+    assert str(status) in documented, f"half sent: {status} is not in the document"
 
 
 def _call_operations() -> list[tuple[str, str]]:

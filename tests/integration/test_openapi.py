@@ -60,8 +60,8 @@ async def test_every_operation_documents_its_errors_with_the_error_body(client) 
             assert op.get("operationId") and op.get("summary"), (method, path)
             if path.startswith(("/call/", "/engine/")) and op.get("security") != []:
                 assert "401" in op["responses"], (method, path)
-            if "requestBody" in op:  # a body may be malformed, and too large
-                assert {"400", "413"} <= set(op["responses"]), (method, path)
+            if "requestBody" in op:  # a body may be malformed, too large, or never sent whole
+                assert {"400", "408", "413"} <= set(op["responses"]), (method, path)
             if "{callID}" in path or (method == "post" and path in call_body_routes()):
                 # about a call: its owner unknown with Redis away, or gone (a cluster)
                 assert "503" in op["responses"], (method, path)
