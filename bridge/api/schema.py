@@ -74,16 +74,25 @@ def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator({"$ref": f"{_URI}#/components/schemas/{name}"}, registry=registry)
 
 
+def _missing(error: ValidationError) -> str | None:
+    """The property a ``required`` error says is missing (``None`` for another error)."""
+    message = error.message  # "'phone' is a required property"
+    if error.validator == "required" and message.startswith("'") and "'" in message[1:]:
+        return message[1 : message.index("'", 1)]
+    return None
+
+
+def _location(error: ValidationError) -> list[str]:
+    """Where in the body an error is: the path to the value (``codecs/0``), and a missing
+    property after the object that lacks it (``sip/uri``); empty for the body as a whole."""
+    missing = _missing(error)
+    return [str(p) for p in error.absolute_path] + ([missing] if missing is not None else [])
+
+
 def _field(error: ValidationError) -> str | None:
     """The top-level field an error is about (``None``: the body as a whole)."""
-    if error.absolute_path:
-        return str(error.absolute_path[0])
-    if error.validator == "required":
-        # "'phone' is a required property"
-        message = error.message
-        if message.startswith("'") and "'" in message[1:]:
-            return message[1 : message.index("'", 1)]
-    return None
+    location = _location(error)
+    return location[0] if location else None
 
 
 def validate_body(name: str, body: dict[str, Any]) -> None:
@@ -100,9 +109,10 @@ def validate_body(name: str, body: dict[str, Any]) -> None:
     detail = error.message if len(error.message) <= 200 else error.message[:200] + "…"
     if field is None:
         raise BadRequest(f"the body does not match {name}: {detail}", code=code)
+    location = "/".join(_location(error))
     if error.validator == "required":
-        raise BadRequest(f"field {field!r} is required", code=code)
-    location = "/".join(str(p) for p in error.absolute_path)
+        # the field missing, by its path: "'sip' is required" said the object that lacks it
+        raise BadRequest(f"field {location!r} is required", code=code)
     raise BadRequest(f"field {location!r}: {detail}", code=code)
 
 

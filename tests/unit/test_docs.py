@@ -182,3 +182,59 @@ def test_the_cloud_api_coverage_count_is_its_tables() -> None:
     assert said is not None
     counts = (supported, len(rows), len(rows) - supported - missing, missing)
     assert tuple(int(n) for n in said.groups()) == counts
+
+
+_ROUTE = re.compile(
+    r"\b((?:GET|POST|PUT|PATCH|DELETE)(?:[|/](?:GET|POST|PUT|PATCH|DELETE))*)\s+`?(/[^\s`,;)]*)"
+)
+
+
+def _routes_named(text: str) -> set[tuple[str, str]]:
+    """The ``(method, path)`` pairs ``text`` names (``POST|GET /numbers`` is two; a path
+    parameter's name aside: ``{recordingID}`` is ``{recordingId}``)."""
+    named = set()
+    for found in _ROUTE.finditer(text):
+        path = re.sub(r"\{[^}]+\}", "{}", found.group(2).rstrip(".:"))
+        named |= {(method.lower(), path) for method in re.split(r"[|/]", found.group(1))}
+    return named
+
+
+def test_every_route_the_bridge_serves_is_named_in_the_docs() -> None:
+    """Each operation of the OpenAPI document (the router's routes: test_openapi.py) is named,
+    method and path, in README.md or docs/: a route an app cannot find in a guide is one it
+    does not know it has."""
+    from bridge.api.schema import openapi_document
+
+    named = _routes_named("\n".join(doc.read_text() for doc in DOCS))
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+        if (method, re.sub(r"\{[^}]+\}", "{}", path)) not in named
+    ]
+    assert missing == []
+
+
+def test_the_api_table_answers_with_the_status_the_document_gives() -> None:
+    """docs/api.md's table of API v1: a row's answer starts with its routes' success status
+    (``201 …``; none written is 200), the one the OpenAPI document gives each route of the
+    row. ``POST /call/play/stop`` shared ``201 {"playbackId"}`` with ``/call/play`` while it
+    answers ``200 {"callID", "stopped"}``, and the DELETEs of streams and agents shared
+    their POST's 201."""
+    from bridge.api.schema import openapi_document
+
+    paths = openapi_document()["paths"]
+    wrong = []
+    rows = [r for r in (ROOT / "docs" / "api.md").read_text().splitlines() if r.startswith("| `")]
+    assert len(rows) > 30, "the table is gone: this test reads the wrong rows"
+    for row in rows:
+        routes, _, answer = [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:4]]
+        said = re.match(r"`?(\d{3})\b", answer)
+        status = said.group(1) if said else "200"
+        for found in _ROUTE.finditer(routes):
+            for method in re.split(r"[|/]", found.group(1)):
+                op = paths[found.group(2)][method.lower()]
+                success = {s for s in op["responses"] if s < "300"}
+                if status not in success:
+                    wrong.append(f"{method} {found.group(2)}: {status}, not {sorted(success)}")
+    assert wrong == []
