@@ -131,7 +131,16 @@ class _Group:
                 object.__setattr__(self, f.name, type(f.default)(value))
 
     def bad(self, name: str, why: str) -> ConfigError:
-        return ConfigError(f"{env_name(name)}={getattr(self, name)!r}: {why}")
+        value = getattr(self, name)
+        shown = value.value if isinstance(value, enum.Enum) else value  # the word as written
+        return ConfigError(f"{env_name(name)}={shown!r}: {why}")
+
+    def paired(self, *names: str) -> None:
+        """Settings that only mean something together: one set alone is refused."""
+        given = [n for n in names if getattr(self, n)]
+        if given and len(given) < len(names):
+            missing = " and ".join(env_name(n) for n in names if n not in given)
+            raise ConfigError(f"{env_name(given[0])} is set without {missing}")
 
     def between(self, name: str, low: float, high: float, unit: str = "") -> None:
         value = getattr(self, name)
@@ -359,8 +368,10 @@ class IceSettings(_Group):
     ice_policy: IcePolicy = _opt(IcePolicy.ALL, "iceTransportPolicy for clients: all or relay")
     turn_urls: tuple[str, ...] = _opt((), "TURN URLs advertised to clients")
     turn_secret: str = _opt("", "TURN REST API shared secret (ephemeral credentials)", secret=True)
-    turn_username: str = _opt("", "static TURN username")
-    turn_password: str = _opt("", "static TURN password", secret=True)
+    turn_username: str = _opt("", "static TURN username (set with BRIDGE_TURN_PASSWORD)")
+    turn_password: str = _opt(
+        "", "static TURN password (set with BRIDGE_TURN_USERNAME)", secret=True
+    )
     turn_ttl: int = _opt(3600, "lifetime of ephemeral TURN credentials, seconds")
     turn_provider: str = _opt(
         "", "none, static, rest-secret, http or package.module:Class (empty: from the above)"
@@ -414,6 +425,7 @@ class IceSettings(_Group):
 
     def _validate_turn(self) -> None:
         kind = self.turn_provider
+        self.paired("turn_username", "turn_password")
         if self.turn_urls and not (
             self.turn_secret or (self.turn_username and self.turn_password) or kind
         ):
@@ -521,7 +533,7 @@ class StorageSettings(_Group):
         "largest audio /call/play fetches (audioUrl) or takes (audioBase64: its body may be as "
         "much base64 and 64 KiB) and largest audio asset uploaded",
     )
-    play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
+    play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl (0.1-600)")
     record_all: bool = _opt(False, "record every call from answer to end")
     recording_policy: RecordingSetting = _opt(
         RecordingSetting.API,
@@ -539,6 +551,7 @@ class StorageSettings(_Group):
         if self.recording_retention_days <= 0:
             raise self.bad("recording_retention_days", "must be positive")
         self.between("retention_sweep_interval", 1, 86400, " seconds")
+        self.between("play_url_timeout", 0.1, 600, " seconds")
         if not 1024 <= self.play_url_max_bytes <= 512 * 1024 * 1024:
             raise self.bad("play_url_max_bytes", "must be between 1 KiB and 512 MiB")
         for name in ("play_url_allow", "fork_url_allow"):
@@ -561,8 +574,9 @@ class SimSettings(_Group):
     )
 
     def validate(self) -> None:
-        if self.sim_answer_delay < 0 or self.sim_echo_delay < 0 or self.sim_hangup_after < 0:
-            raise ConfigError("BRIDGE_SIM_*: delays must not be negative")
+        for name in ("sim_answer_delay", "sim_echo_delay", "sim_hangup_after"):
+            if getattr(self, name) < 0:
+                raise self.bad(name, "must not be negative")
         self.between("sim_tone_hz", 20, 7900, " Hz")
 
 
@@ -719,9 +733,14 @@ class SipSettings(_Group):
         "", "our SIP host name, as configured at Meta (From host, Contact, certificate name)"
     )
     sip_cert: str = _opt(
-        "", "PEM certificate (chain) of the SIP listener; reloaded when the file changes"
+        "",
+        "PEM certificate (chain) of the SIP listener (set with BRIDGE_SIP_KEY); reloaded when "
+        "the file changes",
     )
-    sip_key: str = _opt("", "PEM private key of the SIP listener; reloaded when it changes")
+    sip_key: str = _opt(
+        "",
+        "PEM private key of the SIP listener (set with BRIDGE_SIP_CERT); reloaded when it changes",
+    )
     sip_key_password: str = _opt(
         "",
         "passphrase of BRIDGE_SIP_KEY (and of a number's own sipKey without its own "
@@ -805,6 +824,8 @@ class SipSettings(_Group):
             and int(trunk.rpartition(":")[2]) <= 65535
         ):
             raise self.bad("sip_trunk_listen", "must be host:port (port 0-65535)")
+        # Both or neither: a number put on SIP through the API uses this pair too.
+        self.paired("sip_cert", "sip_key")
         self.between("sip_max_trunks", 1, 10_000)
         self.between("sip_max_connections_per_source", 1, 512)  # the listener's 512 places
         self.between("sip_first_message_timeout", 1, 900, " s")  # 900: the idle timeout

@@ -138,6 +138,18 @@ WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
         # URLs urlsplit cannot read: every call event then failed in the webhooks' observer.
         ({"BRIDGE_WEBHOOK_URL": "http://[::1/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
         ({"BRIDGE_WEBHOOK_URL": "http://h:port/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
+        # Each simulated delay by its own name (it was "BRIDGE_SIM_*", naming none of them).
+        ({"BRIDGE_SIM_ANSWER_DELAY": "-1"}, "BRIDGE_SIM_ANSWER_DELAY="),
+        ({"BRIDGE_SIM_ECHO_DELAY": "-0.5"}, "BRIDGE_SIM_ECHO_DELAY="),
+        ({"BRIDGE_SIM_HANGUP_AFTER": "-1"}, "BRIDGE_SIM_HANGUP_AFTER="),
+        # Taken unchecked: a negative or zero timeout failed every audioUrl fetch at once.
+        ({"BRIDGE_PLAY_URL_TIMEOUT": "-1"}, "BRIDGE_PLAY_URL_TIMEOUT"),
+        ({"BRIDGE_PLAY_URL_TIMEOUT": "0"}, "BRIDGE_PLAY_URL_TIMEOUT"),
+        # Half a pair, taken and then never used (no TURN URL, no number on SIP yet).
+        ({"BRIDGE_TURN_USERNAME": "u"}, "BRIDGE_TURN_PASSWORD"),
+        ({"BRIDGE_TURN_PASSWORD": "p"}, "BRIDGE_TURN_USERNAME"),
+        ({"BRIDGE_SIP_CERT": "/tls/cert.pem"}, "BRIDGE_SIP_KEY"),
+        ({"BRIDGE_SIP_KEY": "/tls/key.pem"}, "BRIDGE_SIP_CERT"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -145,6 +157,14 @@ def test_bad_values_name_the_setting(env, name) -> None:
         load_settings([], env)
     message = str(info.value)
     assert name in message and "\n" not in message
+
+
+def test_an_enum_setting_is_shown_as_written() -> None:
+    """A refused enum setting is shown as the word the operator wrote, not Python's repr
+    (``BRIDGE_AGENT_FALLBACK=<AgentFallback.MESSAGE: 'message'>``)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings([], {"BRIDGE_AGENT_FALLBACK": "message"})
+    assert str(info.value).startswith("BRIDGE_AGENT_FALLBACK='message': "), info.value
 
 
 def test_non_loopback_without_token_refused() -> None:
@@ -419,6 +439,13 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
         extra["BRIDGE_TURN_SECRET"] = "s" if group == "ice" else ""
     if env == "BRIDGE_TURN_USERNAME":
         extra["BRIDGE_TURN_PASSWORD"] = "p"
+    partner = {
+        "BRIDGE_TURN_PASSWORD": "BRIDGE_TURN_USERNAME",
+        "BRIDGE_SIP_CERT": "BRIDGE_SIP_KEY",
+        "BRIDGE_SIP_KEY": "BRIDGE_SIP_CERT",
+    }
+    if env in partner:  # half a pair is refused (test_bad_values_name_the_setting)
+        extra[partner[env]] = "x"
     if group == "cluster":
         extra.update(
             {
