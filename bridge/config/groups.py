@@ -941,7 +941,7 @@ class AgentSettings(_Group):
         "human (transfer to the first browser participant), or hangup",
     )
     agent_fallback_file: str = _opt(
-        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message"
+        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message (there at start)"
     )
 
     def validate(self) -> None:

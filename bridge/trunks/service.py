@@ -86,7 +86,7 @@ class TrunkService:
             certs=None,
             # A transport=tls trunk: the PBX's certificate and name verified (system CAs and
             # BRIDGE_SIP_TRUNK_CA), no ALPN, as toward Meta.
-            client_ctx=client_context(self.settings.sip.sip_trunk_ca),
+            client_ctx=client_context(self.settings.sip.sip_trunk_ca, "BRIDGE_SIP_TRUNK_CA"),
             digest=None,
             handler=self,
             # Anyone may reach the trunk port: its connections are capped per source and must

@@ -546,3 +546,48 @@ def test_a_clean_link_bitrate_outside_opus_range_is_refused_and_0_turns_it_off(r
     with pytest.raises(ConfigError, match="BRIDGE_OPUS_CELT_BITRATE"):
         load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": raw})
     assert load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": "0"}).media.opus_celt_bitrate == 0
+
+
+@pytest.mark.parametrize("bad", ["missing", "not a certificate"])
+async def test_a_trunk_ca_that_does_not_load_stops_the_start_naming_it(tmp_path, bad) -> None:
+    """BRIDGE_SIP_TRUNK_CA is read as the trunks' user agent is made, at start: a file that
+    is not there was a FileNotFoundError traceback (exit 1) naming no setting; now it is a
+    ConfigError, one line from ``webrtc-bridge`` (exit 2), as BRIDGE_SIP_CA's is."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    ca = tmp_path / "pbx-ca.pem"
+    if bad == "not a certificate":
+        ca.write_text("not a certificate\n")
+    settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_ca=str(ca))
+    runner = web.AppRunner(create_app(settings))
+    try:  # as web.run_app starts and cleans up
+        with pytest.raises(ConfigError) as info:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_SIP_TRUNK_CA={str(ca)!r}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["sorry.wav", "../sorry.wav"])
+async def test_a_fallback_message_not_in_the_media_dir_stops_the_start(make_client, tmp_path, name):
+    """BRIDGE_AGENT_FALLBACK=message plays BRIDGE_AGENT_FALLBACK_FILE from BRIDGE_MEDIA_DIR:
+    a file that is not there (or a name that leaves the directory) was found only when a
+    model could not be reached again, and the caller then heard nothing (a WARNING)."""
+    from bridge.startup import StartupError
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (tmp_path / "sorry.wav").write_bytes(b"RIFF")  # beside the directory, not in it
+    fallback = {"agent_fallback": "message", "agent_fallback_file": name}
+    with pytest.raises(StartupError) as info:
+        await make_client(media_dir=str(media), **fallback)
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_AGENT_FALLBACK_FILE={name!r}: ") and "\n" not in message
+    assert str(media) in message
+    (media / "sorry.wav").write_bytes(b"RIFF")
+    if name == "sorry.wav":  # there now: the bridge starts
+        assert await make_client(media_dir=str(media), **fallback)
