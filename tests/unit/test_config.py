@@ -591,3 +591,38 @@ async def test_a_fallback_message_not_in_the_media_dir_stops_the_start(make_clie
     (media / "sorry.wav").write_bytes(b"RIFF")
     if name == "sorry.wav":  # there now: the bridge starts
         assert await make_client(media_dir=str(media), **fallback)
+
+
+PROCESS_VARIABLES = {"BRIDGE_WORKER_INDEX", "BRIDGE_WORKERS_TOTAL", "BRIDGE_WORKER_ID"}
+"""``BRIDGE_*`` variables that are no setting: the supervisor sets the first two for its
+workers; the third names a process as a call owner. docs/configuration.md lists them."""
+
+REMOVED = {"BRIDGE_OPUS_DIRECT"}
+"""Settings that are gone, named only where a page tells their history."""
+
+
+def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -> None:
+    """A ``BRIDGE_*`` name in the guides, the README, deploy/, the Dockerfile or examples/ is a
+    setting or one of the process's own variables (``BRIDGE_SIP_*``, ``BRIDGE_AGENT_<…>``
+    stand for several): a name misspelled or renamed there sets nothing at all."""
+    import re
+    from pathlib import Path
+
+    from bridge.config import all_fields
+
+    root = Path(__file__).resolve().parents[2]
+    known = {env_name(f.name) for f in all_fields()} | PROCESS_VARIABLES
+    files = [root / "README.md", root / "Dockerfile"]
+    for where in ("docs", "deploy", "examples"):
+        files += [p for p in (root / where).rglob("*") if p.is_file() and p.suffix != ".png"]
+    unknown = set()
+    for path in files:
+        for m in re.finditer(r"BRIDGE_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*[*<])", path.read_text()):
+            if m.group() not in known | REMOVED:
+                unknown.add(f"{path.relative_to(root)}: {m.group()}")
+    assert sorted(unknown) == []
+    guide = (root / "docs" / "configuration.md").read_text()
+    assert all(f"`{name}`" in guide for name in PROCESS_VARIABLES)
+    for path in (root / "bridge").rglob("*.py"):  # what the code reads by name
+        for name in re.findall(r"[\"'](BRIDGE_[A-Z0-9_]+)[\"']", path.read_text()):
+            assert name in known, f"{path.relative_to(root)}: {name}"
