@@ -49,14 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sockets = [_listen(server.host, server.port, reuse_port=workers > 1)]
         if internal is not None:
             host, _, port = internal.removeprefix("http://").rpartition(":")
-            sockets.append(_listen(host, int(port), reuse_port=False))
+            sockets.append(
+                _listen(host, int(port), reuse_port=False, setting="BRIDGE_INTERNAL_URL")
+            )
     except OSError as exc:
-        if exc.errno not in _BIND_ERRORS:
-            raise
         where = getattr(exc, "where", f"{server.host}:{server.port}")
-        print(
-            f"webrtc-bridge: cannot listen on {where}: {_BIND_ERRORS[exc.errno]}", file=sys.stderr
-        )
+        # A name that does not resolve (socket.gaierror) or any other refusal: said too.
+        setting = getattr(exc, "setting", "BRIDGE_HOST")
+        why = _BIND_ERRORS.get(exc.errno or 0) or f"{exc.strerror or exc} (check {setting})"
+        print(f"webrtc-bridge: cannot listen on {where}: {why}", file=sys.stderr)
         return 2
     log.info(
         "starting on http://%s:%d with engine %s%s",
@@ -109,7 +110,9 @@ def _check_media_ports(settings: Settings) -> None:
         )
 
 
-def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _listen(
+    host: str, port: int, *, reuse_port: bool, setting: str = "BRIDGE_HOST"
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,6 +123,7 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         exc.where = f"{host}:{port}"  # type: ignore[attr-defined]
+        exc.setting = setting  # type: ignore[attr-defined]
         raise
     sock.listen(1024)
     sock.setblocking(False)

@@ -42,6 +42,19 @@ async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
 
 
+async def test_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_path) -> None:
+    """A BRIDGE_HOST that does not resolve was socket.gaierror's traceback (exit 1): only the
+    errors of a busy port, a privileged one or an address not this machine's were said."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "error"}
+    env |= {"BRIDGE_HOST": "no-such-host.invalid", "BRIDGE_API_TOKENS": "t"}
+    proc = await spawn_bridge(env, "--port", str(free_port()), stdout=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "no-such-host.invalid" in lines[0], lines
+    assert "BRIDGE_HOST" in lines[0], lines
+
+
 @pytest.mark.parametrize("bad", ["cert missing", "key not a key", "CA missing", "port taken"])
 async def test_a_bad_sip_setting_exits_2_with_one_line_naming_it(tmp_path, bad) -> None:
     """Meta's SIP road checks its files and its port as its listener starts, after the

@@ -626,3 +626,50 @@ def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -
     for path in (root / "bridge").rglob("*.py"):  # what the code reads by name
         for name in re.findall(r"[\"'](BRIDGE_[A-Z0-9_]+)[\"']", path.read_text()):
             assert name in known, f"{path.relative_to(root)}: {name}"
+
+
+@pytest.mark.parametrize("listen", ["203.0.113.7:5070", "no-such-host.invalid:5070"])
+async def test_a_trunk_listen_address_not_ours_stops_the_start_naming_it(tmp_path, listen):
+    """BRIDGE_SIP_TRUNK_LISTEN on an address that is not this machine's, or a name that does
+    not resolve, was said as a port "taken" by another worker, and then the retry on a port of
+    its own failed the same way: a traceback, exit 1. Only a port in use falls back so."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_listen=listen)
+    runner = web.AppRunner(create_app(settings))
+    try:  # as web.run_app starts and cleans up
+        with pytest.raises(ConfigError) as info:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_SIP_TRUNK_LISTEN={listen!r}: ") and "\n" not in message
+
+
+async def test_a_trunk_port_another_worker_holds_still_falls_back(tmp_path) -> None:
+    """Only a port in use (the first worker of several holds it) falls back to a port of the
+    worker's own, said at WARNING."""
+    import socket
+
+    from aiohttp import web
+
+    from bridge.api.keys import TRUNKS
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        listen = f"127.0.0.1:{port}"
+        settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_listen=listen)
+        app = create_app(settings)
+        runner = web.AppRunner(app)
+        try:
+            await runner.setup()
+            assert app[TRUNKS].port not in (0, port)
+        finally:
+            await runner.cleanup()
