@@ -362,7 +362,9 @@ class IceSettings(_Group):
     )
     server_stun_urls: tuple[str, ...] = _opt((), "STUN servers the bridge itself gathers with")
     ice_addresses: tuple[str, ...] = _opt(
-        (), "local addresses to gather host candidates on (empty: all non-loopback)"
+        (),
+        "addresses of this machine to gather host candidates on, each checked at start (empty: "
+        "all non-loopback)",
     )
     public_ip: str = _opt("", "address advertised in the bridge's candidates behind 1:1 NAT")
     ice_policy: IcePolicy = _opt(IcePolicy.ALL, "iceTransportPolicy for clients: all or relay")

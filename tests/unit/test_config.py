@@ -673,3 +673,13 @@ async def test_a_trunk_port_another_worker_holds_still_falls_back(tmp_path) -> N
             assert app[TRUNKS].port not in (0, port)
         finally:
             await runner.cleanup()
+
+
+async def test_an_ice_address_not_this_machines_stops_the_start_naming_it(make_client) -> None:
+    """Host candidates are gathered on sockets bound to BRIDGE_ICE_ADDRESSES: an address that
+    is not this machine's was taken, and every call then failed to gather (no candidate)."""
+    with pytest.raises(ConfigError) as info:
+        await make_client(ice_addresses=("127.0.0.1", "203.0.113.7"))
+    message = str(info.value)
+    assert message.startswith("BRIDGE_ICE_ADDRESSES: '203.0.113.7' ") and "\n" not in message
+    assert await make_client(ice_addresses=("127.0.0.1",))
