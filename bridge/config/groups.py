@@ -132,6 +132,8 @@ class _Group:
 
     def bad(self, name: str, why: str) -> ConfigError:
         value = getattr(self, name)
+        if self.__dataclass_fields__[name].metadata["secret"]:  # type: ignore[attr-defined]
+            return ConfigError(f"{env_name(name)} (its value not shown): {why}")
         shown = value.value if isinstance(value, enum.Enum) else value  # the word as written
         return ConfigError(f"{env_name(name)}={shown!r}: {why}")
 
@@ -156,6 +158,19 @@ _TURN_RE = re.compile(r"^turns?:[^\s:?]+(:\d{1,5})?(\?transport=(udp|tcp))?$")
 _ORIGIN_RE = re.compile(r"^https?://[^/\s]+$")
 _DNS_NAME = r"[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*"
 """A DNS host name: dot-separated labels (RFC 1123 §2.1)."""
+
+
+def _url_ok(url: str, *schemes: str) -> bool:
+    """Whether ``url`` is one of ``schemes`` with a host, and readable the way every client of
+    the bridge reads it (``http.url_parts``: a port that is a number 0-65535, a whole IPv6
+    host) with no white space: a pattern on its start took ``http://h:port/`` and ``http://``."""
+    parts = url_parts(url)
+    return (
+        parts is not None
+        and parts.scheme in schemes
+        and bool(parts.hostname)
+        and not any(c.isspace() for c in url)
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -338,9 +353,7 @@ class EngineSettings(_Group):
                     raise ConfigError(f"{env_name(name)} is required with BRIDGE_ENGINE=cloudapi")
             if not re.fullmatch(r"[0-9]{1,32}", self.cloudapi_phone_number_id):
                 raise self.bad("cloudapi_phone_number_id", "must be the number's numeric id")
-        if self.engine is not EngineKind.SIM and not re.match(
-            r"^https?://[^\s/]+", self.engine_url
-        ):
+        if self.engine is not EngineKind.SIM and not _url_ok(self.engine_url, "http", "https"):
             raise self.bad(
                 "engine_url", f"an http(s):// URL is required with BRIDGE_ENGINE={self.engine}"
             )
@@ -451,7 +464,7 @@ class IceSettings(_Group):
             raise self.bad(
                 "turn_provider", "expected none, static, rest-secret, http or module:Class"
             )
-        if self.turn_http_url and not re.match(r"^https?://", self.turn_http_url):
+        if self.turn_http_url and not _url_ok(self.turn_http_url, "http", "https"):
             raise self.bad("turn_http_url", "must be an http(s):// URL")
         has_turn = bool(self.turn_urls or self.turn_http_url) or kind not in ("", "none")
         if self.ice_policy is IcePolicy.RELAY and not has_turn:
@@ -626,10 +639,7 @@ class WebhookSettings(_Group):
         return bool(self.webhook_url or self.webhook_url_allow)
 
     def validate(self) -> None:
-        if self.webhook_url and (
-            not re.match(r"^https?://[^\s/?#]+", self.webhook_url)
-            or url_parts(self.webhook_url) is None  # ``http://[::1``: every event then failed
-        ):
+        if self.webhook_url and not _url_ok(self.webhook_url, "http", "https"):
             raise self.bad("webhook_url", "must be an http(s):// URL")
         try:
             HostAllow(self.webhook_url_allow)
@@ -704,8 +714,9 @@ class ClusterSettings(_Group):
             self.workers.isdigit() and 1 <= int(self.workers) <= 256
         ):
             raise self.bad("workers", "must be a number 1-256 or auto")
-        if self.directory != "memory" and not re.match(
-            r"^rediss?://[^\s/]+(/\d+)?$", self.directory
+        if self.directory != "memory" and not (
+            re.match(r"^rediss?://[^\s/]+(/\d+)?$", self.directory)
+            and _url_ok(self.directory, "redis", "rediss")
         ):
             raise self.bad("directory", "must be memory or redis://host:port[/db]")
         if self.workers != "1" and not self.shared:
@@ -713,7 +724,10 @@ class ClusterSettings(_Group):
                 f"BRIDGE_WORKERS={self.workers}: several workers need a shared call directory "
                 "(BRIDGE_DIRECTORY=redis://host:port)"
             )
-        if self.internal_url and not re.match(r"^http://[^\s/:]+:\d{1,5}$", self.internal_url):
+        if self.internal_url and not (
+            re.match(r"^http://[^\s/:]+:\d{1,5}$", self.internal_url)
+            and _url_ok(self.internal_url, "http")
+        ):
             raise self.bad("internal_url", "must be http://host:port")
         if self.shared and len(self.internal_secret) < 16:
             raise ConfigError(

@@ -165,7 +165,8 @@ def load_settings(
         try:
             values[f.name] = _parser_for(f)(raw)
         except ValueError as exc:
-            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+            shown = " (its value not shown)" if f.metadata["secret"] else f"={raw!r}"
+            raise ConfigError(f"{source}{shown}: {exc}") from None
     settings = Settings.from_flat(values)
     settings.validate()
     return settings

@@ -77,6 +77,8 @@ def test_empty_stun_urls_means_none() -> None:
 
 
 WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
+SECRET = {"BRIDGE_INTERNAL_SECRET": "0123456789abcdef"}
+SHARED = {"BRIDGE_DIRECTORY": "redis://127.0.0.1:6379", **SECRET}
 
 
 @pytest.mark.parametrize(
@@ -150,6 +152,15 @@ WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
         ({"BRIDGE_TURN_PASSWORD": "p"}, "BRIDGE_TURN_USERNAME"),
         ({"BRIDGE_SIP_CERT": "/tls/cert.pem"}, "BRIDGE_SIP_KEY"),
         ({"BRIDGE_SIP_KEY": "/tls/key.pem"}, "BRIDGE_SIP_CERT"),
+        # URLs no client can read (a port that is no number or out of range, a broken IPv6
+        # host, no host at all), taken by a pattern that looked at their start only.
+        ({"BRIDGE_ENGINE": "zuckzapgo", "BRIDGE_ENGINE_URL": "http://h:port/"}, "ENGINE_URL"),
+        ({"BRIDGE_ENGINE": "zuckzapgo", "BRIDGE_ENGINE_URL": "http://[::1"}, "ENGINE_URL"),
+        ({"BRIDGE_TURN_HTTP_URL": "http://"}, "BRIDGE_TURN_HTTP_URL"),
+        ({"BRIDGE_TURN_HTTP_URL": "http://h:99999/creds"}, "BRIDGE_TURN_HTTP_URL"),
+        ({"BRIDGE_INTERNAL_URL": "http://10.0.0.5:99999", **SHARED}, "BRIDGE_INTERNAL_URL"),
+        ({"BRIDGE_DIRECTORY": "redis://h:port/0", **SECRET}, "BRIDGE_DIRECTORY"),
+        ({"BRIDGE_DIRECTORY": "redis://[::1/0", **SECRET}, "BRIDGE_DIRECTORY"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -157,6 +168,14 @@ def test_bad_values_name_the_setting(env, name) -> None:
         load_settings([], env)
     message = str(info.value)
     assert name in message and "\n" not in message
+
+
+def test_a_refused_secret_setting_is_not_shown() -> None:
+    """BRIDGE_DIRECTORY may carry Redis's password: refused, it was printed whole on stderr
+    (and so in the supervisor's and the container's logs)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings([], {"BRIDGE_DIRECTORY": "redis://:hunter2hunter2@h:port/0", **SECRET})
+    assert "BRIDGE_DIRECTORY" in str(info.value) and "hunter2" not in str(info.value)
 
 
 def test_an_enum_setting_is_shown_as_written() -> None:
