@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .groups import GROUPS, ConfigError, Settings, env_name, setting_fields
+from .groups import GROUPS, ConfigError, Settings, env_name, number_text, setting_fields
 
 
 def flag_name(name: str) -> str:
@@ -102,6 +102,17 @@ def describe_kind(f: dataclasses.Field[Any]) -> str:
     return "TEXT"
 
 
+def describe_limits(f: dataclasses.Field[Any]) -> str:
+    """A number setting's range as ``--help`` and the guide show it after its type
+    (`` (1-32)``, `` (at least 600)``; empty: none declared)."""
+    if "limits" not in f.metadata:
+        return ""
+    low, high = f.metadata["limits"]
+    if high is None:
+        return f" (at least {number_text(low)})"
+    return f" ({number_text(low)}-{number_text(high)})"
+
+
 def describe_default(f: dataclasses.Field[Any]) -> str:
     default = f.default
     if f.metadata.get("secret"):
@@ -126,7 +137,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         section = parser.add_argument_group(f"{group_name} settings")
         for f in setting_fields(group):
             helptext = (
-                f"{f.metadata['help']} [{describe_kind(f)}, default {describe_default(f)}; "
+                f"{f.metadata['help']} [{describe_kind(f)}{describe_limits(f)}, "
+                f"default {describe_default(f)}; "
                 f"env {env_name(f.name)}]"
             )
             if isinstance(f.default, bool):

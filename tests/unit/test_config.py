@@ -58,8 +58,9 @@ def test_the_event_loop_follows_the_uvloop_setting() -> None:
 def test_help_shows_types_and_defaults() -> None:
     from bridge.config import build_arg_parser
 
-    text = build_arg_parser().format_help()
+    text = " ".join(build_arg_parser().format_help().split())  # as wrapped at any width
     assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
+    assert "[INT (1-65535), default 8080" in text  # the range it keeps
     assert "--no-opus-fec" in text and "--log-format {text,json}" in text
 
 
@@ -702,3 +703,32 @@ async def test_an_ice_address_not_this_machines_stops_the_start_naming_it(make_c
     message = str(info.value)
     assert message.startswith("BRIDGE_ICE_ADDRESSES: '203.0.113.7' ") and "\n" not in message
     assert await make_client(ice_addresses=("127.0.0.1",))
+
+
+OWN_RANGE_CHECK = {"rate_limit", "recording_retention_days", "opus_celt_bitrate"}
+"""Number settings whose allowed values are no closed range (above 0; 0 or a range): their
+help says them, their group's validate checks them."""
+
+
+def test_every_number_setting_declares_the_range_it_keeps() -> None:
+    """The allowed range of a number setting is data (shown in --help and the configuration
+    guide's table, which is generated from it) and the check: its ends are taken, a value
+    just outside is refused naming the setting. Before, each range lived only in a group's
+    validate, and the guide showed none of them."""
+    from bridge.config import all_fields
+
+    for f in all_fields():
+        if isinstance(f.default, bool) or not isinstance(f.default, int | float):
+            continue
+        if f.name in OWN_RANGE_CHECK:
+            assert "limits" not in f.metadata, f.name
+            continue
+        assert "limits" in f.metadata, f"{env_name(f.name)} declares no range"
+        low, high = f.metadata["limits"]
+        step = 1 if isinstance(f.default, int) else max(abs(low) / 2, 0.001)
+        outside = [low - step] + ([high + step] if high is not None else [])
+        for value in outside:
+            with pytest.raises(ConfigError, match=env_name(f.name)):
+                load_settings([], {env_name(f.name): str(value)})
+        for value in [low] + ([high] if high is not None else []):
+            load_settings([], {env_name(f.name): str(value)})
