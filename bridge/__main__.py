@@ -15,7 +15,7 @@ from aiohttp import web
 from .app import create_app
 from .cluster import internal_url_for
 from .cluster.supervisor import Supervisor, usable_cores, worker_command
-from .config import ConfigError, Settings, ShutdownCalls, load_settings
+from .config import ConfigError, Settings, ShutdownCalls, load_settings, unknown_settings
 from .logs import setup_logging
 from .loop import freeze_startup_heap, install_event_loop
 from .rtc.ports import ephemeral_overlap
@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         index = os.environ.get("BRIDGE_WORKER_INDEX")
         if index is None:  # once per bridge: the supervisor, or a single worker
             _check_media_ports(settings)
+            for line in unknown_settings():  # a misspelled name sets nothing
+                log.warning("%s", line)
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
         worker_index = int(index or 0)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import enum
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -182,6 +184,36 @@ def load_settings(
     settings = Settings.from_flat(values)
     settings.validate()
     return settings
+
+
+PROCESS_VARIABLES = frozenset({"BRIDGE_WORKER_INDEX", "BRIDGE_WORKERS_TOTAL", "BRIDGE_WORKER_ID"})
+"""``BRIDGE_*`` variables that are no setting: the supervisor's for its workers, and a
+process's identity as a call owner (docs/configuration.md lists them)."""
+
+_SERVICE_LINK = re.compile(r"_SERVICE_(HOST|PORT)(_\w+)?$|_PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?$")
+"""What Kubernetes sets for each Service of the namespace (``BRIDGE_REDIS_SERVICE_HOST``,
+``BRIDGE_REDIS_PORT_6379_TCP`` … for one named ``bridge-redis``)."""
+
+
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Each ``BRIDGE_*`` variable of ``environ`` that is no setting, as a line saying so and
+    naming the closest setting: a misspelled name sets nothing, and its setting keeps its
+    default without a word."""
+    env = os.environ if environ is None else environ
+    names = [env_name(f.name) for f in all_fields()]
+    told = []
+    for name in sorted(env):
+        if (
+            not name.startswith("BRIDGE_")
+            or name in names
+            or name in PROCESS_VARIABLES
+            or _SERVICE_LINK.search(name)
+        ):
+            continue
+        # Compared without the prefix every name shares (all would look alike).
+        close = difflib.get_close_matches(name[7:], [n[7:] for n in names], n=1)
+        told.append(f"{name} is no setting (ignored)" + (f": BRIDGE_{close[0]}?" if close else ""))
+    return told
 
 
 def settings_for_tests(**overrides: Any) -> Settings:

@@ -55,6 +55,28 @@ async def test_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_path) -> Non
     assert "BRIDGE_HOST" in lines[0], lines
 
 
+async def test_a_misspelled_setting_is_told_once_at_start(tmp_path) -> None:
+    """BRIDGE_RECORD_AL (for BRIDGE_RECORD_ALL) set nothing and said nothing: the bridge ran
+    with the default. It still runs, and says once which name is no setting and which one
+    was likely meant."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "info"}
+    env |= {"BRIDGE_RECORD_AL": "true", "BRIDGE_API_TOKENS": "t"}
+    proc = await spawn_bridge(env, "--port", str(free_port()))
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:  # its log up to "starting on" (the start goes on: nothing more is needed of it)
+        while not lines or "starting on http" not in lines[-1]:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, lines  # the process ended
+            lines.append(line.decode())
+    finally:
+        proc.kill()
+        await proc.wait()
+    told = [line for line in lines if "is no setting" in line]
+    assert len(told) == 1 and "WARNING" in told[0], lines
+    assert told[0].rstrip().endswith("BRIDGE_RECORD_AL is no setting (ignored): BRIDGE_RECORD_ALL?")
+
+
 @pytest.mark.parametrize("bad", ["cert missing", "key not a key", "CA missing", "port taken"])
 async def test_a_bad_sip_setting_exits_2_with_one_line_naming_it(tmp_path, bad) -> None:
     """Meta's SIP road checks its files and its port as its listener starts, after the

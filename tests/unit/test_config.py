@@ -613,12 +613,13 @@ async def test_a_fallback_message_not_in_the_media_dir_stops_the_start(make_clie
         assert await make_client(media_dir=str(media), **fallback)
 
 
-PROCESS_VARIABLES = {"BRIDGE_WORKER_INDEX", "BRIDGE_WORKERS_TOTAL", "BRIDGE_WORKER_ID"}
-"""``BRIDGE_*`` variables that are no setting: the supervisor sets the first two for its
-workers; the third names a process as a call owner. docs/configuration.md lists them."""
-
-REMOVED = {"BRIDGE_OPUS_DIRECT"}
-"""Settings that are gone, named only where a page tells their history."""
+NAMED_AS_NO_SETTING = {
+    "BRIDGE_OPUS_DIRECT",  # gone: performance.md tells its history
+    "BRIDGE_RECORD_AL",  # configuration.md: a misspelling, and what the start says of it
+    "BRIDGE_REDIS_SERVICE_HOST",  # configuration.md: Kubernetes' service links
+    "BRIDGE_REDIS_PORT_6379_TCP",
+}
+"""Names the pages give as examples of what is no setting."""
 
 
 def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -> None:
@@ -628,7 +629,7 @@ def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -
     import re
     from pathlib import Path
 
-    from bridge.config import all_fields
+    from bridge.config import PROCESS_VARIABLES, all_fields
 
     root = Path(__file__).resolve().parents[2]
     known = {env_name(f.name) for f in all_fields()} | PROCESS_VARIABLES
@@ -638,7 +639,7 @@ def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -
     unknown = set()
     for path in files:
         for m in re.finditer(r"BRIDGE_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*[*<])", path.read_text()):
-            if m.group() not in known | REMOVED:
+            if m.group() not in known | NAMED_AS_NO_SETTING:
                 unknown.add(f"{path.relative_to(root)}: {m.group()}")
     assert sorted(unknown) == []
     guide = (root / "docs" / "configuration.md").read_text()
@@ -732,3 +733,27 @@ def test_every_number_setting_declares_the_range_it_keeps() -> None:
                 load_settings([], {env_name(f.name): str(value)})
         for value in [low] + ([high] if high is not None else []):
             load_settings([], {env_name(f.name): str(value)})
+
+
+def test_a_bridge_name_that_is_no_setting_is_told_with_the_setting_meant() -> None:
+    """A misspelled variable (BRIDGE_RECORD_AL) set nothing, silently: the setting it meant kept
+    its default. Each is told (the start logs it at WARNING), with the closest setting's name;
+    the process's own variables and Kubernetes' service links (BRIDGE_REDIS_SERVICE_HOST … for
+    a Service named bridge-redis) are not."""
+    from bridge.config import unknown_settings
+
+    env = {
+        "BRIDGE_RECORD_AL": "true",
+        "BRIDGE_WEBHOOK_URLS": "https://h.example/x",
+        "BRIDGE_PORT": "8080",
+        "BRIDGE_WORKER_INDEX": "0",
+        "BRIDGE_REDIS_SERVICE_HOST": "10.0.0.9",
+        "BRIDGE_REDIS_PORT": "tcp://10.0.0.9:6379",
+        "BRIDGE_REDIS_PORT_6379_TCP_ADDR": "10.0.0.9",
+        "HOME": "/root",
+    }
+    assert unknown_settings(env) == [
+        "BRIDGE_RECORD_AL is no setting (ignored): BRIDGE_RECORD_ALL?",
+        "BRIDGE_WEBHOOK_URLS is no setting (ignored): BRIDGE_WEBHOOK_URL?",
+    ]
+    assert unknown_settings({"BRIDGE_ZZZ": "1"}) == ["BRIDGE_ZZZ is no setting (ignored)"]
