@@ -15,7 +15,7 @@ import enum
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .groups import GROUPS, ConfigError, Settings, env_name, number_text, setting_fields
 
@@ -128,9 +128,17 @@ def describe_default(f: dataclasses.Field[Any]) -> str:
     return str(default) if default != "" else "empty"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose own errors (a flag that is none, one without its value) are a
+    :class:`ConfigError`, one line like any bad setting, not its whole usage and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (webrtc-bridge --help lists the flags)")
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     """The CLI: one flag per setting (``--no-…`` too for booleans), defaults left to the env."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="webrtc-bridge",
         description="WebRTC media bridge for WhatsApp calls. Every flag is also an environment "
         "variable (shown with each); a flag wins over the environment.",

@@ -19,12 +19,17 @@ from ..support.spectrum import dominant_frequency
 from ..support.tls import TestCA
 
 
-async def test_bad_config_exits_2_with_one_line() -> None:
-    proc = await spawn_bridge(None, "--port", "abc", stdout=asyncio.subprocess.PIPE)
+@pytest.mark.parametrize(
+    ("args", "named"), [(["--port", "abc"], "--port"), (["--prot", "9000"], "--prot")]
+)
+async def test_bad_config_exits_2_with_one_line(args, named) -> None:
+    """A bad value, or a flag that is none (a typo): the second printed argparse's whole usage,
+    80 lines, above its error."""
+    proc = await spawn_bridge(None, *args, stdout=asyncio.subprocess.PIPE)
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and "--port" in lines[0], lines
+    assert len(lines) == 1 and named in lines[0], lines
 
 
 async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:

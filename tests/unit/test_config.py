@@ -187,6 +187,20 @@ def test_an_enum_setting_is_shown_as_written() -> None:
     assert str(info.value).startswith("BRIDGE_AGENT_FALLBACK='message': "), info.value
 
 
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [(["--prot", "9000"], "--prot"), (["--port"], "--port")],
+)
+def test_a_flag_that_is_none_or_has_no_value_is_one_line(argv, named) -> None:
+    """argparse's own errors (a flag that is none, one without its value) printed its whole
+    usage, every flag of every setting, and exited from inside the parser: now they are a
+    ConfigError like any bad setting, one line that points at --help."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(argv, {})
+    message = str(info.value)
+    assert named in message and "--help" in message and "\n" not in message
+
+
 def test_non_loopback_without_token_refused() -> None:
     with pytest.raises(ConfigError, match="BRIDGE_HOST"):
         load_settings([], {"BRIDGE_HOST": "0.0.0.0"})
