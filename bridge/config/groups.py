@@ -396,6 +396,26 @@ class EngineSettings(_Group):
         )
 
     def check(self) -> None:
+        # The default number's engine-specific settings mean nothing with another engine: set
+        # while BRIDGE_ENGINE is forgotten (sim, its default) they were taken without a word.
+        own = {
+            EngineKind.CLOUDAPI: (
+                "cloudapi_phone_number_id",
+                "cloudapi_app_secret",
+                "cloudapi_verify_token",
+                "cloudapi_signalling",
+                "cloudapi_media",
+            ),
+            EngineKind.WADIAL: ("engine_session",),
+        }
+        for kind, names in own.items():
+            for name in names if self.engine is not kind else ():
+                default = self.__dataclass_fields__[name].default
+                if getattr(self, name) != default:
+                    raise ConfigError(
+                        f"{env_name(name)} is set, but BRIDGE_ENGINE={self.engine}: it is "
+                        f"read with BRIDGE_ENGINE={kind} only"
+                    )
         if self.engine is EngineKind.CLOUDAPI and not self.sip:
             for name in (
                 "engine_token",

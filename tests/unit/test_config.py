@@ -162,6 +162,14 @@ SHARED = {"BRIDGE_DIRECTORY": "redis://127.0.0.1:6379", **SECRET}
         ({"BRIDGE_INTERNAL_URL": "http://10.0.0.5:99999", **SHARED}, "BRIDGE_INTERNAL_URL"),
         ({"BRIDGE_DIRECTORY": "redis://h:port/0", **SECRET}, "BRIDGE_DIRECTORY"),
         ({"BRIDGE_DIRECTORY": "redis://[::1/0", **SECRET}, "BRIDGE_DIRECTORY"),
+        # The default number's Cloud API (or WADial) settings, set while BRIDGE_ENGINE names
+        # another engine (forgotten, or misspelled away): taken, and the bridge ran on sim.
+        ({"BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1234"}, "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID"),
+        ({"BRIDGE_CLOUDAPI_APP_SECRET": "s"}, "BRIDGE_CLOUDAPI_APP_SECRET"),
+        ({"BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"}, "BRIDGE_CLOUDAPI_VERIFY_TOKEN"),
+        ({"BRIDGE_CLOUDAPI_SIGNALLING": "sip"}, "BRIDGE_CLOUDAPI_SIGNALLING"),
+        ({"BRIDGE_CLOUDAPI_MEDIA": "sdes"}, "BRIDGE_CLOUDAPI_MEDIA"),
+        ({"BRIDGE_ENGINE_SESSION": "s1"}, "BRIDGE_ENGINE_SESSION"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -487,6 +495,11 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
                 "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
             }
         )
+    if env.startswith("BRIDGE_CLOUDAPI_"):  # the default number's, with its engine only
+        extra |= {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_CLOUDAPI_SIGNALLING": "sip"}
+        extra |= {k: v for k, v in SIP_ROAD.items() if k != env}
+    if env == "BRIDGE_ENGINE_SESSION":
+        extra |= {"BRIDGE_ENGINE": "wadial", "BRIDGE_ENGINE_URL": "http://e.example"}
     if group == "webhooks" and env != "BRIDGE_WEBHOOK_SECRET":
         extra["BRIDGE_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = load_settings([], {**extra, env: raw})
