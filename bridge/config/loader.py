@@ -3,7 +3,8 @@
 Every setting is an environment variable (``BRIDGE_PORT``) and a CLI flag (``--port``); a flag
 wins over the environment, which wins over the default. Booleans have both ``--x`` and
 ``--no-x``. :func:`load_settings` validates everything at start and raises
-:class:`ConfigError` with a one-line message naming the bad setting.
+:class:`ConfigError` with a one-line message naming the bad setting (a bad flag too);
+:func:`unknown_settings` tells the ``BRIDGE_*`` variables that are no setting.
 """
 
 from __future__ import annotations
