@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log.warning("%s", line)
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
+        if index is not None and not index.isdigit():
+            raise ConfigError(
+                f"BRIDGE_WORKER_INDEX={index!r}: the supervisor sets it for its workers (0, 1 …);"
+                " leave it unset"
+            )
         worker_index = int(index or 0)
         app = create_app(settings, worker_index=worker_index)
     except (ConfigError, StartupError) as exc:

@@ -47,6 +47,17 @@ async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
 
 
+async def test_a_worker_index_that_is_no_number_exits_2_with_one_line(tmp_path) -> None:
+    """BRIDGE_WORKER_INDEX is the supervisor's, for its workers: set by hand to no number, it
+    was int()'s ValueError traceback (exit 1)."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_WORKER_INDEX": "first"}
+    proc = await spawn_bridge(env, "--port", str(free_port()), stdout=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2, lines
+    assert len(lines) == 1 and "BRIDGE_WORKER_INDEX='first'" in lines[0], lines
+
+
 async def test_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_path) -> None:
     """A BRIDGE_HOST that does not resolve was socket.gaierror's traceback (exit 1): only the
     errors of a busy port, a privileged one or an address not this machine's were said."""
