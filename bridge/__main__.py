@@ -15,7 +15,7 @@ from aiohttp import web
 from .app import create_app
 from .cluster import internal_url_for
 from .cluster.supervisor import Supervisor, usable_cores, worker_command
-from .config import ConfigError, Settings, ShutdownCalls, load_settings
+from .config import ConfigError, Settings, ShutdownCalls, load_settings, unknown_settings
 from .logs import setup_logging
 from .loop import freeze_startup_heap, install_event_loop
 from .rtc.ports import ephemeral_overlap
@@ -34,8 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         index = os.environ.get("BRIDGE_WORKER_INDEX")
         if index is None:  # once per bridge: the supervisor, or a single worker
             _check_media_ports(settings)
+            for line in unknown_settings():  # a misspelled name sets nothing
+                log.warning("%s", line)
         if workers > 1 and index is None:
             return _supervise(settings, workers, args)
+        if index is not None and not index.isdigit():
+            raise ConfigError(
+                f"BRIDGE_WORKER_INDEX={index!r}: the supervisor sets it for its workers (0, 1 …);"
+                " leave it unset"
+            )
         worker_index = int(index or 0)
         app = create_app(settings, worker_index=worker_index)
     except (ConfigError, StartupError) as exc:
@@ -49,14 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         sockets = [_listen(server.host, server.port, reuse_port=workers > 1)]
         if internal is not None:
             host, _, port = internal.removeprefix("http://").rpartition(":")
-            sockets.append(_listen(host, int(port), reuse_port=False))
+            sockets.append(
+                _listen(host, int(port), reuse_port=False, setting="BRIDGE_INTERNAL_URL")
+            )
     except OSError as exc:
-        if exc.errno not in _BIND_ERRORS:
-            raise
         where = getattr(exc, "where", f"{server.host}:{server.port}")
-        print(
-            f"webrtc-bridge: cannot listen on {where}: {_BIND_ERRORS[exc.errno]}", file=sys.stderr
-        )
+        # A name that does not resolve (socket.gaierror) or any other refusal: said too.
+        setting = getattr(exc, "setting", "BRIDGE_HOST")
+        why = _BIND_ERRORS.get(exc.errno or 0) or f"{exc.strerror or exc} (check {setting})"
+        print(f"webrtc-bridge: cannot listen on {where}: {why}", file=sys.stderr)
         return 2
     log.info(
         "starting on http://%s:%d with engine %s%s",
@@ -109,7 +117,9 @@ def _check_media_ports(settings: Settings) -> None:
         )
 
 
-def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+def _listen(
+    host: str, port: int, *, reuse_port: bool, setting: str = "BRIDGE_HOST"
+) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -120,6 +130,7 @@ def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
     except OSError as exc:
         sock.close()
         exc.where = f"{host}:{port}"  # type: ignore[attr-defined]
+        exc.setting = setting  # type: ignore[attr-defined]
         raise
     sock.listen(1024)
     sock.setblocking(False)

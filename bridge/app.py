@@ -21,7 +21,7 @@ from .api.schema import openapi_document
 from .api.tenancy import tenancy_middleware
 from .api.trunks import sip_trunks
 from .calls import CallEvents, InMemoryCallRegistry
-from .config import Settings
+from .config import AgentFallback, Settings
 from .engines import Engine
 from .errors import NotFound
 from .logs import name_numbers, quiet_parser_refusals
@@ -36,7 +36,7 @@ from .resources import (
 )
 from .rtc import create_turn_provider, restrict_host_addresses, set_gather_timeout, udp_poll
 from .rtc.counters import RtcCollector
-from .startup import prepare_data_dir, web_dir
+from .startup import check_media_file, prepare_data_dir, web_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,16 @@ def create_app(
     """Build the bridge application. ``engine`` overrides the configured one (tests);
     ``worker_index`` is this worker's place among ``BRIDGE_WORKERS`` (its internal port).
 
-    Raises :class:`~bridge.startup.StartupError` when the packaged browser client is missing
-    or ``BRIDGE_DATA_DIR`` is not writable."""
+    Raises :class:`~bridge.startup.StartupError` when the packaged browser client is missing,
+    ``BRIDGE_DATA_DIR`` is not writable or the fallback message is not in ``BRIDGE_MEDIA_DIR``."""
     server, storage, cluster = settings.server, settings.storage, settings.cluster
     static = web_dir()
     prepare_data_dir(storage.data_dir)
+    agents = settings.agents
+    if agents.agent_fallback is AgentFallback.MESSAGE:
+        check_media_file(
+            "BRIDGE_AGENT_FALLBACK_FILE", agents.agent_fallback_file, storage.media_dir
+        )
     # The API's document, read here, before the worker listens: parsed in the first request
     # that validates a body, it held a fresh worker's event loop for 0.2-0.7 s while it took
     # handed-over calls, past its heartbeat on a loaded host (a survivor then reaped it).

@@ -1,5 +1,6 @@
 """What the process needs from the file system before it serves: the browser client shipped as
-package data, and a writable data directory. Each failure is one :class:`StartupError` line."""
+package data, a writable data directory, and the files settings name in the media directory.
+Each failure is one :class:`StartupError` line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import importlib.resources
 import tempfile
 from importlib.resources.abc import Traversable
 from pathlib import Path
+
+from .attachments.files import inside
+from .errors import BridgeError
 
 WEB_FILES = ("index.html", "demo.js", "bridge-client.js")
 """The browser client and demo page: ``web/`` at the top of the repository, installed as the
@@ -42,6 +46,19 @@ def web_dir() -> Path:
             f" in {where or Path(__file__).resolve().parent / 'web'}"
         )
     return where
+
+
+def check_media_file(setting: str, name: str, media_dir: str) -> None:
+    """The file ``name`` that ``setting`` names is in ``BRIDGE_MEDIA_DIR`` (read the way
+    ``/call/play`` reads its ``file``), so a missing one fails here, at start, and not when it
+    is first played."""
+    try:
+        found = inside(Path(media_dir), name).is_file()
+        why = "no such file in BRIDGE_MEDIA_DIR"
+    except BridgeError as exc:
+        found, why = False, str(exc)
+    if not found:
+        raise StartupError(f"{setting}={name!r}: {why} ({Path(media_dir).absolute()})")
 
 
 def prepare_data_dir(data_dir: str) -> Path:

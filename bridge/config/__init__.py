@@ -31,11 +31,20 @@ from .groups import (
     env_name,
     webhook_secret_ok,
 )
-from .loader import all_fields, build_arg_parser, flag_name, load_settings, settings_for_tests
+from .loader import (
+    PROCESS_VARIABLES,
+    all_fields,
+    build_arg_parser,
+    flag_name,
+    load_settings,
+    settings_for_tests,
+    unknown_settings,
+)
 
 __all__ = [
     "AGENT_PROVIDERS",
     "GROUPS",
+    "PROCESS_VARIABLES",
     "AgentFallback",
     "AgentSettings",
     "CallSettings",
@@ -66,5 +75,6 @@ __all__ = [
     "flag_name",
     "load_settings",
     "settings_for_tests",
+    "unknown_settings",
     "webhook_secret_ok",
 ]

@@ -4,7 +4,7 @@ test keeps the guide equal to it: ``python -m bridge.config.docs`` prints it).""
 from __future__ import annotations
 
 from .groups import GROUPS, env_name, setting_fields
-from .loader import describe_default, describe_kind, flag_name
+from .loader import describe_default, describe_kind, describe_limits, flag_name
 
 
 def settings_table() -> str:
@@ -16,7 +16,7 @@ def settings_table() -> str:
                 flag += "` / `--no-" + f.name.replace("_", "-")
             default = describe_default(f)
             shown = f"({default})" if default in ("unset", "empty") else default
-            kind = describe_kind(f).strip("{}").replace(",", " \\| ")
+            kind = describe_kind(f).strip("{}").replace(",", " \\| ") + describe_limits(f)
             rows.append(
                 f"| `{env_name(f.name)}` | `{flag}` | {group_name} · {kind} | `{shown}` "
                 f"| {f.metadata['help']} |"

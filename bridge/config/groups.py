@@ -112,8 +112,26 @@ class OrphanCalls(enum.StrEnum):
     KEEP = "keep"
 
 
-def _opt(default: Any, help: str, *, secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "secret": secret})
+def _opt(
+    default: Any,
+    help: str,
+    *,
+    secret: bool = False,
+    limits: tuple[float, float | None] | None = None,
+    unit: str = "",
+) -> Any:
+    """A setting: its default, its help, and for a number the range it keeps (``limits``:
+    lowest and highest allowed, ``None`` for no highest), checked for every group by
+    :meth:`_Group.check_limits` and shown by ``--help`` and the guide's table."""
+    metadata: dict[str, Any] = {"help": help, "secret": secret}
+    if limits is not None:
+        metadata |= {"limits": limits, "unit": unit}
+    return field(default=default, metadata=metadata)
+
+
+def number_text(value: float) -> str:
+    """``600``, ``0.5``: a bound as the guide and the errors show it."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def env_name(name: str) -> str:
@@ -131,15 +149,43 @@ class _Group:
                 object.__setattr__(self, f.name, type(f.default)(value))
 
     def bad(self, name: str, why: str) -> ConfigError:
-        return ConfigError(f"{env_name(name)}={getattr(self, name)!r}: {why}")
-
-    def between(self, name: str, low: float, high: float, unit: str = "") -> None:
         value = getattr(self, name)
-        if not low <= value <= high:
-            raise self.bad(name, f"must be between {low:g} and {high:g}{unit}")
+        if self.__dataclass_fields__[name].metadata["secret"]:  # type: ignore[attr-defined]
+            return ConfigError(f"{env_name(name)} (its value not shown): {why}")
+        shown = value.value if isinstance(value, enum.Enum) else value  # the word as written
+        return ConfigError(f"{env_name(name)}={shown!r}: {why}")
+
+    def paired(self, *names: str) -> None:
+        """Settings that only mean something together: one set alone is refused."""
+        given = [n for n in names if getattr(self, n)]
+        if given and len(given) < len(names):
+            missing = " and ".join(env_name(n) for n in names if n not in given)
+            raise ConfigError(f"{env_name(given[0])} is set without {missing}")
+
+    def between(self, name: str, low: float, high: float | None, unit: str = "") -> None:
+        value = getattr(self, name)
+        if high is None and value < low:
+            raise self.bad(name, f"must be at least {number_text(low)}{unit}")
+        if high is not None and not low <= value <= high:
+            raise self.bad(
+                name, f"must be between {number_text(low)} and {number_text(high)}{unit}"
+            )
+
+    def check_limits(self) -> None:
+        """Each number setting within the range its field declares."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if "limits" in f.metadata:
+                low, high = f.metadata["limits"]
+                self.between(f.name, low, high, f.metadata["unit"])
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for the first bad value."""
+        """Raise :class:`ConfigError` for the first bad value: a number out of its declared
+        range, then what the group checks itself."""
+        self.check_limits()
+        self.check()
+
+    def check(self) -> None:
+        """The group's own checks (forms, settings that go together)."""
 
 
 _STUN_RE = re.compile(r"^stuns?:[^\s:]+(:\d{1,5})?$")
@@ -147,6 +193,19 @@ _TURN_RE = re.compile(r"^turns?:[^\s:?]+(:\d{1,5})?(\?transport=(udp|tcp))?$")
 _ORIGIN_RE = re.compile(r"^https?://[^/\s]+$")
 _DNS_NAME = r"[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*"
 """A DNS host name: dot-separated labels (RFC 1123 §2.1)."""
+
+
+def _url_ok(url: str, *schemes: str) -> bool:
+    """Whether ``url`` is one of ``schemes`` with a host, and readable the way every client of
+    the bridge reads it (``http.url_parts``: a port that is a number 0-65535, a whole IPv6
+    host) with no white space: a pattern on its start took ``http://h:port/`` and ``http://``."""
+    parts = url_parts(url)
+    return (
+        parts is not None
+        and parts.scheme in schemes
+        and bool(parts.hostname)
+        and not any(c.isspace() for c in url)
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -163,18 +222,24 @@ class ServerSettings(_Group):
     """The HTTP server: where it listens, who may call it, logs."""
 
     host: str = _opt("127.0.0.1", "listen address")
-    port: int = _opt(8080, "listen port")
+    port: int = _opt(8080, "listen port", limits=(1, 65535))
     api_tokens: tuple[str, ...] = _opt((), "comma-separated API tokens", secret=True)
     insecure_no_auth: bool = _opt(
         False, "allow a non-loopback BRIDGE_HOST with no API token (unsafe)"
     )
     rate_limit: float = _opt(
-        2.0, "requests per second per client (token, else address) on /call/make and /offer"
+        2.0,
+        "requests per second per client (token, else address) on /call/make and /offer (above 0)",
     )
-    rate_burst: int = _opt(20, "burst allowed above BRIDGE_RATE_LIMIT")
+    rate_burst: int = _opt(20, "burst allowed above BRIDGE_RATE_LIMIT", limits=(1, None))
     cors_origins: tuple[str, ...] = _opt((), "origins allowed by CORS (empty: none)")
     metrics_token: str = _opt("", "token /metrics requires (empty: /metrics is open)", secret=True)
-    body_timeout: float = _opt(10.0, "seconds a client has to send a whole request body (else 408)")
+    body_timeout: float = _opt(
+        10.0,
+        "seconds a client has to send a whole request body (else 408)",
+        limits=(0.5, 600),
+        unit=" seconds",
+    )
     log_format: LogFormat = _opt(LogFormat.TEXT, "log format: text or json")
     log_level: LogLevel = _opt(LogLevel.INFO, "log level: debug, info, warning, error")
     uvloop: bool = _opt(True, "run on uvloop when it is installed (off: asyncio's own loop)")
@@ -183,14 +248,11 @@ class ServerSettings(_Group):
     def auth_enabled(self) -> bool:
         return bool(self.api_tokens)
 
-    def validate(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise self.bad("port", "must be a port number 1-65535")
+    def check(self) -> None:
         if not self.host:
             raise self.bad("host", "must not be empty")
-        self.between("body_timeout", 0.5, 600, " seconds")
-        if self.rate_limit <= 0 or self.rate_burst < 1:
-            raise self.bad("rate_limit", "BRIDGE_RATE_LIMIT must be > 0 and BRIDGE_RATE_BURST >= 1")
+        if self.rate_limit <= 0:
+            raise self.bad("rate_limit", "must be above 0")
         for origin in self.cors_origins:
             if not _ORIGIN_RE.match(origin):
                 raise ConfigError(
@@ -207,15 +269,28 @@ class ServerSettings(_Group):
 class CallSettings(_Group):
     """Call control: capacity, time limits, shutdown policy, how long ended calls are kept."""
 
-    max_calls: int = _opt(200, "live calls before /call/make and /offer answer 503")
-    connect_timeout: float = _opt(20.0, "seconds a WebRTC session may take to connect")
+    max_calls: int = _opt(
+        200, "live calls before /call/make and /offer answer 503", limits=(1, None)
+    )
+    connect_timeout: float = _opt(
+        20.0, "seconds a WebRTC session may take to connect", limits=(0.5, 3600), unit=" seconds"
+    )
     media_timeout: float = _opt(
         10.0,
         "seconds without RTP before a WebRTC session is failed (one whose browser sends: a "
         "recvonly listener's is ended by ICE consent)",
+        limits=(0.5, 3600),
+        unit=" seconds",
     )
-    ring_timeout: float = _opt(60.0, "seconds a call may ring before it is given up")
-    max_call_duration: float = _opt(14_400.0, "seconds an answered call may last (0: no limit)")
+    ring_timeout: float = _opt(
+        60.0, "seconds a call may ring before it is given up", limits=(0.5, 3600), unit=" seconds"
+    )
+    max_call_duration: float = _opt(
+        14_400.0,
+        "seconds an answered call may last (0: no limit)",
+        limits=(0, None),
+        unit=" seconds",
+    )
     shutdown_calls: ShutdownCalls = _opt(
         ShutdownCalls.AUTO,
         "at shutdown: auto (handover with a shared BRIDGE_DIRECTORY, else hangup), "
@@ -228,20 +303,32 @@ class CallSettings(_Group):
         7200.0,
         "seconds a worker draining with BRIDGE_SHUTDOWN_CALLS=handover keeps serving the calls "
         "that cannot move (Cloud API, or with a phone on a trunk) before it hangs them up",
+        limits=(0, 86_400),
+        unit=" seconds",
     )
-    max_participants: int = _opt(4, "browser participants one call may have (agent, supervisors)")
+    max_participants: int = _opt(
+        4, "browser participants one call may have (agent, supervisors)", limits=(1, 32)
+    )
     max_routes: int = _opt(
         100,
         "desk routes one tenant may have (the service's own count as one tenant's); POST /routes "
         "past it answers 409 too_many_routes",
+        limits=(1, 10_000),
     )
     orphan_calls: OrphanCalls = _opt(
         OrphanCalls.HANGUP,
         "at start-up: hangup (end engine calls no live call of this bridge owns: answered "
         "calls and outbound calls; ringing inbound calls are offered as new calls) or keep",
     )
-    ended_call_ttl: float = _opt(900.0, "seconds an ended call stays readable (min 600)")
-    stats_interval: float = _opt(5.0, "seconds between RTP/RTCP quality samples per session")
+    ended_call_ttl: float = _opt(
+        900.0, "seconds an ended call stays readable", limits=(600, None), unit=" seconds"
+    )
+    stats_interval: float = _opt(
+        5.0,
+        "seconds between RTP/RTCP quality samples per session",
+        limits=(0.2, 300),
+        unit=" seconds",
+    )
     call_reports: bool = _opt(
         True,
         "follow every call: its timeline a second, the media watchdog (call.media_warning), "
@@ -251,22 +338,9 @@ class CallSettings(_Group):
         3.0,
         "seconds a side of an answered call may send (next to) no audio packets, or packets "
         "of digital silence, before call.media_warning",
+        limits=(1, 600),
+        unit=" seconds",
     )
-
-    def validate(self) -> None:
-        if self.max_calls < 1:
-            raise self.bad("max_calls", "must be at least 1")
-        self.between("max_participants", 1, 32)
-        self.between("max_routes", 1, 10_000)
-        for name in ("connect_timeout", "media_timeout", "ring_timeout"):
-            self.between(name, 0.5, 3600, " seconds")
-        if self.max_call_duration < 0:
-            raise self.bad("max_call_duration", "must not be negative")
-        if self.ended_call_ttl < 600:
-            raise self.bad("ended_call_ttl", "must be at least 600 seconds")
-        self.between("stats_interval", 0.2, 300, " seconds")
-        self.between("media_warning_after", 1, 600, " seconds")
-        self.between("drain_timeout", 0, 86_400, " seconds")
 
 
 @dataclass(frozen=True)
@@ -281,11 +355,15 @@ class EngineSettings(_Group):
         "", "the engine's token (cloudapi: the Graph API access token)", secret=True
     )
     engine_session: str = _opt("", "WADial session id (BRIDGE_ENGINE=wadial)")
-    engine_poll_interval: float = _opt(1.0, "seconds between polls of the engine's call list")
+    engine_poll_interval: float = _opt(
+        1.0, "seconds between polls of the engine's call list", limits=(0.05, 60), unit=" seconds"
+    )
     engine_reconnect_window: float = _opt(
         30.0,
         "seconds the engine media keeps reconnecting after a drop while the engine may still "
         "have the call (backoff 0.2 s doubling, at most 2 s)",
+        limits=(0, 3600),
+        unit=" seconds",
     )
     cloudapi_phone_number_id: str = _opt(
         "", "Cloud API: the business number's PHONE_NUMBER_ID (BRIDGE_ENGINE=cloudapi)"
@@ -317,7 +395,27 @@ class EngineSettings(_Group):
             self.engine is EngineKind.CLOUDAPI and self.cloudapi_signalling is CloudSignalling.SIP
         )
 
-    def validate(self) -> None:
+    def check(self) -> None:
+        # The default number's engine-specific settings mean nothing with another engine: set
+        # while BRIDGE_ENGINE is forgotten (sim, its default) they were taken without a word.
+        own = {
+            EngineKind.CLOUDAPI: (
+                "cloudapi_phone_number_id",
+                "cloudapi_app_secret",
+                "cloudapi_verify_token",
+                "cloudapi_signalling",
+                "cloudapi_media",
+            ),
+            EngineKind.WADIAL: ("engine_session",),
+        }
+        for kind, names in own.items():
+            for name in names if self.engine is not kind else ():
+                default = self.__dataclass_fields__[name].default
+                if getattr(self, name) != default:
+                    raise ConfigError(
+                        f"{env_name(name)} is set, but BRIDGE_ENGINE={self.engine}: it is "
+                        f"read with BRIDGE_ENGINE={kind} only"
+                    )
         if self.engine is EngineKind.CLOUDAPI and not self.sip:
             for name in (
                 "engine_token",
@@ -329,9 +427,7 @@ class EngineSettings(_Group):
                     raise ConfigError(f"{env_name(name)} is required with BRIDGE_ENGINE=cloudapi")
             if not re.fullmatch(r"[0-9]{1,32}", self.cloudapi_phone_number_id):
                 raise self.bad("cloudapi_phone_number_id", "must be the number's numeric id")
-        if self.engine is not EngineKind.SIM and not re.match(
-            r"^https?://[^\s/]+", self.engine_url
-        ):
+        if self.engine is not EngineKind.SIM and not _url_ok(self.engine_url, "http", "https"):
             raise self.bad(
                 "engine_url", f"an http(s):// URL is required with BRIDGE_ENGINE={self.engine}"
             )
@@ -339,8 +435,6 @@ class EngineSettings(_Group):
             raise self.bad(
                 "engine_session", "the WADial session id is required with BRIDGE_ENGINE=wadial"
             )
-        self.between("engine_poll_interval", 0.05, 60, " seconds")
-        self.between("engine_reconnect_window", 0, 3600, " seconds")
 
 
 @dataclass(frozen=True)
@@ -353,15 +447,21 @@ class IceSettings(_Group):
     )
     server_stun_urls: tuple[str, ...] = _opt((), "STUN servers the bridge itself gathers with")
     ice_addresses: tuple[str, ...] = _opt(
-        (), "local addresses to gather host candidates on (empty: all non-loopback)"
+        (),
+        "addresses of this machine to gather host candidates on, each checked at start (empty: "
+        "all non-loopback)",
     )
     public_ip: str = _opt("", "address advertised in the bridge's candidates behind 1:1 NAT")
     ice_policy: IcePolicy = _opt(IcePolicy.ALL, "iceTransportPolicy for clients: all or relay")
     turn_urls: tuple[str, ...] = _opt((), "TURN URLs advertised to clients")
     turn_secret: str = _opt("", "TURN REST API shared secret (ephemeral credentials)", secret=True)
-    turn_username: str = _opt("", "static TURN username")
-    turn_password: str = _opt("", "static TURN password", secret=True)
-    turn_ttl: int = _opt(3600, "lifetime of ephemeral TURN credentials, seconds")
+    turn_username: str = _opt("", "static TURN username (set with BRIDGE_TURN_PASSWORD)")
+    turn_password: str = _opt(
+        "", "static TURN password (set with BRIDGE_TURN_USERNAME)", secret=True
+    )
+    turn_ttl: int = _opt(
+        3600, "lifetime of ephemeral TURN credentials, seconds", limits=(60, None), unit=" seconds"
+    )
     turn_provider: str = _opt(
         "", "none, static, rest-secret, http or package.module:Class (empty: from the above)"
     )
@@ -373,7 +473,10 @@ class IceSettings(_Group):
         "range (empty: the OS's ephemeral ports)",
     )
     ice_gather_timeout: float = _opt(
-        0.7, "seconds the bridge waits for STUN/TURN candidates before answering"
+        0.7,
+        "seconds the bridge waits for STUN/TURN candidates before answering",
+        limits=(0.05, 10),
+        unit=" seconds",
     )
     udp_poll: bool = _opt(
         True,
@@ -381,7 +484,7 @@ class IceSettings(_Group):
         "the ticks, instead of waking for each one (off: a wake-up per datagram)",
     )
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.rtp_ports:
             m = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", self.rtp_ports)
             if not m or not 1024 <= int(m.group(1)) <= int(m.group(2)) <= 65535:
@@ -408,12 +511,10 @@ class IceSettings(_Group):
             except ValueError:
                 raise self.bad("public_ip", "must be an IP address") from None
         self._validate_turn()
-        self.between("ice_gather_timeout", 0.05, 10, " seconds")
-        if self.turn_ttl < 60:
-            raise self.bad("turn_ttl", "must be at least 60 seconds")
 
     def _validate_turn(self) -> None:
         kind = self.turn_provider
+        self.paired("turn_username", "turn_password")
         if self.turn_urls and not (
             self.turn_secret or (self.turn_username and self.turn_password) or kind
         ):
@@ -437,7 +538,7 @@ class IceSettings(_Group):
             raise self.bad(
                 "turn_provider", "expected none, static, rest-secret, http or module:Class"
             )
-        if self.turn_http_url and not re.match(r"^https?://", self.turn_http_url):
+        if self.turn_http_url and not _url_ok(self.turn_http_url, "http", "https"):
             raise self.bad("turn_http_url", "must be an http(s):// URL")
         has_turn = bool(self.turn_urls or self.turn_http_url) or kind not in ("", "none")
         if self.ice_policy is IcePolicy.RELAY and not has_turn:
@@ -454,9 +555,13 @@ class MediaSettings(_Group):
         40_000,
         "downlink Opus bitrate in SILK, bit/s: under RED, or without the clean-link CELT "
         "setting (lowered to the browser's maxaveragebitrate)",
+        limits=(6_000, 128_000),
+        unit=" bit/s",
     )
     opus_complexity: int = _opt(
-        5, "downlink Opus complexity 0-10 in SILK (CPU vs quality: docs/quality.md has the curve)"
+        5,
+        "downlink Opus complexity 0-10 in SILK (CPU vs quality: docs/quality.md has the curve)",
+        limits=(0, 10),
     )
     opus_fec: bool = _opt(
         True, "downlink Opus in-band FEC, planned for the loss the browser's RTCP reports"
@@ -465,15 +570,22 @@ class MediaSettings(_Group):
         48_000,
         "downlink Opus bitrate while in-band FEC is on, bit/s (FEC data takes bits from the "
         "frame; lowered to the browser's maxaveragebitrate)",
+        limits=(6_000, 128_000),
+        unit=" bit/s",
     )
-    opus_fec_complexity: int = _opt(8, "downlink Opus complexity 0-10 while in-band FEC is on")
+    opus_fec_complexity: int = _opt(
+        8, "downlink Opus complexity 0-10 while in-band FEC is on", limits=(0, 10)
+    )
     opus_celt_bitrate: int = _opt(
         72_000,
-        "downlink Opus bitrate on a clean link, bit/s, coded in CELT (better than SILK at "
-        "BRIDGE_OPUS_BITRATE for a third of its CPU: docs/quality.md); 0, DTX on, or a browser "
+        "downlink Opus bitrate on a clean link, bit/s (0, or 6000-510000), coded in CELT "
+        "(better than SILK at BRIDGE_OPUS_BITRATE for a third of its CPU: docs/quality.md); 0, "
+        "DTX on, or a browser "
         "whose maxaveragebitrate is lower: SILK at BRIDGE_OPUS_BITRATE",
     )
-    opus_celt_complexity: int = _opt(2, "downlink Opus complexity 0-10 on a clean link (CELT)")
+    opus_celt_complexity: int = _opt(
+        2, "downlink Opus complexity 0-10 on a clean link (CELT)", limits=(0, 10)
+    )
     opus_dtx: bool = _opt(
         False,
         "downlink Opus DTX to every browser, also on quiet sound (libopus' DTX, in SILK); "
@@ -499,14 +611,9 @@ class MediaSettings(_Group):
         False, "call.speech.started/stopped events per side from a VAD (the 'vad' extra)"
     )
 
-    def validate(self) -> None:
-        self.between("opus_bitrate", 6_000, 128_000, " bit/s")
-        self.between("opus_complexity", 0, 10)
-        self.between("opus_fec_bitrate", 6_000, 128_000, " bit/s")
-        self.between("opus_fec_complexity", 0, 10)
+    def check(self) -> None:
         if self.opus_celt_bitrate:
             self.between("opus_celt_bitrate", 6_000, 510_000, " bit/s")
-        self.between("opus_celt_complexity", 0, 10)
 
 
 @dataclass(frozen=True)
@@ -520,8 +627,12 @@ class StorageSettings(_Group):
         32 * 1024 * 1024,
         "largest audio /call/play fetches (audioUrl) or takes (audioBase64: its body may be as "
         "much base64 and 64 KiB) and largest audio asset uploaded",
+        limits=(1024, 512 * 1024 * 1024),
+        unit=" bytes",
     )
-    play_url_timeout: float = _opt(10.0, "seconds to fetch an audioUrl")
+    play_url_timeout: float = _opt(
+        10.0, "seconds to fetch an audioUrl", limits=(0.1, 600), unit=" seconds"
+    )
     record_all: bool = _opt(False, "record every call from answer to end")
     recording_policy: RecordingSetting = _opt(
         RecordingSetting.API,
@@ -529,18 +640,17 @@ class StorageSettings(_Group):
         "or api (PATCH /numbers/default decides; allowed until it does)",
     )
     fork_url_allow: tuple[str, ...] = _opt((), "hosts media forks may connect to (empty: none)")
-    recording_retention_days: float = _opt(30.0, "days recordings are kept")
-    retention_sweep_interval: float = _opt(3600.0, "seconds between retention sweeps")
+    recording_retention_days: float = _opt(30.0, "days recordings are kept (above 0)")
+    retention_sweep_interval: float = _opt(
+        3600.0, "seconds between retention sweeps", limits=(1, 86_400), unit=" seconds"
+    )
     numbers_file: str = _opt(
         "", "YAML file of tenants and numbers applied at start (secrets as ${ENV} references)"
     )
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.recording_retention_days <= 0:
             raise self.bad("recording_retention_days", "must be positive")
-        self.between("retention_sweep_interval", 1, 86400, " seconds")
-        if not 1024 <= self.play_url_max_bytes <= 512 * 1024 * 1024:
-            raise self.bad("play_url_max_bytes", "must be between 1 KiB and 512 MiB")
         for name in ("play_url_allow", "fork_url_allow"):
             try:
                 HostAllow(getattr(self, name))
@@ -553,17 +663,24 @@ class SimSettings(_Group):
     """The simulated WhatsApp network (``BRIDGE_ENGINE=sim``)."""
 
     sim_peer: SimPeer = _opt(SimPeer.ECHO, "simulated remote party: echo, tone, silence")
-    sim_answer_delay: float = _opt(0.5, "seconds the simulated callee rings before answering")
-    sim_echo_delay: float = _opt(0.3, "seconds before the simulated echo plays back")
-    sim_tone_hz: float = _opt(660.0, "frequency of the simulated peer's tone")
-    sim_hangup_after: float = _opt(
-        0.0, "seconds after answer the simulated peer hangs up (0: never)"
+    sim_answer_delay: float = _opt(
+        0.5,
+        "seconds the simulated callee rings before answering",
+        limits=(0, None),
+        unit=" seconds",
     )
-
-    def validate(self) -> None:
-        if self.sim_answer_delay < 0 or self.sim_echo_delay < 0 or self.sim_hangup_after < 0:
-            raise ConfigError("BRIDGE_SIM_*: delays must not be negative")
-        self.between("sim_tone_hz", 20, 7900, " Hz")
+    sim_echo_delay: float = _opt(
+        0.3, "seconds before the simulated echo plays back", limits=(0, None), unit=" seconds"
+    )
+    sim_tone_hz: float = _opt(
+        660.0, "frequency of the simulated peer's tone", limits=(20, 7900), unit=" Hz"
+    )
+    sim_hangup_after: float = _opt(
+        0.0,
+        "seconds after answer the simulated peer hangs up (0: never)",
+        limits=(0, None),
+        unit=" seconds",
+    )
 
 
 _WHSEC_RE = re.compile(r"^whsec_[A-Za-z0-9+/]{24,}={0,2}$")
@@ -595,25 +712,33 @@ class WebhookSettings(_Group):
         "hosts a per-call statusCallback may point at besides BRIDGE_WEBHOOK_URL and the call's "
         "tenant's own webhookURL: host (any port), host:port, [IPv6] or [IPv6]:port",
     )
-    webhook_timeout: float = _opt(10.0, "seconds one delivery attempt may take")
-    webhook_max_attempts: int = _opt(6, "tries per event (network errors, timeouts, 5xx, 429)")
+    webhook_timeout: float = _opt(
+        10.0, "seconds one delivery attempt may take", limits=(0.1, 120), unit=" seconds"
+    )
+    webhook_max_attempts: int = _opt(
+        6, "tries per event (network errors, timeouts, 5xx, 429)", limits=(1, 20)
+    )
     webhook_retry_base: float = _opt(
-        2.0, "seconds before the first retry; doubled each time, with jitter"
+        2.0,
+        "seconds before the first retry; doubled each time, with jitter",
+        limits=(0.001, 600),
+        unit=" seconds",
     )
     webhook_queue_size: int = _opt(
-        1000, "events queued per destination URL, and as many waiting for a retry (oldest dropped)"
+        1000,
+        "events queued per destination URL, and as many waiting for a retry (oldest dropped)",
+        limits=(1, 100_000),
     )
-    webhook_flush_timeout: float = _opt(5.0, "seconds pending deliveries get at shutdown")
+    webhook_flush_timeout: float = _opt(
+        5.0, "seconds pending deliveries get at shutdown", limits=(0, 60), unit=" seconds"
+    )
 
     @property
     def enabled(self) -> bool:
         return bool(self.webhook_url or self.webhook_url_allow)
 
-    def validate(self) -> None:
-        if self.webhook_url and (
-            not re.match(r"^https?://[^\s/?#]+", self.webhook_url)
-            or url_parts(self.webhook_url) is None  # ``http://[::1``: every event then failed
-        ):
+    def check(self) -> None:
+        if self.webhook_url and not _url_ok(self.webhook_url, "http", "https"):
             raise self.bad("webhook_url", "must be an http(s):// URL")
         try:
             HostAllow(self.webhook_url_allow)
@@ -628,11 +753,6 @@ class WebhookSettings(_Group):
             raise ConfigError(
                 "BRIDGE_WEBHOOK_SECRET: must be whsec_ followed by a base64 key (24+ characters)"
             )
-        self.between("webhook_timeout", 0.1, 120, " seconds")
-        self.between("webhook_max_attempts", 1, 20)
-        self.between("webhook_retry_base", 0.001, 600, " seconds")
-        self.between("webhook_queue_size", 1, 100_000)
-        self.between("webhook_flush_timeout", 0, 60, " seconds")
 
 
 @dataclass(frozen=True)
@@ -659,10 +779,15 @@ class ClusterSettings(_Group):
         secret=True,
     )
     heartbeat_ttl: float = _opt(
-        5.0, "seconds a worker's heartbeat lives: a worker silent that long is dead"
+        5.0,
+        "seconds a worker's heartbeat lives: a worker silent that long is dead",
+        limits=(1, 300),
+        unit=" seconds",
     )
     event_backlog: int = _opt(
-        10_000, "call events kept for SSE clients that reconnect with Last-Event-ID"
+        10_000,
+        "call events kept for SSE clients that reconnect with Last-Event-ID",
+        limits=(100, 1_000_000),
     )
     adopt_lost_calls: bool = _opt(
         True,
@@ -673,6 +798,8 @@ class ClusterSettings(_Group):
         30.0,
         "seconds a worker that adopted a dead worker's call waits for a browser's new offer "
         "before it ends the call as worker_lost",
+        limits=(1, 3600),
+        unit=" seconds",
     )
 
     @property
@@ -683,13 +810,14 @@ class ClusterSettings(_Group):
     def worker_count(self, cores: int) -> int:
         return cores if self.workers == "auto" else int(self.workers)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if self.workers != "auto" and not (
             self.workers.isdigit() and 1 <= int(self.workers) <= 256
         ):
             raise self.bad("workers", "must be a number 1-256 or auto")
-        if self.directory != "memory" and not re.match(
-            r"^rediss?://[^\s/]+(/\d+)?$", self.directory
+        if self.directory != "memory" and not (
+            re.match(r"^rediss?://[^\s/]+(/\d+)?$", self.directory)
+            and _url_ok(self.directory, "redis", "rediss")
         ):
             raise self.bad("directory", "must be memory or redis://host:port[/db]")
         if self.workers != "1" and not self.shared:
@@ -697,16 +825,16 @@ class ClusterSettings(_Group):
                 f"BRIDGE_WORKERS={self.workers}: several workers need a shared call directory "
                 "(BRIDGE_DIRECTORY=redis://host:port)"
             )
-        if self.internal_url and not re.match(r"^http://[^\s/:]+:\d{1,5}$", self.internal_url):
+        if self.internal_url and not (
+            re.match(r"^http://[^\s/:]+:\d{1,5}$", self.internal_url)
+            and _url_ok(self.internal_url, "http")
+        ):
             raise self.bad("internal_url", "must be http://host:port")
         if self.shared and len(self.internal_secret) < 16:
             raise ConfigError(
                 "BRIDGE_INTERNAL_SECRET: required with a shared directory (16+ characters; "
                 "every instance sharing the directory uses the same one)"
             )
-        self.between("heartbeat_ttl", 1, 300, " seconds")
-        self.between("event_backlog", 100, 1_000_000)
-        self.between("adopt_offer_timeout", 1, 3600, " seconds")
 
 
 @dataclass(frozen=True)
@@ -719,9 +847,14 @@ class SipSettings(_Group):
         "", "our SIP host name, as configured at Meta (From host, Contact, certificate name)"
     )
     sip_cert: str = _opt(
-        "", "PEM certificate (chain) of the SIP listener; reloaded when the file changes"
+        "",
+        "PEM certificate (chain) of the SIP listener (set with BRIDGE_SIP_KEY); reloaded when "
+        "the file changes",
     )
-    sip_key: str = _opt("", "PEM private key of the SIP listener; reloaded when it changes")
+    sip_key: str = _opt(
+        "",
+        "PEM private key of the SIP listener (set with BRIDGE_SIP_CERT); reloaded when it changes",
+    )
     sip_key_password: str = _opt(
         "",
         "passphrase of BRIDGE_SIP_KEY (and of a number's own sipKey without its own "
@@ -752,11 +885,14 @@ class SipSettings(_Group):
         "connections one source address (an IPv6 one: its /64) may hold on the SIP listeners at "
         "once, handshakes included; more are closed as they arrive. Sources in "
         "BRIDGE_SIP_TRUSTED_NETWORKS are not counted",
+        limits=(1, 512),  # the listener's 512 places
     )
     sip_first_message_timeout: float = _opt(
         30.0,
         "seconds a connection accepted by a SIP listener has, after its TLS handshake, to send "
         "its first whole SIP message (CRLF keep-alives do not count); then it is closed",
+        limits=(1, 900),  # 900: the idle timeout
+        unit=" seconds",
     )
     sip_verify_client: str = _opt(
         "",
@@ -779,6 +915,7 @@ class SipSettings(_Group):
         100,
         "SIP trunks one tenant may have (the service's own count as one tenant's); POST /trunks "
         "past it answers 409 too_many_trunks",
+        limits=(1, 10_000),
     )
 
     @property
@@ -794,7 +931,7 @@ class SipSettings(_Group):
         host, _, port = self.sip_trunk_listen.rpartition(":")
         return host.strip("[]"), int(port)
 
-    def validate(self) -> None:
+    def check(self) -> None:
         if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]*):[0-9]{1,5}", self.sip_listen):
             raise self.bad("sip_listen", "must be host:port (port 0-65535)")
         if self.listen[1] > 65535:
@@ -805,9 +942,8 @@ class SipSettings(_Group):
             and int(trunk.rpartition(":")[2]) <= 65535
         ):
             raise self.bad("sip_trunk_listen", "must be host:port (port 0-65535)")
-        self.between("sip_max_trunks", 1, 10_000)
-        self.between("sip_max_connections_per_source", 1, 512)  # the listener's 512 places
-        self.between("sip_first_message_timeout", 1, 900, " s")  # 900: the idle timeout
+        # Both or neither: a number put on SIP through the API uses this pair too.
+        self.paired("sip_cert", "sip_key")
         if self.sip_number and not re.fullmatch(r"[1-9][0-9]{6,14}", self.sip_number):
             raise self.bad("sip_number", "must be the number in E.164 digits, without +")
         if not re.fullmatch(r"sips?:[^\s<>]+", self.sip_meta_uri):
@@ -905,14 +1041,18 @@ class AgentSettings(_Group):
         "otherwise follows the stream's jitter (its voice is gone within that delay after the "
         "stream turns silent; past it the oldest audio goes: raise it only for a server that "
         "sends faster than real time)",
+        limits=(60, 60_000),
+        unit=" ms",
     )
     agent_xai_session_s: int = _opt(
         3600,
         "seconds an xai session lasts at most (about an hour, unconfirmed): the bridge opens a "
         "new one 2 minutes before",
+        limits=(60, 86_400),
+        unit=" seconds",
     )
     agent_retries: int = _opt(
-        5, "attempts to reopen a dropped model socket before agent.failed (0: none)"
+        5, "attempts to reopen a dropped model socket before agent.failed (0: none)", limits=(0, 50)
     )
     agent_fallback: AgentFallback = _opt(
         AgentFallback.KEEP,
@@ -920,13 +1060,10 @@ class AgentSettings(_Group):
         "human (transfer to the first browser participant), or hangup",
     )
     agent_fallback_file: str = _opt(
-        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message"
+        "", "file of BRIDGE_MEDIA_DIR played with BRIDGE_AGENT_FALLBACK=message (there at start)"
     )
 
-    def validate(self) -> None:
-        self.between("agent_retries", 0, 50)
-        self.between("agent_openai_live_buffer_ms", 60, 60_000)
-        self.between("agent_xai_session_s", 60, 86_400)
+    def check(self) -> None:
         if self.agent_fallback is AgentFallback.MESSAGE and not self.agent_fallback_file:
             raise self.bad("agent_fallback", "message needs BRIDGE_AGENT_FALLBACK_FILE")
 

@@ -3,19 +3,22 @@
 Every setting is an environment variable (``BRIDGE_PORT``) and a CLI flag (``--port``); a flag
 wins over the environment, which wins over the default. Booleans have both ``--x`` and
 ``--no-x``. :func:`load_settings` validates everything at start and raises
-:class:`ConfigError` with a one-line message naming the bad setting.
+:class:`ConfigError` with a one-line message naming the bad setting (a bad flag too);
+:func:`unknown_settings` tells the ``BRIDGE_*`` variables that are no setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import enum
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
-from .groups import GROUPS, ConfigError, Settings, env_name, setting_fields
+from .groups import GROUPS, ConfigError, Settings, env_name, number_text, setting_fields
 
 
 def flag_name(name: str) -> str:
@@ -102,6 +105,17 @@ def describe_kind(f: dataclasses.Field[Any]) -> str:
     return "TEXT"
 
 
+def describe_limits(f: dataclasses.Field[Any]) -> str:
+    """A number setting's range as ``--help`` and the guide show it after its type
+    (`` (1-32)``, `` (at least 600)``; empty: none declared)."""
+    if "limits" not in f.metadata:
+        return ""
+    low, high = f.metadata["limits"]
+    if high is None:
+        return f" (at least {number_text(low)})"
+    return f" ({number_text(low)}-{number_text(high)})"
+
+
 def describe_default(f: dataclasses.Field[Any]) -> str:
     default = f.default
     if f.metadata.get("secret"):
@@ -115,9 +129,17 @@ def describe_default(f: dataclasses.Field[Any]) -> str:
     return str(default) if default != "" else "empty"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose own errors (a flag that is none, one without its value) are a
+    :class:`ConfigError`, one line like any bad setting, not its whole usage and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (webrtc-bridge --help lists the flags)")
+
+
 def build_arg_parser() -> argparse.ArgumentParser:
     """The CLI: one flag per setting (``--no-…`` too for booleans), defaults left to the env."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="webrtc-bridge",
         description="WebRTC media bridge for WhatsApp calls. Every flag is also an environment "
         "variable (shown with each); a flag wins over the environment.",
@@ -126,7 +148,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         section = parser.add_argument_group(f"{group_name} settings")
         for f in setting_fields(group):
             helptext = (
-                f"{f.metadata['help']} [{describe_kind(f)}, default {describe_default(f)}; "
+                f"{f.metadata['help']} [{describe_kind(f)}{describe_limits(f)}, "
+                f"default {describe_default(f)}; "
                 f"env {env_name(f.name)}]"
             )
             if isinstance(f.default, bool):
@@ -165,10 +188,41 @@ def load_settings(
         try:
             values[f.name] = _parser_for(f)(raw)
         except ValueError as exc:
-            raise ConfigError(f"{source}={raw!r}: {exc}") from None
+            shown = " (its value not shown)" if f.metadata["secret"] else f"={raw!r}"
+            raise ConfigError(f"{source}{shown}: {exc}") from None
     settings = Settings.from_flat(values)
     settings.validate()
     return settings
+
+
+PROCESS_VARIABLES = frozenset({"BRIDGE_WORKER_INDEX", "BRIDGE_WORKERS_TOTAL", "BRIDGE_WORKER_ID"})
+"""``BRIDGE_*`` variables that are no setting: the supervisor's for its workers, and a
+process's identity as a call owner (docs/configuration.md lists them)."""
+
+_SERVICE_LINK = re.compile(r"_SERVICE_(HOST|PORT)(_\w+)?$|_PORT(_\d+_(TCP|UDP|SCTP)(_\w+)?)?$")
+"""What Kubernetes sets for each Service of the namespace (``BRIDGE_REDIS_SERVICE_HOST``,
+``BRIDGE_REDIS_PORT_6379_TCP`` … for one named ``bridge-redis``)."""
+
+
+def unknown_settings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Each ``BRIDGE_*`` variable of ``environ`` that is no setting, as a line saying so and
+    naming the closest setting: a misspelled name sets nothing, and its setting keeps its
+    default without a word."""
+    env = os.environ if environ is None else environ
+    names = [env_name(f.name) for f in all_fields()]
+    told = []
+    for name in sorted(env):
+        if (
+            not name.startswith("BRIDGE_")
+            or name in names
+            or name in PROCESS_VARIABLES
+            or _SERVICE_LINK.search(name)
+        ):
+            continue
+        # Compared without the prefix every name shares (all would look alike).
+        close = difflib.get_close_matches(name[7:], [n[7:] for n in names], n=1)
+        told.append(f"{name} is no setting (ignored)" + (f": BRIDGE_{close[0]}?" if close else ""))
+    return told
 
 
 def settings_for_tests(**overrides: Any) -> Settings:

@@ -95,7 +95,12 @@ class RedisDeskStore:
 
     async def start(self, on_message: BusHandler) -> None:
         pubsub = self._redis.pubsub()
-        await pubsub.subscribe(CHANNEL)
+        try:  # subscribed before the start returns, so nothing published after it is missed
+            await pubsub.subscribe(CHANNEL)
+        except (RedisError, OSError):
+            # Redis down as the worker starts: the read loop subscribes once it is reached
+            # (and says so), as the numbers store and the directory's lease wait it out.
+            pass
         self._tasks.spawn(self._listen(pubsub, on_message), "bus")
 
     async def _listen(self, pubsub: Any, on_message: BusHandler) -> None:
@@ -112,6 +117,8 @@ class RedisDeskStore:
             # close's cancellation as a read's answer arrives (``cluster/redis_lease.py``).
             while not self._tasks.closed:
                 try:
+                    if not pubsub.subscribed:  # at start, until Redis is first reached
+                        await pubsub.subscribe(CHANNEL)
                     item = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
                 except (RedisError, OSError) as exc:
                     if not down:

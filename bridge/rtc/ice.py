@@ -33,7 +33,7 @@ from typing import Any
 
 from aiortc import RTCConfiguration, RTCIceServer
 
-from ..config import IceSettings
+from ..config import ConfigError, IceSettings
 from ..media.clock import clock_sleep
 from . import aiortc_seam as seam
 from . import udp_poll
@@ -45,11 +45,22 @@ _ORIGINAL_COMPONENT = seam.ORIGINAL.get_component_candidates
 
 
 def restrict_host_addresses(addresses: Sequence[str]) -> None:
-    """Gather host candidates only on ``addresses`` (empty: aioice's default behaviour)."""
+    """Gather host candidates only on ``addresses`` (empty: aioice's default behaviour); an
+    address no socket can be bound to here is a :class:`ConfigError`."""
     if not addresses:
         seam.set_host_addresses(None)
         return
     parsed = [ipaddress.ip_address(a) for a in addresses]
+    for address in parsed:  # each one a socket can be bound to, else no call could gather
+        family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.bind((str(address), 0))
+        except OSError as exc:
+            raise ConfigError(
+                f"BRIDGE_ICE_ADDRESSES: {str(address)!r} cannot be bound here ({exc.strerror}): "
+                "list addresses of this machine"
+            ) from None
 
     def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
         return [

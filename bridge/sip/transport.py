@@ -24,6 +24,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..config import ConfigError
 from .message import (
     MAX_BODY,
     MAX_HEAD,
@@ -302,7 +303,7 @@ class CertFiles:
         return True
 
 
-def client_context(ca_file: str = "") -> ssl.SSLContext:
+def client_context(ca_file: str = "", setting: str = "BRIDGE_SIP_CA") -> ssl.SSLContext:
     """Outbound TLS: the peer's certificate and name verified (system CAs + ``ca_file``).
     No ALPN is offered (nothing calls ``set_alpn_protocols``): Meta's edge answers an ALPN
     ``sip`` offer with alert 120 ``no_application_protocol`` (Meta Cloud API Calling SIP
@@ -312,11 +313,17 @@ def client_context(ca_file: str = "") -> ssl.SSLContext:
     system's CA store is ~50 ms of CPU, which every app paid as it started (its trunk user
     agent takes a context whether a TLS trunk exists or not), most of an in-process app's
     start. Nothing changes a context once made, so user agents share it; a CA file written
-    since is read again (an engine rebuilt after a rotation verifies with the new one)."""
+    since is read again (an engine rebuilt after a rotation verifies with the new one).
+
+    A file that is missing or holds no certificate is a :class:`ConfigError` naming
+    ``setting`` (the start stops with one line, not a traceback)."""
     if not ca_file:
         return _client_context("", None)
-    st = os.stat(ca_file)  # a missing file: FileNotFoundError, as loading it raised
-    return _client_context(ca_file, (st.st_ino, st.st_size, st.st_mtime_ns))
+    try:
+        st = os.stat(ca_file)
+        return _client_context(ca_file, (st.st_ino, st.st_size, st.st_mtime_ns))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{setting}={ca_file!r}: no CA certificates load ({exc})") from None
 
 
 @functools.lru_cache(maxsize=16)

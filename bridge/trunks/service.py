@@ -10,6 +10,7 @@ address in our Contact and SDP is the listener's unless ``BRIDGE_PUBLIC_IP`` say
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 from collections.abc import Coroutine
@@ -19,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from ..calls import CallManager
 from ..calls.model import Call, Direction
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..errors import AtCapacity, BadRequest, BridgeError, CallStateError
 from ..media import Role
 from ..numbers.catalog import Catalog
@@ -86,7 +87,7 @@ class TrunkService:
             certs=None,
             # A transport=tls trunk: the PBX's certificate and name verified (system CAs and
             # BRIDGE_SIP_TRUNK_CA), no ALPN, as toward Meta.
-            client_ctx=client_context(self.settings.sip.sip_trunk_ca),
+            client_ctx=client_context(self.settings.sip.sip_trunk_ca, "BRIDGE_SIP_TRUNK_CA"),
             digest=None,
             handler=self,
             # Anyone may reach the trunk port: its connections are capped per source and must
@@ -125,6 +126,13 @@ class TrunkService:
         try:
             await self.ua.start(self.bind_host, self.port)
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:  # not ours, no such name, a privileged port
+                await self.ua.close()
+                listen = self.settings.sip.sip_trunk_listen
+                raise ConfigError(
+                    f"BRIDGE_SIP_TRUNK_LISTEN={listen!r}: the trunks' listener cannot start: "
+                    f"{exc.strerror or exc}"
+                ) from None
             # One process owns BRIDGE_SIP_TRUNK_LISTEN (the first worker to bind it); the
             # others call out to trunks from a port of their own.
             log.warning(

@@ -360,3 +360,29 @@ async def test_an_agent_on_a_call_is_not_rung_whatever_presence_it_chose(client)
     for call_id in (second, third):
         await client.post("/call/hangup", json={"callID": call_id})
     await asyncio.gather(ann.ws.close(), bob.ws.close())
+
+
+async def test_a_desk_started_while_redis_is_down_hears_the_bus_once_it_is_up() -> None:
+    """A worker starting while its BRIDGE_DIRECTORY's Redis is not up yet (a pod before its
+    Redis, a Redis restarting): the numbers store and the directory's lease wait it out, but
+    the desk's bus subscribed once, at start, and its ConnectionError ended the start with a
+    traceback. Now the bus subscribes in its read loop, as it reconnects there."""
+    from ..support.cluster import Redis, require_redis
+
+    require_redis()
+    server = Redis()  # its port chosen, nothing listening yet
+    heard: list[dict[str, Any]] = []
+    store, sender = RedisDeskStore(server.url), RedisDeskStore(server.url)
+    try:
+        await store.start(heard.append)
+        await server.start()
+
+        async def sent_and_heard() -> bool:
+            await sender.publish({"op": "ping"})  # pub/sub keeps nothing for a late subscriber
+            return bool(heard)
+
+        await until(sent_and_heard, every=0.1, what="a message on the bus")
+        assert heard[0] == {"op": "ping"}
+    finally:
+        await asyncio.gather(store.close(), sender.close())
+        await server.stop()

@@ -19,12 +19,17 @@ from ..support.spectrum import dominant_frequency
 from ..support.tls import TestCA
 
 
-async def test_bad_config_exits_2_with_one_line() -> None:
-    proc = await spawn_bridge(None, "--port", "abc", stdout=asyncio.subprocess.PIPE)
+@pytest.mark.parametrize(
+    ("args", "named"), [(["--port", "abc"], "--port"), (["--prot", "9000"], "--prot")]
+)
+async def test_bad_config_exits_2_with_one_line(args, named) -> None:
+    """A bad value, or a flag that is none (a typo): the second printed argparse's whole usage,
+    80 lines, above its error."""
+    proc = await spawn_bridge(None, *args, stdout=asyncio.subprocess.PIPE)
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
-    assert len(lines) == 1 and "--port" in lines[0], lines
+    assert len(lines) == 1 and named in lines[0], lines
 
 
 async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
@@ -40,6 +45,52 @@ async def test_busy_port_exits_2_with_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     lines = err.decode().strip().splitlines()
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "in use" in lines[0], lines
+
+
+async def test_a_worker_index_that_is_no_number_exits_2_with_one_line(tmp_path) -> None:
+    """BRIDGE_WORKER_INDEX is the supervisor's, for its workers: set by hand to no number, it
+    was int()'s ValueError traceback (exit 1)."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_WORKER_INDEX": "first"}
+    proc = await spawn_bridge(env, "--port", str(free_port()), stdout=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2, lines
+    assert len(lines) == 1 and "BRIDGE_WORKER_INDEX='first'" in lines[0], lines
+
+
+async def test_a_host_it_cannot_listen_on_exits_2_with_one_line(tmp_path) -> None:
+    """A BRIDGE_HOST that does not resolve was socket.gaierror's traceback (exit 1): only the
+    errors of a busy port, a privileged one or an address not this machine's were said."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "error"}
+    env |= {"BRIDGE_HOST": "no-such-host.invalid", "BRIDGE_API_TOKENS": "t"}
+    proc = await spawn_bridge(env, "--port", str(free_port()), stdout=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "no-such-host.invalid" in lines[0], lines
+    assert "BRIDGE_HOST" in lines[0], lines
+
+
+async def test_a_misspelled_setting_is_told_once_at_start(tmp_path) -> None:
+    """BRIDGE_RECORD_AL (for BRIDGE_RECORD_ALL) set nothing and said nothing: the bridge ran
+    with the default. It still runs, and says once which name is no setting and which one
+    was likely meant."""
+    env = {**os.environ, "BRIDGE_DATA_DIR": str(tmp_path), "BRIDGE_LOG_LEVEL": "info"}
+    env |= {"BRIDGE_RECORD_AL": "true", "BRIDGE_API_TOKENS": "t"}
+    proc = await spawn_bridge(env, "--port", str(free_port()))
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:  # its log up to "starting on" (the start goes on: nothing more is needed of it)
+        while not lines or "starting on http" not in lines[-1]:
+            line = await asyncio.wait_for(proc.stderr.readline(), 30)
+            assert line, lines  # the process ended
+            lines.append(line.decode())
+    finally:
+        proc.kill()
+        await proc.wait()
+    told = [line for line in lines if "is no setting" in line]
+    assert len(told) == 1 and "WARNING" in told[0], lines
+    assert told[0].rstrip().endswith("BRIDGE_RECORD_AL is no setting (ignored): BRIDGE_RECORD_ALL?")
 
 
 @pytest.mark.parametrize("bad", ["cert missing", "key not a key", "CA missing", "port taken"])

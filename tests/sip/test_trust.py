@@ -14,6 +14,7 @@ import struct
 
 import pytest
 
+from bridge.config import ConfigError
 from bridge.sip import (
     CertFiles,
     DigestServer,
@@ -278,8 +279,9 @@ async def test_a_client_context_is_shared_until_its_ca_file_changes(tmp_path):
     await _handshake(after, rotated)
     with pytest.raises(ssl.SSLCertVerificationError):
         await _handshake(after, first)  # the old CA is no longer trusted
-    with pytest.raises(FileNotFoundError):
-        client_context(str(tmp_path / "missing.pem"))
+    # A file that is gone is the setting's fault, said as such (one line at start).
+    with pytest.raises(ConfigError, match=r"^BRIDGE_SIP_TRUNK_CA='.*missing.pem': "):
+        client_context(str(tmp_path / "missing.pem"), "BRIDGE_SIP_TRUNK_CA")
 
 
 async def test_our_407_can_offer_sha256_and_md5_and_takes_either_answer(ca):

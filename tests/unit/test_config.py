@@ -58,8 +58,9 @@ def test_the_event_loop_follows_the_uvloop_setting() -> None:
 def test_help_shows_types_and_defaults() -> None:
     from bridge.config import build_arg_parser
 
-    text = build_arg_parser().format_help()
+    text = " ".join(build_arg_parser().format_help().split())  # as wrapped at any width
     assert "--port INT" in text and "default 8080" in text and "env BRIDGE_PORT" in text
+    assert "[INT (1-65535), default 8080" in text  # the range it keeps
     assert "--no-opus-fec" in text and "--log-format {text,json}" in text
 
 
@@ -77,6 +78,8 @@ def test_empty_stun_urls_means_none() -> None:
 
 
 WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
+SECRET = {"BRIDGE_INTERNAL_SECRET": "0123456789abcdef"}
+SHARED = {"BRIDGE_DIRECTORY": "redis://127.0.0.1:6379", **SECRET}
 
 
 @pytest.mark.parametrize(
@@ -138,6 +141,35 @@ WEBHOOK_SECRET = {"BRIDGE_WEBHOOK_SECRET": "whsec_" + "a" * 43 + "="}
         # URLs urlsplit cannot read: every call event then failed in the webhooks' observer.
         ({"BRIDGE_WEBHOOK_URL": "http://[::1/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
         ({"BRIDGE_WEBHOOK_URL": "http://h:port/hooks", **WEBHOOK_SECRET}, "BRIDGE_WEBHOOK_URL"),
+        # Each simulated delay by its own name (it was "BRIDGE_SIM_*", naming none of them).
+        ({"BRIDGE_SIM_ANSWER_DELAY": "-1"}, "BRIDGE_SIM_ANSWER_DELAY="),
+        ({"BRIDGE_SIM_ECHO_DELAY": "-0.5"}, "BRIDGE_SIM_ECHO_DELAY="),
+        ({"BRIDGE_SIM_HANGUP_AFTER": "-1"}, "BRIDGE_SIM_HANGUP_AFTER="),
+        # Taken unchecked: a negative or zero timeout failed every audioUrl fetch at once.
+        ({"BRIDGE_PLAY_URL_TIMEOUT": "-1"}, "BRIDGE_PLAY_URL_TIMEOUT"),
+        ({"BRIDGE_PLAY_URL_TIMEOUT": "0"}, "BRIDGE_PLAY_URL_TIMEOUT"),
+        # Half a pair, taken and then never used (no TURN URL, no number on SIP yet).
+        ({"BRIDGE_TURN_USERNAME": "u"}, "BRIDGE_TURN_PASSWORD"),
+        ({"BRIDGE_TURN_PASSWORD": "p"}, "BRIDGE_TURN_USERNAME"),
+        ({"BRIDGE_SIP_CERT": "/tls/cert.pem"}, "BRIDGE_SIP_KEY"),
+        ({"BRIDGE_SIP_KEY": "/tls/key.pem"}, "BRIDGE_SIP_CERT"),
+        # URLs no client can read (a port that is no number or out of range, a broken IPv6
+        # host, no host at all), taken by a pattern that looked at their start only.
+        ({"BRIDGE_ENGINE": "zuckzapgo", "BRIDGE_ENGINE_URL": "http://h:port/"}, "ENGINE_URL"),
+        ({"BRIDGE_ENGINE": "zuckzapgo", "BRIDGE_ENGINE_URL": "http://[::1"}, "ENGINE_URL"),
+        ({"BRIDGE_TURN_HTTP_URL": "http://"}, "BRIDGE_TURN_HTTP_URL"),
+        ({"BRIDGE_TURN_HTTP_URL": "http://h:99999/creds"}, "BRIDGE_TURN_HTTP_URL"),
+        ({"BRIDGE_INTERNAL_URL": "http://10.0.0.5:99999", **SHARED}, "BRIDGE_INTERNAL_URL"),
+        ({"BRIDGE_DIRECTORY": "redis://h:port/0", **SECRET}, "BRIDGE_DIRECTORY"),
+        ({"BRIDGE_DIRECTORY": "redis://[::1/0", **SECRET}, "BRIDGE_DIRECTORY"),
+        # The default number's Cloud API (or WADial) settings, set while BRIDGE_ENGINE names
+        # another engine (forgotten, or misspelled away): taken, and the bridge ran on sim.
+        ({"BRIDGE_CLOUDAPI_PHONE_NUMBER_ID": "1234"}, "BRIDGE_CLOUDAPI_PHONE_NUMBER_ID"),
+        ({"BRIDGE_CLOUDAPI_APP_SECRET": "s"}, "BRIDGE_CLOUDAPI_APP_SECRET"),
+        ({"BRIDGE_CLOUDAPI_VERIFY_TOKEN": "v"}, "BRIDGE_CLOUDAPI_VERIFY_TOKEN"),
+        ({"BRIDGE_CLOUDAPI_SIGNALLING": "sip"}, "BRIDGE_CLOUDAPI_SIGNALLING"),
+        ({"BRIDGE_CLOUDAPI_MEDIA": "sdes"}, "BRIDGE_CLOUDAPI_MEDIA"),
+        ({"BRIDGE_ENGINE_SESSION": "s1"}, "BRIDGE_ENGINE_SESSION"),
     ],
 )
 def test_bad_values_name_the_setting(env, name) -> None:
@@ -145,6 +177,36 @@ def test_bad_values_name_the_setting(env, name) -> None:
         load_settings([], env)
     message = str(info.value)
     assert name in message and "\n" not in message
+
+
+def test_a_refused_secret_setting_is_not_shown() -> None:
+    """BRIDGE_DIRECTORY may carry Redis's password: refused, it was printed whole on stderr
+    (and so in the supervisor's and the container's logs)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings([], {"BRIDGE_DIRECTORY": "redis://:hunter2hunter2@h:port/0", **SECRET})
+    assert "BRIDGE_DIRECTORY" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_an_enum_setting_is_shown_as_written() -> None:
+    """A refused enum setting is shown as the word the operator wrote, not Python's repr
+    (``BRIDGE_AGENT_FALLBACK=<AgentFallback.MESSAGE: 'message'>``)."""
+    with pytest.raises(ConfigError) as info:
+        load_settings([], {"BRIDGE_AGENT_FALLBACK": "message"})
+    assert str(info.value).startswith("BRIDGE_AGENT_FALLBACK='message': "), info.value
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [(["--prot", "9000"], "--prot"), (["--port"], "--port")],
+)
+def test_a_flag_that_is_none_or_has_no_value_is_one_line(argv, named) -> None:
+    """argparse's own errors (a flag that is none, one without its value) printed its whole
+    usage, every flag of every setting, and exited from inside the parser: now they are a
+    ConfigError like any bad setting, one line that points at --help."""
+    with pytest.raises(ConfigError) as info:
+        load_settings(argv, {})
+    message = str(info.value)
+    assert named in message and "--help" in message and "\n" not in message
 
 
 def test_non_loopback_without_token_refused() -> None:
@@ -419,6 +481,13 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
         extra["BRIDGE_TURN_SECRET"] = "s" if group == "ice" else ""
     if env == "BRIDGE_TURN_USERNAME":
         extra["BRIDGE_TURN_PASSWORD"] = "p"
+    partner = {
+        "BRIDGE_TURN_PASSWORD": "BRIDGE_TURN_USERNAME",
+        "BRIDGE_SIP_CERT": "BRIDGE_SIP_KEY",
+        "BRIDGE_SIP_KEY": "BRIDGE_SIP_CERT",
+    }
+    if env in partner:  # half a pair is refused (test_bad_values_name_the_setting)
+        extra[partner[env]] = "x"
     if group == "cluster":
         extra.update(
             {
@@ -426,6 +495,11 @@ def test_each_setting_is_read_from_its_environment_variable(env, raw, group, nam
                 "BRIDGE_INTERNAL_SECRET": "0123456789abcdef",
             }
         )
+    if env.startswith("BRIDGE_CLOUDAPI_"):  # the default number's, with its engine only
+        extra |= {"BRIDGE_ENGINE": "cloudapi", "BRIDGE_CLOUDAPI_SIGNALLING": "sip"}
+        extra |= {k: v for k, v in SIP_ROAD.items() if k != env}
+    if env == "BRIDGE_ENGINE_SESSION":
+        extra |= {"BRIDGE_ENGINE": "wadial", "BRIDGE_ENGINE_URL": "http://e.example"}
     if group == "webhooks" and env != "BRIDGE_WEBHOOK_SECRET":
         extra["BRIDGE_WEBHOOK_SECRET"] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     settings = load_settings([], {**extra, env: raw})
@@ -519,3 +593,194 @@ def test_a_clean_link_bitrate_outside_opus_range_is_refused_and_0_turns_it_off(r
     with pytest.raises(ConfigError, match="BRIDGE_OPUS_CELT_BITRATE"):
         load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": raw})
     assert load_settings([], {"BRIDGE_OPUS_CELT_BITRATE": "0"}).media.opus_celt_bitrate == 0
+
+
+@pytest.mark.parametrize("bad", ["missing", "not a certificate"])
+async def test_a_trunk_ca_that_does_not_load_stops_the_start_naming_it(tmp_path, bad) -> None:
+    """BRIDGE_SIP_TRUNK_CA is read as the trunks' user agent is made, at start: a file that
+    is not there was a FileNotFoundError traceback (exit 1) naming no setting; now it is a
+    ConfigError, one line from ``webrtc-bridge`` (exit 2), as BRIDGE_SIP_CA's is."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    ca = tmp_path / "pbx-ca.pem"
+    if bad == "not a certificate":
+        ca.write_text("not a certificate\n")
+    settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_ca=str(ca))
+    runner = web.AppRunner(create_app(settings))
+    try:  # as web.run_app starts and cleans up
+        with pytest.raises(ConfigError) as info:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_SIP_TRUNK_CA={str(ca)!r}: ") and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["sorry.wav", "../sorry.wav"])
+async def test_a_fallback_message_not_in_the_media_dir_stops_the_start(make_client, tmp_path, name):
+    """BRIDGE_AGENT_FALLBACK=message plays BRIDGE_AGENT_FALLBACK_FILE from BRIDGE_MEDIA_DIR:
+    a file that is not there (or a name that leaves the directory) was found only when a
+    model could not be reached again, and the caller then heard nothing (a WARNING)."""
+    from bridge.startup import StartupError
+
+    media = tmp_path / "media"
+    media.mkdir()
+    (tmp_path / "sorry.wav").write_bytes(b"RIFF")  # beside the directory, not in it
+    fallback = {"agent_fallback": "message", "agent_fallback_file": name}
+    with pytest.raises(StartupError) as info:
+        await make_client(media_dir=str(media), **fallback)
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_AGENT_FALLBACK_FILE={name!r}: ") and "\n" not in message
+    assert str(media) in message
+    (media / "sorry.wav").write_bytes(b"RIFF")
+    if name == "sorry.wav":  # there now: the bridge starts
+        assert await make_client(media_dir=str(media), **fallback)
+
+
+NAMED_AS_NO_SETTING = {
+    "BRIDGE_OPUS_DIRECT",  # gone: performance.md tells its history
+    "BRIDGE_RECORD_AL",  # configuration.md: a misspelling, and what the start says of it
+    "BRIDGE_REDIS_SERVICE_HOST",  # configuration.md: Kubernetes' service links
+    "BRIDGE_REDIS_PORT_6379_TCP",
+}
+"""Names the pages give as examples of what is no setting."""
+
+
+def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -> None:
+    """A ``BRIDGE_*`` name in the guides, the README, deploy/, the Dockerfile or examples/ is a
+    setting or one of the process's own variables (``BRIDGE_SIP_*``, ``BRIDGE_AGENT_<…>``
+    stand for several): a name misspelled or renamed there sets nothing at all."""
+    import re
+    from pathlib import Path
+
+    from bridge.config import PROCESS_VARIABLES, all_fields
+
+    root = Path(__file__).resolve().parents[2]
+    known = {env_name(f.name) for f in all_fields()} | PROCESS_VARIABLES
+    files = [root / "README.md", root / "Dockerfile"]
+    for where in ("docs", "deploy", "examples"):
+        files += [p for p in (root / where).rglob("*") if p.is_file() and p.suffix != ".png"]
+    unknown = set()
+    for path in files:
+        for m in re.finditer(r"BRIDGE_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*[*<])", path.read_text()):
+            if m.group() not in known | NAMED_AS_NO_SETTING:
+                unknown.add(f"{path.relative_to(root)}: {m.group()}")
+    assert sorted(unknown) == []
+    guide = (root / "docs" / "configuration.md").read_text()
+    assert all(f"`{name}`" in guide for name in PROCESS_VARIABLES)
+    for path in (root / "bridge").rglob("*.py"):  # what the code reads by name
+        for name in re.findall(r"[\"'](BRIDGE_[A-Z0-9_]+)[\"']", path.read_text()):
+            assert name in known, f"{path.relative_to(root)}: {name}"
+
+
+@pytest.mark.parametrize("listen", ["203.0.113.7:5070", "no-such-host.invalid:5070"])
+async def test_a_trunk_listen_address_not_ours_stops_the_start_naming_it(tmp_path, listen):
+    """BRIDGE_SIP_TRUNK_LISTEN on an address that is not this machine's, or a name that does
+    not resolve, was said as a port "taken" by another worker, and then the retry on a port of
+    its own failed the same way: a traceback, exit 1. Only a port in use falls back so."""
+    from aiohttp import web
+
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_listen=listen)
+    runner = web.AppRunner(create_app(settings))
+    try:  # as web.run_app starts and cleans up
+        with pytest.raises(ConfigError) as info:
+            await runner.setup()
+    finally:
+        await runner.cleanup()
+    message = str(info.value)
+    assert message.startswith(f"BRIDGE_SIP_TRUNK_LISTEN={listen!r}: ") and "\n" not in message
+
+
+async def test_a_trunk_port_another_worker_holds_still_falls_back(tmp_path) -> None:
+    """Only a port in use (the first worker of several holds it) falls back to a port of the
+    worker's own, said at WARNING."""
+    import socket
+
+    from aiohttp import web
+
+    from bridge.api.keys import TRUNKS
+    from bridge.app import create_app
+    from bridge.config import settings_for_tests
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        listen = f"127.0.0.1:{port}"
+        settings = settings_for_tests(data_dir=str(tmp_path / "data"), sip_trunk_listen=listen)
+        app = create_app(settings)
+        runner = web.AppRunner(app)
+        try:
+            await runner.setup()
+            assert app[TRUNKS].port not in (0, port)
+        finally:
+            await runner.cleanup()
+
+
+async def test_an_ice_address_not_this_machines_stops_the_start_naming_it(make_client) -> None:
+    """Host candidates are gathered on sockets bound to BRIDGE_ICE_ADDRESSES: an address that
+    is not this machine's was taken, and every call then failed to gather (no candidate)."""
+    with pytest.raises(ConfigError) as info:
+        await make_client(ice_addresses=("127.0.0.1", "203.0.113.7"))
+    message = str(info.value)
+    assert message.startswith("BRIDGE_ICE_ADDRESSES: '203.0.113.7' ") and "\n" not in message
+    assert await make_client(ice_addresses=("127.0.0.1",))
+
+
+OWN_RANGE_CHECK = {"rate_limit", "recording_retention_days", "opus_celt_bitrate"}
+"""Number settings whose allowed values are no closed range (above 0; 0 or a range): their
+help says them, their group's validate checks them."""
+
+
+def test_every_number_setting_declares_the_range_it_keeps() -> None:
+    """The allowed range of a number setting is data (shown in --help and the configuration
+    guide's table, which is generated from it) and the check: its ends are taken, a value
+    just outside is refused naming the setting. Before, each range lived only in a group's
+    validate, and the guide showed none of them."""
+    from bridge.config import all_fields
+
+    for f in all_fields():
+        if isinstance(f.default, bool) or not isinstance(f.default, int | float):
+            continue
+        if f.name in OWN_RANGE_CHECK:
+            assert "limits" not in f.metadata, f.name
+            continue
+        assert "limits" in f.metadata, f"{env_name(f.name)} declares no range"
+        low, high = f.metadata["limits"]
+        step = 1 if isinstance(f.default, int) else max(abs(low) / 2, 0.001)
+        outside = [low - step] + ([high + step] if high is not None else [])
+        for value in outside:
+            with pytest.raises(ConfigError, match=env_name(f.name)):
+                load_settings([], {env_name(f.name): str(value)})
+        for value in [low] + ([high] if high is not None else []):
+            load_settings([], {env_name(f.name): str(value)})
+
+
+def test_a_bridge_name_that_is_no_setting_is_told_with_the_setting_meant() -> None:
+    """A misspelled variable (BRIDGE_RECORD_AL) set nothing, silently: the setting it meant kept
+    its default. Each is told (the start logs it at WARNING), with the closest setting's name;
+    the process's own variables and Kubernetes' service links (BRIDGE_REDIS_SERVICE_HOST … for
+    a Service named bridge-redis) are not."""
+    from bridge.config import unknown_settings
+
+    env = {
+        "BRIDGE_RECORD_AL": "true",
+        "BRIDGE_WEBHOOK_URLS": "https://h.example/x",
+        "BRIDGE_PORT": "8080",
+        "BRIDGE_WORKER_INDEX": "0",
+        "BRIDGE_REDIS_SERVICE_HOST": "10.0.0.9",
+        "BRIDGE_REDIS_PORT": "tcp://10.0.0.9:6379",
+        "BRIDGE_REDIS_PORT_6379_TCP_ADDR": "10.0.0.9",
+        "HOME": "/root",
+    }
+    assert unknown_settings(env) == [
+        "BRIDGE_RECORD_AL is no setting (ignored): BRIDGE_RECORD_ALL?",
+        "BRIDGE_WEBHOOK_URLS is no setting (ignored): BRIDGE_WEBHOOK_URL?",
+    ]
+    assert unknown_settings({"BRIDGE_ZZZ": "1"}) == ["BRIDGE_ZZZ is no setting (ignored)"]

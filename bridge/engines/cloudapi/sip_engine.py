@@ -168,12 +168,7 @@ class SipEngine(CloudApiRoad[SipCall]):
         )
         await self.graph_side.start(self._tasks)
         host, port = sip.listen
-        try:
-            client_ctx = client_context(sip.sip_ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"BRIDGE_SIP_CA={sip.sip_ca!r}: no CA certificates load ({exc})"
-            ) from None
+        client_ctx = client_context(sip.sip_ca, "BRIDGE_SIP_CA")
         try:
             self.door = await self.doors.join(
                 host,
