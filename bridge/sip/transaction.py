@@ -71,6 +71,8 @@ class TransactionUser(Protocol):
     @property
     def supported(self) -> tuple[str, ...]: ...
     @property
+    def allow(self) -> str: ...
+    @property
     def tasks(self) -> TaskSet: ...
     @property
     def pending(self) -> dict[tuple[str, str], InviteServer]: ...
@@ -138,6 +140,10 @@ class InviteServer:
             for rr in self.req.all("Record-Route"):
                 resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
             resp.add("Contact", self.contact)
+        if 200 <= status < 300:  # §13.3.1.4: what the call may use, learnt without probing
+            resp.add("Allow", self.ua.allow)
+            if self.ua.supported:
+                resp.add("Supported", ", ".join(self.ua.supported))
         self.last = resp
         if status >= 200:
             self.final = status

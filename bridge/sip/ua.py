@@ -39,7 +39,7 @@ from .admission import InviteAdmission, Lookup
 from .challenged import exchange
 from .completed import Completed
 from .datagram import DatagramEndpoint
-from .dialog import Dialog, new_tag, reply
+from .dialog import Dialog, reply
 from .digest import DigestServer
 from .extensions import misplaced_replaces, not_implemented
 from .headers import Address, Uri, Via
@@ -140,6 +140,13 @@ class UserAgent:
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """What it takes (§20.5: all in its ``Allow``): a trunk's INFO and REFER in a call too."""
+        return (*METHODS, *IN_DIALOG) if self.in_dialog_requests is not None else (*METHODS,)
+
+    allow = property(lambda self: ", ".join(self.methods))
 
     def contact_for(self, number: str, hostname: str) -> str:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
@@ -327,17 +334,17 @@ class UserAgent:
         elif method == "CANCEL":
             await cancel_pending(self, req, conn)
         elif method == "OPTIONS":
-            extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
+            extra = [("Allow", self.allow), ("Accept", "application/sdp")]
             extra += [("Supported", ", ".join(self.supported))] if self.supported else []
-            await self.answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
+            await self.answer(conn, reply(req, 200, "OK", extra=extra))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
             status, reason = await self.in_dialog_requests(dialog, req)
             await self.answer(conn, reply(req, status, reason))
-        elif method not in METHODS and method != "REFER":
-            self.count("not_implemented")  # UPDATE, INFO, MESSAGE …: 501 (§8.2.1)
-            await self.answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
+        elif method not in self.methods and method != "REFER":
+            self.count("not_implemented")  # UPDATE, MESSAGE …: 501 (§8.2.1)
+            await self.answer(conn, not_implemented(req, self.allow, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
             await end_early(self, conn, req, early)
         elif dialog is None:
