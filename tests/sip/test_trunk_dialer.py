@@ -373,3 +373,30 @@ async def test_a_leg_whose_closing_caller_is_cancelled_still_leaves_the_call(bri
     finally:
         answering.cancel()
         transport.close()
+
+
+async def test_a_refusal_sent_again_is_acked_again() -> None:
+    """The PBX did not hear our ACK of its 486 (a UDP hop lost it) and sends the 486 again,
+    as its Timer G fires: each one is ACKed again while our transaction is Completed
+    (RFC 3261 §17.1.1.2, Timer D: 32 s over UDP), else the PBX sends it on to Timer H and
+    logs a transaction that never completed."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = dialer_to(ua, port)
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        invite = await next_request(peer, "INVITE")
+        busy = response(invite, 486, "Busy Here")
+        transport.sendto(busy, ("127.0.0.1", ua.port))
+        assert (await asyncio.wait_for(run, 3)).status == 486
+        first = await next_request(peer, "ACK")
+        for _ in range(2):
+            transport.sendto(busy, ("127.0.0.1", ua.port))
+            again = await next_request(peer, "ACK", 2.0)
+            assert again.get("Via") == first.get("Via") == invite.get("Via")  # its branch
+            assert again.get("CSeq") == "1 ACK" and again.get("To") == first.get("To")
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
