@@ -110,3 +110,32 @@ async def test_the_200_to_a_pbxs_invite_says_what_the_call_may_use() -> None:
     finally:
         transport.close()
         await ua.close()
+
+
+async def test_a_cancel_that_crosses_our_200_gets_200_not_481() -> None:
+    """The PBX hangs up as the WhatsApp user answers: its CANCEL crosses our 200. The INVITE's
+    transaction still exists (RFC 6026 §8.7, Accepted), so §9.2 answers the CANCEL ``200``
+    (it has no effect: the PBX ACKs the 200 and sends BYE); ``481`` is for a CANCEL matching
+    no transaction, and read by some PBXs as a broken call."""
+    handler = Handler(answer=True)
+    ua = await trunk_ua(handler)
+    served_like_a_trunk(ua)
+    transport, peer = await udp_peer()
+    try:
+        branch = new_branch()
+        invite = request("INVITE", ua.port, branch=branch, body=b"v=0\r\n")
+        transport.sendto(invite, ("127.0.0.1", ua.port))
+        ok = None
+        while ok is None:
+            resp = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+            ok = resp if isinstance(resp, Response) and resp.status == 200 else None
+        transport.sendto(request("CANCEL", ua.port, branch=branch), ("127.0.0.1", ua.port))
+        got = ok
+        while got.cseq[1] != "CANCEL":  # (our 200 again, as it waits for the ACK)
+            got = parse((await asyncio.wait_for(peer.got.get(), 2))[0])
+        assert got.status == 200, got.reason
+        assert Address.parse(got.get("To")).tag == Address.parse(ok.get("To")).tag
+        assert not handler.cancels
+    finally:
+        transport.close()
+        await ua.close()
