@@ -73,8 +73,8 @@ IN_DIALOG = ("INFO", "REFER")
 REQUESTS = (*(method.lower() for method in (*METHODS, *IN_DIALOG)), "unknown")
 """The counts of requests served, by method (``unknown``: one not in :data:`ALLOW` nor
 :data:`IN_DIALOG`); every other count is a refusal (``trunks/refusals.py`` reports both)."""
-InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
-"""Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
+InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str, Sequence[tuple[str, str]]]]]
+"""Answers an in-dialog INFO or REFER: the status, reason phrase and headers to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
 """Answers a re-INVITE through its transaction (``tx.dialog``: the dialog it came in)."""
 WARN_NO_REINVITE = (
@@ -340,8 +340,8 @@ class UserAgent:
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
-            status, reason = await self.in_dialog_requests(dialog, req)
-            await self.answer(conn, reply(req, status, reason))
+            status, reason, more = await self.in_dialog_requests(dialog, req)
+            await self.answer(conn, reply(req, status, reason, extra=more))
         elif method not in self.methods and method != "REFER":
             self.count("not_implemented")  # UPDATE, MESSAGE …: 501 (§8.2.1)
             await self.answer(conn, not_implemented(req, self.allow, self.unserved, conn.peer[0]))

@@ -30,8 +30,8 @@ async def answer_to(transport, peer, port: int, data: bytes) -> Response:
 def served_like_a_trunk(ua) -> None:
     """What ``TrunkService`` adds to its user agent: INFO and REFER in a call, Replaces."""
 
-    async def in_dialog(dialog, req) -> tuple[int, str]:
-        return 200, "OK"
+    async def in_dialog(dialog, req) -> tuple[int, str, list]:
+        return 200, "OK", []
 
     ua.in_dialog_requests = in_dialog
     ua.supported = ("replaces",)
