@@ -19,6 +19,7 @@ from ..sip.outbound_invite import OutboundInvite
 
 log = logging.getLogger(__name__)
 
+
 class Dialer(OutboundInvite):
     """One outbound INVITE through a trunk (see the module docstring)."""
 
