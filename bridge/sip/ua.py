@@ -41,7 +41,7 @@ from .completed import Completed
 from .datagram import DatagramEndpoint
 from .dialog import Dialog, reply
 from .digest import DigestServer
-from .extensions import misplaced_replaces, not_implemented
+from .extensions import capabilities, misplaced_replaces, not_implemented
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .malformed import Malformed
@@ -80,6 +80,12 @@ ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
+
+
+def allow_of(in_dialog: bool) -> str:
+    """A user agent's ``Allow``: every method it takes (§20.5), ``in_dialog``: INFO and REFER
+    in a call too (a trunk's, :attr:`UserAgent.in_dialog_requests`)."""
+    return ", ".join((*METHODS, *IN_DIALOG) if in_dialog else METHODS)
 
 
 class UserAgent:
@@ -140,13 +146,7 @@ class UserAgent:
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
-
-    @property
-    def methods(self) -> tuple[str, ...]:
-        """What it takes (§20.5: all in its ``Allow``): a trunk's INFO and REFER in a call too."""
-        return (*METHODS, *IN_DIALOG) if self.in_dialog_requests is not None else (*METHODS,)
-
-    allow = property(lambda self: ", ".join(self.methods))
+    allow = property(lambda self: allow_of(self.in_dialog_requests is not None))
 
     def contact_for(self, number: str, hostname: str) -> str:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
@@ -334,15 +334,13 @@ class UserAgent:
         elif method == "CANCEL":
             await cancel_pending(self, req, conn)
         elif method == "OPTIONS":
-            extra = [("Allow", self.allow), ("Accept", "application/sdp")]
-            extra += [("Supported", ", ".join(self.supported))] if self.supported else []
-            await self.answer(conn, reply(req, 200, "OK", extra=extra))
+            await self.answer(conn, capabilities(req, self.allow, self.supported))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
             status, reason, more = await self.in_dialog_requests(dialog, req)
             await self.answer(conn, reply(req, status, reason, extra=more))
-        elif method not in self.methods and method != "REFER":
+        elif method not in self.allow.split(", ") and method != "REFER":
             self.count("not_implemented")  # UPDATE, MESSAGE …: 501 (§8.2.1)
             await self.answer(conn, not_implemented(req, self.allow, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
