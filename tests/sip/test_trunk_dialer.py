@@ -400,3 +400,33 @@ async def test_a_refusal_sent_again_is_acked_again() -> None:
         run.cancel()
         transport.close()
         await ua.close()
+
+
+async def test_a_second_phones_200_of_a_forked_invite_is_acked_and_hung_up() -> None:
+    """A proxy in front (Kamailio's ``lookup`` with two registrations of the extension) forks
+    our INVITE and both phones answer: the second 200, of another dialog (its own To tag), is
+    ACKed in that dialog and then hung up with a BYE (RFC 3261 §13.2.2.4). It was ACKed with
+    the first dialog's tag, which that phone does not match: it sent its 200 for 32 s,
+    answered and silent."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = dialer_to(ua, port)
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        invite = await next_request(peer, "INVITE")
+        first = response(invite, 200, "OK", SDP)
+        transport.sendto(first, ("127.0.0.1", ua.port))
+        assert (await asyncio.wait_for(run, 3)).status == 200
+        assert (await next_request(peer, "ACK")).get("To").endswith(";tag=pbx1")
+        second = first.replace(b";tag=pbx1", b";tag=pbx2")
+        transport.sendto(second, ("127.0.0.1", ua.port))
+        ack = await next_request(peer, "ACK", 2.0)
+        assert ack.get("To").endswith(";tag=pbx2") and ack.get("CSeq") == "1 ACK"
+        bye = await next_request(peer, "BYE", 2.0)
+        assert bye.get("To").endswith(";tag=pbx2") and bye.call_id == invite.call_id
+        assert dialer.dialog is not None and dialer.dialog.remote_tag == "pbx1"  # the call's
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
