@@ -10,9 +10,9 @@ deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until
 
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
-(§9.2: ``200`` to it, ``487`` to the INVITE), and so does the caller's ``BYE`` in its early
-dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
-dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
+(§9.2: ``200`` to it, ``487`` to the INVITE; one already answered: ``200`` alone), and so
+does the caller's ``BYE`` in its early dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go
+to their dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
