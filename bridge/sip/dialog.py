@@ -11,12 +11,13 @@ call at Meta's proxies (Meta's SIP notes: the call drops at ~32 s).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .headers import Address, Uri, Via, new_branch, new_tag
-from .message import Request, Response
+from .message import Request, Response, SipParseError
 from .transport import Connection
 
 _local_seq = itertools.count(1)
@@ -31,17 +32,19 @@ def reply(
     extra: Sequence[tuple[str, str]] = (),
 ) -> Response:
     """A response to ``req`` (§8.2.6.2): Via, From, Call-ID and CSeq copied, To with our tag
-    (once we have one; never on a ``100``)."""
+    when it has none (``to_tag``, else a new one: a UAS MUST add one to every response but a
+    ``100``, where none is added; a To that cannot be read is copied as it is)."""
     resp = Response(status=status, reason=reason)
     for via in req.all("Via"):
         resp.add("Via", via)
     resp.add("From", req.get("From"))
     to = req.get("To")
-    if to_tag and status > 100:
-        addr = Address.parse(to)
-        if not addr.tag:
-            addr.params["tag"] = to_tag
-            to = str(addr)
+    if status > 100:
+        with contextlib.suppress(SipParseError):
+            addr = Address.parse(to)
+            if not addr.tag:
+                addr.params["tag"] = to_tag or new_tag()
+                to = str(addr)
     resp.add("To", to)
     resp.add("Call-ID", req.call_id)
     resp.add("CSeq", req.get("CSeq"))

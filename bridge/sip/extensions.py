@@ -1,6 +1,7 @@
 """The SIP extensions a request asks of the user agent server, checked before it is served:
 a ``Require`` naming one it does not support (RFC 3261 §8.2.2.3: ``420``), a ``Replaces``
-where RFC 3891 §3 refuses it (``400``), and a method it does not implement (§8.2.1: ``501``).
+where RFC 3891 §3 refuses it (``400``), and a method it does not implement (§8.2.1: ``501``);
+and what it answers an OPTIONS with (§11.2).
 Meta's road supports no extension; a trunk's supports ``replaces`` (``trunks/replacing.py``
 follows the header where it belongs)."""
 
@@ -70,3 +71,11 @@ def not_implemented(req: Request, allow: str, sources: Repeats, source: str) -> 
             source,
         )
     return reply(req, 501, "Not Implemented", extra=[("Allow", allow)])
+
+
+def capabilities(req: Request, allow: str, supported: Collection[str]) -> Response:
+    """The ``200`` to an OPTIONS (§11.2): the methods taken (``allow``), the body we read and
+    the extensions ``supported``."""
+    extra = [("Allow", allow), ("Accept", "application/sdp")]
+    extra += [("Supported", ", ".join(supported))] if supported else []
+    return reply(req, 200, "OK", extra=extra)

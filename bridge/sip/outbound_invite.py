@@ -6,7 +6,8 @@ The next hop is connected to first (one that cannot be reached is a synthetic ``
 responses ``100`` is ignored and the other ``1xx`` are progress, until the final one (none
 within Timer B: a synthetic ``408``; once a provisional response came the INVITE rings until
 its final response, or until the caller's ring limit, when it is CANCELled). A non-``2xx``
-final response is ACKed hop by hop on the INVITE's own branch (§17.1.1.3). A ``401``/``407``
+final response is ACKed hop by hop on the INVITE's own branch (§17.1.1.3), over UDP again
+each time it comes again for Timer D (64·T1, §17.1.1.2). A ``401``/``407``
 answered is followed by the INVITE again with the same Call-ID and From tag, CSeq + 1 and a
 new branch (§8.1.3.5, §22.2): the best challenge we support (SHA-256 before MD5, RFC 8760)
 answered once, the digest ``uri`` the Request-URI (§22.4), and once more only when it says
@@ -206,10 +207,14 @@ class OutboundInvite:
             except BaseException:
                 self.ua.done(tx)
                 raise
-            if not 200 <= resp.status < 300:  # a 2xx's is kept for the same 2xx again
-                self.ua.done(tx)
+            kept = 200 <= resp.status < 300  # a 2xx's transaction kept: its ACK again
             if resp.status >= 300 and resp.values("Via"):  # (never for a 408 of our own)
-                await self._send_on_hop(self._ack_non_2xx(invite, resp))
+                ack = self._ack_non_2xx(invite, resp)
+                await self._send_on_hop(ack)
+                if kept := not tx.conn.reliable:  # Timer D: the same refusal ACKed again
+                    self.ua.spawn(ack_again(self, tx, ack), f"ack:{self.call_id[:24]}")
+            if not kept:
+                self.ua.done(tx)
             if resp.status in CHALLENGES and not self._cancelled:
                 authorization = self._authorization(resp, rounds)
                 if authorization is not None:
@@ -222,24 +227,8 @@ class OutboundInvite:
                 self.dialog = Dialog.as_uac(invite, resp, self._conn, self.contact)
                 ack = self.dialog.request("ACK", self.ua.via_host, seq=invite.cseq[0])
                 await self._send_ack(ack, self.dialog)
-                self.ua.spawn(self._ack_again(tx, ack), f"ack:{self.call_id[:24]}")
+                self.ua.spawn(ack_again(self, tx, ack), f"ack:{self.call_id[:24]}")
             return resp
-
-    async def _ack_again(self, tx: ClientTransaction, ack: Request) -> None:
-        """§13.2.2.4: each 2xx is ACKed. Our ACK may be lost (over UDP, or beyond the first hop
-        over TLS) and the UAS sends its 2xx again until one arrives (§13.3.1.4), for 64·T1: the
-        transaction is kept that long to hear those and ACK each (forgotten, the call ended
-        with the UAS's BYE)."""
-        assert self.dialog is not None
-        loop = asyncio.get_running_loop()
-        until = loop.time() + TIMER_B
-        try:
-            while (left := until - loop.time()) > 0:
-                resp = await tx.next(left)
-                if 200 <= resp.status < 300 and resp.values("Via"):  # not next()'s own 408
-                    await self._send_ack(ack, self.dialog)
-        finally:
-            self.ua.done(tx)
 
     async def _follow(
         self, tx: ClientTransaction, on_progress: Callable[[Response], None]
@@ -325,6 +314,48 @@ class OutboundInvite:
         for route in invite.all("Route"):
             cancel.add("Route", route)
         await self._send_cancel(cancel, tx.conn)
+
+
+async def ack_again(invite: OutboundInvite, tx: ClientTransaction, ack: Request) -> None:
+    """The final response to ``invite`` heard again (``tx`` kept: the job of its ACKs after
+    the final one). §13.2.2.4: each 2xx is ACKed. Our ACK may be lost (over UDP, or beyond
+    the first hop over TLS) and the UAS sends its 2xx again until one arrives (§13.3.1.4),
+    for 64·T1: the transaction is kept that long to hear those and ACK each (forgotten, the
+    call ended with the UAS's BYE); a 2xx of another dialog (a proxy forked the INVITE, two phones
+    answered) is ACKed in its own and that dialog hung up. A refusal over UDP the same,
+    hop by hop, for Timer D (§17.1.1.2: the UAS sends it again until our ACK, Timer G)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + TIMER_B
+    forks: dict[str, tuple[Dialog, Request]] = {}
+    try:
+        while (left := until - loop.time()) > 0:
+            resp = await tx.next(left)
+            if not resp.values("Via"):  # next()'s own 408
+                continue
+            if invite.dialog is not None and 200 <= resp.status < 300:
+                tag = Address.parse(resp.get("To")).tag
+                if tag == invite.dialog.remote_tag:
+                    await invite._send_ack(ack, invite.dialog)
+                    continue
+                known = tag in forks
+                if not known:
+                    fork = Dialog.as_uac(tx.req, resp, tx.conn, invite.contact)
+                    seq = tx.req.cseq[0]
+                    forks[tag] = fork, fork.request("ACK", invite.ua.via_host, seq=seq)
+                fork, fork_ack = forks[tag]
+                await invite._send_ack(fork_ack, fork)
+                if not known:
+                    invite.ua.spawn(hang_up_fork(invite, fork), f"fork:{invite.call_id[:24]}")
+            elif invite.dialog is None and resp.status >= 300:
+                await invite._send_on_hop(ack)
+    finally:
+        invite.ua.done(tx)
+
+
+async def hang_up_fork(invite: OutboundInvite, fork: Dialog) -> None:
+    """The dialog of a forked 2xx we do not keep, ACKed: ended with a BYE (§13.2.2.4)."""
+    credentials = (invite.username, invite.password) if invite.password else None
+    await invite.ua.in_dialog(fork, "BYE", timeout=4.0, credentials=credentials)
 
 
 __all__ = ["CHALLENGES", "SEND_ERRORS", "OutboundInvite"]

@@ -71,6 +71,8 @@ class TransactionUser(Protocol):
     @property
     def supported(self) -> tuple[str, ...]: ...
     @property
+    def allow(self) -> str: ...
+    @property
     def tasks(self) -> TaskSet: ...
     @property
     def pending(self) -> dict[tuple[str, str], InviteServer]: ...
@@ -138,6 +140,10 @@ class InviteServer:
             for rr in self.req.all("Record-Route"):
                 resp.add("Record-Route", rr)  # §12.1.1: copied into 1xx-with-tag and 2xx
             resp.add("Contact", self.contact)
+        if 200 <= status < 300:  # §13.3.1.4: what the call may use, learnt without probing
+            resp.add("Allow", self.ua.allow)
+            if self.ua.supported:
+                resp.add("Supported", ", ".join(self.ua.supported))
         self.last = resp
         if status >= 200:
             self.final = status
@@ -323,11 +329,16 @@ async def serve(handler: CallHandler, tx: InviteServer) -> None:
 
 async def cancel_pending(ua: TransactionUser, req: Request, conn: Connection) -> None:
     """A CANCEL (§9.2): ``200`` to it and ``487`` to the INVITE it names, still unanswered
-    (the handler told), else ``481``."""
+    (the handler told); ``200`` alone when that INVITE is answered already (its transaction
+    kept: RFC 6026 §8.7), else ``481``."""
     branch = Via.parse(req.values("Via")[0]).branch
     tx = ua.pending.get((req.call_id, branch))
     if tx is None:
-        await ua.answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        done = ua.completed.get(req.call_id, branch, (req.cseq[0], "INVITE"))
+        if done is None:
+            await ua.answer(conn, reply(req, 481, "Call/Transaction Does Not Exist"))
+        else:  # the INVITE's tag: the CANCEL's response is in its dialog (§9.2)
+            await ua.answer(conn, reply(req, 200, "OK", to_tag=Address.parse(done.get("To")).tag))
         return
     await ua.answer(conn, reply(req, 200, "OK", to_tag=tx.local_tag))
     if await tx.respond(487, "Request Terminated"):

@@ -10,9 +10,9 @@ deadline (Timer B/F, 64·T1). A UAS still retransmits its 2xx to an INVITE until
 
 Server side, by method (§8.2): a new INVITE is authenticated (``407``, §22) when a password
 is set and handed to the :class:`CallHandler`; ``CANCEL`` matches the pending INVITE
-(§9.2: ``200`` to it, ``487`` to the INVITE), and so does the caller's ``BYE`` in its early
-dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go to their
-dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
+(§9.2: ``200`` to it, ``487`` to the INVITE; one already answered: ``200`` alone), and so
+does the caller's ``BYE`` in its early dialog (§15.1.2); ``ACK``, ``BYE`` and ``NOTIFY`` go
+to their dialog (``481`` without one, §12.2.2); ``OPTIONS`` is answered (§11.2); a re-INVITE goes to
 :attr:`UserAgent.reinvites` when set (a trunk's: hold from the PBX, RFC 3264 §8.4) as an
 :class:`InviteServer` in its dialog, else gets ``488``, and ``REFER`` ``403``, with a reason
 saying the bridge does hold and transfer in its own media (Meta's road); any other method
@@ -39,9 +39,9 @@ from .admission import InviteAdmission, Lookup
 from .challenged import exchange
 from .completed import Completed
 from .datagram import DatagramEndpoint
-from .dialog import Dialog, new_tag, reply
+from .dialog import Dialog, reply
 from .digest import DigestServer
-from .extensions import misplaced_replaces, not_implemented
+from .extensions import capabilities, misplaced_replaces, not_implemented
 from .headers import Address, Uri, Via
 from .listener import Listener
 from .malformed import Malformed
@@ -73,13 +73,19 @@ IN_DIALOG = ("INFO", "REFER")
 REQUESTS = (*(method.lower() for method in (*METHODS, *IN_DIALOG)), "unknown")
 """The counts of requests served, by method (``unknown``: one not in :data:`ALLOW` nor
 :data:`IN_DIALOG`); every other count is a refusal (``trunks/refusals.py`` reports both)."""
-InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str]]]
-"""Answers an in-dialog INFO or REFER: the status and reason phrase to send."""
+InDialog = Callable[[Dialog, Request], Awaitable[tuple[int, str, Sequence[tuple[str, str]]]]]
+"""Answers an in-dialog INFO or REFER: the status, reason phrase and headers to send."""
 ReInvite = Callable[[InviteServer], Coroutine[Any, Any, None]]
 """Answers a re-INVITE through its transaction (``tx.dialog``: the dialog it came in)."""
 WARN_NO_REINVITE = (
     '399 bridge "no re-INVITE: hold, music and transfer happen in the bridge\'s media"'
 )
+
+
+def allow_of(in_dialog: bool) -> str:
+    """A user agent's ``Allow``: every method it takes (§20.5), ``in_dialog``: INFO and REFER
+    in a call too (a trunk's, :attr:`UserAgent.in_dialog_requests`)."""
+    return ", ".join((*METHODS, *IN_DIALOG) if in_dialog else METHODS)
 
 
 class UserAgent:
@@ -140,6 +146,7 @@ class UserAgent:
         """Whether a new INVITE is taken (:mod:`.admission`)."""
 
     contact = property(lambda self: self.contact_for(self.number, self.hostname))
+    allow = property(lambda self: allow_of(self.in_dialog_requests is not None))
 
     def contact_for(self, number: str, hostname: str) -> str:
         hop = "tls" if self.transport.certs is not None else "udp" if self.datagrams else "tcp"
@@ -327,17 +334,15 @@ class UserAgent:
         elif method == "CANCEL":
             await cancel_pending(self, req, conn)
         elif method == "OPTIONS":
-            extra = [("Allow", ALLOW), ("Accept", "application/sdp")]
-            extra += [("Supported", ", ".join(self.supported))] if self.supported else []
-            await self.answer(conn, reply(req, 200, "OK", to_tag=to_tag or new_tag(), extra=extra))
+            await self.answer(conn, capabilities(req, self.allow, self.supported))
         elif method == "INVITE" and not to_tag:
             await self._on_invite(req, conn)
         elif method in ("INFO", "REFER") and dialog and self.in_dialog_requests:
-            status, reason = await self.in_dialog_requests(dialog, req)
-            await self.answer(conn, reply(req, status, reason))
-        elif method not in METHODS and method != "REFER":
-            self.count("not_implemented")  # UPDATE, INFO, MESSAGE …: 501 (§8.2.1)
-            await self.answer(conn, not_implemented(req, ALLOW, self.unserved, conn.peer[0]))
+            status, reason, more = await self.in_dialog_requests(dialog, req)
+            await self.answer(conn, reply(req, status, reason, extra=more))
+        elif method not in self.allow.split(", ") and method != "REFER":
+            self.count("not_implemented")  # UPDATE, MESSAGE …: 501 (§8.2.1)
+            await self.answer(conn, not_implemented(req, self.allow, self.unserved, conn.peer[0]))
         elif dialog is None and method == "BYE" and (early := early_invite(self, req, to_tag)):
             await end_early(self, conn, req, early)
         elif dialog is None:

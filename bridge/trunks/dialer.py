@@ -19,8 +19,6 @@ from ..sip.outbound_invite import OutboundInvite
 
 log = logging.getLogger(__name__)
 
-ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, NOTIFY, REFER, INFO"
-
 
 class Dialer(OutboundInvite):
     """One outbound INVITE through a trunk (see the module docstring)."""
@@ -57,7 +55,7 @@ class Dialer(OutboundInvite):
     def _road_headers(self) -> Sequence[tuple[str, str]]:
         return [
             ("P-Asserted-Identity", f"<{self.from_uri}>"),
-            ("Allow", ALLOW),
+            ("Allow", self.ua.allow),
             ("Supported", "replaces"),  # RFC 3891 §6.2: a phone may take the leg over
             *self.headers,
         ]

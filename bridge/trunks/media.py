@@ -30,7 +30,7 @@ from ..rtc.rtp_session import RtpSession
 from ..rtc.srtpudp import RtpSocket
 from ..rtc.tracks import OpusBusTrack
 from ..tasks import TaskSet
-from .sdp import Remote
+from .sdp import Remote, we_send
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ class TrunkMedia:
         self.keys_out.step = remote.event_rate // 50  # RFC 4733 durations' units in 20 ms
         self.keys_in.clock_rate = remote.event_rate
         self.rtcp_mux = remote.rtcp_mux
+        self.track.sending = we_send(remote)  # not to a phone that holds (RFC 3264 §6.1)
         self._start_reports()
 
     def start(self, stats: BusStats | None = None) -> None:

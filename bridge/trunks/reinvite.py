@@ -30,6 +30,7 @@ from ..rtc.sdp import origin
 from ..sip import InviteServer
 from ..sip.headers import warning
 from . import sdp
+from .sdp import MIRROR, offered_direction
 
 if TYPE_CHECKING:
     from .participant import SipParticipant, TrunkLine
@@ -37,13 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIRROR = {
-    "sendrecv": "sendrecv",
-    "sendonly": "recvonly",
-    "recvonly": "sendonly",
-    "inactive": "inactive",
-}
-"""Our answer's direction for the offer's (RFC 3264 §6.1)."""
 HOLDING = ("sendonly", "inactive")
 """Offer directions that put the call on hold (RFC 3264 §8.4)."""
 
@@ -74,16 +68,6 @@ class Answer:
     @property
     def sending(self) -> bool:
         return self.direction in ("sendrecv", "sendonly")
-
-
-def offered_direction(remote: sdp.Remote) -> str:
-    """The offer's direction; a connection address of ``0.0.0.0`` (or ``::``) says the phone
-    receives nothing (RFC 2543 hold, RFC 3264 §8.4)."""
-    if ipaddress.ip_address(remote.address).is_unspecified:
-        return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(
-            remote.direction, remote.direction
-        )
-    return remote.direction
 
 
 def our_key(current: Crypto | None, chosen: Crypto | None) -> Crypto | None:
@@ -195,8 +179,7 @@ async def _reinvited(
     if not await tx.respond(200, "OK", body=got.body):
         return
     leg.sdp_sent, socket.crypto = got.body, got.crypto
-    leg.take_remote(leg.media, got.remote)
-    leg.media.track.sending = got.sending
+    leg.take_remote(leg.media, got.remote)  # sending as our answer says (TrunkMedia.follow)
     await set_hold(leg, got, music(catalog, playback, leg))
 
 

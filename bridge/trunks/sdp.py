@@ -14,6 +14,7 @@ SIP side).
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from dataclasses import dataclass
 
@@ -27,6 +28,13 @@ RTPMAP = {"PCMU": "PCMU/8000", "PCMA": "PCMA/8000", "G722": "G722/8000", "opus":
 FMTP = {"opus": "minptime=20;useinbandfec=1"}
 EVENT_PT = 101
 """Our dynamic payload type for ``telephone-event/8000`` (and 102 for ``/48000`` with Opus)."""
+MIRROR = {
+    "sendrecv": "sendrecv",
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+}
+"""Our answer's direction for the offer's (RFC 3264 §6.1)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,21 @@ class Remote:
     refused (RFC 3264 §6)."""
 
 
+def offered_direction(remote: Remote) -> str:
+    """The direction of the far end's SDP; a connection address of ``0.0.0.0`` (or ``::``) says
+    it receives nothing (RFC 2543 hold, RFC 3264 §8.4)."""
+    if ipaddress.ip_address(remote.address).is_unspecified:
+        return {"sendrecv": "sendonly", "recvonly": "inactive"}.get(
+            remote.direction, remote.direction
+        )
+    return remote.direction
+
+
+def we_send(remote: Remote) -> bool:
+    """Whether the far end's SDP (its offer or its answer) takes our media (RFC 3264 §6.1)."""
+    return offered_direction(remote) in ("sendrecv", "recvonly")
+
+
 def offer(
     address: str,
     port: int,
@@ -65,11 +88,14 @@ def offer(
     *,
     answer_to: Remote | None = None,
     origin: tuple[int, int] | None = None,
-    direction: str = "sendrecv",
+    direction: str = "",
 ) -> bytes:
     """Our SDP: an offer of ``codecs`` (those we carry), or the answer choosing ``answer_to``'s
     codec. ``origin``: the o= line's session id and version (RFC 4566 §5.2; a new session's
-    are random); ``direction``: our ``a=`` direction (RFC 3264 §6.1)."""
+    are random); ``direction``: our ``a=`` direction, by default ``sendrecv`` in an offer and
+    the offer's mirrored in an answer (RFC 3264 §6.1: a held call's first INVITE too)."""
+    if not direction:
+        direction = MIRROR[offered_direction(answer_to)] if answer_to else "sendrecv"
     events: list[tuple[int, int]] = []
     if answer_to is not None:
         chosen = [(answer_to.pt, answer_to.codec)]

@@ -30,17 +30,19 @@ log = logging.getLogger(__name__)
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], None]
 """Runs work as one of the trunk service's tasks (``TrunkService.spawn``)."""
+INFO_TYPES = "application/dtmf-relay, application/dtmf"
+"""The INFO bodies taken (a ``415``'s ``Accept``, RFC 3261 §21.4.13)."""
 
 
 async def in_dialog(
     line: TrunkLine, spawn: Spawn, refusals: TrunkRefusals, dialog: Dialog, req: Request
-) -> tuple[int, str]:
+) -> tuple[int, str, list[tuple[str, str]]]:
     """The user agent's ``in_dialog_requests``: the status to answer an INFO or a REFER (a
-    transfer runs as a task ``spawn`` starts); one refused for what it carries told to
-    ``refusals``."""
+    transfer runs as a task ``spawn`` starts), a ``415`` with the INFO bodies taken; one
+    refused for what it carries told to ``refusals``."""
     leg = line.legs.get(dialog.key)
     if leg is None:
-        return 481, "Call/Transaction Does Not Exist"
+        return 481, "Call/Transaction Does Not Exist", []
     if req.method == "INFO":
         status, reason = info(leg, req)
     else:
@@ -52,7 +54,7 @@ async def in_dialog(
         refusals.refused(sender, kind, why, req.method)
     elif status < 300:
         refusals.taken(sender, req.method, kind)
-    return status, reason
+    return status, reason, [("Accept", INFO_TYPES)] if status == 415 else []
 
 
 def info(leg: SipParticipant, req: Request) -> tuple[int, str]:

@@ -8,7 +8,8 @@ nothing; once resumed it hears the phone again and the music is gone. A phone th
 (SIPp checks and logs each answer): ``a=recvonly`` then ``a=sendrecv``, the o= version one up
 each time, a session refresh answered with the very same SDP, and PCMA offered mid-call
 refused with ``488`` and a Warning. And a call the PBX placed (SIPp as the PBX's UAC, its media
-echoed back) held and resumed the same way: WhatsApp hears itself, the music, itself again."""
+echoed back) held and resumed the same way: WhatsApp hears itself, the music, itself again;
+and one its first INVITE opens already held, answered ``a=recvonly`` (RFC 3264 §6.1)."""
 
 from __future__ import annotations
 
@@ -205,6 +206,32 @@ async def test_the_pbx_holds_a_call_it_placed_and_whatsapp_hears_the_music(
         await until(lambda: of(bridge, "participant.unheld"), 10, "participant.unheld")
         await asyncio.sleep(1.2)
         whatsapp_hears_itself_through_the_pbx()
+        assert await sipp.finish() == 0, sipp.report()
+    finally:
+        await sipp.stop()
+
+
+async def test_a_call_the_pbx_places_on_hold_is_answered_recvonly(bridge, tmp_path) -> None:
+    """The PBX's first offer is already ``a=sendonly`` (a held call it transfers on): our 200
+    answers ``a=recvonly`` (RFC 3264 §6.1: a sendonly stream MUST be answered recvonly or
+    inactive; it was answered sendrecv) and the bridge sends the phone nothing; SIPp checks the
+    answer and that its Allow names REFER and INFO."""
+    trunk = {
+        "name": "pbx",
+        "uri": "sip:127.0.0.1:5999;transport=udp",
+        "inbound": {"allowFrom": ["127.0.0.1/32"]},
+        "keepalive": 0,
+    }
+    assert (await bridge.post("/trunks", json=trunk)).status == 201
+    sipp = Sipp(tmp_path, "pbx_call_held_from_start.xml", {"TALK_MS": "1000"})
+    media = ("-mi", "127.0.0.1")
+    await sipp.start(
+        remote=bridge.app[TRUNKS].port, keys={"callee": "+" + PHONE}, transport="u1", extra=media
+    )
+    try:
+        await until(lambda: of(bridge, "participant.joined"), 3, "the PBX's leg joined")
+        (leg,) = bridge.app[TRUNKS].active
+        assert leg.media is not None and leg.media.track.sending is False
         assert await sipp.finish() == 0, sipp.report()
     finally:
         await sipp.stop()

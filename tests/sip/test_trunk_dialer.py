@@ -373,3 +373,60 @@ async def test_a_leg_whose_closing_caller_is_cancelled_still_leaves_the_call(bri
     finally:
         answering.cancel()
         transport.close()
+
+
+async def test_a_refusal_sent_again_is_acked_again() -> None:
+    """The PBX did not hear our ACK of its 486 (a UDP hop lost it) and sends the 486 again,
+    as its Timer G fires: each one is ACKed again while our transaction is Completed
+    (RFC 3261 §17.1.1.2, Timer D: 32 s over UDP), else the PBX sends it on to Timer H and
+    logs a transaction that never completed."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = dialer_to(ua, port)
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        invite = await next_request(peer, "INVITE")
+        busy = response(invite, 486, "Busy Here")
+        transport.sendto(busy, ("127.0.0.1", ua.port))
+        assert (await asyncio.wait_for(run, 3)).status == 486
+        first = await next_request(peer, "ACK")
+        for _ in range(2):
+            transport.sendto(busy, ("127.0.0.1", ua.port))
+            again = await next_request(peer, "ACK", 2.0)
+            assert again.get("Via") == first.get("Via") == invite.get("Via")  # its branch
+            assert again.get("CSeq") == "1 ACK" and again.get("To") == first.get("To")
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()
+
+
+async def test_a_second_phones_200_of_a_forked_invite_is_acked_and_hung_up() -> None:
+    """A proxy in front (Kamailio's ``lookup`` with two registrations of the extension) forks
+    our INVITE and both phones answer: the second 200, of another dialog (its own To tag), is
+    ACKed in that dialog and then hung up with a BYE (RFC 3261 §13.2.2.4). It was ACKed with
+    the first dialog's tag, which that phone does not match: it sent its 200 for 32 s,
+    answered and silent."""
+    ua = await trunk_ua()
+    transport, peer = await udp_peer()
+    port = transport.get_extra_info("sockname")[1]
+    dialer = dialer_to(ua, port)
+    run = asyncio.create_task(dialer.run(lambda _resp: None))
+    try:
+        invite = await next_request(peer, "INVITE")
+        first = response(invite, 200, "OK", SDP)
+        transport.sendto(first, ("127.0.0.1", ua.port))
+        assert (await asyncio.wait_for(run, 3)).status == 200
+        assert (await next_request(peer, "ACK")).get("To").endswith(";tag=pbx1")
+        second = first.replace(b";tag=pbx1", b";tag=pbx2")
+        transport.sendto(second, ("127.0.0.1", ua.port))
+        ack = await next_request(peer, "ACK", 2.0)
+        assert ack.get("To").endswith(";tag=pbx2") and ack.get("CSeq") == "1 ACK"
+        bye = await next_request(peer, "BYE", 2.0)
+        assert bye.get("To").endswith(";tag=pbx2") and bye.call_id == invite.call_id
+        assert dialer.dialog is not None and dialer.dialog.remote_tag == "pbx1"  # the call's
+    finally:
+        run.cancel()
+        transport.close()
+        await ua.close()

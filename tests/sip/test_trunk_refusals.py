@@ -100,8 +100,9 @@ async def test_infos_without_a_key_we_take_are_counted_and_said_once(
     make_client, tmp_path, caplog
 ) -> None:
     """A PBX's call placed and answered; its INFOs in that call carrying its keys in a format
-    the bridge does not take are refused ``415``, counted ``info_refused`` and said once at
-    WARNING, and the end said at INFO when an INFO's key is taken. Each was lost silently."""
+    the bridge does not take are refused ``415`` with the formats it takes (``Accept``),
+    counted ``info_refused`` and said once at WARNING, and the end said at INFO when an
+    INFO's key is taken. Each was lost silently."""
     caplog.set_level(logging.INFO, logger="bridge")
     async with listener(make_client, tmp_path, {"allowFrom": ["127.0.0.1/32"]}) as (
         client,
@@ -136,6 +137,8 @@ async def test_infos_without_a_key_we_take_are_counted_and_said_once(
         for seq in (2, 3, 4):
             refused = await final(info(seq, "application/vnd.pbx.digits", "5"), "INFO", seq)
             assert refused.startswith(b"SIP/2.0 415"), refused
+            # RFC 3261 §21.4.13: a 415 MUST list the formats taken, in Accept.
+            assert b"\r\nAccept: application/dtmf-relay, application/dtmf\r\n" in refused
         taken = info(5, "application/dtmf-relay", "Signal=5\r\nDuration=160\r\n")
         assert (await final(taken, "INFO", 5)).startswith(b"SIP/2.0 200")
         refer = f"REFER sip:+15550001111@127.0.0.1:{port} SIP/2.0\r\n{dialog}CSeq: 6 REFER\r\n"
