@@ -92,11 +92,13 @@ class WavTrack:
         """Append the frame stamped ``t`` (the class docstring says when silence goes first)."""
         if self._file is None:
             return
-        waiting, self._waiting = self._waiting, None
+        waiting = self._waiting
         if waiting is not None:
             before, at = waiting
             late = t - at < FRAME_SAMPLES / SAMPLE_RATE / 2  # the frames it was late behind
+            self._waiting = (pcm, t)  # its write failing (a full disk) loses it, not this one
             self._append(before, None if late else at)
+            self._waiting = None
         if self._gap(t) > 0:
             self._waiting = (pcm, t)
         else:

@@ -74,3 +74,39 @@ def test_the_last_frame_after_a_gap_is_placed_at_its_time(tmp_path: Path) -> Non
     assert abs(pcm.size - 6 * FRAME) <= 1  # (a sample's rounding of the stamps)
     assert (pcm[:FRAME] == 1).all() and not pcm[FRAME : 4 * FRAME].any()
     assert (pcm[-FRAME:] == 2).all() and np.count_nonzero(pcm) == 2 * FRAME
+
+
+class FailingOnce:
+    """A file whose next write fails (a full disk for a moment)."""
+
+    def __init__(self, file: object) -> None:
+        self.file, self.fail = file, True
+
+    def write(self, data: bytes) -> int:
+        if self.fail:
+            self.fail = False
+            raise OSError(28, "No space left on device")
+        return self.file.write(data)  # type: ignore[attr-defined,no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.file, name)
+
+
+def test_a_failed_write_of_a_waiting_frame_loses_that_frame_only(tmp_path: Path) -> None:
+    """The frame that waited (past a gap) fails to be written: that one is lost (the recorder
+    counts it, its write raising), the frame that came with it is kept."""
+    track = WavTrack(tmp_path / "t.wav", T0)
+    track.write_at(frame(0), T0 + 0.02)
+    track.write_at(frame(1), T0 + 0.12)  # waits: a gap, or late?
+    real = track._file
+    track._file = FailingOnce(real)  # type: ignore[assignment]
+    try:
+        track.write_at(frame(2), T0 + 0.14)
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the waiting frame's write should have failed")
+    track._file = real
+    pcm = written(track, T0 + 0.1399)
+    assert (pcm[:FRAME] == 1).all(), pcm[::FRAME].tolist()
+    assert (pcm == 3).sum() == FRAME and not (pcm == 2).any(), pcm[::FRAME].tolist()
