@@ -61,7 +61,14 @@ def repair_wav(path: Path) -> bool:
 
 
 class WavTrack:
-    """One growing WAV file, aligned to wall-clock time from ``t0`` (monotonic)."""
+    """One growing WAV file, aligned to wall-clock time from ``t0`` (monotonic).
+
+    A frame stamped more than two frames after where the file has got to is a gap, filled
+    with silence, unless the frame after it comes in less than half a frame: then it was only
+    late (the worker clock catching up a stalled tick runs the ticks it owes at once, each
+    frame there), nothing was missing, and silence there would shift the rest of the track
+    (and put exact zeros amid the audio). So such a frame waits for the next one to say which.
+    """
 
     def __init__(self, path: Path, t0: float) -> None:
         self.path = path
@@ -69,6 +76,8 @@ class WavTrack:
         self.samples = 0
         self._file: BinaryIO | None = path.open("wb")
         self._file.write(wav_header(0))
+        self._waiting: tuple[np.ndarray, float] | None = None
+        """A frame past a gap, waiting for the next one to tell a gap from a late frame."""
 
     def discard(self) -> None:
         """Close and delete the file (a recording that could not start)."""
@@ -80,12 +89,32 @@ class WavTrack:
             self.path.unlink(missing_ok=True)
 
     def write_at(self, pcm: np.ndarray, t: float) -> None:
+        """Append the frame stamped ``t`` (the class docstring says when silence goes first)."""
         if self._file is None:
             return
-        # A frame stamped at t covers [t - 20 ms, t); fill a gap longer than two frames.
-        expected = int((t - self.t0) * SAMPLE_RATE) - FRAME_SAMPLES
-        if expected - self.samples > 2 * FRAME_SAMPLES:
-            self._silence(expected - self.samples)
+        waiting = self._waiting
+        if waiting is not None:
+            before, at = waiting
+            late = t - at < FRAME_SAMPLES / SAMPLE_RATE / 2  # the frames it was late behind
+            self._waiting = (pcm, t)  # its write failing (a full disk) loses it, not this one
+            self._append(before, None if late else at)
+            self._waiting = None
+        if self._gap(t) > 0:
+            self._waiting = (pcm, t)
+        else:
+            self._append(pcm, None)
+
+    def _gap(self, t: float) -> int:
+        """Samples missing before a frame stamped ``t`` (which covers [t - 20 ms, t)): those
+        past where the file has got to, if more than two frames."""
+        missing = int((t - self.t0) * SAMPLE_RATE) - FRAME_SAMPLES - self.samples
+        return missing if missing > 2 * FRAME_SAMPLES else 0
+
+    def _append(self, pcm: np.ndarray, at: float | None) -> None:
+        """``pcm`` written, after silence for its gap if it is stamped (``at``)."""
+        assert self._file is not None
+        if at is not None and (gap := self._gap(at)):
+            self._silence(gap)
         self._file.write(pcm.astype("<i2", copy=False).tobytes())
         self.samples += pcm.size
 
@@ -99,6 +128,9 @@ class WavTrack:
         if self._file is None:
             return
         try:
+            waiting, self._waiting = self._waiting, None
+            if waiting is not None:  # nothing came after it: its gap was one
+                self._append(*waiting)
             target = int((t_end - self.t0) * SAMPLE_RATE)
             if target > self.samples:
                 self._silence(target - self.samples)

@@ -328,8 +328,10 @@ async def test_nothing_forwarded_is_decoded_until_a_recording_asks_and_then_with
         # are let pass, after the recording's first five frames, where a seam would be; one
         # stall past a frame may cost one (a 21 ms stall once, its 40 ms floor not reached).
         # So may what the bridge's own receiver concealed as it recorded (a packet late at a
-        # busy bridge process: two frames of silence in a clean-clone run, this process never
-        # held up past 9 ms), which its stats count.
+        # busy bridge process), which its stats count. A stall of the bridge process that its
+        # clock catches up costs nothing: every frame came, only late (two frames of exact
+        # zeros in a clean-clone run, nothing concealed, this process never held up past 4 ms,
+        # were the recording's track filling the late frame's gap: attachments/wav.py).
         frames = pcm[: pcm.size // 320 * 320].reshape(-1, 320).astype(np.float64)
         levels = np.sqrt((frames**2).mean(axis=1))
         steady = float(np.median(levels))
