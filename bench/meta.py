@@ -369,6 +369,16 @@ class Meta:
             }
         )
 
+    async def number_endpoint(self, request: web.Request) -> web.Response:
+        """``GET /{PHONE_NUMBER_ID}``: the number's node, what the bridge's number health check
+        reads with its token (without it every bench run's bridge said at WARNING that Meta
+        refused its number, 404)."""
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return meta_error(401, 190, "Invalid OAuth access token")
+        if request.match_info["pnid"] != self.pnid:
+            return meta_error(400, 100, "Unsupported get request. Object does not exist")
+        return web.json_response({"id": self.pnid})
+
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -383,6 +393,13 @@ class Meta:
             await call.pc.close()
         if self.http is not None:
             await self.http.close()
+
+
+def add_graph_routes(app: web.Application, meta: Meta) -> None:
+    """The Graph API routes of Meta's the bridge calls: its call actions and the number's node
+    (the number health check's read)."""
+    app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
+    app.router.add_get("/v23.0/{pnid}", meta.number_endpoint)
 
 
 def main() -> None:
@@ -405,7 +422,7 @@ def main() -> None:
         args.bridge, args.token, args.phone_number_id, args.app_secret, args.answer_delay, network
     )
     app = web.Application()
-    app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
+    add_graph_routes(app, meta)
     app.router.add_get("/bench/stats", meta.stats)
     app.router.add_post("/bench/user_calls", meta.user_calls)
     app.router.add_get("/healthz", meta.healthz)

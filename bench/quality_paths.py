@@ -848,6 +848,7 @@ async def cloudapi(
     ``whatsapp_speech`` is what it says (else the same speech as the browser)."""
     from aiohttp import web
 
+    from bench.meta import add_graph_routes
     from tests.support.ports import free_port
 
     restrict_to_loopback()
@@ -858,7 +859,7 @@ async def cloudapi(
         whatsapp_wire,
     )
     app = web.Application()
-    app.router.add_post("/v23.0/{pnid}/calls", meta.calls_endpoint)
+    add_graph_routes(app, meta)
     app.on_startup.append(meta.on_startup)
     app.on_shutdown.append(meta.on_shutdown)
     runner = web.AppRunner(app)
