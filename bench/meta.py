@@ -58,7 +58,13 @@ from bench.loadgen import (
 from bridge.audio.g711 import alaw_encode, ulaw_encode
 from bridge.engines.cloudapi import SIGNATURE_HEADER, sign
 from bridge.rtc import restrict_host_addresses
-from tests.fakes.cloudapi import _session_refusal, meta_answer, meta_error, meta_offer
+from tests.fakes.cloudapi import (
+    ACTION_PARAMS,
+    _session_refusal,
+    meta_answer,
+    meta_error,
+    meta_offer,
+)
 from tests.fakes.cloudapi_users import contact
 
 
@@ -101,8 +107,6 @@ ECHO_DEPTH = 6
 """Received payloads waiting to be sent back (120 ms); the oldest go first."""
 ENDED_KEPT = 1000
 """Ended calls kept for ``/bench/stats`` (their arrivals)."""
-ACTIONS = {"connect", "pre_accept", "accept", "reject", "terminate"}
-"""Meta's call actions: any other is its 100, as in the fake."""
 
 
 G711_ENCODE = {"PCMU": ulaw_encode, "PCMA": alaw_encode}
@@ -175,7 +179,7 @@ class Meta:
                 self.refused += 1
                 return refusal
         action = body.get("action")
-        if action not in ACTIONS:
+        if action not in ACTION_PARAMS:  # Meta's call actions: any other is its 100
             return meta_error(400, 100, f"(#100) Invalid action {action!r}")
         if action == "connect":
             return await self.connect(body)
