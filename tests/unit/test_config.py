@@ -662,7 +662,12 @@ def test_every_bridge_name_the_docs_and_deploy_files_use_is_read_by_the_code() -
     known = {env_name(f.name) for f in all_fields()} | PROCESS_VARIABLES
     files = [root / "README.md", root / "Dockerfile"]
     for where in ("docs", "deploy", "examples"):
-        files += [p for p in (root / where).rglob("*") if p.is_file() and p.suffix != ".png"]
+        files += [
+            p
+            for p in (root / where).rglob("*")
+            # (what running examples/ leaves there, __pycache__, is no text)
+            if p.is_file() and p.suffix not in (".png", ".pyc") and "__pycache__" not in p.parts
+        ]
     unknown = set()
     for path in files:
         for m in re.finditer(r"BRIDGE_[A-Z0-9_]*[A-Z0-9](?![A-Z0-9_]*[*<])", path.read_text()):
